@@ -1,0 +1,56 @@
+"""An in-memory bucket tree: what the writer takes and what a reader can materialise.
+
+Used to merge new records into an existing meta.db without losing anything: read the
+file into a :class:`BucketTree`, add records, write a fresh compact file from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Union
+
+Value = Union[bytes, "BucketTree"]
+
+
+@dataclass
+class BucketTree:
+    """A bucket: its sequence and its entries (plain values are ``bytes``, sub-buckets trees)."""
+
+    sequence: int = 0
+    entries: dict[bytes, Value] = field(default_factory=dict)
+
+    def bucket(self, *path: bytes, create: bool = False) -> "BucketTree | None":
+        """Walk ``path`` of sub-bucket names; with ``create`` make missing ones."""
+        node: BucketTree = self
+        for name in path:
+            child = node.entries.get(name)
+            if child is None and create:
+                child = node.entries[name] = BucketTree()
+            if not isinstance(child, BucketTree):
+                return None
+            node = child
+        return node
+
+    def put(self, key: bytes, value: bytes) -> None:
+        if not key:
+            raise ValueError("bolt keys must not be empty")
+        if isinstance(self.entries.get(key), BucketTree):
+            raise ValueError(f"key {key!r} is a bucket")
+        self.entries[key] = value
+
+    def get(self, key: bytes) -> bytes | None:
+        value = self.entries.get(key)
+        return value if isinstance(value, bytes) else None
+
+    def sorted_items(self) -> Iterator[tuple[bytes, Value]]:
+        for key in sorted(self.entries):
+            yield key, self.entries[key]
+
+    def to_plain(self) -> dict:
+        """JSON-friendly form used by dumps and tests: hex keys, hex values, sequences."""
+        out: dict = {"sequence": self.sequence, "entries": {}}
+        for key, value in self.sorted_items():
+            out["entries"][key.hex()] = (
+                value.to_plain() if isinstance(value, BucketTree) else value.hex()
+            )
+        return out

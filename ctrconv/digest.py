@@ -1,0 +1,69 @@
+"""Digest value type with strict validation, so no digest string ever becomes an unsafe path."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from ctrconv.errors import InvalidDigestError
+
+#: algorithm -> exact hex length. containerd accepts these three (go-digest's registry).
+ALGORITHMS: dict[str, int] = {"sha256": 64, "sha384": 96, "sha512": 128}
+_HEX = re.compile(r"[0-9a-f]+\Z")
+
+
+@dataclass(frozen=True, order=True)
+class Digest:
+    """``algorithm:hex``, validated on construction. ``str(d)`` gives the canonical form."""
+
+    algorithm: str
+    hex: str
+
+    def __post_init__(self) -> None:
+        want = ALGORITHMS.get(self.algorithm)
+        if want is None:
+            raise InvalidDigestError(f"unsupported digest algorithm {self.algorithm!r}")
+        if len(self.hex) != want or not _HEX.match(self.hex):
+            raise InvalidDigestError(
+                f"invalid {self.algorithm} digest {self.algorithm}:{self.hex[:80]!r}"
+            )
+
+    @classmethod
+    def parse(cls, text: object) -> "Digest":
+        """Parse ``sha256:<64 hex>``; anything else (``sha256:../../x``) is refused."""
+        if isinstance(text, Digest):
+            return text
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("ascii")
+            except UnicodeDecodeError:
+                raise InvalidDigestError(f"invalid digest {text[:80]!r}") from None
+        if not isinstance(text, str):
+            raise InvalidDigestError(f"invalid digest {text!r}")
+        alg, sep, hexpart = text.partition(":")
+        if not sep:
+            raise InvalidDigestError(f"invalid digest {text[:80]!r}: no algorithm")
+        return cls(alg, hexpart)
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.hex}"
+
+    @property
+    def short(self) -> str:
+        return self.hex[:12]
+
+    def hasher(self) -> "hashlib._Hash":
+        return hashlib.new(self.algorithm)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, algorithm: str = "sha256") -> "Digest":
+        return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
+
+
+def is_digest(text: object) -> bool:
+    try:
+        Digest.parse(text)
+    except InvalidDigestError:
+        return False
+    return True

@@ -1,0 +1,60 @@
+"""One error tree for everything a user can hit.
+
+Every error the library raises on bad input or a failed operation is a :class:`CtrconvError`;
+the CLI turns it into one ``ctrconv: error: ...`` line and its ``exit_code``. Anything else
+escaping the library is a bug (and shows a traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+
+class CtrconvError(Exception):
+    """Base class. ``exit_code`` follows the CLI contract: 1 operation failed, 2 usage/input."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class UsageError(CtrconvError):
+    """Bad option, unknown image, unreadable input: exit 2."""
+
+    exit_code = 2
+
+
+class NotFoundError(UsageError):
+    """A named thing (image, namespace, file) does not exist."""
+
+
+class InvalidDigestError(UsageError):
+    """A digest string that is not ``<allowed-alg>:<exact-length lowercase hex>``."""
+
+
+class LockedError(CtrconvError):
+    """The bolt file is held by a running containerd (flock)."""
+
+
+class ContentError(CtrconvError):
+    """Blob content is missing, truncated, or does not match its digest/size."""
+
+
+class MissingContentError(ContentError):
+    """A referenced blob is not in the content store."""
+
+
+class DigestMismatchError(ContentError):
+    """Bytes read do not hash to the expected digest."""
+
+
+class SizeMismatchError(ContentError):
+    """Bytes read are fewer or more than the descriptor size says."""
+
+
+class FormatError(CtrconvError):
+    """Malformed input: bad JSON, schema violation, unknown archive shape, hostile tar."""
+
+
+class UnsafePathError(FormatError):
+    """A path that would escape its root (``../``, absolute, symlink escape)."""
