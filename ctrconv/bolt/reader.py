@@ -1,0 +1,404 @@
+"""Read-only, lazy bbolt reader over ``mmap``.
+
+Opening costs two meta reads; pages are decoded only when a bucket is walked. Every pointer is
+checked before it is followed (page id range, header id, page type, element bounds, key order),
+and a visited set per walk turns cycles in a damaged file into :class:`PageCycle` instead of a
+hang. Damage raises a specific :class:`~ctrconv.bolt.errors.BoltError` naming the page.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Union
+
+from ctrconv.bolt import _structs as S
+from ctrconv.bolt.errors import (
+    BoltError,
+    CorruptPage,
+    FileTooSmall,
+    InvalidMeta,
+    KeyOrderError,
+    NoValidMeta,
+    PageCycle,
+)
+from ctrconv.bolt.tree import BucketTree
+
+MAX_BUCKET_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class MetaInfo:
+    """One decoded meta page, with why it is unusable (``error``) if it is."""
+
+    page: int
+    magic: int
+    version: int
+    page_size: int
+    flags: int
+    root: int
+    root_sequence: int
+    freelist: int
+    pgid: int
+    txid: int
+    checksum: int
+    error: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.error is None
+
+    @property
+    def freelist_synced(self) -> bool:
+        return self.freelist != S.NO_FREELIST
+
+
+def _sane_page_size(size: int) -> bool:
+    return 512 <= size <= (1 << 20) and size & (size - 1) == 0
+
+
+def decode_meta(buf: bytes | memoryview, page: int) -> MetaInfo:
+    """Decode and validate the 64-byte meta struct found at ``buf[16:80]``."""
+    raw = bytes(buf[S.META_OFFSET : S.META_OFFSET + 64])
+    if len(raw) < 64:
+        return MetaInfo(page, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, error="meta page cut short")
+    m = S.Meta.parse(raw)
+    error = None
+    if m.magic != S.MAGIC:
+        error = "invalid magic (not a bolt file)" if m.magic != 0xEDDA0CED else "big-endian bolt file"
+    elif m.version != S.VERSION:
+        error = f"version mismatch ({m.version})"
+    elif S.fnv1a64(raw[: S.META_CHECKSUMMED]) != m.checksum:
+        error = "checksum error"
+    elif not _sane_page_size(m.page_size):
+        error = f"insane page size {m.page_size}"
+    return MetaInfo(
+        page=page, magic=m.magic, version=m.version, page_size=m.page_size, flags=m.flags,
+        root=m.root.root, root_sequence=m.root.sequence, freelist=m.freelist, pgid=m.pgid,
+        txid=m.txid, checksum=m.checksum, error=error,
+    )
+
+
+class BoltFile:
+    """A bolt file opened read-only. Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, path: str | os.PathLike[str], *, meta: int | None = None) -> None:
+        """Open ``path``; ``meta`` forces meta page 0 or 1 (for salvage and verify)."""
+        self.path = str(path)
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError as exc:
+            raise BoltError(f"cannot open: {exc.strerror}", path=self.path) from None
+        try:
+            self.file_size = os.fstat(fd).st_size
+            if self.file_size < 1024:
+                raise FileTooSmall(f"file size too small ({self.file_size} bytes)", path=self.path)
+            self._mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        self._buf = memoryview(self._mm)
+        try:
+            self._init_metas(meta)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- metas -----------------------------------------------------------------------------
+
+    def _init_metas(self, forced: int | None) -> None:
+        meta0 = decode_meta(self._buf[:4096], 0)
+        page_size = meta0.page_size if meta0.valid else 0
+        if not page_size:
+            for shift in range(15):  # probe meta1 at 1 KiB .. 16 MiB, like bbolt 1.3.7+
+                off = 1024 << shift
+                if off + 80 > self.file_size:
+                    break
+                probe = decode_meta(self._buf[off : off + 80], 1)
+                if probe.valid and probe.page_size == off:
+                    page_size = off
+                    break
+        if not page_size:
+            raise NoValidMeta(f"no valid meta page ({meta0.error})", path=self.path)
+        self.page_size = page_size
+        if self.file_size < 2 * page_size:
+            raise FileTooSmall(f"file size too small ({self.file_size} bytes)", path=self.path)
+        meta1 = decode_meta(self._buf[page_size : page_size + 80], 1)
+        if meta0.valid and meta0.page_size != page_size:
+            meta0 = _invalid(meta0, "page size differs from the other meta")
+        if meta1.valid and meta1.page_size != page_size:
+            meta1 = _invalid(meta1, "page size differs from the other meta")
+        self.metas = (meta0, meta1)
+        if forced is not None:
+            chosen = self.metas[forced]
+            if not chosen.valid:
+                raise InvalidMeta(f"meta {forced}: {chosen.error}", page=forced, path=self.path)
+        else:
+            valid = [m for m in self.metas if m.valid]
+            if not valid:
+                raise NoValidMeta(
+                    f"both meta pages invalid ({meta0.error}; {meta1.error})", path=self.path
+                )
+            chosen = max(valid, key=lambda m: (m.txid, -m.page))
+        self.meta = chosen
+        self.pages_in_file = self.file_size // page_size
+        if chosen.pgid > self.pages_in_file:
+            raise FileTooSmall(
+                f"file is {self.file_size} bytes but its high-water mark is page {chosen.pgid} "
+                f"({chosen.pgid * page_size} bytes): truncated",
+                path=self.path,
+            )
+        if chosen.pgid < 2 or not (2 <= chosen.root < chosen.pgid):
+            raise InvalidMeta(
+                f"meta {chosen.page}: root page {chosen.root} outside 2..{chosen.pgid - 1}",
+                page=chosen.page,
+                path=self.path,
+            )
+
+    # -- pages -----------------------------------------------------------------------------
+
+    def page(self, pgid: int, *, expect: tuple[int, ...] = (S.BRANCH_PAGE, S.LEAF_PAGE)) -> "Page":
+        """Return the validated page ``pgid`` (header id, type, span inside the file)."""
+        hwm = self.meta.pgid
+        if not 2 <= pgid < hwm:
+            raise CorruptPage(f"page id out of range (high-water mark {hwm})", page=pgid, path=self.path)
+        off = pgid * self.page_size
+        hid, flags, count, overflow = S.PAGE_HEADER.unpack_from(self._buf, off)
+        if hid != pgid:
+            raise CorruptPage(f"page header says it is page {hid}", page=pgid, path=self.path)
+        if flags not in expect:
+            raise CorruptPage(
+                f"unexpected page type {S.page_type_name(flags)} "
+                f"(expected {'/'.join(S.page_type_name(e) for e in expect)})",
+                page=pgid,
+                path=self.path,
+            )
+        if pgid + overflow >= hwm:
+            raise CorruptPage(f"overflow {overflow} runs past the high-water mark", page=pgid, path=self.path)
+        span = self._buf[off : off + (overflow + 1) * self.page_size]
+        return Page(pgid, flags, count, overflow, span, self)
+
+    # -- buckets ---------------------------------------------------------------------------
+
+    @property
+    def root(self) -> "Bucket":
+        return Bucket(self, root=self.meta.root, sequence=self.meta.root_sequence, path=())
+
+    def bucket(self, *path: bytes) -> "Bucket | None":
+        node: Bucket | None = self.root
+        for name in path:
+            if node is None:
+                return None
+            node = node.bucket(name)
+        return node
+
+    def close(self) -> None:
+        buf = getattr(self, "_buf", None)
+        if buf is not None:
+            buf.release()
+            self._buf = None  # type: ignore[assignment]
+        mm = getattr(self, "_mm", None)
+        if mm is not None:
+            mm.close()
+            self._mm = None
+
+    def __enter__(self) -> "BoltFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _invalid(meta: MetaInfo, why: str) -> MetaInfo:
+    return MetaInfo(**{**meta.__dict__, "error": why})
+
+
+class Page:
+    """A branch or leaf page (or an inline page inside a bucket value); elements are bound-checked."""
+
+    __slots__ = ("pgid", "flags", "count", "overflow", "data", "db")
+
+    def __init__(self, pgid: int, flags: int, count: int, overflow: int, data: memoryview, db: BoltFile) -> None:
+        self.pgid, self.flags, self.count, self.overflow, self.data, self.db = pgid, flags, count, overflow, data, db
+        if S.PAGE_HEADER_SIZE + S.ELEMENT_SIZE * count > len(data):
+            raise CorruptPage(f"{count} elements do not fit in the page", page=pgid, path=db.path)
+
+    def _slice(self, start: int, size: int, what: str) -> bytes:
+        if start < 0 or start + size > len(self.data):
+            raise CorruptPage(f"{what} runs outside the page", page=self.pgid, path=self.db.path)
+        return bytes(self.data[start : start + size])
+
+    def leaf_elements(self) -> Iterator[tuple[int, bytes, bytes]]:
+        """(flags, key, value) in stored order."""
+        data = self.data
+        for i in range(self.count):
+            off = S.PAGE_HEADER_SIZE + S.ELEMENT_SIZE * i
+            flags, pos, ksize, vsize = S.LEAF_ELEMENT.unpack_from(data, off)
+            if flags & ~S.BUCKET_LEAF_FLAG:
+                raise CorruptPage(f"leaf element {i} has flags {flags:#x}", page=self.pgid, path=self.db.path)
+            key = self._slice(off + pos, ksize, f"leaf element {i} key")
+            value = self._slice(off + pos + ksize, vsize, f"leaf element {i} value")
+            yield flags, key, value
+
+    def branch_elements(self) -> Iterator[tuple[bytes, int]]:
+        """(key, child pgid) in stored order."""
+        data = self.data
+        for i in range(self.count):
+            off = S.PAGE_HEADER_SIZE + S.ELEMENT_SIZE * i
+            pos, ksize, child = S.BRANCH_ELEMENT.unpack_from(data, off)
+            yield self._slice(off + pos, ksize, f"branch element {i} key"), child
+
+
+BucketValue = Union[bytes, "Bucket"]
+
+
+class Bucket:
+    """A bucket: page-rooted (``root`` pgid) or inline (``inline`` page bytes)."""
+
+    __slots__ = ("db", "root", "sequence", "inline", "path")
+
+    def __init__(
+        self,
+        db: BoltFile,
+        *,
+        root: int,
+        sequence: int,
+        path: tuple[bytes, ...],
+        inline: memoryview | None = None,
+    ) -> None:
+        self.db, self.root, self.sequence, self.inline, self.path = db, root, sequence, inline, path
+
+    @property
+    def name(self) -> str:
+        return "/".join(p.decode("utf-8", "backslashreplace") for p in self.path) or "<root>"
+
+    def _inline_page(self) -> Page:
+        assert self.inline is not None
+        where = self.db.path
+        if len(self.inline) < S.PAGE_HEADER_SIZE:
+            raise CorruptPage(f"inline bucket {self.name} too short", path=where)
+        _, flags, count, _ = S.PAGE_HEADER.unpack_from(self.inline, 0)
+        if flags != S.LEAF_PAGE:
+            raise CorruptPage(f"inline bucket {self.name} is not a leaf page ({flags:#x})", path=where)
+        return Page(0, flags, count, 0, self.inline, self.db)
+
+    def _leaves(self, visited: set[int]) -> Iterator[Page]:
+        """Leaf pages of this bucket in key order; ``visited`` catches cycles."""
+        if self.inline is not None:
+            yield self._inline_page()
+            return
+        stack = [self.root]
+        while stack:
+            pgid = stack.pop()
+            if pgid in visited:
+                raise PageCycle(f"page reached twice in bucket {self.name}", page=pgid, path=self.db.path)
+            visited.add(pgid)
+            page = self.db.page(pgid)
+            if page.flags == S.LEAF_PAGE:
+                yield page
+            else:
+                children = [child for _, child in page.branch_elements()]
+                if not children:
+                    raise CorruptPage("empty branch page", page=pgid, path=self.db.path)
+                stack.extend(reversed(children))
+
+    def items(self) -> Iterator[tuple[bytes, BucketValue]]:
+        """Every entry in key order: plain values as bytes, sub-buckets as :class:`Bucket`."""
+        previous: bytes | None = None
+        for page in self._leaves(set()):
+            for flags, key, value in page.leaf_elements():
+                if previous is not None and key <= previous:
+                    raise KeyOrderError(
+                        f"key {key[:40]!r} not above previous key {previous[:40]!r} in bucket {self.name}",
+                        page=page.pgid or None,
+                        path=self.db.path,
+                    )
+                previous = key
+                if flags & S.BUCKET_LEAF_FLAG:
+                    yield key, self._child(key, value, page.pgid)
+                else:
+                    yield key, value
+
+    def _child(self, key: bytes, value: bytes, pgid: int) -> "Bucket":
+        path = self.path + (key,)
+        if len(path) > MAX_BUCKET_DEPTH:
+            raise CorruptPage(f"buckets nested deeper than {MAX_BUCKET_DEPTH}", page=pgid, path=self.db.path)
+        if len(value) < S.BUCKET_HEADER_SIZE:
+            raise CorruptPage(f"bucket header of {key[:40]!r} is {len(value)} bytes", page=pgid, path=self.db.path)
+        root, sequence = S.BUCKET_HEADER.unpack_from(value, 0)
+        if root == 0:
+            return Bucket(self.db, root=0, sequence=sequence, path=path, inline=memoryview(value)[S.BUCKET_HEADER_SIZE:])
+        return Bucket(self.db, root=root, sequence=sequence, path=path)
+
+    def get(self, key: bytes) -> bytes | None:
+        """The plain value of ``key``; ``None`` when absent or when ``key`` is a bucket."""
+        found = self._find(key)
+        return found if isinstance(found, bytes) else None
+
+    def bucket(self, key: bytes) -> "Bucket | None":
+        found = self._find(key)
+        return found if isinstance(found, Bucket) else None
+
+    def _find(self, key: bytes) -> BucketValue | None:
+        page = self._inline_page() if self.inline is not None else None
+        visited: set[int] = set()
+        pgid = self.root
+        while page is None:
+            if pgid in visited:
+                raise PageCycle(f"page reached twice in bucket {self.name}", page=pgid, path=self.db.path)
+            visited.add(pgid)
+            candidate = self.db.page(pgid)
+            if candidate.flags == S.LEAF_PAGE:
+                page = candidate
+                break
+            chosen = None
+            for bkey, child in candidate.branch_elements():
+                if chosen is not None and bkey > key:
+                    break
+                chosen = child
+            if chosen is None:
+                raise CorruptPage("empty branch page", page=pgid, path=self.db.path)
+            pgid = chosen
+        for flags, k, value in page.leaf_elements():
+            if k == key:
+                return self._child(k, value, page.pgid) if flags & S.BUCKET_LEAF_FLAG else value
+        return None
+
+    def buckets(self) -> Iterator[tuple[bytes, "Bucket"]]:
+        for key, value in self.items():
+            if isinstance(value, Bucket):
+                yield key, value
+
+    def values(self) -> Iterator[tuple[bytes, bytes]]:
+        for key, value in self.items():
+            if isinstance(value, bytes):
+                yield key, value
+
+    def pages(self) -> Iterator[Page]:
+        """Every page (branch and leaf) of a page-rooted bucket, for structure checks."""
+        if self.inline is not None:
+            return
+        stack, seen = [self.root], set()
+        while stack:
+            pgid = stack.pop()
+            if pgid in seen:
+                raise PageCycle(f"page reached twice in bucket {self.name}", page=pgid, path=self.db.path)
+            seen.add(pgid)
+            page = self.db.page(pgid)
+            yield page
+            if page.flags == S.BRANCH_PAGE:
+                stack.extend(child for _, child in page.branch_elements())
+
+    def to_tree(self) -> BucketTree:
+        """Materialise this bucket and everything below it (used for merge-and-rewrite)."""
+        tree = BucketTree(sequence=self.sequence)
+        for key, value in self.items():
+            tree.entries[key] = value.to_tree() if isinstance(value, Bucket) else value
+        return tree
+
+
+def read_tree(path: str | os.PathLike[str]) -> BucketTree:
+    """Read a whole bolt file into a :class:`BucketTree` (root sequence included)."""
+    with BoltFile(path) as db:
+        return db.root.to_tree()

@@ -1,0 +1,80 @@
+"""The content store: ``io.containerd.content.v1.content/blobs/<alg>/<hex>``.
+
+Paths are only ever built from a :class:`~ctrconv.digest.Digest`, which validates the
+algorithm and exact hex length, so a hostile digest cannot become a path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from ctrconv.digest import ALGORITHMS, Digest
+from ctrconv.errors import InvalidDigestError, MissingContentError
+from ctrconv.streams import VerifyingReader
+
+
+class ContentStore:
+    """Read access to the blobs of one containerd root."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def blob_path(self, digest: Digest | str) -> Path:
+        d = Digest.parse(digest)
+        return self.path / "blobs" / d.algorithm / d.hex
+
+    def exists(self, digest: Digest | str) -> bool:
+        try:
+            return self.blob_path(digest).is_file()
+        except InvalidDigestError:
+            return False
+
+    def size(self, digest: Digest | str) -> int | None:
+        try:
+            return self.blob_path(digest).stat().st_size
+        except (OSError, InvalidDigestError):
+            return None
+
+    def open(self, digest: Digest | str) -> BinaryIO:
+        """Open a blob unverified (callers wrap it in :meth:`open_verified` when it matters)."""
+        path = self.blob_path(digest)
+        try:
+            return open(path, "rb")
+        except FileNotFoundError:
+            raise MissingContentError(f"blob {digest} not found in the content store") from None
+
+    def open_verified(self, digest: Digest | str, size: int) -> VerifyingReader:
+        d = Digest.parse(digest)
+        return VerifyingReader(self.open(d), d, size, what=f"blob {d}")
+
+    def read_small(self, digest: Digest | str, size: int, limit: int = 16 << 20) -> bytes:
+        """Read and verify a small JSON blob (manifest, index, config)."""
+        if size > limit:
+            raise MissingContentError(f"blob {digest} claims {size} bytes; too large for JSON")
+        d = Digest.parse(digest)
+        with self.open(d) as f:
+            reader = VerifyingReader(f, d, size, what=f"blob {d}")
+            chunks = []
+            while True:
+                chunk = reader.read(1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    def walk(self) -> Iterator[tuple[Digest, Path]]:
+        """Every well-named blob file on disk (invalid names are skipped, like containerd)."""
+        blobs = self.path / "blobs"
+        for alg in sorted(ALGORITHMS):
+            d = blobs / alg
+            if not d.is_dir():
+                continue
+            for entry in sorted(os.scandir(d), key=lambda e: e.name):
+                try:
+                    digest = Digest(alg, entry.name)
+                except InvalidDigestError:
+                    continue
+                if entry.is_file(follow_symlinks=False):
+                    yield digest, Path(entry.path)

@@ -1,0 +1,104 @@
+"""A containerd root directory: where its stores live, and opening them safely.
+
+Reading takes a shared flock; a root held by a running containerd is refused unless
+``ignore_lock`` is given, in which case a consistent private copy of each bolt file is read.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from ctrconv.bolt.reader import BoltFile
+from ctrconv.containerd import schema as K
+from ctrconv.containerd.content import ContentStore
+from ctrconv.containerd.locking import is_locked, private_copy, shared_lock
+from ctrconv.containerd.metadata import MetadataDB, SnapshotterDB
+from ctrconv.errors import NotFoundError, UsageError
+
+SNAPSHOTTER_PREFIX = "io.containerd.snapshotter.v1."
+
+
+class ContainerdRoot:
+    """Paths of one root (``/var/lib/containerd`` or a copy of it)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    @property
+    def meta_db(self) -> Path:
+        return self.path / K.METADATA_PLUGIN_DIR / K.META_DB
+
+    @property
+    def content_dir(self) -> Path:
+        return self.path / K.CONTENT_PLUGIN_DIR
+
+    @property
+    def content(self) -> ContentStore:
+        return ContentStore(self.content_dir)
+
+    def snapshotter_dir(self, name: str) -> Path:
+        return self.path / K.snapshotter_dir(name)
+
+    def snapshotter_db(self, name: str) -> Path:
+        return self.snapshotter_dir(name) / "metadata.db"
+
+    def snapshotters_on_disk(self) -> list[str]:
+        if not self.path.is_dir():
+            return []
+        return sorted(
+            p.name[len(SNAPSHOTTER_PREFIX):]
+            for p in self.path.iterdir()
+            if p.name.startswith(SNAPSHOTTER_PREFIX) and p.is_dir()
+        )
+
+    def is_locked(self) -> bool:
+        return is_locked(self.meta_db)
+
+    def require_meta_db(self) -> None:
+        if not self.path.is_dir():
+            raise NotFoundError(f"containerd root {self.path} does not exist")
+        if not self.meta_db.is_file():
+            raise NotFoundError(f"{self.path} is not a containerd root: no {K.METADATA_PLUGIN_DIR}/{K.META_DB}")
+
+    @contextmanager
+    def open_bolt(self, path: Path, *, ignore_lock: bool = False) -> Iterator[BoltFile]:
+        """Open one of this root's bolt files read-only, honouring the daemon's lock."""
+        with ExitStack() as stack:
+            if ignore_lock and is_locked(path):
+                workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="ctrconv-"))
+                copy = private_copy(path, workdir)
+                db = stack.enter_context(BoltFile(copy))
+            else:
+                stack.enter_context(shared_lock(path))
+                db = stack.enter_context(BoltFile(path))
+            yield db
+
+    @contextmanager
+    def open_metadata(self, *, ignore_lock: bool = False) -> Iterator[MetadataDB]:
+        self.require_meta_db()
+        with self.open_bolt(self.meta_db, ignore_lock=ignore_lock) as db:
+            yield MetadataDB(db)
+
+    @contextmanager
+    def open_snapshotter(self, name: str, *, ignore_lock: bool = False) -> Iterator[SnapshotterDB | None]:
+        path = self.snapshotter_db(name)
+        if not path.is_file():
+            yield None
+            return
+        with self.open_bolt(path, ignore_lock=ignore_lock) as db:
+            yield SnapshotterDB(db)
+
+
+def check_namespace(name: str) -> str:
+    """containerd's identifier rule for namespaces (``identifiers.Validate``)."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*", name) or len(name) > 76:
+        raise UsageError(f"invalid namespace {name!r}")
+    return name
+
+

@@ -1,0 +1,69 @@
+"""Bucket and key names of containerd's bolt files (``core/metadata/buckets.go``).
+
+meta.db::
+
+    v1/
+      version                       zigzag varint: 3 (1.6, 1.7) or 4 (2.x)
+      <namespace>/
+        labels/                     namespace labels
+        images/<name>/              createdat, updatedat, labels/, annotations/,
+                                    target/{digest, mediatype, size}
+        containers/<id>/            passed through untouched
+        snapshots/<snapshotter>/<key>/   name, parent, createdat, updatedat, children/, labels/
+                                    (bucket sequence numbers the backend names ns/<seq>/<key>)
+        content/blob/<digest>/      createdat, updatedat, size, labels/
+        content/ingests/<ref>/      ref, expireat, expected
+        leases/<id>/                createdat, labels/, content/, snapshots/<sn>/, ingests/, images/
+        sandboxes/<id>/             2.x
+
+snapshotter metadata.db::
+
+    v1/
+      parents/                      uvarint(parent id) 0x00 uvarint(child id) = child key
+      snapshots/<key>/              id (uvarint), kind (1 byte), parent, createdat, updatedat,
+                                    labels/, inodes, size (zigzag varints)
+                                    (bucket sequence = last id issued)
+"""
+
+V1 = b"v1"
+VERSION = b"version"
+LABELS = b"labels"
+ANNOTATIONS = b"annotations"
+IMAGES = b"images"
+CONTAINERS = b"containers"
+SNAPSHOTS = b"snapshots"
+CONTENT = b"content"
+BLOB = b"blob"
+INGESTS = b"ingests"
+LEASES = b"leases"
+SANDBOXES = b"sandboxes"
+TARGET = b"target"
+DIGEST = b"digest"
+MEDIATYPE = b"mediatype"
+SIZE = b"size"
+CREATED_AT = b"createdat"
+UPDATED_AT = b"updatedat"
+EXPIRE_AT = b"expireat"
+EXPECTED = b"expected"
+REF = b"ref"
+NAME = b"name"
+PARENT = b"parent"
+CHILDREN = b"children"
+PARENTS = b"parents"
+ID = b"id"
+KIND = b"kind"
+INODES = b"inodes"
+
+#: dbVersion per containerd major line
+DB_VERSION_1X = 3
+DB_VERSION_2X = 4
+
+SNAPSHOT_KINDS = {0: "unknown", 1: "view", 2: "active", 3: "committed"}
+
+CONTENT_PLUGIN_DIR = "io.containerd.content.v1.content"
+METADATA_PLUGIN_DIR = "io.containerd.metadata.v1.bolt"
+META_DB = "meta.db"
+
+
+def snapshotter_dir(name: str) -> str:
+    return f"io.containerd.snapshotter.v1.{name}"

@@ -1,0 +1,139 @@
+"""Streaming helpers: digest/size-verifying copies and atomic file replacement.
+
+Bytes are hashed while they flow (never a second pass) and never held whole in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+from ctrconv.digest import Digest
+from ctrconv.errors import DigestMismatchError, SizeMismatchError
+
+CHUNK = 1 << 20
+
+
+class VerifyingReader:
+    """Wraps a stream; raises at EOF if the bytes read do not match ``digest`` and ``size``.
+
+    Reading past ``size`` is detected (one probe byte) and reported as a lying size, so a
+    blob that is longer than its descriptor never passes.
+    """
+
+    def __init__(self, stream: BinaryIO, digest: Digest, size: int, *, what: str | None = None) -> None:
+        self._stream = stream
+        self.digest = digest
+        self.size = size
+        self._hash = digest.hasher()
+        self._read = 0
+        self._done = False
+        self.what = what or str(digest)
+
+    def read(self, n: int = -1) -> bytes:
+        if self._done:
+            return b""
+        remaining = self.size - self._read
+        if n is None or n < 0 or n > remaining:
+            n = remaining
+        data = self._stream.read(n) if n else b""
+        self._read += len(data)
+        self._hash.update(data)
+        if not data or self._read == self.size:
+            self._finish()
+        return data
+
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def _finish(self) -> None:
+        self._done = True
+        if self._read < self.size:
+            raise SizeMismatchError(
+                f"{self.what}: truncated: got {self._read} of {self.size} bytes"
+            )
+        if self._stream.read(1):
+            raise SizeMismatchError(f"{self.what}: content is longer than its size {self.size}")
+        got = self._hash.hexdigest()
+        if got != self.digest.hex:
+            raise DigestMismatchError(
+                f"{self.what}: digest mismatch: content hashes to {self.digest.algorithm}:{got}"
+            )
+
+    def verify_to_end(self, sink: Callable[[bytes], object] | None = None) -> None:
+        while True:
+            chunk = self.read(CHUNK)
+            if not chunk:
+                break
+            if sink:
+                sink(chunk)
+
+
+def copy_verified(
+    src: BinaryIO,
+    dst: BinaryIO,
+    digest: Digest,
+    size: int,
+    *,
+    what: str | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> None:
+    """Copy exactly ``size`` bytes, hashing as they pass; raise on any mismatch."""
+    reader = VerifyingReader(src, digest, size, what=what)
+    write = dst.write
+    while True:
+        chunk = reader.read(CHUNK)
+        if not chunk:
+            break
+        write(chunk)
+        if progress:
+            progress(len(chunk))
+
+
+def hash_file(path: str | os.PathLike[str], algorithm: str = "sha256") -> tuple[str, int]:
+    """(hex digest, size) of a file, read in large chunks."""
+    h = hashlib.new(algorithm)
+    size = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(CHUNK)
+            if not chunk:
+                break
+            size += len(chunk)
+            h.update(chunk)
+    return h.hexdigest(), size
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Write to a temp file beside ``path``; fsync and rename over it only on success."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        fsync_dir(target.parent)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
