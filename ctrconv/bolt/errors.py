@@ -19,6 +19,12 @@ class BoltError(CtrconvError):
         super().__init__(f"{': '.join(where)}: {message}" if where else message)
 
 
+class UnreadableFile(BoltError):
+    """The file cannot be opened at all (missing, permissions): a usage error."""
+
+    exit_code = 2
+
+
 class FileTooSmall(BoltError):
     """Shorter than two pages, or shorter than the meta's high-water mark."""
 

@@ -16,9 +16,9 @@ from typing import Iterator, Union
 
 from ctrconv.bolt import _structs as S
 from ctrconv.bolt.errors import (
-    BoltError,
     CorruptPage,
     FileTooSmall,
+    UnreadableFile,
     InvalidMeta,
     KeyOrderError,
     NoValidMeta,
@@ -90,7 +90,7 @@ class BoltFile:
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except OSError as exc:
-            raise BoltError(f"cannot open: {exc.strerror}", path=self.path) from None
+            raise UnreadableFile(f"cannot open: {exc.strerror}", path=self.path) from None
         try:
             self.file_size = os.fstat(fd).st_size
             if self.file_size < 1024:

@@ -1,0 +1,73 @@
+"""The library's entry points: one function per user-facing operation.
+
+The CLI only parses options, calls one of these and renders the result.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from ctrconv.bolt.reader import BoltFile, Bucket
+from ctrconv.containerd.decode import decode_key, decode_value
+
+if TYPE_CHECKING:
+    from ctrconv.inventory import ImageSummary
+
+
+def dump_bolt(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The whole bolt file as a JSON-friendly tree: every bucket (with its sequence), key and value.
+
+    Each entry keeps the exact bytes (``key_hex``/``value_hex``) beside a decoded form, so the
+    dump can be compared byte for byte with what Go bbolt reads.
+    """
+    with BoltFile(path) as db:
+        meta = db.meta
+        return {
+            "file": str(path),
+            "page_size": db.page_size,
+            "meta": {
+                "page": meta.page,
+                "txid": meta.txid,
+                "root": meta.root,
+                "freelist": None if not meta.freelist_synced else meta.freelist,
+                "high_water_mark": meta.pgid,
+            },
+            "root": _dump_bucket(db.root, ()),
+        }
+
+
+def _dump_bucket(bucket: Bucket, path: tuple[bytes, ...]) -> dict[str, Any]:
+    entries = []
+    for key, value in bucket.items():
+        entry: dict[str, Any] = {"key": decode_key(path, key), "key_hex": key.hex()}
+        if isinstance(value, Bucket):
+            entry["bucket"] = _dump_bucket(value, path + (key,))
+        else:
+            entry["value_hex"] = value.hex()
+            entry["value"] = decode_value(path, key, value)
+        entries.append(entry)
+    return {"sequence": bucket.sequence, "entries": entries}
+
+
+def list_images(
+    root: str | os.PathLike[str],
+    namespaces: list[str] | None = None,
+    *,
+    ignore_lock: bool = False,
+    platform: str | None = None,
+) -> list["ImageSummary"]:
+    """Images of ``namespaces`` (all when ``None``) with ctr-compatible sizes and platforms.
+
+    Completeness is judged for ``platform`` (default: the host, as ``ctr`` does).
+    """
+    from ctrconv.containerd.root import ContainerdRoot
+    from ctrconv.inventory import list_images as _list
+    from ctrconv.oci import platform as plat
+
+    matcher = plat.only(plat.parse_platform(platform)) if platform else plat.default_matcher()
+    croot = ContainerdRoot(root)
+    with croot.open_metadata(ignore_lock=ignore_lock) as meta:
+        selected = meta.namespaces() if namespaces is None else namespaces
+        return _list(meta, croot.content, selected, matcher)
+

@@ -1,0 +1,40 @@
+"""The ``ctrconv`` command line: a thin typer layer over :mod:`ctrconv.api`.
+
+Errors from the library become one ``ctrconv: error: ...`` line and the error's exit code;
+tracebacks only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ctrconv.cli import _common
+
+app = typer.Typer(
+    name="ctrconv",
+    help="Move container images in and out of containerd's on-disk store without the daemon.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.", envvar="CTRCONV_DEBUG"),
+) -> None:
+    _common.STATE.debug = debug
+
+
+def _register() -> None:
+    from ctrconv.cli import commands  # noqa: F401  (registers every command on ``app``)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the app and map errors to exit codes."""
+    _register()
+    code = _common.run(app, argv if argv is not None else sys.argv[1:])
+    raise SystemExit(code)

@@ -1,0 +1,122 @@
+"""Shared CLI plumbing: options, output, progress bars, and the one error exit path."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+import typer
+
+from ctrconv.errors import CtrconvError
+
+
+@dataclass
+class _State:
+    debug: bool = bool(os.environ.get("CTRCONV_DEBUG"))
+
+
+STATE = _State()
+
+ROOT_OPTION = typer.Option(
+    Path("/var/lib/containerd"), "--root", envvar="CTRCONV_ROOT", help="containerd root directory."
+)
+NAMESPACE_OPTION = typer.Option(
+    "default", "-n", "--namespace", envvar="CONTAINERD_NAMESPACE", help="containerd namespace."
+)
+JSON_OPTION = typer.Option(False, "--json", help="Machine-readable output on stdout (one JSON document).")
+QUIET_OPTION = typer.Option(False, "-q", "--quiet", help="No progress bars.")
+IGNORE_LOCK_OPTION = typer.Option(
+    False, "--ignore-lock", help="Read a root that a running containerd holds, from a consistent private copy."
+)
+
+
+def error_line(message: str) -> None:
+    sys.stderr.write(f"ctrconv: error: {message}\n")
+    sys.stderr.flush()
+
+
+def print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def progress_enabled(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+class TqdmBytes:
+    """A byte-counting progress reporter for the library (``progress(n)`` callable)."""
+
+    def __init__(self, total: int | None, desc: str, enabled: bool) -> None:
+        self._bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False)
+
+    def __call__(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def __enter__(self) -> "TqdmBytes":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run(app: typer.Typer, argv: list[str]) -> int:
+    """Run the typer app; return the exit code (0, 1 operation failed, 2 usage)."""
+    debug = STATE.debug or "--debug" in argv
+    try:
+        command = typer.main.get_command(app)
+        command.main(args=argv, prog_name="ctrconv", standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        error_line("aborted")
+        return 1
+    except click.ClickException as exc:
+        error_line(exc.format_message())
+        return 2
+    except CtrconvError as exc:
+        if debug:
+            traceback.print_exc()
+        message = str(exc)
+        if exc.hint:
+            message += f" ({exc.hint})"
+        error_line(message)
+        return exc.exit_code
+    except BrokenPipeError:
+        return 1
+    except KeyboardInterrupt:
+        error_line("interrupted")
+        return 130
+    except RecursionError:
+        if debug:
+            traceback.print_exc()
+        error_line("input nested too deeply")
+        return 1
+    except MemoryError:
+        error_line("out of memory")
+        return 1
+    except OSError as exc:
+        if debug:
+            traceback.print_exc()
+        error_line(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
+        return 1
+    except Exception as exc:  # a bug: still one line unless --debug
+        if debug:
+            traceback.print_exc()
+        error_line(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)")
+        return 1

@@ -1,0 +1,42 @@
+"""``ctrconv ls``: list the images of a root, like ``ctr images ls`` plus completeness."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ctrconv import api
+from ctrconv.cli import app
+from ctrconv.cli._common import IGNORE_LOCK_OPTION, JSON_OPTION, NAMESPACE_OPTION, ROOT_OPTION, print_json
+from ctrconv.containerd.root import check_namespace
+from ctrconv.inventory import human_size
+
+
+@app.command("ls")
+def ls_command(
+    root: Path = ROOT_OPTION,
+    namespace: str = NAMESPACE_OPTION,
+    all_namespaces: bool = typer.Option(False, "-A", "--all-namespaces", help="List every namespace."),
+    platform: Optional[str] = typer.Option(None, "--platform", help="Judge completeness for this platform (default: host)."),
+    as_json: bool = JSON_OPTION,
+    ignore_lock: bool = IGNORE_LOCK_OPTION,
+) -> None:
+    """List images: namespace, name, type, digest, size, platforms, content present."""
+    namespaces = None if all_namespaces else [check_namespace(namespace)]
+    images = api.list_images(root, namespaces, ignore_lock=ignore_lock, platform=platform)
+    if as_json:
+        print_json({"images": [i.to_json() for i in images]})
+        return
+    rows = [("NAMESPACE", "REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", "COMPLETE")]
+    for i in images:
+        complete = "yes" if i.complete else ("error" if i.problem else f"no ({len(i.missing)} missing)")
+        rows.append((i.namespace, i.name, i.media_type, i.digest, human_size(i.size), ",".join(i.platforms) or "-", complete))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for r in rows:
+        sys.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() + "\n")
+    for i in images:
+        if i.problem:
+            sys.stderr.write(f"ctrconv: warning: {i.namespace}/{i.name}: {i.problem}\n")

@@ -1,0 +1,105 @@
+"""What images a root holds: names, targets, platforms, sizes and whether content is present.
+
+Sizes and platforms are computed the way ``ctr images ls`` computes them, so the two agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ctrconv.containerd.content import ContentStore
+from ctrconv.containerd.metadata import MetadataDB
+from ctrconv.containerd.records import ImageRecord
+from ctrconv.errors import CtrconvError
+from ctrconv.oci import platform as plat
+from ctrconv.pipeline.plan import image_platforms, plan_image
+
+
+@dataclass
+class ImageSummary:
+    namespace: str
+    name: str
+    media_type: str
+    digest: str
+    size: int
+    platforms: list[str]
+    complete: bool
+    missing: list[str]
+    problem: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def selector_for(matcher: plat.MatchComparer):
+    """Adapt a platform matcher to the plan's ``(platform dict) -> bool`` selector."""
+
+    def select(p: dict[str, Any]) -> bool:
+        try:
+            return matcher.match(plat.Platform.from_json(p))
+        except CtrconvError:
+            return False
+
+    return select
+
+
+def target_descriptor(image: ImageRecord) -> dict[str, Any]:
+    return {"mediaType": image.target.media_type, "digest": image.target.digest, "size": image.target.size}
+
+
+def summarize(image: ImageRecord, content: ContentStore, matcher: plat.MatchComparer) -> ImageSummary:
+    """Walk one image for ``matcher``: ctr-compatible size, all platforms, completeness."""
+    target = target_descriptor(image)
+    summary = ImageSummary(
+        namespace=image.namespace, name=image.name, media_type=image.target.media_type,
+        digest=image.target.digest, size=0, platforms=[], complete=False, missing=[],
+    )
+    try:
+        plan = plan_image(content, target, selector_for(matcher))
+        summary.platforms = image_platforms(content, target)
+    except CtrconvError as exc:
+        summary.problem = str(exc)
+        return summary
+    summary.missing = [d["digest"] for d in plan.missing]
+    summary.complete = bool(plan.manifests) and not plan.missing
+    summary.size = ctr_size(plan, matcher)
+    return summary
+
+
+def ctr_size(plan, matcher: plat.MatchComparer) -> int:
+    """containerd ``Image.Size`` with ``LimitManifests(..., 1)``: indexes + the best manifest."""
+    size = sum(d["size"] for d in plan.indexes)
+    if not plan.indexes and not plan.manifests:
+        return plan.target["size"]
+
+    class _Child:
+        def __init__(self, m) -> None:
+            self.m = m
+            self.platform = plat.Platform.from_json(m.descriptor["platform"]) if m.descriptor.get("platform") else None
+
+    ranked = plat.select_children([_Child(m) for m in plan.manifests], matcher)
+    if ranked:
+        best = ranked[0].m
+        size += best.descriptor["size"] + best.config["size"] + sum(l["size"] for l in best.layers)
+    return size
+
+
+def list_images(meta: MetadataDB, content: ContentStore, namespaces: list[str], matcher: plat.MatchComparer) -> list[ImageSummary]:
+    out = []
+    for ns in namespaces:
+        for image in meta.images(ns):
+            out.append(summarize(image, content, matcher))
+    return out
+
+
+def human_size(n: int) -> str:
+    """ctr's ``progress.Bytes`` (go-units ``CustomSize("%02.1f %s", n, 1024, ...)``)."""
+    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"]
+    size, i = float(n), 0
+    while size >= 1024 and i < len(units) - 1:
+        size /= 1024
+        i += 1
+    return "%02.1f %s" % (size, units[i])
+
+

@@ -1,0 +1,1 @@
+"""The staged transfer pipeline: resolve -> select platforms -> plan -> copy+verify -> name."""

@@ -1,0 +1,181 @@
+"""Walk an image graph (index -> manifests -> config + layers) into a transfer plan.
+
+The walk follows containerd's ``ChildrenHandler`` wrapped in ``FilterPlatforms``: an index
+child with a ``platform`` that the selector rejects is skipped (and recorded as skipped);
+children without a platform are always taken. Index and manifest JSON is read verified
+(digest and size) and validated against the schemas before anything is planned from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Callable, Protocol
+
+from ctrconv.digest import Digest
+from ctrconv.errors import ContentError, FormatError, MissingContentError
+from ctrconv.oci import mediatypes as mt
+from ctrconv.oci.validate import validate_json
+
+MAX_INDEX_DEPTH = 8
+#: ``(platform dict) -> bool``; ``None`` selects everything
+PlatformSelector = Callable[[dict[str, Any]], bool]
+
+
+class BlobSource(Protocol):
+    """Where blobs come from (a containerd content store, an OCI layout, ...).
+
+    ``open`` returns the raw stream; callers verify digest and size while reading.
+    """
+
+    def exists(self, digest: Digest | str) -> bool: ...
+
+    def size(self, digest: Digest | str) -> int | None: ...
+
+    def open(self, digest: Digest | str) -> BinaryIO: ...
+
+    def read_small(self, digest: Digest | str, size: int) -> bytes: ...
+
+
+def platform_string(p: dict[str, Any] | None) -> str | None:
+    """containerd ``platforms.Format``: ``os/arch[/variant]``."""
+    if not p:
+        return None
+    parts = [p.get("os") or "unknown", p.get("architecture") or "unknown"]
+    if p.get("variant"):
+        parts.append(p["variant"])
+    return "/".join(parts)
+
+
+@dataclass
+class PlannedManifest:
+    descriptor: dict[str, Any]
+    platform: dict[str, Any] | None
+    config: dict[str, Any]
+    layers: list[dict[str, Any]]
+    document: dict[str, Any]
+
+
+@dataclass
+class ImagePlan:
+    """Everything one image needs, in the order containerd would visit it."""
+
+    target: dict[str, Any]
+    blobs: list[dict[str, Any]] = field(default_factory=list)
+    manifests: list[PlannedManifest] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    missing: list[dict[str, Any]] = field(default_factory=list)
+    indexes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    def platforms(self) -> list[str]:
+        return sorted({p for p in (platform_string(m.platform) for m in self.manifests) if p})
+
+
+def _digest(desc: dict[str, Any]) -> str:
+    return str(Digest.parse(desc.get("digest")))
+
+
+def read_json_blob(source: BlobSource, desc: dict[str, Any]) -> dict[str, Any]:
+    """Read, verify (digest, size) and schema-validate an index/manifest/config blob."""
+    digest = _digest(desc)
+    size = desc.get("size")
+    if not isinstance(size, int) or size < 0:
+        raise FormatError(f"descriptor {digest} has invalid size {size!r}")
+    if not source.exists(digest):
+        raise MissingContentError(f"blob {digest} ({desc.get('mediaType')}) not found")
+    data = source.read_small(digest, size)
+    return validate_json(desc.get("mediaType", ""), data, digest=digest)
+
+
+def config_platform(doc: dict[str, Any]) -> dict[str, Any]:
+    p = {"os": doc.get("os", ""), "architecture": doc.get("architecture", "")}
+    if doc.get("variant"):
+        p["variant"] = doc["variant"]
+    return p
+
+
+def plan_image(
+    source: BlobSource,
+    target: dict[str, Any],
+    selector: PlatformSelector | None = None,
+) -> ImagePlan:
+    """Plan the blobs of the image rooted at ``target``.
+
+    Missing manifests/configs/layers are recorded in ``missing`` (not raised) so callers can
+    say exactly what is absent; corrupt or invalid JSON raises.
+    """
+    plan = ImagePlan(target=target)
+    seen: set[str] = set()
+
+    def add(desc: dict[str, Any]) -> bool:
+        d = _digest(desc)
+        if d in seen:
+            return False
+        seen.add(d)
+        plan.blobs.append(desc)
+        if not source.exists(d):
+            plan.missing.append(desc)
+            return False
+        return True
+
+    def visit(desc: dict[str, Any], depth: int) -> None:
+        media_type = desc.get("mediaType", "")
+        if depth > MAX_INDEX_DEPTH:
+            raise FormatError(f"index {_digest(desc)}: indexes nested deeper than {MAX_INDEX_DEPTH}")
+        if not add(desc):
+            return
+        if mt.is_index(media_type):
+            doc = read_json_blob(source, desc)
+            plan.indexes.append(desc)
+            for child in doc.get("manifests", []):
+                if selector is not None and child.get("platform") and not selector(child["platform"]):
+                    plan.skipped.append(child)
+                    continue
+                visit(child, depth + 1)
+        elif mt.is_manifest(media_type):
+            doc = read_json_blob(source, desc)
+            config = doc["config"]
+            layers = list(doc.get("layers") or [])
+            platform = desc.get("platform")
+            if add(config) and platform is None and mt.is_config(config.get("mediaType", "")):
+                platform = config_platform(read_json_blob(source, config))
+            for layer in layers:
+                add(layer)
+            plan.manifests.append(PlannedManifest(desc, platform, config, layers, doc))
+
+    visit(target, 0)
+    return plan
+
+
+def image_platforms(source: BlobSource, target: dict[str, Any]) -> list[str]:
+    """containerd ``images.Platforms`` as ``ctr images ls`` shows them (sorted, unique).
+
+    Index children contribute their descriptor platform; a manifest without one contributes
+    its config's ``os/architecture``.
+    """
+    found: set[str] = set()
+
+    def visit(desc: dict[str, Any], depth: int) -> None:
+        if desc.get("platform"):
+            found.add(platform_string(desc["platform"]))  # type: ignore[arg-type]
+            return
+        media_type = desc.get("mediaType", "")
+        if depth > MAX_INDEX_DEPTH or not source.exists(_digest(desc)):
+            return
+        if mt.is_index(media_type):
+            for child in read_json_blob(source, desc).get("manifests", []):
+                visit(child, depth + 1)
+        elif mt.is_manifest(media_type):
+            visit(read_json_blob(source, desc)["config"], depth + 1)
+        elif mt.is_config(media_type):
+            doc = read_json_blob(source, desc)
+            found.add(platform_string({"os": doc.get("os"), "architecture": doc.get("architecture")}))  # type: ignore[arg-type]
+
+    try:
+        visit(target, 0)
+    except ContentError:
+        pass
+    return sorted(found)
