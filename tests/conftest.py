@@ -1,0 +1,86 @@
+"""Shared pytest fixtures: the containerd-made fixture set and private daemons.
+
+Tests that use ``fixture_set``, ``tmp_root_copy`` or ``private_containerd`` are marked
+``interop`` automatically and are skipped (with the reason) only when containerd/ctr are not
+installed or we are not root (unpacking into overlayfs needs mount). Set
+``CTRCONV_CONTAINERD_BIN`` to a directory with other ``containerd``/``ctr`` binaries to run
+against another version, and ``CTRCONV_FIXTURE_CACHE`` to move the build cache.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from support.daemon import PrivateContainerd
+from support.fixture_set import FixtureSet, get_fixture_set
+
+DAEMON_FIXTURES = {"fixture_set", "tmp_root_copy", "private_containerd"}
+
+
+def containerd_bin_dir() -> str | None:
+    """Directory of the containerd under test (``CTRCONV_CONTAINERD_BIN``), None = PATH."""
+    return os.environ.get("CTRCONV_CONTAINERD_BIN") or None
+
+
+def _skip_reason() -> str | None:
+    bin_dir = containerd_bin_dir()
+    for tool in ("containerd", "ctr"):
+        found = (Path(bin_dir) / tool).exists() if bin_dir else shutil.which(tool)
+        if not found:
+            where = bin_dir or "PATH"
+            return f"{tool} is not installed (looked in {where}); needed for interop tests"
+    if os.geteuid() != 0:
+        return "containerd fixtures need root (overlayfs mounts, device nodes)"
+    return None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that needs a real daemon is an interop test."""
+    for item in items:
+        if DAEMON_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.interop)
+
+
+@pytest.fixture(scope="session")
+def fixture_set() -> FixtureSet:
+    """The fixture set (built once per content hash, then cached across sessions)."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    return get_fixture_set(containerd_bin_dir())
+
+
+@pytest.fixture
+def tmp_root_copy(fixture_set: FixtureSet, tmp_path: Path) -> Path:
+    """A private copy of the fixture root (``cp -a``: devices, xattrs, hardlinks kept)."""
+    dest = tmp_path / "root"
+    subprocess.run(["cp", "-a", str(fixture_set.root), str(dest)], check=True)
+    return dest
+
+
+@pytest.fixture
+def private_containerd(tmp_path: Path) -> Iterator[Callable[..., PrivateContainerd]]:
+    """Factory: ``private_containerd(root=None, binary_dir=None)`` -> started daemon.
+
+    Every daemon it started is stopped (SIGTERM, wait) at teardown, so roots are unlocked.
+    """
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    started: list[PrivateContainerd] = []
+
+    def start(root: Path | str | None = None,
+              binary_dir: str | None = None) -> PrivateContainerd:
+        daemon = PrivateContainerd(binary_dir or containerd_bin_dir(), root=root)
+        started.append(daemon)
+        return daemon.start()
+
+    yield start
+    for daemon in reversed(started):
+        daemon.close()

@@ -1,0 +1,287 @@
+"""A throwaway containerd daemon for interop tests and fixture builds.
+
+Every instance gets its own config, state dir and socket under a fresh temp dir, so it never
+touches the system daemon (``/var/lib/containerd``, ``/run/containerd``). The root is either a
+temp dir too or a caller-supplied directory (for example one that ctrconv just wrote), which is
+how tests check that a real containerd accepts what ctrconv produced.
+
+Stopping is SIGTERM + wait: containerd then closes both bolt files, so their flocks are released
+and the root can be read offline or copied.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+#: Plugins that need host setup we do not want (CRI wants CNI/runc config and creates the
+#: ``sha256:`` image aliases in k8s.io; the others probe special filesystems or write to /opt).
+DISABLED_PLUGINS: tuple[str, ...] = (
+    "io.containerd.grpc.v1.cri",
+    "io.containerd.cri.v1.images",
+    "io.containerd.cri.v1.runtime",
+    "io.containerd.snapshotter.v1.aufs",
+    "io.containerd.snapshotter.v1.btrfs",
+    "io.containerd.snapshotter.v1.zfs",
+    "io.containerd.snapshotter.v1.devmapper",
+    "io.containerd.snapshotter.v1.blockfile",
+    "io.containerd.snapshotter.v1.erofs",
+    "io.containerd.internal.v1.opt",
+    "io.containerd.internal.v1.tracing",
+    "io.containerd.tracing.processor.v1.otlp",
+    "io.containerd.nri.v1.nri",
+)
+
+#: META_DB and the snapshotter database, relative to a containerd root.
+META_DB = Path("io.containerd.metadata.v1.bolt/meta.db")
+OVERLAY_DB = Path("io.containerd.snapshotter.v1.overlayfs/metadata.db")
+
+
+class DaemonError(RuntimeError):
+    """containerd failed to start, or a ``ctr`` command failed (message carries stderr)."""
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """One row of ``ctr images check``."""
+
+    ref: str
+    media_type: str
+    digest: str
+    status: str
+    size: str
+    unpacked: bool
+
+    @property
+    def complete(self) -> bool:
+        """True when ``ctr`` found every blob of the image (status ``complete (n/n)``)."""
+        return self.status.startswith("complete")
+
+
+def find_binary(name: str, binary_dir: str | os.PathLike[str] | None) -> Path:
+    """Locate ``containerd``/``ctr`` in ``binary_dir`` or on PATH."""
+    if binary_dir is not None:
+        path = Path(binary_dir) / name
+        if not os.access(path, os.X_OK):
+            raise DaemonError(f"{path} is not an executable")
+        return path
+    found = shutil.which(name)
+    if found is None:
+        raise DaemonError(f"{name} not found on PATH")
+    return Path(found)
+
+
+def containerd_version(binary_dir: str | os.PathLike[str] | None = None) -> str:
+    """The version word of ``containerd --version`` (e.g. ``1.6.20~ds1``)."""
+    out = subprocess.run(
+        [str(find_binary("containerd", binary_dir)), "--version"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    return out[2] if len(out) >= 3 else " ".join(out)
+
+
+def parse_table(text: str) -> list[dict[str, str]]:
+    """Split ``ctr``'s tabwriter output into dicts keyed by header names.
+
+    Cells may contain single spaces (``complete (3/3)``), so columns are cut at the header's
+    start offsets rather than split on whitespace; tabwriter pads every cell to those offsets.
+    """
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return []
+    header = lines[0]
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    names = header.split()
+    rows = []
+    for line in lines[1:]:
+        cells = []
+        for i, start in enumerate(starts):
+            end = starts[i + 1] if i + 1 < len(starts) else len(line)
+            cells.append(line[start:end].strip())
+        rows.append(dict(zip(names, cells)))
+    return rows
+
+
+class PrivateContainerd:
+    """Context manager running one containerd with private root/state/socket.
+
+    Args:
+        binary_dir: directory holding ``containerd`` and ``ctr`` (default: PATH), so other
+            versions (1.7, 2.x unpacked with ``dpkg -x``) can be tested.
+        root: containerd root to use; created if missing, kept on exit. Default: a temp dir that
+            is removed on exit.
+        workdir: parent for the temp dir (socket paths must stay under 108 bytes).
+        start_timeout: seconds to wait for the socket to answer.
+    """
+
+    def __init__(
+        self,
+        binary_dir: str | os.PathLike[str] | None = None,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        workdir: str | os.PathLike[str] | None = None,
+        start_timeout: float = 30.0,
+    ) -> None:
+        self.containerd = find_binary("containerd", binary_dir)
+        self.ctr_bin = find_binary("ctr", binary_dir)
+        self._tmp = Path(tempfile.mkdtemp(prefix="ctrd-", dir=workdir))
+        self._own_root = root is None
+        self.root = Path(root) if root is not None else self._tmp / "root"
+        self.state = self._tmp / "state"
+        self.address = str(self._tmp / "c.sock")
+        self.config_path = self._tmp / "config.toml"
+        self.log_path = self._tmp / "containerd.log"
+        self.start_timeout = start_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _write_config(self) -> None:
+        disabled = ", ".join(f'"{p}"' for p in DISABLED_PLUGINS)
+        self.config_path.write_text(
+            "version = 2\n"
+            f'root = "{self.root}"\n'
+            f'state = "{self.state}"\n'
+            f"disabled_plugins = [{disabled}]\n"
+            "[grpc]\n"
+            f'  address = "{self.address}"\n'
+            "[ttrpc]\n"
+            f'  address = "{self.address}.ttrpc"\n'
+            "[debug]\n"
+            '  address = ""\n'
+            '  level = "info"\n'
+            "[metrics]\n"
+            '  address = ""\n'
+        )
+
+    def start(self) -> "PrivateContainerd":
+        """Start the daemon and wait until ``ctr version`` answers."""
+        if self._proc is not None:
+            raise DaemonError("daemon already running")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.state.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                [str(self.containerd), "--config", str(self.config_path)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                self._proc = None
+                raise DaemonError(f"containerd exited with {code}:\n{self.log_tail()}")
+            if os.path.exists(self.address):
+                probe = self._run_ctr(["version"], namespace="default")
+                if probe.returncode == 0:
+                    return self
+            if time.monotonic() > deadline:
+                self.stop()
+                raise DaemonError(f"containerd did not answer in {self.start_timeout}s:\n"
+                                  f"{self.log_tail()}")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM and wait, so both bolt files are closed and unlocked."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise DaemonError(f"containerd ignored SIGTERM for {timeout}s; killed")
+
+    def close(self) -> None:
+        """Stop and remove the temp dir (and the root if it was ours)."""
+        self.stop()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def __enter__(self) -> "PrivateContainerd":
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def log_tail(self, lines: int = 40) -> str:
+        """Last lines of the daemon log, for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    # -- ctr --------------------------------------------------------------------------------
+
+    def _run_ctr(
+        self, args: list[str], *, namespace: str, timeout: float = 120.0
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.ctr_bin), "--address", self.address, "--namespace", namespace, *args],
+            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        )
+
+    def ctr(
+        self, *args: str, namespace: str = "default", check: bool = True, timeout: float = 120.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``ctr`` against this daemon; raise DaemonError with stderr unless ``check=False``."""
+        if not self.running:
+            raise DaemonError("daemon is not running")
+        res = self._run_ctr([str(a) for a in args], namespace=namespace, timeout=timeout)
+        if check and res.returncode != 0:
+            raise DaemonError(
+                f"ctr -n {namespace} {' '.join(args)} failed ({res.returncode}): "
+                f"{res.stderr.strip()}"
+            )
+        return res
+
+    def force_gc(self, namespace: str = "default") -> None:
+        """Make the daemon collect garbage now: deleting a lease with ``--sync`` waits for GC."""
+        lease = self.ctr("leases", "create", namespace=namespace).stdout.strip().split()[0]
+        self.ctr("leases", "delete", "--sync", lease, namespace=namespace)
+
+    def images_check(self, namespace: str = "default") -> list[CheckRow]:
+        """Parse ``ctr images check`` (REF TYPE DIGEST STATUS SIZE UNPACKED)."""
+        out = self.ctr("images", "check", namespace=namespace).stdout
+        return [
+            CheckRow(
+                ref=row["REF"], media_type=row["TYPE"], digest=row["DIGEST"],
+                status=row["STATUS"], size=row["SIZE"], unpacked=row["UNPACKED"] == "true",
+            )
+            for row in parse_table(out)
+        ]
+
+    def image_names(self, namespace: str = "default") -> list[str]:
+        """Names from ``ctr images ls -q``."""
+        out = self.ctr("images", "ls", "-q", namespace=namespace).stdout
+        return [line for line in out.splitlines() if line]
+
+    def namespaces(self) -> list[str]:
+        """Names from ``ctr namespaces ls -q``."""
+        out = self.ctr("namespaces", "ls", "-q").stdout
+        return [line for line in out.splitlines() if line]
