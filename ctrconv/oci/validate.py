@@ -1,0 +1,249 @@
+"""Safe JSON parsing and schema validation of OCI / Docker image documents.
+
+Every manifest, index and config that ctrconv reads from an archive or a store passes through
+:func:`validate_json` before any field is trusted: the bytes are size-capped, strictly UTF-8,
+depth-limited (checked before parsing, so hostile nesting never reaches the recursive parser),
+free of duplicate keys and non-finite numbers, and then checked against the JSON Schemas in the
+top-level ``schemas/`` directory plus the rules a schema cannot express (strict digest
+parsing, sizes below 2**53, the document's own ``mediaType`` agreeing with its descriptor).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from functools import lru_cache
+from itertools import accumulate
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError, best_match
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from ctrconv.digest import Digest
+from ctrconv.errors import FormatError, InvalidDigestError
+from ctrconv.oci import mediatypes as mt
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+
+#: Largest JSON document accepted (manifests and configs are kilobytes in practice).
+MAX_DOCUMENT_SIZE = 16 * 1024 * 1024
+#: Deepest array/object nesting accepted; real documents stay below 10.
+MAX_DEPTH = 200
+#: Sizes must round-trip through JavaScript/JSON tooling exactly.
+MAX_SIZE = 2**53 - 1
+
+#: media type -> schema file in :data:`SCHEMA_DIR`.
+SCHEMA_FILES: dict[str, str] = {
+    mt.OCI_INDEX: "image-index.json",
+    mt.OCI_MANIFEST: "image-manifest.json",
+    mt.OCI_CONFIG: "config.json",
+    mt.OCI_DESCRIPTOR: "content-descriptor.json",
+    mt.OCI_LAYOUT_HEADER: "image-layout.json",
+    mt.DOCKER_MANIFEST_LIST: "docker-manifest-list.json",
+    mt.DOCKER_MANIFEST: "docker-manifest-v2.json",
+    mt.DOCKER_CONFIG: "docker-config.json",
+}
+
+_SCHEMA_BASE = "https://ctrconv.invalid/schemas/"
+_STRING_RE = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_OPEN_CLOSE = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[{]}")
+_ENV_RE = re.compile(r"[^=]+=", re.DOTALL)
+
+
+def schema_for(media_type: str) -> str | None:
+    """The schema file name used for ``media_type``, or None when ctrconv has none."""
+    return SCHEMA_FILES.get(media_type)
+
+
+@lru_cache(maxsize=1)
+def _registry() -> Registry:
+    """All schema files, keyed by ``$id``; references never leave this registry."""
+    resources = []
+    for path in sorted(SCHEMA_DIR.glob("*.json")):
+        contents = json.loads(path.read_text(encoding="utf-8"))
+        resources.append((contents["$id"], Resource.from_contents(contents, DRAFT202012)))
+    return Registry().with_resources(resources)
+
+
+@lru_cache(maxsize=None)
+def _validator(schema_file: str) -> jsonschema.protocols.Validator:
+    registry = _registry()
+    schema = registry.contents(_SCHEMA_BASE + schema_file)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema, registry=registry)
+
+
+def _where(media_type: str, digest: str | None) -> str:
+    return f"{media_type} {digest}" if digest else media_type
+
+
+def _max_depth(data: bytes) -> int:
+    """Deepest ``[``/``{`` nesting outside strings, computed without recursion."""
+    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+        return 0
+    brackets = _STRING_RE.sub(b"", data).translate(_OPEN_CLOSE, _NOT_BRACKET)
+    return max(accumulate(memoryview(brackets).cast("b")), default=0)
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key[:80]!r}")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-standard number {name}")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} out of range")
+    return value
+
+
+def parse_json_bytes(data: bytes, *, what: str = "JSON document") -> Any:
+    """Parse untrusted JSON with ctrconv's limits; every failure is a :class:`FormatError`."""
+    if len(data) > MAX_DOCUMENT_SIZE:
+        raise FormatError(f"{what}: document of {len(data)} bytes exceeds {MAX_DOCUMENT_SIZE}")
+    try:
+        text = bytes(data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{what}: not valid UTF-8 at byte {exc.start}") from None
+    if _max_depth(bytes(data)) > MAX_DEPTH:
+        raise FormatError(f"{what}: JSON nested deeper than {MAX_DEPTH} levels")
+    try:
+        return json.loads(
+            text,
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+        )
+    except (ValueError, RecursionError) as exc:
+        raise FormatError(f"{what}: invalid JSON: {str(exc)[:200]}") from None
+
+
+def _pointer(error: ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return "/" + "/".join(parts) if parts else "document root"
+
+
+def _schema_error(where: str, error: ValidationError) -> FormatError:
+    if error.context:
+        error = best_match(error.context) or error
+    message = error.message if len(error.message) <= 300 else error.message[:297] + "..."
+    return FormatError(f"invalid {where}: at {_pointer(error)}: {message}")
+
+
+def _check_descriptor(where: str, path: str, desc: dict[str, Any]) -> None:
+    try:
+        Digest.parse(desc.get("digest"))
+    except InvalidDigestError as exc:
+        raise FormatError(f"invalid {where}: at {path}/digest: {exc}") from None
+    size = desc.get("size")
+    if type(size) is not int or not 0 <= size <= MAX_SIZE:
+        raise FormatError(f"invalid {where}: at {path}/size: {str(size)[:40]} is not in 0..2^53-1")
+
+
+def _descriptors(media_type: str, doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(JSON pointer, descriptor) for every descriptor a document holds."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    if mt.is_manifest(media_type):
+        found.append(("/config", doc["config"]))
+        found.extend((f"/layers/{i}", d) for i, d in enumerate(doc["layers"]))
+    elif mt.is_index(media_type):
+        found.extend((f"/manifests/{i}", d) for i, d in enumerate(doc["manifests"]))
+    elif media_type == mt.OCI_DESCRIPTOR:
+        found.append(("", doc))
+    if isinstance(doc.get("subject"), dict):
+        found.append(("/subject", doc["subject"]))
+    return found
+
+
+def _check_kind(where: str, media_type: str, doc: dict[str, Any]) -> None:
+    """The containerd ``validateMediaType`` rule plus an exact ``mediaType`` match."""
+    own = doc.get("mediaType")
+    if own is not None and (mt.is_manifest(media_type) or mt.is_index(media_type)):
+        if own != media_type:
+            raise FormatError(f"invalid {where}: document declares mediaType {own!r}")
+    if mt.is_manifest(media_type) and "manifests" in doc:
+        raise FormatError(f"invalid {where}: expected a manifest but found an index")
+    if mt.is_index(media_type) and ("config" in doc or "layers" in doc):
+        raise FormatError(f"invalid {where}: expected an index but found a manifest")
+
+
+def _check_config(where: str, doc: dict[str, Any]) -> None:
+    diff_ids = (doc.get("rootfs") or {}).get("diff_ids") or []
+    for i, value in enumerate(diff_ids):
+        try:
+            Digest.parse(value)
+        except InvalidDigestError as exc:
+            raise FormatError(f"invalid {where}: at /rootfs/diff_ids/{i}: {exc}") from None
+    env = (doc.get("config") or {}).get("Env") or []
+    for i, value in enumerate(env):
+        if not _ENV_RE.match(value):
+            raise FormatError(f"invalid {where}: at /config/Env/{i}: {value[:80]!r} is not NAME=value")
+
+
+def validate_object(media_type: str, doc: Any, *, digest: str | None = None) -> dict[str, Any]:
+    """Validate an already-parsed document; returns it unchanged. See :func:`validate_json`."""
+    where = _where(media_type, digest)
+    if media_type == mt.DOCKER_MANIFEST_SCHEMA1:
+        raise FormatError(f"invalid {where}: Docker schema 1 manifests are not supported")
+    schema_file = schema_for(media_type)
+    if schema_file is None:
+        raise FormatError(f"invalid {where}: no schema for media type {media_type!r}")
+    if isinstance(doc, dict):
+        _check_kind(where, media_type, doc)
+    error = next(iter(_validator(schema_file).iter_errors(doc)), None)
+    if error is not None:
+        raise _schema_error(where, error)
+    for path, desc in _descriptors(media_type, doc):
+        _check_descriptor(where, path, desc)
+    if mt.is_config(media_type):
+        _check_config(where, doc)
+    return doc
+
+
+def validate_json(media_type: str, data: bytes, *, digest: str | None = None) -> dict[str, Any]:
+    """Parse ``data`` safely and validate it as a ``media_type`` document.
+
+    Raises :class:`FormatError` naming the digest (when given), the media type and the first
+    problem (JSON pointer + message). Returns the parsed document.
+    """
+    doc = parse_json_bytes(data, what=_where(media_type, digest))
+    return validate_object(media_type, doc, digest=digest)
+
+
+def parse_config_diff_ids(data: bytes, *, digest: str | None = None) -> list[str]:
+    """``rootfs.diff_ids`` of an image config, each strictly parsed; [] when absent or null."""
+    where = _where("image config", digest)
+    doc = parse_json_bytes(data, what=where)
+    if not isinstance(doc, dict):
+        raise FormatError(f"invalid {where}: not a JSON object")
+    rootfs = doc.get("rootfs")
+    if rootfs is None:
+        return []
+    if not isinstance(rootfs, dict):
+        raise FormatError(f"invalid {where}: at /rootfs: not an object")
+    diff_ids = rootfs.get("diff_ids")
+    if diff_ids is None:
+        return []
+    if not isinstance(diff_ids, list):
+        raise FormatError(f"invalid {where}: at /rootfs/diff_ids: not an array")
+    result = []
+    for i, value in enumerate(diff_ids):
+        try:
+            result.append(str(Digest.parse(value)))
+        except InvalidDigestError as exc:
+            raise FormatError(f"invalid {where}: at /rootfs/diff_ids/{i}: {exc}") from None
+    return result
