@@ -194,14 +194,16 @@ class BoltFile:
         return node
 
     def close(self) -> None:
-        buf = getattr(self, "_buf", None)
-        if buf is not None:
-            buf.release()
-            self._buf = None  # type: ignore[assignment]
+        self._buf = None  # type: ignore[assignment]
         mm = getattr(self, "_mm", None)
         if mm is not None:
-            mm.close()
             self._mm = None
+            try:
+                mm.close()
+            except BufferError:
+                # Page views are still referenced (e.g. by an exception's traceback);
+                # the mapping is released when the last of them is collected.
+                pass
 
     def __enter__(self) -> "BoltFile":
         return self
