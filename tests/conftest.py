@@ -65,7 +65,7 @@ def tmp_root_copy(fixture_set: FixtureSet, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def private_containerd(tmp_path: Path) -> Iterator[Callable[..., PrivateContainerd]]:
+def private_containerd() -> Iterator[Callable[..., PrivateContainerd]]:
     """Factory: ``private_containerd(root=None, binary_dir=None)`` -> started daemon.
 
     Every daemon it started is stopped (SIGTERM, wait) at teardown, so roots are unlocked.
@@ -84,3 +84,4 @@ def private_containerd(tmp_path: Path) -> Iterator[Callable[..., PrivateContaine
     yield start
     for daemon in reversed(started):
         daemon.close()
+

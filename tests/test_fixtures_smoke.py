@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -137,3 +138,16 @@ def test_daemon_reopens_a_copy_of_the_root(tmp_root_copy: Path, private_containe
 def test_no_leases_left(fixture_set: FixtureSet, ns: str) -> None:
     text = (fixture_set.refs / "leases-ls" / f"{ns}.txt").read_text()
     assert parse_table(text) == []
+
+
+def test_committed_small_root_opens_in_containerd(tmp_path: Path, private_containerd) -> None:
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
+    subprocess.run(["tar", "-xJf", str(fixtures / "small-root.tar.xz"), "-C", str(tmp_path)],
+                   check=True)
+    root = tmp_path / "small-root"
+    assert (root / META_DB).exists()
+    daemon = private_containerd(root=root)
+    listed = daemon.ctr("images", "ls").stdout
+    assert listed == (fixtures / "small-root.images.txt").read_text()
+    rows = daemon.images_check("default")
+    assert len(rows) == 1 and rows[0].complete and rows[0].unpacked

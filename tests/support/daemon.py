@@ -218,7 +218,11 @@ class PrivateContainerd:
         return self._proc.pid if self._proc is not None else None
 
     def __enter__(self) -> "PrivateContainerd":
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
 
     def __exit__(
         self,
