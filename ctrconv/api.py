@@ -13,6 +13,7 @@ from ctrconv.containerd.decode import decode_key, decode_value
 
 if TYPE_CHECKING:
     from ctrconv.inventory import ImageSummary
+    from ctrconv.verify import Report
 
 
 def dump_bolt(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -71,3 +72,24 @@ def list_images(
         selected = meta.namespaces() if namespaces is None else namespaces
         return _list(meta, croot.content, selected, matcher)
 
+
+
+def verify_root(
+    root: str | os.PathLike[str],
+    namespaces: list[str] | None = None,
+    *,
+    ignore_lock: bool = False,
+    jobs: int | None = None,
+    progress: Any = None,
+) -> "Report":
+    """Every problem of a containerd root (``namespaces`` None = all), as a report."""
+    from ctrconv.verify.root import verify_root as _verify
+
+    return _verify(root, namespaces, ignore_lock=ignore_lock, jobs=jobs, progress=progress)
+
+
+def verify_layout(path: str, *, progress: Any = None) -> "Report":
+    """Every problem of an OCI layout / image archive: schemas, digests and sizes of all blobs."""
+    from ctrconv.verify.layout import verify_layout as _verify
+
+    return _verify(path, progress=progress)

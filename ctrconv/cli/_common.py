@@ -79,8 +79,9 @@ def run(app: typer.Typer, argv: list[str]) -> int:
     debug = STATE.debug or "--debug" in argv
     try:
         command = typer.main.get_command(app)
-        command.main(args=argv, prog_name="ctrconv", standalone_mode=False)
-        return 0
+        result = command.main(args=argv, prog_name="ctrconv", standalone_mode=False)
+        # click returns the code of a ``typer.Exit`` instead of raising it in this mode
+        return result if isinstance(result, int) else 0
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.Abort:

@@ -1,0 +1,54 @@
+"""``ctrconv verify``: report every problem of a root or an OCI layout; exit 1 if any."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ctrconv import api
+from ctrconv.cli import app
+from ctrconv.cli._common import (
+    IGNORE_LOCK_OPTION,
+    JSON_OPTION,
+    NAMESPACE_OPTION,
+    QUIET_OPTION,
+    ROOT_OPTION,
+    TqdmBytes,
+    print_json,
+    progress_enabled,
+)
+from ctrconv.containerd.root import check_namespace
+
+
+@app.command("verify")
+def verify_command(
+    root: Path = ROOT_OPTION,
+    namespace: str = NAMESPACE_OPTION,
+    all_namespaces: bool = typer.Option(False, "-A", "--all-namespaces", help="Check every namespace."),
+    layout: Optional[str] = typer.Option(None, "-i", "--input", help="Verify an OCI layout (dir or tar) instead of a root."),
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+    ignore_lock: bool = IGNORE_LOCK_OPTION,
+    jobs: Optional[int] = typer.Option(None, "-j", "--jobs", help="Blob hashing threads (default: cores)."),
+) -> None:
+    """Full integrity check. Prints each problem found; exit 1 if any."""
+    with TqdmBytes(None, "verify", progress_enabled(quiet)) as bar:
+        if layout is not None:
+            report = api.verify_layout(layout, progress=bar)
+        else:
+            namespaces = None if all_namespaces else [check_namespace(namespace)]
+            report = api.verify_root(root, namespaces, ignore_lock=ignore_lock, jobs=jobs, progress=bar)
+    if as_json:
+        print_json(report.to_json())
+    else:
+        for problem in report.errors:
+            sys.stdout.write(f"PROBLEM {problem}\n")
+        for info in report.infos:
+            sys.stdout.write(f"info    {info}\n")
+        stats = ", ".join(f"{v} {k}" for k, v in report.stats.items())
+        sys.stdout.write(f"{len(report.errors)} problem(s) found ({stats})\n")
+    if not report.ok:
+        raise typer.Exit(1)

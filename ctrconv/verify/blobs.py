@@ -1,0 +1,45 @@
+"""Hash every blob of a content store, spread over the cores.
+
+``hashlib`` releases the GIL on large updates, so a thread pool reading 1 MiB chunks keeps
+every core busy without holding more than a chunk per worker in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable
+
+from ctrconv.digest import Digest
+from ctrconv.streams import CHUNK
+
+
+def hash_blob(digest: Digest, path: Path, progress: Callable[[int], object] | None = None) -> tuple[Digest, str | None, int]:
+    """(digest, actual hex or None if unreadable, bytes read)."""
+    h = digest.hasher()
+    size = 0
+    try:
+        with open(path, "rb") as f:
+            while True:
+                chunk = f.read(CHUNK)
+                if not chunk:
+                    break
+                h.update(chunk)
+                size += len(chunk)
+                if progress:
+                    progress(len(chunk))
+    except OSError:
+        return digest, None, size
+    return digest, h.hexdigest(), size
+
+
+def hash_blobs(
+    blobs: Iterable[tuple[Digest, Path]],
+    *,
+    jobs: int | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> list[tuple[Digest, str | None, int]]:
+    workers = jobs or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda item: hash_blob(item[0], item[1], progress), blobs))

@@ -1,0 +1,57 @@
+"""Problem records and the report that collects them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding. ``severity`` "error" fails verify (exit 1); "info" is reported only."""
+
+    kind: str
+    object: str
+    location: str
+    message: str
+    severity: str = "error"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.object}: {self.message} [{self.location}]"
+
+
+@dataclass
+class Report:
+    problems: list[Problem] = field(default_factory=list)
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def add(self, kind: str, obj: str, location: str, message: str, *, severity: str = "error") -> None:
+        problem = Problem(kind, obj, location, message, severity)
+        if problem not in self.problems:
+            self.problems.append(problem)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.stats[name] = self.stats.get(name, 0) + n
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def infos(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity != "error"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "problems": [p.to_json() for p in self.errors],
+            "info": [p.to_json() for p in self.infos],
+            "stats": self.stats,
+        }

@@ -1,0 +1,300 @@
+"""Verify a containerd root: bolt structure, metadata consistency, content, snapshots.
+
+An index whose other platforms were never pulled is the normal state of a node: absent
+platforms are reported as information, not as problems.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Iterable, Iterator, TypeVar
+
+from ctrconv.bolt.check import check_bolt
+from ctrconv.containerd.metadata import MetadataDB
+from ctrconv.containerd.records import BlobRecord, ImageRecord
+from ctrconv.containerd.root import ContainerdRoot
+from ctrconv.digest import Digest
+from ctrconv.errors import ContentError, CtrconvError, InvalidDigestError
+from ctrconv.inventory import target_descriptor
+from ctrconv.oci import mediatypes as mt
+from ctrconv.oci import platform as plat
+from ctrconv.pipeline.plan import plan_image, platform_string, read_json_blob
+from ctrconv.verify.blobs import hash_blobs
+from ctrconv.verify.problems import Report
+
+T = TypeVar("T")
+GC_CONTENT = "containerd.io/gc.ref.content"
+GC_SNAPSHOT = "containerd.io/gc.ref.snapshot."
+
+
+def _chain_ids(diff_ids: list[str]) -> list[str]:
+    import hashlib
+
+    chain: list[str] = []
+    for diff in diff_ids:
+        chain.append(diff if not chain else "sha256:" + hashlib.sha256(f"{chain[-1]} {diff}".encode()).hexdigest())
+    return chain
+
+
+def _safe(report: Report, what: str, location: str, items: Iterable[T]) -> Iterator[T]:
+    """Iterate records, turning a decode failure into a problem instead of an abort."""
+    try:
+        yield from items
+    except CtrconvError as exc:
+        report.add("unreadable-record", what, location, str(exc))
+
+
+def verify_root(
+    root: str | os.PathLike[str],
+    namespaces: list[str] | None = None,
+    *,
+    ignore_lock: bool = False,
+    jobs: int | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> Report:
+    croot = ContainerdRoot(root)
+    croot.require_meta_db()
+    report = Report()
+    if croot.is_locked() and not ignore_lock:
+        from ctrconv.errors import LockedError
+
+        raise LockedError(f"{croot.meta_db} is locked by a running containerd", hint="stop containerd, or pass --ignore-lock")
+
+    bolt_files = [croot.meta_db] + [
+        croot.snapshotter_db(sn) for sn in croot.snapshotters_on_disk() if croot.snapshotter_db(sn).is_file()
+    ]
+    for path in bolt_files:
+        report.count("bolt files")
+        for problem in check_bolt(str(path)):
+            report.add("bolt", str(path.relative_to(croot.path)), f"{path}" + (f" page {problem.page}" if problem.page is not None else ""), problem.message)
+
+    backend_names: dict[str, set[str]] = {}
+    referenced: set[str] = set()
+    try:
+        with croot.open_metadata(ignore_lock=ignore_lock) as meta:
+            selected = meta.namespaces() if namespaces is None else namespaces
+            for ns in selected:
+                _check_namespace(meta, croot, ns, report, referenced)
+            for ns in meta.namespaces():
+                for sn in meta.snapshotters(ns):
+                    for rec in _safe(report, f"{ns}/snapshots/{sn}", "meta.db", meta.snapshots(ns, sn)):
+                        backend_names.setdefault(sn, set()).add(rec.name)
+                for blob in _safe(report, f"{ns}/content", "meta.db", meta.blobs(ns)):
+                    referenced.add(blob.digest)
+            _check_meta_snapshots(meta, croot, selected, report, ignore_lock)
+    except CtrconvError as exc:
+        report.add("unreadable", "meta.db", str(croot.meta_db), str(exc))
+
+    for sn in croot.snapshotters_on_disk():
+        _check_snapshotter(croot, sn, backend_names.get(sn, set()), report, ignore_lock)
+    _check_blobs(croot, referenced, report, jobs, progress)
+    return report
+
+
+def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: Report, referenced: set[str]) -> None:
+    content = croot.content
+    where = f"meta.db v1/{ns}"
+    records: dict[str, BlobRecord] = {}
+    for rec in _safe(report, f"{ns}/content", where, meta.blobs(ns)):
+        records[rec.digest] = rec
+    snapshot_keys = {sn: {r.key for r in _safe(report, f"{ns}/snapshots/{sn}", where, meta.snapshots(ns, sn))} for sn in meta.snapshotters(ns)}
+    report.count("content records", len(records))
+
+    for digest, rec in records.items():
+        obj = f"blob {digest}"
+        try:
+            d = Digest.parse(digest)
+        except InvalidDigestError as exc:
+            report.add("invalid-digest", obj, f"{where}/content/blob", str(exc))
+            continue
+        on_disk = content.size(d)
+        if on_disk is None:
+            report.add("missing-blob", obj, str(content.blob_path(d)), f"content record in {ns} but no blob file")
+        elif on_disk != rec.size:
+            report.add("size-mismatch", obj, str(content.blob_path(d)), f"record says {rec.size} bytes, file has {on_disk}")
+        for key, value in rec.labels.items():
+            if key == GC_CONTENT or key.startswith(GC_CONTENT + ".") or key.startswith(GC_CONTENT + "/"):
+                if value not in records:
+                    report.add("dangling-gc-label", obj, f"{where}/content/blob/{digest}/labels", f"{key} points at {value}, which has no content record")
+            elif key.startswith(GC_SNAPSHOT):
+                sn = key[len(GC_SNAPSHOT):].split("/", 1)[0]
+                if value not in snapshot_keys.get(sn, set()):
+                    report.add("dangling-gc-label", obj, f"{where}/content/blob/{digest}/labels", f"{key} points at snapshot {value}, which {sn} does not have in {ns}")
+
+    for image in _safe(report, f"{ns}/images", where, meta.images(ns)):
+        report.count("images")
+        _check_image(image, records, snapshot_keys, croot, report)
+
+    now = time.time_ns()
+    leased = {ref for lease in _safe(report, f"{ns}/leases", where, meta.leases(ns)) for ref in lease.ingests}
+    for ingest in _safe(report, f"{ns}/ingests", where, meta.ingests(ns)):
+        if ingest.ref in leased:
+            continue
+        if ingest.expire_at is None or ingest.expire_at.unix_ns < now:
+            report.add("stale-ingest", f"ingest {ns}/{ingest.ref}", f"{where}/content/ingests", "unleased ingest with no future expiry (containerd's GC will drop it)")
+
+
+def _labels_of(records: dict[str, BlobRecord], digest: str) -> set[str]:
+    rec = records.get(digest)
+    if rec is None:
+        return set()
+    return {v for k, v in rec.labels.items() if k == GC_CONTENT or k.startswith(GC_CONTENT + ".") or k.startswith(GC_CONTENT + "/")}
+
+
+def _check_image(image: ImageRecord, records: dict[str, BlobRecord], snapshot_keys: dict[str, set[str]], croot: ContainerdRoot, report: Report) -> None:
+    obj = f"image {image.namespace}/{image.name}"
+    where = f"meta.db v1/{image.namespace}/images/{image.name}"
+    target = target_descriptor(image)
+    try:
+        Digest.parse(image.target.digest)
+    except InvalidDigestError as exc:
+        report.add("invalid-target", obj, where, str(exc))
+        return
+    if image.target.size <= 0 or not image.target.media_type:
+        report.add("invalid-target", obj, where, "target needs a size > 0 and a media type")
+    content = croot.content
+    try:
+        plan = plan_image(content, target, None)
+    except ContentError as exc:
+        report.add("corrupt-blob", obj, where, str(exc))
+        return
+    except CtrconvError as exc:
+        report.add("invalid-json", obj, where, str(exc))
+        return
+
+    absent_children = {d["digest"] for d in plan.missing if d.get("platform") and mt.is_manifest(d.get("mediaType", ""))}
+    for desc in plan.missing:
+        if desc["digest"] in absent_children:
+            report.add("absent-platform", obj, where, f"platform {platform_string(desc['platform'])} ({desc['digest']}) was never pulled", severity="info")
+        else:
+            report.add("missing-blob", obj, where, f"{desc.get('mediaType')} {desc['digest']} is referenced but not in the content store")
+    if plan.indexes and not plan.manifests:
+        report.add("no-platform", obj, where, "no platform of this index is present")
+
+    present = [d for d in plan.blobs if d["digest"] not in {m["digest"] for m in plan.missing}]
+    for desc in present:
+        if desc["digest"] not in records:
+            report.add("missing-record", obj, where, f"blob {desc['digest']} has no content record in {image.namespace}: invisible to containerd and collected by GC")
+    for index in plan.indexes:
+        labels = _labels_of(records, index["digest"])
+        if index["digest"] in records:
+            for m in plan.manifests:
+                if m.descriptor["digest"] not in labels and m.descriptor["digest"] != index["digest"]:
+                    report.add("missing-gc-label", obj, where, f"index {index['digest']} has no gc.ref.content label for manifest {m.descriptor['digest']}")
+    for manifest in plan.manifests:
+        mdigest = manifest.descriptor["digest"]
+        if mdigest not in records:
+            continue
+        labels = _labels_of(records, mdigest)
+        for child in [manifest.config, *manifest.layers]:
+            if child["digest"] not in labels:
+                report.add("missing-gc-label", obj, where, f"manifest {mdigest} has no gc.ref.content label for {child['digest']}: GC would delete it")
+        _check_unpacked(image, manifest, records, snapshot_keys, croot, report)
+
+
+def _check_unpacked(image, manifest, records, snapshot_keys, croot, report) -> None:
+    obj = f"image {image.namespace}/{image.name}"
+    config = manifest.config
+    if config["digest"] in {d["digest"] for d in []} or not croot.content.exists(config["digest"]):
+        return
+    host = plat.default_matcher()
+    if manifest.platform and not host.match(plat.Platform.from_json(manifest.platform)):
+        return
+    try:
+        doc = read_json_blob(croot.content, config)
+    except CtrconvError:
+        return
+    diff_ids = (doc.get("rootfs") or {}).get("diff_ids") or []
+    if not diff_ids:
+        return
+    top = _chain_ids(diff_ids)[-1]
+    rec = records.get(config["digest"])
+    labels = rec.labels if rec else {}
+    unpacked_in = [sn for sn, keys in snapshot_keys.items() if top in keys]
+    if not unpacked_in:
+        report.add("not-unpacked", obj, f"meta.db v1/{image.namespace}/snapshots", f"platform {platform_string(manifest.platform)} is not unpacked in any snapshotter", severity="info")
+    for sn in unpacked_in:
+        if labels.get(GC_SNAPSHOT + sn) != top:
+            report.add("missing-gc-label", obj, f"meta.db v1/{image.namespace}/content/blob/{config['digest']}", f"config has no {GC_SNAPSHOT}{sn} label for {top}: GC would delete the unpacked snapshots")
+
+
+def _check_meta_snapshots(meta: MetadataDB, croot: ContainerdRoot, namespaces: list[str], report: Report, ignore_lock: bool) -> None:
+    for ns in namespaces:
+        for sn in meta.snapshotters(ns):
+            with croot.open_snapshotter(sn, ignore_lock=ignore_lock) as backend:
+                backend_keys = {b.key for b in backend.snapshots()} if backend else set()
+            recs = {r.key: r for r in _safe(report, f"{ns}/snapshots/{sn}", "meta.db", meta.snapshots(ns, sn))}
+            for key, rec in recs.items():
+                obj = f"snapshot {ns}/{sn}/{key}"
+                where = f"meta.db v1/{ns}/snapshots/{sn}/{key}"
+                report.count("snapshots")
+                if rec.parent and rec.parent not in recs:
+                    report.add("snapshot-chain", obj, where, f"parent {rec.parent} has no record")
+                if rec.name not in backend_keys:
+                    report.add("missing-backend-snapshot", obj, where, f"backend snapshot {rec.name} is not in {sn}/metadata.db")
+                for child in rec.children:
+                    if child not in recs:
+                        report.add("snapshot-chain", obj, where, f"child link {child} has no record")
+
+
+def _check_snapshotter(croot: ContainerdRoot, sn: str, referenced_names: set[str], report: Report, ignore_lock: bool) -> None:
+    base = croot.snapshotter_dir(sn)
+    try:
+        with croot.open_snapshotter(sn, ignore_lock=ignore_lock) as backend:
+            if backend is None:
+                return
+            snaps = list(_safe(report, f"{sn} snapshots", str(base / "metadata.db"), backend.snapshots()))
+            links = list(_safe(report, f"{sn} parents", str(base / "metadata.db"), backend.parent_links()))
+            sequence = backend.sequence
+    except CtrconvError as exc:
+        report.add("unreadable", f"{sn}/metadata.db", str(base / "metadata.db"), str(exc))
+        return
+    by_key = {s.key: s for s in snaps}
+    ids = {s.id for s in snaps}
+    for s in snaps:
+        obj = f"backend snapshot {sn}/{s.key}"
+        where = f"{base}/metadata.db"
+        snap_dir = base / "snapshots" / str(s.id)
+        if not (snap_dir / "fs").is_dir() if sn != "native" else not snap_dir.is_dir():
+            report.add("missing-snapshot-dir", obj, str(snap_dir), f"id {s.id} has no directory")
+        if s.parent and s.parent not in by_key:
+            report.add("snapshot-chain", obj, where, f"parent {s.parent} is not in the snapshotter")
+        if s.id > sequence:
+            report.add("sequence-too-low", obj, where, f"id {s.id} above the bucket sequence {sequence}: new snapshots would collide")
+        if s.key not in referenced_names:
+            report.add("unreferenced-backend-snapshot", obj, where, "no meta.db record names it (containerd's GC removes it)", severity="info")
+    child_keys = {(by_key[s.parent].id if s.parent in by_key else None, s.id) for s in snaps if s.parent}
+    for pid, cid, key in links:
+        if (pid, cid) not in child_keys:
+            report.add("snapshot-chain", f"parents index {pid}/{cid}", f"{base}/metadata.db", f"v1/parents entry for {key} does not match any parent link")
+    for pid, cid in child_keys:
+        if pid is not None and not any(l[0] == pid and l[1] == cid for l in links):
+            report.add("snapshot-chain", f"parents index {pid}/{cid}", f"{base}/metadata.db", "parent link without its v1/parents entry")
+    snapdir = base / "snapshots"
+    if snapdir.is_dir():
+        for entry in sorted(os.listdir(snapdir)):
+            if not entry.isdigit() or int(entry) not in ids or str(int(entry)) != entry:
+                report.add("orphan-snapshot-dir", f"{sn}/snapshots/{entry}", str(snapdir / entry), "directory without a snapshot record (containerd's cleanup deletes it)")
+
+
+def _check_blobs(croot: ContainerdRoot, referenced: set[str], report: Report, jobs: int | None, progress) -> None:
+    content = croot.content
+    blobs = list(content.walk())
+    report.count("blobs", len(blobs))
+    for digest, actual, size in hash_blobs(blobs, jobs=jobs, progress=progress):
+        obj = f"blob {digest}"
+        path = str(content.blob_path(digest))
+        report.count("bytes hashed", size)
+        if actual is None:
+            report.add("unreadable-blob", obj, path, "cannot read the blob file")
+        elif actual != digest.hex:
+            report.add("digest-mismatch", obj, path, f"content hashes to {digest.algorithm}:{actual}")
+        if str(digest) not in referenced:
+            report.add("unreferenced-blob", obj, path, "no namespace has a content record for it (containerd's GC deletes it)", severity="info")
+    ingest = content.path / "ingest"
+    if ingest.is_dir():
+        for entry in sorted(os.listdir(ingest)):
+            report.add("ingest-dir", f"ingest {entry}", str(ingest / entry), "partial upload left in the content store", severity="info")
+
+

@@ -1,0 +1,118 @@
+"""``ctrconv verify`` on real-daemon roots: clean, and a catalogue of damage."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ctrconv.bolt import BoltFile
+from ctrconv.bolt import _structs as S
+
+
+def _image(fixture_set, name="docker.io/library/bbx:oci", ns="default"):
+    return fixture_set.image(ns, name)
+
+
+def _blob(root: Path, digest: str) -> Path:
+    alg, hexpart = digest.split(":")
+    return root / "io.containerd.content.v1.content" / "blobs" / alg / hexpart
+
+
+def _verify(cli, root: Path, *extra: str):
+    return cli("verify", "--root", str(root), "-A", "--json", "-q", *extra)
+
+
+def _kinds(result) -> set[str]:
+    return {p["kind"] for p in result.json["problems"]}
+
+
+def test_clean_root_passes_and_reports_absent_platforms(fixture_set, cli):
+    result = _verify(cli, fixture_set.root)
+    assert result.code == 0, result.stdout
+    assert result.json["ok"] and not result.json["problems"]
+    absent = [i for i in result.json["info"] if i["kind"] == "absent-platform"]
+    assert absent and all("bbx:sparse" in i["object"] for i in absent)
+
+
+def test_deleted_layer_blob(fixture_set, tmp_root_copy, cli):
+    layer = _image(fixture_set)["manifests"][0]["layers"][0]["digest"]
+    _blob(tmp_root_copy, layer).unlink()
+    result = _verify(cli, tmp_root_copy)
+    assert result.code == 1
+    assert "missing-blob" in _kinds(result)
+    assert any(layer in p["message"] or layer in p["object"] for p in result.json["problems"])
+
+
+def test_flipped_byte_in_layer_blob(fixture_set, tmp_root_copy, cli):
+    layer = _image(fixture_set)["manifests"][0]["layers"][0]["digest"]
+    path = _blob(tmp_root_copy, layer)
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    result = _verify(cli, tmp_root_copy)
+    assert result.code == 1
+    problems = [p for p in result.json["problems"] if p["kind"] == "digest-mismatch"]
+    assert problems and problems[0]["object"] == f"blob {layer}"
+
+
+def test_truncated_config(fixture_set, tmp_root_copy, cli):
+    config = _image(fixture_set)["manifests"][0]["config"]["digest"]
+    path = _blob(tmp_root_copy, config)
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.truncate(10)
+    result = _verify(cli, tmp_root_copy)
+    assert result.code == 1
+    assert {"size-mismatch", "digest-mismatch"} <= _kinds(result)
+
+
+def test_meta_db_truncated_to_half(tmp_root_copy, cli):
+    meta = tmp_root_copy / "io.containerd.metadata.v1.bolt" / "meta.db"
+    with BoltFile(meta) as db:
+        used = db.meta.pgid * db.page_size
+    with open(meta, "r+b") as f:
+        f.truncate(used // 2)
+    result = _verify(cli, tmp_root_copy)
+    assert result.code == 1
+    assert "bolt" in _kinds(result)
+    assert "Traceback" not in result.stderr
+
+
+def test_meta_db_leaf_page_zeroed(tmp_root_copy, cli):
+    meta = tmp_root_copy / "io.containerd.metadata.v1.bolt" / "meta.db"
+    with BoltFile(meta) as db:
+        page_size, hwm = db.page_size, db.meta.pgid
+        root = db.meta.root
+    with open(meta, "r+b") as f:
+        f.seek(root * page_size)
+        f.write(bytes(page_size))
+    result = _verify(cli, tmp_root_copy)
+    assert result.code == 1
+    bolt = [p for p in result.json["problems"] if p["kind"] == "bolt"]
+    assert any(f"page {root}" in p["location"] or f"page {root}" in p["message"] for p in bolt)
+
+
+def test_orphan_and_missing_snapshot_dirs(tmp_root_copy, cli):
+    snaps = tmp_root_copy / "io.containerd.snapshotter.v1.overlayfs" / "snapshots"
+    (snaps / "new-123").mkdir()
+    victim = sorted(snaps.iterdir(), key=lambda p: p.name)[0]
+    shutil.rmtree(victim)
+    result = _verify(cli, tmp_root_copy)
+    assert result.code == 1
+    kinds = _kinds(result)
+    assert "orphan-snapshot-dir" in kinds and "missing-snapshot-dir" in kinds
+
+
+def test_verify_text_output_and_exit_code(tmp_root_copy, fixture_set, cli):
+    layer = _image(fixture_set)["manifests"][0]["layers"][0]["digest"]
+    _blob(tmp_root_copy, layer).unlink()
+    result = cli("verify", "--root", str(tmp_root_copy), "-q")
+    assert result.code == 1
+    assert "PROBLEM missing-blob" in result.stdout
+    assert result.stdout.rstrip().splitlines()[-1].split()[0] != "0"
