@@ -1,0 +1,317 @@
+"""Open a layer blob as its uncompressed tar stream (gzip, zstd or plain), streaming.
+
+The compression is sniffed from the magic bytes and checked against the media type. containerd
+itself is lenient (for a compressed media type it decompresses whatever the magic says, for an
+uncompressed one it feeds the bytes to the tar reader unchanged); ``strict=True`` (the default)
+refuses such mismatches instead, with a :class:`FormatError` that names both.
+
+Decoding mirrors Go's readers: gzip is multi-member and anything after the last member that is
+not another gzip member is an error (Go ``gzip.Reader`` in multistream mode); zstd reads all
+frames and rejects trailing garbage and truncated frames. An external ``igzip``/``pigz``/``zstd``
+process is used when available (``external=None``) because it inflates on another core while
+Python writes files; note that ``pigz``, like containerd 1.6 with ``unpigz`` on its PATH,
+silently ignores trailing garbage after the last gzip member.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import zlib
+from typing import IO, Callable, Iterator, Literal, Protocol
+
+import zstandard
+
+from ctrconv.errors import FormatError
+from ctrconv.oci.mediatypes import layer_compression
+
+CHUNK = 1 << 20
+#: zstd input per decompress call: bounds the output a hostile frame can produce at once
+_ZSTD_IN = 1 << 15
+_F_SETPIPE_SZ = 1031
+
+Compression = Literal["none", "gzip", "zstd"]
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class Readable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+def sniff_compression(head: bytes) -> Compression:
+    """Compression named by the first bytes of a blob (containerd ``DetectCompression``)."""
+    if head[:3] == _GZIP_MAGIC + b"\x08":
+        return "gzip"
+    if head[:4] == _ZSTD_MAGIC:
+        return "zstd"
+    if len(head) >= 4 and int.from_bytes(head[:4], "little") & 0xFFFFFFF0 == 0x184D2A50:
+        return "zstd"  # a skippable frame starts the stream
+    if head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00":
+        raise FormatError("layer is bzip2/xz compressed, which containerd does not support")
+    return "none"
+
+
+def media_type_compression(media_type: str) -> Compression | None:
+    """What a layer media type promises; ``None`` = not stated (Docker ``diff.tar``: sniff)."""
+    if "encrypted" in media_type.split("+")[1:]:
+        raise FormatError(f"encrypted layers are not supported ({media_type})")
+    kind = layer_compression(media_type)
+    if kind == "unknown":
+        return None
+    return kind or "none"
+
+
+class LayerStream:
+    """The decompressed bytes of one layer, read with ``read(n)`` (short reads possible).
+
+    ``close()`` stops any helper process. Errors in the compressed data surface as
+    :class:`FormatError` from ``read``; the total is capped by ``max_bytes`` when given.
+    """
+
+    def __init__(self, chunks: Iterator[bytes], compression: Compression, max_bytes: int | None) -> None:
+        self._chunks = chunks
+        self.compression = compression
+        self.max_bytes = max_bytes
+        self.bytes_out = 0
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+
+    def _fill(self) -> bool:
+        while not self._eof:
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                self._eof = True
+                return False
+            if chunk:
+                self.bytes_out += len(chunk)
+                if self.max_bytes is not None and self.bytes_out > self.max_bytes:
+                    raise FormatError(
+                        f"layer expands to more than {self.max_bytes} bytes (decompression limit)"
+                    )
+                self._buf, self._pos = chunk, 0
+                return True
+        return False
+
+    def read(self, n: int = -1, /) -> bytes:
+        if n is None or n < 0:
+            parts = []
+            while data := self.read(CHUNK):
+                parts.append(data)
+            return b"".join(parts)
+        if n == 0:
+            return b""
+        if self._pos >= len(self._buf) and not self._fill():
+            return b""
+        buf, pos = self._buf, self._pos
+        if pos == 0 and n >= len(buf):
+            self._pos = len(buf)
+            return buf
+        end = min(pos + n, len(buf))
+        self._pos = end
+        return buf[pos:end]
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+        self._eof = True
+
+    def __enter__(self) -> "LayerStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_layer(
+    stream: Readable,
+    media_type: str | None = None,
+    *,
+    strict: bool = True,
+    external: bool | None = None,
+    max_bytes: int | None = None,
+) -> LayerStream:
+    """Wrap a layer blob stream so that reads return the uncompressed tar bytes.
+
+    Args:
+        stream: the blob, positioned at its start; read in 1 MiB chunks, never seeked.
+        media_type: the descriptor's media type; ``None`` trusts the magic bytes.
+        strict: refuse a media type whose compression disagrees with the magic bytes.
+        external: use ``igzip``/``pigz``/``zstd`` processes (``None``: when installed).
+        max_bytes: fail once more than this many uncompressed bytes come out.
+
+    Raises:
+        FormatError: unsupported media type or compression, or a media-type/magic mismatch.
+    """
+    head = b""
+    while len(head) < 6:
+        data = stream.read(6 - len(head))
+        if not data:
+            break
+        head += data
+    found = sniff_compression(head)
+    compression = found
+    if media_type is not None:
+        promised = media_type_compression(media_type)
+        if promised is not None and promised != found:
+            if strict:
+                raise FormatError(
+                    f"layer media type {media_type} means {promised} but the content is {found}"
+                )
+            # containerd: compressed types go through magic detection, plain ones stay raw
+            compression = found if promised != "none" else "none"
+    source = Prepended(head, stream)
+    return LayerStream(_decoder(compression, source, external), compression, max_bytes)
+
+
+class Prepended:
+    """Replays bytes already read (a sniffed header) before the rest of the stream."""
+
+    def __init__(self, head: bytes, rest: Readable) -> None:
+        self._head = head
+        self._rest = rest
+
+    def read(self, n: int = -1, /) -> bytes:
+        if self._head:
+            head, self._head = self._head, b""
+            return head
+        return self._rest.read(n)
+
+
+def _decoder(compression: Compression, source: Readable, external: bool | None) -> Iterator[bytes]:
+    if compression == "none":
+        return _plain(source)
+    argv = _external_tool(compression) if external is not False else None
+    if external and argv is None:
+        raise FormatError(f"no external {compression} decompressor installed")
+    if argv is not None:
+        return _external(argv, source)
+    return _gunzip(source) if compression == "gzip" else _unzstd(source)
+
+
+def _external_tool(compression: Compression) -> list[str] | None:
+    if compression == "gzip":
+        for tool in ("igzip", "pigz", "unpigz"):
+            path = shutil.which(tool)
+            if path:
+                return [path, "-d", "-c"]
+        return None
+    path = shutil.which("zstd")
+    return [path, "-d", "-c", "-q"] if path else None
+
+
+def _plain(source: Readable) -> Iterator[bytes]:
+    while data := source.read(CHUNK):
+        yield data
+
+
+def _gunzip(source: Readable) -> Iterator[bytes]:
+    """Multi-member gzip like Go's reader: after a member only EOF or another member may follow."""
+    inflater = zlib.decompressobj(31)
+    try:
+        while True:
+            if inflater.eof:
+                rest = inflater.unused_data
+                while len(rest) < 2:
+                    more = source.read(CHUNK)
+                    if not more:
+                        break
+                    rest += more
+                if not rest:
+                    return
+                if rest[:2] != _GZIP_MAGIC:
+                    raise FormatError("gzip layer has trailing data after its last member")
+                inflater = zlib.decompressobj(31)
+                data = rest
+            elif inflater.unconsumed_tail:
+                data = inflater.unconsumed_tail
+            else:
+                data = source.read(CHUNK)
+                if not data:
+                    raise FormatError("gzip layer is truncated")
+            out = inflater.decompress(data, CHUNK)
+            if out:
+                yield out
+    except zlib.error as exc:
+        raise FormatError(f"gzip layer is corrupt: {exc}") from None
+
+
+def _unzstd(source: Readable) -> Iterator[bytes]:
+    """All zstd frames in sequence; truncation and trailing garbage are errors."""
+    dctx = zstandard.ZstdDecompressor()
+    obj = dctx.decompressobj()
+    try:
+        while True:
+            if obj.eof:
+                data = obj.unused_data or source.read(_ZSTD_IN)
+                if not data:
+                    return
+                obj = dctx.decompressobj()
+            else:
+                data = source.read(_ZSTD_IN)
+                if not data:
+                    raise FormatError("zstd layer is truncated")
+            out = obj.decompress(data)
+            if out:
+                yield out
+    except zstandard.ZstdError as exc:
+        raise FormatError(f"zstd layer is corrupt: {exc}") from None
+
+
+def _external(argv: list[str], source: Readable) -> Iterator[bytes]:
+    """Run a decompressor process; a thread feeds it while this generator yields its output."""
+    errlog = tempfile.TemporaryFile()
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errlog)
+    assert proc.stdin is not None and proc.stdout is not None
+    for pipe in (proc.stdin, proc.stdout):
+        try:
+            fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, CHUNK)
+        except OSError:
+            pass  # larger pipes are an optimisation only
+    failure: list[BaseException] = []
+    feeder = threading.Thread(target=_feed, args=(source, proc.stdin, failure), daemon=True)
+    feeder.start()
+    out_fd = proc.stdout.fileno()
+    finished = False
+    try:
+        while data := os.read(out_fd, CHUNK):
+            yield data
+        feeder.join()
+        if failure:
+            raise failure[0]
+        if proc.wait() != 0:
+            errlog.seek(0)
+            message = errlog.read(2000).decode("utf-8", "replace").strip()
+            raise FormatError(f"{os.path.basename(argv[0])} failed: {message or proc.returncode}")
+        finished = True
+    finally:
+        if not finished and proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        feeder.join()
+        errlog.close()
+
+
+def _feed(source: Readable, sink: IO[bytes], failure: list[BaseException]) -> None:
+    write: Callable[[bytes], object] = sink.write
+    try:
+        while data := source.read(CHUNK):
+            write(data)
+    except BrokenPipeError:
+        pass  # the process exited early; its status tells why
+    except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+        failure.append(exc)
+    finally:
+        try:
+            sink.close()
+        except BrokenPipeError:
+            pass
