@@ -27,7 +27,9 @@ from ctrconv.digest import Digest
 from ctrconv.errors import FormatError, InvalidDigestError
 from ctrconv.oci import mediatypes as mt
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+# ``ctrconv/schemas`` is a symlink to the top-level ``schemas/`` in a checkout and a real
+# directory in an installed wheel (setuptools copies the files as package data).
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 #: Largest JSON document accepted (manifests and configs are kilobytes in practice).
 MAX_DOCUMENT_SIZE = 16 * 1024 * 1024
