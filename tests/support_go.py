@@ -72,6 +72,9 @@ def _build() -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    for stale in CACHE_DIR.glob("boltcheck-*"):
+        if stale != binary:
+            stale.unlink(missing_ok=True)
     return binary
 
 
@@ -87,9 +90,15 @@ def go_tool() -> Path:
         pytest.skip("go is not installed")
 
 
-def _run(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
+def _run(
+    *args: str | os.PathLike[str] | int, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(go_tool()), *map(str, args)], capture_output=True, text=True, timeout=TIMEOUT
+        [str(go_tool()), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=dict(os.environ, **env) if env else None,
     )
 
 
@@ -112,13 +121,18 @@ def go_check(path: str | os.PathLike[str]) -> list[str]:
     raise GoToolError(f"boltcheck check {path}: exit {result.returncode}\n{result.stderr}")
 
 
-def go_mutate(path: str | os.PathLike[str], seed: int, n: int) -> None:
+def go_mutate(
+    path: str | os.PathLike[str], seed: int, n: int, *, no_freelist_sync: bool = False
+) -> None:
     """Run ``n`` random Go read-write transactions, then Check and compare with a model.
+
+    ``no_freelist_sync`` opens the file the way containerd 1.7+ opens meta.db.
 
     Raises:
         GoToolError: with Go's output, if anything went wrong.
     """
-    result = _run("mutate", path, seed, n)
+    env = {"BOLTCHECK_NO_FREELIST_SYNC": "1" if no_freelist_sync else "0"}
+    result = _run("mutate", path, seed, n, env=env)
     if result.returncode != 0:
         raise GoToolError(
             f"boltcheck mutate {path} {seed} {n}: exit {result.returncode}\n"

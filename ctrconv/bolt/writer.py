@@ -33,13 +33,13 @@ from typing import BinaryIO, Sequence
 
 from ctrconv.bolt._structs import (
     BRANCH_ELEMENT,
+    BRANCH_PAGE,
     BUCKET_HEADER,
     BUCKET_LEAF_FLAG,
     ELEMENT_SIZE,
     FREELIST_PAGE,
     LEAF_ELEMENT,
     LEAF_PAGE,
-    BRANCH_PAGE,
     MAGIC,
     MAX_KEY_SIZE,
     MAX_VALUE_SIZE,
@@ -213,7 +213,9 @@ def meta_page(
     return page + bytes(page_size - len(page))
 
 
-def split_points(sizes: Sequence[int], page_size: int, fill_percent: float) -> list[tuple[int, int]]:
+def split_points(
+    sizes: Sequence[int], page_size: int, fill_percent: float
+) -> list[tuple[int, int]]:
     """Cut a node's elements into pages the way bbolt's ``node.split`` does.
 
     ``sizes`` are element sizes (16 + key + value). Returns ``(start, end)`` ranges covering all
@@ -366,7 +368,8 @@ def _sorted_keys(bucket: BucketTree, path: tuple[bytes, ...]) -> list[bytes]:
 
 def _check_value(value: object, path: tuple[bytes, ...], key: bytes) -> bytes:
     if not isinstance(value, (bytes, bytearray, memoryview)):
-        raise InvalidTreeError(f"{_where(path + (key,))}: value is {type(value).__name__}, not bytes")
+        kind = type(value).__name__
+        raise InvalidTreeError(f"{_where(path + (key,))}: value is {kind}, not bytes")
     value = bytes(value)
     if len(value) > MAX_VALUE_SIZE:
         raise InvalidTreeError(

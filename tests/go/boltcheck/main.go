@@ -5,7 +5,8 @@
 //	boltcheck check FILE           tx.Check(); prints each problem, exit 1 if any
 //	boltcheck mutate FILE SEED N   N random read-write transactions mirrored on an in-memory
 //	                               model, then Check and a full comparison; exit 1 on any
-//	                               error, panic or difference
+//	                               error, panic or difference; BOLTCHECK_NO_FREELIST_SYNC=1
+//	                               opens with NoFreelistSync like containerd 1.7+
 //	boltcheck copy SRC DST PAGESIZE  replay SRC into a new DST through Go transactions
 //	boltcheck init FILE PAGESIZE   create a fresh database (Open + Close), like bbolt's db.init
 //
@@ -390,7 +391,11 @@ func (m *mutator) step(tx *bolt.Tx, first bool) (done bool, err error) {
 
 func mutate(file string, seed int64, n int) (err error) {
 	defer recoverInto(&err)
-	db, err := openDB(file, false)
+	// BOLTCHECK_NO_FREELIST_SYNC=1 opens the way containerd 1.7+ opens meta.db.
+	db, err := bolt.Open(file, 0600, &bolt.Options{
+		Timeout:        5 * time.Second,
+		NoFreelistSync: os.Getenv("BOLTCHECK_NO_FREELIST_SYNC") == "1",
+	})
 	if err != nil {
 		return err
 	}
