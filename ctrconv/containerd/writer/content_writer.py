@@ -1,0 +1,98 @@
+"""Write blobs into a containerd content store, verified while they are copied.
+
+Each blob goes to a private temp directory in the content plugin directory (same filesystem,
+outside ``blobs/`` and ``ingest/``, which are the only places containerd looks at), is hashed
+while it streams, fsynced, and renamed to ``blobs/<alg>/<hex>`` with mode 0444, exactly as
+containerd's ``(*writer).Commit`` leaves it. A crash leaves only a ``.ctrconv-tmp-*`` directory
+that containerd never reads and that the next ctrconv write removes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Mapping, Protocol
+
+from ctrconv.digest import Digest
+from ctrconv.errors import MissingContentError
+from ctrconv.streams import copy_verified, fsync_dir
+
+TMP_PREFIX = ".ctrconv-tmp-"
+BLOB_MODE = 0o444
+DIR_MODE = 0o755
+
+
+class BlobOpener(Protocol):
+    def exists(self, digest: Digest | str) -> bool: ...
+
+    def open(self, digest: Digest | str) -> BinaryIO: ...
+
+
+def remove_stale_temp(directory: Path) -> None:
+    """Delete ``.ctrconv-tmp-*`` leftovers of an interrupted run (caller holds the root lock)."""
+    if not directory.is_dir():
+        return
+    for entry in directory.iterdir():
+        if entry.name.startswith(TMP_PREFIX):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+class ContentWriter:
+    """Adds blobs to ``<root>/io.containerd.content.v1.content``."""
+
+    def __init__(self, content_dir: Path) -> None:
+        self.content_dir = content_dir
+        self._tmp: Path | None = None
+
+    def blob_path(self, digest: Digest | str) -> Path:
+        d = Digest.parse(digest)
+        return self.content_dir / "blobs" / d.algorithm / d.hex
+
+    def present(self, digest: Digest | str, size: int) -> bool:
+        """A blob file of the right size is already there (its digest was checked when written)."""
+        try:
+            st = self.blob_path(digest).stat()
+        except FileNotFoundError:
+            return False
+        return st.st_size == size
+
+    def _tmp_dir(self) -> Path:
+        if self._tmp is None:
+            self.content_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            for sub in ("ingest", "blobs"):
+                (self.content_dir / sub).mkdir(mode=DIR_MODE, exist_ok=True)
+            self._tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.content_dir))
+        return self._tmp
+
+    def write(
+        self,
+        source: BlobOpener,
+        descriptor: Mapping[str, Any],
+        progress: Callable[[int], object] | None = None,
+    ) -> bool:
+        """Copy one blob in unless a file of the right size is there; True if it was written."""
+        digest = Digest.parse(descriptor.get("digest"))
+        size = int(descriptor["size"])
+        if self.present(digest, size):
+            return False
+        if not source.exists(digest):
+            raise MissingContentError(f"blob {digest} is not in the input")
+        tmp = self._tmp_dir() / digest.hex
+        with source.open(digest) as src, open(tmp, "wb") as dst:
+            copy_verified(src, dst, digest, size, what=f"blob {digest}", progress=progress)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.chmod(tmp, BLOB_MODE)
+        final = self.blob_path(digest)
+        final.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+        return True
+
+    def close(self) -> None:
+        """Remove the temp directory (empty unless a copy failed)."""
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None

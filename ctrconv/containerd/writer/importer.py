@@ -1,0 +1,284 @@
+"""Copy images from any :class:`ImageSource` into a containerd root, offline.
+
+What ends up in the root is what ``ctr images import`` (1.6) followed by ``Unpack`` leaves
+behind once its lease is gone (docs/containerd-store.md §3.3, §3.4, §9): blob files and
+per-namespace blob records for every blob of the selected platforms, the GC labels that keep
+them (``gc.ref.content.{m.<i>,config,l.<i>,<i>}`` on parents, ``gc.ref.snapshot.<sn>`` on the
+unpacked config, ``containerd.io/uncompressed`` on its layers), one image record per name, and
+committed snapshots for the unpacked manifest. The source index/tar leftovers that containerd's
+GC would collect (index.json blob, docker ``<id>/json``) are simply not written.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ctrconv.containerd.writer import records as R
+from ctrconv.containerd.writer.content_writer import ContentWriter
+from ctrconv.containerd.writer.transaction import RootTransaction
+from ctrconv.digest import Digest
+from ctrconv.errors import FormatError, MissingContentError, UsageError
+from ctrconv.inventory import selector_for
+from ctrconv.oci import mediatypes as mt
+from ctrconv.oci import platform as plat
+from ctrconv.pipeline.plan import ImagePlan, PlannedManifest, plan_image, platform_string, read_json_blob
+from ctrconv.pipeline.source import ImageSource, NamedEntry
+
+ProgressFactory = Callable[[int, str], Callable[[int], object]]
+
+
+@dataclass
+class ImportedImage:
+    """One image record written (or found already there)."""
+
+    name: str
+    digest: str
+    media_type: str
+    status: str  # added / updated / present
+    platforms: list[str]
+    unpacked: str | None = None  # top chain ID, None with --no-unpack
+    snapshots_created: int = 0
+    snapshots_reused: int = 0
+
+
+@dataclass
+class ImportReport:
+    root: str
+    namespace: str
+    snapshotter: str | None
+    images: list[ImportedImage] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    blobs_written: int = 0
+    blobs_present: int = 0
+    bytes_written: int = 0
+    written: bool = False
+    backups: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def platform_matcher(platforms: Sequence[str] | None, all_platforms: bool) -> plat.MatchComparer:
+    """``--platform`` (containerd ``Only``, several = any of them), ``--all-platforms``, or the host."""
+    if all_platforms and platforms:
+        raise UsageError("--platform and --all-platforms are mutually exclusive")
+    if all_platforms:
+        return plat.ALL
+    if platforms:
+        vector: list[plat.Platform] = []
+        for spec in platforms:
+            vector.extend(plat.only(plat.parse_platform(spec)).platforms)
+        return plat.Ordered(tuple(vector))
+    return plat.default_matcher()
+
+
+def _named_entries(entries: Sequence[NamedEntry], name: str | None) -> list[tuple[str, NamedEntry]]:
+    if name is not None:
+        if len(entries) != 1:
+            raise UsageError(f"--name needs an input with exactly one image; it has {len(entries)}")
+        return [(name, entries[0])]
+    named = [(e.name, e) for e in entries if e.name]
+    if not named:
+        raise UsageError("the input names no image (no io.containerd.image.name / ref.name / RepoTags); use --name")
+    return named
+
+
+def _entry_annotations(entry: NamedEntry) -> dict[str, str]:
+    ann = dict(entry.descriptor.get("annotations") or {})
+    ann.update(entry.annotations or {})
+    return {str(k): str(v) for k, v in ann.items()}
+
+
+def _platform_of(m: PlannedManifest) -> plat.Platform | None:
+    try:
+        return plat.Platform.from_json(m.platform) if m.platform else None
+    except Exception:  # an unparsable platform is simply not runnable here
+        return None
+
+
+def _unpack_candidate(plan: ImagePlan) -> PlannedManifest | None:
+    """The manifest containerd's ``Unpack`` picks: the best host match (none runnable = None)."""
+    host = plat.default_matcher()
+    best: tuple[int, int, PlannedManifest] | None = None
+    for order, m in enumerate(plan.manifests):
+        p = _platform_of(m)
+        rank = 1 << 20 if p is None else host.rank(p)
+        if rank is None:
+            continue
+        if best is None or (rank, order) < best[:2]:
+            best = (rank, order, m)
+    return best[2] if best else None
+
+
+class _Import:
+    """State of one import run (one namespace, one transaction)."""
+
+    def __init__(self, source: ImageSource, txn: RootTransaction, namespace: str, now_ns: int) -> None:
+        self.source = source
+        self.txn = txn
+        self.namespace = namespace
+        self.now_ns = now_ns
+        self.labels: dict[str, dict[str, str]] = {}
+        self.sizes: dict[str, int] = {}
+
+    def add_labels(self, digest: str, labels: dict[str, str]) -> None:
+        self.labels.setdefault(digest, {}).update(labels)
+
+    def label_graph(self, plan: ImagePlan, selector: Callable[[dict[str, Any]], bool] | None) -> None:
+        """Children labels exactly as ``SetChildrenLabels(FilterPlatforms(...))`` sets them."""
+        for desc in plan.blobs:
+            self.sizes[str(Digest.parse(desc["digest"]))] = int(desc["size"])
+            self.labels.setdefault(str(Digest.parse(desc["digest"])), {})
+        for desc in plan.indexes:
+            doc = read_json_blob(self.source, desc)
+            kept = [
+                c for c in doc.get("manifests", [])
+                if not (selector is not None and c.get("platform") and not selector(c["platform"]))
+            ]
+            self.add_labels(str(desc["digest"]), R.children_labels(kept))
+        for m in plan.manifests:
+            self.add_labels(str(m.descriptor["digest"]), R.children_labels([m.config, *m.layers]))
+
+
+def copy_images_to_root(
+    source: ImageSource,
+    target_root: str | Path,
+    namespace: str = "default",
+    *,
+    snapshotter: str = "overlayfs",
+    unpack: bool = True,
+    platforms: Sequence[str] | None = None,
+    all_platforms: bool = False,
+    name: str | None = None,
+    entries: Sequence[NamedEntry] | None = None,
+    pin: bool = False,
+    cri_labels: bool = True,
+    containerd_version: str = "1.6",
+    backup: bool = True,
+    progress: ProgressFactory | None = None,
+) -> ImportReport:
+    """Write the images of ``source`` into the containerd root ``target_root`` (containerd stopped).
+
+    Args:
+        source: any image source (OCI layout dir/tar, docker archive, another root's namespace).
+        entries: the images to copy (default: all named entries of ``source``).
+        name: store the single entry under this name instead of its own.
+        unpack: build committed snapshots for the host-runnable manifest of each image.
+        pin: in ``k8s.io`` also label the image ``io.cri-containerd.pinned=pinned``.
+        cri_labels: in ``k8s.io`` label images ``io.cri-containerd.image=managed`` like CRI.
+        containerd_version: only used for a new meta.db (schema version, freelist style).
+        backup: keep replaced bolt files as ``<file>.bak-<UTC time>``.
+        progress: ``progress(total_bytes, label)`` -> byte counter, for blob copies.
+
+    Raises:
+        LockedError: containerd holds the root; MissingContentError: the input lacks a blob;
+        FormatError: bad image JSON or layer data; UsageError: bad options or nothing to import.
+    """
+    from ctrconv.containerd.root import check_namespace
+
+    check_namespace(namespace)
+    matcher = platform_matcher(platforms, all_platforms)
+    selector = None if all_platforms else selector_for(matcher)
+    chosen = _named_entries(list(entries if entries is not None else source.entries()), name)
+
+    report = ImportReport(str(target_root), namespace, snapshotter if unpack else None)
+    plans: list[tuple[str, NamedEntry, ImagePlan]] = []
+    for image_name, entry in chosen:
+        plan = plan_image(source, entry.descriptor, selector)
+        if plan.missing:
+            missing = ", ".join(f"{d.get('digest')} ({d.get('mediaType')})" for d in plan.missing)
+            raise MissingContentError(f"image {image_name}: the input lacks {missing}")
+        if not plan.manifests:
+            report.skipped.append({"name": image_name, "reason": "no manifest for the selected platforms"})
+            continue
+        plans.append((image_name, entry, plan))
+    if not plans:
+        raise UsageError("nothing to import: every image was filtered out by the platform selection")
+
+    now_ns = time.time_ns()
+    with RootTransaction(
+        Path(target_root), (snapshotter,) if unpack else (), containerd_version, backup
+    ) as txn:
+        run = _Import(source, txn, namespace, now_ns)
+        for _, _, plan in plans:
+            run.label_graph(plan, selector)
+        content = ContentWriter(txn.content_dir)
+        snaps = None
+        try:
+            for digest, size in run.sizes.items():
+                counter = progress(size, digest[7:19]) if progress else None
+                if content.write(source, {"digest": digest, "size": size}, counter):
+                    report.blobs_written += 1
+                    report.bytes_written += size
+                else:
+                    report.blobs_present += 1
+            if unpack:
+                from ctrconv.containerd.writer.snapshots import SnapshotWriter
+
+                snaps = SnapshotWriter(txn, namespace, snapshotter, now_ns)
+            unpacked: dict[str, Any] = {}
+            for image_name, _, plan in plans:
+                target = _unpack_candidate(plan) if unpack else None
+                if target is not None and str(target.descriptor["digest"]) not in unpacked:
+                    unpacked[str(target.descriptor["digest"])] = _unpack_manifest(run, snaps, target, content)
+            ns = R.namespace_bucket(txn.meta, namespace)
+            for digest, labels in run.labels.items():
+                R.merge_blob(ns, digest, run.sizes[digest], labels, now_ns)
+            for image_name, entry, plan in plans:
+                labels: dict[str, str] = {}
+                if namespace == R.CRI_NAMESPACE and cri_labels:
+                    labels[R.LABEL_CRI_IMAGE] = "managed"
+                if pin:
+                    labels[R.LABEL_CRI_PINNED] = "pinned"
+                spec = R.ImageSpec(image_name, entry.descriptor, _entry_annotations(entry), labels)
+                status = R.merge_image(ns, spec, now_ns)
+                target = _unpack_candidate(plan) if unpack else None
+                result = unpacked.get(str(target.descriptor["digest"])) if target else None
+                report.images.append(ImportedImage(
+                    name=image_name,
+                    digest=str(entry.descriptor["digest"]),
+                    media_type=str(entry.descriptor.get("mediaType", "")),
+                    status=status,
+                    platforms=plan.platforms(),
+                    unpacked=result.top_chain_id if result else None,
+                    snapshots_created=len(result.created) if result else 0,
+                    snapshots_reused=len(result.reused) if result else 0,
+                ))
+            report.written = txn.commit(snaps.install if snaps is not None else None)
+            report.backups = [str(p) for p in txn.backups]
+        finally:
+            content.close()
+            if snaps is not None:
+                snaps.close()
+    return report
+
+
+def _unpack_manifest(run: _Import, snaps: Any, manifest: PlannedManifest, content: ContentWriter) -> Any:
+    """Unpack one manifest's layers; label its config and layers like the unpacker does."""
+    config_desc = manifest.config
+    if not mt.is_config(config_desc.get("mediaType", "")):
+        raise FormatError(f"manifest {manifest.descriptor['digest']}: cannot unpack a {config_desc.get('mediaType')} config")
+    config = read_json_blob(run.source, config_desc)
+    diff_ids = [str(Digest.parse(d)) for d in (config.get("rootfs") or {}).get("diff_ids") or []]
+    layers = [layer for layer in manifest.layers if mt.is_layer(layer.get("mediaType", ""))]
+    result = snaps.unpack(layers, diff_ids, lambda d: open(content.blob_path(d), "rb"))
+    run.add_labels(str(config_desc["digest"]), {R.snapshot_label(snaps.snapshotter): result.top_chain_id})
+    for layer, diff_id in zip(layers, diff_ids):
+        run.add_labels(str(layer["digest"]), {R.LABEL_UNCOMPRESSED: diff_id})
+    return result
+
+
+def report_lines(report: ImportReport) -> list[str]:
+    """Human summary, one line per image."""
+    lines = []
+    for image in report.images:
+        state = {"added": "imported", "updated": "updated", "present": "already present"}[image.status]
+        extra = f", unpacked {image.unpacked[:19]}" if image.unpacked else ""
+        lines.append(f"{image.name}: {state} ({image.digest[:19]}{extra})")
+    for skipped in report.skipped:
+        lines.append(f"{skipped['name']}: skipped: {skipped['reason']}")
+    return lines

@@ -1,0 +1,242 @@
+"""Unpack an image's layers into committed snapshots, the way ``ctr import`` + ``Unpack`` leaves them.
+
+For each chain ID of the image (containerd ``identity.ChainIDs``) the namespace gets a meta.db
+record ``snapshots/<sn>/<chainID>`` named ``<ns>/<seq>/<chainID>`` and the snapshotter gets a
+committed backend record with a fresh id and the directory ``snapshots/<id>`` (overlayfs:
+``fs`` + ``work``; native: the whole root filesystem). Chains that the namespace already has
+(record, backend record and directory all present) are reused; backend snapshots are never
+shared between namespaces, like containerd.
+
+Directories are built under ``<snapshotter dir>/.ctrconv-tmp-*`` (outside ``snapshots/``, whose
+unknown entries overlay ``Cleanup`` deletes, and never looked at by containerd) and renamed to
+``snapshots/<id>`` by :meth:`SnapshotWriter.install` only after the snapshotter metadata.db with
+their ids was written (see :mod:`.transaction` for the whole order).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Mapping, Sequence
+
+from ctrconv.bolt.tree import BucketTree
+from ctrconv.containerd import schema as K
+from ctrconv.containerd.codec import decode_uvarint_exact
+from ctrconv.containerd.writer import records as R
+from ctrconv.containerd.writer.content_writer import TMP_PREFIX
+from ctrconv.containerd.writer.transaction import RootTransaction
+from ctrconv.errors import FormatError, UsageError
+from ctrconv.layers.apply import unpack_layer
+from ctrconv.layers.chain import chain_ids
+from ctrconv.layers.copy import copy_tree
+from ctrconv.layers.usage import disk_usage
+from ctrconv.streams import fsync_dir
+
+SNAPSHOTTERS = ("overlayfs", "native")
+SNAPSHOT_DIR_MODE = 0o700  # overlay snapshots/<id> (MkdirTemp)
+FS_MODE = 0o755
+WORK_MODE = 0o711
+
+#: opens a layer blob (already verified in the target content store)
+BlobOpener = Callable[[str], BinaryIO]
+
+
+@dataclass
+class _Snap:
+    """A snapshot of the chain: where its filesystem is now, and its backend id."""
+
+    chain_id: str
+    backend_name: str
+    snapshot_id: int
+    path: Path  # overlay: the ``fs`` dir; native: the snapshot dir
+    pending: Path | None = None  # temp dir to rename to snapshots/<id>, None once installed
+
+
+@dataclass
+class UnpackResult:
+    top_chain_id: str
+    created: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+
+
+class SnapshotWriter:
+    """Creates committed snapshots for one namespace and snapshotter inside a transaction."""
+
+    def __init__(self, txn: RootTransaction, namespace: str, snapshotter: str, now_ns: int) -> None:
+        if snapshotter not in SNAPSHOTTERS:
+            raise UsageError(f"unsupported snapshotter {snapshotter!r} (use {' or '.join(SNAPSHOTTERS)})")
+        self.txn = txn
+        self.namespace = namespace
+        self.snapshotter = snapshotter
+        self.now_ns = now_ns
+        self.dir = txn.snapshotter_dir(snapshotter)
+        self.snapshots_dir = self.dir / "snapshots"
+        self.backend = txn.backend(snapshotter)
+        ns = R.namespace_bucket(txn.meta, namespace)
+        bucket = ns.bucket(K.SNAPSHOTS, snapshotter.encode(), create=True)
+        assert bucket is not None
+        self.meta_bucket = bucket
+        self._next_id = self._first_free_id()
+        self._built: dict[str, _Snap] = {}
+        self._tmp: Path | None = None
+
+    # -- ids ---------------------------------------------------------------------------------
+
+    def _backend_records(self) -> BucketTree:
+        snaps = self.backend.bucket(K.V1, K.SNAPSHOTS, create=True)
+        assert snaps is not None
+        return snaps
+
+    def _first_free_id(self) -> int:
+        """Above the sequence, every recorded id and every numeric directory (crash leftovers)."""
+        snaps = self._backend_records()
+        top = snaps.sequence
+        for record in snaps.entries.values():
+            raw = record.get(K.ID) if isinstance(record, BucketTree) else None
+            if raw:
+                top = max(top, decode_uvarint_exact(raw))
+        if self.snapshots_dir.is_dir():
+            for entry in os.listdir(self.snapshots_dir):
+                if entry.isdigit():
+                    top = max(top, int(entry))
+        return top + 1
+
+    def _snapshot_dir(self, snapshot_id: int) -> Path:
+        return self.snapshots_dir / str(snapshot_id)
+
+    def _fs_of(self, snapshot_dir: Path) -> Path:
+        return snapshot_dir / "fs" if self.snapshotter == "overlayfs" else snapshot_dir
+
+    # -- reuse -------------------------------------------------------------------------------
+
+    def _existing(self, chain_id: str, parent: _Snap | None) -> _Snap | None:
+        """The namespace's committed snapshot for ``chain_id``, if every part of it is sound.
+
+        Sound = meta.db record with the right parent, a committed backend record whose parent
+        is the parent's backend record, and the directory on disk (§8.2: a stale meta.db
+        record alone would make containerd skip the layer forever).
+        """
+        if chain_id in self._built:
+            return self._built[chain_id]
+        record = self.meta_bucket.bucket(chain_id.encode())
+        if record is None or record.get(K.PARENT) != (parent.chain_id.encode() if parent else None):
+            return None
+        name = record.get(K.NAME)
+        backend = self._backend_records().bucket(name) if name else None
+        if backend is None or backend.get(K.KIND) != bytes([R.KIND_COMMITTED]) or not backend.get(K.ID):
+            return None
+        if backend.get(K.PARENT) != (parent.backend_name.encode() if parent else None):
+            return None
+        snapshot_id = decode_uvarint_exact(backend.get(K.ID))  # type: ignore[arg-type]
+        path = self._fs_of(self._snapshot_dir(snapshot_id))
+        if not path.is_dir():
+            return None
+        return _Snap(chain_id, name.decode(), snapshot_id, path)  # type: ignore[union-attr]
+
+    # -- unpack ------------------------------------------------------------------------------
+
+    def unpack(
+        self,
+        layers: Sequence[Mapping[str, Any]],
+        diff_ids: Sequence[str],
+        open_blob: BlobOpener,
+    ) -> UnpackResult:
+        """Make sure every chain of ``layers`` exists; returns the top chain ID."""
+        if len(layers) != len(diff_ids):
+            raise FormatError(
+                f"image config lists {len(diff_ids)} diff IDs for {len(layers)} layers"
+            )
+        if not layers:
+            raise FormatError("image has no layers to unpack")
+        chains = chain_ids(diff_ids)
+        result = UnpackResult(chains[-1])
+        below: list[_Snap] = []
+        for layer, diff_id, chain in zip(layers, diff_ids, chains):
+            parent = below[-1] if below else None
+            # once one layer had to be built, everything above it is built on top of it
+            snap = None if result.created else self._existing(chain, parent)
+            if snap is not None:
+                result.reused.append(chain)
+            else:
+                snap = self._create(layer, diff_id, chain, below, open_blob)
+                result.created.append(chain)
+            below.append(snap)
+        return result
+
+    def _create(
+        self,
+        layer: Mapping[str, Any],
+        diff_id: str,
+        chain: str,
+        below: list[_Snap],
+        open_blob: BlobOpener,
+    ) -> _Snap:
+        parent = below[-1] if below else None
+        snapshot_id = self._next_id
+        self._next_id += 1
+        work = Path(tempfile.mkdtemp(prefix="snap-", dir=self._tmp_dir()))
+        os.chmod(work, SNAPSHOT_DIR_MODE if self.snapshotter == "overlayfs" else FS_MODE)
+        if self.snapshotter == "overlayfs":
+            target = work / "fs"
+            target.mkdir()
+            os.chmod(target, FS_MODE)
+            (work / "work").mkdir()
+            os.chmod(work / "work", WORK_MODE)
+            if parent is not None:
+                st = os.stat(parent.path)
+                os.lchown(target, st.st_uid, st.st_gid)
+            lowers = [s.path for s in reversed(below)]
+            mode = "overlay" if parent is not None else "naive"
+        else:
+            target = work
+            if parent is not None:
+                copy_tree(parent.path, target)
+            lowers = []
+            mode = "naive"
+        with open_blob(str(layer["digest"])) as blob:
+            unpack_layer(
+                blob, target, mode=mode, media_type=layer.get("mediaType"),
+                lowers=lowers, expected_diff_id=diff_id,
+            )
+        usage = disk_usage(target)
+        seq = self.meta_bucket.sequence + 1
+        self.meta_bucket.sequence = seq
+        name = R.backend_name(self.namespace, seq, chain)
+        R.put_backend_snapshot(
+            self.backend, name, snapshot_id=snapshot_id,
+            parent=(parent.backend_name, parent.snapshot_id) if parent else None,
+            inodes=usage.inodes, size=usage.size, now_ns=self.now_ns,
+        )
+        R.put_snapshot_record(self.meta_bucket, chain, name, parent.chain_id if parent else None, self.now_ns)
+        if parent is not None:
+            R.add_child_link(self.meta_bucket, parent.chain_id, chain)
+        snap = _Snap(chain, name, snapshot_id, target, pending=work)
+        self._built[chain] = snap
+        return snap
+
+    def _tmp_dir(self) -> Path:
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.dir))
+        return self._tmp
+
+    # -- install -----------------------------------------------------------------------------
+
+    def install(self) -> None:
+        """Rename every built directory to ``snapshots/<id>`` (after metadata.db was written)."""
+        for snap in self._built.values():
+            if snap.pending is None:
+                continue
+            final = self._snapshot_dir(snap.snapshot_id)
+            os.rename(snap.pending, final)
+            snap.path = self._fs_of(final)
+            snap.pending = None
+        fsync_dir(self.snapshots_dir)
+
+    def close(self) -> None:
+        """Drop whatever was built but not installed (a failed import)."""
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None

@@ -1,0 +1,215 @@
+"""One write to a containerd root: locks, the bolt trees, and the commit order.
+
+Order of a commit (so a crash at any point leaves a root containerd starts on and cleans):
+
+1. blobs are already in ``blobs/`` (the importer writes them first; unreferenced blob files are
+   invisible and removed by containerd's next content GC);
+2. each changed snapshotter ``metadata.db`` is replaced (records for snapshots whose directories
+   are not in place yet are unreferenced by meta.db, so GC would drop them; overlay ``Remove``
+   does not need the directory);
+3. the finished snapshot directories are renamed from the snapshotter's ``.ctrconv-tmp-*``
+   area to ``snapshots/<id>`` (their ids are in metadata.db now, so overlay ``Cleanup`` keeps
+   them);
+4. ``meta.db`` is replaced last: only now do images, blob records and snapshot records appear.
+
+Every bolt file is written as a complete new file beside the old one, fsynced and renamed over
+it; the old file is kept as ``<name>.bak-<UTC time>`` (a hard link made before the rename)
+unless ``backup=False``. Files whose tree did not change are not touched at all.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ctrconv.bolt.reader import BoltFile
+from ctrconv.bolt.tree import BucketTree
+from ctrconv.bolt.writer import write_bolt
+from ctrconv.containerd import schema as K
+from ctrconv.containerd.codec import encode_varint
+from ctrconv.containerd.locking import exclusive_lock
+from ctrconv.containerd.writer.content_writer import remove_stale_temp
+from ctrconv.errors import UsageError
+from ctrconv.streams import fsync_dir
+
+ROOT_MODE = 0o711
+BOLT_DIR_MODE = 0o711
+META_DB_MODE = 0o644
+CONTENT_DIR_MODE = 0o755
+SNAPSHOTTER_DIR_MODE = 0o700
+SNAPSHOTTER_DB_MODE = 0o600
+SNAPSHOTTER_DB = "metadata.db"
+
+CONTAINERD_VERSIONS = ("1.6", "1.7", "2.x")
+
+
+@dataclass
+class _BoltState:
+    """A bolt file as read (``original``) and as it will be written (``tree``)."""
+
+    path: Path
+    mode: int
+    original: BucketTree
+    tree: BucketTree
+    page_size: int | None
+    freelist: bool
+    txid: int
+    existed: bool
+
+    @property
+    def changed(self) -> bool:
+        return self.tree != self.original
+
+
+def _load(path: Path, mode: int, *, new_freelist: bool) -> _BoltState:
+    if path.is_file():
+        with BoltFile(path) as db:
+            original = db.root.to_tree()
+            tree = db.root.to_tree()
+            return _BoltState(path, mode, original, tree, db.page_size, db.meta.freelist_synced, db.meta.txid + 1, True)
+    return _BoltState(path, mode, BucketTree(), BucketTree(), None, new_freelist, 2, False)
+
+
+@dataclass
+class RootTransaction:
+    """Exclusive write access to one root; use as a context manager, then :meth:`commit`."""
+
+    root: Path
+    snapshotters: tuple[str, ...] = ()
+    containerd_version: str = "1.6"
+    backup: bool = True
+    _stack: ExitStack = field(default_factory=ExitStack, init=False, repr=False)
+    _meta: _BoltState | None = field(default=None, init=False, repr=False)
+    _backends: dict[str, _BoltState] = field(default_factory=dict, init=False, repr=False)
+    backups: list[Path] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        if self.containerd_version not in CONTAINERD_VERSIONS:
+            raise UsageError(
+                f"unknown containerd version {self.containerd_version!r} (use {', '.join(CONTAINERD_VERSIONS)})"
+            )
+        self.root = Path(self.root)
+
+    # -- paths -------------------------------------------------------------------------------
+
+    @property
+    def meta_db_path(self) -> Path:
+        return self.root / K.METADATA_PLUGIN_DIR / K.META_DB
+
+    @property
+    def content_dir(self) -> Path:
+        return self.root / K.CONTENT_PLUGIN_DIR
+
+    def snapshotter_dir(self, name: str) -> Path:
+        return self.root / K.snapshotter_dir(name)
+
+    # -- open --------------------------------------------------------------------------------
+
+    def __enter__(self) -> "RootTransaction":
+        try:
+            self._open()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def _open(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise UsageError(f"{self.root} is not a directory")
+        self.root.mkdir(mode=ROOT_MODE, parents=True, exist_ok=True)
+        (self.root / K.METADATA_PLUGIN_DIR).mkdir(mode=BOLT_DIR_MODE, exist_ok=True)
+        # Lock everything before reading anything: containerd holds these for its lifetime.
+        if self.meta_db_path.is_file():
+            self._stack.enter_context(exclusive_lock(self.meta_db_path))
+        for name in self.snapshotters:
+            sdir = self.snapshotter_dir(name)
+            sdir.mkdir(mode=SNAPSHOTTER_DIR_MODE, exist_ok=True)
+            (sdir / "snapshots").mkdir(mode=SNAPSHOTTER_DIR_MODE, exist_ok=True)
+            if (sdir / SNAPSHOTTER_DB).is_file():
+                self._stack.enter_context(exclusive_lock(sdir / SNAPSHOTTER_DB))
+        remove_stale_temp(self.content_dir)
+        for name in self.snapshotters:
+            remove_stale_temp(self.snapshotter_dir(name))
+        self._meta = _load(self.meta_db_path, META_DB_MODE, new_freelist=self.containerd_version == "1.6")
+        if not self._meta.existed:
+            version = K.DB_VERSION_2X if self.containerd_version == "2.x" else K.DB_VERSION_1X
+            v1 = self._meta.tree.bucket(K.V1, create=True)
+            assert v1 is not None
+            v1.put(K.VERSION, encode_varint(version))
+        for name in self.snapshotters:
+            # snapshotters open their db with bbolt defaults: freelist synced in every version
+            self._backends[name] = _load(
+                self.snapshotter_dir(name) / SNAPSHOTTER_DB, SNAPSHOTTER_DB_MODE, new_freelist=True
+            )
+
+    # -- trees -------------------------------------------------------------------------------
+
+    @property
+    def meta(self) -> BucketTree:
+        """The meta.db tree to edit."""
+        assert self._meta is not None, "transaction not open"
+        return self._meta.tree
+
+    @property
+    def meta_original(self) -> BucketTree:
+        assert self._meta is not None, "transaction not open"
+        return self._meta.original
+
+    def backend(self, snapshotter: str) -> BucketTree:
+        """The snapshotter metadata.db tree to edit."""
+        return self._backends[snapshotter].tree
+
+    def backend_original(self, snapshotter: str) -> BucketTree:
+        return self._backends[snapshotter].original
+
+    @property
+    def changed(self) -> bool:
+        assert self._meta is not None
+        return self._meta.changed or any(s.changed for s in self._backends.values())
+
+    # -- commit ------------------------------------------------------------------------------
+
+    def commit(self, install_snapshots: Callable[[], None] | None = None) -> bool:
+        """Write what changed, in crash-safe order; False when nothing had to be written.
+
+        ``install_snapshots`` moves finished snapshot directories into place; it runs after
+        the snapshotter databases and before meta.db.
+        """
+        assert self._meta is not None, "transaction not open"
+        if not self.changed:
+            return False
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        for state in self._backends.values():
+            if state.changed:
+                self._write(state, stamp)
+        if install_snapshots is not None:
+            install_snapshots()
+        if self._meta.changed or not self._meta.existed:
+            self._write(self._meta, stamp)
+        return True
+
+    def _write(self, state: _BoltState, stamp: str) -> None:
+        if state.existed and self.backup:
+            backup = state.path.with_name(f"{state.path.name}.bak-{stamp}")
+            n = 1
+            while backup.exists():
+                n += 1
+                backup = state.path.with_name(f"{state.path.name}.bak-{stamp}.{n}")
+            os.link(state.path, backup)
+            self.backups.append(backup)
+        write_bolt(
+            state.path,
+            state.tree,
+            page_size=state.page_size,
+            txid=state.txid,
+            freelist=state.freelist,
+            mode=state.mode,
+        )
+        fsync_dir(state.path.parent)
