@@ -1,0 +1,197 @@
+"""Image sources for ``import -i`` and ``verify -i``: detect the input kind and open it.
+
+Kinds (detected, never guessed from the file name):
+
+* a directory with an ``oci-layout`` file -> :class:`OciLayoutSource` over the directory;
+* a tar whose namespace has ``oci-layout`` -> :class:`OciLayoutSource` over the tar (OCI
+  archives, ``ctr images export`` output, Docker 25+ ``docker save`` — the OCI layout wins over
+  a ``manifest.json`` beside it, as in ctr);
+* a tar with ``manifest.json`` only -> :class:`DockerArchiveSource` (classic ``docker save``,
+  skopeo ``docker-archive:``);
+* anything else -> :class:`UsageError` "unrecognized image format" (exit 2).
+
+Tars are read by offset, so they must be seekable files. ``-`` (stdin) and non-seekable inputs
+(pipes, character devices) are first spooled to an anonymous temp file in ``workdir`` (default:
+the system temp dir, ``$TMPDIR``); a gzip- or zstd-compressed tar is decompressed into such a
+file too. Anonymous files (already unlinked) never outlive the process. The disk needed is the
+size of the (uncompressed) tar.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import stat
+import sys
+import tempfile
+import zlib
+from datetime import date
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import zstandard
+
+from ctrconv.errors import CtrconvError, FormatError, NotFoundError, UsageError
+from ctrconv.sources.archive import TarArchive
+from ctrconv.sources.containerd_root import ContainerdRootSource, RootEntry
+from ctrconv.sources.docker_archive import MANIFEST_FILE, DockerArchiveSource
+from ctrconv.sources.layout_dir import open_layout_dir
+from ctrconv.sources.oci_layout import LAYOUT_FILE, OciLayoutSource
+from ctrconv.streams import CHUNK
+
+__all__ = [
+    "ContainerdRootSource",
+    "DockerArchiveSource",
+    "FileSource",
+    "OciLayoutSource",
+    "RootEntry",
+    "open_layout_dir",
+    "open_source",
+    "open_tar",
+]
+
+#: What :func:`open_source` returns.
+FileSource = Union[OciLayoutSource, DockerArchiveSource]
+
+_GZIP = b"\x1f\x8b"
+_ZSTD = b"\x28\xb5\x2f\xfd"
+
+
+def _temp_file(workdir: str | os.PathLike[str] | None) -> BinaryIO:
+    try:
+        return tempfile.TemporaryFile(prefix="ctrconv-input-", dir=workdir)  # type: ignore[return-value]
+    except OSError as exc:
+        raise CtrconvError(f"cannot create a temp file in {workdir or tempfile.gettempdir()}: {exc}") from None
+
+
+def _copy(src: BinaryIO, dst: BinaryIO, what: str) -> None:
+    try:
+        while True:
+            chunk = src.read(CHUNK)
+            if not chunk:
+                break
+            dst.write(chunk)
+        dst.flush()
+    except OSError as exc:
+        raise CtrconvError(f"{what}: cannot spool the input to a temp file: {exc}") from None
+
+
+def spool(stream: BinaryIO, workdir: str | os.PathLike[str] | None, what: str) -> BinaryIO:
+    """Copy a non-seekable stream into an anonymous temp file in ``workdir``; return it at 0."""
+    out = _temp_file(workdir)
+    try:
+        _copy(stream, out, what)
+        out.seek(0)
+    except BaseException:
+        out.close()
+        raise
+    return out
+
+
+def _decompress(file: BinaryIO, head: bytes, workdir: str | os.PathLike[str] | None, what: str) -> BinaryIO:
+    """A gzip/zstd-compressed tar, decompressed into a temp file (``file`` is closed)."""
+    file.seek(0)
+    try:
+        if head.startswith(_GZIP):
+            reader: BinaryIO = gzip.GzipFile(fileobj=file, mode="rb")  # type: ignore[assignment]
+            errors: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error)
+        else:
+            reader = zstandard.ZstdDecompressor().stream_reader(file, read_across_frames=True)  # type: ignore[assignment]
+            errors = (zstandard.ZstdError, OSError, EOFError)
+        out = _temp_file(workdir)
+        try:
+            while True:
+                try:
+                    chunk = reader.read(CHUNK)
+                except errors as exc:
+                    raise FormatError(f"{what}: corrupt compressed input: {exc}") from None
+                if not chunk:
+                    break
+                try:
+                    out.write(chunk)
+                except OSError as exc:
+                    raise CtrconvError(f"{what}: cannot write the decompressed tar: {exc}") from None
+            out.flush()
+            out.seek(0)
+        except BaseException:
+            out.close()
+            raise
+        return out
+    finally:
+        file.close()
+
+
+def _open_file(path: Path, workdir: str | os.PathLike[str] | None) -> BinaryIO:
+    try:
+        st = os.stat(path)
+        f: BinaryIO = open(path, "rb")
+    except FileNotFoundError:
+        raise NotFoundError(f"{path}: no such file or directory") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISREG(st.st_mode):
+        return f
+    with f:
+        return spool(f, workdir, str(path))
+
+
+def open_tar(
+    file: BinaryIO,
+    *,
+    what: str = "archive",
+    workdir: str | os.PathLike[str] | None = None,
+    base_name: str | None = None,
+    today: date | None = None,
+) -> FileSource:
+    """Open a seekable tar (or gzip/zstd-compressed tar) file object as an image source.
+
+    Takes ownership of ``file``. Raises :class:`UsageError` "unrecognized image format" when it
+    is neither a tar nor holds ``oci-layout`` or ``manifest.json``.
+    """
+    try:
+        head = os.pread(file.fileno(), 8, 0)
+    except OSError as exc:
+        file.close()
+        raise UsageError(f"{what}: cannot read: {exc.strerror or exc}") from None
+    if head.startswith(_GZIP) or head.startswith(_ZSTD):
+        file = _decompress(file, head, workdir, what)
+    archive = TarArchive(file, what=what)
+    try:
+        if archive.has(LAYOUT_FILE):
+            return OciLayoutSource(archive, base_name=base_name, today=today)
+        if archive.has(MANIFEST_FILE):
+            return DockerArchiveSource(archive, base_name=base_name, today=today)
+    except BaseException:
+        archive.close()
+        raise
+    archive.close()
+    raise UsageError(
+        f"{what}: unrecognized image format (a tar with neither {LAYOUT_FILE} nor {MANIFEST_FILE})"
+    )
+
+
+def open_source(
+    path_or_dash: str | os.PathLike[str],
+    *,
+    workdir: str | os.PathLike[str] | None = None,
+    base_name: str | None = None,
+    stdin: BinaryIO | None = None,
+    today: date | None = None,
+) -> FileSource:
+    """Open an OCI layout directory, an OCI layout tar or a docker-archive tar (``-`` = stdin).
+
+    ``base_name`` is ctr's ``--base-name`` for entries named only by a bare
+    ``org.opencontainers.image.ref.name``; ``stdin`` replaces ``sys.stdin.buffer`` (tests);
+    ``today`` fixes the date of ``import-YYYY-MM-DD`` names (tests). The caller closes the
+    source. Errors: :class:`NotFoundError`/:class:`UsageError` (exit 2) for a missing,
+    unreadable or unrecognised input, :class:`FormatError` (exit 1) for a damaged or hostile one.
+    """
+    if str(path_or_dash) == "-":
+        stream = stdin if stdin is not None else sys.stdin.buffer
+        file = spool(stream, workdir, "stdin")
+        return open_tar(file, what="stdin", workdir=workdir, base_name=base_name, today=today)
+    path = Path(path_or_dash)
+    if path.is_dir():
+        return open_layout_dir(path, base_name=base_name, today=today)
+    file = _open_file(path, workdir)
+    return open_tar(file, what=str(path), workdir=workdir, base_name=base_name, today=today)
