@@ -1,0 +1,90 @@
+"""``ctrconv export``: images of a root -> OCI layout dir, OCI layout tar or docker archive."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ctrconv import api
+from ctrconv.cli import app
+from ctrconv.cli._common import (
+    IGNORE_LOCK_OPTION,
+    JSON_OPTION,
+    NAMESPACE_OPTION,
+    QUIET_OPTION,
+    ROOT_OPTION,
+    TqdmBytes,
+    print_json,
+    progress_enabled,
+)
+from ctrconv.containerd.root import check_namespace
+from ctrconv.errors import UsageError
+from ctrconv.inventory import human_size
+from ctrconv.sinks import FORMATS
+
+
+@app.command("export")
+def export_command(
+    refs: Optional[List[str]] = typer.Argument(None, metavar="[REF]...", help="Images to export (same as --image)."),
+    root: Path = ROOT_OPTION,
+    namespace: str = NAMESPACE_OPTION,
+    image: Optional[List[str]] = typer.Option(None, "--image", help="Image to export (repeatable)."),
+    all_images: bool = typer.Option(False, "--all", help="Export every image of the namespace."),
+    output: str = typer.Option(..., "-o", "--output", help="Output path; '-' streams a tar to stdout."),
+    fmt: Optional[str] = typer.Option(
+        None, "--format", "-f", help=f"One of {', '.join(FORMATS)} (default: oci-tar for *.tar and -, else oci-dir)."
+    ),
+    platform: Optional[List[str]] = typer.Option(None, "--platform", help="Platform to export (repeatable; default: host)."),
+    all_platforms: bool = typer.Option(False, "--all-platforms", help="Export every platform of multi-platform images."),
+    index_media_type: Optional[bool] = typer.Option(
+        None, "--index-media-type/--no-index-media-type",
+        help="Write the top-level mediaType in index.json (default: no for OCI formats, like containerd 1.6.20; yes for docker-archive).",
+    ),
+    skip_manifest_json: bool = typer.Option(False, "--skip-manifest-json", help="No docker manifest.json in OCI formats."),
+    link: bool = typer.Option(False, "--link", help="oci-dir: hardlink blobs from the content store when on the same filesystem."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="With --link: hash linked blobs (reads them once)."),
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+    ignore_lock: bool = IGNORE_LOCK_OPTION,
+) -> None:
+    """Export images to an OCI layout directory, an OCI layout tar (like ctr images export) or a docker archive."""
+    wanted = list(image or []) + list(refs or [])
+    if all_images and wanted:
+        raise UsageError("give either --all or image references, not both")
+    if not all_images and not wanted:
+        raise UsageError("no image given (use --image REF or --all)")
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if as_json and output == "-":
+        raise UsageError("--json cannot be combined with -o - (stdout carries the tar)")
+    enabled = progress_enabled(quiet)
+    report = api.export_images(
+        root,
+        output,
+        namespace=check_namespace(namespace),
+        images=None if all_images else wanted,
+        format=fmt,
+        platforms=list(platform or []),
+        all_platforms=all_platforms,
+        index_media_type=index_media_type,
+        manifest_json=not skip_manifest_json,
+        link=link,
+        verify_links=verify,
+        ignore_lock=ignore_lock,
+        progress=lambda total: TqdmBytes(total, "export", enabled),
+    )
+    if as_json:
+        print_json(report.to_json())
+        return
+    if not quiet and output != "-":
+        linked = f", {report.linked} hardlinked" if report.linked else ""
+        sys.stderr.write(
+            f"exported {len(report.images)} image(s), {report.blobs} blobs ({human_size(report.bytes)}{linked}) "
+            f"to {report.output} [{report.format}]\n"
+        )
+        for i in report.images:
+            if i.skipped_platforms:
+                sys.stderr.write(f"  {i.name}: skipped platforms {', '.join(i.skipped_platforms)}\n")

@@ -1,0 +1,379 @@
+"""Export images from a containerd root: resolve -> select platforms -> plan -> copy+verify -> name.
+
+Behaviour follows ``ctr images export`` (containerd 1.6.20 ``images/archive/exporter.go``):
+
+* platforms: for an index, children whose platform the matcher rejects are skipped (host
+  platform by default, ``platforms.DefaultStrict()``; ``--platform`` values are matched like
+  ``platforms.Ordered``); children without a platform are always taken; the index blob itself
+  is exported unchanged, so it may reference manifests that are not in the output;
+* ``manifest.json`` gets one manifest per image: the best-ranked platform match;
+* every blob is verified (digest and size) while it is copied.
+
+Unlike ctr, nothing is written until every image has been resolved and planned and all
+index/manifest/config JSON has been read, verified and validated; missing content for a
+selected platform fails the export up front, naming the platforms and digests.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterable, Sequence
+
+from ctrconv.containerd.content import ContentStore
+from ctrconv.containerd.metadata import MetadataDB
+from ctrconv.containerd.records import ImageRecord
+from ctrconv.containerd.root import ContainerdRoot
+from ctrconv.digest import Digest
+from ctrconv.errors import CtrconvError, MissingContentError, NotFoundError, UsageError
+from ctrconv.inventory import selector_for, target_descriptor
+from ctrconv.oci import mediatypes as mt
+from ctrconv.oci import platform as plat
+from ctrconv.oci import reference
+from ctrconv.pipeline.plan import ImagePlan, PlannedManifest, image_platforms, plan_image, platform_string, read_json_blob
+from ctrconv.sinks import ExportedImage, Sink, blob_path, detect_format, open_sink
+from ctrconv.sinks._layout import name_entry
+from ctrconv.streams import CHUNK, VerifyingReader
+
+#: ``progress_factory(total_bytes)`` -> ``progress(n)`` callable (optionally with ``close()``).
+ProgressFactory = Callable[[int], Callable[[int], object]]
+
+
+@dataclass
+class ExportOptions:
+    """What to export and how; ``refs=None`` means every image of the namespace."""
+
+    namespace: str = "default"
+    refs: Sequence[str] | None = None
+    format: str | None = None
+    platforms: Sequence[str] = ()
+    all_platforms: bool = False
+    index_media_type: bool | None = None
+    manifest_json: bool = True
+    link: bool = False
+    verify_links: bool = True
+    ignore_lock: bool = False
+
+
+@dataclass
+class ImageReport:
+    name: str
+    digest: str
+    media_type: str
+    platforms: list[str]
+    skipped_platforms: list[str]
+    manifest: str | None
+
+
+@dataclass
+class ExportReport:
+    """What was written (the ``--json`` document)."""
+
+    format: str
+    output: str
+    namespace: str
+    images: list[ImageReport] = field(default_factory=list)
+    blobs: int = 0
+    bytes: int = 0
+    linked: int = 0
+
+    @property
+    def platforms(self) -> list[str]:
+        return sorted({p for i in self.images for p in i.platforms})
+
+    @property
+    def skipped_platforms(self) -> list[str]:
+        return sorted({p for i in self.images for p in i.skipped_platforms})
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["platforms"] = self.platforms
+        doc["skipped_platforms"] = self.skipped_platforms
+        return doc
+
+
+@dataclass
+class _Planned:
+    record: ImageRecord
+    plan: ImagePlan
+    chosen: PlannedManifest | None
+
+
+class _ProgressReader:
+    """Passes reads through and reports their sizes; accounts skipped bytes at the end."""
+
+    def __init__(self, reader: VerifyingReader, size: int, progress: Callable[[int], object] | None) -> None:
+        self._reader = reader
+        self._size = size
+        self._progress = progress
+        self._seen = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._reader.read(n)
+        self._seen += len(data)
+        if self._progress and data:
+            self._progress(len(data))
+        return data
+
+    def verify_to_end(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+    def finish(self) -> None:
+        if self._progress and self._seen < self._size:
+            self._progress(self._size - self._seen)
+
+
+def resolve_image(meta: MetadataDB, namespace: str, ref: str) -> ImageRecord:
+    """Exact stored name first, then the docker-normalised form (``busybox`` -> ``docker.io/library/busybox:latest``)."""
+    record = meta.image(namespace, ref)
+    if record is not None:
+        return record
+    try:
+        normalized = reference.normalize(ref)
+    except UsageError:
+        normalized = None
+    if normalized and normalized != ref:
+        record = meta.image(namespace, normalized)
+        if record is not None:
+            return record
+    raise NotFoundError(f"image {ref!r} not found in namespace {namespace!r}")
+
+
+def resolve_images(meta: MetadataDB, namespace: str, refs: Sequence[str] | None) -> list[ImageRecord]:
+    """The requested images (each stored name once, in request order), or all of the namespace."""
+    if refs is None:
+        records = list(meta.images(namespace))
+        if not records:
+            raise NotFoundError(f"namespace {namespace!r} has no images")
+        return records
+    if not refs:
+        raise UsageError("no image given (use --image REF or --all)")
+    out: dict[str, ImageRecord] = {}
+    for ref in refs:
+        record = resolve_image(meta, namespace, ref)
+        out.setdefault(record.name, record)
+    return list(out.values())
+
+
+def _matchers(options: ExportOptions) -> tuple[plat.MatchComparer, plat.MatchComparer]:
+    """(walk matcher, manifest.json matcher), as ctr builds them."""
+    if options.platforms and options.all_platforms:
+        raise UsageError("--platform and --all-platforms are mutually exclusive")
+    if options.platforms:
+        ranked: plat.MatchComparer = plat.ordered(*(plat.parse_platform(p) for p in options.platforms))
+    else:
+        ranked = plat.default_strict_matcher()
+    return (plat.ALL if options.all_platforms else ranked), ranked
+
+
+class _Child:
+    def __init__(self, manifest: PlannedManifest) -> None:
+        self.manifest = manifest
+        p = manifest.descriptor.get("platform")
+        self.platform = plat.Platform.from_json(p) if p else None
+
+
+def choose_manifest(plan: ImagePlan, matcher: plat.MatchComparer, all_platforms: bool) -> PlannedManifest | None:
+    """The manifest ``manifest.json`` describes: best-ranked match (ctr's ``platform.Less`` sort)."""
+    if not plan.manifests:
+        return None
+    if not plan.indexes:
+        return plan.manifests[0]
+    ranked = plat.select_children([_Child(m) for m in plan.manifests], matcher)
+    if ranked:
+        return ranked[0].manifest
+    return plan.manifests[0] if all_platforms else None
+
+
+def _missing_message(record: ImageRecord, plan: ImagePlan) -> str:
+    owner: dict[str, tuple[str, str]] = {}
+    for m in plan.manifests:
+        p = platform_string(m.platform) or "unknown platform"
+        owner[m.config["digest"]] = (p, "config")
+        for layer in m.layers:
+            owner.setdefault(layer["digest"], (p, "layer"))
+    parts = []
+    for desc in plan.missing:
+        if desc.get("platform"):
+            where, role = platform_string(desc["platform"]) or "unknown platform", "manifest"
+        elif desc["digest"] == plan.target["digest"]:
+            where, role = "image", "target"
+        else:
+            where, role = owner.get(desc["digest"], ("unknown platform", mt_role(desc)))
+        parts.append((where, f"{role} {desc['digest']}"))
+    platforms = sorted({w for w, _ in parts})
+    details = ", ".join(f"{w}: {d}" for w, d in parts)
+    return f"image {record.name}: content missing for {', '.join(platforms)} ({details})"
+
+
+def mt_role(desc: dict[str, Any]) -> str:
+    media_type = desc.get("mediaType", "")
+    if mt.is_index(media_type):
+        return "index"
+    if mt.is_manifest(media_type):
+        return "manifest"
+    if mt.is_config(media_type):
+        return "config"
+    return "layer" if mt.is_layer(media_type) else "blob"
+
+
+def plan_images(
+    content: ContentStore, records: Iterable[ImageRecord], options: ExportOptions, single_manifest: bool
+) -> list[_Planned]:
+    """Plan every image; raise before anything is written if content is missing or invalid."""
+    walk, ranked = _matchers(options)
+    selector = None if options.all_platforms else selector_for(walk)
+    planned: list[_Planned] = []
+    problems: list[str] = []
+    for record in records:
+        target = target_descriptor(record)
+        plan = plan_image(content, target, selector)
+        if plan.missing:
+            problems.append(_missing_message(record, plan))
+            continue
+        if not plan.manifests and (plan.indexes or mt.is_manifest(target["mediaType"])):
+            available = ", ".join(image_platforms(content, target)) or "none"
+            raise CtrconvError(
+                f"image {record.name}: no manifest found for the requested platform (image has: {available})"
+            )
+        if not plan.manifests:
+            raise UsageError(f"image {record.name}: only image manifests and indexes can be exported, not {target['mediaType']}")
+        for m in plan.manifests:
+            if mt.is_config(m.config.get("mediaType", "")):
+                read_json_blob(content, m.config)
+        chosen = choose_manifest(plan, ranked, options.all_platforms)
+        if single_manifest:
+            if chosen is None:
+                raise CtrconvError(f"image {record.name}: no manifest found for the requested platform")
+            if m_config_type(chosen) not in (mt.OCI_CONFIG, mt.DOCKER_CONFIG):
+                raise UsageError(f"image {record.name}: config {m_config_type(chosen)!r} is not a container image config")
+        planned.append(_Planned(record, plan, chosen))
+    if problems:
+        raise MissingContentError(
+            "; ".join(problems),
+            hint="export only platforms whose content is present (default: the host platform)",
+        )
+    return planned
+
+
+def m_config_type(m: PlannedManifest) -> str:
+    return m.config.get("mediaType", "")
+
+
+def blob_set(planned: Sequence[_Planned], single_manifest: bool) -> list[dict[str, Any]]:
+    """Distinct blobs to write, sorted by their layout path (the tar entry order)."""
+    blobs: dict[str, dict[str, Any]] = {}
+    for p in planned:
+        if single_manifest:
+            assert p.chosen is not None
+            descs = [p.chosen.descriptor, p.chosen.config, *p.chosen.layers]
+        else:
+            descs = p.plan.blobs
+        for desc in descs:
+            key = str(Digest.parse(desc["digest"]))
+            blobs.setdefault(key, {"mediaType": desc.get("mediaType", ""), "digest": key, "size": desc["size"]})
+    return sorted(blobs.values(), key=lambda d: blob_path(d["digest"]))
+
+
+def _exported(p: _Planned) -> ExportedImage:
+    target = target_descriptor(p.record)
+    target["annotations"] = dict(p.record.annotations)
+    return ExportedImage(name=p.record.name, entry=name_entry(target, p.record.name), manifest=p.chosen)
+
+
+def _image_report(p: _Planned) -> ImageReport:
+    skipped = sorted({s for s in (platform_string(d.get("platform")) for d in p.plan.skipped) if s})
+    return ImageReport(
+        name=p.record.name,
+        digest=p.record.target.digest,
+        media_type=p.record.target.media_type,
+        platforms=p.plan.platforms(),
+        skipped_platforms=skipped,
+        manifest=p.chosen.descriptor["digest"] if p.chosen else None,
+    )
+
+
+def _output(out: str | Path | BinaryIO, fmt: str) -> Path | BinaryIO:
+    if out == "-":
+        if fmt == "oci-dir":
+            raise UsageError("-o - writes a tar stream; use --format oci-tar or docker-archive")
+        return sys.stdout.buffer
+    if not isinstance(out, (str, Path)):
+        return out
+    path = Path(out)
+    if fmt != "oci-dir":
+        if path.is_dir():
+            raise UsageError(f"{path} is a directory; a {fmt} output is a file")
+        if not path.parent.is_dir():
+            raise UsageError(f"{path.parent} does not exist")
+    return path
+
+
+def write_export(
+    content: ContentStore,
+    planned: Sequence[_Planned],
+    sink: Sink,
+    progress_factory: ProgressFactory | None = None,
+) -> tuple[int, int]:
+    """Name, copy+verify every blob, commit; abort the sink on any failure. Returns (blobs, bytes)."""
+    blobs = blob_set(planned, sink.single_manifest)
+    total = sum(d["size"] for d in blobs)
+    progress = progress_factory(total) if progress_factory else None
+    try:
+        sink.add_names([_exported(p) for p in planned])
+        for desc in blobs:
+            digest = Digest.parse(desc["digest"])
+            with content.open(digest) as stream:
+                reader = _ProgressReader(
+                    VerifyingReader(stream, digest, desc["size"], what=f"blob {digest}"), desc["size"], progress
+                )
+                sink.add_blob(desc, reader, source_path=content.blob_path(digest))
+                reader.finish()
+        sink.commit()
+    except BaseException:
+        sink.abort()
+        raise
+    finally:
+        close = getattr(progress, "close", None)
+        if close:
+            close()
+    return len(blobs), total
+
+
+def export(
+    root: ContainerdRoot,
+    out: str | Path | BinaryIO,
+    options: ExportOptions,
+    progress_factory: ProgressFactory | None = None,
+) -> ExportReport:
+    """Export ``options.refs`` (or all images) of ``options.namespace`` from ``root`` to ``out``.
+
+    ``out`` is a path, ``-`` (stdout) or a binary stream (tar formats). The root is only read.
+    """
+    is_stream = out == "-" or not isinstance(out, (str, Path))
+    fmt = options.format or ("oci-tar" if is_stream else detect_format(str(out)))
+    if options.all_platforms and fmt == "docker-archive":
+        raise UsageError("a docker archive holds one platform per image; --all-platforms needs oci-dir or oci-tar")
+    if not options.link and not options.verify_links:
+        raise UsageError("--no-verify only applies to --link (copied blobs are always verified)")
+    target = _output(out, fmt)
+    single_manifest = fmt == "docker-archive"
+    with root.open_metadata(ignore_lock=options.ignore_lock) as meta:
+        records = resolve_images(meta, options.namespace, options.refs)
+    planned = plan_images(root.content, records, options, single_manifest)
+    sink = open_sink(
+        fmt, target, index_media_type=options.index_media_type, manifest_json=options.manifest_json,
+        link=options.link, verify_links=options.verify_links,
+    )
+    blobs, total = write_export(root.content, planned, sink, progress_factory)
+    return ExportReport(
+        format=fmt,
+        output="-" if is_stream else str(out),
+        namespace=options.namespace,
+        images=[_image_report(p) for p in planned],
+        blobs=blobs,
+        bytes=total,
+        linked=getattr(sink, "linked", 0),
+    )

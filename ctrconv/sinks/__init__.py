@@ -1,0 +1,58 @@
+"""Export destinations: OCI layout directory, OCI layout tar, docker archive.
+
+:func:`open_sink` builds the sink for a format; :func:`detect_format` picks the format from
+the output name the way the CLI contract says (``*.tar`` -> oci-tar, else oci-dir).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import BinaryIO
+
+from ctrconv.errors import UsageError
+from ctrconv.sinks.base import BlobReader, ExportedImage, Sink, blob_path
+from ctrconv.sinks.docker_archive import DockerArchiveSink
+from ctrconv.sinks.oci_dir import OciDirSink
+from ctrconv.sinks.oci_tar import OciTarSink
+
+FORMATS = ("oci-dir", "oci-tar", "docker-archive")
+
+__all__ = [
+    "FORMATS", "BlobReader", "DockerArchiveSink", "ExportedImage", "OciDirSink", "OciTarSink",
+    "Sink", "blob_path", "detect_format", "open_sink",
+]
+
+
+def detect_format(out: str) -> str:
+    """``-`` and ``*.tar`` -> ``oci-tar``; anything else -> ``oci-dir``."""
+    return "oci-tar" if out == "-" or out.endswith(".tar") else "oci-dir"
+
+
+def open_sink(
+    fmt: str,
+    out: Path | BinaryIO,
+    *,
+    index_media_type: bool | None = None,
+    manifest_json: bool = True,
+    link: bool = False,
+    verify_links: bool = True,
+) -> Sink:
+    """The sink for ``fmt`` writing to ``out`` (a path, or a binary stream for tar formats).
+
+    ``index_media_type=None`` means the format's default: omitted for OCI formats (as
+    containerd 1.6.20 writes index.json), present for docker-archive (as Docker 25+ does).
+    """
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if fmt == "oci-dir":
+        if not isinstance(out, Path):
+            raise UsageError("oci-dir cannot be written to a stream; use --format oci-tar with -o -")
+        return OciDirSink(out, index_media_type=bool(index_media_type), manifest_json=manifest_json,
+                          link=link, verify_links=verify_links)
+    if link:
+        raise UsageError("--link only applies to --format oci-dir")
+    if fmt == "oci-tar":
+        return OciTarSink(out, index_media_type=bool(index_media_type), manifest_json=manifest_json)
+    if not manifest_json:
+        raise UsageError("a docker archive always has manifest.json")
+    return DockerArchiveSink(out, index_media_type=True if index_media_type is None else index_media_type)
