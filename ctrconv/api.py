@@ -93,3 +93,46 @@ def verify_layout(path: str, *, progress: Any = None) -> "Report":
     from ctrconv.verify.layout import verify_layout as _verify
 
     return _verify(path, progress=progress)
+
+
+if TYPE_CHECKING:
+    from typing import BinaryIO, Sequence
+
+    from ctrconv.pipeline.export import ExportReport
+
+
+def export_images(
+    root: str | os.PathLike[str],
+    output: str | os.PathLike[str] | BinaryIO,
+    *,
+    namespace: str = "default",
+    images: Sequence[str] | None = None,
+    format: str | None = None,
+    platforms: Sequence[str] = (),
+    all_platforms: bool = False,
+    index_media_type: bool | None = None,
+    manifest_json: bool = True,
+    link: bool = False,
+    verify_links: bool = True,
+    ignore_lock: bool = False,
+    progress: Any = None,
+) -> ExportReport:
+    """Export ``images`` (all of ``namespace`` when None) to ``output`` (path, ``-`` or stream).
+
+    ``format`` is ``oci-dir``, ``oci-tar`` or ``docker-archive`` (default from the output
+    name); ``progress(total_bytes)`` may return a ``progress(n)`` callable. Every blob is
+    verified while copied; a failure leaves no output behind. The root is only read.
+    """
+    from pathlib import Path
+
+    from ctrconv.containerd.root import ContainerdRoot
+    from ctrconv.pipeline.export import ExportOptions, export
+
+    options = ExportOptions(
+        namespace=namespace, refs=None if images is None else list(images), format=format,
+        platforms=list(platforms), all_platforms=all_platforms, index_media_type=index_media_type,
+        manifest_json=manifest_json, link=link, verify_links=verify_links, ignore_lock=ignore_lock,
+    )
+    out = Path(output) if isinstance(output, os.PathLike) else output
+    return export(ContainerdRoot(root), out, options, progress)
+
