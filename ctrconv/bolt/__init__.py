@@ -11,8 +11,9 @@ from ctrconv.bolt.errors import (
 )
 from ctrconv.bolt.reader import BoltFile, Bucket, MetaInfo, read_tree
 from ctrconv.bolt.tree import BucketTree
+from ctrconv.bolt.writer import InvalidTreeError, write_bolt, write_bolt_to
 
 __all__ = [
     "BoltError", "BoltFile", "Bucket", "BucketTree", "CorruptPage", "FileTooSmall",
-    "InvalidMeta", "KeyOrderError", "MetaInfo", "NoValidMeta", "PageCycle", "read_tree",
+    "InvalidMeta", "KeyOrderError", "MetaInfo", "NoValidMeta", "PageCycle", "read_tree", "InvalidTreeError", "write_bolt", "write_bolt_to",
 ]

@@ -1,0 +1,287 @@
+"""Salvage what a damaged bolt file still holds.
+
+Strategy (see docs/formats.md): start from the newest valid meta page; walk with every pointer
+validated, skipping (and recording) unreadable subtrees; back-fill only the damaged buckets
+from the older meta's tree (merging everything would resurrect deleted records); if no meta
+root is usable, scan every page for unreferenced roots and take the one that reaches most.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass, field
+
+from ctrconv.bolt import _structs as S
+from ctrconv.bolt.errors import BoltError, NoValidMeta, UnreadableFile
+from ctrconv.bolt.reader import MetaInfo, Page, decode_meta
+from ctrconv.bolt.tree import BucketTree
+
+MAX_DEPTH = 64
+_CANDIDATE_PAGE_SIZES = (4096, 1024, 2048, 8192, 16384, 32768, 65536)
+
+
+@dataclass
+class Damage:
+    path: tuple[bytes, ...]
+    page: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = "/".join(p.decode("utf-8", "backslashreplace") for p in self.path) or "<root>"
+        return f"{where}: page {self.page}: {self.message}" if self.page is not None else f"{where}: {self.message}"
+
+
+@dataclass
+class SalvageResult:
+    tree: BucketTree
+    source: str
+    page_size: int
+    damage: list[Damage] = field(default_factory=list)
+    backfilled: list[tuple[bytes, ...]] = field(default_factory=list)
+    metas: tuple[MetaInfo, ...] = ()
+
+    @property
+    def clean(self) -> bool:
+        return not self.damage
+
+
+class _Raw:
+    """Page access over an mmap without trusting metas (for Page's error messages)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise UnreadableFile(f"cannot open: {exc.strerror}", path=path) from None
+        try:
+            size = os.fstat(fd).st_size
+            if size < 1024:
+                raise NoValidMeta(f"file size too small ({size} bytes)", path=path)
+            self.mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        self.size = size
+        self.page_size = 0
+        self.pages = 0
+
+    def page(self, pgid: int, limit: int | None = None) -> Page:
+        bound = min(self.pages, limit) if limit else self.pages
+        if not 2 <= pgid < bound:
+            raise BoltError(f"page id out of range ({bound} pages)", page=pgid, path=self.path)
+        off = pgid * self.page_size
+        hid, flags, count, overflow = S.PAGE_HEADER.unpack_from(self.mm, off)
+        if hid != pgid:
+            raise BoltError(f"page header says it is page {hid}", page=pgid, path=self.path)
+        if flags not in (S.LEAF_PAGE, S.BRANCH_PAGE):
+            raise BoltError(f"unexpected page type {S.page_type_name(flags)}", page=pgid, path=self.path)
+        if pgid + overflow >= self.pages:
+            raise BoltError("overflow runs past the end of the file", page=pgid, path=self.path)
+        data = memoryview(self.mm)[off : off + (overflow + 1) * self.page_size]
+        return Page(pgid, flags, count, overflow, data, self)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        try:
+            self.mm.close()
+        except BufferError:
+            pass
+
+
+def _page_entries(page: Page) -> list[tuple[int, bytes, bytes]] | list[tuple[bytes, int]]:
+    """Fully decoded and order-checked elements of a page, or BoltError."""
+    if page.flags == S.LEAF_PAGE:
+        entries = list(page.leaf_elements())
+        keys = [k for _, k, _ in entries]
+    else:
+        entries = list(page.branch_elements())  # type: ignore[assignment]
+        keys = [k for k, _ in entries]  # type: ignore[misc]
+    for a, b in zip(keys, keys[1:]):
+        if b <= a:
+            raise BoltError("keys out of order", page=page.pgid, path=page.db.path)
+    return entries
+
+
+class _Walker:
+    def __init__(self, raw: _Raw, limit: int) -> None:
+        self.raw = raw
+        self.limit = limit
+        self.visited: set[int] = set()
+        self.damage: list[Damage] = []
+        self.pages_read = 0
+
+    def bucket(self, value: bytes, path: tuple[bytes, ...]) -> BucketTree | None:
+        if len(value) < S.BUCKET_HEADER_SIZE:
+            self.damage.append(Damage(path, None, "bucket header too short"))
+            return None
+        root, sequence = S.BUCKET_HEADER.unpack_from(value, 0)
+        tree = BucketTree(sequence=sequence)
+        if root == 0:
+            inline = memoryview(value)[S.BUCKET_HEADER_SIZE:]
+            try:
+                _, flags, count, _ = S.PAGE_HEADER.unpack_from(inline, 0)
+                if flags != S.LEAF_PAGE:
+                    raise BoltError("inline bucket is not a leaf page")
+                page = Page(0, flags, count, 0, inline, self.raw)  # type: ignore[arg-type]
+                self._leaf(page, tree, path)
+            except (BoltError, IndexError) as exc:
+                self.damage.append(Damage(path, None, f"inline bucket: {exc}"))
+            return tree
+        self.tree(root, tree, path)
+        return tree
+
+    def tree(self, pgid: int, tree: BucketTree, path: tuple[bytes, ...]) -> None:
+        stack = [pgid]
+        while stack:
+            pgid = stack.pop()
+            if pgid in self.visited:
+                self.damage.append(Damage(path, pgid, "page referenced twice"))
+                continue
+            self.visited.add(pgid)
+            try:
+                page = self.raw.page(pgid, self.limit)
+                if page.flags == S.BRANCH_PAGE:
+                    children = [child for _, child in _page_entries(page)]  # type: ignore[misc]
+                    stack.extend(reversed(children))
+                else:
+                    self._leaf(page, tree, path)
+                self.pages_read += 1
+            except BoltError as exc:
+                self.damage.append(Damage(path, pgid, str(exc).split(": ", 2)[-1]))
+
+    def _leaf(self, page: Page, tree: BucketTree, path: tuple[bytes, ...]) -> None:
+        for flags, key, value in _page_entries(page):  # type: ignore[misc]
+            if flags & S.BUCKET_LEAF_FLAG:
+                if len(path) >= MAX_DEPTH:
+                    self.damage.append(Damage(path, page.pgid or None, "buckets nested too deep"))
+                    continue
+                child = self.bucket(value, path + (key,))
+                if child is not None:
+                    tree.entries[key] = child
+            else:
+                tree.entries[key] = value
+
+
+def _damaged_buckets(damage: list[Damage]) -> list[tuple[bytes, ...]]:
+    return sorted({d.path for d in damage})
+
+
+def _backfill(primary: BucketTree, other: BucketTree, path: tuple[bytes, ...]) -> bool:
+    """Copy entries of ``other`` at ``path`` that ``primary`` lacks there; True if any."""
+    src = other.bucket(*path)
+    if src is None:
+        return False
+    dst = primary.bucket(*path, create=True)
+    assert dst is not None
+    added = False
+    for key, value in src.entries.items():
+        if key not in dst.entries:
+            dst.entries[key] = value
+            added = True
+    dst.sequence = max(dst.sequence, src.sequence)
+    return added
+
+
+def salvage(path: str | os.PathLike[str]) -> SalvageResult:
+    """Recover as much of the tree as possible; never raises for damage past the metas' bytes."""
+    raw = _Raw(str(path))
+    try:
+        return _salvage(raw)
+    finally:
+        raw.close()
+
+
+def _salvage(raw: _Raw) -> SalvageResult:
+    metas = [decode_meta(raw.mm[0:4096], 0)]
+    page_size = metas[0].page_size if metas[0].valid else 0
+    if not page_size:
+        for shift in range(15):
+            off = 1024 << shift
+            if off + 80 > raw.size:
+                break
+            probe = decode_meta(raw.mm[off : off + 80], 1)
+            if probe.valid and probe.page_size == off:
+                page_size = off
+                break
+    if not page_size:
+        page_size = _guess_page_size(raw)
+    raw.page_size = page_size
+    raw.pages = raw.size // page_size
+    metas = [decode_meta(raw.mm[0:page_size], 0), decode_meta(raw.mm[page_size : page_size + 80], 1)]
+
+    usable = sorted((m for m in metas if m.valid and 2 <= m.root < raw.pages), key=lambda m: -m.txid)
+    attempts: list[tuple[str, BucketTree, list[Damage], int]] = []
+    for meta in usable:
+        walker = _Walker(raw, raw.pages)
+        tree = BucketTree(sequence=meta.root_sequence)
+        walker.tree(meta.root, tree, ())
+        if walker.pages_read:
+            attempts.append((f"meta {meta.page} (txid {meta.txid})", tree, walker.damage, walker.pages_read))
+    if attempts and attempts[0][3] > 0 and not any(d.path == () and d.page == usable[0].root for d in attempts[0][2]):
+        source, tree, damage, _ = attempts[0]
+        result = SalvageResult(tree, source, page_size, list(damage), metas=tuple(metas))
+        for other_source, other_tree, _, _ in attempts[1:]:
+            for bucket_path in _damaged_buckets(damage):
+                if _backfill(tree, other_tree, bucket_path):
+                    result.backfilled.append(bucket_path)
+        return result
+    return _orphan_root(raw, metas, page_size)
+
+
+def _guess_page_size(raw: _Raw) -> int:
+    best, best_score = 4096, -1
+    for size in _CANDIDATE_PAGE_SIZES:
+        pages = raw.size // size
+        score = 0
+        for pgid in range(2, min(pages, 4096)):
+            hid = S.U64.unpack_from(raw.mm, pgid * size)[0]
+            score += hid == pgid
+        if score > best_score:
+            best, best_score = size, score
+    return best
+
+
+def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int) -> SalvageResult:
+    """No usable meta root: find valid pages nobody points to whose entries are all buckets."""
+    valid: dict[int, Page] = {}
+    referenced: set[int] = set()
+    pgid = 2
+    while pgid < raw.pages:
+        try:
+            page = raw.page(pgid)
+            entries = _page_entries(page)
+        except BoltError:
+            pgid += 1
+            continue
+        valid[pgid] = page
+        if page.flags == S.BRANCH_PAGE:
+            referenced.update(child for _, child in entries)  # type: ignore[misc]
+        else:
+            for flags, _, value in entries:  # type: ignore[misc]
+                if flags & S.BUCKET_LEAF_FLAG and len(value) >= 16:
+                    referenced.add(S.BUCKET_HEADER.unpack_from(value, 0)[0])
+        pgid += page.overflow + 1
+    candidates = []
+    for pgid, page in valid.items():
+        if pgid in referenced or page.flags != S.LEAF_PAGE:
+            if pgid in referenced or page.flags != S.BRANCH_PAGE:
+                continue
+        if page.flags == S.LEAF_PAGE and not all(f & S.BUCKET_LEAF_FLAG for f, _, _ in page.leaf_elements()):
+            continue
+        walker = _Walker(raw, raw.pages)
+        tree = BucketTree()
+        walker.tree(pgid, tree, ())
+        if tree.entries and all(isinstance(v, BucketTree) for v in tree.entries.values()):
+            candidates.append((len(walker.damage), -walker.pages_read, pgid, tree, walker.damage))
+    if not candidates:
+        return SalvageResult(BucketTree(), "nothing recoverable", page_size, [Damage((), None, "no usable root found")], metas=tuple(metas))
+    # Pages carry no txid, so stale roots of earlier commits look as valid as the newest one:
+    # prefer the least damaged, then the one reaching most pages (keeps data; a rebuild drops
+    # whatever points at content that no longer exists), and report the others.
+    candidates.sort(key=lambda c: (c[0], c[1], -c[2]))
+    _, _, pgid, tree, damage = candidates[0]
+    result = SalvageResult(tree, f"orphan root page {pgid} (both meta roots unusable)", page_size, list(damage), metas=tuple(metas))
+    others = ", ".join(str(c[2]) for c in candidates[1:6])
+    note = "meta pages unusable; root found by scanning pages"
+    result.damage.insert(0, Damage((), None, note + (f" (other candidate roots: {others})" if others else "")))
+    return result

@@ -1,0 +1,94 @@
+"""Salvage reader on damaged copies of real and generated bolt files."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ctrconv.bolt import BoltFile, BucketTree, read_tree
+from ctrconv.bolt import _structs as S
+from ctrconv.bolt.salvage import salvage
+from ctrconv.bolt.writer import write_bolt
+
+
+def _meta_db(root: Path) -> Path:
+    return root / "io.containerd.metadata.v1.bolt" / "meta.db"
+
+
+def _tree() -> BucketTree:
+    root = BucketTree()
+    v1 = root.bucket(b"v1", create=True)
+    for name in (b"alpha", b"beta", b"gamma"):
+        b = v1.bucket(name, create=True)
+        b.sequence = 3
+        for i in range(300):
+            b.put(b"k%04d" % i, b"x" * 30)
+    return root
+
+
+def test_clean_file_salvages_to_the_same_tree(tmp_path):
+    path = tmp_path / "a.db"
+    write_bolt(path, _tree(), page_size=4096)
+    result = salvage(path)
+    assert result.clean and result.tree.to_plain() == _tree().to_plain()
+
+
+def test_one_garbled_leaf_loses_only_its_records(tmp_path):
+    path = tmp_path / "a.db"
+    write_bolt(path, _tree(), page_size=4096)
+    with BoltFile(path) as db:
+        leaf = next(p for p in db.bucket(b"v1", b"beta").pages() if p.flags == S.LEAF_PAGE).pgid
+    with open(path, "r+b") as f:
+        f.seek(leaf * 4096 + 16)
+        f.write(b"\xff" * 64)
+    result = salvage(path)
+    assert any(d.page == leaf and d.path == (b"v1", b"beta") for d in result.damage)
+    tree = result.tree
+    assert len(tree.bucket(b"v1", b"alpha").entries) == 300
+    assert len(tree.bucket(b"v1", b"gamma").entries) == 300
+    assert 0 < len(tree.bucket(b"v1", b"beta").entries) < 300
+    assert tree.bucket(b"v1", b"beta").sequence == 3
+
+
+def test_real_meta_db_with_torn_current_meta(fixture_set, tmp_path):
+    path = tmp_path / "meta.db"
+    shutil.copy(_meta_db(fixture_set.root), path)
+    with BoltFile(path) as db:
+        current, page_size = db.meta.page, db.page_size
+    with open(path, "r+b") as f:
+        f.seek(current * page_size + 60)
+        f.write(b"\x13" * 8)
+    result = salvage(path)
+    assert result.source.startswith(f"meta {1 - current}")
+    assert result.tree.to_plain() == read_tree(path).to_plain()
+
+
+def test_real_meta_db_with_both_metas_zeroed(fixture_set, tmp_path):
+    path = tmp_path / "meta.db"
+    shutil.copy(_meta_db(fixture_set.root), path)
+    original = read_tree(path)
+    with BoltFile(path) as db:
+        page_size = db.page_size
+    with open(path, "r+b") as f:
+        f.write(bytes(2 * page_size))
+    result = salvage(path)
+    assert result.source.startswith("orphan root page")
+    v1 = result.tree.bucket(b"v1")
+    assert v1 is not None
+    for ns in (b"default", b"k8s.io"):
+        assert sorted(v1.bucket(ns, b"images").entries) == sorted(original.bucket(b"v1", ns, b"images").entries)
+
+
+def test_real_meta_db_with_root_page_zeroed(fixture_set, tmp_path):
+    path = tmp_path / "meta.db"
+    shutil.copy(_meta_db(fixture_set.root), path)
+    original = read_tree(path)
+    with BoltFile(path) as db:
+        root, page_size = db.meta.root, db.page_size
+    with open(path, "r+b") as f:
+        f.seek(root * page_size)
+        f.write(bytes(page_size))
+    result = salvage(path)
+    v1 = result.tree.bucket(b"v1")
+    assert v1 is not None and v1.bucket(b"default", b"images") is not None
+    assert sorted(v1.bucket(b"default", b"images").entries) == sorted(original.bucket(b"v1", b"default", b"images").entries)
