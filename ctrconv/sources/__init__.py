@@ -27,7 +27,7 @@ import tempfile
 import zlib
 from datetime import date
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO, Iterator, Union
 
 import zstandard
 
@@ -88,25 +88,51 @@ def spool(stream: BinaryIO, workdir: str | os.PathLike[str] | None, what: str) -
     return out
 
 
+#: Compressed bytes fed to zstd per call: bounds one call's output (<= ~32768x) to ~128 MiB.
+_ZSTD_FEED = 4096
+
+
+def _zstd_chunks(file: BinaryIO, what: str) -> Iterator[bytes]:
+    """Decompress every zstd frame of ``file``; a frame cut short is a :class:`FormatError`.
+
+    ``stream_reader`` would stop silently at a truncated frame, so frames are driven by hand.
+    """
+    dctx = zstandard.ZstdDecompressor()
+    dobj = dctx.decompressobj()
+    fed = False
+    try:
+        while data := file.read(_ZSTD_FEED):
+            while data:
+                fed = True
+                out = dobj.decompress(data)
+                if out:
+                    yield out
+                if not dobj.eof:
+                    break
+                data, dobj, fed = dobj.unused_data, dctx.decompressobj(), False
+    except zstandard.ZstdError as exc:
+        raise FormatError(f"{what}: corrupt compressed input: {exc}") from None
+    if fed and not dobj.eof:
+        raise FormatError(f"{what}: corrupt compressed input: truncated zstd frame")
+
+
+def _gzip_chunks(file: BinaryIO, what: str) -> Iterator[bytes]:
+    reader = gzip.GzipFile(fileobj=file, mode="rb")
+    try:
+        while chunk := reader.read(CHUNK):
+            yield chunk
+    except (OSError, EOFError, zlib.error) as exc:
+        raise FormatError(f"{what}: corrupt compressed input: {exc}") from None
+
+
 def _decompress(file: BinaryIO, head: bytes, workdir: str | os.PathLike[str] | None, what: str) -> BinaryIO:
     """A gzip/zstd-compressed tar, decompressed into a temp file (``file`` is closed)."""
-    file.seek(0)
-    try:
-        if head.startswith(_GZIP):
-            reader: BinaryIO = gzip.GzipFile(fileobj=file, mode="rb")  # type: ignore[assignment]
-            errors: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error)
-        else:
-            reader = zstandard.ZstdDecompressor().stream_reader(file, read_across_frames=True)  # type: ignore[assignment]
-            errors = (zstandard.ZstdError, OSError, EOFError)
+    with file:
+        file.seek(0)
+        chunks = _gzip_chunks(file, what) if head.startswith(_GZIP) else _zstd_chunks(file, what)
         out = _temp_file(workdir)
         try:
-            while True:
-                try:
-                    chunk = reader.read(CHUNK)
-                except errors as exc:
-                    raise FormatError(f"{what}: corrupt compressed input: {exc}") from None
-                if not chunk:
-                    break
+            for chunk in chunks:
                 try:
                     out.write(chunk)
                 except OSError as exc:
@@ -117,8 +143,6 @@ def _decompress(file: BinaryIO, head: bytes, workdir: str | os.PathLike[str] | N
             out.close()
             raise
         return out
-    finally:
-        file.close()
 
 
 def _open_file(path: Path, workdir: str | os.PathLike[str] | None) -> BinaryIO:
