@@ -12,6 +12,7 @@ from ctrconv.bolt.reader import BoltFile, Bucket
 from ctrconv.containerd.decode import decode_key, decode_value
 
 if TYPE_CHECKING:
+    from ctrconv.containerd.writer import ImportReport
     from ctrconv.inventory import ImageSummary
     from ctrconv.verify import Report
 
@@ -136,3 +137,24 @@ def export_images(
     out = Path(output) if isinstance(output, os.PathLike) else output
     return export(ContainerdRoot(root), out, options, progress)
 
+
+def import_images(
+    input_path: str | os.PathLike[str],
+    root: str | os.PathLike[str],
+    namespace: str = "default",
+    **options: Any,
+) -> "ImportReport":
+    """Import an OCI layout dir/tar or docker archive into a stopped containerd root.
+
+    ``options`` are those of :func:`ctrconv.containerd.writer.copy_images_to_root`
+    (``snapshotter``, ``unpack``, ``platforms``, ``all_platforms``, ``name``, ``pin``,
+    ``containerd_version``, ``backup``, ``progress``).
+    """
+    from ctrconv.containerd.writer import copy_images_to_root
+    from ctrconv.sources import open_source
+
+    source = open_source(input_path)
+    try:
+        return copy_images_to_root(source, root, namespace, **options)
+    finally:
+        source.close()

@@ -45,6 +45,7 @@ class ContentWriter:
     def __init__(self, content_dir: Path) -> None:
         self.content_dir = content_dir
         self._tmp: Path | None = None
+        self.written: list[Path] = []
 
     def blob_path(self, digest: Digest | str) -> Path:
         d = Digest.parse(digest)
@@ -88,8 +89,18 @@ class ContentWriter:
         final = self.blob_path(digest)
         final.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         os.replace(tmp, final)
+        self.written.append(final)
         fsync_dir(final.parent)
         return True
+
+    def rollback(self) -> None:
+        """Remove the blob files this writer added (the import failed before meta.db named them)."""
+        for path in self.written:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+        self.written.clear()
 
     def close(self) -> None:
         """Remove the temp directory (empty unless a copy failed)."""

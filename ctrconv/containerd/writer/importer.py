@@ -248,8 +248,13 @@ def copy_images_to_root(
                     snapshots_created=len(result.created) if result else 0,
                     snapshots_reused=len(result.reused) if result else 0,
                 ))
-            report.written = txn.commit(snaps.install if snaps is not None else None)
+            committed = txn.commit(snaps.install if snaps is not None else None)
+            report.written = committed or report.blobs_written > 0
             report.backups = [str(p) for p in txn.backups]
+        except BaseException:
+            if not txn.meta_attempted:
+                content.rollback()  # new blob files nobody references yet
+            raise
         finally:
             content.close()
             if snaps is not None:

@@ -86,6 +86,8 @@ class RootTransaction:
     _meta: _BoltState | None = field(default=None, init=False, repr=False)
     _backends: dict[str, _BoltState] = field(default_factory=dict, init=False, repr=False)
     backups: list[Path] = field(default_factory=list, init=False)
+    #: set once meta.db replacement started: from then on new blobs may be referenced
+    meta_attempted: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         if self.containerd_version not in CONTAINERD_VERSIONS:
@@ -192,6 +194,7 @@ class RootTransaction:
         if install_snapshots is not None:
             install_snapshots()
         if self._meta.changed or not self._meta.existed:
+            self.meta_attempted = True
             self._write(self._meta, stamp)
         return True
 

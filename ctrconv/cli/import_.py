@@ -1,0 +1,86 @@
+"""``ctrconv import``: put images from an OCI layout / archive into a stopped containerd root."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ctrconv import api
+from ctrconv.cli import app
+from ctrconv.cli._common import (
+    JSON_OPTION,
+    NAMESPACE_OPTION,
+    QUIET_OPTION,
+    ROOT_OPTION,
+    TqdmBytes,
+    print_json,
+    progress_enabled,
+)
+from ctrconv.containerd.root import check_namespace
+from ctrconv.containerd.writer import report_lines
+from ctrconv.errors import UsageError
+
+
+def _spool_stdin(stack: ExitStack) -> Path:
+    """``-i -``: copy the tar stream to a private temp file (sources need random access)."""
+    workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ctrconv-import-")))
+    target = workdir / "input.tar"
+    with open(target, "wb") as out:
+        shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+    return target
+
+
+@app.command("import")
+def import_command(
+    root: Path = ROOT_OPTION,
+    namespace: str = NAMESPACE_OPTION,
+    input_path: str = typer.Option(..., "-i", "--input", help="OCI layout dir, OCI tar or docker-archive tar; - = stdin."),
+    snapshotter: str = typer.Option("overlayfs", "--snapshotter", help="overlayfs or native."),
+    no_unpack: bool = typer.Option(False, "--no-unpack", help="Only content and metadata, no snapshots."),
+    platform: Optional[List[str]] = typer.Option(None, "--platform", help="Import this platform (repeatable)."),
+    all_platforms: bool = typer.Option(False, "--all-platforms", help="Import every platform of an index."),
+    name: Optional[str] = typer.Option(None, "--name", help="Store the (single) image under this name."),
+    pin: bool = typer.Option(False, "--pin", help="Label the image io.cri-containerd.pinned=pinned."),
+    containerd_version: str = typer.Option(
+        "1.6", "--containerd-version", help="Target containerd for a new meta.db: 1.6, 1.7 or 2.x."
+    ),
+    no_backup: bool = typer.Option(False, "--no-backup", help="Do not keep the replaced bolt files as *.bak-<time>."),
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Write images, content, GC labels and snapshots into a containerd root (daemon stopped)."""
+    check_namespace(namespace)
+    if snapshotter not in ("overlayfs", "native"):
+        raise UsageError(f"unsupported snapshotter {snapshotter!r} (overlayfs or native)")
+    bars: list[TqdmBytes] = []
+
+    def progress(total: int, label: str) -> TqdmBytes:
+        bar = TqdmBytes(total, label, progress_enabled(quiet))
+        bars.append(bar)
+        return bar
+
+    with ExitStack() as stack:
+        source = _spool_stdin(stack) if input_path == "-" else Path(input_path)
+        if input_path != "-" and not source.exists():
+            raise UsageError(f"input {input_path} does not exist")
+        try:
+            report = api.import_images(
+                source, root, namespace,
+                snapshotter=snapshotter, unpack=not no_unpack, platforms=platform or None,
+                all_platforms=all_platforms, name=name, pin=pin,
+                containerd_version=containerd_version, backup=not no_backup, progress=progress,
+            )
+        finally:
+            for bar in bars:
+                bar.close()
+    if as_json:
+        print_json(report.to_json())
+        return
+    for line in report_lines(report):
+        sys.stdout.write(line + "\n")

@@ -1,0 +1,508 @@
+"""Offline tests of the containerd-root writer (``ctrconv import`` / ``copy_images_to_root``).
+
+Images are built in the test as OCI layouts (small gzip layers) and read through a tiny
+layout source, so these tests need neither a daemon nor the sources package. What a real
+containerd makes of the written roots is checked in test_import_interop.py.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gzip
+import hashlib
+import io
+import json
+import os
+import stat
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ctrconv.bolt.reader import BoltFile, read_tree
+from ctrconv.bolt.tree import BucketTree
+from ctrconv.containerd import schema as K
+from ctrconv.containerd.codec import decode_time, decode_uvarint_exact, decode_varint
+from ctrconv.containerd.writer import copy_images_to_root
+from ctrconv.containerd.writer import records as R
+from ctrconv.digest import Digest
+from ctrconv.errors import DigestMismatchError, LockedError, MissingContentError, UsageError
+from ctrconv.layers.chain import chain_ids
+from ctrconv.pipeline.source import NamedEntry
+
+META = Path(K.METADATA_PLUGIN_DIR) / K.META_DB
+OVERLAY = Path(K.snapshotter_dir("overlayfs"))
+
+
+# -- building test images ----------------------------------------------------------------------
+
+
+class LayoutSource:
+    """Minimal ImageSource over an OCI layout directory (index.json entries, names verbatim)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def entries(self) -> list[NamedEntry]:
+        index = json.loads((self.path / "index.json").read_text())
+        out = []
+        for desc in index["manifests"]:
+            ann = desc.get("annotations") or {}
+            out.append(NamedEntry(desc, ann.get("io.containerd.image.name"), dict(ann)))
+        return out
+
+    def _path(self, digest: Any) -> Path:
+        d = Digest.parse(digest)
+        return self.path / "blobs" / d.algorithm / d.hex
+
+    def exists(self, digest: Any) -> bool:
+        return self._path(digest).is_file()
+
+    def size(self, digest: Any) -> int | None:
+        return self._path(digest).stat().st_size if self.exists(digest) else None
+
+    def open(self, digest: Any):
+        return open(self._path(digest), "rb")
+
+    def read_small(self, digest: Any, size: int) -> bytes:
+        return self._path(digest).read_bytes()
+
+    def close(self) -> None:
+        pass
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 1700000000
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class LayoutBuilder:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        (path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        (path / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+        self.index: list[dict[str, Any]] = []
+
+    def blob(self, data: bytes, media_type: str) -> dict[str, Any]:
+        hexd = hashlib.sha256(data).hexdigest()
+        (self.path / "blobs" / "sha256" / hexd).write_bytes(data)
+        return {"mediaType": media_type, "digest": f"sha256:{hexd}", "size": len(data)}
+
+    def image(self, name: str | None, layers: list[dict[str, bytes]], *, tag: str = "x") -> dict[str, Any]:
+        descs, diff_ids = [], []
+        for files in layers:
+            raw = _tar(files)
+            diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
+            descs.append(self.blob(gzip.compress(raw, mtime=0), "application/vnd.oci.image.layer.v1.tar+gzip"))
+        config = {
+            "architecture": "amd64", "os": "linux", "config": {"Labels": {"tag": tag}},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }
+        cdesc = self.blob(json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json")
+        manifest = {
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": cdesc, "layers": descs,
+        }
+        mdesc = self.blob(json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")
+        entry = dict(mdesc)
+        if name:
+            entry["annotations"] = {"io.containerd.image.name": name,
+                                    "org.opencontainers.image.ref.name": name.rsplit(":", 1)[-1]}
+        self.index.append(entry)
+        (self.path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": self.index}))
+        return {"manifest": mdesc, "config": cdesc, "layers": descs, "diff_ids": diff_ids}
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> tuple[LayoutBuilder, dict[str, Any]]:
+    builder = LayoutBuilder(tmp_path / "layout")
+    img = builder.image(
+        "docker.io/library/t:1",
+        [{"etc/hello": b"hello\n", "bin/tool": b"#!/bin/sh\n"}, {"etc/hello": b"bye\n", "etc/new": b"n"}],
+    )
+    return builder, img
+
+
+def _ns(tree: BucketTree, ns: str = "default") -> BucketTree:
+    node = tree.bucket(K.V1, ns.encode())
+    assert node is not None
+    return node
+
+
+def _labels(record: BucketTree) -> dict[str, str]:
+    return R.read_map(record.bucket(K.LABELS))
+
+
+# -- labels -------------------------------------------------------------------------------------
+
+
+def test_children_labels_number_like_containerd() -> None:
+    children = [
+        {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + "c" * 64},
+        {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": "sha256:" + "1" * 64},
+        {"mediaType": "application/vnd.docker.image.rootfs.diff.tar", "digest": "sha256:" + "2" * 64},
+        {"mediaType": "application/vnd.example.sbom", "digest": "sha256:" + "3" * 64},
+        {"mediaType": "application/vnd.example.sbom", "digest": "sha256:" + "4" * 64},
+        {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + "5" * 64},
+    ]
+    assert R.children_labels(children) == {
+        "containerd.io/gc.ref.content.config": "sha256:" + "c" * 64,
+        "containerd.io/gc.ref.content.l.0": "sha256:" + "1" * 64,
+        "containerd.io/gc.ref.content.l.1": "sha256:" + "2" * 64,
+        "containerd.io/gc.ref.content.0": "sha256:" + "3" * 64,
+        "containerd.io/gc.ref.content.1": "sha256:" + "4" * 64,
+        "containerd.io/gc.ref.content.config1": "sha256:" + "5" * 64,
+    }
+    index_children = [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + "a" * 64},
+        {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": "sha256:" + "b" * 64},
+        {"mediaType": "application/vnd.docker.distribution.manifest.v2+json", "digest": "sha256:" + "d" * 64},
+    ]
+    assert R.children_labels(index_children) == {
+        "containerd.io/gc.ref.content.m.0": "sha256:" + "a" * 64,
+        "containerd.io/gc.ref.content.0": "sha256:" + "b" * 64,
+        "containerd.io/gc.ref.content.m.1": "sha256:" + "d" * 64,
+    }
+
+
+# -- a new root ---------------------------------------------------------------------------------
+
+
+def test_no_unpack_into_new_root_writes_records_blobs_and_modes(tmp_path: Path, layout) -> None:
+    builder, img = layout
+    root = tmp_path / "root"
+    report = copy_images_to_root(LayoutSource(builder.path), root, unpack=False)
+    assert [(i.name, i.status) for i in report.images] == [("docker.io/library/t:1", "added")]
+    assert report.blobs_written == 4 and report.written
+
+    tree = read_tree(root / META)
+    assert decode_varint(tree.bucket(K.V1).get(K.VERSION)) == 3
+    ns = _ns(tree)
+    image = ns.bucket(K.IMAGES, b"docker.io/library/t:1")
+    target = image.bucket(K.TARGET)
+    assert target.get(K.DIGEST) == img["manifest"]["digest"].encode()
+    assert target.get(K.MEDIATYPE) == b"application/vnd.oci.image.manifest.v1+json"
+    assert decode_varint(target.get(K.SIZE)) == img["manifest"]["size"]
+    assert R.read_map(image.bucket(K.ANNOTATIONS))["io.containerd.image.name"] == "docker.io/library/t:1"
+    assert image.bucket(K.LABELS) is None  # no empty buckets
+    assert len(image.get(K.CREATED_AT)) == 15 and image.get(K.CREATED_AT)[-2:] == b"\xff\xff"
+
+    blobs = ns.bucket(K.CONTENT, K.BLOB)
+    assert set(blobs.entries) == {
+        d["digest"].encode() for d in (img["manifest"], img["config"], *img["layers"])
+    }
+    manifest = blobs.bucket(img["manifest"]["digest"].encode())
+    assert _labels(manifest) == {
+        "containerd.io/gc.ref.content.config": img["config"]["digest"],
+        "containerd.io/gc.ref.content.l.0": img["layers"][0]["digest"],
+        "containerd.io/gc.ref.content.l.1": img["layers"][1]["digest"],
+    }
+    for layer in img["layers"]:  # --no-unpack: no uncompressed label, like ctr
+        rec = blobs.bucket(layer["digest"].encode())
+        assert rec.bucket(K.LABELS) is None
+        assert decode_varint(rec.get(K.SIZE)) == layer["size"]
+    assert blobs.bucket(img["config"]["digest"].encode()).bucket(K.LABELS) is None
+
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+    assert mode(root / K.METADATA_PLUGIN_DIR) == 0o711
+    assert mode(root / META) == 0o644
+    blob = root / K.CONTENT_PLUGIN_DIR / "blobs" / "sha256" / img["layers"][0]["digest"][7:]
+    assert mode(blob) == 0o444
+    assert not [p for p in (root / K.CONTENT_PLUGIN_DIR).iterdir() if p.name.startswith(".ctrconv")]
+    with BoltFile(root / META) as db:
+        assert db.meta.freelist_synced  # 1.6 style
+
+
+def test_new_root_for_containerd_2_has_version_4_and_no_freelist(tmp_path: Path, layout) -> None:
+    builder, _ = layout
+    root = tmp_path / "root"
+    copy_images_to_root(LayoutSource(builder.path), root, unpack=False, containerd_version="2.x")
+    with BoltFile(root / META) as db:
+        assert not db.meta.freelist_synced
+        assert decode_varint(db.root.bucket(K.V1).get(K.VERSION)) == 4
+
+
+def test_unpack_overlayfs_builds_chain_records_and_directories(tmp_path: Path, layout) -> None:
+    builder, img = layout
+    root = tmp_path / "root"
+    report = copy_images_to_root(LayoutSource(builder.path), root)
+    chains = chain_ids(img["diff_ids"])
+    assert report.images[0].unpacked == chains[-1]
+    assert report.images[0].snapshots_created == 2
+
+    ns = _ns(read_tree(root / META))
+    blobs = ns.bucket(K.CONTENT, K.BLOB)
+    assert _labels(blobs.bucket(img["config"]["digest"].encode())) == {
+        "containerd.io/gc.ref.snapshot.overlayfs": chains[-1]
+    }
+    for layer, diff_id in zip(img["layers"], img["diff_ids"]):
+        assert _labels(blobs.bucket(layer["digest"].encode())) == {"containerd.io/uncompressed": diff_id}
+
+    snaps = ns.bucket(K.SNAPSHOTS, b"overlayfs")
+    assert snaps.sequence == 2
+    base, top = (snaps.bucket(c.encode()) for c in chains)
+    assert base.get(K.NAME) == f"default/1/{chains[0]}".encode() and base.get(K.PARENT) is None
+    assert top.get(K.NAME) == f"default/2/{chains[1]}".encode() and top.get(K.PARENT) == chains[0].encode()
+    assert base.bucket(K.CHILDREN).entries == {chains[1].encode(): b""}
+
+    backend = read_tree(root / OVERLAY / "metadata.db")
+    records = backend.bucket(K.V1, K.SNAPSHOTS)
+    assert records.sequence == 2
+    b0 = records.bucket(f"default/1/{chains[0]}".encode())
+    b1 = records.bucket(f"default/2/{chains[1]}".encode())
+    assert decode_uvarint_exact(b0.get(K.ID)) == 1 and decode_uvarint_exact(b1.get(K.ID)) == 2
+    assert b0.get(K.KIND) == b1.get(K.KIND) == b"\x03"
+    assert b1.get(K.PARENT) == f"default/1/{chains[0]}".encode()
+    assert decode_varint(b0.get(K.INODES)) == 5  # fs, etc, etc/hello, bin, bin/tool
+    decode_time(b1.get(K.UPDATED_AT))
+    assert backend.bucket(K.V1, K.PARENTS).entries == {b"\x01\x00\x02": f"default/2/{chains[1]}".encode()}
+
+    sdir = root / OVERLAY / "snapshots"
+    assert sorted(os.listdir(sdir)) == ["1", "2"]
+    assert (sdir / "1" / "fs" / "etc" / "hello").read_bytes() == b"hello\n"
+    assert (sdir / "2" / "fs" / "etc" / "hello").read_bytes() == b"bye\n"
+    assert not (sdir / "2" / "fs" / "bin").exists()  # overlay upper: only this layer
+    assert stat.S_IMODE(os.stat(sdir / "2").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(sdir / "2" / "work").st_mode) == 0o711
+    assert stat.S_IMODE(os.stat(sdir / "2" / "fs").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(root / OVERLAY).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(root / OVERLAY / "metadata.db").st_mode) == 0o600
+    assert [p.name for p in (root / OVERLAY).iterdir() if p.name.startswith(".ctrconv")] == []
+
+
+def test_unpack_native_holds_full_rootfs_per_snapshot(tmp_path: Path, layout) -> None:
+    builder, _ = layout
+    root = tmp_path / "root"
+    copy_images_to_root(LayoutSource(builder.path), root, snapshotter="native")
+    sdir = root / K.snapshotter_dir("native") / "snapshots"
+    assert (sdir / "2" / "bin" / "tool").read_bytes() == b"#!/bin/sh\n"
+    assert (sdir / "2" / "etc" / "hello").read_bytes() == b"bye\n"
+    assert (sdir / "1" / "etc" / "hello").read_bytes() == b"hello\n"
+    ns = _ns(read_tree(root / META))
+    assert ns.bucket(K.SNAPSHOTS, b"native") is not None
+
+
+# -- idempotence, merge, reuse ------------------------------------------------------------------
+
+
+def test_reimport_is_idempotent_and_writes_nothing(tmp_path: Path, layout) -> None:
+    builder, _ = layout
+    root = tmp_path / "root"
+    copy_images_to_root(LayoutSource(builder.path), root)
+    before = {p: os.stat(root / p).st_ino for p in (META, OVERLAY / "metadata.db")}
+    report = copy_images_to_root(LayoutSource(builder.path), root)
+    assert not report.written
+    assert [i.status for i in report.images] == ["present"]
+    assert report.images[0].snapshots_reused == 2 and report.blobs_written == 0
+    assert {p: os.stat(root / p).st_ino for p in before} == before
+    assert not list((root / K.METADATA_PLUGIN_DIR).glob("*.bak-*"))
+
+
+def test_second_image_reuses_shared_chain_and_keeps_every_record(tmp_path: Path, layout) -> None:
+    builder, img = layout
+    root = tmp_path / "root"
+    copy_images_to_root(LayoutSource(builder.path), root)
+    old_meta = read_tree(root / META)
+    old_backend = read_tree(root / OVERLAY / "metadata.db")
+
+    other = LayoutBuilder(tmp_path / "other")
+    img2 = other.image("docker.io/library/t:2", [
+        {"etc/hello": b"hello\n", "bin/tool": b"#!/bin/sh\n"}, {"etc/hello": b"bye\n", "etc/new": b"n"},
+        {"etc/third": b"3"},
+    ], tag="two")
+    report = copy_images_to_root(LayoutSource(other.path), root)
+    assert report.images[0].snapshots_reused == 2 and report.images[0].snapshots_created == 1
+    assert report.backups and all(Path(b).exists() for b in report.backups)
+
+    new_meta = read_tree(root / META)
+    chains = chain_ids(img2["diff_ids"])
+    # nothing old changes; the reused top snapshot gains a child link
+    assert_superset(old_meta, new_meta, allowed={(b"v1", b"default", b"snapshots", b"overlayfs")})
+    old_top = _ns(old_meta).bucket(K.SNAPSHOTS, b"overlayfs", chains[1].encode())
+    assert old_top.bucket(K.CHILDREN) is None
+    children = _ns(new_meta).bucket(K.SNAPSHOTS, b"overlayfs", chains[1].encode(), K.CHILDREN)
+    assert children.entries == {chains[2].encode(): b""}
+    assert_superset(old_backend, read_tree(root / OVERLAY / "metadata.db"),
+                    allowed={(b"v1", b"snapshots")})
+    assert sorted(os.listdir(root / OVERLAY / "snapshots")) == ["1", "2", "3"]
+    # the backup is the previous file, byte for byte
+    backup_meta = [Path(b) for b in report.backups if Path(b).name.startswith("meta.db")]
+    assert read_tree(backup_meta[0]) == old_meta
+
+
+def assert_superset(old: BucketTree, new: BucketTree, allowed: set[tuple[bytes, ...]],
+                    path: tuple[bytes, ...] = ()) -> None:
+    """Every bucket and value of ``old`` is in ``new`` byte for byte; sequences are equal except
+    in ``allowed`` buckets, where they may only grow."""
+    if path in allowed:
+        assert new.sequence >= old.sequence
+    else:
+        assert new.sequence == old.sequence, f"sequence of {path} changed"
+    for key, value in old.entries.items():
+        assert key in new.entries, f"{path + (key,)} lost"
+        if isinstance(value, BucketTree):
+            assert isinstance(new.entries[key], BucketTree)
+            assert_superset(value, new.entries[key], allowed, path + (key,))
+        else:
+            assert new.entries[key] == value, f"{path + (key,)} changed"
+
+
+def test_stale_snapshot_record_without_backend_is_rebuilt(tmp_path: Path, layout) -> None:
+    builder, img = layout
+    root = tmp_path / "root"
+    copy_images_to_root(LayoutSource(builder.path), root)
+    # lose the backend: containerd would skip the layers forever (docs §8.2)
+    (root / OVERLAY / "metadata.db").unlink()
+    for d in (root / OVERLAY / "snapshots").iterdir():
+        import shutil
+        shutil.rmtree(d)
+    report = copy_images_to_root(LayoutSource(builder.path), root)
+    assert report.images[0].snapshots_created == 2
+    snaps = _ns(read_tree(root / META)).bucket(K.SNAPSHOTS, b"overlayfs")
+    chains = chain_ids(img["diff_ids"])
+    assert snaps.bucket(chains[1].encode()).get(K.NAME) == f"default/4/{chains[1]}".encode()
+    assert sorted(os.listdir(root / OVERLAY / "snapshots")) == ["1", "2"]
+
+
+def test_snapshot_ids_skip_leftover_directories(tmp_path: Path, layout) -> None:
+    builder, _ = layout
+    root = tmp_path / "root"
+    (root / OVERLAY / "snapshots" / "7").mkdir(parents=True)
+    copy_images_to_root(LayoutSource(builder.path), root)
+    assert sorted(os.listdir(root / OVERLAY / "snapshots"), key=int) == ["7", "8", "9"]
+
+
+def test_k8s_namespace_gets_cri_labels_and_pin(tmp_path: Path, layout) -> None:
+    builder, _ = layout
+    root = tmp_path / "root"
+    copy_images_to_root(LayoutSource(builder.path), root, "k8s.io", unpack=False, pin=True)
+    image = _ns(read_tree(root / META), "k8s.io").bucket(K.IMAGES, b"docker.io/library/t:1")
+    assert _labels(image) == {"io.cri-containerd.image": "managed", "io.cri-containerd.pinned": "pinned"}
+
+
+def test_name_option_and_retarget(tmp_path: Path, layout) -> None:
+    builder, img = layout
+    root = tmp_path / "root"
+    copy_images_to_root(LayoutSource(builder.path), root, unpack=False, name="example.com/x:y")
+    other = LayoutBuilder(tmp_path / "other")
+    img2 = other.image("docker.io/library/z:1", [{"a": b"a"}])
+    report = copy_images_to_root(LayoutSource(other.path), root, unpack=False, name="example.com/x:y")
+    assert report.images[0].status == "updated"
+    image = _ns(read_tree(root / META)).bucket(K.IMAGES, b"example.com/x:y")
+    assert image.bucket(K.TARGET).get(K.DIGEST) == img2["manifest"]["digest"].encode()
+    # the old image's blobs stay recorded; containerd's GC decides about them
+    assert _ns(read_tree(root / META)).bucket(K.CONTENT, K.BLOB, img["manifest"]["digest"].encode())
+
+
+# -- failures leave the root as it was ----------------------------------------------------------
+
+
+def _snapshot_of(root: Path) -> dict[str, bytes]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            out[str(p.relative_to(root))] = p.read_bytes()
+    return out
+
+
+def test_corrupt_blob_fails_and_changes_nothing(tmp_path: Path, layout) -> None:
+    builder, img = layout
+    root = tmp_path / "root"
+    copy_images_to_root(LayoutSource(builder.path), root, unpack=False)
+    before = _snapshot_of(root)
+    other = LayoutBuilder(tmp_path / "other")
+    img2 = other.image("docker.io/library/bad:1", [{"x": b"x" * 100}])
+    blob = other.path / "blobs" / "sha256" / img2["layers"][0]["digest"][7:]
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    with pytest.raises(DigestMismatchError):
+        copy_images_to_root(LayoutSource(other.path), root)
+    assert _snapshot_of(root) == before
+
+
+def test_wrong_diff_id_fails_before_any_metadata(tmp_path: Path) -> None:
+    builder = LayoutBuilder(tmp_path / "layout")
+    raw = _tar({"f": b"1"})
+    layer = builder.blob(gzip.compress(raw), "application/vnd.oci.image.layer.v1.tar+gzip")
+    config = builder.blob(json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": ["sha256:" + "0" * 64]}}).encode(), "application/vnd.oci.image.config.v1+json")
+    manifest = builder.blob(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                        "config": config, "layers": [layer]}).encode(),
+                            "application/vnd.oci.image.manifest.v1+json")
+    manifest["annotations"] = {"io.containerd.image.name": "docker.io/library/w:1"}
+    (builder.path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [manifest]}))
+    root = tmp_path / "root"
+    with pytest.raises(DigestMismatchError):
+        copy_images_to_root(LayoutSource(builder.path), root)
+    assert not (root / META).exists()
+    assert not (root / OVERLAY / "metadata.db").exists()
+    assert os.listdir(root / OVERLAY / "snapshots") == []
+    assert [p.name for p in (root / OVERLAY).iterdir()] == ["snapshots"]
+
+
+def test_missing_blob_in_input_is_refused(tmp_path: Path, layout) -> None:
+    builder, img = layout
+    (builder.path / "blobs" / "sha256" / img["layers"][1]["digest"][7:]).unlink()
+    with pytest.raises(MissingContentError):
+        copy_images_to_root(LayoutSource(builder.path), tmp_path / "root")
+    assert not (tmp_path / "root").exists()
+
+
+def test_locked_root_is_refused(tmp_path: Path, layout) -> None:
+    builder, _ = layout
+    root = tmp_path / "root"
+    copy_images_to_root(LayoutSource(builder.path), root, unpack=False)
+    with open(root / META, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # what a running containerd holds
+        with pytest.raises(LockedError):
+            copy_images_to_root(LayoutSource(builder.path), root, unpack=False, name="x.io/a:b")
+
+
+def test_stale_temp_dirs_of_a_crash_are_removed(tmp_path: Path, layout) -> None:
+    builder, _ = layout
+    root = tmp_path / "root"
+    leftovers = [root / K.CONTENT_PLUGIN_DIR / ".ctrconv-tmp-dead", root / OVERLAY / ".ctrconv-tmp-dead"]
+    for p in leftovers:
+        (p / "snap-x").mkdir(parents=True)
+    copy_images_to_root(LayoutSource(builder.path), root)
+    assert not any(p.exists() for p in leftovers)
+
+
+def test_bad_options(tmp_path: Path, layout) -> None:
+    builder, _ = layout
+    with pytest.raises(UsageError):
+        copy_images_to_root(LayoutSource(builder.path), tmp_path / "r", platforms=["linux/amd64"], all_platforms=True)
+    with pytest.raises(UsageError):
+        copy_images_to_root(LayoutSource(builder.path), tmp_path / "r", snapshotter="btrfs")
+    with pytest.raises(UsageError):
+        copy_images_to_root(LayoutSource(builder.path), tmp_path / "r", "bad/ns")
+    with pytest.raises(UsageError):
+        copy_images_to_root(LayoutSource(builder.path), tmp_path / "r", containerd_version="3.0")
+
+
+def test_platform_filter_skips_everything(tmp_path: Path, layout) -> None:
+    builder, _ = layout
+    # a single manifest without a descriptor platform is never filtered (containerd rule)
+    report = copy_images_to_root(LayoutSource(builder.path), tmp_path / "r", unpack=False,
+                                 platforms=["linux/arm64"])
+    assert report.images[0].status == "added"
+
+
+def test_reimport_restores_a_lost_blob_file_without_touching_metadata(tmp_path: Path, layout) -> None:
+    builder, img = layout
+    root = tmp_path / "root"
+    copy_images_to_root(LayoutSource(builder.path), root, unpack=False)
+    ino = os.stat(root / META).st_ino
+    blob = root / K.CONTENT_PLUGIN_DIR / "blobs" / "sha256" / img["layers"][1]["digest"][7:]
+    blob.unlink()
+    report = copy_images_to_root(LayoutSource(builder.path), root, unpack=False)
+    assert report.blobs_written == 1 and report.images[0].status == "present"
+    assert blob.read_bytes() == (builder.path / "blobs" / "sha256" / blob.name).read_bytes()
+    assert os.stat(root / META).st_ino == ino
