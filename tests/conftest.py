@@ -20,7 +20,7 @@ import pytest
 from support.daemon import PrivateContainerd
 from support.fixture_set import FixtureSet, get_fixture_set
 
-DAEMON_FIXTURES = {"fixture_set", "tmp_root_copy", "private_containerd"}
+DAEMON_FIXTURES = {"fixture_set", "tmp_root_copy", "private_containerd", "fixture_set_for"}
 
 
 def containerd_bin_dir() -> str | None:
@@ -54,6 +54,20 @@ def fixture_set() -> FixtureSet:
     if reason:
         pytest.skip(reason)
     return get_fixture_set(containerd_bin_dir())
+
+
+@pytest.fixture(scope="session")
+def fixture_set_for() -> Callable[[str], FixtureSet]:
+    """Factory: ``fixture_set_for("1.7" | "2.x")`` -> the fixture set that containerd built.
+
+    The Debian package of that line is fetched once (``tests/support/versions.py``); a test
+    calling the factory is skipped, with the reason, only if the package cannot be fetched.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("containerd fixtures need root (overlayfs mounts, device nodes)")
+    from support.versions import fixture_set_for as build
+
+    return build
 
 
 @pytest.fixture
