@@ -212,6 +212,8 @@ def open_source(
     """
     if str(path_or_dash) == "-":
         stream = stdin if stdin is not None else sys.stdin.buffer
+        if stream.isatty():
+            raise UsageError("refusing to read an image archive from a terminal (stdin)")
         file = spool(stream, workdir, "stdin")
         return open_tar(file, what="stdin", workdir=workdir, base_name=base_name, today=today)
     path = Path(path_or_dash)
