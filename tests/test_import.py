@@ -77,7 +77,8 @@ def _tar(files: dict[str, bytes]) -> bytes:
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
         for name, data in files.items():
             info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 1700000000
+            info.size, info.mtime = len(data), 1700000000
+            info.mode = 0o755 if name.startswith("bin/") else 0o644
             tf.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
-from contextlib import ExitStack
 from pathlib import Path
 from typing import List, Optional
 
@@ -25,15 +22,6 @@ from ctrconv.cli._common import (
 from ctrconv.containerd.root import check_namespace
 from ctrconv.containerd.writer import report_lines
 from ctrconv.errors import UsageError
-
-
-def _spool_stdin(stack: ExitStack) -> Path:
-    """``-i -``: copy the tar stream to a private temp file (sources need random access)."""
-    workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ctrconv-import-")))
-    target = workdir / "input.tar"
-    with open(target, "wb") as out:
-        shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
-    return target
 
 
 @app.command("import")
@@ -65,20 +53,16 @@ def import_command(
         bars.append(bar)
         return bar
 
-    with ExitStack() as stack:
-        source = _spool_stdin(stack) if input_path == "-" else Path(input_path)
-        if input_path != "-" and not source.exists():
-            raise UsageError(f"input {input_path} does not exist")
-        try:
-            report = api.import_images(
-                source, root, namespace,
-                snapshotter=snapshotter, unpack=not no_unpack, platforms=platform or None,
-                all_platforms=all_platforms, name=name, pin=pin,
-                containerd_version=containerd_version, backup=not no_backup, progress=progress,
-            )
-        finally:
-            for bar in bars:
-                bar.close()
+    try:
+        report = api.import_images(
+            input_path, root, namespace,
+            snapshotter=snapshotter, unpack=not no_unpack, platforms=platform or None,
+            all_platforms=all_platforms, name=name, pin=pin,
+            containerd_version=containerd_version, backup=not no_backup, progress=progress,
+        )
+    finally:
+        for bar in bars:
+            bar.close()
     if as_json:
         print_json(report.to_json())
         return

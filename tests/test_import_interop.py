@@ -1,0 +1,199 @@
+"""A real containerd on roots written by ``ctrconv import``: lists, checks, runs, survives GC.
+
+Every bolt file written also passes Go bbolt's ``tx.Check``; unpacked snapshot trees are
+compared with the trees containerd itself made from the same inputs (fixture listings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ctrconv import api
+from ctrconv.bolt.reader import read_tree
+from ctrconv.containerd import schema as K
+from ctrconv.containerd.codec import decode_uvarint_exact
+from ctrconv.containerd.writer import copy_images_to_root
+from ctrconv.layers.listing import compare_listings, tree_listing
+from support_go import go_check
+from test_import import LayoutBuilder, LayoutSource, assert_superset
+
+pytestmark = pytest.mark.interop
+
+META = Path(K.METADATA_PLUGIN_DIR) / K.META_DB
+
+
+def bolt_files(root: Path) -> list[Path]:
+    return [root / META, *sorted(root.glob("io.containerd.snapshotter.v1.*/metadata.db"))]
+
+
+def assert_go_clean(root: Path) -> None:
+    for path in bolt_files(root):
+        assert go_check(path) == [], path
+
+
+def check_all(daemon: Any, namespace: str, names: list[str], *, unpacked: bool) -> None:
+    rows = {r.ref: r for r in daemon.images_check(namespace)}
+    assert sorted(rows) == sorted(names)
+    for name in names:
+        assert rows[name].complete, rows[name]
+        assert rows[name].unpacked is unpacked, rows[name]
+
+
+def gc_and_restart(private_containerd: Any, root: Path, namespace: str, names: list[str], *, unpacked: bool) -> None:
+    """Check, force a GC, check, restart, check: nothing may disappear (pitfall 26)."""
+    daemon = private_containerd(root=root)
+    check_all(daemon, namespace, names, unpacked=unpacked)
+    blobs = daemon.ctr("content", "ls", "-q", namespace=namespace).stdout.split()
+    snaps = daemon.ctr("snapshots", "ls", namespace=namespace).stdout
+    daemon.force_gc(namespace)
+    check_all(daemon, namespace, names, unpacked=unpacked)
+    daemon.stop()
+    daemon = private_containerd(root=root)
+    check_all(daemon, namespace, names, unpacked=unpacked)
+    assert daemon.ctr("content", "ls", "-q", namespace=namespace).stdout.split() == blobs
+    assert daemon.ctr("snapshots", "ls", namespace=namespace).stdout == snaps
+    daemon.stop()
+
+
+def input_names(fixture_set: Any, key: str) -> list[str]:
+    return list(fixture_set.input(key)["names"])
+
+
+@pytest.mark.parametrize("key", ["oci-layout", "bbx-docker"])
+def test_no_unpack_root_is_listed_checked_and_kept(fixture_set, private_containerd, tmp_path, key) -> None:
+    root = tmp_path / "root"
+    report = api.import_images(fixture_set.file(fixture_set.input(key)["path"]), root, unpack=False)
+    names = input_names(fixture_set, key)
+    assert sorted(i.name for i in report.images) == sorted(names)
+    assert_go_clean(root)
+    daemon = private_containerd(root=root)
+    assert sorted(daemon.image_names()) == sorted(names)
+    daemon.stop()
+    gc_and_restart(private_containerd, root, "default", names, unpacked=False)
+
+
+def _our_snapshot_dirs(root: Path, namespace: str, snapshotter: str) -> dict[str, Path]:
+    """chain ID -> snapshot directory, through meta.db name and backend id."""
+    meta = read_tree(root / META)
+    backend = read_tree(root / K.snapshotter_dir(snapshotter) / "metadata.db")
+    records = meta.bucket(K.V1, namespace.encode(), K.SNAPSHOTS, snapshotter.encode())
+    out = {}
+    for key, rec in records.entries.items():
+        brec = backend.bucket(K.V1, K.SNAPSHOTS, rec.get(K.NAME))
+        sid = decode_uvarint_exact(brec.get(K.ID))
+        out[key.decode()] = root / K.snapshotter_dir(snapshotter) / "snapshots" / str(sid)
+    return out
+
+
+def test_unpacked_overlayfs_matches_containerd_and_runs(fixture_set, private_containerd, tmp_path) -> None:
+    root = tmp_path / "root"
+    api.import_images(fixture_set.file(fixture_set.input("oci-layout")["path"]), root)
+    assert_go_clean(root)
+
+    ours = _our_snapshot_dirs(root, "default", "overlayfs")
+    reference = [s for s in fixture_set.info["snapshots"]["default"] if s["listing"]]
+    assert reference and set(ours) == {s["key"] for s in reference}
+    for snap in reference:
+        want = json.loads(fixture_set.file(snap["listing"]).read_text())["entries"]
+        assert compare_listings(want, tree_listing(ours[snap["key"]] / "fs")) == [], snap["key"]
+
+    names = input_names(fixture_set, "oci-layout")
+    gc_and_restart(private_containerd, root, "default", names, unpacked=True)
+
+    daemon = private_containerd(root=root)
+    before = daemon.ctr("snapshots", "ls").stdout
+    out = daemon.ctr("run", "--rm", "docker.io/library/bbx:oci", "t1", "/bin/busybox", "cat", "/data/modify.txt").stdout
+    assert hashlib.sha256(out.encode()).hexdigest() == _expected_file(fixture_set, "docker.io/library/bbx:oci", "/data/modify.txt")
+    assert daemon.ctr("snapshots", "ls").stdout == before  # nothing was unpacked by ctr run
+    daemon.stop()
+
+
+def _expected_file(fixture_set: Any, image: str, path: str) -> str:
+    """sha256 hex of ``path`` in the top-most layer of the image (containerd's own listings)."""
+    chains = fixture_set.image("default", image)["manifests"][0]["chain_ids"]
+    for chain in reversed(chains):
+        listing = fixture_set.snapshot_listing("default", chain)
+        for entry in listing["entries"]:
+            if entry["path"] == path:
+                return entry["sha256"].split(":", 1)[1]
+    raise KeyError(path)
+
+
+def test_native_snapshotter_is_unpacked_and_runs(fixture_set, private_containerd, tmp_path) -> None:
+    root = tmp_path / "root"
+    api.import_images(fixture_set.file(fixture_set.input("bbx-oci")["path"]), root, snapshotter="native")
+    assert_go_clean(root)
+    daemon = private_containerd(root=root)
+    ready = daemon.ctr("images", "check", "-q", "--snapshotter", "native").stdout.split()
+    assert sorted(ready) == sorted(input_names(fixture_set, "bbx-oci"))
+    daemon.force_gc()
+    ready = daemon.ctr("images", "check", "-q", "--snapshotter", "native").stdout.split()
+    assert sorted(ready) == sorted(input_names(fixture_set, "bbx-oci"))
+    out = daemon.ctr("run", "--snapshotter", "native", "--rm", "docker.io/library/bbx:oci", "t2",
+                     "/bin/busybox", "cat", "/data/modify.txt").stdout
+    assert hashlib.sha256(out.encode()).hexdigest() == _expected_file(fixture_set, "docker.io/library/bbx:oci", "/data/modify.txt")
+    daemon.stop()
+
+
+def test_merge_into_populated_root_keeps_everything(fixture_set, tmp_root_copy, private_containerd, tmp_path) -> None:
+    root = tmp_root_copy
+    old_meta = read_tree(root / META)
+    old_backend = read_tree(root / K.snapshotter_dir("overlayfs") / "metadata.db")
+    builder = LayoutBuilder(tmp_path / "layout")
+    builder.image("docker.io/library/extra:1", [{"bin/busybox": Path("/bin/busybox").read_bytes()},
+                                                {"etc/extra": b"extra\n"}])
+    for ns in ("default", "k8s.io"):
+        report = copy_images_to_root(LayoutSource(builder.path), root, ns)
+        assert report.images[0].status == "added" and report.images[0].snapshots_created == 2
+    assert_superset(old_meta, read_tree(root / META), allowed={
+        (b"v1", b"default", b"snapshots", b"overlayfs"), (b"v1", b"k8s.io", b"snapshots", b"overlayfs")})
+    assert_superset(old_backend, read_tree(root / K.snapshotter_dir("overlayfs") / "metadata.db"),
+                    allowed={(b"v1", b"snapshots")})
+    assert_go_clean(root)
+
+    for ns in ("default", "k8s.io"):
+        names = [i["name"] for i in fixture_set.images(ns)] + ["docker.io/library/extra:1"]
+        old_check = {r.ref: r for r in _check_rows(fixture_set, ns)}
+        daemon = private_containerd(root=root)
+        rows = {r.ref: r for r in daemon.images_check(ns)}
+        assert sorted(rows) == sorted(set(names))
+        for name, row in rows.items():
+            if name in old_check:
+                assert (row.status, row.unpacked) == (old_check[name].status, old_check[name].unpacked)
+        assert rows["docker.io/library/extra:1"].complete and rows["docker.io/library/extra:1"].unpacked
+        daemon.force_gc(ns)
+        assert {r.ref: (r.status, r.unpacked) for r in daemon.images_check(ns)} == {
+            k: (v.status, v.unpacked) for k, v in rows.items()}
+        out = daemon.ctr("run", "--rm", "docker.io/library/extra:1", f"x-{ns.replace('.', '')}",
+                         "/bin/busybox", "cat", "/etc/extra", namespace=ns).stdout
+        assert out == "extra\n"
+        daemon.stop()
+
+
+def _check_rows(fixture_set: Any, ns: str) -> list[Any]:
+    from support.daemon import CheckRow, parse_table
+
+    text = fixture_set.file(f"refs/images-check/{ns}.txt").read_text()
+    return [CheckRow(r["REF"], r["TYPE"], r["DIGEST"], r["STATUS"], r["SIZE"], r["UNPACKED"] == "true")
+            for r in parse_table(text)]
+
+
+def test_cli_import_from_stdin(fixture_set, private_containerd, tmp_path, cli) -> None:
+    root = tmp_path / "root"
+    tar = fixture_set.file(fixture_set.input("bbx-docker")["path"])
+    proc = subprocess.run(
+        ["python3", "-m", "ctrconv", "import", "--root", str(root), "-i", "-", "--json", "-q"],
+        stdin=open(tar, "rb"), capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert [i["name"] for i in doc["images"]] == ["docker.io/library/bbx:docker"]
+    again = cli("import", "--root", str(root), "-i", str(tar))
+    assert again.code == 0 and "already present" in again.stdout
+    gc_and_restart(private_containerd, root, "default", ["docker.io/library/bbx:docker"], unpacked=True)
