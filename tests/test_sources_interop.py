@@ -55,6 +55,16 @@ def test_fixture_inputs_match_containerd(fixture_set: FixtureSet, key: str) -> N
             verify_all(src, plan.blobs)
 
 
+def test_ctr_export_tars_open_as_oci(fixture_set: FixtureSet) -> None:
+    """``ctr images export`` output (OCI layout + manifest.json) reads back with its names."""
+    for ns in ("default", "k8s.io"):
+        for image in fixture_set.images(ns):
+            with open_source(fixture_set.file(image["export"])) as src:
+                [entry] = src.entries()
+                assert entry.name == image["name"]
+                assert entry.descriptor["digest"] == image["target"]["digest"]
+
+
 def test_docker_archive_manifest_digest_equals_ctr(fixture_set: FixtureSet) -> None:
     with open_source(fixture_set.file(fixture_set.input("bbx-docker")["path"])) as src:
         assert isinstance(src, DockerArchiveSource)
