@@ -11,7 +11,7 @@ import shutil
 import pytest
 import zstandard
 
-from ctrconv.errors import FormatError
+from ctrconv.errors import CtrconvError, FormatError
 from ctrconv.layers import media_type_compression, open_layer, sniff_compression, unpack_layer
 from test_layers_tarbuild import LayerTar, gzip_members, sha256
 
@@ -114,7 +114,7 @@ def test_decompression_limit(layer: bytes) -> None:
 
 def test_forcing_a_missing_external_tool_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda _name: None)
-    with pytest.raises(FormatError, match="no external"):
+    with pytest.raises(CtrconvError, match="no external"):
         decompress(gzip.compress(b"x"), OCI_GZ, external=True)
 
 

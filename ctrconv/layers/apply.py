@@ -137,7 +137,7 @@ def unpack_layer(
     lowers: Sequence[str | os.PathLike[str]] = (),
     expected_diff_id: str | None = None,
     strict: bool = True,
-    external: bool | None = None,
+    external: bool | None = False,
     max_bytes: int | None = None,
 ) -> ApplyResult:
     """Decompress a layer blob (see :func:`~ctrconv.layers.compression.open_layer`) and apply it."""
