@@ -1,0 +1,162 @@
+"""``ctrconv export`` against real containerd output and real consumers.
+
+* oci-tar is byte-identical to the ``ctr images export`` tars recorded with the fixture set
+  (every image, both namespaces, host-only and ``--all-platforms``);
+* every format is accepted by skopeo (and umoci for single-manifest layouts);
+* ``ctr images import`` of each format into a fresh private containerd gives images that
+  ``ctr images check`` calls complete;
+* corruption in a copy of the real root fails the export and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import hashlib
+import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.interop
+
+
+def _exports(fixture_set):
+    for rec in fixture_set.images():
+        yield rec["namespace"], rec["name"], rec["export"], []
+        if rec.get("export_all_platforms"):
+            yield rec["namespace"], rec["name"], rec["export_all_platforms"], ["--all-platforms"]
+
+
+def test_oci_tar_is_byte_identical_to_ctr_export(fixture_set, tmp_path, cli):
+    checked = 0
+    for ns, name, recorded, extra in _exports(fixture_set):
+        out = tmp_path / f"{ns}-{checked}.tar"
+        res = cli("export", "--root", str(fixture_set.root), "-n", ns, "--image", name, "-o", str(out), "-q", *extra)
+        assert res.code == 0, (ns, name, res.stderr)
+        ref = fixture_set.file(recorded)
+        if not filecmp.cmp(out, ref, shallow=False):
+            with tarfile.open(out) as a, tarfile.open(ref) as b:
+                assert a.getnames() == b.getnames(), (ns, name)
+                for m in a.getmembers():
+                    n = b.getmember(m.name)
+                    assert (m.mode, m.size, m.type) == (n.mode, n.size, n.type), m.name
+                    if m.isfile():
+                        assert a.extractfile(m).read() == b.extractfile(n).read(), m.name
+            pytest.fail(f"{ns}/{name}: same members and contents, but tar bytes differ")
+        checked += 1
+    assert checked >= 8
+
+
+def test_index_media_type_option_only_adds_the_field(fixture_set, tmp_path, cli):
+    rec = fixture_set.image("default", "docker.io/library/bbx:multi")
+    out = tmp_path / "m.tar"
+    assert cli("export", "--root", str(fixture_set.root), "--image", rec["name"], "-o", str(out),
+               "--index-media-type", "-q").code == 0
+    with tarfile.open(out) as a, tarfile.open(fixture_set.file(rec["export"])) as b:
+        ours = json.loads(a.extractfile("index.json").read())  # type: ignore[union-attr]
+        theirs = json.loads(b.extractfile("index.json").read())  # type: ignore[union-attr]
+    assert ours.pop("mediaType") == "application/vnd.oci.image.index.v1+json"
+    assert ours == theirs
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed")
+def test_skopeo_accepts_every_format(fixture_set, tmp_path, cli):
+    root = str(fixture_set.root)
+    for name in ("docker.io/library/bbx:oci", "docker.io/library/bbx:docker", "docker.io/library/bbx:multi",
+                 "docker.io/library/bbx:zstd"):
+        tag = name.rsplit(":", 1)[1]
+        layout, tar, docker = tmp_path / f"{tag}-dir", tmp_path / f"{tag}.tar", tmp_path / f"{tag}-docker.tar"
+        for out, fmt in ((layout, "oci-dir"), (tar, "oci-tar"), (docker, "docker-archive")):
+            res = cli("export", "--root", root, "--image", name, "-o", str(out), "--format", fmt, "-q")
+            assert res.code == 0, res.stderr
+        transports = [f"docker-archive:{docker}"]
+        if tag != "docker":  # containers/image only selects OCI-typed entries of an OCI layout
+            transports += [f"oci:{layout}:{tag}", f"oci-archive:{tar}:{tag}"]
+        for transport in transports:
+            r = _run("skopeo", "inspect", transport)
+            assert r.returncode == 0, (transport, r.stderr)
+        # reading every layer through skopeo's docker-archive source (it decompresses them)
+        r = _run("skopeo", "--insecure-policy", "copy", "-q", f"docker-archive:{docker}", f"oci:{tmp_path / (tag + '-copy')}:x")
+        assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.skipif(shutil.which("umoci") is None, reason="umoci not installed")
+def test_umoci_reads_the_layout(fixture_set, tmp_path, cli):
+    layout = tmp_path / "layout"
+    assert cli("export", "--root", str(fixture_set.root), "--image", "docker.io/library/bbx:oci",
+               "--image", "docker.io/library/bbx:zstd", "-o", str(layout), "-q").code == 0
+    for tag in ("oci", "zstd"):  # umoci reads OCI-typed manifests only
+        r = _run("umoci", "stat", "--image", f"{layout}:{tag}")
+        assert r.returncode == 0, r.stderr
+    r = _run("umoci", "unpack", "--image", f"{layout}:oci", str(tmp_path / "bundle"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "bundle" / "rootfs" / "bin").is_dir()
+
+
+@pytest.mark.skipif(shutil.which("oci-image-tool") is None, reason="oci-image-tool not installed")
+def test_oci_image_tool_validates_the_layout(fixture_set, tmp_path, cli):
+    layout = tmp_path / "layout"
+    assert cli("export", "--root", str(fixture_set.root), "--all", "-o", str(layout), "-q").code == 0
+    r = _run("oci-image-tool", "validate", "--type", "imageLayout", str(layout))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_ctr_import_accepts_every_format(fixture_set, tmp_path, cli, private_containerd):
+    root = str(fixture_set.root)
+    outputs = {
+        "oci-tar": tmp_path / "all.tar",
+        "docker-archive": tmp_path / "docker.tar",
+        "all-platforms": tmp_path / "multi-all.tar",
+    }
+    assert cli("export", "--root", root, "--all", "-o", str(outputs["oci-tar"]), "-q").code == 0
+    assert cli("export", "--root", root, "--all", "-o", str(outputs["docker-archive"]), "-f", "docker-archive", "-q").code == 0
+    assert cli("export", "--root", root, "--image", "bbx:multi", "-o", str(outputs["all-platforms"]),
+               "--all-platforms", "-q").code == 0
+    expected = {rec["name"] for rec in fixture_set.images("default")}
+    daemon = private_containerd()
+    for ns, (kind, path) in zip(("n1", "n2", "n3"), outputs.items()):
+        args = ["--all-platforms"] if kind == "all-platforms" else []
+        daemon.ctr("images", "import", *args, str(path), namespace=ns, timeout=300)
+        rows = daemon.images_check(ns)
+        names = {row.ref for row in rows}
+        assert names == ({"docker.io/library/bbx:multi"} if kind == "all-platforms" else expected), kind
+        assert all(row.complete for row in rows), (kind, [(r.ref, r.status) for r in rows])
+
+
+def test_corrupt_blob_in_real_root_fails_cleanly(tmp_root_copy, tmp_path, cli):
+    content = tmp_root_copy / "io.containerd.content.v1.content" / "blobs" / "sha256"
+    layer = max(content.iterdir(), key=lambda p: p.stat().st_size)  # the busybox layer
+    layer.chmod(0o644)
+    data = bytearray(layer.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    layer.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    out.mkdir()
+    for fmt, target in (("oci-tar", out / "a.tar"), ("oci-dir", out / "d"), ("docker-archive", out / "c.tar")):
+        res = cli("export", "--root", str(tmp_root_copy), "--all", "-o", str(target), "--format", fmt)
+        assert res.code == 1, (fmt, res.stderr)
+        assert f"sha256:{layer.name}" in res.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_export_never_changes_the_root(tmp_root_copy, tmp_path, cli):
+    def state() -> dict[str, tuple]:
+        out = {}
+        for p in sorted(tmp_root_copy.rglob("*")):
+            st = p.lstat()
+            digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() and not p.is_symlink() else None
+            out[str(p)] = (st.st_mode, st.st_size, st.st_mtime_ns, digest)
+        return out
+
+    before = state()
+    for ns in ("default", "k8s.io"):
+        assert cli("export", "--root", str(tmp_root_copy), "-n", ns, "--all", "-o", str(tmp_path / f"{ns}.tar"), "-q").code == 0
+        assert cli("export", "--root", str(tmp_root_copy), "-n", ns, "--all", "-o", str(tmp_path / f"{ns}-d"), "--link", "-q").code == 0
+    assert state() == before
