@@ -84,10 +84,8 @@ def write_layout(root: Path, index: bytes, *, layout: bytes = LAYOUT, blobs: lis
     return root
 
 
-Member = tuple[str, bytes] | tuple[str, str, str]  # (name, data) | (name, "symlink"/"hardlink"/…, target)
-
-
 def make_tar(path: Path, members: list[Any]) -> Path:
+    """Members are ``(name, data)`` or ``(name, "symlink"|"hardlink"|"dir"|"chardev"|"fifo", target)``."""
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
         for m in members:
             info = tarfile.TarInfo(m[0])
@@ -457,6 +455,25 @@ def test_docker_archive_synthesis(tmp_path: Path) -> None:
         index = src.read_small(src.index_descriptor["digest"], src.index_descriptor["size"])
         assert json.loads(index)["manifests"] == [e.descriptor for e in entries]
         assert index.startswith(b'{"schemaVersion":2,"manifests":[{"mediaType"')
+
+
+def test_docker_archive_reuse_compressed_hook(tmp_path: Path) -> None:
+    manifest = [{"Config": "cfg.json", "RepoTags": ["app:1"], "Layers": ["l1/layer.tar", "l2/layer.tar"]}]
+    gz_form = Digest.parse(sha(b"compressed elsewhere"))
+    seen: list[Digest] = []
+
+    def lookup(uncompressed: Digest) -> tuple[Digest, int] | None:
+        seen.append(uncompressed)
+        return (gz_form, 20) if str(uncompressed) == sha(RAW_LAYER) else None
+
+    with open_source(docker_tar(tmp_path, manifest), reuse_compressed=lookup) as src:
+        raw = src.read_small(src.manifests[0]["digest"], src.manifests[0]["size"])
+        layers = json.loads(raw)["layers"]
+        assert layers == [{"mediaType": mt.DOCKER_LAYER_GZIP, "digest": str(gz_form), "size": 20},
+                          desc(mt.DOCKER_LAYER_GZIP, GZ_LAYER)]
+        assert [str(d) for d in seen] == [sha(RAW_LAYER), sha(GZ_LAYER)]
+        assert not src.exists(sha(RAW_LAYER))  # the reused form lives in the destination
+        assert src.exists(sha(GZ_LAYER))
 
 
 def test_docker_archive_untagged_and_case_insensitive_keys(tmp_path: Path) -> None:

@@ -156,8 +156,9 @@ def ctr_import(private_containerd: Any, root: Path, archive: Path, *args: str) -
 
 def test_docker_archive_names_and_digests_equal_ctr(private_containerd: Any, tmp_path: Path) -> None:
     archive = build_docker_archive(tmp_path / "docker.tar")
-    stored = ctr_import(private_containerd, tmp_path / "root", archive)
+    stored = ctr_import(private_containerd, tmp_path / "root", archive, "--index-name", "idx:1")
     with open_source(archive) as src:
+        assert stored.pop("idx:1") == src.index_descriptor  # the synthesised index, byte-exact
         ours = {e.name: {k: e.descriptor[k] for k in ("mediaType", "digest", "size")}
                 for e in src.entries() if e.name}
         assert ours == stored
@@ -181,3 +182,16 @@ def test_oci_tar_names_equal_ctr(private_containerd: Any, tmp_path: Path, base_n
         ours = {e.name: {k: e.descriptor[k] for k in ("mediaType", "digest", "size")}
                 for e in src.entries() if e.name}
     assert ours == stored
+
+
+def test_docker_archive_reimport_into_labelled_namespace(
+    private_containerd: Any, tmp_root_copy: Path, fixture_set: FixtureSet
+) -> None:
+    """Observed with ctr 1.6.20: re-importing into a namespace whose blobs carry
+    ``containerd.io/uncompressed`` labels for these very layers still yields the sniffed
+    manifest (no reuse happened), which is what the source gives without ``reuse_compressed``."""
+    archive = fixture_set.file(fixture_set.input("bbx-docker")["path"])
+    stored = ctr_import(private_containerd, tmp_root_copy, archive)["docker.io/library/bbx:docker"]
+    with open_source(archive) as src:
+        [entry] = src.entries()
+        assert {k: entry.descriptor[k] for k in ("mediaType", "digest", "size")} == stored

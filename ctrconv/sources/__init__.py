@@ -34,7 +34,7 @@ import zstandard
 from ctrconv.errors import CtrconvError, FormatError, NotFoundError, UsageError
 from ctrconv.sources.archive import TarArchive
 from ctrconv.sources.containerd_root import ContainerdRootSource, RootEntry
-from ctrconv.sources.docker_archive import MANIFEST_FILE, DockerArchiveSource
+from ctrconv.sources.docker_archive import MANIFEST_FILE, DockerArchiveSource, ReuseCompressed
 from ctrconv.sources.layout_dir import open_layout_dir
 from ctrconv.sources.oci_layout import LAYOUT_FILE, OciLayoutSource
 from ctrconv.streams import CHUNK
@@ -44,6 +44,7 @@ __all__ = [
     "DockerArchiveSource",
     "FileSource",
     "OciLayoutSource",
+    "ReuseCompressed",
     "RootEntry",
     "open_layout_dir",
     "open_source",
@@ -166,6 +167,7 @@ def open_tar(
     workdir: str | os.PathLike[str] | None = None,
     base_name: str | None = None,
     today: date | None = None,
+    reuse_compressed: ReuseCompressed | None = None,
 ) -> FileSource:
     """Open a seekable tar (or gzip/zstd-compressed tar) file object as an image source.
 
@@ -184,7 +186,9 @@ def open_tar(
         if archive.has(LAYOUT_FILE):
             return OciLayoutSource(archive, base_name=base_name, today=today)
         if archive.has(MANIFEST_FILE):
-            return DockerArchiveSource(archive, base_name=base_name, today=today)
+            return DockerArchiveSource(
+                archive, base_name=base_name, today=today, reuse_compressed=reuse_compressed
+            )
     except BaseException:
         archive.close()
         raise
@@ -201,12 +205,15 @@ def open_source(
     base_name: str | None = None,
     stdin: BinaryIO | None = None,
     today: date | None = None,
+    reuse_compressed: ReuseCompressed | None = None,
 ) -> FileSource:
     """Open an OCI layout directory, an OCI layout tar or a docker-archive tar (``-`` = stdin).
 
     ``base_name`` is ctr's ``--base-name`` for entries named only by a bare
     ``org.opencontainers.image.ref.name``; ``stdin`` replaces ``sys.stdin.buffer`` (tests);
-    ``today`` fixes the date of ``import-YYYY-MM-DD`` names (tests). The caller closes the
+    ``today`` fixes the date of ``import-YYYY-MM-DD`` names (tests); ``reuse_compressed`` is
+    ctr's lookup of already-compressed layers in the destination (docker-archive only, see
+    :mod:`ctrconv.sources.docker_archive`). The caller closes the
     source. Errors: :class:`NotFoundError`/:class:`UsageError` (exit 2) for a missing,
     unreadable or unrecognised input, :class:`FormatError` (exit 1) for a damaged or hostile one.
     """
@@ -215,9 +222,11 @@ def open_source(
         if stream.isatty():
             raise UsageError("refusing to read an image archive from a terminal (stdin)")
         file = spool(stream, workdir, "stdin")
-        return open_tar(file, what="stdin", workdir=workdir, base_name=base_name, today=today)
+        return open_tar(file, what="stdin", workdir=workdir, base_name=base_name, today=today,
+                        reuse_compressed=reuse_compressed)
     path = Path(path_or_dash)
     if path.is_dir():
         return open_layout_dir(path, base_name=base_name, today=today)
     file = _open_file(path, workdir)
-    return open_tar(file, what=str(path), workdir=workdir, base_name=base_name, today=today)
+    return open_tar(file, what=str(path), workdir=workdir, base_name=base_name, today=today,
+                    reuse_compressed=reuse_compressed)

@@ -9,9 +9,13 @@ would store for the same tar:
   link ``<id>/layer.tar`` to a shared file);
 * config media type: Docker config; layer media type by sniffing the first bytes: gzip or zstd
   (frame or skippable frame) -> ``application/vnd.docker.image.rootfs.diff.tar.gzip`` (yes,
-  zstd too, as ctr 1.6 does), anything else -> ``...rootfs.diff.tar``. ctr first reuses a blob
-  of the *destination* namespace labelled ``containerd.io/uncompressed`` with the layer's
-  digest; that lookup belongs to the importer, this source always sniffs (a fresh namespace);
+  zstd too, as ctr 1.6 does), anything else -> ``...rootfs.diff.tar``. Before sniffing, ctr
+  reuses a blob of the *destination* namespace labelled ``containerd.io/uncompressed`` with the
+  layer's digest (the gzip form a previous import left); give ``reuse_compressed`` (a lookup
+  into the destination) to get the same manifest then — that layer's bytes are then *not*
+  served by this source. Without it the source behaves like an import into a fresh namespace
+  (observed with Debian's ctr 1.6.20: a re-import into a namespace with such labels still
+  produced the sniffed manifest, so the default is also what that build does);
 * manifest ``{"schemaVersion":2,"mediaType":<docker manifest v2>,"config":…,"layers":[…]}``
   written as Go's ``json.Marshal`` writes the importer's struct;
 * index ``{"schemaVersion":2,"manifests":[…]}``: one entry per RepoTag, annotated with
@@ -30,7 +34,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Callable
 
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError, FormatError, UsageError
@@ -138,6 +142,10 @@ def config_platform(data: bytes, *, what: str) -> dict[str, Any]:
     return normalize(Platform(values[0], values[1])).to_json()
 
 
+#: ``uncompressed layer digest -> (compressed digest, size)`` of a destination blob, or None.
+ReuseCompressed = Callable[[Digest], "tuple[Digest, int] | None"]
+
+
 def _descriptor(media_type: str, digest: Digest, size: int) -> dict[str, Any]:
     return {"mediaType": media_type, "digest": str(digest), "size": size}
 
@@ -148,10 +156,16 @@ class DockerArchiveSource(BlobSourceBase):
     kind = "docker-archive"
 
     def __init__(
-        self, archive: TarArchive, *, base_name: str | None = None, today: date | None = None
+        self,
+        archive: TarArchive,
+        *,
+        base_name: str | None = None,
+        today: date | None = None,
+        reuse_compressed: ReuseCompressed | None = None,
     ) -> None:
         super().__init__()
         self.archive = archive
+        self._reuse = reuse_compressed
         self.what = archive.what
         self.base_name = base_name
         self._today = today
@@ -222,6 +236,10 @@ class DockerArchiveSource(BlobSourceBase):
         if member.name not in self._hashed:
             self._hashed[member.name] = self._hash_layer(member)
         digest, media_type = self._hashed[member.name]
+        if self._reuse is not None:
+            reused = self._reuse(digest)
+            if reused is not None:
+                return _descriptor(mt.DOCKER_LAYER_GZIP, reused[0], reused[1])
         self._blobs[digest] = member
         return _descriptor(media_type, digest, member.size)
 
