@@ -158,3 +158,17 @@ def import_images(
         return copy_images_to_root(source, root, namespace, **options)
     finally:
         source.close()
+
+
+def rebuild_root(
+    root: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    names: dict[str, str] | None = None,
+    unpack: bool = True,
+    progress: Any = None,
+) -> Any:
+    """Recover a damaged root in place (backups kept) or into ``output``; see :mod:`ctrconv.recovery`."""
+    from ctrconv.recovery import rebuild_root as _rebuild
+
+    return _rebuild(root, output, names=names, unpack=unpack, progress=progress)

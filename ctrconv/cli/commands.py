@@ -1,3 +1,3 @@
 """Imports every command module so each registers itself on the app."""
 
-from ctrconv.cli import dump, export, import_, ls, verify  # noqa: F401
+from ctrconv.cli import dump, export, import_, ls, rebuild, verify  # noqa: F401

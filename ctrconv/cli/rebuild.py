@@ -1,0 +1,55 @@
+"""``ctrconv rebuild``: recover a damaged root, in place (with backups) or into a new root."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ctrconv import api
+from ctrconv.cli import app
+from ctrconv.cli._common import JSON_OPTION, QUIET_OPTION, ROOT_OPTION, TqdmBytes, print_json, progress_enabled
+from ctrconv.errors import UsageError
+
+
+def _parse_names(values: list[str]) -> dict[str, str]:
+    names = {}
+    for value in values:
+        digest, sep, ref = value.partition("=")
+        if not sep or not ref:
+            raise UsageError(f"--name takes DIGEST=REF, not {value!r}")
+        names[digest] = ref
+    return names
+
+
+@app.command("rebuild")
+def rebuild_command(
+    root: Path = ROOT_OPTION,
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the rebuilt root here; the damaged root is left untouched."),
+    name: List[str] = typer.Option([], "--name", help="DIGEST=REF: name for an image re-derived from content (repeatable)."),
+    no_unpack: bool = typer.Option(False, "--no-unpack", help="Do not re-unpack missing snapshots."),
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Salvage a damaged meta.db, re-derive what is lost, drop what points at missing content."""
+    with TqdmBytes(None, "hashing blobs", progress_enabled(quiet)) as bar:
+        report = api.rebuild_root(root, output, names=_parse_names(name), unpack=not no_unpack, progress=bar)
+    if as_json:
+        print_json(report.to_json())
+        return
+    out = sys.stdout
+    for path, info in report.salvage.items():
+        out.write(f"salvaged {path}: from {info['source']}" + (f", {len(info['damage'])} damaged part(s)" if info["damage"] else "") + "\n")
+        for damage in info["damage"]:
+            out.write(f"  lost: {damage}\n")
+    for blob in report.corrupt_blobs:
+        out.write(f"corrupt blob {blob['digest']}: {blob['reason']} (quarantined)\n")
+    for drop in report.dropped:
+        out.write(f"dropped {drop['object']}: {drop['reason']}\n")
+    for image in report.images:
+        out.write(f"image {image['namespace']}/{image['name']}: {image['origin']}\n")
+    out.write(f"snapshots: {report.snapshots_reused} reused, {report.snapshots_unpacked} unpacked again\n")
+    for backup in report.backups:
+        out.write(f"backup: {backup}\n")

@@ -1,0 +1,516 @@
+"""Rebuild a damaged containerd root, in place (every replaced file backed up) or into a new root.
+
+Two phases:
+
+1. **Repair the stores.** Salvage meta.db and each snapshotter metadata.db
+   (:mod:`ctrconv.bolt.salvage`); hash every blob and quarantine corrupt ones; drop records
+   that point at missing or corrupt content, snapshot records whose backend or directory is
+   gone (and everything above them), and stale ingests; keep containers, leases, namespace
+   labels and sandboxes byte for byte; re-derive images whose records were lost from the
+   manifests and indexes found among the blobs; set every bucket sequence above the ids in
+   use; write fresh bolt files.
+2. **Re-derive what the records imply.** Import every image from the repaired root into
+   itself: GC labels are restored, intact snapshots reused, missing ones unpacked again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ctrconv.bolt.salvage import SalvageResult, salvage
+from ctrconv.bolt.tree import BucketTree
+from ctrconv.bolt.writer import write_bolt
+from ctrconv.containerd import schema as K
+from ctrconv.containerd.codec import decode_uvarint_exact, decode_varint, encode_uvarint, encode_varint
+from ctrconv.containerd.content import ContentStore
+from ctrconv.containerd.locking import exclusive_lock, is_locked, shared_lock
+from ctrconv.containerd.root import ContainerdRoot
+from ctrconv.digest import Digest
+from ctrconv.errors import CtrconvError, FormatError, InvalidDigestError, LockedError, UsageError
+from ctrconv.inventory import selector_for
+from ctrconv.oci import platform as plat
+from ctrconv.pipeline.plan import plan_image
+from ctrconv.recovery.derive import derived_name, sniff_document, top_level
+from ctrconv.streams import fsync_dir
+from ctrconv.verify.blobs import hash_blobs
+
+META_DB_MODE = 0o644
+SNAPSHOTTER_DB_MODE = 0o600
+QUARANTINE = "ctrconv-quarantine"
+
+
+@dataclass
+class RebuildReport:
+    root: str
+    output: str
+    salvage: dict[str, dict[str, Any]] = field(default_factory=dict)
+    corrupt_blobs: list[dict[str, str]] = field(default_factory=list)
+    dropped: list[dict[str, str]] = field(default_factory=list)
+    images: list[dict[str, str]] = field(default_factory=list)
+    snapshots_reused: int = 0
+    snapshots_unpacked: int = 0
+    backups: list[str] = field(default_factory=list)
+
+    def drop(self, kind: str, obj: str, reason: str) -> None:
+        self.dropped.append({"kind": kind, "object": obj, "reason": reason})
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def rebuild_root(
+    root: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    names: dict[str, str] | None = None,
+    unpack: bool = True,
+    jobs: int | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> RebuildReport:
+    """Rebuild ``root`` in place, or into ``output`` (the source is then never written)."""
+    croot = ContainerdRoot(root)
+    if not croot.path.is_dir():
+        raise UsageError(f"containerd root {croot.path} does not exist")
+    if not croot.content_dir.is_dir() and not croot.meta_db.exists():
+        raise UsageError(f"{croot.path} is not a containerd root")
+    in_place = output is None
+    target = ContainerdRoot(croot.path if in_place else output)
+    if not in_place:
+        if target.path.exists() and any(target.path.iterdir()):
+            raise UsageError(f"output {target.path} exists and is not empty")
+        if target.path.resolve() == croot.path.resolve():
+            raise UsageError("output must differ from the root (omit -o to rebuild in place)")
+    names = {str(Digest.parse(d)): ref for d, ref in (names or {}).items()}
+    report = RebuildReport(str(croot.path), str(target.path))
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+    bolt_files = [croot.meta_db] + [croot.snapshotter_db(sn) for sn in croot.snapshotters_on_disk()]
+    for path in bolt_files:
+        if path.exists() and is_locked(path):
+            raise LockedError(f"{path} is locked by a running containerd: stop it before rebuilding")
+
+    with ExitStack() as locks:
+        for path in bolt_files:
+            if path.exists() and path.stat().st_size:
+                locks.enter_context(exclusive_lock(path) if in_place else shared_lock(path))
+        meta, meta_salvage = _salvage(croot.meta_db, report)
+        backends = {sn: _salvage(croot.snapshotter_db(sn), report) for sn in croot.snapshotters_on_disk()}
+        good = _check_content(croot, target, in_place, stamp, report, jobs, progress)
+        _clean_meta(meta, good, report)
+        kept_backends = _clean_snapshots(meta, {sn: t for sn, (t, _) in backends.items()}, croot, report)
+        _prune_dangling_labels(meta, report)
+        _derive_images(meta, good, croot.content, names, report)
+        _drop_incomplete_images(meta, croot.content, report)
+        if not in_place:
+            target.path.mkdir(parents=True, exist_ok=True)
+            _copy_snapshot_dirs(croot, target, kept_backends)
+        else:
+            _remove_unkept_snapshot_dirs(croot, kept_backends, report)
+        _write(target.meta_db, meta, META_DB_MODE, meta_salvage.page_size if meta_salvage else None,
+               _synced_freelist(meta_salvage), in_place, stamp, report)
+        for sn, (tree, res) in backends.items():
+            target.snapshotter_dir(sn).mkdir(mode=0o700, parents=True, exist_ok=True)
+            (target.snapshotter_dir(sn) / "snapshots").mkdir(mode=0o700, exist_ok=True)
+            _write(target.snapshotter_db(sn), tree, SNAPSHOTTER_DB_MODE, res.page_size if res else None, True, in_place, stamp, report)
+
+    _reimport(target, meta, unpack, report)
+    return report
+
+
+# -- phase 1 ------------------------------------------------------------------------------
+
+
+def _synced_freelist(result: SalvageResult | None) -> bool:
+    """Keep the file's freelist style: containerd 1.7+ meta.db files do not persist one."""
+    valid = [m for m in (result.metas if result else ()) if m.valid]
+    return not valid or any(m.freelist_synced for m in valid)
+
+
+def _salvage(path: Path, report: RebuildReport) -> tuple[BucketTree, SalvageResult | None]:
+    if not path.exists() or path.stat().st_size == 0:
+        report.salvage[str(path)] = {"source": "missing", "damage": []}
+        return BucketTree(), None
+    try:
+        result = salvage(path)
+    except CtrconvError as exc:
+        report.salvage[str(path)] = {"source": "unreadable", "damage": [str(exc)]}
+        return BucketTree(), None
+    report.salvage[str(path)] = {
+        "source": result.source,
+        "damage": [str(d) for d in result.damage],
+        "backfilled": ["/".join(_text(p) for p in b) for b in result.backfilled],
+    }
+    return result.tree, result
+
+
+def _check_content(croot, target, in_place, stamp, report, jobs, progress) -> dict[str, int]:
+    """Hash every blob; quarantine (in place) or skip (new root) corrupt ones. Returns good sizes."""
+    content = croot.content
+    good: dict[str, int] = {}
+    for digest, actual, size in hash_blobs(list(content.walk()), jobs=jobs, progress=progress):
+        path = content.blob_path(digest)
+        if actual != digest.hex:
+            report.corrupt_blobs.append({"digest": str(digest), "reason": "unreadable" if actual is None else f"hashes to {digest.algorithm}:{actual}"})
+            if in_place:
+                dest = croot.path / QUARANTINE / stamp / digest.algorithm / digest.hex
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, dest)
+                report.backups.append(str(dest))
+            continue
+        good[str(digest)] = size
+        if not in_place:
+            dest = target.content_dir / "blobs" / digest.algorithm / digest.hex
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, dest)
+            except OSError:
+                shutil.copy2(path, dest)
+                os.chmod(dest, 0o444)
+    return good
+
+
+def _namespaces(meta: BucketTree) -> list[tuple[str, BucketTree]]:
+    v1 = meta.bucket(K.V1)
+    if v1 is None:
+        return []
+    return [(_text(k), b) for k, b in sorted(v1.entries.items()) if isinstance(b, BucketTree)]
+
+
+def _clean_meta(meta: BucketTree, good: dict[str, int], report: RebuildReport) -> None:
+    v1 = meta.bucket(K.V1, create=True)
+    assert v1 is not None
+    if v1.get(K.VERSION) is None:
+        v1.put(K.VERSION, encode_varint(K.DB_VERSION_1X))
+    for ns_name, ns in _namespaces(meta):
+        blobs = ns.bucket(K.CONTENT, K.BLOB)
+        for key in list(blobs.entries) if blobs else []:
+            record = blobs.entries[key]
+            obj = f"content {ns_name}/{_text(key)}"
+            try:
+                digest = str(Digest.parse(key))
+            except InvalidDigestError:
+                del blobs.entries[key]
+                report.drop("content", obj, "invalid digest")
+                continue
+            if not isinstance(record, BucketTree) or digest not in good:
+                del blobs.entries[key]
+                report.drop("content", obj, "blob missing or corrupt")
+                continue
+            size_raw = record.get(K.SIZE)
+            try:
+                size = decode_varint(size_raw) if size_raw is not None else None
+            except FormatError:
+                size = None
+            if size != good[digest]:
+                record.put(K.SIZE, encode_varint(good[digest]))
+        ingests = ns.bucket(K.CONTENT, K.INGESTS)
+        if ingests is not None and ingests.entries:
+            for key in list(ingests.entries):
+                report.drop("ingest", f"ingest {ns_name}/{_text(key)}", "stale after a crash (partial upload)")
+            ingests.entries.clear()
+        images = ns.bucket(K.IMAGES)
+        for key in list(images.entries) if images else []:
+            record = images.entries[key]
+            target = record.bucket(K.TARGET) if isinstance(record, BucketTree) else None
+            digest = _text(target.get(K.DIGEST) or b"") if target else ""
+            if digest not in good:
+                del images.entries[key]
+                report.drop("image", f"image {ns_name}/{_text(key)}", f"target {digest or '?'} missing or corrupt")
+
+
+GC_CONTENT = "containerd.io/gc.ref.content"
+GC_SNAPSHOT = "containerd.io/gc.ref.snapshot."
+
+
+def _prune_dangling_labels(meta: BucketTree, report: RebuildReport) -> None:
+    """Drop GC reference labels whose target record was dropped (or never existed)."""
+    for ns_name, ns in _namespaces(meta):
+        blobs = ns.bucket(K.CONTENT, K.BLOB)
+        if blobs is None:
+            continue
+        snapshots = ns.bucket(K.SNAPSHOTS)
+        for digest, record in blobs.entries.items():
+            labels = record.bucket(K.LABELS) if isinstance(record, BucketTree) else None
+            if labels is None:
+                continue
+            for key in list(labels.entries):
+                value = labels.entries[key]
+                name = _text(key)
+                if not isinstance(value, bytes):
+                    continue
+                if name == GC_CONTENT or name.startswith((GC_CONTENT + ".", GC_CONTENT + "/")):
+                    dangling = value not in blobs.entries
+                elif name.startswith(GC_SNAPSHOT):
+                    sn = name[len(GC_SNAPSHOT):].split("/", 1)[0].encode()
+                    bucket = snapshots.bucket(sn) if snapshots else None
+                    dangling = bucket is None or value not in bucket.entries
+                else:
+                    continue
+                if dangling:
+                    del labels.entries[key]
+                    report.drop("gc-label", f"content {ns_name}/{_text(digest)}", f"{name} pointed at {_text(value)}, which is gone")
+            if not labels.entries:
+                del record.entries[K.LABELS]
+
+
+def _backend_id(record: BucketTree) -> int | None:
+    raw = record.get(K.ID)
+    try:
+        return decode_uvarint_exact(raw) if raw else None
+    except FormatError:
+        return None
+
+
+def _clean_snapshots(meta: BucketTree, backends: dict[str, BucketTree], croot: ContainerdRoot, report: RebuildReport) -> dict[str, set[int]]:
+    """Keep only snapshot chains that are whole in meta.db, the backend db and on disk."""
+    kept_ids: dict[str, set[int]] = {}
+    for sn, backend in backends.items():
+        records = backend.bucket(K.V1, K.SNAPSHOTS, create=True)
+        assert records is not None
+        sdir = croot.snapshotter_dir(sn) / "snapshots"
+        alive: dict[bytes, int] = {}
+        changed = True
+        candidates = {k: r for k, r in records.entries.items() if isinstance(r, BucketTree)}
+        while changed:  # fixpoint: a snapshot stays only if its parent stays
+            changed = False
+            for key, rec in candidates.items():
+                if key in alive:
+                    continue
+                sid = _backend_id(rec)
+                if sid is None:
+                    continue
+                directory = sdir / str(sid) / "fs" if sn != "native" else sdir / str(sid)
+                parent = rec.get(K.PARENT)
+                if directory.is_dir() and (parent is None or parent in alive):
+                    alive[key] = sid
+                    changed = True
+        referenced: set[bytes] = set()
+        for ns_name, ns in _namespaces(meta):
+            bucket = ns.bucket(K.SNAPSHOTS, sn.encode())
+            if bucket is None:
+                continue
+            recs = {k: r for k, r in bucket.entries.items() if isinstance(r, BucketTree)}
+            keep: set[bytes] = set()
+            changed = True
+            while changed:
+                changed = False
+                for key, rec in recs.items():
+                    if key in keep:
+                        continue
+                    parent = rec.get(K.PARENT)
+                    if rec.get(K.NAME) in alive and (parent is None or parent in keep):
+                        keep.add(key)
+                        changed = True
+            top = bucket.sequence
+            for key in list(bucket.entries):
+                if key not in keep:
+                    del bucket.entries[key]
+                    report.drop("snapshot", f"snapshot {ns_name}/{sn}/{_text(key)}", "backend record, parent or directory missing")
+                    continue
+                rec = bucket.entries[key]
+                referenced.add(rec.get(K.NAME))  # type: ignore[arg-type]
+                children = rec.bucket(K.CHILDREN)
+                if children is not None:
+                    for child in list(children.entries):
+                        if child not in keep:
+                            del children.entries[child]
+                parts = _text(rec.get(K.NAME) or b"").split("/", 2)
+                if len(parts) == 3 and parts[1].isdigit():
+                    top = max(top, int(parts[1]))
+            bucket.sequence = top
+        for key in list(records.entries):
+            if key not in alive or key not in referenced:
+                del records.entries[key]
+                report.drop("backend-snapshot", f"{sn}/{_text(key)}", "incomplete chain or no meta.db record names it")
+        kept = {key: alive[key] for key in records.entries}
+        v1 = backend.bucket(K.V1)
+        assert v1 is not None
+        parents = BucketTree(sequence=(v1.bucket(K.PARENTS).sequence if v1.bucket(K.PARENTS) else 0))
+        for key, rec in records.entries.items():
+            parent = rec.get(K.PARENT)  # type: ignore[union-attr]
+            if parent is not None:
+                parents.put(encode_uvarint(kept[parent]) + b"\x00" + encode_uvarint(kept[key]), key)
+        v1.entries[K.PARENTS] = parents
+        records.sequence = max([records.sequence, *kept.values()])
+        kept_ids[sn] = set(kept.values())
+    return kept_ids
+
+
+def _derive_images(meta: BucketTree, good: dict[str, int], content: ContentStore, names: dict[str, str], report: RebuildReport) -> None:
+    """Give every top-level manifest/index among the blobs an image record if none points at it."""
+    documents = [doc for digest in good if (doc := sniff_document(Digest.parse(digest), content.blob_path(digest)))]
+    targets = set()
+    for _, ns in _namespaces(meta):
+        images = ns.bucket(K.IMAGES)
+        for rec in (images.entries.values() if images else []):
+            if isinstance(rec, BucketTree) and rec.bucket(K.TARGET):
+                targets.add(_text(rec.bucket(K.TARGET).get(K.DIGEST) or b""))  # type: ignore[union-attr]
+    reachable: set[str] = set()
+    for doc in documents:
+        if doc.descriptor["digest"] in targets:
+            reachable.add(doc.descriptor["digest"])
+    from ctrconv.oci import mediatypes as mt
+
+    by_digest = {d.descriptor["digest"]: d for d in documents}
+    stack = list(reachable)
+    while stack:
+        doc = by_digest.get(stack.pop())
+        if doc and mt.is_index(doc.descriptor["mediaType"]):
+            for child in doc.children:
+                if child not in reachable:
+                    reachable.add(child)
+                    stack.append(child)
+    now = time.time_ns()
+    from ctrconv.containerd.codec import encode_time_ns
+
+    for doc in top_level(documents):
+        digest = doc.descriptor["digest"]
+        if digest in reachable:
+            continue
+        ns_name = _namespace_holding(meta, digest) or "default"
+        v1 = meta.bucket(K.V1, create=True)
+        ns = v1.bucket(ns_name.encode(), create=True)  # type: ignore[union-attr]
+        images = ns.bucket(K.IMAGES, create=True)  # type: ignore[union-attr]
+        name = derived_name(doc, names)
+        record = BucketTree()
+        record.put(K.CREATED_AT, encode_time_ns(now))
+        record.put(K.UPDATED_AT, encode_time_ns(now))
+        target = record.bucket(K.TARGET, create=True)
+        target.put(K.DIGEST, digest.encode())  # type: ignore[union-attr]
+        target.put(K.MEDIATYPE, doc.descriptor["mediaType"].encode())  # type: ignore[union-attr]
+        target.put(K.SIZE, encode_varint(doc.descriptor["size"]))  # type: ignore[union-attr]
+        images.entries.setdefault(name.encode(), record)  # type: ignore[union-attr]
+        report.images.append({"namespace": ns_name, "name": name, "digest": digest, "origin": "re-derived from content"})
+
+
+def _namespace_holding(meta: BucketTree, digest: str) -> str | None:
+    for ns_name, ns in _namespaces(meta):
+        blobs = ns.bucket(K.CONTENT, K.BLOB)
+        if blobs is not None and digest.encode() in blobs.entries:
+            return ns_name
+    return None
+
+
+def _drop_incomplete_images(meta: BucketTree, content: ContentStore, report: RebuildReport) -> None:
+    """An image whose host-platform content is incomplete would fail every use: drop it."""
+    selector = selector_for(plat.default_matcher())
+    for ns_name, ns in _namespaces(meta):
+        images = ns.bucket(K.IMAGES)
+        for key in list(images.entries) if images else []:
+            rec = images.entries[key]
+            target = rec.bucket(K.TARGET) if isinstance(rec, BucketTree) else None
+            if target is None:
+                del images.entries[key]
+                report.drop("image", f"image {ns_name}/{_text(key)}", "no target")
+                continue
+            desc = {
+                "mediaType": _text(target.get(K.MEDIATYPE) or b""),
+                "digest": _text(target.get(K.DIGEST) or b""),
+                "size": decode_varint(target.get(K.SIZE) or b"\x00"),
+            }
+            try:
+                plan = plan_image(content, desc, selector)
+                problem = None
+                if plan.missing:
+                    problem = "missing " + ", ".join(d["digest"] for d in plan.missing)
+                elif not plan.manifests:
+                    problem = "no manifest for this host's platform"
+            except CtrconvError as exc:
+                problem = str(exc)
+            if problem:
+                del images.entries[key]
+                report.drop("image", f"image {ns_name}/{_text(key)}", problem)
+            elif not any(i["name"] == _text(key) and i["namespace"] == ns_name for i in report.images):
+                report.images.append({"namespace": ns_name, "name": _text(key), "digest": desc["digest"], "origin": "salvaged record"})
+
+
+def _copy_snapshot_dirs(croot: ContainerdRoot, target: ContainerdRoot, kept: dict[str, set[int]]) -> None:
+    from ctrconv.layers import copy_tree
+
+    for sn, ids in kept.items():
+        dst_dir = target.snapshotter_dir(sn) / "snapshots"
+        dst_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(target.snapshotter_dir(sn), 0o700)
+        for sid in sorted(ids):
+            copy_tree(croot.snapshotter_dir(sn) / "snapshots" / str(sid), dst_dir / str(sid))
+
+
+def _remove_unkept_snapshot_dirs(croot: ContainerdRoot, kept: dict[str, set[int]], report: RebuildReport) -> None:
+    """Snapshot directories no record keeps are derived data containerd would delete anyway."""
+    for sn, ids in kept.items():
+        sdir = croot.snapshotter_dir(sn) / "snapshots"
+        if not sdir.is_dir():
+            continue
+        for entry in sorted(os.listdir(sdir)):
+            if entry.isdigit() and int(entry) in ids and str(int(entry)) == entry:
+                continue
+            shutil.rmtree(sdir / entry, ignore_errors=True)
+            report.drop("snapshot-dir", f"{sn}/snapshots/{entry}", "no intact record; re-unpacked if an image needs it")
+
+
+def _write(path: Path, tree: BucketTree, mode: int, page_size: int | None, freelist: bool, in_place: bool, stamp: str, report: RebuildReport) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if in_place and path.exists():
+        backup = path.with_name(f"{path.name}.bak-{stamp}")
+        os.link(path, backup)
+        report.backups.append(str(backup))
+    write_bolt(path, tree, page_size=page_size, txid=2, freelist=freelist, mode=mode)
+    fsync_dir(path.parent)
+
+
+# -- phase 2 ------------------------------------------------------------------------------
+
+
+def _reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: RebuildReport) -> None:
+    """Import each namespace's images from the repaired root into itself.
+
+    Every platform whose content is complete is kept (labelled, so GC keeps it), not just the
+    host's: a rebuild must not lose what the node had. Images are grouped by that platform set
+    so each group is one transaction.
+    """
+    from ctrconv.containerd.writer import copy_images_to_root
+    from ctrconv.sources.containerd_root import ContainerdRootSource
+
+    snapshotter = "overlayfs"
+    for ns_name, ns in _namespaces(meta):
+        images = ns.bucket(K.IMAGES)
+        if not images or not images.entries:
+            continue
+        source = ContainerdRootSource(target, ns_name, namespace_content_only=False)
+        try:
+            groups: dict[tuple[str, ...] | None, list] = {}
+            for entry in source.entries():
+                groups.setdefault(_complete_platforms(source, entry.descriptor), []).append(entry)
+            for platforms, entries in groups.items():
+                result = copy_images_to_root(
+                    source, target.path, ns_name, snapshotter=snapshotter, unpack=unpack,
+                    platforms=list(platforms) if platforms else None, entries=entries, backup=False,
+                )
+                for image in result.images:
+                    report.snapshots_reused += image.snapshots_reused
+                    report.snapshots_unpacked += image.snapshots_created
+        finally:
+            source.close()
+
+
+def _complete_platforms(source, descriptor: dict[str, Any]) -> tuple[str, ...] | None:
+    """Platforms of an index whose manifest, config and layers are all present (None: no index)."""
+    plan = plan_image(source, descriptor, None)
+    if not plan.indexes:
+        return None
+    missing = {d["digest"] for d in plan.missing}
+    complete = []
+    for m in plan.manifests:
+        if m.platform and not {d["digest"] for d in (m.descriptor, m.config, *m.layers)} & missing:
+            complete.append(plat.format_platform(plat.Platform.from_json(m.platform)))
+    return tuple(sorted(set(complete))) or None
