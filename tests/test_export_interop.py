@@ -160,3 +160,16 @@ def test_export_never_changes_the_root(tmp_root_copy, tmp_path, cli):
         assert cli("export", "--root", str(tmp_root_copy), "-n", ns, "--all", "-o", str(tmp_path / f"{ns}.tar"), "-q").code == 0
         assert cli("export", "--root", str(tmp_root_copy), "-n", ns, "--all", "-o", str(tmp_path / f"{ns}-d"), "--link", "-q").code == 0
     assert state() == before
+
+
+def test_locked_root_needs_ignore_lock(tmp_root_copy, tmp_path, cli, private_containerd, fixture_set):
+    daemon = private_containerd(root=tmp_root_copy)
+    assert daemon.running
+    out = tmp_path / "o.tar"
+    res = cli("export", "--root", str(tmp_root_copy), "--image", "bbx:oci", "-o", str(out))
+    assert res.code == 1 and "--ignore-lock" in res.stderr
+    assert not out.exists()
+    res = cli("export", "--root", str(tmp_root_copy), "--image", "bbx:oci", "-o", str(out), "--ignore-lock", "-q")
+    assert res.code == 0, res.stderr
+    recorded = fixture_set.file(fixture_set.image("default", "docker.io/library/bbx:oci")["export"])
+    assert out.read_bytes() == recorded.read_bytes()

@@ -60,6 +60,8 @@ def export_command(
         raise UsageError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     if as_json and output == "-":
         raise UsageError("--json cannot be combined with -o - (stdout carries the tar)")
+    if output == "-" and sys.stdout.isatty():
+        raise UsageError("refusing to write a tar archive to a terminal", hint="redirect stdout or use -o FILE")
     enabled = progress_enabled(quiet)
     report = api.export_images(
         root,
