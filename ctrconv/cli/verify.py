@@ -49,6 +49,7 @@ def verify_command(
         for info in report.infos:
             sys.stdout.write(f"info    {info}\n")
         stats = ", ".join(f"{v} {k}" for k, v in report.stats.items())
-        sys.stdout.write(f"{len(report.errors)} problem(s) found ({stats})\n")
+        verdict = "clean: no problems" if report.ok else f"{len(report.errors)} problem(s) found"
+        sys.stdout.write(f"{verdict} ({stats})\n")
     if not report.ok:
         raise typer.Exit(1)

@@ -164,6 +164,8 @@ def _check_content(croot, target, in_place, stamp, report, jobs, progress) -> di
             if in_place:
                 dest = croot.path / QUARANTINE / stamp / digest.algorithm / digest.hex
                 dest.parent.mkdir(parents=True, exist_ok=True)
+                if dest.exists():
+                    dest = dest.with_name(f"{dest.name}.{time.time_ns()}")
                 os.replace(path, dest)
                 report.backups.append(str(dest))
             continue
@@ -346,59 +348,81 @@ def _clean_snapshots(meta: BucketTree, backends: dict[str, BucketTree], croot: C
     return kept_ids
 
 
+def _image_targets(ns: BucketTree) -> dict[str, list[str]]:
+    """target digest -> image names in one namespace."""
+    out: dict[str, list[str]] = {}
+    images = ns.bucket(K.IMAGES)
+    for name, rec in (images.entries.items() if images else []):
+        target = rec.bucket(K.TARGET) if isinstance(rec, BucketTree) else None
+        if target is not None:
+            out.setdefault(_text(target.get(K.DIGEST) or b""), []).append(_text(name))
+    return out
+
+
 def _derive_images(meta: BucketTree, good: dict[str, int], content: ContentStore, names: dict[str, str], report: RebuildReport) -> None:
-    """Give every top-level manifest/index among the blobs an image record if none points at it."""
-    documents = [doc for digest in good if (doc := sniff_document(Digest.parse(digest), content.blob_path(digest)))]
-    targets = set()
-    for _, ns in _namespaces(meta):
-        images = ns.bucket(K.IMAGES)
-        for rec in (images.entries.values() if images else []):
-            if isinstance(rec, BucketTree) and rec.bucket(K.TARGET):
-                targets.add(_text(rec.bucket(K.TARGET).get(K.DIGEST) or b""))  # type: ignore[union-attr]
-    reachable: set[str] = set()
-    for doc in documents:
-        if doc.descriptor["digest"] in targets:
-            reachable.add(doc.descriptor["digest"])
+    """Give top-level manifests/indexes among the blobs image records where they lost theirs.
+
+    A document gets a record in every namespace that still holds its content record but no
+    image pointing at it (or in ``default`` when no namespace knows it). Names come from
+    ``--name``, then from images of other namespaces with the same target, then from the
+    document's annotations, else a placeholder that keeps the digest.
+    """
+    from ctrconv.containerd.codec import encode_time_ns
     from ctrconv.oci import mediatypes as mt
 
+    documents = [doc for digest in sorted(good) if (doc := sniff_document(Digest.parse(digest), content.blob_path(digest)))]
     by_digest = {d.descriptor["digest"]: d for d in documents}
-    stack = list(reachable)
-    while stack:
-        doc = by_digest.get(stack.pop())
-        if doc and mt.is_index(doc.descriptor["mediaType"]):
-            for child in doc.children:
-                if child not in reachable:
-                    reachable.add(child)
-                    stack.append(child)
-    now = time.time_ns()
-    from ctrconv.containerd.codec import encode_time_ns
+    namespaces = dict(_namespaces(meta))
+    targets = {ns_name: _image_targets(ns) for ns_name, ns in namespaces.items()}
 
+    def reachable_in(ns_name: str) -> set[str]:
+        seen = set(targets.get(ns_name, {}))
+        stack = list(seen)
+        while stack:
+            doc = by_digest.get(stack.pop())
+            if doc and mt.is_index(doc.descriptor["mediaType"]):
+                for child in doc.children:
+                    if child not in seen:
+                        seen.add(child)
+                        stack.append(child)
+        return seen
+
+    reachable = {ns_name: reachable_in(ns_name) for ns_name in namespaces}
+    known_anywhere = set().union(*reachable.values()) if reachable else set()
+    now = time.time_ns()
     for doc in top_level(documents):
         digest = doc.descriptor["digest"]
-        if digest in reachable:
-            continue
-        ns_name = _namespace_holding(meta, digest) or "default"
-        v1 = meta.bucket(K.V1, create=True)
-        ns = v1.bucket(ns_name.encode(), create=True)  # type: ignore[union-attr]
-        images = ns.bucket(K.IMAGES, create=True)  # type: ignore[union-attr]
-        name = derived_name(doc, names)
-        record = BucketTree()
-        record.put(K.CREATED_AT, encode_time_ns(now))
-        record.put(K.UPDATED_AT, encode_time_ns(now))
-        target = record.bucket(K.TARGET, create=True)
-        target.put(K.DIGEST, digest.encode())  # type: ignore[union-attr]
-        target.put(K.MEDIATYPE, doc.descriptor["mediaType"].encode())  # type: ignore[union-attr]
-        target.put(K.SIZE, encode_varint(doc.descriptor["size"]))  # type: ignore[union-attr]
-        images.entries.setdefault(name.encode(), record)  # type: ignore[union-attr]
-        report.images.append({"namespace": ns_name, "name": name, "digest": digest, "origin": "re-derived from content"})
+        holders = [n for n, ns in namespaces.items() if _has_blob_record(ns, digest)]
+        if not holders and digest not in known_anywhere:
+            holders = ["default"]
+        for ns_name in holders:
+            if digest in reachable.get(ns_name, set()):
+                continue
+            if digest in names:
+                candidates = [names[digest]]
+            else:
+                candidates = sorted({n for other, t in targets.items() if other != ns_name for n in t.get(digest, [])})
+                candidates = candidates or [derived_name(doc, names)]
+            v1 = meta.bucket(K.V1, create=True)
+            images = v1.bucket(ns_name.encode(), K.IMAGES, create=True)  # type: ignore[union-attr]
+            for name in candidates:
+                if name.encode() in images.entries:  # type: ignore[union-attr]
+                    continue
+                record = BucketTree()
+                record.put(K.CREATED_AT, encode_time_ns(now))
+                record.put(K.UPDATED_AT, encode_time_ns(now))
+                target = record.bucket(K.TARGET, create=True)
+                assert target is not None
+                target.put(K.DIGEST, digest.encode())
+                target.put(K.MEDIATYPE, doc.descriptor["mediaType"].encode())
+                target.put(K.SIZE, encode_varint(doc.descriptor["size"]))
+                images.entries[name.encode()] = record  # type: ignore[union-attr]
+                report.images.append({"namespace": ns_name, "name": name, "digest": digest, "origin": "re-derived from content"})
 
 
-def _namespace_holding(meta: BucketTree, digest: str) -> str | None:
-    for ns_name, ns in _namespaces(meta):
-        blobs = ns.bucket(K.CONTENT, K.BLOB)
-        if blobs is not None and digest.encode() in blobs.entries:
-            return ns_name
-    return None
+def _has_blob_record(ns: BucketTree, digest: str) -> bool:
+    blobs = ns.bucket(K.CONTENT, K.BLOB)
+    return blobs is not None and digest.encode() in blobs.entries
 
 
 def _drop_incomplete_images(meta: BucketTree, content: ContentStore, report: RebuildReport) -> None:
@@ -462,6 +486,10 @@ def _write(path: Path, tree: BucketTree, mode: int, page_size: int | None, freel
     path.parent.mkdir(parents=True, exist_ok=True)
     if in_place and path.exists():
         backup = path.with_name(f"{path.name}.bak-{stamp}")
+        n = 1
+        while backup.exists():
+            n += 1
+            backup = path.with_name(f"{path.name}.bak-{stamp}.{n}")
         os.link(path, backup)
         report.backups.append(str(backup))
     write_bolt(path, tree, page_size=page_size, txid=2, freelist=freelist, mode=mode)
