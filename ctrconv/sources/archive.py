@@ -34,7 +34,14 @@ from ctrconv.sources.base import Locator, RangeReader
 
 #: Longest symlink chain followed (Linux's own limit for path resolution).
 MAX_LINK_HOPS = 40
+#: Largest PAX / GNU long-name record read (Go's archive/tar limit); ``tarfile`` would otherwise
+#: allocate whatever size such a header claims (8 GiB from a 10 KiB file).
+MAX_SPECIAL = 1 << 20
 _BLOCK = 512
+_SPECIAL_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME,
+                  tarfile.GNUTYPE_LONGLINK, tarfile.SOLARIS_XHDTYPE)
+#: what ``tarfile`` raises on hostile headers besides TarError (bad PAX numbers, huge sizes)
+_TAR_ERRORS = (tarfile.TarError, EOFError, UnicodeError, ValueError, OverflowError)
 
 
 def go_clean(name: str) -> str:
@@ -66,6 +73,18 @@ def go_join_dir(name: str, linkname: str) -> str:
     """ctr's symlink target: ``path.Join(path.Dir(name), linkname)``."""
     parent = go_clean(name).rpartition("/")[0] or "."
     return go_clean(f"{parent}/{linkname}") if linkname else go_clean(parent)
+
+
+class _BoundedInfo(tarfile.TarInfo):
+    """TarInfo refusing extended headers larger than :data:`MAX_SPECIAL` before they are read."""
+
+    @classmethod
+    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> "_BoundedInfo":
+        obj = super().frombuf(buf, encoding, errors)
+        if obj.type in _SPECIAL_TYPES and obj.size > MAX_SPECIAL:
+            # a ValueError: turned into FormatError (with the archive's name) by ``_scan``
+            raise ValueError(f"extended header of {obj.size} bytes is too large")
+        return obj  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -104,16 +123,18 @@ class TarArchive:
         file_size = os.fstat(self._fd).st_size
         self._file.seek(0)
         try:
-            tf = tarfile.open(fileobj=self._file, mode="r:")
+            tf = tarfile.open(fileobj=self._file, mode="r:", tarinfo=_BoundedInfo)
         except tarfile.ReadError as exc:
             raise NotATarError(
                 f"{self.what}: unrecognized image format (not a tar archive: {exc})"
             ) from None
+        except _TAR_ERRORS as exc:  # a tar whose first member's PAX records are invalid
+            raise FormatError(f"{self.what}: corrupt tar: {exc}") from None
         try:
             while (info := tf.next()) is not None:
                 self._add(info, file_size)
                 tf.members.clear()  # tarfile would keep every TarInfo otherwise
-        except (tarfile.TarError, EOFError, UnicodeError, ValueError) as exc:
+        except _TAR_ERRORS as exc:
             raise FormatError(f"{self.what}: truncated or corrupt tar: {exc}") from None
         self._check_end(tf.offset, file_size)
 
