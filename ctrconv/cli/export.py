@@ -28,7 +28,7 @@ from ctrconv.sinks import FORMATS
 
 @app.command("export")
 def export_command(
-    refs: Optional[List[str]] = typer.Argument(None, metavar="[REF]...", help="Images to export (same as --image)."),
+    refs: Optional[List[str]] = typer.Argument(None, metavar="REF", help="Images to export (same as --image)."),
     root: Path = ROOT_OPTION,
     namespace: str = NAMESPACE_OPTION,
     image: Optional[List[str]] = typer.Option(None, "--image", help="Image to export (repeatable)."),

@@ -201,14 +201,14 @@ def _missing_message(record: ImageRecord, plan: ImagePlan) -> str:
         elif desc["digest"] == plan.target["digest"]:
             where, role = "image", "target"
         else:
-            where, role = owner.get(desc["digest"], ("unknown platform", mt_role(desc)))
+            where, role = owner.get(desc["digest"], ("unknown platform", _role(desc)))
         parts.append((where, f"{role} {desc['digest']}"))
     platforms = sorted({w for w, _ in parts})
     details = ", ".join(f"{w}: {d}" for w, d in parts)
     return f"image {record.name}: content missing for {', '.join(platforms)} ({details})"
 
 
-def mt_role(desc: dict[str, Any]) -> str:
+def _role(desc: dict[str, Any]) -> str:
     media_type = desc.get("mediaType", "")
     if mt.is_index(media_type):
         return "index"
@@ -247,8 +247,8 @@ def plan_images(
         if single_manifest:
             if chosen is None:
                 raise CtrconvError(f"image {record.name}: no manifest found for the requested platform")
-            if m_config_type(chosen) not in (mt.OCI_CONFIG, mt.DOCKER_CONFIG):
-                raise UsageError(f"image {record.name}: config {m_config_type(chosen)!r} is not a container image config")
+            if _config_type(chosen) not in (mt.OCI_CONFIG, mt.DOCKER_CONFIG):
+                raise UsageError(f"image {record.name}: config {_config_type(chosen)!r} is not a container image config")
         planned.append(_Planned(record, plan, chosen))
     if problems:
         raise MissingContentError(
@@ -258,7 +258,7 @@ def plan_images(
     return planned
 
 
-def m_config_type(m: PlannedManifest) -> str:
+def _config_type(m: PlannedManifest) -> str:
     return m.config.get("mediaType", "")
 
 
