@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.codec import encode_time_ns, encode_uvarint, encode_varint
+from ctrconv.errors import FormatError
 from ctrconv.oci import mediatypes as mt
 
 # GC label keys (containerd ``images.ChildGCLabels`` and the unpacker)
@@ -83,7 +84,7 @@ def put_map(bucket: BucketTree, name: bytes, mapping: Mapping[str, str]) -> None
     assert sub is not None
     for key, value in kept.items():
         if len(key) + len(value) > MAX_LABEL_BYTES:
-            raise ValueError(f"label {key!r} is longer than {MAX_LABEL_BYTES} bytes")
+            raise FormatError(f"label {key[:100]!r} is longer than {MAX_LABEL_BYTES} bytes")
         sub.put(key.encode(), value.encode())
 
 
