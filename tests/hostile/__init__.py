@@ -1,0 +1,1 @@
+"""Hostile-input corpus, built by code (nothing downloaded): see :mod:`hostile.corpus`."""
