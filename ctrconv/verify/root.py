@@ -163,16 +163,29 @@ def _check_image(image: ImageRecord, records: dict[str, BlobRecord], snapshot_ke
         report.add("invalid-json", obj, where, str(exc))
         return
 
-    absent_children = {d["digest"] for d in plan.missing if d.get("platform") and mt.is_manifest(d.get("mediaType", ""))}
+    # An index child that was never (fully) pulled is a node's normal state, not damage:
+    # containerd 1.x keeps no trace of it, 2.x keeps the manifest but collects its config and
+    # layers. Only children the host cannot run qualify; the host's own platform must be whole.
+    host = plat.default_matcher()
+    missing = {d["digest"] for d in plan.missing}
+    partial: set[str] = set()
+    for m in plan.manifests:
+        gone = {d["digest"] for d in (m.config, *m.layers)} & missing
+        if gone and m.descriptor.get("platform") and not _runs_here(host, m.descriptor["platform"]):
+            partial.add(m.descriptor["digest"])
+            report.add("absent-platform", obj, where, f"platform {platform_string(m.descriptor['platform'])} ({m.descriptor['digest']}) was only partly pulled (no config/layers)", severity="info")
+    excused = {d["digest"] for m in plan.manifests if m.descriptor["digest"] in partial for d in (m.config, *m.layers)}
+    excused -= {d["digest"] for m in plan.manifests if m.descriptor["digest"] not in partial for d in (m.config, *m.layers)}
+    missing -= excused
     for desc in plan.missing:
-        if desc["digest"] in absent_children:
+        if desc.get("platform") and mt.is_manifest(desc.get("mediaType", "")):
             report.add("absent-platform", obj, where, f"platform {platform_string(desc['platform'])} ({desc['digest']}) was never pulled", severity="info")
-        else:
+        elif desc["digest"] in missing:
             report.add("missing-blob", obj, where, f"{desc.get('mediaType')} {desc['digest']} is referenced but not in the content store")
+    present = [d for d in plan.blobs if d["digest"] not in {m["digest"] for m in plan.missing}]
+    plan.manifests = [m for m in plan.manifests if m.descriptor["digest"] not in partial]
     if plan.indexes and not plan.manifests:
         report.add("no-platform", obj, where, "no platform of this index is present")
-
-    present = [d for d in plan.blobs if d["digest"] not in {m["digest"] for m in plan.missing}]
     for desc in present:
         if desc["digest"] not in records:
             report.add("missing-record", obj, where, f"blob {desc['digest']} has no content record in {image.namespace}: invisible to containerd and collected by GC")
@@ -191,6 +204,13 @@ def _check_image(image: ImageRecord, records: dict[str, BlobRecord], snapshot_ke
             if child["digest"] not in labels:
                 report.add("missing-gc-label", obj, where, f"manifest {mdigest} has no gc.ref.content label for {child['digest']}: GC would delete it")
         _check_unpacked(image, manifest, records, snapshot_keys, croot, report)
+
+
+def _runs_here(matcher: plat.MatchComparer, platform: dict) -> bool:
+    try:
+        return matcher.match(plat.Platform.from_json(platform))
+    except CtrconvError:
+        return False
 
 
 def _check_unpacked(image, manifest, records, snapshot_keys, croot, report) -> None:
