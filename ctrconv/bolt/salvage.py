@@ -241,6 +241,11 @@ def _guess_page_size(raw: _Raw) -> int:
     return best
 
 
+def _records(tree: BucketTree) -> int:
+    """Plain values anywhere below ``tree``."""
+    return sum(_records(v) if isinstance(v, BucketTree) else 1 for v in tree.entries.values())
+
+
 def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int) -> SalvageResult:
     """No usable meta root: find valid pages nobody points to whose entries are all buckets."""
     valid: dict[int, Page] = {}
@@ -263,25 +268,33 @@ def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int) -> SalvageRes
         pgid += page.overflow + 1
     candidates = []
     for pgid, page in valid.items():
-        if pgid in referenced or page.flags != S.LEAF_PAGE:
-            if pgid in referenced or page.flags != S.BRANCH_PAGE:
+        # A root is a page whose entries are all buckets. Unreferenced pages qualify; so does a
+        # referenced leaf holding ``v1`` (containerd's only top-level bucket), because stale
+        # pages of earlier commits may still point at the newest root.
+        if page.flags == S.LEAF_PAGE:
+            elements = list(page.leaf_elements())
+            if not elements or not all(f & S.BUCKET_LEAF_FLAG for f, _, _ in elements):
                 continue
-        if page.flags == S.LEAF_PAGE and not all(f & S.BUCKET_LEAF_FLAG for f, _, _ in page.leaf_elements()):
+            has_v1 = any(k == b"v1" for _, k, _ in elements)
+            if pgid in referenced and not has_v1:
+                continue
+        elif pgid in referenced:
             continue
         walker = _Walker(raw, raw.pages)
         tree = BucketTree()
         walker.tree(pgid, tree, ())
         if tree.entries and all(isinstance(v, BucketTree) for v in tree.entries.values()):
-            candidates.append((len(walker.damage), -walker.pages_read, pgid, tree, walker.damage))
+            candidates.append((b"v1" not in tree.entries, len(walker.damage), -_records(tree), -walker.pages_read, pgid, tree, walker.damage))
     if not candidates:
         return SalvageResult(BucketTree(), "nothing recoverable", page_size, [Damage((), None, "no usable root found")], metas=tuple(metas))
     # Pages carry no txid, so stale roots of earlier commits look as valid as the newest one:
-    # prefer the least damaged, then the one reaching most pages (keeps data; a rebuild drops
-    # whatever points at content that no longer exists), and report the others.
-    candidates.sort(key=lambda c: (c[0], c[1], -c[2]))
-    _, _, pgid, tree, damage = candidates[0]
+    # prefer a containerd-shaped root (``v1``), then the least damaged, then the one holding
+    # most records (keeps data; a rebuild drops whatever points at content that no longer
+    # exists), and report the others.
+    candidates.sort(key=lambda c: c[:4] + (-c[4],))
+    *_, pgid, tree, damage = candidates[0]
     result = SalvageResult(tree, f"orphan root page {pgid} (both meta roots unusable)", page_size, list(damage), metas=tuple(metas))
-    others = ", ".join(str(c[2]) for c in candidates[1:6])
+    others = ", ".join(str(c[4]) for c in candidates[1:6])
     note = "meta pages unusable; root found by scanning pages"
     result.damage.insert(0, Damage((), None, note + (f" (other candidate roots: {others})" if others else "")))
     return result
