@@ -6,7 +6,7 @@ The CLI only parses options, calls one of these and renders the result.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, Sequence
 
 from ctrconv.bolt.reader import BoltFile, Bucket
 from ctrconv.containerd.decode import decode_key, decode_value
@@ -172,3 +172,35 @@ def rebuild_root(
     from ctrconv.recovery import rebuild_root as _rebuild
 
     return _rebuild(root, output, names=names, unpack=unpack, progress=progress)
+
+
+def export_to_root(
+    root: str | os.PathLike[str],
+    target_root: str | os.PathLike[str],
+    namespace: str = "default",
+    images: Sequence[str] | None = None,
+    *,
+    target_namespace: str | None = None,
+    ignore_lock: bool = False,
+    **options: Any,
+) -> Any:
+    """Copy images of one root's namespace into another root (or namespace), unpacked.
+
+    The same writer as ``import`` (content, records with GC labels, snapshots), fed directly
+    from the source root: no intermediate archive. ``options`` go to
+    :func:`ctrconv.containerd.writer.copy_images_to_root`.
+    """
+    from ctrconv.containerd.root import ContainerdRoot
+    from ctrconv.containerd.writer import copy_images_to_root
+    from ctrconv.pipeline.export import resolve_images
+    from ctrconv.sources.containerd_root import ContainerdRootSource
+
+    source_root = ContainerdRoot(root)
+    with source_root.open_metadata(ignore_lock=ignore_lock) as meta:
+        wanted = {r.name for r in resolve_images(meta, namespace, None if images is None else list(images))}
+    source = ContainerdRootSource(source_root, namespace, ignore_lock=ignore_lock, namespace_content_only=True)
+    try:
+        entries = [e for e in source.entries() if e.name in wanted]
+        return copy_images_to_root(source, target_root, target_namespace or namespace, entries=entries, **options)
+    finally:
+        source.close()

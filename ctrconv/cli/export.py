@@ -35,7 +35,8 @@ def export_command(
     all_images: bool = typer.Option(False, "--all", help="Export every image of the namespace."),
     output: str = typer.Option(..., "-o", "--output", help="Output path; '-' streams a tar to stdout."),
     fmt: Optional[str] = typer.Option(
-        None, "--format", "-f", help=f"One of {', '.join(FORMATS)} (default: oci-tar for *.tar and -, else oci-dir)."
+        None, "--format", "-f",
+        help=f"One of {', '.join(FORMATS)}, containerd-root (default: oci-tar for *.tar and -, else oci-dir).",
     ),
     platform: Optional[List[str]] = typer.Option(None, "--platform", help="Platform to export (repeatable; default: host)."),
     all_platforms: bool = typer.Option(False, "--all-platforms", help="Export every platform of multi-platform images."),
@@ -46,6 +47,14 @@ def export_command(
     skip_manifest_json: bool = typer.Option(False, "--skip-manifest-json", help="No docker manifest.json in OCI formats."),
     link: bool = typer.Option(False, "--link", help="oci-dir: hardlink blobs from the content store when on the same filesystem."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="With --link: hash linked blobs (reads them once)."),
+    target_namespace: Optional[str] = typer.Option(
+        None, "--target-namespace", help="containerd-root: namespace to write into (default: the source namespace)."
+    ),
+    snapshotter: str = typer.Option("overlayfs", "--snapshotter", help="containerd-root: overlayfs or native."),
+    no_unpack: bool = typer.Option(False, "--no-unpack", help="containerd-root: content and metadata only."),
+    containerd_version: str = typer.Option(
+        "1.6", "--containerd-version", help="containerd-root: target version for a new meta.db (1.6, 1.7, 2.x)."
+    ),
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
     ignore_lock: bool = IGNORE_LOCK_OPTION,
@@ -56,8 +65,16 @@ def export_command(
         raise UsageError("give either --all or image references, not both")
     if not all_images and not wanted:
         raise UsageError("no image given (use --image REF or --all)")
+    if fmt == "containerd-root":
+        _export_to_root(
+            root, output, check_namespace(namespace), None if all_images else wanted,
+            target_namespace=check_namespace(target_namespace or namespace), snapshotter=snapshotter,
+            unpack=not no_unpack, containerd_version=containerd_version, platforms=list(platform or []),
+            all_platforms=all_platforms, ignore_lock=ignore_lock, as_json=as_json, quiet=quiet,
+        )
+        return
     if fmt is not None and fmt not in FORMATS:
-        raise UsageError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+        raise UsageError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)}, containerd-root)")
     if as_json and output == "-":
         raise UsageError("--json cannot be combined with -o - (stdout carries the tar)")
     if output == "-" and sys.stdout.isatty():
@@ -90,3 +107,21 @@ def export_command(
         for i in report.images:
             if i.skipped_platforms:
                 sys.stderr.write(f"  {i.name}: skipped platforms {', '.join(i.skipped_platforms)}\n")
+
+
+def _export_to_root(root: Path, output: str, namespace: str, refs: Optional[List[str]], *, as_json: bool, quiet: bool, **options) -> None:
+    """``--format containerd-root``: the import writer as the sink, no intermediate archive."""
+    from ctrconv.containerd.writer import report_lines
+
+    if output == "-":
+        raise UsageError("a containerd root cannot be written to stdout")
+    enabled = progress_enabled(quiet)
+    report = api.export_to_root(
+        root, output, namespace, refs,
+        progress=lambda total, label: TqdmBytes(total, label, enabled), **options,
+    )
+    if as_json:
+        print_json(report.to_json())
+    elif not quiet:
+        for line in report_lines(report):
+            sys.stderr.write(line + "\n")
