@@ -1,0 +1,112 @@
+"""``kill -9`` in the middle of ``ctrconv import``: the root is the old one or the new one.
+
+Seeded random kill points over the measured duration of a full import. After each kill: the
+input is unchanged, ``ls`` shows exactly the images before or exactly the images after, nothing
+sits in ``ingest/`` or among ``snapshots/<id>`` that containerd would trip over, and (interop) a
+real containerd starts on the root and lists the same images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hostile.images import image, member, tar
+
+REPO = Path(__file__).resolve().parents[1]
+SEED = 20231114
+KILLS = 4
+
+
+def _ctrconv(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ctrconv", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=check, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def _images(root: Path) -> set[tuple[str, str]]:
+    out = _ctrconv("ls", "--root", str(root), "-A", "--json").stdout
+    return {(i["name"], i["digest"]) for i in json.loads(out)["images"]}
+
+
+def _big_image(name: str, rng: random.Random) -> bytes:
+    layers = [tar([member(f"data/{i}/{j}", data=rng.randbytes(1 << 20)) for j in range(3)]) for i in range(3)]
+    return image(layers, name=name)
+
+
+def _import_args(root: Path, source: Path) -> list[str]:
+    return ["import", "--root", str(root), "-i", str(source), "--snapshotter", "native", "-q", "--no-backup"]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    rng = random.Random(SEED)
+    base = tmp_path_factory.mktemp("crash-inputs")
+    paths = {"old": base / "old.tar", "new": base / "new.tar"}
+    paths["old"].write_bytes(image([tar([member("old", data=b"old")])], name="docker.io/library/old:1"))
+    paths["new"].write_bytes(_big_image("docker.io/library/new:1", rng))
+    return paths
+
+
+def _check_root(root: Path, old: set, new: set) -> None:
+    now = _images(root)
+    assert now in (old, new), f"root is neither old nor new: {now}"
+    ingest = root / "io.containerd.content.v1.content" / "ingest"
+    assert not ingest.exists() or not any(ingest.iterdir()), "leftovers in ingest/"
+    for name in ("native", "overlayfs"):
+        snaps = root / f"io.containerd.snapshotter.v1.{name}" / "snapshots"
+        if snaps.is_dir():
+            bad = [p.name for p in snaps.iterdir() if not p.name.isdigit()]
+            assert not bad, f"non-id entries in {snaps}: {bad}"
+
+
+def _crash_runs(tmp_path: Path, inputs: dict[str, Path]) -> list[Path]:
+    """Import old, then kill an import of new at seeded random points; return the roots."""
+    digest = hashlib.sha256(inputs["new"].read_bytes()).hexdigest()
+    template = tmp_path / "template"
+    _ctrconv(*_import_args(template, inputs["old"]))
+    old = _images(template)
+    full = tmp_path / "full"
+    subprocess.run(["cp", "-a", str(template), str(full)], check=True)
+    started = time.monotonic()
+    _ctrconv(*_import_args(full, inputs["new"]))
+    duration = time.monotonic() - started
+    new = _images(full)
+    assert old != new
+    rng = random.Random(SEED)
+    roots = []
+    for i in range(KILLS):
+        root = tmp_path / f"kill{i}"
+        subprocess.run(["cp", "-a", str(template), str(root)], check=True)
+        proc = subprocess.Popen([sys.executable, "-m", "ctrconv", *_import_args(root, inputs["new"])], cwd=REPO,
+                                env={**os.environ, "PYTHONPATH": str(REPO)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.1, duration))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert hashlib.sha256(inputs["new"].read_bytes()).hexdigest() == digest, "input changed"
+        _check_root(root, old, new)
+        roots.append(root)
+    return roots
+
+
+def test_kill_9_during_import_leaves_old_or_new(tmp_path: Path, inputs: dict[str, Path]) -> None:
+    _crash_runs(tmp_path, inputs)
+
+
+def test_containerd_starts_on_killed_imports(tmp_path: Path, inputs: dict[str, Path], private_containerd) -> None:
+    for root in _crash_runs(tmp_path, inputs):
+        expected = {name for name, _ in _images(root)}
+        daemon = private_containerd(root=root)
+        try:
+            assert set(daemon.image_names("default")) == expected
+        finally:
+            daemon.stop()
