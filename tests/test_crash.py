@@ -110,3 +110,30 @@ def test_containerd_starts_on_killed_imports(tmp_path: Path, inputs: dict[str, P
             assert set(daemon.image_names("default")) == expected
         finally:
             daemon.stop()
+
+
+def test_kill_9_during_export_leaves_no_or_complete_output(tmp_path: Path, inputs: dict[str, Path]) -> None:
+    """The source root is untouched; the output tar is absent or complete (``verify -i`` passes)."""
+    root = tmp_path / "root"
+    _ctrconv(*_import_args(root, inputs["new"]))
+    before = _images(root)
+    args = ["export", "--root", str(root), "-q", "docker.io/library/new:1", "--format", "oci-tar"]
+    started = time.monotonic()
+    _ctrconv(*args, "-o", str(tmp_path / "full.tar"))
+    duration = time.monotonic() - started
+    rng = random.Random(SEED + 1)
+    for i in range(KILLS):
+        out_dir = tmp_path / f"out{i}"
+        out_dir.mkdir()
+        out = out_dir / "image.tar"
+        proc = subprocess.Popen([sys.executable, "-m", "ctrconv", *args, "-o", str(out)], cwd=REPO,
+                                env={**os.environ, "PYTHONPATH": str(REPO)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.1, duration))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert _images(root) == before
+        if out.exists():
+            _ctrconv("verify", "-i", str(out))
+        leftovers = [p.name for p in out_dir.iterdir() if p != out]
+        assert all(name.startswith(".") for name in leftovers), f"visible partial files: {leftovers}"
