@@ -81,6 +81,21 @@ def decode_meta(buf: bytes | memoryview, page: int) -> MetaInfo:
     )
 
 
+def discover_page_size(buf: bytes | memoryview | mmap.mmap, file_size: int) -> int:
+    """The page size from meta 0, else from meta 1 probed at 1 KiB .. 16 MiB (bbolt 1.3.7+); 0 if neither."""
+    meta0 = decode_meta(buf[:4096], 0)
+    if meta0.valid:
+        return meta0.page_size
+    for shift in range(15):
+        off = 1024 << shift
+        if off + 80 > file_size:
+            break
+        probe = decode_meta(buf[off : off + 80], 1)
+        if probe.valid and probe.page_size == off:
+            return off
+    return 0
+
+
 class BoltFile:
     """A bolt file opened read-only. Use as a context manager or call :meth:`close`."""
 
@@ -109,16 +124,7 @@ class BoltFile:
 
     def _init_metas(self, forced: int | None) -> None:
         meta0 = decode_meta(self._buf[:4096], 0)
-        page_size = meta0.page_size if meta0.valid else 0
-        if not page_size:
-            for shift in range(15):  # probe meta1 at 1 KiB .. 16 MiB, like bbolt 1.3.7+
-                off = 1024 << shift
-                if off + 80 > self.file_size:
-                    break
-                probe = decode_meta(self._buf[off : off + 80], 1)
-                if probe.valid and probe.page_size == off:
-                    page_size = off
-                    break
+        page_size = discover_page_size(self._buf, self.file_size)
         if not page_size:
             raise NoValidMeta(f"no valid meta page ({meta0.error})", path=self.path)
         self.page_size = page_size

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ctrconv.bolt import _structs as S
 from ctrconv.bolt.errors import BoltError, NoValidMeta, UnreadableFile
-from ctrconv.bolt.reader import MetaInfo, Page, decode_meta
+from ctrconv.bolt.reader import MetaInfo, Page, decode_meta, discover_page_size
 from ctrconv.bolt.tree import BucketTree
 
 MAX_DEPTH = 64
@@ -192,19 +192,7 @@ def salvage(path: str | os.PathLike[str]) -> SalvageResult:
 
 
 def _salvage(raw: _Raw) -> SalvageResult:
-    metas = [decode_meta(raw.mm[0:4096], 0)]
-    page_size = metas[0].page_size if metas[0].valid else 0
-    if not page_size:
-        for shift in range(15):
-            off = 1024 << shift
-            if off + 80 > raw.size:
-                break
-            probe = decode_meta(raw.mm[off : off + 80], 1)
-            if probe.valid and probe.page_size == off:
-                page_size = off
-                break
-    if not page_size:
-        page_size = _guess_page_size(raw)
+    page_size = discover_page_size(raw.mm, raw.size) or _guess_page_size(raw)
     raw.page_size = page_size
     raw.pages = raw.size // page_size
     metas = [decode_meta(raw.mm[0:page_size], 0), decode_meta(raw.mm[page_size : page_size + 80], 1)]
