@@ -17,6 +17,7 @@ from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.digest import Digest
 from ctrconv.errors import ContentError, CtrconvError, InvalidDigestError
 from ctrconv.inventory import target_descriptor
+from ctrconv.layers import chain_ids
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
 from ctrconv.pipeline.plan import plan_image, platform_string, read_json_blob
@@ -26,15 +27,6 @@ from ctrconv.verify.problems import Report
 T = TypeVar("T")
 GC_CONTENT = "containerd.io/gc.ref.content"
 GC_SNAPSHOT = "containerd.io/gc.ref.snapshot."
-
-
-def _chain_ids(diff_ids: list[str]) -> list[str]:
-    import hashlib
-
-    chain: list[str] = []
-    for diff in diff_ids:
-        chain.append(diff if not chain else "sha256:" + hashlib.sha256(f"{chain[-1]} {diff}".encode()).hexdigest())
-    return chain
 
 
 def _safe(report: Report, what: str, location: str, items: Iterable[T]) -> Iterator[T]:
@@ -216,7 +208,7 @@ def _runs_here(matcher: plat.MatchComparer, platform: dict) -> bool:
 def _check_unpacked(image, manifest, records, snapshot_keys, croot, report) -> None:
     obj = f"image {image.namespace}/{image.name}"
     config = manifest.config
-    if config["digest"] in {d["digest"] for d in []} or not croot.content.exists(config["digest"]):
+    if not croot.content.exists(config["digest"]):
         return
     host = plat.default_matcher()
     if manifest.platform and not host.match(plat.Platform.from_json(manifest.platform)):
@@ -228,7 +220,7 @@ def _check_unpacked(image, manifest, records, snapshot_keys, croot, report) -> N
     diff_ids = (doc.get("rootfs") or {}).get("diff_ids") or []
     if not diff_ids:
         return
-    top = _chain_ids(diff_ids)[-1]
+    top = chain_ids(diff_ids)[-1]
     rec = records.get(config["digest"])
     labels = rec.labels if rec else {}
     unpacked_in = [sn for sn, keys in snapshot_keys.items() if top in keys]
