@@ -82,11 +82,15 @@ def verify_root(
     ignore_lock: bool = False,
     jobs: int | None = None,
     progress: Any = None,
+    deep: bool = False,
 ) -> "Report":
-    """Every problem of a containerd root (``namespaces`` None = all), as a report."""
+    """Every problem of a containerd root (``namespaces`` None = all), as a report.
+
+    ``deep`` re-applies every unpacked layer into scratch space and compares the trees.
+    """
     from ctrconv.verify.root import verify_root as _verify
 
-    return _verify(root, namespaces, ignore_lock=ignore_lock, jobs=jobs, progress=progress)
+    return _verify(root, namespaces, ignore_lock=ignore_lock, jobs=jobs, progress=progress, deep=deep)
 
 
 def verify_layout(path: str, *, progress: Any = None) -> "Report":

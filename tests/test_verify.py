@@ -116,3 +116,27 @@ def test_verify_text_output_and_exit_code(tmp_root_copy, fixture_set, cli):
     assert result.code == 1
     assert "PROBLEM missing-blob" in result.stdout
     assert result.stdout.rstrip().splitlines()[-1].split()[0] != "0"
+
+
+def _first_layer_fs(root: Path) -> Path:
+    snaps = root / "io.containerd.snapshotter.v1.overlayfs" / "snapshots"
+    return sorted(snaps.iterdir(), key=lambda p: int(p.name))[0] / "fs"
+
+
+def test_deep_finds_a_tampered_snapshot(tmp_root_copy, cli):
+    fs = _first_layer_fs(tmp_root_copy)
+    victim = next(p for p in sorted(fs.rglob("*")) if p.is_file() and not p.is_symlink() and p.stat().st_size > 0)
+    with open(victim, "r+b") as f:
+        f.write(b"X")
+    shallow = _verify(cli, tmp_root_copy)
+    assert shallow.code == 0
+    deep = _verify(cli, tmp_root_copy, "--deep")
+    assert deep.code == 1
+    differs = [p for p in deep.json["problems"] if p["kind"] == "snapshot-differs"]
+    assert differs and str(victim.relative_to(fs)) in differs[0]["message"]
+
+
+def test_deep_on_a_clean_root(fixture_set, cli):
+    result = _verify(cli, fixture_set.root, "--deep")
+    assert result.code == 0, result.json["problems"]
+    assert result.json["stats"]["snapshots compared"] >= 6

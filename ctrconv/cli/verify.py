@@ -33,6 +33,7 @@ def verify_command(
     quiet: bool = QUIET_OPTION,
     ignore_lock: bool = IGNORE_LOCK_OPTION,
     jobs: Optional[int] = typer.Option(None, "-j", "--jobs", help="Blob hashing threads (default: cores)."),
+    deep: bool = typer.Option(False, "--deep", help="Also re-apply every unpacked layer and compare it with its snapshot (slow)."),
 ) -> None:
     """Full integrity check. Prints each problem found; exit 1 if any."""
     with TqdmBytes(None, "verify", progress_enabled(quiet)) as bar:
@@ -40,7 +41,7 @@ def verify_command(
             report = api.verify_layout(layout, progress=bar)
         else:
             namespaces = None if all_namespaces else [check_namespace(namespace)]
-            report = api.verify_root(root, namespaces, ignore_lock=ignore_lock, jobs=jobs, progress=bar)
+            report = api.verify_root(root, namespaces, ignore_lock=ignore_lock, jobs=jobs, progress=bar, deep=deep)
     if as_json:
         print_json(report.to_json())
     else:

@@ -16,7 +16,7 @@ from ctrconv.containerd.records import BlobRecord, ImageRecord
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.digest import Digest
 from ctrconv.errors import ContentError, CtrconvError, InvalidDigestError
-from ctrconv.inventory import target_descriptor
+from ctrconv.inventory import selector_for, target_descriptor
 from ctrconv.layers import chain_ids
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
@@ -44,7 +44,9 @@ def verify_root(
     ignore_lock: bool = False,
     jobs: int | None = None,
     progress: Callable[[int], object] | None = None,
+    deep: bool = False,
 ) -> Report:
+    """Every problem of ``root``; ``deep`` also re-applies each unpacked layer and compares trees."""
     croot = ContainerdRoot(root)
     croot.require_meta_db()
     report = Report()
@@ -75,6 +77,8 @@ def verify_root(
                 for blob in _safe(report, f"{ns}/content", "meta.db", meta.blobs(ns)):
                     referenced.add(blob.digest)
             _check_meta_snapshots(meta, croot, selected, report, ignore_lock)
+            if deep:
+                _deep(meta, croot, selected, report, ignore_lock)
     except CtrconvError as exc:
         report.add("unreadable", "meta.db", str(croot.meta_db), str(exc))
 
@@ -310,3 +314,37 @@ def _check_blobs(croot: ContainerdRoot, referenced: set[str], report: Report, jo
             report.add("ingest-dir", f"ingest {entry}", str(ingest / entry), "partial upload left in the content store", severity="info")
 
 
+
+
+def _deep(meta: MetadataDB, croot: ContainerdRoot, namespaces: list[str], report: Report, ignore_lock: bool) -> None:
+    """Compare every unpacked snapshot of every image's host platform with its layer."""
+    from ctrconv.verify.deep import check_snapshot_trees
+
+    host = plat.default_matcher()
+    checked: set[tuple[str, str]] = set()
+    for ns in namespaces:
+        for sn in meta.snapshotters(ns):
+            with croot.open_snapshotter(sn, ignore_lock=ignore_lock) as backend:
+                ids = {b.key: b.id for b in backend.snapshots()} if backend else {}
+            dirs = {}
+            for rec in _safe(report, f"{ns}/snapshots/{sn}", "meta.db", meta.snapshots(ns, sn)):
+                if rec.name in ids:
+                    dirs[rec.key] = croot.snapshotter_dir(sn) / "snapshots" / str(ids[rec.name])
+            for image in _safe(report, f"{ns}/images", "meta.db", meta.images(ns)):
+                try:
+                    plan = plan_image(croot.content, target_descriptor(image), selector_for(host))
+                except CtrconvError:
+                    continue
+                for manifest in plan.manifests:
+                    if manifest.platform and not _runs_here(host, manifest.platform):
+                        continue
+                    if plan.missing or not mt.is_config(manifest.config.get("mediaType", "")):
+                        continue
+                    try:
+                        config = read_json_blob(croot.content, manifest.config)
+                    except CtrconvError:
+                        continue
+                    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+                    layers = [l for l in manifest.layers if mt.is_layer(l.get("mediaType", ""))]
+                    if diff_ids and len(diff_ids) == len(layers):
+                        check_snapshot_trees(croot, ns, sn, layers, diff_ids, dirs, report, checked)
