@@ -140,3 +140,12 @@ def test_deep_on_a_clean_root(fixture_set, cli):
     result = _verify(cli, fixture_set.root, "--deep")
     assert result.code == 0, result.json["problems"]
     assert result.json["stats"]["snapshots compared"] >= 6
+
+
+def test_deep_verify_never_writes_into_the_root(tmp_root_copy, cli):
+    snapdir = tmp_root_copy / "io.containerd.snapshotter.v1.overlayfs"
+    before = sorted((str(p), p.lstat().st_mtime_ns) for p in snapdir.iterdir())
+    mtime = snapdir.stat().st_mtime_ns
+    assert _verify(cli, tmp_root_copy, "--deep").code == 0
+    assert sorted((str(p), p.lstat().st_mtime_ns) for p in snapdir.iterdir()) == before
+    assert snapdir.stat().st_mtime_ns == mtime

@@ -1,8 +1,8 @@
 """``verify --deep``: compare each unpacked snapshot with the layer it was made from.
 
-The layer is applied again into a scratch directory beside the snapshotter (same filesystem,
-same semantics: overlay with the parent snapshots as lowers, or native on a copy of the
-parent) and the two trees are compared entry by entry: type, mode, owner, size, content hash,
+The layer is applied again into a scratch directory outside the root (``$TMPDIR``: verify
+never writes into the root it checks), with the same semantics: overlay with the parent
+snapshots as lowers, or native on a copy of the parent, and the two trees are compared entry by entry: type, mode, owner, size, content hash,
 link target, device numbers and xattrs. Times containerd sets at apply time are ignored, and
 so are the attributes of the snapshot root itself (containerd never takes them from the layer).
 """
@@ -33,7 +33,7 @@ def check_snapshot_trees(
 ) -> None:
     """Compare the snapshots of one layer chain; ``snapshot_dirs`` maps chain ID -> directory."""
     chains = chain_ids(diff_ids)
-    scratch_parent = croot.snapshotter_dir(snapshotter)
+    scratch_parent = Path(tempfile.gettempdir())
     lowers: list[Path] = []
     for layer, diff_id, chain in zip(layers, diff_ids, chains):
         snap = snapshot_dirs.get(chain)
