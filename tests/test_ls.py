@@ -57,12 +57,17 @@ def _state(root: Path) -> dict[str, tuple]:
     return out
 
 
-def test_reading_commands_never_change_the_root(tmp_root_copy, cli):
+def test_reading_commands_never_change_the_root(tmp_root_copy, tmp_path, cli):
     before = _state(tmp_root_copy)
-    assert cli("ls", "--root", str(tmp_root_copy), "-A").code == 0
-    assert cli("ls", "--root", str(tmp_root_copy), "--json").code == 0
+    root = str(tmp_root_copy)
+    assert cli("ls", "--root", root, "-A").code == 0
+    assert cli("ls", "--root", root, "--json").code == 0
     for db in tmp_root_copy.glob("io.containerd.*/*.db"):
         assert cli("dump", str(db)).code == 0
+    assert cli("verify", "--root", root, "-A", "-q", "--deep").code == 0
+    assert cli("export", "--root", root, "--all", "-o", str(tmp_path / "all.tar"), "-q").code == 0
+    assert cli("export", "--root", root, "--all", "-o", str(tmp_path / "dir"), "--link", "-q").code == 0
+    assert cli("export", "--root", root, "--image", "bbx:oci", "-o", str(tmp_path / "r"), "-f", "containerd-root", "-q").code == 0
     assert _state(tmp_root_copy) == before
 
 
