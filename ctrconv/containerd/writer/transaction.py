@@ -15,6 +15,12 @@ Order of a commit (so a crash at any point leaves a root containerd starts on an
 Every bolt file is written as a complete new file beside the old one, fsynced and renamed over
 it; the old file is kept as ``<name>.bak-<UTC time>`` (a hard link made before the rename)
 unless ``backup=False``. Files whose tree did not change are not touched at all.
+
+Which containerd the file is for (docs/containerd-versions.md, "Writing roots for each
+version"): an existing meta.db is rewritten the way the containerd that last wrote it does
+(its newest meta page's freelist style, its page size, its ``v1/version`` unchanged), so that
+containerd's own start-up migration and GC see nothing foreign. ``containerd_version`` only
+shapes a new meta.db: 1.6 persists the freelist, 1.7 and 2.x do not; 2.x gets schema version 4.
 """
 
 from __future__ import annotations
@@ -30,10 +36,10 @@ from ctrconv.bolt.reader import BoltFile
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.bolt.writer import write_bolt
 from ctrconv.containerd import schema as K
-from ctrconv.containerd.codec import encode_varint
+from ctrconv.containerd.codec import decode_varint, encode_varint
 from ctrconv.containerd.locking import exclusive_lock
 from ctrconv.containerd.writer.content_writer import remove_stale_temp
-from ctrconv.errors import UsageError
+from ctrconv.errors import FormatError, UsageError
 from ctrconv.streams import fsync_dir
 
 ROOT_MODE = 0o711
@@ -45,6 +51,29 @@ SNAPSHOTTER_DB_MODE = 0o600
 SNAPSHOTTER_DB = "metadata.db"
 
 CONTAINERD_VERSIONS = ("1.6", "1.7", "2.x")
+
+
+def detect_containerd_version(meta_db: str | os.PathLike[str]) -> str | None:
+    """The oldest containerd line that writes a meta.db like this one; None if there is none.
+
+    ``v1/version`` 4 can only come from 2.x; a newest meta page without a persisted freelist
+    from 1.7+ (``NoFreelistSync``); anything else is reported as 1.6, which also covers a 1.7
+    that has only read the file (a read never commits, so the freelist stays synced).
+    """
+    path = Path(meta_db)
+    if not path.is_file():
+        return None
+    with BoltFile(path) as db:
+        v1 = db.bucket(K.V1)
+        raw = v1.get(K.VERSION) if v1 is not None else None
+        synced = db.meta.freelist_synced
+    try:
+        version = decode_varint(raw) if raw is not None else None
+    except FormatError:  # containerd ignores a malformed version the same way
+        version = None
+    if version is not None and version >= K.DB_VERSION_2X:
+        return "2.x"
+    return "1.6" if synced else "1.7"
 
 
 @dataclass
@@ -76,12 +105,18 @@ def _load(path: Path, mode: int, *, new_freelist: bool) -> _BoltState:
 
 @dataclass
 class RootTransaction:
-    """Exclusive write access to one root; use as a context manager, then :meth:`commit`."""
+    """Exclusive write access to one root; use as a context manager, then :meth:`commit`.
+
+    ``containerd_version`` shapes a new meta.db (None = 1.6); an existing one keeps the form
+    its containerd wrote (:attr:`detected_version`), whatever is passed.
+    """
 
     root: Path
     snapshotters: tuple[str, ...] = ()
-    containerd_version: str = "1.6"
+    containerd_version: str | None = "1.6"
     backup: bool = True
+    #: line the existing meta.db was written by (:func:`detect_containerd_version`), set on open
+    detected_version: str | None = field(default=None, init=False)
     _stack: ExitStack = field(default_factory=ExitStack, init=False, repr=False)
     _meta: _BoltState | None = field(default=None, init=False, repr=False)
     _backends: dict[str, _BoltState] = field(default_factory=dict, init=False, repr=False)
@@ -90,7 +125,7 @@ class RootTransaction:
     meta_attempted: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
-        if self.containerd_version not in CONTAINERD_VERSIONS:
+        if self.containerd_version is not None and self.containerd_version not in CONTAINERD_VERSIONS:
             raise UsageError(
                 f"unknown containerd version {self.containerd_version!r} (use {', '.join(CONTAINERD_VERSIONS)})"
             )
@@ -139,9 +174,13 @@ class RootTransaction:
         remove_stale_temp(self.content_dir)
         for name in self.snapshotters:
             remove_stale_temp(self.snapshotter_dir(name))
-        self._meta = _load(self.meta_db_path, META_DB_MODE, new_freelist=self.containerd_version == "1.6")
+        self.detected_version = detect_containerd_version(self.meta_db_path)
+        target = self.containerd_version or "1.6"
+        # An existing file keeps its freelist style and version key: 2.x migrates a version-3
+        # file itself (moving 1.7's root-level sandboxes first), 1.x opens version 4 as is.
+        self._meta = _load(self.meta_db_path, META_DB_MODE, new_freelist=target == "1.6")
         if not self._meta.existed:
-            version = K.DB_VERSION_2X if self.containerd_version == "2.x" else K.DB_VERSION_1X
+            version = K.DB_VERSION_2X if target == "2.x" else K.DB_VERSION_1X
             v1 = self._meta.tree.bucket(K.V1, create=True)
             assert v1 is not None
             v1.put(K.VERSION, encode_varint(version))
@@ -150,6 +189,23 @@ class RootTransaction:
             self._backends[name] = _load(
                 self.snapshotter_dir(name) / SNAPSHOTTER_DB, SNAPSHOTTER_DB_MODE, new_freelist=True
             )
+
+    @property
+    def version_mismatch(self) -> str | None:
+        """Why ``containerd_version`` is not what the existing meta.db shows, or None.
+
+        Only provable differences count: a 2.x file for a 1.x target, or an unsynced file for
+        1.6 (a synced file may well be 1.7's). The file is written as detected regardless.
+        """
+        wanted, found = self.containerd_version, self.detected_version
+        if wanted is None or found is None or wanted == found:
+            return None
+        if found == "2.x" or (found == "1.7" and wanted == "1.6"):
+            return (
+                f"{self.meta_db_path} was last written by containerd {found}"
+                f"{'' if found == '2.x' else '+'}; it is kept in that form (requested: {wanted})"
+            )
+        return None
 
     # -- trees -------------------------------------------------------------------------------
 
