@@ -116,8 +116,9 @@ def rebuild_root(
             _copy_snapshot_dirs(croot, target, kept_backends)
         else:
             _remove_unkept_snapshot_dirs(croot, kept_backends, report)
+        _ensure_schema_version(meta, croot)
         _write(target.meta_db, meta, META_DB_MODE, meta_salvage.page_size if meta_salvage else None,
-               _synced_freelist(meta_salvage), in_place, stamp, report)
+               _synced_freelist(meta_salvage, meta), in_place, stamp, report)
         for sn, (tree, res) in backends.items():
             target.snapshotter_dir(sn).mkdir(mode=0o700, parents=True, exist_ok=True)
             (target.snapshotter_dir(sn) / "snapshots").mkdir(mode=0o700, exist_ok=True)
@@ -130,10 +131,46 @@ def rebuild_root(
 # -- phase 1 ------------------------------------------------------------------------------
 
 
-def _synced_freelist(result: SalvageResult | None) -> bool:
-    """Keep the file's freelist style: containerd 1.7+ meta.db files do not persist one."""
+def _synced_freelist(result: SalvageResult | None, meta: BucketTree) -> bool:
+    """Write the freelist the way the containerd that last wrote the file does.
+
+    The newest valid meta page tells (1.7+ open meta.db with ``NoFreelistSync``; a 1.6 root
+    that 2.x started once has a synced older page and an unsynced newest one). With no valid
+    meta page, schema version 4 means 2.x (unsynced); otherwise a synced freelist, which every
+    line accepts.
+    """
     valid = [m for m in (result.metas if result else ()) if m.valid]
-    return not valid or any(m.freelist_synced for m in valid)
+    if valid:
+        return max(valid, key=lambda m: m.txid).freelist_synced
+    return _schema_version(meta) != K.DB_VERSION_2X
+
+
+def _schema_version(meta: BucketTree) -> int | None:
+    v1 = meta.bucket(K.V1)
+    raw = v1.get(K.VERSION) if v1 is not None else None
+    try:
+        return decode_varint(raw) if raw is not None else None
+    except FormatError:
+        return None
+
+
+#: plugin directory only containerd 2.x creates (docs/containerd-versions.md)
+_SANDBOX_CONTROLLER_DIR = "io.containerd.sandbox.controller.v1.shim"
+
+
+def _ensure_schema_version(meta: BucketTree, croot: ContainerdRoot) -> None:
+    """Keep a salvaged ``v1/version`` as is (never downgrade 4 -> 3); set one only if lost.
+
+    A lost key becomes 4 only when 2.x evidently ran the root and nothing but ``v1`` is at the
+    root level (2.x's 3 -> 4 migration would have removed the rest); else 3, which every line
+    accepts and 2.x migrates itself. Nothing is ever added at the root level except ``v1``.
+    """
+    v1 = meta.bucket(K.V1, create=True)
+    assert v1 is not None
+    if v1.get(K.VERSION) is not None:
+        return
+    two_x = (croot.path / _SANDBOX_CONTROLLER_DIR).is_dir() and set(meta.entries) == {K.V1}
+    v1.put(K.VERSION, encode_varint(K.DB_VERSION_2X if two_x else K.DB_VERSION_1X))
 
 
 def _salvage(path: Path, report: RebuildReport) -> tuple[BucketTree, SalvageResult | None]:
@@ -189,10 +226,6 @@ def _namespaces(meta: BucketTree) -> list[tuple[str, BucketTree]]:
 
 
 def _clean_meta(meta: BucketTree, good: dict[str, int], report: RebuildReport) -> None:
-    v1 = meta.bucket(K.V1, create=True)
-    assert v1 is not None
-    if v1.get(K.VERSION) is None:
-        v1.put(K.VERSION, encode_varint(K.DB_VERSION_1X))
     for ns_name, ns in _namespaces(meta):
         blobs = ns.bucket(K.CONTENT, K.BLOB)
         for key in list(blobs.entries) if blobs else []:
