@@ -1,0 +1,334 @@
+"""Acceptance of ``ctrconv import`` judged by a real containerd (1.6 unless CTRCONV_CONTAINERD_BIN).
+
+What ``test_import_interop.py`` does not cover yet, all through the CLI:
+
+* every fixture input into an empty root, into a new namespace of a copy of the populated fixture
+  root (and again into ``default``, where everything is already present), and with
+  ``--snapshotter native``: every snapshot tree equals the one containerd made (recorded overlay
+  listings; for native, trees a private containerd unpacked from the same inputs), ``ctr images
+  check`` says complete and unpacked, ``ctr run`` shows whiteouts, the opaque dir, modes and
+  symlinks as the image holds them, and a forced GC plus a restart change no snapshot;
+* hostile layers and bad inputs into a copy of the populated root: exit 1/2, one error line,
+  the root byte-identical (content hashes and mtimes of every path), a canary outside untouched;
+  the one escape containerd confines instead of refusing (write through an absolute symlink) is
+  compared with what containerd does;
+* round trip: ``ctr images export`` of a ``--no-unpack`` root gives the input's blobs and index
+  targets, a skopeo docker-archive imports, and deleting an image (GC) keeps every other blob.
+
+The imported roots are built once per module and shared by the read-only checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from ctrconv.bolt.reader import read_tree
+from ctrconv.containerd import schema as K
+from ctrconv.containerd.codec import decode_uvarint_exact
+from ctrconv.layers.listing import Listing, as_listing, compare_listings, tree_listing
+from fuzz.seeds import OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST, sha256
+from hostile.images import desc, doc, image, member, tar
+from support.daemon import PrivateContainerd, parse_table
+
+pytestmark = pytest.mark.interop
+
+#: every input of the fixture set (fixtures/README.md); a new input must be added here
+INPUT_KEYS = ["bbx-docker", "bbx-oci", "bbx-zstd", "bbx-uncompressed", "bbx-multi", "bbx-sparse", "oci-layout"]
+#: inputs whose host image is the rich 3-layer image (whiteouts, opaque dir, modes, devices)
+RICH = {"bbx-docker", "bbx-oci", "bbx-zstd", "bbx-uncompressed", "oci-layout"}
+NEW_NS = "acc"
+META = Path(K.METADATA_PLUGIN_DIR) / K.META_DB
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def ctrconv(*args: str | Path) -> Run:
+    """``ctrconv ARGS`` in-process (module fixtures cannot use the function-scoped ``cli``)."""
+    from ctrconv.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    return Run(code, out.getvalue(), err.getvalue())
+
+
+def import_ok(root: Path, fixture_set: Any, key: str, *extra: str) -> Run:
+    rec = fixture_set.input(key)
+    res = ctrconv("import", "--root", root, "-i", fixture_set.file(rec["path"]), "-q", "--no-backup",
+                  *rec["import_args"], *extra)
+    assert res.code == 0, (key, res.stderr)
+    return res
+
+
+def snapshot_dirs(root: Path, namespace: str, snapshotter: str) -> dict[str, Path]:
+    """chain ID -> tree (overlayfs ``snapshots/<id>/fs``, native ``snapshots/<id>``) of every committed snapshot of ``namespace`` (offline)."""
+    meta = read_tree(root / META)
+    backend = read_tree(root / K.snapshotter_dir(snapshotter) / "metadata.db")
+    try:
+        records = meta.bucket(K.V1, namespace.encode(), K.SNAPSHOTS, snapshotter.encode())
+    except KeyError:
+        return {}
+    out = {}
+    for key, rec in records.entries.items():
+        sid = decode_uvarint_exact(backend.bucket(K.V1, K.SNAPSHOTS, rec.get(K.NAME)).get(K.ID))
+        path = root / K.snapshotter_dir(snapshotter) / "snapshots" / str(sid)
+        out[key.decode()] = path / "fs" if snapshotter == "overlayfs" else path
+    return out
+
+
+def host_chains(fixture_set: Any, key: str) -> dict[str, list[str]]:
+    """image name -> chain IDs (bottom first) of its host-platform manifest, for one input."""
+    out = {}
+    for name in fixture_set.input(key)["names"]:
+        rec = fixture_set.image("default", name)
+        manifest = next(m for m in rec["manifests"] if m["digest"] == rec["host_manifest"])
+        out[name] = list(manifest["chain_ids"])
+    return out
+
+
+def merged_view(fixture_set: Any, chains: list[str]) -> Listing:
+    """The rootfs an overlay mount of containerd's recorded diff listings shows (bottom first)."""
+    view: Listing = {}
+    for chain in chains:
+        for path, entry in sorted(as_listing(fixture_set.snapshot_listing("default", chain)["entries"]).items()):
+            whiteout = entry["type"] == "char" and entry.get("rdev") == [0, 0]
+            opaque = entry["type"] == "dir" and entry["xattrs"].get("trusted.overlay.opaque") == "y"
+            replaced = path in view and (view[path]["type"] == "dir") != (entry["type"] == "dir")
+            if whiteout or opaque or replaced or entry["type"] != "dir":
+                for below in [p for p in view if p.startswith(path.rstrip("/") + "/")]:
+                    del view[below]
+            if whiteout:
+                view.pop(path, None)
+                continue
+            entry = dict(entry, xattrs={k: v for k, v in entry["xattrs"].items() if k != "trusted.overlay.opaque"})
+            view[path] = entry
+    return view
+
+
+#: what the probe prints for each path: type, mode, owner, link target or content hash
+PROBE_PATHS = ["/data/remove-me", "/data/gone-dir", "/data/gone-dir/inner", "/data/opq", "/data/opq/a",
+               "/data/opq/sub", "/data/opq/new", "/data/setuid", "/data/setgid-dir", "/data/zero-mode",
+               "/data/modify.txt", "/data/added", "/data/abs-link", "/data/dangling", "/data/hard-b",
+               "/data/owned", "/tmp", "/root", "/bin/sh", "/etc/hostname", "/etc/platform"]
+PROBE = (
+    "for p in " + " ".join(PROBE_PATHS) + "; do "
+    "if [ -L $p ]; then echo \"$p symlink $(busybox readlink $p)\"; "
+    "elif ! busybox ls -d $p >/dev/null 2>&1; then echo \"$p absent\"; "
+    "elif [ -d $p ]; then echo \"$p dir $(busybox stat -c '%a %u:%g' $p)\"; "
+    "else echo \"$p file $(busybox stat -c '%a %u:%g' $p) $(busybox sha256sum $p | busybox cut -c1-64)\"; fi; "
+    "done; echo \"opq: $(busybox ls -A /data/opq 2>/dev/null | busybox tr '\\n' ' ')\""
+)
+
+
+def expected_probe(view: Listing) -> str:
+    lines = []
+    for path in PROBE_PATHS:
+        entry = view.get(path)
+        if entry is None:
+            lines.append(f"{path} absent")
+        elif entry["type"] == "symlink":
+            lines.append(f"{path} symlink {entry['link']}")
+        else:
+            owner = f"{int(entry['mode'], 8):o} {entry['uid']}:{entry['gid']}"
+            if entry["type"] == "dir":
+                lines.append(f"{path} dir {owner}")
+            else:
+                lines.append(f"{path} file {owner} {entry['sha256'][7:]}")
+    opq = sorted(p.rsplit("/", 1)[1] for p in view if p.startswith("/data/opq/") and p.count("/") == 3)
+    lines.append("opq: " + "".join(name + " " for name in opq))
+    return "\n".join(lines) + "\n"
+
+
+def run_probe(daemon: PrivateContainerd, image_name: str, namespace: str, *snapshotter: str) -> str:
+    cid = "probe-" + hashlib.sha256(f"{image_name}{namespace}{snapshotter}".encode()).hexdigest()[:10]
+    return daemon.ctr("run", *snapshotter, "--rm", image_name, cid, "/bin/busybox", "sh", "-c", PROBE,
+                      namespace=namespace).stdout
+
+
+def assert_rich_facts(out: str) -> None:
+    """The acceptance facts, spelled out (``expected_probe`` checks the rest against containerd)."""
+    assert "/data/remove-me absent" in out  # whiteout of a file
+    assert "/data/gone-dir absent" in out and "/data/gone-dir/inner absent" in out  # whiteout of a dir
+    assert "opq: new \n" in out  # opaque dir hides the lower a and sub/
+    assert "/data/setuid file 4755 0:0" in out and "/data/setgid-dir dir 2775 0:1000" in out
+    assert "/data/zero-mode file 600 0:0" in out and "/tmp dir 1777 0:0" in out
+    assert "/data/abs-link symlink /etc/passwd" in out and "/bin/sh symlink busybox" in out
+
+
+def content_ls(daemon: PrivateContainerd, namespace: str) -> list[tuple[str, str, str]]:
+    """``ctr content ls`` without the AGE column: (digest, size, sorted labels)."""
+    lines = daemon.ctr("content", "ls", namespace=namespace).stdout.splitlines()[1:]
+    rows = [line.split("\t") for line in lines if line]
+    return sorted((r[0], r[1], ",".join(sorted(r[3].split(",")))) for r in rows)  # Go map order
+
+
+def gc_restart_keeps(daemon_factory: Any, root: Path, namespaces: list[str], snapshotter: str = "overlayfs") -> None:
+    """Forced GC in every namespace, restart: ``ctr snapshots ls`` and ``ctr content ls`` unchanged."""
+    def state(daemon: PrivateContainerd) -> dict[str, tuple[str, list[tuple[str, str, str]]]]:
+        return {ns: (daemon.ctr("snapshots", "--snapshotter", snapshotter, "ls", namespace=ns).stdout,
+                     content_ls(daemon, ns)) for ns in namespaces}
+
+    daemon = daemon_factory(root=root)
+    before = state(daemon)
+    for ns in namespaces:
+        assert before[ns][0].count("\n") > 1, f"{ns}: no snapshots"
+        daemon.force_gc(ns)
+    assert state(daemon) == before
+    daemon.stop()
+    daemon = daemon_factory(root=root)
+    assert state(daemon) == before
+    daemon.stop()
+
+
+# -- 1. every input: empty root, populated root, native -------------------------------------
+
+
+@dataclass(frozen=True)
+class Roots:
+    empty: dict[str, Path]
+    populated: Path
+    populated_reports: dict[str, str]
+    native: Path
+    containerd_native: Path
+
+
+@pytest.fixture(scope="module")
+def roots(fixture_set: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Roots]:
+    base = tmp_path_factory.mktemp("acceptance")
+    empty = {}
+    for key in INPUT_KEYS:
+        empty[key] = base / f"empty-{key}"
+        import_ok(empty[key], fixture_set, key)
+    populated = base / "populated"
+    subprocess.run(["cp", "-a", str(fixture_set.root), str(populated)], check=True)
+    reports = {}
+    for key in INPUT_KEYS:
+        reports[key] = import_ok(populated, fixture_set, key).stdout
+        import_ok(populated, fixture_set, key, "-n", NEW_NS)
+    native = base / "native"
+    for key in INPUT_KEYS:
+        import_ok(native, fixture_set, key, "--snapshotter", "native")
+    # the reference for native trees: containerd's own unpack of the same inputs
+    reference = base / "containerd-native"
+    with PrivateContainerd(root=reference) as daemon:
+        for key in INPUT_KEYS:
+            rec = fixture_set.input(key)
+            if rec["format"] == "oci-layout":
+                continue  # ctr imports archives only; its images come from the other inputs
+            daemon.ctr("images", "import", "--snapshotter", "native", *rec["import_args"], fixture_set.file(rec["path"]))
+    yield Roots(empty, populated, reports, native, reference)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_every_fixture_input_is_covered(fixture_set: Any) -> None:
+    assert sorted(i["key"] for i in fixture_set.info["inputs"]) == sorted(INPUT_KEYS)
+
+
+def _assert_trees_equal(fixture_set: Any, ours: dict[str, Path], wanted: set[str]) -> None:
+    assert set(ours) == wanted
+    for chain in sorted(wanted):
+        want = fixture_set.snapshot_listing("default", chain)["entries"]
+        assert compare_listings(want, tree_listing(ours[chain])) == [], chain
+
+
+def _assert_checked(daemon: PrivateContainerd, fixture_set: Any, namespace: str, names: list[str],
+                    snapshotter: str = "overlayfs") -> None:
+    """``ctr images check --snapshotter S``: the status containerd recorded, and unpacked."""
+    out = daemon.ctr("images", "check", "--snapshotter", snapshotter, namespace=namespace).stdout
+    rows = {r["REF"]: r for r in parse_table(out)}
+    for name in names:
+        recorded = fixture_set.image("default", name)["check"]
+        row = rows[name]
+        assert (row["STATUS"], row["UNPACKED"], row["DIGEST"]) == (recorded["status"], "true", recorded["digest"]), name
+        assert row["STATUS"].startswith("complete")
+
+
+@pytest.mark.parametrize("key", INPUT_KEYS)
+def test_empty_root_equals_containerd_runs_and_survives_gc(fixture_set, roots, private_containerd, key) -> None:
+    root = roots.empty[key]
+    chains = host_chains(fixture_set, key)
+    _assert_trees_equal(fixture_set, snapshot_dirs(root, "default", "overlayfs"),
+                        {c for cs in chains.values() for c in cs})
+    daemon = private_containerd(root=root)
+    assert sorted(daemon.image_names()) == sorted(chains)
+    _assert_checked(daemon, fixture_set, "default", list(chains))
+    name = sorted(chains)[0]
+    out = run_probe(daemon, name, "default")
+    assert out == expected_probe(merged_view(fixture_set, chains[name]))
+    if key in RICH:
+        assert_rich_facts(out)
+    daemon.stop()
+    gc_restart_keeps(private_containerd, root, ["default"])
+
+
+def test_populated_root_new_namespace_equals_containerd(fixture_set, roots, private_containerd) -> None:
+    root = roots.populated
+    wanted = {c for key in INPUT_KEYS for cs in host_chains(fixture_set, key).values() for c in cs}
+    _assert_trees_equal(fixture_set, snapshot_dirs(root, NEW_NS, "overlayfs"), wanted)
+    # the snapshots containerd made in default and k8s.io are still the ones it made
+    for ns in ("default", "k8s.io"):
+        ours = snapshot_dirs(root, ns, "overlayfs")
+        assert set(ours) == {s["key"] for s in fixture_set.info["snapshots"][ns]}
+    for key, report in roots.populated_reports.items():
+        lines = report.splitlines()
+        assert lines and all(": already present (" in line for line in lines), (key, report)
+
+    daemon = private_containerd(root=root)
+    for ns in ("default", "k8s.io"):
+        recorded = fixture_set.file(f"refs/snapshots-ls/{ns}.txt").read_text()
+        assert daemon.ctr("snapshots", "ls", namespace=ns).stdout == recorded
+        assert {r.ref: (r.status, r.unpacked) for r in daemon.images_check(ns)} == {
+            i["name"]: (i["check"]["status"], i["check"]["unpacked"]) for i in fixture_set.images(ns)}
+    names = sorted({n for key in INPUT_KEYS for n in fixture_set.input(key)["names"]})
+    assert sorted(daemon.image_names(NEW_NS)) == names
+    _assert_checked(daemon, fixture_set, NEW_NS, names)
+    for key in ("bbx-oci", "bbx-multi"):
+        name, chains = sorted(host_chains(fixture_set, key).items())[0]
+        out = run_probe(daemon, name, NEW_NS)
+        assert out == expected_probe(merged_view(fixture_set, chains))
+    assert_rich_facts(run_probe(daemon, "docker.io/library/bbx:docker", NEW_NS))
+    daemon.stop()
+    gc_restart_keeps(private_containerd, root, ["default", "k8s.io", NEW_NS])
+
+
+def test_native_trees_equal_containerd_native_and_run(fixture_set, roots, private_containerd) -> None:
+    ours = snapshot_dirs(roots.native, "default", "native")
+    theirs = snapshot_dirs(roots.containerd_native, "default", "native")
+    assert set(ours) == set(theirs) and theirs
+    for chain in sorted(theirs):
+        assert compare_listings(tree_listing(theirs[chain]), tree_listing(ours[chain])) == [], chain
+    names = sorted({n for key in INPUT_KEYS for n in fixture_set.input(key)["names"]})
+    daemon = private_containerd(root=roots.native)
+    _assert_checked(daemon, fixture_set, "default", names, "native")
+    for key in ("bbx-oci", "bbx-sparse"):
+        name, chains = sorted(host_chains(fixture_set, key).items())[0]
+        out = run_probe(daemon, name, "default", "--snapshotter", "native")
+        assert out == expected_probe(merged_view(fixture_set, chains))
+    assert_rich_facts(run_probe(daemon, "docker.io/library/bbx:zstd", "default", "--snapshotter", "native"))
+    daemon.stop()
+    gc_restart_keeps(private_containerd, roots.native, ["default"], "native")
