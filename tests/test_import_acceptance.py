@@ -332,3 +332,198 @@ def test_native_trees_equal_containerd_native_and_run(fixture_set, roots, privat
     assert_rich_facts(run_probe(daemon, "docker.io/library/bbx:zstd", "default", "--snapshotter", "native"))
     daemon.stop()
     gc_restart_keeps(private_containerd, roots.native, ["default"], "native")
+
+
+# -- 2./3. hostile layers and bad inputs into a copy of the populated root --------------------
+
+
+def root_state(root: Path) -> dict[str, tuple[Any, ...]]:
+    """Every path under ``root``: type/mode, owner, size, mtime and content hash or link target.
+
+    Directory mtimes are left out: a refused import streams blobs through a temp directory in the
+    content store and removes what it wrote, which touches the parents' mtimes (containerd reads
+    neither); the entry set of every directory is compared instead, through the paths.
+    """
+    state: dict[str, tuple[Any, ...]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [".", *dirnames, *filenames]:
+            path = Path(dirpath) / name if name != "." else Path(dirpath)
+            st = path.lstat()
+            what: Any = ""
+            if path.is_symlink():
+                what = os.readlink(path)
+            elif path.is_file():
+                what = hashlib.sha256(path.read_bytes()).hexdigest()
+            elif not path.is_dir():
+                what = st.st_rdev
+            mtime = None if path.is_dir() and not path.is_symlink() else st.st_mtime_ns
+            state[str(path.relative_to(root))] = (st.st_mode, st.st_uid, st.st_gid, st.st_size, mtime, what)
+    return state
+
+
+@dataclass(frozen=True)
+class Victim:
+    root: Path
+    baseline: dict[str, tuple[Any, ...]]
+    canary: Path
+    inputs: Path
+
+
+@pytest.fixture(scope="module")
+def victim(fixture_set: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Victim]:
+    """A copy of the populated fixture root that every refused import must leave byte-identical."""
+    base = tmp_path_factory.mktemp("victim")
+    root = base / "root"
+    subprocess.run(["cp", "-a", str(fixture_set.root), str(root)], check=True)
+    canary = base / "canary-dir"
+    canary.mkdir()
+    (base / "inputs").mkdir()
+    yield Victim(root, root_state(root), canary, base / "inputs")
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _layer_image(*entries: Any) -> bytes:
+    return image([tar(list(entries))])
+
+
+def _deep(canary: Path) -> str:
+    return "../" * 40 + str(canary).lstrip("/")
+
+
+HOSTILE_LAYERS = {
+    "dotdot-etc": lambda c: _layer_image(member("../../etc/x", data=b"x")),
+    "dotdot-to-canary": lambda c: _layer_image(member(_deep(c) + "/pwned", data=b"x")),
+    "hardlink-absolute-outside": lambda c: _layer_image(member("h", tarfile.LNKTYPE, linkname="/etc/passwd")),
+    "hardlink-dotdot-outside": lambda c: _layer_image(member("h", tarfile.LNKTYPE, linkname="../../../../etc/passwd")),
+    "hardlink-through-abs-symlink": lambda c: _layer_image(
+        member("link", tarfile.SYMTYPE, linkname=str(c)), member("h", tarfile.LNKTYPE, linkname="link/x")),
+    "whiteout-dotdot": lambda c: _layer_image(member("a/", tarfile.DIRTYPE, mode=0o755), member("a/.wh..", data=b"")),
+    "whiteout-dotdot-top": lambda c: _layer_image(member(".wh..", data=b"")),
+    # the first layer unpacks fine into a temp snapshot; the second is refused: nothing stays
+    "second-layer-dotdot": lambda c: image([tar([member("etc/", tarfile.DIRTYPE, mode=0o755), member("etc/ok", data=b"ok")]),
+                                            tar([member("etc/../../x", data=b"x")])]),
+}
+
+
+def _manifest_image(manifest: bytes, extra: dict[str, bytes] | None = None, **index_fields: Any) -> bytes:
+    """An OCI tar whose index names ``manifest`` (its blob stored, digest and size correct unless overridden)."""
+    def edit(index: dict[str, Any], blobs: dict[str, bytes]) -> dict[str, Any]:
+        blobs.update({"manifest": manifest, **(extra or {})})
+        index["manifests"][0].update(desc(OCI_MANIFEST, manifest), **index_fields)
+        return index
+    return image([tar([member("f", data=b"x")])], edit_index=edit)
+
+
+def _without_blob(data: bytes, role: str) -> bytes:
+    """The archive with the blob of ``role`` (config or layer) left out."""
+    src = tarfile.open(fileobj=io.BytesIO(data))
+    manifest = json.loads(src.extractfile("blobs/sha256/" + _index_target(src)[7:]).read())  # type: ignore[union-attr]
+    drop = "blobs/sha256/" + (manifest["config"] if role == "config" else manifest["layers"][0])["digest"][7:]
+    return tar([(m, src.extractfile(m).read() if m.isfile() else None) for m in src.getmembers() if m.name != drop])  # type: ignore[union-attr]
+
+
+def _index_target(src: tarfile.TarFile) -> str:
+    return json.loads(src.extractfile("index.json").read())["manifests"][0]["digest"]  # type: ignore[union-attr]
+
+
+def _corrupt_layer(data: bytes) -> bytes:
+    """The layer blob's bytes changed, its name (digest) kept."""
+    src = tarfile.open(fileobj=io.BytesIO(data))
+    manifest = json.loads(src.extractfile("blobs/sha256/" + _index_target(src)[7:]).read())  # type: ignore[union-attr]
+    victim = "blobs/sha256/" + manifest["layers"][0]["digest"][7:]
+    out = []
+    for m in src.getmembers():
+        body = src.extractfile(m).read() if m.isfile() else None  # type: ignore[union-attr]
+        if m.name == victim and body:
+            body = body[:-1] + bytes([body[-1] ^ 1])
+        out.append((m, body))
+    return tar(out)
+
+
+def _good() -> bytes:
+    return _layer_image(member("etc/", tarfile.DIRTYPE, mode=0o755), member("etc/ok", data=b"ok\n"))
+
+
+def _index_edit(**fields: Any) -> bytes:
+    def edit(index: dict[str, Any], blobs: dict[str, bytes]) -> dict[str, Any]:
+        index["manifests"][0].update(fields)
+        return index
+    return image([tar([member("f", data=b"x")])], edit_index=edit)
+
+
+BAD_INPUTS = {
+    "truncated-tar": lambda fx: fx.file(fx.input("bbx-oci")["path"]).read_bytes()[: 1 << 20],
+    "truncated-tar-in-header": lambda fx: _good()[:1536 + 100],
+    "manifest-invalid-json": lambda fx: _manifest_image(b'{"schemaVersion": 2, "config": '),
+    "manifest-not-an-object": lambda fx: _manifest_image(b'["schemaVersion", 2]'),
+    "config-blob-missing": lambda fx: _without_blob(_good(), "config"),
+    "layer-blob-missing": lambda fx: _without_blob(_good(), "layer"),
+    "layer-blob-corrupt": lambda fx: _corrupt_layer(_good()),
+    "index-size-too-small": lambda fx: _index_edit(size=10),
+    "index-size-too-large": lambda fx: _index_edit(size=100_000),
+    "digest-traversal": lambda fx: _index_edit(digest="sha256:../../x"),
+    "digest-unknown-algorithm": lambda fx: _index_edit(digest="md5:d41d8cd98f00b204e9800998ecf8427e"),
+    "digest-sha512-absent": lambda fx: _index_edit(digest="sha512:" + "ab" * 64),
+}
+
+
+def _assert_refused(res: Run, codes: tuple[int, ...]) -> None:
+    assert res.code in codes, (res.code, res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ctrconv: error: "), res.stderr
+    assert "Traceback" not in res.stderr and "internal error" not in res.stderr
+
+
+def _assert_untouched(victim: Victim, before_inputs: set[str]) -> None:
+    assert list(victim.canary.iterdir()) == []
+    assert not Path("/etc/x").exists()
+    assert {p.name for p in victim.inputs.parent.iterdir()} == before_inputs
+    now = root_state(victim.root)
+    changed = sorted(p for p in now.keys() | victim.baseline.keys() if now.get(p) != victim.baseline.get(p))
+    assert changed == [], f"target root changed: {changed[:10]}"
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_LAYERS))
+def test_hostile_layer_is_refused_and_root_unchanged(victim: Victim, case: str) -> None:
+    path = victim.inputs / f"{case}.tar"
+    path.write_bytes(HOSTILE_LAYERS[case](victim.canary))
+    before = {p.name for p in victim.inputs.parent.iterdir()}
+    res = ctrconv("import", "--root", victim.root, "-i", path, "-q")
+    _assert_refused(res, (1,))
+    _assert_untouched(victim, before)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_refused_and_root_unchanged(fixture_set: Any, victim: Victim, case: str) -> None:
+    path = victim.inputs / f"{case}.tar"
+    path.write_bytes(BAD_INPUTS[case](fixture_set))
+    before = {p.name for p in victim.inputs.parent.iterdir()}
+    res = ctrconv("import", "--root", victim.root, "-i", path, "-q")
+    _assert_refused(res, (1, 2))
+    _assert_untouched(victim, before)
+
+
+def test_write_through_absolute_symlink_is_confined_like_containerd(tmp_path: Path, private_containerd) -> None:
+    """``link -> /abs/canary`` then ``link/file``: containerd resolves the link inside the rootfs
+    (the file lands in ``<snapshot>/abs/canary/file``); ctrconv must do the same, never escape."""
+    canary = tmp_path / "canary-dir"
+    canary.mkdir()
+    layer = tar([member("link", tarfile.SYMTYPE, linkname=str(canary)), member("link/file", data=b"inside\n")])
+    archive = tmp_path / "symlink.tar"
+    archive.write_bytes(image([layer], name="docker.io/library/symlink:1"))
+    ours_root = tmp_path / "ours"
+    res = ctrconv("import", "--root", ours_root, "-i", archive, "-q")
+    assert res.code == 0, res.stderr
+    assert list(canary.iterdir()) == []
+
+    theirs_root = tmp_path / "theirs"
+    daemon = private_containerd(root=theirs_root)
+    daemon.ctr("images", "import", archive)
+    daemon.stop()
+    assert list(canary.iterdir()) == []
+    chain = sha256(layer)
+    ours = snapshot_dirs(ours_root, "default", "overlayfs")
+    theirs = snapshot_dirs(theirs_root, "default", "overlayfs")
+    assert list(ours) == list(theirs) == [chain]
+    assert compare_listings(tree_listing(theirs[chain]), tree_listing(ours[chain])) == []
+    assert (ours[chain] / str(canary).lstrip("/") / "file").read_bytes() == b"inside\n"
