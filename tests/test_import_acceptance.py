@@ -527,3 +527,60 @@ def test_write_through_absolute_symlink_is_confined_like_containerd(tmp_path: Pa
     assert list(ours) == list(theirs) == [chain]
     assert compare_listings(tree_listing(theirs[chain]), tree_listing(ours[chain])) == []
     assert (ours[chain] / str(canary).lstrip("/") / "file").read_bytes() == b"inside\n"
+
+
+# -- 4. round trip through ctr export, skopeo docker-archive, GC ----------------------------
+
+
+def _tar_layout(path: Path) -> tuple[set[str], set[tuple[str, str, int, str]]]:
+    """Blob digests and index targets (digest, media type, size, image name) of an OCI tar."""
+    with tarfile.open(path) as tf:
+        blobs = {"sha256:" + m.name.rsplit("/", 1)[1] for m in tf.getmembers()
+                 if m.isfile() and m.name.startswith("blobs/sha256/")}
+        index = json.loads(tf.extractfile("index.json").read())  # type: ignore[union-attr]
+    targets = {(d["digest"], d["mediaType"], d["size"], d.get("annotations", {}).get("io.containerd.image.name", ""))
+               for d in index["manifests"]}
+    return blobs, targets
+
+
+@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed")
+def test_no_unpack_round_trip_skopeo_and_gc(fixture_set: Any, tmp_path: Path, private_containerd) -> None:
+    root = tmp_path / "root"
+    for key in ("bbx-oci", "bbx-multi"):
+        import_ok(root, fixture_set, key, "--no-unpack")
+    skopeo_tar = tmp_path / "skopeo-docker.tar"
+    subprocess.run(["skopeo", "--insecure-policy", "copy", "-q",
+                    f"oci-archive:{fixture_set.file(fixture_set.input('bbx-oci')['path'])}:oci",
+                    f"docker-archive:{skopeo_tar}:docker.io/library/skopeo:1"], check=True, capture_output=True)
+    assert ctrconv("import", "--root", root, "-i", skopeo_tar, "--no-unpack", "-q").code == 0
+    throwaway = tmp_path / "throwaway.tar"
+    throwaway_layer = tar([member("gone", data=b"collected\n")])
+    throwaway.write_bytes(image([throwaway_layer], name="docker.io/library/throwaway:1"))
+    assert ctrconv("import", "--root", root, "-i", throwaway, "--no-unpack", "-q").code == 0
+
+    daemon = private_containerd(root=root)
+    for key in ("bbx-oci", "bbx-multi"):
+        rec = fixture_set.input(key)
+        out = tmp_path / f"{key}.export.tar"
+        daemon.ctr("images", "export", *rec["import_args"], out, *rec["names"])
+        assert _tar_layout(out) == _tar_layout(fixture_set.file(rec["path"])), key
+    rows = {r.ref: r for r in daemon.images_check()}
+    assert rows["docker.io/library/skopeo:1"].complete and not rows["docker.io/library/skopeo:1"].unpacked
+    before = set(daemon.ctr("content", "ls", "-q").stdout.split())
+    with tarfile.open(throwaway) as tf:
+        throwaway_blobs = {"sha256:" + m.name.rsplit("/", 1)[1] for m in tf.getmembers() if m.name.startswith("blobs/sha256/")}
+    assert throwaway_blobs < before
+    daemon.ctr("images", "rm", "--sync", "docker.io/library/throwaway:1")
+    after = set(daemon.ctr("content", "ls", "-q").stdout.split())
+    assert after == before - throwaway_blobs
+    daemon.stop()
+
+    daemon = private_containerd(root=root)
+    assert set(daemon.ctr("content", "ls", "-q").stdout.split()) == after
+    for key in ("bbx-oci", "bbx-multi"):
+        assert _tar_layout(fixture_set.file(fixture_set.input(key)["path"]))[0] <= after, key
+    rows = {r.ref: r for r in daemon.images_check()}
+    assert sorted(rows) == sorted(["docker.io/library/bbx:oci", "docker.io/library/bbx:alias",
+                                   "docker.io/library/bbx:multi", "docker.io/library/skopeo:1"])
+    assert all(r.complete for r in rows.values()), rows
+    daemon.stop()
