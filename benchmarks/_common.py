@@ -179,7 +179,8 @@ def _short(case: str) -> str:
 
 
 def machine_facts(path: Path) -> str:
-    """One line: date, CPUs, RAM, the disk under ``path``, containerd and Python versions."""
+    """One line: date, CPUs, RAM, the disk under ``path``, containerd and Python versions, and
+    the load average (other work on a shared machine makes every number noisier)."""
     cpu = "?"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -190,7 +191,8 @@ def machine_facts(path: Path) -> str:
         pass
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (f"{time.strftime('%Y-%m-%d %H:%M')} | {os.cpu_count()} CPUs ({cpu}) | {mem_gib:.0f} GiB RAM | "
-            f"disk: {_disk(path)} | containerd {containerd_version()} | Python {platform.python_version()}")
+            f"disk: {_disk(path)} | containerd {containerd_version()} | Python {platform.python_version()} | "
+            f"load avg {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 def _disk(path: Path) -> str:
@@ -295,3 +297,24 @@ def hashing_pipe(src: BinaryIO, dst: BinaryIO) -> tuple[str, int]:
         dst.write(chunk)
         total += len(chunk)
     return h.hexdigest(), total
+
+
+def file_lists(source: Path, sizes: list[int]) -> list[list[str]]:
+    """Regular files under ``source`` (sorted walk) split into groups of >= ``sizes[i]`` bytes,
+    as paths relative to ``/`` for ``tar -C / -T``."""
+    groups: list[list[str]] = [[] for _ in sizes]
+    totals = [0] * len(sizes)
+    i = 0
+    for dirpath, dirnames, filenames in os.walk(source):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            if not os.path.isfile(path) or os.path.islink(path):
+                continue
+            groups[i].append(path.lstrip("/"))
+            totals[i] += os.path.getsize(path)
+            if totals[i] >= sizes[i]:
+                i += 1
+                if i == len(sizes):
+                    return groups
+    raise SystemExit(f"{source} holds fewer than {sum(sizes)} bytes")
