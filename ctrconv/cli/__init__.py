@@ -36,5 +36,10 @@ def _register() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app and map errors to exit codes."""
     _register()
+    # Names read from damaged or foreign stores may hold bytes that are not UTF-8 (decoded with
+    # surrogateescape); show them escaped instead of failing on output.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     code = _common.run(app, argv if argv is not None else sys.argv[1:])
     raise SystemExit(code)

@@ -146,6 +146,10 @@ def unpack_layer(
                            expected_diff_id=expected_diff_id)
 
 
+#: files larger than this are checked against the free space first (sparse bombs, lying sizes)
+_CHECK_SPACE_ABOVE = 64 << 20
+
+
 class _NoGlobalPax(dict):  # type: ignore[type-arg]
     """Go's tar reader does not carry PAX global headers over to later entries; neither do we."""
 
@@ -223,6 +227,7 @@ class _Applier:
         self.unpacked: set[str] = set()
         self.opaque_done: set[str] = set()
         self.dirs: list[tuple[Parts, tarfile.TarInfo]] = []
+        self._data_read = False  # whether the current entry's data was consumed by a write
 
     def run(self, reader: HashingReader) -> int:
         first = reader.read_exact(_BLOCK)
@@ -241,12 +246,30 @@ class _Applier:
             while (member := tar.next()) is not None:
                 tar.members.clear()
                 count += 1
+                self._data_read = False
                 self._entry(tar, member)
+                if member.size and not self._data_read:
+                    self._skip_data(tar, member)
             self._check_end(tar.fileobj.read(_BLOCK))
         except tarfile.TarError as exc:
             raise FormatError(f"corrupt layer tar stream: {exc}") from None
+        except (ValueError, OverflowError) as exc:
+            # bad numbers in headers (sparse maps, ids beyond 32 bits), NUL bytes in names
+            raise FormatError(f"corrupt layer tar stream: {exc}") from None
         self._dir_times()
         return count
+
+    @staticmethod
+    def _skip_data(tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        """Read past the data of an entry that was not written (a whiteout, directory or link
+        claiming a size), so a lying size ends at the stream's end instead of in tarfile's
+        seek loop."""
+        remaining = member.size
+        while remaining > 0:
+            data = tar.fileobj.read(min(remaining, CHUNK))
+            if not data:
+                raise FormatError(f"tar stream ends inside {member.name!r}")
+            remaining -= len(data)
 
     @staticmethod
     def _check_end(block: bytes) -> None:
@@ -397,6 +420,13 @@ class _Applier:
         os.utime(path, ns=_times(member), follow_symlinks=False)
 
     def _write_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> None:
+        if member.size > _CHECK_SPACE_ABOVE:
+            free = os.statvfs(os.path.dirname(path))
+            available = free.f_bavail * free.f_frsize
+            if member.size > available:
+                raise CtrconvError(
+                    f"layer entry {member.name!r} needs {member.size} bytes but only {available} are free"
+                )
         fd = os.open(path, _WRITE_FLAGS, 0o600)
         try:
             if member.sparse is not None:
@@ -404,6 +434,7 @@ class _Applier:
             else:
                 source = tar.fileobj
             remaining = member.size
+            self._data_read = True
             while remaining > 0:
                 data = source.read(min(remaining, CHUNK))
                 if not data:

@@ -124,7 +124,7 @@ def parse_json_bytes(data: bytes, *, what: str = "JSON document") -> Any:
     if _max_depth(bytes(data)) > MAX_DEPTH:
         raise FormatError(f"{what}: JSON nested deeper than {MAX_DEPTH} levels")
     try:
-        return json.loads(
+        doc = json.loads(
             text,
             object_pairs_hook=_reject_duplicates,
             parse_constant=_reject_constant,
@@ -132,6 +132,25 @@ def parse_json_bytes(data: bytes, *, what: str = "JSON document") -> Any:
         )
     except (ValueError, RecursionError) as exc:
         raise FormatError(f"{what}: invalid JSON: {str(exc)[:200]}") from None
+    if "\\u" in text and _LONE_SURROGATE.search(text.lower()) is not None:
+        doc = _replace_lone_surrogates(doc)
+    return doc
+
+
+#: a ``\uD800``-``\uDFFF`` escape in the JSON text; decoded alone it is not a character
+_LONE_SURROGATE = re.compile(r"\\ud[89a-f][0-9a-f]{2}")
+
+
+def _replace_lone_surrogates(value: Any) -> Any:
+    """Go's decoder turns an unpaired surrogate escape into U+FFFD; so do we, so every name
+    stays encodable (Python would keep the lone surrogate and fail later when writing it)."""
+    if isinstance(value, str):
+        return re.sub("[\ud800-\udfff]", "\ufffd", value)
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_replace_lone_surrogates(k): _replace_lone_surrogates(v) for k, v in value.items()}
+    return value
 
 
 def _pointer(error: ValidationError) -> str:
