@@ -1,7 +1,7 @@
 """Roots written by ``ctrconv import``/``rebuild`` for containerd 1.6, 1.7 and 2.x, judged by that line.
 
 For each line: an import into a new root made for it (``--containerd-version``) and into a copy
-of a root that line's daemon made itself; every bolt file passes Go's ``tx.Check``; the meta.db
+of a root that line's daemon made itself, and an ``export --format containerd-root``; every bolt file passes Go's ``tx.Check``; the meta.db
 has the form that line writes (freelist persisted only by 1.6, schema version 4 only by 2.x,
 nothing but ``v1`` at the root level); that line's daemon lists, checks, runs, garbage-collects
 and restarts without losing anything. A damaged copy of each line's root is rebuilt and accepted.
@@ -247,6 +247,16 @@ def test_that_line_runs_gcs_and_restarts_on_its_own_root_after_import(line, writ
         daemon.close()
     assert meta_form(written.copy_root) == written.fixture_form
     assert_go_clean(written.copy_root)
+
+
+def test_export_to_a_new_root_for_that_line(line, tmp_path):
+    """``export --format containerd-root`` from that line's root into a new root made for it."""
+    out = tmp_path / "out"
+    ctrconv("export", "--root", str(line.fixtures.root), OCI, "-o", str(out),
+            "--format", "containerd-root", "--containerd-version", line.version)
+    assert meta_form(out) == expected_form(line.version)
+    assert_go_clean(out)
+    judge(line, out, "default", {OCI})
 
 
 @pytest.mark.parametrize("flag", LINES)
