@@ -52,8 +52,9 @@ def export_command(
     ),
     snapshotter: str = typer.Option("overlayfs", "--snapshotter", help="containerd-root: overlayfs or native."),
     no_unpack: bool = typer.Option(False, "--no-unpack", help="containerd-root: content and metadata only."),
-    containerd_version: str = typer.Option(
-        "1.6", "--containerd-version", help="containerd-root: target version for a new meta.db (1.6, 1.7, 2.x)."
+    containerd_version: Optional[str] = typer.Option(
+        None, "--containerd-version",
+        help="containerd-root: containerd that will run a new root (1.6 default, 1.7, 2.x); an existing root keeps its form.",
     ),
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,

@@ -35,8 +35,9 @@ def import_command(
     all_platforms: bool = typer.Option(False, "--all-platforms", help="Import every platform of an index."),
     name: Optional[str] = typer.Option(None, "--name", help="Store the (single) image under this name."),
     pin: bool = typer.Option(False, "--pin", help="Label the image io.cri-containerd.pinned=pinned."),
-    containerd_version: str = typer.Option(
-        "1.6", "--containerd-version", help="Target containerd for a new meta.db: 1.6, 1.7 or 2.x."
+    containerd_version: Optional[str] = typer.Option(
+        None, "--containerd-version",
+        help="Containerd that will run a new root: 1.6 (default), 1.7 or 2.x. An existing root keeps its own form.",
     ),
     no_backup: bool = typer.Option(False, "--no-backup", help="Do not keep the replaced bolt files as *.bak-<time>."),
     as_json: bool = JSON_OPTION,

@@ -57,6 +57,7 @@ class ImportReport:
     bytes_written: int = 0
     written: bool = False
     backups: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,7 +158,7 @@ def copy_images_to_root(
     entries: Sequence[NamedEntry] | None = None,
     pin: bool = False,
     cri_labels: bool = True,
-    containerd_version: str = "1.6",
+    containerd_version: str | None = None,
     backup: bool = True,
     progress: ProgressFactory | None = None,
 ) -> ImportReport:
@@ -170,7 +171,8 @@ def copy_images_to_root(
         unpack: build committed snapshots for the host-runnable manifest of each image.
         pin: in ``k8s.io`` also label the image ``io.cri-containerd.pinned=pinned``.
         cri_labels: in ``k8s.io`` label images ``io.cri-containerd.image=managed`` like CRI.
-        containerd_version: only used for a new meta.db (schema version, freelist style).
+        containerd_version: only used for a new meta.db (schema version, freelist style;
+            None = 1.6); an existing root keeps its own form (a mismatch is a report warning).
         backup: keep replaced bolt files as ``<file>.bak-<UTC time>``.
         progress: ``progress(total_bytes, label)`` -> byte counter, for blob copies.
 
@@ -203,6 +205,8 @@ def copy_images_to_root(
     with RootTransaction(
         Path(target_root), (snapshotter,) if unpack else (), containerd_version, backup
     ) as txn:
+        if txn.version_mismatch:
+            report.warnings.append(txn.version_mismatch)
         run = _Import(source, txn, namespace, now_ns)
         for _, _, plan in plans:
             run.label_graph(plan, selector)
@@ -279,7 +283,7 @@ def _unpack_manifest(run: _Import, snaps: Any, manifest: PlannedManifest, conten
 
 def report_lines(report: ImportReport) -> list[str]:
     """Human summary, one line per image."""
-    lines = []
+    lines = [f"warning: {w}" for w in report.warnings]
     for image in report.images:
         state = {"added": "imported", "updated": "updated", "present": "already present"}[image.status]
         extra = f", unpacked {image.unpacked[:19]}" if image.unpacked else ""
