@@ -269,7 +269,8 @@ def test_the_existing_root_decides_whatever_the_flag_says(line, flag, tmp_path):
         assert txn.detected_version == line.version
         provable = line.version == "2.x" and flag != "2.x" or line.version == "1.7" and flag == "1.6"
         assert (txn.version_mismatch is not None) is provable, txn.version_mismatch
-    ctrconv("import", "--root", str(root), "-n", NS, "-i", str(line.input("bbx-docker")), "--containerd-version", flag)
+    report = ctrconv("import", "--root", str(root), "-n", NS, "-i", str(line.input("bbx-docker")), "--containerd-version", flag)
+    assert bool(report["warnings"]) is provable, report["warnings"]
     assert meta_form(root) == expected_form(line.version)
     assert_go_clean(root)
 
