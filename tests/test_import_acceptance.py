@@ -21,7 +21,6 @@ The imported roots are built once per module and shared by the read-only checks.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import io
 import json
@@ -39,8 +38,8 @@ from ctrconv.bolt.reader import read_tree
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.codec import decode_uvarint_exact
 from ctrconv.layers.listing import Listing, as_listing, compare_listings, tree_listing
-from fuzz.seeds import OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST, sha256
-from hostile.images import desc, doc, image, member, tar
+from fuzz.seeds import OCI_MANIFEST, sha256
+from hostile.images import desc, image, member, tar
 from support.daemon import PrivateContainerd, parse_table
 
 pytestmark = pytest.mark.interop
