@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import queue
 import threading
 import zlib
 from typing import IO, Callable, Iterator, Literal, Protocol
@@ -132,6 +133,65 @@ class LayerStream:
         self.close()
 
 
+class Prefetch:
+    """Run a chunk generator in a background thread, a few chunks ahead of its reader.
+
+    zlib and zstandard release the GIL while they inflate, and the blob read is plain I/O, so
+    decompression (and reading the blob) overlaps with the extraction that consumes the
+    chunks. Memory stays bounded: at most ``depth`` chunks wait in the queue. Exceptions in
+    the generator are re-raised in the reader; ``close()`` stops the thread.
+    """
+
+    _END = object()
+
+    def __init__(self, chunks: Iterator[bytes], depth: int = 4) -> None:
+        self._chunks = chunks
+        self._queue: queue.Queue[Any] = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._produce, name="layer-prefetch", daemon=True)
+        self._thread.start()
+
+    def _produce(self) -> None:
+        try:
+            for chunk in self._chunks:
+                if self._stop.is_set():
+                    return
+                self._queue.put(chunk)
+            self._queue.put(self._END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+            self._queue.put(exc)
+        finally:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+
+    def __iter__(self) -> "Prefetch":
+        return self
+
+    def __next__(self) -> bytes:
+        if self._done:
+            raise StopIteration
+        item = self._queue.get()
+        if item is self._END:
+            self._done = True
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._done = True
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._done = True
+        while self._thread.is_alive():
+            try:  # unblock a producer waiting on a full queue
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self._thread.join()
+
+
 def open_layer(
     stream: Readable,
     media_type: str | None = None,
@@ -170,7 +230,7 @@ def open_layer(
             # containerd: compressed types go through magic detection, plain ones stay raw
             compression = found if promised != "none" else "none"
     source = Prepended(head, stream)
-    return LayerStream(_decoder(compression, source, external), compression, max_bytes)
+    return LayerStream(Prefetch(_decoder(compression, source, external)), compression, max_bytes)
 
 
 class Prepended:
