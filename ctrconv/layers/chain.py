@@ -52,11 +52,15 @@ class HashingReader:
         self._hash = hashlib.new(algorithm)
         self._algorithm = algorithm
         self.bytes_read = 0
+        # A stream that hashes itself on another thread (LayerStream) saves this thread the work.
+        ahead = getattr(raw, "digest_of_stream", None)
+        self._ahead = ahead if algorithm == "sha256" and ahead is not None and ahead() is not None else None
 
     def read(self, n: int = -1, /) -> bytes:
         data = self._raw.read(n)
         if data:
-            self._hash.update(data)
+            if self._ahead is None:
+                self._hash.update(data)
             self.bytes_read += len(data)
         return data
 
@@ -81,5 +85,8 @@ class HashingReader:
 
     @property
     def digest(self) -> str:
-        """``<algorithm>:<hex>`` of everything read so far."""
+        """``<algorithm>:<hex>`` of everything read so far (of the whole stream once drained,
+        when the stream hashes itself ahead of the reader)."""
+        if self._ahead is not None:
+            return self._ahead()
         return f"{self._algorithm}:{self._hash.hexdigest()}"

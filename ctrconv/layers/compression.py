@@ -17,6 +17,7 @@ zlib/zstd (pigz inflates single-threaded at zlib speed), and ``pigz``, like cont
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -76,8 +77,15 @@ class LayerStream:
     :class:`FormatError` from ``read``; the total is capped by ``max_bytes`` when given.
     """
 
-    def __init__(self, chunks: Iterator[bytes], compression: Compression, max_bytes: int | None) -> None:
+    def __init__(
+        self,
+        chunks: Iterator[bytes],
+        compression: Compression,
+        max_bytes: int | None,
+        hasher: "hashlib._Hash | None" = None,
+    ) -> None:
         self._chunks = chunks
+        self._hasher = hasher
         self.compression = compression
         self.max_bytes = max_bytes
         self.bytes_out = 0
@@ -125,6 +133,13 @@ class LayerStream:
         if close is not None:
             close()
         self._eof = True
+
+    def digest_of_stream(self) -> str | None:
+        """sha256 of every uncompressed byte, computed on the read-ahead thread.
+
+        Complete once the stream was read to its end; ``None`` when this stream does not hash.
+        """
+        return None if self._hasher is None else f"sha256:{self._hasher.hexdigest()}"
 
     def __enter__(self) -> "LayerStream":
         return self
@@ -230,7 +245,22 @@ def open_layer(
             # containerd: compressed types go through magic detection, plain ones stay raw
             compression = found if promised != "none" else "none"
     source = Prepended(head, stream)
-    return LayerStream(Prefetch(_decoder(compression, source, external)), compression, max_bytes)
+    hasher = hashlib.sha256()
+    chunks = _hashed(_decoder(compression, source, external), hasher)
+    return LayerStream(Prefetch(chunks), compression, max_bytes, hasher)
+
+
+def _hashed(chunks: Iterator[bytes], hasher: "hashlib._Hash") -> Iterator[bytes]:
+    """Hash chunks as they pass; run inside :class:`Prefetch`, so the diff ID is computed off
+    the extracting thread (hashlib releases the GIL on large updates)."""
+    try:
+        for chunk in chunks:
+            hasher.update(chunk)
+            yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 class Prepended:
