@@ -228,6 +228,7 @@ class _Applier:
         self.opaque_done: set[str] = set()
         self.dirs: list[tuple[Parts, tarfile.TarInfo]] = []
         self._data_read = False  # whether the current entry's data was consumed by a write
+        self._parents: dict[Parts, Parts] = {}  # entry parent -> resolved existing directory
 
     def run(self, reader: HashingReader) -> int:
         first = reader.read_exact(_BLOCK)
@@ -282,11 +283,10 @@ class _Applier:
         if not parts:
             return  # "./": containerd keeps the snapshot root as created
         try:
-            parent = resolve(self.root, parts[:-1])
+            parent = self._parent(parts[:-1])
             base = parts[-1]
-            if parent:
-                self._mkparent(parent)
             if base.startswith(WHITEOUT_PREFIX):
+                self._parents.clear()  # deletions may remove or reveal directories
                 self._whiteout(member, parent, base)
                 return
             if member.type not in _KNOWN:
@@ -300,8 +300,11 @@ class _Applier:
                 existing = None
             is_dir = member.type == tarfile.DIRTYPE
             if existing is not None and not (is_dir and stat.S_ISDIR(existing.st_mode)):
+                self._parents.clear()  # a directory or symlink on the way may be going
                 _remove_all(path)
                 existing = None
+            if member.type == tarfile.SYMTYPE:
+                self._parents.clear()  # a new symlink can redirect later lookups
             self._create(tar, member, path, existing is not None)
         except OSError as exc:
             raise CtrconvError(f"cannot apply layer entry {member.name!r}: {exc}") from exc
@@ -310,6 +313,18 @@ class _Applier:
         self.unpacked.add(path)
 
     # -- parents ---------------------------------------------------------------------------
+
+    def _parent(self, parts: Parts) -> Parts:
+        """Resolved, existing parent directory of an entry (memoised; most entries share
+        parents, and resolving costs one lstat per level). The memo is dropped whenever an
+        entry removes a path or creates a symlink, the only changes that can re-route it."""
+        parent = self._parents.get(parts)
+        if parent is None:
+            parent = resolve(self.root, parts)
+            if parent:
+                self._mkparent(parent)
+            self._parents[parts] = parent
+        return parent
 
     def _mkparent(self, parts: Parts) -> None:
         """Create missing parent dirs; in overlay mode copy attributes from the nearest lower."""
