@@ -13,7 +13,7 @@ from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.records import ImageRecord
 from ctrconv.errors import CtrconvError
 from ctrconv.oci import platform as plat
-from ctrconv.pipeline.plan import image_platforms, plan_image
+from ctrconv.pipeline.plan import DocumentCache, image_platforms, plan_image
 
 
 @dataclass
@@ -48,7 +48,9 @@ def target_descriptor(image: ImageRecord) -> dict[str, Any]:
     return {"mediaType": image.target.media_type, "digest": image.target.digest, "size": image.target.size}
 
 
-def summarize(image: ImageRecord, content: ContentStore, matcher: plat.MatchComparer) -> ImageSummary:
+def summarize(
+    image: ImageRecord, content: ContentStore, matcher: plat.MatchComparer, cache: DocumentCache | None = None
+) -> ImageSummary:
     """Walk one image for ``matcher``: ctr-compatible size, all platforms, completeness."""
     target = target_descriptor(image)
     summary = ImageSummary(
@@ -56,8 +58,8 @@ def summarize(image: ImageRecord, content: ContentStore, matcher: plat.MatchComp
         digest=image.target.digest, size=0, platforms=[], complete=False, missing=[],
     )
     try:
-        plan = plan_image(content, target, selector_for(matcher))
-        summary.platforms = image_platforms(content, target)
+        plan = plan_image(content, target, selector_for(matcher), cache)
+        summary.platforms = image_platforms(content, target, cache)
     except CtrconvError as exc:
         summary.problem = str(exc)
         return summary
@@ -87,9 +89,10 @@ def ctr_size(plan, matcher: plat.MatchComparer) -> int:
 
 def list_images(meta: MetadataDB, content: ContentStore, namespaces: list[str], matcher: plat.MatchComparer) -> list[ImageSummary]:
     out = []
+    cache: DocumentCache = {}  # namespaces and tags share manifests and configs
     for ns in namespaces:
         for image in meta.images(ns):
-            out.append(summarize(image, content, matcher))
+            out.append(summarize(image, content, matcher, cache))
     return out
 
 

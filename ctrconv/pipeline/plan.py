@@ -78,8 +78,26 @@ def _digest(desc: dict[str, Any]) -> str:
     return str(Digest.parse(desc.get("digest")))
 
 
-def read_json_blob(source: BlobSource, desc: dict[str, Any]) -> dict[str, Any]:
-    """Read, verify (digest, size) and schema-validate an index/manifest/config blob."""
+#: digest -> validated document, shared by the walks of one operation (documents are immutable)
+DocumentCache = dict[tuple[str, str, int], dict[str, Any]]
+
+
+def read_json_blob(source: BlobSource, desc: dict[str, Any], cache: DocumentCache | None = None) -> dict[str, Any]:
+    """Read, verify (digest, size) and schema-validate an index/manifest/config blob.
+
+    With ``cache``, a document already read under the same digest, media type and size is
+    returned without reading or validating it again (``ls`` over many images sharing content).
+    """
+    key = (str(desc.get("digest")), str(desc.get("mediaType", "")), desc.get("size"))
+    if cache is not None and key in cache:
+        return cache[key]
+    doc = _read_json_blob(source, desc)
+    if cache is not None:
+        cache[key] = doc  # type: ignore[index]
+    return doc
+
+
+def _read_json_blob(source: BlobSource, desc: dict[str, Any]) -> dict[str, Any]:
     digest = _digest(desc)
     size = desc.get("size")
     if not isinstance(size, int) or size < 0:
@@ -101,6 +119,7 @@ def plan_image(
     source: BlobSource,
     target: dict[str, Any],
     selector: PlatformSelector | None = None,
+    cache: DocumentCache | None = None,
 ) -> ImagePlan:
     """Plan the blobs of the image rooted at ``target``.
 
@@ -128,7 +147,7 @@ def plan_image(
         if not add(desc):
             return
         if mt.is_index(media_type):
-            doc = read_json_blob(source, desc)
+            doc = read_json_blob(source, desc, cache)
             plan.indexes.append(desc)
             for child in doc.get("manifests", []):
                 if selector is not None and child.get("platform") and not selector(child["platform"]):
@@ -136,12 +155,12 @@ def plan_image(
                     continue
                 visit(child, depth + 1)
         elif mt.is_manifest(media_type):
-            doc = read_json_blob(source, desc)
+            doc = read_json_blob(source, desc, cache)
             config = doc["config"]
             layers = list(doc.get("layers") or [])
             platform = desc.get("platform")
             if add(config) and platform is None and mt.is_config(config.get("mediaType", "")):
-                platform = config_platform(read_json_blob(source, config))
+                platform = config_platform(read_json_blob(source, config, cache))
             for layer in layers:
                 add(layer)
             plan.manifests.append(PlannedManifest(desc, platform, config, layers, doc))
@@ -150,7 +169,7 @@ def plan_image(
     return plan
 
 
-def image_platforms(source: BlobSource, target: dict[str, Any]) -> list[str]:
+def image_platforms(source: BlobSource, target: dict[str, Any], cache: DocumentCache | None = None) -> list[str]:
     """containerd ``images.Platforms`` as ``ctr images ls`` shows them (sorted, unique).
 
     Index children contribute their descriptor platform; a manifest without one contributes
@@ -166,12 +185,12 @@ def image_platforms(source: BlobSource, target: dict[str, Any]) -> list[str]:
         if depth > MAX_INDEX_DEPTH or not source.exists(_digest(desc)):
             return
         if mt.is_index(media_type):
-            for child in read_json_blob(source, desc).get("manifests", []):
+            for child in read_json_blob(source, desc, cache).get("manifests", []):
                 visit(child, depth + 1)
         elif mt.is_manifest(media_type):
-            visit(read_json_blob(source, desc)["config"], depth + 1)
+            visit(read_json_blob(source, desc, cache)["config"], depth + 1)
         elif mt.is_config(media_type):
-            doc = read_json_blob(source, desc)
+            doc = read_json_blob(source, desc, cache)
             found.add(platform_string({"os": doc.get("os"), "architecture": doc.get("architecture")}))  # type: ignore[arg-type]
 
     try:
