@@ -137,3 +137,43 @@ def test_kill_9_during_export_leaves_no_or_complete_output(tmp_path: Path, input
             _ctrconv("verify", "-i", str(out))
         leftovers = [p.name for p in out_dir.iterdir() if p != out]
         assert all(name.startswith(".") for name in leftovers), f"visible partial files: {leftovers}"
+
+
+def test_kill_9_during_rebuild_then_rebuild_again(tmp_path: Path, fixture_set, private_containerd) -> None:
+    """An interrupted in-place rebuild never leaves a half-written bolt file: meta.db is the
+    damaged original or a whole, valid new file with the original kept as a backup; running
+    rebuild again completes, and containerd accepts the result."""
+    from ctrconv.bolt.check import check_bolt
+    from support.damage import META, meta_leaf_zeroed, snapshot_dir_deleted
+
+    template = tmp_path / "template"
+    subprocess.run(["cp", "-a", str(fixture_set.root), str(template)], check=True)
+    meta_leaf_zeroed(template, fixture_set)
+    snapshot_dir_deleted(template, fixture_set)
+    full = tmp_path / "full"
+    subprocess.run(["cp", "-a", str(template), str(full)], check=True)
+    started = time.monotonic()
+    _ctrconv("rebuild", "--root", str(full), "-q")
+    duration = time.monotonic() - started
+    expected = _images(full)
+    rng = random.Random(SEED + 2)
+    for i in range(3):
+        root = tmp_path / f"rebuild{i}"
+        subprocess.run(["cp", "-a", str(template), str(root)], check=True)
+        proc = subprocess.Popen([sys.executable, "-m", "ctrconv", "rebuild", "--root", str(root), "-q"], cwd=REPO,
+                                env={**os.environ, "PYTHONPATH": str(REPO)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.05, duration))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        meta = root.joinpath(*META)
+        original = template.joinpath(*META).read_bytes()
+        if meta.read_bytes() != original:
+            assert check_bolt(str(meta)) == [], "meta.db replaced by a broken file"
+            backups = list(meta.parent.glob("meta.db.bak-*"))
+            assert backups and backups[0].read_bytes() == original
+        _ctrconv("rebuild", "--root", str(root), "-q")
+        assert _ctrconv("verify", "--root", str(root), "-A", "-q").returncode == 0
+        assert _images(root) == expected
+    daemon = private_containerd(root=root)
+    assert all(r.complete and r.unpacked for r in daemon.images_check("default"))

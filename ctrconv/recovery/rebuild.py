@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -94,6 +95,37 @@ def rebuild_root(
     report = RebuildReport(str(croot.path), str(target.path))
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
+    if in_place:
+        _rebuild_into(croot, target, True, names, unpack, jobs, progress, report, stamp)
+        return report
+    # A new root is built under a temporary name beside it and renamed at the end, so an
+    # interrupted rebuild leaves no half-made root behind.
+    final = target.path
+    final.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.ctrconv-", dir=final.parent))
+    try:
+        _rebuild_into(croot, ContainerdRoot(scratch), False, names, unpack, jobs, progress, report, stamp)
+        if final.exists():
+            final.rmdir()  # checked empty above
+        os.rename(scratch, final)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return report
+
+
+def _rebuild_into(
+    croot: ContainerdRoot,
+    target: ContainerdRoot,
+    in_place: bool,
+    names: dict[str, str],
+    unpack: bool,
+    jobs: int | None,
+    progress: Callable[[int], object] | None,
+    report: RebuildReport,
+    stamp: str,
+) -> None:
+    """Both phases, reading ``croot`` and writing ``target`` (the same root when in place)."""
     bolt_files = [croot.meta_db] + [croot.snapshotter_db(sn) for sn in croot.snapshotters_on_disk()]
     for path in bolt_files:
         if path.exists() and is_locked(path):
@@ -114,18 +146,20 @@ def rebuild_root(
         if not in_place:
             target.path.mkdir(parents=True, exist_ok=True)
             _copy_snapshot_dirs(croot, target, kept_backends)
-        else:
-            _remove_unkept_snapshot_dirs(croot, kept_backends, report)
         _ensure_schema_version(meta, croot)
+        # Crash order: meta.db first (it only drops references), then the snapshotter dbs (a
+        # backend record meta.db no longer names is garbage containerd's GC collects), and
+        # only then the directories no record keeps.
         _write(target.meta_db, meta, META_DB_MODE, meta_salvage.page_size if meta_salvage else None,
                _synced_freelist(meta_salvage, meta), in_place, stamp, report)
         for sn, (tree, res) in backends.items():
             target.snapshotter_dir(sn).mkdir(mode=0o700, parents=True, exist_ok=True)
             (target.snapshotter_dir(sn) / "snapshots").mkdir(mode=0o700, exist_ok=True)
             _write(target.snapshotter_db(sn), tree, SNAPSHOTTER_DB_MODE, res.page_size if res else None, True, in_place, stamp, report)
+        if in_place:
+            _remove_unkept_snapshot_dirs(croot, kept_backends, report)
 
     _reimport(target, meta, unpack, report)
-    return report
 
 
 # -- phase 1 ------------------------------------------------------------------------------
