@@ -290,4 +290,6 @@ def report_lines(report: ImportReport) -> list[str]:
         lines.append(f"{image.name}: {state} ({image.digest[:19]}{extra})")
     for skipped in report.skipped:
         lines.append(f"{skipped['name']}: skipped: {skipped['reason']}")
+    if report.written and report.images and all(i.status == "present" for i in report.images):
+        lines.append("metadata completed: missing content records, GC labels or snapshots were added")
     return lines

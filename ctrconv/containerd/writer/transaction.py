@@ -26,6 +26,7 @@ shapes a new meta.db: 1.6 persists the freelist, 1.7 and 2.x do not; 2.x gets sc
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -123,6 +124,7 @@ class RootTransaction:
     backups: list[Path] = field(default_factory=list, init=False)
     #: set once meta.db replacement started: from then on new blobs may be referenced
     meta_attempted: bool = field(default=False, init=False)
+    _created_root: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.containerd_version is not None and self.containerd_version not in CONTAINERD_VERSIONS:
@@ -154,12 +156,16 @@ class RootTransaction:
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self._stack.close()
+        if exc_type is not None and self._created_root and not self.meta_attempted:
+            # A failed write into a root this transaction created leaves no empty skeleton.
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def _open(self) -> None:
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"{self.root} is not a directory")
+        self._created_root = not self.root.exists()
         self.root.mkdir(mode=ROOT_MODE, parents=True, exist_ok=True)
         (self.root / K.METADATA_PLUGIN_DIR).mkdir(mode=BOLT_DIR_MODE, exist_ok=True)
         # Lock everything before reading anything: containerd holds these for its lifetime.
