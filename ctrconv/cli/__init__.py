@@ -17,6 +17,7 @@ app = typer.Typer(
     help="Move container images in and out of containerd's on-disk store without the daemon.",
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

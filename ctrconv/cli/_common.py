@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import click
 import typer
 
 from ctrconv.errors import CtrconvError
@@ -74,20 +73,61 @@ class TqdmBytes:
         self.close()
 
 
+def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(exit, abort, usage) exception classes of the click typer runs on.
+
+    typer >= 0.27 vendors click as ``typer._click``; older releases use ``click`` itself.
+    """
+    exits: list[type] = [typer.Exit]
+    aborts: list[type] = [typer.Abort]
+    usage: list[type] = []
+    try:
+        import click
+
+        exits.append(click.exceptions.Exit)
+        aborts.append(click.exceptions.Abort)
+        usage.append(click.ClickException)
+    except ImportError:
+        pass
+    try:
+        from typer._click import exceptions as vendored  # type: ignore[import-not-found]
+
+        usage.append(vendored.ClickException)
+    except ImportError:
+        pass
+    return tuple(exits), tuple(aborts), tuple(usage)
+
+
+_EXIT, _ABORT, _USAGE = _click_exceptions()
+
+
+def _plain_metavars(group: object) -> None:
+    """Show ``--image IMAGE`` in help, not typer's ``<list[str]>`` type names."""
+    commands = getattr(group, "commands", {}) or {}
+    for command in [group, *commands.values()]:
+        for param in command.params:
+            if getattr(param, "param_type_name", "") == "option" and param.metavar is None and not param.is_flag and param.name:
+                param.metavar = param.name.upper().replace("-", "_")
+
+
 def run(app: typer.Typer, argv: list[str]) -> int:
     """Run the typer app; return the exit code (0, 1 operation failed, 2 usage)."""
     debug = STATE.debug or "--debug" in argv
     try:
         command = typer.main.get_command(app)
+        _plain_metavars(command)
         result = command.main(args=argv, prog_name="ctrconv", standalone_mode=False)
         # click returns the code of a ``typer.Exit`` instead of raising it in this mode
         return result if isinstance(result, int) else 0
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except _EXIT as exc:
+        return int(getattr(exc, "exit_code", 0) or 0)
+    except _ABORT:
         error_line("aborted")
         return 1
-    except click.ClickException as exc:
+    except _USAGE as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare ``ctrconv``: show the help
+            sys.stdout.write(exc.format_message().rstrip() + "\n")
+            return 2
         error_line(exc.format_message())
         return 2
     except CtrconvError as exc:

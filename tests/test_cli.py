@@ -1,0 +1,62 @@
+"""The CLI contract of ../shared/spec/cli.md: exit codes, one-line errors, the options it names."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("args", [
+    ("ls", "--bogus"),
+    ("export", "--root", "/nonexistent", "--all"),          # missing -o
+    ("verify", "-j", "many"),
+    ("export", "--root", "/tmp", "--all", "-o", "x", "--format", "nope"),
+    ("import", "--root", "/tmp/x", "-i", "/nonexistent.tar"),
+    ("rebuild", "--root", "/nonexistent"),
+    ("dump", "/nonexistent.db"),
+])
+def test_usage_errors_exit_2_with_one_line(cli, args):
+    result = cli(*args)
+    assert result.code == 2, (result.code, result.stderr)
+    assert result.stderr.startswith("ctrconv: error: ") and result.stderr.count("\n") == 1
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_python_m_ctrconv_and_help():
+    out = subprocess.run([sys.executable, "-m", "ctrconv", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0
+    for command in ("ls", "export", "import", "verify", "rebuild", "dump"):
+        assert command in out.stdout
+
+
+@pytest.mark.parametrize("command,options", [
+    ("ls", ["--root", "--namespace", "--all-namespaces", "--json"]),
+    ("export", ["--root", "--namespace", "--image", "--all", "--output", "--format", "--platform", "--all-platforms", "--json", "--quiet", "--ignore-lock"]),
+    ("import", ["--root", "--namespace", "--input", "--snapshotter", "--no-unpack", "--platform", "--all-platforms", "--name", "--json"]),
+    ("verify", ["--root", "--namespace", "--all-namespaces", "--input", "--json"]),
+    ("rebuild", ["--root", "--output"]),
+    ("dump", ["--json"]),
+])
+def test_every_option_of_the_contract_exists(cli, command, options):
+    result = cli(command, "--help")
+    assert result.code == 0
+    for option in options:
+        assert option in result.stdout, f"{command} lacks {option}"
+
+
+def test_debug_shows_a_traceback(cli, tmp_path):
+    bad = tmp_path / "x.db"
+    bad.write_bytes(b"junk" * 1000)
+    assert "Traceback" not in cli("dump", str(bad)).stderr
+    assert "Traceback" in cli("--debug", "dump", str(bad)).stderr
+
+
+def test_readme_documents_every_command():
+    readme = (REPO / "README.md").read_text()
+    for command in ("ls", "export", "import", "verify", "rebuild"):
+        assert f"ctrconv {command}" in readme
