@@ -442,10 +442,7 @@ def test_wrong_diff_id_fails_before_any_metadata(tmp_path: Path) -> None:
     root = tmp_path / "root"
     with pytest.raises(DigestMismatchError):
         copy_images_to_root(LayoutSource(builder.path), root)
-    assert not (root / META).exists()
-    assert not (root / OVERLAY / "metadata.db").exists()
-    assert os.listdir(root / OVERLAY / "snapshots") == []
-    assert [p.name for p in (root / OVERLAY).iterdir()] == ["snapshots"]
+    assert not root.exists()  # the failed import created the root, so it removed it again
 
 
 def test_missing_blob_in_input_is_refused(tmp_path: Path, layout) -> None:
