@@ -101,8 +101,6 @@ def verify_layout(path: str, *, progress: Any = None) -> "Report":
 
 
 if TYPE_CHECKING:
-    from typing import BinaryIO, Sequence
-
     from ctrconv.pipeline.export import ExportReport
 
 

@@ -16,7 +16,6 @@ import json
 import shutil
 import subprocess
 import tarfile
-from pathlib import Path
 
 import pytest
 

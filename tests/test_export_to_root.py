@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 
 def test_root_to_new_root_runs_in_containerd(fixture_set, tmp_path, cli, private_containerd):

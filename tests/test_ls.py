@@ -6,7 +6,6 @@ import hashlib
 import os
 from pathlib import Path
 
-import pytest
 
 from ctrconv.inventory import human_size
 from support.daemon import parse_table

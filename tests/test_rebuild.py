@@ -7,7 +7,6 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
 
 from ctrconv.bolt import BoltFile
 

@@ -6,10 +6,8 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
 
 from ctrconv.bolt import BoltFile
-from ctrconv.bolt import _structs as S
 
 
 def _image(fixture_set, name="docker.io/library/bbx:oci", ns="default"):
@@ -87,7 +85,7 @@ def test_meta_db_truncated_to_half(tmp_root_copy, cli):
 def test_meta_db_leaf_page_zeroed(tmp_root_copy, cli):
     meta = tmp_root_copy / "io.containerd.metadata.v1.bolt" / "meta.db"
     with BoltFile(meta) as db:
-        page_size, hwm = db.page_size, db.meta.pgid
+        page_size = db.page_size
         root = db.meta.root
     with open(meta, "r+b") as f:
         f.seek(root * page_size)

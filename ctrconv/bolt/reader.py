@@ -11,7 +11,6 @@ from __future__ import annotations
 import mmap
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator, Union
 
 from ctrconv.bolt import _structs as S

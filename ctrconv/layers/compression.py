@@ -25,7 +25,7 @@ import tempfile
 import queue
 import threading
 import zlib
-from typing import IO, Callable, Iterator, Literal, Protocol
+from typing import IO, Any, Callable, Iterator, Literal, Protocol
 
 import zstandard
 

@@ -11,7 +11,6 @@ GC would collect (index.json blob, docker ``<id>/json``) are simply not written.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from ctrconv.errors import FormatError, MissingContentError, UsageError
 from ctrconv.inventory import selector_for
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
-from ctrconv.pipeline.plan import ImagePlan, PlannedManifest, plan_image, platform_string, read_json_blob
+from ctrconv.pipeline.plan import ImagePlan, PlannedManifest, plan_image, read_json_blob
 from ctrconv.pipeline.source import ImageSource, NamedEntry
 
 ProgressFactory = Callable[[int, str], Callable[[int], object]]
