@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 
@@ -154,3 +155,23 @@ def test_rebuild_refuses_a_running_root(tmp_root_copy, cli, private_containerd):
     result = cli("rebuild", "--root", str(tmp_root_copy), "-q")
     assert result.code == 1
     assert "locked by a running containerd" in result.stderr
+
+
+def test_containers_and_their_snapshots_survive_a_rebuild(fixture_set, tmp_root_copy, cli, private_containerd):
+    daemon = private_containerd(root=tmp_root_copy)
+    daemon.ctr("container", "create", "docker.io/library/bbx:docker", "keeper", "/bin/busybox", "sleep", "30")
+    daemon.stop()
+    layer = _oci(fixture_set)["manifests"][0]["layers"][2]["digest"]
+    _blob(tmp_root_copy, layer).unlink()  # damage elsewhere: bbx:oci loses a layer
+    _rebuild(cli, tmp_root_copy)
+    _assert_clean(cli, tmp_root_copy)
+    daemon = private_containerd(root=tmp_root_copy)
+    assert "keeper" in daemon.ctr("containers", "ls", "-q").stdout.split()
+    assert daemon.ctr("snapshots", "info", "keeper").returncode == 0
+    start = daemon.ctr("task", "start", "-d", "keeper", check=False)
+    assert start.returncode == 0, start.stderr
+    daemon.ctr("task", "kill", "-s", "SIGKILL", "keeper", check=False)
+    for _ in range(50):  # the shim needs a moment to reap the killed task
+        if daemon.ctr("task", "delete", "keeper", check=False).returncode == 0:
+            break
+        time.sleep(0.1)
