@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -18,18 +20,57 @@ from ctrconv.errors import DigestMismatchError, SizeMismatchError
 CHUNK = 1 << 20
 
 
+#: blobs at least this large are hashed on a helper thread, overlapping with the caller's writes
+BACKGROUND_HASH_MIN = 8 << 20
+
+
+def _hash_chunks(chunks: "queue.Queue[bytes | None]", hasher: "hashlib._Hash") -> None:
+    while (chunk := chunks.get()) is not None:
+        hasher.update(chunk)
+
+
+class _BackgroundHasher:
+    """Feeds chunks to a hash on another thread (hashlib releases the GIL on large updates),
+    so hashing a blob overlaps with writing it. At most ``depth`` chunks wait."""
+
+    def __init__(self, hasher: "hashlib._Hash", depth: int = 4) -> None:
+        self._hash = hasher
+        self._queue: queue.Queue[bytes | None] = queue.Queue(depth)
+        # The thread holds the queue and the hash, not this object, so an abandoned reader is
+        # collected and its ``__del__`` ends the thread.
+        self._thread = threading.Thread(target=_hash_chunks, args=(self._queue, hasher), name="blob-hash", daemon=True)
+        self._thread.start()
+
+    def __del__(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+
+    def update(self, data: bytes) -> None:
+        if data:
+            self._queue.put(data)
+
+    def hexdigest(self) -> str:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        return self._hash.hexdigest()
+
+
 class VerifyingReader:
     """Wraps a stream; raises at EOF if the bytes read do not match ``digest`` and ``size``.
 
     Reading past ``size`` is detected (one probe byte) and reported as a lying size, so a
-    blob that is longer than its descriptor never passes.
+    blob that is longer than its descriptor never passes. Large blobs are hashed on a helper
+    thread while the caller writes what it read; the verdict still comes with the last read.
     """
 
     def __init__(self, stream: BinaryIO, digest: Digest, size: int, *, what: str | None = None) -> None:
         self._stream = stream
         self.digest = digest
         self.size = size
-        self._hash = digest.hasher()
+        self._hash: "hashlib._Hash | _BackgroundHasher" = (
+            _BackgroundHasher(digest.hasher()) if size >= BACKGROUND_HASH_MIN else digest.hasher()
+        )
         self._read = 0
         self._done = False
         self.what = what or str(digest)
@@ -54,13 +95,13 @@ class VerifyingReader:
 
     def _finish(self) -> None:
         self._done = True
+        got = self._hash.hexdigest()  # also stops a background hasher
         if self._read < self.size:
             raise SizeMismatchError(
                 f"{self.what}: truncated: got {self._read} of {self.size} bytes"
             )
         if self._stream.read(1):
             raise SizeMismatchError(f"{self.what}: content is longer than its size {self.size}")
-        got = self._hash.hexdigest()
         if got != self.digest.hex:
             raise DigestMismatchError(
                 f"{self.what}: digest mismatch: content hashes to {self.digest.algorithm}:{got}"
@@ -108,6 +149,40 @@ def hash_file(path: str | os.PathLike[str], algorithm: str = "sha256") -> tuple[
             size += len(chunk)
             h.update(chunk)
     return h.hexdigest(), size
+
+
+class EarlyWriteback:
+    """Ask the kernel to start writing a file's dirty pages every ``step`` bytes.
+
+    ``sync_file_range(SYNC_FILE_RANGE_WRITE)`` only starts writeback (it does not wait), so the
+    disk works while we go on reading and hashing, and the fsync before the final rename finds
+    little left to do. A no-op where the call is not available.
+    """
+
+    _WRITE = 2  # SYNC_FILE_RANGE_WRITE
+    _libc = None
+
+    def __init__(self, fd: int, step: int = 32 << 20) -> None:
+        self._fd = fd
+        self._step = step
+        self._done = 0
+        if EarlyWriteback._libc is None:
+            try:
+                import ctypes
+                import ctypes.util
+
+                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+                libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+                EarlyWriteback._libc = libc
+            except (OSError, AttributeError):
+                EarlyWriteback._libc = False
+
+    def wrote(self, position: int) -> None:
+        """The file now holds ``position`` bytes; start writeback of what is new."""
+        libc = EarlyWriteback._libc
+        if libc and position - self._done >= self._step:
+            libc.sync_file_range(self._fd, self._done, position - self._done, self._WRITE)
+            self._done = position
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, Sequence
 from ctrconv.sinks import _layout
 from ctrconv.sinks._tar import TarWriter
 from ctrconv.sinks.base import BlobReader, ExportedImage, blob_path
-from ctrconv.streams import CHUNK, fsync_dir
+from ctrconv.streams import CHUNK, EarlyWriteback, fsync_dir
 
 
 def _umask() -> int:
@@ -42,8 +42,10 @@ class TarSink(ABC):
             fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".ctrconv-tmp", dir=out.parent)
             self._tmp = Path(tmp)
             self._stream: BinaryIO = os.fdopen(fd, "wb")
+            self._writeback: EarlyWriteback | None = EarlyWriteback(fd)
         else:
             self._stream = out
+            self._writeback = None
         self._tar = TarWriter(self._stream)
         self._documents: list[tuple[str, bytes, int]] = []
         self._dirs: set[str] = set()
@@ -81,6 +83,8 @@ class TarSink(ABC):
             if not chunk:
                 break
             self._tar.write(chunk)
+            if self._writeback is not None:
+                self._writeback.wrote(self._stream.tell())
         self._tar.end_file()
 
     def commit(self) -> None:
