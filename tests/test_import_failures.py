@@ -28,3 +28,21 @@ def test_failed_import_into_an_existing_empty_dir_keeps_the_dir(tmp_path: Path, 
     root.mkdir()
     assert cli("import", "--root", str(root), "-i", str(source), "-q").code == 1
     assert root.is_dir()
+
+
+def test_max_layer_size_stops_a_decompression_bomb(tmp_path: Path, cli):
+    layer = tar([member("zeros", data=bytes(8 << 20))])  # 8 MiB of zeros gzip to a few KiB
+    source = tmp_path / "bomb.tar"
+    source.write_bytes(image([layer]))
+    root = tmp_path / "root"
+    result = cli("import", "--root", str(root), "-i", str(source), "-q", "--max-layer-size", "1M")
+    assert result.code == 1
+    assert "decompression limit" in result.stderr
+    assert not root.exists()
+    assert cli("import", "--root", str(root), "-i", str(source), "-q", "--max-layer-size", "16M").code == 0
+
+
+def test_max_layer_size_must_be_a_size(tmp_path: Path, cli):
+    result = cli("import", "--root", str(tmp_path / "r"), "-i", str(tmp_path / "x.tar"), "--max-layer-size", "lots")
+    assert result.code == 2
+    assert "invalid size" in result.stderr

@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from ctrconv.errors import CtrconvError
+from ctrconv.errors import CtrconvError, UsageError
 
 
 @dataclass
@@ -33,6 +33,23 @@ QUIET_OPTION = typer.Option(False, "-q", "--quiet", help="No progress bars.")
 IGNORE_LOCK_OPTION = typer.Option(
     False, "--ignore-lock", help="Read a root that a running containerd holds, from a consistent private copy."
 )
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``20G``, ``512M``, ``1048576`` -> bytes (binary units; a trailing ``B``/``iB`` is fine)."""
+    value = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = value[-1:] if value[-1:] in _SIZE_UNITS else ""
+    number = value[: len(value) - len(unit)]
+    try:
+        size = int(float(number) * _SIZE_UNITS[unit])
+    except ValueError:
+        raise UsageError(f"invalid size {text!r} (use e.g. 20G, 512M or a number of bytes)") from None
+    if size <= 0:
+        raise UsageError(f"invalid size {text!r}: must be positive")
+    return size
 
 
 def error_line(message: str) -> None:

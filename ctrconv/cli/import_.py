@@ -16,6 +16,7 @@ from ctrconv.cli._common import (
     QUIET_OPTION,
     ROOT_OPTION,
     TqdmBytes,
+    parse_size,
     print_json,
     progress_enabled,
 )
@@ -40,6 +41,10 @@ def import_command(
         help="Containerd that will run a new root: 1.6 (default), 1.7 or 2.x. An existing root keeps its own form.",
     ),
     no_backup: bool = typer.Option(False, "--no-backup", help="Do not keep the replaced bolt files as *.bak-<time>."),
+    max_layer_size: Optional[str] = typer.Option(
+        None, "--max-layer-size", metavar="SIZE",
+        help="Refuse a layer that decompresses to more than SIZE (e.g. 20G): a decompression-bomb limit. Default: free disk only.",
+    ),
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -60,6 +65,7 @@ def import_command(
             snapshotter=snapshotter, unpack=not no_unpack, platforms=platform or None,
             all_platforms=all_platforms, name=name, pin=pin,
             containerd_version=containerd_version, backup=not no_backup, progress=progress,
+            max_layer_bytes=parse_size(max_layer_size) if max_layer_size else None,
         )
     finally:
         for bar in bars:

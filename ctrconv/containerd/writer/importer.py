@@ -160,6 +160,7 @@ def copy_images_to_root(
     containerd_version: str | None = None,
     backup: bool = True,
     progress: ProgressFactory | None = None,
+    max_layer_bytes: int | None = None,
 ) -> ImportReport:
     """Write the images of ``source`` into the containerd root ``target_root`` (containerd stopped).
 
@@ -174,6 +175,8 @@ def copy_images_to_root(
             None = 1.6); an existing root keeps its own form (a mismatch is a report warning).
         backup: keep replaced bolt files as ``<file>.bak-<UTC time>``.
         progress: ``progress(total_bytes, label)`` -> byte counter, for blob copies.
+        max_layer_bytes: refuse a layer that decompresses to more (a decompression bomb);
+            None leaves only the free-disk checks.
 
     Raises:
         LockedError: containerd holds the root; MissingContentError: the input lacks a blob;
@@ -222,7 +225,7 @@ def copy_images_to_root(
             if unpack:
                 from ctrconv.containerd.writer.snapshots import SnapshotWriter
 
-                snaps = SnapshotWriter(txn, namespace, snapshotter, now_ns)
+                snaps = SnapshotWriter(txn, namespace, snapshotter, now_ns, max_layer_bytes)
             unpacked: dict[str, Any] = {}
             for image_name, _, plan in plans:
                 target = _unpack_candidate(plan) if unpack else None

@@ -65,13 +65,16 @@ class UnpackResult:
 class SnapshotWriter:
     """Creates committed snapshots for one namespace and snapshotter inside a transaction."""
 
-    def __init__(self, txn: RootTransaction, namespace: str, snapshotter: str, now_ns: int) -> None:
+    def __init__(
+        self, txn: RootTransaction, namespace: str, snapshotter: str, now_ns: int, max_layer_bytes: int | None = None
+    ) -> None:
         if snapshotter not in SNAPSHOTTERS:
             raise UsageError(f"unsupported snapshotter {snapshotter!r} (use {' or '.join(SNAPSHOTTERS)})")
         self.txn = txn
         self.namespace = namespace
         self.snapshotter = snapshotter
         self.now_ns = now_ns
+        self.max_layer_bytes = max_layer_bytes  # decompression-bomb limit per layer (None: free disk)
         self.dir = txn.snapshotter_dir(snapshotter)
         self.snapshots_dir = self.dir / "snapshots"
         self.backend = txn.backend(snapshotter)
@@ -199,7 +202,7 @@ class SnapshotWriter:
         with open_blob(str(layer["digest"])) as blob:
             unpack_layer(
                 blob, target, mode=mode, media_type=layer.get("mediaType"),
-                lowers=lowers, expected_diff_id=diff_id,
+                lowers=lowers, expected_diff_id=diff_id, max_bytes=self.max_layer_bytes,
             )
         usage = disk_usage(target)
         seq = self.meta_bucket.sequence + 1
