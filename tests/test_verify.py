@@ -147,3 +147,24 @@ def test_deep_verify_never_writes_into_the_root(tmp_root_copy, cli):
     assert _verify(cli, tmp_root_copy, "--deep").code == 0
     assert sorted((str(p), p.lstat().st_mtime_ns) for p in snapdir.iterdir()) == before
     assert snapdir.stat().st_mtime_ns == mtime
+
+
+def test_verify_of_a_live_root_reads_private_copies(tmp_root_copy, private_containerd, cli):
+    """With --ignore-lock the bolt files a running containerd holds are checked in consistent
+    copies: clean, and the live files are never opened for the structure check."""
+    daemon = private_containerd(root=tmp_root_copy)
+    daemon.ctr("images", "ls")  # the snapshotter db is opened lazily; make sure both are held
+    assert cli("verify", "--root", str(tmp_root_copy), "-A", "-q").code == 1  # refused: locked
+    result = _verify(cli, tmp_root_copy, "--ignore-lock")
+    assert result.code == 0, result.json["problems"]
+    assert result.json["stats"]["bolt files"] >= 2
+
+
+def test_a_damaged_snapshotter_db_is_blamed_not_meta_db(tmp_root_copy, cli):
+    db = tmp_root_copy / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db"
+    db.write_bytes(b"\0" * 8192)
+    result = _verify(cli, tmp_root_copy)
+    assert result.code == 1
+    unreadable = [p for p in result.json["problems"] if p["kind"] == "unreadable"]
+    assert unreadable and all("metadata.db" in p["object"] and "meta.db" != p["object"] for p in unreadable)
+    assert any(p["kind"] == "missing-backend-snapshot" for p in result.json["problems"])

@@ -7,12 +7,15 @@ platforms are reported as information, not as problems.
 from __future__ import annotations
 
 import os
+import tempfile
+from dataclasses import dataclass
 import time
 from typing import Callable, Iterable, Iterator, TypeVar
 
 from ctrconv.bolt.check import check_bolt
 from ctrconv.containerd.metadata import MetadataDB
-from ctrconv.containerd.records import BlobRecord, ImageRecord
+from ctrconv.containerd.records import BackendSnapshot, BlobRecord, ImageRecord
+from ctrconv.containerd.locking import is_locked, private_copy
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.digest import Digest
 from ctrconv.errors import ContentError, CtrconvError, InvalidDigestError
@@ -55,40 +58,77 @@ def verify_root(
 
         raise LockedError(f"{croot.meta_db} is locked by a running containerd", hint="stop containerd, or pass --ignore-lock")
 
-    bolt_files = [croot.meta_db] + [
-        croot.snapshotter_db(sn) for sn in croot.snapshotters_on_disk() if croot.snapshotter_db(sn).is_file()
-    ]
-    for path in bolt_files:
-        report.count("bolt files")
-        for problem in check_bolt(str(path)):
-            report.add("bolt", str(path.relative_to(croot.path)), f"{path}" + (f" page {problem.page}" if problem.page is not None else ""), problem.message)
-
+    _check_bolt_files(croot, report, ignore_lock)
+    backends = _read_backends(croot, report, ignore_lock)
     backend_names: dict[str, set[str]] = {}
     referenced: set[str] = set()
     try:
         with croot.open_metadata(ignore_lock=ignore_lock) as meta:
             selected = meta.namespaces() if namespaces is None else namespaces
             for ns in selected:
-                _check_namespace(meta, croot, ns, report, referenced)
+                _check_namespace(meta, croot, ns, report)
             for ns in meta.namespaces():
                 for sn in meta.snapshotters(ns):
                     for rec in _safe(report, f"{ns}/snapshots/{sn}", "meta.db", meta.snapshots(ns, sn)):
                         backend_names.setdefault(sn, set()).add(rec.name)
                 for blob in _safe(report, f"{ns}/content", "meta.db", meta.blobs(ns)):
                     referenced.add(blob.digest)
-            _check_meta_snapshots(meta, croot, selected, report, ignore_lock)
+            _check_meta_snapshots(meta, selected, report, backends)
             if deep:
-                _deep(meta, croot, selected, report, ignore_lock)
+                _deep(meta, croot, selected, report, backends)
     except CtrconvError as exc:
         report.add("unreadable", "meta.db", str(croot.meta_db), str(exc))
 
-    for sn in croot.snapshotters_on_disk():
-        _check_snapshotter(croot, sn, backend_names.get(sn, set()), report, ignore_lock)
+    for sn, backend in backends.items():
+        _check_snapshotter(croot, sn, backend, backend_names.get(sn, set()), report)
     _check_blobs(croot, referenced, report, jobs, progress)
     return report
 
 
-def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: Report, referenced: set[str]) -> None:
+def _check_bolt_files(croot: ContainerdRoot, report: Report, ignore_lock: bool) -> None:
+    """Structure of meta.db and every snapshotter metadata.db; a file a running containerd
+    holds (``--ignore-lock``) is checked in a consistent private copy, never read live."""
+    bolt_files = [croot.meta_db] + [
+        croot.snapshotter_db(sn) for sn in croot.snapshotters_on_disk() if croot.snapshotter_db(sn).is_file()
+    ]
+    with tempfile.TemporaryDirectory(prefix="ctrconv-verify-") as work:
+        for path in bolt_files:
+            report.count("bolt files")
+            readable = private_copy(path, work) if ignore_lock and is_locked(path) else path
+            for problem in check_bolt(str(readable)):
+                where = f"{path}" + (f" page {problem.page}" if problem.page is not None else "")
+                report.add("bolt", str(path.relative_to(croot.path)), where, problem.message)
+
+
+@dataclass
+class _Backend:
+    """One snapshotter's metadata.db, read once for every check that needs it."""
+
+    snapshots: list[BackendSnapshot]
+    links: list[tuple[int, int, str]]
+    sequence: int
+
+
+def _read_backends(croot: ContainerdRoot, report: Report, ignore_lock: bool) -> dict[str, _Backend]:
+    """Every snapshotter that has a metadata.db; an unreadable one is a problem of its own."""
+    backends: dict[str, _Backend] = {}
+    for sn in croot.snapshotters_on_disk():
+        where = str(croot.snapshotter_db(sn))
+        try:
+            with croot.open_snapshotter(sn, ignore_lock=ignore_lock) as backend:
+                if backend is None:
+                    continue
+                backends[sn] = _Backend(
+                    snapshots=list(_safe(report, f"{sn} snapshots", where, backend.snapshots())),
+                    links=list(_safe(report, f"{sn} parents", where, backend.parent_links())),
+                    sequence=backend.sequence,
+                )
+        except CtrconvError as exc:
+            report.add("unreadable", f"{sn}/metadata.db", where, str(exc))
+    return backends
+
+
+def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: Report) -> None:
     content = croot.content
     where = f"meta.db v1/{ns}"
     records: dict[str, BlobRecord] = {}
@@ -235,11 +275,10 @@ def _check_unpacked(image, manifest, records, snapshot_keys, croot, report) -> N
             report.add("missing-gc-label", obj, f"meta.db v1/{image.namespace}/content/blob/{config['digest']}", f"config has no {GC_SNAPSHOT}{sn} label for {top}: GC would delete the unpacked snapshots")
 
 
-def _check_meta_snapshots(meta: MetadataDB, croot: ContainerdRoot, namespaces: list[str], report: Report, ignore_lock: bool) -> None:
+def _check_meta_snapshots(meta: MetadataDB, namespaces: list[str], report: Report, backends: dict[str, _Backend]) -> None:
     for ns in namespaces:
         for sn in meta.snapshotters(ns):
-            with croot.open_snapshotter(sn, ignore_lock=ignore_lock) as backend:
-                backend_keys = {b.key for b in backend.snapshots()} if backend else set()
+            backend_keys = {b.key for b in backends[sn].snapshots} if sn in backends else set()
             recs = {r.key: r for r in _safe(report, f"{ns}/snapshots/{sn}", "meta.db", meta.snapshots(ns, sn))}
             for key, rec in recs.items():
                 obj = f"snapshot {ns}/{sn}/{key}"
@@ -254,18 +293,9 @@ def _check_meta_snapshots(meta: MetadataDB, croot: ContainerdRoot, namespaces: l
                         report.add("snapshot-chain", obj, where, f"child link {child} has no record")
 
 
-def _check_snapshotter(croot: ContainerdRoot, sn: str, referenced_names: set[str], report: Report, ignore_lock: bool) -> None:
+def _check_snapshotter(croot: ContainerdRoot, sn: str, backend: _Backend, referenced_names: set[str], report: Report) -> None:
     base = croot.snapshotter_dir(sn)
-    try:
-        with croot.open_snapshotter(sn, ignore_lock=ignore_lock) as backend:
-            if backend is None:
-                return
-            snaps = list(_safe(report, f"{sn} snapshots", str(base / "metadata.db"), backend.snapshots()))
-            links = list(_safe(report, f"{sn} parents", str(base / "metadata.db"), backend.parent_links()))
-            sequence = backend.sequence
-    except CtrconvError as exc:
-        report.add("unreadable", f"{sn}/metadata.db", str(base / "metadata.db"), str(exc))
-        return
+    snaps, links, sequence = backend.snapshots, backend.links, backend.sequence
     by_key = {s.key: s for s in snaps}
     ids = {s.id for s in snaps}
     for s in snaps:
@@ -316,7 +346,7 @@ def _check_blobs(croot: ContainerdRoot, referenced: set[str], report: Report, jo
 
 
 
-def _deep(meta: MetadataDB, croot: ContainerdRoot, namespaces: list[str], report: Report, ignore_lock: bool) -> None:
+def _deep(meta: MetadataDB, croot: ContainerdRoot, namespaces: list[str], report: Report, backends: dict[str, _Backend]) -> None:
     """Compare every unpacked snapshot of every image's host platform with its layer."""
     from ctrconv.verify.deep import check_snapshot_trees
 
@@ -324,8 +354,7 @@ def _deep(meta: MetadataDB, croot: ContainerdRoot, namespaces: list[str], report
     checked: set[tuple[str, str]] = set()
     for ns in namespaces:
         for sn in meta.snapshotters(ns):
-            with croot.open_snapshotter(sn, ignore_lock=ignore_lock) as backend:
-                ids = {b.key: b.id for b in backend.snapshots()} if backend else {}
+            ids = {b.key: b.id for b in backends[sn].snapshots} if sn in backends else {}
             dirs = {}
             for rec in _safe(report, f"{ns}/snapshots/{sn}", "meta.db", meta.snapshots(ns, sn)):
                 if rec.name in ids:
