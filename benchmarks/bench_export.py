@@ -35,28 +35,10 @@ sys.path.insert(0, str(REPO))
 
 from support.daemon import PrivateContainerd, containerd_version  # noqa: E402
 
+from _common import file_lists  # noqa: E402  (benchmarks/ is the script directory)
+
 IMAGE = "docker.io/library/bench:v1"
 MT_LAYER = "application/vnd.oci.image.layer.v1.tar"
-
-
-def _file_lists(source: Path, sizes: list[int]) -> list[list[str]]:
-    """Regular files under ``source`` split into groups of at least ``sizes[i]`` bytes each."""
-    groups: list[list[str]] = [[] for _ in sizes]
-    totals = [0] * len(sizes)
-    i = 0
-    for dirpath, dirnames, filenames in os.walk(source):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = os.path.join(dirpath, name)
-            if not os.path.isfile(path) or os.path.islink(path):
-                continue
-            groups[i].append(path.lstrip("/"))
-            totals[i] += os.path.getsize(path)
-            if totals[i] >= sizes[i]:
-                i += 1
-                if i == len(sizes):
-                    return groups
-    raise SystemExit(f"{source} holds fewer than {sum(sizes)} bytes")
 
 
 def _blob(layout: Path, data_path: Path | None = None, data: bytes | None = None) -> dict:
@@ -84,7 +66,7 @@ def build_archive(work: Path, size_mb: int) -> Path:
     (layout / "blobs" / "sha256").mkdir(parents=True)
     total = size_mb << 20
     layers = []
-    for i, files in enumerate(_file_lists(Path("/usr/lib"), [total * 2 // 3, total // 3])):
+    for i, files in enumerate(file_lists(Path("/usr/lib"), [total * 2 // 3, total // 3])):
         listing = work / f"files{i}.txt"
         listing.write_text("\n".join(files) + "\n")
         tar_path = work / f"layer{i}.tar"

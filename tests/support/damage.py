@@ -60,6 +60,12 @@ def _meta(root: Path) -> tuple[Path, int, int, int, int, int]:
         return path, db.page_size, m.pgid, m.page, m.root, m.freelist
 
 
+def _zero_page(path: Path, pgid: int, page_size: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(pgid * page_size)
+        f.write(bytes(page_size))
+
+
 def meta_truncated_half(root: Path, fx) -> str:
     path, page_size, hwm, *_ = _meta(root)
     with open(path, "r+b") as f:
@@ -74,25 +80,19 @@ def meta_leaf_zeroed(root: Path, fx) -> str:
     with BoltFile(path) as db:
         images = db.bucket(b"v1", b"default", b"images")
         leaf = next(p.pgid for p in images.pages() if p.flags == S.LEAF_PAGE) if images.inline is None else root_page
-    with open(path, "r+b") as f:
-        f.seek(leaf * page_size)
-        f.write(bytes(page_size))
+    _zero_page(path, leaf, page_size)
     return f"page {leaf}"
 
 
 def meta_current_meta_zeroed(root: Path, fx) -> str:
     path, page_size, _, current, _, _ = _meta(root)
-    with open(path, "r+b") as f:
-        f.seek(current * page_size)
-        f.write(bytes(page_size))
+    _zero_page(path, current, page_size)
     return f"meta {current}"
 
 
 def meta_freelist_zeroed(root: Path, fx) -> str:
     path, page_size, _, _, _, freelist = _meta(root)
-    with open(path, "r+b") as f:
-        f.seek(freelist * page_size)
-        f.write(bytes(page_size))
+    _zero_page(path, freelist, page_size)
     return f"page {freelist}"
 
 
