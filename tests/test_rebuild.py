@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
+import pytest
 
 from ctrconv.bolt import BoltFile
 
@@ -175,3 +177,28 @@ def test_containers_and_their_snapshots_survive_a_rebuild(fixture_set, tmp_root_
         if daemon.ctr("task", "delete", "keeper", check=False).returncode == 0:
             break
         time.sleep(0.1)
+
+
+def test_rebuild_into_another_filesystem_copies_and_verifies_each_blob(fixture_set, tmp_root_copy, tmp_path, cli):
+    """Across filesystems blobs cannot be hard-linked: each is copied with its hash computed
+    on the way, and a corrupt one is left out of the new root."""
+    other_fs = tmp_path / "tmpfs"
+    other_fs.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(other_fs)]).returncode:
+        pytest.skip("needs root to mount a tmpfs")
+    try:
+        layer = _oci(fixture_set)["manifests"][0]["layers"][1]["digest"]
+        path = _blob(tmp_root_copy, layer)
+        os.chmod(path, 0o644)
+        with open(path, "r+b") as f:
+            f.write(b"\xff")
+        report = _rebuild(cli, tmp_root_copy, "-o", str(other_fs / "root"))
+        assert [c["digest"] for c in report["corrupt_blobs"]] == [layer]
+        new = other_fs / "root"
+        assert not _blob(new, layer).exists()
+        copied = _blob(new, _oci(fixture_set)["manifests"][0]["layers"][0]["digest"])
+        assert copied.stat().st_mode & 0o777 == 0o444 and copied.stat().st_nlink == 1
+        _assert_clean(cli, new)
+        assert not list(new.rglob(".*.ctrconv-tmp"))
+    finally:
+        subprocess.run(["umount", str(other_fs)])

@@ -38,7 +38,7 @@ from ctrconv.inventory import selector_for
 from ctrconv.oci import platform as plat
 from ctrconv.pipeline.plan import plan_image
 from ctrconv.recovery.derive import derived_name, sniff_document, top_level
-from ctrconv.streams import fsync_dir
+from ctrconv.streams import CHUNK, fsync_dir
 from ctrconv.verify.blobs import hash_blobs
 
 META_DB_MODE = 0o644
@@ -141,8 +141,10 @@ def _rebuild_into(
         _clean_meta(meta, good, report)
         kept_backends = _clean_snapshots(meta, {sn: t for sn, (t, _) in backends.items()}, croot, report)
         _prune_dangling_labels(meta, report)
-        _derive_images(meta, good, croot.content, names, report)
-        _drop_incomplete_images(meta, croot.content, report)
+        # the target's content store holds exactly the good blobs (corrupt ones were
+        # quarantined in place, or left out of a new root)
+        _derive_images(meta, good, target.content, names, report)
+        _drop_incomplete_images(meta, target.content, report)
         if not in_place:
             target.path.mkdir(parents=True, exist_ok=True)
             _copy_snapshot_dirs(croot, target, kept_backends)
@@ -225,31 +227,67 @@ def _salvage(path: Path, report: RebuildReport) -> tuple[BucketTree, SalvageResu
 
 
 def _check_content(croot, target, in_place, stamp, report, jobs, progress) -> dict[str, int]:
-    """Hash every blob; quarantine (in place) or skip (new root) corrupt ones. Returns good sizes."""
+    """Hash every blob once; quarantine (in place) or leave out (new root) corrupt ones.
+
+    For a new root each blob is hard-linked when the filesystems allow (then hashed in
+    parallel), or copied with the hash computed while the bytes flow: one read either way.
+    Returns the good blobs' sizes.
+    """
     content = croot.content
-    good: dict[str, int] = {}
-    for digest, actual, size in hash_blobs(list(content.walk()), jobs=jobs, progress=progress):
-        path = content.blob_path(digest)
-        if actual != digest.hex:
-            report.corrupt_blobs.append({"digest": str(digest), "reason": "unreadable" if actual is None else f"hashes to {digest.algorithm}:{actual}"})
-            if in_place:
-                dest = croot.path / QUARANTINE / stamp / digest.algorithm / digest.hex
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                if dest.exists():
-                    dest = dest.with_name(f"{dest.name}.{time.time_ns()}")
-                os.replace(path, dest)
-                report.backups.append(str(dest))
-            continue
-        good[str(digest)] = size
-        if not in_place:
+    blobs = list(content.walk())
+    to_hash = blobs
+    copies: list[tuple[Digest, Path, Path]] = []
+    if not in_place:
+        to_hash = []
+        for digest, path in blobs:
             dest = target.content_dir / "blobs" / digest.algorithm / digest.hex
             dest.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(path, dest)
+                to_hash.append((digest, path))
             except OSError:
-                shutil.copy2(path, dest)
-                os.chmod(dest, 0o444)
+                copies.append((digest, path, dest))
+    results = hash_blobs(to_hash, jobs=jobs, progress=progress)
+    results += [_copy_hashing(digest, path, dest, progress) for digest, path, dest in copies]
+    good: dict[str, int] = {}
+    for digest, actual, size in results:
+        if actual == digest.hex:
+            good[str(digest)] = size
+            continue
+        report.corrupt_blobs.append({"digest": str(digest), "reason": "unreadable" if actual is None else f"hashes to {digest.algorithm}:{actual}"})
+        if in_place:
+            dest = croot.path / QUARANTINE / stamp / digest.algorithm / digest.hex
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.exists():
+                dest = dest.with_name(f"{dest.name}.{time.time_ns()}")
+            os.replace(content.blob_path(digest), dest)
+            report.backups.append(str(dest))
+        else:
+            (target.content_dir / "blobs" / digest.algorithm / digest.hex).unlink(missing_ok=True)
     return good
+
+
+def _copy_hashing(digest: Digest, src: Path, dest: Path, progress) -> tuple[Digest, str | None, int]:
+    """Copy a blob into the new root (temp file, fsync, 0444, rename), hashing as it goes."""
+    h = digest.hasher()
+    size = 0
+    tmp = dest.with_name(f".{dest.name}.ctrconv-tmp")
+    try:
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            while chunk := fin.read(CHUNK):
+                h.update(chunk)
+                fout.write(chunk)
+                size += len(chunk)
+                if progress:
+                    progress(len(chunk))
+            fout.flush()
+            os.fsync(fout.fileno())
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, dest)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return digest, None, size
+    return digest, h.hexdigest(), size
 
 
 def _namespaces(meta: BucketTree) -> list[tuple[str, BucketTree]]:
