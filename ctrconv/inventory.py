@@ -13,7 +13,7 @@ from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.records import ImageRecord
 from ctrconv.errors import CtrconvError
 from ctrconv.oci import platform as plat
-from ctrconv.pipeline.plan import DocumentCache, image_platforms, plan_image
+from ctrconv.pipeline.plan import DocumentCache, ImagePlan, image_platforms, plan_image, ranked_manifests
 
 
 @dataclass
@@ -69,20 +69,15 @@ def summarize(
     return summary
 
 
-def ctr_size(plan, matcher: plat.MatchComparer) -> int:
+def ctr_size(plan: ImagePlan, matcher: plat.MatchComparer) -> int:
     """containerd ``Image.Size`` with ``LimitManifests(..., 1)``: indexes + the best manifest."""
     size = sum(d["size"] for d in plan.indexes)
     if not plan.indexes and not plan.manifests:
         return plan.target["size"]
 
-    class _Child:
-        def __init__(self, m) -> None:
-            self.m = m
-            self.platform = plat.Platform.from_json(m.descriptor["platform"]) if m.descriptor.get("platform") else None
-
-    ranked = plat.select_children([_Child(m) for m in plan.manifests], matcher)
+    ranked = ranked_manifests(plan, matcher)
     if ranked:
-        best = ranked[0].m
+        best = ranked[0]
         size += best.descriptor["size"] + best.config["size"] + sum(l["size"] for l in best.layers)
     return size
 

@@ -31,7 +31,7 @@ from ctrconv.inventory import selector_for, target_descriptor
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
 from ctrconv.oci import reference
-from ctrconv.pipeline.plan import ImagePlan, PlannedManifest, image_platforms, plan_image, platform_string, read_json_blob
+from ctrconv.pipeline.plan import ImagePlan, PlannedManifest, image_platforms, plan_image, platform_string, ranked_manifests, read_json_blob
 from ctrconv.sinks import ExportedImage, Sink, blob_path, detect_format, open_sink
 from ctrconv.sinks._layout import name_entry
 from ctrconv.streams import CHUNK, VerifyingReader
@@ -168,22 +168,15 @@ def _matchers(options: ExportOptions) -> tuple[plat.MatchComparer, plat.MatchCom
     return (plat.ALL if options.all_platforms else ranked), ranked
 
 
-class _Child:
-    def __init__(self, manifest: PlannedManifest) -> None:
-        self.manifest = manifest
-        p = manifest.descriptor.get("platform")
-        self.platform = plat.Platform.from_json(p) if p else None
-
-
 def choose_manifest(plan: ImagePlan, matcher: plat.MatchComparer, all_platforms: bool) -> PlannedManifest | None:
     """The manifest ``manifest.json`` describes: best-ranked match (ctr's ``platform.Less`` sort)."""
     if not plan.manifests:
         return None
     if not plan.indexes:
         return plan.manifests[0]
-    ranked = plat.select_children([_Child(m) for m in plan.manifests], matcher)
+    ranked = ranked_manifests(plan, matcher)
     if ranked:
-        return ranked[0].manifest
+        return ranked[0]
     return plan.manifests[0] if all_platforms else None
 
 

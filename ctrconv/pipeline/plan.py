@@ -14,6 +14,7 @@ from typing import Any, BinaryIO, Callable, Protocol
 from ctrconv.digest import Digest
 from ctrconv.errors import ContentError, FormatError, MissingContentError
 from ctrconv.oci import mediatypes as mt
+from ctrconv.oci.platform import MatchComparer, Platform, select_children
 from ctrconv.oci.validate import validate_json
 
 MAX_INDEX_DEPTH = 8
@@ -198,3 +199,21 @@ def image_platforms(source: BlobSource, target: dict[str, Any], cache: DocumentC
     except ContentError:
         pass
     return sorted(found)
+
+
+class _Ranked:
+    """A planned manifest seen through its index descriptor's platform (what containerd sorts by)."""
+
+    __slots__ = ("manifest", "platform")
+
+    def __init__(self, manifest: PlannedManifest) -> None:
+        self.manifest = manifest
+        p = manifest.descriptor.get("platform")
+        self.platform = Platform.from_json(p) if p else None
+
+
+def ranked_manifests(plan: ImagePlan, matcher: MatchComparer) -> list[PlannedManifest]:
+    """The plan's manifests as containerd filters and orders an index's children for
+    ``matcher`` (``platforms.Less``; children without a platform last): element 0 is the one
+    ``LimitManifests(..., 1)`` and ``ctr images export``'s manifest.json pick."""
+    return [r.manifest for r in select_children([_Ranked(m) for m in plan.manifests], matcher)]
