@@ -92,3 +92,14 @@ def test_not_a_root(tmp_path, cli):
 def test_bad_namespace_is_a_usage_error(fixture_set, cli):
     result = cli("ls", "--root", str(fixture_set.root), "-n", "../x")
     assert result.code == 2
+
+
+def test_completeness_is_judged_for_the_requested_platform(fixture_set, cli):
+    other = next(p for p in ("linux/arm64", "linux/amd64") if p != fixture_set.info["host_platform"])
+    result = cli("ls", "--root", str(fixture_set.root), "--platform", other, "--json")
+    assert result.code == 0, result.stderr
+    by_name = {i["name"]: i for i in result.json["images"]}
+    # :multi was imported with all platforms, :sparse only with the host's
+    assert by_name["docker.io/library/bbx:multi"]["complete"]
+    assert not by_name["docker.io/library/bbx:sparse"]["complete"]
+    assert by_name["docker.io/library/bbx:sparse"]["missing"]
