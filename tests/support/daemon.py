@@ -110,6 +110,23 @@ def parse_table(text: str) -> list[dict[str, str]]:
     return rows
 
 
+#: Longest socket path any containerd accepts (macOS-style limit that containerd checks).
+MAX_SOCKET_PATH = 104
+
+
+def short_socket_dir() -> Path:
+    """A fresh private directory whose ``c.sock.ttrpc`` path fits containerd's limit.
+
+    Uses the temp dir when its path is short enough, else ``/tmp`` (``TMPDIR`` or a deep checkout
+    would otherwise push the socket past the limit and the daemon would refuse to start).
+    """
+    longest_name = len("/ctrd-XXXXXXXX/c.sock.ttrpc")
+    for parent in (tempfile.gettempdir(), "/tmp"):
+        if len(parent) + longest_name <= MAX_SOCKET_PATH and os.path.isdir(parent):
+            return Path(tempfile.mkdtemp(prefix="ctrd-", dir=parent))
+    raise DaemonError("no temp directory short enough for a unix socket path")
+
+
 class PrivateContainerd:
     """Context manager running one containerd with private root/state/socket.
 
@@ -118,7 +135,9 @@ class PrivateContainerd:
             versions (1.7, 2.x unpacked with ``dpkg -x``) can be tested.
         root: containerd root to use; created if missing, kept on exit. Default: a temp dir that
             is removed on exit.
-        workdir: parent for the temp dir (socket paths must stay under 108 bytes).
+        workdir: parent for the temp dir holding config, state and log. The sockets get a
+            short directory of their own (see :func:`short_socket_dir`), because a unix socket
+            path must fit in 104-108 bytes and a checkout may live anywhere.
         start_timeout: seconds to wait for the socket to answer.
     """
 
@@ -136,7 +155,8 @@ class PrivateContainerd:
         self._own_root = root is None
         self.root = Path(root) if root is not None else self._tmp / "root"
         self.state = self._tmp / "state"
-        self.address = str(self._tmp / "c.sock")
+        self._sock_dir = short_socket_dir()
+        self.address = str(self._sock_dir / "c.sock")
         self.config_path = self._tmp / "config.toml"
         self.log_path = self._tmp / "containerd.log"
         self.start_timeout = start_timeout
@@ -208,6 +228,7 @@ class PrivateContainerd:
         """Stop and remove the temp dir (and the root if it was ours)."""
         self.stop()
         shutil.rmtree(self._tmp, ignore_errors=True)
+        shutil.rmtree(self._sock_dir, ignore_errors=True)
 
     @property
     def running(self) -> bool:
