@@ -42,7 +42,8 @@ def export_command(
     all_platforms: bool = typer.Option(False, "--all-platforms", help="Export every platform of multi-platform images."),
     index_media_type: Optional[bool] = typer.Option(
         None, "--index-media-type/--no-index-media-type",
-        help="Write the top-level mediaType in index.json (default: no for OCI formats, like containerd 1.6.20; yes for docker-archive).",
+        help="Write the top-level mediaType in index.json (default: like the ctr of the containerd that wrote the root: "
+             "no for 1.6, yes for 1.7 and 2.x; yes for docker-archive).",
     ),
     skip_manifest_json: bool = typer.Option(False, "--skip-manifest-json", help="No docker manifest.json in OCI formats."),
     link: bool = typer.Option(False, "--link", help="oci-dir: hardlink blobs from the content store when on the same filesystem."),

@@ -65,6 +65,23 @@ class MetadataDB:
         raw = self.v1.get(K.VERSION) if self.v1 else None
         return None if raw is None else decode_varint(raw)
 
+    @property
+    def writer_line(self) -> str:
+        """The oldest containerd line ("1.6", "1.7", "2.x") that writes a meta.db like this one.
+
+        ``v1/version`` 4 can only come from 2.x; a newest meta page without a persisted freelist
+        from 1.7+ (``NoFreelistSync``); anything else is reported as 1.6, which also covers a
+        1.7 that has only read the file (a read never commits, so the freelist stays synced).
+        A malformed version is ignored, as containerd ignores it.
+        """
+        try:
+            version = self.schema_version
+        except FormatError:
+            version = None
+        if version is not None and version >= K.DB_VERSION_2X:
+            return "2.x"
+        return "1.6" if self.db.meta.freelist_synced else "1.7"
+
     def namespaces(self) -> list[str]:
         if self.v1 is None:
             return []

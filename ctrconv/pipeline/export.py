@@ -304,6 +304,17 @@ def _output(out: str | Path | BinaryIO, fmt: str) -> Path | BinaryIO:
     return path
 
 
+def ctr_writes_index_media_type(line: str) -> bool:
+    """Whether ``ctr images export`` of containerd ``line`` sets index.json's ``mediaType``.
+
+    1.7.15+ and 2.x set it; 1.6.20 (Debian 12) does not. The line is the one that wrote the
+    source root (:attr:`MetadataDB.writer_line`), so an export matches the node's own ``ctr``.
+    A 1.6.31+ node (which also sets it) cannot be told from 1.6.20 by its meta.db: use
+    ``--index-media-type`` there.
+    """
+    return line != "1.6"
+
+
 def write_export(
     content: ContentStore,
     planned: Sequence[_Planned],
@@ -355,9 +366,12 @@ def export(
     single_manifest = fmt == "docker-archive"
     with root.open_metadata(ignore_lock=options.ignore_lock) as meta:
         records = resolve_images(meta, options.namespace, options.refs)
+        index_media_type = options.index_media_type
+        if index_media_type is None and fmt != "docker-archive":
+            index_media_type = ctr_writes_index_media_type(meta.writer_line)
     planned = plan_images(root.content, records, options, single_manifest)
     sink = open_sink(
-        fmt, target, index_media_type=options.index_media_type, manifest_json=options.manifest_json,
+        fmt, target, index_media_type=index_media_type, manifest_json=options.manifest_json,
         link=options.link, verify_links=options.verify_links,
     )
     blobs, total = write_export(root.content, planned, sink, progress_factory)

@@ -37,10 +37,11 @@ from ctrconv.bolt.reader import BoltFile
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.bolt.writer import write_bolt
 from ctrconv.containerd import schema as K
-from ctrconv.containerd.codec import decode_varint, encode_varint
+from ctrconv.containerd.codec import encode_varint
+from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.locking import exclusive_lock
 from ctrconv.containerd.writer.content_writer import remove_stale_temp
-from ctrconv.errors import FormatError, UsageError
+from ctrconv.errors import UsageError
 from ctrconv.streams import fsync_dir
 
 ROOT_MODE = 0o711
@@ -57,24 +58,13 @@ CONTAINERD_VERSIONS = ("1.6", "1.7", "2.x")
 def detect_containerd_version(meta_db: str | os.PathLike[str]) -> str | None:
     """The oldest containerd line that writes a meta.db like this one; None if there is none.
 
-    ``v1/version`` 4 can only come from 2.x; a newest meta page without a persisted freelist
-    from 1.7+ (``NoFreelistSync``); anything else is reported as 1.6, which also covers a 1.7
-    that has only read the file (a read never commits, so the freelist stays synced).
+    See :attr:`ctrconv.containerd.metadata.MetadataDB.writer_line`.
     """
     path = Path(meta_db)
     if not path.is_file():
         return None
     with BoltFile(path) as db:
-        v1 = db.bucket(K.V1)
-        raw = v1.get(K.VERSION) if v1 is not None else None
-        synced = db.meta.freelist_synced
-    try:
-        version = decode_varint(raw) if raw is not None else None
-    except FormatError:  # containerd ignores a malformed version the same way
-        version = None
-    if version is not None and version >= K.DB_VERSION_2X:
-        return "2.x"
-    return "1.6" if synced else "1.7"
+        return MetadataDB(db).writer_line
 
 
 @dataclass
