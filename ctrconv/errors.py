@@ -17,6 +17,10 @@ class CtrconvError(Exception):
         super().__init__(message)
         self.hint = hint
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickle with the hint (errors cross from unpack worker processes)."""
+        return (self.__class__, (str(self),), {"hint": self.hint})
+
 
 class UsageError(CtrconvError):
     """Bad option, unknown image, unreadable input: exit 2."""

@@ -45,6 +45,10 @@ def import_command(
         None, "--max-layer-size", metavar="SIZE",
         help="Refuse a layer that decompresses to more than SIZE (e.g. 20G): a decompression-bomb limit. Default: free disk only.",
     ),
+    jobs: Optional[int] = typer.Option(
+        None, "--jobs", "-j", min=1,
+        help="overlayfs layers of an image unpacked side by side (default: one per core, at most 4; 1 = in order).",
+    ),
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -65,7 +69,7 @@ def import_command(
             snapshotter=snapshotter, unpack=not no_unpack, platforms=platform or None,
             all_platforms=all_platforms, name=name, pin=pin,
             containerd_version=containerd_version, backup=not no_backup, progress=progress,
-            max_layer_bytes=parse_size(max_layer_size) if max_layer_size else None,
+            max_layer_bytes=parse_size(max_layer_size) if max_layer_size else None, jobs=jobs,
         )
     finally:
         for bar in bars:

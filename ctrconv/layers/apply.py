@@ -36,7 +36,7 @@ import shutil
 import stat
 import tarfile
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, Sequence
+from typing import Any, Literal, NamedTuple, Protocol, Sequence
 
 from ctrconv.errors import CtrconvError, DigestMismatchError, FormatError, UnsafePathError, UsageError
 from ctrconv.layers.chain import HashingReader
@@ -81,6 +81,18 @@ class ApplyResult:
     entries: int
     #: the mode actually used (see :func:`effective_mode`)
     mode: Mode
+    #: with ``defer_parents``: parent directories this layer created whose attributes are still
+    #: to be copied from the lowers (:func:`finish_deferred_parents`), parents first
+    deferred_parents: tuple["DeferredParent", ...] = ()
+
+
+class DeferredParent(NamedTuple):
+    """A parent directory a deferred apply created, still owed its lower's attributes."""
+
+    parts: Parts
+    #: False when the layer unpacked the directory itself later: its entry set owner, mode and
+    #: times, and only the lower's xattrs remain to copy up (never overwriting the entry's)
+    attributes: bool
 
 
 def effective_mode(mode: Mode, lowers: Sequence[object]) -> Mode:
@@ -97,6 +109,7 @@ def apply_layer(
     mode: Mode,
     lowers: Sequence[str | os.PathLike[str]] = (),
     expected_diff_id: str | None = None,
+    defer_parents: bool = False,
 ) -> ApplyResult:
     """Apply an *uncompressed* layer tar stream to ``target_dir`` (an existing directory).
 
@@ -106,6 +119,9 @@ def apply_layer(
         mode: ``"overlay"`` or ``"naive"``; overlay without ``lowers`` runs naive.
         lowers: parent snapshots' ``fs`` dirs, nearest first (overlay mkparent copy-up).
         expected_diff_id: when given, a different stream digest raises after applying.
+        defer_parents: overlay mode without reading ``lowers`` (they may still be unpacking, in
+            parallel): missing parent directories are created and listed in the result, and
+            :func:`finish_deferred_parents` copies their attributes once the lowers are complete.
 
     Raises:
         FormatError: corrupt or unsupported tar input; UnsafePathError for escaping names.
@@ -117,10 +133,10 @@ def apply_layer(
         raise UsageError(f"layer target {root!r} must be an existing directory other than /")
     used = effective_mode(mode, lowers)
     reader = HashingReader(stream)
-    applier = _Applier(root, used, [os.path.abspath(os.fspath(p)) for p in lowers])
+    applier = _Applier(root, used, [os.path.abspath(os.fspath(p)) for p in lowers], defer_parents)
     entries = applier.run(reader)
     reader.drain()
-    result = ApplyResult(reader.digest, reader.bytes_read, entries, used)
+    result = ApplyResult(reader.digest, reader.bytes_read, entries, used, applier.pending_parents())
     if expected_diff_id is not None and result.diff_id != expected_diff_id:
         raise DigestMismatchError(
             f"wrong diff id calculated on extraction: {result.diff_id}, expected {expected_diff_id}"
@@ -139,11 +155,57 @@ def unpack_layer(
     strict: bool = True,
     external: bool | None = False,
     max_bytes: int | None = None,
+    defer_parents: bool = False,
 ) -> ApplyResult:
     """Decompress a layer blob (see :func:`~ctrconv.layers.compression.open_layer`) and apply it."""
     with open_layer(blob, media_type, strict=strict, external=external, max_bytes=max_bytes) as tar:
         return apply_layer(tar, target_dir, mode=mode, lowers=lowers,
-                           expected_diff_id=expected_diff_id)
+                           expected_diff_id=expected_diff_id, defer_parents=defer_parents)
+
+
+def finish_deferred_parents(
+    target_dir: str | os.PathLike[str],
+    deferred: Sequence[DeferredParent],
+    lowers: Sequence[str | os.PathLike[str]],
+) -> None:
+    """Give parent directories created by a deferred apply what an in-order apply gives them.
+
+    ``lowers`` must now be complete. Owner, mode and non-``trusted.*`` xattrs come from the
+    nearest lower that has the path, and the access time; the modification time stays as the
+    apply left it, since in an in-order apply creating the children after the copy moves it too.
+    A directory the layer replaced later is skipped; one it unpacked itself gets the xattrs only.
+    """
+    root = os.path.abspath(os.fspath(target_dir))
+    lower_roots = [os.path.abspath(os.fspath(p)) for p in lowers]
+    for parts, attributes in deferred:
+        path = host_path(root, parts)
+        try:
+            own = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(own.st_mode):
+            continue
+        try:
+            lower = _nearest_lower(lower_roots, parts)
+            if lower is not None:
+                lower_path, lst = lower
+                if attributes:
+                    _copy_dir_info(lst, path, mtime_ns=own.st_mtime_ns)
+                _copy_up_xattrs(path, lower_path)
+        except OSError as exc:
+            raise CtrconvError(f"cannot copy attributes of {'/'.join(parts)!r} from a lower layer: {exc}") from exc
+
+
+def _nearest_lower(lowers: Sequence[str], parts: Parts) -> tuple[str, os.stat_result] | None:
+    """containerd ``mkparent``: the first lower holding the path decides; None unless a directory."""
+    for lower in lowers:
+        lower_path = host_path(lower, resolve(lower, parts))
+        try:
+            lst = os.lstat(lower_path)
+        except FileNotFoundError:
+            continue
+        return (lower_path, lst) if stat.S_ISDIR(lst.st_mode) else None
+    return None
 
 
 #: files larger than this are checked against the free space first (sparse bombs, lying sizes)
@@ -220,10 +282,12 @@ def _remove_all(path: str) -> None:
 class _Applier:
     """State of one apply: unpacked paths (for opaque dirs) and directories whose times are due."""
 
-    def __init__(self, root: str, mode: Mode, lowers: list[str]) -> None:
+    def __init__(self, root: str, mode: Mode, lowers: list[str], defer_parents: bool = False) -> None:
         self.root = root
         self.mode = mode
         self.lowers = lowers
+        self.defer_parents = defer_parents and mode == "overlay"
+        self.created_parents: list[Parts] = []
         self.unpacked: set[str] = set()
         self.opaque_done: set[str] = set()
         self.dirs: list[tuple[Parts, tarfile.TarInfo]] = []
@@ -341,16 +405,18 @@ class _Applier:
             self._mkparent(parts[:-1])
         os.mkdir(path, 0o755)
         os.chmod(path, 0o755)
-        for lower in self.lowers:
-            lower_path = host_path(lower, resolve(lower, parts))
-            try:
-                lst = os.lstat(lower_path)
-            except FileNotFoundError:
-                continue
-            if stat.S_ISDIR(lst.st_mode):
-                _copy_dir_info(lst, path)
-                _copy_up_xattrs(path, lower_path)
+        if self.defer_parents:
+            self.created_parents.append(parts)
             return
+        lower = _nearest_lower(self.lowers, parts)
+        if lower is not None:
+            _copy_dir_info(lower[1], path)
+            _copy_up_xattrs(path, lower[0])
+
+    def pending_parents(self) -> tuple[DeferredParent, ...]:
+        """The deferred parents, each marked by whether a later tar entry of its own set it."""
+        return tuple(DeferredParent(p, host_path(self.root, p) not in self.unpacked)
+                     for p in self.created_parents)
 
     # -- whiteouts -------------------------------------------------------------------------
 
@@ -507,8 +573,9 @@ def _device(member: tarfile.TarInfo) -> int:
     return os.makedev(major, minor)
 
 
-def _copy_dir_info(st: os.stat_result, path: str) -> None:
-    """containerd ``copyDirInfo``: owner, mode (incl. setuid/sticky) and times of a lower dir."""
+def _copy_dir_info(st: os.stat_result, path: str, *, mtime_ns: int | None = None) -> None:
+    """containerd ``copyDirInfo``: owner, mode (incl. setuid/sticky) and times of a lower dir
+    (``mtime_ns`` replaces the lower's modification time)."""
     try:
         os.chown(path, st.st_uid, st.st_gid, follow_symlinks=False)
     except PermissionError:
@@ -516,7 +583,8 @@ def _copy_dir_info(st: os.stat_result, path: str) -> None:
         if (own.st_uid, own.st_gid) != (st.st_uid, st.st_gid):
             raise
     os.chmod(path, stat.S_IMODE(st.st_mode))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+    mtime = st.st_mtime_ns if mtime_ns is None else mtime_ns
+    os.utime(path, ns=(st.st_atime_ns, mtime), follow_symlinks=False)
 
 
 def _copy_up_xattrs(dst: str, src: str) -> None:

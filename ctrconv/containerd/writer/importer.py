@@ -161,6 +161,7 @@ def copy_images_to_root(
     backup: bool = True,
     progress: ProgressFactory | None = None,
     max_layer_bytes: int | None = None,
+    jobs: int | None = None,
 ) -> ImportReport:
     """Write the images of ``source`` into the containerd root ``target_root`` (containerd stopped).
 
@@ -177,6 +178,8 @@ def copy_images_to_root(
         progress: ``progress(total_bytes, label)`` -> byte counter, for blob copies.
         max_layer_bytes: refuse a layer that decompresses to more (a decompression bomb);
             None leaves only the free-disk checks.
+        jobs: overlayfs layers of one image unpacked side by side in worker processes (None or
+            1: in order). The result is the same either way.
 
     Raises:
         LockedError: containerd holds the root; MissingContentError: the input lacks a blob;
@@ -225,7 +228,7 @@ def copy_images_to_root(
             if unpack:
                 from ctrconv.containerd.writer.snapshots import SnapshotWriter
 
-                snaps = SnapshotWriter(txn, namespace, snapshotter, now_ns, max_layer_bytes)
+                snaps = SnapshotWriter(txn, namespace, snapshotter, now_ns, max_layer_bytes, jobs)
             unpacked: dict[str, Any] = {}
             for image_name, _, plan in plans:
                 target = _unpack_candidate(plan) if unpack else None
@@ -276,7 +279,7 @@ def _unpack_manifest(run: _Import, snaps: Any, manifest: PlannedManifest, conten
     config = read_json_blob(run.source, config_desc)
     diff_ids = [str(Digest.parse(d)) for d in (config.get("rootfs") or {}).get("diff_ids") or []]
     layers = [layer for layer in manifest.layers if mt.is_layer(layer.get("mediaType", ""))]
-    result = snaps.unpack(layers, diff_ids, lambda d: open(content.blob_path(d), "rb"))
+    result = snaps.unpack(layers, diff_ids, content.blob_path)
     run.add_labels(str(config_desc["digest"]), {R.snapshot_label(snaps.snapshotter): result.top_chain_id})
     for layer, diff_id in zip(layers, diff_ids):
         run.add_labels(str(layer["digest"]), {R.LABEL_UNCOMPRESSED: diff_id})

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
@@ -29,9 +29,10 @@ from ctrconv.containerd.writer import records as R
 from ctrconv.containerd.writer.content_writer import TMP_PREFIX
 from ctrconv.containerd.writer.transaction import RootTransaction
 from ctrconv.errors import FormatError, UsageError
-from ctrconv.layers.apply import unpack_layer
+from ctrconv.layers.apply import ApplyResult, Mode, finish_deferred_parents, unpack_layer
 from ctrconv.layers.chain import chain_ids
 from ctrconv.layers.copy import copy_tree
+from ctrconv.layers.parallel import LayerJob, apply_in_parallel
 from ctrconv.layers.usage import disk_usage
 from ctrconv.streams import fsync_dir
 
@@ -40,8 +41,8 @@ SNAPSHOT_DIR_MODE = 0o700  # overlay snapshots/<id> (MkdirTemp)
 FS_MODE = 0o755
 WORK_MODE = 0o711
 
-#: opens a layer blob (already verified in the target content store)
-BlobOpener = Callable[[str], BinaryIO]
+#: path of a layer blob (already verified in the target content store) from its digest
+BlobPath = Callable[[str], Path]
 
 
 @dataclass
@@ -55,6 +56,28 @@ class _Snap:
     pending: Path | None = None  # temp dir to rename to snapshots/<id>, None once installed
 
 
+@dataclass(frozen=True)
+class _Layer:
+    """One layer still to be unpacked: its descriptor, diff ID and chain ID."""
+
+    layer: Mapping[str, Any]
+    diff_id: str
+    chain_id: str
+
+
+@dataclass
+class _Build:
+    """A snapshot being built: where, on top of what, and (once applied) the apply's result."""
+
+    item: _Layer
+    snapshot_id: int
+    work: Path  # temp dir renamed to snapshots/<id> by install()
+    target: Path  # overlay: work/fs; native: work
+    lowers: list[Path]
+    mode: Mode
+    applied: ApplyResult | None = None
+
+
 @dataclass
 class UnpackResult:
     top_chain_id: str
@@ -66,7 +89,8 @@ class SnapshotWriter:
     """Creates committed snapshots for one namespace and snapshotter inside a transaction."""
 
     def __init__(
-        self, txn: RootTransaction, namespace: str, snapshotter: str, now_ns: int, max_layer_bytes: int | None = None
+        self, txn: RootTransaction, namespace: str, snapshotter: str, now_ns: int,
+        max_layer_bytes: int | None = None, jobs: int | None = None,
     ) -> None:
         if snapshotter not in SNAPSHOTTERS:
             raise UsageError(f"unsupported snapshotter {snapshotter!r} (use {' or '.join(SNAPSHOTTERS)})")
@@ -75,6 +99,10 @@ class SnapshotWriter:
         self.snapshotter = snapshotter
         self.now_ns = now_ns
         self.max_layer_bytes = max_layer_bytes  # decompression-bomb limit per layer (None: free disk)
+        # overlay layers applied side by side in worker processes; 1 (the default) = in order,
+        # since on the machines measured so far parallel extraction was no faster
+        # (benchmarks/README.md, bench_unpack_jobs.py)
+        self.jobs = 1 if jobs is None else max(1, jobs)
         self.dir = txn.snapshotter_dir(snapshotter)
         self.snapshots_dir = self.dir / "snapshots"
         self.backend = txn.backend(snapshotter)
@@ -145,7 +173,7 @@ class SnapshotWriter:
         self,
         layers: Sequence[Mapping[str, Any]],
         diff_ids: Sequence[str],
-        open_blob: BlobOpener,
+        blob_path: BlobPath,
     ) -> UnpackResult:
         """Make sure every chain of ``layers`` exists; returns the top chain ID."""
         if len(layers) != len(diff_ids):
@@ -157,29 +185,28 @@ class SnapshotWriter:
         chains = chain_ids(diff_ids)
         result = UnpackResult(chains[-1])
         below: list[_Snap] = []
-        for layer, diff_id, chain in zip(layers, diff_ids, chains):
-            parent = below[-1] if below else None
-            # once one layer had to be built, everything above it is built on top of it
-            snap = None if result.created else self._existing(chain, parent)
-            if snap is not None:
-                result.reused.append(chain)
-            else:
-                snap = self._create(layer, diff_id, chain, below, open_blob)
-                result.created.append(chain)
+        for chain in chains:
+            # once one layer has to be built, everything above it is built on top of it
+            snap = self._existing(chain, below[-1] if below else None)
+            if snap is None:
+                break
+            result.reused.append(chain)
             below.append(snap)
+        todo = [_Layer(layer, diff_id, chain)
+                for layer, diff_id, chain in list(zip(layers, diff_ids, chains))[len(below):]]
+        if self.snapshotter == "overlayfs" and self.jobs > 1 and len(todo) > 1:
+            self._build_overlay_in_parallel(todo, below, blob_path)
+        else:
+            for item in todo:
+                build = self._prepare(item, below)
+                self._apply(build, blob_path)
+                below.append(self._register(build, below))
+        result.created.extend(item.chain_id for item in todo)
         return result
 
-    def _create(
-        self,
-        layer: Mapping[str, Any],
-        diff_id: str,
-        chain: str,
-        below: list[_Snap],
-        open_blob: BlobOpener,
-    ) -> _Snap:
+    def _prepare(self, item: "_Layer", below: list[_Snap]) -> "_Build":
+        """A fresh temp directory for one snapshot, shaped like the snapshotter makes it."""
         parent = below[-1] if below else None
-        snapshot_id = self._next_id
-        self._next_id += 1
         work = Path(tempfile.mkdtemp(prefix="snap-", dir=self._tmp_dir()))
         os.chmod(work, SNAPSHOT_DIR_MODE if self.snapshotter == "overlayfs" else FS_MODE)
         if self.snapshotter == "overlayfs":
@@ -192,31 +219,68 @@ class SnapshotWriter:
                 st = os.stat(parent.path)
                 os.lchown(target, st.st_uid, st.st_gid)
             lowers = [s.path for s in reversed(below)]
-            mode = "overlay" if parent is not None else "naive"
+            mode: Mode = "overlay" if parent is not None else "naive"
         else:
             target = work
             if parent is not None:
                 copy_tree(parent.path, target)
             lowers = []
             mode = "naive"
-        with open_blob(str(layer["digest"])) as blob:
-            unpack_layer(
-                blob, target, mode=mode, media_type=layer.get("mediaType"),
-                lowers=lowers, expected_diff_id=diff_id, max_bytes=self.max_layer_bytes,
+        snapshot_id = self._next_id
+        self._next_id += 1
+        return _Build(item, snapshot_id, work, target, lowers, mode)
+
+    def _apply(self, build: "_Build", blob_path: BlobPath) -> None:
+        """In-order apply: every lower is complete, parents get their attributes at once."""
+        layer = build.item.layer
+        with open(blob_path(str(layer["digest"])), "rb") as blob:
+            build.applied = unpack_layer(
+                blob, build.target, mode=build.mode, media_type=layer.get("mediaType"),
+                lowers=build.lowers, expected_diff_id=build.item.diff_id, max_bytes=self.max_layer_bytes,
             )
-        usage = disk_usage(target)
+
+    def _build_overlay_in_parallel(self, todo: list["_Layer"], below: list[_Snap], blob_path: BlobPath) -> None:
+        """Apply overlay layers side by side (worker processes), then finish and register them
+        bottom-up.
+
+        An overlay upper dir depends on its lowers only for the attributes of parent
+        directories a layer needs but does not carry; those are created plainly during the
+        apply and get their lowers' attributes afterwards, in layer order, once every lower is
+        complete. Metadata (ids, sequences, parents) is written in layer order as before.
+        """
+        builds: list[_Build] = []
+        planned = list(below)
+        for item in todo:
+            build = self._prepare(item, planned)
+            builds.append(build)
+            planned.append(_Snap(item.chain_id, "", build.snapshot_id, build.target))
+        jobs = [LayerJob(str(blob_path(str(b.item.layer["digest"]))), str(b.target), b.mode,
+                         b.item.layer.get("mediaType"), tuple(str(p) for p in b.lowers),
+                         b.item.diff_id, self.max_layer_bytes) for b in builds]
+        for build, applied in zip(builds, apply_in_parallel(jobs, self.jobs)):
+            build.applied = applied
+        for build in builds:
+            assert build.applied is not None
+            finish_deferred_parents(build.target, build.applied.deferred_parents, build.lowers)
+            below.append(self._register(build, below))
+
+    def _register(self, build: "_Build", below: list[_Snap]) -> _Snap:
+        """Records for one applied snapshot on top of ``below`` (registered, in layer order):
+        backend record (with usage), meta.db record and child link."""
+        parent, chain = (below[-1] if below else None), build.item.chain_id
+        usage = disk_usage(build.target)
         seq = self.meta_bucket.sequence + 1
         self.meta_bucket.sequence = seq
         name = R.backend_name(self.namespace, seq, chain)
         R.put_backend_snapshot(
-            self.backend, name, snapshot_id=snapshot_id,
+            self.backend, name, snapshot_id=build.snapshot_id,
             parent=(parent.backend_name, parent.snapshot_id) if parent else None,
             inodes=usage.inodes, size=usage.size, now_ns=self.now_ns,
         )
         R.put_snapshot_record(self.meta_bucket, chain, name, parent.chain_id if parent else None, self.now_ns)
         if parent is not None:
             R.add_child_link(self.meta_bucket, parent.chain_id, chain)
-        snap = _Snap(chain, name, snapshot_id, target, pending=work)
+        snap = _Snap(chain, name, build.snapshot_id, build.target, pending=build.work)
         self._built[chain] = snap
         return snap
 

@@ -1,0 +1,69 @@
+"""Apply several overlay layers at once, in worker processes.
+
+Extraction is Python-heavy (tar headers, one syscall wrapper per attribute), so threads would
+share one interpreter lock; each layer goes to its own process instead. Workers come from a
+``forkserver`` (never ``fork`` of a process that may run threads), preloaded with this module.
+A layer applied here runs with ``defer_parents``: its lowers may still be unpacking, and the
+caller finishes the deferred parent directories bottom-up afterwards
+(:func:`ctrconv.layers.apply.finish_deferred_parents`).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Sequence
+
+from ctrconv.layers.apply import ApplyResult, Mode, unpack_layer
+
+
+@dataclass(frozen=True)
+class LayerJob:
+    """One layer to apply: everything a worker process needs, as plain values."""
+
+    blob_path: str
+    target: str
+    mode: Mode
+    media_type: str | None
+    lowers: tuple[str, ...]
+    diff_id: str
+    max_bytes: int | None
+
+
+def apply_job(job: LayerJob) -> ApplyResult:
+    """Worker side: decompress, verify and apply one layer blob with deferred parents."""
+    with open(job.blob_path, "rb") as blob:
+        return unpack_layer(
+            blob, job.target, mode=job.mode, media_type=job.media_type, lowers=job.lowers,
+            expected_diff_id=job.diff_id, max_bytes=job.max_bytes, defer_parents=True,
+        )
+
+
+def apply_in_parallel(jobs: Sequence[LayerJob], workers: int) -> list[ApplyResult]:
+    """Apply ``jobs`` with up to ``workers`` processes; results in job order.
+
+    The first failure is raised once every started job has stopped (jobs not started yet are
+    cancelled), so the caller can remove the targets without a worker still writing into them.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=context) as pool:
+        futures: list[Future[ApplyResult]] = [pool.submit(apply_job, job) for job in jobs]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f for f in futures if f.done() and f.exception() is not None), None)
+        if failed is not None:
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            raise failed.exception()  # type: ignore[misc]
+        return [f.result() for f in futures]
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
