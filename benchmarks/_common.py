@@ -54,8 +54,19 @@ class Run:
 
 
 def ctrconv_env() -> dict[str, str]:
-    """The environment for ``python -m ctrconv`` from this checkout."""
+    """The environment for ``python -m ctrconv`` from this checkout (bytecode compiled first)."""
+    precompile()
     return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def precompile() -> None:
+    """Write the checkout's ``.pyc`` files, as ``pip install`` does for an installed package.
+
+    With ``PYTHONDONTWRITEBYTECODE`` set (it is, on this workplace's machines) an editable
+    checkout is otherwise compiled from source on every run: ~40 ms of every command's start-up
+    that no installed ctrconv pays.
+    """
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "ctrconv")], check=True)
 
 
 def ctrconv(*args: str) -> list[str]:

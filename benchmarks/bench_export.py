@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from support.daemon import PrivateContainerd, containerd_version  # noqa: E402
 
-from _common import file_lists  # noqa: E402  (benchmarks/ is the script directory)
+from _common import ctrconv_env, file_lists  # noqa: E402  (benchmarks/ is the script directory)
 
 IMAGE = "docker.io/library/bench:v1"
 MT_LAYER = "application/vnd.oci.image.layer.v1.tar"
@@ -138,7 +138,7 @@ def main() -> int:
         root = work / "root"
         out = work / "out"
         print(f"built {archive.stat().st_size / 2**20:.0f} MiB archive in {time.perf_counter() - t0:.1f}s", flush=True)
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = ctrconv_env()
         ctrconv = [sys.executable, "-m", "ctrconv", "export", "--root", str(root), "-q", "--image", IMAGE]
         with PrivateContainerd(root=root, workdir=work) as daemon:
             daemon.ctr("images", "import", "--no-unpack", str(archive), timeout=600)

@@ -5,9 +5,12 @@ Bytes are hashed while they flow (never a second pass) and never held whole in m
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import mmap
 import os
 import queue
+import stat
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -23,10 +26,18 @@ CHUNK = 1 << 20
 #: blobs at least this large are hashed on a helper thread, overlapping with the caller's writes
 BACKGROUND_HASH_MIN = 8 << 20
 
+#: step of a zero-copy transfer: one ``copy_file_range`` call, then the same bytes hashed
+ZERO_COPY_CHUNK = 8 << 20
+#: ``copy_file_range`` errors that mean "not for these two files" (old kernel, other
+#: filesystem, pipe or append-only output): the caller copies through user space instead
+_NO_ZERO_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM}
 
-def _hash_chunks(chunks: "queue.Queue[bytes | None]", hasher: "hashlib._Hash") -> None:
+
+def _hash_chunks(chunks: "queue.Queue[bytes | mmap.mmap | None]", hasher: "hashlib._Hash") -> None:
     while (chunk := chunks.get()) is not None:
         hasher.update(chunk)
+        if isinstance(chunk, mmap.mmap):
+            chunk.close()  # a window of a zero-copy source: unmapped once hashed
 
 
 class _BackgroundHasher:
@@ -35,7 +46,7 @@ class _BackgroundHasher:
 
     def __init__(self, hasher: "hashlib._Hash", depth: int = 4) -> None:
         self._hash = hasher
-        self._queue: queue.Queue[bytes | None] = queue.Queue(depth)
+        self._queue: queue.Queue[bytes | mmap.mmap | None] = queue.Queue(depth)
         # The thread holds the queue and the hash, not this object, so an abandoned reader is
         # collected and its ``__del__`` ends the thread.
         self._thread = threading.Thread(target=_hash_chunks, args=(self._queue, hasher), name="blob-hash", daemon=True)
@@ -45,8 +56,9 @@ class _BackgroundHasher:
         if self._thread.is_alive():
             self._queue.put(None)
 
-    def update(self, data: bytes) -> None:
-        if data:
+    def update(self, data: "bytes | mmap.mmap") -> None:
+        """Queue ``data``; an mmap window is closed by the helper thread once hashed."""
+        if len(data):
             self._queue.put(data)
 
     def hexdigest(self) -> str:
@@ -106,6 +118,79 @@ class VerifyingReader:
             raise DigestMismatchError(
                 f"{self.what}: digest mismatch: content hashes to {self.digest.algorithm}:{got}"
             )
+
+    def copy_to_fd(self, out_fd: int, on_chunk: Callable[[int], object] | None = None) -> bool:
+        """Copy the whole blob to ``out_fd`` in the kernel, verifying it on the way.
+
+        Each step copies a region with ``copy_file_range`` (no trip through user space; a
+        reflink where the filesystem can) and then hashes that same region of the source
+        through ``mmap``, on the helper thread for large blobs, so copying and hashing overlap
+        and the verdict comes with the last step, as with :meth:`read`. ``on_chunk(n)`` follows
+        each step. Returns False, having copied nothing, when this does not apply (not a
+        regular file of exactly ``size`` bytes from the current position, nothing read yet,
+        or a kernel or filesystem without ``copy_file_range`` between these files): the
+        caller then reads instead, which also reports any size problem precisely.
+        """
+        source = self._zero_copy_source()
+        if source is None:
+            return False
+        fd, start = source
+        try:
+            while self._read < self.size:
+                n = min(ZERO_COPY_CHUNK, self.size - self._read)
+                offset = start + self._read
+                done = 0
+                while done < n:
+                    try:
+                        got = os.copy_file_range(fd, out_fd, n - done, offset + done)
+                    except OSError as exc:
+                        if self._read == 0 and done == 0 and exc.errno in _NO_ZERO_COPY:
+                            return False
+                        raise
+                    if got == 0:
+                        raise SizeMismatchError(
+                            f"{self.what}: truncated: got {self._read + done} of {self.size} bytes"
+                        )
+                    done += got
+                self._hash_region(fd, offset, n)
+                self._read += n
+                if on_chunk is not None:
+                    on_chunk(n)
+            self._stream.seek(start + self.size)
+            self._finish()
+        finally:
+            if self._read:
+                self._hash.hexdigest()  # joins the helper thread: every window is unmapped
+        return True
+
+    def _hash_region(self, fd: int, offset: int, n: int) -> None:
+        """Hash bytes ``[offset, offset + n)`` of ``fd`` through a window mapped just for them,
+        so memory stays flat (the mapped pages are the page cache's, and unmapped once hashed)."""
+        aligned = offset - offset % mmap.ALLOCATIONGRANULARITY
+        window = mmap.mmap(fd, n + offset - aligned, prot=mmap.PROT_READ, offset=aligned)
+        if isinstance(self._hash, _BackgroundHasher) and aligned == offset:
+            self._hash.update(window)  # closed by the helper thread
+            return
+        with window, memoryview(window) as view:
+            region = view[offset - aligned :]
+            # the helper thread may hash later than this window lives: give it a copy (only
+            # for a blob that does not start on a page boundary, e.g. inside another file)
+            self._hash.update(bytes(region) if isinstance(self._hash, _BackgroundHasher) else region)
+            region.release()
+
+    def _zero_copy_source(self) -> tuple[int, int] | None:
+        """(fd, offset) when the rest of the stream is a regular file of exactly our size."""
+        if self._read or self._done or self.size <= 0 or not hasattr(os, "copy_file_range"):
+            return None
+        try:
+            fd = self._stream.fileno()
+            start = self._stream.tell()
+            st = os.fstat(fd)
+        except (AttributeError, OSError, ValueError):
+            return None
+        if not stat.S_ISREG(st.st_mode) or st.st_size != start + self.size:
+            return None
+        return fd, start
 
     def verify_to_end(self, sink: Callable[[bytes], object] | None = None) -> None:
         while True:

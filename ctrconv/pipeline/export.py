@@ -120,6 +120,18 @@ class _ProgressReader:
         while self.read(CHUNK):
             pass
 
+    def copy_to_fd(self, out_fd: int, on_chunk: Callable[[int], object] | None = None) -> bool:
+        """:meth:`VerifyingReader.copy_to_fd`, reporting progress per step."""
+
+        def step(n: int) -> None:
+            self._seen += n
+            if self._progress:
+                self._progress(n)
+            if on_chunk is not None:
+                on_chunk(n)
+
+        return self._reader.copy_to_fd(out_fd, step)
+
     def finish(self) -> None:
         if self._progress and self._seen < self._size:
             self._progress(self._size - self._seen)

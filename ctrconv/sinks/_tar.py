@@ -158,6 +158,16 @@ class TarWriter:
         self._remaining -= len(data)
         return len(data)
 
+    def wrote_directly(self, n: int) -> None:
+        """``n`` bytes of the current file went to the output file without :meth:`write`
+        (a kernel copy into the same file, after the stream was flushed)."""
+        if self._remaining is None:
+            raise RuntimeError("no tar entry open")
+        if n > self._remaining:
+            raise ValueError("write exceeds the tar entry's declared size")
+        self._remaining -= n
+        self.bytes_written += n
+
     def end_file(self) -> None:
         if self._remaining is None:
             raise RuntimeError("no tar entry open")

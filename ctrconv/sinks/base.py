@@ -30,7 +30,11 @@ from ctrconv.pipeline.plan import PlannedManifest
 
 
 class BlobReader(Protocol):
-    """A verifying blob stream: raises at EOF on a digest or size mismatch."""
+    """A verifying blob stream: raises at EOF on a digest or size mismatch.
+
+    Sinks that write files also look for an optional ``copy_to_fd(out_fd, on_chunk) -> bool``
+    (:meth:`ctrconv.streams.VerifyingReader.copy_to_fd`): a kernel copy, verified the same way.
+    """
 
     def read(self, n: int = -1) -> bytes: ...
 

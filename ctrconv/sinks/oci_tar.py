@@ -78,14 +78,37 @@ class TarSink(ABC):
                 self._tar.add_dir(directory, 0o755)
                 self._dirs.add(directory)
         self._tar.begin_file(path, desc["size"], 0o444)
-        while True:
-            chunk = reader.read(CHUNK)
-            if not chunk:
-                break
-            self._tar.write(chunk)
-            if self._writeback is not None:
-                self._writeback.wrote(self._stream.tell())
+        if not self._copy_in_kernel(reader):
+            while True:
+                chunk = reader.read(CHUNK)
+                if not chunk:
+                    break
+                self._tar.write(chunk)
+                if self._writeback is not None:
+                    self._writeback.wrote(self._stream.tell())
         self._tar.end_file()
+
+    def _copy_in_kernel(self, reader: BlobReader) -> bool:
+        """Into a file output, let the kernel copy the blob (verified as it goes); False when
+        the reader or the files do not allow it (then nothing was written)."""
+        copy_to_fd = getattr(reader, "copy_to_fd", None)
+        if self._writeback is None or copy_to_fd is None:
+            return False
+        self._stream.flush()
+        fd = self._stream.fileno()
+        position = self._stream.tell()
+        writeback = self._writeback
+
+        def advanced(n: int) -> None:
+            nonlocal position
+            position += n
+            self._tar.wrote_directly(n)
+            writeback.wrote(position)
+
+        if not copy_to_fd(fd, advanced):
+            return False
+        self._stream.seek(position)  # the buffered stream continues where the kernel stopped
+        return True
 
     def commit(self) -> None:
         for name, data, mode in self._documents:
