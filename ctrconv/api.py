@@ -114,6 +114,7 @@ def export_images(
     platforms: Sequence[str] = (),
     all_platforms: bool = False,
     index_media_type: bool | None = None,
+    ctr_line: str | None = None,
     manifest_json: bool = True,
     link: bool = False,
     verify_links: bool = True,
@@ -123,7 +124,8 @@ def export_images(
     """Export ``images`` (all of ``namespace`` when None) to ``output`` (path, ``-`` or stream).
 
     ``format`` is ``oci-dir``, ``oci-tar`` or ``docker-archive`` (default from the output
-    name); ``progress(total_bytes)`` may return a ``progress(n)`` callable. Every blob is
+    name); ``ctr_line`` ("1.6", "1.7", "2.x") picks whose ``ctr images export`` to match (default:
+    the line that wrote the root); ``progress(total_bytes)`` may return a ``progress(n)`` callable. Every blob is
     verified while copied; a failure leaves no output behind. The root is only read.
     """
     from pathlib import Path
@@ -134,7 +136,7 @@ def export_images(
     options = ExportOptions(
         namespace=namespace, refs=None if images is None else list(images), format=format,
         platforms=list(platforms), all_platforms=all_platforms, index_media_type=index_media_type,
-        manifest_json=manifest_json, link=link, verify_links=verify_links, ignore_lock=ignore_lock,
+        ctr_line=ctr_line, manifest_json=manifest_json, link=link, verify_links=verify_links, ignore_lock=ignore_lock,
     )
     out = Path(output) if isinstance(output, os.PathLike) else output
     return export(ContainerdRoot(root), out, options, progress)

@@ -239,3 +239,48 @@ def test_2x_transfer_import_keeps_all_index_children_and_unpacks_all_platforms(f
         assert sum(m["present"] for m in sparse["manifests"]) == sparse_manifests
         assert [m["complete"] for m in sparse["manifests"]] == [True, False, False]
         assert not sparse["complete"]
+
+
+SOURCE_LABELS = {
+    "containerd.io/distribution.source.docker.io": "library/bbx",
+    "containerd.io/distribution.source.registry.example": "mirror/bbx",
+}
+
+
+@pytest.mark.parametrize("line", ["1.6", *VERSIONS])
+def test_export_of_pulled_images_matches_that_lines_ctr(line, fixture_set, fixture_set_for, tmp_path, cli):
+    """Pulled images carry ``containerd.io/distribution.source.<registry>`` labels on their
+    blobs; 1.7+ ``ctr images export`` copies the target's into index.json (1.6 does not). The
+    labels are set with that line's own ``ctr content label``, then both exports compared."""
+    vset = fixture_set if line == "1.6" else fixture_set_for(line)
+    bin_dir = None if line == "1.6" else bin_dir_for(line)
+    root = _copy_root(vset.root, tmp_path / "root")
+    names = list(EXPORTED)
+    reference = {}
+    with PrivateContainerd(bin_dir, root=root, workdir=tmp_path) as daemon:
+        for name in names:
+            digest = vset.image("default", name)["target"]["digest"]
+            daemon.ctr("content", "label", digest, *(f"{k}={v}" for k, v in SOURCE_LABELS.items()))
+            out = tmp_path / f"ctr-{name.rsplit(':', 1)[1]}.tar"
+            daemon.ctr("images", "export", str(out), name)
+            reference[name] = out
+    for name in names:
+        ours = tmp_path / f"ctrconv-{name.rsplit(':', 1)[1]}.tar"
+        result = cli("export", "--root", str(root), "--image", name, "-o", str(ours), "-q")
+        assert result.code == 0, result.stderr
+        with tarfile.open(reference[name]) as tar:
+            index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+        copied = {k for k in index["manifests"][0]["annotations"] if k.startswith("containerd.io/distribution")}
+        assert copied == (set() if line == "1.6" else set(SOURCE_LABELS)), (line, copied)
+        assert ours.read_bytes() == reference[name].read_bytes(), (line, name)
+    if line != "1.6":
+        as_16 = tmp_path / "as-1.6.tar"
+        result = cli("export", "--root", str(root), "--image", names[0], "-o", str(as_16), "-q",
+                     "--containerd-version", "1.6")
+        assert result.code == 0, result.stderr
+        with tarfile.open(as_16) as tar:
+            raw = tar.extractfile("index.json").read()  # type: ignore[union-attr]
+        assert raw.startswith(b'{"schemaVersion":2,"manifests":') and b"distribution.source" not in raw
+    bad = cli("export", "--root", str(root), "--image", names[0], "-o", str(tmp_path / "x.tar"),
+              "--containerd-version", "9.9")
+    assert bad.code == 2 and "unknown containerd line" in bad.stderr, bad.stderr

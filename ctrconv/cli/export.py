@@ -55,7 +55,8 @@ def export_command(
     no_unpack: bool = typer.Option(False, "--no-unpack", help="containerd-root: content and metadata only."),
     containerd_version: Optional[str] = typer.Option(
         None, "--containerd-version",
-        help="containerd-root: containerd that will run a new root (1.6 default, 1.7, 2.x); an existing root keeps its form.",
+        help="1.6, 1.7 or 2.x. OCI formats: match that line's ctr images export (default: the line that wrote the "
+             "root). containerd-root: the line that will run a new root (default 1.6); an existing root keeps its form.",
     ),
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
@@ -91,6 +92,7 @@ def export_command(
         platforms=list(platform or []),
         all_platforms=all_platforms,
         index_media_type=index_media_type,
+        ctr_line=containerd_version,
         manifest_json=not skip_manifest_json,
         link=link,
         verify_links=verify,

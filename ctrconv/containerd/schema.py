@@ -60,6 +60,12 @@ DB_VERSION_2X = 4
 
 SNAPSHOT_KINDS = {0: "unknown", 1: "view", 2: "active", 3: "committed"}
 
+#: content label names (strings in ``labels`` buckets, not bolt keys)
+LABEL_GC_CONTENT = "containerd.io/gc.ref.content"
+LABEL_GC_SNAPSHOT = "containerd.io/gc.ref.snapshot."  # + snapshotter plugin id
+LABEL_UNCOMPRESSED = "containerd.io/uncompressed"
+LABEL_DISTRIBUTION_SOURCE = "containerd.io/distribution.source"  # + "." + registry host
+
 CONTENT_PLUGIN_DIR = "io.containerd.content.v1.content"
 METADATA_PLUGIN_DIR = "io.containerd.metadata.v1.bolt"
 META_DB = "meta.db"

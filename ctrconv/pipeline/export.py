@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Sequence
 
+from ctrconv.containerd import schema as K
 from ctrconv.containerd.content import ContentStore
 from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.records import ImageRecord
@@ -50,6 +51,9 @@ class ExportOptions:
     platforms: Sequence[str] = ()
     all_platforms: bool = False
     index_media_type: bool | None = None
+    #: the containerd line whose ``ctr images export`` to match ("1.6", "1.7", "2.x");
+    #: None = the line that wrote the source root
+    ctr_line: str | None = None
     manifest_json: bool = True
     link: bool = False
     verify_links: bool = True
@@ -98,6 +102,8 @@ class _Planned:
     record: ImageRecord
     plan: ImagePlan
     chosen: PlannedManifest | None
+    #: distribution-source labels ctr 1.7+ adds to the index.json entry
+    source_annotations: dict[str, str] = field(default_factory=dict)
 
 
 class _ProgressReader:
@@ -284,7 +290,7 @@ def blob_set(planned: Sequence[_Planned], single_manifest: bool) -> list[dict[st
 
 def _exported(p: _Planned) -> ExportedImage:
     target = target_descriptor(p.record)
-    target["annotations"] = dict(p.record.annotations)
+    target["annotations"] = {**p.record.annotations, **p.source_annotations}
     return ExportedImage(name=p.record.name, entry=name_entry(target, p.record.name), manifest=p.chosen)
 
 
@@ -314,6 +320,25 @@ def _output(out: str | Path | BinaryIO, fmt: str) -> Path | BinaryIO:
         if not path.parent.is_dir():
             raise UsageError(f"{path.parent} does not exist")
     return path
+
+
+#: containerd lines whose ``ctr images export`` output ctrconv can reproduce
+CTR_LINES = ("1.6", "1.7", "2.x")
+
+
+def ctr_copies_source_labels(line: str) -> bool:
+    """Whether ``ctr images export`` of ``line`` copies the target blob's
+    ``containerd.io/distribution.source.*`` labels into its index.json annotations
+    (``copySourceLabels``, containerd 1.7.x and 2.x; not 1.6)."""
+    return line != "1.6"
+
+
+def source_annotations(meta: MetadataDB, namespace: str, record: ImageRecord) -> dict[str, str]:
+    """The target blob's distribution-source labels in ``namespace``, as ctr 1.7+ exports them."""
+    blob = meta.blob(namespace, record.target.digest)
+    if blob is None:
+        return {}
+    return {k: v for k, v in blob.labels.items() if k.startswith(K.LABEL_DISTRIBUTION_SOURCE)}
 
 
 def ctr_writes_index_media_type(line: str) -> bool:
@@ -378,10 +403,17 @@ def export(
     single_manifest = fmt == "docker-archive"
     with root.open_metadata(ignore_lock=options.ignore_lock) as meta:
         records = resolve_images(meta, options.namespace, options.refs)
+        line = options.ctr_line or meta.writer_line
+        if line not in CTR_LINES:
+            raise UsageError(f"unknown containerd line {line!r} (choose from {', '.join(CTR_LINES)})")
         index_media_type = options.index_media_type
         if index_media_type is None and fmt != "docker-archive":
-            index_media_type = ctr_writes_index_media_type(meta.writer_line)
+            index_media_type = ctr_writes_index_media_type(line)
+        sources = {r.name: source_annotations(meta, options.namespace, r) for r in records} \
+            if ctr_copies_source_labels(line) and fmt != "docker-archive" else {}
     planned = plan_images(root.content, records, options, single_manifest)
+    for p in planned:
+        p.source_annotations = sources.get(p.record.name, {})
     sink = open_sink(
         fmt, target, index_media_type=index_media_type, manifest_json=options.manifest_json,
         link=options.link, verify_links=options.verify_links,

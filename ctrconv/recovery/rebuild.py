@@ -335,8 +335,8 @@ def _clean_meta(meta: BucketTree, good: dict[str, int], report: RebuildReport) -
                 report.drop("image", f"image {ns_name}/{_text(key)}", f"target {digest or '?'} missing or corrupt")
 
 
-GC_CONTENT = "containerd.io/gc.ref.content"
-GC_SNAPSHOT = "containerd.io/gc.ref.snapshot."
+GC_CONTENT = K.LABEL_GC_CONTENT
+GC_SNAPSHOT = K.LABEL_GC_SNAPSHOT
 
 
 def _prune_dangling_labels(meta: BucketTree, report: RebuildReport) -> None:

@@ -13,6 +13,7 @@ import time
 from typing import Callable, Iterable, Iterator, TypeVar
 
 from ctrconv.bolt.check import check_bolt
+from ctrconv.containerd import schema as K
 from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.records import BackendSnapshot, BlobRecord, ImageRecord
 from ctrconv.containerd.locking import is_locked, private_copy
@@ -28,8 +29,8 @@ from ctrconv.verify.blobs import hash_blobs
 from ctrconv.verify.problems import Report
 
 T = TypeVar("T")
-GC_CONTENT = "containerd.io/gc.ref.content"
-GC_SNAPSHOT = "containerd.io/gc.ref.snapshot."
+GC_CONTENT = K.LABEL_GC_CONTENT
+GC_SNAPSHOT = K.LABEL_GC_SNAPSHOT
 
 
 def _safe(report: Report, what: str, location: str, items: Iterable[T]) -> Iterator[T]:

@@ -18,12 +18,12 @@ from ctrconv.errors import FormatError
 from ctrconv.oci import mediatypes as mt
 
 # GC label keys (containerd ``images.ChildGCLabels`` and the unpacker)
-GC_REF_CONTENT = "containerd.io/gc.ref.content"
+GC_REF_CONTENT = K.LABEL_GC_CONTENT
 LABEL_CONFIG = GC_REF_CONTENT + ".config"
 LABEL_LAYER = GC_REF_CONTENT + ".l."
 LABEL_MANIFEST = GC_REF_CONTENT + ".m."
 LABEL_GENERIC = GC_REF_CONTENT + "."
-LABEL_UNCOMPRESSED = "containerd.io/uncompressed"
+LABEL_UNCOMPRESSED = K.LABEL_UNCOMPRESSED
 LABEL_CRI_IMAGE = "io.cri-containerd.image"
 LABEL_CRI_PINNED = "io.cri-containerd.pinned"
 CRI_NAMESPACE = "k8s.io"
@@ -37,7 +37,7 @@ ADDED, UPDATED, PRESENT = "added", "updated", "present"
 
 def snapshot_label(snapshotter: str) -> str:
     """``containerd.io/gc.ref.snapshot.<snapshotter plugin id>`` (``overlayfs``, not ``overlay``)."""
-    return f"containerd.io/gc.ref.snapshot.{snapshotter}"
+    return K.LABEL_GC_SNAPSHOT + snapshotter
 
 
 def child_label_key(media_type: str) -> str:
