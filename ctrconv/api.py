@@ -116,6 +116,7 @@ def export_images(
     index_media_type: bool | None = None,
     ctr_line: str | None = None,
     manifest_json: bool = True,
+    skip_non_distributable: bool = False,
     link: bool = False,
     verify_links: bool = True,
     ignore_lock: bool = False,
@@ -136,7 +137,7 @@ def export_images(
     options = ExportOptions(
         namespace=namespace, refs=None if images is None else list(images), format=format,
         platforms=list(platforms), all_platforms=all_platforms, index_media_type=index_media_type,
-        ctr_line=ctr_line, manifest_json=manifest_json, link=link, verify_links=verify_links, ignore_lock=ignore_lock,
+        ctr_line=ctr_line, manifest_json=manifest_json, skip_non_distributable=skip_non_distributable, link=link, verify_links=verify_links, ignore_lock=ignore_lock,
     )
     out = Path(output) if isinstance(output, os.PathLike) else output
     return export(ContainerdRoot(root), out, options, progress)

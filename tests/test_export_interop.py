@@ -185,3 +185,72 @@ def test_locked_root_needs_ignore_lock(tmp_root_copy, tmp_path, cli, private_con
     assert res.code == 0, res.stderr
     recorded = fixture_set.file(fixture_set.image("default", "docker.io/library/bbx:oci")["export"])
     assert out.read_bytes() == recorded.read_bytes()
+
+
+def _foreign_layer_image(tmp_path):
+    """An OCI layout tar whose image has a gzip layer and a non-distributable gzip layer."""
+    import gzip
+    import io
+
+    from test_import import LayoutBuilder
+
+    def layer(name: str, data: bytes) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    builder = LayoutBuilder(tmp_path / "layout")
+    raws = [layer("foreign.txt", b"windows base, say"), layer("app.txt", b"app")]
+    descs = [builder.blob(gzip.compress(raws[0], mtime=0), "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"),
+             builder.blob(gzip.compress(raws[1], mtime=0), "application/vnd.oci.image.layer.v1.tar+gzip")]
+    descs[0]["urls"] = ["https://example.invalid/foreign"]
+    config = builder.blob(json.dumps({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(r).hexdigest() for r in raws]},
+    }).encode(), "application/vnd.oci.image.config.v1+json")
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": config, "layers": descs}
+    mdesc = builder.blob(json.dumps(manifest).encode(), manifest["mediaType"])
+    mdesc["annotations"] = {"io.containerd.image.name": "docker.io/library/foreign:1",
+                            "org.opencontainers.image.ref.name": "1"}
+    (builder.path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [mdesc]}))
+    archive = tmp_path / "foreign.tar"
+    subprocess.run(["tar", "cf", str(archive), "-C", str(builder.path), "."], check=True)
+    return archive, descs[0]["digest"]
+
+
+def test_skip_non_distributable_matches_ctr(private_containerd, tmp_path, cli):
+    """``--skip-non-distributable`` writes what ``ctr images export --skip-non-distributable``
+    writes; without it the foreign layer is exported too, as by ctr; and a foreign layer that
+    was never pulled only fails the export when it is asked for."""
+    archive, foreign = _foreign_layer_image(tmp_path)
+    root = tmp_path / "root"
+    daemon = private_containerd(root=root)
+    daemon.ctr("images", "import", "--no-unpack", str(archive))
+    refs = {}
+    for label, extra in (("all", []), ("skip", ["--skip-non-distributable"])):
+        refs[label] = tmp_path / f"ctr-{label}.tar"
+        daemon.ctr("images", "export", *extra, str(refs[label]), "docker.io/library/foreign:1")
+    daemon.stop()
+    for label, extra in (("all", []), ("skip", ["--skip-non-distributable"])):
+        ours = tmp_path / f"ctrconv-{label}.tar"
+        res = cli("export", "--root", str(root), "--image", "foreign:1", "-o", str(ours), "-q", *extra)
+        assert res.code == 0, res.stderr
+        assert ours.read_bytes() == refs[label].read_bytes(), label
+    with tarfile.open(refs["skip"]) as tar:
+        assert f"blobs/sha256/{foreign[7:]}" not in tar.getnames()
+
+    (root / "io.containerd.content.v1.content/blobs/sha256" / foreign[7:]).unlink()
+    res = cli("export", "--root", str(root), "--image", "foreign:1", "-o", str(tmp_path / "no.tar"), "-q")
+    assert res.code == 1 and foreign in res.stderr, res.stderr
+    assert not (tmp_path / "no.tar").exists()
+    res = cli("export", "--root", str(root), "--image", "foreign:1", "-o", str(tmp_path / "yes.tar"), "-q",
+              "--skip-non-distributable")
+    assert res.code == 0, res.stderr
+    assert (tmp_path / "yes.tar").read_bytes() == refs["skip"].read_bytes()
+    res = cli("export", "--root", str(root), "--image", "foreign:1", "-o", str(tmp_path / "d.tar"), "-q",
+              "--skip-non-distributable", "--format", "docker-archive")
+    assert res.code == 2, res.stderr

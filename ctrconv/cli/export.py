@@ -46,6 +46,10 @@ def export_command(
              "no for 1.6, yes for 1.7 and 2.x; yes for docker-archive).",
     ),
     skip_manifest_json: bool = typer.Option(False, "--skip-manifest-json", help="No docker manifest.json in OCI formats."),
+    skip_non_distributable: bool = typer.Option(
+        False, "--skip-non-distributable",
+        help="Leave non-distributable (foreign, e.g. Windows base) layers out; they need not be present.",
+    ),
     link: bool = typer.Option(False, "--link", help="oci-dir: hardlink blobs from the content store when on the same filesystem."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="With --link: hash linked blobs (reads them once)."),
     target_namespace: Optional[str] = typer.Option(
@@ -94,6 +98,7 @@ def export_command(
         index_media_type=index_media_type,
         ctr_line=containerd_version,
         manifest_json=not skip_manifest_json,
+        skip_non_distributable=skip_non_distributable,
         link=link,
         verify_links=verify,
         ignore_lock=ignore_lock,

@@ -83,11 +83,10 @@ def is_layer(media_type: str) -> bool:
 
 
 def is_nondistributable(media_type: str) -> bool:
-    """Foreign / non-distributable layers, which registries and exporters may skip."""
-    base = split_media_type(media_type)[0]
-    return base in (DOCKER_LAYER_FOREIGN, DOCKER_LAYER_FOREIGN_GZIP) or base.startswith(
-        "application/vnd.oci.image.layer.nondistributable."
-    )
+    """Foreign / non-distributable layers, which registries and exporters may skip
+    (containerd ``images.IsNonDistributable``: a prefix test on the whole media type)."""
+    return media_type.startswith(("application/vnd.oci.image.layer.nondistributable.",
+                                  "application/vnd.docker.image.rootfs.foreign."))
 
 
 def layer_compression(media_type: str) -> Compression:

@@ -55,6 +55,8 @@ class ExportOptions:
     #: None = the line that wrote the source root
     ctr_line: str | None = None
     manifest_json: bool = True
+    #: leave non-distributable (foreign) layers out, like ``ctr images export --skip-non-distributable``
+    skip_non_distributable: bool = False
     link: bool = False
     verify_links: bool = True
     ignore_lock: bool = False
@@ -241,6 +243,9 @@ def plan_images(
     for record in records:
         target = target_descriptor(record)
         plan = plan_image(content, target, selector)
+        if options.skip_non_distributable:
+            # never pulled (a Windows base layer, say) and not to be exported: not missing
+            plan.missing = [d for d in plan.missing if not mt.is_nondistributable(d.get("mediaType", ""))]
         if plan.missing:
             problems.append(_missing_message(record, plan))
             continue
@@ -273,7 +278,9 @@ def _config_type(m: PlannedManifest) -> str:
     return m.config.get("mediaType", "")
 
 
-def blob_set(planned: Sequence[_Planned], single_manifest: bool) -> list[dict[str, Any]]:
+def blob_set(
+    planned: Sequence[_Planned], single_manifest: bool, skip_non_distributable: bool = False
+) -> list[dict[str, Any]]:
     """Distinct blobs to write, sorted by their layout path (the tar entry order)."""
     blobs: dict[str, dict[str, Any]] = {}
     for p in planned:
@@ -283,6 +290,8 @@ def blob_set(planned: Sequence[_Planned], single_manifest: bool) -> list[dict[st
         else:
             descs = p.plan.blobs
         for desc in descs:
+            if skip_non_distributable and mt.is_nondistributable(desc.get("mediaType", "")):
+                continue
             key = str(Digest.parse(desc["digest"]))
             blobs.setdefault(key, {"mediaType": desc.get("mediaType", ""), "digest": key, "size": desc["size"]})
     return sorted(blobs.values(), key=lambda d: blob_path(d["digest"]))
@@ -357,9 +366,11 @@ def write_export(
     planned: Sequence[_Planned],
     sink: Sink,
     progress_factory: ProgressFactory | None = None,
+    *,
+    skip_non_distributable: bool = False,
 ) -> tuple[int, int]:
     """Name, copy+verify every blob, commit; abort the sink on any failure. Returns (blobs, bytes)."""
-    blobs = blob_set(planned, sink.single_manifest)
+    blobs = blob_set(planned, sink.single_manifest, skip_non_distributable)
     total = sum(d["size"] for d in blobs)
     progress = progress_factory(total) if progress_factory else None
     try:
@@ -397,6 +408,8 @@ def export(
     fmt = options.format or ("oci-tar" if is_stream else detect_format(str(out)))
     if options.all_platforms and fmt == "docker-archive":
         raise UsageError("a docker archive holds one platform per image; --all-platforms needs oci-dir or oci-tar")
+    if options.skip_non_distributable and fmt == "docker-archive":
+        raise UsageError("docker load needs every layer of manifest.json; --skip-non-distributable needs oci-dir or oci-tar")
     if not options.link and not options.verify_links:
         raise UsageError("--no-verify only applies to --link (copied blobs are always verified)")
     target = _output(out, fmt)
@@ -418,7 +431,8 @@ def export(
         fmt, target, index_media_type=index_media_type, manifest_json=options.manifest_json,
         link=options.link, verify_links=options.verify_links,
     )
-    blobs, total = write_export(root.content, planned, sink, progress_factory)
+    blobs, total = write_export(root.content, planned, sink, progress_factory,
+                                skip_non_distributable=options.skip_non_distributable)
     return ExportReport(
         format=fmt,
         output="-" if is_stream else str(out),
