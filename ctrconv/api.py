@@ -172,11 +172,15 @@ def rebuild_root(
     names: dict[str, str] | None = None,
     unpack: bool = True,
     progress: Any = None,
+    trust_snapshots: bool = False,
 ) -> Any:
-    """Recover a damaged root in place (backups kept) or into ``output``; see :mod:`ctrconv.recovery`."""
+    """Recover a damaged root in place (backups kept) or into ``output``; see :mod:`ctrconv.recovery`.
+
+    Snapshots are reused only where their tree matches their layer, unless ``trust_snapshots``.
+    """
     from ctrconv.recovery import rebuild_root as _rebuild
 
-    return _rebuild(root, output, names=names, unpack=unpack, progress=progress)
+    return _rebuild(root, output, names=names, unpack=unpack, progress=progress, trust_snapshots=trust_snapshots)
 
 
 def export_to_root(

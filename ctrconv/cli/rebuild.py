@@ -30,12 +30,17 @@ def rebuild_command(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the rebuilt root here; the damaged root is left untouched."),
     name: List[str] = typer.Option([], "--name", help="DIGEST=REF: name for an image re-derived from content (repeatable)."),
     no_unpack: bool = typer.Option(False, "--no-unpack", help="Do not re-unpack missing snapshots."),
+    trust_snapshots: bool = typer.Option(
+        False, "--trust-snapshots",
+        help="Reuse every whole snapshot chain as it is (default: compare each tree with its layer and unpack again what differs).",
+    ),
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Salvage a damaged meta.db, re-derive what is lost, drop what points at missing content."""
     with TqdmBytes(None, "hashing blobs", progress_enabled(quiet)) as bar:
-        report = api.rebuild_root(root, output, names=_parse_names(name), unpack=not no_unpack, progress=bar)
+        report = api.rebuild_root(root, output, names=_parse_names(name), unpack=not no_unpack, progress=bar,
+                                  trust_snapshots=trust_snapshots)
     if as_json:
         print_json(report.to_json())
         return

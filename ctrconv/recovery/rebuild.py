@@ -77,8 +77,13 @@ def rebuild_root(
     unpack: bool = True,
     jobs: int | None = None,
     progress: Callable[[int], object] | None = None,
+    trust_snapshots: bool = False,
 ) -> RebuildReport:
-    """Rebuild ``root`` in place, or into ``output`` (the source is then never written)."""
+    """Rebuild ``root`` in place, or into ``output`` (the source is then never written).
+
+    Snapshots are reused only where their tree matches their layer (compared like
+    ``verify --deep``), unless ``trust_snapshots``: then any whole chain is reused as it is.
+    """
     croot = ContainerdRoot(root)
     if not croot.path.is_dir():
         raise UsageError(f"containerd root {croot.path} does not exist")
@@ -96,7 +101,7 @@ def rebuild_root(
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
     if in_place:
-        _rebuild_into(croot, target, True, names, unpack, jobs, progress, report, stamp)
+        _rebuild_into(croot, target, True, names, unpack, jobs, progress, report, stamp, trust_snapshots)
         return report
     # A new root is built under a temporary name beside it and renamed at the end, so an
     # interrupted rebuild leaves no half-made root behind.
@@ -104,7 +109,8 @@ def rebuild_root(
     final.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.ctrconv-", dir=final.parent))
     try:
-        _rebuild_into(croot, ContainerdRoot(scratch), False, names, unpack, jobs, progress, report, stamp)
+        _rebuild_into(croot, ContainerdRoot(scratch), False, names, unpack, jobs, progress, report, stamp,
+                      trust_snapshots)
         if final.exists():
             final.rmdir()  # checked empty above
         os.rename(scratch, final)
@@ -124,6 +130,7 @@ def _rebuild_into(
     progress: Callable[[int], object] | None,
     report: RebuildReport,
     stamp: str,
+    trust_snapshots: bool = False,
 ) -> None:
     """Both phases, reading ``croot`` and writing ``target`` (the same root when in place)."""
     bolt_files = [croot.meta_db] + [croot.snapshotter_db(sn) for sn in croot.snapshotters_on_disk()]
@@ -138,12 +145,14 @@ def _rebuild_into(
         meta, meta_salvage = _salvage(croot.meta_db, report)
         backends = {sn: _salvage(croot.snapshotter_db(sn), report) for sn in croot.snapshotters_on_disk()}
         good = _check_content(croot, target, in_place, stamp, report, jobs, progress)
-        _clean_meta(meta, good, report)
-        kept_backends = _clean_snapshots(meta, {sn: t for sn, (t, _) in backends.items()}, croot, report)
-        _prune_dangling_labels(meta, report)
+        orphaned = _clean_meta(meta, good, report)
+        backend_trees = {sn: t for sn, (t, _) in backends.items()}
         # the target's content store holds exactly the good blobs (corrupt ones were
         # quarantined in place, or left out of a new root)
-        _derive_images(meta, good, target.content, names, report)
+        distrusted = {} if trust_snapshots else _snapshots_unlike_their_layers(meta, backend_trees, croot, target.content, report)
+        kept_backends = _clean_snapshots(meta, backend_trees, croot, report, distrusted)
+        _prune_dangling_labels(meta, report)
+        _derive_images(meta, good, target.content, names, report, orphaned)
         _drop_incomplete_images(meta, target.content, report)
         if not in_place:
             target.path.mkdir(parents=True, exist_ok=True)
@@ -297,7 +306,13 @@ def _namespaces(meta: BucketTree) -> list[tuple[str, BucketTree]]:
     return [(_text(k), b) for k, b in sorted(v1.entries.items()) if isinstance(b, BucketTree)]
 
 
-def _clean_meta(meta: BucketTree, good: dict[str, int], report: RebuildReport) -> None:
+def _clean_meta(meta: BucketTree, good: dict[str, int], report: RebuildReport) -> dict[tuple[str, str], str]:
+    """Drop records of missing or corrupt content and the images that point at it.
+
+    Returns, per (namespace, digest), the name of a dropped image whose lost target (an index)
+    listed that manifest in its content record's GC labels: the manifest can be named after it.
+    """
+    orphaned = _children_of_lost_targets(meta, good)
     for ns_name, ns in _namespaces(meta):
         blobs = ns.bucket(K.CONTENT, K.BLOB)
         for key in list(blobs.entries) if blobs else []:
@@ -333,6 +348,27 @@ def _clean_meta(meta: BucketTree, good: dict[str, int], report: RebuildReport) -
             if digest not in good:
                 del images.entries[key]
                 report.drop("image", f"image {ns_name}/{_text(key)}", f"target {digest or '?'} missing or corrupt")
+    return orphaned
+
+
+def _children_of_lost_targets(meta: BucketTree, good: dict[str, int]) -> dict[tuple[str, str], str]:
+    """(namespace, child digest) -> image name, for images whose target blob is gone but whose
+    content record still lists its children (``containerd.io/gc.ref.content.m.<i>``)."""
+    found: dict[tuple[str, str], str] = {}
+    prefix = K.LABEL_GC_CONTENT + ".m."
+    for ns_name, ns in _namespaces(meta):
+        images = ns.bucket(K.IMAGES)
+        blobs = ns.bucket(K.CONTENT, K.BLOB)
+        for key, record in sorted(images.entries.items()) if images and blobs else []:
+            desc = _target_descriptor(record)
+            if desc is None or desc["digest"] in good:
+                continue
+            content = blobs.entries.get(desc["digest"].encode())
+            labels = content.bucket(K.LABELS) if isinstance(content, BucketTree) else None
+            for label, value in (labels.entries.items() if labels else []):
+                if isinstance(value, bytes) and _text(label).startswith(prefix):
+                    found.setdefault((ns_name, _text(value)), _text(key))
+    return found
 
 
 GC_CONTENT = K.LABEL_GC_CONTENT
@@ -378,8 +414,12 @@ def _backend_id(record: BucketTree) -> int | None:
         return None
 
 
-def _clean_snapshots(meta: BucketTree, backends: dict[str, BucketTree], croot: ContainerdRoot, report: RebuildReport) -> dict[str, set[int]]:
-    """Keep only snapshot chains that are whole in meta.db, the backend db and on disk."""
+def _clean_snapshots(
+    meta: BucketTree, backends: dict[str, BucketTree], croot: ContainerdRoot, report: RebuildReport,
+    distrusted: dict[str, set[bytes]] | None = None,
+) -> dict[str, set[int]]:
+    """Keep only snapshot chains that are whole in meta.db, the backend db and on disk, and
+    whose trees were not found to differ from their layers (``distrusted`` backend keys)."""
     kept_ids: dict[str, set[int]] = {}
     for sn, backend in backends.items():
         records = backend.bucket(K.V1, K.SNAPSHOTS, create=True)
@@ -394,7 +434,7 @@ def _clean_snapshots(meta: BucketTree, backends: dict[str, BucketTree], croot: C
                 if key in alive:
                     continue
                 sid = _backend_id(rec)
-                if sid is None:
+                if sid is None or key in (distrusted or {}).get(sn, ()):
                     continue
                 directory = sdir / str(sid) / "fs" if sn != "native" else sdir / str(sid)
                 parent = rec.get(K.PARENT)
@@ -453,6 +493,78 @@ def _clean_snapshots(meta: BucketTree, backends: dict[str, BucketTree], croot: C
     return kept_ids
 
 
+def _snapshots_unlike_their_layers(
+    meta: BucketTree, backends: dict[str, BucketTree], croot: ContainerdRoot, content: ContentStore,
+    report: RebuildReport,
+) -> dict[str, set[bytes]]:
+    """Backend keys of snapshots whose tree differs from their layer, like ``verify --deep``.
+
+    Every snapshot an image's host platform unpacks is applied again in a scratch directory
+    and compared entry by entry; one that differs (a deleted or changed file, a lost xattr) is
+    not reused, so it and everything above it are unpacked again. Snapshots no image explains
+    (a container's, say) are left as they are.
+    """
+    from ctrconv.layers import chain_ids
+    from ctrconv.verify.deep import compare_snapshot, host_layer_chains
+
+    bad: dict[str, set[bytes]] = {}
+    checked: set[tuple[str, bytes]] = set()
+    for sn, backend in backends.items():
+        records = backend.bucket(K.V1, K.SNAPSHOTS)
+        if records is None:
+            continue
+        sdir = croot.snapshotter_dir(sn) / "snapshots"
+        for ns_name, ns in _namespaces(meta):
+            bucket = ns.bucket(K.SNAPSHOTS, sn.encode())
+            if bucket is None:
+                continue
+            dirs: dict[str, tuple[bytes, Path]] = {}
+            for chain, rec in bucket.entries.items():
+                name = rec.get(K.NAME) if isinstance(rec, BucketTree) else None
+                backend_rec = records.entries.get(name) if name else None
+                sid = _backend_id(backend_rec) if isinstance(backend_rec, BucketTree) else None
+                if name is not None and sid is not None:
+                    dirs[_text(chain)] = (name, sdir / str(sid) / "fs" if sn != "native" else sdir / str(sid))
+            for desc in _image_descriptors(ns):
+                for layers, diff_ids in host_layer_chains(content, desc):
+                    lowers: list[Path] = []
+                    for layer, diff_id, chain in zip(layers, diff_ids, chain_ids(diff_ids)):
+                        if chain not in dirs or not dirs[chain][1].is_dir():
+                            break
+                        key, fs = dirs[chain]
+                        if key in bad.get(sn, set()):
+                            break
+                        if (sn, key) not in checked:
+                            checked.add((sn, key))
+                            problems = compare_snapshot(content, sn, layer, diff_id, fs, lowers)
+                            if problems:
+                                bad.setdefault(sn, set()).add(key)
+                                report.drop("snapshot-tree", f"snapshot {ns_name}/{sn}/{chain}",
+                                            f"differs from layer {layer['digest']} ({problems[0]}): unpacked again")
+                                break
+                        lowers.insert(0, fs)
+    return bad
+
+
+def _image_descriptors(ns: BucketTree) -> list[dict[str, Any]]:
+    """Target descriptors of one namespace's image records."""
+    images = ns.bucket(K.IMAGES)
+    found = (_target_descriptor(rec) for rec in (images.entries.values() if images else []))
+    return [desc for desc in found if desc is not None]
+
+
+def _target_descriptor(record: BucketTree | bytes) -> dict[str, Any] | None:
+    """An image record's ``target`` as a descriptor; None when the record has none."""
+    target = record.bucket(K.TARGET) if isinstance(record, BucketTree) else None
+    if target is None:
+        return None
+    return {
+        "mediaType": _text(target.get(K.MEDIATYPE) or b""),
+        "digest": _text(target.get(K.DIGEST) or b""),
+        "size": decode_varint(target.get(K.SIZE) or b"\x00"),
+    }
+
+
 def _image_targets(ns: BucketTree) -> dict[str, list[str]]:
     """target digest -> image names in one namespace."""
     out: dict[str, list[str]] = {}
@@ -464,12 +576,16 @@ def _image_targets(ns: BucketTree) -> dict[str, list[str]]:
     return out
 
 
-def _derive_images(meta: BucketTree, good: dict[str, int], content: ContentStore, names: dict[str, str], report: RebuildReport) -> None:
+def _derive_images(
+    meta: BucketTree, good: dict[str, int], content: ContentStore, names: dict[str, str], report: RebuildReport,
+    orphaned: dict[tuple[str, str], str] | None = None,
+) -> None:
     """Give top-level manifests/indexes among the blobs image records where they lost theirs.
 
     A document gets a record in every namespace that still holds its content record but no
     image pointing at it (or in ``default`` when no namespace knows it). Names come from
-    ``--name``, then from images of other namespaces with the same target, then from the
+    ``--name``, then from images of other namespaces with the same target, then ``repo@digest``
+    after an image of this namespace whose lost index listed it (``orphaned``), then from the
     document's annotations, else a placeholder that keeps the digest.
     """
     from ctrconv.containerd.codec import encode_time_ns
@@ -507,7 +623,10 @@ def _derive_images(meta: BucketTree, good: dict[str, int], content: ContentStore
                 candidates = [names[digest]]
             else:
                 candidates = sorted({n for other, t in targets.items() if other != ns_name for n in t.get(digest, [])})
-                candidates = candidates or [derived_name(doc, names)]
+                lost = (orphaned or {}).get((ns_name, digest))
+                if not candidates and lost is not None:
+                    candidates = [_by_digest(lost, digest)]
+                candidates = [c for c in candidates if c] or [derived_name(doc, names)]
             v1 = meta.bucket(K.V1, create=True)
             images = v1.bucket(ns_name.encode(), K.IMAGES, create=True)  # type: ignore[union-attr]
             for name in candidates:
@@ -525,6 +644,16 @@ def _derive_images(meta: BucketTree, good: dict[str, int], content: ContentStore
                 report.images.append({"namespace": ns_name, "name": name, "digest": digest, "origin": "re-derived from content"})
 
 
+def _by_digest(name: str, digest: str) -> str:
+    """``repo@digest`` for the repository of image ``name``; "" if the name is no reference."""
+    from ctrconv.oci.reference import parse_reference
+
+    try:
+        return f"{parse_reference(name).name}@{digest}"
+    except CtrconvError:
+        return ""
+
+
 def _has_blob_record(ns: BucketTree, digest: str) -> bool:
     blobs = ns.bucket(K.CONTENT, K.BLOB)
     return blobs is not None and digest.encode() in blobs.entries
@@ -536,17 +665,11 @@ def _drop_incomplete_images(meta: BucketTree, content: ContentStore, report: Reb
     for ns_name, ns in _namespaces(meta):
         images = ns.bucket(K.IMAGES)
         for key in list(images.entries) if images else []:
-            rec = images.entries[key]
-            target = rec.bucket(K.TARGET) if isinstance(rec, BucketTree) else None
-            if target is None:
+            desc = _target_descriptor(images.entries[key])
+            if desc is None:
                 del images.entries[key]
                 report.drop("image", f"image {ns_name}/{_text(key)}", "no target")
                 continue
-            desc = {
-                "mediaType": _text(target.get(K.MEDIATYPE) or b""),
-                "digest": _text(target.get(K.DIGEST) or b""),
-                "size": decode_varint(target.get(K.SIZE) or b"\x00"),
-            }
             try:
                 plan = plan_image(content, desc, selector)
                 problem = None

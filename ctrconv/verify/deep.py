@@ -12,11 +12,50 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any, Iterator
 
+from ctrconv.containerd.content import ContentStore
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.errors import CtrconvError
+from ctrconv.inventory import selector_for
 from ctrconv.layers import chain_ids, compare_listings, copy_tree, tree_listing, unpack_layer
+from ctrconv.oci import mediatypes as mt
+from ctrconv.oci import platform as plat
+from ctrconv.pipeline.plan import plan_image, read_json_blob
 from ctrconv.verify.problems import Report
+
+
+def host_layer_chains(content: ContentStore, target: dict[str, Any]) -> Iterator[tuple[list[dict], list[str]]]:
+    """(layers, diff IDs) of every manifest of an image that runs on this host and is whole:
+    the chains containerd unpacks. Images or manifests that cannot be read yield nothing."""
+    host = plat.default_matcher()
+    try:
+        plan = plan_image(content, target, selector_for(host))
+    except CtrconvError:
+        return
+    if plan.missing:
+        return
+    for manifest in plan.manifests:
+        if manifest.platform and not runs_here(host, manifest.platform):
+            continue
+        if not mt.is_config(manifest.config.get("mediaType", "")):
+            continue
+        try:
+            config = read_json_blob(content, manifest.config)
+        except CtrconvError:
+            continue
+        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+        layers = [layer for layer in manifest.layers if mt.is_layer(layer.get("mediaType", ""))]
+        if diff_ids and len(diff_ids) == len(layers):
+            yield layers, diff_ids
+
+
+def runs_here(matcher: plat.MatchComparer, platform: dict) -> bool:
+    """``matcher`` accepts ``platform`` (a descriptor's JSON); an unparsable one never runs."""
+    try:
+        return matcher.match(plat.Platform.from_json(platform))
+    except CtrconvError:
+        return False
 
 MAX_DIFFERENCES_SHOWN = 5
 
@@ -44,10 +83,7 @@ def check_snapshot_trees(
         if key not in checked:
             checked.add(key)
             report.count("snapshots compared")
-            try:
-                problems = _compare(croot, scratch_parent, snapshotter, layer, diff_id, fs, lowers)
-            except CtrconvError as exc:
-                problems = [f"layer could not be applied for comparison: {exc}"]
+            problems = compare_snapshot(croot.content, snapshotter, layer, diff_id, fs, lowers, scratch_parent)
             if problems:
                 shown = "; ".join(problems[:MAX_DIFFERENCES_SHOWN])
                 more = f" (+{len(problems) - MAX_DIFFERENCES_SHOWN} more)" if len(problems) > MAX_DIFFERENCES_SHOWN else ""
@@ -55,25 +91,41 @@ def check_snapshot_trees(
         lowers.insert(0, fs)
 
 
-def _compare(croot, scratch_parent: Path, snapshotter: str, layer: dict, diff_id: str, fs: Path, lowers: list[Path]) -> list[str]:
-    scratch = Path(tempfile.mkdtemp(prefix=".ctrconv-verify-", dir=scratch_parent))
+def compare_snapshot(
+    content: ContentStore, snapshotter: str, layer: dict, diff_id: str, fs: Path, lowers: list[Path],
+    scratch_parent: Path | None = None,
+) -> list[str]:
+    """Differences between one snapshot tree ``fs`` and its layer applied afresh on ``lowers``
+    (nearest first) in a scratch directory; empty when they match."""
+    scratch = Path(tempfile.mkdtemp(prefix=".ctrconv-verify-", dir=scratch_parent or tempfile.gettempdir()))
     try:
-        target = scratch / "fs"
-        if snapshotter == "overlayfs":
-            target.mkdir()
-            mode = "overlay" if lowers else "naive"
-            use_lowers = lowers
-        else:
-            if lowers:
-                copy_tree(lowers[0], target)
-            else:
-                target.mkdir()
-            mode, use_lowers = "naive", []
-        with croot.content.open(layer["digest"]) as blob:
-            unpack_layer(blob, target, mode=mode, media_type=layer.get("mediaType"), lowers=use_lowers, expected_diff_id=diff_id)
-        want, got = tree_listing(target), tree_listing(fs)
-        want.pop("/", None)
-        got.pop("/", None)
-        return compare_listings(want, got)
+        return _compare_in(scratch, content, snapshotter, layer, diff_id, fs, lowers)
+    except CtrconvError as exc:
+        return [f"layer could not be applied for comparison: {exc}"]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _compare_in(scratch: Path, content: ContentStore, snapshotter: str, layer: dict, diff_id: str, fs: Path,
+                lowers: list[Path]) -> list[str]:
+    target = scratch / "fs"
+    if snapshotter == "overlayfs":
+        target.mkdir()
+        mode = "overlay" if lowers else "naive"
+        use_lowers = lowers
+    else:
+        if lowers:
+            copy_tree(lowers[0], target)
+        else:
+            target.mkdir()
+        mode, use_lowers = "naive", []
+    with content.open(layer["digest"]) as blob:
+        unpack_layer(blob, target, mode=mode, media_type=layer.get("mediaType"), lowers=use_lowers, expected_diff_id=diff_id)
+    try:
+        got = tree_listing(fs)
+    except OSError as exc:
+        return [f"snapshot tree cannot be read: {exc}"]
+    want = tree_listing(target)
+    want.pop("/", None)
+    got.pop("/", None)
+    return compare_listings(want, got)

@@ -20,12 +20,13 @@ from ctrconv.containerd.locking import is_locked, private_copy
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.digest import Digest
 from ctrconv.errors import ContentError, CtrconvError, InvalidDigestError
-from ctrconv.inventory import selector_for, target_descriptor
+from ctrconv.inventory import target_descriptor
 from ctrconv.layers import chain_ids
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
 from ctrconv.pipeline.plan import plan_image, platform_string, read_json_blob
 from ctrconv.verify.blobs import hash_blobs
+from ctrconv.verify.deep import runs_here
 from ctrconv.verify.problems import Report
 
 T = TypeVar("T")
@@ -208,7 +209,7 @@ def _check_image(image: ImageRecord, records: dict[str, BlobRecord], snapshot_ke
     partial: set[str] = set()
     for m in plan.manifests:
         gone = {d["digest"] for d in (m.config, *m.layers)} & missing
-        if gone and m.descriptor.get("platform") and not _runs_here(host, m.descriptor["platform"]):
+        if gone and m.descriptor.get("platform") and not runs_here(host, m.descriptor["platform"]):
             partial.add(m.descriptor["digest"])
             report.add("absent-platform", obj, where, f"platform {platform_string(m.descriptor['platform'])} ({m.descriptor['digest']}) was only partly pulled (no config/layers)", severity="info")
     excused = {d["digest"] for m in plan.manifests if m.descriptor["digest"] in partial for d in (m.config, *m.layers)}
@@ -241,13 +242,6 @@ def _check_image(image: ImageRecord, records: dict[str, BlobRecord], snapshot_ke
             if child["digest"] not in labels:
                 report.add("missing-gc-label", obj, where, f"manifest {mdigest} has no gc.ref.content label for {child['digest']}: GC would delete it")
         _check_unpacked(image, manifest, records, snapshot_keys, croot, report)
-
-
-def _runs_here(matcher: plat.MatchComparer, platform: dict) -> bool:
-    try:
-        return matcher.match(plat.Platform.from_json(platform))
-    except CtrconvError:
-        return False
 
 
 def _check_unpacked(image, manifest, records, snapshot_keys, croot, report) -> None:
@@ -349,9 +343,8 @@ def _check_blobs(croot: ContainerdRoot, referenced: set[str], report: Report, jo
 
 def _deep(meta: MetadataDB, croot: ContainerdRoot, namespaces: list[str], report: Report, backends: dict[str, _Backend]) -> None:
     """Compare every unpacked snapshot of every image's host platform with its layer."""
-    from ctrconv.verify.deep import check_snapshot_trees
+    from ctrconv.verify.deep import check_snapshot_trees, host_layer_chains
 
-    host = plat.default_matcher()
     checked: set[tuple[str, str]] = set()
     for ns in namespaces:
         for sn in meta.snapshotters(ns):
@@ -361,20 +354,5 @@ def _deep(meta: MetadataDB, croot: ContainerdRoot, namespaces: list[str], report
                 if rec.name in ids:
                     dirs[rec.key] = croot.snapshotter_dir(sn) / "snapshots" / str(ids[rec.name])
             for image in _safe(report, f"{ns}/images", "meta.db", meta.images(ns)):
-                try:
-                    plan = plan_image(croot.content, target_descriptor(image), selector_for(host))
-                except CtrconvError:
-                    continue
-                for manifest in plan.manifests:
-                    if manifest.platform and not _runs_here(host, manifest.platform):
-                        continue
-                    if plan.missing or not mt.is_config(manifest.config.get("mediaType", "")):
-                        continue
-                    try:
-                        config = read_json_blob(croot.content, manifest.config)
-                    except CtrconvError:
-                        continue
-                    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
-                    layers = [l for l in manifest.layers if mt.is_layer(l.get("mediaType", ""))]
-                    if diff_ids and len(diff_ids) == len(layers):
-                        check_snapshot_trees(croot, ns, sn, layers, diff_ids, dirs, report, checked)
+                for layers, diff_ids in host_layer_chains(croot.content, target_descriptor(image)):
+                    check_snapshot_trees(croot, ns, sn, layers, diff_ids, dirs, report, checked)

@@ -113,7 +113,114 @@ def meta_deleted(root: Path, fx) -> str:
     return "meta.db"
 
 
+def meta_both_metas_zeroed(root: Path, fx) -> str:
+    path, page_size, *_ = _meta(root)
+    _zero_page(path, 0, page_size)
+    _zero_page(path, 1, page_size)
+    return "meta"
+
+
+def meta_empty(root: Path, fx) -> str:
+    root.joinpath(*META).write_bytes(b"")
+    return "meta.db"
+
+
+def meta_random_page(root: Path, fx) -> str:
+    """Random bytes over one page of the tree (seeded), the kind of damage a bad sector does."""
+    import random
+
+    path, page_size, hwm, *_ = _meta(root)
+    rnd = random.Random(7)
+    page = rnd.randrange(2, hwm)
+    with open(path, "r+b") as f:
+        f.seek(page * page_size)
+        f.write(rnd.randbytes(page_size))
+    return "meta.db"
+
+
+def _rewrite_meta(root: Path, edit: Callable) -> None:
+    from ctrconv.bolt.reader import read_tree
+    from ctrconv.bolt.writer import write_bolt
+
+    path = root.joinpath(*META)
+    tree = read_tree(path)
+    edit(tree)
+    write_bolt(path, tree)
+
+
+def content_record_deleted(root: Path, fx) -> str:
+    """meta.db forgets a layer's content record: containerd's GC would delete the blob."""
+    digest = _oci(fx)["layers"][0]["digest"]
+    _rewrite_meta(root, lambda t: t.bucket(b"v1", b"default", b"content", b"blob").entries.pop(digest.encode()))
+    return digest
+
+
+def snapshot_record_deleted(root: Path, fx) -> str:
+    """meta.db forgets the top snapshot of a chain that the snapshotter still has."""
+    chain = _oci(fx)["chain_ids"][-1]
+    _rewrite_meta(root, lambda t: t.bucket(b"v1", b"default", b"snapshots", b"overlayfs").entries.pop(chain.encode()))
+    return chain
+
+
+def index_blob_deleted(root: Path, fx) -> str:
+    """The index of a multi-platform image is gone; its manifests are still there."""
+    digest = fx.image("default", "docker.io/library/bbx:multi")["target"]["digest"]
+    blob_path(root, digest).unlink()
+    return digest
+
+
+def layer_garbage_same_size(root: Path, fx) -> str:
+    digest = _oci(fx)["layers"][0]["digest"]
+    path = blob_path(root, digest)
+    size = path.stat().st_size
+    os.chmod(path, 0o644)
+    path.write_bytes(bytes((i * 131 + 7) % 256 for i in range(size)))
+    return digest
+
+
+def orphan_snapshot_dir(root: Path, fx) -> str:
+    junk = root / OVERLAY / "snapshots" / "999"
+    (junk / "fs").mkdir(parents=True)
+    (junk / "fs" / "junk").write_text("x")
+    return str(junk)
+
+
+def snapshotter_db_leaf_zeroed(root: Path, fx) -> str:
+    from ctrconv.bolt import _structs as S
+
+    path = root / OVERLAY / "metadata.db"
+    with BoltFile(path) as db:
+        snaps = db.bucket(b"v1", b"snapshots")
+        leaf = next(p.pgid for p in snaps.pages() if p.flags == S.LEAF_PAGE)
+        page_size = db.page_size
+    _zero_page(path, leaf, page_size)
+    return "metadata.db"
+
+
+def snapshot_file_deleted(root: Path, fx) -> str:
+    """A file vanishes from inside an unpacked snapshot (only ``verify --deep`` sees it)."""
+    for snap in sorted((root / OVERLAY / "snapshots").iterdir(), key=lambda p: int(p.name)):
+        victim = snap / "fs" / "bin" / "busybox"
+        if victim.exists():
+            victim.unlink()
+            return str(snap / "fs")
+    raise AssertionError("no snapshot holds bin/busybox")
+
+
+#: damage that only ``verify --deep`` can see
+DEEP_ONLY = {"snapshot-file-deleted"}
+
 CATALOGUE: dict[str, Callable[[Path, object], str]] = {
+    "meta-both-metas-zeroed": meta_both_metas_zeroed,
+    "meta-empty": meta_empty,
+    "meta-random-page": meta_random_page,
+    "content-record-deleted": content_record_deleted,
+    "snapshot-record-deleted": snapshot_record_deleted,
+    "index-blob-deleted": index_blob_deleted,
+    "layer-garbage-same-size": layer_garbage_same_size,
+    "orphan-snapshot-dir": orphan_snapshot_dir,
+    "snapshotter-db-leaf-zeroed": snapshotter_db_leaf_zeroed,
+    "snapshot-file-deleted": snapshot_file_deleted,
     "deleted-layer": deleted_layer,
     "flipped-layer-byte": flipped_layer_byte,
     "truncated-config": truncated_config,
