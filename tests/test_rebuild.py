@@ -202,3 +202,25 @@ def test_rebuild_into_another_filesystem_copies_and_verifies_each_blob(fixture_s
         assert not list(new.rglob(".*.ctrconv-tmp"))
     finally:
         subprocess.run(["umount", str(other_fs)])
+
+
+def test_a_changed_snapshot_is_unpacked_again_unless_trusted(fixture_set, tmp_root_copy, tmp_path, cli):
+    """A file deleted inside a snapshot: rebuild finds it by comparing the tree with its layer
+    and unpacks that snapshot (and those above it) again; --trust-snapshots reuses it as is."""
+    from support.damage import snapshot_file_deleted
+
+    broken_fs = Path(snapshot_file_deleted(tmp_root_copy, fixture_set))
+    trusted = tmp_path / "trusted"
+    subprocess.run(["cp", "-a", str(tmp_root_copy), str(trusted)], check=True)
+
+    result = cli("rebuild", "--root", str(trusted), "-q", "--json", "--trust-snapshots")
+    assert result.code == 0, result.stderr
+    assert not [d for d in result.json["dropped"] if d["kind"] == "snapshot-tree"]
+    assert not (trusted / broken_fs.relative_to(tmp_root_copy) / "bin" / "busybox").exists()
+
+    result = cli("rebuild", "--root", str(tmp_root_copy), "-q", "--json")
+    assert result.code == 0, result.stderr
+    differs = [d for d in result.json["dropped"] if d["kind"] == "snapshot-tree"]
+    assert len(differs) == 1 and "bin/busybox" in differs[0]["reason"], differs
+    assert result.json["snapshots_unpacked"] >= 1
+    assert cli("verify", "--root", str(tmp_root_copy), "-A", "-q", "--deep").code == 0
