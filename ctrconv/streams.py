@@ -148,6 +148,8 @@ class VerifyingReader:
                             return False
                         raise
                     if got == 0:
+                        if self._read == 0 and done == 0:
+                            return False  # some filesystems report 0 instead of an error
                         raise SizeMismatchError(
                             f"{self.what}: truncated: got {self._read + done} of {self.size} bytes"
                         )
