@@ -186,3 +186,26 @@ def test_a_failing_layer_fails_the_import_and_leaves_nothing(layout: Path, tmp_p
     snapshots = root / OVERLAY / "snapshots"
     assert not snapshots.exists() or list(snapshots.iterdir()) == []
     assert not list((root / OVERLAY).glob(".ctrconv-tmp-*"))
+
+
+def test_parallel_unpacked_root_runs_under_containerd(fixture_set, private_containerd, tmp_path, cli) -> None:
+    """The real judge: a root unpacked with -j 3 is complete, unpacked, runs, and its trees
+    equal the in-order ones."""
+    from test_import_interop import assert_go_clean, check_all
+
+    archive = fixture_set.file(fixture_set.input("bbx-oci")["path"])
+    names = list(fixture_set.input("bbx-oci")["names"])
+    roots = {jobs: tmp_path / f"j{jobs}" for jobs in (1, 3)}
+    for jobs, root in roots.items():
+        result = cli("import", "--root", str(root), "-i", str(archive), "-q", "-j", str(jobs))
+        assert result.code == 0, result.stderr
+    one, many = _snapshot_dirs(roots[1]), _snapshot_dirs(roots[3])
+    assert list(one) == list(many)
+    for snapshot_id in one:
+        assert compare_listings(tree_listing(many[snapshot_id]), tree_listing(one[snapshot_id])) == [], snapshot_id
+    assert_go_clean(roots[3])
+    daemon = private_containerd(root=roots[3])
+    check_all(daemon, "default", names, unpacked=True)
+    out = daemon.ctr("run", "--rm", "docker.io/library/bbx:oci", "par1", "/bin/busybox", "ls", "/bin/busybox").stdout
+    assert out.strip() == "/bin/busybox"
+    daemon.stop()
