@@ -299,6 +299,21 @@ def oci_archive(work: Path, name: str, layers: list[tuple[Path, str, str]]) -> P
     return archive
 
 
+def gzip_layer(dirs: Sequence[str], path: Path) -> tuple[str, int]:
+    """``tar cf - -C / DIRS | pigz -1 > path``, hashing the tar on the way: (diff_id, tar bytes)."""
+    with open(path, "wb") as out:
+        tar = subprocess.Popen(["tar", "cf", "-", "-C", "/", *dirs], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL)
+        gz = subprocess.Popen(["pigz", "-1", "-c"], stdin=subprocess.PIPE, stdout=out)
+        assert tar.stdout is not None and gz.stdin is not None
+        hexd, size = hashing_pipe(tar.stdout, gz.stdin)
+        gz.stdin.close()
+        # tar exits 1 when a file changed while it was read (a live /usr): the tar is still whole
+        if tar.wait() not in (0, 1) or gz.wait() != 0:
+            raise SystemExit(f"building a layer of {' '.join(dirs)} failed")
+    return f"sha256:{hexd}", size
+
+
 def hashing_pipe(src: BinaryIO, dst: BinaryIO) -> tuple[str, int]:
     """Copy ``src`` to ``dst`` in 1 MiB chunks; (sha256 hex, bytes) of what passed."""
     h = hashlib.sha256()

@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import (MT_LAYER_GZIP, PrivateContainerd, Results, Run, ctrconv, ctrconv_env, hashing_pipe,
+from _common import (MT_LAYER_GZIP, PrivateContainerd, Results, Run, ctrconv, ctrconv_env, gzip_layer,
                      machine_facts, oci_archive, remove, scratch, settle, shell, timed, vm_hwm_kib)
 
 IMAGE = "docker.io/library/bench-import:v1"
@@ -59,17 +59,8 @@ RSS_TARGET_MIB = 150
 def build_layer(work: Path, dirs: list[str]) -> tuple[Path, str, int]:
     """``tar cf - DIRS | pigz -1``, hashing the tar on the way: (path, diff_id, tar bytes)."""
     layer = work / "layer.tar.gz"
-    with open(layer, "wb") as out:
-        tar = subprocess.Popen(["tar", "cf", "-", "-C", "/", *dirs], stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL)
-        gz = subprocess.Popen(["pigz", "-1", "-c"], stdin=subprocess.PIPE, stdout=out)
-        assert tar.stdout is not None and gz.stdin is not None
-        hexd, size = hashing_pipe(tar.stdout, gz.stdin)
-        gz.stdin.close()
-        # tar exits 1 when a file changed while it was read (a live /usr): the tar is still whole
-        if tar.wait() not in (0, 1) or gz.wait() != 0:
-            raise SystemExit("building the layer failed")
-    return layer, f"sha256:{hexd}", size
+    diff_id, size = gzip_layer(dirs, layer)
+    return layer, diff_id, size
 
 
 def check_with_containerd(root: Path, work: Path, unpacked: bool) -> None:

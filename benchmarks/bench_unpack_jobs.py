@@ -17,11 +17,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-from _common import (MT_LAYER_GZIP, PrivateContainerd, Results, ctrconv, ctrconv_env, hashing_pipe,
+from _common import (MT_LAYER_GZIP, PrivateContainerd, Results, ctrconv, ctrconv_env, gzip_layer,
                      machine_facts, oci_archive, remove, scratch, settle, shell, timed)
 
 IMAGE = "docker.io/library/bench-jobs:v1"
@@ -33,16 +32,8 @@ def build_layers(work: Path, dirs: list[str]) -> list[tuple[Path, str, str]]:
     layers = []
     for i, directory in enumerate(dirs):
         path = work / f"layer{i}.tar.gz"
-        with open(path, "wb") as out:
-            tar = subprocess.Popen(["tar", "cf", "-", "-C", "/", directory], stdout=subprocess.PIPE,
-                                   stderr=subprocess.DEVNULL)
-            gz = subprocess.Popen(["pigz", "-1", "-c"], stdin=subprocess.PIPE, stdout=out)
-            assert tar.stdout is not None and gz.stdin is not None
-            hexd, _ = hashing_pipe(tar.stdout, gz.stdin)
-            gz.stdin.close()
-            if tar.wait() not in (0, 1) or gz.wait() != 0:
-                raise SystemExit(f"building the layer of {directory} failed")
-        layers.append((path, MT_LAYER_GZIP, f"sha256:{hexd}"))
+        diff_id, _ = gzip_layer([directory], path)
+        layers.append((path, MT_LAYER_GZIP, diff_id))
     return layers
 
 

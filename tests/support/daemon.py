@@ -127,6 +127,21 @@ def short_socket_dir() -> Path:
     raise DaemonError("no temp directory short enough for a unix socket path")
 
 
+def terminate(proc: "subprocess.Popen[bytes] | None", timeout: float) -> bool:
+    """SIGTERM a daemon started in its own session and wait; after ``timeout`` SIGKILL its
+    whole process group. False when it had to be killed."""
+    if proc is None or proc.poll() is not None:
+        return True
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return False
+
+
 class PrivateContainerd:
     """Context manager running one containerd with private root/state/socket.
 
@@ -214,14 +229,7 @@ class PrivateContainerd:
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM and wait, so both bolt files are closed and unlocked."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if not terminate(proc, timeout):
             raise DaemonError(f"containerd ignored SIGTERM for {timeout}s; killed")
 
     def close(self) -> None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 
-from support.daemon import DaemonError, short_socket_dir
+from support.daemon import DaemonError, short_socket_dir, terminate
 
 
 def docker_client() -> str | None:
@@ -85,14 +84,7 @@ class PrivateDockerd:
 
     def stop(self, timeout: float = 30.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        terminate(proc, timeout)
 
     def close(self) -> None:
         """Stop, unmount anything the engine left mounted, and remove its directories."""
