@@ -11,6 +11,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -71,28 +72,48 @@ def exclusive_lock(path: str | os.PathLike[str]) -> Iterator[int]:
         os.close(fd)
 
 
+#: page sizes tried for the second meta page when the first one is damaged
+_PAGE_SIZES = (4096, 8192, 16384, 65536)
+
+
 def _current_txid(path: str | os.PathLike[str]) -> int | None:
+    """The highest txid of a valid meta page; None when neither is valid (a damaged file)."""
     with open(path, "rb") as f:
-        head = f.read(4096)
-        meta0 = decode_meta(head, 0)
-        if not meta0.valid:
-            return None
-        f.seek(meta0.page_size)
-        meta1 = decode_meta(f.read(80), 1)
-    return max(m.txid for m in (meta0, meta1) if m.valid)
+        meta0 = decode_meta(f.read(4096), 0)
+        sizes = (meta0.page_size,) if meta0.valid else _PAGE_SIZES
+        txids = [meta0.txid] if meta0.valid else []
+        for size in sizes:
+            f.seek(size)
+            meta1 = decode_meta(f.read(80), 1)
+            if meta1.valid:
+                txids.append(meta1.txid)
+                break
+    return max(txids) if txids else None
 
 
-def private_copy(path: str | os.PathLike[str], workdir: str | os.PathLike[str], attempts: int = 5) -> Path:
+def private_copy(path: str | os.PathLike[str], workdir: str | os.PathLike[str], attempts: int = 10) -> Path:
     """Copy a live bolt file so that the copy is consistent.
 
-    bbolt never rewrites pages reachable from the current meta within one commit, so a copy
-    made while the txid advanced by at most one is consistent; otherwise retry.
+    bbolt never rewrites pages reachable from the newest committed meta during the next commit
+    (copy on write), and the meta pages are copied first, so a copy made while the txid advanced
+    by at most one is consistent. Otherwise it is retried; a file whose metas are both damaged
+    is copied as it is (the reader and salvage report the damage).
+
+    Raises:
+        LockedError: the file changed by two commits or more during every attempt.
     """
     dst = Path(tempfile.mkdtemp(prefix="ctrconv-copy-", dir=workdir)) / Path(path).name
-    for _ in range(attempts):
+    for attempt in range(attempts):
         before = _current_txid(path)
         shutil.copyfile(path, dst)
         after = _current_txid(path)
+        if before is None and after is None:
+            return dst
         if before is not None and after is not None and after - before <= 1:
             return dst
+        time.sleep(0.01 * (attempt + 1))
+    raise LockedError(
+        f"{path} kept changing while it was copied ({attempts} attempts): containerd is busy writing; "
+        "retry, or stop containerd"
+    )
     return dst
