@@ -197,3 +197,47 @@ def test_cli_import_from_stdin(fixture_set, private_containerd, tmp_path, cli) -
     again = cli("import", "--root", str(root), "-i", str(tar))
     assert again.code == 0 and "already present" in again.stdout
     gc_and_restart(private_containerd, root, "default", ["docker.io/library/bbx:docker"], unpacked=True)
+
+
+def _snapshot_trees(daemon: Any, root: Path) -> dict[str, Any]:
+    """chain ID -> tree listing of every committed overlayfs snapshot containerd lists (its key),
+    found through the snapshotter's own metadata.db (key -> id -> ``snapshots/<id>/fs``)."""
+    from ctrconv.bolt.reader import BoltFile
+    from ctrconv.containerd.metadata import SnapshotterDB
+
+    keys = [line.split()[0] for line in daemon.ctr("snapshots", "ls").stdout.splitlines()[1:]]
+    with BoltFile(root / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db") as db:
+        ids = {s.key.rsplit("/", 1)[-1]: s.id for s in SnapshotterDB(db).snapshots()}
+    return {key: tree_listing(root / "io.containerd.snapshotter.v1.overlayfs" / "snapshots" / str(ids[key]) / "fs")
+            for key in keys}
+
+
+def test_one_foreign_platform_is_unpacked_like_ctr(fixture_set, private_containerd, tmp_path, cli) -> None:
+    """``--platform linux/arm64`` on this amd64 host: the arm64 image is imported *and unpacked*
+    (a node disk image for arm64 built here), as ``ctr images import --platform`` does: the
+    same content, the same snapshot chain, the same trees; containerd keeps them over GC."""
+    archive = fixture_set.file(fixture_set.input("bbx-multi")["path"])
+    reference = private_containerd()
+    reference.ctr("images", "import", "--platform", "linux/arm64", str(archive))
+    want_content = reference.ctr("content", "ls", "-q").stdout.split()
+    want_trees = _snapshot_trees(reference, reference.root)
+    reference.stop()
+    assert len(want_trees) >= 1
+
+    root = tmp_path / "root"
+    result = cli("import", "--root", str(root), "-i", str(archive), "--platform", "linux/arm64", "-q")
+    assert result.code == 0, result.stderr
+    assert_go_clean(root)
+    daemon = private_containerd(root=root)
+    assert sorted(daemon.ctr("content", "ls", "-q").stdout.split()) == sorted(want_content)
+    got_trees = _snapshot_trees(daemon, root)
+    assert sorted(got_trees) == sorted(want_trees)
+    for key, tree in want_trees.items():
+        assert compare_listings(got_trees[key], tree) == [], key
+    before = daemon.ctr("snapshots", "ls").stdout
+    daemon.force_gc("default")
+    daemon.stop()
+    daemon = private_containerd(root=root)
+    assert daemon.ctr("snapshots", "ls").stdout == before
+    assert sorted(daemon.ctr("content", "ls", "-q").stdout.split()) == sorted(want_content)
+    daemon.stop()

@@ -77,6 +77,7 @@ def export_command(
             root, output, check_namespace(namespace), None if all_images else wanted,
             target_namespace=check_namespace(target_namespace or namespace), snapshotter=snapshotter,
             unpack=not no_unpack, containerd_version=containerd_version, platforms=list(platform or []),
+            unpack_platform=platform[0] if platform and len(platform) == 1 else None,
             all_platforms=all_platforms, ignore_lock=ignore_lock, as_json=as_json, quiet=quiet,
         )
         return

@@ -32,7 +32,11 @@ def import_command(
     input_path: str = typer.Option(..., "-i", "--input", help="OCI layout dir, OCI tar or docker-archive tar; - = stdin."),
     snapshotter: str = typer.Option("overlayfs", "--snapshotter", help="overlayfs or native."),
     no_unpack: bool = typer.Option(False, "--no-unpack", help="Only content and metadata, no snapshots."),
-    platform: Optional[List[str]] = typer.Option(None, "--platform", help="Import this platform (repeatable)."),
+    platform: Optional[List[str]] = typer.Option(
+        None, "--platform",
+        help="Import this platform (repeatable). Given once, that platform is also the one unpacked, like ctr "
+             "(a foreign one too: preloading an arm64 node image on an amd64 machine).",
+    ),
     all_platforms: bool = typer.Option(False, "--all-platforms", help="Import every platform of an index."),
     name: Optional[str] = typer.Option(None, "--name", help="Store the (single) image under this name."),
     pin: bool = typer.Option(False, "--pin", help="Label the image io.cri-containerd.pinned=pinned."),
@@ -70,6 +74,7 @@ def import_command(
             all_platforms=all_platforms, name=name, pin=pin,
             containerd_version=containerd_version, backup=not no_backup, progress=progress,
             max_layer_bytes=parse_size(max_layer_size) if max_layer_size else None, jobs=jobs,
+            unpack_platform=platform[0] if platform and len(platform) == 1 else None,
         )
     finally:
         for bar in bars:

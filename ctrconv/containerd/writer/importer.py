@@ -63,7 +63,8 @@ class ImportReport:
 
 
 def platform_matcher(platforms: Sequence[str] | None, all_platforms: bool) -> plat.MatchComparer:
-    """``--platform`` (containerd ``Only``, several = any of them), ``--all-platforms``, or the host."""
+    """``--platform`` (containerd ``OnlyStrict``, as ``ctr images import`` uses it; several = any
+    of them), ``--all-platforms``, or the host (``platforms.Default()``)."""
     if all_platforms and platforms:
         raise UsageError("--platform and --all-platforms are mutually exclusive")
     if all_platforms:
@@ -71,9 +72,18 @@ def platform_matcher(platforms: Sequence[str] | None, all_platforms: bool) -> pl
     if platforms:
         vector: list[plat.Platform] = []
         for spec in platforms:
-            vector.extend(plat.only(plat.parse_platform(spec)).platforms)
+            vector.extend(plat.only_strict(plat.parse_platform(spec)).platforms)
         return plat.Ordered(tuple(vector))
     return plat.default_matcher()
+
+
+def unpack_matcher(unpack_platform: str | None) -> plat.MatchComparer:
+    """Whose manifest is unpacked: ``unpack_platform`` exactly (``ctr images import --platform``
+    unpacks that platform's image, a foreign one too: a node disk image built for arm64 on an
+    amd64 machine), else this host's best match."""
+    if unpack_platform is None:
+        return plat.default_matcher()
+    return plat.only_strict(plat.parse_platform(unpack_platform))
 
 
 def _named_entries(entries: Sequence[NamedEntry], name: str | None) -> list[tuple[str, NamedEntry]]:
@@ -100,13 +110,12 @@ def _platform_of(m: PlannedManifest) -> plat.Platform | None:
         return None
 
 
-def _unpack_candidate(plan: ImagePlan) -> PlannedManifest | None:
-    """The manifest containerd's ``Unpack`` picks: the best host match (none runnable = None)."""
-    host = plat.default_matcher()
+def _unpack_candidate(plan: ImagePlan, matcher: plat.MatchComparer) -> PlannedManifest | None:
+    """The manifest containerd's ``Unpack`` picks: the best match of ``matcher`` (none = None)."""
     best: tuple[int, int, PlannedManifest] | None = None
     for order, m in enumerate(plan.manifests):
         p = _platform_of(m)
-        rank = 1 << 20 if p is None else host.rank(p)
+        rank = 1 << 20 if p is None else matcher.rank(p)
         if rank is None:
             continue
         if best is None or (rank, order) < best[:2]:
@@ -162,6 +171,7 @@ def copy_images_to_root(
     progress: ProgressFactory | None = None,
     max_layer_bytes: int | None = None,
     jobs: int | None = None,
+    unpack_platform: str | None = None,
 ) -> ImportReport:
     """Write the images of ``source`` into the containerd root ``target_root`` (containerd stopped).
 
@@ -180,6 +190,8 @@ def copy_images_to_root(
             None leaves only the free-disk checks.
         jobs: overlayfs layers of one image unpacked side by side in worker processes (None or
             1: in order). The result is the same either way.
+        unpack_platform: unpack this platform's manifest (exactly, ``OnlyStrict``) instead of
+            the host's best match, as ``ctr images import --platform P`` does.
 
     Raises:
         LockedError: containerd holds the root; MissingContentError: the input lacks a blob;
@@ -189,6 +201,7 @@ def copy_images_to_root(
 
     check_namespace(namespace)
     matcher = platform_matcher(platforms, all_platforms)
+    unpack_for = unpack_matcher(unpack_platform)
     selector = None if all_platforms else selector_for(matcher)
     chosen = _named_entries(list(entries if entries is not None else source.entries()), name)
 
@@ -231,7 +244,7 @@ def copy_images_to_root(
                 snaps = SnapshotWriter(txn, namespace, snapshotter, now_ns, max_layer_bytes, jobs)
             unpacked: dict[str, Any] = {}
             for image_name, _, plan in plans:
-                target = _unpack_candidate(plan) if unpack else None
+                target = _unpack_candidate(plan, unpack_for) if unpack else None
                 if target is not None and str(target.descriptor["digest"]) not in unpacked:
                     unpacked[str(target.descriptor["digest"])] = _unpack_manifest(run, snaps, target, content)
             ns = R.namespace_bucket(txn.meta, namespace)
@@ -245,7 +258,7 @@ def copy_images_to_root(
                     labels[R.LABEL_CRI_PINNED] = "pinned"
                 spec = R.ImageSpec(image_name, entry.descriptor, _entry_annotations(entry), labels)
                 status = R.merge_image(ns, spec, now_ns)
-                target = _unpack_candidate(plan) if unpack else None
+                target = _unpack_candidate(plan, unpack_for) if unpack else None
                 result = unpacked.get(str(target.descriptor["digest"])) if target else None
                 report.images.append(ImportedImage(
                     name=image_name,
