@@ -11,6 +11,7 @@ from __future__ import annotations
 import mmap
 import os
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ctrconv.bolt import _structs as S
 from ctrconv.bolt.errors import BoltError, NoValidMeta, UnreadableFile
@@ -182,16 +183,35 @@ def _backfill(primary: BucketTree, other: BucketTree, path: tuple[bytes, ...]) -
     return added
 
 
-def salvage(path: str | os.PathLike[str]) -> SalvageResult:
+#: scores a candidate tree (higher = better) when no meta page can say which root is the
+#: newest; the caller knows its records, the file does not
+TreeScore = Callable[[BucketTree], int]
+
+
+@dataclass(frozen=True)
+class RootHints:
+    """How the owner of a bolt file ranks candidate roots found by scanning pages.
+
+    ``plausibility`` comes first (a tree of the wrong shape, e.g. an old root whose bucket
+    pointer now lands on a reused page, is worse than any damage), then the least damage, then
+    ``recency`` (e.g. the newest timestamp in the records) and among equally recent trees the
+    smallest (only deletions tell them apart); without ``recency``, the most records.
+    """
+
+    plausibility: TreeScore | None = None
+    recency: TreeScore | None = None
+
+
+def salvage(path: str | os.PathLike[str], *, hints: RootHints | None = None) -> SalvageResult:
     """Recover as much of the tree as possible; never raises for damage past the metas' bytes."""
     raw = _Raw(str(path))
     try:
-        return _salvage(raw)
+        return _salvage(raw, hints or RootHints())
     finally:
         raw.close()
 
 
-def _salvage(raw: _Raw) -> SalvageResult:
+def _salvage(raw: _Raw, hints: RootHints | None = None) -> SalvageResult:
     page_size = discover_page_size(raw.mm, raw.size) or _guess_page_size(raw)
     raw.page_size = page_size
     raw.pages = raw.size // page_size
@@ -213,7 +233,7 @@ def _salvage(raw: _Raw) -> SalvageResult:
                 if _backfill(tree, other_tree, bucket_path):
                     result.backfilled.append(bucket_path)
         return result
-    return _orphan_root(raw, metas, page_size)
+    return _orphan_root(raw, metas, page_size, hints or RootHints())
 
 
 def _guess_page_size(raw: _Raw) -> int:
@@ -229,13 +249,28 @@ def _guess_page_size(raw: _Raw) -> int:
     return best
 
 
+def _looks_like_v1_bucket(page: Page) -> bool:
+    """A leaf holding containerd's ``v1`` bucket: the plain ``version`` key, the rest buckets."""
+    if page.flags != S.LEAF_PAGE:
+        return False
+    elements = list(page.leaf_elements())
+    plain = [k for f, k, _ in elements if not f & S.BUCKET_LEAF_FLAG]
+    return plain == [b"version"] and len(elements) > 1
+
+
 def _records(tree: BucketTree) -> int:
     """Plain values anywhere below ``tree``."""
     return sum(_records(v) if isinstance(v, BucketTree) else 1 for v in tree.entries.values())
 
 
-def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int) -> SalvageResult:
-    """No usable meta root: find valid pages nobody points to whose entries are all buckets."""
+def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int, hints: RootHints) -> SalvageResult:
+    """No usable meta root: find valid pages nobody points to whose entries are all buckets.
+
+    A page nobody points to that holds containerd's ``v1`` bucket itself (namespace buckets
+    beside the plain ``version`` key) is a candidate too, wrapped as ``{v1: page}``: when only
+    the root page is destroyed (both metas often share one root, since a commit that changes
+    nothing keeps it), that page is the newest tree minus one level.
+    """
     valid: dict[int, Page] = {}
     referenced: set[int] = set()
     pgid = 2
@@ -255,7 +290,29 @@ def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int) -> SalvageRes
                     referenced.add(S.BUCKET_HEADER.unpack_from(value, 0)[0])
         pgid += page.overflow + 1
     candidates = []
+
+    def consider(pgid: int, wrap: bytes | None) -> None:
+        walker = _Walker(raw, raw.pages)
+        tree = BucketTree()
+        if wrap is None:
+            walker.tree(pgid, tree, ())
+        else:
+            inner = tree.bucket(wrap, create=True)
+            assert inner is not None
+            walker.tree(pgid, inner, (wrap,))
+        if tree.entries and all(isinstance(v, BucketTree) for v in tree.entries.values()):
+            plausible = hints.plausibility(tree) if hints.plausibility is not None else 0
+            newest = hints.recency(tree) if hints.recency is not None else 0
+            # With recency known, trees as new as each other differ only by later deletions
+            # (a commit that adds or updates a record moves the newest timestamp): the
+            # smallest is the newest. Without it, the largest keeps the most data.
+            records = _records(tree) if hints.recency is not None else -_records(tree)
+            candidates.append((b"v1" not in tree.entries, -plausible, len(walker.damage), -newest, records,
+                               -walker.pages_read, pgid, tree, walker.damage))
+
     for pgid, page in valid.items():
+        if pgid not in referenced and _looks_like_v1_bucket(page):
+            consider(pgid, b"v1")
         # A root is a page whose entries are all buckets. Unreferenced pages qualify; so does a
         # referenced leaf holding ``v1`` (containerd's only top-level bucket), because stale
         # pages of earlier commits may still point at the newest root.
@@ -268,21 +325,17 @@ def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int) -> SalvageRes
                 continue
         elif pgid in referenced:
             continue
-        walker = _Walker(raw, raw.pages)
-        tree = BucketTree()
-        walker.tree(pgid, tree, ())
-        if tree.entries and all(isinstance(v, BucketTree) for v in tree.entries.values()):
-            candidates.append((b"v1" not in tree.entries, len(walker.damage), -_records(tree), -walker.pages_read, pgid, tree, walker.damage))
+        consider(pgid, None)
     if not candidates:
         return SalvageResult(BucketTree(), "nothing recoverable", page_size, [Damage((), None, "no usable root found")], metas=tuple(metas))
     # Pages carry no txid, so stale roots of earlier commits look as valid as the newest one:
-    # prefer a containerd-shaped root (``v1``), then the least damaged, then the one holding
-    # most records (keeps data; a rebuild drops whatever points at content that no longer
-    # exists), and report the others.
-    candidates.sort(key=lambda c: c[:4] + (-c[4],))
+    # prefer a containerd-shaped root (``v1``), then the caller's hints (RootHints), then the
+    # one holding most records (keeps data; a rebuild drops whatever points at content that
+    # no longer exists), and report the others.
+    candidates.sort(key=lambda c: c[:6] + (-c[6],))
     *_, pgid, tree, damage = candidates[0]
     result = SalvageResult(tree, f"orphan root page {pgid} (both meta roots unusable)", page_size, list(damage), metas=tuple(metas))
-    others = ", ".join(str(c[4]) for c in candidates[1:6])
+    others = ", ".join(str(c[6]) for c in candidates[1:6])
     note = "meta pages unusable; root found by scanning pages"
     result.damage.insert(0, Damage((), None, note + (f" (other candidate roots: {others})" if others else "")))
     return result

@@ -24,11 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ctrconv.bolt.salvage import SalvageResult, salvage
+from ctrconv.bolt.salvage import RootHints, SalvageResult, salvage
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.bolt.writer import write_bolt
 from ctrconv.containerd import schema as K
-from ctrconv.containerd.codec import decode_uvarint_exact, decode_varint, encode_uvarint, encode_varint
+from ctrconv.containerd.codec import decode_time, decode_uvarint_exact, decode_varint, encode_uvarint, encode_varint
 from ctrconv.containerd.content import ContentStore
 from ctrconv.containerd.locking import exclusive_lock, is_locked, shared_lock
 from ctrconv.containerd.root import ContainerdRoot
@@ -218,12 +218,58 @@ def _ensure_schema_version(meta: BucketTree, croot: ContainerdRoot) -> None:
     v1.put(K.VERSION, encode_varint(K.DB_VERSION_2X if two_x else K.DB_VERSION_1X))
 
 
+def latest_update(tree: BucketTree) -> int:
+    """The newest ``createdat``/``updatedat`` time (Unix ns) of any record below ``tree``: which
+    of several candidate trees of a meta.db holds the latest commit's records."""
+    newest = 0
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        for key, value in node.entries.items():
+            if isinstance(value, BucketTree):
+                stack.append(value)
+            elif key in (K.CREATED_AT, K.UPDATED_AT):
+                try:
+                    newest = max(newest, decode_time(value).unix_ns)
+                except FormatError:
+                    continue
+    return newest
+
+
+#: buckets containerd keeps in a namespace (``v1/<ns>/...``) and a snapshotter db keeps in ``v1``
+_NAMESPACE_BUCKETS = {K.IMAGES, K.CONTENT, K.SNAPSHOTS, K.LEASES, b"containers", b"sandboxes"}
+_SNAPSHOTTER_BUCKETS = {K.SNAPSHOTS, K.PARENTS}
+
+
+def containerd_shape(tree: BucketTree) -> int:
+    """How containerd-like a candidate tree is: +1 for each ``v1`` child that is shaped like a
+    namespace (or like a snapshotter's ``snapshots``/``parents``), -1 for each that is not (an
+    old root whose ``v1`` pointer lands on a page reused for another tree)."""
+    v1 = tree.bucket(K.V1)
+    if v1 is None:
+        return 0
+    score = 0
+    for key, child in v1.entries.items():
+        if not isinstance(child, BucketTree):
+            continue
+        if key in _SNAPSHOTTER_BUCKETS:
+            score += 1
+        elif child.entries and any(isinstance(v, BucketTree) and k in _NAMESPACE_BUCKETS for k, v in child.entries.items()):
+            score += 1
+        else:
+            score -= 1
+    return score
+
+
+CONTAINERD_ROOT_HINTS = RootHints(plausibility=containerd_shape, recency=latest_update)
+
+
 def _salvage(path: Path, report: RebuildReport) -> tuple[BucketTree, SalvageResult | None]:
     if not path.exists() or path.stat().st_size == 0:
         report.salvage[str(path)] = {"source": "missing", "damage": []}
         return BucketTree(), None
     try:
-        result = salvage(path)
+        result = salvage(path, hints=CONTAINERD_ROOT_HINTS)
     except CtrconvError as exc:
         report.salvage[str(path)] = {"source": "unreadable", "damage": [str(exc)]}
         return BucketTree(), None
