@@ -258,11 +258,6 @@ def _looks_like_v1_bucket(page: Page) -> bool:
     return plain == [b"version"] and len(elements) > 1
 
 
-def _records(tree: BucketTree) -> int:
-    """Plain values anywhere below ``tree``."""
-    return sum(_records(v) if isinstance(v, BucketTree) else 1 for v in tree.entries.values())
-
-
 def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int, hints: RootHints) -> SalvageResult:
     """No usable meta root: find valid pages nobody points to whose entries are all buckets.
 
@@ -306,7 +301,7 @@ def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int, hints: RootHi
             # With recency known, trees as new as each other differ only by later deletions
             # (a commit that adds or updates a record moves the newest timestamp): the
             # smallest is the newest. Without it, the largest keeps the most data.
-            records = _records(tree) if hints.recency is not None else -_records(tree)
+            records = tree.value_count() if hints.recency is not None else -tree.value_count()
             candidates.append((b"v1" not in tree.entries, -plausible, len(walker.damage), -newest, records,
                                -walker.pages_read, pgid, tree, walker.damage))
 

@@ -46,6 +46,10 @@ class BucketTree:
         for key in sorted(self.entries):
             yield key, self.entries[key]
 
+    def value_count(self) -> int:
+        """Plain values anywhere below this bucket (how much a tree holds)."""
+        return sum(v.value_count() if isinstance(v, BucketTree) else 1 for v in self.entries.values())
+
     def to_plain(self) -> dict:
         """JSON-friendly form used by dumps and tests: hex keys, hex values, sequences."""
         out: dict = {"sequence": self.sequence, "entries": {}}
