@@ -57,8 +57,11 @@ def _daemon_accepts(private_containerd, root: Path, namespace: str, expect: set[
 
 def test_rebuild_of_a_healthy_root_changes_nothing_visible(tmp_root_copy, cli, private_containerd):
     before = _images(cli, tmp_root_copy)
+    snapshots = sorted(os.listdir(tmp_root_copy / "io.containerd.snapshotter.v1.overlayfs" / "snapshots"))
     report = _rebuild(cli, tmp_root_copy)
     assert not report["dropped"] and not report["corrupt_blobs"]
+    assert (report["snapshots_reused"], report["snapshots_unpacked"]) == (len(snapshots), 0)
+    assert sorted(os.listdir(tmp_root_copy / "io.containerd.snapshotter.v1.overlayfs" / "snapshots")) == snapshots
     assert _images(cli, tmp_root_copy) == before
     assert report["backups"]
     _assert_clean(cli, tmp_root_copy)

@@ -172,6 +172,7 @@ def _rebuild_into(
         if in_place:
             _remove_unkept_snapshot_dirs(croot, kept_backends, report)
 
+    report.snapshots_reused = sum(len(ids) for ids in kept_backends.values())
     _reimport(target, meta, unpack, report)
 
 
@@ -786,6 +787,7 @@ def _reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: Re
     from ctrconv.sources.containerd_root import ContainerdRootSource
 
     snapshotter = "overlayfs"
+    counted: set[tuple[str, str]] = set()
     for ns_name, ns in _namespaces(meta):
         images = ns.bucket(K.IMAGES)
         if not images or not images.entries:
@@ -801,8 +803,10 @@ def _reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: Re
                     platforms=list(platforms) if platforms else None, entries=entries, backup=False,
                 )
                 for image in result.images:
-                    report.snapshots_reused += image.snapshots_reused
-                    report.snapshots_unpacked += image.snapshots_created
+                    # images sharing a manifest report the same new snapshots: count them once
+                    if image.unpacked and (ns_name, image.unpacked) not in counted:
+                        counted.add((ns_name, image.unpacked))
+                        report.snapshots_unpacked += image.snapshots_created
         finally:
             source.close()
 
