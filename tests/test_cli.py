@@ -60,3 +60,12 @@ def test_readme_documents_every_command():
     readme = (REPO / "README.md").read_text()
     for command in ("ls", "export", "import", "verify", "rebuild"):
         assert f"ctrconv {command}" in readme
+
+
+def test_debug_does_not_leak_into_the_next_run(tmp_path, cli):
+    """--debug of one in-process run must not show tracebacks in the next one."""
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"\0" * 8192)
+    assert "Traceback" in cli("--debug", "dump", str(bad)).stderr
+    result = cli("dump", str(bad))
+    assert result.code != 0 and "Traceback" not in result.stderr, result.stderr

@@ -177,3 +177,47 @@ def test_kill_9_during_rebuild_then_rebuild_again(tmp_path: Path, fixture_set, p
         assert _images(root) == expected
     daemon = private_containerd(root=root)
     assert all(r.complete and r.unpacked for r in daemon.images_check("default"))
+
+
+def _stop_midway(args: list[str], signum: int, ready: "callable") -> subprocess.CompletedProcess[str]:
+    """Start ctrconv, wait until ``ready()`` says it is mid-work, send ``signum``."""
+    proc = subprocess.Popen([sys.executable, "-m", "ctrconv", *args], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 60
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if proc.poll() is not None:
+        pytest.fail("the command finished before it could be stopped")
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_import_cleans_up_and_says_so(signum, inputs, tmp_path):
+    """Ctrl-C or SIGTERM mid-import: exit 128+signum, one line, the old root, no temp dirs."""
+    root = tmp_path / "root"
+    _ctrconv(*_import_args(root, inputs["old"]))
+    old = _images(root)
+    content = root / "io.containerd.content.v1.content"
+    result = _stop_midway(_import_args(root, inputs["new"]), signum,
+                          lambda: any(p.name.startswith(".ctrconv-tmp") for p in content.iterdir()))
+    assert result.returncode == 128 + signum, result.stderr
+    assert result.stderr.strip() in ("ctrconv: error: interrupted", "ctrconv: error: terminated"), result.stderr
+    assert _images(root) == old
+    leftovers = [p for p in root.rglob("*") if ".ctrconv-tmp" in p.name]
+    assert not leftovers, leftovers
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_export_leaves_no_file(signum, inputs, tmp_path):
+    root = tmp_path / "root"
+    _ctrconv(*_import_args(root, inputs["new"]))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    result = _stop_midway(["export", "--root", str(root), "--all", "-o", str(out_dir / "x.tar"), "-q"], signum,
+                          lambda: any(out_dir.iterdir()))
+    assert result.returncode == 128 + signum, result.stderr
+    assert "ctrconv: error:" in result.stderr and "Traceback" not in result.stderr
+    assert list(out_dir.iterdir()) == []

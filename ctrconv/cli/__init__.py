@@ -42,5 +42,6 @@ def main(argv: list[str] | None = None) -> None:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    _common.install_signal_handlers()
     code = _common.run(app, argv if argv is not None else sys.argv[1:])
     raise SystemExit(code)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import signal
+import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,8 +129,38 @@ def _plain_metavars(group: object) -> None:
                 param.metavar = param.name.upper().replace("-", "_")
 
 
+class Stopped(BaseException):
+    """SIGINT or SIGTERM arrived: unwinds the command like an exception, so every temp output
+    and half-built target is removed, then exits ``128 + signum`` with one line."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
+def install_signal_handlers() -> None:
+    """Ctrl-C and SIGTERM (``kill``, ``systemctl stop``, a CI timeout) both run the cleanup.
+
+    Python would turn SIGTERM into an immediate death (temp files left behind) and typer turns
+    ``KeyboardInterrupt`` into a silent exit 130; a signal left ignored by the parent (a
+    background job's SIGINT) stays ignored.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _on_signal)
+
+
 def run(app: typer.Typer, argv: list[str]) -> int:
     """Run the typer app; return the exit code (0, 1 operation failed, 2 usage)."""
+    # decided per run: the callback sets STATE.debug only while the command runs, so a value
+    # left by an earlier in-process run (a library caller, a test) must not count
+    STATE.debug = bool(os.environ.get("CTRCONV_DEBUG"))
     debug = STATE.debug or "--debug" in argv
     try:
         command = typer.main.get_command(app)
@@ -160,6 +192,9 @@ def run(app: typer.Typer, argv: list[str]) -> int:
     except KeyboardInterrupt:
         error_line("interrupted")
         return 130
+    except Stopped as exc:
+        error_line("interrupted" if exc.signum == signal.SIGINT else "terminated")
+        return 128 + exc.signum
     except RecursionError:
         if debug:
             traceback.print_exc()

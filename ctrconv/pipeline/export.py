@@ -369,11 +369,13 @@ def write_export(
     *,
     skip_non_distributable: bool = False,
 ) -> tuple[int, int]:
-    """Name, copy+verify every blob, commit; abort the sink on any failure. Returns (blobs, bytes)."""
-    blobs = blob_set(planned, sink.single_manifest, skip_non_distributable)
-    total = sum(d["size"] for d in blobs)
-    progress = progress_factory(total) if progress_factory else None
+    """Name, copy+verify every blob, commit; abort the sink on any failure (a signal included).
+    Returns (blobs, bytes)."""
+    progress = None
     try:
+        blobs = blob_set(planned, sink.single_manifest, skip_non_distributable)
+        total = sum(d["size"] for d in blobs)
+        progress = progress_factory(total) if progress_factory else None
         sink.add_names([_exported(p) for p in planned])
         for desc in blobs:
             digest = Digest.parse(desc["digest"])
@@ -427,12 +429,18 @@ def export(
     planned = plan_images(root.content, records, options, single_manifest)
     for p in planned:
         p.source_annotations = sources.get(p.record.name, {})
-    sink = open_sink(
-        fmt, target, index_media_type=index_media_type, manifest_json=options.manifest_json,
-        link=options.link, verify_links=options.verify_links,
-    )
-    blobs, total = write_export(root.content, planned, sink, progress_factory,
-                                skip_non_distributable=options.skip_non_distributable)
+    sink: Sink | None = None
+    try:
+        sink = open_sink(
+            fmt, target, index_media_type=index_media_type, manifest_json=options.manifest_json,
+            link=options.link, verify_links=options.verify_links,
+        )
+        blobs, total = write_export(root.content, planned, sink, progress_factory,
+                                    skip_non_distributable=options.skip_non_distributable)
+    except BaseException:
+        if sink is not None:
+            sink.abort()  # also when a signal lands between creating the sink and using it
+        raise
     return ExportReport(
         format=fmt,
         output="-" if is_stream else str(out),

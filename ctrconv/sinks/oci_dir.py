@@ -59,13 +59,14 @@ class OciDirSink:
         self._manifest_json = manifest_json
         self._link = link
         self._verify_links = verify_links
-        self._tmp: Path | None = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".ctrconv-tmp", dir=out.parent))
         self._documents: list[tuple[str, bytes, int]] = []
         self._named = False
         self._dirs: set[Path] = set()
         self.linked = 0
         self.copied = 0
         self.bytes_written = 0
+        # last, so that once it exists the caller holds a sink whose abort() removes it
+        self._tmp: Path | None = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".ctrconv-tmp", dir=out.parent))
 
     def add_names(self, images: Sequence[ExportedImage]) -> None:
         self._documents = oci_name_documents(images, self._index_media_type, self._manifest_json)

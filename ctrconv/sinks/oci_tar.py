@@ -40,9 +40,13 @@ class TarSink(ABC):
         if isinstance(out, Path):
             self._final = out
             fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".ctrconv-tmp", dir=out.parent)
-            self._tmp = Path(tmp)
-            self._stream: BinaryIO = os.fdopen(fd, "wb")
-            self._writeback: EarlyWriteback | None = EarlyWriteback(fd)
+            try:
+                self._tmp = Path(tmp)
+                self._stream: BinaryIO = os.fdopen(fd, "wb")
+                self._writeback: EarlyWriteback | None = EarlyWriteback(fd)
+            except BaseException:  # even a signal: the temp file is ours to remove
+                os.unlink(tmp)
+                raise
         else:
             self._stream = out
             self._writeback = None
