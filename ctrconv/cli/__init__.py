@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    _common.install_signal_handlers()
-    code = _common.run(app, argv if argv is not None else sys.argv[1:])
+    try:
+        with _common.signals_unwind():
+            code = _common.run(app, argv if argv is not None else sys.argv[1:])
+    except _common.Stopped as exc:  # landed after the command had finished
+        code = 128 + exc.signum
     raise SystemExit(code)

@@ -8,9 +8,10 @@ import sys
 import signal
 import threading
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import typer
 
@@ -142,18 +143,27 @@ def _on_signal(signum: int, frame: object) -> None:
     raise Stopped(signum)
 
 
-def install_signal_handlers() -> None:
-    """Ctrl-C and SIGTERM (``kill``, ``systemctl stop``, a CI timeout) both run the cleanup.
+@contextmanager
+def signals_unwind() -> Iterator[None]:
+    """While a command runs, Ctrl-C and SIGTERM (``kill``, ``systemctl stop``, a CI timeout)
+    both run the cleanup; the previous handlers come back afterwards (in-process callers).
 
     Python would turn SIGTERM into an immediate death (temp files left behind) and typer turns
     ``KeyboardInterrupt`` into a silent exit 130; a signal left ignored by the parent (a
     background job's SIGINT) stays ignored.
     """
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        if signal.getsignal(signum) is not signal.SIG_IGN:
-            signal.signal(signum, _on_signal)
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(signum)
+            if handler is not signal.SIG_IGN:
+                previous[signum] = handler
+                signal.signal(signum, _on_signal)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run(app: typer.Typer, argv: list[str]) -> int:
