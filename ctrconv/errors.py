@@ -48,6 +48,10 @@ class MissingContentError(ContentError):
     """A referenced blob is not in the content store."""
 
 
+class UnreadableContentError(ContentError):
+    """A blob is there but cannot be read (permissions, I/O error)."""
+
+
 class DigestMismatchError(ContentError):
     """Bytes read do not hash to the expected digest."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -168,3 +169,27 @@ def test_a_damaged_snapshotter_db_is_blamed_not_meta_db(tmp_root_copy, cli):
     unreadable = [p for p in result.json["problems"] if p["kind"] == "unreadable"]
     assert unreadable and all("metadata.db" in p["object"] and "meta.db" != p["object"] for p in unreadable)
     assert any(p["kind"] == "missing-backend-snapshot" for p in result.json["problems"])
+
+
+def test_an_unreadable_blob_is_a_problem_not_a_crash(tmp_root_copy, fixture_set, cli, monkeypatch):
+    """A blob that cannot be opened (permissions, I/O error) is reported by verify, named by ls
+    and export, each in one line; root bypasses file modes, so the open is made to fail."""
+    import builtins
+
+    digest = fixture_set.image("default", "docker.io/library/bbx:zstd")["target"]["digest"]
+    victim = str(tmp_root_copy / "io.containerd.content.v1.content" / "blobs" / "sha256" / digest[7:])
+    real_open = builtins.open
+
+    def failing_open(file, *args, **kwargs):
+        if str(file) == victim:
+            raise PermissionError(13, "Permission denied", victim)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", failing_open)
+    result = cli("verify", "--root", str(tmp_root_copy), "-n", "default", "-q", "--json")
+    assert result.code == 1, result.stderr
+    kinds = {p["kind"] for p in result.json["problems"] if digest in json.dumps(p)}
+    assert kinds, result.json["problems"]
+    result = cli("export", "--root", str(tmp_root_copy), "--image", "bbx:zstd", "-o", str(tmp_root_copy.parent / "x.tar"))
+    assert result.code == 1 and "cannot be read" in result.stderr and digest in result.stderr, result.stderr
+    assert not (tmp_root_copy.parent / "x.tar").exists()

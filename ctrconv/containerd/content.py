@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from ctrconv.digest import ALGORITHMS, Digest
-from ctrconv.errors import InvalidDigestError, MissingContentError
+from ctrconv.errors import InvalidDigestError, MissingContentError, UnreadableContentError
 from ctrconv.streams import VerifyingReader
 
 
@@ -44,6 +44,8 @@ class ContentStore:
             return open(path, "rb")
         except FileNotFoundError:
             raise MissingContentError(f"blob {digest} not found in the content store") from None
+        except OSError as exc:
+            raise UnreadableContentError(f"blob {digest} cannot be read: {exc.strerror or exc}") from None
 
     def open_verified(self, digest: Digest | str, size: int) -> VerifyingReader:
         d = Digest.parse(digest)
