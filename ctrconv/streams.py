@@ -11,12 +11,12 @@ import mmap
 import os
 import queue
 import stat
-import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
+from ctrconv import tempfiles
 from ctrconv.digest import Digest
 from ctrconv.errors import DigestMismatchError, SizeMismatchError
 
@@ -173,12 +173,19 @@ class VerifyingReader:
         if isinstance(self._hash, _BackgroundHasher) and aligned == offset:
             self._hash.update(window)  # closed by the helper thread
             return
-        with window, memoryview(window) as view:
+        view = memoryview(window)
+        try:
             region = view[offset - aligned :]
             # the helper thread may hash later than this window lives: give it a copy (only
             # for a blob that does not start on a page boundary, e.g. inside another file)
             self._hash.update(bytes(region) if isinstance(self._hash, _BackgroundHasher) else region)
             region.release()
+        finally:
+            view.release()
+            try:
+                window.close()
+            except BufferError:  # a slice outlived an interruption: unmapped when collected
+                pass
 
     def _zero_copy_source(self) -> tuple[int, int] | None:
         """(fd, offset) when the rest of the stream is a regular file of exactly our size."""
@@ -284,7 +291,7 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 def atomic_write(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[BinaryIO]:
     """Write to a temp file beside ``path``; fsync and rename over it only on success."""
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfiles.temp_file(target.parent, f".{target.name}.", ".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -292,10 +299,12 @@ def atomic_write(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[Bi
             os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.replace(tmp, target)
+        tempfiles.forget(tmp)
         fsync_dir(target.parent)
     except BaseException:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        tempfiles.forget(tmp)
         raise

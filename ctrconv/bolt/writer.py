@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import mmap
 import os
-import tempfile
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Sequence
@@ -53,6 +53,7 @@ from ctrconv.bolt._structs import (
     Meta,
     fnv1a64,
 )
+from ctrconv import tempfiles
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.errors import FormatError
 
@@ -110,7 +111,7 @@ def write_bolt(
         ValueError: a bad ``page_size``, ``txid`` or ``fill_percent``.
     """
     target = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfiles.temp_file(target.parent, f".{target.name}.", ".tmp")
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
@@ -125,11 +126,13 @@ def write_bolt(
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp_name, target)
+        tempfiles.forget(tmp_name)
     except BaseException:
         try:
             os.unlink(tmp_name)
         except FileNotFoundError:
             pass
+        tempfiles.forget(tmp_name)
         raise
     _fsync_dir(target.parent)
     return layout

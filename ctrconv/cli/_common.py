@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 import typer
 
+from ctrconv import tempfiles
 from ctrconv.errors import CtrconvError, UsageError
 
 
@@ -140,6 +141,9 @@ class Stopped(BaseException):
 
 
 def _on_signal(signum: int, frame: object) -> None:
+    # once is enough: a second Ctrl-C must not cut the cleanup the first one started
+    for other in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(other, signal.SIG_IGN)
     raise Stopped(signum)
 
 
@@ -223,3 +227,6 @@ def run(app: typer.Typer, argv: list[str]) -> int:
             traceback.print_exc()
         error_line(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)")
         return 1
+    finally:
+        # temp outputs a signal or an error left between their creation and their cleanup
+        tempfiles.remove_leftovers()

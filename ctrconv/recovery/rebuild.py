@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ctrconv import tempfiles
 from ctrconv.bolt.salvage import RootHints, SalvageResult, salvage
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.bolt.writer import write_bolt
@@ -107,15 +107,17 @@ def rebuild_root(
     # interrupted rebuild leaves no half-made root behind.
     final = target.path
     final.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.ctrconv-", dir=final.parent))
+    scratch = tempfiles.temp_dir(final.parent, f".{final.name}.ctrconv-")
     try:
         _rebuild_into(croot, ContainerdRoot(scratch), False, names, unpack, jobs, progress, report, stamp,
                       trust_snapshots)
         if final.exists():
             final.rmdir()  # checked empty above
         os.rename(scratch, final)
+        tempfiles.forget(scratch)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
+        tempfiles.forget(scratch)
         raise
     return report
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import tempfile
+
 from pathlib import Path
 from typing import Any, Sequence
 
+from ctrconv import tempfiles
 from ctrconv.errors import SizeMismatchError, UsageError
 from ctrconv.sinks.base import BlobReader, ExportedImage, blob_path
 from ctrconv.sinks.oci_tar import oci_name_documents
@@ -66,7 +67,7 @@ class OciDirSink:
         self.copied = 0
         self.bytes_written = 0
         # last, so that once it exists the caller holds a sink whose abort() removes it
-        self._tmp: Path | None = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".ctrconv-tmp", dir=out.parent))
+        self._tmp: Path | None = tempfiles.temp_dir(out.parent, f".{out.name}.", ".ctrconv-tmp")
 
     def add_names(self, images: Sequence[ExportedImage]) -> None:
         self._documents = oci_name_documents(images, self._index_media_type, self._manifest_json)
@@ -141,10 +142,12 @@ class OciDirSink:
         os.chmod(self._tmp, 0o755)
         fsync_dir(self._tmp)
         os.rename(self._tmp, self._final)
+        tempfiles.forget(self._tmp)
         self._tmp = None
         fsync_dir(self._final.parent)
 
     def abort(self) -> None:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
+            tempfiles.forget(self._tmp)
             self._tmp = None

@@ -12,11 +12,12 @@ truncates the stream before the end-of-archive marker, which every tar reader re
 from __future__ import annotations
 
 import os
-import tempfile
+
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, BinaryIO, Sequence
 
+from ctrconv import tempfiles
 from ctrconv.sinks import _layout
 from ctrconv.sinks._tar import TarWriter
 from ctrconv.sinks.base import BlobReader, ExportedImage, blob_path
@@ -39,14 +40,9 @@ class TarSink(ABC):
         self._tmp: Path | None = None
         if isinstance(out, Path):
             self._final = out
-            fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".ctrconv-tmp", dir=out.parent)
-            try:
-                self._tmp = Path(tmp)
-                self._stream: BinaryIO = os.fdopen(fd, "wb")
-                self._writeback: EarlyWriteback | None = EarlyWriteback(fd)
-            except BaseException:  # even a signal: the temp file is ours to remove
-                os.unlink(tmp)
-                raise
+            fd, self._tmp = tempfiles.temp_file(out.parent, f".{out.name}.", ".ctrconv-tmp")
+            self._stream: BinaryIO = os.fdopen(fd, "wb")
+            self._writeback: EarlyWriteback | None = EarlyWriteback(fd)
         else:
             self._stream = out
             self._writeback = None
@@ -127,6 +123,7 @@ class TarSink(ABC):
         self._closed = True
         assert self._final is not None
         os.replace(self._tmp, self._final)
+        tempfiles.forget(self._tmp)
         self._tmp = None
         fsync_dir(self._final.parent)
 
@@ -143,6 +140,7 @@ class TarSink(ABC):
             self._tmp.unlink()
         except FileNotFoundError:
             pass
+        tempfiles.forget(self._tmp)
         self._tmp = None
 
 

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from ctrconv import tempfiles
 from ctrconv.containerd.content import ContentStore
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.errors import CtrconvError
@@ -97,13 +98,14 @@ def compare_snapshot(
 ) -> list[str]:
     """Differences between one snapshot tree ``fs`` and its layer applied afresh on ``lowers``
     (nearest first) in a scratch directory; empty when they match."""
-    scratch = Path(tempfile.mkdtemp(prefix=".ctrconv-verify-", dir=scratch_parent or tempfile.gettempdir()))
+    scratch = tempfiles.temp_dir(scratch_parent or tempfile.gettempdir(), ".ctrconv-verify-")
     try:
         return _compare_in(scratch, content, snapshotter, layer, diff_id, fs, lowers)
     except CtrconvError as exc:
         return [f"layer could not be applied for comparison: {exc}"]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        tempfiles.forget(scratch)
 
 
 def _compare_in(scratch: Path, content: ContentStore, snapshotter: str, layer: dict, diff_id: str, fs: Path,

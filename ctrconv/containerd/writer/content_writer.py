@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping, Protocol
 
+from ctrconv import tempfiles
 from ctrconv.digest import Digest
 from ctrconv.errors import MissingContentError
 from ctrconv.streams import copy_verified, fsync_dir
@@ -64,7 +64,7 @@ class ContentWriter:
             self.content_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             for sub in ("ingest", "blobs"):
                 (self.content_dir / sub).mkdir(mode=DIR_MODE, exist_ok=True)
-            self._tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.content_dir))
+            self._tmp = tempfiles.temp_dir(self.content_dir, TMP_PREFIX)
         return self._tmp
 
     def write(
@@ -106,4 +106,5 @@ class ContentWriter:
         """Remove the temp directory (empty unless a copy failed)."""
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
+            tempfiles.forget(self._tmp)
             self._tmp = None

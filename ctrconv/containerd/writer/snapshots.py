@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from ctrconv import tempfiles
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.codec import decode_uvarint_exact
@@ -286,7 +287,7 @@ class SnapshotWriter:
 
     def _tmp_dir(self) -> Path:
         if self._tmp is None:
-            self._tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.dir))
+            self._tmp = tempfiles.temp_dir(self.dir, TMP_PREFIX)
         return self._tmp
 
     # -- install -----------------------------------------------------------------------------
@@ -306,4 +307,5 @@ class SnapshotWriter:
         """Drop whatever was built but not installed (a failed import)."""
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
+            tempfiles.forget(self._tmp)
             self._tmp = None
