@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 import pytest
@@ -342,3 +343,19 @@ def test_rebuild_after_a_node_upgrade_writes_for_the_new_line(lines, tmp_path):
     assert meta_form(root) == expected_form("2.x")
     assert_go_clean(root)
     judge(new, root, "default", {i["name"] for i in old.fixtures.images("default") if i["complete"]})
+
+
+def test_rebuild_from_content_alone_is_clean_for_that_line(line, tmp_path):
+    """meta.db deleted: images are re-derived from the content store. On 2.x, manifests of
+    platforms whose config and layers were never fetched (a transfer-service import keeps them)
+    must keep their content records and index labels, or verify flags them and GC takes them."""
+    from support.damage import meta_deleted
+
+    root = copy_root(line.fixtures.root, tmp_path / "root")
+    meta_deleted(root, line.fixtures)
+    ctrconv("rebuild", "--root", str(root))
+    verify = subprocess.run([sys.executable, "-m", "ctrconv", "verify", "--root", str(root), "-A", "-q", "--json"],
+                            capture_output=True, text=True)
+    problems = [p for p in json.loads(verify.stdout)["problems"] if p["severity"] != "info"]
+    assert verify.returncode == 0, problems
+    assert_go_clean(root)

@@ -20,7 +20,7 @@ from ctrconv.containerd.writer import records as R
 from ctrconv.containerd.writer.content_writer import ContentWriter
 from ctrconv.containerd.writer.transaction import RootTransaction
 from ctrconv.digest import Digest
-from ctrconv.errors import FormatError, MissingContentError, UsageError
+from ctrconv.errors import CtrconvError, FormatError, MissingContentError, UsageError
 from ctrconv.inventory import selector_for
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
@@ -134,20 +134,38 @@ class _Import:
         self.labels: dict[str, dict[str, str]] = {}
         self.sizes: dict[str, int] = {}
 
+    def _has(self, desc: dict[str, Any]) -> bool:
+        try:
+            return self.source.exists(Digest.parse(desc.get("digest")))
+        except CtrconvError:
+            return False
+
     def add_labels(self, digest: str, labels: dict[str, str]) -> None:
         self.labels.setdefault(digest, {}).update(labels)
 
-    def label_graph(self, plan: ImagePlan, selector: Callable[[dict[str, Any]], bool] | None) -> None:
-        """Children labels exactly as ``SetChildrenLabels(FilterPlatforms(...))`` sets them."""
+    def label_graph(
+        self, plan: ImagePlan, selector: Callable[[dict[str, Any]], bool] | None, keep_partial: bool = False
+    ) -> None:
+        """Children labels exactly as ``SetChildrenLabels(FilterPlatforms(...))`` sets them.
+
+        ``keep_partial``: an unselected child manifest whose blob the source has is recorded
+        and labelled from its index too, without labels of its own, as a 2.x transfer-service
+        import leaves a platform whose config and layers were never fetched.
+        """
         for desc in plan.blobs:
             self.sizes[str(Digest.parse(desc["digest"]))] = int(desc["size"])
             self.labels.setdefault(str(Digest.parse(desc["digest"])), {})
         for desc in plan.indexes:
             doc = read_json_blob(self.source, desc)
-            kept = [
-                c for c in doc.get("manifests", [])
-                if not (selector is not None and c.get("platform") and not selector(c["platform"]))
-            ]
+            kept = []
+            for child in doc.get("manifests", []):
+                if not (selector is not None and child.get("platform") and not selector(child["platform"])):
+                    kept.append(child)
+                elif keep_partial and self._has(child):
+                    kept.append(child)
+                    digest = str(Digest.parse(child["digest"]))
+                    self.sizes[digest] = int(child["size"])
+                    self.labels.setdefault(digest, {})
             self.add_labels(str(desc["digest"]), R.children_labels(kept))
         for m in plan.manifests:
             self.add_labels(str(m.descriptor["digest"]), R.children_labels([m.config, *m.layers]))
@@ -172,6 +190,7 @@ def copy_images_to_root(
     max_layer_bytes: int | None = None,
     jobs: int | None = None,
     unpack_platform: str | None = None,
+    keep_partial: bool = False,
 ) -> ImportReport:
     """Write the images of ``source`` into the containerd root ``target_root`` (containerd stopped).
 
@@ -192,6 +211,8 @@ def copy_images_to_root(
             1: in order). The result is the same either way.
         unpack_platform: unpack this platform's manifest (exactly, ``OnlyStrict``) instead of
             the host's best match, as ``ctr images import --platform P`` does.
+        keep_partial: also keep the present manifests of unselected platforms (recorded and
+            labelled from their index): a rebuild must not let GC take what the node had.
 
     Raises:
         LockedError: containerd holds the root; MissingContentError: the input lacks a blob;
@@ -227,7 +248,7 @@ def copy_images_to_root(
             report.warnings.append(txn.version_mismatch)
         run = _Import(source, txn, namespace, now_ns)
         for _, _, plan in plans:
-            run.label_graph(plan, selector)
+            run.label_graph(plan, selector, keep_partial)
         content = ContentWriter(txn.content_dir)
         snaps = None
         try:
