@@ -151,7 +151,8 @@ def _rebuild_into(
         backend_trees = {sn: t for sn, (t, _) in backends.items()}
         # the target's content store holds exactly the good blobs (corrupt ones were
         # quarantined in place, or left out of a new root)
-        distrusted = {} if trust_snapshots else _snapshots_unlike_their_layers(meta, backend_trees, croot, target.content, report)
+        distrusted = {} if trust_snapshots else _snapshots_unlike_their_layers(
+            meta, backend_trees, croot, target.content, report, scratch=target.path)
         kept_backends = _clean_snapshots(meta, backend_trees, croot, report, distrusted)
         _prune_dangling_labels(meta, report)
         _derive_images(meta, good, target.content, names, report, orphaned)
@@ -546,12 +547,12 @@ def _clean_snapshots(
 
 def _snapshots_unlike_their_layers(
     meta: BucketTree, backends: dict[str, BucketTree], croot: ContainerdRoot, content: ContentStore,
-    report: RebuildReport,
+    report: RebuildReport, *, scratch: Path,
 ) -> dict[str, set[bytes]]:
     """Backend keys of snapshots whose tree differs from their layer, like ``verify --deep``.
 
     Every snapshot an image's host platform unpacks is applied again in a scratch directory
-    and compared entry by entry; one that differs (a deleted or changed file, a lost xattr) is
+    under ``scratch`` (the root being written) and compared entry by entry; one that differs (a deleted or changed file, a lost xattr) is
     not reused, so it and everything above it are unpacked again. Snapshots no image explains
     (a container's, say) are left as they are.
     """
@@ -587,7 +588,9 @@ def _snapshots_unlike_their_layers(
                             break
                         if (sn, key) not in checked:
                             checked.add((sn, key))
-                            problems = compare_snapshot(content, sn, layer, diff_id, fs, lowers)
+                            # scratch beside the root being written, not in $TMPDIR (often a
+                            # small tmpfs): one layer at a time, removed right after
+                            problems = compare_snapshot(content, sn, layer, diff_id, fs, lowers, scratch)
                             if problems:
                                 bad.setdefault(sn, set()).add(key)
                                 report.drop("snapshot-tree", f"snapshot {ns_name}/{sn}/{chain}",
