@@ -51,7 +51,8 @@ def import_command(
     ),
     jobs: Optional[int] = typer.Option(
         None, "--jobs", "-j", min=1,
-        help="overlayfs layers of an image unpacked side by side (default: one per core, at most 4; 1 = in order).",
+        help="Unpack up to N overlayfs layers of an image side by side, in worker processes (default 1: in order; "
+             "no gain was measured on 2 cores, see benchmarks/README.md).",
     ),
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
