@@ -11,7 +11,6 @@ caller finishes the deferred parent directories bottom-up afterwards
 from __future__ import annotations
 
 import multiprocessing
-import os
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Sequence
@@ -30,14 +29,16 @@ class LayerJob:
     lowers: tuple[str, ...]
     diff_id: str
     max_bytes: int | None
+    #: True when the lowers may still be unpacking (side by side); False in layer order
+    defer_parents: bool = True
 
 
 def apply_job(job: LayerJob) -> ApplyResult:
-    """Worker side: decompress, verify and apply one layer blob with deferred parents."""
+    """Decompress, verify and apply one layer blob (in a worker, or in order in the caller)."""
     with open(job.blob_path, "rb") as blob:
         return unpack_layer(
             blob, job.target, mode=job.mode, media_type=job.media_type, lowers=job.lowers,
-            expected_diff_id=job.diff_id, max_bytes=job.max_bytes, defer_parents=True,
+            expected_diff_id=job.diff_id, max_bytes=job.max_bytes, defer_parents=job.defer_parents,
         )
 
 
@@ -60,10 +61,3 @@ def apply_in_parallel(jobs: Sequence[LayerJob], workers: int) -> list[ApplyResul
             raise failed.exception()  # type: ignore[misc]
         return [f.result() for f in futures]
 
-
-def available_cores() -> int:
-    """Cores this process may run on (its affinity mask, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1

@@ -21,7 +21,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 from ctrconv import tempfiles
 from ctrconv.bolt.salvage import RootHints, SalvageResult, salvage
@@ -552,15 +552,14 @@ def _snapshots_unlike_their_layers(
     """Backend keys of snapshots whose tree differs from their layer, like ``verify --deep``.
 
     Every snapshot an image's host platform unpacks is applied again in a scratch directory
-    under ``scratch`` (the root being written) and compared entry by entry; one that differs (a deleted or changed file, a lost xattr) is
-    not reused, so it and everything above it are unpacked again. Snapshots no image explains
+    under ``scratch`` (the root being written) and compared entry by entry; one that differs (a
+    deleted or changed file, a lost xattr) is not reused, so it and everything above it are unpacked again. Snapshots no image explains
     (a container's, say) are left as they are.
     """
-    from ctrconv.layers import chain_ids
-    from ctrconv.verify.deep import compare_snapshot, host_layer_chains
+    from ctrconv.verify.deep import compare_chain, host_layer_chains
 
     bad: dict[str, set[bytes]] = {}
-    checked: set[tuple[str, bytes]] = set()
+    checked: set[Hashable] = set()
     for sn, backend in backends.items():
         records = backend.bucket(K.V1, K.SNAPSHOTS)
         if records is None:
@@ -577,26 +576,25 @@ def _snapshots_unlike_their_layers(
                 sid = _backend_id(backend_rec) if isinstance(backend_rec, BucketTree) else None
                 if name is not None and sid is not None:
                     dirs[_text(chain)] = (name, sdir / str(sid) / "fs" if sn != "native" else sdir / str(sid))
+
+            def fs_of(chain: str) -> Path | None:
+                found = dirs.get(chain)
+                if found is None or found[0] in bad.get(sn, set()) or not found[1].is_dir():
+                    return None
+                return found[1]
+
             for desc in _image_descriptors(ns):
                 for layers, diff_ids in host_layer_chains(content, desc):
-                    lowers: list[Path] = []
-                    for layer, diff_id, chain in zip(layers, diff_ids, chain_ids(diff_ids)):
-                        if chain not in dirs or not dirs[chain][1].is_dir():
-                            break
-                        key, fs = dirs[chain]
-                        if key in bad.get(sn, set()):
-                            break
-                        if (sn, key) not in checked:
-                            checked.add((sn, key))
-                            # scratch beside the root being written, not in $TMPDIR (often a
-                            # small tmpfs): one layer at a time, removed right after
-                            problems = compare_snapshot(content, sn, layer, diff_id, fs, lowers, scratch)
-                            if problems:
-                                bad.setdefault(sn, set()).add(key)
-                                report.drop("snapshot-tree", f"snapshot {ns_name}/{sn}/{chain}",
-                                            f"differs from layer {layer['digest']} ({problems[0]}): unpacked again")
-                                break
-                        lowers.insert(0, fs)
+                    # scratch beside the root being written, not in $TMPDIR (often a small
+                    # tmpfs): one layer at a time, removed right after
+                    walk = compare_chain(content, sn, layers, diff_ids, fs_of, checked,
+                                         lambda chain: (sn, dirs[chain][0]), scratch)
+                    for chain, layer, _, problems in walk:
+                        if problems:
+                            bad.setdefault(sn, set()).add(dirs[chain][0])
+                            report.drop("snapshot-tree", f"snapshot {ns_name}/{sn}/{chain}",
+                                        f"differs from layer {layer['digest']} ({problems[0]}): unpacked again")
+                            break  # everything above it is unpacked again anyway
     return bad
 
 

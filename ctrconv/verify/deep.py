@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Hashable, Iterator
 
 from ctrconv import tempfiles
 from ctrconv.containerd.content import ContentStore
@@ -61,6 +61,34 @@ def runs_here(matcher: plat.MatchComparer, platform: dict) -> bool:
 MAX_DIFFERENCES_SHOWN = 5
 
 
+def compare_chain(
+    content: ContentStore,
+    snapshotter: str,
+    layers: list[dict],
+    diff_ids: list[str],
+    fs_of: Callable[[str], Path | None],
+    checked: set[Hashable],
+    key_of: Callable[[str], Hashable],
+    scratch_parent: Path | None = None,
+) -> Iterator[tuple[str, dict, Path, list[str]]]:
+    """Compare the snapshots of one layer chain bottom-up with their layers.
+
+    ``fs_of(chain ID)`` is the snapshot's tree (None: not unpacked, the walk ends there); each
+    snapshot is compared once per ``key_of(chain)`` across calls (``checked``). Yields
+    (chain ID, layer, tree, differences) per comparison; a caller may stop early.
+    """
+    lowers: list[Path] = []
+    for layer, diff_id, chain in zip(layers, diff_ids, chain_ids(diff_ids)):
+        fs = fs_of(chain)
+        if fs is None:
+            return
+        key = key_of(chain)
+        if key not in checked:
+            checked.add(key)
+            yield chain, layer, fs, compare_snapshot(content, snapshotter, layer, diff_id, fs, lowers, scratch_parent)
+        lowers.insert(0, fs)
+
+
 def check_snapshot_trees(
     croot: ContainerdRoot,
     namespace: str,
@@ -69,27 +97,24 @@ def check_snapshot_trees(
     diff_ids: list[str],
     snapshot_dirs: dict[str, Path],
     report: Report,
-    checked: set[tuple[str, str]],
+    checked: set[Hashable],
 ) -> None:
-    """Compare the snapshots of one layer chain; ``snapshot_dirs`` maps chain ID -> directory."""
-    chains = chain_ids(diff_ids)
-    scratch_parent = Path(tempfile.gettempdir())
-    lowers: list[Path] = []
-    for layer, diff_id, chain in zip(layers, diff_ids, chains):
+    """Compare the snapshots of one layer chain; ``snapshot_dirs`` maps chain ID -> directory.
+    A chain not (fully) unpacked is compared up to its gap; the shallow checks report the gap."""
+
+    def fs_of(chain: str) -> Path | None:
         snap = snapshot_dirs.get(chain)
-        if snap is None:
-            return  # the chain is not (fully) unpacked; the shallow checks report that
-        fs = snap / "fs" if snapshotter == "overlayfs" else snap
-        key = (namespace, f"{snapshotter}/{chain}")
-        if key not in checked:
-            checked.add(key)
-            report.count("snapshots compared")
-            problems = compare_snapshot(croot.content, snapshotter, layer, diff_id, fs, lowers, scratch_parent)
-            if problems:
-                shown = "; ".join(problems[:MAX_DIFFERENCES_SHOWN])
-                more = f" (+{len(problems) - MAX_DIFFERENCES_SHOWN} more)" if len(problems) > MAX_DIFFERENCES_SHOWN else ""
-                report.add("snapshot-differs", f"snapshot {namespace}/{snapshotter}/{chain}", str(fs), f"differs from layer {layer['digest']}: {shown}{more}")
-        lowers.insert(0, fs)
+        return None if snap is None else (snap / "fs" if snapshotter == "overlayfs" else snap)
+
+    for chain, layer, fs, problems in compare_chain(
+        croot.content, snapshotter, layers, diff_ids, fs_of, checked,
+        lambda chain: (namespace, f"{snapshotter}/{chain}"),
+    ):
+        report.count("snapshots compared")
+        if problems:
+            shown = "; ".join(problems[:MAX_DIFFERENCES_SHOWN])
+            more = f" (+{len(problems) - MAX_DIFFERENCES_SHOWN} more)" if len(problems) > MAX_DIFFERENCES_SHOWN else ""
+            report.add("snapshot-differs", f"snapshot {namespace}/{snapshotter}/{chain}", str(fs), f"differs from layer {layer['digest']}: {shown}{more}")
 
 
 def compare_snapshot(

@@ -30,10 +30,10 @@ from ctrconv.containerd.writer import records as R
 from ctrconv.containerd.writer.content_writer import TMP_PREFIX
 from ctrconv.containerd.writer.transaction import RootTransaction
 from ctrconv.errors import FormatError, UsageError
-from ctrconv.layers.apply import ApplyResult, Mode, finish_deferred_parents, unpack_layer
+from ctrconv.layers.apply import ApplyResult, Mode, finish_deferred_parents
 from ctrconv.layers.chain import chain_ids
 from ctrconv.layers.copy import copy_tree
-from ctrconv.layers.parallel import LayerJob, apply_in_parallel
+from ctrconv.layers.parallel import LayerJob, apply_in_parallel, apply_job
 from ctrconv.layers.usage import disk_usage
 from ctrconv.streams import fsync_dir
 
@@ -231,14 +231,15 @@ class SnapshotWriter:
         self._next_id += 1
         return _Build(item, snapshot_id, work, target, lowers, mode)
 
+    def _job(self, build: "_Build", blob_path: BlobPath, *, side_by_side: bool) -> LayerJob:
+        layer = build.item.layer
+        return LayerJob(str(blob_path(str(layer["digest"]))), str(build.target), build.mode,
+                        layer.get("mediaType"), tuple(str(p) for p in build.lowers), build.item.diff_id,
+                        self.max_layer_bytes, defer_parents=side_by_side)
+
     def _apply(self, build: "_Build", blob_path: BlobPath) -> None:
         """In-order apply: every lower is complete, parents get their attributes at once."""
-        layer = build.item.layer
-        with open(blob_path(str(layer["digest"])), "rb") as blob:
-            build.applied = unpack_layer(
-                blob, build.target, mode=build.mode, media_type=layer.get("mediaType"),
-                lowers=build.lowers, expected_diff_id=build.item.diff_id, max_bytes=self.max_layer_bytes,
-            )
+        build.applied = apply_job(self._job(build, blob_path, side_by_side=False))
 
     def _build_overlay_in_parallel(self, todo: list["_Layer"], below: list[_Snap], blob_path: BlobPath) -> None:
         """Apply overlay layers side by side (worker processes), then finish and register them
@@ -255,9 +256,7 @@ class SnapshotWriter:
             build = self._prepare(item, planned)
             builds.append(build)
             planned.append(_Snap(item.chain_id, "", build.snapshot_id, build.target))
-        jobs = [LayerJob(str(blob_path(str(b.item.layer["digest"]))), str(b.target), b.mode,
-                         b.item.layer.get("mediaType"), tuple(str(p) for p in b.lowers),
-                         b.item.diff_id, self.max_layer_bytes) for b in builds]
+        jobs = [self._job(b, blob_path, side_by_side=True) for b in builds]
         for build, applied in zip(builds, apply_in_parallel(jobs, self.jobs)):
             build.applied = applied
         for build in builds:
