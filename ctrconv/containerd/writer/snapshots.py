@@ -199,14 +199,15 @@ class SnapshotWriter:
             self._build_overlay_in_parallel(todo, below, blob_path)
         else:
             for item in todo:
-                build = self._prepare(item, below)
+                build = self._prepare(item, [s.path for s in below])
                 self._apply(build, blob_path)
                 below.append(self._register(build, below))
         result.created.extend(item.chain_id for item in todo)
         return result
 
-    def _prepare(self, item: "_Layer", below: list[_Snap]) -> "_Build":
-        """A fresh temp directory for one snapshot, shaped like the snapshotter makes it."""
+    def _prepare(self, item: "_Layer", below: list[Path]) -> "_Build":
+        """A fresh temp directory for one snapshot, shaped like the snapshotter makes it;
+        ``below`` are the trees of the layers under it, bottom first."""
         parent = below[-1] if below else None
         work = Path(tempfile.mkdtemp(prefix="snap-", dir=self._tmp_dir()))
         os.chmod(work, SNAPSHOT_DIR_MODE if self.snapshotter == "overlayfs" else FS_MODE)
@@ -217,14 +218,14 @@ class SnapshotWriter:
             (work / "work").mkdir()
             os.chmod(work / "work", WORK_MODE)
             if parent is not None:
-                st = os.stat(parent.path)
+                st = os.stat(parent)
                 os.lchown(target, st.st_uid, st.st_gid)
-            lowers = [s.path for s in reversed(below)]
+            lowers = list(reversed(below))
             mode: Mode = "overlay" if parent is not None else "naive"
         else:
             target = work
             if parent is not None:
-                copy_tree(parent.path, target)
+                copy_tree(parent, target)
             lowers = []
             mode = "naive"
         snapshot_id = self._next_id
@@ -251,11 +252,11 @@ class SnapshotWriter:
         complete. Metadata (ids, sequences, parents) is written in layer order as before.
         """
         builds: list[_Build] = []
-        planned = list(below)
+        trees = [s.path for s in below]
         for item in todo:
-            build = self._prepare(item, planned)
+            build = self._prepare(item, trees)
             builds.append(build)
-            planned.append(_Snap(item.chain_id, "", build.snapshot_id, build.target))
+            trees.append(build.target)
         jobs = [self._job(b, blob_path, side_by_side=True) for b in builds]
         for build, applied in zip(builds, apply_in_parallel(jobs, self.jobs)):
             build.applied = applied
