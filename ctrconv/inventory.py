@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ctrconv.containerd.content import ContentStore
+from ctrconv.containerd.content import ContentStore, NamespaceContent
 from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.records import ImageRecord
 from ctrconv.errors import CtrconvError
@@ -49,7 +49,7 @@ def target_descriptor(image: ImageRecord) -> dict[str, Any]:
 
 
 def summarize(
-    image: ImageRecord, content: ContentStore, matcher: plat.MatchComparer, cache: DocumentCache | None = None
+    image: ImageRecord, content: ContentStore | NamespaceContent, matcher: plat.MatchComparer, cache: DocumentCache | None = None
 ) -> ImageSummary:
     """Walk one image for ``matcher``: ctr-compatible size, all platforms, completeness."""
     target = target_descriptor(image)
@@ -86,8 +86,9 @@ def list_images(meta: MetadataDB, content: ContentStore, namespaces: list[str], 
     out = []
     cache: DocumentCache = {}  # namespaces and tags share manifests and configs
     for ns in namespaces:
+        visible = NamespaceContent.of(meta, content, ns)
         for image in meta.images(ns):
-            out.append(summarize(image, content, matcher, cache))
+            out.append(summarize(image, visible, matcher, cache))
     return out
 
 

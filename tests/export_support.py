@@ -87,6 +87,12 @@ class SyntheticRoot:
         assert v1 is not None
         v1.put(b"version", encode_varint(3))
         for namespace, images in self.images.items():
+            # containerd shows a namespace only content it holds records of
+            blobs = v1.bucket(namespace.encode(), b"content", b"blob", create=True)
+            assert blobs is not None
+            for digest, data in self.blobs.items():
+                record = blobs.bucket(digest.encode(), create=True)
+                record.put(b"size", encode_varint(len(data)))  # type: ignore[union-attr]
             bucket = v1.bucket(namespace.encode(), b"images", create=True)
             assert bucket is not None
             for name, (target, annotations) in images.items():

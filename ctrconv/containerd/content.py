@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 from ctrconv.digest import ALGORITHMS, Digest
 from ctrconv.errors import InvalidDigestError, MissingContentError, UnreadableContentError
 from ctrconv.streams import VerifyingReader
+
+if TYPE_CHECKING:
+    from ctrconv.containerd.metadata import MetadataDB
 
 
 class ContentStore:
@@ -80,3 +83,56 @@ class ContentStore:
                     continue
                 if entry.is_file(follow_symlinks=False):
                     yield digest, Path(entry.path)
+
+
+class NamespaceContent:
+    """The content one namespace can see: containerd's rule, in one place.
+
+    A blob is present in a namespace when that namespace holds its record
+    (``v1/<ns>/content/blob/<digest>``) *and* the blob file is on disk. A file another
+    namespace brought is absent here, exactly as ``ctr -n <ns>`` and the CRI see it; ``ls``,
+    ``export``, ``verify``, ``rebuild`` and import's "already present" all ask this.
+    """
+
+    def __init__(self, store: ContentStore, namespace: str, recorded: frozenset[str] | set[str]) -> None:
+        self.store = store
+        self.namespace = namespace
+        self.recorded = frozenset(recorded)
+        self.path = store.path
+
+    @classmethod
+    def of(cls, meta: "MetadataDB", store: ContentStore, namespace: str) -> "NamespaceContent":
+        """The view of ``namespace`` in ``meta`` over ``store``."""
+        return cls(store, namespace, meta.content_digests(namespace))
+
+    def has_record(self, digest: Digest | str) -> bool:
+        return str(digest) in self.recorded
+
+    def on_disk_elsewhere(self, digest: Digest | str) -> bool:
+        """The file exists but this namespace has no record of it (another namespace's, or an orphan)."""
+        return not self.has_record(digest) and self.store.exists(digest)
+
+    def blob_path(self, digest: Digest | str) -> Path:
+        return self.store.blob_path(digest)
+
+    def exists(self, digest: Digest | str) -> bool:
+        return self.has_record(digest) and self.store.exists(digest)
+
+    def size(self, digest: Digest | str) -> int | None:
+        return self.store.size(digest) if self.has_record(digest) else None
+
+    def _require(self, digest: Digest | str) -> None:
+        if not self.has_record(digest):
+            raise MissingContentError(f"blob {digest} not found in namespace {self.namespace}")
+
+    def open(self, digest: Digest | str) -> BinaryIO:
+        self._require(digest)
+        return self.store.open(digest)
+
+    def open_verified(self, digest: Digest | str, size: int) -> VerifyingReader:
+        self._require(digest)
+        return self.store.open_verified(digest, size)
+
+    def read_small(self, digest: Digest | str, size: int, limit: int = 16 << 20) -> bytes:
+        self._require(digest)
+        return self.store.read_small(digest, size, limit)

@@ -141,6 +141,16 @@ class MetadataDB:
         for key, bucket in blobs.buckets():
             yield self._blob(namespace, _text(key), bucket)  # type: ignore[arg-type]
 
+    def content_digests(self, namespace: str) -> frozenset[str]:
+        """Keys of ``v1/<namespace>/content/blob``: the content this namespace owns.
+
+        containerd shows a namespace only blobs it holds a record for, whatever is on disk
+        (blob files are shared by every namespace; records are not)."""
+        blobs = self._ns(namespace, K.CONTENT, K.BLOB)
+        if blobs is None:
+            return frozenset()
+        return frozenset(_text(key) for key, _ in blobs.buckets())  # type: ignore[misc]
+
     def blob(self, namespace: str, digest: str) -> BlobRecord | None:
         blobs = self._ns(namespace, K.CONTENT, K.BLOB)
         bucket = blobs.bucket(digest.encode()) if blobs else None

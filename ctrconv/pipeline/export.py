@@ -22,17 +22,17 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Sequence
 
 from ctrconv.containerd import schema as K
-from ctrconv.containerd.content import ContentStore
+from ctrconv.containerd.content import ContentStore, NamespaceContent
 from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.records import ImageRecord
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.digest import Digest
-from ctrconv.errors import CtrconvError, MissingContentError, NotFoundError, UsageError
+from ctrconv.errors import CtrconvError, MissingContentError, UsageError
 from ctrconv.inventory import selector_for, target_descriptor
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
-from ctrconv.oci import reference
 from ctrconv.pipeline.plan import ImagePlan, PlannedManifest, image_platforms, plan_image, platform_string, ranked_manifests, read_json_blob
+from ctrconv.pipeline.resolve import resolve_images
 from ctrconv.sinks import ExportedImage, Sink, blob_path, detect_format, open_sink
 from ctrconv.sinks._layout import name_entry
 from ctrconv.streams import CHUNK, VerifyingReader
@@ -145,38 +145,6 @@ class _ProgressReader:
             self._progress(self._size - self._seen)
 
 
-def resolve_image(meta: MetadataDB, namespace: str, ref: str) -> ImageRecord:
-    """Exact stored name first, then the docker-normalised form (``busybox`` -> ``docker.io/library/busybox:latest``)."""
-    record = meta.image(namespace, ref)
-    if record is not None:
-        return record
-    try:
-        normalized = reference.normalize(ref)
-    except UsageError:
-        normalized = None
-    if normalized and normalized != ref:
-        record = meta.image(namespace, normalized)
-        if record is not None:
-            return record
-    raise NotFoundError(f"image {ref!r} not found in namespace {namespace!r}")
-
-
-def resolve_images(meta: MetadataDB, namespace: str, refs: Sequence[str] | None) -> list[ImageRecord]:
-    """The requested images (each stored name once, in request order), or all of the namespace."""
-    if refs is None:
-        records = list(meta.images(namespace))
-        if not records:
-            raise NotFoundError(f"namespace {namespace!r} has no images")
-        return records
-    if not refs:
-        raise UsageError("no image given (use --image REF or --all)")
-    out: dict[str, ImageRecord] = {}
-    for ref in refs:
-        record = resolve_image(meta, namespace, ref)
-        out.setdefault(record.name, record)
-    return list(out.values())
-
-
 def _matchers(options: ExportOptions) -> tuple[plat.MatchComparer, plat.MatchComparer]:
     """(walk matcher, manifest.json matcher), as ctr builds them."""
     if options.platforms and options.all_platforms:
@@ -233,7 +201,7 @@ def _role(desc: dict[str, Any]) -> str:
 
 
 def plan_images(
-    content: ContentStore, records: Iterable[ImageRecord], options: ExportOptions, single_manifest: bool
+    content: ContentStore | NamespaceContent, records: Iterable[ImageRecord], options: ExportOptions, single_manifest: bool
 ) -> list[_Planned]:
     """Plan every image; raise before anything is written if content is missing or invalid."""
     walk, ranked = _matchers(options)
@@ -362,7 +330,7 @@ def ctr_writes_index_media_type(line: str) -> bool:
 
 
 def write_export(
-    content: ContentStore,
+    content: ContentStore | NamespaceContent,
     planned: Sequence[_Planned],
     sink: Sink,
     progress_factory: ProgressFactory | None = None,
@@ -417,7 +385,7 @@ def export(
     target = _output(out, fmt)
     single_manifest = fmt == "docker-archive"
     with root.open_metadata(ignore_lock=options.ignore_lock) as meta:
-        records = resolve_images(meta, options.namespace, options.refs)
+        records = resolve_images(meta, root.content, options.namespace, options.refs)
         line = options.ctr_line or meta.writer_line
         if line not in CTR_LINES:
             raise UsageError(f"unknown containerd line {line!r} (choose from {', '.join(CTR_LINES)})")
@@ -426,7 +394,10 @@ def export(
             index_media_type = ctr_writes_index_media_type(line)
         sources = {r.name: source_annotations(meta, options.namespace, r) for r in records} \
             if ctr_copies_source_labels(line) and fmt != "docker-archive" else {}
-    planned = plan_images(root.content, records, options, single_manifest)
+        # what the namespace owns, not every file on disk: another namespace's blobs are
+        # not this one's to export (``ctr`` says not found)
+        content = NamespaceContent.of(meta, root.content, options.namespace)
+    planned = plan_images(content, records, options, single_manifest)
     for p in planned:
         p.source_annotations = sources.get(p.record.name, {})
     sink: Sink | None = None
@@ -435,7 +406,7 @@ def export(
             fmt, target, index_media_type=index_media_type, manifest_json=options.manifest_json,
             link=options.link, verify_links=options.verify_links,
         )
-        blobs, total = write_export(root.content, planned, sink, progress_factory,
+        blobs, total = write_export(content, planned, sink, progress_factory,
                                     skip_non_distributable=options.skip_non_distributable)
     except BaseException:
         if sink is not None:

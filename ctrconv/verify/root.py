@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 from ctrconv.bolt.check import check_bolt
 from ctrconv.containerd import schema as K
+from ctrconv.containerd.content import NamespaceContent
 from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.records import BackendSnapshot, BlobRecord, ImageRecord
 from ctrconv.containerd.locking import is_locked, private_copy
@@ -24,7 +25,7 @@ from ctrconv.inventory import target_descriptor
 from ctrconv.layers import chain_ids
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
-from ctrconv.pipeline.plan import plan_image, platform_string, read_json_blob
+from ctrconv.pipeline.plan import DocumentCache, PlannedManifest, plan_image, platform_string, read_json_blob
 from ctrconv.verify.blobs import hash_blobs
 from ctrconv.verify.deep import runs_here
 from ctrconv.verify.problems import Report
@@ -136,6 +137,7 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
     records: dict[str, BlobRecord] = {}
     for rec in _safe(report, f"{ns}/content", where, meta.blobs(ns)):
         records[rec.digest] = rec
+    visible = NamespaceContent(content, ns, frozenset(records))
     snapshot_keys = {sn: {r.key for r in _safe(report, f"{ns}/snapshots/{sn}", where, meta.snapshots(ns, sn))} for sn in meta.snapshotters(ns)}
     report.count("content records", len(records))
 
@@ -152,17 +154,21 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
         elif on_disk != rec.size:
             report.add("size-mismatch", obj, str(content.blob_path(d)), f"record says {rec.size} bytes, file has {on_disk}")
         for key, value in rec.labels.items():
-            if key == GC_CONTENT or key.startswith(GC_CONTENT + ".") or key.startswith(GC_CONTENT + "/"):
+            if _is_content_ref(key):
                 if value not in records:
-                    report.add("dangling-gc-label", obj, f"{where}/content/blob/{digest}/labels", f"{key} points at {value}, which has no content record")
+                    # an index lists every platform, a pull fetches one: containerd's GC
+                    # (metadata/gc.go) skips references to content it has no record of
+                    report.add("dangling-gc-label", obj, f"{where}/content/blob/{digest}/labels",
+                               f"{key} points at {value}, which {ns} does not hold (containerd's GC ignores this)",
+                               severity="info")
             elif key.startswith(GC_SNAPSHOT):
                 sn = key[len(GC_SNAPSHOT):].split("/", 1)[0]
                 if value not in snapshot_keys.get(sn, set()):
-                    report.add("dangling-gc-label", obj, f"{where}/content/blob/{digest}/labels", f"{key} points at snapshot {value}, which {sn} does not have in {ns}")
+                    report.add("dangling-gc-label", obj, f"{where}/content/blob/{digest}/labels", f"{key} points at snapshot {value}, which {sn} does not have in {ns}: the image's unpacked snapshot is lost (a CRI container cannot start from it)")
 
     for image in _safe(report, f"{ns}/images", where, meta.images(ns)):
         report.count("images")
-        _check_image(image, records, snapshot_keys, croot, report)
+        _check_image(image, records, visible, snapshot_keys, report)
 
     now = time.time_ns()
     leased = {ref for lease in _safe(report, f"{ns}/leases", where, meta.leases(ns)) for ref in lease.ingests}
@@ -170,17 +176,40 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
         if ingest.ref in leased:
             continue
         if ingest.expire_at is None or ingest.expire_at.unix_ns < now:
-            report.add("stale-ingest", f"ingest {ns}/{ingest.ref}", f"{where}/content/ingests", "unleased ingest with no future expiry (containerd's GC will drop it)")
+            report.add("stale-ingest", f"ingest {ns}/{ingest.ref}", f"{where}/content/ingests", "unleased ingest with no future expiry (containerd's GC drops it; a pull of the same blob resumes it)", severity="info")
+
+
+def _is_content_ref(key: str) -> bool:
+    return key == GC_CONTENT or key.startswith(GC_CONTENT + ".") or key.startswith(GC_CONTENT + "/")
 
 
 def _labels_of(records: dict[str, BlobRecord], digest: str) -> set[str]:
     rec = records.get(digest)
     if rec is None:
         return set()
-    return {v for k, v in rec.labels.items() if k == GC_CONTENT or k.startswith(GC_CONTENT + ".") or k.startswith(GC_CONTENT + "/")}
+    return {v for k, v in rec.labels.items() if _is_content_ref(k)}
 
 
-def _check_image(image: ImageRecord, records: dict[str, BlobRecord], snapshot_keys: dict[str, set[str]], croot: ContainerdRoot, report: Report) -> None:
+def _absence(content: NamespaceContent, digest: str) -> tuple[str, str]:
+    """(kind, reason) for a blob the namespace cannot see."""
+    if content.has_record(digest):
+        return "missing-blob", "has a content record but no blob file"
+    if content.store.exists(digest):
+        return "missing-record", (f"is on disk but {content.namespace} has no content record for it "
+                                  "(another namespace's blob, or a lost record): containerd treats it as absent")
+    return "missing-blob", f"is not in the content store of {content.namespace}"
+
+
+def _check_image(image: ImageRecord, records: dict[str, BlobRecord], content: NamespaceContent,
+                 snapshot_keys: dict[str, set[str]], report: Report) -> None:
+    """One image as containerd sees it from its namespace.
+
+    An index names every platform; a node pulls one (or a few). A platform child that is
+    absent, or only partly present (2.x keeps the manifests of platforms it did not pull), is
+    information as long as some platform of the index is whole; everything an image needs
+    outside that (its target, children without a platform, a single-manifest image's config
+    and layers) must be present.
+    """
     obj = f"image {image.namespace}/{image.name}"
     where = f"meta.db v1/{image.namespace}/images/{image.name}"
     target = target_descriptor(image)
@@ -191,9 +220,9 @@ def _check_image(image: ImageRecord, records: dict[str, BlobRecord], snapshot_ke
         return
     if image.target.size <= 0 or not image.target.media_type:
         report.add("invalid-target", obj, where, "target needs a size > 0 and a media type")
-    content = croot.content
+    cache: DocumentCache = {}
     try:
-        plan = plan_image(content, target, None)
+        plan = plan_image(content, target, None, cache)
     except ContentError as exc:
         report.add("corrupt-blob", obj, where, str(exc))
         return
@@ -201,59 +230,75 @@ def _check_image(image: ImageRecord, records: dict[str, BlobRecord], snapshot_ke
         report.add("invalid-json", obj, where, str(exc))
         return
 
-    # An index child that was never (fully) pulled is a node's normal state, not damage:
-    # containerd 1.x keeps no trace of it, 2.x keeps the manifest but collects its config and
-    # layers. Only children the host cannot run qualify; the host's own platform must be whole.
-    host = plat.default_matcher()
-    missing = {d["digest"] for d in plan.missing}
-    partial: set[str] = set()
-    for m in plan.manifests:
-        gone = {d["digest"] for d in (m.config, *m.layers)} & missing
-        if gone and m.descriptor.get("platform") and not runs_here(host, m.descriptor["platform"]):
-            partial.add(m.descriptor["digest"])
-            report.add("absent-platform", obj, where, f"platform {platform_string(m.descriptor['platform'])} ({m.descriptor['digest']}) was only partly pulled (no config/layers)", severity="info")
-    excused = {d["digest"] for m in plan.manifests if m.descriptor["digest"] in partial for d in (m.config, *m.layers)}
-    excused -= {d["digest"] for m in plan.manifests if m.descriptor["digest"] not in partial for d in (m.config, *m.layers)}
-    missing -= excused
-    for desc in plan.missing:
-        if desc.get("platform") and mt.is_manifest(desc.get("mediaType", "")):
-            report.add("absent-platform", obj, where, f"platform {platform_string(desc['platform'])} ({desc['digest']}) was never pulled", severity="info")
-        elif desc["digest"] in missing:
-            report.add("missing-blob", obj, where, f"{desc.get('mediaType')} {desc['digest']} is referenced but not in the content store")
-    present = [d for d in plan.blobs if d["digest"] not in {m["digest"] for m in plan.missing}]
-    plan.manifests = [m for m in plan.manifests if m.descriptor["digest"] not in partial]
-    if plan.indexes and not plan.manifests:
-        report.add("no-platform", obj, where, "no platform of this index is present")
-    for desc in present:
-        if desc["digest"] not in records:
-            report.add("missing-record", obj, where, f"blob {desc['digest']} has no content record in {image.namespace}: invisible to containerd and collected by GC")
+    missing = {d["digest"]: d for d in plan.missing}
+    whole = [m for m in plan.manifests if not ({d["digest"] for d in (m.config, *m.layers)} & missing.keys())]
+    partial = [m for m in plan.manifests if m not in whole]
+    # blobs only platform children need: absent or partly present platforms are excused when
+    # the index still has a whole platform
+    needed_by_whole = {d["digest"] for m in whole for d in (m.descriptor, m.config, *m.layers)}
+    excused: set[str] = set()
+    if plan.indexes and whole:
+        for m in partial:
+            if m.descriptor.get("platform"):
+                gone = sorted({d["digest"] for d in (m.config, *m.layers)} & missing.keys())
+                excused.update(gone)
+                report.add("absent-platform", obj, where,
+                           f"platform {platform_string(m.descriptor['platform'])} ({m.descriptor['digest']}) was only partly pulled: {len(gone)} of its blobs are not in {image.namespace}",
+                           severity="info")
+        for desc in plan.missing:
+            if desc.get("platform") and (mt.is_manifest(desc.get("mediaType", "")) or mt.is_index(desc.get("mediaType", ""))):
+                excused.add(desc["digest"])
+                report.add("absent-platform", obj, where,
+                           f"platform {platform_string(desc['platform'])} ({desc['digest']}) was never pulled into {image.namespace}",
+                           severity="info")
+    excused -= needed_by_whole
+    for digest, desc in missing.items():
+        if digest in excused:
+            continue
+        kind, reason = _absence(content, digest)
+        report.add(kind, obj, where, f"{desc.get('mediaType')} {digest} {reason}")
+    if plan.indexes and not whole and not missing:
+        report.add("no-platform", obj, where, "no platform of this index has a manifest")
+    elif plan.indexes and not whole:
+        report.add("no-platform", obj, where, f"no platform of this index is whole in {image.namespace}")
+
+    # GC labels: each parent labels its direct children (containerd's ChildGCLabels); only
+    # children that are present matter (GC keeps what is labelled, and ignores the rest)
     for index in plan.indexes:
+        if index["digest"] not in records:
+            continue
         labels = _labels_of(records, index["digest"])
-        if index["digest"] in records:
-            for m in plan.manifests:
-                if m.descriptor["digest"] not in labels and m.descriptor["digest"] != index["digest"]:
-                    report.add("missing-gc-label", obj, where, f"index {index['digest']} has no gc.ref.content label for manifest {m.descriptor['digest']}")
+        try:
+            doc = read_json_blob(content, index, cache)
+        except CtrconvError:
+            continue
+        for child in doc.get("manifests") or []:
+            digest = child.get("digest")
+            if isinstance(digest, str) and content.exists(digest) and digest not in labels:
+                report.add("missing-gc-label", obj, where, f"index {index['digest']} has no gc.ref.content label for its child {digest}: GC would delete it")
     for manifest in plan.manifests:
         mdigest = manifest.descriptor["digest"]
         if mdigest not in records:
             continue
         labels = _labels_of(records, mdigest)
         for child in [manifest.config, *manifest.layers]:
-            if child["digest"] not in labels:
+            if child["digest"] not in missing and child["digest"] not in labels:
                 report.add("missing-gc-label", obj, where, f"manifest {mdigest} has no gc.ref.content label for {child['digest']}: GC would delete it")
-        _check_unpacked(image, manifest, records, snapshot_keys, croot, report)
+    for manifest in whole:
+        _check_unpacked(image, manifest, records, content, snapshot_keys, report)
 
 
-def _check_unpacked(image, manifest, records, snapshot_keys, croot, report) -> None:
+def _check_unpacked(image: ImageRecord, manifest: PlannedManifest, records: dict[str, BlobRecord],
+                    content: NamespaceContent, snapshot_keys: dict[str, set[str]], report: Report) -> None:
     obj = f"image {image.namespace}/{image.name}"
     config = manifest.config
-    if not croot.content.exists(config["digest"]):
-        return
     host = plat.default_matcher()
-    if manifest.platform and not host.match(plat.Platform.from_json(manifest.platform)):
+    if manifest.platform and not runs_here(host, manifest.platform):
+        return
+    if not mt.is_config(config.get("mediaType", "")):
         return
     try:
-        doc = read_json_blob(croot.content, config)
+        doc = read_json_blob(content, config)
     except CtrconvError:
         return
     diff_ids = (doc.get("rootfs") or {}).get("diff_ids") or []
@@ -285,7 +330,8 @@ def _check_meta_snapshots(meta: MetadataDB, namespaces: list[str], report: Repor
                     report.add("missing-backend-snapshot", obj, where, f"backend snapshot {rec.name} is not in {sn}/metadata.db")
                 for child in rec.children:
                     if child not in recs:
-                        report.add("snapshot-chain", obj, where, f"child link {child} has no record")
+                        # containerd 1.6's GC removes a snapshot without its parent's link to it
+                        report.add("stale-child-link", obj, where, f"child link {child} has no record (left by containerd's GC; containerd ignores it)", severity="info")
 
 
 def _check_snapshotter(croot: ContainerdRoot, sn: str, backend: _Backend, referenced_names: set[str], report: Report) -> None:
@@ -316,7 +362,7 @@ def _check_snapshotter(croot: ContainerdRoot, sn: str, backend: _Backend, refere
     if snapdir.is_dir():
         for entry in sorted(os.listdir(snapdir)):
             if not entry.isdigit() or int(entry) not in ids or str(int(entry)) != entry:
-                report.add("orphan-snapshot-dir", f"{sn}/snapshots/{entry}", str(snapdir / entry), "directory without a snapshot record (containerd's cleanup deletes it)")
+                report.add("orphan-snapshot-dir", f"{sn}/snapshots/{entry}", str(snapdir / entry), "directory without a snapshot record (containerd's start-up cleanup deletes it)", severity="info")
 
 
 def _check_blobs(croot: ContainerdRoot, referenced: set[str], report: Report, jobs: int | None, progress) -> None:
@@ -353,6 +399,7 @@ def _deep(meta: MetadataDB, croot: ContainerdRoot, namespaces: list[str], report
             for rec in _safe(report, f"{ns}/snapshots/{sn}", "meta.db", meta.snapshots(ns, sn)):
                 if rec.name in ids:
                     dirs[rec.key] = croot.snapshotter_dir(sn) / "snapshots" / str(ids[rec.name])
+            visible = NamespaceContent.of(meta, croot.content, ns)
             for image in _safe(report, f"{ns}/images", "meta.db", meta.images(ns)):
-                for layers, diff_ids in host_layer_chains(croot.content, target_descriptor(image)):
+                for layers, diff_ids in host_layer_chains(visible, target_descriptor(image)):
                     check_snapshot_trees(croot, ns, sn, layers, diff_ids, dirs, report, checked)

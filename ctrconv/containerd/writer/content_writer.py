@@ -17,7 +17,7 @@ from typing import Any, BinaryIO, Callable, Mapping, Protocol
 from ctrconv import tempfiles
 from ctrconv.digest import Digest
 from ctrconv.errors import MissingContentError
-from ctrconv.streams import copy_verified, fsync_dir
+from ctrconv.streams import CHUNK, copy_verified, fsync_dir
 
 TMP_PREFIX = ".ctrconv-tmp-"
 BLOB_MODE = 0o444
@@ -59,6 +59,17 @@ class ContentWriter:
             return False
         return st.st_size == size
 
+    def _matches(self, digest: Digest) -> bool:
+        """The file on disk hashes to ``digest`` (read once, in chunks)."""
+        h = digest.hasher()
+        try:
+            with open(self.blob_path(digest), "rb") as f:
+                while chunk := f.read(CHUNK):
+                    h.update(chunk)
+        except OSError:
+            return False
+        return h.hexdigest() == digest.hex
+
     def _tmp_dir(self) -> Path:
         if self._tmp is None:
             self.content_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
@@ -72,11 +83,19 @@ class ContentWriter:
         source: BlobOpener,
         descriptor: Mapping[str, Any],
         progress: Callable[[int], object] | None = None,
+        *,
+        recorded: bool = True,
     ) -> bool:
-        """Copy one blob in unless a file of the right size is there; True if it was written."""
+        """Copy one blob in unless it is already there; True if it was written.
+
+        ``recorded``: the target namespace holds a record of the blob, so a file of the right
+        size is trusted (its digest was checked when it was written). A file no record of this
+        namespace vouches for (another namespace's, or left by a crash) is hashed first and
+        replaced if it does not match.
+        """
         digest = Digest.parse(descriptor.get("digest"))
         size = int(descriptor["size"])
-        if self.present(digest, size):
+        if self.present(digest, size) and (recorded or self._matches(digest)):
             return False
         if not source.exists(digest):
             raise MissingContentError(f"blob {digest} is not in the input")

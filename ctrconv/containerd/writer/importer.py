@@ -250,11 +250,12 @@ def copy_images_to_root(
         for _, _, plan in plans:
             run.label_graph(plan, selector, keep_partial)
         content = ContentWriter(txn.content_dir)
+        recorded = R.recorded_blobs(txn.meta, namespace)
         snaps = None
         try:
             for digest, size in run.sizes.items():
                 counter = progress(size, digest[7:19]) if progress else None
-                if content.write(source, {"digest": digest, "size": size}, counter):
+                if content.write(source, {"digest": digest, "size": size}, counter, recorded=digest in recorded):
                     report.blobs_written += 1
                     report.bytes_written += size
                 else:

@@ -108,6 +108,15 @@ def namespace_bucket(meta_root: BucketTree, namespace: str) -> BucketTree:
 # -- content ---------------------------------------------------------------------------------
 
 
+def recorded_blobs(meta_root: BucketTree, namespace: str) -> frozenset[str]:
+    """Digests ``v1/<namespace>/content/blob`` holds: the content containerd shows that
+    namespace (a file on disk without a record there is another namespace's, not this one's)."""
+    blobs = meta_root.bucket(K.V1, namespace.encode(), K.CONTENT, K.BLOB)
+    if blobs is None:
+        return frozenset()
+    return frozenset(k.decode("utf-8", "surrogateescape") for k, v in blobs.entries.items() if isinstance(v, BucketTree))
+
+
 def merge_blob(ns: BucketTree, digest: str, size: int, labels: Mapping[str, str], now_ns: int) -> str:
     """Add the ``content/blob/<digest>`` record, or add the missing ``labels`` to it."""
     blobs = ns.bucket(K.CONTENT, K.BLOB, create=True)
