@@ -201,12 +201,12 @@ def export_to_root(
     """
     from ctrconv.containerd.root import ContainerdRoot
     from ctrconv.containerd.writer import copy_images_to_root
-    from ctrconv.pipeline.export import resolve_images
+    from ctrconv.pipeline.resolve import resolve_images
     from ctrconv.sources.containerd_root import ContainerdRootSource
 
     source_root = ContainerdRoot(root)
     with source_root.open_metadata(ignore_lock=ignore_lock) as meta:
-        wanted = {r.name for r in resolve_images(meta, namespace, None if images is None else list(images))}
+        wanted = {r.name for r in resolve_images(meta, source_root.content, namespace, None if images is None else list(images))}
     source = ContainerdRootSource(source_root, namespace, ignore_lock=ignore_lock, namespace_content_only=True)
     try:
         entries = [e for e in source.entries() if e.name in wanted]
