@@ -40,6 +40,14 @@ DISABLED_PLUGINS: tuple[str, ...] = (
     "io.containerd.nri.v1.nri",
 )
 
+#: The CRI plugins (1.6/1.7: one; 2.x: images + runtime + the grpc service). ``cri=True``
+#: enables them; the rest of :data:`DISABLED_PLUGINS` stays disabled.
+CRI_PLUGINS: tuple[str, ...] = (
+    "io.containerd.grpc.v1.cri",
+    "io.containerd.cri.v1.images",
+    "io.containerd.cri.v1.runtime",
+)
+
 #: META_DB and the snapshotter database, relative to a containerd root.
 META_DB = Path("io.containerd.metadata.v1.bolt/meta.db")
 OVERLAY_DB = Path("io.containerd.snapshotter.v1.overlayfs/metadata.db")
@@ -64,6 +72,78 @@ class CheckRow:
     def complete(self) -> bool:
         """True when ``ctr`` found every blob of the image (status ``complete (n/n)``)."""
         return self.status.startswith("complete")
+
+
+def _process_table(cmdline: bool) -> dict[int, object]:
+    """``{pid: argv}`` (``cmdline=True``) or ``{pid: ppid}`` of every process in /proc."""
+    table: dict[int, object] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if cmdline:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    table[int(entry)] = [a.decode(errors="replace")
+                                         for a in fh.read().split(b"\0") if a]
+            else:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    stat = fh.read()
+                table[int(entry)] = int(stat[stat.rindex(b")") + 2:].split()[1])
+        except (OSError, ValueError):
+            continue
+    return table
+
+
+def _arg_after(argv: list[str], flag: str) -> str | None:
+    for i, arg in enumerate(argv[:-1]):
+        if arg in (flag, "-" + flag):
+            return argv[i + 1]
+    return None
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2:][:1] != b"Z"
+
+
+def _cgroup_dirs(pid: int) -> list[str]:
+    """The cgroup directories of ``pid`` below ``/sys/fs/cgroup`` (v1 and v2), root excluded."""
+    out = []
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        _hid, controllers, path = line.split(":", 2)
+        if path in ("", "/"):
+            continue
+        if controllers == "":
+            base = "/sys/fs/cgroup/unified"
+            base = base if os.path.isdir(base) else "/sys/fs/cgroup"
+            out.append(base + path)
+            continue
+        for name in controllers.split(","):
+            name = name.removeprefix("name=")
+            if os.path.isdir(f"/sys/fs/cgroup/{name}"):
+                out.append(f"/sys/fs/cgroup/{name}{path}")
+    return out
+
+
+def _mounts_under(dirs: tuple[Path, ...]) -> list[str]:
+    """Mount points (from /proc/self/mountinfo) at or below any of ``dirs``."""
+    prefixes = [str(Path(d).resolve()) for d in dirs]
+    found = []
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+            if any(point == p or point.startswith(p + "/") for p in prefixes):
+                found.append(point)
+    return found
 
 
 def find_binary(name: str, binary_dir: str | os.PathLike[str] | None) -> Path:
@@ -154,6 +234,11 @@ class PrivateContainerd:
             short directory of their own (see :func:`short_socket_dir`), because a unix socket
             path must fit in 104-108 bytes and a checkout may live anywhere.
         start_timeout: seconds to wait for the socket to answer.
+        cri: also run the CRI plugin (default off, as for every other test). Its registry
+            ``config_path`` is :attr:`hosts_dir` (empty until :meth:`add_plain_http_registry`),
+            its CNI dirs are private empty dirs (the image service needs no network), and its
+            own state lives under the daemon's root/state. 2.x migrates the version-2 config
+            (``io.containerd.grpc.v1.cri`` settings move to ``io.containerd.cri.v1.images``).
     """
 
     def __init__(
@@ -163,7 +248,9 @@ class PrivateContainerd:
         *,
         workdir: str | os.PathLike[str] | None = None,
         start_timeout: float = 30.0,
+        cri: bool = False,
     ) -> None:
+        self.cri = cri
         self.containerd = find_binary("containerd", binary_dir)
         self.ctr_bin = find_binary("ctr", binary_dir)
         self._tmp = Path(tempfile.mkdtemp(prefix="ctrd-", dir=workdir))
@@ -176,11 +263,19 @@ class PrivateContainerd:
         self.log_path = self._tmp / "containerd.log"
         self.start_timeout = start_timeout
         self._proc: subprocess.Popen[bytes] | None = None
+        #: Registry hosts dir (``<host>/hosts.toml``) used as CRI's ``config_path``.
+        self.hosts_dir = self._tmp / "certs.d"
+        #: runc state root for tasks started through :meth:`ctr` with ``--runc-root``
+        #: (keeps them out of the system's ``/run/containerd/runc``).
+        self.runc_root = self.state / "runc"
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def _write_config(self) -> None:
-        disabled = ", ".join(f'"{p}"' for p in DISABLED_PLUGINS)
+        plugins = DISABLED_PLUGINS
+        if self.cri:
+            plugins = tuple(p for p in DISABLED_PLUGINS if p not in CRI_PLUGINS)
+        disabled = ", ".join(f'"{p}"' for p in plugins)
         self.config_path.write_text(
             "version = 2\n"
             f'root = "{self.root}"\n'
@@ -195,7 +290,40 @@ class PrivateContainerd:
             '  level = "info"\n'
             "[metrics]\n"
             '  address = ""\n'
+            + (self._cri_config() if self.cri else "")
         )
+
+    def _cri_config(self) -> str:
+        """CRI plugin settings (version-2 form; 2.x migrates them on start)."""
+        cni = self._tmp / "cni"
+        for sub in ("bin", "conf"):
+            (cni / sub).mkdir(parents=True, exist_ok=True)
+        self.hosts_dir.mkdir(parents=True, exist_ok=True)
+        return (
+            '[plugins."io.containerd.grpc.v1.cri"]\n'
+            '  stream_server_address = "127.0.0.1"\n'
+            '  stream_server_port = "0"\n'
+            '[plugins."io.containerd.grpc.v1.cri".cni]\n'
+            f'  bin_dir = "{cni / "bin"}"\n'
+            f'  conf_dir = "{cni / "conf"}"\n'
+            '[plugins."io.containerd.grpc.v1.cri".registry]\n'
+            f'  config_path = "{self.hosts_dir}"\n'
+        )
+
+    def add_plain_http_registry(self, host: str) -> Path:
+        """Write ``hosts_dir/<host>/hosts.toml`` sending pulls of ``host`` to plain HTTP.
+
+        Read by CRI (``config_path``) at each pull, so it may be written before or after start;
+        ``ctr`` can use the same dir with ``--hosts-dir``.
+        """
+        path = self.hosts_dir / host / "hosts.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            f'server = "http://{host}"\n\n'
+            f'[host."http://{host}"]\n'
+            '  capabilities = ["pull", "resolve"]\n'
+        )
+        return path
 
     def start(self) -> "PrivateContainerd":
         """Start the daemon and wait until ``ctr version`` answers."""
@@ -231,6 +359,59 @@ class PrivateContainerd:
         proc, self._proc = self._proc, None
         if not terminate(proc, timeout):
             raise DaemonError(f"containerd ignored SIGTERM for {timeout}s; killed")
+
+    def kill(self) -> None:
+        """SIGKILL the daemon (a crash: bolt files are left as the kill found them), then
+        :meth:`reap_leftovers`, so no shim, container process, mount or cgroup outlives it and
+        the root is offline and unlocked."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        self.reap_leftovers()
+
+    def shim_pids(self) -> list[int]:
+        """Pids of the shims serving this daemon (their ``-address`` is our socket)."""
+        pids = []
+        for pid, argv in _process_table(cmdline=True).items():
+            if argv and "containerd-shim" in os.path.basename(argv[0]) and \
+                    _arg_after(argv, "-address") == self.address:
+                pids.append(pid)
+        return pids
+
+    def reap_leftovers(self, timeout: float = 10.0) -> None:
+        """Kill this daemon's shims and their container processes, remove the containers'
+        cgroups and unmount everything mounted under its state dir or root.
+
+        Only processes found through our socket address (shims) and their descendants are
+        touched. Meant for a daemon that is already dead (see :meth:`kill`).
+        """
+        shims = self.shim_pids()
+        parents = _process_table(cmdline=False)
+        victims: list[int] = []
+        frontier = list(shims)
+        while frontier:
+            pid = frontier.pop()
+            children = [c for c, ppid in parents.items() if ppid == pid]
+            victims.extend(children)
+            frontier.extend(children)
+        cgroups = {cg for pid in victims for cg in _cgroup_dirs(pid)}
+        for pid in victims + shims:  # containers first, then the shims
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while any(_alive(pid) for pid in victims + shims) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for cg in sorted(cgroups, key=len, reverse=True):
+            try:
+                os.rmdir(cg)
+            except OSError:
+                pass
+        for target in sorted(_mounts_under((self.state, self.root)), key=len, reverse=True):
+            if subprocess.run(["umount", target], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", target], capture_output=True)
 
     def close(self) -> None:
         """Stop and remove the temp dir (and the root if it was ours)."""
