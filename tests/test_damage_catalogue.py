@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ctrconv.oci import platform as plat
-from support.damage import CATALOGUE, DEEP_ONLY
+from support.damage import BENIGN, CATALOGUE, DEEP_ONLY
 
 
 @pytest.mark.parametrize("damage", sorted(CATALOGUE))
@@ -24,6 +24,14 @@ def test_verify_names_the_broken_thing(damage, fixture_set, tmp_root_copy, cli):
     assert "Traceback" not in result.stderr
     problems = json.dumps(result.json["problems"])
     assert named in problems, (named, problems[:2000])
+
+
+@pytest.mark.parametrize("state", sorted(BENIGN))
+def test_verify_reports_what_containerd_repairs_itself_as_info(state, fixture_set, tmp_root_copy, cli):
+    named = BENIGN[state](tmp_root_copy, fixture_set)
+    result = cli("verify", "--root", str(tmp_root_copy), "-A", "-q", "--json")
+    assert result.code == 0, result.json["problems"]
+    assert named in json.dumps(result.json["info"])
 
 
 def test_verify_of_host_only_multiplatform_root_is_clean(fixture_set, cli):

@@ -55,17 +55,38 @@ def _daemon_accepts(private_containerd, root: Path, namespace: str, expect: set[
     daemon.stop()
 
 
-def test_rebuild_of_a_healthy_root_changes_nothing_visible(tmp_root_copy, cli, private_containerd):
+def test_rebuild_of_a_healthy_root_changes_nothing(tmp_root_copy, cli, private_containerd):
+    """In place, a root that verifies clean is left byte for byte: no backup, no rewrite."""
     before = _images(cli, tmp_root_copy)
+    meta = tmp_root_copy.joinpath(*META)
+    meta_bytes = meta.read_bytes()
     snapshots = sorted(os.listdir(tmp_root_copy / "io.containerd.snapshotter.v1.overlayfs" / "snapshots"))
+    listing_before = sorted(os.listdir(tmp_root_copy))
     report = _rebuild(cli, tmp_root_copy)
-    assert not report["dropped"] and not report["corrupt_blobs"]
-    assert (report["snapshots_reused"], report["snapshots_unpacked"]) == (len(snapshots), 0)
+    assert report["healthy"] and not report["damage_found"]
+    assert not report["dropped"] and not report["corrupt_blobs"] and not report["backups"]
+    assert meta.read_bytes() == meta_bytes
+    assert sorted(os.listdir(tmp_root_copy)) == listing_before
     assert sorted(os.listdir(tmp_root_copy / "io.containerd.snapshotter.v1.overlayfs" / "snapshots")) == snapshots
     assert _images(cli, tmp_root_copy) == before
-    assert report["backups"]
+    text = cli("rebuild", "--root", str(tmp_root_copy), "-q")
+    assert text.code == 0 and "nothing to repair" in text.stdout
     _assert_clean(cli, tmp_root_copy)
     _daemon_accepts(private_containerd, tmp_root_copy, "default", {"docker.io/library/bbx:oci", "docker.io/library/bbx:docker"})
+
+
+def test_rebuild_into_a_new_root_of_a_healthy_root_reports_no_damage(tmp_root_copy, tmp_path, cli, private_containerd):
+    out = tmp_path / "new"
+    result = cli("rebuild", "--root", str(tmp_root_copy), "-o", str(out), "-q", "--json")
+    assert result.code == 0, result.stderr
+    report = result.json
+    assert not report["damage_found"], report
+    assert not any(k.endswith("btrfs") for k in os.listdir(out)), "no snapshotter directory the root lacked"
+    text = cli("rebuild", "--root", str(tmp_root_copy), "-o", str(tmp_path / "new2"), "-q")
+    assert "nothing to repair" in text.stdout and "dropped" not in text.stdout
+    assert "salvaged" not in text.stdout
+    _assert_clean(cli, out)
+    _daemon_accepts(private_containerd, out, "default", {"docker.io/library/bbx:oci", "docker.io/library/bbx:docker"})
 
 
 def test_flipped_byte_in_a_layer_is_quarantined_and_its_images_dropped(fixture_set, tmp_root_copy, cli, private_containerd):

@@ -45,8 +45,12 @@ def rebuild_command(
         print_json(report.to_json())
         return
     out = sys.stdout
+    if report.healthy:
+        out.write(f"{report.root}: verified clean, nothing to repair (nothing written)\n")
+        return
     for path, info in report.salvage.items():
-        out.write(f"salvaged {path}: from {info['source']}" + (f", {len(info['damage'])} damaged part(s)" if info["damage"] else "") + "\n")
+        if info["damage"] or info["source"] in ("missing", "unreadable") or info["source"].startswith("orphan"):
+            out.write(f"salvaged {path}: from {info['source']}" + (f", {len(info['damage'])} damaged part(s)" if info["damage"] else "") + "\n")
         for damage in info["damage"]:
             out.write(f"  lost: {damage}\n")
     for blob in report.corrupt_blobs:
@@ -54,7 +58,13 @@ def rebuild_command(
     for drop in report.dropped:
         out.write(f"dropped {drop['object']}: {drop['reason']}\n")
     for image in report.images:
-        out.write(f"image {image['namespace']}/{image['name']}: {image['origin']}\n")
-    out.write(f"snapshots: {report.snapshots_reused} reused, {report.snapshots_unpacked} unpacked again\n")
+        if image["origin"] != "kept":
+            out.write(f"image {image['namespace']}/{image['name']}: {image['origin']}\n")
+    for cleaned in report.cleaned:
+        out.write(f"cleaned up {cleaned['object']}: {cleaned['reason']}\n")
+    if report.snapshots_unpacked:
+        out.write(f"snapshots: {report.snapshots_reused} reused, {report.snapshots_unpacked} unpacked again\n")
+    if not report.damage_found:
+        out.write(f"nothing to repair; {len(report.images)} image(s) kept, {report.snapshots_reused} snapshot(s) reused\n")
     for backup in report.backups:
         out.write(f"backup: {backup}\n")

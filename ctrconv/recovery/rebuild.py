@@ -57,12 +57,31 @@ class RebuildReport:
     snapshots_reused: int = 0
     snapshots_unpacked: int = 0
     backups: list[str] = field(default_factory=list)
+    #: what containerd itself would remove (unreferenced records, orphan directories): done, not damage
+    cleaned: list[dict[str, str]] = field(default_factory=list)
+    #: in place, the root verified clean first: nothing was written
+    healthy: bool = False
 
     def drop(self, kind: str, obj: str, reason: str) -> None:
         self.dropped.append({"kind": kind, "object": obj, "reason": reason})
 
+    def clean(self, kind: str, obj: str, reason: str) -> None:
+        self.cleaned.append({"kind": kind, "object": obj, "reason": reason})
+
+    @property
+    def damage_found(self) -> bool:
+        """Anything repaired: salvage damage, corrupt blobs, dropped records, re-derived
+        images or snapshots unpacked again."""
+        return bool(
+            any(info.get("damage") for info in self.salvage.values())
+            or self.corrupt_blobs or self.dropped or self.snapshots_unpacked
+            or any(i["origin"] != "kept" for i in self.images)
+        )
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["damage_found"] = self.damage_found
+        return out
 
 
 def _text(raw: bytes) -> str:
@@ -101,6 +120,10 @@ def rebuild_root(
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
     if in_place:
+        if not names and _verifies_clean(croot, jobs, progress, deep=not trust_snapshots):
+            # a healthy root is left exactly as it is: no backup, no rewrite, no re-import
+            report.healthy = True
+            return report
         _rebuild_into(croot, target, True, names, unpack, jobs, progress, report, stamp, trust_snapshots)
         return report
     # A new root is built under a temporary name beside it and renamed at the end, so an
@@ -120,6 +143,15 @@ def rebuild_root(
         tempfiles.forget(scratch)
         raise
     return report
+
+
+def _verifies_clean(croot: ContainerdRoot, jobs: int | None, progress, *, deep: bool) -> bool:
+    """``verify`` (``--deep`` unless snapshots are trusted) finds no problem in any namespace."""
+    from ctrconv.verify.root import verify_root
+
+    if not croot.meta_db.is_file() or croot.is_locked():
+        return False
+    return verify_root(croot.path, None, jobs=jobs, progress=progress, deep=deep).ok
 
 
 def _rebuild_into(
@@ -145,7 +177,10 @@ def _rebuild_into(
             if path.exists() and path.stat().st_size:
                 locks.enter_context(exclusive_lock(path) if in_place else shared_lock(path))
         meta, meta_salvage = _salvage(croot.meta_db, report)
-        backends = {sn: _salvage(croot.snapshotter_db(sn), report) for sn in croot.snapshotters_on_disk()}
+        # a snapshotter directory without a metadata.db (containerd makes the directories of
+        # plugins that then fail to start, btrfs on ext4 say) has nothing to salvage
+        backends = {sn: _salvage(croot.snapshotter_db(sn), report) for sn in croot.snapshotters_on_disk()
+                    if croot.snapshotter_db(sn).exists()}
         good = _check_content(croot, target, in_place, stamp, report, jobs, progress)
         orphaned = _clean_meta(meta, good, report)
         backend_trees = {sn: t for sn, (t, _) in backends.items()}
@@ -160,6 +195,7 @@ def _rebuild_into(
         if not in_place:
             target.path.mkdir(parents=True, exist_ok=True)
             _copy_snapshot_dirs(croot, target, kept_backends)
+            _copy_ingests(croot, target)
         _ensure_schema_version(meta, croot)
         # Crash order: meta.db first (it only drops references), then the snapshotter dbs (a
         # backend record meta.db no longer names is garbage containerd's GC collects), and
@@ -167,10 +203,10 @@ def _rebuild_into(
         _write(target.meta_db, meta, META_DB_MODE, meta_salvage.page_size if meta_salvage else None,
                _synced_freelist(meta_salvage, meta), in_place, stamp, report)
         for sn, (tree, res) in backends.items():
-            target.snapshotter_dir(sn).mkdir(mode=0o700, parents=True, exist_ok=True)
-            (target.snapshotter_dir(sn) / "snapshots").mkdir(mode=0o700, exist_ok=True)
             if res is None and not tree.value_count():
                 continue  # no db and nothing to keep (containerd makes one when it needs it)
+            target.snapshotter_dir(sn).mkdir(mode=0o700, parents=True, exist_ok=True)
+            (target.snapshotter_dir(sn) / "snapshots").mkdir(mode=0o700, exist_ok=True)
             _write(target.snapshotter_db(sn), tree, SNAPSHOTTER_DB_MODE, res.page_size if res else None, True, in_place, stamp, report)
         if in_place:
             _remove_unkept_snapshot_dirs(croot, kept_backends, report)
@@ -387,11 +423,8 @@ def _clean_meta(meta: BucketTree, good: dict[str, int], report: RebuildReport) -
                 size = None
             if size != good[digest]:
                 record.put(K.SIZE, encode_varint(good[digest]))
-        ingests = ns.bucket(K.CONTENT, K.INGESTS)
-        if ingests is not None and ingests.entries:
-            for key in list(ingests.entries):
-                report.drop("ingest", f"ingest {ns_name}/{_text(key)}", "stale after a crash (partial upload)")
-            ingests.entries.clear()
+        # ingests are kept: a pull of the same blob resumes one, and containerd's GC drops
+        # those that expired (their data under content/ingest is copied with the content)
         images = ns.bucket(K.IMAGES)
         for key in list(images.entries) if images else []:
             record = images.entries[key]
@@ -428,7 +461,9 @@ GC_SNAPSHOT = K.LABEL_GC_SNAPSHOT
 
 
 def _prune_dangling_labels(meta: BucketTree, report: RebuildReport) -> None:
-    """Drop GC reference labels whose target record was dropped (or never existed)."""
+    """Drop snapshot GC labels whose snapshot is gone (the image is unpacked again and labelled
+    anew). Content references to content a namespace does not hold stay: an index lists every
+    platform, a pull fetches some, and containerd's GC ignores the rest."""
     for ns_name, ns in _namespaces(meta):
         blobs = ns.bucket(K.CONTENT, K.BLOB)
         if blobs is None:
@@ -443,17 +478,16 @@ def _prune_dangling_labels(meta: BucketTree, report: RebuildReport) -> None:
                 name = _text(key)
                 if not isinstance(value, bytes):
                     continue
-                if name == GC_CONTENT or name.startswith((GC_CONTENT + ".", GC_CONTENT + "/")):
-                    dangling = value not in blobs.entries
-                elif name.startswith(GC_SNAPSHOT):
+                if name.startswith(GC_SNAPSHOT):
                     sn = name[len(GC_SNAPSHOT):].split("/", 1)[0].encode()
                     bucket = snapshots.bucket(sn) if snapshots else None
                     dangling = bucket is None or value not in bucket.entries
                 else:
                     continue
                 if dangling:
+                    # re-unpacking the image labels its snapshots again
                     del labels.entries[key]
-                    report.drop("gc-label", f"content {ns_name}/{_text(digest)}", f"{name} pointed at {_text(value)}, which is gone")
+                    report.clean("gc-label", f"label {name} of content {ns_name}/{_text(digest)}", f"pointed at snapshot {_text(value)}, which is gone")
             if not labels.entries:
                 del record.entries[K.LABELS]
 
@@ -530,7 +564,10 @@ def _clean_snapshots(
         for key in list(records.entries):
             if key not in alive or key not in referenced:
                 del records.entries[key]
-                report.drop("backend-snapshot", f"{sn}/{_text(key)}", "incomplete chain or no meta.db record names it")
+                if key in alive:  # whole, but no namespace names it: containerd's GC removes it
+                    report.clean("backend-snapshot", f"{sn}/{_text(key)}", "no meta.db record names it")
+                else:
+                    report.drop("backend-snapshot", f"{sn}/{_text(key)}", "incomplete chain (parent, record or directory missing)")
         kept = {key: alive[key] for key in records.entries}
         v1 = backend.bucket(K.V1)
         assert v1 is not None
@@ -735,7 +772,7 @@ def _drop_incomplete_images(meta: BucketTree, content: ContentStore, report: Reb
                 del images.entries[key]
                 report.drop("image", f"image {ns_name}/{_text(key)}", problem)
             elif not any(i["name"] == _text(key) and i["namespace"] == ns_name for i in report.images):
-                report.images.append({"namespace": ns_name, "name": _text(key), "digest": desc["digest"], "origin": "salvaged record"})
+                report.images.append({"namespace": ns_name, "name": _text(key), "digest": desc["digest"], "origin": "kept"})
 
 
 def _copy_snapshot_dirs(croot: ContainerdRoot, target: ContainerdRoot, kept: dict[str, set[int]]) -> None:
@@ -749,6 +786,19 @@ def _copy_snapshot_dirs(croot: ContainerdRoot, target: ContainerdRoot, kept: dic
             copy_tree(croot.snapshotter_dir(sn) / "snapshots" / str(sid), dst_dir / str(sid))
 
 
+def _copy_ingests(croot: ContainerdRoot, target: ContainerdRoot) -> None:
+    """Partial uploads go with their kept ingest records, so a pull can resume them."""
+    from ctrconv.layers import copy_tree
+
+    source = croot.content_dir / "ingest"
+    if source.is_dir() and any(source.iterdir()):
+        dest = target.content_dir / "ingest"
+        if dest.exists():
+            shutil.rmtree(dest)
+        target.content_dir.mkdir(parents=True, exist_ok=True)
+        copy_tree(source, dest)
+
+
 def _remove_unkept_snapshot_dirs(croot: ContainerdRoot, kept: dict[str, set[int]], report: RebuildReport) -> None:
     """Snapshot directories no record keeps are derived data containerd would delete anyway."""
     for sn, ids in kept.items():
@@ -759,7 +809,7 @@ def _remove_unkept_snapshot_dirs(croot: ContainerdRoot, kept: dict[str, set[int]
             if entry.isdigit() and int(entry) in ids and str(int(entry)) == entry:
                 continue
             shutil.rmtree(sdir / entry, ignore_errors=True)
-            report.drop("snapshot-dir", f"{sn}/snapshots/{entry}", "no intact record; re-unpacked if an image needs it")
+            report.clean("snapshot-dir", f"{sn}/snapshots/{entry}", "no intact record; re-unpacked if an image needs it")
 
 
 def _write(path: Path, tree: BucketTree, mode: int, page_size: int | None, freelist: bool, in_place: bool, stamp: str, report: RebuildReport) -> None:

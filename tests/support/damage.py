@@ -210,6 +210,12 @@ def snapshot_file_deleted(root: Path, fx) -> str:
 #: damage that only ``verify --deep`` can see
 DEEP_ONLY = {"snapshot-file-deleted"}
 
+#: states that look odd but that containerd repairs by itself (its start-up cleanup removes an
+#: orphan snapshot directory): ``verify`` reports them as information, never as a problem
+BENIGN: dict[str, Callable[[Path, object], str]] = {
+    "orphan-snapshot-dir": orphan_snapshot_dir,
+}
+
 CATALOGUE: dict[str, Callable[[Path, object], str]] = {
     "meta-both-metas-zeroed": meta_both_metas_zeroed,
     "meta-empty": meta_empty,
@@ -218,7 +224,6 @@ CATALOGUE: dict[str, Callable[[Path, object], str]] = {
     "snapshot-record-deleted": snapshot_record_deleted,
     "index-blob-deleted": index_blob_deleted,
     "layer-garbage-same-size": layer_garbage_same_size,
-    "orphan-snapshot-dir": orphan_snapshot_dir,
     "snapshotter-db-leaf-zeroed": snapshotter_db_leaf_zeroed,
     "snapshot-file-deleted": snapshot_file_deleted,
     "deleted-layer": deleted_layer,
