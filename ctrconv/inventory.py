@@ -5,7 +5,7 @@ Sizes and platforms are computed the way ``ctr images ls`` computes them, so the
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ctrconv.containerd.content import ContentStore, NamespaceContent
@@ -13,7 +13,9 @@ from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.records import ImageRecord
 from ctrconv.errors import CtrconvError
 from ctrconv.oci import platform as plat
-from ctrconv.pipeline.plan import DocumentCache, ImagePlan, image_platforms, plan_image, ranked_manifests
+from ctrconv.pipeline.plan import (
+    BlobSource, DocumentCache, ImagePlan, PlannedManifest, image_platforms, plan_image, platform_string, ranked_manifests,
+)
 
 
 @dataclass
@@ -27,6 +29,13 @@ class ImageSummary:
     complete: bool
     missing: list[str]
     problem: str | None = None
+    #: the platform completeness was judged for (``ls --platform``, default the host)
+    judged_platform: str = ""
+    #: "complete", "incomplete", "platform-absent" (an index whose judged platform this
+    #: namespace never pulled, while another platform is whole) or "error"
+    status: str = "incomplete"
+    #: platforms of the image whose manifest, config and layers are all present
+    present_platforms: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,6 +53,13 @@ def selector_for(matcher: plat.MatchComparer):
     return select
 
 
+def judged_platform(matcher: plat.MatchComparer) -> str:
+    """The platform a matcher stands for, as ``ls`` names it (``linux/amd64``)."""
+    platforms = getattr(matcher, "platforms", None)
+    first = platforms[0] if platforms else plat.host_platform()
+    return plat.format_platform(first)
+
+
 def target_descriptor(image: ImageRecord) -> dict[str, Any]:
     return {"mediaType": image.target.media_type, "digest": image.target.digest, "size": image.target.size}
 
@@ -56,17 +72,43 @@ def summarize(
     summary = ImageSummary(
         namespace=image.namespace, name=image.name, media_type=image.target.media_type,
         digest=image.target.digest, size=0, platforms=[], complete=False, missing=[],
+        judged_platform=judged_platform(matcher),
     )
     try:
         plan = plan_image(content, target, selector_for(matcher), cache)
         summary.platforms = image_platforms(content, target, cache)
     except CtrconvError as exc:
         summary.problem = str(exc)
+        summary.status = "error"
         return summary
     summary.missing = [d["digest"] for d in plan.missing]
     summary.complete = bool(plan.manifests) and not plan.missing
     summary.size = ctr_size(plan, matcher)
+    if summary.complete:
+        summary.status = "complete"
+    if plan.indexes:
+        try:
+            summary.present_platforms = whole_platforms(content, target, cache)
+        except CtrconvError as exc:
+            summary.problem = str(exc)
+            summary.status = "error"
+            return summary
+        selected_whole = [m for m in plan.manifests if not _gone(m, plan)]
+        if not summary.complete and not selected_whole and summary.present_platforms:
+            summary.status = "platform-absent"
     return summary
+
+
+def _gone(manifest: PlannedManifest, plan: ImagePlan) -> bool:
+    missing = {d["digest"] for d in plan.missing}
+    return any(d["digest"] in missing for d in (manifest.config, *manifest.layers))
+
+
+def whole_platforms(content: BlobSource, target: dict[str, Any], cache: DocumentCache | None = None) -> list[str]:
+    """Platforms of an index whose manifest, config and layers are all present."""
+    plan = plan_image(content, target, None, cache)
+    return sorted({platform_string(m.platform) or "unknown" for m in plan.manifests
+                   if m.platform and not _gone(m, plan)})
 
 
 def ctr_size(plan: ImagePlan, matcher: plat.MatchComparer) -> int:

@@ -44,6 +44,8 @@ class SyntheticRoot:
 
     path: Path
     blobs: dict[str, bytes] = field(default_factory=dict)
+    #: namespace -> digests it holds content records of (default: every stored blob)
+    records: dict[str, set[str]] = field(default_factory=dict)
     images: dict[str, dict[str, tuple[dict[str, Any], dict[str, str]]]] = field(default_factory=dict)
 
     def add_blob(self, data: bytes, media_type: str, *, store: bool = True) -> dict[str, Any]:
@@ -90,7 +92,10 @@ class SyntheticRoot:
             # containerd shows a namespace only content it holds records of
             blobs = v1.bucket(namespace.encode(), b"content", b"blob", create=True)
             assert blobs is not None
+            owned = self.records.get(namespace)
             for digest, data in self.blobs.items():
+                if owned is not None and digest not in owned:
+                    continue
                 record = blobs.bucket(digest.encode(), create=True)
                 record.put(b"size", encode_varint(len(data)))  # type: ignore[union-attr]
             bucket = v1.bucket(namespace.encode(), b"images", create=True)

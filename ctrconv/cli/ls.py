@@ -30,9 +30,13 @@ def ls_command(
     if as_json:
         print_json({"images": [i.to_json() for i in images]})
         return
-    rows = [("NAMESPACE", "REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", "COMPLETE")]
+    judged = images[0].judged_platform if images else ""
+    rows = [("NAMESPACE", "REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", f"COMPLETE ({judged})" if judged else "COMPLETE")]
     for i in images:
-        complete = "yes" if i.complete else ("error" if i.problem else f"no ({len(i.missing)} missing)")
+        if i.status == "platform-absent":
+            complete = f"not pulled (has {','.join(i.present_platforms)})"
+        else:
+            complete = "yes" if i.complete else ("error" if i.problem else f"no ({len(i.missing)} missing)")
         rows.append((i.namespace, i.name, i.media_type, i.digest, human_size(i.size), ",".join(i.platforms) or "-", complete))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:

@@ -1,0 +1,104 @@
+"""Content is per namespace: a blob another namespace brought is absent here, as containerd sees it.
+
+Two namespaces share the blob files of one multi-platform index; ``other`` pulled only the
+foreign platform (its content records name only that platform's blobs), ``default`` pulled both.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from export_support import SyntheticRoot, host_arch, other_arch
+
+
+def _descendants(root: SyntheticRoot, digest: str) -> set[str]:
+    found = {digest}
+    doc = json.loads(root.blobs[digest])
+    for child in doc.get("manifests", []):
+        found |= _descendants(root, child["digest"])
+    if "config" in doc:
+        found.add(doc["config"]["digest"])
+        found |= {layer["digest"] for layer in doc["layers"]}
+    return found
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> tuple[Path, dict]:
+    r = SyntheticRoot(tmp_path / "root")
+    host_m = r.image_manifest("multi", host_arch())
+    other_m = r.image_manifest("multi", other_arch())
+    index = r.index([(host_m, {"architecture": host_arch(), "os": "linux"}),
+                     (other_m, {"architecture": other_arch(), "os": "linux"})])
+    r.name("default", "docker.io/library/multi:1", index)
+    r.name("other", "docker.io/library/multi:1", index)
+    r.records["other"] = {index["digest"]} | _descendants(r, other_m["digest"])
+    r.write()
+    return r.path, {"index": index, "host": host_m, "other": other_m}
+
+
+def test_ls_judges_the_namespace_and_names_the_platform(shared, cli):
+    root, _ = shared
+    listed = {(i["namespace"], i["name"]): i for i in cli("ls", "--root", str(root), "-A", "--json").json["images"]}
+    assert listed[("default", "docker.io/library/multi:1")]["complete"]
+    other = listed[("other", "docker.io/library/multi:1")]
+    assert not other["complete"]
+    assert other["status"] == "platform-absent"
+    assert other["present_platforms"] == [f"linux/{other_arch()}"]
+    assert other["judged_platform"] == f"linux/{host_arch()}"
+    text = cli("ls", "--root", str(root), "-n", "other").stdout
+    assert f"COMPLETE (linux/{host_arch()})" in text and "not pulled" in text
+    judged_other = cli("ls", "--root", str(root), "-n", "other", "--platform", f"linux/{other_arch()}", "--json")
+    assert judged_other.json["images"][0]["complete"]
+
+
+def test_export_of_a_platform_the_namespace_lacks_fails_like_ctr(shared, cli, tmp_path):
+    root, desc = shared
+    for extra in ([], ["--all-platforms"], ["--platform", f"linux/{host_arch()}"]):
+        out = tmp_path / "out.tar"
+        result = cli("export", "--root", str(root), "-n", "other", "--image", "docker.io/library/multi:1",
+                     "-o", str(out), "-q", *extra)
+        assert result.code == 1, (extra, result.stdout, result.stderr)
+        assert f"linux/{host_arch()}" in result.stderr
+        assert not out.exists() and not list(tmp_path.glob(".out.tar*"))
+    ok = cli("export", "--root", str(root), "-n", "other", "--image", "docker.io/library/multi:1",
+             "-o", str(tmp_path / "arm.tar"), "-q", "--platform", f"linux/{other_arch()}")
+    assert ok.code == 0, ok.stderr
+    same = cli("export", "--root", str(root), "-n", "default", "--image", "docker.io/library/multi:1",
+               "-o", str(tmp_path / "all.tar"), "-q", "--all-platforms")
+    assert same.code == 0, same.stderr
+
+
+def _problems(result) -> list[dict]:
+    """verify's problems, leaving out the GC labels a synthetic root does not write."""
+    return [p for p in result.json["problems"] if p["kind"] != "missing-gc-label"]
+
+
+def test_verify_calls_the_unpulled_platform_information(shared, cli):
+    root, desc = shared
+    result = cli("verify", "--root", str(root), "-A", "-q", "--json")
+    assert not _problems(result), result.json["problems"]
+    info = [p for p in result.json["info"] if p["kind"] == "absent-platform"]
+    assert any(desc["host"]["digest"] in p["message"] and "other" in p["object"] for p in info)
+
+
+def test_verify_names_a_blob_that_only_another_namespace_owns(tmp_path, cli):
+    """A single-manifest image whose layer record is missing in its namespace is broken there,
+    even though the file is on disk for another namespace."""
+    r = SyntheticRoot(tmp_path / "root")
+    manifest = r.image_manifest("app", host_arch())
+    r.name("default", "docker.io/library/app:1", manifest)
+    r.name("other", "docker.io/library/app:1", manifest)
+    doc = json.loads(r.blobs[manifest["digest"]])
+    layer = doc["layers"][0]["digest"]
+    r.records["other"] = set(r.blobs) - {layer}
+    r.write()
+    result = cli("verify", "--root", str(r.path), "-A", "-q", "--json")
+    assert result.code == 1
+    problems = _problems(result)
+    assert len(problems) == 1 and layer in problems[0]["message"], problems
+    assert problems[0]["kind"] == "missing-record" and "other" in problems[0]["object"]
+    listed = {i["namespace"]: i for i in cli("ls", "--root", str(r.path), "-A", "--json").json["images"]}
+    assert listed["default"]["complete"] and not listed["other"]["complete"]
