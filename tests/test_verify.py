@@ -202,3 +202,31 @@ def test_an_unreadable_blob_is_a_problem_not_a_crash(tmp_root_copy, fixture_set,
     result = cli("export", "--root", str(tmp_root_copy), "--image", "bbx:zstd", "-o", str(tmp_root_copy.parent / "x.tar"))
     assert result.code == 1 and "cannot be read" in result.stderr and digest in result.stderr, result.stderr
     assert not (tmp_root_copy.parent / "x.tar").exists()
+
+
+def test_live_root_problem_seen_once_is_changed_while_reading(tmp_root_copy, monkeypatch):
+    """On a live root (``--ignore-lock``), a problem the second private reading does not confirm
+    is the daemon's churn, reported as information; one seen in both readings stays a problem."""
+    from ctrconv.containerd.root import ContainerdRoot
+    from ctrconv.verify import root as verify_mod
+    from ctrconv.verify.problems import Report
+
+    readings: list[set[str] | None] = []
+
+    def reading(croot, namespaces, ignore_lock, jobs, progress, deep, hash_only):
+        readings.append(hash_only)
+        report = Report()
+        report.add("missing-blob", "blob sha256:" + "a" * 64, "x", "content record in default but no blob file")
+        if len(readings) == 1:
+            report.add("orphan-snapshot-dir", "overlayfs/snapshots/9", "y", "d", severity="info")
+            report.add("missing-snapshot-dir", "backend snapshot overlayfs/k", "z", "id 9 has no directory")
+        return report
+
+    monkeypatch.setattr(ContainerdRoot, "is_locked", lambda self: True)
+    monkeypatch.setattr(verify_mod, "_verify_once", reading)
+    report = verify_mod.verify_root(tmp_root_copy, ignore_lock=True)
+    assert readings == [None, {"sha256:" + "a" * 64}]  # the second reading hashes only what was flagged
+    assert [p.kind for p in report.errors] == ["missing-blob"]
+    churn = [p for p in report.infos if p.kind == "changed-while-reading"]
+    assert len(churn) == 1 and "missing-snapshot-dir" in churn[0].message
+    assert any(p.kind == "orphan-snapshot-dir" for p in report.infos)

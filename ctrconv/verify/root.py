@@ -52,15 +52,48 @@ def verify_root(
     progress: Callable[[int], object] | None = None,
     deep: bool = False,
 ) -> Report:
-    """Every problem of ``root``; ``deep`` also re-applies each unpacked layer and compares trees."""
+    """Every problem of ``root``; ``deep`` also re-applies each unpacked layer and compares trees.
+
+    On a root a running containerd holds (``ignore_lock``), the bolt files and the directories
+    are read at different moments while the daemon changes them: every problem is checked
+    again against a second private copy, and one that does not hold in both readings is
+    reported as information ("changed while reading"), not as damage.
+    """
     croot = ContainerdRoot(root)
     croot.require_meta_db()
-    report = Report()
     if croot.is_locked() and not ignore_lock:
         from ctrconv.errors import LockedError
 
         raise LockedError(f"{croot.meta_db} is locked by a running containerd", hint="stop containerd, or pass --ignore-lock")
+    live = ignore_lock and croot.is_locked()
+    first = _verify_once(croot, namespaces, ignore_lock, jobs, progress, deep, None)
+    if not live or first.ok:
+        return first
+    flagged = {p.object.split(" ", 1)[1] for p in first.errors if p.object.startswith("blob ")}
+    second = _verify_once(croot, namespaces, ignore_lock, jobs, None, False, flagged)
+    confirmed = {(p.kind, p.object, p.message) for p in second.errors}
+    report = Report(stats=first.stats)
+    for problem in first.problems:
+        if problem.severity == "error" and (problem.kind, problem.object, problem.message) not in confirmed:
+            report.add("changed-while-reading", problem.object, problem.location,
+                       f"{problem.kind}: {problem.message} (seen once while the running containerd changed the root; gone on a second reading)",
+                       severity="info")
+        else:
+            report.add(problem.kind, problem.object, problem.location, problem.message, severity=problem.severity)
+    return report
 
+
+def _verify_once(
+    croot: ContainerdRoot,
+    namespaces: list[str] | None,
+    ignore_lock: bool,
+    jobs: int | None,
+    progress: Callable[[int], object] | None,
+    deep: bool,
+    hash_only: set[str] | None,
+) -> Report:
+    """One reading of the root (``hash_only``: hash just these blobs, for a second reading)."""
+    report = Report()
     _check_bolt_files(croot, report, ignore_lock)
     backends = _read_backends(croot, report, ignore_lock)
     backend_names: dict[str, set[str]] = {}
@@ -84,7 +117,7 @@ def verify_root(
 
     for sn, backend in backends.items():
         _check_snapshotter(croot, sn, backend, backend_names.get(sn, set()), report)
-    _check_blobs(croot, referenced, report, jobs, progress)
+    _check_blobs(croot, referenced, report, jobs, progress, hash_only)
     return report
 
 
@@ -365,9 +398,10 @@ def _check_snapshotter(croot: ContainerdRoot, sn: str, backend: _Backend, refere
                 report.add("orphan-snapshot-dir", f"{sn}/snapshots/{entry}", str(snapdir / entry), "directory without a snapshot record (containerd's start-up cleanup deletes it)", severity="info")
 
 
-def _check_blobs(croot: ContainerdRoot, referenced: set[str], report: Report, jobs: int | None, progress) -> None:
+def _check_blobs(croot: ContainerdRoot, referenced: set[str], report: Report, jobs: int | None, progress,
+                 hash_only: set[str] | None = None) -> None:
     content = croot.content
-    blobs = list(content.walk())
+    blobs = [(d, p) for d, p in content.walk() if hash_only is None or str(d) in hash_only]
     report.count("blobs", len(blobs))
     for digest, actual, size in hash_blobs(blobs, jobs=jobs, progress=progress):
         obj = f"blob {digest}"
