@@ -395,7 +395,7 @@ def _check_snapshotter(croot: ContainerdRoot, sn: str, backend: _Backend, refere
     if snapdir.is_dir():
         for entry in sorted(os.listdir(snapdir)):
             if not entry.isdigit() or int(entry) not in ids or str(int(entry)) != entry:
-                report.add("orphan-snapshot-dir", f"{sn}/snapshots/{entry}", str(snapdir / entry), "directory without a snapshot record (containerd's start-up cleanup deletes it)", severity="info")
+                report.add("orphan-snapshot-dir", f"{sn}/snapshots/{entry}", str(snapdir / entry), "directory without a snapshot record (containerd removes it: overlay Cleanup at its next snapshot garbage collection)", severity="info")
 
 
 def _check_blobs(croot: ContainerdRoot, referenced: set[str], report: Report, jobs: int | None, progress,
