@@ -212,7 +212,10 @@ def _rebuild_into(
             _remove_unkept_snapshot_dirs(croot, kept_backends, report)
 
     report.snapshots_reused = sum(len(ids) for ids in kept_backends.values())
-    _reimport(target, meta, unpack, report)
+    # An intact meta.db says what each namespace holds; only a damaged one (records may be
+    # lost) lets a namespace take blobs on disk that it has no record of.
+    intact = bool(meta_salvage) and not meta_salvage.damage and meta_salvage.source.startswith("meta ")
+    _reimport(target, meta, unpack, report, namespace_content_only=intact)
 
 
 # -- phase 1 ------------------------------------------------------------------------------
@@ -829,7 +832,8 @@ def _write(path: Path, tree: BucketTree, mode: int, page_size: int | None, freel
 # -- phase 2 ------------------------------------------------------------------------------
 
 
-def _reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: RebuildReport) -> None:
+def _reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: RebuildReport, *,
+              namespace_content_only: bool = False) -> None:
     """Import each namespace's images from the repaired root into itself.
 
     Every platform whose content is complete is kept (labelled, so GC keeps it), not just the
@@ -845,7 +849,7 @@ def _reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: Re
         images = ns.bucket(K.IMAGES)
         if not images or not images.entries:
             continue
-        source = ContainerdRootSource(target, ns_name, namespace_content_only=False)
+        source = ContainerdRootSource(target, ns_name, namespace_content_only=namespace_content_only)
         try:
             groups: dict[tuple[str, ...] | None, list] = {}
             for entry in source.entries():
