@@ -19,8 +19,10 @@ import pytest
 
 from support.daemon import PrivateContainerd
 from support.fixture_set import FixtureSet, get_fixture_set
+from support.realnode_set import RealnodeSet
 
-DAEMON_FIXTURES = {"fixture_set", "tmp_root_copy", "private_containerd", "fixture_set_for"}
+DAEMON_FIXTURES = {"fixture_set", "tmp_root_copy", "private_containerd", "fixture_set_for",
+                   "realnode_set_for"}
 
 
 def containerd_bin_dir() -> str | None:
@@ -66,6 +68,22 @@ def fixture_set_for() -> Callable[[str], FixtureSet]:
     if os.geteuid() != 0:
         pytest.skip("containerd fixtures need root (overlayfs mounts, device nodes)")
     from support.versions import fixture_set_for as build
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def realnode_set_for() -> Callable[[str], RealnodeSet]:
+    """Factory: ``realnode_set_for("1.6" | "1.7" | "2.x")`` -> the real-node corpus that
+    containerd line made (registry + CRI pulls; ``fixtures/build_realnode.py``).
+
+    Built once per content hash and cached under ``.cache/realnode/``; a test calling the
+    factory is skipped, with the reason, if that line's package cannot be fetched or a tool is
+    missing. Never modify its roots: ``RealnodeSet.copy_root(name, dest)`` makes a ``cp -a``.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("the real-node corpus needs root (overlayfs mounts, runc tasks)")
+    from support.realnode_set import realnode_set_for as build
 
     return build
 

@@ -1,0 +1,181 @@
+"""Checks of the real-node fixture corpus itself (``fixtures/build_realnode.py``).
+
+The corpus is what later tests judge ctrconv against, so it must be what a node really holds:
+images pulled from a registry by ``ctr`` (``default``, ``other``) and by CRI (``k8s.io``), one
+image removed, container records, and a root left by a crashed daemon. Read-only: every check
+reads the cached corpus (a bolt lock probe takes and drops a shared flock, nothing else).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from support.daemon import META_DB, OVERLAY_DB
+from support.realnode_set import LINES, ROOTS, RealnodeSet
+
+CRI_LABEL = "io.cri-containerd.image=managed"
+MULTI = ("index", "list", "nested")
+
+
+@pytest.fixture(params=LINES)
+def corpus(request: pytest.FixtureRequest, realnode_set_for) -> RealnodeSet:
+    return realnode_set_for(request.param)
+
+
+def test_built_by_its_line(corpus: RealnodeSet) -> None:
+    info = corpus.info
+    assert info["schema_version"] == 1
+    major_minor = {"1.6": "1.6.", "1.7": "1.7.", "2.x": "2."}[corpus.line]
+    assert info["containerd_version"].startswith(major_minor)
+    assert [i["key"] for i in info["images"]] == [
+        "oci", "docker", "index", "list", "nested", "empty", "shared-a", "shared-b"]
+    for name in ROOTS:
+        assert (corpus.root(name) / META_DB).is_file()
+        assert (corpus.root(name) / OVERLAY_DB).is_file()
+
+
+def test_registry_shapes(corpus: RealnodeSet) -> None:
+    kinds = {i["key"]: i["target"]["mediaType"] for i in corpus.images()}
+    assert kinds["oci"] == kinds["empty"] == "application/vnd.oci.image.manifest.v1+json"
+    assert kinds["docker"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert kinds["index"] == kinds["nested"] == "application/vnd.oci.image.index.v1+json"
+    assert kinds["list"] == "application/vnd.docker.distribution.manifest.list.v2+json"
+    for key in MULTI:
+        rec = corpus.image(key)
+        assert rec["platforms"] == [corpus.info["host_platform"], corpus.info["other_platform"]]
+        assert rec["index_digest"] == rec["target"]["digest"]
+    assert corpus.image("nested")["inner_index_digest"]
+    assert corpus.image("empty")["layers"] == []
+    a, b = corpus.image("shared-a")["layers"], corpus.image("shared-b")["layers"]
+    assert a[:2] == b[:2] and a[2] != b[2]
+    # every image has its own config, so no two share a CRI image ID
+    assert len({i["config_digest"] for i in corpus.images()}) == len(corpus.images())
+
+
+def test_default_namespace_is_ctr_pulls(corpus: RealnodeSet) -> None:
+    ns = corpus.info["roots"]["node"]["namespaces"]["default"]
+    for rec in corpus.images():
+        names = rec["roots"]["node"]["names"]["default"]
+        if rec["key"] == corpus.info["removed"]["key"]:
+            assert names == []
+            continue
+        assert names == [rec["ref"]]
+        row = rec["roots"]["node"]["check"]["default"][rec["ref"]]
+        assert row["complete"], row
+        assert row["unpacked"] == (rec["key"] != "empty")  # nothing to unpack without layers
+        assert ns["labels"][rec["ref"]] in ("", "-")  # ctr pull sets no image labels
+
+
+def test_removed_image_keeps_shared_layers(corpus: RealnodeSet) -> None:
+    content = set(corpus.info["roots"]["node"]["namespaces"]["default"]["content"])
+    removed = corpus.image("shared-b")
+    assert removed["manifest_digest"] not in content
+    assert removed["config_digest"] not in content
+    assert removed["layers"][2] not in content
+    assert set(removed["layers"][:2]) <= content  # still used by shared-a
+
+
+def test_k8s_namespace_has_cri_names(corpus: RealnodeSet) -> None:
+    ns = corpus.info["roots"]["node"]["namespaces"]["k8s.io"]
+    for rec in corpus.images():
+        image_id = rec["cri_image_id"]
+        assert image_id == rec["config_digest"]
+        repo_digest = f"{rec['repository']}@{rec['target']['digest']}"
+        assert sorted(rec["roots"]["node"]["names"]["k8s.io"]) == sorted(
+            [rec["ref"], repo_digest, image_id])
+        for name in (rec["ref"], repo_digest, image_id):
+            assert ns["labels"][name] == CRI_LABEL
+            assert ns["check"][name]["complete"]
+        for how in ("tag", "digest", "id"):
+            status = rec["cri"][how]
+            assert status is not None, (rec["key"], how)
+            assert status["id"] == image_id
+            assert status["repo_tags"] == [rec["ref"]]
+            assert status["repo_digests"] == [repo_digest]
+    listed = {i["id"] for i in corpus.info["roots"]["node"]["cri_list_images"]}
+    assert listed == {rec["cri_image_id"] for rec in corpus.images()}
+
+
+def test_other_namespace_holds_other_platform_only(corpus: RealnodeSet) -> None:
+    index = corpus.image("index")
+    ns = corpus.info["roots"]["node"]["namespaces"]["other"]
+    assert ns["images"] == [index["ref"]]
+    other = index["platform_manifests"][corpus.info["other_platform"]]
+    host = index["platform_manifests"][corpus.info["host_platform"]]
+    present = set(index["roots"]["node"]["present"]["other"])
+    assert {index["index_digest"], other["manifest"], other["config"], *other["layers"]} <= present
+    assert host["layers"][1] not in present  # the host platform's marker layer
+    # 2.x's transfer service also fetches the manifest and config of every other platform
+    # (not their layers); 1.6/1.7 never fetch the unwanted platforms' blobs
+    assert ({host["manifest"], host["config"]} <= present) == (corpus.line == "2.x")
+    assert not ({host["manifest"], host["config"]} & present) or corpus.line == "2.x"
+    assert not ns["check"][index["ref"]]["complete"]  # ctr checks the host platform
+
+
+def test_reference_exports(corpus: RealnodeSet) -> None:
+    for rec in corpus.images():
+        path = corpus.export(rec["key"])
+        if path is None:
+            # ctr cannot export what its own puller stored for a nested index
+            assert rec["key"] == "nested" and rec["export_error"]
+            continue
+        with tarfile.open(path) as tar:
+            index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+            members = set(tar.getnames())
+        assert index["manifests"][0]["digest"] == rec["target"]["digest"]
+        assert f"blobs/sha256/{rec['manifest_digest'].split(':')[1]}" in members
+    assert corpus.file(corpus.image("index")["export_other"]).is_file()
+
+
+def test_container_records(corpus: RealnodeSet) -> None:
+    names = corpus.info["containers"]
+    node = corpus.info["roots"]["node"]["containers"]
+    crashed = corpus.info["roots"]["crashed"]["containers"]
+    assert set(node) == {names["stopped"], names["created"]}
+    assert set(crashed) == {names["stopped"], names["created"], names["running_at_crash"]}
+    for cid, rec in crashed.items():
+        assert rec["snapshot_key"] == cid and rec["snapshotter"] == "overlayfs"
+    for root in ROOTS:
+        active = {s["key"] for s in corpus.info["roots"][root]["namespaces"]["default"]["snapshots"]
+                  if s["kind"] == "Active"}
+        assert set(corpus.info["roots"][root]["containers"]) <= active
+
+
+def _lockable(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return True
+
+
+def test_roots_are_offline_and_unlocked(corpus: RealnodeSet) -> None:
+    mounts = Path("/proc/self/mountinfo").read_text()
+    for name in ROOTS:
+        root = corpus.root(name)
+        assert _lockable(root / META_DB) and _lockable(root / OVERLAY_DB)
+        assert f" {root}/" not in mounts and f" {root} " not in mounts
+    assert corpus.info["roots"]["crashed"]["stop"] == "SIGKILL"
+    assert corpus.info["roots"]["crashed"]["running_task"]["pid"] > 0
+    assert not Path(f"/proc/{corpus.info['roots']['crashed']['running_task']['pid']}/root").exists() \
+        or _not_a_container_task(corpus.info["roots"]["crashed"]["running_task"]["pid"])
+
+
+def _not_a_container_task(pid: int) -> bool:
+    """The recorded task pid may have been reused by an unrelated process since."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return b"sleep\x003600" not in cmdline
+
+
+def test_cache_is_reused(corpus: RealnodeSet, realnode_set_for) -> None:
+    assert realnode_set_for(corpus.line).path == corpus.path
