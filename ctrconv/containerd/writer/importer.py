@@ -260,15 +260,18 @@ def copy_images_to_root(
                     report.bytes_written += size
                 else:
                     report.blobs_present += 1
-            if unpack:
-                from ctrconv.containerd.writer.snapshots import SnapshotWriter
-
-                snaps = SnapshotWriter(txn, namespace, snapshotter, now_ns, max_layer_bytes, jobs)
             unpacked: dict[str, Any] = {}
             for image_name, _, plan in plans:
                 target = _unpack_candidate(plan, unpack_for) if unpack else None
-                if target is not None and str(target.descriptor["digest"]) not in unpacked:
-                    unpacked[str(target.descriptor["digest"])] = _unpack_manifest(run, snaps, target, content)
+                if target is None or str(target.descriptor["digest"]) in unpacked:
+                    continue
+                if snaps is None and _unpack_layers(target):
+                    # made on first use: an import of config-only images alone touches no
+                    # snapshot bucket or snapshotter db, as containerd's unpack of them does not
+                    from ctrconv.containerd.writer.snapshots import SnapshotWriter
+
+                    snaps = SnapshotWriter(txn, namespace, snapshotter, now_ns, max_layer_bytes, jobs)
+                unpacked[str(target.descriptor["digest"])] = _unpack_manifest(run, snaps, snapshotter, target, content)
             ns = R.namespace_bucket(txn.meta, namespace)
             for digest, labels in run.labels.items():
                 R.merge_blob(ns, digest, run.sizes[digest], labels, now_ns)
@@ -288,7 +291,7 @@ def copy_images_to_root(
                     media_type=str(entry.descriptor.get("mediaType", "")),
                     status=status,
                     platforms=plan.platforms(),
-                    unpacked=result.top_chain_id if result else None,
+                    unpacked=(result.top_chain_id or None) if result else None,
                     snapshots_created=len(result.created) if result else 0,
                     snapshots_reused=len(result.reused) if result else 0,
                 ))
@@ -306,16 +309,36 @@ def copy_images_to_root(
     return report
 
 
-def _unpack_manifest(run: _Import, snaps: Any, manifest: PlannedManifest, content: ContentWriter) -> Any:
-    """Unpack one manifest's layers; label its config and layers like the unpacker does."""
+def _unpack_layers(manifest: PlannedManifest) -> list[dict[str, Any]]:
+    """The layers of ``manifest`` that unpacking applies."""
+    return [layer for layer in manifest.layers if mt.is_layer(layer.get("mediaType", ""))]
+
+
+def _unpack_manifest(run: _Import, snaps: Any, snapshotter: str, manifest: PlannedManifest, content: ContentWriter) -> Any:
+    """Unpack one manifest's layers; label its config and layers like the unpacker does.
+
+    A config-only image (no layers, no diff IDs) is "unpacked" as containerd 1.6's
+    ``image.Unpack`` does it: nothing is applied, no snapshot exists, and the config gets
+    ``gc.ref.snapshot.<snapshotter>`` set to the chain ID of no layers, ``""``, which
+    containerd's ``writeMap`` stores as an empty labels bucket. ``ctr images check`` then
+    says ``UNPACKED false``, as it does after ``ctr images import`` of that image.
+    """
+    from ctrconv.containerd.writer.snapshots import UnpackResult, check_snapshotter
+
+    check_snapshotter(snapshotter)
     config_desc = manifest.config
     if not mt.is_config(config_desc.get("mediaType", "")):
         raise FormatError(f"manifest {manifest.descriptor['digest']}: cannot unpack a {config_desc.get('mediaType')} config")
     config = read_json_blob(run.source, config_desc)
     diff_ids = [str(Digest.parse(d)) for d in (config.get("rootfs") or {}).get("diff_ids") or []]
-    layers = [layer for layer in manifest.layers if mt.is_layer(layer.get("mediaType", ""))]
-    result = snaps.unpack(layers, diff_ids, content.blob_path)
-    run.add_labels(str(config_desc["digest"]), {R.snapshot_label(snaps.snapshotter): result.top_chain_id})
+    layers = _unpack_layers(manifest)
+    if layers:
+        result = snaps.unpack(layers, diff_ids, content.blob_path)
+    elif diff_ids:
+        raise FormatError(f"image config lists {len(diff_ids)} diff IDs for 0 layers")
+    else:
+        result = UnpackResult("")
+    run.add_labels(str(config_desc["digest"]), {R.snapshot_label(snapshotter): result.top_chain_id})
     for layer, diff_id in zip(layers, diff_ids):
         run.add_labels(str(layer["digest"]), {R.LABEL_UNCOMPRESSED: diff_id})
     return result

@@ -75,14 +75,17 @@ def put_timestamps(bucket: BucketTree, created_ns: int, updated_ns: int | None =
 
 
 def put_map(bucket: BucketTree, name: bytes, mapping: Mapping[str, str]) -> None:
-    """containerd ``writeMap``: replace the bucket; omit it when empty; skip empty values."""
+    """containerd ``writeMap``: replace the bucket; omit it when the map is empty; skip empty
+    values (a map of only empty values leaves an empty bucket, as in containerd: the unpack
+    of a config-only image labels its config with ``gc.ref.snapshot.<sn>=""``)."""
     bucket.entries.pop(name, None)
-    kept = {k: v for k, v in mapping.items() if v}
-    if not kept:
+    if not mapping:
         return
     sub = bucket.bucket(name, create=True)
     assert sub is not None
-    for key, value in kept.items():
+    for key, value in mapping.items():
+        if not value:
+            continue
         if len(key) + len(value) > MAX_LABEL_BYTES:
             raise FormatError(f"label {key[:100]!r} is longer than {MAX_LABEL_BYTES} bytes")
         sub.put(key.encode(), value.encode())
@@ -132,14 +135,17 @@ def merge_blob(ns: BucketTree, digest: str, size: int, labels: Mapping[str, str]
         return ADDED
     current = read_map(record.bucket(K.LABELS))
     wanted = {**current, **{k: v for k, v in labels.items() if v}}
-    changed = wanted != current
+    # containerd's Update of a label to "" still leaves the labels bucket (see put_map)
+    labels_changed = wanted != current or (
+        record.bucket(K.LABELS) is None and any(not v for v in labels.values()))
+    changed = labels_changed
     if record.get(K.SIZE) != encode_varint(size):
         record.put(K.SIZE, encode_varint(size))
         changed = True
     if not changed:
         return PRESENT
-    if wanted != current:
-        put_map(record, K.LABELS, wanted)
+    if labels_changed:
+        put_map(record, K.LABELS, {**labels, **wanted})
     record.put(K.UPDATED_AT, encode_time_ns(now_ns))
     return UPDATED
 

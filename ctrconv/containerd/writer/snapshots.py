@@ -57,6 +57,12 @@ class _Snap:
     pending: Path | None = None  # temp dir to rename to snapshots/<id>, None once installed
 
 
+def check_snapshotter(name: str) -> None:
+    """Refuse a snapshotter ctrconv cannot write."""
+    if name not in SNAPSHOTTERS:
+        raise UsageError(f"unsupported snapshotter {name!r} (use {' or '.join(SNAPSHOTTERS)})")
+
+
 @dataclass(frozen=True)
 class _Layer:
     """One layer still to be unpacked: its descriptor, diff ID and chain ID."""
@@ -93,8 +99,7 @@ class SnapshotWriter:
         self, txn: RootTransaction, namespace: str, snapshotter: str, now_ns: int,
         max_layer_bytes: int | None = None, jobs: int | None = None,
     ) -> None:
-        if snapshotter not in SNAPSHOTTERS:
-            raise UsageError(f"unsupported snapshotter {snapshotter!r} (use {' or '.join(SNAPSHOTTERS)})")
+        check_snapshotter(snapshotter)
         self.txn = txn
         self.namespace = namespace
         self.snapshotter = snapshotter
