@@ -1,0 +1,150 @@
+"""Real nodes are the judge: roots made by registry pulls, CRI pulls, GC, containers and a crash.
+
+The corpus (``fixtures/build_realnode.py``, one per containerd line) is what a node looks like:
+``ctr images pull`` into ``default``, CRI pulls into ``k8s.io`` (three names per image), the
+foreign platform of an index in ``other``, ``ctr images rm --sync`` of an image sharing layers,
+containers created and run, and a root whose daemon was killed with a task running. On every
+healthy root ``verify`` finds no problem, ``ls`` agrees with ``ctr images check``, exports equal
+``ctr images export`` byte for byte, and a rebuilt root is accepted by that line's containerd.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from support.realnode_set import LINES, ROOTS
+
+pytestmark = pytest.mark.interop
+
+
+def _bin_dir(line: str) -> str | None:
+    if line == "1.6":
+        return None
+    from support.versions import bin_dir_for
+
+    return str(bin_dir_for(line))
+
+
+def _check_rows(daemon, namespace: str) -> dict[str, dict[str, str]]:
+    """``ctr images check`` rows by name; ctr 1.6 exits 1 after printing when a namespace holds
+    only a foreign platform of an index (as it did on the original root)."""
+    from support.daemon import parse_table
+
+    out = daemon.ctr("images", "check", namespace=namespace, check=False).stdout
+    return {row["REF"]: row for row in parse_table(out)}
+
+
+def _problems(result) -> list[str]:
+    return [f"{p['kind']}: {p['object']}: {p['message']}" for p in result.json["problems"]]
+
+
+@pytest.mark.parametrize("root", ROOTS)
+@pytest.mark.parametrize("line", LINES)
+def test_verify_is_clean_on_every_healthy_root(line, root, realnode_set_for, cli):
+    corpus = realnode_set_for(line)
+    for deep in ([], ["--deep"]):
+        result = cli("verify", "--root", str(corpus.root(root)), "-A", "-q", "--json", *deep)
+        assert result.code == 0, _problems(result)
+        assert "Traceback" not in result.stderr
+    # the never-pulled platforms and the labels pointing at them are information, said so
+    kinds = {p["kind"] for p in result.json["info"]}
+    assert "absent-platform" in kinds
+
+
+@pytest.mark.parametrize("line", LINES)
+def test_ls_completeness_agrees_with_ctr_images_check(line, realnode_set_for, cli):
+    corpus = realnode_set_for(line)
+    for root in ROOTS:
+        listed = cli("ls", "--root", str(corpus.root(root)), "-A", "--json").json["images"]
+        by_name = {(i["namespace"], i["name"]): i for i in listed}
+        for ns, info in corpus.info["roots"][root]["namespaces"].items():
+            assert sorted(n for (space, n) in by_name if space == ns) == sorted(info["images"]), (root, ns)
+            for name, row in info["check"].items():
+                assert by_name[(ns, name)]["complete"] == row["complete"], (root, ns, name, row)
+
+
+@pytest.mark.parametrize("line", LINES)
+def test_exports_equal_ctr_images_export(line, realnode_set_for, cli, tmp_path):
+    corpus = realnode_set_for(line)
+    pulled = set(corpus.names("default"))
+    compared = 0
+    for image in corpus.images():
+        reference = corpus.export(image["key"])
+        if reference is None or image["ref"] not in pulled:
+            continue
+        out = tmp_path / f"{image['key']}.tar"
+        result = cli("export", "--root", str(corpus.node_root), "--image", image["ref"], "-o", str(out), "-q")
+        assert result.code == 0, result.stderr
+        assert out.read_bytes() == reference.read_bytes(), image["key"]
+        compared += 1
+    assert compared >= 5
+
+
+@pytest.mark.parametrize("line", LINES)
+def test_export_of_a_platform_the_namespace_never_pulled_fails_like_ctr(line, realnode_set_for, cli, tmp_path):
+    """``other`` holds only the foreign platform of the index, while ``default`` holds the
+    host's blobs on the same disk: exporting the host platform from ``other`` fails."""
+    corpus = realnode_set_for(line)
+    index = corpus.image("index")
+    host = corpus.info["host_platform"]
+    for extra in ([], ["--platform", host], ["--all-platforms"]):
+        out = tmp_path / "out.tar"
+        result = cli("export", "--root", str(corpus.node_root), "-n", "other", "--image", index["ref"],
+                     "-o", str(out), "-q", *extra)
+        assert result.code == 1, (extra, result.stderr)
+        assert host in result.stderr and "Traceback" not in result.stderr
+        assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    other = corpus.info["other_platform"]
+    ok = cli("export", "--root", str(corpus.node_root), "-n", "other", "--image", index["ref"],
+             "-o", str(tmp_path / "foreign.tar"), "-q", "--platform", other)
+    assert ok.code == 0, ok.stderr
+
+
+@pytest.mark.parametrize("line", LINES)
+def test_rebuild_in_place_of_a_healthy_root_changes_nothing(line, realnode_set_for, cli, tmp_path):
+    corpus = realnode_set_for(line)
+    root = corpus.copy_root("crashed", tmp_path / "root")
+    meta = root / "io.containerd.metadata.v1.bolt" / "meta.db"
+    before = meta.read_bytes()
+    entries = sorted(p.name for p in root.iterdir())
+    result = cli("rebuild", "--root", str(root), "-q")
+    assert result.code == 0, result.stderr
+    assert "nothing to repair" in result.stdout
+    assert meta.read_bytes() == before
+    assert sorted(p.name for p in root.iterdir()) == entries
+
+
+@pytest.mark.parametrize("root_name", ROOTS)
+@pytest.mark.parametrize("line", LINES)
+def test_rebuilt_healthy_root_is_accepted_by_containerd(line, root_name, realnode_set_for, cli, tmp_path, private_containerd):
+    corpus = realnode_set_for(line)
+    new = tmp_path / "new"
+    result = cli("rebuild", "--root", str(corpus.root(root_name)), "-o", str(new), "-q", "--json")
+    assert result.code == 0, result.stderr
+    report = result.json
+    assert not report["damage_found"], json.dumps(report, indent=1)[:3000]
+    assert not report["dropped"] and not report["corrupt_blobs"]
+    verify = cli("verify", "--root", str(new), "-A", "-q", "--json")
+    assert verify.code == 0, _problems(verify)
+
+    recorded = corpus.info["roots"][root_name]["namespaces"]
+    daemon = private_containerd(root=new, binary_dir=_bin_dir(line))
+    for ns, info in recorded.items():
+        assert sorted(daemon.image_names(ns)) == sorted(info["images"]), ns
+        rows = _check_rows(daemon, ns)
+        for name, row in info["check"].items():
+            assert rows[name]["STATUS"].startswith("complete") == row["complete"], (ns, name, rows[name])
+            assert (rows[name]["UNPACKED"] == "true") == row["unpacked"], (ns, name, rows[name])
+    oci = corpus.image("oci")["ref"]
+    run = daemon.ctr("run", "--rm", oci, "ctrconv-realnode-check", "/bin/busybox", "true", check=False, timeout=120)
+    assert run.returncode == 0, run.stderr
+    daemon.force_gc("default")
+    daemon.stop()
+    daemon.start()
+    for ns, info in recorded.items():
+        assert sorted(daemon.image_names(ns)) == sorted(info["images"]), ns
+        rows = _check_rows(daemon, ns)
+        assert all(rows[n]["STATUS"].startswith("complete") == row["complete"] for n, row in info["check"].items()), ns
