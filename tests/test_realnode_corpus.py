@@ -117,6 +117,24 @@ def test_other_namespace_holds_other_platform_only(corpus: RealnodeSet) -> None:
     assert not ns["check"][index["ref"]]["complete"]  # ctr checks the host platform
 
 
+def test_pulled_platforms_per_line(corpus: RealnodeSet) -> None:
+    """ctr pull on 2.x (transfer service) also fetches other platforms' manifests and configs
+    (not their layers); 1.6/1.7 ctr pull and CRI on every line fetch the host platform only."""
+    for key in MULTI:
+        rec = corpus.image(key)
+        host = rec["platform_manifests"][corpus.info["host_platform"]]
+        other = rec["platform_manifests"][corpus.info["other_platform"]]
+        for ns in ("default", "k8s.io"):
+            present = set(rec["roots"]["node"]["present"][ns])
+            assert {host["manifest"], host["config"], *host["layers"]} <= present
+            assert other["layers"][1] not in present
+            fetched = {other["manifest"], other["config"]} & present
+            if ns == "default" and corpus.line == "2.x":
+                assert fetched == {other["manifest"], other["config"]}, key
+            else:
+                assert not fetched, (key, ns)
+
+
 def test_reference_exports(corpus: RealnodeSet) -> None:
     for rec in corpus.images():
         path = corpus.export(rec["key"])
