@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -109,6 +110,29 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(b")") + 2:][:1] != b"Z"
+
+
+def _listening_sockets(pids: list[int]) -> list[str]:
+    """Paths of the unix sockets that ``pids`` hold open (from ``/proc/net/unix``)."""
+    inodes: set[str] = set()
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        except OSError:
+            continue
+    paths = []
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return paths
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 8 and fields[6] in inodes and fields[7].startswith("/"):
+            paths.append(fields[7])
+    return sorted(set(paths))
 
 
 def _cgroup_dirs(pid: int) -> list[str]:
@@ -380,13 +404,15 @@ class PrivateContainerd:
         return pids
 
     def reap_leftovers(self, timeout: float = 10.0) -> None:
-        """Kill this daemon's shims and their container processes, remove the containers'
-        cgroups and unmount everything mounted under its state dir or root.
+        """Kill this daemon's shims and their container processes, remove the shims' socket
+        files and the containers' cgroups, and unmount everything mounted under its state dir
+        or root.
 
         Only processes found through our socket address (shims) and their descendants are
         touched. Meant for a daemon that is already dead (see :meth:`kill`).
         """
         shims = self.shim_pids()
+        sockets = _listening_sockets(shims)
         parents = _process_table(cmdline=False)
         victims: list[int] = []
         frontier = list(shims)
@@ -404,6 +430,12 @@ class PrivateContainerd:
         deadline = time.monotonic() + timeout
         while any(_alive(pid) for pid in victims + shims) and time.monotonic() < deadline:
             time.sleep(0.05)
+        for path in sockets:  # a killed shim leaves its socket (1.6: /run/containerd/s/<hash>)
+            try:
+                if stat.S_ISSOCK(os.lstat(path).st_mode):
+                    os.unlink(path)
+            except OSError:
+                pass
         for cg in sorted(cgroups, key=len, reverse=True):
             try:
                 os.rmdir(cg)
