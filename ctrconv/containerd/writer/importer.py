@@ -261,6 +261,9 @@ def copy_images_to_root(
                 else:
                     report.blobs_present += 1
             unpacked: dict[str, Any] = {}
+            # the line of the containerd that will run the root decides how a config-only image
+            # is "unpacked" (see _unpack_manifest)
+            line = containerd_version or txn.detected_version or "1.6"
             for image_name, _, plan in plans:
                 target = _unpack_candidate(plan, unpack_for) if unpack else None
                 if target is None or str(target.descriptor["digest"]) in unpacked:
@@ -271,7 +274,8 @@ def copy_images_to_root(
                     from ctrconv.containerd.writer.snapshots import SnapshotWriter
 
                     snaps = SnapshotWriter(txn, namespace, snapshotter, now_ns, max_layer_bytes, jobs)
-                unpacked[str(target.descriptor["digest"])] = _unpack_manifest(run, snaps, snapshotter, target, content)
+                unpacked[str(target.descriptor["digest"])] = _unpack_manifest(
+                    run, snaps, snapshotter, target, content, label_config_only=line != "2.x")
             ns = R.namespace_bucket(txn.meta, namespace)
             for digest, labels in run.labels.items():
                 R.merge_blob(ns, digest, run.sizes[digest], labels, now_ns)
@@ -314,14 +318,19 @@ def _unpack_layers(manifest: PlannedManifest) -> list[dict[str, Any]]:
     return [layer for layer in manifest.layers if mt.is_layer(layer.get("mediaType", ""))]
 
 
-def _unpack_manifest(run: _Import, snaps: Any, snapshotter: str, manifest: PlannedManifest, content: ContentWriter) -> Any:
+def _unpack_manifest(
+    run: _Import, snaps: Any, snapshotter: str, manifest: PlannedManifest, content: ContentWriter,
+    *, label_config_only: bool = True,
+) -> Any:
     """Unpack one manifest's layers; label its config and layers like the unpacker does.
 
-    A config-only image (no layers, no diff IDs) is "unpacked" as containerd 1.6's
-    ``image.Unpack`` does it: nothing is applied, no snapshot exists, and the config gets
-    ``gc.ref.snapshot.<snapshotter>`` set to the chain ID of no layers, ``""``, which
-    containerd's ``writeMap`` stores as an empty labels bucket. ``ctr images check`` then
-    says ``UNPACKED false``, as it does after ``ctr images import`` of that image.
+    A config-only image (no layers, no diff IDs) is "unpacked" as ``ctr images import`` does
+    it: nothing is applied and no snapshot exists (``ctr images check`` says ``UNPACKED
+    false``). 1.6 and 1.7 (``image.Unpack``) still label the config with
+    ``gc.ref.snapshot.<snapshotter>`` = the chain ID of no layers, ``""``, which containerd's
+    ``writeMap`` stores as an empty labels bucket (``label_config_only``); 2.x (the transfer
+    service's ``unpack.Unpacker``) starts no unpack for a manifest without layers, so the
+    config gets no labels at all.
     """
     from ctrconv.containerd.writer.snapshots import UnpackResult, check_snapshotter
 
@@ -338,6 +347,8 @@ def _unpack_manifest(run: _Import, snaps: Any, snapshotter: str, manifest: Plann
         raise FormatError(f"image config lists {len(diff_ids)} diff IDs for 0 layers")
     else:
         result = UnpackResult("")
+        if not label_config_only:
+            return result
     run.add_labels(str(config_desc["digest"]), {R.snapshot_label(snapshotter): result.top_chain_id})
     for layer, diff_id in zip(layers, diff_ids):
         run.add_labels(str(layer["digest"]), {R.LABEL_UNCOMPRESSED: diff_id})
