@@ -20,6 +20,7 @@ from ctrconv.cli._common import (
     print_json,
     progress_enabled,
 )
+from ctrconv.cli.import_ import cri_mode
 from ctrconv.containerd.root import check_namespace
 from ctrconv.errors import UsageError
 from ctrconv.inventory import human_size
@@ -55,6 +56,10 @@ def export_command(
     target_namespace: Optional[str] = typer.Option(
         None, "--target-namespace", help="containerd-root: namespace to write into (default: the source namespace)."
     ),
+    cri: bool = typer.Option(
+        False, "--cri", help="containerd-root: record images as a CRI pull does in any namespace (the default in k8s.io)."),
+    no_cri_names: bool = typer.Option(
+        False, "--no-cri-names", help="containerd-root: in k8s.io record only the images' own names."),
     snapshotter: str = typer.Option("overlayfs", "--snapshotter", help="containerd-root: overlayfs or native."),
     no_unpack: bool = typer.Option(False, "--no-unpack", help="containerd-root: content and metadata only."),
     containerd_version: Optional[str] = typer.Option(
@@ -79,8 +84,11 @@ def export_command(
             unpack=not no_unpack, containerd_version=containerd_version, platforms=list(platform or []),
             unpack_platform=platform[0] if platform and len(platform) == 1 else None,
             all_platforms=all_platforms, ignore_lock=ignore_lock, as_json=as_json, quiet=quiet,
+            cri=cri_mode(cri, no_cri_names),
         )
         return
+    if cri or no_cri_names:
+        raise UsageError("--cri and --no-cri-names apply to --format containerd-root only")
     if fmt is not None and fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)}, containerd-root)")
     if as_json and output == "-":

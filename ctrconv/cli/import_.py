@@ -25,6 +25,13 @@ from ctrconv.containerd.writer import report_lines
 from ctrconv.errors import UsageError
 
 
+def cri_mode(cri: bool, no_cri_names: bool) -> bool | None:
+    """``--cri`` / ``--no-cri-names`` to the library's ``cri`` (None: CRI records in k8s.io)."""
+    if cri and no_cri_names:
+        raise UsageError("--cri and --no-cri-names are mutually exclusive")
+    return True if cri else (False if no_cri_names else None)
+
+
 @app.command("import")
 def import_command(
     root: Path = ROOT_OPTION,
@@ -40,6 +47,13 @@ def import_command(
     all_platforms: bool = typer.Option(False, "--all-platforms", help="Import every platform of an index."),
     name: Optional[str] = typer.Option(None, "--name", help="Store the (single) image under this name."),
     pin: bool = typer.Option(False, "--pin", help="Label the image io.cri-containerd.pinned=pinned."),
+    cri: bool = typer.Option(
+        False, "--cri",
+        help="Record images as a CRI pull does (repo:tag, repo@digest, sha256:<id>, CRI labels) in any namespace; "
+             "the default in k8s.io.",
+    ),
+    no_cri_names: bool = typer.Option(
+        False, "--no-cri-names", help="In k8s.io record only the image's own name, as ctr images import does."),
     containerd_version: Optional[str] = typer.Option(
         None, "--containerd-version",
         help="Containerd that will run a new root: 1.6 (default), 1.7 or 2.x. An existing root keeps its own form.",
@@ -76,6 +90,7 @@ def import_command(
             containerd_version=containerd_version, backup=not no_backup, progress=progress,
             max_layer_bytes=parse_size(max_layer_size) if max_layer_size else None, jobs=jobs,
             unpack_platform=platform[0] if platform and len(platform) == 1 else None,
+            cri=cri_mode(cri, no_cri_names),
         )
     finally:
         for bar in bars:

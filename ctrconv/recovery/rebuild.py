@@ -858,7 +858,7 @@ def _reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: Re
                 result = copy_images_to_root(
                     source, target.path, ns_name, snapshotter=snapshotter, unpack=unpack,
                     platforms=list(platforms) if platforms else None, entries=entries, backup=False,
-                    keep_partial=True,
+                    keep_partial=True, cri=False,  # the names the root has, none added
                 )
                 for image in result.images:
                     # images sharing a manifest report the same new snapshots: count them once

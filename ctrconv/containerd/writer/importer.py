@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ctrconv.containerd.cri import CriNames, cri_names, source_labels
 from ctrconv.containerd.writer import records as R
 from ctrconv.containerd.writer.content_writer import ContentWriter
 from ctrconv.containerd.writer.transaction import RootTransaction
@@ -42,6 +43,8 @@ class ImportedImage:
     unpacked: str | None = None  # top chain ID, None with --no-unpack
     snapshots_created: int = 0
     snapshots_reused: int = 0
+    #: every name recorded for it (CRI mode: ``repo:tag``, ``repo@digest``, ``sha256:<id>``)
+    names: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -143,14 +146,23 @@ class _Import:
     def add_labels(self, digest: str, labels: dict[str, str]) -> None:
         self.labels.setdefault(digest, {}).update(labels)
 
+    def add_first_labels(self, digest: str, labels: dict[str, str]) -> None:
+        """Labels an earlier image of this run does not already set (first fetch wins)."""
+        current = self.labels.setdefault(digest, {})
+        for key, value in labels.items():
+            current.setdefault(key, value)
+
     def label_graph(
-        self, plan: ImagePlan, selector: Callable[[dict[str, Any]], bool] | None, keep_partial: bool = False
+        self, plan: ImagePlan, selector: Callable[[dict[str, Any]], bool] | None, keep_partial: bool = False,
+        *, label_every_child: bool = False,
     ) -> None:
         """Children labels exactly as ``SetChildrenLabels(FilterPlatforms(...))`` sets them.
 
         ``keep_partial``: an unselected child manifest whose blob the source has is recorded
         and labelled from its index too, without labels of its own, as a 2.x transfer-service
         import leaves a platform whose config and layers were never fetched.
+        ``label_every_child``: an index labels all its children, selected or not, as a CRI
+        pull does (``SetChildrenMappedLabels`` before the platform filter).
         """
         for desc in plan.blobs:
             self.sizes[str(Digest.parse(desc["digest"]))] = int(desc["size"])
@@ -166,7 +178,7 @@ class _Import:
                     digest = str(Digest.parse(child["digest"]))
                     self.sizes[digest] = int(child["size"])
                     self.labels.setdefault(digest, {})
-            self.add_labels(str(desc["digest"]), R.children_labels(kept))
+            self.add_labels(str(desc["digest"]), R.children_labels(doc.get("manifests", []) if label_every_child else kept))
         for m in plan.manifests:
             self.add_labels(str(m.descriptor["digest"]), R.children_labels([m.config, *m.layers]))
 
@@ -191,6 +203,7 @@ def copy_images_to_root(
     jobs: int | None = None,
     unpack_platform: str | None = None,
     keep_partial: bool = False,
+    cri: bool | None = None,
 ) -> ImportReport:
     """Write the images of ``source`` into the containerd root ``target_root`` (containerd stopped).
 
@@ -213,6 +226,11 @@ def copy_images_to_root(
             the host's best match, as ``ctr images import --platform P`` does.
         keep_partial: also keep the present manifests of unselected platforms (recorded and
             labelled from their index): a rebuild must not let GC take what the node had.
+        cri: (default: when ``namespace`` is ``k8s.io``) record each image as containerd's
+            CRI plugin records a pull
+            (:mod:`ctrconv.containerd.cri`): its three names (``repo:tag``, ``repo@digest``,
+            ``sha256:<id>``) labelled ``io.cri-containerd.image=managed``, no annotations,
+            distribution-source labels on its blobs, every index child labelled.
 
     Raises:
         LockedError: containerd holds the root; MissingContentError: the input lacks a blob;
@@ -221,6 +239,8 @@ def copy_images_to_root(
     from ctrconv.containerd.root import check_namespace
 
     check_namespace(namespace)
+    if cri is None:
+        cri = namespace == R.CRI_NAMESPACE
     matcher = platform_matcher(platforms, all_platforms)
     unpack_for = unpack_matcher(unpack_platform)
     selector = None if all_platforms else selector_for(matcher)
@@ -247,8 +267,17 @@ def copy_images_to_root(
         if txn.version_mismatch:
             report.warnings.append(txn.version_mismatch)
         run = _Import(source, txn, namespace, now_ns)
-        for _, _, plan in plans:
-            run.label_graph(plan, selector, keep_partial)
+        cri_records: dict[str, CriNames] = {}
+        for image_name, entry, plan in plans:
+            run.label_graph(plan, selector, keep_partial, label_every_child=cri)
+            if cri:
+                chosen = _unpack_candidate(plan, unpack_for)
+                record = cri_names(image_name, str(entry.descriptor["digest"]),
+                                   str(chosen.config["digest"]) if chosen else None)
+                cri_records[image_name] = record
+                distribution = source_labels(_entry_annotations(entry), record.source_label)
+                for desc in plan.blobs:
+                    run.add_first_labels(str(Digest.parse(desc["digest"])), distribution)
         content = ContentWriter(txn.content_dir)
         recorded = R.recorded_blobs(txn.meta, namespace)
         snaps = None
@@ -281,16 +310,23 @@ def copy_images_to_root(
                 R.merge_blob(ns, digest, run.sizes[digest], labels, now_ns)
             for image_name, entry, plan in plans:
                 labels: dict[str, str] = {}
-                if namespace == R.CRI_NAMESPACE and cri_labels:
+                if (namespace == R.CRI_NAMESPACE and cri_labels) or cri:
                     labels[R.LABEL_CRI_IMAGE] = "managed"
                 if pin:
                     labels[R.LABEL_CRI_PINNED] = "pinned"
-                spec = R.ImageSpec(image_name, entry.descriptor, _entry_annotations(entry), labels)
-                status = R.merge_image(ns, spec, now_ns)
+                if cri:
+                    names = list(cri_records[image_name].names)
+                    statuses = [R.merge_image(ns, R.ImageSpec(n, entry.descriptor, {}, labels), now_ns) for n in names]
+                    status = statuses[0] if len(set(statuses)) == 1 else "updated"
+                else:
+                    names = [image_name]
+                    spec = R.ImageSpec(image_name, entry.descriptor, _entry_annotations(entry), labels)
+                    status = R.merge_image(ns, spec, now_ns)
                 target = _unpack_candidate(plan, unpack_for) if unpack else None
                 result = unpacked.get(str(target.descriptor["digest"])) if target else None
                 report.images.append(ImportedImage(
-                    name=image_name,
+                    name=names[0],
+                    names=names,
                     digest=str(entry.descriptor["digest"]),
                     media_type=str(entry.descriptor.get("mediaType", "")),
                     status=status,
@@ -361,6 +397,9 @@ def report_lines(report: ImportReport) -> list[str]:
     for image in report.images:
         state = {"added": "imported", "updated": "updated", "present": "already present"}[image.status]
         extra = f", unpacked {image.unpacked[:19]}" if image.unpacked else ""
+        also = [n for n in image.names if n != image.name]
+        if also:
+            extra += f"; also as {', '.join(also)}"
         lines.append(f"{image.name}: {state} ({image.digest[:19]}{extra})")
     for skipped in report.skipped:
         lines.append(f"{skipped['name']}: skipped: {skipped['reason']}")

@@ -134,7 +134,10 @@ def merge_blob(ns: BucketTree, digest: str, size: int, labels: Mapping[str, str]
         put_map(record, K.LABELS, labels)
         return ADDED
     current = read_map(record.bucket(K.LABELS))
-    wanted = {**current, **{k: v for k, v in labels.items() if v}}
+    # a distribution source stays the one the blob was first fetched from, as a pull that
+    # finds the blob present does not touch it
+    wanted = {**current, **{k: v for k, v in labels.items()
+                            if v and not (k.startswith(K.LABEL_DISTRIBUTION_SOURCE + ".") and k in current)}}
     # containerd's Update of a label to "" still leaves the labels bucket (see put_map)
     labels_changed = wanted != current or (
         record.bucket(K.LABELS) is None and any(not v for v in labels.values()))

@@ -1,0 +1,120 @@
+"""Preloaded ``k8s.io`` images look exactly like pulled ones to the kubelet, on every line.
+
+Each image of the real-node corpus was pulled through CRI into ``k8s.io`` by a private daemon of
+that line. Here the same images (``ctr images export`` archives) are imported offline into a
+fresh root; its records must equal the CRI pull's, apart from timestamps (``createdat`` /
+``updatedat``: the moment of writing). Then that line's containerd, CRI plugin on and its
+registry mirror pointing at an address where nothing listens (a stopped registry), must find
+every image by tag, by ``repo@digest``, by full and short ID, run it, and keep every name over
+GC and a restart.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from ctrconv.containerd.root import ContainerdRoot
+from support.realnode_set import LINES
+
+pytestmark = pytest.mark.interop
+
+
+def _bin_dir(line: str) -> str | None:
+    if line == "1.6":
+        return None
+    from support.versions import bin_dir_for
+
+    return str(bin_dir_for(line))
+
+
+def _records(root: Path, digests: set[str] | None = None) -> tuple[dict, dict]:
+    """k8s.io image records (target, labels, annotations) and content records (size, labels)."""
+    with ContainerdRoot(root).open_metadata() as meta:
+        images = {i.name: (i.target, i.labels, i.annotations) for i in meta.images("k8s.io")}
+        blobs = {b.digest: (b.size, b.labels) for b in meta.blobs("k8s.io")
+                 if digests is None or b.digest in digests}
+    return images, blobs
+
+
+def _dead_port() -> int:
+    """A loopback port with nothing listening (the registry of the mirror entry is stopped)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _preload(corpus, line: str, root: Path, cli) -> list[dict]:
+    """Import every exportable image of the corpus into ``root``'s k8s.io, in pull order."""
+    imported = []
+    for image in corpus.images():
+        archive = corpus.export(image["key"])
+        if archive is None:
+            continue
+        result = cli("import", "--root", str(root), "-n", "k8s.io", "-i", str(archive), "-q",
+                     "--containerd-version", line)
+        assert result.code == 0, result.stderr
+        imported.append(image)
+    assert len(imported) >= 5
+    return imported
+
+
+@pytest.mark.parametrize("line", LINES)
+def test_offline_import_records_equal_a_cri_pull(line, realnode_set_for, cli, tmp_path):
+    corpus = realnode_set_for(line)
+    root = tmp_path / "root"
+    imported = _preload(corpus, line, root, cli)
+    mine_images, mine_blobs = _records(root)
+    pulled_images, pulled_blobs = _records(corpus.node_root, set(mine_blobs))
+    targets = {i["target"]["digest"] for i in imported}
+    pulled_images = {n: r for n, r in pulled_images.items() if r[0].digest in targets}
+    assert sorted(mine_images) == sorted(pulled_images)
+    assert mine_images == pulled_images
+    assert mine_blobs == pulled_blobs
+
+
+@pytest.mark.parametrize("line", LINES)
+def test_preloaded_node_serves_the_kubelet_without_a_registry(line, realnode_set_for, cli, tmp_path):
+    from support.cri import ImageServiceClient
+    from support.daemon import PrivateContainerd
+
+    corpus = realnode_set_for(line)
+    root = tmp_path / "root"
+    imported = _preload(corpus, line, root, cli)
+    daemon = PrivateContainerd(_bin_dir(line), root=root, cri=True)
+    dead = f"127.0.0.1:{_dead_port()}"
+    daemon.add_plain_http_registry(dead)
+    daemon.add_plain_http_registry(corpus.info["registry_host"])  # its registry is gone too
+    try:
+        daemon.start()
+        expected = sorted(corpus.names("k8s.io"))
+        with ImageServiceClient(daemon.address) as client:
+            client.wait_ready()
+            for image in imported:
+                image_id = image["cri_image_id"]
+                by = {
+                    "tag": image["ref"],
+                    "digest": f"{image['repository']}@{image['target']['digest']}",
+                    "id": image_id,
+                    "bare id": image_id.split(":", 1)[1],
+                    "short id": image_id.split(":", 1)[1][:12],
+                }
+                for how, ref in by.items():
+                    status = client.image_status(ref)
+                    assert status is not None, (line, image["key"], how, ref)
+                    assert status["id"] == image_id, (how, status)
+            listed = sorted(daemon.image_names("k8s.io"))
+            assert set(listed) <= set(expected) and len(listed) == 3 * len(imported)
+        run = daemon.ctr("run", "--rm", imported[0]["ref"], "ctrconv-preload", "/bin/busybox", "true",
+                         namespace="k8s.io", check=False, timeout=120)
+        assert run.returncode == 0, run.stderr
+        daemon.force_gc("k8s.io")
+        daemon.stop()
+        daemon.start()
+        assert sorted(daemon.image_names("k8s.io")) == listed
+        rows = daemon.images_check("k8s.io")
+        assert all(r.complete for r in rows), rows
+    finally:
+        daemon.close()
