@@ -181,9 +181,8 @@ def test_roots_are_offline_and_unlocked(corpus: RealnodeSet) -> None:
         assert _lockable(root / META_DB) and _lockable(root / OVERLAY_DB)
         assert f" {root}/" not in mounts and f" {root} " not in mounts
     assert corpus.info["roots"]["crashed"]["stop"] == "SIGKILL"
-    assert corpus.info["roots"]["crashed"]["running_task"]["pid"] > 0
-    assert not Path(f"/proc/{corpus.info['roots']['crashed']['running_task']['pid']}/root").exists() \
-        or _not_a_container_task(corpus.info["roots"]["crashed"]["running_task"]["pid"])
+    pid = corpus.info["roots"]["crashed"]["running_task"]["pid"]
+    assert pid > 0 and _not_a_container_task(pid)  # the task died with the clean-up
 
 
 def _not_a_container_task(pid: int) -> bool:
@@ -197,3 +196,25 @@ def _not_a_container_task(pid: int) -> bool:
 
 def test_cache_is_reused(corpus: RealnodeSet, realnode_set_for) -> None:
     assert realnode_set_for(corpus.line).path == corpus.path
+
+
+def test_cri_client_on_a_copy(corpus: RealnodeSet, tmp_path: Path) -> None:
+    """The CRI client against a daemon of the line, on a copy: status, list, remove."""
+    from support.cri import ImageServiceClient
+    from support.daemon import PrivateContainerd
+
+    binary_dir = None if corpus.line == "1.6" else str(Path(corpus.info["containerd_bin"]).parent)
+    root = corpus.copy_root("node", tmp_path / "root")
+    victim = corpus.image("shared-b")
+    with PrivateContainerd(binary_dir, root=root, workdir=tmp_path, cri=True) as d, \
+            ImageServiceClient(d.address) as client:
+        client.wait_ready()
+        assert {i["id"] for i in client.list_images()} == {
+            i["id"] for i in corpus.info["roots"]["node"]["cri_list_images"]}
+        assert client.image_status(victim["ref"]) == victim["cri"]["tag"]
+        client.remove_image(victim["ref"])
+        assert client.image_status(victim["ref"]) is None
+        assert client.image_status(victim["cri_image_id"]) is None
+        left = set(d.image_names("k8s.io"))
+        assert not left & set(victim["roots"]["node"]["names"]["k8s.io"])
+        assert left == set(corpus.names("k8s.io")) - set(victim["roots"]["node"]["names"]["k8s.io"])

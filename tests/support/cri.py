@@ -7,12 +7,15 @@ proto file). Field numbers are those of kubernetes ``cri-api`` ``pkg/apis/runtim
     ImageSpec            { string image = 1; map<string,string> annotations = 2; ... }
     Image                { string id = 1; repeated string repo_tags = 2;
                            repeated string repo_digests = 3; uint64 size = 4; ... }
-    ListImagesRequest    { ImageFilter filter = 1; }        ListImagesResponse { repeated Image images = 1; }
+    ListImagesRequest    { ImageFilter filter = 1; }
+    ListImagesResponse   { repeated Image images = 1; }
     ImageStatusRequest   { ImageSpec image = 1; bool verbose = 2; }
     ImageStatusResponse  { Image image = 1; map<string,string> info = 2; }
-    PullImageRequest     { ImageSpec image = 1; AuthConfig auth = 2; PodSandboxConfig sandbox_config = 3; }
+    PullImageRequest     { ImageSpec image = 1; AuthConfig auth = 2;
+                           PodSandboxConfig sandbox_config = 3; }
     PullImageResponse    { string image_ref = 1; }
-    RemoveImageRequest   { ImageSpec image = 1; }            RemoveImageResponse {}
+    RemoveImageRequest   { ImageSpec image = 1; }
+    RemoveImageResponse  {}
 
 Works against containerd 1.6, 1.7 (``io.containerd.grpc.v1.cri``) and 2.x (same gRPC service,
 backed by ``io.containerd.cri.v1.images``). CRI keeps its images in namespace ``k8s.io``.
