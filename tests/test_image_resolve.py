@@ -252,3 +252,20 @@ def test_cli_export_to_root_by_id(synth, tmp_path, cli):
               "--format", "containerd-root", "--no-unpack")
     assert res.code == 2 and "ambiguous" in res.stderr
     assert not (tmp_path / "t2").exists()
+
+
+def test_images_with_missing_or_invalid_documents_do_not_break_id_lookups(tmp_path):
+    """A damaged image has no known ID; looking up other images' IDs still works, and its
+    target digest prefix still finds it (for export to report what is missing)."""
+    r = SyntheticRoot(tmp_path / "root")
+    good = r.image_manifest("good", host_arch())
+    gone = r.image_manifest("gone", host_arch(), store=False)
+    garbage = r.add_blob(b"not json", mt.OCI_MANIFEST)
+    r.name("default", "docker.io/library/good:1", good)
+    r.name("default", "docker.io/library/gone:1", gone)
+    r.name("default", "docker.io/library/garbage:1", garbage)
+    r.write()
+    assert _ids(r, "docker.io/library/gone:1") == [] and _ids(r, "docker.io/library/garbage:1") == []
+    assert _resolve(r, _config_of(r, good["digest"])[7:19]) == ["docker.io/library/good:1"]
+    assert _resolve(r, gone["digest"][7:19]) == ["docker.io/library/gone:1"]
+    assert _resolve(r, garbage["digest"]) == ["docker.io/library/garbage:1"]

@@ -82,8 +82,9 @@ def _describe(candidates: Iterable[_Candidate]) -> str:
     return "; ".join(f"{ident[7:19]} ({', '.join(sorted(names))})" for ident, names in sorted(groups.items()))
 
 
-def _by_id(meta: MetadataDB, content: BlobSource, namespace: str, ref: str, hexpart: str) -> list[ImageRecord]:
-    cache: DocumentCache = {}
+def _by_id(
+    meta: MetadataDB, content: BlobSource, namespace: str, ref: str, hexpart: str, cache: DocumentCache
+) -> list[ImageRecord]:
     found: list[_Candidate] = []
     for record in meta.images(namespace):
         ids = tuple(image_ids(content, record, cache))
@@ -114,8 +115,13 @@ def _by_digest_reference(meta: MetadataDB, namespace: str, ref: reference.Refere
     return found
 
 
-def resolve_image_ref(meta: MetadataDB, content: BlobSource, namespace: str, ref: str) -> list[ImageRecord]:
-    """The stored image(s) ``ref`` means (several names of one image are all returned)."""
+def resolve_image_ref(
+    meta: MetadataDB, content: BlobSource, namespace: str, ref: str, cache: DocumentCache | None = None
+) -> list[ImageRecord]:
+    """The stored image(s) ``ref`` means (several names of one image are all returned).
+
+    ``cache`` shares the documents read for image IDs between the references of one call.
+    """
     record = meta.image(namespace, ref)
     if record is not None:
         return [record]
@@ -130,7 +136,7 @@ def resolve_image_ref(meta: MetadataDB, content: BlobSource, namespace: str, ref
             return [record]
     id_match = _ID_RE.fullmatch(ref)
     if id_match is not None:
-        found = _by_id(meta, content, namespace, ref, id_match.group(1))
+        found = _by_id(meta, content, namespace, ref, id_match.group(1), {} if cache is None else cache)
         if found:
             return found
     if parsed is not None and parsed.digest is not None:
@@ -155,7 +161,8 @@ def resolve_images(
     if not refs:
         raise UsageError("no image given (use --image REF or --all)")
     out: dict[str, ImageRecord] = {}
+    cache: DocumentCache = {}
     for ref in refs:
-        for record in resolve_image_ref(meta, content, namespace, ref):
+        for record in resolve_image_ref(meta, content, namespace, ref, cache):
             out.setdefault(record.name, record)
     return list(out.values())
