@@ -32,7 +32,11 @@ def export_command(
     refs: Optional[List[str]] = typer.Argument(None, metavar="REF", help="Images to export (same as --image)."),
     root: Path = ROOT_OPTION,
     namespace: str = NAMESPACE_OPTION,
-    image: Optional[List[str]] = typer.Option(None, "--image", help="Image to export (repeatable)."),
+    image: Optional[List[str]] = typer.Option(
+        None, "--image",
+        help="Image to export (repeatable): a name, an image ID or a unique prefix of 12+ hex digits (as crictl "
+             "shows it), or repo@sha256:DIGEST.",
+    ),
     all_images: bool = typer.Option(False, "--all", help="Export every image of the namespace."),
     output: str = typer.Option(..., "-o", "--output", help="Output path; '-' streams a tar to stdout."),
     fmt: Optional[str] = typer.Option(
