@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -147,11 +148,41 @@ def get_realnode_set(line: str, binary_dir: str | None = None) -> RealnodeSet:
             staging = base / f"{key}.building-{os.getpid()}"
             shutil.rmtree(staging, ignore_errors=True)
             try:
-                load_builder().build(staging, binary_dir)
+                info = load_builder().build(staging, binary_dir)
                 os.rename(staging, final)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
+            prune_stale(base, keep=key, containerd_bin=info["containerd_bin"])
     return RealnodeSet(final, line)
+
+
+#: A superseded corpus is removed only when it is at least this old (seconds), so a session
+#: still reading one that another session's code change just replaced is left alone.
+STALE_AFTER = 3600.0
+
+
+def prune_stale(base: Path, keep: str, containerd_bin: str) -> None:
+    """Remove older corpora of the same containerd binary (~25 MB each; every edit of a
+    fixture script makes a new one). Entries being built (locked) are never touched."""
+    now = time.time()
+    for entry in base.iterdir():
+        if entry.name == keep or not entry.is_dir() or "." in entry.name:
+            continue
+        try:
+            info = json.loads((entry / "realnode.json").read_text())
+            old_enough = now - (entry / "realnode.json").stat().st_mtime > STALE_AFTER
+        except (OSError, ValueError):
+            continue
+        if info.get("containerd_bin") != containerd_bin or not old_enough:
+            continue
+        lock_path = base / f"{entry.name}.lock"
+        with open(lock_path, "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            shutil.rmtree(entry, ignore_errors=True)
+            lock_path.unlink(missing_ok=True)
 
 
 def missing_requirement(line: str) -> str | None:
