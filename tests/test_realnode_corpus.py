@@ -181,6 +181,10 @@ def test_roots_are_offline_and_unlocked(corpus: RealnodeSet) -> None:
         assert _lockable(root / META_DB) and _lockable(root / OVERLAY_DB)
         assert f" {root}/" not in mounts and f" {root} " not in mounts
     assert corpus.info["roots"]["crashed"]["stop"] == "SIGKILL"
+    work_dir = Path("io.containerd.runtime.v2.task/default") / corpus.info["containers"][
+        "running_at_crash"]
+    assert (corpus.crashed_root / work_dir).is_dir()  # what the killed shim left behind
+    assert not (corpus.node_root / work_dir).exists()
     pid = corpus.info["roots"]["crashed"]["running_task"]["pid"]
     assert pid > 0 and _not_a_container_task(pid)  # the task died with the clean-up
 
