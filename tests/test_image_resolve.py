@@ -269,3 +269,17 @@ def test_images_with_missing_or_invalid_documents_do_not_break_id_lookups(tmp_pa
     assert _resolve(r, _config_of(r, good["digest"])[7:19]) == ["docker.io/library/good:1"]
     assert _resolve(r, gone["digest"][7:19]) == ["docker.io/library/gone:1"]
     assert _resolve(r, garbage["digest"]) == ["docker.io/library/garbage:1"]
+
+
+def test_one_id_under_different_targets_is_one_image(synth):
+    """An index and its host manifest stored under another name have one ID (CRI lists them as
+    one image): a prefix of it is not ambiguous and selects both names."""
+    index = json.loads(synth.blobs[_target(synth, "docker.io/library/multi:1")["digest"]])
+    child = next(m for m in index["manifests"] if m["platform"]["architecture"] == host_arch())
+    synth.name("default", "docker.io/library/multi-host:1",
+               {"mediaType": child["mediaType"], "digest": child["digest"], "size": child["size"]})
+    synth.write()
+    host_config = _config_of(synth, child["digest"])
+    assert _ids(synth, "docker.io/library/multi-host:1") == [host_config]
+    assert _resolve(synth, host_config[7:19]) == [
+        "docker.io/library/multi-host:1", "docker.io/library/multi:1", "docker.io/other/multi:2"]
