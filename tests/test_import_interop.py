@@ -148,9 +148,13 @@ def test_merge_into_populated_root_keeps_everything(fixture_set, tmp_root_copy, 
     builder = LayoutBuilder(tmp_path / "layout")
     builder.image("docker.io/library/extra:1", [{"bin/busybox": Path("/bin/busybox").read_bytes()},
                                                 {"etc/extra": b"extra\n"}])
+    added: dict[str, list[str]] = {}
     for ns in ("default", "k8s.io"):
         report = copy_images_to_root(LayoutSource(builder.path), root, ns)
         assert report.images[0].status == "added" and report.images[0].snapshots_created == 2
+        added[ns] = report.images[0].names
+    # k8s.io gets the names a CRI pull records (tag, repo@digest, image ID)
+    assert added["default"] == ["docker.io/library/extra:1"] and len(added["k8s.io"]) == 3
     assert_superset(old_meta, read_tree(root / META), allowed={
         (b"v1", b"default", b"snapshots", b"overlayfs"), (b"v1", b"k8s.io", b"snapshots", b"overlayfs")})
     assert_superset(old_backend, read_tree(root / K.snapshotter_dir("overlayfs") / "metadata.db"),
@@ -158,7 +162,7 @@ def test_merge_into_populated_root_keeps_everything(fixture_set, tmp_root_copy, 
     assert_go_clean(root)
 
     for ns in ("default", "k8s.io"):
-        names = [i["name"] for i in fixture_set.images(ns)] + ["docker.io/library/extra:1"]
+        names = [i["name"] for i in fixture_set.images(ns)] + added[ns]
         old_check = {r.ref: r for r in _check_rows(fixture_set, ns)}
         daemon = private_containerd(root=root)
         rows = {r.ref: r for r in daemon.images_check(ns)}

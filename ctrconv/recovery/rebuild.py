@@ -36,7 +36,7 @@ from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError, FormatError, InvalidDigestError, LockedError, UsageError
 from ctrconv.inventory import selector_for
 from ctrconv.oci import platform as plat
-from ctrconv.pipeline.plan import plan_image
+from ctrconv.pipeline.plan import PlannedManifest, plan_image
 from ctrconv.recovery.derive import derived_name, sniff_document, top_level
 from ctrconv.streams import CHUNK, fsync_dir
 from ctrconv.verify.blobs import hash_blobs
@@ -215,7 +215,7 @@ def _rebuild_into(
     # An intact meta.db says what each namespace holds; only a damaged one (records may be
     # lost) lets a namespace take blobs on disk that it has no record of.
     intact = bool(meta_salvage) and not meta_salvage.damage and meta_salvage.source.startswith("meta ")
-    _reimport(target, meta, unpack, report, namespace_content_only=intact)
+    _reimport(target, meta, unpack, report, trust_records=intact)
 
 
 # -- phase 1 ------------------------------------------------------------------------------
@@ -833,7 +833,7 @@ def _write(path: Path, tree: BucketTree, mode: int, page_size: int | None, freel
 
 
 def _reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: RebuildReport, *,
-              namespace_content_only: bool = False) -> None:
+              trust_records: bool = False) -> None:
     """Import each namespace's images from the repaired root into itself.
 
     Every platform whose content is complete is kept (labelled, so GC keeps it), not just the
@@ -849,11 +849,16 @@ def _reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: Re
         images = ns.bucket(K.IMAGES)
         if not images or not images.entries:
             continue
-        source = ContainerdRootSource(target, ns_name, namespace_content_only=namespace_content_only)
+        source = ContainerdRootSource(target, ns_name, namespace_content_only=False)
+        # With an intact meta.db, a platform of an index is the namespace's only if it was
+        # pulled here (see _pulled_here): a lost layer record is restored from the blob on
+        # disk, but no platform is taken over from another namespace's blobs. A damaged
+        # meta.db may have lost any record: then every complete platform counts.
+        pulled = _pulled_here(ns) if trust_records else None
         try:
             groups: dict[tuple[str, ...] | None, list] = {}
             for entry in source.entries():
-                groups.setdefault(_complete_platforms(source, entry.descriptor), []).append(entry)
+                groups.setdefault(_complete_platforms(source, entry.descriptor, pulled), []).append(entry)
             for platforms, entries in groups.items():
                 result = copy_images_to_root(
                     source, target.path, ns_name, snapshotter=snapshotter, unpack=unpack,
@@ -869,14 +874,39 @@ def _reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: Re
             source.close()
 
 
-def _complete_platforms(source, descriptor: dict[str, Any]) -> tuple[str, ...] | None:
-    """Platforms of an index whose manifest, config and layers are all present (None: no index)."""
+def _pulled_here(ns: BucketTree) -> Callable[[PlannedManifest], bool]:
+    """Whether a namespace pulled a platform: it records the manifest, the config and every
+    layer, or the manifest and a config labelled with an unpacked snapshot (a layer record
+    lost to damage). 2.x records the manifests and configs of platforms it did not pull,
+    without their layers and never unpacked: those stay partial."""
+    blobs = ns.bucket(K.CONTENT, K.BLOB)
+    records = {_text(k): v for k, v in blobs.entries.items()} if blobs is not None else {}
+
+    def unpacked(config: str) -> bool:
+        rec = records.get(config)
+        labels = rec.bucket(K.LABELS) if isinstance(rec, BucketTree) else None
+        return labels is not None and any(_text(k).startswith(GC_SNAPSHOT) for k in labels.entries)
+
+    def pulled(m: PlannedManifest) -> bool:
+        if m.descriptor["digest"] not in records or m.config["digest"] not in records:
+            return False
+        return all(layer["digest"] in records for layer in m.layers) or unpacked(m.config["digest"])
+
+    return pulled
+
+
+def _complete_platforms(source, descriptor: dict[str, Any],
+                        pulled: Callable[[PlannedManifest], bool] | None = None) -> tuple[str, ...] | None:
+    """Platforms of an index whose manifest, config and layers are all present (None: no index);
+    with ``pulled``, only the platforms it accepts."""
     plan = plan_image(source, descriptor, None)
     if not plan.indexes:
         return None
     missing = {d["digest"] for d in plan.missing}
     complete = []
     for m in plan.manifests:
+        if pulled is not None and not pulled(m):
+            continue
         if m.platform and not {d["digest"] for d in (m.descriptor, m.config, *m.layers)} & missing:
             complete.append(plat.format_platform(plat.Platform.from_json(m.platform)))
     return tuple(sorted(set(complete))) or None

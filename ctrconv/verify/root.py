@@ -100,6 +100,7 @@ def _verify_once(
     referenced: set[str] = set()
     try:
         with croot.open_metadata(ignore_lock=ignore_lock) as meta:
+            _check_schema_version(meta, report)
             selected = meta.namespaces() if namespaces is None else namespaces
             for ns in selected:
                 _check_namespace(meta, croot, ns, report)
@@ -119,6 +120,21 @@ def _verify_once(
         _check_snapshotter(croot, sn, backend, backend_names.get(sn, set()), report)
     _check_blobs(croot, referenced, report, jobs, progress, hash_only)
     return report
+
+
+def _check_schema_version(meta: MetadataDB, report: Report) -> None:
+    """``v1/version``: without it containerd's ``Init`` reads version 0 and runs every schema
+    migration again over current data (metadata/db.go)."""
+    if meta.v1 is None:
+        return
+    try:
+        version = meta.schema_version
+    except CtrconvError as exc:
+        report.add("schema-version", "meta.db v1/version", "meta.db v1/version", f"unreadable: {exc}")
+        return
+    if version is None:
+        report.add("schema-version", "meta.db v1/version", "meta.db v1/version",
+                   "missing: containerd would take the database for schema 0 and migrate it again")
 
 
 def _check_bolt_files(croot: ContainerdRoot, report: Report, ignore_lock: bool) -> None:
@@ -309,7 +325,9 @@ def _check_image(image: ImageRecord, records: dict[str, BlobRecord], content: Na
             digest = child.get("digest")
             if isinstance(digest, str) and content.exists(digest) and digest not in labels:
                 report.add("missing-gc-label", obj, where, f"index {index['digest']} has no gc.ref.content label for its child {digest}: GC would delete it")
-    for manifest in plan.manifests:
+    # a partly pulled platform's manifest (2.x keeps it without labels) protects nothing the
+    # whole platforms need: only whole manifests must label their children
+    for manifest in whole:
         mdigest = manifest.descriptor["digest"]
         if mdigest not in records:
             continue
