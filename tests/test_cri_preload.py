@@ -101,10 +101,13 @@ def test_preloaded_node_serves_the_kubelet_without_a_registry(line, realnode_set
                     "bare id": image_id.split(":", 1)[1],
                     "short id": image_id.split(":", 1)[1][:12],
                 }
+                pulled = image["cri"]["tag"]  # what CRI said of the image it had pulled itself
                 for how, ref in by.items():
                     status = client.image_status(ref)
                     assert status is not None, (line, image["key"], how, ref)
                     assert status["id"] == image_id, (how, status)
+                    assert {k: v for k, v in status.items() if k != "pinned"} == \
+                        {k: v for k, v in pulled.items() if k != "pinned"}, (how, status, pulled)
             listed = sorted(daemon.image_names("k8s.io"))
             assert set(listed) <= set(expected) and len(listed) == 3 * len(imported)
         run = daemon.ctr("run", "--rm", imported[0]["ref"], "ctrconv-preload", "/bin/busybox", "true",
@@ -116,5 +119,35 @@ def test_preloaded_node_serves_the_kubelet_without_a_registry(line, realnode_set
         assert sorted(daemon.image_names("k8s.io")) == listed
         rows = daemon.images_check("k8s.io")
         assert all(r.complete for r in rows), rows
+    finally:
+        daemon.close()
+
+
+#: CRI reports ``io.cri-containerd.pinned=pinned`` as ``pinned`` from 1.7 on; 1.6 ignores it
+PINNED_HONOURED = {"1.6": False, "1.7": True, "2.x": True}
+
+
+@pytest.mark.parametrize("line", LINES)
+def test_pin_is_reported_to_the_kubelet_where_the_line_knows_it(line, realnode_set_for, cli, tmp_path):
+    from support.cri import ImageServiceClient
+    from support.daemon import PrivateContainerd
+
+    corpus = realnode_set_for(line)
+    root = tmp_path / "root"
+    pinned, plain = corpus.image("oci"), corpus.image("docker")
+    for image, extra in ((pinned, ["--pin"]), (plain, [])):
+        result = cli("import", "--root", str(root), "-n", "k8s.io", "-q", "-i", str(corpus.export(image["key"])),
+                     "--containerd-version", line, *extra)
+        assert result.code == 0, result.stderr
+    with ContainerdRoot(root).open_metadata() as meta:
+        labels = {i.name: i.labels for i in meta.images("k8s.io")}
+    assert all(labels[n].get("io.cri-containerd.pinned") == "pinned" for n in labels if "realnode/oci" in n or n == pinned["cri_image_id"])
+    daemon = PrivateContainerd(_bin_dir(line), root=root, cri=True)
+    try:
+        daemon.start()
+        with ImageServiceClient(daemon.address) as client:
+            client.wait_ready()
+            assert client.image_status(pinned["ref"])["pinned"] is PINNED_HONOURED[line]
+            assert client.image_status(plain["ref"])["pinned"] is False
     finally:
         daemon.close()
