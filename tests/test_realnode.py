@@ -64,6 +64,31 @@ def test_ls_completeness_agrees_with_ctr_images_check(line, realnode_set_for, cl
             assert sorted(n for (space, n) in by_name if space == ns) == sorted(info["images"]), (root, ns)
             for name, row in info["check"].items():
                 assert by_name[(ns, name)]["complete"] == row["complete"], (root, ns, name, row)
+        # ls and verify agree: verify finds these roots clean, so ls calls no image broken; an
+        # image whose judged platform the namespace never pulled says so
+        assert {i["status"] for i in listed} <= {"complete", "platform-absent"}, listed
+        assert all(i["judged_platform"] == corpus.info["host_platform"] for i in listed)
+
+
+@pytest.mark.parametrize("line", LINES)
+def test_foreign_platform_preload_is_complete_for_its_platform(line, realnode_set_for, cli, tmp_path):
+    """An arm64 node image built on this machine: ls says the host platform was not pulled
+    (and that the image holds arm64), complete for arm64; verify is clean."""
+    corpus = realnode_set_for(line)
+    foreign = corpus.info["other_platform"]
+    archive = corpus.file(corpus.image("index")["export_other"]) if corpus.image("index").get("export_other") else None
+    if archive is None:
+        pytest.skip("this line's ctr could not export the foreign platform")
+    root = tmp_path / "root"
+    result = cli("import", "--root", str(root), "-n", "k8s.io", "-i", str(archive), "--platform", foreign, "-q",
+                 "--containerd-version", line)
+    assert result.code == 0, result.stderr
+    listed = cli("ls", "--root", str(root), "-n", "k8s.io", "--json").json["images"]
+    assert listed and all(i["status"] == "platform-absent" and i["present_platforms"] == [foreign] for i in listed)
+    judged = cli("ls", "--root", str(root), "-n", "k8s.io", "--platform", foreign, "--json").json["images"]
+    assert all(i["complete"] for i in judged)
+    verify = cli("verify", "--root", str(root), "-A", "-q", "--json")
+    assert verify.code == 0, _problems(verify)
 
 
 @pytest.mark.parametrize("line", LINES)
