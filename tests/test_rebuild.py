@@ -248,3 +248,46 @@ def test_a_changed_snapshot_is_unpacked_again_unless_trusted(fixture_set, tmp_ro
     assert len(differs) == 1 and "bin/busybox" in differs[0]["reason"], differs
     assert result.json["snapshots_unpacked"] >= 1
     assert cli("verify", "--root", str(tmp_root_copy), "-A", "-q", "--deep").code == 0
+
+
+def test_a_resumable_ingest_is_kept(tmp_path, cli, private_containerd):
+    """A pull cut short leaves an ingest (record + partial data) that a later pull resumes:
+    verify does not call it damage, rebuild keeps it in place and carries it into a new root."""
+    import hashlib
+    import subprocess
+
+    root = tmp_path / "root"
+    data = bytes(range(256)) * 800
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    daemon = private_containerd(root=root)
+    cut = subprocess.run(
+        [str(daemon.ctr_bin), "--address", daemon.address, "content", "ingest", "--expected-size", str(len(data)),
+         "--expected-digest", digest, "resumable-ref"], input=data[:1000], capture_output=True)
+    assert cut.returncode != 0  # the writer saw EOF before the expected size
+    assert "resumable-ref" in daemon.ctr("content", "active").stdout
+    daemon.stop()
+
+    verify = cli("verify", "--root", str(root), "-A", "-q", "--json")
+    assert verify.code == 0, verify.json["problems"]
+    meta = root / "io.containerd.metadata.v1.bolt" / "meta.db"
+    before = meta.read_bytes()
+    in_place = cli("rebuild", "--root", str(root), "-q")
+    assert in_place.code == 0 and "nothing to repair" in in_place.stdout
+    assert meta.read_bytes() == before
+
+    new = tmp_path / "new"
+    moved = cli("rebuild", "--root", str(root), "-o", str(new), "-q", "--json")
+    assert moved.code == 0, moved.stderr
+    assert not moved.json["dropped"]
+    ingest_dirs = list((new / "io.containerd.content.v1.content" / "ingest").iterdir())
+    assert len(ingest_dirs) == 1 and (ingest_dirs[0] / "data").stat().st_size == 1000
+    daemon = private_containerd(root=new)
+    assert "resumable-ref" in daemon.ctr("content", "active").stdout
+    whole = tmp_path / "blob"
+    whole.write_bytes(data)
+    with open(whole, "rb") as seekable:  # ctr seeks its input to the ingest's offset: a resume
+        resumed = subprocess.run(
+            [str(daemon.ctr_bin), "--address", daemon.address, "content", "ingest", "--expected-size", str(len(data)),
+             "--expected-digest", digest, "resumable-ref"], stdin=seekable, capture_output=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert digest in daemon.ctr("content", "ls", "-q").stdout
