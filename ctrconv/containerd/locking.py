@@ -1,7 +1,8 @@
 """flock-based detection of a running containerd, and consistent private copies of live files.
 
 containerd holds ``LOCK_EX`` on meta.db (and on each snapshotter metadata.db once used) for its
-whole lifetime. We take ``LOCK_SH`` to read and ``LOCK_EX`` to write, never waiting.
+whole lifetime. We take ``LOCK_SH`` to read and ``LOCK_EX`` to write; a refusal names the holder
+(:mod:`ctrconv.containerd.rootlock`, which also holds the writers' lock of a whole root).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ctrconv.bolt.reader import decode_meta
+from ctrconv.containerd.rootlock import describe_holders, flock_waiting
 from ctrconv.errors import LockedError
 
 
@@ -48,7 +50,7 @@ def shared_lock(path: str | os.PathLike[str]) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             raise LockedError(
-                f"{path} is locked by a running containerd",
+                f"{path} is locked by {describe_holders(path)}",
                 hint="stop containerd, or pass --ignore-lock to read a consistent copy",
             ) from None
         yield
@@ -58,15 +60,11 @@ def shared_lock(path: str | os.PathLike[str]) -> Iterator[None]:
 
 @contextmanager
 def exclusive_lock(path: str | os.PathLike[str]) -> Iterator[int]:
-    """Hold ``LOCK_EX`` for writing; refuse if anyone (containerd) holds the file."""
+    """Hold ``LOCK_EX`` for writing; refuse (naming the holder: containerd, a ctrconv reader)
+    if anyone holds the file, after waiting as :func:`ctrconv.containerd.rootlock.waiting` says."""
     fd = os.open(path, os.O_RDWR)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockedError(
-                f"{path} is locked by a running containerd: refusing to write; stop containerd first"
-            ) from None
+        flock_waiting(fd, fcntl.LOCK_EX, path, "refusing to write")
         yield fd
     finally:
         os.close(fd)

@@ -12,6 +12,9 @@ Order of a commit (so a crash at any point leaves a root containerd starts on an
    them);
 4. ``meta.db`` is replaced last: only now do images, blob records and snapshot records appear.
 
+Before step 2 the blobs and snapshot trees are made durable (one ``syncfs`` per filesystem),
+so a power cut after any later step never leaves a record pointing at an empty file.
+
 Every bolt file is written as a complete new file beside the old one, fsynced and renamed over
 it; the old file is kept as ``<name>.bak-<UTC time>`` (a hard link made before the rename)
 unless ``backup=False``. Files whose tree did not change are not touched at all.
@@ -37,11 +40,14 @@ from ctrconv.bolt.reader import BoltFile
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.bolt.writer import write_bolt
 from ctrconv.containerd import schema as K
-from ctrconv.containerd.codec import encode_varint
+from ctrconv.containerd.records import write_schema_version
 from ctrconv.containerd.metadata import MetadataDB
+from ctrconv.commitpoint import committing
 from ctrconv.containerd.locking import exclusive_lock
+from ctrconv.containerd.rootlock import write_lock
 from ctrconv.containerd.writer.content_writer import remove_stale_temp
 from ctrconv.errors import UsageError
+from ctrconv.durability import sync_filesystems
 from ctrconv.streams import fsync_dir
 
 ROOT_MODE = 0o711
@@ -115,6 +121,7 @@ class RootTransaction:
     #: set once meta.db replacement started: from then on new blobs may be referenced
     meta_attempted: bool = field(default=False, init=False)
     _created_root: bool = field(default=False, init=False, repr=False)
+    _was_empty: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.containerd_version is not None and self.containerd_version not in CONTAINERD_VERSIONS:
@@ -147,16 +154,30 @@ class RootTransaction:
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        self._stack.close()
-        if exc_type is not None and self._created_root and not self.meta_attempted:
-            # A failed write into a root this transaction created leaves no empty skeleton.
+        try:
+            if exc_type is not None and not self.meta_attempted:
+                self._remove_own_skeleton()
+        finally:
+            self._stack.close()  # the lock goes last: nobody sees a half-removed root
+
+    def _remove_own_skeleton(self) -> None:
+        """A failed write into a root that was empty when this writer locked it leaves nothing:
+        the root itself if this writer made it, else (a directory given empty, perhaps a mount
+        point) what it put inside. A root that held anything else is never touched here."""
+        if self._created_root:
             shutil.rmtree(self.root, ignore_errors=True)
+        elif self._was_empty and self.root.is_dir():
+            for entry in self.root.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
 
     def _open(self) -> None:
-        if self.root.exists() and not self.root.is_dir():
-            raise UsageError(f"{self.root} is not a directory")
-        self._created_root = not self.root.exists()
-        self.root.mkdir(mode=ROOT_MODE, parents=True, exist_ok=True)
+        # The writers' lock first, before a byte is written (a new root is made by this call).
+        lock = self._stack.enter_context(write_lock(self.root))
+        self._created_root = lock.created
+        self._was_empty = lock.was_empty
         (self.root / K.METADATA_PLUGIN_DIR).mkdir(mode=BOLT_DIR_MODE, exist_ok=True)
         # Lock everything before reading anything: containerd holds these for its lifetime.
         if self.meta_db_path.is_file():
@@ -179,7 +200,7 @@ class RootTransaction:
             version = K.DB_VERSION_2X if target == "2.x" else K.DB_VERSION_1X
             v1 = self._meta.tree.bucket(K.V1, create=True)
             assert v1 is not None
-            v1.put(K.VERSION, encode_varint(version))
+            write_schema_version(v1, version)
         for name in self.snapshotters:
             # snapshotters open their db with bbolt defaults: freelist synced in every version
             self._backends[name] = _load(
@@ -240,6 +261,10 @@ class RootTransaction:
         if not self.changed:
             return False
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        # Durable before anything points at it: blob files (each fsynced as written) and the
+        # snapshot trees built under .ctrconv-tmp-*, with every directory entry made so far.
+        sync_filesystems([self.content_dir, *(self.snapshotter_dir(n) for n in self.snapshotters),
+                          self.meta_db_path.parent])
         for state in self._backends.values():
             if state.changed:
                 self._write(state, stamp)
@@ -247,7 +272,8 @@ class RootTransaction:
             install_snapshots()
         if self._meta.changed or not self._meta.existed:
             self.meta_attempted = True
-            self._write(self._meta, stamp)
+            with committing():  # from the rename on, a signal no longer undoes the write
+                self._write(self._meta, stamp)
         return True
 
     def _write(self, state: _BoltState, stamp: str) -> None:

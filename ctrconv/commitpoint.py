@@ -1,0 +1,50 @@
+"""The commit point of a command: from here on, a signal no longer undoes anything.
+
+Before the commit point, Ctrl-C or SIGTERM unwinds the command (temp outputs removed, exit
+128+signal). The step that makes the result visible (meta.db renamed into place, an export
+renamed to its name) runs with those signals deferred, and marks the point passed in the same
+breath: a signal that arrives after it is only recorded, the command finishes, prints its
+normal report and exits 0, with one warning line saying the signal came too late to stop it.
+So the exit code never says "interrupted" about work that was done.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from ctrconv.tempfiles import signals_deferred
+
+_passed = False
+_late: list[int] = []
+
+
+@contextmanager
+def committing() -> Iterator[None]:
+    """Run the making-visible step with SIGINT/SIGTERM deferred; on success the point is
+    passed before any deferred signal is delivered."""
+    global _passed
+    with signals_deferred():
+        yield
+        _passed = True
+
+
+def passed() -> bool:
+    """Whether this command has passed its commit point."""
+    return _passed
+
+
+def record_late_signal(signum: int) -> None:
+    _late.append(signum)
+
+
+def late_signals() -> list[int]:
+    """Signals that arrived after the commit point (the command completed anyway)."""
+    return list(_late)
+
+
+def reset() -> None:
+    """A new command starts (in-process callers run several)."""
+    global _passed
+    _passed = False
+    _late.clear()
