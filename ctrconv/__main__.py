@@ -1,6 +1,6 @@
-"""`python -m ctrconv` entry point."""
+"""`python -m ctrconv` entry point (signal handlers before the heavy imports: :mod:`ctrconv.entry`)."""
 
-from ctrconv.cli import main
+from ctrconv.entry import main
 
 if __name__ == "__main__":
     main()

@@ -37,6 +37,10 @@ def _signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+#: public name: other steps that must not be cut in half by a signal use it too
+signals_deferred = _signals_deferred
+
+
 def temp_file(directory: str | os.PathLike[str], prefix: str, suffix: str = "") -> tuple[int, Path]:
     """``mkstemp`` in ``directory``, recorded for :func:`remove_leftovers`: (fd, path)."""
     with _signals_deferred():

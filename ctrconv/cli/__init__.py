@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from ctrconv import interrupts
 from ctrconv.cli import _common
 
 app = typer.Typer(
@@ -35,16 +36,23 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the app and map errors to exit codes."""
+    """Run the app and map errors to exit codes (the process entry is :mod:`ctrconv.entry`,
+    which installs the signal handlers before this module is imported)."""
     _register()
     # Names read from damaged or foreign stores may hold bytes that are not UTF-8 (decoded with
     # surrogateescape); show them escaped instead of failing on output.
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    try:
-        with _common.signals_unwind():
-            code = _common.run(app, argv if argv is not None else sys.argv[1:])
-    except _common.Stopped as exc:  # landed after the command had finished
-        code = 128 + exc.signum
+    with interrupts.command_running():
+        code = _common.run(app, argv if argv is not None else sys.argv[1:])
+        late = interrupts.late_signals()
+        if late and code == 0:
+            # the command had passed its commit point: what it reported is written
+            _common.warning_line(f"{interrupts.word(late[0])} after writing; the command had completed")
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (BrokenPipeError, ValueError):
+                pass
     raise SystemExit(code)

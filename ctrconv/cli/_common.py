@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-import signal
-import threading
 import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import typer
 
-from ctrconv import tempfiles
+from ctrconv import commitpoint, interrupts, tempfiles
 from ctrconv.errors import CtrconvError, UsageError
 
 
@@ -34,6 +31,27 @@ NAMESPACE_OPTION = typer.Option(
 )
 JSON_OPTION = typer.Option(False, "--json", help="Machine-readable output on stdout (one JSON document).")
 QUIET_OPTION = typer.Option(False, "-q", "--quiet", help="No progress bars.")
+WAIT_FOREVER = "--wait=inf"
+WAIT_OPTION = typer.Option(
+    None, "--wait", metavar="[=SECONDS]",
+    help="When another ctrconv holds the root, wait for it (without a limit, or up to SECONDS: --wait=30) "
+         "instead of refusing.",
+)
+
+
+def wait_seconds(value: str | None) -> float | None:
+    """``--wait`` -> inf, ``--wait=30`` -> 30.0, absent -> None (refuse at once)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise UsageError(f"--wait takes a number of seconds, not {value!r}") from None
+    if seconds < 0 or seconds != seconds:
+        raise UsageError(f"--wait takes a number of seconds, not {value!r}")
+    return seconds
+
+
 IGNORE_LOCK_OPTION = typer.Option(
     False, "--ignore-lock", help="Read a root that a running containerd holds, from a consistent private copy."
 )
@@ -58,6 +76,11 @@ def parse_size(text: str) -> int:
 
 def error_line(message: str) -> None:
     sys.stderr.write(f"ctrconv: error: {message}\n")
+    sys.stderr.flush()
+
+
+def warning_line(message: str) -> None:
+    sys.stderr.write(f"ctrconv: warning: {message}\n")
     sys.stderr.flush()
 
 
@@ -131,43 +154,12 @@ def _plain_metavars(group: object) -> None:
                 param.metavar = param.name.upper().replace("-", "_")
 
 
-class Stopped(BaseException):
-    """SIGINT or SIGTERM arrived: unwinds the command like an exception, so every temp output
-    and half-built target is removed, then exits ``128 + signum`` with one line."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
+Stopped = interrupts.Stopped
 
 
-def _on_signal(signum: int, frame: object) -> None:
-    # once is enough: a second Ctrl-C must not cut the cleanup the first one started
-    for other in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(other, signal.SIG_IGN)
-    raise Stopped(signum)
-
-
-@contextmanager
-def signals_unwind() -> Iterator[None]:
-    """While a command runs, Ctrl-C and SIGTERM (``kill``, ``systemctl stop``, a CI timeout)
-    both run the cleanup; the previous handlers come back afterwards (in-process callers).
-
-    Python would turn SIGTERM into an immediate death (temp files left behind) and typer turns
-    ``KeyboardInterrupt`` into a silent exit 130; a signal left ignored by the parent (a
-    background job's SIGINT) stays ignored.
-    """
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            handler = signal.getsignal(signum)
-            if handler is not signal.SIG_IGN:
-                previous[signum] = handler
-                signal.signal(signum, _on_signal)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+def signals_unwind():  # noqa: ANN201 (kept for callers of the old name)
+    """Ctrl-C and SIGTERM unwind a running command; see :mod:`ctrconv.interrupts`."""
+    return interrupts.command_running()
 
 
 def run(app: typer.Typer, argv: list[str]) -> int:
@@ -176,6 +168,10 @@ def run(app: typer.Typer, argv: list[str]) -> int:
     # left by an earlier in-process run (a library caller, a test) must not count
     STATE.debug = bool(os.environ.get("CTRCONV_DEBUG"))
     debug = STATE.debug or "--debug" in argv
+    commitpoint.reset()
+    # ``--wait`` alone = wait without a limit; ``--wait=SECONDS`` sets one (click cannot
+    # express an option whose value is optional)
+    argv = [WAIT_FOREVER if arg == "--wait" else arg for arg in argv]
     try:
         command = typer.main.get_command(app)
         _plain_metavars(command)
@@ -207,7 +203,7 @@ def run(app: typer.Typer, argv: list[str]) -> int:
         error_line("interrupted")
         return 130
     except Stopped as exc:
-        error_line("interrupted" if exc.signum == signal.SIGINT else "terminated")
+        error_line(interrupts.word(exc.signum))
         return 128 + exc.signum
     except RecursionError:
         if debug:

@@ -11,11 +11,15 @@ caller finishes the deferred parent directories bottom-up afterwards
 from __future__ import annotations
 
 import multiprocessing
+import signal
+import threading
+from contextlib import contextmanager
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from ctrconv.layers.apply import ApplyResult, Mode, unpack_layer
+from ctrconv.tempfiles import signals_deferred
 
 
 @dataclass(frozen=True)
@@ -49,9 +53,16 @@ def apply_in_parallel(jobs: Sequence[LayerJob], workers: int) -> list[ApplyResul
     cancelled), so the caller can remove the targets without a worker still writing into them.
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=context) as pool:
-        futures: list[Future[ApplyResult]] = [pool.submit(apply_job, job) for job in jobs]
+    # the forkserver and its workers ignore SIGINT (a terminal sends it to the whole group):
+    # this process stops them itself, below
+    context.set_forkserver_preload(["ctrconv.workersignals", __name__])
+    # no signal may land inside the executor's start-up (a manager thread created but not
+    # started cannot be joined); deferred ones are delivered right after
+    pool: ProcessPoolExecutor | None = None
+    try:
+        with signals_deferred(), _sigint_ignored_by_children():
+            pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=context)
+            futures: list[Future[ApplyResult]] = [pool.submit(apply_job, job) for job in jobs]
         wait(futures, return_when=FIRST_EXCEPTION)
         failed = next((f for f in futures if f.done() and f.exception() is not None), None)
         if failed is not None:
@@ -59,5 +70,42 @@ def apply_in_parallel(jobs: Sequence[LayerJob], workers: int) -> list[ApplyResul
                 future.cancel()
             wait(futures)
             raise failed.exception()  # type: ignore[misc]
-        return [f.result() for f in futures]
+        results = [f.result() for f in futures]
+        pool.shutdown(wait=True)
+    except BaseException:
+        if pool is not None:  # also when the deferred signal lands as the block above ends
+            _stop(pool)
+        raise
+    return results
+
+
+@contextmanager
+def _sigint_ignored_by_children() -> Iterator[None]:
+    """While processes are spawned (the forkserver: its interpreter start-up takes ~0.1 s),
+    SIGINT's disposition is ``SIG_IGN``, which an exec'd child keeps. The caller holds SIGINT
+    blocked meanwhile, and Linux keeps a blocked signal pending even when it is ignored, so
+    this process still gets it once its own handler is back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Kill the workers (they ignore SIGINT) and wait for them, so none is still writing into
+    a target the caller is about to remove."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    with signals_deferred():
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            try:
+                process.kill()
+            except (OSError, ValueError, AttributeError):  # already gone
+                pass
+        for process in processes:
+            process.join()
 

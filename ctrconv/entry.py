@@ -1,0 +1,16 @@
+"""The console script and ``python -m ctrconv``: signal handlers first, heavy imports after.
+
+Importing the CLI pulls in typer, jsonschema and every command module (about 0.4 s); a
+Ctrl-C in that time must give one line and exit 130, not a ``KeyboardInterrupt`` traceback.
+"""
+
+from __future__ import annotations
+
+from ctrconv import interrupts
+
+
+def main(argv: list[str] | None = None) -> None:
+    interrupts.install_early()
+    from ctrconv.cli import main as cli_main
+
+    cli_main(argv)
