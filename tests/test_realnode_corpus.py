@@ -2,13 +2,15 @@
 
 The corpus is what later tests judge ctrconv against, so it must be what a node really holds:
 images pulled from a registry by ``ctr`` (``default``, ``other``) and by CRI (``k8s.io``), one
-image removed, container records, and a root left by a crashed daemon. Read-only: every check
-reads the cached corpus (a bolt lock probe takes and drops a shared flock, nothing else).
+image removed, container records, a root left by a crashed daemon, and a root whose CRI
+discards unpacked layers. Read-only: every check reads the cached corpus (a bolt lock probe
+takes and drops a shared flock, nothing else).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import tarfile
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from support.daemon import META_DB, OVERLAY_DB
-from support.realnode_set import LINES, ROOTS, RealnodeSet
+from support.realnode_set import DISCARDED, LINES, ROOTS, RealnodeSet
 
 CRI_LABEL = "io.cri-containerd.image=managed"
 MULTI = ("index", "list", "nested")
@@ -176,7 +178,7 @@ def _lockable(path: Path) -> bool:
 
 def test_roots_are_offline_and_unlocked(corpus: RealnodeSet) -> None:
     mounts = Path("/proc/self/mountinfo").read_text()
-    for name in ROOTS:
+    for name in (*ROOTS, DISCARDED):
         root = corpus.root(name)
         assert _lockable(root / META_DB) and _lockable(root / OVERLAY_DB)
         assert f" {root}/" not in mounts and f" {root} " not in mounts
@@ -222,3 +224,167 @@ def test_cri_client_on_a_copy(corpus: RealnodeSet, tmp_path: Path) -> None:
         left = set(d.image_names("k8s.io"))
         assert not left & set(victim["roots"]["node"]["names"]["k8s.io"])
         assert left == set(corpus.names("k8s.io")) - set(victim["roots"]["node"]["names"]["k8s.io"])
+
+
+# -- the discarded root: CRI with discard_unpacked_layers = true -----------------------------------
+
+#: Where each line's ``containerd config dump`` shows the setting (2.x migrates our version-2
+#: config, but only the ``io.containerd.cri.v1.images`` table we also write carries it).
+DISCARD_TABLE = {"1.6": '[plugins."io.containerd.grpc.v1.cri".containerd]',
+                 "1.7": '[plugins."io.containerd.grpc.v1.cri".containerd]',
+                 "2.x": "[plugins.'io.containerd.cri.v1.images']"}
+GC_LAYER = "containerd.io/gc.ref.content.l."
+
+
+def _discarded(corpus: RealnodeSet) -> dict:
+    return corpus.info["roots"][DISCARDED]
+
+
+def _blob(root: Path, digest: str) -> Path:
+    algo, hexdigest = digest.split(":", 1)
+    return root / "io.containerd.content.v1.content" / "blobs" / algo / hexdigest
+
+
+def _chain_ids(diff_ids: list[str]) -> list[str]:
+    """OCI chain IDs: the overlayfs snapshot keys of an unpacked image's layers."""
+    chain: list[str] = []
+    for diff in diff_ids:
+        chain.append(diff if not chain else
+                     "sha256:" + hashlib.sha256(f"{chain[-1]} {diff}".encode()).hexdigest())
+    return chain
+
+
+def test_discarded_setting_took_effect(corpus: RealnodeSet) -> None:
+    """Each line really ran with the setting: its config dump, and its log (1.6/1.7 print it in
+    the CRI config; 2.x warns that it falls back from the transfer service to local pulls)."""
+    root = _discarded(corpus)
+    assert root["path"] == DISCARDED and root["stop"] == "SIGTERM"
+    setting = root["discard_unpacked_layers"]
+    assert setting["config_dump"] == [{"table": DISCARD_TABLE[corpus.line], "value": True}]
+    if corpus.line == "2.x":
+        assert setting["log"] == [{"level": "warning", "msg": (
+            "Found 'DiscardUnpackedLayers' in CRI config which is incompatible with transfer "
+            "service (not supported with transfer service). Falling back to local image pull "
+            "mode.")}]
+    else:
+        assert setting["log"] == [{"level": "info", "msg": (
+            "Start cri plugin with config {... DiscardUnpackedLayers:true ...}")}]
+    assert (corpus.discarded_root / META_DB).is_file()
+    assert (corpus.discarded_root / OVERLAY_DB).is_file()
+    assert corpus.root(DISCARDED) == corpus.discarded_root
+    assert DISCARDED not in ROOTS
+
+
+def test_discarded_root_lacks_layer_blobs(corpus: RealnodeSet) -> None:
+    """GC took every layer (records and files); index, manifest and config of the pulled
+    platform stay, nothing of another platform was fetched."""
+    root = corpus.discarded_root
+    ns = _discarded(corpus)["namespaces"]
+    assert list(ns) == ["k8s.io"]  # CRI pulls only; ctr run added no namespace
+    content = set(ns["k8s.io"]["content"])
+    kept_total = set()
+    for rec in corpus.images():
+        per = rec["roots"][DISCARDED]
+        assert per["layers_gone"] == rec["layers"], rec["key"]
+        for layer in rec["layers"]:
+            assert layer not in content and not _blob(root, layer).exists(), (rec["key"], layer)
+        kept = [d for d in (rec["index_digest"], rec["inner_index_digest"]) if d]
+        kept += [rec["manifest_digest"], rec["config_digest"]]
+        assert sorted(per["present"]["k8s.io"]) == sorted(kept), rec["key"]
+        for digest in kept:
+            assert _blob(root, digest).is_file(), (rec["key"], digest)
+        kept_total |= set(kept)
+    assert content == kept_total  # nothing else: no layer of any image survived
+    # the node root of the same line holds every layer of the same CRI pulls
+    node = set(corpus.info["roots"]["node"]["namespaces"]["k8s.io"]["content"])
+    assert {layer for rec in corpus.images() for layer in rec["layers"]} <= node
+    assert content <= node
+
+
+def test_discarded_manifests_reference_their_config_only(corpus: RealnodeSet) -> None:
+    """``images.ChildGCLabelsFilterLayers``: a manifest keeps ``gc.ref.content.config`` and
+    loses ``gc.ref.content.l.*``; indexes still reference every manifest child (including
+    the other platform's, never fetched); configs hold the unpacked snapshot."""
+    for rec in corpus.images():
+        labels = rec["roots"][DISCARDED]["content_labels"]
+        manifest = labels[rec["manifest_digest"]]
+        assert manifest["containerd.io/gc.ref.content.config"] == rec["config_digest"]
+        assert not [k for k in manifest if k.startswith(GC_LAYER)], rec["key"]
+        config = labels[rec["config_digest"]]
+        assert ("containerd.io/gc.ref.snapshot.overlayfs" in config) == bool(rec["layers"])
+        if rec["key"] in MULTI:
+            index = labels[rec["inner_index_digest"] or rec["index_digest"]]
+            children = {v for k, v in index.items() if k.startswith("containerd.io/gc.ref.content.m.")}
+            assert children == {m["manifest"] for m in rec["platform_manifests"].values()}
+        # the node root's CRI pull of the same image labels the layers too
+        node_present = set(rec["roots"]["node"]["present"]["k8s.io"])
+        assert set(rec["layers"]) <= node_present
+
+
+def test_discarded_root_keeps_the_snapshots(corpus: RealnodeSet) -> None:
+    """Every layer's snapshot stays, keyed by the chain IDs of the config's diff IDs (read
+    from the config blob that is still there), and the config labels the top one."""
+    root = corpus.discarded_root
+    snapshots = _discarded(corpus)["namespaces"]["k8s.io"]["snapshots"]
+    committed = {s["key"]: s["parent"] for s in snapshots if s["kind"] == "Committed"}
+    expected: set[str] = set()
+    for rec in corpus.images():
+        config = json.loads(_blob(root, rec["config_digest"]).read_bytes())
+        chain = _chain_ids(config["rootfs"]["diff_ids"])
+        assert len(chain) == len(rec["layers"])
+        for i, chain_id in enumerate(chain):
+            assert committed.get(chain_id) == (chain[i - 1] if i else ""), (rec["key"], i)
+        if chain:
+            label = rec["roots"][DISCARDED]["content_labels"][rec["config_digest"]]
+            assert label["containerd.io/gc.ref.snapshot.overlayfs"] == chain[-1]
+        expected |= set(chain)
+    assert set(committed) == expected
+    assert (root / "io.containerd.snapshotter.v1.overlayfs" / "snapshots").is_dir()
+
+
+def test_discarded_images_check(corpus: RealnodeSet) -> None:
+    """What ``ctr images check`` says of a discarded root (recorded, pinned here): exit 0, no
+    stderr; every image with layers ``incomplete (1/<config + layers>)`` and unpacked; the
+    zero-layer image ``complete (1/1)`` and not unpacked. The same on every line."""
+    ns = _discarded(corpus)["namespaces"]["k8s.io"]
+    assert ns["check_exit"] == 0 and ns["check_stderr"] == ""
+    for rec in corpus.images():
+        per = rec["roots"][DISCARDED]
+        names = sorted(per["names"]["k8s.io"])
+        repo_digest = f"{rec['repository']}@{rec['target']['digest']}"
+        assert names == sorted([rec["ref"], repo_digest, rec["cri_image_id"]])
+        assert per["cri_image_id"] == rec["cri_image_id"]
+        for name in names:
+            assert ns["labels"][name] == CRI_LABEL
+            row = per["check"]["k8s.io"][name]
+            assert row["digest"] == rec["target"]["digest"]
+            if rec["layers"]:
+                assert row["status"] == f"incomplete (1/{1 + len(rec['layers'])})", row
+                assert row["unpacked"] and not row["complete"]
+            else:
+                assert row["status"] == "complete (1/1)" and not row["unpacked"], row
+    listed = {i["id"] for i in _discarded(corpus)["cri_list_images"]}
+    assert listed == {rec["cri_image_id"] for rec in corpus.images()}
+    text = (corpus.refs / DISCARDED / "images-check" / "k8s.io.txt").read_text()
+    assert "incomplete (1/3)" in text
+
+
+def test_discarded_root_ran_a_container(corpus: RealnodeSet) -> None:
+    """After GC, ``ctr -n k8s.io run`` of ``index`` ran to exit 0 a command that needs the
+    base layer (busybox) and the host platform's marker layer in its rootfs: the snapshots
+    are enough. Its container record and active snapshot stay."""
+    ran = _discarded(corpus)["container"]
+    rec = corpus.image("index")
+    assert ran["exit_code"] == 0 and ran["stderr"] == ""
+    assert ran["image"] == rec["ref"] and ran["namespace"] == "k8s.io"
+    assert ran["command"][-2:] == [f"realnode index {corpus.info['host_platform']}",
+                                   "/etc/platform"]
+    containers = _discarded(corpus)["containers"]
+    assert containers == {ran["id"]: {
+        "namespace": "k8s.io", "image": rec["ref"], "snapshotter": "overlayfs",
+        "snapshot_key": ran["id"], "runtime": "io.containerd.runc.v2"}}
+    config = json.loads(_blob(corpus.discarded_root, rec["config_digest"]).read_bytes())
+    active = [s for s in _discarded(corpus)["namespaces"]["k8s.io"]["snapshots"]
+              if s["kind"] == "Active"]
+    assert active == [{"key": ran["id"], "parent": _chain_ids(config["rootfs"]["diff_ids"])[-1],
+                       "kind": "Active"}]

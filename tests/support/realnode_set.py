@@ -33,14 +33,19 @@ from support.daemon import containerd_version
 from support.fixture_set import BUSYBOX, FIXTURES_DIR, REPO
 
 LINES: tuple[str, ...] = ("1.6", "1.7", "2.x")
+#: The roots every healthy-root test iterates over (same images in every namespace).
 ROOTS: tuple[str, ...] = ("node", "crashed")
+#: The root made with CRI's ``discard_unpacked_layers = true``: ``k8s.io`` only, layer blobs
+#: deleted by GC. Not in :data:`ROOTS`: its exports and ``ctr images check`` differ by design.
+DISCARDED = "discarded"
 SUPPORT_DIR = Path(__file__).resolve().parent
 HARNESS = ("daemon.py", "registry.py", "cri.py", "realnode_set.py")
 
 
 @dataclass(frozen=True)
 class RealnodeSet:
-    """A built corpus: ``path/realnode.json``, ``path/node``, ``path/crashed``, ``path/refs``."""
+    """A built corpus: ``path/realnode.json``, ``path/node``, ``path/crashed``,
+    ``path/discarded``, ``path/refs``."""
 
     path: Path
     line: str
@@ -51,8 +56,8 @@ class RealnodeSet:
         return json.loads((self.path / "realnode.json").read_text())
 
     def root(self, name: str = "node") -> Path:
-        """The cached root ``node`` or ``crashed`` (read-only for tests)."""
-        if name not in ROOTS:
+        """The cached root ``node``, ``crashed`` or ``discarded`` (read-only for tests)."""
+        if name not in ROOTS and name != DISCARDED:
             raise KeyError(name)
         return self.path / name
 
@@ -63,6 +68,10 @@ class RealnodeSet:
     @property
     def crashed_root(self) -> Path:
         return self.root("crashed")
+
+    @property
+    def discarded_root(self) -> Path:
+        return self.root(DISCARDED)
 
     @property
     def refs(self) -> Path:
