@@ -9,7 +9,7 @@ import os
 from typing import TYPE_CHECKING, Any, BinaryIO, Sequence
 
 from ctrconv.bolt.reader import BoltFile, Bucket
-from ctrconv.containerd.decode import decode_key, decode_value
+from ctrconv.containerd.records import decode_key, decode_value
 
 if TYPE_CHECKING:
     from ctrconv.containerd.writer import ImportReport

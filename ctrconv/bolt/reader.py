@@ -343,9 +343,16 @@ class Bucket:
         found = self._find(key)
         return found if isinstance(found, bytes) else None
 
-    def bucket(self, key: bytes) -> "Bucket | None":
-        found = self._find(key)
-        return found if isinstance(found, Bucket) else None
+    def bucket(self, *path: bytes) -> "Bucket | None":
+        """The sub-bucket at ``path`` (one name or several); ``None`` when any step is absent
+        or a plain value. Same call as :meth:`BucketTree.bucket`, so decoders take either."""
+        node = self
+        for key in path:
+            found = node._find(key)
+            if not isinstance(found, Bucket):
+                return None
+            node = found
+        return node
 
     def _find(self, key: bytes) -> BucketValue | None:
         page = self._inline_page() if self.inline is not None else None

@@ -7,9 +7,37 @@ file into a :class:`BucketTree`, add records, write a fresh compact file from it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Union
+from typing import Iterator, Protocol, Union
 
 Value = Union[bytes, "BucketTree"]
+
+
+class ReadBucket(Protocol):
+    """What record decoders need of a bucket, whether it lives in an mmap'ed file
+    (:class:`ctrconv.bolt.reader.Bucket`) or in memory (:class:`BucketTree`): one codec
+    then serves ``ls``/``export`` (file) and ``import``/``rebuild`` (tree) alike."""
+
+    sequence: int
+
+    def get(self, key: bytes) -> bytes | None:
+        """The plain value of ``key``; ``None`` when absent or a bucket."""
+        ...
+
+    def bucket(self, *path: bytes) -> "ReadBucket | None":
+        """The sub-bucket at ``path``; ``None`` when any step is absent or a plain value."""
+        ...
+
+    def items(self) -> Iterator[tuple[bytes, "bytes | ReadBucket"]]:
+        """Every entry in key order (bolt's order): values as bytes, sub-buckets as buckets."""
+        ...
+
+    def buckets(self) -> Iterator[tuple[bytes, "ReadBucket"]]:
+        """Sub-buckets only, in key order."""
+        ...
+
+    def values(self) -> Iterator[tuple[bytes, bytes]]:
+        """Plain values only, in key order."""
+        ...
 
 
 @dataclass
@@ -45,6 +73,20 @@ class BucketTree:
     def sorted_items(self) -> Iterator[tuple[bytes, Value]]:
         for key in sorted(self.entries):
             yield key, self.entries[key]
+
+    def items(self) -> Iterator[tuple[bytes, Value]]:
+        """Entries in key order, as the file reader yields them (:class:`ReadBucket`)."""
+        return self.sorted_items()
+
+    def buckets(self) -> Iterator[tuple[bytes, "BucketTree"]]:
+        for key, value in self.sorted_items():
+            if isinstance(value, BucketTree):
+                yield key, value
+
+    def values(self) -> Iterator[tuple[bytes, bytes]]:
+        for key, value in self.sorted_items():
+            if isinstance(value, bytes):
+                yield key, value
 
     def value_count(self) -> int:
         """Plain values anywhere below this bucket (how much a tree holds)."""

@@ -63,23 +63,6 @@ def decode_uvarint_exact(data: bytes) -> int:
     return u
 
 
-def encode_time(when: datetime) -> bytes:
-    """Go MarshalBinary v1 in UTC (offset -1), as containerd writes every timestamp."""
-    if when.tzinfo is None:
-        raise ValueError("naive datetime")
-    delta = when - _UNIX_EPOCH
-    seconds = delta.days * 86400 + delta.seconds
-    nanos = delta.microseconds * 1000 + getattr(when, "nanosecond", 0)
-    return b"\x01" + struct.pack(">qih", seconds + _GO_EPOCH_OFFSET, nanos, -1)
-
-
-def encode_time_ns(unix_ns: int) -> bytes:
-    """Same as :func:`encode_time` from nanoseconds since the Unix epoch (keeps full precision)."""
-    seconds, nanos = divmod(unix_ns, 1_000_000_000)
-    return b"\x01" + struct.pack(">qih", seconds + _GO_EPOCH_OFFSET, nanos, -1)
-
-
-
 class GoTime:
     """A decoded Go timestamp: Unix nanoseconds plus the zone offset it was stored with."""
 
@@ -111,6 +94,20 @@ class GoTime:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, GoTime) and (self.unix_ns, self.offset_seconds) == (other.unix_ns, other.offset_seconds)
+
+
+def encode_go_time(when: GoTime) -> bytes:
+    """Go ``time.MarshalBinary`` of a decoded timestamp, byte for byte: version 1 with the
+    zone offset in minutes (-1 = UTC), version 2 when the offset has seconds (Go does too)."""
+    seconds, nanos = divmod(when.unix_ns, 1_000_000_000)
+    if when.offset_seconds is None:
+        return b"\x01" + struct.pack(">qih", seconds + _GO_EPOCH_OFFSET, nanos, -1)
+    offset = when.offset_seconds
+    # Go divides toward zero: -3601 s is -60 min and -1 s
+    minutes = -(-offset // 60) if offset < 0 else offset // 60
+    extra = offset - minutes * 60
+    head = struct.pack(">qih", seconds + _GO_EPOCH_OFFSET, nanos, minutes)
+    return b"\x01" + head if extra == 0 else b"\x02" + head + struct.pack(">b", extra)
 
 
 def decode_time(data: bytes) -> GoTime:

@@ -21,6 +21,24 @@ from ctrconv.errors import NotFoundError, UsageError
 
 SNAPSHOTTER_PREFIX = "io.containerd.snapshotter.v1."
 
+#: Where a snapshot's files are, below its ``snapshots/<id>`` directory, for the snapshotters
+#: that keep them as a plain directory tree: overlayfs in ``fs`` (``overlay.go`` ``upperPath``;
+#: ``work`` beside it), native in the directory itself (``native.go`` ``getSnapshotDir``).
+#: No other snapshotter has one ctrconv can read, compare or copy: btrfs keeps subvolumes in
+#: ``active/``, ``view/`` or ``snapshots/`` by kind, erofs a ``layer.erofs`` image beside an
+#: empty ``fs``, blockfile an image file, devmapper and zfs devices and datasets.
+_TREE_BELOW_SNAPSHOT_DIR = {"overlayfs": "fs", "native": ""}
+
+
+def snapshot_tree(snapshotter: str, snapshot_dir: Path) -> Path | None:
+    """The directory holding the files of the snapshot whose directory is ``snapshot_dir``
+    (its ``snapshots/<id>``, or a temp dir that will be renamed there); ``None`` when
+    ``snapshotter`` keeps no plain tree (see ``_TREE_BELOW_SNAPSHOT_DIR``)."""
+    below = _TREE_BELOW_SNAPSHOT_DIR.get(snapshotter)
+    if below is None:
+        return None
+    return snapshot_dir / below if below else snapshot_dir
+
 
 class ContainerdRoot:
     """Paths of one root (``/var/lib/containerd`` or a copy of it)."""
@@ -45,6 +63,19 @@ class ContainerdRoot:
 
     def snapshotter_db(self, name: str) -> Path:
         return self.snapshotter_dir(name) / "metadata.db"
+
+    def snapshots_dir(self, snapshotter: str) -> Path:
+        """``snapshots/`` of a snapshotter: one directory per snapshot id."""
+        return self.snapshotter_dir(snapshotter) / "snapshots"
+
+    def snapshot_dir(self, snapshotter: str, snapshot_id: int) -> Path:
+        """``snapshots/<id>``: everything the snapshotter keeps for one snapshot."""
+        return self.snapshots_dir(snapshotter) / str(snapshot_id)
+
+    def snapshot_fs(self, snapshotter: str, snapshot_id: int) -> Path | None:
+        """The one rule for where a snapshot's files are (``snapshots/<id>/fs`` for overlayfs,
+        ``snapshots/<id>`` for native); ``None`` for a snapshotter without a plain tree."""
+        return snapshot_tree(snapshotter, self.snapshot_dir(snapshotter, snapshot_id))
 
     def snapshotters_on_disk(self) -> list[str]:
         if not self.path.is_dir():

@@ -28,7 +28,22 @@ from ctrconv.bolt.salvage import RootHints, SalvageResult, salvage
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.bolt.writer import write_bolt
 from ctrconv.containerd import schema as K
-from ctrconv.containerd.codec import decode_time, decode_uvarint_exact, decode_varint, encode_uvarint, encode_varint
+from ctrconv.containerd.codec import decode_time
+from ctrconv.containerd.records import (
+    ImageRecord,
+    Target,
+    go_time,
+    read_backend_id,
+    read_blob_size,
+    read_map,
+    read_schema_version,
+    read_target,
+    target_digest,
+    write_blob_size,
+    write_image,
+    write_parent_link,
+    write_schema_version,
+)
 from ctrconv.containerd.content import ContentStore
 from ctrconv.containerd.locking import exclusive_lock, is_locked, shared_lock
 from ctrconv.containerd.root import ContainerdRoot
@@ -236,10 +251,8 @@ def _synced_freelist(result: SalvageResult | None, meta: BucketTree) -> bool:
 
 
 def _schema_version(meta: BucketTree) -> int | None:
-    v1 = meta.bucket(K.V1)
-    raw = v1.get(K.VERSION) if v1 is not None else None
     try:
-        return decode_varint(raw) if raw is not None else None
+        return read_schema_version(meta.bucket(K.V1))
     except FormatError:
         return None
 
@@ -260,7 +273,7 @@ def _ensure_schema_version(meta: BucketTree, croot: ContainerdRoot) -> None:
     if v1.get(K.VERSION) is not None:
         return
     two_x = (croot.path / _SANDBOX_CONTROLLER_DIR).is_dir() and set(meta.entries) == {K.V1}
-    v1.put(K.VERSION, encode_varint(K.DB_VERSION_2X if two_x else K.DB_VERSION_1X))
+    write_schema_version(v1, K.DB_VERSION_2X if two_x else K.DB_VERSION_1X)
 
 
 def latest_update(tree: BucketTree) -> int:
@@ -419,20 +432,14 @@ def _clean_meta(meta: BucketTree, good: dict[str, int], report: RebuildReport) -
                 del blobs.entries[key]
                 report.drop("content", obj, "blob missing or corrupt")
                 continue
-            size_raw = record.get(K.SIZE)
-            try:
-                size = decode_varint(size_raw) if size_raw is not None else None
-            except FormatError:
-                size = None
-            if size != good[digest]:
-                record.put(K.SIZE, encode_varint(good[digest]))
+            if read_blob_size(record) != good[digest]:
+                write_blob_size(record, good[digest])
         # ingests are kept: a pull of the same blob resumes one, and containerd's GC drops
         # those that expired (their data under content/ingest is copied with the content)
         images = ns.bucket(K.IMAGES)
         for key in list(images.entries) if images else []:
             record = images.entries[key]
-            target = record.bucket(K.TARGET) if isinstance(record, BucketTree) else None
-            digest = _text(target.get(K.DIGEST) or b"") if target else ""
+            digest = (target_digest(record) if isinstance(record, BucketTree) else None) or ""
             if digest not in good:
                 del images.entries[key]
                 report.drop("image", f"image {ns_name}/{_text(key)}", f"target {digest or '?'} missing or corrupt")
@@ -452,10 +459,10 @@ def _children_of_lost_targets(meta: BucketTree, good: dict[str, int]) -> dict[tu
             if desc is None or desc["digest"] in good:
                 continue
             content = blobs.entries.get(desc["digest"].encode())
-            labels = content.bucket(K.LABELS) if isinstance(content, BucketTree) else None
-            for label, value in (labels.entries.items() if labels else []):
-                if isinstance(value, bytes) and _text(label).startswith(prefix):
-                    found.setdefault((ns_name, _text(value)), _text(key))
+            labels = read_map(content.bucket(K.LABELS)) if isinstance(content, BucketTree) else {}
+            for label, value in labels.items():
+                if label.startswith(prefix):
+                    found.setdefault((ns_name, value), _text(key))
     return found
 
 
@@ -496,9 +503,9 @@ def _prune_dangling_labels(meta: BucketTree, report: RebuildReport) -> None:
 
 
 def _backend_id(record: BucketTree) -> int | None:
-    raw = record.get(K.ID)
+    """A salvaged backend record's id; ``None`` when absent or undecodable (not reusable)."""
     try:
-        return decode_uvarint_exact(raw) if raw else None
+        return read_backend_id(record)
     except FormatError:
         return None
 
@@ -513,7 +520,6 @@ def _clean_snapshots(
     for sn, backend in backends.items():
         records = backend.bucket(K.V1, K.SNAPSHOTS, create=True)
         assert records is not None
-        sdir = croot.snapshotter_dir(sn) / "snapshots"
         alive: dict[bytes, int] = {}
         changed = True
         candidates = {k: r for k, r in records.entries.items() if isinstance(r, BucketTree)}
@@ -525,9 +531,9 @@ def _clean_snapshots(
                 sid = _backend_id(rec)
                 if sid is None or key in (distrusted or {}).get(sn, ()):
                     continue
-                directory = sdir / str(sid) / "fs" if sn != "native" else sdir / str(sid)
+                directory = croot.snapshot_fs(sn, sid)
                 parent = rec.get(K.PARENT)
-                if directory.is_dir() and (parent is None or parent in alive):
+                if directory is not None and directory.is_dir() and (parent is None or parent in alive):
                     alive[key] = sid
                     changed = True
         referenced: set[bytes] = set()
@@ -578,7 +584,7 @@ def _clean_snapshots(
         for key, rec in records.entries.items():
             parent = rec.get(K.PARENT)  # type: ignore[union-attr]
             if parent is not None:
-                parents.put(encode_uvarint(kept[parent]) + b"\x00" + encode_uvarint(kept[key]), key)
+                write_parent_link(parents, kept[parent], kept[key], _text(key))
         v1.entries[K.PARENTS] = parents
         records.sequence = max([records.sequence, *kept.values()])
         kept_ids[sn] = set(kept.values())
@@ -604,7 +610,6 @@ def _snapshots_unlike_their_layers(
         records = backend.bucket(K.V1, K.SNAPSHOTS)
         if records is None:
             continue
-        sdir = croot.snapshotter_dir(sn) / "snapshots"
         for ns_name, ns in _namespaces(meta):
             bucket = ns.bucket(K.SNAPSHOTS, sn.encode())
             if bucket is None:
@@ -614,8 +619,9 @@ def _snapshots_unlike_their_layers(
                 name = rec.get(K.NAME) if isinstance(rec, BucketTree) else None
                 backend_rec = records.entries.get(name) if name else None
                 sid = _backend_id(backend_rec) if isinstance(backend_rec, BucketTree) else None
-                if name is not None and sid is not None:
-                    dirs[_text(chain)] = (name, sdir / str(sid) / "fs" if sn != "native" else sdir / str(sid))
+                fs = croot.snapshot_fs(sn, sid) if sid is not None else None
+                if name is not None and fs is not None:
+                    dirs[_text(chain)] = (name, fs)
 
             def fs_of(chain: str) -> Path | None:
                 found = dirs.get(chain)
@@ -646,15 +652,15 @@ def _image_descriptors(ns: BucketTree) -> list[dict[str, Any]]:
 
 
 def _target_descriptor(record: BucketTree | bytes) -> dict[str, Any] | None:
-    """An image record's ``target`` as a descriptor; None when the record has none."""
-    target = record.bucket(K.TARGET) if isinstance(record, BucketTree) else None
+    """An image record's ``target`` as a descriptor; None when the record has none, or one
+    too damaged to decode (the image is then dropped, not the rebuild)."""
+    try:
+        target = read_target(record) if isinstance(record, BucketTree) else None
+    except FormatError:
+        return None
     if target is None:
         return None
-    return {
-        "mediaType": _text(target.get(K.MEDIATYPE) or b""),
-        "digest": _text(target.get(K.DIGEST) or b""),
-        "size": decode_varint(target.get(K.SIZE) or b"\x00"),
-    }
+    return {"mediaType": target.media_type, "digest": target.digest, "size": target.size}
 
 
 def _image_targets(ns: BucketTree) -> dict[str, list[str]]:
@@ -662,9 +668,9 @@ def _image_targets(ns: BucketTree) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     images = ns.bucket(K.IMAGES)
     for name, rec in (images.entries.items() if images else []):
-        target = rec.bucket(K.TARGET) if isinstance(rec, BucketTree) else None
-        if target is not None:
-            out.setdefault(_text(target.get(K.DIGEST) or b""), []).append(_text(name))
+        digest = target_digest(rec) if isinstance(rec, BucketTree) else None
+        if digest is not None:
+            out.setdefault(digest, []).append(_text(name))
     return out
 
 
@@ -680,7 +686,6 @@ def _derive_images(
     after an image of this namespace whose lost index listed it (``orphaned``), then from the
     document's annotations, else a placeholder that keeps the digest.
     """
-    from ctrconv.containerd.codec import encode_time_ns
     from ctrconv.oci import mediatypes as mt
 
     documents = [doc for digest in sorted(good) if (doc := sniff_document(Digest.parse(digest), content.blob_path(digest)))]
@@ -702,7 +707,7 @@ def _derive_images(
 
     reachable = {ns_name: reachable_in(ns_name) for ns_name in namespaces}
     known_anywhere = set().union(*reachable.values()) if reachable else set()
-    now = time.time_ns()
+    now = go_time(time.time_ns())
     for doc in top_level(documents):
         digest = doc.descriptor["digest"]
         holders = [n for n, ns in namespaces.items() if _has_blob_record(ns, digest)]
@@ -725,13 +730,8 @@ def _derive_images(
                 if name.encode() in images.entries:  # type: ignore[union-attr]
                     continue
                 record = BucketTree()
-                record.put(K.CREATED_AT, encode_time_ns(now))
-                record.put(K.UPDATED_AT, encode_time_ns(now))
-                target = record.bucket(K.TARGET, create=True)
-                assert target is not None
-                target.put(K.DIGEST, digest.encode())
-                target.put(K.MEDIATYPE, doc.descriptor["mediaType"].encode())
-                target.put(K.SIZE, encode_varint(doc.descriptor["size"]))
+                target = Target(doc.descriptor["mediaType"], digest, doc.descriptor["size"])
+                write_image(record, ImageRecord(ns_name, name, target, created_at=now, updated_at=now))
                 images.entries[name.encode()] = record  # type: ignore[union-attr]
                 report.images.append({"namespace": ns_name, "name": name, "digest": digest, "origin": "re-derived from content"})
 
@@ -782,11 +782,10 @@ def _copy_snapshot_dirs(croot: ContainerdRoot, target: ContainerdRoot, kept: dic
     from ctrconv.layers import copy_tree
 
     for sn, ids in kept.items():
-        dst_dir = target.snapshotter_dir(sn) / "snapshots"
-        dst_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        target.snapshots_dir(sn).mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(target.snapshotter_dir(sn), 0o700)
         for sid in sorted(ids):
-            copy_tree(croot.snapshotter_dir(sn) / "snapshots" / str(sid), dst_dir / str(sid))
+            copy_tree(croot.snapshot_dir(sn, sid), target.snapshot_dir(sn, sid))
 
 
 def _copy_ingests(croot: ContainerdRoot, target: ContainerdRoot) -> None:
@@ -805,7 +804,7 @@ def _copy_ingests(croot: ContainerdRoot, target: ContainerdRoot) -> None:
 def _remove_unkept_snapshot_dirs(croot: ContainerdRoot, kept: dict[str, set[int]], report: RebuildReport) -> None:
     """Snapshot directories no record keeps are derived data containerd would delete anyway."""
     for sn, ids in kept.items():
-        sdir = croot.snapshotter_dir(sn) / "snapshots"
+        sdir = croot.snapshots_dir(sn)
         if not sdir.is_dir():
             continue
         for entry in sorted(os.listdir(sdir)):
@@ -884,8 +883,8 @@ def _pulled_here(ns: BucketTree) -> Callable[[PlannedManifest], bool]:
 
     def unpacked(config: str) -> bool:
         rec = records.get(config)
-        labels = rec.bucket(K.LABELS) if isinstance(rec, BucketTree) else None
-        return labels is not None and any(_text(k).startswith(GC_SNAPSHOT) for k in labels.entries)
+        labels = read_map(rec.bucket(K.LABELS)) if isinstance(rec, BucketTree) else {}
+        return any(k.startswith(GC_SNAPSHOT) for k in labels)
 
     def pulled(m: PlannedManifest) -> bool:
         if m.descriptor["digest"] not in records or m.config["digest"] not in records:

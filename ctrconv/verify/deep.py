@@ -95,19 +95,15 @@ def check_snapshot_trees(
     snapshotter: str,
     layers: list[dict],
     diff_ids: list[str],
-    snapshot_dirs: dict[str, Path],
+    snapshot_trees: dict[str, Path],
     report: Report,
     checked: set[Hashable],
 ) -> None:
-    """Compare the snapshots of one layer chain; ``snapshot_dirs`` maps chain ID -> directory.
-    A chain not (fully) unpacked is compared up to its gap; the shallow checks report the gap."""
-
-    def fs_of(chain: str) -> Path | None:
-        snap = snapshot_dirs.get(chain)
-        return None if snap is None else (snap / "fs" if snapshotter == "overlayfs" else snap)
-
+    """Compare the snapshots of one layer chain; ``snapshot_trees`` maps chain ID -> the
+    snapshot's tree (:meth:`ContainerdRoot.snapshot_fs`). A chain not (fully) unpacked is
+    compared up to its gap; the shallow checks report the gap."""
     for chain, layer, fs, problems in compare_chain(
-        croot.content, snapshotter, layers, diff_ids, fs_of, checked,
+        croot.content, snapshotter, layers, diff_ids, snapshot_trees.get, checked,
         lambda chain: (namespace, f"{snapshotter}/{chain}"),
     ):
         report.count("snapshots compared")

@@ -393,9 +393,9 @@ def _check_snapshotter(croot: ContainerdRoot, sn: str, backend: _Backend, refere
     for s in snaps:
         obj = f"backend snapshot {sn}/{s.key}"
         where = f"{base}/metadata.db"
-        snap_dir = base / "snapshots" / str(s.id)
-        if not (snap_dir / "fs").is_dir() if sn != "native" else not snap_dir.is_dir():
-            report.add("missing-snapshot-dir", obj, str(snap_dir), f"id {s.id} has no directory")
+        fs = croot.snapshot_fs(sn, s.id)
+        if fs is not None and not fs.is_dir():
+            report.add("missing-snapshot-dir", obj, str(croot.snapshot_dir(sn, s.id)), f"id {s.id} has no directory")
         if s.parent and s.parent not in by_key:
             report.add("snapshot-chain", obj, where, f"parent {s.parent} is not in the snapshotter")
         if s.id > sequence:
@@ -449,8 +449,9 @@ def _deep(meta: MetadataDB, croot: ContainerdRoot, namespaces: list[str], report
             ids = {b.key: b.id for b in backends[sn].snapshots} if sn in backends else {}
             dirs = {}
             for rec in _safe(report, f"{ns}/snapshots/{sn}", "meta.db", meta.snapshots(ns, sn)):
-                if rec.name in ids:
-                    dirs[rec.key] = croot.snapshotter_dir(sn) / "snapshots" / str(ids[rec.name])
+                fs = croot.snapshot_fs(sn, ids[rec.name]) if rec.name in ids else None
+                if fs is not None:
+                    dirs[rec.key] = fs
             visible = NamespaceContent.of(meta, croot.content, ns)
             for image in _safe(report, f"{ns}/images", "meta.db", meta.images(ns)):
                 for layers, diff_ids in host_layer_chains(visible, target_descriptor(image)):

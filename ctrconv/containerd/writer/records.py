@@ -1,9 +1,10 @@
-"""Build and merge containerd records in a :class:`BucketTree`, byte-compatible with the daemon.
+"""Merge an import's records into a meta.db / snapshotter db tree, the way containerd updates.
 
-Everything here works on the in-memory tree of a bolt file, never on disk. Merging follows one
-rule: an existing record is left exactly as it is unless the import needs a field it lacks
-(a GC label, a retargeted image), and then only that field and ``updatedat`` change, which is
-what containerd's own ``Update(..., fieldpaths)`` does.
+Everything here works on the in-memory tree of a bolt file, never on disk, and the bytes of
+every record come from :mod:`ctrconv.containerd.records`. Merging follows one rule: an
+existing record is left exactly as it is unless the import needs a field it lacks (a GC label,
+a retargeted image), and then only that field and ``updatedat`` change, which is what
+containerd's own ``Update(..., fieldpaths)`` does.
 """
 
 from __future__ import annotations
@@ -13,8 +14,27 @@ from typing import Any, Iterable, Mapping
 
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
-from ctrconv.containerd.codec import encode_time_ns, encode_uvarint, encode_varint
-from ctrconv.errors import FormatError
+from ctrconv.containerd.records import (
+    KIND_COMMITTED,
+    BackendSnapshot,
+    BlobRecord,
+    ImageRecord,
+    SnapshotRecord,
+    Target,
+    go_time,
+    read_map,
+    same_target,
+    text,
+    write_backend_snapshot,
+    write_blob,
+    write_blob_size,
+    write_image,
+    write_map,
+    write_parent_link,
+    write_snapshot,
+    write_target,
+    write_updated_at,
+)
 from ctrconv.oci import mediatypes as mt
 
 # GC label keys (containerd ``images.ChildGCLabels`` and the unpacker)
@@ -27,12 +47,13 @@ LABEL_UNCOMPRESSED = K.LABEL_UNCOMPRESSED
 LABEL_CRI_IMAGE = "io.cri-containerd.image"
 LABEL_CRI_PINNED = "io.cri-containerd.pinned"
 CRI_NAMESPACE = "k8s.io"
-MAX_LABEL_BYTES = 4096
-
-KIND_COMMITTED = 3
 
 #: outcome of a merge, as reported to the user
 ADDED, UPDATED, PRESENT = "added", "updated", "present"
+
+#: a record's namespace/snapshotter as the writers see it: they fill the bucket their caller
+#: found for it, and where that bucket sits is only read back (``read_x`` takes it as arguments)
+_PLACED_BY_CALLER = ""
 
 
 def snapshot_label(snapshotter: str) -> str:
@@ -69,38 +90,6 @@ def children_labels(children: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     return labels
 
 
-def put_timestamps(bucket: BucketTree, created_ns: int, updated_ns: int | None = None) -> None:
-    bucket.put(K.CREATED_AT, encode_time_ns(created_ns))
-    bucket.put(K.UPDATED_AT, encode_time_ns(created_ns if updated_ns is None else updated_ns))
-
-
-def put_map(bucket: BucketTree, name: bytes, mapping: Mapping[str, str]) -> None:
-    """containerd ``writeMap``: replace the bucket; omit it when the map is empty; skip empty
-    values (a map of only empty values leaves an empty bucket, as in containerd: the unpack
-    of a config-only image labels its config with ``gc.ref.snapshot.<sn>=""``)."""
-    bucket.entries.pop(name, None)
-    if not mapping:
-        return
-    sub = bucket.bucket(name, create=True)
-    assert sub is not None
-    for key, value in mapping.items():
-        if not value:
-            continue
-        if len(key) + len(value) > MAX_LABEL_BYTES:
-            raise FormatError(f"label {key[:100]!r} is longer than {MAX_LABEL_BYTES} bytes")
-        sub.put(key.encode(), value.encode())
-
-
-def read_map(bucket: BucketTree | None) -> dict[str, str]:
-    if bucket is None:
-        return {}
-    return {
-        k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
-        for k, v in bucket.entries.items()
-        if isinstance(v, bytes)
-    }
-
-
 def namespace_bucket(meta_root: BucketTree, namespace: str) -> BucketTree:
     """``v1/<namespace>``, created when missing."""
     ns = meta_root.bucket(K.V1, namespace.encode(), create=True)
@@ -117,7 +106,7 @@ def recorded_blobs(meta_root: BucketTree, namespace: str) -> frozenset[str]:
     blobs = meta_root.bucket(K.V1, namespace.encode(), K.CONTENT, K.BLOB)
     if blobs is None:
         return frozenset()
-    return frozenset(k.decode("utf-8", "surrogateescape") for k, v in blobs.entries.items() if isinstance(v, BucketTree))
+    return frozenset(text(k) for k, _ in blobs.buckets())
 
 
 def merge_blob(ns: BucketTree, digest: str, size: int, labels: Mapping[str, str], now_ns: int) -> str:
@@ -126,30 +115,26 @@ def merge_blob(ns: BucketTree, digest: str, size: int, labels: Mapping[str, str]
     assert blobs is not None
     key = digest.encode()
     record = blobs.bucket(key)
+    now = go_time(now_ns)
     if record is None:
         record = blobs.bucket(key, create=True)
         assert record is not None
-        put_timestamps(record, now_ns)
-        record.put(K.SIZE, encode_varint(size))
-        put_map(record, K.LABELS, labels)
+        write_blob(record, BlobRecord(_PLACED_BY_CALLER, digest, size, dict(labels), now, now))
         return ADDED
     current = read_map(record.bucket(K.LABELS))
     # a distribution source stays the one the blob was first fetched from, as a pull that
     # finds the blob present does not touch it
     wanted = {**current, **{k: v for k, v in labels.items()
                             if v and not (k.startswith(K.LABEL_DISTRIBUTION_SOURCE + ".") and k in current)}}
-    # containerd's Update of a label to "" still leaves the labels bucket (see put_map)
+    # containerd's Update of a label to "" still leaves the labels bucket (see write_map)
     labels_changed = wanted != current or (
         record.bucket(K.LABELS) is None and any(not v for v in labels.values()))
-    changed = labels_changed
-    if record.get(K.SIZE) != encode_varint(size):
-        record.put(K.SIZE, encode_varint(size))
-        changed = True
+    changed = write_blob_size(record, size) or labels_changed
     if not changed:
         return PRESENT
     if labels_changed:
-        put_map(record, K.LABELS, {**labels, **wanted})
-    record.put(K.UPDATED_AT, encode_time_ns(now_ns))
+        write_map(record, K.LABELS, {**labels, **wanted})
+    write_updated_at(record, now)
     return UPDATED
 
 
@@ -166,18 +151,6 @@ class ImageSpec:
     labels: Mapping[str, str]
 
 
-def _target_bucket(target: Mapping[str, Any]) -> BucketTree:
-    tb = BucketTree()
-    tb.put(K.DIGEST, str(target["digest"]).encode())
-    tb.put(K.MEDIATYPE, str(target["mediaType"]).encode())
-    tb.put(K.SIZE, encode_varint(int(target["size"])))
-    return tb
-
-
-def _same_target(a: BucketTree | None, b: BucketTree) -> bool:
-    return a is not None and all(a.get(k) == b.get(k) for k in (K.DIGEST, K.MEDIATYPE, K.SIZE))
-
-
 def merge_image(ns: BucketTree, spec: ImageSpec, now_ns: int) -> str:
     """Create ``images/<name>``; an existing one is retargeted (``Update(img, "target")``).
 
@@ -187,28 +160,27 @@ def merge_image(ns: BucketTree, spec: ImageSpec, now_ns: int) -> str:
     images = ns.bucket(K.IMAGES, create=True)
     assert images is not None
     key = spec.name.encode()
-    target = _target_bucket(spec.target)
+    target = Target(str(spec.target["mediaType"]), str(spec.target["digest"]), int(spec.target["size"]))
     record = images.bucket(key)
+    now = go_time(now_ns)
     if record is None:
         record = images.bucket(key, create=True)
         assert record is not None
-        put_timestamps(record, now_ns)
-        put_map(record, K.LABELS, spec.labels)
-        put_map(record, K.ANNOTATIONS, spec.annotations)
-        record.entries[K.TARGET] = target
+        write_image(record, ImageRecord(_PLACED_BY_CALLER, spec.name, target, dict(spec.labels),
+                                        dict(spec.annotations), now, now))
         return ADDED
     changed = False
-    if not _same_target(record.bucket(K.TARGET), target):
-        record.entries[K.TARGET] = target
+    if not same_target(record, target):
+        write_target(record, target)
         changed = True
     current = read_map(record.bucket(K.LABELS))
     wanted = {**current, **{k: v for k, v in spec.labels.items() if v}}
     if wanted != current:
-        put_map(record, K.LABELS, wanted)
+        write_map(record, K.LABELS, wanted)
         changed = True
     if not changed:
         return PRESENT
-    record.put(K.UPDATED_AT, encode_time_ns(now_ns))
+    write_updated_at(record, now)
     return UPDATED
 
 
@@ -226,12 +198,11 @@ def put_snapshot_record(
     """``snapshots/<sn>/<key>`` as ``Commit`` leaves it; an existing ``children`` list is kept."""
     old = snapshotter_bucket.bucket(key.encode())
     record = BucketTree()
+    now = go_time(now_ns)
+    write_snapshot(record, SnapshotRecord(_PLACED_BY_CALLER, _PLACED_BY_CALLER, key, name, parent,
+                                          created_at=now, updated_at=now))
     if old is not None and isinstance(old.entries.get(K.CHILDREN), BucketTree):
         record.entries[K.CHILDREN] = old.entries[K.CHILDREN]
-    record.put(K.NAME, name.encode())
-    if parent:
-        record.put(K.PARENT, parent.encode())
-    put_timestamps(record, now_ns)
     snapshotter_bucket.entries[key.encode()] = record
 
 
@@ -249,11 +220,6 @@ def add_child_link(snapshotter_bucket: BucketTree, parent: str, child: str) -> b
 
 
 # -- snapshots (snapshotter metadata.db side) ------------------------------------------------
-
-
-def parents_key(parent_id: int, child_id: int) -> bytes:
-    """``v1/parents`` key: ``uvarint(parent) 0x00 uvarint(child)``."""
-    return encode_uvarint(parent_id) + b"\x00" + encode_uvarint(child_id)
 
 
 def put_backend_snapshot(
@@ -274,16 +240,13 @@ def put_backend_snapshot(
     snaps = backend_root.bucket(K.V1, K.SNAPSHOTS, create=True)
     assert snaps is not None
     record = BucketTree()
-    record.put(K.ID, encode_uvarint(snapshot_id))
-    record.put(K.KIND, bytes([KIND_COMMITTED]))
-    if parent is not None:
-        record.put(K.PARENT, parent[0].encode())
-    put_timestamps(record, now_ns)
-    record.put(K.INODES, encode_varint(inodes))
-    record.put(K.SIZE, encode_varint(size))
+    now = go_time(now_ns)
+    write_backend_snapshot(record, BackendSnapshot(
+        name, snapshot_id, K.SNAPSHOT_KINDS[KIND_COMMITTED], parent[0] if parent else None,
+        created_at=now, updated_at=now, inodes=inodes, size=size))
     snaps.entries[name.encode()] = record
     snaps.sequence = max(snaps.sequence, snapshot_id)
     if parent is not None:
         parents = backend_root.bucket(K.V1, K.PARENTS, create=True)
         assert parents is not None
-        parents.put(parents_key(parent[1], snapshot_id), name.encode())
+        write_parent_link(parents, parent[1], snapshot_id, name)

@@ -25,7 +25,8 @@ from typing import Any, Callable, Mapping, Sequence
 from ctrconv import tempfiles
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
-from ctrconv.containerd.codec import decode_uvarint_exact
+from ctrconv.containerd.records import is_committed, read_backend_id
+from ctrconv.containerd.root import snapshot_tree
 from ctrconv.containerd.writer import records as R
 from ctrconv.containerd.writer.content_writer import TMP_PREFIX
 from ctrconv.containerd.writer.transaction import RootTransaction
@@ -131,10 +132,10 @@ class SnapshotWriter:
         """Above the sequence, every recorded id and every numeric directory (crash leftovers)."""
         snaps = self._backend_records()
         top = snaps.sequence
-        for record in snaps.entries.values():
-            raw = record.get(K.ID) if isinstance(record, BucketTree) else None
-            if raw:
-                top = max(top, decode_uvarint_exact(raw))
+        for _, record in snaps.buckets():
+            snapshot_id = read_backend_id(record)
+            if snapshot_id is not None:
+                top = max(top, snapshot_id)
         if self.snapshots_dir.is_dir():
             for entry in os.listdir(self.snapshots_dir):
                 if entry.isdigit():
@@ -145,7 +146,10 @@ class SnapshotWriter:
         return self.snapshots_dir / str(snapshot_id)
 
     def _fs_of(self, snapshot_dir: Path) -> Path:
-        return snapshot_dir / "fs" if self.snapshotter == "overlayfs" else snapshot_dir
+        """The snapshot's tree in ``snapshot_dir`` (:func:`snapshot_tree`, the one rule)."""
+        tree = snapshot_tree(self.snapshotter, snapshot_dir)
+        assert tree is not None, "check_snapshotter admits only snapshotters with a tree"
+        return tree
 
     # -- reuse -------------------------------------------------------------------------------
 
@@ -163,11 +167,13 @@ class SnapshotWriter:
             return None
         name = record.get(K.NAME)
         backend = self._backend_records().bucket(name) if name else None
-        if backend is None or backend.get(K.KIND) != bytes([R.KIND_COMMITTED]) or not backend.get(K.ID):
+        if backend is None or not is_committed(backend):
             return None
         if backend.get(K.PARENT) != (parent.backend_name.encode() if parent else None):
             return None
-        snapshot_id = decode_uvarint_exact(backend.get(K.ID))  # type: ignore[arg-type]
+        snapshot_id = read_backend_id(backend)
+        if snapshot_id is None:
+            return None
         path = self._fs_of(self._snapshot_dir(snapshot_id))
         if not path.is_dir():
             return None
@@ -216,8 +222,8 @@ class SnapshotWriter:
         parent = below[-1] if below else None
         work = Path(tempfile.mkdtemp(prefix="snap-", dir=self._tmp_dir()))
         os.chmod(work, SNAPSHOT_DIR_MODE if self.snapshotter == "overlayfs" else FS_MODE)
+        target = self._fs_of(work)
         if self.snapshotter == "overlayfs":
-            target = work / "fs"
             target.mkdir()
             os.chmod(target, FS_MODE)
             (work / "work").mkdir()
@@ -228,7 +234,6 @@ class SnapshotWriter:
             lowers = list(reversed(below))
             mode: Mode = "overlay" if parent is not None else "naive"
         else:
-            target = work
             if parent is not None:
                 copy_tree(parent, target)
             lowers = []
