@@ -59,11 +59,3 @@ class Digest:
     @classmethod
     def from_bytes(cls, data: bytes, algorithm: str = "sha256") -> "Digest":
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
-
-
-def is_digest(text: object) -> bool:
-    try:
-        Digest.parse(text)
-    except InvalidDigestError:
-        return False
-    return True

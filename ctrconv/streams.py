@@ -1,4 +1,4 @@
-"""Streaming helpers: digest/size-verifying copies and atomic file replacement.
+"""Streaming helpers: digest/size-verifying copies, early writeback and directory fsync.
 
 Bytes are hashed while they flow (never a second pass) and never held whole in memory.
 """
@@ -12,11 +12,8 @@ import os
 import queue
 import stat
 import threading
-from contextlib import contextmanager
-from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable
 
-from ctrconv import tempfiles
 from ctrconv.digest import Digest
 from ctrconv.errors import DigestMismatchError, SizeMismatchError
 
@@ -231,20 +228,6 @@ def copy_verified(
             progress(len(chunk))
 
 
-def hash_file(path: str | os.PathLike[str], algorithm: str = "sha256") -> tuple[str, int]:
-    """(hex digest, size) of a file, read in large chunks."""
-    h = hashlib.new(algorithm)
-    size = 0
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(CHUNK)
-            if not chunk:
-                break
-            size += len(chunk)
-            h.update(chunk)
-    return h.hexdigest(), size
-
-
 class EarlyWriteback:
     """Ask the kernel to start writing a file's dirty pages every ``step`` bytes.
 
@@ -285,26 +268,3 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-@contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[BinaryIO]:
-    """Write to a temp file beside ``path``; fsync and rename over it only on success."""
-    target = Path(path)
-    fd, tmp = tempfiles.temp_file(target.parent, f".{target.name}.", ".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        tempfiles.forget(tmp)
-        fsync_dir(target.parent)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        tempfiles.forget(tmp)
-        raise
