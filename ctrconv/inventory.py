@@ -13,9 +13,8 @@ from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.records import ImageRecord
 from ctrconv.errors import CtrconvError
 from ctrconv.oci import platform as plat
-from ctrconv.pipeline.plan import (
-    BlobSource, DocumentCache, ImagePlan, PlannedManifest, image_platforms, plan_image, platform_string, ranked_manifests,
-)
+from ctrconv.pipeline.completeness import LabelsOf, SnapshotExists, assess
+from ctrconv.pipeline.plan import DocumentCache, ImagePlan, image_platforms, platform_string, ranked_manifests
 
 
 @dataclass
@@ -32,9 +31,10 @@ class ImageSummary:
     #: the platform completeness was judged for (``ls --platform``, default the host)
     judged_platform: str = ""
     #: "complete", "incomplete", "platform-absent" (an index whose judged platform this
-    #: namespace never pulled, while another platform is whole) or "error"
+    #: namespace never pulled, while another platform is usable), "layers-discarded" (layer
+    #: blobs let go after unpacking, CRI ``discard_unpacked_layers``: it runs) or "error"
     status: str = "incomplete"
-    #: platforms of the image whose manifest, config and layers are all present
+    #: platforms of the image a container can start from (whole, or unpacked with layers discarded)
     present_platforms: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -65,9 +65,12 @@ def target_descriptor(image: ImageRecord) -> dict[str, Any]:
 
 
 def summarize(
-    image: ImageRecord, content: ContentStore | NamespaceContent, matcher: plat.MatchComparer, cache: DocumentCache | None = None
+    image: ImageRecord, content: ContentStore | NamespaceContent, matcher: plat.MatchComparer,
+    cache: DocumentCache | None = None, *, labels_of: LabelsOf | None = None,
+    snapshot_exists: SnapshotExists | None = None,
 ) -> ImageSummary:
-    """Walk one image for ``matcher``: ctr-compatible size, all platforms, completeness."""
+    """Walk one image for ``matcher``: ctr-compatible size, all platforms, completeness
+    (:mod:`ctrconv.pipeline.completeness`, the rule ``verify`` applies)."""
     target = target_descriptor(image)
     summary = ImageSummary(
         namespace=image.namespace, name=image.name, media_type=image.target.media_type,
@@ -75,40 +78,29 @@ def summarize(
         judged_platform=judged_platform(matcher),
     )
     try:
-        plan = plan_image(content, target, selector_for(matcher), cache)
+        selected = assess(content, target, selector=selector_for(matcher), cache=cache,
+                          labels_of=labels_of, snapshot_exists=snapshot_exists)
         summary.platforms = image_platforms(content, target, cache)
+        if selected.plan.indexes:
+            everything = assess(content, target, cache=cache, labels_of=labels_of, snapshot_exists=snapshot_exists)
+            summary.present_platforms = sorted({platform_string(m.platform) or "unknown"
+                                                for m in everything.usable if m.platform})
     except CtrconvError as exc:
         summary.problem = str(exc)
         summary.status = "error"
         return summary
+    plan = selected.plan
     summary.missing = [d["digest"] for d in plan.missing]
+    # complete as ``ctr images check`` says it: every blob of the judged platform present
     summary.complete = bool(plan.manifests) and not plan.missing
     summary.size = ctr_size(plan, matcher)
     if summary.complete:
         summary.status = "complete"
-    if plan.indexes:
-        try:
-            summary.present_platforms = whole_platforms(content, target, cache)
-        except CtrconvError as exc:
-            summary.problem = str(exc)
-            summary.status = "error"
-            return summary
-        selected_whole = [m for m in plan.manifests if not _gone(m, plan)]
-        if not summary.complete and not selected_whole and summary.present_platforms:
-            summary.status = "platform-absent"
+    elif selected.discarded and not selected.broken:
+        summary.status = "layers-discarded"
+    elif plan.indexes and not selected.usable and summary.present_platforms:
+        summary.status = "platform-absent"
     return summary
-
-
-def _gone(manifest: PlannedManifest, plan: ImagePlan) -> bool:
-    missing = {d["digest"] for d in plan.missing}
-    return any(d["digest"] in missing for d in (manifest.config, *manifest.layers))
-
-
-def whole_platforms(content: BlobSource, target: dict[str, Any], cache: DocumentCache | None = None) -> list[str]:
-    """Platforms of an index whose manifest, config and layers are all present."""
-    plan = plan_image(content, target, None, cache)
-    return sorted({platform_string(m.platform) or "unknown" for m in plan.manifests
-                   if m.platform and not _gone(m, plan)})
 
 
 def ctr_size(plan: ImagePlan, matcher: plat.MatchComparer) -> int:
@@ -129,9 +121,33 @@ def list_images(meta: MetadataDB, content: ContentStore, namespaces: list[str], 
     cache: DocumentCache = {}  # namespaces and tags share manifests and configs
     for ns in namespaces:
         visible = NamespaceContent.of(meta, content, ns)
+        labels_of, snapshot_exists = namespace_lookups(meta, ns)
         for image in meta.images(ns):
-            out.append(summarize(image, visible, matcher, cache))
+            out.append(summarize(image, visible, matcher, cache, labels_of=labels_of, snapshot_exists=snapshot_exists))
     return out
+
+
+def namespace_lookups(meta: MetadataDB, namespace: str) -> tuple[LabelsOf, SnapshotExists]:
+    """Content labels and snapshot keys of one namespace, read only when asked (most images
+    never need them: only one with missing layers does)."""
+    snapshots: dict[str, set[str]] = {}
+
+    def labels_of(digest: str) -> dict[str, str]:
+        try:
+            record = meta.blob(namespace, digest)
+        except CtrconvError:
+            return {}
+        return dict(record.labels) if record else {}
+
+    def snapshot_exists(snapshotter: str, key: str) -> bool:
+        if snapshotter not in snapshots:
+            try:
+                snapshots[snapshotter] = {r.key for r in meta.snapshots(namespace, snapshotter)}
+            except CtrconvError:
+                snapshots[snapshotter] = set()
+        return key in snapshots[snapshotter]
+
+    return labels_of, snapshot_exists
 
 
 def human_size(n: int) -> str:

@@ -10,7 +10,16 @@ import typer
 
 from ctrconv import api
 from ctrconv.cli import app
-from ctrconv.cli._common import IGNORE_LOCK_OPTION, JSON_OPTION, NAMESPACE_OPTION, ROOT_OPTION, print_json
+from ctrconv.cli._common import (
+    IGNORE_LOCK_OPTION,
+    JSON_OPTION,
+    NAMESPACE_OPTION,
+    ROOT_OPTION,
+    WAIT_OPTION,
+    print_json,
+    wait_seconds,
+)
+from ctrconv.containerd.rootlock import waiting
 from ctrconv.containerd.root import check_namespace
 from ctrconv.inventory import human_size
 
@@ -22,19 +31,28 @@ def ls_command(
     all_namespaces: bool = typer.Option(False, "-A", "--all-namespaces", help="List every namespace."),
     platform: Optional[str] = typer.Option(None, "--platform", help="Judge completeness for this platform (default: host)."),
     as_json: bool = JSON_OPTION,
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Print image names only, one per line."),
     ignore_lock: bool = IGNORE_LOCK_OPTION,
+    wait: Optional[str] = WAIT_OPTION,
 ) -> None:
     """List images: namespace, name, type, digest, size, platforms, content present."""
     namespaces = None if all_namespaces else [check_namespace(namespace)]
-    images = api.list_images(root, namespaces, ignore_lock=ignore_lock, platform=platform)
+    with waiting(wait_seconds(wait)):
+        images = api.list_images(root, namespaces, ignore_lock=ignore_lock, platform=platform)
     if as_json:
         print_json({"images": [i.to_json() for i in images]})
+        return
+    if quiet:
+        for i in images:
+            sys.stdout.write(i.name + "\n")
         return
     judged = images[0].judged_platform if images else ""
     rows = [("NAMESPACE", "REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", f"COMPLETE ({judged})" if judged else "COMPLETE")]
     for i in images:
         if i.status == "platform-absent":
             complete = f"not pulled (has {','.join(i.present_platforms)})"
+        elif i.status == "layers-discarded":
+            complete = "no (layers discarded after unpack; runs)"
         else:
             complete = "yes" if i.complete else ("error" if i.problem else f"no ({len(i.missing)} missing)")
         rows.append((i.namespace, i.name, i.media_type, i.digest, human_size(i.size), ",".join(i.platforms) or "-", complete))

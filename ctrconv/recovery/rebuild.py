@@ -15,6 +15,7 @@ Two phases:
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import time
@@ -49,8 +50,8 @@ from ctrconv.containerd.locking import exclusive_lock, is_locked, shared_lock
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError, FormatError, InvalidDigestError, LockedError, UsageError
-from ctrconv.inventory import selector_for
 from ctrconv.oci import platform as plat
+from ctrconv.pipeline.completeness import Assessment, assess
 from ctrconv.pipeline.plan import PlannedManifest, plan_image
 from ctrconv.recovery.derive import derived_name, sniff_document, top_level
 from ctrconv.streams import CHUNK, fsync_dir
@@ -112,8 +113,12 @@ def rebuild_root(
     jobs: int | None = None,
     progress: Callable[[int], object] | None = None,
     trust_snapshots: bool = False,
+    link: bool = False,
 ) -> RebuildReport:
     """Rebuild ``root`` in place, or into ``output`` (the source is then never written).
+
+    Into ``output`` blobs are copied (reflinked where the filesystem can), so the new root
+    shares no inode with the damaged one; ``link`` hard-links them instead.
 
     Snapshots are reused only where their tree matches their layer (compared like
     ``verify --deep``), unless ``trust_snapshots``: then any whole chain is reused as it is.
@@ -139,7 +144,7 @@ def rebuild_root(
             # a healthy root is left exactly as it is: no backup, no rewrite, no re-import
             report.healthy = True
             return report
-        _rebuild_into(croot, target, True, names, unpack, jobs, progress, report, stamp, trust_snapshots)
+        _rebuild_into(croot, target, True, names, unpack, jobs, progress, report, stamp, trust_snapshots, link)
         return report
     # A new root is built under a temporary name beside it and renamed at the end, so an
     # interrupted rebuild leaves no half-made root behind.
@@ -148,7 +153,7 @@ def rebuild_root(
     scratch = tempfiles.temp_dir(final.parent, f".{final.name}.ctrconv-")
     try:
         _rebuild_into(croot, ContainerdRoot(scratch), False, names, unpack, jobs, progress, report, stamp,
-                      trust_snapshots)
+                      trust_snapshots, link)
         if final.exists():
             final.rmdir()  # checked empty above
         os.rename(scratch, final)
@@ -180,6 +185,7 @@ def _rebuild_into(
     report: RebuildReport,
     stamp: str,
     trust_snapshots: bool = False,
+    link: bool = False,
 ) -> None:
     """Both phases, reading ``croot`` and writing ``target`` (the same root when in place)."""
     bolt_files = [croot.meta_db] + [croot.snapshotter_db(sn) for sn in croot.snapshotters_on_disk()]
@@ -196,7 +202,7 @@ def _rebuild_into(
         # plugins that then fail to start, btrfs on ext4 say) has nothing to salvage
         backends = {sn: _salvage(croot.snapshotter_db(sn), report) for sn in croot.snapshotters_on_disk()
                     if croot.snapshotter_db(sn).exists()}
-        good = _check_content(croot, target, in_place, stamp, report, jobs, progress)
+        good = _check_content(croot, target, in_place, stamp, report, jobs, progress, link)
         orphaned = _clean_meta(meta, good, report)
         backend_trees = {sn: t for sn, (t, _) in backends.items()}
         # the target's content store holds exactly the good blobs (corrupt ones were
@@ -339,12 +345,12 @@ def _salvage(path: Path, report: RebuildReport) -> tuple[BucketTree, SalvageResu
     return result.tree, result
 
 
-def _check_content(croot, target, in_place, stamp, report, jobs, progress) -> dict[str, int]:
+def _check_content(croot, target, in_place, stamp, report, jobs, progress, link: bool = False) -> dict[str, int]:
     """Hash every blob once; quarantine (in place) or leave out (new root) corrupt ones.
 
-    For a new root each blob is hard-linked when the filesystems allow (then hashed in
-    parallel), or copied with the hash computed while the bytes flow: one read either way.
-    Returns the good blobs' sizes.
+    For a new root each blob is copied (a reflink where the filesystem offers one) with the
+    hash computed while the bytes flow; with ``link`` it is hard-linked when the filesystems
+    allow (then hashed in parallel). One read either way. Returns the good blobs' sizes.
     """
     content = croot.content
     blobs = list(content.walk())
@@ -355,6 +361,9 @@ def _check_content(croot, target, in_place, stamp, report, jobs, progress) -> di
         for digest, path in blobs:
             dest = target.content_dir / "blobs" / digest.algorithm / digest.hex
             dest.parent.mkdir(parents=True, exist_ok=True)
+            if not link:
+                copies.append((digest, path, dest))
+                continue
             try:
                 os.link(path, dest)
                 to_hash.append((digest, path))
@@ -380,16 +389,33 @@ def _check_content(croot, target, in_place, stamp, report, jobs, progress) -> di
     return good
 
 
+#: ioctl FICLONE (linux/fs.h): make ``dest`` share ``src``'s extents
+_FICLONE = 0x40049409
+
+
+def _reflink(src_fd: int, dest_fd: int) -> bool:
+    """Clone the whole file where the filesystem can; False elsewhere (then it is copied)."""
+    try:
+        fcntl.ioctl(dest_fd, _FICLONE, src_fd)
+    except OSError:
+        return False
+    return True
+
+
 def _copy_hashing(digest: Digest, src: Path, dest: Path, progress) -> tuple[Digest, str | None, int]:
-    """Copy a blob into the new root (temp file, fsync, 0444, rename), hashing as it goes."""
+    """Copy a blob into the new root (temp file, fsync, 0444, rename), hashing as it goes;
+    a reflink (``FICLONE``: btrfs, XFS) shares the extents copy-on-write and only the hash
+    reads the bytes."""
     h = digest.hasher()
     size = 0
     tmp = dest.with_name(f".{dest.name}.ctrconv-tmp")
     try:
         with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            cloned = _reflink(fin.fileno(), fout.fileno())
             while chunk := fin.read(CHUNK):
                 h.update(chunk)
-                fout.write(chunk)
+                if not cloned:
+                    fout.write(chunk)
                 size += len(chunk)
                 if progress:
                     progress(len(chunk))
@@ -751,9 +777,32 @@ def _has_blob_record(ns: BucketTree, digest: str) -> bool:
     return blobs is not None and digest.encode() in blobs.entries
 
 
+def _namespace_lookups(ns: BucketTree) -> tuple[Callable[[str], dict[str, str]], Callable[[str, str], bool]]:
+    """Content labels and snapshot keys of one namespace of the tree being rebuilt, for the
+    completeness rule (:func:`ctrconv.pipeline.completeness.assess`)."""
+
+    def labels_of(digest: str) -> dict[str, str]:
+        labels = ns.bucket(K.CONTENT, K.BLOB, digest.encode(), K.LABELS)
+        if labels is None:
+            return {}
+        return {_text(k): _text(v) for k, v in labels.entries.items() if isinstance(v, bytes)}
+
+    def snapshot_exists(snapshotter: str, key: str) -> bool:
+        bucket = ns.bucket(K.SNAPSHOTS, snapshotter.encode())
+        return bucket is not None and key.encode() in bucket.entries
+
+    return labels_of, snapshot_exists
+
+
+def _assess_image(content: ContentStore, ns: BucketTree, desc: dict[str, Any]) -> Assessment:
+    labels_of, snapshot_exists = _namespace_lookups(ns)
+    return assess(content, desc, labels_of=labels_of, snapshot_exists=snapshot_exists)
+
+
 def _drop_incomplete_images(meta: BucketTree, content: ContentStore, report: RebuildReport) -> None:
-    """An image whose host-platform content is incomplete would fail every use: drop it."""
-    selector = selector_for(plat.default_matcher())
+    """An image that no platform can run (or that lacks what every platform needs) would fail
+    every use: drop it. Platforms never pulled are no reason; neither are layers let go after
+    unpacking (``discard_unpacked_layers``): their snapshots still run the image."""
     for ns_name, ns in _namespaces(meta):
         images = ns.bucket(K.IMAGES)
         for key in list(images.entries) if images else []:
@@ -763,12 +812,12 @@ def _drop_incomplete_images(meta: BucketTree, content: ContentStore, report: Reb
                 report.drop("image", f"image {ns_name}/{_text(key)}", "no target")
                 continue
             try:
-                plan = plan_image(content, desc, selector)
+                verdict = _assess_image(content, ns, desc)
                 problem = None
-                if plan.missing:
-                    problem = "missing " + ", ".join(d["digest"] for d in plan.missing)
-                elif not plan.manifests:
-                    problem = "no manifest for this host's platform"
+                if verdict.broken:
+                    problem = "missing " + ", ".join(d["digest"] for d in verdict.broken)
+                elif not verdict.usable:
+                    problem = "no platform of it is present"
             except CtrconvError as exc:
                 problem = str(exc)
             if problem:
@@ -857,6 +906,8 @@ def _reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: Re
         try:
             groups: dict[tuple[str, ...] | None, list] = {}
             for entry in source.entries():
+                if not _assess_image(target.content, ns, entry.descriptor).whole:
+                    continue  # runs from its snapshots only (layers discarded): records kept as they are
                 groups.setdefault(_complete_platforms(source, entry.descriptor, pulled), []).append(entry)
             for platforms, entries in groups.items():
                 result = copy_images_to_root(

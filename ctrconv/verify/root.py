@@ -25,7 +25,8 @@ from ctrconv.inventory import target_descriptor
 from ctrconv.layers import chain_ids
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
-from ctrconv.pipeline.plan import DocumentCache, PlannedManifest, plan_image, platform_string, read_json_blob
+from ctrconv.pipeline.completeness import assess
+from ctrconv.pipeline.plan import DocumentCache, PlannedManifest, platform_string, read_json_blob
 from ctrconv.verify.blobs import hash_blobs
 from ctrconv.verify.deep import runs_here
 from ctrconv.verify.problems import Report
@@ -270,46 +271,44 @@ def _check_image(image: ImageRecord, records: dict[str, BlobRecord], content: Na
     if image.target.size <= 0 or not image.target.media_type:
         report.add("invalid-target", obj, where, "target needs a size > 0 and a media type")
     cache: DocumentCache = {}
+    empty: dict[str, str] = {}
     try:
-        plan = plan_image(content, target, None, cache)
+        verdict = assess(
+            content, target, cache=cache,
+            labels_of=lambda d: records[d].labels if d in records else empty,
+            snapshot_exists=lambda sn, key: key in snapshot_keys.get(sn, set()),
+        )
     except ContentError as exc:
         report.add("corrupt-blob", obj, where, str(exc))
         return
     except CtrconvError as exc:
         report.add("invalid-json", obj, where, str(exc))
         return
+    plan = verdict.plan
+    missing = {d["digest"] for d in plan.missing}
 
-    missing = {d["digest"]: d for d in plan.missing}
-    whole = [m for m in plan.manifests if not ({d["digest"] for d in (m.config, *m.layers)} & missing.keys())]
-    partial = [m for m in plan.manifests if m not in whole]
-    # blobs only platform children need: absent or partly present platforms are excused when
-    # the index still has a whole platform
-    needed_by_whole = {d["digest"] for m in whole for d in (m.descriptor, m.config, *m.layers)}
-    excused: set[str] = set()
-    if plan.indexes and whole:
-        for m in partial:
-            if m.descriptor.get("platform"):
-                gone = sorted({d["digest"] for d in (m.config, *m.layers)} & missing.keys())
-                excused.update(gone)
-                report.add("absent-platform", obj, where,
-                           f"platform {platform_string(m.descriptor['platform'])} ({m.descriptor['digest']}) was only partly pulled: {len(gone)} of its blobs are not in {image.namespace}",
-                           severity="info")
-        for desc in plan.missing:
-            if desc.get("platform") and (mt.is_manifest(desc.get("mediaType", "")) or mt.is_index(desc.get("mediaType", ""))):
-                excused.add(desc["digest"])
-                report.add("absent-platform", obj, where,
-                           f"platform {platform_string(desc['platform'])} ({desc['digest']}) was never pulled into {image.namespace}",
-                           severity="info")
-    excused -= needed_by_whole
-    for digest, desc in missing.items():
-        if digest in excused:
-            continue
-        kind, reason = _absence(content, digest)
-        report.add(kind, obj, where, f"{desc.get('mediaType')} {digest} {reason}")
-    if plan.indexes and not whole and not missing:
-        report.add("no-platform", obj, where, "no platform of this index has a manifest")
-    elif plan.indexes and not whole:
-        report.add("no-platform", obj, where, f"no platform of this index is whole in {image.namespace}")
+    for m in verdict.partial:
+        if m.descriptor.get("platform") and verdict.usable:
+            gone = {d["digest"] for d in (m.config, *m.layers)} & missing
+            report.add("absent-platform", obj, where,
+                       f"platform {platform_string(m.descriptor['platform'])} ({m.descriptor['digest']}) was only partly pulled: {len(gone)} of its blobs are not in {image.namespace}",
+                       severity="info")
+    for desc in verdict.absent:
+        report.add("absent-platform", obj, where,
+                   f"platform {platform_string(desc['platform'])} ({desc['digest']}) was never pulled into {image.namespace}",
+                   severity="info")
+    for m in verdict.discarded:
+        gone = {d["digest"] for d in m.layers} & missing
+        report.add("discarded-layers", obj, where,
+                   f"platform {platform_string(m.platform)}: {len(gone)} layer blob(s) were let go after unpacking (CRI discard_unpacked_layers); its snapshots run it, but it cannot be exported or unpacked again",
+                   severity="info")
+    for desc in verdict.broken:
+        kind, reason = _absence(content, desc["digest"])
+        report.add(kind, obj, where, f"{desc.get('mediaType')} {desc['digest']} {reason}")
+    if plan.indexes and not verdict.usable:
+        report.add("no-platform", obj, where,
+                   "no platform of this index has a manifest" if not plan.manifests and not missing
+                   else f"no platform of this index is whole in {image.namespace}")
 
     # GC labels: each parent labels its direct children (containerd's ChildGCLabels); only
     # children that are present matter (GC keeps what is labelled, and ignores the rest)
@@ -327,7 +326,7 @@ def _check_image(image: ImageRecord, records: dict[str, BlobRecord], content: Na
                 report.add("missing-gc-label", obj, where, f"index {index['digest']} has no gc.ref.content label for its child {digest}: GC would delete it")
     # a partly pulled platform's manifest (2.x keeps it without labels) protects nothing the
     # whole platforms need: only whole manifests must label their children
-    for manifest in whole:
+    for manifest in verdict.usable:
         mdigest = manifest.descriptor["digest"]
         if mdigest not in records:
             continue
@@ -335,7 +334,7 @@ def _check_image(image: ImageRecord, records: dict[str, BlobRecord], content: Na
         for child in [manifest.config, *manifest.layers]:
             if child["digest"] not in missing and child["digest"] not in labels:
                 report.add("missing-gc-label", obj, where, f"manifest {mdigest} has no gc.ref.content label for {child['digest']}: GC would delete it")
-    for manifest in whole:
+    for manifest in verdict.usable:
         _check_unpacked(image, manifest, records, content, snapshot_keys, report)
 
 

@@ -1,0 +1,130 @@
+"""When is an image whole? One rule for ``ls``, ``verify`` and ``rebuild`` (docs/verify.md).
+
+An index names every platform; a node pulls one or a few. A platform child that is absent, or
+only partly present (2.x keeps the manifests of platforms it did not pull), is excused as long as
+some platform of the index is usable. A platform whose layer blobs were collected after it was
+unpacked (the CRI option ``discard_unpacked_layers``, set by EKS and GKE node images) is usable:
+its snapshots run it. Everything else an image needs (its target, children without a platform,
+a single-manifest image's config and layers) must be present.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from ctrconv.containerd import schema as K
+from ctrconv.errors import CtrconvError
+from ctrconv.layers import chain_ids
+from ctrconv.oci import mediatypes as mt
+from ctrconv.pipeline.plan import BlobSource, DocumentCache, ImagePlan, PlannedManifest, PlatformSelector, plan_image, read_json_blob
+
+#: ``(digest) -> labels`` of the namespace's content record ({} when it has none)
+LabelsOf = Callable[[str], Mapping[str, str]]
+#: ``(snapshotter, key) -> bool``: the namespace has that snapshot
+SnapshotExists = Callable[[str, str], bool]
+
+
+@dataclass
+class Assessment:
+    """An image's manifests sorted by what the namespace holds of them."""
+
+    plan: ImagePlan
+    #: manifest, config and layers present
+    whole: list[PlannedManifest] = field(default_factory=list)
+    #: layers collected after unpacking (``discard_unpacked_layers``); the snapshots run it
+    discarded: list[PlannedManifest] = field(default_factory=list)
+    #: platform children whose manifest is present but not (all of) their config and layers
+    partial: list[PlannedManifest] = field(default_factory=list)
+    #: platform children (manifests or nested indexes) that are not present at all
+    absent: list[dict[str, Any]] = field(default_factory=list)
+    #: missing blobs the image needs: it is broken
+    broken: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def usable(self) -> list[PlannedManifest]:
+        """Manifests a container can be started from."""
+        return self.whole + self.discarded
+
+    @property
+    def ok(self) -> bool:
+        """Nothing the image needs is missing, and some manifest is usable."""
+        return not self.broken and bool(self.usable)
+
+
+def _missing_of(manifest: PlannedManifest, missing: set[str]) -> set[str]:
+    return {d["digest"] for d in (manifest.config, *manifest.layers)} & missing
+
+
+def layers_discarded(content: BlobSource, manifest: PlannedManifest, missing: set[str],
+                     labels_of: LabelsOf, snapshot_exists: SnapshotExists,
+                     cache: DocumentCache | None = None) -> bool:
+    """The manifest lacks only layers, and they were let go after unpacking, as containerd's
+    CRI does with ``discard_unpacked_layers``: the manifest labels its config but no layer
+    (``ChildGCLabelsFilterLayers``), and the config's ``gc.ref.snapshot.<sn>`` names the top
+    snapshot of the layers' chain, which exists."""
+    gone = _missing_of(manifest, missing)
+    layers = {layer["digest"] for layer in manifest.layers}
+    if not gone or not gone <= layers or manifest.config["digest"] in missing:
+        return False
+    manifest_labels = labels_of(manifest.descriptor["digest"])
+    if any(k.startswith(K.LABEL_GC_CONTENT + ".l.") for k in manifest_labels):
+        return False  # the layers were meant to be kept: they are lost, not discarded
+    if not mt.is_config(manifest.config.get("mediaType", "")):
+        return False
+    try:
+        doc = read_json_blob(content, manifest.config, cache)
+    except CtrconvError:
+        return False
+    diff_ids = (doc.get("rootfs") or {}).get("diff_ids") or []
+    if not diff_ids:
+        return False
+    top = chain_ids(diff_ids)[-1]
+    for key, value in labels_of(manifest.config["digest"]).items():
+        if key.startswith(K.LABEL_GC_SNAPSHOT) and value == top:
+            snapshotter = key[len(K.LABEL_GC_SNAPSHOT):].split("/", 1)[0]
+            if snapshot_exists(snapshotter, top):
+                return True
+    return False
+
+
+def assess(
+    content: BlobSource,
+    target: dict[str, Any],
+    *,
+    selector: PlatformSelector | None = None,
+    cache: DocumentCache | None = None,
+    labels_of: LabelsOf | None = None,
+    snapshot_exists: SnapshotExists | None = None,
+) -> Assessment:
+    """Sort the manifests of the image at ``target`` (``selector``: only these platforms).
+
+    Without ``labels_of``/``snapshot_exists`` nothing counts as discarded. Corrupt or invalid
+    JSON raises, as :func:`plan_image` does.
+    """
+    plan = plan_image(content, target, selector, cache)
+    result = Assessment(plan)
+    missing = {d["digest"]: d for d in plan.missing}
+    for m in plan.manifests:
+        if not _missing_of(m, set(missing)):
+            result.whole.append(m)
+        elif labels_of is not None and snapshot_exists is not None and layers_discarded(
+                content, m, set(missing), labels_of, snapshot_exists, cache):
+            result.discarded.append(m)
+        else:
+            result.partial.append(m)
+    excused: set[str] = set()
+    for m in result.discarded:
+        excused |= _missing_of(m, set(missing))
+    if plan.indexes and result.usable:
+        for m in result.partial:
+            if m.descriptor.get("platform"):
+                excused |= _missing_of(m, set(missing))
+        for desc in plan.missing:
+            media_type = desc.get("mediaType", "")
+            if desc.get("platform") and (mt.is_manifest(media_type) or mt.is_index(media_type)):
+                result.absent.append(desc)
+                excused.add(desc["digest"])
+    needed = {d["digest"] for m in result.whole for d in (m.descriptor, m.config, *m.layers)}
+    result.broken = [d for digest, d in missing.items() if digest not in excused or digest in needed]
+    return result

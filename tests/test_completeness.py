@@ -1,0 +1,124 @@
+"""The one completeness rule (``ctrconv.pipeline.completeness``) on small in-memory images."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from typing import Any
+
+import pytest
+
+from ctrconv.layers import chain_ids
+from ctrconv.oci import mediatypes as mt
+from ctrconv.pipeline.completeness import assess
+
+SNAP = "containerd.io/gc.ref.snapshot.overlayfs"
+
+
+class Store:
+    """A blob source over a dict, for the rule alone."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+
+    def put(self, data: bytes, media_type: str, keep: bool = True, **extra: Any) -> dict[str, Any]:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if keep:
+            self.blobs[digest] = data
+        return {"mediaType": media_type, "digest": digest, "size": len(data), **extra}
+
+    def exists(self, digest) -> bool:
+        return str(digest) in self.blobs
+
+    def size(self, digest):
+        return len(self.blobs[str(digest)]) if self.exists(digest) else None
+
+    def open(self, digest):
+        return io.BytesIO(self.blobs[str(digest)])
+
+    def read_small(self, digest, size: int) -> bytes:
+        return self.blobs[str(digest)]
+
+
+def _image(store: Store, arch: str, keep_layers: bool = True) -> tuple[dict, dict, list[dict], str]:
+    layers = [store.put(f"layer {arch} {i}".encode(), mt.OCI_LAYER_GZIP, keep_layers) for i in range(2)]
+    diff_ids = ["sha256:" + hashlib.sha256(f"diff {arch} {i}".encode()).hexdigest() for i in range(2)]
+    config = store.put(json.dumps({"architecture": arch, "os": "linux",
+                                   "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode(), mt.OCI_CONFIG)
+    manifest = store.put(json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": config,
+                                     "layers": layers}).encode(), mt.OCI_MANIFEST)
+    return manifest, config, layers, chain_ids(diff_ids)[-1]
+
+
+def test_a_whole_single_manifest_image_is_ok():
+    store = Store()
+    manifest, *_ = _image(store, "amd64")
+    verdict = assess(store, manifest)
+    assert verdict.ok and len(verdict.whole) == 1 and not verdict.broken
+
+
+@pytest.mark.parametrize("labelled_layers", [False, True])
+def test_layers_discarded_after_unpack_are_usable_lost_layers_are_not(labelled_layers):
+    """CRI's discard_unpacked_layers leaves the manifest labelled for its config only and the
+    config labelled with the unpacked chain; a layer lost any other way is damage."""
+    store = Store()
+    manifest, config, layers, top = _image(store, "amd64", keep_layers=False)
+    labels = {manifest["digest"]: {"containerd.io/gc.ref.content.config": config["digest"]},
+              config["digest"]: {SNAP: top}}
+    if labelled_layers:
+        labels[manifest["digest"]].update({f"containerd.io/gc.ref.content.l.{i}": l["digest"] for i, l in enumerate(layers)})
+    verdict = assess(store, manifest, labels_of=lambda d: labels.get(d, {}),
+                     snapshot_exists=lambda sn, key: (sn, key) == ("overlayfs", top))
+    if labelled_layers:
+        assert not verdict.ok and {d["digest"] for d in verdict.broken} == {l["digest"] for l in layers}
+    else:
+        assert verdict.ok and verdict.discarded and not verdict.whole
+
+
+def test_discarded_needs_the_snapshot_to_exist():
+    store = Store()
+    manifest, config, layers, top = _image(store, "amd64", keep_layers=False)
+    labels = {config["digest"]: {SNAP: top}}
+    verdict = assess(store, manifest, labels_of=lambda d: labels.get(d, {}), snapshot_exists=lambda sn, key: False)
+    assert not verdict.ok and len(verdict.broken) == 2
+
+
+def test_index_platforms_never_pulled_or_partial_are_excused_while_one_is_usable():
+    store = Store()
+    host, *_ = _image(store, "amd64")
+    partial, _, other_layers, _ = _image(store, "arm64", keep_layers=False)
+    absent = store.put(b'{"schemaVersion":2}', mt.OCI_MANIFEST, keep=False)
+    index = store.put(json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
+        {**host, "platform": {"os": "linux", "architecture": "amd64"}},
+        {**partial, "platform": {"os": "linux", "architecture": "arm64"}},
+        {**absent, "platform": {"os": "linux", "architecture": "s390x"}},
+    ]}).encode(), mt.OCI_INDEX)
+    verdict = assess(store, index)
+    assert verdict.ok and not verdict.broken
+    assert [m.descriptor["digest"] for m in verdict.partial] == [partial["digest"]]
+    assert [d["digest"] for d in verdict.absent] == [absent["digest"]]
+
+
+def test_an_index_with_no_usable_platform_is_broken():
+    store = Store()
+    partial, _, layers, _ = _image(store, "arm64", keep_layers=False)
+    index = store.put(json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
+        {**partial, "platform": {"os": "linux", "architecture": "arm64"}}]}).encode(), mt.OCI_INDEX)
+    verdict = assess(store, index)
+    assert not verdict.ok and {d["digest"] for d in verdict.broken} == {l["digest"] for l in layers}
+
+
+def test_a_layer_every_platform_shares_lost_breaks_the_image():
+    store = Store()
+    host, _, host_layers, _ = _image(store, "amd64")
+    shared = host_layers[0]
+    config = store.put(b'{"architecture":"arm64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}', mt.OCI_CONFIG)
+    other = store.put(json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": config,
+                                  "layers": [shared]}).encode(), mt.OCI_MANIFEST)
+    index = store.put(json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
+        {**host, "platform": {"os": "linux", "architecture": "amd64"}},
+        {**other, "platform": {"os": "linux", "architecture": "arm64"}}]}).encode(), mt.OCI_INDEX)
+    del store.blobs[shared["digest"]]
+    verdict = assess(store, index)
+    assert not verdict.ok and [d["digest"] for d in verdict.broken] == [shared["digest"]]
