@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -358,6 +359,9 @@ def test_discarded_images_check(corpus: RealnodeSet) -> None:
             assert ns["labels"][name] == CRI_LABEL
             row = per["check"]["k8s.io"][name]
             assert row["digest"] == rec["target"]["digest"]
+            # SIZE: what is there (the config) / config + layers
+            config_size = _blob(corpus.discarded_root, rec["config_digest"]).stat().st_size
+            assert row["size"].split("/")[0] == f"{config_size}.0 B", row
             if rec["layers"]:
                 assert row["status"] == f"incomplete (1/{1 + len(rec['layers'])})", row
                 assert row["unpacked"] and not row["complete"]
@@ -388,3 +392,34 @@ def test_discarded_root_ran_a_container(corpus: RealnodeSet) -> None:
               if s["kind"] == "Active"]
     assert active == [{"key": ran["id"], "parent": _chain_ids(config["rootfs"]["diff_ids"])[-1],
                        "kind": "Active"}]
+
+
+def _content_labels(listing: Path) -> dict[str, dict[str, str]]:
+    """``{digest: labels}`` from a recorded ``ctr content ls`` (tab-padded; a label value may
+    hold commas, so a piece without ``=`` continues the value before it)."""
+    out: dict[str, dict[str, str]] = {}
+    for line in listing.read_text().splitlines()[1:]:
+        cells = re.split(r"\t+", line.strip())
+        labels: dict[str, str] = {}
+        last = None
+        for piece in cells[3].split(",") if len(cells) > 3 and cells[3] != "-" else []:
+            if "=" in piece:
+                last, value = piece.split("=", 1)
+                labels[last] = value
+            elif last is not None:
+                labels[last] += "," + piece
+        out[cells[0]] = labels
+    return out
+
+
+def test_discarded_labels_are_the_node_ones_without_layers(corpus: RealnodeSet) -> None:
+    """The same CRI pulls with and without discard_unpacked_layers (on 2.x also local pull vs
+    transfer service) label index, manifest and config alike, bar the manifest's layer refs."""
+    node = _content_labels(corpus.refs / "node" / "content-ls" / "k8s.io.txt")
+    discarded = _content_labels(corpus.refs / DISCARDED / "content-ls" / "k8s.io.txt")
+    for rec in corpus.images():
+        recorded = rec["roots"][DISCARDED]["content_labels"]
+        for digest in rec["roots"][DISCARDED]["present"]["k8s.io"]:
+            assert recorded[digest] == discarded[digest]
+            expected = {k: v for k, v in node[digest].items() if not k.startswith(GC_LAYER)}
+            assert discarded[digest] == expected, (rec["key"], digest)
