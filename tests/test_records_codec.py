@@ -129,6 +129,20 @@ def test_damaged_fields_name_the_record_and_lenient_readers_say_none() -> None:
         R.read_backend_snapshot(backend, "k")
 
 
+def test_children_links_and_the_newest_update_of_a_tree() -> None:
+    record = BucketTree()
+    R.write_snapshot(record, SNAPSHOT)
+    assert not R.add_child(record, "sha256:1") and R.add_child(record, "sha256:3")
+    assert R.read_snapshot(record, "n", "s", "k").children == ("sha256:1", "sha256:2", "sha256:3")
+    root = BucketTree()
+    R.write_image(root.bucket(b"a", create=True), IMAGE)  # type: ignore[arg-type]
+    R.write_blob(root.bucket(b"b", b"c", create=True), BLOB)  # type: ignore[arg-type]
+    assert R.newest_update(root) == max(UTC.unix_ns, EAST.unix_ns, ODD.unix_ns)
+    root.bucket(b"b", b"c").put(K.CREATED_AT, b"\x01broken")  # type: ignore[union-attr]
+    assert R.newest_update(root) == EAST.unix_ns  # an undecodable time is skipped
+    assert R.newest_update(BucketTree()) == 0
+
+
 def test_schema_version_and_labels() -> None:
     v1 = BucketTree()
     assert R.read_schema_version(v1) is None

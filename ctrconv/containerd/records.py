@@ -145,6 +145,23 @@ def _put_time(bucket: BucketTree, key: bytes, when: GoTime | None) -> None:
         bucket.put(key, encode_go_time(when))
 
 
+def newest_update(tree: ReadBucket) -> int:
+    """The newest ``createdat``/``updatedat`` (Unix ns) of any record below ``tree``, 0 if
+    none decodes: which of several candidate trees of a damaged file was committed last."""
+    newest = 0
+    stack = [tree]
+    while stack:
+        for key, value in stack.pop().items():
+            if not isinstance(value, bytes):
+                stack.append(value)
+            elif key in (K.CREATED_AT, K.UPDATED_AT):
+                try:
+                    newest = max(newest, decode_time(value).unix_ns)
+                except FormatError:
+                    continue
+    return newest
+
+
 def go_time(unix_ns: int) -> GoTime:
     """A UTC timestamp as containerd stores every time it sets (``time.Now().UTC()``)."""
     return GoTime(unix_ns, None)
@@ -418,6 +435,16 @@ def write_snapshot(bucket: BucketTree, snapshot: SnapshotRecord) -> None:
     _write_names(bucket, K.CHILDREN, snapshot.children)
     write_map(bucket, K.LABELS, snapshot.labels)
     write_timestamps(bucket, snapshot.created_at, snapshot.updated_at)
+
+
+def add_child(bucket: BucketTree, child: str) -> bool:
+    """Link ``child`` in the record's ``children`` (``key = ""``); False if it was linked."""
+    children = bucket.bucket(K.CHILDREN, create=True)
+    assert children is not None
+    if children.get(key_bytes(child)) == b"":
+        return False
+    children.put(key_bytes(child), b"")
+    return True
 
 
 # -- snapshots, snapshotter metadata.db side (core/snapshots/storage/bolt.go) -------------------

@@ -29,11 +29,11 @@ from ctrconv.bolt.salvage import RootHints, SalvageResult, salvage
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.bolt.writer import write_bolt
 from ctrconv.containerd import schema as K
-from ctrconv.containerd.codec import decode_time
 from ctrconv.containerd.records import (
     ImageRecord,
     Target,
     go_time,
+    newest_update,
     read_backend_id,
     read_blob_size,
     read_map,
@@ -282,24 +282,6 @@ def _ensure_schema_version(meta: BucketTree, croot: ContainerdRoot) -> None:
     write_schema_version(v1, K.DB_VERSION_2X if two_x else K.DB_VERSION_1X)
 
 
-def latest_update(tree: BucketTree) -> int:
-    """The newest ``createdat``/``updatedat`` time (Unix ns) of any record below ``tree``: which
-    of several candidate trees of a meta.db holds the latest commit's records."""
-    newest = 0
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        for key, value in node.entries.items():
-            if isinstance(value, BucketTree):
-                stack.append(value)
-            elif key in (K.CREATED_AT, K.UPDATED_AT):
-                try:
-                    newest = max(newest, decode_time(value).unix_ns)
-                except FormatError:
-                    continue
-    return newest
-
-
 #: buckets containerd keeps in a namespace (``v1/<ns>/...``) and a snapshotter db keeps in ``v1``
 _NAMESPACE_BUCKETS = {K.IMAGES, K.CONTENT, K.SNAPSHOTS, K.LEASES, b"containers", b"sandboxes"}
 _SNAPSHOTTER_BUCKETS = {K.SNAPSHOTS, K.PARENTS}
@@ -325,7 +307,7 @@ def containerd_shape(tree: BucketTree) -> int:
     return score
 
 
-CONTAINERD_ROOT_HINTS = RootHints(plausibility=containerd_shape, recency=latest_update)
+CONTAINERD_ROOT_HINTS = RootHints(plausibility=containerd_shape, recency=newest_update)
 
 
 def _salvage(path: Path, report: RebuildReport) -> tuple[BucketTree, SalvageResult | None]:

@@ -21,6 +21,7 @@ from ctrconv.containerd.records import (
     ImageRecord,
     SnapshotRecord,
     Target,
+    add_child,
     go_time,
     read_map,
     same_target,
@@ -211,12 +212,7 @@ def add_child_link(snapshotter_bucket: BucketTree, parent: str, child: str) -> b
     record = snapshotter_bucket.bucket(parent.encode())
     if record is None:
         raise KeyError(parent)
-    children = record.bucket(K.CHILDREN, create=True)
-    assert children is not None
-    if children.get(child.encode()) == b"":
-        return False
-    children.put(child.encode(), b"")
-    return True
+    return add_child(record, child)
 
 
 # -- snapshots (snapshotter metadata.db side) ------------------------------------------------
