@@ -227,7 +227,7 @@ def _rebuild_into(
             if res is None and not tree.value_count():
                 continue  # no db and nothing to keep (containerd makes one when it needs it)
             target.snapshotter_dir(sn).mkdir(mode=0o700, parents=True, exist_ok=True)
-            (target.snapshotter_dir(sn) / "snapshots").mkdir(mode=0o700, exist_ok=True)
+            target.snapshots_dir(sn).mkdir(mode=0o700, exist_ok=True)
             _write(target.snapshotter_db(sn), tree, SNAPSHOTTER_DB_MODE, res.page_size if res else None, True, in_place, stamp, report)
         if in_place:
             _remove_unkept_snapshot_dirs(croot, kept_backends, report)
