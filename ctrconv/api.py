@@ -6,6 +6,7 @@ The CLI only parses options, calls one of these and renders the result.
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import TYPE_CHECKING, Any, BinaryIO, Sequence
 
 from ctrconv.bolt.reader import BoltFile, Bucket
@@ -17,13 +18,39 @@ if TYPE_CHECKING:
     from ctrconv.verify import Report
 
 
-def dump_bolt(path: str | os.PathLike[str]) -> dict[str, Any]:
+def _reading(root: str | os.PathLike[str], ignore_lock: bool) -> AbstractContextManager[Any]:
+    """One consistent view of a root: ``LOCK_SH`` on it, so no ctrconv writer changes it
+    meanwhile (a writer holding it: refused naming it, or waited for with ``waiting``).
+    ``ignore_lock`` reads without it; locked bolt files are then read from private copies."""
+    from ctrconv.containerd.rootlock import read_lock
+
+    return nullcontext() if ignore_lock else read_lock(root)
+
+
+def dump_bolt(path: str | os.PathLike[str], *, ignore_lock: bool = False) -> dict[str, Any]:
     """The whole bolt file as a JSON-friendly tree: every bucket (with its sequence), key and value.
 
     Each entry keeps the exact bytes (``key_hex``/``value_hex``) beside a decoded form, so the
-    dump can be compared byte for byte with what Go bbolt reads.
+    dump can be compared byte for byte with what Go bbolt reads. A file that a running
+    containerd (or a ctrconv writer) holds is refused unless ``ignore_lock``: then a consistent
+    private copy is read, never the live file.
     """
-    with BoltFile(path) as db:
+    import tempfile
+
+    from ctrconv.containerd.locking import is_locked, private_copy, shared_lock
+
+    with ExitStack() as stack:
+        readable: str | os.PathLike[str] = path
+        if os.path.isfile(path) and is_locked(path) and ignore_lock:
+            work = stack.enter_context(tempfile.TemporaryDirectory(prefix="ctrconv-dump-"))
+            readable = private_copy(path, work)
+        elif os.path.isfile(path):
+            stack.enter_context(shared_lock(path))
+        return _dump_file(path, readable)
+
+
+def _dump_file(path: str | os.PathLike[str], readable: str | os.PathLike[str]) -> dict[str, Any]:
+    with BoltFile(readable) as db:
         meta = db.meta
         return {
             "file": str(path),
@@ -69,7 +96,7 @@ def list_images(
 
     matcher = plat.only(plat.parse_platform(platform)) if platform else plat.default_matcher()
     croot = ContainerdRoot(root)
-    with croot.open_metadata(ignore_lock=ignore_lock) as meta:
+    with _reading(root, ignore_lock), croot.open_metadata(ignore_lock=ignore_lock) as meta:
         selected = meta.namespaces() if namespaces is None else namespaces
         return _list(meta, croot.content, selected, matcher)
 
@@ -90,7 +117,8 @@ def verify_root(
     """
     from ctrconv.verify.root import verify_root as _verify
 
-    return _verify(root, namespaces, ignore_lock=ignore_lock, jobs=jobs, progress=progress, deep=deep)
+    with _reading(root, ignore_lock):
+        return _verify(root, namespaces, ignore_lock=ignore_lock, jobs=jobs, progress=progress, deep=deep)
 
 
 def verify_layout(path: str, *, progress: Any = None) -> "Report":
@@ -140,7 +168,8 @@ def export_images(
         ctr_line=ctr_line, manifest_json=manifest_json, skip_non_distributable=skip_non_distributable, link=link, verify_links=verify_links, ignore_lock=ignore_lock,
     )
     out = Path(output) if isinstance(output, os.PathLike) else output
-    return export(ContainerdRoot(root), out, options, progress)
+    with _reading(root, ignore_lock):
+        return export(ContainerdRoot(root), out, options, progress)
 
 
 def import_images(
@@ -173,14 +202,30 @@ def rebuild_root(
     unpack: bool = True,
     progress: Any = None,
     trust_snapshots: bool = False,
+    link: bool = False,
 ) -> Any:
     """Recover a damaged root in place (backups kept) or into ``output``; see :mod:`ctrconv.recovery`.
 
     Snapshots are reused only where their tree matches their layer, unless ``trust_snapshots``.
+    Into ``output`` blobs are copied (reflinked where possible), or hard-linked with ``link``.
+    A rebuild in place holds the root's writers' lock; into ``output`` it reads the root under
+    the shared lock and holds the output's writers' lock.
     """
+    from pathlib import Path
+
+    from ctrconv.containerd.rootlock import read_lock, write_lock
     from ctrconv.recovery import rebuild_root as _rebuild
 
-    return _rebuild(root, output, names=names, unpack=unpack, progress=progress, trust_snapshots=trust_snapshots)
+    if not Path(root).is_dir():  # rebuild says what is wrong with it
+        return _rebuild(root, output, names=names, unpack=unpack, progress=progress, trust_snapshots=trust_snapshots, link=link)
+    with ExitStack() as stack:
+        # in place it is a writer; into a new root the source is read and the output written
+        stack.enter_context(write_lock(root, create=False) if output is None else read_lock(root))
+        if output is not None:
+            out_lock = stack.enter_context(write_lock(output))
+            if out_lock.created:
+                stack.callback(_remove_if_empty, Path(output))
+        return _rebuild(root, output, names=names, unpack=unpack, progress=progress, trust_snapshots=trust_snapshots, link=link)
 
 
 def export_to_root(
@@ -204,12 +249,27 @@ def export_to_root(
     from ctrconv.pipeline.resolve import resolve_images
     from ctrconv.sources.containerd_root import ContainerdRootSource
 
+    from ctrconv.outputs import resolve_output
+
+    # a device, FIFO or socket is refused, a symlink followed: never replaced by a root
+    resolved = resolve_output(target_root)
+    resolved.require_streaming("containerd-root")
+    target_root = resolved.path or target_root
     source_root = ContainerdRoot(root)
-    with source_root.open_metadata(ignore_lock=ignore_lock) as meta:
+    with _reading(root, ignore_lock), source_root.open_metadata(ignore_lock=ignore_lock) as meta:
         wanted = {r.name for r in resolve_images(meta, source_root.content, namespace, None if images is None else list(images))}
     source = ContainerdRootSource(source_root, namespace, ignore_lock=ignore_lock, namespace_content_only=True)
     try:
         entries = [e for e in source.entries() if e.name in wanted]
-        return copy_images_to_root(source, target_root, target_namespace or namespace, entries=entries, **options)
+        with _reading(root, ignore_lock):
+            return copy_images_to_root(source, target_root, target_namespace or namespace, entries=entries, **options)
     finally:
         source.close()
+
+
+def _remove_if_empty(path: "os.PathLike[str]") -> None:
+    """A new output root left empty by a failed rebuild is not left behind."""
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass

@@ -16,10 +16,14 @@ from ctrconv.cli._common import (
     NAMESPACE_OPTION,
     QUIET_OPTION,
     ROOT_OPTION,
+    WAIT_OPTION,
     TqdmBytes,
     print_json,
     progress_enabled,
+    wait_seconds,
 )
+from ctrconv.containerd.rootlock import waiting
+from ctrconv.outputs import is_stdout
 from ctrconv.cli.import_ import cri_mode
 from ctrconv.containerd.root import check_namespace
 from ctrconv.errors import UsageError
@@ -74,6 +78,7 @@ def export_command(
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
     ignore_lock: bool = IGNORE_LOCK_OPTION,
+    wait: Optional[str] = WAIT_OPTION,
 ) -> None:
     """Export images to an OCI layout directory, an OCI layout tar (like ctr images export) or a docker archive."""
     wanted = list(image or []) + list(refs or [])
@@ -82,45 +87,47 @@ def export_command(
     if not all_images and not wanted:
         raise UsageError("no image given (use --image REF or --all)")
     if fmt == "containerd-root":
-        _export_to_root(
-            root, output, check_namespace(namespace), None if all_images else wanted,
-            target_namespace=check_namespace(target_namespace or namespace), snapshotter=snapshotter,
-            unpack=not no_unpack, containerd_version=containerd_version, platforms=list(platform or []),
-            unpack_platform=platform[0] if platform and len(platform) == 1 else None,
-            all_platforms=all_platforms, ignore_lock=ignore_lock, as_json=as_json, quiet=quiet,
-            cri=cri_mode(cri, no_cri_names),
-        )
+        with waiting(wait_seconds(wait)):
+            _export_to_root(
+                root, output, check_namespace(namespace), None if all_images else wanted,
+                target_namespace=check_namespace(target_namespace or namespace), snapshotter=snapshotter,
+                unpack=not no_unpack, containerd_version=containerd_version, platforms=list(platform or []),
+                unpack_platform=platform[0] if platform and len(platform) == 1 else None,
+                all_platforms=all_platforms, ignore_lock=ignore_lock, as_json=as_json, quiet=quiet,
+                cri=cri_mode(cri, no_cri_names),
+            )
         return
     if cri or no_cri_names:
         raise UsageError("--cri and --no-cri-names apply to --format containerd-root only")
     if fmt is not None and fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)}, containerd-root)")
-    if as_json and output == "-":
+    if as_json and is_stdout(output):
         raise UsageError("--json cannot be combined with -o - (stdout carries the tar)")
-    if output == "-" and sys.stdout.isatty():
+    if is_stdout(output) and sys.stdout.isatty():
         raise UsageError("refusing to write a tar archive to a terminal", hint="redirect stdout or use -o FILE")
     enabled = progress_enabled(quiet)
-    report = api.export_images(
-        root,
-        output,
-        namespace=check_namespace(namespace),
-        images=None if all_images else wanted,
-        format=fmt,
-        platforms=list(platform or []),
-        all_platforms=all_platforms,
-        index_media_type=index_media_type,
-        ctr_line=containerd_version,
-        manifest_json=not skip_manifest_json,
-        skip_non_distributable=skip_non_distributable,
-        link=link,
-        verify_links=verify,
-        ignore_lock=ignore_lock,
-        progress=lambda total: TqdmBytes(total, "export", enabled),
-    )
+    with waiting(wait_seconds(wait)):
+        report = api.export_images(
+            root,
+            output,
+            namespace=check_namespace(namespace),
+            images=None if all_images else wanted,
+            format=fmt,
+            platforms=list(platform or []),
+            all_platforms=all_platforms,
+            index_media_type=index_media_type,
+            ctr_line=containerd_version,
+            manifest_json=not skip_manifest_json,
+            skip_non_distributable=skip_non_distributable,
+            link=link,
+            verify_links=verify,
+            ignore_lock=ignore_lock,
+            progress=lambda total: TqdmBytes(total, "export", enabled),
+        )
     if as_json:
         print_json(report.to_json())
         return
-    if not quiet and output != "-":
+    if not quiet and not is_stdout(output):
         linked = f", {report.linked} hardlinked" if report.linked else ""
         sys.stderr.write(
             f"exported {len(report.images)} image(s), {report.blobs} blobs ({human_size(report.bytes)}{linked}) "
@@ -135,7 +142,7 @@ def _export_to_root(root: Path, output: str, namespace: str, refs: Optional[List
     """``--format containerd-root``: the import writer as the sink, no intermediate archive."""
     from ctrconv.containerd.writer import report_lines
 
-    if output == "-":
+    if is_stdout(output):
         raise UsageError("a containerd root cannot be written to stdout")
     enabled = progress_enabled(quiet)
     report = api.export_to_root(

@@ -178,6 +178,8 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 def _take(path: Path, exclusive: bool, create: bool, what: str) -> RootLock:
     operation = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+    if create and path.is_symlink():
+        path = Path(os.path.realpath(path))  # a dangling link: the root is made where it points
     while True:
         made = False
         if create:

@@ -16,7 +16,6 @@ selected platform fails the export up front, naming the platforms and digests.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Sequence
@@ -31,6 +30,7 @@ from ctrconv.errors import CtrconvError, MissingContentError, UsageError
 from ctrconv.inventory import selector_for, target_descriptor
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
+from ctrconv.outputs import Output, resolve_output
 from ctrconv.pipeline.plan import ImagePlan, PlannedManifest, image_platforms, plan_image, platform_string, ranked_manifests, read_json_blob
 from ctrconv.pipeline.resolve import resolve_images
 from ctrconv.sinks import ExportedImage, Sink, blob_path, detect_format, open_sink
@@ -283,20 +283,22 @@ def _image_report(p: _Planned) -> ImageReport:
     )
 
 
-def _output(out: str | Path | BinaryIO, fmt: str) -> Path | BinaryIO:
-    if out == "-":
-        if fmt == "oci-dir":
-            raise UsageError("-o - writes a tar stream; use --format oci-tar or docker-archive")
-        return sys.stdout.buffer
-    if not isinstance(out, (str, Path)):
-        return out
-    path = Path(out)
-    if fmt != "oci-dir":
+def _output(out: str | Path | BinaryIO, fmt: str | None) -> tuple[Output, str]:
+    """Where the export goes (:mod:`ctrconv.outputs`: stdout, a device or FIFO written
+    through, a symlink resolved, else a path written atomically), and in which format: the
+    given one, else oci-tar for a stream or node, else by the (resolved) name."""
+    resolved = resolve_output(out) if isinstance(out, (str, Path)) else Output("-", stream=out)
+    if fmt is None:
+        fmt = "oci-tar" if resolved.is_stream else detect_format(str(resolved.path))
+    if resolved.is_stream and fmt == "oci-dir":
+        resolved.require_streaming(fmt)
+    path = resolved.path
+    if path is not None and fmt != "oci-dir":
         if path.is_dir():
             raise UsageError(f"{path} is a directory; a {fmt} output is a file")
         if not path.parent.is_dir():
             raise UsageError(f"{path.parent} does not exist")
-    return path
+    return resolved, fmt
 
 
 #: containerd lines whose ``ctr images export`` output ctrconv can reproduce
@@ -374,15 +376,13 @@ def export(
 
     ``out`` is a path, ``-`` (stdout) or a binary stream (tar formats). The root is only read.
     """
-    is_stream = out == "-" or not isinstance(out, (str, Path))
-    fmt = options.format or ("oci-tar" if is_stream else detect_format(str(out)))
+    target, fmt = _output(out, options.format)
     if options.all_platforms and fmt == "docker-archive":
         raise UsageError("a docker archive holds one platform per image; --all-platforms needs oci-dir or oci-tar")
     if options.skip_non_distributable and fmt == "docker-archive":
         raise UsageError("docker load needs every layer of manifest.json; --skip-non-distributable needs oci-dir or oci-tar")
     if not options.link and not options.verify_links:
         raise UsageError("--no-verify only applies to --link (copied blobs are always verified)")
-    target = _output(out, fmt)
     single_manifest = fmt == "docker-archive"
     with root.open_metadata(ignore_lock=options.ignore_lock) as meta:
         records = resolve_images(meta, root.content, options.namespace, options.refs)
@@ -403,7 +403,7 @@ def export(
     sink: Sink | None = None
     try:
         sink = open_sink(
-            fmt, target, index_media_type=index_media_type, manifest_json=options.manifest_json,
+            fmt, target.target(), index_media_type=index_media_type, manifest_json=options.manifest_json,
             link=options.link, verify_links=options.verify_links,
         )
         blobs, total = write_export(content, planned, sink, progress_factory,
@@ -412,9 +412,11 @@ def export(
         if sink is not None:
             sink.abort()  # also when a signal lands between creating the sink and using it
         raise
+    finally:
+        target.close()
     return ExportReport(
         format=fmt,
-        output="-" if is_stream else str(out),
+        output=target.label,
         namespace=options.namespace,
         images=[_image_report(p) for p in planned],
         blobs=blobs,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ctrconv import tempfiles
+from ctrconv.commitpoint import committing
 from ctrconv.errors import SizeMismatchError, UsageError
 from ctrconv.sinks.base import BlobReader, ExportedImage, blob_path
 from ctrconv.sinks.oci_tar import oci_name_documents
@@ -141,9 +142,10 @@ class OciDirSink:
                 fsync_dir(directory)
         os.chmod(self._tmp, 0o755)
         fsync_dir(self._tmp)
-        os.rename(self._tmp, self._final)
-        tempfiles.forget(self._tmp)
-        self._tmp = None
+        with committing():  # from the rename on, a signal no longer undoes the export
+            os.rename(self._tmp, self._final)
+            tempfiles.forget(self._tmp)
+            self._tmp = None
         fsync_dir(self._final.parent)
 
     def abort(self) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Sequence
 
 from ctrconv import tempfiles
+from ctrconv.commitpoint import committing
 from ctrconv.sinks import _layout
 from ctrconv.sinks._tar import TarWriter
 from ctrconv.sinks.base import BlobReader, ExportedImage, blob_path
@@ -114,17 +115,20 @@ class TarSink(ABC):
         for name, data, mode in self._documents:
             self._tar.add_bytes(name, data, mode)
         self._tar.close()
-        self._stream.flush()
         if self._tmp is None:
+            with committing():  # the stream is complete once flushed
+                self._stream.flush()
             return
+        self._stream.flush()
         os.fchmod(self._stream.fileno(), 0o666 & ~_umask())
         os.fsync(self._stream.fileno())
         self._stream.close()
         self._closed = True
         assert self._final is not None
-        os.replace(self._tmp, self._final)
-        tempfiles.forget(self._tmp)
-        self._tmp = None
+        with committing():  # from the rename on, a signal no longer undoes the export
+            os.replace(self._tmp, self._final)
+            tempfiles.forget(self._tmp)
+            self._tmp = None
         fsync_dir(self._final.parent)
 
     def abort(self) -> None:
