@@ -15,11 +15,14 @@ from ctrconv.cli._common import (
     NAMESPACE_OPTION,
     QUIET_OPTION,
     ROOT_OPTION,
+    WAIT_OPTION,
     TqdmBytes,
     parse_size,
     print_json,
     progress_enabled,
+    wait_seconds,
 )
+from ctrconv.containerd.rootlock import waiting
 from ctrconv.containerd.root import check_namespace
 from ctrconv.containerd.writer import report_lines
 from ctrconv.errors import UsageError
@@ -70,6 +73,7 @@ def import_command(
     ),
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
+    wait: Optional[str] = WAIT_OPTION,
 ) -> None:
     """Write images, content, GC labels and snapshots into a containerd root (daemon stopped)."""
     check_namespace(namespace)
@@ -83,15 +87,16 @@ def import_command(
         return bar
 
     try:
-        report = api.import_images(
-            input_path, root, namespace,
-            snapshotter=snapshotter, unpack=not no_unpack, platforms=platform or None,
-            all_platforms=all_platforms, name=name, pin=pin,
-            containerd_version=containerd_version, backup=not no_backup, progress=progress,
-            max_layer_bytes=parse_size(max_layer_size) if max_layer_size else None, jobs=jobs,
-            unpack_platform=platform[0] if platform and len(platform) == 1 else None,
-            cri=cri_mode(cri, no_cri_names),
-        )
+        with waiting(wait_seconds(wait)):
+            report = api.import_images(
+                input_path, root, namespace,
+                snapshotter=snapshotter, unpack=not no_unpack, platforms=platform or None,
+                all_platforms=all_platforms, name=name, pin=pin,
+                containerd_version=containerd_version, backup=not no_backup, progress=progress,
+                max_layer_bytes=parse_size(max_layer_size) if max_layer_size else None, jobs=jobs,
+                unpack_platform=platform[0] if platform and len(platform) == 1 else None,
+                cri=cri_mode(cri, no_cri_names),
+            )
     finally:
         for bar in bars:
             bar.close()

@@ -10,7 +10,17 @@ import typer
 
 from ctrconv import api
 from ctrconv.cli import app
-from ctrconv.cli._common import JSON_OPTION, QUIET_OPTION, ROOT_OPTION, TqdmBytes, print_json, progress_enabled
+from ctrconv.cli._common import (
+    JSON_OPTION,
+    QUIET_OPTION,
+    ROOT_OPTION,
+    WAIT_OPTION,
+    TqdmBytes,
+    print_json,
+    progress_enabled,
+    wait_seconds,
+)
+from ctrconv.containerd.rootlock import waiting
 from ctrconv.errors import UsageError
 
 
@@ -34,13 +44,21 @@ def rebuild_command(
         False, "--trust-snapshots",
         help="Reuse every whole snapshot chain as it is (default: compare each tree with its layer and unpack again what differs).",
     ),
+    link: bool = typer.Option(
+        False, "--link",
+        help="With -o: hard-link blobs from the damaged root instead of copying them (shared inodes: a later "
+             "damage to one root is damage to both). Default: copy, reflinked where the filesystem can.",
+    ),
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
+    wait: Optional[str] = WAIT_OPTION,
 ) -> None:
     """Salvage a damaged meta.db, re-derive what is lost, drop what points at missing content."""
-    with TqdmBytes(None, "hashing blobs", progress_enabled(quiet)) as bar:
+    if link and output is None:
+        raise UsageError("--link needs -o (in place there is nothing to link)")
+    with TqdmBytes(None, "hashing blobs", progress_enabled(quiet)) as bar, waiting(wait_seconds(wait)):
         report = api.rebuild_root(root, output, names=_parse_names(name), unpack=not no_unpack, progress=bar,
-                                  trust_snapshots=trust_snapshots)
+                                  trust_snapshots=trust_snapshots, link=link)
     if as_json:
         print_json(report.to_json())
         return

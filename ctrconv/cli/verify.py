@@ -16,10 +16,13 @@ from ctrconv.cli._common import (
     NAMESPACE_OPTION,
     QUIET_OPTION,
     ROOT_OPTION,
+    WAIT_OPTION,
     TqdmBytes,
     print_json,
     progress_enabled,
+    wait_seconds,
 )
+from ctrconv.containerd.rootlock import waiting
 from ctrconv.containerd.root import check_namespace
 
 
@@ -34,9 +37,10 @@ def verify_command(
     ignore_lock: bool = IGNORE_LOCK_OPTION,
     jobs: Optional[int] = typer.Option(None, "-j", "--jobs", help="Blob hashing threads (default: cores)."),
     deep: bool = typer.Option(False, "--deep", help="Also re-apply every unpacked layer and compare it with its snapshot (slow)."),
+    wait: Optional[str] = WAIT_OPTION,
 ) -> None:
     """Full integrity check. Prints each problem found; exit 1 if any."""
-    with TqdmBytes(None, "verify", progress_enabled(quiet)) as bar:
+    with TqdmBytes(None, "verify", progress_enabled(quiet)) as bar, waiting(wait_seconds(wait)):
         if layout is not None:
             report = api.verify_layout(layout, progress=bar)
         else:
