@@ -239,27 +239,17 @@ def copy_images_to_root(
     from ctrconv.containerd.root import check_namespace
 
     check_namespace(namespace)
-    if cri is None:
-        cri = namespace == R.CRI_NAMESPACE
-    matcher = platform_matcher(platforms, all_platforms)
-    unpack_for = unpack_matcher(unpack_platform)
-    selector = None if all_platforms else selector_for(matcher)
-    chosen = _named_entries(list(entries if entries is not None else source.entries()), name)
-
+    matcher = platform_matcher(platforms, all_platforms)  # refuses contradicting options
+    options = _Options(
+        namespace=namespace, snapshotter=snapshotter, unpack=unpack,
+        cri=namespace == R.CRI_NAMESPACE if cri is None else cri, cri_labels=cri_labels, pin=pin,
+        keep_partial=keep_partial, all_platforms=all_platforms,
+        selector=None if all_platforms else selector_for(matcher),
+        unpack_for=unpack_matcher(unpack_platform),
+    )
     report = ImportReport(str(target_root), namespace, snapshotter if unpack else None)
-    plans: list[tuple[str, NamedEntry, ImagePlan]] = []
-    for image_name, entry in chosen:
-        plan = plan_image(source, entry.descriptor, selector)
-        if plan.missing:
-            missing = ", ".join(f"{d.get('digest')} ({d.get('mediaType')})" for d in plan.missing)
-            raise MissingContentError(f"image {image_name}: the input lacks {missing}")
-        if not plan.manifests:
-            report.skipped.append({"name": image_name, "reason": "no manifest for the selected platforms"})
-            continue
-        plans.append((image_name, entry, plan))
-    if not plans:
-        raise UsageError("nothing to import: every image was filtered out by the platform selection")
-
+    imports = _plan(source, _named_entries(list(entries if entries is not None else source.entries()), name),
+                    options, report)
     now_ns = time.time_ns()
     with RootTransaction(
         Path(target_root), (snapshotter,) if unpack else (), containerd_version, backup
@@ -267,74 +257,16 @@ def copy_images_to_root(
         if txn.version_mismatch:
             report.warnings.append(txn.version_mismatch)
         run = _Import(source, txn, namespace, now_ns)
-        cri_records: dict[str, CriNames] = {}
-        for image_name, entry, plan in plans:
-            run.label_graph(plan, selector, keep_partial, label_every_child=cri)
-            if cri:
-                chosen = _unpack_candidate(plan, unpack_for)
-                record = cri_names(image_name, str(entry.descriptor["digest"]),
-                                   str(chosen.config["digest"]) if chosen else None)
-                cri_records[image_name] = record
-                distribution = source_labels(_entry_annotations(entry), record.source_label)
-                for desc in plan.blobs:
-                    run.add_first_labels(str(Digest.parse(desc["digest"])), distribution)
+        _label(run, imports, options)
         content = ContentWriter(txn.content_dir)
-        recorded = R.recorded_blobs(txn.meta, namespace)
         snaps = None
         try:
-            for digest, size in run.sizes.items():
-                counter = progress(size, digest[7:19]) if progress else None
-                if content.write(source, {"digest": digest, "size": size}, counter, recorded=digest in recorded):
-                    report.blobs_written += 1
-                    report.bytes_written += size
-                else:
-                    report.blobs_present += 1
-            unpacked: dict[str, Any] = {}
-            # the line of the containerd that will run the root decides how a config-only image
-            # is "unpacked" (see _unpack_manifest)
+            _write_content(run, content, R.recorded_blobs(txn.meta, namespace), progress, report)
+            # the line of the containerd that will run the root decides how a config-only
+            # image is "unpacked" (see _unpack_manifest)
             line = containerd_version or txn.detected_version or "1.6"
-            for image_name, _, plan in plans:
-                target = _unpack_candidate(plan, unpack_for) if unpack else None
-                if target is None or str(target.descriptor["digest"]) in unpacked:
-                    continue
-                if snaps is None and _unpack_layers(target):
-                    # made on first use: an import of config-only images alone touches no
-                    # snapshot bucket or snapshotter db, as containerd's unpack of them does not
-                    from ctrconv.containerd.writer.snapshots import SnapshotWriter
-
-                    snaps = SnapshotWriter(txn, namespace, snapshotter, now_ns, max_layer_bytes, jobs)
-                unpacked[str(target.descriptor["digest"])] = _unpack_manifest(
-                    run, snaps, snapshotter, target, content, label_config_only=line != "2.x")
-            ns = R.namespace_bucket(txn.meta, namespace)
-            for digest, labels in run.labels.items():
-                R.merge_blob(ns, digest, run.sizes[digest], labels, now_ns)
-            for image_name, entry, plan in plans:
-                labels: dict[str, str] = {}
-                if (namespace == R.CRI_NAMESPACE and cri_labels) or cri:
-                    labels[R.LABEL_CRI_IMAGE] = "managed"
-                if pin:
-                    labels[R.LABEL_CRI_PINNED] = "pinned"
-                if cri:
-                    names = list(cri_records[image_name].names)
-                    statuses = [R.merge_image(ns, R.ImageSpec(n, entry.descriptor, {}, labels), now_ns) for n in names]
-                    status = statuses[0] if len(set(statuses)) == 1 else "updated"
-                else:
-                    names = [image_name]
-                    spec = R.ImageSpec(image_name, entry.descriptor, _entry_annotations(entry), labels)
-                    status = R.merge_image(ns, spec, now_ns)
-                target = _unpack_candidate(plan, unpack_for) if unpack else None
-                result = unpacked.get(str(target.descriptor["digest"])) if target else None
-                report.images.append(ImportedImage(
-                    name=names[0],
-                    names=names,
-                    digest=str(entry.descriptor["digest"]),
-                    media_type=str(entry.descriptor.get("mediaType", "")),
-                    status=status,
-                    platforms=plan.platforms(),
-                    unpacked=(result.top_chain_id or None) if result else None,
-                    snapshots_created=len(result.created) if result else 0,
-                    snapshots_reused=len(result.reused) if result else 0,
-                ))
+            snaps, unpacked = _unpack(run, imports, content, options, line, max_layer_bytes, jobs)
+            _write_records(run, imports, unpacked, options, report)
             committed = txn.commit(snaps.install if snaps is not None else None)
             report.written = committed or report.blobs_written > 0
             report.backups = [str(p) for p in txn.backups]
@@ -347,6 +279,138 @@ def copy_images_to_root(
             if snaps is not None:
                 snaps.close()
     return report
+
+
+# -- stages: plan -> label -> write content -> unpack -> write records ----------------------
+
+
+@dataclass(frozen=True)
+class _Options:
+    """What one import run was asked for, resolved once."""
+
+    namespace: str
+    snapshotter: str
+    unpack: bool
+    cri: bool
+    cri_labels: bool
+    pin: bool
+    keep_partial: bool
+    all_platforms: bool
+    selector: Callable[[dict[str, Any]], bool] | None
+    unpack_for: plat.MatchComparer
+
+
+@dataclass
+class _PlannedImport:
+    """One image of the run: its name, index.json entry, plan and the manifest to unpack."""
+
+    name: str
+    entry: NamedEntry
+    plan: ImagePlan
+    unpack_target: PlannedManifest | None
+    cri: CriNames | None = None
+
+
+def _plan(source: ImageSource, chosen: list[tuple[str, NamedEntry]], options: _Options,
+          report: ImportReport) -> list[_PlannedImport]:
+    """Plan every image before anything is written; the input must hold all it needs."""
+    imports: list[_PlannedImport] = []
+    for image_name, entry in chosen:
+        plan = plan_image(source, entry.descriptor, options.selector)
+        if plan.missing:
+            missing = ", ".join(f"{d.get('digest')} ({d.get('mediaType')})" for d in plan.missing)
+            raise MissingContentError(f"image {image_name}: the input lacks {missing}")
+        if not plan.manifests:
+            report.skipped.append({"name": image_name, "reason": "no manifest for the selected platforms"})
+            continue
+        # the platform the node runs: unpacked, and its config is CRI's image ID
+        candidate = _unpack_candidate(plan, options.unpack_for)
+        record = None
+        if options.cri:
+            record = cri_names(image_name, str(entry.descriptor["digest"]),
+                               str(candidate.config["digest"]) if candidate else None)
+        imports.append(_PlannedImport(image_name, entry, plan, candidate if options.unpack else None, record))
+    if not imports:
+        raise UsageError("nothing to import: every image was filtered out by the platform selection")
+    return imports
+
+
+def _label(run: _Import, imports: list[_PlannedImport], options: _Options) -> None:
+    """GC labels of every parent; in CRI mode the distribution sources too."""
+    for item in imports:
+        run.label_graph(item.plan, options.selector, options.keep_partial, label_every_child=options.cri)
+        if item.cri is not None:
+            distribution = source_labels(_entry_annotations(item.entry), item.cri.source_label)
+            for desc in item.plan.blobs:
+                run.add_first_labels(str(Digest.parse(desc["digest"])), distribution)
+
+
+def _write_content(run: _Import, content: ContentWriter, recorded: frozenset[str],
+                   progress: ProgressFactory | None, report: ImportReport) -> None:
+    """Every blob into the content store, verified as it is copied (present ones skipped)."""
+    for digest, size in run.sizes.items():
+        counter = progress(size, digest[7:19]) if progress else None
+        if content.write(run.source, {"digest": digest, "size": size}, counter, recorded=digest in recorded):
+            report.blobs_written += 1
+            report.bytes_written += size
+        else:
+            report.blobs_present += 1
+
+
+def _unpack(run: _Import, imports: list[_PlannedImport], content: ContentWriter, options: _Options,
+            line: str, max_layer_bytes: int | None, jobs: int | None) -> tuple[Any, dict[str, Any]]:
+    """Unpack each distinct manifest once; returns the snapshot writer (None when nothing
+    was applied) and the results by manifest digest."""
+    snaps = None
+    unpacked: dict[str, Any] = {}
+    for item in imports:
+        target = item.unpack_target
+        if target is None or str(target.descriptor["digest"]) in unpacked:
+            continue
+        if snaps is None and _unpack_layers(target):
+            # made on first use: an import of config-only images alone touches no
+            # snapshot bucket or snapshotter db, as containerd's unpack of them does not
+            from ctrconv.containerd.writer.snapshots import SnapshotWriter
+
+            snaps = SnapshotWriter(run.txn, options.namespace, options.snapshotter, run.now_ns, max_layer_bytes, jobs)
+        unpacked[str(target.descriptor["digest"])] = _unpack_manifest(
+            run, snaps, options.snapshotter, target, content, label_config_only=line != "2.x")
+    return snaps, unpacked
+
+
+def _write_records(run: _Import, imports: list[_PlannedImport], unpacked: dict[str, Any],
+                   options: _Options, report: ImportReport) -> None:
+    """Content records with their labels, then the image records (CRI's names in CRI mode)."""
+    ns = R.namespace_bucket(run.txn.meta, options.namespace)
+    for digest, labels in run.labels.items():
+        R.merge_blob(ns, digest, run.sizes[digest], labels, run.now_ns)
+    for item in imports:
+        labels: dict[str, str] = {}
+        if (options.namespace == R.CRI_NAMESPACE and options.cri_labels) or options.cri:
+            labels[R.LABEL_CRI_IMAGE] = "managed"
+        if options.pin:
+            labels[R.LABEL_CRI_PINNED] = "pinned"
+        if item.cri is not None:
+            names = list(item.cri.names)
+            statuses = [R.merge_image(ns, R.ImageSpec(n, item.entry.descriptor, {}, labels), run.now_ns) for n in names]
+            status = statuses[0] if len(set(statuses)) == 1 else "updated"
+        else:
+            names = [item.name]
+            spec = R.ImageSpec(item.name, item.entry.descriptor, _entry_annotations(item.entry), labels)
+            status = R.merge_image(ns, spec, run.now_ns)
+        target = item.unpack_target
+        result = unpacked.get(str(target.descriptor["digest"])) if target else None
+        report.images.append(ImportedImage(
+            name=names[0],
+            names=names,
+            digest=str(item.entry.descriptor["digest"]),
+            media_type=str(item.entry.descriptor.get("mediaType", "")),
+            status=status,
+            platforms=item.plan.platforms(),
+            unpacked=(result.top_chain_id or None) if result else None,
+            snapshots_created=len(result.created) if result else 0,
+            snapshots_reused=len(result.reused) if result else 0,
+        ))
 
 
 def _unpack_layers(manifest: PlannedManifest) -> list[dict[str, Any]]:
