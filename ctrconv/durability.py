@@ -44,3 +44,12 @@ def sync_filesystems(paths: Iterable[str | os.PathLike[str]]) -> int:
         seen.add(dev)
         syncfs(p)
     return len(seen)
+
+
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """``fsync`` one file by name (a copy made with ordinary writes)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

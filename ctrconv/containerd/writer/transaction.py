@@ -47,7 +47,7 @@ from ctrconv.containerd.locking import exclusive_lock
 from ctrconv.containerd.rootlock import write_lock
 from ctrconv.containerd.writer.content_writer import remove_stale_temp
 from ctrconv.errors import UsageError
-from ctrconv.durability import sync_filesystems
+from ctrconv.durability import fsync_path, sync_filesystems
 from ctrconv.streams import fsync_dir
 
 ROOT_MODE = 0o711
@@ -122,6 +122,8 @@ class RootTransaction:
     meta_attempted: bool = field(default=False, init=False)
     _created_root: bool = field(default=False, init=False, repr=False)
     _was_empty: bool = field(default=False, init=False, repr=False)
+    #: fds holding LOCK_EX on the bolt files as they were (the inodes each commit replaces)
+    _locked: dict[Path, int] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.containerd_version is not None and self.containerd_version not in CONTAINERD_VERSIONS:
@@ -181,13 +183,13 @@ class RootTransaction:
         (self.root / K.METADATA_PLUGIN_DIR).mkdir(mode=BOLT_DIR_MODE, exist_ok=True)
         # Lock everything before reading anything: containerd holds these for its lifetime.
         if self.meta_db_path.is_file():
-            self._stack.enter_context(exclusive_lock(self.meta_db_path))
+            self._locked[self.meta_db_path] = self._stack.enter_context(exclusive_lock(self.meta_db_path))
         for name in self.snapshotters:
             sdir = self.snapshotter_dir(name)
             sdir.mkdir(mode=SNAPSHOTTER_DIR_MODE, exist_ok=True)
             (sdir / "snapshots").mkdir(mode=SNAPSHOTTER_DIR_MODE, exist_ok=True)
             if (sdir / SNAPSHOTTER_DB).is_file():
-                self._stack.enter_context(exclusive_lock(sdir / SNAPSHOTTER_DB))
+                self._locked[sdir / SNAPSHOTTER_DB] = self._stack.enter_context(exclusive_lock(sdir / SNAPSHOTTER_DB))
         remove_stale_temp(self.content_dir)
         for name in self.snapshotters:
             remove_stale_temp(self.snapshotter_dir(name))
@@ -283,7 +285,9 @@ class RootTransaction:
             while backup.exists():
                 n += 1
                 backup = state.path.with_name(f"{state.path.name}.bak-{stamp}.{n}")
-            os.link(state.path, backup)
+            # a copy, not a link: the replaced inode must end up nameless (see _retire)
+            shutil.copy2(state.path, backup)
+            fsync_path(backup)
             self.backups.append(backup)
         write_bolt(
             state.path,
@@ -294,3 +298,26 @@ class RootTransaction:
             mode=state.mode,
         )
         fsync_dir(state.path.parent)
+        if state.path in self._locked:
+            _retire(self._locked[state.path], state.page_size)
+
+
+def _retire(fd: int, page_size: int | None) -> None:
+    """Make the replaced bolt file unopenable before its lock is released.
+
+    containerd opens meta.db by path and then waits for the flock without a time limit
+    (``io.containerd.timeout.bolt.open`` is 0). A containerd started during this write holds
+    the *old* inode open and would get its lock when this process exits, then run on the
+    metadata as it was before: its GC would delete every blob and snapshot this write added.
+    Zeroing both meta pages of the old inode (which no name points to any more) makes that
+    bbolt ``Open`` fail with "invalid database" instead; a restart then opens the new file.
+    """
+    try:
+        if os.fstat(fd).st_nlink != 0:
+            return  # still named (not replaced): nothing to retire
+        size = page_size or 4096
+        os.pwrite(fd, bytes(size), 0)
+        os.pwrite(fd, bytes(size), size)
+        os.fsync(fd)
+    except OSError:
+        pass  # the new file is committed either way; this only guards a racing daemon
