@@ -173,3 +173,64 @@ def test_rebuilt_healthy_root_is_accepted_by_containerd(line, root_name, realnod
         assert sorted(daemon.image_names(ns)) == sorted(info["images"]), ns
         rows = _check_rows(daemon, ns)
         assert all(rows[n]["STATUS"].startswith("complete") == row["complete"] for n, row in info["check"].items()), ns
+
+
+# -- a node whose CRI let layer blobs go after unpacking (discard_unpacked_layers) ----------
+
+
+@pytest.mark.parametrize("line", LINES)
+def test_discarded_layers_node_is_healthy_to_verify_and_ls(line, realnode_set_for, cli):
+    """EKS and GKE nodes: layer blobs are collected once unpacked. The node runs every image;
+    verify says so as information, ls names the state and agrees with ctr images check."""
+    from support.realnode_set import DISCARDED
+
+    corpus = realnode_set_for(line)
+    root = corpus.root(DISCARDED)
+    for deep in ([], ["--deep"]):
+        result = cli("verify", "--root", str(root), "-A", "-q", "--json", *deep)
+        assert result.code == 0, _problems(result)
+    assert any(p["kind"] == "discarded-layers" for p in result.json["info"])
+    listed = {i["name"]: i for i in cli("ls", "--root", str(root), "-n", "k8s.io", "--json").json["images"]}
+    for name, row in corpus.info["roots"][DISCARDED]["namespaces"]["k8s.io"]["check"].items():
+        assert listed[name]["complete"] == row["complete"], (name, row)
+        if not row["complete"]:
+            assert listed[name]["status"] == "layers-discarded", listed[name]
+
+
+@pytest.mark.parametrize("line", LINES)
+def test_discarded_layers_node_rebuilt_keeps_every_image(line, realnode_set_for, cli, tmp_path, private_containerd):
+    from support.realnode_set import DISCARDED
+
+    corpus = realnode_set_for(line)
+    source = corpus.root(DISCARDED)
+    in_place = corpus.copy_root(DISCARDED, tmp_path / "copy")
+    result = cli("rebuild", "--root", str(in_place), "-q")
+    assert result.code == 0 and "nothing to repair" in result.stdout, result.stdout + result.stderr
+
+    new = tmp_path / "new"
+    result = cli("rebuild", "--root", str(source), "-o", str(new), "-q", "--json")
+    assert result.code == 0, result.stderr
+    assert not result.json["dropped"] and not result.json["damage_found"], result.json
+    recorded = corpus.info["roots"][DISCARDED]["namespaces"]["k8s.io"]
+    daemon = private_containerd(root=new, binary_dir=_bin_dir(line))
+    assert sorted(daemon.image_names("k8s.io")) == sorted(recorded["images"])
+    rows = _check_rows(daemon, "k8s.io")
+    for name, row in recorded["check"].items():
+        assert rows[name]["STATUS"] == row["status"] and (rows[name]["UNPACKED"] == "true") == row["unpacked"], name
+    ran = corpus.info["roots"][DISCARDED]["container"]
+    run = daemon.ctr("run", "--rm", ran["image"], "ctrconv-discarded-check", *ran["command"],
+                     namespace="k8s.io", check=False, timeout=120)
+    assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize("line", LINES)
+def test_export_of_discarded_layers_fails_in_one_line(line, realnode_set_for, cli, tmp_path):
+    from support.realnode_set import DISCARDED
+
+    corpus = realnode_set_for(line)
+    out = tmp_path / "x.tar"
+    result = cli("export", "--root", str(corpus.root(DISCARDED)), "-n", "k8s.io", "--image",
+                 corpus.image("oci")["ref"], "-o", str(out), "-q")
+    assert result.code == 1 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "discard_unpacked_layers" in result.stderr
+    assert not out.exists()

@@ -77,15 +77,14 @@ class _Checker:
             return
         yield from self._claim(pgid, page.overflow + 1, "freelist")
         count, start = page.count, S.PAGE_HEADER_SIZE
-        if count == 0xFFFF:
-            count = S.U64.unpack_from(page.data, start)[0]
-            start += 8
-        if start + 8 * count > len(page.data):
+        if count == S.FREELIST_COUNT_OVERFLOW:
+            (count,) = S.FREELIST_COUNT.unpack_from(page.data, start)
+            start += S.FREELIST_COUNT.size
+        if start + S.FREELIST_ID.size * count > len(page.data):
             yield BoltProblem(f"freelist claims {count} ids, more than fit", pgid)
             return
         previous = -1
-        for i in range(count):
-            fid = S.U64.unpack_from(page.data, start + 8 * i)[0]
+        for fid in S.array(S.FreelistId, count).unpack_from(page.data, start):
             if fid in free:
                 yield BoltProblem("freed twice in the freelist", fid)
             if not 2 <= fid < hwm:

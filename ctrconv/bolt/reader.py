@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
 from dataclasses import dataclass
 from typing import Iterator, Union
 
@@ -59,9 +60,9 @@ def _sane_page_size(size: int) -> bool:
 
 
 def decode_meta(buf: bytes | memoryview, page: int) -> MetaInfo:
-    """Decode and validate the 64-byte meta struct found at ``buf[16:80]``."""
-    raw = bytes(buf[S.META_OFFSET : S.META_OFFSET + 64])
-    if len(raw) < 64:
+    """Decode and validate the meta struct found at ``buf[16:80]`` (construct: two per file)."""
+    raw = bytes(buf[S.META_OFFSET : S.META_END])
+    if len(raw) < S.META_SIZE:
         return MetaInfo(page, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, error="meta page cut short")
     m = S.Meta.parse(raw)
     error = None
@@ -69,7 +70,7 @@ def decode_meta(buf: bytes | memoryview, page: int) -> MetaInfo:
         error = "invalid magic (not a bolt file)" if m.magic != 0xEDDA0CED else "big-endian bolt file"
     elif m.version != S.VERSION:
         error = f"version mismatch ({m.version})"
-    elif S.fnv1a64(raw[: S.META_CHECKSUMMED]) != m.checksum:
+    elif S.meta_checksum(raw) != m.checksum:
         error = "checksum error"
     elif not _sane_page_size(m.page_size):
         error = f"insane page size {m.page_size}"
@@ -87,9 +88,9 @@ def discover_page_size(buf: bytes | memoryview | mmap.mmap, file_size: int) -> i
         return meta0.page_size
     for shift in range(15):
         off = 1024 << shift
-        if off + 80 > file_size:
+        if off + S.META_END > file_size:
             break
-        probe = decode_meta(buf[off : off + 80], 1)
+        probe = decode_meta(buf[off : off + S.META_END], 1)
         if probe.valid and probe.page_size == off:
             return off
     return 0
@@ -129,7 +130,7 @@ class BoltFile:
         self.page_size = page_size
         if self.file_size < 2 * page_size:
             raise FileTooSmall(f"file size too small ({self.file_size} bytes)", path=self.path)
-        meta1 = decode_meta(self._buf[page_size : page_size + 80], 1)
+        meta1 = decode_meta(self._buf[page_size : page_size + S.META_END], 1)
         if meta0.valid and meta0.page_size != page_size:
             meta0 = _invalid(meta0, "page size differs from the other meta")
         if meta1.valid and meta1.page_size != page_size:
@@ -231,30 +232,40 @@ class Page:
         if S.PAGE_HEADER_SIZE + S.ELEMENT_SIZE * count > len(data):
             raise CorruptPage(f"{count} elements do not fit in the page", page=pgid, path=db.path)
 
-    def _slice(self, start: int, size: int, what: str) -> bytes:
-        if start < 0 or start + size > len(self.data):
-            raise CorruptPage(f"{what} runs outside the page", page=self.pgid, path=self.db.path)
-        return bytes(self.data[start : start + size])
+    def _elements(self, codec: struct.Struct) -> Iterator[tuple[int, ...]]:
+        """The element array decoded with ``codec`` (bounds checked in ``__init__``)."""
+        start = S.PAGE_HEADER_SIZE
+        return codec.iter_unpack(self.data[start : start + S.ELEMENT_SIZE * self.count])
+
+    def _outside(self, what: str) -> CorruptPage:
+        return CorruptPage(f"{what} runs outside the page", page=self.pgid, path=self.db.path)
 
     def leaf_elements(self) -> Iterator[tuple[int, bytes, bytes]]:
         """(flags, key, value) in stored order."""
-        data = self.data
-        for i in range(self.count):
-            off = S.PAGE_HEADER_SIZE + S.ELEMENT_SIZE * i
-            flags, pos, ksize, vsize = S.LEAF_ELEMENT.unpack_from(data, off)
+        data, end = self.data, len(self.data)
+        off = S.PAGE_HEADER_SIZE
+        for i, (flags, pos, ksize, vsize) in enumerate(self._elements(S.LEAF_ELEMENT)):
             if flags & ~S.BUCKET_LEAF_FLAG:
                 raise CorruptPage(f"leaf element {i} has flags {flags:#x}", page=self.pgid, path=self.db.path)
-            key = self._slice(off + pos, ksize, f"leaf element {i} key")
-            value = self._slice(off + pos + ksize, vsize, f"leaf element {i} value")
-            yield flags, key, value
+            key_at = off + pos  # the fields are unsigned: only the ends can fall outside
+            value_at = key_at + ksize
+            if value_at > end:
+                raise self._outside(f"leaf element {i} key")
+            if value_at + vsize > end:
+                raise self._outside(f"leaf element {i} value")
+            yield flags, bytes(data[key_at:value_at]), bytes(data[value_at : value_at + vsize])
+            off += S.ELEMENT_SIZE
 
     def branch_elements(self) -> Iterator[tuple[bytes, int]]:
         """(key, child pgid) in stored order."""
-        data = self.data
-        for i in range(self.count):
-            off = S.PAGE_HEADER_SIZE + S.ELEMENT_SIZE * i
-            pos, ksize, child = S.BRANCH_ELEMENT.unpack_from(data, off)
-            yield self._slice(off + pos, ksize, f"branch element {i} key"), child
+        data, end = self.data, len(self.data)
+        off = S.PAGE_HEADER_SIZE
+        for i, (pos, ksize, child) in enumerate(self._elements(S.BRANCH_ELEMENT)):
+            key_at = off + pos
+            if key_at + ksize > end:
+                raise self._outside(f"branch element {i} key")
+            yield bytes(data[key_at : key_at + ksize]), child
+            off += S.ELEMENT_SIZE
 
 
 BucketValue = Union[bytes, "Bucket"]

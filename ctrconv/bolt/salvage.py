@@ -215,7 +215,7 @@ def _salvage(raw: _Raw, hints: RootHints | None = None) -> SalvageResult:
     page_size = discover_page_size(raw.mm, raw.size) or _guess_page_size(raw)
     raw.page_size = page_size
     raw.pages = raw.size // page_size
-    metas = [decode_meta(raw.mm[0:page_size], 0), decode_meta(raw.mm[page_size : page_size + 80], 1)]
+    metas = [decode_meta(raw.mm[0:page_size], 0), decode_meta(raw.mm[page_size : page_size + S.META_END], 1)]
 
     usable = sorted((m for m in metas if m.valid and 2 <= m.root < raw.pages), key=lambda m: -m.txid)
     attempts: list[tuple[str, BucketTree, list[Damage], int]] = []
@@ -242,7 +242,7 @@ def _guess_page_size(raw: _Raw) -> int:
         pages = raw.size // size
         score = 0
         for pgid in range(2, min(pages, 4096)):
-            hid = S.U64.unpack_from(raw.mm, pgid * size)[0]
+            hid = S.PAGE_HEADER.unpack_from(raw.mm, pgid * size)[0]
             score += hid == pgid
         if score > best_score:
             best, best_score = size, score
@@ -281,7 +281,7 @@ def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int, hints: RootHi
             referenced.update(child for _, child in entries)  # type: ignore[misc]
         else:
             for flags, _, value in entries:  # type: ignore[misc]
-                if flags & S.BUCKET_LEAF_FLAG and len(value) >= 16:
+                if flags & S.BUCKET_LEAF_FLAG and len(value) >= S.BUCKET_HEADER_SIZE:
                     referenced.add(S.BUCKET_HEADER.unpack_from(value, 0)[0])
         pgid += page.overflow + 1
     candidates = []

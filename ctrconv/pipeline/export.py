@@ -27,7 +27,8 @@ from ctrconv.containerd.records import ImageRecord
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError, MissingContentError, UsageError
-from ctrconv.inventory import selector_for, target_descriptor
+from ctrconv.inventory import namespace_lookups, selector_for, target_descriptor
+from ctrconv.pipeline.completeness import LabelsOf, SnapshotExists, assess
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
 from ctrconv.outputs import Output, resolve_output
@@ -201,9 +202,13 @@ def _role(desc: dict[str, Any]) -> str:
 
 
 def plan_images(
-    content: ContentStore | NamespaceContent, records: Iterable[ImageRecord], options: ExportOptions, single_manifest: bool
+    content: ContentStore | NamespaceContent, records: Iterable[ImageRecord], options: ExportOptions, single_manifest: bool,
+    lookups: tuple[LabelsOf, SnapshotExists] | None = None,
 ) -> list[_Planned]:
-    """Plan every image; raise before anything is written if content is missing or invalid."""
+    """Plan every image; raise before anything is written if content is missing or invalid.
+
+    ``lookups`` (the namespace's content labels and snapshots) let a missing-content error say
+    when the layers were let go after unpacking rather than lost."""
     walk, ranked = _matchers(options)
     selector = None if options.all_platforms else selector_for(walk)
     planned: list[_Planned] = []
@@ -215,6 +220,12 @@ def plan_images(
             # never pulled (a Windows base layer, say) and not to be exported: not missing
             plan.missing = [d for d in plan.missing if not mt.is_nondistributable(d.get("mediaType", ""))]
         if plan.missing:
+            if lookups is not None and _layers_discarded(content, target, selector, lookups):
+                raise MissingContentError(
+                    f"image {record.name}: its layer blobs were let go after unpacking (containerd's CRI "
+                    "discard_unpacked_layers); it runs from its snapshots, but its layers cannot be exported from this root",
+                    hint="export it from a root or registry that still holds its layers",
+                )
             problems.append(_missing_message(record, plan))
             continue
         if not plan.manifests and (plan.indexes or mt.is_manifest(target["mediaType"])):
@@ -240,6 +251,14 @@ def plan_images(
             hint="export only platforms whose content is present (default: the host platform)",
         )
     return planned
+
+
+def _layers_discarded(content, target: dict[str, Any], selector, lookups: tuple[LabelsOf, SnapshotExists]) -> bool:
+    try:
+        verdict = assess(content, target, selector=selector, labels_of=lookups[0], snapshot_exists=lookups[1])
+    except CtrconvError:
+        return False
+    return bool(verdict.discarded) and not verdict.broken and not verdict.whole
 
 
 def _config_type(m: PlannedManifest) -> str:
@@ -397,7 +416,7 @@ def export(
         # what the namespace owns, not every file on disk: another namespace's blobs are
         # not this one's to export (``ctr`` says not found)
         content = NamespaceContent.of(meta, root.content, options.namespace)
-    planned = plan_images(content, records, options, single_manifest)
+        planned = plan_images(content, records, options, single_manifest, namespace_lookups(meta, options.namespace))
     for p in planned:
         p.source_annotations = sources.get(p.record.name, {})
     sink: Sink | None = None

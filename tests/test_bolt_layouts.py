@@ -1,0 +1,178 @@
+"""The byte layouts of ``ctrconv.bolt._structs``: one construct declaration per layout, fast
+codecs derived from it, and the writer's output pinned byte for byte.
+
+The pinned digests were taken from the writer before its layouts were derived from construct,
+so any change of what it emits (a field order, a size, padding) fails here, not only in Go.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import struct
+
+import pytest
+from construct import Int16ul, Int32ub, Int32ul, Int64ul, PrefixedArray, Struct
+
+from ctrconv.bolt import _structs as S
+from ctrconv.bolt.reader import BoltFile
+from ctrconv.bolt.tree import BucketTree
+from ctrconv.bolt.writer import meta_page, write_bolt_to
+from support_go import go_check
+
+# -- derived codecs agree with the declarations ------------------------------------------------
+
+_DECLARED = [
+    (S.PageHeader, S.PAGE_HEADER),
+    (S.BucketHeader, S.BUCKET_HEADER),
+    (S.LeafElement, S.LEAF_ELEMENT),
+    (S.BranchElement, S.BRANCH_ELEMENT),
+    (S.FreelistCount, S.FREELIST_COUNT),
+    (S.FreelistId, S.FREELIST_ID),
+    (S.Meta, S.derive(S.Meta)),
+]
+
+
+def _names(layout) -> list[tuple[str, ...]]:
+    """Field paths of a (nested) construct Struct in byte order; [()] for a bare integer."""
+    if not isinstance(layout, Struct):
+        return [()]
+    return [(sub.name,) + rest for sub in layout.subcons for rest in _names(sub.subcon)]
+
+
+def _nest(paths: list[tuple[str, ...]], values: list[int]) -> object:
+    """The value construct builds from: nested dicts for a Struct, the integer for a field."""
+    if paths == [()]:
+        return values[0]
+    out: dict = {}
+    for path, value in zip(paths, values):
+        node = out
+        for name in path[:-1]:
+            node = node.setdefault(name, {})
+        node[path[-1]] = value
+    return out
+
+
+def _flat(paths: list[tuple[str, ...]], parsed: object) -> list[int]:
+    values = []
+    for path in paths:
+        node = parsed
+        for name in path:
+            node = node[name]  # type: ignore[index]
+        values.append(node)
+    return values  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("layout, derived", _DECLARED, ids=lambda v: getattr(v, "format", ""))
+def test_derived_codec_reads_and_writes_what_construct_does(layout, derived):
+    paths = _names(layout)
+    widths = [struct.calcsize(S.BYTE_ORDER + ch) for ch in derived.format[len(S.BYTE_ORDER) :]]
+    assert len(widths) == len(paths) and derived.size == layout.sizeof() == sum(widths)
+    rng = random.Random(derived.format)
+    for _ in range(200):
+        values = [rng.choice((0, 1, (1 << 8 * w) - 1, rng.randrange(1 << 8 * w))) for w in widths]
+        packed = derived.pack(*values)
+        assert layout.build(_nest(paths, values)) == packed
+        assert _flat(paths, layout.parse(packed)) == values
+
+
+def test_declared_sizes_and_offsets_are_bbolts():
+    assert (S.PAGE_HEADER_SIZE, S.ELEMENT_SIZE, S.BUCKET_HEADER_SIZE) == (16, 16, 16)
+    assert (S.META_OFFSET, S.META_SIZE, S.META_CHECKSUMMED, S.META_END) == (16, 64, 56, 80)
+    # construct spells u32 "L"; with "<" every letter has its standard size
+    assert S.PAGE_HEADER.format == "<QHHL" and S.BUCKET_HEADER.format == "<QQ"
+    assert S.LEAF_ELEMENT.format == "<LLLL" and S.BRANCH_ELEMENT.format == "<LLQ"
+    assert S.derive(S.Meta).format == "<LLLLQQQQQQ"
+
+
+def test_only_little_endian_fixed_size_integers_can_be_derived():
+    with pytest.raises(TypeError, match="fixed-size integer"):
+        S.derive(Struct("n" / PrefixedArray(Int16ul, Int32ul)))
+    with pytest.raises(TypeError, match="byte order"):
+        S.derive(Struct("a" / Int64ul, "b" / Struct("c" / Int32ub)))
+
+
+def test_array_codec_reads_a_run_of_ids():
+    ids = [2, 3, 0xFFFFFFFFFFFFFFF0, 7]
+    data = b"".join(S.FREELIST_ID.pack(i) for i in ids)
+    assert list(S.array(S.FreelistId, len(ids)).unpack(data)) == ids
+    assert S.array(S.FreelistId, 0).size == 0
+
+
+def test_meta_checksum_covers_the_fields_before_it():
+    page = meta_page(0, page_size=4096, root_pgid=3, root_sequence=0, freelist_pgid=2, hwm=4, txid=0)
+    meta = S.Meta.parse(page[S.META_OFFSET : S.META_END])
+    assert meta.checksum == S.meta_checksum(page[S.META_OFFSET :]) == 0x07516E114689FDEE
+
+
+# -- the writer's bytes are pinned -------------------------------------------------------------
+
+
+def _random_bucket(rng: random.Random, depth: int, width: int) -> BucketTree:
+    tree = BucketTree(sequence=rng.choice((0, 0, 1, 41, (1 << 64) - 1)))
+    for _ in range(rng.randrange(width)):
+        key = rng.randbytes(rng.choice((1, 3, 8, 30, 200)))
+        roll = rng.random()
+        if depth and roll < 0.15:
+            tree.entries[key] = _random_bucket(rng, depth - 1, max(2, min(30, width // 3)))
+        elif roll < 0.2:
+            tree.entries[key] = b""
+        elif roll < 0.23:
+            tree.entries[key] = rng.randbytes(rng.choice((3000, 9000, 70000)))
+        else:
+            tree.entries[key] = rng.randbytes(rng.choice((1, 8, 15, 64, 300)))
+    return tree
+
+
+def _pinned_tree(seed: int) -> BucketTree:
+    """Nested, inline and page-rooted buckets, empty and overflowing values, branch levels."""
+    rng = random.Random(seed)
+    root = BucketTree()
+    for i in range(4):
+        root.entries[b"b%d" % i] = _random_bucket(rng, depth=3 - i, width=(6, 40, 300, 2500)[i])
+    root.entries[b"empty"] = BucketTree()
+    return root
+
+
+def _digest(tree: BucketTree, **options) -> str:
+    out = io.BytesIO()
+    write_bolt_to(out, tree, **options)
+    return hashlib.sha256(out.getvalue()).hexdigest()
+
+
+_PINNED = [
+    (1, dict(page_size=4096), "e4273991ccbc6b8e764c2c53e389e02bc2098492004a605c81662739b5f41438"),
+    (2, dict(page_size=1024), "6627bbb4f39a1bb2208968d8629534dea83aa1632bb9077a17df3c13562e56b3"),
+    (3, dict(page_size=16384, freelist=False, txid=7), "58a2d70cbc0ee7a5b36273b739a6fefcecbb1cbcce86fa349f970f14c1513407"),
+    (4, dict(page_size=4096, fill_percent=0.5, txid=1), "27da8af8baa0ac30623543dd09843fd2617ec49d6ea41942dedfabb0ee312500"),
+    (5, dict(page_size=65536, freelist=False), "4bd3dbaaeab6bc4307e74164c636dadd6b47b3fba5eac1ef67ba9c475b789f29"),
+]
+
+
+@pytest.mark.parametrize("seed, options, digest", _PINNED)
+def test_writer_output_is_byte_identical_to_the_pinned_files(seed, options, digest):
+    assert _digest(_pinned_tree(seed), **options) == digest
+
+
+def test_pinned_trees_cover_branches_overflow_and_inline_buckets(tmp_path):
+    # The pins are only worth something if the trees exercise every layout the writer emits.
+    path = tmp_path / "pinned.db"
+    with open(path, "wb") as fh:
+        write_bolt_to(fh, _pinned_tree(2), page_size=1024)
+    kinds: set[str] = set()
+    with BoltFile(path) as db:
+        stack = [db.root]
+        while stack:
+            bucket = stack.pop()
+            kinds.add("inline" if bucket.inline is not None else "paged")
+            for page in bucket.pages():
+                kinds.add({S.BRANCH_PAGE: "branch", S.LEAF_PAGE: "leaf"}[page.flags])
+                kinds.update(["overflow"] if page.overflow else [])
+            for _, value in bucket.items():
+                if isinstance(value, bytes):
+                    kinds.add("empty value" if not value else "value")
+                else:
+                    stack.append(value)
+    assert kinds == {"inline", "paged", "branch", "leaf", "overflow", "empty value", "value"}
+    assert go_check(path) == []
