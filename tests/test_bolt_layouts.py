@@ -1,5 +1,6 @@
 """The byte layouts of ``ctrconv.bolt._structs``: one construct declaration per layout, fast
-codecs derived from it, and the writer's output pinned byte for byte.
+codecs derived from it, element strides per page type, and the writer's output pinned byte for
+byte.
 
 The pinned digests were taken from the writer before its layouts were derived from construct,
 so any change of what it emits (a field order, a size, padding) fails here, not only in Go.
@@ -11,12 +12,15 @@ import hashlib
 import io
 import random
 import struct
+from pathlib import Path
 
 import pytest
 from construct import Int16ul, Int32ub, Int32ul, Int64ul, PrefixedArray, Struct
 
 from ctrconv.bolt import _structs as S
+from ctrconv.bolt.check import check_bolt
 from ctrconv.bolt.reader import BoltFile
+from ctrconv.bolt.salvage import salvage
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.bolt.writer import meta_page, write_bolt_to
 from support_go import go_check
@@ -104,6 +108,71 @@ def test_meta_checksum_covers_the_fields_before_it():
     page = meta_page(0, page_size=4096, root_pgid=3, root_sequence=0, freelist_pgid=2, hwm=4, txid=0)
     meta = S.Meta.parse(page[S.META_OFFSET : S.META_END])
     assert meta.checksum == S.meta_checksum(page[S.META_OFFSET :]) == 0x07516E114689FDEE
+
+
+# -- element strides per page type -------------------------------------------------------------
+
+
+def _save(tmp_path: Path, data: bytes, name: str = "damaged.db") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def _with_free_pages(tmp_path: Path, free: int) -> Path:
+    """A file whose synced freelist lists ``free`` unreachable pages (ids are 8 bytes each)."""
+    tree = BucketTree()
+    bucket = tree.bucket(b"b", create=True)
+    assert bucket is not None
+    for i in range(500):
+        bucket.entries[b"k%04d" % i] = b"v" * 50
+    out = io.BytesIO()
+    layout = write_bolt_to(out, tree, page_size=4096, freelist=True, txid=2)
+    data = bytearray(out.getvalue()) + bytes(free * 4096)
+    hwm = layout.hwm + free
+    at = layout.freelist_pgid * 4096
+    S.PAGE_HEADER.pack_into(data, at, layout.freelist_pgid, S.FREELIST_PAGE, free, 0)
+    S.array(S.FreelistId, free).pack_into(data, at + S.PAGE_HEADER_SIZE, *range(layout.hwm, hwm))
+    for pgid, txid in ((0, 2), (1, 1)):
+        data[pgid * 4096 : (pgid + 1) * 4096] = meta_page(
+            pgid, page_size=4096, root_pgid=layout.root_pgid, root_sequence=0,
+            freelist_pgid=layout.freelist_pgid, hwm=hwm, txid=txid,
+        )
+    return _save(tmp_path, data, "free.db")
+
+
+def test_a_freelist_of_more_than_255_ids_in_one_page_is_clean(tmp_path):
+    # 300 ids take 2,400 bytes; counted at the 16-byte element stride they would not fit, and
+    # a containerd 1.6 meta.db (synced freelist) gets that many after a prune.
+    path = _with_free_pages(tmp_path, 300)
+    assert go_check(path) == []
+    assert check_bolt(str(path)) == []
+    with BoltFile(path) as db:
+        assert db.page(db.meta.freelist, expect=(S.FREELIST_PAGE,)).count == 300
+
+
+def test_salvage_records_an_inline_bucket_too_short_for_its_page_header(tmp_path):
+    tree = BucketTree()
+    inner = tree.bucket(b"b", b"c", create=True)
+    outer = tree.bucket(b"b")
+    assert inner is not None and outer is not None
+    inner.entries[b"k"] = b"v"
+    outer.entries[b"z"] = b"kept"
+    out = io.BytesIO()
+    write_bolt_to(out, tree, page_size=4096, freelist=True)
+    data = bytearray(out.getvalue())
+    with BoltFile(_save(tmp_path, data, "clean.db")) as db:
+        b = db.bucket(b"b")
+        assert b is not None
+        (pgid,) = [page.pgid for page in b.pages()]
+    at = pgid * 4096 + S.PAGE_HEADER_SIZE  # element 0 of b's leaf: the inline bucket c
+    flags, pos, ksize, _ = S.LEAF_ELEMENT.unpack_from(data, at)
+    assert flags == S.BUCKET_LEAF_FLAG
+    S.LEAF_ELEMENT.pack_into(data, at, flags, pos, ksize, S.BUCKET_HEADER_SIZE + 4)
+    result = salvage(_save(tmp_path, data))
+    assert [(d.path, "no room for its header" in d.message) for d in result.damage] == [((b"b", b"c"), True)]
+    salvaged = result.tree.bucket(b"b")
+    assert salvaged is not None and salvaged.get(b"z") == b"kept"
 
 
 # -- the writer's bytes are pinned -------------------------------------------------------------

@@ -223,13 +223,16 @@ def _invalid(meta: MetaInfo, why: str) -> MetaInfo:
 
 
 class Page:
-    """A branch or leaf page (or an inline page inside a bucket value); elements are bound-checked."""
+    """A branch, leaf or freelist page (or an inline page inside a bucket value); elements are
+    bound-checked."""
 
     __slots__ = ("pgid", "flags", "count", "overflow", "data", "db")
 
     def __init__(self, pgid: int, flags: int, count: int, overflow: int, data: memoryview, db: BoltFile) -> None:
         self.pgid, self.flags, self.count, self.overflow, self.data, self.db = pgid, flags, count, overflow, data, db
-        if S.PAGE_HEADER_SIZE + S.ELEMENT_SIZE * count > len(data):
+        # A freelist's ids are 8 bytes each: at 16 a page of 300 free ids would not "fit".
+        stride = S.FREELIST_ID.size if flags == S.FREELIST_PAGE else S.ELEMENT_SIZE
+        if S.PAGE_HEADER_SIZE + stride * count > len(data):
             raise CorruptPage(f"{count} elements do not fit in the page", page=pgid, path=db.path)
 
     def _elements(self, codec: struct.Struct) -> Iterator[tuple[int, ...]]:

@@ -120,6 +120,8 @@ class _Walker:
         if root == 0:
             inline = memoryview(value)[S.BUCKET_HEADER_SIZE:]
             try:
+                if len(inline) < S.PAGE_HEADER_SIZE:
+                    raise BoltError(f"inline page of {len(inline)} bytes has no room for its header")
                 _, flags, count, _ = S.PAGE_HEADER.unpack_from(inline, 0)
                 if flags != S.LEAF_PAGE:
                     raise BoltError("inline bucket is not a leaf page")
