@@ -1,0 +1,246 @@
+"""The writers' lock of a root: taken before the root exists, named in refusals, waited for
+with ``--wait``, and a failed writer removes only a root it made; ``dump`` of a locked file;
+a containerd that starts during a write and waits on the old meta.db inode."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ctrconv.containerd import rootlock
+from hostile.images import image, member, tar
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+META = ("io.containerd.metadata.v1.bolt", "meta.db")
+
+
+def _ctrconv(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ctrconv", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env=ENV)
+
+
+def _holder(path: Path, *, shared: bool = False) -> subprocess.Popen[str]:
+    """Another process holding ``path``'s flock until its stdin closes (ready once it prints)."""
+    code = (
+        "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY);"
+        f"fcntl.flock(fd, fcntl.{'LOCK_SH' if shared else 'LOCK_EX'}); print('held', flush=True); sys.stdin.read()"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def small_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("lock-input") / "small.tar"
+    path.write_bytes(image([tar([member("hello", data=b"hello")])], name="docker.io/library/small:1"))
+    return path
+
+
+def test_a_new_root_is_made_and_locked_by_one_writer(tmp_path: Path) -> None:
+    root = tmp_path / "a" / "root"
+    with rootlock.write_lock(root) as lock:
+        assert lock.created and root.is_dir() and oct(root.stat().st_mode & 0o777) == oct(0o711)
+        assert rootlock.holds_write_lock(root)
+        fd = os.open(root, os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    assert not rootlock.holds_write_lock(root)
+
+
+def test_a_root_someone_else_wrote_first_is_not_ours_to_remove(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "theirs").write_text("x")
+    with rootlock.write_lock(root) as lock:
+        assert not lock.created and not lock.was_empty
+
+
+def test_the_refusal_names_the_ctrconv_holder_and_wait_waits(tmp_path: Path, small_tar: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    holder = _holder(root)
+    try:
+        refused = _ctrconv("import", "--root", str(root), "-i", str(small_tar), "-q")
+        assert refused.returncode == 1
+        assert f"is locked by pid {holder.pid}" in refused.stderr and "--wait" in refused.stderr
+        assert refused.stderr.count("\n") == 1 and not any(root.iterdir())
+        timed = _ctrconv("import", "--root", str(root), "-i", str(small_tar), "-q", "--wait=0.3")
+        assert timed.returncode == 1 and "waited 0.3 s" in timed.stderr
+        waiter = subprocess.Popen([sys.executable, "-m", "ctrconv", "import", "--root", str(root), "-i", str(small_tar),
+                                   "-q", "--wait"], cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        time.sleep(1.0)
+        assert waiter.poll() is None, "the writer did not wait (it cannot finish while the lock is held)"
+    finally:
+        holder.communicate("")
+    out, err = waiter.communicate(timeout=120)
+    assert waiter.returncode == 0, err
+    assert "docker.io/library/small:1: imported" in out
+
+
+def test_holders_are_described_by_what_they_are(tmp_path: Path, small_tar: Path) -> None:
+    assert rootlock.Holder(5, "/usr/bin/containerd --config c.toml").describe() == "a running containerd (pid 5)"
+    assert rootlock.Holder(7, "ctrconv import --root R").describe() == "ctrconv pid 7 (ctrconv import --root R)"
+    root = tmp_path / "root"
+    root.mkdir()
+    holder = _holder(root)
+    try:  # a waiting ``python -m ctrconv`` is shown as the ctrconv command it is
+        waiter = subprocess.Popen([sys.executable, "-m", "ctrconv", "import", "--root", str(root), "-i", str(small_tar),
+                                   "--wait", "-q"], cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        time.sleep(0.5)  # past the exec (it waits for the lock meanwhile)
+        assert rootlock._command_of(waiter.pid).startswith("ctrconv import --root ")
+    finally:
+        holder.communicate("")
+    assert waiter.wait(timeout=120) == 0
+
+
+def test_readers_share_the_lock_and_a_writer_waits_for_them(tmp_path: Path, small_tar: Path) -> None:
+    root = tmp_path / "root"
+    assert _ctrconv("import", "--root", str(root), "-i", str(small_tar), "-q").returncode == 0
+    reader = _holder(root, shared=True)
+    try:
+        assert _ctrconv("ls", "--root", str(root), "-q").stdout == "docker.io/library/small:1\n"
+        refused = _ctrconv("import", "--root", str(root), "-i", str(small_tar), "--name", "x:1", "-q")
+        assert refused.returncode == 1 and f"pid {reader.pid}" in refused.stderr
+    finally:
+        reader.communicate("")
+
+
+def test_a_failed_writer_into_a_new_root_leaves_nothing(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"not a tar at all" * 64)
+    root = tmp_path / "new"
+    result = _ctrconv("import", "--root", str(root), "-i", str(bad), "-q")
+    assert result.returncode != 0
+    assert not root.exists()
+
+
+def test_a_failed_writer_keeps_a_given_empty_directory(tmp_path: Path, small_tar: Path) -> None:
+    """An empty directory given as the root (a mount point, say) stays; only what the writer
+    put inside goes."""
+    from ctrconv.containerd.writer.transaction import RootTransaction
+
+    root = tmp_path / "mnt"
+    root.mkdir()
+    with pytest.raises(RuntimeError):
+        with RootTransaction(root, ("overlayfs",)):
+            raise RuntimeError("fails midway")
+    assert root.is_dir() and list(root.iterdir()) == []
+
+
+def test_a_waiter_on_a_root_its_creator_removed_starts_over(tmp_path: Path) -> None:
+    """Creator A fails and removes the root while B waits on the old directory's lock: B finds
+    the directory gone, makes a new one and holds that (never a lock on a removed root)."""
+    root = tmp_path / "root"
+    with rootlock.write_lock(root) as first:
+        assert first.created
+        old = os.stat(root).st_ino
+        code = ("import sys; from ctrconv.containerd.rootlock import waiting, write_lock\n"
+                "with waiting(60), write_lock(sys.argv[1]) as l:\n"
+                " import os; print(l.created, os.stat(sys.argv[1]).st_ino, flush=True)")
+        waiter = subprocess.Popen([sys.executable, "-c", code, str(root)], cwd=REPO, env=ENV,
+                                  stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        os.rmdir(root)  # what a failed creator does, still holding the lock
+    out, _ = waiter.communicate(timeout=60)
+    created, inode = out.split()
+    assert created == "True" and root.is_dir()
+    assert int(inode) == os.stat(root).st_ino
+
+
+def test_dump_refuses_a_locked_file_and_reads_a_copy_with_ignore_lock(tmp_path: Path, small_tar: Path) -> None:
+    root = tmp_path / "root"
+    assert _ctrconv("import", "--root", str(root), "-i", str(small_tar), "-q").returncode == 0
+    meta = root.joinpath(*META)
+    before = meta.read_bytes()
+    holder = _holder(meta)
+    try:
+        refused = _ctrconv("dump", str(meta))
+        assert refused.returncode == 1 and f"locked by pid {holder.pid}" in refused.stderr
+        copied = _ctrconv("dump", "--root", str(root), "--ignore-lock", "--json", "-n", "default")
+        assert copied.returncode == 0, copied.stderr
+        assert json.loads(copied.stdout)["file"] == str(meta)
+    finally:
+        holder.communicate("")
+    assert meta.read_bytes() == before
+
+
+def test_ls_quiet_prints_names_only(tmp_path: Path, small_tar: Path) -> None:
+    root = tmp_path / "root"
+    assert _ctrconv("import", "--root", str(root), "-i", str(small_tar), "-q").returncode == 0
+    assert _ctrconv("import", "--root", str(root), "-i", str(small_tar), "--name", "b:2", "-q").returncode == 0
+    result = _ctrconv("ls", "--root", str(root), "-q")
+    assert result.returncode == 0 and sorted(result.stdout.split("\n")) == ["", "b:2", "docker.io/library/small:1"]
+
+
+def test_a_containerd_started_during_a_write_does_not_run_on_the_old_meta_db(
+    tmp_path: Path, small_tar: Path, private_containerd
+) -> None:
+    """containerd opens meta.db by path and waits for its flock without a limit. Started while
+    ctrconv writes, it holds the inode the commit replaces; ctrconv retires that inode before
+    releasing it, so containerd's bolt open fails instead of running (and collecting garbage)
+    on the old metadata; started again it sees the new images, whole."""
+    from support.daemon import PrivateContainerd
+
+    from ctrconv.api import import_images
+
+    root = tmp_path / "root"
+    assert _ctrconv("import", "--root", str(root), "-i", str(small_tar), "-q").returncode == 0
+    late = PrivateContainerd(root=root, start_timeout=5)
+    started: list[bool] = []
+
+    def progress(total: int, label: str):
+        if not started:  # first blob of the write: the locks are held, meta.db not replaced yet
+            started.append(True)
+            late._write_config()
+            late.state.mkdir(parents=True, exist_ok=True)
+            late._proc = subprocess.Popen([str(late.containerd), "--config", str(late.config_path)],
+                                          stdout=open(late.log_path, "ab"), stderr=subprocess.STDOUT,
+                                          start_new_session=True)
+            _wait_for_bolt_open(late._proc.pid, root)
+        return lambda n: None
+
+    other = tmp_path / "other.tar"
+    other.write_bytes(image([tar([member("other", data=b"other" * 1000)])], name="docker.io/library/other:1"))
+    report = import_images(str(other), root, progress=progress)
+    assert started and report.images[0].status == "added"
+    deadline = time.monotonic() + 30
+    while "invalid database" not in late.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "invalid database" in late.log_path.read_text(), late.log_tail()
+    late.close()
+    daemon = private_containerd(root=root)
+    names = set(daemon.image_names("default"))
+    assert names == {"docker.io/library/small:1", "docker.io/library/other:1"}
+    assert all(row.complete and row.unpacked for row in daemon.images_check("default"))
+
+
+def _wait_for_bolt_open(pid: int, root: Path) -> None:
+    """Until process ``pid`` has meta.db or the snapshotter's metadata.db open: bbolt opens the
+    file, then polls for its flock (LOCK_NB every 50 ms, without a limit in containerd)."""
+    wanted = {str(root.joinpath(*META)), str(root / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db")}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            links = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        except OSError:
+            links = set()
+        if links & wanted:
+            time.sleep(0.2)  # its first flock attempt has been refused
+            return
+        time.sleep(0.02)
+    raise AssertionError("containerd never opened a bolt file of the root")
