@@ -173,21 +173,25 @@ def export_images(
 
 
 def import_images(
-    input_path: str | os.PathLike[str],
+    input_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     root: str | os.PathLike[str],
     namespace: str = "default",
     **options: Any,
 ) -> "ImportReport":
-    """Import an OCI layout dir/tar or docker archive into a stopped containerd root.
+    """Import OCI layout dirs/tars or docker archives into a stopped containerd root.
 
+    ``input_path`` is one input or several (a directory that is not an OCI layout stands for
+    every archive in it): all of them are imported in one transaction, one meta.db commit.
     ``options`` are those of :func:`ctrconv.containerd.writer.copy_images_to_root`
     (``snapshotter``, ``unpack``, ``platforms``, ``all_platforms``, ``name``, ``pin``,
-    ``containerd_version``, ``backup``, ``progress``).
+    ``containerd_version``, ``backup``, ``progress``, ``cri``, ``verify_existing``).
     """
     from ctrconv.containerd.writer import copy_images_to_root
     from ctrconv.sources import open_source
+    from ctrconv.sources.multi import open_inputs
 
-    source = open_source(input_path)
+    paths = [input_path] if isinstance(input_path, (str, os.PathLike)) else list(input_path)
+    source = open_inputs(paths, open_source)
     try:
         return copy_images_to_root(source, root, namespace, **options)
     finally:

@@ -39,7 +39,11 @@ def cri_mode(cri: bool, no_cri_names: bool) -> bool | None:
 def import_command(
     root: Path = ROOT_OPTION,
     namespace: str = NAMESPACE_OPTION,
-    input_path: str = typer.Option(..., "-i", "--input", help="OCI layout dir, OCI tar or docker-archive tar; - = stdin."),
+    input_path: List[str] = typer.Option(
+        ..., "-i", "--input",
+        help="OCI layout dir, OCI tar or docker-archive tar; - = stdin. Repeatable, and a directory of archives "
+             "(*.tar, *.tar.gz, *.tar.zst) stands for all of them: every input in one transaction.",
+    ),
     snapshotter: str = typer.Option("overlayfs", "--snapshotter", help="overlayfs or native."),
     no_unpack: bool = typer.Option(False, "--no-unpack", help="Only content and metadata, no snapshots."),
     platform: Optional[List[str]] = typer.Option(
@@ -62,6 +66,10 @@ def import_command(
         help="Containerd that will run a new root: 1.6 (default), 1.7 or 2.x. An existing root keeps its own form.",
     ),
     no_backup: bool = typer.Option(False, "--no-backup", help="Do not keep the replaced bolt files as *.bak-<time>."),
+    verify_existing: bool = typer.Option(
+        False, "--verify-existing",
+        help="Hash blobs already in the root before trusting them (default: those the namespace records are trusted).",
+    ),
     max_layer_size: Optional[str] = typer.Option(
         None, "--max-layer-size", metavar="SIZE",
         help="Refuse a layer that decompresses to more than SIZE (e.g. 20G): a decompression-bomb limit. Default: free disk only.",
@@ -89,13 +97,13 @@ def import_command(
     try:
         with waiting(wait_seconds(wait)):
             report = api.import_images(
-                input_path, root, namespace,
+                input_path if len(input_path) > 1 else input_path[0], root, namespace,
                 snapshotter=snapshotter, unpack=not no_unpack, platforms=platform or None,
                 all_platforms=all_platforms, name=name, pin=pin,
                 containerd_version=containerd_version, backup=not no_backup, progress=progress,
                 max_layer_bytes=parse_size(max_layer_size) if max_layer_size else None, jobs=jobs,
                 unpack_platform=platform[0] if platform and len(platform) == 1 else None,
-                cri=cri_mode(cri, no_cri_names),
+                cri=cri_mode(cri, no_cri_names), verify_existing=verify_existing,
             )
     finally:
         for bar in bars:

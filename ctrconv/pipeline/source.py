@@ -27,6 +27,8 @@ class NamedEntry:
     descriptor: dict[str, Any]
     name: str | None
     annotations: dict[str, str] = field(default_factory=dict)
+    #: the input it came from, when several are read as one (``import -i A -i B``)
+    origin: str | None = None
 
 
 class ImageSource(Protocol):

@@ -45,6 +45,8 @@ class ImportedImage:
     snapshots_reused: int = 0
     #: every name recorded for it (CRI mode: ``repo:tag``, ``repo@digest``, ``sha256:<id>``)
     names: list[str] = field(default_factory=list)
+    #: the input it came from (several inputs in one run)
+    input: str | None = None
 
 
 @dataclass
@@ -204,6 +206,7 @@ def copy_images_to_root(
     unpack_platform: str | None = None,
     keep_partial: bool = False,
     cri: bool | None = None,
+    verify_existing: bool = False,
 ) -> ImportReport:
     """Write the images of ``source`` into the containerd root ``target_root`` (containerd stopped).
 
@@ -231,6 +234,10 @@ def copy_images_to_root(
             (:mod:`ctrconv.containerd.cri`): its three names (``repo:tag``, ``repo@digest``,
             ``sha256:<id>``) labelled ``io.cri-containerd.image=managed``, no annotations,
             distribution-source labels on its blobs, every index child labelled.
+        verify_existing: hash every blob file already in the content store before trusting
+            it (default: a file the namespace records, of the right size, is trusted: it was
+            verified when it was written; a file no record of the namespace vouches for is
+            always hashed).
 
     Raises:
         LockedError: containerd holds the root; MissingContentError: the input lacks a blob;
@@ -261,7 +268,8 @@ def copy_images_to_root(
         content = ContentWriter(txn.content_dir)
         snaps = None
         try:
-            _write_content(run, content, R.recorded_blobs(txn.meta, namespace), progress, report)
+            trusted = frozenset() if verify_existing else R.recorded_blobs(txn.meta, namespace)
+            _write_content(run, content, trusted, progress, report)
             # the line of the containerd that will run the root decides how a config-only
             # image is "unpacked" (see _unpack_manifest)
             line = containerd_version or txn.detected_version or "1.6"
@@ -410,6 +418,7 @@ def _write_records(run: _Import, imports: list[_PlannedImport], unpacked: dict[s
             unpacked=(result.top_chain_id or None) if result else None,
             snapshots_created=len(result.created) if result else 0,
             snapshots_reused=len(result.reused) if result else 0,
+            input=item.entry.origin,
         ))
 
 
@@ -464,7 +473,8 @@ def report_lines(report: ImportReport) -> list[str]:
         also = [n for n in image.names if n != image.name]
         if also:
             extra += f"; also as {', '.join(also)}"
-        lines.append(f"{image.name}: {state} ({image.digest[:19]}{extra})")
+        source = f"{image.input}: " if image.input else ""
+        lines.append(f"{source}{image.name}: {state} ({image.digest[:19]}{extra})")
     for skipped in report.skipped:
         lines.append(f"{skipped['name']}: skipped: {skipped['reason']}")
     if report.written and report.images and all(i.status == "present" for i in report.images):
