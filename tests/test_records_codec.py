@@ -143,6 +143,12 @@ def test_children_links_and_the_newest_update_of_a_tree() -> None:
     assert R.newest_update(BucketTree()) == 0
 
 
+def test_backend_names_carry_the_sequence_they_were_made_with() -> None:
+    name = R.backend_name("k8s.io", 42, "sha256:" + "a" * 64)
+    assert name == "k8s.io/42/sha256:" + "a" * 64 and R.backend_name_seq(name) == 42
+    assert R.backend_name_seq("k8s.io/x/key") is None and R.backend_name_seq("plain") is None
+
+
 def test_schema_version_and_labels() -> None:
     v1 = BucketTree()
     assert R.read_schema_version(v1) is None

@@ -437,6 +437,18 @@ def write_snapshot(bucket: BucketTree, snapshot: SnapshotRecord) -> None:
     write_timestamps(bucket, snapshot.created_at, snapshot.updated_at)
 
 
+def backend_name(namespace: str, seq: int, key: str) -> str:
+    """The backend snapshot a meta.db record names: containerd ``createKey``,
+    ``<namespace>/<seq>/<key>`` with ``seq`` from the snapshotter bucket's sequence."""
+    return f"{namespace}/{seq}/{key}"
+
+
+def backend_name_seq(name: str) -> int | None:
+    """The ``<seq>`` of a backend name; ``None`` when the name is not one ``createKey`` makes."""
+    parts = name.split("/", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
 def add_child(bucket: BucketTree, child: str) -> bool:
     """Link ``child`` in the record's ``children`` (``key = ""``); False if it was linked."""
     children = bucket.bucket(K.CHILDREN, create=True)

@@ -32,6 +32,7 @@ from ctrconv.containerd import schema as K
 from ctrconv.containerd.records import (
     ImageRecord,
     Target,
+    backend_name_seq,
     go_time,
     newest_update,
     read_backend_id,
@@ -574,9 +575,9 @@ def _clean_snapshots(
                     for child in list(children.entries):
                         if child not in keep:
                             del children.entries[child]
-                parts = _text(rec.get(K.NAME) or b"").split("/", 2)
-                if len(parts) == 3 and parts[1].isdigit():
-                    top = max(top, int(parts[1]))
+                seq = backend_name_seq(_text(rec.get(K.NAME) or b""))
+                if seq is not None:
+                    top = max(top, seq)
             bucket.sequence = top
         for key in list(records.entries):
             if key not in alive or key not in referenced:

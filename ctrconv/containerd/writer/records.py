@@ -188,11 +188,6 @@ def merge_image(ns: BucketTree, spec: ImageSpec, now_ns: int) -> str:
 # -- snapshots (meta.db side) ----------------------------------------------------------------
 
 
-def backend_name(namespace: str, seq: int, key: str) -> str:
-    """containerd ``createKey``: ``<namespace>/<seq>/<key>``."""
-    return f"{namespace}/{seq}/{key}"
-
-
 def put_snapshot_record(
     snapshotter_bucket: BucketTree, key: str, name: str, parent: str | None, now_ns: int
 ) -> None:

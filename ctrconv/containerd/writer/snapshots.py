@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ctrconv import tempfiles
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
-from ctrconv.containerd.records import is_committed, read_backend_id
+from ctrconv.containerd.records import backend_name, is_committed, read_backend_id
 from ctrconv.containerd.root import snapshot_tree
 from ctrconv.containerd.writer import records as R
 from ctrconv.containerd.writer.content_writer import TMP_PREFIX
@@ -282,7 +282,7 @@ class SnapshotWriter:
         usage = disk_usage(build.target)
         seq = self.meta_bucket.sequence + 1
         self.meta_bucket.sequence = seq
-        name = R.backend_name(self.namespace, seq, chain)
+        name = backend_name(self.namespace, seq, chain)
         R.put_backend_snapshot(
             self.backend, name, snapshot_id=build.snapshot_id,
             parent=(parent.backend_name, parent.snapshot_id) if parent else None,
