@@ -184,14 +184,17 @@ def import_images(
     every archive in it): all of them are imported in one transaction, one meta.db commit.
     ``options`` are those of :func:`ctrconv.containerd.writer.copy_images_to_root`
     (``snapshotter``, ``unpack``, ``platforms``, ``all_platforms``, ``name``, ``pin``,
-    ``containerd_version``, ``backup``, ``progress``, ``cri``, ``verify_existing``).
+    ``containerd_version``, ``backup``, ``progress``, ``cri``, ``verify_existing``), and
+    ``registry``: the :class:`ctrconv.registry.RegistryOptions` for ``docker://`` inputs.
     """
+    from functools import partial
+
     from ctrconv.containerd.writer import copy_images_to_root
     from ctrconv.sources import open_source
     from ctrconv.sources.multi import open_inputs
 
     paths = [input_path] if isinstance(input_path, (str, os.PathLike)) else list(input_path)
-    source = open_inputs(paths, open_source)
+    source = open_inputs(paths, partial(open_source, registry=options.pop("registry", None)))
     try:
         return copy_images_to_root(source, root, namespace, **options)
     finally:

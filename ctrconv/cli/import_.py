@@ -22,6 +22,17 @@ from ctrconv.cli._common import (
     progress_enabled,
     wait_seconds,
 )
+from ctrconv.cli._registry import (
+    AUTHFILE_OPTION,
+    CA_FILE_OPTION,
+    CERT_DIR_OPTION,
+    CREDS_OPTION,
+    INSECURE_OPTION,
+    PLAIN_HTTP_OPTION,
+    RETRIES_OPTION,
+    TLS_VERIFY_OPTION,
+    registry_options,
+)
 from ctrconv.containerd.rootlock import waiting
 from ctrconv.containerd.root import check_namespace
 from ctrconv.containerd.writer import report_lines
@@ -41,7 +52,8 @@ def import_command(
     namespace: str = NAMESPACE_OPTION,
     input_path: List[str] = typer.Option(
         ..., "-i", "--input",
-        help="OCI layout dir, OCI tar or docker-archive tar; - = stdin. Repeatable, and a directory of archives "
+        help="OCI layout dir, OCI tar or docker-archive tar; - = stdin; docker://HOST[:PORT]/REPO[:TAG|@DIGEST]: a "
+             "registry. Repeatable, and a directory of archives "
              "(*.tar, *.tar.gz, *.tar.zst) stands for all of them: every input in one transaction.",
     ),
     snapshotter: str = typer.Option("overlayfs", "--snapshotter", help="overlayfs or native."),
@@ -79,11 +91,22 @@ def import_command(
         help="Unpack up to N overlayfs layers of an image side by side, in worker processes (default 1: in order; "
              "no gain was measured on 2 cores, see benchmarks/README.md).",
     ),
+    creds: Optional[str] = CREDS_OPTION,
+    authfile: Optional[str] = AUTHFILE_OPTION,
+    ca_file: Optional[str] = CA_FILE_OPTION,
+    cert_dir: Optional[str] = CERT_DIR_OPTION,
+    tls_verify: Optional[str] = TLS_VERIFY_OPTION,
+    plain_http: bool = PLAIN_HTTP_OPTION,
+    insecure: bool = INSECURE_OPTION,
+    retries: int = RETRIES_OPTION,
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
     wait: Optional[str] = WAIT_OPTION,
 ) -> None:
-    """Write images, content, GC labels and snapshots into a containerd root (daemon stopped)."""
+    """Write images, content, GC labels and snapshots into a containerd root (daemon stopped).
+
+    An input may also be docker://HOST[:PORT]/REPO[:TAG|@sha256:DIGEST]: pulled from a registry.
+    """
     check_namespace(namespace)
     if snapshotter not in ("overlayfs", "native"):
         raise UsageError(f"unsupported snapshotter {snapshotter!r} (overlayfs or native)")
@@ -104,6 +127,7 @@ def import_command(
                 max_layer_bytes=parse_size(max_layer_size) if max_layer_size else None, jobs=jobs,
                 unpack_platform=platform[0] if platform and len(platform) == 1 else None,
                 cri=cri_mode(cri, no_cri_names), verify_existing=verify_existing,
+                registry=registry_options(creds, authfile, ca_file, cert_dir, tls_verify, plain_http, insecure, retries),
             )
     finally:
         for bar in bars:

@@ -29,6 +29,10 @@ class NamedEntry:
     annotations: dict[str, str] = field(default_factory=dict)
     #: the input it came from, when several are read as one (``import -i A -i B``)
     origin: str | None = None
+    #: (registry host without port, repository) when pulled from a registry: its content is
+    #: labelled as a pull labels it (``containerd.io/distribution.source.<host>=<repo>``,
+    #: every child of an index)
+    pulled_from: tuple[str, str] | None = None
 
 
 class ImageSource(Protocol):

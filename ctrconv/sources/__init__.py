@@ -27,7 +27,7 @@ import tempfile
 import zlib
 from datetime import date
 from pathlib import Path
-from typing import BinaryIO, Iterator, Union
+from typing import TYPE_CHECKING, BinaryIO, Iterator, Union
 
 import zstandard
 
@@ -38,6 +38,9 @@ from ctrconv.sources.docker_archive import MANIFEST_FILE, DockerArchiveSource, R
 from ctrconv.sources.layout_dir import open_layout_dir
 from ctrconv.sources.oci_layout import LAYOUT_FILE, OciLayoutSource
 from ctrconv.streams import CHUNK
+
+if TYPE_CHECKING:
+    from ctrconv.registry import RegistryOptions
 
 __all__ = [
     "ContainerdRootSource",
@@ -206,8 +209,11 @@ def open_source(
     stdin: BinaryIO | None = None,
     today: date | None = None,
     reuse_compressed: ReuseCompressed | None = None,
+    registry: "RegistryOptions | None" = None,
 ) -> FileSource:
-    """Open an OCI layout directory, an OCI layout tar or a docker-archive tar (``-`` = stdin).
+    """Open an OCI layout directory, an OCI layout tar or a docker-archive tar (``-`` = stdin),
+    or ``docker://HOST[:PORT]/REPO[:TAG|@DIGEST]``: an image in a registry, reached with the
+    ``registry`` options (:class:`ctrconv.registry.RegistryOptions`).
 
     ``base_name`` is ctr's ``--base-name`` for entries named only by a bare
     ``org.opencontainers.image.ref.name``; ``stdin`` replaces ``sys.stdin.buffer`` (tests);
@@ -217,6 +223,10 @@ def open_source(
     source. Errors: :class:`NotFoundError`/:class:`UsageError` (exit 2) for a missing,
     unreadable or unrecognised input, :class:`FormatError` (exit 1) for a damaged or hostile one.
     """
+    if str(path_or_dash).startswith("docker://"):
+        from ctrconv.registry.source import open_registry_source
+
+        return open_registry_source(str(path_or_dash), registry)  # type: ignore[return-value]
     if str(path_or_dash) == "-":
         stream = stdin if stdin is not None else sys.stdin.buffer
         if stream.isatty():

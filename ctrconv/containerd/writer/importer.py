@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ctrconv.containerd.cri import CriNames, cri_names, source_labels
+from ctrconv.containerd.schema import LABEL_DISTRIBUTION_SOURCE
 from ctrconv.containerd.writer import records as R
 from ctrconv.containerd.writer.content_writer import ContentWriter
 from ctrconv.containerd.writer.transaction import RootTransaction
@@ -346,9 +347,15 @@ def _plan(source: ImageSource, chosen: list[tuple[str, NamedEntry]], options: _O
 def _label(run: _Import, imports: list[_PlannedImport], options: _Options) -> None:
     """GC labels of every parent; in CRI mode the distribution sources too."""
     for item in imports:
-        run.label_graph(item.plan, options.selector, options.keep_partial, label_every_child=options.cri)
-        if item.cri is not None:
-            distribution = source_labels(_entry_annotations(item.entry), item.cri.source_label)
+        pulled = item.entry.pulled_from
+        # a registry pull (``ctr images pull`` as CRI) labels every child of an index
+        run.label_graph(item.plan, options.selector, options.keep_partial,
+                        label_every_child=options.cri or pulled is not None)
+        if item.cri is not None or pulled is not None:
+            derived = item.cri.source_label if item.cri is not None else None
+            if pulled is not None:
+                derived = (f"{LABEL_DISTRIBUTION_SOURCE}.{pulled[0]}", pulled[1])
+            distribution = source_labels(_entry_annotations(item.entry), derived)
             for desc in item.plan.blobs:
                 run.add_first_labels(str(Digest.parse(desc["digest"])), distribution)
 

@@ -1,0 +1,68 @@
+"""Registry options shared by ``import -i docker://...`` and ``export --to docker://...``.
+
+Named as skopeo names them (``--creds``, ``--authfile``, ``--cert-dir``, ``--tls-verify``) and
+as the contract adds (``--ca-file``, ``--insecure``; ``--plain-http`` as ``ctr`` spells it).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import typer
+
+from ctrconv.errors import UsageError
+from ctrconv.registry import RegistryOptions
+
+CREDS_OPTION = typer.Option(
+    None, "--creds", metavar="USER[:PASS]",
+    help="Registry credentials (else --authfile, $REGISTRY_AUTH_FILE, ${XDG_RUNTIME_DIR}/containers/auth.json, "
+         "~/.docker/config.json).",
+)
+AUTHFILE_OPTION = typer.Option(
+    None, "--authfile", metavar="FILE", help="Registry auth file (containers-auth.json / docker config.json).")
+CA_FILE_OPTION = typer.Option(None, "--ca-file", metavar="FILE", help="Trust this CA certificate (PEM) for the registry.")
+CERT_DIR_OPTION = typer.Option(
+    None, "--cert-dir", metavar="DIR",
+    help="Certificates dir: *.crt CAs and *.cert/*.key client pairs, in DIR or DIR/HOST:PORT "
+         "(docker/containerd certs.d layout, hosts.toml ca/client too).",
+)
+TLS_VERIFY_OPTION = typer.Option(
+    None, "--tls-verify", metavar="true|false",
+    help="--tls-verify=false: do not verify the registry's certificate (and use plain HTTP if it does not speak TLS).",
+)
+PLAIN_HTTP_OPTION = typer.Option(False, "--plain-http", help="Talk plain HTTP to the registry (as ctr --plain-http).")
+INSECURE_OPTION = typer.Option(False, "--insecure", help="Same as --plain-http.")
+RETRIES_OPTION = typer.Option(
+    5, "--retries", min=0, help="Retries of a registry request after a 5xx answer or a dropped connection.")
+
+
+def _tls_verify(value: Optional[str]) -> bool:
+    if value is None:
+        return True
+    text = value.strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise UsageError(f"--tls-verify takes true or false, not {value!r}")
+
+
+def registry_options(
+    creds: Optional[str], authfile: Optional[str], ca_file: Optional[str], cert_dir: Optional[str],
+    tls_verify: Optional[str], plain_http: bool, insecure: bool, retries: int, **more: object,
+) -> RegistryOptions:
+    """The library's options from the command line's."""
+    for flag, path in (("--authfile", authfile), ("--ca-file", ca_file)):
+        if path and not os.path.isfile(path):
+            raise UsageError(f"{flag} {path}: no such file")
+    return RegistryOptions(
+        creds=creds, authfile=authfile, ca_file=ca_file, cert_dir=cert_dir, tls_verify=_tls_verify(tls_verify),
+        plain_http=plain_http or insecure, retries=retries, **more,  # type: ignore[arg-type]
+    )
+
+
+def any_given(creds: Optional[str], authfile: Optional[str], ca_file: Optional[str], cert_dir: Optional[str],
+              tls_verify: Optional[str], plain_http: bool, insecure: bool) -> bool:
+    """Whether a registry option was given (refused when nothing is read from or sent to a registry)."""
+    return bool(creds or authfile or ca_file or cert_dir or tls_verify is not None or plain_http or insecure)
