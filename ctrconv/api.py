@@ -280,3 +280,28 @@ def _remove_if_empty(path: "os.PathLike[str]") -> None:
         os.rmdir(path)
     except OSError:
         pass
+
+
+def push_images(
+    root: str | os.PathLike[str],
+    destination: str,
+    *,
+    namespace: str = "default",
+    images: Sequence[str] | None = None,
+    platforms: Sequence[str] = (),
+    all_platforms: bool = False,
+    registry: Any = None,
+    ignore_lock: bool = False,
+    progress: Any = None,
+) -> Any:
+    """Push ``images`` (all of ``namespace`` when None) of ``root`` to a registry,
+    ``destination`` = ``docker://HOST[:PORT]/REPO[:TAG|@DIGEST]`` (see :mod:`ctrconv.registry.push`):
+    blobs first (present ones skipped, mounted when labels name another repository of that
+    registry), then manifests and indexes, tags last. ``registry`` is a
+    :class:`ctrconv.registry.RegistryOptions`. The root is only read (under its shared lock).
+    """
+    from ctrconv.registry.push import push_images as _push
+
+    with _reading(root, ignore_lock):
+        return _push(str(root), destination, namespace=namespace, images=images, platforms=platforms,
+                     all_platforms=all_platforms, options=registry, ignore_lock=ignore_lock, progress=progress)

@@ -66,3 +66,35 @@ def any_given(creds: Optional[str], authfile: Optional[str], ca_file: Optional[s
               tls_verify: Optional[str], plain_http: bool, insecure: bool) -> bool:
     """Whether a registry option was given (refused when nothing is read from or sent to a registry)."""
     return bool(creds or authfile or ca_file or cert_dir or tls_verify is not None or plain_http or insecure)
+
+
+PUSH_JOBS_OPTION = typer.Option(1, "--jobs", "-j", min=1, help="--to: blobs uploaded side by side.")
+CHUNK_THRESHOLD_OPTION = typer.Option(
+    "16M", "--chunk-threshold", metavar="SIZE",
+    help="--to: blobs up to SIZE are uploaded in one PUT, larger ones in PATCH chunks.")
+CHUNK_SIZE_OPTION = typer.Option("16M", "--chunk-size", metavar="SIZE", help="--to: size of one PATCH chunk.")
+
+
+def push_command(root: object, destination: str, namespace: str, refs: Optional[list[str]], *, platforms: list[str],
+                 all_platforms: bool, ignore_lock: bool, as_json: bool, quiet: bool, options: RegistryOptions) -> None:
+    """``export --to docker://...``: push, then report (stderr, or ``--json`` on stdout)."""
+    import sys
+
+    from ctrconv import api
+    from ctrconv.cli._common import TqdmBytes, print_json, progress_enabled
+    from ctrconv.containerd.root import check_namespace
+    from ctrconv.registry.push import report_lines
+
+    if options.chunk_size < 1:
+        raise UsageError("--chunk-size must be at least 1 byte")
+    enabled = progress_enabled(quiet)
+    report = api.push_images(
+        root, destination, namespace=check_namespace(namespace), images=refs, platforms=platforms,
+        all_platforms=all_platforms, registry=options, ignore_lock=ignore_lock,
+        progress=lambda total: TqdmBytes(total, "push", enabled),
+    )
+    if as_json:
+        print_json(report.to_json())
+    elif not quiet:
+        for line in report_lines(report):
+            sys.stderr.write(line + "\n")

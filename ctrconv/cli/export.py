@@ -22,6 +22,23 @@ from ctrconv.cli._common import (
     progress_enabled,
     wait_seconds,
 )
+from ctrconv.cli._registry import (
+    AUTHFILE_OPTION,
+    CA_FILE_OPTION,
+    CERT_DIR_OPTION,
+    CHUNK_SIZE_OPTION,
+    CHUNK_THRESHOLD_OPTION,
+    CREDS_OPTION,
+    INSECURE_OPTION,
+    PLAIN_HTTP_OPTION,
+    PUSH_JOBS_OPTION,
+    RETRIES_OPTION,
+    TLS_VERIFY_OPTION,
+    any_given,
+    push_command,
+    registry_options,
+)
+from ctrconv.cli._common import parse_size
 from ctrconv.containerd.rootlock import waiting
 from ctrconv.outputs import is_stdout
 from ctrconv.cli.import_ import cri_mode
@@ -42,7 +59,11 @@ def export_command(
              "shows it), or repo@sha256:DIGEST.",
     ),
     all_images: bool = typer.Option(False, "--all", help="Export every image of the namespace."),
-    output: str = typer.Option(..., "-o", "--output", help="Output path; '-' streams a tar to stdout."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Output path; '-' streams a tar to stdout."),
+    to: Optional[str] = typer.Option(
+        None, "--to", metavar="docker://HOST[:PORT]/REPO[:TAG]",
+        help="Push to a registry instead of writing -o (no tag: each image under its own tags).",
+    ),
     fmt: Optional[str] = typer.Option(
         None, "--format", "-f",
         help=f"One of {', '.join(FORMATS)}, containerd-root (default: oci-tar for *.tar and -, else oci-dir).",
@@ -75,17 +96,46 @@ def export_command(
         help="1.6, 1.7 or 2.x. OCI formats: match that line's ctr images export (default: the line that wrote the "
              "root). containerd-root: the line that will run a new root (default 1.6); an existing root keeps its form.",
     ),
+    creds: Optional[str] = CREDS_OPTION,
+    authfile: Optional[str] = AUTHFILE_OPTION,
+    ca_file: Optional[str] = CA_FILE_OPTION,
+    cert_dir: Optional[str] = CERT_DIR_OPTION,
+    tls_verify: Optional[str] = TLS_VERIFY_OPTION,
+    plain_http: bool = PLAIN_HTTP_OPTION,
+    insecure: bool = INSECURE_OPTION,
+    retries: int = RETRIES_OPTION,
+    jobs: int = PUSH_JOBS_OPTION,
+    chunk_threshold: str = CHUNK_THRESHOLD_OPTION,
+    chunk_size: str = CHUNK_SIZE_OPTION,
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
     ignore_lock: bool = IGNORE_LOCK_OPTION,
     wait: Optional[str] = WAIT_OPTION,
 ) -> None:
-    """Export images to an OCI layout directory, an OCI layout tar (like ctr images export) or a docker archive."""
+    """Export images to an OCI layout directory, an OCI layout tar (like ctr images export) or a docker archive,
+    or push them to a registry (--to docker://HOST[:PORT]/REPO[:TAG])."""
     wanted = list(image or []) + list(refs or [])
     if all_images and wanted:
         raise UsageError("give either --all or image references, not both")
     if not all_images and not wanted:
         raise UsageError("no image given (use --image REF or --all)")
+    if to is not None:
+        if output is not None or fmt is not None:
+            raise UsageError("--to pushes to a registry: it takes neither -o nor --format")
+        with waiting(wait_seconds(wait)):
+            push_command(
+                root, to, namespace, None if all_images else wanted, platforms=list(platform or []),
+                all_platforms=all_platforms, ignore_lock=ignore_lock, as_json=as_json, quiet=quiet,
+                options=registry_options(creds, authfile, ca_file, cert_dir, tls_verify, plain_http, insecure, retries,
+                                         jobs=jobs, chunk_threshold=parse_size(chunk_threshold),
+                                         chunk_size=parse_size(chunk_size)),
+            )
+        return
+    if output is None:
+        raise UsageError("no output given (use -o OUT, or --to docker://HOST/REPO to push)")
+    if any_given(creds, authfile, ca_file, cert_dir, tls_verify, plain_http, insecure):
+        raise UsageError("registry options (--creds, --authfile, --ca-file, --cert-dir, --tls-verify, --plain-http) "
+                         "need --to docker://...")
     if fmt == "containerd-root":
         with waiting(wait_seconds(wait)):
             _export_to_root(
