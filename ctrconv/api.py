@@ -221,6 +221,7 @@ def rebuild_root(
     from pathlib import Path
 
     from ctrconv.containerd.rootlock import read_lock, write_lock
+    from ctrconv.durability import sync_filesystems
     from ctrconv.recovery import rebuild_root as _rebuild
 
     if not Path(root).is_dir():  # rebuild says what is wrong with it
@@ -232,7 +233,10 @@ def rebuild_root(
             out_lock = stack.enter_context(write_lock(output))
             if out_lock.created:
                 stack.callback(_remove_if_empty, Path(output))
-        return _rebuild(root, output, names=names, unpack=unpack, progress=progress, trust_snapshots=trust_snapshots, link=link)
+        report = _rebuild(root, output, names=names, unpack=unpack, progress=progress, trust_snapshots=trust_snapshots, link=link)
+        # durable before it is reported: the new root's final rename (or the in-place writes)
+        sync_filesystems([output if output is not None else root])
+        return report
 
 
 def export_to_root(
