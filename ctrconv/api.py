@@ -149,6 +149,8 @@ def export_images(
     verify_links: bool = True,
     ignore_lock: bool = False,
     progress: Any = None,
+    from_snapshots: str = "auto",
+    compression: str | None = None,
 ) -> ExportReport:
     """Export ``images`` (all of ``namespace`` when None) to ``output`` (path, ``-`` or stream).
 
@@ -156,6 +158,9 @@ def export_images(
     name); ``ctr_line`` ("1.6", "1.7", "2.x") picks whose ``ctr images export`` to match (default:
     the line that wrote the root); ``progress(total_bytes)`` may return a ``progress(n)`` callable. Every blob is
     verified while copied; a failure leaves no output behind. The root is only read.
+    ``from_snapshots`` ("auto", "always", "never") writes layers again from their snapshots
+    (auto: those whose blob is gone), compressed with ``compression`` ("gzip", "zstd", "none";
+    None: like the original layer).
     """
     from pathlib import Path
 
@@ -166,6 +171,7 @@ def export_images(
         namespace=namespace, refs=None if images is None else list(images), format=format,
         platforms=list(platforms), all_platforms=all_platforms, index_media_type=index_media_type,
         ctr_line=ctr_line, manifest_json=manifest_json, skip_non_distributable=skip_non_distributable, link=link, verify_links=verify_links, ignore_lock=ignore_lock,
+        from_snapshots=from_snapshots, compression=compression,
     )
     out = Path(output) if isinstance(output, os.PathLike) else output
     with _reading(root, ignore_lock):

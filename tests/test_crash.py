@@ -28,8 +28,11 @@ KILLS = 4
 
 
 def _ctrconv(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ctrconv", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, check=check, env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = subprocess.run([sys.executable, "-m", "ctrconv", *args], cwd=REPO, capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    if check:
+        assert result.returncode == 0, f"ctrconv {' '.join(args)}: exit {result.returncode}: {result.stderr}"
+    return result
 
 
 def _images(root: Path) -> set[tuple[str, str]]:
@@ -176,7 +179,8 @@ def test_kill_9_during_rebuild_then_rebuild_again(tmp_path: Path, fixture_set, p
         assert _ctrconv("verify", "--root", str(root), "-A", "-q").returncode == 0
         assert _images(root) == expected
     daemon = private_containerd(root=root)
-    assert all(r.complete and r.unpacked for r in daemon.images_check("default"))
+    rows = daemon.images_check("default")
+    assert all(r.complete and r.unpacked for r in rows), rows
 
 
 def _stop_midway(args: list[str], signum: int, ready: "callable") -> subprocess.CompletedProcess[str]:

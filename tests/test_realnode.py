@@ -224,13 +224,17 @@ def test_discarded_layers_node_rebuilt_keeps_every_image(line, realnode_set_for,
 
 
 @pytest.mark.parametrize("line", LINES)
-def test_export_of_discarded_layers_fails_in_one_line(line, realnode_set_for, cli, tmp_path):
+def test_export_of_discarded_layers_without_regeneration_fails_in_one_line(line, realnode_set_for, cli, tmp_path):
+    """``--from-snapshots never``: the layers are not written again from the snapshots, so the
+    export fails up front, saying why and what would work (the default regenerates them:
+    tests/test_export_regenerate.py)."""
     from support.realnode_set import DISCARDED
 
     corpus = realnode_set_for(line)
     out = tmp_path / "x.tar"
     result = cli("export", "--root", str(corpus.root(DISCARDED)), "-n", "k8s.io", "--image",
-                 corpus.image("oci")["ref"], "-o", str(out), "-q")
+                 corpus.image("oci")["ref"], "-o", str(out), "-q", "--from-snapshots", "never")
     assert result.code == 1 and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and "discard_unpacked_layers" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "discard_unpacked_layers" in result.stderr and "--from-snapshots auto" in result.stderr
     assert not out.exists()

@@ -291,3 +291,20 @@ def test_a_resumable_ingest_is_kept(tmp_path, cli, private_containerd):
              "--expected-digest", digest, "resumable-ref"], stdin=seekable, capture_output=True)
     assert resumed.returncode == 0, resumed.stderr
     assert digest in daemon.ctr("content", "ls", "-q").stdout
+
+
+def test_rebuild_unpacks_an_image_that_waits_to_be_unpacked(fixture_set, tmp_path, cli):
+    """A not-unpacked image is no damage to verify, but rebuild still unpacks it (as it
+    re-unpacks snapshots lost to damage or to an interrupted rebuild); --no-unpack leaves it."""
+    root = tmp_path / "root"
+    archive = fixture_set.file(fixture_set.input("bbx-docker")["path"])
+    assert cli("import", "--root", str(root), "-q", "--no-unpack", "-i", str(archive)).code == 0
+    assert cli("verify", "--root", str(root), "-q").code == 0
+    meta = root.joinpath(*META)
+    before = meta.read_bytes()
+    kept = cli("rebuild", "--root", str(root), "-q", "--no-unpack")
+    assert kept.code == 0 and "nothing to repair" in kept.stdout and meta.read_bytes() == before
+    unpacked = cli("rebuild", "--root", str(root), "-q", "--json")
+    assert unpacked.code == 0 and unpacked.json["snapshots_unpacked"] > 0
+    listed = cli("verify", "--root", str(root), "-q", "--json")
+    assert listed.code == 0 and not [p for p in listed.json["info"] if p["kind"] == "not-unpacked"]

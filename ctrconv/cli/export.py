@@ -80,6 +80,15 @@ def export_command(
         False, "--skip-non-distributable",
         help="Leave non-distributable (foreign, e.g. Windows base) layers out; they need not be present.",
     ),
+    from_snapshots: str = typer.Option(
+        "auto", "--from-snapshots", metavar="auto|always|never",
+        help="Write layers again from their unpacked snapshots (overlayfs, native): auto = only layers whose blob "
+             "is gone (discard_unpacked_layers nodes, lost blobs), always = every layer, never = fail instead.",
+    ),
+    compression: Optional[str] = typer.Option(
+        None, "--compression", metavar="gzip|zstd|none",
+        help="Compression of regenerated layers (default: like the original layer; docker-archive: never zstd).",
+    ),
     link: bool = typer.Option(False, "--link", help="oci-dir: hardlink blobs from the content store when on the same filesystem."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="With --link: hash linked blobs (reads them once)."),
     target_namespace: Optional[str] = typer.Option(
@@ -173,7 +182,12 @@ def export_command(
             verify_links=verify,
             ignore_lock=ignore_lock,
             progress=lambda total: TqdmBytes(total, "export", enabled),
+            from_snapshots=from_snapshots,
+            compression=compression,
         )
+    if not quiet:
+        for line in rewrite_lines(report):
+            sys.stderr.write(line + "\n")
     if as_json:
         print_json(report.to_json())
         return
@@ -186,6 +200,28 @@ def export_command(
         for i in report.images:
             if i.skipped_platforms:
                 sys.stderr.write(f"  {i.name}: skipped platforms {', '.join(i.skipped_platforms)}\n")
+
+
+def rewrite_lines(report) -> list[str]:
+    """What the export changed: layers regenerated or decompressed, and image IDs changed."""
+    lines = []
+    for i in report.images:
+        done = []
+        if i.regenerated_layers:
+            done.append(f"{i.regenerated_layers} layer(s) regenerated from snapshots")
+        if i.decompressed_layers:
+            done.append(f"{i.decompressed_layers} zstd layer(s) decompressed")
+        if not done:
+            continue
+        if i.image_id != i.original_image_id:
+            idline = f"image ID changed {i.original_image_id} -> {i.image_id} (a regenerated layer differs from the config's diff ID)"
+        else:
+            idline = f"image ID unchanged {i.image_id}"
+        lines.append(f"{i.name}: {', '.join(done)}; {idline}; new manifest {i.manifest}")
+    for change in report.image_ids_changed:
+        lines.append(f"image ID {change['from']} is now {change['to']} ({', '.join(change['names'])}); "
+                     "the original manifest digest is kept in annotation io.ctrconv.original-manifest")
+    return lines
 
 
 def _export_to_root(root: Path, output: str, namespace: str, refs: Optional[List[str]], *, as_json: bool, quiet: bool, **options) -> None:

@@ -16,6 +16,7 @@ selected platform fails the export up front, naming the platforms and digests.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Sequence
@@ -23,7 +24,7 @@ from typing import Any, BinaryIO, Callable, Iterable, Sequence
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.content import ContentStore, NamespaceContent
 from ctrconv.containerd.metadata import MetadataDB
-from ctrconv.containerd.records import ImageRecord
+from ctrconv.containerd.records import ImageRecord, Target
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError, MissingContentError, UsageError
@@ -33,6 +34,7 @@ from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
 from ctrconv.outputs import Output, resolve_output
 from ctrconv.pipeline.plan import ImagePlan, PlannedManifest, image_platforms, plan_image, platform_string, ranked_manifests, read_json_blob
+from ctrconv.pipeline import regenerate as regen
 from ctrconv.pipeline.resolve import resolve_images
 from ctrconv.sinks import ExportedImage, Sink, blob_path, detect_format, open_sink
 from ctrconv.sinks._layout import name_entry
@@ -61,6 +63,11 @@ class ExportOptions:
     link: bool = False
     verify_links: bool = True
     ignore_lock: bool = False
+    #: layers whose blob is gone are written again from their snapshots: "auto" (only those),
+    #: "always" (every layer that has a snapshot) or "never"
+    from_snapshots: str = "auto"
+    #: compression of regenerated layers (gzip, zstd, none); None = like the original layer
+    compression: str | None = None
 
 
 @dataclass
@@ -71,6 +78,14 @@ class ImageReport:
     platforms: list[str]
     skipped_platforms: list[str]
     manifest: str | None
+    #: the image ID (config digest of the manifest ``manifest``), and what it was before layers
+    #: were regenerated or decompressed (equal when the config was kept)
+    image_id: str | None = None
+    original_image_id: str | None = None
+    #: the stored target, when the export names a rewritten one instead (else None)
+    original_digest: str | None = None
+    regenerated_layers: int = 0
+    decompressed_layers: int = 0
 
 
 @dataclass
@@ -84,10 +99,21 @@ class ExportReport:
     blobs: int = 0
     bytes: int = 0
     linked: int = 0
+    #: every manifest replaced by one naming regenerated or decompressed layers
+    rewritten: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def platforms(self) -> list[str]:
         return sorted({p for i in self.images for p in i.platforms})
+
+    @property
+    def image_ids_changed(self) -> list[dict[str, Any]]:
+        """``{"from", "to", "names"}`` per image ID the export changed."""
+        changed: dict[tuple[str, str], list[str]] = {}
+        for i in self.images:
+            if i.image_id and i.original_image_id and i.image_id != i.original_image_id:
+                changed.setdefault((i.original_image_id, i.image_id), []).append(i.name)
+        return [{"from": a, "to": b, "names": names} for (a, b), names in changed.items()]
 
     @property
     def skipped_platforms(self) -> list[str]:
@@ -97,6 +123,7 @@ class ExportReport:
         doc = asdict(self)
         doc["platforms"] = self.platforms
         doc["skipped_platforms"] = self.skipped_platforms
+        doc["image_ids_changed"] = self.image_ids_changed
         return doc
 
 
@@ -107,6 +134,10 @@ class _Planned:
     chosen: PlannedManifest | None
     #: distribution-source labels ctr 1.7+ adds to the index.json entry
     source_annotations: dict[str, str] = field(default_factory=dict)
+    #: layers to write again from their snapshots (``--from-snapshots``)
+    jobs: list[regen.LayerJob] = field(default_factory=list)
+    #: before layers were rewritten: the stored record and its plan
+    original: "_Planned | None" = None
 
 
 class _ProgressReader:
@@ -201,14 +232,34 @@ def _role(desc: dict[str, Any]) -> str:
     return "layer" if mt.is_layer(media_type) else "blob"
 
 
+class SnapshotLayers:
+    """What :func:`plan_images` needs to cover missing layers with snapshots of the namespace."""
+
+    def __init__(self, content: ContentStore | NamespaceContent, mode: str, snapshots: regen.SnapshotIndex,
+                 labels_of: LabelsOf, skip_non_distributable: bool) -> None:
+        self.content = content
+        self.mode = mode
+        self.snapshots = snapshots
+        self.labels_of = labels_of
+        self.skip_non_distributable = skip_non_distributable
+
+    def jobs(self, plan: ImagePlan) -> tuple[list[regen.LayerJob], set[str]]:
+        skip = [d["digest"] for m in plan.manifests for d in m.layers
+                if self.skip_non_distributable and mt.is_nondistributable(d.get("mediaType", ""))]
+        return regen.layer_jobs(self.content, plan, self.mode, self.snapshots, self.labels_of, skip)
+
+
 def plan_images(
     content: ContentStore | NamespaceContent, records: Iterable[ImageRecord], options: ExportOptions, single_manifest: bool,
     lookups: tuple[LabelsOf, SnapshotExists] | None = None,
+    snapshot_layers: SnapshotLayers | None = None,
 ) -> list[_Planned]:
     """Plan every image; raise before anything is written if content is missing or invalid.
 
     ``lookups`` (the namespace's content labels and snapshots) let a missing-content error say
-    when the layers were let go after unpacking rather than lost."""
+    when the layers were let go after unpacking rather than lost. With ``snapshot_layers``,
+    layers that can be written again from their snapshots are not missing: each plan lists
+    them as jobs (``--from-snapshots``)."""
     walk, ranked = _matchers(options)
     selector = None if options.all_platforms else selector_for(walk)
     planned: list[_Planned] = []
@@ -219,11 +270,23 @@ def plan_images(
         if options.skip_non_distributable:
             # never pulled (a Windows base layer, say) and not to be exported: not missing
             plan.missing = [d for d in plan.missing if not mt.is_nondistributable(d.get("mediaType", ""))]
+        jobs: list[regen.LayerJob] = []
+        if snapshot_layers is not None and (plan.missing or snapshot_layers.mode == "always"):
+            jobs, covered = snapshot_layers.jobs(plan)
+            plan.missing = [d for d in plan.missing if d["digest"] not in covered]
         if plan.missing:
             if lookups is not None and _layers_discarded(content, target, selector, lookups):
+                if options.from_snapshots == "never":
+                    raise MissingContentError(
+                        f"image {record.name}: its layer blobs were let go after unpacking (containerd's CRI "
+                        "discard_unpacked_layers); it runs from its snapshots, and --from-snapshots never forbids "
+                        "writing its layers again from them",
+                        hint="use --from-snapshots auto, or export it from a root or registry that still holds its layers",
+                    )
                 raise MissingContentError(
                     f"image {record.name}: its layer blobs were let go after unpacking (containerd's CRI "
-                    "discard_unpacked_layers); it runs from its snapshots, but its layers cannot be exported from this root",
+                    "discard_unpacked_layers), and its snapshots have no directory tree to write them again from "
+                    f"(snapshotters with one: {', '.join(regen.TREE_SNAPSHOTTERS)})",
                     hint="export it from a root or registry that still holds its layers",
                 )
             problems.append(_missing_message(record, plan))
@@ -244,7 +307,7 @@ def plan_images(
                 raise CtrconvError(f"image {record.name}: no manifest found for the requested platform")
             if _config_type(chosen) not in (mt.OCI_CONFIG, mt.DOCKER_CONFIG):
                 raise UsageError(f"image {record.name}: config {_config_type(chosen)!r} is not a container image config")
-        planned.append(_Planned(record, plan, chosen))
+        planned.append(_Planned(record, plan, chosen, jobs=jobs))
     if problems:
         raise MissingContentError(
             "; ".join(problems),
@@ -290,8 +353,15 @@ def _exported(p: _Planned) -> ExportedImage:
     return ExportedImage(name=p.record.name, entry=name_entry(target, p.record.name), manifest=p.chosen)
 
 
-def _image_report(p: _Planned) -> ImageReport:
+def _image_report(p: _Planned, changes: dict[str, regen.ManifestChange] | None = None) -> ImageReport:
     skipped = sorted({s for s in (platform_string(d.get("platform")) for d in p.plan.skipped) if s})
+    original = p.original or p
+    regenerated = decompressed = 0
+    for m in original.plan.manifests:
+        change = (changes or {}).get(m.descriptor["digest"])
+        if change is not None:
+            regenerated += sum(1 for layer in change.layers if layer.snapshot)
+            decompressed += sum(1 for layer in change.layers if not layer.snapshot)
     return ImageReport(
         name=p.record.name,
         digest=p.record.target.digest,
@@ -299,7 +369,107 @@ def _image_report(p: _Planned) -> ImageReport:
         platforms=p.plan.platforms(),
         skipped_platforms=skipped,
         manifest=p.chosen.descriptor["digest"] if p.chosen else None,
+        image_id=p.chosen.config["digest"] if p.chosen else None,
+        original_image_id=original.chosen.config["digest"] if original.chosen else None,
+        original_digest=original.record.target.digest if p.original is not None and
+        original.record.target.digest != p.record.target.digest else None,
+        regenerated_layers=regenerated,
+        decompressed_layers=decompressed,
     )
+
+
+def _manifest_type(m: PlannedManifest) -> str:
+    return m.document.get("mediaType") or m.descriptor.get("mediaType", "")
+
+
+def _replan(
+    extras: regen.ExtraBlobs, planned: Sequence[_Planned], changed: dict[str, dict[str, Any]],
+    options: ExportOptions, single_manifest: bool,
+) -> list[_Planned]:
+    """The images again, their targets rewritten above the ``changed`` manifests."""
+    records = []
+    for p in planned:
+        target = regen.rewrite_target(extras, target_descriptor(p.record), changed)
+        records.append(dataclasses.replace(p.record, target=Target(target["mediaType"], target["digest"], target["size"])))
+    again = plan_images(extras, records, options, single_manifest)
+    for new, old in zip(again, planned):
+        new.original = old.original or old
+        if new.record.target.digest == old.record.target.digest:
+            new.source_annotations = old.source_annotations
+    return again
+
+
+def regenerate_layers(
+    content: ContentStore | NamespaceContent | regen.ExtraBlobs, planned: Sequence[_Planned], options: ExportOptions,
+    single_manifest: bool, spool: regen.Spool, changes: dict[str, regen.ManifestChange],
+) -> tuple[regen.ExtraBlobs, list[_Planned]]:
+    """Write the planned layer jobs from their snapshots and name the images anew (see
+    :mod:`ctrconv.pipeline.regenerate`); ``changes`` collects each replaced manifest."""
+    extras = content if isinstance(content, regen.ExtraBlobs) else regen.ExtraBlobs(content)
+    writer = regen.Regenerator(extras, spool, options.compression, avoid_zstd=single_manifest)  # type: ignore[arg-type]
+    changed: dict[str, dict[str, Any]] = {}
+    for p in planned:
+        by_manifest: dict[str, list[regen.LayerJob]] = {}
+        for job in p.jobs:
+            by_manifest.setdefault(job.manifest, []).append(job)
+        for m in p.plan.manifests:
+            digest = m.descriptor["digest"]
+            if digest in changed or digest not in by_manifest:
+                continue
+            layers = {j.index: writer.run(j, _manifest_type(m)) for j in by_manifest[digest]}
+            replaced = {i: regen.new_layer_descriptor(m.layers[i], r.media_type, r.digest, r.size)
+                        for i, r in layers.items()}
+            new_ids = {i: r.diff_id for i, r in layers.items() if not r.matches}
+            desc, config = regen.rewrite_manifest(extras, m, replaced, new_ids)
+            changed[digest] = desc
+            changes[digest] = regen.ManifestChange(
+                platform_string(m.platform), digest, desc["digest"], m.config["digest"], config,
+                [layers[i] for i in sorted(layers)])
+    if not changed:
+        return extras, list(planned)
+    return extras, _replan(extras, planned, changed, options, single_manifest)
+
+
+def decompress_zstd_layers(
+    content: ContentStore | NamespaceContent | regen.ExtraBlobs, planned: Sequence[_Planned], options: ExportOptions,
+    spool: regen.Spool, changes: dict[str, regen.ManifestChange],
+) -> tuple[regen.ExtraBlobs, list[_Planned]]:
+    """docker-archive: the chosen manifests' zstd layers as plain tars (diff IDs, hence the
+    config and the image ID, unchanged), which every ``docker load`` reads."""
+    extras = content if isinstance(content, regen.ExtraBlobs) else regen.ExtraBlobs(content)
+    changed: dict[str, dict[str, Any]] = {}
+    for p in planned:
+        m = p.chosen
+        if m is None or m.descriptor["digest"] in changed:
+            continue
+        zstd = [i for i, layer in enumerate(m.layers) if regen.is_zstd(layer.get("mediaType", ""))]
+        if not zstd:
+            continue
+        diff_ids = (read_json_blob(extras, m.config).get("rootfs") or {}).get("diff_ids") or []
+        if len(diff_ids) != len(m.layers):
+            raise CtrconvError(f"image {p.record.name}: config lists {len(diff_ids)} diff IDs for {len(m.layers)} layers")
+        replaced: dict[int, dict[str, Any]] = {}
+        done: list[regen.RegeneratedLayer] = []
+        for i in zstd:
+            layer = m.layers[i]
+            written = regen.decompress_layer(extras, layer, diff_ids[i], spool, extras)
+            media_type = regen.layer_media_type(layer["mediaType"], _manifest_type(m), "none")
+            replaced[i] = regen.new_layer_descriptor(layer, media_type, written.digest, written.size)
+            done.append(regen.RegeneratedLayer("", "", layer["digest"], diff_ids[i], written.digest,
+                                               written.diff_id, media_type, written.size))
+        desc, config = regen.rewrite_manifest(extras, m, replaced, {})
+        digest = m.descriptor["digest"]
+        changed[digest] = desc
+        prior = next((c for c in changes.values() if c.manifest == digest), None)
+        if prior is not None:  # layers regenerated, others then decompressed: one change
+            prior.manifest = desc["digest"]
+            prior.layers.extend(done)
+        else:
+            changes[digest] = regen.ManifestChange(platform_string(m.platform), digest, desc["digest"],
+                                                   m.config["digest"], config, done)
+    if not changed:
+        return extras, list(planned)
+    return extras, _replan(extras, planned, changed, options, True)
 
 
 def _output(out: str | Path | BinaryIO, fmt: str | None) -> tuple[Output, str]:
@@ -402,7 +572,15 @@ def export(
         raise UsageError("docker load needs every layer of manifest.json; --skip-non-distributable needs oci-dir or oci-tar")
     if not options.link and not options.verify_links:
         raise UsageError("--no-verify only applies to --link (copied blobs are always verified)")
+    if options.from_snapshots not in regen.FROM_SNAPSHOTS:
+        raise UsageError(f"unknown --from-snapshots value {options.from_snapshots!r} "
+                         f"(choose from {', '.join(regen.FROM_SNAPSHOTS)})")
+    if options.compression is not None and options.compression not in regen.COMPRESSIONS:
+        raise UsageError(f"unknown --compression {options.compression!r} (choose from {', '.join(regen.COMPRESSIONS)})")
     single_manifest = fmt == "docker-archive"
+    if single_manifest and options.compression == "zstd":
+        raise UsageError("a docker archive holds no zstd layers (docker load before 25 cannot read them); "
+                         "use --compression gzip or none, or an OCI format")
     with root.open_metadata(ignore_lock=options.ignore_lock) as meta:
         records = resolve_images(meta, root.content, options.namespace, options.refs)
         line = options.ctr_line or meta.writer_line
@@ -415,12 +593,35 @@ def export(
             if ctr_copies_source_labels(line) and fmt != "docker-archive" else {}
         # what the namespace owns, not every file on disk: another namespace's blobs are
         # not this one's to export (``ctr`` says not found)
-        content = NamespaceContent.of(meta, root.content, options.namespace)
-        planned = plan_images(content, records, options, single_manifest, namespace_lookups(meta, options.namespace))
-    for p in planned:
-        p.source_annotations = sources.get(p.record.name, {})
+        content: Any = NamespaceContent.of(meta, root.content, options.namespace)
+        lookups = namespace_lookups(meta, options.namespace)
+        snapshot_layers = None
+        if options.from_snapshots != "never":
+            snapshots = regen.SnapshotIndex(root, meta, options.namespace, ignore_lock=options.ignore_lock)
+            snapshot_layers = SnapshotLayers(content, options.from_snapshots, snapshots, lookups[0],
+                                             options.skip_non_distributable)
+        planned = plan_images(content, records, options, single_manifest, lookups, snapshot_layers)
+        for p in planned:
+            p.source_annotations = sources.get(p.record.name, {})
+        spool: regen.Spool | None = None
+        changes: dict[str, regen.ManifestChange] = {}
+        try:
+            if any(p.jobs for p in planned):
+                spool = regen.Spool(target.path.parent if target.path is not None else None)
+                content, planned = regenerate_layers(content, planned, options, single_manifest, spool, changes)
+        except BaseException:
+            if spool is not None:
+                spool.close()
+            target.close()
+            raise
     sink: Sink | None = None
     try:
+        if single_manifest and any(
+                p.chosen and any(regen.is_zstd(d.get("mediaType", "")) for d in p.chosen.layers)
+                for p in planned):
+            if spool is None:
+                spool = regen.Spool(target.path.parent if target.path is not None else None)
+            content, planned = decompress_zstd_layers(content, planned, options, spool, changes)
         sink = open_sink(
             fmt, target.target(), index_media_type=index_media_type, manifest_json=options.manifest_json,
             link=options.link, verify_links=options.verify_links,
@@ -433,12 +634,33 @@ def export(
         raise
     finally:
         target.close()
+        if spool is not None:
+            spool.close()
     return ExportReport(
         format=fmt,
         output=target.label,
         namespace=options.namespace,
-        images=[_image_report(p) for p in planned],
+        images=[_image_report(p, changes) for p in planned],
         blobs=blobs,
         bytes=total,
         linked=getattr(sink, "linked", 0),
+        rewritten=[_change_json(c) for c in changes.values()],
     )
+
+
+def _change_json(change: regen.ManifestChange) -> dict[str, Any]:
+    return {
+        "platform": change.platform,
+        "original_manifest": change.original_manifest,
+        "manifest": change.manifest,
+        "original_config": change.original_config,
+        "config": change.config,
+        "config_changed": change.config_changed,
+        "layers": [
+            {"how": "regenerated" if layer.snapshot else "decompressed", "snapshotter": layer.snapshotter or None,
+             "snapshot": layer.snapshot or None, "original_digest": layer.original_digest,
+             "original_diff_id": layer.original_diff_id, "digest": layer.digest, "diff_id": layer.diff_id,
+             "media_type": layer.media_type, "size": layer.size, "matches_diff_id": layer.matches}
+            for layer in change.layers
+        ],
+    }

@@ -141,7 +141,7 @@ def rebuild_root(
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
     if in_place:
-        if not names and _verifies_clean(croot, jobs, progress, deep=not trust_snapshots):
+        if not names and _healthy(croot, jobs, progress, deep=not trust_snapshots, unpack=unpack):
             # a healthy root is left exactly as it is: no backup, no rewrite, no re-import
             report.healthy = True
             return report
@@ -166,13 +166,16 @@ def rebuild_root(
     return report
 
 
-def _verifies_clean(croot: ContainerdRoot, jobs: int | None, progress, *, deep: bool) -> bool:
-    """``verify`` (``--deep`` unless snapshots are trusted) finds no problem in any namespace."""
+def _healthy(croot: ContainerdRoot, jobs: int | None, progress, *, deep: bool, unpack: bool) -> bool:
+    """Nothing to repair: ``verify`` (``--deep`` unless snapshots are trusted) finds no problem
+    in any namespace, and (unless ``--no-unpack``) no image waits to be unpacked again, as one
+    does whose snapshots a damage, or an interrupted rebuild, took."""
     from ctrconv.verify.root import verify_root
 
     if not croot.meta_db.is_file() or croot.is_locked():
         return False
-    return verify_root(croot.path, None, jobs=jobs, progress=progress, deep=deep).ok
+    report = verify_root(croot.path, None, jobs=jobs, progress=progress, deep=deep)
+    return report.ok and not (unpack and any(p.kind == "not-unpacked" for p in report.infos))
 
 
 def _rebuild_into(

@@ -1,0 +1,388 @@
+"""``export --from-snapshots``: layers written again from unpacked snapshots.
+
+Unit tests check the layer writer itself (overlayfs ``fs`` directories and native full-tree
+diffs, applied again by ctrconv's own unpacker and compared entry by entry). Interop tests are
+judged by real daemons: every image of the real-node corpus' ``discarded`` root (CRI
+``discard_unpacked_layers``: layer blobs gone, snapshots kept) exports, loads into a fresh
+containerd of the same line, is complete, runs, and unpacks to the same per-layer trees as
+the same image pulled normally (the ``node`` root); the fixture root, whose layers carry
+whiteouts, opaque directories, xattrs, hardlinks and devices, does the same after its layer
+blobs are deleted (lost) while the snapshots survive.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from ctrconv.layers import apply_layer, chain_ids, compare_listings, tree_listing
+from ctrconv.layers.regenerate import LayerWriter, write_layer
+
+MTIME = 1_700_000_000
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("device nodes, ownership and trusted.* xattrs need root")
+
+
+def _file(path: Path, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
+    path.write_bytes(data)
+    os.chown(path, uid, gid)
+    os.chmod(path, mode)
+    os.utime(path, (MTIME, MTIME))
+
+
+def _write(tmp: Path, name: str, compression: str = "none", **kwargs) -> tuple[Path, object]:
+    out = tmp / name
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        written = write_layer(fd, compression, **kwargs)
+    finally:
+        os.close(fd)
+    return out, written
+
+
+def _overlay_upper(top: Path) -> None:
+    """An overlayfs upper directory as containerd leaves it after applying a layer."""
+    top.mkdir()
+    (top / "data").mkdir()
+    _file(top / "data" / "new.txt", b"new\n", 0o600, 1000, 1000)
+    os.link(top / "data" / "new.txt", top / "data" / "new-link")
+    os.mknod(top / "data" / "removed", stat.S_IFCHR, 0)
+    os.chown(top / "data" / "removed", 0, 0)
+    (top / "data" / "opq").mkdir()
+    os.setxattr(top / "data" / "opq", "trusted.overlay.opaque", b"y")
+    _file(top / "data" / "opq" / "kept", b"k")
+    (top / "data" / "uopq").mkdir()
+    os.setxattr(top / "data" / "uopq", "user.overlay.opaque", b"y")
+    (top / "xattr-dir").mkdir()
+    os.setxattr(top / "xattr-dir", "user.foo", b"bar")
+    _file(top / ("long-" + "x" * 120), b"long name")
+    _file(top / "ünïcödé", b"utf-8 name")
+    os.symlink("/" + "t" * 140, top / "long-link")
+    os.utime(top / "long-link", (MTIME, MTIME), follow_symlinks=False)
+    os.mknod(top / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    os.mkfifo(top / "fifo", 0o600)
+    _file(top / "setuid", b"s", 0o4755)
+    for path in (top / "data", top / "data" / "opq", top / "data" / "uopq", top / "xattr-dir"):
+        os.utime(path, (MTIME, MTIME))
+
+
+def _entries(path: Path) -> list[tarfile.TarInfo]:
+    with tarfile.open(path) as tar:
+        return tar.getmembers()
+
+
+def test_overlay_fs_dir_is_the_layer(tmp_path):
+    """The fs directory of an overlayfs snapshot, written and applied again, is the same
+    directory: whiteouts, opaque markers (trusted and user xattr), hardlinks, xattrs,
+    devices, long and non-ASCII names."""
+    _need_root()
+    upper = tmp_path / "upper"
+    _overlay_upper(upper)
+    layer, written = _write(tmp_path, "layer.tar", overlay_fs=upper)
+    assert written.diff_id == written.digest == "sha256:" + hashlib.sha256(layer.read_bytes()).hexdigest()
+    names = [m.name for m in _entries(layer)]
+    assert "data/.wh.removed" in names and "data/removed" not in names
+    assert names.index("data/opq/.wh..wh..opq") == names.index("data/opq") + 1
+    assert "data/uopq/.wh..wh..opq" in names
+    links = {m.name: m.linkname for m in _entries(layer) if m.islnk()}
+    assert links == {"data/new.txt": "data/new-link"}  # "new-link" sorts first: it holds the data
+    # applied on top of a lower (overlay mode, as containerd applies a second layer)
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    again = tmp_path / "again"
+    again.mkdir()
+    with open(layer, "rb") as fh:
+        result = apply_layer(fh, again, mode="overlay", lowers=[lower])
+    assert result.diff_id == written.diff_id
+    want = tree_listing(upper)
+    # the user.overlay.opaque marker is overlayfs' own: the unpacker writes the trusted one
+    want["/data/uopq"]["xattrs"] = {"trusted.overlay.opaque": "y"}
+    assert compare_listings(want, tree_listing(again)) == []
+
+
+def test_tar_is_deterministic_and_pax_only_where_needed(tmp_path):
+    _need_root()
+    upper = tmp_path / "upper"
+    _overlay_upper(upper)
+    first, _ = _write(tmp_path, "a.tar", overlay_fs=upper)
+    second, _ = _write(tmp_path, "b.tar", overlay_fs=upper)
+    assert first.read_bytes() == second.read_bytes()
+    by_name = {m.name: m for m in _entries(first)}
+    assert by_name["setuid"].pax_headers == {} and by_name["setuid"].mode == 0o4755
+    assert by_name["setuid"].mtime == MTIME and by_name["setuid"].uname == ""
+    assert set(by_name["long-" + "x" * 120].pax_headers) == {"path"}
+    assert set(by_name["ünïcödé"].pax_headers) == {"path"}
+    assert set(by_name["long-link"].pax_headers) == {"linkpath"}
+    assert by_name["xattr-dir"].pax_headers["SCHILY.xattr.user.foo"] == "bar"
+    assert not any(k.startswith("SCHILY.xattr.trusted") for m in by_name.values() for k in m.pax_headers)
+    assert by_name["null"].isdev() and (by_name["null"].devmajor, by_name["null"].devminor) == (1, 3)
+    # names in walk order: each directory's names sorted, depth first
+    names = [m.name for m in _entries(first)]
+    assert names.index("data/uopq") < names.index("fifo")
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_compressed_blob_holds_the_tar(tmp_path, compression):
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    _file(upper / "f", os.urandom(3 << 20))
+    plain, plain_written = _write(tmp_path, "plain.tar", overlay_fs=upper)
+    blob, written = _write(tmp_path, "blob", compression, overlay_fs=upper)
+    data = blob.read_bytes()
+    assert written.digest == "sha256:" + hashlib.sha256(data).hexdigest() and written.size == len(data)
+    tar = gzip.decompress(data) if compression == "gzip" else zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    assert tar == plain.read_bytes() and written.diff_id == plain_written.diff_id
+    assert written.tar_size == len(tar)
+
+
+def test_layer_writer_streams_in_chunks(tmp_path):
+    """The writer holds at most about one chunk: a layer larger than that is written while it
+    is produced (the blob file grows before the tar is finished)."""
+    path = tmp_path / "blob"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        writer = LayerWriter(fd, "none")
+        for _ in range(3):
+            writer.write(b"\0" * (1 << 20))
+        assert path.stat().st_size >= 2 << 20
+        writer.finish()
+    finally:
+        os.close(fd)
+    assert path.stat().st_size == 3 << 20
+
+
+def _native_trees(tmp_path: Path) -> tuple[Path, Path]:
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    (lower / "etc").mkdir()
+    _file(lower / "etc" / "keep", b"same")
+    _file(lower / "etc" / "change", b"old!")
+    _file(lower / "etc" / "mode", b"m", 0o644)
+    _file(lower / "etc" / "gone", b"x")
+    (lower / "dir-gone").mkdir()
+    _file(lower / "dir-gone" / "inner", b"i")
+    _file(lower / "becomes-dir", b"f")
+    (lower / "becomes-file").mkdir()
+    _file(lower / "hard-a", b"h")
+    os.link(lower / "hard-a", lower / "hard-b")
+    for d in (lower / "etc", lower / "dir-gone", lower / "becomes-file"):
+        os.utime(d, (MTIME, MTIME))
+    upper = tmp_path / "upper"
+    subprocess.run(["cp", "-a", str(lower), str(upper)], check=True)
+    _file(upper / "etc" / "change", b"new!")  # same size and mtime: only the content differs
+    os.chmod(upper / "etc" / "mode", 0o600)
+    os.unlink(upper / "etc" / "gone")
+    shutil.rmtree(upper / "dir-gone")
+    os.unlink(upper / "becomes-dir")
+    (upper / "becomes-dir").mkdir()
+    _file(upper / "becomes-dir" / "child", b"c")
+    shutil.rmtree(upper / "becomes-file")
+    _file(upper / "becomes-file", b"now a file")
+    (upper / "new").mkdir()
+    _file(upper / "new" / "file", b"added", 0o640, 1000, 1000)
+    os.setxattr(upper / "new" / "file", "user.note", b"v")
+    os.link(upper / "hard-a", upper / "hard-c")  # a new link to an unchanged file
+    return lower, upper
+
+
+def test_native_diff_applied_to_the_parent_gives_the_snapshot(tmp_path):
+    """fs.Changes semantics: adds, content-only and mode-only changes, deletions (a deleted
+    directory is one whiteout), type changes, unchanged parents written above changes, and a
+    new hardlink to an unchanged file."""
+    _need_root()
+    lower, upper = _native_trees(tmp_path)
+    layer, written = _write(tmp_path, "diff.tar", tree=upper, parent_tree=lower)
+    names = [m.name for m in _entries(layer)]
+    assert "etc/keep" not in names and "etc/change" in names and "etc/mode" in names
+    assert "etc/.wh.gone" in names and ".wh.dir-gone" in names and "dir-gone/inner" not in names
+    assert "etc" in names  # the unchanged parent of a change
+    links = {m.name: m.linkname for m in _entries(layer) if m.islnk()}
+    # containerd's inodeRefs: the unchanged paths of the inode follow its new path
+    assert links == {"hard-a": "hard-c", "hard-b": "hard-c"}
+    result_dir = tmp_path / "applied"
+    subprocess.run(["cp", "-a", str(lower), str(result_dir)], check=True)
+    with open(layer, "rb") as fh:
+        applied = apply_layer(fh, result_dir, mode="naive")
+    assert applied.diff_id == written.diff_id
+    assert compare_listings(tree_listing(upper), tree_listing(result_dir)) == []
+
+
+def test_native_first_layer_is_the_whole_tree(tmp_path):
+    _need_root()
+    _, upper = _native_trees(tmp_path)
+    layer, _ = _write(tmp_path, "base.tar", tree=upper, parent_tree=None)
+    target = tmp_path / "base"
+    target.mkdir()
+    with open(layer, "rb") as fh:
+        apply_layer(fh, target, mode="naive")
+    want = tree_listing(upper)
+    got = tree_listing(target)
+    del want["/"], got["/"]
+    assert compare_listings(want, got) == []
+
+
+# -- interop -------------------------------------------------------------------------------
+
+
+def _bin_dir(line: str) -> str | None:
+    if line == "1.6":
+        return None
+    from support.versions import bin_dir_for
+
+    return str(bin_dir_for(line))
+
+
+def _snapshot_dirs(root: Path, namespace: str, snapshotter: str = "overlayfs") -> dict[str, Path]:
+    """Committed snapshots of a stopped root, by key (chain ID) -> their fs directory."""
+    from ctrconv.containerd.root import ContainerdRoot
+
+    croot = ContainerdRoot(root)
+    with croot.open_metadata() as meta:
+        names = {r.key: r.name for r in meta.snapshots(namespace, snapshotter)}
+    with croot.open_snapshotter(snapshotter) as backend:
+        ids = {b.key: b.id for b in backend.snapshots()}
+    return {key: croot.snapshot_fs(snapshotter, ids[name]) for key, name in names.items() if name in ids}
+
+
+def _config(root: Path, digest: str) -> dict:
+    hexd = digest.split(":", 1)[1]
+    return json.loads((root / "io.containerd.content.v1.content" / "blobs" / "sha256" / hexd).read_bytes())
+
+
+def _layer_trees(root: Path, namespace: str, config_digest: str, snapshotter: str = "overlayfs") -> list[Path]:
+    dirs = _snapshot_dirs(root, namespace, snapshotter)
+    return [dirs[c] for c in chain_ids(_config(root, config_digest)["rootfs"]["diff_ids"])]
+
+
+def _compare_layers(want_dirs: list[Path], got_dirs: list[Path]) -> list[str]:
+    assert len(want_dirs) == len(got_dirs)
+    problems = []
+    for i, (want, got) in enumerate(zip(want_dirs, got_dirs)):
+        problems += [f"layer {i}: {p}" for p in compare_listings(tree_listing(want), tree_listing(got))]
+    return problems
+
+
+@pytest.mark.parametrize("line", ["1.6", "1.7", "2.x"])
+def test_every_image_of_a_discarded_layers_node_exports_loads_runs_and_matches(
+        line, realnode_set_for, cli, tmp_path, private_containerd):
+    from support.realnode_set import DISCARDED
+
+    corpus = realnode_set_for(line)
+    source = corpus.root(DISCARDED)
+    names = corpus.info["roots"][DISCARDED]["namespaces"]["k8s.io"]["images"]
+    exported = []
+    for image in corpus.images():
+        if image["ref"] not in names:
+            continue
+        out = tmp_path / f"{image['key']}.tar"
+        result = cli("export", "--root", str(source), "-n", "k8s.io", "--image", image["ref"], "-o", str(out), "--json")
+        assert result.code == 0, result.stderr
+        report = result.json
+        if image["kind"] != "empty":
+            assert "regenerated from snapshots" in result.stderr, result.stderr
+            assert report["images"][0]["regenerated_layers"] == len(image["layers"]), report
+            changed = {c["from"] for c in report["image_ids_changed"]}
+            assert (report["images"][0]["original_image_id"] in changed) == (
+                report["images"][0]["image_id"] != report["images"][0]["original_image_id"])
+            for change in report["rewritten"]:
+                assert change["original_manifest"] == image["manifest_digest"]
+        exported.append((image, out, report["images"][0]))
+    assert len(exported) == len({i["key"] for i in corpus.images() if i["ref"] in names}) >= 7
+
+    daemon = private_containerd(binary_dir=_bin_dir(line))
+    for image, out, _ in exported:
+        daemon.ctr("images", "import", str(out), timeout=120)
+    rows = {row.ref: row for row in daemon.images_check("default")}
+    for image, _, report in exported:
+        assert rows[image["ref"]].complete, rows[image["ref"]]
+    ran = corpus.info["roots"][DISCARDED]["container"]
+    run = daemon.ctr("run", "--rm", ran["image"], "ctrconv-regenerated", *ran["command"], check=False, timeout=120)
+    assert run.returncode == 0, run.stderr
+    for image, _, _ in exported:
+        if image["kind"] == "empty":
+            continue
+        run = daemon.ctr("run", "--rm", image["ref"], f"rg-{image['key']}", "/bin/busybox", "true",
+                         check=False, timeout=120)
+        assert run.returncode == 0, (image["key"], run.stderr)
+    fresh = daemon.root
+    daemon.stop()
+    for image, _, report in exported:
+        if image["kind"] == "empty":
+            continue
+        want = _layer_trees(corpus.node_root, "k8s.io", image["config_digest"])
+        got = _layer_trees(fresh, "default", report["image_id"])
+        assert _compare_layers(want, got) == [], image["key"]
+
+
+def test_lost_layer_blobs_of_a_normal_root_are_regenerated(fixture_set, tmp_root_copy, cli, tmp_path,
+                                                           private_containerd):
+    """Blobs deleted by damage, snapshots intact: ``auto`` regenerates them; the layers' whiteouts,
+    opaque directories, xattrs, hardlinks, devices and long names unpack to the snapshots the
+    original layers made (the fixture's recorded listings)."""
+    image = fixture_set.image("default", "docker.io/library/bbx:oci")
+    manifest = image["manifests"][0]
+    blobs = tmp_root_copy / "io.containerd.content.v1.content" / "blobs" / "sha256"
+    for layer in manifest["layers"]:
+        (blobs / layer["digest"].split(":", 1)[1]).unlink()
+
+    never = cli("export", "--root", str(tmp_root_copy), "--image", image["name"], "-o", str(tmp_path / "n.tar"),
+                "--from-snapshots", "never", "-q")
+    assert never.code == 1 and len(never.stderr.strip().splitlines()) == 1 and "Traceback" not in never.stderr
+    assert not (tmp_path / "n.tar").exists()
+
+    out = tmp_path / "oci.tar"
+    result = cli("export", "--root", str(tmp_root_copy), "--image", image["name"], "-o", str(out), "--json")
+    assert result.code == 0, result.stderr
+    assert "3 layer(s) regenerated from snapshots" in result.stderr
+    report = result.json
+    assert [layer["how"] for c in report["rewritten"] for layer in c["layers"]] == ["regenerated"] * 3
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ctrconv-layers.")]
+
+    daemon = private_containerd()
+    daemon.ctr("images", "import", str(out), timeout=120)
+    rows = {row.ref: row for row in daemon.images_check("default")}
+    assert rows[image["name"]].complete and rows[image["name"]].unpacked
+    run = daemon.ctr("run", "--rm", image["name"], "rg", "/bin/busybox", "cat", "/data/modify.txt", check=False)
+    assert run.returncode == 0, run.stderr
+    fresh = daemon.root
+    daemon.stop()
+    got = _layer_trees(fresh, "default", report["images"][0]["image_id"])
+    for chain, directory in zip(manifest["chain_ids"], got):
+        want = fixture_set.snapshot_listing("default", chain)["entries"]
+        assert compare_listings(want, tree_listing(directory)) == [], chain
+
+
+def test_always_regenerates_present_layers_and_keeps_the_config_when_the_tar_matches(
+        fixture_set, cli, tmp_path):
+    """``always`` rewrites layers whose blobs are present too; a config is replaced only when a
+    regenerated tar's digest differs from its diff ID, and the new manifest records the old one."""
+    image = fixture_set.image("default", "docker.io/library/bbx:oci")
+    out = tmp_path / "always"
+    result = cli("export", "--root", str(fixture_set.root), "--image", image["name"], "-o", str(out),
+                 "--from-snapshots", "always", "--compression", "zstd", "--json")
+    assert result.code == 0, result.stderr
+    change = result.json["rewritten"][0]
+    assert change["original_manifest"] == image["manifests"][0]["digest"]
+    assert {layer["media_type"] for layer in change["layers"]} == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+    assert change["config_changed"] == (not all(layer["matches_diff_id"] for layer in change["layers"]))
+    manifest = json.loads((out / "blobs" / "sha256" / change["manifest"].split(":")[1]).read_bytes())
+    assert manifest["annotations"]["io.ctrconv.original-manifest"] == image["manifests"][0]["digest"]
+    config = json.loads((out / "blobs" / "sha256" / manifest["config"]["digest"].split(":")[1]).read_bytes())
+    original = _config(fixture_set.root, image["manifests"][0]["config"]["digest"])
+    assert config["history"] == original["history"]
+    assert config["rootfs"]["diff_ids"] == [layer["diff_id"] for layer in change["layers"]]
+    index = json.loads((out / "index.json").read_bytes())
+    assert index["manifests"][0]["digest"] == change["manifest"]
