@@ -62,6 +62,7 @@ def test_multi_platform_complete_and_sparse_missing(fixture_set: FixtureSet) -> 
 
 
 def test_every_image_is_unpacked_and_checked_complete(fixture_set: FixtureSet) -> None:
+    assert len(fixture_set.images()) >= 10  # both namespaces' images, or the loop proves nothing
     for rec in fixture_set.images():
         assert rec["check"]["unpacked"] is True
         assert rec["check"]["status"].startswith("complete")

@@ -49,11 +49,22 @@ def test_truncated_and_overlong_blobs(size):
         _read_all(VerifyingReader(io.BytesIO(data + b"!"), digest, size))
 
 
-def test_background_hasher_threads_end():
+def test_background_hasher_threads_end(monkeypatch):
+    started: list[threading.Thread] = []
+    real_start = threading.Thread.start
+
+    def counting_start(self):
+        if self.name == "blob-hash":
+            started.append(self)
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", counting_start)
     before = threading.active_count()
     data = b"c" * (BACKGROUND_HASH_MIN + 1)
     for _ in range(3):
         _read_all(VerifyingReader(io.BytesIO(data), Digest.from_bytes(data), len(data)))
+    assert len(started) == 3, "large blobs are hashed on a helper thread"
+    assert not any(t.is_alive() for t in started)
     assert threading.active_count() == before
 
 
