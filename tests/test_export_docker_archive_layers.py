@@ -1,0 +1,146 @@
+"""docker-archive exports hold no zstd layer: every ``docker load`` reads them.
+
+A zstd layer of the chosen manifest is written as its plain tar (decompressed while it streams,
+or the namespace's own blob of that tar when it has one), so each layer file hashes to the
+config's diff ID and the config, hence the image ID, is unchanged; ``index.json`` names a
+manifest listing those plain layers. Judged by Docker 20.10 (Debian's ``docker.io``, which
+loads by ``manifest.json``) and by containerd (``ctr images import`` reads ``index.json``).
+Layers regenerated from snapshots for a docker archive are never zstd either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from support.dockerd import PrivateDockerd, skip_reason
+
+pytestmark = pytest.mark.interop
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+IMAGE = "docker.io/library/bbx:zstd"
+
+
+@pytest.fixture(scope="module")
+def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateDockerd]:
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    with PrivateDockerd(tmp_path_factory.mktemp("dockerd")) as daemon:
+        yield daemon
+
+
+def _members(archive: Path) -> dict[str, bytes]:
+    with tarfile.open(archive) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+
+
+def _check_archive(archive: Path, config_digest: str) -> dict[str, Any]:
+    """No zstd layer; layer files hash to the diff IDs; index.json's manifest lists them."""
+    files = _members(archive)
+    manifest_json = json.loads(files["manifest.json"])
+    assert len(manifest_json) == 1
+    entry = manifest_json[0]
+    assert entry["Config"] == "blobs/sha256/" + config_digest.split(":")[1]
+    config = json.loads(files[entry["Config"]])
+    diff_ids = config["rootfs"]["diff_ids"]
+    assert len(entry["Layers"]) == len(diff_ids) >= 1
+    for path, diff_id in zip(entry["Layers"], diff_ids):
+        data = files[path]
+        assert not data.startswith(ZSTD_MAGIC), path
+        assert "sha256:" + hashlib.sha256(data).hexdigest() == diff_id
+    index = json.loads(files["index.json"])
+    manifest = json.loads(files["blobs/sha256/" + index["manifests"][0]["digest"].split(":")[1]])
+    assert manifest["config"]["digest"] == config_digest
+    assert [layer["digest"] for layer in manifest["layers"]] == diff_ids
+    assert all(not layer["mediaType"].endswith("zstd") for layer in manifest["layers"])
+    assert manifest["annotations"]["io.ctrconv.original-manifest"].startswith("sha256:")
+    return manifest
+
+
+def _zstd_only_root(fixture_set: Any, cli, tmp_path: Path) -> Path:
+    """A root holding the zstd image only (no plain-tar blob of its layers to reuse)."""
+    root = tmp_path / "zroot"
+    result = cli("import", "--root", str(root), "-i", str(fixture_set.file(fixture_set.input("bbx-zstd")["path"])),
+                 "--no-unpack", "-q")
+    assert result.code == 0, result.stderr
+    return root
+
+
+def test_zstd_layers_are_plain_tars_in_a_docker_archive(fixture_set, cli, tmp_path, dockerd, private_containerd):
+    image = fixture_set.image("default", IMAGE)
+    config = image["manifests"][0]["config"]["digest"]
+    assert all(layer["mediaType"].endswith("+zstd") for layer in image["manifests"][0]["layers"])
+    archives = []
+    for label, root in (("decompressed", _zstd_only_root(fixture_set, cli, tmp_path)),
+                        ("namespace's plain blobs", fixture_set.root)):
+        out = tmp_path / f"{len(archives)}.tar"
+        result = cli("export", "--root", str(root), "--image", IMAGE, "-o", str(out), "--format", "docker-archive",
+                     "--json")
+        assert result.code == 0, (label, result.stderr)
+        assert "3 zstd layer(s) decompressed; image ID unchanged" in result.stderr, result.stderr
+        report = result.json["images"][0]
+        assert report["image_id"] == report["original_image_id"] == config and report["decompressed_layers"] == 3
+        _check_archive(out, config)
+        archives.append(out)
+    assert archives[0].read_bytes() == archives[1].read_bytes()  # same plain tars either way
+
+    loaded = dockerd.docker("load", "-i", str(archives[0])).stdout
+    assert "Loaded image: bbx:zstd" in loaded, loaded
+    inspected = json.loads(dockerd.docker("image", "inspect", "bbx:zstd").stdout)[0]
+    assert inspected["Id"] == config
+    out = dockerd.docker("run", "--rm", "--network", "none", "bbx:zstd", "/bin/busybox", "cat", "/data/modify.txt").stdout
+    from test_import_interop import _expected_file
+
+    assert hashlib.sha256(out.encode()).hexdigest() == _expected_file(fixture_set, IMAGE, "/data/modify.txt")
+
+    daemon = private_containerd()
+    daemon.ctr("images", "import", str(archives[0]), timeout=120)
+    rows = {row.ref: row for row in daemon.images_check("default")}
+    assert rows[IMAGE].complete and rows[IMAGE].unpacked, rows
+
+
+def test_oci_formats_keep_zstd_layers(fixture_set, cli, tmp_path):
+    """Only docker archives change layers: an OCI tar of the same image keeps its zstd blobs."""
+    out = tmp_path / "oci.tar"
+    result = cli("export", "--root", str(fixture_set.root), "--image", IMAGE, "-o", str(out), "-q")
+    assert result.code == 0, result.stderr
+    files = _members(out)
+    for layer in fixture_set.image("default", IMAGE)["manifests"][0]["layers"]:
+        assert files["blobs/sha256/" + layer["digest"].split(":")[1]].startswith(ZSTD_MAGIC)
+
+
+def test_zstd_compression_is_refused_for_a_docker_archive(fixture_set, cli, tmp_path):
+    out = tmp_path / "x.tar"
+    result = cli("export", "--root", str(fixture_set.root), "--image", IMAGE, "-o", str(out),
+                 "--format", "docker-archive", "--compression", "zstd")
+    assert result.code == 2 and "zstd" in result.stderr and not out.exists()
+
+
+@pytest.mark.parametrize("line", ["1.6"])
+def test_discarded_layers_export_as_a_docker_archive_docker_loads(line, realnode_set_for, cli, tmp_path, dockerd):
+    """Regenerated layers in a docker archive: docker load takes the new config as image ID
+    (the one the export reports) and runs the image."""
+    from support.realnode_set import DISCARDED
+
+    corpus = realnode_set_for(line)
+    image = corpus.image("index")
+    out = tmp_path / "index.tar"
+    result = cli("export", "--root", str(corpus.root(DISCARDED)), "-n", "k8s.io", "--image", image["ref"],
+                 "-o", str(out), "--format", "docker-archive", "--compression", "none", "--json")
+    assert result.code == 0, result.stderr
+    report = result.json["images"][0]
+    assert report["regenerated_layers"] == len(image["layers"])
+    manifest = _check_archive(out, report["image_id"])
+    assert manifest["annotations"]["io.ctrconv.original-manifest"] == image["manifest_digest"]
+    tag = json.loads(_members(out)["manifest.json"])[0]["RepoTags"][0]
+    loaded = dockerd.docker("load", "-i", str(out)).stdout
+    assert f"Loaded image: {tag}" in loaded, loaded
+    assert json.loads(dockerd.docker("image", "inspect", tag).stdout)[0]["Id"] == report["image_id"]
+    run = dockerd.docker("run", "--rm", "--network", "none", tag, "/bin/busybox", "cat", "/etc/platform")
+    assert "realnode index" in run.stdout
