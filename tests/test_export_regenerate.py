@@ -386,3 +386,34 @@ def test_always_regenerates_present_layers_and_keeps_the_config_when_the_tar_mat
     assert config["rootfs"]["diff_ids"] == [layer["diff_id"] for layer in change["layers"]]
     index = json.loads((out / "index.json").read_bytes())
     assert index["manifests"][0]["digest"] == change["manifest"]
+
+
+def test_native_snapshots_are_diffed_against_their_parents(fixture_set, cli, tmp_path, private_containerd):
+    """A root unpacked by containerd's native snapshotter (full trees per snapshot), its layer
+    blobs lost: each layer is the difference of its snapshot and the parent's, and a fresh
+    containerd unpacks the export (natively) to the same trees, layer by layer."""
+    name = "docker.io/library/bbx:oci"
+    source = private_containerd()
+    source.ctr("images", "import", "--snapshotter", "native", str(fixture_set.file(fixture_set.input("bbx-oci")["path"])),
+               timeout=120)
+    root = source.root
+    source.stop()
+    manifest = fixture_set.image("default", name)["manifests"][0]
+    blobs = root / "io.containerd.content.v1.content" / "blobs" / "sha256"
+    for layer in manifest["layers"]:
+        (blobs / layer["digest"].split(":", 1)[1]).unlink()
+    out = tmp_path / "native.tar"
+    result = cli("export", "--root", str(root), "--image", name, "-o", str(out), "--json")
+    assert result.code == 0, result.stderr
+    layers = [layer for change in result.json["rewritten"] for layer in change["layers"]]
+    assert [layer["snapshotter"] for layer in layers] == ["native"] * len(manifest["layers"])
+    fresh = private_containerd()
+    fresh.ctr("images", "import", "--snapshotter", "native", str(out), timeout=120)
+    run = fresh.ctr("run", "--snapshotter", "native", "--rm", name, "rgn", "/bin/busybox", "cat", "/data/modify.txt",
+                    check=False)
+    assert run.returncode == 0, run.stderr
+    new_root = fresh.root
+    fresh.stop()
+    want = _layer_trees(root, "default", manifest["config"]["digest"], "native")
+    got = _layer_trees(new_root, "default", result.json["images"][0]["image_id"], "native")
+    assert _compare_layers(want, got) == []
