@@ -35,6 +35,9 @@ PLAIN_HTTP_OPTION = typer.Option(False, "--plain-http", help="Talk plain HTTP to
 INSECURE_OPTION = typer.Option(False, "--insecure", help="Same as --plain-http.")
 RETRIES_OPTION = typer.Option(
     5, "--retries", min=0, help="Retries of a registry request after a 5xx answer or a dropped connection.")
+RETRY_DELAY_OPTION = typer.Option(
+    0.5, "--retry-delay", min=0.0, metavar="SECONDS",
+    help="First wait before a retry, doubled each time (at most 10 s; a Retry-After answer is honoured).")
 
 
 def _tls_verify(value: Optional[str]) -> bool:
@@ -50,7 +53,8 @@ def _tls_verify(value: Optional[str]) -> bool:
 
 def registry_options(
     creds: Optional[str], authfile: Optional[str], ca_file: Optional[str], cert_dir: Optional[str],
-    tls_verify: Optional[str], plain_http: bool, insecure: bool, retries: int, **more: object,
+    tls_verify: Optional[str], plain_http: bool, insecure: bool, retries: int, retry_delay: float = 0.5,
+    **more: object,
 ) -> RegistryOptions:
     """The library's options from the command line's."""
     for flag, path in (("--authfile", authfile), ("--ca-file", ca_file)):
@@ -58,7 +62,7 @@ def registry_options(
             raise UsageError(f"{flag} {path}: no such file")
     return RegistryOptions(
         creds=creds, authfile=authfile, ca_file=ca_file, cert_dir=cert_dir, tls_verify=_tls_verify(tls_verify),
-        plain_http=plain_http or insecure, retries=retries, **more,  # type: ignore[arg-type]
+        plain_http=plain_http or insecure, retries=retries, backoff=retry_delay, **more,  # type: ignore[arg-type]
     )
 
 

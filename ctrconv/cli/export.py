@@ -33,6 +33,7 @@ from ctrconv.cli._registry import (
     PLAIN_HTTP_OPTION,
     PUSH_JOBS_OPTION,
     RETRIES_OPTION,
+    RETRY_DELAY_OPTION,
     TLS_VERIFY_OPTION,
     any_given,
     push_command,
@@ -113,6 +114,7 @@ def export_command(
     plain_http: bool = PLAIN_HTTP_OPTION,
     insecure: bool = INSECURE_OPTION,
     retries: int = RETRIES_OPTION,
+    retry_delay: float = RETRY_DELAY_OPTION,
     jobs: int = PUSH_JOBS_OPTION,
     chunk_threshold: str = CHUNK_THRESHOLD_OPTION,
     chunk_size: str = CHUNK_SIZE_OPTION,
@@ -136,7 +138,7 @@ def export_command(
                 root, to, namespace, None if all_images else wanted, platforms=list(platform or []),
                 all_platforms=all_platforms, ignore_lock=ignore_lock, as_json=as_json, quiet=quiet,
                 options=registry_options(creds, authfile, ca_file, cert_dir, tls_verify, plain_http, insecure, retries,
-                                         jobs=jobs, chunk_threshold=parse_size(chunk_threshold),
+                                         retry_delay, jobs=jobs, chunk_threshold=parse_size(chunk_threshold),
                                          chunk_size=parse_size(chunk_size)),
             )
         return

@@ -30,6 +30,7 @@ from ctrconv.cli._registry import (
     INSECURE_OPTION,
     PLAIN_HTTP_OPTION,
     RETRIES_OPTION,
+    RETRY_DELAY_OPTION,
     TLS_VERIFY_OPTION,
     registry_options,
 )
@@ -99,6 +100,7 @@ def import_command(
     plain_http: bool = PLAIN_HTTP_OPTION,
     insecure: bool = INSECURE_OPTION,
     retries: int = RETRIES_OPTION,
+    retry_delay: float = RETRY_DELAY_OPTION,
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
     wait: Optional[str] = WAIT_OPTION,
@@ -127,7 +129,8 @@ def import_command(
                 max_layer_bytes=parse_size(max_layer_size) if max_layer_size else None, jobs=jobs,
                 unpack_platform=platform[0] if platform and len(platform) == 1 else None,
                 cri=cri_mode(cri, no_cri_names), verify_existing=verify_existing,
-                registry=registry_options(creds, authfile, ca_file, cert_dir, tls_verify, plain_http, insecure, retries),
+                registry=registry_options(creds, authfile, ca_file, cert_dir, tls_verify, plain_http, insecure, retries,
+                                          retry_delay),
             )
     finally:
         for bar in bars:

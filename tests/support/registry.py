@@ -45,7 +45,19 @@ class PrivateRegistry:
     """
 
     def __init__(self, *, workdir: str | os.PathLike[str] | None = None,
-                 start_timeout: float = 20.0) -> None:
+                 start_timeout: float = 20.0, users: dict[str, str] | None = None, tls: bool = False,
+                 token: dict[str, str] | None = None, access_log: bool = False,
+                 tls_names: tuple[str, ...] = ("127.0.0.1",)) -> None:
+        """Plain HTTP and anonymous unless asked otherwise:
+
+        * ``users``: htpasswd basic auth (bcrypt hashes, pip ``bcrypt``) for these users;
+        * ``tls``: HTTPS with a server certificate for ``tls_names`` (IP addresses or DNS
+          names) signed by a CA made with ``openssl`` in the temp dir (:attr:`ca_cert`;
+          :attr:`cert_dir` is a ``certs.d`` dir holding ``<host:port>/ca.crt``);
+        * ``token``: distribution's ``auth: token`` (keys ``realm``, ``service``, ``issuer``,
+          ``rootcertbundle``), for a token server the caller runs;
+        * ``access_log``: one line per request in :meth:`access_lines`.
+        """
         found = shutil.which(REGISTRY_BINARY)
         if found is None:
             raise RegistryError(f"{REGISTRY_BINARY} not found (apt-get install docker-registry)")
@@ -57,6 +69,13 @@ class PrivateRegistry:
         self.start_timeout = start_timeout
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
+        self.users = dict(users or {})
+        self.tls = tls
+        self.tls_names = tls_names
+        self.token = dict(token or {})
+        self.access_log = access_log
+        self.ca_cert = self._tmp / "ca.crt"
+        self.cert_dir = self._tmp / "certs.d"
 
     @property
     def host(self) -> str:
@@ -64,15 +83,43 @@ class PrivateRegistry:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    def _write_htpasswd(self) -> Path:
+        import bcrypt  # test-only dependency (pyproject ``test`` extra)
+
+        path = self._tmp / "htpasswd"
+        path.write_text("".join(
+            f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()}\n"
+            for user, password in self.users.items()))
+        return path
+
+    def _make_certs(self) -> tuple[Path, Path]:
+        """A CA and a server certificate for ``tls_names``, made by ``openssl``."""
+        ca_key, key, csr, cert = (self._tmp / n for n in ("ca.key", "server.key", "server.csr", "server.crt"))
+        ext = self._tmp / "server.ext"
+        sans = ",".join(("IP:" if n.replace(".", "").isdigit() or ":" in n else "DNS:") + n for n in self.tls_names)
+        ext.write_text(f"subjectAltName={sans}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
+                       "extendedKeyUsage=serverAuth\n")
+
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], check=True, capture_output=True, stdin=subprocess.DEVNULL)
+
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(self.ca_cert),
+                "-days", "2", "-subj", "/CN=ctrconv test CA")
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+                "-subj", f"/CN={self.tls_names[0]}")
+        openssl("x509", "-req", "-in", str(csr), "-CA", str(self.ca_cert), "-CAkey", str(ca_key), "-CAcreateserial",
+                "-out", str(cert), "-days", "2", "-extfile", str(ext))
+        return cert, key
 
     def _write_config(self) -> None:
-        self.config_path.write_text(
+        text = (
             "version: 0.1\n"
             "log:\n"
             "  level: warn\n"
             "  accesslog:\n"
-            "    disabled: true\n"
+            f"    disabled: {'false' if self.access_log else 'true'}\n"
             "storage:\n"
             "  filesystem:\n"
             f"    rootdirectory: {self.storage}\n"
@@ -81,14 +128,41 @@ class PrivateRegistry:
             "http:\n"
             f"  addr: {self.host}\n"
         )
+        if self.tls:
+            cert, key = self._make_certs()
+            text += f"  tls:\n    certificate: {cert}\n    key: {key}\n"
+            host_dir = self.cert_dir / self.host
+            host_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.ca_cert, host_dir / "ca.crt")
+        if self.users:
+            text += f"auth:\n  htpasswd:\n    realm: ctrconv-test\n    path: {self._write_htpasswd()}\n"
+        elif self.token:
+            text += "auth:\n  token:\n" + "".join(f"    {k}: {v}\n" for k, v in self.token.items())
+        self.config_path.write_text(text)
 
     def _answers(self) -> bool:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
+        import ssl
+
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]  # never a proxy
+        if self.tls:
+            ctx = ssl.create_default_context(cafile=str(self.ca_cert))
+            ctx.check_hostname = False  # the probe asks "is it up"; a certificate for another name is a test case
+            handlers.append(urllib.request.HTTPSHandler(context=ctx))
+        opener = urllib.request.build_opener(*handlers)
         try:
             with opener.open(f"{self.url}/v2/", timeout=2) as resp:
                 return resp.status == 200
+        except urllib.error.HTTPError as exc:
+            return exc.code == 401  # up, and asking for credentials
         except (urllib.error.URLError, OSError):
             return False
+
+    def access_lines(self) -> list[str]:
+        """Request lines (``"METHOD /path HTTP/1.1"``) of the access log so far."""
+        import re
+
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return re.findall(r'"((?:GET|HEAD|POST|PUT|PATCH|DELETE) [^ "]+) HTTP/[0-9.]+"', text)
 
     def start(self) -> "PrivateRegistry":
         """Start on a free port and wait until ``GET /v2/`` answers 200."""

@@ -1,0 +1,409 @@
+"""A registry as a source (``import -i docker://``) and a sink (``export --to docker://``).
+
+Real peers: Debian's ``docker-registry`` (CNCF distribution 2.8) in plain HTTP, TLS with a CA
+made by openssl, htpasswd basic auth and token auth (a token server in the test); ``skopeo``
+seeds it and checks what ctrconv pushed; a private containerd pulls with ``ctr images pull
+--plain-http`` for the records ctrconv's pull must equal, and pulls what ctrconv pushed; a
+fault-injecting proxy answers 503, drops connections, or holds a request while the ctrconv
+process is killed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ctrconv.containerd.root import ContainerdRoot
+from ctrconv.registry.client import _parse_challenge
+from ctrconv.registry.credentials import find_credentials
+from ctrconv.registry.reference import parse_registry_ref
+from registry_support import FaultProxy, TokenServer
+from support.registry import PrivateRegistry
+
+needs_registry = pytest.mark.skipif(
+    not (shutil.which("docker-registry") and shutil.which("skopeo") and shutil.which("openssl")),
+    reason="needs docker-registry, skopeo and openssl (apt-get install docker-registry skopeo openssl)")
+
+FAST = ("--retry-delay", "0")
+
+
+# -- pure functions ---------------------------------------------------------------------------
+
+
+def test_reference_forms():
+    ref = parse_registry_ref("docker://127.0.0.1:5000/team/app:1.2")
+    assert (ref.domain, ref.repository, ref.tag, ref.digest, ref.hostname) == ("127.0.0.1:5000", "team/app", "1.2", None, "127.0.0.1")
+    assert ref.name == "127.0.0.1:5000/team/app:1.2"
+    hub = parse_registry_ref("docker://busybox")
+    assert (hub.domain, hub.repository, hub.tag, hub.api_host) == ("docker.io", "library/busybox", "latest", "registry-1.docker.io")
+    pinned = parse_registry_ref("docker://localhost/app@sha256:" + "a" * 64)
+    assert pinned.tag == "" and pinned.reference == "sha256:" + "a" * 64
+    assert parse_registry_ref("docker://reg.example/app", default_tag=False).tag == ""
+
+
+def test_challenge_parsing():
+    scheme, params = _parse_challenge(
+        'Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push"')
+    assert scheme == "bearer"
+    assert params == {"realm": "https://auth.example/token", "service": "registry.example",
+                      "scope": "repository:a/b:pull,push"}
+    assert _parse_challenge('Basic realm="x, y"') == ("basic", {"realm": "x, y"})
+
+
+def test_credentials_lookup_order(tmp_path):
+    def auth_file(path: Path, key: str, user: str) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"auths": {key: {"auth": base64.b64encode(f"{user}:pw-{user}".encode()).decode()}}}))
+        return path
+
+    home = tmp_path / "home"
+    env = {"HOME": str(home), "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+    assert find_credentials("reg.example:5000", "app", env=env) is None
+    auth_file(home / ".docker" / "config.json", "https://reg.example:5000/v1/", "docker")
+    assert find_credentials("reg.example:5000", "app", env=env).username == "docker"
+    auth_file(tmp_path / "run" / "containers" / "auth.json", "reg.example:5000", "podman")
+    found = find_credentials("reg.example:5000", "app", env=env)
+    assert (found.username, found.password) == ("podman", "pw-podman")
+    assert "pw-podman" not in repr(found) and "pw-podman" not in str(found)
+    # a repository-scoped key is more specific than the registry's
+    auth_file(tmp_path / "scoped.json", "reg.example:5000/app", "scoped")
+    assert find_credentials("reg.example:5000", "app", env={**env, "REGISTRY_AUTH_FILE": str(tmp_path / "scoped.json")}).username == "scoped"
+    assert find_credentials("reg.example:5000", "other", env={**env, "REGISTRY_AUTH_FILE": str(tmp_path / "scoped.json")}) is None
+    assert find_credentials("reg.example:5000", "app", creds="me:secret", env=env).username == "me"
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr
+    return res
+
+
+def seed(registry_host: str, fixture_set, key: str, repo: str, *extra: str) -> None:
+    """Copy a fixture archive into the registry with skopeo (every platform)."""
+    archive = fixture_set.inputs / f"{key}.tar"
+    ref_name = {"bbx-oci": "oci", "bbx-multi": "multi", "bbx-docker": None}[key]
+    src = f"oci-archive:{archive}:{ref_name}" if ref_name else f"docker-archive:{archive}"
+    skopeo("copy", "--all", "--dest-tls-verify=false", *extra, src, f"docker://{registry_host}/{repo}")
+
+
+def records(root: Path, namespace: str = "default") -> tuple[dict, dict]:
+    """Image records (target, labels, annotations) and content records (size, labels): no times."""
+    with ContainerdRoot(root).open_metadata() as meta:
+        images = {i.name: (i.target, i.labels, i.annotations) for i in meta.images(namespace)}
+        blobs = {b.digest: (b.size, b.labels) for b in meta.blobs(namespace)}
+    return images, blobs
+
+
+def target_of(root: Path, name: str, namespace: str = "default") -> str:
+    with ContainerdRoot(root).open_metadata() as meta:
+        return next(i.target.digest for i in meta.images(namespace) if i.name == name)
+
+
+def raw_digest(ref: str, *extra: str) -> str:
+    import hashlib
+
+    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", *extra, ref],
+                         capture_output=True, timeout=120, check=True).stdout
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def one_error_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.code == 1, (result.code, result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("ctrconv: error: "), result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def registry(tmp_path):
+    with PrivateRegistry(workdir=tmp_path, access_log=True) as reg:
+        yield reg
+
+
+# -- pull -------------------------------------------------------------------------------------
+
+
+@needs_registry
+@pytest.mark.parametrize("key,repo", [("bbx-oci", "lib/bbx:oci"), ("bbx-multi", "lib/bbx:multi")])
+def test_pull_records_equal_ctr_pull(key, repo, fixture_set, private_containerd, registry, cli, tmp_path):
+    seed(registry.host, fixture_set, key, repo)
+    ref = f"{registry.host}/{repo}"
+    daemon = private_containerd()
+    daemon.ctr("images", "pull", "--plain-http", ref)
+    daemon.stop()
+    mine = tmp_path / "mine"
+    result = cli("import", "--root", str(mine), "-i", f"docker://{ref}", "--plain-http", "-q")
+    assert result.code == 0, result.stderr
+    assert f"{ref}: imported" in result.stdout
+    assert records(mine) == records(daemon.root)
+    # and containerd starts on the pulled root and runs the image
+    node = private_containerd(root=mine)
+    assert [(r.status.split()[0], r.unpacked) for r in node.images_check()] == [("complete", True)]
+    run = node.ctr("run", "--rm", ref, "ctrconv-pulled", "/bin/busybox", "true", check=False, timeout=120)
+    assert run.returncode == 0, run.stderr
+
+
+@needs_registry
+def test_pull_by_digest_and_platform(fixture_set, registry, cli, tmp_path):
+    seed(registry.host, fixture_set, "bbx-multi", "bbx:multi")
+    index = raw_digest(f"docker://{registry.host}/bbx:multi")
+    root = tmp_path / "root"
+    result = cli("import", "--root", str(root), "-i", f"docker://{registry.host}/bbx@{index}", "--plain-http",
+                 "--platform", "linux/arm64", "--no-unpack", "--json")
+    assert result.code == 0, result.stderr
+    image = result.json["images"][0]
+    assert image["name"] == f"{registry.host}/bbx@{index}" and image["digest"] == index
+    assert image["platforms"] == ["linux/arm64"]
+    # a digest that is not what the registry holds under it
+    wrong = "sha256:" + "0" * 64
+    result = cli("import", "--root", str(tmp_path / "other"), "-i", f"docker://{registry.host}/bbx@{wrong}", "--plain-http")
+    assert result.code == 2 and "not found" in result.stderr
+    assert not (tmp_path / "other").exists()
+
+
+@needs_registry
+def test_pull_through_faults_and_killed_pull_reuses_blobs(fixture_set, registry, tmp_path):
+    seed(registry.host, fixture_set, "bbx-oci", "bbx:oci")
+    manifest = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/bbx:oci").stdout)
+    layers = [layer["digest"] for layer in manifest["layers"]]
+    root = tmp_path / "root"
+
+    def hold_second_layer(method: str, path: str, n: int) -> str | None:
+        return "block" if method == "GET" and path.endswith(layers[1]) else None
+
+    with FaultProxy(registry.host, hold_second_layer) as proxy:
+        proc = subprocess.Popen([sys.executable, "-m", "ctrconv", "import", "--root", str(root), "-q",
+                                 "-i", f"docker://{proxy.host}/bbx:oci", "--plain-http", *FAST],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proxy.reached.wait(120), proc.communicate(timeout=5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    # killed: the first layer was fetched, but no image is recorded
+    assert (root / "io.containerd.content.v1.content" / "blobs" / "sha256" / layers[0][7:]).is_file()
+    meta = root / "io.containerd.metadata.v1.bolt" / "meta.db"
+    assert not meta.exists() or records(root)[0] == {}
+
+    # the re-run goes through 503s and dropped connections and fetches only what is missing
+    def flaky(method: str, path: str, n: int) -> str | None:
+        if n == 1 and method in ("GET", "HEAD"):
+            return "503"
+        if n == 2 and method == "GET" and "/blobs/" in path:
+            return "drop-mid"
+        return None
+
+    with FaultProxy(registry.host, flaky) as proxy:
+        result = subprocess.run([sys.executable, "-m", "ctrconv", "import", "--root", str(root), "-q",
+                                 "-i", f"docker://{proxy.host}/bbx:oci", "--plain-http", *FAST],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        fetched = [path for method, path in proxy.seen if method == "GET" and "/blobs/" in path]
+    assert not [p for p in fetched if p.endswith(layers[0])]
+    assert [p for p in fetched if p.endswith(layers[1])]
+    verify = subprocess.run([sys.executable, "-m", "ctrconv", "verify", "--root", str(root)],
+                            capture_output=True, text=True, timeout=300)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+# -- push -------------------------------------------------------------------------------------
+
+
+@needs_registry
+def test_push_pulls_back_with_skopeo_and_ctr_and_a_rerun_only_heads(fixture_set, registry, private_containerd, cli, tmp_path):
+    root = fixture_set.root
+    name = "docker.io/library/bbx:oci"
+    dest = f"docker://{registry.host}/pushed/bbx"
+    result = cli("export", "--root", str(root), "--image", name, "--to", dest, "--plain-http", "--json", "--ignore-lock",
+                 "--chunk-threshold", "64K", "--chunk-size", "100000")
+    assert result.code == 0, result.stderr
+    report = result.json
+    assert report["images"][0]["destinations"] == [f"{registry.host}/pushed/bbx:oci"]
+    assert report["blobs_uploaded"] == 4 and report["tags_pushed"] == 1
+    digest = target_of(root, name)
+    assert raw_digest(f"docker://{registry.host}/pushed/bbx:oci") == digest
+    skopeo("copy", "--src-tls-verify=false", f"docker://{registry.host}/pushed/bbx:oci", f"oci:{tmp_path / 'layout'}:x")
+
+    before = len(registry.access_lines())
+    again = cli("export", "--root", str(root), "--image", name, "--to", dest, "--plain-http", "--json", "--ignore-lock")
+    assert again.code == 0, again.stderr
+    assert again.json["blobs_present"] == 4 and again.json["blobs_uploaded"] == 0 and again.json["tags_present"] == 1
+    methods = {line.split()[0] for line in registry.access_lines()[before:]}
+    assert methods == {"HEAD"}, registry.access_lines()[before:]
+
+    daemon = private_containerd()
+    daemon.ctr("images", "pull", "--plain-http", f"{registry.host}/pushed/bbx:oci")
+    run = daemon.ctr("run", "--rm", f"{registry.host}/pushed/bbx:oci", "ctrconv-pushed", "/bin/busybox", "true",
+                     check=False, timeout=120)
+    assert run.returncode == 0, run.stderr
+
+
+@needs_registry
+def test_push_index_whole_or_one_platform(fixture_set, registry, cli):
+    root = fixture_set.root
+    index = target_of(root, "docker.io/library/bbx:multi")
+    whole = cli("export", "--root", str(root), "--image", "bbx:multi", "--all-platforms", "--ignore-lock",
+                "--to", f"docker://{registry.host}/multi/bbx:all", "--plain-http", "-q")
+    assert whole.code == 0, whole.stderr
+    assert raw_digest(f"docker://{registry.host}/multi/bbx:all") == index
+    one = cli("export", "--root", str(root), "--image", "bbx:multi", "--platform", "linux/arm64", "--ignore-lock",
+              "--to", f"docker://{registry.host}/multi/bbx:arm64", "--plain-http", "--json")
+    assert one.code == 0, one.stderr
+    pushed = one.json["images"][0]
+    assert pushed["index"] == index and pushed["platforms"] == ["linux/arm64"]
+    assert raw_digest(f"docker://{registry.host}/multi/bbx:arm64") == pushed["digest"] != index
+    # the sparse index lacks its other platforms: they cannot be pushed whole
+    sparse = cli("export", "--root", str(root), "--image", "bbx:sparse", "--all-platforms", "--ignore-lock",
+                 "--to", f"docker://{registry.host}/multi/bbx:sparse", "--plain-http")
+    assert sparse.code == 1 and "missing" in sparse.stderr
+
+
+@needs_registry
+def test_push_through_faults_and_a_killed_push_resumes(fixture_set, registry, tmp_path):
+    root = fixture_set.root
+    name = "docker.io/library/bbx:oci"
+    small = ("--chunk-threshold", "64K", "--chunk-size", "64K")
+
+    def hold_fourth_chunk(method: str, path: str, n: int) -> str | None:
+        if method == "PATCH":
+            hold_fourth_chunk.patches += 1  # type: ignore[attr-defined]
+            if hold_fourth_chunk.patches == 4:  # type: ignore[attr-defined]
+                return "block"
+        return None
+
+    hold_fourth_chunk.patches = 0  # type: ignore[attr-defined]
+    with FaultProxy(registry.host, hold_fourth_chunk) as proxy:
+        proc = subprocess.Popen([sys.executable, "-m", "ctrconv", "export", "--root", str(root), "--image", name,
+                                 "--ignore-lock", "-q", "--to", f"docker://{proxy.host}/killed/bbx", "--plain-http",
+                                 *small, *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proxy.reached.wait(120), proc.communicate(timeout=5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    tags = subprocess.run(["skopeo", "list-tags", "--tls-verify=false", f"docker://{registry.host}/killed/bbx"],
+                          capture_output=True, text=True, timeout=60)
+    assert tags.returncode != 0 or json.loads(tags.stdout)["Tags"] in (None, [])  # no tag on a partial image
+
+    def flaky(method: str, path: str, n: int) -> str | None:
+        if n == 1 and method in ("HEAD", "POST", "PATCH", "PUT"):
+            return "503"
+        if n == 2 and method == "PATCH":
+            return "drop"
+        return None
+
+    with FaultProxy(registry.host, flaky) as proxy:
+        result = subprocess.run([sys.executable, "-m", "ctrconv", "export", "--root", str(root), "--image", name,
+                                 "--ignore-lock", "--json", "--to", f"docker://{proxy.host}/killed/bbx", "--plain-http",
+                                 *small, *FAST], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert raw_digest(f"docker://{registry.host}/killed/bbx:oci") == target_of(root, name)
+    skopeo("copy", "--src-tls-verify=false", f"docker://{registry.host}/killed/bbx:oci", f"oci:{tmp_path / 'back'}:x")
+
+
+# -- auth and TLS -----------------------------------------------------------------------------
+
+
+@needs_registry
+def test_basic_auth(fixture_set, cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    with PrivateRegistry(workdir=tmp_path, users={"alice": "s3cret-pw"}) as reg:
+        push = ("export", "--root", str(fixture_set.root), "--image", "bbx:oci", "--ignore-lock",
+                "--to", f"docker://{reg.host}/auth/bbx", "--plain-http", *FAST)
+        anonymous = one_error_line(cli(*push))
+        assert "requires a user name and password" in anonymous and "--creds" in anonymous
+        wrong = one_error_line(cli(*push, "--creds", "alice:nope"))
+        assert "authentication failed as alice" in wrong and "nope" not in wrong
+        result = cli(*push, "--creds", "alice:s3cret-pw", "--json")
+        assert result.code == 0, result.stderr
+        assert "s3cret-pw" not in result.stdout + result.stderr
+        # pull with credentials from an auth file, from REGISTRY_AUTH_FILE, from ~/.docker/config.json
+        auth = {"auths": {reg.host: {"auth": base64.b64encode(b"alice:s3cret-pw").decode()}}}
+        authfile = tmp_path / "auth.json"
+        authfile.write_text(json.dumps(auth))
+        pull = ("import", "-i", f"docker://{reg.host}/auth/bbx:oci", "--plain-http", "-q", *FAST)
+        failed = one_error_line(cli(*pull, "--root", str(tmp_path / "r0")))
+        assert "requires a user name and password" in failed
+        assert not (tmp_path / "r0").exists()
+        assert cli(*pull, "--root", str(tmp_path / "r1"), "--authfile", str(authfile)).code == 0
+        monkeypatch.setenv("REGISTRY_AUTH_FILE", str(authfile))
+        assert cli(*pull, "--root", str(tmp_path / "r2")).code == 0
+        monkeypatch.delenv("REGISTRY_AUTH_FILE")
+        docker_config = tmp_path / "home" / ".docker" / "config.json"
+        docker_config.parent.mkdir(parents=True)
+        docker_config.write_text(json.dumps(auth))
+        assert cli(*pull, "--root", str(tmp_path / "r3")).code == 0
+        assert records(tmp_path / "r1") == records(tmp_path / "r3")
+
+
+@needs_registry
+def test_token_auth_push_pull_and_cross_repository_mount(fixture_set, cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with TokenServer(tmp_path, users={"bob": "pw-bob"}) as tokens, \
+            PrivateRegistry(workdir=tmp_path, token=tokens.registry_config(), access_log=True) as reg:
+        creds = ("--creds", "bob:pw-bob", "--plain-http", *FAST)
+        pushed = cli("export", "--root", str(fixture_set.root), "--image", "bbx:oci", "--ignore-lock",
+                     "--to", f"docker://{reg.host}/team/a", *creds, "--json")
+        assert pushed.code == 0, pushed.stderr
+        assert pushed.json["blobs_uploaded"] == 4
+        root = tmp_path / "pulled"
+        result = cli("import", "--root", str(root), "-i", f"docker://{reg.host}/team/a:oci", *creds, "-q")
+        assert result.code == 0, result.stderr
+        labels = [b[1] for b in records(root)[1].values()]
+        assert labels and all(lbl.get("containerd.io/distribution.source.127.0.0.1") == "team/a" for lbl in labels)
+        # pushed to another repository of the same registry: mounted from team/a, nothing uploaded
+        before = len(reg.access_lines())
+        mounted = cli("export", "--root", str(root), "--all", "--to", f"docker://{reg.host}/team/b", *creds, "--json")
+        assert mounted.code == 0, mounted.stderr
+        assert mounted.json["blobs_mounted"] == 4 and mounted.json["blobs_uploaded"] == 0
+        assert not [line for line in reg.access_lines()[before:] if line.startswith("PATCH") or "digest=" in line]
+        assert any("repository:team/a:pull" in s for q in tokens.requests for s in q.get("scope", []))
+        assert raw_digest(f"docker://{reg.host}/team/b:oci", "--creds", "bob:pw-bob") == \
+            target_of(fixture_set.root, "docker.io/library/bbx:oci")
+        wrong = one_error_line(cli("import", "--root", str(tmp_path / "no"), "-i", f"docker://{reg.host}/team/a:oci",
+                                   "--creds", "bob:wrong", "--plain-http", *FAST))
+        assert "refused the credentials" in wrong and "wrong" not in wrong.split("as bob")[-1]
+        assert not (tmp_path / "no").exists()
+
+
+@needs_registry
+def test_tls_private_ca_and_failures(fixture_set, cli, tmp_path):
+    with PrivateRegistry(workdir=tmp_path, tls=True) as reg:
+        seed(reg.host, fixture_set, "bbx-oci", "tls/bbx:oci", "--dest-cert-dir", str(reg.cert_dir / reg.host))
+        src = f"docker://{reg.host}/tls/bbx:oci"
+        untrusted = one_error_line(cli("import", "--root", str(tmp_path / "r0"), "-i", src, *FAST))
+        assert "certificate not trusted" in untrusted
+        assert not (tmp_path / "r0").exists()
+        assert cli("import", "--root", str(tmp_path / "r1"), "-i", src, "--ca-file", str(reg.ca_cert), "-q").code == 0
+        assert cli("import", "--root", str(tmp_path / "r2"), "-i", src, "--cert-dir", str(reg.cert_dir), "-q").code == 0
+        assert cli("import", "--root", str(tmp_path / "r3"), "-i", src, "--tls-verify=false", "-q").code == 0
+        pushed = cli("export", "--root", str(fixture_set.root), "--image", "bbx:docker", "--ignore-lock",
+                     "--to", f"docker://{reg.host}/tls/pushed", "--ca-file", str(reg.ca_cert), "-q")
+        assert pushed.code == 0, pushed.stderr
+    # a certificate for another name
+    with PrivateRegistry(workdir=tmp_path, tls=True, tls_names=("registry.invalid",)) as reg:
+        mismatch = one_error_line(cli("import", "--root", str(tmp_path / "r4"), "-i", f"docker://{reg.host}/x:y",
+                                      "--ca-file", str(reg.ca_cert), *FAST))
+        assert "certificate not trusted" in mismatch and "127.0.0.1" in mismatch
+        assert not (tmp_path / "r4").exists()
+
+
+@needs_registry
+def test_registry_down(cli, tmp_path):
+    from support.registry import free_port
+
+    host = f"127.0.0.1:{free_port()}"
+    pull = one_error_line(cli("import", "--root", str(tmp_path / "root"), "-i", f"docker://{host}/x:y", "--plain-http"))
+    assert f"cannot reach {host}" in pull
+    assert not (tmp_path / "root").exists()
+    usage = cli("export", "--root", str(tmp_path), "--image", "x", "-o", str(tmp_path / "o.tar"), "--creds", "a:b")
+    assert usage.code == 2 and "--to" in usage.stderr
