@@ -35,12 +35,12 @@ def test_python_m_ctrconv_and_help():
 
 
 @pytest.mark.parametrize("command,options", [
-    ("ls", ["--root", "--namespace", "--all-namespaces", "--json"]),
-    ("export", ["--root", "--namespace", "--image", "--all", "--output", "--format", "--platform", "--all-platforms", "--json", "--quiet", "--ignore-lock"]),
-    ("import", ["--root", "--namespace", "--input", "--snapshotter", "--no-unpack", "--platform", "--all-platforms", "--name", "--json"]),
-    ("verify", ["--root", "--namespace", "--all-namespaces", "--input", "--json"]),
-    ("rebuild", ["--root", "--output"]),
-    ("dump", ["--json"]),
+    ("ls", ["--root", "--namespace", "--all-namespaces", "--json", "--quiet", "--ignore-lock", "--wait"]),
+    ("export", ["--root", "--namespace", "--image", "--all", "--output", "--format", "--platform", "--all-platforms", "--json", "--quiet", "--ignore-lock", "--wait"]),
+    ("import", ["--root", "--namespace", "--input", "--snapshotter", "--no-unpack", "--platform", "--all-platforms", "--name", "--json", "--wait"]),
+    ("verify", ["--root", "--namespace", "--all-namespaces", "--input", "--json", "--wait"]),
+    ("rebuild", ["--root", "--output", "--json", "--quiet", "--link", "--wait"]),
+    ("dump", ["--json", "--root", "--namespace", "--quiet", "--ignore-lock"]),
 ])
 def test_every_option_of_the_contract_exists(cli, command, options):
     result = cli(command, "--help")

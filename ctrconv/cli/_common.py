@@ -154,12 +154,8 @@ def _plain_metavars(group: object) -> None:
                 param.metavar = param.name.upper().replace("-", "_")
 
 
+#: raised by the signal handler while a command runs (:mod:`ctrconv.interrupts`)
 Stopped = interrupts.Stopped
-
-
-def signals_unwind():  # noqa: ANN201 (kept for callers of the old name)
-    """Ctrl-C and SIGTERM unwind a running command; see :mod:`ctrconv.interrupts`."""
-    return interrupts.command_running()
 
 
 def run(app: typer.Typer, argv: list[str]) -> int:
