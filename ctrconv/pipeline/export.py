@@ -36,7 +36,7 @@ from ctrconv.outputs import Output, resolve_output
 from ctrconv.pipeline.plan import ImagePlan, PlannedManifest, image_platforms, plan_image, platform_string, ranked_manifests, read_json_blob
 from ctrconv.pipeline import regenerate as regen
 from ctrconv.pipeline.resolve import resolve_images
-from ctrconv.sinks import ExportedImage, Sink, blob_path, detect_format, open_sink
+from ctrconv.sinks import DIRECTORY_FORMATS, ExportedImage, Sink, blob_path, detect_format, open_sink
 from ctrconv.sinks._layout import name_entry
 from ctrconv.streams import CHUNK, VerifyingReader
 
@@ -401,12 +401,13 @@ def _replan(
 
 def regenerate_layers(
     content: ContentStore | NamespaceContent | regen.ExtraBlobs, planned: Sequence[_Planned], options: ExportOptions,
-    single_manifest: bool, spool: regen.Spool, changes: dict[str, regen.ManifestChange],
+    single_manifest: bool, spool: regen.Spool, changes: dict[str, regen.ManifestChange], *, avoid_zstd: bool = False,
 ) -> tuple[regen.ExtraBlobs, list[_Planned]]:
     """Write the planned layer jobs from their snapshots and name the images anew (see
-    :mod:`ctrconv.pipeline.regenerate`); ``changes`` collects each replaced manifest."""
+    :mod:`ctrconv.pipeline.regenerate`); ``changes`` collects each replaced manifest.
+    ``avoid_zstd``: a layer that was zstd is written as a plain tar (docker archives)."""
     extras = content if isinstance(content, regen.ExtraBlobs) else regen.ExtraBlobs(content)
-    writer = regen.Regenerator(extras, spool, options.compression, avoid_zstd=single_manifest)  # type: ignore[arg-type]
+    writer = regen.Regenerator(extras, spool, options.compression, avoid_zstd=avoid_zstd)  # type: ignore[arg-type]
     changed: dict[str, dict[str, Any]] = {}
     for p in planned:
         by_manifest: dict[str, list[regen.LayerJob]] = {}
@@ -479,10 +480,10 @@ def _output(out: str | Path | BinaryIO, fmt: str | None) -> tuple[Output, str]:
     resolved = resolve_output(out) if isinstance(out, (str, Path)) else Output("-", stream=out)
     if fmt is None:
         fmt = "oci-tar" if resolved.is_stream else detect_format(str(resolved.path))
-    if resolved.is_stream and fmt == "oci-dir":
+    if resolved.is_stream and fmt in DIRECTORY_FORMATS:
         resolved.require_streaming(fmt)
     path = resolved.path
-    if path is not None and fmt != "oci-dir":
+    if path is not None and fmt not in DIRECTORY_FORMATS:
         if path.is_dir():
             raise UsageError(f"{path} is a directory; a {fmt} output is a file")
         if not path.parent.is_dir():
@@ -577,8 +578,9 @@ def export(
                          f"(choose from {', '.join(regen.FROM_SNAPSHOTS)})")
     if options.compression is not None and options.compression not in regen.COMPRESSIONS:
         raise UsageError(f"unknown --compression {options.compression!r} (choose from {', '.join(regen.COMPRESSIONS)})")
-    single_manifest = fmt == "docker-archive"
-    if single_manifest and options.compression == "zstd":
+    # a docker archive, and a dir: layout without --all-platforms, hold the chosen manifest only
+    single_manifest = fmt == "docker-archive" or (fmt == "dir" and not options.all_platforms)
+    if fmt == "docker-archive" and options.compression == "zstd":
         raise UsageError("a docker archive holds no zstd layers (docker load before 25 cannot read them); "
                          "use --compression gzip or none, or an OCI format")
     with root.open_metadata(ignore_lock=options.ignore_lock) as meta:
@@ -608,7 +610,8 @@ def export(
         try:
             if any(p.jobs for p in planned):
                 spool = regen.Spool(target.path.parent if target.path is not None else None)
-                content, planned = regenerate_layers(content, planned, options, single_manifest, spool, changes)
+                content, planned = regenerate_layers(content, planned, options, single_manifest, spool, changes,
+                                                     avoid_zstd=fmt == "docker-archive")
         except BaseException:
             if spool is not None:
                 spool.close()
@@ -616,7 +619,7 @@ def export(
             raise
     sink: Sink | None = None
     try:
-        if single_manifest and any(
+        if fmt == "docker-archive" and any(
                 p.chosen and any(regen.is_zstd(d.get("mediaType", "")) for d in p.chosen.layers)
                 for p in planned):
             if spool is None:
@@ -624,7 +627,7 @@ def export(
             content, planned = decompress_zstd_layers(content, planned, options, spool, changes)
         sink = open_sink(
             fmt, target.target(), index_media_type=index_media_type, manifest_json=options.manifest_json,
-            link=options.link, verify_links=options.verify_links,
+            link=options.link, verify_links=options.verify_links, all_platforms=options.all_platforms,
         )
         blobs, total = write_export(content, planned, sink, progress_factory,
                                     skip_non_distributable=options.skip_non_distributable)

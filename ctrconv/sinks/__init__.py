@@ -1,4 +1,4 @@
-"""Export destinations: OCI layout directory, OCI layout tar, docker archive.
+"""Export destinations: OCI layout directory, OCI layout tar, docker archive, skopeo ``dir:``.
 
 :func:`open_sink` builds the sink for a format; :func:`detect_format` picks the format from
 the output name the way the CLI contract says (``*.tar`` -> oci-tar, else oci-dir).
@@ -14,12 +14,15 @@ from ctrconv.sinks.base import BlobReader, ExportedImage, Sink, blob_path
 from ctrconv.sinks.docker_archive import DockerArchiveSink
 from ctrconv.sinks.oci_dir import OciDirSink
 from ctrconv.sinks.oci_tar import OciTarSink
+from ctrconv.sinks.skopeo_dir import SkopeoDirSink
 
-FORMATS = ("oci-dir", "oci-tar", "docker-archive")
+FORMATS = ("oci-dir", "oci-tar", "docker-archive", "dir")
+#: formats whose output is a directory
+DIRECTORY_FORMATS = ("oci-dir", "dir")
 
 __all__ = [
-    "FORMATS", "BlobReader", "DockerArchiveSink", "ExportedImage", "OciDirSink", "OciTarSink",
-    "Sink", "blob_path", "detect_format", "open_sink",
+    "DIRECTORY_FORMATS", "FORMATS", "BlobReader", "DockerArchiveSink", "ExportedImage", "OciDirSink", "OciTarSink",
+    "Sink", "SkopeoDirSink", "blob_path", "detect_format", "open_sink",
 ]
 
 
@@ -36,6 +39,7 @@ def open_sink(
     manifest_json: bool = True,
     link: bool = False,
     verify_links: bool = True,
+    all_platforms: bool = False,
 ) -> Sink:
     """The sink for ``fmt`` writing to ``out`` (a path, or a binary stream for tar formats).
 
@@ -49,6 +53,12 @@ def open_sink(
             raise UsageError("oci-dir cannot be written to a stream; use --format oci-tar with -o -")
         return OciDirSink(out, index_media_type=bool(index_media_type), manifest_json=manifest_json,
                           link=link, verify_links=verify_links)
+    if fmt == "dir":
+        if not isinstance(out, Path):
+            raise UsageError("a dir: layout cannot be written to a stream; use --format oci-tar with -o -")
+        if link:
+            raise UsageError("--link only applies to --format oci-dir")
+        return SkopeoDirSink(out, all_platforms=all_platforms)
     if link:
         raise UsageError("--link only applies to --format oci-dir")
     if fmt == "oci-tar":

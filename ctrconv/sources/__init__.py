@@ -8,7 +8,10 @@ Kinds (detected, never guessed from the file name):
   a ``manifest.json`` beside it, as in ctr);
 * a tar with ``manifest.json`` only -> :class:`DockerArchiveSource` (classic ``docker save``,
   skopeo ``docker-archive:``);
-* anything else -> :class:`UsageError` "unrecognized image format" (exit 2).
+* a directory with skopeo's ``version`` file and ``manifest.json`` -> :class:`SkopeoDirSource`
+  (skopeo ``dir:``, blobs named by hex digest);
+* anything else -> :class:`UsageError` "unrecognized image format" (exit 2), naming the
+  formats ctrconv reads (:data:`READABLE_FORMATS`).
 
 Tars are read by offset, so they must be seekable files. ``-`` (stdin) and non-seekable inputs
 (pipes, character devices) are first spooled to an anonymous temp file in ``workdir`` (default:
@@ -37,6 +40,7 @@ from ctrconv.sources.containerd_root import ContainerdRootSource, RootEntry
 from ctrconv.sources.docker_archive import MANIFEST_FILE, DockerArchiveSource, ReuseCompressed
 from ctrconv.sources.layout_dir import open_layout_dir
 from ctrconv.sources.oci_layout import LAYOUT_FILE, OciLayoutSource
+from ctrconv.sources.skopeo_dir import SkopeoDirSource, is_skopeo_dir
 from ctrconv.streams import CHUNK
 
 if TYPE_CHECKING:
@@ -47,15 +51,31 @@ __all__ = [
     "DockerArchiveSource",
     "FileSource",
     "OciLayoutSource",
+    "READABLE_FORMATS",
     "ReuseCompressed",
     "RootEntry",
+    "SkopeoDirSource",
     "open_layout_dir",
     "open_source",
     "open_tar",
 ]
 
 #: What :func:`open_source` returns.
-FileSource = Union[OciLayoutSource, DockerArchiveSource]
+FileSource = Union[OciLayoutSource, DockerArchiveSource, SkopeoDirSource]
+
+#: The inputs :func:`open_source` reads, as an unrecognised input's error lists them.
+READABLE_FORMATS = (
+    "an OCI image layout directory (oci-layout, index.json, blobs/)",
+    "an OCI layout tar (ctr images export, docker save of Docker 25+)",
+    "a docker-archive tar (manifest.json: docker save, skopeo docker-archive:)",
+    "a skopeo dir: layout (version, manifest.json, blobs named by hex digest)",
+    "any of these tars gzip- or zstd-compressed",
+    "docker://REGISTRY/REPO[:TAG|@DIGEST]",
+)
+
+
+def readable_formats() -> str:
+    return "ctrconv reads " + "; ".join(READABLE_FORMATS)
 
 _GZIP = b"\x1f\x8b"
 _ZSTD = b"\x28\xb5\x2f\xfd"
@@ -197,7 +217,8 @@ def open_tar(
         raise
     archive.close()
     raise UsageError(
-        f"{what}: unrecognized image format (a tar with neither {LAYOUT_FILE} nor {MANIFEST_FILE})"
+        f"{what}: unrecognized image format (a tar with neither {LAYOUT_FILE} nor {MANIFEST_FILE})",
+        hint=readable_formats(),
     )
 
 
@@ -236,6 +257,12 @@ def open_source(
                         reuse_compressed=reuse_compressed)
     path = Path(path_or_dash)
     if path.is_dir():
+        if not (path / LAYOUT_FILE).is_file() and is_skopeo_dir(path):
+            return SkopeoDirSource(path)
+        if not (path / LAYOUT_FILE).is_file():
+            raise UsageError(f"{path}: unrecognized image format: a directory that is neither an OCI layout (no "
+                             f"{LAYOUT_FILE}) nor a skopeo dir: layout (no version and manifest.json)",
+                             hint=readable_formats())
         return open_layout_dir(path, base_name=base_name, today=today)
     file = _open_file(path, workdir)
     return open_tar(file, what=str(path), workdir=workdir, base_name=base_name, today=today,

@@ -23,18 +23,23 @@ ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst", ".tar.zstd")
 
 
 def expand_inputs(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
-    """Each ``-i``: a file, ``-``, an OCI layout directory, or a directory of archives (its
-    archive files, sorted by name; a directory holding none is a usage error)."""
+    """Each ``-i``: a file, ``-``, an OCI layout directory, a skopeo ``dir:`` layout, or a
+    directory of archives (its archive files, sorted by name; a directory holding none is a
+    usage error naming the formats ctrconv reads)."""
+    from ctrconv.sources import readable_formats
+    from ctrconv.sources.skopeo_dir import is_skopeo_dir
+
     out: list[str] = []
     for raw in paths:
         path = Path(raw)
-        if str(raw) != "-" and path.is_dir() and not (path / LAYOUT_FILE).is_file():
+        if str(raw) != "-" and path.is_dir() and not (path / LAYOUT_FILE).is_file() and not is_skopeo_dir(path):
             archives = sorted(p for p in path.iterdir()
                               if p.is_file() and p.name.lower().endswith(ARCHIVE_SUFFIXES))
             if not archives:
                 raise UsageError(
-                    f"{path}: neither an OCI layout (no {LAYOUT_FILE} file) nor a directory of image archives "
-                    f"({', '.join('*' + s for s in ARCHIVE_SUFFIXES)})")
+                    f"{path}: unrecognized image format: neither an OCI layout (no {LAYOUT_FILE} file), a skopeo "
+                    f"dir: layout (no version and manifest.json) nor a directory of image archives "
+                    f"({', '.join('*' + s for s in ARCHIVE_SUFFIXES)})", hint=readable_formats())
             out.extend(str(p) for p in archives)
         else:
             out.append(str(raw))
