@@ -223,6 +223,10 @@ def test_one_foreign_platform_is_unpacked_like_ctr(fixture_set, private_containe
     archive = fixture_set.file(fixture_set.input("bbx-multi")["path"])
     reference = private_containerd()
     reference.ctr("images", "import", "--platform", "linux/arm64", str(archive))
+    # the import's lease is gone when ctr returns, but the GC that follows runs on its own
+    # schedule: wait for it, or the listing races it (the unselected platforms' blobs may or
+    # may not still be there)
+    reference.force_gc("default")
     want_content = reference.ctr("content", "ls", "-q").stdout.split()
     want_trees = _snapshot_trees(reference, reference.root)
     reference.stop()
