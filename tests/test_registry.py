@@ -47,6 +47,9 @@ def test_reference_forms():
     pinned = parse_registry_ref("docker://localhost/app@sha256:" + "a" * 64)
     assert pinned.tag == "" and pinned.reference == "sha256:" + "a" * 64
     assert parse_registry_ref("docker://reg.example/app", default_tag=False).tag == ""
+    with pytest.raises(Exception) as err:
+        parse_registry_ref("docker://alice:hunter2@reg.example/app")
+    assert "hunter2" not in str(err.value) and "--creds" in str(err.value)
 
 
 def test_challenge_parsing():
@@ -292,18 +295,24 @@ def test_push_through_faults_and_a_killed_push_resumes(fixture_set, registry, tm
                           capture_output=True, text=True, timeout=60)
     assert tags.returncode != 0 or json.loads(tags.stdout)["Tags"] in (None, [])  # no tag on a partial image
 
+    # the re-run streams each large blob in one PATCH (the default): the first is answered 503,
+    # the second loses its connection; each time that blob starts over in a new session
+    patches = []
+
     def flaky(method: str, path: str, n: int) -> str | None:
-        if n == 1 and method in ("HEAD", "POST", "PATCH", "PUT"):
+        if method == "PATCH":
+            patches.append(path)
+            return {1: "503", 2: "drop"}.get(len(patches))
+        if n == 1 and method in ("HEAD", "POST", "PUT"):
             return "503"
-        if n == 2 and method == "PATCH":
-            return "drop"
         return None
 
     with FaultProxy(registry.host, flaky) as proxy:
         result = subprocess.run([sys.executable, "-m", "ctrconv", "export", "--root", str(root), "--image", name,
                                  "--ignore-lock", "--json", "--to", f"docker://{proxy.host}/killed/bbx", "--plain-http",
-                                 *small, *FAST], capture_output=True, text=True, timeout=300)
+                                 "--chunk-threshold", "64K", *FAST], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+    assert len(patches) >= 3 and len(set(patches)) == len(patches)  # a new session for each attempt
     assert raw_digest(f"docker://{registry.host}/killed/bbx:oci") == target_of(root, name)
     skopeo("copy", "--src-tls-verify=false", f"docker://{registry.host}/killed/bbx:oci", f"oci:{tmp_path / 'back'}:x")
 
@@ -407,3 +416,28 @@ def test_registry_down(cli, tmp_path):
     assert not (tmp_path / "root").exists()
     usage = cli("export", "--root", str(tmp_path), "--image", "x", "-o", str(tmp_path / "o.tar"), "--creds", "a:b")
     assert usage.code == 2 and "--to" in usage.stderr
+
+
+@needs_registry
+@pytest.mark.parametrize("mode", [("--chunk-threshold", "64K"), ("--chunk-threshold", "64K", "--chunk-size", "64K"), ()],
+                         ids=["streamed", "chunked", "monolithic"])
+def test_push_of_a_corrupt_blob_commits_nothing(mode, tmp_root_copy, registry, cli):
+    name = "docker.io/library/bbx:oci"
+    manifest_digest = target_of(tmp_root_copy, name)
+    blobs = tmp_root_copy / "io.containerd.content.v1.content" / "blobs" / "sha256"
+    manifest = json.loads((blobs / manifest_digest[7:]).read_bytes())
+    layer = max(manifest["layers"], key=lambda d: d["size"])
+    path = blobs / layer["digest"][7:]
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF  # same size, other bytes
+    path.write_bytes(bytes(data))
+    result = cli("export", "--root", str(tmp_root_copy), "--image", name, "--to", f"docker://{registry.host}/bad/bbx",
+                 "--plain-http", *mode, *FAST)
+    assert one_error_line(result) and "digest mismatch" in result.stderr
+    from ctrconv.registry.client import RegistryClient, RegistryOptions
+
+    client = RegistryClient(registry.host, registry.host, "bad/bbx", RegistryOptions(plain_http=True))
+    scopes = ("repository:bad/bbx:pull",)
+    assert client.request("HEAD", f"/v2/bad/bbx/blobs/{layer['digest']}", scopes=scopes).status == 404
+    assert client.request("HEAD", "/v2/bad/bbx/manifests/oci", scopes=scopes).status == 404

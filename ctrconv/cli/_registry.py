@@ -76,7 +76,9 @@ PUSH_JOBS_OPTION = typer.Option(1, "--jobs", "-j", min=1, help="--to: blobs uplo
 CHUNK_THRESHOLD_OPTION = typer.Option(
     "16M", "--chunk-threshold", metavar="SIZE",
     help="--to: blobs up to SIZE are uploaded in one PUT, larger ones in PATCH chunks.")
-CHUNK_SIZE_OPTION = typer.Option("16M", "--chunk-size", metavar="SIZE", help="--to: size of one PATCH chunk.")
+CHUNK_SIZE_OPTION = typer.Option(
+    None, "--chunk-size", metavar="SIZE",
+    help="--to: upload larger blobs in PATCH chunks of SIZE (default: one streamed PATCH per blob).")
 
 
 def push_command(root: object, destination: str, namespace: str, refs: Optional[list[str]], *, platforms: list[str],
@@ -89,8 +91,6 @@ def push_command(root: object, destination: str, namespace: str, refs: Optional[
     from ctrconv.containerd.root import check_namespace
     from ctrconv.registry.push import report_lines
 
-    if options.chunk_size < 1:
-        raise UsageError("--chunk-size must be at least 1 byte")
     enabled = progress_enabled(quiet)
     report = api.push_images(
         root, destination, namespace=check_namespace(namespace), images=refs, platforms=platforms,

@@ -117,7 +117,7 @@ def export_command(
     retry_delay: float = RETRY_DELAY_OPTION,
     jobs: int = PUSH_JOBS_OPTION,
     chunk_threshold: str = CHUNK_THRESHOLD_OPTION,
-    chunk_size: str = CHUNK_SIZE_OPTION,
+    chunk_size: Optional[str] = CHUNK_SIZE_OPTION,
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
     ignore_lock: bool = IGNORE_LOCK_OPTION,
@@ -139,7 +139,7 @@ def export_command(
                 all_platforms=all_platforms, ignore_lock=ignore_lock, as_json=as_json, quiet=quiet,
                 options=registry_options(creds, authfile, ca_file, cert_dir, tls_verify, plain_http, insecure, retries,
                                          retry_delay, jobs=jobs, chunk_threshold=parse_size(chunk_threshold),
-                                         chunk_size=parse_size(chunk_size)),
+                                         chunk_size=parse_size(chunk_size) if chunk_size else None),
             )
         return
     if output is None:

@@ -43,6 +43,8 @@ from ctrconv.registry.credentials import Credentials, find_credentials
 
 #: certs dirs searched for ``<host:port>/`` when ``--cert-dir`` is not given
 DEFAULT_CERT_DIRS = ("/etc/containers/certs.d", "/etc/docker/certs.d", "/etc/containerd/certs.d")
+#: a request body: bytes (resent on a retry) or an iterator of chunks (sent once)
+Body = "bytes | Iterable[bytes] | None"
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 MAX_BACKOFF = 10.0
 USER_AGENT = "ctrconv"
@@ -54,6 +56,12 @@ class RegistryError(CtrconvError):
 
 class RegistryAuthError(RegistryError):
     """Credentials missing, wrong, or not allowed to do this."""
+
+
+class StreamInterrupted(RegistryError):
+    """A request whose body was streamed (it cannot be sent again) failed in a way that a new
+    attempt may fix: a dropped connection, a 5xx or 429 answer, an expired token. The caller
+    starts that transfer over."""
 
 
 @dataclass
@@ -73,7 +81,8 @@ class RegistryOptions:
     timeout: float = 60.0
     #: blobs up to this size are uploaded in one PUT, larger ones in PATCH chunks
     chunk_threshold: int = 16 << 20
-    chunk_size: int = 16 << 20
+    #: None: a larger blob goes in one streamed PATCH; a size: in PATCH chunks of that size
+    chunk_size: int | None = None
     #: blobs transferred side by side (push)
     jobs: int = 1
     #: sleep function (tests replace it; never used to assert on time)
@@ -373,7 +382,7 @@ class RegistryClient:
             return True
         return False
 
-    def _once(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
+    def _once(self, method: str, url: str, headers: Mapping[str, str], body: "Body",
               stream: bool) -> Response:
         parts = urlsplit(url)
         path = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -394,8 +403,10 @@ class RegistryClient:
                 self._local.conn = None
             raise
 
-    def _send_retrying(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, *,
+    def _send_retrying(self, method: str, url: str, headers: Mapping[str, str], body: "Body", *,
                        auth: bool = True, stream: bool = False) -> Response:
+        if not isinstance(body, (bytes, type(None))):
+            return self._send_streamed(method, url, headers, body)
         attempt = 0
         while True:
             try:
@@ -434,17 +445,37 @@ class RegistryClient:
                 continue
             return resp
 
+    def _send_streamed(self, method: str, url: str, headers: Mapping[str, str], body: Iterable[bytes]) -> Response:
+        """One attempt of a request whose body is an iterator of chunks: never resent here."""
+        netloc = urlsplit(url).netloc
+        try:
+            resp = self._once(method, url, headers, body, False)
+        except ssl.SSLCertVerificationError as exc:
+            raise RegistryError(f"{netloc}: TLS certificate not trusted: {exc.verify_message or exc.reason}") from None
+        except (ConnectionRefusedError, socket.gaierror) as exc:
+            raise RegistryError(f"cannot reach {netloc}: {exc.strerror or exc}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            if is_dropped(exc):
+                raise StreamInterrupted(f"{netloc}: connection dropped during {method}: {type(exc).__name__}") from None
+            raise RegistryError(f"{netloc}: {method} failed: {exc}") from None
+        if resp.status in RETRY_STATUS:
+            raise StreamInterrupted(f"{netloc}: {method}: {registry_message(resp.status, resp.body)}")
+        return resp
+
     def url(self, path: str) -> str:
         return path if "://" in path else self.base_url + path
 
     def request(
         self, method: str, path: str, *, scopes: Iterable[str], headers: Mapping[str, str] | None = None,
-        body: bytes | None = None, stream: bool = False,
+        body: "Body" = None, stream: bool = False,
     ) -> Response:
         """Send one request (retried, authenticated, redirects followed for GET/HEAD).
 
         ``path`` is ``/v2/...`` on this registry or an absolute URL it gave (an upload
         ``Location``). Returns whatever status the registry ends with; callers judge it.
+        ``body`` as bytes is resent as needed; as an iterator of chunks (a streamed upload,
+        with its ``Content-Length`` header) it is sent once, and any failure a new attempt
+        could fix is :class:`StreamInterrupted`.
         """
         scope_key = tuple(scopes)
         sent_headers = dict(headers or {})
@@ -467,6 +498,11 @@ class RegistryClient:
             if resp.status == 401 and own_host:
                 challenge = resp.header("WWW-Authenticate")
                 resp.close()
+                if not isinstance(body, (bytes, type(None))) and challenge and not auth_retried:
+                    self._challenge = _parse_challenge(challenge)
+                    with self._lock:
+                        self._tokens.clear()  # expired mid-transfer: the next attempt gets a new one
+                    raise StreamInterrupted(f"{self.domain}: the token expired during {method}")
                 if auth_retried or not challenge:
                     raise RegistryAuthError(f"{self.domain}: authentication failed{self._who()}")
                 # a first challenge, or an expired token: authenticate (afresh) and send again

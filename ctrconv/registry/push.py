@@ -9,9 +9,12 @@ Straight from the content store, by the OCI distribution spec:
    whose ``containerd.io/distribution.source.<host>`` label names another repository of the
    same registry is **mounted** from it (``POST ...?mount=<digest>&from=<repo>``, with a pull
    scope on that repository); anything else is uploaded: one ``PUT`` for blobs up to the
-   threshold, ``PATCH`` chunks then a ``PUT`` for larger ones. Bytes are hashed as they are
-   read from the content store and a blob that does not match its digest is never committed
-   (the last chunk is not sent). ``jobs`` blobs move side by side.
+   threshold (read and verified whole first), larger ones by ``PATCH`` then a committing
+   ``PUT``: one streamed ``PATCH`` by default, or ``PATCH`` chunks of ``chunk_size`` (for
+   proxies that limit a request's size). Bytes are hashed as they are read from the content
+   store and a blob that does not match its digest is never committed (its last bytes are not
+   sent). A session that breaks (a dropped connection mid-stream, a lost chunk) starts that
+   blob over, a bounded number of times. ``jobs`` blobs move side by side.
 3. **Manifests**, then **indexes** (children before parents), by digest, each skipped when
    the repository already has it.
 4. **Tags** last, once everything they point at is in the registry: a push that fails part
@@ -42,7 +45,7 @@ from ctrconv.oci.reference import parse_docker_ref
 from ctrconv.pipeline.export import ExportOptions, plan_images
 from ctrconv.pipeline.plan import platform_string
 from ctrconv.pipeline.resolve import resolve_images
-from ctrconv.registry.client import RegistryClient, RegistryError, RegistryOptions, registry_message
+from ctrconv.registry.client import RegistryClient, RegistryError, RegistryOptions, StreamInterrupted, registry_message
 from ctrconv.registry.reference import RegistryRef, parse_registry_ref
 from ctrconv.registry.source import MANIFEST_ACCEPT
 from ctrconv.streams import CHUNK, VerifyingReader
@@ -246,9 +249,10 @@ class _Pusher:
             try:
                 self._upload(location, digest, size)
                 break
-            except _SessionLost as lost:
+            except (_SessionLost, StreamInterrupted) as lost:
                 if restart == UPLOAD_RESTARTS:
                     raise RegistryError(f"{self.dest.domain}/{repo}: upload of {digest} failed {restart + 1} times: {lost}") from None
+                self.client.options.sleep(min(self.client.options.backoff * (2 ** restart), 10.0))
                 location = None
         self._count(blobs_uploaded=1, bytes_uploaded=size)
 
@@ -274,6 +278,11 @@ class _Pusher:
                     sent = size
                     self._tick(size)
                     return
+                if options.chunk_size is None:
+                    location = self._stream(location, digest, size, reader)
+                    sent = size
+                    self._commit(location, digest, b"")
+                    return
                 while sent < size:
                     # the last chunk is read (and the whole blob verified) before it is sent
                     chunk = self._read(reader, min(options.chunk_size, size - sent))
@@ -289,9 +298,27 @@ class _Pusher:
                     sent += len(chunk)
                     self._tick(len(chunk))
                 self._commit(location, digest, b"")
-        except _SessionLost:
+        except (_SessionLost, StreamInterrupted):
             self._tick(-sent)
             raise
+
+    def _stream(self, location: str, digest: Digest, size: int, reader: VerifyingReader) -> str:
+        """The whole blob in one streamed ``PATCH`` (read, hashed and sent 1 MiB at a time, as
+        ``skopeo`` does); returns the session's next ``Location``. The read that completes the
+        blob verifies it, so a mismatch stops the request before its last bytes go out."""
+
+        def chunks() -> Any:
+            while data := reader.read(CHUNK):
+                yield data
+                self._tick(len(data))
+
+        resp = self.client.request("PATCH", location, scopes=self.scopes, body=chunks(),
+                                   headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)})
+        if resp.status in (404, 416):
+            raise _SessionLost(registry_message(resp.status, resp.body))
+        if resp.status != 202 or not resp.header("Location"):
+            raise self._fail(f"upload of {digest}", resp)
+        return resp.header("Location") or location
 
     def _commit(self, location: str, digest: Digest, data: bytes) -> None:
         url = location + ("&" if "?" in location else "?") + f"digest={digest}"

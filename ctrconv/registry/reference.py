@@ -80,6 +80,9 @@ def parse_registry_ref(text: str, *, default_tag: bool = True) -> RegistryRef:
     body = text[len(SCHEME):] if text.startswith(SCHEME) else text
     if not body or body.startswith("/") or "//" in body:
         raise UsageError(f"invalid registry reference {text[:300]!r} (docker://HOST[:PORT]/REPO[:TAG|@sha256:DIGEST])")
+    if "@" in body.split("/", 1)[0]:
+        # never echoed: it would carry a password into a message
+        raise UsageError("a registry reference cannot carry credentials (USER:PASS@HOST); use --creds or --authfile")
     ref = parse_normalized_named(body)
     tag = ref.tag or ("latest" if default_tag and ref.digest is None else "")
     return RegistryRef(ref.domain, ref.path, tag, ref.digest)
