@@ -417,3 +417,22 @@ def test_native_snapshots_are_diffed_against_their_parents(fixture_set, cli, tmp
     want = _layer_trees(root, "default", manifest["config"]["digest"], "native")
     got = _layer_trees(new_root, "default", result.json["images"][0]["image_id"], "native")
     assert _compare_layers(want, got) == []
+
+
+def test_a_snapshot_directory_that_is_a_symlink_is_never_walked(fixture_set, tmp_root_copy, cli, tmp_path):
+    """A hostile or damaged root whose snapshot ``fs`` points outside it: that layer is not
+    regenerated (it stays missing, exit 1), and nothing outside the root becomes a layer."""
+    from ctrconv.containerd.root import ContainerdRoot
+
+    image = fixture_set.image("default", "docker.io/library/bbx:oci")
+    manifest = image["manifests"][0]
+    top = manifest["chain_ids"][-1]
+    fs = _snapshot_dirs(tmp_root_copy, "default")[top]
+    shutil.rmtree(fs)
+    os.symlink("/etc", fs)
+    blobs = ContainerdRoot(tmp_root_copy).content_dir / "blobs" / "sha256"
+    (blobs / manifest["layers"][-1]["digest"].split(":", 1)[1]).unlink()
+    out = tmp_path / "x.tar"
+    result = cli("export", "--root", str(tmp_root_copy), "--image", image["name"], "-o", str(out), "-q")
+    assert result.code == 1 and manifest["layers"][-1]["digest"] in result.stderr, result.stderr
+    assert not out.exists()

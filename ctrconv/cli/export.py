@@ -148,6 +148,9 @@ def export_command(
         raise UsageError("registry options (--creds, --authfile, --ca-file, --cert-dir, --tls-verify, --plain-http) "
                          "need --to docker://...")
     if fmt == "containerd-root":
+        if compression is not None or from_snapshots != "auto":
+            raise UsageError("--from-snapshots and --compression apply to the OCI formats, docker-archive and dir, "
+                             "not to --format containerd-root (which needs the layer blobs)")
         with waiting(wait_seconds(wait)):
             _export_to_root(
                 root, output, check_namespace(namespace), None if all_images else wanted,

@@ -90,7 +90,7 @@ class SnapshotIndex:
         for key, name in names.items():
             if name in ids:
                 path = self.root.snapshot_fs(snapshotter, ids[name])
-                if path is not None and path.is_dir():
+                if path is not None and _plain_directory(path, self.root.snapshots_dir(snapshotter)):
                     trees[key] = path
         self._trees[snapshotter] = trees
         return trees
@@ -102,6 +102,18 @@ class SnapshotIndex:
 
     def find(self, snapshotter: str, key: str) -> Path | None:
         return self._load(snapshotter).get(key)
+
+
+def _plain_directory(path: Path, top: Path) -> bool:
+    """``path`` is a directory reached from ``top`` through no symlink: a root whose
+    ``snapshots/<id>/fs`` points elsewhere (``/``, say) is never walked into a layer."""
+    current = path
+    while True:
+        if current.is_symlink() or not current.is_dir():
+            return False
+        if current == top or current.parent == current:
+            return True
+        current = current.parent
 
 
 # -- deciding what to regenerate -----------------------------------------------------------
