@@ -441,3 +441,30 @@ def test_push_of_a_corrupt_blob_commits_nothing(mode, tmp_root_copy, registry, c
     scopes = ("repository:bad/bbx:pull",)
     assert client.request("HEAD", f"/v2/bad/bbx/blobs/{layer['digest']}", scopes=scopes).status == 404
     assert client.request("HEAD", "/v2/bad/bbx/manifests/oci", scopes=scopes).status == 404
+
+
+@needs_registry
+@pytest.mark.interop
+def test_pull_into_k8s_io_records_equal_a_cri_pull(fixture_set, registry, cli, tmp_path):
+    """``-n k8s.io``: the three CRI names and CRI labels, as the kubelet's pull (CRI ``PullImage``)
+    writes them, apart from timestamps."""
+    from conftest import _skip_reason
+    from support.cri import ImageServiceClient
+    from support.daemon import PrivateContainerd
+
+    if _skip_reason():
+        pytest.skip(_skip_reason())
+    seed(registry.host, fixture_set, "bbx-multi", "cri/bbx:multi")
+    ref = f"{registry.host}/cri/bbx:multi"
+    node = tmp_path / "node"
+    with PrivateContainerd(root=node, workdir=tmp_path, cri=True) as daemon:
+        daemon.add_plain_http_registry(registry.host)
+        with ImageServiceClient(daemon.address) as client:
+            client.wait_ready()
+            image_id = client.pull_image(ref)
+        daemon.stop()
+    mine = tmp_path / "mine"
+    result = cli("import", "--root", str(mine), "-n", "k8s.io", "-i", f"docker://{ref}", "--json")
+    assert result.code == 0, result.stderr
+    assert image_id in result.json["images"][0]["names"]
+    assert records(mine, "k8s.io") == records(node, "k8s.io")
