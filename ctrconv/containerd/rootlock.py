@@ -123,6 +123,8 @@ def refusal(path: str | os.PathLike[str], what: str, waited: float | None) -> Lo
     after = f" (waited {waited:g} s)" if waited else ""
     if found and all(h.is_containerd for h in found):
         hint = "stop containerd first"
+    elif what.startswith("refusing to read"):
+        hint = "pass --wait[=SECONDS] to wait for it, or --ignore-lock to read the last committed state"
     else:
         hint = "pass --wait[=SECONDS] to wait for it"
     return LockedError(f"{what}: {path} is locked by {who}{after}", hint=hint)
