@@ -16,7 +16,7 @@ from ctrconv.cli import _common
 app = typer.Typer(
     name="ctrconv",
     help="Move container images in and out of containerd's on-disk store without the daemon.",
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     no_args_is_help=True,
@@ -24,9 +24,20 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from ctrconv import __version__
+
+        sys.stdout.write(f"ctrconv {__version__}\n")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.", envvar="CTRCONV_DEBUG"),
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, expose_value=False, callback=_print_version, help="Print the version and exit."
+    ),
 ) -> None:
     _common.STATE.debug = debug
 
