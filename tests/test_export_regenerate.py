@@ -366,7 +366,7 @@ def test_lost_layer_blobs_of_a_normal_root_are_regenerated(fixture_set, tmp_root
 
 
 def test_always_regenerates_present_layers_and_keeps_the_config_when_the_tar_matches(
-        fixture_set, cli, tmp_path):
+        fixture_set, cli, tmp_path, private_containerd):
     """``always`` rewrites layers whose blobs are present too; a config is replaced only when a
     regenerated tar's digest differs from its diff ID, and the new manifest records the old one."""
     image = fixture_set.image("default", "docker.io/library/bbx:oci")
@@ -386,6 +386,17 @@ def test_always_regenerates_present_layers_and_keeps_the_config_when_the_tar_mat
     assert config["rootfs"]["diff_ids"] == [layer["diff_id"] for layer in change["layers"]]
     index = json.loads((out / "index.json").read_bytes())
     assert index["manifests"][0]["digest"] == change["manifest"]
+    # the same export as a tar: containerd imports the zstd layers, unpacks and runs them
+    tar = tmp_path / "always.tar"
+    again = cli("export", "--root", str(fixture_set.root), "--image", image["name"], "-o", str(tar),
+                "--from-snapshots", "always", "--compression", "zstd", "--json")
+    assert again.code == 0 and again.json["rewritten"][0]["manifest"] == change["manifest"]  # deterministic
+    daemon = private_containerd()
+    daemon.ctr("images", "import", str(tar), timeout=120)
+    rows = {row.ref: row for row in daemon.images_check("default")}
+    assert rows[image["name"]].complete and rows[image["name"]].unpacked
+    run = daemon.ctr("run", "--rm", image["name"], "zs", "/bin/busybox", "cat", "/data/modify.txt", check=False)
+    assert run.returncode == 0, run.stderr
 
 
 def test_native_snapshots_are_diffed_against_their_parents(fixture_set, cli, tmp_path, private_containerd):
