@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from _common import (MT_LAYER_GZIP, PrivateContainerd, Results, ctrconv, ctrconv_env, gzip_layer, machine_facts,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -395,6 +394,12 @@ def test_tls_private_ca_and_failures(fixture_set, cli, tmp_path):
         assert cli("import", "--root", str(tmp_path / "r1"), "-i", src, "--ca-file", str(reg.ca_cert), "-q").code == 0
         assert cli("import", "--root", str(tmp_path / "r2"), "-i", src, "--cert-dir", str(reg.cert_dir), "-q").code == 0
         assert cli("import", "--root", str(tmp_path / "r3"), "-i", src, "--tls-verify=false", "-q").code == 0
+        # containerd's hosts.toml naming the CA elsewhere
+        hosts = tmp_path / "containerd-certs.d" / reg.host
+        hosts.mkdir(parents=True)
+        (hosts / "hosts.toml").write_text(f'server = "https://{reg.host}"\n\n[host."https://{reg.host}"]\n'
+                                          f'  ca = "{reg.ca_cert}"\n')
+        assert cli("import", "--root", str(tmp_path / "r5"), "-i", src, "--cert-dir", str(hosts.parent), "-q").code == 0
         pushed = cli("export", "--root", str(fixture_set.root), "--image", "bbx:docker", "--ignore-lock",
                      "--to", f"docker://{reg.host}/tls/pushed", "--ca-file", str(reg.ca_cert), "-q")
         assert pushed.code == 0, pushed.stderr

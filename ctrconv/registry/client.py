@@ -27,7 +27,6 @@ import base64
 import http.client
 import ipaddress
 import json
-import os
 import socket
 import ssl
 import threading
