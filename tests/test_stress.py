@@ -9,7 +9,7 @@ What must hold after every trial:
 * the root exists whenever any writer reported success (never removed by a failing writer);
 * ``verify --deep`` finds no problem, and no ``.ctrconv-tmp`` / ``.ctrconv-`` leftovers remain.
 
-Small counts by default (CI); ``CTRCONV_STRESS_TRIALS=100`` runs the long mode.
+Small counts by default (CI, about a minute); ``CTRCONV_STRESS_TRIALS=100`` runs the long mode.
 """
 
 from __future__ import annotations
@@ -127,15 +127,24 @@ def _judge_with_containerd(daemon_factory, roots: list[tuple[Path, set[str]]]) -
             daemon.stop()
 
 
-def test_three_writers_into_a_new_root(fixture_set, tmp_path: Path, private_containerd) -> None:
-    """Without --wait: one wins, the others are refused naming it; nothing lost, root kept."""
+def test_three_writers_without_wait(fixture_set, tmp_path: Path, private_containerd) -> None:
+    """Without --wait, into a new root (even trials) and an existing one (odd): one wins at a
+    time, the others are refused naming it; nothing lost, root kept."""
+    template = tmp_path / "template"
+    assert _ctrconv("import", "--root", str(template), "-i",
+                    str(fixture_set.file(fixture_set.input(INPUTS[3])["path"])), "-q").returncode == 0
     judged = []
-    for trial in range(TRIALS):
-        root = tmp_path / f"new{trial}" / "root"
+    for trial in range(max(2, TRIALS)):
+        root = tmp_path / f"t{trial}" / "root"
+        before: set[str] = set()
+        if trial % 2:
+            root.parent.mkdir()
+            subprocess.run(["cp", "-a", str(template), str(root)], check=True)
+            before = set(fixture_set.input(INPUTS[3])["names"])
         runs = [_writer(fixture_set, root, key) for key in INPUTS[:3]]
         runs = [r.finish() for r in runs]
         assert any(r.code == 0 for r in runs), [r.err for r in runs]
-        expected = _judge_writers(root, runs)
+        expected = _judge_writers(root, runs) | before
         _judge_root(root, expected, exact=True)
         judged.append((root, expected))
     _judge_with_containerd(private_containerd, judged[:1])
@@ -206,7 +215,7 @@ def test_writers_stopped_at_random_moments(fixture_set, tmp_path: Path, private_
     images are whole, the stopped one's are whole or absent, nothing half-visible."""
     rng = random.Random(SEED + signum)
     judged = []
-    for trial in range(TRIALS):
+    for trial in range(max(1, TRIALS - 1)):
         root = tmp_path / f"r{trial}" / "root"
         runs = [_writer(fixture_set, root, key, "--wait") for key in INPUTS[:2]]
         victim = rng.choice(runs)
