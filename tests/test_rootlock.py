@@ -244,3 +244,20 @@ def _wait_for_bolt_open(pid: int, root: Path) -> None:
             return
         time.sleep(0.02)
     raise AssertionError("containerd never opened a bolt file of the root")
+
+
+def test_a_running_containerd_is_named_and_its_live_meta_db_dumped_from_a_copy(
+    tmp_path: Path, small_tar: Path, private_containerd
+) -> None:
+    root = tmp_path / "root"
+    assert _ctrconv("import", "--root", str(root), "-i", str(small_tar), "-q").returncode == 0
+    daemon = private_containerd(root=root)
+    meta = root.joinpath(*META)
+    refused = _ctrconv("dump", "--root", str(root))
+    assert refused.returncode == 1 and f"is locked by a running containerd (pid {daemon.pid})" in refused.stderr
+    copied = _ctrconv("dump", "--root", str(root), "--ignore-lock", "-n", "default")
+    assert copied.returncode == 0 and "docker.io/library/small:1" in copied.stdout, copied.stderr
+    writer = _ctrconv("import", "--root", str(root), "-i", str(small_tar), "--name", "x:1", "-q")
+    assert writer.returncode == 1 and f"a running containerd (pid {daemon.pid})" in writer.stderr
+    assert "stop containerd first" in writer.stderr
+    assert meta.is_file()
