@@ -473,3 +473,25 @@ def test_pull_into_k8s_io_records_equal_a_cri_pull(fixture_set, registry, cli, t
     assert result.code == 0, result.stderr
     assert image_id in result.json["images"][0]["names"]
     assert records(mine, "k8s.io") == records(node, "k8s.io")
+
+
+@needs_registry
+def test_sigterm_stops_a_parallel_push_without_a_tag(fixture_set, registry):
+    """``--jobs 2``: a signal while one upload hangs stops the others too; exit 128+15."""
+    name = "docker.io/library/bbx:multi"
+
+    def hold_uploads(method: str, path: str, n: int) -> str | None:
+        return "block" if method in ("PATCH", "PUT") and "/blobs/uploads/" in path else None
+
+    with FaultProxy(registry.host, hold_uploads) as proxy:
+        proc = subprocess.Popen([sys.executable, "-m", "ctrconv", "export", "--root", str(fixture_set.root), "--image",
+                                 name, "--all-platforms", "--ignore-lock", "-q", "--jobs", "2",
+                                 "--to", f"docker://{proxy.host}/stopped/bbx", "--plain-http", *FAST],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proxy.reached.wait(120), proc.communicate(timeout=5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)  # a hang would fail here; the proxy holds for 300 s
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    tags = subprocess.run(["skopeo", "list-tags", "--tls-verify=false", f"docker://{registry.host}/stopped/bbx"],
+                          capture_output=True, text=True, timeout=60)
+    assert tags.returncode != 0 or json.loads(tags.stdout)["Tags"] in (None, [])

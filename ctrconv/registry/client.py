@@ -268,6 +268,8 @@ class RegistryClient:
             domain, repository, creds=options.creds, authfile=options.authfile)
         #: what was sent, for reports and tests: (method, path) of every request made
         self.log: list[tuple[str, str]] = []
+        self._active: set[http.client.HTTPConnection] = set()
+        self._aborted = threading.Event()
 
     # -- connections ----------------------------------------------------------------------
 
@@ -302,6 +304,24 @@ class RegistryClient:
 
     def close(self) -> None:
         self._drop_pooled()
+
+    def abort(self) -> None:
+        """Stop every request in flight, in any thread, and refuse new ones (a push that is
+        interrupted does not wait for its other transfers)."""
+        self._aborted.set()
+        with self._lock:
+            active = list(self._active)
+        for conn in active:
+            sock = getattr(conn, "sock", None)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _check_aborted(self) -> None:
+        if self._aborted.is_set():
+            raise RegistryError(f"{self.domain}: transfer stopped")
 
     # -- auth -----------------------------------------------------------------------------
 
@@ -363,6 +383,7 @@ class RegistryClient:
     # -- requests -------------------------------------------------------------------------
 
     def _backoff(self, attempt: int, retry_after: str | None) -> None:
+        self._check_aborted()
         delay = min(self.options.backoff * (2 ** attempt), MAX_BACKOFF)
         if retry_after and retry_after.isdigit():
             delay = min(float(retry_after), MAX_BACKOFF)
@@ -386,7 +407,11 @@ class RegistryClient:
         parts = urlsplit(url)
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         own = parts.netloc == self.host and parts.scheme == self.scheme
+        self._check_aborted()
         conn = self._pooled() if own and not stream else self._new_connection(parts.scheme, parts.netloc)
+        if not stream:
+            with self._lock:
+                self._active.add(conn)
         try:
             conn.request(method, path, body=body, headers={"User-Agent": USER_AGENT, **headers})
             raw = conn.getresponse()
@@ -400,7 +425,11 @@ class RegistryClient:
             conn.close()
             if own and not stream:
                 self._local.conn = None
+            self._check_aborted()
             raise
+        finally:
+            with self._lock:
+                self._active.discard(conn)
 
     def _send_retrying(self, method: str, url: str, headers: Mapping[str, str], body: "Body", *,
                        auth: bool = True, stream: bool = False) -> Response:

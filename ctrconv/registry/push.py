@@ -390,9 +390,15 @@ def push_images(
             for blob in blobs:
                 pusher.blob(blob)
         else:
-            with ThreadPoolExecutor(max_workers=options.jobs, thread_name_prefix="push") as pool:
+            pool = ThreadPoolExecutor(max_workers=options.jobs, thread_name_prefix="push")
+            try:
                 for future in [pool.submit(pusher.blob, blob) for blob in blobs]:
                     future.result()
+            except BaseException:
+                client.abort()  # an error or a signal: the other transfers stop too
+                raise
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
         for doc in plan.documents.values():
             pusher.document(doc)
         for tag, desc in plan.tags:
