@@ -160,6 +160,9 @@ def test_pull_records_equal_ctr_pull(key, repo, fixture_set, private_containerd,
 def test_pull_by_digest_and_platform(fixture_set, registry, cli, tmp_path):
     seed(registry.host, fixture_set, "bbx-multi", "bbx:multi")
     index = raw_digest(f"docker://{registry.host}/bbx:multi")
+    # verify -i reads a registry image too: every platform, every blob hashed
+    checked = cli("verify", "-i", f"docker://{registry.host}/bbx:multi")
+    assert checked.code == 0 and "clean" in checked.stdout and "11 blobs" in checked.stdout, checked.stdout + checked.stderr
     root = tmp_path / "root"
     result = cli("import", "--root", str(root), "-i", f"docker://{registry.host}/bbx@{index}", "--plain-http",
                  "--platform", "linux/arm64", "--no-unpack", "--json")
