@@ -453,15 +453,12 @@ def test_push_of_a_corrupt_blob_commits_nothing(mode, tmp_root_copy, registry, c
 
 @needs_registry
 @pytest.mark.interop
-def test_pull_into_k8s_io_records_equal_a_cri_pull(fixture_set, registry, cli, tmp_path):
+def test_pull_into_k8s_io_records_equal_a_cri_pull(fixture_set, registry, private_containerd, cli, tmp_path):
     """``-n k8s.io``: the three CRI names and CRI labels, as the kubelet's pull (CRI ``PullImage``)
-    writes them, apart from timestamps."""
-    from conftest import _skip_reason
+    writes them, apart from timestamps. (``private_containerd`` only for its skip rule: this
+    daemon runs with the CRI plugin.)"""
     from support.cri import ImageServiceClient
     from support.daemon import PrivateContainerd
-
-    if _skip_reason():
-        pytest.skip(_skip_reason())
     seed(registry.host, fixture_set, "bbx-multi", "cri/bbx:multi")
     ref = f"{registry.host}/cri/bbx:multi"
     node = tmp_path / "node"
