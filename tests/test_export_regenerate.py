@@ -484,3 +484,29 @@ def test_whiteouts_opaque_dirs_and_xattrs_survive_regeneration_on_every_line(
     assert _compare_layers(want, got) == []
     kinds = {e["type"] for d in want for e in tree_listing(d).values()}
     assert {"char", "block", "fifo", "symlink"} <= kinds  # the trees compared are not trivial
+
+
+def test_names_that_state_a_digest_follow_the_rewritten_image(realnode_set_for, cli, tmp_path):
+    """Exported by its image ID, a CRI image carries its three names: the tag stays, CRI's
+    ``sha256:<image ID>`` alias names the new config, ``repo@<digest>`` the new target."""
+    from support.realnode_set import DISCARDED
+
+    corpus = realnode_set_for("1.6")
+    image = corpus.image("oci")
+    out = tmp_path / "byid.tar"
+    result = cli("export", "--root", str(corpus.root(DISCARDED)), "-n", "k8s.io", "--image",
+                 image["config_digest"][:19], "-o", str(out), "--json", "-q")
+    assert result.code == 0, result.stderr
+    reports = result.json["images"]
+    new_id, new_target = reports[0]["image_id"], reports[0]["digest"]
+    assert new_id != image["config_digest"]
+    with tarfile.open(out) as tar:
+        index = json.loads(tar.extractfile("index.json").read())
+    names = sorted(m["annotations"]["io.containerd.image.name"] for m in index["manifests"])
+    assert names == sorted([image["ref"], f"{image['repository']}@{new_target}", new_id])
+    renamed = {r["original_name"]: r["name"] for r in reports if r["original_name"]}
+    assert renamed == {image["config_digest"]: new_id,
+                       f"{image['repository']}@{image['target']['digest']}": f"{image['repository']}@{new_target}"}
+    assert result.json["image_ids_changed"] == [{"from": image["config_digest"], "to": new_id,
+                                                 "names": [r["name"] for r in reports]}]
+    assert "regenerated from snapshots" in result.stderr  # said even with -q: digests changed

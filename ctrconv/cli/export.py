@@ -190,9 +190,8 @@ def export_command(
             from_snapshots=from_snapshots,
             compression=compression,
         )
-    if not quiet:
-        for line in rewrite_lines(report):
-            sys.stderr.write(line + "\n")
+    for line in rewrite_lines(report, quiet=quiet):
+        sys.stderr.write(line + "\n")
     if as_json:
         print_json(report.to_json())
         return
@@ -207,25 +206,26 @@ def export_command(
                 sys.stderr.write(f"  {i.name}: skipped platforms {', '.join(i.skipped_platforms)}\n")
 
 
-def rewrite_lines(report) -> list[str]:
-    """What the export changed: layers regenerated or decompressed, and image IDs changed."""
+def rewrite_lines(report, *, quiet: bool = False) -> list[str]:
+    """What the export changed: layers regenerated or decompressed, and image IDs changed.
+
+    Regenerated layers (new digests, maybe a new image ID) are said even with ``-q``, like a
+    warning; zstd layers decompressed for a docker archive (image ID kept) only without it."""
     lines = []
     for i in report.images:
         done = []
         if i.regenerated_layers:
             done.append(f"{i.regenerated_layers} layer(s) regenerated from snapshots")
-        if i.decompressed_layers:
+        if i.decompressed_layers and not quiet:
             done.append(f"{i.decompressed_layers} zstd layer(s) decompressed")
         if not done:
             continue
-        if i.image_id != i.original_image_id:
-            idline = f"image ID changed {i.original_image_id} -> {i.image_id} (a regenerated layer differs from the config's diff ID)"
-        else:
-            idline = f"image ID unchanged {i.image_id}"
+        idline = "image ID changed (below)" if i.image_id != i.original_image_id else f"image ID unchanged {i.image_id}"
         lines.append(f"{i.name}: {', '.join(done)}; {idline}; new manifest {i.manifest}")
     for change in report.image_ids_changed:
-        lines.append(f"image ID {change['from']} is now {change['to']} ({', '.join(change['names'])}); "
-                     "the original manifest digest is kept in annotation io.ctrconv.original-manifest")
+        lines.append(f"image ID {change['from']} is now {change['to']} ({', '.join(change['names'])}): a regenerated "
+                     "layer differs from the config's diff ID; the original manifest digest is kept in annotation "
+                     "io.ctrconv.original-manifest")
     return lines
 
 

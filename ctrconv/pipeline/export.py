@@ -86,6 +86,9 @@ class ImageReport:
     original_digest: str | None = None
     regenerated_layers: int = 0
     decompressed_layers: int = 0
+    #: the stored name, when the export names the image differently: a name that states a
+    #: digest (``sha256:<image ID>``, ``repo@<digest>``) follows the rewritten image
+    original_name: str | None = None
 
 
 @dataclass
@@ -375,6 +378,7 @@ def _image_report(p: _Planned, changes: dict[str, regen.ManifestChange] | None =
         original.record.target.digest != p.record.target.digest else None,
         regenerated_layers=regenerated,
         decompressed_layers=decompressed,
+        original_name=original.record.name if original.record.name != p.record.name else None,
     )
 
 
@@ -396,7 +400,24 @@ def _replan(
         new.original = old.original or old
         if new.record.target.digest == old.record.target.digest:
             new.source_annotations = old.source_annotations
+        renamed = _follow_name(old, new)
+        if renamed != new.record.name:
+            new.record = dataclasses.replace(new.record, name=renamed)
     return again
+
+
+def _follow_name(old: _Planned, new: _Planned) -> str:
+    """A name that states a digest follows the rewrite: CRI's image-ID alias ``sha256:<config>``
+    names the new config, a digest reference ``repo@<target>`` the new target. Tags stay."""
+    name = old.record.name
+    old_id = old.chosen.config["digest"] if old.chosen else None
+    new_id = new.chosen.config["digest"] if new.chosen else None
+    if old_id and new_id and name == old_id:
+        return new_id
+    repo, at, digest = name.rpartition("@")
+    if at and repo and digest == old.record.target.digest:
+        return f"{repo}@{new.record.target.digest}"
+    return name
 
 
 def regenerate_layers(
