@@ -495,3 +495,22 @@ def test_sigterm_stops_a_parallel_push_without_a_tag(fixture_set, registry):
     tags = subprocess.run(["skopeo", "list-tags", "--tls-verify=false", f"docker://{registry.host}/stopped/bbx"],
                           capture_output=True, text=True, timeout=60)
     assert tags.returncode != 0 or json.loads(tags.stdout)["Tags"] in (None, [])
+
+
+@needs_registry
+def test_anonymous_bearer_tokens_and_two_registry_inputs(fixture_set, registry, cli, tmp_path, monkeypatch):
+    """A token server that grants anonymous pulls (Docker Hub's way): no credentials at all; and two
+    ``docker://`` inputs of two registries imported as one transaction."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    seed(registry.host, fixture_set, "bbx-docker", "plain/bbx:docker")
+    with TokenServer(tmp_path) as tokens, PrivateRegistry(workdir=tmp_path, token=tokens.registry_config()) as reg:
+        seed(reg.host, fixture_set, "bbx-oci", "anon/bbx:oci")
+        root = tmp_path / "root"
+        before = len(tokens.requests)
+        result = cli("import", "--root", str(root), "-i", f"docker://{reg.host}/anon/bbx:oci",
+                     "-i", f"docker://{registry.host}/plain/bbx:docker", "--json", *FAST)
+        assert result.code == 0, result.stderr
+        assert sorted(i["name"] for i in result.json["images"]) == \
+            sorted([f"{reg.host}/anon/bbx:oci", f"{registry.host}/plain/bbx:docker"])
+        # one anonymous token for the pull scope, reused for every request of the pull
+        assert [q.get("scope") for q in tokens.requests[before:]] == [["repository:anon/bbx:pull"]]
