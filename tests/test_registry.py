@@ -26,6 +26,7 @@ from ctrconv.registry.credentials import find_credentials
 from ctrconv.registry.reference import parse_registry_ref
 from registry_support import FaultProxy, TokenServer
 from support.registry import PrivateRegistry
+from test_cli_json_schemas import check as check_json_schema
 
 needs_registry = pytest.mark.skipif(
     not (shutil.which("docker-registry") and shutil.which("skopeo") and shutil.which("openssl")),
@@ -167,6 +168,7 @@ def test_pull_by_digest_and_platform(fixture_set, registry, cli, tmp_path):
     result = cli("import", "--root", str(root), "-i", f"docker://{registry.host}/bbx@{index}", "--plain-http",
                  "--platform", "linux/arm64", "--no-unpack", "--json")
     assert result.code == 0, result.stderr
+    check_json_schema("import", result.json)
     image = result.json["images"][0]
     assert image["name"] == f"{registry.host}/bbx@{index}" and image["digest"] == index
     assert image["platforms"] == ["linux/arm64"]
@@ -232,6 +234,7 @@ def test_push_pulls_back_with_skopeo_and_ctr_and_a_rerun_only_heads(fixture_set,
                  "--chunk-threshold", "64K", "--chunk-size", "100000")
     assert result.code == 0, result.stderr
     report = result.json
+    check_json_schema("export", report)
     assert report["images"][0]["destinations"] == [f"{registry.host}/pushed/bbx:oci"]
     assert report["blobs_uploaded"] == 4 and report["tags_pushed"] == 1
     digest = target_of(root, name)
