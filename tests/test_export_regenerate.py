@@ -510,3 +510,16 @@ def test_names_that_state_a_digest_follow_the_rewritten_image(realnode_set_for, 
     assert result.json["image_ids_changed"] == [{"from": image["config_digest"], "to": new_id,
                                                  "names": [r["name"] for r in reports]}]
     assert "regenerated from snapshots" in result.stderr  # said even with -q: digests changed
+
+
+def test_deeply_nested_overlay_tree_is_written(tmp_path):
+    """The overlay walk is iterative: nesting deeper than Python's recursion limit is fine."""
+    import sys
+
+    depth = 1500
+    assert depth > sys.getrecursionlimit()
+    upper = tmp_path / "deep"
+    (upper / "/".join(["d"] * depth)).mkdir(parents=True)
+    layer, _ = _write(tmp_path, "deep.tar", overlay_fs=upper)
+    names = [m.name for m in _entries(layer)]
+    assert len(names) == depth and names[-1] == "/".join(["d"] * depth)

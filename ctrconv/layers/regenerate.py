@@ -39,10 +39,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import stat
 import zlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Iterator, Literal
 
 import zstandard
 
@@ -440,8 +441,15 @@ def _mtime(st: os.stat_result) -> int:
     return st.st_mtime_ns
 
 
-def _overlay_walk(emit: _TarEmitter, top: bytes, rel: bytes) -> None:
-    for name in _listdir(top if not rel else top + b"/" + rel):
+def _overlay_walk(emit: _TarEmitter, top: bytes) -> None:
+    """Depth first, each directory's names sorted; iterative, so nesting depth is no limit."""
+    stack: list[tuple[bytes, Iterator[bytes]]] = [(b"", iter(_listdir(top)))]
+    while stack:
+        rel, names = stack[-1]
+        name = next(names, None)
+        if name is None:
+            stack.pop()
+            continue
         child_rel = rel + b"/" + name if rel else name
         path = top + b"/" + child_rel
         st = os.lstat(path)
@@ -452,7 +460,7 @@ def _overlay_walk(emit: _TarEmitter, top: bytes, rel: bytes) -> None:
         if stat.S_ISDIR(st.st_mode):
             if _is_opaque(path):
                 emit.opaque(child_rel)
-            _overlay_walk(emit, top, child_rel)
+            stack.append((child_rel, iter(_listdir(path))))
 
 
 def _same_file(lower: bytes, lst: os.stat_result, upper: bytes, ust: os.stat_result) -> bool:
@@ -550,7 +558,7 @@ class _NativeDiff:
 def write_overlay_diff(fs_dir: str | os.PathLike[str], out: LayerWriter) -> int:
     """The layer of an overlayfs snapshot (its ``fs`` directory); returns the entry count."""
     emit = _TarEmitter(out)
-    _overlay_walk(emit, os.fsencode(fs_dir), b"")
+    _overlay_walk(emit, os.fsencode(fs_dir))
     emit.close()
     return emit.entries
 
@@ -589,6 +597,9 @@ def write_layer(
             raise UsageError("write_layer needs an overlay fs directory or a tree")
     except OSError as exc:
         raise CtrconvError(f"cannot read the snapshot to regenerate its layer: {exc}") from exc
+    except RecursionError:
+        raise CtrconvError("cannot regenerate a layer from a native snapshot nested this deep "
+                           f"(more than about {sys.getrecursionlimit() // 2} directory levels)") from None
     return out.finish()
 
 
