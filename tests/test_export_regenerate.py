@@ -518,8 +518,14 @@ def test_deeply_nested_overlay_tree_is_written(tmp_path):
 
     depth = 1500
     assert depth > sys.getrecursionlimit()
-    upper = tmp_path / "deep"
-    (upper / "/".join(["d"] * depth)).mkdir(parents=True)
-    layer, _ = _write(tmp_path, "deep.tar", overlay_fs=upper)
-    names = [m.name for m in _entries(layer)]
-    assert len(names) == depth and names[-1] == "/".join(["d"] * depth)
+    upper = str(tmp_path / "deep")
+    levels = [upper + "/d" * i for i in range(depth + 1)]
+    for level in levels:  # one level at a time (pathlib's parents=True recurses)
+        os.mkdir(level)
+    try:
+        layer, _ = _write(tmp_path, "deep.tar", overlay_fs=upper)
+        names = [m.name for m in _entries(layer)]
+        assert len(names) == depth and names[-1] == "/".join(["d"] * depth)
+    finally:  # bottom up: pytest's own clean-up (shutil.rmtree) recurses and would fail on it
+        for level in reversed(levels):
+            os.rmdir(level)
