@@ -293,18 +293,19 @@ def test_a_resumable_ingest_is_kept(tmp_path, cli, private_containerd):
     assert digest in daemon.ctr("content", "ls", "-q").stdout
 
 
-def test_rebuild_unpacks_an_image_that_waits_to_be_unpacked(fixture_set, tmp_path, cli):
-    """A not-unpacked image is no damage to verify, but rebuild still unpacks it (as it
-    re-unpacks snapshots lost to damage or to an interrupted rebuild); --no-unpack leaves it."""
+def test_an_image_never_unpacked_stays_so(fixture_set, tmp_path, cli):
+    """An image imported without unpacking (a kind-style node image) is no damage: rebuild in
+    place leaves the root as it is, and into a new root it stays content-only too."""
     root = tmp_path / "root"
     archive = fixture_set.file(fixture_set.input("bbx-docker")["path"])
     assert cli("import", "--root", str(root), "-q", "--no-unpack", "-i", str(archive)).code == 0
     assert cli("verify", "--root", str(root), "-q").code == 0
     meta = root.joinpath(*META)
     before = meta.read_bytes()
-    kept = cli("rebuild", "--root", str(root), "-q", "--no-unpack")
+    kept = cli("rebuild", "--root", str(root), "-q")
     assert kept.code == 0 and "nothing to repair" in kept.stdout and meta.read_bytes() == before
-    unpacked = cli("rebuild", "--root", str(root), "-q", "--json")
-    assert unpacked.code == 0 and unpacked.json["snapshots_unpacked"] > 0
-    listed = cli("verify", "--root", str(root), "-q", "--json")
-    assert listed.code == 0 and not [p for p in listed.json["info"] if p["kind"] == "not-unpacked"]
+    new = tmp_path / "new"
+    moved = cli("rebuild", "--root", str(root), "-o", str(new), "-q", "--json")
+    assert moved.code == 0 and moved.json["snapshots_unpacked"] == 0 and not moved.json["damage_found"]
+    info = cli("verify", "--root", str(new), "-q", "--json")
+    assert info.code == 0 and [p for p in info.json["info"] if p["kind"] == "not-unpacked"]

@@ -141,7 +141,7 @@ def rebuild_root(
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
     if in_place:
-        if not names and _healthy(croot, jobs, progress, deep=not trust_snapshots, unpack=unpack):
+        if not names and _healthy(croot, jobs, progress, deep=not trust_snapshots):
             # a healthy root is left exactly as it is: no backup, no rewrite, no re-import
             report.healthy = True
             return report
@@ -166,16 +166,15 @@ def rebuild_root(
     return report
 
 
-def _healthy(croot: ContainerdRoot, jobs: int | None, progress, *, deep: bool, unpack: bool) -> bool:
+def _healthy(croot: ContainerdRoot, jobs: int | None, progress, *, deep: bool) -> bool:
     """Nothing to repair: ``verify`` (``--deep`` unless snapshots are trusted) finds no problem
-    in any namespace, and (unless ``--no-unpack``) no image waits to be unpacked again, as one
-    does whose snapshots a damage, or an interrupted rebuild, took."""
+    in any namespace. An image that lost its snapshots (to damage, or to a rebuild killed after
+    writing meta.db) still names them in its config's GC label, which verify reports."""
     from ctrconv.verify.root import verify_root
 
     if not croot.meta_db.is_file() or croot.is_locked():
         return False
-    report = verify_root(croot.path, None, jobs=jobs, progress=progress, deep=deep)
-    return report.ok and not (unpack and any(p.kind == "not-unpacked" for p in report.infos))
+    return verify_root(croot.path, None, jobs=jobs, progress=progress, deep=deep).ok
 
 
 def _rebuild_into(
@@ -214,7 +213,10 @@ def _rebuild_into(
         distrusted = {} if trust_snapshots else _snapshots_unlike_their_layers(
             meta, backend_trees, croot, target.content, report, scratch=target.path)
         kept_backends = _clean_snapshots(meta, backend_trees, croot, report, distrusted)
-        _prune_dangling_labels(meta, report)
+        if not unpack:
+            # with an unpack, labels of lost snapshots stay: they say the image was unpacked,
+            # so it is unpacked again (and labelled anew), even after an interrupted rebuild
+            _prune_dangling_labels(meta, report)
         _derive_images(meta, good, target.content, names, report, orphaned)
         _drop_incomplete_images(meta, target.content, report)
         if not in_place:
@@ -890,14 +892,19 @@ def _reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: Re
         # meta.db may have lost any record: then every complete platform counts.
         pulled = _pulled_here(ns) if trust_records else None
         try:
-            groups: dict[tuple[str, ...] | None, list] = {}
+            groups: dict[tuple[tuple[str, ...] | None, bool], list] = {}
             for entry in source.entries():
                 if not _assess_image(target.content, ns, entry.descriptor).whole:
                     continue  # runs from its snapshots only (layers discarded): records kept as they are
-                groups.setdefault(_complete_platforms(source, entry.descriptor, pulled), []).append(entry)
-            for platforms, entries in groups.items():
+                # an image never unpacked (ctr import --no-unpack, a kind node image) stays so;
+                # one that was (its config names a snapshot) is unpacked again where it lost it.
+                # A damaged meta.db may have lost those labels: then everything is unpacked.
+                again = unpack and (not trust_records or _was_unpacked(source, ns, entry.descriptor))
+                key = (_complete_platforms(source, entry.descriptor, pulled), again)
+                groups.setdefault(key, []).append(entry)
+            for (platforms, again), entries in groups.items():
                 result = copy_images_to_root(
-                    source, target.path, ns_name, snapshotter=snapshotter, unpack=unpack,
+                    source, target.path, ns_name, snapshotter=snapshotter, unpack=again,
                     platforms=list(platforms) if platforms else None, entries=entries, backup=False,
                     keep_partial=True, cri=False,  # the names the root has, none added
                 )
@@ -908,6 +915,16 @@ def _reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: Re
                         report.snapshots_unpacked += image.snapshots_created
         finally:
             source.close()
+
+
+def _was_unpacked(source, ns: BucketTree, descriptor: dict[str, Any]) -> bool:
+    """A config of the image carries a ``gc.ref.snapshot.<sn>`` label: it was unpacked."""
+    labels_of, _ = _namespace_lookups(ns)
+    try:
+        plan = plan_image(source, descriptor, None)
+    except CtrconvError:
+        return True
+    return any(k.startswith(GC_SNAPSHOT) for m in plan.manifests for k in labels_of(m.config["digest"]))
 
 
 def _pulled_here(ns: BucketTree) -> Callable[[PlannedManifest], bool]:
