@@ -66,6 +66,8 @@ WHITEOUT_OPAQUE = b".wh..wh..opq"
 OPAQUE_XATTRS = (b"trusted.overlay.opaque", b"user.overlay.opaque")
 #: gzip level of regenerated layers (containerd and Go's gzip.DefaultCompression)
 GZIP_LEVEL = 6
+#: input bytes per independently deflated gzip block (:class:`ParallelGzip`)
+GZIP_BLOCK = 1 << 20
 #: zstd level of regenerated layers (containerd's default, zstd.SpeedDefault)
 ZSTD_LEVEL = 3
 
@@ -239,6 +241,79 @@ def _pax_time(ns: int) -> bytes:
 # -- the output: diff ID, compression, blob digest ------------------------------------------
 
 
+class ParallelGzip:
+    """One gzip member whose deflate blocks are compressed side by side, like ``pigz``.
+
+    The input is cut into blocks of exactly :data:`GZIP_BLOCK` bytes; each is deflated on its
+    own (primed with the previous block's last 32 KiB as dictionary) and ended with a sync
+    flush, and an empty final block closes the stream. The bytes depend only on the input, the
+    level and the block size, never on the number of workers or on how the input arrived, so
+    the output is deterministic; zlib releases the GIL, so the workers use several cores.
+    At most ``2 * workers`` blocks are in flight (bounded memory). Header: no name, mtime 0,
+    OS 255 (unknown), as Go's ``gzip.Writer`` writes it.
+    """
+
+    HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+
+    def __init__(self, level: int, workers: int | None = None) -> None:
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.level = level
+        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gzip")
+        self._inflight: "deque" = deque()
+        self._buf = bytearray()
+        self._dict = b""
+        self._crc = 0
+        self._size = 0
+        self._started = False
+
+    def _submit(self, block: bytes) -> None:
+        self._inflight.append(self._pool.submit(_deflate_block, block, self._dict, self.level))
+        self._dict = block[-32768:]
+
+    def _ready(self, wait_all: bool = False) -> bytes:
+        out = []
+        if not self._started:
+            out.append(self.HEADER)
+            self._started = True
+        while self._inflight and (wait_all or len(self._inflight) > 2 * self.workers or self._inflight[0].done()):
+            out.append(self._inflight.popleft().result())
+        return b"".join(out)
+
+    def compress(self, data: bytes) -> bytes:
+        self._crc = zlib.crc32(data, self._crc)
+        self._size += len(data)
+        self._buf += data
+        while len(self._buf) >= GZIP_BLOCK:
+            self._submit(bytes(self._buf[:GZIP_BLOCK]))
+            del self._buf[:GZIP_BLOCK]
+        return self._ready()
+
+    def flush(self) -> bytes:
+        if self._buf:
+            self._submit(bytes(self._buf))
+            self._buf.clear()
+        body = self._ready(wait_all=True)
+        final = zlib.compressobj(self.level, zlib.DEFLATED, -15).flush(zlib.Z_FINISH)
+        return body + final + (self._crc & 0xFFFFFFFF).to_bytes(4, "little") + (self._size & 0xFFFFFFFF).to_bytes(4, "little")
+
+    def close(self) -> None:
+        for future in self._inflight:
+            future.cancel()
+        self._inflight.clear()
+        self._pool.shutdown(wait=True)
+
+
+def _deflate_block(block: bytes, zdict: bytes, level: int) -> bytes:
+    if zdict:
+        comp = zlib.compressobj(level, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY, zdict)
+    else:
+        comp = zlib.compressobj(level, zlib.DEFLATED, -15)
+    return comp.compress(block) + comp.flush(zlib.Z_SYNC_FLUSH)
+
+
 class LayerWriter:
     """Takes tar bytes: hashes them (diff ID), compresses them, writes the blob to ``fd``
     while hashing and counting it. :meth:`finish` flushes and returns the result."""
@@ -255,7 +330,7 @@ class LayerWriter:
         self._pending: list[bytes] = []
         self._pending_len = 0
         if compression == "gzip":
-            self._comp: object | None = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+            self._comp: object | None = ParallelGzip(GZIP_LEVEL)
         elif compression == "zstd":
             self._comp = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
         else:
@@ -287,10 +362,17 @@ class LayerWriter:
         while view:
             view = view[os.write(self._fd, view):]
 
+    def close(self) -> None:
+        """Stop any compression workers (after :meth:`finish`, or on an error)."""
+        close = getattr(self._comp, "close", None)
+        if close is not None:
+            close()
+
     def finish(self) -> "WrittenLayer":
         self._flush_pending()
         if self._comp is not None:
             self._emit(self._comp.flush())  # type: ignore[attr-defined]
+        self.close()
         return WrittenLayer(
             diff_id="sha256:" + self._diff.hexdigest(), digest="sha256:" + self._blob.hexdigest(),
             size=self.blob_bytes, tar_size=self.tar_bytes, compression=self.compression,
@@ -588,6 +670,14 @@ def write_layer(
     """Write one regenerated layer blob to ``fd``: from an overlayfs ``fs`` directory, or as
     the difference of a full ``tree`` against ``parent_tree`` (None: the first layer)."""
     out = LayerWriter(fd, compression)
+    try:
+        return _write_tree(out, overlay_fs, tree, parent_tree)
+    finally:
+        out.close()
+
+
+def _write_tree(out: LayerWriter, overlay_fs: str | os.PathLike[str] | None, tree: str | os.PathLike[str] | None,
+                parent_tree: str | os.PathLike[str] | None) -> WrittenLayer:
     try:
         if overlay_fs is not None:
             write_overlay_diff(overlay_fs, out)
