@@ -51,6 +51,8 @@ from ctrconv.registry.source import MANIFEST_ACCEPT
 from ctrconv.streams import CHUNK, VerifyingReader
 
 ProgressFactory = Callable[[int], Callable[[int], object]]
+#: bytes read, hashed and sent per step of a streamed upload (fewer, larger socket writes)
+STREAM_CHUNK = 4 << 20
 #: whole-blob restarts after an upload session broke (a chunk lost, the session expired)
 UPLOAD_RESTARTS = 3
 
@@ -303,12 +305,12 @@ class _Pusher:
             raise
 
     def _stream(self, location: str, digest: Digest, size: int, reader: VerifyingReader) -> str:
-        """The whole blob in one streamed ``PATCH`` (read, hashed and sent 1 MiB at a time, as
+        """The whole blob in one streamed ``PATCH`` (read, hashed and sent 4 MiB at a time, as
         ``skopeo`` does); returns the session's next ``Location``. The read that completes the
         blob verifies it, so a mismatch stops the request before its last bytes go out."""
 
         def chunks() -> Any:
-            while data := reader.read(CHUNK):
+            while data := reader.read(STREAM_CHUNK):
                 yield data
                 self._tick(len(data))
 
