@@ -19,12 +19,13 @@ import fcntl
 import os
 import shutil
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Hashable
 
 from ctrconv import tempfiles
+from ctrconv.commitpoint import committing
 from ctrconv.bolt.salvage import RootHints, SalvageResult, salvage
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.bolt.writer import write_bolt
@@ -48,6 +49,7 @@ from ctrconv.containerd.records import (
 )
 from ctrconv.containerd.content import ContentStore
 from ctrconv.containerd.locking import exclusive_lock, is_locked, shared_lock
+from ctrconv.containerd.rootlock import describe_holders
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError, FormatError, InvalidDigestError, LockedError, UsageError
@@ -157,7 +159,8 @@ def rebuild_root(
                       trust_snapshots, link)
         if final.exists():
             final.rmdir()  # checked empty above
-        os.rename(scratch, final)
+        with committing():  # the new root appears: a signal from here on does not undo it
+            os.rename(scratch, final)
         tempfiles.forget(scratch)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -194,7 +197,7 @@ def _rebuild_into(
     bolt_files = [croot.meta_db] + [croot.snapshotter_db(sn) for sn in croot.snapshotters_on_disk()]
     for path in bolt_files:
         if path.exists() and is_locked(path):
-            raise LockedError(f"{path} is locked by a running containerd: stop it before rebuilding")
+            raise LockedError(f"{path} is locked by {describe_holders(path)}: stop it before rebuilding")
 
     with ExitStack() as locks:
         for path in bolt_files:
@@ -227,8 +230,11 @@ def _rebuild_into(
         # Crash order: meta.db first (it only drops references), then the snapshotter dbs (a
         # backend record meta.db no longer names is garbage containerd's GC collects), and
         # only then the directories no record keeps.
-        _write(target.meta_db, meta, META_DB_MODE, meta_salvage.page_size if meta_salvage else None,
-               _synced_freelist(meta_salvage, meta), in_place, stamp, report)
+        # the commit point in place: from the new meta.db on, a signal does not undo the
+        # rebuild (into a new root it is the final rename)
+        with committing() if in_place else nullcontext():
+            _write(target.meta_db, meta, META_DB_MODE, meta_salvage.page_size if meta_salvage else None,
+                   _synced_freelist(meta_salvage, meta), in_place, stamp, report)
         for sn, (tree, res) in backends.items():
             if res is None and not tree.value_count():
                 continue  # no db and nothing to keep (containerd makes one when it needs it)

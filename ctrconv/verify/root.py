@@ -65,7 +65,9 @@ def verify_root(
     if croot.is_locked() and not ignore_lock:
         from ctrconv.errors import LockedError
 
-        raise LockedError(f"{croot.meta_db} is locked by a running containerd", hint="stop containerd, or pass --ignore-lock")
+        from ctrconv.containerd.rootlock import describe_holders
+
+        raise LockedError(f"{croot.meta_db} is locked by {describe_holders(croot.meta_db)}", hint="stop containerd, or pass --ignore-lock")
     live = ignore_lock and croot.is_locked()
     first = _verify_once(croot, namespaces, ignore_lock, jobs, progress, deep, None)
     if not live or first.ok:
