@@ -125,8 +125,10 @@ class FaultProxy(_Server):
     ``"block"`` sets :attr:`reached` and holds the request until :attr:`release` is set, then
     drops it. :attr:`seen` records ``(method, path)`` of every request."""
 
-    def __init__(self, upstream: str, policy: Policy | None = None) -> None:
+    def __init__(self, upstream: str, policy: Policy | None = None, *, ranges: bool = True) -> None:
         self.upstream = upstream
+        #: False: requests are forwarded without ``Range`` (a server that always sends it all)
+        self.ranges = ranges
         self.policy = policy or (lambda method, path, n: None)
         self.seen: list[tuple[str, str]] = []
         self.counts: dict[tuple[str, str], int] = {}
@@ -172,7 +174,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.connection.shutdown(2)
             return
         conn = http.client.HTTPConnection(proxy.upstream, timeout=60)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
+        dropped = ("connection",) if proxy.ranges else ("connection", "range")
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
         conn.request(self.command, self.path, body=body, headers=headers)
         resp = conn.getresponse()
         data = resp.read()

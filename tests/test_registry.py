@@ -517,3 +517,23 @@ def test_anonymous_bearer_tokens_and_two_registry_inputs(fixture_set, registry, 
             sorted([f"{reg.host}/anon/bbx:oci", f"{registry.host}/plain/bbx:docker"])
         # one anonymous token for the pull scope, reused for every request of the pull
         assert [q.get("scope") for q in tokens.requests[before:]] == [["repository:anon/bbx:pull"]]
+
+
+@needs_registry
+@pytest.mark.parametrize("ranges", [True, False], ids=["range", "no-range"])
+def test_pull_resumes_a_blob_cut_short(ranges, fixture_set, registry, cli, tmp_path):
+    """Every blob download is cut half way once: resumed with ``Range``, or read again from the
+    start and the bytes already written skipped when the server ignores ``Range``."""
+    seed(registry.host, fixture_set, "bbx-oci", "cut/bbx:oci")
+
+    def cut_once(method: str, path: str, n: int) -> str | None:
+        return "drop-mid" if method == "GET" and "/blobs/" in path and n == 1 else None
+
+    with FaultProxy(registry.host, cut_once, ranges=ranges) as proxy:
+        root = tmp_path / "root"
+        result = cli("import", "--root", str(root), "-i", f"docker://{proxy.host}/cut/bbx:oci", "--plain-http", "-q",
+                     *FAST)
+        assert result.code == 0, result.stderr
+        gets = [path for method, path in proxy.seen if method == "GET" and "/blobs/" in path]
+    assert len(gets) == 2 * len(set(gets))  # each blob: the cut download and its resumption
+    assert cli("verify", "--root", str(root)).code == 0
