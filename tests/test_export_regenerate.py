@@ -555,3 +555,70 @@ def test_parallel_gzip_is_one_valid_member_whatever_the_workers_and_writes():
     assert gzip.decompress(empty.compress(b"") + empty.flush()) == b""
     empty.close()
     assert subprocess.run(["gzip", "-t"], input=blob, capture_output=True).returncode == 0
+
+
+def test_rewritten_layer_media_types_keep_the_family():
+    from ctrconv.oci import mediatypes as mt
+    from ctrconv.pipeline.regenerate import layer_media_type, original_compression
+
+    assert layer_media_type(mt.DOCKER_LAYER_GZIP, mt.DOCKER_MANIFEST, "gzip") == mt.DOCKER_LAYER_GZIP
+    assert layer_media_type(mt.DOCKER_LAYER_GZIP, mt.DOCKER_MANIFEST, "none") == mt.DOCKER_LAYER
+    # docker schema 2 has no zstd type: OCI's, as containerd's converter writes it
+    assert layer_media_type(mt.DOCKER_LAYER_GZIP, mt.DOCKER_MANIFEST, "zstd") == mt.OCI_LAYER_ZSTD
+    assert layer_media_type(mt.OCI_LAYER_ZSTD, mt.OCI_MANIFEST, "gzip") == mt.OCI_LAYER_GZIP
+    assert layer_media_type(mt.OCI_LAYER_NONDISTRIBUTABLE_GZIP, mt.OCI_MANIFEST, "zstd") == \
+        mt.OCI_LAYER_NONDISTRIBUTABLE_ZSTD
+    assert [original_compression(t) for t in (mt.OCI_LAYER_GZIP, mt.OCI_LAYER_ZSTD, mt.OCI_LAYER, mt.DOCKER_LAYER)] \
+        == ["gzip", "zstd", "none", "none"]
+
+
+def test_rewrite_target_replaces_only_the_changed_child_and_keeps_its_platform():
+    from ctrconv.digest import Digest
+    from ctrconv.oci import mediatypes as mt
+    from ctrconv.pipeline.regenerate import ExtraBlobs, compact_json, rewrite_target
+
+    class Store:
+        def __init__(self) -> None:
+            self.blobs: dict[str, bytes] = {}
+
+        def put(self, data: bytes) -> str:
+            digest = str(Digest.from_bytes(data))
+            self.blobs[digest] = data
+            return digest
+
+        def exists(self, d):
+            return str(d) in self.blobs
+
+        def size(self, d):
+            return len(self.blobs[str(d)]) if str(d) in self.blobs else None
+
+        def open(self, d):
+            import io
+
+            return io.BytesIO(self.blobs[str(d)])
+
+        def read_small(self, d, size):
+            return self.blobs[str(d)]
+
+        def blob_path(self, d):
+            return Path("/store") / str(d).split(":")[1]
+
+    store = Store()
+    amd = {"mediaType": mt.OCI_MANIFEST, "digest": "sha256:" + "a" * 64, "size": 10,
+           "platform": {"os": "linux", "architecture": "amd64"}, "annotations": {"k": "v"}}
+    arm = {"mediaType": mt.OCI_MANIFEST, "digest": "sha256:" + "b" * 64, "size": 11,
+           "platform": {"os": "linux", "architecture": "arm64"}}
+    index = compact_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [amd, arm]})
+    target = {"mediaType": mt.OCI_INDEX, "digest": store.put(index), "size": len(index)}
+    extras = ExtraBlobs(store)
+    new = rewrite_target(extras, target, {amd["digest"]: {"digest": "sha256:" + "c" * 64, "size": 12}})
+    assert new["digest"] != target["digest"] and new["mediaType"] == mt.OCI_INDEX
+    doc = json.loads(extras.read_small(new["digest"], new["size"]))
+    assert doc["manifests"][0] == {**amd, "digest": "sha256:" + "c" * 64, "size": 12}
+    assert doc["manifests"][1] == arm
+    # nothing changed below: the stored target is kept as it is
+    assert rewrite_target(extras, target, {}) == target
+    # a digest the store holds is read from the store (a damaged blob is not papered over)
+    extras.add_bytes(index)
+    assert extras.blob_path(target["digest"]) == Path("/store") / target["digest"].split(":")[1]
+    assert extras.blob_path(new["digest"]) is None  # made for the export: nothing to hardlink
