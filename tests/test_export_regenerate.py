@@ -622,3 +622,35 @@ def test_rewrite_target_replaces_only_the_changed_child_and_keeps_its_platform()
     extras.add_bytes(index)
     assert extras.blob_path(target["digest"]) == Path("/store") / target["digest"].split(":")[1]
     assert extras.blob_path(new["digest"]) is None  # made for the export: nothing to hardlink
+
+
+def test_a_layer_regenerated_twice_matches_its_diff_id_and_keeps_the_config(
+        fixture_set, cli, tmp_path, private_containerd):
+    """A regenerated layer, unpacked by containerd and regenerated again, is the same tar: the
+    config (and the image ID) is kept, and the export says so; only the manifest is new."""
+    name = "docker.io/library/bbx:oci"
+    first_root = tmp_path / "first"
+    subprocess.run(["cp", "-a", str(fixture_set.root), str(first_root)], check=True)
+    blobs = first_root / "io.containerd.content.v1.content" / "blobs" / "sha256"
+    for layer in fixture_set.image("default", name)["manifests"][0]["layers"]:
+        (blobs / layer["digest"].split(":", 1)[1]).unlink()
+    first = tmp_path / "first.tar"
+    result = cli("export", "--root", str(first_root), "--image", name, "-o", str(first), "--json", "-q")
+    assert result.code == 0, result.stderr
+    image_id = result.json["images"][0]["image_id"]
+
+    daemon = private_containerd()
+    daemon.ctr("images", "import", str(first), timeout=120)
+    second_root = daemon.root
+    daemon.stop()
+    manifest = json.loads((second_root / "io.containerd.content.v1.content" / "blobs" / "sha256" /
+                           result.json["images"][0]["manifest"].split(":")[1]).read_bytes())
+    for layer in manifest["layers"]:
+        (second_root / "io.containerd.content.v1.content" / "blobs" / "sha256" / layer["digest"].split(":")[1]).unlink()
+    again = cli("export", "--root", str(second_root), "--image", name, "-o", str(tmp_path / "second.tar"), "--json")
+    assert again.code == 0, again.stderr
+    change = again.json["rewritten"][0]
+    assert all(layer["matches_diff_id"] for layer in change["layers"]) and not change["config_changed"]
+    assert again.json["images"][0]["image_id"] == image_id and again.json["image_ids_changed"] == []
+    assert f"image ID unchanged {image_id}" in again.stderr
+    assert change["original_manifest"] == result.json["images"][0]["manifest"]
