@@ -38,6 +38,7 @@ from ctrconv.pipeline import regenerate as regen
 from ctrconv.pipeline.resolve import resolve_images
 from ctrconv.sinks import DIRECTORY_FORMATS, ExportedImage, Sink, blob_path, detect_format, open_sink
 from ctrconv.sinks._layout import name_entry
+from ctrconv.sinks.oci_dir import check_target_dir
 from ctrconv.streams import CHUNK, VerifyingReader
 
 #: ``progress_factory(total_bytes)`` -> ``progress(n)`` callable (optionally with ``close()``).
@@ -604,6 +605,8 @@ def export(
     if fmt == "docker-archive" and options.compression == "zstd":
         raise UsageError("a docker archive holds no zstd layers (docker load before 25 cannot read them); "
                          "use --compression gzip or none, or an OCI format")
+    if fmt in DIRECTORY_FORMATS and target.path is not None:
+        check_target_dir(target.path)  # before any work (regenerating layers can take a while)
     with root.open_metadata(ignore_lock=options.ignore_lock) as meta:
         records = resolve_images(meta, root.content, options.namespace, options.refs)
         line = options.ctr_line or meta.writer_line
