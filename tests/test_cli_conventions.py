@@ -120,3 +120,30 @@ def test_no_colour_on_a_terminal(no_color, tmp_path: Path):
         returncode, shown = _run_on_a_terminal(args, env)
         assert returncode == code, (args, shown)
         assert shown and b"\x1b" not in shown, (args, shown[:400])
+
+
+def test_docs_cli_reference_is_the_help_output():
+    """docs/cli.md's command reference and --help have one source: the block is generated
+    from the CLI and must equal what the generator makes now."""
+    from ctrconv.cli import docgen
+
+    document = (REPO / "docs" / "cli.md").read_text()
+    assert docgen.BEGIN in document and docgen.END in document
+    assert docgen.replace_block(document) == document, \
+        "docs/cli.md is out of date: python3 -m ctrconv.cli.docgen --write docs/cli.md"
+    block = document[document.index(docgen.BEGIN):document.index(docgen.END)]
+    for command in ("ls", "export", "import", "verify", "rebuild", "dump"):
+        assert f"### `ctrconv {command} --help`" in block
+
+
+def test_generated_help_is_what_a_terminal_shows():
+    """The generator renders the real ``ctrconv CMD --help`` run (80 columns)."""
+    from ctrconv.cli import docgen
+
+    texts = docgen.help_texts()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONPATH": str(REPO),
+           "COLUMNS": "120"}
+    for name in ("", "ls", "export"):
+        out = subprocess.run([sys.executable, "-m", "ctrconv", *([name] if name else []), "--help"],
+                             capture_output=True, text=True, env=env, timeout=60)
+        assert out.returncode == 0 and out.stdout.rstrip("\n") == texts[name], name
