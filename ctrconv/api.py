@@ -253,13 +253,18 @@ def export_to_root(
     *,
     target_namespace: str | None = None,
     ignore_lock: bool = False,
+    from_snapshots: str = "auto",
+    compression: str | None = None,
+    on_regenerated: Any = None,
     **options: Any,
 ) -> Any:
     """Copy images of one root's namespace into another root (or namespace), unpacked.
 
     The same writer as ``import`` (content, records with GC labels, snapshots), fed directly
     from the source root: no intermediate archive. ``options`` go to
-    :func:`ctrconv.containerd.writer.copy_images_to_root`.
+    :func:`ctrconv.containerd.writer.copy_images_to_root`. Layers whose blobs are gone are
+    written again from their snapshots first, as :func:`export_images` does
+    (``from_snapshots``, ``compression``); ``on_regenerated(image_reports)`` hears of it.
     """
     from ctrconv.containerd.root import ContainerdRoot
     from ctrconv.containerd.writer import copy_images_to_root
@@ -275,13 +280,31 @@ def export_to_root(
     source_root = ContainerdRoot(root)
     with _reading(root, ignore_lock), source_root.open_metadata(ignore_lock=ignore_lock) as meta:
         wanted = {r.name for r in resolve_images(meta, source_root.content, namespace, None if images is None else list(images))}
-    source = ContainerdRootSource(source_root, namespace, ignore_lock=ignore_lock, namespace_content_only=True)
+    source: Any = ContainerdRootSource(source_root, namespace, ignore_lock=ignore_lock, namespace_content_only=True)
+    spool = None
     try:
+        from pathlib import Path
+
+        from ctrconv.pipeline.export import RegeneratedSource, regenerate_for_copy
+
+        with _reading(root, ignore_lock):
+            regenerated = regenerate_for_copy(
+                source_root, namespace, sorted(wanted), Path(target_root).parent if Path(target_root).parent.is_dir() else None,
+                platforms=options.get("platforms") or (), all_platforms=bool(options.get("all_platforms")),
+                from_snapshots=from_snapshots, compression=compression, ignore_lock=ignore_lock)
+        if regenerated is not None:
+            extras, renamed, spool, reports = regenerated
+            source = RegeneratedSource(source, extras, renamed)
+            wanted = {renamed.get(name, (name, None))[0] for name in wanted}
+            if on_regenerated is not None:
+                on_regenerated(reports)
         entries = [e for e in source.entries() if e.name in wanted]
         with _reading(root, ignore_lock):
             return copy_images_to_root(source, target_root, target_namespace or namespace, entries=entries, **options)
     finally:
         source.close()
+        if spool is not None:
+            spool.close()
 
 
 def _remove_if_empty(path: "os.PathLike[str]") -> None:

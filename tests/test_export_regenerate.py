@@ -654,3 +654,27 @@ def test_a_layer_regenerated_twice_matches_its_diff_id_and_keeps_the_config(
     assert again.json["images"][0]["image_id"] == image_id and again.json["image_ids_changed"] == []
     assert f"image ID unchanged {image_id}" in again.stderr
     assert change["original_manifest"] == result.json["images"][0]["manifest"]
+
+
+@pytest.mark.parametrize("line", ["1.6", "1.7", "2.x"])
+def test_discarded_layers_image_exported_into_a_new_root_runs_there(line, realnode_set_for, cli, tmp_path,
+                                                                     private_containerd):
+    """``--format containerd-root`` regenerates too: the new root (written for the source's
+    line) holds the rewritten image, complete and unpacked, and that line's containerd runs it."""
+    from support.realnode_set import DISCARDED
+
+    corpus = realnode_set_for(line)
+    ran = corpus.info["roots"][DISCARDED]["container"]
+    new = tmp_path / "new"
+    result = cli("export", "--root", str(corpus.root(DISCARDED)), "-n", "k8s.io", "--image", ran["image"],
+                 "-o", str(new), "--format", "containerd-root", "--json")
+    assert result.code == 0, result.stderr
+    assert "layer(s) regenerated from snapshots" in result.stderr and "is now sha256:" in result.stderr
+    verify = cli("verify", "--root", str(new), "-A", "-q", "--json")
+    assert verify.code == 0, verify.json["problems"]
+    daemon = private_containerd(root=new, binary_dir=_bin_dir(line))
+    rows = {row.ref: row for row in daemon.images_check("k8s.io")}
+    assert rows[ran["image"]].complete and rows[ran["image"]].unpacked, rows
+    run = daemon.ctr("run", "--rm", ran["image"], "ctrconv-root-regenerated", *ran["command"], namespace="k8s.io",
+                     check=False, timeout=120)
+    assert run.returncode == 0, run.stderr

@@ -148,9 +148,6 @@ def export_command(
         raise UsageError("registry options (--creds, --authfile, --ca-file, --cert-dir, --tls-verify, --plain-http) "
                          "need --to docker://...")
     if fmt == "containerd-root":
-        if compression is not None or from_snapshots != "auto":
-            raise UsageError("--from-snapshots and --compression apply to the OCI formats, docker-archive and dir, "
-                             "not to --format containerd-root (which needs the layer blobs)")
         with waiting(wait_seconds(wait)):
             _export_to_root(
                 root, output, check_namespace(namespace), None if all_images else wanted,
@@ -158,7 +155,8 @@ def export_command(
                 unpack=not no_unpack, containerd_version=containerd_version, platforms=list(platform or []),
                 unpack_platform=platform[0] if platform and len(platform) == 1 else None,
                 all_platforms=all_platforms, ignore_lock=ignore_lock, as_json=as_json, quiet=quiet,
-                cri=cri_mode(cri, no_cri_names),
+                cri=cri_mode(cri, no_cri_names), from_snapshots=from_snapshots, compression=compression,
+                on_regenerated=_said_regenerated,
             )
         return
     if cri or no_cri_names:
@@ -227,6 +225,14 @@ def rewrite_lines(report, *, quiet: bool = False) -> list[str]:
                      "layer differs from the config's diff ID; the original manifest digest is kept in annotation "
                      "io.ctrconv.original-manifest")
     return lines
+
+
+def _said_regenerated(images) -> None:
+    """``--format containerd-root``: layers written again from snapshots, said like export does."""
+    from ctrconv.pipeline.export import ExportReport
+
+    for line in rewrite_lines(ExportReport(format="containerd-root", output="", namespace="", images=list(images))):
+        sys.stderr.write(line + "\n")
 
 
 def _export_to_root(root: Path, output: str, namespace: str, refs: Optional[List[str]], *, as_json: bool, quiet: bool, **options) -> None:

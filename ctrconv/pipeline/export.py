@@ -691,3 +691,90 @@ def _change_json(change: regen.ManifestChange) -> dict[str, Any]:
             for layer in change.layers
         ],
     }
+
+
+class RegeneratedSource:
+    """An image source whose images name layers written again from snapshots: entries point
+    at the rewritten targets (names stating a digest follow them), blobs come from ``extras``
+    over ``base``. Used by ``export --format containerd-root``."""
+
+    def __init__(self, base: Any, extras: regen.ExtraBlobs, renamed: dict[str, tuple[str, dict[str, Any]]]) -> None:
+        self.base = base
+        self.extras = extras
+        self.renamed = renamed
+
+    def entries(self) -> list[Any]:
+        out = []
+        for entry in self.base.entries():
+            if entry.name in self.renamed:
+                name, target = self.renamed[entry.name]
+                entry = dataclasses.replace(entry, name=name, descriptor=dict(target))
+            out.append(entry)
+        return out
+
+    def exists(self, digest: Any) -> bool:
+        return self.extras.exists(digest)
+
+    def size(self, digest: Any) -> int | None:
+        return self.extras.size(digest)
+
+    def open(self, digest: Any) -> BinaryIO:
+        return self.extras.open(digest)
+
+    def read_small(self, digest: Any, size: int, limit: int | None = None) -> bytes:
+        return self.extras.read_small(digest, size)
+
+    def close(self) -> None:
+        self.base.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.base, name)
+
+
+def regenerate_for_copy(
+    root: ContainerdRoot, namespace: str, names: Sequence[str], spool_near: Path | None, *,
+    platforms: Sequence[str] = (), all_platforms: bool = False, from_snapshots: str = "auto",
+    compression: str | None = None, ignore_lock: bool = False,
+) -> tuple[regen.ExtraBlobs, dict[str, tuple[str, dict[str, Any]]], regen.Spool, list[ImageReport]] | None:
+    """``--format containerd-root``: write the layers of ``names`` whose blobs are gone (or
+    every layer, ``always``) again from their snapshots, as :func:`export` does. Returns None
+    when nothing needs it; else the blobs, ``{stored name: (name, new target)}``, the spool
+    (the caller closes it once the copy is done) and a report per image."""
+    options = ExportOptions(namespace=namespace, refs=list(names), platforms=list(platforms),
+                            all_platforms=all_platforms, from_snapshots=from_snapshots, compression=compression,
+                            ignore_lock=ignore_lock)
+    if from_snapshots not in regen.FROM_SNAPSHOTS:
+        raise UsageError(f"unknown --from-snapshots value {from_snapshots!r} (choose from {', '.join(regen.FROM_SNAPSHOTS)})")
+    if compression is not None and compression not in regen.COMPRESSIONS:
+        raise UsageError(f"unknown --compression {compression!r} (choose from {', '.join(regen.COMPRESSIONS)})")
+    if from_snapshots == "never":
+        return None
+    walk, ranked = _matchers(options)
+    selector = None if all_platforms else selector_for(walk)
+    with root.open_metadata(ignore_lock=ignore_lock) as meta:
+        content: Any = NamespaceContent.of(meta, root.content, namespace)
+        lookups = namespace_lookups(meta, namespace)
+        snapshot_layers = SnapshotLayers(content, from_snapshots, regen.SnapshotIndex(root, meta, namespace,
+                                                                                         ignore_lock=ignore_lock),
+                                         lookups[0], False)
+        planned: list[_Planned] = []
+        for name in names:
+            record = meta.image(namespace, name)
+            if record is None:
+                continue
+            plan = plan_image(content, target_descriptor(record), selector)
+            jobs, covered = snapshot_layers.jobs(plan) if (plan.missing or from_snapshots == "always") else ([], set())
+            if jobs:
+                plan.missing = [d for d in plan.missing if d["digest"] not in covered]
+                planned.append(_Planned(record, plan, choose_manifest(plan, ranked, all_platforms), jobs=jobs))
+        if not planned:
+            return None
+        spool = regen.Spool(spool_near)
+        try:
+            changes: dict[str, regen.ManifestChange] = {}
+            extras, again = regenerate_layers(content, planned, options, False, spool, changes)
+        except BaseException:
+            spool.close()
+            raise
+    renamed = {old.record.name: (new.record.name, target_descriptor(new.record)) for old, new in zip(planned, again)}
+    return extras, renamed, spool, [_image_report(p, changes) for p in again]
