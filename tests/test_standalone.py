@@ -178,3 +178,21 @@ def test_oldest_glibc_is_what_the_symbols_need(standalone: dict, tmp_path: Path)
     newest = ".".join(str(x) for x in max(needs))
     assert standalone["glibc"] == newest
     assert f"glibc {newest}" in (REPO / "docs" / "rescue.md").read_text()
+
+
+def test_zstd_layers_use_the_bundled_zstandard(twin: Twin, tmp_path: Path):
+    """A zstd-compressed layer (written by ctrconv's layer writer) is imported, unpacked and
+    verified by the executable exactly as by the package: zstandard's C extension is in it."""
+    from ctrconv.debugimage import build_debug_image
+
+    payload = tmp_path / "payload"
+    payload.write_bytes(os.urandom(4096) * 64)
+    for top in (twin.chroot, twin.pkg):
+        build_debug_image(payload, top / "work" / "zstd.tar", name="example.invalid/zstd:1", compression="zstd",
+                          libraries=[])
+    twin.same_file("zstd.tar")
+    twin.both("verify", "-i", "zstd.tar", "--json")
+    twin.both("import", "--root", "zstd-root", "-i", "zstd.tar", "--json")
+    twin.both("verify", "--root", "zstd-root", "--deep")
+    twin.both("export", "--root", "zstd-root", "--all", "-o", "zstd-docker.tar", "--format", "docker-archive", "--json")
+    twin.same_file("zstd-docker.tar")
