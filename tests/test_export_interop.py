@@ -233,7 +233,7 @@ def test_skip_non_distributable_matches_ctr(private_containerd, tmp_path, cli):
     refs = {}
     for label, extra in (("all", []), ("skip", ["--skip-non-distributable"])):
         refs[label] = tmp_path / f"ctr-{label}.tar"
-        daemon.ctr("images", "export", *extra, str(refs[label]), "docker.io/library/foreign:1")
+        daemon.export(refs[label], "docker.io/library/foreign:1", args=tuple(extra))
     daemon.stop()
     for label, extra in (("all", []), ("skip", ["--skip-non-distributable"])):
         ours = tmp_path / f"ctrconv-{label}.tar"

@@ -561,7 +561,7 @@ def test_no_unpack_round_trip_skopeo_and_gc(fixture_set: Any, tmp_path: Path, pr
     for key in ("bbx-oci", "bbx-multi"):
         rec = fixture_set.input(key)
         out = tmp_path / f"{key}.export.tar"
-        daemon.ctr("images", "export", *rec["import_args"], out, *rec["names"])
+        daemon.export(out, *rec["names"], args=tuple(rec["import_args"]))
         assert _tar_layout(out) == _tar_layout(fixture_set.file(rec["path"])), key
     rows = {r.ref: r for r in daemon.images_check()}
     assert rows["docker.io/library/skopeo:1"].complete and not rows["docker.io/library/skopeo:1"].unpacked

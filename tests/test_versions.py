@@ -261,7 +261,7 @@ def test_export_of_pulled_images_matches_that_lines_ctr(line, fixture_set, fixtu
             digest = vset.image("default", name)["target"]["digest"]
             daemon.ctr("content", "label", digest, *(f"{k}={v}" for k, v in SOURCE_LABELS.items()))
             out = tmp_path / f"ctr-{name.rsplit(':', 1)[1]}.tar"
-            daemon.ctr("images", "export", str(out), name)
+            daemon.export(out, name)
             reference[name] = out
     for name in names:
         ours = tmp_path / f"ctrconv-{name.rsplit(':', 1)[1]}.tar"

@@ -246,6 +246,24 @@ def terminate(proc: "subprocess.Popen[bytes] | None", timeout: float) -> bool:
         return False
 
 
+def complete_tar(path: str | os.PathLike[str]) -> bool:
+    """Every member readable to its end, and index.json present."""
+    import tarfile
+
+    try:
+        with tarfile.open(path) as tar:
+            names = set()
+            for member in tar:
+                names.add(member.name)
+                if member.isfile():
+                    fh = tar.extractfile(member)
+                    while fh is not None and fh.read(1 << 20):
+                        pass
+            return "index.json" in names
+    except (tarfile.TarError, OSError):
+        return False
+
+
 class PrivateContainerd:
     """Context manager running one containerd with private root/state/socket.
 
@@ -544,6 +562,31 @@ class PrivateContainerd:
         """Make the daemon collect garbage now: deleting a lease with ``--sync`` waits for GC."""
         lease = self.ctr("leases", "create", namespace=namespace).stdout.strip().split()[0]
         self.ctr("leases", "delete", "--sync", lease, namespace=namespace)
+
+    #: attempts at one export: 2.x's ctr streams the archive from the transfer service and
+    #: sometimes exits 0 before the file is complete (seen: a 2560-byte tar of a 7 KiB image)
+    EXPORT_ATTEMPTS = 8
+
+    def export(self, out: str | os.PathLike[str], *refs: str, args: tuple[str, ...] = (),
+               namespace: str = "default", check: bool = True) -> str | None:
+        """``ctr images export`` until two runs in a row give the same bytes and a readable tar,
+        so a truncated stream is never kept. Returns ctr's error text when it fails and
+        ``check`` is False (raises DaemonError otherwise)."""
+        path = Path(out)
+        previous = None
+        for _attempt in range(self.EXPORT_ATTEMPTS):
+            path.unlink(missing_ok=True)
+            res = self.ctr("images", "export", *args, str(path), *refs, namespace=namespace,
+                           timeout=300, check=check)
+            if res.returncode != 0:
+                path.unlink(missing_ok=True)
+                return res.stderr.strip() or f"exit {res.returncode}"
+            data = path.read_bytes()
+            if data == previous and complete_tar(path):
+                return None
+            previous = data
+        raise DaemonError(f"ctr -n {namespace} images export {' '.join(refs)} gave no stable archive "
+                          f"in {self.EXPORT_ATTEMPTS} runs")
 
     def images_check(self, namespace: str = "default") -> list[CheckRow]:
         """Parse ``ctr images check`` (REF TYPE DIGEST STATUS SIZE UNPACKED)."""
