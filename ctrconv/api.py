@@ -17,6 +17,36 @@ if TYPE_CHECKING:
     from ctrconv.inventory import ImageSummary
     from ctrconv.verify import Report
 
+#: What the CLI needs besides the operations below (validation, lock waiting, report
+#: rendering, format names), served from here so the CLI depends on this module only
+#: (``tests/test_layers_contract.py``). Resolved on first use: ``ctrconv --help`` and
+#: ``--version`` import none of them.
+_FOR_THE_CLI = {
+    "check_namespace": ("ctrconv.containerd.root", "check_namespace"),
+    "waiting": ("ctrconv.containerd.rootlock", "waiting"),
+    "import_report_lines": ("ctrconv.containerd.writer", "report_lines"),
+    "push_report_lines": ("ctrconv.registry.push", "report_lines"),
+    "human_size": ("ctrconv.inventory", "human_size"),
+    "EXPORT_FORMATS": ("ctrconv.sinks", "FORMATS"),
+    "is_stdout": ("ctrconv.outputs", "is_stdout"),
+    "RegistryOptions": ("ctrconv.registry", "RegistryOptions"),
+    "ExportReport": ("ctrconv.pipeline.export", "ExportReport"),
+    "containerd_schema": ("ctrconv.containerd", "schema"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """PEP 562: the CLI helpers of :data:`_FOR_THE_CLI`, imported when first asked for."""
+    try:
+        module_name, attribute = _FOR_THE_CLI[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), attribute)
+    globals()[name] = value
+    return value
+
 
 def _reading(root: str | os.PathLike[str], ignore_lock: bool) -> AbstractContextManager[Any]:
     """One consistent view of a root: ``LOCK_SH`` on it, so no ctrconv writer changes it

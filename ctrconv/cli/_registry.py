@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from ctrconv.errors import UsageError
-from ctrconv.registry import RegistryOptions
+from ctrconv.api import RegistryOptions
 
 CREDS_OPTION = typer.Option(
     None, "--creds", metavar="USER[:PASS]",
@@ -88,8 +88,8 @@ def push_command(root: object, destination: str, namespace: str, refs: Optional[
 
     from ctrconv import api
     from ctrconv.cli._common import TqdmBytes, print_json, progress_enabled
-    from ctrconv.containerd.root import check_namespace
-    from ctrconv.registry.push import report_lines
+    from ctrconv.api import check_namespace
+    from ctrconv.api import push_report_lines as report_lines
 
     enabled = progress_enabled(quiet)
     report = api.push_images(

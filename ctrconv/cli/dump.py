@@ -11,8 +11,8 @@ import typer
 from ctrconv import api
 from ctrconv.cli import app
 from ctrconv.cli._common import IGNORE_LOCK_OPTION, JSON_OPTION, QUIET_OPTION, ROOT_OPTION, print_json
-from ctrconv.containerd import schema as K
-from ctrconv.containerd.root import check_namespace
+from ctrconv.api import containerd_schema as K
+from ctrconv.api import check_namespace
 
 
 @app.command("dump")

@@ -40,13 +40,13 @@ from ctrconv.cli._registry import (
     registry_options,
 )
 from ctrconv.cli._common import parse_size
-from ctrconv.containerd.rootlock import waiting
-from ctrconv.outputs import is_stdout
+from ctrconv.api import waiting
+from ctrconv.api import is_stdout
 from ctrconv.cli.import_ import cri_mode
-from ctrconv.containerd.root import check_namespace
+from ctrconv.api import check_namespace
 from ctrconv.errors import UsageError
-from ctrconv.inventory import human_size
-from ctrconv.sinks import FORMATS
+from ctrconv.api import human_size
+from ctrconv.api import EXPORT_FORMATS as FORMATS
 
 
 @app.command("export")
@@ -229,7 +229,7 @@ def rewrite_lines(report, *, quiet: bool = False) -> list[str]:
 
 def _said_regenerated(images) -> None:
     """``--format containerd-root``: layers written again from snapshots, said like export does."""
-    from ctrconv.pipeline.export import ExportReport
+    from ctrconv.api import ExportReport
 
     for line in rewrite_lines(ExportReport(format="containerd-root", output="", namespace="", images=list(images))):
         sys.stderr.write(line + "\n")
@@ -237,7 +237,7 @@ def _said_regenerated(images) -> None:
 
 def _export_to_root(root: Path, output: str, namespace: str, refs: Optional[List[str]], *, as_json: bool, quiet: bool, **options) -> None:
     """``--format containerd-root``: the import writer as the sink, no intermediate archive."""
-    from ctrconv.containerd.writer import report_lines
+    from ctrconv.api import import_report_lines as report_lines
 
     if is_stdout(output):
         raise UsageError("a containerd root cannot be written to stdout")

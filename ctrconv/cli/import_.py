@@ -34,9 +34,9 @@ from ctrconv.cli._registry import (
     TLS_VERIFY_OPTION,
     registry_options,
 )
-from ctrconv.containerd.rootlock import waiting
-from ctrconv.containerd.root import check_namespace
-from ctrconv.containerd.writer import report_lines
+from ctrconv.api import waiting
+from ctrconv.api import check_namespace
+from ctrconv.api import import_report_lines as report_lines
 from ctrconv.errors import UsageError
 
 

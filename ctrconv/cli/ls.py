@@ -19,9 +19,9 @@ from ctrconv.cli._common import (
     print_json,
     wait_seconds,
 )
-from ctrconv.containerd.rootlock import waiting
-from ctrconv.containerd.root import check_namespace
-from ctrconv.inventory import human_size
+from ctrconv.api import waiting
+from ctrconv.api import check_namespace
+from ctrconv.api import human_size
 
 
 @app.command("ls")

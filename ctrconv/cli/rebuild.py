@@ -20,7 +20,7 @@ from ctrconv.cli._common import (
     progress_enabled,
     wait_seconds,
 )
-from ctrconv.containerd.rootlock import waiting
+from ctrconv.api import waiting
 from ctrconv.errors import UsageError
 
 

@@ -22,8 +22,8 @@ from ctrconv.cli._common import (
     progress_enabled,
     wait_seconds,
 )
-from ctrconv.containerd.rootlock import waiting
-from ctrconv.containerd.root import check_namespace
+from ctrconv.api import waiting
+from ctrconv.api import check_namespace
 
 
 @app.command("verify")

@@ -1,0 +1,72 @@
+"""The layers the design promises, enforced: the CLI talks to the library through ``ctrconv.api``.
+
+Checked on the source (every ``import`` statement, at any depth), so a command that reaches
+into the pipeline, the writers or the stores directly fails here, not in review.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+CLI = Path(__file__).resolve().parents[1] / "ctrconv" / "cli"
+
+#: what every CLI module may import from ctrconv: the API, the error tree, itself
+ALLOWED_MODULES = {"ctrconv.api", "ctrconv.errors"}
+#: process plumbing (signal handling, temp-file cleanup, the commit point) that only the
+#: entry of the CLI and its shared helpers wire up
+PLUMBING = {"interrupts", "commitpoint", "tempfiles", "__version__", "api"}
+PLUMBING_FILES = {"__init__.py", "_common.py"}
+
+
+def _ctrconv_imports(path: Path) -> list[tuple[int, str, list[str]]]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.split(".")[0] == "ctrconv":
+            found.append((node.lineno, node.module, [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "ctrconv":
+                    found.append((node.lineno, alias.name, []))
+    return found
+
+
+def test_the_cli_imports_only_the_api():
+    files = sorted(CLI.glob("*.py"))
+    assert len(files) >= 8
+    offences = []
+    for path in files:
+        for line, module, names in _ctrconv_imports(path):
+            if module in ALLOWED_MODULES or module == "ctrconv.cli" or module.startswith("ctrconv.cli."):
+                continue
+            if module == "ctrconv" and set(names) <= ({"api"} | (PLUMBING if path.name in PLUMBING_FILES else set())):
+                continue
+            offences.append(f"{path.name}:{line}: {module} {names}")
+    assert not offences, "the CLI must go through ctrconv.api:\n" + "\n".join(offences)
+
+
+def test_the_api_serves_what_the_cli_asks_of_it():
+    from ctrconv import api
+
+    for name in api._FOR_THE_CLI:
+        assert getattr(api, name) is not None, name
+
+
+def test_the_bottom_layers_never_import_the_top():
+    """bolt/ knows nothing of containerd; nothing below the CLI imports the CLI or the API."""
+    package = CLI.parent
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package)
+        # clients of the API: the CLI, the entry points, and the debug-image builder (a tool
+        # made with the library's public operations)
+        if rel.parts[0] in ("cli",) or rel.name in ("api.py", "entry.py", "__main__.py", "debugimage.py"):
+            continue
+        for line, module, names in _ctrconv_imports(path):
+            assert not module.startswith("ctrconv.cli"), f"{rel}:{line} imports the CLI"
+            assert module != "ctrconv.api" and not (module == "ctrconv" and "api" in names), \
+                f"{rel}:{line} imports the API"
+            if rel.parts[0] == "bolt":
+                above = {"containerd", "pipeline", "oci", "sinks", "sources", "layers", "verify", "recovery",
+                         "registry", "inventory"}
+                parts = set(module.split(".")[1:2]) | (set(names) if module == "ctrconv" else set())
+                assert not parts & above, f"{rel}:{line}: bolt imports {module} {names}"
