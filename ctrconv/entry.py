@@ -11,6 +11,12 @@ from ctrconv import interrupts
 
 def main(argv: list[str] | None = None) -> None:
     interrupts.install_early()
-    from ctrconv.cli import main as cli_main
+    try:
+        from ctrconv.cli import main as cli_main
 
-    cli_main(argv)
+        cli_main(argv)
+    finally:
+        # the command has decided its outcome: a signal now must not kill the process while
+        # the interpreter shuts down (which puts Python handlers back to SIG_DFL, and a
+        # Ctrl-C then ends the process by the signal instead of the command's exit code)
+        interrupts.ignore_from_now_on()

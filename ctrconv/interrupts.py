@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -60,6 +61,40 @@ def _handler(signum: int, frame: Any) -> None:
     raise Stopped(signum)
 
 
+def _unraisable(hook_args: Any) -> None:
+    """A :class:`Stopped` raised where Python cannot propagate it (the handler ran inside a
+    finaliser or a C callback: "Exception ignored in ...") is not lost and prints no
+    traceback: the signal is delivered again, and at the next instruction of ordinary code
+    the handler raises it there."""
+    if isinstance(hook_args.exc_value, Stopped):
+        # not from here (the hook runs inside the same swallowing context): a millisecond
+        # timer raises it again once ordinary code runs
+        _pending.append(hook_args.exc_value.signum)
+        signal.signal(signal.SIGALRM, _redeliver)
+        signal.setitimer(signal.ITIMER_REAL, 0.001)
+        return
+    _previous_hook(hook_args)
+
+
+_pending: list[int] = []
+
+
+def _redeliver(_alarm: int, frame: Any) -> None:
+    if _pending:
+        raise Stopped(_pending.pop())
+
+
+_previous_hook = sys.unraisablehook
+
+
+def ignore_from_now_on() -> None:
+    """The process is about to exit with its command's code: SIGINT/SIGTERM are ignored (an
+    ignored disposition survives interpreter shutdown; a Python handler does not)."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+
+
 def install_early() -> None:
     """Process entry: handle both signals from the first line on (a signal the parent left
     ignored, as for a background job's SIGINT, stays ignored)."""
@@ -82,10 +117,13 @@ def command_running() -> Iterator[None]:
                 previous[signum] = handler
                 signal.signal(signum, _handler)
     _phase = "running"
+    global _previous_hook
+    _previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable
     try:
         yield
     finally:
         _phase = "finished"  # the process entry's handler, restored below, now only records
+        sys.unraisablehook = _previous_hook
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
