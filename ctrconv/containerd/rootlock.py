@@ -108,18 +108,20 @@ def holders(path: str | os.PathLike[str]) -> list[Holder]:
     return found
 
 
-def describe_holders(path: str | os.PathLike[str]) -> str:
+def describe_holders(path: str | os.PathLike[str], found: list[Holder] | None = None) -> str:
     """``a running containerd (pid 12)`` / ``ctrconv pid 34 (ctrconv import ...)`` / a fallback."""
-    found = holders(path)
+    found = holders(path) if found is None else found
     if not found:
         return "another process (a running containerd or another ctrconv)"
     return " and ".join(h.describe() for h in found)
 
 
-def refusal(path: str | os.PathLike[str], what: str, waited: float | None) -> LockedError:
-    """The one-line refusal for a lock on ``path`` that someone else holds."""
-    found = holders(path)
-    who = describe_holders(path)
+def refusal(path: str | os.PathLike[str], what: str, waited: float | None,
+            found: list[Holder] | None = None) -> LockedError:
+    """The one-line refusal for a lock on ``path`` that someone else holds (``found``: the
+    holders already read, so the message names the ones seen when the lock was refused)."""
+    found = holders(path) if found is None else found
+    who = describe_holders(path, found)
     after = f" (waited {waited:g} s)" if waited else ""
     if found and all(h.is_containerd for h in found):
         hint = "stop containerd first"
@@ -145,8 +147,30 @@ def flock_waiting(fd: int, operation: int, path: str | os.PathLike[str], what: s
                 raise
         waited = time.monotonic() - started
         if limit is None or waited >= limit:
-            raise refusal(path, what, limit if limit else None)
+            seen = _holders_unless_free(fd, operation, path)
+            if seen is None:
+                return
+            raise refusal(path, what, limit if limit else None, seen)
         time.sleep(min(_POLL, max(0.0, limit - waited)))
+
+
+def _holders_unless_free(fd: int, operation: int, path: str | os.PathLike[str]) -> list[Holder] | None:
+    """Before refusing: a holder that ``/proc/locks`` no longer shows has just released the
+    lock (it finished between our attempt and the look-up). Try again then, a few times, so a
+    refusal always names a holder that is really there, or falls back only when the holder is
+    invisible to us (another PID namespace). None when the lock was taken after all."""
+    for _ in range(5):
+        found = holders(path)
+        if found:
+            return found
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return None
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+        time.sleep(0.01)
+    return []
 
 
 @dataclass
