@@ -14,6 +14,7 @@ from ctrconv.containerd.records import ImageRecord
 from ctrconv.errors import CtrconvError
 from ctrconv.oci import platform as plat
 from ctrconv.pipeline.completeness import LabelsOf, SnapshotExists, assess
+from ctrconv.pipeline.completeness import namespace_lookups as bucket_lookups
 from ctrconv.pipeline.plan import DocumentCache, ImagePlan, image_platforms, platform_string, ranked_manifests
 
 
@@ -128,26 +129,8 @@ def list_images(meta: MetadataDB, content: ContentStore, namespaces: list[str], 
 
 
 def namespace_lookups(meta: MetadataDB, namespace: str) -> tuple[LabelsOf, SnapshotExists]:
-    """Content labels and snapshot keys of one namespace, read only when asked (most images
-    never need them: only one with missing layers does)."""
-    snapshots: dict[str, set[str]] = {}
-
-    def labels_of(digest: str) -> dict[str, str]:
-        try:
-            record = meta.blob(namespace, digest)
-        except CtrconvError:
-            return {}
-        return dict(record.labels) if record else {}
-
-    def snapshot_exists(snapshotter: str, key: str) -> bool:
-        if snapshotter not in snapshots:
-            try:
-                snapshots[snapshotter] = {r.key for r in meta.snapshots(namespace, snapshotter)}
-            except CtrconvError:
-                snapshots[snapshotter] = set()
-        return key in snapshots[snapshotter]
-
-    return labels_of, snapshot_exists
+    """:func:`ctrconv.pipeline.completeness.namespace_lookups` of ``namespace`` in ``meta``."""
+    return bucket_lookups(meta.v1.bucket(namespace.encode()) if meta.v1 else None)
 
 
 def human_size(n: int) -> str:

@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from ctrconv.bolt.tree import ReadBucket
 from ctrconv.containerd import schema as K
+from ctrconv.containerd.records import read_map
 from ctrconv.errors import CtrconvError
 from ctrconv.layers import chain_ids
 from ctrconv.oci import mediatypes as mt
@@ -23,6 +25,24 @@ from ctrconv.pipeline.plan import BlobSource, DocumentCache, ImagePlan, PlannedM
 LabelsOf = Callable[[str], Mapping[str, str]]
 #: ``(snapshotter, key) -> bool``: the namespace has that snapshot
 SnapshotExists = Callable[[str, str], bool]
+
+
+def namespace_lookups(ns: ReadBucket | None) -> tuple[LabelsOf, SnapshotExists]:
+    """Content labels and snapshot keys of one namespace bucket (``v1/<ns>``), read only when
+    asked (only an image missing layers needs them): the same for a meta.db being read and
+    for the in-memory tree ``rebuild`` repairs."""
+
+    def labels_of(digest: str) -> Mapping[str, str]:
+        try:
+            return read_map(ns.bucket(K.CONTENT, K.BLOB, digest.encode(), K.LABELS)) if ns is not None else {}
+        except CtrconvError:
+            return {}
+
+    def snapshot_exists(snapshotter: str, key: str) -> bool:
+        bucket = ns.bucket(K.SNAPSHOTS, snapshotter.encode()) if ns is not None else None
+        return bucket is not None and bucket.bucket(key.encode()) is not None
+
+    return labels_of, snapshot_exists
 
 
 @dataclass

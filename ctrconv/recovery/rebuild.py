@@ -54,7 +54,7 @@ from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError, FormatError, InvalidDigestError, LockedError, UsageError
 from ctrconv.oci import platform as plat
-from ctrconv.pipeline.completeness import Assessment, assess
+from ctrconv.pipeline.completeness import Assessment, assess, namespace_lookups
 from ctrconv.pipeline.plan import PlannedManifest, plan_image
 from ctrconv.recovery.derive import derived_name, sniff_document, top_level
 from ctrconv.streams import CHUNK, fsync_dir
@@ -771,25 +771,8 @@ def _has_blob_record(ns: BucketTree, digest: str) -> bool:
     return blobs is not None and digest.encode() in blobs.entries
 
 
-def _namespace_lookups(ns: BucketTree) -> tuple[Callable[[str], dict[str, str]], Callable[[str, str], bool]]:
-    """Content labels and snapshot keys of one namespace of the tree being rebuilt, for the
-    completeness rule (:func:`ctrconv.pipeline.completeness.assess`)."""
-
-    def labels_of(digest: str) -> dict[str, str]:
-        labels = ns.bucket(K.CONTENT, K.BLOB, digest.encode(), K.LABELS)
-        if labels is None:
-            return {}
-        return {_text(k): _text(v) for k, v in labels.entries.items() if isinstance(v, bytes)}
-
-    def snapshot_exists(snapshotter: str, key: str) -> bool:
-        bucket = ns.bucket(K.SNAPSHOTS, snapshotter.encode())
-        return bucket is not None and key.encode() in bucket.entries
-
-    return labels_of, snapshot_exists
-
-
 def _assess_image(content: ContentStore, ns: BucketTree, desc: dict[str, Any]) -> Assessment:
-    labels_of, snapshot_exists = _namespace_lookups(ns)
+    labels_of, snapshot_exists = namespace_lookups(ns)
     return assess(content, desc, labels_of=labels_of, snapshot_exists=snapshot_exists)
 
 
@@ -925,7 +908,7 @@ def _reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: Re
 
 def _was_unpacked(source, ns: BucketTree, descriptor: dict[str, Any]) -> bool:
     """A config of the image carries a ``gc.ref.snapshot.<sn>`` label: it was unpacked."""
-    labels_of, _ = _namespace_lookups(ns)
+    labels_of, _ = namespace_lookups(ns)
     try:
         plan = plan_image(source, descriptor, None)
     except CtrconvError:
