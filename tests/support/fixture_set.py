@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable
 
 from support.daemon import containerd_version
 
@@ -106,21 +106,29 @@ def cache_base() -> Path:
     return Path(env) if env else REPO / ".cache" / "fixtures"
 
 
-def get_fixture_set(binary_dir: str | None = None) -> FixtureSet:
-    """Return the cached fixture set for this containerd, building it first if needed."""
-    base = cache_base()
+def build_once(base: Path, key: str, marker: str, build: "Callable[[Path], object]") -> Path:
+    """``base/key``, made by ``build(staging)`` unless it already holds ``marker``.
+
+    Under a file lock (several pytest sessions may share the checkout), into a staging
+    directory renamed into place, so a half-built set is never seen. Returns the final path.
+    """
     base.mkdir(parents=True, exist_ok=True)
-    key = cache_key(binary_dir)
     final = base / key
     with open(base / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (final / "fixtures.json").exists():
+        if not (final / marker).exists():
             shutil.rmtree(final, ignore_errors=True)
             staging = base / f"{key}.building-{os.getpid()}"
             shutil.rmtree(staging, ignore_errors=True)
             try:
-                load_builder().build(staging, binary_dir)
+                build(staging)
                 os.rename(staging, final)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-    return FixtureSet(final)
+    return final
+
+
+def get_fixture_set(binary_dir: str | None = None) -> FixtureSet:
+    """Return the cached fixture set for this containerd, building it first if needed."""
+    return FixtureSet(build_once(cache_base(), cache_key(binary_dir), "fixtures.json",
+                                 lambda staging: load_builder().build(staging, binary_dir)))

@@ -30,7 +30,7 @@ from types import ModuleType
 from typing import Any
 
 from support.daemon import containerd_version
-from support.fixture_set import BUSYBOX, FIXTURES_DIR, REPO
+from support.fixture_set import BUSYBOX, FIXTURES_DIR, REPO, build_once
 
 LINES: tuple[str, ...] = ("1.6", "1.7", "2.x")
 #: The roots every healthy-root test iterates over (same images in every namespace).
@@ -147,21 +147,15 @@ def get_realnode_set(line: str, binary_dir: str | None = None) -> RealnodeSet:
     """Return the cached corpus made by the containerd in ``binary_dir``, building it first
     if needed (``line`` only labels the result)."""
     base = cache_base()
-    base.mkdir(parents=True, exist_ok=True)
     key = cache_key(binary_dir)
-    final = base / key
-    with open(base / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (final / "realnode.json").exists():
-            shutil.rmtree(final, ignore_errors=True)
-            staging = base / f"{key}.building-{os.getpid()}"
-            shutil.rmtree(staging, ignore_errors=True)
-            try:
-                info = load_builder().build(staging, binary_dir)
-                os.rename(staging, final)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-            prune_stale(base, keep=key, containerd_bin=info["containerd_bin"])
+
+    def build(staging: Path) -> None:
+        built.append(load_builder().build(staging, binary_dir)["containerd_bin"])
+
+    built: list[str] = []
+    final = build_once(base, key, "realnode.json", build)
+    if built:  # a new corpus exists: older ones of this containerd go
+        prune_stale(base, keep=key, containerd_bin=built[0])
     return RealnodeSet(final, line)
 
 
