@@ -2,7 +2,7 @@
 """Benchmark ``ctrconv ls`` on a root with many images against ``ctr images ls``.
 
 Writes a containerd root with ``--images`` (default 1,000) images straight from ctrconv's own
-record writer (``containerd/writer/records.py`` into a ``BucketTree``, ``bolt.writer.write_bolt``)
+record writer (``sinks/containerd_root/records.py`` into a ``BucketTree``, ``bolt.writer.write_bolt``)
 plus the small blobs ``ls`` reads (index, manifest, config, and tiny gzip layers, every blob
 with the GC labels containerd sets, so the daemon's start-up GC keeps everything). Every tenth
 image is a two-platform index; the others are plain manifests; layers are partly shared.
@@ -38,7 +38,7 @@ from ctrconv.bolt.tree import BucketTree
 from ctrconv.bolt.writer import write_bolt
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.codec import encode_varint
-from ctrconv.containerd.writer.records import (LABEL_UNCOMPRESSED, ImageSpec, children_labels, merge_blob,
+from ctrconv.sinks.containerd_root.records import (LABEL_UNCOMPRESSED, ImageSpec, children_labels, merge_blob,
                                                merge_image, namespace_bucket)
 
 NAMESPACE = "default"

@@ -13,7 +13,7 @@ from ctrconv.bolt.reader import BoltFile, Bucket
 from ctrconv.containerd.records import decode_key, decode_value
 
 if TYPE_CHECKING:
-    from ctrconv.containerd.writer import ImportReport
+    from ctrconv.sinks.containerd_root import ImportReport
     from ctrconv.inventory import ImageSummary
     from ctrconv.verify import Report
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 _FOR_THE_CLI = {
     "check_namespace": ("ctrconv.containerd.root", "check_namespace"),
     "waiting": ("ctrconv.containerd.rootlock", "waiting"),
-    "import_report_lines": ("ctrconv.containerd.writer", "report_lines"),
+    "import_report_lines": ("ctrconv.sinks.containerd_root", "report_lines"),
     "push_report_lines": ("ctrconv.registry.push", "report_lines"),
     "human_size": ("ctrconv.inventory", "human_size"),
     "EXPORT_FORMATS": ("ctrconv.sinks", "FORMATS"),
@@ -218,14 +218,14 @@ def import_images(
 
     ``input_path`` is one input or several (a directory that is not an OCI layout stands for
     every archive in it): all of them are imported in one transaction, one meta.db commit.
-    ``options`` are those of :func:`ctrconv.containerd.writer.copy_images_to_root`
+    ``options`` are those of :func:`ctrconv.sinks.containerd_root.copy_images_to_root`
     (``snapshotter``, ``unpack``, ``platforms``, ``all_platforms``, ``name``, ``pin``,
     ``containerd_version``, ``backup``, ``progress``, ``cri``, ``verify_existing``), and
     ``registry``: the :class:`ctrconv.registry.RegistryOptions` for ``docker://`` inputs.
     """
     from functools import partial
 
-    from ctrconv.containerd.writer import copy_images_to_root
+    from ctrconv.sinks.containerd_root import copy_images_to_root
     from ctrconv.sources import open_source
     from ctrconv.sources.multi import open_inputs
 
@@ -292,12 +292,12 @@ def export_to_root(
 
     The same writer as ``import`` (content, records with GC labels, snapshots), fed directly
     from the source root: no intermediate archive. ``options`` go to
-    :func:`ctrconv.containerd.writer.copy_images_to_root`. Layers whose blobs are gone are
+    :func:`ctrconv.sinks.containerd_root.copy_images_to_root`. Layers whose blobs are gone are
     written again from their snapshots first, as :func:`export_images` does
     (``from_snapshots``, ``compression``); ``on_regenerated(image_reports)`` hears of it.
     """
     from ctrconv.containerd.root import ContainerdRoot
-    from ctrconv.containerd.writer import copy_images_to_root
+    from ctrconv.sinks.containerd_root import copy_images_to_root
     from ctrconv.pipeline.resolve import resolve_images
     from ctrconv.sources.containerd_root import ContainerdRootSource
 

@@ -24,8 +24,8 @@ from ctrconv.bolt.reader import BoltFile, read_tree
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.codec import decode_time, decode_uvarint_exact, decode_varint
-from ctrconv.containerd.writer import copy_images_to_root
-from ctrconv.containerd.writer import records as R
+from ctrconv.sinks.containerd_root import copy_images_to_root
+from ctrconv.sinks.containerd_root import records as R
 from ctrconv.digest import Digest
 from ctrconv.errors import DigestMismatchError, LockedError, MissingContentError, UsageError
 from ctrconv.layers.chain import chain_ids

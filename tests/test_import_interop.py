@@ -18,7 +18,7 @@ from ctrconv import api
 from ctrconv.bolt.reader import read_tree
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.codec import decode_uvarint_exact
-from ctrconv.containerd.writer import copy_images_to_root
+from ctrconv.sinks.containerd_root import copy_images_to_root
 from ctrconv.layers.listing import compare_listings, tree_listing
 from support_go import go_check
 from test_import import LayoutBuilder, LayoutSource, assert_superset

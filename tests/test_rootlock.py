@@ -132,7 +132,7 @@ def test_a_failed_writer_into_a_new_root_leaves_nothing(tmp_path: Path) -> None:
 def test_a_failed_writer_keeps_a_given_empty_directory(tmp_path: Path, small_tar: Path) -> None:
     """An empty directory given as the root (a mount point, say) stays; only what the writer
     put inside goes."""
-    from ctrconv.containerd.writer.transaction import RootTransaction
+    from ctrconv.sinks.containerd_root.transaction import RootTransaction
 
     root = tmp_path / "mnt"
     root.mkdir()
@@ -261,3 +261,37 @@ def test_a_running_containerd_is_named_and_its_live_meta_db_dumped_from_a_copy(
     assert writer.returncode == 1 and f"a running containerd (pid {daemon.pid})" in writer.stderr
     assert "stop containerd first" in writer.stderr
     assert meta.is_file()
+
+
+def test_two_readers_that_both_upgrade_with_wait_both_finish(tmp_path: Path) -> None:
+    """Export into the root it reads, twice at once: each process holds the shared lock and then
+    asks for the exclusive one. With --wait neither may wait for the other's shared hold forever;
+    each gets the exclusive lock in turn, and never both at once."""
+    root = tmp_path / "root"
+    root.mkdir()
+    log = tmp_path / "log"
+    code = (
+        "import os, sys, time\n"
+        "from ctrconv.containerd.rootlock import read_lock, write_lock, waiting\n"
+        "root, log, mine, other = sys.argv[1:5]\n"
+        "with waiting(60.0), read_lock(root):\n"
+        "    open(mine, 'w').close()\n"
+        "    deadline = time.monotonic() + 30\n"
+        "    while not os.path.exists(other) and time.monotonic() < deadline:\n"
+        "        time.sleep(0.01)\n"
+        "    assert os.path.exists(other), 'the other reader never took its shared lock'\n"
+        "    with write_lock(root, create=False):\n"
+        "        with open(log, 'a') as f: f.write('in\\n')\n"
+        "        time.sleep(0.3)\n"
+        "        with open(log, 'a') as f: f.write('out\\n')\n"
+        "print('done', flush=True)\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(root), str(log), str(tmp_path / f"r{i}"),
+                               str(tmp_path / f"r{1 - i}")], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err
+        assert out.strip() == "done"
+    # the exclusive holds did not overlap: strictly in/out/in/out
+    assert log.read_text().split() == ["in", "out", "in", "out"]

@@ -92,7 +92,7 @@ def test_a_signal_after_the_commit_point_finishes_with_the_report(layered: Path,
         "        yield\n"
         "        os.kill(os.getpid(), signal.SIGINT)\n"
         "commitpoint.committing = late\n"
-        "import ctrconv.containerd.writer.transaction as t; t.committing = late\n"
+        "import ctrconv.sinks.containerd_root.transaction as t; t.committing = late\n"
         "from ctrconv.entry import main\n"
         "main(sys.argv[1:])\n"
     )

@@ -24,7 +24,7 @@ import pytest
 
 from ctrconv.bolt import BoltFile
 from ctrconv.containerd.metadata import MetadataDB
-from ctrconv.containerd.writer.transaction import detect_containerd_version
+from ctrconv.sinks.containerd_root.transaction import detect_containerd_version
 from support.daemon import META_DB, OVERLAY_DB, PrivateContainerd, containerd_version
 from support.damage import meta_current_meta_zeroed, snapshot_dir_deleted
 from support.fixture_set import FixtureSet, get_fixture_set
@@ -263,7 +263,7 @@ def test_export_to_a_new_root_for_that_line(line, tmp_path):
 @pytest.mark.parametrize("flag", LINES)
 def test_the_existing_root_decides_whatever_the_flag_says(line, flag, tmp_path):
     """``--containerd-version`` shapes new roots only; an existing meta.db keeps its line's form."""
-    from ctrconv.containerd.writer.transaction import RootTransaction
+    from ctrconv.sinks.containerd_root.transaction import RootTransaction
 
     root = copy_root(line.fixtures.root, tmp_path / "root")
     with RootTransaction(root, (), flag, backup=False) as txn:

@@ -865,7 +865,7 @@ def _reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: Re
     host's: a rebuild must not lose what the node had. Images are grouped by that platform set
     so each group is one transaction.
     """
-    from ctrconv.containerd.writer import copy_images_to_root
+    from ctrconv.sinks.containerd_root import copy_images_to_root
     from ctrconv.sources.containerd_root import ContainerdRootSource
 
     snapshotter = "overlayfs"

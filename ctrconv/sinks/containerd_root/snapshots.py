@@ -27,9 +27,9 @@ from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.records import backend_name, is_committed, read_backend_id
 from ctrconv.containerd.root import snapshot_tree
-from ctrconv.containerd.writer import records as R
-from ctrconv.containerd.writer.content_writer import TMP_PREFIX
-from ctrconv.containerd.writer.transaction import RootTransaction
+from ctrconv.sinks.containerd_root import records as R
+from ctrconv.sinks.containerd_root.content_writer import TMP_PREFIX
+from ctrconv.sinks.containerd_root.transaction import RootTransaction
 from ctrconv.errors import FormatError, UsageError
 from ctrconv.layers.apply import ApplyResult, Mode, finish_deferred_parents
 from ctrconv.layers.chain import chain_ids

@@ -45,7 +45,7 @@ from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.commitpoint import committing
 from ctrconv.containerd.locking import exclusive_lock
 from ctrconv.containerd.rootlock import write_lock
-from ctrconv.containerd.writer.content_writer import remove_stale_temp
+from ctrconv.sinks.containerd_root.content_writer import remove_stale_temp
 from ctrconv.errors import UsageError
 from ctrconv.durability import fsync_path, sync_filesystems
 from ctrconv.streams import fsync_dir

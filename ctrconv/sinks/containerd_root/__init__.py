@@ -4,7 +4,7 @@ Entry point: :func:`copy_images_to_root` (used by ``ctrconv import`` and by
 ``ctrconv export --format containerd-root``).
 """
 
-from ctrconv.containerd.writer.importer import (
+from ctrconv.sinks.containerd_root.importer import (
     ImportedImage,
     ImportReport,
     copy_images_to_root,

@@ -18,9 +18,9 @@ from typing import Any, Callable, Sequence
 
 from ctrconv.containerd.cri import CriNames, cri_names, source_labels
 from ctrconv.containerd.schema import LABEL_DISTRIBUTION_SOURCE
-from ctrconv.containerd.writer import records as R
-from ctrconv.containerd.writer.content_writer import ContentWriter
-from ctrconv.containerd.writer.transaction import RootTransaction
+from ctrconv.sinks.containerd_root import records as R
+from ctrconv.sinks.containerd_root.content_writer import ContentWriter
+from ctrconv.sinks.containerd_root.transaction import RootTransaction
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError, FormatError, MissingContentError, UsageError
 from ctrconv.inventory import selector_for
@@ -385,7 +385,7 @@ def _unpack(run: _Import, imports: list[_PlannedImport], content: ContentWriter,
         if snaps is None and _unpack_layers(target):
             # made on first use: an import of config-only images alone touches no
             # snapshot bucket or snapshotter db, as containerd's unpack of them does not
-            from ctrconv.containerd.writer.snapshots import SnapshotWriter
+            from ctrconv.sinks.containerd_root.snapshots import SnapshotWriter
 
             snaps = SnapshotWriter(run.txn, options.namespace, options.snapshotter, run.now_ns, max_layer_bytes, jobs)
         unpacked[str(target.descriptor["digest"])] = _unpack_manifest(
@@ -448,7 +448,7 @@ def _unpack_manifest(
     service's ``unpack.Unpacker``) starts no unpack for a manifest without layers, so the
     config gets no labels at all.
     """
-    from ctrconv.containerd.writer.snapshots import UnpackResult, check_snapshotter
+    from ctrconv.sinks.containerd_root.snapshots import UnpackResult, check_snapshotter
 
     check_snapshotter(snapshotter)
     config_desc = manifest.config
