@@ -231,7 +231,7 @@ def _take(path: Path, exclusive: bool, create: bool, what: str) -> RootLock:
         if held is not None:
             os.close(fd)
             if exclusive and fcntl.LOCK_EX not in held.modes:
-                flock_waiting(held.fd, fcntl.LOCK_EX, path, what)
+                _upgrade(held.fd, path, what)
             held.modes.append(operation)
             return RootLock(path, key, created=False, was_empty=False)
         try:
@@ -247,6 +247,27 @@ def _take(path: Path, exclusive: bool, create: bool, what: str) -> RootLock:
         _held[key] = _Held(fd, [operation])
         was_empty = exclusive and not os.listdir(path)
         return RootLock(path, key, created=made and was_empty, was_empty=was_empty)
+
+
+def _upgrade(fd: int, path: Path, what: str) -> None:
+    """Turn this process's shared hold into the exclusive one (export into the root it reads).
+
+    Without ``--wait`` the upgrade is tried once and refused naming the other holders. With it,
+    the shared hold is dropped before waiting, as the kernel's own blocking ``flock`` conversion
+    does: two processes that both hold the shared lock and both upgrade would otherwise each wait
+    for the other's shared hold until their limits ran out. Whatever the caller read before the
+    upgrade may have changed by the time the exclusive lock is held; writers copy verified
+    content only, so a blob removed meanwhile fails the write instead of corrupting it.
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise
+    if _wait.get() is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    flock_waiting(fd, fcntl.LOCK_EX, path, what)
 
 
 def _release(lock: RootLock) -> None:
