@@ -147,3 +147,25 @@ def test_generated_help_is_what_a_terminal_shows():
         out = subprocess.run([sys.executable, "-m", "ctrconv", *([name] if name else []), "--help"],
                              capture_output=True, text=True, env=env, timeout=60)
         assert out.returncode == 0 and out.stdout.rstrip("\n") == texts[name], name
+
+
+def test_the_contract_in_the_repository_is_in_step_with_the_reference():
+    """docs/contract.md is the repository's copy of the command-line contract; the shared
+    reference wins, so the copy must say exactly what it says (checked wherever it exists)."""
+    mirror = (REPO / "docs" / "contract.md").read_text()
+    body = mirror.split("-->\n\n", 1)[1]
+    assert body.startswith("# ctrconv command-line contract")
+    reference = REPO.parent / "shared" / "spec" / "cli.md"
+    if not reference.is_file():
+        pytest.skip("the shared reference is not beside this checkout")
+    assert body == reference.read_text(), "docs/contract.md differs from ../shared/spec/cli.md: copy it again"
+
+
+def test_readme_and_docs_link_only_inside_the_repository():
+    import re
+
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#]+)", page.read_text()):
+            if "://" in target:
+                continue
+            assert (page.parent / target).resolve().is_relative_to(REPO), f"{page.name} links outside: {target}"
