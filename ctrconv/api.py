@@ -337,6 +337,37 @@ def export_to_root(
             spool.close()
 
 
+def commit_container(
+    root: str | os.PathLike[str],
+    container: str,
+    output: str | os.PathLike[str] | BinaryIO,
+    *,
+    namespace: str = "default",
+    ref: str | None = None,
+    format: str | None = None,
+    compression: str = "gzip",
+    message: str | None = None,
+    author: str | None = None,
+    ignore_lock: bool = False,
+    progress: Any = None,
+) -> Any:
+    """Offline ``nerdctl commit``: the writable layer of ``container`` (its active snapshot)
+    as a new top layer on the container's image, named ``ref`` (default
+    ``<repository>:commit-<container>``), written to ``output`` in ``format`` (oci-dir,
+    oci-tar, docker-archive, dir). Base layers whose blobs are gone come from their snapshots.
+    The root is only read (under its shared lock); see :mod:`ctrconv.pipeline.commit`."""
+    from pathlib import Path
+
+    from ctrconv.containerd.root import ContainerdRoot
+    from ctrconv.pipeline.commit import CommitOptions, commit
+
+    options = CommitOptions(namespace=namespace, container=container, ref=ref, format=format, compression=compression,
+                            message=message, author=author, ignore_lock=ignore_lock)
+    out = Path(output) if isinstance(output, os.PathLike) else output
+    with _reading(root, ignore_lock):
+        return commit(ContainerdRoot(root), out, options, progress)
+
+
 def _remove_if_empty(path: "os.PathLike[str]") -> None:
     """A new output root left empty by a failed rebuild is not left behind."""
     try:

@@ -13,12 +13,14 @@ from ctrconv.containerd import schema as K
 from ctrconv.containerd.records import (
     BackendSnapshot,
     BlobRecord,
+    ContainerRecord,
     ImageRecord,
     IngestRecord,
     LeaseRecord,
     SnapshotRecord,
     read_backend_snapshot,
     read_blob,
+    read_container,
     read_image,
     read_ingest,
     read_lease,
@@ -126,6 +128,10 @@ class MetadataDB:
         for key, sb in bucket.buckets():
             yield read_snapshot(sb, namespace, snapshotter, text(key))
 
+    def snapshot(self, namespace: str, snapshotter: str, key: str) -> SnapshotRecord | None:
+        bucket = self._ns(namespace, K.SNAPSHOTS, snapshotter.encode(), key.encode("utf-8", "surrogateescape"))
+        return None if bucket is None else read_snapshot(bucket, namespace, snapshotter, key)
+
     # -- leases ----------------------------------------------------------------------------
 
     def leases(self, namespace: str) -> Iterator[LeaseRecord]:
@@ -136,9 +142,14 @@ class MetadataDB:
             yield read_lease(lb, namespace, text(key))
 
     def containers(self, namespace: str) -> list[str]:
-        """Container ids only: container records are passed through untouched, never decoded."""
+        """Container ids (writers pass container records through untouched)."""
         bucket = self._ns(namespace, K.CONTAINERS)
         return [] if bucket is None else [text(k) for k, _ in bucket.buckets()]
+
+    def container(self, namespace: str, container_id: str) -> ContainerRecord | None:
+        """One container's record (``commit`` reads its image and snapshot key)."""
+        bucket = self._ns(namespace, K.CONTAINERS, container_id.encode("utf-8", "surrogateescape"))
+        return None if bucket is None else read_container(bucket, namespace, container_id)
 
 
 class SnapshotterDB:

@@ -102,6 +102,20 @@ class LeaseRecord:
 
 
 @dataclass(frozen=True)
+class ContainerRecord:
+    """A container's meta.db record, the fields ctrconv reads (spec and runtime stay opaque)."""
+
+    namespace: str
+    id: str
+    image: str
+    snapshotter: str
+    snapshot_key: str
+    labels: dict[str, str] = field(default_factory=dict)
+    created_at: GoTime | None = None
+    updated_at: GoTime | None = None
+
+
+@dataclass(frozen=True)
 class BackendSnapshot:
     """A snapshotter metadata.db record: ``key`` is the backend name ``ns/<seq>/<key>``."""
 
@@ -402,6 +416,28 @@ def write_lease(bucket: BucketTree, lease: LeaseRecord) -> None:
         _write_names(sub, key_bytes(snapshotter), keys)
     _write_names(bucket, K.INGESTS, lease.ingests)
     _write_names(bucket, K.IMAGES, lease.images)
+
+
+# -- containers (core/metadata/containers.go) ------------------------------------------------
+
+
+def read_container(bucket: ReadBucket, namespace: str, container_id: str) -> ContainerRecord:
+    """containerd ``readContainer``: ``image``, ``snapshotter``, ``snapshotKey`` (each may be
+    absent: a container created without an image or rootfs), labels and timestamps."""
+
+    def decode() -> ContainerRecord:
+        return ContainerRecord(
+            namespace=namespace,
+            id=container_id,
+            image=text(bucket.get(K.IMAGE)) or "",
+            snapshotter=text(bucket.get(K.SNAPSHOTTER)) or "",
+            snapshot_key=text(bucket.get(K.SNAPSHOT_KEY)) or "",
+            labels=read_map(bucket.bucket(K.LABELS)),
+            created_at=_time(bucket, K.CREATED_AT),
+            updated_at=_time(bucket, K.UPDATED_AT),
+        )
+
+    return guarded(f"container {namespace}/{container_id}", decode)
 
 
 # -- snapshots, meta.db side (core/metadata/snapshot.go) ---------------------------------------

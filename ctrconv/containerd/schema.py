@@ -8,7 +8,8 @@ meta.db::
         labels/                     namespace labels
         images/<name>/              createdat, updatedat, labels/, annotations/,
                                     target/{digest, mediatype, size}
-        containers/<id>/            passed through untouched
+        containers/<id>/            image, snapshotter, snapshotKey, labels/, spec, runtime/,
+                                    createdat, updatedat (read by commit; writers pass it through)
         snapshots/<snapshotter>/<key>/   name, parent, createdat, updatedat, children/, labels/
                                     (bucket sequence numbers the backend names ns/<seq>/<key>)
         content/blob/<digest>/      createdat, updatedat, size, labels/
@@ -53,6 +54,9 @@ PARENTS = b"parents"
 ID = b"id"
 KIND = b"kind"
 INODES = b"inodes"
+IMAGE = b"image"
+SNAPSHOTTER = b"snapshotter"
+SNAPSHOT_KEY = b"snapshotKey"
 
 #: dbVersion per containerd major line
 DB_VERSION_1X = 3

@@ -1,0 +1,84 @@
+"""``ctrconv commit``: a container's writable layer as a new image (offline ``nerdctl commit``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ctrconv import api
+from ctrconv.api import EXPORT_FORMATS as FORMATS
+from ctrconv.api import check_namespace, human_size, is_stdout, waiting
+from ctrconv.cli import app
+from ctrconv.cli._common import (
+    IGNORE_LOCK_OPTION,
+    JSON_OPTION,
+    NAMESPACE_OPTION,
+    QUIET_OPTION,
+    ROOT_OPTION,
+    WAIT_OPTION,
+    TqdmBytes,
+    print_json,
+    progress_enabled,
+    wait_seconds,
+)
+from ctrconv.errors import UsageError
+
+
+@app.command("commit")
+def commit_command(
+    container_arg: Optional[str] = typer.Argument(None, metavar="CONTAINER", help="Container ID (same as --container)."),
+    root: Path = ROOT_OPTION,
+    namespace: str = NAMESPACE_OPTION,
+    container: Optional[str] = typer.Option(None, "--container", "-c", help="ID of the container to commit."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Output path; '-' streams a tar to stdout."),
+    ref: Optional[str] = typer.Option(
+        None, "--ref", metavar="NAME",
+        help="Name of the new image, normalised like nerdctl (default: the image's repository, tag commit-CONTAINER).",
+    ),
+    fmt: Optional[str] = typer.Option(
+        None, "--format", "-f", help=f"One of {', '.join(FORMATS)} (default: oci-tar for *.tar and -, else oci-dir).",
+    ),
+    compression: str = typer.Option("gzip", "--compression", metavar="gzip|zstd|none",
+                                     help="Compression of the new layer (docker-archive: not zstd)."),
+    message: Optional[str] = typer.Option(None, "-m", "--message", help="History comment of the new layer."),
+    author: Optional[str] = typer.Option(None, "-a", "--author", help="Author recorded in the config and history."),
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+    ignore_lock: bool = IGNORE_LOCK_OPTION,
+    wait: Optional[str] = WAIT_OPTION,
+) -> None:
+    """Write a container's writable layer (its snapshot) as a new top layer on the container's image, with no
+    daemon: for stopped, killed or crashed containers of a dead node. Set SOURCE_DATE_EPOCH for a fixed commit
+    time."""
+    if container and container_arg and container != container_arg:
+        raise UsageError("give the container once (CONTAINER or --container)")
+    wanted = container or container_arg
+    if not wanted:
+        raise UsageError("no container given (use --container ID)")
+    if output is None:
+        raise UsageError("no output given (use -o OUT)")
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if as_json and is_stdout(output):
+        raise UsageError("--json cannot be combined with -o - (stdout carries the tar)")
+    if is_stdout(output) and sys.stdout.isatty():
+        raise UsageError("refusing to write a tar archive to a terminal", hint="redirect stdout or use -o FILE")
+    enabled = progress_enabled(quiet)
+    with waiting(wait_seconds(wait)):
+        report = api.commit_container(
+            root, wanted, output, namespace=check_namespace(namespace), ref=ref, format=fmt, compression=compression,
+            message=message, author=author, ignore_lock=ignore_lock,
+            progress=lambda total: TqdmBytes(total, "commit", enabled),
+        )
+    if report.base["regenerated_layers"]:
+        sys.stderr.write(f"{report.base['name']}: {report.base['regenerated_layers']} base layer(s) regenerated from "
+                         f"snapshots (their blobs were gone); base manifest now {report.base['rewritten_manifest']}\n")
+    if as_json:
+        print_json(report.to_json())
+    elif not quiet and not is_stdout(output):
+        sys.stderr.write(
+            f"committed container {report.container} as {report.name} (image ID {report.image_id}; new layer "
+            f"{human_size(report.layer['tar_size'])} uncompressed) to {report.output} [{report.format}]\n")
