@@ -8,6 +8,7 @@ a short directory (:func:`support.daemon.short_socket_dir`).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -38,7 +39,21 @@ def skip_reason() -> str | None:
 class PrivateDockerd:
     """Context manager running one dockerd with private state; ``docker(...)`` talks to it."""
 
-    def __init__(self, workdir: str | os.PathLike[str] | None = None, start_timeout: float = 60.0) -> None:
+    def __init__(self, workdir: str | os.PathLike[str] | None = None, start_timeout: float = 60.0, *,
+                 dockerd: str | os.PathLike[str] = "dockerd", client: str | os.PathLike[str] | None = None,
+                 config: dict[str, object] | None = None, extra_args: tuple[str, ...] = (),
+                 path_prefix: tuple[str | os.PathLike[str], ...] = (),
+                 storage_driver: str | None = "overlay2") -> None:
+        """``dockerd``/``client``: other engine builds (:mod:`support.moby`); ``config``: the
+        daemon.json; ``extra_args``: more dockerd flags; ``path_prefix``: dirs put first on the
+        engine's PATH (the shim of an external containerd); ``storage_driver`` None for the
+        containerd image store (its snapshotter is the default)."""
+        self.storage_driver = storage_driver
+        self.dockerd_bin = str(dockerd)
+        self.client = str(client) if client is not None else None
+        self.config = dict(config or {})
+        self.extra_args = extra_args
+        self._path = os.pathsep.join([*map(str, path_prefix), os.environ.get("PATH", "")])
         self._tmp = Path(tempfile.mkdtemp(prefix="dockerd-", dir=workdir))
         self._short = short_socket_dir()
         self.host = f"unix://{self._short / 'd.sock'}"
@@ -48,16 +63,17 @@ class PrivateDockerd:
 
     def start(self) -> "PrivateDockerd":
         config = self._tmp / "daemon.json"
-        config.write_text("{}\n")
+        config.write_text(json.dumps(self.config) + "\n")
         cmd = [
-            "dockerd", "--config-file", str(config),
+            self.dockerd_bin, "--config-file", str(config),
             "--data-root", str(self._tmp / "data"), "--exec-root", str(self._short / "x"),
             "--pidfile", str(self._tmp / "dockerd.pid"), "-H", self.host,
             "--iptables=false", "--ip6tables=false", "--bridge=none", "--ip-masq=false",
-            "--storage-driver=overlay2",
+            *([f"--storage-driver={self.storage_driver}"] if self.storage_driver else []), *self.extra_args,
         ]
+        env = {**os.environ, "PATH": self._path}
         with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                           stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + self.start_timeout
         while True:
@@ -73,7 +89,7 @@ class PrivateDockerd:
 
     def docker(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """Run the docker CLI against this daemon; on ``check`` failure raise with its stderr."""
-        client = docker_client()
+        client = self.client or docker_client()
         assert client is not None
         env = {**os.environ, "DOCKER_HOST": self.host, "DOCKER_CONFIG": str(self._tmp / "client")}
         result = subprocess.run([client, *args], capture_output=True, text=True, env=env,
