@@ -1,0 +1,297 @@
+"""``ctrconv commit``: a container's writable layer as a new image, with no daemon.
+
+Unit tests build a synthetic root (an image, its committed layer snapshot and a container
+whose active snapshot holds changes; overlayfs and native) with ctrconv's own bolt writer and
+read the committed image back. Interop tests are judged by real daemons: a container run on a
+private containerd writes a file and deletes one of the image's, the daemon stops, the
+commit is imported into a fresh containerd, and ``ctr run`` of it sees the file and not the
+deleted one; the real-node corpus' containers (killed, crashed, on a discard root) commit too.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import stat
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ctrconv.bolt.reader import read_tree
+from ctrconv.bolt.tree import BucketTree
+from ctrconv.bolt.writer import write_bolt
+from ctrconv.containerd import schema as K
+from ctrconv.containerd.records import BackendSnapshot, SnapshotRecord, write_backend_snapshot, write_snapshot
+from ctrconv.layers import chain_ids
+from export_support import SyntheticRoot, host_arch
+
+EPOCH = "1700000000"
+IMAGE = "docker.io/library/app:1"
+META = Path("io.containerd.metadata.v1.bolt/meta.db")
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("whiteout devices need root")
+
+
+def _blob(layout: Path, digest: str) -> bytes:
+    return (layout / "blobs" / "sha256" / digest.split(":", 1)[1]).read_bytes()
+
+
+def _layout_image(layout: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(index.json entry, manifest, config) of a one-image OCI layout directory."""
+    entry = json.loads((layout / "index.json").read_text())["manifests"][0]
+    manifest = json.loads(_blob(layout, entry["digest"]))
+    return entry, manifest, json.loads(_blob(layout, manifest["config"]["digest"]))
+
+
+def _tar_names(blob: bytes) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob))) as tar:
+        return tar.getnames()
+
+
+class ContainerRoot:
+    """A synthetic root: ``app:1`` (one layer, ``hello.txt``) unpacked into ``snapshotter``,
+    and containers whose active snapshots the test fills."""
+
+    def __init__(self, path: Path, snapshotter: str = "overlayfs") -> None:
+        self.path = path
+        self.snapshotter = snapshotter
+        synthetic = SyntheticRoot(path)
+        self.manifest = synthetic.image_manifest("app", host_arch())
+        synthetic.name("default", IMAGE, self.manifest)
+        synthetic.write()
+        self.synthetic = synthetic
+        doc = json.loads(synthetic.blobs[self.manifest["digest"]])
+        self.layer = doc["layers"][0]
+        self.config = json.loads(synthetic.blobs[doc["config"]["digest"]])
+        self.chain = chain_ids(self.config["rootfs"]["diff_ids"])[-1]
+        self.meta = read_tree(path / META)
+        self.backend = BucketTree()
+        self.next_id = 1
+        self.sn_dir = path / K.snapshotter_dir(snapshotter)
+        layer_tree = self._snapshot(self.chain, None, "committed")
+        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(synthetic.blobs[self.layer["digest"]]))) as tar:
+            tar.extractall(layer_tree, filter="fully_trusted")
+        self.layer_tree = layer_tree
+
+    def _snapshot(self, key: str, parent: str | None, kind: str) -> Path:
+        """Records on both sides (meta.db and the snapshotter's), and the snapshot's tree."""
+        sid = self.next_id
+        self.next_id += 1
+        name = f"default/{sid}/{key}"
+        bucket = self.meta.bucket(b"v1", b"default", K.SNAPSHOTS, self.snapshotter.encode(), key.encode(), create=True)
+        parent_name = None
+        if parent:
+            parent_record = self.meta.bucket(b"v1", b"default", K.SNAPSHOTS, self.snapshotter.encode(), parent.encode())
+            parent_name = parent_record.get(K.NAME).decode() if parent_record is not None else None  # type: ignore[union-attr]
+        write_snapshot(bucket, SnapshotRecord("default", self.snapshotter, key, name, parent))  # type: ignore[arg-type]
+        backend = self.backend.bucket(b"v1", K.SNAPSHOTS, name.encode(), create=True)
+        write_backend_snapshot(backend, BackendSnapshot(name, sid, kind, parent_name))  # type: ignore[arg-type]
+        top = self.sn_dir / "snapshots" / str(sid)
+        tree = top / "fs" if self.snapshotter == "overlayfs" else top
+        tree.mkdir(parents=True)
+        return tree
+
+    def container(self, cid: str, image: str = IMAGE, *, snapshot: bool = True, parent: str | None = "") -> Path:
+        """A container record on ``image``; its active snapshot's tree (empty, or for native a
+        copy of the layer snapshot), returned for the test to change."""
+        bucket = self.meta.bucket(b"v1", b"default", K.CONTAINERS, cid.encode(), create=True)
+        assert bucket is not None
+        bucket.put(K.IMAGE, image.encode())
+        bucket.put(K.SNAPSHOTTER, self.snapshotter.encode())
+        bucket.put(K.SNAPSHOT_KEY, cid.encode())
+        if not snapshot:
+            return self.path
+        tree = self._snapshot(cid, self.chain if parent == "" else parent, "active")
+        if self.snapshotter == "native":
+            shutil.rmtree(tree)
+            subprocess.run(["cp", "-a", str(self.layer_tree), str(tree)], check=True)
+        return tree
+
+    def write(self) -> Path:
+        write_bolt(self.path / META, self.meta, mode=0o644)
+        self.sn_dir.mkdir(parents=True, exist_ok=True)
+        write_bolt(self.sn_dir / "metadata.db", self.backend, mode=0o600)
+        return self.path
+
+
+def _changed_container(tmp_path: Path, snapshotter: str = "overlayfs") -> ContainerRoot:
+    """``c1`` wrote ``/data/new.txt`` and deleted ``/hello.txt`` (an overlayfs whiteout, or
+    for native the file gone from its full tree)."""
+    _need_root()
+    root = ContainerRoot(tmp_path / "root", snapshotter)
+    tree = root.container("c1")
+    (tree / "data").mkdir()
+    (tree / "data" / "new.txt").write_bytes(b"written by the container\n")
+    if snapshotter == "overlayfs":
+        os.mknod(tree / "hello.txt", stat.S_IFCHR, 0)
+    else:
+        (tree / "hello.txt").unlink()
+    root.write()
+    return root
+
+
+@pytest.mark.parametrize("snapshotter", ["overlayfs", "native"])
+def test_container_changes_become_a_top_layer_on_its_image(tmp_path, cli, monkeypatch, snapshotter):
+    root = _changed_container(tmp_path, snapshotter)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    out = tmp_path / "out"
+    result = cli("commit", "--root", str(root.path), "--container", "c1", "-o", str(out), "--ref", "committed:v1",
+                 "-m", "saved", "-a", "tester", "--json")
+    assert result.code == 0, result.stderr
+    report = result.json
+    entry, manifest, config = _layout_image(out)
+    assert entry["annotations"]["io.containerd.image.name"] == "docker.io/library/committed:v1" == report["name"]
+    assert manifest["layers"][0] == root.layer and len(manifest["layers"]) == 2
+    assert manifest["annotations"] == {"org.opencontainers.image.base.digest": root.manifest["digest"],
+                                       "org.opencontainers.image.base.name": IMAGE}
+    new = manifest["layers"][1]
+    assert new["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip" and new["digest"] == report["layer"]["digest"]
+    assert _tar_names(_blob(out, new["digest"])) == ["data", "data/new.txt", ".wh.hello.txt"]
+    assert config["rootfs"]["diff_ids"] == [*root.config["rootfs"]["diff_ids"], report["layer"]["diff_id"]]
+    assert config["history"][-1] == {"created": "2023-11-14T22:13:20Z", "created_by": "ctrconv commit",
+                                     "author": "tester", "comment": "saved"}
+    assert config["created"] == "2023-11-14T22:13:20Z" and config["author"] == "tester"
+    assert config["config"] == root.config["config"]  # Env, Cmd, ... of the image kept
+    assert report["image_id"] == manifest["config"]["digest"] and report["base"]["platform"] == f"linux/{host_arch()}"
+    assert report["snapshotter"] == snapshotter and report["base"]["regenerated_layers"] == 0
+    from support.json_schemas import check
+
+    check("commit", report)
+
+
+def test_commit_is_deterministic_and_defaults_its_name(tmp_path, cli, monkeypatch):
+    """The same container at the same SOURCE_DATE_EPOCH commits to the same bytes; without
+    --ref the image is ``<repository>:commit-<container>``; docker-archive and dir work too."""
+    root = _changed_container(tmp_path)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    first, second = tmp_path / "a.tar", tmp_path / "b.tar"
+    for out in (first, second):
+        assert cli("commit", "--root", str(root.path), "c1", "-o", str(out), "-q").code == 0
+    assert first.read_bytes() == second.read_bytes()
+    with tarfile.open(first) as tar:
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+    assert index["manifests"][0]["annotations"]["io.containerd.image.name"] == "docker.io/library/app:commit-c1"
+    docker = tmp_path / "d.tar"
+    result = cli("commit", "--root", str(root.path), "c1", "-o", str(docker), "--format", "docker-archive", "--json")
+    assert result.code == 0, result.stderr
+    with tarfile.open(docker) as tar:
+        manifest_json = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+    assert manifest_json[0]["RepoTags"] == ["app:commit-c1"] and len(manifest_json[0]["Layers"]) == 2
+    skopeo = tmp_path / "skopeo-dir"
+    assert cli("commit", "--root", str(root.path), "c1", "-o", str(skopeo), "--format", "dir", "-q").code == 0
+    assert (skopeo / "manifest.json").is_file()
+
+
+def test_base_layer_whose_blob_is_gone_comes_from_its_snapshot(tmp_path, cli):
+    """A discard_unpacked_layers node: the image's layer blob is gone, its snapshot is there;
+    the commit regenerates it and says so."""
+    root = _changed_container(tmp_path)
+    blob = root.path / "io.containerd.content.v1.content" / "blobs" / "sha256" / root.layer["digest"].split(":", 1)[1]
+    blob.unlink()
+    out = tmp_path / "out"
+    result = cli("commit", "--root", str(root.path), "c1", "-o", str(out), "--json")
+    assert result.code == 0, result.stderr
+    report = result.json
+    assert report["base"]["regenerated_layers"] == 1 and report["base"]["rewritten_manifest"]
+    assert "1 base layer(s) regenerated from snapshots" in result.stderr
+    _, manifest, config = _layout_image(out)
+    assert manifest["layers"][0]["digest"] != root.layer["digest"]
+    assert _tar_names(_blob(out, manifest["layers"][0]["digest"])) == ["hello.txt"]
+    assert len(config["rootfs"]["diff_ids"]) == 2
+
+
+def test_the_root_is_only_read(tmp_path, cli):
+    root = _changed_container(tmp_path)
+    before = subprocess.run(["find", str(root.path), "-printf", "%p %s %T@ %m\\n"], capture_output=True, text=True,
+                            check=True).stdout
+    assert cli("commit", "--root", str(root.path), "c1", "-o", str(tmp_path / "x.tar"), "-q").code == 0
+    after = subprocess.run(["find", str(root.path), "-printf", "%p %s %T@ %m\\n"], capture_output=True, text=True,
+                           check=True).stdout
+    assert before == after
+
+
+def _error(result, code: int, *words: str) -> None:
+    assert result.code == code, (result.code, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("ctrconv: error: ") and "Traceback" not in result.stderr, result.stderr
+    for word in words:
+        assert word in lines[0], result.stderr
+
+
+def test_errors_are_one_line_with_the_contract_exit_codes(tmp_path, cli):
+    _need_root()
+    root = ContainerRoot(tmp_path / "root")
+    root.container("ok")
+    root.container("no-snapshot", snapshot=False)
+    root.container("no-image", image="docker.io/library/gone:1")
+    root.container("moved", parent="sha256:" + "ab" * 32)
+    root.write()
+    out = tmp_path / "out.tar"
+
+    def commit(*args: str):
+        return cli("commit", "--root", str(root.path), *args, "-o", str(out))
+
+    _error(commit("nope"), 2, "container 'nope' not found", "moved, no-image, no-snapshot, ok")
+    _error(commit("no-snapshot"), 1, "no-snapshot has no snapshot")
+    _error(commit("no-image"), 1, "docker.io/library/gone:1", "is not in namespace default")
+    _error(commit("moved"), 1, "has the layers the container was created on")
+    _error(commit("ok", "--format", "docker-archive", "--compression", "zstd"), 2, "no zstd")
+    _error(commit("ok", "--compression", "lz4"), 2, "unknown --compression")
+    _error(commit("ok", "--ref", "Bad:Name"), 2, "invalid reference")
+    _error(cli("commit", "--root", str(root.path), "ok"), 2, "no output given")
+    _error(cli("commit", "--root", str(tmp_path / "missing"), "ok", "-o", str(out)), 2, "does not exist")
+    assert not out.exists() and not list(tmp_path.glob(".ctrconv-*"))
+
+
+# -- interop -------------------------------------------------------------------------------
+
+
+def _bin_dir(line: str) -> str | None:
+    if line == "1.6":
+        return None
+    from support.versions import bin_dir_for
+
+    return str(bin_dir_for(line))
+
+
+def test_a_container_run_on_containerd_commits_and_runs_on_a_fresh_one(fixture_set, cli, tmp_path, private_containerd):
+    """``ctr run`` writes a file and deletes one of the image's; the daemon stops; the commit
+    (oci-tar and docker-archive) imports into a fresh containerd, is complete, and a container
+    of it sees the written file and not the deleted one, over the image's own files."""
+    name = "docker.io/library/bbx:oci"
+    source = private_containerd()
+    source.ctr("images", "import", str(fixture_set.file(fixture_set.input("bbx-oci")["path"])), timeout=120)
+    script = "echo committed > /data/written.txt && rm /data/modify.txt"
+    run = source.ctr("run", name, "writer", "/bin/busybox", "sh", "-c", script, check=False, timeout=120)
+    assert run.returncode == 0, run.stderr
+    root = source.root
+    source.stop()
+    outputs = {}
+    for fmt, ref in (("oci-tar", "committed/bbx:oci"), ("docker-archive", "committed/bbx:docker")):
+        out = tmp_path / f"{fmt}.tar"
+        result = cli("commit", "--root", str(root), "--container", "writer", "-o", str(out), "--format", fmt,
+                     "--ref", ref, "--json")
+        assert result.code == 0, result.stderr
+        assert result.json["base"]["name"] == name and result.json["snapshotter"] == "overlayfs"
+        outputs[fmt] = (out, result.json)
+    fresh = private_containerd()
+    for out, _ in outputs.values():
+        fresh.ctr("images", "import", str(out), timeout=120)
+    rows = {row.ref: row for row in fresh.images_check("default")}
+    check = "cat /data/written.txt && test ! -e /data/modify.txt && test -x /bin/busybox"
+    for fmt, (_, report) in outputs.items():
+        assert rows[report["name"]].complete, rows
+        run = fresh.ctr("run", "--rm", report["name"], f"check-{fmt}", "/bin/busybox", "sh", "-c", check,
+                        check=False, timeout=120)
+        assert run.returncode == 0 and run.stdout.strip() == "committed", (fmt, run.stdout, run.stderr)
+    names = fresh.image_names("default")
+    assert "docker.io/committed/bbx:oci" in names and "docker.io/committed/bbx:docker" in names
