@@ -23,7 +23,7 @@ from ctrconv.bolt.reader import BoltFile
 from ctrconv.bolt.salvage import salvage
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.bolt.writer import meta_page, write_bolt_to
-from support_go import go_check
+from support.go_bbolt import go_check
 
 # -- derived codecs agree with the declarations ------------------------------------------------
 

@@ -28,7 +28,7 @@ def _bolt_files(root: Path) -> list[Path]:
 
 @pytest.mark.interop
 def test_fixture_bolt_files_read_like_go(fixture_set):
-    from support_go import go_dump
+    from support.go_bbolt import go_dump
 
     files = _bolt_files(fixture_set.root)
     assert len(files) >= 2
@@ -48,7 +48,7 @@ def _plain_from_dump(bucket: dict) -> dict:
 
 @pytest.mark.interop
 def test_dump_json_equals_go(fixture_set, cli):
-    from support_go import go_dump
+    from support.go_bbolt import go_dump
 
     paths = list(_bolt_files(fixture_set.root))
     assert len(paths) >= 2, paths  # meta.db and the overlayfs metadata.db at least

@@ -33,7 +33,7 @@ from ctrconv.bolt.writer import (
     write_bolt,
     write_bolt_to,
 )
-from support_go import go_check, go_copy, go_dump, go_init, go_mutate
+from support.go_bbolt import go_check, go_copy, go_dump, go_init, go_mutate
 
 ROUND_TRIP = settings(
     max_examples=30,

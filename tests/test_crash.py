@@ -9,7 +9,6 @@ real containerd starts on the root and lists the same images.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import signal
@@ -21,32 +20,16 @@ from pathlib import Path
 import pytest
 
 from hostile.images import image, member, tar
+from support.ctrconv_runs import import_args, listed_images, run_ctrconv
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 20231114
 KILLS = 4
 
 
-def _ctrconv(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "ctrconv", *args], cwd=REPO, capture_output=True,
-                            text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
-    if check:
-        assert result.returncode == 0, f"ctrconv {' '.join(args)}: exit {result.returncode}: {result.stderr}"
-    return result
-
-
-def _images(root: Path) -> set[tuple[str, str]]:
-    out = _ctrconv("ls", "--root", str(root), "-A", "--json").stdout
-    return {(i["name"], i["digest"]) for i in json.loads(out)["images"]}
-
-
 def _big_image(name: str, rng: random.Random) -> bytes:
     layers = [tar([member(f"data/{i}/{j}", data=rng.randbytes(1 << 20)) for j in range(3)]) for i in range(3)]
     return image(layers, name=name)
-
-
-def _import_args(root: Path, source: Path) -> list[str]:
-    return ["import", "--root", str(root), "-i", str(source), "--snapshotter", "native", "-q", "--no-backup"]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +43,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _check_root(root: Path, old: set, new: set) -> None:
-    now = _images(root)
+    now = listed_images(root)
     assert now in (old, new), f"root is neither old nor new: {now}"
     ingest = root / "io.containerd.content.v1.content" / "ingest"
     assert not ingest.exists() or not any(ingest.iterdir()), "leftovers in ingest/"
@@ -75,21 +58,21 @@ def _crash_runs(tmp_path: Path, inputs: dict[str, Path]) -> list[Path]:
     """Import old, then kill an import of new at seeded random points; return the roots."""
     digest = hashlib.sha256(inputs["new"].read_bytes()).hexdigest()
     template = tmp_path / "template"
-    _ctrconv(*_import_args(template, inputs["old"]))
-    old = _images(template)
+    run_ctrconv(*import_args(template, inputs["old"]))
+    old = listed_images(template)
     full = tmp_path / "full"
     subprocess.run(["cp", "-a", str(template), str(full)], check=True)
     started = time.monotonic()
-    _ctrconv(*_import_args(full, inputs["new"]))
+    run_ctrconv(*import_args(full, inputs["new"]))
     duration = time.monotonic() - started
-    new = _images(full)
+    new = listed_images(full)
     assert old != new
     rng = random.Random(SEED)
     roots = []
     for i in range(KILLS):
         root = tmp_path / f"kill{i}"
         subprocess.run(["cp", "-a", str(template), str(root)], check=True)
-        proc = subprocess.Popen([sys.executable, "-m", "ctrconv", *_import_args(root, inputs["new"])], cwd=REPO,
+        proc = subprocess.Popen([sys.executable, "-m", "ctrconv", *import_args(root, inputs["new"])], cwd=REPO,
                                 env={**os.environ, "PYTHONPATH": str(REPO)},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.1, duration))
@@ -107,7 +90,7 @@ def test_kill_9_during_import_leaves_old_or_new(tmp_path: Path, inputs: dict[str
 
 def test_containerd_starts_on_killed_imports(tmp_path: Path, inputs: dict[str, Path], private_containerd) -> None:
     for root in _crash_runs(tmp_path, inputs):
-        expected = {name for name, _ in _images(root)}
+        expected = {name for name, _ in listed_images(root)}
         daemon = private_containerd(root=root)
         try:
             assert set(daemon.image_names("default")) == expected
@@ -118,11 +101,11 @@ def test_containerd_starts_on_killed_imports(tmp_path: Path, inputs: dict[str, P
 def test_kill_9_during_export_leaves_no_or_complete_output(tmp_path: Path, inputs: dict[str, Path]) -> None:
     """The source root is untouched; the output tar is absent or complete (``verify -i`` passes)."""
     root = tmp_path / "root"
-    _ctrconv(*_import_args(root, inputs["new"]))
-    before = _images(root)
+    run_ctrconv(*import_args(root, inputs["new"]))
+    before = listed_images(root)
     args = ["export", "--root", str(root), "-q", "docker.io/library/new:1", "--format", "oci-tar"]
     started = time.monotonic()
-    _ctrconv(*args, "-o", str(tmp_path / "full.tar"))
+    run_ctrconv(*args, "-o", str(tmp_path / "full.tar"))
     duration = time.monotonic() - started
     rng = random.Random(SEED + 1)
     for i in range(KILLS):
@@ -135,9 +118,9 @@ def test_kill_9_during_export_leaves_no_or_complete_output(tmp_path: Path, input
         time.sleep(rng.uniform(0.1, duration))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        assert _images(root) == before
+        assert listed_images(root) == before
         if out.exists():
-            _ctrconv("verify", "-i", str(out))
+            run_ctrconv("verify", "-i", str(out))
         leftovers = [p.name for p in out_dir.iterdir() if p != out]
         assert all(name.startswith(".") for name in leftovers), f"visible partial files: {leftovers}"
 
@@ -156,9 +139,9 @@ def test_kill_9_during_rebuild_then_rebuild_again(tmp_path: Path, fixture_set, p
     full = tmp_path / "full"
     subprocess.run(["cp", "-a", str(template), str(full)], check=True)
     started = time.monotonic()
-    _ctrconv("rebuild", "--root", str(full), "-q")
+    run_ctrconv("rebuild", "--root", str(full), "-q")
     duration = time.monotonic() - started
-    expected = _images(full)
+    expected = listed_images(full)
     rng = random.Random(SEED + 2)
     for i in range(3):
         root = tmp_path / f"rebuild{i}"
@@ -175,9 +158,9 @@ def test_kill_9_during_rebuild_then_rebuild_again(tmp_path: Path, fixture_set, p
             assert check_bolt(str(meta)) == [], "meta.db replaced by a broken file"
             backups = list(meta.parent.glob("meta.db.bak-*"))
             assert backups and backups[0].read_bytes() == original
-        _ctrconv("rebuild", "--root", str(root), "-q")
-        assert _ctrconv("verify", "--root", str(root), "-A", "-q").returncode == 0
-        assert _images(root) == expected
+        run_ctrconv("rebuild", "--root", str(root), "-q")
+        assert run_ctrconv("verify", "--root", str(root), "-A", "-q").returncode == 0
+        assert listed_images(root) == expected
     daemon = private_containerd(root=root)
     rows = daemon.images_check("default")
     assert all(r.complete and r.unpacked for r in rows), rows
@@ -202,14 +185,14 @@ def _stop_midway(args: list[str], signum: int, ready: "callable") -> subprocess.
 def test_a_stopped_import_cleans_up_and_says_so(signum, inputs, tmp_path):
     """Ctrl-C or SIGTERM mid-import: exit 128+signum, one line, the old root, no temp dirs."""
     root = tmp_path / "root"
-    _ctrconv(*_import_args(root, inputs["old"]))
-    old = _images(root)
+    run_ctrconv(*import_args(root, inputs["old"]))
+    old = listed_images(root)
     content = root / "io.containerd.content.v1.content"
-    result = _stop_midway(_import_args(root, inputs["new"]), signum,
+    result = _stop_midway(import_args(root, inputs["new"]), signum,
                           lambda: any(p.name.startswith(".ctrconv-tmp") for p in content.iterdir()))
     assert result.returncode == 128 + signum, result.stderr
     assert result.stderr.strip() in ("ctrconv: error: interrupted", "ctrconv: error: terminated"), result.stderr
-    assert _images(root) == old
+    assert listed_images(root) == old
     leftovers = [p for p in root.rglob("*") if ".ctrconv-tmp" in p.name]
     assert not leftovers, leftovers
 
@@ -217,7 +200,7 @@ def test_a_stopped_import_cleans_up_and_says_so(signum, inputs, tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_stopped_export_leaves_no_file(signum, inputs, tmp_path):
     root = tmp_path / "root"
-    _ctrconv(*_import_args(root, inputs["new"]))
+    run_ctrconv(*import_args(root, inputs["new"]))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     result = _stop_midway(["export", "--root", str(root), "--all", "-o", str(out_dir / "x.tar"), "-q"], signum,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hostile.images import image, member, tar
-from test_crash import _ctrconv, _images, _import_args
+from support.ctrconv_runs import import_args, listed_images, run_ctrconv
 
 BIG = 3 << 20  # more than the tmpfs holds
 
@@ -45,12 +45,12 @@ def test_import_onto_full_disk(tmp_path: Path, small_fs: Path) -> None:
     new = tmp_path / "new.tar"
     new.write_bytes(_big("docker.io/library/new:1"))
     root = small_fs / "root"
-    _ctrconv(*_import_args(root, old))
-    before = _images(root)
-    proc = _ctrconv(*_import_args(root, new), check=False)
+    run_ctrconv(*import_args(root, old))
+    before = listed_images(root)
+    proc = run_ctrconv(*import_args(root, new), check=False)
     assert proc.returncode == 1, proc.stderr
     _one_error_line(proc.stderr)
-    assert _images(root) == before
+    assert listed_images(root) == before
     blobs = root / "io.containerd.content.v1.content" / "blobs" / "sha256"
     assert all(p.stat().st_size < BIG for p in blobs.iterdir()), "a partial blob was left in blobs/"
 
@@ -59,9 +59,9 @@ def test_export_onto_full_disk(tmp_path: Path, small_fs: Path) -> None:
     source = tmp_path / "big.tar"
     source.write_bytes(_big("docker.io/library/big:1"))
     root = tmp_path / "root"
-    _ctrconv(*_import_args(root, source))
+    run_ctrconv(*import_args(root, source))
     for fmt, out in (("oci-tar", small_fs / "out.tar"), ("oci-dir", small_fs / "out")):
-        proc = _ctrconv("export", "--root", str(root), "-o", str(out), "--format", fmt, "-q",
+        proc = run_ctrconv("export", "--root", str(root), "-o", str(out), "--format", fmt, "-q",
                         "docker.io/library/big:1", check=False)
         assert proc.returncode == 1, proc.stderr
         _one_error_line(proc.stderr)

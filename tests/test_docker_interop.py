@@ -17,7 +17,7 @@ import pytest
 from ctrconv import api
 from support.daemon import parse_table
 from support.dockerd import PrivateDockerd, skip_reason
-from test_import_interop import _expected_file, assert_go_clean, check_all
+from support.interop_checks import assert_go_clean, check_all, expected_file
 
 pytestmark = pytest.mark.interop
 
@@ -72,7 +72,7 @@ def test_docker_loads_every_export_and_runs_it(fixture_set, dockerd, tmp_path, c
         assert tag in inspected["RepoTags"], inspected["RepoTags"]
     out = dockerd.docker("run", "--rm", "--network", "none", "bbx:oci",
                          "/bin/busybox", "cat", "/data/modify.txt").stdout
-    want = _expected_file(fixture_set, "docker.io/library/bbx:oci", "/data/modify.txt")
+    want = expected_file(fixture_set, "docker.io/library/bbx:oci", "/data/modify.txt")
     assert hashlib.sha256(out.encode()).hexdigest() == want
 
 
@@ -115,6 +115,6 @@ def test_docker_save_imports_like_ctr_and_runs(fixture_set, dockerd, private_con
     check_all(daemon, "default", sorted(want), unpacked=True)
     out = daemon.ctr("run", "--rm", "docker.io/library/bbx:oci", "dsave",
                      "/bin/busybox", "cat", "/data/modify.txt").stdout
-    want_file = _expected_file(fixture_set, "docker.io/library/bbx:oci", "/data/modify.txt")
+    want_file = expected_file(fixture_set, "docker.io/library/bbx:oci", "/data/modify.txt")
     assert hashlib.sha256(out.encode()).hexdigest() == want_file
     daemon.stop()

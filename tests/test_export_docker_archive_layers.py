@@ -95,9 +95,9 @@ def test_zstd_layers_are_plain_tars_in_a_docker_archive(fixture_set, cli, tmp_pa
     inspected = json.loads(dockerd.docker("image", "inspect", "bbx:zstd").stdout)[0]
     assert inspected["Id"] == config
     out = dockerd.docker("run", "--rm", "--network", "none", "bbx:zstd", "/bin/busybox", "cat", "/data/modify.txt").stdout
-    from test_import_interop import _expected_file
+    from support.interop_checks import expected_file
 
-    assert hashlib.sha256(out.encode()).hexdigest() == _expected_file(fixture_set, IMAGE, "/data/modify.txt")
+    assert hashlib.sha256(out.encode()).hexdigest() == expected_file(fixture_set, IMAGE, "/data/modify.txt")
 
     daemon = private_containerd()
     daemon.ctr("images", "import", str(archives[0]), timeout=120)

@@ -192,7 +192,7 @@ def _foreign_layer_image(tmp_path):
     import gzip
     import io
 
-    from test_import import LayoutBuilder
+    from support.layouts import LayoutBuilder
 
     def layer(name: str, data: bytes) -> bytes:
         buf = io.BytesIO()

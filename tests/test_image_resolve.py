@@ -15,16 +15,7 @@ from ctrconv.errors import NotFoundError, UsageError
 from ctrconv.oci import mediatypes as mt
 from ctrconv.pipeline.resolve import image_ids, resolve_images
 from export_support import SyntheticRoot, _json, host_arch, other_arch
-
-#: two config-only image configs whose digests share the 12 hex digits 656f4c56bce7
-#: (found by a birthday search over the label value)
-COLLIDING = [
-    ('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},'
-     '"config":{"Labels":{"n":"%u"}}}' % n).encode()
-    for n in (6781640, 13990685)
-]
-SHARED_PREFIX = "656f4c56bce7"
-
+from support.image_ids import COLLIDING, SHARED_PREFIX
 
 def _config_only(r: SyntheticRoot, config: bytes) -> tuple[dict, dict]:
     """(manifest descriptor, config descriptor) of a zero-layer image."""

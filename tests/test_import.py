@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import fcntl
 import gzip
-import hashlib
-import io
 import json
 import os
 import stat
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -26,98 +23,13 @@ from ctrconv.containerd import schema as K
 from ctrconv.containerd.codec import decode_time, decode_uvarint_exact, decode_varint
 from ctrconv.sinks.containerd_root import copy_images_to_root
 from ctrconv.sinks.containerd_root import records as R
-from ctrconv.digest import Digest
 from ctrconv.errors import DigestMismatchError, LockedError, MissingContentError, UsageError
 from ctrconv.layers.chain import chain_ids
-from ctrconv.pipeline.source import NamedEntry
+
+from support.layouts import LayoutBuilder, LayoutSource, assert_superset, layer_tar
 
 META = Path(K.METADATA_PLUGIN_DIR) / K.META_DB
 OVERLAY = Path(K.snapshotter_dir("overlayfs"))
-
-
-# -- building test images ----------------------------------------------------------------------
-
-
-class LayoutSource:
-    """Minimal ImageSource over an OCI layout directory (index.json entries, names verbatim)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def entries(self) -> list[NamedEntry]:
-        index = json.loads((self.path / "index.json").read_text())
-        out = []
-        for desc in index["manifests"]:
-            ann = desc.get("annotations") or {}
-            out.append(NamedEntry(desc, ann.get("io.containerd.image.name"), dict(ann)))
-        return out
-
-    def _path(self, digest: Any) -> Path:
-        d = Digest.parse(digest)
-        return self.path / "blobs" / d.algorithm / d.hex
-
-    def exists(self, digest: Any) -> bool:
-        return self._path(digest).is_file()
-
-    def size(self, digest: Any) -> int | None:
-        return self._path(digest).stat().st_size if self.exists(digest) else None
-
-    def open(self, digest: Any):
-        return open(self._path(digest), "rb")
-
-    def read_small(self, digest: Any, size: int) -> bytes:
-        return self._path(digest).read_bytes()
-
-    def close(self) -> None:
-        pass
-
-
-def _tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime = len(data), 1700000000
-            info.mode = 0o755 if name.startswith("bin/") else 0o644
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-class LayoutBuilder:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        (path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-        (path / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-        self.index: list[dict[str, Any]] = []
-
-    def blob(self, data: bytes, media_type: str) -> dict[str, Any]:
-        hexd = hashlib.sha256(data).hexdigest()
-        (self.path / "blobs" / "sha256" / hexd).write_bytes(data)
-        return {"mediaType": media_type, "digest": f"sha256:{hexd}", "size": len(data)}
-
-    def image(self, name: str | None, layers: list[dict[str, bytes]], *, tag: str = "x") -> dict[str, Any]:
-        descs, diff_ids = [], []
-        for files in layers:
-            raw = _tar(files)
-            diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
-            descs.append(self.blob(gzip.compress(raw, mtime=0), "application/vnd.oci.image.layer.v1.tar+gzip"))
-        config = {
-            "architecture": "amd64", "os": "linux", "config": {"Labels": {"tag": tag}},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        }
-        cdesc = self.blob(json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json")
-        manifest = {
-            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": cdesc, "layers": descs,
-        }
-        mdesc = self.blob(json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")
-        entry = dict(mdesc)
-        if name:
-            entry["annotations"] = {"io.containerd.image.name": name,
-                                    "org.opencontainers.image.ref.name": name.rsplit(":", 1)[-1]}
-        self.index.append(entry)
-        (self.path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": self.index}))
-        return {"manifest": mdesc, "config": cdesc, "layers": descs, "diff_ids": diff_ids}
 
 
 @pytest.fixture
@@ -337,23 +249,6 @@ def test_second_image_reuses_shared_chain_and_keeps_every_record(tmp_path: Path,
     assert read_tree(backup_meta[0]) == old_meta
 
 
-def assert_superset(old: BucketTree, new: BucketTree, allowed: set[tuple[bytes, ...]],
-                    path: tuple[bytes, ...] = ()) -> None:
-    """Every bucket and value of ``old`` is in ``new`` byte for byte; sequences are equal except
-    in ``allowed`` buckets, where they may only grow."""
-    if path in allowed:
-        assert new.sequence >= old.sequence
-    else:
-        assert new.sequence == old.sequence, f"sequence of {path} changed"
-    for key, value in old.entries.items():
-        assert key in new.entries, f"{path + (key,)} lost"
-        if isinstance(value, BucketTree):
-            assert isinstance(new.entries[key], BucketTree)
-            assert_superset(value, new.entries[key], allowed, path + (key,))
-        else:
-            assert new.entries[key] == value, f"{path + (key,)} changed"
-
-
 def test_stale_snapshot_record_without_backend_is_rebuilt(tmp_path: Path, layout) -> None:
     builder, img = layout
     root = tmp_path / "root"
@@ -430,7 +325,7 @@ def test_corrupt_blob_fails_and_changes_nothing(tmp_path: Path, layout) -> None:
 
 def test_wrong_diff_id_fails_before_any_metadata(tmp_path: Path) -> None:
     builder = LayoutBuilder(tmp_path / "layout")
-    raw = _tar({"f": b"1"})
+    raw = layer_tar({"f": b"1"})
     layer = builder.blob(gzip.compress(raw), "application/vnd.oci.image.layer.v1.tar+gzip")
     config = builder.blob(json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
         "type": "layers", "diff_ids": ["sha256:" + "0" * 64]}}).encode(), "application/vnd.oci.image.config.v1+json")

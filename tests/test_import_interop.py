@@ -20,46 +20,10 @@ from ctrconv.containerd import schema as K
 from ctrconv.containerd.codec import decode_uvarint_exact
 from ctrconv.sinks.containerd_root import copy_images_to_root
 from ctrconv.layers.listing import compare_listings, tree_listing
-from support_go import go_check
-from test_import import LayoutBuilder, LayoutSource, assert_superset
+from support.interop_checks import META, assert_go_clean, check_all, expected_file, gc_and_restart
+from support.layouts import LayoutBuilder, LayoutSource, assert_superset
 
 pytestmark = pytest.mark.interop
-
-META = Path(K.METADATA_PLUGIN_DIR) / K.META_DB
-
-
-def bolt_files(root: Path) -> list[Path]:
-    return [root / META, *sorted(root.glob("io.containerd.snapshotter.v1.*/metadata.db"))]
-
-
-def assert_go_clean(root: Path) -> None:
-    for path in bolt_files(root):
-        assert go_check(path) == [], path
-
-
-def check_all(daemon: Any, namespace: str, names: list[str], *, unpacked: bool) -> None:
-    rows = {r.ref: r for r in daemon.images_check(namespace)}
-    assert sorted(rows) == sorted(names)
-    for name in names:
-        assert rows[name].complete, rows[name]
-        assert rows[name].unpacked is unpacked, rows[name]
-
-
-def gc_and_restart(private_containerd: Any, root: Path, namespace: str, names: list[str], *, unpacked: bool) -> None:
-    """Check, force a GC, check, restart, check: nothing may disappear (pitfall 26)."""
-    daemon = private_containerd(root=root)
-    check_all(daemon, namespace, names, unpacked=unpacked)
-    blobs = daemon.ctr("content", "ls", "-q", namespace=namespace).stdout.split()
-    snaps = daemon.ctr("snapshots", "ls", namespace=namespace).stdout
-    daemon.force_gc(namespace)
-    check_all(daemon, namespace, names, unpacked=unpacked)
-    daemon.stop()
-    daemon = private_containerd(root=root)
-    check_all(daemon, namespace, names, unpacked=unpacked)
-    assert daemon.ctr("content", "ls", "-q", namespace=namespace).stdout.split() == blobs
-    assert daemon.ctr("snapshots", "ls", namespace=namespace).stdout == snaps
-    daemon.stop()
-
 
 def input_names(fixture_set: Any, key: str) -> list[str]:
     return list(fixture_set.input(key)["names"])
@@ -109,20 +73,9 @@ def test_unpacked_overlayfs_matches_containerd_and_runs(fixture_set, private_con
     daemon = private_containerd(root=root)
     before = daemon.ctr("snapshots", "ls").stdout
     out = daemon.ctr("run", "--rm", "docker.io/library/bbx:oci", "t1", "/bin/busybox", "cat", "/data/modify.txt").stdout
-    assert hashlib.sha256(out.encode()).hexdigest() == _expected_file(fixture_set, "docker.io/library/bbx:oci", "/data/modify.txt")
+    assert hashlib.sha256(out.encode()).hexdigest() == expected_file(fixture_set, "docker.io/library/bbx:oci", "/data/modify.txt")
     assert daemon.ctr("snapshots", "ls").stdout == before  # nothing was unpacked by ctr run
     daemon.stop()
-
-
-def _expected_file(fixture_set: Any, image: str, path: str) -> str:
-    """sha256 hex of ``path`` in the top-most layer of the image (containerd's own listings)."""
-    chains = fixture_set.image("default", image)["manifests"][0]["chain_ids"]
-    for chain in reversed(chains):
-        listing = fixture_set.snapshot_listing("default", chain)
-        for entry in listing["entries"]:
-            if entry["path"] == path:
-                return entry["sha256"].split(":", 1)[1]
-    raise KeyError(path)
 
 
 def test_native_snapshotter_is_unpacked_and_runs(fixture_set, private_containerd, tmp_path) -> None:
@@ -137,7 +90,7 @@ def test_native_snapshotter_is_unpacked_and_runs(fixture_set, private_containerd
     assert sorted(ready) == sorted(input_names(fixture_set, "bbx-oci"))
     out = daemon.ctr("run", "--snapshotter", "native", "--rm", "docker.io/library/bbx:oci", "t2",
                      "/bin/busybox", "cat", "/data/modify.txt").stdout
-    assert hashlib.sha256(out.encode()).hexdigest() == _expected_file(fixture_set, "docker.io/library/bbx:oci", "/data/modify.txt")
+    assert hashlib.sha256(out.encode()).hexdigest() == expected_file(fixture_set, "docker.io/library/bbx:oci", "/data/modify.txt")
     daemon.stop()
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from ctrconv.errors import CtrconvError, DigestMismatchError, FormatError, UnsafePathError
 from ctrconv.layers import apply_layer, copy_tree, effective_mode, tree_listing
-from test_layers_tarbuild import MTIME, LayerTar, sha256
+from support.layer_tars import MTIME, LayerTar, sha256
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="layer application tests need root")
 

@@ -13,7 +13,7 @@ import zstandard
 
 from ctrconv.errors import CtrconvError, FormatError
 from ctrconv.layers import media_type_compression, open_layer, sniff_compression, unpack_layer
-from test_layers_tarbuild import LayerTar, gzip_members, sha256
+from support.layer_tars import LayerTar, gzip_members, sha256
 
 OCI = "application/vnd.oci.image.layer.v1.tar"
 OCI_GZ = OCI + "+gzip"

@@ -21,7 +21,7 @@ from ctrconv.layers import (
     disk_usage,
     tree_listing,
 )
-from test_layers_tarbuild import MTIME, LayerTar
+from support.layer_tars import MTIME, LayerTar
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, mknod)")
 

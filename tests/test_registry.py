@@ -26,7 +26,7 @@ from ctrconv.registry.credentials import find_credentials
 from ctrconv.registry.reference import parse_registry_ref
 from registry_support import FaultProxy, TokenServer
 from support.registry import PrivateRegistry
-from test_cli_json_schemas import check as check_json_schema
+from support.json_schemas import check as check_json_schema
 
 needs_registry = pytest.mark.skipif(
     not (shutil.which("docker-registry") and shutil.which("skopeo") and shutil.which("openssl")),

@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import os
-import tarfile
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -31,24 +30,13 @@ from ctrconv.sources.archive import go_clean, go_join_dir
 from ctrconv.sources.docker_archive import is_compressed, layer_media_type, parse_manifest_json
 from ctrconv.streams import VerifyingReader
 
+from support.archives import LAYOUT, layer_tar, make_tar, sha
+
 TODAY = date(2024, 5, 6)
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def desc(media_type: str, data: bytes, **extra: Any) -> dict[str, Any]:
     return {"mediaType": media_type, "digest": sha(data), "size": len(data), **extra}
-
-
-def layer_tar(content: bytes = b"hello\n") -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        info = tarfile.TarInfo("etc/hello")
-        info.size = len(content)
-        tf.addfile(info, io.BytesIO(content))
-    return buf.getvalue()
 
 
 CONFIG = json.dumps(
@@ -72,9 +60,6 @@ def index_json(*annotation_sets: dict[str, str]) -> bytes:
     return json.dumps({"schemaVersion": 2, "manifests": manifests}).encode()
 
 
-LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
-
-
 def write_layout(root: Path, index: bytes, *, layout: bytes = LAYOUT, blobs: list[bytes] = BLOBS) -> Path:
     (root / "blobs" / "sha256").mkdir(parents=True)
     (root / "oci-layout").write_bytes(layout)
@@ -82,24 +67,6 @@ def write_layout(root: Path, index: bytes, *, layout: bytes = LAYOUT, blobs: lis
     for blob in blobs:
         (root / "blobs" / "sha256" / hashlib.sha256(blob).hexdigest()).write_bytes(blob)
     return root
-
-
-def make_tar(path: Path, members: list[Any]) -> Path:
-    """Members are ``(name, data)`` or ``(name, "symlink"|"hardlink"|"dir"|"chardev"|"fifo", target)``."""
-    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
-        for m in members:
-            info = tarfile.TarInfo(m[0])
-            if len(m) == 2:
-                info.size = len(m[1])
-                tf.addfile(info, io.BytesIO(m[1]))
-                continue
-            kind, target = m[1], m[2]
-            info.type = {"symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE,
-                         "dir": tarfile.DIRTYPE, "chardev": tarfile.CHRTYPE,
-                         "fifo": tarfile.FIFOTYPE}[kind]
-            info.linkname = target
-            tf.addfile(info)
-    return path
 
 
 def oci_tar_members(index: bytes, *, blobs: list[bytes] = BLOBS) -> list[Any]:

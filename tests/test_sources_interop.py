@@ -26,7 +26,7 @@ from ctrconv.pipeline.plan import plan_image
 from ctrconv.sources import ContainerdRootSource, DockerArchiveSource, RootEntry, open_source
 from ctrconv.streams import VerifyingReader
 from support.fixture_set import FixtureSet
-from test_sources import LAYOUT, layer_tar, make_tar, sha
+from support.archives import LAYOUT, layer_tar, make_tar, sha
 
 pytestmark = pytest.mark.interop
 

@@ -21,8 +21,8 @@ from ctrconv.bolt.reader import read_tree
 from ctrconv.containerd import schema as K
 from ctrconv.errors import DigestMismatchError
 from ctrconv.layers.listing import compare_listings, tree_listing
-from test_import import LayoutBuilder
-from test_layers_tarbuild import MTIME, LayerTar, sha256
+from support.layouts import LayoutBuilder
+from support.layer_tars import MTIME, LayerTar, sha256
 
 OVERLAY = Path("io.containerd.snapshotter.v1.overlayfs")
 LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -191,7 +191,7 @@ def test_a_failing_layer_fails_the_import_and_leaves_nothing(layout: Path, tmp_p
 def test_parallel_unpacked_root_runs_under_containerd(fixture_set, private_containerd, tmp_path, cli) -> None:
     """The real judge: a root unpacked with -j 3 is complete, unpacked, runs, and its trees
     equal the in-order ones."""
-    from test_import_interop import assert_go_clean, check_all
+    from support.interop_checks import assert_go_clean, check_all
 
     archive = fixture_set.file(fixture_set.input("bbx-oci")["path"])
     names = list(fixture_set.input("bbx-oci")["names"])

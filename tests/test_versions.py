@@ -54,7 +54,7 @@ def test_fixture_set_was_built_by_that_line(version, vset):
 
 
 def test_bolt_files_read_like_go(vset):
-    from support_go import go_dump
+    from support.go_bbolt import go_dump
 
     for rel in (META_DB, OVERLAY_DB):
         path = vset.root / rel
@@ -192,7 +192,7 @@ def test_2x_migrates_a_1_7_root_and_drops_foreign_top_level_buckets(
     The 3 -> 4 migration deletes every root-level bucket except ``v1`` (1.7 kept sandboxes
     there), rewrites ``v1/version`` and, being a write, leaves an unsynced freelist.
     """
-    from support_go import go_dump
+    from support.go_bbolt import go_dump
 
     old = fixture_set_for("1.7")
     bin2 = bin_dir_for("2.x")

@@ -29,7 +29,7 @@ from support.daemon import META_DB, OVERLAY_DB, PrivateContainerd, containerd_ve
 from support.damage import meta_current_meta_zeroed, snapshot_dir_deleted
 from support.fixture_set import FixtureSet, get_fixture_set
 from support.versions import SCHEMA_VERSION, bin_dir_for, fixture_set_for
-from support_go import go_check
+from support.go_bbolt import go_check
 
 pytestmark = pytest.mark.interop
 

@@ -22,9 +22,9 @@ from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci.platform import host_platform
-from test_image_resolve import COLLIDING, SHARED_PREFIX
-from test_import import LayoutBuilder
-from test_import_interop import assert_go_clean, gc_and_restart
+from support.image_ids import COLLIDING, SHARED_PREFIX
+from support.layouts import LayoutBuilder
+from support.interop_checks import assert_go_clean, gc_and_restart
 
 pytestmark = pytest.mark.interop
 

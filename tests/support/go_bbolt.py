@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SOURCE_DIR = REPO / "tests" / "go" / "boltcheck"
 CACHE_DIR = REPO / ".cache" / "go"
 GOPATH = "/usr/share/gocode"
