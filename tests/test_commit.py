@@ -18,6 +18,7 @@ import shutil
 import stat
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -263,10 +264,14 @@ def _bin_dir(line: str) -> str | None:
     return str(bin_dir_for(line))
 
 
-def test_a_container_run_on_containerd_commits_and_runs_on_a_fresh_one(fixture_set, cli, tmp_path, private_containerd):
+@pytest.mark.parametrize("lose_blobs", [False, True], ids=["blobs-kept", "blobs-lost"])
+def test_a_container_run_on_containerd_commits_and_runs_on_a_fresh_one(lose_blobs, fixture_set, cli, tmp_path,
+                                                                       private_containerd):
     """``ctr run`` writes a file and deletes one of the image's; the daemon stops; the commit
     (oci-tar and docker-archive) imports into a fresh containerd, is complete, and a container
-    of it sees the written file and not the deleted one, over the image's own files."""
+    of it sees the written file and not the deleted one, over the image's own files. With the
+    image's layer blobs deleted afterwards (a discard_unpacked_layers node, lost blobs) the
+    base layers come from their snapshots."""
     name = "docker.io/library/bbx:oci"
     source = private_containerd()
     source.ctr("images", "import", str(fixture_set.file(fixture_set.input("bbx-oci")["path"])), timeout=120)
@@ -275,6 +280,10 @@ def test_a_container_run_on_containerd_commits_and_runs_on_a_fresh_one(fixture_s
     assert run.returncode == 0, run.stderr
     root = source.root
     source.stop()
+    layers = fixture_set.image("default", name)["manifests"][0]["layers"]
+    if lose_blobs:
+        for layer in layers:
+            (root / "io.containerd.content.v1.content" / "blobs" / "sha256" / layer["digest"].split(":", 1)[1]).unlink()
     outputs = {}
     for fmt, ref in (("oci-tar", "committed/bbx:oci"), ("docker-archive", "committed/bbx:docker")):
         out = tmp_path / f"{fmt}.tar"
@@ -282,6 +291,7 @@ def test_a_container_run_on_containerd_commits_and_runs_on_a_fresh_one(fixture_s
                      "--ref", ref, "--json")
         assert result.code == 0, result.stderr
         assert result.json["base"]["name"] == name and result.json["snapshotter"] == "overlayfs"
+        assert result.json["base"]["regenerated_layers"] == (len(layers) if lose_blobs else 0), result.json
         outputs[fmt] = (out, result.json)
     fresh = private_containerd()
     for out, _ in outputs.values():
@@ -295,3 +305,34 @@ def test_a_container_run_on_containerd_commits_and_runs_on_a_fresh_one(fixture_s
         assert run.returncode == 0 and run.stdout.strip() == "committed", (fmt, run.stdout, run.stderr)
     names = fresh.image_names("default")
     assert "docker.io/committed/bbx:oci" in names and "docker.io/committed/bbx:docker" in names
+
+
+@pytest.mark.parametrize("line", ["1.6", "1.7", "2.x"])
+def test_a_crashed_nodes_running_container_commits(line, fixture_set, cli, tmp_path, private_containerd):
+    """A task still running when its containerd is SIGKILLed (shim, process, mounts and cgroups
+    reaped afterwards, as a dead node leaves them): the root is read as the crash left it, and
+    the commit runs on a fresh containerd of the same line with the task's changes."""
+    name = "docker.io/library/bbx:oci"
+    source = private_containerd(binary_dir=_bin_dir(line))
+    source.ctr("images", "import", str(fixture_set.file(fixture_set.input("bbx-oci")["path"])), timeout=120)
+    script = "echo crashed > /data/written.txt && rm /data/modify.txt && touch /data/ready && exec sleep 3600"
+    source.ctr("run", "-d", "--null-io", "--runc-root", str(source.runc_root), name, "victim",
+               "/bin/busybox", "sh", "-c", script, timeout=120)
+    uppers = source.root / "io.containerd.snapshotter.v1.overlayfs" / "snapshots"
+    deadline = time.monotonic() + 30
+    while not list(uppers.glob("*/fs/data/ready")):
+        assert time.monotonic() < deadline, "the task never wrote its files"
+        time.sleep(0.05)
+    source.kill()
+    assert not source.shim_pids()
+    out = tmp_path / "crashed.tar"
+    result = cli("commit", "--root", str(source.root), "victim", "-o", str(out), "--ref", "crashed/victim:1", "--json")
+    assert result.code == 0, result.stderr
+    fresh = private_containerd(binary_dir=_bin_dir(line))
+    fresh.ctr("images", "import", str(out), timeout=120)
+    rows = {row.ref: row for row in fresh.images_check("default")}
+    assert rows[result.json["name"]].complete, rows
+    check = "cat /data/written.txt && test ! -e /data/modify.txt && test -e /data/ready"
+    run = fresh.ctr("run", "--rm", result.json["name"], "check", "/bin/busybox", "sh", "-c", check, check=False,
+                    timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "crashed", (run.stdout, run.stderr)
