@@ -11,7 +11,7 @@ import pytest
 
 from ctrconv.layers import chain_ids
 from ctrconv.oci import mediatypes as mt
-from ctrconv.pipeline.completeness import assess
+from ctrconv.pipeline.completeness import RecordedLabels, assess
 
 SNAP = "containerd.io/gc.ref.snapshot.overlayfs"
 
@@ -74,6 +74,25 @@ def test_layers_discarded_after_unpack_are_usable_lost_layers_are_not(labelled_l
         assert not verdict.ok and {d["digest"] for d in verdict.broken} == {l["digest"] for l in layers}
     else:
         assert verdict.ok and verdict.discarded and not verdict.whole
+
+
+@pytest.mark.parametrize("recorded", [False, True])
+def test_layers_docker_never_fetched_are_usable_recorded_then_lost_are_not(recorded):
+    """Docker's containerd store labels every layer but never fetches one whose snapshot
+    exists: no content record at all. A layer whose record survives while its blob is gone
+    was stored and lost: damage."""
+    store = Store()
+    manifest, config, layers, top = _image(store, "amd64", keep_layers=False)
+    labels = {manifest["digest"]: {"containerd.io/gc.ref.content.config": config["digest"],
+                                   **{f"containerd.io/gc.ref.content.l.{i}": l["digest"] for i, l in enumerate(layers)}},
+              config["digest"]: {SNAP: top}}
+    records = {manifest["digest"], config["digest"]} | ({layers[0]["digest"]} if recorded else set())
+    verdict = assess(store, manifest, labels_of=RecordedLabels(lambda d: labels.get(d, {}), records.__contains__),
+                     snapshot_exists=lambda sn, key: (sn, key) == ("overlayfs", top))
+    if recorded:
+        assert not verdict.ok and {d["digest"] for d in verdict.broken} == {l["digest"] for l in layers}
+    else:
+        assert verdict.ok and verdict.discarded and not verdict.whole and not verdict.broken
 
 
 def test_discarded_needs_the_snapshot_to_exist():

@@ -4,7 +4,9 @@ An index names every platform; a node pulls one or a few. A platform child that 
 only partly present (2.x keeps the manifests of platforms it did not pull), is excused as long as
 some platform of the index is usable. A platform whose layer blobs were collected after it was
 unpacked (the CRI option ``discard_unpacked_layers``, set by EKS and GKE node images) is usable:
-its snapshots run it. Everything else an image needs (its target, children without a platform,
+its snapshots run it. So is a layer Docker's containerd image store never fetched because a
+snapshot of the same chain already existed (namespace ``moby``: the manifest labels the layer,
+but the namespace has no content record of it at all). Everything else an image needs (its target, children without a platform,
 a single-manifest image's config and layers) must be present.
 """
 
@@ -27,6 +29,19 @@ LabelsOf = Callable[[str], Mapping[str, str]]
 SnapshotExists = Callable[[str, str], bool]
 
 
+class RecordedLabels:
+    """A :data:`LabelsOf` that can also tell a blob the namespace never recorded
+    (:meth:`recorded`) from one whose record has no labels: a layer Docker skipped has no
+    record, a layer lost to damage usually keeps its record."""
+
+    def __init__(self, labels: LabelsOf, recorded: Callable[[str], bool]) -> None:
+        self._labels = labels
+        self.recorded = recorded
+
+    def __call__(self, digest: str) -> Mapping[str, str]:
+        return self._labels(digest)
+
+
 def namespace_lookups(ns: ReadBucket | None) -> tuple[LabelsOf, SnapshotExists]:
     """Content labels and snapshot keys of one namespace bucket (``v1/<ns>``), read only when
     asked (only an image missing layers needs them): the same for a meta.db being read and
@@ -38,11 +53,17 @@ def namespace_lookups(ns: ReadBucket | None) -> tuple[LabelsOf, SnapshotExists]:
         except CtrconvError:
             return {}
 
+    def recorded(digest: str) -> bool:
+        try:
+            return ns is not None and ns.bucket(K.CONTENT, K.BLOB, digest.encode()) is not None
+        except CtrconvError:
+            return True  # unreadable: no evidence that it was never fetched
+
     def snapshot_exists(snapshotter: str, key: str) -> bool:
         bucket = ns.bucket(K.SNAPSHOTS, snapshotter.encode()) if ns is not None else None
         return bucket is not None and bucket.bucket(key.encode()) is not None
 
-    return labels_of, snapshot_exists
+    return RecordedLabels(labels_of, recorded), snapshot_exists
 
 
 @dataclass
@@ -76,20 +97,29 @@ def _missing_of(manifest: PlannedManifest, missing: set[str]) -> set[str]:
     return {d["digest"] for d in (manifest.config, *manifest.layers)} & missing
 
 
+def never_recorded(labels_of: LabelsOf, digests: set[str]) -> bool:
+    """No blob of ``digests`` ever had a content record (False when that cannot be told)."""
+    if not isinstance(labels_of, RecordedLabels):
+        return False
+    return not any(labels_of.recorded(d) for d in digests)
+
+
 def layers_discarded(content: BlobSource, manifest: PlannedManifest, missing: set[str],
                      labels_of: LabelsOf, snapshot_exists: SnapshotExists,
                      cache: DocumentCache | None = None) -> bool:
     """The manifest lacks only layers, and they were let go after unpacking, as containerd's
     CRI does with ``discard_unpacked_layers``: the manifest labels its config but no layer
     (``ChildGCLabelsFilterLayers``), and the config's ``gc.ref.snapshot.<sn>`` names the top
-    snapshot of the layers' chain, which exists."""
+    snapshot of the layers' chain, which exists. Or they were never fetched, as Docker's
+    containerd store does when that snapshot already existed: the manifest labels the layers,
+    but the namespace never recorded any missing one (:meth:`NamespaceLabels.recorded`)."""
     gone = _missing_of(manifest, missing)
     layers = {layer["digest"] for layer in manifest.layers}
     if not gone or not gone <= layers or manifest.config["digest"] in missing:
         return False
     manifest_labels = labels_of(manifest.descriptor["digest"])
-    if any(k.startswith(K.LABEL_GC_CONTENT + ".l.") for k in manifest_labels):
-        return False  # the layers were meant to be kept: they are lost, not discarded
+    if any(k.startswith(K.LABEL_GC_CONTENT + ".l.") for k in manifest_labels) and not never_recorded(labels_of, gone):
+        return False  # the layers were meant to be kept and were stored: they are lost, not discarded
     if not mt.is_config(manifest.config.get("mediaType", "")):
         return False
     try:
