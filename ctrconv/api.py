@@ -9,10 +9,8 @@ import os
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import TYPE_CHECKING, Any, BinaryIO, Sequence
 
-from ctrconv.bolt.reader import BoltFile, Bucket
-from ctrconv.containerd.records import decode_key, decode_value
-
 if TYPE_CHECKING:
+    from ctrconv.bolt.reader import Bucket
     from ctrconv.sinks.containerd_root import ImportReport
     from ctrconv.inventory import ImageSummary
     from ctrconv.verify import Report
@@ -80,6 +78,8 @@ def dump_bolt(path: str | os.PathLike[str], *, ignore_lock: bool = False) -> dic
 
 
 def _dump_file(path: str | os.PathLike[str], readable: str | os.PathLike[str]) -> dict[str, Any]:
+    from ctrconv.bolt.reader import BoltFile  # imported here: --help and --version need no bolt
+
     with BoltFile(readable) as db:
         meta = db.meta
         return {
@@ -97,6 +97,9 @@ def _dump_file(path: str | os.PathLike[str], readable: str | os.PathLike[str]) -
 
 
 def _dump_bucket(bucket: Bucket, path: tuple[bytes, ...]) -> dict[str, Any]:
+    from ctrconv.bolt.reader import Bucket
+    from ctrconv.containerd.records import decode_key, decode_value
+
     entries = []
     for key, value in bucket.items():
         entry: dict[str, Any] = {"key": decode_key(path, key), "key_hex": key.hex()}
@@ -194,8 +197,8 @@ def export_images(
     """
     from pathlib import Path
 
-    from ctrconv.containerd.root import ContainerdRoot
     from ctrconv.pipeline.export import ExportOptions, export
+    from ctrconv.sources.containerd_root import ContainerdRootSource
 
     options = ExportOptions(
         namespace=namespace, refs=None if images is None else list(images), format=format,
@@ -204,8 +207,9 @@ def export_images(
         from_snapshots=from_snapshots, compression=compression,
     )
     out = Path(output) if isinstance(output, os.PathLike) else output
-    with _reading(root, ignore_lock):
-        return export(ContainerdRoot(root), out, options, progress)
+    with _reading(root, ignore_lock), ContainerdRootSource(
+            root, namespace, ignore_lock=ignore_lock, namespace_content_only=True, keep_open=True) as source:
+        return export(source, out, options, progress)
 
 
 def import_images(

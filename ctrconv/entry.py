@@ -6,11 +6,34 @@ Ctrl-C in that time must give one line and exit 130, not a ``KeyboardInterrupt``
 
 from __future__ import annotations
 
+import sys
+
 from ctrconv import interrupts
+
+
+def _version_only(argv: list[str]) -> bool:
+    """``ctrconv --version`` (``--debug`` aside): answered before typer is imported, as the
+    CLI's eager ``--version`` would answer it."""
+    return "--version" in argv and set(argv) <= {"--version", "--debug"}
+
+
+def _print_version() -> int:
+    from ctrconv import __version__
+
+    try:
+        sys.stdout.write(f"ctrconv {__version__}\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:
     interrupts.install_early()
+    if _version_only(sys.argv[1:] if argv is None else argv):
+        code = _print_version()
+        interrupts.ignore_from_now_on()
+        raise SystemExit(code)
     try:
         from ctrconv.cli import main as cli_main
 

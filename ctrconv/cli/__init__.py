@@ -6,14 +6,50 @@ tracebacks only with ``--debug``.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
+from typer.core import TyperGroup
 
 from ctrconv import interrupts
 from ctrconv.cli import _common
+from ctrconv.cli._coerce import PlainCommand, use_plain_coercion
+from ctrconv.cli.commands import COMMANDS
 
-app = typer.Typer(
+
+class _LazyGroup(TyperGroup):
+    """The command group that imports a command's module only when that command runs or
+    ``--help`` lists it, so ``ctrconv ls`` does not pay for import's or export's imports."""
+
+    def list_commands(self, ctx: object) -> list[str]:  # type: ignore[override]
+        return [*COMMANDS, *(name for name in self.commands if name not in COMMANDS)]
+
+    def get_command(self, ctx: object, cmd_name: str) -> object:  # type: ignore[override]
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            self.commands[cmd_name] = _load(cmd_name)
+        return self.commands.get(cmd_name)
+
+    def resolve_command(self, ctx: object, args: list[str]) -> tuple:  # type: ignore[override]
+        if args and args[0] not in COMMANDS and args[0] not in self.commands:
+            # an unknown name: "Did you mean ...?" is chosen among every command's name
+            for name in COMMANDS:
+                self.get_command(ctx, name)
+        return super().resolve_command(ctx, args)  # type: ignore[arg-type]
+
+    def get_params(self, ctx: object) -> list:  # type: ignore[override]
+        return use_plain_coercion(super().get_params(ctx))  # type: ignore[arg-type]
+
+
+class _App(typer.Typer):
+    """The app whose commands coerce their options without pydantic (:mod:`ctrconv.cli._coerce`)."""
+
+    def command(self, name: str | None = None, *, cls: type | None = None, **settings: object):  # type: ignore[override]
+        return super().command(name, cls=cls or PlainCommand, **settings)  # type: ignore[arg-type]
+
+
+app = _App(
+    cls=_LazyGroup,
     name="ctrconv",
     help="Move container images in and out of containerd's on-disk store without the daemon.",
     add_completion=True,
@@ -42,14 +78,28 @@ def _root(
     _common.STATE.debug = debug
 
 
+def _load(name: str) -> typer.core.TyperCommand:
+    """The click command ``name``: its module registers it on ``app`` when imported."""
+    importlib.import_module(COMMANDS[name])
+    for info in app.registered_commands:
+        if info.name == name:
+            command = typer.main.get_command_from_info(
+                info, pretty_exceptions_short=app.pretty_exceptions_short, rich_markup_mode=app.rich_markup_mode)
+            _common.plain_metavars(command)
+            return command  # type: ignore[return-value]
+    raise LookupError(f"{COMMANDS[name]} registers no command {name!r}")
+
+
 def _register() -> None:
-    from ctrconv.cli import commands  # noqa: F401  (registers every command on ``app``)
+    """Import every command module (docgen, the schema tests); a run imports only its own."""
+    for module in COMMANDS.values():
+        importlib.import_module(module)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the app and map errors to exit codes (the process entry is :mod:`ctrconv.entry`,
-    which installs the signal handlers before this module is imported)."""
-    _register()
+    which installs the signal handlers before this module is imported; command modules are
+    imported by :class:`_LazyGroup` as needed)."""
     # Names read from damaged or foreign stores may hold bytes that are not UTF-8 (decoded with
     # surrogateescape); show them escaped instead of failing on output.
     for stream in (sys.stdout, sys.stderr):

@@ -125,14 +125,11 @@ def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type,
     exits: list[type] = [typer.Exit]
     aborts: list[type] = [typer.Abort]
     usage: list[type] = []
-    try:
-        import click
-
+    click = sys.modules.get("click")  # only a typer that runs on click itself has imported it
+    if click is not None:
         exits.append(click.exceptions.Exit)
         aborts.append(click.exceptions.Abort)
         usage.append(click.ClickException)
-    except ImportError:
-        pass
     try:
         from typer._click import exceptions as vendored  # type: ignore[import-not-found]
 
@@ -145,8 +142,9 @@ def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type,
 _EXIT, _ABORT, _USAGE = _click_exceptions()
 
 
-def _plain_metavars(group: object) -> None:
-    """Show ``--image IMAGE`` in help, not typer's ``<list[str]>`` type names."""
+def plain_metavars(group: object) -> None:
+    """Show ``--image IMAGE`` in help, not typer's ``<list[str]>`` type names (a group and the
+    commands it holds, or one command)."""
     commands = getattr(group, "commands", {}) or {}
     for command in [group, *commands.values()]:
         for param in command.params:
@@ -170,7 +168,7 @@ def run(app: typer.Typer, argv: list[str]) -> int:
     argv = [WAIT_FOREVER if arg == "--wait" else arg for arg in argv]
     try:
         command = typer.main.get_command(app)
-        _plain_metavars(command)
+        plain_metavars(command)
         result = command.main(args=argv, prog_name="ctrconv", standalone_mode=False)
         # click returns the code of a ``typer.Exit`` instead of raising it in this mode
         return result if isinstance(result, int) else 0

@@ -7,12 +7,15 @@ as the contract adds (``--ca-file``, ``--insecure``; ``--plain-http`` as ``ctr``
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from ctrconv import api
 from ctrconv.errors import UsageError
-from ctrconv.api import RegistryOptions
+
+if TYPE_CHECKING:
+    from ctrconv.api import RegistryOptions
 
 CREDS_OPTION = typer.Option(
     None, "--creds", metavar="USER[:PASS]",
@@ -60,7 +63,7 @@ def registry_options(
     for flag, path in (("--authfile", authfile), ("--ca-file", ca_file)):
         if path and not os.path.isfile(path):
             raise UsageError(f"{flag} {path}: no such file")
-    return RegistryOptions(
+    return api.RegistryOptions(
         creds=creds, authfile=authfile, ca_file=ca_file, cert_dir=cert_dir, tls_verify=_tls_verify(tls_verify),
         plain_http=plain_http or insecure, retries=retries, backoff=retry_delay, **more,  # type: ignore[arg-type]
     )

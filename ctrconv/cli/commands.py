@@ -1,3 +1,15 @@
-"""Imports every command module so each registers itself on the app."""
+"""The command modules, by command name, in the order ``ctrconv --help`` lists them.
 
-from ctrconv.cli import dump, export, import_, ls, rebuild, verify  # noqa: F401
+Each is imported only when its command runs or ``--help`` lists it (:class:`ctrconv.cli._LazyGroup`);
+importing one registers its command on ``app``.
+"""
+
+COMMANDS: dict[str, str] = {
+    "dump": "ctrconv.cli.dump",
+    "import": "ctrconv.cli.import_",
+    "export": "ctrconv.cli.export",
+    "commit": "ctrconv.cli.commit",
+    "ls": "ctrconv.cli.ls",
+    "rebuild": "ctrconv.cli.rebuild",
+    "verify": "ctrconv.cli.verify",
+}

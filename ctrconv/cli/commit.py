@@ -10,7 +10,6 @@ import typer
 
 from ctrconv import api
 from ctrconv.api import EXPORT_FORMATS as FORMATS
-from ctrconv.api import check_namespace, human_size, is_stdout, waiting
 from ctrconv.cli import app
 from ctrconv.cli._common import (
     IGNORE_LOCK_OPTION,
@@ -62,14 +61,14 @@ def commit_command(
         raise UsageError("no output given (use -o OUT)")
     if fmt is not None and fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
-    if as_json and is_stdout(output):
+    if as_json and api.is_stdout(output):
         raise UsageError("--json cannot be combined with -o - (stdout carries the tar)")
-    if is_stdout(output) and sys.stdout.isatty():
+    if api.is_stdout(output) and sys.stdout.isatty():
         raise UsageError("refusing to write a tar archive to a terminal", hint="redirect stdout or use -o FILE")
     enabled = progress_enabled(quiet)
-    with waiting(wait_seconds(wait)):
+    with api.waiting(wait_seconds(wait)):
         report = api.commit_container(
-            root, wanted, output, namespace=check_namespace(namespace), ref=ref, format=fmt, compression=compression,
+            root, wanted, output, namespace=api.check_namespace(namespace), ref=ref, format=fmt, compression=compression,
             message=message, author=author, ignore_lock=ignore_lock,
             progress=lambda total: TqdmBytes(total, "commit", enabled),
         )
@@ -78,7 +77,7 @@ def commit_command(
                          f"snapshots (their blobs were gone); base manifest now {report.base['rewritten_manifest']}\n")
     if as_json:
         print_json(report.to_json())
-    elif not quiet and not is_stdout(output):
+    elif not quiet and not api.is_stdout(output):
         sys.stderr.write(
             f"committed container {report.container} as {report.name} (image ID {report.image_id}; new layer "
-            f"{human_size(report.layer['tar_size'])} uncompressed) to {report.output} [{report.format}]\n")
+            f"{api.human_size(report.layer['tar_size'])} uncompressed) to {report.output} [{report.format}]\n")

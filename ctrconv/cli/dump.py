@@ -11,8 +11,6 @@ import typer
 from ctrconv import api
 from ctrconv.cli import app
 from ctrconv.cli._common import IGNORE_LOCK_OPTION, JSON_OPTION, QUIET_OPTION, ROOT_OPTION, print_json
-from ctrconv.api import containerd_schema as K
-from ctrconv.api import check_namespace
 
 
 @app.command("dump")
@@ -33,10 +31,10 @@ def dump_command(
     A file that a running containerd holds is refused unless --ignore-lock, which reads a
     consistent private copy of it (never the live file)."""
     if dbfile is None:
-        dbfile = root / K.METADATA_PLUGIN_DIR / K.META_DB
+        dbfile = root / api.containerd_schema.METADATA_PLUGIN_DIR / api.containerd_schema.META_DB
     document = api.dump_bolt(dbfile, ignore_lock=ignore_lock)
     if namespace is not None:
-        document["root"] = _only_namespace(document["root"], check_namespace(namespace))
+        document["root"] = _only_namespace(document["root"], api.check_namespace(namespace))
     if as_json:
         print_json(document)
         return

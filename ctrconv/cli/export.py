@@ -40,13 +40,11 @@ from ctrconv.cli._registry import (
     registry_options,
 )
 from ctrconv.cli._common import parse_size
-from ctrconv.api import waiting
-from ctrconv.api import is_stdout
 from ctrconv.cli.import_ import cri_mode
-from ctrconv.api import check_namespace
 from ctrconv.errors import UsageError
-from ctrconv.api import human_size
-from ctrconv.api import EXPORT_FORMATS as FORMATS
+
+#: in the --format help text (``ctrconv.sinks``: imported with this module, so by export and --help only)
+FORMATS = api.EXPORT_FORMATS
 
 
 @app.command("export")
@@ -133,7 +131,7 @@ def export_command(
     if to is not None:
         if output is not None or fmt is not None:
             raise UsageError("--to pushes to a registry: it takes neither -o nor --format")
-        with waiting(wait_seconds(wait)):
+        with api.waiting(wait_seconds(wait)):
             push_command(
                 root, to, namespace, None if all_images else wanted, platforms=list(platform or []),
                 all_platforms=all_platforms, ignore_lock=ignore_lock, as_json=as_json, quiet=quiet,
@@ -148,10 +146,10 @@ def export_command(
         raise UsageError("registry options (--creds, --authfile, --ca-file, --cert-dir, --tls-verify, --plain-http) "
                          "need --to docker://...")
     if fmt == "containerd-root":
-        with waiting(wait_seconds(wait)):
+        with api.waiting(wait_seconds(wait)):
             _export_to_root(
-                root, output, check_namespace(namespace), None if all_images else wanted,
-                target_namespace=check_namespace(target_namespace or namespace), snapshotter=snapshotter,
+                root, output, api.check_namespace(namespace), None if all_images else wanted,
+                target_namespace=api.check_namespace(target_namespace or namespace), snapshotter=snapshotter,
                 unpack=not no_unpack, containerd_version=containerd_version, platforms=list(platform or []),
                 unpack_platform=platform[0] if platform and len(platform) == 1 else None,
                 all_platforms=all_platforms, ignore_lock=ignore_lock, as_json=as_json, quiet=quiet,
@@ -163,16 +161,16 @@ def export_command(
         raise UsageError("--cri and --no-cri-names apply to --format containerd-root only")
     if fmt is not None and fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)}, containerd-root)")
-    if as_json and is_stdout(output):
+    if as_json and api.is_stdout(output):
         raise UsageError("--json cannot be combined with -o - (stdout carries the tar)")
-    if is_stdout(output) and sys.stdout.isatty():
+    if api.is_stdout(output) and sys.stdout.isatty():
         raise UsageError("refusing to write a tar archive to a terminal", hint="redirect stdout or use -o FILE")
     enabled = progress_enabled(quiet)
-    with waiting(wait_seconds(wait)):
+    with api.waiting(wait_seconds(wait)):
         report = api.export_images(
             root,
             output,
-            namespace=check_namespace(namespace),
+            namespace=api.check_namespace(namespace),
             images=None if all_images else wanted,
             format=fmt,
             platforms=list(platform or []),
@@ -193,10 +191,10 @@ def export_command(
     if as_json:
         print_json(report.to_json())
         return
-    if not quiet and not is_stdout(output):
+    if not quiet and not api.is_stdout(output):
         linked = f", {report.linked} hardlinked" if report.linked else ""
         sys.stderr.write(
-            f"exported {len(report.images)} image(s), {report.blobs} blobs ({human_size(report.bytes)}{linked}) "
+            f"exported {len(report.images)} image(s), {report.blobs} blobs ({api.human_size(report.bytes)}{linked}) "
             f"to {report.output} [{report.format}]\n"
         )
         for i in report.images:
@@ -239,7 +237,7 @@ def _export_to_root(root: Path, output: str, namespace: str, refs: Optional[List
     """``--format containerd-root``: the import writer as the sink, no intermediate archive."""
     from ctrconv.api import import_report_lines as report_lines
 
-    if is_stdout(output):
+    if api.is_stdout(output):
         raise UsageError("a containerd root cannot be written to stdout")
     enabled = progress_enabled(quiet)
     report = api.export_to_root(

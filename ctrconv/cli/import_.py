@@ -34,9 +34,6 @@ from ctrconv.cli._registry import (
     TLS_VERIFY_OPTION,
     registry_options,
 )
-from ctrconv.api import waiting
-from ctrconv.api import check_namespace
-from ctrconv.api import import_report_lines as report_lines
 from ctrconv.errors import UsageError
 
 
@@ -109,7 +106,7 @@ def import_command(
 
     An input may also be docker://HOST[:PORT]/REPO[:TAG|@sha256:DIGEST]: pulled from a registry.
     """
-    check_namespace(namespace)
+    api.check_namespace(namespace)
     if snapshotter not in ("overlayfs", "native"):
         raise UsageError(f"unsupported snapshotter {snapshotter!r} (overlayfs or native)")
     bars: list[TqdmBytes] = []
@@ -120,7 +117,7 @@ def import_command(
         return bar
 
     try:
-        with waiting(wait_seconds(wait)):
+        with api.waiting(wait_seconds(wait)):
             report = api.import_images(
                 input_path if len(input_path) > 1 else input_path[0], root, namespace,
                 snapshotter=snapshotter, unpack=not no_unpack, platforms=platform or None,
@@ -138,5 +135,5 @@ def import_command(
     if as_json:
         print_json(report.to_json())
         return
-    for line in report_lines(report):
+    for line in api.import_report_lines(report):
         sys.stdout.write(line + "\n")

@@ -19,9 +19,6 @@ from ctrconv.cli._common import (
     print_json,
     wait_seconds,
 )
-from ctrconv.api import waiting
-from ctrconv.api import check_namespace
-from ctrconv.api import human_size
 
 
 @app.command("ls")
@@ -36,8 +33,8 @@ def ls_command(
     wait: Optional[str] = WAIT_OPTION,
 ) -> None:
     """List images: namespace, name, type, digest, size, platforms, content present."""
-    namespaces = None if all_namespaces else [check_namespace(namespace)]
-    with waiting(wait_seconds(wait)):
+    namespaces = None if all_namespaces else [api.check_namespace(namespace)]
+    with api.waiting(wait_seconds(wait)):
         images = api.list_images(root, namespaces, ignore_lock=ignore_lock, platform=platform)
     if as_json:
         print_json({"images": [i.to_json() for i in images]})
@@ -55,7 +52,7 @@ def ls_command(
             complete = "no (layers discarded after unpack; runs)"
         else:
             complete = "yes" if i.complete else ("error" if i.problem else f"no ({len(i.missing)} missing)")
-        rows.append((i.namespace, i.name, i.media_type, i.digest, human_size(i.size), ",".join(i.platforms) or "-", complete))
+        rows.append((i.namespace, i.name, i.media_type, i.digest, api.human_size(i.size), ",".join(i.platforms) or "-", complete))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
         sys.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() + "\n")

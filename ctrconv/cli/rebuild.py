@@ -20,7 +20,6 @@ from ctrconv.cli._common import (
     progress_enabled,
     wait_seconds,
 )
-from ctrconv.api import waiting
 from ctrconv.errors import UsageError
 
 
@@ -56,7 +55,7 @@ def rebuild_command(
     """Salvage a damaged meta.db, re-derive what is lost, drop what points at missing content."""
     if link and output is None:
         raise UsageError("--link needs -o (in place there is nothing to link)")
-    with TqdmBytes(None, "hashing blobs", progress_enabled(quiet)) as bar, waiting(wait_seconds(wait)):
+    with TqdmBytes(None, "hashing blobs", progress_enabled(quiet)) as bar, api.waiting(wait_seconds(wait)):
         report = api.rebuild_root(root, output, names=_parse_names(name), unpack=not no_unpack, progress=bar,
                                   trust_snapshots=trust_snapshots, link=link)
     if as_json:

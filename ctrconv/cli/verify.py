@@ -22,8 +22,6 @@ from ctrconv.cli._common import (
     progress_enabled,
     wait_seconds,
 )
-from ctrconv.api import waiting
-from ctrconv.api import check_namespace
 
 
 @app.command("verify")
@@ -40,11 +38,11 @@ def verify_command(
     wait: Optional[str] = WAIT_OPTION,
 ) -> None:
     """Full integrity check. Prints each problem found; exit 1 if any."""
-    with TqdmBytes(None, "verify", progress_enabled(quiet)) as bar, waiting(wait_seconds(wait)):
+    with TqdmBytes(None, "verify", progress_enabled(quiet)) as bar, api.waiting(wait_seconds(wait)):
         if layout is not None:
             report = api.verify_layout(layout, progress=bar)
         else:
-            namespaces = None if all_namespaces else [check_namespace(namespace)]
+            namespaces = None if all_namespaces else [api.check_namespace(namespace)]
             report = api.verify_root(root, namespaces, ignore_lock=ignore_lock, jobs=jobs, progress=bar, deep=deep)
     if as_json:
         print_json(report.to_json())

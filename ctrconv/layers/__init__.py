@@ -13,18 +13,37 @@ Public API:
 * :func:`tree_listing` / :func:`compare_listings` - describe and diff unpacked trees.
 """
 
-from ctrconv.layers.apply import ApplyResult, Mode, apply_layer, effective_mode, unpack_layer
-from ctrconv.layers.chain import HashingReader, chain_id, chain_ids
-from ctrconv.layers.compression import (
-    Compression,
-    LayerStream,
-    media_type_compression,
-    open_layer,
-    sniff_compression,
-)
-from ctrconv.layers.copy import copy_tree
-from ctrconv.layers.listing import as_listing, compare_listings, tree_listing
-from ctrconv.layers.usage import Usage, disk_usage
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: exported name -> the submodule defining it; resolved on first use (PEP 562), so a caller
+#: of ``chain_ids`` (``ctrconv ls``) does not import the tar and decompression machinery
+_WHERE = {
+    **dict.fromkeys(("ApplyResult", "Mode", "apply_layer", "effective_mode", "unpack_layer"), "apply"),
+    **dict.fromkeys(("HashingReader", "chain_id", "chain_ids"), "chain"),
+    **dict.fromkeys(("Compression", "LayerStream", "media_type_compression", "open_layer", "sniff_compression"),
+                    "compression"),
+    "copy_tree": "copy",
+    **dict.fromkeys(("as_listing", "compare_listings", "tree_listing"), "listing"),
+    **dict.fromkeys(("Usage", "disk_usage"), "usage"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        where = _WHERE[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f"{__name__}.{where}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
 
 __all__ = [
     "ApplyResult",

@@ -27,8 +27,6 @@ import threading
 import zlib
 from typing import IO, Any, Callable, Iterator, Literal, Protocol
 
-import zstandard
-
 from ctrconv.errors import CtrconvError, FormatError
 from ctrconv.oci.mediatypes import layer_compression
 
@@ -337,6 +335,8 @@ def _gunzip(source: Readable) -> Iterator[bytes]:
 
 def _unzstd(source: Readable) -> Iterator[bytes]:
     """All zstd frames in sequence; truncation and trailing garbage are errors."""
+    import zstandard  # here: gzip and plain layers (and ``ls``) never load it
+
     dctx = zstandard.ZstdDecompressor()
     obj = dctx.decompressobj()
     try:

@@ -2,33 +2,44 @@
 
 Everything here is pure (no I/O beyond reading the bundled schemas and ``/proc/cpuinfo``),
 so sources, sinks and the containerd store all share one notion of a valid image document.
+
+Names are resolved on first use (PEP 562): ``ctrconv.oci.platform`` alone (what ``ctrconv ls``
+needs) must not import the model's schema validation, and jsonschema with it.
 """
 
-from ctrconv.oci import mediatypes
-from ctrconv.oci.model import Descriptor, ImageConfig, Index, Manifest, marshal_go, parse_blob
-from ctrconv.oci.platform import (
-    ALL,
-    Platform,
-    default_matcher,
-    default_strict_matcher,
-    format_platform,
-    host_platform,
-    normalize,
-    only,
-    only_strict,
-    ordered,
-    parse_platform,
-    select_children,
-)
-from ctrconv.oci.reference import (
-    Reference,
-    familiarize,
-    import_name,
-    oci_ref_name,
-    parse_docker_ref,
-    parse_normalized_named,
-)
-from ctrconv.oci.validate import parse_config_diff_ids, parse_json_bytes, validate_json
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: exported name -> the submodule defining it
+_WHERE = {
+    "mediatypes": "",
+    **dict.fromkeys(("Descriptor", "ImageConfig", "Index", "Manifest", "marshal_go", "parse_blob"), "model"),
+    **dict.fromkeys(
+        ("ALL", "Platform", "default_matcher", "default_strict_matcher", "format_platform", "host_platform",
+         "normalize", "only", "only_strict", "ordered", "parse_platform", "select_children"), "platform"),
+    **dict.fromkeys(
+        ("Reference", "familiarize", "import_name", "oci_ref_name", "parse_docker_ref", "parse_normalized_named"),
+        "reference"),
+    **dict.fromkeys(("parse_config_diff_ids", "parse_json_bytes", "validate_json"), "validate"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        where = _WHERE[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = importlib.import_module(f"{__name__}.{name}") if not where else getattr(
+        importlib.import_module(f"{__name__}.{where}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
 
 __all__ = [
     "ALL",

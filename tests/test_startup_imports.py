@@ -1,0 +1,82 @@
+"""Start-up cost, judged by what is imported (never by a clock): ``ctrconv --version`` loads no
+CLI framework, and a command loads only what it uses (issue 17).
+
+Each case runs the real entry point in a fresh interpreter and reads ``sys.modules`` when the
+process exits, so an import added anywhere on the path (a module-level import in a command
+module, an eager package ``__init__``) fails here by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL_ROOT = REPO / "fixtures" / "small-root.tar.xz"
+
+#: ``sys.modules`` at exit, written to the file named by argv[1]; the rest is ctrconv's argv
+_DRIVER = """
+import atexit, json, sys
+out = sys.argv[1]
+atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
+sys.argv = ["ctrconv", *sys.argv[2:]]
+from ctrconv.entry import main
+main()
+"""
+
+#: heavy third-party modules no command imports unless it uses them
+HEAVY = ("jsonschema", "referencing", "construct", "zstandard", "tqdm", "rich", "pydantic")
+
+
+@pytest.fixture(scope="module")
+def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("startup")
+    with tarfile.open(SMALL_ROOT) as tar:
+        tar.extractall(base, filter="fully_trusted")
+    return base / "small-root"
+
+
+def _modules(tmp_path: Path, *args: str) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+    out = tmp_path / "modules.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("CTRCONV_DEBUG", None)
+    result = subprocess.run([sys.executable, "-c", _DRIVER, str(out), *args], capture_output=True, text=True,
+                            timeout=120, env=env, cwd=tmp_path)
+    return set(json.loads(out.read_text())), result
+
+
+def _loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if m.split(".")[0] in names)
+
+
+def test_version_imports_no_cli_framework(tmp_path: Path) -> None:
+    modules, result = _modules(tmp_path, "--version")
+    assert (result.returncode, result.stderr) == (0, "") and result.stdout.startswith("ctrconv ")
+    assert _loaded(modules, ("typer", "click", *HEAVY)) == []
+    assert not {m for m in modules if m.startswith(("ctrconv.cli", "ctrconv.api"))}
+
+
+def test_ls_imports_only_what_listing_needs(tmp_path: Path, small_root: Path) -> None:
+    modules, result = _modules(tmp_path, "ls", "--root", str(small_root))
+    assert result.returncode == 0, result.stderr
+    assert "docker.io/library/busybox" in result.stdout  # it really listed the root
+    # pydantic comes with typer's option coercion, tqdm with a bar, zstandard with a zstd layer
+    assert _loaded(modules, ("zstandard", "tqdm", "rich", "pydantic", "click")) == []
+    assert not {m for m in modules if m in COMMAND_MODULES and m != "ctrconv.cli.ls"}
+    assert not {m for m in modules if m.startswith(("ctrconv.sinks", "ctrconv.registry", "ctrconv.recovery"))}
+
+
+COMMAND_MODULES = {f"ctrconv.cli.{name}" for name in ("dump", "import_", "export", "commit", "rebuild", "verify", "ls")}
+
+
+def test_an_option_value_is_still_checked_by_typer(tmp_path: Path, small_root: Path) -> None:
+    """The plain coercion hands what it cannot decide to typer: its refusal, in its words."""
+    _, result = _modules(tmp_path, "verify", "--root", str(small_root), "--jobs", "many")
+    assert result.returncode == 2
+    assert result.stderr.startswith("ctrconv: error: ") and "--jobs" in result.stderr
