@@ -1,14 +1,15 @@
-"""The distribution protocol's transport: one registry host, over ``http.client`` and ``ssl``.
+"""The distribution protocol's transport: every request to a registry goes through here, over
+`requests <https://requests.readthedocs.io>`_ (urllib3 connection pools); see docs/registry.md
+for why requests and not httpx.
 
-What it does for every request:
+What it adds to requests, for every request:
 
-* **TLS** with the system CAs plus a private CA: ``--ca-file``, or a certs directory as
-  docker, podman/skopeo and containerd keep them (``<dir>/<host:port>/`` with ``*.crt`` CAs,
-  ``*.cert``/``*.key`` client pairs, and containerd's ``ca.crt`` / ``hosts.toml`` ``ca``,
-  ``client``, ``skip_verify``); default dirs ``/etc/containers/certs.d``,
-  ``/etc/docker/certs.d``, ``/etc/containerd/certs.d``. ``tls_verify=False`` skips
-  verification and, as containers/image does for an insecure registry, falls back to plain
-  HTTP when the server does not speak TLS; ``plain_http`` talks HTTP from the start.
+* **TLS** per host from :mod:`.tls` (system CAs, ``--ca-file``, certs directories,
+  containerd's ``hosts.toml``), handed to the host's connection pool as one ``SSLContext``.
+  ``tls_verify=False`` skips verification and, as containers/image does for an insecure
+  registry, falls back to plain HTTP when the server does not speak TLS; ``plain_http`` talks
+  HTTP from the start. Proxy variables and ``~/.netrc`` are ignored (``trust_env`` off): no
+  header is added that this module did not choose.
 * **Auth** from the server's ``WWW-Authenticate`` challenge: ``Basic`` sends the credentials;
   ``Bearer`` gets a token from the realm for the request's scopes
   (``repository:<repo>:pull[,push]``, plus ``repository:<source>:pull`` for a cross-repository
@@ -16,37 +17,54 @@ What it does for every request:
   Tokens are cached per scope set until they expire. Nothing secret is ever put in a message.
 * **Retries** with exponential back-off (``Retry-After`` honoured, capped) on 429, 5xx and
   on connections dropped or timed out mid-request; a refused connection or an unknown host
-  fails at once (the registry is down, not flaky). Bodies are bytes, so a retry resends them.
-* **Redirects** (blob downloads served from storage elsewhere) are followed for GET and HEAD,
-  without the registry's ``Authorization`` when they leave its host.
+  fails at once (the registry is down, not flaky). A body in memory (bytes) is resent; a
+  streamed body (an iterator of chunks) is sent once and a failure is :class:`StreamInterrupted`
+  for the caller to start that transfer over. urllib3's own retries are off: one policy, here.
+* **Streaming** both ways: a ``stream=True`` GET hands back the open response to read in
+  chunks (:meth:`Response.read`); a streamed request body goes out chunk by chunk with its
+  ``Content-Length`` (never chunked transfer encoding, which distribution does not take for
+  blob uploads). ``Accept-Encoding: identity``: blob bytes arrive as stored, to be hashed.
+* **Redirects** (blob downloads served from storage elsewhere) are followed here for GET and
+  HEAD, without the registry's ``Authorization`` when they leave its host.
+* **Abort**: :meth:`RegistryClient.abort` shuts down every socket of the client from any
+  thread (a signal during ``--jobs`` transfers stops them all at once).
 """
 
 from __future__ import annotations
 
 import base64
 import http.client
-import ipaddress
 import json
 import socket
 import ssl
 import threading
 import time
+import warnings
+import weakref
 from dataclasses import dataclass, field
-from email.message import Message
-from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from http import HTTPStatus
+from typing import Any, Iterable, Iterator, Mapping
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from ctrconv.errors import CtrconvError, UsageError
-from ctrconv.registry.credentials import Credentials, find_credentials
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-#: certs dirs searched for ``<host:port>/`` when ``--cert-dir`` is not given
-DEFAULT_CERT_DIRS = ("/etc/containers/certs.d", "/etc/docker/certs.d", "/etc/containerd/certs.d")
+from ctrconv.errors import CtrconvError
+from ctrconv.registry.credentials import Credentials, find_credentials
+from ctrconv.registry.options import RegistryOptions
+from ctrconv.registry.tls import is_loopback, ssl_context
+
 #: a request body: bytes (resent on a retry) or an iterator of chunks (sent once)
 Body = "bytes | Iterable[bytes] | None"
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 MAX_BACKOFF = 10.0
 USER_AGENT = "ctrconv"
+
+# --tls-verify=false is the user's explicit choice: no urllib3 warning on stderr for it
+warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
 
 
 class RegistryError(CtrconvError):
@@ -64,60 +82,27 @@ class StreamInterrupted(RegistryError):
 
 
 @dataclass
-class RegistryOptions:
-    """How to reach registries: credentials, TLS and retry settings (skopeo's options)."""
-
-    creds: str | None = field(default=None, repr=False)
-    authfile: str | None = None
-    ca_file: str | None = None
-    cert_dir: str | None = None
-    tls_verify: bool = True
-    plain_http: bool = False
-    #: attempts after the first, for 5xx/429 answers and dropped connections
-    retries: int = 5
-    #: first back-off in seconds, doubled each retry (capped at 10 s)
-    backoff: float = 0.5
-    timeout: float = 60.0
-    #: blobs up to this size are uploaded in one PUT, larger ones in PATCH chunks
-    chunk_threshold: int = 16 << 20
-    #: None: a larger blob goes in one streamed PATCH; a size: in PATCH chunks of that size
-    chunk_size: int | None = None
-    #: blobs transferred side by side (push)
-    jobs: int = 1
-    #: sleep function (tests replace it; never used to assert on time)
-    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
-
-
-@dataclass
 class Response:
-    """A finished response (body read) or, with ``stream=True``, one still open."""
+    """A finished response (body read) or, with ``stream=True`` and a 200/206, one still open."""
 
     status: int
-    headers: Message
+    headers: Mapping[str, str]
     body: bytes = b""
     url: str = ""
-    raw: http.client.HTTPResponse | None = None
-    conn: http.client.HTTPConnection | None = None
+    _open: requests.Response | None = field(default=None, repr=False)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
 
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes of a streamed body, as sent (no content decoding); b"" at its end."""
+        assert self._open is not None, "not a streamed response"
+        return self._open.raw.read(n)
+
     def close(self) -> None:
-        if self.raw is not None:
-            self.raw.close()
-        if self.conn is not None:
-            self.conn.close()
-        self.raw = self.conn = None
-
-
-def _is_loopback(host: str) -> bool:
-    name = host[1:host.index("]")] if host.startswith("[") else host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+        if self._open is not None:
+            self._open.close()
+            self._open = None
 
 
 def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -163,95 +148,154 @@ def registry_message(status: int, body: bytes) -> str:
             if isinstance(err, dict):
                 code, message = err.get("code"), err.get("message")
                 parts.append(": ".join(str(x) for x in (code, message) if x))
-    reason = http.client.responses.get(status, "")
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = ""
     text = "; ".join(p for p in parts if p)
     return f"HTTP {status} {reason}".strip() + (f" ({text[:300]})" if text else "")
 
 
-def cert_directories(host: str, cert_dir: str | None) -> list[Path]:
-    """Where this host's CA and client certificates may be (existing dirs only)."""
-    if cert_dir:
-        base = Path(cert_dir)
-        if not base.is_dir():
-            raise UsageError(f"--cert-dir {cert_dir}: not a directory")
-        per_host = base / host
-        return [per_host] if per_host.is_dir() else [base]
-    return [Path(d) / host for d in DEFAULT_CERT_DIRS if (Path(d) / host).is_dir()]
+class _Sockets:
+    """The connections one client opened, so :meth:`RegistryClient.abort` can shut them down
+    from another thread while requests are blocked on them."""
+
+    def __init__(self) -> None:
+        self._conns: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def add(self, conn: Any) -> None:
+        with self._lock:
+            self._conns.add(conn)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            sock = getattr(conn, "sock", None)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
 
-def _hosts_toml(directory: Path, host: str) -> dict[str, Any]:
-    """containerd's ``hosts.toml``: top-level and ``[host."https://<host>"]`` settings."""
-    path = directory / "hosts.toml"
-    if not path.is_file():
-        return {}
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10: no TOML reader in the standard library
-        return {}
-    try:
-        doc = tomllib.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path}: cannot read: {exc}") from None
-    settings = {k: doc[k] for k in ("ca", "client", "skip_verify") if k in doc}
-    for url, entry in (doc.get("host") or {}).items():
-        if isinstance(entry, dict) and urlsplit(url).netloc == host:
-            settings.update({k: entry[k] for k in ("ca", "client", "skip_verify") if k in entry})
-    return settings
+def _pool_classes(sockets: _Sockets) -> dict[str, type]:
+    """urllib3 pool classes whose connections register with ``sockets`` as they connect."""
+
+    class Plain(HTTPConnection):
+        def connect(self) -> None:
+            sockets.add(self)
+            super().connect()
+
+    class Tls(HTTPSConnection):
+        def connect(self) -> None:
+            sockets.add(self)
+            super().connect()
+
+    return {"http": type("PlainPool", (HTTPConnectionPool,), {"ConnectionCls": Plain}),
+            "https": type("TlsPool", (HTTPSConnectionPool,), {"ConnectionCls": Tls})}
 
 
-def _resolve(directory: Path, value: str) -> Path:
-    path = Path(value)
-    return path if path.is_absolute() else directory / path
+class _Adapter(HTTPAdapter):
+    """requests' adapter with this host's ``SSLContext``, tracked sockets and no retries of its own."""
+
+    def __init__(self, ctx: ssl.SSLContext | None, sockets: _Sockets, maxsize: int) -> None:
+        self._ctx = ctx
+        self._sockets = sockets
+        super().__init__(pool_connections=1, pool_maxsize=maxsize, max_retries=0)
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
+        if self._ctx is not None:
+            pool_kwargs["ssl_context"] = self._ctx
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = _pool_classes(self._sockets)
+
+    def build_connection_pool_key_attributes(self, request: Any, verify: Any, cert: Any = None) -> Any:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        if self._ctx is not None:
+            pool_kwargs["ssl_context"] = self._ctx  # never a per-request default context instead
+        return host_params, pool_kwargs
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        """Trust is the ``SSLContext``'s (:mod:`.tls`): requests' CA bundle is not added to it."""
+        conn.cert_reqs = "CERT_REQUIRED" if verify else "CERT_NONE"
+        conn.ca_certs = conn.ca_cert_dir = None
 
 
-def ssl_context(host: str, options: RegistryOptions) -> ssl.SSLContext:
-    """The TLS settings for ``host``: system CAs, ``--ca-file``, its certs directory."""
-    ctx = ssl.create_default_context()
-    verify = options.tls_verify
-    try:
-        if options.ca_file:
-            ctx.load_verify_locations(cafile=options.ca_file)
-        for directory in cert_directories(host, options.cert_dir):
-            for ca in sorted(directory.glob("*.crt")):
-                ctx.load_verify_locations(cafile=str(ca))
-            for cert in sorted(directory.glob("*.cert")):
-                key = cert.with_suffix(".key")
-                if not key.is_file():
-                    raise UsageError(f"{cert}: client certificate without its key {key.name}")
-                ctx.load_cert_chain(str(cert), str(key))
-            toml = _hosts_toml(directory, host)
-            cas = toml.get("ca")
-            for ca in [cas] if isinstance(cas, str) else cas or []:
-                ctx.load_verify_locations(cafile=str(_resolve(directory, ca)))
-            clients = toml.get("client")
-            for pair in [clients] if isinstance(clients, str) else clients or []:
-                if isinstance(pair, str):
-                    ctx.load_cert_chain(str(_resolve(directory, pair)))
-                else:
-                    ctx.load_cert_chain(str(_resolve(directory, pair[0])), str(_resolve(directory, pair[1])))
-            if toml.get("skip_verify") is True:
-                verify = False
-    except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"cannot load TLS certificates for {host}: {getattr(exc, 'strerror', None) or exc}") from None
-    if not verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+class _SizedBody:
+    """Chunks of a streamed request body of known length: requests sends it with that
+    ``Content-Length`` (it sends an iterator without a length chunked)."""
+
+    def __init__(self, chunks: Iterable[bytes], length: int, aborted: threading.Event) -> None:
+        self._chunks = chunks
+        self._length = length
+        self._aborted = aborted
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            if self._aborted.is_set():
+                raise ConnectionAbortedError("transfer stopped")
+            yield chunk
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps (requests -> urllib3 -> ssl/socket), outermost first."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen or len(seen) > 16:
+            continue
+        seen.add(id(e))
+        yield e
+        nested = [getattr(e, "reason", None), e.__cause__, e.__context__, *(e.args[:1] if e.args else ())]
+        todo.extend(n for n in nested if isinstance(n, BaseException))
 
 
 _DROPPED = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, http.client.RemoteDisconnected,
-            http.client.IncompleteRead, http.client.BadStatusLine, socket.timeout, TimeoutError, ssl.SSLEOFError)
+            http.client.IncompleteRead, http.client.BadStatusLine, socket.timeout, TimeoutError, ssl.SSLEOFError,
+            urllib3.exceptions.ProtocolError, urllib3.exceptions.TimeoutError, requests.exceptions.Timeout,
+            requests.exceptions.ChunkedEncodingError)
+
+
+#: urllib3 2's wrapper of a failed name look-up (1.26 wraps the ``gaierror`` in NewConnectionError)
+_NAME_RESOLUTION: type[BaseException] = getattr(urllib3.exceptions, "NameResolutionError", socket.gaierror)
+
+
+def failure_kind(exc: BaseException) -> tuple[str, BaseException]:
+    """Why a request failed: ``untrusted`` (certificate), ``refused`` (nothing listening, unknown
+    host), ``tls`` (another TLS failure), ``dropped`` (broke mid-request: worth a retry) or
+    ``other``; with the innermost exception that says so."""
+    chain = list(_chain(exc))
+    for kind, types in (("untrusted", (ssl.SSLCertVerificationError,)),
+                        ("refused", (ConnectionRefusedError, socket.gaierror, _NAME_RESOLUTION)),
+                        ("tls", (ssl.SSLError,)), ("dropped", _DROPPED)):
+        found = [e for e in chain if isinstance(e, types)]
+        if found:
+            return kind, found[-1]
+    return "other", chain[-1]
 
 
 def is_dropped(exc: BaseException) -> bool:
     """A connection that broke mid-request (worth a retry), as opposed to one never made."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return False
-    return isinstance(exc, _DROPPED) or (isinstance(exc, http.client.HTTPException) and not isinstance(exc, http.client.InvalidURL))
+    kind, inner = failure_kind(exc)
+    return kind == "dropped" or (kind == "tls" and isinstance(inner, ssl.SSLEOFError))
+
+
+#: what a failed request may raise (requests wraps most, a streamed body's read does not)
+_TRANSPORT_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc or type(exc).__name__)
 
 
 class RegistryClient:
-    """Requests to one registry host (thread-safe: one kept-alive connection per thread)."""
+    """Requests to one registry host (thread-safe: one pool of kept-alive connections per host)."""
 
     def __init__(self, domain: str, api_host: str, repository: str, options: RegistryOptions) -> None:
         self.domain = domain
@@ -259,8 +303,6 @@ class RegistryClient:
         self.options = options
         self.scheme = "http" if options.plain_http else "https"
         self._scheme_settled = options.plain_http
-        self._ctx: ssl.SSLContext | None = None
-        self._local = threading.local()
         self._lock = threading.Lock()
         self._challenge: tuple[str, dict[str, str]] | None = None
         self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
@@ -268,8 +310,13 @@ class RegistryClient:
             domain, repository, creds=options.creds, authfile=options.authfile)
         #: what was sent, for reports and tests: (method, path) of every request made
         self.log: list[tuple[str, str]] = []
-        self._active: set[http.client.HTTPConnection] = set()
+        self._sockets = _Sockets()
         self._aborted = threading.Event()
+        #: (scheme, netloc) -> (session, verify): the registry's own, and any a redirect or a
+        #: token realm leads to
+        self._sessions: dict[tuple[str, str], tuple[requests.Session, bool]] = {}
+        if self.scheme == "https":
+            self._session_for("https", self.host)  # a bad certs dir is a usage error up front
 
     # -- connections ----------------------------------------------------------------------
 
@@ -277,47 +324,32 @@ class RegistryClient:
     def base_url(self) -> str:
         return f"{self.scheme}://{self.host}"
 
-    def _context(self) -> ssl.SSLContext:
-        if self._ctx is None:
-            self._ctx = ssl_context(self.host, self.options)
-        return self._ctx
-
-    def _new_connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
-        timeout = self.options.timeout
-        if scheme == "https":
-            ctx = self._context() if netloc == self.host else ssl_context(netloc, self.options)
-            return http.client.HTTPSConnection(netloc, timeout=timeout, context=ctx)
-        return http.client.HTTPConnection(netloc, timeout=timeout)
-
-    def _pooled(self) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "scheme", None) != self.scheme:
-            conn = self._new_connection(self.scheme, self.host)
-            self._local.conn, self._local.scheme = conn, self.scheme
-        return conn
-
-    def _drop_pooled(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-        self._local.conn = None
+    def _session_for(self, scheme: str, netloc: str) -> tuple[requests.Session, bool]:
+        with self._lock:
+            found = self._sessions.get((scheme, netloc))
+            if found is not None:
+                return found
+            ctx = ssl_context(netloc, self.options) if scheme == "https" else None
+            session = requests.Session()
+            session.trust_env = False  # no proxies, no ~/.netrc credentials
+            session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+            adapter = _Adapter(ctx, self._sockets, max(self.options.jobs, 1) + 2)
+            session.mount(f"{scheme}://", adapter)
+            found = (session, ctx is None or ctx.verify_mode != ssl.CERT_NONE)
+            self._sessions[(scheme, netloc)] = found
+            return found
 
     def close(self) -> None:
-        self._drop_pooled()
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for session, _ in sessions:
+            session.close()
 
     def abort(self) -> None:
         """Stop every request in flight, in any thread, and refuse new ones (a push that is
         interrupted does not wait for its other transfers)."""
         self._aborted.set()
-        with self._lock:
-            active = list(self._active)
-        for conn in active:
-            sock = getattr(conn, "sock", None)
-            if sock is not None:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        self._sockets.shutdown()
 
     def _check_aborted(self) -> None:
         if self._aborted.is_set():
@@ -393,43 +425,47 @@ class RegistryClient:
         """HTTPS failed at the handshake: an insecure or loopback registry may be plain HTTP."""
         if self._scheme_settled or self.scheme != "https":
             return False
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            return False
-        if isinstance(exc, ssl.SSLError) and (not self.options.tls_verify or _is_loopback(self.host)):
+        if isinstance(exc, ssl.SSLError) and (not self.options.tls_verify or is_loopback(self.host)):
             self.scheme = "http"
             self._scheme_settled = True
-            self._drop_pooled()
             return True
         return False
 
-    def _once(self, method: str, url: str, headers: Mapping[str, str], body: "Body",
-              stream: bool) -> Response:
-        parts = urlsplit(url)
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
-        own = parts.netloc == self.host and parts.scheme == self.scheme
+    def _once(self, method: str, url: str, headers: Mapping[str, str], body: "Body", stream: bool) -> Response:
+        """One request; a streamed 200/206 comes back open, anything else read whole (an error
+        document, a manifest, a token: small)."""
         self._check_aborted()
-        conn = self._pooled() if own and not stream else self._new_connection(parts.scheme, parts.netloc)
-        if not stream:
-            with self._lock:
-                self._active.add(conn)
+        parts = urlsplit(url)
+        session, verify = self._session_for(parts.scheme, parts.netloc)
+        data: Any = body
+        if body is not None and not isinstance(body, bytes):
+            data = _SizedBody(body, int(headers.get("Content-Length") or 0), self._aborted)
         try:
-            conn.request(method, path, body=body, headers={"User-Agent": USER_AGENT, **headers})
-            raw = conn.getresponse()
-            if stream and raw.status in (200, 206):
-                return Response(raw.status, raw.msg, url=url, raw=raw, conn=conn)
-            data = raw.read()  # b"" for HEAD, and the connection is free again
-            if raw.will_close or not own or stream:
-                conn.close()
-            return Response(raw.status, raw.msg, data, url=url)
+            resp = session.request(method, url, headers=dict(headers), data=data, stream=True, allow_redirects=False,
+                                   timeout=self.options.timeout, verify=verify)
+            if parts.netloc == self.host and parts.scheme == "https":
+                self._scheme_settled = True  # TLS answered: never fall back to HTTP later
+            if stream and resp.status_code in (200, 206):
+                return Response(resp.status_code, resp.headers, url=url, _open=resp)
+            with resp:
+                content = resp.content
         except BaseException:
-            conn.close()
-            if own and not stream:
-                self._local.conn = None
             self._check_aborted()
             raise
-        finally:
-            with self._lock:
-                self._active.discard(conn)
+        return Response(resp.status_code, resp.headers, content, url=url)
+
+    def _failure(self, exc: BaseException, url: str, kind: str, inner: BaseException) -> RegistryError:
+        netloc = urlsplit(url).netloc
+        if kind == "untrusted":
+            detail = getattr(inner, "verify_message", None) or getattr(inner, "reason", None) or inner
+            return RegistryError(f"{netloc}: TLS certificate not trusted: {detail}")
+        if kind == "refused":
+            return RegistryError(f"cannot reach {netloc}: {_reason(inner)}")
+        if kind == "tls":
+            return RegistryError(f"{netloc}: TLS error: {_reason(inner)}")
+        if kind == "dropped":
+            return RegistryError(f"{netloc}: connection dropped: {type(inner).__name__}")
+        return RegistryError(f"{netloc}: connection failed: {_reason(inner)}")
 
     def _send_retrying(self, method: str, url: str, headers: Mapping[str, str], body: "Body", *,
                        auth: bool = True, stream: bool = False) -> Response:
@@ -439,32 +475,16 @@ class RegistryClient:
         while True:
             try:
                 resp = self._once(method, url, headers, body, stream)
-            except ssl.SSLCertVerificationError as exc:
-                raise RegistryError(f"{urlsplit(url).netloc}: TLS certificate not trusted: {exc.verify_message or exc.reason}"
-                                    ) from None
-            except ssl.SSLError as exc:
-                if auth and self._settle_scheme(exc):
+            except _TRANSPORT_ERRORS as exc:
+                kind, inner = failure_kind(exc)
+                if kind == "tls" and auth and self._settle_scheme(inner):
                     url = self.base_url + url.split(urlsplit(url).netloc, 1)[1]
                     continue
                 if attempt < self.options.retries and is_dropped(exc):
                     self._backoff(attempt, None)
                     attempt += 1
                     continue
-                raise RegistryError(f"{urlsplit(url).netloc}: TLS error: {exc.reason or exc}") from None
-            except (ConnectionRefusedError, socket.gaierror) as exc:
-                raise RegistryError(f"cannot reach {urlsplit(url).netloc}: {exc.strerror or exc}") from None
-            except OSError as exc:
-                if attempt < self.options.retries and is_dropped(exc):
-                    self._backoff(attempt, None)
-                    attempt += 1
-                    continue
-                raise RegistryError(f"{urlsplit(url).netloc}: connection failed: {exc.strerror or exc}") from None
-            except http.client.HTTPException as exc:
-                if attempt < self.options.retries:
-                    self._backoff(attempt, None)
-                    attempt += 1
-                    continue
-                raise RegistryError(f"{urlsplit(url).netloc}: connection dropped: {type(exc).__name__}") from None
+                raise self._failure(exc, url, kind, inner) from None
             if resp.status in RETRY_STATUS and attempt < self.options.retries:
                 retry_after = resp.header("Retry-After")
                 resp.close()
@@ -478,14 +498,11 @@ class RegistryClient:
         netloc = urlsplit(url).netloc
         try:
             resp = self._once(method, url, headers, body, False)
-        except ssl.SSLCertVerificationError as exc:
-            raise RegistryError(f"{netloc}: TLS certificate not trusted: {exc.verify_message or exc.reason}") from None
-        except (ConnectionRefusedError, socket.gaierror) as exc:
-            raise RegistryError(f"cannot reach {netloc}: {exc.strerror or exc}") from None
-        except (OSError, http.client.HTTPException) as exc:
+        except _TRANSPORT_ERRORS as exc:
+            kind, inner = failure_kind(exc)
             if is_dropped(exc):
-                raise StreamInterrupted(f"{netloc}: connection dropped during {method}: {type(exc).__name__}") from None
-            raise RegistryError(f"{netloc}: {method} failed: {exc}") from None
+                raise StreamInterrupted(f"{netloc}: connection dropped during {method}: {type(inner).__name__}") from None
+            raise self._failure(exc, url, kind, inner) from None
         if resp.status in RETRY_STATUS:
             raise StreamInterrupted(f"{netloc}: {method}: {registry_message(resp.status, resp.body)}")
         return resp

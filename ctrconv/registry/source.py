@@ -1,4 +1,4 @@
-"""A registry repository as an :class:`~ctrconv.pipeline.source.ImageSource` (``import -i docker://``).
+"""A registry repository as an :class:`~ctrconv.image.protocols.ImageSource` (``import -i docker://``).
 
 The reference is resolved once (``GET /v2/<repo>/manifests/<tag|digest>``, every manifest and
 index media type accepted); the document is kept in memory and its digest is the one its bytes
@@ -20,7 +20,7 @@ from ctrconv.digest import Digest
 from ctrconv.errors import FormatError, MissingContentError, NotFoundError
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci.validate import MAX_DOCUMENT_SIZE
-from ctrconv.pipeline.source import NamedEntry
+from ctrconv.image.protocols import NamedEntry
 from ctrconv.registry.client import RegistryClient, RegistryError, RegistryOptions, Response, is_dropped, registry_message
 from ctrconv.registry.reference import RegistryRef, parse_registry_ref
 from ctrconv.sources.base import BlobSourceBase, Locator, parse_digest
@@ -82,8 +82,8 @@ class _BlobStream(io.RawIOBase):
                 skip -= len(got)
 
     def _raw_read(self, n: int) -> bytes:
-        assert self._resp is not None and self._resp.raw is not None
-        return self._resp.raw.read(n)
+        assert self._resp is not None
+        return self._resp.read(n)
 
     def _drop(self) -> None:
         if self._resp is not None:
@@ -102,7 +102,7 @@ class _BlobStream(io.RawIOBase):
                 if self._resp is None:
                     self._open()
                 data = self._raw_read(n)
-            except (OSError, Exception) as exc:  # noqa: B014 (http.client errors are not OSErrors)
+            except Exception as exc:  # noqa: BLE001 (urllib3's read errors are not OSErrors)
                 if isinstance(exc, RegistryError) or not is_dropped(exc) or self._resumes >= options.retries:
                     self._drop()
                     if isinstance(exc, RegistryError) or not is_dropped(exc):

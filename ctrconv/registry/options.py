@@ -1,0 +1,33 @@
+"""How to reach registries (:class:`RegistryOptions`): kept apart from the transport so the
+CLI can build them without importing requests (command start-up stays fast)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass
+class RegistryOptions:
+    """How to reach registries: credentials, TLS and retry settings (skopeo's options)."""
+
+    creds: str | None = field(default=None, repr=False)
+    authfile: str | None = None
+    ca_file: str | None = None
+    cert_dir: str | None = None
+    tls_verify: bool = True
+    plain_http: bool = False
+    #: attempts after the first, for 5xx/429 answers and dropped connections
+    retries: int = 5
+    #: first back-off in seconds, doubled each retry (capped at 10 s)
+    backoff: float = 0.5
+    timeout: float = 60.0
+    #: blobs up to this size are uploaded in one PUT, larger ones in PATCH chunks
+    chunk_threshold: int = 16 << 20
+    #: None: a larger blob goes in one streamed PATCH; a size: in PATCH chunks of that size
+    chunk_size: int | None = None
+    #: blobs transferred side by side (push and pull)
+    jobs: int = 1
+    #: sleep function (tests replace it; never used to assert on time)
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
