@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ctrconv.errors import InvalidDigestError
 
@@ -41,6 +42,10 @@ class Digest:
                 raise InvalidDigestError(f"invalid digest {text[:80]!r}") from None
         if not isinstance(text, str):
             raise InvalidDigestError(f"invalid digest {text!r}")
+        return _parse_text(text) if cls is Digest else cls._from_text(text)
+
+    @classmethod
+    def _from_text(cls, text: str) -> "Digest":
         alg, sep, hexpart = text.partition(":")
         if not sep:
             raise InvalidDigestError(f"invalid digest {text[:80]!r}: no algorithm")
@@ -59,3 +64,11 @@ class Digest:
     @classmethod
     def from_bytes(cls, data: bytes, algorithm: str = "sha256") -> "Digest":
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
+
+
+@lru_cache(maxsize=1 << 16)
+def _parse_text(text: str) -> Digest:
+    """:meth:`Digest.parse` of a string, remembered: a digest is immutable, and ``ls`` or
+    ``verify`` of a large root parse the same few thousand digests hundreds of thousands of
+    times (a refused text raises every time; exceptions are not cached)."""
+    return Digest._from_text(text)

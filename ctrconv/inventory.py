@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ctrconv.containerd.content import ContentStore, NamespaceContent
+from ctrconv.containerd.content import ContentStore, ListingContent, NamespaceContent
 from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.records import ImageRecord
 from ctrconv.errors import CtrconvError
@@ -121,7 +121,7 @@ def list_images(meta: MetadataDB, content: ContentStore, namespaces: list[str], 
     out = []
     cache: DocumentCache = {}  # namespaces and tags share manifests and configs
     for ns in namespaces:
-        visible = NamespaceContent.of(meta, content, ns)
+        visible = ListingContent(content, ns, meta.content_digests(ns))
         labels_of, snapshot_exists = namespace_lookups(meta, ns)
         for image in meta.images(ns):
             out.append(summarize(image, visible, matcher, cache, labels_of=labels_of, snapshot_exists=snapshot_exists))

@@ -28,15 +28,21 @@ class ContentStore:
         d = Digest.parse(digest)
         return self.path / "blobs" / d.algorithm / d.hex
 
+    def _blob_file(self, digest: Digest | str) -> str:
+        """:meth:`blob_path` as a string: presence checks of many blobs (``ls``, ``verify``)
+        need no ``Path`` object each."""
+        d = Digest.parse(digest)
+        return f"{self.path}/blobs/{d.algorithm}/{d.hex}"
+
     def exists(self, digest: Digest | str) -> bool:
         try:
-            return self.blob_path(digest).is_file()
+            return os.path.isfile(self._blob_file(digest))
         except InvalidDigestError:
             return False
 
     def size(self, digest: Digest | str) -> int | None:
         try:
-            return self.blob_path(digest).stat().st_size
+            return os.stat(self._blob_file(digest)).st_size
         except (OSError, InvalidDigestError):
             return None
 
@@ -136,3 +142,20 @@ class NamespaceContent:
     def read_small(self, digest: Digest | str, size: int, limit: int = 16 << 20) -> bytes:
         self._require(digest)
         return self.store.read_small(digest, size, limit)
+
+
+class ListingContent(NamespaceContent):
+    """A :class:`NamespaceContent` for one read-only pass over many images (``ls``): each blob's
+    presence is looked up on disk once, however many images share it (its record set is
+    already read once), instead of once per image and walk."""
+
+    def __init__(self, store: ContentStore, namespace: str, recorded: frozenset[str] | set[str]) -> None:
+        super().__init__(store, namespace, recorded)
+        self._present: dict[str, bool] = {}
+
+    def exists(self, digest: Digest | str) -> bool:
+        key = str(digest)
+        present = self._present.get(key)
+        if present is None:
+            present = self._present[key] = super().exists(digest)
+        return present
