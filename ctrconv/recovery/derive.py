@@ -1,21 +1,31 @@
-"""Re-derive image records from the content store when meta.db lost them.
+"""Stage 5, derive images: re-derive image records from the content store when meta.db lost
+them, then drop the images no platform can run.
 
 Manifests and indexes are recognised among the (verified) blobs by their JSON shape; the
 top-level ones (not listed by another index) become images. Names come from the caller
-(``--name DIGEST=REF``), from the document's own annotations, or a placeholder that keeps the
-digest.
+(``--name DIGEST=REF``), from images of other namespaces with the same target, from an image
+whose lost index listed the manifest, from the document's own annotations, or a placeholder
+that keeps the digest.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ctrconv.bolt.tree import BucketTree
+from ctrconv.containerd import schema as K
+from ctrconv.containerd.content import ContentStore
+from ctrconv.containerd.records import ImageRecord, Target, go_time, write_image
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci.validate import parse_json_bytes, validate_object
+from ctrconv.pipeline.completeness import Assessment, assess, namespace_lookups
+from ctrconv.recovery.buckets import has_blob_record, image_targets, namespaces, target_descriptor, text
+from ctrconv.recovery.report import RebuildReport
 
 MAX_JSON_BLOB = 4 << 20
 PLACEHOLDER_REPO = "recovered.ctrconv.invalid/image"
@@ -81,3 +91,116 @@ def derived_name(doc: FoundDocument, names: dict[str, str]) -> str:
         if "/" in value or ":" in value:
             return value
     return f"{PLACEHOLDER_REPO}@{digest}"
+
+
+def _reachable(targets: dict[str, list[str]], by_digest: dict[str, FoundDocument]) -> set[str]:
+    """Digests an image of a namespace (its ``targets``) reaches through the found indexes."""
+    seen = set(targets)
+    stack = list(seen)
+    while stack:
+        doc = by_digest.get(stack.pop())
+        if doc and mt.is_index(doc.descriptor["mediaType"]):
+            for child in doc.children:
+                if child not in seen:
+                    seen.add(child)
+                    stack.append(child)
+    return seen
+
+
+def derive_images(
+    meta: BucketTree, good: dict[str, int], content: ContentStore, names: dict[str, str], report: RebuildReport,
+    orphaned: dict[tuple[str, str], str] | None = None,
+) -> None:
+    """Give top-level manifests/indexes among the blobs image records where they lost theirs.
+
+    A document gets a record in every namespace that still holds its content record but no
+    image pointing at it (or in ``default`` when no namespace knows it). Names come from
+    ``--name``, then from images of other namespaces with the same target, then ``repo@digest``
+    after an image of this namespace whose lost index listed it (``orphaned``), then from the
+    document's annotations, else a placeholder that keeps the digest.
+    """
+    documents = [doc for digest in sorted(good) if (doc := sniff_document(Digest.parse(digest), content.blob_path(digest)))]
+    by_digest = {d.descriptor["digest"]: d for d in documents}
+    spaces = dict(namespaces(meta))
+    targets = {ns_name: image_targets(ns) for ns_name, ns in spaces.items()}
+    reachable = {ns_name: _reachable(targets.get(ns_name, {}), by_digest) for ns_name in spaces}
+    known_anywhere = set().union(*reachable.values()) if reachable else set()
+    now = go_time(time.time_ns())
+    for doc in top_level(documents):
+        digest = doc.descriptor["digest"]
+        holders = [n for n, ns in spaces.items() if has_blob_record(ns, digest)]
+        if not holders and digest not in known_anywhere:
+            holders = ["default"]
+        for ns_name in holders:
+            if digest in reachable.get(ns_name, set()):
+                continue
+            candidates = _candidate_names(doc, ns_name, names, targets, orphaned or {})
+            v1 = meta.bucket(K.V1, create=True)
+            images = v1.bucket(ns_name.encode(), K.IMAGES, create=True)  # type: ignore[union-attr]
+            assert images is not None
+            for name in candidates:
+                if name.encode() in images.entries:
+                    continue
+                record = BucketTree()
+                target = Target(doc.descriptor["mediaType"], digest, doc.descriptor["size"])
+                write_image(record, ImageRecord(ns_name, name, target, created_at=now, updated_at=now))
+                images.entries[name.encode()] = record
+                report.images.append({"namespace": ns_name, "name": name, "digest": digest, "origin": "re-derived from content"})
+
+
+def _candidate_names(doc: FoundDocument, ns_name: str, names: dict[str, str], targets: dict[str, dict[str, list[str]]],
+                     orphaned: dict[tuple[str, str], str]) -> list[str]:
+    """The names a re-derived image gets in ``ns_name`` (see :func:`derive_images`)."""
+    digest = doc.descriptor["digest"]
+    if digest in names:
+        return [names[digest]]
+    candidates = sorted({n for other, t in targets.items() if other != ns_name for n in t.get(digest, [])})
+    lost = orphaned.get((ns_name, digest))
+    if not candidates and lost is not None:
+        candidates = [_by_digest(lost, digest)]
+    return [c for c in candidates if c] or [derived_name(doc, names)]
+
+
+def _by_digest(name: str, digest: str) -> str:
+    """``repo@digest`` for the repository of image ``name``; "" if the name is no reference."""
+    from ctrconv.oci.reference import parse_reference
+
+    try:
+        return f"{parse_reference(name).name}@{digest}"
+    except CtrconvError:
+        return ""
+
+
+def assess_image(content: ContentStore, ns: BucketTree, desc: dict[str, Any]) -> Assessment:
+    """The one completeness rule, applied to an image of the tree being repaired."""
+    labels_of, snapshot_exists = namespace_lookups(ns)
+    return assess(content, desc, labels_of=labels_of, snapshot_exists=snapshot_exists)
+
+
+def _problem(content: ContentStore, ns: BucketTree, desc: dict[str, Any]) -> str | None:
+    """Why an image cannot stay, or None."""
+    try:
+        verdict = assess_image(content, ns, desc)
+    except CtrconvError as exc:
+        return str(exc)
+    if verdict.broken:
+        return "missing " + ", ".join(d["digest"] for d in verdict.broken)
+    if not verdict.usable:
+        return "no platform of it is present"
+    return None
+
+
+def drop_incomplete_images(meta: BucketTree, content: ContentStore, report: RebuildReport) -> None:
+    """An image that no platform can run (or that lacks what every platform needs) would fail
+    every use: drop it. Platforms never pulled are no reason; neither are layers let go after
+    unpacking (``discard_unpacked_layers``): their snapshots still run the image."""
+    for ns_name, ns in namespaces(meta):
+        images = ns.bucket(K.IMAGES)
+        for key in list(images.entries) if images else []:
+            desc = target_descriptor(images.entries[key])  # type: ignore[union-attr]
+            problem = "no target" if desc is None else _problem(content, ns, desc)
+            if problem:
+                del images.entries[key]  # type: ignore[union-attr]
+                report.drop("image", f"image {ns_name}/{text(key)}", problem)
+            elif not any(i["name"] == text(key) and i["namespace"] == ns_name for i in report.images):
+                report.images.append({"namespace": ns_name, "name": text(key), "digest": desc["digest"], "origin": "kept"})  # type: ignore[index]

@@ -52,8 +52,12 @@ def verify_root(
     jobs: int | None = None,
     progress: Callable[[int], object] | None = None,
     deep: bool = False,
+    blob_hashes: dict[str, tuple[str | None, int]] | None = None,
 ) -> Report:
     """Every problem of ``root``; ``deep`` also re-applies each unpacked layer and compares trees.
+
+    ``blob_hashes``, when given, receives each blob's (actual hex or None, bytes read) from the
+    first reading, so a caller that repairs next (``rebuild``) need not hash them again.
 
     On a root a running containerd holds (``ignore_lock``), the bolt files and the directories
     are read at different moments while the daemon changes them: every problem is checked
@@ -69,7 +73,7 @@ def verify_root(
 
         raise LockedError(f"{croot.meta_db} is locked by {describe_holders(croot.meta_db)}", hint="stop containerd, or pass --ignore-lock")
     live = ignore_lock and croot.is_locked()
-    first = _verify_once(croot, namespaces, ignore_lock, jobs, progress, deep, None)
+    first = _verify_once(croot, namespaces, ignore_lock, jobs, progress, deep, None, blob_hashes)
     if not live or first.ok:
         return first
     flagged = {p.object.split(" ", 1)[1] for p in first.errors if p.object.startswith("blob ")}
@@ -94,6 +98,7 @@ def _verify_once(
     progress: Callable[[int], object] | None,
     deep: bool,
     hash_only: set[str] | None,
+    blob_hashes: dict[str, tuple[str | None, int]] | None = None,
 ) -> Report:
     """One reading of the root (``hash_only``: hash just these blobs, for a second reading)."""
     report = Report()
@@ -121,7 +126,7 @@ def _verify_once(
 
     for sn, backend in backends.items():
         _check_snapshotter(croot, sn, backend, backend_names.get(sn, set()), report)
-    _check_blobs(croot, referenced, report, jobs, progress, hash_only)
+    _check_blobs(croot, referenced, report, jobs, progress, hash_only, blob_hashes)
     return report
 
 
@@ -418,7 +423,7 @@ def _check_snapshotter(croot: ContainerdRoot, sn: str, backend: _Backend, refere
 
 
 def _check_blobs(croot: ContainerdRoot, referenced: set[str], report: Report, jobs: int | None, progress,
-                 hash_only: set[str] | None = None) -> None:
+                 hash_only: set[str] | None = None, blob_hashes: dict[str, tuple[str | None, int]] | None = None) -> None:
     content = croot.content
     blobs = [(d, p) for d, p in content.walk() if hash_only is None or str(d) in hash_only]
     report.count("blobs", len(blobs))
@@ -426,6 +431,8 @@ def _check_blobs(croot: ContainerdRoot, referenced: set[str], report: Report, jo
         obj = f"blob {digest}"
         path = str(content.blob_path(digest))
         report.count("bytes hashed", size)
+        if blob_hashes is not None:
+            blob_hashes[str(digest)] = (actual, size)
         if actual is None:
             report.add("unreadable-blob", obj, path, "cannot read the blob file")
         elif actual != digest.hex:

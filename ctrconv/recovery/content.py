@@ -1,0 +1,153 @@
+"""Stage 2, check content: hash every blob once, quarantine (in place) or leave out (new root)
+the corrupt ones; the good blobs' sizes are what the metadata stages keep records of."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+from ctrconv.containerd.root import ContainerdRoot
+from ctrconv.digest import Digest
+from ctrconv.recovery.report import RebuildReport
+from ctrconv.streams import CHUNK
+from ctrconv.verify.blobs import hash_blobs
+
+QUARANTINE = "ctrconv-quarantine"
+
+Progress = Callable[[int], object]
+
+
+@dataclass(frozen=True)
+class KnownHash:
+    """A blob hashed earlier in the same run (by ``verify``), valid while its file is unchanged."""
+
+    actual: str | None
+    size: int
+    stat: tuple[int, int, int]
+
+
+def stat_key(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, mtime): a file with the same key was not rewritten in between."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def check_content(
+    croot: ContainerdRoot, target: ContainerdRoot, report: RebuildReport, *, in_place: bool, stamp: str,
+    jobs: int | None = None, progress: Progress | None = None, link: bool = False,
+    known: Mapping[str, KnownHash] | None = None,
+) -> dict[str, int]:
+    """Hash every blob once; quarantine (in place) or leave out (new root) corrupt ones.
+
+    For a new root each blob is copied (a reflink where the filesystem offers one) with the
+    hash computed while the bytes flow; with ``link`` it is hard-linked when the filesystems
+    allow (then hashed in parallel). One read either way; in place, a blob ``known`` (hashed by
+    the verify that found the damage, file unchanged since) is not read again. Returns the
+    good blobs' sizes.
+    """
+    blobs = list(croot.content.walk())
+    results: list[tuple[Digest, str | None, int]] = []
+    copies: list[tuple[Digest, Path, Path]] = []
+    if in_place:
+        known = known or {}
+        to_hash = _reuse_known(blobs, known)
+        fresh = {str(d) for d, _ in to_hash}
+        results = [(d, known[str(d)].actual, known[str(d)].size) for d, _ in blobs if str(d) not in fresh]
+    else:
+        to_hash, copies = _link_or_copy(blobs, target, link)
+    results += hash_blobs(to_hash, jobs=jobs, progress=progress)
+    results += [_copy_hashing(digest, path, dest, progress) for digest, path, dest in copies]
+    good: dict[str, int] = {}
+    for digest, actual, size in results:
+        if actual == digest.hex:
+            good[str(digest)] = size
+        else:
+            _set_aside(croot, target, digest, actual, report, in_place=in_place, stamp=stamp)
+    return good
+
+
+def _reuse_known(blobs: list[tuple[Digest, Path]], known: Mapping[str, KnownHash]) -> list[tuple[Digest, Path]]:
+    """The blobs still to hash: those not ``known``, or whose file changed since."""
+    return [(d, p) for d, p in blobs if str(d) not in known or known[str(d)].stat != stat_key(p)]
+
+
+def _link_or_copy(blobs: list[tuple[Digest, Path]], target: ContainerdRoot,
+                  link: bool) -> tuple[list[tuple[Digest, Path]], list[tuple[Digest, Path, Path]]]:
+    """(blobs hard-linked into the new root, to hash; blobs to copy while hashing)."""
+    to_hash: list[tuple[Digest, Path]] = []
+    copies: list[tuple[Digest, Path, Path]] = []
+    for digest, path in blobs:
+        dest = target.content_dir / "blobs" / digest.algorithm / digest.hex
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not link:
+            copies.append((digest, path, dest))
+            continue
+        try:
+            os.link(path, dest)
+            to_hash.append((digest, path))
+        except OSError:
+            copies.append((digest, path, dest))
+    return to_hash, copies
+
+
+def _set_aside(croot: ContainerdRoot, target: ContainerdRoot, digest: Digest, actual: str | None,
+               report: RebuildReport, *, in_place: bool, stamp: str) -> None:
+    """A corrupt blob: moved to the quarantine in place (a backup), left out of a new root."""
+    reason = "unreadable" if actual is None else f"hashes to {digest.algorithm}:{actual}"
+    report.corrupt_blobs.append({"digest": str(digest), "reason": reason})
+    if in_place:
+        dest = croot.path / QUARANTINE / stamp / digest.algorithm / digest.hex
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            dest = dest.with_name(f"{dest.name}.{time.time_ns()}")
+        os.replace(croot.content.blob_path(digest), dest)
+        report.backups.append(str(dest))
+    else:
+        (target.content_dir / "blobs" / digest.algorithm / digest.hex).unlink(missing_ok=True)
+
+
+#: ioctl FICLONE (linux/fs.h): make ``dest`` share ``src``'s extents
+_FICLONE = 0x40049409
+
+
+def _reflink(src_fd: int, dest_fd: int) -> bool:
+    """Clone the whole file where the filesystem can; False elsewhere (then it is copied)."""
+    try:
+        fcntl.ioctl(dest_fd, _FICLONE, src_fd)
+    except OSError:
+        return False
+    return True
+
+
+def _copy_hashing(digest: Digest, src: Path, dest: Path, progress: Progress | None) -> tuple[Digest, str | None, int]:
+    """Copy a blob into the new root (temp file, fsync, 0444, rename), hashing as it goes;
+    a reflink (``FICLONE``: btrfs, XFS) shares the extents copy-on-write and only the hash
+    reads the bytes."""
+    h = digest.hasher()
+    size = 0
+    tmp = dest.with_name(f".{dest.name}.ctrconv-tmp")
+    try:
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            cloned = _reflink(fin.fileno(), fout.fileno())
+            while chunk := fin.read(CHUNK):
+                h.update(chunk)
+                if not cloned:
+                    fout.write(chunk)
+                size += len(chunk)
+                if progress:
+                    progress(len(chunk))
+            fout.flush()
+            os.fsync(fout.fileno())
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, dest)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return digest, None, size
+    return digest, h.hexdigest(), size

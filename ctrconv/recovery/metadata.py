@@ -1,0 +1,106 @@
+"""Stage 3, clean metadata: in the salvaged meta.db tree, drop content records of missing or
+corrupt blobs and the images whose target is gone; fix recorded sizes; prune snapshot GC
+labels of lost snapshots. Ingests, leases, containers and sandboxes are kept as they are."""
+
+from __future__ import annotations
+
+from ctrconv.bolt.tree import BucketTree
+from ctrconv.containerd import schema as K
+from ctrconv.containerd.records import read_blob_size, read_map, target_digest, write_blob_size
+from ctrconv.digest import Digest
+from ctrconv.errors import InvalidDigestError
+from ctrconv.recovery.buckets import namespaces, target_descriptor, text
+from ctrconv.recovery.report import RebuildReport
+
+GC_SNAPSHOT = K.LABEL_GC_SNAPSHOT
+
+
+def clean_metadata(meta: BucketTree, good: dict[str, int], report: RebuildReport) -> dict[tuple[str, str], str]:
+    """Drop records of missing or corrupt content and the images that point at it.
+
+    ``good`` maps the digests of the verified blobs to their sizes. Returns, per (namespace,
+    digest), the name of a dropped image whose lost target (an index) listed that manifest in
+    its content record's GC labels: the manifest can be named after it.
+    """
+    orphaned = children_of_lost_targets(meta, good)
+    for ns_name, ns in namespaces(meta):
+        _clean_content_records(ns_name, ns, good, report)
+        # ingests are kept: a pull of the same blob resumes one, and containerd's GC drops
+        # those that expired (their data under content/ingest is copied with the content)
+        images = ns.bucket(K.IMAGES)
+        for key in list(images.entries) if images else []:
+            record = images.entries[key]
+            digest = (target_digest(record) if isinstance(record, BucketTree) else None) or ""
+            if digest not in good:
+                del images.entries[key]
+                report.drop("image", f"image {ns_name}/{text(key)}", f"target {digest or '?'} missing or corrupt")
+    return orphaned
+
+
+def _clean_content_records(ns_name: str, ns: BucketTree, good: dict[str, int], report: RebuildReport) -> None:
+    """Content records of one namespace: only good blobs keep one, with the blob's real size."""
+    blobs = ns.bucket(K.CONTENT, K.BLOB)
+    for key in list(blobs.entries) if blobs else []:
+        record = blobs.entries[key]  # type: ignore[union-attr]
+        obj = f"content {ns_name}/{text(key)}"
+        try:
+            digest = str(Digest.parse(key))
+        except InvalidDigestError:
+            del blobs.entries[key]  # type: ignore[union-attr]
+            report.drop("content", obj, "invalid digest")
+            continue
+        if not isinstance(record, BucketTree) or digest not in good:
+            del blobs.entries[key]  # type: ignore[union-attr]
+            report.drop("content", obj, "blob missing or corrupt")
+            continue
+        if read_blob_size(record) != good[digest]:
+            write_blob_size(record, good[digest])
+
+
+def children_of_lost_targets(meta: BucketTree, good: dict[str, int]) -> dict[tuple[str, str], str]:
+    """(namespace, child digest) -> image name, for images whose target blob is gone but whose
+    content record still lists its children (``containerd.io/gc.ref.content.m.<i>``)."""
+    found: dict[tuple[str, str], str] = {}
+    prefix = K.LABEL_GC_CONTENT + ".m."
+    for ns_name, ns in namespaces(meta):
+        images = ns.bucket(K.IMAGES)
+        blobs = ns.bucket(K.CONTENT, K.BLOB)
+        for key, record in sorted(images.entries.items()) if images and blobs else []:
+            desc = target_descriptor(record)
+            if desc is None or desc["digest"] in good:
+                continue
+            content = blobs.entries.get(desc["digest"].encode())  # type: ignore[union-attr]
+            labels = read_map(content.bucket(K.LABELS)) if isinstance(content, BucketTree) else {}
+            for label, value in labels.items():
+                if label.startswith(prefix):
+                    found.setdefault((ns_name, value), text(key))
+    return found
+
+
+def prune_dangling_labels(meta: BucketTree, report: RebuildReport) -> None:
+    """Drop snapshot GC labels whose snapshot is gone (the image is unpacked again and labelled
+    anew). Content references to content a namespace does not hold stay: an index lists every
+    platform, a pull fetches some, and containerd's GC ignores the rest."""
+    for ns_name, ns in namespaces(meta):
+        blobs = ns.bucket(K.CONTENT, K.BLOB)
+        if blobs is None:
+            continue
+        snapshots = ns.bucket(K.SNAPSHOTS)
+        for digest, record in blobs.entries.items():
+            labels = record.bucket(K.LABELS) if isinstance(record, BucketTree) else None
+            if labels is None:
+                continue
+            for key in list(labels.entries):
+                value = labels.entries[key]
+                name = text(key)
+                if not isinstance(value, bytes) or not name.startswith(GC_SNAPSHOT):
+                    continue
+                sn = name[len(GC_SNAPSHOT):].split("/", 1)[0].encode()
+                bucket = snapshots.bucket(sn) if snapshots else None
+                if bucket is None or value not in bucket.entries:
+                    # re-unpacking the image labels its snapshots again
+                    del labels.entries[key]
+                    report.clean("gc-label", f"label {name} of content {ns_name}/{text(digest)}",
+                                 f"pointed at snapshot {text(value)}, which is gone")
+            if not labels.entries:
+                del record.entries[K.LABELS]  # type: ignore[union-attr]

@@ -1,0 +1,145 @@
+"""Writing the repaired stores: fresh bolt files (the replaced ones backed up in place), the
+kept snapshot directories and ingests copied into a new root, the unkept ones removed in place.
+
+Crash order: meta.db first (it only drops references), then the snapshotter dbs (a backend
+record meta.db no longer names is garbage containerd's GC collects), and only then the
+directories no record keeps.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import nullcontext
+from pathlib import Path
+
+from ctrconv.bolt.salvage import SalvageResult
+from ctrconv.bolt.tree import BucketTree
+from ctrconv.bolt.writer import write_bolt
+from ctrconv.commitpoint import committing
+from ctrconv.containerd import schema as K
+from ctrconv.containerd.records import read_schema_version, write_schema_version
+from ctrconv.containerd.root import ContainerdRoot
+from ctrconv.errors import FormatError
+from ctrconv.recovery.report import RebuildReport
+from ctrconv.recovery.salvage import Salvaged
+from ctrconv.streams import fsync_dir
+
+META_DB_MODE = 0o644
+SNAPSHOTTER_DB_MODE = 0o600
+#: plugin directory only containerd 2.x creates (docs/containerd-versions.md)
+_SANDBOX_CONTROLLER_DIR = "io.containerd.sandbox.controller.v1.shim"
+
+
+def write_stores(stores: Salvaged, croot: ContainerdRoot, target: ContainerdRoot, kept: dict[str, set[int]],
+                 report: RebuildReport, *, in_place: bool, stamp: str) -> None:
+    """Write the repaired trees of ``stores`` into ``target`` (``croot`` itself when in place)."""
+    if not in_place:
+        target.path.mkdir(parents=True, exist_ok=True)
+        copy_snapshot_dirs(croot, target, kept)
+        copy_ingests(croot, target)
+    ensure_schema_version(stores.meta, croot)
+    meta_result = stores.meta_result
+    # the commit point in place: from the new meta.db on, a signal does not undo the
+    # rebuild (into a new root it is the final rename)
+    with committing() if in_place else nullcontext():
+        write_bolt_file(target.meta_db, stores.meta, META_DB_MODE, meta_result.page_size if meta_result else None,
+                        synced_freelist(meta_result, stores.meta), report, in_place=in_place, stamp=stamp)
+    for sn, (tree, res) in stores.backends.items():
+        if res is None and not tree.value_count():
+            continue  # no db and nothing to keep (containerd makes one when it needs it)
+        target.snapshotter_dir(sn).mkdir(mode=0o700, parents=True, exist_ok=True)
+        target.snapshots_dir(sn).mkdir(mode=0o700, exist_ok=True)
+        write_bolt_file(target.snapshotter_db(sn), tree, SNAPSHOTTER_DB_MODE, res.page_size if res else None, True,
+                        report, in_place=in_place, stamp=stamp)
+    if in_place:
+        remove_unkept_snapshot_dirs(croot, kept, report)
+
+
+def synced_freelist(result: SalvageResult | None, meta: BucketTree) -> bool:
+    """Write the freelist the way the containerd that last wrote the file does.
+
+    The newest valid meta page tells (1.7+ open meta.db with ``NoFreelistSync``; a 1.6 root
+    that 2.x started once has a synced older page and an unsynced newest one). With no valid
+    meta page, schema version 4 means 2.x (unsynced); otherwise a synced freelist, which every
+    line accepts.
+    """
+    valid = [m for m in (result.metas if result else ()) if m.valid]
+    if valid:
+        return max(valid, key=lambda m: m.txid).freelist_synced
+    return _schema_version(meta) != K.DB_VERSION_2X
+
+
+def _schema_version(meta: BucketTree) -> int | None:
+    try:
+        return read_schema_version(meta.bucket(K.V1))
+    except FormatError:
+        return None
+
+
+def ensure_schema_version(meta: BucketTree, croot: ContainerdRoot) -> None:
+    """Keep a salvaged ``v1/version`` as is (never downgrade 4 -> 3); set one only if lost.
+
+    A lost key becomes 4 only when 2.x evidently ran the root and nothing but ``v1`` is at the
+    root level (2.x's 3 -> 4 migration would have removed the rest); else 3, which every line
+    accepts and 2.x migrates itself. Nothing is ever added at the root level except ``v1``.
+    """
+    v1 = meta.bucket(K.V1, create=True)
+    assert v1 is not None
+    if v1.get(K.VERSION) is not None:
+        return
+    two_x = (croot.path / _SANDBOX_CONTROLLER_DIR).is_dir() and set(meta.entries) == {K.V1}
+    write_schema_version(v1, K.DB_VERSION_2X if two_x else K.DB_VERSION_1X)
+
+
+def copy_snapshot_dirs(croot: ContainerdRoot, target: ContainerdRoot, kept: dict[str, set[int]]) -> None:
+    """The kept snapshots' directories, copied into a new root."""
+    from ctrconv.layers import copy_tree
+
+    for sn, ids in kept.items():
+        target.snapshots_dir(sn).mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(target.snapshotter_dir(sn), 0o700)
+        for sid in sorted(ids):
+            copy_tree(croot.snapshot_dir(sn, sid), target.snapshot_dir(sn, sid))
+
+
+def copy_ingests(croot: ContainerdRoot, target: ContainerdRoot) -> None:
+    """Partial uploads go with their kept ingest records, so a pull can resume them."""
+    from ctrconv.layers import copy_tree
+
+    source = croot.content_dir / "ingest"
+    if source.is_dir() and any(source.iterdir()):
+        dest = target.content_dir / "ingest"
+        if dest.exists():
+            shutil.rmtree(dest)
+        target.content_dir.mkdir(parents=True, exist_ok=True)
+        copy_tree(source, dest)
+
+
+def remove_unkept_snapshot_dirs(croot: ContainerdRoot, kept: dict[str, set[int]], report: RebuildReport) -> None:
+    """Snapshot directories no record keeps are derived data containerd would delete anyway."""
+    for sn, ids in kept.items():
+        sdir = croot.snapshots_dir(sn)
+        if not sdir.is_dir():
+            continue
+        for entry in sorted(os.listdir(sdir)):
+            if entry.isdigit() and int(entry) in ids and str(int(entry)) == entry:
+                continue
+            shutil.rmtree(sdir / entry, ignore_errors=True)
+            report.clean("snapshot-dir", f"{sn}/snapshots/{entry}", "no intact record; re-unpacked if an image needs it")
+
+
+def write_bolt_file(path: Path, tree: BucketTree, mode: int, page_size: int | None, freelist: bool,
+                    report: RebuildReport, *, in_place: bool, stamp: str) -> None:
+    """A fresh bolt file from ``tree``; in place the file it replaces is kept as a hard-linked backup."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if in_place and path.exists():
+        backup = path.with_name(f"{path.name}.bak-{stamp}")
+        n = 1
+        while backup.exists():
+            n += 1
+            backup = path.with_name(f"{path.name}.bak-{stamp}.{n}")
+        os.link(path, backup)
+        report.backups.append(str(backup))
+    write_bolt(path, tree, page_size=page_size, txid=2, freelist=freelist, mode=mode)
+    fsync_dir(path.parent)

@@ -1,0 +1,126 @@
+"""Stage 6, re-import: import every image of the repaired root into itself, so GC labels are
+restored, intact snapshots reused and missing ones unpacked again."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ctrconv.bolt.tree import BucketTree
+from ctrconv.containerd import schema as K
+from ctrconv.containerd.records import read_map
+from ctrconv.containerd.root import ContainerdRoot
+from ctrconv.errors import CtrconvError
+from ctrconv.oci import platform as plat
+from ctrconv.pipeline.completeness import namespace_lookups
+from ctrconv.pipeline.plan import PlannedManifest, plan_image
+from ctrconv.recovery.buckets import namespaces, text
+from ctrconv.recovery.derive import assess_image
+from ctrconv.recovery.report import RebuildReport
+
+GC_SNAPSHOT = K.LABEL_GC_SNAPSHOT
+#: Group of entries imported in one transaction: (platforms kept or None, unpack again)
+GroupKey = tuple["tuple[str, ...] | None", bool]
+
+
+def reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: RebuildReport, *,
+             trust_records: bool = False) -> None:
+    """Import each namespace's images from the repaired root into itself.
+
+    Every platform whose content is complete is kept (labelled, so GC keeps it), not just the
+    host's: a rebuild must not lose what the node had. Images are grouped by that platform set
+    so each group is one transaction.
+    """
+    from ctrconv.sinks.containerd_root import copy_images_to_root
+    from ctrconv.sources.containerd_root import ContainerdRootSource
+
+    counted: set[tuple[str, str]] = set()
+    for ns_name, ns in namespaces(meta):
+        images = ns.bucket(K.IMAGES)
+        if not images or not images.entries:
+            continue
+        source = ContainerdRootSource(target, ns_name, namespace_content_only=False)
+        try:
+            for (platforms, again), entries in _groups(source, target, ns, unpack, trust_records).items():
+                result = copy_images_to_root(
+                    source, target.path, ns_name, snapshotter="overlayfs", unpack=again,
+                    platforms=list(platforms) if platforms else None, entries=entries, backup=False,
+                    keep_partial=True, cri=False,  # the names the root has, none added
+                )
+                for image in result.images:
+                    # images sharing a manifest report the same new snapshots: count them once
+                    if image.unpacked and (ns_name, image.unpacked) not in counted:
+                        counted.add((ns_name, image.unpacked))
+                        report.snapshots_unpacked += image.snapshots_created
+        finally:
+            source.close()
+
+
+def _groups(source: Any, target: ContainerdRoot, ns: BucketTree, unpack: bool,
+            trust_records: bool) -> dict[GroupKey, list[Any]]:
+    """The namespace's whole images, grouped by (platforms to keep, unpack again).
+
+    With an intact meta.db (``trust_records``), a platform of an index is the namespace's only
+    if it was pulled here (:func:`pulled_here`): a lost layer record is restored from the blob
+    on disk, but no platform is taken over from another namespace's blobs. A damaged meta.db
+    may have lost any record: then every complete platform counts.
+    """
+    pulled = pulled_here(ns) if trust_records else None
+    groups: dict[GroupKey, list[Any]] = {}
+    for entry in source.entries():
+        if not assess_image(target.content, ns, entry.descriptor).whole:
+            continue  # runs from its snapshots only (layers discarded): records kept as they are
+        # an image never unpacked (ctr import --no-unpack, a kind node image) stays so;
+        # one that was (its config names a snapshot) is unpacked again where it lost it.
+        # A damaged meta.db may have lost those labels: then everything is unpacked.
+        again = unpack and (not trust_records or was_unpacked(source, ns, entry.descriptor))
+        key = (complete_platforms(source, entry.descriptor, pulled), again)
+        groups.setdefault(key, []).append(entry)
+    return groups
+
+
+def was_unpacked(source: Any, ns: BucketTree, descriptor: dict[str, Any]) -> bool:
+    """A config of the image carries a ``gc.ref.snapshot.<sn>`` label: it was unpacked."""
+    labels_of, _ = namespace_lookups(ns)
+    try:
+        plan = plan_image(source, descriptor, None)
+    except CtrconvError:
+        return True
+    return any(k.startswith(GC_SNAPSHOT) for m in plan.manifests for k in labels_of(m.config["digest"]))
+
+
+def pulled_here(ns: BucketTree) -> Callable[[PlannedManifest], bool]:
+    """Whether a namespace pulled a platform: it records the manifest, the config and every
+    layer, or the manifest and a config labelled with an unpacked snapshot (a layer record
+    lost to damage). 2.x records the manifests and configs of platforms it did not pull,
+    without their layers and never unpacked: those stay partial."""
+    blobs = ns.bucket(K.CONTENT, K.BLOB)
+    records = {text(k): v for k, v in blobs.entries.items()} if blobs is not None else {}
+
+    def unpacked(config: str) -> bool:
+        rec = records.get(config)
+        labels = read_map(rec.bucket(K.LABELS)) if isinstance(rec, BucketTree) else {}
+        return any(k.startswith(GC_SNAPSHOT) for k in labels)
+
+    def pulled(m: PlannedManifest) -> bool:
+        if m.descriptor["digest"] not in records or m.config["digest"] not in records:
+            return False
+        return all(layer["digest"] in records for layer in m.layers) or unpacked(m.config["digest"])
+
+    return pulled
+
+
+def complete_platforms(source: Any, descriptor: dict[str, Any],
+                       pulled: Callable[[PlannedManifest], bool] | None = None) -> tuple[str, ...] | None:
+    """Platforms of an index whose manifest, config and layers are all present (None: no index);
+    with ``pulled``, only the platforms it accepts."""
+    plan = plan_image(source, descriptor, None)
+    if not plan.indexes:
+        return None
+    missing = {d["digest"] for d in plan.missing}
+    complete = []
+    for m in plan.manifests:
+        if pulled is not None and not pulled(m):
+            continue
+        if m.platform and not {d["digest"] for d in (m.descriptor, m.config, *m.layers)} & missing:
+            complete.append(plat.format_platform(plat.Platform.from_json(m.platform)))
+    return tuple(sorted(set(complete))) or None

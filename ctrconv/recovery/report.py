@@ -1,0 +1,44 @@
+"""What a rebuild found and did: the one record every stage appends to, and the CLI prints."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class RebuildReport:
+    root: str
+    output: str
+    salvage: dict[str, dict[str, Any]] = field(default_factory=dict)
+    corrupt_blobs: list[dict[str, str]] = field(default_factory=list)
+    dropped: list[dict[str, str]] = field(default_factory=list)
+    images: list[dict[str, str]] = field(default_factory=list)
+    snapshots_reused: int = 0
+    snapshots_unpacked: int = 0
+    backups: list[str] = field(default_factory=list)
+    #: what containerd itself would remove (unreferenced records, orphan directories): done, not damage
+    cleaned: list[dict[str, str]] = field(default_factory=list)
+    #: in place, the root verified clean first: nothing was written
+    healthy: bool = False
+
+    def drop(self, kind: str, obj: str, reason: str) -> None:
+        self.dropped.append({"kind": kind, "object": obj, "reason": reason})
+
+    def clean(self, kind: str, obj: str, reason: str) -> None:
+        self.cleaned.append({"kind": kind, "object": obj, "reason": reason})
+
+    @property
+    def damage_found(self) -> bool:
+        """Anything repaired: salvage damage, corrupt blobs, dropped records, re-derived
+        images or snapshots unpacked again."""
+        return bool(
+            any(info.get("damage") for info in self.salvage.values())
+            or self.corrupt_blobs or self.dropped or self.snapshots_unpacked
+            or any(i["origin"] != "kept" for i in self.images)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["damage_found"] = self.damage_found
+        return out

@@ -1,0 +1,93 @@
+"""Stage 1, salvage: meta.db and every snapshotter metadata.db read back into in-memory trees
+(:mod:`ctrconv.bolt.salvage`), whatever pages survived; the later stages repair the trees."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ctrconv.bolt.salvage import RootHints, SalvageResult, salvage
+from ctrconv.bolt.tree import BucketTree
+from ctrconv.containerd import schema as K
+from ctrconv.containerd.records import newest_update
+from ctrconv.containerd.root import ContainerdRoot
+from ctrconv.errors import CtrconvError
+from ctrconv.recovery.buckets import text
+from ctrconv.recovery.report import RebuildReport
+
+#: buckets containerd keeps in a namespace (``v1/<ns>/...``) and a snapshotter db keeps in ``v1``
+_NAMESPACE_BUCKETS = {K.IMAGES, K.CONTENT, K.SNAPSHOTS, K.LEASES, b"containers", b"sandboxes"}
+_SNAPSHOTTER_BUCKETS = {K.SNAPSHOTS, K.PARENTS}
+
+
+def containerd_shape(tree: BucketTree) -> int:
+    """How containerd-like a candidate tree is: +1 for each ``v1`` child that is shaped like a
+    namespace (or like a snapshotter's ``snapshots``/``parents``), -1 for each that is not (an
+    old root whose ``v1`` pointer lands on a page reused for another tree)."""
+    v1 = tree.bucket(K.V1)
+    if v1 is None:
+        return 0
+    score = 0
+    for key, child in v1.entries.items():
+        if not isinstance(child, BucketTree):
+            continue
+        if key in _SNAPSHOTTER_BUCKETS:
+            score += 1
+        elif child.entries and any(isinstance(v, BucketTree) and k in _NAMESPACE_BUCKETS for k, v in child.entries.items()):
+            score += 1
+        else:
+            score -= 1
+    return score
+
+
+CONTAINERD_ROOT_HINTS = RootHints(plausibility=containerd_shape, recency=newest_update)
+
+
+@dataclass
+class Salvaged:
+    """The trees salvaged from a root's bolt files, with how each was found."""
+
+    meta: BucketTree
+    meta_result: SalvageResult | None
+    #: snapshotter -> (tree, salvage result; None when the db was missing or unreadable)
+    backends: dict[str, tuple[BucketTree, SalvageResult | None]] = field(default_factory=dict)
+
+    @property
+    def backend_trees(self) -> dict[str, BucketTree]:
+        return {sn: tree for sn, (tree, _) in self.backends.items()}
+
+    @property
+    def meta_intact(self) -> bool:
+        """meta.db read whole from its newest meta page: it says what each namespace holds."""
+        res = self.meta_result
+        return bool(res) and not res.damage and res.source.startswith("meta ")  # type: ignore[union-attr]
+
+
+def salvage_file(path: Path, report: RebuildReport) -> tuple[BucketTree, SalvageResult | None]:
+    """One bolt file as a tree (empty when missing or unreadable), its salvage noted in ``report``."""
+    if not path.exists() or path.stat().st_size == 0:
+        report.salvage[str(path)] = {"source": "missing", "damage": []}
+        return BucketTree(), None
+    try:
+        result = salvage(path, hints=CONTAINERD_ROOT_HINTS)
+    except CtrconvError as exc:
+        report.salvage[str(path)] = {"source": "unreadable", "damage": [str(exc)]}
+        return BucketTree(), None
+    report.salvage[str(path)] = {
+        "source": result.source,
+        "damage": [str(d) for d in result.damage],
+        "backfilled": ["/".join(text(p) for p in b) for b in result.backfilled],
+    }
+    return result.tree, result
+
+
+def salvage_stores(croot: ContainerdRoot, report: RebuildReport) -> Salvaged:
+    """meta.db and the snapshotter dbs of ``croot`` as trees.
+
+    A snapshotter directory without a metadata.db (containerd makes the directories of plugins
+    that then fail to start, btrfs on ext4 say) has nothing to salvage and is left out.
+    """
+    meta, meta_result = salvage_file(croot.meta_db, report)
+    backends = {sn: salvage_file(croot.snapshotter_db(sn), report) for sn in croot.snapshotters_on_disk()
+                if croot.snapshotter_db(sn).exists()}
+    return Salvaged(meta, meta_result, backends)

@@ -1,0 +1,184 @@
+"""Stage 4, clean snapshots: keep only the snapshot chains that are whole in meta.db, in the
+snapshotter db and on disk (and, unless snapshots are trusted, whose trees match their
+layers); rewrite the snapshotter's ``parents`` index and set every sequence above the ids in use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Hashable, Mapping
+
+from ctrconv.bolt.tree import BucketTree
+from ctrconv.containerd import schema as K
+from ctrconv.containerd.content import ContentStore
+from ctrconv.containerd.records import backend_name_seq, write_parent_link
+from ctrconv.containerd.root import ContainerdRoot
+from ctrconv.recovery.buckets import backend_id, image_descriptors, namespaces, text
+from ctrconv.recovery.report import RebuildReport
+
+
+def whole_chains(records: Mapping[bytes, BucketTree], ok: Callable[[bytes, BucketTree], bool]) -> set[bytes]:
+    """Keys of the records that are ``ok`` and whose parent (``parent`` key) is kept too: a
+    fixpoint, so a chain is cut below its first broken link whatever the order of records."""
+    keep: set[bytes] = set()
+    changed = True
+    while changed:
+        changed = False
+        for key, rec in records.items():
+            if key in keep or not ok(key, rec):
+                continue
+            parent = rec.get(K.PARENT)
+            if parent is None or parent in keep:
+                keep.add(key)
+                changed = True
+    return keep
+
+
+def clean_snapshots(
+    meta: BucketTree, backends: dict[str, BucketTree], croot: ContainerdRoot, report: RebuildReport,
+    distrusted: dict[str, set[bytes]] | None = None,
+) -> dict[str, set[int]]:
+    """Keep only snapshot chains that are whole in meta.db, the backend db and on disk, and
+    whose trees were not found to differ from their layers (``distrusted`` backend keys).
+
+    Returns, per snapshotter, the ids of the snapshots kept (their directories stay).
+    """
+    kept_ids: dict[str, set[int]] = {}
+    for sn, backend in backends.items():
+        records = backend.bucket(K.V1, K.SNAPSHOTS, create=True)
+        assert records is not None
+        alive = _alive_backend_snapshots(sn, records, croot, (distrusted or {}).get(sn, set()))
+        referenced: set[bytes] = set()
+        for ns_name, ns in namespaces(meta):
+            bucket = ns.bucket(K.SNAPSHOTS, sn.encode())
+            if bucket is not None:
+                referenced |= _clean_namespace_snapshots(f"{ns_name}/{sn}", bucket, alive, report)
+        for key in list(records.entries):
+            if key not in alive or key not in referenced:
+                del records.entries[key]
+                if key in alive:  # whole, but no namespace names it: containerd's GC removes it
+                    report.clean("backend-snapshot", f"{sn}/{text(key)}", "no meta.db record names it")
+                else:
+                    report.drop("backend-snapshot", f"{sn}/{text(key)}", "incomplete chain (parent, record or directory missing)")
+        kept = {key: alive[key] for key in records.entries}
+        _rewrite_parents(backend, records, kept)
+        records.sequence = max([records.sequence, *kept.values()])
+        kept_ids[sn] = set(kept.values())
+    return kept_ids
+
+
+def _alive_backend_snapshots(sn: str, records: BucketTree, croot: ContainerdRoot,
+                             distrusted: set[bytes]) -> dict[bytes, int]:
+    """Backend key -> id of the snapshotter records with an id, a directory and a kept parent."""
+    candidates = {k: r for k, r in records.entries.items() if isinstance(r, BucketTree)}
+
+    def ok(key: bytes, rec: BucketTree) -> bool:
+        sid = backend_id(rec)
+        if sid is None or key in distrusted:
+            return False
+        directory = croot.snapshot_fs(sn, sid)
+        return directory is not None and directory.is_dir()
+
+    return {key: backend_id(candidates[key]) for key in whole_chains(candidates, ok)}  # type: ignore[misc]
+
+
+def _clean_namespace_snapshots(where: str, bucket: BucketTree, alive: Mapping[bytes, int],
+                               report: RebuildReport) -> set[bytes]:
+    """One namespace's records of one snapshotter: those whose backend snapshot is alive and
+    whose parent stays are kept (children links to dropped ones removed), the rest dropped;
+    the sequence is set above every backend name in use. Returns the backend keys named."""
+    recs = {k: r for k, r in bucket.entries.items() if isinstance(r, BucketTree)}
+    keep = whole_chains(recs, lambda _key, rec: rec.get(K.NAME) in alive)
+    referenced: set[bytes] = set()
+    top = bucket.sequence
+    for key in list(bucket.entries):
+        if key not in keep:
+            del bucket.entries[key]
+            report.drop("snapshot", f"snapshot {where}/{text(key)}", "backend record, parent or directory missing")
+            continue
+        rec = bucket.entries[key]
+        referenced.add(rec.get(K.NAME))  # type: ignore[union-attr,arg-type]
+        children = rec.bucket(K.CHILDREN)  # type: ignore[union-attr]
+        for child in list(children.entries) if children is not None else []:
+            if child not in keep:
+                del children.entries[child]  # type: ignore[union-attr]
+        seq = backend_name_seq(text(rec.get(K.NAME) or b""))  # type: ignore[union-attr]
+        if seq is not None:
+            top = max(top, seq)
+    bucket.sequence = top
+    return referenced
+
+
+def _rewrite_parents(backend: BucketTree, records: BucketTree, kept: Mapping[bytes, int]) -> None:
+    """The snapshotter's ``v1/parents`` index, made again from the kept records."""
+    v1 = backend.bucket(K.V1)
+    assert v1 is not None
+    old = v1.bucket(K.PARENTS)
+    parents = BucketTree(sequence=old.sequence if old is not None else 0)
+    for key, rec in records.entries.items():
+        parent = rec.get(K.PARENT)  # type: ignore[union-attr]
+        if parent is not None:
+            write_parent_link(parents, kept[parent], kept[key], text(key))
+    v1.entries[K.PARENTS] = parents
+
+
+def snapshots_unlike_their_layers(
+    meta: BucketTree, backends: dict[str, BucketTree], croot: ContainerdRoot, content: ContentStore,
+    report: RebuildReport, *, scratch: Path,
+) -> dict[str, set[bytes]]:
+    """Backend keys of snapshots whose tree differs from their layer, like ``verify --deep``.
+
+    Every snapshot an image's host platform unpacks is applied again in a scratch directory
+    under ``scratch`` (the root being written) and compared entry by entry; one that differs (a
+    deleted or changed file, a lost xattr) is not reused, so it and everything above it are
+    unpacked again. Snapshots no image explains (a container's, say) are left as they are.
+    """
+    bad: dict[str, set[bytes]] = {}
+    checked: set[Hashable] = set()
+    for sn, backend in backends.items():
+        records = backend.bucket(K.V1, K.SNAPSHOTS)
+        if records is None:
+            continue
+        for ns_name, ns in namespaces(meta):
+            bucket = ns.bucket(K.SNAPSHOTS, sn.encode())
+            if bucket is not None:
+                dirs = _snapshot_dirs(sn, bucket, records, croot)
+                _compare_namespace(f"{ns_name}/{sn}", sn, ns, dirs, content, bad, checked, report, scratch)
+    return bad
+
+
+def _snapshot_dirs(sn: str, bucket: BucketTree, records: BucketTree, croot: ContainerdRoot) -> dict[str, tuple[bytes, Path]]:
+    """chain key -> (backend key, tree directory) of one namespace's snapshots of ``sn``."""
+    dirs: dict[str, tuple[bytes, Path]] = {}
+    for chain, rec in bucket.entries.items():
+        name = rec.get(K.NAME) if isinstance(rec, BucketTree) else None
+        backend_rec = records.entries.get(name) if name else None
+        sid = backend_id(backend_rec) if isinstance(backend_rec, BucketTree) else None
+        fs = croot.snapshot_fs(sn, sid) if sid is not None else None
+        if name is not None and fs is not None:
+            dirs[text(chain)] = (name, fs)
+    return dirs
+
+
+def _compare_namespace(where: str, sn: str, ns: BucketTree, dirs: dict[str, tuple[bytes, Path]], content: ContentStore,
+                       bad: dict[str, set[bytes]], checked: set[Hashable], report: RebuildReport, scratch: Path) -> None:
+    """Compare the host-platform chains of one namespace's images; add what differs to ``bad``."""
+    from ctrconv.verify.deep import compare_chain, host_layer_chains
+
+    def fs_of(chain: str) -> Path | None:
+        found = dirs.get(chain)
+        if found is None or found[0] in bad.get(sn, set()) or not found[1].is_dir():
+            return None
+        return found[1]
+
+    for desc in image_descriptors(ns):
+        for layers, diff_ids in host_layer_chains(content, desc):
+            # scratch beside the root being written, not in $TMPDIR (often a small
+            # tmpfs): one layer at a time, removed right after
+            walk = compare_chain(content, sn, layers, diff_ids, fs_of, checked,
+                                 lambda chain: (sn, dirs[chain][0]), scratch)
+            for chain, layer, _, problems in walk:
+                if problems:
+                    bad.setdefault(sn, set()).add(dirs[chain][0])
+                    report.drop("snapshot-tree", f"snapshot {where}/{chain}",
+                                f"differs from layer {layer['digest']} ({problems[0]}): unpacked again")
+                    break  # everything above it is unpacked again anyway

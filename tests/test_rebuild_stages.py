@@ -1,0 +1,321 @@
+"""Each stage of ``rebuild`` on its own, on in-memory trees and small temporary roots: no
+daemon, no fixture set. The end-to-end behaviour is in test_rebuild.py."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from ctrconv.bolt.tree import BucketTree
+from ctrconv.bolt.writer import write_bolt
+from ctrconv.containerd import schema as K
+from ctrconv.containerd.records import (
+    BackendSnapshot, BlobRecord, ImageRecord, SnapshotRecord, Target, read_blob_size, read_image, read_map,
+    split_parents_key, write_backend_snapshot, write_blob, write_image, write_snapshot,
+)
+from ctrconv.containerd.root import ContainerdRoot
+from ctrconv.digest import Digest
+from ctrconv.oci import mediatypes as mt
+from ctrconv.recovery.content import KnownHash, check_content, stat_key
+from ctrconv.recovery.derive import derive_images, drop_incomplete_images
+from ctrconv.recovery.metadata import clean_metadata, prune_dangling_labels
+from ctrconv.recovery.reimport import pulled_here
+from ctrconv.recovery.report import RebuildReport
+from ctrconv.recovery.salvage import containerd_shape, salvage_stores
+from ctrconv.recovery.snapshots import clean_snapshots, whole_chains
+
+OVERLAY = "overlayfs"
+
+
+def _report() -> RebuildReport:
+    return RebuildReport("root", "root")
+
+
+def _add_blob(root: ContainerdRoot, data: bytes) -> str:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    path = root.content.blob_path(digest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return digest
+
+
+def _ns(meta: BucketTree, name: str = "default") -> BucketTree:
+    ns = meta.bucket(K.V1, name.encode(), create=True)
+    assert ns is not None
+    return ns
+
+
+def _blob_record(ns: BucketTree, digest: str, size: int, labels: dict[str, str] | None = None) -> None:
+    rec = ns.bucket(K.CONTENT, K.BLOB, digest.encode(), create=True)
+    write_blob(rec, BlobRecord("default", digest, size, labels or {}))  # type: ignore[arg-type]
+
+
+def _image_record(ns: BucketTree, name: str, media_type: str, digest: str, size: int) -> None:
+    rec = ns.bucket(K.IMAGES, name.encode(), create=True)
+    write_image(rec, ImageRecord("default", name, Target(media_type, digest, size)))  # type: ignore[arg-type]
+
+
+def _image(root: ContainerdRoot, layers: int = 1) -> tuple[str, dict, list[str]]:
+    """A one-platform image in the content store: (manifest digest, manifest, layer digests)."""
+    layer_digests = [_add_blob(root, f"layer {i}".encode()) for i in range(layers)]
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": layer_digests}}).encode()
+    config_digest = _add_blob(root, config)
+    manifest = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+                "config": {"mediaType": mt.OCI_CONFIG, "digest": config_digest, "size": len(config)},
+                "layers": [{"mediaType": mt.OCI_LAYER, "digest": d, "size": len(f"layer {i}")}
+                           for i, d in enumerate(layer_digests)]}
+    return _add_blob(root, json.dumps(manifest).encode()), manifest, layer_digests
+
+
+# -- stage 1: salvage -----------------------------------------------------------------------
+
+
+def test_salvage_reads_a_clean_meta_db_whole_and_notes_a_missing_snapshotter_db(tmp_path):
+    root = ContainerdRoot(tmp_path)
+    meta = BucketTree()
+    _image_record(_ns(meta), "example.com/a:1", mt.OCI_MANIFEST, "sha256:" + "a" * 64, 10)
+    root.meta_db.parent.mkdir(parents=True)
+    write_bolt(root.meta_db, meta)
+    root.snapshotter_dir(OVERLAY).mkdir(parents=True)  # a plugin directory with no metadata.db
+    report = _report()
+    stores = salvage_stores(root, report)
+    assert stores.meta_intact and stores.backends == {}
+    assert read_image(stores.meta.bucket(K.V1, b"default", K.IMAGES, b"example.com/a:1"), "default", "a").target.size == 10
+    assert report.salvage[str(root.meta_db)]["damage"] == []
+
+    root.meta_db.write_bytes(b"")
+    report = _report()
+    stores = salvage_stores(root, report)
+    assert not stores.meta_intact and not stores.meta.entries
+    assert report.salvage[str(root.meta_db)] == {"source": "missing", "damage": []}
+
+
+def test_containerd_shape_prefers_namespace_shaped_trees():
+    good = BucketTree()
+    _ns(good).bucket(K.IMAGES, create=True)
+    odd = BucketTree()
+    odd.bucket(K.V1, b"whatever", create=True)
+    assert containerd_shape(good) == 1 and containerd_shape(odd) == -1 and containerd_shape(BucketTree()) == 0
+
+
+# -- stage 2: check content -----------------------------------------------------------------
+
+
+def _corrupt(root: ContainerdRoot, digest: str) -> None:
+    path = root.content.blob_path(digest)
+    path.write_bytes(path.read_bytes() + b"!")
+
+
+def test_check_content_in_place_quarantines_a_corrupt_blob(tmp_path):
+    root = ContainerdRoot(tmp_path)
+    good, bad = _add_blob(root, b"good"), _add_blob(root, b"bad")
+    _corrupt(root, bad)
+    report = _report()
+    sizes = check_content(root, root, report, in_place=True, stamp="S")
+    assert sizes == {good: 4}
+    assert [c["digest"] for c in report.corrupt_blobs] == [bad]
+    assert not root.content.blob_path(bad).exists()
+    quarantined = tmp_path / "ctrconv-quarantine" / "S" / "sha256" / bad.split(":")[1]
+    assert quarantined.read_bytes() == b"bad!" and report.backups == [str(quarantined)]
+
+
+def test_check_content_into_a_new_root_copies_only_good_blobs(tmp_path):
+    src, dst = ContainerdRoot(tmp_path / "src"), ContainerdRoot(tmp_path / "dst")
+    good, bad = _add_blob(src, b"good"), _add_blob(src, b"bad")
+    _corrupt(src, bad)
+    report = _report()
+    assert check_content(src, dst, report, in_place=False, stamp="S") == {good: 4}
+    assert dst.content.blob_path(good).read_bytes() == b"good"
+    assert not dst.content.blob_path(bad).exists() and src.content.blob_path(bad).exists()
+    assert os.stat(dst.content.blob_path(good)).st_ino != os.stat(src.content.blob_path(good)).st_ino
+
+
+def test_check_content_reuses_hashes_of_unchanged_files_only(tmp_path):
+    """A hash verify took is trusted while the file is the same (a wrong one recorded here
+    proves it is not read again); a file changed since is hashed anew."""
+    root = ContainerdRoot(tmp_path)
+    a, b = _add_blob(root, b"aaaa"), _add_blob(root, b"bbbb")
+    known = {
+        a: KnownHash("0" * 64, 4, stat_key(root.content.blob_path(a))),  # type: ignore[arg-type]
+        b: KnownHash("0" * 64, 4, (0, 0, 0)),  # stale: the file is not the one hashed
+    }
+    report = _report()
+    assert check_content(root, root, report, in_place=True, stamp="S", known=known) == {b: 4}
+    assert [c["digest"] for c in report.corrupt_blobs] == [a]
+
+
+# -- stage 3: clean metadata ----------------------------------------------------------------
+
+
+def test_clean_metadata_drops_records_of_lost_content_and_fixes_sizes():
+    meta = BucketTree()
+    ns = _ns(meta)
+    kept, lost, index = "sha256:" + "1" * 64, "sha256:" + "2" * 64, "sha256:" + "3" * 64
+    _blob_record(ns, kept, 99)
+    _blob_record(ns, lost, 5)
+    _blob_record(ns, index, 7, {K.LABEL_GC_CONTENT + ".m.0": kept})
+    ns.bucket(K.CONTENT, K.BLOB, b"not-a-digest", create=True)
+    _image_record(ns, "example.com/kept:1", mt.OCI_MANIFEST, kept, 4)
+    _image_record(ns, "example.com/lost:1", mt.OCI_INDEX, index, 7)
+    report = _report()
+    orphaned = clean_metadata(meta, {kept: 4}, report)
+    blobs = ns.bucket(K.CONTENT, K.BLOB)
+    assert set(blobs.entries) == {kept.encode()}
+    assert read_blob_size(blobs.bucket(kept.encode())) == 4
+    assert set(ns.bucket(K.IMAGES).entries) == {b"example.com/kept:1"}
+    # the lost index listed the kept manifest: it can be named after the lost image
+    assert orphaned == {("default", kept): "example.com/lost:1"}
+    assert {d["reason"] for d in report.dropped} == {"invalid digest", "blob missing or corrupt",
+                                                      f"target {index} missing or corrupt"}
+
+
+def test_prune_dangling_labels_drops_only_labels_of_lost_snapshots():
+    meta = BucketTree()
+    ns = _ns(meta)
+    config = "sha256:" + "4" * 64
+    _blob_record(ns, config, 3, {K.LABEL_GC_SNAPSHOT + OVERLAY: "sha256:chain-gone",
+                                 K.LABEL_GC_CONTENT + ".l.0": "sha256:" + "5" * 64})
+    report = _report()
+    prune_dangling_labels(meta, report)
+    labels = read_map(ns.bucket(K.CONTENT, K.BLOB, config.encode(), K.LABELS))
+    assert labels == {K.LABEL_GC_CONTENT + ".l.0": "sha256:" + "5" * 64}
+    assert [c["kind"] for c in report.cleaned] == ["gc-label"]
+
+
+# -- stage 4: clean snapshots ---------------------------------------------------------------
+
+
+def test_whole_chains_cuts_below_the_first_broken_link_in_any_order():
+    recs = {}
+    for key, parent in [(b"c", b"b"), (b"b", b"a"), (b"a", None), (b"x", b"missing")]:
+        rec = BucketTree()
+        if parent:
+            rec.put(K.PARENT, parent)
+        recs[key] = rec
+    assert whole_chains(recs, lambda k, r: True) == {b"a", b"b", b"c"}
+    assert whole_chains(recs, lambda k, r: k != b"b") == {b"a"}
+
+
+def _snapshot_chain(tmp_path: Path, ids_with_dirs: set[int]) -> tuple[ContainerdRoot, BucketTree, BucketTree]:
+    """Chain a <- b <- c (ids 1, 2, 3) in meta.db and the backend db, plus an unreferenced
+    backend snapshot 4; directories only for ``ids_with_dirs``."""
+    root = ContainerdRoot(tmp_path)
+    meta, backend = BucketTree(), BucketTree()
+    snaps = _ns(meta).bucket(K.SNAPSHOTS, OVERLAY.encode(), create=True)
+    records = backend.bucket(K.V1, K.SNAPSHOTS, create=True)
+    parent = None
+    for sid, key in [(1, "a"), (2, "b"), (3, "c"), (4, "unreferenced")]:
+        name = f"default/{sid}/{key}"
+        write_backend_snapshot(records.bucket(name.encode(), create=True),
+                               BackendSnapshot(name, sid, "committed", parent if sid != 4 else None))
+        if sid != 4:
+            write_snapshot(snaps.bucket(key.encode(), create=True),
+                           SnapshotRecord("default", OVERLAY, key, name, key and ({1: None, 2: "a", 3: "b"}[sid])))
+            parent = name
+        if sid in ids_with_dirs:
+            (root.snapshot_dir(OVERLAY, sid) / "fs").mkdir(parents=True)
+    return root, meta, backend
+
+
+def test_clean_snapshots_keeps_whole_chains_and_rewrites_parents(tmp_path):
+    root, meta, backend = _snapshot_chain(tmp_path, {1, 2, 3, 4})
+    report = _report()
+    kept = clean_snapshots(meta, {OVERLAY: backend}, root, report)
+    assert kept == {OVERLAY: {1, 2, 3}}
+    assert [c["object"] for c in report.cleaned] == [f"{OVERLAY}/default/4/unreferenced"] and not report.dropped
+    parents = backend.bucket(K.V1, K.PARENTS)
+    assert sorted(split_parents_key(k) for k in parents.entries) == [(1, 2), (2, 3)]
+    assert backend.bucket(K.V1, K.SNAPSHOTS).sequence >= 3
+    assert _ns(meta).bucket(K.SNAPSHOTS, OVERLAY.encode()).sequence == 3
+
+
+def test_clean_snapshots_drops_everything_above_a_lost_directory(tmp_path):
+    root, meta, backend = _snapshot_chain(tmp_path, {1, 3, 4})
+    report = _report()
+    assert clean_snapshots(meta, {OVERLAY: backend}, root, report) == {OVERLAY: {1}}
+    assert set(_ns(meta).bucket(K.SNAPSHOTS, OVERLAY.encode()).entries) == {b"a"}
+    dropped = {(d["kind"], d["object"]) for d in report.dropped}
+    assert ("snapshot", f"snapshot default/{OVERLAY}/b") in dropped and ("snapshot", f"snapshot default/{OVERLAY}/c") in dropped
+    assert ("backend-snapshot", f"{OVERLAY}/default/2/b") in dropped
+
+
+def test_clean_snapshots_drops_distrusted_trees_and_their_children(tmp_path):
+    root, meta, backend = _snapshot_chain(tmp_path, {1, 2, 3})
+    kept = clean_snapshots(meta, {OVERLAY: backend}, root, _report(), {OVERLAY: {b"default/2/b"}})
+    assert kept == {OVERLAY: {1}}
+
+
+# -- stage 5: derive images -----------------------------------------------------------------
+
+
+def test_derive_images_names_a_lost_image_after_its_lost_index(tmp_path):
+    root = ContainerdRoot(tmp_path)
+    manifest, doc, layers = _image(root)
+    meta = BucketTree()
+    ns = _ns(meta)
+    _blob_record(ns, manifest, 1)
+    good = {d: root.content.size(d) for d, _ in [(str(d), p) for d, p in root.content.walk()]}
+    report = _report()
+    derive_images(meta, good, root.content, {}, report, {("default", manifest): "example.com/app:1"})
+    assert report.images == [{"namespace": "default", "name": f"example.com/app@{manifest}",
+                              "digest": manifest, "origin": "re-derived from content"}]
+    # an image of the namespace already reaching it: nothing derived again
+    again = _report()
+    derive_images(meta, good, root.content, {}, again)
+    assert again.images == []
+
+
+def test_derive_images_takes_a_given_name_and_a_placeholder_otherwise(tmp_path):
+    root = ContainerdRoot(tmp_path)
+    manifest, _, _ = _image(root)
+    good = {str(d): p.stat().st_size for d, p in root.content.walk()}
+    named = _report()
+    derive_images(BucketTree(), good, root.content, {manifest: "example.com/named:2"}, named)
+    assert [i["name"] for i in named.images] == ["example.com/named:2"]
+    unnamed = _report()
+    derive_images(BucketTree(), good, root.content, {}, unnamed)
+    assert [i["name"] for i in unnamed.images] == [f"recovered.ctrconv.invalid/image@{manifest}"]
+
+
+def test_drop_incomplete_images_drops_an_image_missing_its_layer(tmp_path):
+    root = ContainerdRoot(tmp_path)
+    whole, whole_doc, _ = _image(root)
+    partial, partial_doc, partial_layers = _image(root, layers=2)
+    root.content.blob_path(partial_layers[1]).unlink()
+    meta = BucketTree()
+    ns = _ns(meta)
+    for digest, size in ((d, p.stat().st_size) for d, p in root.content.walk()):
+        _blob_record(ns, str(digest), size)
+    _image_record(ns, "example.com/whole:1", mt.OCI_MANIFEST, whole, root.content.size(whole))
+    _image_record(ns, "example.com/partial:1", mt.OCI_MANIFEST, partial, root.content.size(partial))
+    report = _report()
+    drop_incomplete_images(meta, root.content, report)
+    assert set(ns.bucket(K.IMAGES).entries) == {b"example.com/whole:1"}
+    assert report.dropped == [{"kind": "image", "object": "image default/example.com/partial:1",
+                               "reason": f"missing {partial_layers[1]}"}]
+    assert report.images == [{"namespace": "default", "name": "example.com/whole:1", "digest": whole, "origin": "kept"}]
+
+
+# -- stage 6: re-import (what it decides before importing) ----------------------------------
+
+
+def test_pulled_here_needs_every_layer_record_or_an_unpacked_config(tmp_path):
+    from ctrconv.pipeline.plan import PlannedManifest
+
+    meta = BucketTree()
+    ns = _ns(meta)
+    m, c, l0 = ("sha256:" + ch * 64 for ch in "abc")
+    _blob_record(ns, m, 1)
+    _blob_record(ns, c, 1)
+    planned = PlannedManifest.__new__(PlannedManifest)
+    object.__setattr__(planned, "descriptor", {"digest": m})
+    object.__setattr__(planned, "config", {"digest": c})
+    object.__setattr__(planned, "layers", [{"digest": l0}])
+    assert not pulled_here(ns)(planned)
+    _blob_record(ns, c, 1, {K.LABEL_GC_SNAPSHOT + OVERLAY: "sha256:chain"})
+    assert pulled_here(ns)(planned)
