@@ -192,6 +192,23 @@ def test_commit_is_deterministic_and_defaults_its_name(tmp_path, cli, monkeypatc
     assert (skopeo / "manifest.json").is_file()
 
 
+def test_a_container_naming_its_image_by_the_cri_id_alias_gets_a_repository_name(tmp_path, cli):
+    """CRI may record a container's image as ``sha256:<image ID>``; the default name comes
+    from a repo:tag name of the same image."""
+    _need_root()
+    root = ContainerRoot(tmp_path / "root")
+    images = root.meta.bucket(b"v1", b"default", b"images")
+    alias = "sha256:" + "0" * 64
+    target = images.bucket(alias.encode(), create=True).bucket(b"target", create=True)  # type: ignore[union-attr]
+    for key, value in images.bucket(IMAGE.encode(), b"target").items():  # type: ignore[union-attr]
+        target.put(key, value)  # type: ignore[union-attr]
+    root.container("cri", image=alias)
+    root.write()
+    result = cli("commit", "--root", str(root.path), "cri", "-o", str(tmp_path / "o.tar"), "--json")
+    assert result.code == 0, result.stderr
+    assert result.json["name"] == "docker.io/library/app:commit-cri" and result.json["base"]["name"] == alias
+
+
 def test_base_layer_whose_blob_is_gone_comes_from_its_snapshot(tmp_path, cli):
     """A discard_unpacked_layers node: the image's layer blob is gone, its snapshot is there;
     the commit regenerates it and says so."""
@@ -336,3 +353,42 @@ def test_a_crashed_nodes_running_container_commits(line, fixture_set, cli, tmp_p
     run = fresh.ctr("run", "--rm", result.json["name"], "check", "/bin/busybox", "sh", "-c", check, check=False,
                     timeout=120)
     assert run.returncode == 0 and run.stdout.strip() == "crashed", (run.stdout, run.stderr)
+
+
+def test_containers_of_docker_index_and_zstd_images_commit(tmp_root_copy, cli, tmp_path, private_containerd):
+    """Bases of every shape: a docker schema 2 manifest (docker layer types kept, no OCI
+    annotations), an index (the host's manifest, found by the snapshot's chain), zstd layers
+    (a docker archive gets them decompressed, the config unchanged): each commit imports into a
+    fresh containerd and runs with the container's file."""
+    source = private_containerd(root=tmp_root_copy)
+    cases = {"docker": "docker-archive", "multi": "oci-tar", "zstd": "docker-archive"}
+    for tag in cases:
+        run = source.ctr("run", f"docker.io/library/bbx:{tag}", f"c-{tag}", "/bin/busybox", "sh", "-c",
+                         f"echo {tag} > /committed.txt", check=False, timeout=120)
+        assert run.returncode == 0, (tag, run.stderr)
+    source.stop()
+    reports = {}
+    for tag, fmt in cases.items():
+        out = tmp_path / f"{tag}.tar"
+        result = cli("commit", "--root", str(tmp_root_copy), f"c-{tag}", "-o", str(out), "--format", fmt, "--json")
+        assert result.code == 0, (tag, result.stderr)
+        reports[tag] = (out, result.json)
+    docker_out, docker_report = reports["docker"]
+    with tarfile.open(docker_out) as tar:
+        manifest = json.load(tar.extractfile("blobs/sha256/" + docker_report["manifest"].split(":", 1)[1]))  # type: ignore[arg-type]
+    assert manifest["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert manifest["layers"][-1]["mediaType"] == "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    assert "annotations" not in manifest
+    zstd_out, _ = reports["zstd"]
+    with tarfile.open(zstd_out) as tar:
+        assert not any(tar.extractfile(m).read(4) == b"\x28\xb5\x2f\xfd"  # type: ignore[union-attr]
+                       for m in tar.getmembers() if m.name.startswith("blobs/") and m.isfile())
+    fresh = private_containerd()
+    for out, _ in reports.values():
+        fresh.ctr("images", "import", str(out), timeout=120)
+    rows = {row.ref: row for row in fresh.images_check("default")}
+    for tag, (_, report) in reports.items():
+        assert rows[report["name"]].complete, rows
+        run = fresh.ctr("run", "--rm", report["name"], f"check-{tag}", "/bin/busybox", "cat", "/committed.txt",
+                        check=False, timeout=120)
+        assert run.returncode == 0 and run.stdout.strip() == tag, (tag, run.stdout, run.stderr)

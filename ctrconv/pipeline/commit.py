@@ -164,14 +164,19 @@ def base_manifest(content: Any, image: ImageRecord, parent: str | None) -> Plann
         f"was created on (chain {parent}); was the name moved to another image since?")
 
 
-def default_name(image: str, container_id: str) -> str:
-    """``<base repository>:commit-<container>`` (container IDs are valid tags)."""
-    try:
-        repository = reference.parse_docker_ref(image).name
-    except UsageError:
-        raise UsageError(f"the container's image {image!r} has no repository to name the commit after; "
-                         "give --ref NAME") from None
-    return f"{repository}:commit-{container_id}"
+def default_name(names: list[str], container_id: str) -> str:
+    """``<base repository>:commit-<container>`` (container IDs are valid tags), from the first
+    of the image's ``names`` that has a repository: a CRI container may name its image by
+    the ``sha256:<id>`` alias, whose repo:tag siblings are then used."""
+    for name in names:
+        if name.startswith("sha256:"):
+            continue
+        try:
+            repository = reference.parse_docker_ref(name).name
+        except UsageError:
+            continue
+        return f"{repository}:commit-{container_id}"
+    raise UsageError(f"the container's image {names[0]!r} has no repository to name the commit after; give --ref NAME")
 
 
 def created_time() -> str:
@@ -269,10 +274,16 @@ def new_image(extras: regen.ExtraBlobs, base: PlannedManifest, written: WrittenL
     return _Planned(record, plan, plan.manifests[0])
 
 
-def commit_name(ref: str | None, image: str, container_id: str) -> str:
-    """``--ref`` normalised as nerdctl does (``foo`` -> ``docker.io/library/foo:latest``)."""
+def commit_name(ref: str | None, meta: MetadataDB, image: ImageRecord, container_id: str) -> str:
+    """``--ref`` normalised as nerdctl does (``foo`` -> ``docker.io/library/foo:latest``),
+    else :func:`default_name` over the image's name and the names sharing its target."""
     if ref is None:
-        return default_name(image, container_id)
+        try:
+            return default_name([image.name], container_id)
+        except UsageError:
+            siblings = sorted(i.name for i in meta.images(image.namespace)
+                              if i.target.digest == image.target.digest and i.name != image.name)
+            return default_name([image.name, *siblings], container_id)
     parsed = reference.parse_docker_ref(ref)
     if parsed.digest is not None:
         raise UsageError(f"--ref {ref!r}: a new image is named by a tag, not a digest")
@@ -305,7 +316,7 @@ def _read_root(root: ContainerdRoot, options: CommitOptions, spool: regen.Spool,
             what = f"image {container.image!r} is not in namespace {ns}" if container.image else "has no image"
             raise CtrconvError(f"container {container.id}: its {what} (removed after the container was created?); "
                                "commit needs the image's manifest and config", hint="import or pull the image again")
-        name = commit_name(options.ref, image.name, container.id)
+        name = commit_name(options.ref, meta, image, container.id)
         layer = container_layer(root, meta, container, ignore_lock=options.ignore_lock)
         content: Any = NamespaceContent.of(meta, root.content, ns)
         base = base_manifest(content, image, layer.parent)
