@@ -157,7 +157,7 @@ def build_debug_image(
     time and every file's mtime, so equal inputs give an equal digest.
     """
     from ctrconv.layers.regenerate import write_layer
-    from ctrconv.pipeline.plan import PlannedManifest
+    from ctrconv.image.plan import PlannedManifest
     from ctrconv.sinks import ExportedImage, blob_path, open_sink
     from ctrconv.sinks._layout import name_entry
     from ctrconv.streams import VerifyingReader

@@ -70,3 +70,30 @@ def test_the_bottom_layers_never_import_the_top():
                          "registry", "inventory"}
                 parts = set(module.split(".")[1:2]) | (set(names) if module == "ctrconv" else set())
                 assert not parts & above, f"{rel}:{line}: bolt imports {module} {names}"
+
+
+#: package -> the ctrconv packages it must never import: the image model and transfer protocols
+#: sit below every reader and writer; readers and writers sit below the pipeline that joins them
+NEVER_IMPORTS = {
+    "image": {"containerd", "pipeline", "sinks", "sources", "layers", "verify", "recovery", "registry", "inventory",
+              "bolt"},
+    "sources": {"pipeline", "sinks", "verify", "recovery", "inventory"},
+    "sinks": {"pipeline", "sources", "verify", "recovery", "inventory", "registry"},
+}
+
+
+def test_readers_and_writers_sit_below_the_pipeline():
+    """``image/`` (model, protocols) imports no reader or writer; sources and sinks import
+    neither the pipeline nor each other, so any source meets any sink only in the pipeline."""
+    package = CLI.parent
+    checked, offences = 0, []
+    for top, banned in NEVER_IMPORTS.items():
+        for path in sorted((package / top).rglob("*.py")):
+            checked += 1
+            rel = path.relative_to(package)
+            for line, module, names in _ctrconv_imports(path):
+                parts = set(module.split(".")[1:2]) | (set(names) if module == "ctrconv" else set())
+                if parts & banned:
+                    offences.append(f"{rel}:{line}: {module} {names}")
+    assert checked >= 20, checked
+    assert not offences, "layer violations:\n" + "\n".join(offences)

@@ -22,7 +22,7 @@ import zstandard
 from ctrconv.digest import Digest
 from ctrconv.errors import NotFoundError
 from ctrconv.oci import mediatypes as mt
-from ctrconv.pipeline.plan import plan_image
+from ctrconv.image.plan import plan_image
 from ctrconv.sources import ContainerdRootSource, DockerArchiveSource, RootEntry, open_source
 from ctrconv.streams import VerifyingReader
 from support.fixture_set import FixtureSet

@@ -16,9 +16,9 @@ import os
 import platform as _pyplatform
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Protocol, Sequence, TypeVar
 
-from ctrconv.errors import FormatError, UsageError
+from ctrconv.errors import CtrconvError, FormatError, UsageError
 
 _PART_RE = re.compile(r"[A-Za-z0-9_-]+\Z")
 
@@ -317,6 +317,19 @@ def default_matcher() -> Ordered:
 def default_strict_matcher() -> Ordered:
     """containerd ``platforms.DefaultStrict()`` = ``OnlyStrict(DefaultSpec())`` (ctr export)."""
     return only_strict(host_platform())
+
+
+def selector(matcher: MatchComparer) -> Callable[[dict[str, Any]], bool]:
+    """``matcher`` as the image walk's selector of index children: ``(platform dict) -> bool``;
+    a platform that does not parse is not selected."""
+
+    def select(p: dict[str, Any]) -> bool:
+        try:
+            return matcher.match(Platform.from_json(p))
+        except CtrconvError:
+            return False
+
+    return select
 
 
 class _HasPlatform(Protocol):

@@ -21,7 +21,7 @@ from ctrconv.containerd.records import read_map
 from ctrconv.errors import CtrconvError
 from ctrconv.layers import chain_ids
 from ctrconv.oci import mediatypes as mt
-from ctrconv.pipeline.plan import BlobSource, DocumentCache, ImagePlan, PlannedManifest, PlatformSelector, plan_image, read_json_blob
+from ctrconv.image.plan import BlobSource, DocumentCache, ImagePlan, PlannedManifest, PlatformSelector, plan_image, read_json_blob
 
 #: ``(digest) -> labels`` of the namespace's content record ({} when it has none)
 LabelsOf = Callable[[str], Mapping[str, str]]

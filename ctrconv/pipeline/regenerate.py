@@ -41,7 +41,7 @@ from ctrconv.layers.chain import chain_ids
 from ctrconv.layers.compression import open_layer
 from ctrconv.layers.regenerate import COMPRESSIONS, Compression, LayerWriter, WrittenLayer, write_layer
 from ctrconv.oci import mediatypes as mt
-from ctrconv.pipeline.plan import BlobSource, ImagePlan, PlannedManifest, read_json_blob
+from ctrconv.image.plan import BlobSource, ImagePlan, PlannedManifest, read_json_blob
 from ctrconv.streams import CHUNK, VerifyingReader
 
 #: ``--from-snapshots`` values
@@ -248,7 +248,8 @@ class ExtraBlobs:
     def blob_path(self, digest: Digest | str) -> Path | None:
         if self._ours(digest) is not None:
             return None  # made for this export: not a file to hardlink from
-        return self.base.blob_path(str(digest))  # type: ignore[attr-defined]
+        where = getattr(self.base, "blob_path", None)  # a file source has no blob files to link
+        return where(str(digest)) if where is not None else None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.base, name)

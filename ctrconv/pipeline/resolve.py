@@ -22,22 +22,63 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Protocol, Sequence
 
-from ctrconv.containerd.metadata import MetadataDB
-from ctrconv.containerd.records import ImageRecord
+from ctrconv.containerd.records import ImageRecord, Target
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError, NotFoundError, UsageError
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
+from ctrconv.image.protocols import NamedEntry
 from ctrconv.oci import reference
-from ctrconv.pipeline.plan import BlobSource, DocumentCache, plan_image, ranked_manifests
+from ctrconv.image.plan import BlobSource, DocumentCache, plan_image, ranked_manifests
 
 #: shortest image ID prefix accepted (what ``crictl images`` and ``nerdctl images`` print)
 MIN_ID_PREFIX = 12
 
 _ID_RE = re.compile(r"(?:sha256:)?([0-9a-f]{%d,64})" % MIN_ID_PREFIX)
 _SHORT_HEX_RE = re.compile(r"(?:sha256:)?[0-9a-f]{1,%d}" % (MIN_ID_PREFIX - 1))
+
+
+class ImageIndex(Protocol):
+    """Stored images by name: a meta.db (:class:`~ctrconv.containerd.metadata.MetadataDB`),
+    or the named entries of a file source (:class:`EntryImages`)."""
+
+    def image(self, namespace: str, name: str) -> ImageRecord | None: ...
+
+    def images(self, namespace: str) -> Iterable[ImageRecord]: ...
+
+
+def _place(namespace: str) -> str:
+    """Where images were looked for: a namespace, or (``EntryImages``, namespace ``""``) the input."""
+    return f"namespace {namespace!r}" if namespace else "the input"
+
+
+def entry_annotations(entry: NamedEntry) -> dict[str, str]:
+    """The annotations an image record of ``entry`` carries: its descriptor's, then its own."""
+    ann = dict(entry.descriptor.get("annotations") or {})
+    ann.update(entry.annotations or {})
+    return {str(k): str(v) for k, v in ann.items()}
+
+
+class EntryImages:
+    """The named entries of an image source as image records (the first entry of a name wins,
+    unnamed entries are left out), so ``--image`` means the same in ``convert`` as in ``export``."""
+
+    def __init__(self, entries: Sequence[NamedEntry]) -> None:
+        self._by_name: dict[str, ImageRecord] = {}
+        for e in entries:
+            if e.name and e.name not in self._by_name:
+                d = e.descriptor
+                self._by_name[e.name] = ImageRecord(
+                    namespace="", name=e.name, target=Target(d.get("mediaType", ""), d["digest"], d["size"]),
+                    annotations=entry_annotations(e))
+
+    def image(self, namespace: str, name: str) -> ImageRecord | None:
+        return self._by_name.get(name)
+
+    def images(self, namespace: str) -> Iterable[ImageRecord]:
+        return list(self._by_name.values())
 
 
 def image_ids(content: BlobSource, record: ImageRecord, cache: DocumentCache | None = None) -> list[str]:
@@ -83,7 +124,7 @@ def _describe(candidates: Iterable[_Candidate]) -> str:
 
 
 def _by_id(
-    meta: MetadataDB, content: BlobSource, namespace: str, ref: str, hexpart: str, cache: DocumentCache
+    meta: ImageIndex, content: BlobSource, namespace: str, ref: str, hexpart: str, cache: DocumentCache
 ) -> list[ImageRecord]:
     found: list[_Candidate] = []
     for record in meta.images(namespace):
@@ -95,13 +136,13 @@ def _by_id(
         return []
     if len({c.identity for c in found}) > 1:
         raise UsageError(
-            f"image ID {ref!r} is ambiguous in namespace {namespace!r}: it matches {_describe(found)}",
+            f"image ID {ref!r} is ambiguous in {_place(namespace)}: it matches {_describe(found)}",
             hint="give more hex digits or a name",
         )
     return [c.record for c in found]
 
 
-def _by_digest_reference(meta: MetadataDB, namespace: str, ref: reference.Reference) -> list[ImageRecord]:
+def _by_digest_reference(meta: ImageIndex, namespace: str, ref: reference.Reference) -> list[ImageRecord]:
     found = []
     for record in meta.images(namespace):
         if record.target.digest != str(ref.digest):
@@ -116,7 +157,7 @@ def _by_digest_reference(meta: MetadataDB, namespace: str, ref: reference.Refere
 
 
 def resolve_image_ref(
-    meta: MetadataDB, content: BlobSource, namespace: str, ref: str, cache: DocumentCache | None = None
+    meta: ImageIndex, content: BlobSource, namespace: str, ref: str, cache: DocumentCache | None = None
 ) -> list[ImageRecord]:
     """The stored image(s) ``ref`` means (several names of one image are all returned).
 
@@ -146,17 +187,17 @@ def resolve_image_ref(
     hint = None
     if _SHORT_HEX_RE.fullmatch(ref):
         hint = f"an image ID prefix needs at least {MIN_ID_PREFIX} hex digits"
-    raise NotFoundError(f"image {ref!r} not found in namespace {namespace!r}", hint=hint)
+    raise NotFoundError(f"image {ref!r} not found in {_place(namespace)}", hint=hint)
 
 
 def resolve_images(
-    meta: MetadataDB, content: BlobSource, namespace: str, refs: Sequence[str] | None
+    meta: ImageIndex, content: BlobSource, namespace: str, refs: Sequence[str] | None
 ) -> list[ImageRecord]:
     """The requested images (each stored name once, in request order), or all of the namespace."""
     if refs is None:
         records = list(meta.images(namespace))
         if not records:
-            raise NotFoundError(f"namespace {namespace!r} has no images")
+            raise NotFoundError(f"{_place(namespace)} has no images")
         return records
     if not refs:
         raise UsageError("no image given (use --image REF or --all)")

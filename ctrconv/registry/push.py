@@ -43,7 +43,7 @@ from ctrconv.inventory import namespace_lookups
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci.reference import parse_docker_ref
 from ctrconv.pipeline.export import ExportOptions, plan_images
-from ctrconv.pipeline.plan import platform_string
+from ctrconv.image.plan import platform_string
 from ctrconv.pipeline.resolve import resolve_images
 from ctrconv.registry.client import RegistryClient, RegistryError, RegistryOptions, StreamInterrupted, registry_message
 from ctrconv.registry.reference import RegistryRef, parse_registry_ref

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ctrconv.errors import UsageError
+from ctrconv.sinks._layout import name_entry
 from ctrconv.sinks.base import BlobReader, ExportedImage, Sink, blob_path
 from ctrconv.sinks.docker_archive import DockerArchiveSink
 from ctrconv.sinks.oci_dir import OciDirSink
@@ -22,7 +23,7 @@ DIRECTORY_FORMATS = ("oci-dir", "dir")
 
 __all__ = [
     "DIRECTORY_FORMATS", "FORMATS", "BlobReader", "DockerArchiveSink", "ExportedImage", "OciDirSink", "OciTarSink",
-    "Sink", "SkopeoDirSink", "blob_path", "detect_format", "open_sink",
+    "Sink", "SkopeoDirSink", "blob_path", "detect_format", "name_entry", "open_sink",
 ]
 
 

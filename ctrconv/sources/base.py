@@ -18,7 +18,7 @@ from ctrconv.digest import Digest
 from ctrconv.errors import FormatError, InvalidDigestError, MissingContentError
 from ctrconv.oci.reference import import_name
 from ctrconv.oci.validate import MAX_DOCUMENT_SIZE
-from ctrconv.pipeline.source import NamedEntry
+from ctrconv.image.protocols import NamedEntry
 from ctrconv.streams import CHUNK, VerifyingReader
 
 

@@ -48,7 +48,7 @@ from ctrconv.oci.reference import (
     oci_ref_name,
 )
 from ctrconv.oci.validate import MAX_DOCUMENT_SIZE, parse_json_bytes
-from ctrconv.pipeline.source import NamedEntry
+from ctrconv.image.protocols import NamedEntry
 from ctrconv.sources.archive import TarArchive, TarMember
 from ctrconv.sources.base import BlobSourceBase, Locator, named_entries
 from ctrconv.streams import CHUNK

@@ -15,7 +15,7 @@ from typing import BinaryIO, Callable, Sequence
 
 from ctrconv.digest import Digest
 from ctrconv.errors import MissingContentError, NotFoundError, UsageError
-from ctrconv.pipeline.source import ImageSource, NamedEntry
+from ctrconv.image.protocols import ImageSource, NamedEntry
 from ctrconv.sources.oci_layout import LAYOUT_FILE
 
 #: file names a directory of archives may hold (k3s: agent/images/*.tar[.gz|.zst])

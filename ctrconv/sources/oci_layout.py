@@ -21,7 +21,7 @@ from ctrconv.digest import Digest
 from ctrconv.errors import FormatError
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci.validate import MAX_DOCUMENT_SIZE, validate_json
-from ctrconv.pipeline.source import NamedEntry
+from ctrconv.image.protocols import NamedEntry
 from ctrconv.sources.base import BlobSourceBase, Locator, named_entries
 
 LAYOUT_FILE = "oci-layout"

@@ -25,7 +25,7 @@ from ctrconv.digest import Digest
 from ctrconv.errors import FormatError, NotFoundError, UsageError
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci.validate import MAX_DOCUMENT_SIZE
-from ctrconv.pipeline.source import NamedEntry
+from ctrconv.image.protocols import NamedEntry
 from ctrconv.sources.base import BlobSourceBase, Locator
 from ctrconv.sources.layout_dir import DirFiles
 

@@ -18,11 +18,10 @@ from ctrconv import tempfiles
 from ctrconv.containerd.content import ContentStore
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.errors import CtrconvError
-from ctrconv.inventory import selector_for
 from ctrconv.layers import chain_ids, compare_listings, copy_tree, tree_listing, unpack_layer
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
-from ctrconv.pipeline.plan import plan_image, read_json_blob
+from ctrconv.image.plan import plan_image, read_json_blob
 from ctrconv.verify.problems import Report
 
 
@@ -31,7 +30,7 @@ def host_layer_chains(content: ContentStore, target: dict[str, Any]) -> Iterator
     the chains containerd unpacks. Images or manifests that cannot be read yield nothing."""
     host = plat.default_matcher()
     try:
-        plan = plan_image(content, target, selector_for(host))
+        plan = plan_image(content, target, plat.selector(host))
     except CtrconvError:
         return
     if plan.missing:

@@ -7,7 +7,7 @@ from typing import Callable
 
 from ctrconv.errors import ContentError, CtrconvError
 from ctrconv.oci import mediatypes as mt
-from ctrconv.pipeline.plan import plan_image, platform_string
+from ctrconv.image.plan import plan_image, platform_string
 from ctrconv.streams import CHUNK, VerifyingReader
 from ctrconv.digest import Digest
 from ctrconv.verify.problems import Report

@@ -27,7 +27,7 @@ from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError
 from ctrconv.oci.model import parse_blob
 from ctrconv.oci.validate import parse_config_diff_ids, validate_json
-from ctrconv.pipeline.plan import image_platforms, plan_image
+from ctrconv.image.plan import image_platforms, plan_image
 from ctrconv.streams import CHUNK, VerifyingReader
 
 

@@ -23,11 +23,10 @@ from ctrconv.sinks.containerd_root.content_writer import ContentWriter
 from ctrconv.sinks.containerd_root.transaction import RootTransaction
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError, FormatError, MissingContentError, UsageError
-from ctrconv.inventory import selector_for
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
-from ctrconv.pipeline.plan import ImagePlan, PlannedManifest, plan_image, read_json_blob
-from ctrconv.pipeline.source import ImageSource, NamedEntry
+from ctrconv.image.plan import ImagePlan, PlannedManifest, plan_image, read_json_blob
+from ctrconv.image.protocols import ImageSource, NamedEntry
 
 ProgressFactory = Callable[[int, str], Callable[[int], object]]
 
@@ -252,7 +251,7 @@ def copy_images_to_root(
         namespace=namespace, snapshotter=snapshotter, unpack=unpack,
         cri=namespace == R.CRI_NAMESPACE if cri is None else cri, cri_labels=cri_labels, pin=pin,
         keep_partial=keep_partial, all_platforms=all_platforms,
-        selector=None if all_platforms else selector_for(matcher),
+        selector=None if all_platforms else plat.selector(matcher),
         unpack_for=unpack_matcher(unpack_platform),
     )
     report = ImportReport(str(target_root), namespace, snapshotter if unpack else None)

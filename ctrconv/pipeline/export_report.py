@@ -1,0 +1,112 @@
+"""What an export (or convert) was asked to do and what it did: options and the ``--json`` report."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+from ctrconv.pipeline import regenerate as regen
+
+
+@dataclass
+class ExportOptions:
+    """What to export and how; ``refs=None`` means every image of the namespace."""
+
+    namespace: str = "default"
+    refs: Sequence[str] | None = None
+    format: str | None = None
+    platforms: Sequence[str] = ()
+    all_platforms: bool = False
+    index_media_type: bool | None = None
+    #: the containerd line whose ``ctr images export`` to match ("1.6", "1.7", "2.x");
+    #: None = the line that wrote the source root
+    ctr_line: str | None = None
+    manifest_json: bool = True
+    #: leave non-distributable (foreign) layers out, like ``ctr images export --skip-non-distributable``
+    skip_non_distributable: bool = False
+    link: bool = False
+    verify_links: bool = True
+    ignore_lock: bool = False
+    #: layers whose blob is gone are written again from their snapshots: "auto" (only those),
+    #: "always" (every layer that has a snapshot) or "never"
+    from_snapshots: str = "auto"
+    #: compression of regenerated layers (gzip, zstd, none); None = like the original layer
+    compression: str | None = None
+
+
+@dataclass
+class ImageReport:
+    name: str
+    digest: str
+    media_type: str
+    platforms: list[str]
+    skipped_platforms: list[str]
+    manifest: str | None
+    #: the image ID (config digest of the manifest ``manifest``), and what it was before layers
+    #: were regenerated or decompressed (equal when the config was kept)
+    image_id: str | None = None
+    original_image_id: str | None = None
+    #: the stored target, when the export names a rewritten one instead (else None)
+    original_digest: str | None = None
+    regenerated_layers: int = 0
+    decompressed_layers: int = 0
+    #: the stored name, when the export names the image differently: a name that states a
+    #: digest (``sha256:<image ID>``, ``repo@<digest>``) follows the rewritten image
+    original_name: str | None = None
+
+
+@dataclass
+class ExportReport:
+    """What was written (the ``--json`` document)."""
+
+    format: str
+    output: str
+    namespace: str
+    images: list[ImageReport] = field(default_factory=list)
+    blobs: int = 0
+    bytes: int = 0
+    linked: int = 0
+    #: every manifest replaced by one naming regenerated or decompressed layers
+    rewritten: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def platforms(self) -> list[str]:
+        return sorted({p for i in self.images for p in i.platforms})
+
+    @property
+    def image_ids_changed(self) -> list[dict[str, Any]]:
+        """``{"from", "to", "names"}`` per image ID the export changed."""
+        changed: dict[tuple[str, str], list[str]] = {}
+        for i in self.images:
+            if i.image_id and i.original_image_id and i.image_id != i.original_image_id:
+                changed.setdefault((i.original_image_id, i.image_id), []).append(i.name)
+        return [{"from": a, "to": b, "names": names} for (a, b), names in changed.items()]
+
+    @property
+    def skipped_platforms(self) -> list[str]:
+        return sorted({p for i in self.images for p in i.skipped_platforms})
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["platforms"] = self.platforms
+        doc["skipped_platforms"] = self.skipped_platforms
+        doc["image_ids_changed"] = self.image_ids_changed
+        return doc
+
+
+def change_json(change: regen.ManifestChange) -> dict[str, Any]:
+    return {
+        "platform": change.platform,
+        "original_manifest": change.original_manifest,
+        "manifest": change.manifest,
+        "original_config": change.original_config,
+        "config": change.config,
+        "config_changed": change.config_changed,
+        "layers": [
+            {"how": "regenerated" if layer.snapshot else "decompressed", "snapshotter": layer.snapshotter or None,
+             "snapshot": layer.snapshot or None, "original_digest": layer.original_digest,
+             "original_diff_id": layer.original_diff_id, "digest": layer.digest, "diff_id": layer.diff_id,
+             "media_type": layer.media_type, "size": layer.size, "matches_diff_id": layer.matches}
+            for layer in change.layers
+        ],
+    }
