@@ -7,9 +7,8 @@ import tarfile
 
 import pytest
 
-from ctrconv.errors import UsageError
 from ctrconv.oci import mediatypes as mt
-from ctrconv.pipeline.plan import PlannedManifest
+from ctrconv.image.plan import PlannedManifest
 from ctrconv.sinks import _layout, detect_format
 from ctrconv.sinks._tar import BLOCK, TarWriter, header_block, pax_records, split_ustar_path
 from ctrconv.sinks.base import ExportedImage, blob_path
@@ -153,8 +152,13 @@ def test_docker_tags_exclude_digests_and_cri_ids():
     assert _layout.docker_tag("Invalid Name") is None
     ok = _layout.docker_manifest_json([_image("sha256:" + "f" * 64, D1, []), _image("docker.io/library/a:1", D1, [])])
     assert b'"RepoTags":["a:1"]' in ok
-    with pytest.raises(UsageError, match="no name docker can load"):
-        _layout.docker_manifest_json([_image("docker.io/library/a@" + D2, D1, [])])
+    assert b'"RepoTags":null' in _layout.docker_manifest_json([_image("docker.io/library/a@" + D2, D1, [])])
+    assert _layout.is_unnamed("moby-dangling@" + D1) and _layout.is_unnamed(D1)
+    assert not _layout.is_unnamed("docker.io/library/a:1")
+    entry = {"mediaType": mt.OCI_MANIFEST, "digest": D1, "size": 1,
+             "annotations": {"io.containerd.image.name": "moby-dangling@" + D1, "org.opencontainers.image.ref.name": "x",
+                             "containerd.io/distribution.source.docker.io": "library/a"}}
+    assert _layout.unnamed_entry(entry)["annotations"] == {"containerd.io/distribution.source.docker.io": "library/a"}
 
 
 def test_format_detection_and_blob_path():

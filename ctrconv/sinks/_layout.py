@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Sequence
 
 from ctrconv.errors import UsageError
@@ -112,18 +113,37 @@ def ctr_manifest_json(images: Sequence[ExportedImage]) -> bytes | None:
     return marshal_go(items)
 
 
-def docker_manifest_json(images: Sequence[ExportedImage]) -> bytes:
-    """``manifest.json`` for a docker archive: every entry has at least one ``repo:tag``.
+#: the name prefix of an image Docker's containerd store keeps after its last tag went
+#: (``moby-dangling@<target digest>``): not a name, the image is unnamed
+DOCKER_DANGLING_PREFIX = "moby-dangling@"
+#: an image ID used as a name (CRI's alias of an image; an export by ID)
+_IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
 
-    Raises :class:`UsageError` naming the image when none of its names is a docker tag.
-    """
+
+def is_unnamed(name: str) -> bool:
+    """``name`` stands for no name: Docker's dangling-image record, or an image ID (what an
+    export by ID names its images, like ``docker save <ID>``)."""
+    return name.startswith(DOCKER_DANGLING_PREFIX) or _IMAGE_ID.fullmatch(name) is not None
+
+
+def unnamed_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """An ``index.json`` entry without the two name annotations (``docker save <ID>``)."""
+    out = dict(entry)
+    annotations = {k: v for k, v in (entry.get("annotations") or {}).items()
+                   if k not in (reference.ANNOTATION_IMAGE_NAME, reference.ANNOTATION_REF_NAME)}
+    if annotations:
+        out["annotations"] = annotations
+    else:
+        out.pop("annotations", None)
+    return out
+
+
+def docker_manifest_json(images: Sequence[ExportedImage]) -> bytes:
+    """``manifest.json`` for a docker archive as Docker 25+'s ``docker save`` writes it: one
+    entry per manifest, ``RepoTags`` its docker tags, or null when it has none (an unnamed
+    image: ``docker load`` then prints ``Loaded image ID``)."""
     items = []
     for image, names in group_by_manifest(images):
         tags = list(dict.fromkeys(t for t in (docker_tag(n) for n in names) if t is not None))
-        if not tags:
-            raise UsageError(
-                f"image {names[0]!r} has no name docker can load as repo:tag",
-                hint="export it by a tagged name, or use --format oci-tar",
-            )
-        items.append(_manifest_item(image, tags))
+        items.append(_manifest_item(image, tags or None))
     return marshal_go(items)
