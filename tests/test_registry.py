@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from ctrconv.containerd.root import ContainerdRoot
+from ctrconv.errors import UsageError
 from ctrconv.registry.client import _parse_challenge
 from ctrconv.registry.credentials import find_credentials
 from ctrconv.registry.reference import parse_registry_ref
@@ -81,6 +83,79 @@ def test_credentials_lookup_order(tmp_path):
     assert find_credentials("reg.example:5000", "app", env={**env, "REGISTRY_AUTH_FILE": str(tmp_path / "scoped.json")}).username == "scoped"
     assert find_credentials("reg.example:5000", "other", env={**env, "REGISTRY_AUTH_FILE": str(tmp_path / "scoped.json")}) is None
     assert find_credentials("reg.example:5000", "app", creds="me:secret", env=env).username == "me"
+
+
+def fake_helper(bin_dir: Path, name: str, store: dict[str, tuple[str, str]]) -> Path:
+    """``docker-credential-NAME``: answers ``get`` from ``store`` (server -> user, secret) as
+    docker-credential-helpers do, logs every server it was asked for, exits 1 with "credentials
+    not found in native keychain" for any other."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    log = bin_dir / f"{name}.log"
+    script = bin_dir / f"docker-credential-{name}"
+    answers = {server: {"ServerURL": server, "Username": user, "Secret": secret} for server, (user, secret) in store.items()}
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        f"answers = {answers!r}\n"
+        "assert sys.argv[1:] == ['get'], sys.argv\n"
+        "server = sys.stdin.read().strip()\n"
+        f"open({str(log)!r}, 'a').write(server + '\\n')\n"
+        "if server not in answers:\n"
+        "    print('credentials not found in native keychain'); sys.exit(1)\n"
+        "print(json.dumps(answers[server]))\n")
+    script.chmod(0o755)
+    return log
+
+
+def test_credential_helpers(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    asked = fake_helper(bin_dir, "fake", {"reg.example:5000": ("helped", "pw-helper"),
+                                          "https://index.docker.io/v1/": ("hubuser", "pw-hub")})
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    home = tmp_path / "home"
+    env = {"HOME": str(home), "PATH": os.environ["PATH"]}
+    config = home / ".docker" / "config.json"
+    config.parent.mkdir(parents=True)
+    auth = base64.b64encode(b"inline:pw-inline").decode()
+    # credHelpers for the registry wins over the file's own auths entry
+    config.write_text(json.dumps({"auths": {"reg.example:5000": {"auth": auth}},
+                                  "credHelpers": {"https://reg.example:5000": "fake"}}))
+    found = find_credentials("reg.example:5000", "app", env=env)
+    assert (found.username, found.password, found.origin) == ("helped", "pw-helper", "docker-credential-fake")
+    assert "pw-helper" not in repr(found) + str(found)
+    assert asked.read_text().split() == ["reg.example:5000"]
+    # credsStore: used where auths has only docker's {} placeholder; Docker Hub by its v1 URL
+    config.write_text(json.dumps({"auths": {"reg.example:5000": {}, "other.example": {"auth": auth}},
+                                  "credsStore": "fake"}))
+    assert find_credentials("reg.example:5000", "app", env=env).username == "helped"
+    assert find_credentials("docker.io", "library/busybox", env=env).username == "hubuser"
+    assert find_credentials("other.example", "app", env=env).username == "inline"
+    # the helper has nothing for it: the search goes on (none left here)
+    assert find_credentials("unknown.example", "app", env=env) is None
+    assert asked.read_text().split()[-1] == "unknown.example"
+    # containers' auth.json takes credHelpers too
+    authfile = tmp_path / "auth.json"
+    authfile.write_text(json.dumps({"credHelpers": {"reg.example:5000": "fake"}}))
+    assert find_credentials("reg.example:5000", "app", authfile=str(authfile), env=env).username == "helped"
+    # a credsStore that is not installed is skipped; a named credHelpers program must exist
+    config.write_text(json.dumps({"auths": {}, "credsStore": "desktop"}))
+    assert find_credentials("reg.example:5000", "app", env=env) is None
+    config.write_text(json.dumps({"credHelpers": {"reg.example:5000": "missing"}}))
+    with pytest.raises(UsageError, match="docker-credential-missing"):
+        find_credentials("reg.example:5000", "app", env=env)
+    # a helper that fails otherwise, or holds an identity token: an error that echoes nothing
+    fake_helper(bin_dir, "token", {"reg.example:5000": ("<token>", "refresh-secret")})
+    config.write_text(json.dumps({"credHelpers": {"reg.example:5000": "token"}}))
+    with pytest.raises(UsageError, match="identity token") as err:
+        find_credentials("reg.example:5000", "app", env=env)
+    assert "refresh-secret" not in str(err.value)
+    broken = bin_dir / "docker-credential-broken"
+    broken.write_text("#!/bin/sh\necho 'secret-ish output' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    config.write_text(json.dumps({"credHelpers": {"reg.example:5000": "broken"}}))
+    with pytest.raises(UsageError, match="exit 3") as err:
+        find_credentials("reg.example:5000", "app", env=env)
+    assert "secret-ish" not in str(err.value)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -348,7 +423,8 @@ def test_basic_auth(fixture_set, cli, tmp_path, monkeypatch):
         failed = one_error_line(cli(*pull, "--root", str(tmp_path / "r0")))
         assert "requires a user name and password" in failed
         assert not (tmp_path / "r0").exists()
-        assert cli(*pull, "--root", str(tmp_path / "r1"), "--authfile", str(authfile)).code == 0
+        r1 = cli(*pull, "--root", str(tmp_path / "r1"), "--authfile", str(authfile))
+        assert r1.code == 0, r1.stderr
         monkeypatch.setenv("REGISTRY_AUTH_FILE", str(authfile))
         assert cli(*pull, "--root", str(tmp_path / "r2")).code == 0
         monkeypatch.delenv("REGISTRY_AUTH_FILE")
@@ -357,6 +433,15 @@ def test_basic_auth(fixture_set, cli, tmp_path, monkeypatch):
         docker_config.write_text(json.dumps(auth))
         assert cli(*pull, "--root", str(tmp_path / "r3")).code == 0
         assert records(tmp_path / "r1") == records(tmp_path / "r3")
+        # docker login with a credential store: config.json holds only a placeholder
+        asked = fake_helper(tmp_path / "bin", "teststore", {reg.host: ("alice", "s3cret-pw")})
+        monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+        docker_config.write_text(json.dumps({"auths": {reg.host: {}}, "credsStore": "teststore"}))
+        helped = cli(*pull, "--root", str(tmp_path / "r4"), "--json")
+        assert helped.code == 0, helped.stderr
+        assert asked.read_text().split() == [reg.host]
+        assert "s3cret-pw" not in helped.stdout + helped.stderr
+        assert records(tmp_path / "r1") == records(tmp_path / "r4")
 
 
 @needs_registry

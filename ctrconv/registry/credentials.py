@@ -12,8 +12,20 @@ An auth file is JSON ``{"auths": {KEY: {"auth": base64("user:pass")}}}``; ``KEY`
 registry (``host[:port]``, optionally with ``https://`` or docker's ``/v1/`` suffix) or a
 repository under it (``host/ns/repo``: the longest key that prefixes the repository wins, as
 containers/image matches). Docker Hub's keys are ``docker.io`` and
-``https://index.docker.io/v1/``. Credential helpers (``credHelpers``/``credsStore``) are not
-run: give ``--creds`` or an auth file for such registries.
+``https://index.docker.io/v1/``.
+
+Credential helpers, as docker and containers/image run them: in any of those files,
+``credHelpers: {REGISTRY: NAME}`` names a helper for one registry (it wins over that file's
+``auths``), and ``credsStore: NAME`` one for every registry the file's ``auths`` gives no
+credentials for (docker leaves ``{}`` placeholders there). The helper is the program
+``docker-credential-NAME`` on ``PATH``, run as ``docker-credential-NAME get`` with the
+registry on stdin (``host[:port]``; Docker Hub: ``https://index.docker.io/v1/``); it answers
+``{"ServerURL", "Username", "Secret"}`` as JSON, or exits non-zero with "credentials not
+found" when it has none (then the search goes on). A ``credsStore`` whose program is not
+installed is skipped (configs copied from a desktop name ``desktop``); a missing
+``credHelpers`` program, a helper that fails otherwise or answers something else, and an
+identity token (``Username: <token>``, the OAuth2 refresh-token flow, not supported) are
+errors.
 
 A secret never appears in a message: :class:`Credentials` prints as the user name only.
 """
@@ -24,6 +36,8 @@ import base64
 import binascii
 import json
 import os
+import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,8 +111,11 @@ def _decode(entry: object, origin: str) -> Credentials | None:
     return None
 
 
-def lookup_file(path: Path, domain: str, repository: str, *, required: bool = False) -> Credentials | None:
-    """Credentials for ``domain/repository`` in one auth file (None: the file does not name it)."""
+def lookup_file(path: Path, domain: str, repository: str, *, required: bool = False,
+                env: dict[str, str] | None = None) -> Credentials | None:
+    """Credentials for ``domain/repository`` from one auth file: its ``credHelpers`` entry, its
+    ``auths``, its ``credsStore`` (None: none of them has any). ``env``: whose ``PATH`` the
+    helpers are looked up in and run with (default: this process's)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -113,18 +130,75 @@ def lookup_file(path: Path, domain: str, repository: str, *, required: bool = Fa
         doc = json.loads(raw or b"{}")
     except ValueError:
         raise UsageError(f"{path}: the auth file is not valid JSON") from None
-    auths = doc.get("auths") if isinstance(doc, dict) else None
-    if not isinstance(auths, dict):
+    if not isinstance(doc, dict):
         return None
+    helpers = doc.get("credHelpers")
+    if isinstance(helpers, dict):
+        for key, name in helpers.items():
+            if _normalise_key(str(key)) == domain and isinstance(name, str) and name:
+                found = run_helper(name, domain, env=env, required=True)
+                if found is not None:
+                    return found
+    auths = doc.get("auths")
     wanted = f"{domain}/{repository}"
     best: tuple[int, Credentials] | None = None
-    for key, entry in auths.items():
+    for key, entry in (auths.items() if isinstance(auths, dict) else ()):
         norm = _normalise_key(str(key))
         if norm == domain or wanted == norm or wanted.startswith(norm + "/"):
             creds = _decode(entry, str(path))
             if creds is not None and (best is None or len(norm) > best[0]):
                 best = (len(norm), creds)
-    return best[1] if best else None
+    if best is not None:
+        return best[1]
+    store = doc.get("credsStore")
+    if isinstance(store, str) and store:
+        return run_helper(store, domain, env=env, required=False)
+    return None
+
+
+#: what a helper prints (docker-credential-helpers' ``ErrCredentialsNotFound``) when it has nothing
+_NOT_FOUND = "credentials not found"
+HELPER_TIMEOUT = 60.0
+
+
+def helper_server(domain: str) -> str:
+    """The name a helper stores a registry under (docker's: Docker Hub keeps its v1 URL)."""
+    return "https://index.docker.io/v1/" if domain == "docker.io" else domain
+
+
+def run_helper(name: str, domain: str, *, env: dict[str, str] | None = None, required: bool) -> Credentials | None:
+    """``docker-credential-NAME get`` for ``domain``: its credentials, or None when it has none
+    (or, unless ``required``, when it is not installed). Its output is never echoed."""
+    program = f"docker-credential-{name}"
+    search = (env if env is not None else os.environ).get("PATH")
+    path = shutil.which(program, path=search)
+    if path is None:
+        if required:
+            raise UsageError(f"credential helper {program} (credHelpers for {domain}) is not on PATH")
+        return None
+    try:
+        done = subprocess.run([path, "get"], input=helper_server(domain).encode(), capture_output=True,
+                              timeout=HELPER_TIMEOUT, env=env, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UsageError(f"credential helper {program} failed for {domain}: {type(exc).__name__}") from None
+    if done.returncode != 0:
+        said = (done.stdout + done.stderr).decode("utf-8", "replace").lower()
+        if _NOT_FOUND in said:
+            return None
+        raise UsageError(f"credential helper {program} failed for {domain} (exit {done.returncode})")
+    try:
+        answer = json.loads(done.stdout)
+        user, secret = answer.get("Username"), answer.get("Secret")
+    except (ValueError, AttributeError):
+        user = secret = None
+    if not isinstance(user, str) or not isinstance(secret, str):
+        raise UsageError(f"credential helper {program} answered for {domain} without Username and Secret")
+    if user == "<token>":
+        raise UsageError(f"credential helper {program} holds an identity token for {domain} "
+                         "(OAuth2 refresh tokens are not supported): give --creds")
+    if not user and not secret:
+        return None
+    return Credentials(user, secret, program)
 
 
 def find_credentials(
@@ -135,9 +209,9 @@ def find_credentials(
     if creds:
         return parse_creds(creds)
     if authfile:
-        return lookup_file(Path(authfile), domain, repository, required=True)
+        return lookup_file(Path(authfile), domain, repository, required=True, env=env)
     for path in default_auth_files(env):
-        found = lookup_file(path, domain, repository)
+        found = lookup_file(path, domain, repository, env=env)
         if found is not None:
             return found
     return None
