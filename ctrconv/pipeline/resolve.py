@@ -21,7 +21,7 @@ Anything else is :class:`~ctrconv.errors.NotFoundError` (a usage error, exit 2).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Protocol, Sequence
 
 from ctrconv.containerd.records import ImageRecord, Target
@@ -207,3 +207,36 @@ def resolve_images(
         for record in resolve_image_ref(meta, content, namespace, ref, cache):
             out.setdefault(record.name, record)
     return list(out.values())
+
+
+def unnamed_by_id(
+    meta: ImageIndex, content: BlobSource, namespace: str, refs: Sequence[str] | None, records: Sequence[ImageRecord]
+) -> list[ImageRecord]:
+    """``records`` with each image asked for only by its image ID standing as one record named
+    ``sha256:<target digest hex>``, which names nothing (``docker save <ID>`` writes such an
+    image unnamed); an image also asked for by a name keeps its names."""
+    by_id: set[str] = set()
+    named: set[str] = set()
+    cache: DocumentCache = {}
+    for ref in refs or ():
+        if meta.image(namespace, ref) is None and _ID_RE.fullmatch(ref) and not _names_an_image(meta, namespace, ref):
+            by_id |= {r.target.digest for r in resolve_image_ref(meta, content, namespace, ref, cache)}
+        else:
+            named |= {r.target.digest for r in resolve_image_ref(meta, content, namespace, ref, cache)}
+    out: dict[str, ImageRecord] = {}
+    for record in records:
+        digest = record.target.digest
+        if digest in by_id and digest not in named:
+            out.setdefault(digest, replace(record, name=digest))
+        else:
+            out.setdefault(record.name, record)
+    return list(out.values())
+
+
+def _names_an_image(meta: ImageIndex, namespace: str, ref: str) -> bool:
+    try:
+        parsed = reference.parse_docker_ref(ref)
+    except UsageError:
+        return False
+    return meta.image(namespace, str(parsed)) is not None
+
