@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
+from ctrconv.containerd import docker_store
 from ctrconv.errors import UsageError
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import reference
@@ -113,9 +114,6 @@ def ctr_manifest_json(images: Sequence[ExportedImage]) -> bytes | None:
     return marshal_go(items)
 
 
-#: the name prefix of an image Docker's containerd store keeps after its last tag went
-#: (``moby-dangling@<target digest>``): not a name, the image is unnamed
-DOCKER_DANGLING_PREFIX = "moby-dangling@"
 #: an image ID used as a name (CRI's alias of an image; an export by ID)
 _IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -123,7 +121,7 @@ _IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
 def is_unnamed(name: str) -> bool:
     """``name`` stands for no name: Docker's dangling-image record, or an image ID (what an
     export by ID names its images, like ``docker save <ID>``)."""
-    return name.startswith(DOCKER_DANGLING_PREFIX) or _IMAGE_ID.fullmatch(name) is not None
+    return docker_store.is_dangling(name) or _IMAGE_ID.fullmatch(name) is not None
 
 
 def unnamed_entry(entry: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,164 @@
+"""Docker Engine's containerd image store (namespace ``moby``) as a source and a target, judged
+by real engines: Docker 26.1 on containerd 1.7 and Docker 28.5 on containerd 2.1 (Debian
+trixie / sid, fetched privately), and Debian 12's Docker 20.10 for the classic loader.
+
+The root comes from :mod:`support.moby_set`: Docker pulled images whose layer blobs it never
+fetched (their snapshots existed), loaded a multi-platform index, and left a dangling image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from support.dockerd import PrivateDockerd
+from support.dockerd import skip_reason as classic_skip_reason
+from support.interop_checks import expected_file
+from support.moby import LINES, MobyDocker, skip_reason
+from support.moby_set import CONTAINERD_LINE, MobySet, get_moby_set
+
+pytestmark = pytest.mark.interop
+
+#: a file every bbx variant but bbx:multi holds (same layers, other compressions)
+PROBE = "/data/modify.txt"
+
+
+@pytest.fixture(scope="module", params=LINES, ids=[f"docker{line}" for line in LINES])
+def line(request: pytest.FixtureRequest) -> str:
+    reason = skip_reason(request.param)
+    if reason:
+        pytest.skip(reason)
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def moby_set(line: str, fixture_set_for) -> MobySet:
+    return get_moby_set(line, fixture_set_for(CONTAINERD_LINE[line]))
+
+
+@pytest.fixture(scope="module")
+def fresh_docker(line: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MobyDocker]:
+    """An empty Docker of the same line on the containerd store, for loading exports."""
+    with MobyDocker(line, tmp_path_factory.mktemp(f"fresh{line}")) as docker:
+        yield docker
+
+
+@pytest.fixture(scope="module")
+def classic_docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateDockerd]:
+    reason = classic_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    with PrivateDockerd(tmp_path_factory.mktemp("docker20")) as docker:
+        yield docker
+
+
+def _forget_all(docker: Any) -> None:
+    ids = docker.docker("images", "-aq", "--no-trunc").stdout.split()
+    if ids:
+        docker.docker("rmi", "-f", *sorted(set(ids)))
+
+
+def _stored_images(cli, root: Path) -> list[dict[str, Any]]:
+    listed = json.loads(cli("ls", "--root", str(root), "-n", "moby", "--json").stdout)
+    return listed["images"] if isinstance(listed, dict) else listed
+
+
+def _ref_for(image: dict[str, Any]) -> str:
+    """How a user names it: the name, or for Docker's dangling record its 12-hex image ID."""
+    if image["name"].startswith("moby-dangling@"):
+        return image["digest"][7:19]
+    return image["name"]
+
+
+def _probe(docker: Any, ref: str, name: str) -> str:
+    cmd = ["/bin/busybox", "true"] if name.endswith("bbx:multi") else ["/bin/busybox", "cat", PROBE]
+    return docker.docker("run", "--rm", "--network", "none", ref, *cmd).stdout
+
+
+def test_verify_and_ls_call_layers_docker_never_fetched_normal(moby_set, cli) -> None:
+    """verify exits 0 on the healthy Docker root; the skipped layers are info, and ls says the
+    images run."""
+    res = cli("verify", "--root", str(moby_set.root), "-n", "moby")
+    assert res.code == 0, res.stdout + res.stderr
+    skipped = [line for line in res.stdout.splitlines() if "discarded-layers" in line]
+    assert skipped and all(line.startswith("info") and "never fetched" in line for line in skipped)
+    statuses = {i["name"]: i["status"] for i in _stored_images(cli, moby_set.root)}
+    registry = moby_set.info["registry"]
+    assert statuses[f"{registry}/bbx:oci"] == "layers-discarded"
+    assert statuses[f"{registry}/bbx:uncompressed"] == "complete", statuses
+
+
+@pytest.mark.parametrize("fmt", ["oci-tar", "docker-archive"])
+def test_every_image_exports_and_loads_with_its_image_id_and_runs(
+        moby_set, fresh_docker, classic_docker, fixture_set_for, line, cli, tmp_path, fmt) -> None:
+    """Each image of the Docker root, exported alone (the dangling one by its 12-hex ID), loads
+    into a fresh Docker on the containerd store under the ID the export reports (the source's
+    target digest when nothing had to be regenerated) and into Docker 20.10 (docker-archive)
+    under its config digest, and runs with the original file content."""
+    want = expected_file(fixture_set_for(CONTAINERD_LINE[line]), "docker.io/library/bbx:oci", PROBE)
+    for image in _stored_images(cli, moby_set.root):
+        _forget_all(fresh_docker)
+        out = tmp_path / f"{image['digest'][7:19]}-{fmt}.tar"
+        res = cli("export", "--root", str(moby_set.root), "-n", "moby", "--image", _ref_for(image),
+                  "-o", str(out), "--format", fmt, "--json")
+        assert res.code == 0, (image["name"], res.stderr)
+        report, = res.json["images"]
+        if not res.json.get("rewritten"):
+            assert report["digest"] == image["digest"], image["name"]
+        loaded = fresh_docker.docker("load", "-i", str(out)).stdout
+        inspected = json.loads(fresh_docker.docker("image", "inspect", report["digest"]).stdout)[0]
+        assert inspected["Id"] == report["digest"], (image["name"], loaded)
+        ran = _probe(fresh_docker, report["digest"], image["name"])
+        if not image["name"].endswith("bbx:multi"):
+            assert hashlib.sha256(ran.encode()).hexdigest() == want, image["name"]
+        if fmt == "docker-archive":
+            _forget_all(classic_docker)
+            classic_docker.docker("load", "-i", str(out))
+            inspected = json.loads(classic_docker.docker("image", "inspect", report["image_id"]).stdout)[0]
+            assert inspected["Id"] == report["image_id"], image["name"]
+            ran = _probe(classic_docker, report["image_id"], image["name"])
+            if not image["name"].endswith("bbx:multi"):
+                assert hashlib.sha256(ran.encode()).hexdigest() == want, image["name"]
+
+
+def test_imports_into_moby_show_in_docker_images_with_docker_ids_and_run(
+        moby_set, fixture_set_for, line, cli, tmp_path) -> None:
+    """Exports of the Docker root (a multi-platform index, the dangling image by its ID, a
+    plain image, one with regenerated layers), imported with ``-n moby`` into a new root: a
+    Docker of the same line started on it lists each under its name (the unnamed one as
+    ``<none>``) with the target digest as image ID, and runs each."""
+    registry = moby_set.info["registry"]
+    dangling = next(i for i in _stored_images(cli, moby_set.root) if i["name"].startswith("moby-dangling@"))
+    wanted = {"bbx:multi": "docker-archive", dangling["digest"][7:19]: "docker-archive",
+              f"{registry}/bbx:uncompressed": "oci-tar", f"{registry}/bbx:zstd": "oci-tar"}
+    root = tmp_path / "root"
+    expected: dict[str, str] = {}
+    for ref, fmt in wanted.items():
+        out = tmp_path / f"{len(expected)}.tar"
+        res = cli("export", "--root", str(moby_set.root), "-n", "moby", "--image", ref, "-o", str(out),
+                  "--format", fmt, "--json")
+        assert res.code == 0, res.stderr
+        report, = res.json["images"]
+        expected[report["name"]] = report["digest"]
+        res = cli("import", "--root", str(root), "-n", "moby", "-i", str(out), "-q",
+                  "--containerd-version", CONTAINERD_LINE[line])
+        assert res.code == 0, res.stderr
+    assert expected[dangling["digest"]] == dangling["digest"]
+    want = expected_file(fixture_set_for(CONTAINERD_LINE[line]), "docker.io/library/bbx:oci", PROBE)
+    with MobyDocker(line, tmp_path, root=root) as docker:
+        rows = [json.loads(r) for r in docker.docker("images", "--no-trunc", "--format", "{{json .}}").stdout.splitlines()]
+        shown = {("<none>" if r["Repository"] == "<none>" else f"{r['Repository']}:{r['Tag']}"): r["ID"] for r in rows}
+        assert shown == {
+            "bbx:multi": expected["docker.io/library/bbx:multi"],
+            f"{registry}/bbx:uncompressed": expected[f"{registry}/bbx:uncompressed"],
+            f"{registry}/bbx:zstd": expected[f"{registry}/bbx:zstd"],
+            "<none>": dangling["digest"],
+        }, rows
+        for name, image_id in shown.items():
+            ran = _probe(docker, image_id, name)
+            if name != "bbx:multi":
+                assert hashlib.sha256(ran.encode()).hexdigest() == want, name
