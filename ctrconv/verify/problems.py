@@ -27,10 +27,16 @@ class Problem:
 class Report:
     problems: list[Problem] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
+    #: the problems already in :attr:`problems`, so a large root's report is not searched
+    #: from the start for every new problem (thousands of info lines)
+    _seen: set[Problem] = field(default_factory=set, init=False, repr=False, compare=False)
 
     def add(self, kind: str, obj: str, location: str, message: str, *, severity: str = "error") -> None:
         problem = Problem(kind, obj, location, message, severity)
-        if problem not in self.problems:
+        if len(self._seen) != len(self.problems):
+            self._seen = set(self.problems)  # the list was given or changed from outside
+        if problem not in self._seen:
+            self._seen.add(problem)
             self.problems.append(problem)
 
     def count(self, name: str, n: int = 1) -> None:
