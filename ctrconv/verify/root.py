@@ -342,11 +342,12 @@ def _check_image(image: ImageRecord, records: dict[str, BlobRecord], content: Na
             if child["digest"] not in missing and child["digest"] not in labels:
                 report.add("missing-gc-label", obj, where, f"manifest {mdigest} has no gc.ref.content label for {child['digest']}: GC would delete it")
     for manifest in verdict.usable:
-        _check_unpacked(image, manifest, records, content, snapshot_keys, report)
+        _check_unpacked(image, manifest, records, content, snapshot_keys, report, cache)
 
 
 def _check_unpacked(image: ImageRecord, manifest: PlannedManifest, records: dict[str, BlobRecord],
-                    content: NamespaceContent, snapshot_keys: dict[str, set[str]], report: Report) -> None:
+                    content: NamespaceContent, snapshot_keys: dict[str, set[str]], report: Report,
+                    cache: DocumentCache | None = None) -> None:
     obj = f"image {image.namespace}/{image.name}"
     config = manifest.config
     host = plat.default_matcher()
@@ -355,7 +356,7 @@ def _check_unpacked(image: ImageRecord, manifest: PlannedManifest, records: dict
     if not mt.is_config(config.get("mediaType", "")):
         return
     try:
-        doc = read_json_blob(content, config)
+        doc = read_json_blob(content, config, cache)
     except CtrconvError:
         return
     diff_ids = (doc.get("rootfs") or {}).get("diff_ids") or []
@@ -412,8 +413,9 @@ def _check_snapshotter(croot: ContainerdRoot, sn: str, backend: _Backend, refere
     for pid, cid, key in links:
         if (pid, cid) not in child_keys:
             report.add("snapshot-chain", f"parents index {pid}/{cid}", f"{base}/metadata.db", f"v1/parents entry for {key} does not match any parent link")
+    indexed = {(l[0], l[1]) for l in links}
     for pid, cid in child_keys:
-        if pid is not None and not any(l[0] == pid and l[1] == cid for l in links):
+        if pid is not None and (pid, cid) not in indexed:
             report.add("snapshot-chain", f"parents index {pid}/{cid}", f"{base}/metadata.db", "parent link without its v1/parents entry")
     snapdir = base / "snapshots"
     if snapdir.is_dir():
