@@ -250,10 +250,13 @@ def rebuild_root(
     progress: Any = None,
     trust_snapshots: bool = False,
     link: bool = False,
+    regenerate_layers: bool = False,
 ) -> Any:
     """Recover a damaged root in place (backups kept) or into ``output``; see :mod:`ctrconv.recovery`.
 
     Snapshots are reused only where their tree matches their layer, unless ``trust_snapshots``.
+    ``regenerate_layers``: layer blobs lost to damage whose snapshots survive are written again
+    from the snapshots (images whose blobs do not come back byte for byte get new digests).
     Into ``output`` blobs are copied (reflinked where possible), or hard-linked with ``link``.
     A rebuild in place holds the root's writers' lock; into ``output`` it reads the root under
     the shared lock and holds the output's writers' lock.
@@ -265,7 +268,8 @@ def rebuild_root(
     from ctrconv.recovery import rebuild_root as _rebuild
 
     if not Path(root).is_dir():  # rebuild says what is wrong with it
-        return _rebuild(root, output, names=names, unpack=unpack, progress=progress, trust_snapshots=trust_snapshots, link=link)
+        return _rebuild(root, output, names=names, unpack=unpack, progress=progress, trust_snapshots=trust_snapshots,
+                        link=link, regenerate_layers=regenerate_layers)
     with ExitStack() as stack:
         # in place it is a writer; into a new root the source is read and the output written
         stack.enter_context(write_lock(root, create=False) if output is None else read_lock(root))
@@ -273,7 +277,8 @@ def rebuild_root(
             out_lock = stack.enter_context(write_lock(output))
             if out_lock.created:
                 stack.callback(_remove_if_empty, Path(output))
-        report = _rebuild(root, output, names=names, unpack=unpack, progress=progress, trust_snapshots=trust_snapshots, link=link)
+        report = _rebuild(root, output, names=names, unpack=unpack, progress=progress, trust_snapshots=trust_snapshots,
+                          link=link, regenerate_layers=regenerate_layers)
         # durable before it is reported: the new root's final rename (or the in-place writes)
         sync_filesystems([output if output is not None else root])
         return report

@@ -305,17 +305,155 @@ def test_drop_incomplete_images_drops_an_image_missing_its_layer(tmp_path):
 
 
 def test_pulled_here_needs_every_layer_record_or_an_unpacked_config(tmp_path):
-    from ctrconv.pipeline.plan import PlannedManifest
+    from ctrconv.image.plan import PlannedManifest
 
     meta = BucketTree()
     ns = _ns(meta)
     m, c, l0 = ("sha256:" + ch * 64 for ch in "abc")
     _blob_record(ns, m, 1)
     _blob_record(ns, c, 1)
-    planned = PlannedManifest.__new__(PlannedManifest)
-    object.__setattr__(planned, "descriptor", {"digest": m})
-    object.__setattr__(planned, "config", {"digest": c})
-    object.__setattr__(planned, "layers", [{"digest": l0}])
+    planned = PlannedManifest({"digest": m}, None, {"digest": c}, [{"digest": l0}], {})
     assert not pulled_here(ns)(planned)
     _blob_record(ns, c, 1, {K.LABEL_GC_SNAPSHOT + OVERLAY: "sha256:chain"})
     assert pulled_here(ns)(planned)
+
+
+# -- stage 5b (opt-in): layers lost to damage, written again from their snapshots -------------
+
+
+def _unpacked_image(tmp_path: Path, layer_bytes=None) -> tuple[ContainerdRoot, BucketTree, BucketTree, dict]:
+    """A root with one overlayfs snapshot (id 1) and a one-layer image unpacked into it, with
+    records in meta.db and the backend trees. The stored layer is ctrconv's own regeneration
+    of the snapshot (reproducible byte for byte) unless ``layer_bytes`` makes it from a tar
+    of the same files written another way (same files, other bytes)."""
+    from ctrconv.layers.chain import chain_ids
+    from ctrconv.layers.regenerate import write_layer
+
+    root = ContainerdRoot(tmp_path / "root")
+    fs = root.snapshot_dir(OVERLAY, 1) / "fs"
+    (fs / "etc").mkdir(parents=True)
+    (fs / "etc" / "hello").write_text("hello\n")
+    os.utime(fs / "etc" / "hello", (1_000_000, 1_000_000))
+    os.utime(fs / "etc", (1_000_000, 1_000_000))
+    spool = tmp_path / "layer"
+    fd = os.open(spool, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        written = write_layer(fd, "gzip", overlay_fs=fs)
+    finally:
+        os.close(fd)
+    data, diff_id = spool.read_bytes(), written.diff_id
+    if layer_bytes is not None:
+        data, diff_id = layer_bytes(fs)
+    layer = _add_blob(root, data)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+    config_digest = _add_blob(root, config)
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+                           "config": {"mediaType": mt.OCI_CONFIG, "digest": config_digest, "size": len(config)},
+                           "layers": [{"mediaType": mt.OCI_LAYER_GZIP, "digest": layer, "size": len(data)}]}).encode()
+    manifest_digest = _add_blob(root, manifest)
+    chain = chain_ids([diff_id])[-1]
+    meta, backend = BucketTree(), BucketTree()
+    ns = _ns(meta)
+    for digest, size in ((layer, len(data)), (config_digest, len(config)), (manifest_digest, len(manifest))):
+        _blob_record(ns, digest, size)
+    _image_record(ns, "example.com/app:1", mt.OCI_MANIFEST, manifest_digest, len(manifest))
+    name = f"default/1/{chain}"
+    write_snapshot(ns.bucket(K.SNAPSHOTS, OVERLAY.encode(), chain.encode(), create=True),
+                   SnapshotRecord("default", OVERLAY, chain, name, None))
+    write_backend_snapshot(backend.bucket(K.V1, K.SNAPSHOTS, name.encode(), create=True),
+                           BackendSnapshot(name, 1, "committed", None))
+    return root, meta, backend, {"layer": layer, "config": config_digest, "manifest": manifest_digest}
+
+
+def _lose_layer(root: ContainerdRoot, meta: BucketTree, layer: str) -> RebuildReport:
+    """The layer blob is gone; stages 2-3 run as rebuild runs them."""
+    root.content.blob_path(layer).unlink()
+    report = _report()
+    good = check_content(root, root, report, in_place=True, stamp="S")
+    clean_metadata(meta, good, report)
+    return report
+
+
+def test_a_layer_that_comes_back_byte_for_byte_leaves_the_image_unchanged(tmp_path):
+    from ctrconv.recovery.regenerate import regenerate_lost_layers
+
+    root, meta, backend, d = _unpacked_image(tmp_path)
+    report = _lose_layer(root, meta, d["layer"])
+    regenerate_lost_layers(meta, {OVERLAY: backend}, root, root, report, unpack=True)
+    assert root.content.blob_path(d["layer"]).is_file()
+    [entry] = report.regenerated
+    assert not entry["changed"] and entry["digest"] == d["manifest"]
+    assert entry["manifests"][0]["layers"] == [{"original": d["layer"], "digest": d["layer"], "diff_id_matches": True}]
+    ns = _ns(meta)
+    assert ns.bucket(K.CONTENT, K.BLOB, d["layer"].encode()) is not None  # its record is back
+    assert read_image(ns.bucket(K.IMAGES, b"example.com/app:1"), "default", "x").target.digest == d["manifest"]
+    drop_incomplete_images(meta, root.content, report)
+    assert not [x for x in report.dropped if x["kind"] == "image"]
+    assert not list(tmp_path.joinpath("root").glob(".ctrconv-layers.*")), "the spool is removed"
+
+
+def _python_tar(fs: Path) -> tuple[bytes, str]:
+    """The same files as a gzip'd tar written by Python's tarfile: other bytes, other diff ID."""
+    import gzip
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        tar.add(fs / "etc", arcname="etc")
+    tar_bytes = raw.getvalue()
+    return gzip.compress(tar_bytes, mtime=0), "sha256:" + hashlib.sha256(tar_bytes).hexdigest()
+
+
+def test_a_layer_that_comes_back_different_gives_the_image_a_new_config_and_manifest(tmp_path):
+    from ctrconv.recovery.regenerate import regenerate_lost_layers
+
+    root, meta, backend, d = _unpacked_image(tmp_path, _python_tar)
+    ns = _ns(meta)
+    _blob_record(ns, d["config"], 1, {K.LABEL_GC_SNAPSHOT + OVERLAY: "unused"})
+    report = _lose_layer(root, meta, d["layer"])
+    regenerate_lost_layers(meta, {OVERLAY: backend}, root, root, report, unpack=True)
+    [entry] = report.regenerated
+    [m] = entry["manifests"]
+    assert entry["changed"] and entry["digest"] == m["manifest"] != d["manifest"]
+    assert m["config"] != d["config"] and m["layers"][0]["diff_id_matches"] is False
+    target = read_image(ns.bucket(K.IMAGES, b"example.com/app:1"), "default", "x").target
+    assert target.digest == m["manifest"]
+    manifest = json.loads(root.content.blob_path(m["manifest"]).read_bytes())
+    assert manifest["annotations"]["io.ctrconv.original-manifest"] == d["manifest"]
+    assert manifest["config"]["digest"] == m["config"]
+    config = json.loads(root.content.blob_path(m["config"]).read_bytes())
+    assert config["rootfs"]["diff_ids"] != [d["layer"]]
+    for digest in (m["manifest"], m["config"], m["layers"][0]["digest"]):
+        assert ns.bucket(K.CONTENT, K.BLOB, digest.encode()) is not None, digest
+    # the new config names its own chain, not yet unpacked: the re-import unpacks it
+    from ctrconv.layers.chain import chain_ids
+
+    labels = read_map(ns.bucket(K.CONTENT, K.BLOB, m["config"].encode(), K.LABELS))
+    assert labels == {K.LABEL_GC_SNAPSHOT + OVERLAY: chain_ids(config["rootfs"]["diff_ids"])[-1]}
+    drop_incomplete_images(meta, root.content, report)
+    assert not [x for x in report.dropped if x["kind"] == "image"]
+
+
+def test_layers_without_a_record_are_not_regenerated(tmp_path):
+    """A layer containerd let go after unpacking (or never fetched) had no content record: it
+    is not damage, and the image is left as it is even with the option."""
+    from ctrconv.recovery.regenerate import regenerate_lost_layers
+
+    root, meta, backend, d = _unpacked_image(tmp_path)
+    del _ns(meta).bucket(K.CONTENT, K.BLOB).entries[d["layer"].encode()]
+    report = _lose_layer(root, meta, d["layer"])
+    regenerate_lost_layers(meta, {OVERLAY: backend}, root, root, report, unpack=True)
+    assert report.regenerated == [] and not root.content.blob_path(d["layer"]).exists()
+
+
+def test_a_lost_layer_without_its_snapshot_stays_lost(tmp_path):
+    import shutil
+
+    from ctrconv.recovery.regenerate import regenerate_lost_layers
+
+    root, meta, backend, d = _unpacked_image(tmp_path)
+    shutil.rmtree(root.snapshot_dir(OVERLAY, 1))
+    report = _lose_layer(root, meta, d["layer"])
+    regenerate_lost_layers(meta, {OVERLAY: backend}, root, root, report, unpack=True)
+    assert report.regenerated == []

@@ -48,6 +48,12 @@ def rebuild_command(
         help="With -o: hard-link blobs from the damaged root instead of copying them (shared inodes: a later "
              "damage to one root is damage to both). Default: copy, reflinked where the filesystem can.",
     ),
+    regenerate_layers: bool = typer.Option(
+        False, "--regenerate-layers",
+        help="Write layer blobs lost to damage again from their surviving snapshots. An image whose blobs do "
+             "not come back byte for byte gets a new manifest (and config, if a layer's diff ID changed): "
+             "its digests change, and the report names it.",
+    ),
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
     wait: Optional[str] = WAIT_OPTION,
@@ -57,7 +63,7 @@ def rebuild_command(
         raise UsageError("--link needs -o (in place there is nothing to link)")
     with TqdmBytes(None, "hashing blobs", progress_enabled(quiet)) as bar, api.waiting(wait_seconds(wait)):
         report = api.rebuild_root(root, output, names=_parse_names(name), unpack=not no_unpack, progress=bar,
-                                  trust_snapshots=trust_snapshots, link=link)
+                                  trust_snapshots=trust_snapshots, link=link, regenerate_layers=regenerate_layers)
     if as_json:
         print_json(report.to_json())
         return
@@ -77,6 +83,8 @@ def rebuild_command(
     for image in report.images:
         if image["origin"] != "kept":
             out.write(f"image {image['namespace']}/{image['name']}: {image['origin']}\n")
+    for regenerated in report.regenerated:
+        _print_regenerated(out, regenerated)
     for cleaned in report.cleaned:
         out.write(f"cleaned up {cleaned['object']}: {cleaned['reason']}\n")
     if report.snapshots_unpacked:
@@ -85,3 +93,21 @@ def rebuild_command(
         out.write(f"nothing to repair; {len(report.images)} image(s) kept, {report.snapshots_reused} snapshot(s) reused\n")
     for backup in report.backups:
         out.write(f"backup: {backup}\n")
+
+
+def _print_regenerated(out, entry: dict) -> None:
+    """Which layers came back from snapshots, and whether the image's digests changed."""
+    where = f"image {entry['namespace']}/{entry['name']}"
+    layers = sum(len(m["layers"]) for m in entry["manifests"])
+    if not entry["changed"]:
+        out.write(f"{where}: {layers} layer blob(s) regenerated from snapshots, byte for byte: image unchanged\n")
+        return
+    out.write(f"{where}: {layers} layer blob(s) regenerated from snapshots; new target {entry['digest']} "
+              f"(was {entry['original_digest']})\n")
+    for m in entry["manifests"]:
+        platform = f" ({m['platform']})" if m["platform"] else ""
+        if m["config"] != m["original_config"]:
+            out.write(f"  image ID{platform} changed: {m['config']} (was {m['original_config']})\n")
+        else:
+            out.write(f"  image ID{platform} unchanged: {m['config']}; manifest {m['manifest']} "
+                      f"(was {m['original_manifest']})\n")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
@@ -23,8 +23,9 @@ from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci.validate import parse_json_bytes, validate_object
-from ctrconv.pipeline.completeness import Assessment, assess, namespace_lookups
+from ctrconv.pipeline.completeness import Assessment, RecordedLabels, assess, namespace_lookups
 from ctrconv.recovery.buckets import has_blob_record, image_targets, namespaces, target_descriptor, text
+from ctrconv.recovery.metadata import lost_records
 from ctrconv.recovery.report import RebuildReport
 
 MAX_JSON_BLOB = 4 << 20
@@ -171,16 +172,23 @@ def _by_digest(name: str, digest: str) -> str:
         return ""
 
 
-def assess_image(content: ContentStore, ns: BucketTree, desc: dict[str, Any]) -> Assessment:
-    """The one completeness rule, applied to an image of the tree being repaired."""
+def assess_image(content: ContentStore, ns: BucketTree, desc: dict[str, Any], lost: Collection[str] = ()) -> Assessment:
+    """The one completeness rule, applied to an image of the tree being repaired.
+
+    ``lost``: blobs whose records the clean-up dropped (:func:`~ctrconv.recovery.metadata.lost_records`)
+    count as recorded, so a layer lost to damage is not taken for one never fetched.
+    """
     labels_of, snapshot_exists = namespace_lookups(ns)
+    if lost and isinstance(labels_of, RecordedLabels):
+        recorded = labels_of.recorded
+        labels_of = RecordedLabels(labels_of, lambda d: d in lost or recorded(d))
     return assess(content, desc, labels_of=labels_of, snapshot_exists=snapshot_exists)
 
 
-def _problem(content: ContentStore, ns: BucketTree, desc: dict[str, Any]) -> str | None:
+def _problem(content: ContentStore, ns: BucketTree, desc: dict[str, Any], lost: Collection[str]) -> str | None:
     """Why an image cannot stay, or None."""
     try:
-        verdict = assess_image(content, ns, desc)
+        verdict = assess_image(content, ns, desc, lost)
     except CtrconvError as exc:
         return str(exc)
     if verdict.broken:
@@ -196,9 +204,10 @@ def drop_incomplete_images(meta: BucketTree, content: ContentStore, report: Rebu
     unpacking (``discard_unpacked_layers``): their snapshots still run the image."""
     for ns_name, ns in namespaces(meta):
         images = ns.bucket(K.IMAGES)
+        lost = lost_records(report, ns_name)
         for key in list(images.entries) if images else []:
             desc = target_descriptor(images.entries[key])  # type: ignore[union-attr]
-            problem = "no target" if desc is None else _problem(content, ns, desc)
+            problem = "no target" if desc is None else _problem(content, ns, desc, lost)
             if problem:
                 del images.entries[key]  # type: ignore[union-attr]
                 report.drop("image", f"image {ns_name}/{text(key)}", problem)

@@ -51,10 +51,24 @@ def _clean_content_records(ns_name: str, ns: BucketTree, good: dict[str, int], r
             continue
         if not isinstance(record, BucketTree) or digest not in good:
             del blobs.entries[key]  # type: ignore[union-attr]
-            report.drop("content", obj, "blob missing or corrupt")
+            report.drop("content", obj, BLOB_GONE)
             continue
         if read_blob_size(record) != good[digest]:
             write_blob_size(record, good[digest])
+
+
+#: the reason :func:`clean_metadata` gives for a record it dropped because its blob is gone
+BLOB_GONE = "blob missing or corrupt"
+
+
+def lost_records(report: RebuildReport, ns_name: str) -> set[str]:
+    """Digests whose content record ``ns_name`` held while the blob was missing or corrupt
+    (dropped by :func:`clean_metadata`): content lost to damage. A layer containerd let go
+    after unpacking (``discard_unpacked_layers``) or never fetched (Docker's store) had no
+    record, so it is not among them."""
+    prefix = f"content {ns_name}/"
+    return {d["object"][len(prefix):] for d in report.dropped
+            if d["kind"] == "content" and d["reason"] == BLOB_GONE and d["object"].startswith(prefix)}
 
 
 def children_of_lost_targets(meta: BucketTree, good: dict[str, int]) -> dict[tuple[str, str], str]:

@@ -8,6 +8,7 @@ the root's bolt files (unit-tested without a daemon):
 3. clean metadata (:mod:`.metadata`): drop records of missing content and images without target;
 4. clean snapshots (:mod:`.snapshots`): keep the whole chains whose trees match their layers;
 5. derive images (:mod:`.derive`): records for manifests and indexes whose records were lost,
+   (opt-in, :mod:`.regenerate`) lost layer blobs written again from surviving snapshots,
    and no image that cannot run;
 6. re-import (:mod:`.reimport`): every image imported from the repaired root into itself
    (GC labels restored, intact snapshots reused, missing ones unpacked again),
@@ -35,6 +36,7 @@ from ctrconv.recovery.content import KnownHash, check_content, stat_key
 from ctrconv.recovery.derive import derive_images, drop_incomplete_images
 from ctrconv.recovery.metadata import clean_metadata, prune_dangling_labels
 from ctrconv.recovery.output import write_stores
+from ctrconv.recovery.regenerate import regenerate_lost_layers
 from ctrconv.recovery.reimport import reimport
 from ctrconv.recovery.report import RebuildReport
 from ctrconv.recovery.salvage import CONTAINERD_ROOT_HINTS, Salvaged, salvage_stores
@@ -56,6 +58,7 @@ class _Run:
     progress: Callable[[int], object] | None
     trust_snapshots: bool
     link: bool
+    regenerate_layers: bool = False
     stamp: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
     #: blobs the healthy-check's verify already hashed (in place only)
     known: dict[str, KnownHash] = field(default_factory=dict)
@@ -71,6 +74,7 @@ def rebuild_root(
     progress: Callable[[int], object] | None = None,
     trust_snapshots: bool = False,
     link: bool = False,
+    regenerate_layers: bool = False,
 ) -> RebuildReport:
     """Rebuild ``root`` in place, or into ``output`` (the source is then never written).
 
@@ -79,6 +83,9 @@ def rebuild_root(
 
     Snapshots are reused only where their tree matches their layer (compared like
     ``verify --deep``), unless ``trust_snapshots``: then any whole chain is reused as it is.
+
+    ``regenerate_layers``: layer blobs lost to damage whose snapshots survive are written again
+    from them (an image whose blobs do not come back byte for byte gets a new target).
     """
     croot = ContainerdRoot(root)
     if not croot.path.is_dir():
@@ -92,7 +99,7 @@ def rebuild_root(
         if target.path.resolve() == croot.path.resolve():
             raise UsageError("output must differ from the root (omit -o to rebuild in place)")
     names = {str(Digest.parse(d)): ref for d, ref in (names or {}).items()}
-    run = _Run(croot, target, output is None, names, unpack, jobs, progress, trust_snapshots, link)
+    run = _Run(croot, target, output is None, names, unpack, jobs, progress, trust_snapshots, link, regenerate_layers)
     report = RebuildReport(str(croot.path), str(target.path))
     if run.in_place:
         # a healthy root is left exactly as it is: no backup, no rewrite, no re-import
@@ -179,5 +186,7 @@ def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set
         # so it is unpacked again (and labelled anew), even after an interrupted rebuild
         prune_dangling_labels(meta, report)
     derive_images(meta, good, content, run.names, report, orphaned)
+    if run.regenerate_layers:
+        regenerate_lost_layers(meta, backends, run.croot, run.target, report, unpack=run.unpack)
     drop_incomplete_images(meta, content, report)
     return kept

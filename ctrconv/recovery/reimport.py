@@ -12,7 +12,7 @@ from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.errors import CtrconvError
 from ctrconv.oci import platform as plat
 from ctrconv.pipeline.completeness import namespace_lookups
-from ctrconv.pipeline.plan import PlannedManifest, plan_image
+from ctrconv.image.plan import PlannedManifest, plan_image
 from ctrconv.recovery.buckets import namespaces, text
 from ctrconv.recovery.derive import assess_image
 from ctrconv.recovery.report import RebuildReport

@@ -21,6 +21,8 @@ class RebuildReport:
     cleaned: list[dict[str, str]] = field(default_factory=list)
     #: in place, the root verified clean first: nothing was written
     healthy: bool = False
+    #: ``--regenerate-layers``: images whose lost layer blobs were written again from snapshots
+    regenerated: list[dict[str, Any]] = field(default_factory=list)
 
     def drop(self, kind: str, obj: str, reason: str) -> None:
         self.dropped.append({"kind": kind, "object": obj, "reason": reason})
