@@ -41,6 +41,7 @@ from ctrconv.layers.chain import chain_ids
 from ctrconv.layers.compression import open_layer
 from ctrconv.layers.regenerate import COMPRESSIONS, Compression, LayerWriter, WrittenLayer, write_layer
 from ctrconv.oci import mediatypes as mt
+from ctrconv.pipeline.completeness import never_recorded
 from ctrconv.image.plan import BlobSource, ImagePlan, PlannedManifest, read_json_blob
 from ctrconv.streams import CHUNK, VerifyingReader
 
@@ -76,6 +77,7 @@ class SnapshotIndex:
         self.namespace = namespace
         self.ignore_lock = ignore_lock
         self._trees: dict[str, dict[str, Path]] = {}
+        self._uncompressed: dict[str, list[dict[str, Any]]] | None = None
 
     def _load(self, snapshotter: str) -> dict[str, Path]:
         if snapshotter in self._trees:
@@ -102,6 +104,26 @@ class SnapshotIndex:
 
     def find(self, snapshotter: str, key: str) -> Path | None:
         return self._load(snapshotter).get(key)
+
+    def same_diff(self, content: BlobSource, diff_id: str) -> dict[str, Any] | None:
+        """A blob of the namespace holding the layer tar ``diff_id``: the tar itself (its digest
+        is the diff ID), or a compressed blob whose ``containerd.io/uncompressed`` label names
+        it. Docker's containerd store skips a layer whose snapshot exists; the image that
+        unpacked that snapshot usually still holds such a blob, and its bytes are the original
+        tar exactly (the config, and Docker 20.10's image ID, then stay)."""
+        if self._uncompressed is None:
+            self._uncompressed = {}
+            try:
+                for record in self.meta.blobs(self.namespace):
+                    tar = record.labels.get(K.LABEL_UNCOMPRESSED)
+                    if tar and tar != record.digest:
+                        self._uncompressed.setdefault(tar, []).append({"digest": record.digest, "size": record.size})
+            except CtrconvError:
+                pass
+        for desc in [{"digest": diff_id, "size": content.size(diff_id)}, *self._uncompressed.get(diff_id, [])]:
+            if desc["size"] is not None and content.exists(desc["digest"]) and content.size(desc["digest"]) == desc["size"]:
+                return desc
+        return None
 
 
 def _plain_directory(path: Path, top: Path) -> bool:
@@ -132,6 +154,9 @@ class LayerJob:
     tree: Path
     #: native: the parent snapshot's tree (None for the first layer); overlayfs: unused
     parent_tree: Path | None
+    #: a stored blob of the same layer tar (:meth:`SnapshotIndex.same_diff`), used instead of
+    #: the snapshot: the original tar exactly
+    same_diff: dict[str, Any] | None = None
 
 
 def _snapshot_labels(labels: Mapping[str, str], top: str) -> list[str]:
@@ -155,7 +180,9 @@ def layer_jobs(
     A missing layer is covered only when its config is present, its diff IDs line up with the
     manifest's layers, and a snapshot with a readable tree exists for its chain ID (and, for a
     native snapshot, for its parent's). ``skip``: layer digests never to regenerate (left out of
-    the export anyway)."""
+    the export anyway). A layer Docker's containerd store never fetched (the namespace never
+    recorded it) is copied from a stored blob of the same tar when there is one
+    (:meth:`SnapshotIndex.same_diff`), so its diff ID, and the config, stay."""
     if mode not in FROM_SNAPSHOTS:
         raise UsageError(f"unknown --from-snapshots value {mode!r} (choose from {', '.join(FROM_SNAPSHOTS)})")
     jobs: list[LayerJob] = []
@@ -185,7 +212,9 @@ def layer_jobs(
                 parent = snapshots.find(sn, chains[i - 1]) if sn != "overlayfs" and i > 0 else None
                 if tree is None or (sn != "overlayfs" and i > 0 and parent is None):
                     continue
-                found.append(LayerJob(m.descriptor["digest"], i, m.layers[i], diff_ids[i], sn, chains[i], tree, parent))
+                skipped = mode == "auto" and never_recorded(labels_of, {m.layers[i]["digest"]})
+                found.append(LayerJob(m.descriptor["digest"], i, m.layers[i], diff_ids[i], sn, chains[i], tree, parent,
+                                      snapshots.same_diff(content, diff_ids[i]) if skipped else None))
             if found:
                 jobs.extend(found)
                 covered |= {j.layer["digest"] for j in found} & missing
@@ -369,7 +398,9 @@ class Regenerator:
         if written is None:
             fd, path = self.spool.new_file()
             try:
-                if job.snapshotter == "overlayfs":
+                if job.same_diff is not None:
+                    written = copy_layer(self.extras, job.same_diff, job.diff_id, fd, compression)
+                elif job.snapshotter == "overlayfs":
                     written = write_layer(fd, compression, overlay_fs=job.tree)
                 else:
                     written = write_layer(fd, compression, tree=job.tree, parent_tree=job.parent_tree)
@@ -381,6 +412,23 @@ class Regenerator:
         media_type = layer_media_type(job.layer.get("mediaType", ""), manifest_media_type, compression)
         return RegeneratedLayer(job.snapshotter, job.chain, job.layer["digest"], job.diff_id,
                                 written.digest, written.diff_id, media_type, written.size)
+
+
+def copy_layer(source: BlobSource, blob: dict[str, Any], diff_id: str, fd: int, compression: Compression) -> WrittenLayer:
+    """The layer tar held by ``blob`` (any compression, verified as it is read), written to
+    ``fd`` with ``compression``; its tar must hash to ``diff_id``."""
+    digest = Digest.parse(blob["digest"])
+    out = LayerWriter(fd, compression)
+    with source.open(digest) as raw:
+        verified = VerifyingReader(raw, digest, blob["size"], what=f"layer {digest}")
+        with open_layer(verified, None) as tar:
+            while data := tar.read(CHUNK):
+                out.write(data)
+        verified.read(1)  # the verdict, if the decompressor stopped exactly at the end
+    written = out.finish()
+    if written.diff_id != diff_id:
+        raise DigestMismatchError(f"blob {digest} holds the tar {written.diff_id}, not the layer's diff ID {diff_id}")
+    return written
 
 
 def decompress_layer(source: BlobSource, layer: dict[str, Any], expected_diff_id: str, spool: Spool,
