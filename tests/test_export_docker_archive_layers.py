@@ -56,6 +56,10 @@ def _check_archive(archive: Path, config_digest: str) -> dict[str, Any]:
         assert "sha256:" + hashlib.sha256(data).hexdigest() == diff_id
     index = json.loads(files["index.json"])
     manifest = json.loads(files["blobs/sha256/" + index["manifests"][0]["digest"].split(":")[1]])
+    if "manifests" in manifest:  # a multi-platform image keeps its index (as docker save does)
+        present = [json.loads(files["blobs/sha256/" + m["digest"].split(":")[1]]) for m in manifest["manifests"]
+                   if "blobs/sha256/" + m["digest"].split(":")[1] in files]
+        manifest, = [m for m in present if m["config"]["digest"] == config_digest]
     assert manifest["config"]["digest"] == config_digest
     assert [layer["digest"] for layer in manifest["layers"]] == diff_ids
     assert all(not layer["mediaType"].endswith("zstd") for layer in manifest["layers"])
