@@ -16,6 +16,7 @@ from typing import BinaryIO, Callable
 
 from ctrconv.digest import Digest
 from ctrconv.errors import DigestMismatchError, SizeMismatchError
+from ctrconv.progress import SILENT_STAGE, Stage
 
 CHUNK = 1 << 20
 
@@ -214,9 +215,10 @@ def copy_verified(
     size: int,
     *,
     what: str | None = None,
-    progress: Callable[[int], object] | None = None,
+    stage: Stage = SILENT_STAGE,
 ) -> None:
-    """Copy exactly ``size`` bytes, hashing as they pass; raise on any mismatch."""
+    """Copy exactly ``size`` bytes, hashing as they pass; raise on any mismatch (``stage``
+    advances by the bytes copied)."""
     reader = VerifyingReader(src, digest, size, what=what)
     write = dst.write
     while True:
@@ -224,8 +226,7 @@ def copy_verified(
         if not chunk:
             break
         write(chunk)
-        if progress:
-            progress(len(chunk))
+        stage.advance(len(chunk))
 
 
 class EarlyWriteback:

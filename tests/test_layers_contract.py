@@ -97,3 +97,17 @@ def test_readers_and_writers_sit_below_the_pipeline():
                     offences.append(f"{rel}:{line}: {module} {names}")
     assert checked >= 20, checked
     assert not offences, "layer violations:\n" + "\n".join(offences)
+
+
+def test_the_progress_protocol_is_a_leaf():
+    """``ctrconv.progress`` sits below everything that reports (hashing, copying, unpacking,
+    the pipeline, the API): it imports no ctrconv module and nothing outside the standard
+    library, so the hot loops that call it never pull a drawing library in (tqdm stays the CLI's)."""
+    path = CLI.parent / "progress.py"
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+    assert imported and imported <= {"__future__", "contextlib", "typing"}, imported

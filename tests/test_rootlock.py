@@ -195,6 +195,7 @@ def test_a_containerd_started_during_a_write_does_not_run_on_the_old_meta_db(
     releasing it, so containerd's bolt open fails instead of running (and collecting garbage)
     on the old metadata; started again it sees the new images, whole."""
     from support.daemon import PrivateContainerd
+    from support.progress import RecordingProgress
 
     from ctrconv.api import import_images
 
@@ -203,8 +204,8 @@ def test_a_containerd_started_during_a_write_does_not_run_on_the_old_meta_db(
     late = PrivateContainerd(root=root, start_timeout=5)
     started: list[bool] = []
 
-    def progress(total: int, label: str):
-        if not started:  # first blob of the write: the locks are held, meta.db not replaced yet
+    def start_late(stage: str) -> None:
+        if stage == "content" and not started:  # the blobs' write: locks held, meta.db not replaced yet
             started.append(True)
             late._write_config()
             late.state.mkdir(parents=True, exist_ok=True)
@@ -212,11 +213,10 @@ def test_a_containerd_started_during_a_write_does_not_run_on_the_old_meta_db(
                                           stdout=open(late.log_path, "ab"), stderr=subprocess.STDOUT,
                                           start_new_session=True)
             _wait_for_bolt_open(late._proc.pid, root)
-        return lambda n: None
 
     other = tmp_path / "other.tar"
     other.write_bytes(image([tar([member("other", data=b"other" * 1000)])], name="docker.io/library/other:1"))
-    report = import_images(str(other), root, progress=progress)
+    report = import_images(str(other), root, progress=RecordingProgress(start_late))
     assert started and report.images[0].status == "added"
     deadline = time.monotonic() + 30
     while "invalid database" not in late.log_path.read_text() and time.monotonic() < deadline:

@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: options, output, progress bars, and the one error exit path."""
+"""Shared CLI plumbing: options, output, and the one error exit path (progress bars: ``_progress``)."""
 
 from __future__ import annotations
 
@@ -86,35 +86,6 @@ def warning_line(message: str) -> None:
 
 def print_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def progress_enabled(quiet: bool) -> bool:
-    return not quiet and sys.stderr.isatty()
-
-
-class TqdmBytes:
-    """A byte-counting progress reporter for the library (``progress(n)`` callable)."""
-
-    def __init__(self, total: int | None, desc: str, enabled: bool) -> None:
-        self._bar = None
-        if enabled:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False)
-
-    def __call__(self, n: int) -> None:
-        if self._bar is not None:
-            self._bar.update(n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-    def __enter__(self) -> "TqdmBytes":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:

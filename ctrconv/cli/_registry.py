@@ -90,16 +90,16 @@ def push_command(root: object, destination: str, namespace: str, refs: Optional[
     import sys
 
     from ctrconv import api
-    from ctrconv.cli._common import TqdmBytes, print_json, progress_enabled
+    from ctrconv.cli._common import print_json
+    from ctrconv.cli._progress import bars
     from ctrconv.api import check_namespace
     from ctrconv.api import push_report_lines as report_lines
 
-    enabled = progress_enabled(quiet)
-    report = api.push_images(
-        root, destination, namespace=check_namespace(namespace), images=refs, platforms=platforms,
-        all_platforms=all_platforms, registry=options, ignore_lock=ignore_lock,
-        progress=lambda total: TqdmBytes(total, "push", enabled),
-    )
+    with bars(quiet) as progress:
+        report = api.push_images(
+            root, destination, namespace=check_namespace(namespace), images=refs, platforms=platforms,
+            all_platforms=all_platforms, registry=options, ignore_lock=ignore_lock, progress=progress,
+        )
     if as_json:
         print_json(report.to_json())
     elif not quiet:

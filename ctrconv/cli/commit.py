@@ -11,6 +11,7 @@ import typer
 from ctrconv import api
 from ctrconv.api import EXPORT_FORMATS as FORMATS
 from ctrconv.cli import app
+from ctrconv.cli._progress import bars
 from ctrconv.cli._common import (
     IGNORE_LOCK_OPTION,
     JSON_OPTION,
@@ -18,9 +19,7 @@ from ctrconv.cli._common import (
     QUIET_OPTION,
     ROOT_OPTION,
     WAIT_OPTION,
-    TqdmBytes,
     print_json,
-    progress_enabled,
     wait_seconds,
 )
 from ctrconv.errors import UsageError
@@ -65,12 +64,11 @@ def commit_command(
         raise UsageError("--json cannot be combined with -o - (stdout carries the tar)")
     if api.is_stdout(output) and sys.stdout.isatty():
         raise UsageError("refusing to write a tar archive to a terminal", hint="redirect stdout or use -o FILE")
-    enabled = progress_enabled(quiet)
-    with api.waiting(wait_seconds(wait)):
+    with bars(quiet) as progress, api.waiting(wait_seconds(wait)):
         report = api.commit_container(
             root, wanted, output, namespace=api.check_namespace(namespace), ref=ref, format=fmt, compression=compression,
             message=message, author=author, ignore_lock=ignore_lock,
-            progress=lambda total: TqdmBytes(total, "commit", enabled),
+            progress=progress,
         )
     if report.base["regenerated_layers"]:
         sys.stderr.write(f"{report.base['name']}: {report.base['regenerated_layers']} base layer(s) regenerated from "

@@ -10,6 +10,7 @@ import typer
 
 from ctrconv import api
 from ctrconv.cli import app
+from ctrconv.cli._progress import bars
 from ctrconv.cli._common import (
     IGNORE_LOCK_OPTION,
     JSON_OPTION,
@@ -17,9 +18,7 @@ from ctrconv.cli._common import (
     QUIET_OPTION,
     ROOT_OPTION,
     WAIT_OPTION,
-    TqdmBytes,
     print_json,
-    progress_enabled,
     wait_seconds,
 )
 from ctrconv.cli._registry import (
@@ -165,8 +164,7 @@ def export_command(
         raise UsageError("--json cannot be combined with -o - (stdout carries the tar)")
     if api.is_stdout(output) and sys.stdout.isatty():
         raise UsageError("refusing to write a tar archive to a terminal", hint="redirect stdout or use -o FILE")
-    enabled = progress_enabled(quiet)
-    with api.waiting(wait_seconds(wait)):
+    with bars(quiet) as progress, api.waiting(wait_seconds(wait)):
         report = api.export_images(
             root,
             output,
@@ -182,7 +180,7 @@ def export_command(
             link=link,
             verify_links=verify,
             ignore_lock=ignore_lock,
-            progress=lambda total: TqdmBytes(total, "export", enabled),
+            progress=progress,
             from_snapshots=from_snapshots,
             compression=compression,
         )
@@ -239,11 +237,8 @@ def _export_to_root(root: Path, output: str, namespace: str, refs: Optional[List
 
     if api.is_stdout(output):
         raise UsageError("a containerd root cannot be written to stdout")
-    enabled = progress_enabled(quiet)
-    report = api.export_to_root(
-        root, output, namespace, refs,
-        progress=lambda total, label: TqdmBytes(total, label, enabled), **options,
-    )
+    with bars(quiet) as progress:
+        report = api.export_to_root(root, output, namespace, refs, progress=progress, **options)
     if as_json:
         print_json(report.to_json())
     elif not quiet:

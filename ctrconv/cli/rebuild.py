@@ -10,14 +10,13 @@ import typer
 
 from ctrconv import api
 from ctrconv.cli import app
+from ctrconv.cli._progress import bars
 from ctrconv.cli._common import (
     JSON_OPTION,
     QUIET_OPTION,
     ROOT_OPTION,
     WAIT_OPTION,
-    TqdmBytes,
     print_json,
-    progress_enabled,
     wait_seconds,
 )
 from ctrconv.errors import UsageError
@@ -61,8 +60,8 @@ def rebuild_command(
     """Salvage a damaged meta.db, re-derive what is lost, drop what points at missing content."""
     if link and output is None:
         raise UsageError("--link needs -o (in place there is nothing to link)")
-    with TqdmBytes(None, "hashing blobs", progress_enabled(quiet)) as bar, api.waiting(wait_seconds(wait)):
-        report = api.rebuild_root(root, output, names=_parse_names(name), unpack=not no_unpack, progress=bar,
+    with bars(quiet) as progress, api.waiting(wait_seconds(wait)):
+        report = api.rebuild_root(root, output, names=_parse_names(name), unpack=not no_unpack, progress=progress,
                                   trust_snapshots=trust_snapshots, link=link, regenerate_layers=regenerate_layers)
     if as_json:
         print_json(report.to_json())

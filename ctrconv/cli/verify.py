@@ -10,6 +10,7 @@ import typer
 
 from ctrconv import api
 from ctrconv.cli import app
+from ctrconv.cli._progress import bars
 from ctrconv.cli._common import (
     IGNORE_LOCK_OPTION,
     JSON_OPTION,
@@ -17,9 +18,7 @@ from ctrconv.cli._common import (
     QUIET_OPTION,
     ROOT_OPTION,
     WAIT_OPTION,
-    TqdmBytes,
     print_json,
-    progress_enabled,
     wait_seconds,
 )
 
@@ -38,12 +37,12 @@ def verify_command(
     wait: Optional[str] = WAIT_OPTION,
 ) -> None:
     """Full integrity check. Prints each problem found; exit 1 if any."""
-    with TqdmBytes(None, "verify", progress_enabled(quiet)) as bar, api.waiting(wait_seconds(wait)):
+    with bars(quiet) as progress, api.waiting(wait_seconds(wait)):
         if layout is not None:
-            report = api.verify_layout(layout, progress=bar)
+            report = api.verify_layout(layout, progress=progress)
         else:
             namespaces = None if all_namespaces else [api.check_namespace(namespace)]
-            report = api.verify_root(root, namespaces, ignore_lock=ignore_lock, jobs=jobs, progress=bar, deep=deep)
+            report = api.verify_root(root, namespaces, ignore_lock=ignore_lock, jobs=jobs, progress=progress, deep=deep)
     if as_json:
         print_json(report.to_json())
     else:

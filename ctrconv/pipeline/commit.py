@@ -42,9 +42,10 @@ from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import reference
 from ctrconv.pipeline import regenerate as regen
 from ctrconv.pipeline.export import (
-    ExportOptions, ProgressFactory, SnapshotLayers, _output, _Planned, ctr_writes_index_media_type,
+    ExportOptions, SnapshotLayers, _output, _Planned, ctr_writes_index_media_type,
     decompress_zstd_layers, plan_images, regenerate_layers, write_export,
 )
+from ctrconv.progress import Progress
 from ctrconv.pipeline.plan import PlannedManifest, plan_image, platform_string, read_json_blob
 from ctrconv.sinks import DIRECTORY_FORMATS, open_sink
 from ctrconv.sinks.oci_dir import check_target_dir
@@ -326,7 +327,7 @@ def _read_root(root: ContainerdRoot, options: CommitOptions, spool: regen.Spool,
 
 
 def commit(root: ContainerdRoot, out: str | Path | BinaryIO, options: CommitOptions,
-           progress_factory: ProgressFactory | None = None) -> CommitReport:
+           progress: Progress | None = None) -> CommitReport:
     """Commit ``options.container`` of ``options.namespace`` to ``out`` (path, ``-`` or stream).
     The root is only read; a failure leaves no output behind."""
     if options.compression not in COMPRESSIONS:
@@ -356,7 +357,7 @@ def commit(root: ContainerdRoot, out: str | Path | BinaryIO, options: CommitOpti
                                                      spool, changes)
         index_media_type = None if fmt == "docker-archive" else ctr_writes_index_media_type(src.writer_line)
         sink = open_sink(fmt, target.target(), index_media_type=index_media_type)
-        blobs, total = write_export(extras, planned, sink, progress_factory)
+        blobs, total = write_export(extras, planned, sink, progress, stage_name="commit")
     except BaseException:
         if sink is not None:
             sink.abort()

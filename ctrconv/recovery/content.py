@@ -8,17 +8,16 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.digest import Digest
+from ctrconv.progress import Progress, Stage, stage
 from ctrconv.recovery.report import RebuildReport
 from ctrconv.streams import CHUNK
-from ctrconv.verify.blobs import hash_blobs
+from ctrconv.verify.blobs import file_size, hash_blobs
 
 QUARANTINE = "ctrconv-quarantine"
-
-Progress = Callable[[int], object]
 
 
 @dataclass(frozen=True)
@@ -62,8 +61,11 @@ def check_content(
         results = [(d, known[str(d)].actual, known[str(d)].size) for d, _ in blobs if str(d) not in fresh]
     else:
         to_hash, copies = _link_or_copy(blobs, target, link)
-    results += hash_blobs(to_hash, jobs=jobs, progress=progress)
-    results += [_copy_hashing(digest, path, dest, progress) for digest, path, dest in copies]
+    # the bar's total is known before the first byte: the bytes this stage will read
+    total = sum(file_size(path) for _, path in to_hash) + sum(file_size(path) for _, path, _ in copies)
+    with stage(progress, "checking content", total) as step:
+        results += hash_blobs(to_hash, jobs=jobs, stage=step)
+        results += [_copy_hashing(digest, path, dest, step) for digest, path, dest in copies]
     good: dict[str, int] = {}
     for digest, actual, size in results:
         if actual == digest.hex:
@@ -126,7 +128,7 @@ def _reflink(src_fd: int, dest_fd: int) -> bool:
     return True
 
 
-def _copy_hashing(digest: Digest, src: Path, dest: Path, progress: Progress | None) -> tuple[Digest, str | None, int]:
+def _copy_hashing(digest: Digest, src: Path, dest: Path, step: Stage) -> tuple[Digest, str | None, int]:
     """Copy a blob into the new root (temp file, fsync, 0444, rename), hashing as it goes;
     a reflink (``FICLONE``: btrfs, XFS) shares the extents copy-on-write and only the hash
     reads the bytes."""
@@ -141,8 +143,7 @@ def _copy_hashing(digest: Digest, src: Path, dest: Path, progress: Progress | No
                 if not cloned:
                     fout.write(chunk)
                 size += len(chunk)
-                if progress:
-                    progress(len(chunk))
+                step.advance(len(chunk))
             fout.flush()
             os.fsync(fout.fileno())
         os.chmod(tmp, 0o444)

@@ -23,7 +23,6 @@ import shutil
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ctrconv import tempfiles
 from ctrconv.commitpoint import committing
@@ -32,6 +31,7 @@ from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.containerd.rootlock import describe_holders
 from ctrconv.digest import Digest
 from ctrconv.errors import LockedError, UsageError
+from ctrconv.progress import Progress
 from ctrconv.recovery.content import KnownHash, check_content, stat_key
 from ctrconv.recovery.derive import derive_images, drop_incomplete_images
 from ctrconv.recovery.metadata import clean_metadata, prune_dangling_labels
@@ -55,7 +55,7 @@ class _Run:
     names: dict[str, str]
     unpack: bool
     jobs: int | None
-    progress: Callable[[int], object] | None
+    progress: Progress | None
     trust_snapshots: bool
     link: bool
     regenerate_layers: bool = False
@@ -71,7 +71,7 @@ def rebuild_root(
     names: dict[str, str] | None = None,
     unpack: bool = True,
     jobs: int | None = None,
-    progress: Callable[[int], object] | None = None,
+    progress: Progress | None = None,
     trust_snapshots: bool = False,
     link: bool = False,
     regenerate_layers: bool = False,

@@ -32,7 +32,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.content import NamespaceContent
@@ -48,9 +48,9 @@ from ctrconv.pipeline.resolve import resolve_images
 from ctrconv.registry.client import RegistryClient, RegistryError, RegistryOptions, StreamInterrupted, registry_message
 from ctrconv.registry.reference import RegistryRef, parse_registry_ref
 from ctrconv.registry.source import MANIFEST_ACCEPT
+from ctrconv.progress import Progress, Stage, stage
 from ctrconv.streams import CHUNK, VerifyingReader
 
-ProgressFactory = Callable[[int], Callable[[int], object]]
 #: bytes read, hashed and sent per step of a streamed upload (fewer, larger socket writes)
 STREAM_CHUNK = 4 << 20
 #: whole-blob restarts after an upload session broke (a chunk lost, the session expired)
@@ -194,12 +194,12 @@ def _what_to_push(planned: Any, all_platforms: bool) -> tuple[dict[str, Any], li
 
 class _Pusher:
     def __init__(self, client: RegistryClient, dest: RegistryRef, content: NamespaceContent, report: PushReport,
-                 progress: Callable[[int], object] | None) -> None:
+                 step: Stage) -> None:
         self.client = client
         self.dest = dest
         self.content = content
         self.report = report
-        self.progress = progress
+        self.step = step
         self.scopes = (f"repository:{dest.repository}:pull,push",)
         self._lock = threading.Lock()
 
@@ -209,9 +209,8 @@ class _Pusher:
                 setattr(self.report, name, getattr(self.report, name) + n)
 
     def _tick(self, n: int) -> None:
-        if self.progress is not None and n:
-            with self._lock:
-                self.progress(n)
+        if n:
+            self.step.advance(n)
 
     def _fail(self, what: str, resp: Any) -> RegistryError:
         return RegistryError(f"{self.dest.domain}/{self.dest.repository}: {what}: {registry_message(resp.status, resp.body)}")
@@ -373,7 +372,7 @@ class _SessionLost(Exception):
 def push_images(
     root: str, destination: str, *, namespace: str = "default", images: Sequence[str] | None = None,
     platforms: Sequence[str] = (), all_platforms: bool = False, options: RegistryOptions | None = None,
-    ignore_lock: bool = False, progress: ProgressFactory | None = None,
+    ignore_lock: bool = False, progress: Progress | None = None,
 ) -> PushReport:
     """Push ``images`` (all of ``namespace`` when None) of ``root`` to ``destination``
     (``docker://HOST[:PORT]/REPO[:TAG|@DIGEST]``). The caller holds the root's read lock."""
@@ -384,33 +383,35 @@ def push_images(
     plan, content = plan_push(ContainerdRoot(root), dest, namespace, images, platforms, all_platforms, ignore_lock)
     report = PushReport(destination=str(dest), images=plan.images)
     client = RegistryClient(dest.domain, dest.api_host, dest.repository, options)
-    bar = progress(sum(int(b.descriptor["size"]) for b in plan.blobs.values())) if progress else None
+    total = sum(int(b.descriptor["size"]) for b in plan.blobs.values())
     try:
-        pusher = _Pusher(client, dest, content, report, bar)
-        blobs = sorted(plan.blobs.values(), key=lambda b: -int(b.descriptor["size"]))  # big ones start first
-        if options.jobs == 1 or len(blobs) < 2:
-            for blob in blobs:
-                pusher.blob(blob)
-        else:
-            pool = ThreadPoolExecutor(max_workers=options.jobs, thread_name_prefix="push")
-            try:
-                for future in [pool.submit(pusher.blob, blob) for blob in blobs]:
-                    future.result()
-            except BaseException:
-                client.abort()  # an error or a signal: the other transfers stop too
-                raise
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
-        for doc in plan.documents.values():
-            pusher.document(doc)
-        for tag, desc in plan.tags:
-            pusher.tag(tag, plan.documents[str(Digest.parse(desc["digest"]))])
+        with stage(progress, "push", total) as step:
+            _push_plan(client, _Pusher(client, dest, content, report, step), plan, options)
     finally:
         client.close()
-        close = getattr(bar, "close", None)
-        if close:
-            close()
     return report
+
+
+def _push_plan(client: RegistryClient, pusher: "_Pusher", plan: _PushPlan, options: RegistryOptions) -> None:
+    """Blobs (side by side with ``options.jobs``), then manifests and indexes, then tags."""
+    blobs = sorted(plan.blobs.values(), key=lambda b: -int(b.descriptor["size"]))  # big ones start first
+    if options.jobs == 1 or len(blobs) < 2:
+        for blob in blobs:
+            pusher.blob(blob)
+    else:
+        pool = ThreadPoolExecutor(max_workers=options.jobs, thread_name_prefix="push")
+        try:
+            for future in [pool.submit(pusher.blob, blob) for blob in blobs]:
+                future.result()
+        except BaseException:
+            client.abort()  # an error or a signal: the other transfers stop too
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    for doc in plan.documents.values():
+        pusher.document(doc)
+    for tag, desc in plan.tags:
+        pusher.tag(tag, plan.documents[str(Digest.parse(desc["digest"]))])
 
 
 def report_lines(report: PushReport) -> list[str]:

@@ -9,14 +9,23 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 from ctrconv.digest import Digest
+from ctrconv.progress import SILENT_STAGE, Stage
 from ctrconv.streams import CHUNK
 
 
-def hash_blob(digest: Digest, path: Path, progress: Callable[[int], object] | None = None) -> tuple[Digest, str | None, int]:
-    """(digest, actual hex or None if unreadable, bytes read)."""
+def file_size(path: Path) -> int:
+    """A blob file's size, for a progress total (0 when unreadable: its hash reports that)."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def hash_blob(digest: Digest, path: Path, stage: Stage = SILENT_STAGE) -> tuple[Digest, str | None, int]:
+    """(digest, actual hex or None if unreadable, bytes read); ``stage`` advances by the bytes read."""
     h = digest.hasher()
     size = 0
     try:
@@ -27,8 +36,7 @@ def hash_blob(digest: Digest, path: Path, progress: Callable[[int], object] | No
                     break
                 h.update(chunk)
                 size += len(chunk)
-                if progress:
-                    progress(len(chunk))
+                stage.advance(len(chunk))
     except OSError:
         return digest, None, size
     return digest, h.hexdigest(), size
@@ -38,8 +46,8 @@ def hash_blobs(
     blobs: Iterable[tuple[Digest, Path]],
     *,
     jobs: int | None = None,
-    progress: Callable[[int], object] | None = None,
+    stage: Stage = SILENT_STAGE,
 ) -> list[tuple[Digest, str | None, int]]:
     workers = jobs or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda item: hash_blob(item[0], item[1], progress), blobs))
+        return list(pool.map(lambda item: hash_blob(item[0], item[1], stage), blobs))
