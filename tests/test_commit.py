@@ -281,19 +281,22 @@ def _bin_dir(line: str) -> str | None:
     return str(bin_dir_for(line))
 
 
-@pytest.mark.parametrize("lose_blobs", [False, True], ids=["blobs-kept", "blobs-lost"])
-def test_a_container_run_on_containerd_commits_and_runs_on_a_fresh_one(lose_blobs, fixture_set, cli, tmp_path,
-                                                                       private_containerd):
+@pytest.mark.parametrize("snapshotter,lose_blobs", [("overlayfs", False), ("overlayfs", True), ("native", False)],
+                         ids=["overlayfs-blobs-kept", "overlayfs-blobs-lost", "native"])
+def test_a_container_run_on_containerd_commits_and_runs_on_a_fresh_one(snapshotter, lose_blobs, fixture_set, cli,
+                                                                       tmp_path, private_containerd):
     """``ctr run`` writes a file and deletes one of the image's; the daemon stops; the commit
     (oci-tar and docker-archive) imports into a fresh containerd, is complete, and a container
     of it sees the written file and not the deleted one, over the image's own files. With the
     image's layer blobs deleted afterwards (a discard_unpacked_layers node, lost blobs) the
-    base layers come from their snapshots."""
+    base layers come from their snapshots. The native snapshotter's container (a full tree)
+    is diffed against its parent snapshot, and the commit runs on native too."""
     name = "docker.io/library/bbx:oci"
     source = private_containerd()
-    source.ctr("images", "import", str(fixture_set.file(fixture_set.input("bbx-oci")["path"])), timeout=120)
+    sn = ("--snapshotter", snapshotter)
+    source.ctr("images", "import", *sn, str(fixture_set.file(fixture_set.input("bbx-oci")["path"])), timeout=120)
     script = "echo committed > /data/written.txt && rm /data/modify.txt"
-    run = source.ctr("run", name, "writer", "/bin/busybox", "sh", "-c", script, check=False, timeout=120)
+    run = source.ctr("run", *sn, name, "writer", "/bin/busybox", "sh", "-c", script, check=False, timeout=120)
     assert run.returncode == 0, run.stderr
     root = source.root
     source.stop()
@@ -307,17 +310,21 @@ def test_a_container_run_on_containerd_commits_and_runs_on_a_fresh_one(lose_blob
         result = cli("commit", "--root", str(root), "--container", "writer", "-o", str(out), "--format", fmt,
                      "--ref", ref, "--json")
         assert result.code == 0, result.stderr
-        assert result.json["base"]["name"] == name and result.json["snapshotter"] == "overlayfs"
+        assert result.json["base"]["name"] == name and result.json["snapshotter"] == snapshotter
         assert result.json["base"]["regenerated_layers"] == (len(layers) if lose_blobs else 0), result.json
+        with tarfile.open(out) as tar:
+            blob = tar.extractfile("blobs/sha256/" + result.json["layer"]["digest"].split(":", 1)[1]).read()  # type: ignore[union-attr]
+        names = _tar_names(blob)  # the container's changes only, not its image's files
+        assert "data/written.txt" in names and "data/.wh.modify.txt" in names and "bin/busybox" not in names, names
         outputs[fmt] = (out, result.json)
     fresh = private_containerd()
     for out, _ in outputs.values():
-        fresh.ctr("images", "import", str(out), timeout=120)
+        fresh.ctr("images", "import", *sn, str(out), timeout=120)
     rows = {row.ref: row for row in fresh.images_check("default")}
     check = "cat /data/written.txt && test ! -e /data/modify.txt && test -x /bin/busybox"
     for fmt, (_, report) in outputs.items():
         assert rows[report["name"]].complete, rows
-        run = fresh.ctr("run", "--rm", report["name"], f"check-{fmt}", "/bin/busybox", "sh", "-c", check,
+        run = fresh.ctr("run", *sn, "--rm", report["name"], f"check-{fmt}", "/bin/busybox", "sh", "-c", check,
                         check=False, timeout=120)
         assert run.returncode == 0 and run.stdout.strip() == "committed", (fmt, run.stdout, run.stderr)
     names = fresh.image_names("default")
