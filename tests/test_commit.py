@@ -252,16 +252,21 @@ def test_errors_are_one_line_with_the_contract_exit_codes(tmp_path, cli):
     root.container("no-snapshot", snapshot=False)
     root.container("no-image", image="docker.io/library/gone:1")
     root.container("moved", parent="sha256:" + "ab" * 32)
+    shutil.rmtree(root.container("tree-gone").parent)
+    root.container("zfs", snapshot=False)
+    root.meta.bucket(b"v1", b"default", K.CONTAINERS, b"zfs").put(K.SNAPSHOTTER, b"zfs")  # type: ignore[union-attr]
     root.write()
     out = tmp_path / "out.tar"
 
     def commit(*args: str):
         return cli("commit", "--root", str(root.path), *args, "-o", str(out))
 
-    _error(commit("nope"), 2, "container 'nope' not found", "moved, no-image, no-snapshot, ok")
+    _error(commit("nope"), 2, "container 'nope' not found", "moved, no-image, no-snapshot, ok, tree-gone, zfs")
     _error(commit("no-snapshot"), 1, "no-snapshot has no snapshot")
     _error(commit("no-image"), 1, "docker.io/library/gone:1", "is not in namespace default")
     _error(commit("moved"), 1, "has the layers the container was created on")
+    _error(commit("zfs"), 1, "uses the zfs snapshotter", "overlayfs, native")
+    _error(commit("tree-gone"), 1, "tree-gone has no snapshot", "holds no directory")
     _error(commit("ok", "--format", "docker-archive", "--compression", "zstd"), 2, "no zstd")
     _error(commit("ok", "--compression", "lz4"), 2, "unknown --compression")
     _error(commit("ok", "--ref", "Bad:Name"), 2, "invalid reference")
