@@ -176,7 +176,12 @@ def default_name(names: list[str], container_id: str) -> str:
             repository = reference.parse_docker_ref(name).name
         except UsageError:
             continue
-        return f"{repository}:commit-{container_id}"
+        name = f"{repository}:commit-{container_id}"
+        try:
+            reference.parse_reference(name)
+        except UsageError:
+            raise UsageError(f"container ID {container_id!r} makes no valid tag; give --ref NAME") from None
+        return name
     raise UsageError(f"the container's image {names[0]!r} has no repository to name the commit after; give --ref NAME")
 
 
