@@ -6,16 +6,14 @@ the output name the way the CLI contract says (``*.tar`` -> oci-tar, else oci-di
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ctrconv.errors import UsageError
-from ctrconv.sinks._layout import name_entry
-from ctrconv.sinks.base import BlobReader, ExportedImage, Sink, blob_path
-from ctrconv.sinks.docker_archive import DockerArchiveSink
-from ctrconv.sinks.oci_dir import OciDirSink
-from ctrconv.sinks.oci_tar import OciTarSink
-from ctrconv.sinks.skopeo_dir import SkopeoDirSink
+
+if TYPE_CHECKING:
+    from ctrconv.sinks.base import Sink
 
 FORMATS = ("oci-dir", "oci-tar", "docker-archive", "dir")
 #: formats whose output is a directory
@@ -25,6 +23,27 @@ __all__ = [
     "DIRECTORY_FORMATS", "FORMATS", "BlobReader", "DockerArchiveSink", "ExportedImage", "OciDirSink", "OciTarSink",
     "Sink", "SkopeoDirSink", "blob_path", "detect_format", "name_entry", "open_sink",
 ]
+
+#: the sinks and their helpers, imported on first use (PEP 562): the format names above are
+#: all ``ctrconv --help`` needs, and the sinks bring the schema validation with them
+_WHERE = {
+    "name_entry": "_layout",
+    **dict.fromkeys(("BlobReader", "ExportedImage", "Sink", "blob_path"), "base"),
+    "DockerArchiveSink": "docker_archive",
+    "OciDirSink": "oci_dir",
+    "OciTarSink": "oci_tar",
+    "SkopeoDirSink": "skopeo_dir",
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        where = _WHERE[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f"{__name__}.{where}"), name)
+    globals()[name] = value
+    return value
 
 
 def detect_format(out: str) -> str:
@@ -49,6 +68,11 @@ def open_sink(
     """
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    from ctrconv.sinks.docker_archive import DockerArchiveSink
+    from ctrconv.sinks.oci_dir import OciDirSink
+    from ctrconv.sinks.oci_tar import OciTarSink
+    from ctrconv.sinks.skopeo_dir import SkopeoDirSink
+
     if fmt == "oci-dir":
         if not isinstance(out, Path):
             raise UsageError("oci-dir cannot be written to a stream; use --format oci-tar with -o -")
