@@ -94,3 +94,28 @@ def test_same_diff_finds_the_tar_itself_or_a_blob_labelled_with_it() -> None:
     plain = SnapshotIndex(None, Meta([]), "moby")  # type: ignore[arg-type]
     assert plain.same_diff(Store({_digest(tar): tar}), _digest(tar)) == {"digest": _digest(tar), "size": len(tar)}
     assert plain.same_diff(Store({}), _digest(tar)) is None
+
+
+def test_docker_archive_all_platforms_holds_every_present_platform(tmp_path: Path, cli) -> None:
+    """``docker save`` writes every platform present; absent ones are left out (and said),
+    where an OCI export with --all-platforms still refuses them."""
+    import json
+
+    from export_support import host_arch, standard_root
+
+    synth = standard_root(tmp_path / "root")
+    sparse = synth.images["default"]["docker.io/library/sparse:1"][0]
+    out = tmp_path / "d.tar"
+    res = cli("export", "--root", str(synth.path), "--image", "sparse:1", "--all-platforms", "-o", str(out),
+              "--format", "docker-archive", "--json")
+    assert res.code == 0, res.stderr
+    report, = res.json["images"]
+    assert report["platforms"] == [f"linux/{host_arch()}"] and report["skipped_platforms"]
+    with tarfile.open(out) as tar:
+        index = json.loads(tar.extractfile("index.json").read())  # type: ignore[union-attr]
+        names = tar.getnames()
+    assert index["manifests"][0]["digest"] == sparse["digest"]
+    assert "blobs/sha256/" + sparse["digest"][7:] in names
+    res = cli("export", "--root", str(synth.path), "--image", "sparse:1", "--all-platforms", "-o",
+              str(tmp_path / "o.tar"), "--format", "oci-tar")
+    assert res.code == 1 and "content missing" in res.stderr

@@ -137,6 +137,8 @@ def plan_images(
         if snapshot_layers is not None and (plan.missing or snapshot_layers.mode == "always"):
             jobs, covered = snapshot_layers.jobs(plan)
             plan.missing = [d for d in plan.missing if d["digest"] not in covered]
+        if plan.missing and single_manifest and options.all_platforms and plan.indexes:
+            plan, jobs = _present_platforms(content, target, plan, jobs)
         if plan.missing:
             if lookups is not None and _layers_discarded(content, target, selector, lookups):
                 if options.from_snapshots == "never":
@@ -177,6 +179,24 @@ def plan_images(
             hint="export only platforms whose content is present (default: the host platform)",
         )
     return planned
+
+
+def _present_platforms(
+    content: BlobSource, target: dict[str, Any], plan: ImagePlan, jobs: list[regen.LayerJob],
+) -> tuple[ImagePlan, list[regen.LayerJob]]:
+    """A docker archive with ``--all-platforms`` holds every platform present, as ``docker
+    save`` writes it: the plan again with only the platforms whose manifest, config and layers
+    are all present or written again (``jobs``); unchanged when none is whole."""
+    missing = {d["digest"] for d in plan.missing}
+    whole = [m for m in plan.manifests if not ({d["digest"] for d in (m.config, *m.layers)} & missing)]
+    platforms = [plat.Platform.from_json(m.platform) for m in whole if m.platform]
+    if not platforms:
+        return plan, jobs
+    narrowed = plan_image(content, target, plat.selector(plat.ordered(*platforms)))
+    covered = {j.layer["digest"] for j in jobs}
+    narrowed.missing = [d for d in narrowed.missing if d["digest"] not in covered]
+    kept = {m.descriptor["digest"] for m in narrowed.manifests}
+    return narrowed, [j for j in jobs if j.manifest in kept]
 
 
 def _layers_discarded(content, target: dict[str, Any], selector, lookups: tuple[LabelsOf, SnapshotExists]) -> bool:
