@@ -166,3 +166,23 @@ def test_imports_into_moby_show_in_docker_images_with_docker_ids_and_run(
             ran = _probe(docker, image_id, name)
             if name != "bbx:multi":
                 assert hashlib.sha256(ran.encode()).hexdigest() == want, name
+
+
+def test_all_platforms_docker_archive_loads_with_the_index_id(moby_set, fresh_docker, classic_docker, cli,
+                                                              tmp_path) -> None:
+    """``--all-platforms``: every platform's blobs, index.json naming the index; Docker on the
+    containerd store loads it under the index digest (its ``docker images`` ID), Docker 20.10
+    under the host manifest's config digest."""
+    multi = next(i for i in _stored_images(cli, moby_set.root) if i["name"].endswith("bbx:multi"))
+    out = tmp_path / "multi.tar"
+    res = cli("export", "--root", str(moby_set.root), "-n", "moby", "--image", multi["name"], "--all-platforms",
+              "-o", str(out), "--format", "docker-archive", "--json")
+    assert res.code == 0, res.stderr
+    report, = res.json["images"]
+    assert report["digest"] == multi["digest"] and len(report["platforms"]) == 3
+    _forget_all(fresh_docker)
+    fresh_docker.docker("load", "-i", str(out))
+    assert json.loads(fresh_docker.docker("image", "inspect", "bbx:multi").stdout)[0]["Id"] == multi["digest"]
+    _forget_all(classic_docker)
+    classic_docker.docker("load", "-i", str(out))
+    assert json.loads(classic_docker.docker("image", "inspect", "bbx:multi").stdout)[0]["Id"] == report["image_id"]
