@@ -16,17 +16,17 @@ import re
 from functools import lru_cache
 from itertools import accumulate
 from pathlib import Path
-from typing import Any
-
-import jsonschema
-from jsonschema.exceptions import ValidationError, best_match
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
+from typing import TYPE_CHECKING, Any
 
 from ctrconv.digest import Digest
 from ctrconv.errors import FormatError, InvalidDigestError
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci.fastschema import certainly_valid
+
+if TYPE_CHECKING:  # imported where used: a document the compiled check proves valid needs none of it
+    import jsonschema
+    from jsonschema.exceptions import ValidationError
+    from referencing import Registry
 
 # ``ctrconv/schemas`` is a symlink to the top-level ``schemas/`` in a checkout and a real
 # directory in an installed wheel (setuptools copies the files as package data).
@@ -66,6 +66,9 @@ def schema_for(media_type: str) -> str | None:
 @lru_cache(maxsize=1)
 def _registry() -> Registry:
     """All schema files, keyed by ``$id``; references never leave this registry."""
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
     resources = []
     for path in sorted(SCHEMA_DIR.glob("*.json")):
         contents = json.loads(path.read_text(encoding="utf-8"))
@@ -75,6 +78,8 @@ def _registry() -> Registry:
 
 @lru_cache(maxsize=None)
 def _validator(schema_file: str) -> jsonschema.protocols.Validator:
+    import jsonschema
+
     registry = _registry()
     schema = registry.contents(_SCHEMA_BASE + schema_file)
     cls = jsonschema.validators.validator_for(schema)
@@ -160,6 +165,8 @@ def _pointer(error: ValidationError) -> str:
 
 
 def _schema_error(where: str, error: ValidationError) -> FormatError:
+    from jsonschema.exceptions import best_match
+
     if error.context:
         error = best_match(error.context) or error
     message = error.message if len(error.message) <= 300 else error.message[:297] + "..."
