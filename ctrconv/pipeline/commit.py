@@ -41,12 +41,12 @@ from ctrconv.layers.regenerate import COMPRESSIONS, WrittenLayer, write_layer
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import reference
 from ctrconv.pipeline import regenerate as regen
-from ctrconv.pipeline.export import (
-    ExportOptions, SnapshotLayers, _output, _Planned, ctr_writes_index_media_type,
-    decompress_zstd_layers, plan_images, regenerate_layers, write_export,
-)
+from ctrconv.pipeline.export import _output as export_output  # the output rules of export, shared
+from ctrconv.pipeline.export import ExportOptions, ctr_writes_index_media_type, write_export
+from ctrconv.pipeline.export_plan import Planned, SnapshotLayers, plan_images
+from ctrconv.pipeline.export_rewrite import decompress_zstd_layers, regenerate_layers
 from ctrconv.progress import Progress
-from ctrconv.pipeline.plan import PlannedManifest, plan_image, platform_string, read_json_blob
+from ctrconv.image.plan import PlannedManifest, plan_image, platform_string, read_json_blob
 from ctrconv.sinks import DIRECTORY_FORMATS, open_sink
 from ctrconv.sinks.oci_dir import check_target_dir
 
@@ -136,7 +136,7 @@ def container_layer(root: ContainerdRoot, meta: MetadataDB, container: Container
     with root.open_snapshotter(sn, ignore_lock=ignore_lock) as backend:
         found = next((b for b in backend.snapshots() if b.key == record.name), None) if backend else None
     tree = root.snapshot_fs(sn, found.id) if found is not None else None
-    if tree is None or not regen._plain_directory(tree, root.snapshots_dir(sn)):
+    if tree is None or not regen.plain_directory(tree, root.snapshots_dir(sn)):
         raise CtrconvError(f"{where} has no snapshot: the {sn} snapshotter holds no directory for "
                            f"{record.name!r}")
     parent_tree = None
@@ -258,7 +258,7 @@ def _plan_base(root: ContainerdRoot, meta: MetadataDB, content: Any, image: Imag
 
 
 def new_image(extras: regen.ExtraBlobs, base: PlannedManifest, written: WrittenLayer, *, compression: str,
-              namespace: str, name: str, base_name: str, config: dict[str, Any]) -> _Planned:
+              namespace: str, name: str, base_name: str, config: dict[str, Any]) -> Planned:
     """Config, manifest (the base manifest's type; OCI ones name their base) and the image
     record naming it, planned over ``extras`` (so the new documents are schema-checked)."""
     config_desc = {"mediaType": base.config["mediaType"], **extras.add_bytes(regen.compact_json(config))}
@@ -277,7 +277,7 @@ def new_image(extras: regen.ExtraBlobs, base: PlannedManifest, written: WrittenL
     plan = plan_image(extras, desc)
     if plan.missing or len(plan.manifests) != 1:
         raise CtrconvError(f"the committed image {name} is incomplete: {', '.join(d['digest'] for d in plan.missing)}")
-    return _Planned(record, plan, plan.manifests[0])
+    return Planned(record, plan, plan.manifests[0])
 
 
 def commit_name(ref: str | None, meta: MetadataDB, image: ImageRecord, container_id: str) -> str:
@@ -337,7 +337,7 @@ def commit(root: ContainerdRoot, out: str | Path | BinaryIO, options: CommitOpti
     The root is only read; a failure leaves no output behind."""
     if options.compression not in COMPRESSIONS:
         raise UsageError(f"unknown --compression {options.compression!r} (choose from {', '.join(COMPRESSIONS)})")
-    target, fmt = _output(out, options.format)
+    target, fmt = export_output(out, options.format)
     spool: regen.Spool | None = None
     sink = None
     changes: dict[str, regen.ManifestChange] = {}
@@ -374,7 +374,7 @@ def commit(root: ContainerdRoot, out: str | Path | BinaryIO, options: CommitOpti
     return _report(src, planned[0], fmt, target.label, options, created, image_id, blobs, total, changes)
 
 
-def _report(src: _Source, planned: _Planned, fmt: str, output: str, options: CommitOptions, created: str,
+def _report(src: _Source, planned: Planned, fmt: str, output: str, options: CommitOptions, created: str,
             image_id: str, blobs: int, total: int, changes: dict[str, regen.ManifestChange]) -> CommitReport:
     chosen = planned.chosen
     assert chosen is not None

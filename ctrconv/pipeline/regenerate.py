@@ -92,7 +92,7 @@ class SnapshotIndex:
         for key, name in names.items():
             if name in ids:
                 path = self.root.snapshot_fs(snapshotter, ids[name])
-                if path is not None and _plain_directory(path, self.root.snapshots_dir(snapshotter)):
+                if path is not None and plain_directory(path, self.root.snapshots_dir(snapshotter)):
                     trees[key] = path
         self._trees[snapshotter] = trees
         return trees
@@ -126,7 +126,7 @@ class SnapshotIndex:
         return None
 
 
-def _plain_directory(path: Path, top: Path) -> bool:
+def plain_directory(path: Path, top: Path) -> bool:
     """``path`` is a directory reached from ``top`` through no symlink: a root whose
     ``snapshots/<id>/fs`` points elsewhere (``/``, say) is never walked into a layer."""
     current = path
@@ -537,6 +537,6 @@ def rewrite_target(extras: ExtraBlobs, target: dict[str, Any], changed: Mapping[
 
 __all__ = [
     "ANNOTATION_ORIGINAL_MANIFEST", "ExtraBlobs", "FROM_SNAPSHOTS", "LayerJob", "ManifestChange", "Regenerator",
-    "RegeneratedLayer", "SnapshotIndex", "Spool", "compact_json", "decompress_layer", "layer_jobs",
+    "RegeneratedLayer", "SnapshotIndex", "Spool", "compact_json", "plain_directory", "decompress_layer", "layer_jobs",
     "layer_media_type", "new_layer_descriptor", "original_compression", "rewrite_manifest", "rewrite_target",
 ]

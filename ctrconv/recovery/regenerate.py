@@ -56,7 +56,7 @@ class TreeSnapshots:
             return None
         sid = backend_id(brec)
         path = self.croot.snapshot_fs(snapshotter, sid) if sid is not None else None
-        if path is None or not regen._plain_directory(path, self.croot.snapshots_dir(snapshotter)):
+        if path is None or not regen.plain_directory(path, self.croot.snapshots_dir(snapshotter)):
             return None
         return path
 
