@@ -129,11 +129,69 @@ def _stage(stage: Path, binary: Path, libraries: list[str], mtime: int) -> list[
     return sorted(files)
 
 
-def _write_blob(directory: Path, data: bytes) -> tuple[dict[str, Any], Path]:
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    path = directory / digest.replace(":", "-")
-    path.write_bytes(data)
-    return {"digest": digest, "size": len(data)}, path
+@dataclass
+class _Blobs:
+    """The image's blobs as written to a temporary directory: descriptor and file by digest."""
+
+    descriptors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def add(self, descriptor: dict[str, Any], path: Path) -> dict[str, Any]:
+        self.descriptors[descriptor["digest"]] = descriptor
+        self.files[descriptor["digest"]] = path
+        return descriptor
+
+    def write(self, directory: Path, media_type: str, data: bytes) -> dict[str, Any]:
+        """Write a small document blob (config, manifest) and return its descriptor."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        path = directory / digest.replace(":", "-")
+        path.write_bytes(data)
+        return self.add({"mediaType": media_type, "digest": digest, "size": len(data)}, path)
+
+
+def _config(created: str, arch: str, labels: dict[str, str], diff_id: str, libraries: int) -> dict[str, Any]:
+    """The image config: ``ctrconv --help`` as the command, the labels, one layer's history."""
+    return {
+        "created": created,
+        "architecture": arch,
+        "os": "linux",
+        "config": {
+            "Env": [ENV_PATH, "TMPDIR=/tmp"],
+            "Cmd": ["ctrconv", "--help"],
+            "WorkingDir": "/",
+            "Labels": dict(sorted(labels.items())),
+        },
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created": created, "created_by": f"ctrconv {__version__} debug image: "
+                     f"{BINARY_PATH} and the {libraries} libraries ldd names"}],
+    }
+
+
+def _write_layout(fmt: str, out: Path, name: str, manifest: Any, blobs: _Blobs) -> None:
+    """Write the image through the sink of ``fmt``, every blob verified as it is copied."""
+    from ctrconv.sinks import ExportedImage, blob_path, open_sink
+    from ctrconv.sinks._layout import name_entry
+    from ctrconv.streams import VerifyingReader
+
+    sink = open_sink(fmt, out)
+    try:
+        sink.add_names([ExportedImage(name, name_entry(manifest.descriptor, name), manifest)])
+        for digest in sorted(blobs.files, key=blob_path):
+            desc = blobs.descriptors[digest]
+            with open(blobs.files[digest], "rb") as stream:
+                reader = VerifyingReader(stream, Digest.parse(digest), desc["size"])
+                sink.add_blob(desc, reader, source_path=blobs.files[digest])
+        sink.commit()
+    except BaseException:
+        sink.abort()
+        raise
+
+
+def _layer_media_type(compression: str) -> str:
+    layer_type = {"gzip": mt.OCI_LAYER_GZIP, "zstd": mt.OCI_LAYER_ZSTD, "none": mt.OCI_LAYER}.get(compression)
+    if layer_type is None:
+        raise UsageError(f"unknown compression {compression!r} (gzip, zstd or none)")
+    return layer_type
 
 
 def build_debug_image(
@@ -158,99 +216,60 @@ def build_debug_image(
     """
     from ctrconv.layers.regenerate import write_layer
     from ctrconv.image.plan import PlannedManifest
-    from ctrconv.sinks import ExportedImage, blob_path, open_sink
-    from ctrconv.sinks._layout import name_entry
-    from ctrconv.streams import VerifyingReader
 
     if format not in FORMATS:
         raise UsageError(f"unknown format {format!r} (choose from {', '.join(FORMATS)})")
     binary = Path(binary)
     if not binary.is_file():
         raise UsageError(f"{binary} does not exist (build it with scripts/build-standalone)")
+    layer_type = _layer_media_type(compression)
     if created is None:
         created = datetime.fromtimestamp(int(os.environ.get("SOURCE_DATE_EPOCH", "0")), timezone.utc)
     created_text = created.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     libraries = machine_libraries(binary) if libraries is None else libraries
     all_labels = {**default_labels(created=created_text), **(labels or {})}
     arch = _ARCHES.get(_platform.machine(), _platform.machine())
-    layer_type = {"gzip": mt.OCI_LAYER_GZIP, "zstd": mt.OCI_LAYER_ZSTD, "none": mt.OCI_LAYER}.get(compression)
-    if layer_type is None:
-        raise UsageError(f"unknown compression {compression!r} (gzip, zstd or none)")
 
     with tempfile.TemporaryDirectory(prefix="ctrconv-debug-image-") as tmp:
         work = Path(tmp)
-        stage = work / "rootfs"
-        stage.mkdir()
-        files = _stage(stage, binary, libraries, int(created.timestamp()))
-        blobs = work / "blobs"
-        blobs.mkdir()
-        layer_file = blobs / "layer"
-        fd = os.open(layer_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        (work / "rootfs").mkdir()
+        files = _stage(work / "rootfs", binary, libraries, int(created.timestamp()))
+        (work / "blobs").mkdir()
+        blobs = _Blobs()
+        fd = os.open(work / "blobs" / "layer", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            layer = write_layer(fd, compression, tree=stage)  # type: ignore[arg-type]
+            layer = write_layer(fd, compression, tree=work / "rootfs")  # type: ignore[arg-type]
         finally:
             os.close(fd)
-        layer_desc = {"mediaType": layer_type, "digest": layer.digest, "size": layer.size}
-        config = {
-            "created": created_text,
-            "architecture": arch,
-            "os": "linux",
-            "config": {
-                "Env": [ENV_PATH, "TMPDIR=/tmp"],
-                "Cmd": ["ctrconv", "--help"],
-                "WorkingDir": "/",
-                "Labels": dict(sorted(all_labels.items())),
-            },
-            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
-            "history": [{"created": created_text, "created_by": f"ctrconv {__version__} debug image: "
-                         f"{BINARY_PATH} and the {len(libraries)} libraries ldd names"}],
-        }
-        config_ref, config_file = _write_blob(blobs, json.dumps(config, indent=None, separators=(",", ":")).encode())
-        config_desc = {"mediaType": mt.OCI_CONFIG, **config_ref}
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": mt.OCI_MANIFEST,
-            "config": config_desc,
-            "layers": [layer_desc],
-            "annotations": dict(sorted(all_labels.items())),
-        }
-        manifest_ref, manifest_file = _write_blob(blobs, marshal_go(manifest))
-        platform = {"architecture": arch, "os": "linux"}
-        manifest_desc = {"mediaType": mt.OCI_MANIFEST, **manifest_ref}
-        planned = PlannedManifest(descriptor=manifest_desc, platform=platform, config=config_desc,
-                                  layers=[layer_desc], document=manifest)
-        blob_files = {layer.digest: layer_file, config_ref["digest"]: config_file, manifest_ref["digest"]: manifest_file}
-        descriptors = {layer.digest: layer_desc, config_ref["digest"]: config_desc, manifest_ref["digest"]: manifest_desc}
-
-        def write_layout(fmt: str, out: Path) -> None:
-            sink = open_sink(fmt, out)
-            try:
-                sink.add_names([ExportedImage(name, name_entry(manifest_desc, name), planned)])
-                for digest in sorted(blob_files, key=blob_path):
-                    desc = descriptors[digest]
-                    with open(blob_files[digest], "rb") as stream:
-                        reader = VerifyingReader(stream, Digest.parse(digest), desc["size"])
-                        sink.add_blob(desc, reader, source_path=blob_files[digest])
-                sink.commit()
-            except BaseException:
-                sink.abort()
-                raise
-
+        layer_desc = blobs.add({"mediaType": layer_type, "digest": layer.digest, "size": layer.size},
+                               work / "blobs" / "layer")
+        config = _config(created_text, arch, all_labels, layer.diff_id, len(libraries))
+        config_desc = blobs.write(work / "blobs", mt.OCI_CONFIG, json.dumps(config, separators=(",", ":")).encode())
+        manifest = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": config_desc,
+                    "layers": [layer_desc], "annotations": dict(sorted(all_labels.items()))}
+        manifest_desc = blobs.write(work / "blobs", mt.OCI_MANIFEST, marshal_go(manifest))
+        planned = PlannedManifest(descriptor=manifest_desc, platform={"architecture": arch, "os": "linux"},
+                                  config=config_desc, layers=[layer_desc], document=manifest)
         result = DebugImage(
-            name=name, digest=manifest_ref["digest"], config_digest=config_ref["digest"], layer_digest=layer.digest,
-            diff_id=layer.diff_id, size=manifest_ref["size"] + config_ref["size"] + layer.size,
+            name=name, digest=manifest_desc["digest"], config_digest=config_desc["digest"], layer_digest=layer.digest,
+            diff_id=layer.diff_id, size=manifest_desc["size"] + config_desc["size"] + layer.size,
             platform=f"linux/{arch}", files=files, labels=all_labels, output=os.fspath(output), format=format,
         )
         if format == "containerd-root":
-            from ctrconv import api
-
-            archive = work / "image.tar"
-            write_layout("oci-tar", archive)
-            options: dict[str, Any] = {}
-            if containerd_version is not None:
-                options["containerd_version"] = containerd_version
-            report = api.import_images(str(archive), output, namespace, **options)
-            result.imported = report.to_json()
+            result.imported = _import_into_root(work / "image.tar", output, namespace, containerd_version,
+                                                name, planned, blobs)
         else:
-            write_layout(format, Path(output))
+            _write_layout(format, Path(output), name, planned, blobs)
     return result
+
+
+def _import_into_root(archive: Path, root: str | os.PathLike[str], namespace: str, containerd_version: str | None,
+                      name: str, manifest: Any, blobs: _Blobs) -> dict[str, Any]:
+    """Into a containerd root the image goes the way every archive does: ``import``."""
+    from ctrconv import api
+
+    _write_layout("oci-tar", archive, name, manifest, blobs)
+    options: dict[str, Any] = {}
+    if containerd_version is not None:
+        options["containerd_version"] = containerd_version
+    return api.import_images(str(archive), root, namespace, **options).to_json()
