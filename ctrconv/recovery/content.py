@@ -38,6 +38,24 @@ def stat_key(path: Path) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
+def verify_first(croot: ContainerdRoot, *, jobs: int | None, progress: Progress | None,
+                 deep: bool) -> tuple[bool, dict[str, KnownHash]]:
+    """(nothing to repair, the blob hashes verify took): ``verify`` (``deep`` compares snapshot
+    trees too) finds no problem in any namespace. An image that lost its snapshots (to damage,
+    or to a rebuild killed after writing meta.db) still names them in its config's GC label,
+    which verify reports. Each hash is remembered with its file's identity, so the content
+    check reads no blob twice."""
+    from ctrconv.verify.root import verify_root
+
+    if not croot.meta_db.is_file() or croot.is_locked():
+        return False, {}
+    before = {str(d): stat_key(p) for d, p in croot.content.walk()}
+    hashes: dict[str, tuple[str | None, int]] = {}
+    ok = verify_root(croot.path, None, jobs=jobs, progress=progress, deep=deep, blob_hashes=hashes).ok
+    known = {d: KnownHash(actual, size, key) for d, (actual, size) in hashes.items() if (key := before.get(d)) is not None}
+    return ok, known
+
+
 def check_content(
     croot: ContainerdRoot, target: ContainerdRoot, report: RebuildReport, *, in_place: bool, stamp: str,
     jobs: int | None = None, progress: Progress | None = None, link: bool = False,

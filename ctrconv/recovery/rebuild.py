@@ -26,20 +26,18 @@ from dataclasses import dataclass, field
 
 from ctrconv import tempfiles
 from ctrconv.commitpoint import committing
-from ctrconv.containerd.locking import exclusive_lock, is_locked, shared_lock
 from ctrconv.containerd.root import ContainerdRoot
-from ctrconv.containerd.rootlock import describe_holders
 from ctrconv.digest import Digest
-from ctrconv.errors import LockedError, UsageError
+from ctrconv.errors import UsageError
 from ctrconv.progress import Progress
-from ctrconv.recovery.content import KnownHash, check_content, stat_key
+from ctrconv.recovery.content import KnownHash, check_content, verify_first
 from ctrconv.recovery.derive import derive_images, drop_incomplete_images
 from ctrconv.recovery.metadata import clean_metadata, prune_dangling_labels
 from ctrconv.recovery.output import write_stores
 from ctrconv.recovery.regenerate import regenerate_lost_layers
 from ctrconv.recovery.reimport import reimport
 from ctrconv.recovery.report import RebuildReport
-from ctrconv.recovery.salvage import CONTAINERD_ROOT_HINTS, Salvaged, salvage_stores
+from ctrconv.recovery.salvage import CONTAINERD_ROOT_HINTS, Salvaged, lock_stores, salvage_stores
 from ctrconv.recovery.snapshots import clean_snapshots, snapshots_unlike_their_layers
 
 __all__ = ["CONTAINERD_ROOT_HINTS", "RebuildReport", "rebuild_root"]
@@ -103,7 +101,8 @@ def rebuild_root(
     report = RebuildReport(str(croot.path), str(target.path))
     if run.in_place:
         # a healthy root is left exactly as it is: no backup, no rewrite, no re-import
-        report.healthy = not names and _healthy(run)
+        if not names:
+            report.healthy, run.known = verify_first(croot, jobs=jobs, progress=progress, deep=not trust_snapshots)
         if not report.healthy:
             _rebuild_into(run, report)
         return report
@@ -131,36 +130,11 @@ def _rebuild_into_new_root(run: _Run, report: RebuildReport) -> None:
         raise
 
 
-def _healthy(run: _Run) -> bool:
-    """Nothing to repair: ``verify`` (``--deep`` unless snapshots are trusted) finds no problem
-    in any namespace. An image that lost its snapshots (to damage, or to a rebuild killed after
-    writing meta.db) still names them in its config's GC label, which verify reports. The
-    blobs it hashed are remembered (with their files' identity) for the content check."""
-    from ctrconv.verify.root import verify_root
-
-    croot = run.croot
-    if not croot.meta_db.is_file() or croot.is_locked():
-        return False
-    before = {str(d): stat_key(p) for d, p in croot.content.walk()}
-    hashes: dict[str, tuple[str | None, int]] = {}
-    ok = verify_root(croot.path, None, jobs=run.jobs, progress=run.progress, deep=not run.trust_snapshots,
-                     blob_hashes=hashes).ok
-    run.known = {d: KnownHash(actual, size, key) for d, (actual, size) in hashes.items()
-                 if (key := before.get(d)) is not None}
-    return ok
-
-
 def _rebuild_into(run: _Run, report: RebuildReport) -> None:
     """Every stage, reading ``run.croot`` and writing ``run.target`` (the same root in place)."""
     croot = run.croot
-    bolt_files = [croot.meta_db] + [croot.snapshotter_db(sn) for sn in croot.snapshotters_on_disk()]
-    for path in bolt_files:
-        if path.exists() and is_locked(path):
-            raise LockedError(f"{path} is locked by {describe_holders(path)}: stop it before rebuilding")
     with ExitStack() as locks:
-        for path in bolt_files:
-            if path.exists() and path.stat().st_size:
-                locks.enter_context(exclusive_lock(path) if run.in_place else shared_lock(path))
+        lock_stores(croot, locks, exclusive=run.in_place)
         stores = salvage_stores(croot, report)
         kept = _repair(run, stores, report)
         write_stores(stores, croot, run.target, kept, report, in_place=run.in_place, stamp=run.stamp)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,8 +11,10 @@ from ctrconv.bolt.salvage import RootHints, SalvageResult, salvage
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.records import newest_update
+from ctrconv.containerd.locking import exclusive_lock, is_locked, shared_lock
 from ctrconv.containerd.root import ContainerdRoot
-from ctrconv.errors import CtrconvError
+from ctrconv.containerd.rootlock import describe_holders
+from ctrconv.errors import CtrconvError, LockedError
 from ctrconv.recovery.buckets import text
 from ctrconv.recovery.report import RebuildReport
 
@@ -79,6 +82,18 @@ def salvage_file(path: Path, report: RebuildReport) -> tuple[BucketTree, Salvage
         "backfilled": ["/".join(text(p) for p in b) for b in result.backfilled],
     }
     return result.tree, result
+
+
+def lock_stores(croot: ContainerdRoot, locks: ExitStack, *, exclusive: bool) -> None:
+    """Hold every bolt file of ``croot`` until ``locks`` closes: exclusively when it is
+    rewritten in place, shared when only read; refuse one another process (containerd) holds."""
+    bolt_files = [croot.meta_db] + [croot.snapshotter_db(sn) for sn in croot.snapshotters_on_disk()]
+    for path in bolt_files:
+        if path.exists() and is_locked(path):
+            raise LockedError(f"{path} is locked by {describe_holders(path)}: stop it before rebuilding")
+    for path in bolt_files:
+        if path.exists() and path.stat().st_size:
+            locks.enter_context(exclusive_lock(path) if exclusive else shared_lock(path))
 
 
 def salvage_stores(croot: ContainerdRoot, report: RebuildReport) -> Salvaged:
