@@ -404,3 +404,39 @@ def test_containers_of_docker_index_and_zstd_images_commit(tmp_root_copy, cli, t
         run = fresh.ctr("run", "--rm", report["name"], f"check-{tag}", "/bin/busybox", "cat", "/committed.txt",
                         check=False, timeout=120)
         assert run.returncode == 0 and run.stdout.strip() == tag, (tag, run.stdout, run.stderr)
+
+
+@pytest.mark.parametrize("line", ["1.6", "1.7", "2.x"])
+def test_real_node_containers_commit_and_run(line, realnode_set_for, cli, tmp_path, private_containerd):
+    """The real-node corpus of each line: the container run on the ``discarded`` root (CRI
+    ``discard_unpacked_layers``: its image's layer blobs gone) commits with its base layers
+    regenerated from snapshots, and the task left running when the ``crashed`` root's daemon
+    was SIGKILLed commits as the crash left it; both import into a fresh containerd of the
+    line, are complete and run (the discard container's own check command passes again)."""
+    from support.realnode_set import DISCARDED
+
+    corpus = realnode_set_for(line)
+    ran = corpus.info["roots"][DISCARDED]["container"]
+    image = next(i for i in corpus.images() if i["ref"] == ran["image"])
+    discard_out = tmp_path / "discarded.tar"
+    result = cli("commit", "--root", str(corpus.root(DISCARDED)), "-n", ran["namespace"], ran["id"], "-o",
+                 str(discard_out), "--ref", "realnode/discarded:commit", "--json")
+    assert result.code == 0, result.stderr
+    assert result.json["base"]["regenerated_layers"] == len(image["layers"]) > 0, result.json
+    assert "regenerated from snapshots" in result.stderr
+    crashed_id = corpus.info["containers"]["running_at_crash"]
+    crashed_out = tmp_path / "crashed.tar"
+    crashed = cli("commit", "--root", str(corpus.crashed_root), crashed_id, "-o", str(crashed_out),
+                  "--ref", "realnode/crashed:commit", "--json")
+    assert crashed.code == 0, crashed.stderr
+    fresh = private_containerd(binary_dir=_bin_dir(line))
+    for out in (discard_out, crashed_out):
+        fresh.ctr("images", "import", str(out), timeout=120)
+    rows = {row.ref: row for row in fresh.images_check("default")}
+    for report in (result.json, crashed.json):
+        assert rows[report["name"]].complete, rows
+    run = fresh.ctr("run", "--rm", result.json["name"], "check-discarded", *ran["command"], check=False, timeout=120)
+    assert run.returncode == 0, run.stderr
+    run = fresh.ctr("run", "--rm", crashed.json["name"], "check-crashed", "/bin/busybox", "true", check=False,
+                    timeout=120)
+    assert run.returncode == 0, run.stderr
