@@ -294,6 +294,27 @@ def test_rebuild_of_a_damaged_root_is_accepted_by_that_line(line, tmp_path):
     assert meta_form(root) == form
 
 
+def test_rebuild_regenerates_lost_layers_that_line_accepts(line, tmp_path):
+    """Every layer blob of bbx:oci deleted (its snapshots survive); ``rebuild --regenerate-layers``
+    in place writes them again from the overlayfs snapshots (whiteouts, opaque directory) and
+    that line's daemon runs the image with the same merged tree."""
+    from support.damage import blob_path
+
+    root = copy_root(line.fixtures.root, tmp_path / "root")
+    form = meta_form(root)
+    manifest = line.fixtures.image("default", OCI)["manifests"][0]
+    for layer in manifest["layers"]:
+        blob_path(root, layer["digest"]).unlink(missing_ok=True)
+    report = ctrconv("rebuild", "--root", str(root), "--regenerate-layers")
+    entry = {r["name"]: r for r in report["regenerated"] if r["namespace"] == "default"}[OCI]
+    assert [x["original"] for x in entry["manifests"][0]["layers"]] == [x["digest"] for x in manifest["layers"]]
+    assert not [d for d in report["dropped"] if d["kind"] == "image"], report["dropped"]
+    assert meta_form(root) == form
+    assert_go_clean(root)
+    complete = {i["name"] for i in line.fixtures.images("default") if i["complete"]}
+    judge(line, root, "default", complete)
+
+
 def test_rebuild_restores_a_lost_version_key_for_that_line(line, tmp_path):
     """A lost ``v1/version`` becomes 4 on a 2.x root (never 3 there), 3 on a 1.x root."""
     from ctrconv.bolt.reader import read_tree
