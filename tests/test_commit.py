@@ -440,3 +440,41 @@ def test_real_node_containers_commit_and_run(line, realnode_set_for, cli, tmp_pa
     run = fresh.ctr("run", "--rm", crashed.json["name"], "check-crashed", "/bin/busybox", "true", check=False,
                     timeout=120)
     assert run.returncode == 0, run.stderr
+
+
+@pytest.fixture
+def dockerd(tmp_path: Path):
+    """A private Docker engine (Debian's docker.io; ``support/dockerd.py``)."""
+    from support.dockerd import PrivateDockerd, skip_reason
+
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    (tmp_path / "dockerd").mkdir()
+    with PrivateDockerd(tmp_path / "dockerd") as daemon:
+        yield daemon
+
+
+@pytest.mark.parametrize("fmt", ["docker-archive", "oci-tar"])
+def test_docker_loads_and_runs_a_commit(fmt, fixture_set, cli, tmp_path, private_containerd, dockerd):
+    """``docker load`` of the commit (docker-archive, and the OCI tar): Docker names it, its
+    image ID is the new config digest, and ``docker run`` sees the container's file and not
+    the one it deleted."""
+    source = private_containerd()
+    source.ctr("images", "import", str(fixture_set.file(fixture_set.input("bbx-docker")["path"])), timeout=120)
+    run = source.ctr("run", "docker.io/library/bbx:docker", "w", "/bin/busybox", "sh", "-c",
+                     "echo for-docker > /data/written.txt && rm /data/modify.txt", check=False, timeout=120)
+    assert run.returncode == 0, run.stderr
+    root = source.root
+    source.stop()
+    out = tmp_path / "commit.tar"
+    result = cli("commit", "--root", str(root), "w", "-o", str(out), "--format", fmt, "--ref", "committed/bbx:docker",
+                 "--json")
+    assert result.code == 0, result.stderr
+    loaded = dockerd.docker("load", "-i", str(out)).stdout
+    assert "committed/bbx:docker" in loaded, loaded
+    inspected = json.loads(dockerd.docker("image", "inspect", "committed/bbx:docker").stdout)[0]
+    assert inspected["Id"] == result.json["image_id"]
+    out_text = dockerd.docker("run", "--rm", "--network", "none", "committed/bbx:docker", "/bin/busybox", "sh", "-c",
+                              "cat /data/written.txt && test ! -e /data/modify.txt").stdout
+    assert out_text.strip() == "for-docker"
