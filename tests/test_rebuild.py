@@ -314,3 +314,35 @@ def test_an_image_never_unpacked_stays_so(fixture_set, tmp_path, cli):
     assert moved.code == 0 and moved.json["snapshots_unpacked"] == 0 and not moved.json["damage_found"]
     info = cli("verify", "--root", str(new), "-q", "--json")
     assert info.code == 0 and [p for p in info.json["info"] if p["kind"] == "not-unpacked"]
+
+
+def test_in_place_every_blob_is_read_once(fixture_set, tmp_root_copy, monkeypatch):
+    """The verify that finds the damage hashes every blob; the content check that follows
+    reuses those hashes (the files are unchanged) instead of reading everything again, and
+    still quarantines the corrupt blob verify found."""
+    from collections import Counter
+
+    import ctrconv.verify.blobs as blobs
+    from ctrconv.recovery import rebuild_root
+
+    layer = _oci(fixture_set)["manifests"][0]["layers"][0]["digest"]
+    path = _blob(tmp_root_copy, layer)
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.seek(50)
+        b = f.read(1)
+        f.seek(50)
+        f.write(bytes([b[0] ^ 1]))
+    reads: Counter[str] = Counter()
+    real = blobs.hash_blob
+
+    def counting(digest, where, *args, **kwargs):
+        reads[str(digest)] += 1
+        return real(digest, where, *args, **kwargs)
+
+    monkeypatch.setattr(blobs, "hash_blob", counting)
+    on_disk = {f"sha256:{p.name}" for p in (tmp_root_copy / "io.containerd.content.v1.content" / "blobs" / "sha256").iterdir()}
+    report = rebuild_root(tmp_root_copy)
+    assert not report.healthy and [c["digest"] for c in report.corrupt_blobs] == [layer]
+    assert set(reads) == on_disk and set(reads.values()) == {1}, reads
+    assert not path.exists()
