@@ -9,9 +9,12 @@ import os
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import TYPE_CHECKING, Any, BinaryIO, Sequence
 
+# the one progress protocol of every operation (stdlib only, light): the CLI implements it
+from ctrconv.progress import Progress, Stage, Unit  # noqa: F401  (Stage, Unit: for implementers)
+
 if TYPE_CHECKING:
     from ctrconv.bolt.reader import Bucket
-    from ctrconv.sinks.containerd_root import ImportReport
+    from ctrconv.sinks.containerd_root import ImportOptions, ImportReport
     from ctrconv.inventory import ImageSummary
     from ctrconv.verify import Report
 
@@ -29,6 +32,8 @@ _FOR_THE_CLI = {
     "is_stdout": ("ctrconv.outputs", "is_stdout"),
     "RegistryOptions": ("ctrconv.registry", "RegistryOptions"),
     "ExportReport": ("ctrconv.pipeline.export", "ExportReport"),
+    "ConvertOptions": ("ctrconv.pipeline.export_report", "ConvertOptions"),
+    "ImportOptions": ("ctrconv.sinks.containerd_root", "ImportOptions"),
     "containerd_schema": ("ctrconv.containerd", "schema"),
 }
 
@@ -141,7 +146,7 @@ def verify_root(
     *,
     ignore_lock: bool = False,
     jobs: int | None = None,
-    progress: Any = None,
+    progress: Progress | None = None,
     deep: bool = False,
 ) -> "Report":
     """Every problem of a containerd root (``namespaces`` None = all), as a report.
@@ -154,7 +159,7 @@ def verify_root(
         return _verify(root, namespaces, ignore_lock=ignore_lock, jobs=jobs, progress=progress, deep=deep)
 
 
-def verify_layout(path: str, *, progress: Any = None) -> "Report":
+def verify_layout(path: str, *, progress: Progress | None = None) -> "Report":
     """Every problem of an OCI layout / image archive: schemas, digests and sizes of all blobs."""
     from ctrconv.verify.layout import verify_layout as _verify
 
@@ -163,6 +168,7 @@ def verify_layout(path: str, *, progress: Any = None) -> "Report":
 
 if TYPE_CHECKING:
     from ctrconv.pipeline.export import ExportReport
+    from ctrconv.pipeline.export_report import ConvertOptions, ConvertReport
 
 
 def export_images(
@@ -181,7 +187,7 @@ def export_images(
     link: bool = False,
     verify_links: bool = True,
     ignore_lock: bool = False,
-    progress: Any = None,
+    progress: Progress | None = None,
     from_snapshots: str = "auto",
     compression: str | None = None,
 ) -> ExportReport:
@@ -189,7 +195,7 @@ def export_images(
 
     ``format`` is ``oci-dir``, ``oci-tar`` or ``docker-archive`` (default from the output
     name); ``ctr_line`` ("1.6", "1.7", "2.x") picks whose ``ctr images export`` to match (default:
-    the line that wrote the root); ``progress(total_bytes)`` may return a ``progress(n)`` callable. Every blob is
+    the line that wrote the root); ``progress`` is told the ``export`` stage (its bytes). Every blob is
     verified while copied; a failure leaves no output behind. The root is only read.
     ``from_snapshots`` ("auto", "always", "never") writes layers again from their snapshots
     (auto: those whose blob is gone), compressed with ``compression`` ("gzip", "zstd", "none";
@@ -212,31 +218,95 @@ def export_images(
         return export(source, out, options, progress)
 
 
+def convert_images(
+    input_path: str | os.PathLike[str],
+    output: str | os.PathLike[str] | BinaryIO,
+    options: "ConvertOptions | None" = None,
+    *,
+    progress: Any = None,
+) -> "ConvertReport":
+    """Convert images between file formats: any file input (OCI layout dir or tar, docker-archive,
+    skopeo ``dir:``, compressed tars, ``-`` for stdin) to any layout output (``options.format``:
+    oci-dir, oci-tar, docker-archive, dir; ``-`` streams a tar).
+
+    The same pipeline as ``export`` (:mod:`ctrconv.pipeline.export`) with the input as the
+    source: images and platforms selected and every document validated before a byte is
+    written, every blob verified while it streams, the output renamed into place at the end
+    (nothing left behind on failure); zstd layers become plain tars for a docker archive. The
+    input is only read. ``progress`` is as for :func:`export_images`.
+    """
+    from pathlib import Path
+
+    from ctrconv.errors import UsageError
+    from ctrconv.pipeline.export import export
+    from ctrconv.pipeline.export_report import ConvertOptions, ConvertReport
+    from ctrconv.sources import open_source
+
+    options = options or ConvertOptions()
+    text = os.fspath(input_path)
+    if text.startswith("docker://"):
+        raise UsageError("convert reads files; to pull from a registry use import -i docker://... then export")
+    out = Path(output) if isinstance(output, os.PathLike) else output
+    if isinstance(out, (str, Path)) and text != "-" and str(out) != "-" and _same_file(text, out):
+        raise UsageError(f"{out} is the input; write the conversion somewhere else")
+    with open_source(text) as source:
+        report = export(source, out, options.export_options(), progress)
+    return ConvertReport(input=text, export=report)
+
+
+def _same_file(a: "str | os.PathLike[str]", b: "str | os.PathLike[str]") -> bool:
+    """Whether two paths name one file or directory (the output would replace the input)."""
+    from pathlib import Path
+
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+#: ``copy_images_to_root``'s names for two :class:`ImportOptions` fields, accepted by
+#: :func:`import_images` until every caller passes an ``ImportOptions`` (to be removed)
+_OLD_IMPORT_NAMES = {"platforms": "platform", "max_layer_bytes": "max_layer_size"}
+
+
 def import_images(
     input_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     root: str | os.PathLike[str],
     namespace: str = "default",
-    **options: Any,
+    options: "ImportOptions | None" = None,
+    *,
+    registry: Any = None,
+    progress: Progress | None = None,
+    **fields: Any,
 ) -> "ImportReport":
-    """Import OCI layout dirs/tars or docker archives into a stopped containerd root.
+    """Import OCI layout dirs/tars, docker archives, skopeo ``dir:`` layouts or registry images
+    into a stopped containerd root.
 
     ``input_path`` is one input or several (a directory that is not an OCI layout stands for
     every archive in it): all of them are imported in one transaction, one meta.db commit.
-    ``options`` are those of :func:`ctrconv.sinks.containerd_root.copy_images_to_root`
-    (``snapshotter``, ``unpack``, ``platforms``, ``all_platforms``, ``name``, ``pin``,
-    ``containerd_version``, ``backup``, ``progress``, ``cri``, ``verify_existing``), and
-    ``registry``: the :class:`ctrconv.registry.RegistryOptions` for ``docker://`` inputs.
+    ``options`` (:class:`ctrconv.sinks.containerd_root.ImportOptions`, its fields named like
+    ``ctrconv import``'s options) say how; ``fields`` are the same options given by name
+    (``snapshotter="native"``), replacing those of ``options`` (an unknown name is a
+    ``TypeError``). ``registry``: the :class:`ctrconv.registry.RegistryOptions` for
+    ``docker://`` inputs. ``progress`` (a :class:`ctrconv.progress.Progress`) is told the
+    stages ``content``, ``unpack`` and ``records``, each with its total; verify, rebuild,
+    export, commit and push take the same kind of object.
     """
+    import dataclasses
     from functools import partial
 
-    from ctrconv.sinks.containerd_root import copy_images_to_root
+    from ctrconv.sinks.containerd_root import ContainerdRootSink, ImportOptions
     from ctrconv.sources import open_source
     from ctrconv.sources.multi import open_inputs
 
+    for old, new in _OLD_IMPORT_NAMES.items():  # the writer's names, still given by older callers
+        if old in fields:
+            fields[new] = fields.pop(old)
+    chosen = dataclasses.replace(options or ImportOptions(), **fields)
     paths = [input_path] if isinstance(input_path, (str, os.PathLike)) else list(input_path)
-    source = open_inputs(paths, partial(open_source, registry=options.pop("registry", None)))
+    source = open_inputs(paths, partial(open_source, registry=registry))
     try:
-        return copy_images_to_root(source, root, namespace, **options)
+        return ContainerdRootSink(root, namespace, chosen, progress=progress).write(source)
     finally:
         source.close()
 
@@ -247,7 +317,7 @@ def rebuild_root(
     *,
     names: dict[str, str] | None = None,
     unpack: bool = True,
-    progress: Any = None,
+    progress: Progress | None = None,
     trust_snapshots: bool = False,
     link: bool = False,
     regenerate_layers: bool = False,
@@ -295,23 +365,30 @@ def export_to_root(
     from_snapshots: str = "auto",
     compression: str | None = None,
     on_regenerated: Any = None,
-    **options: Any,
+    options: "ImportOptions | None" = None,
+    progress: Progress | None = None,
+    **fields: Any,
 ) -> Any:
     """Copy images of one root's namespace into another root (or namespace), unpacked.
 
-    The same writer as ``import`` (content, records with GC labels, snapshots), fed directly
-    from the source root: no intermediate archive. ``options`` go to
-    :func:`ctrconv.sinks.containerd_root.copy_images_to_root`. Layers whose blobs are gone are
-    written again from their snapshots first, as :func:`export_images` does
-    (``from_snapshots``, ``compression``); ``on_regenerated(image_reports)`` hears of it.
+    The same sink as ``import`` (:class:`ctrconv.sinks.containerd_root.ContainerdRootSink`:
+    content, records with GC labels, snapshots), fed directly from the source root through
+    :class:`~ctrconv.sources.containerd_root.ContainerdRootSource`: no intermediate archive.
+    ``options``/``fields`` are :func:`import_images`'s. Layers whose blobs are gone are written
+    again from their snapshots first, as :func:`export_images` does (``from_snapshots``,
+    ``compression``); ``on_regenerated(image_reports)`` hears of it.
     """
+    import dataclasses
+    from pathlib import Path
+
     from ctrconv.containerd.root import ContainerdRoot
-    from ctrconv.sinks.containerd_root import copy_images_to_root
+    from ctrconv.outputs import resolve_output
+    from ctrconv.pipeline.export import RegeneratedSource, regenerate_for_copy
     from ctrconv.pipeline.resolve import resolve_images
+    from ctrconv.sinks.containerd_root import ContainerdRootSink, ImportOptions
     from ctrconv.sources.containerd_root import ContainerdRootSource
 
-    from ctrconv.outputs import resolve_output
-
+    chosen = dataclasses.replace(options or ImportOptions(), **fields)
     # a device, FIFO or socket is refused, a symlink followed: never replaced by a root
     resolved = resolve_output(target_root)
     resolved.require_streaming("containerd-root")
@@ -322,14 +399,10 @@ def export_to_root(
     source: Any = ContainerdRootSource(source_root, namespace, ignore_lock=ignore_lock, namespace_content_only=True)
     spool = None
     try:
-        from pathlib import Path
-
-        from ctrconv.pipeline.export import RegeneratedSource, regenerate_for_copy
-
         with _reading(root, ignore_lock):
             regenerated = regenerate_for_copy(
                 source_root, namespace, sorted(wanted), Path(target_root).parent if Path(target_root).parent.is_dir() else None,
-                platforms=options.get("platforms") or (), all_platforms=bool(options.get("all_platforms")),
+                platforms=chosen.platform or (), all_platforms=chosen.all_platforms,
                 from_snapshots=from_snapshots, compression=compression, ignore_lock=ignore_lock)
         if regenerated is not None:
             extras, renamed, spool, reports = regenerated
@@ -338,8 +411,9 @@ def export_to_root(
             if on_regenerated is not None:
                 on_regenerated(reports)
         entries = [e for e in source.entries() if e.name in wanted]
+        sink = ContainerdRootSink(target_root, target_namespace or namespace, chosen, progress=progress)
         with _reading(root, ignore_lock):
-            return copy_images_to_root(source, target_root, target_namespace or namespace, entries=entries, **options)
+            return sink.write(source, entries)
     finally:
         source.close()
         if spool is not None:
@@ -358,7 +432,7 @@ def commit_container(
     message: str | None = None,
     author: str | None = None,
     ignore_lock: bool = False,
-    progress: Any = None,
+    progress: Progress | None = None,
 ) -> Any:
     """Offline ``nerdctl commit``: the writable layer of ``container`` (its active snapshot)
     as a new top layer on the container's image, named ``ref`` (default
@@ -395,7 +469,7 @@ def push_images(
     all_platforms: bool = False,
     registry: Any = None,
     ignore_lock: bool = False,
-    progress: Any = None,
+    progress: Progress | None = None,
 ) -> Any:
     """Push ``images`` (all of ``namespace`` when None) of ``root`` to a registry,
     ``destination`` = ``docker://HOST[:PORT]/REPO[:TAG|@DIGEST]`` (see :mod:`ctrconv.registry.push`):

@@ -8,6 +8,7 @@ COMMANDS: dict[str, str] = {
     "dump": "ctrconv.cli.dump",
     "import": "ctrconv.cli.import_",
     "export": "ctrconv.cli.export",
+    "convert": "ctrconv.cli.convert",
     "commit": "ctrconv.cli.commit",
     "ls": "ctrconv.cli.ls",
     "rebuild": "ctrconv.cli.rebuild",

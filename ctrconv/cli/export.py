@@ -149,7 +149,7 @@ def export_command(
             _export_to_root(
                 root, output, api.check_namespace(namespace), None if all_images else wanted,
                 target_namespace=api.check_namespace(target_namespace or namespace), snapshotter=snapshotter,
-                unpack=not no_unpack, containerd_version=containerd_version, platforms=list(platform or []),
+                unpack=not no_unpack, containerd_version=containerd_version, platform=list(platform or []) or None,
                 unpack_platform=platform[0] if platform and len(platform) == 1 else None,
                 all_platforms=all_platforms, ignore_lock=ignore_lock, as_json=as_json, quiet=quiet,
                 cri=cri_mode(cri, no_cri_names), from_snapshots=from_snapshots, compression=compression,

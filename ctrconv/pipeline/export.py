@@ -24,6 +24,7 @@ source can write layers again from snapshots; a file source's missing blob is an
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Sequence
@@ -44,37 +45,36 @@ from ctrconv.pipeline.export_report import ExportOptions, ExportReport, ImageRep
 from ctrconv.pipeline.export_rewrite import (
     RegeneratedSource, decompress_zstd_layers, regenerate_for_copy, regenerate_layers,
 )
-from ctrconv.pipeline.resolve import EntryImages, resolve_images
+from ctrconv.pipeline.resolve import EntryImages, resolve_images, unnamed_by_id
 from ctrconv.sinks import DIRECTORY_FORMATS, Sink, detect_format, open_sink
 from ctrconv.sinks.oci_dir import check_target_dir
 from ctrconv.sources.containerd_root import ContainerdRootSource
+from ctrconv.progress import Progress, Stage, stage
 from ctrconv.streams import CHUNK, VerifyingReader
 
-#: ``progress_factory(total_bytes)`` -> ``progress(n)`` callable (optionally with ``close()``).
-ProgressFactory = Callable[[int], Callable[[int], object]]
 #: the names other modules (``commit``, the API) import from here, besides those defined here
 _Planned = Planned
 __all__ = [
-    "CTR_LINES", "ExportOptions", "ExportReport", "ImageReport", "Planned", "ProgressFactory", "RegeneratedSource",
+    "CTR_LINES", "ExportOptions", "ExportReport", "ImageReport", "Planned", "RegeneratedSource",
     "SnapshotLayers", "decompress_zstd_layers", "export", "image_report", "plan_images", "regenerate_for_copy",
     "regenerate_layers", "write_export",
 ]
 
 
 class _ProgressReader:
-    """Passes reads through and reports their sizes; accounts skipped bytes at the end."""
+    """Passes reads through and advances the stage by their sizes; accounts skipped bytes at the end."""
 
-    def __init__(self, reader: VerifyingReader, size: int, progress: Callable[[int], object] | None) -> None:
+    def __init__(self, reader: VerifyingReader, size: int, step: Stage) -> None:
         self._reader = reader
         self._size = size
-        self._progress = progress
+        self._step = step
         self._seen = 0
 
     def read(self, n: int = -1) -> bytes:
         data = self._reader.read(n)
         self._seen += len(data)
-        if self._progress and data:
-            self._progress(len(data))
+        if data:
+            self._step.advance(len(data))
         return data
 
     def verify_to_end(self) -> None:
@@ -86,16 +86,15 @@ class _ProgressReader:
 
         def step(n: int) -> None:
             self._seen += n
-            if self._progress:
-                self._progress(n)
+            self._step.advance(n)
             if on_chunk is not None:
                 on_chunk(n)
 
         return self._reader.copy_to_fd(out_fd, step)
 
     def finish(self) -> None:
-        if self._progress and self._seen < self._size:
-            self._progress(self._size - self._seen)
+        if self._seen < self._size:
+            self._step.advance(self._size - self._seen)
 
 
 def _output(out: str | Path | BinaryIO, fmt: str | None) -> tuple[Output, str]:
@@ -150,36 +149,38 @@ def write_export(
     content: BlobSource,
     planned: Sequence[Planned],
     sink: Sink,
-    progress_factory: ProgressFactory | None = None,
+    progress: Progress | None = None,
     *,
     skip_non_distributable: bool = False,
+    stage_name: str = "export",
 ) -> tuple[int, int]:
     """Name, copy+verify every blob, commit; abort the sink on any failure (a signal included).
-    Returns (blobs, bytes)."""
-    progress = None
+    ``progress`` gets one stage, ``stage_name``, of the bytes of every blob. Returns (blobs, bytes)."""
     where = getattr(content, "blob_path", None)  # a root's blob files (``--link``); a file source has none
     try:
         blobs = blob_set(planned, sink.single_manifest, skip_non_distributable)
         total = sum(d["size"] for d in blobs)
-        progress = progress_factory(total) if progress_factory else None
-        sink.add_names([exported(p) for p in planned])
-        for desc in blobs:
-            digest = Digest.parse(desc["digest"])
-            with content.open(digest) as stream:
-                reader = _ProgressReader(
-                    VerifyingReader(stream, digest, desc["size"], what=f"blob {digest}"), desc["size"], progress
-                )
-                sink.add_blob(desc, reader, source_path=where(digest) if where is not None else None)
-                reader.finish()
+        with stage(progress, stage_name, total) as step:
+            _write_blobs(content, blobs, planned, sink, step, where)
         sink.commit()
     except BaseException:
         sink.abort()
         raise
-    finally:
-        close = getattr(progress, "close", None)
-        if close:
-            close()
     return len(blobs), total
+
+
+def _write_blobs(content: BlobSource, blobs: Sequence[dict[str, Any]], planned: Sequence[Planned], sink: Sink,
+                 step: Stage, where: Callable[[Digest], Path] | None) -> None:
+    """Names first, then every blob copied and verified as it flows."""
+    sink.add_names([exported(p) for p in planned])
+    for desc in blobs:
+        digest = Digest.parse(desc["digest"])
+        with content.open(digest) as stream:
+            reader = _ProgressReader(
+                VerifyingReader(stream, digest, desc["size"], what=f"blob {digest}"), desc["size"], step
+            )
+            sink.add_blob(desc, reader, source_path=where(digest) if where is not None else None)
+            reader.finish()
 
 
 @dataclass
@@ -207,9 +208,12 @@ def _select_root(source: ContainerdRootSource, options: ExportOptions, fmt: str)
     it, and its snapshots to write gone layers again from."""
     meta = source.meta
     records = resolve_images(meta, source.store, source.namespace, options.refs)
+    if fmt == "docker-archive":  # ``docker save <ID>``: an image asked for by ID only is unnamed
+        records = unnamed_by_id(meta, source.store, source.namespace, options.refs, records)
     line = _check_line(options.ctr_line or meta.writer_line)
+    # Docker's own exporter copies the distribution-source labels whatever its containerd
     annotations = {r.name: source_annotations(meta, source.namespace, r) for r in records} \
-        if ctr_copies_source_labels(line) and fmt != "docker-archive" else {}
+        if ctr_copies_source_labels(line) or fmt == "docker-archive" else {}
     lookups = namespace_lookups(meta, source.namespace)
     snapshot_layers = None
     if options.from_snapshots != "never":
@@ -224,9 +228,15 @@ def _select_file(source: ImageSource, options: ExportOptions) -> _Selected:
     as for a root); index.json written like the newest ``ctr`` unless a line is asked for."""
     if options.link:
         raise UsageError("--link hard-links blobs of a containerd root; a file input is copied")
-    images = EntryImages(source.entries())
+    entries = source.entries()
+    if options.name is not None:  # ``convert --name``: a skopeo dir: layout, say, names no image
+        if len(entries) != 1:
+            raise UsageError(f"--name needs an input with exactly one image; it has {len(entries)}")
+        entries = [dataclasses.replace(entries[0], name=options.name)]
+    images = EntryImages(entries)
     if not list(images.images("")):
-        raise UsageError("the input names no image (no io.containerd.image.name / ref.name / RepoTags)")
+        raise UsageError("the input names no image (no io.containerd.image.name / ref.name / RepoTags)",
+                         hint="name its one image with --name")
     records = resolve_images(images, source, "", options.refs)
     return _Selected(records, source, _check_line(options.ctr_line or CTR_LINES[-1]))
 
@@ -251,7 +261,7 @@ def export(
     source: ImageSource,
     out: str | Path | BinaryIO,
     options: ExportOptions,
-    progress_factory: ProgressFactory | None = None,
+    progress: Progress | None = None,
 ) -> ExportReport:
     """Export ``options.refs`` (or all images) of ``source`` to ``out``.
 
@@ -292,7 +302,7 @@ def export(
             fmt, target.target(), index_media_type=index_media_type, manifest_json=options.manifest_json,
             link=options.link, verify_links=options.verify_links, all_platforms=options.all_platforms,
         )
-        blobs, total = write_export(content, planned, sink, progress_factory,
+        blobs, total = write_export(content, planned, sink, progress,
                                     skip_non_distributable=options.skip_non_distributable)
     except BaseException:
         if sink is not None:

@@ -32,6 +32,8 @@ class ExportOptions:
     from_snapshots: str = "auto"
     #: compression of regenerated layers (gzip, zstd, none); None = like the original layer
     compression: str | None = None
+    #: a file source's one image stored under this name (``convert --name``)
+    name: str | None = None
 
 
 @dataclass
@@ -110,3 +112,49 @@ def change_json(change: regen.ManifestChange) -> dict[str, Any]:
             for layer in change.layers
         ],
     }
+
+
+@dataclass
+class ConvertOptions:
+    """``ctrconv convert``: which images and platforms of a file input go to the output, and how.
+
+    Field names are the CLI's option names. Platforms are chosen as ``export`` chooses them
+    (default: the host platform; ``platform`` values ranked like ``platforms.Ordered``).
+    """
+
+    #: ``--image``: names, image IDs or digests among the input's named images (None: all of them)
+    image: Sequence[str] | None = None
+    #: ``--format``: oci-dir, oci-tar, docker-archive or dir (None: oci-tar for ``*.tar`` and ``-``, else oci-dir)
+    format: str | None = None
+    platform: Sequence[str] = ()
+    all_platforms: bool = False
+    #: index.json's top-level ``mediaType`` (None: written for every format, as containerd 1.7.15+ and 2.x do)
+    index_media_type: bool | None = None
+    skip_manifest_json: bool = False
+    skip_non_distributable: bool = False
+    #: ``--name``: the input's one image under this name (a skopeo ``dir:`` layout names none)
+    name: str | None = None
+
+    def export_options(self) -> ExportOptions:
+        """The export pipeline's options for this conversion (a file source: nothing regenerated)."""
+        return ExportOptions(
+            namespace="", refs=None if self.image is None else list(self.image), format=self.format,
+            platforms=list(self.platform), all_platforms=self.all_platforms, index_media_type=self.index_media_type,
+            manifest_json=not self.skip_manifest_json, skip_non_distributable=self.skip_non_distributable,
+            from_snapshots="never", name=self.name,
+        )
+
+
+@dataclass
+class ConvertReport:
+    """What a conversion wrote (the ``convert --json`` document): the export report of the
+    file source, with the input in place of a namespace."""
+
+    input: str
+    export: ExportReport
+
+    def to_json(self) -> dict[str, Any]:
+        doc = self.export.to_json()
+        for root_only in ("namespace", "linked"):
+            doc.pop(root_only, None)
+        return {"input": self.input, **doc}

@@ -1,7 +1,8 @@
 """Offline writer for a containerd root: content, meta.db records, GC labels, snapshots.
 
-Entry point: :func:`copy_images_to_root` (used by ``ctrconv import`` and by
-``ctrconv export --format containerd-root``).
+Entry points: :class:`ContainerdRootSink` with :class:`ImportOptions` (the root as a
+:class:`~ctrconv.image.protocols.RootSink`: ``ctrconv import``, ``export --format
+containerd-root``), over :func:`copy_images_to_root`.
 """
 
 from ctrconv.sinks.containerd_root.importer import (
@@ -11,5 +12,6 @@ from ctrconv.sinks.containerd_root.importer import (
     platform_matcher,
     report_lines,
 )
+from ctrconv.sinks.containerd_root.sink import ContainerdRootSink, ImportOptions
 
-__all__ = ["ImportReport", "ImportedImage", "copy_images_to_root", "platform_matcher", "report_lines"]
+__all__ = ["ContainerdRootSink", "ImportOptions", "ImportReport", "ImportedImage", "copy_images_to_root", "platform_matcher", "report_lines"]

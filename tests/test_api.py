@@ -1,0 +1,150 @@
+"""The library API (``ctrconv.api``): typed options objects named like the CLI's options, passed
+through to the pipeline unchanged; any source to any sink through the same calls the CLI makes.
+
+Offline: the committed small root (``fixtures/small-root.tar.xz``) and layouts exported from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ctrconv import api
+from ctrconv.errors import UsageError
+from ctrconv.pipeline.export_report import ConvertOptions, ConvertReport, ExportReport
+from ctrconv.sinks.containerd_root import ContainerdRootSink, ImportOptions
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL_ROOT = REPO / "fixtures" / "small-root.tar.xz"
+IMAGE = "docker.io/library/busybox:small"
+#: ImportOptions fields the CLI has no option of its own for (set by other means, or library only)
+LIBRARY_ONLY = {"unpack_platform", "cri_labels", "keep_partial"}
+
+
+@pytest.fixture(scope="module")
+def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("api")
+    with tarfile.open(SMALL_ROOT) as tar:
+        tar.extractall(base, filter="fully_trusted")
+    return base / "small-root"
+
+
+@pytest.fixture(scope="module")
+def layout(small_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("layout") / "small.tar"
+    report = api.export_images(small_root, out, images=[IMAGE])
+    assert isinstance(report, ExportReport) and [i.name for i in report.images] == [IMAGE]
+    return out
+
+
+def _cli_options(command: str) -> set[str]:
+    import typer
+
+    from ctrconv.cli import _register, app
+
+    _register()
+    group = typer.main.get_command(app)
+    return {opt for p in group.commands[command].params for opt in getattr(p, "opts", ())} | {
+        opt for p in group.commands[command].params for opt in getattr(p, "secondary_opts", ())}
+
+
+def _as_cli(field: str) -> set[str]:
+    flag = "--" + field.replace("_", "-")
+    return {flag, "--no-" + field.replace("_", "-")}
+
+
+@pytest.mark.parametrize(("command", "options", "skip"), [
+    ("import", ImportOptions, LIBRARY_ONLY), ("convert", ConvertOptions, set()),
+])
+def test_option_fields_are_named_like_the_cli_options(command: str, options: Any, skip: set[str]):
+    cli = _cli_options(command)
+    for field in dataclasses.fields(options):
+        if field.name in skip:
+            continue
+        assert _as_cli(field.name) & cli, f"{options.__name__}.{field.name} is no {command} option ({sorted(cli)})"
+
+
+def test_import_options_reach_the_writer_unchanged(layout: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Every field becomes the writer's parameter of the same meaning; nothing is dropped."""
+    seen: dict[str, Any] = {}
+
+    def fake(source: Any, root: Any, namespace: str, **kwargs: Any) -> str:
+        seen.update(kwargs, root=root, namespace=namespace, entries=[e.name for e in source.entries()])
+        return "report"
+
+    monkeypatch.setattr("ctrconv.sinks.containerd_root.sink.copy_images_to_root", fake)
+    options = ImportOptions(snapshotter="native", unpack=False, platform=["linux/arm64"], name="x:1", pin=True,
+                            cri=True, containerd_version="2.x", backup=False, verify_existing=True,
+                            max_layer_size=123, jobs=2, unpack_platform="linux/arm64")
+    assert api.import_images(str(layout), tmp_path / "root", "ns1", options, progress="P") == "report"
+    assert seen == {
+        "root": tmp_path / "root", "namespace": "ns1", "entries": [IMAGE], "snapshotter": "native", "unpack": False,
+        "platforms": ["linux/arm64"], "all_platforms": False, "name": "x:1", "pin": True, "cri_labels": True,
+        "containerd_version": "2.x", "backup": False, "progress": "P", "max_layer_bytes": 123, "jobs": 2,
+        "unpack_platform": "linux/arm64", "keep_partial": False, "cri": True, "verify_existing": True,
+    }
+    seen.clear()
+    api.import_images(str(layout), tmp_path / "root", "ns1", options, snapshotter="overlayfs")
+    assert seen["snapshotter"] == "overlayfs" and seen["max_layer_bytes"] == 123  # a field replaces one
+    with pytest.raises(TypeError):
+        api.import_images(str(layout), tmp_path / "root", platfrom=["linux/amd64"])  # no such option
+
+
+def test_any_file_source_into_a_root_then_out_again(layout: Path, tmp_path: Path):
+    """import (file source -> root sink), export (root source -> file sink), convert (file -> file):
+    the same image ID and the same blobs all the way."""
+    root = tmp_path / "root"
+    imported = api.import_images(str(layout), root, "ns1", ImportOptions(unpack=False))
+    assert [i.name for i in imported.images] == [IMAGE] and imported.written
+    assert [i.name for i in api.list_images(root, ["ns1"])] == [IMAGE]
+    back = tmp_path / "back.tar"
+    exported = api.export_images(root, back, namespace="ns1", images=["busybox:small"])
+    converted = api.convert_images(back, tmp_path / "docker.tar", ConvertOptions(format="docker-archive"))
+    assert isinstance(converted, ConvertReport)
+    assert converted.export.images[0].image_id == exported.images[0].image_id
+    doc = converted.to_json()
+    assert doc["input"] == str(back) and doc["format"] == "docker-archive" and "namespace" not in doc
+    with tarfile.open(layout) as a, tarfile.open(back) as b:
+        assert _blob_hashes(a) == _blob_hashes(b)
+
+
+def _blob_hashes(tar: tarfile.TarFile) -> dict[str, str]:
+    return {m.name: hashlib.sha256(tar.extractfile(m).read()).hexdigest()  # type: ignore[union-attr]
+            for m in tar.getmembers() if m.isfile() and m.name.startswith("blobs/")}
+
+
+def test_export_reads_the_root_only(small_root: Path, tmp_path: Path):
+    """Export goes through the root source: the root's files are byte for byte as before."""
+    before = {p: p.read_bytes() for p in small_root.rglob("*") if p.is_file()}
+    api.export_images(small_root, tmp_path / "o", images=[IMAGE], format="oci-dir")
+    assert {p: p.read_bytes() for p in small_root.rglob("*") if p.is_file()} == before
+
+
+def test_export_to_root_takes_import_options(small_root: Path, tmp_path: Path):
+    report = api.export_to_root(small_root, tmp_path / "new", "default", [IMAGE], target_namespace="k",
+                                options=ImportOptions(unpack=False, cri=False))
+    assert [i.name for i in report.images] == [IMAGE] and report.namespace == "k"
+    assert report.images[0].unpacked is None and report.images[0].snapshots_created == 0  # unpack=False reached it
+    assert report.images[0].names == [IMAGE]  # cri=False: no CRI aliases
+
+
+def test_convert_refuses_its_own_input_and_registries(layout: Path):
+    with pytest.raises(UsageError, match="is the input"):
+        api.convert_images(layout, layout)
+    with pytest.raises(UsageError, match="convert reads files"):
+        api.convert_images("docker://example.invalid/x:1", "/nonexistent/x.tar")
+
+
+def test_root_sink_writes_the_given_entries_only(small_root: Path, layout: Path, tmp_path: Path):
+    from ctrconv.sources import open_source
+
+    with open_source(str(layout)) as source:
+        [entry] = source.entries()
+        sink = ContainerdRootSink(tmp_path / "r", "ns", ImportOptions(unpack=False, name="renamed:1"))
+        report = sink.write(source, [entry])
+    assert [i.name for i in report.images] == ["renamed:1"]
