@@ -340,7 +340,8 @@ def test_a_container_run_on_containerd_commits_and_runs_on_a_fresh_one(snapshott
 def test_a_crashed_nodes_running_container_commits(line, fixture_set, cli, tmp_path, private_containerd):
     """A task still running when its containerd is SIGKILLed (shim, process, mounts and cgroups
     reaped afterwards, as a dead node leaves them): the root is read as the crash left it, and
-    the commit runs on a fresh containerd of the same line with the task's changes."""
+    the commit runs on a fresh containerd of the same line with the task's changes. While the
+    daemon still runs, its root is refused unless --ignore-lock."""
     name = "docker.io/library/bbx:oci"
     source = private_containerd(binary_dir=_bin_dir(line))
     source.ctr("images", "import", str(fixture_set.file(fixture_set.input("bbx-oci")["path"])), timeout=120)
@@ -352,6 +353,10 @@ def test_a_crashed_nodes_running_container_commits(line, fixture_set, cli, tmp_p
     while not list(uppers.glob("*/fs/data/ready")):
         assert time.monotonic() < deadline, "the task never wrote its files"
         time.sleep(0.05)
+    live = cli("commit", "--root", str(source.root), "victim", "-o", str(tmp_path / "live.tar"), "-q")
+    assert live.code == 1 and "--ignore-lock" in live.stderr and not (tmp_path / "live.tar").exists(), live.stderr
+    live = cli("commit", "--root", str(source.root), "victim", "-o", str(tmp_path / "live.tar"), "--ignore-lock", "-q")
+    assert live.code == 0, live.stderr  # a running daemon's root: read from private copies of its bolt files
     source.kill()
     assert not source.shim_pids()
     out = tmp_path / "crashed.tar"
