@@ -324,15 +324,10 @@ def test_in_place_every_blob_is_read_once(fixture_set, tmp_root_copy, monkeypatc
 
     import ctrconv.verify.blobs as blobs
     from ctrconv.recovery import rebuild_root
+    from support.damage import flipped_layer_byte
 
-    layer = _oci(fixture_set)["manifests"][0]["layers"][0]["digest"]
+    layer = flipped_layer_byte(tmp_root_copy, fixture_set)
     path = _blob(tmp_root_copy, layer)
-    os.chmod(path, 0o644)
-    with open(path, "r+b") as f:
-        f.seek(50)
-        b = f.read(1)
-        f.seek(50)
-        f.write(bytes([b[0] ^ 1]))
     reads: Counter[str] = Counter()
     real = blobs.hash_blob
 
