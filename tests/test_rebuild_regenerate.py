@@ -111,3 +111,23 @@ def test_without_the_option_nothing_is_regenerated(fixture_set, tmp_root_copy, t
     assert all(after[k]["digest"] == before[k]["digest"] for k in after)
     for name in LOST:
         assert f"default/{name}" not in after or not after[f"default/{name}"]["complete"]
+
+
+@pytest.mark.parametrize("line", ["1.6", "1.7", "2.x"])
+def test_layers_a_discarding_node_let_go_are_not_regenerated(line, realnode_set_for, cli, tmp_path):
+    """CRI's ``discard_unpacked_layers`` let the layer blobs go after unpacking: that is the
+    node's normal state, not damage. With the option, a rebuild still writes nothing again and
+    keeps every image as it was (in place it finds nothing to repair)."""
+    from support.realnode_set import DISCARDED
+
+    corpus = realnode_set_for(line)
+    in_place = corpus.copy_root(DISCARDED, tmp_path / "copy")
+    result = cli("rebuild", "--root", str(in_place), "-q", "--regenerate-layers")
+    assert result.code == 0 and "nothing to repair" in result.stdout, result.stdout + result.stderr
+    before = _images(cli, corpus.root(DISCARDED))
+    assert any(not i["complete"] for i in before.values()), "the corpus has images with discarded layers"
+    out = tmp_path / "new"
+    report = _rebuild(cli, corpus.root(DISCARDED), "-o", str(out), "--regenerate-layers")
+    assert report["regenerated"] == [] and not report["damage_found"], report
+    after = _images(cli, out)
+    assert {k: v["digest"] for k, v in after.items()} == {k: v["digest"] for k, v in before.items()}
