@@ -1,0 +1,148 @@
+"""Costs stay linear in the size of a root: counted, not timed (issue 17).
+
+Roots of 40, 80 and 120 images (``support/scale_root.py``: three blobs per image over 10 shared
+bases, every 20th image an index, half of them unpacked: each step adds 40 images of the same
+make-up) are read by each command under ``support/opcount.py``,
+which counts Python calls, JSON parses, bolt page visits, blob opens, stats and directory
+entries listed. Linear work grows by the same amount from 40 to 80 images as from 80 to 120
+(string hashing is seeded, so the counts are the same on every run); a per-image rescan of the namespace or of the blob directory, a JSON document parsed
+again per image or a list searched per item grows faster, and the second step is larger.
+``test_a_per_image_rescan_is_caught`` shows that it is: ``ls`` with one listing of the blob
+directory injected per image fails the rule.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support.scale_root import build_root
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = (40, 80, 120)
+BASES = 10
+#: the second step may cost this much more than the first (per image) before it counts as growth
+SLACK = 1.1
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    base = tmp_path_factory.mktemp("scale")
+    return {n: _built(base / f"root-{n}", n) for n in SIZES}
+
+
+def _built(root: Path, count: int) -> Path:
+    build_root(root, count, base_layers=BASES)
+    return root
+
+
+def _counts(args: list[str], out: Path, env_extra: dict[str, str] | None = None) -> dict[str, int]:
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'tests'}{os.pathsep}{REPO}", "PYTHONHASHSEED": "0",
+           **(env_extra or {})}
+    proc = subprocess.run([sys.executable, "-m", "support.opcount", str(out), *args], env=env,
+                          cwd=REPO / "tests", capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    counts = json.loads(out.read_text())
+    assert counts.pop("exit") in (0, None), (args, proc.stdout[-1000:], proc.stderr[-2000:])
+    return counts
+
+
+def growth(by_size: dict[int, dict[str, int]]) -> dict[str, tuple[float, float]]:
+    """Metrics whose per-image cost grows from the first step to the second:
+    name -> (first step per image, second step per image)."""
+    (n1, c1), (n2, c2), (n3, c3) = sorted(by_size.items())
+    grown = {}
+    for name in set(c1) | set(c2) | set(c3):
+        first = (c2.get(name, 0) - c1.get(name, 0)) / (n2 - n1)
+        second = (c3.get(name, 0) - c2.get(name, 0)) / (n3 - n2)
+        if second > SLACK * max(first, 0) + 1:
+            grown[name] = (first, second)
+    return grown
+
+
+def _measure(roots: dict[int, Path], tmp_path: Path, command: list[str], *,
+             output: str | None = None, env_extra: dict[str, str] | None = None) -> dict[int, dict[str, int]]:
+    by_size = {}
+    for n, root in roots.items():
+        args = [a.replace("{root}", str(root)) for a in command]
+        if output is not None:
+            args += ["-o", str(tmp_path / f"{output}-{n}")]
+        by_size[n] = _counts(args, tmp_path / f"counts-{n}.json", env_extra)
+    return by_size
+
+
+COMMANDS = {
+    "ls": ["ls", "--root", "{root}", "-A"],
+    "ls --json": ["ls", "--root", "{root}", "-A", "--json"],
+    "verify": ["verify", "--root", "{root}", "-A", "-q"],
+    "export oci-tar": ["export", "--root", "{root}", "--all", "-q", "-f", "oci-tar"],
+    "export docker-archive": ["export", "--root", "{root}", "--all", "-q", "-f", "docker-archive"],
+    "rebuild -o": ["rebuild", "--root", "{root}", "-q", "--link", "--trust-snapshots"],
+}
+OUTPUTS = {"export oci-tar": "out.tar", "export docker-archive": "out-docker.tar", "rebuild -o": "rebuilt"}
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_costs_grow_linearly(roots: dict[int, Path], tmp_path: Path, name: str) -> None:
+    by_size = _measure(roots, tmp_path, COMMANDS[name], output=OUTPUTS.get(name))
+    small, large = by_size[SIZES[0]], by_size[SIZES[-1]]
+    # the counters see the per-image work at all (else the rule below would prove nothing)
+    assert large["calls"] > small["calls"] and large["bolt_pages"] > small["bolt_pages"], by_size
+    assert growth(by_size) == {}, f"{name}: per-image cost grows with the root: {growth(by_size)}"
+
+
+def test_a_per_image_rescan_is_caught(roots: dict[int, Path], tmp_path: Path) -> None:
+    by_size = _measure(roots, tmp_path, COMMANDS["ls"], env_extra={"OPCOUNT_RESCAN": "1"})
+    assert "dir_entries" in growth(by_size), by_size
+
+
+def test_report_finds_duplicates_without_searching_its_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A root with thousands of info lines must not compare each new problem with all the others
+    (verify of 10,000 images spent 26 s there); duplicates are still dropped."""
+    from ctrconv.verify.problems import Problem, Report
+
+    compared = 0
+    original_eq = Problem.__eq__
+
+    def counting_eq(self: Problem, other: object) -> bool:
+        nonlocal compared
+        compared += 1
+        return original_eq(self, other)
+
+    monkeypatch.setattr(Problem, "__eq__", counting_eq)
+    report = Report()
+    for i in range(2000):
+        report.add("not-unpacked", f"image {i}", "meta.db", "not unpacked", severity="info")
+    report.add("not-unpacked", "image 7", "meta.db", "not unpacked", severity="info")
+    assert len(report.problems) == 2000 and report.problems[7].object == "image 7"
+    assert compared < 100, compared
+
+
+def test_bolt_reader_reads_the_same_after_letting_pages_go(roots: dict[int, Path],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader drops its mapped pages every TRIM_EVERY_PAGES pages walked (to bound RSS on a
+    large meta.db); every page read after that is the same as without it."""
+    from ctrconv.bolt import reader
+
+    meta_db = roots[SIZES[-1]] / "io.containerd.metadata.v1.bolt" / "meta.db"
+    monkeypatch.setattr(reader, "TRIM_EVERY_PAGES", 10**9)
+    with reader.BoltFile(meta_db) as db:
+        whole = db.root.to_tree()
+    trims = 0
+    original_trim = reader.BoltFile._trim
+
+    def counting_trim(self: reader.BoltFile) -> None:
+        nonlocal trims
+        trims += 1
+        original_trim(self)
+
+    monkeypatch.setattr(reader, "TRIM_EVERY_PAGES", 3)
+    monkeypatch.setattr(reader.BoltFile, "_trim", counting_trim)
+    with reader.BoltFile(meta_db) as db:
+        assert db.root.to_tree() == whole
+    assert trims > 50, trims
