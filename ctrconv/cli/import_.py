@@ -10,16 +10,15 @@ import typer
 
 from ctrconv import api
 from ctrconv.cli import app
+from ctrconv.cli._progress import bars
 from ctrconv.cli._common import (
     JSON_OPTION,
     NAMESPACE_OPTION,
     QUIET_OPTION,
     ROOT_OPTION,
     WAIT_OPTION,
-    TqdmBytes,
     parse_size,
     print_json,
-    progress_enabled,
     wait_seconds,
 )
 from ctrconv.cli._registry import (
@@ -87,7 +86,8 @@ def import_command(
     jobs: Optional[int] = typer.Option(
         None, "--jobs", "-j", min=1,
         help="Unpack up to N overlayfs layers of an image side by side, in worker processes (default 1: in order; "
-             "no gain was measured on 2 cores, see benchmarks/README.md).",
+             "no gain was measured on 2 cores, see benchmarks/README.md); from a registry, also download up to N "
+             "blobs side by side (default 3), unpacking each layer as it arrives.",
     ),
     creds: Optional[str] = CREDS_OPTION,
     authfile: Optional[str] = AUTHFILE_OPTION,
@@ -109,29 +109,20 @@ def import_command(
     api.check_namespace(namespace)
     if snapshotter not in ("overlayfs", "native"):
         raise UsageError(f"unsupported snapshotter {snapshotter!r} (overlayfs or native)")
-    bars: list[TqdmBytes] = []
-
-    def progress(total: int, label: str) -> TqdmBytes:
-        bar = TqdmBytes(total, label, progress_enabled(quiet))
-        bars.append(bar)
-        return bar
-
-    try:
-        with api.waiting(wait_seconds(wait)):
-            report = api.import_images(
-                input_path if len(input_path) > 1 else input_path[0], root, namespace,
-                snapshotter=snapshotter, unpack=not no_unpack, platforms=platform or None,
-                all_platforms=all_platforms, name=name, pin=pin,
-                containerd_version=containerd_version, backup=not no_backup, progress=progress,
-                max_layer_bytes=parse_size(max_layer_size) if max_layer_size else None, jobs=jobs,
-                unpack_platform=platform[0] if platform and len(platform) == 1 else None,
-                cri=cri_mode(cri, no_cri_names), verify_existing=verify_existing,
-                registry=registry_options(creds, authfile, ca_file, cert_dir, tls_verify, plain_http, insecure, retries,
-                                          retry_delay),
-            )
-    finally:
-        for bar in bars:
-            bar.close()
+    with bars(quiet) as progress, api.waiting(wait_seconds(wait)):
+        options = api.ImportOptions(
+            snapshotter=snapshotter, unpack=not no_unpack, platform=platform or None,
+            all_platforms=all_platforms, name=name, pin=pin,
+            containerd_version=containerd_version, backup=not no_backup,
+            max_layer_size=parse_size(max_layer_size) if max_layer_size else None, jobs=jobs,
+            unpack_platform=platform[0] if platform and len(platform) == 1 else None,
+            cri=cri_mode(cri, no_cri_names), verify_existing=verify_existing,
+        )
+        report = api.import_images(
+            input_path if len(input_path) > 1 else input_path[0], root, namespace, options, progress=progress,
+            registry=registry_options(creds, authfile, ca_file, cert_dir, tls_verify, plain_http, insecure, retries,
+                                      retry_delay, **({"pull_jobs": jobs} if jobs else {})),
+        )
     if as_json:
         print_json(report.to_json())
         return
