@@ -483,3 +483,39 @@ def test_docker_loads_and_runs_a_commit(fmt, fixture_set, cli, tmp_path, private
     out_text = dockerd.docker("run", "--rm", "--network", "none", "committed/bbx:docker", "/bin/busybox", "sh", "-c",
                               "cat /data/written.txt && test ! -e /data/modify.txt").stdout
     assert out_text.strip() == "for-docker"
+
+
+@pytest.mark.parametrize("docker_line", ["26", "28"])
+def test_a_docker_container_on_the_containerd_store_commits(docker_line, fixture_set, cli, tmp_path,
+                                                           private_containerd):
+    """Docker on the containerd image store (namespace moby) keeps no containerd record for a
+    stopped container, only its snapshot (on Docker's ``<id>-init`` layer): ``commit`` finds it
+    by the short ID ``docker ps`` shows, leaves the init layer (hosts, resolv.conf) out as
+    ``docker commit`` does, and the image runs on a fresh containerd of Docker's line."""
+    from support.moby import MobyDocker, skip_reason
+
+    reason = skip_reason(docker_line)
+    if reason:
+        pytest.skip(reason)
+    docker = MobyDocker(docker_line, tmp_path, root=tmp_path / "root")
+    with docker:
+        docker.docker("load", "-i", str(fixture_set.file(fixture_set.input("bbx-docker")["path"])))
+        docker.docker("run", "--name", "dc", "--network", "none", "bbx:docker", "/bin/busybox", "sh", "-c",
+                      "echo from-docker > /data/written.txt && rm /data/modify.txt")
+        short = docker.docker("inspect", "-f", "{{.Id}}", "dc").stdout.strip()[:12]
+        bin_dir = docker.build.containerd.bin_dir
+        docker.stop()
+        out = tmp_path / "commit.tar"
+        result = cli("commit", "--root", str(docker.root), "-n", "moby", short, "-o", str(out), "--json")
+    assert result.code == 0, result.stderr
+    assert result.json["name"] == f"docker.io/library/bbx:commit-{short}"
+    assert result.json["base"]["name"] == "docker.io/library/bbx:docker"
+    with tarfile.open(out) as tar:
+        blob = tar.extractfile("blobs/sha256/" + result.json["layer"]["digest"].split(":", 1)[1]).read()  # type: ignore[union-attr]
+    names = _tar_names(blob)
+    assert "data/written.txt" in names and "data/.wh.modify.txt" in names and "etc/hosts" not in names, names
+    fresh = private_containerd(binary_dir=str(bin_dir))
+    fresh.ctr("images", "import", str(out), timeout=120)
+    run = fresh.ctr("run", "--rm", result.json["name"], "check", "/bin/busybox", "sh", "-c",
+                    "cat /data/written.txt && test ! -e /data/modify.txt", check=False, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "from-docker", (run.stdout, run.stderr)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,6 +53,8 @@ from ctrconv.sinks.oci_dir import check_target_dir
 
 #: ``created_by`` of the history entry a commit appends
 CREATED_BY = "ctrconv commit"
+#: the snapshot Docker puts between an image and a container (``<container ID>-init``)
+DOCKER_INIT_SUFFIX = "-init"
 #: OCI annotations naming the image a committed manifest was built on
 ANNOTATION_BASE_DIGEST = "org.opencontainers.image.base.digest"
 ANNOTATION_BASE_NAME = "org.opencontainers.image.base.name"
@@ -104,19 +107,40 @@ class ContainerLayer:
     snapshotter: str
     key: str
     #: the chain ID of the image layers the snapshot sits on (None: an image without layers)
-    parent: str | None
+    base_chain: str | None
     tree: Path
     #: native: the parent snapshot's full tree (None for no parent); overlayfs: unused
     parent_tree: Path | None
 
 
+def docker_containers(meta: MetadataDB, namespace: str) -> list[tuple[str, str]]:
+    """(snapshotter, container ID) of Docker's containers on the containerd image store: Docker
+    keeps no containerd record for a container that is not running, only its snapshot, keyed
+    by the container ID on a committed ``<id>-init`` snapshot (hosts, resolv.conf, ...)."""
+    found = []
+    for sn in regen.TREE_SNAPSHOTTERS:
+        found += [(sn, r.key) for r in meta.snapshots(namespace, sn) if r.parent == r.key + DOCKER_INIT_SUFFIX]
+    return found
+
+
 def find_container(meta: MetadataDB, namespace: str, container_id: str) -> ContainerRecord:
+    """The container's record, else a Docker container's snapshot (its full ID or a unique
+    prefix of 12+ characters, as ``docker ps`` shows it)."""
     record = meta.container(namespace, container_id)
-    if record is None:
-        known = meta.containers(namespace)
-        listed = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "") if known else "none"
-        raise NotFoundError(f"container {container_id!r} not found in namespace {namespace} (containers: {listed})")
-    return record
+    if record is not None:
+        return record
+    docker = docker_containers(meta, namespace)
+    matches = [(sn, key) for sn, key in docker
+               if key == container_id or (len(container_id) >= 12 and key.startswith(container_id))]
+    if len(matches) == 1:
+        sn, key = matches[0]
+        return ContainerRecord(namespace, key, "", sn, key)
+    if matches:
+        raise UsageError(f"container {container_id!r} is ambiguous in namespace {namespace}: "
+                         f"{', '.join(k for _, k in matches)}")
+    known = meta.containers(namespace) + [key for _, key in docker]
+    listed = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "") if known else "none"
+    raise NotFoundError(f"container {container_id!r} not found in namespace {namespace} (containers: {listed})")
 
 
 def container_layer(root: ContainerdRoot, meta: MetadataDB, container: ContainerRecord, *,
@@ -144,7 +168,11 @@ def container_layer(root: ContainerdRoot, meta: MetadataDB, container: Container
         parent_tree = regen.SnapshotIndex(root, meta, container.namespace, ignore_lock=ignore_lock).find(sn, record.parent)
         if parent_tree is None:
             raise CtrconvError(f"{where}: its parent snapshot {record.parent} has no directory to diff against")
-    return ContainerLayer(container, sn, container.snapshot_key, record.parent or None, tree, parent_tree)
+    base_chain = record.parent or None
+    if base_chain == record.key + DOCKER_INIT_SUFFIX:  # Docker's init layer is not the container's
+        init = meta.snapshot(container.namespace, sn, base_chain)
+        base_chain = init.parent or None if init is not None else None
+    return ContainerLayer(container, sn, container.snapshot_key, base_chain, tree, parent_tree)
 
 
 def base_manifest(content: Any, image: ImageRecord, parent: str | None) -> PlannedManifest:
@@ -165,8 +193,32 @@ def base_manifest(content: Any, image: ImageRecord, parent: str | None) -> Plann
         f"was created on (chain {parent}); was the name moved to another image since?")
 
 
+def container_image(meta: MetadataDB, content: Any, container: ContainerRecord,
+                    base_chain: str | None) -> tuple[ImageRecord, PlannedManifest]:
+    """The container's image and its manifest under the container. A Docker container names
+    no image here: the namespace's image with a manifest on that chain is taken (a tagged name
+    before ``sha256:``/``moby-dangling@`` ones)."""
+    ns = container.namespace
+    if container.image:
+        image = meta.image(ns, container.image)
+        if image is None:
+            raise CtrconvError(f"container {container.id}: its image {container.image!r} is not in namespace {ns} "
+                               "(removed after the container was created?); commit needs the image's manifest "
+                               "and config", hint="import or pull the image again")
+        return image, base_manifest(content, image, base_chain)
+    candidates = sorted(meta.images(ns), key=lambda i: (i.name.startswith(("sha256:", "moby-dangling@")), i.name))
+    for image in candidates:
+        try:
+            return image, base_manifest(content, image, base_chain)
+        except CtrconvError:
+            continue
+    raise CtrconvError(f"container {container.id}: no image of namespace {ns} has the layers it was created on "
+                       f"(chain {base_chain}); was its image removed?", hint="import or pull the image again")
+
+
 def default_name(names: list[str], container_id: str) -> str:
-    """``<base repository>:commit-<container>`` (container IDs are valid tags), from the first
+    """``<base repository>:commit-<container>`` (a 64-hex Docker/CRI ID shortened to 12, as
+    ``docker ps`` shows it; container IDs are valid tags), from the first
     of the image's ``names`` that has a repository: a CRI container may name its image by
     the ``sha256:<id>`` alias, whose repo:tag siblings are then used."""
     for name in names:
@@ -176,7 +228,8 @@ def default_name(names: list[str], container_id: str) -> str:
             repository = reference.parse_docker_ref(name).name
         except UsageError:
             continue
-        name = f"{repository}:commit-{container_id}"
+        short = container_id[:12] if re.fullmatch(r"[0-9a-f]{64}", container_id) else container_id
+        name = f"{repository}:commit-{short}"
         try:
             reference.parse_reference(name)
         except UsageError:
@@ -317,15 +370,10 @@ def _read_root(root: ContainerdRoot, options: CommitOptions, spool: regen.Spool,
     ns = options.namespace
     with root.open_metadata(ignore_lock=options.ignore_lock) as meta:
         container = find_container(meta, ns, options.container)
-        image = meta.image(ns, container.image) if container.image else None
-        if image is None:
-            what = f"image {container.image!r} is not in namespace {ns}" if container.image else "has no image"
-            raise CtrconvError(f"container {container.id}: its {what} (removed after the container was created?); "
-                               "commit needs the image's manifest and config", hint="import or pull the image again")
-        name = commit_name(options.ref, meta, image, container.id)
         layer = container_layer(root, meta, container, ignore_lock=options.ignore_lock)
         content: Any = NamespaceContent.of(meta, root.content, ns)
-        base = base_manifest(content, image, layer.parent)
+        image, base = container_image(meta, content, container, layer.base_chain)
+        name = commit_name(options.ref, meta, image, container.id)
         extras, chosen = _plan_base(root, meta, content, image, base, options, spool, changes)
         written = write_container_layer(layer, options.compression, spool, extras)
         return _Source(container, layer, image, name, base, chosen, extras, written, meta.writer_line)
@@ -396,7 +444,7 @@ def _report(src: _Source, planned: Planned, fmt: str, output: str, options: Comm
 
 
 __all__ = [
-    "ANNOTATION_BASE_DIGEST", "ANNOTATION_BASE_NAME", "CREATED_BY", "CommitOptions", "CommitReport", "ContainerLayer",
-    "base_manifest", "commit", "commit_config", "commit_name", "container_layer", "created_time", "default_name",
+    "ANNOTATION_BASE_DIGEST", "ANNOTATION_BASE_NAME", "CREATED_BY", "DOCKER_INIT_SUFFIX", "CommitOptions", "CommitReport", "ContainerLayer",
+    "base_manifest", "commit", "commit_config", "commit_name", "container_image", "container_layer", "created_time", "default_name", "docker_containers",
     "find_container", "new_image", "write_container_layer",
 ]
