@@ -148,15 +148,18 @@ def verify_root(
     jobs: int | None = None,
     progress: Progress | None = None,
     deep: bool = False,
+    hash_contents: bool = True,
 ) -> "Report":
     """Every problem of a containerd root (``namespaces`` None = all), as a report.
 
-    ``deep`` re-applies every unpacked layer into scratch space and compares the trees.
+    ``deep`` re-applies every unpacked layer into scratch space and compares the trees;
+    ``hash_contents=False`` checks records, presence and sizes without reading blob contents.
     """
     from ctrconv.verify.root import verify_root as _verify
 
     with _reading(root, ignore_lock):
-        return _verify(root, namespaces, ignore_lock=ignore_lock, jobs=jobs, progress=progress, deep=deep)
+        return _verify(root, namespaces, ignore_lock=ignore_lock, jobs=jobs, progress=progress, deep=deep,
+                       hash_contents=hash_contents)
 
 
 def verify_layout(path: str, *, progress: Progress | None = None) -> "Report":

@@ -230,3 +230,39 @@ def test_live_root_problem_seen_once_is_changed_while_reading(tmp_root_copy, mon
     churn = [p for p in report.infos if p.kind == "changed-while-reading"]
     assert len(churn) == 1 and "missing-snapshot-dir" in churn[0].message
     assert any(p.kind == "orphan-snapshot-dir" for p in report.infos)
+
+
+def test_no_hash_checks_records_presence_and_sizes_but_reads_no_blob(fixture_set, tmp_root_copy, cli, monkeypatch):
+    """``--no-hash``: a flipped byte goes unseen (nothing is read), a lost or truncated blob and
+    an unreferenced file are still found, and a clean root gives the same report as a full
+    verify apart from the bytes hashed."""
+    full = _verify(cli, fixture_set.root)
+    quick = _verify(cli, fixture_set.root, "--no-hash")
+    assert quick.code == 0 and quick.json["problems"] == [] and quick.json["info"] == full.json["info"]
+    assert "bytes hashed" not in quick.json["stats"] and quick.json["stats"]["blobs"] == full.json["stats"]["blobs"]
+
+    manifest = _image(fixture_set)["manifests"][0]
+    flipped, lost = manifest["layers"][0]["digest"], manifest["config"]["digest"]
+    path = _blob(tmp_root_copy, flipped)
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        byte = f.read(1)
+        f.seek(0)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    _blob(tmp_root_copy, lost).unlink()
+    stray = _blob(tmp_root_copy, "sha256:" + "0" * 64)
+    stray.write_bytes(b"x")
+    assert "digest-mismatch" in _kinds(_verify(cli, tmp_root_copy))
+    from ctrconv.verify import root as verify_root_module
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("--no-hash read a blob")
+
+    monkeypatch.setattr(verify_root_module, "hash_blobs", no_reading)
+    from ctrconv import api
+
+    report = api.verify_root(tmp_root_copy, hash_contents=False)
+    kinds = {(p.kind, p.object) for p in report.problems}
+    assert ("missing-blob", f"blob {lost}") in kinds
+    assert ("unreferenced-blob", f"blob sha256:{'0' * 64}") in kinds
+    assert not any(p.kind == "digest-mismatch" for p in report.problems)

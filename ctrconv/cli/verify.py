@@ -34,6 +34,7 @@ def verify_command(
     ignore_lock: bool = IGNORE_LOCK_OPTION,
     jobs: Optional[int] = typer.Option(None, "-j", "--jobs", help="Blob hashing threads (default: cores)."),
     deep: bool = typer.Option(False, "--deep", help="Also re-apply every unpacked layer and compare it with its snapshot (slow)."),
+    no_hash: bool = typer.Option(False, "--no-hash", help="Check records, presence and sizes of a root's blobs without reading their contents (fast on a large root)."),
     wait: Optional[str] = WAIT_OPTION,
 ) -> None:
     """Full integrity check. Prints each problem found; exit 1 if any."""
@@ -42,7 +43,8 @@ def verify_command(
             report = api.verify_layout(layout, progress=progress)
         else:
             namespaces = None if all_namespaces else [api.check_namespace(namespace)]
-            report = api.verify_root(root, namespaces, ignore_lock=ignore_lock, jobs=jobs, progress=progress, deep=deep)
+            report = api.verify_root(root, namespaces, ignore_lock=ignore_lock, jobs=jobs, progress=progress, deep=deep,
+                                     hash_contents=not no_hash)
     if as_json:
         print_json(report.to_json())
     else:
