@@ -32,11 +32,15 @@ _UNSURE = object()
 
 
 def _number(kind: type, value: Any, info: Any) -> Any:
-    if kind is int:
-        number: Any = value if type(value) is int else int(value) if isinstance(value, str) and _INT.fullmatch(value) else None
+    """A default of the right type, or plain digits (``5``, ``0.5``) within the bounds."""
+    pattern = _INT if kind is int else _FLOAT
+    if type(value) is kind:
+        number = value
+    elif isinstance(value, str) and pattern.fullmatch(value):
+        number = kind(value)
     else:
-        number = value if type(value) is float else float(value) if isinstance(value, str) and _FLOAT.fullmatch(value) else None
-    if number is None or info.clamp:
+        return _UNSURE
+    if info.clamp:
         return _UNSURE
     if (info.min is not None and number < info.min) or (info.max is not None and number > info.max):
         return _UNSURE
