@@ -30,7 +30,10 @@ def commit_command(
     container_arg: Optional[str] = typer.Argument(None, metavar="CONTAINER", help="Container ID (same as --container)."),
     root: Path = ROOT_OPTION,
     namespace: str = NAMESPACE_OPTION,
-    container: Optional[str] = typer.Option(None, "--container", "-c", help="ID of the container to commit."),
+    container: Optional[str] = typer.Option(
+        None, "--container", "-c",
+        help="ID of the container to commit (Docker's containerd store, -n moby: also a unique prefix of 12+).",
+    ),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Output path; '-' streams a tar to stdout."),
     ref: Optional[str] = typer.Option(
         None, "--ref", metavar="NAME",
