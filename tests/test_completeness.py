@@ -95,6 +95,35 @@ def test_layers_docker_never_fetched_are_usable_recorded_then_lost_are_not(recor
         assert verdict.ok and verdict.discarded and not verdict.whole and not verdict.broken
 
 
+class StoreWithOrphanFiles(Store):
+    """A namespace view whose content store also holds files the namespace has no record of."""
+
+    def __init__(self, orphan_files: set[str]) -> None:
+        super().__init__()
+        self.orphan_files = orphan_files
+
+    def on_disk_elsewhere(self, digest) -> bool:
+        return str(digest) in self.orphan_files
+
+
+def test_a_layer_whose_record_is_lost_but_whose_file_remains_is_damage_not_never_fetched():
+    """A deleted content record (or a destroyed meta.db page) leaves the blob file on disk; a
+    layer Docker never fetched has no file. Only the second is usable."""
+    for orphan in (False, True):
+        store = StoreWithOrphanFiles(set())
+        manifest, config, layers, top = _image(store, "amd64", keep_layers=False)
+        if orphan:
+            store.orphan_files.add(layers[1]["digest"])
+        labels = {manifest["digest"]: {"containerd.io/gc.ref.content.config": config["digest"],
+                                       **{f"containerd.io/gc.ref.content.l.{i}": l["digest"] for i, l in enumerate(layers)}},
+                  config["digest"]: {SNAP: top}}
+        records = {manifest["digest"], config["digest"]}
+        verdict = assess(store, manifest, labels_of=RecordedLabels(lambda d: labels.get(d, {}), records.__contains__),
+                         snapshot_exists=lambda sn, key: (sn, key) == ("overlayfs", top))
+        assert verdict.ok is not orphan, orphan
+        assert bool(verdict.broken) is orphan
+
+
 def test_discarded_needs_the_snapshot_to_exist():
     store = Store()
     manifest, config, layers, top = _image(store, "amd64", keep_layers=False)

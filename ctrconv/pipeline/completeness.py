@@ -104,6 +104,13 @@ def never_recorded(labels_of: LabelsOf, digests: set[str]) -> bool:
     return not any(labels_of.recorded(d) for d in digests)
 
 
+def _files_survive(content: BlobSource, digests: set[str]) -> bool:
+    """A blob file is on disk while the namespace has no record of it: the record was lost (a
+    deleted record, a destroyed page), since a layer Docker never fetched has no file either."""
+    on_disk_elsewhere = getattr(content, "on_disk_elsewhere", None)
+    return on_disk_elsewhere is not None and any(on_disk_elsewhere(d) for d in digests)
+
+
 def layers_discarded(content: BlobSource, manifest: PlannedManifest, missing: set[str],
                      labels_of: LabelsOf, snapshot_exists: SnapshotExists,
                      cache: DocumentCache | None = None) -> bool:
@@ -112,13 +119,15 @@ def layers_discarded(content: BlobSource, manifest: PlannedManifest, missing: se
     (``ChildGCLabelsFilterLayers``), and the config's ``gc.ref.snapshot.<sn>`` names the top
     snapshot of the layers' chain, which exists. Or they were never fetched, as Docker's
     containerd store does when that snapshot already existed: the manifest labels the layers,
-    but the namespace never recorded any missing one (:meth:`NamespaceLabels.recorded`)."""
+    but the namespace never recorded any missing one (:meth:`RecordedLabels.recorded`) and
+    no file of one is on disk."""
     gone = _missing_of(manifest, missing)
     layers = {layer["digest"] for layer in manifest.layers}
     if not gone or not gone <= layers or manifest.config["digest"] in missing:
         return False
     manifest_labels = labels_of(manifest.descriptor["digest"])
-    if any(k.startswith(K.LABEL_GC_CONTENT + ".l.") for k in manifest_labels) and not never_recorded(labels_of, gone):
+    if any(k.startswith(K.LABEL_GC_CONTENT + ".l.") for k in manifest_labels) and (
+            not never_recorded(labels_of, gone) or _files_survive(content, gone)):
         return False  # the layers were meant to be kept and were stored: they are lost, not discarded
     if not mt.is_config(manifest.config.get("mediaType", "")):
         return False

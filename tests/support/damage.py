@@ -129,9 +129,18 @@ def meta_random_page(root: Path, fx) -> str:
     """Random bytes over one page of the tree (seeded), the kind of damage a bad sector does."""
     import random
 
-    path, page_size, hwm, *_ = _meta(root)
+    from ctrconv.bolt.check import _Checker
+
+    path, page_size, *_ = _meta(root)
+    with BoltFile(path) as db:
+        checker = _Checker(db)
+        for _problem in checker.run():
+            pass
+        # a page the tree uses: a free page's bytes mean nothing, and which pages are free
+        # depends on how the daemon that made the fixture happened to allocate
+        in_use = sorted(p for p, what in checker.reachable.items() if what.startswith("bucket "))
     rnd = random.Random(7)
-    page = rnd.randrange(2, hwm)
+    page = rnd.choice(in_use)
     with open(path, "r+b") as f:
         f.seek(page * page_size)
         f.write(rnd.randbytes(page_size))
