@@ -260,14 +260,8 @@ def _looks_like_v1_bucket(page: Page) -> bool:
     return plain == [b"version"] and len(elements) > 1
 
 
-def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int, hints: RootHints) -> SalvageResult:
-    """No usable meta root: find valid pages nobody points to whose entries are all buckets.
-
-    A page nobody points to that holds containerd's ``v1`` bucket itself (namespace buckets
-    beside the plain ``version`` key) is a candidate too, wrapped as ``{v1: page}``: when only
-    the root page is destroyed (both metas often share one root, since a commit that changes
-    nothing keeps it), that page is the newest tree minus one level.
-    """
+def _scan_pages(raw: _Raw) -> tuple[dict[int, Page], set[int]]:
+    """Every page that parses, and the ids some branch element or bucket header points to."""
     valid: dict[int, Page] = {}
     referenced: set[int] = set()
     pgid = 2
@@ -286,6 +280,30 @@ def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int, hints: RootHi
                 if flags & S.BUCKET_LEAF_FLAG and len(value) >= S.BUCKET_HEADER_SIZE:
                     referenced.add(S.BUCKET_HEADER.unpack_from(value, 0)[0])
         pgid += page.overflow + 1
+    return valid, referenced
+
+
+def _could_be_root(page: Page, referenced: bool) -> bool:
+    """A root is a page whose entries are all buckets. Unreferenced pages qualify; so does a
+    referenced leaf holding ``v1`` (containerd's only top-level bucket), because stale pages of
+    earlier commits may still point at the newest root."""
+    if page.flags != S.LEAF_PAGE:
+        return not referenced
+    elements = list(page.leaf_elements())
+    if not elements or not all(f & S.BUCKET_LEAF_FLAG for f, _, _ in elements):
+        return False
+    return not referenced or any(k == b"v1" for _, k, _ in elements)
+
+
+def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int, hints: RootHints) -> SalvageResult:
+    """No usable meta root: find valid pages nobody points to whose entries are all buckets.
+
+    A page nobody points to that holds containerd's ``v1`` bucket itself (namespace buckets
+    beside the plain ``version`` key) is a candidate too, wrapped as ``{v1: page}``: when only
+    the root page is destroyed (both metas often share one root, since a commit that changes
+    nothing keeps it), that page is the newest tree minus one level.
+    """
+    valid, referenced = _scan_pages(raw)
     candidates = []
 
     def consider(pgid: int, wrap: bytes | None) -> None:
@@ -310,19 +328,8 @@ def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int, hints: RootHi
     for pgid, page in valid.items():
         if pgid not in referenced and _looks_like_v1_bucket(page):
             consider(pgid, b"v1")
-        # A root is a page whose entries are all buckets. Unreferenced pages qualify; so does a
-        # referenced leaf holding ``v1`` (containerd's only top-level bucket), because stale
-        # pages of earlier commits may still point at the newest root.
-        if page.flags == S.LEAF_PAGE:
-            elements = list(page.leaf_elements())
-            if not elements or not all(f & S.BUCKET_LEAF_FLAG for f, _, _ in elements):
-                continue
-            has_v1 = any(k == b"v1" for _, k, _ in elements)
-            if pgid in referenced and not has_v1:
-                continue
-        elif pgid in referenced:
-            continue
-        consider(pgid, None)
+        if _could_be_root(page, pgid in referenced):
+            consider(pgid, None)
     if not candidates:
         return SalvageResult(BucketTree(), "nothing recoverable", page_size, [Damage((), None, "no usable root found")], metas=tuple(metas))
     # Pages carry no txid, so stale roots of earlier commits look as valid as the newest one:
