@@ -300,7 +300,10 @@ def test_a_container_run_on_containerd_commits_and_runs_on_a_fresh_one(snapshott
     source = private_containerd()
     sn = ("--snapshotter", snapshotter)
     source.ctr("images", "import", *sn, str(fixture_set.file(fixture_set.input("bbx-oci")["path"])), timeout=120)
-    script = "echo committed > /data/written.txt && rm /data/modify.txt"
+    # a file written, one of the image's deleted (a whiteout), a directory of the image replaced
+    # by a new one (overlayfs: an opaque directory; native: whiteouts of its old entries)
+    script = ("echo committed > /data/written.txt && rm /data/modify.txt && test -n \"$(ls -A /etc)\" && "
+              "rm -rf /etc && mkdir /etc && echo new > /etc/only")
     run = source.ctr("run", *sn, name, "writer", "/bin/busybox", "sh", "-c", script, check=False, timeout=120)
     assert run.returncode == 0, run.stderr
     root = source.root
@@ -321,12 +324,14 @@ def test_a_container_run_on_containerd_commits_and_runs_on_a_fresh_one(snapshott
             blob = tar.extractfile("blobs/sha256/" + result.json["layer"]["digest"].split(":", 1)[1]).read()  # type: ignore[union-attr]
         names = _tar_names(blob)  # the container's changes only, not its image's files
         assert "data/written.txt" in names and "data/.wh.modify.txt" in names and "bin/busybox" not in names, names
+        assert ("etc/.wh..wh..opq" in names) == (snapshotter == "overlayfs"), names
         outputs[fmt] = (out, result.json)
     fresh = private_containerd()
     for out, _ in outputs.values():
         fresh.ctr("images", "import", *sn, str(out), timeout=120)
     rows = {row.ref: row for row in fresh.images_check("default")}
-    check = "cat /data/written.txt && test ! -e /data/modify.txt && test -x /bin/busybox"
+    check = ("cat /data/written.txt && test ! -e /data/modify.txt && test -x /bin/busybox && "
+             "test \"$(ls -A /etc)\" = only")
     for fmt, (_, report) in outputs.items():
         assert rows[report["name"]].complete, rows
         run = fresh.ctr("run", *sn, "--rm", report["name"], f"check-{fmt}", "/bin/busybox", "sh", "-c", check,
