@@ -49,6 +49,8 @@ WHITEOUT_PREFIX = ".wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 PAX_XATTR = "SCHILY.xattr."
+#: a directory's default ACL, not the umask, decides the mode of files created in it
+_DEFAULT_ACL = PAX_XATTR + "system.posix_acl_default"
 
 CHUNK = 1 << 20
 _TAR_BUFSIZE = 1 << 15
@@ -63,7 +65,7 @@ _REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE)
 _DEVICES = {tarfile.CHRTYPE: stat.S_IFCHR, tarfile.BLKTYPE: stat.S_IFBLK,
             tarfile.FIFOTYPE: stat.S_IFIFO}
 _KNOWN = (*_REGULAR, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, *_DEVICES)
-_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class Readable(Protocol):
@@ -293,6 +295,9 @@ class _Applier:
         self.dirs: list[tuple[Parts, tarfile.TarInfo]] = []
         self._data_read = False  # whether the current entry's data was consumed by a write
         self._parents: dict[Parts, Parts] = {}  # entry parent -> resolved existing directory
+        # files are created with their final mode (no fchmod) while only the umask can change
+        # it: the target started empty and no directory of it has a default ACL
+        self._umask = _fresh_tree_umask(root)
 
     def run(self, reader: HashingReader) -> int:
         first = reader.read_exact(_BLOCK)
@@ -358,18 +363,12 @@ class _Applier:
                     f"tar entry {member.name!r} has unsupported type {member.type!r}"
                 )
             path = host_path(self.root, (*parent, base))
-            try:
-                existing: os.stat_result | None = os.lstat(path)
-            except FileNotFoundError:
-                existing = None
             is_dir = member.type == tarfile.DIRTYPE
-            if existing is not None and not (is_dir and stat.S_ISDIR(existing.st_mode)):
-                self._parents.clear()  # a directory or symlink on the way may be going
-                _remove_all(path)
-                existing = None
+            if _DEFAULT_ACL in member.pax_headers:
+                self._umask = None
             if member.type == tarfile.SYMTYPE:
                 self._parents.clear()  # a new symlink can redirect later lookups
-            self._create(tar, member, path, existing is not None)
+            self._create(tar, member, path)
         except OSError as exc:
             raise CtrconvError(f"cannot apply layer entry {member.name!r}: {exc}") from exc
         if is_dir:
@@ -384,11 +383,28 @@ class _Applier:
         entry removes a path or creates a symlink, the only changes that can re-route it."""
         parent = self._parents.get(parts)
         if parent is None:
-            parent = resolve(self.root, parts)
-            if parent:
-                self._mkparent(parent)
+            parent = self._extend(parts) if parts else None
+            if parent is None:
+                parent = resolve(self.root, parts)
+                if parent:
+                    self._mkparent(parent)
             self._parents[parts] = parent
         return parent
+
+    def _extend(self, parts: Parts) -> Parts | None:
+        """``parts`` resolved from its memoised parent: one ``lstat`` of the last component
+        instead of one per level. ``None`` (resolve it all) unless that parent is memoised
+        and the last component is an existing directory; a symlink, anything else or a
+        missing name takes the full path, so every rule of :func:`resolve` still applies."""
+        prefix = self._parents.get(parts[:-1])
+        if prefix is None:
+            return None
+        candidate = (*prefix, parts[-1])
+        try:
+            st = os.lstat(host_path(self.root, candidate))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return candidate if stat.S_ISDIR(st.st_mode) else None
 
     def _mkparent(self, parts: Parts) -> None:
         """Create missing parent dirs; in overlay mode copy attributes from the nearest lower."""
@@ -411,7 +427,8 @@ class _Applier:
         lower = _nearest_lower(self.lowers, parts)
         if lower is not None:
             _copy_dir_info(lower[1], path)
-            _copy_up_xattrs(path, lower[0])
+            if _DEFAULT_ACL[len(PAX_XATTR):] in _copy_up_xattrs(path, lower[0]):
+                self._umask = None
 
     def pending_parents(self) -> tuple[DeferredParent, ...]:
         """The deferred parents, each marked by whether a later tar entry of its own set it."""
@@ -466,7 +483,23 @@ class _Applier:
 
     # -- entries ---------------------------------------------------------------------------
 
-    def _create(self, tar: tarfile.TarFile, member: tarfile.TarInfo, path: str, merge: bool) -> None:
+    def _create(self, tar: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> None:
+        """Create the entry at ``path``, replacing what is there (a directory entry merges into
+        an existing directory). Creation is tried first and the path looked at only when it
+        exists: one ``lstat`` less per entry of a fresh layer."""
+        try:
+            self._make(tar, member, path, merge=False)
+        except FileExistsError:
+            if member.type == tarfile.DIRTYPE and stat.S_ISDIR(os.lstat(path).st_mode):
+                self._make(tar, member, path, merge=True)
+                return
+            self._parents.clear()  # a directory or symlink on the way may be going
+            _remove_all(path)
+            self._make(tar, member, path, merge=False)
+
+    def _make(self, tar: tarfile.TarFile, member: tarfile.TarInfo, path: str, merge: bool) -> None:
+        """Create one entry (raises FileExistsError before touching anything if ``path`` exists,
+        unless ``merge``) and give it owner, xattrs, mode and times."""
         kind = member.type
         if kind in _REGULAR:
             self._write_file(tar, member, path)
@@ -474,7 +507,7 @@ class _Applier:
         symlink = False
         if kind == tarfile.DIRTYPE:
             if not merge:
-                os.mkdir(path, 0o700)
+                os.mkdir(path, 0o700)  # chmod below: a setgid parent would add S_ISGID
         elif kind == tarfile.SYMTYPE:
             os.symlink(member.linkname, path)
             symlink = True
@@ -501,6 +534,8 @@ class _Applier:
         os.utime(path, ns=_times(member), follow_symlinks=False)
 
     def _write_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> None:
+        """A regular file: created exclusively (never through a symlink or over anything),
+        with its final permissions when the umask keeps them (no ``fchmod`` then)."""
         if member.size > _CHECK_SPACE_ABOVE:
             free = os.statvfs(os.path.dirname(path))
             available = free.f_bavail * free.f_frsize
@@ -508,7 +543,10 @@ class _Applier:
                 raise CtrconvError(
                     f"layer entry {member.name!r} needs {member.size} bytes but only {available} are free"
                 )
-        fd = os.open(path, _WRITE_FLAGS, 0o600)
+        mode = member.mode & 0o7777
+        # chown clears set-id bits, and the umask may clear others: those get an fchmod
+        final = self._umask is not None and not mode & (0o7000 | self._umask)
+        fd = os.open(path, _WRITE_FLAGS, mode if final else 0o600)
         try:
             if member.sparse is not None:
                 source: Any = tar.extractfile(member)
@@ -526,7 +564,8 @@ class _Applier:
                 remaining -= len(data)
             os.chown(fd, member.uid, member.gid)
             self._xattrs(member, fd, stat.S_IFREG)
-            os.chmod(fd, member.mode & 0o7777)
+            if not final:
+                os.chmod(fd, mode)
             os.utime(fd, ns=_times(member))
         finally:
             os.close(fd)
@@ -555,13 +594,35 @@ class _Applier:
     def _dir_times(self) -> None:
         """Directory times last, so creating children does not disturb them."""
         for parts, member in self.dirs:
-            path = host_path(self.root, resolve(self.root, parts))
+            # the memo holds a directory's resolved path while nothing re-routed it
+            resolved = self._parents.get(parts)
+            path = host_path(self.root, resolve(self.root, parts) if resolved is None else resolved)
             try:
                 os.utime(path, ns=_times(member), follow_symlinks=False)
             except FileNotFoundError:
                 raise FormatError(
                     f"directory {member.name!r} was removed later in the same layer"
                 ) from None
+
+
+def _fresh_tree_umask(root: str) -> int | None:
+    """The umask if it alone decides the mode of files created under ``root``: ``root`` is
+    empty and has no default ACL (inherited ones included). ``None`` otherwise, or when the
+    umask cannot be read without changing it (``/proc/self/status``; other threads may create
+    files meanwhile)."""
+    with os.scandir(root) as it:
+        if next(it, None) is not None:
+            return None
+    try:
+        if _DEFAULT_ACL[len(PAX_XATTR):] in os.listxattr(root):
+            return None
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _device(member: tarfile.TarInfo) -> int:
@@ -587,14 +648,15 @@ def _copy_dir_info(st: os.stat_result, path: str, *, mtime_ns: int | None = None
     os.utime(path, ns=(st.st_atime_ns, mtime), follow_symlinks=False)
 
 
-def _copy_up_xattrs(dst: str, src: str) -> None:
-    """containerd ``copyUpXAttrs``: every xattr except ``trusted.*``, never overwriting."""
+def _copy_up_xattrs(dst: str, src: str) -> list[str]:
+    """containerd ``copyUpXAttrs``: every xattr except ``trusted.*``, never overwriting.
+    Returns the names ``src`` has."""
     skip = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA)
     try:
         names = os.listxattr(src, follow_symlinks=False)
     except OSError as exc:
         if exc.errno in skip:
-            return
+            return []
         raise
     for name in names:
         if name.startswith("trusted."):
@@ -606,5 +668,6 @@ def _copy_up_xattrs(dst: str, src: str) -> None:
             if exc.errno in (*skip, errno.EEXIST):
                 continue
             raise
+    return names
 
 
