@@ -131,3 +131,19 @@ def test_layers_a_discarding_node_let_go_are_not_regenerated(line, realnode_set_
     assert report["regenerated"] == [] and not report["damage_found"], report
     after = _images(cli, out)
     assert {k: v["digest"] for k, v in after.items()} == {k: v["digest"] for k, v in before.items()}
+
+
+def test_a_corrupt_layer_is_quarantined_and_regenerated(fixture_set, tmp_root_copy, cli):
+    """A layer blob with a flipped byte is corrupt, not just gone: quarantined as before, then
+    written again from its snapshot, and the image stays instead of being dropped."""
+    from support.damage import flipped_layer_byte
+
+    layer = flipped_layer_byte(tmp_root_copy, fixture_set)
+    report = _rebuild(cli, tmp_root_copy, "--regenerate-layers")
+    assert [c["digest"] for c in report["corrupt_blobs"]] == [layer]
+    regenerated = {(r["namespace"], r["name"]) for r in report["regenerated"]}
+    assert ("default", "docker.io/library/bbx:oci") in regenerated
+    assert not [d for d in report["dropped"] if d["kind"] == "image"], report["dropped"]
+    assert _images(cli, tmp_root_copy)["default/docker.io/library/bbx:oci"]["complete"]
+    verify = cli("verify", "--root", str(tmp_root_copy), "-A", "-q", "--json")
+    assert verify.code == 0, verify.json["problems"]
