@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import shutil
 import stat
 import tarfile
@@ -42,6 +41,7 @@ from ctrconv.errors import CtrconvError, DigestMismatchError, FormatError, Unsaf
 from ctrconv.layers.chain import HashingReader
 from ctrconv.layers.compression import Prepended, open_layer
 from ctrconv.layers.paths import Parts, clean_name, hardlink_target, host_path, resolve
+from ctrconv.layers.tarheader import Member, NoGlobalPax, device_number, entry_times
 
 Mode = Literal["overlay", "naive"]
 
@@ -55,12 +55,6 @@ _DEFAULT_ACL = PAX_XATTR + "system.posix_acl_default"
 CHUNK = 1 << 20
 _TAR_BUFSIZE = 1 << 15
 _BLOCK = 512
-#: Go's archive/tar refuses PAX / GNU long-name records above this size
-_MAX_SPECIAL = 1 << 20
-_MAX_TIME_NS = (1 << 63) - 1
-_PAX_TIME = re.compile(r"([+-]?[0-9]+)(?:\.([0-9]*))?\Z")
-_SPECIAL_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME,
-                  tarfile.GNUTYPE_LONGLINK, tarfile.SOLARIS_XHDTYPE)
 _REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE)
 _DEVICES = {tarfile.CHRTYPE: stat.S_IFCHR, tarfile.BLKTYPE: stat.S_IFBLK,
             tarfile.FIFOTYPE: stat.S_IFIFO}
@@ -214,61 +208,6 @@ def _nearest_lower(lowers: Sequence[str], parts: Parts) -> tuple[str, os.stat_re
 _CHECK_SPACE_ABOVE = 64 << 20
 
 
-class _NoGlobalPax(dict):  # type: ignore[type-arg]
-    """Go's tar reader does not carry PAX global headers over to later entries; neither do we."""
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        pass
-
-
-class _Member(tarfile.TarInfo):
-    """TarInfo that fails on damaged headers (Python would stop silently) and keeps GNU atime."""
-
-    gnu_atime: int | None = None
-
-    @classmethod
-    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> "_Member":
-        try:
-            obj = super().frombuf(buf, encoding, errors)
-        except (tarfile.TruncatedHeaderError, tarfile.InvalidHeaderError) as exc:
-            raise FormatError(f"invalid tar header: {exc}") from None
-        if obj.type in _SPECIAL_TYPES and obj.size > _MAX_SPECIAL:
-            raise FormatError(f"tar extended header of {obj.size} bytes is too large")
-        if buf[257:265] == tarfile.GNU_MAGIC and buf[345]:
-            try:
-                obj.gnu_atime = tarfile.nti(buf[345:357])
-            except tarfile.HeaderError:
-                pass  # Go ignores unparsable GNU atime fields too
-        return obj  # type: ignore[return-value]
-
-
-def _pax_time_ns(text: str) -> int:
-    """Go ``parsePAXTime``: seconds, optional fraction truncated to nanoseconds."""
-    match = _PAX_TIME.match(text)
-    if not match:
-        raise FormatError(f"invalid PAX time {text!r}")
-    secs = int(match.group(1))
-    frac = int((match.group(2) or "")[:9].ljust(9, "0"))
-    return secs * 1_000_000_000 + (-frac if match.group(1).startswith("-") else frac)
-
-
-def _times(member: tarfile.TarInfo) -> tuple[int, int]:
-    """(atime, mtime) in ns: atime = max(atime, mtime), both clamped like ``boundTime``."""
-    pax = member.pax_headers
-    mtime = _pax_time_ns(pax["mtime"]) if "mtime" in pax else int(member.mtime) * 1_000_000_000
-    if "atime" in pax:
-        atime: int | None = _pax_time_ns(pax["atime"])
-    else:
-        gnu = getattr(member, "gnu_atime", None)
-        atime = None if gnu is None else gnu * 1_000_000_000
-    latest = mtime if atime is None or atime < mtime else atime
-
-    def bound(ns: int) -> int:
-        return ns if 0 <= ns <= _MAX_TIME_NS else 0
-
-    return bound(latest), bound(mtime)
-
-
 def _remove_all(path: str) -> None:
     """``os.RemoveAll``: no error if missing, never follows a symlink."""
     try:
@@ -311,8 +250,8 @@ class _Applier:
         count = 0
         try:
             tar = tarfile.open(fileobj=Prepended(first, reader), mode="r|", bufsize=_TAR_BUFSIZE,
-                               tarinfo=_Member, encoding="utf-8", errors="surrogateescape",
-                               pax_headers=_NoGlobalPax())
+                               tarinfo=Member, encoding="utf-8", errors="surrogateescape",
+                               pax_headers=NoGlobalPax())
             while (member := tar.next()) is not None:
                 tar.members.clear()
                 count += 1
@@ -526,12 +465,12 @@ class _Applier:
                 ) from None
             symlink = stat.S_ISLNK(os.lstat(path).st_mode)
         else:
-            os.mknod(path, (member.mode & 0o7777) | _DEVICES[kind], _device(member))
+            os.mknod(path, (member.mode & 0o7777) | _DEVICES[kind], device_number(member))
         os.chown(path, member.uid, member.gid, follow_symlinks=False)
         self._xattrs(member, path, stat.S_IFDIR if kind == tarfile.DIRTYPE else 0)
         if not symlink:
             os.chmod(path, member.mode & 0o7777)
-        os.utime(path, ns=_times(member), follow_symlinks=False)
+        os.utime(path, ns=entry_times(member), follow_symlinks=False)
 
     def _write_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> None:
         """A regular file: created exclusively (never through a symlink or over anything),
@@ -566,7 +505,7 @@ class _Applier:
             self._xattrs(member, fd, stat.S_IFREG)
             if not final:
                 os.chmod(fd, mode)
-            os.utime(fd, ns=_times(member))
+            os.utime(fd, ns=entry_times(member))
         finally:
             os.close(fd)
 
@@ -598,7 +537,7 @@ class _Applier:
             resolved = self._parents.get(parts)
             path = host_path(self.root, resolve(self.root, parts) if resolved is None else resolved)
             try:
-                os.utime(path, ns=_times(member), follow_symlinks=False)
+                os.utime(path, ns=entry_times(member), follow_symlinks=False)
             except FileNotFoundError:
                 raise FormatError(
                     f"directory {member.name!r} was removed later in the same layer"
@@ -623,15 +562,6 @@ def _fresh_tree_umask(root: str) -> int | None:
     except (OSError, ValueError):
         pass
     return None
-
-
-def _device(member: tarfile.TarInfo) -> int:
-    if member.type == tarfile.FIFOTYPE:
-        return 0
-    major, minor = member.devmajor, member.devminor
-    if not (0 <= major <= 0xFFFFFFFF and 0 <= minor <= 0xFFFFFFFF):
-        raise FormatError(f"device number {major}:{minor} of {member.name!r} is out of range")
-    return os.makedev(major, minor)
 
 
 def _copy_dir_info(st: os.stat_result, path: str, *, mtime_ns: int | None = None) -> None:
