@@ -209,6 +209,24 @@ def test_a_container_naming_its_image_by_the_cri_id_alias_gets_a_repository_name
     assert result.json["name"] == "docker.io/library/app:commit-cri" and result.json["base"]["name"] == alias
 
 
+def test_a_container_is_found_by_a_unique_prefix_of_its_id(tmp_path, cli):
+    """CRI and Docker IDs are 64 hex digits, shown as 12-13 (crictl ps, docker ps): a unique
+    prefix of 12+ finds the container, a shared one is refused naming both, a shorter one is
+    not a prefix; the default name uses the short ID."""
+    _need_root()
+    root = ContainerRoot(tmp_path / "root")
+    first, second = "abcdef012345" + "0" * 52, "abcdef012345" + "1" * 52
+    root.container(first)
+    root.container(second)
+    root.write()
+    out = tmp_path / "o.tar"
+    result = cli("commit", "--root", str(root.path), first[:13], "-o", str(out), "--json")
+    assert result.code == 0, result.stderr
+    assert result.json["container"] == first and result.json["name"] == "docker.io/library/app:commit-abcdef012345"
+    _error(cli("commit", "--root", str(root.path), first[:12], "-o", str(out)), 2, "ambiguous", first, second)
+    _error(cli("commit", "--root", str(root.path), first[:8], "-o", str(out)), 2, "not found")
+
+
 def test_base_layer_whose_blob_is_gone_comes_from_its_snapshot(tmp_path, cli):
     """A discard_unpacked_layers node: the image's layer blob is gone, its snapshot is there;
     the commit regenerates it and says so."""

@@ -32,7 +32,8 @@ def commit_command(
     namespace: str = NAMESPACE_OPTION,
     container: Optional[str] = typer.Option(
         None, "--container", "-c",
-        help="ID of the container to commit (Docker's containerd store, -n moby: also a unique prefix of 12+).",
+        help="ID of the container to commit, or a unique prefix of 12+ characters (as crictl ps and docker ps show "
+             "IDs; Docker's containerd store: -n moby).",
     ),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Output path; '-' streams a tar to stdout."),
     ref: Optional[str] = typer.Option(

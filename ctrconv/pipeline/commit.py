@@ -124,21 +124,28 @@ def docker_containers(meta: MetadataDB, namespace: str) -> list[tuple[str, str]]
 
 
 def find_container(meta: MetadataDB, namespace: str, container_id: str) -> ContainerRecord:
-    """The container's record, else a Docker container's snapshot (its full ID or a unique
-    prefix of 12+ characters, as ``docker ps`` shows it)."""
+    """The container's record, else a Docker container's snapshot; by its ID or a unique
+    prefix of 12+ characters (as ``crictl ps`` and ``docker ps`` show IDs)."""
     record = meta.container(namespace, container_id)
     if record is not None:
         return record
+    records = meta.containers(namespace)
     docker = docker_containers(meta, namespace)
-    matches = [(sn, key) for sn, key in docker
-               if key == container_id or (len(container_id) >= 12 and key.startswith(container_id))]
+
+    def matching(key: str) -> bool:
+        return key == container_id or (len(container_id) >= 12 and key.startswith(container_id))
+
+    matches: list[tuple[str | None, str]] = [(None, key) for key in records if matching(key)]
+    matches += [(sn, key) for sn, key in docker if matching(key) and key not in records]
     if len(matches) == 1:
         sn, key = matches[0]
-        return ContainerRecord(namespace, key, "", sn, key)
+        found = meta.container(namespace, key) if sn is None else ContainerRecord(namespace, key, "", sn, key)
+        assert found is not None
+        return found
     if matches:
         raise UsageError(f"container {container_id!r} is ambiguous in namespace {namespace}: "
                          f"{', '.join(k for _, k in matches)}")
-    known = meta.containers(namespace) + [key for _, key in docker]
+    known = records + [key for _, key in docker]
     listed = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "") if known else "none"
     raise NotFoundError(f"container {container_id!r} not found in namespace {namespace} (containers: {listed})")
 
