@@ -95,9 +95,13 @@ class Response:
         return self.headers.get(name)
 
     def read(self, n: int) -> bytes:
-        """Up to ``n`` bytes of a streamed body, as sent (no content decoding); b"" at its end."""
+        """Up to ``n`` bytes of a streamed body, as sent (no content decoding); b"" at its end.
+        Whatever has arrived is returned at once (``read1``), not held back until ``n`` bytes
+        are there: a layer unpacked while it downloads sees every byte as it comes."""
         assert self._open is not None, "not a streamed response"
-        return self._open.raw.read(n)
+        raw = self._open.raw
+        read1 = getattr(raw, "read1", None)  # urllib3 >= 2
+        return read1(n, decode_content=False) if read1 is not None else raw.read(n)
 
     def close(self) -> None:
         if self._open is not None:
@@ -333,7 +337,7 @@ class RegistryClient:
             session = requests.Session()
             session.trust_env = False  # no proxies, no ~/.netrc credentials
             session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
-            adapter = _Adapter(ctx, self._sockets, max(self.options.jobs, 1) + 2)
+            adapter = _Adapter(ctx, self._sockets, max(self.options.jobs, self.options.pull_jobs, 1) + 2)
             session.mount(f"{scheme}://", adapter)
             found = (session, ctx is None or ctx.verify_mode != ssl.CERT_NONE)
             self._sessions[(scheme, netloc)] = found

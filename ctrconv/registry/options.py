@@ -27,7 +27,10 @@ class RegistryOptions:
     chunk_threshold: int = 16 << 20
     #: None: a larger blob goes in one streamed PATCH; a size: in PATCH chunks of that size
     chunk_size: int | None = None
-    #: blobs transferred side by side (push and pull)
+    #: blobs uploaded side by side (push: ``export --to --jobs``)
     jobs: int = 1
+    #: blobs downloaded side by side (pull: ``import -i docker:// --jobs``; containerd's
+    #: ``max_concurrent_downloads`` is 3 too)
+    pull_jobs: int = 3
     #: sleep function (tests replace it; never used to assert on time)
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)

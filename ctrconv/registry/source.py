@@ -209,6 +209,12 @@ class RegistrySource(BlobSourceBase):
 
     # -- ImageSource -----------------------------------------------------------------------
 
+    @property
+    def parallel_reads(self) -> int:
+        """How many blobs may stream at once (``--jobs``): the importer fetches that many side
+        by side and unpacks while they arrive (:mod:`ctrconv.sinks.containerd_root.fetch`)."""
+        return max(1, self.client.options.pull_jobs)
+
     def entries(self) -> list[NamedEntry]:
         return [self._entry]
 
