@@ -40,7 +40,7 @@ from ctrconv import __version__
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError, UsageError
 from ctrconv.oci import mediatypes as mt
-from ctrconv.oci.model import marshal_go
+from ctrconv.oci.gojson import marshal_go
 
 BINARY_PATH = "/usr/local/bin/ctrconv"
 ENV_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -42,18 +42,6 @@ class ImageSummary:
         return asdict(self)
 
 
-def selector_for(matcher: plat.MatchComparer):
-    """Adapt a platform matcher to the plan's ``(platform dict) -> bool`` selector."""
-
-    def select(p: dict[str, Any]) -> bool:
-        try:
-            return matcher.match(plat.Platform.from_json(p))
-        except CtrconvError:
-            return False
-
-    return select
-
-
 def judged_platform(matcher: plat.MatchComparer) -> str:
     """The platform a matcher stands for, as ``ls`` names it (``linux/amd64``)."""
     platforms = getattr(matcher, "platforms", None)
@@ -62,7 +50,8 @@ def judged_platform(matcher: plat.MatchComparer) -> str:
 
 
 def target_descriptor(image: ImageRecord) -> dict[str, Any]:
-    return {"mediaType": image.target.media_type, "digest": image.target.digest, "size": image.target.size}
+    """The image's target descriptor (:meth:`ctrconv.containerd.records.Target.descriptor`)."""
+    return image.target.descriptor()
 
 
 def summarize(
@@ -79,7 +68,7 @@ def summarize(
         judged_platform=judged_platform(matcher),
     )
     try:
-        selected = assess(content, target, selector=selector_for(matcher), cache=cache,
+        selected = assess(content, target, selector=plat.selector(matcher), cache=cache,
                           labels_of=labels_of, snapshot_exists=snapshot_exists)
         summary.platforms = image_platforms(content, target, cache)
         if selected.plan.indexes:

@@ -1,53 +1,58 @@
-"""The OCI model against what a real containerd 1.6 stored and exported (fixture set).
+"""The image walk and the name documents against what a real containerd 1.6 stored and exported.
 
-Every index, manifest and config in the fixture root must validate and parse; ctr's exported
-``index.json`` and ``manifest.json`` must be reproduced byte for byte from our descriptors,
-``oci_ref_name``, ``familiarize`` and the DefaultStrict platform choice.
+Every index, manifest and config reachable in the fixture root is read verified and validated
+by the pipeline's own walk (:func:`ctrconv.image.plan.plan_image`); ctr's exported
+``index.json`` and ``manifest.json`` are reproduced byte for byte by the sinks' name documents
+(:mod:`ctrconv.sinks._layout`), ``oci_ref_name``, ``familiarize`` and the DefaultStrict choice.
 """
 
 from __future__ import annotations
 
+import io
 import tarfile
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import pytest
 
+from ctrconv.containerd.content import ContentStore
 from ctrconv.digest import Digest
+from ctrconv.image.plan import config_platform, plan_image, ranked_manifests, read_json_blob
 from ctrconv.oci import mediatypes as mt
-from ctrconv.oci.model import Descriptor, ImageConfig, Index, Manifest, marshal_go, parse_blob
+from ctrconv.oci.gojson import marshal_go
 from ctrconv.oci.platform import (
+    Platform,
     default_matcher,
     default_strict_matcher,
     format_platform,
     host_platform,
-    select_children,
+    selector,
 )
-from ctrconv.oci.reference import familiarize, oci_ref_name
+from ctrconv.oci.reference import familiarize
+from ctrconv.sinks._layout import index_json, name_entry
 from support.fixture_set import FixtureSet
 
 
-def blob_path(root: Path, digest: Digest) -> Path:
-    return root / "io.containerd.content.v1.content" / "blobs" / digest.algorithm / digest.hex
+class _TarBlobs:
+    """The blobs of an exported tar as a blob source (the walk reads them verified)."""
 
+    def __init__(self, members: dict[str, bytes]) -> None:
+        self._blobs = {"sha256:" + k.rsplit("/", 1)[1]: v for k, v in members.items() if k.startswith("blobs/sha256/")}
 
-def read_blob(root: Path, desc: Descriptor) -> bytes | None:
-    path = blob_path(root, desc.digest)
-    return path.read_bytes() if path.exists() else None
+    def exists(self, digest: Digest | str) -> bool:
+        return str(digest) in self._blobs
 
+    def size(self, digest: Digest | str) -> int | None:
+        data = self._blobs.get(str(digest))
+        return None if data is None else len(data)
 
-def walk(root: Path, desc: Descriptor) -> list[Manifest | Index | ImageConfig]:
-    """Parse every present document reachable from ``desc`` (sparse images lack some)."""
-    data = read_blob(root, desc)
-    if data is None:
-        return []
-    if not (mt.is_index(desc.media_type) or mt.is_manifest(desc.media_type) or mt.is_config(desc.media_type)):
-        return []
-    doc = parse_blob(desc.media_type, data, digest=desc.digest)
-    found: list[Manifest | Index | ImageConfig] = [doc]
-    if isinstance(doc, (Manifest, Index)):
-        for child in doc.children():
-            found += walk(root, child)
-    return found
+    def open(self, digest: Digest | str) -> BinaryIO:
+        return io.BytesIO(self._blobs[str(digest)])
+
+    def read_small(self, digest: Digest | str, size: int) -> bytes:
+        data = self._blobs[str(digest)]
+        assert len(data) == size and str(Digest.from_bytes(data)) == str(digest)
+        return data
 
 
 def test_host_platform_matches_containerd(fixture_set: FixtureSet) -> None:
@@ -55,27 +60,27 @@ def test_host_platform_matches_containerd(fixture_set: FixtureSet) -> None:
 
 
 def test_every_stored_document_validates(fixture_set: FixtureSet) -> None:
-    seen_types = set()
+    store = ContentStore(fixture_set.root / "io.containerd.content.v1.content")
+    seen_types: set[str] = set()
     for image in fixture_set.images():
-        target = Descriptor.from_json(image["target"])
-        docs = walk(fixture_set.root, target)
-        assert docs, image["name"]
-        seen_types |= {d.media_type for d in docs}
-        if isinstance(docs[0], Index) and image.get("host_manifest"):
+        plan = plan_image(store, image["target"])  # every present document read verified and validated
+        assert plan.blobs, image["name"]
+        seen_types |= {d["mediaType"] for d in plan.indexes} | {m.descriptor["mediaType"] for m in plan.manifests}
+        if plan.indexes and image.get("host_manifest"):
             # the manifest ctr unpacked for this host is the first of the ordered matches
-            chosen = select_children(docs[0].manifests, default_matcher())
-            assert str(chosen[0].digest) == image["host_manifest"]
-        manifests = {str(d.digest): d for d in docs if isinstance(d, Manifest)}
-        configs = {d.digest: d for d in docs if isinstance(d, ImageConfig)}
+            assert ranked_manifests(plan, default_matcher())[0].descriptor["digest"] == image["host_manifest"]
+        manifests = {m.descriptor["digest"]: m for m in plan.manifests}
         for rec in image["manifests"]:
             if rec["digest"] not in manifests:
                 continue  # sparse image: manifest not in the store
             m = manifests[rec["digest"]]
-            assert [d.to_json() for d in m.layers] == rec["layers"]
-            cfg = configs.get(m.config.digest)
-            if cfg is not None:
-                assert [str(d) for d in cfg.diff_ids] == rec["diff_ids"]
-                assert format_platform(cfg.platform) == rec["platform"]
+            assert m.layers == rec["layers"]
+            if not store.exists(m.config["digest"]):
+                continue
+            config = read_json_blob(store, m.config)
+            seen_types.add(m.config["mediaType"])
+            assert config["rootfs"]["diff_ids"] == rec["diff_ids"]
+            assert format_platform(Platform.from_json(config_platform(config))) == rec["platform"]
     assert {mt.OCI_INDEX, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST, mt.OCI_CONFIG} <= seen_types
 
 
@@ -96,30 +101,21 @@ def test_ctr_export_names_and_platform_choice(fixture_set: FixtureSet) -> None:
             continue
         members = _tar_members(fixture_set.file(rel))
         name = image["name"]
-        target = Descriptor.from_json(image["target"]).annotated(
-            {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": oci_ref_name(name)}
-        )
-        index_json = marshal_go({"schemaVersion": 2, "manifests": [target.to_json()]})
-        assert members["index.json"] == index_json
+        target: dict[str, Any] = image["target"]
+        assert members["index.json"] == index_json([name_entry(target, name)], media_type=False)
 
-        # the manifest DefaultStrict picks goes into manifest.json; its blobs are exported
-        manifest_desc = target
-        if mt.is_index(target.media_type):
-            index = Index.from_bytes(members[f"blobs/sha256/{target.digest.hex}"], target.media_type)
-            chosen = select_children(index.manifests, default_strict_matcher())
-            exported = {f"blobs/sha256/{d.digest.hex}" for d in chosen}
-            skipped = {f"blobs/sha256/{d.digest.hex}" for d in index.manifests} - exported
-            assert exported <= members.keys() and not skipped & members.keys()
-            manifest_desc = chosen[0]
-        manifest = Manifest.from_bytes(
-            members[f"blobs/sha256/{manifest_desc.digest.hex}"], manifest_desc.media_type
-        )
+        # the manifest DefaultStrict picks goes into manifest.json; only selected platforms' blobs are exported
+        plan = plan_image(_TarBlobs(members), target, selector(default_strict_matcher()))
+        assert not plan.missing, name
+        skipped = {f"blobs/sha256/{Digest.parse(d['digest']).hex}" for d in plan.skipped}
+        assert not skipped & members.keys()
+        chosen = ranked_manifests(plan, default_strict_matcher())[0] if plan.indexes else plan.manifests[0]
         manifest_json = marshal_go(
             [
                 {
-                    "Config": f"blobs/sha256/{manifest.config.digest.hex}",
+                    "Config": f"blobs/sha256/{Digest.parse(chosen.config['digest']).hex}",
                     "RepoTags": [familiarize(name)],
-                    "Layers": [f"blobs/sha256/{d.digest.hex}" for d in manifest.layers],
+                    "Layers": [f"blobs/sha256/{Digest.parse(d['digest']).hex}" for d in chosen.layers],
                 }
             ]
         )

@@ -13,7 +13,7 @@ bytes containerd writes. Each ``read_x``/``write_x`` works on the record's own b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping, TypeVar, overload
+from typing import Any, Callable, Iterator, Mapping, TypeVar, overload
 
 from ctrconv.bolt.tree import BucketTree, ReadBucket
 from ctrconv.containerd import schema as K
@@ -42,6 +42,10 @@ class Target:
     media_type: str
     digest: str
     size: int
+
+    def descriptor(self) -> dict[str, Any]:
+        """The target as an OCI descriptor (meta.db stores media type, digest and size only)."""
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
 
 
 @dataclass(frozen=True)

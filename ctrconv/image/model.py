@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
 from ctrconv.digest import Digest
+from ctrconv.oci.platform import Platform, format_platform
 
 
 class BlobSource(Protocol):
@@ -30,13 +31,12 @@ class BlobSource(Protocol):
 
 
 def platform_string(p: dict[str, Any] | None) -> str | None:
-    """containerd ``platforms.Format``: ``os/arch[/variant]`` (the one platform formatter)."""
+    """A descriptor's or config's platform as containerd's ``platforms.Format`` writes it
+    (:func:`ctrconv.oci.platform.format_platform`, the one formatter): ``os/arch[/variant]``,
+    ``unknown`` without an OS; None without a platform."""
     if not p:
         return None
-    parts = [p.get("os") or "unknown", p.get("architecture") or "unknown"]
-    if p.get("variant"):
-        parts.append(p["variant"])
-    return "/".join(parts)
+    return format_platform(Platform(*(str(p.get(k) or "") for k in ("os", "architecture", "variant"))))
 
 
 def config_platform(doc: dict[str, Any]) -> dict[str, Any]:

@@ -254,6 +254,20 @@ def open_layer(
     return LayerStream(Prefetch(chunks), compression, max_bytes, hasher)
 
 
+def decompressed_chunks(stream: Readable) -> Iterator[bytes]:
+    """The uncompressed bytes of a gzip-, zstd- or plain stream (sniffed from its first bytes),
+    decoded in this thread with the layers' rules: multi-member gzip, every zstd frame, and a
+    truncated stream or trailing garbage a :class:`FormatError`. The one decompressor of
+    layers and of compressed image archives (``import -i image.tar.zst``)."""
+    head = b""
+    while len(head) < 6:
+        data = stream.read(6 - len(head))
+        if not data:
+            break
+        head += data
+    return _decoder(sniff_compression(head), Prepended(head, stream), False)
+
+
 def _hashed(chunks: Iterator[bytes], hasher: "hashlib._Hash") -> Iterator[bytes]:
     """Hash chunks as they pass; run inside :class:`Prefetch`, so the diff ID is computed off
     the extracting thread (hashlib releases the GIL on large updates)."""

@@ -1,4 +1,7 @@
-"""The OCI / Docker image model: media types, descriptors, schemas, references, platforms.
+"""OCI / Docker image formats: media types, schemas, references, platforms, Go JSON output.
+
+The image model the pipeline carries (plans of descriptors and validated documents) is
+:mod:`ctrconv.image.model`.
 
 Everything here is pure (no I/O beyond reading the bundled schemas and ``/proc/cpuinfo``),
 so sources, sinks and the containerd store all share one notion of a valid image document.
@@ -15,7 +18,7 @@ from typing import Any
 #: exported name -> the submodule defining it
 _WHERE = {
     "mediatypes": "",
-    **dict.fromkeys(("Descriptor", "ImageConfig", "Index", "Manifest", "marshal_go", "parse_blob"), "model"),
+    "marshal_go": "gojson",
     **dict.fromkeys(
         ("ALL", "Platform", "default_matcher", "default_strict_matcher", "format_platform", "host_platform",
          "normalize", "only", "only_strict", "ordered", "parse_platform", "select_children"), "platform"),

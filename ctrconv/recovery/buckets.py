@@ -33,7 +33,7 @@ def target_descriptor(record: BucketTree | bytes) -> dict[str, Any] | None:
         return None
     if target is None:
         return None
-    return {"mediaType": target.media_type, "digest": target.digest, "size": target.size}
+    return target.descriptor()
 
 
 def image_descriptors(ns: BucketTree) -> list[dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 ``ctr images export`` (containerd ``images/archive/exporter.go``) marshals these with Go's
 ``json.Marshal``: struct fields in declaration order, map keys sorted, no trailing newline;
-:func:`ctrconv.oci.model.marshal_go` reproduces that encoding.
+:func:`ctrconv.oci.gojson.marshal_go` reproduces that encoding.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ctrconv.containerd import docker_store
 from ctrconv.errors import UsageError
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import reference
-from ctrconv.oci.model import marshal_go
+from ctrconv.oci.gojson import marshal_go
 from ctrconv.sinks.base import ExportedImage, blob_path
 
 #: ``{"imageLayoutVersion":"1.0.0"}``, 30 bytes, no newline (``ociLayoutFile``).

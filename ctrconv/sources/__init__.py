@@ -22,19 +22,17 @@ size of the (uncompressed) tar.
 
 from __future__ import annotations
 
-import gzip
 import os
 import stat
 import sys
 import tempfile
-import zlib
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Iterator, Union
+from typing import TYPE_CHECKING, BinaryIO, Union
 
-import zstandard
 
 from ctrconv.errors import CtrconvError, FormatError, NotFoundError, UsageError
+from ctrconv.layers.compression import decompressed_chunks, sniff_compression
 from ctrconv.sources.archive import TarArchive
 from ctrconv.sources.containerd_root import ContainerdRootSource, RootEntry
 from ctrconv.sources.docker_archive import MANIFEST_FILE, DockerArchiveSource, ReuseCompressed
@@ -77,8 +75,6 @@ READABLE_FORMATS = (
 def readable_formats() -> str:
     return "ctrconv reads " + "; ".join(READABLE_FORMATS)
 
-_GZIP = b"\x1f\x8b"
-_ZSTD = b"\x28\xb5\x2f\xfd"
 
 
 def _temp_file(workdir: str | os.PathLike[str] | None) -> BinaryIO:
@@ -112,55 +108,28 @@ def spool(stream: BinaryIO, workdir: str | os.PathLike[str] | None, what: str) -
     return out
 
 
-#: Compressed bytes fed to zstd per call: bounds one call's output (<= ~32768x) to ~128 MiB.
-_ZSTD_FEED = 4096
-
-
-def _zstd_chunks(file: BinaryIO, what: str) -> Iterator[bytes]:
-    """Decompress every zstd frame of ``file``; a frame cut short is a :class:`FormatError`.
-
-    ``stream_reader`` would stop silently at a truncated frame, so frames are driven by hand.
-    """
-    dctx = zstandard.ZstdDecompressor()
-    dobj = dctx.decompressobj()
-    fed = False
+def _compressed(head: bytes) -> bool:
+    """gzip or zstd by the magic bytes (anything else, bzip2 and xz too, is read as a tar)."""
     try:
-        while data := file.read(_ZSTD_FEED):
-            while data:
-                fed = True
-                out = dobj.decompress(data)
-                if out:
-                    yield out
-                if not dobj.eof:
-                    break
-                data, dobj, fed = dobj.unused_data, dctx.decompressobj(), False
-    except zstandard.ZstdError as exc:
-        raise FormatError(f"{what}: corrupt compressed input: {exc}") from None
-    if fed and not dobj.eof:
-        raise FormatError(f"{what}: corrupt compressed input: truncated zstd frame")
+        return sniff_compression(head) != "none"
+    except FormatError:
+        return False
 
 
-def _gzip_chunks(file: BinaryIO, what: str) -> Iterator[bytes]:
-    reader = gzip.GzipFile(fileobj=file, mode="rb")
-    try:
-        while chunk := reader.read(CHUNK):
-            yield chunk
-    except (OSError, EOFError, zlib.error) as exc:
-        raise FormatError(f"{what}: corrupt compressed input: {exc}") from None
-
-
-def _decompress(file: BinaryIO, head: bytes, workdir: str | os.PathLike[str] | None, what: str) -> BinaryIO:
+def _decompress(file: BinaryIO, workdir: str | os.PathLike[str] | None, what: str) -> BinaryIO:
     """A gzip/zstd-compressed tar, decompressed into a temp file (``file`` is closed)."""
     with file:
         file.seek(0)
-        chunks = _gzip_chunks(file, what) if head.startswith(_GZIP) else _zstd_chunks(file, what)
         out = _temp_file(workdir)
         try:
-            for chunk in chunks:
-                try:
-                    out.write(chunk)
-                except OSError as exc:
-                    raise CtrconvError(f"{what}: cannot write the decompressed tar: {exc}") from None
+            try:
+                for chunk in decompressed_chunks(file):
+                    try:
+                        out.write(chunk)
+                    except OSError as exc:
+                        raise CtrconvError(f"{what}: cannot write the decompressed tar: {exc}") from None
+            except FormatError as exc:
+                raise FormatError(f"{what}: corrupt compressed input: {exc}") from None
             out.flush()
             out.seek(0)
         except BaseException:
@@ -202,8 +171,8 @@ def open_tar(
     except OSError as exc:
         file.close()
         raise UsageError(f"{what}: cannot read: {exc.strerror or exc}") from None
-    if head.startswith(_GZIP) or head.startswith(_ZSTD):
-        file = _decompress(file, head, workdir, what)
+    if _compressed(head):
+        file = _decompress(file, workdir, what)
     archive = TarArchive(file, what=what)
     try:
         if archive.has(LAYOUT_FILE):

@@ -19,7 +19,6 @@ import os
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ctrconv.containerd.content import ContentStore, NamespaceContent
 from ctrconv.containerd.metadata import MetadataDB
@@ -37,12 +36,6 @@ class RootEntry(NamedEntry):
 
     labels: dict[str, str] = field(default_factory=dict)
     record: ImageRecord | None = None
-
-
-def record_descriptor(record: ImageRecord) -> dict[str, Any]:
-    """The image's target descriptor (meta.db stores media type, digest and size only)."""
-    t = record.target
-    return {"mediaType": t.media_type, "digest": t.digest, "size": t.size}
 
 
 class ContainerdRootSource(BlobSourceBase):
@@ -98,7 +91,7 @@ class ContainerdRootSource(BlobSourceBase):
     def entries(self) -> list[NamedEntry]:
         return [
             RootEntry(
-                descriptor=record_descriptor(r),
+                descriptor=r.target.descriptor(),
                 name=r.name,
                 annotations=dict(r.annotations),
                 labels=dict(r.labels),

@@ -39,7 +39,7 @@ from typing import Any, Callable
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError, FormatError, UsageError
 from ctrconv.oci import mediatypes as mt
-from ctrconv.oci.model import marshal_go
+from ctrconv.oci.gojson import marshal_go
 from ctrconv.oci.platform import Platform, normalize
 from ctrconv.oci.reference import (
     ANNOTATION_IMAGE_NAME,

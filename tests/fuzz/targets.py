@@ -25,7 +25,6 @@ from ctrconv.bolt.reader import BoltFile
 from ctrconv.containerd.metadata import MetadataDB, SnapshotterDB
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError
-from ctrconv.oci.model import parse_blob
 from ctrconv.oci.validate import parse_config_diff_ids, validate_json
 from ctrconv.image.plan import image_platforms, plan_image
 from ctrconv.streams import CHUNK, VerifyingReader
@@ -127,13 +126,10 @@ def run_json(data: bytes) -> None:
     """Every document parser on the bytes, under each media type, then a plan walk rooted at it."""
     blobs = {seeds.sha256(v): v for k, v in seeds.image_blobs().items() if k != "layer_tar"}
     for media_type in seeds.json_seeds():
-        for fn in (lambda: validate_json(media_type, data),
-                   lambda: parse_blob(media_type, data),
-                   lambda: parse_blob(media_type, data, digest=seeds.sha256(data))):
-            try:
-                fn()
-            except CtrconvError:
-                pass
+        try:
+            validate_json(media_type, data)
+        except CtrconvError:
+            pass
         source = MemorySource({**blobs, seeds.sha256(data): data})
         target = {"mediaType": media_type, "digest": seeds.sha256(data), "size": len(data)}
         try:
