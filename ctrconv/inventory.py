@@ -15,7 +15,7 @@ from ctrconv.errors import CtrconvError
 from ctrconv.oci import platform as plat
 from ctrconv.pipeline.completeness import LabelsOf, SnapshotExists, assess
 from ctrconv.pipeline.completeness import namespace_lookups as bucket_lookups
-from ctrconv.pipeline.plan import DocumentCache, ImagePlan, image_platforms, platform_string, ranked_manifests
+from ctrconv.image.plan import DocumentCache, ImagePlan, image_platforms, platform_string, ranked_manifests
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """One planned image: the descriptors and validated documents of index -> manifests -> config + layers.
 
-The pipeline walks an image into an :class:`ImagePlan` (:func:`ctrconv.pipeline.plan.plan_image`)
+The pipeline walks an image into an :class:`ImagePlan` (:func:`ctrconv.image.plan.plan_image`)
 and every writer (layout sinks, the containerd root) reads it from there. Descriptors stay the
 JSON dicts they were read as, so nothing a document says (annotations, URLs, unknown fields) is
 lost on the way to a writer, and digests are always of the exact stored bytes.
