@@ -245,6 +245,24 @@ def test_base_layer_whose_blob_is_gone_comes_from_its_snapshot(tmp_path, cli):
     assert len(config["rootfs"]["diff_ids"]) == 2
 
 
+def test_progress_has_a_layer_stage_then_the_copy(tmp_path):
+    """The overlayfs layer is one ``layer`` stage whose total is the upper directory's file
+    bytes (a hardlinked file counted once) and which ends exactly there; then ``commit``."""
+    from ctrconv import api
+    from support.progress import RecordingProgress
+
+    root = _changed_container(tmp_path)
+    tree = next(root.path.glob("io.containerd.snapshotter.v1.overlayfs/snapshots/*/fs/data"))
+    (tree / "big").write_bytes(os.urandom(3 << 20))
+    os.link(tree / "big", tree / "big-link")
+    progress = RecordingProgress()
+    api.commit_container(root.path, "c1", tmp_path / "o.tar", progress=progress)
+    assert progress.names() == ["layer", "commit"]
+    layer = progress.get("layer")
+    assert layer.total == layer.done == (3 << 20) + len(b"written by the container\n") and not layer.overran
+    assert all(s.closed for s in progress.stages)
+
+
 def test_the_root_is_only_read(tmp_path, cli):
     root = _changed_container(tmp_path)
     before = subprocess.run(["find", str(root.path), "-printf", "%p %s %T@ %m\\n"], capture_output=True, text=True,

@@ -43,7 +43,7 @@ import sys
 import stat
 import zlib
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal
 
 import zstandard
 
@@ -318,10 +318,12 @@ class LayerWriter:
     """Takes tar bytes: hashes them (diff ID), compresses them, writes the blob to ``fd``
     while hashing and counting it. :meth:`finish` flushes and returns the result."""
 
-    def __init__(self, fd: int, compression: Compression) -> None:
+    def __init__(self, fd: int, compression: Compression, on_data: Callable[[int], object] | None = None) -> None:
         if compression not in COMPRESSIONS:
             raise UsageError(f"unknown compression {compression!r} (choose from {', '.join(COMPRESSIONS)})")
         self._fd = fd
+        #: told the bytes of file contents as they are written (a progress display)
+        self.on_data = on_data
         self.compression = compression
         self._diff = hashlib.sha256()
         self._blob = hashlib.sha256()
@@ -505,6 +507,8 @@ class _TarEmitter:
                 if not data:
                     raise CtrconvError(f"{path!r} shrank while it was read ({remaining} bytes short)")
                 self.out.write(data)
+                if self.out.on_data is not None:
+                    self.out.on_data(len(data))
                 remaining -= len(data)
         finally:
             os.close(fd)
@@ -666,10 +670,12 @@ def write_layer(
     overlay_fs: str | os.PathLike[str] | None = None,
     tree: str | os.PathLike[str] | None = None,
     parent_tree: str | os.PathLike[str] | None = None,
+    on_data: Callable[[int], object] | None = None,
 ) -> WrittenLayer:
     """Write one regenerated layer blob to ``fd``: from an overlayfs ``fs`` directory, or as
-    the difference of a full ``tree`` against ``parent_tree`` (None: the first layer)."""
-    out = LayerWriter(fd, compression)
+    the difference of a full ``tree`` against ``parent_tree`` (None: the first layer).
+    ``on_data(n)`` hears of each chunk of file contents written (progress)."""
+    out = LayerWriter(fd, compression, on_data)
     try:
         return _write_tree(out, overlay_fs, tree, parent_tree)
     finally:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ from ctrconv.pipeline.export import _output as export_output  # the output rules
 from ctrconv.pipeline.export import ExportOptions, ctr_writes_index_media_type, write_export
 from ctrconv.pipeline.export_plan import Planned, SnapshotLayers, plan_images
 from ctrconv.pipeline.export_rewrite import decompress_zstd_layers, regenerate_layers
-from ctrconv.progress import Progress
+from ctrconv.progress import Progress, stage
 from ctrconv.image.plan import PlannedManifest, plan_image, platform_string, read_json_blob
 from ctrconv.sinks import DIRECTORY_FORMATS, open_sink
 from ctrconv.sinks.oci_dir import check_target_dir
@@ -280,13 +281,30 @@ def commit_config(base: dict[str, Any], diff_id: str, created: str, comment: str
     return config
 
 
+def tree_data_bytes(top: Path) -> int:
+    """Bytes of the regular files below ``top``, each inode once: the file contents an
+    overlayfs upper directory's layer holds (the total of its progress stage)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for dirpath, _dirs, files in os.walk(top):
+        for name in files:
+            st = os.lstat(os.path.join(dirpath, name))
+            if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
+
+
 def write_container_layer(layer: ContainerLayer, compression: str, spool: regen.Spool,
-                          extras: regen.ExtraBlobs) -> WrittenLayer:
-    """The container's changes as a layer blob in ``spool`` (served by ``extras``)."""
+                          extras: regen.ExtraBlobs, progress: Progress | None = None) -> WrittenLayer:
+    """The container's changes as a layer blob in ``spool`` (served by ``extras``). overlayfs:
+    one ``layer`` stage of the upper directory's file bytes (a native diff's size is only
+    known once it is done: no stage)."""
     fd, path = spool.new_file()
     try:
         if layer.snapshotter == "overlayfs":
-            written = write_layer(fd, compression, overlay_fs=layer.tree)  # type: ignore[arg-type]
+            with stage(progress, "layer", tree_data_bytes(layer.tree)) as step:
+                written = write_layer(fd, compression, overlay_fs=layer.tree, on_data=step.advance)  # type: ignore[arg-type]
         else:
             written = write_layer(fd, compression, tree=layer.tree, parent_tree=layer.parent_tree)  # type: ignore[arg-type]
         os.fsync(fd)
@@ -372,7 +390,7 @@ class _Source:
 
 
 def _read_root(root: ContainerdRoot, options: CommitOptions, spool: regen.Spool,
-               changes: dict[str, regen.ManifestChange]) -> _Source:
+               changes: dict[str, regen.ManifestChange], progress: Progress | None = None) -> _Source:
     """Everything taken from the root (one metadata view): errors before any output exists."""
     ns = options.namespace
     with root.open_metadata(ignore_lock=options.ignore_lock) as meta:
@@ -382,7 +400,7 @@ def _read_root(root: ContainerdRoot, options: CommitOptions, spool: regen.Spool,
         image, base = container_image(meta, content, container, layer.base_chain)
         name = commit_name(options.ref, meta, image, container.id)
         extras, chosen = _plan_base(root, meta, content, image, base, options, spool, changes)
-        written = write_container_layer(layer, options.compression, spool, extras)
+        written = write_container_layer(layer, options.compression, spool, extras, progress)
         return _Source(container, layer, image, name, base, chosen, extras, written, meta.writer_line)
 
 
@@ -403,7 +421,7 @@ def commit(root: ContainerdRoot, out: str | Path | BinaryIO, options: CommitOpti
         if fmt in DIRECTORY_FORMATS and target.path is not None:
             check_target_dir(target.path)
         spool = regen.Spool(target.path.parent if target.path is not None else None)
-        src = _read_root(root, options, spool, changes)
+        src = _read_root(root, options, spool, changes, progress)
         created = created_time()
         comment = options.message or f"container {options.namespace}/{src.container.id}"
         config = commit_config(read_json_blob(src.extras, src.chosen.config), src.written.diff_id, created, comment,
@@ -451,7 +469,8 @@ def _report(src: _Source, planned: Planned, fmt: str, output: str, options: Comm
 
 
 __all__ = [
-    "ANNOTATION_BASE_DIGEST", "ANNOTATION_BASE_NAME", "CREATED_BY", "DOCKER_INIT_SUFFIX", "CommitOptions", "CommitReport", "ContainerLayer",
-    "base_manifest", "commit", "commit_config", "commit_name", "container_image", "container_layer", "created_time", "default_name", "docker_containers",
-    "find_container", "new_image", "write_container_layer",
+    "ANNOTATION_BASE_DIGEST", "ANNOTATION_BASE_NAME", "CREATED_BY", "DOCKER_INIT_SUFFIX", "CommitOptions",
+    "CommitReport", "ContainerLayer", "base_manifest", "commit", "commit_config", "commit_name", "container_image",
+    "container_layer", "created_time", "default_name", "docker_containers", "find_container", "new_image",
+    "tree_data_bytes", "write_container_layer",
 ]
