@@ -227,6 +227,25 @@ def test_a_container_is_found_by_a_unique_prefix_of_its_id(tmp_path, cli):
     _error(cli("commit", "--root", str(root.path), first[:8], "-o", str(out)), 2, "not found")
 
 
+def test_skopeo_copies_the_commit_from_every_layout(tmp_path, cli):
+    """skopeo reads the commit as a ``dir:`` layout, an OCI layout and a docker archive (it
+    verifies every blob's digest while copying) and finds the new layer on top."""
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo is not installed")
+    root = _changed_container(tmp_path)
+    outputs = {"dir": "dir:{}", "oci-dir": "oci:{}:commit-c1", "docker-archive": "docker-archive:{}"}
+    for fmt, transport in outputs.items():
+        out = tmp_path / f"out-{fmt}"
+        result = cli("commit", "--root", str(root.path), "c1", "-o", str(out), "--format", fmt, "--json")
+        assert result.code == 0, result.stderr
+        copied = tmp_path / f"copied-{fmt}"
+        subprocess.run(["skopeo", "copy", "-q", transport.format(out), f"dir:{copied}"], check=True, timeout=120)
+        manifest = json.loads((copied / "manifest.json").read_text())
+        assert len(manifest["layers"]) == 2
+        assert json.loads((copied / manifest["config"]["digest"].split(":", 1)[1]).read_text())["rootfs"]["diff_ids"][-1] \
+            == result.json["layer"]["diff_id"]
+
+
 def test_base_layer_whose_blob_is_gone_comes_from_its_snapshot(tmp_path, cli):
     """A discard_unpacked_layers node: the image's layer blob is gone, its snapshot is there;
     the commit regenerates it and says so."""
