@@ -213,7 +213,7 @@ def test_live_root_problem_seen_once_is_changed_while_reading(tmp_root_copy, mon
 
     readings: list[set[str] | None] = []
 
-    def reading(croot, namespaces, ignore_lock, jobs, progress, deep, hash_only):
+    def reading(croot, namespaces, ignore_lock, jobs, progress, deep, hash_only, *_later):
         readings.append(hash_only)
         report = Report()
         report.add("missing-blob", "blob sha256:" + "a" * 64, "x", "content record in default but no blob file")

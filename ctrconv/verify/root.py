@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 from ctrconv.bolt.check import check_bolt
 from ctrconv.containerd import schema as K
-from ctrconv.containerd.content import ContentStore, NamespaceContent
+from ctrconv.containerd.content import ContentStore, ListingContent, NamespaceContent
 from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.records import BackendSnapshot, BlobRecord, ImageRecord
 from ctrconv.containerd.locking import is_locked, private_copy
@@ -115,12 +115,17 @@ def _verify_once(
         with croot.open_metadata(ignore_lock=ignore_lock) as meta:
             _check_schema_version(meta, report)
             selected = meta.namespaces() if namespaces is None else namespaces
-            for ns in selected:
-                _check_namespace(meta, croot, ns, report)
+            checked = {ns: _check_namespace(meta, croot, ns, report) for ns in selected}
             for ns in meta.namespaces():
                 for sn in meta.snapshotters(ns):
                     for rec in _safe(report, f"{ns}/snapshots/{sn}", "meta.db", meta.snapshots(ns, sn)):
                         backend_names.setdefault(sn, set()).add(rec.name)
+                if ns in checked:  # its records were read for the namespace check: not again
+                    digests, unreadable = checked[ns]
+                    referenced.update(digests)
+                    if unreadable is not None:
+                        report.add("unreadable-record", f"{ns}/content", "meta.db", unreadable)
+                    continue
                 for blob in _safe(report, f"{ns}/content", "meta.db", meta.blobs(ns)):
                     referenced.add(blob.digest)
             _check_meta_snapshots(meta, selected, report, backends)
@@ -196,13 +201,26 @@ def _read_backends(croot: ContainerdRoot, report: Report, ignore_lock: bool) -> 
     return backends
 
 
-def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: Report) -> None:
+def _content_records(meta: MetadataDB, ns: str) -> tuple[dict[str, BlobRecord], str | None]:
+    """The namespace's content records as far as they decode, and why the rest does not."""
+    records: dict[str, BlobRecord] = {}
+    try:
+        for rec in meta.blobs(ns):
+            records[rec.digest] = rec
+    except CtrconvError as exc:
+        return records, str(exc)
+    return records, None
+
+
+def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: Report) -> tuple[frozenset[str], str | None]:
+    """Check one namespace; returns its recorded digests and why any record was unreadable."""
     content = croot.content
     where = f"meta.db v1/{ns}"
-    records: dict[str, BlobRecord] = {}
-    for rec in _safe(report, f"{ns}/content", where, meta.blobs(ns)):
-        records[rec.digest] = rec
-    visible = NamespaceContent(content, ns, frozenset(records))
+    records, unreadable = _content_records(meta, ns)
+    if unreadable is not None:
+        report.add("unreadable-record", f"{ns}/content", where, unreadable)
+    # one reading: a blob shared by many images is looked up on disk once
+    visible = ListingContent(content, ns, frozenset(records))
     snapshot_keys = {sn: {r.key for r in _safe(report, f"{ns}/snapshots/{sn}", where, meta.snapshots(ns, sn))} for sn in meta.snapshotters(ns)}
     report.count("content records", len(records))
 
@@ -242,6 +260,7 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
             continue
         if ingest.expire_at is None or ingest.expire_at.unix_ns < now:
             report.add("stale-ingest", f"ingest {ns}/{ingest.ref}", f"{where}/content/ingests", "unleased ingest with no future expiry (containerd's GC drops it; a pull of the same blob resumes it)", severity="info")
+    return visible.recorded, unreadable
 
 
 def _is_content_ref(key: str) -> bool:
