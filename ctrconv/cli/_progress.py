@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from tqdm import tqdm
+
     from ctrconv.api import Stage, Unit
 
 
@@ -32,7 +34,7 @@ class _NoBar:
 class _Bar:
     """One stage's bar; ``advance`` may come from hashing threads at once."""
 
-    def __init__(self, bar: Any) -> None:
+    def __init__(self, bar: tqdm) -> None:
         self._bar = bar
         self._lock = threading.Lock()
         self._files = 0
