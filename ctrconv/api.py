@@ -33,6 +33,7 @@ _FOR_THE_CLI = {
     "RegistryOptions": ("ctrconv.registry", "RegistryOptions"),
     "ExportReport": ("ctrconv.pipeline.export", "ExportReport"),
     "ConvertOptions": ("ctrconv.pipeline.export_report", "ConvertOptions"),
+    "ExportOptions": ("ctrconv.pipeline.export_report", "ExportOptions"),
     "ImportOptions": ("ctrconv.sinks.containerd_root", "ImportOptions"),
     "containerd_schema": ("ctrconv.containerd", "schema"),
 }
@@ -171,50 +172,37 @@ def verify_layout(path: str, *, progress: Progress | None = None) -> "Report":
 
 if TYPE_CHECKING:
     from ctrconv.pipeline.export import ExportReport
-    from ctrconv.pipeline.export_report import ConvertOptions, ConvertReport
+    from ctrconv.pipeline.export_report import ConvertOptions, ConvertReport, ExportOptions
 
 
 def export_images(
     root: str | os.PathLike[str],
     output: str | os.PathLike[str] | BinaryIO,
+    options: "ExportOptions | None" = None,
     *,
-    namespace: str = "default",
-    images: Sequence[str] | None = None,
-    format: str | None = None,
-    platforms: Sequence[str] = (),
-    all_platforms: bool = False,
-    index_media_type: bool | None = None,
-    ctr_line: str | None = None,
-    manifest_json: bool = True,
-    skip_non_distributable: bool = False,
-    link: bool = False,
-    verify_links: bool = True,
-    ignore_lock: bool = False,
     progress: Progress | None = None,
-    from_snapshots: str = "auto",
-    compression: str | None = None,
+    **fields: Any,
 ) -> ExportReport:
-    """Export ``images`` (all of ``namespace`` when None) to ``output`` (path, ``-`` or stream).
+    """Export images of a root's namespace to ``output`` (path, ``-`` or stream).
 
-    ``format`` is ``oci-dir``, ``oci-tar`` or ``docker-archive`` (default from the output
-    name); ``ctr_line`` ("1.6", "1.7", "2.x") picks whose ``ctr images export`` to match (default:
-    the line that wrote the root); ``progress`` is told the ``export`` stage (its bytes). Every blob is
-    verified while copied; a failure leaves no output behind. The root is only read.
-    ``from_snapshots`` ("auto", "always", "never") writes layers again from their snapshots
-    (auto: those whose blob is gone), compressed with ``compression`` ("gzip", "zstd", "none";
-    None: like the original layer).
+    ``options`` (:class:`ctrconv.pipeline.export_report.ExportOptions`, its fields named like
+    ``ctrconv export``'s options: ``image`` (None: all of the namespace), ``format``
+    (``oci-dir``, ``oci-tar``, ``docker-archive``, ``dir``; default from the output name),
+    ``platform``, ``containerd_version`` (whose ``ctr images export`` to match; default: the
+    line that wrote the root), ``from_snapshots``, ``compression``, ...) say what and how;
+    ``fields`` are the same options given by name (``image=["busybox"]``), replacing those of
+    ``options``. ``progress`` is told the ``export`` stage (its bytes). The root is read
+    through :class:`~ctrconv.sources.containerd_root.ContainerdRootSource`; every blob is
+    verified while copied; a failure leaves no output behind.
     """
+    import dataclasses
     from pathlib import Path
 
     from ctrconv.pipeline.export import ExportOptions, export
     from ctrconv.sources.containerd_root import ContainerdRootSource
 
-    options = ExportOptions(
-        namespace=namespace, refs=None if images is None else list(images), format=format,
-        platforms=list(platforms), all_platforms=all_platforms, index_media_type=index_media_type,
-        ctr_line=ctr_line, manifest_json=manifest_json, skip_non_distributable=skip_non_distributable, link=link, verify_links=verify_links, ignore_lock=ignore_lock,
-        from_snapshots=from_snapshots, compression=compression,
-    )
+    options = dataclasses.replace(options or ExportOptions(), **fields)
+    namespace, ignore_lock = options.namespace, options.ignore_lock
     out = Path(output) if isinstance(output, os.PathLike) else output
     with _reading(root, ignore_lock), ContainerdRootSource(
             root, namespace, ignore_lock=ignore_lock, namespace_content_only=True, keep_open=True) as source:
@@ -226,7 +214,7 @@ def convert_images(
     output: str | os.PathLike[str] | BinaryIO,
     options: "ConvertOptions | None" = None,
     *,
-    progress: Any = None,
+    progress: Progress | None = None,
 ) -> "ConvertReport":
     """Convert images between file formats: any file input (OCI layout dir or tar, docker-archive,
     skopeo ``dir:``, compressed tars, ``-`` for stdin) to any layout output (``options.format``:

@@ -37,7 +37,7 @@ def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def layout(small_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("layout") / "small.tar"
-    report = api.export_images(small_root, out, images=[IMAGE])
+    report = api.export_images(small_root, out, image=[IMAGE])
     assert isinstance(report, ExportReport) and [i.name for i in report.images] == [IMAGE]
     return out
 
@@ -103,7 +103,7 @@ def test_any_file_source_into_a_root_then_out_again(layout: Path, tmp_path: Path
     assert [i.name for i in imported.images] == [IMAGE] and imported.written
     assert [i.name for i in api.list_images(root, ["ns1"])] == [IMAGE]
     back = tmp_path / "back.tar"
-    exported = api.export_images(root, back, namespace="ns1", images=["busybox:small"])
+    exported = api.export_images(root, back, namespace="ns1", image=["busybox:small"])
     converted = api.convert_images(back, tmp_path / "docker.tar", ConvertOptions(format="docker-archive"))
     assert isinstance(converted, ConvertReport)
     assert converted.export.images[0].image_id == exported.images[0].image_id
@@ -121,7 +121,7 @@ def _blob_hashes(tar: tarfile.TarFile) -> dict[str, str]:
 def test_export_reads_the_root_only(small_root: Path, tmp_path: Path):
     """Export goes through the root source: the root's files are byte for byte as before."""
     before = {p: p.read_bytes() for p in small_root.rglob("*") if p.is_file()}
-    api.export_images(small_root, tmp_path / "o", images=[IMAGE], format="oci-dir")
+    api.export_images(small_root, tmp_path / "o", image=[IMAGE], format="oci-dir")
     assert {p: p.read_bytes() for p in small_root.rglob("*") if p.is_file()} == before
 
 

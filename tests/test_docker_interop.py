@@ -80,7 +80,7 @@ def _classic_save(dockerd: PrivateDockerd, fixture_set: Any, tmp_path: Path, tag
     """Load the images into docker, then ``docker save`` them: the classic 20.10 archive."""
     _forget_all(dockerd)
     exported = tmp_path / "for-docker.tar"
-    assert api.export_images(fixture_set.root, exported, images=[f"docker.io/library/{t}" for t in tags],
+    assert api.export_images(fixture_set.root, exported, image=[f"docker.io/library/{t}" for t in tags],
                              format="docker-archive").images
     dockerd.docker("load", "-i", str(exported))
     saved = tmp_path / "saved.tar"

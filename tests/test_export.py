@@ -303,6 +303,26 @@ def test_docker_archive_of_an_untagged_name_is_unnamed(tmp_path, out_dir, cli):
     assert entry["annotations"]["io.containerd.image.name"] == "docker.io/library/d@" + m["digest"]
 
 
+def test_docker_archive_by_image_id_is_unnamed_like_docker_save(synth, out_dir, cli):
+    """``docker save <ID>``: an image asked for only by its ID (a 12-hex prefix of the target
+    digest, as Docker on the containerd store shows it) is written unnamed; asked for by a name
+    as well, it keeps its names."""
+    app = _target(synth, "docker.io/library/app:1")
+    out = out_dir / "id.tar"
+    res = cli("export", "--root", str(synth.path), "--image", app["digest"][7:19], "-o", str(out),
+              "--format", "docker-archive", "--json")
+    assert res.code == 0, res.stderr
+    assert [i["name"] for i in res.json["images"]] == [app["digest"]]
+    assert [item["RepoTags"] for item in json.loads(_read(out, "manifest.json"))] == [None]
+    entry, = json.loads(_read(out, "index.json"))["manifests"]
+    assert entry["digest"] == app["digest"] and "io.containerd.image.name" not in entry.get("annotations", {})
+    both = out_dir / "both.tar"
+    res = cli("export", "--root", str(synth.path), "--image", app["digest"][7:19], "--image", "app:1",
+              "-o", str(both), "--format", "docker-archive", "-q")
+    assert res.code == 0, res.stderr
+    assert [item["RepoTags"] for item in json.loads(_read(both, "manifest.json"))] == [["app:1"]]
+
+
 def test_index_media_type_option(synth, out_dir, cli):
     out = out_dir / "a.tar"
     assert cli("export", "--root", str(synth.path), "--all", "-o", str(out), "--index-media-type", "-q").code == 0
@@ -325,16 +345,13 @@ def test_stdout_stream_equals_file_output(synth, out_dir, cli):
 
 
 def test_api_and_progress(synth, out_dir):
-    seen: list[int] = []
-    totals: list[int] = []
+    from support.progress import RecordingProgress
 
-    def factory(total: int):
-        totals.append(total)
-        return seen.append
-
-    report = api.export_images(synth.path, out_dir / "x", images=["app:1", "multi:1"], progress=factory)
+    progress = RecordingProgress()
+    report = api.export_images(synth.path, out_dir / "x", image=["app:1", "multi:1"], progress=progress)
     assert report.format == "oci-dir"
-    assert totals == [report.bytes] and sum(seen) == report.bytes
+    (export,) = progress.stages  # one stage, its total known before the first byte
+    assert (export.name, export.total, export.done, export.closed) == ("export", report.bytes, report.bytes, True)
     assert [i.name for i in report.images] == ["docker.io/library/app:1", "docker.io/library/multi:1"]
 
 

@@ -39,7 +39,7 @@ def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def archive(small_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("progress-archive") / "busybox.tar"
-    api.export_images(small_root, out, images=[IMAGE])
+    api.export_images(small_root, out, image=[IMAGE])
     return out
 
 

@@ -165,25 +165,14 @@ def export_command(
     if api.is_stdout(output) and sys.stdout.isatty():
         raise UsageError("refusing to write a tar archive to a terminal", hint="redirect stdout or use -o FILE")
     with bars(quiet) as progress, api.waiting(wait_seconds(wait)):
-        report = api.export_images(
-            root,
-            output,
-            namespace=api.check_namespace(namespace),
-            images=None if all_images else wanted,
-            format=fmt,
-            platforms=list(platform or []),
-            all_platforms=all_platforms,
-            index_media_type=index_media_type,
-            ctr_line=containerd_version,
-            manifest_json=not skip_manifest_json,
-            skip_non_distributable=skip_non_distributable,
-            link=link,
-            verify_links=verify,
-            ignore_lock=ignore_lock,
-            progress=progress,
-            from_snapshots=from_snapshots,
-            compression=compression,
+        options = api.ExportOptions(
+            namespace=api.check_namespace(namespace), image=None if all_images else wanted, format=fmt,
+            platform=list(platform or []), all_platforms=all_platforms, index_media_type=index_media_type,
+            containerd_version=containerd_version, skip_manifest_json=skip_manifest_json,
+            skip_non_distributable=skip_non_distributable, link=link, verify=verify, ignore_lock=ignore_lock,
+            from_snapshots=from_snapshots, compression=compression,
         )
+        report = api.export_images(root, output, options, progress=progress)
     for line in rewrite_lines(report, quiet=quiet):
         sys.stderr.write(line + "\n")
     if as_json:

@@ -321,7 +321,7 @@ def _plan_base(root: ContainerdRoot, meta: MetadataDB, content: Any, image: Imag
     written again from their snapshots (the manifest, maybe the config, then change)."""
     desc = base.descriptor
     record = ImageRecord(image.namespace, image.name, Target(desc["mediaType"], desc["digest"], desc["size"]))
-    export_options = ExportOptions(namespace=options.namespace, refs=[image.name], ignore_lock=options.ignore_lock)
+    export_options = ExportOptions(namespace=options.namespace, image=[image.name], ignore_lock=options.ignore_lock)
     lookups = namespace_lookups(meta, options.namespace)
     snapshots = regen.SnapshotIndex(root, meta, options.namespace, ignore_lock=options.ignore_lock)
     layers = SnapshotLayers(content, "auto", snapshots, lookups[0], False)

@@ -207,10 +207,10 @@ def _select_root(source: ContainerdRootSource, options: ExportOptions, fmt: str)
     namespace's blobs are not this one's to export: ``ctr`` says not found), the line that wrote
     it, and its snapshots to write gone layers again from."""
     meta = source.meta
-    records = resolve_images(meta, source.store, source.namespace, options.refs)
+    records = resolve_images(meta, source.store, source.namespace, options.image)
     if fmt == "docker-archive":  # ``docker save <ID>``: an image asked for by ID only is unnamed
-        records = unnamed_by_id(meta, source.store, source.namespace, options.refs, records)
-    line = _check_line(options.ctr_line or meta.writer_line)
+        records = unnamed_by_id(meta, source.store, source.namespace, options.image, records)
+    line = _check_line(options.containerd_version or meta.writer_line)
     # Docker's own exporter copies the distribution-source labels whatever its containerd
     annotations = {r.name: source_annotations(meta, source.namespace, r) for r in records} \
         if ctr_copies_source_labels(line) or fmt == "docker-archive" else {}
@@ -237,15 +237,15 @@ def _select_file(source: ImageSource, options: ExportOptions) -> _Selected:
     if not list(images.images("")):
         raise UsageError("the input names no image (no io.containerd.image.name / ref.name / RepoTags)",
                          hint="name its one image with --name")
-    records = resolve_images(images, source, "", options.refs)
-    return _Selected(records, source, _check_line(options.ctr_line or CTR_LINES[-1]))
+    records = resolve_images(images, source, "", options.image)
+    return _Selected(records, source, _check_line(options.containerd_version or CTR_LINES[-1]))
 
 
 def _check_options(options: ExportOptions, fmt: str) -> None:
     """Refuse option combinations the format cannot honour, before any work."""
     if options.skip_non_distributable and fmt == "docker-archive":
         raise UsageError("docker load needs every layer of manifest.json; --skip-non-distributable needs oci-dir or oci-tar")
-    if not options.link and not options.verify_links:
+    if not options.link and not options.verify:
         raise UsageError("--no-verify only applies to --link (copied blobs are always verified)")
     if options.from_snapshots not in regen.FROM_SNAPSHOTS:
         raise UsageError(f"unknown --from-snapshots value {options.from_snapshots!r} "
@@ -263,7 +263,7 @@ def export(
     options: ExportOptions,
     progress: Progress | None = None,
 ) -> ExportReport:
-    """Export ``options.refs`` (or all images) of ``source`` to ``out``.
+    """Export ``options.image`` (or all images) of ``source`` to ``out``.
 
     ``source`` is a :class:`ContainerdRootSource` opened with ``keep_open=True`` (``export``)
     or any file source (``convert``); ``out`` is a path, ``-`` (stdout) or a binary stream (tar
@@ -299,8 +299,8 @@ def export(
             spool = spool or regen.Spool(spool_near)
             content, planned = decompress_zstd_layers(content, planned, options, spool, changes)
         sink = open_sink(
-            fmt, target.target(), index_media_type=index_media_type, manifest_json=options.manifest_json,
-            link=options.link, verify_links=options.verify_links, all_platforms=options.all_platforms,
+            fmt, target.target(), index_media_type=index_media_type, manifest_json=not options.skip_manifest_json,
+            link=options.link, verify_links=options.verify, all_platforms=options.all_platforms,
         )
         blobs, total = write_export(content, planned, sink, progress,
                                     skip_non_distributable=options.skip_non_distributable)

@@ -42,10 +42,10 @@ class Planned:
 
 def matchers(options: ExportOptions) -> tuple[plat.MatchComparer, plat.MatchComparer]:
     """(walk matcher, manifest.json matcher), as ctr builds them."""
-    if options.platforms and options.all_platforms:
+    if options.platform and options.all_platforms:
         raise UsageError("--platform and --all-platforms are mutually exclusive")
-    if options.platforms:
-        ranked: plat.MatchComparer = plat.ordered(*(plat.parse_platform(p) for p in options.platforms))
+    if options.platform:
+        ranked: plat.MatchComparer = plat.ordered(*(plat.parse_platform(p) for p in options.platform))
     else:
         ranked = plat.default_strict_matcher()
     return (plat.ALL if options.all_platforms else ranked), ranked

@@ -10,22 +10,30 @@ from ctrconv.pipeline import regenerate as regen
 
 @dataclass
 class ExportOptions:
-    """What to export and how; ``refs=None`` means every image of the namespace."""
+    """What to export and how (``export``, and ``convert`` through :class:`ConvertOptions`).
+
+    Field names are ``ctrconv export``'s option names (``--image``, ``--platform``,
+    ``--containerd-version``, ``--verify``, ...); defaults are the CLI's.
+    """
 
     namespace: str = "default"
-    refs: Sequence[str] | None = None
+    #: ``--image`` (names, image IDs, digests); None: every image of the namespace (``--all``)
+    image: Sequence[str] | None = None
+    #: oci-dir, oci-tar, docker-archive, dir; None: oci-tar for ``*.tar`` and ``-``, else oci-dir
     format: str | None = None
-    platforms: Sequence[str] = ()
+    #: ``--platform`` (repeatable; ranked like ``platforms.Ordered``); empty: the host's
+    platform: Sequence[str] = ()
     all_platforms: bool = False
     index_media_type: bool | None = None
     #: the containerd line whose ``ctr images export`` to match ("1.6", "1.7", "2.x");
     #: None = the line that wrote the source root
-    ctr_line: str | None = None
-    manifest_json: bool = True
+    containerd_version: str | None = None
+    skip_manifest_json: bool = False
     #: leave non-distributable (foreign) layers out, like ``ctr images export --skip-non-distributable``
     skip_non_distributable: bool = False
     link: bool = False
-    verify_links: bool = True
+    #: with ``link``: hash linked blobs (copied blobs are always verified)
+    verify: bool = True
     ignore_lock: bool = False
     #: layers whose blob is gone are written again from their snapshots: "auto" (only those),
     #: "always" (every layer that has a snapshot) or "never"
@@ -138,9 +146,9 @@ class ConvertOptions:
     def export_options(self) -> ExportOptions:
         """The export pipeline's options for this conversion (a file source: nothing regenerated)."""
         return ExportOptions(
-            namespace="", refs=None if self.image is None else list(self.image), format=self.format,
-            platforms=list(self.platform), all_platforms=self.all_platforms, index_media_type=self.index_media_type,
-            manifest_json=not self.skip_manifest_json, skip_non_distributable=self.skip_non_distributable,
+            namespace="", image=None if self.image is None else list(self.image), format=self.format,
+            platform=list(self.platform), all_platforms=self.all_platforms, index_media_type=self.index_media_type,
+            skip_manifest_json=self.skip_manifest_json, skip_non_distributable=self.skip_non_distributable,
             from_snapshots="never", name=self.name,
         )
 

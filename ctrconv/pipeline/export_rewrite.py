@@ -180,7 +180,7 @@ def regenerate_for_copy(
     every layer, ``always``) again from their snapshots, as :func:`export` does. Returns None
     when nothing needs it; else the blobs, ``{stored name: (name, new target)}``, the spool
     (the caller closes it once the copy is done) and a report per image."""
-    options = ExportOptions(namespace=namespace, refs=list(names), platforms=list(platforms),
+    options = ExportOptions(namespace=namespace, image=list(names), platform=list(platforms),
                             all_platforms=all_platforms, from_snapshots=from_snapshots, compression=compression,
                             ignore_lock=ignore_lock)
     if from_snapshots not in regen.FROM_SNAPSHOTS:

@@ -129,7 +129,7 @@ def _tag_of(name: str) -> str | None:
 def plan_push(root: ContainerdRoot, dest: RegistryRef, namespace: str, refs: Sequence[str] | None,
               platforms: Sequence[str], all_platforms: bool, ignore_lock: bool) -> tuple[_PushPlan, NamespaceContent]:
     """Resolve, select and read everything the push needs (the caller holds the read lock)."""
-    options = ExportOptions(namespace=namespace, refs=refs, platforms=list(platforms), all_platforms=all_platforms,
+    options = ExportOptions(namespace=namespace, image=refs, platform=list(platforms), all_platforms=all_platforms,
                             ignore_lock=ignore_lock)
     out = _PushPlan()
     with root.open_metadata(ignore_lock=ignore_lock) as meta:
