@@ -56,6 +56,44 @@ def _same(value: Any, allowed: Any) -> bool:
     return type(value) is type(allowed) and isinstance(value, _SCALARS) and value == allowed
 
 
+def _all_of(checks: list[Check]) -> Check:
+    def check(v: Any) -> bool:
+        for c in checks:
+            if not c(v):
+                return False
+        return True
+    return check
+
+
+def _any_of(checks: list[Check]) -> Check:
+    def check(v: Any) -> bool:
+        for c in checks:
+            if c(v):
+                return True
+        return False
+    return check
+
+
+def _properties(props: list[tuple[str, Check]]) -> Check:
+    def check(v: Any) -> bool:
+        if isinstance(v, dict):
+            for name, c in props:
+                if name in v and not c(v[name]):
+                    return False
+        return True
+    return check
+
+
+def _items(item: Check) -> Check:
+    def check(v: Any) -> bool:
+        if isinstance(v, list):
+            for x in v:
+                if not item(x):
+                    return False
+        return True
+    return check
+
+
 class _Compiler:
     """Compiles schema nodes of a set of schema documents keyed by ``$id``."""
 
@@ -96,7 +134,7 @@ class _Compiler:
             return _always
         if len(checks) == 1:
             return checks[0]
-        return lambda v: all(c(v) for c in checks)
+        return _all_of(checks)
 
     def keyword(self, key: str, value: Any, schema: dict[str, Any], base: str) -> Check | None:
         """One keyword's check, or None when it is not one this module mirrors exactly."""
@@ -112,12 +150,11 @@ class _Compiler:
         if key == "type":
             names = value if isinstance(value, list) else [value]
             types = [_is_type(n) for n in names if isinstance(n, str)]
-            if len(types) != len(names) or any(t is None for t in types):
+            if not types or len(types) != len(names) or any(t is None for t in types):
                 return None
-            return lambda v: any(t(v) for t in types)  # type: ignore[misc]
+            return types[0] if len(types) == 1 else _any_of(types)  # type: ignore[arg-type]
         if key == "properties" and isinstance(value, dict):
-            props = {name: self.node(sub, base) for name, sub in value.items()}
-            return lambda v: not isinstance(v, dict) or all(props[k](v[k]) for k in props if k in v)
+            return _properties([(name, self.node(sub, base)) for name, sub in value.items()])
         if key == "required" and isinstance(value, list):
             return lambda v: not isinstance(v, dict) or all(k in v for k in value)
         if key == "additionalProperties":
@@ -127,8 +164,7 @@ class _Compiler:
             extra = self.node(value, base)
             return lambda v: not isinstance(v, dict) or all(extra(v[k]) for k in v if k not in known)
         if key == "items" and (isinstance(value, dict) or isinstance(value, bool)) and "prefixItems" not in schema:
-            item = self.node(value, base)
-            return lambda v: not isinstance(v, list) or all(item(x) for x in v)
+            return _items(self.node(value, base))
         if key == "pattern" and isinstance(value, str):
             rx = re.compile(value)
             return lambda v: not isinstance(v, str) or rx.search(v) is not None
@@ -144,9 +180,7 @@ class _Compiler:
             return lambda v: not number(v) or v <= value
         if key in ("allOf", "anyOf") and isinstance(value, list) and value:
             subs = [self.node(s, base) for s in value]
-            if key == "allOf":
-                return lambda v: all(s(v) for s in subs)
-            return lambda v: any(s(v) for s in subs)
+            return _all_of(subs) if key == "allOf" else _any_of(subs)
         return None
 
 

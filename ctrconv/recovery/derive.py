@@ -202,6 +202,7 @@ def drop_incomplete_images(meta: BucketTree, content: ContentStore, report: Rebu
     """An image that no platform can run (or that lacks what every platform needs) would fail
     every use: drop it. Platforms never pulled are no reason; neither are layers let go after
     unpacking (``discard_unpacked_layers``): their snapshots still run the image."""
+    listed = {(i["namespace"], i["name"]) for i in report.images}  # not searched per image
     for ns_name, ns in namespaces(meta):
         images = ns.bucket(K.IMAGES)
         lost = lost_records(report, ns_name)
@@ -211,5 +212,6 @@ def drop_incomplete_images(meta: BucketTree, content: ContentStore, report: Rebu
             if problem:
                 del images.entries[key]  # type: ignore[union-attr]
                 report.drop("image", f"image {ns_name}/{text(key)}", problem)
-            elif not any(i["name"] == text(key) and i["namespace"] == ns_name for i in report.images):
+            elif (ns_name, text(key)) not in listed:
+                listed.add((ns_name, text(key)))
                 report.images.append({"namespace": ns_name, "name": text(key), "digest": desc["digest"], "origin": "kept"})  # type: ignore[index]

@@ -106,7 +106,7 @@ class ContainerdRootSource(BlobSourceBase):
 
     def _locate(self, digest: Digest) -> Locator | None:
         size = self.content.size(digest)
-        if size is None or not self.root.content.blob_path(digest).is_file():
+        if size is None or not self.root.content.exists(digest):
             return None
         return Locator(size, lambda: self.content.open(digest))
 
