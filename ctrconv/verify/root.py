@@ -10,7 +10,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 import time
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Iterable, Iterator, TypeVar
 
 from ctrconv.bolt.check import check_bolt
 from ctrconv.containerd import schema as K
@@ -25,9 +25,10 @@ from ctrconv.inventory import target_descriptor
 from ctrconv.layers import chain_ids
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
-from ctrconv.pipeline.completeness import assess
+from ctrconv.progress import Progress, stage
+from ctrconv.pipeline.completeness import RecordedLabels, assess, never_recorded
 from ctrconv.pipeline.plan import DocumentCache, PlannedManifest, platform_string, read_json_blob
-from ctrconv.verify.blobs import hash_blobs
+from ctrconv.verify.blobs import file_size, hash_blobs
 from ctrconv.verify.deep import runs_here
 from ctrconv.verify.problems import Report
 
@@ -50,7 +51,7 @@ def verify_root(
     *,
     ignore_lock: bool = False,
     jobs: int | None = None,
-    progress: Callable[[int], object] | None = None,
+    progress: Progress | None = None,
     deep: bool = False,
     blob_hashes: dict[str, tuple[str | None, int]] | None = None,
     hash_contents: bool = True,
@@ -99,7 +100,7 @@ def _verify_once(
     namespaces: list[str] | None,
     ignore_lock: bool,
     jobs: int | None,
-    progress: Callable[[int], object] | None,
+    progress: Progress | None,
     deep: bool,
     hash_only: set[str] | None,
     blob_hashes: dict[str, tuple[str | None, int]] | None = None,
@@ -306,10 +307,11 @@ def _check_image(image: ImageRecord, records: dict[str, BlobRecord], content: Na
         report.add("invalid-target", obj, where, "target needs a size > 0 and a media type")
     cache: DocumentCache = {}
     empty: dict[str, str] = {}
+    labels_of = RecordedLabels(lambda d: records[d].labels if d in records else empty, records.__contains__)
     try:
         verdict = assess(
             content, target, cache=cache,
-            labels_of=lambda d: records[d].labels if d in records else empty,
+            labels_of=labels_of,
             snapshot_exists=lambda sn, key: key in snapshot_keys.get(sn, set()),
         )
     except ContentError as exc:
@@ -333,8 +335,11 @@ def _check_image(image: ImageRecord, records: dict[str, BlobRecord], content: Na
                    severity="info")
     for m in verdict.discarded:
         gone = {d["digest"] for d in m.layers} & missing
+        why = ("were never fetched (Docker's containerd store skips a layer whose snapshot exists)"
+               if never_recorded(labels_of, gone) else "were let go after unpacking (CRI discard_unpacked_layers)")
         report.add("discarded-layers", obj, where,
-                   f"platform {platform_string(m.platform)}: {len(gone)} layer blob(s) were let go after unpacking (CRI discard_unpacked_layers); its snapshots run it, but it cannot be exported or unpacked again",
+                   f"platform {platform_string(m.platform)}: {len(gone)} layer blob(s) {why}; its snapshots run it, "
+                   "and export writes those layers again from them (--from-snapshots auto)",
                    severity="info")
     for desc in verdict.broken:
         kind, reason = _absence(content, desc["digest"])
@@ -451,12 +456,17 @@ def _check_snapshotter(croot: ContainerdRoot, sn: str, backend: _Backend, refere
                 report.add("orphan-snapshot-dir", f"{sn}/snapshots/{entry}", str(snapdir / entry), "directory without a snapshot record (containerd removes it: overlay Cleanup at its next snapshot garbage collection)", severity="info")
 
 
-def _check_blobs(croot: ContainerdRoot, referenced: set[str], report: Report, jobs: int | None, progress,
-                 hash_only: set[str] | None = None, blob_hashes: dict[str, tuple[str | None, int]] | None = None) -> None:
+def _check_blobs(croot: ContainerdRoot, referenced: set[str], report: Report, jobs: int | None,
+                 progress: Progress | None, hash_only: set[str] | None = None,
+                 blob_hashes: dict[str, tuple[str | None, int]] | None = None) -> None:
     content = croot.content
     blobs = [(d, p) for d, p in content.walk() if hash_only is None or str(d) in hash_only]
     report.count("blobs", len(blobs))
-    for digest, actual, size in hash_blobs(blobs, jobs=jobs, progress=progress):
+    # the total is known before hashing starts: the sizes of the files to read
+    total = sum(file_size(p) for _, p in blobs) if progress is not None else 0
+    with stage(progress, "verify", total) as step:
+        hashed = hash_blobs(blobs, jobs=jobs, stage=step)
+    for digest, actual, size in hashed:
         obj = f"blob {digest}"
         path = str(content.blob_path(digest))
         report.count("bytes hashed", size)
