@@ -14,6 +14,7 @@ from ctrconv.progress import Progress, Stage, Unit  # noqa: F401  (Stage, Unit: 
 
 if TYPE_CHECKING:
     from ctrconv.bolt.reader import Bucket
+    from ctrconv.recovery.options import RebuildOptions
     from ctrconv.sinks.containerd_root import ImportOptions, ImportReport
     from ctrconv.inventory import ImageSummary
     from ctrconv.verify import Report
@@ -34,6 +35,7 @@ _FOR_THE_CLI = {
     "ExportReport": ("ctrconv.pipeline.export", "ExportReport"),
     "ConvertOptions": ("ctrconv.pipeline.export_report", "ConvertOptions"),
     "ExportOptions": ("ctrconv.pipeline.export_report", "ExportOptions"),
+    "RebuildOptions": ("ctrconv.recovery.options", "RebuildOptions"),
     "ImportOptions": ("ctrconv.sinks.containerd_root", "ImportOptions"),
     "containerd_schema": ("ctrconv.containerd", "schema"),
 }
@@ -305,32 +307,36 @@ def import_images(
 def rebuild_root(
     root: str | os.PathLike[str],
     output: str | os.PathLike[str] | None = None,
+    options: "RebuildOptions | None" = None,
     *,
-    names: dict[str, str] | None = None,
-    unpack: bool = True,
     progress: Progress | None = None,
-    trust_snapshots: bool = False,
-    link: bool = False,
-    regenerate_layers: bool = False,
+    **fields: Any,
 ) -> Any:
     """Recover a damaged root in place (backups kept) or into ``output``; see :mod:`ctrconv.recovery`.
 
-    Snapshots are reused only where their tree matches their layer, unless ``trust_snapshots``.
+    ``options`` (:class:`ctrconv.recovery.options.RebuildOptions`, named like ``ctrconv
+    rebuild``'s options; ``fields``: the same by name, replacing those of ``options``):
+    snapshots are reused only where their tree matches their layer, unless ``trust_snapshots``;
     ``regenerate_layers``: layer blobs lost to damage whose snapshots survive are written again
-    from the snapshots (images whose blobs do not come back byte for byte get new digests).
-    Into ``output`` blobs are copied (reflinked where possible), or hard-linked with ``link``.
+    from the snapshots (images whose blobs do not come back byte for byte get new digests);
+    into ``output`` blobs are copied (reflinked where possible), or hard-linked with ``link``.
     A rebuild in place holds the root's writers' lock; into ``output`` it reads the root under
     the shared lock and holds the output's writers' lock.
     """
+    import dataclasses
+    from functools import partial
     from pathlib import Path
 
     from ctrconv.containerd.rootlock import read_lock, write_lock
     from ctrconv.durability import sync_filesystems
     from ctrconv.recovery import rebuild_root as _rebuild
+    from ctrconv.recovery.options import RebuildOptions
 
+    o = dataclasses.replace(options or RebuildOptions(), **fields)
+    rebuild = partial(_rebuild, root, output, names=o.name, unpack=o.unpack, progress=progress,
+                      trust_snapshots=o.trust_snapshots, link=o.link, regenerate_layers=o.regenerate_layers)
     if not Path(root).is_dir():  # rebuild says what is wrong with it
-        return _rebuild(root, output, names=names, unpack=unpack, progress=progress, trust_snapshots=trust_snapshots,
-                        link=link, regenerate_layers=regenerate_layers)
+        return rebuild()
     with ExitStack() as stack:
         # in place it is a writer; into a new root the source is read and the output written
         stack.enter_context(write_lock(root, create=False) if output is None else read_lock(root))
@@ -338,8 +344,7 @@ def rebuild_root(
             out_lock = stack.enter_context(write_lock(output))
             if out_lock.created:
                 stack.callback(_remove_if_empty, Path(output))
-        report = _rebuild(root, output, names=names, unpack=unpack, progress=progress, trust_snapshots=trust_snapshots,
-                          link=link, regenerate_layers=regenerate_layers)
+        report = rebuild()
         # durable before it is reported: the new root's final rename (or the in-place writes)
         sync_filesystems([output if output is not None else root])
         return report

@@ -16,7 +16,8 @@ import pytest
 
 from ctrconv import api
 from ctrconv.errors import UsageError
-from ctrconv.pipeline.export_report import ConvertOptions, ConvertReport, ExportReport
+from ctrconv.pipeline.export_report import ConvertOptions, ConvertReport, ExportOptions, ExportReport
+from ctrconv.recovery.options import RebuildOptions
 from ctrconv.sinks.containerd_root import ContainerdRootSink, ImportOptions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,6 +61,8 @@ def _as_cli(field: str) -> set[str]:
 
 @pytest.mark.parametrize(("command", "options", "skip"), [
     ("import", ImportOptions, LIBRARY_ONLY), ("convert", ConvertOptions, set()),
+    ("export", ExportOptions, {"name"}),  # name: convert's --name, carried by the shared options
+    ("rebuild", RebuildOptions, set()),
 ])
 def test_option_fields_are_named_like_the_cli_options(command: str, options: Any, skip: set[str]):
     cli = _cli_options(command)
@@ -116,6 +119,21 @@ def test_any_file_source_into_a_root_then_out_again(layout: Path, tmp_path: Path
 def _blob_hashes(tar: tarfile.TarFile) -> dict[str, str]:
     return {m.name: hashlib.sha256(tar.extractfile(m).read()).hexdigest()  # type: ignore[union-attr]
             for m in tar.getmembers() if m.isfile() and m.name.startswith("blobs/")}
+
+
+def test_rebuild_options_reach_the_rebuild(small_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    seen: dict[str, Any] = {}
+
+    def fake(root: Any, output: Any, **kwargs: Any) -> str:
+        seen.update(kwargs)
+        return "report"
+
+    monkeypatch.setattr("ctrconv.recovery.rebuild_root", fake)
+    options = RebuildOptions(name={"sha256:" + "1" * 64: "a:1"}, unpack=False, trust_snapshots=True, link=True,
+                             regenerate_layers=True)
+    assert api.rebuild_root(small_root, tmp_path / "new", options, progress="P") == "report"
+    assert seen == {"names": {"sha256:" + "1" * 64: "a:1"}, "unpack": False, "progress": "P", "trust_snapshots": True,
+                    "link": True, "regenerate_layers": True}
 
 
 def test_export_reads_the_root_only(small_root: Path, tmp_path: Path):

@@ -61,8 +61,9 @@ def rebuild_command(
     if link and output is None:
         raise UsageError("--link needs -o (in place there is nothing to link)")
     with bars(quiet) as progress, api.waiting(wait_seconds(wait)):
-        report = api.rebuild_root(root, output, names=_parse_names(name), unpack=not no_unpack, progress=progress,
-                                  trust_snapshots=trust_snapshots, link=link, regenerate_layers=regenerate_layers)
+        options = api.RebuildOptions(name=_parse_names(name), unpack=not no_unpack, trust_snapshots=trust_snapshots,
+                                     link=link, regenerate_layers=regenerate_layers)
+        report = api.rebuild_root(root, output, options, progress=progress)
     if as_json:
         print_json(report.to_json())
         return
