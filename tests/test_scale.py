@@ -26,8 +26,12 @@ from support.scale_root import build_root
 REPO = Path(__file__).resolve().parents[1]
 SIZES = (40, 80, 120)
 BASES = 10
-#: the second step may cost this much more than the first (per image) before it counts as growth
-SLACK = 1.1
+#: the second step may cost this much more than the first (per image) before it counts as growth.
+#: Python calls are counted exactly and many per image (600-5,800): linear commands differ
+#: between the steps by at most 0.2 %, while one comparison per pair of images (rebuild's old
+#: search of its kept-images list, verify's old search of its problem list) adds 0.7-1.6 %.
+SLACK = {"calls": 1.005}
+DEFAULT_SLACK = 1.1
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +64,7 @@ def growth(by_size: dict[int, dict[str, int]]) -> dict[str, tuple[float, float]]
     for name in set(c1) | set(c2) | set(c3):
         first = (c2.get(name, 0) - c1.get(name, 0)) / (n2 - n1)
         second = (c3.get(name, 0) - c2.get(name, 0)) / (n3 - n2)
-        if second > SLACK * max(first, 0) + 1:
+        if second > SLACK.get(name, DEFAULT_SLACK) * max(first, 0) + 1:
             grown[name] = (first, second)
     return grown
 
