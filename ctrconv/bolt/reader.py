@@ -278,6 +278,26 @@ class Page:
             yield flags, bytes(data[key_at:value_at]), bytes(data[value_at : value_at + vsize])
             off += S.ELEMENT_SIZE
 
+    def find_leaf(self, key: bytes) -> tuple[int, bytes] | None:
+        """(flags, value) of the element whose key is ``key``, as :meth:`leaf_elements` would
+        find it (the same checks on every element up to it), without copying the keys and values
+        of the others: a record's fields are looked up one by one, thousands of records in a row."""
+        data, end, size = self.data, len(self.data), len(key)
+        off = S.PAGE_HEADER_SIZE
+        for i, (flags, pos, ksize, vsize) in enumerate(self._elements(S.LEAF_ELEMENT)):
+            if flags & ~S.BUCKET_LEAF_FLAG:
+                raise CorruptPage(f"leaf element {i} has flags {flags:#x}", page=self.pgid, path=self.db.path)
+            key_at = off + pos
+            value_at = key_at + ksize
+            if value_at > end:
+                raise self._outside(f"leaf element {i} key")
+            if value_at + vsize > end:
+                raise self._outside(f"leaf element {i} value")
+            if ksize == size and data[key_at:value_at] == key:
+                return flags, bytes(data[value_at : value_at + vsize])
+            off += S.ELEMENT_SIZE
+        return None
+
     def branch_elements(self) -> Iterator[tuple[bytes, int]]:
         """(key, child pgid) in stored order."""
         data, end = self.data, len(self.data)
@@ -407,10 +427,11 @@ class Bucket:
             if chosen is None:
                 raise CorruptPage("empty branch page", page=pgid, path=self.db.path)
             pgid = chosen
-        for flags, k, value in page.leaf_elements():
-            if k == key:
-                return self._child(k, value, page.pgid) if flags & S.BUCKET_LEAF_FLAG else value
-        return None
+        found = page.find_leaf(key)
+        if found is None:
+            return None
+        flags, value = found
+        return self._child(key, value, page.pgid) if flags & S.BUCKET_LEAF_FLAG else value
 
     def buckets(self) -> Iterator[tuple[bytes, "Bucket"]]:
         for key, value in self.items():
