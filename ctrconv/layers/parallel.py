@@ -11,14 +11,16 @@ caller finishes the deferred parent directories bottom-up afterwards
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import threading
 from contextlib import contextmanager
-from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import BinaryIO, Iterator, Sequence
 
 from ctrconv.layers.apply import ApplyResult, Mode, unpack_layer
+from ctrconv.progress import SILENT_STAGE, Stage
 from ctrconv.tempfiles import signals_deferred
 
 
@@ -37,17 +39,33 @@ class LayerJob:
     defer_parents: bool = True
 
 
-def apply_job(job: LayerJob) -> ApplyResult:
-    """Decompress, verify and apply one layer blob (in a worker, or in order in the caller)."""
+class _Counted:
+    """The blob as ``unpack_layer`` reads it, advancing ``stage`` by the compressed bytes read."""
+
+    def __init__(self, blob: BinaryIO, stage: Stage) -> None:
+        self._blob, self._stage = blob, stage
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self._blob.read(n)
+        self._stage.advance(len(data))
+        return data
+
+
+def apply_job(job: LayerJob, stage: Stage = SILENT_STAGE) -> ApplyResult:
+    """Decompress, verify and apply one layer blob (in a worker, or in order in the caller);
+    ``stage`` advances by the blob's bytes as they are read and by the files written."""
     with open(job.blob_path, "rb") as blob:
-        return unpack_layer(
-            blob, job.target, mode=job.mode, media_type=job.media_type, lowers=job.lowers,
+        result = unpack_layer(
+            _Counted(blob, stage), job.target, mode=job.mode, media_type=job.media_type, lowers=job.lowers,
             expected_diff_id=job.diff_id, max_bytes=job.max_bytes, defer_parents=job.defer_parents,
         )
+    stage.advance(0, files=result.entries)
+    return result
 
 
-def apply_in_parallel(jobs: Sequence[LayerJob], workers: int) -> list[ApplyResult]:
-    """Apply ``jobs`` with up to ``workers`` processes; results in job order.
+def apply_in_parallel(jobs: Sequence[LayerJob], workers: int, stage: Stage = SILENT_STAGE) -> list[ApplyResult]:
+    """Apply ``jobs`` with up to ``workers`` processes; results in job order. ``stage``
+    advances by a layer's blob bytes and files as each layer is done.
 
     The first failure is raised once every started job has stopped (jobs not started yet are
     cancelled), so the caller can remove the targets without a worker still writing into them.
@@ -63,7 +81,7 @@ def apply_in_parallel(jobs: Sequence[LayerJob], workers: int) -> list[ApplyResul
         with signals_deferred(), _sigint_ignored_by_children():
             pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=context)
             futures: list[Future[ApplyResult]] = [pool.submit(apply_job, job) for job in jobs]
-        wait(futures, return_when=FIRST_EXCEPTION)
+        _follow(futures, jobs, stage)
         failed = next((f for f in futures if f.done() and f.exception() is not None), None)
         if failed is not None:
             for future in futures:
@@ -77,6 +95,18 @@ def apply_in_parallel(jobs: Sequence[LayerJob], workers: int) -> list[ApplyResul
             _stop(pool)
         raise
     return results
+
+
+def _follow(futures: list[Future[ApplyResult]], jobs: Sequence[LayerJob], stage: Stage) -> None:
+    """Wait until every job is done or one failed, advancing ``stage`` as layers finish."""
+    pending = set(futures)
+    while pending:
+        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        if any(f.exception() is not None for f in done):
+            return
+        for future in done:
+            job = jobs[futures.index(future)]
+            stage.advance(os.stat(job.blob_path).st_size, files=future.result().entries)
 
 
 @contextmanager

@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Mapping, Protocol
+from typing import Any, BinaryIO, Mapping, Protocol
 
 from ctrconv import tempfiles
 from ctrconv.digest import Digest
 from ctrconv.errors import MissingContentError
+from ctrconv.progress import SILENT_STAGE, Stage
 from ctrconv.streams import CHUNK, copy_verified, fsync_dir
 
 TMP_PREFIX = ".ctrconv-tmp-"
@@ -82,11 +83,12 @@ class ContentWriter:
         self,
         source: BlobOpener,
         descriptor: Mapping[str, Any],
-        progress: Callable[[int], object] | None = None,
+        stage: Stage = SILENT_STAGE,
         *,
         recorded: bool = True,
     ) -> bool:
-        """Copy one blob in unless it is already there; True if it was written.
+        """Copy one blob in unless it is already there; True if it was written (``stage``
+        advances by the bytes copied).
 
         ``recorded``: the target namespace holds a record of the blob, so a file of the right
         size is trusted (its digest was checked when it was written). A file no record of this
@@ -101,7 +103,7 @@ class ContentWriter:
             raise MissingContentError(f"blob {digest} is not in the input")
         tmp = self._tmp_dir() / digest.hex
         with source.open(digest) as src, open(tmp, "wb") as dst:
-            copy_verified(src, dst, digest, size, what=f"blob {digest}", progress=progress)
+            copy_verified(src, dst, digest, size, what=f"blob {digest}", stage=stage)
             dst.flush()
             os.fsync(dst.fileno())
         os.chmod(tmp, BLOB_MODE)

@@ -25,10 +25,9 @@ from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError, FormatError, MissingContentError, UsageError
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
+from ctrconv.progress import Progress, Stage, stage
 from ctrconv.image.plan import ImagePlan, PlannedManifest, plan_image, read_json_blob
 from ctrconv.image.protocols import ImageSource, NamedEntry
-
-ProgressFactory = Callable[[int, str], Callable[[int], object]]
 
 
 @dataclass
@@ -200,7 +199,7 @@ def copy_images_to_root(
     cri_labels: bool = True,
     containerd_version: str | None = None,
     backup: bool = True,
-    progress: ProgressFactory | None = None,
+    progress: Progress | None = None,
     max_layer_bytes: int | None = None,
     jobs: int | None = None,
     unpack_platform: str | None = None,
@@ -220,7 +219,8 @@ def copy_images_to_root(
         containerd_version: only used for a new meta.db (schema version, freelist style;
             None = 1.6); an existing root keeps its own form (a mismatch is a report warning).
         backup: keep replaced bolt files as ``<file>.bak-<UTC time>``.
-        progress: ``progress(total_bytes, label)`` -> byte counter, for blob copies.
+        progress: told the stages ``content`` (bytes to copy), ``unpack`` (layer bytes, files
+            written) and ``records`` (records to write), each with its total up front.
         max_layer_bytes: refuse a layer that decompresses to more (a decompression bomb);
             None leaves only the free-disk checks.
         jobs: overlayfs layers of one image unpacked side by side in worker processes (None or
@@ -273,8 +273,9 @@ def copy_images_to_root(
             # the line of the containerd that will run the root decides how a config-only
             # image is "unpacked" (see _unpack_manifest)
             line = containerd_version or txn.detected_version or "1.6"
-            snaps, unpacked = _unpack(run, imports, content, options, line, max_layer_bytes, jobs)
-            _write_records(run, imports, unpacked, options, report)
+            snaps, unpacked = _unpack(run, imports, content, options, line, max_layer_bytes, jobs, progress)
+            with stage(progress, "records", len(run.labels) + len(imports), "records") as step:
+                _write_records(run, imports, unpacked, options, report, step)
             committed = txn.commit(snaps.install if snaps is not None else None)
             report.written = committed or report.blobs_written > 0
             report.backups = [str(p) for p in txn.backups]
@@ -360,27 +361,35 @@ def _label(run: _Import, imports: list[_PlannedImport], options: _Options) -> No
 
 
 def _write_content(run: _Import, content: ContentWriter, recorded: frozenset[str],
-                   progress: ProgressFactory | None, report: ImportReport) -> None:
+                   progress: Progress | None, report: ImportReport) -> None:
     """Every blob into the content store, verified as it is copied (present ones skipped)."""
-    for digest, size in run.sizes.items():
-        counter = progress(size, digest[7:19]) if progress else None
-        if content.write(run.source, {"digest": digest, "size": size}, counter, recorded=digest in recorded):
-            report.blobs_written += 1
-            report.bytes_written += size
-        else:
-            report.blobs_present += 1
+    with stage(progress, "content", sum(run.sizes.values())) as step:
+        for digest, size in run.sizes.items():
+            if content.write(run.source, {"digest": digest, "size": size}, step, recorded=digest in recorded):
+                report.blobs_written += 1
+                report.bytes_written += size
+            else:
+                report.blobs_present += 1
+                step.advance(size)
 
 
 def _unpack(run: _Import, imports: list[_PlannedImport], content: ContentWriter, options: _Options,
-            line: str, max_layer_bytes: int | None, jobs: int | None) -> tuple[Any, dict[str, Any]]:
+            line: str, max_layer_bytes: int | None, jobs: int | None,
+            progress: Progress | None) -> tuple[Any, dict[str, Any]]:
     """Unpack each distinct manifest once; returns the snapshot writer (None when nothing
     was applied) and the results by manifest digest."""
+    targets = {str(t.descriptor["digest"]): t for t in (item.unpack_target for item in imports) if t is not None}
+    total = sum(int(layer["size"]) for t in targets.values() for layer in _unpack_layers(t))
+    with stage(progress if total else None, "unpack", total) as step:
+        return _unpack_targets(run, list(targets.values()), content, options, line, max_layer_bytes, jobs, step)
+
+
+def _unpack_targets(run: _Import, targets: list[PlannedManifest], content: ContentWriter, options: _Options,
+                    line: str, max_layer_bytes: int | None, jobs: int | None,
+                    step: Stage) -> tuple[Any, dict[str, Any]]:
     snaps = None
     unpacked: dict[str, Any] = {}
-    for item in imports:
-        target = item.unpack_target
-        if target is None or str(target.descriptor["digest"]) in unpacked:
-            continue
+    for target in targets:
         if snaps is None and _unpack_layers(target):
             # made on first use: an import of config-only images alone touches no
             # snapshot bucket or snapshotter db, as containerd's unpack of them does not
@@ -388,17 +397,19 @@ def _unpack(run: _Import, imports: list[_PlannedImport], content: ContentWriter,
 
             snaps = SnapshotWriter(run.txn, options.namespace, options.snapshotter, run.now_ns, max_layer_bytes, jobs)
         unpacked[str(target.descriptor["digest"])] = _unpack_manifest(
-            run, snaps, options.snapshotter, target, content, label_config_only=line != "2.x")
+            run, snaps, options.snapshotter, target, content, step, label_config_only=line != "2.x")
     return snaps, unpacked
 
 
 def _write_records(run: _Import, imports: list[_PlannedImport], unpacked: dict[str, Any],
-                   options: _Options, report: ImportReport) -> None:
+                   options: _Options, report: ImportReport, step: Stage) -> None:
     """Content records with their labels, then the image records (CRI's names in CRI mode)."""
     ns = R.namespace_bucket(run.txn.meta, options.namespace)
     for digest, labels in run.labels.items():
         R.merge_blob(ns, digest, run.sizes[digest], labels, run.now_ns)
+    step.advance(len(run.labels))
     for item in imports:
+        step.advance(1)
         labels: dict[str, str] = {}
         if (options.namespace == R.CRI_NAMESPACE and options.cri_labels) or options.cri:
             labels[R.LABEL_CRI_IMAGE] = "managed"
@@ -435,7 +446,7 @@ def _unpack_layers(manifest: PlannedManifest) -> list[dict[str, Any]]:
 
 def _unpack_manifest(
     run: _Import, snaps: Any, snapshotter: str, manifest: PlannedManifest, content: ContentWriter,
-    *, label_config_only: bool = True,
+    step: Stage, *, label_config_only: bool = True,
 ) -> Any:
     """Unpack one manifest's layers; label its config and layers like the unpacker does.
 
@@ -457,7 +468,7 @@ def _unpack_manifest(
     diff_ids = [str(Digest.parse(d)) for d in (config.get("rootfs") or {}).get("diff_ids") or []]
     layers = _unpack_layers(manifest)
     if layers:
-        result = snaps.unpack(layers, diff_ids, content.blob_path)
+        result = snaps.unpack(layers, diff_ids, content.blob_path, step)
     elif diff_ids:
         raise FormatError(f"image config lists {len(diff_ids)} diff IDs for 0 layers")
     else:

@@ -35,6 +35,7 @@ from ctrconv.layers.apply import ApplyResult, Mode, finish_deferred_parents
 from ctrconv.layers.chain import chain_ids
 from ctrconv.layers.copy import copy_tree
 from ctrconv.layers.parallel import LayerJob, apply_in_parallel, apply_job
+from ctrconv.progress import SILENT_STAGE, Stage
 from ctrconv.layers.usage import disk_usage
 from ctrconv.streams import fsync_dir
 
@@ -186,8 +187,11 @@ class SnapshotWriter:
         layers: Sequence[Mapping[str, Any]],
         diff_ids: Sequence[str],
         blob_path: BlobPath,
+        stage: Stage = SILENT_STAGE,
     ) -> UnpackResult:
-        """Make sure every chain of ``layers`` exists; returns the top chain ID."""
+        """Make sure every chain of ``layers`` exists; returns the top chain ID. ``stage``
+        advances by each layer blob's size (at once for a chain that already exists) and by
+        the files written."""
         if len(layers) != len(diff_ids):
             raise FormatError(
                 f"image config lists {len(diff_ids)} diff IDs for {len(layers)} layers"
@@ -204,14 +208,16 @@ class SnapshotWriter:
                 break
             result.reused.append(chain)
             below.append(snap)
+        for layer in layers[:len(below)]:
+            stage.advance(int(layer["size"]))
         todo = [_Layer(layer, diff_id, chain)
                 for layer, diff_id, chain in list(zip(layers, diff_ids, chains))[len(below):]]
         if self.snapshotter == "overlayfs" and self.jobs > 1 and len(todo) > 1:
-            self._build_overlay_in_parallel(todo, below, blob_path)
+            self._build_overlay_in_parallel(todo, below, blob_path, stage)
         else:
             for item in todo:
                 build = self._prepare(item, [s.path for s in below])
-                self._apply(build, blob_path)
+                self._apply(build, blob_path, stage)
                 below.append(self._register(build, below))
         result.created.extend(item.chain_id for item in todo)
         return result
@@ -248,11 +254,12 @@ class SnapshotWriter:
                         layer.get("mediaType"), tuple(str(p) for p in build.lowers), build.item.diff_id,
                         self.max_layer_bytes, defer_parents=side_by_side)
 
-    def _apply(self, build: "_Build", blob_path: BlobPath) -> None:
+    def _apply(self, build: "_Build", blob_path: BlobPath, stage: Stage) -> None:
         """In-order apply: every lower is complete, parents get their attributes at once."""
-        build.applied = apply_job(self._job(build, blob_path, side_by_side=False))
+        build.applied = apply_job(self._job(build, blob_path, side_by_side=False), stage)
 
-    def _build_overlay_in_parallel(self, todo: list["_Layer"], below: list[_Snap], blob_path: BlobPath) -> None:
+    def _build_overlay_in_parallel(self, todo: list["_Layer"], below: list[_Snap], blob_path: BlobPath,
+                                   stage: Stage) -> None:
         """Apply overlay layers side by side (worker processes), then finish and register them
         bottom-up.
 
@@ -268,7 +275,7 @@ class SnapshotWriter:
             builds.append(build)
             trees.append(build.target)
         jobs = [self._job(b, blob_path, side_by_side=True) for b in builds]
-        for build, applied in zip(builds, apply_in_parallel(jobs, self.jobs)):
+        for build, applied in zip(builds, apply_in_parallel(jobs, self.jobs, stage)):
             build.applied = applied
         for build in builds:
             assert build.applied is not None
