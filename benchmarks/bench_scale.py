@@ -23,12 +23,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from _common import REPO, Results, ctrconv, ctrconv_env, machine_facts, scratch, shell, timed
+from _common import GNU_TIME, REPO, ctrconv, ctrconv_env, machine_facts, scratch, shell
 
 from support.fixture_set import build_once  # noqa: E402
 from support.scale_root import build_root  # noqa: E402
@@ -74,21 +79,80 @@ def cases(root: Path, out: Path, only: set[str] | None) -> dict[str, tuple[list[
     return {k: v for k, v in all_cases.items() if k in only or k.startswith("floor") and "floors" in only}
 
 
-def measure(root: Path, facts: dict[str, int], rounds: int, only: set[str] | None, workdir: Path | None,
-            label: str) -> Results:
-    results = Results()
+@dataclass(frozen=True)
+class CpuRun:
+    """One command: wall seconds, CPU seconds (user + sys) and peak RSS (KiB), from GNU time."""
+
+    wall: float
+    cpu: float
+    rss_kib: int
+
+
+def timed_cpu(cmd: list[str], env: dict[str, str]) -> CpuRun:
+    """:func:`_common.timed` with CPU time too: on a shared machine wall time also holds the
+    time spent waiting for a core, CPU time does not."""
+    fd, stats_name = tempfile.mkstemp(prefix="bench-scale-")
+    os.close(fd)
+    try:
+        with tempfile.TemporaryFile() as err:
+            start = time.perf_counter()
+            proc = subprocess.run([GNU_TIME, "-f", "%M %U %S", "-o", stats_name, "--", *cmd], env=env,
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+            wall = time.perf_counter() - start
+            err.seek(0)
+            err_text = err.read().decode(errors="replace")
+        stats = Path(stats_name).read_text().strip().splitlines()[-1].split()
+    finally:
+        os.unlink(stats_name)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {err_text[-1500:]}")
+    return CpuRun(wall, float(stats[1]) + float(stats[2]), int(stats[0]))
+
+
+def measure(root: Path, rounds: int, only: set[str] | None, workdir: Path | None,
+            label: str) -> dict[str, list[CpuRun]]:
+    runs: dict[str, list[CpuRun]] = {}
     env = ctrconv_env()
     out = scratch("bench-scale-", workdir)
     try:
         for _ in range(rounds):
-            for case, (cmd, ok) in cases(root, out, only).items():
-                results.add(f"{case} [{label}]", timed(cmd, env, ok_codes=ok))
-                for entry in list(out.iterdir()):
-                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-                print(f"  {case} [{label}]: {results.runs[f'{case} [{label}]'][-1].wall:.2f} s", flush=True)
+            for case, (cmd, _ok) in cases(root, out, only).items():
+                try:
+                    run = timed_cpu(cmd, env)
+                except SystemExit as exc:  # one failing command does not lose the others' figures
+                    print(f"  {case} [{label}]: FAILED {str(exc)[-500:]}", flush=True)
+                    continue
+                finally:
+                    for entry in list(out.iterdir()):
+                        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+                runs.setdefault(case, []).append(run)
+                print(f"  {case} [{label}]: {run.wall:.2f} s wall, {run.cpu:.2f} s CPU, {run.rss_kib / 1024:.0f} MiB",
+                      flush=True)
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    return results
+    return runs
+
+
+def table(by_size: dict[int, dict[str, list[CpuRun]]]) -> str:
+    """Medians per case and root size; the last columns compare each larger root with the first."""
+    sizes = sorted(by_size)
+    first = by_size[sizes[0]]
+    lines = [f"{'case':24} {'images':>7} {'wall s':>8} {'CPU s':>8} {'peak RSS':>10} {'CPU vs first':>13} {'RSS vs first':>13}"]
+    for case in first:
+        for n in sizes:
+            runs = by_size[n].get(case)
+            if not runs:
+                lines.append(f"{case:24} {n:7d}   failed")
+                continue
+            wall = statistics.median(r.wall for r in runs)
+            cpu = statistics.median(r.cpu for r in runs)
+            rss = max(r.rss_kib for r in runs) / 1024
+            base = first[case]
+            cpu_ratio = cpu / max(statistics.median(r.cpu for r in base), 1e-3)
+            rss_ratio = rss / (max(r.rss_kib for r in base) / 1024)
+            ratios = f"{cpu_ratio:12.2f}x {rss_ratio:12.2f}x" if n != sizes[0] else ""
+            lines.append(f"{case:24} {n:7d} {wall:8.2f} {cpu:8.2f} {rss:6.1f} MiB {ratios}")
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -103,7 +167,7 @@ def main() -> int:
     only = {s.strip() for s in args.only.split(",") if s.strip()} or None
 
     sizes = [args.images * args.scale] + ([args.images * args.scale * args.compare_scale] if args.compare_scale else [])
-    merged = Results()
+    by_size: dict[int, dict[str, list[CpuRun]]] = {}
     described = []
     for count in sizes:
         t0 = time.perf_counter()
@@ -111,15 +175,12 @@ def main() -> int:
         described.append(f"{facts['images']} images, {facts['blobs']} blobs, {facts['snapshots']} snapshots, "
                          f"meta.db {facts['meta_db_bytes'] / 2**20:.1f} MiB (ready in {time.perf_counter() - t0:.1f} s)")
         print(described[-1], flush=True)
-        res = measure(root, facts, args.rounds, only, args.workdir, f"{count}")
-        merged.runs.update(res.runs)
+        by_size[count] = measure(root, args.rounds, only, args.workdir, str(count))
     print(f"\n{machine_facts(args.workdir or Path('/var/tmp'))}")
     for line in described:
         print(line)
-    print(f"{args.rounds} round(s), warm page cache; ratio: against the same command on the first root\n")
-    first = f"{sizes[0]}"
-    ref = {case: case.replace(case[case.rindex("[") + 1:-1], first) for case in merged.runs}
-    print(merged.table(ref=ref))
+    print(f"{args.rounds} round(s), medians; CPU = user + sys of the command (wall also holds waiting for a core)\n")
+    print(table(by_size))
     return 0
 
 
