@@ -10,7 +10,8 @@ import pytest
 from ctrconv.oci import mediatypes as mt
 from ctrconv.image.plan import PlannedManifest
 from ctrconv.sinks import _layout, detect_format
-from ctrconv.sinks._tar import BLOCK, TarWriter, header_block, pax_records, split_ustar_path
+from ctrconv.layers.tarwrite import BLOCK, Header, header_bytes, pax_records, split_ustar_path
+from ctrconv.sinks._tar import TarWriter
 from ctrconv.sinks.base import ExportedImage, blob_path
 
 D1 = "sha256:" + "1" * 64
@@ -23,7 +24,7 @@ D3 = "sha256:" + "3" * 64
 
 def test_directory_header_matches_go_archive_tar_bytes():
     # First header of a real `ctr images export` tar (containerd 1.6.20, Go archive/tar).
-    block = header_block(b"blobs/", 0o755, 0, b"5")
+    block = header_bytes(Header(b"blobs/", b"5", 0o755))
     assert block[:6] == b"blobs/" and block[6:100] == bytes(94)
     assert block[100:108] == b"0000755\0"
     assert block[108:124] == b"0000000\0" * 2
@@ -86,10 +87,10 @@ def test_long_names_use_the_ustar_prefix_then_pax():
 
 
 def test_pax_record_length_counts_itself():
-    rec = pax_records({"size": "9000000000"})
+    rec = pax_records({b"size": b"9000000000"})
     assert rec == b"19 size=9000000000\n"
     assert len(rec) == 19
-    long = pax_records({"path": "p" * 95})  # length crosses from 2 to 3 digits
+    long = pax_records({b"path": b"p" * 95})  # length crosses from 2 to 3 digits
     assert long.startswith(str(len(long)).encode() + b" path=")
 
 

@@ -26,7 +26,8 @@ import pytest
 import zstandard
 
 from ctrconv.layers import apply_layer, chain_ids, compare_listings, tree_listing
-from ctrconv.layers.regenerate import LayerWriter, write_layer
+from ctrconv.layers.layerblob import LayerWriter
+from ctrconv.layers.regenerate import write_layer
 
 MTIME = 1_700_000_000
 
@@ -534,7 +535,7 @@ def test_deeply_nested_overlay_tree_is_written(tmp_path):
 def test_parallel_gzip_is_one_valid_member_whatever_the_workers_and_writes():
     """Blocks deflated side by side: the bytes depend only on the input (not on the number of
     workers or on how the input was handed over), and every gzip reader reads them."""
-    from ctrconv.layers.regenerate import GZIP_BLOCK, ParallelGzip
+    from ctrconv.layers.parallelgzip import GZIP_BLOCK, ParallelGzip
 
     data = os.urandom(GZIP_BLOCK // 3) + bytes(range(256)) * (GZIP_BLOCK // 64) + b"z" * (GZIP_BLOCK + 17)
     outputs = set()

@@ -39,17 +39,17 @@ from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.errors import CtrconvError, MissingContentError, NotFoundError, UsageError
 from ctrconv.inventory import namespace_lookups, target_descriptor
 from ctrconv.layers.chain import chain_ids
-from ctrconv.layers.regenerate import COMPRESSIONS, WrittenLayer, write_layer
+from ctrconv.layers.layerblob import COMPRESSIONS, WrittenLayer
+from ctrconv.layers.regenerate import write_layer
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import reference
 from ctrconv.pipeline import regenerate as regen
-from ctrconv.pipeline.export import _output as export_output  # the output rules of export, shared
 from ctrconv.pipeline.export import ExportOptions, ctr_writes_index_media_type, write_export
 from ctrconv.pipeline.export_plan import Planned, SnapshotLayers, plan_images
 from ctrconv.pipeline.export_rewrite import decompress_zstd_layers, regenerate_layers
 from ctrconv.progress import Progress, stage
 from ctrconv.image.plan import PlannedManifest, plan_image, platform_string, read_json_blob
-from ctrconv.sinks import DIRECTORY_FORMATS, open_sink
+from ctrconv.sinks import DIRECTORY_FORMATS, open_sink, resolve_sink_output
 from ctrconv.sinks.oci_dir import check_target_dir
 
 #: ``created_by`` of the history entry a commit appends
@@ -410,7 +410,7 @@ def commit(root: ContainerdRoot, out: str | Path | BinaryIO, options: CommitOpti
     The root is only read; a failure leaves no output behind."""
     if options.compression not in COMPRESSIONS:
         raise UsageError(f"unknown --compression {options.compression!r} (choose from {', '.join(COMPRESSIONS)})")
-    target, fmt = export_output(out, options.format)
+    target, fmt = resolve_sink_output(out, options.format)
     spool: regen.Spool | None = None
     sink = None
     changes: dict[str, regen.ManifestChange] = {}

@@ -39,7 +39,8 @@ from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError, DigestMismatchError, FormatError, UsageError
 from ctrconv.layers.chain import chain_ids
 from ctrconv.layers.compression import open_layer
-from ctrconv.layers.regenerate import COMPRESSIONS, Compression, LayerWriter, WrittenLayer, write_layer
+from ctrconv.layers.layerblob import COMPRESSIONS, Compression, LayerWriter, WrittenLayer
+from ctrconv.layers.regenerate import write_layer
 from ctrconv.oci import mediatypes as mt
 from ctrconv.pipeline.completeness import never_recorded
 from ctrconv.image.plan import BlobSource, ImagePlan, PlannedManifest, read_json_blob

@@ -1,4 +1,4 @@
-"""Build and run the Go bbolt oracle (tests/go/boltcheck) for interop tests.
+"""Build and run the Go oracles of tests/go/ (boltcheck: bbolt; tarheader: archive/tar) for interop tests.
 
 The binary is built once per source hash into ``.cache/go/`` of the repository (GOPATH mode
 against Debian's golang-github-coreos-bbolt-dev, bbolt 1.3.6), so reruns cost nothing. Tests
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SOURCE_DIR = REPO / "tests" / "go" / "boltcheck"
+GO_SOURCES = REPO / "tests" / "go"
 CACHE_DIR = REPO / ".cache" / "go"
 GOPATH = "/usr/share/gocode"
 TIMEOUT = 300
@@ -29,23 +29,25 @@ class GoToolError(AssertionError):
     """The Go oracle failed to run, or found problems where none were expected."""
 
 
-def _source_hash(go: str) -> str:
+def _source_hash(go: str, source_dir: Path) -> str:
     digest = hashlib.sha256()
     version = subprocess.run([go, "version"], capture_output=True, text=True, check=True).stdout
     digest.update(version.encode())
-    for path in sorted(SOURCE_DIR.rglob("*.go")):
-        digest.update(path.relative_to(SOURCE_DIR).as_posix().encode() + b"\0")
+    for path in sorted(source_dir.rglob("*.go")):
+        digest.update(path.relative_to(source_dir).as_posix().encode() + b"\0")
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
 @functools.lru_cache(maxsize=None)
-def _build() -> Path:
+def _build(program: str = "boltcheck") -> Path:
+    """``tests/go/<program>`` built once per source hash (a build failure raises GoToolError)."""
+    source_dir = GO_SOURCES / program
     go = shutil.which("go")
     if go is None:
         raise _GoMissing
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    binary = CACHE_DIR / f"boltcheck-{_source_hash(go)}"
+    binary = CACHE_DIR / f"{program}-{_source_hash(go, source_dir)}"
     if binary.exists():
         return binary
     env = dict(
@@ -55,24 +57,24 @@ def _build() -> Path:
         GOCACHE=str(CACHE_DIR / "gocache"),
         GOFLAGS="",
     )
-    fd, tmp = tempfile.mkstemp(prefix=".boltcheck-", dir=CACHE_DIR)
+    fd, tmp = tempfile.mkstemp(prefix=f".{program}-", dir=CACHE_DIR)
     os.close(fd)
     try:
         result = subprocess.run(
             [go, "build", "-o", tmp, "."],
-            cwd=SOURCE_DIR,
+            cwd=source_dir,
             env=env,
             capture_output=True,
             text=True,
             timeout=TIMEOUT,
         )
         if result.returncode != 0:
-            raise GoToolError(f"building boltcheck failed:\n{result.stdout}{result.stderr}")
+            raise GoToolError(f"building {program} failed:\n{result.stdout}{result.stderr}")
         os.replace(tmp, binary)  # atomic: concurrent test runs never see a half-written binary
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    for stale in CACHE_DIR.glob("boltcheck-*"):
+    for stale in CACHE_DIR.glob(f"{program}-*"):
         if stale != binary:
             stale.unlink(missing_ok=True)
     return binary
@@ -82,10 +84,10 @@ class _GoMissing(Exception):
     pass
 
 
-def go_tool() -> Path:
-    """Path of the built oracle; ``pytest.skip`` if Go is not installed."""
+def go_tool(program: str = "boltcheck") -> Path:
+    """Path of the built oracle ``tests/go/<program>``; ``pytest.skip`` if Go is not installed."""
     try:
-        return _build()
+        return _build(program)
     except _GoMissing:
         pytest.skip("go is not installed")
 
