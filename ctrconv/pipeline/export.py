@@ -37,7 +37,6 @@ from ctrconv.errors import UsageError
 from ctrconv.image.model import BlobSource
 from ctrconv.image.protocols import ImageSource
 from ctrconv.inventory import namespace_lookups
-from ctrconv.outputs import Output, resolve_output
 from ctrconv.pipeline import regenerate as regen
 from ctrconv.pipeline.completeness import LabelsOf, SnapshotExists
 from ctrconv.pipeline.export_plan import Planned, SnapshotLayers, blob_set, exported, image_report, plan_images
@@ -46,14 +45,13 @@ from ctrconv.pipeline.export_rewrite import (
     RegeneratedSource, decompress_zstd_layers, regenerate_for_copy, regenerate_layers,
 )
 from ctrconv.pipeline.resolve import EntryImages, resolve_images, unnamed_by_id
-from ctrconv.sinks import DIRECTORY_FORMATS, Sink, detect_format, open_sink
+from ctrconv.sinks import DIRECTORY_FORMATS, Sink, open_sink, resolve_sink_output
 from ctrconv.sinks.oci_dir import check_target_dir
 from ctrconv.sources.containerd_root import ContainerdRootSource
 from ctrconv.progress import Progress, Stage, stage
 from ctrconv.streams import CHUNK, VerifyingReader
 
 #: the names other modules (``commit``, the API) import from here, besides those defined here
-_Planned = Planned
 __all__ = [
     "CTR_LINES", "ExportOptions", "ExportReport", "ImageReport", "Planned", "RegeneratedSource",
     "SnapshotLayers", "decompress_zstd_layers", "export", "image_report", "plan_images", "regenerate_for_copy",
@@ -95,24 +93,6 @@ class _ProgressReader:
     def finish(self) -> None:
         if self._seen < self._size:
             self._step.advance(self._size - self._seen)
-
-
-def _output(out: str | Path | BinaryIO, fmt: str | None) -> tuple[Output, str]:
-    """Where the export goes (:mod:`ctrconv.outputs`: stdout, a device or FIFO written
-    through, a symlink resolved, else a path written atomically), and in which format: the
-    given one, else oci-tar for a stream or node, else by the (resolved) name."""
-    resolved = resolve_output(out) if isinstance(out, (str, Path)) else Output("-", stream=out)
-    if fmt is None:
-        fmt = "oci-tar" if resolved.is_stream else detect_format(str(resolved.path))
-    if resolved.is_stream and fmt in DIRECTORY_FORMATS:
-        resolved.require_streaming(fmt)
-    path = resolved.path
-    if path is not None and fmt not in DIRECTORY_FORMATS:
-        if path.is_dir():
-            raise UsageError(f"{path} is a directory; a {fmt} output is a file")
-        if not path.parent.is_dir():
-            raise UsageError(f"{path.parent} does not exist")
-    return resolved, fmt
 
 
 #: containerd lines whose ``ctr images export`` output ctrconv can reproduce
@@ -269,7 +249,7 @@ def export(
     or any file source (``convert``); ``out`` is a path, ``-`` (stdout) or a binary stream (tar
     formats). The source is only read.
     """
-    target, fmt = _output(out, options.format)
+    target, fmt = resolve_sink_output(out, options.format)
     spool: regen.Spool | None = None
     sink: Sink | None = None
     try:

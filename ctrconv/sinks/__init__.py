@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ctrconv.errors import UsageError
+from ctrconv.outputs import Output, resolve_output
 
 if TYPE_CHECKING:
     from ctrconv.sinks.base import Sink
@@ -21,7 +22,7 @@ DIRECTORY_FORMATS = ("oci-dir", "dir")
 
 __all__ = [
     "DIRECTORY_FORMATS", "FORMATS", "BlobReader", "DockerArchiveSink", "ExportedImage", "OciDirSink", "OciTarSink",
-    "Sink", "SkopeoDirSink", "blob_path", "detect_format", "name_entry", "open_sink",
+    "Sink", "SkopeoDirSink", "blob_path", "detect_format", "name_entry", "open_sink", "resolve_sink_output",
 ]
 
 #: the sinks and their helpers, imported on first use (PEP 562): the format names above are
@@ -49,6 +50,25 @@ def __getattr__(name: str) -> Any:
 def detect_format(out: str) -> str:
     """``-`` and ``*.tar`` -> ``oci-tar``; anything else -> ``oci-dir``."""
     return "oci-tar" if out == "-" or out.endswith(".tar") else "oci-dir"
+
+
+def resolve_sink_output(out: str | Path | BinaryIO, fmt: str | None) -> tuple[Output, str]:
+    """Where an image output goes (:mod:`ctrconv.outputs`: stdout, a device or FIFO written
+    through, a symlink resolved, else a path written atomically), and in which format: the
+    given one, else oci-tar for a stream or node, else by the (resolved) name. Shared by every
+    command that writes an image file or layout (export, convert, commit)."""
+    resolved = resolve_output(out) if isinstance(out, (str, Path)) else Output("-", stream=out)
+    if fmt is None:
+        fmt = "oci-tar" if resolved.is_stream else detect_format(str(resolved.path))
+    if resolved.is_stream and fmt in DIRECTORY_FORMATS:
+        resolved.require_streaming(fmt)
+    path = resolved.path
+    if path is not None and fmt not in DIRECTORY_FORMATS:
+        if path.is_dir():
+            raise UsageError(f"{path} is a directory; a {fmt} output is a file")
+        if not path.parent.is_dir():
+            raise UsageError(f"{path.parent} does not exist")
+    return resolved, fmt
 
 
 def open_sink(
