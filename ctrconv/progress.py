@@ -20,8 +20,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator, Literal, Protocol
 
-#: what a stage counts; ``bytes`` are shown scaled (KiB, MiB, ...), the others as plain counts
-Unit = Literal["bytes", "images", "records", "blobs"]
+#: what a stage counts; ``bytes`` are shown scaled (KiB, MiB, ...), ``records`` as a plain count
+Unit = Literal["bytes", "records"]
 
 
 class Stage(Protocol):
