@@ -457,3 +457,23 @@ def test_a_lost_layer_without_its_snapshot_stays_lost(tmp_path):
     report = _lose_layer(root, meta, d["layer"])
     regenerate_lost_layers(meta, {OVERLAY: backend}, root, root, report, unpack=True)
     assert report.regenerated == []
+
+
+def test_a_failed_regeneration_is_reported_and_the_image_left_to_the_completeness_rule(tmp_path, monkeypatch):
+    from ctrconv.errors import CtrconvError
+    from ctrconv.pipeline import regenerate as regen
+    from ctrconv.recovery.regenerate import regenerate_lost_layers
+
+    def fail(*args, **kwargs):
+        raise CtrconvError("cannot read the snapshot to regenerate its layer: permission denied")
+
+    monkeypatch.setattr(regen.Regenerator, "run", fail)
+    root, meta, backend, d = _unpacked_image(tmp_path)
+    report = _lose_layer(root, meta, d["layer"])
+    regenerate_lost_layers(meta, {OVERLAY: backend}, root, root, report, unpack=True)
+    assert report.regenerated == []
+    assert [x for x in report.dropped if x["kind"] == "layer-regeneration"] == [{
+        "kind": "layer-regeneration", "object": "image default/example.com/app:1",
+        "reason": "layers not regenerated: cannot read the snapshot to regenerate its layer: permission denied"}]
+    drop_incomplete_images(meta, root.content, report)
+    assert [x["object"] for x in report.dropped if x["kind"] == "image"] == ["image default/example.com/app:1"]

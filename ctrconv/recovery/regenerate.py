@@ -60,7 +60,6 @@ class TreeSnapshots:
             return None
         return path
 
-
     def same_diff(self, content: Any, diff_id: str) -> dict[str, Any] | None:
         """A good blob of the namespace holding the layer tar ``diff_id`` (the tar itself, or a
         blob whose ``containerd.io/uncompressed`` label names it): copied instead of walking the
@@ -110,8 +109,10 @@ def _namespace(ns_name: str, ns: BucketTree, backends: dict[str, BucketTree], cr
             continue
         try:
             done = _image(target, desc, lost, extras, layers, snapshots, labels_of)
-        except CtrconvError:
-            continue  # left as it is: dropped as incomplete if it cannot run
+        except CtrconvError as exc:
+            # left as it is (dropped as incomplete if it cannot run); the report says why
+            report.drop("layer-regeneration", f"image {ns_name}/{text(key)}", f"layers not regenerated: {exc}")
+            continue
         if done is None:
             continue
         new_target, changes, written = done
