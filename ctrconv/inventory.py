@@ -5,6 +5,7 @@ Sizes and platforms are computed the way ``ctr images ls`` computes them, so the
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -106,9 +107,34 @@ def ctr_size(plan: ImagePlan, matcher: plat.MatchComparer) -> int:
     return size
 
 
+class RecentDocuments(OrderedDict):  # type: ignore[type-arg]
+    """A :data:`DocumentCache` that keeps the ``limit`` documents used last.
+
+    Images are listed by name, so the tags of one repository, which share manifests and
+    configs, come one after another; a root of 10,000 images need not keep its 20,000 parsed
+    documents alive until the listing ends. A document dropped and needed again is only read
+    (and verified) again.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __getitem__(self, key: Any) -> Any:
+        value = super().__getitem__(key)
+        self.move_to_end(key)
+        return value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        if len(self) > self.limit:
+            self.popitem(last=False)
+
+
 def list_images(meta: MetadataDB, content: ContentStore, namespaces: list[str], matcher: plat.MatchComparer) -> list[ImageSummary]:
     out = []
-    cache: DocumentCache = {}  # namespaces and tags share manifests and configs
+    cache: DocumentCache = RecentDocuments()  # type: ignore[assignment]  # tags share manifests and configs
     for ns in namespaces:
         visible = ListingContent(content, ns, meta.content_digests(ns))
         labels_of, snapshot_exists = namespace_lookups(meta, ns)
