@@ -21,10 +21,14 @@ def _version_only(argv: list[str]) -> bool:
 def _print_version() -> int:
     from ctrconv import __version__
 
+    if sys.stdout is None:  # started with standard output closed
+        if sys.stderr is not None:
+            sys.stderr.write("ctrconv: error: standard output is closed\n")
+        return 1
     try:
         sys.stdout.write(f"ctrconv {__version__}\n")
         sys.stdout.flush()
-    except BrokenPipeError:
+    except BrokenPipeError:  # the reader went away (``| head -c0``): as the CLI, no message
         return 1
     return 0
 

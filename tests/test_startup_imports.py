@@ -88,3 +88,10 @@ def test_an_option_value_is_still_checked_by_typer(tmp_path: Path, small_root: P
     _, result = _modules(tmp_path, "verify", "--root", str(small_root), "--jobs", "many")
     assert result.returncode == 2
     assert result.stderr.startswith("ctrconv: error: ") and "--jobs" in result.stderr
+
+
+def test_version_with_standard_output_closed_is_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(f"{sys.executable} -m ctrconv --version >&-", shell=True, capture_output=True, text=True,
+                            timeout=60, env=env, cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (1, "ctrconv: error: standard output is closed\n")
