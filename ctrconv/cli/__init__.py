@@ -114,6 +114,6 @@ def main(argv: list[str] | None = None) -> None:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
-            except (BrokenPipeError, ValueError):
+            except (BrokenPipeError, ValueError, AttributeError):  # AttributeError: started closed (None)
                 pass
     raise SystemExit(code)
