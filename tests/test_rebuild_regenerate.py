@@ -147,3 +147,35 @@ def test_a_corrupt_layer_is_quarantined_and_regenerated(fixture_set, tmp_root_co
     assert _images(cli, tmp_root_copy)["default/docker.io/library/bbx:oci"]["complete"]
     verify = cli("verify", "--root", str(tmp_root_copy), "-A", "-q", "--json")
     assert verify.code == 0, verify.json["problems"]
+
+
+def test_an_index_image_gets_a_new_index_over_its_regenerated_manifest(fixture_set, tmp_root_copy, tmp_path, cli,
+                                                                       private_containerd):
+    """bbx:multi (an index of three platforms, only the host's pulled) loses its host
+    manifest's top layer: the new manifest sits in a new index that keeps the other platforms'
+    descriptors, and a real containerd runs it."""
+    from ctrconv.oci import platform as plat
+
+    name = "docker.io/library/bbx:multi"
+    image = fixture_set.image("default", name)
+    host = plat.format_platform(plat.host_platform())
+    [manifest] = [m for m in image["manifests"] if m.get("platform") == host]
+    blob_path(tmp_root_copy, manifest["layers"][-1]["digest"]).unlink()
+    out = tmp_path / "new"
+    report = _rebuild(cli, tmp_root_copy, "-o", str(out), "--regenerate-layers")
+    entry = {(r["namespace"], r["name"]): r for r in report["regenerated"]}[("default", name)]
+    [m] = entry["manifests"]
+    assert m["platform"] == host and m["original_manifest"] == manifest["digest"] and entry["changed"]
+    index = json.loads(blob_path(out, entry["digest"]).read_bytes())
+    old = json.loads(blob_path(tmp_root_copy, entry["original_digest"]).read_bytes())
+    assert [d["digest"] for d in index["manifests"]] == [
+        m["manifest"] if d["digest"] == manifest["digest"] else d["digest"] for d in old["manifests"]]
+    assert [d.get("platform") for d in index["manifests"]] == [d.get("platform") for d in old["manifests"]]
+    verify = cli("verify", "--root", str(out), "-A", "-q", "--json")
+    assert verify.code == 0, verify.json["problems"]
+    daemon = private_containerd(root=out)
+    rows = {r.ref: r for r in daemon.images_check("default")}
+    assert rows[name].complete and rows[name].unpacked and rows[name].digest == entry["digest"], rows[name]
+    run = daemon.ctr("run", "--rm", name, "regen-multi", "/bin/busybox", "ls", "/bin/busybox", check=False)
+    assert run.returncode == 0, run.stderr
+    daemon.stop()

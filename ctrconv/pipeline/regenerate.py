@@ -213,9 +213,9 @@ def layer_jobs(
                 parent = snapshots.find(sn, chains[i - 1]) if sn != "overlayfs" and i > 0 else None
                 if tree is None or (sn != "overlayfs" and i > 0 and parent is None):
                     continue
-                skipped = mode == "auto" and never_recorded(labels_of, {m.layers[i]["digest"]})
+                never_fetched = mode == "auto" and never_recorded(labels_of, {m.layers[i]["digest"]})
                 found.append(LayerJob(m.descriptor["digest"], i, m.layers[i], diff_ids[i], sn, chains[i], tree, parent,
-                                      snapshots.same_diff(content, diff_ids[i]) if skipped else None))
+                                      snapshots.same_diff(content, diff_ids[i]) if never_fetched else None))
             if found:
                 jobs.extend(found)
                 covered |= {j.layer["digest"] for j in found} & missing
