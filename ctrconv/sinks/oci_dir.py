@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 
 from pathlib import Path
 from typing import Any, Sequence
 
-from ctrconv import tempfiles
-from ctrconv.commitpoint import committing
 from ctrconv.errors import SizeMismatchError, UsageError
+from ctrconv.sinks._publish import StagedDirectory
 from ctrconv.sinks.base import BlobReader, ExportedImage, blob_path
 from ctrconv.sinks.oci_tar import oci_name_documents
 from ctrconv.streams import CHUNK, fsync_dir
@@ -41,7 +39,7 @@ def check_target_dir(out: Path) -> None:
         raise UsageError(f"{out.parent} does not exist")
 
 
-class OciDirSink:
+class OciDirSink(StagedDirectory):
     """``--format oci-dir``."""
 
     single_manifest = False
@@ -56,7 +54,6 @@ class OciDirSink:
         verify_links: bool = True,
     ) -> None:
         check_target_dir(out)
-        self._final = out
         self._index_media_type = index_media_type
         self._manifest_json = manifest_json
         self._link = link
@@ -67,8 +64,7 @@ class OciDirSink:
         self.linked = 0
         self.copied = 0
         self.bytes_written = 0
-        # last, so that once it exists the caller holds a sink whose abort() removes it
-        self._tmp: Path | None = tempfiles.temp_dir(out.parent, f".{out.name}.", ".ctrconv-tmp")
+        self._stage(out)
 
     def add_names(self, images: Sequence[ExportedImage]) -> None:
         self._documents = oci_name_documents(images, self._index_media_type, self._manifest_json)
@@ -140,16 +136,4 @@ class OciDirSink:
         for directory in self._dirs | {self._tmp / "blobs"}:
             if directory.is_dir():
                 fsync_dir(directory)
-        os.chmod(self._tmp, 0o755)
-        fsync_dir(self._tmp)
-        with committing():  # from the rename on, a signal no longer undoes the export
-            os.rename(self._tmp, self._final)
-            tempfiles.forget(self._tmp)
-            self._tmp = None
-        fsync_dir(self._final.parent)
-
-    def abort(self) -> None:
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            tempfiles.forget(self._tmp)
-            self._tmp = None
+        self._publish()

@@ -20,9 +20,10 @@ from typing import Any, BinaryIO, Sequence
 from ctrconv import tempfiles
 from ctrconv.commitpoint import committing
 from ctrconv.sinks import _layout
+from ctrconv.sinks._publish import publish
 from ctrconv.sinks._tar import TarWriter
 from ctrconv.sinks.base import BlobReader, ExportedImage, blob_path
-from ctrconv.streams import CHUNK, EarlyWriteback, fsync_dir
+from ctrconv.streams import CHUNK, EarlyWriteback
 
 
 def _umask() -> int:
@@ -125,11 +126,8 @@ class TarSink(ABC):
         self._stream.close()
         self._closed = True
         assert self._final is not None
-        with committing():  # from the rename on, a signal no longer undoes the export
-            os.replace(self._tmp, self._final)
-            tempfiles.forget(self._tmp)
-            self._tmp = None
-        fsync_dir(self._final.parent)
+        publish(self._tmp, self._final)
+        self._tmp = None
 
     def abort(self) -> None:
         if self._tmp is None:

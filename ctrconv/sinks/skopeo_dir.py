@@ -17,34 +17,31 @@ commit, like the OCI directory (:class:`~ctrconv.sinks.oci_dir.OciDirSink`).
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-from ctrconv import tempfiles
-from ctrconv.commitpoint import committing
 from ctrconv.digest import Digest
 from ctrconv.errors import UsageError
 from ctrconv.oci import mediatypes as mt
+from ctrconv.sinks._publish import StagedDirectory
 from ctrconv.sinks.base import BlobReader, ExportedImage
 from ctrconv.sinks.oci_dir import check_target_dir
-from ctrconv.streams import CHUNK, fsync_dir
+from ctrconv.streams import CHUNK
 
 VERSION_BYTES = b"Directory Transport Version: 1.1\n"
 
 
-class SkopeoDirSink:
+class SkopeoDirSink(StagedDirectory):
     """``--format dir``; ``all_platforms``: ``manifest.json`` is the image's index."""
 
     def __init__(self, out: Path, *, all_platforms: bool = False) -> None:
         check_target_dir(out)
         self.single_manifest = not all_platforms
-        self._final = out
         self._top: str | None = None
         self._named = False
         self.bytes_written = 0
         self.linked = 0
-        self._tmp: Path | None = tempfiles.temp_dir(out.parent, f".{out.name}.", ".ctrconv-tmp")
+        self._stage(out)
 
     def add_names(self, images: Sequence[ExportedImage]) -> None:
         if self.single_manifest:
@@ -94,16 +91,4 @@ class SkopeoDirSink:
             out.write(VERSION_BYTES)
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(self._tmp, 0o755)
-        fsync_dir(self._tmp)
-        with committing():  # from the rename on, a signal no longer undoes the export
-            os.rename(self._tmp, self._final)
-            tempfiles.forget(self._tmp)
-            self._tmp = None
-        fsync_dir(self._final.parent)
-
-    def abort(self) -> None:
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            tempfiles.forget(self._tmp)
-            self._tmp = None
+        self._publish()
