@@ -15,8 +15,7 @@ Public API:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ctrconv.lazy import lazy_exports
 
 #: exported name -> the submodule defining it; resolved on first use (PEP 562), so a caller
 #: of ``chain_ids`` (``ctrconv ls``) does not import the tar and decompression machinery
@@ -31,18 +30,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    try:
-        where = _WHERE[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f"{__name__}.{where}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_WHERE])
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
 
 
 __all__ = [

@@ -12,8 +12,7 @@ needs) must not import the model's schema validation, and jsonschema with it.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ctrconv.lazy import lazy_exports
 
 #: exported name -> the submodule defining it
 _WHERE = {
@@ -29,27 +28,11 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    try:
-        where = _WHERE[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = importlib.import_module(f"{__name__}.{name}") if not where else getattr(
-        importlib.import_module(f"{__name__}.{where}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_WHERE])
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
 
 
 __all__ = [
     "ALL",
-    "Descriptor",
-    "ImageConfig",
-    "Index",
-    "Manifest",
     "Platform",
     "Reference",
     "default_matcher",
@@ -65,7 +48,6 @@ __all__ = [
     "only",
     "only_strict",
     "ordered",
-    "parse_blob",
     "parse_config_diff_ids",
     "parse_docker_ref",
     "parse_json_bytes",

@@ -6,11 +6,11 @@ the output name the way the CLI contract says (``*.tar`` -> oci-tar, else oci-di
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ctrconv.errors import UsageError
+from ctrconv.lazy import lazy_exports
 from ctrconv.outputs import Output, resolve_output
 
 if TYPE_CHECKING:
@@ -37,14 +37,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    try:
-        where = _WHERE[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f"{__name__}.{where}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
 
 
 def detect_format(out: str) -> str:
