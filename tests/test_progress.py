@@ -125,13 +125,15 @@ def test_import_without_unpack_opens_no_unpack_stage(archive: Path, tmp_path: Pa
 
 
 def test_rebuild_reports_the_bytes_it_hashes(small_root: Path, tmp_path: Path) -> None:
-    """Into a new root: the content check (copy and hash); in place: the verify that finds the
-    root healthy. Each stage's total is the store's blob bytes, summed before reading."""
+    """Into a new root: the content check (copy and hash), then the re-import's own stages; in
+    place: the verify that finds the root healthy. The hashing stages' totals are the store's
+    blob bytes, summed before reading; every stage reaches its total."""
     import shutil
 
     into_new = RecordingProgress()
     api.rebuild_root(small_root, tmp_path / "new", progress=into_new)
-    assert into_new.names()[0] == "checking content"
+    assert into_new.names()[0] == "checking content" and into_new.names()[1:] in (
+        ["content", "unpack", "records"], ["content", "records"])  # unpack: when snapshots are rebuilt
     in_place = RecordingProgress()
     copy = tmp_path / "copy"
     shutil.copytree(small_root, copy, symlinks=True)

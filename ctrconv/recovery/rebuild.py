@@ -141,7 +141,7 @@ def _rebuild_into(run: _Run, report: RebuildReport) -> None:
     report.snapshots_reused = sum(len(ids) for ids in kept.values())
     # An intact meta.db says what each namespace holds; only a damaged one (records may be
     # lost) lets a namespace take blobs on disk that it has no record of.
-    reimport(run.target, stores.meta, run.unpack, report, trust_records=stores.meta_intact)
+    reimport(run.target, stores.meta, run.unpack, report, trust_records=stores.meta_intact, progress=run.progress)
 
 
 def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set[int]]:

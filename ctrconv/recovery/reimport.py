@@ -15,6 +15,7 @@ from ctrconv.pipeline.completeness import namespace_lookups
 from ctrconv.image.plan import PlannedManifest, plan_image
 from ctrconv.recovery.buckets import namespaces, text
 from ctrconv.recovery.derive import assess_image
+from ctrconv.progress import Progress
 from ctrconv.recovery.report import RebuildReport
 
 GC_SNAPSHOT = K.LABEL_GC_SNAPSHOT
@@ -23,8 +24,9 @@ GroupKey = tuple["tuple[str, ...] | None", bool]
 
 
 def reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: RebuildReport, *,
-             trust_records: bool = False) -> None:
-    """Import each namespace's images from the repaired root into itself.
+             trust_records: bool = False, progress: Progress | None = None) -> None:
+    """Import each namespace's images from the repaired root into itself (``progress``: each
+    import's stages, content, unpack and records).
 
     Every platform whose content is complete is kept (labelled, so GC keeps it), not just the
     host's: a rebuild must not lose what the node had. Images are grouped by that platform set
@@ -45,6 +47,7 @@ def reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: Reb
                     source, target.path, ns_name, snapshotter="overlayfs", unpack=again,
                     platforms=list(platforms) if platforms else None, entries=entries, backup=False,
                     keep_partial=True, cri=False,  # the names the root has, none added
+                    progress=progress,
                 )
                 for image in result.images:
                     # images sharing a manifest report the same new snapshots: count them once
