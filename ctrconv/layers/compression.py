@@ -45,6 +45,8 @@ Compression = Literal["none", "gzip", "zstd"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+#: bytes read before the compression is named (xz's magic is the longest)
+_MAGIC_LEN = 6
 
 
 class Readable(Protocol):
@@ -231,12 +233,7 @@ def open_layer(
     Raises:
         FormatError: unsupported media type or compression, or a media-type/magic mismatch.
     """
-    head = b""
-    while len(head) < 6:
-        data = stream.read(6 - len(head))
-        if not data:
-            break
-        head += data
+    head = _read_head(stream)
     found = sniff_compression(head)
     compression = found
     if media_type is not None:
@@ -259,13 +256,20 @@ def decompressed_chunks(stream: Readable) -> Iterator[bytes]:
     decoded in this thread with the layers' rules: multi-member gzip, every zstd frame, and a
     truncated stream or trailing garbage a :class:`FormatError`. The one decompressor of
     layers and of compressed image archives (``import -i image.tar.zst``)."""
+    head = _read_head(stream)
+    return _decoder(sniff_compression(head), Prepended(head, stream), False)
+
+
+def _read_head(stream: Readable) -> bytes:
+    """The first bytes that name the compression (fewer only at the end of the stream); a
+    stream may return less than asked for, so read until there are enough."""
     head = b""
-    while len(head) < 6:
-        data = stream.read(6 - len(head))
+    while len(head) < _MAGIC_LEN:
+        data = stream.read(_MAGIC_LEN - len(head))
         if not data:
             break
         head += data
-    return _decoder(sniff_compression(head), Prepended(head, stream), False)
+    return head
 
 
 def _hashed(chunks: Iterator[bytes], hasher: "hashlib._Hash") -> Iterator[bytes]:
