@@ -257,11 +257,6 @@ def _same_file(a: "str | os.PathLike[str]", b: "str | os.PathLike[str]") -> bool
         return False
 
 
-#: ``copy_images_to_root``'s names for two :class:`ImportOptions` fields, accepted by
-#: :func:`import_images` until every caller passes an ``ImportOptions`` (to be removed)
-_OLD_IMPORT_NAMES = {"platforms": "platform", "max_layer_bytes": "max_layer_size"}
-
-
 def import_images(
     input_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     root: str | os.PathLike[str],
@@ -292,9 +287,6 @@ def import_images(
     from ctrconv.sources import open_source
     from ctrconv.sources.multi import open_inputs
 
-    for old, new in _OLD_IMPORT_NAMES.items():  # the writer's names, still given by older callers
-        if old in fields:
-            fields[new] = fields.pop(old)
     chosen = dataclasses.replace(options or ImportOptions(), **fields)
     paths = [input_path] if isinstance(input_path, (str, os.PathLike)) else list(input_path)
     source = open_inputs(paths, partial(open_source, registry=registry))

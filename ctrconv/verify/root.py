@@ -27,7 +27,7 @@ from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
 from ctrconv.progress import Progress, stage
 from ctrconv.pipeline.completeness import RecordedLabels, assess, never_recorded
-from ctrconv.pipeline.plan import DocumentCache, PlannedManifest, platform_string, read_json_blob
+from ctrconv.image.plan import DocumentCache, PlannedManifest, platform_string, read_json_blob
 from ctrconv.verify.blobs import file_size, hash_blobs
 from ctrconv.verify.deep import runs_here
 from ctrconv.verify.problems import Report
