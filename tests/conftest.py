@@ -23,6 +23,9 @@ from support.realnode_set import RealnodeSet
 
 DAEMON_FIXTURES = {"fixture_set", "tmp_root_copy", "private_containerd", "fixture_set_for",
                    "realnode_set_for"}
+#: fixtures several modules share, defined beside their helpers: ``dockerd`` (one private Docker
+#: engine per module) and ``small_root`` (one copy of the committed small root per module)
+pytest_plugins = ["support.dockerd", "support.small_root"]
 
 
 def containerd_bin_dir() -> str | None:

@@ -20,19 +20,10 @@ from ctrconv.pipeline.export_report import ConvertOptions, ConvertReport, Export
 from ctrconv.recovery.options import RebuildOptions
 from ctrconv.sinks.containerd_root import ContainerdRootSink, ImportOptions
 
-REPO = Path(__file__).resolve().parents[1]
-SMALL_ROOT = REPO / "fixtures" / "small-root.tar.xz"
 IMAGE = "docker.io/library/busybox:small"
 #: ImportOptions fields the CLI has no option of its own for (set by other means, or library only)
 LIBRARY_ONLY = {"unpack_platform", "cri_labels", "keep_partial"}
 
-
-@pytest.fixture(scope="module")
-def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("api")
-    with tarfile.open(SMALL_ROOT) as tar:
-        tar.extractall(base, filter="fully_trusted")
-    return base / "small-root"
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ described by it: a new field means a schema (and contract) update, never a silen
 from __future__ import annotations
 
 import json
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +16,7 @@ from jsonschema import Draft202012Validator
 
 from support.json_schemas import CLI_SCHEMAS, check
 
-REPO = Path(__file__).resolve().parents[1]
-SMALL_ROOT = REPO / "fixtures" / "small-root.tar.xz"
 
-
-@pytest.fixture(scope="module")
-def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("schemas")
-    with tarfile.open(SMALL_ROOT) as tar:
-        tar.extractall(base, filter="fully_trusted")
-    return base / "small-root"
 
 
 def _json(cli, *args: str, code: int = 0) -> Any:

@@ -17,11 +17,10 @@ import shutil
 import subprocess
 import tarfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from support.dockerd import PrivateDockerd, skip_reason
 from support.interop_checks import expected_file
 from support.json_schemas import check
 
@@ -146,14 +145,6 @@ def test_ctr_imports_every_tar_output_complete(fmt, inputs, cli, tmp_path, priva
         assert [row.ref for row in rows] == [inputs[src][2]], (src, rows)
         assert rows[0].complete, (src, fmt, rows)
 
-
-@pytest.fixture(scope="module")
-def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateDockerd]:
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    with PrivateDockerd(tmp_path_factory.mktemp("dockerd")) as daemon:
-        yield daemon
 
 
 def test_docker_loads_and_runs_every_conversion_to_a_docker_archive(inputs, fixture_set, cli, tmp_path, dockerd):

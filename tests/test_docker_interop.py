@@ -10,25 +10,17 @@ import hashlib
 import json
 import tarfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from ctrconv import api
 from support.daemon import parse_table
-from support.dockerd import PrivateDockerd, skip_reason
+from support.dockerd import PrivateDockerd
 from support.interop_checks import assert_go_clean, check_all, expected_file
 
 pytestmark = pytest.mark.interop
 
-
-@pytest.fixture(scope="module")
-def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateDockerd]:
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    with PrivateDockerd(tmp_path_factory.mktemp("dockerd")) as daemon:
-        yield daemon
 
 
 def _default_images(fixture_set: Any) -> list[dict[str, Any]]:

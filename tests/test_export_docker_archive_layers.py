@@ -14,25 +14,16 @@ import hashlib
 import json
 import tarfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from support.dockerd import PrivateDockerd, skip_reason
 
 pytestmark = pytest.mark.interop
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 IMAGE = "docker.io/library/bbx:zstd"
 
-
-@pytest.fixture(scope="module")
-def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateDockerd]:
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    with PrivateDockerd(tmp_path_factory.mktemp("dockerd")) as daemon:
-        yield daemon
 
 
 def _members(archive: Path) -> dict[str, bytes]:

@@ -24,16 +24,8 @@ from ctrconv import api
 from ctrconv.progress import SILENT, stage
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL_ROOT = REPO / "fixtures" / "small-root.tar.xz"
 IMAGE = "docker.io/library/busybox:small"
 
-
-@pytest.fixture(scope="module")
-def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("progress")
-    with tarfile.open(SMALL_ROOT) as tar:
-        tar.extractall(base, filter="fully_trusted")
-    return base / "small-root"
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Iterator
+
+import pytest
 
 from support.daemon import DaemonError, short_socket_dir, terminate
 
@@ -128,3 +131,13 @@ class PrivateDockerd:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+@pytest.fixture(scope="module")
+def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateDockerd]:
+    """One private engine per test module that imports this fixture (skipped where none can run)."""
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    with PrivateDockerd(tmp_path_factory.mktemp("dockerd")) as daemon:
+        yield daemon
