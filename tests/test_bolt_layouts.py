@@ -1,5 +1,5 @@
-"""The byte layouts of ``ctrconv.bolt._structs``: one construct declaration per layout, fast
-codecs derived from it, element strides per page type, and the writer's output pinned byte for
+"""The byte layouts of ``ctrconv.bolt.layouts``: one construct declaration per layout, fast
+codecs derived from it and generated into ``ctrconv.bolt._structs``, element strides per page type, and the writer's output pinned byte for
 byte.
 
 The pinned digests were taken from the writer before its layouts were derived from construct,
@@ -18,6 +18,7 @@ import pytest
 from construct import Int16ul, Int32ub, Int32ul, Int64ul, PrefixedArray, Struct
 
 from ctrconv.bolt import _structs as S
+from ctrconv.bolt import layouts as L
 from ctrconv.bolt.check import check_bolt
 from ctrconv.bolt.reader import BoltFile
 from ctrconv.bolt.salvage import salvage
@@ -28,13 +29,13 @@ from support.go_bbolt import go_check
 # -- derived codecs agree with the declarations ------------------------------------------------
 
 _DECLARED = [
-    (S.PageHeader, S.PAGE_HEADER),
-    (S.BucketHeader, S.BUCKET_HEADER),
-    (S.LeafElement, S.LEAF_ELEMENT),
-    (S.BranchElement, S.BRANCH_ELEMENT),
-    (S.FreelistCount, S.FREELIST_COUNT),
-    (S.FreelistId, S.FREELIST_ID),
-    (S.Meta, S.derive(S.Meta)),
+    (L.PageHeader, S.PAGE_HEADER),
+    (L.BucketHeader, S.BUCKET_HEADER),
+    (L.LeafElement, S.LEAF_ELEMENT),
+    (L.BranchElement, S.BRANCH_ELEMENT),
+    (L.FreelistCount, S.FREELIST_COUNT),
+    (L.FreelistId, S.FREELIST_ID),
+    (L.Meta, S.META),
 ]
 
 
@@ -87,26 +88,54 @@ def test_declared_sizes_and_offsets_are_bbolts():
     # construct spells u32 "L"; with "<" every letter has its standard size
     assert S.PAGE_HEADER.format == "<QHHL" and S.BUCKET_HEADER.format == "<QQ"
     assert S.LEAF_ELEMENT.format == "<LLLL" and S.BRANCH_ELEMENT.format == "<LLQ"
-    assert S.derive(S.Meta).format == "<LLLLQQQQQQ"
+    assert L.derive(L.Meta).format == "<LLLLQQQQQQ"
+
+
+def test_the_generated_codecs_are_the_declarations():
+    """_structs.py's codecs are generated from the declarations; an edit of either side alone
+    fails here (python3 -m ctrconv.bolt.layouts --write makes them agree again)."""
+    text = L.STRUCTS.read_text()
+    assert L.with_block(text) == text, "python3 -m ctrconv.bolt.layouts --write"
+    for name, layout in L.CODECS.items():
+        assert getattr(S, name).format == L.derive(layout).format, name
+    assert S.META_FIELDS == L.field_names(L.Meta)
+    assert S.META_CHECKSUMMED == L.offset_of(L.Meta, "checksum")
+
+
+def test_reading_a_root_does_not_import_construct(tmp_path: Path):
+    """construct is the declaration; readers run the generated codecs, so ls, export and verify
+    do not pay construct's import (pdb included)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "x.db"
+    tree = BucketTree()
+    tree.bucket(b"b", create=True).entries[b"k"] = b"v"  # type: ignore[union-attr]
+    with open(path, "wb") as out:
+        write_bolt_to(out, tree, page_size=4096)
+    code = ("import sys; from ctrconv.bolt.reader import read_tree; t = read_tree(sys.argv[1]);"
+            "assert t.entries[b'b'].entries[b'k'] == b'v'; print('construct' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_only_little_endian_fixed_size_integers_can_be_derived():
     with pytest.raises(TypeError, match="fixed-size integer"):
-        S.derive(Struct("n" / PrefixedArray(Int16ul, Int32ul)))
+        L.derive(Struct("n" / PrefixedArray(Int16ul, Int32ul)))
     with pytest.raises(TypeError, match="byte order"):
-        S.derive(Struct("a" / Int64ul, "b" / Struct("c" / Int32ub)))
+        L.derive(Struct("a" / Int64ul, "b" / Struct("c" / Int32ub)))
 
 
 def test_array_codec_reads_a_run_of_ids():
     ids = [2, 3, 0xFFFFFFFFFFFFFFF0, 7]
     data = b"".join(S.FREELIST_ID.pack(i) for i in ids)
-    assert list(S.array(S.FreelistId, len(ids)).unpack(data)) == ids
-    assert S.array(S.FreelistId, 0).size == 0
+    assert list(S.freelist_ids(len(ids)).unpack(data)) == ids
+    assert S.freelist_ids(0).size == 0
 
 
 def test_meta_checksum_covers_the_fields_before_it():
     page = meta_page(0, page_size=4096, root_pgid=3, root_sequence=0, freelist_pgid=2, hwm=4, txid=0)
-    meta = S.Meta.parse(page[S.META_OFFSET : S.META_END])
+    meta = L.Meta.parse(page[S.META_OFFSET : S.META_END])
     assert meta.checksum == S.meta_checksum(page[S.META_OFFSET :]) == 0x07516E114689FDEE
 
 
@@ -132,7 +161,7 @@ def _with_free_pages(tmp_path: Path, free: int) -> Path:
     hwm = layout.hwm + free
     at = layout.freelist_pgid * 4096
     S.PAGE_HEADER.pack_into(data, at, layout.freelist_pgid, S.FREELIST_PAGE, free, 0)
-    S.array(S.FreelistId, free).pack_into(data, at + S.PAGE_HEADER_SIZE, *range(layout.hwm, hwm))
+    S.freelist_ids(free).pack_into(data, at + S.PAGE_HEADER_SIZE, *range(layout.hwm, hwm))
     for pgid, txid in ((0, 2), (1, 1)):
         data[pgid * 4096 : (pgid + 1) * 4096] = meta_page(
             pgid, page_size=4096, root_pgid=layout.root_pgid, root_sequence=0,

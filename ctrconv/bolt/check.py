@@ -84,7 +84,7 @@ class _Checker:
             yield BoltProblem(f"freelist claims {count} ids, more than fit", pgid)
             return
         previous = -1
-        for fid in S.array(S.FreelistId, count).unpack_from(page.data, start):
+        for fid in S.freelist_ids(count).unpack_from(page.data, start):
             if fid in free:
                 yield BoltProblem("freed twice in the freelist", fid)
             if not 2 <= fid < hwm:

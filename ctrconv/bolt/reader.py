@@ -12,6 +12,7 @@ import mmap
 import os
 import struct
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Iterator, Union
 
 from ctrconv.bolt import _structs as S
@@ -60,11 +61,11 @@ def _sane_page_size(size: int) -> bool:
 
 
 def decode_meta(buf: bytes | memoryview, page: int) -> MetaInfo:
-    """Decode and validate the meta struct found at ``buf[16:80]`` (construct: two per file)."""
+    """Decode and validate the meta struct found at ``buf[16:80]`` (two per file)."""
     raw = bytes(buf[S.META_OFFSET : S.META_END])
     if len(raw) < S.META_SIZE:
         return MetaInfo(page, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, error="meta page cut short")
-    m = S.Meta.parse(raw)
+    m = SimpleNamespace(**dict(zip(S.META_FIELDS, S.META.unpack(raw))))
     error = None
     if m.magic != S.MAGIC:
         error = "invalid magic (not a bolt file)" if m.magic != 0xEDDA0CED else "big-endian bolt file"
@@ -76,7 +77,7 @@ def decode_meta(buf: bytes | memoryview, page: int) -> MetaInfo:
         error = f"insane page size {m.page_size}"
     return MetaInfo(
         page=page, magic=m.magic, version=m.version, page_size=m.page_size, flags=m.flags,
-        root=m.root.root, root_sequence=m.root.sequence, freelist=m.freelist, pgid=m.pgid,
+        root=m.root, root_sequence=m.sequence, freelist=m.freelist, pgid=m.pgid,
         txid=m.txid, checksum=m.checksum, error=error,
     )
 

@@ -48,8 +48,6 @@ from ctrconv.bolt._structs import (
     PAGE_HEADER,
     PAGE_HEADER_SIZE,
     VERSION,
-    Meta,
-    PageHeader,
     meta_checksum,
 )
 from ctrconv import tempfiles
@@ -199,8 +197,11 @@ def meta_page(
 ) -> bytes:
     """One full meta page (header, 64-byte meta with FNV-1a checksum, zero padding).
 
-    Built by construct from the declarations themselves: two per file, so speed is no concern.
+    Built by construct from the declarations themselves: two per file, so speed is no concern
+    (and only writers pay for importing construct).
     """
+    from ctrconv.bolt.layouts import Meta, PageHeader
+
     fields = {
         "magic": MAGIC,
         "version": VERSION,
