@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Sequence
 
 from ctrconv.containerd import schema as K
-from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.records import ImageRecord
 from ctrconv.digest import Digest
 from ctrconv.errors import UsageError
@@ -106,12 +105,10 @@ def ctr_copies_source_labels(line: str) -> bool:
     return line != "1.6"
 
 
-def source_annotations(meta: MetadataDB, namespace: str, record: ImageRecord) -> dict[str, str]:
-    """The target blob's distribution-source labels in ``namespace``, as ctr 1.7+ exports them."""
-    blob = meta.blob(namespace, record.target.digest)
-    if blob is None:
-        return {}
-    return {k: v for k, v in blob.labels.items() if k.startswith(K.LABEL_DISTRIBUTION_SOURCE)}
+def source_annotations(source: ContainerdRootSource, record: ImageRecord) -> dict[str, str]:
+    """The target blob's distribution-source labels in the source's namespace, as ctr 1.7+ exports them."""
+    labels = source.blob_labels(record.target.digest)
+    return {k: v for k, v in labels.items() if k.startswith(K.LABEL_DISTRIBUTION_SOURCE)}
 
 
 def ctr_writes_index_media_type(line: str) -> bool:
@@ -186,14 +183,14 @@ def _select_root(source: ContainerdRootSource, options: ExportOptions, fmt: str)
     """A root: ``--image`` resolved among its records, its namespace's content only (another
     namespace's blobs are not this one's to export: ``ctr`` says not found), the line that wrote
     it, and its snapshots to write gone layers again from."""
-    meta = source.meta
-    records = resolve_images(meta, source.store, source.namespace, options.image)
+    records = resolve_images(source, source.store, source.namespace, options.image)
     if fmt == "docker-archive":  # ``docker save <ID>``: an image asked for by ID only is unnamed
-        records = unnamed_by_id(meta, source.store, source.namespace, options.image, records)
-    line = _check_line(options.containerd_version or meta.writer_line)
+        records = unnamed_by_id(source, source.store, source.namespace, options.image, records)
+    line = _check_line(options.containerd_version or source.writer_line)
     # Docker's own exporter copies the distribution-source labels whatever its containerd
-    annotations = {r.name: source_annotations(meta, source.namespace, r) for r in records} \
+    annotations = {r.name: source_annotations(source, r) for r in records} \
         if ctr_copies_source_labels(line) or fmt == "docker-archive" else {}
+    meta = source.meta  # what only the open meta.db answers: content labels and snapshots
     lookups = namespace_lookups(meta, source.namespace)
     snapshot_layers = None
     if options.from_snapshots != "never":

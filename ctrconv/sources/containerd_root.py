@@ -64,6 +64,9 @@ class ContainerdRootSource(BlobSourceBase):
             if namespace not in meta.namespaces():
                 raise NotFoundError(f"namespace {namespace!r} not found in {self.root.path}")
             self.records: list[ImageRecord] = sorted(meta.images(namespace), key=lambda r: r.name)
+            self._by_name = {r.name: r for r in self.records}
+            #: the oldest containerd line that writes a meta.db like this one ("1.6", "1.7", "2.x")
+            self.writer_line: str = meta.writer_line
             #: the blobs this source serves: every file of the store, or the namespace's own
             self.content: ContentStore | NamespaceContent = (
                 NamespaceContent.of(meta, self.root.content, namespace) if namespace_content_only else self.root.content
@@ -87,6 +90,19 @@ class ContainerdRootSource(BlobSourceBase):
     def store(self) -> ContentStore:
         """The root's whole content store (all namespaces)."""
         return self.root.content
+
+    def image(self, namespace: str, name: str) -> ImageRecord | None:
+        """The stored image ``name`` (``pipeline.resolve.ImageIndex``: ``--image`` resolves here)."""
+        return self._by_name.get(name) if namespace == self.namespace else None
+
+    def images(self, namespace: str) -> list[ImageRecord]:
+        """Every stored image of the namespace, by name."""
+        return list(self.records) if namespace == self.namespace else []
+
+    def blob_labels(self, digest: str) -> dict[str, str]:
+        """The labels of the namespace's content record of ``digest`` (``keep_open=True``)."""
+        blob = self.meta.blob(self.namespace, digest)
+        return dict(blob.labels) if blob is not None else {}
 
     def entries(self) -> list[NamedEntry]:
         return [
