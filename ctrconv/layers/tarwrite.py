@@ -63,7 +63,7 @@ def _string(text: bytes, width: int) -> bytes:
 
 def _ascii(text: bytes) -> bytes:
     """Go ``toASCII``: non-ASCII bytes dropped (what a PAX-carried field leaves in USTAR)."""
-    return bytes(b for b in text if b < 0x80)
+    return text if text.isascii() else bytes(b for b in text if b < 0x80)
 
 
 def split_ustar_path(name: bytes) -> tuple[bytes, bytes] | None:
@@ -155,9 +155,11 @@ def pax_header_name(name: bytes) -> bytes:
     bytes, no trailing slash (``writeRawFile``)."""
     cut = name.rfind(b"/") + 1
     directory, file = name[:cut], name[cut:]
-    joined = posixpath.normpath(b"/".join(part for part in (directory, b"PaxHeaders.0", file) if part))
-    if joined.startswith(b"//"):  # POSIX keeps a leading "//"; Go's path.Clean does not
-        joined = b"/" + joined.lstrip(b"/")
+    joined = directory + b"PaxHeaders.0/" + file if file else directory + b"PaxHeaders.0"
+    if b"//" in joined or b"/." in joined or joined.startswith(b"."):  # else already clean
+        joined = posixpath.normpath(joined)
+        if joined.startswith(b"//"):  # POSIX keeps a leading "//"; Go's path.Clean does not
+            joined = b"/" + joined.lstrip(b"/")
     return _ascii(joined)[:NAME_SIZE].rstrip(b"/")
 
 
