@@ -382,11 +382,11 @@ def export_to_root(
     resolved.require_streaming("containerd-root")
     target_root = resolved.path or target_root
     source_root = ContainerdRoot(root)
-    with _reading(root, ignore_lock), source_root.open_metadata(ignore_lock=ignore_lock) as meta:
-        wanted = {r.name for r in resolve_images(meta, source_root.content, namespace, None if images is None else list(images))}
-    source: Any = ContainerdRootSource(source_root, namespace, ignore_lock=ignore_lock, namespace_content_only=True)
+    with _reading(root, ignore_lock):
+        source: Any = ContainerdRootSource(source_root, namespace, ignore_lock=ignore_lock, namespace_content_only=True)
     spool = None
     try:
+        wanted = {r.name for r in resolve_images(source, source.store, namespace, None if images is None else list(images))}
         with _reading(root, ignore_lock):
             regenerated = regenerate_for_copy(
                 source_root, namespace, sorted(wanted), Path(target_root).parent if Path(target_root).parent.is_dir() else None,
