@@ -20,7 +20,7 @@ import pytest
 import zstandard
 
 from ctrconv.digest import Digest
-from ctrconv.errors import NotFoundError
+from ctrconv.errors import CtrconvError, NotFoundError
 from ctrconv.oci import mediatypes as mt
 from ctrconv.image.plan import plan_image
 from ctrconv.sources import ContainerdRootSource, DockerArchiveSource, RootEntry, open_source
@@ -95,6 +95,24 @@ def test_containerd_root_source(fixture_set: FixtureSet) -> None:
         assert missing and not any(src.exists(d) for d in missing)
     with pytest.raises(NotFoundError, match="namespace"):
         ContainerdRootSource(fixture_set.root, "nope")
+
+
+def test_containerd_root_source_answers_what_export_asks(fixture_set: FixtureSet) -> None:
+    """Images by name (the resolve protocol), the writing line, the target's labels: from the
+    records read at open; labels need the meta.db held open (``keep_open``), closed with the source."""
+    name = "docker.io/library/bbx:oci"
+    with ContainerdRootSource(fixture_set.root, "default") as src:
+        assert src.image("default", name).target.descriptor() == fixture_set.image("default", name)["target"]
+        assert src.image("k8s.io", name) is None and src.images("k8s.io") == []
+        assert [r.name for r in src.images("default")] == sorted(i["name"] for i in fixture_set.images("default"))
+        assert src.writer_line == "1.6"  # the fixture set is written by containerd 1.6
+        with pytest.raises(CtrconvError, match="not held open"):
+            src.blob_labels(fixture_set.image("default", name)["target"]["digest"])
+    with ContainerdRootSource(fixture_set.root, "default", keep_open=True) as src:
+        assert isinstance(src.blob_labels(fixture_set.image("default", name)["target"]["digest"]), dict)
+        assert src.blob_labels("sha256:" + "0" * 64) == {}
+    with pytest.raises(CtrconvError, match="not held open"):
+        src.meta  # closed with the source
 
 
 # -- fresh archives imported by a private ctr ---------------------------------------------
