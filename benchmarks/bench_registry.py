@@ -11,7 +11,10 @@ so nothing is already there:
   root the archive was imported into (not timed);
 * ``ctr images pull --plain-http`` into a private containerd started on an empty root before the
   clock starts vs ``ctrconv import -i docker://... --plain-http`` into a fresh root (both
-  unpack into overlayfs).
+  unpack into overlayfs); the same pull with ``-j 1`` (one blob at a time, the unpack after the
+  download: what the overlap of download and unpack saves); and, to show where the pull's time
+  goes, the pull with ``--no-unpack`` (download only) and an import of the OCI archive (unpack
+  only, no network).
 
 Targets (issue 16): push <= 1.0x skopeo, pull + unpack <= 0.6x ctr. Warm page cache. Not a
 test; results go in ``benchmarks/README.md``.
@@ -36,7 +39,11 @@ SKOPEO = "skopeo copy (push)"
 CTRCONV_PUSH = "ctrconv export --to (push)"
 CTR_PULL = "ctr images pull (pull+unpack)"
 CTRCONV_PULL = "ctrconv import -i docker:// (pull+unpack)"
-REFERENCE = {SKOPEO: SKOPEO, CTRCONV_PUSH: SKOPEO, CTR_PULL: CTR_PULL, CTRCONV_PULL: CTR_PULL}
+CTRCONV_PULL_SEQ = "ctrconv import -i docker:// -j 1 (no overlap)"
+CTRCONV_FETCH = "ctrconv import -i docker:// --no-unpack"
+CTRCONV_UNPACK = "ctrconv import -i oci-archive (unpack only)"
+REFERENCE = {SKOPEO: SKOPEO, CTRCONV_PUSH: SKOPEO, CTR_PULL: CTR_PULL, CTRCONV_PULL: CTR_PULL,
+             CTRCONV_PULL_SEQ: CTR_PULL, CTRCONV_FETCH: CTR_PULL, CTRCONV_UNPACK: CTR_PULL}
 TARGETS = {CTRCONV_PUSH: 1.0, CTRCONV_PULL: 0.6}
 
 
@@ -74,6 +81,16 @@ def main() -> int:
                 root = work / f"pulled-{n}"
                 results.add(CTRCONV_PULL, timed(ctrconv("import", "--root", str(root), "-i", f"docker://{ref}", "-q",
                                                         "--plain-http"), env))
+                remove(root)
+                # one blob at a time, the unpack after the download (what the overlap saves)
+                results.add(CTRCONV_PULL_SEQ, timed(ctrconv("import", "--root", str(root), "-i", f"docker://{ref}", "-q",
+                                                            "--plain-http", "-j", "1"), env))
+                remove(root)
+                # where the pull's time goes: the download alone, and the unpack from a local archive
+                results.add(CTRCONV_FETCH, timed(ctrconv("import", "--root", str(root), "-i", f"docker://{ref}", "-q",
+                                                         "--plain-http", "--no-unpack"), env))
+                remove(root)
+                results.add(CTRCONV_UNPACK, timed(ctrconv("import", "--root", str(root), "-i", str(archive), "-q"), env))
                 remove(root)
             print(f"round {n + 1} done", flush=True)
         print(results.table(ref=REFERENCE, size_bytes=size))

@@ -123,7 +123,9 @@ class FaultProxy(_Server):
     unless ``policy`` says otherwise: ``"503"`` answers 503; ``"drop"`` closes the connection
     without an answer; ``"drop-mid"`` sends the headers and half the body, then closes;
     ``"block"`` sets :attr:`reached` and holds the request until :attr:`release` is set, then
-    drops it. :attr:`seen` records ``(method, path)`` of every request."""
+    drops it; ``"hold-mid"`` sends the headers and half the body, sets :attr:`reached` and
+    :attr:`holding`, and sends the rest once :attr:`release` is set (at most 120 s later).
+    :attr:`seen` records ``(method, path)`` of every request."""
 
     def __init__(self, upstream: str, policy: Policy | None = None, *, ranges: bool = True) -> None:
         self.upstream = upstream
@@ -135,6 +137,8 @@ class FaultProxy(_Server):
         self.lock = threading.Lock()
         self.reached = threading.Event()
         self.release = threading.Event()
+        #: set while a ``hold-mid`` answer is held half sent
+        self.holding = threading.Event()
         super().__init__(_ProxyHandler)
 
     def close(self) -> None:
@@ -190,6 +194,15 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             return
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
+        if action == "hold-mid" and len(data) > 1:
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            proxy.holding.set()
+            proxy.reached.set()
+            proxy.release.wait(120)
+            proxy.holding.clear()
+            self.wfile.write(data[len(data) // 2:])
+            return
         if action == "drop-mid" and len(data) > 1:
             self.wfile.write(data[: len(data) // 2])
             self.wfile.flush()

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -269,10 +271,16 @@ def test_pull_through_faults_and_killed_pull_reuses_blobs(fixture_set, registry,
                                  "-i", f"docker://{proxy.host}/bbx:oci", "--plain-http", *FAST],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert proxy.reached.wait(120), proc.communicate(timeout=5)
+        # the first layer is fetched side by side with the held one: killed once it is in
+        first = root / "io.containerd.content.v1.content" / "blobs" / "sha256" / layers[0][7:]
+        deadline = time.monotonic() + 120
+        while not first.is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate(timeout=5)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     # killed: the first layer was fetched, but no image is recorded
-    assert (root / "io.containerd.content.v1.content" / "blobs" / "sha256" / layers[0][7:]).is_file()
+    assert first.is_file()
     meta = root / "io.containerd.metadata.v1.bolt" / "meta.db"
     assert not meta.exists() or records(root)[0] == {}
 
@@ -295,6 +303,80 @@ def test_pull_through_faults_and_killed_pull_reuses_blobs(fixture_set, registry,
     verify = subprocess.run([sys.executable, "-m", "ctrconv", "verify", "--root", str(root)],
                             capture_output=True, text=True, timeout=300)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+@needs_registry
+def test_pull_fetches_side_by_side_and_unpacks_a_layer_while_it_downloads(fixture_set, registry, cli, tmp_path):
+    """The first layer is served half, then held: meanwhile the other layers are requested (they
+    are fetched side by side) and the first layer's snapshot already has files (unpacked from
+    the stream, in a temp dir). Released, the pull completes; nothing was installed before."""
+    seed(registry.host, fixture_set, "bbx-oci", "side/bbx:oci")
+    manifest = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/side/bbx:oci").stdout)
+    layers = [layer["digest"] for layer in manifest["layers"]]
+    assert len(layers) >= 2
+
+    def hold_first_layer(method: str, path: str, n: int) -> str | None:
+        return "hold-mid" if method == "GET" and path.endswith(layers[0]) else None
+
+    root = tmp_path / "root"
+    overlay = root / "io.containerd.snapshotter.v1.overlayfs"
+    blobs = root / "io.containerd.content.v1.content" / "blobs" / "sha256"
+
+    def concurrent() -> bool:
+        return all((blobs / d[7:]).is_file() for d in layers[1:])
+    with FaultProxy(registry.host, hold_first_layer) as proxy:
+        proc = subprocess.Popen([sys.executable, "-m", "ctrconv", "import", "--root", str(root), "-q", "--json",
+                                 "-i", f"docker://{proxy.host}/side/bbx:oci", "--plain-http", *FAST],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proxy.reached.wait(120), proc.communicate(timeout=5)
+
+        def unpacking() -> list[Path]:
+            return [p for p in overlay.glob(".ctrconv-tmp-*/snap-*/fs/*")]
+
+        deadline = time.monotonic() + 120
+        while (not concurrent() or not unpacking()) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proxy.holding.is_set(), "the held layer must still be half sent here"
+        assert concurrent(), "the other layers were not fetched while the first one downloaded"
+        assert not (blobs / layers[0][7:]).exists()
+        assert unpacking(), "the first layer was not unpacked while it downloaded"
+        assert not (overlay / "snapshots").is_dir() or not any((overlay / "snapshots").iterdir())
+        proxy.release.set()
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    report = json.loads(out)
+    assert report["blobs_written"] == len(layers) + 2 and report["images"][0]["snapshots_created"] == len(layers)
+    assert cli("verify", "--root", str(root)).code == 0
+    assert not list(overlay.glob(".ctrconv-tmp-*"))
+
+
+@needs_registry
+def test_a_layer_download_that_fails_mid_unpack_leaves_nothing(fixture_set, registry, tmp_path):
+    """The first layer is cut half way every time (no retries left): the unpack reading it fails,
+    the other downloads are cut, and the import fails as a whole: one error line, no image, no
+    snapshot, no temp dirs left."""
+    seed(registry.host, fixture_set, "bbx-oci", "cut2/bbx:oci")
+    manifest = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/cut2/bbx:oci").stdout)
+    first = manifest["layers"][0]["digest"]
+
+    def always_cut(method: str, path: str, n: int) -> str | None:
+        return "drop-mid" if method == "GET" and path.endswith(first) else None
+
+    root = tmp_path / "root"
+    # a subprocess: the proxy's threads print the connections they lose on this process's stderr
+    with FaultProxy(registry.host, always_cut) as proxy:
+        result = subprocess.run([sys.executable, "-m", "ctrconv", "import", "--root", str(root), "--plain-http",
+                                 "-i", f"docker://{proxy.host}/cut2/bbx:oci", "--retries", "0", *FAST],
+                                capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("ctrconv: error: "), result.stderr
+    assert first in lines[0] and "connection dropped" in lines[0], lines[0]
+    meta = root / "io.containerd.metadata.v1.bolt" / "meta.db"
+    assert not meta.exists() or records(root)[0] == {}
+    overlay = root / "io.containerd.snapshotter.v1.overlayfs"
+    assert not list(overlay.glob("snapshots/*")) and not list(overlay.glob(".ctrconv-tmp-*"))
+    assert not list((root / "io.containerd.content.v1.content").glob(".ctrconv-tmp-*"))
+    assert not (root / "io.containerd.content.v1.content" / "blobs" / "sha256" / first[7:]).exists()
 
 
 # -- push -------------------------------------------------------------------------------------
@@ -445,8 +527,9 @@ def test_basic_auth(fixture_set, cli, tmp_path, monkeypatch):
 
 
 @needs_registry
-def test_token_auth_push_pull_and_cross_repository_mount(fixture_set, cli, tmp_path, monkeypatch):
+def test_token_auth_push_pull_and_cross_repository_mount(fixture_set, cli, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    caplog.set_level(logging.DEBUG)  # requests and urllib3 log every request at DEBUG: no secret in it
     with TokenServer(tmp_path, users={"bob": "pw-bob"}) as tokens, \
             PrivateRegistry(workdir=tmp_path, token=tokens.registry_config(), access_log=True) as reg:
         creds = ("--creds", "bob:pw-bob", "--plain-http", *FAST)
@@ -472,6 +555,10 @@ def test_token_auth_push_pull_and_cross_repository_mount(fixture_set, cli, tmp_p
                                    "--creds", "bob:wrong", "--plain-http", *FAST))
         assert "refused the credentials" in wrong and "wrong" not in wrong.split("as bob")[-1]
         assert not (tmp_path / "no").exists()
+    logged = caplog.text
+    assert "urllib3" in logged or "HTTP/1.1" in logged  # the transport's debug log was captured
+    basic = base64.b64encode(b"bob:pw-bob").decode()
+    assert "pw-bob" not in logged and basic not in logged and "Bearer" not in logged and "token=" not in logged
 
 
 @needs_registry

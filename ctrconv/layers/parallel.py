@@ -51,12 +51,13 @@ class _Counted:
         return data
 
 
-def apply_job(job: LayerJob, stage: Stage = SILENT_STAGE) -> ApplyResult:
+def apply_job(job: LayerJob, stage: Stage = SILENT_STAGE, blob: BinaryIO | None = None) -> ApplyResult:
     """Decompress, verify and apply one layer blob (in a worker, or in order in the caller);
-    ``stage`` advances by the blob's bytes as they are read and by the files written."""
-    with open(job.blob_path, "rb") as blob:
+    ``stage`` advances by the blob's bytes as they are read and by the files written. ``blob``:
+    read this stream instead of ``job.blob_path`` (in the caller only: a blob still arriving)."""
+    with open(job.blob_path, "rb") if blob is None else blob as stream:
         result = unpack_layer(
-            _Counted(blob, stage), job.target, mode=job.mode, media_type=job.media_type, lowers=job.lowers,
+            _Counted(stream, stage), job.target, mode=job.mode, media_type=job.media_type, lowers=job.lowers,
             expected_diff_id=job.diff_id, max_bytes=job.max_bytes, defer_parents=job.defer_parents,
         )
     stage.advance(0, files=result.entries)

@@ -270,6 +270,10 @@ class RegistrySource(BlobSourceBase):
                 self._learn(media_type, data)
         return data
 
+    def abort(self) -> None:
+        """Cut every download under way, from any thread (the import failed or was stopped)."""
+        self.client.abort()
+
     def close(self) -> None:
         super().close()
         self.client.close()

@@ -16,10 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ctrconv.containerd import docker_store
 from ctrconv.containerd.cri import CriNames, cri_names, source_labels
 from ctrconv.containerd.schema import LABEL_DISTRIBUTION_SOURCE
 from ctrconv.sinks.containerd_root import records as R
 from ctrconv.sinks.containerd_root.content_writer import ContentWriter
+from ctrconv.sinks.containerd_root.fetch import BlobFetcher
 from ctrconv.sinks.containerd_root.transaction import RootTransaction
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError, FormatError, MissingContentError, UsageError
@@ -90,12 +92,14 @@ def unpack_matcher(unpack_platform: str | None) -> plat.MatchComparer:
     return plat.only_strict(plat.parse_platform(unpack_platform))
 
 
-def _named_entries(entries: Sequence[NamedEntry], name: str | None) -> list[tuple[str, NamedEntry]]:
+def _named_entries(entries: Sequence[NamedEntry], name: str | None, namespace: str) -> list[tuple[str, NamedEntry]]:
     if name is not None:
         if len(entries) != 1:
             raise UsageError(f"--name needs an input with exactly one image; it has {len(entries)}")
         return [(name, entries[0])]
     named = [(e.name, e) for e in entries if e.name]
+    if namespace == docker_store.NAMESPACE:  # as docker load records an unnamed image
+        named += [(docker_store.dangling_name(str(e.descriptor["digest"])), e) for e in entries if not e.name]
     if not named:
         raise UsageError("the input names no image (no io.containerd.image.name / ref.name / RepoTags); use --name")
     return named
@@ -255,7 +259,7 @@ def copy_images_to_root(
         unpack_for=unpack_matcher(unpack_platform),
     )
     report = ImportReport(str(target_root), namespace, snapshotter if unpack else None)
-    imports = _plan(source, _named_entries(list(entries if entries is not None else source.entries()), name),
+    imports = _plan(source, _named_entries(list(entries if entries is not None else source.entries()), name, namespace),
                     options, report)
     now_ns = time.time_ns()
     with RootTransaction(
@@ -269,11 +273,16 @@ def copy_images_to_root(
         snaps = None
         try:
             trusted = frozenset() if verify_existing else R.recorded_blobs(txn.meta, namespace)
-            _write_content(run, content, trusted, progress, report)
             # the line of the containerd that will run the root decides how a config-only
             # image is "unpacked" (see _unpack_manifest)
             line = containerd_version or txn.detected_version or "1.6"
-            snaps, unpacked = _unpack(run, imports, content, options, line, max_layer_bytes, jobs, progress)
+            fetch_jobs = getattr(source, "parallel_reads", 1)
+            if fetch_jobs > 1:  # a registry: blobs fetched side by side while the unpack goes on
+                snaps, unpacked = _fetch_and_unpack(run, imports, content, trusted, options, line,
+                                                    max_layer_bytes, jobs, fetch_jobs, progress, report)
+            else:
+                _write_content(run, content, trusted, progress, report)
+                snaps, unpacked = _unpack(run, imports, content, options, line, max_layer_bytes, jobs, progress)
             with stage(progress, "records", len(run.labels) + len(imports), "records") as step:
                 _write_records(run, imports, unpacked, options, report, step)
             committed = txn.commit(snaps.install if snaps is not None else None)
@@ -401,6 +410,33 @@ def _unpack_targets(run: _Import, targets: list[PlannedManifest], content: Conte
     return snaps, unpacked
 
 
+def _fetch_and_unpack(run: _Import, imports: list[_PlannedImport], content: ContentWriter, recorded: frozenset[str],
+                      options: _Options, line: str, max_layer_bytes: int | None, jobs: int | None, fetch_jobs: int,
+                      progress: Progress | None, report: ImportReport) -> tuple[Any, dict[str, Any]]:
+    """A remote source: ``fetch_jobs`` blobs fetched at once (:mod:`.fetch`), configs and
+    manifests first, then layers in the order they are unpacked, while the unpack reads each
+    layer as it arrives. One stage, ``pull``, counts both: bytes fetched plus layer bytes
+    unpacked. Nothing is committed to the root before every blob checked out."""
+    targets = list({str(t.descriptor["digest"]): t for t in (i.unpack_target for i in imports) if t is not None}.values())
+    layers = [str(Digest.parse(layer["digest"])) for t in targets for layer in _unpack_layers(t)]
+    rank = {digest: n for n, digest in enumerate(dict.fromkeys(layers))}
+    # small documents first, then the layers to unpack in order, then the rest, biggest first
+    order = sorted(run.sizes.items(), key=lambda kv: (kv[0] in rank or kv[1] > 1 << 20, rank.get(kv[0], len(rank)), -kv[1]))
+    unpack_total = sum(int(layer["size"]) for t in targets for layer in _unpack_layers(t))
+    with stage(progress, "pull", sum(run.sizes.values()) + unpack_total) as step:
+        fetcher = BlobFetcher(content, run.source, order, recorded, fetch_jobs, step.advance)
+        try:
+            result = _unpack_targets(run, targets, fetcher, options, line, max_layer_bytes, jobs, step)  # type: ignore[arg-type]
+            written, present, nbytes = fetcher.finish()
+        except BaseException:
+            fetcher.stop()
+            raise
+    report.blobs_written += written
+    report.blobs_present += present
+    report.bytes_written += nbytes
+    return result
+
+
 def _write_records(run: _Import, imports: list[_PlannedImport], unpacked: dict[str, Any],
                    options: _Options, report: ImportReport, step: Stage) -> None:
     """Content records with their labels, then the image records (CRI's names in CRI mode)."""
@@ -468,7 +504,8 @@ def _unpack_manifest(
     diff_ids = [str(Digest.parse(d)) for d in (config.get("rootfs") or {}).get("diff_ids") or []]
     layers = _unpack_layers(manifest)
     if layers:
-        result = snaps.unpack(layers, diff_ids, content.blob_path, step)
+        # a fetcher in the content writer's place also streams layers still arriving
+        result = snaps.unpack(layers, diff_ids, content.blob_path, step, open_blob=getattr(content, "open_blob", None))
     elif diff_ids:
         raise FormatError(f"image config lists {len(diff_ids)} diff IDs for 0 layers")
     else:

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Mapping, Sequence
 
 from ctrconv import tempfiles
 from ctrconv.bolt.tree import BucketTree
@@ -46,6 +46,8 @@ WORK_MODE = 0o711
 
 #: path of a layer blob (already verified in the target content store) from its digest
 BlobPath = Callable[[str], Path]
+#: a stream of a layer blob from its digest (one still arriving: see :mod:`.fetch`)
+BlobOpener = Callable[[str], BinaryIO]
 
 
 @dataclass
@@ -188,10 +190,13 @@ class SnapshotWriter:
         diff_ids: Sequence[str],
         blob_path: BlobPath,
         stage: Stage = SILENT_STAGE,
+        open_blob: BlobOpener | None = None,
     ) -> UnpackResult:
         """Make sure every chain of ``layers`` exists; returns the top chain ID. ``stage``
         advances by each layer blob's size (at once for a chain that already exists) and by
-        the files written."""
+        the files written. ``open_blob``: layers applied in order are read from this stream
+        of the blob instead of its file (a blob still being fetched: it raises if the blob
+        fails its digest, and the temp snapshot goes with the failed import)."""
         if len(layers) != len(diff_ids):
             raise FormatError(
                 f"image config lists {len(diff_ids)} diff IDs for {len(layers)} layers"
@@ -217,7 +222,7 @@ class SnapshotWriter:
         else:
             for item in todo:
                 build = self._prepare(item, [s.path for s in below])
-                self._apply(build, blob_path, stage)
+                self._apply(build, blob_path, stage, open_blob)
                 below.append(self._register(build, below))
         result.created.extend(item.chain_id for item in todo)
         return result
@@ -254,9 +259,16 @@ class SnapshotWriter:
                         layer.get("mediaType"), tuple(str(p) for p in build.lowers), build.item.diff_id,
                         self.max_layer_bytes, defer_parents=side_by_side)
 
-    def _apply(self, build: "_Build", blob_path: BlobPath, stage: Stage) -> None:
+    def _apply(self, build: "_Build", blob_path: BlobPath, stage: Stage, open_blob: BlobOpener | None = None) -> None:
         """In-order apply: every lower is complete, parents get their attributes at once."""
-        build.applied = apply_job(self._job(build, blob_path, side_by_side=False), stage)
+        if open_blob is None:
+            build.applied = apply_job(self._job(build, blob_path, side_by_side=False), stage)
+            return
+        layer = build.item.layer
+        job = LayerJob("", str(build.target), build.mode, layer.get("mediaType"), tuple(str(p) for p in build.lowers),
+                       build.item.diff_id, self.max_layer_bytes, defer_parents=False)
+        with open_blob(str(layer["digest"])) as blob:
+            build.applied = apply_job(job, stage, blob=blob)
 
     def _build_overlay_in_parallel(self, todo: list["_Layer"], below: list[_Snap], blob_path: BlobPath,
                                    stage: Stage) -> None:
