@@ -32,7 +32,7 @@ def reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: Reb
     host's: a rebuild must not lose what the node had. Images are grouped by that platform set
     so each group is one transaction.
     """
-    from ctrconv.sinks.containerd_root import copy_images_to_root
+    from ctrconv.sinks.containerd_root import ContainerdRootSink, ImportOptions
     from ctrconv.sources.containerd_root import ContainerdRootSource
 
     counted: set[tuple[str, str]] = set()
@@ -43,12 +43,11 @@ def reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: Reb
         source = ContainerdRootSource(target, ns_name, namespace_content_only=False)
         try:
             for (platforms, again), entries in _groups(source, target, ns, unpack, trust_records).items():
-                result = copy_images_to_root(
-                    source, target.path, ns_name, snapshotter="overlayfs", unpack=again,
-                    platforms=list(platforms) if platforms else None, entries=entries, backup=False,
-                    keep_partial=True, cri=False,  # the names the root has, none added
-                    progress=progress,
+                options = ImportOptions(
+                    snapshotter="overlayfs", unpack=again, platform=list(platforms) if platforms else None,
+                    backup=False, keep_partial=True, cri=False,  # the names the root has, none added
                 )
+                result = ContainerdRootSink(target.path, ns_name, options, progress=progress).write(source, entries)
                 for image in result.images:
                     # images sharing a manifest report the same new snapshots: count them once
                     if image.unpacked and (ns_name, image.unpacked) not in counted:
