@@ -57,6 +57,13 @@ from ctrconv.registry.credentials import Credentials, find_credentials
 from ctrconv.registry.options import RegistryOptions
 from ctrconv.registry.tls import is_loopback, ssl_context
 
+#: urllib3 1.26 (Debian bookworm's) has no ``read1``: a streamed read asks for at most this much
+_OLD_URLLIB3_READ = 64 << 10
+#: urllib3 1.26 checks host names itself (its ``CertificateError`` is no ``ssl`` error) and
+#: needs the context's own check off; urllib3 2 leaves the check to the context
+_URLLIB3_1 = urllib3.__version__.startswith("1.")
+_HOSTNAME_ERRORS: tuple[type[BaseException], ...] = tuple(
+    t for t in (getattr(getattr(urllib3.util, "ssl_match_hostname", None), "CertificateError", None),) if t)
 #: a request body: bytes (resent on a retry) or an iterator of chunks (sent once)
 Body = "bytes | Iterable[bytes] | None"
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -101,7 +108,9 @@ class Response:
         assert self._open is not None, "not a streamed response"
         raw = self._open.raw
         read1 = getattr(raw, "read1", None)  # urllib3 >= 2
-        return read1(n, decode_content=False) if read1 is not None else raw.read(n)
+        if read1 is not None:
+            return read1(n, decode_content=False)
+        return raw.read(min(n, _OLD_URLLIB3_READ))  # urllib3 1.26 waits for all n bytes: ask for fewer
 
     def close(self) -> None:
         if self._open is not None:
@@ -211,6 +220,8 @@ class _Adapter(HTTPAdapter):
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
         if self._ctx is not None:
+            if _URLLIB3_1 and self._ctx.verify_mode != ssl.CERT_NONE:
+                self._ctx.check_hostname = False  # urllib3 1.26 matches the name itself
             pool_kwargs["ssl_context"] = self._ctx
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
         self.poolmanager.pool_classes_by_scheme = _pool_classes(self._sockets)
@@ -275,7 +286,7 @@ def failure_kind(exc: BaseException) -> tuple[str, BaseException]:
     host), ``tls`` (another TLS failure), ``dropped`` (broke mid-request: worth a retry) or
     ``other``; with the innermost exception that says so."""
     chain = list(_chain(exc))
-    for kind, types in (("untrusted", (ssl.SSLCertVerificationError,)),
+    for kind, types in (("untrusted", (ssl.SSLCertVerificationError, *_HOSTNAME_ERRORS)),
                         ("refused", (ConnectionRefusedError, socket.gaierror, _NAME_RESOLUTION)),
                         ("tls", (ssl.SSLError,)), ("dropped", _DROPPED)):
         found = [e for e in chain if isinstance(e, types)]

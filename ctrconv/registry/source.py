@@ -114,9 +114,13 @@ class _BlobStream(io.RawIOBase):
                 options.sleep(min(options.backoff * (2 ** self._resumes), 10.0))
                 self._resumes += 1
                 continue
-            if not data and self._pos < self._size and self._resumes < options.retries:
+            if not data and self._pos < self._size:
                 # the server closed early without an error: resume from where it stopped
                 self._drop()
+                if self._resumes >= options.retries:
+                    raise RegistryError(
+                        f"{self._source.what}: blob {self._digest}: connection dropped at byte {self._pos} "
+                        f"of {self._size} ({options.retries} resumes tried)")
                 self._resumes += 1
                 continue
             self._pos += len(data)
