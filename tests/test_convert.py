@@ -5,7 +5,7 @@ set (``ctr``/skopeo), skopeo's classic ``docker-archive:`` (no index.json) and a
 layout. Each is converted to oci-dir, oci-tar, docker-archive and dir, and every output is read
 by a real consumer that hashes every blob it reads: ``skopeo copy`` (all four formats),
 ``umoci unpack`` (OCI layouts of OCI manifests), ``ctr images import`` + ``ctr images check``
-(the tars) and ``docker load`` + ``docker run`` (docker archives). The image ID (config digest)
+(the tars, and every oci-dir packed into one) and ``docker load`` + ``docker run`` (docker archives). The image ID (config digest)
 and the layer diff IDs survive every conversion. Errors leave nothing behind.
 """
 
@@ -118,7 +118,7 @@ def test_every_pair_is_read_by_skopeo_with_the_same_image(src, fmt, inputs, fixt
     assert report["input"] == str(inputs[src][0]) and report["format"] == fmt and report["blobs"] >= 5
     transport = _transport(fmt, out, name.rsplit(":", 1)[1])
     docker_typed_oci = name == DOCKER_IMAGE and fmt in ("oci-dir", "oci-tar")
-    if docker_typed_oci:  # containers/image only selects OCI-typed entries of an OCI layout (the tar: ctr below)
+    if docker_typed_oci:  # containers/image only selects OCI-typed entries of an OCI layout: ctr reads them below
         _check_layout_hashes(out, fmt, name)
         return
     config, diff_ids = _config_and_diff_ids(skopeo, transport)
@@ -132,19 +132,25 @@ def test_every_pair_is_read_by_skopeo_with_the_same_image(src, fmt, inputs, fixt
         assert (tmp_path / "bundle" / "rootfs" / "data" / "modify.txt").is_file()
 
 
-@pytest.mark.parametrize("fmt", ["oci-tar", "docker-archive"])
-def test_ctr_imports_every_tar_output_complete(fmt, inputs, cli, tmp_path, private_containerd):
-    """``ctr images import`` takes every input's conversion to a tar (the docker-typed OCI
-    layouts skopeo leaves out included) and ``ctr images check`` calls each image complete."""
+@pytest.mark.parametrize("fmt", ["oci-tar", "docker-archive", "oci-dir"])
+def test_ctr_imports_every_layout_output_complete(fmt, inputs, cli, tmp_path, private_containerd):
+    """``ctr images import`` takes every input's conversion (the docker-typed OCI layouts skopeo
+    leaves out included; an oci-dir packed into a tar as it stands) and ``ctr images check``
+    calls each image complete."""
     daemon = private_containerd()
     for n, src in enumerate(FORMATS):
         out, _ = _convert(cli, inputs, src, fmt, tmp_path)
+        if fmt == "oci-dir":
+            packed = tmp_path / f"{out.name}.tar"
+            with tarfile.open(packed, "w") as tar:
+                for path in sorted(out.rglob("*")):
+                    tar.add(path, arcname=str(path.relative_to(out)), recursive=False)
+            out = packed
         ns = f"n{n}"
         daemon.ctr("images", "import", str(out), namespace=ns, timeout=300)
         rows = daemon.images_check(ns)
         assert [row.ref for row in rows] == [inputs[src][2]], (src, rows)
         assert rows[0].complete, (src, fmt, rows)
-
 
 
 def test_docker_loads_and_runs_every_conversion_to_a_docker_archive(inputs, fixture_set, cli, tmp_path, dockerd):
