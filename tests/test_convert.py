@@ -5,8 +5,9 @@ set (``ctr``/skopeo), skopeo's classic ``docker-archive:`` (no index.json) and a
 layout. Each is converted to oci-dir, oci-tar, docker-archive and dir, and every output is read
 by a real consumer that hashes every blob it reads: ``skopeo copy`` (all four formats),
 ``umoci unpack`` (OCI layouts of OCI manifests), ``ctr images import`` + ``ctr images check``
-(the tars, and every oci-dir packed into one) and ``docker load`` + ``docker run`` (docker archives). The image ID (config digest)
-and the layer diff IDs survive every conversion. Errors leave nothing behind.
+(the tars, and every oci-dir packed into one) and ``docker load`` + ``docker run`` (docker
+archives). The image ID (config digest) and the layer diff IDs survive every conversion.
+Errors leave nothing behind.
 """
 
 from __future__ import annotations
