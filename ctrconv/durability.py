@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from ctrconv.streams import fsync_named
+
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
 
@@ -48,8 +50,4 @@ def sync_filesystems(paths: Iterable[str | os.PathLike[str]]) -> int:
 
 def fsync_path(path: str | os.PathLike[str]) -> None:
     """``fsync`` one file by name (a copy made with ordinary writes)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_named(path)

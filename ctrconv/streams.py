@@ -263,9 +263,15 @@ class EarlyWriteback:
             self._done = position
 
 
-def fsync_dir(path: str | os.PathLike[str]) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def fsync_named(path: str | os.PathLike[str], flags: int = 0) -> None:
+    """``fsync`` a file or directory by name, opened read-only with ``flags`` added."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """``fsync`` a directory (its entries: a rename or a new file in it), refusing anything else."""
+    fsync_named(path, os.O_DIRECTORY)
