@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 CREDS_OPTION = typer.Option(
     None, "--creds", metavar="USER[:PASS]",
     help="Registry credentials (else --authfile, $REGISTRY_AUTH_FILE, ${XDG_RUNTIME_DIR}/containers/auth.json, "
-         "~/.docker/config.json).",
+         "~/.docker/config.json, with their credHelpers/credsStore helpers).",
 )
 AUTHFILE_OPTION = typer.Option(
     None, "--authfile", metavar="FILE", help="Registry auth file (containers-auth.json / docker config.json).")
