@@ -15,7 +15,7 @@ from ctrconv.containerd.records import ImageRecord
 from ctrconv.errors import CtrconvError
 from ctrconv.oci import platform as plat
 from ctrconv.pipeline.completeness import LabelsOf, SnapshotExists, assess
-from ctrconv.pipeline.completeness import namespace_lookups as bucket_lookups
+from ctrconv.pipeline.completeness import lookups_in
 from ctrconv.image.plan import DocumentCache, ImagePlan, image_platforms, platform_string, ranked_manifests
 
 
@@ -50,11 +50,6 @@ def judged_platform(matcher: plat.MatchComparer) -> str:
     return plat.format_platform(first)
 
 
-def target_descriptor(image: ImageRecord) -> dict[str, Any]:
-    """The image's target descriptor (:meth:`ctrconv.containerd.records.Target.descriptor`)."""
-    return image.target.descriptor()
-
-
 def summarize(
     image: ImageRecord, content: ContentStore | NamespaceContent, matcher: plat.MatchComparer,
     cache: DocumentCache | None = None, *, labels_of: LabelsOf | None = None,
@@ -62,7 +57,7 @@ def summarize(
 ) -> ImageSummary:
     """Walk one image for ``matcher``: ctr-compatible size, all platforms, completeness
     (:mod:`ctrconv.pipeline.completeness`, the rule ``verify`` applies)."""
-    target = target_descriptor(image)
+    target = image.target.descriptor()
     summary = ImageSummary(
         namespace=image.namespace, name=image.name, media_type=image.target.media_type,
         digest=image.target.digest, size=0, platforms=[], complete=False, missing=[],
@@ -137,15 +132,10 @@ def list_images(meta: MetadataDB, content: ContentStore, namespaces: list[str], 
     cache: DocumentCache = RecentDocuments()  # type: ignore[assignment]  # tags share manifests and configs
     for ns in namespaces:
         visible = ListingContent(content, ns, meta.content_digests(ns))
-        labels_of, snapshot_exists = namespace_lookups(meta, ns)
+        labels_of, snapshot_exists = lookups_in(meta, ns)
         for image in meta.images(ns):
             out.append(summarize(image, visible, matcher, cache, labels_of=labels_of, snapshot_exists=snapshot_exists))
     return out
-
-
-def namespace_lookups(meta: MetadataDB, namespace: str) -> tuple[LabelsOf, SnapshotExists]:
-    """:func:`ctrconv.pipeline.completeness.namespace_lookups` of ``namespace`` in ``meta``."""
-    return bucket_lookups(meta.v1.bucket(namespace.encode()) if meta.v1 else None)
 
 
 def human_size(n: int) -> str:

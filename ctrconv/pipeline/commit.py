@@ -37,7 +37,7 @@ from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.records import ContainerRecord, ImageRecord, Target
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.errors import CtrconvError, MissingContentError, NotFoundError, UsageError
-from ctrconv.inventory import namespace_lookups, target_descriptor
+from ctrconv.pipeline.completeness import lookups_in
 from ctrconv.layers.chain import chain_ids
 from ctrconv.layers.layerblob import COMPRESSIONS, WrittenLayer
 from ctrconv.layers.regenerate import write_layer
@@ -186,7 +186,7 @@ def container_layer(root: ContainerdRoot, meta: MetadataDB, container: Container
 def base_manifest(content: Any, image: ImageRecord, parent: str | None) -> PlannedManifest:
     """The manifest of ``image`` whose layer chain ends at ``parent``: the one the container's
     root filesystem was unpacked from (platform included)."""
-    plan = plan_image(content, target_descriptor(image), None)
+    plan = plan_image(content, image.target.descriptor(), None)
     seen = []
     for m in plan.manifests:
         if not content.exists(m.config["digest"]) or not mt.is_config(m.config.get("mediaType", "")):
@@ -322,7 +322,7 @@ def _plan_base(root: ContainerdRoot, meta: MetadataDB, content: Any, image: Imag
     desc = base.descriptor
     record = ImageRecord(image.namespace, image.name, Target(desc["mediaType"], desc["digest"], desc["size"]))
     export_options = ExportOptions(namespace=options.namespace, image=[image.name], ignore_lock=options.ignore_lock)
-    lookups = namespace_lookups(meta, options.namespace)
+    lookups = lookups_in(meta, options.namespace)
     snapshots = regen.SnapshotIndex(root, meta, options.namespace, ignore_lock=options.ignore_lock)
     layers = SnapshotLayers(content, "auto", snapshots, lookups[0], False)
     planned = plan_images(content, [record], export_options, True, lookups, layers)

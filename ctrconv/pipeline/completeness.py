@@ -13,15 +13,18 @@ a single-manifest image's config and layers) must be present.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ctrconv.bolt.tree import ReadBucket
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.records import read_map
 from ctrconv.errors import CtrconvError
 from ctrconv.layers import chain_ids
-from ctrconv.oci import mediatypes as mt
 from ctrconv.image.plan import BlobSource, DocumentCache, ImagePlan, PlannedManifest, PlatformSelector, plan_image, read_json_blob
+from ctrconv.oci import mediatypes as mt
+
+if TYPE_CHECKING:
+    from ctrconv.containerd.metadata import MetadataDB
 
 #: ``(digest) -> labels`` of the namespace's content record ({} when it has none)
 LabelsOf = Callable[[str], Mapping[str, str]]
@@ -64,6 +67,11 @@ def namespace_lookups(ns: ReadBucket | None) -> tuple[LabelsOf, SnapshotExists]:
         return bucket is not None and bucket.bucket(key.encode()) is not None
 
     return RecordedLabels(labels_of, recorded), snapshot_exists
+
+
+def lookups_in(meta: "MetadataDB", namespace: str) -> tuple[LabelsOf, SnapshotExists]:
+    """:func:`namespace_lookups` of ``namespace`` in an open meta.db (ls, export, push, commit)."""
+    return namespace_lookups(meta.v1.bucket(namespace.encode()) if meta.v1 else None)
 
 
 @dataclass

@@ -35,9 +35,8 @@ from ctrconv.digest import Digest
 from ctrconv.errors import UsageError
 from ctrconv.image.model import BlobSource
 from ctrconv.image.protocols import ImageSource
-from ctrconv.inventory import namespace_lookups
 from ctrconv.pipeline import regenerate as regen
-from ctrconv.pipeline.completeness import LabelsOf, SnapshotExists
+from ctrconv.pipeline.completeness import LabelsOf, SnapshotExists, lookups_in
 from ctrconv.pipeline.export_plan import Planned, SnapshotLayers, blob_set, exported, image_report, plan_images
 from ctrconv.pipeline.export_report import ExportOptions, ExportReport, ImageReport, change_json
 from ctrconv.pipeline.export_rewrite import (
@@ -191,7 +190,7 @@ def _select_root(source: ContainerdRootSource, options: ExportOptions, fmt: str)
     annotations = {r.name: source_annotations(source, r) for r in records} \
         if ctr_copies_source_labels(line) or fmt == "docker-archive" else {}
     meta = source.meta  # what only the open meta.db answers: content labels and snapshots
-    lookups = namespace_lookups(meta, source.namespace)
+    lookups = lookups_in(meta, source.namespace)
     snapshot_layers = None
     if options.from_snapshots != "never":
         snapshots = regen.SnapshotIndex(source.root, meta, source.namespace, ignore_lock=source.ignore_lock)

@@ -17,7 +17,6 @@ from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError, MissingContentError, UsageError
 from ctrconv.image.model import BlobSource
 from ctrconv.image.protocols import ExportedImage
-from ctrconv.inventory import target_descriptor
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
 from ctrconv.pipeline import regenerate as regen
@@ -128,7 +127,7 @@ def plan_images(
     planned: list[Planned] = []
     problems: list[str] = []
     for record in records:
-        target = target_descriptor(record)
+        target = record.target.descriptor()
         plan = plan_image(content, target, selector)
         if options.skip_non_distributable:
             # never pulled (a Windows base layer, say) and not to be exported: not missing
@@ -231,7 +230,7 @@ def blob_set(
 
 
 def exported(p: Planned) -> ExportedImage:
-    target = target_descriptor(p.record)
+    target = p.record.target.descriptor()
     target["annotations"] = {**p.record.annotations, **p.source_annotations}
     return ExportedImage(name=p.record.name, entry=name_entry(target, p.record.name), manifest=p.chosen)
 

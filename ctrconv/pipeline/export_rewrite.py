@@ -13,7 +13,7 @@ from ctrconv.containerd.content import ContentStore, NamespaceContent
 from ctrconv.containerd.records import Target
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.errors import CtrconvError, UsageError
-from ctrconv.inventory import namespace_lookups, target_descriptor
+from ctrconv.pipeline.completeness import lookups_in
 from ctrconv.oci import platform as plat
 from ctrconv.pipeline import regenerate as regen
 from ctrconv.pipeline.export_plan import Planned, SnapshotLayers, choose_manifest, image_report, matchers, plan_images
@@ -32,7 +32,7 @@ def _replan(
     """The images again, their targets rewritten above the ``changed`` manifests."""
     records = []
     for p in planned:
-        target = regen.rewrite_target(extras, target_descriptor(p.record), changed)
+        target = regen.rewrite_target(extras, p.record.target.descriptor(), changed)
         records.append(dataclasses.replace(p.record, target=Target(target["mediaType"], target["digest"], target["size"])))
     again = plan_images(extras, records, options, single_manifest)
     for new, old in zip(again, planned):
@@ -193,7 +193,7 @@ def regenerate_for_copy(
     selector = None if all_platforms else plat.selector(walk)
     with root.open_metadata(ignore_lock=ignore_lock) as meta:
         content: Any = NamespaceContent.of(meta, root.content, namespace)
-        lookups = namespace_lookups(meta, namespace)
+        lookups = lookups_in(meta, namespace)
         snapshot_layers = SnapshotLayers(content, from_snapshots, regen.SnapshotIndex(root, meta, namespace,
                                                                                          ignore_lock=ignore_lock),
                                          lookups[0], False)
@@ -202,7 +202,7 @@ def regenerate_for_copy(
             record = meta.image(namespace, name)
             if record is None:
                 continue
-            plan = plan_image(content, target_descriptor(record), selector)
+            plan = plan_image(content, record.target.descriptor(), selector)
             jobs, covered = snapshot_layers.jobs(plan) if (plan.missing or from_snapshots == "always") else ([], set())
             if jobs:
                 plan.missing = [d for d in plan.missing if d["digest"] not in covered]
@@ -216,5 +216,5 @@ def regenerate_for_copy(
         except BaseException:
             spool.close()
             raise
-    renamed = {old.record.name: (new.record.name, target_descriptor(new.record)) for old, new in zip(planned, again)}
+    renamed = {old.record.name: (new.record.name, new.record.target.descriptor()) for old, new in zip(planned, again)}
     return extras, renamed, spool, [image_report(p, changes) for p in again]

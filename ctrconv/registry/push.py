@@ -39,7 +39,7 @@ from ctrconv.containerd.content import NamespaceContent
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.digest import Digest
 from ctrconv.errors import UsageError
-from ctrconv.inventory import namespace_lookups
+from ctrconv.pipeline.completeness import lookups_in
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci.reference import parse_docker_ref
 from ctrconv.pipeline.export import ExportOptions, plan_images
@@ -135,7 +135,7 @@ def plan_push(root: ContainerdRoot, dest: RegistryRef, namespace: str, refs: Seq
     with root.open_metadata(ignore_lock=ignore_lock) as meta:
         records = resolve_images(meta, root.content, namespace, refs)
         content = NamespaceContent.of(meta, root.content, namespace)
-        planned = plan_images(content, records, options, False, namespace_lookups(meta, namespace))
+        planned = plan_images(content, records, options, False, lookups_in(meta, namespace))
         groups: dict[str, list[Any]] = {}
         for p in planned:
             groups.setdefault(p.record.target.digest, []).append(p)

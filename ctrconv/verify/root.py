@@ -21,7 +21,6 @@ from ctrconv.containerd.locking import is_locked, private_copy
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.digest import Digest
 from ctrconv.errors import ContentError, CtrconvError, InvalidDigestError
-from ctrconv.inventory import target_descriptor
 from ctrconv.layers import chain_ids
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
@@ -297,7 +296,7 @@ def _check_image(image: ImageRecord, records: dict[str, BlobRecord], content: Na
     """
     obj = f"image {image.namespace}/{image.name}"
     where = f"meta.db v1/{image.namespace}/images/{image.name}"
-    target = target_descriptor(image)
+    target = image.target.descriptor()
     try:
         Digest.parse(image.target.digest)
     except InvalidDigestError as exc:
@@ -520,5 +519,5 @@ def _deep(meta: MetadataDB, croot: ContainerdRoot, namespaces: list[str], report
                     dirs[rec.key] = fs
             visible = NamespaceContent.of(meta, croot.content, ns)
             for image in _safe(report, f"{ns}/images", "meta.db", meta.images(ns)):
-                for layers, diff_ids in host_layer_chains(visible, target_descriptor(image)):
+                for layers, diff_ids in host_layer_chains(visible, image.target.descriptor()):
                     check_snapshot_trees(croot, ns, sn, layers, diff_ids, dirs, report, checked)
