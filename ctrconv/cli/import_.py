@@ -87,7 +87,7 @@ def import_command(
         None, "--jobs", "-j", min=1,
         help="Unpack up to N overlayfs layers of an image side by side, in worker processes (default 1: in order; "
              "no gain was measured on 2 cores, see benchmarks/README.md); from a registry, also download up to N "
-             "blobs side by side (default 3), unpacking each layer as it arrives.",
+             "blobs side by side (default 3, with layers unpacked in order as they arrive).",
     ),
     creds: Optional[str] = CREDS_OPTION,
     authfile: Optional[str] = AUTHFILE_OPTION,
