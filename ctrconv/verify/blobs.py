@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
 from typing import Iterable
 
@@ -22,6 +23,10 @@ def file_size(path: Path) -> int:
         return os.stat(path).st_size
     except OSError:
         return 0
+
+
+#: blobs handed to the pool per worker at a time (enough to keep every worker busy)
+_WINDOW_PER_WORKER = 64
 
 
 def hash_blob(digest: Digest, path: Path, stage: Stage = SILENT_STAGE) -> tuple[Digest, str | None, int]:
@@ -49,5 +54,11 @@ def hash_blobs(
     stage: Stage = SILENT_STAGE,
 ) -> list[tuple[Digest, str | None, int]]:
     workers = jobs or min(8, os.cpu_count() or 1)
+    results: list[tuple[Digest, str | None, int]] = []
+    items = iter(blobs)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda item: hash_blob(item[0], item[1], stage), blobs))
+        # a window of blobs at a time: ``map`` makes a future for every item at once, and a
+        # root of 64,000 blobs held 100 MiB of futures before the first was done
+        while window := list(islice(items, workers * _WINDOW_PER_WORKER)):
+            results.extend(pool.map(lambda item: hash_blob(item[0], item[1], stage), window))
+    return results
