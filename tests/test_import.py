@@ -371,7 +371,7 @@ def test_stale_temp_dirs_of_a_crash_are_removed(tmp_path: Path, layout) -> None:
 def test_bad_options(tmp_path: Path, layout) -> None:
     builder, _ = layout
     with pytest.raises(UsageError):
-        copy_images_to_root(LayoutSource(builder.path), tmp_path / "r", platforms=["linux/amd64"], all_platforms=True)
+        copy_images_to_root(LayoutSource(builder.path), tmp_path / "r", platform=["linux/amd64"], all_platforms=True)
     with pytest.raises(UsageError):
         copy_images_to_root(LayoutSource(builder.path), tmp_path / "r", snapshotter="btrfs")
     with pytest.raises(UsageError):
@@ -384,7 +384,7 @@ def test_platform_filter_skips_everything(tmp_path: Path, layout) -> None:
     builder, _ = layout
     # a single manifest without a descriptor platform is never filtered (containerd rule)
     report = copy_images_to_root(LayoutSource(builder.path), tmp_path / "r", unpack=False,
-                                 platforms=["linux/arm64"])
+                                 platform=["linux/arm64"])
     assert report.images[0].status == "added"
 
 

@@ -12,6 +12,7 @@ from ctrconv.sinks.containerd_root.importer import (
     platform_matcher,
     report_lines,
 )
-from ctrconv.sinks.containerd_root.sink import ContainerdRootSink, ImportOptions
+from ctrconv.sinks.containerd_root.options import ImportOptions
+from ctrconv.sinks.containerd_root.sink import ContainerdRootSink
 
 __all__ = ["ContainerdRootSink", "ImportOptions", "ImportReport", "ImportedImage", "copy_images_to_root", "platform_matcher", "report_lines"]

@@ -22,6 +22,7 @@ from ctrconv.containerd.schema import LABEL_DISTRIBUTION_SOURCE
 from ctrconv.sinks.containerd_root import records as R
 from ctrconv.sinks.containerd_root.content_writer import ContentWriter
 from ctrconv.sinks.containerd_root.fetch import BlobFetcher
+from ctrconv.sinks.containerd_root.options import ImportOptions, with_fields
 from ctrconv.sinks.containerd_root.transaction import RootTransaction
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError, FormatError, MissingContentError, UsageError
@@ -188,60 +189,34 @@ class _Import:
             self.add_labels(str(m.descriptor["digest"]), R.children_labels([m.config, *m.layers]))
 
 
+def _rules(given: ImportOptions, namespace: str) -> "_Options":
+    """The options as the stages use them: platform matchers built, CRI decided by namespace."""
+    matcher = platform_matcher(list(given.platform) if given.platform else None, given.all_platforms)
+    return _Options(
+        namespace=namespace, snapshotter=given.snapshotter, unpack=given.unpack,
+        cri=namespace == R.CRI_NAMESPACE if given.cri is None else given.cri, cri_labels=given.cri_labels,
+        pin=given.pin, keep_partial=given.keep_partial, all_platforms=given.all_platforms,
+        selector=None if given.all_platforms else plat.selector(matcher),
+        unpack_for=unpack_matcher(given.unpack_platform),
+    )
+
+
 def copy_images_to_root(
     source: ImageSource,
     target_root: str | Path,
     namespace: str = "default",
+    options: ImportOptions | None = None,
     *,
-    snapshotter: str = "overlayfs",
-    unpack: bool = True,
-    platforms: Sequence[str] | None = None,
-    all_platforms: bool = False,
-    name: str | None = None,
     entries: Sequence[NamedEntry] | None = None,
-    pin: bool = False,
-    cri_labels: bool = True,
-    containerd_version: str | None = None,
-    backup: bool = True,
     progress: Progress | None = None,
-    max_layer_bytes: int | None = None,
-    jobs: int | None = None,
-    unpack_platform: str | None = None,
-    keep_partial: bool = False,
-    cri: bool | None = None,
-    verify_existing: bool = False,
+    **fields: Any,
 ) -> ImportReport:
     """Write the images of ``source`` into the containerd root ``target_root`` (containerd stopped).
 
-    Args:
-        source: any image source (OCI layout dir/tar, docker archive, another root's namespace).
-        entries: the images to copy (default: all named entries of ``source``).
-        name: store the single entry under this name instead of its own.
-        unpack: build committed snapshots for the host-runnable manifest of each image.
-        pin: in ``k8s.io`` also label the image ``io.cri-containerd.pinned=pinned``.
-        cri_labels: in ``k8s.io`` label images ``io.cri-containerd.image=managed`` like CRI.
-        containerd_version: only used for a new meta.db (schema version, freelist style;
-            None = 1.6); an existing root keeps its own form (a mismatch is a report warning).
-        backup: keep replaced bolt files as ``<file>.bak-<UTC time>``.
-        progress: told the stages ``content`` (bytes to copy), ``unpack`` (layer bytes, files
-            written) and ``records`` (records to write), each with its total up front.
-        max_layer_bytes: refuse a layer that decompresses to more (a decompression bomb);
-            None leaves only the free-disk checks.
-        jobs: overlayfs layers of one image unpacked side by side in worker processes (None or
-            1: in order). The result is the same either way.
-        unpack_platform: unpack this platform's manifest (exactly, ``OnlyStrict``) instead of
-            the host's best match, as ``ctr images import --platform P`` does.
-        keep_partial: also keep the present manifests of unselected platforms (recorded and
-            labelled from their index): a rebuild must not let GC take what the node had.
-        cri: (default: when ``namespace`` is ``k8s.io``) record each image as containerd's
-            CRI plugin records a pull
-            (:mod:`ctrconv.containerd.cri`): its three names (``repo:tag``, ``repo@digest``,
-            ``sha256:<id>``) labelled ``io.cri-containerd.image=managed``, no annotations,
-            distribution-source labels on its blobs, every index child labelled.
-        verify_existing: hash every blob file already in the content store before trusting
-            it (default: a file the namespace records, of the right size, is trusted: it was
-            verified when it was written; a file no record of the namespace vouches for is
-            always hashed).
+    ``entries`` are the images to copy (default: every named entry of ``source``); ``options``
+    (:class:`ImportOptions`, whose fields document each choice; ``fields`` set single ones by
+    name) say how. ``progress`` is told the stages ``content`` (bytes to copy), ``unpack``
+    (layer bytes, files written) and ``records`` (records to write), each with its total up front.
 
     Raises:
         LockedError: containerd holds the root; MissingContentError: the input lacks a blob;
@@ -250,41 +225,35 @@ def copy_images_to_root(
     from ctrconv.containerd.root import check_namespace
 
     check_namespace(namespace)
-    matcher = platform_matcher(platforms, all_platforms)  # refuses contradicting options
-    options = _Options(
-        namespace=namespace, snapshotter=snapshotter, unpack=unpack,
-        cri=namespace == R.CRI_NAMESPACE if cri is None else cri, cri_labels=cri_labels, pin=pin,
-        keep_partial=keep_partial, all_platforms=all_platforms,
-        selector=None if all_platforms else plat.selector(matcher),
-        unpack_for=unpack_matcher(unpack_platform),
-    )
-    report = ImportReport(str(target_root), namespace, snapshotter if unpack else None)
-    imports = _plan(source, _named_entries(list(entries if entries is not None else source.entries()), name, namespace),
-                    options, report)
+    given = with_fields(options, fields)
+    rules = _rules(given, namespace)
+    report = ImportReport(str(target_root), namespace, given.snapshotter if given.unpack else None)
+    named = _named_entries(list(entries if entries is not None else source.entries()), given.name, namespace)
+    imports = _plan(source, named, rules, report)
     now_ns = time.time_ns()
     with RootTransaction(
-        Path(target_root), (snapshotter,) if unpack else (), containerd_version, backup
+        Path(target_root), (given.snapshotter,) if given.unpack else (), given.containerd_version, given.backup
     ) as txn:
         if txn.version_mismatch:
             report.warnings.append(txn.version_mismatch)
         run = _Import(source, txn, namespace, now_ns)
-        _label(run, imports, options)
+        _label(run, imports, rules)
         content = ContentWriter(txn.content_dir)
         snaps = None
         try:
-            trusted = frozenset() if verify_existing else R.recorded_blobs(txn.meta, namespace)
+            trusted = frozenset() if given.verify_existing else R.recorded_blobs(txn.meta, namespace)
             # the line of the containerd that will run the root decides how a config-only
             # image is "unpacked" (see _unpack_manifest)
-            line = containerd_version or txn.detected_version or "1.6"
+            line = given.containerd_version or txn.detected_version or "1.6"
             fetch_jobs = getattr(source, "parallel_reads", 1)
             if fetch_jobs > 1:  # a registry: blobs fetched side by side while the unpack goes on
-                snaps, unpacked = _fetch_and_unpack(run, imports, content, trusted, options, line,
-                                                    max_layer_bytes, jobs, fetch_jobs, progress, report)
+                snaps, unpacked = _fetch_and_unpack(run, imports, content, trusted, rules, line,
+                                                    given.max_layer_size, given.jobs, fetch_jobs, progress, report)
             else:
                 _write_content(run, content, trusted, progress, report)
-                snaps, unpacked = _unpack(run, imports, content, options, line, max_layer_bytes, jobs, progress)
+                snaps, unpacked = _unpack(run, imports, content, rules, line, given.max_layer_size, given.jobs, progress)
             with stage(progress, "records", len(run.labels) + len(imports), "records") as step:
-                _write_records(run, imports, unpacked, options, report, step)
+                _write_records(run, imports, unpacked, rules, report, step)
             committed = txn.commit(snaps.install if snaps is not None else None)
             report.written = committed or report.blobs_written > 0
             report.backups = [str(p) for p in txn.backups]
