@@ -25,7 +25,7 @@ from ctrconv.layers import chain_ids
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
 from ctrconv.progress import Progress, stage
-from ctrconv.pipeline.completeness import RecordedLabels, assess, never_recorded
+from ctrconv.pipeline.completeness import Assessment, RecordedLabels, assess, never_recorded
 from ctrconv.image.plan import DocumentCache, PlannedManifest, platform_string, read_json_blob
 from ctrconv.verify.blobs import file_size, hash_blobs
 from ctrconv.verify.deep import runs_here
@@ -319,9 +319,18 @@ def _check_image(image: ImageRecord, records: dict[str, BlobRecord], content: Na
     except CtrconvError as exc:
         report.add("invalid-json", obj, where, str(exc))
         return
+    _report_verdict(image, verdict, labels_of, content, obj, where, report)
+    _check_gc_labels(verdict, records, content, cache, obj, where, report)
+    for manifest in verdict.usable:
+        _check_unpacked(image, manifest, records, content, snapshot_keys, report, cache)
+
+
+def _report_verdict(image: ImageRecord, verdict: Assessment, labels_of: RecordedLabels, content: NamespaceContent,
+                    obj: str, where: str, report: Report) -> None:
+    """What the completeness rule found: absent or partial platforms and discarded layers as
+    information, broken manifests and an index with no usable platform as problems."""
     plan = verdict.plan
     missing = {d["digest"] for d in plan.missing}
-
     for m in verdict.partial:
         if m.descriptor.get("platform") and verdict.usable:
             gone = {d["digest"] for d in (m.config, *m.layers)} & missing
@@ -348,9 +357,13 @@ def _check_image(image: ImageRecord, records: dict[str, BlobRecord], content: Na
                    "no platform of this index has a manifest" if not plan.manifests and not missing
                    else f"no platform of this index is whole in {image.namespace}")
 
-    # GC labels: each parent labels its direct children (containerd's ChildGCLabels); only
-    # children that are present matter (GC keeps what is labelled, and ignores the rest)
-    for index in plan.indexes:
+
+def _check_gc_labels(verdict: Assessment, records: dict[str, BlobRecord], content: NamespaceContent,
+                     cache: DocumentCache, obj: str, where: str, report: Report) -> None:
+    """Each parent labels its direct children (containerd's ChildGCLabels); only children that
+    are present matter (GC keeps what is labelled, and ignores the rest)."""
+    missing = {d["digest"] for d in verdict.plan.missing}
+    for index in verdict.plan.indexes:
         if index["digest"] not in records:
             continue
         labels = _labels_of(records, index["digest"])
@@ -372,8 +385,6 @@ def _check_image(image: ImageRecord, records: dict[str, BlobRecord], content: Na
         for child in [manifest.config, *manifest.layers]:
             if child["digest"] not in missing and child["digest"] not in labels:
                 report.add("missing-gc-label", obj, where, f"manifest {mdigest} has no gc.ref.content label for {child['digest']}: GC would delete it")
-    for manifest in verdict.usable:
-        _check_unpacked(image, manifest, records, content, snapshot_keys, report, cache)
 
 
 def _check_unpacked(image: ImageRecord, manifest: PlannedManifest, records: dict[str, BlobRecord],
