@@ -74,6 +74,25 @@ def parse_size(text: str) -> int:
     return size
 
 
+def check_layout_output(output: str | None, as_json: bool, fmt: str | None = None,
+                        formats: tuple[str, ...] | None = None, extra: str = "") -> None:
+    """The output rules every command writing an image layout shares: a known format, no
+    ``--json`` with ``-o -`` (stdout carries the tar), never a tar onto a terminal."""
+    from ctrconv import api
+
+    if fmt is not None and formats is not None and fmt not in formats:
+        raise UsageError(f"unknown format {fmt!r} (choose from {', '.join(formats)}{extra})")
+    if as_json and api.is_stdout(output):
+        raise UsageError("--json cannot be combined with -o - (stdout carries the tar)")
+    if api.is_stdout(output) and sys.stdout.isatty():
+        raise UsageError("refusing to write a tar archive to a terminal", hint="redirect stdout or use -o FILE")
+
+
+def skipped_platform_lines(images: Any) -> list[str]:
+    """One line per exported image some of whose platforms were left out."""
+    return [f"  {i.name}: skipped platforms {', '.join(i.skipped_platforms)}" for i in images if i.skipped_platforms]
+
+
 def error_line(message: str) -> None:
     sys.stderr.write(f"ctrconv: error: {message}\n")
     sys.stderr.flush()

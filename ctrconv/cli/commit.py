@@ -19,6 +19,7 @@ from ctrconv.cli._common import (
     QUIET_OPTION,
     ROOT_OPTION,
     WAIT_OPTION,
+    check_layout_output,
     print_json,
     wait_seconds,
 )
@@ -62,12 +63,7 @@ def commit_command(
         raise UsageError("no container given (use --container ID)")
     if output is None:
         raise UsageError("no output given (use -o OUT)")
-    if fmt is not None and fmt not in FORMATS:
-        raise UsageError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
-    if as_json and api.is_stdout(output):
-        raise UsageError("--json cannot be combined with -o - (stdout carries the tar)")
-    if api.is_stdout(output) and sys.stdout.isatty():
-        raise UsageError("refusing to write a tar archive to a terminal", hint="redirect stdout or use -o FILE")
+    check_layout_output(output, as_json, fmt, FORMATS)
     with bars(quiet) as progress, api.waiting(wait_seconds(wait)):
         report = api.commit_container(
             root, wanted, output, namespace=api.check_namespace(namespace), ref=ref, format=fmt, compression=compression,

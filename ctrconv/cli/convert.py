@@ -9,8 +9,7 @@ import typer
 
 from ctrconv import api
 from ctrconv.cli import app
-from ctrconv.cli._common import JSON_OPTION, QUIET_OPTION, print_json
-from ctrconv.errors import UsageError
+from ctrconv.cli._common import JSON_OPTION, QUIET_OPTION, check_layout_output, print_json, skipped_platform_lines
 
 
 @app.command("convert")
@@ -47,10 +46,7 @@ def convert_command(
 ) -> None:
     """Convert images between OCI layout dir, OCI layout tar, docker-archive and skopeo dir: (every blob
     verified while it streams; the output appears only when complete)."""
-    if as_json and api.is_stdout(output):
-        raise UsageError("--json cannot be combined with -o - (stdout carries the tar)")
-    if api.is_stdout(output) and sys.stdout.isatty():
-        raise UsageError("refusing to write a tar archive to a terminal", hint="redirect stdout or use -o FILE")
+    check_layout_output(output, as_json)
     options = api.ConvertOptions(
         image=list(image) if image else None, format=fmt, platform=list(platform or []), all_platforms=all_platforms,
         index_media_type=index_media_type, skip_manifest_json=skip_manifest_json,
@@ -70,6 +66,5 @@ def convert_command(
             f"converted {len(exported.images)} image(s), {exported.blobs} blobs ({api.human_size(exported.bytes)}) "
             f"from {report.input} to {exported.output} [{exported.format}]\n"
         )
-        for i in exported.images:
-            if i.skipped_platforms:
-                sys.stderr.write(f"  {i.name}: skipped platforms {', '.join(i.skipped_platforms)}\n")
+        for line in skipped_platform_lines(exported.images):
+            sys.stderr.write(line + "\n")

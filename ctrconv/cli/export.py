@@ -18,7 +18,9 @@ from ctrconv.cli._common import (
     QUIET_OPTION,
     ROOT_OPTION,
     WAIT_OPTION,
+    check_layout_output,
     print_json,
+    skipped_platform_lines,
     wait_seconds,
 )
 from ctrconv.cli._registry import (
@@ -158,12 +160,7 @@ def export_command(
         return
     if cri or no_cri_names:
         raise UsageError("--cri and --no-cri-names apply to --format containerd-root only")
-    if fmt is not None and fmt not in FORMATS:
-        raise UsageError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)}, containerd-root)")
-    if as_json and api.is_stdout(output):
-        raise UsageError("--json cannot be combined with -o - (stdout carries the tar)")
-    if api.is_stdout(output) and sys.stdout.isatty():
-        raise UsageError("refusing to write a tar archive to a terminal", hint="redirect stdout or use -o FILE")
+    check_layout_output(output, as_json, fmt, FORMATS, extra=", containerd-root")
     with bars(quiet) as progress, api.waiting(wait_seconds(wait)):
         options = api.ExportOptions(
             namespace=api.check_namespace(namespace), image=None if all_images else wanted, format=fmt,
@@ -184,9 +181,8 @@ def export_command(
             f"exported {len(report.images)} image(s), {report.blobs} blobs ({api.human_size(report.bytes)}{linked}) "
             f"to {report.output} [{report.format}]\n"
         )
-        for i in report.images:
-            if i.skipped_platforms:
-                sys.stderr.write(f"  {i.name}: skipped platforms {', '.join(i.skipped_platforms)}\n")
+        for line in skipped_platform_lines(report.images):
+            sys.stderr.write(line + "\n")
 
 
 def rewrite_lines(report, *, quiet: bool = False) -> list[str]:
