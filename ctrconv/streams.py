@@ -12,7 +12,7 @@ import os
 import queue
 import stat
 import threading
-from typing import BinaryIO, Callable
+from typing import Any, BinaryIO, Callable
 
 from ctrconv.digest import Digest
 from ctrconv.errors import DigestMismatchError, SizeMismatchError
@@ -36,6 +36,20 @@ def _hash_chunks(chunks: "queue.Queue[bytes | mmap.mmap | None]", hasher: "hashl
         hasher.update(chunk)
         if isinstance(chunk, mmap.mmap):
             chunk.close()  # a window of a zero-copy source: unmapped once hashed
+
+
+class ReadIntoByRead:
+    """``readinto`` for raw readers whose natural call is ``read(n)`` (``pread``, an HTTP body,
+    a file still being downloaded): put first in the bases, before ``io.RawIOBase``."""
+
+    def read(self, n: int = -1) -> bytes:  # pragma: no cover - always overridden
+        raise NotImplementedError
+
+    def readinto(self, buf: Any) -> int:
+        view = memoryview(buf).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
 
 
 class _BackgroundHasher:

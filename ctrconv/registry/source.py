@@ -24,6 +24,7 @@ from ctrconv.image.protocols import NamedEntry
 from ctrconv.registry.client import RegistryClient, RegistryError, RegistryOptions, Response, is_dropped, registry_message
 from ctrconv.registry.reference import RegistryRef, parse_registry_ref
 from ctrconv.sources.base import BlobSourceBase, Locator, parse_digest
+from ctrconv.streams import ReadIntoByRead
 
 #: what a manifest GET accepts (docker schema 1 is not supported: containerd 2 dropped it too)
 MANIFEST_ACCEPT = ", ".join((mt.OCI_INDEX, mt.DOCKER_MANIFEST_LIST, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST))
@@ -49,7 +50,7 @@ def _media_type(resp: Response, body: bytes) -> str:
     raise FormatError(f"the registry served {content_type or 'an unknown type'}, not an image manifest or index")
 
 
-class _BlobStream(io.RawIOBase):
+class _BlobStream(ReadIntoByRead, io.RawIOBase):
     """A blob download that resumes (``Range: bytes=N-``) after a dropped connection."""
 
     def __init__(self, source: "RegistrySource", path: str, digest: Digest, size: int) -> None:
@@ -125,12 +126,6 @@ class _BlobStream(io.RawIOBase):
                 continue
             self._pos += len(data)
             return data
-
-    def readinto(self, buf: Any) -> int:
-        view = memoryview(buf).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         self._drop()

@@ -19,7 +19,7 @@ from ctrconv.errors import FormatError, InvalidDigestError, MissingContentError
 from ctrconv.oci.reference import import_name
 from ctrconv.oci.validate import MAX_DOCUMENT_SIZE
 from ctrconv.image.protocols import NamedEntry
-from ctrconv.streams import CHUNK, VerifyingReader
+from ctrconv.streams import CHUNK, ReadIntoByRead, VerifyingReader
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Locator:
     opener: Callable[[], BinaryIO]
 
 
-class RangeReader(io.RawIOBase):
+class RangeReader(ReadIntoByRead, io.RawIOBase):
     """A read-only window ``[offset, offset+size)`` of a file, read with ``pread``.
 
     Each reader owns a duplicate of the file descriptor, so readers are independent of each
@@ -60,12 +60,6 @@ class RangeReader(io.RawIOBase):
 
     def readall(self) -> bytes:
         return self.read(-1)
-
-    def readinto(self, buf: Any) -> int:
-        view = memoryview(buf).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         if not self.closed:

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, Callable, Sequence
 
 from ctrconv.digest import Digest
 from ctrconv.sinks.containerd_root.content_writer import ContentWriter
+from ctrconv.streams import ReadIntoByRead
 
 #: what the fetcher reports copied bytes to: a ``progress(n)`` callable or a stage's ``advance``
 Advance = Callable[[int], object]
@@ -147,7 +148,7 @@ class _Stopped(Exception):
     """A blob not started because the fetch was stopped."""
 
 
-class _Follower:
+class _Follower(ReadIntoByRead):
     """Reads a blob's temp file behind its writer (then the committed file: the open descriptor
     survives the rename)."""
 
@@ -208,12 +209,6 @@ class _Follower:
             with cond:  # nothing new yet: wait for the writer (or its last buffered bytes)
                 if not blob.done and blob.error is None:
                     cond.wait(_POLL)
-
-    def readinto(self, buf: Any) -> int:
-        view = memoryview(buf).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         if self._fd is not None:
