@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 #: What the CLI needs besides the operations below (validation, lock waiting, report
 #: rendering, format names), served from here so the CLI depends on this module only
-#: (``tests/test_layers_contract.py``). Resolved on first use: ``ctrconv --help`` and
+#: (``tests/unit/test_layers_contract.py``). Resolved on first use: ``ctrconv --help`` and
 #: ``--version`` import none of them.
 _FOR_THE_CLI = {
     "check_namespace": ("ctrconv.containerd.root", "check_namespace"),

@@ -4,7 +4,7 @@
 Drives every target (or the ones named) with the same seeds and mutators as the CI tests, for
 ``--seconds`` each, from ``--seed``. Every distinct finding (kind + exception + where it was
 raised) is written once to ``tests/regressions/<target>/<sha256-prefix>.bin`` with a ``.txt``
-beside it saying what happened; ``tests/test_fuzz_short.py`` replays that corpus on every run.
+beside it saying what happened; ``tests/unit/robustness/test_fuzz_short.py`` replays that corpus on every run.
 
 ``--atheris`` uses libFuzzer's coverage-guided engine instead (if the ``atheris`` package is
 installed): its input bytes seed the mutator's RNG, so coverage feedback steers the choice of

@@ -2,7 +2,7 @@
 
 A case is built into a fresh directory laid out as ``inputs/`` (the hostile file),
 ``root/`` (the containerd root written or read) and ``sentinel/`` (files the attack tries to
-reach). ``tests/test_hostile.py`` runs the CLI on every case and checks: exit code, one clean
+reach). ``tests/unit/robustness/test_hostile.py`` runs the CLI on every case and checks: exit code, one clean
 ``ctrconv: error:`` line on failure, the sentinel and everything outside ``root/`` untouched.
 """
 

@@ -15,7 +15,7 @@ With ``OPCOUNT_RESCAN=1`` each image ``ls`` summarises also lists the blob direc
 per-image rescan this counting exists to catch, for the test that shows it is caught.
 
 Counts, not times: they are the same on every run and on every machine, so a test can compare
-them between a small and a ten times larger root (``tests/test_scale.py``).
+them between a small and a ten times larger root (``tests/unit/test_scale.py``).
 """
 
 from __future__ import annotations

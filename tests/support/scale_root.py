@@ -1,5 +1,5 @@
 """A large containerd root written straight from ctrconv's record writers: for scale benchmarks
-(``benchmarks/bench_scale.py``) and the linearity tests (``tests/test_scale.py``).
+(``benchmarks/bench_scale.py``) and the linearity tests (``tests/unit/test_scale.py``).
 
 Per ``count`` images: every image has its own manifest, config and top layer (three blobs per
 image) over two of ``base_layers`` (50) shared base layers; every 20th image is a two-platform

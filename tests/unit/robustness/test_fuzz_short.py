@@ -20,7 +20,7 @@ from fuzz.bounds import Finding, signature
 from fuzz.known import KNOWN_OPEN, known_open, layer_hang
 from fuzz.targets import TARGETS, check
 
-REGRESSIONS = Path(__file__).parent / "regressions"
+REGRESSIONS = Path(__file__).resolve().parents[3] / "tests" / "regressions"
 
 #: examples per target: ~40 s for the whole file on 2 cores
 EXAMPLES = {

@@ -14,7 +14,7 @@ import pytest
 
 from ctrconv import __version__
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_version_in_process(cli):

@@ -17,7 +17,7 @@ import pytest
 from ctrconv.containerd import rootlock
 from hostile.images import image, member, tar
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 META = ("io.containerd.metadata.v1.bolt", "meta.db")
 

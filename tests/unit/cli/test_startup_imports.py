@@ -19,7 +19,7 @@ import pytest
 
 from ctrconv.cli.commands import COMMANDS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 SMALL_ROOT = REPO / "fixtures" / "small-root.tar.xz"
 
 #: ``sys.modules`` at exit, written to the file named by argv[1]; the rest is ctrconv's argv

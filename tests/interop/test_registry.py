@@ -28,7 +28,7 @@ from ctrconv.errors import UsageError
 from ctrconv.registry.client import _parse_challenge
 from ctrconv.registry.credentials import find_credentials
 from ctrconv.registry.reference import parse_registry_ref
-from registry_support import FaultProxy, TokenServer
+from support.registry_peers import FaultProxy, TokenServer
 from support.registry import PrivateRegistry
 from support.json_schemas import check as check_json_schema
 

@@ -227,7 +227,7 @@ def test_discarded_layers_node_rebuilt_keeps_every_image(line, realnode_set_for,
 def test_export_of_discarded_layers_without_regeneration_fails_in_one_line(line, realnode_set_for, cli, tmp_path):
     """``--from-snapshots never``: the layers are not written again from the snapshots, so the
     export fails up front, saying why and what would work (the default regenerates them:
-    tests/test_export_regenerate.py)."""
+    tests/interop/test_export_regenerate.py)."""
     from support.realnode_set import DISCARDED
 
     corpus = realnode_set_for(line)

@@ -15,7 +15,7 @@ import pytest
 
 from hostile.images import image, member, tar
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 NAME = "docker.io/library/small:1"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from ctrconv import api
-from export_support import SyntheticRoot, host_arch, other_arch, standard_root
+from support.synthetic_root import SyntheticRoot, host_arch, other_arch, standard_root
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 
 from hostile.images import image, member, tar
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 SEED = 20261206
 TRIALS = int(os.environ.get("CTRCONV_SIGNAL_TRIALS", "8"))

@@ -23,7 +23,7 @@ import pytest
 
 from support.scale_root import build_root
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SIZES = (40, 80, 120)
 BASES = 10
 #: the second step may cost this much more than the first (per image) before it counts as growth.

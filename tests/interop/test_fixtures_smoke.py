@@ -142,7 +142,7 @@ def test_no_leases_left(fixture_set: FixtureSet, ns: str) -> None:
 
 
 def test_committed_small_root_opens_in_containerd(tmp_path: Path, private_containerd) -> None:
-    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
+    fixtures = Path(__file__).resolve().parents[2] / "fixtures"
     subprocess.run(["tar", "-xJf", str(fixtures / "small-root.tar.xz"), "-C", str(tmp_path)],
                    check=True)
     root = tmp_path / "small-root"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 SEED = 20261206
 TRIALS = int(os.environ.get("CTRCONV_STRESS_TRIALS", "2"))

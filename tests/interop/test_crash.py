@@ -22,7 +22,7 @@ import pytest
 from hostile.images import image, member, tar
 from support.ctrconv_runs import import_args, listed_images, run_ctrconv
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SEED = 20231114
 KILLS = 4
 

@@ -14,7 +14,7 @@ from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.errors import NotFoundError, UsageError
 from ctrconv.oci import mediatypes as mt
 from ctrconv.pipeline.resolve import image_ids, resolve_images
-from export_support import SyntheticRoot, _json, host_arch, other_arch
+from support.synthetic_root import SyntheticRoot, _json, host_arch, other_arch
 from support.image_ids import COLLIDING, SHARED_PREFIX
 
 def _config_only(r: SyntheticRoot, config: bytes) -> tuple[dict, dict]:

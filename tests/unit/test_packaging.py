@@ -15,7 +15,7 @@ import pytest
 
 from ctrconv import __version__
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from support.progress import RecordingProgress
 from ctrconv import api
 from ctrconv.progress import SILENT, stage
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 IMAGE = "docker.io/library/busybox:small"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-CLI = Path(__file__).resolve().parents[1] / "ctrconv" / "cli"
+CLI = Path(__file__).resolve().parents[2] / "ctrconv" / "cli"
 
 #: what every CLI module may import from ctrconv: the API, the error tree, itself
 ALLOWED_MODULES = {"ctrconv.api", "ctrconv.errors"}
@@ -115,3 +115,20 @@ def test_the_progress_protocol_is_a_leaf():
         elif isinstance(node, ast.Import):
             imported.update(alias.name.split(".")[0] for alias in node.names)
     assert imported and imported <= {"__future__", "contextlib", "typing"}, imported
+
+
+def test_no_test_module_imports_another():
+    """Helpers shared by tests live in tests/support/: a test module that imports another one
+    couples their layouts (and pytest collects the imported tests twice)."""
+    import ast
+
+    tests = Path(__file__).resolve().parents[1]
+    offenders = []
+    modules = sorted(tests.rglob("test_*.py"))
+    assert len(modules) > 50  # the suite really was searched
+    for path in modules:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            offenders += [f"{path.relative_to(tests)}: {n}" for n in names if n.split(".")[-1].startswith("test_")]
+    assert offenders == []

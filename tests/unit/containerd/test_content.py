@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from export_support import SyntheticRoot, host_arch, other_arch
+from support.synthetic_root import SyntheticRoot, host_arch, other_arch
 
 
 def _descendants(root: SyntheticRoot, digest: str) -> set[str]:

@@ -17,7 +17,7 @@ import pytest
 
 from hostile.corpus import CASES, Case, Ctx, prepare
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _state(base: Path, skip: Path) -> dict[str, tuple[int, str]]:

@@ -101,7 +101,7 @@ def test_docker_archive_all_platforms_holds_every_present_platform(tmp_path: Pat
     where an OCI export with --all-platforms still refuses them."""
     import json
 
-    from export_support import host_arch, standard_root
+    from support.synthetic_root import host_arch, standard_root
 
     synth = standard_root(tmp_path / "root")
     sparse = synth.images["default"]["docker.io/library/sparse:1"][0]

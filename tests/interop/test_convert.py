@@ -210,7 +210,7 @@ def test_stdout_and_stdin(fixture_set, cli, tmp_path):
     oci_tar = fixture_set.file(fixture_set.input("bbx-oci")["path"])
     piped = subprocess.run(
         ["python3", "-m", "ctrconv", "convert", "-i", "-", "-o", "-", "--image", "bbx:oci", "-q"],
-        stdin=oci_tar.open("rb"), capture_output=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+        stdin=oci_tar.open("rb"), capture_output=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
     assert piped.returncode == 0, piped.stderr
     direct = tmp_path / "direct.tar"
     assert cli("convert", "-i", str(oci_tar), "-o", str(direct), "--image", "bbx:oci", "-q").code == 0

@@ -146,7 +146,7 @@ def test_cli_import_from_stdin(fixture_set, private_containerd, tmp_path, cli) -
     tar = fixture_set.file(fixture_set.input("bbx-docker")["path"])
     proc = subprocess.run(
         ["python3", "-m", "ctrconv", "import", "--root", str(root), "-i", "-", "--json", "-q"],
-        stdin=open(tar, "rb"), capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+        stdin=open(tar, "rb"), capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
     )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)

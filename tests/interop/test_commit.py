@@ -30,7 +30,7 @@ from ctrconv.bolt.writer import write_bolt
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.records import BackendSnapshot, SnapshotRecord, write_backend_snapshot, write_snapshot
 from ctrconv.layers import chain_ids
-from export_support import SyntheticRoot, host_arch
+from support.synthetic_root import SyntheticRoot, host_arch
 
 EPOCH = "1700000000"
 IMAGE = "docker.io/library/app:1"
