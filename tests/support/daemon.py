@@ -544,18 +544,49 @@ class PrivateContainerd:
             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
         )
 
+    #: ``ctr run`` flags after which the task's output is not ctr's to read back
+    _RUN_WITHOUT_OUTPUT = ("-d", "--detach", "--null-io", "-t", "--tty")
+
     def ctr(
         self, *args: str, namespace: str = "default", check: bool = True, timeout: float = 120.0
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``ctr`` against this daemon; raise DaemonError with stderr unless ``check=False``."""
+        """Run ``ctr`` against this daemon; raise DaemonError with stderr unless ``check=False``.
+
+        A foreground ``ctr run`` hands back what the task printed (stdout and stderr, in order)
+        as ``stdout``, read from a file the shim writes (``--log-uri file://``) rather than from
+        ctr's own FIFO copy: on 1.7 and 2.x, ``ctr run`` deletes the task as soon as it exits,
+        and ``Task.Delete`` cancels the client's IO, which since containerd PR 8334 closes the
+        FIFO readers; output the copy goroutine had not drained yet is lost (seen as an empty
+        ``ctr run`` output under load). The shim finishes copying into the file before its
+        delete returns.
+        """
         if not self.running:
             raise DaemonError("daemon is not running")
-        res = self._run_ctr([str(a) for a in args], namespace=namespace, timeout=timeout)
+        argv = [str(a) for a in args]
+        if argv[:1] == ["run"] and not any(a in self._RUN_WITHOUT_OUTPUT or a.startswith("--log-uri") for a in argv):
+            return self._ctr_run(argv, namespace=namespace, check=check, timeout=timeout)
+        res = self._run_ctr(argv, namespace=namespace, timeout=timeout)
         if check and res.returncode != 0:
             raise DaemonError(
                 f"ctr -n {namespace} {' '.join(args)} failed ({res.returncode}): "
                 f"{res.stderr.strip()}"
             )
+        return res
+
+    def _ctr_run(self, argv: list[str], *, namespace: str, check: bool, timeout: float) -> subprocess.CompletedProcess[str]:
+        """``ctr run`` whose task output goes to a file (see :meth:`ctr`), returned as stdout."""
+        logs = self._tmp / "task-logs"
+        logs.mkdir(exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=logs, suffix=".log")
+        os.close(fd)
+        log = Path(name)
+        try:
+            res = self._run_ctr(["run", f"--log-uri=file://{log}", *argv[1:]], namespace=namespace, timeout=timeout)
+            res.stdout = res.stdout + log.read_text(errors="replace")
+        finally:
+            log.unlink(missing_ok=True)
+        if check and res.returncode != 0:
+            raise DaemonError(f"ctr -n {namespace} {' '.join(argv)} failed ({res.returncode}): {res.stderr.strip()}")
         return res
 
     def force_gc(self, namespace: str = "default") -> None:
