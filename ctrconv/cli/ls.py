@@ -49,7 +49,7 @@ def ls_command(
         if i.status == "platform-absent":
             complete = f"not pulled (has {','.join(i.present_platforms)})"
         elif i.status == "layers-discarded":
-            complete = "no (layers discarded after unpack; runs)"
+            complete = "no (layer blobs not stored: discarded after unpack or never fetched; runs)"
         else:
             complete = "yes" if i.complete else ("error" if i.problem else f"no ({len(i.missing)} missing)")
         rows.append((i.namespace, i.name, i.media_type, i.digest, api.human_size(i.size), ",".join(i.platforms) or "-", complete))
