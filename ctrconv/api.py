@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 #: rendering, format names), served from here so the CLI depends on this module only
 #: (``tests/unit/test_layers_contract.py``). Resolved on first use: ``ctrconv --help`` and
 #: ``--version`` import none of them.
-_FOR_THE_CLI = {
+_FOR_THE_CLI: dict[str, tuple[str, str | None]] = {
     "check_namespace": ("ctrconv.containerd.root", "check_namespace"),
     "waiting": ("ctrconv.containerd.rootlock", "waiting"),
     "import_report_lines": ("ctrconv.sinks.containerd_root", "report_lines"),
@@ -37,7 +37,7 @@ _FOR_THE_CLI = {
     "ExportOptions": ("ctrconv.pipeline.export_report", "ExportOptions"),
     "RebuildOptions": ("ctrconv.recovery.options", "RebuildOptions"),
     "ImportOptions": ("ctrconv.sinks.containerd_root", "ImportOptions"),
-    "containerd_schema": ("ctrconv.containerd", "schema"),
+    "containerd_schema": ("ctrconv.containerd.schema", None),
 }
 
 
@@ -49,7 +49,8 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
     import importlib
 
-    value = getattr(importlib.import_module(module_name), attribute)
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
     globals()[name] = value
     return value
 

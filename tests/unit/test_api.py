@@ -154,3 +154,17 @@ def test_root_sink_writes_the_given_entries_only(small_root: Path, layout: Path,
         sink = ContainerdRootSink(tmp_path / "r", "ns", ImportOptions(unpack=False, name="renamed:1"))
         report = sink.write(source, [entry])
     assert [i.name for i in report.images] == ["renamed:1"]
+
+
+def test_every_cli_helper_the_api_serves_resolves_in_a_fresh_interpreter():
+    """The CLI's helpers are imported on first use; each must resolve on its own, whatever the
+    command imported before it (a submodule is not an attribute of its package until imported)."""
+    import subprocess
+    import sys
+
+    names = sorted(api._FOR_THE_CLI)
+    assert names
+    for name in names:
+        code = f"import ctrconv.api as a; getattr(a, {name!r})"
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert result.returncode == 0, (name, result.stderr)
