@@ -102,6 +102,7 @@ def _namespace(ns_name: str, ns: BucketTree, backends: dict[str, BucketTree], cr
     snapshots = TreeSnapshots(ns, backends, croot)
     extras = regen.ExtraBlobs(target.content)
     layers = regen.Regenerator(extras, spool, None)
+    superseded: set[str] = set()
     for key in sorted(images.entries):
         record = images.entries[key]
         desc = target_descriptor(record)
@@ -122,9 +123,40 @@ def _namespace(ns_name: str, ns: BucketTree, backends: dict[str, BucketTree], cr
         entry = _report_entry(ns_name, text(key), desc, new_target, changes)
         if new_target["digest"] != desc["digest"]:
             write_target(record, Target(new_target["mediaType"], new_target["digest"], new_target["size"]))
+            superseded |= _documents(plan_image(extras, desc, None))
         report.regenerated.append(entry)
         report.images.append({"namespace": ns_name, "name": text(key), "digest": new_target["digest"],
                               "origin": "layer blobs regenerated from snapshots"})
+    if superseded:
+        _drop_superseded(ns, ns_name, images, extras, superseded, report)
+
+
+def _documents(plan: Any) -> set[str]:
+    """Every digest an image plan names: target, indexes, manifests, configs, layers."""
+    found = {plan.target["digest"], *(d["digest"] for d in plan.indexes)}
+    for m in plan.manifests:
+        found |= {m.descriptor["digest"], m.config["digest"], *(layer["digest"] for layer in m.layers)}
+    return found
+
+
+def _drop_superseded(ns: BucketTree, ns_name: str, images: BucketTree, extras: regen.ExtraBlobs,
+                     superseded: set[str], report: RebuildReport) -> None:
+    """The documents of retargeted images that no image refers to any more (the original
+    manifest, index or config) lose their records now, as containerd's GC would remove them
+    at its next run: a rebuilt root keeps everything across a GC and a restart."""
+    reachable: set[str] = set()
+    for record in images.entries.values():
+        desc = target_descriptor(record) if isinstance(record, BucketTree) else None
+        if desc is not None:
+            try:
+                reachable |= _documents(plan_image(extras, desc, None))
+            except CtrconvError:
+                reachable.add(desc["digest"])
+    blobs = ns.bucket(K.CONTENT, K.BLOB)
+    for digest in sorted(superseded - reachable):
+        if blobs is not None and blobs.entries.pop(digest.encode(), None) is not None:
+            report.clean("content", f"content {ns_name}/{digest}",
+                         "superseded by a regenerated image target; no image refers to it")
 
 
 def _image(target: ContainerdRoot, desc: dict[str, Any], lost: set[str], extras: regen.ExtraBlobs,
