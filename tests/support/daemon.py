@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 #: Plugins that need host setup we do not want (CRI wants CNI/runc config and creates the
 #: ``sha256:`` image aliases in k8s.io; the others probe special filesystems or write to /opt).
@@ -264,7 +265,29 @@ def complete_tar(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-class PrivateContainerd:
+class StartedService:
+    """A private daemon as a context manager: ``with X(...) as x`` starts it and always closes
+    it, also when the start itself fails half-way (subclasses define start and close)."""
+
+    def start(self) -> Self:  # pragma: no cover - defined by each service
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover - defined by each service
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class PrivateContainerd(StartedService):
     """Context manager running one containerd with private root/state/socket.
 
     Args:
@@ -510,21 +533,6 @@ class PrivateContainerd:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
-
-    def __enter__(self) -> "PrivateContainerd":
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def log_tail(self, lines: int = 40) -> str:
         """Last lines of the daemon log, for error messages."""

@@ -15,12 +15,11 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Iterator
 
 import pytest
 
-from support.daemon import DaemonError, short_socket_dir, terminate
+from support.daemon import DaemonError, StartedService, short_socket_dir, terminate
 
 
 def docker_client() -> str | None:
@@ -39,7 +38,7 @@ def skip_reason() -> str | None:
     return None
 
 
-class PrivateDockerd:
+class PrivateDockerd(StartedService):
     """Context manager running one dockerd with private state; ``docker(...)`` talks to it."""
 
     def __init__(self, workdir: str | os.PathLike[str] | None = None, start_timeout: float = 60.0, *,
@@ -121,16 +120,6 @@ class PrivateDockerd:
         except OSError:
             return ""
 
-    def __enter__(self) -> "PrivateDockerd":
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,8 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from types import TracebackType
 
-from support.daemon import DaemonError, PrivateContainerd
+from support.daemon import DaemonError, PrivateContainerd, StartedService
 from support.dockerd import PrivateDockerd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fixtures"))
@@ -38,7 +37,7 @@ def skip_reason(label: str) -> str | None:
     return None
 
 
-class MobyDocker:
+class MobyDocker(StartedService):
     """Private containerd + dockerd on the containerd store; :attr:`root` is containerd's root.
 
     ``docker(...)`` runs the CLI of the same build. :meth:`stop` stops both (bolt files closed
@@ -82,13 +81,3 @@ class MobyDocker:
         self.dockerd.close()
         self.containerd.close()
 
-    def __enter__(self) -> "MobyDocker":
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()

@@ -19,7 +19,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
+
+from support.daemon import StartedService
 
 REGISTRY_BINARY = "docker-registry"
 
@@ -35,7 +36,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class PrivateRegistry:
+class PrivateRegistry(StartedService):
     """Context manager running ``docker-registry serve CONFIG`` on 127.0.0.1:<free port>.
 
     Attributes:
@@ -218,13 +219,3 @@ class PrivateRegistry:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def __enter__(self) -> "PrivateRegistry":
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
