@@ -9,9 +9,7 @@ own overhead is about a millisecond).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import json
 import os
 import platform
@@ -19,7 +17,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,6 +28,8 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 from support.daemon import PrivateContainerd, containerd_version  # noqa: E402,F401
+# the same small blobs and layers the scale tests build roots from
+from support.scale_root import put_blob, tiny_layer  # noqa: E402,F401
 
 GNU_TIME = "/usr/bin/time"
 CHUNK = 1 << 20
@@ -240,33 +239,12 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def put_blob(blob_dir: Path, data: bytes) -> dict:
-    """Store ``data`` under ``blob_dir/<sha256 hex>``; returns ``digest`` and ``size``."""
-    hexd = hashlib.sha256(data).hexdigest()
-    dest = blob_dir / hexd
-    if not dest.exists():
-        dest.write_bytes(data)
-    return {"digest": f"sha256:{hexd}", "size": len(data)}
-
-
 def move_blob(blob_dir: Path, path: Path) -> dict:
     """Move the file at ``path`` into ``blob_dir`` under its digest."""
     hexd = sha256_file(path)
     size = path.stat().st_size
     os.replace(path, blob_dir / hexd)
     return {"digest": f"sha256:{hexd}", "size": size}
-
-
-def tiny_layer(seed: str) -> tuple[bytes, str]:
-    """A small gzip layer holding one file: (compressed bytes, diff_id)."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        payload = f"{seed}\n".encode() * 8
-        info = tarfile.TarInfo(f"etc/{seed}.txt")
-        info.size, info.mtime, info.mode = len(payload), 1_700_000_000, 0o644
-        tar.addfile(info, io.BytesIO(payload))
-    uncompressed = raw.getvalue()
-    return gzip.compress(uncompressed, mtime=0), "sha256:" + hashlib.sha256(uncompressed).hexdigest()
 
 
 def config_json(diff_ids: list[str], arch: str | None = None, extra: dict | None = None) -> bytes:
