@@ -253,11 +253,12 @@ def _upgrade(fd: int, path: Path, what: str) -> None:
     """Turn this process's shared hold into the exclusive one (export into the root it reads).
 
     Without ``--wait`` the upgrade is tried once and refused naming the other holders. With it,
-    the shared hold is dropped before waiting, as the kernel's own blocking ``flock`` conversion
-    does: two processes that both hold the shared lock and both upgrade would otherwise each wait
-    for the other's shared hold until their limits ran out. Whatever the caller read before the
-    upgrade may have changed by the time the exclusive lock is held; writers copy verified
-    content only, so a blob removed meanwhile fails the write instead of corrupting it.
+    the shared hold is dropped before waiting, so two processes that both hold the shared lock
+    and both upgrade take the exclusive one in turn. (Linux's ``flock`` already removes the old
+    lock when a non-blocking conversion fails; the explicit unlock states it rather than relying
+    on it.) Whatever the caller read before the upgrade may have changed by the time the
+    exclusive lock is held; writers copy verified content only, so a blob removed meanwhile
+    fails the write instead of corrupting it.
     """
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
