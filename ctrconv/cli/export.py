@@ -186,15 +186,18 @@ def export_command(
 
 
 def rewrite_lines(report, *, quiet: bool = False) -> list[str]:
-    """What the export changed: layers regenerated or decompressed, and image IDs changed.
+    """What the export changed: layers regenerated, copied or decompressed, and image IDs changed.
 
-    Regenerated layers (new digests, maybe a new image ID) are said even with ``-q``, like a
-    warning; zstd layers decompressed for a docker archive (image ID kept) only without it."""
+    Layers regenerated from snapshots or copied from a stored blob of the same tar (new blob
+    digests, maybe a new image ID) are said even with ``-q``, like a warning; zstd layers
+    decompressed for a docker archive (image ID kept) only without it."""
     lines = []
     for i in report.images:
         done = []
         if i.regenerated_layers:
             done.append(f"{i.regenerated_layers} layer(s) regenerated from snapshots")
+        if i.copied_layers:
+            done.append(f"{i.copied_layers} layer(s) copied from a stored blob of the same tar (their own blobs were never fetched)")
         if i.decompressed_layers and not quiet:
             done.append(f"{i.decompressed_layers} zstd layer(s) decompressed")
         if not done:

@@ -271,7 +271,7 @@ def export(
             content, planned = regenerate_layers(content, planned, options, single_manifest, spool, changes,
                                                  avoid_zstd=fmt == "docker-archive")
         if fmt == "docker-archive" and any(
-                p.chosen and any(regen.is_zstd(d.get("mediaType", "")) for d in p.chosen.layers) for p in planned):
+                regen.is_zstd(d.get("mediaType", "")) for p in planned for m in p.plan.manifests for d in m.layers):
             spool = spool or regen.Spool(spool_near)
             content, planned = decompress_zstd_layers(content, planned, options, spool, changes)
         sink = open_sink(

@@ -238,12 +238,11 @@ def exported(p: Planned) -> ExportedImage:
 def image_report(p: Planned, changes: dict[str, regen.ManifestChange] | None = None) -> ImageReport:
     skipped = sorted({s for s in (platform_string(d.get("platform")) for d in p.plan.skipped) if s})
     original = p.original or p
-    regenerated = decompressed = 0
+    counts = {"regenerated": 0, "copied": 0, "decompressed": 0}
     for m in original.plan.manifests:
         change = (changes or {}).get(m.descriptor["digest"])
-        if change is not None:
-            regenerated += sum(1 for layer in change.layers if layer.snapshot)
-            decompressed += sum(1 for layer in change.layers if not layer.snapshot)
+        for layer in change.layers if change is not None else ():
+            counts[layer.how] += 1
     return ImageReport(
         name=p.record.name,
         digest=p.record.target.digest,
@@ -255,7 +254,8 @@ def image_report(p: Planned, changes: dict[str, regen.ManifestChange] | None = N
         original_image_id=original.chosen.config["digest"] if original.chosen else None,
         original_digest=original.record.target.digest if p.original is not None and
         original.record.target.digest != p.record.target.digest else None,
-        regenerated_layers=regenerated,
-        decompressed_layers=decompressed,
+        regenerated_layers=counts["regenerated"],
+        copied_layers=counts["copied"],
+        decompressed_layers=counts["decompressed"],
         original_name=original.record.name if original.record.name != p.record.name else None,
     )

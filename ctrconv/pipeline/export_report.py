@@ -58,7 +58,12 @@ class ImageReport:
     original_image_id: str | None = None
     #: the stored target, when the export names a rewritten one instead (else None)
     original_digest: str | None = None
+    #: layers written again from their snapshots
     regenerated_layers: int = 0
+    #: layers whose blob was never stored, taken from a stored blob of the same tar (Docker's
+    #: containerd store): the original tar exactly, recompressed
+    copied_layers: int = 0
+    #: zstd layers written as plain tars (docker archives)
     decompressed_layers: int = 0
     #: the stored name, when the export names the image differently: a name that states a
     #: digest (``sha256:<image ID>``, ``repo@<digest>``) follows the rewritten image
@@ -113,8 +118,9 @@ def change_json(change: regen.ManifestChange) -> dict[str, Any]:
         "config": change.config,
         "config_changed": change.config_changed,
         "layers": [
-            {"how": "regenerated" if layer.snapshot else "decompressed", "snapshotter": layer.snapshotter or None,
-             "snapshot": layer.snapshot or None, "original_digest": layer.original_digest,
+            {"how": layer.how, "snapshotter": layer.snapshotter if layer.how == "regenerated" else None,
+             "snapshot": layer.snapshot if layer.how == "regenerated" else None,
+             "source_blob": layer.source_blob, "original_digest": layer.original_digest,
              "original_diff_id": layer.original_diff_id, "digest": layer.digest, "diff_id": layer.diff_id,
              "media_type": layer.media_type, "size": layer.size, "matches_diff_id": layer.matches}
             for layer in change.layers

@@ -95,42 +95,57 @@ def decompress_zstd_layers(
     content: ContentStore | NamespaceContent | regen.ExtraBlobs, planned: Sequence[Planned], options: ExportOptions,
     spool: regen.Spool, changes: dict[str, regen.ManifestChange],
 ) -> tuple[regen.ExtraBlobs, list[Planned]]:
-    """docker-archive: the chosen manifests' zstd layers as plain tars (diff IDs, hence the
-    config and the image ID, unchanged), which every ``docker load`` reads."""
+    """docker-archive: the zstd layers of every exported manifest as plain tars (diff IDs, hence
+    the configs and image IDs, unchanged), which every ``docker load`` reads.
+
+    Not only the host platform's manifest (the one ``manifest.json`` describes): with
+    ``--all-platforms`` the archive keeps the index and every present platform's blobs, as
+    Docker 25+'s ``docker save`` does, and readers of ``index.json`` (a Docker on the
+    containerd store, ``docker load --platform``, ``ctr images import --all-platforms``) may
+    load any of them; so no layer file of the archive is zstd, and each platform keeps its
+    config digest."""
     extras = content if isinstance(content, regen.ExtraBlobs) else regen.ExtraBlobs(content)
     changed: dict[str, dict[str, Any]] = {}
     for p in planned:
-        m = p.chosen
-        if m is None or m.descriptor["digest"] in changed:
-            continue
-        zstd = [i for i, layer in enumerate(m.layers) if regen.is_zstd(layer.get("mediaType", ""))]
-        if not zstd:
-            continue
-        diff_ids = (read_json_blob(extras, m.config).get("rootfs") or {}).get("diff_ids") or []
-        if len(diff_ids) != len(m.layers):
-            raise CtrconvError(f"image {p.record.name}: config lists {len(diff_ids)} diff IDs for {len(m.layers)} layers")
-        replaced: dict[int, dict[str, Any]] = {}
-        done: list[regen.RegeneratedLayer] = []
-        for i in zstd:
-            layer = m.layers[i]
-            written = regen.decompress_layer(extras, layer, diff_ids[i], spool, extras)
-            media_type = regen.layer_media_type(layer["mediaType"], _manifest_type(m), "none")
-            replaced[i] = regen.new_layer_descriptor(layer, media_type, written.digest, written.size)
-            done.append(regen.RegeneratedLayer("", "", layer["digest"], diff_ids[i], written.digest,
-                                               written.diff_id, media_type, written.size))
-        desc, config = regen.rewrite_manifest(extras, m, replaced, {})
-        digest = m.descriptor["digest"]
-        changed[digest] = desc
-        prior = next((c for c in changes.values() if c.manifest == digest), None)
-        if prior is not None:  # layers regenerated, others then decompressed: one change
-            prior.manifest = desc["digest"]
-            prior.layers.extend(done)
-        else:
-            changes[digest] = regen.ManifestChange(platform_string(m.platform), digest, desc["digest"],
-                                                   m.config["digest"], config, done)
+        for m in p.plan.manifests:
+            digest = m.descriptor["digest"]
+            if digest in changed or not any(regen.is_zstd(layer.get("mediaType", "")) for layer in m.layers):
+                continue
+            desc, config, done = _decompress_manifest(extras, m, p.record.name, spool)
+            changed[digest] = desc
+            prior = next((c for c in changes.values() if c.manifest == digest), None)
+            if prior is not None:  # layers regenerated, others then decompressed: one change
+                prior.manifest = desc["digest"]
+                prior.layers.extend(done)
+            else:
+                changes[digest] = regen.ManifestChange(platform_string(m.platform), digest, desc["digest"],
+                                                       m.config["digest"], config, done)
     if not changed:
         return extras, list(planned)
     return extras, _replan(extras, planned, changed, options, True)
+
+
+def _decompress_manifest(
+    extras: regen.ExtraBlobs, m: PlannedManifest, name: str, spool: regen.Spool,
+) -> tuple[dict[str, Any], str, list[regen.RegeneratedLayer]]:
+    """One manifest's zstd layers as plain tars: (new manifest descriptor, config, layers)."""
+    diff_ids = (read_json_blob(extras, m.config).get("rootfs") or {}).get("diff_ids") or []
+    if len(diff_ids) != len(m.layers):
+        where = platform_string(m.platform) or m.descriptor["digest"]
+        raise CtrconvError(f"image {name} ({where}): config lists {len(diff_ids)} diff IDs for {len(m.layers)} layers")
+    replaced: dict[int, dict[str, Any]] = {}
+    done: list[regen.RegeneratedLayer] = []
+    for i, layer in enumerate(m.layers):
+        if not regen.is_zstd(layer.get("mediaType", "")):
+            continue
+        written = regen.decompress_layer(extras, layer, diff_ids[i], spool, extras)
+        media_type = regen.layer_media_type(layer["mediaType"], _manifest_type(m), "none")
+        replaced[i] = regen.new_layer_descriptor(layer, media_type, written.digest, written.size)
+        stored_tar = written.digest if written.digest == diff_ids[i] and extras.base.exists(written.digest) else None
+        done.append(regen.RegeneratedLayer("", "", layer["digest"], diff_ids[i], written.digest,
+                                           written.diff_id, media_type, written.size, stored_tar))
+    desc, config = regen.rewrite_manifest(extras, m, replaced, {})
+    return desc, config, done
 
 
 class RegeneratedSource:

@@ -345,10 +345,23 @@ class RegeneratedLayer:
     diff_id: str
     media_type: str
     size: int
+    #: the stored blob whose tar was used instead of the snapshot (a layer Docker's containerd
+    #: store never fetched: :meth:`SnapshotIndex.same_diff`), or the namespace's plain tar a
+    #: zstd layer was taken from (:func:`decompress_layer`); None when the bytes came from the
+    #: snapshot or from the zstd blob itself
+    source_blob: str | None = None
 
     @property
     def matches(self) -> bool:
         return self.diff_id == self.original_diff_id
+
+    @property
+    def how(self) -> str:
+        """``regenerated`` (written from the snapshot), ``copied`` (the tar of a stored blob,
+        recompressed) or ``decompressed`` (a zstd layer as a plain tar, for a docker archive)."""
+        if not self.snapshot:
+            return "decompressed"
+        return "copied" if self.source_blob else "regenerated"
 
 
 class Spool:
@@ -412,7 +425,8 @@ class Regenerator:
             self._done[key] = written
         media_type = layer_media_type(job.layer.get("mediaType", ""), manifest_media_type, compression)
         return RegeneratedLayer(job.snapshotter, job.chain, job.layer["digest"], job.diff_id,
-                                written.digest, written.diff_id, media_type, written.size)
+                                written.digest, written.diff_id, media_type, written.size,
+                                job.same_diff["digest"] if job.same_diff is not None else None)
 
 
 def copy_layer(source: BlobSource, blob: dict[str, Any], diff_id: str, fd: int, compression: Compression) -> WrittenLayer:
