@@ -17,7 +17,7 @@ import threading
 from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, Sequence
+from typing import BinaryIO, Callable, Iterator, Sequence, Union
 
 from ctrconv.layers.apply import ApplyResult, Mode, unpack_layer
 from ctrconv.progress import SILENT_STAGE, Stage
@@ -64,25 +64,41 @@ def apply_job(job: LayerJob, stage: Stage = SILENT_STAGE, blob: BinaryIO | None 
     return result
 
 
-def apply_in_parallel(jobs: Sequence[LayerJob], workers: int, stage: Stage = SILENT_STAGE) -> list[ApplyResult]:
+#: a layer to apply, or a function giving it once it can start (it may wait for its blob to
+#: arrive, and raises if the blob fails)
+PendingJob = Union[LayerJob, Callable[[], LayerJob]]
+
+
+def apply_in_parallel(jobs: Sequence[PendingJob], workers: int, stage: Stage = SILENT_STAGE) -> list[ApplyResult]:
     """Apply ``jobs`` with up to ``workers`` processes; results in job order. ``stage``
     advances by a layer's blob bytes and files as each layer is done.
 
-    The first failure is raised once every started job has stopped (jobs not started yet are
-    cancelled), so the caller can remove the targets without a worker still writing into them.
+    A job given as a function is resolved right before it is submitted, in order: a layer
+    whose blob is still downloading waits for it while the layers before it already unpack.
+    The first failure (a worker's, or a job that could not be resolved) is raised once every
+    started job has stopped (jobs not started yet are never submitted), so the caller can
+    remove the targets without a worker still writing into them.
     """
     context = multiprocessing.get_context("forkserver")
     # the forkserver and its workers ignore SIGINT (a terminal sends it to the whole group):
     # this process stops them itself, below
     context.set_forkserver_preload(["ctrconv.workersignals", __name__])
-    # no signal may land inside the executor's start-up (a manager thread created but not
-    # started cannot be joined); deferred ones are delivered right after
     pool: ProcessPoolExecutor | None = None
+    resolved: list[LayerJob] = []
+    futures: list[Future[ApplyResult]] = []
     try:
-        with signals_deferred(), _sigint_ignored_by_children():
-            pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=context)
-            futures: list[Future[ApplyResult]] = [pool.submit(apply_job, job) for job in jobs]
-        _follow(futures, jobs, stage)
+        for pending in jobs:
+            job = pending if isinstance(pending, LayerJob) else pending()
+            if any(f.done() and f.exception() is not None for f in futures):
+                break  # a worker failed meanwhile: start nothing more
+            # no signal may land inside the executor's start-up or a worker's spawn (a manager
+            # thread created but not started cannot be joined); deferred ones come right after
+            with signals_deferred(), _sigint_ignored_by_children():
+                if pool is None:
+                    pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=context)
+                futures.append(pool.submit(apply_job, job))
+            resolved.append(job)
+        _follow(futures, resolved, stage)
         failed = next((f for f in futures if f.done() and f.exception() is not None), None)
         if failed is not None:
             for future in futures:
@@ -90,7 +106,8 @@ def apply_in_parallel(jobs: Sequence[LayerJob], workers: int, stage: Stage = SIL
             wait(futures)
             raise failed.exception()  # type: ignore[misc]
         results = [f.result() for f in futures]
-        pool.shutdown(wait=True)
+        if pool is not None:
+            pool.shutdown(wait=True)
     except BaseException:
         if pool is not None:  # also when the deferred signal lands as the block above ends
             _stop(pool)

@@ -3,12 +3,17 @@
 ``import -i A -i B`` and ``import -i DIR`` (every archive in a directory, as k3s reads its
 ``agent/images`` directory) open each input and serve them together: one lock, one content
 pass, one meta.db commit. Entries keep the input they came from (for the report); a blob is
-read from the first input that holds it (same digest, same bytes: the reader verifies).
+read from the first input that holds it (same digest, same bytes: the reader verifies), local
+inputs asked before registries (a blob an archive holds is never downloaded, and a registry is
+asked about a blob only when no local input has it). With a registry among the inputs, the
+union offers the importer its parallel reads (:attr:`MultiSource.parallel_reads`), so the
+blobs of every input share one pool of ``--jobs`` downloads.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO, Callable, Sequence
@@ -58,6 +63,23 @@ class MultiSource:
     def __init__(self, sources: Sequence[tuple[str, ImageSource]]) -> None:
         self.sources = list(sources)
         self.what = ", ".join(label for label, _ in self.sources)
+        # local inputs first: asking a registry about a blob may cost a request (HEAD)
+        self._lookup = sorted((s for _, s in self.sources), key=_is_remote)
+        self._holders: dict[str, ImageSource] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def parallel_reads(self) -> int:
+        """The most blobs any input may stream at once (a registry's ``--jobs``; 1 for local
+        inputs): the importer fetches the blobs of all inputs in one pool of that size."""
+        return max((getattr(s, "parallel_reads", 1) for _, s in self.sources), default=1)
+
+    def abort(self) -> None:
+        """Cut the downloads of every input that can (the import failed or was stopped)."""
+        for _, source in self.sources:
+            abort = getattr(source, "abort", None)
+            if abort is not None:
+                abort()
 
     def entries(self) -> list[NamedEntry]:
         out = []
@@ -66,8 +88,16 @@ class MultiSource:
         return out
 
     def _holder(self, digest: Digest | str) -> ImageSource | None:
-        for _, source in self.sources:
+        """The input that serves ``digest``, looked up once (fetch threads ask concurrently)."""
+        key = str(digest)
+        with self._lock:
+            known = self._holders.get(key)
+        if known is not None:
+            return known
+        for source in self._lookup:
             if source.exists(digest):
+                with self._lock:
+                    self._holders[key] = source
                 return source
         return None
 
@@ -93,6 +123,10 @@ class MultiSource:
     def close(self) -> None:
         for _, source in self.sources:
             source.close()
+
+
+def _is_remote(source: ImageSource) -> bool:
+    return getattr(source, "kind", None) == "registry"
 
 
 def open_inputs(paths: Sequence[str | os.PathLike[str]], opener: Callable[[str], ImageSource]) -> ImageSource:

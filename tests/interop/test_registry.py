@@ -350,6 +350,101 @@ def test_pull_fetches_side_by_side_and_unpacks_a_layer_while_it_downloads(fixtur
     assert not list(overlay.glob(".ctrconv-tmp-*"))
 
 
+def _layers_of(host: str, repo: str) -> list[str]:
+    raw = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{host}/{repo}").stdout
+    return [layer["digest"] for layer in json.loads(raw)["layers"]]
+
+
+def _wait_for(check, proc: subprocess.Popen, limit: float = 90.0) -> None:  # type: ignore[type-arg]
+    """Until ``check()`` holds or the process ended (the caller's asserts say what is missing)."""
+    deadline = time.monotonic() + limit
+    while not check() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@needs_registry
+def test_two_registry_inputs_download_in_one_pool(fixture_set, registry, tmp_path):
+    """Two ``docker://`` inputs: while a layer of the first is held half sent, the other input's
+    layers are fetched (one pool of ``--jobs`` downloads for every input, not one blob at a
+    time input after input); released, both images import, every blob fetched once."""
+    seed(registry.host, fixture_set, "bbx-oci", "one/bbx:oci")
+    # the same files in zstd layers: blobs of its own
+    skopeo("copy", "--dest-tls-verify=false", f"oci-archive:{fixture_set.inputs / 'bbx-zstd.tar'}:zstd",
+           f"docker://{registry.host}/two/bbx:zstd")
+    first, second = _layers_of(registry.host, "one/bbx:oci"), _layers_of(registry.host, "two/bbx:zstd")
+    others = [d for d in second if d not in first]
+    assert others, "the two images must have layers of their own for this test to mean anything"
+    blobs = tmp_path / "root" / "io.containerd.content.v1.content" / "blobs" / "sha256"
+
+    def hold(method: str, path: str, n: int) -> str | None:
+        return "hold-mid" if method == "GET" and path == f"/v2/one/bbx/blobs/{first[0]}" else None
+
+    with FaultProxy(registry.host, hold) as proxy:
+        proc = subprocess.Popen([sys.executable, "-m", "ctrconv", "import", "--root", str(tmp_path / "root"), "-q",
+                                 "--json", "-i", f"docker://{proxy.host}/one/bbx:oci", "-i",
+                                 f"docker://{proxy.host}/two/bbx:zstd", "--plain-http", "-j", "8", *FAST],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proxy.reached.wait(120), proc.communicate(timeout=5)
+        _wait_for(lambda: all((blobs / d[7:]).is_file() for d in others), proc)
+        assert proxy.holding.is_set(), "the held layer must still be half sent here"
+        assert all((blobs / d[7:]).is_file() for d in others), "the second input waited for the first one's download"
+        proxy.release.set()
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert len(json.loads(out)["images"]) == 2
+    fetched = [path.rsplit("/", 1)[1] for method, path in proxy.seen if method == "GET" and "/blobs/" in path]
+    assert sorted(fetched) == sorted(set(fetched)), "a blob was downloaded twice"
+
+
+@needs_registry
+def test_an_archive_input_serves_the_blobs_a_registry_input_shares(fixture_set, registry, cli, tmp_path):
+    """An OCI archive and a registry holding the same image, imported together: every blob is
+    read from the archive, the registry is only asked for its manifest."""
+    seed(registry.host, fixture_set, "bbx-oci", "same/bbx:oci")
+    with FaultProxy(registry.host) as proxy:
+        # the registry named first: still only asked what no local input holds
+        result = cli("import", "--root", str(tmp_path / "root"), "-i", f"docker://{proxy.host}/same/bbx:oci",
+                     "-i", str(fixture_set.inputs / "bbx-oci.tar"), "--plain-http", "--json", *FAST)
+    assert result.code == 0, result.stderr
+    names = [i["name"] for i in result.json["images"]]
+    assert f"{proxy.host}/same/bbx:oci" in names and result.json["blobs_written"] >= 3, names
+    assert [m for m, path in proxy.seen if "/blobs/" in path] == [], proxy.seen
+    assert [m for m, path in proxy.seen if "/manifests/" in path] == ["GET"]
+    assert cli("verify", "--root", str(tmp_path / "root")).code == 0
+
+
+@needs_registry
+def test_parallel_unpack_starts_before_the_last_download_ends(fixture_set, registry, cli, tmp_path):
+    """``-j 3`` (layers unpacked side by side in worker processes): while the last layer is held
+    half sent, the first layer's snapshot already has its files; released, the pull completes."""
+    seed(registry.host, fixture_set, "bbx-oci", "par/bbx:oci")
+    layers = _layers_of(registry.host, "par/bbx:oci")
+    assert len(layers) >= 2
+    overlay = tmp_path / "root" / "io.containerd.snapshotter.v1.overlayfs"
+
+    def hold_last(method: str, path: str, n: int) -> str | None:
+        return "hold-mid" if method == "GET" and path.endswith(layers[-1]) else None
+
+    def unpacked() -> list[Path]:
+        return list(overlay.glob(".ctrconv-tmp-*/snap-*/fs/*"))
+
+    with FaultProxy(registry.host, hold_last) as proxy:
+        proc = subprocess.Popen([sys.executable, "-m", "ctrconv", "import", "--root", str(tmp_path / "root"), "-q",
+                                 "--json", "-i", f"docker://{proxy.host}/par/bbx:oci", "--plain-http", "-j", "3",
+                                 *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proxy.reached.wait(120), proc.communicate(timeout=5)
+        _wait_for(unpacked, proc)
+        assert proxy.holding.is_set(), "the held layer must still be half sent here"
+        assert unpacked(), "no layer was unpacked before the last download ended"
+        assert not (overlay / "snapshots").is_dir() or not any((overlay / "snapshots").iterdir())
+        proxy.release.set()
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["images"][0]["snapshots_created"] == len(layers)
+    assert cli("verify", "--root", str(tmp_path / "root")).code == 0
+    assert not list(overlay.glob(".ctrconv-tmp-*"))
+
+
 @needs_registry
 def test_a_layer_download_that_fails_mid_unpack_leaves_nothing(fixture_set, registry, tmp_path):
     """The first layer is cut half way every time (no retries left): the unpack reading it fails,

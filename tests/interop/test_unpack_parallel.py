@@ -127,6 +127,44 @@ def test_layers_really_overlap(tmp_path: Path) -> None:
     assert len(results) == 2 and len({r.diff_id for r in results}) == 2
 
 
+def test_a_job_resolved_late_waits_while_the_ones_before_run_and_its_failure_stops_them(tmp_path: Path) -> None:
+    """A job given as a function (a layer whose blob is still downloading) is resolved only
+    once the jobs before it were submitted: here the first worker has already opened its blob
+    (a FIFO nobody writes) when the second job is resolved. That resolution fails (the blob
+    failed its digest): the error is raised once the running worker was stopped (the call
+    returns although that worker would block forever)."""
+    import errno
+    import time
+
+    from ctrconv.layers import parallel
+
+    raw = LayerTar().file("f", b"x").data()
+    fifo, target = tmp_path / "blob", tmp_path / "t"
+    os.mkfifo(fifo)
+    target.mkdir()
+    held: list[int] = []
+
+    def second_blob() -> parallel.LayerJob:
+        deadline = time.monotonic() + 60
+        while not held:  # opens only once a worker has the FIFO open for reading
+            try:
+                held.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError as exc:
+                if exc.errno != errno.ENXIO or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        raise DigestMismatchError("blob sha256:feed: digest mismatch")
+
+    first = parallel.LayerJob(str(fifo), str(target), "overlay", None, (), sha256(raw), None)
+    try:
+        with pytest.raises(DigestMismatchError):
+            parallel.apply_in_parallel([first, second_blob], 2)
+        assert held, "the first job was not running while the second was resolved"
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
 def _overlap_jobs(tmp_path: Path) -> list[tuple[Path, Path, str]]:
     """Two layers whose blobs are FIFOs: each worker blocks on its FIFO until both have
     opened theirs, which only happens if both run at once (else the test times out)."""

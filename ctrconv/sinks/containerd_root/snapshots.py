@@ -15,6 +15,7 @@ their ids was written (see :mod:`.transaction` for the whole order).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -272,8 +273,8 @@ class SnapshotWriter:
 
     def _build_overlay_in_parallel(self, todo: list["_Layer"], below: list[_Snap], blob_path: BlobPath,
                                    stage: Stage) -> None:
-        """Apply overlay layers side by side (worker processes), then finish and register them
-        bottom-up.
+        """Apply overlay layers side by side (worker processes), each as soon as its blob is
+        there, then finish and register them bottom-up.
 
         An overlay upper dir depends on its lowers only for the attributes of parent
         directories a layer needs but does not carry; those are created plainly during the
@@ -286,7 +287,10 @@ class SnapshotWriter:
             build = self._prepare(item, trees)
             builds.append(build)
             trees.append(build.target)
-        jobs = [self._job(b, blob_path, side_by_side=True) for b in builds]
+        # each layer starts once its blob is there (one still downloading waits for its
+        # verified end: worker processes cannot follow the fetcher's temp file), the layers
+        # below it already unpacking
+        jobs = [functools.partial(self._job, b, blob_path, side_by_side=True) for b in builds]
         for build, applied in zip(builds, apply_in_parallel(jobs, self.jobs, stage)):
             build.applied = applied
         for build in builds:
