@@ -1,6 +1,7 @@
 """docker-archive exports hold no zstd layer: every ``docker load`` reads them.
 
-A zstd layer of the chosen manifest is written as its plain tar (decompressed while it streams,
+A zstd layer of every manifest the archive holds (the host's; every present platform's with
+``--all-platforms``) is written as its plain tar (decompressed while it streams,
 or the namespace's own blob of that tar when it has one), so each layer file hashes to the
 config's diff ID and the config, hence the image ID, is unchanged; ``index.json`` names a
 manifest listing those plain layers. Judged by Docker 20.10 (Debian's ``docker.io``, which
@@ -98,6 +99,51 @@ def test_zstd_layers_are_plain_tars_in_a_docker_archive(fixture_set, cli, tmp_pa
     daemon.ctr("images", "import", str(archives[0]), timeout=120)
     rows = {row.ref: row for row in daemon.images_check("default")}
     assert rows[IMAGE].complete and rows[IMAGE].unpacked, rows
+
+
+def test_all_platforms_zstd_archive_holds_no_zstd_layer_for_any_platform(fixture_set, cli, tmp_path, dockerd,
+                                                                          private_containerd):
+    """``--all-platforms`` of a three-platform image whose every layer is zstd: each platform's
+    manifest in the kept index lists plain tars hashing to its config's diff IDs, every config
+    (each platform's image ID) is the stored one, and no file of the archive is zstd. skopeo's
+    ``docker-archive:`` copies it, Docker 20.10 loads it under the host config and runs it,
+    containerd imports every platform's plain layers and finds the image complete."""
+    import subprocess
+
+    from support import zstd_multi
+
+    made = zstd_multi.build(fixture_set, tmp_path)
+    host_config = made.configs[fixture_set.info["host_platform"]]
+    out = tmp_path / "zmulti.tar"
+    result = cli("export", "--root", str(made.root), "--image", zstd_multi.NAME, "--all-platforms", "-o", str(out),
+                 "--format", "docker-archive", "--json")
+    assert result.code == 0, result.stderr
+    report, = result.json["images"]
+    assert report["decompressed_layers"] == 6 and report["image_id"] == report["original_image_id"] == host_config
+    assert result.json["image_ids_changed"] == [] and len(result.json["rewritten"]) == 3
+    held = zstd_multi.check_archive(out, made.configs)
+    assert sorted(held) == sorted(made.configs)
+
+    copied = tmp_path / "skopeo"
+    r = subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", f"docker-archive:{out}", f"oci:{copied}:x"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    top = json.loads((copied / "index.json").read_text())["manifests"][0]
+    config = json.loads((copied / "blobs/sha256" / top["digest"][7:]).read_text())["config"]["digest"]
+    diff_ids = [layer["digest"] for layer in held[fixture_set.info["host_platform"]]["layers"]]
+    assert json.loads((copied / "blobs/sha256" / config[7:]).read_text())["rootfs"]["diff_ids"] == diff_ids
+
+    loaded = dockerd.docker("load", "-i", str(out)).stdout
+    assert "Loaded image: bbx:zmulti" in loaded, loaded
+    assert json.loads(dockerd.docker("image", "inspect", "bbx:zmulti").stdout)[0]["Id"] == host_config
+    dockerd.docker("run", "--rm", "--network", "none", "bbx:zmulti", "/bin/busybox", "true")
+
+    daemon = private_containerd()
+    daemon.ctr("images", "import", "--all-platforms", str(out), timeout=120)
+    rows = {row.ref: row for row in daemon.images_check("default")}
+    assert rows[zstd_multi.NAME].complete, rows
+    stored = daemon.ctr("content", "ls", "-q").stdout.split()
+    assert {d for m in held.values() for d in (layer["digest"] for layer in m["layers"])} <= set(stored)
 
 
 def test_oci_formats_keep_zstd_layers(fixture_set, cli, tmp_path):

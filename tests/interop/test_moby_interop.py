@@ -186,3 +186,58 @@ def test_all_platforms_docker_archive_loads_with_the_index_id(moby_set, fresh_do
     _forget_all(classic_docker)
     classic_docker.docker("load", "-i", str(out))
     assert json.loads(classic_docker.docker("image", "inspect", "bbx:multi").stdout)[0]["Id"] == report["image_id"]
+
+
+def test_all_platforms_zstd_docker_archive_loads_under_its_index_id(line, fresh_docker, fixture_set_for, cli,
+                                                                    tmp_path) -> None:
+    """A three-platform image whose every layer is zstd, exported with ``--all-platforms``: the
+    archive holds no zstd layer for any platform (each keeps its config), and Docker on the
+    containerd store, which reads ``index.json``, loads it under the rewritten index digest the
+    export reports, and runs it."""
+    from support import zstd_multi
+
+    fixtures = fixture_set_for(CONTAINERD_LINE[line])
+    made = zstd_multi.build(fixtures, tmp_path)
+    out = tmp_path / "zmulti.tar"
+    res = cli("export", "--root", str(made.root), "--image", zstd_multi.NAME, "--all-platforms", "-o", str(out),
+              "--format", "docker-archive", "--json")
+    assert res.code == 0, res.stderr
+    report, = res.json["images"]
+    assert report["decompressed_layers"] == 6 and report["original_digest"] and report["digest"] != report["original_digest"]
+    assert sorted(zstd_multi.check_archive(out, made.configs)) == sorted(made.configs)
+    _forget_all(fresh_docker)
+    fresh_docker.docker("load", "-i", str(out))
+    assert json.loads(fresh_docker.docker("image", "inspect", "bbx:zmulti").stdout)[0]["Id"] == report["digest"]
+    fresh_docker.docker("run", "--rm", "--network", "none", "bbx:zmulti", "/bin/busybox", "true")
+
+
+def test_export_says_which_layers_were_copied_and_which_regenerated(moby_set, cli, tmp_path) -> None:
+    """A layer Docker never fetched is taken from the stored blob of the same tar (the image
+    that unpacked its snapshot): stderr and ``--json`` call it copied, naming that blob, not
+    regenerated from snapshots. A layer written from its snapshot (``--from-snapshots always``)
+    is called regenerated, with its snapshot."""
+    from support.json_schemas import check
+
+    registry = moby_set.info["registry"]
+    res = cli("export", "--root", str(moby_set.root), "-n", "moby", "--image", f"{registry}/bbx:oci",
+              "-o", str(tmp_path / "oci.tar"), "--json")
+    assert res.code == 0, res.stderr
+    check("export", res.json)
+    report, = res.json["images"]
+    assert (report["copied_layers"], report["regenerated_layers"]) == (3, 0), report
+    assert "3 layer(s) copied from a stored blob of the same tar" in res.stderr and "regenerated" not in res.stderr
+    layers = [layer for change in res.json["rewritten"] for layer in change["layers"]]
+    assert {layer["how"] for layer in layers} == {"copied"} and all(layer["matches_diff_id"] for layer in layers)
+    # bbx:uncompressed unpacked those snapshots; its layer blobs are the plain tars themselves
+    assert all(layer["snapshot"] is None and layer["source_blob"] == layer["original_diff_id"] for layer in layers)
+
+    res = cli("export", "--root", str(moby_set.root), "-n", "moby", "--image", f"{registry}/bbx:uncompressed",
+              "--from-snapshots", "always", "-o", str(tmp_path / "u.tar"), "--json")
+    assert res.code == 0, res.stderr
+    check("export", res.json)
+    report, = res.json["images"]
+    assert (report["copied_layers"], report["regenerated_layers"]) == (0, 3), report
+    assert "3 layer(s) regenerated from snapshots" in res.stderr and "copied" not in res.stderr
+    layers = [layer for change in res.json["rewritten"] for layer in change["layers"]]
+    assert {layer["how"] for layer in layers} == {"regenerated"}
+    assert all(layer["snapshot"] and layer["source_blob"] is None for layer in layers)
