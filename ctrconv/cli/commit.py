@@ -73,6 +73,10 @@ def commit_command(
     if report.base["regenerated_layers"]:
         sys.stderr.write(f"{report.base['name']}: {report.base['regenerated_layers']} base layer(s) regenerated from "
                          f"snapshots (their blobs were gone); base manifest now {report.base['rewritten_manifest']}\n")
+    if report.base["copied_layers"]:
+        sys.stderr.write(f"{report.base['name']}: {report.base['copied_layers']} base layer(s) copied from a stored "
+                         f"blob of the same tar (their own blobs were never fetched); base manifest now "
+                         f"{report.base['rewritten_manifest']}\n")
     if as_json:
         print_json(report.to_json())
     elif not quiet and not api.is_stdout(output):

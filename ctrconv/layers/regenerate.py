@@ -243,12 +243,16 @@ def _same_content(a: bytes, b: bytes) -> bool:
 
 
 class _NativeDiff:
-    """``doubleWalkDiff`` of two full trees, written through ``emit`` with parents included."""
+    """``doubleWalkDiff`` of two full trees, written through ``emit`` with parents included.
+    ``on_entry(1)`` hears of each entry of the upper tree once it is compared (progress: the
+    total is :func:`count_entries` of the upper tree)."""
 
-    def __init__(self, emit: _TarEmitter, lower: bytes, upper: bytes) -> None:
+    def __init__(self, emit: _TarEmitter, lower: bytes, upper: bytes,
+                 on_entry: Callable[[int], object] | None = None) -> None:
         self.emit = emit
         self.lower = lower
         self.upper = upper
+        self.on_entry = on_entry or _ignore
         #: unchanged directories above the current position, not written yet
         self.pending: list[tuple[bytes, bytes, os.stat_result]] = []
 
@@ -259,6 +263,7 @@ class _NativeDiff:
 
     def _added(self, path: bytes, rel: bytes, st: os.stat_result) -> None:
         self._flush_parents()
+        self.on_entry(1)
         self.emit.path(path, rel, st)
         if stat.S_ISDIR(st.st_mode):
             for name in _listdir(path):
@@ -284,6 +289,7 @@ class _NativeDiff:
             lst = os.lstat(lpath)
             same = _same_file(lpath, lst, upath, ust)
             if stat.S_ISDIR(ust.st_mode) and stat.S_ISDIR(lst.st_mode):
+                self.on_entry(1)
                 depth = len(self.pending)
                 if same:
                     self.pending.append((upath, child_rel, ust))
@@ -295,10 +301,22 @@ class _NativeDiff:
             elif stat.S_ISDIR(ust.st_mode):
                 self._added(upath, child_rel, ust)  # a file became a directory: all of it is new
             elif same:
+                self.on_entry(1)
                 self.emit.unchanged_link(ust, child_rel)
             else:
+                self.on_entry(1)
                 self._flush_parents()
                 self.emit.path(upath, child_rel, ust)
+
+
+def _ignore(_n: int) -> None:
+    pass
+
+
+def count_entries(tree: str | os.PathLike[str]) -> int:
+    """The entries below ``tree`` (directories not followed through symlinks): what a native
+    diff of it compares, the total of its progress stage."""
+    return sum(len(dirs) + len(files) for _top, dirs, files in os.walk(tree))
 
 
 def write_overlay_diff(fs_dir: str | os.PathLike[str], out: LayerWriter) -> int:
@@ -309,16 +327,18 @@ def write_overlay_diff(fs_dir: str | os.PathLike[str], out: LayerWriter) -> int:
     return emit.entries
 
 
-def write_tree_diff(tree: str | os.PathLike[str], parent: str | os.PathLike[str] | None, out: LayerWriter) -> int:
-    """The layer that turns ``parent`` (a full tree, or nothing) into ``tree`` (native snapshots)."""
+def write_tree_diff(tree: str | os.PathLike[str], parent: str | os.PathLike[str] | None, out: LayerWriter,
+                    on_entry: Callable[[int], object] | None = None) -> int:
+    """The layer that turns ``parent`` (a full tree, or nothing) into ``tree`` (native snapshots);
+    ``on_entry(1)`` per entry of ``tree`` compared (progress)."""
     emit = _TarEmitter(out)
     upper = os.fsencode(tree)
     if parent is None:
         for name in _listdir(upper):
             path = upper + b"/" + name
-            _NativeDiff(emit, b"", upper)._added(path, name, os.lstat(path))
+            _NativeDiff(emit, b"", upper, on_entry)._added(path, name, os.lstat(path))
     else:
-        _NativeDiff(emit, os.fsencode(parent), upper).walk()
+        _NativeDiff(emit, os.fsencode(parent), upper, on_entry).walk()
     emit.close()
     return emit.entries
 
@@ -331,24 +351,26 @@ def write_layer(
     tree: str | os.PathLike[str] | None = None,
     parent_tree: str | os.PathLike[str] | None = None,
     on_data: Callable[[int], object] | None = None,
+    on_entry: Callable[[int], object] | None = None,
 ) -> WrittenLayer:
     """Write one regenerated layer blob to ``fd``: from an overlayfs ``fs`` directory, or as
     the difference of a full ``tree`` against ``parent_tree`` (None: the first layer).
-    ``on_data(n)`` hears of each chunk of file contents written (progress)."""
+    ``on_data(n)`` hears of each chunk of file contents written, ``on_entry(1)`` (native) of
+    each entry of ``tree`` compared (progress)."""
     out = LayerWriter(fd, compression, on_data)
     try:
-        return _write_tree(out, overlay_fs, tree, parent_tree)
+        return _write_tree(out, overlay_fs, tree, parent_tree, on_entry)
     finally:
         out.close()
 
 
 def _write_tree(out: LayerWriter, overlay_fs: str | os.PathLike[str] | None, tree: str | os.PathLike[str] | None,
-                parent_tree: str | os.PathLike[str] | None) -> WrittenLayer:
+                parent_tree: str | os.PathLike[str] | None, on_entry: Callable[[int], object] | None) -> WrittenLayer:
     try:
         if overlay_fs is not None:
             write_overlay_diff(overlay_fs, out)
         elif tree is not None:
-            write_tree_diff(tree, parent_tree, out)
+            write_tree_diff(tree, parent_tree, out, on_entry)
         else:
             raise UsageError("write_layer needs an overlay fs directory or a tree")
     except OSError as exc:
@@ -359,4 +381,4 @@ def _write_tree(out: LayerWriter, overlay_fs: str | os.PathLike[str] | None, tre
     return out.finish()
 
 
-__all__: list[str] = ["write_layer", "write_overlay_diff", "write_tree_diff"]
+__all__: list[str] = ["count_entries", "write_layer", "write_overlay_diff", "write_tree_diff"]

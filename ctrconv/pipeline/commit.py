@@ -40,7 +40,7 @@ from ctrconv.errors import CtrconvError, MissingContentError, NotFoundError, Usa
 from ctrconv.pipeline.completeness import lookups_in
 from ctrconv.layers.chain import chain_ids
 from ctrconv.layers.layerblob import COMPRESSIONS, WrittenLayer
-from ctrconv.layers.regenerate import write_layer
+from ctrconv.layers.regenerate import count_entries, write_layer
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import reference
 from ctrconv.pipeline import regenerate as regen
@@ -297,16 +297,19 @@ def tree_data_bytes(top: Path) -> int:
 
 def write_container_layer(layer: ContainerLayer, compression: str, spool: regen.Spool,
                           extras: regen.ExtraBlobs, progress: Progress | None = None) -> WrittenLayer:
-    """The container's changes as a layer blob in ``spool`` (served by ``extras``). overlayfs:
-    one ``layer`` stage of the upper directory's file bytes (a native diff's size is only
-    known once it is done: no stage)."""
+    """The container's changes as a layer blob in ``spool`` (served by ``extras``), as one
+    ``layer`` stage. overlayfs: of the upper directory's file bytes (all of them go into the
+    layer). native: of the entries of the container's full tree, each compared with its parent
+    snapshot (the diff's size is only known once it is done, the walk's length up front)."""
     fd, path = spool.new_file()
     try:
         if layer.snapshotter == "overlayfs":
             with stage(progress, "layer", tree_data_bytes(layer.tree)) as step:
                 written = write_layer(fd, compression, overlay_fs=layer.tree, on_data=step.advance)  # type: ignore[arg-type]
         else:
-            written = write_layer(fd, compression, tree=layer.tree, parent_tree=layer.parent_tree)  # type: ignore[arg-type]
+            with stage(progress, "layer", count_entries(layer.tree), "records") as step:
+                written = write_layer(fd, compression, tree=layer.tree, parent_tree=layer.parent_tree,  # type: ignore[arg-type]
+                                      on_entry=step.advance)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -451,7 +454,7 @@ def _report(src: _Source, planned: Planned, fmt: str, output: str, options: Comm
             image_id: str, blobs: int, total: int, changes: dict[str, regen.ManifestChange]) -> CommitReport:
     chosen = planned.chosen
     assert chosen is not None
-    regenerated = sum(1 for c in changes.values() for layer in c.layers if layer.snapshot)
+    made = [layer.how for c in changes.values() for layer in c.layers]
     return CommitReport(
         format=fmt, output=output, namespace=options.namespace, container=src.container.id, name=src.name,
         manifest=chosen.descriptor["digest"], image_id=image_id, created=created,
@@ -461,7 +464,8 @@ def _report(src: _Source, planned: Planned, fmt: str, output: str, options: Comm
                "compression": src.written.compression},
         base={"name": src.image.name, "platform": platform_string(src.base.platform),
               "manifest": src.base.descriptor["digest"], "image_id": src.base.config["digest"],
-              "layers": len(src.base.layers), "regenerated_layers": regenerated,
+              "layers": len(src.base.layers), "regenerated_layers": made.count("regenerated"),
+              "copied_layers": made.count("copied"),
               "rewritten_manifest": src.chosen.descriptor["digest"]
               if src.chosen.descriptor["digest"] != src.base.descriptor["digest"] else None},
         blobs=blobs, bytes=total,

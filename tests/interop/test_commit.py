@@ -282,6 +282,29 @@ def test_progress_has_a_layer_stage_then_the_copy(tmp_path):
     assert all(s.closed for s in progress.stages)
 
 
+def test_native_progress_has_a_layer_stage_of_the_entries_compared(tmp_path):
+    """A native container's diff walks its full tree against the parent snapshot: one
+    ``layer`` stage counting the tree's entries (files, directories, links; a deleted path is
+    no entry of it), ending exactly at its total; then ``commit``."""
+    from ctrconv import api
+    from support.progress import RecordingProgress
+
+    root = _changed_container(tmp_path, "native")
+    tree = next(p for p in (root.path / K.snapshotter_dir("native") / "snapshots").iterdir()
+                if (p / "data" / "new.txt").exists())
+    for n in range(5):
+        (tree / "data" / f"more-{n}").write_bytes(b"x" * n)
+    os.symlink("data", tree / "link")
+    entries = sum(1 for _ in tree.rglob("*"))
+    assert entries == 8  # data, data/new.txt, 5 files, link (hello.txt was deleted)
+    progress = RecordingProgress()
+    api.commit_container(root.path, "c1", tmp_path / "o.tar", progress=progress)
+    assert progress.names() == ["layer", "commit"]
+    layer = progress.get("layer")
+    assert (layer.unit, layer.total, layer.done) == ("records", entries, entries) and not layer.overran
+    assert all(s.closed for s in progress.stages)
+
+
 def test_the_root_is_only_read(tmp_path, cli):
     root = _changed_container(tmp_path)
     before = subprocess.run(["find", str(root.path), "-printf", "%p %s %T@ %m\\n"], capture_output=True, text=True,
