@@ -33,15 +33,16 @@ import errno
 import os
 import shutil
 import stat
-import tarfile
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, Protocol, Sequence
+from typing import Literal, NamedTuple, Protocol, Sequence
 
 from ctrconv.errors import CtrconvError, DigestMismatchError, FormatError, UnsafePathError, UsageError
 from ctrconv.layers.chain import HashingReader
-from ctrconv.layers.compression import Prepended, open_layer
+from ctrconv.layers.compression import open_layer
 from ctrconv.layers.paths import Parts, clean_name, hardlink_target, host_path, resolve
-from ctrconv.layers.tarheader import Member, NoGlobalPax, device_number, entry_times
+from ctrconv.layers.tarheader import device_number, entry_times
+from ctrconv.layers.tarread import (AREGTYPE, BLKTYPE, CHRTYPE, DIRTYPE, FIFOTYPE, LNKTYPE, REGTYPE,
+                                     SYMTYPE, TarEntry, TarReader)
 
 Mode = Literal["overlay", "naive"]
 
@@ -52,13 +53,9 @@ PAX_XATTR = "SCHILY.xattr."
 #: a directory's default ACL, not the umask, decides the mode of files created in it
 _DEFAULT_ACL = PAX_XATTR + "system.posix_acl_default"
 
-CHUNK = 1 << 20
-_TAR_BUFSIZE = 1 << 15
-_BLOCK = 512
-_REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE)
-_DEVICES = {tarfile.CHRTYPE: stat.S_IFCHR, tarfile.BLKTYPE: stat.S_IFBLK,
-            tarfile.FIFOTYPE: stat.S_IFIFO}
-_KNOWN = (*_REGULAR, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, *_DEVICES)
+_REGULAR = (REGTYPE, AREGTYPE)
+_DEVICES = {CHRTYPE: stat.S_IFCHR, BLKTYPE: stat.S_IFBLK, FIFOTYPE: stat.S_IFIFO}
+_KNOWN = frozenset((*_REGULAR, DIRTYPE, SYMTYPE, LNKTYPE, *_DEVICES))
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -231,62 +228,27 @@ class _Applier:
         self.created_parents: list[Parts] = []
         self.unpacked: set[str] = set()
         self.opaque_done: set[str] = set()
-        self.dirs: list[tuple[Parts, tarfile.TarInfo]] = []
-        self._data_read = False  # whether the current entry's data was consumed by a write
+        self.dirs: list[tuple[Parts, TarEntry]] = []
         self._parents: dict[Parts, Parts] = {}  # entry parent -> resolved existing directory
         # files are created with their final mode (no fchmod) while only the umask can change
         # it: the target started empty and no directory of it has a default ACL
         self._umask = _fresh_tree_umask(root)
 
     def run(self, reader: HashingReader) -> int:
-        first = reader.read_exact(_BLOCK)
-        if not first:
-            return 0
-        if first.count(0) == _BLOCK:
-            self._check_end(reader.read_exact(_BLOCK))
-            return 0
-        if len(first) < _BLOCK:
-            raise FormatError("tar stream is truncated inside its first header")
+        tar = TarReader(reader)
         count = 0
         try:
-            tar = tarfile.open(fileobj=Prepended(first, reader), mode="r|", bufsize=_TAR_BUFSIZE,
-                               tarinfo=Member, encoding="utf-8", errors="surrogateescape",
-                               pax_headers=NoGlobalPax())
             while (member := tar.next()) is not None:
-                tar.members.clear()
                 count += 1
-                self._data_read = False
                 self._entry(tar, member)
-                if member.size and not self._data_read:
-                    self._skip_data(tar, member)
-            self._check_end(tar.fileobj.read(_BLOCK))
-        except tarfile.TarError as exc:
-            raise FormatError(f"corrupt layer tar stream: {exc}") from None
+            tar.check_end()
         except (ValueError, OverflowError) as exc:
-            # bad numbers in headers (sparse maps, ids beyond 32 bits), NUL bytes in names
+            # ids beyond 32 bits, NUL bytes in link targets
             raise FormatError(f"corrupt layer tar stream: {exc}") from None
         self._dir_times()
         return count
 
-    @staticmethod
-    def _skip_data(tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-        """Read past the data of an entry that was not written (a whiteout, directory or link
-        claiming a size), so a lying size ends at the stream's end instead of in tarfile's
-        seek loop."""
-        remaining = member.size
-        while remaining > 0:
-            data = tar.fileobj.read(min(remaining, CHUNK))
-            if not data:
-                raise FormatError(f"tar stream ends inside {member.name!r}")
-            remaining -= len(data)
-
-    @staticmethod
-    def _check_end(block: bytes) -> None:
-        """Go: after one zero block only EOF or a second zero block may follow."""
-        if block and (len(block) < _BLOCK or block.count(0) != _BLOCK):
-            raise FormatError("tar stream has a zero block followed by data")
-
-    def _entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    def _entry(self, tar: TarReader, member: TarEntry) -> None:
         parts = clean_name(member.name)
         if not parts:
             return  # "./": containerd keeps the snapshot root as created
@@ -302,10 +264,10 @@ class _Applier:
                     f"tar entry {member.name!r} has unsupported type {member.type!r}"
                 )
             path = host_path(self.root, (*parent, base))
-            is_dir = member.type == tarfile.DIRTYPE
+            is_dir = member.type == DIRTYPE
             if _DEFAULT_ACL in member.pax_headers:
                 self._umask = None
-            if member.type == tarfile.SYMTYPE:
+            if member.type == SYMTYPE:
                 self._parents.clear()  # a new symlink can redirect later lookups
             self._create(tar, member, path)
         except OSError as exc:
@@ -376,7 +338,7 @@ class _Applier:
 
     # -- whiteouts -------------------------------------------------------------------------
 
-    def _whiteout(self, member: tarfile.TarInfo, parent: Parts, base: str) -> None:
+    def _whiteout(self, member: TarEntry, parent: Parts, base: str) -> None:
         directory = host_path(self.root, parent)
         if base == WHITEOUT_OPAQUE:
             if self.mode == "overlay":
@@ -422,21 +384,21 @@ class _Applier:
 
     # -- entries ---------------------------------------------------------------------------
 
-    def _create(self, tar: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> None:
+    def _create(self, tar: TarReader, member: TarEntry, path: str) -> None:
         """Create the entry at ``path``, replacing what is there (a directory entry merges into
         an existing directory). Creation is tried first and the path looked at only when it
         exists: one ``lstat`` less per entry of a fresh layer."""
         try:
             self._make(tar, member, path, merge=False)
         except FileExistsError:
-            if member.type == tarfile.DIRTYPE and stat.S_ISDIR(os.lstat(path).st_mode):
+            if member.type == DIRTYPE and stat.S_ISDIR(os.lstat(path).st_mode):
                 self._make(tar, member, path, merge=True)
                 return
             self._parents.clear()  # a directory or symlink on the way may be going
             _remove_all(path)
             self._make(tar, member, path, merge=False)
 
-    def _make(self, tar: tarfile.TarFile, member: tarfile.TarInfo, path: str, merge: bool) -> None:
+    def _make(self, tar: TarReader, member: TarEntry, path: str, merge: bool) -> None:
         """Create one entry (raises FileExistsError before touching anything if ``path`` exists,
         unless ``merge``) and give it owner, xattrs, mode and times."""
         kind = member.type
@@ -444,13 +406,13 @@ class _Applier:
             self._write_file(tar, member, path)
             return
         symlink = False
-        if kind == tarfile.DIRTYPE:
+        if kind == DIRTYPE:
             if not merge:
                 os.mkdir(path, 0o700)  # chmod below: a setgid parent would add S_ISGID
-        elif kind == tarfile.SYMTYPE:
+        elif kind == SYMTYPE:
             os.symlink(member.linkname, path)
             symlink = True
-        elif kind == tarfile.LNKTYPE:
+        elif kind == LNKTYPE:
             target = hardlink_target(self.root, member.linkname)
             try:
                 os.link(target, path, follow_symlinks=False)
@@ -467,12 +429,12 @@ class _Applier:
         else:
             os.mknod(path, (member.mode & 0o7777) | _DEVICES[kind], device_number(member))
         os.chown(path, member.uid, member.gid, follow_symlinks=False)
-        self._xattrs(member, path, stat.S_IFDIR if kind == tarfile.DIRTYPE else 0)
+        self._xattrs(member, path, stat.S_IFDIR if kind == DIRTYPE else 0)
         if not symlink:
             os.chmod(path, member.mode & 0o7777)
         os.utime(path, ns=entry_times(member), follow_symlinks=False)
 
-    def _write_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> None:
+    def _write_file(self, tar: TarReader, member: TarEntry, path: str) -> None:
         """A regular file: created exclusively (never through a symlink or over anything),
         with its final permissions when the umask keeps them (no ``fchmod`` then)."""
         if member.size > _CHECK_SPACE_ABOVE:
@@ -488,19 +450,9 @@ class _Applier:
         fd = os.open(path, _WRITE_FLAGS, mode if final else 0o600)
         try:
             if member.sparse is not None:
-                source: Any = tar.extractfile(member)
+                tar.write_sparse(fd, member)
             else:
-                source = tar.fileobj
-            remaining = member.size
-            self._data_read = True
-            while remaining > 0:
-                data = source.read(min(remaining, CHUNK))
-                if not data:
-                    raise FormatError(f"tar stream ends inside {member.name!r}")
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                remaining -= len(data)
+                tar.write_data(fd)
             os.chown(fd, member.uid, member.gid)
             self._xattrs(member, fd, stat.S_IFREG)
             if not final:
@@ -510,7 +462,7 @@ class _Applier:
             os.close(fd)
 
     @staticmethod
-    def _xattrs(member: tarfile.TarInfo, target: str | int, kind: int) -> None:
+    def _xattrs(member: TarEntry, target: str | int, kind: int) -> None:
         for key, value in member.pax_headers.items():
             if not key.startswith(PAX_XATTR):
                 continue
