@@ -192,6 +192,7 @@ def rewrite_lines(report, *, quiet: bool = False) -> list[str]:
     digests, maybe a new image ID) are said even with ``-q``, like a warning; zstd layers
     decompressed for a docker archive (image ID kept) only without it."""
     lines = []
+    reproduced = {c["manifest"] for c in report.rewritten if c["manifest"] == c["original_manifest"]}
     for i in report.images:
         done = []
         if i.regenerated_layers:
@@ -203,7 +204,9 @@ def rewrite_lines(report, *, quiet: bool = False) -> list[str]:
         if not done:
             continue
         idline = "image ID changed (below)" if i.image_id != i.original_image_id else f"image ID unchanged {i.image_id}"
-        lines.append(f"{i.name}: {', '.join(done)}; {idline}; new manifest {i.manifest}")
+        manifest = f"manifest unchanged {i.manifest} (every blob reproduced byte for byte)" \
+            if i.manifest in reproduced else f"new manifest {i.manifest}"
+        lines.append(f"{i.name}: {', '.join(done)}; {idline}; {manifest}")
     for change in report.image_ids_changed:
         lines.append(f"image ID {change['from']} is now {change['to']} ({', '.join(change['names'])}): a regenerated "
                      "layer differs from the config's diff ID; the original manifest digest is kept in annotation "

@@ -8,7 +8,9 @@ alone. Three kinds of image: (a) a fixture image whose layers carry whiteouts an
 directory, (b) an image of the real-node corpus' ``discarded`` root (CRI
 ``discard_unpacked_layers``: its layers are regenerated from snapshots), (c) a ``ctrconv commit``
 of a container that wrote a file and deleted one of its image's. Podman's image ID (the config
-digest) must be the one ctrconv reports, and the original one where ctrconv says it is unchanged.
+digest) must be the one ctrconv reports, and the original one where ctrconv says it is unchanged:
+(b') is a discarded-layers image whose regenerated layers reproduce every diff ID, so it keeps
+its ID.
 """
 
 from __future__ import annotations
@@ -103,6 +105,42 @@ def test_discarded_layers_image_loads_with_the_reported_id_and_runs(fmt, how, re
     assert _load(podman, out, fmt, how) == {report["image_id"]}
     run = podman.run(report["image_id"], *ran["command"], check=False)
     assert run.returncode == 0, run.stderr
+
+
+@pytest.fixture(scope="module")
+def stable_discard(fixture_set: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A ``discard_unpacked_layers`` root (CRI pull, forced GC) of an image whose layers are
+    ctrconv's own deterministic tars, so regeneration reproduces them (``support/stable_discard.py``)."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("docker-registry") is None:
+        pytest.skip("a CRI pull from a private registry needs root and docker-registry")
+    from support import stable_discard as builder
+
+    return builder.build(fixture_set, tmp_path_factory.mktemp("stable-discard"))
+
+
+@pytest.mark.parametrize("fmt,how", LOADS, ids=LOAD_IDS)
+def test_discarded_layers_regenerated_exactly_keep_the_image_id_in_podman(fmt, how, stable_discard, podman, cli,
+                                                                          tmp_path):
+    """(b') A discarded-layers image whose regenerated tars equal the originals (every diff ID
+    reproduced): ctrconv says the image ID is unchanged, and podman holds it under that very
+    ID, the pushed image's config digest, and runs it with its whiteouts and opaque directory."""
+    out = _output(tmp_path, fmt)
+    result = cli("export", "--root", str(stable_discard.root), "-n", "k8s.io", "--image", stable_discard.ref,
+                 "-o", str(out), "--format", fmt, "--json")
+    assert result.code == 0, result.stderr
+    report = result.json["images"][0]
+    assert report["regenerated_layers"] == len(stable_discard.layers) > 0, report
+    assert report["image_id"] == report["original_image_id"] == stable_discard.image_id
+    assert result.json["image_ids_changed"] == [] and f"image ID unchanged {stable_discard.image_id}" in result.stderr
+    assert all(layer["matches_diff_id"] for c in result.json["rewritten"] for layer in c["layers"])
+    # ctrconv's gzip is deterministic too: the very blobs, manifest and target come back
+    assert report["original_digest"] is None and "manifest unchanged" in result.stderr, result.stderr
+    assert _load(podman, out, fmt, how) == {stable_discard.image_id}
+    run = podman.run(stable_discard.image_id, "/bin/busybox", "sh", "-c", RICH_CHECK, check=False)
+    assert run.returncode == 0 and run.stdout.strip() == RICH_OUTPUT, (run.stdout, run.stderr)
 
 
 @pytest.fixture(scope="module")
