@@ -233,6 +233,23 @@ class _Applier:
         # files are created with their final mode (no fchmod) while only the umask can change
         # it: the target started empty and no directory of it has a default ACL
         self._umask = _fresh_tree_umask(root)
+        # Owner a new entry gets from the kernel: our uid, and our gid in a directory with our
+        # gid and no setgid bit (also on ``grpid`` mounts, where it takes the directory's).
+        # Entries wanting exactly that skip their chown (most layers are root-owned).
+        self._ids = (os.geteuid(), os.getegid())
+        #: resolved directories known to hand new children ``self._ids``' group
+        self._plain: set[Parts] = set()
+        self._root_plain = _hands_down_gid(root, self._ids[1])
+        self._forget()
+        self._owned = False  # the current entry is created owned as it asks (no chown)
+
+    def _forget(self) -> None:
+        """Drop what is known about the tree's directories: something was removed, which can
+        re-route lookups or let a path come back with other attributes."""
+        self._parents.clear()
+        self._plain.clear()
+        if self._root_plain:
+            self._plain.add(())
 
     def run(self, reader: HashingReader) -> int:
         tar = TarReader(reader)
@@ -256,7 +273,7 @@ class _Applier:
             parent = self._parent(parts[:-1])
             base = parts[-1]
             if base.startswith(WHITEOUT_PREFIX):
-                self._parents.clear()  # deletions may remove or reveal directories
+                self._forget()  # deletions may remove or reveal directories
                 self._whiteout(member, parent, base)
                 return
             if member.type not in _KNOWN:
@@ -268,13 +285,24 @@ class _Applier:
             if _DEFAULT_ACL in member.pax_headers:
                 self._umask = None
             if member.type == SYMTYPE:
-                self._parents.clear()  # a new symlink can redirect later lookups
+                # a new symlink can redirect later lookups (resolved directories stay as they are)
+                self._parents.clear()
+            self._owned = (member.uid, member.gid) == self._ids and parent in self._plain
             self._create(tar, member, path)
+            if is_dir:
+                self._note_dir((*parent, base), member)
         except OSError as exc:
             raise CtrconvError(f"cannot apply layer entry {member.name!r}: {exc}") from exc
         if is_dir:
             self.dirs.append((parts, member))
         self.unpacked.add(path)
+
+    def _note_dir(self, parts: Parts, member: TarEntry) -> None:
+        """Remember whether a directory this entry just set up hands down our group."""
+        if member.gid == self._ids[1] and not member.mode & stat.S_ISGID:
+            self._plain.add(parts)
+        else:
+            self._plain.discard(parts)
 
     # -- parents ---------------------------------------------------------------------------
 
@@ -394,7 +422,7 @@ class _Applier:
             if member.type == DIRTYPE and stat.S_ISDIR(os.lstat(path).st_mode):
                 self._make(tar, member, path, merge=True)
                 return
-            self._parents.clear()  # a directory or symlink on the way may be going
+            self._forget()  # a directory or symlink on the way may be going
             _remove_all(path)
             self._make(tar, member, path, merge=False)
 
@@ -428,7 +456,8 @@ class _Applier:
             symlink = stat.S_ISLNK(os.lstat(path).st_mode)
         else:
             os.mknod(path, (member.mode & 0o7777) | _DEVICES[kind], device_number(member))
-        os.chown(path, member.uid, member.gid, follow_symlinks=False)
+        if merge or kind == LNKTYPE or not self._owned:
+            os.chown(path, member.uid, member.gid, follow_symlinks=False)
         self._xattrs(member, path, stat.S_IFDIR if kind == DIRTYPE else 0)
         if not symlink:
             os.chmod(path, member.mode & 0o7777)
@@ -453,7 +482,8 @@ class _Applier:
                 tar.write_sparse(fd, member)
             else:
                 tar.write_data(fd)
-            os.chown(fd, member.uid, member.gid)
+            if not self._owned:
+                os.chown(fd, member.uid, member.gid)
             self._xattrs(member, fd, stat.S_IFREG)
             if not final:
                 os.chmod(fd, mode)
@@ -494,6 +524,13 @@ class _Applier:
                 raise FormatError(
                     f"directory {member.name!r} was removed later in the same layer"
                 ) from None
+
+
+def _hands_down_gid(path: str, gid: int) -> bool:
+    """Whether a directory gives new children the group ``gid``: it has that group and no
+    setgid bit."""
+    st = os.lstat(path)
+    return st.st_gid == gid and not st.st_mode & stat.S_ISGID
 
 
 def _fresh_tree_umask(root: str) -> int | None:

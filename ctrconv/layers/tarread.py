@@ -78,9 +78,22 @@ def _nts(field: bytes) -> str:
     return (field if end < 0 else field[:end]).decode("utf-8", "surrogateescape")
 
 
+_NUL_TO_SPACE = bytes.maketrans(b"\0", b" ")
+
+
 def _num(field: bytes) -> int:
-    """A number field: base-256 (GNU) or octal text, as ``tarfile.nti`` reads it."""
-    if field[0] in (0o200, 0o377):
+    """A number field: base-256 (GNU) or octal text, as ``tarfile.nti`` reads it (text up to
+    the first NUL, stripped, octal). Fast path: a field starting with a digit whose NULs are
+    all trailing padding reads the same with them as spaces; anything else falls through."""
+    first = field[0]
+    if 0x30 <= first <= 0x37:
+        try:
+            return int(field.translate(_NUL_TO_SPACE), 8)
+        except ValueError:
+            pass
+    elif not first:
+        return 0
+    if first in (0o200, 0o377):
         n = int.from_bytes(field[1:], "big")
         return n - 256 ** (len(field) - 1) if field[0] == 0o377 else n
     end = field.find(0)

@@ -395,3 +395,53 @@ def test_unsupported_entry_types_fail(tmp_path: Path, kind: bytes) -> None:
 def test_target_must_exist(tmp_path: Path) -> None:
     with pytest.raises(CtrconvError):
         apply_layer(io.BytesIO(b""), tmp_path / "missing", mode="naive")
+
+
+# -- chown skipped where the kernel already gives the right owner --------------------------------
+
+def test_root_owned_entries_skip_chown_but_setgid_parents_do_not(tmp_path: Path, monkeypatch) -> None:
+    """New entries owned by us in a directory handing down our group need no chown; a setgid
+    directory (or one of another group) hands down its own group, so its children are chowned."""
+    calls: list[object] = []
+    real = os.chown
+    monkeypatch.setattr(os, "chown", lambda path, *a, **kw: (calls.append(path), real(path, *a, **kw)))
+    layer = (LayerTar().dir("plain").file("plain/a", b"a").symlink("plain/s", "a")
+             .dir("sgid", mode=0o2775, gid=1000).file("sgid/b", b"b").dir("sgid/sub")
+             .dir("other", gid=7).file("other/c", b"c")
+             .file("mine", b"m", uid=5).data())
+    root = tmp_path / "fs"
+    apply(layer, root)
+    for name, gid in [("plain/a", 0), ("plain/s", 0), ("sgid/b", 0), ("sgid/sub", 0), ("other/c", 0)]:
+        assert st(root / name).st_gid == gid and st(root / name).st_uid == 0, name
+    assert st(root / "mine").st_uid == 5
+    assert stat.S_IMODE(st(root / "sgid/sub").st_mode) == 0o755
+    # chowned: the two dirs of other groups (their own entries), the children of sgid and
+    # other, and the file of uid 5; not plain, plain/a, plain/s
+    assert len(calls) == 6
+
+
+def test_setgid_root_and_lower_parents_still_chown(tmp_path: Path) -> None:
+    root = tmp_path / "fs"
+    root.mkdir()
+    os.chown(root, 0, 1234)
+    os.chmod(root, 0o2755)
+    apply(LayerTar().file("top", b"t").dir("d").file("d/x", b"x").data(), root)
+    assert st(root / "top").st_gid == 0 and st(root / "d").st_gid == 0 and st(root / "d/x").st_gid == 0
+    lower = tmp_path / "lower"
+    apply(LayerTar().dir("data", mode=0o2775, gid=1000).data(), lower)
+    upper = tmp_path / "upper"
+    apply(LayerTar().file("data/new", b"n").data(), upper, "overlay", [lower])
+    assert st(upper / "data").st_gid == 1000 and st(upper / "data/new").st_gid == 0
+
+
+def test_replaced_directory_forgets_its_group(tmp_path: Path) -> None:
+    """x/e is plain, then removed with x; mkparent recreates it from a setgid lower."""
+    lower = tmp_path / "lower"
+    apply(LayerTar().dir("x").dir("x/e", mode=0o2775, gid=1000).data(), lower)
+    upper = tmp_path / "upper"
+    layer = (LayerTar().dir("x/e").file("x", b"now a file").dir("x")
+             .file("x/e/g", b"g").data())
+    apply(layer, upper, "overlay", [lower])
+    e = st(upper / "x/e")
+    assert e.st_gid == 1000 and stat.S_IMODE(e.st_mode) == 0o2775, "copied up from the lower"
+    assert st(upper / "x/e/g").st_gid == 0

@@ -306,3 +306,24 @@ def test_apply_writes_sparse_files_with_holes(tmp_path: Path, options: list[str]
     apply_layer(io.BytesIO(data), root, mode="naive")
     assert (root / "holes").read_bytes() == (src / "holes").read_bytes()
     assert os.stat(root / "holes").st_blocks * 512 < 1 << 20
+
+
+def test_number_fields_read_like_tarfile_nti() -> None:
+    """The fast path of number parsing (NUL padding as spaces) agrees with tarfile's nti."""
+    from ctrconv.layers.tarread import _num
+
+    rng = random.Random(11)
+    alphabet = b"0123456777 \0\x1c+_x8\t"
+    fields = [b"0000644\0", b"0000644 ", b"\0" * 8, b"  644\0\0\0", b"\0 12    ", b" \0 12   ", b"12\x0034 ",
+              b"1_7\0    ", b"+17\0    ", b"\x1c17\0   ", b"0o17\0   ", b"7777777\0", b"17 \0 5  "]
+    fields += [bytes(rng.choice(alphabet) for _ in range(8)) for _ in range(3000)]
+    for field in fields:
+        try:
+            expected: object = tarfile.nti(field)
+        except tarfile.HeaderError:
+            expected = FormatError
+        try:
+            got: object = _num(field)
+        except FormatError:
+            got = FormatError
+        assert got == expected, field
