@@ -12,6 +12,8 @@ import re
 from typing import Any, Mapping
 
 _GO_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+#: lists longer than this are encoded one element at a time (see :func:`_go_encode`)
+_JOIN_ITEMS_OVER = 64
 _GO_NEEDS_ESCAPE = re.compile("[\x00-\x1f\"\\\\<>&\u2028\u2029\ud800-\udfff]")
 
 
@@ -53,7 +55,14 @@ def _go_encode(obj: Any, out: list[str]) -> None:
         for i, value in enumerate(obj):
             if i:
                 out.append(",")
-            _go_encode(value, out)
+            if len(obj) > _JOIN_ITEMS_OVER:
+                # one string per element: a long list (index.json of 10,000 images) would
+                # otherwise hold millions of small pieces at once, ~10x the output's size
+                piece: list[str] = []
+                _go_encode(value, piece)
+                out.append("".join(piece))
+            else:
+                _go_encode(value, out)
         out.append("]")
     else:
         raise TypeError(f"cannot marshal {type(obj).__name__} like Go's encoding/json")

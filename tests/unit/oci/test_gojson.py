@@ -40,6 +40,24 @@ def test_marshal_go_escaping() -> None:
         marshal_go({"f": 1.5})
 
 
+def test_marshal_go_long_lists_encode_the_same_as_short_ones() -> None:
+    """Lists over ``_JOIN_ITEMS_OVER`` elements are encoded one element at a time (bounded
+    pieces in memory): the bytes are those of the short-list path, nested lists and escaping
+    included, and of Python's compact encoding where the two agree (no escapes)."""
+    import json
+
+    from ctrconv.oci import gojson
+
+    item = {"mediaType": mt.OCI_MANIFEST, "digest": "sha256:" + "a" * 64, "size": 7,
+            "annotations": {"n": "<a&b>"}, "list": [1, [2, None], True]}
+    items = [dict(item, size=i) for i in range(gojson._JOIN_ITEMS_OVER * 3)]
+    long = marshal_go({"manifests": items})
+    short = b"".join([b'{"manifests":[', b",".join(marshal_go(i) for i in items), b"]}"])
+    assert long == short
+    plain = [{"digest": "sha256:" + "b" * 64, "size": i} for i in range(200)]
+    assert marshal_go(plain) == json.dumps(plain, separators=(",", ":")).encode()
+
+
 @pytest.mark.parametrize(
     "media_type, compression, layer",
     [
