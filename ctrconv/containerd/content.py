@@ -6,6 +6,7 @@ algorithm and exact hex length, so a hostile digest cannot become a path.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Iterator
@@ -16,6 +17,10 @@ from ctrconv.streams import VerifyingReader
 
 if TYPE_CHECKING:
     from ctrconv.containerd.metadata import MetadataDB
+
+
+#: algorithm -> hashlib constructor (``hashlib.new`` looks the name up on every call)
+_HASHES = {"sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
 
 
 class ContentStore:
@@ -65,6 +70,10 @@ class ContentStore:
         if size > limit:
             raise MissingContentError(f"blob {digest} claims {size} bytes; too large for JSON")
         d = Digest.parse(digest)
+        data = self.read_exact(d, size)
+        if data is not None:
+            return data
+        # absent, unreadable, of another size or another digest: the verifying reader says which
         with self.open(d) as f:
             reader = VerifyingReader(f, d, size, what=f"blob {d}")
             chunks = []
@@ -74,6 +83,25 @@ class ContentStore:
                     break
                 chunks.append(chunk)
         return b"".join(chunks)
+
+    def read_exact(self, digest: Digest, size: int) -> bytes | None:
+        """The blob's bytes when its file holds exactly ``size`` bytes that hash to ``digest``,
+        else None (the caller then reads it through :class:`VerifyingReader`, which words the
+        problem). One ``open``/``read``/``close`` and one hash: ``ls`` of 10,000 images reads
+        20,000 documents, and the reader's file object, ``Path`` and wrapper cost more than that."""
+        try:
+            fd = os.open(f"{self.path}/blobs/{digest.algorithm}/{digest.hex}", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            data = os.read(fd, size + 1)  # one byte more: a longer file is not this blob
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        if len(data) != size or _HASHES[digest.algorithm](data).hexdigest() != digest.hex:
+            return None
+        return data
 
     def walk(self) -> Iterator[tuple[Digest, Path]]:
         """Every well-named blob file on disk (invalid names are skipped, like containerd)."""
@@ -147,15 +175,51 @@ class NamespaceContent:
 class ListingContent(NamespaceContent):
     """A :class:`NamespaceContent` for one read-only pass over many images (``ls``): each blob's
     presence is looked up on disk once, however many images share it (its record set is
-    already read once), instead of once per image and walk."""
+    already read once), instead of once per image and walk. A namespace of at least
+    :attr:`LIST_FROM` records has its blob directories listed once (``os.scandir``: the names
+    of regular files, a symlink followed as ``isfile`` follows it) instead of one ``stat`` per
+    blob: 32,000 blobs are listed in a few milliseconds and stat-ed in a third of a second."""
+
+    #: record count from which listing the directories is cheaper than a stat per record
+    LIST_FROM = 512
 
     def __init__(self, store: ContentStore, namespace: str, recorded: frozenset[str] | set[str]) -> None:
         super().__init__(store, namespace, recorded)
         self._present: dict[str, bool] = {}
+        self._files: dict[str, frozenset[str] | None] = {}
 
     def exists(self, digest: Digest | str) -> bool:
         key = str(digest)
         present = self._present.get(key)
         if present is None:
-            present = self._present[key] = super().exists(digest)
+            present = self._present[key] = self._look_up(key)
         return present
+
+    def _look_up(self, key: str) -> bool:
+        if len(self.recorded) < self.LIST_FROM or key not in self.recorded:
+            return super().exists(key)
+        try:
+            d = Digest.parse(key)
+        except InvalidDigestError:
+            return False
+        if d.algorithm not in self._files:
+            self._files[d.algorithm] = _regular_files(f"{self.path}/blobs/{d.algorithm}")
+        files = self._files[d.algorithm]
+        return d.hex in files if files is not None else super().exists(key)
+
+
+def _regular_files(directory: str) -> frozenset[str] | None:
+    """Names of the regular files (or symlinks to them) in ``directory``; None when it cannot
+    be listed (then each blob is stat-ed, as without a listing)."""
+    try:
+        with os.scandir(directory) as entries:
+            return frozenset(e.name for e in entries if _is_file(e))
+    except OSError:
+        return None
+
+
+def _is_file(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False

@@ -119,6 +119,14 @@ def _finite_float(text: str) -> float:
     return value
 
 
+#: ctrconv's parsing rules, as ``json.loads`` keywords and as one decoder made once (its
+#: scanner keeps no state between documents)
+_DECODING: dict[str, Any] = {
+    "object_pairs_hook": _reject_duplicates, "parse_constant": _reject_constant, "parse_float": _finite_float,
+}
+_DECODER = json.JSONDecoder(**_DECODING)
+
+
 def parse_json_bytes(data: bytes, *, what: str = "JSON document") -> Any:
     """Parse untrusted JSON with ctrconv's limits; every failure is a :class:`FormatError`."""
     if len(data) > MAX_DOCUMENT_SIZE:
@@ -130,12 +138,8 @@ def parse_json_bytes(data: bytes, *, what: str = "JSON document") -> Any:
     if _max_depth(bytes(data)) > MAX_DEPTH:
         raise FormatError(f"{what}: JSON nested deeper than {MAX_DEPTH} levels")
     try:
-        doc = json.loads(
-            text,
-            object_pairs_hook=_reject_duplicates,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-        )
+        # json.loads builds a decoder per call; a text with a BOM goes through it for its message
+        doc = _DECODER.decode(text) if not text.startswith("\ufeff") else json.loads(text, **_DECODING)
     except (ValueError, RecursionError) as exc:
         raise FormatError(f"{what}: invalid JSON: {str(exc)[:200]}") from None
     if "\\u" in text and _LONE_SURROGATE.search(text.lower()) is not None:

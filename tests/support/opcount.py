@@ -7,12 +7,15 @@
   over all images shows however it is written),
 * parsed a JSON document (``json_parses``: :func:`ctrconv.oci.validate.parse_json_bytes`),
 * visited a bolt page (``bolt_pages``: :meth:`ctrconv.bolt.reader.BoltFile.page`),
-* opened a blob of a content store (``blob_opens``: ``ContentStore.open``),
+* opened a blob of a content store (``blob_opens``: ``ContentStore.open`` and ``read_exact``),
 * ``stat``-ed a path (``stats``), and how many directory entries it listed (``dir_entries``:
   ``os.scandir``/``os.listdir``; a rescan of the blob directory per image shows here).
 
 With ``OPCOUNT_RESCAN=1`` each image ``ls`` summarises also lists the blob directory: the
-per-image rescan this counting exists to catch, for the test that shows it is caught.
+per-image rescan this counting exists to catch, for the test that shows it is caught. With
+``OPCOUNT_LIST_FROM=N`` ``ls`` lists the blob directories once from N records on
+(:attr:`~ctrconv.containerd.content.ListingContent.LIST_FROM`), so small test roots take the
+path large roots take.
 
 Counts, not times: they are the same on every run and on every machine, so a test can compare
 them between a small and a ten times larger root (``tests/unit/test_scale.py``).
@@ -45,6 +48,7 @@ def install(counts: Counter) -> None:
     validate.parse_json_bytes = _counting(counts, "json_parses", validate.parse_json_bytes)
     BoltFile.page = _counting(counts, "bolt_pages", BoltFile.page)  # type: ignore[method-assign]
     ContentStore.open = _counting(counts, "blob_opens", ContentStore.open)  # type: ignore[method-assign]
+    ContentStore.read_exact = _counting(counts, "blob_opens", ContentStore.read_exact)  # type: ignore[method-assign]
     os.stat = _counting(counts, "stats", os.stat)
     scandir, listdir = os.scandir, os.listdir
 
@@ -103,6 +107,10 @@ def main() -> int:
     install(counts)
     if os.environ.get("OPCOUNT_RESCAN") == "1":
         inject_rescan()
+    if "OPCOUNT_LIST_FROM" in os.environ:
+        from ctrconv.containerd.content import ListingContent
+
+        ListingContent.LIST_FROM = int(os.environ["OPCOUNT_LIST_FROM"])
 
     def profile(frame: Any, event: str, arg: Any) -> None:
         if event == "call":

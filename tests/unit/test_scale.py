@@ -101,6 +101,19 @@ def test_costs_grow_linearly(roots: dict[int, Path], tmp_path: Path, name: str) 
     assert growth(by_size) == {}, f"{name}: per-image cost grows with the root: {growth(by_size)}"
 
 
+def test_ls_listing_the_blob_directories_grows_linearly(roots: dict[int, Path], tmp_path: Path) -> None:
+    """A large namespace has its blob directories listed once instead of a stat per blob
+    (``ListingContent.LIST_FROM``); the test roots are below that size, so it is lowered here:
+    the listing is done once per run (directory entries grow by the blobs each step adds) and
+    no blob is stat-ed for its presence."""
+    by_size = _measure(roots, tmp_path, COMMANDS["ls"], env_extra={"OPCOUNT_LIST_FROM": "0"})
+    plain = _measure(roots, tmp_path, COMMANDS["ls"])
+    assert growth(by_size) == {}, growth(by_size)
+    for n in SIZES:
+        assert by_size[n]["dir_entries"] >= 3 * n, by_size[n]  # three blobs per image, listed
+        assert by_size[n].get("stats", 0) < plain[n]["stats"] - 2 * n, (by_size[n], plain[n])
+
+
 def test_a_per_image_rescan_is_caught(roots: dict[int, Path], tmp_path: Path) -> None:
     by_size = _measure(roots, tmp_path, COMMANDS["ls"], env_extra={"OPCOUNT_RESCAN": "1"})
     assert "dir_entries" in growth(by_size), by_size

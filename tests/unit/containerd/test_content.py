@@ -102,3 +102,81 @@ def test_verify_names_a_blob_that_only_another_namespace_owns(tmp_path, cli):
     assert problems[0]["kind"] == "missing-record" and "other" in problems[0]["object"]
     listed = {i["namespace"]: i for i in cli("ls", "--root", str(r.path), "-A", "--json").json["images"]}
     assert listed["default"]["complete"] and not listed["other"]["complete"]
+
+
+# -- reading and presence checks of many blobs (ls of a large root) -------------------------------
+
+
+def _store(tmp_path: Path) -> "ContentStore":
+    from ctrconv.containerd.content import ContentStore
+
+    (tmp_path / "blobs" / "sha256").mkdir(parents=True)
+    return ContentStore(tmp_path)
+
+
+def _put(store, data: bytes, name: str | None = None) -> str:
+    import hashlib
+
+    hexd = hashlib.sha256(data).hexdigest()
+    (store.path / "blobs" / "sha256" / (name or hexd)).write_bytes(data)
+    return f"sha256:{hexd}"
+
+
+def test_read_exact_returns_only_the_exact_verified_bytes(tmp_path: Path) -> None:
+    """The one-read fast path hands over bytes only when size and digest both match; every other
+    case is None, and read_small then words the problem through the verifying reader."""
+    from ctrconv.digest import Digest
+    from ctrconv.errors import DigestMismatchError, MissingContentError, SizeMismatchError
+
+    store = _store(tmp_path)
+    good = _put(store, b'{"a": 1}')
+    assert store.read_exact(Digest.parse(good), 8) == b'{"a": 1}'
+    assert store.read_small(good, 8) == b'{"a": 1}'
+    # longer, shorter, another digest, absent, a directory in its place
+    assert store.read_exact(Digest.parse(good), 7) is None
+    with pytest.raises(SizeMismatchError, match="longer than its size 7"):
+        store.read_small(good, 7)
+    assert store.read_exact(Digest.parse(good), 9) is None
+    with pytest.raises(SizeMismatchError, match="truncated: got 8 of 9"):
+        store.read_small(good, 9)
+    (store.path / "blobs" / "sha256" / ("0" * 64)).mkdir()
+    assert store.read_exact(Digest.parse("sha256:" + "0" * 64), 8) is None
+    assert store.read_exact(Digest.parse("sha256:" + "1" * 64), 8) is None
+    with pytest.raises(MissingContentError):
+        store.read_small("sha256:" + "1" * 64, 8)
+    wrong = store.path / "blobs" / "sha256" / ("2" * 64)
+    wrong.write_bytes(b"12345678")
+    assert store.read_exact(Digest.parse("sha256:" + "2" * 64), 8) is None
+    with pytest.raises(DigestMismatchError, match="digest mismatch"):
+        store.read_small("sha256:" + "2" * 64, 8)
+
+
+@pytest.mark.parametrize("list_from", [0, 10**9])
+def test_listing_content_agrees_with_one_stat_per_blob(tmp_path: Path, monkeypatch, list_from: int) -> None:
+    """Presence by one listing of the blob directory (a namespace of many records) and by a stat
+    per blob say the same for every kind of entry: a file, a symlink to one, a dangling symlink,
+    a directory, an absent file, a file the namespace has no record of, a malformed digest."""
+    from ctrconv.containerd.content import ListingContent, NamespaceContent
+
+    store = _store(tmp_path)
+    blobs = store.path / "blobs" / "sha256"
+    present = _put(store, b"present")
+    unrecorded = _put(store, b"unrecorded")
+    target = _put(store, b"target")
+    linked = "sha256:" + "a" * 64
+    (blobs / ("a" * 64)).symlink_to(blobs / target[7:])
+    dangling = "sha256:" + "b" * 64
+    (blobs / ("b" * 64)).symlink_to(blobs / "nowhere")
+    directory = "sha256:" + "c" * 64
+    (blobs / ("c" * 64)).mkdir()
+    absent = "sha256:" + "d" * 64
+    sha512 = "sha512:" + "e" * 128  # no sha512 directory at all
+    recorded = {present, target, linked, dangling, directory, absent, sha512, "sha256:../../etc"}
+    monkeypatch.setattr(ListingContent, "LIST_FROM", list_from)
+    listing = ListingContent(store, "default", recorded)
+    plain = NamespaceContent(store, "default", recorded)
+    for digest in [*recorded, unrecorded]:
+        assert listing.exists(digest) == plain.exists(digest), digest
+        assert listing.exists(digest) == plain.exists(digest), digest  # remembered
+    assert [d for d in sorted(recorded | {unrecorded}) if listing.exists(d)] == sorted([present, target, linked])
+    assert bool(listing._files) == (list_from == 0)  # the listing was (or was not) used

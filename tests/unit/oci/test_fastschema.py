@@ -124,3 +124,20 @@ def test_verdicts_and_messages_are_jsonschemas() -> None:
     doc = _set(DOCUMENTS[mt.OCI_MANIFEST], ("layers", 0, "size"), "12")
     with pytest.raises(FormatError, match=r"at /layers/0/size: '12' is not of type 'integer'"):
         validate_object(mt.OCI_MANIFEST, doc, digest=D1)
+
+
+def test_recursive_and_circular_references_compile() -> None:
+    """A schema that refers to itself checks nested documents to any depth; a cycle of bare
+    references (which jsonschema cannot judge either) proves nothing instead of hanging."""
+    from ctrconv.oci.fastschema import _Compiler
+
+    tree = {"type": "object", "required": ["name"],
+            "properties": {"name": {"type": "string"}, "child": {"$ref": "#"}},
+            "$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}, "c": {"$ref": "#/$defs/a"}}}
+    compiler = _Compiler({"t": tree})
+    check = compiler.check("t")
+    assert check({"name": "x", "child": {"name": "y", "child": {"name": "z"}}})
+    assert not check({"name": "x", "child": {"name": "y", "child": {"name": 1}}})
+    assert not check({"name": "x", "child": {"child": {"name": "z"}}})
+    assert not compiler.check("t#/$defs/c")({})
+    assert not compiler.check("t#/$defs/missing")({})
