@@ -10,14 +10,15 @@ each bolt file (written whole, ``fsync``, renamed, directory ``fsync``), ``meta.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from pathlib import Path
 from typing import Iterable
 
 from ctrconv.streams import fsync_named
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+#: the C library already loaded into the interpreter (``ctypes.util.find_library`` would run
+#: ``ldconfig -p`` in a subprocess on every start)
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def syncfs(path: str | os.PathLike[str]) -> None:

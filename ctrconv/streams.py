@@ -1,4 +1,5 @@
-"""Streaming helpers: digest/size-verifying copies, early writeback and directory fsync.
+"""Streaming helpers: digest/size-verifying copies and fsync by name (early writeback of an
+output: :mod:`ctrconv.writeback`).
 
 Bytes are hashed while they flow (never a second pass) and never held whole in memory.
 """
@@ -12,6 +13,7 @@ import os
 import queue
 import stat
 import threading
+from collections import deque
 from typing import Any, BinaryIO, Callable
 
 from ctrconv.digest import Digest
@@ -26,14 +28,22 @@ BACKGROUND_HASH_MIN = 8 << 20
 
 #: step of a zero-copy transfer: one ``copy_file_range`` call, then the same bytes hashed
 ZERO_COPY_CHUNK = 8 << 20
+#: windows (of ``ZERO_COPY_CHUNK``) a deferred-verdict copy may run ahead of its hash: mapped
+#: but not yet read, so they cost address space only (hashing is slower than the kernel copy)
+ZERO_COPY_DEPTH = 64
+#: blobs whose copy is done while their hash still runs (:class:`PendingVerdicts`): with the
+#: blob being copied, up to this + 1 hashes share the cores, each touching one window at a time
+PENDING_BLOBS = max(1, min(3, (os.cpu_count() or 1) - 1))
 #: ``copy_file_range`` errors that mean "not for these two files" (old kernel, other
 #: filesystem, pipe or append-only output): the caller copies through user space instead
 _NO_ZERO_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM}
 
 
-def _hash_chunks(chunks: "queue.Queue[bytes | mmap.mmap | None]", hasher: "hashlib._Hash") -> None:
+def _hash_chunks(chunks: "queue.Queue[bytes | mmap.mmap | None]", hasher: "hashlib._Hash",
+                 cancelled: threading.Event) -> None:
     while (chunk := chunks.get()) is not None:
-        hasher.update(chunk)
+        if not cancelled.is_set():
+            hasher.update(chunk)
         if isinstance(chunk, mmap.mmap):
             chunk.close()  # a window of a zero-copy source: unmapped once hashed
 
@@ -54,30 +64,49 @@ class ReadIntoByRead:
 
 class _BackgroundHasher:
     """Feeds chunks to a hash on another thread (hashlib releases the GIL on large updates),
-    so hashing a blob overlaps with writing it. At most ``depth`` chunks wait."""
+    so hashing a blob overlaps with writing it. At most ``depth`` chunks wait; the thread
+    starts with the first chunk (``depth`` may be changed until then)."""
 
     def __init__(self, hasher: "hashlib._Hash", depth: int = 4) -> None:
         self._hash = hasher
-        self._queue: queue.Queue[bytes | mmap.mmap | None] = queue.Queue(depth)
+        self.depth = depth
+        self._cancelled = threading.Event()
+        self._queue: queue.Queue[bytes | mmap.mmap | None] | None = None
+        self._thread: threading.Thread | None = None
+
+    def _start(self) -> "queue.Queue[bytes | mmap.mmap | None]":
+        self._queue = queue.Queue(self.depth)
         # The thread holds the queue and the hash, not this object, so an abandoned reader is
         # collected and its ``__del__`` ends the thread.
-        self._thread = threading.Thread(target=_hash_chunks, args=(self._queue, hasher), name="blob-hash", daemon=True)
+        self._thread = threading.Thread(target=_hash_chunks, args=(self._queue, self._hash, self._cancelled),
+                                        name="blob-hash", daemon=True)
         self._thread.start()
+        return self._queue
 
     def __del__(self) -> None:
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
+            assert self._queue is not None
             self._queue.put(None)
 
     def update(self, data: "bytes | mmap.mmap") -> None:
         """Queue ``data``; an mmap window is closed by the helper thread once hashed."""
         if len(data):
-            self._queue.put(data)
+            (self._queue or self._start()).put(data)
 
-    def hexdigest(self) -> str:
-        if self._thread.is_alive():
+    def _stop(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            assert self._queue is not None
             self._queue.put(None)
             self._thread.join()
+
+    def hexdigest(self) -> str:
+        self._stop()
         return self._hash.hexdigest()
+
+    def cancel(self) -> None:
+        """The verdict is no longer wanted: the queued windows are unmapped unhashed."""
+        self._cancelled.set()
+        self._stop()
 
 
 class VerifyingReader:
@@ -120,18 +149,25 @@ class VerifyingReader:
     def _finish(self) -> None:
         self._done = True
         got = self._hash.hexdigest()  # also stops a background hasher
+        self._check_size()
+        self._check_digest(got)
+
+    def _check_size(self) -> None:
         if self._read < self.size:
             raise SizeMismatchError(
                 f"{self.what}: truncated: got {self._read} of {self.size} bytes"
             )
         if self._stream.read(1):
             raise SizeMismatchError(f"{self.what}: content is longer than its size {self.size}")
+
+    def _check_digest(self, got: str) -> None:
         if got != self.digest.hex:
             raise DigestMismatchError(
                 f"{self.what}: digest mismatch: content hashes to {self.digest.algorithm}:{got}"
             )
 
-    def copy_to_fd(self, out_fd: int, on_chunk: Callable[[int], object] | None = None) -> bool:
+    def copy_to_fd(self, out_fd: int, on_chunk: Callable[[int], object] | None = None, *,
+                   verdicts: "PendingVerdicts | None" = None) -> bool:
         """Copy the whole blob to ``out_fd`` in the kernel, verifying it on the way.
 
         Each step copies a region with ``copy_file_range`` (no trip through user space; a
@@ -142,39 +178,60 @@ class VerifyingReader:
         regular file of exactly ``size`` bytes from the current position, nothing read yet,
         or a kernel or filesystem without ``copy_file_range`` between these files): the
         caller then reads instead, which also reports any size problem precisely.
+
+        With ``verdicts`` the copy does not wait for the helper thread: sizes are checked at
+        once, the digest verdict is left in ``verdicts`` (whose owner settles it before the
+        output is published), and the caller goes on to the next blob while this one's last
+        regions are still being hashed, so the hashes of consecutive blobs share the cores.
         """
         source = self._zero_copy_source()
         if source is None:
             return False
         fd, start = source
+        deferred = False
+        if verdicts is not None and isinstance(self._hash, _BackgroundHasher):
+            self._hash.depth = ZERO_COPY_DEPTH  # unfaulted windows: address space, not memory
         try:
             while self._read < self.size:
                 n = min(ZERO_COPY_CHUNK, self.size - self._read)
-                offset = start + self._read
-                done = 0
-                while done < n:
-                    try:
-                        got = os.copy_file_range(fd, out_fd, n - done, offset + done)
-                    except OSError as exc:
-                        if self._read == 0 and done == 0 and exc.errno in _NO_ZERO_COPY:
-                            return False
-                        raise
-                    if got == 0:
-                        if self._read == 0 and done == 0:
-                            return False  # some filesystems report 0 instead of an error
-                        raise SizeMismatchError(
-                            f"{self.what}: truncated: got {self._read + done} of {self.size} bytes"
-                        )
-                    done += got
-                self._hash_region(fd, offset, n)
+                if not self._copy_region(fd, out_fd, start + self._read, n):
+                    return False
+                self._hash_region(fd, start + self._read, n)
                 self._read += n
                 if on_chunk is not None:
                     on_chunk(n)
             self._stream.seek(start + self.size)
-            self._finish()
+            if verdicts is not None and isinstance(self._hash, _BackgroundHasher):
+                self._done = True
+                self._check_size()
+                verdicts.add(self._deferred_verdict(self._hash), self._hash.cancel)
+                deferred = True
+            else:
+                self._finish()
         finally:
-            if self._read:
+            if self._read and not deferred:
                 self._hash.hexdigest()  # joins the helper thread: every window is unmapped
+        return True
+
+    def _deferred_verdict(self, hasher: _BackgroundHasher) -> Callable[[], None]:
+        return lambda: self._check_digest(hasher.hexdigest())
+
+    def _copy_region(self, fd: int, out_fd: int, offset: int, n: int) -> bool:
+        """``copy_file_range`` of ``n`` bytes at ``offset``; False when the kernel or the files
+        refuse before the first byte (the caller then reads instead)."""
+        done = 0
+        while done < n:
+            try:
+                got = os.copy_file_range(fd, out_fd, n - done, offset + done)
+            except OSError as exc:
+                if self._read == 0 and done == 0 and exc.errno in _NO_ZERO_COPY:
+                    return False
+                raise
+            if got == 0:
+                if self._read == 0 and done == 0:
+                    return False  # some filesystems report 0 instead of an error
+                raise SizeMismatchError(f"{self.what}: truncated: got {self._read + done} of {self.size} bytes")
+            done += got
         return True
 
     def _hash_region(self, fd: int, offset: int, n: int) -> None:
@@ -222,6 +279,41 @@ class VerifyingReader:
                 sink(chunk)
 
 
+class PendingVerdicts:
+    """Digest verdicts of blobs already copied whose hashing may still run (from
+    :meth:`VerifyingReader.copy_to_fd`), at most ``limit`` at once: adding one more first
+    waits for the oldest. The owner (a sink) calls :meth:`settle` before it publishes its
+    output, which raises the first mismatch, and :meth:`cancel` when it aborts."""
+
+    def __init__(self, limit: int = PENDING_BLOBS) -> None:
+        self._limit = limit
+        self._pending: deque[tuple[Callable[[], None], Callable[[], None]]] = deque()
+
+    def add(self, verdict: Callable[[], None], cancel: Callable[[], None]) -> None:
+        """``verdict()`` waits for the hash and raises on a mismatch; ``cancel()`` drops it."""
+        self._pending.append((verdict, cancel))
+        while len(self._pending) > self._limit:
+            self._settle_oldest()
+
+    def _settle_oldest(self) -> None:
+        verdict, _ = self._pending.popleft()
+        try:
+            verdict()
+        except BaseException:
+            self.cancel()
+            raise
+
+    def settle(self) -> None:
+        """Wait for every pending hash; the first mismatch raises (the rest are cancelled)."""
+        while self._pending:
+            self._settle_oldest()
+
+    def cancel(self) -> None:
+        """Drop every pending verdict (an aborted output): their threads end unhashed."""
+        while self._pending:
+            self._pending.popleft()[1]()
+
+
 def copy_verified(
     src: BinaryIO,
     dst: BinaryIO,
@@ -241,40 +333,6 @@ def copy_verified(
             break
         write(chunk)
         stage.advance(len(chunk))
-
-
-class EarlyWriteback:
-    """Ask the kernel to start writing a file's dirty pages every ``step`` bytes.
-
-    ``sync_file_range(SYNC_FILE_RANGE_WRITE)`` only starts writeback (it does not wait), so the
-    disk works while we go on reading and hashing, and the fsync before the final rename finds
-    little left to do. A no-op where the call is not available.
-    """
-
-    _WRITE = 2  # SYNC_FILE_RANGE_WRITE
-    _libc = None
-
-    def __init__(self, fd: int, step: int = 32 << 20) -> None:
-        self._fd = fd
-        self._step = step
-        self._done = 0
-        if EarlyWriteback._libc is None:
-            try:
-                import ctypes
-                import ctypes.util
-
-                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-                libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-                EarlyWriteback._libc = libc
-            except (OSError, AttributeError):
-                EarlyWriteback._libc = False
-
-    def wrote(self, position: int) -> None:
-        """The file now holds ``position`` bytes; start writeback of what is new."""
-        libc = EarlyWriteback._libc
-        if libc and position - self._done >= self._step:
-            libc.sync_file_range(self._fd, self._done, position - self._done, self._WRITE)
-            self._done = position
 
 
 def fsync_named(path: str | os.PathLike[str], flags: int = 0) -> None:

@@ -67,8 +67,10 @@ class ImageSource(Protocol):
 class BlobReader(Protocol):
     """A verifying blob stream: raises at EOF on a digest or size mismatch.
 
-    Sinks that write files also look for an optional ``copy_to_fd(out_fd, on_chunk) -> bool``
-    (:meth:`ctrconv.streams.VerifyingReader.copy_to_fd`): a kernel copy, verified the same way.
+    Sinks that write files also look for an optional ``copy_to_fd(out_fd, on_chunk, *,
+    verdicts=None) -> bool`` (:meth:`ctrconv.streams.VerifyingReader.copy_to_fd`): a kernel
+    copy, verified the same way (with ``verdicts``, the digest verdict may come later, from
+    :class:`ctrconv.streams.PendingVerdicts`, which the sink settles before publishing).
     """
 
     def read(self, n: int = -1) -> bytes: ...

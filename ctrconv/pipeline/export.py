@@ -47,7 +47,7 @@ from ctrconv.sinks import DIRECTORY_FORMATS, Sink, open_sink, resolve_sink_outpu
 from ctrconv.sinks.oci_dir import check_target_dir
 from ctrconv.sources.containerd_root import ContainerdRootSource
 from ctrconv.progress import Progress, Stage, stage
-from ctrconv.streams import CHUNK, VerifyingReader
+from ctrconv.streams import CHUNK, PendingVerdicts, VerifyingReader
 
 #: the names other modules (``commit``, the API) import from here, besides those defined here
 __all__ = [
@@ -77,7 +77,8 @@ class _ProgressReader:
         while self.read(CHUNK):
             pass
 
-    def copy_to_fd(self, out_fd: int, on_chunk: Callable[[int], object] | None = None) -> bool:
+    def copy_to_fd(self, out_fd: int, on_chunk: Callable[[int], object] | None = None, *,
+                   verdicts: PendingVerdicts | None = None) -> bool:
         """:meth:`VerifyingReader.copy_to_fd`, reporting progress per step."""
 
         def step(n: int) -> None:
@@ -86,7 +87,7 @@ class _ProgressReader:
             if on_chunk is not None:
                 on_chunk(n)
 
-        return self._reader.copy_to_fd(out_fd, step)
+        return self._reader.copy_to_fd(out_fd, step, verdicts=verdicts)
 
     def finish(self) -> None:
         if self._seen < self._size:

@@ -23,7 +23,8 @@ from ctrconv.sinks import _layout
 from ctrconv.sinks._publish import publish
 from ctrconv.sinks._tar import TarWriter
 from ctrconv.sinks.base import BlobReader, ExportedImage, blob_path
-from ctrconv.streams import CHUNK, EarlyWriteback
+from ctrconv.streams import CHUNK, PendingVerdicts
+from ctrconv.writeback import EarlyWriteback
 
 
 def _umask() -> int:
@@ -49,6 +50,8 @@ class TarSink(ABC):
             self._stream = out
             self._writeback = None
         self._tar = TarWriter(self._stream)
+        #: digests of kernel-copied blobs still being hashed: settled before the rename
+        self._verdicts = PendingVerdicts()
         self._documents: list[tuple[str, bytes, int]] = []
         self._dirs: set[str] = set()
         self._last_path = ""
@@ -91,8 +94,10 @@ class TarSink(ABC):
         self._tar.end_file()
 
     def _copy_in_kernel(self, reader: BlobReader) -> bool:
-        """Into a file output, let the kernel copy the blob (verified as it goes); False when
-        the reader or the files do not allow it (then nothing was written)."""
+        """Into a file output, let the kernel copy the blob (verified as it goes: the digest
+        verdict may come with a later blob, and always before :meth:`commit` renames the
+        output into place); False when the reader or the files do not allow it (then nothing
+        was written)."""
         copy_to_fd = getattr(reader, "copy_to_fd", None)
         if self._writeback is None or copy_to_fd is None:
             return False
@@ -107,12 +112,13 @@ class TarSink(ABC):
             self._tar.wrote_directly(n)
             writeback.wrote(position)
 
-        if not copy_to_fd(fd, advanced):
+        if not copy_to_fd(fd, advanced, verdicts=self._verdicts):
             return False
         self._stream.seek(position)  # the buffered stream continues where the kernel stopped
         return True
 
     def commit(self) -> None:
+        self._verdicts.settle()
         for name, data, mode in self._documents:
             self._tar.add_bytes(name, data, mode)
         self._tar.close()
@@ -121,6 +127,8 @@ class TarSink(ABC):
                 self._stream.flush()
             return
         self._stream.flush()
+        assert self._writeback is not None
+        self._writeback.close()
         os.fchmod(self._stream.fileno(), 0o666 & ~_umask())
         os.fsync(self._stream.fileno())
         self._stream.close()
@@ -130,8 +138,11 @@ class TarSink(ABC):
         self._tmp = None
 
     def abort(self) -> None:
+        self._verdicts.cancel()
         if self._tmp is None:
             return
+        if self._writeback is not None:
+            self._writeback.close()
         if not self._closed:
             try:
                 self._stream.close()

@@ -210,3 +210,83 @@ def test_zero_copy_keeps_memory_flat(tmp_path):
     grown_kib = int(subprocess.run([sys.executable, "-c", script, "copy", *args],
                                    capture_output=True, text=True, check=True).stdout)
     assert grown_kib < 64 * 1024, f"peak RSS grew by {grown_kib / 1024:.0f} MiB"
+
+
+# -- deferred verdicts: the next blob's copy starts while this one's last regions are hashed --
+
+
+def _copy_deferred(tmp_path, blobs: list[tuple[bytes, bytes]], verdicts) -> bytes:
+    """Copy each (content, claimed content) blob into one file with ``verdicts``; the bytes."""
+    out_path = tmp_path / "out"
+    with open(out_path, "wb") as out:
+        for i, (content, claimed) in enumerate(blobs):
+            path = tmp_path / f"blob{i}"
+            path.write_bytes(content)
+            with open(path, "rb") as src:
+                reader = VerifyingReader(src, Digest.from_bytes(claimed), len(claimed))
+                assert reader.copy_to_fd(out.fileno(), verdicts=verdicts) is True
+    return out_path.read_bytes()
+
+
+def _blob_hash_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "blob-hash" and t.is_alive()]
+
+
+def test_deferred_verdicts_of_good_blobs_settle(tmp_path):
+    from ctrconv.streams import PendingVerdicts
+
+    blobs = [(bytes([i]) * (BACKGROUND_HASH_MIN + 1000 * i),) * 2 for i in range(3)]
+    verdicts = PendingVerdicts(limit=2)
+    assert _copy_deferred(tmp_path, blobs, verdicts) == b"".join(b for b, _ in blobs)
+    verdicts.settle()
+    assert not _blob_hash_threads()
+
+
+def test_a_deferred_mismatch_is_raised_when_settled(tmp_path):
+    """The copy returns before the verdict; :meth:`settle` (a sink's commit) raises it, naming
+    the blob, and ends the other hashes."""
+    from ctrconv.streams import PendingVerdicts
+
+    good = b"g" * (BACKGROUND_HASH_MIN + 7)
+    bad = bytearray(good)
+    bad[-1] ^= 1
+    verdicts = PendingVerdicts(limit=2)
+    _copy_deferred(tmp_path, [(bytes(bad), good), (b"h" * len(good),) * 2], verdicts)
+    with pytest.raises(DigestMismatchError, match=Digest.from_bytes(good).hex):
+        verdicts.settle()
+    assert not _blob_hash_threads()
+
+
+def test_past_the_limit_the_oldest_verdict_comes_first(tmp_path):
+    """With one blob allowed pending, the second copy settles the first: a bad first blob
+    fails there, before a third blob is copied."""
+    from ctrconv.streams import PendingVerdicts
+
+    good = b"k" * (BACKGROUND_HASH_MIN + 3)
+    bad = bytearray(good)
+    bad[0] ^= 1
+    verdicts = PendingVerdicts(limit=1)
+    with pytest.raises(DigestMismatchError):
+        _copy_deferred(tmp_path, [(bytes(bad), good), (good, good), (good, good)], verdicts)
+    assert (tmp_path / "blob1").exists() and not (tmp_path / "blob2").exists()
+    assert not _blob_hash_threads()
+
+
+def test_cancelled_verdicts_end_their_threads(tmp_path):
+    from ctrconv.streams import PendingVerdicts
+
+    verdicts = PendingVerdicts(limit=3)
+    _copy_deferred(tmp_path, [(b"m" * (3 * (8 << 20) + 1),) * 2] * 2, verdicts)
+    verdicts.cancel()
+    assert not _blob_hash_threads()
+    verdicts.settle()  # nothing left to settle
+
+
+def test_small_blobs_are_verified_at_once_even_with_verdicts(tmp_path):
+    """Below the helper-thread size the hash is done inline: nothing is deferred."""
+    from ctrconv.streams import PendingVerdicts
+
+    data = b"s" * 5000
+    bad = b"S" + data[1:]
+    with pytest.raises(DigestMismatchError):
+        _copy_deferred(tmp_path, [(bad, data)], PendingVerdicts())

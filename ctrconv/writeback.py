@@ -1,0 +1,95 @@
+"""Early writeback of a file being written: the disk works while the copy goes on.
+
+``sync_file_range(SYNC_FILE_RANGE_WRITE)`` only *starts* writeback of a range's dirty pages,
+so the ``fsync`` before an output's final rename finds little left to do. It can still block:
+once the device queue is full the kernel makes the caller wait for request slots (measured:
+3.4 ms per 32 MiB step on average, 35 ms at worst, on a virtio disk that other processes were
+also writing to; ~90 ms of a 180 MiB export, all on the thread that copies). The calls are
+therefore made on a helper thread (``ctypes`` releases the GIL around them), in order, and the
+copy never waits for the disk before the final ``fsync``.
+
+libc is found with ``CDLL(None)`` (the symbols already loaded into the interpreter), not
+``ctypes.util.find_library``, which runs ``ldconfig -p`` in a subprocess on every start.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any
+
+_WRITE = 2  # SYNC_FILE_RANGE_WRITE
+
+#: libc's ``sync_file_range`` once looked up; False where it is not available
+_sync_file_range: Any = None
+
+
+def _lookup() -> Any:
+    global _sync_file_range
+    if _sync_file_range is None:
+        try:
+            import ctypes
+
+            function = ctypes.CDLL(None, use_errno=True).sync_file_range
+            function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+            function.restype = ctypes.c_int
+            _sync_file_range = function
+        except (OSError, AttributeError):
+            _sync_file_range = False
+    return _sync_file_range
+
+
+def _start_ranges(fd: int, ranges: "queue.SimpleQueue[tuple[int, int] | None]", stop: threading.Event,
+                  function: Any) -> None:
+    """The helper thread: start writeback of each queued ``(offset, length)`` until ``None``
+    or ``stop``. A failure (the call is advisory) is ignored: the final ``fsync`` covers all."""
+    while (item := ranges.get()) is not None and not stop.is_set():
+        function(fd, item[0], item[1], _WRITE)
+
+
+class EarlyWriteback:
+    """Starts writeback of a file's new bytes every ``step`` bytes, from a helper thread.
+
+    Call :meth:`wrote` as the file grows and :meth:`close` before the file descriptor is
+    fsynced or closed (so the helper never touches a descriptor number the process has reused).
+    A no-op where ``sync_file_range`` is not available.
+    """
+
+    def __init__(self, fd: int, step: int = 32 << 20) -> None:
+        self._fd = fd
+        self._step = step
+        self._asked = 0
+        self._function = _lookup()
+        self._ranges: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def wrote(self, position: int) -> None:
+        """The file now holds ``position`` bytes; have writeback of what is new started."""
+        if not self._function or position - self._asked < self._step:
+            return
+        if self._thread is None:
+            # the thread holds the queue and the descriptor, not this object: an abandoned
+            # writeback is collected and its ``__del__`` ends the thread
+            self._thread = threading.Thread(target=_start_ranges, args=(self._fd, self._ranges, self._stop, self._function),
+                                            name="writeback", daemon=True)
+            self._thread.start()
+        self._ranges.put((self._asked, position - self._asked))
+        self._asked = position
+
+    def close(self) -> None:
+        """End the helper (ranges not started yet are dropped: the ``fsync`` that follows
+        writes them) and wait for its call in flight; then the descriptor is free."""
+        if self._thread is not None:
+            self._stop.set()
+            self._ranges.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def __del__(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._ranges.put(None)
+
+
+__all__: list[str] = ["EarlyWriteback"]

@@ -1,0 +1,104 @@
+"""Early writeback (``ctrconv.writeback``): every new range is handed to the kernel in order,
+from a helper thread that ends when the file is about to be fsynced (no clock involved)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from ctrconv import writeback
+from ctrconv.writeback import EarlyWriteback
+
+
+def _threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "writeback"]
+
+
+def test_ranges_are_started_in_order_on_a_helper_thread(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls: list[tuple[int, int, int, str]] = []
+    made = threading.Semaphore(0)
+
+    def recording(fd: int, offset: int, length: int, flags: int) -> int:
+        calls.append((offset, length, flags, threading.current_thread().name))
+        made.release()
+        return 0
+
+    monkeypatch.setattr(writeback, "_sync_file_range", recording)
+    with open(tmp_path / "out", "wb") as f:
+        wb = EarlyWriteback(f.fileno(), step=100)
+        for position, new_range in ((50, False), (120, True), (150, False), (260, True), (399, True)):
+            wb.wrote(position)
+            if new_range:  # wait for the helper's call (close drops ranges not yet started)
+                assert made.acquire(timeout=60)
+        wb.close()
+        assert not _threads()
+    # ranges at least one step long, contiguous from 0, started from the helper thread only
+    assert [(o, n) for o, n, _, _ in calls] == [(0, 120), (120, 140), (260, 139)]
+    assert {flags for _, _, flags, _ in calls} == {2}  # SYNC_FILE_RANGE_WRITE: start, never wait
+    assert {name for *_, name in calls} == {"writeback"}
+
+
+def test_close_drops_ranges_not_yet_started(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The fsync after ``close`` writes them anyway; waiting for each first would only delay it."""
+    calls: list[int] = []
+    entered, release = threading.Event(), threading.Event()
+
+    def blocking(fd: int, offset: int, length: int, flags: int) -> int:
+        calls.append(offset)
+        entered.set()
+        assert release.wait(60)
+        return 0
+
+    monkeypatch.setattr(writeback, "_sync_file_range", blocking)
+    with open(tmp_path / "out", "wb") as f:
+        wb = EarlyWriteback(f.fileno(), step=10)
+        wb.wrote(10)
+        assert entered.wait(60)  # the helper is inside its first call (a congested disk)
+        wb.wrote(20)
+        wb.wrote(30)  # queued behind it
+        closer = threading.Thread(target=wb.close)
+        closer.start()
+        while not wb._stop.is_set():  # close has said stop (it then waits for the call in flight)
+            closer.join(0.001)
+        release.set()
+        closer.join(60)
+        assert not closer.is_alive() and not _threads()
+    assert calls == [0]
+
+
+def test_the_real_call_leaves_the_data_alone(tmp_path: Path) -> None:
+    path = tmp_path / "out"
+    data = os.urandom(1 << 20)
+    with open(path, "wb", buffering=0) as f:
+        wb = EarlyWriteback(f.fileno(), step=64 << 10)
+        for i in range(0, len(data), 100_000):
+            f.write(data[i:i + 100_000])
+            wb.wrote(f.tell())
+        wb.close()
+        os.fsync(f.fileno())
+    assert path.read_bytes() == data
+    assert not _threads()
+
+
+def test_without_sync_file_range_nothing_is_started(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(writeback, "_sync_file_range", False)
+    with open(tmp_path / "out", "wb") as f:
+        wb = EarlyWriteback(f.fileno(), step=1)
+        wb.wrote(10)
+        assert not _threads()
+        wb.close()
+
+
+def test_libc_is_found_without_a_subprocess(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ctypes.util.find_library`` runs ``ldconfig -p``: start-up must not pay for it."""
+    import subprocess
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a subprocess was started to find libc")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr(writeback, "_sync_file_range", None)
+    assert writeback._lookup()
