@@ -46,10 +46,12 @@ MT_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 @dataclass(frozen=True)
 class Run:
-    """One measured command: wall seconds and peak RSS (KiB) of the command itself."""
+    """One measured command: wall seconds, peak RSS (KiB) of the command itself, and its CPU
+    seconds (user + system, waited-for children included) when measured."""
 
     wall: float
     rss_kib: int
+    cpu: float | None = None
 
 
 def ctrconv_env() -> dict[str, str]:
@@ -82,7 +84,7 @@ def timed(cmd: Sequence[str], env: dict[str, str] | None = None, *, ok_codes: It
     os.close(fd)
     with open(stdout, "wb") as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        proc = subprocess.run([GNU_TIME, "-f", "%M", "-o", rss_name, "--", *cmd], env=env,
+        proc = subprocess.run([GNU_TIME, "-f", "%M %U %S", "-o", rss_name, "--", *cmd], env=env,
                               stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         wall = time.perf_counter() - start
         err.seek(0)
@@ -92,7 +94,8 @@ def timed(cmd: Sequence[str], env: dict[str, str] | None = None, *, ok_codes: It
     if proc.returncode not in tuple(ok_codes):
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err_text[-3000:]}\n{rss_text}")
     # GNU time writes "Command exited with non-zero status N" before the format line then.
-    return Run(wall, int(rss_text.strip().splitlines()[-1]))
+    rss, user, system = rss_text.strip().splitlines()[-1].split()
+    return Run(wall, int(rss), float(user) + float(system))
 
 
 def shell(script: str) -> list[str]:
@@ -153,6 +156,11 @@ class Results:
 
     def median(self, case: str) -> float:
         return statistics.median(r.wall for r in self.runs[case])
+
+    def cpu_median(self, case: str) -> float | None:
+        """Median user + system CPU seconds, when every run of the case measured it."""
+        cpus = [r.cpu for r in self.runs[case]]
+        return None if any(c is None for c in cpus) else statistics.median(cpus)  # type: ignore[type-var]
 
     def peak_rss_mib(self, case: str) -> float:
         return max(r.rss_kib for r in self.runs[case]) / 1024
