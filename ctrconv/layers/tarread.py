@@ -369,7 +369,7 @@ class TarReader:
         real_key = "GNU.sparse.realsize" if "GNU.sparse.realsize" in pax else "GNU.sparse.size"
         if "GNU.sparse.map" in pax:
             numbers = [n.strip() for n in pax["GNU.sparse.map"].split(",")] if pax["GNU.sparse.map"] else []
-        elif sparse00:
+        elif sparse00 or "GNU.sparse.size" in pax:  # 0.0 (tarfile's rule: the size alone says so)
             numbers = [value for _, value in sparse00]
             if [k for k, _ in sparse00] != ["GNU.sparse.offset", "GNU.sparse.numbytes"] * (len(sparse00) // 2):
                 raise FormatError(f"sparse map of {entry.name!r} is malformed")
