@@ -13,11 +13,8 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-import zstandard
-
 from ctrconv.errors import UsageError
 from ctrconv.layers.compression import Compression
-from ctrconv.layers.parallelgzip import ParallelGzip
 
 COMPRESSIONS: tuple[Compression, ...] = ("gzip", "zstd", "none")
 #: tar bytes gathered before they are hashed and compressed in one call
@@ -45,9 +42,15 @@ class LayerWriter:
         self.blob_bytes = 0
         self._pending: list[bytes] = []
         self._pending_len = 0
+        # the compressors are imported here: ``export`` imports this module (through the
+        # snapshot regeneration it may need) but writes a layer only for a lost blob
         if compression == "gzip":
+            from ctrconv.layers.parallelgzip import ParallelGzip
+
             self._comp: object | None = ParallelGzip(GZIP_LEVEL)
         elif compression == "zstd":
+            import zstandard
+
             self._comp = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
         else:
             self._comp = None

@@ -85,6 +85,19 @@ def test_ls_imports_only_what_listing_needs(tmp_path: Path, small_root: Path) ->
     assert not {m for m in modules if m.startswith(("ctrconv.sinks", "ctrconv.registry", "ctrconv.recovery"))}
 
 
+def test_export_imports_only_what_copying_needs(tmp_path: Path, small_root: Path) -> None:
+    """An oci-tar export of stored blobs: no compressor (layers are only written again for a
+    lost blob), no thread pool, no schema library, no other command's machinery."""
+    out = tmp_path / "out.tar"
+    modules, result = _modules(tmp_path, "export", "--root", str(small_root), "-q", "--image",
+                               "docker.io/library/busybox:small", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert tarfile.is_tarfile(out)  # it really exported
+    assert _loaded(modules, (*HEAVY, "click", "concurrent", "logging")) == []
+    assert not {m for m in modules if m.startswith(("ctrconv.registry", "ctrconv.recovery", "ctrconv.verify",
+                                                    "ctrconv.inventory", "ctrconv.layers.parallelgzip"))}
+
+
 def test_an_option_value_is_still_checked_by_typer(tmp_path: Path, small_root: Path) -> None:
     """The plain coercion hands what it cannot decide to typer: its refusal, in its words."""
     _, result = _modules(tmp_path, "verify", "--root", str(small_root), "--jobs", "many")
