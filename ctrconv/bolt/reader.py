@@ -316,13 +316,53 @@ class Page:
             off += S.ELEMENT_SIZE
 
 
+class _LeafIndex:
+    """A leaf page's elements by key, read in one pass: :meth:`find` answers as
+    :meth:`Page.find_leaf` would, the first element with the key, and the error of the first
+    bad element for any key not found before it."""
+
+    __slots__ = ("found", "page", "pgid", "bad_at")
+
+    def __init__(self, page: Page | None) -> None:
+        self.found: dict[bytes, tuple[int, bytes]] = {}
+        self.page = page
+        self.bad_at: int | None = None  # the first element that does not decode
+        if page is None:  # the marker of a bucket rooted at a branch page: nothing indexed
+            self.pgid = 0
+            return
+        self.pgid = page.pgid
+        data, end = page.data, len(page.data)
+        off = S.PAGE_HEADER_SIZE
+        for i, (flags, pos, ksize, vsize) in enumerate(page._elements(S.LEAF_ELEMENT)):
+            key_at = off + pos
+            value_at = key_at + ksize
+            if flags & ~S.BUCKET_LEAF_FLAG or value_at + vsize > end:
+                self.bad_at = i
+                return
+            key = bytes(data[key_at:value_at])
+            if key not in self.found:
+                self.found[key] = (flags, bytes(data[value_at : value_at + vsize]))
+            off += S.ELEMENT_SIZE
+        self.page = None  # type: ignore[assignment]  # every element read: the page is not needed again
+
+    def find(self, key: bytes) -> tuple[int, bytes] | None:
+        found = self.found.get(key)
+        if found is None and self.bad_at is not None:
+            self.page.find_leaf(key)  # raises the error of the bad element, worded as always
+            raise AssertionError("unreachable: the element found bad decodes")  # pragma: no cover
+        return found
+
+
+#: the index of a bucket whose root is a branch page (looked up by a walk from the root)
+_BRANCH_ROOT = _LeafIndex(None)
+
 BucketValue = Union[bytes, "Bucket"]
 
 
 class Bucket:
     """A bucket: page-rooted (``root`` pgid) or inline (``inline`` page bytes)."""
 
-    __slots__ = ("db", "root", "sequence", "inline", "path")
+    __slots__ = ("db", "root", "sequence", "inline", "path", "_index")
 
     def __init__(
         self,
@@ -334,6 +374,7 @@ class Bucket:
         inline: memoryview | None = None,
     ) -> None:
         self.db, self.root, self.sequence, self.inline, self.path = db, root, sequence, inline, path
+        self._index: _LeafIndex | None = None
 
     @property
     def name(self) -> str:
@@ -414,6 +455,17 @@ class Bucket:
         return node
 
     def _find(self, key: bytes) -> BucketValue | None:
+        # a record is a bucket of one leaf page (inline, or page-rooted when it holds a labels
+        # bucket) whose fields are looked up one by one: the page is indexed once, not parsed
+        # again for every field; a bucket rooted at a branch is searched from its root
+        if self._index is None:
+            self._index = self._root_index()
+        if self._index is not _BRANCH_ROOT:
+            found = self._index.find(key)
+            if found is None:
+                return None
+            flags, value = found
+            return self._child(key, value, self._index.pgid) if flags & S.BUCKET_LEAF_FLAG else value
         page = self._inline_page() if self.inline is not None else None
         visited: set[int] = set()
         pgid = self.root
@@ -438,6 +490,14 @@ class Bucket:
             return None
         flags, value = found
         return self._child(key, value, page.pgid) if flags & S.BUCKET_LEAF_FLAG else value
+
+    def _root_index(self) -> "_LeafIndex":
+        """The index of this bucket's page when it is a leaf (a damaged root page raises here,
+        as every lookup would, and is looked at again next time)."""
+        if self.inline is not None:
+            return _LeafIndex(self._inline_page())
+        page = self.db.page(self.root)
+        return _LeafIndex(page) if page.flags == S.LEAF_PAGE else _BRANCH_ROOT
 
     def buckets(self) -> Iterator[tuple[bytes, "Bucket"]]:
         for key, value in self.items():
