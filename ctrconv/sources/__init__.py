@@ -25,24 +25,48 @@ from __future__ import annotations
 import os
 import stat
 import sys
-import tempfile
-from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Union
-
+from typing import TYPE_CHECKING, Any, BinaryIO, Union
 
 from ctrconv.errors import CtrconvError, FormatError, NotFoundError, UsageError
-from ctrconv.layers.compression import decompressed_chunks, sniff_compression
-from ctrconv.sources.archive import TarArchive
-from ctrconv.sources.containerd_root import ContainerdRootSource, RootEntry
-from ctrconv.sources.docker_archive import MANIFEST_FILE, DockerArchiveSource, ReuseCompressed
-from ctrconv.sources.layout_dir import open_layout_dir
-from ctrconv.sources.oci_layout import LAYOUT_FILE, OciLayoutSource
-from ctrconv.sources.skopeo_dir import SkopeoDirSource, is_skopeo_dir
+from ctrconv.lazy import lazy_exports
 from ctrconv.streams import CHUNK
 
 if TYPE_CHECKING:
+    from datetime import date
+
     from ctrconv.registry import RegistryOptions
+    from ctrconv.sources.containerd_root import ContainerdRootSource, RootEntry
+    from ctrconv.sources.docker_archive import DockerArchiveSource, ReuseCompressed
+    from ctrconv.sources.layout_dir import open_layout_dir
+    from ctrconv.sources.oci_layout import OciLayoutSource
+    from ctrconv.sources.skopeo_dir import SkopeoDirSource
+
+#: name -> the submodule defining it, imported on first use (PEP 562): ``export`` reads a root
+#: through :mod:`.containerd_root` and needs none of the file readers (tar, docker archive...)
+_WHERE = {
+    **dict.fromkeys(("ContainerdRootSource", "RootEntry"), "containerd_root"),
+    **dict.fromkeys(("DockerArchiveSource", "ReuseCompressed", "MANIFEST_FILE"), "docker_archive"),
+    "open_layout_dir": "layout_dir",
+    **dict.fromkeys(("OciLayoutSource", "LAYOUT_FILE"), "oci_layout"),
+    **dict.fromkeys(("SkopeoDirSource", "is_skopeo_dir"), "skopeo_dir"),
+    "TarArchive": "archive",
+}
+_lazy_getattr, __dir__ = lazy_exports(__name__, _WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    """The names of :data:`_WHERE`, and :data:`FileSource` (which needs three of them)."""
+    if name == "FileSource":
+        from ctrconv.sources.docker_archive import DockerArchiveSource
+        from ctrconv.sources.oci_layout import OciLayoutSource
+        from ctrconv.sources.skopeo_dir import SkopeoDirSource
+
+        value = Union[OciLayoutSource, DockerArchiveSource, SkopeoDirSource]
+        globals()[name] = value
+        return value
+    return _lazy_getattr(name)
+
 
 __all__ = [
     "ContainerdRootSource",
@@ -58,8 +82,9 @@ __all__ = [
     "open_tar",
 ]
 
-#: What :func:`open_source` returns.
-FileSource = Union[OciLayoutSource, DockerArchiveSource, SkopeoDirSource]
+if TYPE_CHECKING:
+    #: What :func:`open_source` returns (at run time served by :func:`__getattr__`).
+    FileSource = Union[OciLayoutSource, DockerArchiveSource, SkopeoDirSource]
 
 #: The inputs :func:`open_source` reads, as an unrecognised input's error lists them.
 READABLE_FORMATS = (
@@ -78,6 +103,8 @@ def readable_formats() -> str:
 
 
 def _temp_file(workdir: str | os.PathLike[str] | None) -> BinaryIO:
+    import tempfile
+
     try:
         return tempfile.TemporaryFile(prefix="ctrconv-input-", dir=workdir)  # type: ignore[return-value]
     except OSError as exc:
@@ -110,6 +137,8 @@ def spool(stream: BinaryIO, workdir: str | os.PathLike[str] | None, what: str) -
 
 def _compressed(head: bytes) -> bool:
     """gzip or zstd by the magic bytes (anything else, bzip2 and xz too, is read as a tar)."""
+    from ctrconv.layers.compression import sniff_compression
+
     try:
         return sniff_compression(head) != "none"
     except FormatError:
@@ -118,6 +147,8 @@ def _compressed(head: bytes) -> bool:
 
 def _decompress(file: BinaryIO, workdir: str | os.PathLike[str] | None, what: str) -> BinaryIO:
     """A gzip/zstd-compressed tar, decompressed into a temp file (``file`` is closed)."""
+    from ctrconv.layers.compression import decompressed_chunks
+
     with file:
         file.seek(0)
         out = _temp_file(workdir)
@@ -166,6 +197,10 @@ def open_tar(
     Takes ownership of ``file``. Raises :class:`UsageError` "unrecognized image format" when it
     is neither a tar nor holds ``oci-layout`` or ``manifest.json``.
     """
+    from ctrconv.sources.archive import TarArchive
+    from ctrconv.sources.docker_archive import MANIFEST_FILE, DockerArchiveSource
+    from ctrconv.sources.oci_layout import LAYOUT_FILE, OciLayoutSource
+
     try:
         head = os.pread(file.fileno(), 8, 0)
     except OSError as exc:
@@ -213,6 +248,10 @@ def open_source(
     source. Errors: :class:`NotFoundError`/:class:`UsageError` (exit 2) for a missing,
     unreadable or unrecognised input, :class:`FormatError` (exit 1) for a damaged or hostile one.
     """
+    from ctrconv.sources.layout_dir import open_layout_dir
+    from ctrconv.sources.oci_layout import LAYOUT_FILE
+    from ctrconv.sources.skopeo_dir import SkopeoDirSource, is_skopeo_dir
+
     if str(path_or_dash).startswith("docker://"):
         from ctrconv.registry.source import open_registry_source
 

@@ -87,7 +87,7 @@ def test_ls_imports_only_what_listing_needs(tmp_path: Path, small_root: Path) ->
 
 def test_export_imports_only_what_copying_needs(tmp_path: Path, small_root: Path) -> None:
     """An oci-tar export of stored blobs: no compressor (layers are only written again for a
-    lost blob), no thread pool, no schema library, no other command's machinery."""
+    lost blob), no thread pool, no schema library, no file reader, no other command's machinery."""
     out = tmp_path / "out.tar"
     modules, result = _modules(tmp_path, "export", "--root", str(small_root), "-q", "--image",
                                "docker.io/library/busybox:small", "-o", str(out))
@@ -96,6 +96,10 @@ def test_export_imports_only_what_copying_needs(tmp_path: Path, small_root: Path
     assert _loaded(modules, (*HEAVY, "click", "concurrent", "logging")) == []
     assert not {m for m in modules if m.startswith(("ctrconv.registry", "ctrconv.recovery", "ctrconv.verify",
                                                     "ctrconv.inventory", "ctrconv.layers.parallelgzip"))}
+    # the root is read through its own source: no file reader (tar, docker archive, layouts)
+    assert {m for m in modules if m.startswith("ctrconv.sources.")} == {"ctrconv.sources.base",
+                                                                       "ctrconv.sources.containerd_root"}
+    assert "tarfile" not in modules
 
 
 def test_an_option_value_is_still_checked_by_typer(tmp_path: Path, small_root: Path) -> None:
