@@ -49,8 +49,9 @@ def _same(value: Any, allowed: Any) -> bool:
     return type(value) is type(allowed) and isinstance(value, _SCALARS) and value == allowed
 
 
-def _enum(value: Any, allowed: tuple[Any, ...]) -> bool:
-    return any(_same(value, e) for e in allowed)
+def _enum(value: Any, allowed: frozenset[tuple[type, Any]]) -> bool:
+    """``value`` is :func:`_same` as one of the values whose (type, value) pairs are ``allowed``."""
+    return isinstance(value, _SCALARS) and (type(value), value) in allowed
 
 
 #: an expression of a schema node over a variable name
@@ -161,7 +162,8 @@ class _Compiler:
         if key == "pattern" and isinstance(value, str):
             return f"not isinstance({{v}}, str) or {self.constant(re.compile(value))}.search({{v}}) is not None"
         if key == "enum" and isinstance(value, list):
-            return f"_enum({{v}}, {self.constant(tuple(value))})"
+            allowed = frozenset((type(e), e) for e in value if isinstance(e, _SCALARS))
+            return f"_enum({{v}}, {self.constant(allowed)})"
         if key == "const":
             return f"_same({{v}}, {self.constant(value)})"
         if key in ("minimum", "maximum") and type(value) is int:
