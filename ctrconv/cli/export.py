@@ -198,13 +198,14 @@ def rewrite_lines(report, *, quiet: bool = False) -> list[str]:
         if i.regenerated_layers:
             done.append(f"{i.regenerated_layers} layer(s) regenerated from snapshots")
         if i.copied_layers:
-            done.append(f"{i.copied_layers} layer(s) copied from a stored blob of the same tar (their own blobs were never fetched)")
+            done.append(f"{i.copied_layers} layer(s) never fetched into the namespace copied from a stored blob "
+                        "(their own, held by another namespace, or one of the same tar)")
         if i.decompressed_layers and not quiet:
             done.append(f"{i.decompressed_layers} zstd layer(s) decompressed")
         if not done:
             continue
         idline = "image ID changed (below)" if i.image_id != i.original_image_id else f"image ID unchanged {i.image_id}"
-        manifest = f"manifest unchanged {i.manifest} (every blob reproduced byte for byte)" \
+        manifest = f"manifest unchanged {i.manifest} (every layer blob byte for byte the original)" \
             if i.manifest in reproduced else f"new manifest {i.manifest}"
         lines.append(f"{i.name}: {', '.join(done)}; {idline}; {manifest}")
     for change in report.image_ids_changed:

@@ -13,7 +13,7 @@ a single-manifest image's config and layers) must be present.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ctrconv.bolt.tree import ReadBucket
 from ctrconv.containerd import schema as K
@@ -35,20 +35,29 @@ SnapshotExists = Callable[[str, str], bool]
 class RecordedLabels:
     """A :data:`LabelsOf` that can also tell a blob the namespace never recorded
     (:meth:`recorded`) from one whose record has no labels: a layer Docker skipped has no
-    record, a layer lost to damage usually keeps its record."""
+    record, a layer lost to damage usually keeps its record. :meth:`elsewhere` tells a blob
+    file another namespace of the root records (the file is that namespace's: no sign that
+    this namespace lost a record of it) from an orphan file."""
 
-    def __init__(self, labels: LabelsOf, recorded: Callable[[str], bool]) -> None:
+    def __init__(self, labels: LabelsOf, recorded: Callable[[str], bool],
+                 elsewhere: Callable[[str], bool] | None = None) -> None:
         self._labels = labels
         self.recorded = recorded
+        self.elsewhere: Callable[[str], bool] = elsewhere or _nowhere
 
     def __call__(self, digest: str) -> Mapping[str, str]:
         return self._labels(digest)
 
 
-def namespace_lookups(ns: ReadBucket | None) -> tuple[LabelsOf, SnapshotExists]:
+def _nowhere(_digest: str) -> bool:
+    return False
+
+
+def namespace_lookups(ns: ReadBucket | None, others: Sequence[ReadBucket] = ()) -> tuple[LabelsOf, SnapshotExists]:
     """Content labels and snapshot keys of one namespace bucket (``v1/<ns>``), read only when
     asked (only an image missing layers needs them): the same for a meta.db being read and
-    for the in-memory tree ``rebuild`` repairs."""
+    for the in-memory tree ``rebuild`` repairs. ``others``: the root's other namespace
+    buckets, asked whether they record a blob (:meth:`RecordedLabels.elsewhere`)."""
 
     def labels_of(digest: str) -> Mapping[str, str]:
         try:
@@ -66,12 +75,24 @@ def namespace_lookups(ns: ReadBucket | None) -> tuple[LabelsOf, SnapshotExists]:
         bucket = ns.bucket(K.SNAPSHOTS, snapshotter.encode()) if ns is not None else None
         return bucket is not None and bucket.bucket(key.encode()) is not None
 
-    return RecordedLabels(labels_of, recorded), snapshot_exists
+    def elsewhere(digest: str) -> bool:
+        for other in others:
+            try:
+                if other.bucket(K.CONTENT, K.BLOB, digest.encode()) is not None:
+                    return True
+            except CtrconvError:
+                continue
+        return False
+
+    return RecordedLabels(labels_of, recorded, elsewhere if others else None), snapshot_exists
 
 
 def lookups_in(meta: "MetadataDB", namespace: str) -> tuple[LabelsOf, SnapshotExists]:
     """:func:`namespace_lookups` of ``namespace`` in an open meta.db (ls, export, push, commit)."""
-    return namespace_lookups(meta.v1.bucket(namespace.encode()) if meta.v1 else None)
+    if meta.v1 is None:
+        return namespace_lookups(None)
+    others = [bucket for key, bucket in meta.v1.buckets() if key != namespace.encode()]
+    return namespace_lookups(meta.v1.bucket(namespace.encode()), others)
 
 
 @dataclass
@@ -112,11 +133,15 @@ def never_recorded(labels_of: LabelsOf, digests: set[str]) -> bool:
     return not any(labels_of.recorded(d) for d in digests)
 
 
-def _files_survive(content: BlobSource, digests: set[str]) -> bool:
-    """A blob file is on disk while the namespace has no record of it: the record was lost (a
-    deleted record, a destroyed page), since a layer Docker never fetched has no file either."""
+def _files_survive(content: BlobSource, digests: set[str], labels_of: LabelsOf) -> bool:
+    """A blob file is on disk while the namespace has no record of it and no other namespace
+    records it either: the record was lost (a deleted record, a destroyed page), since a layer
+    Docker never fetched has no file of its own. A file another namespace records is that
+    namespace's (``ctr import`` into ``default`` of the image Docker then pulled, say), and
+    says nothing about this one."""
     on_disk_elsewhere = getattr(content, "on_disk_elsewhere", None)
-    return on_disk_elsewhere is not None and any(on_disk_elsewhere(d) for d in digests)
+    elsewhere = getattr(labels_of, "elsewhere", _nowhere)
+    return on_disk_elsewhere is not None and any(on_disk_elsewhere(d) and not elsewhere(d) for d in digests)
 
 
 def layers_discarded(content: BlobSource, manifest: PlannedManifest, missing: set[str],
@@ -128,14 +153,14 @@ def layers_discarded(content: BlobSource, manifest: PlannedManifest, missing: se
     snapshot of the layers' chain, which exists. Or they were never fetched, as Docker's
     containerd store does when that snapshot already existed: the manifest labels the layers,
     but the namespace never recorded any missing one (:meth:`RecordedLabels.recorded`) and
-    no file of one is on disk."""
+    no file of one is on disk that no other namespace records."""
     gone = _missing_of(manifest, missing)
     layers = {layer["digest"] for layer in manifest.layers}
     if not gone or not gone <= layers or manifest.config["digest"] in missing:
         return False
     manifest_labels = labels_of(manifest.descriptor["digest"])
     if any(k.startswith(K.LABEL_GC_CONTENT + ".l.") for k in manifest_labels) and (
-            not never_recorded(labels_of, gone) or _files_survive(content, gone)):
+            not never_recorded(labels_of, gone) or _files_survive(content, gone, labels_of)):
         return False  # the layers were meant to be kept and were stored: they are lost, not discarded
     if not mt.is_config(manifest.config.get("mediaType", "")):
         return False

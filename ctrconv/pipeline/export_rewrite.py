@@ -78,14 +78,20 @@ def regenerate_layers(
             if digest in changed or digest not in by_manifest:
                 continue
             layers = {j.index: writer.run(j, _manifest_type(m)) for j in by_manifest[digest]}
-            replaced = {i: regen.new_layer_descriptor(m.layers[i], r.media_type, r.digest, r.size)
+            made = [layers[i] for i in sorted(layers)]
+            if all(r.digest == m.layers[i]["digest"] for i, r in layers.items()):
+                # every layer's own blob, found on disk: the manifest stands as stored
+                changes[digest] = regen.ManifestChange(platform_string(m.platform), digest, digest,
+                                                       m.config["digest"], m.config["digest"], made)
+                continue
+            replaced = {i: m.layers[i] if r.digest == m.layers[i]["digest"]
+                        else regen.new_layer_descriptor(m.layers[i], r.media_type, r.digest, r.size)
                         for i, r in layers.items()}
             new_ids = {i: r.diff_id for i, r in layers.items() if not r.matches}
             desc, config = regen.rewrite_manifest(extras, m, replaced, new_ids)
             changed[digest] = desc
             changes[digest] = regen.ManifestChange(
-                platform_string(m.platform), digest, desc["digest"], m.config["digest"], config,
-                [layers[i] for i in sorted(layers)])
+                platform_string(m.platform), digest, desc["digest"], m.config["digest"], config, made)
     if not changed:
         return extras, list(planned)
     return extras, _replan(extras, planned, changed, options, single_manifest)

@@ -23,6 +23,7 @@ archive (diff IDs unchanged, so the config and the image ID stay).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -106,6 +107,21 @@ class SnapshotIndex:
     def find(self, snapshotter: str, key: str) -> Path | None:
         return self._load(snapshotter).get(key)
 
+    def same_layer(self, content: BlobSource, layer: dict[str, Any], diff_id: str) -> dict[str, Any] | None:
+        """The stored bytes to use for a layer this namespace never fetched: the layer's own
+        blob when its file is on disk all the same (another namespace holds it: the exact
+        bytes, so nothing above the layer changes; ``path`` says where), else a blob of the
+        same tar (:meth:`same_diff`)."""
+        store = getattr(content, "store", None)
+        digest = layer.get("digest", "")
+        if store is not None and not content.exists(digest):
+            try:
+                if store.size(digest) == layer.get("size"):
+                    return {"digest": digest, "size": layer["size"], "path": str(store.blob_path(digest))}
+            except CtrconvError:
+                pass
+        return self.same_diff(content, diff_id)
+
     def same_diff(self, content: BlobSource, diff_id: str) -> dict[str, Any] | None:
         """A blob of the namespace holding the layer tar ``diff_id``: the tar itself (its digest
         is the diff ID), or a compressed blob whose ``containerd.io/uncompressed`` label names
@@ -155,8 +171,8 @@ class LayerJob:
     tree: Path
     #: native: the parent snapshot's tree (None for the first layer); overlayfs: unused
     parent_tree: Path | None
-    #: a stored blob of the same layer tar (:meth:`SnapshotIndex.same_diff`), used instead of
-    #: the snapshot: the original tar exactly
+    #: a stored blob of the same layer tar (:meth:`SnapshotIndex.same_layer`), used instead of
+    #: the snapshot: the original tar exactly (the layer's own blob, when ``digest`` is the layer's)
     same_diff: dict[str, Any] | None = None
 
 
@@ -215,7 +231,7 @@ def layer_jobs(
                     continue
                 never_fetched = mode == "auto" and never_recorded(labels_of, {m.layers[i]["digest"]})
                 found.append(LayerJob(m.descriptor["digest"], i, m.layers[i], diff_ids[i], sn, chains[i], tree, parent,
-                                      snapshots.same_diff(content, diff_ids[i]) if never_fetched else None))
+                                      snapshots.same_layer(content, m.layers[i], diff_ids[i]) if never_fetched else None))
             if found:
                 jobs.extend(found)
                 covered |= {j.layer["digest"] for j in found} & missing
@@ -404,6 +420,12 @@ class Regenerator:
         self._done: dict[tuple[str, str, str], WrittenLayer] = {}
 
     def run(self, job: LayerJob, manifest_media_type: str) -> RegeneratedLayer:
+        if job.same_diff is not None and job.same_diff["digest"] == job.layer["digest"]:
+            if self._own_blob(job.same_diff):  # a zstd one is then decompressed for a docker archive
+                digest = job.layer["digest"]
+                return RegeneratedLayer(job.snapshotter, job.chain, digest, job.diff_id, digest, job.diff_id,
+                                        job.layer["mediaType"], job.layer["size"], digest)
+            job = dataclasses.replace(job, same_diff=None)  # not those bytes after all: the snapshot
         compression = self.compression or original_compression(job.layer.get("mediaType", ""))
         if compression == "zstd" and self.avoid_zstd:
             compression = "none"
@@ -427,6 +449,21 @@ class Regenerator:
         return RegeneratedLayer(job.snapshotter, job.chain, job.layer["digest"], job.diff_id,
                                 written.digest, written.diff_id, media_type, written.size,
                                 job.same_diff["digest"] if job.same_diff is not None else None)
+
+
+    def _own_blob(self, blob: dict[str, Any]) -> bool:
+        """The layer's own blob file (another namespace's) hashes to its digest: then it is
+        served as it is (and verified again as it is copied into the output)."""
+        digest = Digest.parse(blob["digest"])
+        try:
+            with open(blob["path"], "rb") as raw:
+                reader = VerifyingReader(raw, digest, blob["size"], what=f"layer {digest}")
+                while reader.read(CHUNK):
+                    pass
+        except (OSError, CtrconvError):
+            return False
+        self.extras.add_file(str(digest), Path(blob["path"]), blob["size"])
+        return True
 
 
 def copy_layer(source: BlobSource, blob: dict[str, Any], diff_id: str, fd: int, compression: Compression) -> WrittenLayer:

@@ -60,6 +60,11 @@ class TreeSnapshots:
             return None
         return path
 
+    def same_layer(self, content: Any, layer: dict[str, Any], diff_id: str) -> dict[str, Any] | None:
+        """What :meth:`SnapshotIndex.same_layer` answers for export; a rebuild only looks in the
+        namespace being repaired (:meth:`same_diff`)."""
+        return self.same_diff(content, diff_id)
+
     def same_diff(self, content: Any, diff_id: str) -> dict[str, Any] | None:
         """A good blob of the namespace holding the layer tar ``diff_id`` (the tar itself, or a
         blob whose ``containerd.io/uncompressed`` label names it): copied instead of walking the

@@ -10,7 +10,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 import time
-from typing import Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from ctrconv.bolt.check import check_bolt
 from ctrconv.containerd import schema as K
@@ -221,6 +221,7 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
         report.add("unreadable-record", f"{ns}/content", where, unreadable)
     # one reading: a blob shared by many images is looked up on disk once
     visible = ListingContent(content, ns, frozenset(records))
+    others = _OtherRecords(meta, ns)
     snapshot_keys = {sn: {r.key for r in _safe(report, f"{ns}/snapshots/{sn}", where, meta.snapshots(ns, sn))} for sn in meta.snapshotters(ns)}
     report.count("content records", len(records))
 
@@ -251,7 +252,7 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
 
     for image in _safe(report, f"{ns}/images", where, meta.images(ns)):
         report.count("images")
-        _check_image(image, records, visible, snapshot_keys, report)
+        _check_image(image, records, visible, snapshot_keys, report, others)
 
     now = time.time_ns()
     leased = {ref for lease in _safe(report, f"{ns}/leases", where, meta.leases(ns)) for ref in lease.ingests}
@@ -284,8 +285,31 @@ def _absence(content: NamespaceContent, digest: str) -> tuple[str, str]:
     return "missing-blob", f"is not in the content store of {content.namespace}"
 
 
+class _OtherRecords:
+    """Whether another namespace of the root records a digest (read once, on the first question:
+    only an image missing blobs asks)."""
+
+    def __init__(self, meta: MetadataDB, namespace: str) -> None:
+        self._meta = meta
+        self._namespace = namespace
+        self._digests: frozenset[str] | None = None
+
+    def __call__(self, digest: str) -> bool:
+        if self._digests is None:
+            found: set[str] = set()
+            for other in self._meta.namespaces():
+                if other != self._namespace:
+                    try:
+                        found |= self._meta.content_digests(other)
+                    except CtrconvError:
+                        continue
+            self._digests = frozenset(found)
+        return digest in self._digests
+
+
 def _check_image(image: ImageRecord, records: dict[str, BlobRecord], content: NamespaceContent,
-                 snapshot_keys: dict[str, set[str]], report: Report) -> None:
+                 snapshot_keys: dict[str, set[str]], report: Report,
+                 others: Callable[[str], bool] | None = None) -> None:
     """One image as containerd sees it from its namespace.
 
     An index names every platform; a node pulls one (or a few). A platform child that is
@@ -306,7 +330,7 @@ def _check_image(image: ImageRecord, records: dict[str, BlobRecord], content: Na
         report.add("invalid-target", obj, where, "target needs a size > 0 and a media type")
     cache: DocumentCache = {}
     empty: dict[str, str] = {}
-    labels_of = RecordedLabels(lambda d: records[d].labels if d in records else empty, records.__contains__)
+    labels_of = RecordedLabels(lambda d: records[d].labels if d in records else empty, records.__contains__, others)
     try:
         verdict = assess(
             content, target, cache=cache,

@@ -225,7 +225,8 @@ def test_export_says_which_layers_were_copied_and_which_regenerated(moby_set, cl
     check("export", res.json)
     report, = res.json["images"]
     assert (report["copied_layers"], report["regenerated_layers"]) == (3, 0), report
-    assert "3 layer(s) copied from a stored blob of the same tar" in res.stderr and "regenerated" not in res.stderr
+    assert "3 layer(s) never fetched into the namespace copied from a stored blob" in res.stderr
+    assert "regenerated" not in res.stderr
     layers = [layer for change in res.json["rewritten"] for layer in change["layers"]]
     assert {layer["how"] for layer in layers} == {"copied"} and all(layer["matches_diff_id"] for layer in layers)
     # bbx:uncompressed unpacked those snapshots; its layer blobs are the plain tars themselves
@@ -241,3 +242,51 @@ def test_export_says_which_layers_were_copied_and_which_regenerated(moby_set, cl
     layers = [layer for change in res.json["rewritten"] for layer in change["layers"]]
     assert {layer["how"] for layer in layers} == {"regenerated"}
     assert all(layer["snapshot"] and layer["source_blob"] is None for layer in layers)
+
+
+def test_layers_docker_skipped_whose_blobs_another_namespace_holds_export_unchanged(
+        line, fresh_docker, fixture_set_for, cli, tmp_path) -> None:
+    """``ctr images import`` put ``bbx:oci`` into namespace ``default``; Docker then pulled
+    ``bbx:uncompressed`` and ``bbx:oci`` (same diff IDs): Docker never fetched ``bbx:oci``'s
+    layers (their snapshots existed), but the very blob files are on disk, ``default``'s.
+    That is no lost record: ``verify`` exits 0 calling the layers never fetched, ``ls`` says
+    the image runs, and ``export`` takes those exact bytes, so the image is exported as stored
+    (same target, no rewrite) and a fresh Docker loads it under Docker's own image ID."""
+    from support.registry import PrivateRegistry
+
+    fixtures = fixture_set_for(CONTAINERD_LINE[line])
+    with PrivateRegistry(workdir=tmp_path) as registry:
+        for tag in ("uncompressed", "oci"):
+            res = cli("export", "--root", str(fixtures.root), "--image", f"docker.io/library/bbx:{tag}",
+                      "--to", f"{registry.host}/bbx:{tag}", "--plain-http", "-q")
+            assert res.code == 0, res.stderr
+        ref = f"{registry.host}/bbx:oci"
+        with MobyDocker(line, tmp_path, root=tmp_path / "root") as docker:
+            docker.containerd.ctr("images", "import", str(fixtures.file(fixtures.input("bbx-oci")["path"])),
+                                  timeout=120)
+            docker.docker("pull", "-q", f"{registry.host}/bbx:uncompressed")
+            docker.docker("pull", "-q", ref)
+            docker_id = docker.docker("image", "inspect", "-f", "{{.Id}}", ref).stdout.strip()
+            docker.stop()
+    root = tmp_path / "root"
+    res = cli("verify", "--root", str(root), "-A")
+    assert res.code == 0, res.stdout
+    assert any(line_.startswith("info") and "never fetched" in line_ and "bbx:oci" in line_
+               for line_ in res.stdout.splitlines()), res.stdout
+    statuses = {i["name"]: i["status"] for i in _stored_images(cli, root)}
+    assert statuses[ref] == "layers-discarded", statuses
+
+    out = tmp_path / "oci.tar"
+    res = cli("export", "--root", str(root), "-n", "moby", "--image", ref, "-o", str(out), "--json")
+    assert res.code == 0, res.stderr
+    report, = res.json["images"]
+    assert (report["copied_layers"], report["regenerated_layers"]) == (3, 0), report
+    assert report["digest"] == docker_id and report["original_digest"] is None, report
+    layers = [layer for change in res.json["rewritten"] for layer in change["layers"]]
+    assert all(layer["source_blob"] == layer["original_digest"] == layer["digest"] for layer in layers)
+    assert "manifest unchanged" in res.stderr, res.stderr
+    _forget_all(fresh_docker)
+    fresh_docker.docker("load", "-i", str(out))
+    assert json.loads(fresh_docker.docker("image", "inspect", docker_id).stdout)[0]["Id"] == docker_id
+    want = expected_file(fixtures, "docker.io/library/bbx:oci", PROBE)
+    assert hashlib.sha256(_probe(fresh_docker, docker_id, ref).encode()).hexdigest() == want

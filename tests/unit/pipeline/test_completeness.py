@@ -124,6 +124,27 @@ def test_a_layer_whose_record_is_lost_but_whose_file_remains_is_damage_not_never
         assert bool(verdict.broken) is orphan
 
 
+@pytest.mark.parametrize("recorded_elsewhere", [False, True])
+def test_a_file_another_namespace_records_is_no_sign_of_a_lost_record(recorded_elsewhere):
+    """The file of a layer this namespace never recorded is on disk because another namespace
+    records it (``ctr images import`` into ``default``, then Docker pulled the image into
+    ``moby`` and skipped its layers): still never fetched, usable. The same file that no
+    namespace records is an orphan: a lost record, damage."""
+    store = StoreWithOrphanFiles(set())
+    manifest, config, layers, top = _image(store, "amd64", keep_layers=False)
+    store.orphan_files |= {layer["digest"] for layer in layers}
+    labels = {manifest["digest"]: {"containerd.io/gc.ref.content.config": config["digest"],
+                                   **{f"containerd.io/gc.ref.content.l.{i}": l["digest"] for i, l in enumerate(layers)}},
+              config["digest"]: {SNAP: top}}
+    records = {manifest["digest"], config["digest"]}
+    elsewhere = store.orphan_files.__contains__ if recorded_elsewhere else None
+    verdict = assess(store, manifest,
+                     labels_of=RecordedLabels(lambda d: labels.get(d, {}), records.__contains__, elsewhere),
+                     snapshot_exists=lambda sn, key: (sn, key) == ("overlayfs", top))
+    assert verdict.ok is recorded_elsewhere and bool(verdict.discarded) is recorded_elsewhere
+    assert bool(verdict.broken) is not recorded_elsewhere
+
+
 def test_discarded_needs_the_snapshot_to_exist():
     store = Store()
     manifest, config, layers, top = _image(store, "amd64", keep_layers=False)

@@ -119,3 +119,44 @@ def test_docker_archive_all_platforms_holds_every_present_platform(tmp_path: Pat
     res = cli("export", "--root", str(synth.path), "--image", "sparse:1", "--all-platforms", "-o",
               str(tmp_path / "o.tar"), "--format", "oci-tar")
     assert res.code == 1 and "content missing" in res.stderr
+
+
+def test_a_never_fetched_layer_whose_own_file_is_on_disk_is_served_as_it_is(tmp_path: Path) -> None:
+    """Another namespace's file of the layer's own digest is the exact bytes: ``same_layer``
+    offers it first (with its path), the regenerator hashes and serves it unchanged (no spool
+    file, same digest and media type); a file whose bytes do not match is not used and the
+    layer falls back to its snapshot."""
+    from ctrconv.containerd.content import ContentStore, NamespaceContent
+    from ctrconv.pipeline.regenerate import ExtraBlobs, LayerJob, Regenerator, Spool
+
+    tar = _tar()
+    blob = gzip.compress(tar, mtime=0)
+    store = ContentStore(tmp_path / "content")
+    path = store.blob_path(_digest(blob))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(blob)
+    content = NamespaceContent(store, "moby", frozenset())  # the file is another namespace's
+    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": _digest(blob), "size": len(blob)}
+    index = SnapshotIndex(None, Meta([]), "moby")  # type: ignore[arg-type]
+    found = index.same_layer(content, layer, _digest(tar))
+    assert found == {"digest": _digest(blob), "size": len(blob), "path": str(path)}
+
+    tree = tmp_path / "fs"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "hello").write_bytes(b"hello from a skipped layer\n")
+    job = LayerJob("sha256:" + "a" * 64, 0, layer, _digest(tar), "overlayfs", "sha256:" + "b" * 64, tree, None, found)
+    spool = Spool(tmp_path)
+    try:
+        extras = ExtraBlobs(content)
+        made = Regenerator(extras, spool, None).run(job, "application/vnd.oci.image.manifest.v1+json")
+        assert (made.digest, made.media_type, made.how, made.source_blob) == (
+            layer["digest"], layer["mediaType"], "copied", layer["digest"])
+        assert extras.open(layer["digest"]).read() == blob and not list(spool.path.iterdir())  # type: ignore[union-attr]
+
+        path.chmod(0o644)
+        path.write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))  # same size, other bytes
+        extras = ExtraBlobs(content)
+        made = Regenerator(extras, spool, None).run(job, "application/vnd.oci.image.manifest.v1+json")
+        assert made.how == "regenerated" and made.digest != layer["digest"]
+    finally:
+        spool.close()
