@@ -9,8 +9,9 @@ containerd root, then times, for several rounds (warm page cache for everyone):
 * ``ctrconv export`` to oci-tar, to oci-dir, and to oci-dir with ``--link`` (daemon stopped),
 * ``tar cf`` of the content store's blob files (a lower bound: no hashing, no JSON),
 
-and prints wall times, throughput, ratios to ctr, and ctrconv's peak RSS (``wait4`` rusage of
-each child). Not a test; results go in ``benchmarks/README.md``.
+and prints wall times, throughput, ratios to ctr and to the ``tar cf`` floor, CPU time (user +
+system) and peak RSS (``wait4`` rusage of each child), and the load average before and after
+(other processes on the machine show there). Not a test; results go in ``benchmarks/README.md``.
 
 Usage: ``python3 benchmarks/bench_export.py [--size-mb 600] [--rounds 3] [--workdir DIR]``
 """
@@ -96,8 +97,8 @@ def _goarch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-    """(wall seconds, peak RSS KiB) of one child process.
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, float]:
+    """(wall seconds, peak RSS KiB, CPU seconds: user + system) of one child process.
 
     ``posix_spawn`` (not fork) so the child's ``ru_maxrss`` is its own, not this process's.
     """
@@ -113,7 +114,7 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({code}): {err}")
-    return wall, usage.ru_maxrss
+    return wall, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
 def _clear(path: Path) -> None:
@@ -131,7 +132,8 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-export-", dir=args.workdir or "/var/tmp"))
-    results: dict[str, list[tuple[float, int]]] = {}
+    results: dict[str, list[tuple[float, int, float]]] = {}
+    load_before = os.getloadavg()
     try:
         t0 = time.perf_counter()
         archive = build_archive(work, args.size_mb)
@@ -164,16 +166,21 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    ctr_median = statistics.median(w for w, _ in results["ctr images export"])
+    ctr_median = statistics.median(w for w, _, _ in results["ctr images export"])
+    floor = results["tar cf blobs (baseline)"]
+    floor_median, floor_min = statistics.median(w for w, _, _ in floor), min(w for w, _, _ in floor)
     print(f"\ncontainerd {containerd_version()}, image {size / 2**20:.0f} MiB in {len(list(results))} cases, "
-          f"{args.rounds} rounds, warm page cache, {os.cpu_count()} CPUs")
-    print(f"{'case':32} {'median s':>9} {'min s':>7} {'MiB/s':>7} {'vs ctr':>7} {'peak RSS':>9}")
+          f"{args.rounds} rounds, warm page cache, {os.cpu_count()} CPUs, load average "
+          f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after")
+    print(f"{'case':32} {'median s':>9} {'min s':>7} {'MiB/s':>7} {'vs ctr':>7} {'vs tar':>7} {'min/min':>7} "
+          f"{'CPU s':>6} {'peak RSS':>9}")
     for name, runs in results.items():
-        walls = [w for w, _ in runs]
+        walls = [w for w, _, _ in runs]
         median = statistics.median(walls)
-        rss = max(r for _, r in runs)
+        rss = max(r for _, r, _ in runs)
+        cpu = statistics.median(c for _, _, c in runs)
         print(f"{name:32} {median:9.2f} {min(walls):7.2f} {size / 2**20 / median:7.0f} {median / ctr_median:6.2f}x "
-              f"{rss / 1024:7.1f} MiB")
+              f"{median / floor_median:6.2f}x {min(walls) / floor_min:6.2f}x {cpu:6.2f} {rss / 1024:7.1f} MiB")
     return 0
 
 
