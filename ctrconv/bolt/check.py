@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from ctrconv.bolt import _structs as S
-from ctrconv.bolt.errors import BoltError
+from ctrconv.bolt.errors import BoltError, CorruptPage
 from ctrconv.bolt.reader import BoltFile, Bucket, Page
 
 
@@ -129,11 +129,8 @@ class _Checker:
         yield from self._claim(pgid, page.overflow + 1, f"bucket {bucket.name}")
         try:
             if page.flags == S.LEAF_PAGE:
-                keys = []
-                for flags, key, value in page.leaf_elements():
-                    keys.append(key)
-                    if flags & S.BUCKET_LEAF_FLAG:
-                        children.append(bucket._child(key, value, pgid))
+                keys: list[bytes] = []
+                _leaf_keys(page, bucket, keys, children)
                 yield from self._order(keys, low, high, pgid)
             else:
                 entries = list(page.branch_elements())
@@ -172,3 +169,27 @@ class _Checker:
             return next(page.branch_elements())[0]
         except BoltError:
             return None
+
+
+def _leaf_keys(page: Page, bucket: Bucket, keys: list[bytes], children: list[Bucket]) -> None:
+    """The keys of a leaf page in stored order, and its sub-buckets, as
+    :meth:`Page.leaf_elements` reads them (same checks, same error at the same element, what
+    came before it kept) without copying the value of every plain entry: a check of a 150 MiB
+    meta.db reads 400,000 elements."""
+    data, end, pgid = bytes(page.data), len(page.data), page.pgid  # one copy, then plain slices
+    off = S.PAGE_HEADER_SIZE
+    bucket_flag, size = S.BUCKET_LEAF_FLAG, S.ELEMENT_SIZE
+    for i, (flags, pos, ksize, vsize) in enumerate(page._elements(S.LEAF_ELEMENT)):
+        if flags & ~bucket_flag:
+            raise CorruptPage(f"leaf element {i} has flags {flags:#x}", page=pgid, path=page.db.path)
+        key_at = off + pos
+        value_at = key_at + ksize
+        if value_at > end:
+            raise CorruptPage(f"leaf element {i} key runs outside the page", page=pgid, path=page.db.path)
+        if value_at + vsize > end:
+            raise CorruptPage(f"leaf element {i} value runs outside the page", page=pgid, path=page.db.path)
+        key = data[key_at:value_at]
+        keys.append(key)
+        if flags & bucket_flag:
+            children.append(bucket._child(key, data[value_at : value_at + vsize], pgid))
+        off += size

@@ -270,7 +270,9 @@ class Page:
 
     def leaf_elements(self) -> Iterator[tuple[int, bytes, bytes]]:
         """(flags, key, value) in stored order."""
-        data, end = self.data, len(self.data)
+        # one copy of the page, then a slice per key and value: slicing the mapped memoryview
+        # costs an object more per field
+        data, end = bytes(self.data), len(self.data)
         off = S.PAGE_HEADER_SIZE
         for i, (flags, pos, ksize, vsize) in enumerate(self._elements(S.LEAF_ELEMENT)):
             if flags & ~S.BUCKET_LEAF_FLAG:
@@ -281,7 +283,7 @@ class Page:
                 raise self._outside(f"leaf element {i} key")
             if value_at + vsize > end:
                 raise self._outside(f"leaf element {i} value")
-            yield flags, bytes(data[key_at:value_at]), bytes(data[value_at : value_at + vsize])
+            yield flags, data[key_at:value_at], data[value_at : value_at + vsize]
             off += S.ELEMENT_SIZE
 
     def find_leaf(self, key: bytes) -> tuple[int, bytes] | None:
@@ -331,7 +333,7 @@ class _LeafIndex:
             self.pgid = 0
             return
         self.pgid = page.pgid
-        data, end = page.data, len(page.data)
+        data, end = bytes(page.data), len(page.data)  # one copy, then plain slices
         off = S.PAGE_HEADER_SIZE
         for i, (flags, pos, ksize, vsize) in enumerate(page._elements(S.LEAF_ELEMENT)):
             key_at = off + pos
@@ -339,9 +341,9 @@ class _LeafIndex:
             if flags & ~S.BUCKET_LEAF_FLAG or value_at + vsize > end:
                 self.bad_at = i
                 return
-            key = bytes(data[key_at:value_at])
+            key = data[key_at:value_at]
             if key not in self.found:
-                self.found[key] = (flags, bytes(data[value_at : value_at + vsize]))
+                self.found[key] = (flags, data[value_at : value_at + vsize])
             off += S.ELEMENT_SIZE
         self.page = None  # type: ignore[assignment]  # every element read: the page is not needed again
 
