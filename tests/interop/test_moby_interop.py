@@ -290,3 +290,43 @@ def test_layers_docker_skipped_whose_blobs_another_namespace_holds_export_unchan
     assert json.loads(fresh_docker.docker("image", "inspect", docker_id).stdout)[0]["Id"] == docker_id
     want = expected_file(fixtures, "docker.io/library/bbx:oci", PROBE)
     assert hashlib.sha256(_probe(fresh_docker, docker_id, ref).encode()).hexdigest() == want
+
+
+def test_commit_says_base_layers_docker_never_fetched_were_copied(line, fixture_set_for, cli, tmp_path) -> None:
+    """A container Docker ran from ``bbx:oci``, whose layers it never fetched (``bbx:uncompressed``
+    unpacked the same chain first): ``commit`` takes those base layers from the stored blobs of
+    the same tars and says so (``copied_layers``, stderr ``copied``), not that it regenerated
+    them; the new image's diff IDs are the base's exactly, then the container's."""
+    from support.json_schemas import check
+    from support.registry import PrivateRegistry
+
+    fixtures = fixture_set_for(CONTAINERD_LINE[line])
+    with PrivateRegistry(workdir=tmp_path) as registry:
+        for tag in ("uncompressed", "oci"):
+            res = cli("export", "--root", str(fixtures.root), "--image", f"docker.io/library/bbx:{tag}",
+                      "--to", f"{registry.host}/bbx:{tag}", "--plain-http", "-q")
+            assert res.code == 0, res.stderr
+        ref = f"{registry.host}/bbx:oci"
+        with MobyDocker(line, tmp_path, root=tmp_path / "root") as docker:
+            docker.docker("pull", "-q", f"{registry.host}/bbx:uncompressed")
+            docker.docker("pull", "-q", ref)
+            docker.docker("run", "--name", "cc", "--network", "none", ref, "/bin/busybox", "sh", "-c",
+                          "echo committed > /data/written.txt")
+            short = docker.docker("inspect", "-f", "{{.Id}}", "cc").stdout.strip()[:12]
+            docker.stop()
+    res = cli("commit", "--root", str(tmp_path / "root"), "-n", "moby", short, "-o", str(tmp_path / "c.tar"), "--json")
+    assert res.code == 0, res.stderr
+    check("commit", res.json)
+    base = res.json["base"]
+    assert base["name"] == ref and (base["copied_layers"], base["regenerated_layers"]) == (3, 0), base
+    assert "3 base layer(s) copied from a stored blob" in res.stderr and "regenerated" not in res.stderr, res.stderr
+    import tarfile
+
+    with tarfile.open(tmp_path / "c.tar") as tar:
+        def blob(digest: str) -> Any:
+            return json.loads(tar.extractfile("blobs/sha256/" + digest[7:]).read())  # type: ignore[union-attr]
+
+        new_ids = blob(res.json["image_id"])["rootfs"]["diff_ids"]
+        stored = json.loads((tmp_path / "root/io.containerd.content.v1.content/blobs/sha256" /
+                             base["image_id"][7:]).read_bytes())["rootfs"]["diff_ids"]
+    assert new_ids[:-1] == stored and len(new_ids) == 4  # the base tars exactly, then the container's
