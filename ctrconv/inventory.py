@@ -15,7 +15,10 @@ from ctrconv.errors import CtrconvError
 from ctrconv.oci import platform as plat
 from ctrconv.pipeline.completeness import LabelsOf, SnapshotExists, assess
 from ctrconv.pipeline.completeness import lookups_in
-from ctrconv.image.plan import DocumentCache, ImagePlan, image_platforms, platform_string, ranked_manifests
+from ctrconv.image.plan import (
+    DocumentCache, ImagePlan, digest_of, image_platforms, platform_string, ranked_manifests, read_json_blob,
+)
+from ctrconv.oci import mediatypes as mt
 
 
 @dataclass
@@ -63,6 +66,10 @@ def summarize(
     """Walk one image for ``matcher``: ctr-compatible size, all platforms, completeness
     (:mod:`ctrconv.pipeline.completeness`, the rule ``verify`` applies)."""
     target = image.target.descriptor()
+    whole = whole_manifest(image, target, content, cache)
+    if whole is not None:
+        whole.judged_platform = judged_platform(matcher)
+        return whole
     summary = ImageSummary(
         namespace=image.namespace, name=image.name, media_type=image.target.media_type,
         digest=image.target.digest, size=0, platforms=[], complete=False, missing=[],
@@ -92,6 +99,38 @@ def summarize(
     elif plan.indexes and not selected.usable and summary.present_platforms:
         summary.status = "platform-absent"
     return summary
+
+
+def whole_manifest(image: ImageRecord, target: dict[str, Any], content: ContentStore | NamespaceContent,
+                   cache: DocumentCache | None) -> ImageSummary | None:
+    """The summary of an image whose target is a manifest with every blob present (most images
+    of a large root), or None for anything else: an index, a missing blob, a document that does
+    not read or validate. It is what :func:`summarize`'s walks conclude for such an image (no
+    platform is selected below a manifest: complete; ``ctr``'s size is the manifest, config and
+    layers; the platform is the config's ``os/architecture``), reached with one read of each
+    document and one presence check per blob instead of three walks; None leaves the image to
+    them, so every other case (and every error's wording) is theirs."""
+    if not mt.is_manifest(target["mediaType"]):
+        return None
+    try:
+        if not content.exists(digest_of(target)):
+            return None
+        doc = read_json_blob(content, target, cache)
+        config, layers = doc["config"], doc.get("layers") or []
+        if "platform" in config or not mt.is_config(config.get("mediaType", "")):
+            return None
+        for desc in (config, *layers):
+            if not content.exists(digest_of(desc)):
+                return None
+        config_doc = read_json_blob(content, config, cache)
+    except CtrconvError:
+        return None
+    platform = platform_string({"os": config_doc.get("os"), "architecture": config_doc.get("architecture")})
+    return ImageSummary(
+        namespace=image.namespace, name=image.name, media_type=image.target.media_type,
+        digest=image.target.digest, size=target["size"] + config["size"] + sum(layer["size"] for layer in layers),
+        platforms=[platform], complete=True, missing=[], status="complete",  # type: ignore[list-item]
+    )
 
 
 def ctr_size(plan: ImagePlan, matcher: plat.MatchComparer) -> int:

@@ -27,16 +27,20 @@ MAX_INDEX_DEPTH = 8
 PlatformSelector = Callable[[dict[str, Any]], bool]
 
 __all__ = [
-    "BlobSource", "DocumentCache", "ImagePlan", "MAX_INDEX_DEPTH", "PlannedManifest", "PlatformSelector",
+    "BlobSource", "DocumentCache", "ImagePlan", "digest_of", "MAX_INDEX_DEPTH", "PlannedManifest", "PlatformSelector",
     "config_platform", "image_platforms", "plan_image", "platform_string", "ranked_manifests", "read_json_blob",
 ]
 
 
-def _digest(desc: dict[str, Any]) -> str:
+def digest_of(desc: dict[str, Any]) -> str:
+    """A descriptor's digest, strictly checked (:class:`InvalidDigestError` otherwise)."""
     text = desc.get("digest")
     if type(text) is str:
         return _canonical(text)
     return str(Digest.parse(text))
+
+
+_digest = digest_of
 
 
 @lru_cache(maxsize=1 << 16)

@@ -28,3 +28,81 @@ def test_recent_documents_keeps_the_last_read() -> None:
     assert list(cache) == ["b", "c", "d"] and cache["c"] == {"doc": "c2"}
     cache["e"] = {"doc": "e"}
     assert list(cache) == ["c", "d", "e"] and len(cache) == 3
+
+
+def _manifest(r, label: str, config: dict, *, config_type: str = "", layers: int = 1, drop: str = "",
+              config_desc_extra: dict | None = None) -> dict:
+    import json
+
+    from ctrconv.oci import mediatypes as mt
+
+    layer_descs = [r.add_blob(f"{label} layer {i}".encode(), mt.OCI_LAYER_GZIP) for i in range(layers)]
+    layer_descs += layer_descs[:1] if layers > 1 else []  # a layer listed twice counts twice in ctr's size
+    if not config_type:
+        config = {"rootfs": {"type": "layers", "diff_ids": []}, "author": label, **config}
+    config_desc = {**r.add_blob(json.dumps(config).encode(), config_type or mt.OCI_CONFIG), **(config_desc_extra or {})}
+    if drop == "config":
+        r.blobs.pop(config_desc["digest"])
+    if drop == "layer":
+        r.blobs.pop(layer_descs[0]["digest"])
+    doc = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": config_desc, "layers": layer_descs}
+    return r.add_blob(json.dumps(doc).encode(), mt.OCI_MANIFEST)
+
+
+def test_whole_manifest_summaries_are_what_the_walks_say(tmp_path, monkeypatch) -> None:
+    """``ls`` summarises a manifest image whose blobs are all present without the generic walks;
+    for every kind of image, with and without that shortcut, the listing is the same, and the
+    shortcut is taken exactly for the whole manifests (else this would compare the walks with
+    themselves)."""
+    import json
+
+    from ctrconv import api, inventory
+    from ctrconv.oci import mediatypes as mt
+    from support.synthetic_root import SyntheticRoot, host_arch, other_arch
+
+    r = SyntheticRoot(tmp_path / "root")
+    whole = {
+        "whole": _manifest(r, "whole", {"architecture": host_arch(), "os": "linux"}),
+        "foreign arch, three layers": _manifest(r, "arm", {"architecture": other_arch(), "os": "linux",
+                                                           "variant": "v8"}, layers=3),
+        "no os": _manifest(r, "no-os", {"architecture": "amd64", "os": "", "rootfs": {"type": "layers", "diff_ids": []}}),
+    }
+    walked = {
+        "missing config": _manifest(r, "m-config", {"architecture": "amd64", "os": "linux"}, drop="config"),
+        "missing layer": _manifest(r, "m-layer", {"architecture": "amd64", "os": "linux"}, drop="layer"),
+        "artifact config": _manifest(r, "artifact", {"x": 1}, config_type="application/vnd.example.thing+json"),
+        "config with platform": _manifest(r, "cfg-p", {"architecture": "amd64", "os": "linux"},
+                                          config_desc_extra={"platform": {"architecture": "s390x", "os": "linux"}}),
+        "invalid config": _manifest(r, "bad", {"architecture": 1, "os": "linux"}),
+        "index": r.index([(r.image_manifest("multi", host_arch()), {"architecture": host_arch(), "os": "linux"})]),
+        "absent manifest": r.image_manifest("gone", host_arch(), store=False),
+        "not json": r.add_blob(b"not json", mt.OCI_MANIFEST),
+        "docker manifest of a missing config": r.add_blob(json.dumps({
+            "schemaVersion": 2, "mediaType": mt.DOCKER_MANIFEST,
+            "config": {"mediaType": mt.DOCKER_CONFIG, "digest": "sha256:" + "c" * 64, "size": 2},
+            "layers": []}).encode(), mt.DOCKER_MANIFEST),
+    }
+    for name, target in {**whole, **walked}.items():
+        r.name("default", name, target)
+    root = r.write()
+
+    taken: list[str] = []
+    shortcut = inventory.whole_manifest
+
+    def recording(image, *args):
+        found = shortcut(image, *args)
+        if found is not None:
+            taken.append(image.name)
+        return found
+
+    monkeypatch.setattr(inventory, "whole_manifest", recording)
+    for platform in (None, f"linux/{other_arch()}"):
+        fast = [i.to_json() for i in api.list_images(root, None, platform=platform)]
+        assert sorted(taken) == sorted(whole), taken
+        taken.clear()
+        monkeypatch.setattr(inventory, "whole_manifest", lambda *args: None)
+        slow = [i.to_json() for i in api.list_images(root, None, platform=platform)]
+        monkeypatch.setattr(inventory, "whole_manifest", recording)
+        assert fast == slow
+    assert {i["name"]: i["status"] for i in fast}["missing layer"] == "incomplete"
+    assert {i["name"]: i["problem"] for i in fast}["invalid config"]
