@@ -446,6 +446,47 @@ def test_parallel_unpack_starts_before_the_last_download_ends(fixture_set, regis
 
 
 @needs_registry
+def test_sigterm_during_a_parallel_pull_stops_workers_and_downloads(fixture_set, registry, tmp_path):
+    """``-j 3``, the last layer held half sent: the first layer unpacks in a worker while the
+    main process waits for that download. SIGTERM then: exit 128+15, one line, no image, no
+    snapshot, no temp dirs, and no worker process of the import left."""
+    seed(registry.host, fixture_set, "bbx-oci", "term/bbx:oci")
+    layers = _layers_of(registry.host, "term/bbx:oci")
+    root = tmp_path / "root"
+    overlay = root / "io.containerd.snapshotter.v1.overlayfs"
+
+    def hold_last(method: str, path: str, n: int) -> str | None:
+        return "hold-mid" if method == "GET" and path.endswith(layers[-1]) else None
+
+    def unpacked() -> list[Path]:
+        return list(overlay.glob(".ctrconv-tmp-*/snap-*/fs/*"))
+
+    with FaultProxy(registry.host, hold_last) as proxy:
+        proc = subprocess.Popen([sys.executable, "-m", "ctrconv", "import", "--root", str(root), "-q",
+                                 "-i", f"docker://{proxy.host}/term/bbx:oci", "--plain-http", "-j", "3", *FAST],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        assert proxy.reached.wait(120), proc.communicate(timeout=5)
+        _wait_for(unpacked, proc)
+        assert unpacked() and proxy.holding.is_set() and proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 128 + signal.SIGTERM and len(lines) == 1 and lines[0].startswith("ctrconv: "), err
+    meta = root / "io.containerd.metadata.v1.bolt" / "meta.db"
+    assert not meta.exists() or records(root)[0] == {}
+    assert not list(overlay.glob("snapshots/*")) and not list(overlay.glob(".ctrconv-tmp-*"))
+    assert not list((root / "io.containerd.content.v1.content").glob(".ctrconv-tmp-*"))
+    # the workers were killed before the cleanup; the forkserver (and multiprocessing's
+    # resource tracker) end once they see the import gone: nothing of its session stays
+    deadline, left = time.monotonic() + 60, ["?"]
+    while left and time.monotonic() < deadline:
+        listed = subprocess.run(["pgrep", "-a", "-s", str(proc.pid)], capture_output=True, text=True).stdout
+        left = [line for line in listed.splitlines() if "<defunct>" not in line]  # dead, not yet reaped
+        time.sleep(0.1)
+    assert left == [], left
+
+
+@needs_registry
 def test_a_layer_download_that_fails_mid_unpack_leaves_nothing(fixture_set, registry, tmp_path):
     """The first layer is cut half way every time (no retries left): the unpack reading it fails,
     the other downloads are cut, and the import fails as a whole: one error line, no image, no
