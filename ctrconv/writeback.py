@@ -1,4 +1,5 @@
-"""Early writeback of a file being written: the disk works while the copy goes on.
+"""Early writeback and preallocation of a file being written: the disk works while the copy
+goes on, and the filesystem allocates each large region once instead of page by page.
 
 ``sync_file_range(SYNC_FILE_RANGE_WRITE)`` only *starts* writeback of a range's dirty pages,
 so the ``fsync`` before an output's final rename finds little left to do. It can still block:
@@ -7,6 +8,12 @@ once the device queue is full the kernel makes the caller wait for request slots
 also writing to; ~90 ms of a 180 MiB export, all on the thread that copies). The calls are
 therefore made on a helper thread (``ctypes`` releases the GIL around them), in order, and the
 copy never waits for the disk before the final ``fsync``.
+
+:func:`preallocate` reserves a region about to be written with ``fallocate(2)`` and
+``FALLOC_FL_KEEP_SIZE`` (the size does not change; a failed output is removed anyway): measured
+on ext4, copying 690 MB into preallocated regions took 17 % less kernel time (no delayed
+allocation per page) and 15-35 % less wall time. The call is made directly, never through
+``posix_fallocate``, whose glibc emulation writes a byte per block where the filesystem cannot.
 
 libc is found with ``CDLL(None)`` (the symbols already loaded into the interpreter), not
 ``ctypes.util.find_library``, which runs ``ldconfig -p`` in a subprocess on every start.
@@ -19,24 +26,49 @@ import threading
 from typing import Any
 
 _WRITE = 2  # SYNC_FILE_RANGE_WRITE
+_KEEP_SIZE = 1  # FALLOC_FL_KEEP_SIZE
 
 #: libc's ``sync_file_range`` once looked up; False where it is not available
 _sync_file_range: Any = None
+#: libc's ``fallocate`` once looked up; False where it is not available
+_fallocate: Any = None
+
+
+def _libc_function(name: str, argtypes: list[Any]) -> Any:
+    """``name`` from the C library already loaded, or False."""
+    try:
+        import ctypes
+
+        function = getattr(ctypes.CDLL(None, use_errno=True), name)
+    except (OSError, AttributeError):
+        return False
+    function.argtypes = argtypes
+    function.restype = ctypes.c_int
+    return function
 
 
 def _lookup() -> Any:
     global _sync_file_range
     if _sync_file_range is None:
-        try:
-            import ctypes
+        import ctypes
 
-            function = ctypes.CDLL(None, use_errno=True).sync_file_range
-            function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-            function.restype = ctypes.c_int
-            _sync_file_range = function
-        except (OSError, AttributeError):
-            _sync_file_range = False
+        _sync_file_range = _libc_function("sync_file_range", [ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
+                                                              ctypes.c_uint])
     return _sync_file_range
+
+
+def preallocate(fd: int, offset: int, length: int) -> bool:
+    """Reserve ``[offset, offset + length)`` of ``fd`` for writes to come, keeping its size.
+    Advisory: False (nothing done) where the call or the filesystem does not support it or
+    fails; the writes then allocate as they go and report any real error themselves."""
+    global _fallocate
+    if _fallocate is None:
+        import ctypes
+
+        _fallocate = _libc_function("fallocate", [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64])
+    if not _fallocate or length <= 0:
+        return False
+    return _fallocate(fd, _KEEP_SIZE, offset, length) == 0
 
 
 def _start_ranges(fd: int, ranges: "queue.SimpleQueue[tuple[int, int] | None]", stop: threading.Event,
@@ -92,4 +124,4 @@ class EarlyWriteback:
             self._ranges.put(None)
 
 
-__all__: list[str] = ["EarlyWriteback"]
+__all__: list[str] = ["EarlyWriteback", "preallocate"]

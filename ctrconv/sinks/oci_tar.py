@@ -24,7 +24,11 @@ from ctrconv.sinks._publish import publish
 from ctrconv.sinks._tar import TarWriter
 from ctrconv.sinks.base import BlobReader, ExportedImage, blob_path
 from ctrconv.streams import CHUNK, PendingVerdicts
-from ctrconv.writeback import EarlyWriteback
+from ctrconv.writeback import EarlyWriteback, preallocate
+
+
+#: blobs at least this large get their region of the output preallocated before the copy
+PREALLOCATE_MIN = 1 << 20
 
 
 def _umask() -> int:
@@ -83,7 +87,7 @@ class TarSink(ABC):
                 self._tar.add_dir(directory, 0o755)
                 self._dirs.add(directory)
         self._tar.begin_file(path, desc["size"], 0o444)
-        if not self._copy_in_kernel(reader):
+        if not self._copy_in_kernel(reader, desc["size"]):
             while True:
                 chunk = reader.read(CHUNK)
                 if not chunk:
@@ -93,7 +97,7 @@ class TarSink(ABC):
                     self._writeback.wrote(self._stream.tell())
         self._tar.end_file()
 
-    def _copy_in_kernel(self, reader: BlobReader) -> bool:
+    def _copy_in_kernel(self, reader: BlobReader, size: int) -> bool:
         """Into a file output, let the kernel copy the blob (verified as it goes: the digest
         verdict may come with a later blob, and always before :meth:`commit` renames the
         output into place); False when the reader or the files do not allow it (then nothing
@@ -105,6 +109,8 @@ class TarSink(ABC):
         fd = self._stream.fileno()
         position = self._stream.tell()
         writeback = self._writeback
+        if size >= PREALLOCATE_MIN:
+            preallocate(fd, position, size)  # one allocation, not one per page
 
         def advanced(n: int) -> None:
             nonlocal position

@@ -102,3 +102,36 @@ def test_libc_is_found_without_a_subprocess(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(subprocess, "Popen", refuse)
     monkeypatch.setattr(writeback, "_sync_file_range", None)
     assert writeback._lookup()
+
+
+def test_preallocate_reserves_blocks_and_keeps_the_size(tmp_path: Path) -> None:
+    from ctrconv.writeback import preallocate
+
+    path = tmp_path / "out"
+    with open(path, "wb") as f:
+        f.write(b"h" * 512)
+        f.flush()
+        if not preallocate(f.fileno(), 512, 8 << 20):
+            pytest.skip("this filesystem cannot preallocate")
+        st = os.fstat(f.fileno())
+        assert st.st_size == 512  # FALLOC_FL_KEEP_SIZE: nothing visible
+        assert st.st_blocks * 512 >= 8 << 20  # but the region is allocated
+        data = os.urandom(8 << 20)
+        f.write(data)
+    assert path.read_bytes() == b"h" * 512 + data
+
+
+def test_preallocate_is_advisory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Where fallocate is missing or refuses (a pipe here), nothing happens and False says so."""
+    from ctrconv.writeback import preallocate
+
+    read_fd, write_fd = os.pipe()
+    try:
+        assert preallocate(write_fd, 0, 1 << 20) is False
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    monkeypatch.setattr(writeback, "_fallocate", False)
+    with open(tmp_path / "out", "wb") as f:
+        assert preallocate(f.fileno(), 0, 1 << 20) is False
+        assert os.fstat(f.fileno()).st_blocks == 0
