@@ -418,6 +418,8 @@ class Regenerator:
         #: a docker archive: a layer that was zstd is written as a plain tar (docker < 25 reads no zstd)
         self.avoid_zstd = avoid_zstd
         self._done: dict[tuple[str, str, str], WrittenLayer] = {}
+        #: layers' own blobs (another namespace's files) already hashed and served
+        self._own: set[str] = set()
 
     def run(self, job: LayerJob, manifest_media_type: str) -> RegeneratedLayer:
         if job.same_diff is not None and job.same_diff["digest"] == job.layer["digest"]:
@@ -455,6 +457,8 @@ class Regenerator:
         """The layer's own blob file (another namespace's) hashes to its digest: then it is
         served as it is (and verified again as it is copied into the output)."""
         digest = Digest.parse(blob["digest"])
+        if str(digest) in self._own:  # a layer several images share: hashed once
+            return True
         try:
             with open(blob["path"], "rb") as raw:
                 reader = VerifyingReader(raw, digest, blob["size"], what=f"layer {digest}")
@@ -463,6 +467,7 @@ class Regenerator:
         except (OSError, CtrconvError):
             return False
         self.extras.add_file(str(digest), Path(blob["path"]), blob["size"])
+        self._own.add(str(digest))
         return True
 
 
