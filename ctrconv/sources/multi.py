@@ -126,6 +126,7 @@ class MultiSource:
 
 
 def _is_remote(source: ImageSource) -> bool:
+    """A registry: asking it whether it holds a blob may cost a request, reading it a download."""
     return getattr(source, "kind", None) == "registry"
 
 
