@@ -21,9 +21,10 @@ from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
 from ctrconv.pipeline import regenerate as regen
 from ctrconv.pipeline.completeness import LabelsOf, SnapshotExists, assess
+from ctrconv.pipeline.export_compact import PlanCompactor
 from ctrconv.pipeline.export_report import ExportOptions, ImageReport
 from ctrconv.image.plan import ImagePlan, PlannedManifest, image_platforms, plan_image, platform_string, ranked_manifests, read_json_blob
-from ctrconv.sinks import blob_path, name_entry
+from ctrconv.sinks import name_entry
 
 
 @dataclass
@@ -126,6 +127,7 @@ def plan_images(
     selector = None if options.all_platforms else plat.selector(walk)
     planned: list[Planned] = []
     problems: list[str] = []
+    compactor = PlanCompactor()  # the plans of every image are kept until the copy ends
     for record in records:
         target = record.target.descriptor()
         plan = plan_image(content, target, selector)
@@ -171,6 +173,7 @@ def plan_images(
                 raise CtrconvError(f"image {record.name}: no manifest found for the requested platform")
             if _config_type(chosen) not in (mt.OCI_CONFIG, mt.DOCKER_CONFIG):
                 raise UsageError(f"image {record.name}: config {_config_type(chosen)!r} is not a container image config")
+        compactor.compact(plan, {j.manifest for j in jobs})
         planned.append(Planned(record, plan, chosen, jobs=jobs))
     if problems:
         raise MissingContentError(
@@ -213,7 +216,11 @@ def _config_type(m: PlannedManifest) -> str:
 def blob_set(
     planned: Sequence[Planned], single_manifest: bool, skip_non_distributable: bool = False
 ) -> list[dict[str, Any]]:
-    """Distinct blobs to write, sorted by their layout path (the tar entry order)."""
+    """Distinct blobs to write, sorted by their layout path (the tar entry order).
+
+    A blob already taken is skipped before its digest is parsed again (most are shared base
+    layers); canonical digests (``alg:hex``, algorithm names of one length) sort as their
+    paths ``blobs/alg/hex`` do, so no path is made per blob to sort them."""
     blobs: dict[str, dict[str, Any]] = {}
     for p in planned:
         if single_manifest:
@@ -222,11 +229,17 @@ def blob_set(
         else:
             descs = p.plan.blobs
         for desc in descs:
+            if desc["digest"] in blobs:
+                continue
             if skip_non_distributable and mt.is_nondistributable(desc.get("mediaType", "")):
                 continue
             key = str(Digest.parse(desc["digest"]))
             blobs.setdefault(key, {"mediaType": desc.get("mediaType", ""), "digest": key, "size": desc["size"]})
-    return sorted(blobs.values(), key=lambda d: blob_path(d["digest"]))
+    return sorted(blobs.values(), key=_digest_key)
+
+
+def _digest_key(desc: dict[str, Any]) -> str:
+    return desc["digest"]
 
 
 def exported(p: Planned) -> ExportedImage:
