@@ -290,3 +290,34 @@ def test_small_blobs_are_verified_at_once_even_with_verdicts(tmp_path):
     bad = b"S" + data[1:]
     with pytest.raises(DigestMismatchError):
         _copy_deferred(tmp_path, [(bad, data)], PendingVerdicts())
+
+
+def test_deferred_verdicts_keep_memory_flat(tmp_path):
+    """Copies running ahead of their hashes queue windows that are mapped but not yet read:
+    four 40 MiB blobs with three verdicts pending raise the peak RSS of a fresh process by
+    far less than the 160 MiB they hold (each hash thread touches one window at a time)."""
+    import subprocess
+    import sys
+
+    digests = []
+    for i in range(4):
+        data = bytes([i + 1]) * (40 << 20)
+        (tmp_path / f"blob{i}").write_bytes(data)
+        digests.append(str(Digest.from_bytes(data)))
+    script = (
+        "import resource, sys\n"
+        "from ctrconv.digest import Digest\n"
+        "from ctrconv.streams import PendingVerdicts, VerifyingReader\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "verdicts = PendingVerdicts(limit=3)\n"
+        "with open(sys.argv[1] + '/out', 'wb') as out:\n"
+        "    for i, digest in enumerate(sys.argv[2:]):\n"
+        "        with open(f'{sys.argv[1]}/blob{i}', 'rb') as src:\n"
+        "            assert VerifyingReader(src, Digest.parse(digest), 40 << 20).copy_to_fd(out.fileno(), verdicts=verdicts)\n"
+        "    verdicts.settle()\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)\n"
+    )
+    grown_kib = int(subprocess.run([sys.executable, "-c", script, str(tmp_path), *digests],
+                                   capture_output=True, text=True, check=True).stdout)
+    assert (tmp_path / "out").stat().st_size == 160 << 20
+    assert grown_kib < 64 * 1024, f"peak RSS grew by {grown_kib / 1024:.0f} MiB"
