@@ -37,6 +37,21 @@ class LayerJob:
     max_bytes: int | None
     #: True when the lowers may still be unpacking (side by side); False in layer order
     defer_parents: bool = True
+    #: the blob is still being written (a download): read it as it grows, up to this many
+    #: bytes, from ``blob_path`` or, once renamed, ``committed_path``
+    arriving: int | None = None
+    committed_path: str = ""
+
+    def open_blob(self) -> BinaryIO:
+        """The blob's bytes: its file, or the file still being written."""
+        if self.arriving is None:
+            return open(self.blob_path, "rb")
+        from ctrconv.layers.growing import GrowingBlob
+
+        return GrowingBlob((self.blob_path, self.committed_path), self.arriving)  # type: ignore[return-value]
+
+    def blob_size(self) -> int:
+        return self.arriving if self.arriving is not None else os.stat(self.blob_path).st_size
 
 
 class _Counted:
@@ -55,7 +70,7 @@ def apply_job(job: LayerJob, stage: Stage = SILENT_STAGE, blob: BinaryIO | None 
     """Decompress, verify and apply one layer blob (in a worker, or in order in the caller);
     ``stage`` advances by the blob's bytes as they are read and by the files written. ``blob``:
     read this stream instead of ``job.blob_path`` (in the caller only: a blob still arriving)."""
-    with open(job.blob_path, "rb") if blob is None else blob as stream:
+    with job.open_blob() if blob is None else blob as stream:
         result = unpack_layer(
             _Counted(stream, stage), job.target, mode=job.mode, media_type=job.media_type, lowers=job.lowers,
             expected_diff_id=job.diff_id, max_bytes=job.max_bytes, defer_parents=job.defer_parents,
@@ -64,12 +79,16 @@ def apply_job(job: LayerJob, stage: Stage = SILENT_STAGE, blob: BinaryIO | None 
     return result
 
 
+#: seconds between two looks at ``watch`` while workers run
+_WATCH_EVERY = 0.2
+
 #: a layer to apply, or a function giving it once it can start (it may wait for its blob to
 #: arrive, and raises if the blob fails)
 PendingJob = Union[LayerJob, Callable[[], LayerJob]]
 
 
-def apply_in_parallel(jobs: Sequence[PendingJob], workers: int, stage: Stage = SILENT_STAGE) -> list[ApplyResult]:
+def apply_in_parallel(jobs: Sequence[PendingJob], workers: int, stage: Stage = SILENT_STAGE,
+                      watch: Callable[[], None] | None = None) -> list[ApplyResult]:
     """Apply ``jobs`` with up to ``workers`` processes; results in job order. ``stage``
     advances by a layer's blob bytes and files as each layer is done.
 
@@ -77,7 +96,8 @@ def apply_in_parallel(jobs: Sequence[PendingJob], workers: int, stage: Stage = S
     whose blob is still downloading waits for it while the layers before it already unpack.
     The first failure (a worker's, or a job that could not be resolved) is raised once every
     started job has stopped (jobs not started yet are never submitted), so the caller can
-    remove the targets without a worker still writing into them.
+    remove the targets without a worker still writing into them. ``watch`` is called while
+    the workers run and raises when they must stop (a download they read failed).
     """
     context = multiprocessing.get_context("forkserver")
     # the forkserver and its workers ignore SIGINT (a terminal sends it to the whole group):
@@ -98,7 +118,7 @@ def apply_in_parallel(jobs: Sequence[PendingJob], workers: int, stage: Stage = S
                     pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=context)
                 futures.append(pool.submit(apply_job, job))
             resolved.append(job)
-        _follow(futures, resolved, stage)
+        _follow(futures, resolved, stage, watch)
         failed = next((f for f in futures if f.done() and f.exception() is not None), None)
         if failed is not None:
             for future in futures:
@@ -115,16 +135,22 @@ def apply_in_parallel(jobs: Sequence[PendingJob], workers: int, stage: Stage = S
     return results
 
 
-def _follow(futures: list[Future[ApplyResult]], jobs: Sequence[LayerJob], stage: Stage) -> None:
-    """Wait until every job is done or one failed, advancing ``stage`` as layers finish."""
+def _follow(futures: list[Future[ApplyResult]], jobs: Sequence[LayerJob], stage: Stage,
+            watch: Callable[[], None] | None = None) -> None:
+    """Wait until every job is done or one failed, advancing ``stage`` as layers finish
+    (and calling ``watch`` meanwhile, which raises to stop them)."""
     pending = set(futures)
     while pending:
-        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        if watch is not None:
+            watch()
+        done, pending = wait(pending, timeout=None if watch is None else _WATCH_EVERY, return_when=FIRST_COMPLETED)
         if any(f.exception() is not None for f in done):
             return
         for future in done:
             job = jobs[futures.index(future)]
-            stage.advance(os.stat(job.blob_path).st_size, files=future.result().entries)
+            stage.advance(job.blob_size(), files=future.result().entries)
+    if watch is not None:
+        watch()
 
 
 @contextmanager

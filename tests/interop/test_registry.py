@@ -414,16 +414,18 @@ def test_an_archive_input_serves_the_blobs_a_registry_input_shares(fixture_set, 
 
 
 @needs_registry
-def test_parallel_unpack_starts_before_the_last_download_ends(fixture_set, registry, cli, tmp_path):
-    """``-j 3`` (layers unpacked side by side in worker processes): while the last layer is held
-    half sent, the first layer's snapshot already has its files; released, the pull completes."""
+@pytest.mark.parametrize("held", [0, -1], ids=["first-layer", "last-layer"])
+def test_parallel_unpack_starts_before_the_downloads_end(held, fixture_set, registry, cli, tmp_path):
+    """``-j 3`` (layers unpacked side by side in worker processes): while one layer is held half
+    sent (the first: its worker reads it as it arrives; the last: the layers below it), a
+    snapshot already has files; released, the pull completes."""
     seed(registry.host, fixture_set, "bbx-oci", "par/bbx:oci")
     layers = _layers_of(registry.host, "par/bbx:oci")
     assert len(layers) >= 2
     overlay = tmp_path / "root" / "io.containerd.snapshotter.v1.overlayfs"
 
     def hold_last(method: str, path: str, n: int) -> str | None:
-        return "hold-mid" if method == "GET" and path.endswith(layers[-1]) else None
+        return "hold-mid" if method == "GET" and path.endswith(layers[held]) else None
 
     def unpacked() -> list[Path]:
         return list(overlay.glob(".ctrconv-tmp-*/snap-*/fs/*"))
@@ -435,7 +437,7 @@ def test_parallel_unpack_starts_before_the_last_download_ends(fixture_set, regis
         assert proxy.reached.wait(120), proc.communicate(timeout=5)
         _wait_for(unpacked, proc)
         assert proxy.holding.is_set(), "the held layer must still be half sent here"
-        assert unpacked(), "no layer was unpacked before the last download ended"
+        assert unpacked(), "no layer was unpacked while a download was held"
         assert not (overlay / "snapshots").is_dir() or not any((overlay / "snapshots").iterdir())
         proxy.release.set()
         out, err = proc.communicate(timeout=300)
@@ -513,6 +515,31 @@ def test_a_layer_download_that_fails_mid_unpack_leaves_nothing(fixture_set, regi
     assert not list(overlay.glob("snapshots/*")) and not list(overlay.glob(".ctrconv-tmp-*"))
     assert not list((root / "io.containerd.content.v1.content").glob(".ctrconv-tmp-*"))
     assert not (root / "io.containerd.content.v1.content" / "blobs" / "sha256" / first[7:]).exists()
+
+
+@needs_registry
+def test_a_layer_cut_under_a_parallel_unpack_leaves_nothing(fixture_set, registry, tmp_path):
+    """``-j 3``: the first layer, read by its worker as it arrives, is cut half way with no
+    retries left: the worker is stopped, the import fails with one line, nothing is left."""
+    seed(registry.host, fixture_set, "bbx-oci", "pcut/bbx:oci")
+    first = _layers_of(registry.host, "pcut/bbx:oci")[0]
+
+    def always_cut(method: str, path: str, n: int) -> str | None:
+        return "drop-mid" if method == "GET" and path.endswith(first) else None
+
+    root = tmp_path / "root"
+    with FaultProxy(registry.host, always_cut) as proxy:
+        result = subprocess.run([sys.executable, "-m", "ctrconv", "import", "--root", str(root), "--plain-http",
+                                 "-i", f"docker://{proxy.host}/pcut/bbx:oci", "--retries", "0", "-j", "3", *FAST],
+                                capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("ctrconv: error: "), result.stderr
+    assert first in lines[0] and "connection dropped" in lines[0], lines[0]
+    meta = root / "io.containerd.metadata.v1.bolt" / "meta.db"
+    assert not meta.exists() or records(root)[0] == {}
+    overlay = root / "io.containerd.snapshotter.v1.overlayfs"
+    assert not list(overlay.glob("snapshots/*")) and not list(overlay.glob(".ctrconv-tmp-*"))
+    assert not list((root / "io.containerd.content.v1.content").glob(".ctrconv-tmp-*"))
 
 
 # -- push -------------------------------------------------------------------------------------

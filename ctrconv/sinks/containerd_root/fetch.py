@@ -7,7 +7,9 @@ does (hashed while it streams, fsynced, renamed into ``blobs/`` only when its di
 in the order given (configs and manifests first, then layers in the order the unpack applies
 them), and meanwhile lets the unpack read a layer that is still being written
 (:meth:`BlobFetcher.open_blob`): the reader follows the blob's temp file and reports its end only
-once the blob was verified and committed. A blob that fails its digest (or its download)
+once the blob was verified and committed; a worker process gets the temp file's path once its
+first bytes are there (:meth:`BlobFetcher.arriving`) and is stopped when :meth:`BlobFetcher.check`
+raises. A blob that fails its digest (or its download)
 makes the reader raise, so a snapshot built from it, which lives in a temp directory until the
 whole import commits, is thrown away with the import. Memory stays flat: bytes go through the
 page cache, never through a buffer of a blob's size.
@@ -113,6 +115,27 @@ class BlobFetcher:
         if blob.error is not None:
             raise blob.error
         return self._content.blob_path(blob.digest)
+
+    def arriving(self, digest: str) -> tuple[Path, Path, int]:
+        """Once the blob's first bytes are written (or it is done): its temp path, its
+        committed path and its size, for a worker process that reads it as it grows
+        (:mod:`ctrconv.layers.growing`); the fetch's error if it failed."""
+        blob = self._blobs[str(Digest.parse(digest))]
+        with self._cond:
+            while blob.written == 0 and not blob.done and blob.error is None:
+                self._cond.wait()
+            if blob.error is not None:
+                raise blob.error
+            done = blob.done
+        final = self._content.blob_path(blob.digest)
+        return (final if done else self._content.temp_path(blob.digest)), final, blob.size
+
+    def check(self) -> None:
+        """Raise the first failed fetch's error (workers reading a blob that failed must stop)."""
+        with self._cond:
+            failed = next((b.error for b in self._blobs.values() if b.error is not None), None)
+        if failed is not None:
+            raise failed
 
     def open_blob(self, digest: str) -> BinaryIO:
         """A stream of the blob's bytes as they are written (a layer unpacked in order reads it

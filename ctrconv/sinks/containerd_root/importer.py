@@ -474,7 +474,8 @@ def _unpack_manifest(
     layers = _unpack_layers(manifest)
     if layers:
         # a fetcher in the content writer's place also streams layers still arriving
-        result = snaps.unpack(layers, diff_ids, content.blob_path, step, open_blob=getattr(content, "open_blob", None))
+        result = snaps.unpack(layers, diff_ids, content.blob_path, step, open_blob=getattr(content, "open_blob", None),
+                              arrivals=content if isinstance(content, BlobFetcher) else None)
     elif diff_ids:
         raise FormatError(f"image config lists {len(diff_ids)} diff IDs for 0 layers")
     else:

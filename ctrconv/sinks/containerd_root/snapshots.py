@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Mapping, Protocol, Sequence
 
 from ctrconv import tempfiles
 from ctrconv.bolt.tree import BucketTree
@@ -49,6 +49,14 @@ WORK_MODE = 0o711
 BlobPath = Callable[[str], Path]
 #: a stream of a layer blob from its digest (one still arriving: see :mod:`.fetch`)
 BlobOpener = Callable[[str], BinaryIO]
+
+
+class Arrivals(Protocol):
+    """Blobs still being fetched (:class:`~.fetch.BlobFetcher`), for worker processes."""
+
+    def arriving(self, digest: str) -> tuple[Path, Path, int]: ...
+
+    def check(self) -> None: ...
 
 
 @dataclass
@@ -192,12 +200,14 @@ class SnapshotWriter:
         blob_path: BlobPath,
         stage: Stage = SILENT_STAGE,
         open_blob: BlobOpener | None = None,
+        arrivals: Arrivals | None = None,
     ) -> UnpackResult:
         """Make sure every chain of ``layers`` exists; returns the top chain ID. ``stage``
         advances by each layer blob's size (at once for a chain that already exists) and by
         the files written. ``open_blob``: layers applied in order are read from this stream
         of the blob instead of its file (a blob still being fetched: it raises if the blob
-        fails its digest, and the temp snapshot goes with the failed import)."""
+        fails its digest, and the temp snapshot goes with the failed import). ``arrivals``:
+        layers applied side by side in worker processes read blobs still being fetched too."""
         if len(layers) != len(diff_ids):
             raise FormatError(
                 f"image config lists {len(diff_ids)} diff IDs for {len(layers)} layers"
@@ -219,7 +229,7 @@ class SnapshotWriter:
         todo = [_Layer(layer, diff_id, chain)
                 for layer, diff_id, chain in list(zip(layers, diff_ids, chains))[len(below):]]
         if self.snapshotter == "overlayfs" and self.jobs > 1 and len(todo) > 1:
-            self._build_overlay_in_parallel(todo, below, blob_path, stage)
+            self._build_overlay_in_parallel(todo, below, blob_path, stage, arrivals)
         else:
             for item in todo:
                 build = self._prepare(item, [s.path for s in below])
@@ -254,11 +264,20 @@ class SnapshotWriter:
         self._next_id += 1
         return _Build(item, snapshot_id, work, target, lowers, mode)
 
-    def _job(self, build: "_Build", blob_path: BlobPath, *, side_by_side: bool) -> LayerJob:
+    def _job(self, build: "_Build", blob_path: BlobPath, *, side_by_side: bool,
+             arrivals: Arrivals | None = None) -> LayerJob:
+        """The worker's job; with ``arrivals``, made once the blob's first bytes are there
+        (the worker reads the rest as it arrives), else once its file is complete."""
         layer = build.item.layer
-        return LayerJob(str(blob_path(str(layer["digest"]))), str(build.target), build.mode,
-                        layer.get("mediaType"), tuple(str(p) for p in build.lowers), build.item.diff_id,
-                        self.max_layer_bytes, defer_parents=side_by_side)
+        digest = str(layer["digest"])
+        if arrivals is None:
+            path, committed, arriving = str(blob_path(digest)), "", None
+        else:
+            temp, final, size = arrivals.arriving(digest)
+            path, committed, arriving = str(temp), str(final), size
+        return LayerJob(path, str(build.target), build.mode, layer.get("mediaType"),
+                        tuple(str(p) for p in build.lowers), build.item.diff_id, self.max_layer_bytes,
+                        defer_parents=side_by_side, arriving=arriving, committed_path=committed)
 
     def _apply(self, build: "_Build", blob_path: BlobPath, stage: Stage, open_blob: BlobOpener | None = None) -> None:
         """In-order apply: every lower is complete, parents get their attributes at once."""
@@ -272,9 +291,9 @@ class SnapshotWriter:
             build.applied = apply_job(job, stage, blob=blob)
 
     def _build_overlay_in_parallel(self, todo: list["_Layer"], below: list[_Snap], blob_path: BlobPath,
-                                   stage: Stage) -> None:
+                                   stage: Stage, arrivals: Arrivals | None = None) -> None:
         """Apply overlay layers side by side (worker processes), each as soon as its blob is
-        there, then finish and register them bottom-up.
+        there (or arriving), then finish and register them bottom-up.
 
         An overlay upper dir depends on its lowers only for the attributes of parent
         directories a layer needs but does not carry; those are created plainly during the
@@ -287,11 +306,11 @@ class SnapshotWriter:
             build = self._prepare(item, trees)
             builds.append(build)
             trees.append(build.target)
-        # each layer starts once its blob is there (one still downloading waits for its
-        # verified end: worker processes cannot follow the fetcher's temp file), the layers
-        # below it already unpacking
-        jobs = [functools.partial(self._job, b, blob_path, side_by_side=True) for b in builds]
-        for build, applied in zip(builds, apply_in_parallel(jobs, self.jobs, stage)):
+        # each layer starts once its blob is there or, fetched (``arrivals``), once its first
+        # bytes are: the worker reads the rest as it arrives, and stops if the fetch fails
+        jobs = [functools.partial(self._job, b, blob_path, side_by_side=True, arrivals=arrivals) for b in builds]
+        watch = arrivals.check if arrivals is not None else None
+        for build, applied in zip(builds, apply_in_parallel(jobs, self.jobs, stage, watch)):
             build.applied = applied
         for build in builds:
             assert build.applied is not None

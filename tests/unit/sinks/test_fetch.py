@@ -141,3 +141,26 @@ def test_blobs_download_side_by_side_and_present_ones_are_not_fetched(tmp_path):
     assert dc not in source.opened
     assert Digest.parse(dc).hex == path.name
     content.close()
+
+
+def test_arriving_names_the_temp_file_while_it_grows_and_check_raises_a_failed_fetch(tmp_path):
+    data = bytes(range(256)) * 4096
+    good, bad = digest_of(data), digest_of(b"other")
+    source = FakeSource({good: data, bad: b"not other"}, half={good: 300_000})
+    content = store(tmp_path)
+    fetcher = BlobFetcher(content, source, [(good, len(data)), (bad, 9)], frozenset(), jobs=2)
+    temp, final, size = fetcher.arriving(good)  # the first bytes are there, the rest held back
+    assert (temp, final, size) == (content.temp_path(good), content.blob_path(good), len(data))
+    assert temp.stat().st_size >= 1 and not final.exists()
+    fetcher.check()  # nothing failed yet
+    source.release.set()
+    with pytest.raises(ContentError):
+        fetcher.blob_path(bad)  # waits for the bad blob's end: its digest fails
+    with pytest.raises(ContentError):
+        fetcher.check()
+    with pytest.raises(ContentError):
+        fetcher.arriving(bad)
+    assert fetcher.blob_path(good) == final and final.read_bytes() == data
+    assert fetcher.arriving(good)[0] == final  # done: the committed file
+    fetcher.stop()
+    content.close()
