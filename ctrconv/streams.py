@@ -189,8 +189,11 @@ class VerifyingReader:
             return False
         fd, start = source
         deferred = False
-        if verdicts is not None and isinstance(self._hash, _BackgroundHasher):
-            self._hash.depth = ZERO_COPY_DEPTH  # unfaulted windows: address space, not memory
+        if verdicts is not None and isinstance(self._hash, _BackgroundHasher) \
+                and start % mmap.ALLOCATIONGRANULARITY == 0:
+            # queued windows not read yet: address space, not memory (a blob inside another
+            # file at an unaligned offset queues copies instead, so it keeps the short queue)
+            self._hash.depth = ZERO_COPY_DEPTH
         try:
             while self._read < self.size:
                 n = min(ZERO_COPY_CHUNK, self.size - self._read)
