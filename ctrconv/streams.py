@@ -29,8 +29,9 @@ BACKGROUND_HASH_MIN = 8 << 20
 #: step of a zero-copy transfer: one ``copy_file_range`` call, then the same bytes hashed
 ZERO_COPY_CHUNK = 8 << 20
 #: windows (of ``ZERO_COPY_CHUNK``) a deferred-verdict copy may run ahead of its hash: mapped
-#: but not yet read, so they cost address space only (hashing is slower than the kernel copy)
-ZERO_COPY_DEPTH = 64
+#: but not yet read, so they cost address space only (hashing is slower than the kernel copy),
+#: and one descriptor each (``mmap`` keeps a duplicate): at most 32 x (PENDING_BLOBS + 1)
+ZERO_COPY_DEPTH = 32
 #: blobs whose copy is done while their hash still runs (:class:`PendingVerdicts`): with the
 #: blob being copied, up to this + 1 hashes share the cores, each touching one window at a time
 PENDING_BLOBS = max(1, min(3, (os.cpu_count() or 1) - 1))
