@@ -15,6 +15,7 @@ from typing import Callable
 
 from ctrconv.bolt import _structs as S
 from ctrconv.bolt.errors import BoltError, NoValidMeta, UnreadableFile
+from ctrconv.bolt import reader
 from ctrconv.bolt.reader import MetaInfo, Page, decode_meta, discover_page_size
 from ctrconv.bolt.tree import BucketTree
 
@@ -66,6 +67,7 @@ class _Raw:
         self.size = size
         self.page_size = 0
         self.pages = 0
+        self._mapped_since_trim = 0
 
     def page(self, pgid: int, limit: int | None = None) -> Page:
         bound = min(self.pages, limit) if limit else self.pages
@@ -80,7 +82,19 @@ class _Raw:
         if pgid + overflow >= self.pages:
             raise BoltError("overflow runs past the end of the file", page=pgid, path=self.path)
         data = memoryview(self.mm)[off : off + (overflow + 1) * self.page_size]
+        self._mapped_since_trim += max(len(data), reader.FAULT_AROUND_BYTES)
+        if self._mapped_since_trim >= reader.TRIM_EVERY_BYTES:
+            self._trim()
         return Page(pgid, flags, count, overflow, data, self)  # type: ignore[arg-type]
+
+    def _trim(self) -> None:
+        """Let go of the pages mapped so far, as :meth:`BoltFile._trim` does: a salvage walks
+        the whole file (a 10,000-image meta.db: 150 MiB, all of it resident in a rebuild)."""
+        self._mapped_since_trim = 0
+        try:
+            self.mm.madvise(mmap.MADV_DONTNEED)
+        except (AttributeError, OSError, ValueError):
+            pass
 
     def close(self) -> None:
         try:

@@ -35,7 +35,7 @@ from ctrconv.recovery.derive import derive_images, drop_incomplete_images
 from ctrconv.recovery.metadata import clean_metadata, prune_dangling_labels
 from ctrconv.recovery.output import write_stores
 from ctrconv.recovery.regenerate import regenerate_lost_layers
-from ctrconv.recovery.reimport import reimport
+from ctrconv.recovery.reimport import import_groups, reimport_groups
 from ctrconv.recovery.report import RebuildReport
 from ctrconv.recovery.salvage import CONTAINERD_ROOT_HINTS, Salvaged, lock_stores, salvage_stores
 from ctrconv.recovery.snapshots import clean_snapshots, snapshots_unlike_their_layers
@@ -141,7 +141,9 @@ def _rebuild_into(run: _Run, report: RebuildReport) -> None:
     report.snapshots_reused = sum(len(ids) for ids in kept.values())
     # An intact meta.db says what each namespace holds; only a damaged one (records may be
     # lost) lets a namespace take blobs on disk that it has no record of.
-    reimport(run.target, stores.meta, run.unpack, report, trust_records=stores.meta_intact, progress=run.progress)
+    work = reimport_groups(run.target, stores.meta, run.unpack, trust_records=stores.meta_intact)
+    del stores  # the salvaged trees: each import below loads the repaired meta.db itself
+    import_groups(run.target, work, report, progress=run.progress)
 
 
 def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set[int]]:

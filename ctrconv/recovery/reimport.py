@@ -12,7 +12,7 @@ from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.errors import CtrconvError
 from ctrconv.oci import platform as plat
 from ctrconv.pipeline.completeness import namespace_lookups
-from ctrconv.image.plan import PlannedManifest, plan_image
+from ctrconv.image.plan import ImagePlan, PlannedManifest, plan_image
 from ctrconv.recovery.buckets import namespaces, text
 from ctrconv.recovery.derive import assess_image
 from ctrconv.progress import Progress
@@ -21,6 +21,10 @@ from ctrconv.recovery.report import RebuildReport
 GC_SNAPSHOT = K.LABEL_GC_SNAPSHOT
 #: Group of entries imported in one transaction: (platforms kept or None, unpack again)
 GroupKey = tuple["tuple[str, ...] | None", bool]
+
+
+#: per namespace with images: its name, its source on the repaired root, its groups of entries
+NamespaceWork = tuple[str, Any, "dict[GroupKey, list[Any]]"]
 
 
 def reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: RebuildReport, *,
@@ -32,17 +36,40 @@ def reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: Reb
     host's: a rebuild must not lose what the node had. Images are grouped by that platform set
     so each group is one transaction.
     """
-    from ctrconv.sinks.containerd_root import ContainerdRootSink, ImportOptions
+    import_groups(target, reimport_groups(target, meta, unpack, trust_records), report, progress)
+
+
+def reimport_groups(target: ContainerdRoot, meta: BucketTree, unpack: bool, trust_records: bool) -> list[NamespaceWork]:
+    """What :func:`reimport` imports, decided from the salvaged ``meta`` tree alone: the
+    caller may let the tree go before :func:`import_groups` (each import loads the target's
+    meta.db as its own tree; both at once doubled a rebuild's peak memory)."""
     from ctrconv.sources.containerd_root import ContainerdRootSource
 
+    work: list[NamespaceWork] = []
+    try:
+        for ns_name, ns in namespaces(meta):
+            images = ns.bucket(K.IMAGES)
+            if not images or not images.entries:
+                continue
+            source = ContainerdRootSource(target, ns_name, namespace_content_only=False)
+            work.append((ns_name, source, {}))
+            work[-1][2].update(_groups(source, target, ns, unpack, trust_records))
+    except BaseException:
+        for _, source, _ in work:
+            source.close()
+        raise
+    return work
+
+
+def import_groups(target: ContainerdRoot, work: list[NamespaceWork], report: RebuildReport,
+                  progress: Progress | None = None) -> None:
+    """Import each group of :func:`reimport_groups` as one transaction; closes the sources."""
+    from ctrconv.sinks.containerd_root import ContainerdRootSink, ImportOptions
+
     counted: set[tuple[str, str]] = set()
-    for ns_name, ns in namespaces(meta):
-        images = ns.bucket(K.IMAGES)
-        if not images or not images.entries:
-            continue
-        source = ContainerdRootSource(target, ns_name, namespace_content_only=False)
-        try:
-            for (platforms, again), entries in _groups(source, target, ns, unpack, trust_records).items():
+    try:
+        for ns_name, source, groups in work:
+            for (platforms, again), entries in groups.items():
                 options = ImportOptions(
                     snapshotter="overlayfs", unpack=again, platform=list(platforms) if platforms else None,
                     backup=False, keep_partial=True, cri=False,  # the names the root has, none added
@@ -53,7 +80,8 @@ def reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: Reb
                     if image.unpacked and (ns_name, image.unpacked) not in counted:
                         counted.add((ns_name, image.unpacked))
                         report.snapshots_unpacked += image.snapshots_created
-        finally:
+    finally:
+        for _, source, _ in work:
             source.close()
 
 
@@ -74,18 +102,26 @@ def _groups(source: Any, target: ContainerdRoot, ns: BucketTree, unpack: bool,
         # an image never unpacked (ctr import --no-unpack, a kind node image) stays so;
         # one that was (its config names a snapshot) is unpacked again where it lost it.
         # A damaged meta.db may have lost those labels: then everything is unpacked.
-        again = unpack and (not trust_records or was_unpacked(source, ns, entry.descriptor))
-        key = (complete_platforms(source, entry.descriptor, pulled), again)
+        plan = _plan_or_none(source, entry.descriptor)  # one walk for both questions below
+        again = unpack and (not trust_records or was_unpacked(source, ns, entry.descriptor, plan))
+        key = (complete_platforms(source, entry.descriptor, pulled, plan), again)
         groups.setdefault(key, []).append(entry)
     return groups
 
 
-def was_unpacked(source: Any, ns: BucketTree, descriptor: dict[str, Any]) -> bool:
-    """A config of the image carries a ``gc.ref.snapshot.<sn>`` label: it was unpacked."""
-    labels_of, _ = namespace_lookups(ns)
+def _plan_or_none(source: Any, descriptor: dict[str, Any]) -> ImagePlan | None:
     try:
-        plan = plan_image(source, descriptor, None)
+        return plan_image(source, descriptor, None)
     except CtrconvError:
+        return None
+
+
+def was_unpacked(source: Any, ns: BucketTree, descriptor: dict[str, Any], plan: ImagePlan | None = None) -> bool:
+    """A config of the image carries a ``gc.ref.snapshot.<sn>`` label: it was unpacked
+    (``plan``: the image's walk, when the caller made it already)."""
+    labels_of, _ = namespace_lookups(ns)
+    plan = plan or _plan_or_none(source, descriptor)
+    if plan is None:
         return True
     return any(k.startswith(GC_SNAPSHOT) for m in plan.manifests for k in labels_of(m.config["digest"]))
 
@@ -112,10 +148,11 @@ def pulled_here(ns: BucketTree) -> Callable[[PlannedManifest], bool]:
 
 
 def complete_platforms(source: Any, descriptor: dict[str, Any],
-                       pulled: Callable[[PlannedManifest], bool] | None = None) -> tuple[str, ...] | None:
+                       pulled: Callable[[PlannedManifest], bool] | None = None,
+                       plan: ImagePlan | None = None) -> tuple[str, ...] | None:
     """Platforms of an index whose manifest, config and layers are all present (None: no index);
-    with ``pulled``, only the platforms it accepts."""
-    plan = plan_image(source, descriptor, None)
+    with ``pulled``, only the platforms it accepts (``plan``: the image's walk, if made)."""
+    plan = plan or plan_image(source, descriptor, None)
     if not plan.indexes:
         return None
     missing = {d["digest"] for d in plan.missing}
