@@ -195,6 +195,14 @@ class ListingContent(NamespaceContent):
             present = self._present[key] = self._look_up(key)
         return present
 
+    def list_now(self) -> None:
+        """List the blob directories now, if this namespace is large enough to list them at all
+        (before a fork: both processes then share one listing)."""
+        if len(self.recorded) >= self.LIST_FROM:
+            for algorithm in sorted(ALGORITHMS):
+                if algorithm not in self._files:
+                    self._files[algorithm] = _regular_files(f"{self.path}/blobs/{algorithm}")
+
     def _look_up(self, key: str) -> bool:
         if len(self.recorded) < self.LIST_FROM or key not in self.recorded:
             return super().exists(key)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, fields
 
+import pytest
+
 from ctrconv.inventory import ImageSummary, RecentDocuments
 
 
@@ -106,3 +108,39 @@ def test_whole_manifest_summaries_are_what_the_walks_say(tmp_path, monkeypatch) 
         assert fast == slow
     assert {i["name"]: i["status"] for i in fast}["missing layer"] == "incomplete"
     assert {i["name"]: i["problem"] for i in fast}["invalid config"]
+
+
+def test_a_split_listing_is_the_same_listing(tmp_path, monkeypatch) -> None:
+    """A large namespace is listed by two processes (``SPLIT_FROM``, lowered here): the same
+    summaries in the same order as one process gives; a record that does not read still fails
+    the listing with its own error."""
+    from ctrconv import api, forked, inventory
+    from ctrconv.errors import CtrconvError
+    from support.synthetic_root import standard_root
+
+    r = standard_root(tmp_path / "root")
+    for i in range(5):
+        r.name("default", f"example.com/more:{i}", r.image_manifest(f"more{i}", "amd64"))
+    root = r.write()
+    monkeypatch.setattr(inventory, "SPLIT_FROM", 10**9)
+    whole = [i.to_json() for i in api.list_images(root, None)]
+    splits: list[int] = []
+
+    def recording(fn, items):
+        splits.append(len(items))
+        return forked.map_halves(fn, items)
+
+    monkeypatch.setattr(inventory, "SPLIT_FROM", 2)
+    monkeypatch.setattr(inventory, "map_halves", recording)
+    monkeypatch.setattr(inventory, "usable_cores", lambda: 2)
+    assert [i.to_json() for i in api.list_images(root, None)] == whole
+    assert splits == [len(whole)] and len(whole) >= 8
+
+    def unreadable_after_two(meta, namespace):
+        images, _ = original_records(meta, namespace)
+        return images[:2], CtrconvError("image default/x: bad record")
+
+    original_records = inventory._records
+    monkeypatch.setattr(inventory, "_records", unreadable_after_two)
+    with pytest.raises(CtrconvError, match="bad record"):
+        api.list_images(root, None)

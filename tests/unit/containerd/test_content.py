@@ -180,3 +180,20 @@ def test_listing_content_agrees_with_one_stat_per_blob(tmp_path: Path, monkeypat
         assert listing.exists(digest) == plain.exists(digest), digest  # remembered
     assert [d for d in sorted(recorded | {unrecorded}) if listing.exists(d)] == sorted([present, target, linked])
     assert bool(listing._files) == (list_from == 0)  # the listing was (or was not) used
+
+
+def test_list_now_lists_before_any_lookup(tmp_path: Path, monkeypatch) -> None:
+    """``list_now`` (called before ``ls`` forks) lists a large namespace's blob directories at
+    once, an absent one as unlistable; a small namespace is left to its stats."""
+    from ctrconv.containerd.content import ListingContent
+
+    store = _store(tmp_path)
+    present = _put(store, b"present")
+    small = ListingContent(store, "default", {present})
+    small.list_now()
+    assert small._files == {}
+    monkeypatch.setattr(ListingContent, "LIST_FROM", 1)
+    large = ListingContent(store, "default", {present})
+    large.list_now()
+    assert large._files == {"sha256": frozenset({present[7:]}), "sha384": None, "sha512": None}
+    assert large.exists(present) and not large.exists("sha512:" + "e" * 128)

@@ -1,0 +1,80 @@
+"""``map_halves`` gives what the sequential loop gives, in order, and fails as it fails."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ctrconv.forked import map_halves
+
+
+def _no_child_left() -> bool:
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 101])
+def test_results_in_order_second_half_in_a_child(n: int) -> None:
+    parent = os.getpid()
+    results = map_halves(lambda x: (x * x, os.getpid()), list(range(n)))
+    assert [r for r, _ in results] == [x * x for x in range(n)]
+    pids = [pid for _, pid in results]
+    middle = (n + 1) // 2
+    assert set(pids[:middle]) == {parent}
+    assert all(pid != parent for pid in pids[middle:])  # really computed elsewhere
+    assert _no_child_left()
+
+
+class Odd(Exception):
+    """An exception with an attribute its ``args`` do not carry (would not survive a pickle)."""
+
+    def __init__(self, message: str, *, item: int) -> None:
+        super().__init__(message)
+        self.item = item
+
+
+def _failing_at(bad: int):
+    def fn(x: int) -> int:
+        if x == bad:
+            raise Odd(f"item {x}", item=x)
+        return x
+    return fn
+
+
+def test_a_failure_in_the_first_half_is_raised_and_the_child_reaped() -> None:
+    with pytest.raises(Odd) as caught:
+        map_halves(_failing_at(1), list(range(10)))
+    assert caught.value.item == 1
+    assert _no_child_left()
+
+
+def test_a_failure_in_the_child_is_met_again_here_with_its_attributes() -> None:
+    parent = os.getpid()
+    seen: list[int] = []
+
+    def fn(x: int) -> int:
+        if os.getpid() == parent:
+            seen.append(x)
+        return _failing_at(7)(x)
+
+    with pytest.raises(Odd) as caught:
+        map_halves(fn, list(range(10)))
+    assert caught.value.item == 7 and str(caught.value) == "item 7"
+    assert seen == [0, 1, 2, 3, 4, 5, 6, 7]  # the first half, then the second up to the failure
+    assert _no_child_left()
+
+
+def test_a_child_that_dies_leaves_its_half_to_the_parent() -> None:
+    parent = os.getpid()
+
+    def fn(x: int) -> int:
+        if os.getpid() != parent:
+            os._exit(3)
+        return -x
+
+    assert map_halves(fn, list(range(6))) == [0, -1, -2, -3, -4, -5]
+    assert _no_child_left()
