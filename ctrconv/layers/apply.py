@@ -13,8 +13,10 @@ This mirrors containerd's ``archive.Apply`` (``applyNaive`` + ``createTarFile``)
   ``.wh..wh..opq`` deletes everything under its directory not unpacked from this layer.
   :func:`effective_mode` turns ``"overlay"`` without lowers into ``"naive"``, as containerd does.
 
-The stream is read once, strictly in order, and file data is copied in chunks. Every byte is
-hashed, including bytes after the tar end (they are drained), so the result's ``diff_id`` can be
+The stream is read once, strictly in order, by :class:`~ctrconv.layers.tarread.TarReader`
+(not ``tarfile``: its header parsing and buffer copies were most of the unpack's Python CPU),
+and file data is written straight from the inflated chunks. Entries the kernel already creates
+owned as asked get no ``chown`` (see ``_Applier._owned``). Every byte is hashed, including bytes after the tar end (they are drained), so the result's ``diff_id`` can be
 compared with the image config. The target should be a fresh directory the caller discards on
 error: a failed apply leaves it half written, like containerd's.
 
