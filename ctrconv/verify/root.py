@@ -29,6 +29,7 @@ from ctrconv.pipeline.completeness import Assessment, RecordedLabels, assess, ne
 from ctrconv.image.plan import DocumentCache, PlannedManifest, platform_string, read_json_blob
 from ctrconv.verify.blobs import file_size, hash_blobs
 from ctrconv.verify.deep import HostRuns
+from ctrconv.verify.prefetch import blob_sizes
 from ctrconv.verify.problems import Report
 
 T = TypeVar("T")
@@ -233,6 +234,7 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
     others = _OtherRecords(meta, ns)
     snapshot_keys = {sn: {r.key for r in _safe(report, f"{ns}/snapshots/{sn}", where, meta.snapshots(ns, sn))} for sn in meta.snapshotters(ns)}
     report.count("content records", len(records))
+    sizes = blob_sizes(content, records, _documents(records))
 
     for digest, rec in records.items():
         obj = f"blob {digest}"
@@ -241,7 +243,7 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
         except InvalidDigestError as exc:
             report.add("invalid-digest", obj, f"{where}/content/blob", str(exc))
             continue
-        on_disk = content.size(d)
+        on_disk = sizes[digest]
         if on_disk is None:
             report.add("missing-blob", obj, str(content.blob_path(d)), f"content record in {ns} but no blob file")
         elif on_disk != rec.size:
@@ -272,6 +274,19 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
         if ingest.expire_at is None or ingest.expire_at.unix_ns < now:
             report.add("stale-ingest", f"ingest {ns}/{ingest.ref}", f"{where}/content/ingests", "unleased ingest with no future expiry (containerd's GC drops it; a pull of the same blob resumes it)", severity="info")
     return visible.recorded, unreadable
+
+
+def _documents(records: dict[str, BlobRecord]) -> set[str]:
+    """The blobs the records name as JSON documents: a record that labels content is a
+    manifest or an index, and a config is labelled ``gc.ref.content.config``."""
+    documents: set[str] = set()
+    for digest, rec in records.items():
+        for key, value in rec.labels.items():
+            if _is_content_ref(key):
+                documents.add(digest)
+                if key == GC_CONTENT + ".config":
+                    documents.add(value)
+    return documents
 
 
 def _is_content_ref(key: str) -> bool:
