@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import threading
 from typing import BinaryIO, Callable, Sequence, TypeVar
 
 T = TypeVar("T")
@@ -32,6 +33,13 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+def can_split() -> bool:
+    """Two cores to run on, and no other thread in this process: a fork copies only the calling
+    thread, and a lock another thread held at that moment (a library used from a threaded
+    program) would stay locked in the child forever."""
+    return usable_cores() >= 2 and threading.active_count() == 1
 
 
 def map_halves(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:

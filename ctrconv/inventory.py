@@ -13,7 +13,7 @@ from ctrconv.containerd.content import ContentStore, ListingContent, NamespaceCo
 from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.records import ImageRecord
 from ctrconv.errors import CtrconvError
-from ctrconv.forked import map_halves, usable_cores
+from ctrconv.forked import can_split, map_halves
 from ctrconv.oci import platform as plat
 from ctrconv.pipeline.completeness import LabelsOf, SnapshotExists, assess
 from ctrconv.pipeline.completeness import lookups_in
@@ -186,7 +186,7 @@ def list_images(meta: MetadataDB, content: ContentStore, namespaces: list[str], 
             return summarize(image, visible, matcher, cache, labels_of=labels_of, snapshot_exists=snapshot_exists)
 
         images, unreadable = _records(meta, ns)
-        if len(images) >= SPLIT_FROM and usable_cores() >= 2:
+        if len(images) >= SPLIT_FROM and can_split():
             visible.list_now()  # once, before the fork, not once in each process
             out += map_halves(one, images)
         else:

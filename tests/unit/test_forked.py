@@ -78,3 +78,23 @@ def test_a_child_that_dies_leaves_its_half_to_the_parent() -> None:
 
     assert map_halves(fn, list(range(6))) == [0, -1, -2, -3, -4, -5]
     assert _no_child_left()
+
+
+def test_no_split_beside_another_thread(monkeypatch) -> None:
+    """A fork beside a running thread could leave a lock held forever in the child."""
+    import threading
+
+    from ctrconv import forked
+
+    monkeypatch.setattr(forked, "usable_cores", lambda: 2)
+    assert forked.can_split()
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert not forked.can_split()
+    finally:
+        release.set()
+        other.join()
+    monkeypatch.setattr(forked, "usable_cores", lambda: 1)
+    assert not forked.can_split()
