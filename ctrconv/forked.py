@@ -64,7 +64,7 @@ def map_halves(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
             os.close(read_end)
         if not done:
             _kill(pid)
-        os.waitpid(pid, 0)
+        _reap(pid)
     if second is None:  # the child failed: this process meets the same failure itself
         second = [fn(x) for x in items[middle:]]
     return first + second
@@ -94,6 +94,13 @@ def _child(fn: Callable[[T], R], items: Sequence[T], write_end: int) -> None:
         code = 1  # the parent went away (broken pipe) or was killed: nobody to tell
     finally:
         os._exit(code)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:  # reaped already (a host program that ignores SIGCHLD)
+        pass
 
 
 def _kill(pid: int) -> None:
