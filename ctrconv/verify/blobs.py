@@ -17,7 +17,7 @@ from ctrconv.progress import SILENT_STAGE, Stage
 from ctrconv.streams import CHUNK
 
 
-def file_size(path: Path) -> int:
+def file_size(path: Path | str) -> int:
     """A blob file's size, for a progress total (0 when unreadable: its hash reports that)."""
     try:
         return os.stat(path).st_size
@@ -29,7 +29,7 @@ def file_size(path: Path) -> int:
 _WINDOW_PER_WORKER = 64
 
 
-def hash_blob(digest: Digest, path: Path, stage: Stage = SILENT_STAGE) -> tuple[Digest, str | None, int]:
+def hash_blob(digest: Digest, path: Path | str, stage: Stage = SILENT_STAGE) -> tuple[Digest, str | None, int]:
     """(digest, actual hex or None if unreadable, bytes read); ``stage`` advances by the bytes read."""
     h = digest.hasher()
     size = 0
@@ -48,7 +48,7 @@ def hash_blob(digest: Digest, path: Path, stage: Stage = SILENT_STAGE) -> tuple[
 
 
 def hash_blobs(
-    blobs: Iterable[tuple[Digest, Path]],
+    blobs: Iterable[tuple[Digest, Path | str]],
     *,
     jobs: int | None = None,
     stage: Stage = SILENT_STAGE,
