@@ -241,6 +241,10 @@ def _salvage(raw: _Raw, hints: RootHints | None = None) -> SalvageResult:
         walker.tree(meta.root, tree, ())
         if walker.pages_read:
             attempts.append((f"meta {meta.page} (txid {meta.txid})", tree, walker.damage, walker.pages_read))
+            if not walker.damage:
+                # a whole tree: the older meta's would only backfill damaged buckets (building
+                # it anyway held a second copy of a 10,000-image meta.db, ~50 MiB, for nothing)
+                break
     if attempts and attempts[0][3] > 0 and not any(d.path == () and d.page == usable[0].root for d in attempts[0][2]):
         source, tree, damage, _ = attempts[0]
         result = SalvageResult(tree, source, page_size, list(damage), metas=tuple(metas))
