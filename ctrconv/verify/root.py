@@ -21,6 +21,7 @@ from ctrconv.containerd.records import BackendSnapshot, BlobRecord, ImageRecord
 from ctrconv.containerd.locking import is_locked, private_copy
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.digest import Digest
+from ctrconv.forked import can_split, map_halves
 from ctrconv.errors import ContentError, CtrconvError, InvalidDigestError
 from ctrconv.layers import chain_ids
 from ctrconv.oci import mediatypes as mt
@@ -106,9 +107,40 @@ def _verify_once(
     blob_hashes: dict[str, tuple[str | None, int]] | None = None,
     hash_contents: bool = True,
 ) -> Report:
-    """One reading of the root (``hash_only``: hash just these blobs, for a second reading)."""
+    """One reading of the root (``hash_only``: hash just these blobs, for a second reading).
+
+    The structure check of the bolt files shares nothing with the rest: with two cores it runs
+    in a forked child (:mod:`ctrconv.forked`) while this process reads the records, and its
+    problems come first in the report, as when it ran first."""
+
+    def the_rest() -> Report:
+        rest = Report()
+        _read_once(croot, rest, namespaces, ignore_lock, jobs, progress, deep, hash_only, blob_hashes, hash_contents)
+        return rest
+
+    if ignore_lock or not can_split():
+        report = Report()
+        _check_bolt_files(croot, report, ignore_lock)
+        _read_once(croot, report, namespaces, ignore_lock, jobs, progress, deep, hash_only, blob_hashes, hash_contents)
+        return report
+    rest, report = map_halves(lambda task: task(), [the_rest, lambda: _bolt_report(croot)])
+    for problem in rest.problems:
+        report.add(problem.kind, problem.object, problem.location, problem.message, severity=problem.severity)
+    for name, n in rest.stats.items():
+        report.count(name, n)
+    return report
+
+
+def _bolt_report(croot: ContainerdRoot) -> Report:
     report = Report()
-    _check_bolt_files(croot, report, ignore_lock)
+    _check_bolt_files(croot, report, False)
+    return report
+
+
+def _read_once(croot: ContainerdRoot, report: Report, namespaces: list[str] | None, ignore_lock: bool,
+               jobs: int | None, progress: Progress | None, deep: bool, hash_only: set[str] | None,
+               blob_hashes: dict[str, tuple[str | None, int]] | None, hash_contents: bool) -> None:
+    """Everything :func:`_verify_once` checks but the bolt files' structure."""
     backends = _read_backends(croot, report, ignore_lock)
     backend_names: dict[str, set[str]] = {}
     referenced: set[str] = set()
@@ -141,7 +173,6 @@ def _verify_once(
         _check_blobs(croot, referenced, report, jobs, progress, hash_only, blob_hashes)
     else:
         _list_blobs(croot, referenced, report, hash_only)
-    return report
 
 
 def _check_schema_version(meta: MetadataDB, report: Report) -> None:
