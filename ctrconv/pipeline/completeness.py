@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ctrconv.bolt.tree import ReadBucket
 from ctrconv.containerd import schema as K
+from ctrconv.containerd.docker_store import NAMESPACE as DOCKER_NAMESPACE
 from ctrconv.containerd.records import read_map
 from ctrconv.errors import CtrconvError
 from ctrconv.layers import chain_ids
@@ -87,11 +88,21 @@ def namespace_lookups(ns: ReadBucket | None, others: Sequence[ReadBucket] = ()) 
     return RecordedLabels(labels_of, recorded, elsewhere if others else None), snapshot_exists
 
 
+def skips_shared_blobs(namespace: str) -> bool:
+    """Whether the namespace's writer may use a blob file another namespace records without
+    recording it itself. Docker's containerd store does (a layer whose snapshot exists is never
+    fetched, even when ``default`` holds its file); containerd's own pulls and imports (``ctr``,
+    CRI) record every blob they use, sharing the file, so elsewhere a missing record beside a
+    file another namespace records is a lost record."""
+    return namespace == DOCKER_NAMESPACE
+
+
 def lookups_in(meta: "MetadataDB", namespace: str) -> tuple[LabelsOf, SnapshotExists]:
     """:func:`namespace_lookups` of ``namespace`` in an open meta.db (ls, export, push, commit)."""
     if meta.v1 is None:
         return namespace_lookups(None)
-    others = [bucket for key, bucket in meta.v1.buckets() if key != namespace.encode()]
+    others = ([bucket for key, bucket in meta.v1.buckets() if key != namespace.encode()]
+              if skips_shared_blobs(namespace) else [])
     return namespace_lookups(meta.v1.bucket(namespace.encode()), others)
 
 

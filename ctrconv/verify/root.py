@@ -26,7 +26,7 @@ from ctrconv.errors import ContentError, CtrconvError, InvalidDigestError
 from ctrconv.layers import chain_ids
 from ctrconv.oci import mediatypes as mt
 from ctrconv.progress import Progress, stage
-from ctrconv.pipeline.completeness import Assessment, RecordedLabels, assess, never_recorded
+from ctrconv.pipeline.completeness import Assessment, RecordedLabels, assess, never_recorded, skips_shared_blobs
 from ctrconv.image.plan import DocumentCache, PlannedManifest, platform_string, read_json_blob
 from ctrconv.verify.blobs import file_size, hash_blobs
 from ctrconv.verify.deep import HostRuns
@@ -262,7 +262,7 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
         report.add("unreadable-record", f"{ns}/content", where, unreadable)
     # one reading: a blob shared by many images is looked up on disk once
     visible = ListingContent(content, ns, frozenset(records))
-    others = _OtherRecords(meta, ns)
+    others = _OtherRecords(meta, ns) if skips_shared_blobs(ns) else None
     snapshot_keys = {sn: {r.key for r in _safe(report, f"{ns}/snapshots/{sn}", where, meta.snapshots(ns, sn))} for sn in meta.snapshotters(ns)}
     report.count("content records", len(records))
     sizes = blob_sizes(content, records, _documents(records))

@@ -191,3 +191,34 @@ def test_a_layer_every_platform_shares_lost_breaks_the_image():
     del store.blobs[shared["digest"]]
     verdict = assess(store, index)
     assert not verdict.ok and [d["digest"] for d in verdict.broken] == [shared["digest"]]
+
+
+@pytest.mark.parametrize("namespace", ["moby", "default", "k8s.io"])
+def test_only_dockers_store_counts_another_namespaces_file_as_never_fetched(namespace):
+    """containerd's pulls and imports record every blob they use (sharing another namespace's
+    file), so outside Docker's store a layer unrecorded beside such a file lost its record
+    (the damage catalogue's content-record-deleted); only ``moby`` may never record it."""
+    from ctrconv.pipeline.completeness import lookups_in, skips_shared_blobs
+
+    layer = "sha256:" + "a" * 64
+
+    class Bucket:
+        def __init__(self, holds: bool) -> None:
+            self.holds = holds
+
+        def bucket(self, *path: bytes):
+            return object() if self.holds and path[-1] == layer.encode() else None
+
+    class V1:
+        def buckets(self):
+            return [(namespace.encode(), Bucket(False)), (b"other", Bucket(True))]
+
+        def bucket(self, name: bytes):
+            return Bucket(name == b"other")
+
+    class Meta:
+        v1 = V1()
+
+    labels_of, _ = lookups_in(Meta(), namespace)
+    assert isinstance(labels_of, RecordedLabels) and not labels_of.recorded(layer)
+    assert labels_of.elsewhere(layer) is (namespace == "moby") is skips_shared_blobs(namespace)
