@@ -39,6 +39,14 @@ class Report:
             self._seen.add(problem)
             self.problems.append(problem)
 
+    def merge(self, other: "Report") -> None:
+        """Add ``other``'s stats and problems as if they had been added here, in order (the
+        reports of images checked in another process join the main one)."""
+        for name, n in other.stats.items():
+            self.count(name, n)
+        for p in other.problems:
+            self.add(p.kind, p.object, p.location, p.message, severity=p.severity)
+
     def count(self, name: str, n: int = 1) -> None:
         self.stats[name] = self.stats.get(name, 0) + n
 

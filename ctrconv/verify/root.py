@@ -32,6 +32,7 @@ from ctrconv.verify.blobs import file_size, hash_blobs
 from ctrconv.verify.deep import HostRuns
 from ctrconv.verify.prefetch import blob_sizes
 from ctrconv.verify.problems import Report
+from ctrconv.verify.split import SPLIT_FROM, image_records
 
 T = TypeVar("T")
 GC_CONTENT = K.LABEL_GC_CONTENT
@@ -293,9 +294,23 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
                     report.add("dangling-gc-label", obj, f"{where}/content/blob/{digest}/labels", f"{key} points at snapshot {value}, which {sn} does not have in {ns}: the image's unpacked snapshot is lost (a CRI container cannot start from it)")
 
     runs = HostRuns()
-    for image in _safe(report, f"{ns}/images", where, meta.images(ns)):
+
+    def one(image: ImageRecord) -> Report:
+        found = Report()
+        _check_image(image, records, visible, snapshot_keys, found, others, runs)
+        return found
+
+    images, unreadable_image = image_records(meta, ns)
+    if len(images) >= SPLIT_FROM and can_split():
+        visible.list_now()  # once, before the fork, not once in each process
+        checked = map_halves(one, images)
+    else:
+        checked = [one(image) for image in images]
+    for found in checked:
         report.count("images")
-        _check_image(image, records, visible, snapshot_keys, report, others, runs)
+        report.merge(found)
+    if unreadable_image is not None:
+        report.add("unreadable-record", f"{ns}/images", where, str(unreadable_image))
 
     now = time.time_ns()
     leased = {ref for lease in _safe(report, f"{ns}/leases", where, meta.leases(ns)) for ref in lease.ingests}

@@ -1,0 +1,83 @@
+"""verify's image checks split over two processes (``SPLIT_FROM``, lowered here) report exactly
+what one process reports: the same problems in the same order, the same stats in the same
+order; a record that does not read is reported after the images before it, as the loop did."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ctrconv import forked
+from ctrconv.errors import CtrconvError
+from ctrconv.verify import root as verify_root_module
+from ctrconv.verify.root import verify_root
+from support.scale_root import build_root
+
+IMAGES = 40
+
+
+def _damaged(tmp_path: Path) -> Path:
+    """Every 5th blob file deleted: images in both halves of the list have findings."""
+    root = tmp_path / "root"
+    build_root(root, IMAGES, base_layers=4)
+    blobs = root / "io.containerd.content.v1.content" / "blobs" / "sha256"
+    for name in sorted(os.listdir(blobs))[::5]:
+        os.unlink(blobs / name)
+    return root
+
+
+def _split(monkeypatch: pytest.MonkeyPatch, splits: list[int]) -> None:
+    def recording(fn, items):
+        splits.append(len(items))
+        return forked.map_halves(fn, items)
+
+    monkeypatch.setattr(verify_root_module, "SPLIT_FROM", 2)
+    monkeypatch.setattr(verify_root_module, "can_split", lambda: True)
+    monkeypatch.setattr(verify_root_module, "map_halves", recording)
+
+
+def _image_objects(report: dict) -> list[str]:
+    return [p["object"] for p in report["problems"] + report["info"] if p["object"].startswith("image ")]
+
+
+@pytest.mark.parametrize("hash_contents", [False, True])
+def test_split_image_checks_report_as_one_process(tmp_path, monkeypatch, hash_contents):
+    root = _damaged(tmp_path)
+    monkeypatch.setattr(verify_root_module, "can_split", lambda: False)
+    alone = verify_root(root, hash_contents=hash_contents).to_json()
+    splits: list[int] = []
+    _split(monkeypatch, splits)
+    split = verify_root(root, hash_contents=hash_contents).to_json()
+    assert IMAGES in splits  # the image checks were split (the other split: the bolt check)
+    images = sorted({o for o in _image_objects(alone)})
+    names = sorted(o.split("/", 1)[1] for o in images)
+    # findings from images of both halves (the list is in key order: the names sort the same)
+    assert names and names[0] < "registry.example.com/team10" < names[-1], names
+    assert split == alone
+    assert list(split["stats"]) == list(alone["stats"])
+    assert split["stats"]["images"] == IMAGES
+
+
+def test_unreadable_image_record_comes_after_the_images_before_it(tmp_path, monkeypatch):
+    root = _damaged(tmp_path)
+    original = verify_root_module.image_records
+    kept: list[str] = []
+
+    def unreadable_after_ten(meta, namespace):
+        images, _ = original(meta, namespace)
+        kept.extend(f"image {i.namespace}/{i.name}" for i in images[:10])
+        return images[:10], CtrconvError("image default/x: bad record")
+
+    monkeypatch.setattr(verify_root_module, "image_records", unreadable_after_ten)
+    splits: list[int] = []
+    _split(monkeypatch, splits)
+    report = verify_root(root, hash_contents=False).to_json()
+    assert 10 in splits
+    kinds = [(p["kind"], p["object"]) for p in report["problems"]]
+    last = kinds.index(("unreadable-record", "default/images"))
+    objects = _image_objects(report)
+    assert objects and set(objects) <= set(kept)  # only the images read were checked
+    assert all(kinds.index(k) < last for k in kinds if k[1].startswith("image "))
+    assert report["stats"]["images"] == 10
