@@ -140,6 +140,11 @@ class LayerStream:
             close()
         self._eof = True
 
+    @property
+    def produced(self) -> threading.Event | None:
+        """Set once every chunk was inflated (or inflating stopped); ``None``: no helper thread."""
+        return getattr(self._chunks, "produced", None)
+
     def digest_of_stream(self) -> str | None:
         """sha256 of every uncompressed byte, computed on the read-ahead thread.
 
@@ -165,16 +170,24 @@ class Prefetch:
 
     _END = object()
 
-    def __init__(self, chunks: Iterator[bytes], depth: int = 4) -> None:
+    def __init__(self, chunks: Iterator[bytes], depth: int = 4, after: threading.Event | None = None) -> None:
         self._chunks = chunks
         self._queue: queue.Queue[Any] = queue.Queue(depth)
         self._stop = threading.Event()
+        self._after = after
+        #: set once the generator is exhausted, failed or stopped: a next layer may start then
+        self.produced = threading.Event()
         self._done = False
         self._thread = threading.Thread(target=self._produce, name="layer-prefetch", daemon=True)
         self._thread.start()
 
     def _produce(self) -> None:
         try:
+            # a layer read ahead starts inflating once the one before it has produced
+            # everything: the two never compete for the core, and memory stays at two queues
+            while self._after is not None and not self._after.wait(0.05):
+                if self._stop.is_set():
+                    return
             for chunk in self._chunks:
                 if self._stop.is_set():
                     return
@@ -183,6 +196,7 @@ class Prefetch:
         except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
             self._queue.put(exc)
         finally:
+            self.produced.set()
             close = getattr(self._chunks, "close", None)
             if close is not None:
                 close()
@@ -220,6 +234,8 @@ def open_layer(
     strict: bool = True,
     external: bool | None = False,
     max_bytes: int | None = None,
+    read_ahead: int = 4,
+    after: threading.Event | None = None,
 ) -> LayerStream:
     """Wrap a layer blob stream so that reads return the uncompressed tar bytes.
 
@@ -229,6 +245,8 @@ def open_layer(
         strict: refuse a media type whose compression disagrees with the magic bytes.
         external: use an ``igzip``/``pigz``/``zstd`` process (``None``: when installed).
         max_bytes: fail once more than this many uncompressed bytes come out.
+        read_ahead: chunks (<= 1 MiB each) inflated ahead of the reader on a helper thread.
+        after: start inflating only once this is set (the layer before is inflated).
 
     Raises:
         FormatError: unsupported media type or compression, or a media-type/magic mismatch.
@@ -248,7 +266,7 @@ def open_layer(
     source = Prepended(head, stream)
     hasher = hashlib.sha256()
     chunks = _hashed(_decoder(compression, source, external), hasher)
-    return LayerStream(Prefetch(chunks), compression, max_bytes, hasher)
+    return LayerStream(Prefetch(chunks, read_ahead, after), compression, max_bytes, hasher)
 
 
 def decompressed_chunks(stream: Readable) -> Iterator[bytes]:

@@ -19,7 +19,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator, Sequence, Union
 
-from ctrconv.layers.apply import ApplyResult, Mode, unpack_layer
+from ctrconv.errors import CtrconvError
+from ctrconv.layers.apply import ApplyResult, Mode, apply_layer, unpack_layer
+from ctrconv.layers.compression import LayerStream, open_layer
 from ctrconv.progress import SILENT_STAGE, Stage
 from ctrconv.tempfiles import signals_deferred
 
@@ -75,6 +77,69 @@ def apply_job(job: LayerJob, stage: Stage = SILENT_STAGE, blob: BinaryIO | None 
             _Counted(stream, stage), job.target, mode=job.mode, media_type=job.media_type, lowers=job.lowers,
             expected_diff_id=job.diff_id, max_bytes=job.max_bytes, defer_parents=job.defer_parents,
         )
+    stage.advance(0, files=result.entries)
+    return result
+
+
+#: chunks (<= 1 MiB each) a layer applied in order inflates ahead of the applier; with the
+#: next layer's queue filling behind it, at most ~2 x (this + 2) MiB are held (<= 32 MiB)
+READ_AHEAD_CHUNKS = 14
+
+
+class OpenedLayer:
+    """A layer blob opened and inflating on its helper thread before its apply starts.
+
+    Layers applied in order alternate between inflate-bound and create-bound stretches; the
+    next layer inflating behind the current one (:func:`open_ahead`) keeps the inflater busy
+    across the boundary. Errors of the opening (a media type the magic contradicts) are kept
+    for :func:`apply_opened`, so they surface at the layer's turn, as without read-ahead.
+    """
+
+    def __init__(self, job: LayerJob, stage: Stage, after: "threading.Event | None") -> None:
+        self.job = job
+        self.error: BaseException | None = None
+        self.tar: LayerStream | None = None
+        self._blob: BinaryIO | None = None
+        try:
+            self._blob = job.open_blob()
+            self.tar = open_layer(_Counted(self._blob, stage), job.media_type, max_bytes=job.max_bytes,
+                                  read_ahead=READ_AHEAD_CHUNKS, after=after)
+        except (CtrconvError, OSError) as exc:
+            self.error = exc
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def produced(self) -> "threading.Event | None":
+        """Set once this layer is fully inflated (the next may start); ``None``: start now."""
+        return self.tar.produced if self.tar is not None else None
+
+    def close(self) -> None:
+        """Stop the helper thread and close the blob (also for a layer never applied)."""
+        if self.tar is not None:
+            self.tar.close()
+        if self._blob is not None:
+            self._blob.close()
+
+
+def open_ahead(job: LayerJob, stage: Stage = SILENT_STAGE, before: OpenedLayer | None = None) -> OpenedLayer:
+    """Open ``job``'s blob to inflate once ``before`` (the layer applied ahead of it) is inflated."""
+    return OpenedLayer(job, stage, before.produced if before is not None else None)
+
+
+def apply_opened(opened: OpenedLayer, target: str, lowers: tuple[str, ...], mode: Mode,
+                 stage: Stage = SILENT_STAGE) -> ApplyResult:
+    """Apply a layer opened by :func:`open_ahead` in order (lowers complete) to ``target``;
+    closes it. The diff ID is verified as with :func:`apply_job`."""
+    try:
+        if opened.error is not None:
+            raise opened.error
+        assert opened.tar is not None
+        result = apply_layer(opened.tar, target, mode=mode, lowers=lowers,
+                             expected_diff_id=opened.job.diff_id, defer_parents=False)
+    finally:
+        opened.close()
     stage.advance(0, files=result.entries)
     return result
 

@@ -35,7 +35,7 @@ from ctrconv.errors import FormatError, UsageError
 from ctrconv.layers.apply import ApplyResult, Mode, finish_deferred_parents
 from ctrconv.layers.chain import chain_ids
 from ctrconv.layers.copy import copy_tree
-from ctrconv.layers.parallel import LayerJob, apply_in_parallel, apply_job
+from ctrconv.layers.parallel import LayerJob, OpenedLayer, apply_in_parallel, apply_job, apply_opened, open_ahead
 from ctrconv.progress import SILENT_STAGE, Stage
 from ctrconv.layers.usage import disk_usage
 from ctrconv.streams import fsync_dir
@@ -230,6 +230,8 @@ class SnapshotWriter:
                 for layer, diff_id, chain in list(zip(layers, diff_ids, chains))[len(below):]]
         if self.snapshotter == "overlayfs" and self.jobs > 1 and len(todo) > 1:
             self._build_overlay_in_parallel(todo, below, blob_path, stage, arrivals)
+        elif open_blob is None:
+            self._build_reading_ahead(todo, below, blob_path, stage)
         else:
             for item in todo:
                 build = self._prepare(item, [s.path for s in below])
@@ -289,6 +291,26 @@ class SnapshotWriter:
                        build.item.diff_id, self.max_layer_bytes, defer_parents=False)
         with open_blob(str(layer["digest"])) as blob:
             build.applied = apply_job(job, stage, blob=blob)
+
+    def _build_reading_ahead(self, todo: list["_Layer"], below: list[_Snap], blob_path: BlobPath, stage: Stage) -> None:
+        """Apply layers in order from their files, the next one inflating (bounded read-ahead)
+        while the current one is still being created, so the inflater does not wait for the
+        applier at layer boundaries. Nothing changes in what is verified or when it installs."""
+        opened: list[OpenedLayer] = []
+        try:
+            for index, item in enumerate(todo):
+                while len(opened) < min(index + 2, len(todo)):
+                    ahead = todo[len(opened)]
+                    job = LayerJob(str(blob_path(str(ahead.layer["digest"]))), "", "naive", ahead.layer.get("mediaType"),
+                                   (), ahead.diff_id, self.max_layer_bytes, defer_parents=False)
+                    opened.append(open_ahead(job, stage, opened[-1] if opened else None))
+                build = self._prepare(item, [s.path for s in below])
+                build.applied = apply_opened(opened[index], str(build.target), tuple(str(p) for p in build.lowers),
+                                             build.mode, stage)
+                below.append(self._register(build, below))
+        finally:
+            for layer in opened:
+                layer.close()
 
     def _build_overlay_in_parallel(self, todo: list["_Layer"], below: list[_Snap], blob_path: BlobPath,
                                    stage: Stage, arrivals: Arrivals | None = None) -> None:
