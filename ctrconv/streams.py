@@ -68,6 +68,10 @@ class _BackgroundHasher:
     so hashing a blob overlaps with writing it. At most ``depth`` chunks wait; the thread
     starts with the first chunk (``depth`` may be changed until then)."""
 
+    #: set before ``__init__`` runs, so ``__del__`` of an object an interrupt left half-made
+    #: finds no thread instead of raising
+    _thread: threading.Thread | None = None
+
     def __init__(self, hasher: "hashlib._Hash", depth: int = 4) -> None:
         self._hash = hasher
         self.depth = depth

@@ -87,6 +87,10 @@ class EarlyWriteback:
     A no-op where ``sync_file_range`` is not available.
     """
 
+    #: set before ``__init__`` runs: an interrupt (SIGINT) inside it leaves an object whose
+    #: ``__del__`` must still find no thread, not raise on a missing attribute
+    _thread: threading.Thread | None = None
+
     def __init__(self, fd: int, step: int = 32 << 20) -> None:
         self._fd = fd
         self._step = step

@@ -372,3 +372,10 @@ def test_an_unaligned_blob_keeps_the_short_queue(tmp_path):
                                    capture_output=True, text=True, check=True).stdout)
     assert (tmp_path / "out").read_bytes() == data
     assert grown_kib < 96 * 1024, f"peak RSS grew by {grown_kib / 1024:.0f} MiB"
+
+
+def test_a_hasher_an_interrupt_left_half_made_is_collected_quietly():
+    """As for EarlyWriteback: ``__del__`` of an object whose ``__init__`` was interrupted."""
+    from ctrconv.streams import _BackgroundHasher
+
+    _BackgroundHasher.__new__(_BackgroundHasher).__del__()

@@ -135,3 +135,11 @@ def test_preallocate_is_advisory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     with open(tmp_path / "out", "wb") as f:
         assert preallocate(f.fileno(), 0, 1 << 20) is False
         assert os.fstat(f.fileno()).st_blocks == 0
+
+
+def test_an_object_an_interrupt_left_half_made_is_collected_quietly():
+    """SIGINT can land inside ``__init__`` (the crash test saw it): ``__del__`` then runs on an
+    object without its attributes and must not print 'Exception ignored ... AttributeError'."""
+    from ctrconv.writeback import EarlyWriteback
+
+    EarlyWriteback.__new__(EarlyWriteback).__del__()
