@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from ctrconv.bolt.reader import BoltFile, Bucket
+from ctrconv.containerd import blobrecords
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.records import (
     BackendSnapshot,
@@ -87,8 +88,7 @@ class MetadataDB:
         blobs = self._ns(namespace, K.CONTENT, K.BLOB)
         if blobs is None:
             return
-        for key, bucket in blobs.buckets():
-            yield read_blob(bucket, namespace, text(key))
+        yield from blobrecords.blobs(self.db, blobs, namespace)
 
     def content_digests(self, namespace: str) -> frozenset[str]:
         """Keys of ``v1/<namespace>/content/blob``: the content this namespace owns.
