@@ -32,7 +32,7 @@ from ctrconv.verify.blobs import file_size, hash_blobs
 from ctrconv.verify.deep import HostRuns
 from ctrconv.verify.prefetch import blob_sizes
 from ctrconv.verify.problems import Report
-from ctrconv.verify.split import SPLIT_FROM, image_records
+from ctrconv.verify.split import SPLIT_FROM, SnapshotRecords, image_records
 
 T = TypeVar("T")
 GC_CONTENT = K.LABEL_GC_CONTENT
@@ -149,10 +149,11 @@ def _read_once(croot: ContainerdRoot, report: Report, namespaces: list[str] | No
         with croot.open_metadata(ignore_lock=ignore_lock) as meta:
             _check_schema_version(meta, report)
             selected = meta.namespaces() if namespaces is None else namespaces
-            checked = {ns: _check_namespace(meta, croot, ns, report) for ns in selected}
+            snaps = SnapshotRecords(meta)
+            checked = {ns: _check_namespace(meta, croot, ns, report, snaps) for ns in selected}
             for ns in meta.namespaces():
                 for sn in meta.snapshotters(ns):
-                    for rec in _safe(report, f"{ns}/snapshots/{sn}", "meta.db", meta.snapshots(ns, sn)):
+                    for rec in snaps(report, f"{ns}/snapshots/{sn}", "meta.db", ns, sn):
                         backend_names.setdefault(sn, set()).add(rec.name)
                 if ns in checked:  # its records were read for the namespace check: not again
                     digests, unreadable = checked[ns]
@@ -162,7 +163,7 @@ def _read_once(croot: ContainerdRoot, report: Report, namespaces: list[str] | No
                     continue
                 for blob in _safe(report, f"{ns}/content", "meta.db", meta.blobs(ns)):
                     referenced.add(blob.digest)
-            _check_meta_snapshots(meta, selected, report, backends)
+            _check_meta_snapshots(meta, selected, report, backends, snaps)
             if deep:
                 _deep(meta, croot, selected, report, backends)
     except CtrconvError as exc:
@@ -254,7 +255,8 @@ def _kept(rec: BlobRecord) -> BlobRecord:
     return BlobRecord(rec.namespace, intern(rec.digest), rec.size, labels)
 
 
-def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: Report) -> tuple[frozenset[str], str | None]:
+def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: Report,
+                     snaps: SnapshotRecords) -> tuple[frozenset[str], str | None]:
     """Check one namespace; returns its recorded digests and why any record was unreadable."""
     content = croot.content
     where = f"meta.db v1/{ns}"
@@ -264,7 +266,7 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
     # one reading: a blob shared by many images is looked up on disk once
     visible = ListingContent(content, ns, frozenset(records))
     others = _OtherRecords(meta, ns) if skips_shared_blobs(ns) else None
-    snapshot_keys = {sn: {r.key for r in _safe(report, f"{ns}/snapshots/{sn}", where, meta.snapshots(ns, sn))} for sn in meta.snapshotters(ns)}
+    snapshot_keys = {sn: {r.key for r in snaps(report, f"{ns}/snapshots/{sn}", where, ns, sn)} for sn in meta.snapshotters(ns)}
     report.count("content records", len(records))
     sizes = blob_sizes(content, records, _documents(records))
 
@@ -510,11 +512,12 @@ def _check_unpacked(image: ImageRecord, manifest: PlannedManifest, records: dict
             report.add("missing-gc-label", obj, f"meta.db v1/{image.namespace}/content/blob/{config['digest']}", f"config has no {GC_SNAPSHOT}{sn} label for {top}: GC would delete the unpacked snapshots")
 
 
-def _check_meta_snapshots(meta: MetadataDB, namespaces: list[str], report: Report, backends: dict[str, _Backend]) -> None:
+def _check_meta_snapshots(meta: MetadataDB, namespaces: list[str], report: Report, backends: dict[str, _Backend],
+                          snaps: SnapshotRecords) -> None:
     for ns in namespaces:
         for sn in meta.snapshotters(ns):
             backend_keys = {b.key for b in backends[sn].snapshots} if sn in backends else set()
-            recs = {r.key: r for r in _safe(report, f"{ns}/snapshots/{sn}", "meta.db", meta.snapshots(ns, sn))}
+            recs = {r.key: r for r in snaps(report, f"{ns}/snapshots/{sn}", "meta.db", ns, sn)}
             for key, rec in recs.items():
                 obj = f"snapshot {ns}/{sn}/{key}"
                 where = f"meta.db v1/{ns}/snapshots/{sn}/{key}"

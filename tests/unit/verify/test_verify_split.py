@@ -81,3 +81,33 @@ def test_unreadable_image_record_comes_after_the_images_before_it(tmp_path, monk
     assert objects and set(objects) <= set(kept)  # only the images read were checked
     assert all(kinds.index(k) < last for k in kinds if k[1].startswith("image "))
     assert report["stats"]["images"] == 10
+
+
+def test_snapshot_records_are_read_once_and_an_unreadable_one_reported_by_each_check(tmp_path, monkeypatch):
+    """The namespace check, the snapshotter cross-check and the chain check share one reading;
+    a record that does not read is still reported as each of them reported it (the problems
+    and order asserted here are what three separate readings gave, checked against that tree)."""
+    from ctrconv.containerd.metadata import MetadataDB
+
+    root = tmp_path / "root"
+    build_root(root, IMAGES, base_layers=4)
+    real = MetadataDB.snapshots
+    reads: list[tuple[str, str]] = []
+
+    def unreadable_fourth(self, namespace, snapshotter):
+        reads.append((namespace, snapshotter))
+        for i, rec in enumerate(real(self, namespace, snapshotter)):
+            if i == 3:
+                raise CtrconvError(f"snapshot {namespace}/{snapshotter}/x: bad record")
+            yield rec
+
+    monkeypatch.setattr(MetadataDB, "snapshots", unreadable_fourth)
+    monkeypatch.setattr(verify_root_module, "can_split", lambda: False)
+    report = verify_root(root, hash_contents=False).to_json()
+    assert reads == [("default", "overlayfs")]
+    unreadable = [(i, p["object"], p["location"]) for i, p in enumerate(report["problems"]) if p["kind"] == "unreadable-record"]
+    # first by the namespace check (before every blob and image finding), then by the
+    # snapshotter and chain checks (one location: one problem)
+    assert unreadable[0] == (0, "default/snapshots/overlayfs", "meta.db v1/default")
+    assert [u[1:] for u in unreadable[1:]] == [("default/snapshots/overlayfs", "meta.db")]
+    assert report["stats"]["snapshots"] == 3
