@@ -119,7 +119,7 @@ class _BoltState:
 def _load(path: Path, mode: int, *, new_freelist: bool) -> _BoltState:
     if path.is_file():
         with BoltFile(path) as db:
-            tree = db.root.to_tree()
+            tree = BucketTree.load(db.root)
             return _BoltState(path, mode, fingerprint(tree), tree, db.page_size, db.meta.freelist_synced,
                               db.meta.txid + 1, True)
     return _BoltState(path, mode, fingerprint(BucketTree()), BucketTree(), None, new_freelist, 2, False)
