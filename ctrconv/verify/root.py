@@ -31,7 +31,7 @@ from ctrconv.image.plan import DocumentCache, PlannedManifest, platform_string, 
 from ctrconv.verify.blobs import file_size, hash_blobs
 from ctrconv.verify.deep import HostRuns
 from ctrconv.verify.prefetch import blob_sizes
-from ctrconv.verify.problems import Report
+from ctrconv.verify.problems import Findings, Report
 from ctrconv.verify.split import SPLIT_FROM, SnapshotRecords, image_records
 
 T = TypeVar("T")
@@ -297,20 +297,21 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
 
     runs = HostRuns()
 
-    def one(image: ImageRecord) -> Report:
+    def one(image: ImageRecord) -> Findings:
         found = Report()
         _check_image(image, records, visible, snapshot_keys, found, others, runs)
-        return found
+        return tuple(found.problems), tuple(found.stats.items())  # a clean image: two empty tuples
 
     images, unreadable_image = image_records(meta, ns)
+    checked: Iterable[Findings]
     if len(images) >= SPLIT_FROM and can_split():
         visible.list_now()  # once, before the fork, not once in each process
         checked = map_halves(one, images)
     else:
-        checked = [one(image) for image in images]
-    for found in checked:
+        checked = (one(image) for image in images)
+    for problems, stats in checked:
         report.count("images")
-        report.merge(found)
+        report.merge(problems, stats)
     if unreadable_image is not None:
         report.add("unreadable-record", f"{ns}/images", where, str(unreadable_image))
 
