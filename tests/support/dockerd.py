@@ -108,8 +108,10 @@ class PrivateDockerd(StartedService):
         """Stop, unmount anything the engine left mounted, and remove its directories."""
         self.stop()
         for base in (self._tmp, self._short):
+            # mountinfo names resolved paths: a base under a symlinked directory must match too
+            prefix = str(Path(base).resolve()) + "/"
             mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
-                      if line.split()[4].startswith(str(base) + "/")]
+                      if line.split()[4].startswith(prefix)]
             for mount in sorted(mounts, key=len, reverse=True):
                 subprocess.run(["umount", "-l", mount], capture_output=True)
             shutil.rmtree(base, ignore_errors=True)
