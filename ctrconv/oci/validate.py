@@ -187,19 +187,42 @@ def _check_descriptor(where: str, path: str, desc: dict[str, Any]) -> None:
         raise FormatError(f"invalid {where}: at {path}/size: {str(size)[:40]} is not in 0..2^53-1")
 
 
-def _descriptors(media_type: str, doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(JSON pointer, descriptor) for every descriptor a document holds."""
-    found: list[tuple[str, dict[str, Any]]] = []
+def _descriptor_lists(media_type: str, doc: dict[str, Any]) -> list[tuple[str, list[Any], bool]]:
+    """(JSON pointer, descriptors, whether the pointer takes each one's index) for every
+    descriptor a document holds, in document order."""
+    found: list[tuple[str, list[Any], bool]] = []
     if mt.is_manifest(media_type):
-        found.append(("/config", doc["config"]))
-        found.extend((f"/layers/{i}", d) for i, d in enumerate(doc["layers"]))
+        found.append(("/config", [doc["config"]], False))
+        found.append(("/layers/", doc["layers"], True))
     elif mt.is_index(media_type):
-        found.extend((f"/manifests/{i}", d) for i, d in enumerate(doc["manifests"]))
+        found.append(("/manifests/", doc["manifests"], True))
     elif media_type == mt.OCI_DESCRIPTOR:
-        found.append(("", doc))
+        found.append(("", [doc], False))
     if isinstance(doc.get("subject"), dict):
-        found.append(("/subject", doc["subject"]))
+        found.append(("/subject", [doc["subject"]], False))
     return found
+
+
+def _check_descriptors(where: str, media_type: str, doc: dict[str, Any]) -> None:
+    """:func:`_check_descriptor` of every descriptor, in document order; a descriptor whose
+    digest was already found good and whose size is in range is passed without making its
+    JSON pointer (a 10,000-image ``ls`` checks 42,000 descriptors, most of them shared)."""
+    for prefix, descriptors, numbered in _descriptor_lists(media_type, doc):
+        for i, desc in enumerate(descriptors):
+            digest, size = desc.get("digest"), desc.get("size")
+            if type(digest) is str and type(size) is int and 0 <= size <= MAX_SIZE and _good_digest(digest):
+                continue
+            _check_descriptor(where, f"{prefix}{i}" if numbered else prefix, desc)
+
+
+@lru_cache(maxsize=1 << 12)
+def _good_digest(text: str) -> bool:
+    """Whether :meth:`Digest.parse` accepts ``text`` (remembered: shared digests recur)."""
+    try:
+        Digest.parse(text)
+    except InvalidDigestError:
+        return False
+    return True
 
 
 def _check_kind(where: str, media_type: str, doc: dict[str, Any]) -> None:
@@ -217,6 +240,8 @@ def _check_kind(where: str, media_type: str, doc: dict[str, Any]) -> None:
 def _check_config(where: str, doc: dict[str, Any]) -> None:
     diff_ids = (doc.get("rootfs") or {}).get("diff_ids") or []
     for i, value in enumerate(diff_ids):
+        if type(value) is str and _good_digest(value):
+            continue
         try:
             Digest.parse(value)
         except InvalidDigestError as exc:
@@ -242,8 +267,7 @@ def validate_object(media_type: str, doc: Any, *, digest: str | None = None) -> 
         error = next(iter(_validator(schema_file).iter_errors(doc)), None)
         if error is not None:
             raise _schema_error(where, error)
-    for path, desc in _descriptors(media_type, doc):
-        _check_descriptor(where, path, desc)
+    _check_descriptors(where, media_type, doc)
     if mt.is_config(media_type):
         _check_config(where, doc)
     return doc

@@ -341,3 +341,42 @@ def test_parse_config_diff_ids() -> None:
         parse_config_diff_ids(b'{"rootfs": {"diff_ids": "x"}}')
     with pytest.raises(FormatError, match="nested"):
         parse_config_diff_ids(b"[" * 1000 + b"]" * 1000)
+
+
+@pytest.mark.parametrize("media_type", [mt.OCI_MANIFEST, mt.OCI_INDEX])
+def test_descriptor_checks_skip_nothing_once_digests_are_remembered(media_type: str) -> None:
+    """Descriptors whose digests were found good before pass without a JSON pointer being made;
+    a bad digest or size at any position still fails with the pointer and message of the
+    per-descriptor check, after the same digests were accepted in other documents."""
+    from ctrconv.errors import InvalidDigestError
+    from ctrconv.digest import Digest
+
+    good = ["sha256:" + c * 64 for c in "456789a"]
+    bad_digests = ["sha384:" + "a" * 64, "sha512:" + "b" * 96, "sha256:" + "c" * 65]
+    key, where = ("layers", "image manifest") if media_type == mt.OCI_MANIFEST else ("manifests", "image index")
+    item_type = mt.OCI_LAYER_GZIP if key == "layers" else mt.OCI_MANIFEST
+
+    def doc_with(entries: list[dict[str, Any]]) -> dict[str, Any]:
+        doc = oci_manifest() if key == "layers" else oci_index()
+        doc[key] = entries
+        return doc
+
+    entries = [{"mediaType": item_type, "digest": d, "size": 10 + i} for i, d in enumerate(good)]
+    validate_object(media_type, doc_with(entries))  # every digest now remembered as good
+    for position in range(len(entries)):
+        for bad in bad_digests:
+            mutated = [dict(e) for e in entries]
+            mutated[position]["digest"] = bad
+            try:
+                Digest.parse(bad)
+            except InvalidDigestError as exc:
+                reason = str(exc)
+            with pytest.raises(FormatError) as info:
+                validate_object(media_type, doc_with(mutated))
+            message = str(info.value)
+            assert f"at /{key}/{position}/digest: {reason}" in message, message
+    if key == "layers":  # diff_ids: a bad one after remembered good ones is still found
+        config = {"architecture": "amd64", "os": "linux",
+                  "rootfs": {"type": "layers", "diff_ids": [*good, bad_digests[0]]}}
+        with pytest.raises(FormatError, match=f"at /rootfs/diff_ids/{len(good)}: "):
+            validate_object(mt.OCI_CONFIG, config)
