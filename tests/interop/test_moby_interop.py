@@ -244,6 +244,14 @@ def test_export_says_which_layers_were_copied_and_which_regenerated(moby_set, cl
     assert all(layer["snapshot"] and layer["source_blob"] is None for layer in layers)
 
 
+def _push_tags(cli, fixtures, host: str, tags) -> None:  # type: ignore[no-untyped-def]
+    """Push ``bbx:<tag>`` of the fixture root to the private registry at ``host``."""
+    for tag in tags:
+        res = cli("export", "--root", str(fixtures.root), "--image", f"docker.io/library/bbx:{tag}",
+                  "--to", f"{host}/bbx:{tag}", "--plain-http", "-q")
+        assert res.code == 0, res.stderr
+
+
 def test_layers_docker_skipped_whose_blobs_another_namespace_holds_export_unchanged(
         line, fresh_docker, fixture_set_for, cli, tmp_path) -> None:
     """``ctr images import`` put ``bbx:oci`` into namespace ``default``; Docker then pulled
@@ -256,10 +264,7 @@ def test_layers_docker_skipped_whose_blobs_another_namespace_holds_export_unchan
 
     fixtures = fixture_set_for(CONTAINERD_LINE[line])
     with PrivateRegistry(workdir=tmp_path) as registry:
-        for tag in ("uncompressed", "oci"):
-            res = cli("export", "--root", str(fixtures.root), "--image", f"docker.io/library/bbx:{tag}",
-                      "--to", f"{registry.host}/bbx:{tag}", "--plain-http", "-q")
-            assert res.code == 0, res.stderr
+        _push_tags(cli, fixtures, registry.host, ("uncompressed", "oci"))
         ref = f"{registry.host}/bbx:oci"
         with MobyDocker(line, tmp_path, root=tmp_path / "root") as docker:
             docker.containerd.ctr("images", "import", str(fixtures.file(fixtures.input("bbx-oci")["path"])),
@@ -302,10 +307,7 @@ def test_commit_says_base_layers_docker_never_fetched_were_copied(line, fixture_
 
     fixtures = fixture_set_for(CONTAINERD_LINE[line])
     with PrivateRegistry(workdir=tmp_path) as registry:
-        for tag in ("uncompressed", "oci"):
-            res = cli("export", "--root", str(fixtures.root), "--image", f"docker.io/library/bbx:{tag}",
-                      "--to", f"{registry.host}/bbx:{tag}", "--plain-http", "-q")
-            assert res.code == 0, res.stderr
+        _push_tags(cli, fixtures, registry.host, ("uncompressed", "oci"))
         ref = f"{registry.host}/bbx:oci"
         with MobyDocker(line, tmp_path, root=tmp_path / "root") as docker:
             docker.docker("pull", "-q", f"{registry.host}/bbx:uncompressed")
