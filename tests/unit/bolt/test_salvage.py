@@ -20,18 +20,24 @@ def _tree() -> BucketTree:
     return tree
 
 
-def test_a_whole_file_is_salvaged_from_one_walk(tmp_path: Path, monkeypatch) -> None:
-    path = tmp_path / "meta.db"
-    write_bolt(path, _tree())
-    walks = []
+def _count_root_walks(monkeypatch) -> list[int]:  # type: ignore[no-untyped-def]
+    """The root pages salvage starts a tree walk from, in order (one per meta page walked)."""
+    walks: list[int] = []
     original = salvage_module._Walker.tree
 
-    def counting(self, pgid, tree, path_):
+    def counting(self, pgid, tree, path_):  # type: ignore[no-untyped-def]
         if path_ == ():
             walks.append(pgid)
         return original(self, pgid, tree, path_)
 
     monkeypatch.setattr(salvage_module._Walker, "tree", counting)
+    return walks
+
+
+def test_a_whole_file_is_salvaged_from_one_walk(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "meta.db"
+    write_bolt(path, _tree())
+    walks = _count_root_walks(monkeypatch)
     result = salvage(path)
     assert result.tree == _tree() and not result.damage
     assert len(walks) == 1
@@ -47,15 +53,7 @@ def test_a_damaged_tree_still_walks_the_other_meta(tmp_path: Path, monkeypatch) 
         last = len(data) // page_size - 1
         f.seek(last * page_size)
         f.write(bytes(16))
-    walks = []
-    original = salvage_module._Walker.tree
-
-    def counting(self, pgid, tree, path_):
-        if path_ == ():
-            walks.append(pgid)
-        return original(self, pgid, tree, path_)
-
-    monkeypatch.setattr(salvage_module._Walker, "tree", counting)
+    walks = _count_root_walks(monkeypatch)
     result = salvage(path)
     assert result.damage
     assert len(walks) >= 2  # both metas (then, the root being damaged, a search for orphans)
