@@ -28,6 +28,7 @@ import zstandard
 from ctrconv.layers import apply_layer, chain_ids, compare_listings, tree_listing
 from ctrconv.layers.layerblob import LayerWriter
 from ctrconv.layers.regenerate import write_layer
+from support.damage import blob_path, lose_blobs, root_unpacked_by
 
 MTIME = 1_700_000_000
 
@@ -335,9 +336,7 @@ def test_lost_layer_blobs_of_a_normal_root_are_regenerated(fixture_set, tmp_root
     original layers made (the fixture's recorded listings)."""
     image = fixture_set.image("default", "docker.io/library/bbx:oci")
     manifest = image["manifests"][0]
-    blobs = tmp_root_copy / "io.containerd.content.v1.content" / "blobs" / "sha256"
-    for layer in manifest["layers"]:
-        (blobs / layer["digest"].split(":", 1)[1]).unlink()
+    lose_blobs(tmp_root_copy, [layer["digest"] for layer in manifest["layers"]])
 
     never = cli("export", "--root", str(tmp_root_copy), "--image", image["name"], "-o", str(tmp_path / "n.tar"),
                 "--from-snapshots", "never", "-q")
@@ -405,15 +404,10 @@ def test_native_snapshots_are_diffed_against_their_parents(fixture_set, cli, tmp
     blobs lost: each layer is the difference of its snapshot and the parent's, and a fresh
     containerd unpacks the export (natively) to the same trees, layer by layer."""
     name = "docker.io/library/bbx:oci"
-    source = private_containerd()
-    source.ctr("images", "import", "--snapshotter", "native", str(fixture_set.file(fixture_set.input("bbx-oci")["path"])),
-               timeout=120)
-    root = source.root
-    source.stop()
+    root = root_unpacked_by(private_containerd(), fixture_set.file(fixture_set.input("bbx-oci")["path"]),
+                            "--snapshotter", "native")
     manifest = fixture_set.image("default", name)["manifests"][0]
-    blobs = root / "io.containerd.content.v1.content" / "blobs" / "sha256"
-    for layer in manifest["layers"]:
-        (blobs / layer["digest"].split(":", 1)[1]).unlink()
+    lose_blobs(root, [layer["digest"] for layer in manifest["layers"]])
     out = tmp_path / "native.tar"
     result = cli("export", "--root", str(root), "--image", name, "-o", str(out), "--json")
     assert result.code == 0, result.stderr
@@ -459,14 +453,9 @@ def test_whiteouts_opaque_dirs_and_xattrs_survive_regeneration_on_every_line(
     line, to the same trees layer by layer."""
     name = "docker.io/library/bbx:oci"
     binary_dir = _bin_dir(line)
-    source = private_containerd(binary_dir=binary_dir)
-    source.ctr("images", "import", str(fixture_set.file(fixture_set.input("bbx-oci")["path"])), timeout=120)
-    root = source.root
-    source.stop()
+    root = root_unpacked_by(private_containerd(binary_dir=binary_dir), fixture_set.file(fixture_set.input("bbx-oci")["path"]))
     manifest = fixture_set.image("default", name)["manifests"][0]
-    blobs = root / "io.containerd.content.v1.content" / "blobs" / "sha256"
-    for layer in manifest["layers"]:
-        (blobs / layer["digest"].split(":", 1)[1]).unlink()
+    lose_blobs(root, [layer["digest"] for layer in manifest["layers"]])
     out = tmp_path / "oci.tar"
     result = cli("export", "--root", str(root), "--image", name, "-o", str(out), "--json")
     assert result.code == 0, result.stderr
@@ -632,22 +621,15 @@ def test_a_layer_regenerated_twice_matches_its_diff_id_and_keeps_the_config(
     name = "docker.io/library/bbx:oci"
     first_root = tmp_path / "first"
     subprocess.run(["cp", "-a", str(fixture_set.root), str(first_root)], check=True)
-    blobs = first_root / "io.containerd.content.v1.content" / "blobs" / "sha256"
-    for layer in fixture_set.image("default", name)["manifests"][0]["layers"]:
-        (blobs / layer["digest"].split(":", 1)[1]).unlink()
+    lose_blobs(first_root, [layer["digest"] for layer in fixture_set.image("default", name)["manifests"][0]["layers"]])
     first = tmp_path / "first.tar"
     result = cli("export", "--root", str(first_root), "--image", name, "-o", str(first), "--json", "-q")
     assert result.code == 0, result.stderr
     image_id = result.json["images"][0]["image_id"]
 
-    daemon = private_containerd()
-    daemon.ctr("images", "import", str(first), timeout=120)
-    second_root = daemon.root
-    daemon.stop()
-    manifest = json.loads((second_root / "io.containerd.content.v1.content" / "blobs" / "sha256" /
-                           result.json["images"][0]["manifest"].split(":")[1]).read_bytes())
-    for layer in manifest["layers"]:
-        (second_root / "io.containerd.content.v1.content" / "blobs" / "sha256" / layer["digest"].split(":")[1]).unlink()
+    second_root = root_unpacked_by(private_containerd(), first)
+    manifest = json.loads(blob_path(second_root, result.json["images"][0]["manifest"]).read_bytes())
+    lose_blobs(second_root, [layer["digest"] for layer in manifest["layers"]])
     again = cli("export", "--root", str(second_root), "--image", name, "-o", str(tmp_path / "second.tar"), "--json")
     assert again.code == 0, again.stderr
     change = again.json["rewritten"][0]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from support.damage import blob_path
+from support.damage import blob_path, lose_blobs, root_unpacked_by
 from support.json_schemas import check
 
 #: two images whose layers are lost: an OCI gzip one (its alias shares it) and an uncompressed
@@ -205,15 +205,11 @@ def test_native_snapshots_regenerate_lost_layers_and_containerd_runs_them(fixtur
     from support.interop_checks import expected_file
 
     name = "docker.io/library/bbx:oci"
-    source = private_containerd()
-    source.ctr("images", "import", "--snapshotter", "native", str(fixture_set.file(fixture_set.input("bbx-oci")["path"])),
-               timeout=120)
-    root = source.root
-    source.stop()
+    root = root_unpacked_by(private_containerd(), fixture_set.file(fixture_set.input("bbx-oci")["path"]),
+                            "--snapshotter", "native")
     manifest = fixture_set.image("default", name)["manifests"][0]
     lost = [manifest["layers"][0]["digest"], manifest["layers"][-1]["digest"]]
-    for digest in lost:
-        blob_path(root, digest).unlink()
+    lose_blobs(root, lost)
     report = _rebuild(cli, root, "--regenerate-layers")
     entry, = [r for r in report["regenerated"] if r["name"] == name]
     m, = entry["manifests"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from ctrconv.bolt import BoltFile
 
@@ -20,6 +20,21 @@ OVERLAY = "io.containerd.snapshotter.v1.overlayfs"
 def blob_path(root: Path, digest: str) -> Path:
     alg, hexpart = digest.split(":")
     return root / "io.containerd.content.v1.content" / "blobs" / alg / hexpart
+
+
+def lose_blobs(root: Path, digests: Iterable[str]) -> None:
+    """Delete these blob files, records kept: layers lost to damage (or collected after
+    unpacking) while their snapshots survive."""
+    for digest in digests:
+        blob_path(root, digest).unlink()
+
+
+def root_unpacked_by(daemon, archive: Path, *snapshotter: str) -> Path:  # type: ignore[no-untyped-def]
+    """``ctr images import`` (unpacked, ``snapshotter`` as ctr's extra options) of ``archive``
+    into a private containerd, stopped: its root, as a node holds it."""
+    daemon.ctr("images", "import", *snapshotter, str(archive), timeout=120)
+    daemon.stop()
+    return daemon.root
 
 
 def _oci(fx) -> dict:
