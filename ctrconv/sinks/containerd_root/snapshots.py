@@ -38,6 +38,7 @@ from ctrconv.layers.copy import copy_tree
 from ctrconv.layers.parallel import LayerJob, OpenedLayer, apply_in_parallel, apply_job, apply_opened, open_ahead
 from ctrconv.progress import SILENT_STAGE, Stage
 from ctrconv.layers.usage import disk_usage
+from ctrconv.placement import spread_subdirectories
 from ctrconv.streams import fsync_dir
 
 SNAPSHOTTERS = ("overlayfs", "native")
@@ -362,6 +363,9 @@ class SnapshotWriter:
     def _tmp_dir(self) -> Path:
         if self._tmp is None:
             self._tmp = tempfiles.temp_dir(self.dir, TMP_PREFIX)
+            # each snapshot tree gets a block group of its own (ext4 without a journal slows
+            # every inode allocation in a group with recently removed inodes: ctrconv.placement)
+            spread_subdirectories(self._tmp)
         return self._tmp
 
     # -- install -----------------------------------------------------------------------------
