@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Iterator
 
 from ctrconv.bolt.reader import BoltFile, Bucket
-from ctrconv.containerd import blobrecords
+from ctrconv.bolt import _structs as S
+from ctrconv.containerd import blobrecords, imagerecords
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.records import (
     BackendSnapshot,
@@ -75,8 +76,11 @@ class MetadataDB:
         images = self._ns(namespace, K.IMAGES)
         if images is None:
             return
-        for key, bucket in images.buckets():
-            yield read_image(bucket, namespace, text(key))
+        yield from imagerecords.images(self.db, images, namespace)
+
+    def stored_images(self, namespace: str) -> imagerecords.StoredImages:
+        """The namespace's image records undecoded (``ls`` splits them before decoding)."""
+        return imagerecords.stored(self.db, self._ns(namespace, K.IMAGES), namespace)
 
     def image(self, namespace: str, name: str) -> ImageRecord | None:
         bucket = self._ns(namespace, K.IMAGES, name.encode())
@@ -98,7 +102,13 @@ class MetadataDB:
         blobs = self._ns(namespace, K.CONTENT, K.BLOB)
         if blobs is None:
             return frozenset()
-        return frozenset(text(key) for key, _ in blobs.buckets())
+        keys = []
+        for flags, key, value, pgid in blobs.elements():  # the keys, without a Bucket each
+            if flags & S.BUCKET_LEAF_FLAG:
+                if len(value) < S.BUCKET_HEADER_SIZE:
+                    blobs._child(key, value, pgid)  # raises what ``buckets()`` raised for it
+                keys.append(key)
+        return frozenset(map(text, keys))
 
     def blob(self, namespace: str, digest: str) -> BlobRecord | None:
         bucket = self._ns(namespace, K.CONTENT, K.BLOB, digest.encode())
