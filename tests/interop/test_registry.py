@@ -14,7 +14,6 @@ import base64
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,18 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.errors import UsageError
 from ctrconv.registry.client import _parse_challenge
 from ctrconv.registry.credentials import find_credentials
 from ctrconv.registry.reference import parse_registry_ref
 from support.registry_peers import FaultProxy, TokenServer
 from support.registry import PrivateRegistry
+from support.registry_checks import needs_registry, one_error_line, raw_digest, records, seed, skopeo, target_of
 from support.json_schemas import check as check_json_schema
-
-needs_registry = pytest.mark.skipif(
-    not (shutil.which("docker-registry") and shutil.which("skopeo") and shutil.which("openssl")),
-    reason="needs docker-registry, skopeo and openssl (apt-get install docker-registry skopeo openssl)")
 
 FAST = ("--retry-delay", "0")
 
@@ -161,48 +156,6 @@ def test_credential_helpers(tmp_path, monkeypatch):
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-    assert res.returncode == 0, res.stderr
-    return res
-
-
-def seed(registry_host: str, fixture_set, key: str, repo: str, *extra: str) -> None:
-    """Copy a fixture archive into the registry with skopeo (every platform)."""
-    archive = fixture_set.inputs / f"{key}.tar"
-    ref_name = {"bbx-oci": "oci", "bbx-multi": "multi", "bbx-docker": None}[key]
-    src = f"oci-archive:{archive}:{ref_name}" if ref_name else f"docker-archive:{archive}"
-    skopeo("copy", "--all", "--dest-tls-verify=false", *extra, src, f"docker://{registry_host}/{repo}")
-
-
-def records(root: Path, namespace: str = "default") -> tuple[dict, dict]:
-    """Image records (target, labels, annotations) and content records (size, labels): no times."""
-    with ContainerdRoot(root).open_metadata() as meta:
-        images = {i.name: (i.target, i.labels, i.annotations) for i in meta.images(namespace)}
-        blobs = {b.digest: (b.size, b.labels) for b in meta.blobs(namespace)}
-    return images, blobs
-
-
-def target_of(root: Path, name: str, namespace: str = "default") -> str:
-    with ContainerdRoot(root).open_metadata() as meta:
-        return next(i.target.digest for i in meta.images(namespace) if i.name == name)
-
-
-def raw_digest(ref: str, *extra: str) -> str:
-    import hashlib
-
-    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", *extra, ref],
-                         capture_output=True, timeout=120, check=True).stdout
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
-
-
-def one_error_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.code == 1, (result.code, result.stderr)
-    assert len(lines) == 1 and lines[0].startswith("ctrconv: error: "), result.stderr
-    return lines[0]
 
 
 @pytest.fixture
