@@ -23,6 +23,7 @@ from ctrconv.sinks.containerd_root import records as R
 from ctrconv.sinks.containerd_root.content_writer import ContentWriter
 from ctrconv.sinks.containerd_root.fetch import BlobFetcher
 from ctrconv.sinks.containerd_root.options import ImportOptions, with_fields
+from ctrconv.sinks.containerd_root.pull_labels import label_pull
 from ctrconv.sinks.containerd_root.transaction import RootTransaction
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError, FormatError, MissingContentError, UsageError
@@ -120,9 +121,14 @@ def _platform_of(m: PlannedManifest) -> plat.Platform | None:
 
 
 def _unpack_candidate(plan: ImagePlan, matcher: plat.MatchComparer) -> PlannedManifest | None:
-    """The manifest containerd's ``Unpack`` picks: the best match of ``matcher`` (none = None)."""
+    """The manifest containerd's ``Unpack`` picks: the best match of ``matcher`` (none = None).
+
+    An artifact's manifest (a config of another media type than an image config) has nothing
+    to unpack: it is recorded as ``ctr images pull`` 1.7/2.x records it, unpacked none."""
     best: tuple[int, int, PlannedManifest] | None = None
     for order, m in enumerate(plan.manifests):
+        if not mt.is_config(m.config.get("mediaType", "")):
+            continue
         p = _platform_of(m)
         rank = 1 << 20 if p is None else matcher.rank(p)
         if rank is None:
@@ -142,6 +148,14 @@ class _Import:
         self.now_ns = now_ns
         self.labels: dict[str, dict[str, str]] = {}
         self.sizes: dict[str, int] = {}
+        #: the line of the containerd that runs the root (set before labelling)
+        self.line = "1.6"
+        #: blobs pulled from a registry: their distribution sources add to the recorded ones
+        self.pulled: set[str] = set()
+        #: layers whose snapshot already existed (not applied by this run)
+        self.reused_layers: set[str] = set()
+        #: layers of pulled manifests that are not unpacked (see pull_labels.label_pull)
+        self.walked: set[str] = set()
 
     def _has(self, desc: dict[str, Any]) -> bool:
         try:
@@ -237,15 +251,17 @@ def copy_images_to_root(
         if txn.version_mismatch:
             report.warnings.append(txn.version_mismatch)
         run = _Import(source, txn, namespace, now_ns)
+        # the line of the containerd that will run the root decides how a config-only
+        # image is "unpacked" (see _unpack_manifest) and what a registry pull records
+        line = run.line = given.containerd_version or txn.detected_version or "1.6"
+        if line != "2.x" and rules.all_platforms and given.unpack:
+            _unpack_every_platform(imports)
         _label(run, imports, rules)
         _let_go_of_blob_lists(imports)
         content = ContentWriter(txn.content_dir)
         snaps = None
         try:
             trusted = frozenset() if given.verify_existing else R.recorded_blobs(txn.meta, namespace)
-            # the line of the containerd that will run the root decides how a config-only
-            # image is "unpacked" (see _unpack_manifest)
-            line = given.containerd_version or txn.detected_version or "1.6"
             fetch_jobs = getattr(source, "parallel_reads", 1)
             if fetch_jobs > 1:  # a registry: blobs fetched side by side while the unpack goes on
                 snaps, unpacked = _fetch_and_unpack(run, imports, content, trusted, rules, line,
@@ -297,6 +313,29 @@ class _PlannedImport:
     plan: ImagePlan
     unpack_target: PlannedManifest | None
     cri: CriNames | None = None
+    #: every manifest to unpack when that is more than ``unpack_target`` (index order)
+    every_platform: list[PlannedManifest] = field(default_factory=list)
+
+
+def _unpack_order(imports: list[_PlannedImport]) -> list[PlannedManifest]:
+    """The manifests to unpack, each once, in the order of the images."""
+    targets: dict[str, PlannedManifest] = {}
+    for item in imports:
+        for t in item.every_platform or ([item.unpack_target] if item.unpack_target is not None else []):
+            targets.setdefault(str(t.descriptor["digest"]), t)
+    return list(targets.values())
+
+
+def _unpack_every_platform(imports: list[_PlannedImport]) -> None:
+    """``ctr images pull --all-platforms`` of 1.6 and 1.7 unpacks every platform of the image
+    (its own loop of ``Unpack`` over ``images.Platforms``), not just the host's; 2.x's pull and
+    every import unpack the host's. Manifests with anything but image layers are left out
+    (``Unpack`` fails on them: an attestation's in-toto layer)."""
+    for item in imports:
+        if item.entry.pulled_from is None or item.unpack_target is None:
+            continue
+        item.every_platform = [m for m in item.plan.manifests if mt.is_config(m.config.get("mediaType", ""))
+                               and len(_unpack_layers(m)) == len(m.layers)]
 
 
 def _plan(source: ImageSource, chosen: list[tuple[str, NamedEntry]], options: _Options,
@@ -340,6 +379,9 @@ def _label(run: _Import, imports: list[_PlannedImport], options: _Options) -> No
             if pulled is not None:
                 derived = (f"{LABEL_DISTRIBUTION_SOURCE}.{pulled[0]}", pulled[1])
             distribution = source_labels(_entry_annotations(item.entry), derived)
+            if pulled is not None:
+                label_pull(run, item.plan, distribution, run.line == "2.x" and not options.cri, item.unpack_target)
+                continue
             for desc in item.plan.blobs:
                 run.add_first_labels(str(Digest.parse(desc["digest"])), distribution)
 
@@ -369,7 +411,7 @@ def _unpack(run: _Import, imports: list[_PlannedImport], content: ContentWriter,
             progress: Progress | None) -> tuple[Any, dict[str, Any]]:
     """Unpack each distinct manifest once; returns the snapshot writer (None when nothing
     was applied) and the results by manifest digest."""
-    targets = {str(t.descriptor["digest"]): t for t in (item.unpack_target for item in imports) if t is not None}
+    targets = {str(t.descriptor["digest"]): t for t in _unpack_order(imports)}
     total = sum(int(layer["size"]) for t in targets.values() for layer in _unpack_layers(t))
     with stage(progress if total else None, "unpack", total) as step:
         return _unpack_targets(run, list(targets.values()), content, options, line, max_layer_bytes, jobs, step)
@@ -399,7 +441,7 @@ def _fetch_and_unpack(run: _Import, imports: list[_PlannedImport], content: Cont
     manifests first, then layers in the order they are unpacked, while the unpack reads each
     layer as it arrives. One stage, ``pull``, counts both: bytes fetched plus layer bytes
     unpacked. Nothing is committed to the root before every blob checked out."""
-    targets = list({str(t.descriptor["digest"]): t for t in (i.unpack_target for i in imports) if t is not None}.values())
+    targets = _unpack_order(imports)
     layers = [str(Digest.parse(layer["digest"])) for t in targets for layer in _unpack_layers(t)]
     rank = {digest: n for n, digest in enumerate(dict.fromkeys(layers))}
     # small documents first, then the layers to unpack in order, then the rest, biggest first
@@ -424,7 +466,10 @@ def _write_records(run: _Import, imports: list[_PlannedImport], unpacked: dict[s
     """Content records with their labels, then the image records (CRI's names in CRI mode)."""
     ns = R.namespace_bucket(run.txn.meta, options.namespace)
     for digest, labels in run.labels.items():
-        R.merge_blob(ns, digest, run.sizes[digest], labels, run.now_ns)
+        # 2.x does not walk a layer whose snapshot exists: its recorded sources stay
+        append = digest in run.pulled and not (
+            run.line == "2.x" and digest in run.reused_layers and digest not in run.walked)
+        R.merge_blob(ns, digest, run.sizes[digest], labels, run.now_ns, append)
     step.advance(len(run.labels))
     for item in imports:
         step.advance(1)
@@ -496,7 +541,10 @@ def _unpack_manifest(
         if not label_config_only:
             return result
     run.add_labels(str(config_desc["digest"]), {R.snapshot_label(snapshotter): result.top_chain_id})
-    for layer, diff_id in zip(layers, diff_ids):
+    # only a layer applied here: containerd labels none whose snapshot already existed
+    reused = len(result.reused)
+    run.reused_layers.update(str(layer["digest"]) for layer in layers[:reused])
+    for layer, diff_id in list(zip(layers, diff_ids))[reused:]:
         run.add_labels(str(layer["digest"]), {R.LABEL_UNCOMPRESSED: diff_id})
     return result
 

@@ -110,8 +110,19 @@ def recorded_blobs(meta_root: BucketTree, namespace: str) -> frozenset[str]:
     return frozenset(text(k) for k, _ in blobs.buckets())
 
 
-def merge_blob(ns: BucketTree, digest: str, size: int, labels: Mapping[str, str], now_ns: int) -> str:
-    """Add the ``content/blob/<digest>`` record, or add the missing ``labels`` to it."""
+def append_sources(current: str, added: str) -> str:
+    """containerd's ``appendDistributionSourceLabel``: the repositories of both comma lists,
+    sorted, each once (a pull that finds a blob present still adds its repository)."""
+    return ",".join(sorted({r for r in (*current.split(","), *added.split(",")) if r}))
+
+
+def merge_blob(ns: BucketTree, digest: str, size: int, labels: Mapping[str, str], now_ns: int,
+               append_distribution: bool = False) -> str:
+    """Add the ``content/blob/<digest>`` record, or add the missing ``labels`` to it.
+
+    ``append_distribution``: the blob was pulled from a registry, so its
+    ``distribution.source`` labels add the repositories to the recorded ones, as every
+    ``ctr images pull`` does; otherwise a recorded source stays as it is."""
     blobs = ns.bucket(K.CONTENT, K.BLOB, create=True)
     assert blobs is not None
     key = digest.encode()
@@ -127,6 +138,9 @@ def merge_blob(ns: BucketTree, digest: str, size: int, labels: Mapping[str, str]
     # finds the blob present does not touch it
     wanted = {**current, **{k: v for k, v in labels.items()
                             if v and not (k.startswith(K.LABEL_DISTRIBUTION_SOURCE + ".") and k in current)}}
+    if append_distribution:
+        wanted.update({k: append_sources(current[k], v) for k, v in labels.items()
+                       if v and k.startswith(K.LABEL_DISTRIBUTION_SOURCE + ".") and k in current})
     # containerd's Update of a label to "" still leaves the labels bucket (see write_map)
     labels_changed = wanted != current or (
         record.bucket(K.LABELS) is None and any(not v for v in labels.values()))
