@@ -1,0 +1,281 @@
+"""Registry pull and push over a matrix: images x containerd lines (1.6, 1.7, 2.x).
+
+Images: every archive of the fixture set (Docker schema 2, zstd, uncompressed, OCI, a
+multi-platform index, the sparse index), seeded by ``skopeo copy --all``, and shapes built
+byte for byte (``support.registry_images``): an index with a buildx attestation manifest
+(``unknown/unknown``), an empty layer listed twice, 20 layers, a Docker manifest list, an OCI
+artifact. One registry for the module.
+
+For each containerd line, one pass (module fixture ``line_run``): that line's daemon pulls every
+image in turn with ``ctr images pull --plain-http`` into one root; ``ctrconv import -i
+docker://… --containerd-version L`` pulls the same images in the same order into another
+root; then that line's daemon is started on ctrconv's root: ``ctr images check`` and the runs.
+The tests then judge each image of that pass: records equal to ctr's (timestamps aside: the
+records compared carry none), the same ``images check`` rows, the run. The push side pushes
+each image from the root ctr pulled into (``export --to docker://``): the registry serves the
+manifest digest the root holds, skopeo copies it back (digests verified), and a second push
+sends only ``HEAD`` requests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from support.daemon import PrivateContainerd
+from support.registry import PrivateRegistry
+from support.registry_checks import ARCHIVE_REF, needs_registry, raw_digest, records, seed, skopeo
+from support.registry_images import BUILDERS, BaseImage, RawPusher
+
+pytestmark = [needs_registry, pytest.mark.interop]
+
+LINES = ("1.6", "1.7", "2.x")
+#: every image of the matrix, in the order each pass pulls them (shared blobs: order matters)
+KEYS = (*ARCHIVE_REF, *BUILDERS, "all-platforms")
+#: images pulled with other flags (the same for ctr and ctrconv): key -> (image it is, flags)
+PULLED_AS = {"all-platforms": ("docker-list", ("--all-platforms",))}
+#: images no containerd runs (no root filesystem)
+NOT_RUNNABLE = {"artifact"}
+GC_CONTENT = "containerd.io/gc.ref.content."
+
+
+@dataclass
+class Outcome:
+    """Exit code and output of one command of a pass."""
+
+    code: int
+    out: str = ""
+    err: str = ""
+
+
+@dataclass
+class LinePass:
+    """What one containerd line's pass found (see the module docstring)."""
+
+    line: str
+    bin_dir: str | None
+    ctr_root: Path
+    mine: Path
+    refs: dict[str, str]
+    ctr_pull: dict[str, Outcome] = field(default_factory=dict)
+    ctr_check: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    imports: dict[str, Outcome] = field(default_factory=dict)
+    mine_check: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    runs: dict[str, Outcome] = field(default_factory=dict)
+    start_error: str | None = None
+
+
+def ctrconv(*args: str) -> Outcome:
+    """``ctrconv ARGS`` in this process (no interpreter start per call)."""
+    from ctrconv.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    return Outcome(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRegistry]:
+    with PrivateRegistry(workdir=tmp_path_factory.mktemp("registry"), access_log=True) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def refs(registry: PrivateRegistry, fixture_set: Any) -> dict[str, str]:
+    """Every image of the matrix in the registry: key -> ``HOST/REPO:TAG``."""
+    found: dict[str, str] = {}
+    pusher = RawPusher(registry.host)
+    for key, ref_name in ARCHIVE_REF.items():
+        if ref_name is None:  # a docker-archive: skopeo makes it a Docker schema 2 image (gzip layers)
+            seed(registry.host, fixture_set, key, f"matrix/{key}:v1")
+        else:
+            pusher.oci_archive(f"matrix/{key}", "v1", fixture_set.inputs / f"{key}.tar", ref_name)
+        found[key] = f"{registry.host}/matrix/{key}:v1"
+    base = BaseImage.from_oci_archive(fixture_set.inputs / "bbx-oci.tar", "oci")
+    for key, build in BUILDERS.items():
+        build(pusher, f"matrix/{key}", "v1", base)
+        found[key] = f"{registry.host}/matrix/{key}:v1"
+    for key, (same, _flags) in PULLED_AS.items():  # another tag of the same image
+        skopeo("copy", "--all", "--preserve-digests", "--src-tls-verify=false", "--dest-tls-verify=false",
+               f"docker://{found[same]}", f"docker://{registry.host}/matrix/{same}:{key}")
+        found[key] = f"{registry.host}/matrix/{same}:{key}"
+    return found
+
+
+def _bin_dir(line: str) -> str | None:
+    if line == "1.6":
+        from support.daemon import containerd_version
+
+        if not containerd_version(None).startswith("1.6."):
+            pytest.skip(f"system containerd is {containerd_version(None)}, not 1.6")
+        return None
+    from support.versions import bin_dir_for
+
+    return str(bin_dir_for(line))
+
+
+def _check_rows(daemon: PrivateContainerd) -> dict[str, tuple[str, bool]]:
+    return {row.ref: (row.status, row.unpacked) for row in daemon.images_check()}
+
+
+def _run_images(run: LinePass, workdir: Path) -> None:
+    """Start the line's daemon on ctrconv's root: ``images check``, then each runnable image."""
+    with PrivateContainerd(run.bin_dir, root=run.mine, workdir=workdir) as daemon:
+        run.mine_check = _check_rows(daemon)
+        for n, key in enumerate(KEYS):
+            if key in NOT_RUNNABLE or run.imports[key].code != 0:
+                continue
+            cmd = ["cat", "/layers/16"] if key == "many-layers" else ["true"]
+            res = daemon.ctr("run", "--rm", run.refs[key], f"matrix-{n}", "/bin/busybox", *cmd, check=False, timeout=120)
+            run.runs[key] = Outcome(res.returncode, res.stdout, res.stderr)
+
+
+@pytest.fixture(scope="module", params=LINES, ids=[f"containerd-{line}" for line in LINES])
+def line_run(request: pytest.FixtureRequest, refs: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> LinePass:
+    line = request.param
+    workdir = tmp_path_factory.mktemp(f"line-{line}")
+    run = LinePass(line, _bin_dir(line), workdir / "ctr-root", workdir / "mine", refs)
+    with PrivateContainerd(run.bin_dir, root=run.ctr_root, workdir=workdir) as daemon:
+        for key in KEYS:
+            flags = PULLED_AS.get(key, ("", ()))[1]
+            res = daemon.ctr("images", "pull", "--plain-http", *flags, refs[key], check=False, timeout=300)
+            run.ctr_pull[key] = Outcome(res.returncode, res.stdout, res.stderr)
+        run.ctr_check = _check_rows(daemon)
+    for key in KEYS:
+        run.imports[key] = ctrconv("import", "--root", str(run.mine), "-i", f"docker://{refs[key]}", "--plain-http",
+                                   "--containerd-version", line, "--no-backup", "--json", *PULLED_AS.get(key, ("", ()))[1])
+    _run_images(run, workdir)
+    return run
+
+
+def skipped_layers(ctr_blobs: dict[str, Any], my_blobs: dict[str, Any]) -> set[str]:
+    """Layers in ctrconv's root that ctr's root lacks: containerd 2.x's pull fetches no layer
+    whose snapshot already exists (its ``images check`` then says incomplete); ctrconv
+    fetches them (docs/registry.md). Each must be a layer of a manifest both roots hold."""
+    layers = {v for _size, labels in ctr_blobs.values() for k, v in labels.items() if k.startswith(GC_CONTENT + "l.")}
+    return {d for d in my_blobs if d not in ctr_blobs and d in layers}
+
+
+def reachable(blobs: dict[str, tuple[int, dict[str, str]]], target: str) -> set[str]:
+    """Digests the GC keeps for ``target``: its ``gc.ref.content.*`` labels, transitively."""
+    seen, todo = set(), [target]
+    while todo:
+        digest = todo.pop()
+        if digest in seen or digest not in blobs:
+            continue
+        seen.add(digest)
+        todo.extend(v for k, v in blobs[digest][1].items() if k.startswith(GC_CONTENT))
+    return seen
+
+
+# -- pull -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_pull_records_equal_ctr_pull(line_run: LinePass, key: str) -> None:
+    ctr, mine = line_run.ctr_pull[key], line_run.imports[key]
+    # ctr 1.6 records an artifact, then fails to unpack it (exit 1); 1.7 and 2.x unpack nothing
+    assert ctr.code == 0 or (key in NOT_RUNNABLE and line_run.line == "1.6"), f"ctr images pull: {ctr.err}"
+    assert mine.code == 0, mine.err
+    name = line_run.refs[key]
+    ctr_images, ctr_blobs = records(line_run.ctr_root)
+    my_images, my_blobs = records(line_run.mine)
+    assert my_images[name] == ctr_images[name]
+    keep = reachable(ctr_blobs, ctr_images[name][0].digest)
+    extra = skipped_layers(ctr_blobs, my_blobs) if line_run.line == "2.x" else set()
+    assert reachable(my_blobs, my_images[name][0].digest) == keep | (extra & reachable(my_blobs, my_images[name][0].digest))
+    assert {d: my_blobs.get(d) for d in keep} == {d: ctr_blobs.get(d) for d in keep}
+
+
+def test_an_artifact_is_recorded_unpacked_none(line_run: LinePass) -> None:
+    """An OCI artifact (its own config media type): nothing to unpack, reported as such."""
+    for key in NOT_RUNNABLE:
+        image = json.loads(line_run.imports[key].out)["images"][0]
+        assert image["unpacked"] is None and image["snapshots_created"] == 0, image
+
+
+def test_whole_roots_equal(line_run: LinePass) -> None:
+    """Every image pulled in turn into one root: the same records as ctr's root, nothing more
+    (on 2.x, apart from the layers it skips)."""
+    ctr_images, ctr_blobs = records(line_run.ctr_root)
+    my_images, my_blobs = records(line_run.mine)
+    extra = skipped_layers(ctr_blobs, my_blobs) if line_run.line == "2.x" else set()
+    assert my_images == ctr_images
+    assert {d: r for d, r in my_blobs.items() if d not in extra} == ctr_blobs
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_containerd_checks_and_runs_the_pulled_image(line_run: LinePass, key: str) -> None:
+    name = line_run.refs[key]
+    assert line_run.imports[key].code == 0, line_run.imports[key].err
+    status, unpacked = line_run.mine_check[name]
+    if line_run.line == "2.x" and line_run.ctr_check[name][0].startswith("incomplete"):
+        assert (status.startswith("complete"), unpacked) == (True, line_run.ctr_check[name][1])  # see skipped_layers
+    else:
+        assert line_run.mine_check[name] == line_run.ctr_check[name]
+    assert status.startswith("complete")
+    if key in NOT_RUNNABLE:
+        return
+    assert unpacked
+    run = line_run.runs[key]
+    assert run.code == 0, run.err
+    if key == "many-layers":
+        assert run.out.strip() == "layer 16"
+
+
+# -- push -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_push_from_a_ctr_pulled_root(line_run: LinePass, registry: PrivateRegistry, key: str, tmp_path: Path) -> None:
+    """Pushed from the root ctr pulled into: the registry serves the digest the root holds (the
+    whole image, or the host's manifest of an index whose other platforms ctr did not
+    fetch), skopeo copies it back, and a second push only asks ``HEAD``."""
+    name = line_run.refs[key]
+    dest = f"{registry.host}/back-{line_run.line}/{key}"
+    push = ("export", "--root", str(line_run.ctr_root), "--image", name, "--to", f"docker://{dest}", "--plain-http",
+            "--json", "--retry-delay", "0", *PULLED_AS.get(key, ("", ()))[1])
+    first = ctrconv(*push)
+    if line_run.ctr_check[name][0].startswith("incomplete"):  # 2.x skipped layers: nothing to push them from
+        lines = [line for line in first.err.splitlines() if line.strip()]
+        assert first.code == 1 and len(lines) == 1 and lines[0].startswith("ctrconv: error: "), first.err
+        assert "its layer blobs are not in the root" in lines[0] and "cannot write them again" in lines[0], lines[0]
+        return
+    assert first.code == 0, first.err
+    pushed = json.loads(first.out)["images"][0]
+    expected = records(line_run.ctr_root)[0][name][0].digest
+    assert pushed["digest"] == expected or pushed.get("index") == expected, pushed
+    if key in PULLED_AS:  # every platform is in the root: the index goes whole
+        assert pushed["digest"] == expected
+    tag = name.rsplit(":", 1)[1]
+    assert raw_digest(f"docker://{dest}:{tag}") == pushed["digest"]
+    skopeo("copy", "--all", "--src-tls-verify=false", f"docker://{dest}:{tag}", f"oci:{tmp_path / 'back'}:x")
+    before = len(registry.access_lines())
+    again = ctrconv(*push)
+    assert again.code == 0, again.err
+    report = json.loads(again.out)
+    assert report["blobs_uploaded"] == 0 and report["blobs_present"] == first_blobs(first), report
+    methods = {line.split()[0] for line in registry.access_lines()[before:]}
+    assert methods == {"HEAD"}, registry.access_lines()[before:]
+
+
+def first_blobs(first: Outcome) -> int:
+    report = json.loads(first.out)
+    return int(report["blobs_uploaded"]) + int(report["blobs_present"]) + int(report.get("blobs_mounted", 0))
+
+
+def test_seeded_digests_are_what_the_registry_serves(refs: dict[str, str]) -> None:
+    """The matrix's premise: every seeded image resolves (skopeo reads each as pushed)."""
+    for key, ref in refs.items():
+        assert raw_digest(f"docker://{ref}").startswith("sha256:"), key
