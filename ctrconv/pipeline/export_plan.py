@@ -116,13 +116,15 @@ def plan_images(
     content: BlobSource, records: Iterable[ImageRecord], options: ExportOptions, single_manifest: bool,
     lookups: tuple[LabelsOf, SnapshotExists] | None = None,
     snapshot_layers: SnapshotLayers | None = None,
+    *, push: bool = False,
 ) -> list[Planned]:
     """Plan every image; raise before anything is written if content is missing or invalid.
 
     ``lookups`` (the namespace's content labels and snapshots) let a missing-content error say
     when the layers were let go after unpacking rather than lost. With ``snapshot_layers``,
     layers that can be written again from their snapshots are not missing: each plan lists
-    them as jobs (``--from-snapshots``)."""
+    them as jobs (``--from-snapshots``). ``push``: a registry push, which sends the blobs the
+    manifests name byte for byte and so never writes layers again from snapshots."""
     walk, ranked = matchers(options)
     selector = None if options.all_platforms else plat.selector(walk)
     planned: list[Planned] = []
@@ -142,19 +144,7 @@ def plan_images(
             plan, jobs = _present_platforms(content, target, plan, jobs)
         if plan.missing:
             if lookups is not None and _layers_discarded(content, target, selector, lookups):
-                if options.from_snapshots == "never":
-                    raise MissingContentError(
-                        f"image {record.name}: its layer blobs were let go after unpacking (containerd's CRI "
-                        "discard_unpacked_layers); it runs from its snapshots, and --from-snapshots never forbids "
-                        "writing its layers again from them",
-                        hint="use --from-snapshots auto, or export it from a root or registry that still holds its layers",
-                    )
-                raise MissingContentError(
-                    f"image {record.name}: its layer blobs were let go after unpacking (containerd's CRI "
-                    "discard_unpacked_layers), and its snapshots have no directory tree to write them again from "
-                    f"(snapshotters with one: {', '.join(regen.TREE_SNAPSHOTTERS)})",
-                    hint="export it from a root or registry that still holds its layers",
-                )
+                raise _discarded_error(record.name, options, push)
             problems.append(_missing_message(record, plan))
             continue
         if not plan.manifests and (plan.indexes or mt.is_manifest(target["mediaType"])):
@@ -199,6 +189,31 @@ def _present_platforms(
     narrowed.missing = [d for d in narrowed.missing if d["digest"] not in covered]
     kept = {m.descriptor["digest"] for m in narrowed.manifests}
     return narrowed, [j for j in jobs if j.manifest in kept]
+
+
+def _discarded_error(name: str, options: ExportOptions, push: bool) -> MissingContentError:
+    """An image whose layer blobs are gone but whose snapshots remain: what can be done."""
+    if push:
+        return MissingContentError(
+            f"image {name}: its layer blobs are not in the root (let go after unpacking, as containerd's CRI "
+            "discard_unpacked_layers does, or never fetched, as containerd 2.x skips a layer whose snapshot "
+            "exists); a push sends the layers its manifest names as they are, so it cannot write them again "
+            "from its snapshots",
+            hint="push it from a root or registry that still holds its layers",
+        )
+    if options.from_snapshots == "never":
+        return MissingContentError(
+            f"image {name}: its layer blobs were let go after unpacking (containerd's CRI "
+            "discard_unpacked_layers); it runs from its snapshots, and --from-snapshots never forbids "
+            "writing its layers again from them",
+            hint="use --from-snapshots auto, or export it from a root or registry that still holds its layers",
+        )
+    return MissingContentError(
+        f"image {name}: its layer blobs were let go after unpacking (containerd's CRI "
+        "discard_unpacked_layers), and its snapshots have no directory tree to write them again from "
+        f"(snapshotters with one: {', '.join(regen.TREE_SNAPSHOTTERS)})",
+        hint="export it from a root or registry that still holds its layers",
+    )
 
 
 def _layers_discarded(content, target: dict[str, Any], selector, lookups: tuple[LabelsOf, SnapshotExists]) -> bool:

@@ -135,7 +135,7 @@ def plan_push(root: ContainerdRoot, dest: RegistryRef, namespace: str, refs: Seq
     with root.open_metadata(ignore_lock=ignore_lock) as meta:
         records = resolve_images(meta, root.content, namespace, refs)
         content = NamespaceContent.of(meta, root.content, namespace)
-        planned = plan_images(content, records, options, False, lookups_in(meta, namespace))
+        planned = plan_images(content, records, options, False, lookups_in(meta, namespace), push=True)
         groups: dict[str, list[Any]] = {}
         for p in planned:
             groups.setdefault(p.record.target.digest, []).append(p)
