@@ -721,23 +721,27 @@ def test_push_of_a_corrupt_blob_commits_nothing(mode, tmp_root_copy, registry, c
 
 @needs_registry
 @pytest.mark.interop
-def test_pull_into_k8s_io_records_equal_a_cri_pull(fixture_set, registry, private_containerd, cli, tmp_path):
+@pytest.mark.parametrize("line", ["1.6", "1.7", "2.x"])
+def test_pull_into_k8s_io_records_equal_a_cri_pull(line, fixture_set, registry, private_containerd, cli, tmp_path):
     """``-n k8s.io``: the three CRI names and CRI labels, as the kubelet's pull (CRI ``PullImage``)
-    writes them, apart from timestamps. (``private_containerd`` only for its skip rule: this
-    daemon runs with the CRI plugin.)"""
+    of each containerd line writes them, apart from timestamps. (``private_containerd`` only
+    for its skip rule: this daemon runs with the CRI plugin.)"""
     from support.cri import ImageServiceClient
     from support.daemon import PrivateContainerd
+    from support.versions import bin_dir_for
+    bin_dir = None if line == "1.6" else str(bin_dir_for(line))
     seed(registry.host, fixture_set, "bbx-multi", "cri/bbx:multi")
     ref = f"{registry.host}/cri/bbx:multi"
     node = tmp_path / "node"
-    with PrivateContainerd(root=node, workdir=tmp_path, cri=True) as daemon:
+    with PrivateContainerd(bin_dir, root=node, workdir=tmp_path, cri=True) as daemon:
         daemon.add_plain_http_registry(registry.host)
         with ImageServiceClient(daemon.address) as client:
             client.wait_ready()
             image_id = client.pull_image(ref)
         daemon.stop()
     mine = tmp_path / "mine"
-    result = cli("import", "--root", str(mine), "-n", "k8s.io", "-i", f"docker://{ref}", "--json")
+    result = cli("import", "--root", str(mine), "-n", "k8s.io", "-i", f"docker://{ref}", "--json",
+                 "--containerd-version", line)
     assert result.code == 0, result.stderr
     assert image_id in result.json["images"][0]["names"]
     assert records(mine, "k8s.io") == records(node, "k8s.io")
