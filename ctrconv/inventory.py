@@ -12,6 +12,7 @@ from typing import Any
 from ctrconv.containerd.content import ContentStore, ListingContent, NamespaceContent
 from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.records import ImageRecord
+from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError
 from ctrconv.forked import can_split, map_halves
 from ctrconv.oci import platform as plat
@@ -21,6 +22,7 @@ from ctrconv.image.plan import (
     DocumentCache, ImagePlan, digest_of, image_platforms, platform_string, ranked_manifests, read_json_blob,
 )
 from ctrconv.oci import mediatypes as mt
+from ctrconv.oci.validate import validate_json
 
 
 @dataclass
@@ -117,14 +119,21 @@ def whole_manifest(image: ImageRecord, target: dict[str, Any], content: ContentS
     try:
         if not content.exists(digest_of(target)):
             return None
-        doc = read_json_blob(content, target, cache)
+        doc = _present_document(content, target, cache)
+        if doc is None:
+            return None
         config, layers = doc["config"], doc.get("layers") or []
         if "platform" in config or not mt.is_config(config.get("mediaType", "")):
             return None
-        for desc in (config, *layers):
-            if not content.exists(digest_of(desc)):
+        exists = content.exists
+        if not exists(digest_of(config)):
+            return None
+        for desc in layers:
+            if not exists(digest_of(desc)):
                 return None
-        config_doc = read_json_blob(content, config, cache)
+        config_doc = _present_document(content, config, cache)
+        if config_doc is None:
+            return None
     except CtrconvError:
         return None
     platform = platform_string({"os": config_doc.get("os"), "architecture": config_doc.get("architecture")})
@@ -133,6 +142,36 @@ def whole_manifest(image: ImageRecord, target: dict[str, Any], content: ContentS
         digest=image.target.digest, size=target["size"] + config["size"] + sum(layer["size"] for layer in layers),
         platforms=[platform], complete=True, missing=[], status="complete",  # type: ignore[list-item]
     )
+
+
+def _present_document(content: ContentStore | NamespaceContent, desc: dict[str, Any],
+                      cache: DocumentCache | None) -> dict[str, Any] | None:
+    """:func:`~ctrconv.image.plan.read_json_blob` of a descriptor whose blob the caller found
+    present, or None where that would raise or read through the verifying reader (another size,
+    another digest, unreadable, too large): the walks then meet the problem and word it. The
+    same cache entries (the walks of an index image share them); one ``open``/``read``/``close``
+    and the schema check, without the namespace and verifying-reader layers."""
+    key = (str(desc.get("digest")), str(desc.get("mediaType", "")), desc.get("size"))
+    if cache is not None:
+        found = cache.get(key)  # type: ignore[call-overload]
+        if found is not None:
+            return found
+    size = key[2]
+    if type(size) is not int or not 0 <= size <= _SMALL_DOCUMENT_LIMIT:
+        return None
+    store = content.store if isinstance(content, NamespaceContent) else content
+    digest = Digest.parse(key[0])
+    data = store.read_exact(digest, size)
+    if data is None:
+        return None
+    doc = validate_json(key[1], data, digest=key[0])
+    if cache is not None:
+        cache[key] = doc  # type: ignore[index]
+    return doc
+
+
+#: :meth:`ContentStore.read_small`'s limit: a larger "document" is the walks' error to word
+_SMALL_DOCUMENT_LIMIT = 16 << 20
 
 
 def ctr_size(plan: ImagePlan, matcher: plat.MatchComparer) -> int:

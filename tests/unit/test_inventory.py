@@ -84,6 +84,12 @@ def test_whole_manifest_summaries_are_what_the_walks_say(tmp_path, monkeypatch) 
             "config": {"mediaType": mt.DOCKER_CONFIG, "digest": "sha256:" + "c" * 64, "size": 2},
             "layers": []}).encode(), mt.DOCKER_MANIFEST),
     }
+    # blobs whose bytes are not what their digest says: the walks word the problem
+    corrupt_config = json.loads(r.blobs[walked.setdefault("corrupt config", _manifest(
+        r, "corrupt", {"architecture": "amd64", "os": "linux"}))["digest"]])["config"]["digest"]
+    r.blobs[corrupt_config] = bytes(reversed(r.blobs[corrupt_config]))
+    truncated = walked.setdefault("truncated manifest", _manifest(r, "short", {"architecture": "amd64", "os": "linux"}))
+    r.blobs[truncated["digest"]] = r.blobs[truncated["digest"]][:-1]
     for name, target in {**whole, **walked}.items():
         r.name("default", name, target)
     root = r.write()
@@ -108,6 +114,9 @@ def test_whole_manifest_summaries_are_what_the_walks_say(tmp_path, monkeypatch) 
         assert fast == slow
     assert {i["name"]: i["status"] for i in fast}["missing layer"] == "incomplete"
     assert {i["name"]: i["problem"] for i in fast}["invalid config"]
+    problems = {i["name"]: (i["status"], i["problem"] or "") for i in fast}
+    assert problems["corrupt config"][0] == "error" and "digest mismatch" in problems["corrupt config"][1]
+    assert problems["truncated manifest"][0] == "error" and "truncated" in problems["truncated manifest"][1]
 
 
 def test_a_split_listing_is_the_same_listing(tmp_path, monkeypatch) -> None:
