@@ -9,6 +9,10 @@ also writing to; ~90 ms of a 180 MiB export, all on the thread that copies). The
 therefore made on a helper thread (``ctypes`` releases the GIL around them), in order, and the
 copy never waits for the disk before the final ``fsync``.
 
+:class:`FileWriteback` does the same for many files written one after the other (an unpacked
+layer): each large file's writeback is started once its data is in, on a helper thread
+holding a duplicate of its descriptor, so the final ``syncfs`` finds little left to write.
+
 :func:`preallocate` reserves a region about to be written with ``fallocate(2)`` and
 ``FALLOC_FL_KEEP_SIZE`` (the size does not change; a failed output is removed anyway): measured
 on ext4, copying 690 MB into preallocated regions took 17 % less kernel time (no delayed
@@ -21,6 +25,7 @@ libc is found with ``CDLL(None)`` (the symbols already loaded into the interpret
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from typing import Any
@@ -128,4 +133,66 @@ class EarlyWriteback:
             self._ranges.put(None)
 
 
-__all__: list[str] = ["EarlyWriteback", "preallocate"]
+def _start_files(files: "queue.SimpleQueue[int | None]", stop: threading.Event, function: Any) -> None:
+    """The helper thread of :class:`FileWriteback`: start writeback of each queued descriptor's
+    file, then close the descriptor (also when stopped: every queued descriptor is closed)."""
+    while (fd := files.get()) is not None:
+        try:
+            if not stop.is_set():
+                function(fd, 0, 0, _WRITE)
+        finally:
+            os.close(fd)
+
+
+class FileWriteback:
+    """Starts writeback of each large file once its data is written, from a helper thread.
+
+    For many files written one after the other (a layer unpacked): the disk writes each big
+    file while the next ones are created, and the final ``syncfs`` finds little left. The
+    caller hands over the still-open descriptor (:meth:`written` duplicates it, so the caller
+    closes its own at once); :meth:`close` ends the helper, dropping files not started yet.
+    Advisory, like :class:`EarlyWriteback`: durability still comes from the ``syncfs`` or
+    ``fsync`` that follows. A no-op where ``sync_file_range`` is not available.
+    """
+
+    _thread: threading.Thread | None = None
+
+    def __init__(self, min_size: int = 1 << 20) -> None:
+        self._min_size = min_size
+        self._function = _lookup()
+        self._files: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        #: files handed to the helper so far
+        self.started = 0
+
+    def written(self, fd: int, size: int) -> None:
+        """``fd``'s file now holds its ``size`` bytes of data: have its writeback started."""
+        if not self._function or size < self._min_size:
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=_start_files, args=(self._files, self._stop, self._function),
+                                            name="file-writeback", daemon=True)
+            self._thread.start()
+        self._files.put(os.dup(fd))
+        self.started += 1
+
+    def close(self, finish: bool = False) -> None:
+        """End the helper and wait for it; every duplicated descriptor is closed. ``finish``:
+        start the files still queued first (more files follow, e.g. the next layer, so the
+        disk may as well write them now); otherwise they are dropped (an error, or an
+        ``fsync``/``syncfs`` right after, which writes them anyway)."""
+        if self._thread is not None:
+            if not finish:
+                self._stop.set()
+            self._files.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def __del__(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._files.put(None)
+
+
+__all__: list[str] = ["EarlyWriteback", "FileWriteback", "preallocate"]

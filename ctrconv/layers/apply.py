@@ -17,7 +17,16 @@ The stream is read once, strictly in order, by :class:`~ctrconv.layers.tarread.T
 (not ``tarfile``: its header parsing and buffer copies were most of the unpack's Python CPU),
 and file data is written straight from the inflated chunks. Entries the kernel already creates
 owned as asked get no ``chown`` (see ``_Applier._owned``). Every byte is hashed, including bytes after the tar end (they are drained), so the result's ``diff_id`` can be
-compared with the image config. The target should be a fresh directory the caller discards on
+compared with the image config.
+
+Each file of 1 MiB or more gets its writeback started once its data is written
+(:class:`~ctrconv.writeback.FileWriteback`: ``sync_file_range(SYNC_FILE_RANGE_WRITE)`` on a helper
+thread), so the disk writes the big files while the rest of the layer is created: the final
+``syncfs`` of an import waited 0.38-0.48 s for this layer's data before, 0.005-0.10 s after
+(``bench_registry``'s 570 MB layer). Durability is unchanged: the call only starts writes and
+waits for nothing; what makes the tree durable is still the ``syncfs`` of its filesystem that
+the caller runs before any record points at it (:mod:`ctrconv.durability`), which writes every
+dirty page and inode, started early or not. The target should be a fresh directory the caller discards on
 error: a failed apply leaves it half written, like containerd's.
 
 Deliberate differences from containerd, all refusing hostile input it would silently confine:
@@ -43,6 +52,7 @@ from ctrconv.layers.chain import HashingReader
 from ctrconv.layers.compression import open_layer
 from ctrconv.layers.paths import Parts, clean_name, hardlink_target, host_path, resolve
 from ctrconv.layers.tarheader import device_number, entry_times
+from ctrconv.writeback import FileWriteback
 from ctrconv.layers.tarread import (AREGTYPE, BLKTYPE, CHRTYPE, DIRTYPE, FIFOTYPE, LNKTYPE, REGTYPE,
                                      SYMTYPE, TarEntry, TarReader)
 
@@ -129,7 +139,12 @@ def apply_layer(
     used = effective_mode(mode, lowers)
     reader = HashingReader(stream)
     applier = _Applier(root, used, [os.path.abspath(os.fspath(p)) for p in lowers], defer_parents)
-    entries = applier.run(reader)
+    try:
+        entries = applier.run(reader)
+    except BaseException:
+        applier.writeback.close()
+        raise
+    applier.writeback.close(finish=True)
     reader.drain()
     result = ApplyResult(reader.digest, reader.bytes_read, entries, used, applier.pending_parents())
     if expected_diff_id is not None and result.diff_id != expected_diff_id:
@@ -244,6 +259,8 @@ class _Applier:
         self._root_plain = _hands_down_gid(root, self._ids[1])
         self._forget()
         self._owned = False  # the current entry is created owned as it asks (no chown)
+        #: large files' writeback is started as soon as their data is in (see the docstring)
+        self.writeback = FileWriteback()
 
     def _forget(self) -> None:
         """Drop what is known about the tree's directories: something was removed, which can
@@ -484,6 +501,7 @@ class _Applier:
                 tar.write_sparse(fd, member)
             else:
                 tar.write_data(fd)
+            self.writeback.written(fd, member.size)
             if not self._owned:
                 os.chown(fd, member.uid, member.gid)
             self._xattrs(member, fd, stat.S_IFREG)

@@ -143,3 +143,122 @@ def test_an_object_an_interrupt_left_half_made_is_collected_quietly():
     from ctrconv.writeback import EarlyWriteback
 
     EarlyWriteback.__new__(EarlyWriteback).__del__()
+
+
+# -- FileWriteback: whole files of an unpack ---------------------------------------------------
+
+
+def _open_fds() -> set[int]:
+    return {int(n) for n in os.listdir("/proc/self/fd")}
+
+
+def test_large_files_are_started_on_the_helper_and_small_ones_skipped(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    from ctrconv.writeback import FileWriteback
+
+    calls: list[tuple[int, int, int, int, str]] = []
+    made = threading.Semaphore(0)
+
+    def recording(fd: int, offset: int, length: int, flags: int) -> int:
+        calls.append((os.fstat(fd).st_ino, offset, length, flags, threading.current_thread().name))
+        made.release()
+        return 0
+
+    monkeypatch.setattr(writeback, "_sync_file_range", recording)
+    before = _open_fds()
+    wb = FileWriteback(min_size=1000)
+    inodes = []
+    for name, size in (("small", 999), ("big", 1000), ("bigger", 5000)):
+        with open(tmp_path / name, "wb") as f:
+            f.write(b"x" * size)
+            f.flush()
+            wb.written(f.fileno(), size)  # the caller closes its own descriptor right after
+            inodes.append(os.fstat(f.fileno()).st_ino)
+    for _ in range(2):
+        assert made.acquire(timeout=60)
+    wb.close()
+    # whole files (offset 0, length 0 = to the end), started and never waited for, off this thread
+    assert calls == [(inodes[1], 0, 0, 2, "file-writeback"), (inodes[2], 0, 0, 2, "file-writeback")]
+    assert wb.started == 2
+    assert not [t for t in threading.enumerate() if t.name == "file-writeback"]
+    assert _open_fds() == before  # every duplicate closed
+
+
+def test_file_writeback_close_drops_files_not_started_and_closes_them(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    from ctrconv.writeback import FileWriteback
+
+    started: list[int] = []
+    entered, release = threading.Event(), threading.Event()
+
+    def blocking(fd: int, offset: int, length: int, flags: int) -> int:
+        started.append(os.fstat(fd).st_ino)
+        entered.set()
+        assert release.wait(60)
+        return 0
+
+    monkeypatch.setattr(writeback, "_sync_file_range", blocking)
+    before = _open_fds()
+    wb = FileWriteback(min_size=1)
+    inodes = []
+    for i in range(3):
+        with open(tmp_path / f"f{i}", "wb") as f:
+            f.write(b"x")
+            wb.written(f.fileno(), 1)
+            inodes.append(os.fstat(f.fileno()).st_ino)
+        if i == 0:
+            assert entered.wait(60)  # the helper is inside its first call (a congested disk)
+    closer = threading.Thread(target=wb.close)
+    closer.start()
+    while not wb._stop.is_set():
+        closer.join(0.001)
+    release.set()
+    closer.join(60)
+    assert not closer.is_alive()
+    assert started == inodes[:1]
+    assert _open_fds() == before
+
+
+def test_file_writeback_without_sync_file_range_does_nothing(monkeypatch: pytest.MonkeyPatch,
+                                                            tmp_path: Path) -> None:
+    from ctrconv.writeback import FileWriteback
+
+    monkeypatch.setattr(writeback, "_sync_file_range", False)
+    before = _open_fds()
+    wb = FileWriteback(min_size=1)
+    with open(tmp_path / "f", "wb") as f:
+        f.write(b"x")
+        wb.written(f.fileno(), 1)
+    assert wb.started == 0 and not [t for t in threading.enumerate() if t.name == "file-writeback"]
+    wb.close()
+    assert _open_fds() == before
+
+
+def test_file_writeback_close_with_finish_starts_every_queued_file(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    from ctrconv.writeback import FileWriteback
+
+    started: list[int] = []
+    entered, release = threading.Event(), threading.Event()
+
+    def blocking(fd: int, offset: int, length: int, flags: int) -> int:
+        started.append(os.fstat(fd).st_ino)
+        entered.set()
+        assert release.wait(60)
+        return 0
+
+    monkeypatch.setattr(writeback, "_sync_file_range", blocking)
+    before = _open_fds()
+    wb = FileWriteback(min_size=1)
+    inodes = []
+    for i in range(3):
+        with open(tmp_path / f"f{i}", "wb") as f:
+            f.write(b"x")
+            wb.written(f.fileno(), 1)
+            inodes.append(os.fstat(f.fileno()).st_ino)
+        if i == 0:
+            assert entered.wait(60)  # two files queued behind the first call
+    release.set()
+    wb.close(finish=True)
+    assert started == inodes
+    assert _open_fds() == before

@@ -445,3 +445,43 @@ def test_replaced_directory_forgets_its_group(tmp_path: Path) -> None:
     e = st(upper / "x/e")
     assert e.st_gid == 1000 and stat.S_IMODE(e.st_mode) == 0o2775, "copied up from the lower"
     assert st(upper / "x/e/g").st_gid == 0
+
+
+# -- early writeback ---------------------------------------------------------------------------
+
+def test_writeback_is_started_for_each_large_file_as_it_is_written(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files of 1 MiB or more are handed to the kernel's writeback as soon as their data is in
+    (the final syncfs then finds little left); small ones are left to the syncfs."""
+    from ctrconv import writeback
+
+    started: list[tuple[int, int]] = []
+    monkeypatch.setattr(writeback, "_sync_file_range",
+                        lambda fd, offset, length, flags: started.append((os.fstat(fd).st_ino, flags)) or 0)
+    big, huge = os.urandom(1 << 20), os.urandom(3 << 20)
+    layer = (LayerTar().file("a/big", big).file("a/small", b"s" * ((1 << 20) - 1)).file("b/huge", huge)
+             .hardlink("b/link", "b/huge").data())
+    root = tmp_path / "fs"
+    before = {int(n) for n in os.listdir("/proc/self/fd")}
+    apply(layer, root)
+    # the apply waited for its helper: every call made, every duplicate descriptor closed
+    assert sorted(started) == sorted([(st(root / "a/big").st_ino, 2), (st(root / "b/huge").st_ino, 2)])
+    assert {int(n) for n in os.listdir("/proc/self/fd")} == before
+    assert (root / "a/big").read_bytes() == big and (root / "b/huge").read_bytes() == huge
+
+
+def test_a_failed_apply_leaves_no_writeback_thread_or_descriptor(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from ctrconv import writeback
+
+    started: list[int] = []
+    monkeypatch.setattr(writeback, "_sync_file_range", lambda fd, offset, length, flags: started.append(fd) or 0)
+    layer = LayerTar().file("big", os.urandom(1 << 20)).file("cut", os.urandom(2 << 20)).data()
+    before = {int(n) for n in os.listdir("/proc/self/fd")}
+    with pytest.raises(FormatError):
+        apply(layer[:(2 << 20)], tmp_path / "fs")  # ends inside the second file
+    assert {int(n) for n in os.listdir("/proc/self/fd")} == before
+    assert not [t for t in threading.enumerate() if t.name == "file-writeback"]
+    assert len(started) <= 1  # only the complete file could have been handed over
