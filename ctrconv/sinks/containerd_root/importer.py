@@ -380,7 +380,8 @@ def _label(run: _Import, imports: list[_PlannedImport], options: _Options) -> No
                 derived = (f"{LABEL_DISTRIBUTION_SOURCE}.{pulled[0]}", pulled[1])
             distribution = source_labels(_entry_annotations(item.entry), derived)
             if pulled is not None:
-                label_pull(run, item.plan, distribution, run.line == "2.x" and not options.cri, item.unpack_target)
+                label_pull(run, item.plan, distribution, run.line == "2.x" and not options.cri,
+                           None if options.all_platforms else item.unpack_target)
                 continue
             for desc in item.plan.blobs:
                 run.add_first_labels(str(Digest.parse(desc["digest"])), distribution)

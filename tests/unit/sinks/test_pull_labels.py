@@ -152,3 +152,19 @@ def test_an_all_platforms_pull_unpacks_every_platform_on_1x_only(tmp_path: Path)
         assert (snapshot in labels[arm["config"]["digest"]], UNCOMPRESSED in labels[arm["layers"][0]["digest"]]) == \
             (every, every), (line, source)
         assert report.images[0].unpacked == labels[amd["config"]["digest"]][snapshot]
+
+
+def test_a_2x_pull_leaves_the_sources_of_a_layer_it_did_not_walk(tmp_path: Path) -> None:
+    """2.x skips a layer of the unpacked manifest whose snapshot exists: a second pull from
+    another repository adds itself to the manifest and config, not to that layer, unless it
+    pulls every platform (then every layer is walked). 1.7 adds itself everywhere."""
+    builder = LayoutBuilder(tmp_path / "layout")
+    img = builder.image("reg.example/team/a:1", [{"etc/a": b"a\n"}])
+    layer, config = img["layers"][0]["digest"], img["config"]["digest"]
+    for n, (line, every, walked) in enumerate((("2.x", False, False), ("2.x", True, True), ("1.7", False, True))):
+        root = tmp_path / f"root-{n}"
+        copy_images_to_root(PulledLayout(builder.path, "team/a"), root, containerd_version=line)
+        copy_images_to_root(PulledLayout(builder.path, "team/b"), root, all_platforms=every)
+        labels = blob_labels(root)
+        assert labels[config][SOURCE] == "team/a,team/b"
+        assert labels[layer][SOURCE] == ("team/a,team/b" if walked else "team/a"), (line, every)
