@@ -45,7 +45,7 @@ PULLED_AS = {"all-platforms": ("docker-list", ("--all-platforms",)), "arm64": ("
 #: images that are not images (no root filesystem)
 ARTIFACTS = {"artifact"}
 #: images this host does not run
-NOT_RUNNABLE = ARTIFACTS | {"arm64"}
+NOT_RUNNABLE = ARTIFACTS | {"arm64", "no-layers"}
 #: (image, line) whose ``ctr images pull`` records the image and then fails to unpack
 #: something: an artifact, an attestation manifest's in-toto layer (``--all-platforms``);
 #: ctrconv records the same and exits 0 (docs/registry.md)

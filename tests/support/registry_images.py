@@ -5,8 +5,9 @@ layers, so what is built still runs) and pushed with plain distribution API call
 monolithic uploads, ``PUT`` of manifests with their own media type), so every document reaches
 the registry exactly as written here: an index with buildx's attestation manifests
 (``unknown/unknown``), a manifest with an empty layer listed twice, one with 20 layers, a
-Docker manifest list of Docker schema 2 manifests, and an OCI artifact with its own config
-media type. skopeo would convert some of them; the tests need them as registries serve them.
+Docker manifest list of Docker schema 2 manifests, an OCI artifact with its own config media
+type, and a config-only image (no layers). skopeo would convert some of them; the tests need
+them as registries serve them.
 """
 
 from __future__ import annotations
@@ -202,6 +203,13 @@ def oci_artifact(p: RawPusher, repo: str, tag: str, base: BaseImage) -> dict[str
                                   "artifactType": "application/vnd.example.sbom.v1", "config": config, "layers": [data]})
 
 
+def config_only_image(p: RawPusher, repo: str, tag: str, base: BaseImage) -> dict[str, Any]:
+    """No layers at all (``"layers": []``, no diff IDs): a config-only image."""
+    config = json.loads(json.dumps(base.config))
+    config["rootfs"] = {"type": "layers", "diff_ids": []}
+    return p.image(repo, BaseImage(config, []), tag=tag)
+
+
 #: key -> builder(pusher, repo, tag, base)
 BUILDERS: dict[str, Callable[[RawPusher, str, str, BaseImage], dict[str, Any]]] = {
     "attestations": attestation_index,
@@ -209,4 +217,5 @@ BUILDERS: dict[str, Callable[[RawPusher, str, str, BaseImage], dict[str, Any]]] 
     "many-layers": many_layers_image,
     "docker-list": docker_manifest_list,
     "artifact": oci_artifact,
+    "no-layers": config_only_image,
 }
