@@ -141,3 +141,22 @@ def test_recursive_and_circular_references_compile() -> None:
     assert not check({"name": "x", "child": {"child": {"name": "z"}}})
     assert not compiler.check("t#/$defs/c")({})
     assert not compiler.check("t#/$defs/missing")({})
+
+
+def test_a_pattern_remembers_only_what_it_matched_and_at_most_its_limit(monkeypatch) -> None:
+    """A ``pattern``'s matches are remembered (the same media types and digests recur in every
+    document); a string it refused is searched again each time and still refused, and the
+    memory stops growing at its limit while the verdicts stay the regular expression's."""
+    from ctrconv.oci import fastschema
+    from ctrconv.oci.fastschema import _Compiler
+
+    monkeypatch.setattr(fastschema._Matches, "LIMIT", 3)
+    compiler = _Compiler({"t": {"type": "object", "properties": {"d": {"type": "string", "pattern": "^sha256:[a-f0-9]{4}$"}}}})
+    check = compiler.check("t")
+    matches = next(v for v in compiler.names.values() if isinstance(v, fastschema._Matches))
+    for _ in range(2):
+        assert check({"d": "sha256:abcd"}) and not check({"d": "sha256:ABCD"}) and not check({"d": "sha256:abc"})
+    assert matches.found == {"sha256:abcd"}
+    for text in ("sha256:0001", "sha256:0002", "sha256:0003", "sha256:0004"):
+        assert check({"d": text})
+    assert len(matches.found) == 3 and check({"d": "sha256:0004"}) and not check({"d": "sha256:zzzz"})
