@@ -21,6 +21,8 @@ for; for ``ctr images pull`` the containerd daemon's CPU during the pull too, si
 downloads and unpacks) is printed in a second table: on a shared, loaded machine the wall
 time of a CPU-bound case measures its share of the cores more than its work.
 
+Every case starts after a ``sync`` (not timed), so none pays for an earlier case's writeback.
+
 Targets (issue 16): push <= 1.0x skopeo, pull + unpack <= 0.6x ctr. Warm page cache. Not a
 test; results go in ``benchmarks/README.md``.
 
@@ -72,7 +74,11 @@ class CpuTimes:
     def timed(self, case: str, results: Results, cmd: list[str], env: dict[str, str] | None = None,
               daemon_pid: int | None = None) -> None:
         """Run ``cmd`` as :func:`timed` does; record its wall time and its CPU time (plus the
-        daemon's, when ``daemon_pid`` does the work)."""
+        daemon's, when ``daemon_pid`` does the work). Dirty pages of earlier cases are written
+        first (``sync``, off the clock): containerd leaves its unpacked layer unsynced (568 MiB
+        dirty after a ``ctr images pull`` of the default layer), and the ``syncfs`` that makes
+        the next ctrconv case durable would otherwise write them on that case's clock."""
+        os.sync()
         before, daemon_before = resource.getrusage(resource.RUSAGE_CHILDREN), _process_cpu(daemon_pid)
         run: Run = timed(cmd, env)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
