@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ctrconv.containerd.content import ContentStore, ListingContent, NamespaceContent
 from ctrconv.containerd.metadata import MetadataDB
+from ctrconv.containerd.imagerecords import Element, StoredImages
 from ctrconv.containerd.records import ImageRecord
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError
@@ -224,27 +225,28 @@ def list_images(meta: MetadataDB, content: ContentStore, namespaces: list[str], 
         def one(image: ImageRecord) -> ImageSummary:
             return summarize(image, visible, matcher, cache, labels_of=labels_of, snapshot_exists=snapshot_exists)
 
-        images, unreadable = _records(meta, ns)
-        if len(images) >= SPLIT_FROM and can_split():
+        stored = meta.stored_images(ns)
+        split = len(stored.elements) >= SPLIT_FROM and can_split()
+        if split:
             visible.list_now()  # once, before the fork, not once in each process
-            out += map_halves(one, images)
-        else:
-            out += [one(image) for image in images]
-        if unreadable is not None:
-            raise unreadable
+        out += _records(stored, one, split)
     return out
 
 
-def _records(meta: MetadataDB, namespace: str) -> tuple[list[ImageRecord], CtrconvError | None]:
-    """The namespace's image records up to the first that does not read, and its error: the
-    images before it are summarised first, as a loop over the records would have."""
-    images: list[ImageRecord] = []
-    try:
-        for image in meta.images(namespace):
-            images.append(image)
-    except CtrconvError as exc:
-        return images, exc
-    return images, None
+def _records(stored: StoredImages, one: Callable[[ImageRecord], ImageSummary], split: bool) -> list[ImageSummary]:
+    """``one`` of each image record, decoded where it is summarised (each half decodes its own
+    when ``split``: the decoding is not left serial). A record that does not read raises its
+    error after the images before it were summarised, as a loop over the records would have
+    (:func:`~ctrconv.forked.map_halves` fails as that loop); the walk's error after them all."""
+
+    def decoded(element: Element) -> ImageSummary:
+        return one(stored.decode(element))
+
+    elements = stored.elements
+    summaries = map_halves(decoded, elements) if split else [decoded(e) for e in elements]
+    if stored.error is not None:  # the walk over the records stopped after the last of them
+        raise stored.error
+    return summaries
 
 
 def human_size(n: int) -> str:

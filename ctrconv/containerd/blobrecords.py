@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Iterator
 
 from ctrconv.bolt import _structs as S
-from ctrconv.bolt.reader import BoltFile, Bucket, leaf_record
+from ctrconv.bolt.leaf import leaf_record
+from ctrconv.bolt.reader import BoltFile, Bucket
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.codec import decode_time, decode_varint
 from ctrconv.containerd.records import BlobRecord, guarded, read_blob, text

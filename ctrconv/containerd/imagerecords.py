@@ -21,15 +21,17 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from ctrconv.bolt import _structs as S
-from ctrconv.bolt.reader import BoltFile, Bucket, leaf_record
+from ctrconv.bolt.leaf import leaf_fields
+from ctrconv.bolt.reader import BoltFile, Bucket
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.codec import decode_time, decode_varint
-from ctrconv.containerd.records import ImageRecord, Target, guarded, read_image, text
+from ctrconv.containerd.records import ImageRecord, Target, read_image, text
 from ctrconv.errors import CtrconvError, FormatError
 
 #: (flags, key, value, leaf pgid) of one entry of ``images``, as ``Bucket.elements`` gives it
 Element = tuple[int, bytes, bytes, int]
-Fields = dict[bytes, tuple[int, bytes]]
+#: the plain values of a sub-bucket, by key
+Values = dict[bytes, bytes]
 
 
 @dataclass
@@ -74,69 +76,64 @@ def decode(db: BoltFile, bucket: Bucket, element: Element, namespace: str) -> Im
     """One record of ``images``: from its leaf pages when they are sound, else ``read_image``."""
     _, key, value, pgid = element
     name = text(key)
-    fields = leaf_record(db, value)
-    parts = None if fields is None else _parts(db, fields)
+    parts = _parts(db, value)
     if parts is None:
         return read_image(bucket._child(key, value, pgid), namespace, name)
-    target, labels, annotations = parts
-    return guarded(f"image {namespace}/{name}", lambda: _decode(fields, target, labels, annotations, namespace, name))
+    try:
+        return _decode(*parts, namespace, name)
+    except FormatError as exc:  # ``guarded``'s wording, without a closure per record
+        raise FormatError(f"image {namespace}/{name}: {exc}") from None
 
 
-def _parts(db: BoltFile, fields: Fields) -> tuple[Fields | None, Fields, Fields] | None:
-    """The record's target (``None`` when it has none), labels and annotations, each one sound
-    leaf page with no bucket among the entries it is read for; ``None`` for anything else (and
-    for a time stored as a bucket: ``Bucket.get`` makes a ``Bucket`` of it, which may raise)."""
-    if any(_is_bucket(fields, k) for k in (K.CREATED_AT, K.UPDATED_AT)):
+def _parts(db: BoltFile, header: bytes) -> tuple[Values, Values | None, Values, Values] | None:
+    """The record's plain fields, its target's (``None`` when it has none), labels and
+    annotations, each one sound leaf page without a bucket among the entries read from it;
+    ``None`` for anything else: a time stored as a bucket too (``Bucket.get`` makes a
+    ``Bucket`` of it, which may raise), and a bucket among a target's entries."""
+    record = leaf_fields(db, header)
+    if record is None:
         return None
-    target = _sub(db, fields, K.TARGET)
-    labels = _sub(db, fields, K.LABELS)
-    annotations = _sub(db, fields, K.ANNOTATIONS)
-    if target is False or labels is False or annotations is False:
+    fields, subs = record
+    if not subs:  # no target, labels or annotations (``read_image``: "no target")
+        return fields, None, {}, {}
+    if K.CREATED_AT in subs or K.UPDATED_AT in subs:
         return None
-    return target, labels or {}, annotations or {}
+    target = labels = annotations = None
+    for name, sub in subs.items():
+        if name in _SUBS:
+            read = leaf_fields(db, sub)
+            if read is None or read[1]:
+                return None
+            if name == K.TARGET:
+                target = read[0]
+            elif name == K.LABELS:
+                labels = read[0]
+            else:
+                annotations = read[0]
+    return fields, target, labels or {}, annotations or {}
 
 
-def _is_bucket(fields: Fields, key: bytes) -> bool:
-    found = fields.get(key)
-    return found is not None and bool(found[0] & S.BUCKET_LEAF_FLAG)
+_SUBS = frozenset((K.TARGET, K.LABELS, K.ANNOTATIONS))
 
 
-def _sub(db: BoltFile, fields: Fields, key: bytes) -> Fields | None | bool:
-    """``Bucket.bucket(key)`` read whole: its entries, ``None`` when absent or a plain value,
-    ``False`` when it is not one sound leaf page of plain values (read the old way)."""
-    found = fields.get(key)
-    if found is None or not found[0] & S.BUCKET_LEAF_FLAG:
-        return None
-    entries = leaf_record(db, found[1])
-    if entries is None or any(flags & S.BUCKET_LEAF_FLAG for flags, _ in entries.values()):
-        return False
-    return entries
-
-
-def _plain(fields: Fields, key: bytes) -> bytes | None:
-    """``Bucket.get``: the plain value of ``key``, ``None`` when absent (buckets were excluded)."""
-    found = fields.get(key)
-    return None if found is None else found[1]
-
-
-def _decode(fields: Fields, target: Fields | None, labels: Fields, annotations: Fields,
+def _decode(fields: Values, target: Values | None, labels: Values, annotations: Values,
             namespace: str, name: str) -> ImageRecord:
     """``read_image``'s decoding, field for field and in its order."""
     if target is None:
         raise FormatError("no target")
-    size_raw = _plain(target, K.SIZE)
-    created = _plain(fields, K.CREATED_AT)
-    updated = _plain(fields, K.UPDATED_AT)
+    size_raw = target.get(K.SIZE)
+    created = fields.get(K.CREATED_AT)
+    updated = fields.get(K.UPDATED_AT)
     return ImageRecord(
         namespace=namespace,
         name=name,
         target=Target(
-            media_type=text(_plain(target, K.MEDIATYPE)) or "",
-            digest=text(_plain(target, K.DIGEST)) or "",
+            media_type=text(target.get(K.MEDIATYPE)) or "",
+            digest=text(target.get(K.DIGEST)) or "",
             size=decode_varint(size_raw) if size_raw is not None else 0,
         ),
-        labels={text(k): text(v) for k, (_, v) in labels.items()},
-        annotations={text(k): text(v) for k, (_, v) in annotations.items()},
+        labels={text(k): text(v) for k, v in labels.items()},
+        annotations={text(k): text(v) for k, v in annotations.items()},
         created_at=None if created is None else decode_time(created),
         updated_at=None if updated is None else decode_time(updated),
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Iterator
 
 from ctrconv.bolt.reader import BoltFile, Bucket
-from ctrconv.bolt import _structs as S
 from ctrconv.containerd import blobrecords, imagerecords
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.records import (
@@ -102,13 +101,7 @@ class MetadataDB:
         blobs = self._ns(namespace, K.CONTENT, K.BLOB)
         if blobs is None:
             return frozenset()
-        keys = []
-        for flags, key, value, pgid in blobs.elements():  # the keys, without a Bucket each
-            if flags & S.BUCKET_LEAF_FLAG:
-                if len(value) < S.BUCKET_HEADER_SIZE:
-                    blobs._child(key, value, pgid)  # raises what ``buckets()`` raised for it
-                keys.append(key)
-        return frozenset(map(text, keys))
+        return frozenset(map(text, blobs.bucket_keys()))
 
     def blob(self, namespace: str, digest: str) -> BlobRecord | None:
         bucket = self._ns(namespace, K.CONTENT, K.BLOB, digest.encode())

@@ -121,10 +121,8 @@ def test_whole_manifest_summaries_are_what_the_walks_say(tmp_path, monkeypatch) 
 
 def test_a_split_listing_is_the_same_listing(tmp_path, monkeypatch) -> None:
     """A large namespace is listed by two processes (``SPLIT_FROM``, lowered here): the same
-    summaries in the same order as one process gives; a record that does not read still fails
-    the listing with its own error."""
+    summaries in the same order as one process gives."""
     from ctrconv import api, forked, inventory
-    from ctrconv.errors import CtrconvError
     from support.synthetic_root import standard_root
 
     r = standard_root(tmp_path / "root")
@@ -145,11 +143,69 @@ def test_a_split_listing_is_the_same_listing(tmp_path, monkeypatch) -> None:
     assert [i.to_json() for i in api.list_images(root, None)] == whole
     assert splits == [len(whole)] and len(whole) >= 8
 
-    def unreadable_after_two(meta, namespace):
-        images, _ = original_records(meta, namespace)
-        return images[:2], CtrconvError("image default/x: bad record")
 
-    original_records = inventory._records
-    monkeypatch.setattr(inventory, "_records", unreadable_after_two)
-    with pytest.raises(CtrconvError, match="bad record"):
-        api.list_images(root, None)
+def test_a_record_that_does_not_read_fails_the_listing_after_the_images_before_it(tmp_path, monkeypatch) -> None:
+    """Each half of a split listing decodes its own records. A record that does not decode fails
+    the listing with its own error, wherever it falls (in the half this process reads, or in
+    the child's), after this process summarised exactly the images before it, in order, split or
+    not (the child's work on a failing half is redone here, as ``map_halves`` fails); an error of
+    the walk over the records comes after every record it read."""
+    import os
+    import re
+
+    from ctrconv import api, forked, inventory
+    from ctrconv.containerd.imagerecords import StoredImages
+    from ctrconv.containerd.metadata import MetadataDB
+    from ctrconv.errors import CtrconvError, FormatError
+    from support.synthetic_root import standard_root
+
+    r = standard_root(tmp_path / "root")
+    for i in range(5):
+        r.name("default", f"example.com/more:{i}", r.image_manifest(f"more{i}", "amd64"))
+    root = r.write()
+    names = [i.name for i in api.list_images(root, ["default"])]
+    log = tmp_path / "summarised"
+    summarize, decode, stored_images = inventory.summarize, StoredImages.decode, MetadataDB.stored_images
+    bad = {"name": "", "walk": ""}
+    splits: list[int] = []
+
+    def logging(image, *args, **kwargs):  # noqa: ANN001 -- summarize's own arguments
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)  # the child's calls too, by pid
+        os.write(fd, f"{os.getpid()} {image.name}\n".encode())
+        os.close(fd)
+        return summarize(image, *args, **kwargs)
+
+    def failing(self, element):  # noqa: ANN001
+        if element[1].decode() == bad["name"]:
+            raise FormatError(f"image default/{bad['name']}: bad record")
+        return decode(self, element)
+
+    def walk_fails(self, namespace):  # noqa: ANN001
+        found = stored_images(self, namespace)
+        found.error = CtrconvError(bad["walk"]) if bad["walk"] else None
+        return found
+
+    def listed_here(expected_error: str) -> list[str]:
+        log.write_text("")
+        with pytest.raises(CtrconvError, match=f"^{re.escape(expected_error)}$"):
+            api.list_images(root, ["default"])
+        lines = [line.split(" ", 1) for line in log.read_text().splitlines()]
+        return [name for pid, name in lines if pid == str(os.getpid())]
+
+    monkeypatch.setattr(inventory, "summarize", logging)
+    monkeypatch.setattr(StoredImages, "decode", failing)
+    monkeypatch.setattr(MetadataDB, "stored_images", walk_fails)
+    monkeypatch.setattr(inventory, "can_split", lambda: True)
+    monkeypatch.setattr(inventory, "map_halves", lambda fn, items: splits.append(len(items)) or forked.map_halves(fn, items))
+    assert len(names) >= 8
+    for split_from in (2, 10**9):
+        monkeypatch.setattr(inventory, "SPLIT_FROM", split_from)
+        splits.clear()
+        for at in (0, 1, len(names) // 2 + 1, len(names) - 1):  # the first half, the child's, the last
+            bad["name"] = names[at]
+            assert listed_here(f"image default/{names[at]}: bad record") == names[:at], (split_from, at)
+        bad["name"], bad["walk"] = "", "the walk stopped"
+        here = listed_here("the walk stopped")
+        assert here == (names[: (len(names) + 1) // 2] if split_from == 2 else names)
+        bad["walk"] = ""
+        assert splits == ([len(names)] * 5 if split_from == 2 else [])

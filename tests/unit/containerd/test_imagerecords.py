@@ -13,6 +13,7 @@ import pytest
 
 from ctrconv.bolt import BoltFile, BucketTree
 from ctrconv.bolt import _structs as S
+from ctrconv.bolt import leaf
 from ctrconv.bolt import reader as bolt_reader
 from ctrconv.bolt.writer import write_bolt
 from ctrconv.containerd import imagerecords
@@ -131,12 +132,25 @@ def _stored(db: BoltFile, bucket: bolt_reader.Bucket, namespace: str) -> Iterabl
         raise found.error
 
 
+def _split(entries: dict[bytes, tuple[int, bytes]] | None) -> object:
+    """``leaf_record``'s answer in ``leaf_fields``' form."""
+    if entries is None:
+        return None
+    return ({k: v for k, (f, v) in entries.items() if not f}, {k: v for k, (f, v) in entries.items() if f})
+
+
 def _each(db: BoltFile, bucket: bolt_reader.Bucket) -> dict[bytes, tuple[object, object]]:
-    """Per record (an error stops no other): (read_image's outcome, decode's)."""
+    """Per record (an error stops no other): (read_image's outcome, decode's). ``leaf_fields``
+    reads each record's page, and its target's, as ``leaf_record`` does."""
     out = {}
     for element in bucket.elements():
         flags, key, value, pgid = element
         if flags & S.BUCKET_LEAF_FLAG:
+            fields = leaf.leaf_fields(db, value)
+            assert fields == _split(leaf.leaf_record(db, value))
+            if fields is not None and K.TARGET in fields[1]:
+                target = fields[1][K.TARGET]
+                assert leaf.leaf_fields(db, target) == _split(leaf.leaf_record(db, target))
             old = _outcome(lambda: read_image(bucket._child(key, value, pgid), "default", text(key)))
             out[key] = (old, _outcome(lambda: imagerecords.decode(db, bucket, element, "default")))
     return out
