@@ -118,6 +118,9 @@ def refs(registry: PrivateRegistry, fixture_set: Any) -> dict[str, str]:
         skopeo("copy", "--all", "--preserve-digests", "--src-tls-verify=false", "--dest-tls-verify=false",
                f"docker://{found[same]}", f"docker://{registry.host}/matrix/{same}:{key}")
         found[key] = f"{registry.host}/matrix/{same}:{key}"
+    # the attestation index in a repository of its own: pulled late into ctr's root
+    skopeo("copy", "--all", "--preserve-digests", "--src-tls-verify=false", "--dest-tls-verify=false",
+           f"docker://{found['attestations']}", f"docker://{registry.host}/matrix/late:v1")
     found["by-digest"] = f"{registry.host}/matrix/bbx-oci@{raw_digest('docker://' + found['bbx-oci'])}"
     return found
 
@@ -296,3 +299,27 @@ def test_verify_reads_each_image_from_the_registry(refs: dict[str, str], key: st
     """``verify -i docker://``: every platform, every blob hashed, every document validated."""
     checked = ctrconv("verify", "-i", f"docker://{refs[key]}")
     assert checked.code == 0 and "clean" in checked.out, checked.out + checked.err
+
+
+def test_pull_into_the_root_ctr_pulled_into(line_run: LinePass, refs: dict[str, str], tmp_path: Path) -> None:
+    """A pull into a root that line's containerd wrote (its version detected, no flag), of an
+    image whose blobs that root already holds from another repository: the records a ctr pull
+    into a copy of the same root gives, and the line's daemon runs it."""
+    import subprocess
+
+    ref = refs["bbx-oci"].replace("/matrix/bbx-oci:v1", "/matrix/late:v1")
+    by_ctr, by_me = tmp_path / "by-ctr", tmp_path / "by-me"
+    for dest in (by_ctr, by_me):
+        subprocess.run(["cp", "-a", str(line_run.ctr_root), str(dest)], check=True)
+    with PrivateContainerd(line_run.bin_dir, root=by_ctr, workdir=tmp_path) as daemon:
+        daemon.ctr("images", "pull", "--plain-http", ref, timeout=300)
+        ctr_row = _check_rows(daemon)[ref]
+    mine = ctrconv("import", "--root", str(by_me), "-i", f"docker://{ref}", "--plain-http", "--no-backup", "-q")
+    assert mine.code == 0, mine.err
+    ctr_images, ctr_blobs = records(by_ctr)
+    my_images, my_blobs = records(by_me)
+    assert my_images == ctr_images and my_blobs == ctr_blobs
+    with PrivateContainerd(line_run.bin_dir, root=by_me, workdir=tmp_path) as daemon:
+        assert _check_rows(daemon)[ref] == ctr_row and ctr_row[0].startswith("complete") and ctr_row[1]
+        run = daemon.ctr("run", "--rm", ref, "matrix-late", "/bin/busybox", "true", check=False, timeout=120)
+        assert run.returncode == 0, run.stderr
