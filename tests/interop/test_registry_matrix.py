@@ -323,3 +323,25 @@ def test_pull_into_the_root_ctr_pulled_into(line_run: LinePass, refs: dict[str, 
         assert _check_rows(daemon)[ref] == ctr_row and ctr_row[0].startswith("complete") and ctr_row[1]
         run = daemon.ctr("run", "--rm", ref, "matrix-late", "/bin/busybox", "true", check=False, timeout=120)
         assert run.returncode == 0, run.stderr
+
+
+def snapshot_records(root: Path) -> dict[str, tuple[Any, dict[str, str]]]:
+    """The namespace's overlayfs snapshot records: chain ID -> (parent, labels)."""
+    from ctrconv.bolt.reader import read_tree
+    from ctrconv.containerd import schema as K
+    from ctrconv.sinks.containerd_root import records as R
+
+    tree = read_tree(root / K.METADATA_PLUGIN_DIR / K.META_DB)
+    snaps = tree.bucket(K.V1, b"default", K.SNAPSHOTS, b"overlayfs")
+    assert snaps is not None
+    return {k.decode(): (b.get(K.PARENT), R.read_map(b.bucket(K.LABELS))) for k, b in snaps.buckets()}
+
+
+def test_snapshot_records_equal_ctr_pull(line_run: LinePass) -> None:
+    """The same chains, parents and labels as ctr's pulls made; apart from 2.x's
+    ``containerd.io/snapshot.ref``, which ctrconv does not write (docs/containerd-versions.md)."""
+    theirs = snapshot_records(line_run.ctr_root)
+    if line_run.line == "2.x":
+        assert all(labels == {"containerd.io/snapshot.ref": chain} for chain, (_p, labels) in theirs.items())
+        theirs = {chain: (parent, {}) for chain, (parent, _labels) in theirs.items()}
+    assert snapshot_records(line_run.mine) == theirs
