@@ -210,6 +210,16 @@ def config_only_image(p: RawPusher, repo: str, tag: str, base: BaseImage) -> dic
     return p.image(repo, BaseImage(config, []), tag=tag)
 
 
+def amd64_variants(p: RawPusher, repo: str, tag: str, base: BaseImage) -> dict[str, Any]:
+    """An index with ``linux/amd64/v3`` first and plain ``linux/amd64`` second (two different
+    images: which one a line unpacks on this host is its platform matcher's choice)."""
+    v3 = p.image(repo, base, extra_layers=[gzip_tar({"variant": b"v3\n"})],
+                 platform={"architecture": "amd64", "os": "linux", "variant": "v3"})
+    plain = p.image(repo, base, extra_layers=[gzip_tar({"variant": b"v1\n"})],
+                    platform={"architecture": "amd64", "os": "linux"})
+    return p.manifest(repo, tag, {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [v3, plain]})
+
+
 #: key -> builder(pusher, repo, tag, base)
 BUILDERS: dict[str, Callable[[RawPusher, str, str, BaseImage], dict[str, Any]]] = {
     "attestations": attestation_index,
@@ -218,4 +228,5 @@ BUILDERS: dict[str, Callable[[RawPusher, str, str, BaseImage], dict[str, Any]]] 
     "docker-list": docker_manifest_list,
     "artifact": oci_artifact,
     "no-layers": config_only_image,
+    "amd64-variants": amd64_variants,
 }
