@@ -37,7 +37,7 @@ pytestmark = [needs_registry, pytest.mark.interop]
 
 LINES = ("1.6", "1.7", "2.x")
 #: every image of the matrix, in the order each pass pulls them (shared blobs: order matters)
-KEYS = (*ARCHIVE_REF, *BUILDERS, "all-platforms", "attestations-all", "arm64", "by-digest")
+KEYS = (*ARCHIVE_REF, *BUILDERS, "all-platforms", "attestations-all", "arm64", "by-digest", "tag-and-digest")
 #: images pulled with other flags (the same for ctr and ctrconv, and for the push): key ->
 #: (image it is, flags); each under a tag of its own
 PULLED_AS = {"all-platforms": ("docker-list", ("--all-platforms",)), "arm64": ("bbx-multi", ("--platform", "linux/arm64")),
@@ -122,6 +122,7 @@ def refs(registry: PrivateRegistry, fixture_set: Any) -> dict[str, str]:
     skopeo("copy", "--all", "--preserve-digests", "--src-tls-verify=false", "--dest-tls-verify=false",
            f"docker://{found['attestations']}", f"docker://{registry.host}/matrix/late:v1")
     found["by-digest"] = f"{registry.host}/matrix/bbx-oci@{raw_digest('docker://' + found['bbx-oci'])}"
+    found["tag-and-digest"] = f"{found['bbx-multi']}@{raw_digest('docker://' + found['bbx-multi'])}"
     return found
 
 
@@ -270,7 +271,7 @@ def test_push_from_a_ctr_pulled_root(line_run: LinePass, registry: PrivateRegist
     assert pushed["digest"] == expected or pushed.get("index") == expected, pushed
     if key == "all-platforms":  # every platform is in the root: the index goes whole
         assert pushed["digest"] == expected
-    # a name without a tag is pushed by digest only
+    # a name without a tag, or with a digest (tag@digest too), is pushed by digest only (docs)
     at = f"{dest}@{pushed['digest']}" if "@" in name else f"{dest}:{name.rsplit(':', 1)[1]}"
     assert raw_digest(f"docker://{at}") == pushed["digest"]
     skopeo("copy", "--all", "--src-tls-verify=false", f"docker://{at}", f"oci:{tmp_path / 'back'}:x")
