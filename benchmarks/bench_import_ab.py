@@ -25,9 +25,10 @@ from bench_import import DEFAULT_DIRS, TAR_XZF_SYNC, prepare, untar_all
 
 
 def export_revision(rev: str, dest: Path) -> dict[str, str]:
-    """``rev``'s ctrconv package under ``dest`` (compiled), and the environment that runs it."""
+    """``rev``'s ctrconv package under ``dest`` (compiled), and the environment that runs it.
+    ``schemas/`` comes along: ``ctrconv/schemas`` is a symlink to it."""
     dest.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "ctrconv"], check=True,
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "ctrconv", "schemas"], check=True,
                              capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(dest / "ctrconv")], check=True)
