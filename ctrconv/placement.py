@@ -15,9 +15,11 @@ Orlov allocator places each subdirectory of a flagged directory in the block gro
 fewest directories among those with more free inodes and blocks than average - unrelated to
 the parent's group, which is where recent removals pile up - and the subdirectory's own files
 and subdirectories then stay in that new group. Snapshot trees are built in a temp directory
-ctrconv creates and removes itself (``.ctrconv-tmp-*``); flagging it costs one ``ioctl``, changes
-nothing that is read back (not the trees, not their attributes), and is a no-op where the
-filesystem does not know the flag.
+ctrconv creates and removes itself (``.ctrconv-tmp-*``), and so are the trees ``verify --deep``
+re-applies; flagging it costs one ``ioctl``, changes nothing that is read back (the flag is not
+inherited: not the trees, not their attributes), and is a no-op where the filesystem does not
+know the flag. The group search starts from a hash of the subdirectory's *name*, so each tree
+needs a name of its own (a fixed name lands where the previous tree was just removed).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ so are the attributes of the snapshot root itself (containerd never takes them f
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,6 +22,7 @@ from ctrconv.errors import CtrconvError
 from ctrconv.layers import chain_ids, compare_listings, copy_tree, tree_listing, unpack_layer
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
+from ctrconv.placement import spread_subdirectories
 from ctrconv.image.plan import plan_image, read_json_blob
 from ctrconv.verify.problems import Report
 
@@ -140,6 +142,7 @@ def compare_snapshot(
     """Differences between one snapshot tree ``fs`` and its layer applied afresh on ``lowers``
     (nearest first) in a scratch directory; empty when they match."""
     scratch = tempfiles.temp_dir(scratch_parent or tempfile.gettempdir(), ".ctrconv-verify-")
+    spread_subdirectories(scratch)  # each layer's tree away from the one just removed
     try:
         return _compare_in(scratch, content, snapshotter, layer, diff_id, fs, lowers)
     except CtrconvError as exc:
@@ -151,7 +154,9 @@ def compare_snapshot(
 
 def _compare_in(scratch: Path, content: ContentStore, snapshotter: str, layer: dict, diff_id: str, fs: Path,
                 lowers: list[Path]) -> list[str]:
-    target = scratch / "fs"
+    # a name of its own each time: ext4 picks a flagged parent's subdirectory's block group
+    # from a hash of its name (the same name would land where the last tree was just removed)
+    target = scratch / f"fs-{os.urandom(6).hex()}"
     if snapshotter == "overlayfs":
         target.mkdir()
         mode = "overlay" if lowers else "naive"
