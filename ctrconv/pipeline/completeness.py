@@ -199,13 +199,15 @@ def assess(
     cache: DocumentCache | None = None,
     labels_of: LabelsOf | None = None,
     snapshot_exists: SnapshotExists | None = None,
+    plan: ImagePlan | None = None,
 ) -> Assessment:
     """Sort the manifests of the image at ``target`` (``selector``: only these platforms).
 
     Without ``labels_of``/``snapshot_exists`` nothing counts as discarded. Corrupt or invalid
-    JSON raises, as :func:`plan_image` does.
+    JSON raises, as :func:`plan_image` does. ``plan``: the image's walk with this selector over
+    this content, when the caller made it already (a rebuild walks each image once per stage).
     """
-    plan = plan_image(content, target, selector, cache)
+    plan = plan if plan is not None else plan_image(content, target, selector, cache)
     result = Assessment(plan)
     missing = {d["digest"]: d for d in plan.missing}
     for m in plan.manifests:

@@ -21,6 +21,7 @@ from ctrconv.containerd.content import ContentStore
 from ctrconv.containerd.records import ImageRecord, Target, go_time, write_image
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError
+from ctrconv.image.plan import ImagePlan
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci.validate import parse_json_bytes, validate_object
 from ctrconv.pipeline.completeness import Assessment, RecordedLabels, assess, namespace_lookups
@@ -172,17 +173,19 @@ def _by_digest(name: str, digest: str) -> str:
         return ""
 
 
-def assess_image(content: ContentStore, ns: BucketTree, desc: dict[str, Any], lost: Collection[str] = ()) -> Assessment:
+def assess_image(content: ContentStore, ns: BucketTree, desc: dict[str, Any], lost: Collection[str] = (),
+                 plan: ImagePlan | None = None) -> Assessment:
     """The one completeness rule, applied to an image of the tree being repaired.
 
     ``lost``: blobs whose records the clean-up dropped (:func:`~ctrconv.recovery.metadata.lost_records`)
     count as recorded, so a layer lost to damage is not taken for one never fetched.
+    ``plan``: the image's walk (no platform selection) over ``content``, if made already.
     """
     labels_of, snapshot_exists = namespace_lookups(ns)
     if lost and isinstance(labels_of, RecordedLabels):
         recorded = labels_of.recorded
         labels_of = RecordedLabels(labels_of, lambda d: d in lost or recorded(d))
-    return assess(content, desc, labels_of=labels_of, snapshot_exists=snapshot_exists)
+    return assess(content, desc, labels_of=labels_of, snapshot_exists=snapshot_exists, plan=plan)
 
 
 def _problem(content: ContentStore, ns: BucketTree, desc: dict[str, Any], lost: Collection[str]) -> str | None:

@@ -23,8 +23,9 @@ GC_SNAPSHOT = K.LABEL_GC_SNAPSHOT
 GroupKey = tuple["tuple[str, ...] | None", bool]
 
 
-#: per namespace with images: its name, its source on the repaired root, its groups of entries
-NamespaceWork = tuple[str, Any, "dict[GroupKey, list[Any]]"]
+#: per namespace with images: its name, its source on the repaired root, its groups of
+#: entries, and the walks the groups were decided from (by image name: the import reuses them)
+NamespaceWork = tuple[str, Any, "dict[GroupKey, list[Any]]", "dict[str, ImagePlan]"]
 
 
 def reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: RebuildReport, *,
@@ -52,10 +53,10 @@ def reimport_groups(target: ContainerdRoot, meta: BucketTree, unpack: bool, trus
             if not images or not images.entries:
                 continue
             source = ContainerdRootSource(target, ns_name, namespace_content_only=False)
-            work.append((ns_name, source, {}))
-            work[-1][2].update(_groups(source, target, ns, unpack, trust_records))
+            work.append((ns_name, source, {}, {}))
+            work[-1][2].update(_groups(source, target, ns, unpack, trust_records, work[-1][3]))
     except BaseException:
-        for _, source, _ in work:
+        for _, source, _, _ in work:
             source.close()
         raise
     return work
@@ -68,11 +69,12 @@ def import_groups(target: ContainerdRoot, work: list[NamespaceWork], report: Reb
 
     counted: set[tuple[str, str]] = set()
     try:
-        for ns_name, source, groups in work:
+        for ns_name, source, groups, plans in work:
             for (platforms, again), entries in groups.items():
                 options = ImportOptions(
                     snapshotter="overlayfs", unpack=again, platform=list(platforms) if platforms else None,
                     backup=False, keep_partial=True, cri=False,  # the names the root has, none added
+                    plans=plans,
                 )
                 result = ContainerdRootSink(target.path, ns_name, options, progress=progress).write(source, entries)
                 for image in result.images:
@@ -81,13 +83,14 @@ def import_groups(target: ContainerdRoot, work: list[NamespaceWork], report: Reb
                         counted.add((ns_name, image.unpacked))
                         report.snapshots_unpacked += image.snapshots_created
     finally:
-        for _, source, _ in work:
+        for _, source, _, _ in work:
             source.close()
 
 
 def _groups(source: Any, target: ContainerdRoot, ns: BucketTree, unpack: bool,
-            trust_records: bool) -> dict[GroupKey, list[Any]]:
-    """The namespace's whole images, grouped by (platforms to keep, unpack again).
+            trust_records: bool, plans: dict[str, ImagePlan]) -> dict[GroupKey, list[Any]]:
+    """The namespace's whole images, grouped by (platforms to keep, unpack again); each
+    image's walk, made once here, is left in ``plans`` for the import (documents dropped).
 
     With an intact meta.db (``trust_records``), a platform of an index is the namespace's only
     if it was pulled here (:func:`pulled_here`): a lost layer record is restored from the blob
@@ -96,16 +99,20 @@ def _groups(source: Any, target: ContainerdRoot, ns: BucketTree, unpack: bool,
     """
     pulled = pulled_here(ns) if trust_records else None
     groups: dict[GroupKey, list[Any]] = {}
+    content = target.content
     for entry in source.entries():
-        if not assess_image(target.content, ns, entry.descriptor).whole:
+        plan = plan_image(content, entry.descriptor, None)  # one walk for every question below
+        if not assess_image(content, ns, entry.descriptor, plan=plan).whole:
             continue  # runs from its snapshots only (layers discarded): records kept as they are
         # an image never unpacked (ctr import --no-unpack, a kind node image) stays so;
         # one that was (its config names a snapshot) is unpacked again where it lost it.
         # A damaged meta.db may have lost those labels: then everything is unpacked.
-        plan = _plan_or_none(source, entry.descriptor)  # one walk for both questions below
         again = unpack and (not trust_records or was_unpacked(source, ns, entry.descriptor, plan))
         key = (complete_platforms(source, entry.descriptor, pulled, plan), again)
         groups.setdefault(key, []).append(entry)
+        for m in plan.manifests:
+            m.document = {}  # nothing reads it again (the import drops it too): memory
+        plans[entry.name] = plan
     return groups
 
 

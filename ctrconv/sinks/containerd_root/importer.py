@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ctrconv.containerd import docker_store
 from ctrconv.containerd.cri import CriNames, cri_names, source_labels
@@ -211,7 +211,7 @@ def _rules(given: ImportOptions, namespace: str) -> "_Options":
         cri=namespace == R.CRI_NAMESPACE if given.cri is None else given.cri, cri_labels=given.cri_labels,
         pin=given.pin, keep_partial=given.keep_partial, all_platforms=given.all_platforms,
         selector=None if given.all_platforms else plat.selector(matcher),
-        unpack_for=unpack_matcher(given.unpack_platform),
+        unpack_for=unpack_matcher(given.unpack_platform), plans=given.plans,
     )
 
 
@@ -302,6 +302,7 @@ class _Options:
     all_platforms: bool
     selector: Callable[[dict[str, Any]], bool] | None
     unpack_for: plat.MatchComparer
+    plans: Mapping[str, ImagePlan] | None = None
 
 
 @dataclass
@@ -338,12 +339,22 @@ def _unpack_every_platform(imports: list[_PlannedImport]) -> None:
                                and len(_unpack_layers(m)) == len(m.layers)]
 
 
+def _known_plan(plans: Mapping[str, ImagePlan] | None, name: str, target: dict[str, Any]) -> ImagePlan | None:
+    """The caller's walk of image ``name`` (:attr:`ImportOptions.plans`) where it is the one
+    :func:`plan_image` would make here: same target, no index (a platform selector only
+    filters an index's children)."""
+    plan = plans.get(name) if plans else None
+    if plan is None or plan.indexes or plan.target != target:
+        return None
+    return plan
+
+
 def _plan(source: ImageSource, chosen: list[tuple[str, NamedEntry]], options: _Options,
           report: ImportReport) -> list[_PlannedImport]:
     """Plan every image before anything is written; the input must hold all it needs."""
     imports: list[_PlannedImport] = []
     for image_name, entry in chosen:
-        plan = plan_image(source, entry.descriptor, options.selector)
+        plan = _known_plan(options.plans, image_name, entry.descriptor) or plan_image(source, entry.descriptor, options.selector)
         if plan.missing:
             missing = ", ".join(f"{d.get('digest')} ({d.get('mediaType')})" for d in plan.missing)
             raise MissingContentError(f"image {image_name}: the input lacks {missing}")

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from ctrconv.image.model import ImagePlan
 
 
 @dataclass
@@ -53,6 +56,10 @@ class ImportOptions:
     #: keep the present manifests of unselected platforms, recorded and labelled from their
     #: index (library only: a rebuild must not let GC take what the node had)
     keep_partial: bool = False
+    #: walks of the images made already with no platform selection, by image name (library
+    #: only: a rebuild decides its import groups from the same walks). Reused for an image
+    #: without an index, whose walk no platform selection changes; anything else is walked again
+    plans: Mapping[str, ImagePlan] | None = None
 
 
 def with_fields(options: ImportOptions | None, fields: dict[str, Any]) -> ImportOptions:
