@@ -28,6 +28,35 @@ DAEMON_FIXTURES = {"fixture_set", "tmp_root_copy", "private_containerd", "fixtur
 pytest_plugins = ["support.dockerd", "support.small_root"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def listing_facts_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``ls`` keeps what it learnt from large roots in the user's cache directory
+    (:mod:`ctrconv.listingfacts`); the suite's runs keep it in a directory of their own, so no
+    test reads facts another session left and nothing is left in ``~/.cache``."""
+    directory = tmp_path_factory.mktemp("listing-facts")
+    before = os.environ.get("CTRCONV_CACHE_DIR")
+    os.environ["CTRCONV_CACHE_DIR"] = str(directory)
+    yield directory
+    if before is None:
+        os.environ.pop("CTRCONV_CACHE_DIR", None)
+    else:
+        os.environ["CTRCONV_CACHE_DIR"] = before
+
+
+@pytest.fixture(autouse=True)
+def signal_dispositions_restored() -> Iterator[None]:
+    """A test that runs ``ctrconv.entry.main`` in this process leaves SIGINT and SIGTERM
+    ignored (as a finishing ctrconv process does); every process a later test starts would
+    inherit the ignored SIGINT and never see its Ctrl-C. Each test gets the dispositions back."""
+    import signal
+
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in before.items():
+        if signal.getsignal(signum) is not handler and handler is not None:
+            signal.signal(signum, handler)
+
+
 def containerd_bin_dir() -> str | None:
     """Directory of the containerd under test (``CTRCONV_CONTAINERD_BIN``), None = PATH."""
     return os.environ.get("CTRCONV_CONTAINERD_BIN") or None

@@ -92,8 +92,18 @@ def test_another_running_thread_gets_the_normal_exit_which_waits_for_it(tmp_path
 
 
 def test_a_caller_passing_argv_keeps_its_collector_and_gets_system_exit(small_root: Path) -> None:
-    before = __import__("gc").get_threshold()
-    with pytest.raises(SystemExit) as exit_info:
-        entry.main(["ls", "--root", str(small_root), "-q"])
+    import gc
+    import signal
+
+    before = gc.get_threshold()
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            entry.main(["ls", "--root", str(small_root), "-q"])
+    finally:
+        # main() leaves both signals ignored (as a process about to exit); the test process
+        # goes on, and every child it starts would inherit the ignored SIGINT
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     assert exit_info.value.code == 0
-    assert __import__("gc").get_threshold() == before
+    assert gc.get_threshold() == before

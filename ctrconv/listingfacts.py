@@ -1,0 +1,177 @@
+"""What ``ls`` learnt from a large root's manifests and configs, kept for its next run.
+
+Why: ``ls`` of a 10,000-image root reads 20,000 documents, and parsing and schema-validating
+them is most of its time. What it takes from a valid document (a manifest's config and layer
+descriptors, a config's ``os`` and ``architecture``) is a function of the document's bytes,
+which its digest names, of its media type and of ctrconv's validation rules: so it is
+remembered, per content store, in the user's cache directory, and a later run takes it from
+there instead of parsing and validating the document again.
+
+What a run still does for every document: it reads it and checks its size and digest
+(:meth:`~ctrconv.containerd.content.ContentStore.read_exact`), so a blob that changed on disk
+(damage, a hand edit) is never summarised from memory: it is parsed and validated, or left to
+the walks that word its problem, as without this file. Only documents that validated are
+remembered; the rules' fingerprint covers the schema files and the source of the modules
+that validate and summarise, so a new ctrconv never trusts an older one's verdicts.
+
+The cache is never written into the root (a source is read-only to ctrconv). It lives in
+``$CTRCONV_CACHE_DIR`` or ``${XDG_CACHE_HOME:-~/.cache}/ctrconv``, one JSON file per content
+store; ``CTRCONV_NO_CACHE=1`` turns it off. A file that does not parse or comes from other
+rules is ignored and replaced; a directory that cannot be written is no error (the run is
+then as without a cache). Written whole with a rename and without ``fsync``: after a power
+cut it is old, missing or unreadable, and each of those only costs the next run its speed.
+Roots of fewer than :data:`FACTS_FROM` images do not use it: for them parsing is cheaper than
+loading a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+#: images in a listing from which the cache is used
+FACTS_FROM = 1000
+#: bumped when the file's layout changes
+FORMAT = 1
+
+#: a document's key: (digest, media type, size), as the listing's document cache keys it
+Key = tuple[str, str, Any]
+#: a manifest's facts: config (media type, digest, size, has a ``platform``), layers (digest, size)
+ManifestFacts = tuple[str, str, int, bool, list[tuple[str, int]]]
+#: a config's facts: its ``os`` and ``architecture`` values as the document holds them
+ConfigFacts = tuple[Any, Any]
+
+
+def cache_directory(env: dict[str, str] | os._Environ[str] = os.environ) -> Path | None:
+    """Where the listing facts live; None when ``CTRCONV_NO_CACHE`` turns the cache off."""
+    if env.get("CTRCONV_NO_CACHE", "") not in ("", "0"):
+        return None
+    if env.get("CTRCONV_CACHE_DIR"):
+        return Path(env["CTRCONV_CACHE_DIR"])
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ctrconv"
+
+
+def rules_fingerprint() -> str:
+    """A digest of everything a remembered verdict depends on: the schema files and the source
+    of the modules that parse, validate and summarise documents."""
+    from ctrconv import __version__, inventory
+    from ctrconv.oci import fastschema, validate
+
+    h = hashlib.sha256(f"{FORMAT} {__version__}".encode())
+    files = sorted(Path(validate.SCHEMA_DIR).glob("*.json"))
+    files += [Path(m.__file__) for m in (validate, fastschema, inventory) if m.__file__]
+    files.append(Path(__file__))
+    for path in files:
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _text_key(key: Key) -> str:
+    return f"{key[0]} {key[1]} {key[2]}"
+
+
+class ListingFacts:
+    """The facts of one content store: those loaded (:meth:`load`), those this run used or
+    learnt (saved by :meth:`save`, so facts of documents no image uses any more drop out)."""
+
+    def __init__(self, path: Path | None, rules: str, manifests: dict[str, Any], configs: dict[str, Any]) -> None:
+        self.path = path
+        self.rules = rules
+        self._known_manifests = manifests
+        self._known_configs = configs
+        self.manifests: dict[str, Any] = {}
+        self.configs: dict[str, Any] = {}
+        self.learnt = 0
+
+    @classmethod
+    def load(cls, content_store: str | os.PathLike[str], directory: Path | None = None) -> "ListingFacts":
+        """The facts remembered for ``content_store`` (none when the file is absent, unreadable
+        or from other rules); ``directory`` defaults to :func:`cache_directory`."""
+        directory = cache_directory() if directory is None else directory
+        rules = rules_fingerprint()
+        if directory is None:
+            return cls(None, rules, {}, {})
+        path = directory / "ls" / (_store_name(content_store) + ".json")
+        try:
+            with open(path, "rb") as f:
+                doc = json.load(f)
+            if doc.get("format") == FORMAT and doc.get("rules") == rules:
+                return cls(path, rules, dict(doc["manifests"]), dict(doc["configs"]))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            pass
+        return cls(path, rules, {}, {})
+
+    def manifest(self, key: Key) -> ManifestFacts | None:
+        found = self._known_manifests.get(_text_key(key))
+        if found is not None:
+            self.manifests[_text_key(key)] = found
+            media_type, digest, size, has_platform, layers = found
+            return media_type, digest, size, has_platform, [(d, s) for d, s in layers]
+        return None
+
+    def config(self, key: Key) -> ConfigFacts | None:
+        found = self._known_configs.get(_text_key(key))
+        if found is not None:
+            self.configs[_text_key(key)] = found
+            return found[0], found[1]
+        return None
+
+    def remember_manifest(self, key: Key, facts: ManifestFacts) -> None:
+        media_type, digest, size, has_platform, layers = facts
+        self.manifests[_text_key(key)] = [media_type, digest, size, has_platform, [[d, s] for d, s in layers]]
+        self.learnt += 1
+
+    def remember_config(self, key: Key, facts: ConfigFacts) -> None:
+        self.configs[_text_key(key)] = [facts[0], facts[1]]
+        self.learnt += 1
+
+    def fresh(self) -> tuple[dict[str, Any], dict[str, Any], int]:
+        """What this run used and learnt (a forked half's share, handed to :meth:`absorb`)."""
+        return self.manifests, self.configs, self.learnt
+
+    def absorb(self, fresh: tuple[dict[str, Any], dict[str, Any], int]) -> None:
+        manifests, configs, learnt = fresh
+        if manifests is not self.manifests:
+            self.manifests.update(manifests)
+            self.configs.update(configs)
+            self.learnt += learnt
+
+    def save(self, *, keep_unused: bool = False) -> bool:
+        """Write what this run used and learnt when it differs from what was loaded (something
+        learnt, or a remembered document no longer used); False when nothing was written.
+        ``keep_unused`` keeps the facts this run did not use (a listing of some namespaces
+        only: the others' images are still there)."""
+        if self.path is None:
+            return False
+        if keep_unused:
+            self.manifests = {**self._known_manifests, **self.manifests}
+            self.configs = {**self._known_configs, **self.configs}
+        if not self.learnt and len(self.manifests) == len(self._known_manifests) \
+                and len(self.configs) == len(self._known_configs):
+            return False
+        data = json.dumps({"format": FORMAT, "rules": self.rules, "manifests": self.manifests,
+                           "configs": self.configs}, separators=(",", ":")).encode()
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(prefix=".ls-", dir=self.path.parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(temp, self.path)
+            except BaseException:
+                os.unlink(temp)
+                raise
+        except OSError:
+            return False
+        return True
+
+
+def _store_name(content_store: str | os.PathLike[str]) -> str:
+    """A file name for a content store: a digest of its resolved path (facts are checked
+    against the bytes on disk, so a store replaced at the same path only misses them)."""
+    return hashlib.sha256(os.path.realpath(content_store).encode()).hexdigest()[:32]
