@@ -8,7 +8,8 @@ cached under ``.cache/bench-scale/`` (built once, under a file lock). ``--images
 10,000) gives ~3N blobs and ~N/2 snapshots; ``--scale K`` multiplies N.
 
 Then, for ``--rounds`` rounds (warm page cache), times under ``/usr/bin/time`` (peak RSS):
-``ls -A``, ``verify -A -q`` (hashing every blob) and ``verify -A -q --no-hash``, ``export --all``
+``ls -A`` (with an empty listing-facts directory, as a root's first listing, and ``ls warm``
+with the facts a first listing left: :mod:`ctrconv.listingfacts`), ``verify -A -q`` (hashing every blob) and ``verify -A -q --no-hash``, ``export --all``
 to oci-tar and to docker-archive, ``rebuild -o`` (``--link``, and copying), plus the floors
 measured in the same run: ``ctrconv --help`` (start-up), ``sha256sum`` of every blob, ``tar cf``
 of the blob directory and ``cp -a`` of the root. With ``--compare-scale K`` it also builds the
@@ -62,6 +63,7 @@ def cases(root: Path, out: Path, only: set[str] | None) -> dict[str, tuple[list[
     all_cases = {
         "start-up": (ctrconv("--help"), (0,)),
         "ls": (ctrconv("ls", "--root", r, "-A"), (0,)),
+        "ls warm": (ctrconv("ls", "--root", r, "-A"), (0,)),
         "ls --json": (ctrconv("ls", "--root", r, "-A", "--json"), (0,)),
         "verify-nohash": (ctrconv("verify", "--root", r, "-A", "-q", "--no-hash"), (0,)),
         "verify": (ctrconv("verify", "--root", r, "-A", "-q"), (0,)),
@@ -109,14 +111,24 @@ def timed_cpu(cmd: list[str], env: dict[str, str]) -> CpuRun:
     return CpuRun(wall, float(stats[1]) + float(stats[2]), int(stats[0]))
 
 
+#: cases run with the listing facts of an earlier run (:mod:`ctrconv.listingfacts`); every other
+#: case runs with an empty facts directory of its own, as the first ``ls`` of a root does
+WARM = {"ls warm"}
+
+
 def measure(root: Path, rounds: int, only: set[str] | None, workdir: Path | None,
             label: str) -> dict[str, list[CpuRun]]:
     runs: dict[str, list[CpuRun]] = {}
-    env = ctrconv_env()
+    base_env = ctrconv_env()
     out = scratch("bench-scale-", workdir)
+    kept = scratch("bench-scale-facts-", workdir)
     try:
         for _ in range(rounds):
             for case, (cmd, _ok) in cases(root, out, only).items():
+                facts = kept if case in WARM else scratch("bench-scale-cold-", workdir)
+                env = {**base_env, "CTRCONV_CACHE_DIR": str(facts)}
+                if case in WARM and not any(facts.iterdir()):
+                    subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, check=True)  # learn, untimed
                 try:
                     run = timed_cpu(cmd, env)
                 except SystemExit as exc:  # one failing command does not lose the others' figures
@@ -125,11 +137,14 @@ def measure(root: Path, rounds: int, only: set[str] | None, workdir: Path | None
                 finally:
                     for entry in list(out.iterdir()):
                         shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+                    if facts is not kept:
+                        shutil.rmtree(facts, ignore_errors=True)
                 runs.setdefault(case, []).append(run)
                 print(f"  {case} [{label}]: {run.wall:.2f} s wall, {run.cpu:.2f} s CPU, {run.rss_kib / 1024:.0f} MiB",
                       flush=True)
     finally:
         shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(kept, ignore_errors=True)
     return runs
 
 

@@ -16,6 +16,7 @@ from ctrconv.containerd.records import ImageRecord
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError
 from ctrconv.forked import can_split, map_halves
+from ctrconv.listingfacts import FACTS_FROM, ConfigFacts, Key, ListingFacts, ManifestFacts
 from ctrconv.oci import platform as plat
 from ctrconv.pipeline.completeness import LabelsOf, SnapshotExists, assess
 from ctrconv.pipeline.completeness import lookups_in
@@ -66,12 +67,12 @@ def judged_platform(matcher: plat.MatchComparer) -> str:
 def summarize(
     image: ImageRecord, content: ContentStore | NamespaceContent, matcher: plat.MatchComparer,
     cache: DocumentCache | None = None, *, labels_of: LabelsOf | None = None,
-    snapshot_exists: SnapshotExists | None = None,
+    snapshot_exists: SnapshotExists | None = None, facts: ListingFacts | None = None,
 ) -> ImageSummary:
     """Walk one image for ``matcher``: ctr-compatible size, all platforms, completeness
     (:mod:`ctrconv.pipeline.completeness`, the rule ``verify`` applies)."""
     target = image.target.descriptor()
-    whole = whole_manifest(image, target, content, cache)
+    whole = whole_manifest(image, target, content, cache, facts)
     if whole is not None:
         whole.judged_platform = judged_platform(matcher)
         return whole
@@ -107,52 +108,104 @@ def summarize(
 
 
 def whole_manifest(image: ImageRecord, target: dict[str, Any], content: ContentStore | NamespaceContent,
-                   cache: DocumentCache | None) -> ImageSummary | None:
+                   cache: DocumentCache | None, facts: ListingFacts | None = None) -> ImageSummary | None:
     """The summary of an image whose target is a manifest with every blob present (most images
     of a large root), or None for anything else: an index, a missing blob, a document that does
     not read or validate. It is what :func:`summarize`'s walks conclude for such an image (no
     platform is selected below a manifest: complete; ``ctr``'s size is the manifest, config and
     layers; the platform is the config's ``os/architecture``), reached with one read of each
     document and one presence check per blob instead of three walks; None leaves the image to
-    them, so every other case (and every error's wording) is theirs."""
+    them, so every other case (and every error's wording) is theirs. With ``facts``, what an
+    earlier run learnt from a document whose bytes are still the same replaces parsing and
+    validating it (:mod:`ctrconv.listingfacts`)."""
     if not mt.is_manifest(target["mediaType"]):
         return None
     try:
         if not content.exists(digest_of(target)):
             return None
-        doc = _present_document(content, target, cache)
-        if doc is None:
+        manifest = _manifest_facts(content, target, cache, facts)
+        if manifest is None:
             return None
-        config, layers = doc["config"], doc.get("layers") or []
-        if "platform" in config or not mt.is_config(config.get("mediaType", "")):
+        config_type, config_digest, config_size, config_has_platform, layers = manifest
+        if config_has_platform or not mt.is_config(config_type):
             return None
         exists = content.exists
-        if not exists(digest_of(config)):
+        if not exists(digest_of({"digest": config_digest})):
             return None
-        for desc in layers:
-            if not exists(digest_of(desc)):
+        for digest, _ in layers:
+            if not exists(digest_of({"digest": digest})):
                 return None
-        config_doc = _present_document(content, config, cache)
-        if config_doc is None:
+        config = _config_facts(content, (config_digest, config_type, config_size), cache, facts)
+        if config is None:
             return None
     except CtrconvError:
         return None
-    platform = platform_string({"os": config_doc.get("os"), "architecture": config_doc.get("architecture")})
+    platform = platform_string({"os": config[0], "architecture": config[1]})
     return ImageSummary(
         namespace=image.namespace, name=image.name, media_type=image.target.media_type,
-        digest=image.target.digest, size=target["size"] + config["size"] + sum(layer["size"] for layer in layers),
+        digest=image.target.digest, size=target["size"] + config_size + sum(size for _, size in layers),
         platforms=[platform], complete=True, missing=[], status="complete",  # type: ignore[list-item]
     )
 
 
-def _present_document(content: ContentStore | NamespaceContent, desc: dict[str, Any],
+def _manifest_facts(content: ContentStore | NamespaceContent, target: dict[str, Any], cache: DocumentCache | None,
+                    facts: ListingFacts | None) -> ManifestFacts | None:
+    """What :func:`whole_manifest` takes from a manifest: its config descriptor's media type,
+    digest, size and whether it names a platform, and its layers' digests and sizes."""
+    key = _key(target)
+    if facts is not None:
+        known = facts.manifest(key)
+        if known is not None and _unchanged(content, key):
+            return known
+    doc = _present_document(content, key, cache)
+    if doc is None:
+        return None
+    config = doc["config"]
+    found: ManifestFacts = (config.get("mediaType", ""), config["digest"], config["size"], "platform" in config,
+                            [(layer["digest"], layer["size"]) for layer in doc.get("layers") or []])
+    if facts is not None:
+        facts.remember_manifest(key, found)
+    return found
+
+
+def _config_facts(content: ContentStore | NamespaceContent, key: Key, cache: DocumentCache | None,
+                  facts: ListingFacts | None) -> ConfigFacts | None:
+    """A config's ``os`` and ``architecture``, as the document holds them."""
+    if facts is not None:
+        known = facts.config(key)
+        if known is not None and _unchanged(content, key):
+            return known
+    doc = _present_document(content, key, cache)
+    if doc is None:
+        return None
+    found = (doc.get("os"), doc.get("architecture"))
+    if facts is not None:
+        facts.remember_config(key, found)
+    return found
+
+
+def _key(desc: dict[str, Any]) -> Key:
+    """A descriptor's key in the document cache (and in the listing facts)."""
+    return (str(desc.get("digest")), str(desc.get("mediaType", "")), desc.get("size"))
+
+
+def _unchanged(content: ContentStore | NamespaceContent, key: Key) -> bool:
+    """Whether the blob's file still holds exactly the bytes ``key`` names (size and digest)."""
+    size = key[2]
+    if type(size) is not int or not 0 <= size <= _SMALL_DOCUMENT_LIMIT:
+        return False
+    store = content.store if isinstance(content, NamespaceContent) else content
+    return store.read_exact(Digest.parse(key[0]), size) is not None
+
+
+def _present_document(content: ContentStore | NamespaceContent, key: Key,
                       cache: DocumentCache | None) -> dict[str, Any] | None:
-    """:func:`~ctrconv.image.plan.read_json_blob` of a descriptor whose blob the caller found
-    present, or None where that would raise or read through the verifying reader (another size,
-    another digest, unreadable, too large): the walks then meet the problem and word it. The
-    same cache entries (the walks of an index image share them); one ``open``/``read``/``close``
-    and the schema check, without the namespace and verifying-reader layers."""
-    key = (str(desc.get("digest")), str(desc.get("mediaType", "")), desc.get("size"))
+    """:func:`~ctrconv.image.plan.read_json_blob` of a document (by its cache ``key``) whose
+    blob the caller found present, or None where that would raise or read through the
+    verifying reader (another size, another digest, unreadable, too large): the walks then meet
+    the problem and word it. The same cache entries (the walks of an index image share them);
+    one ``open``/``read``/``close`` and the schema check, without the namespace and
+    verifying-reader layers."""
     if cache is not None:
         found = cache.get(key)  # type: ignore[call-overload]
         if found is not None:
@@ -161,8 +214,7 @@ def _present_document(content: ContentStore | NamespaceContent, desc: dict[str, 
     if type(size) is not int or not 0 <= size <= _SMALL_DOCUMENT_LIMIT:
         return None
     store = content.store if isinstance(content, NamespaceContent) else content
-    digest = Digest.parse(key[0])
-    data = store.read_exact(digest, size)
+    data = store.read_exact(Digest.parse(key[0]), size)
     if data is None:
         return None
     doc = validate_json(key[1], data, digest=key[0])
@@ -218,31 +270,44 @@ SPLIT_FROM = 2000
 def list_images(meta: MetadataDB, content: ContentStore, namespaces: list[str], matcher: plat.MatchComparer) -> list[ImageSummary]:
     out = []
     cache: DocumentCache = RecentDocuments()  # type: ignore[assignment]  # tags share manifests and configs
+    facts: ListingFacts | None = None
     for ns in namespaces:
         visible = ListingContent(content, ns, meta.content_digests(ns))
         labels_of, snapshot_exists = lookups_in(meta, ns)
-
-        def one(image: ImageRecord) -> ImageSummary:
-            return summarize(image, visible, matcher, cache, labels_of=labels_of, snapshot_exists=snapshot_exists)
-
         stored = meta.stored_images(ns)
+        if facts is None and len(stored.elements) >= FACTS_FROM:
+            facts = ListingFacts.load(content.path)
+
+        def one(image: ImageRecord, facts: ListingFacts | None = facts) -> ImageSummary:
+            return summarize(image, visible, matcher, cache, labels_of=labels_of, snapshot_exists=snapshot_exists,
+                             facts=facts)
+
         split = len(stored.elements) >= SPLIT_FROM and can_split()
         if split:
             visible.list_now()  # once, before the fork, not once in each process
-        out += _records(stored, one, split)
+        out += _records(stored, one, split, facts)
+    if facts is not None:  # a listing of some namespaces keeps the facts of the others
+        facts.save(keep_unused=set(namespaces) != set(meta.namespaces()))
     return out
 
 
-def _records(stored: StoredImages, one: Callable[[ImageRecord], ImageSummary], split: bool) -> list[ImageSummary]:
+def _records(stored: StoredImages, one: Callable[[ImageRecord], ImageSummary], split: bool,
+             facts: ListingFacts | None = None) -> list[ImageSummary]:
     """``one`` of each image record; when ``split``, each half of the records is decoded and
-    summarised by its own process (the decoding is not left serial). A record that does not
-    read raises its error after the images before it were summarised, as a loop over the
-    records would have (:func:`~ctrconv.forked.map_halves` fails as that loop, here over the
-    two halves); the walk's error after them all."""
+    summarised by its own process (the decoding is not left serial), and what the child's half
+    learnt comes back with its summaries (``facts``). A record that does not read raises its
+    error after the images before it were summarised, as a loop over the records would have
+    (:func:`~ctrconv.forked.map_halves` fails as that loop, here over the two halves); the
+    walk's error after them all."""
     elements = stored.elements
     if split:
+        def half(part: list[Element]) -> tuple[list[ImageSummary], Any]:
+            return _summaries(stored, part, one), facts.fresh() if facts is not None else None
+
         middle = (len(elements) + 1) // 2
-        first, second = map_halves(lambda part: _summaries(stored, part, one), [elements[:middle], elements[middle:]])
+        (first, _), (second, learnt) = map_halves(half, [elements[:middle], elements[middle:]])
+        if facts is not None:
+            facts.absorb(learnt)  # (this process's own when it computed that half itself)
         summaries = first + second
     else:
         summaries = _summaries(stored, elements, one)

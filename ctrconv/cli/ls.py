@@ -32,7 +32,13 @@ def ls_command(
     ignore_lock: bool = IGNORE_LOCK_OPTION,
     wait: Optional[str] = WAIT_OPTION,
 ) -> None:
-    """List images: namespace, name, type, digest, size, platforms, content present."""
+    """List images: namespace, name, type, digest, size, platforms, content present.
+
+    For roots of 1,000 images or more, what a listing learnt from the manifests and configs
+    (checked against their digests on every run) is kept in $CTRCONV_CACHE_DIR or
+    ~/.cache/ctrconv for the next one; CTRCONV_NO_CACHE=1 turns that off. The root is never
+    written.
+    """
     namespaces = None if all_namespaces else [api.check_namespace(namespace)]
     with api.waiting(wait_seconds(wait)):
         images = api.list_images(root, namespaces, ignore_lock=ignore_lock, platform=platform)

@@ -98,3 +98,75 @@ def test_no_cache_is_no_error(tmp_path: Path, monkeypatch, how: str) -> None:
     facts.remember_config(C_KEY, ("linux", "amd64"))
     assert not facts.save()
     assert sorted(p.name for p in tmp_path.iterdir()) == ([] if how == "disabled" else ["cache"])
+
+
+# -- ls with facts: the same listing, less work, nothing written into the root ------------------
+
+
+def _zoo(path: Path):
+    from support.synthetic_root import standard_root
+
+    r = standard_root(path)  # a single manifest, a whole index, an index missing a platform
+    for i in range(6):
+        r.name("default", f"example.com/more:{i}", r.image_manifest(f"more{i}", "amd64"))
+    r.name("other", "example.com/elsewhere:1", r.image_manifest("elsewhere", "amd64"))
+    return r, r.write()
+
+
+def _listing(root: Path) -> list[dict]:
+    from ctrconv import api
+
+    return [i.to_json() for i in api.list_images(root, None)]
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_a_listing_with_facts_is_the_listing_without_them(tmp_path: Path, monkeypatch, split: bool) -> None:
+    """Cold (learning), warm (from the facts) and without a cache, the listing is the same, also
+    after a config blob is damaged on disk (the facts of a document whose bytes changed are not
+    used: the walks word the damage); a warm listing parses no document of a whole manifest
+    image; what the forked half learnt is kept too; the root is never written."""
+    from ctrconv import forked, inventory
+
+    monkeypatch.setattr(inventory, "FACTS_FROM", 1)
+    if split:
+        monkeypatch.setattr(inventory, "SPLIT_FROM", 2)
+        monkeypatch.setattr(inventory, "can_split", lambda: True)
+        monkeypatch.setattr(inventory, "map_halves", forked.map_halves)
+    r, root = _zoo(tmp_path / "root")
+    monkeypatch.setenv("CTRCONV_CACHE_DIR", str(tmp_path / "facts"))
+    tree = _tree(root)
+    monkeypatch.setenv("CTRCONV_NO_CACHE", "1")
+    plain = _listing(root)
+    monkeypatch.delenv("CTRCONV_NO_CACHE")
+    parsed: list[str] = []
+    real_validate = inventory.validate_json
+
+    def counting(media_type: str, data: bytes, *, digest: str | None = None) -> dict:
+        parsed.append(media_type)
+        return real_validate(media_type, data, digest=digest)
+
+    monkeypatch.setattr(inventory, "validate_json", counting)
+    assert _listing(root) == plain  # cold: learns
+    facts = json.loads(next((tmp_path / "facts" / "ls").iterdir()).read_text())
+    whole = [i for i in plain if i["status"] == "complete" and "manifest" in i["media_type"]]
+    assert len(facts["manifests"]) == len(facts["configs"]) == len(whole) == 8  # both halves' share
+    parsed.clear()
+    assert _listing(root) == plain  # warm
+    if not split:
+        assert parsed == []  # no whole manifest image's document parsed again
+    assert _tree(root) == tree
+
+    # a config of a whole image damaged on disk: same bytes length, other content
+    manifest = json.loads(r.blobs[r.images["default"]["example.com/more:3"][0]["digest"]])
+    config_file = root / "io.containerd.content.v1.content" / "blobs" / "sha256" / manifest["config"]["digest"][7:]
+    config_file.write_bytes(bytes(reversed(config_file.read_bytes())))
+    monkeypatch.setenv("CTRCONV_NO_CACHE", "1")
+    damaged = _listing(root)
+    monkeypatch.delenv("CTRCONV_NO_CACHE")
+    assert _listing(root) == damaged != plain
+    status = {i["name"]: (i["status"], i["problem"]) for i in damaged}["example.com/more:3"]
+    assert status[0] == "error" and "digest mismatch" in status[1]
