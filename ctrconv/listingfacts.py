@@ -158,11 +158,12 @@ class ListingFacts:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd, temp = tempfile.mkstemp(prefix=".ls-", dir=self.path.parent)
             try:
-                # streamed: a whole-file string of 20,000 images' facts would be ~25 MB more
-                # at the listing's peak
                 with os.fdopen(fd, "w", encoding="utf-8", buffering=1 << 20) as f:
-                    json.dump({"format": FORMAT, "rules": self.rules, "manifests": self.manifests,
-                               "configs": self.configs}, f, separators=(",", ":"))
+                    f.write(f'{{"format":{FORMAT},"rules":{json.dumps(self.rules)},"manifests":')
+                    _write_object(f, self.manifests)
+                    f.write(',"configs":')
+                    _write_object(f, self.configs)
+                    f.write("}")
                 os.replace(temp, self.path)
             except BaseException:
                 os.unlink(temp)
@@ -170,6 +171,19 @@ class ListingFacts:
         except OSError:
             return False
         return True
+
+
+def _write_object(f: Any, mapping: dict[str, Any], batch: int = 1000) -> None:
+    """``json.dump(mapping, f)`` a thousand entries at a time: the C encoder's speed (three
+    times ``json.dump``'s) without a string of the whole file (~25 MB more at the peak of a
+    20,000-image listing)."""
+    items = list(mapping.items())
+    f.write("{")
+    for start in range(0, len(items), batch):
+        if start:
+            f.write(",")
+        f.write(json.dumps(dict(items[start:start + batch]), separators=(",", ":"))[1:-1])
+    f.write("}")
 
 
 def _store_name(content_store: str | os.PathLike[str]) -> str:

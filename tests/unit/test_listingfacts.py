@@ -170,3 +170,15 @@ def test_a_listing_with_facts_is_the_listing_without_them(tmp_path: Path, monkey
     assert _listing(root) == damaged != plain
     status = {i["name"]: (i["status"], i["problem"]) for i in damaged}["example.com/more:3"]
     assert status[0] == "error" and "digest mismatch" in status[1]
+
+
+@pytest.mark.parametrize("count", [0, 1, 999, 1000, 1001, 2500])
+def test_the_facts_are_written_as_json_a_batch_at_a_time(count: int) -> None:
+    import io
+
+    from ctrconv.listingfacts import _write_object
+
+    mapping = {f"k{i}": [i, "x\"y", None, [["d", i]]] for i in range(count)}
+    out = io.StringIO()
+    _write_object(out, mapping)
+    assert json.loads(out.getvalue()) == mapping
