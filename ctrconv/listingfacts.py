@@ -84,9 +84,13 @@ class ListingFacts:
         self.rules = rules
         self._known_manifests = manifests
         self._known_configs = configs
-        self.manifests: dict[str, Any] = {}
-        self.configs: dict[str, Any] = {}
-        self.learnt = 0
+        #: keys of the loaded facts this run used, and the facts it learnt
+        self._used: tuple[set[str], set[str]] = (set(), set())
+        self._new: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
+
+    @property
+    def learnt(self) -> int:
+        return len(self._new[0]) + len(self._new[1])
 
     @classmethod
     def load(cls, content_store: str | os.PathLike[str], directory: Path | None = None) -> "ListingFacts":
@@ -107,39 +111,41 @@ class ListingFacts:
         return cls(path, rules, {}, {})
 
     def manifest(self, key: Key) -> ManifestFacts | None:
-        found = self._known_manifests.get(_text_key(key))
+        text = _text_key(key)
+        found = self._known_manifests.get(text)
         if found is not None:
-            self.manifests[_text_key(key)] = found
+            self._used[0].add(text)
             media_type, digest, size, has_platform, layers = found
             return media_type, digest, size, has_platform, [(d, s) for d, s in layers]
         return None
 
     def config(self, key: Key) -> ConfigFacts | None:
-        found = self._known_configs.get(_text_key(key))
+        text = _text_key(key)
+        found = self._known_configs.get(text)
         if found is not None:
-            self.configs[_text_key(key)] = found
+            self._used[1].add(text)
             return found[0], found[1]
         return None
 
     def remember_manifest(self, key: Key, facts: ManifestFacts) -> None:
         media_type, digest, size, has_platform, layers = facts
-        self.manifests[_text_key(key)] = [media_type, digest, size, has_platform, [[d, s] for d, s in layers]]
-        self.learnt += 1
+        self._new[0][_text_key(key)] = [media_type, digest, size, has_platform, [[d, s] for d, s in layers]]
 
     def remember_config(self, key: Key, facts: ConfigFacts) -> None:
-        self.configs[_text_key(key)] = [facts[0], facts[1]]
-        self.learnt += 1
+        self._new[1][_text_key(key)] = [facts[0], facts[1]]
 
-    def fresh(self) -> tuple[dict[str, Any], dict[str, Any], int]:
-        """What this run used and learnt (a forked half's share, handed to :meth:`absorb`)."""
-        return self.manifests, self.configs, self.learnt
+    def fresh(self) -> tuple[tuple[set[str], set[str]], tuple[dict[str, Any], dict[str, Any]]]:
+        """What this run used (keys only: the loaded facts are the same in a forked half) and
+        learnt: a forked half's share, handed to :meth:`absorb`."""
+        return self._used, self._new
 
-    def absorb(self, fresh: tuple[dict[str, Any], dict[str, Any], int]) -> None:
-        manifests, configs, learnt = fresh
-        if manifests is not self.manifests:
-            self.manifests.update(manifests)
-            self.configs.update(configs)
-            self.learnt += learnt
+    def absorb(self, fresh: tuple[tuple[set[str], set[str]], tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        used, new = fresh
+        if used is not self._used:  # (this object's own share when the half ran here)
+            for mine, theirs in zip(self._used, used):
+                mine.update(theirs)
+            for learnt, more in zip(self._new, new):
+                learnt.update(more)
 
     def save(self, *, keep_unused: bool = False) -> bool:
         """Write what this run used and learnt when it differs from what was loaded (something
@@ -148,11 +154,13 @@ class ListingFacts:
         only: the others' images are still there)."""
         if self.path is None:
             return False
-        if keep_unused:
-            self.manifests = {**self._known_manifests, **self.manifests}
-            self.configs = {**self._known_configs, **self.configs}
-        if not self.learnt and len(self.manifests) == len(self._known_manifests) \
-                and len(self.configs) == len(self._known_configs):
+        kept = []
+        for known, used, new in zip((self._known_manifests, self._known_configs), self._used, self._new):
+            facts = dict(known) if keep_unused else {key: known[key] for key in used}
+            facts.update(new)
+            kept.append(facts)
+        manifests, configs = kept
+        if not self.learnt and len(manifests) == len(self._known_manifests) and len(configs) == len(self._known_configs):
             return False
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -160,9 +168,9 @@ class ListingFacts:
             try:
                 with os.fdopen(fd, "w", encoding="utf-8", buffering=1 << 20) as f:
                     f.write(f'{{"format":{FORMAT},"rules":{json.dumps(self.rules)},"manifests":')
-                    _write_object(f, self.manifests)
+                    _write_object(f, manifests)
                     f.write(',"configs":')
-                    _write_object(f, self.configs)
+                    _write_object(f, configs)
                     f.write("}")
                 os.replace(temp, self.path)
             except BaseException:
