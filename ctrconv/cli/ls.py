@@ -60,8 +60,8 @@ def ls_command(
             complete = "yes" if i.complete else ("error" if i.problem else f"no ({len(i.missing)} missing)")
         rows.append((i.namespace, i.name, i.media_type, i.digest, api.human_size(i.size), ",".join(i.platforms) or "-", complete))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    for r in rows:
-        sys.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() + "\n")
+    line = "  ".join(f"{{:{w}}}" for w in widths)  # each cell padded as ``str.ljust`` pads it
+    sys.stdout.write("".join(line.format(*r).rstrip() + "\n" for r in rows))
     for i in images:
         if i.problem:
             sys.stderr.write(f"ctrconv: warning: {i.namespace}/{i.name}: {i.problem}\n")
