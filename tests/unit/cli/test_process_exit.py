@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ import pytest
 from ctrconv import entry
 
 REPO = Path(__file__).resolve().parents[3]
-SMALL_ROOT = REPO / "fixtures" / "small-root.tar.xz"
 
 #: runs ``main()`` as the console script does; argv[1] names a file the checks below write
 _DRIVER = """
@@ -49,12 +47,6 @@ main()
 """
 
 
-@pytest.fixture(scope="module")
-def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("exit")
-    with tarfile.open(SMALL_ROOT) as tar:
-        tar.extractall(base, filter="fully_trusted")
-    return base / "small-root"
 
 
 def _drive(tmp_path: Path, mode: str, *args: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:

@@ -15,12 +15,9 @@ import sys
 import tarfile
 from pathlib import Path
 
-import pytest
-
 from ctrconv.cli.commands import COMMANDS
 
 REPO = Path(__file__).resolve().parents[3]
-SMALL_ROOT = REPO / "fixtures" / "small-root.tar.xz"
 
 #: ``sys.modules`` at exit, written to the file named by argv[1]; the rest is ctrconv's argv
 _DRIVER = """
@@ -36,12 +33,6 @@ main()
 HEAVY = ("jsonschema", "referencing", "construct", "zstandard", "tqdm", "rich", "pydantic")
 
 
-@pytest.fixture(scope="module")
-def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("startup")
-    with tarfile.open(SMALL_ROOT) as tar:
-        tar.extractall(base, filter="fully_trusted")
-    return base / "small-root"
 
 
 def _modules(tmp_path: Path, *args: str) -> tuple[set[str], subprocess.CompletedProcess[str]]:
