@@ -13,6 +13,7 @@ from ctrconv.bolt.writer import write_bolt
 from ctrconv.containerd import blobrecords
 from ctrconv.containerd.records import BlobRecord, go_time, read_blob, text, write_blob
 from ctrconv.errors import CtrconvError
+from support.damage import flipped_pages
 
 GC = "containerd.io/gc.ref.content"
 
@@ -88,13 +89,8 @@ def test_damaged_pages_give_the_same_records_and_errors(tmp_path):
         hwm = db.meta.pgid
     rng = random.Random(19)
     kinds = set()
-    for trial in range(400):
-        data = bytearray(original)
-        for _ in range(rng.randint(1, 4)):
-            page = rng.randrange(2, hwm)
-            at = page * 4096 + rng.randrange(256 if rng.random() < 0.7 else 4096)
-            data[at] = rng.randrange(256)
-        path.write_bytes(bytes(data))
+    for trial, data in enumerate(flipped_pages(original, lambda: rng.randrange(2, hwm), rng, 400)):
+        path.write_bytes(data)
         try:
             db = BoltFile(path)
         except CtrconvError:

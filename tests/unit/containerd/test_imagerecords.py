@@ -21,6 +21,7 @@ from ctrconv.containerd import schema as K
 from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.records import ImageRecord, Target, go_time, read_image, text, write_image
 from ctrconv.errors import CtrconvError
+from support.damage import flipped_pages
 
 REPO = Path(__file__).resolve().parents[3]
 MT = "application/vnd.oci.image.manifest.v1+json"
@@ -222,13 +223,8 @@ def test_damaged_pages_give_the_same_records_and_errors(tmp_path):
         sound = _sequence(lambda: _old(db.root.bucket(K.IMAGES), "default"))[0]
     rng = random.Random(23)
     kinds = set()
-    for trial in range(400):
-        data = bytearray(original)
-        for _ in range(rng.randint(1, 4)):
-            page = rng.randrange(2, hwm)
-            at = page * 4096 + rng.randrange(256 if rng.random() < 0.7 else 4096)
-            data[at] = rng.randrange(256)
-        path.write_bytes(bytes(data))
+    for trial, data in enumerate(flipped_pages(original, lambda: rng.randrange(2, hwm), rng, 400)):
+        path.write_bytes(data)
         try:
             db = BoltFile(path)
         except CtrconvError:

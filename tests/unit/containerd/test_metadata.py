@@ -13,6 +13,7 @@ from ctrconv.containerd import schema as K
 from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.records import BlobRecord, go_time, text, write_blob
 from ctrconv.errors import CtrconvError
+from support.damage import flipped_pages
 
 
 def _write(path: Path) -> None:
@@ -68,13 +69,9 @@ def test_content_digests_under_damage_give_the_keys_and_errors_of_buckets(tmp_pa
         walked = [p.pgid for p in db.root.bucket(K.V1, b"default", K.CONTENT, K.BLOB).pages()]
     rng = random.Random(29)
     kinds = set()
-    for trial in range(300):
-        data = bytearray(original)
-        for _ in range(rng.randint(1, 3)):
-            page = rng.choice(walked) if rng.random() < 0.8 else rng.randrange(2, hwm)
-            at = page * 4096 + rng.randrange(512 if rng.random() < 0.3 else 4096)
-            data[at] = rng.randrange(256)
-        path.write_bytes(bytes(data))
+    pages = lambda: rng.choice(walked) if rng.random() < 0.8 else rng.randrange(2, hwm)  # noqa: E731
+    for trial, data in enumerate(flipped_pages(original, pages, rng, 300, most=3, near_header=0.3, header=512)):
+        path.write_bytes(data)
         try:
             db = BoltFile(path)
         except CtrconvError:
