@@ -184,8 +184,10 @@ def test_large_files_are_started_on_the_helper_and_small_ones_skipped(monkeypatc
     assert _open_fds() == before  # every duplicate closed
 
 
-def test_file_writeback_close_drops_files_not_started_and_closes_them(monkeypatch: pytest.MonkeyPatch,
-                                                                     tmp_path: Path) -> None:
+def _congested(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A FileWriteback whose helper is held inside its first ``sync_file_range`` (a congested
+    disk) with two more files queued behind it: (writeback, the three files' inodes, the inodes
+    started so far, the event that releases the helper, the open descriptors before)."""
     from ctrconv.writeback import FileWriteback
 
     started: list[int] = []
@@ -207,7 +209,13 @@ def test_file_writeback_close_drops_files_not_started_and_closes_them(monkeypatc
             wb.written(f.fileno(), 1)
             inodes.append(os.fstat(f.fileno()).st_ino)
         if i == 0:
-            assert entered.wait(60)  # the helper is inside its first call (a congested disk)
+            assert entered.wait(60)
+    return wb, inodes, started, release, before
+
+
+def test_file_writeback_close_drops_files_not_started_and_closes_them(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    wb, inodes, started, release, before = _congested(monkeypatch, tmp_path)
     closer = threading.Thread(target=wb.close)
     closer.start()
     while not wb._stop.is_set():
@@ -236,28 +244,7 @@ def test_file_writeback_without_sync_file_range_does_nothing(monkeypatch: pytest
 
 def test_file_writeback_close_with_finish_starts_every_queued_file(monkeypatch: pytest.MonkeyPatch,
                                                                   tmp_path: Path) -> None:
-    from ctrconv.writeback import FileWriteback
-
-    started: list[int] = []
-    entered, release = threading.Event(), threading.Event()
-
-    def blocking(fd: int, offset: int, length: int, flags: int) -> int:
-        started.append(os.fstat(fd).st_ino)
-        entered.set()
-        assert release.wait(60)
-        return 0
-
-    monkeypatch.setattr(writeback, "_sync_file_range", blocking)
-    before = _open_fds()
-    wb = FileWriteback(min_size=1)
-    inodes = []
-    for i in range(3):
-        with open(tmp_path / f"f{i}", "wb") as f:
-            f.write(b"x")
-            wb.written(f.fileno(), 1)
-            inodes.append(os.fstat(f.fileno()).st_ino)
-        if i == 0:
-            assert entered.wait(60)  # two files queued behind the first call
+    wb, inodes, started, release, before = _congested(monkeypatch, tmp_path)
     release.set()
     wb.close(finish=True)
     assert started == inodes
