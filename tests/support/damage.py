@@ -262,17 +262,3 @@ CATALOGUE: dict[str, Callable[[Path, object], str]] = {
     "meta-deleted": meta_deleted,
 }
 
-
-def flipped_pages(original: bytes, pages: Callable[[], int], rng, trials: int, *, most: int = 4,  # type: ignore[no-untyped-def]
-                  near_header: float = 0.7, header: int = 256, page_size: int = 4096) -> Iterable[bytes]:
-    """``trials`` copies of a bolt file's bytes with 1..``most`` random bytes changed, each in a
-    page ``pages()`` picks, near the page header (its first ``header`` bytes) with probability
-    ``near_header``, anywhere in the page otherwise: the record readers' differential damage
-    tests (same ``rng`` draws in the same order as the loops they replaced)."""
-    for _ in range(trials):
-        data = bytearray(original)
-        for _ in range(rng.randint(1, most)):
-            page = pages()
-            at = page * page_size + rng.randrange(header if rng.random() < near_header else page_size)
-            data[at] = rng.randrange(256)
-        yield bytes(data)

@@ -21,7 +21,7 @@ from ctrconv.containerd import schema as K
 from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.records import ImageRecord, Target, go_time, read_image, text, write_image
 from ctrconv.errors import CtrconvError
-from support.damage import flipped_pages
+from support.bolt_records import buckets_made, damaged_files
 
 REPO = Path(__file__).resolve().parents[3]
 MT = "application/vnd.oci.image.manifest.v1+json"
@@ -160,9 +160,7 @@ def _each(db: BoltFile, bucket: bolt_reader.Bucket) -> dict[bytes, tuple[object,
 def test_every_shape_of_record_reads_as_read_image_reads_it(tmp_path, monkeypatch):
     path = tmp_path / "meta.db"
     names = _write(path)
-    made: list[bytes] = []
-    real = bolt_reader.Bucket._child
-    monkeypatch.setattr(bolt_reader.Bucket, "_child", lambda self, key, *a: made.append(key) or real(self, key, *a))
+    made = buckets_made(monkeypatch)
     with BoltFile(path) as db:
         bucket = db.root.bucket(K.IMAGES)
         each = _each(db, bucket)
@@ -223,23 +221,17 @@ def test_damaged_pages_give_the_same_records_and_errors(tmp_path):
         sound = _sequence(lambda: _old(db.root.bucket(K.IMAGES), "default"))[0]
     rng = random.Random(23)
     kinds = set()
-    for trial, data in enumerate(flipped_pages(original, lambda: rng.randrange(2, hwm), rng, 400)):
-        path.write_bytes(data)
+    for trial, db in damaged_files(path, original, lambda: rng.randrange(2, hwm), rng, 400):
         try:
-            db = BoltFile(path)
-        except CtrconvError:
-            continue
-        with db:
-            try:
-                bucket = db.root.bucket(K.IMAGES)
-                if bucket is None:
-                    continue
-                old = _sequence(lambda: _old(bucket, "default"))
-                news = [_sequence(lambda: imagerecords.images(db, bucket, "default")),
-                        _sequence(lambda: _stored(db, bucket, "default"))]
-                each = _each(db, bucket)
-            except CtrconvError:  # the root or ``images`` itself does not read
+            bucket = db.root.bucket(K.IMAGES)
+            if bucket is None:
                 continue
+            old = _sequence(lambda: _old(bucket, "default"))
+            news = [_sequence(lambda: imagerecords.images(db, bucket, "default")),
+                    _sequence(lambda: _stored(db, bucket, "default"))]
+            each = _each(db, bucket)
+        except CtrconvError:  # the root or ``images`` itself does not read
+            continue
         assert news == [old, old], trial
         assert all(a == b for a, b in each.values()), trial
         kinds.add("error" if old[1] else "clean")
