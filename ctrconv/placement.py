@@ -38,25 +38,18 @@ def spread_subdirectories(directory: str | os.PathLike[str]) -> bool:
     """Mark ``directory`` (one ctrconv created) as a top of a directory hierarchy, so the
     filesystem places each new subdirectory in a fresh block group. Advisory: False where the
     filesystem or the platform does not support it (nothing changed then)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        flags = array.array("i", [0])
-        fcntl.ioctl(fd, FS_IOC_GETFLAGS, flags, True)
-        if not flags[0] & FS_TOPDIR_FL:
-            flags[0] |= FS_TOPDIR_FL
-            fcntl.ioctl(fd, FS_IOC_SETFLAGS, flags, True)
-        return True
-    except OSError:  # ENOTTY (tmpfs, overlayfs), EOPNOTSUPP (a flag the filesystem refuses), EPERM
-        return False
-    finally:
-        os.close(fd)
+    return _top_of_hierarchy(directory, mark=True)
 
 
 def has_spread_flag(directory: str | os.PathLike[str]) -> bool:
     """Whether ``directory`` carries the flag (False where flags cannot be read)."""
+    return _top_of_hierarchy(directory, mark=False)
+
+
+def _top_of_hierarchy(directory: str | os.PathLike[str], *, mark: bool) -> bool:
+    """Whether ``directory`` carries the flag, once set when ``mark``; False where its flags
+    cannot be read or set (ENOTTY on tmpfs and overlayfs, EOPNOTSUPP, EPERM) or it cannot be
+    opened as a directory (a symlink is not followed)."""
     try:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
@@ -64,6 +57,9 @@ def has_spread_flag(directory: str | os.PathLike[str]) -> bool:
     try:
         flags = array.array("i", [0])
         fcntl.ioctl(fd, FS_IOC_GETFLAGS, flags, True)
+        if mark and not flags[0] & FS_TOPDIR_FL:
+            flags[0] |= FS_TOPDIR_FL
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, flags, True)
         return bool(flags[0] & FS_TOPDIR_FL)
     except OSError:
         return False
