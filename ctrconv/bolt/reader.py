@@ -427,13 +427,13 @@ class Bucket:
         for page in self._leaves(set()):
             for flags, key, value in page.leaf_elements():
                 if previous is not None and key <= previous:
-                    raise KeyOrderError(
-                        f"key {key[:40]!r} not above previous key {previous[:40]!r} in bucket {self.name}",
-                        page=page.pgid or None,
-                        path=self.db.path,
-                    )
+                    raise self._out_of_order(key, previous, page.pgid)
                 previous = key
                 yield flags, key, value, page.pgid
+
+    def _out_of_order(self, key: bytes, previous: bytes, pgid: int) -> KeyOrderError:
+        return KeyOrderError(f"key {key[:40]!r} not above previous key {previous[:40]!r} in bucket {self.name}",
+                             page=pgid or None, path=self.db.path)
 
     def bucket_keys(self) -> list[bytes]:
         """The keys of the sub-buckets in key order, as :meth:`buckets` names them and with
@@ -453,11 +453,7 @@ class Bucket:
                     raise AssertionError(f"leaf element {i} read as bad and as good")  # pragma: no cover
                 key = data[key_at:value_at]
                 if previous is not None and key <= previous:
-                    raise KeyOrderError(
-                        f"key {key[:40]!r} not above previous key {previous[:40]!r} in bucket {self.name}",
-                        page=page.pgid or None,
-                        path=self.db.path,
-                    )
+                    raise self._out_of_order(key, previous, page.pgid)
                 previous = key
                 if flags:
                     if vsize < S.BUCKET_HEADER_SIZE or too_deep:
