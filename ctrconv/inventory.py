@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from ctrconv.containerd.content import ContentStore, ListingContent, NamespaceContent
 from ctrconv.containerd.metadata import MetadataDB
@@ -21,10 +21,12 @@ from ctrconv.oci import platform as plat
 from ctrconv.pipeline.completeness import LabelsOf, SnapshotExists, assess
 from ctrconv.pipeline.completeness import lookups_in
 from ctrconv.image.plan import (
-    DocumentCache, ImagePlan, digest_of, image_platforms, platform_string, ranked_manifests, read_json_blob,
+    DocumentCache, ImagePlan, digest_of, image_platforms, platform_string, ranked_manifests,
 )
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci.validate import validate_json
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -153,10 +155,9 @@ def _manifest_facts(content: ContentStore | NamespaceContent, target: dict[str, 
     """What :func:`whole_manifest` takes from a manifest: its config descriptor's media type,
     digest, size and whether it names a platform, and its layers' digests and sizes."""
     key = _key(target)
-    if facts is not None:
-        known = facts.manifest(key)
-        if known is not None and _unchanged(content, key):
-            return known
+    known = _remembered(facts.manifest, content, key, facts) if facts is not None else None
+    if known is not None:
+        return known
     doc = _present_document(content, key, cache)
     if doc is None:
         return None
@@ -171,10 +172,9 @@ def _manifest_facts(content: ContentStore | NamespaceContent, target: dict[str, 
 def _config_facts(content: ContentStore | NamespaceContent, key: Key, cache: DocumentCache | None,
                   facts: ListingFacts | None) -> ConfigFacts | None:
     """A config's ``os`` and ``architecture``, as the document holds them."""
-    if facts is not None:
-        known = facts.config(key)
-        if known is not None and _unchanged(content, key):
-            return known
+    known = _remembered(facts.config, content, key, facts) if facts is not None else None
+    if known is not None:
+        return known
     doc = _present_document(content, key, cache)
     if doc is None:
         return None
@@ -187,6 +187,19 @@ def _config_facts(content: ContentStore | NamespaceContent, key: Key, cache: Doc
 def _key(desc: dict[str, Any]) -> Key:
     """A descriptor's key in the document cache (and in the listing facts)."""
     return (str(desc.get("digest")), str(desc.get("mediaType", "")), desc.get("size"))
+
+
+def _remembered(lookup: Callable[[Key], T | None], content: ContentStore | NamespaceContent, key: Key,
+                facts: ListingFacts) -> T | None:
+    """The facts ``lookup`` remembers of a document whose file still holds its bytes, checked
+    once per listing (the tags of one image share its manifest and config)."""
+    known = lookup(key)
+    if known is None or key in facts.checked:
+        return known
+    if not _unchanged(content, key):
+        return None
+    facts.checked.add(key)
+    return known
 
 
 def _unchanged(content: ContentStore | NamespaceContent, key: Key) -> bool:

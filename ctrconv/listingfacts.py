@@ -87,6 +87,8 @@ class ListingFacts:
         #: keys of the loaded facts this run used, and the facts it learnt
         self._used: tuple[set[str], set[str]] = (set(), set())
         self._new: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
+        #: documents whose bytes this listing found unchanged (read and hashed once each)
+        self.checked: set[Key] = set()
 
     @property
     def learnt(self) -> int:
