@@ -16,8 +16,9 @@ that validate and summarise, so a new ctrconv never trusts an older one's verdic
 
 The cache is never written into the root (a source is read-only to ctrconv). It lives in
 ``$CTRCONV_CACHE_DIR`` or ``${XDG_CACHE_HOME:-~/.cache}/ctrconv``, one JSON file per content
-store; ``CTRCONV_NO_CACHE=1`` turns it off. A file that does not parse or comes from other
-rules is ignored and replaced; a directory that cannot be written is no error (the run is
+store; ``CTRCONV_NO_CACHE=1`` turns it off. A file that does not end with the SHA-256 of
+the rest (damaged or edited after it was written), does not parse or comes from other rules is
+ignored and replaced; a directory that cannot be written is no error (the run is
 then as without a cache). Written whole with a rename and without ``fsync``: after a power
 cut it is old, missing or unreadable, and each of those only costs the next run its speed.
 Roots of fewer than :data:`FACTS_FROM` images do not use it: for them parsing is cheaper than
@@ -105,9 +106,11 @@ class ListingFacts:
         path = directory / "ls" / (_store_name(content_store) + ".json")
         try:
             with open(path, "rb") as f:
-                doc = json.load(f)
-            if doc.get("format") == FORMAT and doc.get("rules") == rules:
-                return cls(path, rules, dict(doc["manifests"]), dict(doc["configs"]))
+                body, _, trailer = f.read().rpartition(b"\n")
+            if hashlib.sha256(body).hexdigest().encode() == trailer:  # written whole by this module
+                doc = json.loads(body)
+                if doc.get("format") == FORMAT and doc.get("rules") == rules:
+                    return cls(path, rules, dict(doc["manifests"]), dict(doc["configs"]))
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             pass
         return cls(path, rules, {}, {})
@@ -168,12 +171,14 @@ class ListingFacts:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd, temp = tempfile.mkstemp(prefix=".ls-", dir=self.path.parent)
             try:
-                with os.fdopen(fd, "w", encoding="utf-8", buffering=1 << 20) as f:
+                with os.fdopen(fd, "wb") as raw:
+                    f = _HashingWriter(raw)
                     f.write(f'{{"format":{FORMAT},"rules":{json.dumps(self.rules)},"manifests":')
                     _write_object(f, manifests)
                     f.write(',"configs":')
                     _write_object(f, configs)
                     f.write("}")
+                    raw.write(b"\n" + f.digest.hexdigest().encode())
                 os.replace(temp, self.path)
             except BaseException:
                 os.unlink(temp)
@@ -181,6 +186,21 @@ class ListingFacts:
         except OSError:
             return False
         return True
+
+
+class _HashingWriter:
+    """Text written as UTF-8 to a binary file and hashed on the way: the file ends with the
+    SHA-256 of everything before its last line, so a file changed after it was written (a bit
+    flipped on disk, a hand edit, a torn write) is ignored as a whole, never half-trusted."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.digest = hashlib.sha256()
+
+    def write(self, text: str) -> None:
+        data = text.encode()
+        self.digest.update(data)
+        self.raw.write(data)
 
 
 def _write_object(f: Any, mapping: dict[str, Any], batch: int = 1000) -> None:

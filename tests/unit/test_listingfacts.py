@@ -46,14 +46,19 @@ def test_what_was_learnt_is_known_to_the_next_run_of_the_same_store(tmp_path: Pa
     assert not again.save()
 
 
-def test_facts_of_other_rules_or_an_unreadable_file_are_ignored_and_replaced(tmp_path: Path, monkeypatch) -> None:
+def test_facts_of_other_rules_or_a_damaged_file_are_ignored_and_replaced(tmp_path: Path, monkeypatch) -> None:
     store, cache = tmp_path / "content", tmp_path / "cache"
     _learnt(store, cache)
     monkeypatch.setattr(listingfacts, "rules_fingerprint", lambda: "other rules")
     assert ListingFacts.load(store, cache).manifest(M_KEY) is None
     monkeypatch.undo()
     path = next((cache / "ls").iterdir())
-    for garbage in (b"", b"{not json", b"[]", json.dumps({"format": 1}).encode(), b"\xff\xfe"):
+    written = path.read_bytes()
+    body, _, trailer = written.rpartition(b"\n")
+    flipped = body.replace(b'"amd64"', b'"arm64"')  # still JSON, still these rules: not what was written
+    assert flipped != body and json.loads(flipped)["rules"] == json.loads(body)["rules"]
+    for garbage in (b"", b"{not json", b"[]", json.dumps({"format": 1}).encode(), b"\xff\xfe", body,
+                    written[:-1], flipped + b"\n" + trailer):
         path.write_bytes(garbage)
         facts = ListingFacts.load(store, cache)
         assert facts.manifest(M_KEY) is None
@@ -153,7 +158,7 @@ def test_a_listing_with_facts_is_the_listing_without_them(tmp_path: Path, monkey
 
     monkeypatch.setattr(inventory, "validate_json", counting)
     assert _listing(root) == plain  # cold: learns
-    facts = json.loads(next((tmp_path / "facts" / "ls").iterdir()).read_text())
+    facts = json.loads(next((tmp_path / "facts" / "ls").iterdir()).read_bytes().rpartition(b"\n")[0])
     whole = [i for i in plain if i["status"] == "complete" and "manifest" in i["media_type"]]
     assert len(facts["manifests"]) == len(facts["configs"]) == len(whole) - 1 == 8  # both halves' share
     parsed.clear()
