@@ -13,15 +13,21 @@ exception object is never carried across the pipe, where it could lose attribute
 reaches the whole process group, and only the parent handles it (:mod:`ctrconv.interrupts`),
 killing the child while it unwinds. The child leaves with ``os._exit``: no buffered output, no
 ``atexit`` handler of the parent runs twice.
+
+:func:`map_balanced` is the same map with the items shared out as they are taken instead of
+split in two: a half of a listing is not half of its work (index images, shared documents), and
+one process waiting for the other is lost time.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pickle
 import signal
+import struct
 import threading
-from typing import BinaryIO, Callable, Sequence, TypeVar
+from typing import Any, BinaryIO, Callable, Sequence, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -108,3 +114,151 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+#: items :func:`map_balanced` can share out: their indices are written to a pipe before the
+#: fork, and a pipe holds 64 KiB without a reader
+MAX_SHARED_ITEMS = 16384
+_INDEX = struct.Struct("<I")
+#: a result frame: item index, status (0 a result follows, 1 the item failed), payload length
+_FRAME = struct.Struct("<IBI")
+
+
+def map_balanced(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``[fn(x) for x in items]`` on two cores, this process and a forked child each taking the
+    next item not yet taken (a pipe holds the items' indices; Linux serialises reads of one
+    pipe, so each 4-byte index goes to exactly one reader). Give it chunks of work (a few
+    milliseconds each, a few hundred at most): an item is the unit of balance and of transfer.
+
+    The child sends each result as soon as it has it, and this process reads what has
+    arrived between its own items, so neither waits for the other at the end longer than one
+    item takes. The failure is the sequential loop's own: the first item in order that raises,
+    raised by this process (an item the child failed, or never reported because it died, is
+    computed here again, in order; a failure here stops the child)."""
+    if len(items) > MAX_SHARED_ITEMS:
+        raise ValueError(f"map_balanced shares at most {MAX_SHARED_ITEMS} items, not {len(items)}")
+    queue_read, queue_write = os.pipe()
+    indices = b"".join(_INDEX.pack(i) for i in range(len(items)))
+    try:
+        os.set_blocking(queue_write, False)
+        written = os.write(queue_write, indices) if indices else 0
+    except BlockingIOError:
+        written = 0
+    finally:
+        os.close(queue_write)  # the queue ends where the indices end: a reader meets EOF
+    if written != len(indices):  # a pipe smaller than 64 KiB (the user's pipe quota is spent)
+        os.close(queue_read)
+        return map_halves(fn, items)
+    results_read, results_write = os.pipe()
+    _widen(results_write)
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(results_read)
+        _balanced_child(fn, items, queue_read, results_write)
+    os.close(results_write)
+    done: dict[int, Any] = {}
+    failed: dict[int, Exception] = {}
+    frames = _Frames(results_read)
+    stopped = False
+    try:
+        os.set_blocking(results_read, False)
+        while (index := _take(queue_read)) is not None:
+            try:
+                done[index] = fn(items[index])
+            except Exception as exc:  # the first failure in order is decided below
+                failed[index] = exc
+                break
+            frames.read_available(done)
+        if failed:
+            _kill(pid)
+            stopped = True
+        os.set_blocking(results_read, True)
+        frames.read_to_end(done)
+    finally:
+        os.close(queue_read)
+        os.close(results_read)
+        if not stopped and len(done) < len(items) and not failed:
+            _kill(pid)  # unwinding (an interrupt): the child's work is of no use
+        _reap(pid)
+    for index in range(len(items)):  # the sequential loop's failure, and anything the child left
+        if index in failed:
+            raise failed[index]
+        if index not in done:
+            done[index] = fn(items[index])
+    return [done[index] for index in range(len(items))]
+
+
+def _take(queue: int) -> int | None:
+    """The next index of the shared queue, or None when every index is taken."""
+    data = os.read(queue, _INDEX.size)
+    return _INDEX.unpack(data)[0] if len(data) == _INDEX.size else None
+
+
+def _widen(pipe: int) -> None:
+    """Let the results pipe hold up to 1 MiB (where the system allows), so the child seldom
+    waits for this process to read between its own items."""
+    try:
+        fcntl.fcntl(pipe, fcntl.F_SETPIPE_SZ, 1 << 20)
+    except (OSError, AttributeError):
+        pass
+
+
+def _balanced_child(fn: Callable[[T], R], items: Sequence[T], queue: int, results: int) -> None:
+    code = 0
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+        with os.fdopen(results, "wb") as pipe:
+            while (index := _take(queue)) is not None:
+                try:
+                    payload = pickle.dumps(fn(items[index]), protocol=pickle.HIGHEST_PROTOCOL)
+                except BaseException:  # the parent computes this item again and raises its error
+                    pipe.write(_FRAME.pack(index, 1, 0))
+                    break
+                pipe.write(_FRAME.pack(index, 0, len(payload)) + payload)
+                pipe.flush()
+    except BaseException:
+        code = 1  # the parent went away (broken pipe) or was killed: nobody to tell
+    finally:
+        os._exit(code)
+
+
+class _Frames:
+    """The child's result frames, read from a pipe as they arrive."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = bytearray()
+
+    def read_available(self, done: dict[int, Any]) -> None:
+        """Take what the child has sent so far, without waiting."""
+        while True:
+            try:
+                chunk = os.read(self.fd, 1 << 20)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            self.buffer += chunk
+        self._parse(done)
+
+    def read_to_end(self, done: dict[int, Any]) -> None:
+        """Everything until the child closes its end (it finished, failed or died)."""
+        while chunk := os.read(self.fd, 1 << 20):
+            self.buffer += chunk
+        self._parse(done)
+
+    def _parse(self, done: dict[int, Any]) -> None:
+        view, at = memoryview(self.buffer), 0
+        try:
+            while len(view) - at >= _FRAME.size:
+                index, status, length = _FRAME.unpack_from(view, at)
+                end = at + _FRAME.size + length
+                if end > len(view):
+                    break  # the rest of this frame is still on its way
+                if status == 0:
+                    done[index] = pickle.loads(view[at + _FRAME.size:end])
+                at = end
+        finally:
+            view.release()
+        del self.buffer[:at]

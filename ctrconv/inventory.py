@@ -15,7 +15,7 @@ from ctrconv.containerd.imagerecords import Element, StoredImages
 from ctrconv.containerd.records import ImageRecord
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError
-from ctrconv.forked import can_split, map_halves
+from ctrconv.forked import can_split, map_balanced
 from ctrconv.listingfacts import FACTS_FROM, ConfigFacts, Key, ListingFacts, ManifestFacts
 from ctrconv.oci import platform as plat
 from ctrconv.pipeline.completeness import LabelsOf, SnapshotExists, assess
@@ -306,27 +306,36 @@ def list_images(meta: MetadataDB, content: ContentStore, namespaces: list[str], 
 
 def _records(stored: StoredImages, one: Callable[[ImageRecord], ImageSummary], split: bool,
              facts: ListingFacts | None = None) -> list[ImageSummary]:
-    """``one`` of each image record; when ``split``, each half of the records is decoded and
-    summarised by its own process (the decoding is not left serial), and what the child's half
-    learnt comes back with its summaries (``facts``). A record that does not read raises its
-    error after the images before it were summarised, as a loop over the records would have
-    (:func:`~ctrconv.forked.map_halves` fails as that loop, here over the two halves); the
-    walk's error after them all."""
+    """``one`` of each image record; when ``split``, the records are shared out in runs of
+    :func:`_run_length` between this process and a forked one as each takes the next run
+    (:func:`~ctrconv.forked.map_balanced`: halves by count are not halves of the work), each
+    run decoded and summarised where it was taken, and what the other process learnt comes
+    back with its summaries (``facts``). A record that does not read raises its error, as a
+    loop over the records would have (the runs fail as that loop, in order); the walk's error
+    after them all."""
     elements = stored.elements
     if split:
-        def half(part: list[Element]) -> tuple[list[ImageSummary], Any]:
-            return _summaries(stored, part, one), facts.fresh() if facts is not None else None
+        def run(part: list[Element]) -> tuple[list[ImageSummary], Any]:
+            return _summaries(stored, part, one), facts.take_fresh() if facts is not None else None
 
-        middle = (len(elements) + 1) // 2
-        (first, _), (second, learnt) = map_halves(half, [elements[:middle], elements[middle:]])
-        if facts is not None:
-            facts.absorb(learnt)  # (this process's own when it computed that half itself)
-        summaries = first + second
+        size = _run_length(len(elements))
+        summaries = []
+        for part, learnt in map_balanced(run, [elements[i:i + size] for i in range(0, len(elements), size)]):
+            summaries += part
+            if facts is not None:
+                facts.absorb(learnt)
     else:
         summaries = _summaries(stored, elements, one)
     if stored.error is not None:  # the walk over the records stopped after the last of them
         raise stored.error
     return summaries
+
+
+def _run_length(records: int) -> int:
+    """Records per shared run: a few milliseconds of work each (the unit the two processes
+    balance by, so the one that finishes first waits at most that long), and at most ~250
+    runs (each costs a pipe read and a pickled frame)."""
+    return max(32, -(-records // 250))
 
 
 def _summaries(stored: StoredImages, elements: list[Element], one: Callable[[ImageRecord], ImageSummary]) -> list[ImageSummary]:

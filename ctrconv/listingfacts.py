@@ -139,18 +139,20 @@ class ListingFacts:
     def remember_config(self, key: Key, facts: ConfigFacts) -> None:
         self._new[1][_text_key(key)] = [facts[0], facts[1]]
 
-    def fresh(self) -> tuple[tuple[set[str], set[str]], tuple[dict[str, Any], dict[str, Any]]]:
-        """What this run used (keys only: the loaded facts are the same in a forked half) and
-        learnt: a forked half's share, handed to :meth:`absorb`."""
-        return self._used, self._new
+    def take_fresh(self) -> tuple[tuple[set[str], set[str]], tuple[dict[str, Any], dict[str, Any]]]:
+        """What this process used (keys only: the loaded facts are the same in a forked one)
+        and learnt since it last took them, handed to :meth:`absorb` (a forked process's
+        share of a listing comes back with each piece of work it did)."""
+        fresh = self._used, self._new
+        self._used, self._new = (set(), set()), ({}, {})
+        return fresh
 
     def absorb(self, fresh: tuple[tuple[set[str], set[str]], tuple[dict[str, Any], dict[str, Any]]]) -> None:
         used, new = fresh
-        if used is not self._used:  # (this object's own share when the half ran here)
-            for mine, theirs in zip(self._used, used):
-                mine.update(theirs)
-            for learnt, more in zip(self._new, new):
-                learnt.update(more)
+        for mine, theirs in zip(self._used, used):
+            mine.update(theirs)
+        for learnt, more in zip(self._new, new):
+            learnt.update(more)
 
     def save(self, *, keep_unused: bool = False) -> bool:
         """Write what this run used and learnt when it differs from what was loaded (something

@@ -1,12 +1,14 @@
-"""``map_halves`` gives what the sequential loop gives, in order, and fails as it fails."""
+"""``map_halves`` and ``map_balanced`` give what the sequential loop gives, in order, and fail as it fails."""
 
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
-from ctrconv.forked import map_halves
+from ctrconv import forked as forked_module
+from ctrconv.forked import map_balanced, map_halves
 
 
 def _children() -> set[int]:
@@ -107,3 +109,86 @@ def test_no_split_beside_another_thread(monkeypatch) -> None:
         other.join()
     monkeypatch.setattr(forked, "usable_cores", lambda: 1)
     assert not forked.can_split()
+
+
+# --- map_balanced: the items shared out as they are taken
+
+
+def _after_the_child_took_one(fn, marker):
+    """``fn``, where this process's items wait until the forked one has been through an item of
+    its own (a marker file): the two share the items for certain, however fast they are."""
+    parent = os.getpid()
+
+    def shared(x):
+        if os.getpid() != parent:
+            try:
+                return fn(x)
+            finally:
+                marker.touch()
+        deadline = time.monotonic() + 30
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return fn(x)
+    return shared
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 300])
+def test_balanced_results_in_order_from_both_processes(tmp_path, n: int) -> None:
+    parent = os.getpid()
+    fn = lambda x: (x * x, os.getpid())  # noqa: E731
+    results = map_balanced(_after_the_child_took_one(fn, tmp_path / "m") if n >= 2 else fn, list(range(n)))
+    assert [r for r, _ in results] == [x * x for x in range(n)]
+    if n >= 2:
+        pids = {pid for _, pid in results}
+        assert parent in pids and len(pids) == 2  # really shared
+
+
+@pytest.mark.parametrize("bad", [(0,), (1,), (5, 8), (298, 299), (150, 3)])
+def test_balanced_failure_is_the_first_in_order(tmp_path, bad: tuple[int, ...]) -> None:
+    """Whichever process meets which failing item first, the failure raised is the sequential
+    loop's: the lowest failing item's own exception, attributes and all."""
+    def fn(x: int) -> int:
+        if x in bad:
+            raise Odd(f"item {x}", item=x)
+        return x
+
+    with pytest.raises(Odd) as caught:
+        map_balanced(_after_the_child_took_one(fn, tmp_path / "m"), list(range(300)))
+    assert caught.value.item == min(bad) and str(caught.value) == f"item {min(bad)}"
+
+
+def test_balanced_a_child_that_dies_leaves_its_items_here(tmp_path) -> None:
+    parent = os.getpid()
+
+    def fn(x: int) -> int:
+        if os.getpid() != parent and x % 3 == 2:
+            os._exit(3)  # after the items it sent
+        return -x
+
+    assert map_balanced(_after_the_child_took_one(fn, tmp_path / "m"), list(range(50))) == [-x for x in range(50)]
+
+
+def test_balanced_a_result_that_does_not_pickle_is_computed_here(tmp_path) -> None:
+    parent = os.getpid()
+    results = map_balanced(_after_the_child_took_one(lambda x: (x, lambda: x) if os.getpid() != parent else (x, None),
+                                                     tmp_path / "m"), list(range(20)))
+    assert [x for x, _ in results] == list(range(20))
+    assert all(f is None for _, f in results)  # the child's could not come back: redone here
+
+
+def test_balanced_an_interrupt_here_stops_the_child_at_once() -> None:
+    parent = os.getpid()
+
+    def fn(x: int) -> int:
+        if os.getpid() == parent and x >= 1:
+            raise KeyboardInterrupt
+        time.sleep(0.01)
+        return x
+
+    with pytest.raises(KeyboardInterrupt):
+        map_balanced(fn, list(range(100)))  # (no child left: the fixture)
+
+
+def test_balanced_refuses_more_items_than_its_queue_holds() -> None:
+    with pytest.raises(ValueError):
+        map_balanced(lambda x: x, range(forked_module.MAX_SHARED_ITEMS + 1))

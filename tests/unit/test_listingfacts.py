@@ -4,6 +4,8 @@ when it is written, and that a failure to write it is no error."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -80,14 +82,16 @@ def test_unused_facts_drop_out_unless_kept(tmp_path: Path) -> None:
     assert after.manifest(M_KEY) is None and after.config(C_KEY) == ("linux", "amd64")
 
 
-def test_a_forked_halfs_facts_are_absorbed(tmp_path: Path) -> None:
+def test_a_forked_processs_facts_are_absorbed(tmp_path: Path) -> None:
     store, cache = tmp_path / "content", tmp_path / "cache"
     parent = ListingFacts.load(store, cache)
     child = ListingFacts.load(store, cache)
     child.remember_manifest(M_KEY, M_FACTS)
-    parent.absorb(child.fresh())
-    parent.absorb(parent.fresh())  # its own share changes nothing
-    assert parent.learnt == 1 and parent.save()
+    parent.remember_config(C_KEY, ("linux", "amd64"))
+    parent.absorb(child.take_fresh())
+    assert child.take_fresh() == ((set(), set()), ({}, {}))  # taken once
+    parent.absorb(parent.take_fresh())  # its own share, taken and given back, is kept
+    assert parent.learnt == 2 and parent.save()
     assert ListingFacts.load(store, cache).manifest(M_KEY) == M_FACTS
 
 
@@ -142,7 +146,24 @@ def test_a_listing_with_facts_is_the_listing_without_them(tmp_path: Path, monkey
     if split:
         monkeypatch.setattr(inventory, "SPLIT_FROM", 2)
         monkeypatch.setattr(inventory, "can_split", lambda: True)
-        monkeypatch.setattr(inventory, "map_halves", forked.map_halves)
+        monkeypatch.setattr(inventory, "_run_length", lambda records: 1)
+        marker = tmp_path / "child-took-one"
+        parent = os.getpid()
+
+        def shared(fn, runs):  # this process's runs wait for the child's first: both learn some
+            def run(part):
+                if os.getpid() != parent:
+                    try:
+                        return fn(part)
+                    finally:
+                        marker.touch()
+                deadline = time.monotonic() + 30
+                while not marker.exists() and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                return fn(part)
+            return forked.map_balanced(run, runs)
+
+        monkeypatch.setattr(inventory, "map_balanced", shared)
     r, root = _zoo(tmp_path / "root")
     monkeypatch.setenv("CTRCONV_CACHE_DIR", str(tmp_path / "facts"))
     tree = _tree(root)
