@@ -6,13 +6,13 @@ Sizes and platforms are computed the way ``ctr images ls`` computes them, so the
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, TypeVar
 
 from ctrconv.containerd.content import ContentStore, ListingContent, NamespaceContent
 from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.imagerecords import Element, StoredImages
-from ctrconv.containerd.records import ImageRecord
+from ctrconv.containerd.records import ImageRecord, Target
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError
 from ctrconv.forked import can_split, map_balanced
@@ -291,9 +291,16 @@ def list_images(meta: MetadataDB, content: ContentStore, namespaces: list[str], 
         if facts is None and len(stored.elements) >= FACTS_FROM:
             facts = ListingFacts.load(content.path)
 
-        def one(image: ImageRecord, facts: ListingFacts | None = facts) -> ImageSummary:
-            return summarize(image, visible, matcher, cache, labels_of=labels_of, snapshot_exists=snapshot_exists,
-                             facts=facts)
+        by_target: dict[Target, ImageSummary] = {}
+
+        def one(image: ImageRecord, facts: ListingFacts | None = facts,
+                by_target: dict[Target, ImageSummary] = by_target) -> ImageSummary:
+            known = by_target.get(image.target)
+            if known is not None:  # another name of the same target in this namespace
+                return _renamed(known, image)
+            summary = by_target[image.target] = summarize(
+                image, visible, matcher, cache, labels_of=labels_of, snapshot_exists=snapshot_exists, facts=facts)
+            return summary
 
         split = len(stored.elements) >= SPLIT_FROM and can_split()
         if split:
@@ -302,6 +309,15 @@ def list_images(meta: MetadataDB, content: ContentStore, namespaces: list[str], 
     if facts is not None:  # a listing of some namespaces keeps the facts of the others
         facts.save(keep_unused=set(namespaces) != set(meta.namespaces()))
     return out
+
+
+def _renamed(summary: ImageSummary, image: ImageRecord) -> ImageSummary:
+    """The summary of another name of ``summary``'s target in the same namespace: what a
+    summary says is a function of the target descriptor, the namespace's content and labels and
+    the platform judged, never of the name (a CRI node records each image as its tag, its
+    ``repo@digest`` and its config ID, all of one target; tags often share one too)."""
+    return replace(summary, name=image.name, platforms=list(summary.platforms), missing=list(summary.missing),
+                   present_platforms=list(summary.present_platforms))
 
 
 def _records(stored: StoredImages, one: Callable[[ImageRecord], ImageSummary], split: bool,

@@ -218,3 +218,60 @@ def test_a_record_that_does_not_read_fails_the_listing_after_the_images_before_i
         assert anywhere == set(names) and (split_from == 2 or here == names)
         bad["walk"] = ""
         assert splits == ([len(names)] * 5 if split_from == 2 else [])
+
+
+def test_names_of_one_target_are_summarised_once(tmp_path, monkeypatch) -> None:
+    """A CRI node names each image three times (tag, ``repo@digest``, config ID), all with one
+    target: ``ls`` summarises each target of a namespace once and renames the summary, and the
+    listing is what a summary of every record gives (whole, broken, index, in two namespaces)."""
+    import json
+    from dataclasses import replace
+
+    from ctrconv import api, inventory
+    from ctrconv.containerd.imagerecords import StoredImages
+    from ctrconv.containerd.records import Target
+    from ctrconv.oci import mediatypes as mt
+    from support.synthetic_root import SyntheticRoot, host_arch, other_arch
+
+    r = SyntheticRoot(tmp_path / "root")
+    targets = {
+        "whole": _manifest(r, "whole", {"architecture": host_arch(), "os": "linux"}),
+        "missing layer": _manifest(r, "m-layer", {"architecture": "amd64", "os": "linux"}, drop="layer"),
+        "index": r.index([(r.image_manifest("multi", host_arch()), {"architecture": host_arch(), "os": "linux"}),
+                          (r.image_manifest("gone", other_arch(), store=False), {"architecture": other_arch(), "os": "linux"})]),
+        "not json": r.add_blob(b"not json", mt.OCI_MANIFEST),
+    }
+    for namespace in ("default", "k8s.io"):
+        for kind, target in targets.items():
+            for name in (f"example.com/{kind.replace(' ', '-')}:v1", f"example.com/{kind.replace(' ', '-')}@{target['digest']}",
+                         target["digest"]):
+                r.name(namespace, name, target)
+    r.name("k8s.io", "example.com/same-digest-other-type:v1", {**targets["whole"], "mediaType": mt.DOCKER_MANIFEST})
+    root = r.write()
+
+    calls: list[tuple[str, str]] = []
+    summarize = inventory.summarize
+
+    def counting(image, *args, **kwargs):  # noqa: ANN001
+        calls.append((image.namespace, image.name))
+        return summarize(image, *args, **kwargs)
+
+    monkeypatch.setattr(inventory, "summarize", counting)
+    listed = api.list_images(root, None)
+    assert len(listed) == 3 * 4 * 2 + 1
+    assert len(calls) == 4 * 2 + 1  # once per target (media type, digest, size) and namespace
+
+    class Unshared(Target):  # a target equal to no other: every record summarised on its own
+        __hash__ = object.__hash__
+        __eq__ = object.__eq__
+
+    decode = StoredImages.decode
+    monkeypatch.setattr(StoredImages, "decode", lambda self, element: replace(
+        image := decode(self, element), target=Unshared(**asdict(image.target))))
+    calls.clear()
+    each = api.list_images(root, None)
+    assert len(calls) == len(each) == len(listed)
+    assert [i.to_json() for i in listed] == [i.to_json() for i in each]
+    assert len({json.dumps(i.platforms) for i in listed}) >= 3  # whole, index, broken: not all alike
+    listed[0].platforms.append("changed")  # each summary holds lists of its own
+    assert all("changed" not in i.platforms for i in listed[1:])
