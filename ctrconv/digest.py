@@ -12,6 +12,15 @@ from ctrconv.errors import InvalidDigestError
 #: algorithm -> exact hex length. containerd accepts these three (go-digest's registry).
 ALGORITHMS: dict[str, int] = {"sha256": 64, "sha384": 96, "sha512": 128}
 _HEX = re.compile(r"[0-9a-f]+\Z")
+#: the canonical text of every digest :meth:`Digest.parse` accepts (one per algorithm)
+_CANONICAL = re.compile("|".join(f"{algorithm}:[0-9a-f]{{{length}}}" for algorithm, length in ALGORITHMS.items()))
+
+
+def is_canonical(text: str) -> bool:
+    """Whether ``Digest.parse(text)`` succeeds and ``str()`` of it is ``text`` again: one
+    regular expression instead of a :class:`Digest` made and dropped (``ls`` of a large root
+    asks this of every digest it meets, most of them once)."""
+    return _CANONICAL.fullmatch(text) is not None
 
 
 @dataclass(frozen=True, order=True)

@@ -13,13 +13,13 @@ from ctrconv.containerd.content import ContentStore, ListingContent, NamespaceCo
 from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.imagerecords import Element, StoredImages
 from ctrconv.containerd.records import ImageRecord, Target
-from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError
 from ctrconv.forked import can_split, map_balanced
-from ctrconv.listingfacts import FACTS_FROM, ConfigFacts, Key, ListingFacts, ManifestFacts
+from ctrconv.listingfacts import FACTS_FROM, ConfigFacts, IndexFacts, Key, ListingFacts, ManifestFacts
 from ctrconv.oci import platform as plat
 from ctrconv.pipeline.completeness import LabelsOf, SnapshotExists, assess
 from ctrconv.pipeline.completeness import lookups_in
+from ctrconv.image.model import PlannedManifest
 from ctrconv.image.plan import (
     DocumentCache, ImagePlan, digest_of, image_platforms, platform_string, ranked_manifests,
 )
@@ -75,6 +75,8 @@ def summarize(
     (:mod:`ctrconv.pipeline.completeness`, the rule ``verify`` applies)."""
     target = image.target.descriptor()
     whole = whole_manifest(image, target, content, cache, facts)
+    if whole is None:
+        whole = flat_index(image, target, content, matcher, cache, facts)
     if whole is not None:
         whole.judged_platform = judged_platform(matcher)
         return whole
@@ -150,6 +152,75 @@ def whole_manifest(image: ImageRecord, target: dict[str, Any], content: ContentS
     )
 
 
+def flat_index(image: ImageRecord, target: dict[str, Any], content: ContentStore | NamespaceContent,
+               matcher: plat.MatchComparer, cache: DocumentCache | None,
+               facts: ListingFacts | None = None) -> ImageSummary | None:
+    """The summary of an image whose target is an index of platform manifests (what a
+    registry pull records: every child a manifest with a ``platform``, each either absent,
+    as the platforms a pull skipped are, or present with every blob), or None for anything
+    else (nested indexes, a child without a platform, a partly stored child, a shared digest,
+    a document that does not read or validate). It is what :func:`summarize`'s three walks
+    conclude for such an image, reached with one read of each document: the platforms are
+    the children's; the present ones are usable; the judged platform's children are the
+    selected plan (complete when some are and none of them is absent); ``ctr``'s size is the
+    index and the best of those. Configs are not read (the walks do not read a config whose
+    manifest's descriptor names the platform). None leaves the image to the walks, so every
+    other case (and every error's wording) is theirs."""
+    if not mt.is_index(target["mediaType"]):
+        return None
+    try:
+        seen = {digest_of(target)}
+        if not content.exists(digest_of(target)):
+            return None
+        children = _index_children(content, target, cache, facts)
+        if children is None:
+            return None
+        present: list[PlannedManifest] = []
+        absent: list[dict[str, Any]] = []
+        inner: set[str] = set()
+        for child in children:
+            platform = child.get("platform")
+            if not platform or not isinstance(platform, dict) or not mt.is_manifest(child.get("mediaType", "")):
+                return None
+            digest = digest_of(child)
+            if digest in seen:
+                return None
+            seen.add(digest)
+            if not content.exists(digest):
+                absent.append(child)
+                continue
+            manifest = _manifest_facts(content, child, cache, facts)
+            if manifest is None:
+                return None
+            _, config_digest, config_size, _, layers = manifest
+            for blob in (config_digest, *(layer for layer, _ in layers)):
+                blob = digest_of({"digest": blob})
+                if not content.exists(blob):
+                    return None
+                inner.add(blob)
+            present.append(PlannedManifest(child, platform, {"size": config_size},
+                                           [{"size": size} for _, size in layers], {}))
+        if inner & seen:  # a config or layer that is also a manifest of this image: the walks' case
+            return None
+    except CtrconvError:
+        return None
+    wanted = plat.selector(matcher)
+    plan = ImagePlan(target=target, indexes=[target], manifests=[m for m in present if wanted(m.platform)],
+                     missing=[child for child in absent if wanted(child["platform"])])
+    summary = ImageSummary(
+        namespace=image.namespace, name=image.name, media_type=image.target.media_type,
+        digest=image.target.digest, size=ctr_size(plan, matcher),
+        platforms=sorted({platform_string(child["platform"]) for child in children}),
+        complete=bool(plan.manifests) and not plan.missing, missing=[child["digest"] for child in plan.missing],
+        present_platforms=sorted({platform_string(m.platform) or "unknown" for m in present}),
+    )
+    if summary.complete:
+        summary.status = "complete"
+    elif not plan.manifests and summary.present_platforms:
+        summary.status = "platform-absent"
+    return summary
+
+
 def _manifest_facts(content: ContentStore | NamespaceContent, target: dict[str, Any], cache: DocumentCache | None,
                     facts: ListingFacts | None) -> ManifestFacts | None:
     """What :func:`whole_manifest` takes from a manifest: its config descriptor's media type,
@@ -166,6 +237,22 @@ def _manifest_facts(content: ContentStore | NamespaceContent, target: dict[str, 
                             [(layer["digest"], layer["size"]) for layer in doc.get("layers") or []])
     if facts is not None:
         facts.remember_manifest(key, found)
+    return found
+
+
+def _index_children(content: ContentStore | NamespaceContent, target: dict[str, Any], cache: DocumentCache | None,
+                    facts: ListingFacts | None) -> IndexFacts | None:
+    """An index's ``manifests`` array, as the document holds it ([] when it has none)."""
+    key = _key(target)
+    known = _remembered(facts.index, content, key, facts) if facts is not None else None
+    if known is not None:
+        return known
+    doc = _present_document(content, key, cache)
+    if doc is None:
+        return None
+    found: IndexFacts = doc.get("manifests") or []
+    if facts is not None:
+        facts.remember_index(key, found)
     return found
 
 
@@ -208,7 +295,7 @@ def _unchanged(content: ContentStore | NamespaceContent, key: Key) -> bool:
     if type(size) is not int or not 0 <= size <= _SMALL_DOCUMENT_LIMIT:
         return False
     store = content.store if isinstance(content, NamespaceContent) else content
-    return store.read_exact(Digest.parse(key[0]), size) is not None
+    return store.read_exact(key[0], size) is not None
 
 
 def _present_document(content: ContentStore | NamespaceContent, key: Key,
@@ -227,7 +314,7 @@ def _present_document(content: ContentStore | NamespaceContent, key: Key,
     if type(size) is not int or not 0 <= size <= _SMALL_DOCUMENT_LIMIT:
         return None
     store = content.store if isinstance(content, NamespaceContent) else content
-    data = store.read_exact(Digest.parse(key[0]), size)
+    data = store.read_exact(key[0], size)
     if data is None:
         return None
     doc = validate_json(key[1], data, digest=key[0])

@@ -1,11 +1,12 @@
-"""What ``ls`` learnt from a large root's manifests and configs, kept for its next run.
+"""What ``ls`` learnt from a large root's indexes, manifests and configs, kept for its next run.
 
 Why: ``ls`` of a 10,000-image root reads 20,000 documents, and parsing and schema-validating
 them is most of its time. What it takes from a valid document (a manifest's config and layer
-descriptors, a config's ``os`` and ``architecture``) is a function of the document's bytes,
-which its digest names, of its media type and of ctrconv's validation rules: so it is
-remembered, per content store, in the user's cache directory, and a later run takes it from
-there instead of parsing and validating the document again.
+descriptors, a config's ``os`` and ``architecture``, an index's ``manifests`` array) is a
+function of the document's bytes, which its digest names, of its media type and of
+ctrconv's validation rules: so it is remembered, per content store, in the user's cache
+directory, and a later run takes it from there instead of parsing and validating the document
+again.
 
 What a run still does for every document: it reads it and checks its size and digest
 (:meth:`~ctrconv.containerd.content.ContentStore.read_exact`), so a blob that changed on disk
@@ -37,7 +38,9 @@ from typing import Any
 #: images in a listing from which the cache is used
 FACTS_FROM = 1000
 #: bumped when the file's layout changes
-FORMAT = 1
+FORMAT = 2
+#: the kinds of document whose facts are kept, as the file names them
+KINDS = ("manifests", "configs", "indexes")
 
 #: a document's key: (digest, media type, size), as the listing's document cache keys it
 Key = tuple[str, str, Any]
@@ -45,6 +48,10 @@ Key = tuple[str, str, Any]
 ManifestFacts = tuple[str, str, int, bool, list[tuple[str, int]]]
 #: a config's facts: its ``os`` and ``architecture`` values as the document holds them
 ConfigFacts = tuple[Any, Any]
+#: an index's facts: its ``manifests`` array as the document holds it
+IndexFacts = list[dict[str, Any]]
+#: what a process used (keys) and learnt (facts) of each kind
+Fresh = tuple[dict[str, set[str]], dict[str, dict[str, Any]]]
 
 
 def cache_directory(env: dict[str, str] | os._Environ[str] = os.environ) -> Path | None:
@@ -80,20 +87,18 @@ class ListingFacts:
     """The facts of one content store: those loaded (:meth:`load`), those this run used or
     learnt (saved by :meth:`save`, so facts of documents no image uses any more drop out)."""
 
-    def __init__(self, path: Path | None, rules: str, manifests: dict[str, Any], configs: dict[str, Any]) -> None:
+    def __init__(self, path: Path | None, rules: str, known: dict[str, dict[str, Any]] | None = None) -> None:
         self.path = path
         self.rules = rules
-        self._known_manifests = manifests
-        self._known_configs = configs
-        #: keys of the loaded facts this run used, and the facts it learnt
-        self._used: tuple[set[str], set[str]] = (set(), set())
-        self._new: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
+        self._known = {kind: dict((known or {}).get(kind) or {}) for kind in KINDS}
+        #: keys of the loaded facts this run used, and the facts it learnt, per kind
+        self._used, self._new = _nothing_fresh()
         #: documents whose bytes this listing found unchanged (read and hashed once each)
         self.checked: set[Key] = set()
 
     @property
     def learnt(self) -> int:
-        return len(self._new[0]) + len(self._new[1])
+        return sum(len(new) for new in self._new.values())
 
     @classmethod
     def load(cls, content_store: str | os.PathLike[str], directory: Path | None = None) -> "ListingFacts":
@@ -102,7 +107,7 @@ class ListingFacts:
         directory = cache_directory() if directory is None else directory
         rules = rules_fingerprint()
         if directory is None:
-            return cls(None, rules, {}, {})
+            return cls(None, rules)
         path = directory / "ls" / (_store_name(content_store) + ".json")
         try:
             with open(path, "rb") as f:
@@ -110,49 +115,55 @@ class ListingFacts:
             if hashlib.sha256(body).hexdigest().encode() == trailer:  # written whole by this module
                 doc = json.loads(body)
                 if doc.get("format") == FORMAT and doc.get("rules") == rules:
-                    return cls(path, rules, dict(doc["manifests"]), dict(doc["configs"]))
+                    return cls(path, rules, {kind: doc[kind] for kind in KINDS})
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             pass
-        return cls(path, rules, {}, {})
+        return cls(path, rules)
+
+    def _lookup(self, kind: str, key: Key) -> Any:
+        text = _text_key(key)
+        found = self._known[kind].get(text)
+        if found is not None:
+            self._used[kind].add(text)
+        return found
 
     def manifest(self, key: Key) -> ManifestFacts | None:
-        text = _text_key(key)
-        found = self._known_manifests.get(text)
-        if found is not None:
-            self._used[0].add(text)
-            media_type, digest, size, has_platform, layers = found
-            return media_type, digest, size, has_platform, [(d, s) for d, s in layers]
-        return None
+        found = self._lookup("manifests", key)
+        if found is None:
+            return None
+        media_type, digest, size, has_platform, layers = found
+        return media_type, digest, size, has_platform, [(d, s) for d, s in layers]
 
     def config(self, key: Key) -> ConfigFacts | None:
-        text = _text_key(key)
-        found = self._known_configs.get(text)
-        if found is not None:
-            self._used[1].add(text)
-            return found[0], found[1]
-        return None
+        found = self._lookup("configs", key)
+        return None if found is None else (found[0], found[1])
+
+    def index(self, key: Key) -> IndexFacts | None:
+        return self._lookup("indexes", key)  # type: ignore[no-any-return]
 
     def remember_manifest(self, key: Key, facts: ManifestFacts) -> None:
         media_type, digest, size, has_platform, layers = facts
-        self._new[0][_text_key(key)] = [media_type, digest, size, has_platform, [[d, s] for d, s in layers]]
+        self._new["manifests"][_text_key(key)] = [media_type, digest, size, has_platform, [[d, s] for d, s in layers]]
 
     def remember_config(self, key: Key, facts: ConfigFacts) -> None:
-        self._new[1][_text_key(key)] = [facts[0], facts[1]]
+        self._new["configs"][_text_key(key)] = [facts[0], facts[1]]
 
-    def take_fresh(self) -> tuple[tuple[set[str], set[str]], tuple[dict[str, Any], dict[str, Any]]]:
+    def remember_index(self, key: Key, children: IndexFacts) -> None:
+        self._new["indexes"][_text_key(key)] = children
+
+    def take_fresh(self) -> Fresh:
         """What this process used (keys only: the loaded facts are the same in a forked one)
         and learnt since it last took them, handed to :meth:`absorb` (a forked process's
         share of a listing comes back with each piece of work it did)."""
         fresh = self._used, self._new
-        self._used, self._new = (set(), set()), ({}, {})
+        self._used, self._new = _nothing_fresh()
         return fresh
 
-    def absorb(self, fresh: tuple[tuple[set[str], set[str]], tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    def absorb(self, fresh: Fresh) -> None:
         used, new = fresh
-        for mine, theirs in zip(self._used, used):
-            mine.update(theirs)
-        for learnt, more in zip(self._new, new):
-            learnt.update(more)
+        for kind in KINDS:
+            self._used[kind].update(used[kind])
+            self._new[kind].update(new[kind])
 
     def save(self, *, keep_unused: bool = False) -> bool:
         """Write what this run used and learnt when it differs from what was loaded (something
@@ -161,13 +172,13 @@ class ListingFacts:
         only: the others' images are still there)."""
         if self.path is None:
             return False
-        kept = []
-        for known, used, new in zip((self._known_manifests, self._known_configs), self._used, self._new):
-            facts = dict(known) if keep_unused else {key: known[key] for key in used}
-            facts.update(new)
-            kept.append(facts)
-        manifests, configs = kept
-        if not self.learnt and len(manifests) == len(self._known_manifests) and len(configs) == len(self._known_configs):
+        kept = {}
+        for kind in KINDS:
+            known = self._known[kind]
+            facts = dict(known) if keep_unused else {key: known[key] for key in self._used[kind]}
+            facts.update(self._new[kind])
+            kept[kind] = facts
+        if not self.learnt and all(len(kept[kind]) == len(self._known[kind]) for kind in KINDS):
             return False
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -175,10 +186,10 @@ class ListingFacts:
             try:
                 with os.fdopen(fd, "wb") as raw:
                     f = _HashingWriter(raw)
-                    f.write(f'{{"format":{FORMAT},"rules":{json.dumps(self.rules)},"manifests":')
-                    _write_object(f, manifests)
-                    f.write(',"configs":')
-                    _write_object(f, configs)
+                    f.write(f'{{"format":{FORMAT},"rules":{json.dumps(self.rules)}')
+                    for kind in KINDS:
+                        f.write(f',"{kind}":')
+                        _write_object(f, kept[kind])
                     f.write("}")
                     raw.write(b"\n" + f.digest.hexdigest().encode())
                 os.replace(temp, self.path)
@@ -188,6 +199,10 @@ class ListingFacts:
         except OSError:
             return False
         return True
+
+
+def _nothing_fresh() -> Fresh:
+    return {kind: set() for kind in KINDS}, {kind: {} for kind in KINDS}
 
 
 class _HashingWriter:

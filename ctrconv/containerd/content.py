@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Iterator
 
-from ctrconv.digest import ALGORITHMS, Digest
+from ctrconv.digest import ALGORITHMS, Digest, is_canonical
 from ctrconv.errors import InvalidDigestError, MissingContentError, UnreadableContentError
 from ctrconv.streams import VerifyingReader
 
@@ -84,13 +84,20 @@ class ContentStore:
                 chunks.append(chunk)
         return b"".join(chunks)
 
-    def read_exact(self, digest: Digest, size: int) -> bytes | None:
+    def read_exact(self, digest: Digest | str, size: int) -> bytes | None:
         """The blob's bytes when its file holds exactly ``size`` bytes that hash to ``digest``,
         else None (the caller then reads it through :class:`VerifyingReader`, which words the
-        problem). One ``open``/``read``/``close`` and one hash: ``ls`` of 10,000 images reads
-        20,000 documents, and the reader's file object, ``Path`` and wrapper cost more than that."""
+        problem; a digest text that does not parse is None too). One ``open``/``read``/``close``
+        and one hash: ``ls`` of 10,000 images reads 20,000 documents, and the reader's file
+        object, ``Path`` and wrapper cost more than that."""
+        if type(digest) is str:
+            if not is_canonical(digest):
+                return None
+            algorithm, _, hex_ = digest.partition(":")
+        else:
+            algorithm, hex_ = digest.algorithm, digest.hex  # type: ignore[union-attr]
         try:
-            fd = os.open(f"{self.path}/blobs/{digest.algorithm}/{digest.hex}", os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(f"{self.path}/blobs/{algorithm}/{hex_}", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
         try:
@@ -99,7 +106,7 @@ class ContentStore:
             return None
         finally:
             os.close(fd)
-        if len(data) != size or _HASHES[digest.algorithm](data).hexdigest() != digest.hex:
+        if len(data) != size or _HASHES[algorithm](data).hexdigest() != hex_:
             return None
         return data
 
@@ -206,14 +213,13 @@ class ListingContent(NamespaceContent):
     def _look_up(self, key: str) -> bool:
         if len(self.recorded) < self.LIST_FROM or key not in self.recorded:
             return super().exists(key)
-        try:
-            d = Digest.parse(key)
-        except InvalidDigestError:
+        if not is_canonical(key):  # (what Digest.parse refuses)
             return False
-        if d.algorithm not in self._files:
-            self._files[d.algorithm] = _regular_files(f"{self.path}/blobs/{d.algorithm}")
-        files = self._files[d.algorithm]
-        return d.hex in files if files is not None else super().exists(key)
+        algorithm, _, hex_ = key.partition(":")
+        if algorithm not in self._files:
+            self._files[algorithm] = _regular_files(f"{self.path}/blobs/{algorithm}")
+        files = self._files[algorithm]
+        return hex_ in files if files is not None else super().exists(key)
 
 
 def _regular_files(directory: str) -> frozenset[str] | None:

@@ -12,10 +12,9 @@ children without a platform are always taken. Index and manifest JSON is read ve
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any, Callable
 
-from ctrconv.digest import Digest
+from ctrconv.digest import Digest, is_canonical
 from ctrconv.errors import ContentError, FormatError, MissingContentError
 from ctrconv.image.model import BlobSource, ImagePlan, PlannedManifest, config_platform, platform_string
 from ctrconv.oci import mediatypes as mt
@@ -43,10 +42,11 @@ def digest_of(desc: dict[str, Any]) -> str:
 _digest = digest_of
 
 
-@lru_cache(maxsize=1 << 16)
 def _canonical(text: str) -> str:
-    """A digest string checked once (a walk of 10,000 images checks 95,000 descriptors, most of
-    them shared base layers); a valid digest's canonical form is the text itself."""
+    """A digest string checked (a walk of 10,000 images checks 95,000 descriptors): a valid
+    digest's canonical form is the text itself; :meth:`Digest.parse` words the refusal."""
+    if is_canonical(text):
+        return text
     return str(Digest.parse(text))
 
 

@@ -18,7 +18,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ctrconv.digest import Digest
+from ctrconv.digest import Digest, is_canonical
 from ctrconv.errors import FormatError, InvalidDigestError
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci.fastschema import certainly_valid
@@ -215,14 +215,8 @@ def _check_descriptors(where: str, media_type: str, doc: dict[str, Any]) -> None
             _check_descriptor(where, f"{prefix}{i}" if numbered else prefix, desc)
 
 
-@lru_cache(maxsize=1 << 12)
-def _good_digest(text: str) -> bool:
-    """Whether :meth:`Digest.parse` accepts ``text`` (remembered: shared digests recur)."""
-    try:
-        Digest.parse(text)
-    except InvalidDigestError:
-        return False
-    return True
+#: whether :meth:`Digest.parse` accepts a digest text (a regular expression, not a Digest made)
+_good_digest = is_canonical
 
 
 def _check_kind(where: str, media_type: str, doc: dict[str, Any]) -> None:
