@@ -275,3 +275,79 @@ def test_names_of_one_target_are_summarised_once(tmp_path, monkeypatch) -> None:
     assert len({json.dumps(i.platforms) for i in listed}) >= 3  # whole, index, broken: not all alike
     listed[0].platforms.append("changed")  # each summary holds lists of its own
     assert all("changed" not in i.platforms for i in listed[1:])
+
+
+def test_flat_index_summaries_are_what_the_walks_say(tmp_path, monkeypatch) -> None:
+    """``ls`` summarises an index of platform manifests (each absent or stored whole) from one
+    read of each document; for every kind of index, with and without that shortcut, for the
+    host and for other platforms, cold and warm with listing facts, the listing is the same,
+    and the shortcut is taken exactly for the flat ones."""
+    import json
+
+    from ctrconv import api, inventory
+    from ctrconv.oci import mediatypes as mt
+    from support.synthetic_root import SyntheticRoot, host_arch, other_arch
+
+    r = SyntheticRoot(tmp_path / "root")
+    host, other = {"architecture": host_arch(), "os": "linux"}, {"architecture": other_arch(), "os": "linux"}
+    arm_v7 = {"architecture": "arm", "os": "linux", "variant": "v7"}
+
+    def m(label: str, arch: str, *, store: bool = True) -> dict:
+        return r.image_manifest(label, arch, store=store)
+
+    flat = {
+        "all stored": r.index([(m("a1", host_arch()), host), (m("a2", other_arch()), other)]),
+        "others absent": r.index([(m("b1", host_arch()), host), (m("b2", other_arch(), store=False), other),
+                                  (m("b3", "arm", store=False), arm_v7)]),
+        "host absent": r.index([(m("c1", host_arch(), store=False), host), (m("c2", other_arch()), other)]),
+        "all absent": r.index([(m("d1", host_arch(), store=False), host), (m("d2", other_arch(), store=False), other)]),
+        "host twice": r.index([(m("e1", host_arch()), host), (m("e2", host_arch()), {**host, "os.version": "1"})]),
+        "no children": r.add_blob(json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}).encode(),
+                                  mt.OCI_INDEX),
+    }
+    partly = m("f1", host_arch())
+    r.blobs.pop(json.loads(r.blobs[partly["digest"]])["layers"][0]["digest"])
+    invalid_child = r.add_blob(b'{"schemaVersion": 2, "config": 1}', mt.OCI_MANIFEST)
+    shared = m("g1", host_arch())
+    walked = {
+        "a child partly stored": r.index([(partly, host), (m("f2", other_arch()), other)]),
+        "a child without platform": r.index([(m("h1", host_arch()), None), (m("h2", other_arch()), other)]),
+        "nested": r.index([(r.index([(m("i1", host_arch()), host)]), host), (m("i2", other_arch()), other)]),
+        "a child listed twice": r.index([(shared, host), (shared, other)]),
+        "an invalid child": r.index([(invalid_child, other), (m("j1", host_arch()), host)]),
+        "a child of another type": r.index([(r.add_blob(b"{}", "application/vnd.example.thing+json"), other),
+                                            (m("k1", host_arch()), host)]),
+        "absent index": r.add_blob(b'{"schemaVersion": 2, "manifests": []}', mt.OCI_INDEX, store=False),
+        "not json": r.add_blob(b"{", mt.OCI_INDEX),
+    }
+    for name, target in {**flat, **walked}.items():
+        r.name("default", name, target)
+    root = r.write()
+
+    taken: list[str] = []
+    shortcut = inventory.flat_index
+
+    def recording(image, *args):  # noqa: ANN001
+        found = shortcut(image, *args)
+        if found is not None:
+            taken.append(image.name)
+        return found
+
+    monkeypatch.setattr(inventory, "FACTS_FROM", 1)
+    monkeypatch.setenv("CTRCONV_CACHE_DIR", str(tmp_path / "facts"))
+    for platform in (None, f"linux/{other_arch()}", "linux/arm/v7", "windows/amd64"):
+        for _ in ("cold", "warm"):
+            monkeypatch.setattr(inventory, "flat_index", recording)
+            fast = [i.to_json() for i in api.list_images(root, None, platform=platform)]
+            assert sorted(taken) == sorted(flat), (platform, taken)
+            taken.clear()
+            monkeypatch.setattr(inventory, "flat_index", lambda *args: None)
+            monkeypatch.setenv("CTRCONV_NO_CACHE", "1")
+            slow = [i.to_json() for i in api.list_images(root, None, platform=platform)]
+            monkeypatch.delenv("CTRCONV_NO_CACHE")
+            assert fast == slow, platform
+    statuses = {i["name"]: i["status"] for i in fast}  # judged for windows/amd64: nothing matches
+    assert statuses["all stored"] == "platform-absent" and statuses["all absent"] == "incomplete"
+    host_listing = {i.name: i for i in api.list_images(root, None)}
+    assert host_listing["others absent"].complete and host_listing["host absent"].status == "platform-absent"
+    assert host_listing["all stored"].present_platforms == sorted([f"linux/{host_arch()}", f"linux/{other_arch()}"])
