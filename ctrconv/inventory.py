@@ -125,7 +125,7 @@ def whole_manifest(image: ImageRecord, target: dict[str, Any], content: ContentS
     if not mt.is_manifest(target["mediaType"]):
         return None
     try:
-        if not content.exists(digest_of(target)):
+        if not content.exists(digest_of(target)):  # (the record's digest: checked here)
             return None
         manifest = _manifest_facts(content, target, cache, facts)
         if manifest is None:
@@ -133,11 +133,11 @@ def whole_manifest(image: ImageRecord, target: dict[str, Any], content: ContentS
         config_type, config_digest, config_size, config_has_platform, layers = manifest
         if config_has_platform or not mt.is_config(config_type):
             return None
-        exists = content.exists
-        if not exists(digest_of({"digest": config_digest})):
+        exists = content.exists  # (the manifest's digests passed its validation)
+        if not exists(config_digest):
             return None
         for digest, _ in layers:
-            if not exists(digest_of({"digest": digest})):
+            if not exists(digest):
                 return None
         config = _config_facts(content, (config_digest, config_type, config_size), cache, facts)
         if config is None:
@@ -170,7 +170,7 @@ def flat_index(image: ImageRecord, target: dict[str, Any], content: ContentStore
         return None
     try:
         seen = {digest_of(target)}
-        if not content.exists(digest_of(target)):
+        if not content.exists(digest_of(target)):  # (the record's digest: checked here)
             return None
         children = _index_children(content, target, cache, facts)
         if children is None:
@@ -193,8 +193,7 @@ def flat_index(image: ImageRecord, target: dict[str, Any], content: ContentStore
             if manifest is None:
                 return None
             _, config_digest, config_size, _, layers = manifest
-            for blob in (config_digest, *(layer for layer, _ in layers)):
-                blob = digest_of({"digest": blob})
+            for blob in (config_digest, *(layer for layer, _ in layers)):  # (validated digests)
                 if not content.exists(blob):
                     return None
                 inner.add(blob)
