@@ -70,20 +70,23 @@ def summarize(
     image: ImageRecord, content: ContentStore | NamespaceContent, matcher: plat.MatchComparer,
     cache: DocumentCache | None = None, *, labels_of: LabelsOf | None = None,
     snapshot_exists: SnapshotExists | None = None, facts: ListingFacts | None = None,
+    judged: str | None = None,
 ) -> ImageSummary:
     """Walk one image for ``matcher``: ctr-compatible size, all platforms, completeness
-    (:mod:`ctrconv.pipeline.completeness`, the rule ``verify`` applies)."""
+    (:mod:`ctrconv.pipeline.completeness`, the rule ``verify`` applies). ``judged``: the
+    matcher's :func:`judged_platform`, when the caller made it once for many images."""
+    judged = judged_platform(matcher) if judged is None else judged
     target = image.target.descriptor()
     whole = whole_manifest(image, target, content, cache, facts)
     if whole is None:
         whole = flat_index(image, target, content, matcher, cache, facts)
     if whole is not None:
-        whole.judged_platform = judged_platform(matcher)
+        whole.judged_platform = judged
         return whole
     summary = ImageSummary(
         namespace=image.namespace, name=image.name, media_type=image.target.media_type,
         digest=image.target.digest, size=0, platforms=[], complete=False, missing=[],
-        judged_platform=judged_platform(matcher),
+        judged_platform=judged,
     )
     try:
         selected = assess(content, target, selector=plat.selector(matcher), cache=cache,
@@ -144,12 +147,29 @@ def whole_manifest(image: ImageRecord, target: dict[str, Any], content: ContentS
             return None
     except CtrconvError:
         return None
-    platform = platform_string({"os": config[0], "architecture": config[1]})
+    platform = _config_platform_text(config)
     return ImageSummary(
         namespace=image.namespace, name=image.name, media_type=image.target.media_type,
         digest=image.target.digest, size=target["size"] + config_size + sum(size for _, size in layers),
         platforms=[platform], complete=True, missing=[], status="complete",  # type: ignore[list-item]
     )
+
+
+def _config_platform_text(config: ConfigFacts) -> str | None:
+    """``platform_string`` of a config's ``os`` and ``architecture``; the few pairs a root holds
+    are formatted once each."""
+    try:
+        return _PLATFORM_TEXTS[config]
+    except KeyError:
+        text = _PLATFORM_TEXTS[config] = platform_string({"os": config[0], "architecture": config[1]})
+        if len(_PLATFORM_TEXTS) > 1024:
+            _PLATFORM_TEXTS.clear()
+        return text
+    except TypeError:  # (a value that is no string: the schema check let no such config through)
+        return platform_string({"os": config[0], "architecture": config[1]})
+
+
+_PLATFORM_TEXTS: dict[ConfigFacts, str | None] = {}
 
 
 def flat_index(image: ImageRecord, target: dict[str, Any], content: ContentStore | NamespaceContent,
@@ -302,9 +322,10 @@ def _present_document(content: ContentStore | NamespaceContent, key: Key,
     """:func:`~ctrconv.image.plan.read_json_blob` of a document (by its cache ``key``) whose
     blob the caller found present, or None where that would raise or read through the
     verifying reader (another size, another digest, unreadable, too large): the walks then meet
-    the problem and word it. The same cache entries (the walks of an index image share them);
-    one ``open``/``read``/``close`` and the schema check, without the namespace and
-    verifying-reader layers."""
+    the problem and word it. One ``open``/``read``/``close`` and the schema check, without the
+    namespace and verifying-reader layers. A document the walks read is taken from their cache;
+    one read here is not put there (the names of one target share its summary, and a document
+    of two targets is rare: keeping every document cost more than reading those again)."""
     if cache is not None:
         found = cache.get(key)  # type: ignore[call-overload]
         if found is not None:
@@ -316,10 +337,7 @@ def _present_document(content: ContentStore | NamespaceContent, key: Key,
     data = store.read_exact(key[0], size)
     if data is None:
         return None
-    doc = validate_json(key[1], data, digest=key[0])
-    if cache is not None:
-        cache[key] = doc  # type: ignore[index]
-    return doc
+    return validate_json(key[1], data, digest=key[0])
 
 
 #: :meth:`ContentStore.read_small`'s limit: a larger "document" is the walks' error to word
@@ -370,6 +388,7 @@ def list_images(meta: MetadataDB, content: ContentStore, namespaces: list[str], 
     out = []
     cache: DocumentCache = RecentDocuments()  # type: ignore[assignment]  # tags share manifests and configs
     facts: ListingFacts | None = None
+    judged = judged_platform(matcher)
     for ns in namespaces:
         visible = ListingContent(content, ns, meta.content_digests(ns))
         labels_of, snapshot_exists = lookups_in(meta, ns)
@@ -385,7 +404,8 @@ def list_images(meta: MetadataDB, content: ContentStore, namespaces: list[str], 
             if known is not None:  # another name of the same target in this namespace
                 return _renamed(known, image)
             summary = by_target[image.target] = summarize(
-                image, visible, matcher, cache, labels_of=labels_of, snapshot_exists=snapshot_exists, facts=facts)
+                image, visible, matcher, cache, labels_of=labels_of, snapshot_exists=snapshot_exists, facts=facts,
+                judged=judged)
             return summary
 
         split = len(stored.elements) >= SPLIT_FROM and can_split()

@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import tempfile
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,8 @@ ManifestFacts = tuple[str, str, int, bool, list[tuple[str, int]]]
 ConfigFacts = tuple[Any, Any]
 #: an index's facts: its ``manifests`` array as the document holds it
 IndexFacts = list[dict[str, Any]]
-#: what a process used (keys) and learnt (facts) of each kind
-Fresh = tuple[dict[str, set[str]], dict[str, dict[str, Any]]]
+#: what a process used (keys) and learnt (how many facts, and they as JSON members) of each kind
+Fresh = tuple[dict[str, set[str]], dict[str, tuple[int, str]]]
 
 
 def cache_directory(env: dict[str, str] | os._Environ[str] = os.environ) -> Path | None:
@@ -93,12 +94,15 @@ class ListingFacts:
         self._known = {kind: dict((known or {}).get(kind) or {}) for kind in KINDS}
         #: keys of the loaded facts this run used, and the facts it learnt, per kind
         self._used, self._new = _nothing_fresh()
+        #: facts other processes (or this one) learnt, already written as JSON members, per kind
+        self._written: dict[str, list[str]] = {kind: [] for kind in KINDS}
+        self._written_count = 0
         #: documents whose bytes this listing found unchanged (read and hashed once each)
         self.checked: set[Key] = set()
 
     @property
     def learnt(self) -> int:
-        return sum(len(new) for new in self._new.values())
+        return sum(len(new) for new in self._new.values()) + self._written_count
 
     @classmethod
     def load(cls, content_store: str | os.PathLike[str], directory: Path | None = None) -> "ListingFacts":
@@ -121,8 +125,11 @@ class ListingFacts:
         return cls(path, rules)
 
     def _lookup(self, kind: str, key: Key) -> Any:
+        known = self._known[kind]
+        if not known:  # (a first listing: nothing to look for)
+            return None
         text = _text_key(key)
-        found = self._known[kind].get(text)
+        found = known.get(text)
         if found is not None:
             self._used[kind].add(text)
         return found
@@ -154,16 +161,21 @@ class ListingFacts:
     def take_fresh(self) -> Fresh:
         """What this process used (keys only: the loaded facts are the same in a forked one)
         and learnt since it last took them, handed to :meth:`absorb` (a forked process's
-        share of a listing comes back with each piece of work it did)."""
-        fresh = self._used, self._new
+        share of a listing comes back with each piece of work it did). What it learnt comes
+        as the JSON members the file will hold: each process writes its own share's while the
+        other works, so the file is not written all by one process after both finished."""
+        used, new = self._used, self._new
         self._used, self._new = _nothing_fresh()
-        return fresh
+        return used, {kind: (len(facts), _members(facts)) for kind, facts in new.items()}
 
     def absorb(self, fresh: Fresh) -> None:
-        used, new = fresh
+        used, written = fresh
         for kind in KINDS:
             self._used[kind].update(used[kind])
-            self._new[kind].update(new[kind])
+            count, members = written[kind]
+            if count:
+                self._written[kind].append(members)
+                self._written_count += count
 
     def save(self, *, keep_unused: bool = False) -> bool:
         """Write what this run used and learnt when it differs from what was loaded (something
@@ -180,6 +192,7 @@ class ListingFacts:
             kept[kind] = facts
         if not self.learnt and all(len(kept[kind]) == len(self._known[kind]) for kind in KINDS):
             return False
+        # (a document learnt by both processes is a member written twice, with the same value)
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd, temp = tempfile.mkstemp(prefix=".ls-", dir=self.path.parent)
@@ -189,7 +202,7 @@ class ListingFacts:
                     f.write(f'{{"format":{FORMAT},"rules":{json.dumps(self.rules)}')
                     for kind in KINDS:
                         f.write(f',"{kind}":')
-                        _write_object(f, kept[kind])
+                        _write_object(f, kept[kind], self._written[kind])
                     f.write("}")
                     raw.write(b"\n" + f.digest.hexdigest().encode())
                 os.replace(temp, self.path)
@@ -201,7 +214,7 @@ class ListingFacts:
         return True
 
 
-def _nothing_fresh() -> Fresh:
+def _nothing_fresh() -> tuple[dict[str, set[str]], dict[str, dict[str, Any]]]:
     return {kind: set() for kind in KINDS}, {kind: {} for kind in KINDS}
 
 
@@ -220,17 +233,24 @@ class _HashingWriter:
         self.raw.write(data)
 
 
-def _write_object(f: Any, mapping: dict[str, Any], batch: int = 1000) -> None:
-    """``json.dump(mapping, f)`` a thousand entries at a time: the C encoder's speed (three
-    times ``json.dump``'s) without a string of the whole file (~25 MB more at the peak of a
-    20,000-image listing)."""
+def _write_object(f: Any, mapping: dict[str, Any], written: list[str] = [], batch: int = 1000) -> None:  # noqa: B006
+    """``json.dump(mapping, f)`` a thousand entries at a time, then the members already
+    ``written`` (:func:`_members`): the C encoder's speed (three times ``json.dump``'s) without
+    a string of the whole file (~25 MB more at the peak of a 20,000-image listing)."""
     items = list(mapping.items())
+    parts = (_members(dict(items[start:start + batch])) for start in range(0, len(items), batch))
     f.write("{")
-    for start in range(0, len(items), batch):
-        if start:
-            f.write(",")
-        f.write(json.dumps(dict(items[start:start + batch]), separators=(",", ":"))[1:-1])
+    first = True
+    for part in chain(parts, written):
+        if part:
+            f.write(part if first else "," + part)
+            first = False
     f.write("}")
+
+
+def _members(mapping: dict[str, Any]) -> str:
+    """A mapping's members as JSON, without the braces ('' for none)."""
+    return json.dumps(mapping, separators=(",", ":"))[1:-1] if mapping else ""
 
 
 def _store_name(content_store: str | os.PathLike[str]) -> str:
