@@ -37,8 +37,11 @@ _TYPE_EXPRESSIONS = {
     "array": "isinstance({v}, list)",
     "null": "{v} is None",
     "boolean": "isinstance({v}, bool)",
-    "integer": "(isinstance({v}, int) and not isinstance({v}, bool) or isinstance({v}, float) and {v}.is_integer())",
-    "number": "(isinstance({v}, (int, float)) and not isinstance({v}, bool))",
+    # exact types: a parsed JSON number is an int or a float (True is no integer); an int
+    # subclass is not proven here, only sent to jsonschema (one type() where isinstance took
+    # three calls: 0.04 instead of 0.12 us for each of a document's sizes)
+    "integer": "(type({v}) is int or type({v}) is float and {v}.is_integer())",
+    "number": "(type({v}) is int or type({v}) is float)",
 }
 #: keywords whose check is one expression over the value (no sub-schema): inlined where used
 _LEAF_KEYWORDS = frozenset({"type", "pattern", "enum", "const", "minimum", "maximum"})
