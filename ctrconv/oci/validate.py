@@ -127,6 +127,8 @@ _DECODING: dict[str, Any] = {
     "object_pairs_hook": _reject_duplicates, "parse_constant": _reject_constant, "parse_float": _finite_float,
 }
 _DECODER = json.JSONDecoder(**_DECODING)
+_SCAN = _DECODER.scan_once
+_JSON_WHITESPACE = " \t\n\r"
 
 
 def parse_json_bytes(data: bytes, *, what: str = "JSON document") -> Any:
@@ -140,10 +142,15 @@ def parse_json_bytes(data: bytes, *, what: str = "JSON document") -> Any:
     if _max_depth(bytes(data)) > MAX_DEPTH:
         raise FormatError(f"{what}: JSON nested deeper than {MAX_DEPTH} levels")
     try:
-        # json.loads builds a decoder per call; a text with a BOM goes through it for its message
-        doc = _DECODER.decode(text) if not text.startswith("\ufeff") else json.loads(text, **_DECODING)
-    except (ValueError, RecursionError) as exc:
-        raise FormatError(f"{what}: invalid JSON: {str(exc)[:200]}") from None
+        doc, end = _SCAN(text, 0)  # the decoder's C scanner itself: most documents are one value
+        if end != len(text) and text[end:].strip(_JSON_WHITESPACE):
+            raise StopIteration(end)
+    except (StopIteration, ValueError, RecursionError):
+        try:  # anything else (leading space, a BOM, an error to word) as the decoder takes it
+            # json.loads builds a decoder per call; a text with a BOM goes through it for its message
+            doc = _DECODER.decode(text) if not text.startswith("\ufeff") else json.loads(text, **_DECODING)
+        except (ValueError, RecursionError) as exc:
+            raise FormatError(f"{what}: invalid JSON: {str(exc)[:200]}") from None
     if "\\u" in text and _LONE_SURROGATE.search(text.lower()) is not None:
         doc = _replace_lone_surrogates(doc)
     return doc

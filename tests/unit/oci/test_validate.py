@@ -380,3 +380,43 @@ def test_descriptor_checks_skip_nothing_once_digests_are_remembered(media_type: 
                   "rootfs": {"type": "layers", "diff_ids": [*good, bad_digests[0]]}}
         with pytest.raises(FormatError, match=f"at /rootfs/diff_ids/{len(good)}: "):
             validate_object(mt.OCI_CONFIG, config)
+
+
+def test_the_scanner_path_parses_and_words_as_the_decoder() -> None:
+    """``parse_json_bytes`` calls the decoder's C scanner directly and leaves everything else
+    (leading space, a BOM, extra data, any error) to ``JSONDecoder.decode``: on 3,000 damaged
+    documents and the edge cases, the result or the error message is the decoder's."""
+    import random
+
+    from ctrconv.oci import validate
+
+    def by_the_decoder(data: bytes) -> str:
+        text = data.decode("utf-8")
+        try:
+            decoded = validate._DECODER.decode(text) if not text.startswith("\ufeff") else json.loads(text, **validate._DECODING)
+        except ValueError as exc:
+            return f"ERR JSON document: invalid JSON: {str(exc)[:200]}"
+        return repr(validate._replace_lone_surrogates(decoded))
+
+    cases = [b'{"a":1}', b'{"a":1}\n', b' {"a":1}', b'{"a":1} x', b'\xef\xbb\xbf{"a":1}', b'{"a":1,"a":2}', b'[1]  \r\n',
+             b"", b"   ", b'{"a":NaN}', b'{"a":1e400}', b'"x"', b'{"a":"\\ud800"}', b'{"a":1}\x0c', b'{"a":"b\nc"}',
+             b'{"a":1}{"b":2}', b"1 2", b'{"a":[1,2,{"b":null}]}\t', b"\n\n{}", b'{"a" :1 , "b":[ ]}']
+    rng = random.Random(20261206)
+    base = b'{"schemaVersion": 2, "layers": [{"size": 1, "digest": "sha256:ab"}], "x": "\\u00e9"}'
+    for _ in range(3000):
+        damaged = bytearray(base)
+        for _ in range(rng.randint(1, 3)):
+            at, how = rng.randrange(len(damaged)), rng.random()
+            if how < 0.4:
+                damaged[at] = rng.choice(b' {}[]",:0a\n\\ue-')
+            elif how < 0.7:
+                del damaged[at]
+            else:
+                damaged.insert(at, rng.choice(b' {}[]",:0a\n\\ue-'))
+        cases.append(bytes(damaged))
+    for data in cases:
+        try:
+            got = repr(parse_json_bytes(data))
+        except FormatError as exc:
+            got = f"ERR {exc}"
+        assert got == by_the_decoder(data), data
