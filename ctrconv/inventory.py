@@ -388,13 +388,16 @@ def list_images(meta: MetadataDB, content: ContentStore, namespaces: list[str], 
     out = []
     cache: DocumentCache = RecentDocuments()  # type: ignore[assignment]  # tags share manifests and configs
     facts: ListingFacts | None = None
+    facts_looked_for = False
     judged = judged_platform(matcher)
     for ns in namespaces:
         visible = ListingContent(content, ns, meta.content_digests(ns))
         labels_of, snapshot_exists = lookups_in(meta, ns)
         stored = meta.stored_images(ns)
-        if facts is None and len(stored.elements) >= FACTS_FROM:
-            facts = ListingFacts.load(content.path)
+        if not facts_looked_for and len(stored.elements) >= FACTS_FROM:
+            facts_looked_for = True
+            loaded = ListingFacts.load(content.path)
+            facts = loaded if loaded.path is not None else None  # no cache directory: nothing to learn for
 
         by_target: dict[Target, ImageSummary] = {}
 
