@@ -143,6 +143,27 @@ def list_images(
         return _list(meta, croot.content, selected, matcher)
 
 
+def list_image_names(
+    root: str | os.PathLike[str],
+    namespaces: list[str] | None = None,
+    *,
+    ignore_lock: bool = False,
+    platform: str | None = None,
+) -> list[str]:
+    """The names :func:`list_images` would list, in its order, from the image records alone
+    (``ls -q``): no document is read. A record that does not read fails it as it fails
+    :func:`list_images`; ``platform`` is checked as there and otherwise unused."""
+    from ctrconv.containerd.root import ContainerdRoot
+    from ctrconv.inventory import image_names
+    from ctrconv.oci import platform as plat
+
+    if platform:
+        plat.parse_platform(platform)
+    croot = ContainerdRoot(root)
+    with _reading(root, ignore_lock), croot.open_metadata(ignore_lock=ignore_lock) as meta:
+        selected = meta.namespaces() if namespaces is None else namespaces
+        return image_names(meta, selected)
+
 
 def verify_root(
     root: str | os.PathLike[str],

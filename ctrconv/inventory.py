@@ -420,6 +420,19 @@ def list_images(meta: MetadataDB, content: ContentStore, namespaces: list[str], 
     return out
 
 
+def image_names(meta: MetadataDB, namespaces: list[str]) -> list[str]:
+    """The image names of ``namespaces`` in :func:`list_images`' order, each record decoded
+    as it decodes them (a record that does not read raises its error, the walk's after
+    them), and nothing else read."""
+    names = []
+    for ns in namespaces:
+        stored = meta.stored_images(ns)
+        names += [stored.decode(element).name for element in stored.elements]
+        if stored.error is not None:
+            raise stored.error
+    return names
+
+
 def _renamed(summary: ImageSummary, image: ImageRecord) -> ImageSummary:
     """The summary of another name of ``summary``'s target in the same namespace: what a
     summary says is a function of the target descriptor, the namespace's content and labels and

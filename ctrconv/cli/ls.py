@@ -40,14 +40,15 @@ def ls_command(
     written.
     """
     namespaces = None if all_namespaces else [api.check_namespace(namespace)]
+    if quiet and not as_json:  # names only: from the image records, no document read
+        with api.waiting(wait_seconds(wait)):
+            names = api.list_image_names(root, namespaces, ignore_lock=ignore_lock, platform=platform)
+        sys.stdout.write("".join(name + "\n" for name in names))
+        return
     with api.waiting(wait_seconds(wait)):
         images = api.list_images(root, namespaces, ignore_lock=ignore_lock, platform=platform)
     if as_json:
         print_json({"images": [i.to_json() for i in images]})
-        return
-    if quiet:
-        for i in images:
-            sys.stdout.write(i.name + "\n")
         return
     judged = images[0].judged_platform if images else ""
     rows = [("NAMESPACE", "REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", f"COMPLETE ({judged})" if judged else "COMPLETE")]

@@ -351,3 +351,41 @@ def test_flat_index_summaries_are_what_the_walks_say(tmp_path, monkeypatch) -> N
     host_listing = {i.name: i for i in api.list_images(root, None)}
     assert host_listing["others absent"].complete and host_listing["host absent"].status == "platform-absent"
     assert host_listing["all stored"].present_platforms == sorted([f"linux/{host_arch()}", f"linux/{other_arch()}"])
+
+
+def test_names_only_are_the_listings_names_without_reading_a_document(tmp_path, monkeypatch) -> None:
+    """``ls -q`` (``api.list_image_names``) gives the names ``ls`` lists, in its order, from the
+    image records alone; a record that does not read fails both with its error; a bad
+    ``--platform`` is refused by both."""
+    from ctrconv import api
+    from ctrconv.containerd.content import ContentStore
+    from ctrconv.containerd.imagerecords import StoredImages
+    from ctrconv.errors import CtrconvError, FormatError
+    from support.synthetic_root import standard_root
+
+    r = standard_root(tmp_path / "root")
+    for i in range(4):
+        r.name("other", f"example.com/more:{i}", r.image_manifest(f"more{i}", "amd64"))
+    root = r.write()
+    for namespaces in (None, ["other"], ["default", "other"], ["missing"]):
+        listed = [i.name for i in api.list_images(root, namespaces)]
+        monkeypatch.setattr(ContentStore, "read_exact", lambda *args: pytest.fail("a document was read"))
+        monkeypatch.setattr(ContentStore, "open", lambda *args: pytest.fail("a blob was opened"))
+        assert api.list_image_names(root, namespaces) == listed
+        monkeypatch.undo()
+    assert len(api.list_image_names(root)) >= 6
+
+    decode = StoredImages.decode
+    bad = api.list_image_names(root, ["other"])[2]
+
+    def failing(self, element):  # noqa: ANN001
+        if element[1].decode() == bad:
+            raise FormatError(f"image other/{bad}: bad record")
+        return decode(self, element)
+
+    monkeypatch.setattr(StoredImages, "decode", failing)
+    for listing in (api.list_images, api.list_image_names):
+        with pytest.raises(CtrconvError, match="bad record"):
+            listing(root, ["other"])
+        with pytest.raises(CtrconvError, match="invalid platform"):
+            listing(root, ["default"], platform="linux//x")

@@ -69,3 +69,15 @@ def test_debug_does_not_leak_into_the_next_run(tmp_path, cli):
     assert "Traceback" in cli("--debug", "dump", str(bad)).stderr
     result = cli("dump", str(bad))
     assert result.code != 0 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_ls_quiet_prints_the_names_of_the_listing(cli, small_root: Path):
+    """``ls -q``: one name a line, the names ``ls --json`` lists, in its order (``-A`` too)."""
+    import json
+
+    for scope in (("-A",), ()):
+        listed = json.loads(cli("ls", "--root", str(small_root), *scope, "--json").stdout)["images"]
+        quiet = cli("ls", "--root", str(small_root), *scope, "-q")
+        assert quiet.code == 0 and quiet.stderr == ""
+        assert quiet.stdout == "".join(image["name"] + "\n" for image in listed)
+    assert cli("ls", "--root", str(small_root), "-A", "-q", "--platform", "linux//x").code == 2
