@@ -189,9 +189,10 @@ def flat_index(image: ImageRecord, target: dict[str, Any], content: ContentStore
     if not mt.is_index(target["mediaType"]):
         return None
     try:
-        seen = {digest_of(target)}
-        if not content.exists(digest_of(target)):  # (the record's digest: checked here)
+        index_digest = digest_of(target)  # (the record's digest: checked here)
+        if not content.exists(index_digest):
             return None
+        seen = {index_digest}
         children = _index_children(content, target, cache, facts)
         if children is None:
             return None
