@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 from ctrconv.containerd.content import ContentStore, ListingContent, NamespaceContent
 from ctrconv.containerd.metadata import MetadataDB
@@ -130,7 +130,7 @@ def whole_manifest(image: ImageRecord, target: dict[str, Any], content: ContentS
     try:
         if not content.exists(digest_of(target)):  # (the record's digest: checked here)
             return None
-        manifest = _manifest_facts(content, target, cache, facts)
+        manifest = _MANIFEST.of(content, _key(target), cache, facts)
         if manifest is None:
             return None
         config_type, config_digest, config_size, config_has_platform, layers = manifest
@@ -142,7 +142,7 @@ def whole_manifest(image: ImageRecord, target: dict[str, Any], content: ContentS
         for digest, _ in layers:
             if not exists(digest):
                 return None
-        config = _config_facts(content, (config_digest, config_type, config_size), cache, facts)
+        config = _CONFIG.of(content, (config_digest, config_type, config_size), cache, facts)
         if config is None:
             return None
     except CtrconvError:
@@ -193,7 +193,7 @@ def flat_index(image: ImageRecord, target: dict[str, Any], content: ContentStore
         if not content.exists(index_digest):
             return None
         seen = {index_digest}
-        children = _index_children(content, target, cache, facts)
+        children = _INDEX.of(content, _key(target), cache, facts)
         if children is None:
             return None
         present: list[PlannedManifest] = []
@@ -210,7 +210,7 @@ def flat_index(image: ImageRecord, target: dict[str, Any], content: ContentStore
             if not content.exists(digest):
                 absent.append(child)
                 continue
-            manifest = _manifest_facts(content, child, cache, facts)
+            manifest = _MANIFEST.of(content, _key(child), cache, facts)
             if manifest is None:
                 return None
             _, config_digest, config_size, _, layers = manifest
@@ -241,72 +241,53 @@ def flat_index(image: ImageRecord, target: dict[str, Any], content: ContentStore
     return summary
 
 
-def _manifest_facts(content: ContentStore | NamespaceContent, target: dict[str, Any], cache: DocumentCache | None,
-                    facts: ListingFacts | None) -> ManifestFacts | None:
-    """What :func:`whole_manifest` takes from a manifest: its config descriptor's media type,
-    digest, size and whether it names a platform, and its layers' digests and sizes."""
-    key = _key(target)
-    known = _remembered(facts.manifest, content, key, facts) if facts is not None else None
-    if known is not None:
-        return known
-    doc = _present_document(content, key, cache)
-    if doc is None:
-        return None
+@dataclass(frozen=True)
+class _Facts(Generic[T]):
+    """What the fast paths take from one kind of document, and where the listing facts keep
+    it: ``extract`` of the parsed document; ``lookup``/``remember`` in :class:`ListingFacts`."""
+
+    extract: Callable[[dict[str, Any]], T]
+    lookup: Callable[[ListingFacts, Key], T | None]
+    remember: Callable[[ListingFacts, Key, T], None]
+
+    def of(self, content: ContentStore | NamespaceContent, key: Key, cache: DocumentCache | None,
+           facts: ListingFacts | None) -> T | None:
+        """The facts of the document ``key`` names: remembered (its file still holding its
+        bytes), else read, validated and learnt; None where the walks must word a problem."""
+        if facts is not None:
+            known = self.lookup(facts, key)
+            if known is not None and (key in facts.checked or _unchanged(content, key)):
+                facts.checked.add(key)  # read and hashed once per listing (tags share documents)
+                return known
+        doc = _present_document(content, key, cache)
+        if doc is None:
+            return None
+        found = self.extract(doc)
+        if facts is not None:
+            self.remember(facts, key, found)
+        return found
+
+
+def _manifest_extract(doc: dict[str, Any]) -> ManifestFacts:
     config = doc["config"]
-    found: ManifestFacts = (config.get("mediaType", ""), config["digest"], config["size"], "platform" in config,
-                            [(layer["digest"], layer["size"]) for layer in doc.get("layers") or []])
-    if facts is not None:
-        facts.remember_manifest(key, found)
-    return found
+    return (config.get("mediaType", ""), config["digest"], config["size"], "platform" in config,
+            [(layer["digest"], layer["size"]) for layer in doc.get("layers") or []])
 
 
-def _index_children(content: ContentStore | NamespaceContent, target: dict[str, Any], cache: DocumentCache | None,
-                    facts: ListingFacts | None) -> IndexFacts | None:
-    """An index's ``manifests`` array, as the document holds it ([] when it has none)."""
-    key = _key(target)
-    known = _remembered(facts.index, content, key, facts) if facts is not None else None
-    if known is not None:
-        return known
-    doc = _present_document(content, key, cache)
-    if doc is None:
-        return None
-    found: IndexFacts = doc.get("manifests") or []
-    if facts is not None:
-        facts.remember_index(key, found)
-    return found
-
-
-def _config_facts(content: ContentStore | NamespaceContent, key: Key, cache: DocumentCache | None,
-                  facts: ListingFacts | None) -> ConfigFacts | None:
-    """A config's ``os`` and ``architecture``, as the document holds them."""
-    known = _remembered(facts.config, content, key, facts) if facts is not None else None
-    if known is not None:
-        return known
-    doc = _present_document(content, key, cache)
-    if doc is None:
-        return None
-    found = (doc.get("os"), doc.get("architecture"))
-    if facts is not None:
-        facts.remember_config(key, found)
-    return found
+#: a manifest's config descriptor (media type, digest, size, whether it names a platform) and
+#: its layers' digests and sizes
+_MANIFEST = _Facts(_manifest_extract, ListingFacts.manifest, ListingFacts.remember_manifest)
+#: a config's ``os`` and ``architecture``, as the document holds them
+_CONFIG: _Facts[ConfigFacts] = _Facts(lambda doc: (doc.get("os"), doc.get("architecture")),
+                                      ListingFacts.config, ListingFacts.remember_config)
+#: an index's ``manifests`` array, as the document holds it ([] when it has none)
+_INDEX: _Facts[IndexFacts] = _Facts(lambda doc: doc.get("manifests") or [], ListingFacts.index,
+                                    ListingFacts.remember_index)
 
 
 def _key(desc: dict[str, Any]) -> Key:
     """A descriptor's key in the document cache (and in the listing facts)."""
     return (str(desc.get("digest")), str(desc.get("mediaType", "")), desc.get("size"))
-
-
-def _remembered(lookup: Callable[[Key], T | None], content: ContentStore | NamespaceContent, key: Key,
-                facts: ListingFacts) -> T | None:
-    """The facts ``lookup`` remembers of a document whose file still holds its bytes, checked
-    once per listing (the tags of one image share its manifest and config)."""
-    known = lookup(key)
-    if known is None or key in facts.checked:
-        return known
-    if not _unchanged(content, key):
-        return None
-    facts.checked.add(key)
-    return known
 
 
 def _unchanged(content: ContentStore | NamespaceContent, key: Key) -> bool:

@@ -4,14 +4,13 @@ when it is written, and that a failure to write it is no error."""
 from __future__ import annotations
 
 import json
-import os
-import time
 from pathlib import Path
 
 import pytest
 
 from ctrconv import listingfacts
 from ctrconv.listingfacts import ListingFacts, cache_directory
+from support.sharing import after_the_child_took_one
 
 M_KEY = ("sha256:" + "a" * 64, "application/vnd.oci.image.manifest.v1+json", 500)
 C_KEY = ("sha256:" + "b" * 64, "application/vnd.oci.image.config.v1+json", 300)
@@ -148,23 +147,8 @@ def test_a_listing_with_facts_is_the_listing_without_them(tmp_path: Path, monkey
         monkeypatch.setattr(inventory, "SPLIT_FROM", 2)
         monkeypatch.setattr(inventory, "can_split", lambda: True)
         monkeypatch.setattr(inventory, "_run_length", lambda records: 1)
-        marker = tmp_path / "child-took-one"
-        parent = os.getpid()
-
-        def shared(fn, runs):  # this process's runs wait for the child's first: both learn some
-            def run(part):
-                if os.getpid() != parent:
-                    try:
-                        return fn(part)
-                    finally:
-                        marker.touch()
-                deadline = time.monotonic() + 30
-                while not marker.exists() and time.monotonic() < deadline:
-                    time.sleep(0.001)
-                return fn(part)
-            return forked.map_balanced(run, runs)
-
-        monkeypatch.setattr(inventory, "map_balanced", shared)
+        monkeypatch.setattr(inventory, "map_balanced",  # both processes learn some
+                            lambda fn, runs: forked.map_balanced(after_the_child_took_one(fn, tmp_path / "m"), runs))
     r, root = _zoo(tmp_path / "root")
     monkeypatch.setenv("CTRCONV_CACHE_DIR", str(tmp_path / "facts"))
     tree = _tree(root)
