@@ -213,3 +213,34 @@ def test_the_facts_are_written_as_json_a_batch_at_a_time(count: int) -> None:
     out = io.StringIO()
     _write_object(out, mapping, ["", _members(more), _members({}), _members({"m1": {"i": 1}})])
     assert json.loads(out.getvalue()) == {**mapping, **more}
+
+
+def test_listings_saving_at_once_leave_one_whole_file(tmp_path: Path) -> None:
+    """Eight processes save the facts of one store at the same moment, each its own set: the
+    file left is one of them, whole (its trailer checks), and no temporary file is left."""
+    import os
+
+    store, cache = tmp_path / "content", tmp_path / "cache"
+    writers = 8
+    pids = []
+    for n in range(writers):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                facts = ListingFacts.load(store, cache)
+                for i in range(300):  # a few hundred facts: writes that overlap in time
+                    facts.remember_config((f"sha256:{n:02d}{i:062d}", C_KEY[1], i), (f"os{n}", "amd64"))
+                code = 0 if facts.save() else 1
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    assert all(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0 for pid in pids)
+    files = list((cache / "ls").iterdir())
+    assert [f.suffix for f in files] == [".json"]  # one file, no ".ls-" temporary left
+    facts = ListingFacts.load(store, cache)
+    known = [facts.config((f"sha256:{n:02d}{0:062d}", C_KEY[1], 0)) for n in range(writers)]
+    winners = [n for n, found in enumerate(known) if found is not None]
+    assert len(winners) == 1  # whole: one writer's facts, all of them
+    n = winners[0]
+    assert all(facts.config((f"sha256:{n:02d}{i:062d}", C_KEY[1], i)) == (f"os{n}", "amd64") for i in range(300))
