@@ -218,24 +218,27 @@ def test_the_facts_are_written_as_json_a_batch_at_a_time(count: int) -> None:
 def test_listings_saving_at_once_leave_one_whole_file(tmp_path: Path) -> None:
     """Eight processes save the facts of one store at the same moment, each its own set: the
     file left is one of them, whole (its trailer checks), and no temporary file is left."""
-    import os
+    import subprocess
+    import sys
+    import textwrap
 
-    store, cache = tmp_path / "content", tmp_path / "cache"
+    store, cache, start = tmp_path / "content", tmp_path / "cache", tmp_path / "start"
     writers = 8
-    pids = []
-    for n in range(writers):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                facts = ListingFacts.load(store, cache)
-                for i in range(300):  # a few hundred facts: writes that overlap in time
-                    facts.remember_config((f"sha256:{n:02d}{i:062d}", C_KEY[1], i), (f"os{n}", "amd64"))
-                code = 0 if facts.save() else 1
-            finally:
-                os._exit(code)
-        pids.append(pid)
-    assert all(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0 for pid in pids)
+    program = textwrap.dedent(f"""
+        import os, sys, time
+        from pathlib import Path
+        from ctrconv.listingfacts import ListingFacts
+        n = int(sys.argv[1])
+        facts = ListingFacts.load(Path({str(store)!r}), Path({str(cache)!r}))
+        for i in range(300):  # a few hundred facts: writes that overlap in time
+            facts.remember_config((f"sha256:{{n:02d}}{{i:062d}}", {C_KEY[1]!r}, i), (f"os{{n}}", "amd64"))
+        while not os.path.exists({str(start)!r}):  # all ready, then all at once
+            time.sleep(0.0005)
+        sys.exit(0 if facts.save() else 1)
+    """)
+    processes = [subprocess.Popen([sys.executable, "-c", program, str(n)]) for n in range(writers)]
+    start.touch()
+    assert [p.wait(timeout=60) for p in processes] == [0] * writers
     files = list((cache / "ls").iterdir())
     assert [f.suffix for f in files] == [".json"]  # one file, no ".ls-" temporary left
     facts = ListingFacts.load(store, cache)
