@@ -193,7 +193,7 @@ def flat_index(image: ImageRecord, target: dict[str, Any], content: ContentStore
         if not content.exists(index_digest):
             return None
         seen = {index_digest}
-        children = _INDEX.of(content, _key(target), cache, facts)
+        children = _INDEX.of(content, _key(target), cache, facts, keep=True)
         if children is None:
             return None
         present: list[PlannedManifest] = []
@@ -210,7 +210,7 @@ def flat_index(image: ImageRecord, target: dict[str, Any], content: ContentStore
             if not content.exists(digest):
                 absent.append(child)
                 continue
-            manifest = _MANIFEST.of(content, _key(child), cache, facts)
+            manifest = _MANIFEST.of(content, _key(child), cache, facts, keep=True)
             if manifest is None:
                 return None
             _, config_digest, config_size, _, layers = manifest
@@ -251,9 +251,11 @@ class _Facts(Generic[T]):
     remember: Callable[[ListingFacts, Key, T], None]
 
     def of(self, content: ContentStore | NamespaceContent, key: Key, cache: DocumentCache | None,
-           facts: ListingFacts | None) -> T | None:
+           facts: ListingFacts | None, *, keep: bool = False) -> T | None:
         """The facts of the document ``key`` names: remembered (its file still holding its
-        bytes), else read, validated and learnt; None where the walks must word a problem."""
+        bytes), else read, validated and learnt; None where the walks must word a problem.
+        ``keep``: a document read here goes into the walks' ``cache`` too (where the caller
+        often leaves the image to them: an index whose children are partly stored)."""
         if facts is not None:
             known = self.lookup(facts, key)
             if known is not None and (key in facts.checked or _unchanged(content, key)):
@@ -262,6 +264,8 @@ class _Facts(Generic[T]):
         doc = _present_document(content, key, cache)
         if doc is None:
             return None
+        if keep and cache is not None:
+            cache[key] = doc  # type: ignore[index]
         found = self.extract(doc)
         if facts is not None:
             self.remember(facts, key, found)

@@ -389,3 +389,28 @@ def test_names_only_are_the_listings_names_without_reading_a_document(tmp_path, 
             listing(root, ["other"])
         with pytest.raises(CtrconvError, match="invalid platform"):
             listing(root, ["default"], platform="linux//x")
+
+
+def test_an_index_left_to_the_walks_is_not_read_twice(tmp_path, monkeypatch) -> None:
+    """An index ``flat_index`` leaves to the walks (a child partly stored: CRI's discarded
+    layers) hands them the documents it read: each is read once in the listing."""
+    import collections
+    import json
+
+    from ctrconv import api
+    from ctrconv.containerd.content import ContentStore
+    from support.synthetic_root import SyntheticRoot, host_arch, other_arch
+
+    r = SyntheticRoot(tmp_path / "root")
+    partly = r.image_manifest("p1", host_arch())
+    r.blobs.pop(json.loads(r.blobs[partly["digest"]])["layers"][0]["digest"])
+    index = r.index([(partly, {"architecture": host_arch(), "os": "linux"}),
+                     (r.image_manifest("p2", other_arch()), {"architecture": other_arch(), "os": "linux"})])
+    r.name("default", "example.com/partly:v1", index)
+    root = r.write()
+    reads: collections.Counter[str] = collections.Counter()
+    real = ContentStore.read_exact
+    monkeypatch.setattr(ContentStore, "read_exact", lambda self, d, size: reads.update([str(d)]) or real(self, d, size))
+    [summary] = api.list_images(root, None)
+    assert not summary.complete and summary.missing  # the walks' verdict (a layer missing)
+    assert reads[index["digest"]] == 1 and reads[partly["digest"]] == 1, reads
