@@ -34,10 +34,10 @@ def ls_command(
 ) -> None:
     """List images: namespace, name, type, digest, size, platforms, content present.
 
-    For roots of 1,000 images or more, what a listing learnt from the manifests and configs
-    (checked against their digests on every run) is kept in $CTRCONV_CACHE_DIR or
-    ~/.cache/ctrconv for the next one; CTRCONV_NO_CACHE=1 turns that off. The root is never
-    written.
+    For roots of 1,000 images or more, what a listing learnt from the indexes, manifests
+    and configs (checked against their digests on every run) is kept in $CTRCONV_CACHE_DIR
+    or ~/.cache/ctrconv for the next one; CTRCONV_NO_CACHE=1 turns that off. The root is
+    never written. With -q the names come from the image records alone.
     """
     namespaces = None if all_namespaces else [api.check_namespace(namespace)]
     if quiet and not as_json:  # names only: from the image records, no document read
