@@ -6,13 +6,15 @@ makes."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import pytest
 
 from ctrconv.bolt import BoltFile
 from ctrconv.bolt import reader as bolt_reader
 from ctrconv.errors import CtrconvError
+
+T = TypeVar("T")
 
 
 def flipped_pages(original: bytes, pages: Callable[[], int], rng, trials: int, *, most: int = 4,  # type: ignore[no-untyped-def]
@@ -52,3 +54,15 @@ def buckets_made(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     real = bolt_reader.Bucket._child
     monkeypatch.setattr(bolt_reader.Bucket, "_child", lambda self, key, *a: made.append(key) or real(self, key, *a))
     return made
+
+
+def until_error(read: Callable[[], Iterable[T]]) -> tuple[list[T], object]:
+    """The records ``read`` gives before its first error, and that error (type and wording),
+    or None: what two readers of one damaged file are compared by."""
+    got: list[T] = []
+    try:
+        for record in read():
+            got.append(record)
+    except CtrconvError as exc:
+        return got, (type(exc), str(exc))
+    return got, None

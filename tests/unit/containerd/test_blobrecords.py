@@ -12,7 +12,7 @@ from ctrconv.bolt.writer import write_bolt
 from ctrconv.containerd import blobrecords
 from ctrconv.containerd.records import BlobRecord, go_time, read_blob, text, write_blob
 from ctrconv.errors import CtrconvError
-from support.bolt_records import buckets_made, damaged_files
+from support.bolt_records import buckets_made, damaged_files, until_error
 
 GC = "containerd.io/gc.ref.content"
 
@@ -41,17 +41,6 @@ def _write(path: Path) -> None:
     write_bolt(path, tree, page_size=4096)
 
 
-def _outcome(read) -> tuple[list[BlobRecord], object]:
-    """The records read before the first error, and that error (type and wording)."""
-    got: list[BlobRecord] = []
-    try:
-        for rec in read():
-            got.append(rec)
-    except CtrconvError as exc:
-        return got, (type(exc), str(exc))
-    return got, None
-
-
 def _both(db: BoltFile) -> tuple[object, object]:
     def old():
         bucket = db.root.bucket(b"blob")
@@ -60,7 +49,7 @@ def _both(db: BoltFile) -> tuple[object, object]:
     def new():
         return blobrecords.blobs(db, db.root.bucket(b"blob"), "default")
 
-    return _outcome(old), _outcome(new)
+    return until_error(old), until_error(new)
 
 
 def test_sound_records_read_without_a_bucket_each(tmp_path, monkeypatch):
@@ -70,7 +59,7 @@ def test_sound_records_read_without_a_bucket_each(tmp_path, monkeypatch):
     with BoltFile(path) as db:
         old, new = _both(db)
         made.clear()
-        records, error = _outcome(lambda: blobrecords.blobs(db, db.root.bucket(b"blob"), "default"))
+        records, error = until_error(lambda: blobrecords.blobs(db, db.root.bucket(b"blob"), "default"))
     assert new == old and error is None
     assert len(records) == 12 and len(records[5].labels) == 60 and records[3].size == 0
     # a Bucket for "blob" itself, and for the one record whose 60 labels fill more than a page

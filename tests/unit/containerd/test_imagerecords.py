@@ -21,7 +21,7 @@ from ctrconv.containerd import schema as K
 from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.records import ImageRecord, Target, go_time, read_image, text, write_image
 from ctrconv.errors import CtrconvError
-from support.bolt_records import buckets_made, damaged_files
+from support.bolt_records import buckets_made, damaged_files, until_error
 
 REPO = Path(__file__).resolve().parents[3]
 MT = "application/vnd.oci.image.manifest.v1+json"
@@ -110,17 +110,6 @@ def _outcome(read: Callable[[], object]) -> object:
         return type(exc), str(exc)
 
 
-def _sequence(read: Callable[[], Iterable[ImageRecord]]) -> tuple[list[ImageRecord], object]:
-    """The records read before the first error, and that error."""
-    got: list[ImageRecord] = []
-    try:
-        for rec in read():
-            got.append(rec)
-    except CtrconvError as exc:
-        return got, (type(exc), str(exc))
-    return got, None
-
-
 def _old(bucket: bolt_reader.Bucket, namespace: str) -> Iterable[ImageRecord]:
     return (read_image(b, namespace, text(k)) for k, b in bucket.buckets())
 
@@ -207,7 +196,7 @@ def test_a_sequence_stops_at_the_same_record_with_the_same_error(tmp_path, read)
         _write(path, [odd, "many-labels"])
         with BoltFile(path) as db:
             bucket = db.root.bucket(K.IMAGES)
-            old, new = _sequence(lambda: _old(bucket, "default")), _sequence(lambda: read(db, bucket, "default"))
+            old, new = until_error(lambda: _old(bucket, "default")), until_error(lambda: read(db, bucket, "default"))
         assert new == old
         assert (len(old[0]), old[1] is not None) == expected, old
 
@@ -218,7 +207,7 @@ def test_damaged_pages_give_the_same_records_and_errors(tmp_path):
     original = path.read_bytes()
     with BoltFile(path) as db:
         hwm = db.meta.pgid
-        sound = _sequence(lambda: _old(db.root.bucket(K.IMAGES), "default"))[0]
+        sound = until_error(lambda: _old(db.root.bucket(K.IMAGES), "default"))[0]
     rng = random.Random(23)
     kinds = set()
     for trial, db in damaged_files(path, original, lambda: rng.randrange(2, hwm), rng, 400):
@@ -226,9 +215,9 @@ def test_damaged_pages_give_the_same_records_and_errors(tmp_path):
             bucket = db.root.bucket(K.IMAGES)
             if bucket is None:
                 continue
-            old = _sequence(lambda: _old(bucket, "default"))
-            news = [_sequence(lambda: imagerecords.images(db, bucket, "default")),
-                    _sequence(lambda: _stored(db, bucket, "default"))]
+            old = until_error(lambda: _old(bucket, "default"))
+            news = [until_error(lambda: imagerecords.images(db, bucket, "default")),
+                    until_error(lambda: _stored(db, bucket, "default"))]
             each = _each(db, bucket)
         except CtrconvError:  # the root or ``images`` itself does not read
             continue
@@ -265,9 +254,9 @@ def test_every_cached_root_reads_the_same(monkeypatch):
             for ns in meta.namespaces():
                 bucket = meta._ns(ns, K.IMAGES)
                 if bucket is not None:
-                    old = _sequence(lambda: _old(bucket, ns))
-                    assert _sequence(lambda: meta.images(ns)) == old, (path, ns)
-                    assert _sequence(lambda: _stored(db, bucket, ns)) == old, (path, ns)
+                    old = until_error(lambda: _old(bucket, ns))
+                    assert until_error(lambda: meta.images(ns)) == old, (path, ns)
+                    assert until_error(lambda: _stored(db, bucket, ns)) == old, (path, ns)
                     records += len(old[0])
                 blobs = meta._ns(ns, K.CONTENT, K.BLOB)
                 keys = frozenset(text(k) for k, _ in blobs.buckets()) if blobs is not None else frozenset()
@@ -286,7 +275,7 @@ def test_a_record_with_a_short_bucket_header_stops_the_sequence_there(tmp_path):
     path.write_bytes(bytes(data))
     with BoltFile(path) as db:
         bucket = db.root.bucket(K.IMAGES)
-        old = _sequence(lambda: _old(bucket, "default"))
+        old = until_error(lambda: _old(bucket, "default"))
         assert len(old[0]) == 3 and old[1][0] is bolt_reader.CorruptPage and "bucket header" in old[1][1], old  # type: ignore[index]
-        assert _sequence(lambda: imagerecords.images(db, bucket, "default")) == old
-        assert _sequence(lambda: _stored(db, bucket, "default")) == old
+        assert until_error(lambda: imagerecords.images(db, bucket, "default")) == old
+        assert until_error(lambda: _stored(db, bucket, "default")) == old
