@@ -9,7 +9,7 @@ import pytest
 
 from ctrconv import forked as forked_module
 from ctrconv.forked import map_balanced, map_halves
-from support.sharing import after_the_child_took_one
+from support.sharing import both_take_part
 
 
 def _children() -> set[int]:
@@ -119,7 +119,7 @@ def test_no_split_beside_another_thread(monkeypatch) -> None:
 def test_balanced_results_in_order_from_both_processes(tmp_path, n: int) -> None:
     parent = os.getpid()
     fn = lambda x: (x * x, os.getpid())  # noqa: E731
-    results = map_balanced(after_the_child_took_one(fn, tmp_path / "m") if n >= 2 else fn, list(range(n)))
+    results = map_balanced(both_take_part(fn, tmp_path / "m") if n >= 2 else fn, list(range(n)))
     assert [r for r, _ in results] == [x * x for x in range(n)]
     if n >= 2:
         pids = {pid for _, pid in results}
@@ -136,7 +136,7 @@ def test_balanced_failure_is_the_first_in_order(tmp_path, bad: tuple[int, ...]) 
         return x
 
     with pytest.raises(Odd) as caught:
-        map_balanced(after_the_child_took_one(fn, tmp_path / "m"), list(range(300)))
+        map_balanced(both_take_part(fn, tmp_path / "m"), list(range(300)))
     assert caught.value.item == min(bad) and str(caught.value) == f"item {min(bad)}"
 
 
@@ -148,28 +148,28 @@ def test_balanced_a_child_that_dies_leaves_its_items_here(tmp_path) -> None:
             os._exit(3)  # after the items it sent
         return -x
 
-    assert map_balanced(after_the_child_took_one(fn, tmp_path / "m"), list(range(50))) == [-x for x in range(50)]
+    assert map_balanced(both_take_part(fn, tmp_path / "m"), list(range(50))) == [-x for x in range(50)]
 
 
 def test_balanced_a_result_that_does_not_pickle_is_computed_here(tmp_path) -> None:
     parent = os.getpid()
-    results = map_balanced(after_the_child_took_one(lambda x: (x, lambda: x) if os.getpid() != parent else (x, None),
+    results = map_balanced(both_take_part(lambda x: (x, lambda: x) if os.getpid() != parent else (x, None),
                                                      tmp_path / "m"), list(range(20)))
     assert [x for x, _ in results] == list(range(20))
     assert all(f is None for _, f in results)  # the child's could not come back: redone here
 
 
-def test_balanced_an_interrupt_here_stops_the_child_at_once() -> None:
+def test_balanced_an_interrupt_here_stops_the_child_at_once(tmp_path) -> None:
     parent = os.getpid()
 
     def fn(x: int) -> int:
-        if os.getpid() == parent and x >= 1:
+        if os.getpid() == parent:
             raise KeyboardInterrupt
         time.sleep(0.01)
         return x
 
     with pytest.raises(KeyboardInterrupt):
-        map_balanced(fn, list(range(100)))  # (no child left: the fixture)
+        map_balanced(both_take_part(fn, tmp_path / "m"), list(range(100)))  # (no child left: the fixture)
 
 
 def test_balanced_refuses_more_items_than_its_queue_holds() -> None:

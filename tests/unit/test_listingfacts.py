@@ -10,7 +10,7 @@ import pytest
 
 from ctrconv import listingfacts
 from ctrconv.listingfacts import ListingFacts, cache_directory
-from support.sharing import after_the_child_took_one
+from support.sharing import both_take_part
 
 M_KEY = ("sha256:" + "a" * 64, "application/vnd.oci.image.manifest.v1+json", 500)
 C_KEY = ("sha256:" + "b" * 64, "application/vnd.oci.image.config.v1+json", 300)
@@ -148,7 +148,7 @@ def test_a_listing_with_facts_is_the_listing_without_them(tmp_path: Path, monkey
         monkeypatch.setattr(inventory, "can_split", lambda: True)
         monkeypatch.setattr(inventory, "_run_length", lambda records: 1)
         monkeypatch.setattr(inventory, "map_balanced",  # both processes learn some
-                            lambda fn, runs: forked.map_balanced(after_the_child_took_one(fn, tmp_path / "m"), runs))
+                            lambda fn, runs: forked.map_balanced(both_take_part(fn, tmp_path / "m"), runs))
     r, root = _zoo(tmp_path / "root")
     monkeypatch.setenv("CTRCONV_CACHE_DIR", str(tmp_path / "facts"))
     tree = _tree(root)
