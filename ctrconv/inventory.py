@@ -372,7 +372,9 @@ SPLIT_FROM = 2000
 
 def list_images(meta: MetadataDB, content: ContentStore, namespaces: list[str], matcher: plat.MatchComparer) -> list[ImageSummary]:
     out = []
-    cache: DocumentCache = RecentDocuments()  # type: ignore[assignment]  # tags share manifests and configs
+    # the documents the walks read (and those flat_index hands them): an image's three walks,
+    # and images sharing an index's children, read each once
+    cache: DocumentCache = RecentDocuments()  # type: ignore[assignment]
     facts: ListingFacts | None = None
     facts_looked_for = False
     judged = judged_platform(matcher)

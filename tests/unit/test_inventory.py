@@ -414,3 +414,52 @@ def test_an_index_left_to_the_walks_is_not_read_twice(tmp_path, monkeypatch) -> 
     [summary] = api.list_images(root, None)
     assert not summary.complete and summary.missing  # the walks' verdict (a layer missing)
     assert reads[index["digest"]] == 1 and reads[partly["digest"]] == 1, reads
+
+
+def test_names_only_on_damaged_meta_db_fail_as_the_records_read(tmp_path) -> None:
+    """``ls -q`` on a meta.db with random bytes changed: the names of every record that reads,
+    or the error of the first that does not, as reading the records one by one gives them
+    (``MetadataDB.images``); it never reads content records, so their damage does not stop it,
+    as ``ctr images ls -q`` (containerd's image list) does not read them either."""
+    import random
+
+    from ctrconv import api
+    from ctrconv.bolt import BoltFile
+    from ctrconv.containerd.metadata import MetadataDB
+    from ctrconv.errors import CtrconvError
+    from support.bolt_records import damaged_files, until_error
+    from support.synthetic_root import standard_root
+
+    r = standard_root(tmp_path / "root")
+    for i in range(40):
+        r.name("other", f"example.com/many-names-to-fill-pages/{i:03d}:v1", r.image_manifest(f"m{i}", "amd64"))
+    root = r.write()
+    path = root / "io.containerd.metadata.v1.bolt" / "meta.db"
+    original = path.read_bytes()
+    with BoltFile(path) as db:
+        hwm = db.meta.pgid
+    rng = random.Random(20261206)
+    compared = failed = 0
+    for trial, db in damaged_files(tmp_path / "copy.db", original, lambda: rng.randrange(2, hwm), rng, 150):
+        expected: list[str] = []
+        error = None
+        try:
+            meta = MetadataDB(db)
+            for ns in meta.namespaces():
+                names, error = until_error(lambda: (image.name for image in meta.images(ns)))
+                expected += names
+                if error is not None:
+                    break
+        except CtrconvError as exc:
+            error = (type(exc), str(exc))
+        if error is not None:  # (worded with the path of the file read)
+            error = (error[0], error[1].replace(str(tmp_path / "copy.db"), str(path)))  # type: ignore[index]
+        path.write_bytes((tmp_path / "copy.db").read_bytes())
+        try:
+            got: object = api.list_image_names(root)
+        except CtrconvError as exc:
+            got = (type(exc), str(exc))
+        assert got == (error if error is not None else expected), trial
+        compared += 1
+        failed += error is not None
+    assert compared >= 50 and 0 < failed < compared, (compared, failed)

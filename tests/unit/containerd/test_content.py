@@ -197,3 +197,25 @@ def test_list_now_lists_before_any_lookup(tmp_path: Path, monkeypatch) -> None:
     large.list_now()
     assert large._files == {"sha256": frozenset({present[7:]}), "sha384": None, "sha512": None}
     assert large.exists(present) and not large.exists("sha512:" + "e" * 128)
+
+
+def test_read_exact_of_a_digest_text_refuses_what_does_not_parse(tmp_path: Path, monkeypatch) -> None:
+    """``read_exact`` takes a digest text too (``ls`` hands it the descriptors' own): the same
+    bytes as for the parsed digest, and None, with no file opened, for a text ``Digest.parse``
+    refuses, a path out of the store above all."""
+    import os
+
+    from ctrconv.digest import Digest
+
+    store = _store(tmp_path)
+    good = _put(store, b'{"a": 1}')
+    assert store.read_exact(good, 8) == store.read_exact(Digest.parse(good), 8) == b'{"a": 1}'
+    outside = tmp_path / "secret"
+    outside.write_bytes(b"12345678")
+    opened: list[str] = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k))
+    for hostile in ("sha256:../../../secret", "sha256:" + good[7:].upper(), good + "\n", "md5:" + "a" * 32,
+                    "sha256:" + good[7:-1], "sha256/" + good[7:], ""):
+        assert store.read_exact(hostile, 8) is None, hostile
+    assert opened == []
