@@ -34,7 +34,11 @@ import os
 import tempfile
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from ctrconv.digest import is_canonical
+from ctrconv.errors import CtrconvError
+from ctrconv.oci.validate import MAX_SIZE, validate_object
 
 #: images in a listing from which the cache is used
 FACTS_FROM = 1000
@@ -124,29 +128,32 @@ class ListingFacts:
             pass
         return cls(path, rules)
 
-    def _lookup(self, kind: str, key: Key) -> Any:
+    def _lookup(self, kind: str, key: Key, sound: Callable[[Any, Key], bool]) -> Any:
+        """The remembered facts of ``key``, when they have the shape this module writes
+        (``sound``); None otherwise, and the document is then read as if nothing was known."""
         known = self._known[kind]
         if not known:  # (a first listing: nothing to look for)
             return None
         text = _text_key(key)
         found = known.get(text)
-        if found is not None:
-            self._used[kind].add(text)
+        if found is None or not sound(found, key):
+            return None
+        self._used[kind].add(text)
         return found
 
     def manifest(self, key: Key) -> ManifestFacts | None:
-        found = self._lookup("manifests", key)
+        found = self._lookup("manifests", key, _sound_manifest)
         if found is None:
             return None
         media_type, digest, size, has_platform, layers = found
         return media_type, digest, size, has_platform, [(d, s) for d, s in layers]
 
     def config(self, key: Key) -> ConfigFacts | None:
-        found = self._lookup("configs", key)
+        found = self._lookup("configs", key, _sound_config)
         return None if found is None else (found[0], found[1])
 
     def index(self, key: Key) -> IndexFacts | None:
-        return self._lookup("indexes", key)  # type: ignore[no-any-return]
+        return self._lookup("indexes", key, _sound_index)  # type: ignore[no-any-return]
 
     def remember_manifest(self, key: Key, facts: ManifestFacts) -> None:
         media_type, digest, size, has_platform, layers = facts
@@ -212,6 +219,42 @@ class ListingFacts:
         except OSError:
             return False
         return True
+
+
+# -- the shapes the remember_* methods write ---------------------------------------------------
+# The trailer tells a file changed by damage; a file made or edited by hand with a valid trailer
+# can still hold entries of any shape. An entry that is not what this module writes is ignored
+# (its document is read, validated and learnt again), so no shape of file makes ``ls`` fail.
+
+
+def _descriptor_fields(digest: Any, size: Any) -> bool:
+    """A canonical digest text and a size in JSON's exact integer range, as validation leaves them."""
+    return type(digest) is str and is_canonical(digest) and type(size) is int and 0 <= size <= MAX_SIZE
+
+
+def _sound_manifest(found: Any, key: Key) -> bool:
+    if type(found) is not list or len(found) != 5:
+        return False
+    media_type, digest, size, has_platform, layers = found
+    return (type(media_type) is str and _descriptor_fields(digest, size) and type(has_platform) is bool
+            and type(layers) is list
+            and all(type(layer) is list and len(layer) == 2 and _descriptor_fields(*layer) for layer in layers))
+
+
+def _sound_config(found: Any, key: Key) -> bool:
+    return type(found) is list and len(found) == 2 and all(value is None or type(value) is str for value in found)
+
+
+def _sound_index(found: Any, key: Key) -> bool:
+    """An index's ``manifests`` array that passes the validation its document passed (the
+    array in an index of the key's media type)."""
+    if type(found) is not list:
+        return False
+    try:
+        validate_object(key[1], {"schemaVersion": 2, "mediaType": key[1], "manifests": found}, digest=key[0])
+    except CtrconvError:
+        return False
+    return True
 
 
 def _nothing_fresh() -> tuple[dict[str, set[str]], dict[str, dict[str, Any]]]:

@@ -196,6 +196,78 @@ def test_a_listing_with_facts_is_the_listing_without_them(tmp_path: Path, monkey
     assert status[0] == "error" and "digest mismatch" in status[1]
 
 
+#: entries of the wrong shape for each kind, and for parts of a real entry (``path`` into it)
+_BAD_VALUES = [1, "x", True, {}, [], [None], [1, 2, 3, 4, 5], ["a", "b", "c"], [[], {}], [{"a": 1}], {"0": 1}]
+_BAD_PARTS = {
+    "manifests": [((0,), 7), ((1,), "sha256:../../x"), ((1,), "sha256:" + "A" * 64), ((2,), "300"), ((2,), -1),
+                  ((2,), 2**60), ((2,), 300.0), ((3,), 0), ((4,), None), ((4,), [["sha256:" + "c" * 64]]),
+                  ((4,), [["sha256:" + "c" * 64, "1"]]), ((4,), [[1, 2]]), ((4,), [("x", 1, 2)])],
+    "configs": [((0,), 5), ((1,), ["amd64"]), ((0,), {"os": "linux"})],
+    "indexes": [((0,), "x"), ((0, "size"), "1"), ((0, "size"), True), ((0, "digest"), "sha256:../x"),
+                ((0, "platform"), 5), ((0, "platform", "os"), 5), ((0, "platform"), {}), ((0, "mediaType"), 1),
+                ((0,), {"platform": {"os": "linux", "architecture": "amd64"}})],
+}
+
+
+def _rewrite(path: Path, doc: dict) -> None:
+    """``doc`` as the facts file, with the trailer this module writes (a hand-made file)."""
+    import hashlib
+
+    body = json.dumps(doc).encode()
+    path.write_bytes(body + b"\n" + hashlib.sha256(body).hexdigest().encode())
+
+
+def _mutations(facts: dict):
+    """(kind, facts file) with every entry of one kind replaced by a bad value, or one part of
+    every entry of one kind replaced."""
+    import copy
+
+    for kind in listingfacts.KINDS:
+        for bad in _BAD_VALUES:
+            if not (kind == "indexes" and bad == []):  # (an index of no manifests is a shape it writes)
+                yield kind, {**facts, kind: {key: bad for key in facts[kind]}}
+        for path, bad in _BAD_PARTS[kind]:
+            changed = copy.deepcopy(facts)
+            for entry in changed[kind].values():
+                target = entry
+                for step in path[:-1]:
+                    target = target[step]
+                if isinstance(target, dict) or len(target) > path[-1]:
+                    target[path[-1]] = bad
+            yield kind, changed
+    yield "all", {**facts, **{kind: ["x"] for kind in listingfacts.KINDS}}
+    yield "all", {**facts, **{kind: "ab" for kind in listingfacts.KINDS}}
+
+
+def test_a_hand_made_facts_file_of_any_shape_gives_the_listing_without_facts(tmp_path: Path, monkeypatch) -> None:
+    """A facts file whose trailer is right (made or edited by hand, not damaged) but whose
+    entries are not what ctrconv writes: each such entry is ignored, the document is read and
+    validated as on a first listing, and the listing is the one without facts (no traceback)."""
+    from ctrconv import inventory
+
+    monkeypatch.setattr(inventory, "FACTS_FROM", 1)
+    _, root = _zoo(tmp_path / "root")
+    monkeypatch.setenv("CTRCONV_NO_CACHE", "1")
+    plain = _listing(root)
+    monkeypatch.delenv("CTRCONV_NO_CACHE")
+    monkeypatch.setenv("CTRCONV_CACHE_DIR", str(tmp_path / "facts"))
+    assert _listing(root) == plain
+    (path,) = (tmp_path / "facts" / "ls").iterdir()
+    facts = json.loads(path.read_bytes().rpartition(b"\n")[0])
+    assert all(facts[kind] for kind in listingfacts.KINDS)
+    tried = 0
+    for kind, changed in _mutations(facts):
+        _rewrite(path, changed)
+        assert _listing(root) == plain, (kind, changed[kind] if kind != "all" else changed)
+        tried += 1
+    assert tried > 50
+    _rewrite(path, facts)  # and the sound file still serves: nothing parsed again
+    parsed: list[str] = []
+    real_validate = inventory.validate_json
+    monkeypatch.setattr(inventory, "validate_json", lambda *a, **k: parsed.append(a[0]) or real_validate(*a, **k))
+    assert _listing(root) == plain and parsed == []
+
+
 @pytest.mark.parametrize("count", [0, 1, 999, 1000, 1001, 2500])
 def test_the_facts_are_written_as_json_a_batch_at_a_time(count: int) -> None:
     import io
