@@ -16,11 +16,25 @@ _HEX = re.compile(r"[0-9a-f]+\Z")
 _CANONICAL = re.compile("|".join(f"{algorithm}:[0-9a-f]{{{length}}}" for algorithm, length in ALGORITHMS.items()))
 
 
+#: canonical digest texts already matched, so a text asked about again costs a set lookup:
+#: ``ls`` of a large root asks about each digest three times (its document's schema pattern,
+#: its descriptor's check, the content lookup), each ~0.6-1 us as a regular expression
+_KNOWN_CANONICAL: set[str] = set()
+#: at most this many remembered (~10 MB of 71-character texts); later ones are matched each time
+KNOWN_CANONICAL_LIMIT = 1 << 17
+
+
 def is_canonical(text: str) -> bool:
     """Whether ``Digest.parse(text)`` succeeds and ``str()`` of it is ``text`` again: one
-    regular expression instead of a :class:`Digest` made and dropped (``ls`` of a large root
-    asks this of every digest it meets, most of them once)."""
-    return _CANONICAL.fullmatch(text) is not None
+    regular expression instead of a :class:`Digest` made and dropped, and a set lookup for a
+    text seen before."""
+    if text in _KNOWN_CANONICAL:
+        return True
+    if _CANONICAL.fullmatch(text) is None:
+        return False
+    if len(_KNOWN_CANONICAL) < KNOWN_CANONICAL_LIMIT:
+        _KNOWN_CANONICAL.add(text)
+    return True
 
 
 @dataclass(frozen=True, order=True)

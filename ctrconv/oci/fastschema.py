@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urldefrag, urljoin
 
+from ctrconv.digest import is_canonical
+
 Check = Callable[[Any], bool]
 
 #: keywords that never affect validity (annotations and containers of definitions)
@@ -57,20 +59,33 @@ def _enum(value: Any, allowed: frozenset[tuple[type, Any]]) -> bool:
     return isinstance(value, _SCALARS) and (type(value), value) in allowed
 
 
+#: ``pattern``s whose language holds every text :func:`~ctrconv.digest.is_canonical` accepts:
+#: the OCI digest grammar (``algorithm:encoded``; a canonical digest is a lower-case algorithm
+#: name of letters and digits, ``:``, and lower-case hex, all within its character classes).
+#: A canonical digest passes them without a search, and its check is remembered where the
+#: descriptor check and the content lookup ask again. Any other pattern is searched.
+DIGEST_PATTERNS = frozenset({"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$"})
+
+
 class _Matches:
     """A ``pattern`` keyword's regular expression with the strings it matched remembered: the
     same media types, digests of shared layers and annotation keys recur in every document of a
     large root, and a set lookup costs a tenth of a search. Only matches are kept (a mismatch
-    sends the document to jsonschema anyway), at most :attr:`LIMIT` of them."""
+    sends the document to jsonschema anyway), at most :attr:`LIMIT` of them. For a digest
+    pattern (:data:`DIGEST_PATTERNS`) a canonical digest matches without a search: a large
+    root's digests are mostly each seen once, after the remembered ones fill the set."""
 
     LIMIT = 4096
-    __slots__ = ("pattern", "found")
+    __slots__ = ("pattern", "found", "holds_canonical_digests")
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         self.pattern = pattern
         self.found: set[str] = set()
+        self.holds_canonical_digests = pattern.pattern in DIGEST_PATTERNS
 
     def search(self, text: str) -> bool:
+        if self.holds_canonical_digests and is_canonical(text):
+            return True
         if self.pattern.search(text) is None:
             return False
         if len(self.found) < self.LIMIT:

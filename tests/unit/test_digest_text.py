@@ -37,3 +37,18 @@ def test_random_texts_near_digests() -> None:
         alphabet = rng.choice(["0123456789abcdef", "0123456789abcdefABCDEF\n/.g"])
         text = algorithm + separator + "".join(rng.choice(alphabet) for _ in range(length))
         assert is_canonical(text) == _parse_agrees(text), text
+
+
+def test_remembered_answers_are_the_regular_expressions_and_stop_at_the_limit(monkeypatch) -> None:
+    """Canonical texts are remembered (asked again, the answer comes from the set), refused
+    ones never are, and the set stops growing at its limit while the answers stay the same."""
+    from ctrconv import digest
+
+    monkeypatch.setattr(digest, "_KNOWN_CANONICAL", set())
+    monkeypatch.setattr(digest, "KNOWN_CANONICAL_LIMIT", 5)
+    rng = random.Random(7)
+    texts = [f"sha256:{rng.getrandbits(256):064x}" for _ in range(8)] + ["sha256:" + "A" * 64, "sha256:../x"]
+    for _ in range(3):
+        for text in texts:
+            assert is_canonical(text) == _parse_agrees(text), text
+    assert len(digest._KNOWN_CANONICAL) == 5 and digest._KNOWN_CANONICAL <= set(texts[:8])

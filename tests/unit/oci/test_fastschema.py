@@ -11,6 +11,7 @@ mutations must be rejected by jsonschema (otherwise the mutations would prove no
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any, Iterator
 
 import pytest
@@ -160,3 +161,35 @@ def test_a_pattern_remembers_only_what_it_matched_and_at_most_its_limit(monkeypa
     for text in ("sha256:0001", "sha256:0002", "sha256:0003", "sha256:0004"):
         assert check({"d": text})
     assert len(matches.found) == 3 and check({"d": "sha256:0004"}) and not check({"d": "sha256:zzzz"})
+
+
+def test_a_digest_pattern_passes_canonical_digests_without_a_search(monkeypatch) -> None:
+    """The schemas' digest pattern is one the compiled check knows holds every canonical digest
+    (so ``ls`` of a large root does not search each new digest's text): each pattern in
+    :data:`DIGEST_PATTERNS` matches canonical digests of every algorithm, and a text that is not
+    canonical is still searched (and judged by the pattern)."""
+    import random
+
+    from ctrconv.digest import ALGORITHMS
+    from ctrconv.oci import fastschema
+    from ctrconv.oci.fastschema import DIGEST_PATTERNS, _Compiler, _compiler
+
+    _compiler(str(SCHEMA_DIR)).check(_SCHEMA_BASE + schema_for(mt.OCI_MANIFEST))
+    compiled = [v for v in _compiler(str(SCHEMA_DIR)).names.values() if isinstance(v, fastschema._Matches)]
+    assert any(m.holds_canonical_digests for m in compiled), "the schemas' digest pattern is no longer known"
+    rng = random.Random(11)
+    for pattern in DIGEST_PATTERNS:
+        regex = re.compile(pattern)
+        for algorithm, length in ALGORITHMS.items():
+            for _ in range(200):
+                assert regex.search(f"{algorithm}:{rng.getrandbits(4 * length):0{length}x}")
+    searched: list[str] = []
+    compiler = _Compiler({"t": {"type": "string", "pattern": next(iter(DIGEST_PATTERNS))}})
+    check = compiler.check("t")
+    matches = next(v for v in compiler.names.values() if isinstance(v, fastschema._Matches))
+    real = matches.pattern
+    monkeypatch.setattr(matches, "pattern", type("Spy", (), {
+        "search": lambda self, text: searched.append(text) or real.search(text), "pattern": real.pattern})())
+    assert check("sha256:" + "ab" * 32) and searched == []
+    assert check("sha256:" + "AB" * 32) and searched == ["sha256:" + "AB" * 32]  # the pattern allows it
+    assert not check("sha256:../x")
