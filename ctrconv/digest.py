@@ -16,12 +16,15 @@ _HEX = re.compile(r"[0-9a-f]+\Z")
 _CANONICAL = re.compile("|".join(f"{algorithm}:[0-9a-f]{{{length}}}" for algorithm, length in ALGORITHMS.items()))
 
 
-#: canonical digest texts already matched, so a text asked about again costs a set lookup:
-#: ``ls`` of a large root asks about each digest three times (its document's schema pattern,
-#: its descriptor's check, the content lookup), each ~0.6-1 us as a regular expression
+#: canonical digest texts matched lately, so a text asked about again soon costs a set lookup:
+#: ``ls`` of a large root asks about each digest three times while it summarises one image
+#: (its document's schema pattern, its descriptor's check, the content lookup), each ~0.6-1 us
+#: as a regular expression
 _KNOWN_CANONICAL: set[str] = set()
-#: at most this many remembered (~10 MB of 71-character texts); later ones are matched each time
-KNOWN_CANONICAL_LIMIT = 1 << 17
+#: the set is emptied when it holds this many (~1 MB): the repeated questions come close
+#: together, and remembering every digest of a 10,000-image root kept the strings of documents
+#: long let go alive (5 MiB more at the peak of a rebuild)
+KNOWN_CANONICAL_LIMIT = 1 << 13
 
 
 def is_canonical(text: str) -> bool:
@@ -32,8 +35,9 @@ def is_canonical(text: str) -> bool:
         return True
     if _CANONICAL.fullmatch(text) is None:
         return False
-    if len(_KNOWN_CANONICAL) < KNOWN_CANONICAL_LIMIT:
-        _KNOWN_CANONICAL.add(text)
+    if len(_KNOWN_CANONICAL) >= KNOWN_CANONICAL_LIMIT:
+        _KNOWN_CANONICAL.clear()
+    _KNOWN_CANONICAL.add(text)
     return True
 
 
