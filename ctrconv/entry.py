@@ -2,7 +2,8 @@
 
 Importing the CLI pulls in typer and the command's module (tens of milliseconds, more on a
 loaded machine); a Ctrl-C in that time must give one line and exit 130, not a
-``KeyboardInterrupt`` traceback. ``--version`` is answered here, without the CLI.
+``KeyboardInterrupt`` traceback. ``--version`` is answered here, without the CLI, and the
+most frequent ``ls`` command lines run without typer (:mod:`ctrconv.run.shortcut`).
 
 As the process entry (``argv`` not given) it also sets the process's garbage-collection
 pace and, once the command has finished, ends the process without the interpreter's teardown
@@ -60,6 +61,13 @@ def main(argv: list[str] | None = None) -> None:
         interrupts.ignore_from_now_on()
         raise SystemExit(code)
     try:
+        from ctrconv.run import shortcut
+
+        quick = shortcut.take(sys.argv[1:] if argv is None else argv)
+        if quick is not None:  # an ``ls`` command line: run without building the typer app
+            from ctrconv.run.outcome import finish
+
+            finish(quick)
         from ctrconv.cli import main as cli_main
 
         cli_main(argv)

@@ -12,10 +12,10 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from ctrconv import interrupts
 from ctrconv.cli import _common
 from ctrconv.cli._coerce import PlainCommand, use_plain_coercion
 from ctrconv.cli.commands import COMMANDS
+from ctrconv.run.outcome import finish
 
 
 class _LazyGroup(TyperGroup):
@@ -100,20 +100,4 @@ def main(argv: list[str] | None = None) -> None:
     """Run the app and map errors to exit codes (the process entry is :mod:`ctrconv.entry`,
     which installs the signal handlers before this module is imported; command modules are
     imported by :class:`_LazyGroup` as needed)."""
-    # Names read from damaged or foreign stores may hold bytes that are not UTF-8 (decoded with
-    # surrogateescape); show them escaped instead of failing on output.
-    for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
-    with interrupts.command_running():
-        code = _common.run(app, argv if argv is not None else sys.argv[1:])
-        late = interrupts.late_signals()
-        if late and code == 0:
-            # the command had passed its commit point: what it reported is written
-            _common.warning_line(f"{interrupts.word(late[0])} after writing; the command had completed")
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (BrokenPipeError, ValueError, AttributeError):  # AttributeError: started closed (None)
-                pass
-    raise SystemExit(code)
+    finish(lambda: _common.run(app, argv if argv is not None else sys.argv[1:]))

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from ctrconv import commitpoint, interrupts, tempfiles
-from ctrconv.errors import CtrconvError, UsageError
+from ctrconv import commitpoint
+from ctrconv.errors import UsageError
+# (the command modules import these from here too)
+from ctrconv.run.options import WAIT_FOREVER, wait_seconds  # noqa: F401
+from ctrconv.run.outcome import Stopped, error_line, guarded, print_json, warning_line  # noqa: F401
 
 
 @dataclass
@@ -31,27 +32,11 @@ NAMESPACE_OPTION = typer.Option(
 )
 JSON_OPTION = typer.Option(False, "--json", help="Machine-readable output on stdout (one JSON document).")
 QUIET_OPTION = typer.Option(False, "-q", "--quiet", help="No progress bars.")
-WAIT_FOREVER = "--wait=inf"
 WAIT_OPTION = typer.Option(
     None, "--wait", metavar="[=SECONDS]",
     help="When another ctrconv holds the root, wait for it (without a limit, or up to SECONDS: --wait=30) "
          "instead of refusing.",
 )
-
-
-def wait_seconds(value: str | None) -> float | None:
-    """``--wait`` -> inf, ``--wait=30`` -> 30.0, absent -> None (refuse at once)."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise UsageError(f"--wait takes a number of seconds, not {value!r}") from None
-    if seconds < 0 or seconds != seconds:
-        raise UsageError(f"--wait takes a number of seconds, not {value!r}")
-    return seconds
-
-
 IGNORE_LOCK_OPTION = typer.Option(
     False, "--ignore-lock", help="Read a root that a running containerd holds, from a consistent private copy."
 )
@@ -93,20 +78,6 @@ def skipped_platform_lines(images: Any) -> list[str]:
     return [f"  {i.name}: skipped platforms {', '.join(i.skipped_platforms)}" for i in images if i.skipped_platforms]
 
 
-def error_line(message: str) -> None:
-    sys.stderr.write(f"ctrconv: error: {message}\n")
-    sys.stderr.flush()
-
-
-def warning_line(message: str) -> None:
-    sys.stderr.write(f"ctrconv: warning: {message}\n")
-    sys.stderr.flush()
-
-
-def print_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
-
-
 def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
     """(exit, abort, usage) exception classes of the click typer runs on.
 
@@ -142,10 +113,6 @@ def plain_metavars(group: object) -> None:
                 param.metavar = param.name.upper().replace("-", "_")
 
 
-#: raised by the signal handler while a command runs (:mod:`ctrconv.interrupts`)
-Stopped = interrupts.Stopped
-
-
 def run(app: typer.Typer, argv: list[str]) -> int:
     """Run the typer app; return the exit code (0, 1 operation failed, 2 usage)."""
     # decided per run: the callback sets STATE.debug only while the command runs, so a value
@@ -156,57 +123,24 @@ def run(app: typer.Typer, argv: list[str]) -> int:
     # ``--wait`` alone = wait without a limit; ``--wait=SECONDS`` sets one (click cannot
     # express an option whose value is optional)
     argv = [WAIT_FOREVER if arg == "--wait" else arg for arg in argv]
-    try:
-        command = typer.main.get_command(app)
-        plain_metavars(command)
-        result = command.main(args=argv, prog_name="ctrconv", standalone_mode=False)
-        # click returns the code of a ``typer.Exit`` instead of raising it in this mode
-        return result if isinstance(result, int) else 0
-    except _EXIT as exc:
-        return int(getattr(exc, "exit_code", 0) or 0)
-    except _ABORT:
-        error_line("aborted")
-        return 1
-    except _USAGE as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":  # bare ``ctrconv``: show the help
-            sys.stdout.write(exc.format_message().rstrip() + "\n")
+
+    def invoke() -> int:
+        try:
+            command = typer.main.get_command(app)
+            plain_metavars(command)
+            result = command.main(args=argv, prog_name="ctrconv", standalone_mode=False)
+            # click returns the code of a ``typer.Exit`` instead of raising it in this mode
+            return result if isinstance(result, int) else 0
+        except _EXIT as exc:
+            return int(getattr(exc, "exit_code", 0) or 0)
+        except _ABORT:
+            error_line("aborted")
+            return 1
+        except _USAGE as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare ``ctrconv``: show the help
+                sys.stdout.write(exc.format_message().rstrip() + "\n")
+                return 2
+            error_line(exc.format_message())
             return 2
-        error_line(exc.format_message())
-        return 2
-    except CtrconvError as exc:
-        if debug:
-            traceback.print_exc()
-        message = str(exc)
-        if exc.hint:
-            message += f" ({exc.hint})"
-        error_line(message)
-        return exc.exit_code
-    except BrokenPipeError:
-        return 1
-    except KeyboardInterrupt:
-        error_line("interrupted")
-        return 130
-    except Stopped as exc:
-        error_line(interrupts.word(exc.signum))
-        return 128 + exc.signum
-    except RecursionError:
-        if debug:
-            traceback.print_exc()
-        error_line("input nested too deeply")
-        return 1
-    except MemoryError:
-        error_line("out of memory")
-        return 1
-    except OSError as exc:
-        if debug:
-            traceback.print_exc()
-        error_line(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
-        return 1
-    except Exception as exc:  # a bug: still one line unless --debug
-        if debug:
-            traceback.print_exc()
-        error_line(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)")
-        return 1
-    finally:
-        # temp outputs a signal or an error left between their creation and their cleanup
-        tempfiles.remove_leftovers()
+
+    return guarded(invoke, debug)

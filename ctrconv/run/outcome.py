@@ -1,0 +1,96 @@
+"""A command run's outcome: one ``ctrconv: error: ...`` line and an exit code for every way a
+command can fail (the contract's codes: 0, 1 failed, 2 usage, 128+N signal), and the run's end
+(late signals, flushed streams). Shared by the typer CLI and the shortcut (:mod:`ctrconv.run`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from typing import Any, Callable, NoReturn
+
+from ctrconv import interrupts, tempfiles
+from ctrconv.errors import CtrconvError
+
+#: raised by the signal handler while a command runs (:mod:`ctrconv.interrupts`)
+Stopped = interrupts.Stopped
+
+
+def error_line(message: str) -> None:
+    sys.stderr.write(f"ctrconv: error: {message}\n")
+    sys.stderr.flush()
+
+
+def warning_line(message: str) -> None:
+    sys.stderr.write(f"ctrconv: warning: {message}\n")
+    sys.stderr.flush()
+
+
+def print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def guarded(invoke: Callable[[], int], debug: bool) -> int:
+    """``invoke()``'s exit code, or the code of what it raised, worded as one error line (a
+    traceback too only with ``debug``); temporary outputs left by an error are removed."""
+    try:
+        return invoke()
+    except CtrconvError as exc:
+        if debug:
+            traceback.print_exc()
+        message = str(exc)
+        if exc.hint:
+            message += f" ({exc.hint})"
+        error_line(message)
+        return exc.exit_code
+    except BrokenPipeError:
+        return 1
+    except KeyboardInterrupt:
+        error_line("interrupted")
+        return 130
+    except Stopped as exc:
+        error_line(interrupts.word(exc.signum))
+        return 128 + exc.signum
+    except RecursionError:
+        if debug:
+            traceback.print_exc()
+        error_line("input nested too deeply")
+        return 1
+    except MemoryError:
+        error_line("out of memory")
+        return 1
+    except OSError as exc:
+        if debug:
+            traceback.print_exc()
+        error_line(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
+        return 1
+    except Exception as exc:  # a bug: still one line unless --debug
+        if debug:
+            traceback.print_exc()
+        error_line(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)")
+        return 1
+    finally:
+        # temp outputs a signal or an error left between their creation and their cleanup
+        tempfiles.remove_leftovers()
+
+
+def finish(run: Callable[[], int]) -> NoReturn:
+    """Run a command (``run`` returns its exit code) and end with that code: names read from
+    damaged or foreign stores may hold bytes that are not UTF-8 (decoded with surrogateescape),
+    so they are shown escaped instead of failing on output; a signal that came after the
+    command had decided its outcome is reported; the streams are flushed."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    with interrupts.command_running():
+        code = run()
+        late = interrupts.late_signals()
+        if late and code == 0:
+            # the command had passed its commit point: what it reported is written
+            warning_line(f"{interrupts.word(late[0])} after writing; the command had completed")
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (BrokenPipeError, ValueError, AttributeError):  # AttributeError: started closed (None)
+                pass
+    raise SystemExit(code)

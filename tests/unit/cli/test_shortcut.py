@@ -1,0 +1,139 @@
+"""The ``ls`` shortcut (:mod:`ctrconv.run.shortcut`): a command line it takes is parsed as click
+parses it, every other one is left to typer, and a run through it is the typer run's output,
+error lines and exit code; it imports no CLI framework."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from ctrconv.run.options import WAIT_FOREVER
+from ctrconv.run.shortcut import parse_ls
+
+#: the pieces command lines are made of: options as written, values, and things typer must judge
+_PIECES = [
+    ["-A"], ["--all-namespaces"], ["--json"], ["-q"], ["--quiet"], ["--ignore-lock"], ["--wait"], ["--wait=30"],
+    ["--wait=x"], ["--wait="], ["--wait", "5"], ["--root", "/r"], ["--root=/r2"], ["--root", "rel/dir/"],
+    ["--root="], ["--root"], ["--root", "-A"], ["-n", "k8s.io"], ["-n", "bad ns"], ["-nmoby"], ["-n=x"],
+    ["--namespace", "other"], ["--namespace=x.y"], ["--platform", "linux/arm64"], ["--platform=linux/amd64/v3"],
+    ["--platform", "-"], ["-Aq"], ["-qA"], ["-h"], ["--help"], ["--debug"], ["--"], ["extra"], ["--json=1"],
+    ["--bogus"], ["-x"], ["--root", "ls"], ["--namespace", "--json"],
+]
+_ENVIRONMENTS = [{}, {"CTRCONV_ROOT": "/env/root"}, {"CTRCONV_ROOT": ""}, {"CONTAINERD_NAMESPACE": "k8s.io"},
+                 {"CONTAINERD_NAMESPACE": "", "CTRCONV_ROOT": "/e"}, {"CTRCONV_DEBUG": "1"},
+                 {"_CTRCONV_COMPLETE": "bash_complete"}]
+
+
+def _command_lines(count: int) -> list[list[str]]:
+    rng = random.Random(20261206)
+    lines = [["ls"], ["--debug", "ls"], ["ls", "ls"], ["--debug", "--debug", "ls"], ["-A"], [], ["list"]]
+    for _ in range(count):
+        prefix = rng.choice([["ls"], ["ls"], ["ls"], ["--debug", "ls"], ["ls", "--debug"], ["export"]])
+        line = list(prefix)
+        for _ in range(rng.randint(0, 5)):
+            line += rng.choice(_PIECES)
+        lines.append(line)
+    return lines
+
+
+def _arguments(ctx) -> list[str]:
+    """The group's arguments from the command's name on (click 8.2 keeps them privately)."""
+    protected = ctx._protected_args if hasattr(ctx, "_protected_args") else ctx.protected_args
+    return [*protected, *ctx.args]
+
+
+def _click_parse(argv: list[str]) -> dict | str:
+    """What typer gives ``ls`` for ``argv`` (after ``run``'s ``--wait`` rewriting), or the name
+    of the exception click raised for it."""
+    import typer
+
+    from ctrconv.cli import app, _common
+
+    argv = [WAIT_FOREVER if arg == "--wait" else arg for arg in argv]
+    group = typer.main.get_command(app)
+    try:
+        with group.make_context("ctrconv", list(argv), resilient_parsing=False) as ctx:
+            name, command, rest = group.resolve_command(ctx, _arguments(ctx))
+            if name != "ls":
+                return f"command {name}"
+            with command.make_context(name, rest, parent=ctx) as sub:
+                return {**sub.params, "debug": bool(ctx.params.get("debug"))}
+    except BaseException as exc:  # noqa: BLE001 - click's usage errors, its Exit for --help
+        return type(exc).__name__
+    finally:
+        _common.STATE.debug = False
+
+
+def test_what_it_takes_is_parsed_as_click_parses_it(monkeypatch) -> None:
+    """Over thousands of command lines and environments: each one the shortcut takes gives the
+    parameters click gives the typer command; the ones it leaves include every one click
+    refuses, and it takes the plain ones (so the shortcut is used at all)."""
+    taken = left = 0
+    for environ in _ENVIRONMENTS:
+        for name in ("CTRCONV_ROOT", "CONTAINERD_NAMESPACE", "CTRCONV_DEBUG"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in environ.items():
+            monkeypatch.setenv(name, value)
+        for argv in _command_lines(600):
+            ours = parse_ls(argv, environ)
+            if ours is None:
+                left += 1
+                continue
+            taken += 1
+            theirs = _click_parse(argv)
+            assert ours == theirs, (argv, environ)
+    assert taken > 500 and left > 500, (taken, left)
+
+
+@pytest.mark.parametrize("argv", [["ls"], ["--debug", "ls", "-A", "--json"], ["ls", "-q", "--root", "/x"],
+                                  ["ls", "--wait", "-n", "k8s.io"], ["ls", "--wait=2.5", "--platform", "linux/arm64"]])
+def test_plain_command_lines_are_taken(argv: list[str]) -> None:
+    assert parse_ls(argv, {}) is not None
+
+
+@pytest.mark.parametrize("argv", [["ls", "-h"], ["ls", "--help"], ["ls", "-Aq"], ["ls", "-A", "-A"],
+                                  ["ls", "--root"], ["ls", "--root="], ["ls", "--", "-A"], ["ls", "x"],
+                                  ["ls", "--wait="], ["ls", "--debug"], ["export", "-A"], ["--version"]])
+def test_others_are_left_to_typer(argv: list[str]) -> None:
+    assert parse_ls(argv, {}) is None
+
+
+def _outcome(main, argv: list[str], capsys) -> tuple[int, str, str, bool]:
+    """Exit code, stdout, stderr's ``ctrconv:`` lines, and whether a traceback was printed
+    (``--debug``: its frames differ with the way the command was reached)."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out, err = capsys.readouterr()
+    traced = "Traceback (most recent call last)" in err
+    lines = "".join(line + "\n" for line in err.splitlines() if line.startswith("ctrconv:")) if traced else err
+    return exc.value.code, out, lines, traced
+
+
+def test_a_run_through_it_is_the_typer_run(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Table, ``--json``, ``-q``, a namespace, a bad namespace, a missing root, a root that is
+    a file, a bad ``--wait``: the same stdout, stderr and exit code both ways."""
+    from support.synthetic_root import standard_root
+
+    from ctrconv import entry
+    from ctrconv.cli import main as typer_main
+    from ctrconv.run import shortcut
+
+    monkeypatch.setenv("CTRCONV_NO_CACHE", "1")
+    root = standard_root(tmp_path / "root").write()
+    (tmp_path / "file").write_text("x")
+    taken: list[list[str]] = []
+    real_take = shortcut.take
+    monkeypatch.setattr(shortcut, "take", lambda argv: taken.append(argv) or real_take(argv))
+    lines = [["ls", "--root", str(root)], ["ls", "--root", str(root), "-A", "--json"],
+             ["ls", "--root", str(root), "-q"], ["ls", f"--root={root}", "-n", "other"],
+             ["ls", "--root", str(root), "-n", "bad/ns"], ["ls", "--root", str(tmp_path / "absent")],
+             ["ls", "--root", str(tmp_path / "file")], ["--debug", "ls", "--root", str(root), "--wait=soon"],
+             ["ls", "--root", str(root), "--platform", "plan9/mips"], ["ls", "--root", str(root), "--wait"]]
+    for argv in lines:
+        assert parse_ls(argv, {}) is not None, argv
+        quick = _outcome(entry.main, argv, capsys)
+        assert taken.pop() == argv
+        assert quick == _outcome(typer_main, argv, capsys), argv
+    assert {code for code, _, _, _ in (_outcome(entry.main, argv, capsys) for argv in lines)} >= {0, 2}
