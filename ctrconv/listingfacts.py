@@ -17,7 +17,8 @@ that validate and summarise, so a new ctrconv never trusts an older one's verdic
 
 The cache is never written into the root (a source is read-only to ctrconv). It lives in
 ``$CTRCONV_CACHE_DIR`` or ``${XDG_CACHE_HOME:-~/.cache}/ctrconv``, one JSON file per content
-store; ``CTRCONV_NO_CACHE=1`` turns it off. A file that does not end with the SHA-256 of
+store; ``CTRCONV_NO_CACHE=1`` turns it off. A file no listing used for 30 days (its store
+removed, moved or no longer listed) is removed when a listing next saves its own. A file that does not end with the SHA-256 of
 the rest (damaged or edited after it was written), does not parse or comes from other rules is
 ignored and replaced; a directory that cannot be written is no error (the run is
 then as without a cache). Written whole with a rename and without ``fsync``: after a power
@@ -32,6 +33,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from itertools import chain
 from pathlib import Path
 from typing import Any, Callable
@@ -46,6 +48,10 @@ FACTS_FROM = 1000
 FORMAT = 2
 #: the kinds of document whose facts are kept, as the file names them
 KINDS = ("manifests", "configs", "indexes")
+#: a facts file no listing used for this long (seconds) is removed at the next save of any
+UNUSED_FOR = 30 * 86400
+#: a temporary file of a save older than this (seconds) was left by a crash
+ABANDONED_AFTER = 3600
 
 #: a document's key: (digest, media type, size), as the listing's document cache keys it
 Key = tuple[str, str, Any]
@@ -120,10 +126,12 @@ class ListingFacts:
         try:
             with open(path, "rb") as f:
                 body, _, trailer = f.read().rpartition(b"\n")
-            if hashlib.sha256(body).hexdigest().encode() == trailer:  # written whole by this module
-                doc = json.loads(body)
-                if doc.get("format") == FORMAT and doc.get("rules") == rules:
-                    return cls(path, rules, {kind: doc[kind] for kind in KINDS})
+                if hashlib.sha256(body).hexdigest().encode() == trailer:  # written whole by this module
+                    doc = json.loads(body)
+                    if doc.get("format") == FORMAT and doc.get("rules") == rules:
+                        facts = cls(path, rules, {kind: doc[kind] for kind in KINDS})
+                        _mark_used(f.fileno())
+                        return facts
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             pass
         return cls(path, rules)
@@ -218,7 +226,48 @@ class ListingFacts:
                 raise
         except OSError:
             return False
+        prune(self.path.parent, keep=self.path)
         return True
+
+
+def _mark_used(fd: int) -> None:
+    """Keep a facts file that served a listing from looking unused to :func:`prune` (its time
+    is set at most once a day: a listing that learnt nothing does not rewrite the file)."""
+    try:
+        if time.time() - os.fstat(fd).st_mtime > 86400:
+            os.utime(fd)
+    except OSError:  # a cache directory this user cannot write: the file is only kept longer
+        pass
+
+
+def prune(directory: Path, *, keep: Path | None = None, now: float | None = None) -> list[str]:
+    """Remove from ``directory`` the facts files no listing used for :data:`UNUSED_FOR` seconds
+    (those of stores removed, moved or not listed any more: nothing else ever removes them)
+    and temporary files older than :data:`ABANDONED_AFTER` (a save interrupted by a crash);
+    ``keep`` is never removed. Run after a save. Returns the names removed; a file that cannot
+    be removed is left (it is only a cache)."""
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        if entry.name.endswith(".json") and not entry.name.startswith("."):
+            limit = UNUSED_FOR
+        elif entry.name.startswith(".ls-"):
+            limit = ABANDONED_AFTER
+        else:
+            continue
+        try:
+            if keep is not None and os.path.samefile(entry.path, keep):
+                continue
+            if entry.is_file(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime > limit:
+                os.unlink(entry.path)
+                removed.append(entry.name)
+        except OSError:
+            continue
+    return removed
 
 
 # -- the shapes the remember_* methods write ---------------------------------------------------

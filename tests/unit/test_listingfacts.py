@@ -109,6 +109,39 @@ def test_no_cache_is_no_error(tmp_path: Path, monkeypatch, how: str) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ([] if how == "disabled" else ["cache"])
 
 
+def test_files_no_listing_used_for_a_month_are_removed_at_the_next_save(tmp_path: Path) -> None:
+    """The cache does not grow with every store ever listed: a save removes the facts files
+    unused for 30 days (another store's; its own never) and temporaries a crash left, and
+    keeps recent files and anything it did not write; a listing that uses an old file marks
+    it used."""
+    import os
+    import time
+
+    cache = tmp_path / "cache"
+    store = tmp_path / "content"
+    facts = _learnt(store, cache)  # writes this store's file
+    directory = facts.path.parent
+    month, now = listingfacts.UNUSED_FOR, time.time()
+    old_own, old_other, recent_other = facts.path, directory / ("a" * 32 + ".json"), directory / ("b" * 32 + ".json")
+    old_temp, fresh_temp, foreign = directory / ".ls-crashed", directory / ".ls-writing", directory / "notes.txt"
+    for path in (old_other, recent_other, old_temp, fresh_temp, foreign):
+        path.write_text("{}")
+    for path, age in ((old_own, month + 60), (old_other, month + 60), (recent_other, month - 3600),
+                      (old_temp, 2 * listingfacts.ABANDONED_AFTER), (foreign, 10 * month)):
+        os.utime(path, (now - age, now - age))
+    # loading the own old file marks it used; saving then removes only the unused old ones
+    loaded = ListingFacts.load(store, cache)
+    assert loaded.config(C_KEY) == ("linux", "amd64")
+    assert now - old_own.stat().st_mtime < 60
+    loaded.remember_config(("sha256:" + "d" * 64, C_KEY[1], 1), ("linux", "arm64"))
+    assert loaded.save()
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        [old_own.name, recent_other.name, fresh_temp.name, foreign.name])
+    # two months on, only the file kept and what it did not write are left
+    assert sorted(listingfacts.prune(directory, keep=old_own, now=now + 2 * month)) == sorted([recent_other.name, fresh_temp.name])
+    assert listingfacts.prune(tmp_path / "absent") == []
+
+
 # -- ls with facts: the same listing, less work, nothing written into the root ------------------
 
 
