@@ -163,12 +163,14 @@ class ListingFacts:
     def index(self, key: Key) -> IndexFacts | None:
         return self._lookup("indexes", key, _sound_index)  # type: ignore[no-any-return]
 
+    # (the facts are kept as given: JSON writes their tuples as the arrays :meth:`manifest` and
+    # :meth:`config` read back; only a loaded file's facts are ever looked up)
+
     def remember_manifest(self, key: Key, facts: ManifestFacts) -> None:
-        media_type, digest, size, has_platform, layers = facts
-        self._new["manifests"][_text_key(key)] = [media_type, digest, size, has_platform, [[d, s] for d, s in layers]]
+        self._new["manifests"][_text_key(key)] = facts
 
     def remember_config(self, key: Key, facts: ConfigFacts) -> None:
-        self._new["configs"][_text_key(key)] = [facts[0], facts[1]]
+        self._new["configs"][_text_key(key)] = facts
 
     def remember_index(self, key: Key, children: IndexFacts) -> None:
         self._new["indexes"][_text_key(key)] = children
@@ -342,7 +344,11 @@ def _write_object(f: Any, mapping: dict[str, Any], written: list[str] = [], batc
 
 def _members(mapping: dict[str, Any]) -> str:
     """A mapping's members as JSON, without the braces ('' for none)."""
-    return json.dumps(mapping, separators=(",", ":"))[1:-1] if mapping else ""
+    return _ENCODER.encode(mapping)[1:-1] if mapping else ""
+
+
+#: compact JSON of facts (trees made of parsed documents: no cycle to look for, ~20 % faster)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 
 
 def _store_name(content_store: str | os.PathLike[str]) -> str:
