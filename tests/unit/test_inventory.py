@@ -463,3 +463,26 @@ def test_names_only_on_damaged_meta_db_fail_as_the_records_read(tmp_path) -> Non
         compared += 1
         failed += error is not None
     assert compared >= 50 and 0 < failed < compared, (compared, failed)
+
+
+def test_human_size_is_the_division_loop_ctr_runs() -> None:
+    """The bit-length shortcut gives the text of go-units' loop (divide by 1024 while the size
+    is 1024 or more) at every unit boundary, on random sizes of every length, and past 2^53."""
+    import random
+
+    from ctrconv.inventory import human_size
+
+    def loop(n: int) -> str:
+        units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"]
+        size, i = float(n), 0
+        while size >= 1024 and i < len(units) - 1:
+            size /= 1024
+            i += 1
+        return "%02.1f %s" % (size, units[i])
+
+    rng = random.Random(53)
+    sizes = [0, 1, 557, 1023, 1024, 1025, 1994752, 2**53 - 1, 2**53, 2**64, 2**90, 10**30]
+    sizes += [1024**k + d for k in range(1, 6) for d in (-1, 0, 1)]
+    sizes += [rng.getrandbits(rng.randint(1, 53)) for _ in range(50000)]
+    for n in sizes:
+        assert human_size(n) == loop(n), n
