@@ -14,7 +14,7 @@ from ctrconv import commitpoint
 from ctrconv.errors import UsageError
 # (the command modules import these from here too)
 from ctrconv.run.options import WAIT_FOREVER, wait_seconds  # noqa: F401
-from ctrconv.run.outcome import Stopped, error_line, guarded, print_json, warning_line  # noqa: F401
+from ctrconv.run.outcome import error_line, guarded, print_json  # noqa: F401
 
 
 @dataclass
