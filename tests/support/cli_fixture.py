@@ -22,16 +22,27 @@ class CliResult:
 
 @pytest.fixture
 def cli(capsys) -> Callable[..., CliResult]:
-    """Run the CLI in-process: ``cli("ls", "--root", r)`` -> CliResult."""
-    from ctrconv.cli import main
+    """Run the CLI in-process through the process entry, as the ``ctrconv`` command does (so a
+    plain ``ls`` takes the shortcut that runs without typer): ``cli("ls", "--root", r)`` ->
+    CliResult."""
+    import signal
+
+    from ctrconv.entry import main
 
     def run(*args: str) -> CliResult:
         capsys.readouterr()
+        # the entry leaves SIGINT and SIGTERM ignored, as a finishing ctrconv process does: a
+        # daemon or tool the test starts next must not inherit that
+        dispositions = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
             main(list(args))
             code = 0
         except SystemExit as exc:
             code = int(exc.code or 0)
+        finally:
+            for signum, handler in dispositions.items():
+                if handler is not None:
+                    signal.signal(signum, handler)
         out, err = capsys.readouterr()
         return CliResult(code, out, err)
 
