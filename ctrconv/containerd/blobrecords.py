@@ -18,7 +18,8 @@ from ctrconv.bolt.leaf import leaf_record
 from ctrconv.bolt.reader import BoltFile, Bucket
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.codec import decode_time, decode_varint
-from ctrconv.containerd.records import BlobRecord, guarded, read_blob, text
+from ctrconv.containerd.records import BlobRecord, read_blob, text
+from ctrconv.errors import FormatError
 
 
 def blobs(db: BoltFile, bucket: Bucket, namespace: str) -> Iterator[BlobRecord]:
@@ -39,8 +40,12 @@ def blobs(db: BoltFile, bucket: Bucket, namespace: str) -> Iterator[BlobRecord]:
                 labels = {}
         if fields is None:
             yield read_blob(bucket._child(key, value, pgid), namespace, digest)
-        else:
-            yield guarded(f"content {namespace}/{digest}", lambda: _decode(fields, labels, namespace, digest))
+            continue
+        try:
+            record = _decode(fields, labels, namespace, digest)
+        except FormatError as exc:  # ``guarded``'s wording, without a closure and a name per record
+            raise FormatError(f"content {namespace}/{digest}: {exc}") from None
+        yield record
 
 
 def _plain(fields: dict[bytes, tuple[int, bytes]], key: bytes) -> bytes | None:
