@@ -19,7 +19,6 @@ from ctrconv.containerd.records import (
     IngestRecord,
     LeaseRecord,
     SnapshotRecord,
-    read_backend_snapshot,
     read_blob,
     read_container,
     read_image,
@@ -171,8 +170,7 @@ class SnapshotterDB:
         snaps = self.v1.bucket(K.SNAPSHOTS) if self.v1 else None
         if snaps is None:
             return
-        for key, sb in snaps.buckets():
-            yield read_backend_snapshot(sb, text(key))
+        yield from blobrecords.backend_snapshots(self.db, snaps)
 
     def parent_links(self) -> Iterator[tuple[int, int, str]]:
         """(parent id, child id, child key) from the ``v1/parents`` index."""

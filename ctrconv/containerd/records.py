@@ -502,7 +502,8 @@ def add_child(bucket: BucketTree, child: str) -> bool:
 # -- snapshots, snapshotter metadata.db side (core/snapshots/storage/bolt.go) -------------------
 
 
-def _kind_name(raw: bytes | None) -> str:
+def kind_name(raw: bytes | None) -> str:
+    """A snapshot record's ``kind`` byte as its name (``unknown`` when absent)."""
     return K.SNAPSHOT_KINDS.get(raw[0], f"kind-{raw[0]}") if raw else "unknown"
 
 
@@ -536,7 +537,7 @@ def read_backend_snapshot(bucket: ReadBucket, key: str) -> BackendSnapshot:
         return BackendSnapshot(
             key=key,
             id=decode_uvarint_exact(id_raw),
-            kind=_kind_name(bucket.get(K.KIND)),
+            kind=kind_name(bucket.get(K.KIND)),
             parent=text(bucket.get(K.PARENT)),
             labels=read_map(bucket.bucket(K.LABELS)),
             created_at=_time(bucket, K.CREATED_AT),
