@@ -18,10 +18,11 @@ that validate and summarise, so a new ctrconv never trusts an older one's verdic
 The cache is never written into the root (a source is read-only to ctrconv). It lives in
 ``$CTRCONV_CACHE_DIR`` or ``${XDG_CACHE_HOME:-~/.cache}/ctrconv``, one JSON file per content
 store; ``CTRCONV_NO_CACHE=1`` turns it off. A file no listing used for 30 days (its store
-removed, moved or no longer listed) is removed when a listing next saves its own. A file that does not end with the SHA-256 of
-the rest (damaged or edited after it was written), does not parse or comes from other rules is
-ignored and replaced; a directory that cannot be written is no error (the run is
-then as without a cache). Written whole with a rename and without ``fsync``: after a power
+removed, moved or no longer listed) is removed when a listing next saves its own. A file that
+does not end with the SHA-256 of the rest (damaged or edited after it was written), does not
+parse or comes from other rules is ignored and replaced, and so is an entry not of the shape
+this module writes (a file made by hand); a directory that cannot be written is no error (the
+run is then as without a cache). Written whole with a rename and without ``fsync``: after a power
 cut it is old, missing or unreadable, and each of those only costs the next run its speed.
 Roots of fewer than :data:`FACTS_FROM` images do not use it: for them parsing is cheaper than
 loading a file.
@@ -132,7 +133,7 @@ class ListingFacts:
                         facts = cls(path, rules, {kind: doc[kind] for kind in KINDS})
                         _mark_used(f.fileno())
                         return facts
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
             pass
         return cls(path, rules)
 
@@ -303,7 +304,7 @@ def _sound_index(found: Any, key: Key) -> bool:
         return False
     try:
         validate_object(key[1], {"schemaVersion": 2, "mediaType": key[1], "manifests": found}, digest=key[0])
-    except CtrconvError:
+    except (CtrconvError, RecursionError):  # (nesting a parsed document could never have)
         return False
     return True
 
