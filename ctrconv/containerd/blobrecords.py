@@ -39,7 +39,8 @@ Fields = dict[bytes, tuple[int, bytes]]
 
 def blobs(db: BoltFile, bucket: Bucket, namespace: str) -> Iterator[BlobRecord]:
     """The records of ``content/blob`` (``bucket``) in key order, as ``read_blob`` decodes them."""
-    return _records(db, bucket, f"content {namespace}/", lambda fields, labels, digest: _blob(fields, labels, namespace, digest),
+    return _records(db, bucket, f"content {namespace}/",
+                    lambda fields, labels, digest: _blob(fields, labels, namespace, digest),
                     lambda sub, digest: read_blob(sub, namespace, digest))
 
 
