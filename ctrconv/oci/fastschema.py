@@ -275,10 +275,17 @@ def _compiler(schema_dir: str) -> _Compiler:
     return _Compiler(documents)
 
 
+def compiled_check(schema_dir: Path, schema_id: str) -> Check:
+    """The compiled check of the schema ``schema_id`` (a ``$id`` under ``schema_dir``), for a
+    caller that runs it many times: :func:`certainly_valid` without the lookup, and without
+    its guard (a document nested past the recursion limit raises ``RecursionError``)."""
+    return _compiler(str(schema_dir)).check(schema_id)
+
+
 def certainly_valid(schema_dir: Path, schema_id: str, doc: Any) -> bool:
     """True only when the schema ``schema_id`` (a ``$id`` under ``schema_dir``) accepts ``doc``
     for certain; False means "run the full validator"."""
     try:
-        return _compiler(str(schema_dir)).check(schema_id)(doc)
+        return compiled_check(schema_dir, schema_id)(doc)
     except RecursionError:
         return False

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ctrconv.digest import Digest, is_canonical
 from ctrconv.errors import FormatError, InvalidDigestError
 from ctrconv.oci import mediatypes as mt
-from ctrconv.oci.fastschema import certainly_valid
+from ctrconv.oci.fastschema import compiled_check
 
 if TYPE_CHECKING:  # imported where used: a document the compiled check proves valid needs none of it
     import jsonschema
@@ -133,14 +133,20 @@ _JSON_WHITESPACE = " \t\n\r"
 
 def parse_json_bytes(data: bytes, *, what: str = "JSON document") -> Any:
     """Parse untrusted JSON with ctrconv's limits; every failure is a :class:`FormatError`."""
+    return _parse_json(data, what, None)
+
+
+def _parse_json(data: bytes, what: str, digest: str | None) -> Any:
+    """:func:`parse_json_bytes`, its messages naming ``_where(what, digest)`` (made only when one
+    is raised: a large root's listing parses 20,000 documents)."""
     if len(data) > MAX_DOCUMENT_SIZE:
-        raise FormatError(f"{what}: document of {len(data)} bytes exceeds {MAX_DOCUMENT_SIZE}")
+        raise FormatError(f"{_where(what, digest)}: document of {len(data)} bytes exceeds {MAX_DOCUMENT_SIZE}")
     try:
         text = bytes(data).decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise FormatError(f"{what}: not valid UTF-8 at byte {exc.start}") from None
+        raise FormatError(f"{_where(what, digest)}: not valid UTF-8 at byte {exc.start}") from None
     if _max_depth(bytes(data)) > MAX_DEPTH:
-        raise FormatError(f"{what}: JSON nested deeper than {MAX_DEPTH} levels")
+        raise FormatError(f"{_where(what, digest)}: JSON nested deeper than {MAX_DEPTH} levels")
     try:
         doc, end = _SCAN(text, 0)  # the decoder's C scanner itself: most documents are one value
         if end != len(text) and text[end:].strip(_JSON_WHITESPACE):
@@ -150,7 +156,7 @@ def parse_json_bytes(data: bytes, *, what: str = "JSON document") -> Any:
             # json.loads builds a decoder per call; a text with a BOM goes through it for its message
             doc = _DECODER.decode(text) if not text.startswith("\ufeff") else json.loads(text, **_DECODING)
         except (ValueError, RecursionError) as exc:
-            raise FormatError(f"{what}: invalid JSON: {str(exc)[:200]}") from None
+            raise FormatError(f"{_where(what, digest)}: invalid JSON: {str(exc)[:200]}") from None
     if "\\u" in text and _LONE_SURROGATE.search(text.lower()) is not None:
         doc = _replace_lone_surrogates(doc)
     return doc
@@ -196,51 +202,50 @@ def _check_descriptor(where: str, path: str, desc: dict[str, Any]) -> None:
         raise FormatError(f"invalid {where}: at {path}/size: {str(size)[:40]} is not in 0..2^53-1")
 
 
-def _descriptor_lists(media_type: str, doc: dict[str, Any]) -> list[tuple[str, list[Any], bool]]:
+def _descriptor_lists(rules: _Rules, doc: dict[str, Any]) -> list[tuple[str, list[Any], bool]]:
     """(JSON pointer, descriptors, whether the pointer takes each one's index) for every
     descriptor a document holds, in document order."""
     found: list[tuple[str, list[Any], bool]] = []
-    if mt.is_manifest(media_type):
+    if rules.manifest:
         found.append(("/config", [doc["config"]], False))
         found.append(("/layers/", doc["layers"], True))
-    elif mt.is_index(media_type):
+    elif rules.index:
         found.append(("/manifests/", doc["manifests"], True))
-    elif media_type == mt.OCI_DESCRIPTOR:
+    elif rules.media_type == mt.OCI_DESCRIPTOR:
         found.append(("", [doc], False))
     if isinstance(doc.get("subject"), dict):
         found.append(("/subject", [doc["subject"]], False))
     return found
 
 
-def _check_descriptors(where: str, media_type: str, doc: dict[str, Any]) -> None:
+def _check_descriptors(rules: _Rules, digest: str | None, doc: dict[str, Any]) -> None:
     """:func:`_check_descriptor` of every descriptor, in document order; a descriptor whose
     digest was already found good and whose size is in range is passed without making its
     JSON pointer (a 10,000-image ``ls`` checks 42,000 descriptors, most of them shared)."""
-    for prefix, descriptors, numbered in _descriptor_lists(media_type, doc):
+    for prefix, descriptors, numbered in _descriptor_lists(rules, doc):
         for i, desc in enumerate(descriptors):
-            digest, size = desc.get("digest"), desc.get("size")
-            if type(digest) is str and type(size) is int and 0 <= size <= MAX_SIZE and _good_digest(digest):
+            digest_text, size = desc.get("digest"), desc.get("size")
+            if type(digest_text) is str and type(size) is int and 0 <= size <= MAX_SIZE and _good_digest(digest_text):
                 continue
-            _check_descriptor(where, f"{prefix}{i}" if numbered else prefix, desc)
+            _check_descriptor(_where(rules.media_type, digest), f"{prefix}{i}" if numbered else prefix, desc)
 
 
 #: whether :meth:`Digest.parse` accepts a digest text (a regular expression, not a Digest made)
 _good_digest = is_canonical
 
 
-def _check_kind(where: str, media_type: str, doc: dict[str, Any]) -> None:
+def _check_kind(rules: _Rules, digest: str | None, doc: dict[str, Any]) -> None:
     """The containerd ``validateMediaType`` rule plus an exact ``mediaType`` match."""
     own = doc.get("mediaType")
-    if own is not None and (mt.is_manifest(media_type) or mt.is_index(media_type)):
-        if own != media_type:
-            raise FormatError(f"invalid {where}: document declares mediaType {own!r}")
-    if mt.is_manifest(media_type) and "manifests" in doc:
-        raise FormatError(f"invalid {where}: expected a manifest but found an index")
-    if mt.is_index(media_type) and ("config" in doc or "layers" in doc):
-        raise FormatError(f"invalid {where}: expected an index but found a manifest")
+    if own is not None and (rules.manifest or rules.index) and own != rules.media_type:
+        raise FormatError(f"invalid {_where(rules.media_type, digest)}: document declares mediaType {own!r}")
+    if rules.manifest and "manifests" in doc:
+        raise FormatError(f"invalid {_where(rules.media_type, digest)}: expected a manifest but found an index")
+    if rules.index and ("config" in doc or "layers" in doc):
+        raise FormatError(f"invalid {_where(rules.media_type, digest)}: expected an index but found a manifest")
 
 
-def _check_config(where: str, doc: dict[str, Any]) -> None:
+def _check_config(rules: _Rules, digest: str | None, doc: dict[str, Any]) -> None:
     diff_ids = (doc.get("rootfs") or {}).get("diff_ids") or []
     for i, value in enumerate(diff_ids):
         if type(value) is str and _good_digest(value):
@@ -248,31 +253,59 @@ def _check_config(where: str, doc: dict[str, Any]) -> None:
         try:
             Digest.parse(value)
         except InvalidDigestError as exc:
-            raise FormatError(f"invalid {where}: at /rootfs/diff_ids/{i}: {exc}") from None
+            raise FormatError(f"invalid {_where(rules.media_type, digest)}: at /rootfs/diff_ids/{i}: {exc}") from None
     env = (doc.get("config") or {}).get("Env") or []
     for i, value in enumerate(env):
         if not _ENV_RE.match(value):
-            raise FormatError(f"invalid {where}: at /config/Env/{i}: {value[:80]!r} is not NAME=value")
+            raise FormatError(
+                f"invalid {_where(rules.media_type, digest)}: at /config/Env/{i}: {value[:80]!r} is not NAME=value")
+
+
+class _Rules:
+    """What validating a document of one media type takes, worked out once per media type (a
+    large root's listing validates 20,000 documents of three or four types): its schema file
+    and compiled check, and which of the kind rules apply."""
+
+    __slots__ = ("media_type", "schema_file", "check", "manifest", "index", "config")
+
+    def __init__(self, media_type: str, schema_file: str) -> None:
+        self.media_type = media_type
+        self.schema_file = schema_file
+        self.check = compiled_check(SCHEMA_DIR, _SCHEMA_BASE + schema_file)
+        self.manifest = mt.is_manifest(media_type)
+        self.index = mt.is_index(media_type)
+        self.config = mt.is_config(media_type)
+
+
+#: :class:`_Rules` by media type, for the media types that have a schema
+_RULES: dict[str, _Rules] = {}
 
 
 def validate_object(media_type: str, doc: Any, *, digest: str | None = None) -> dict[str, Any]:
-    """Validate an already-parsed document; returns it unchanged. See :func:`validate_json`."""
-    where = _where(media_type, digest)
-    if media_type == mt.DOCKER_MANIFEST_SCHEMA1:
-        raise FormatError(f"invalid {where}: Docker schema 1 manifests are not supported")
-    schema_file = schema_for(media_type)
-    if schema_file is None:
-        raise FormatError(f"invalid {where}: no schema for media type {media_type!r}")
+    """Validate an already-parsed document; returns it unchanged. See :func:`validate_json`.
+    (The document's name for messages is made only when one is raised.)"""
+    rules = _RULES.get(media_type)
+    if rules is None:
+        if media_type == mt.DOCKER_MANIFEST_SCHEMA1:
+            raise FormatError(f"invalid {_where(media_type, digest)}: Docker schema 1 manifests are not supported")
+        schema_file = schema_for(media_type)
+        if schema_file is None:
+            raise FormatError(f"invalid {_where(media_type, digest)}: no schema for media type {media_type!r}")
+        rules = _RULES[media_type] = _Rules(media_type, schema_file)
     if isinstance(doc, dict):
-        _check_kind(where, media_type, doc)
+        _check_kind(rules, digest, doc)
     # the compiled check proves most documents valid cheaply; jsonschema judges the rest
-    if not certainly_valid(SCHEMA_DIR, _SCHEMA_BASE + schema_file, doc):
-        error = next(iter(_validator(schema_file).iter_errors(doc)), None)
+    try:
+        proven = rules.check(doc)
+    except RecursionError:
+        proven = False
+    if not proven:
+        error = next(iter(_validator(rules.schema_file).iter_errors(doc)), None)
         if error is not None:
-            raise _schema_error(where, error)
-    _check_descriptors(where, media_type, doc)
-    if mt.is_config(media_type):
-        _check_config(where, doc)
+            raise _schema_error(_where(media_type, digest), error)
+    _check_descriptors(rules, digest, doc)
+    if rules.config:
+        _check_config(rules, digest, doc)
     return doc
 
 
@@ -282,7 +315,7 @@ def validate_json(media_type: str, data: bytes, *, digest: str | None = None) ->
     Raises :class:`FormatError` naming the digest (when given), the media type and the first
     problem (JSON pointer + message). Returns the parsed document.
     """
-    doc = parse_json_bytes(data, what=_where(media_type, digest))
+    doc = _parse_json(data, media_type, digest)
     return validate_object(media_type, doc, digest=digest)
 
 
