@@ -10,7 +10,7 @@ the caller then reads that record as a ``Bucket``, which raises the error it alw
 from __future__ import annotations
 
 from ctrconv.bolt import _structs as S
-from ctrconv.bolt.reader import BoltFile, Page
+from ctrconv.bolt.reader import BoltFile
 
 
 def leaf_record(db: BoltFile, header: bytes) -> dict[bytes, tuple[int, bytes]] | None:
@@ -27,18 +27,19 @@ def leaf_record(db: BoltFile, header: bytes) -> dict[bytes, tuple[int, bytes]] |
             if len(header) < S.BUCKET_HEADER_SIZE + S.PAGE_HEADER_SIZE:
                 return None
             _, flags, count, _ = S.PAGE_HEADER.unpack_from(header, S.BUCKET_HEADER_SIZE)
-            if flags != S.LEAF_PAGE:
+            data = header[S.BUCKET_HEADER_SIZE:]
+            if flags != S.LEAF_PAGE or S.PAGE_HEADER_SIZE + S.ELEMENT_SIZE * count > len(data):
                 return None
-            page = Page(0, flags, count, 0, memoryview(header)[S.BUCKET_HEADER_SIZE:], db)
         else:
-            page = db.page(root)
-            if page.flags != S.LEAF_PAGE:
+            leaf = db.leaf_bytes(root)
+            if leaf is None:
                 return None
+            data, count = leaf
         # Page.leaf_elements' checks, inlined: a generator step per element cost a third
-        data, end, off = bytes(page.data), len(page.data), S.PAGE_HEADER_SIZE
+        end, off = len(data), S.PAGE_HEADER_SIZE
         entries: dict[bytes, tuple[int, bytes]] = {}
         previous = None
-        for flags, pos, ksize, vsize in S.LEAF_ELEMENT.iter_unpack(data[off : off + S.ELEMENT_SIZE * page.count]):
+        for flags, pos, ksize, vsize in S.LEAF_ELEMENT.iter_unpack(data[off : off + S.ELEMENT_SIZE * count]):
             key_at = off + pos
             value_at = key_at + ksize
             if flags & ~S.BUCKET_LEAF_FLAG or value_at + vsize > end:
@@ -70,10 +71,10 @@ def leaf_fields(db: BoltFile, header: bytes) -> tuple[dict[bytes, bytes], dict[b
             if flags != S.LEAF_PAGE or S.PAGE_HEADER_SIZE + S.ELEMENT_SIZE * count > len(data):
                 return None
         else:
-            page = db.page(root)
-            if page.flags != S.LEAF_PAGE:
+            leaf = db.leaf_bytes(root)
+            if leaf is None:
                 return None
-            data, count = bytes(page.data), page.count
+            data, count = leaf
         end, off = len(data), S.PAGE_HEADER_SIZE
         values: dict[bytes, bytes] = {}
         buckets: dict[bytes, bytes] = {}
