@@ -130,3 +130,40 @@ def test_a_record_page_is_read_once_for_all_its_fields(tmp_path, monkeypatch):
             record.get(key)
             record.bucket(key)
         assert reads == [record.root]
+
+
+def _page_as_leaf(db: BoltFile, pgid: int) -> tuple[bytes, int] | None:
+    """What ``leaf_bytes`` stands for: ``page()`` when it returns a leaf page, else None."""
+    try:
+        page = db.page(pgid)
+    except BoltError:
+        return None
+    return (bytes(page.data), page.count) if page.flags == S.LEAF_PAGE else None
+
+
+def test_leaf_bytes_is_page_for_leaves_and_none_for_anything_else(tmp_path):
+    """Every page id of the file, and ids past its end, sound and with damaged headers: the
+    copy and count of a leaf page ``page()`` accepts, None wherever it raises or gives a
+    branch, meta or freelist page."""
+    path = _root(tmp_path)
+    with BoltFile(path) as db:
+        ids = range(-1, db.meta.pgid + 3)
+        assert any(_page_as_leaf(db, pgid) is not None for pgid in ids)
+        for pgid in ids:
+            assert db.leaf_bytes(pgid) == _page_as_leaf(db, pgid), pgid
+    data = bytearray(path.read_bytes())
+    rng = random.Random(7)
+    for _ in range(60):
+        damaged = bytearray(data)
+        pgid = rng.randrange(2, len(data) // 4096)
+        at = pgid * 4096 + rng.randrange(S.PAGE_HEADER_SIZE)  # the id, flags, count or overflow
+        damaged[at] = rng.randrange(256)
+        target = tmp_path / "damaged.db"
+        target.write_bytes(bytes(damaged))
+        try:
+            db = BoltFile(target)
+        except BoltError:
+            continue
+        with db:
+            for candidate in range(-1, db.meta.pgid + 3):
+                assert db.leaf_bytes(candidate) == _page_as_leaf(db, candidate), (pgid, at, candidate)
