@@ -486,3 +486,72 @@ def test_human_size_is_the_division_loop_ctr_runs() -> None:
     sizes += [rng.getrandbits(rng.randint(1, 53)) for _ in range(50000)]
     for n in sizes:
         assert human_size(n) == loop(n), n
+
+
+@pytest.mark.parametrize("young", [700, 50_000, 0, 10**6])
+def test_a_listing_paces_the_collector_and_gives_its_pace_back(tmp_path, monkeypatch, young) -> None:
+    """While a listing runs the collector runs at most every ``LISTING_GC_THRESHOLD`` new
+    objects (a pace already slower, or no collection at all, is left as it is); afterwards
+    the caller's thresholds are back, what the listing kept is not counted against them, and
+    cyclic garbage made during the listing is still collectable."""
+    import gc
+
+    from ctrconv import api, inventory
+    from support.synthetic_root import standard_root
+
+    root = standard_root(tmp_path / "root").write()
+    seen: list[tuple[int, int, int]] = []
+    kept: list[object] = []
+    summarize = inventory.summarize
+
+    def recording(*args, **kwargs):
+        seen.append(gc.get_threshold())
+        kept.extend([] for _ in range(2000))  # what a listing keeps (summaries, facts)
+        cycle: list[object] = []
+        cycle.append(cycle)  # garbage in a cycle, as the plan walk's closures leave
+        return summarize(*args, **kwargs)
+
+    monkeypatch.setattr(inventory, "summarize", recording)
+    before = gc.get_threshold()
+    gc.set_threshold(young, before[1], before[2])
+    try:
+        images = api.list_images(root, None)
+        after = gc.get_threshold()
+        pending = gc.get_count()[0]
+        collected = gc.collect()
+    finally:
+        gc.set_threshold(*before)
+    assert images and seen
+    expected = young if young == 0 or young >= inventory.LISTING_GC_THRESHOLD else inventory.LISTING_GC_THRESHOLD
+    assert {threshold[0] for threshold in seen} == {expected}
+    assert after == (young, before[1], before[2])
+    if young:
+        assert pending < young
+    assert collected >= len(seen)
+
+
+def test_what_a_listing_keeps_is_not_collected_when_it_ends() -> None:
+    """The objects made under ``_fewer_collections`` go to the oldest generation when it ends:
+    the caller's (lower) threshold back, the next allocations set off no collection of them."""
+    import gc
+
+    from ctrconv import inventory
+
+    before = gc.get_threshold()
+    collections: list[int] = []
+
+    def count(phase, info):
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.set_threshold(700, before[1], before[2])
+    try:
+        with inventory._fewer_collections():
+            kept = [[] for _ in range(20_000)]
+            gc.callbacks.append(count)
+        [[] for _ in range(300)]  # fewer than the threshold
+    finally:
+        if count in gc.callbacks:
+            gc.callbacks.remove(count)
+        gc.set_threshold(*before)
+    assert len(kept) == 20_000 and collections == []
