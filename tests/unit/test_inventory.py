@@ -466,8 +466,9 @@ def test_names_only_on_damaged_meta_db_fail_as_the_records_read(tmp_path) -> Non
 
 
 def test_human_size_is_the_division_loop_ctr_runs() -> None:
-    """The bit-length shortcut gives the text of go-units' loop (divide by 1024 while the size
-    is 1024 or more) at every unit boundary, on random sizes of every length, and past 2^53."""
+    """The integer shortcut gives the text of go-units' loop (divide by 1024 while the size is
+    1024 or more, ``%02.1f``) at every unit boundary, at exact halves of a tenth, on random
+    sizes of every length, and past 2^53."""
     import random
 
     from ctrconv.inventory import human_size
@@ -483,6 +484,10 @@ def test_human_size_is_the_division_loop_ctr_runs() -> None:
     rng = random.Random(53)
     sizes = [0, 1, 557, 1023, 1024, 1025, 1994752, 2**53 - 1, 2**53, 2**64, 2**90, 10**30]
     sizes += [1024**k + d for k in range(1, 6) for d in (-1, 0, 1)]
+    # sizes whose tenths end in an exact half (1.25 KiB, 1.75 KiB, ...: %.1f rounds to even)
+    # and their neighbours, in every unit
+    sizes += [(2 * t + 1) << (10 * k - 2) for k in range(1, 6) for t in range(2, 400)]
+    sizes += [((2 * t + 1) << (10 * k - 2)) + d for k in range(1, 6) for t in range(2, 60) for d in (-1, 1)]
     sizes += [rng.getrandbits(rng.randint(1, 53)) for _ in range(50000)]
     for n in sizes:
         assert human_size(n) == loop(n), n
