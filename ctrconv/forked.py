@@ -16,7 +16,8 @@ killing the child while it unwinds. The child leaves with ``os._exit``: no buffe
 
 :func:`map_balanced` is the same map with the items shared out as they are taken instead of
 split in two: a half of a listing is not half of its work (index images, shared documents), and
-one process waiting for the other is lost time.
+one process waiting for the other is lost time. :class:`Beside` computes one function's bytes
+in a forked child while this process does something else, with the same failure rule.
 """
 
 from __future__ import annotations
@@ -262,3 +263,82 @@ class _Frames:
         finally:
             view.release()
         del self.buffer[:at]
+
+
+#: what ends a :class:`Beside` child's bytes: their length and a mark (a child that died while
+#: writing leaves neither)
+_BESIDE_END = struct.Struct("<Q8s")
+_BESIDE_MARK = b"ctrconv\0"
+
+
+class Beside:
+    """``fn()`` computed in a forked child while this process does something else, its bytes
+    taken with :meth:`result` (``ls`` of a large root lists the blob directories beside
+    reading the namespace's content records: neither needs the other, and each is tens of
+    milliseconds before the listing can be split). The child is made when this object is;
+    check :func:`can_split` first.
+
+    The result is ``fn()``'s, and so is the failure: when the child gives no whole result (an
+    exception, or it died) :meth:`result` computes ``fn()`` here, which raises what it raises.
+    Use it as a context manager: leaving it before the result was taken (an error, an
+    interrupt) kills and reaps the child. The child ignores SIGINT and SIGTERM and leaves with
+    ``os._exit``, as :func:`map_balanced`'s does."""
+
+    def __init__(self, fn: Callable[[], bytes]) -> None:
+        self.fn = fn
+        read_end, write_end = os.pipe()
+        _widen(write_end)
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            os.close(read_end)
+            _beside_child(fn, write_end)
+        os.close(write_end)
+        self._pid, self._read = pid, read_end
+
+    def result(self) -> bytes:
+        """``fn()``'s bytes: the child's, waited for, or computed here when it gave none whole."""
+        if self._pid == -1:
+            return self.fn()
+        chunks = []
+        try:
+            while chunk := os.read(self._read, 1 << 20):
+                chunks.append(chunk)
+        finally:
+            self.close()
+        data = b"".join(chunks)
+        if len(data) >= _BESIDE_END.size:
+            length, mark = _BESIDE_END.unpack_from(data, len(data) - _BESIDE_END.size)
+            if mark == _BESIDE_MARK and length == len(data) - _BESIDE_END.size:
+                return data[:length]
+        return self.fn()
+
+    def close(self) -> None:
+        """Kill the child (unless it ended) and reap it; nothing to do the second time."""
+        if self._read != -1:
+            os.close(self._read)
+            self._read = -1
+        if self._pid != -1:
+            pid, self._pid = self._pid, -1
+            _kill(pid)
+            _reap(pid)
+
+    def __enter__(self) -> "Beside":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _beside_child(fn: Callable[[], bytes], write_end: int) -> None:
+    code = 0
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+        data = fn()
+        with os.fdopen(write_end, "wb") as pipe:
+            pipe.write(data)
+            pipe.write(_BESIDE_END.pack(len(data), _BESIDE_MARK))
+    except BaseException:
+        code = 1  # no result, or the parent went away: it computes the result itself, or is gone
+    finally:
+        os._exit(code)

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import gc
 from collections import OrderedDict
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
-from ctrconv.containerd.content import ContentStore, ListingContent, NamespaceContent
+from ctrconv.containerd.content import ContentStore, ListingContent, NamespaceContent, blob_listing
 from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.imagerecords import Element, StoredImages
 from ctrconv.containerd.records import ImageRecord, Target
 from ctrconv.errors import CtrconvError
-from ctrconv.forked import can_split, map_balanced
+from ctrconv.forked import Beside, can_split, map_balanced
 from ctrconv.listingfacts import FACTS_FROM, ConfigFacts, IndexFacts, Key, ListingFacts, ManifestFacts
 from ctrconv.oci import platform as plat
 from ctrconv.pipeline.completeness import LabelsOf, SnapshotExists, assess
@@ -418,13 +419,24 @@ def _list_images(meta: MetadataDB, content: ContentStore, namespaces: list[str],
     facts_looked_for = False
     judged = judged_platform(matcher)
     for ns in namespaces:
-        visible = ListingContent(content, ns, meta.content_digests(ns))
-        labels_of, snapshot_exists = lookups_in(meta, ns)
-        stored = meta.stored_images(ns)
-        if not facts_looked_for and len(stored.elements) >= FACTS_FROM:
-            facts_looked_for = True
-            loaded = ListingFacts.load(content.path)
-            facts = loaded if loaded.path is not None else None  # no cache directory: nothing to learn for
+        try:  # first, to know whether the listing will be split (read again below if it raised)
+            stored: StoredImages | None = meta.stored_images(ns)
+        except Exception:  # noqa: BLE001 -- raised again in its turn, after what is read before it
+            stored = None
+        split = stored is not None and len(stored.elements) >= SPLIT_FROM and can_split()
+        # a split listing needs the blob directories listed: a forked child lists them while
+        # this process reads the content records (each ~30 ms at 10,000 images)
+        with Beside(partial(blob_listing, content)) if split else nullcontext() as listing:
+            visible = ListingContent(content, ns, meta.content_digests(ns))
+            labels_of, snapshot_exists = lookups_in(meta, ns)
+            if stored is None:
+                stored = meta.stored_images(ns)  # (raises what it raised)
+            if not facts_looked_for and len(stored.elements) >= FACTS_FROM:
+                facts_looked_for = True
+                loaded = ListingFacts.load(content.path)
+                facts = loaded if loaded.path is not None else None  # no cache directory: nothing to learn for
+            if isinstance(listing, Beside):  # (split) once, before the fork, not once in each process
+                visible.list_now(listing.result())
 
         by_target: dict[Target, ImageSummary] = {}
 
@@ -438,9 +450,6 @@ def _list_images(meta: MetadataDB, content: ContentStore, namespaces: list[str],
                 judged=judged)
             return summary
 
-        split = len(stored.elements) >= SPLIT_FROM and can_split()
-        if split:
-            visible.list_now()  # once, before the fork, not once in each process
         out += _records(stored, one, split, facts)
     if facts is not None:  # a listing of some namespaces keeps the facts of the others
         facts.save(keep_unused=set(namespaces) != set(meta.namespaces()))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Iterator
 
@@ -202,13 +204,16 @@ class ListingContent(NamespaceContent):
             present = self._present[key] = self._look_up(key)
         return present
 
-    def list_now(self) -> None:
+    def list_now(self, listing: bytes | None = None) -> None:
         """List the blob directories now, if this namespace is large enough to list them at all
-        (before a fork: both processes then share one listing)."""
+        (before a fork: both processes then share one listing). ``listing``: the directories
+        listed already, as :func:`blob_listing` gives them (by another process)."""
         if len(self.recorded) >= self.LIST_FROM:
+            listed = read_blob_listing(listing) if listing is not None else {}
             for algorithm in sorted(ALGORITHMS):
                 if algorithm not in self._files:
-                    self._files[algorithm] = _regular_files(f"{self.path}/blobs/{algorithm}")
+                    self._files[algorithm] = (listed[algorithm] if algorithm in listed
+                                              else _regular_files(f"{self.path}/blobs/{algorithm}"))
 
     def _look_up(self, key: str) -> bool:
         if len(self.recorded) < self.LIST_FROM or key not in self.recorded:
@@ -225,11 +230,48 @@ class ListingContent(NamespaceContent):
 def _regular_files(directory: str) -> frozenset[str] | None:
     """Names of the regular files (or symlinks to them) in ``directory``; None when it cannot
     be listed (then each blob is stat-ed, as without a listing)."""
+    names = _regular_file_names(directory)
+    return None if names is None else frozenset(names)
+
+
+def _regular_file_names(directory: str) -> list[str] | None:
     try:
         with os.scandir(directory) as entries:
-            return frozenset(e.name for e in entries if _is_file(e))
+            return [e.name for e in entries if _is_file(e)]
     except OSError:
         return None
+
+
+#: per algorithm in :func:`blob_listing`: whether its directory was listed, and its length
+_LISTED = struct.Struct("<?Q")
+#: how ``os.fsencode``/``os.fsdecode`` turn names into bytes and back (one call for them all)
+_FS_CODEC = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
+
+
+def blob_listing(store: ContentStore) -> bytes:
+    """What :meth:`ListingContent.list_now` lists (the regular files of each algorithm's blob
+    directory) as bytes another process can hand over: for each algorithm in sorted order,
+    whether its directory could be listed and the names, each ended by NUL (no file name holds
+    one), in the file system's encoding."""
+    parts = []
+    for algorithm in sorted(ALGORITHMS):
+        names = _regular_file_names(f"{store.path}/blobs/{algorithm}")
+        text = ("\0".join(names) + "\0").encode(*_FS_CODEC) if names else b""
+        parts += [_LISTED.pack(names is not None, len(text)), text]
+    return b"".join(parts)
+
+
+def read_blob_listing(data: bytes) -> dict[str, frozenset[str] | None]:
+    """The listing :func:`blob_listing` encoded, by algorithm (None: not listable)."""
+    listed: dict[str, frozenset[str] | None] = {}
+    at = 0
+    for algorithm in sorted(ALGORITHMS):
+        found, length = _LISTED.unpack_from(data, at)
+        at += _LISTED.size
+        text = data[at:at + length].decode(*_FS_CODEC)
+        at += length
+        listed[algorithm] = frozenset(text.split("\0")[:-1]) if found else None
+    return listed
 
 
 def _is_file(entry: os.DirEntry[str]) -> bool:

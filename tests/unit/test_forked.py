@@ -175,3 +175,57 @@ def test_balanced_an_interrupt_here_stops_the_child_at_once(tmp_path) -> None:
 def test_balanced_refuses_more_items_than_its_queue_holds() -> None:
     with pytest.raises(ValueError):
         map_balanced(lambda x: x, range(forked_module.MAX_SHARED_ITEMS + 1))
+
+
+# -- Beside: a function computed in a forked child while this process goes on ---------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 65_535, 3 << 20])
+def test_beside_gives_the_childs_bytes(size: int) -> None:
+    """Computed in the child (this process never calls it), whole at any size, more than a
+    pipe holds included."""
+    parent = os.getpid()
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    here: list[int] = []
+
+    def fn() -> bytes:
+        if os.getpid() == parent:
+            here.append(1)
+        return data
+
+    with forked_module.Beside(fn) as beside:
+        assert beside.result() == data and not here
+        assert beside.result() == data and here  # asked again: computed here, the child is gone
+
+
+@pytest.mark.parametrize("how", ["raises", "dies"])
+def test_beside_a_child_without_a_result_leaves_it_to_this_process(how: str) -> None:
+    parent = os.getpid()
+
+    def fn() -> bytes:
+        if os.getpid() != parent:
+            if how == "dies":
+                os._exit(3)
+            raise ValueError("only in the child")
+        return b"computed here"
+
+    with forked_module.Beside(fn) as beside:
+        assert beside.result() == b"computed here"
+
+
+def test_beside_a_failure_is_raised_here() -> None:
+    def fn() -> bytes:
+        raise ValueError("everywhere")
+
+    with forked_module.Beside(fn) as beside, pytest.raises(ValueError, match="everywhere"):
+        beside.result()
+
+
+def test_beside_left_early_kills_and_reaps_the_child() -> None:
+    """An error before the result is taken: the child (still working) is killed and reaped
+    (no child left: the fixture) without waiting for it."""
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with forked_module.Beside(lambda: time.sleep(30) or b""):
+            raise KeyboardInterrupt
+    assert time.monotonic() - started < 10

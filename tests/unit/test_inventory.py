@@ -560,3 +560,34 @@ def test_what_a_listing_keeps_is_not_collected_when_it_ends() -> None:
             gc.callbacks.remove(count)
         gc.set_threshold(*before)
     assert len(kept) == 20_000 and collections == []
+
+
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("broken", [("records",), ("content",), ("records", "content")])
+def test_a_namespace_that_does_not_read_fails_with_the_first_error_in_reading_order(
+        tmp_path, monkeypatch, split: bool, broken: tuple[str, ...]) -> None:
+    """The image records are read first (to know whether the listing is split) but their error
+    comes in its old turn: after the content records' (read first before), whether the listing
+    would be split or not."""
+    from ctrconv import api, inventory
+    from ctrconv.containerd.metadata import MetadataDB
+    from ctrconv.errors import FormatError
+    from support.synthetic_root import standard_root
+
+    root = standard_root(tmp_path / "root").write()
+    if split:
+        monkeypatch.setattr(inventory, "SPLIT_FROM", 1)
+        monkeypatch.setattr(inventory, "can_split", lambda: True)
+
+    def failing(what: str):
+        def read(self, namespace):
+            raise FormatError(f"{what} of {namespace} do not read")
+        return read
+
+    if "records" in broken:
+        monkeypatch.setattr(MetadataDB, "stored_images", failing("image records"))
+    if "content" in broken:
+        monkeypatch.setattr(MetadataDB, "content_digests", failing("content records"))
+    first = "content records" if "content" in broken else "image records"
+    with pytest.raises(FormatError, match=first):
+        api.list_images(root, None)

@@ -199,6 +199,34 @@ def test_list_now_lists_before_any_lookup(tmp_path: Path, monkeypatch) -> None:
     assert large.exists(present) and not large.exists("sha512:" + "e" * 128)
 
 
+def test_a_listing_handed_over_is_the_listing(tmp_path: Path, monkeypatch) -> None:
+    """``blob_listing`` (made in another process) read back gives ``list_now`` the listing it
+    makes itself: regular files and symlinks to them, not directories or dangling links, names
+    that are not UTF-8 or hold a newline, an empty directory, an absent one."""
+    import os
+
+    from ctrconv.containerd.content import ListingContent, blob_listing, read_blob_listing
+
+    store = _store(tmp_path)
+    blobs = store.path / "blobs" / "sha256"
+    present = _put(store, b"present")
+    (blobs / ("a" * 64)).symlink_to(blobs / present[7:])
+    (blobs / ("b" * 64)).symlink_to(blobs / "nowhere")
+    (blobs / ("c" * 64)).mkdir()
+    (blobs / "line\nbreak").write_bytes(b"")
+    os.close(os.open(os.fsencode(blobs) + b"/not-utf8-\xff", os.O_CREAT | os.O_WRONLY, 0o644))
+    (store.path / "blobs" / "sha384").mkdir()
+    monkeypatch.setattr(ListingContent, "LIST_FROM", 1)
+    itself = ListingContent(store, "default", {present})
+    itself.list_now()
+    handed = ListingContent(store, "default", {present})
+    handed.list_now(blob_listing(store))
+    assert handed._files == itself._files
+    assert itself._files["sha256"] == {present[7:], "a" * 64, "line\nbreak", "not-utf8-\udcff"}
+    assert itself._files["sha384"] == frozenset() and itself._files["sha512"] is None
+    assert read_blob_listing(blob_listing(store)) == itself._files
+
+
 def test_read_exact_of_a_digest_text_refuses_what_does_not_parse(tmp_path: Path, monkeypatch) -> None:
     """``read_exact`` takes a digest text too (``ls`` hands it the descriptors' own): the same
     bytes as for the parsed digest, and None, with no file opened, for a text ``Digest.parse``
