@@ -29,7 +29,14 @@ class ContentStore:
     """Read access to the blobs of one containerd root."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        self._path = Path(path)
+        #: the path as text, for the paths of blobs made by the ten thousand (formatting a
+        #: ``Path`` into an f-string costs six times formatting its text)
+        self._text = os.fspath(self._path)
+
+    @property
+    def path(self) -> Path:
+        return self._path
 
     def blob_path(self, digest: Digest | str) -> Path:
         d = Digest.parse(digest)
@@ -39,7 +46,7 @@ class ContentStore:
         """:meth:`blob_path` as a string: presence checks of many blobs (``ls``, ``verify``)
         need no ``Path`` object each."""
         d = Digest.parse(digest)
-        return f"{self.path}/blobs/{d.algorithm}/{d.hex}"
+        return f"{self._text}/blobs/{d.algorithm}/{d.hex}"
 
     def exists(self, digest: Digest | str) -> bool:
         try:
@@ -99,7 +106,7 @@ class ContentStore:
         else:
             algorithm, hex_ = digest.algorithm, digest.hex  # type: ignore[union-attr]
         try:
-            fd = os.open(f"{self.path}/blobs/{algorithm}/{hex_}", os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(f"{self._text}/blobs/{algorithm}/{hex_}", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
         try:

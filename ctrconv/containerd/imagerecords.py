@@ -132,8 +132,8 @@ def _decode(fields: Values, target: Values | None, labels: Values, annotations: 
             digest=text(target.get(K.DIGEST)) or "",
             size=decode_varint(size_raw) if size_raw is not None else 0,
         ),
-        labels={text(k): text(v) for k, v in labels.items()},
-        annotations={text(k): text(v) for k, v in annotations.items()},
+        labels={text(k): text(v) for k, v in labels.items()} if labels else {},
+        annotations={text(k): text(v) for k, v in annotations.items()} if annotations else {},
         created_at=None if created is None else decode_time(created),
         updated_at=None if updated is None else decode_time(updated),
     )
