@@ -42,21 +42,25 @@ class ContentStore:
         d = Digest.parse(digest)
         return self.path / "blobs" / d.algorithm / d.hex
 
-    def _blob_file(self, digest: Digest | str) -> str:
+    def blob_file(self, digest: Digest | str) -> str:
         """:meth:`blob_path` as a string: presence checks of many blobs (``ls``, ``verify``)
-        need no ``Path`` object each."""
+        need no ``Path`` object each, nor a :class:`Digest` for a canonical digest text.
+        Raises :class:`InvalidDigestError` for what :meth:`Digest.parse` refuses."""
+        if type(digest) is str and is_canonical(digest):
+            algorithm, _, hex_ = digest.partition(":")
+            return f"{self._text}/blobs/{algorithm}/{hex_}"
         d = Digest.parse(digest)
         return f"{self._text}/blobs/{d.algorithm}/{d.hex}"
 
     def exists(self, digest: Digest | str) -> bool:
         try:
-            return os.path.isfile(self._blob_file(digest))
+            return os.path.isfile(self.blob_file(digest))
         except InvalidDigestError:
             return False
 
     def size(self, digest: Digest | str) -> int | None:
         try:
-            return os.stat(self._blob_file(digest)).st_size
+            return os.stat(self.blob_file(digest)).st_size
         except (OSError, InvalidDigestError):
             return None
 

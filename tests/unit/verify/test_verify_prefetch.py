@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 
+import pytest
+
 from ctrconv.containerd.content import ContentStore
 from ctrconv.verify import prefetch
 from ctrconv.verify.prefetch import blob_sizes
@@ -23,8 +25,20 @@ def _store(tmp_path, count):
     return ContentStore(tmp_path), digests
 
 
-def test_sizes_equal_the_stores_answers_across_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(prefetch, "CHUNK", 7)  # many chunks, so the thread pool is used
+@pytest.mark.parametrize("waiting", [0.0, 1e9])
+def test_sizes_equal_the_stores_answers_across_chunks(tmp_path, monkeypatch, waiting):
+    """The same answers whether the chunks are looked up here (a warm cache) or the first slow
+    chunk hands the rest to the threads (``WAITING`` 0: every chunk is slow)."""
+    monkeypatch.setattr(prefetch, "CHUNK", 7)  # many chunks
+    monkeypatch.setattr(prefetch, "WAITING", waiting)
+    pooled = []
+    real_pool = prefetch.ThreadPoolExecutor
+
+    def recording_pool(*args, **kwargs):
+        pooled.append(True)
+        return real_pool(*args, **kwargs)
+
+    monkeypatch.setattr(prefetch, "ThreadPoolExecutor", recording_pool)
     store, digests = _store(tmp_path, 40)
     os.unlink(store.blob_path(digests[3]))  # recorded, no file
     os.mkdir(store.path / "blobs" / "sha256" / ("ab" * 32))  # a directory where a blob belongs
@@ -35,6 +49,7 @@ def test_sizes_equal_the_stores_answers_across_chunks(tmp_path, monkeypatch):
     assert sizes == {d: store.size(d) for d in asked}
     assert sizes[digests[3]] is None and sizes[digests[9]] == 9 and sizes["sha256:../../etc"] is None
     assert sorted(read_ahead) == sorted([digests[5], digests[6]])  # present documents only
+    assert pooled == ([True] if waiting == 0.0 else [])
 
 
 def test_read_ahead_of_a_present_and_a_missing_blob(tmp_path):
