@@ -601,10 +601,10 @@ def _list_blobs(croot: ContainerdRoot, referenced: set[str], report: Report, onl
     """:func:`_check_blobs` without reading a byte (``verify --no-hash``): every blob file is
     listed and matched against the content records (their sizes are checked per namespace)."""
     content = croot.content
-    blobs = [d for d, _ in content.walk() if only is None or str(d) in only]
+    blobs = [d for d in content.blob_digests() if only is None or d in only]
     report.count("blobs", len(blobs))
     for digest in blobs:
-        if str(digest) not in referenced:
+        if digest not in referenced:
             report.add("unreferenced-blob", f"blob {digest}", str(content.blob_path(digest)), _UNREFERENCED, severity="info")
     _check_ingest(content, report)
 

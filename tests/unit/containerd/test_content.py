@@ -247,3 +247,27 @@ def test_read_exact_of_a_digest_text_refuses_what_does_not_parse(tmp_path: Path,
                     "sha256:" + good[7:-1], "sha256/" + good[7:], ""):
         assert store.read_exact(hostile, 8) is None, hostile
     assert opened == []
+
+
+def test_walk_is_every_well_named_regular_file_in_order(tmp_path: Path) -> None:
+    """``walk`` (and ``blob_digests``, its digests as text) yield the regular files whose names
+    are digests of their directory's algorithm, in order: not symlinks, directories, names of
+    another length, upper-case hex, or files of another algorithm's directory; an absent
+    algorithm directory is skipped."""
+    store = _store(tmp_path)
+    blobs = store.path / "blobs"
+    present = [_put(store, bytes([i])) for i in range(5)]
+    sha256 = blobs / "sha256"
+    (sha256 / ("a" * 64)).symlink_to(sha256 / present[0][7:])
+    (sha256 / ("b" * 64)).mkdir()
+    (sha256 / ("C" * 64)).write_bytes(b"")
+    (sha256 / ("d" * 63)).write_bytes(b"")
+    (sha256 / ("e" * 64 + "\n")).write_bytes(b"")
+    (sha256 / ("f" * 128)).write_bytes(b"")
+    (blobs / "sha512").mkdir()
+    (blobs / "sha512" / ("1" * 128)).write_bytes(b"")
+    (blobs / "sha512" / ("2" * 64)).write_bytes(b"")
+    walked = list(store.walk())
+    expected = sorted(present) + ["sha512:" + "1" * 128]
+    assert [str(d) for d, _ in walked] == expected == store.blob_digests()
+    assert [p for _, p in walked] == [store.blob_path(d) for d in expected]
