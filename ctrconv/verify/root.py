@@ -17,6 +17,7 @@ from ctrconv.bolt.check import check_bolt
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.content import ContentStore, ListingContent, NamespaceContent
 from ctrconv.containerd.metadata import MetadataDB
+from ctrconv.containerd.imagerecords import Element
 from ctrconv.containerd.records import BackendSnapshot, BlobRecord, ImageRecord
 from ctrconv.containerd.locking import is_locked, private_copy
 from ctrconv.containerd.root import ContainerdRoot
@@ -32,7 +33,7 @@ from ctrconv.verify.blobs import file_size, hash_blobs
 from ctrconv.verify.deep import HostRuns
 from ctrconv.verify.prefetch import blob_sizes
 from ctrconv.verify.problems import Findings, Report
-from ctrconv.verify.split import SPLIT_FROM, SnapshotRecords, image_records
+from ctrconv.verify.split import SPLIT_FROM, SnapshotRecords, image_elements
 
 T = TypeVar("T")
 GC_CONTENT = K.LABEL_GC_CONTENT
@@ -297,23 +298,34 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
 
     runs = HostRuns()
 
-    def one(image: ImageRecord) -> Findings:
+    stored, elements, unreadable_images = image_elements(meta, ns)
+
+    def one(element: Element) -> Findings | str:
+        """The findings of one image record, decoded where it is checked; why it does not read
+        instead (it and the records after it are not checked: a loop over them stopped there)."""
+        try:
+            image = stored.decode(element)  # type: ignore[union-attr]  # (no elements without it)
+        except CtrconvError as exc:
+            return str(exc)
         found = Report()
         _check_image(image, records, visible, snapshot_keys, found, others, runs)
         return tuple(found.problems), tuple(found.stats.items())  # a clean image: two empty tuples
 
-    images, unreadable_image = image_records(meta, ns)
-    checked: Iterable[Findings]
-    if len(images) >= SPLIT_FROM and can_split():
+    checked: Iterable[Findings | str]
+    if len(elements) >= SPLIT_FROM and can_split():
         visible.list_now()  # once, before the fork, not once in each process
-        checked = map_halves(one, images)
+        checked = map_halves(one, elements)
     else:
-        checked = (one(image) for image in images)
-    for problems, stats in checked:
+        checked = (one(element) for element in elements)
+    unreadable = None if unreadable_images is None else str(unreadable_images)
+    for result in checked:
+        if isinstance(result, str):
+            unreadable = result  # (before the walk's error, which comes after every record)
+            break
         report.count("images")
-        report.merge(problems, stats)
-    if unreadable_image is not None:
-        report.add("unreadable-record", f"{ns}/images", where, str(unreadable_image))
+        report.merge(*result)
+    if unreadable is not None:
+        report.add("unreadable-record", f"{ns}/images", where, unreadable)
 
     now = time.time_ns()
     leased = {ref for lease in _safe(report, f"{ns}/leases", where, meta.leases(ns)) for ref in lease.ingests}

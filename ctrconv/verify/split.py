@@ -3,15 +3,16 @@ processes, and snapshot records, read once for the three checks that look at the
 
 verify's per-image checks (read, prove valid and judge each image's documents) share nothing
 between images but caches; with two cores :func:`ctrconv.forked.map_halves` runs the second
-half in a forked child, as ``ls`` does. The records are read first, up to the first that does
-not decode, and that error is reported after the images before it were checked: the order of
-a loop over the records, so the report is the same either way.
+half in a forked child, as ``ls`` does. The records are taken undecoded and decoded where they
+are checked; the first that does not decode is reported after the images before it were
+checked: the order of a loop over the records, so the report is the same either way.
 """
 
 from __future__ import annotations
 
+from ctrconv.containerd.imagerecords import Element, StoredImages
 from ctrconv.containerd.metadata import MetadataDB
-from ctrconv.containerd.records import ImageRecord, SnapshotRecord
+from ctrconv.containerd.records import SnapshotRecord
 from ctrconv.errors import CtrconvError
 from ctrconv.verify.problems import Report
 
@@ -19,17 +20,16 @@ from ctrconv.verify.problems import Report
 SPLIT_FROM = 2000
 
 
-def image_records(meta: MetadataDB, namespace: str) -> tuple[list[ImageRecord], CtrconvError | None]:
-    """The namespace's image records up to the first that does not read, and its error. Each
-    is kept as the checks read it: name and target (labels, annotations and timestamps were
-    decoded, and so checked, when the record was read; 20,000 held whole cost ~25 MiB)."""
-    images: list[ImageRecord] = []
+def image_elements(meta: MetadataDB, namespace: str) -> tuple[StoredImages | None, list[Element], CtrconvError | None]:
+    """The namespace's image records as stored, undecoded (each is decoded where it is
+    checked: in the process that checks it, as ``ls`` does), up to the first the walk of the
+    records cannot read, and that error (also when the namespace's ``images`` cannot be read
+    at all: no records then). A record that does not decode stops the checks at itself."""
     try:
-        for image in meta.images(namespace):
-            images.append(ImageRecord(image.namespace, image.name, image.target))
+        stored = meta.stored_images(namespace)
     except CtrconvError as exc:
-        return images, exc
-    return images, None
+        return None, [], exc
+    return stored, stored.elements, stored.error
 
 
 class SnapshotRecords:

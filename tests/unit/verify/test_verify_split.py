@@ -61,16 +61,17 @@ def test_split_image_checks_report_as_one_process(tmp_path, monkeypatch, hash_co
 
 
 def test_unreadable_image_record_comes_after_the_images_before_it(tmp_path, monkeypatch):
+    """The walk of the records stops after ten: the ten are checked, its error comes after them."""
     root = _damaged(tmp_path)
-    original = verify_root_module.image_records
+    original = verify_root_module.image_elements
     kept: list[str] = []
 
     def unreadable_after_ten(meta, namespace):
-        images, _ = original(meta, namespace)
-        kept.extend(f"image {i.namespace}/{i.name}" for i in images[:10])
-        return images[:10], CtrconvError("image default/x: bad record")
+        stored, elements, _ = original(meta, namespace)
+        kept.extend(f"image {namespace}/{stored.decode(e).name}" for e in elements[:10])
+        return stored, elements[:10], CtrconvError("image default/x: bad record")
 
-    monkeypatch.setattr(verify_root_module, "image_records", unreadable_after_ten)
+    monkeypatch.setattr(verify_root_module, "image_elements", unreadable_after_ten)
     splits: list[int] = []
     _split(monkeypatch, splits)
     report = verify_root(root, hash_contents=False).to_json()
@@ -81,6 +82,49 @@ def test_unreadable_image_record_comes_after_the_images_before_it(tmp_path, monk
     assert objects and set(objects) <= set(kept)  # only the images read were checked
     assert all(kinds.index(k) < last for k in kinds if k[1].startswith("image "))
     assert report["stats"]["images"] == 10
+
+
+@pytest.mark.parametrize("bad", [3, 25, 39])
+@pytest.mark.parametrize("split", [False, True])
+def test_a_record_that_does_not_decode_stops_the_checks_there(tmp_path, monkeypatch, bad, split):
+    """Records are decoded where they are checked (in either process when split): the first
+    that does not decode is reported once, after the images before it, and no image after it
+    is checked or counted; the walk's own error (after every record) is not reported then."""
+    from ctrconv.containerd import imagerecords
+    from ctrconv.errors import FormatError
+
+    root = _damaged(tmp_path)
+    original_decode = imagerecords.StoredImages.decode
+    original = verify_root_module.image_elements
+    order: list[bytes] = []
+
+    def with_walk_error(meta, namespace):
+        stored, elements, _ = original(meta, namespace)
+        order.extend(e[1] for e in elements)
+        return stored, elements, CtrconvError("the walk's error")
+
+    def decode(self, element):
+        if element[1] == order[bad]:
+            raise FormatError(f"image {self.namespace}/{element[1].decode()}: bad field")
+        return original_decode(self, element)
+
+    monkeypatch.setattr(verify_root_module, "image_elements", with_walk_error)
+    monkeypatch.setattr(imagerecords.StoredImages, "decode", decode)
+    splits: list[int] = []
+    if split:
+        _split(monkeypatch, splits)
+    else:
+        monkeypatch.setattr(verify_root_module, "can_split", lambda: False)
+    report = verify_root(root, hash_contents=False).to_json()
+    assert (IMAGES in splits) == split
+    unreadable = [p for p in report["problems"] if p["kind"] == "unreadable-record" and p["object"] == "default/images"]
+    assert [p["message"] for p in unreadable] == [f"image default/{order[bad].decode()}: bad field"]
+    checked = {o.split("/", 1)[1] for o in _image_objects(report)}
+    assert checked <= {name.decode() for name in order[:bad]}
+    assert report["stats"]["images"] == bad
+    kinds = [(p["kind"], p["object"]) for p in report["problems"]]
+    last = kinds.index(("unreadable-record", "default/images"))
+    assert all(kinds.index(k) < last for k in kinds if k[1].startswith("image "))
 
 
 def test_snapshot_records_are_read_once_and_an_unreadable_one_reported_by_each_check(tmp_path, monkeypatch):
