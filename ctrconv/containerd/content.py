@@ -125,22 +125,34 @@ class ContentStore:
 
     def walk(self) -> Iterator[tuple[Digest, Path]]:
         """Every well-named blob file on disk (invalid names are skipped, like containerd)."""
-        for digest in self.blob_digests():
-            algorithm, _, hex_ = digest.partition(":")
-            yield Digest(algorithm, hex_), Path(f"{self._text}/blobs/{algorithm}/{hex_}")
+        for alg, entries in self._blob_entries():
+            for entry in entries:
+                try:
+                    digest = Digest(alg, entry.name)
+                except InvalidDigestError:
+                    continue
+                if entry.is_file(follow_symlinks=False):
+                    yield digest, Path(entry.path)
 
     def blob_digests(self) -> list[str]:
         """The digests of :meth:`walk`'s blobs, in its order, as text: no ``Digest`` and
         ``Path`` made for each of 32,000 files only to be looked up in a set."""
         found: list[str] = []
-        for alg in sorted(ALGORITHMS):
-            directory = f"{self._text}/blobs/{alg}"
-            if not os.path.isdir(directory):
-                continue
-            with os.scandir(directory) as entries:
-                named = sorted((f"{alg}:{e.name}", e) for e in entries)
-            found += [digest for digest, entry in named if is_canonical(digest) and entry.is_file(follow_symlinks=False)]
+        for alg, entries in self._blob_entries():
+            for entry in entries:
+                digest = f"{alg}:{entry.name}"
+                if is_canonical(digest) and entry.is_file(follow_symlinks=False):
+                    found.append(digest)
         return found
+
+    def _blob_entries(self) -> Iterator[tuple[str, list[os.DirEntry[str]]]]:
+        """Each algorithm's blob directory that exists, its entries sorted by name."""
+        blobs = self.path / "blobs"
+        for alg in sorted(ALGORITHMS):
+            d = blobs / alg
+            if not d.is_dir():
+                continue
+            yield alg, sorted(os.scandir(d), key=lambda e: e.name)
 
 
 class NamespaceContent:
