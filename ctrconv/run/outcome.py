@@ -4,13 +4,13 @@ command can fail (the contract's codes: 0, 1 failed, 2 usage, 128+N signal), and
 
 from __future__ import annotations
 
-import json
 import sys
 import traceback
 from typing import Any, Callable, NoReturn
 
 from ctrconv import interrupts, tempfiles
 from ctrconv.errors import CtrconvError
+from ctrconv.run.jsontext import indented
 
 #: raised by the signal handler while a command runs (:mod:`ctrconv.interrupts`)
 Stopped = interrupts.Stopped
@@ -27,7 +27,7 @@ def warning_line(message: str) -> None:
 
 
 def print_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.write(indented(document) + "\n")  # json.dumps(indent=2, default=str)'s text
 
 
 def guarded(invoke: Callable[[], int], debug: bool) -> int:
