@@ -392,15 +392,18 @@ def _fewer_collections() -> Iterator[None]:
     if young == 0 or young >= LISTING_GC_THRESHOLD:
         yield
         return
+    frozen = gc.get_freeze_count()
     gc.set_threshold(LISTING_GC_THRESHOLD, *older)
     try:
         yield
     finally:
         # the objects the listing made and keeps go to the oldest generation untraversed:
         # with the old threshold back, the next allocation would otherwise set off a
-        # collection of all of them at once (~20 ms after a 10,000-image listing)
-        gc.freeze()
-        gc.unfreeze()
+        # collection of all of them at once (~20 ms after a 10,000-image listing); not when
+        # the caller froze objects of its own (unfreezing would thaw them too)
+        if not frozen:
+            gc.freeze()
+            gc.unfreeze()
         gc.set_threshold(young, *older)
 
 

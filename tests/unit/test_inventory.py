@@ -591,3 +591,20 @@ def test_a_namespace_that_does_not_read_fails_with_the_first_error_in_reading_or
     first = "content records" if "content" in broken else "image records"
     with pytest.raises(FormatError, match=first):
         api.list_images(root, None)
+
+
+def test_objects_the_caller_froze_stay_frozen() -> None:
+    """A caller that froze its objects (``gc.freeze`` before forking workers) finds them frozen
+    after a listing: the listing's own objects are then left to the collector's pace."""
+    import gc
+
+    from ctrconv import inventory
+
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with inventory._fewer_collections():
+            kept = [[] for _ in range(1000)]
+        assert gc.get_freeze_count() == frozen and len(kept) == 1000
+    finally:
+        gc.unfreeze()
