@@ -66,25 +66,30 @@ def hash_blobs(
     jobs: int | None = None,
     stage: Stage = SILENT_STAGE,
 ) -> list[tuple[Digest, str | None, int]]:
-    """:func:`hash_blob` of each blob, in order: the large ones on ``jobs`` threads (default:
-    the cores, at most 8), the small ones here while they come fast (the module docstring)."""
+    """:func:`hash_blob` of each blob, in order, on ``jobs`` threads (default: the cores, at
+    most 8) counting this one: while small blobs come fast this thread hashes them and the
+    others the large ones; once they come slowly, every blob goes to ``jobs`` pool threads
+    (the module docstring). One job: every blob on this thread."""
     workers = jobs or min(8, os.cpu_count() or 1)
+    if workers <= 1:
+        return [hash_blob(digest, path, stage) for digest, path in blobs]
     results: list[tuple[Digest, str | None, int]] = []
     items = iter(blobs)
-    small_here = True
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        # a window of blobs at a time: ``map`` makes a future for every item at once, and a
-        # root of 64,000 blobs held 100 MiB of futures before the first was done
-        while window := list(islice(items, workers * _WINDOW_PER_WORKER)):
-            if not small_here:
-                results.extend(pool.map(lambda item: hash_blob(item[0], item[1], stage), window))
-                continue
+    # a window of blobs at a time: ``map`` makes a future for every item at once, and a root
+    # of 64,000 blobs held 100 MiB of futures before the first was done
+    window_size = workers * _WINDOW_PER_WORKER
+    with ThreadPoolExecutor(max_workers=workers - 1) as pool:
+        while window := list(islice(items, window_size)):
             started = time.perf_counter()
             sizes = [file_size(path) for _, path in window]
             large = {i: pool.submit(hash_blob, digest, path, stage)
                      for i, ((digest, path), size) in enumerate(zip(window, sizes)) if size > SMALL}
             done = {i: hash_blob(digest, path, stage) for i, (digest, path) in enumerate(window) if i not in large}
-            if done and time.perf_counter() - started > WAITING * len(window):
-                small_here = False  # the disk answers: from the next window on, all on the pool
+            slow = bool(done) and time.perf_counter() - started > WAITING * len(window)
             results.extend(done[i] if i in done else large[i].result() for i in range(len(window)))
+            if slow:
+                break  # the disk answers: the rest side by side, every blob on the pool
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        while window := list(islice(items, window_size)):
+            results.extend(pool.map(lambda item: hash_blob(item[0], item[1], stage), window))
     return results

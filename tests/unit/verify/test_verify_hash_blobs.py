@@ -54,3 +54,27 @@ def test_every_hash_in_order_on_the_thread_its_size_and_pace_say(tmp_path, monke
     else:  # the first window's small blobs here, then every blob on the pool
         here = {p for p, at in where.items() if at == "here"}
         assert here and here <= {p for _, p in items[:6]}
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 3])
+def test_no_more_hashing_threads_than_jobs(tmp_path, monkeypatch, jobs):
+    """``--jobs N`` hashes on N threads counting the calling one (which hashes the small
+    blobs): one job hashes everything here, N jobs use at most N - 1 pool threads while the
+    small blobs come fast."""
+    monkeypatch.setattr(blobs, "_WINDOW_PER_WORKER", 4)
+    monkeypatch.setattr(blobs, "SMALL", 1000)
+    monkeypatch.setattr(blobs, "WAITING", 1e9)
+    items = _blobs(tmp_path, [10, 5000, 20_000, 30, 4000, 9000] * 5)
+    threads: set[int] = set()
+    real = blobs.hash_blob
+    main = threading.get_ident()
+
+    def recording(digest, path, *args, **kwargs):
+        threads.add(threading.get_ident())
+        return real(digest, path, *args, **kwargs)
+
+    monkeypatch.setattr(blobs, "hash_blob", recording)
+    assert blobs.hash_blobs(items, jobs=jobs) == [real(d, p) for d, p in items]
+    assert main in threads and len(threads) <= jobs
+    if jobs == 1:
+        assert threads == {main}
