@@ -133,7 +133,11 @@ def whole_manifest(image: ImageRecord, target: dict[str, Any], content: ContentS
     try:
         if not content.exists(digest_of(target)):  # (the record's digest: checked here)
             return None
-        manifest = _MANIFEST.of(content, _key(target), cache, facts)
+        # the manifest read here is left in the walks' cache while the image may go to them
+        # (a layer missing: CRI's discarded layers), taken out again when it does not
+        key = _key(target)
+        kept_already = cache is not None and key in cache  # type: ignore[operator]
+        manifest = _MANIFEST.of(content, key, cache, facts, keep=True)
         if manifest is None:
             return None
         config_type, config_digest, config_size, config_has_platform, layers = manifest
@@ -150,6 +154,8 @@ def whole_manifest(image: ImageRecord, target: dict[str, Any], content: ContentS
             return None
     except CtrconvError:
         return None
+    if not kept_already and cache is not None:
+        cache.pop(key, None)  # type: ignore[attr-defined]  # (whole: the walks will not ask for it)
     platform = _config_platform_text(config)
     return ImageSummary(
         namespace=image.namespace, name=image.name, media_type=image.target.media_type,

@@ -416,6 +416,43 @@ def test_an_index_left_to_the_walks_is_not_read_twice(tmp_path, monkeypatch) -> 
     assert reads[index["digest"]] == 1 and reads[partly["digest"]] == 1, reads
 
 
+def test_a_manifest_left_to_the_walks_is_not_read_twice(tmp_path, monkeypatch) -> None:
+    """A single-manifest image ``whole_manifest`` leaves to the walks (a layer missing: CRI's
+    discarded layers) hands them the manifest it read; a whole image's manifest does not stay
+    in the walks' cache."""
+    import collections
+    import json
+
+    from ctrconv import api, inventory
+    from ctrconv.containerd.content import ContentStore
+    from support.synthetic_root import SyntheticRoot, host_arch
+
+    r = SyntheticRoot(tmp_path / "root")
+    partly = r.image_manifest("p1", host_arch())
+    r.blobs.pop(json.loads(r.blobs[partly["digest"]])["layers"][0]["digest"])
+    whole = r.image_manifest("w1", host_arch())
+    r.name("default", "example.com/partly:v1", partly)
+    r.name("default", "example.com/whole:v1", whole)
+    root = r.write()
+    reads: collections.Counter[str] = collections.Counter()
+    real = ContentStore.read_exact
+    monkeypatch.setattr(ContentStore, "read_exact", lambda self, d, size: reads.update([str(d)]) or real(self, d, size))
+    caches: list[inventory.RecentDocuments] = []
+    real_cache = inventory.RecentDocuments
+
+    def recording_cache(*args, **kwargs):
+        caches.append(real_cache(*args, **kwargs))
+        return caches[-1]
+
+    monkeypatch.setattr(inventory, "RecentDocuments", recording_cache)
+    summaries = {s.name: s for s in api.list_images(root, None)}
+    assert not summaries["example.com/partly:v1"].complete and summaries["example.com/partly:v1"].missing
+    assert summaries["example.com/whole:v1"].complete
+    assert reads[partly["digest"]] == 1 and reads[whole["digest"]] == 1, reads
+    [cache] = caches
+    assert not any(key[0] == whole["digest"] for key in cache)
+
+
 def test_names_only_on_damaged_meta_db_fail_as_the_records_read(tmp_path) -> None:
     """``ls -q`` on a meta.db with random bytes changed: the names of every record that reads,
     or the error of the first that does not, as reading the records one by one gives them
