@@ -179,10 +179,11 @@ class _Compiler:
             self.function(name, schema, base)
             return lambda v: f"{name}({v})"
         parts = []
-        for key, value in schema.items():
+        known = _known_type(schema)
+        for key, value in sorted(schema.items(), key=lambda kv: kv[0] != "type"):  # the type first
             if key in _ANNOTATIONS:
                 continue
-            part = self.leaf(key, value)
+            part = self.leaf(key, value, known)
             if part is None:
                 return _false
             parts.append(part)
@@ -190,8 +191,10 @@ class _Compiler:
             return _true
         return lambda v: " and ".join(f"({p.format(v=v)})" for p in parts)
 
-    def leaf(self, key: str, value: Any) -> str | None:
-        """A leaf keyword as an expression template over ``{v}``; None when not mirrored exactly."""
+    def leaf(self, key: str, value: Any, known: str | None = None) -> str | None:
+        """A leaf keyword as an expression template over ``{v}``; None when not mirrored exactly.
+        ``known``: the node's one ``type``, checked before this keyword (a pattern then needs no
+        string test, a bound no number test)."""
         if key == "type":
             names = value if isinstance(value, list) else [value]
             types = [_TYPE_EXPRESSIONS.get(n) if isinstance(n, str) else None for n in names]
@@ -200,61 +203,84 @@ class _Compiler:
             return " or ".join(f"({t})" for t in types)  # type: ignore[str-bytes-safe]
         if key == "pattern" and isinstance(value, str):
             matches = self.constant(_Matches(re.compile(value)))
-            return f"not isinstance({{v}}, str) or {{v}} in {matches}.found or {matches}.search({{v}})"
+            search = f"{{v}} in {matches}.found or {matches}.search({{v}})"
+            return search if known == "string" else f"not isinstance({{v}}, str) or {search}"
         if key == "enum" and isinstance(value, list):
             allowed = frozenset((type(e), e) for e in value if isinstance(e, _SCALARS))
             return f"_enum({{v}}, {self.constant(allowed)})"
         if key == "const":
             return f"_same({{v}}, {self.constant(value)})"
         if key in ("minimum", "maximum") and type(value) is int:
-            return f"not {_TYPE_EXPRESSIONS['number']} or {{v}} {'>=' if key == 'minimum' else '<='} {value}"
+            bound = f"{{v}} {'>=' if key == 'minimum' else '<='} {value}"
+            return bound if known in ("integer", "number") else f"not {_TYPE_EXPRESSIONS['number']} or {bound}"
         return None
 
     def function(self, name: str, schema: dict[str, Any], base: str) -> None:
-        """``def name(v)``: False at the first keyword that fails, True after the last."""
+        """``def name(v)``: False at the first keyword that fails, True after the last. The type
+        is checked first; when it is one type, what follows needs no test of it again."""
         body: list[str] = []
+        known = _known_type(schema)
         for key, value in sorted(schema.items(), key=lambda kv: kv[0] != "type"):  # the type first
             if key in _ANNOTATIONS:
                 continue
-            lines = self.keyword(key, value, schema, base)
+            lines = self.keyword(key, value, schema, base, known)
             if lines is None:
                 body = ["return False"]
                 break
             body += lines
         self.lines += [f"def {name}(v):", *(f"    {line}" for line in body), "    return True", ""]
 
-    def keyword(self, key: str, value: Any, schema: dict[str, Any], base: str) -> list[str] | None:
-        """One keyword's statements (each returns False when it fails); None when not mirrored."""
-        is_dict = "if isinstance(v, dict):"
+    def keyword(self, key: str, value: Any, schema: dict[str, Any], base: str,
+                known: str | None = None) -> list[str] | None:
+        """One keyword's statements (each returns False when it fails); None when not mirrored.
+        ``known``: the node's one type, already checked (no guard of it needed)."""
+        dicts, lists = known == "object", known == "array"
         if key in _LEAF_KEYWORDS:
-            leaf = self.leaf(key, value)
+            leaf = self.leaf(key, value, known if key != "type" else None)
             return None if leaf is None else [f"if not ({leaf.format(v='v')}): return False"]
         if key == "$ref" and isinstance(value, str):
             return [f"if not ({self.ref(urljoin(base, value))('v')}): return False"]
         if key == "properties" and isinstance(value, dict):
-            lines = [is_dict]
+            lines = []
             for name, sub in value.items():
                 check = self.node(sub, base)
-                lines += [f"    if {name!r} in v:", f"        x = v[{name!r}]",
-                          f"        if not ({check('x')}): return False"]
-            return lines if len(lines) > 1 else []
+                lines += [f"if {name!r} in v:", f"    x = v[{name!r}]", f"    if not ({check('x')}): return False"]
+            return _guarded("if isinstance(v, dict):", lines, dicts)
         if key == "required" and isinstance(value, list) and all(isinstance(k, str) for k in value):
-            return [f"if isinstance(v, dict) and not v.keys() >= {self.constant(frozenset(value))}: return False"]
+            guard = "" if dicts else "isinstance(v, dict) and "
+            return [f"if {guard}not v.keys() >= {self.constant(frozenset(value))}: return False"]
         if key == "additionalProperties":
             if "patternProperties" in schema:
                 return None
-            known = self.constant(frozenset(schema.get("properties") or ()))
+            named = self.constant(frozenset(schema.get("properties") or ()))
             check = self.node(value, base)
-            return [is_dict, "    for k, x in v.items():", f"        if k not in {known} and not ({check('x')}): return False"]
+            lines = ["for k, x in v.items():", f"    if k not in {named} and not ({check('x')}): return False"]
+            return _guarded("if isinstance(v, dict):", lines, dicts)
         if key == "items" and (isinstance(value, dict) or isinstance(value, bool)) and "prefixItems" not in schema:
             check = self.node(value, base)
-            return ["if isinstance(v, list):", "    for x in v:", f"        if not ({check('x')}): return False"]
+            lines = ["for x in v:", f"    if not ({check('x')}): return False"]
+            return _guarded("if isinstance(v, list):", lines, lists)
         if key in ("allOf", "anyOf") and isinstance(value, list) and value:
             subs = [self.node(s, base)("v") for s in value]
             if key == "allOf":
                 return [f"if not ({sub}): return False" for sub in subs]
             return [f"if not ({' or '.join(f'({sub})' for sub in subs)}): return False"]
         return None
+
+
+def _known_type(schema: dict[str, Any]) -> str | None:
+    """The node's ``type`` when it is one type whose check this module writes (it is checked
+    before the node's other keywords), else None."""
+    named = schema.get("type")
+    return named if isinstance(named, str) and named in _TYPE_EXPRESSIONS else None
+
+
+def _guarded(guard: str, lines: list[str], known: bool) -> list[str]:
+    """``lines`` under ``guard`` (a keyword that applies to one type only), or as they are when
+    the node's type is known to be that one; [] for no lines."""
+    if not lines:
+        return []
+    return lines if known else [guard, *(f"    {line}" for line in lines)]
 
 
 def _true(_: str) -> str:
