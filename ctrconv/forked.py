@@ -288,7 +288,13 @@ class Beside:
         self.fn = fn
         read_end, write_end = os.pipe()
         _widen(write_end)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # no process to be had (EAGAIN): :meth:`result` computes it here
+            os.close(read_end)
+            os.close(write_end)
+            self._pid = self._read = -1
+            return
         if pid == 0:  # the child: never returns
             os.close(read_end)
             _beside_child(fn, write_end)

@@ -229,3 +229,12 @@ def test_beside_left_early_kills_and_reaps_the_child() -> None:
         with forked_module.Beside(lambda: time.sleep(30) or b""):
             raise KeyboardInterrupt
     assert time.monotonic() - started < 10
+
+
+def test_beside_without_a_process_to_fork_computes_here(monkeypatch) -> None:
+    def no_fork():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(forked_module.os, "fork", no_fork)
+    with forked_module.Beside(lambda: b"here") as beside:
+        assert beside.result() == b"here"
