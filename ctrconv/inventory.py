@@ -308,8 +308,7 @@ def _unchanged(content: ContentStore | NamespaceContent, key: Key) -> bool:
     size = key[2]
     if type(size) is not int or not 0 <= size <= _SMALL_DOCUMENT_LIMIT:
         return False
-    store = content.store if isinstance(content, NamespaceContent) else content
-    return store.read_exact(key[0], size) is not None
+    return _reader(content).read_exact(key[0], size) is not None
 
 
 def _present_document(content: ContentStore | NamespaceContent, key: Key,
@@ -328,11 +327,18 @@ def _present_document(content: ContentStore | NamespaceContent, key: Key,
     size = key[2]
     if type(size) is not int or not 0 <= size <= _SMALL_DOCUMENT_LIMIT:
         return None
-    store = content.store if isinstance(content, NamespaceContent) else content
-    data = store.read_exact(key[0], size)
+    data = _reader(content).read_exact(key[0], size)
     if data is None:
         return None
     return validate_json(key[1], data, digest=key[0])
+
+
+def _reader(content: ContentStore | NamespaceContent) -> ContentStore | ListingContent:
+    """What reads a present document's bytes: a listing's view (its blob directories held
+    open), else the store (a namespace's view only adds the record check, made already)."""
+    if isinstance(content, ListingContent) or not isinstance(content, NamespaceContent):
+        return content
+    return content.store
 
 
 #: :meth:`ContentStore.read_small`'s limit: a larger "document" is the walks' error to word
@@ -459,7 +465,10 @@ def _list_images(meta: MetadataDB, content: ContentStore, namespaces: list[str],
                 judged=judged)
             return summary
 
-        out += _records(stored, one, split, facts)
+        try:
+            out += _records(stored, one, split, facts)
+        finally:
+            visible.close()
     if facts is not None:  # a listing of some namespaces keeps the facts of the others
         facts.save(keep_unused=set(namespaces) != set(meta.namespaces()))
     return out

@@ -110,18 +110,10 @@ class ContentStore:
         else:
             algorithm, hex_ = digest.algorithm, digest.hex  # type: ignore[union-attr]
         try:
-            fd = os.open(f"{self._text}/blobs/{algorithm}/{hex_}", os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(f"{self._text}/blobs/{algorithm}/{hex_}", _READ_FLAGS)
         except OSError:
             return None
-        try:
-            data = os.read(fd, size + 1)  # one byte more: a longer file is not this blob
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        if len(data) != size or _HASHES[algorithm](data).hexdigest() != hex_:
-            return None
-        return data
+        return _read_whole(fd, size, algorithm, hex_)
 
     def walk(self) -> Iterator[tuple[Digest, Path]]:
         """Every well-named blob file on disk (invalid names are skipped, like containerd)."""
@@ -153,6 +145,22 @@ class ContentStore:
             if not d.is_dir():
                 continue
             yield alg, sorted(os.scandir(d), key=lambda e: e.name)
+
+
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC
+
+
+def _read_whole(fd: int, size: int, algorithm: str, hex_: str) -> bytes | None:
+    """:meth:`ContentStore.read_exact` once its blob's file is open as ``fd`` (closed here)."""
+    try:
+        data = os.read(fd, size + 1)  # one byte more: a longer file is not this blob
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(data) != size or _HASHES[algorithm](data).hexdigest() != hex_:
+        return None
+    return data
 
 
 class NamespaceContent:
@@ -223,6 +231,41 @@ class ListingContent(NamespaceContent):
         super().__init__(store, namespace, recorded)
         self._present: dict[str, bool] = {}
         self._files: dict[str, frozenset[str] | None] = {}
+        #: each algorithm's blob directory, open while the listing reads documents (None: not openable)
+        self._directories: dict[str, int | None] = {}
+
+    def __enter__(self) -> "ListingContent":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the blob directories :meth:`read_exact` opened (it opens them again if asked)."""
+        directories, self._directories = self._directories, {}
+        for fd in directories.values():
+            if fd is not None:
+                os.close(fd)
+
+    def read_exact(self, digest: Digest | str, size: int) -> bytes | None:
+        """:meth:`ContentStore.read_exact` (no record needed: callers ask after :meth:`exists`),
+        each file opened relative to its algorithm's blob directory, held open: one name looked
+        up instead of the nine of its path (~1.8 us of ~7 per document; a 10,000-image listing
+        reads 20,000). The directory is opened once, on the first document read."""
+        if type(digest) is not str or not is_canonical(digest):  # (the name is a canonical hex)
+            return self.store.read_exact(digest, size)
+        algorithm, _, hex_ = digest.partition(":")
+        try:
+            directory = self._directories[algorithm]
+        except KeyError:
+            directory = self._directories[algorithm] = _open_directory(f"{self.path}/blobs/{algorithm}")
+        if directory is None:
+            return self.store.read_exact(digest, size)
+        try:
+            fd = os.open(hex_, _READ_FLAGS, dir_fd=directory)
+        except OSError:
+            return None
+        return _read_whole(fd, size, algorithm, hex_)
 
     def exists(self, digest: Digest | str) -> bool:
         key = str(digest)
@@ -252,6 +295,13 @@ class ListingContent(NamespaceContent):
             self._files[algorithm] = _regular_files(f"{self.path}/blobs/{algorithm}")
         files = self._files[algorithm]
         return hex_ in files if files is not None else super().exists(key)
+
+
+def _open_directory(directory: str) -> int | None:
+    try:
+        return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
 
 
 def _regular_files(directory: str) -> frozenset[str] | None:

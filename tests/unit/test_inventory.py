@@ -60,6 +60,7 @@ def test_whole_manifest_summaries_are_what_the_walks_say(tmp_path, monkeypatch) 
 
     from ctrconv import api, inventory
     from ctrconv.oci import mediatypes as mt
+    from support.document_reads import count_document_reads
     from support.synthetic_root import SyntheticRoot, host_arch, other_arch
 
     r = SyntheticRoot(tmp_path / "root")
@@ -231,6 +232,7 @@ def test_names_of_one_target_are_summarised_once(tmp_path, monkeypatch) -> None:
     from ctrconv.containerd.imagerecords import StoredImages
     from ctrconv.containerd.records import Target
     from ctrconv.oci import mediatypes as mt
+    from support.document_reads import count_document_reads
     from support.synthetic_root import SyntheticRoot, host_arch, other_arch
 
     r = SyntheticRoot(tmp_path / "root")
@@ -286,6 +288,7 @@ def test_flat_index_summaries_are_what_the_walks_say(tmp_path, monkeypatch) -> N
 
     from ctrconv import api, inventory
     from ctrconv.oci import mediatypes as mt
+    from support.document_reads import count_document_reads
     from support.synthetic_root import SyntheticRoot, host_arch, other_arch
 
     r = SyntheticRoot(tmp_path / "root")
@@ -358,7 +361,7 @@ def test_names_only_are_the_listings_names_without_reading_a_document(tmp_path, 
     image records alone; a record that does not read fails both with its error; a bad
     ``--platform`` is refused by both."""
     from ctrconv import api
-    from ctrconv.containerd.content import ContentStore
+    from ctrconv.containerd.content import ContentStore, ListingContent
     from ctrconv.containerd.imagerecords import StoredImages
     from ctrconv.errors import CtrconvError, FormatError
     from support.synthetic_root import standard_root
@@ -370,6 +373,7 @@ def test_names_only_are_the_listings_names_without_reading_a_document(tmp_path, 
     for namespaces in (None, ["other"], ["default", "other"], ["missing"]):
         listed = [i.name for i in api.list_images(root, namespaces)]
         monkeypatch.setattr(ContentStore, "read_exact", lambda *args: pytest.fail("a document was read"))
+        monkeypatch.setattr(ListingContent, "read_exact", lambda *args: pytest.fail("a document was read"))
         monkeypatch.setattr(ContentStore, "open", lambda *args: pytest.fail("a blob was opened"))
         assert api.list_image_names(root, namespaces) == listed
         monkeypatch.undo()
@@ -398,7 +402,7 @@ def test_an_index_left_to_the_walks_is_not_read_twice(tmp_path, monkeypatch) -> 
     import json
 
     from ctrconv import api
-    from ctrconv.containerd.content import ContentStore
+    from support.document_reads import count_document_reads
     from support.synthetic_root import SyntheticRoot, host_arch, other_arch
 
     r = SyntheticRoot(tmp_path / "root")
@@ -408,9 +412,7 @@ def test_an_index_left_to_the_walks_is_not_read_twice(tmp_path, monkeypatch) -> 
                      (r.image_manifest("p2", other_arch()), {"architecture": other_arch(), "os": "linux"})])
     r.name("default", "example.com/partly:v1", index)
     root = r.write()
-    reads: collections.Counter[str] = collections.Counter()
-    real = ContentStore.read_exact
-    monkeypatch.setattr(ContentStore, "read_exact", lambda self, d, size: reads.update([str(d)]) or real(self, d, size))
+    reads = count_document_reads(monkeypatch)
     [summary] = api.list_images(root, None)
     assert not summary.complete and summary.missing  # the walks' verdict (a layer missing)
     assert reads[index["digest"]] == 1 and reads[partly["digest"]] == 1, reads
@@ -424,7 +426,7 @@ def test_a_manifest_left_to_the_walks_is_not_read_twice(tmp_path, monkeypatch) -
     import json
 
     from ctrconv import api, inventory
-    from ctrconv.containerd.content import ContentStore
+    from support.document_reads import count_document_reads
     from support.synthetic_root import SyntheticRoot, host_arch
 
     r = SyntheticRoot(tmp_path / "root")
@@ -434,9 +436,7 @@ def test_a_manifest_left_to_the_walks_is_not_read_twice(tmp_path, monkeypatch) -
     r.name("default", "example.com/partly:v1", partly)
     r.name("default", "example.com/whole:v1", whole)
     root = r.write()
-    reads: collections.Counter[str] = collections.Counter()
-    real = ContentStore.read_exact
-    monkeypatch.setattr(ContentStore, "read_exact", lambda self, d, size: reads.update([str(d)]) or real(self, d, size))
+    reads = count_document_reads(monkeypatch)
     caches: list[inventory.RecentDocuments] = []
     real_cache = inventory.RecentDocuments
 
@@ -645,3 +645,30 @@ def test_objects_the_caller_froze_stay_frozen() -> None:
         assert gc.get_freeze_count() == frozen and len(kept) == 1000
     finally:
         gc.unfreeze()
+
+
+def test_a_listing_leaves_no_descriptor_open(tmp_path, monkeypatch) -> None:
+    """The blob directories a listing reads its documents through are closed when it ends, and
+    when it fails part way."""
+    import os
+
+    from ctrconv import api, inventory
+    from support.synthetic_root import standard_root
+
+    root = standard_root(tmp_path / "root").write()
+    before = set(os.listdir("/proc/self/fd"))
+    assert api.list_images(root, None)
+    assert set(os.listdir("/proc/self/fd")) == before
+    real = inventory.summarize
+    seen: list[str] = []
+
+    def failing(image, *args, **kwargs):
+        seen.append(image.name)
+        if len(seen) == 2:
+            raise RuntimeError("stop")
+        return real(image, *args, **kwargs)
+
+    monkeypatch.setattr(inventory, "summarize", failing)
+    with pytest.raises(RuntimeError, match="stop"):
+        api.list_images(root, None)
+    assert set(os.listdir("/proc/self/fd")) == before

@@ -173,7 +173,7 @@ def test_a_listing_with_facts_is_the_listing_without_them(tmp_path: Path, monkey
     used: the walks word the damage); a warm listing parses no document of a whole manifest
     image; what the forked half learnt is kept too; the root is never written."""
     from ctrconv import forked, inventory
-    from ctrconv.containerd.content import ContentStore
+    from support.document_reads import count_document_reads
 
     monkeypatch.setattr(inventory, "FACTS_FROM", 1)
     if split:
@@ -205,16 +205,14 @@ def test_a_listing_with_facts_is_the_listing_without_them(tmp_path: Path, monkey
     assert len(facts["indexes"]) == len(indexes) >= 2
 
     parsed.clear()
-    reads: list[str] = []
-    real_read = ContentStore.read_exact
-    monkeypatch.setattr(ContentStore, "read_exact", lambda self, d, size: reads.append(str(d)) or real_read(self, d, size))
-    assert _listing(root) == plain  # warm
-    monkeypatch.setattr(ContentStore, "read_exact", real_read)
+    with monkeypatch.context() as counting:
+        reads = count_document_reads(counting)
+        assert _listing(root) == plain  # warm
     if not split:
         assert parsed == []  # no whole manifest image's document parsed again
         # each document of a whole image read (and its digest checked) once, the shared tag's too
         remembered = [key.split()[0] for kind in ("manifests", "configs", "indexes") for key in facts[kind]]
-        assert sorted(d for d in reads if d in remembered) == sorted(remembered), reads
+        assert sorted(d for d in reads.elements() if d in remembered) == sorted(remembered), reads
     assert _tree(root) == tree
 
     # a config of a whole image damaged on disk: same bytes length, other content

@@ -271,3 +271,42 @@ def test_walk_is_every_well_named_regular_file_in_order(tmp_path: Path) -> None:
     expected = sorted(present) + ["sha512:" + "1" * 128]
     assert [str(d) for d, _ in walked] == expected == store.blob_digests()
     assert [p for _, p in walked] == [store.blob_path(d) for d in expected]
+
+
+def test_a_listings_reads_are_the_stores_through_its_open_blob_directory(tmp_path: Path, monkeypatch) -> None:
+    """``ListingContent.read_exact`` (``ls``'s document reads, each file opened relative to its
+    blob directory held open) answers as the store's does for every case: the exact bytes,
+    another length, another digest, absent, a directory, a digest text that does not parse (no
+    file opened then); ``close`` closes the directory, and a later read opens it again."""
+    import os
+
+    from ctrconv.containerd.content import ListingContent
+    from ctrconv.digest import Digest
+
+    store = _store(tmp_path)
+    good = _put(store, b'{"a": 1}')
+    (store.path / "blobs" / "sha256" / ("0" * 64)).mkdir()
+    (store.path / "blobs" / "sha256" / ("2" * 64)).write_bytes(b"12345678")
+    (tmp_path / "secret").write_bytes(b"12345678")
+    listing = ListingContent(store, "default", {good})
+    asked = [(good, 8), (good, 7), (good, 9), (Digest.parse(good), 8), ("sha256:" + "0" * 64, 8),
+             ("sha256:" + "1" * 64, 8), ("sha256:" + "2" * 64, 8)]
+    before = set(os.listdir("/proc/self/fd"))
+    for digest, size in asked * 2:
+        assert listing.read_exact(digest, size) == store.read_exact(digest, size), (digest, size)
+    assert listing.read_exact(good, 8) == b'{"a": 1}'
+    assert len(set(os.listdir("/proc/self/fd")) - before) == 1  # the sha256 directory, once
+    opened: list[str] = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k))
+    for hostile in ("sha256:../../../secret", "sha256:" + good[7:].upper(), good + "\n", "md5:" + "a" * 32,
+                    "sha256:" + good[7:-1], "sha256/" + good[7:], ""):
+        assert listing.read_exact(hostile, 8) is None, hostile
+    assert opened == []
+    monkeypatch.undo()
+    listing.close()
+    assert set(os.listdir("/proc/self/fd")) == before
+    assert listing.read_exact(good, 8) == b'{"a": 1}'  # opened again
+    with listing:
+        pass
+    assert set(os.listdir("/proc/self/fd")) == before
