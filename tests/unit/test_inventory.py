@@ -672,3 +672,22 @@ def test_a_listing_leaves_no_descriptor_open(tmp_path, monkeypatch) -> None:
     with pytest.raises(RuntimeError, match="stop"):
         api.list_images(root, None)
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_summary_pickles_as_itself_with_every_field() -> None:
+    """``ImageSummary`` pickles as its constructor's arguments (a split listing's half comes
+    through a pipe): every field comes back, so a field added to the class and not to
+    ``__reduce__`` fails here."""
+    import dataclasses
+    import pickle
+
+    from ctrconv.inventory import ImageSummary
+
+    values = {"str": "text-{}", "int": 7, "bool": True, "list[str]": ["a-{}"], "str | None": "why-{}"}
+    summary = ImageSummary(**{f.name: (lambda v: v.format(f.name) if isinstance(v, str) else
+                                       [x.format(f.name) for x in v] if isinstance(v, list) else v)(values[f.type])
+                              for f in dataclasses.fields(ImageSummary)})
+    assert len(summary.__reduce__()[1]) == len(dataclasses.fields(ImageSummary))
+    for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1):
+        again = pickle.loads(pickle.dumps(summary, protocol=protocol))
+        assert again == summary and again.__dict__ == summary.__dict__ and again is not summary
