@@ -17,7 +17,7 @@ from ctrconv.bolt import _structs as S
 from ctrconv.bolt.errors import BoltError, NoValidMeta, UnreadableFile
 from ctrconv.bolt import reader
 from ctrconv.bolt.reader import MetaInfo, Page, decode_meta, discover_page_size
-from ctrconv.bolt.tree import BucketTree
+from ctrconv.bolt.tree import SHARED_KEY_LENGTH, SHARED_VALUE_LENGTH, BucketTree
 
 MAX_DEPTH = 64
 _CANDIDATE_PAGE_SIZES = (4096, 1024, 2048, 8192, 16384, 32768, 65536)
@@ -124,6 +124,10 @@ class _Walker:
         self.visited: set[int] = set()
         self.damage: list[Damage] = []
         self.pages_read = 0
+        #: one ``bytes`` object for equal short keys and values, as :meth:`BucketTree.load`
+        #: shares them (a 10,000-image meta.db repeats ``createdat``, label names and the like
+        #: ~300,000 times; a rebuild holds every salvaged tree until its records are written)
+        self.shared: dict[bytes, bytes] = {}
 
     def bucket(self, value: bytes, path: tuple[bytes, ...]) -> BucketTree | None:
         if len(value) < S.BUCKET_HEADER_SIZE:
@@ -167,7 +171,10 @@ class _Walker:
                 self.damage.append(Damage(path, pgid, str(exc).split(": ", 2)[-1]))
 
     def _leaf(self, page: Page, tree: BucketTree, path: tuple[bytes, ...]) -> None:
+        shared = self.shared
         for flags, key, value in _page_entries(page):  # type: ignore[misc]
+            if len(key) <= SHARED_KEY_LENGTH:
+                key = shared.setdefault(key, key)
             if flags & S.BUCKET_LEAF_FLAG:
                 if len(path) >= MAX_DEPTH:
                     self.damage.append(Damage(path, page.pgid or None, "buckets nested too deep"))
@@ -176,7 +183,7 @@ class _Walker:
                 if child is not None:
                     tree.entries[key] = child
             else:
-                tree.entries[key] = value
+                tree.entries[key] = shared.setdefault(value, value) if len(value) <= SHARED_VALUE_LENGTH else value
 
 
 def _damaged_buckets(damage: list[Damage]) -> list[tuple[bytes, ...]]:

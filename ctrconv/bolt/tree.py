@@ -42,8 +42,8 @@ class ReadBucket(Protocol):
 
 #: keys and values up to these lengths are shared by :meth:`BucketTree.load` (digests, the
 #: long unique keys, are not: sharing them would only cost the lookup table)
-_SHARED_KEY = 48
-_SHARED_VALUE = 16
+SHARED_KEY_LENGTH = 48
+SHARED_VALUE_LENGTH = 16
 
 
 @dataclass(slots=True)
@@ -68,10 +68,10 @@ class BucketTree:
             tree = cls(sequence=source.sequence)
             entries = tree.entries
             for key, value in source.items():
-                if len(key) <= _SHARED_KEY:
+                if len(key) <= SHARED_KEY_LENGTH:
                     key = shared.setdefault(key, key)
                 if isinstance(value, bytes):
-                    entries[key] = shared.setdefault(value, value) if len(value) <= _SHARED_VALUE else value
+                    entries[key] = shared.setdefault(value, value) if len(value) <= SHARED_VALUE_LENGTH else value
                 else:
                     entries[key] = walk(value)
             return tree

@@ -30,7 +30,7 @@ class KnownHash:
     stat: tuple[int, int, int]
 
 
-def stat_key(path: Path) -> tuple[int, int, int] | None:
+def stat_key(path: Path | str) -> tuple[int, int, int] | None:
     """(inode, size, mtime): a file with the same key was not rewritten in between."""
     try:
         st = os.stat(path)
@@ -69,25 +69,32 @@ def check_content(
     allow (then hashed in parallel). One read either way; in place, a blob ``known`` (hashed by
     the verify that found the damage, file unchanged since) is not read again. Returns the
     good blobs' sizes.
+
+    The blobs are carried as digest texts (:meth:`~ctrconv.containerd.content.ContentStore.blob_digests`,
+    :meth:`walk`'s blobs in its order), each one's ``Digest`` and paths made when it is
+    hashed or copied: a ``(Digest, Path)`` pair held for each of 32,000 blobs was ~30 MiB of
+    a rebuild's peak.
     """
-    blobs = list(croot.content.walk())
+    content = croot.content
+    blobs = content.blob_digests()
     results: list[tuple[Digest, str | None, int]] = []
-    copies: list[tuple[Digest, Path]] = []
+    copies: list[str] = []
     if in_place:
         known = known or {}
-        to_hash = _reuse_known(blobs, known)
-        fresh = {str(d) for d, _ in to_hash}
-        results = [(d, known[str(d)].actual, known[str(d)].size) for d, _ in blobs if str(d) not in fresh]
+        to_hash = _reuse_known(croot, blobs, known)
+        fresh = set(to_hash)
+        results = [(Digest.parse(d), known[d].actual, known[d].size) for d in blobs if d not in fresh]
     else:
-        to_hash, copies = _link_or_copy(blobs, target, link)
+        to_hash, copies = _link_or_copy(croot, blobs, target, link)
     # the bar's total is known before the first byte: the bytes this stage will read
-    total = sum(file_size(path) for _, path in to_hash) + sum(file_size(path) for _, path in copies)
+    total = sum(file_size(content.blob_file(d)) for d in chain(to_hash, copies))
     good: dict[str, int] = {}
     with stage(progress, "checking content", total) as step:
-        results += hash_blobs(to_hash, jobs=jobs, stage=step)
+        results += hash_blobs(((Digest.parse(d), content.blob_file(d)) for d in to_hash), jobs=jobs, stage=step)
         # each copy's verdict taken as it is made: 32,000 results kept until the last copy
         # (a digest's hex each) were ~6 MiB of a rebuild's peak
-        copied = (_copy_hashing(digest, path, _blob_in(target, digest), step) for digest, path in copies)
+        copied = (_copy_hashing(digest, content.blob_file(digest), _blob_in(target, digest), step)
+                  for digest in map(Digest.parse, copies))
         for digest, actual, size in chain(results, copied):
             if actual == digest.hex:
                 good[str(digest)] = size
@@ -102,32 +109,28 @@ def _blob_in(root: ContainerdRoot, digest: Digest) -> Path:
     return root.content_dir / "blobs" / digest.algorithm / digest.hex
 
 
-def _reuse_known(blobs: list[tuple[Digest, Path]], known: Mapping[str, KnownHash]) -> list[tuple[Digest, Path]]:
+def _reuse_known(croot: ContainerdRoot, blobs: list[str], known: Mapping[str, KnownHash]) -> list[str]:
     """The blobs still to hash: those not ``known``, or whose file changed since."""
-    return [(d, p) for d, p in blobs if str(d) not in known or known[str(d)].stat != stat_key(p)]
+    return [d for d in blobs if d not in known or known[d].stat != stat_key(croot.content.blob_file(d))]
 
 
-def _link_or_copy(blobs: list[tuple[Digest, Path]], target: ContainerdRoot,
-                  link: bool) -> tuple[list[tuple[Digest, Path]], list[tuple[Digest, Path]]]:
-    """(blobs hard-linked into the new root, to hash; blobs to copy while hashing): each the
-    ``blobs`` entry itself, and every algorithm's directory made in the new root."""
-    to_hash: list[tuple[Digest, Path]] = []
-    copies: list[tuple[Digest, Path]] = []
-    made: set[str] = set()
-    for blob in blobs:
-        digest, path = blob
-        dest = _blob_in(target, digest)
-        if digest.algorithm not in made:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            made.add(digest.algorithm)
-        if not link:
-            copies.append(blob)
-            continue
+def _link_or_copy(croot: ContainerdRoot, blobs: list[str], target: ContainerdRoot,
+                  link: bool) -> tuple[list[str], list[str]]:
+    """(blobs hard-linked into the new root, to hash; blobs to copy while hashing), and every
+    algorithm's directory made in the new root."""
+    for algorithm in sorted({d.partition(":")[0] for d in blobs}):
+        (target.content_dir / "blobs" / algorithm).mkdir(parents=True, exist_ok=True)
+    if not link:
+        return [], list(blobs)
+    to_hash: list[str] = []
+    copies: list[str] = []
+    for digest in blobs:
+        algorithm, _, hex_ = digest.partition(":")
         try:
-            os.link(path, dest)
-            to_hash.append(blob)
+            os.link(croot.content.blob_file(digest), target.content_dir / "blobs" / algorithm / hex_)
+            to_hash.append(digest)
         except OSError:
-            copies.append(blob)
+            copies.append(digest)
     return to_hash, copies
 
 
@@ -160,7 +163,7 @@ def _reflink(src_fd: int, dest_fd: int) -> bool:
     return True
 
 
-def _copy_hashing(digest: Digest, src: Path, dest: Path, step: Stage) -> tuple[Digest, str | None, int]:
+def _copy_hashing(digest: Digest, src: Path | str, dest: Path, step: Stage) -> tuple[Digest, str | None, int]:
     """Copy a blob into the new root (temp file, fsync, 0444, rename), hashing as it goes;
     a reflink (``FICLONE``: btrfs, XFS) shares the extents copy-on-write and only the hash
     reads the bytes."""

@@ -57,3 +57,32 @@ def test_a_damaged_tree_still_walks_the_other_meta(tmp_path: Path, monkeypatch) 
     result = salvage(path)
     assert result.damage
     assert len(walks) >= 2  # both metas (then, the root being damaged, a search for orphans)
+
+
+def test_salvage_shares_equal_short_keys_and_values(tmp_path: Path) -> None:
+    """The salvaged tree is the file's tree, with one ``bytes`` object for equal short keys and
+    values as ``BucketTree.load`` shares them (a rebuild holds every salvaged tree until its
+    records are written): fails if the sharing is dropped. Long keys and values are not shared."""
+    tree = BucketTree()
+    for i in range(300):
+        record = tree.bucket(b"v1", b"ns", f"sha256:{i:064x}".encode(), create=True)
+        labels = record.bucket(b"labels", create=True)
+        assert record is not None and labels is not None
+        record.put(b"size", b"\x05")
+        record.put(b"createdat", b"\x01" + bytes(14))
+        labels.put(b"containerd.io/uncompressed", f"sha256:{i:064x}".encode())
+    path = tmp_path / "meta.db"
+    write_bolt(path, tree)
+    result = salvage(path)
+    assert result.tree == tree and not result.damage
+    records = [value for _, value in result.tree.bucket(b"v1", b"ns").buckets()]
+    first = records[0]
+    for record in records[1:]:
+        for short in (b"size", b"createdat", b"labels"):
+            [mine] = [key for key in record.entries if key == short]
+            [theirs] = [key for key in first.entries if key == short]
+            assert mine is theirs, short
+        assert record.entries[b"size"] is first.entries[b"size"]
+        assert record.entries[b"createdat"] is first.entries[b"createdat"]
+        label = record.bucket(b"labels").entries[b"containerd.io/uncompressed"]
+        assert label is not first.bucket(b"labels").entries[b"containerd.io/uncompressed"]  # 71 bytes: its own
