@@ -26,6 +26,7 @@ from ctrconv.containerd.records import (
     read_lease,
     read_parent_links,
     read_schema_version,
+    key_bytes,
     read_snapshot,
     text,
 )
@@ -66,7 +67,7 @@ class MetadataDB:
         return [text(k) for k, _ in self.v1.buckets()]
 
     def _ns(self, namespace: str, *path: bytes) -> Bucket | None:
-        return self.v1.bucket(namespace.encode(), *path) if self.v1 else None
+        return self.v1.bucket(key_bytes(namespace), *path) if self.v1 else None
 
     # -- images ----------------------------------------------------------------------------
 
@@ -81,7 +82,7 @@ class MetadataDB:
         return imagerecords.stored(self.db, self._ns(namespace, K.IMAGES), namespace)
 
     def image(self, namespace: str, name: str) -> ImageRecord | None:
-        bucket = self._ns(namespace, K.IMAGES, name.encode())
+        bucket = self._ns(namespace, K.IMAGES, key_bytes(name))
         return None if bucket is None else read_image(bucket, namespace, name)
 
     # -- content ---------------------------------------------------------------------------
@@ -103,7 +104,7 @@ class MetadataDB:
         return frozenset(map(text, blobs.bucket_keys()))
 
     def blob(self, namespace: str, digest: str) -> BlobRecord | None:
-        bucket = self._ns(namespace, K.CONTENT, K.BLOB, digest.encode())
+        bucket = self._ns(namespace, K.CONTENT, K.BLOB, key_bytes(digest))
         return None if bucket is None else read_blob(bucket, namespace, digest)
 
     def ingests(self, namespace: str) -> Iterator[IngestRecord]:
@@ -120,18 +121,18 @@ class MetadataDB:
         return [] if snaps is None else [text(k) for k, _ in snaps.buckets()]
 
     def snapshot_sequence(self, namespace: str, snapshotter: str) -> int:
-        bucket = self._ns(namespace, K.SNAPSHOTS, snapshotter.encode())
+        bucket = self._ns(namespace, K.SNAPSHOTS, key_bytes(snapshotter))
         return 0 if bucket is None else bucket.sequence
 
     def snapshots(self, namespace: str, snapshotter: str) -> Iterator[SnapshotRecord]:
-        bucket = self._ns(namespace, K.SNAPSHOTS, snapshotter.encode())
+        bucket = self._ns(namespace, K.SNAPSHOTS, key_bytes(snapshotter))
         if bucket is None:
             return
         for key, sb in bucket.buckets():
             yield read_snapshot(sb, namespace, snapshotter, text(key))
 
     def snapshot(self, namespace: str, snapshotter: str, key: str) -> SnapshotRecord | None:
-        bucket = self._ns(namespace, K.SNAPSHOTS, snapshotter.encode(), key.encode("utf-8", "surrogateescape"))
+        bucket = self._ns(namespace, K.SNAPSHOTS, key_bytes(snapshotter), key_bytes(key))
         return None if bucket is None else read_snapshot(bucket, namespace, snapshotter, key)
 
     # -- leases ----------------------------------------------------------------------------
@@ -150,7 +151,7 @@ class MetadataDB:
 
     def container(self, namespace: str, container_id: str) -> ContainerRecord | None:
         """One container's record (``commit`` reads its image and snapshot key)."""
-        bucket = self._ns(namespace, K.CONTAINERS, container_id.encode("utf-8", "surrogateescape"))
+        bucket = self._ns(namespace, K.CONTAINERS, key_bytes(container_id))
         return None if bucket is None else read_container(bucket, namespace, container_id)
 
 

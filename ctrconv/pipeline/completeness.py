@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from ctrconv.bolt.tree import ReadBucket
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.docker_store import NAMESPACE as DOCKER_NAMESPACE
-from ctrconv.containerd.records import read_map
+from ctrconv.containerd.records import key_bytes, read_map
 from ctrconv.errors import CtrconvError
 from ctrconv.layers import chain_ids
 from ctrconv.image.plan import BlobSource, DocumentCache, ImagePlan, PlannedManifest, PlatformSelector, plan_image, read_json_blob
@@ -62,24 +62,24 @@ def namespace_lookups(ns: ReadBucket | None, others: Sequence[ReadBucket] = ()) 
 
     def labels_of(digest: str) -> Mapping[str, str]:
         try:
-            return read_map(ns.bucket(K.CONTENT, K.BLOB, digest.encode(), K.LABELS)) if ns is not None else {}
+            return read_map(ns.bucket(K.CONTENT, K.BLOB, key_bytes(digest), K.LABELS)) if ns is not None else {}
         except CtrconvError:
             return {}
 
     def recorded(digest: str) -> bool:
         try:
-            return ns is not None and ns.bucket(K.CONTENT, K.BLOB, digest.encode()) is not None
+            return ns is not None and ns.bucket(K.CONTENT, K.BLOB, key_bytes(digest)) is not None
         except CtrconvError:
             return True  # unreadable: no evidence that it was never fetched
 
     def snapshot_exists(snapshotter: str, key: str) -> bool:
-        bucket = ns.bucket(K.SNAPSHOTS, snapshotter.encode()) if ns is not None else None
-        return bucket is not None and bucket.bucket(key.encode()) is not None
+        bucket = ns.bucket(K.SNAPSHOTS, key_bytes(snapshotter)) if ns is not None else None
+        return bucket is not None and bucket.bucket(key_bytes(key)) is not None
 
     def elsewhere(digest: str) -> bool:
         for other in others:
             try:
-                if other.bucket(K.CONTENT, K.BLOB, digest.encode()) is not None:
+                if other.bucket(K.CONTENT, K.BLOB, key_bytes(digest)) is not None:
                     return True
             except CtrconvError:
                 continue
@@ -101,9 +101,9 @@ def lookups_in(meta: "MetadataDB", namespace: str) -> tuple[LabelsOf, SnapshotEx
     """:func:`namespace_lookups` of ``namespace`` in an open meta.db (ls, export, push, commit)."""
     if meta.v1 is None:
         return namespace_lookups(None)
-    others = ([bucket for key, bucket in meta.v1.buckets() if key != namespace.encode()]
+    others = ([bucket for key, bucket in meta.v1.buckets() if key != key_bytes(namespace)]
               if skips_shared_blobs(namespace) else [])
-    return namespace_lookups(meta.v1.bucket(namespace.encode()), others)
+    return namespace_lookups(meta.v1.bucket(key_bytes(namespace)), others)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Any, Collection
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.content import ContentStore
-from ctrconv.containerd.records import ImageRecord, Target, go_time, write_image
+from ctrconv.containerd.records import ImageRecord, Target, go_time, key_bytes, write_image
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError
 from ctrconv.image.plan import ImagePlan
@@ -138,15 +138,15 @@ def derive_images(
                 continue
             candidates = _candidate_names(doc, ns_name, names, targets, orphaned or {})
             v1 = meta.bucket(K.V1, create=True)
-            images = v1.bucket(ns_name.encode(), K.IMAGES, create=True)  # type: ignore[union-attr]
+            images = v1.bucket(key_bytes(ns_name), K.IMAGES, create=True)  # type: ignore[union-attr]
             assert images is not None
             for name in candidates:
-                if name.encode() in images.entries:
+                if key_bytes(name) in images.entries:
                     continue
                 record = BucketTree()
                 target = Target(doc.descriptor["mediaType"], digest, doc.descriptor["size"])
                 write_image(record, ImageRecord(ns_name, name, target, created_at=now, updated_at=now))
-                images.entries[name.encode()] = record
+                images.entries[key_bytes(name)] = record
                 report.images.append({"namespace": ns_name, "name": name, "digest": digest, "origin": "re-derived from content"})
 
 

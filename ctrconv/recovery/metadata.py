@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
-from ctrconv.containerd.records import read_blob_size, read_map, target_digest, write_blob_size
+from ctrconv.containerd.records import key_bytes, read_blob_size, read_map, target_digest, write_blob_size
 from ctrconv.digest import Digest
 from ctrconv.errors import InvalidDigestError
 from ctrconv.recovery.buckets import namespaces, target_descriptor, text
@@ -109,7 +109,7 @@ def prune_dangling_labels(meta: BucketTree, report: RebuildReport) -> None:
                 name = text(key)
                 if not isinstance(value, bytes) or not name.startswith(GC_SNAPSHOT):
                     continue
-                sn = name[len(GC_SNAPSHOT):].split("/", 1)[0].encode()
+                sn = key_bytes(name[len(GC_SNAPSHOT):].split("/", 1)[0])
                 bucket = snapshots.bucket(sn) if snapshots else None
                 if bucket is None or value not in bucket.entries:
                     # re-unpacking the image labels its snapshots again

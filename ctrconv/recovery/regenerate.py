@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
-from ctrconv.containerd.records import BlobRecord, Target, go_time, is_committed, write_blob, write_target
+from ctrconv.containerd.records import BlobRecord, Target, go_time, is_committed, key_bytes, write_blob, write_target
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.errors import CtrconvError
 from ctrconv.pipeline import regenerate as regen
@@ -48,7 +48,7 @@ class TreeSnapshots:
         return [s for s in dict.fromkeys(order) if s in present and s in regen.TREE_SNAPSHOTTERS]
 
     def find(self, snapshotter: str, key: str) -> Path | None:
-        rec = self.ns.bucket(K.SNAPSHOTS, snapshotter.encode(), key.encode())
+        rec = self.ns.bucket(K.SNAPSHOTS, key_bytes(snapshotter), key_bytes(key))
         name = rec.get(K.NAME) if rec is not None else None
         backend = self.backends.get(snapshotter)
         brec = backend.bucket(K.V1, K.SNAPSHOTS, name) if backend is not None and name else None
