@@ -7,6 +7,7 @@ tracebacks only with ``--debug``.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
@@ -96,8 +97,32 @@ def _register() -> None:
         importlib.import_module(module)
 
 
+#: the shells typer writes completion scripts for
+COMPLETION_SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+
+
+def names_a_completion_shell(argv: list[str]) -> bool:
+    """Whether ``argv`` names the shell of ``--show-completion``/``--install-completion``
+    (``--show-completion bash``, ``--show-completion=zsh``)."""
+    for i, arg in enumerate(argv):
+        option, equals, value = arg.partition("=")
+        if option in ("--show-completion", "--install-completion"):
+            named = value if equals else (argv[i + 1] if i + 1 < len(argv) else "")
+            return named in COMPLETION_SHELLS
+    return False
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the app and map errors to exit codes (the process entry is :mod:`ctrconv.entry`,
     which installs the signal handlers before this module is imported; command modules are
-    imported by :class:`_LazyGroup` as needed)."""
-    finish(lambda: _common.run(app, argv if argv is not None else sys.argv[1:]))
+    imported by :class:`_LazyGroup` as needed).
+
+    A shell named after ``--show-completion``/``--install-completion`` is the one used: with
+    ``shellingham`` installed typer takes the shell from the process's ancestors instead (and
+    the name for an extra argument), so ``RUN ctrconv --show-completion bash > ...`` in an
+    image build (under ``/bin/sh``) failed, and ``--show-completion zsh`` under bash printed
+    bash's script. Typer declares the options taking a shell name when its detection is off."""
+    args = argv if argv is not None else sys.argv[1:]
+    if names_a_completion_shell(args):
+        os.environ["_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION"] = "1"
+    finish(lambda: _common.run(app, args))

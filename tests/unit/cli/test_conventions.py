@@ -56,6 +56,34 @@ def test_show_completion_prints_a_bash_script(ctrconv_on_path):
     assert "complete -o default -F _ctrconv_completion ctrconv" in out.stdout
 
 
+@pytest.mark.parametrize("args, marker", [
+    (["--show-completion", "zsh"], "#compdef ctrconv"),
+    (["--show-completion=fish"], "complete --command ctrconv"),
+    (["--show-completion", "bash"], "complete -o default -F _ctrconv_completion ctrconv"),
+])
+def test_the_shell_named_is_the_one_shown_whatever_runs_ctrconv(ctrconv_on_path, args, marker):
+    """A shell named after ``--show-completion`` is the one whose script is printed, whatever
+    shell (or none: an image build's ``/bin/sh -c``, a process manager) runs ctrconv; typer took
+    it from the process's ancestors and ignored the name (a flaky failure of the test above
+    when no ancestor was a shell)."""
+    for parent in (["/bin/sh", "-c", 'exec "$@"', "sh"], ["bash", "-c", 'exec "$@"', "bash"]):
+        out = subprocess.run([*parent, "ctrconv", *args], capture_output=True, text=True,
+                             env=ctrconv_on_path, timeout=60)
+        assert out.returncode == 0, (parent, out.stderr)
+        assert marker in out.stdout, (parent, out.stdout[:200])
+
+
+def test_completion_shell_names_are_recognised_as_typer_takes_them() -> None:
+    from ctrconv.cli import names_a_completion_shell
+
+    assert names_a_completion_shell(["--show-completion", "bash"])
+    assert names_a_completion_shell(["--install-completion=zsh"])
+    assert names_a_completion_shell(["-q", "--show-completion", "pwsh"])
+    assert not names_a_completion_shell(["--show-completion"])
+    assert not names_a_completion_shell(["--show-completion", "ls"])
+    assert not names_a_completion_shell(["ls", "--root", "bash"])
+
+
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
 def test_installed_bash_completion_completes_commands_and_options(ctrconv_on_path):
     env = ctrconv_on_path
