@@ -67,6 +67,20 @@ def _walk_meta(db: BoltFile) -> None:
         for snapshotter in meta.snapshotters(ns):
             meta.snapshot_sequence(ns, snapshotter)
             list(meta.snapshots(ns, snapshotter))
+    # what ``ls -A`` and ``ls -q -A`` read of it (over an empty content store: every image
+    # goes through the walks, which look up labels and snapshots in the namespace's buckets)
+    from ctrconv.containerd.content import ContentStore
+    from ctrconv.inventory import image_names, list_images
+    from ctrconv.oci import platform as plat
+
+    with tempfile.TemporaryDirectory(prefix="ctrconv-fuzz-content-") as empty:
+        namespaces = meta.namespaces()
+        for listing in (lambda: image_names(meta, namespaces),
+                        lambda: list_images(meta, ContentStore(empty), namespaces, plat.default_matcher())):
+            try:
+                listing()
+            except CtrconvError:
+                pass
 
 
 def _walk_snapshotter(db: BoltFile) -> None:
