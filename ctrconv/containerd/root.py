@@ -124,11 +124,16 @@ class ContainerdRoot:
             yield SnapshotterDB(db)
 
 
-def check_namespace(name: str) -> str:
+def is_namespace(name: str) -> bool:
     """containerd's identifier rule for namespaces (``identifiers.Validate``)."""
     import re
 
-    if not re.fullmatch(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*", name) or len(name) > 76:
+    return len(name) <= 76 and re.fullmatch(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*", name) is not None
+
+
+def check_namespace(name: str) -> str:
+    """``name`` when :func:`is_namespace`, else a usage error."""
+    if not is_namespace(name):
         raise UsageError(f"invalid namespace {name!r}")
     return name
 

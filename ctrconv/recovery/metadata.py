@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
+from ctrconv.containerd.root import is_namespace
 from ctrconv.containerd.records import key_bytes, read_blob_size, read_map, target_digest, write_blob_size
 from ctrconv.digest import Digest
 from ctrconv.errors import InvalidDigestError
@@ -22,6 +23,7 @@ def clean_metadata(meta: BucketTree, good: dict[str, int], report: RebuildReport
     digest), the name of a dropped image whose lost target (an index) listed that manifest in
     its content record's GC labels: the manifest can be named after it.
     """
+    _drop_unreachable_namespaces(meta, report)
     orphaned = children_of_lost_targets(meta, good)
     for ns_name, ns in namespaces(meta):
         _clean_content_records(ns_name, ns, good, report)
@@ -35,6 +37,20 @@ def clean_metadata(meta: BucketTree, good: dict[str, int], report: RebuildReport
                 del images.entries[key]
                 report.drop("image", f"image {ns_name}/{text(key)}", f"target {digest or '?'} missing or corrupt")
     return orphaned
+
+
+def _drop_unreachable_namespaces(meta: BucketTree, report: RebuildReport) -> None:
+    """Namespace buckets whose names containerd refuses (``identifiers.Validate``: a damaged
+    key, a writer other than containerd): no client can name them, so their images never
+    run and their records only keep content from GC. They are dropped like any record that
+    cannot be what it claims; blobs only they held are left to :func:`derive_images`, which
+    names images after their manifests' annotations, as for any lost image record."""
+    v1 = meta.bucket(K.V1)
+    for key in list(v1.entries) if v1 else []:
+        name = text(key)
+        if isinstance(v1.entries[key], BucketTree) and not is_namespace(name):  # type: ignore[union-attr]
+            del v1.entries[key]  # type: ignore[union-attr]
+            report.drop("namespace", f"namespace {name}", "a name containerd refuses (a damaged key?): no client can reach it")
 
 
 def _clean_content_records(ns_name: str, ns: BucketTree, good: dict[str, int], report: RebuildReport) -> None:

@@ -23,6 +23,7 @@ from ctrconv.containerd.records import (
     Target,
     add_child,
     go_time,
+    key_bytes,
     read_map,
     same_target,
     text,
@@ -93,7 +94,7 @@ def children_labels(children: Iterable[Mapping[str, Any]]) -> dict[str, str]:
 
 def namespace_bucket(meta_root: BucketTree, namespace: str) -> BucketTree:
     """``v1/<namespace>``, created when missing."""
-    ns = meta_root.bucket(K.V1, namespace.encode(), create=True)
+    ns = meta_root.bucket(K.V1, key_bytes(namespace), create=True)
     assert ns is not None
     return ns
 
@@ -104,7 +105,7 @@ def namespace_bucket(meta_root: BucketTree, namespace: str) -> BucketTree:
 def recorded_blobs(meta_root: BucketTree, namespace: str) -> frozenset[str]:
     """Digests ``v1/<namespace>/content/blob`` holds: the content containerd shows that
     namespace (a file on disk without a record there is another namespace's, not this one's)."""
-    blobs = meta_root.bucket(K.V1, namespace.encode(), K.CONTENT, K.BLOB)
+    blobs = meta_root.bucket(K.V1, key_bytes(namespace), K.CONTENT, K.BLOB)
     if blobs is None:
         return frozenset()
     return frozenset(text(k) for k, _ in blobs.buckets())
@@ -125,7 +126,7 @@ def merge_blob(ns: BucketTree, digest: str, size: int, labels: Mapping[str, str]
     ``ctr images pull`` does; otherwise a recorded source stays as it is."""
     blobs = ns.bucket(K.CONTENT, K.BLOB, create=True)
     assert blobs is not None
-    key = digest.encode()
+    key = key_bytes(digest)
     record = blobs.bucket(key)
     now = go_time(now_ns)
     if record is None:
@@ -174,7 +175,7 @@ def merge_image(ns: BucketTree, spec: ImageSpec, now_ns: int) -> str:
     """
     images = ns.bucket(K.IMAGES, create=True)
     assert images is not None
-    key = spec.name.encode()
+    key = key_bytes(spec.name)
     target = Target(str(spec.target["mediaType"]), str(spec.target["digest"]), int(spec.target["size"]))
     record = images.bucket(key)
     now = go_time(now_ns)
@@ -206,19 +207,19 @@ def put_snapshot_record(
     snapshotter_bucket: BucketTree, key: str, name: str, parent: str | None, now_ns: int
 ) -> None:
     """``snapshots/<sn>/<key>`` as ``Commit`` leaves it; an existing ``children`` list is kept."""
-    old = snapshotter_bucket.bucket(key.encode())
+    old = snapshotter_bucket.bucket(key_bytes(key))
     record = BucketTree()
     now = go_time(now_ns)
     write_snapshot(record, SnapshotRecord(_PLACED_BY_CALLER, _PLACED_BY_CALLER, key, name, parent,
                                           created_at=now, updated_at=now))
     if old is not None and isinstance(old.entries.get(K.CHILDREN), BucketTree):
         record.entries[K.CHILDREN] = old.entries[K.CHILDREN]
-    snapshotter_bucket.entries[key.encode()] = record
+    snapshotter_bucket.entries[key_bytes(key)] = record
 
 
 def add_child_link(snapshotter_bucket: BucketTree, parent: str, child: str) -> bool:
     """Put ``<child>=""`` into the parent's ``children``; False if it was already there."""
-    record = snapshotter_bucket.bucket(parent.encode())
+    record = snapshotter_bucket.bucket(key_bytes(parent))
     if record is None:
         raise KeyError(parent)
     return add_child(record, child)
@@ -249,7 +250,7 @@ def put_backend_snapshot(
     write_backend_snapshot(record, BackendSnapshot(
         name, snapshot_id, K.SNAPSHOT_KINDS[KIND_COMMITTED], parent[0] if parent else None,
         created_at=now, updated_at=now, inodes=inodes, size=size))
-    snaps.entries[name.encode()] = record
+    snaps.entries[key_bytes(name)] = record
     snaps.sequence = max(snaps.sequence, snapshot_id)
     if parent is not None:
         parents = backend_root.bucket(K.V1, K.PARENTS, create=True)
