@@ -139,6 +139,14 @@ class TarArchive:
         self._check_end(tf.offset, file_size)
 
     def _add(self, info: tarfile.TarInfo, file_size: int) -> None:
+        # any member's data (a directory's, a device's too) is skipped by seeking past it: a size
+        # that is negative (base-256 and PAX sizes can be) or runs past the end is damage, not a
+        # seek for the next header to fail on (EINVAL beyond the file system's largest offset)
+        if info.size < 0 or info.offset_data + info.size > file_size:
+            raise FormatError(
+                f"{self.what}: truncated or corrupt tar: entry {info.name[:200]!r} needs "
+                f"{info.size} bytes at offset {info.offset_data}, file has {file_size}"
+            )
         if not (info.isreg() or info.issym()):
             return  # directories, hard links, devices, FIFOs: ignored like ctr
         name = go_clean(info.name)
@@ -156,11 +164,6 @@ class TarArchive:
             return
         if info.sparse is not None:
             raise FormatError(f"{self.what}: sparse tar entry {info.name[:200]!r} is not supported")
-        if info.offset_data + info.size > file_size:
-            raise FormatError(
-                f"{self.what}: truncated tar: entry {info.name[:200]!r} needs "
-                f"{info.size} bytes at offset {info.offset_data}, file has {file_size}"
-            )
         self.symlinks.pop(name, None)
         self.members[name] = TarMember(name, info.offset_data, info.size)
 

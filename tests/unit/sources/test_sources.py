@@ -340,6 +340,23 @@ def test_symlinked_blob_in_oci_tar(tmp_path: Path) -> None:
         assert read_verified(src, desc(mt.OCI_LAYER_GZIP, LAYER)) == LAYER
 
 
+@pytest.mark.parametrize("kind, size", [(b"D", 1 << 60), (b"5", 1 << 40), (b"0", -1024), (b"3", -512)])
+def test_a_member_whose_size_runs_past_the_file_or_is_negative_is_damage(tmp_path: Path, kind: bytes,
+                                                                          size: int) -> None:
+    """Any member's data is skipped by seeking past it: a directory, dumpdir or device entry
+    claiming more bytes than the file holds, or a negative base-256 size, is a corrupt tar (one
+    error), not a seek that fails with EINVAL (found by fuzzing an OCI tar)."""
+    data = bytearray(make_tar(tmp_path / "t.tar", oci_tar_members(index_json(NAMED))).read_bytes())
+    # the first header's type and size (base-256: a leading 0x80 (positive) or 0xff (negative))
+    data[156:157] = kind
+    data[124:136] = (size & ((1 << 88) - 1) | (0x80 << 88 if size >= 0 else 0xff << 88)).to_bytes(12, "big")
+    data[148:156] = b" " * 8
+    data[148:156] = b"%06o\0 " % sum(data[:512])
+    (tmp_path / "bad.tar").write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="truncated or corrupt tar"):
+        open_source(tmp_path / "bad.tar")
+
+
 def test_truncated_tar(tmp_path: Path) -> None:
     data = make_tar(tmp_path / "t.tar", oci_tar_members(index_json(NAMED))).read_bytes()
     # cut inside the last blob's data, inside a header, and leave garbage where a header belongs
