@@ -67,8 +67,11 @@ class _Snap:
     chain_id: str
     backend_name: str
     snapshot_id: int
-    path: Path  # overlay: the ``fs`` dir; native: the snapshot dir
-    pending: Path | None = None  # temp dir to rename to snapshots/<id>, None once installed
+    #: overlay: the ``fs`` dir; native: the snapshot dir. Paths as text: an import keeps every
+    #: snapshot it built until it installs them, and two ``Path`` objects each were ~4.5 MiB
+    #: of a 10,000-image rebuild's peak (its re-import unpacks 4,850 snapshots in one group)
+    path: str
+    pending: str | None = None  # temp dir to rename to snapshots/<id>, None once installed
 
 
 def check_snapshotter(name: str) -> None:
@@ -94,7 +97,7 @@ class _Build:
     snapshot_id: int
     work: Path  # temp dir renamed to snapshots/<id> by install()
     target: Path  # overlay: work/fs; native: work
-    lowers: list[Path]
+    lowers: list[str | Path]
     mode: Mode
     applied: ApplyResult | None = None
 
@@ -190,7 +193,7 @@ class SnapshotWriter:
         path = self._fs_of(self._snapshot_dir(snapshot_id))
         if not path.is_dir():
             return None
-        return _Snap(chain_id, name.decode(), snapshot_id, path)  # type: ignore[union-attr]
+        return _Snap(chain_id, name.decode(), snapshot_id, os.fspath(path))  # type: ignore[union-attr]
 
     # -- unpack ------------------------------------------------------------------------------
 
@@ -241,7 +244,7 @@ class SnapshotWriter:
         result.created.extend(item.chain_id for item in todo)
         return result
 
-    def _prepare(self, item: "_Layer", below: list[Path]) -> "_Build":
+    def _prepare(self, item: "_Layer", below: list[str | Path]) -> "_Build":
         """A fresh temp directory for one snapshot, shaped like the snapshotter makes it;
         ``below`` are the trees of the layers under it, bottom first."""
         parent = below[-1] if below else None
@@ -324,7 +327,7 @@ class SnapshotWriter:
         complete. Metadata (ids, sequences, parents) is written in layer order as before.
         """
         builds: list[_Build] = []
-        trees = [s.path for s in below]
+        trees: list[str | Path] = [s.path for s in below]
         for item in todo:
             build = self._prepare(item, trees)
             builds.append(build)
@@ -356,7 +359,7 @@ class SnapshotWriter:
         R.put_snapshot_record(self.meta_bucket, chain, name, parent.chain_id if parent else None, self.now_ns)
         if parent is not None:
             R.add_child_link(self.meta_bucket, parent.chain_id, chain)
-        snap = _Snap(chain, name, build.snapshot_id, build.target, pending=build.work)
+        snap = _Snap(chain, name, build.snapshot_id, os.fspath(build.target), pending=os.fspath(build.work))
         self._built[chain] = snap
         return snap
 
@@ -377,7 +380,7 @@ class SnapshotWriter:
                 continue
             final = self._snapshot_dir(snap.snapshot_id)
             os.rename(snap.pending, final)
-            snap.path = self._fs_of(final)
+            snap.path = os.fspath(self._fs_of(final))
             snap.pending = None
         fsync_dir(self.snapshots_dir)
 
