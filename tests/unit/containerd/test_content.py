@@ -227,6 +227,21 @@ def test_a_listing_handed_over_is_the_listing(tmp_path: Path, monkeypatch) -> No
     assert read_blob_listing(blob_listing(store)) == itself._files
 
 
+def _refuses_hostile_digests_opening_nothing(read_exact, good: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``read_exact`` is None for digest texts ``Digest.parse`` refuses (a path out of the store
+    above all), and opens no file for any of them."""
+    import os
+
+    opened: list[str] = []
+    real_open = os.open
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "open", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k))
+        for hostile in ("sha256:../../../secret", "sha256:" + good[7:].upper(), good + "\n", "md5:" + "a" * 32,
+                        "sha256:" + good[7:-1], "sha256/" + good[7:], ""):
+            assert read_exact(hostile, 8) is None, hostile
+    assert opened == []
+
+
 def test_read_exact_of_a_digest_text_refuses_what_does_not_parse(tmp_path: Path, monkeypatch) -> None:
     """``read_exact`` takes a digest text too (``ls`` hands it the descriptors' own): the same
     bytes as for the parsed digest, and None, with no file opened, for a text ``Digest.parse``
@@ -240,13 +255,7 @@ def test_read_exact_of_a_digest_text_refuses_what_does_not_parse(tmp_path: Path,
     assert store.read_exact(good, 8) == store.read_exact(Digest.parse(good), 8) == b'{"a": 1}'
     outside = tmp_path / "secret"
     outside.write_bytes(b"12345678")
-    opened: list[str] = []
-    real_open = os.open
-    monkeypatch.setattr(os, "open", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k))
-    for hostile in ("sha256:../../../secret", "sha256:" + good[7:].upper(), good + "\n", "md5:" + "a" * 32,
-                    "sha256:" + good[7:-1], "sha256/" + good[7:], ""):
-        assert store.read_exact(hostile, 8) is None, hostile
-    assert opened == []
+    _refuses_hostile_digests_opening_nothing(store.read_exact, good, monkeypatch)
 
 
 def test_walk_is_every_well_named_regular_file_in_order(tmp_path: Path) -> None:
@@ -296,14 +305,7 @@ def test_a_listings_reads_are_the_stores_through_its_open_blob_directory(tmp_pat
         assert listing.read_exact(digest, size) == store.read_exact(digest, size), (digest, size)
     assert listing.read_exact(good, 8) == b'{"a": 1}'
     assert len(set(os.listdir("/proc/self/fd")) - before) == 1  # the sha256 directory, once
-    opened: list[str] = []
-    real_open = os.open
-    monkeypatch.setattr(os, "open", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k))
-    for hostile in ("sha256:../../../secret", "sha256:" + good[7:].upper(), good + "\n", "md5:" + "a" * 32,
-                    "sha256:" + good[7:-1], "sha256/" + good[7:], ""):
-        assert listing.read_exact(hostile, 8) is None, hostile
-    assert opened == []
-    monkeypatch.undo()
+    _refuses_hostile_digests_opening_nothing(listing.read_exact, good, monkeypatch)
     listing.close()
     assert set(os.listdir("/proc/self/fd")) == before
     assert listing.read_exact(good, 8) == b'{"a": 1}'  # opened again
