@@ -35,10 +35,17 @@ def ls(root: Path, namespace: str, all_namespaces: bool, platform: str | None, a
             complete = "no (layer blobs not stored: discarded after unpack or never fetched; runs)"
         else:
             complete = "yes" if i.complete else ("error" if i.problem else f"no ({len(i.missing)} missing)")
-        rows.append((i.namespace, i.name, i.media_type, i.digest, api.human_size(i.size), ",".join(i.platforms) or "-", complete))
+        rows.append((_shown(i.namespace), _shown(i.name), i.media_type, i.digest, api.human_size(i.size),
+                     ",".join(i.platforms) or "-", complete))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     line = "  ".join(f"{{:{w}}}" for w in widths)  # each cell padded as ``str.ljust`` pads it
     sys.stdout.write("".join(line.format(*r).rstrip() + "\n" for r in rows))
     for i in images:
         if i.problem:
             sys.stderr.write(f"ctrconv: warning: {i.namespace}/{i.name}: {i.problem}\n")
+
+
+def _shown(text: str) -> str:
+    """``text`` as stdout writes it (``backslashreplace``): a stored name that is no UTF-8
+    keeps its bytes as ``\\udcff`` escapes, six characters each, which the columns must count."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -699,28 +699,16 @@ def test_names_that_are_no_utf8_are_listed_as_stored(tmp_path) -> None:
     by fuzzing, ``ls -A`` failed on such a namespace with an internal error."""
     from ctrconv import api
     from ctrconv.bolt.reader import BoltFile
-    from ctrconv.bolt.tree import BucketTree
-    from ctrconv.bolt.writer import write_bolt
     from ctrconv.containerd.metadata import MetadataDB
-    from support.synthetic_root import standard_root
+    from support.odd_names import ODD_NAMESPACE_TEXT, odd_names_root
 
-    root = standard_root(tmp_path / "root").write()
-    meta_db = root / "io.containerd.metadata.v1.bolt" / "meta.db"
-    tree = BucketTree.load(BoltFile(meta_db).root)
-    v1 = tree.bucket(b"v1")
-    v1.entries[b"ns\xff\xfe"] = BucketTree.load(BoltFile(meta_db).root).bucket(b"v1", b"default")
-    images = v1.bucket(b"ns\xff\xfe", b"images")
-    first = sorted(images.entries)[0]
-    images.entries[first + b"\xff"] = images.entries[first]
-    write_bolt(meta_db, tree)
-
+    root, odd = odd_names_root(tmp_path / "root")
     listed = api.list_images(root, None)
-    odd = [i for i in listed if i.namespace == "ns\udcff\udcfe"]
-    assert [i.name for i in odd] == [i.name for i in listed if i.namespace == "default"][:1] + [
-        first.decode() + "\udcff"] + [i.name for i in listed if i.namespace == "default"][1:]
-    assert all(i.status == "complete" for i in odd)
-    meta = MetadataDB(BoltFile(meta_db))
-    assert meta.image("ns\udcff\udcfe", first.decode() + "\udcff") is not None
-    assert meta.snapshot_sequence("ns\udcff\udcfe", "overlayfs\udcff") == 0
-    assert [s.key for s in meta.snapshots("ns\udcff\udcfe", "overlayfs")] == [
+    names = {ns: [i.name for i in listed if i.namespace == ns] for ns in ("default", ODD_NAMESPACE_TEXT)}
+    assert names["default"] == names[ODD_NAMESPACE_TEXT] and odd in names["default"]
+    assert all(i.status == "complete" for i in listed)
+    meta = MetadataDB(BoltFile(root / "io.containerd.metadata.v1.bolt" / "meta.db"))
+    assert meta.image(ODD_NAMESPACE_TEXT, odd) is not None
+    assert meta.snapshot_sequence(ODD_NAMESPACE_TEXT, "overlayfs\udcff") == 0
+    assert [s.key for s in meta.snapshots(ODD_NAMESPACE_TEXT, "overlayfs")] == [
         s.key for s in meta.snapshots("default", "overlayfs")]

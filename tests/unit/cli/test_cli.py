@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,17 @@ def test_ls_quiet_prints_the_names_of_the_listing(cli, small_root: Path):
         assert quiet.code == 0 and quiet.stderr == ""
         assert quiet.stdout == "".join(image["name"] + "\n" for image in listed)
     assert cli("ls", "--root", str(small_root), "-A", "-q", "--platform", "linux//x").code == 2
+
+
+def test_ls_columns_hold_names_that_are_no_utf8(tmp_path: Path) -> None:
+    """A stored name that is no UTF-8 is written with ``\\udcXX`` escapes (six characters for one
+    byte); the table's columns count them as written, so every row's columns line up."""
+    from support.odd_names import odd_names_root
+
+    root, _ = odd_names_root(tmp_path / "root")
+    out = subprocess.run([sys.executable, "-m", "ctrconv", "ls", "-A", "--root", str(root)], cwd=REPO,
+                         capture_output=True, text=True, env={**os.environ, "CTRCONV_NO_CACHE": "1"})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any("\\udcff" in line for line in lines) and len(lines) > 2
+    assert len({line.index("sha256:") for line in lines[1:]}) == 1, out.stdout
