@@ -20,7 +20,7 @@ from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.imagerecords import Element
 from ctrconv.containerd.records import BackendSnapshot, BlobRecord, ImageRecord
 from ctrconv.containerd.locking import is_locked, private_copy
-from ctrconv.containerd.root import ContainerdRoot
+from ctrconv.containerd.root import ContainerdRoot, is_namespace
 from ctrconv.digest import Digest
 from ctrconv.forked import can_split, map_halves
 from ctrconv.errors import ContentError, CtrconvError, InvalidDigestError
@@ -149,6 +149,7 @@ def _read_once(croot: ContainerdRoot, report: Report, namespaces: list[str] | No
     try:
         with croot.open_metadata(ignore_lock=ignore_lock) as meta:
             _check_schema_version(meta, report)
+            _check_namespace_names(meta, report)
             selected = meta.namespaces() if namespaces is None else namespaces
             snaps = SnapshotRecords(meta)
             checked = {ns: _check_namespace(meta, croot, ns, report, snaps) for ns in selected}
@@ -176,6 +177,16 @@ def _read_once(croot: ContainerdRoot, report: Report, namespaces: list[str] | No
         _check_blobs(croot, referenced, report, jobs, progress, hash_only, blob_hashes)
     else:
         _list_blobs(croot, referenced, report, hash_only)
+
+
+def _check_namespace_names(meta: MetadataDB, report: Report) -> None:
+    """A namespace bucket whose name containerd refuses (``identifiers.Validate``: a damaged
+    key, bytes that are no UTF-8): no client can name it, so its images never run, while its
+    records keep their content from GC. ``rebuild`` drops it."""
+    for ns in meta.namespaces():
+        if not is_namespace(ns):
+            report.add("invalid-namespace", f"namespace {ns}", f"meta.db v1/{ns}",
+                       "a name containerd refuses (identifiers.Validate): no client can reach its images")
 
 
 def _check_schema_version(meta: MetadataDB, report: Report) -> None:

@@ -51,3 +51,17 @@ def test_forked_structure_check_reports_as_one_process(tmp_path, monkeypatch, ha
     assert "bolt" in kinds and set(kinds) - {"bolt"}, kinds  # both kinds, so their order is tested
     assert split == alone
     assert list(split["stats"]) == list(alone["stats"])  # same order, "bolt files" first
+
+
+def test_a_namespace_containerd_cannot_name_is_a_problem(tmp_path) -> None:
+    """A namespace bucket whose name containerd refuses is reported (``rebuild`` drops it),
+    once, whichever namespaces are asked for; an image name that is no UTF-8 in a sound
+    namespace is no problem by itself."""
+    from ctrconv import api
+    from support.odd_names import ODD_NAMESPACE_TEXT, odd_names_root
+
+    root, _ = odd_names_root(tmp_path / "root")
+    for namespaces in (None, ["default"]):
+        report = api.verify_root(root, namespaces)
+        odd = [p for p in report.problems if p.kind == "invalid-namespace"]
+        assert [p.object for p in odd] == [f"namespace {ODD_NAMESPACE_TEXT}"], report.problems
