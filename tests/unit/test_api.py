@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -168,3 +169,61 @@ def test_every_cli_helper_the_api_serves_resolves_in_a_fresh_interpreter():
         code = f"import ctrconv.api as a; getattr(a, {name!r})"
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert result.returncode == 0, (name, result.stderr)
+
+
+def test_a_snapshot_whose_stored_name_is_no_utf8_is_reused(tmp_path: Path):
+    """Importing again into a root whose snapshot names (meta.db ``name``, the snapshotter's key
+    and parent) are no UTF-8 reuses those snapshots, their names kept byte for byte: the reuse
+    check decoded the name strictly and failed with an internal error."""
+    from ctrconv.bolt.reader import BoltFile
+    from ctrconv.bolt.tree import BucketTree
+    from ctrconv.bolt.writer import write_bolt
+    from ctrconv.containerd import schema as K
+    from ctrconv.oci import mediatypes as mt
+    from support.archives import LAYOUT, layer_tar, sha
+    from support.synthetic_root import host_arch
+
+    layout = tmp_path / "two-layers"  # an image of two layers: a chain of two snapshots
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def blob(data: bytes, media_type: str) -> dict[str, Any]:
+        (blobs / sha(data)[7:]).write_bytes(data)
+        return {"mediaType": media_type, "digest": sha(data), "size": len(data)}
+
+    layers = [layer_tar(b"one\n"), layer_tar(b"two\n")]
+    config = blob(json.dumps({"architecture": host_arch(), "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": [sha(layer) for layer in layers]}}).encode(), mt.OCI_CONFIG)
+    manifest = blob(json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": config, "layers": [
+        blob(layer, mt.OCI_LAYER) for layer in layers]}).encode(), mt.OCI_MANIFEST)
+    manifest["annotations"] = {"io.containerd.image.name": "example.com/two:1"}
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [manifest]}))
+    (layout / "oci-layout").write_bytes(LAYOUT)
+    root = tmp_path / "root"
+    first = api.import_images(str(layout), root, "ns1", ImportOptions())
+    assert first.images[0].snapshots_created > 0
+    meta_db = root / K.METADATA_PLUGIN_DIR / K.META_DB
+    backend_db = root / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db"
+    renamed: dict[bytes, bytes] = {}
+    with BoltFile(meta_db) as db:
+        meta = BucketTree.load(db.root)
+    for record in meta.bucket(K.V1, b"ns1", K.SNAPSHOTS, b"overlayfs").entries.values():
+        old = record.get(K.NAME)
+        renamed[old] = old + b"\xff"
+        record.put(K.NAME, renamed[old])
+    with BoltFile(backend_db) as db:
+        backend = BucketTree.load(db.root)
+    records = backend.bucket(K.V1, K.SNAPSHOTS)
+    for old, new in renamed.items():
+        records.entries[new] = records.entries.pop(old)
+    for record in records.entries.values():
+        parent = record.get(K.PARENT)
+        if parent in renamed:
+            record.put(K.PARENT, renamed[parent])
+    assert len(renamed) >= 2  # a chain: the parent check compares names too
+    write_bolt(meta_db, meta)
+    write_bolt(backend_db, backend)
+    again = api.import_images(str(layout), root, "ns1", ImportOptions())
+    assert again.images[0].snapshots_created == 0 and again.images[0].unpacked == first.images[0].unpacked
+    with BoltFile(backend_db) as db:
+        assert set(BucketTree.load(db.root).bucket(K.V1, K.SNAPSHOTS).entries) == set(renamed.values())

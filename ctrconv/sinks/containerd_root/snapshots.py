@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Callable, Mapping, Protocol, Sequence
 from ctrconv import tempfiles
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
-from ctrconv.containerd.records import backend_name, is_committed, read_backend_id
+from ctrconv.containerd.records import backend_name, is_committed, key_bytes, read_backend_id, text
 from ctrconv.containerd.root import snapshot_tree
 from ctrconv.sinks.containerd_root import records as R
 from ctrconv.sinks.containerd_root.content_writer import TMP_PREFIX
@@ -185,7 +185,7 @@ class SnapshotWriter:
         backend = self._backend_records().bucket(name) if name else None
         if backend is None or not is_committed(backend):
             return None
-        if backend.get(K.PARENT) != (parent.backend_name.encode() if parent else None):
+        if backend.get(K.PARENT) != (key_bytes(parent.backend_name) if parent else None):
             return None
         snapshot_id = read_backend_id(backend)
         if snapshot_id is None:
@@ -193,7 +193,7 @@ class SnapshotWriter:
         path = self._fs_of(self._snapshot_dir(snapshot_id))
         if not path.is_dir():
             return None
-        return _Snap(chain_id, name.decode(), snapshot_id, os.fspath(path))  # type: ignore[union-attr]
+        return _Snap(chain_id, text(name), snapshot_id, os.fspath(path))  # type: ignore[arg-type]
 
     # -- unpack ------------------------------------------------------------------------------
 
