@@ -123,6 +123,20 @@ def main(argv: list[str] | None = None) -> None:
     image build (under ``/bin/sh``) failed, and ``--show-completion zsh`` under bash printed
     bash's script. Typer declares the options taking a shell name when its detection is off."""
     args = argv if argv is not None else sys.argv[1:]
-    if names_a_completion_shell(args):
-        os.environ["_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION"] = "1"
-    finish(lambda: _common.run(app, args))
+    if not names_a_completion_shell(args):
+        finish(lambda: _common.run(app, args))
+        return
+    # (only for this run: a caller's later runs in the same process detect the shell again)
+    before = os.environ.get(_NO_SHELL_DETECTION)
+    os.environ[_NO_SHELL_DETECTION] = "1"
+    try:
+        finish(lambda: _common.run(app, args))
+    finally:
+        if before is None:
+            os.environ.pop(_NO_SHELL_DETECTION, None)
+        else:
+            os.environ[_NO_SHELL_DETECTION] = before
+
+
+#: typer's switch for declaring the completion options with a shell name (detection off)
+_NO_SHELL_DETECTION = "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION"

@@ -197,3 +197,21 @@ def test_readme_and_docs_link_only_inside_the_repository():
             if "://" in target:
                 continue
             assert (page.parent / target).resolve().is_relative_to(REPO), f"{page.name} links outside: {target}"
+
+
+def test_a_named_completion_shell_leaves_the_environment_as_it_was(monkeypatch, capsys) -> None:
+    """Typer's detection is switched off for the run that names a shell only: a caller's later
+    runs in the same process (a library user, a test runner) detect the shell again."""
+    import os
+
+    from ctrconv.cli import main
+
+    monkeypatch.delenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", raising=False)
+    with pytest.raises(SystemExit) as stopped:
+        main(["--show-completion", "zsh"])
+    assert stopped.value.code in (0, None) and "#compdef ctrconv" in capsys.readouterr().out
+    assert "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION" not in os.environ
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "x")
+    with pytest.raises(SystemExit):
+        main(["--show-completion=bash"])
+    assert os.environ["_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION"] == "x"
