@@ -125,9 +125,8 @@ def _link_or_copy(croot: ContainerdRoot, blobs: list[str], target: ContainerdRoo
     to_hash: list[str] = []
     copies: list[str] = []
     for digest in blobs:
-        algorithm, _, hex_ = digest.partition(":")
         try:
-            os.link(croot.content.blob_file(digest), target.content_dir / "blobs" / algorithm / hex_)
+            os.link(croot.content.blob_file(digest), _blob_in(target, Digest.parse(digest)))
             to_hash.append(digest)
         except OSError:
             copies.append(digest)
