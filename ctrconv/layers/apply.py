@@ -162,7 +162,7 @@ def unpack_layer(
     media_type: str | None = None,
     lowers: Sequence[str | os.PathLike[str]] = (),
     expected_diff_id: str | None = None,
-    strict: bool = True,
+    strict: bool = False,
     external: bool | None = False,
     max_bytes: int | None = None,
     defer_parents: bool = False,

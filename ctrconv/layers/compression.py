@@ -1,9 +1,12 @@
 """Open a layer blob as its uncompressed tar stream (gzip, zstd or plain), streaming.
 
-The compression is sniffed from the magic bytes and checked against the media type. containerd
-itself is lenient (for a compressed media type it decompresses whatever the magic says, for an
-uncompressed one it feeds the bytes to the tar reader unchanged); ``strict=True`` (the default)
-refuses such mismatches instead, with a :class:`FormatError` that names both.
+The compression is sniffed from the magic bytes and checked against the media type the way
+containerd applies a layer: a compressed media type (gzip, zstd) goes through its
+``DecompressStream``, which follows the magic bytes, so a plain tar or a gzip blob named zstd
+unpacks (images from tools that mislabel their layers run on containerd, and import here); an
+uncompressed one feeds its bytes to the tar reader unchanged, so compressed bytes there fail,
+here with a :class:`FormatError` that names both. The diff ID check after the unpack still
+holds the tar to the config. ``strict=True`` refuses every mismatch.
 
 Decoding mirrors Go's readers: gzip is multi-member and anything after the last member that is
 not another gzip member is an error (Go ``gzip.Reader`` in multistream mode); zstd reads all
@@ -231,7 +234,7 @@ def open_layer(
     stream: Readable,
     media_type: str | None = None,
     *,
-    strict: bool = True,
+    strict: bool = False,
     external: bool | None = False,
     max_bytes: int | None = None,
     read_ahead: int = 4,
@@ -242,27 +245,24 @@ def open_layer(
     Args:
         stream: the blob, positioned at its start; read in 1 MiB chunks, never seeked.
         media_type: the descriptor's media type; ``None`` trusts the magic bytes.
-        strict: refuse a media type whose compression disagrees with the magic bytes.
+        strict: refuse a compressed media type whose compression disagrees with the magic
+            bytes too (default: follow the magic bytes, as containerd does).
         external: use an ``igzip``/``pigz``/``zstd`` process (``None``: when installed).
         max_bytes: fail once more than this many uncompressed bytes come out.
         read_ahead: chunks (<= 1 MiB each) inflated ahead of the reader on a helper thread.
         after: start inflating only once this is set (the layer before is inflated).
 
     Raises:
-        FormatError: unsupported media type or compression, or a media-type/magic mismatch.
+        FormatError: unsupported media type or compression, compressed bytes under an
+            uncompressed media type, or (``strict``) any other media-type/magic mismatch.
     """
     head = _read_head(stream)
     found = sniff_compression(head)
     compression = found
     if media_type is not None:
         promised = media_type_compression(media_type)
-        if promised is not None and promised != found:
-            if strict:
-                raise FormatError(
-                    f"layer media type {media_type} means {promised} but the content is {found}"
-                )
-            # containerd: compressed types go through magic detection, plain ones stay raw
-            compression = found if promised != "none" else "none"
+        if promised is not None and promised != found and (strict or promised == "none"):
+            raise FormatError(f"layer media type {media_type} means {promised} but the content is {found}")
     source = Prepended(head, stream)
     hasher = hashlib.sha256()
     chunks = _hashed(_decoder(compression, source, external), hasher)

@@ -198,14 +198,15 @@ class TarReader:
                 return False
         return True
 
-    def _finish_entry(self) -> None:
-        """Skip what is left of the current entry's data and its padding."""
+    def _finish_entry(self) -> bool:
+        """Skip what is left of the current entry's data and its padding; False when the stream
+        ends inside the padding, which Go's reader (``tryReadFull`` of the padding) takes as the
+        end of the archive: containerd unpacks a layer whose last file is not padded."""
         if self._data and not self._skip(self._data):
             raise FormatError(f"tar stream ends inside {self._name!r}")
         self._data = 0
-        if self._pad and not self._skip(self._pad):
-            raise FormatError("corrupt layer tar stream: unexpected end of data")
-        self._pad = 0
+        pad, self._pad = self._pad, 0
+        return not pad or self._skip(pad)
 
     # -- data ------------------------------------------------------------------------------
 
@@ -245,7 +246,8 @@ class TarReader:
 
     def next(self) -> TarEntry | None:
         """The next entry, its PAX and GNU long-name headers applied; None at the end."""
-        self._finish_entry()
+        if not self._finish_entry():
+            return None
         # (kind, payload) of extended headers, applied innermost first like tarfile's recursion
         pending: list[tuple[bytes, bytes]] = []
         while True:
@@ -262,8 +264,10 @@ class TarReader:
                 if entry.size > MAX_SPECIAL:
                     raise FormatError(f"tar extended header of {entry.size} bytes is too large")
                 payload = self._take(entry.size)
-                if len(payload) < entry.size or not self._skip(-entry.size % BLOCK):
+                if len(payload) < entry.size:
                     raise FormatError("corrupt layer tar stream: unexpected end of data")
+                if not self._skip(-entry.size % BLOCK):
+                    return None  # (Go: the end of the archive, as after a file's data)
                 if kind != XGLTYPE:  # Go does not carry global headers over; neither do we
                     pending.append((kind, payload))
                 continue

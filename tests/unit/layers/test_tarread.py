@@ -172,6 +172,29 @@ def test_stream_without_end_marker_and_trailing_bytes() -> None:
         assert ours(data[:end], steps) == entries
 
 
+def test_a_stream_may_end_inside_the_last_padding() -> None:
+    """Go's reader takes a stream that ends inside a file's padding (``tryReadFull`` of it) as
+    the end of the archive, and containerd unpacks such a layer (compared with ``ctr images
+    import``): so does this reader. An end inside the data or a header stays an error."""
+    for present in (0, 1, 300, 501):  # bytes of the last file's padding in the stream
+        data = ustar_block(b"g", b"0", size=3) + b"abc" + bytes(509) + ustar_block(b"f", b"0", size=10) + b"z" * 10
+        data += bytes(present)
+        for steps in STEPS:
+            reader = TarReader(Chunked(data, steps))
+            assert [(e.name, data_of(reader.write_data)) for e in iter(reader.next, None)] == [
+                ("g", b"abc"), ("f", b"z" * 10)]
+            reader.check_end()
+    # an extended header read whole, its padding cut short: the end too (Go: the same loop)
+    data = ustar_block(b"PaxHeaders/f", b"x", size=12) + b"12 uid=1234\n" + bytes(100)
+    reader = TarReader(io.BytesIO(data))
+    assert reader.next() is None
+    reader.check_end()
+    with pytest.raises(FormatError, match="ends inside 'f'"):
+        reader = TarReader(io.BytesIO(ustar_block(b"f", b"0", size=10) + b"z" * 9))
+        reader.next()
+        reader.next()
+
+
 def test_global_pax_header_is_not_carried_over() -> None:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT,
@@ -242,7 +265,7 @@ HOSTILE = [
     (corrupt(ustar_block(b"f", b"0"), 148, b"0000001\0", False) + bytes(1024), "bad checksum"),
     (corrupt(ustar_block(b"f", b"0"), 100, b"99999999"), "invalid header"),
     (ustar_block(b"f", b"0", size=2000) + b"z" * 100, "ends inside 'f'"),
-    (ustar_block(b"f", b"0", size=10) + b"z" * 10, "unexpected end"),
+    (ustar_block(b"PaxHeaders/f", b"x", size=20) + b"12 uid=1234\n", "unexpected end"),
     (ustar_block(b"f", b"0") + ustar_block(b"g", b"0")[:300], "truncated header"),
     (ustar_block(b"d", b"5", size=10) + b"z" * 512 + bytes(1024), "claims 10 bytes"),
     (pax_entry(b"8 uid=x\n"), "invalid PAX uid"),
