@@ -9,7 +9,7 @@ The result is what ``[fn(x) for x in items]`` gives, in order, and so is the fai
 exception raised for an item of the first half propagates at once (the child is killed). When
 the child fails (an exception, or it died) the parent computes the second half itself after the
 first, as the sequential loop would have, so the exception raised is that loop's own (an
-exception object is never carried across the pipe, where it could lose attributes). The child ignores SIGINT and SIGTERM: a terminal's Ctrl-C
+exception object is never carried across the pipe, where it could lose attributes). The child ignores SIGINT, SIGTERM and SIGHUP: a terminal's Ctrl-C
 reaches the whole process group, and only the parent handles it (:mod:`ctrconv.interrupts`),
 killing the child while it unwinds. The child leaves with ``os._exit``: no buffered output, no
 ``atexit`` handler of the parent runs twice.
@@ -29,6 +29,8 @@ import signal
 import struct
 import threading
 from typing import Any, BinaryIO, Callable, Sequence, TypeVar
+
+from ctrconv.interrupts import SIGNALS
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -89,7 +91,7 @@ def _results(pipe: BinaryIO) -> list | None:
 def _child(fn: Callable[[T], R], items: Sequence[T], write_end: int) -> None:
     code = 0
     try:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
         try:
             data = pickle.dumps(("ok", [fn(x) for x in items]), protocol=pickle.HIGHEST_PROTOCOL)
@@ -207,7 +209,7 @@ def _widen(pipe: int) -> None:
 def _balanced_child(fn: Callable[[T], R], items: Sequence[T], queue: int, results: int) -> None:
     code = 0
     try:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
         with os.fdopen(results, "wb") as pipe:
             while (index := _take(queue)) is not None:
@@ -281,7 +283,7 @@ class Beside:
     The result is ``fn()``'s, and so is the failure: when the child gives no whole result (an
     exception, or it died) :meth:`result` computes ``fn()`` here, which raises what it raises.
     Use it as a context manager: leaving it before the result was taken (an error, an
-    interrupt) kills and reaps the child. The child ignores SIGINT and SIGTERM and leaves with
+    interrupt) kills and reaps the child. The child ignores SIGINT, SIGTERM and SIGHUP and leaves with
     ``os._exit``, as :func:`map_balanced`'s does."""
 
     def __init__(self, fn: Callable[[], bytes]) -> None:
@@ -338,7 +340,7 @@ class Beside:
 def _beside_child(fn: Callable[[], bytes], write_end: int) -> None:
     code = 0
     try:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
         data = fn()
         with os.fdopen(write_end, "wb") as pipe:

@@ -1,5 +1,7 @@
-"""What SIGINT and SIGTERM do at each moment of a ctrconv process (stdlib only: this module is
-imported before anything heavy, so a Ctrl-C during start-up finds its handler in place).
+"""What SIGINT, SIGTERM and SIGHUP do at each moment of a ctrconv process (stdlib only: this
+module is imported before anything heavy, so a Ctrl-C during start-up finds its handler in place).
+SIGHUP (the terminal or ssh session that ran the command went away) is handled as SIGTERM is:
+left to its default, it killed the process on the spot, leaving temp outputs and half-made roots.
 
 * starting (``python -m ctrconv`` / the console script, while typer, jsonschema and the
   command modules are imported): nothing has been written, so the process writes one line and
@@ -12,8 +14,8 @@ imported before anything heavy, so a Ctrl-C during start-up finds its handler in
 * finished (the report is being flushed): recorded and otherwise ignored; the exit code is
   the command's own.
 
-Python would otherwise turn SIGTERM into an immediate death (temp files left behind) and
-SIGINT into a ``KeyboardInterrupt`` traceback.
+Python would otherwise turn SIGTERM and SIGHUP into an immediate death (temp files left behind)
+and SIGINT into a ``KeyboardInterrupt`` traceback.
 """
 
 from __future__ import annotations
@@ -25,13 +27,13 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _phase = "starting"
 _late: list[int] = []
 
 
 class Stopped(BaseException):
-    """SIGINT or SIGTERM arrived while a command ran (before its commit point)."""
+    """One of :data:`SIGNALS` arrived while a command ran (before its commit point)."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
@@ -39,7 +41,7 @@ class Stopped(BaseException):
 
 
 def word(signum: int) -> str:
-    return "interrupted" if signum == signal.SIGINT else "terminated"
+    return {signal.SIGINT: "interrupted", signal.SIGHUP: "hung up"}.get(signum, "terminated")
 
 
 def _committed() -> bool:
@@ -88,7 +90,7 @@ _previous_hook = sys.unraisablehook
 
 
 def ignore_from_now_on() -> None:
-    """The process is about to exit with its command's code: SIGINT/SIGTERM are ignored (an
+    """The process is about to exit with its command's code: the :data:`SIGNALS` are ignored (an
     ignored disposition survives interpreter shutdown; a Python handler does not)."""
     if threading.current_thread() is threading.main_thread():
         for signum in SIGNALS:
@@ -96,7 +98,7 @@ def ignore_from_now_on() -> None:
 
 
 def install_early() -> None:
-    """Process entry: handle both signals from the first line on (a signal the parent left
+    """Process entry: handle the signals from the first line on (a signal the parent left
     ignored, as for a background job's SIGINT, stays ignored)."""
     for signum in SIGNALS:
         if signal.getsignal(signum) is not signal.SIG_IGN:

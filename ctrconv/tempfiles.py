@@ -1,4 +1,4 @@
-"""Temp files and directories that a Ctrl-C or SIGTERM cannot orphan.
+"""Temp files and directories that a Ctrl-C, SIGTERM or SIGHUP cannot orphan.
 
 Every temp output (an export's ``.x.tar.*.ctrconv-tmp``, a root's ``.ctrconv-tmp-*`` dirs, a
 bolt file's ``.meta.db.*.tmp``) is created through this module: the name is recorded *before*
@@ -20,13 +20,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-_DEFERRED = {signal.SIGINT, signal.SIGTERM}
+from ctrconv.interrupts import SIGNALS
+
+_DEFERRED = set(SIGNALS)
 _tracked: dict[str, None] = {}  # insertion order: removed newest first
 
 
 @contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM back in the main thread (they are delivered right after)."""
+    """Hold the :data:`~ctrconv.interrupts.SIGNALS` back in the main thread (they are delivered
+    right after)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -45,12 +45,12 @@ def listing_facts_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
 
 @pytest.fixture(autouse=True)
 def signal_dispositions_restored() -> Iterator[None]:
-    """A test that runs ``ctrconv.entry.main`` in this process leaves SIGINT and SIGTERM
-    ignored (as a finishing ctrconv process does); every process a later test starts would
+    """A test that runs ``ctrconv.entry.main`` in this process leaves SIGINT, SIGTERM and
+    SIGHUP ignored (as a finishing ctrconv process does); every process a later test starts would
     inherit the ignored SIGINT and never see its Ctrl-C. Each test gets the dispositions back."""
     import signal
 
-    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     yield
     for signum, handler in before.items():
         if signal.getsignal(signum) is not handler and handler is not None:

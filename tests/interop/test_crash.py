@@ -181,9 +181,10 @@ def _stop_midway(args: list[str], signum: int, ready: "callable") -> subprocess.
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_stopped_import_cleans_up_and_says_so(signum, inputs, tmp_path):
-    """Ctrl-C or SIGTERM mid-import: exit 128+signum, one line, the old root, no temp dirs."""
+    """Ctrl-C, SIGTERM or SIGHUP (the terminal went away) mid-import: exit 128+signum, one
+    line, the old root, no temp dirs."""
     root = tmp_path / "root"
     run_ctrconv(*import_args(root, inputs["old"]))
     old = listed_images(root)
@@ -191,13 +192,14 @@ def test_a_stopped_import_cleans_up_and_says_so(signum, inputs, tmp_path):
     result = _stop_midway(import_args(root, inputs["new"]), signum,
                           lambda: any(p.name.startswith(".ctrconv-tmp") for p in content.iterdir()))
     assert result.returncode == 128 + signum, result.stderr
-    assert result.stderr.strip() in ("ctrconv: error: interrupted", "ctrconv: error: terminated"), result.stderr
+    assert result.stderr.strip() in ("ctrconv: error: interrupted", "ctrconv: error: terminated",
+                                     "ctrconv: error: hung up"), result.stderr
     assert listed_images(root) == old
     leftovers = [p for p in root.rglob("*") if ".ctrconv-tmp" in p.name]
     assert not leftovers, leftovers
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_stopped_export_leaves_no_file(signum, inputs, tmp_path):
     root = tmp_path / "root"
     run_ctrconv(*import_args(root, inputs["new"]))

@@ -31,9 +31,9 @@ def cli(capsys) -> Callable[..., CliResult]:
 
     def run(*args: str) -> CliResult:
         capsys.readouterr()
-        # the entry leaves SIGINT and SIGTERM ignored, as a finishing ctrconv process does: a
+        # the entry leaves SIGINT, SIGTERM and SIGHUP ignored, as a finishing ctrconv process does: a
         # daemon or tool the test starts next must not inherit that
-        dispositions = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+        dispositions = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             main(list(args))
             code = 0
