@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from ctrconv import api
+from ctrconv.run.lines import write_line
 from ctrconv.errors import UsageError
 
 if TYPE_CHECKING:
@@ -104,4 +105,4 @@ def push_command(root: object, destination: str, namespace: str, refs: Optional[
         print_json(report.to_json())
     elif not quiet:
         for line in report_lines(report):
-            sys.stderr.write(line + "\n")
+            write_line(sys.stderr, line)

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from ctrconv import api
+from ctrconv.run.lines import write_line
 from ctrconv.api import EXPORT_FORMATS as FORMATS
 from ctrconv.cli import app
 from ctrconv.cli._progress import bars
@@ -71,15 +72,15 @@ def commit_command(
             progress=progress,
         )
     if report.base["regenerated_layers"]:
-        sys.stderr.write(f"{report.base['name']}: {report.base['regenerated_layers']} base layer(s) regenerated from "
-                         f"snapshots (their blobs were gone); base manifest now {report.base['rewritten_manifest']}\n")
+        write_line(sys.stderr, f"{report.base['name']}: {report.base['regenerated_layers']} base layer(s) regenerated "
+                               f"from snapshots (their blobs were gone); base manifest now {report.base['rewritten_manifest']}")
     if report.base["copied_layers"]:
-        sys.stderr.write(f"{report.base['name']}: {report.base['copied_layers']} base layer(s) copied from a stored "
-                         f"blob of the same tar (their own blobs were never fetched); base manifest now "
-                         f"{report.base['rewritten_manifest']}\n")
+        write_line(sys.stderr, f"{report.base['name']}: {report.base['copied_layers']} base layer(s) copied from a "
+                               f"stored blob of the same tar (their own blobs were never fetched); base manifest now "
+                               f"{report.base['rewritten_manifest']}")
     if as_json:
         print_json(report.to_json())
     elif not quiet and not api.is_stdout(output):
-        sys.stderr.write(
-            f"committed container {report.container} as {report.name} (image ID {report.image_id}; new layer "
-            f"{api.human_size(report.layer['tar_size'])} uncompressed) to {report.output} [{report.format}]\n")
+        write_line(sys.stderr, f"committed container {report.container} as {report.name} (image ID {report.image_id}; "
+                               f"new layer {api.human_size(report.layer['tar_size'])} uncompressed) to {report.output} "
+                               f"[{report.format}]")

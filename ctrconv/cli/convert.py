@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from ctrconv import api
+from ctrconv.run.lines import write_line
 from ctrconv.cli import app
 from ctrconv.cli._common import JSON_OPTION, QUIET_OPTION, check_layout_output, print_json, skipped_platform_lines
 
@@ -59,12 +60,11 @@ def convert_command(
     exported = report.export
     for i in exported.images:
         if i.decompressed_layers and not quiet:
-            sys.stderr.write(f"{i.name}: {i.decompressed_layers} zstd layer(s) decompressed; image ID unchanged "
-                             f"{i.image_id}; new manifest {i.manifest}\n")
+            write_line(sys.stderr, f"{i.name}: {i.decompressed_layers} zstd layer(s) decompressed; image ID unchanged "
+                                   f"{i.image_id}; new manifest {i.manifest}")
     if not quiet and not api.is_stdout(output):
-        sys.stderr.write(
-            f"converted {len(exported.images)} image(s), {exported.blobs} blobs ({api.human_size(exported.bytes)}) "
-            f"from {report.input} to {exported.output} [{exported.format}]\n"
-        )
+        write_line(sys.stderr, f"converted {len(exported.images)} image(s), {exported.blobs} blobs "
+                               f"({api.human_size(exported.bytes)}) from {report.input} to {exported.output} "
+                               f"[{exported.format}]")
         for line in skipped_platform_lines(exported.images):
-            sys.stderr.write(line + "\n")
+            write_line(sys.stderr, line)

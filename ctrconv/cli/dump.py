@@ -9,6 +9,7 @@ from typing import Any, Optional
 import typer
 
 from ctrconv import api
+from ctrconv.run.lines import LineWriter
 from ctrconv.cli import app
 from ctrconv.cli._common import IGNORE_LOCK_OPTION, JSON_OPTION, QUIET_OPTION, ROOT_OPTION, print_json
 
@@ -39,7 +40,7 @@ def dump_command(
         print_json(document)
         return
     meta = document["meta"]
-    out = sys.stdout
+    out = LineWriter(sys.stdout)
     out.write(
         f"# {dbfile}: page size {document['page_size']}, txid {meta['txid']}, "
         f"meta page {meta['page']}, freelist {'none (not synced)' if meta['freelist'] is None else meta['freelist']}\n"

@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from ctrconv import api
+from ctrconv.run.lines import write_line
 from ctrconv.cli import app
 from ctrconv.cli._progress import bars
 from ctrconv.cli._common import (
@@ -171,18 +172,16 @@ def export_command(
         )
         report = api.export_images(root, output, options, progress=progress)
     for line in rewrite_lines(report, quiet=quiet):
-        sys.stderr.write(line + "\n")
+        write_line(sys.stderr, line)
     if as_json:
         print_json(report.to_json())
         return
     if not quiet and not api.is_stdout(output):
         linked = f", {report.linked} hardlinked" if report.linked else ""
-        sys.stderr.write(
-            f"exported {len(report.images)} image(s), {report.blobs} blobs ({api.human_size(report.bytes)}{linked}) "
-            f"to {report.output} [{report.format}]\n"
-        )
+        write_line(sys.stderr, f"exported {len(report.images)} image(s), {report.blobs} blobs "
+                               f"({api.human_size(report.bytes)}{linked}) to {report.output} [{report.format}]")
         for line in skipped_platform_lines(report.images):
-            sys.stderr.write(line + "\n")
+            write_line(sys.stderr, line)
 
 
 def rewrite_lines(report, *, quiet: bool = False) -> list[str]:
@@ -220,7 +219,7 @@ def _said_regenerated(images) -> None:
     from ctrconv.api import ExportReport
 
     for line in rewrite_lines(ExportReport(format="containerd-root", output="", namespace="", images=list(images))):
-        sys.stderr.write(line + "\n")
+        write_line(sys.stderr, line)
 
 
 def _export_to_root(root: Path, output: str, namespace: str, refs: Optional[List[str]], *, as_json: bool, quiet: bool, **options) -> None:
@@ -235,4 +234,4 @@ def _export_to_root(root: Path, output: str, namespace: str, refs: Optional[List
         print_json(report.to_json())
     elif not quiet:
         for line in report_lines(report):
-            sys.stderr.write(line + "\n")
+            write_line(sys.stderr, line)

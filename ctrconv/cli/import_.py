@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from ctrconv import api
+from ctrconv.run.lines import write_line
 from ctrconv.cli import app
 from ctrconv.cli._progress import bars
 from ctrconv.cli._common import (
@@ -127,4 +128,4 @@ def import_command(
         print_json(report.to_json())
         return
     for line in api.import_report_lines(report):
-        sys.stdout.write(line + "\n")
+        write_line(sys.stdout, line)

@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from ctrconv import api
+from ctrconv.run.lines import LineWriter
 from ctrconv.cli import app
 from ctrconv.cli._progress import bars
 from ctrconv.cli._common import (
@@ -67,7 +68,7 @@ def rebuild_command(
     if as_json:
         print_json(report.to_json())
         return
-    out = sys.stdout
+    out = LineWriter(sys.stdout)
     if report.healthy:
         out.write(f"{report.root}: verified clean, nothing to repair (nothing written)\n")
         return

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from ctrconv import api
+from ctrconv.run.lines import write_line
 from ctrconv.cli import app
 from ctrconv.cli._progress import bars
 from ctrconv.cli._common import (
@@ -49,9 +50,9 @@ def verify_command(
         print_json(report.to_json())
     else:
         for problem in report.errors:
-            sys.stdout.write(f"PROBLEM {problem}\n")
+            write_line(sys.stdout, f"PROBLEM {problem}")
         for info in report.infos:
-            sys.stdout.write(f"info    {info}\n")
+            write_line(sys.stdout, f"info    {info}")
         stats = ", ".join(f"{v} {k}" for k, v in report.stats.items())
         verdict = "clean: no problems" if report.ok else f"{len(report.errors)} problem(s) found"
         sys.stdout.write(f"{verdict} ({stats})\n")

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from ctrconv import api
-from ctrconv.run.outcome import print_json
+from ctrconv.run.lines import one_line
+from ctrconv.run.outcome import print_json, warning_line
 from ctrconv.run.options import wait_seconds
 
 
@@ -19,7 +20,7 @@ def ls(root: Path, namespace: str, all_namespaces: bool, platform: str | None, a
     if quiet and not as_json:  # names only: from the image records, no document read
         with api.waiting(wait_seconds(wait)):
             names = api.list_image_names(root, namespaces, ignore_lock=ignore_lock, platform=platform)
-        sys.stdout.write("".join(name + "\n" for name in names))
+        sys.stdout.write("".join(one_line(name) + "\n" for name in names))
         return
     with api.waiting(wait_seconds(wait)):
         images = api.list_images(root, namespaces, ignore_lock=ignore_lock, platform=platform)
@@ -35,17 +36,19 @@ def ls(root: Path, namespace: str, all_namespaces: bool, platform: str | None, a
             complete = "no (layer blobs not stored: discarded after unpack or never fetched; runs)"
         else:
             complete = "yes" if i.complete else ("error" if i.problem else f"no ({len(i.missing)} missing)")
-        rows.append((_shown(i.namespace), _shown(i.name), i.media_type, i.digest, api.human_size(i.size),
-                     ",".join(i.platforms) or "-", complete))
+        rows.append((_shown(i.namespace), _shown(i.name), _shown(i.media_type), _shown(i.digest), api.human_size(i.size),
+                     _shown(",".join(i.platforms) or "-"), _shown(complete)))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     line = "  ".join(f"{{:{w}}}" for w in widths)  # each cell padded as ``str.ljust`` pads it
     sys.stdout.write("".join(line.format(*r).rstrip() + "\n" for r in rows))
     for i in images:
         if i.problem:
-            sys.stderr.write(f"ctrconv: warning: {i.namespace}/{i.name}: {i.problem}\n")
+            warning_line(f"{i.namespace}/{i.name}: {i.problem}")
 
 
 def _shown(text: str) -> str:
     """``text`` as stdout writes it (``backslashreplace``): a stored name that is no UTF-8
-    keeps its bytes as ``\\udcff`` escapes, six characters each, which the columns must count."""
+    keeps its bytes as ``\\udcff`` escapes, six characters each, which the columns must count;
+    control characters escaped (:func:`~ctrconv.run.lines.one_line`)."""
+    text = one_line(text)
     return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")

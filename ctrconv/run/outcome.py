@@ -11,18 +11,19 @@ from typing import Any, Callable, NoReturn
 from ctrconv import interrupts, tempfiles
 from ctrconv.errors import CtrconvError
 from ctrconv.run.jsontext import indented
+from ctrconv.run.lines import one_line
 
 #: raised by the signal handler while a command runs (:mod:`ctrconv.interrupts`)
 Stopped = interrupts.Stopped
 
 
 def error_line(message: str) -> None:
-    sys.stderr.write(f"ctrconv: error: {message}\n")
+    sys.stderr.write(f"ctrconv: error: {one_line(message)}\n")
     sys.stderr.flush()
 
 
 def warning_line(message: str) -> None:
-    sys.stderr.write(f"ctrconv: warning: {message}\n")
+    sys.stderr.write(f"ctrconv: warning: {one_line(message)}\n")
     sys.stderr.flush()
 
 
