@@ -13,13 +13,13 @@ import typer
 from ctrconv import commitpoint
 from ctrconv.errors import UsageError
 # (the command modules import these from here too)
-from ctrconv.run.options import WAIT_FOREVER, wait_seconds  # noqa: F401
+from ctrconv.run.options import WAIT_FOREVER, debug_from_environment, wait_seconds  # noqa: F401
 from ctrconv.run.outcome import error_line, guarded, print_json  # noqa: F401
 
 
 @dataclass
 class _State:
-    debug: bool = bool(os.environ.get("CTRCONV_DEBUG"))
+    debug: bool = debug_from_environment()
 
 
 STATE = _State()
@@ -117,7 +117,7 @@ def run(app: typer.Typer, argv: list[str]) -> int:
     """Run the typer app; return the exit code (0, 1 operation failed, 2 usage)."""
     # decided per run: the callback sets STATE.debug only while the command runs, so a value
     # left by an earlier in-process run (a library caller, a test) must not count
-    STATE.debug = bool(os.environ.get("CTRCONV_DEBUG"))
+    STATE.debug = debug_from_environment()
     debug = STATE.debug or "--debug" in argv
     commitpoint.reset()
     # ``--wait`` alone = wait without a limit; ``--wait=SECONDS`` sets one (click cannot

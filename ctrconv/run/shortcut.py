@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ctrconv.run.options import FALSE_WORDS, debug_word
+
 #: flags of ``ls`` -> the command function's parameter
 _FLAGS = {"-A": "all_namespaces", "--all-namespaces": "all_namespaces", "--json": "as_json",
           "-q": "quiet", "--quiet": "quiet", "--ignore-lock": "ignore_lock"}
@@ -36,8 +38,8 @@ def parse_ls(argv: list[str], environ: Mapping[str, str] = os.environ) -> dict[s
     debug = args[:1] == ["--debug"]
     if debug:
         args = args[1:]
-    if args[:1] != ["ls"] or environ.get("CTRCONV_DEBUG") or environ.get("_CTRCONV_COMPLETE"):
-        return None  # (debugging, or shell completion asking typer)
+    if args[:1] != ["ls"] or debug_word(environ) not in FALSE_WORDS or environ.get("_CTRCONV_COMPLETE"):
+        return None  # (debugging or a value typer refuses, or shell completion asking typer)
     params: dict[str, Any] = {"all_namespaces": False, "platform": None, "as_json": False, "quiet": False,
                               "ignore_lock": False, "wait": None}
     for name, (variable, default) in _FROM_ENVIRONMENT.items():

@@ -57,6 +57,23 @@ def test_debug_shows_a_traceback(cli, tmp_path):
     assert "Traceback" in cli("--debug", "dump", str(bad)).stderr
 
 
+@pytest.mark.parametrize("value, traceback", [
+    ("0", False), ("false", False), ("No", False), ("off", False), ("", False),
+    ("1", True), ("true", True), ("yes", True), ("ON", True),
+])
+@pytest.mark.parametrize("command", [("ls", "--root"), ("dump",)])
+def test_ctrconv_debug_is_read_as_a_boolean(cli, tmp_path, monkeypatch, value, traceback, command):
+    """``CTRCONV_DEBUG=0`` (or false, no, off) shows no traceback, as typer reads the variable
+    for ``--debug``: any non-empty value did (found by a red-team run); ``ls`` takes the
+    shortcut that runs without typer, ``dump`` does not."""
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"\0" * 8192)
+    monkeypatch.setenv("CTRCONV_DEBUG", value)
+    result = cli(*command, str(bad))
+    assert result.code != 0
+    assert ("Traceback" in result.stderr) is traceback, result.stderr
+
+
 def test_readme_documents_every_command():
     readme = (REPO / "README.md").read_text()
     for command in ("ls", "export", "import", "verify", "rebuild"):
