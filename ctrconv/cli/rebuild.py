@@ -86,6 +86,8 @@ def rebuild_command(
             out.write(f"image {image['namespace']}/{image['name']}: {image['origin']}\n")
     for regenerated in report.regenerated:
         _print_regenerated(out, regenerated)
+    for restored in report.restored:
+        out.write(f"restored {restored['object']}: {restored['reason']}\n")
     for cleaned in report.cleaned:
         out.write(f"cleaned up {cleaned['object']}: {cleaned['reason']}\n")
     if report.snapshots_unpacked:

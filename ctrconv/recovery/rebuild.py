@@ -144,9 +144,10 @@ def _rebuild_into(run: _Run, report: RebuildReport) -> None:
         kept = _repair(run, stores, report)
         write_stores(stores, croot, run.target, kept, report, in_place=run.in_place, stamp=run.stamp)
     report.snapshots_reused = sum(len(ids) for ids in kept.values())
-    # An intact meta.db says what each namespace holds; only a damaged one (records may be
-    # lost) lets a namespace take blobs on disk that it has no record of.
-    work = reimport_groups(run.target, stores.meta, run.unpack, trust_records=stores.meta_intact)
+    # Intact content records say what a namespace holds; only where they may be lost may a
+    # namespace take blobs on disk that it has no record of.
+    work = reimport_groups(run.target, stores.meta, run.unpack,
+                           trust_records=lambda ns: not stores.meta_lost_under(b"v1", ns.encode(), b"content"))
     del stores  # the salvaged trees: each import below loads the repaired meta.db itself
     import_groups(run.target, work, report, progress=run.progress)
 
@@ -161,7 +162,9 @@ def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set
     orphaned = clean_metadata(meta, good, report)
     distrusted = {} if run.trust_snapshots else snapshots_unlike_their_layers(
         meta, backends, run.croot, content, report, scratch=run.target.path)
-    kept = clean_snapshots(meta, backends, run.croot, report, distrusted)
+    # a damaged meta.db may have lost snapshot records its snapshotters still hold: restored
+    kept = clean_snapshots(meta, backends, run.croot, report, distrusted,
+                           restore_records=lambda ns: stores.meta_lost_under(b"v1", ns.encode(), b"snapshots"))
     if not run.unpack:
         # with an unpack, labels of lost snapshots stay: they say the image was unpacked,
         # so it is unpacked again (and labelled anew), even after an interrupted rebuild

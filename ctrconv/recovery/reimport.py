@@ -25,12 +25,14 @@ GroupKey = tuple["tuple[str, ...] | None", bool]
 
 
 #: per namespace with images: its name, its source on the repaired root, its groups of
-#: entries, and the walks the groups were decided from (by image name: the import reuses them)
-NamespaceWork = tuple[str, Any, "dict[GroupKey, list[Any]]", "dict[str, ImagePlan]"]
+#: entries, the walks the groups were decided from (by image name: the import reuses them),
+#: and whether its content records are whole (then they, not the blobs on disk, say which
+#: platforms of an index it holds)
+NamespaceWork = tuple[str, Any, "dict[GroupKey, list[Any]]", "dict[str, ImagePlan]", bool]
 
 
 def reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: RebuildReport, *,
-             trust_records: bool = False, progress: Progress | None = None) -> None:
+             trust_records: "bool | Callable[[str], bool]" = False, progress: Progress | None = None) -> None:
     """Import each namespace's images from the repaired root into itself (``progress``: each
     import's stages, content, unpack and records).
 
@@ -41,10 +43,13 @@ def reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: Reb
     import_groups(target, reimport_groups(target, meta, unpack, trust_records), report, progress)
 
 
-def reimport_groups(target: ContainerdRoot, meta: BucketTree, unpack: bool, trust_records: bool) -> list[NamespaceWork]:
+def reimport_groups(target: ContainerdRoot, meta: BucketTree, unpack: bool,
+                    trust_records: "bool | Callable[[str], bool]") -> list[NamespaceWork]:
     """What :func:`reimport` imports, decided from the salvaged ``meta`` tree alone: the
     caller may let the tree go before :func:`import_groups` (each import loads the target's
-    meta.db as its own tree; both at once doubled a rebuild's peak memory)."""
+    meta.db as its own tree; both at once doubled a rebuild's peak memory). ``trust_records``:
+    whether a namespace's content records are whole (:func:`_groups`), for all or per name."""
+    trusted = trust_records if callable(trust_records) else (lambda _ns: bool(trust_records))
     from ctrconv.sources.containerd_root import ContainerdRootSource
 
     work: list[NamespaceWork] = []
@@ -54,10 +59,10 @@ def reimport_groups(target: ContainerdRoot, meta: BucketTree, unpack: bool, trus
             if not images or not images.entries:
                 continue
             source = ContainerdRootSource(target, ns_name, namespace_content_only=False)
-            work.append((ns_name, source, {}, {}))
-            work[-1][2].update(_groups(source, target, ns, unpack, trust_records, work[-1][3]))
+            work.append((ns_name, source, {}, {}, trusted(ns_name)))
+            work[-1][2].update(_groups(source, target, ns, unpack, work[-1][4], work[-1][3]))
     except BaseException:
-        for _, source, _, _ in work:
+        for _, source, *_ in work:
             source.close()
         raise
     return work
@@ -70,11 +75,12 @@ def import_groups(target: ContainerdRoot, work: list[NamespaceWork], report: Reb
 
     counted: set[tuple[str, str]] = set()
     try:
-        for ns_name, source, groups, plans in work:
+        for ns_name, source, groups, plans, whole_records in work:
             for (platforms, again), entries in groups.items():
                 options = ImportOptions(
                     snapshotter="overlayfs", unpack=again, platform=list(platforms) if platforms else None,
-                    backup=False, keep_partial=True, cri=False,  # the names the root has, none added
+                    backup=False, keep_partial=True, partial_from_records=whole_records,
+                    cri=False,  # the names the root has, none added
                     plans=plans,
                 )
                 result = ContainerdRootSink(target.path, ns_name, options, progress=progress).write(source, entries)
@@ -86,7 +92,7 @@ def import_groups(target: ContainerdRoot, work: list[NamespaceWork], report: Reb
                         counted.add((ns_name, image.unpacked))
                         report.snapshots_unpacked += image.snapshots_created
     finally:
-        for _, source, _, _ in work:
+        for _, source, *_ in work:
             source.close()
 
 

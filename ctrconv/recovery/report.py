@@ -23,6 +23,8 @@ class RebuildReport:
     healthy: bool = False
     #: ``--regenerate-layers``: images whose lost layer blobs were written again from snapshots
     regenerated: list[dict[str, Any]] = field(default_factory=list)
+    #: records a damaged meta.db lost, written again from what the root still holds
+    restored: list[dict[str, str]] = field(default_factory=list)
 
     def drop(self, kind: str, obj: str, reason: str) -> None:
         self.dropped.append({"kind": kind, "object": obj, "reason": reason})
@@ -30,13 +32,16 @@ class RebuildReport:
     def clean(self, kind: str, obj: str, reason: str) -> None:
         self.cleaned.append({"kind": kind, "object": obj, "reason": reason})
 
+    def restore(self, kind: str, obj: str, reason: str) -> None:
+        self.restored.append({"kind": kind, "object": obj, "reason": reason})
+
     @property
     def damage_found(self) -> bool:
         """Anything repaired: salvage damage, corrupt blobs, dropped records, re-derived
         images or snapshots unpacked again."""
         return bool(
             any(info.get("damage") for info in self.salvage.values())
-            or self.corrupt_blobs or self.dropped or self.snapshots_unpacked
+            or self.corrupt_blobs or self.dropped or self.snapshots_unpacked or self.restored
             or any(i["origin"] != "kept" for i in self.images)
         )
 

@@ -65,6 +65,16 @@ class Salvaged:
         res = self.meta_result
         return bool(res) and not res.damage and res.source.startswith("meta ")  # type: ignore[union-attr]
 
+    def meta_lost_under(self, *path: bytes) -> bool:
+        """Whether the damage to meta.db may have lost records under the bucket ``path``
+        (``v1``, a namespace, ``content``, ...): a bucket above it or below it was unreadable,
+        or meta.db was not read from a meta page at all. Damage to one namespace's snapshots
+        says nothing of another namespace's records, nor of its own content records."""
+        res = self.meta_result
+        if res is None or not res.source.startswith("meta "):
+            return True
+        return any(d.path == path[:len(d.path)] or d.path[:len(path)] == path for d in res.damage)
+
 
 def salvage_file(path: Path, report: RebuildReport) -> tuple[BucketTree, SalvageResult | None]:
     """One bolt file as a tree (empty when missing or unreadable), its salvage noted in ``report``."""

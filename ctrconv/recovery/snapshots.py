@@ -10,7 +10,16 @@ from typing import Callable, Hashable, Mapping
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.content import ContentStore
-from ctrconv.containerd.records import backend_name_seq, write_parent_link
+from ctrconv.containerd.records import (
+    SnapshotRecord,
+    add_child,
+    backend_name_seq,
+    key_bytes,
+    read_backend_snapshot,
+    write_parent_link,
+    write_snapshot,
+)
+from ctrconv.errors import FormatError
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.recovery.buckets import backend_id, image_descriptors, namespaces, text
 from ctrconv.recovery.report import RebuildReport
@@ -35,10 +44,13 @@ def whole_chains(records: Mapping[bytes, BucketTree], ok: Callable[[bytes, Bucke
 
 def clean_snapshots(
     meta: BucketTree, backends: dict[str, BucketTree], croot: ContainerdRoot, report: RebuildReport,
-    distrusted: dict[str, set[bytes]] | None = None,
+    distrusted: dict[str, set[bytes]] | None = None, *, restore_records: Callable[[str], bool] | None = None,
 ) -> dict[str, set[int]]:
     """Keep only snapshot chains that are whole in meta.db, the backend db and on disk, and
     whose trees were not found to differ from their layers (``distrusted`` backend keys).
+    ``restore_records(namespace)``: whether that namespace's snapshot records may have been
+    lost to damage; a whole backend snapshot of such a namespace that no record names gets its
+    record back (:func:`restore_lost_records`) instead of being cleaned up.
 
     Returns, per snapshotter, the ids of the snapshots kept (their directories stay).
     """
@@ -47,6 +59,8 @@ def clean_snapshots(
         records = backend.bucket(K.V1, K.SNAPSHOTS, create=True)
         assert records is not None
         alive = _alive_backend_snapshots(sn, records, croot, (distrusted or {}).get(sn, set()))
+        if restore_records is not None:
+            restore_lost_records(meta, sn, records, alive, report, restore_records)
         referenced: set[bytes] = set()
         for ns_name, ns in namespaces(meta):
             bucket = ns.bucket(K.SNAPSHOTS, sn.encode())
@@ -64,6 +78,56 @@ def clean_snapshots(
         records.sequence = max([records.sequence, *kept.values()])
         kept_ids[sn] = set(kept.values())
     return kept_ids
+
+
+def restore_lost_records(meta: BucketTree, sn: str, records: BucketTree, alive: Mapping[bytes, int],
+                         report: RebuildReport, lost_in: Callable[[str], bool] = lambda _ns: True) -> None:
+    """Write again the meta.db records a damaged meta.db lost of snapshots its snapshotter still
+    holds whole (a lost leaf of ``snapshots/<sn>``, one flipped bit in a key): each backend
+    name ``<ns>/<seq>/<key>`` says the namespace and the key, the backend record the parent,
+    the labels it inherited and the times. Cleaning them up instead (what containerd's GC does
+    to a backend snapshot no record names) deleted the image layers of a node whose layer
+    blobs are discarded and the writable layers of its containers. A snapshot is restored into
+    its namespace when the namespace survived and may have lost snapshot records (``lost_in``),
+    and never over a record of the same key."""
+    ns_buckets = dict(namespaces(meta))
+    named: set[bytes] = set()
+    for ns in ns_buckets.values():
+        bucket = ns.bucket(K.SNAPSHOTS, sn.encode())
+        if bucket is not None:
+            named |= {rec.get(K.NAME) for rec in bucket.entries.values() if isinstance(rec, BucketTree)}  # type: ignore[misc]
+    restored: dict[bytes, tuple[BucketTree, bytes, str | None]] = {}  # backend key -> (bucket, key, parent key)
+    for backend_key in sorted(alive):
+        parts = text(backend_key).split("/", 2)
+        if (backend_key in named or len(parts) != 3 or not parts[1].isdigit() or parts[0] not in ns_buckets
+                or not lost_in(parts[0])):
+            continue
+        ns_name, _, key = parts
+        bucket = ns_buckets[ns_name].bucket(K.SNAPSHOTS, sn.encode(), create=True)
+        assert bucket is not None
+        if key_bytes(key) in bucket.entries:
+            continue  # that key names another backend snapshot: the record stays as it is
+        try:
+            found = read_backend_snapshot(records.entries[backend_key], text(backend_key))  # type: ignore[arg-type]
+        except FormatError:
+            continue
+        parent = None
+        if found.parent is not None:
+            parent_parts = found.parent.split("/", 2)
+            if len(parent_parts) != 3 or parent_parts[0] != ns_name:
+                continue  # (containerd links a snapshot to its own namespace's parent only)
+            parent = parent_parts[2]
+        record = bucket.bucket(key_bytes(key), create=True)
+        assert record is not None
+        write_snapshot(record, SnapshotRecord(ns_name, sn, key, text(backend_key), parent, labels=found.labels,
+                                              created_at=found.created_at, updated_at=found.updated_at))
+        restored[backend_key] = (bucket, key_bytes(key), parent)
+        report.restore("snapshot", f"snapshot {ns_name}/{sn}/{key}",
+                       f"meta.db record lost; written again from snapshotter record {text(backend_key)}")
+    for bucket, key, parent in restored.values():  # each parent lists its restored children
+        parent_record = bucket.entries.get(key_bytes(parent)) if parent is not None else None
+        if isinstance(parent_record, BucketTree):
+            add_child(parent_record, text(key))
 
 
 def _alive_backend_snapshots(sn: str, records: BucketTree, croot: ContainerdRoot,

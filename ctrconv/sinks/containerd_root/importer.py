@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ctrconv.containerd import docker_store
+from ctrconv.containerd import schema as K
+from ctrconv.containerd.records import key_bytes
 from ctrconv.containerd.cri import CriNames, cri_names, source_labels
 from ctrconv.containerd.schema import LABEL_DISTRIBUTION_SOURCE
 from ctrconv.sinks.containerd_root import records as R
@@ -163,6 +165,14 @@ class _Import:
         except CtrconvError:
             return False
 
+    def _records(self, desc: dict[str, Any]) -> bool:
+        """Whether this namespace holds a content record of the blob, in the root being written."""
+        blobs = self.txn.meta.bucket(K.V1, key_bytes(self.namespace), K.CONTENT, K.BLOB)
+        try:
+            return blobs is not None and key_bytes(str(Digest.parse(desc.get("digest")))) in blobs.entries
+        except CtrconvError:
+            return False
+
     def add_labels(self, digest: str, labels: dict[str, str]) -> None:
         self.labels.setdefault(digest, {}).update(labels)
 
@@ -174,13 +184,14 @@ class _Import:
 
     def label_graph(
         self, plan: ImagePlan, selector: Callable[[dict[str, Any]], bool] | None, keep_partial: bool = False,
-        *, label_every_child: bool = False,
+        *, label_every_child: bool = False, partial_from_records: bool = False,
     ) -> None:
         """Children labels exactly as ``SetChildrenLabels(FilterPlatforms(...))`` sets them.
 
-        ``keep_partial``: an unselected child manifest whose blob the source has is recorded
-        and labelled from its index too, without labels of its own, as a 2.x transfer-service
-        import leaves a platform whose config and layers were never fetched.
+        ``keep_partial``: an unselected child manifest whose blob the source has (with
+        ``partial_from_records``: that the namespace records) is recorded and labelled from its
+        index too, without labels of its own, as a 2.x transfer-service import leaves a
+        platform whose config and layers were never fetched.
         ``label_every_child``: an index labels all its children, selected or not, as a CRI
         pull does (``SetChildrenMappedLabels`` before the platform filter).
         """
@@ -193,7 +204,7 @@ class _Import:
             for child in doc.get("manifests", []):
                 if not (selector is not None and child.get("platform") and not selector(child["platform"])):
                     kept.append(child)
-                elif keep_partial and self._has(child):
+                elif keep_partial and (self._records(child) if partial_from_records else self._has(child)):
                     kept.append(child)
                     digest = str(Digest.parse(child["digest"]))
                     self.sizes[digest] = int(child["size"])
@@ -209,7 +220,8 @@ def _rules(given: ImportOptions, namespace: str) -> "_Options":
     return _Options(
         namespace=namespace, snapshotter=given.snapshotter, unpack=given.unpack,
         cri=namespace == R.CRI_NAMESPACE if given.cri is None else given.cri, cri_labels=given.cri_labels,
-        pin=given.pin, keep_partial=given.keep_partial, all_platforms=given.all_platforms,
+        pin=given.pin, keep_partial=given.keep_partial, partial_from_records=given.partial_from_records,
+        all_platforms=given.all_platforms,
         selector=None if given.all_platforms else plat.selector(matcher),
         unpack_for=unpack_matcher(given.unpack_platform), plans=given.plans,
     )
@@ -299,6 +311,7 @@ class _Options:
     cri_labels: bool
     pin: bool
     keep_partial: bool
+    partial_from_records: bool
     all_platforms: bool
     selector: Callable[[dict[str, Any]], bool] | None
     unpack_for: plat.MatchComparer
@@ -384,7 +397,8 @@ def _label(run: _Import, imports: list[_PlannedImport], options: _Options) -> No
         pulled = item.entry.pulled_from
         # a registry pull (``ctr images pull`` as CRI) labels every child of an index
         run.label_graph(item.plan, options.selector, options.keep_partial,
-                        label_every_child=options.cri or pulled is not None)
+                        label_every_child=options.cri or pulled is not None,
+                        partial_from_records=options.partial_from_records)
         if item.cri is not None or pulled is not None:
             derived = item.cri.source_label if item.cri is not None else None
             if pulled is not None:

@@ -56,6 +56,10 @@ class ImportOptions:
     #: keep the present manifests of unselected platforms, recorded and labelled from their
     #: index (library only: a rebuild must not let GC take what the node had)
     keep_partial: bool = False
+    #: with ``keep_partial``, "present" is "recorded in the namespace" (library only: a rebuild
+    #: whose content records are whole; another namespace's blob on disk is not a platform of
+    #: this one, and recording it changed what ``ctr images check`` says of a healthy node)
+    partial_from_records: bool = False
     #: walks of the images made already with no platform selection, by image name (library
     #: only: a rebuild decides its import groups from the same walks). Reused for an image
     #: without an index, whose walk no platform selection changes; anything else is walked again

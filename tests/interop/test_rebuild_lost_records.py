@@ -1,0 +1,111 @@
+"""A damaged meta.db that lost a namespace's snapshot records, on a real node: rebuild writes them
+again from the snapshotter's records instead of deleting the snapshots (found by a red-team run:
+one zeroed leaf, or one flipped bit in a key, made rebuild clean up every snapshot of the
+namespace, the containers' writable layers included, and on a node whose layer blobs are
+discarded drop 21 of its 24 images). A real containerd then starts the containers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ctrconv.bolt import _structs as S
+from ctrconv.bolt.reader import BoltFile
+
+pytestmark = pytest.mark.interop
+
+META = ("io.containerd.metadata.v1.bolt", "meta.db")
+SNAPSHOTS = "io.containerd.snapshotter.v1.overlayfs/snapshots"
+
+
+def _zero_snapshot_records(root: Path, namespace: str) -> int:
+    """Zero the leaf page of ``v1/<namespace>/snapshots/overlayfs`` (the bucket must own one)."""
+    path = root.joinpath(*META)
+    with BoltFile(path) as db:
+        bucket = db.bucket(b"v1", namespace.encode(), b"snapshots", b"overlayfs")
+        assert bucket is not None and bucket.inline is None, "the fixture's snapshot records are inline"
+        leaf = next(p.pgid for p in bucket.pages() if p.flags == S.LEAF_PAGE)
+        page_size = db.page_size
+    with open(path, "r+b") as f:
+        f.seek(leaf * page_size)
+        f.write(bytes(page_size))
+    return leaf
+
+
+def _snapshot_dirs(root: Path) -> set[str]:
+    return {p.name for p in (root / SNAPSHOTS).iterdir()}
+
+
+@pytest.mark.parametrize("how", ["in-place", "output"])
+def test_lost_snapshot_records_are_restored_and_the_containers_start(how, realnode_set_for, cli, tmp_path,
+                                                                     private_containerd):
+    corpus = realnode_set_for("1.6")
+    root = corpus.copy_root("node", tmp_path / "node")
+    healthy = cli("ls", "--root", str(root), "-A", "--json").json["images"]
+    dirs = _snapshot_dirs(root)
+    _zero_snapshot_records(root, "default")
+    assert cli("verify", "--root", str(root), "-A", "-q").code == 1
+
+    target = root if how == "in-place" else tmp_path / "new"
+    result = cli("rebuild", "--root", str(root), "-q", "--json", *(["-o", str(target)] if how == "output" else []))
+    assert result.code == 0, result.stderr
+    report = result.json
+    restored = {r["object"] for r in report["restored"]}
+    containers = {name: c for name, c in corpus.info["roots"]["node"]["containers"].items() if c["namespace"] == "default"}
+    for name, container in containers.items():
+        assert f"snapshot default/overlayfs/{container['snapshot_key']}" in restored, restored
+    assert not [c for c in report["cleaned"] if c["kind"] == "backend-snapshot"], report["cleaned"]
+    assert report["damage_found"]
+    assert dirs <= _snapshot_dirs(target)  # every directory kept
+    verify = cli("verify", "--root", str(target), "-A", "-q", "--json")
+    assert verify.code == 0, json.dumps(verify.json["problems"])[:2000]
+    assert cli("ls", "--root", str(target), "-A", "--json").json["images"] == healthy
+    again = cli("rebuild", "--root", str(target), "-q")
+    assert again.code == 0 and "nothing to repair" in again.stdout, again.stdout
+
+    daemon = private_containerd(root=target)
+    for name in containers:
+        started = daemon.ctr("tasks", "start", "-d", name, check=False, timeout=120)
+        assert started.returncode == 0, (name, started.stderr)
+        daemon.ctr("tasks", "delete", "--force", name, check=False, timeout=120)  # (runc state: gone)
+    daemon.stop()
+
+
+def test_a_discarded_layers_node_that_lost_its_snapshot_records_keeps_every_image(realnode_set_for, cli, tmp_path):
+    """The images of a node whose layer blobs are discarded run from their snapshots only:
+    cleaning those up lost 21 of its 24 images (the blobs to unpack them again are gone)."""
+    from support.realnode_set import DISCARDED
+
+    corpus = realnode_set_for("1.6")
+    root = corpus.copy_root(DISCARDED, tmp_path / "node")
+    healthy = cli("ls", "--root", str(root), "-A", "--json").json["images"]
+    dirs = _snapshot_dirs(root)
+    _zero_snapshot_records(root, "k8s.io")
+    result = cli("rebuild", "--root", str(root), "-q", "--json", "-o", str(tmp_path / "new"))
+    assert result.code == 0, result.stderr
+    assert not result.json["dropped"], result.json["dropped"]
+    assert _snapshot_dirs(tmp_path / "new") == dirs
+    assert cli("ls", "--root", str(tmp_path / "new"), "-A", "--json").json["images"] == healthy
+    assert cli("verify", "--root", str(tmp_path / "new"), "-A", "-q").code == 0
+
+
+@pytest.mark.parametrize("line", ["1.6", "1.7"])
+def test_rebuilding_a_healthy_node_changes_no_namespace(line, realnode_set_for, cli, tmp_path):
+    """A namespace that pulled one platform of an index (``other``) keeps what it had: the
+    re-import took the other platform's manifest, on disk for another namespace, as its own,
+    and ``ctr images check`` went from ``unavailable`` to ``incomplete`` (2.x records those
+    manifests itself)."""
+    corpus = realnode_set_for(line)
+    new = tmp_path / "new"
+    assert cli("rebuild", "--root", str(corpus.root("node")), "-o", str(new), "-q").code == 0
+    assert (cli("ls", "--root", str(new), "-A", "--json").json["images"]
+            == cli("ls", "--root", str(corpus.root("node")), "-A", "--json").json["images"])
+    assert _content_records(new, "other") == _content_records(corpus.root("node"), "other")
+
+
+def _content_records(root: Path, namespace: str) -> set[str]:
+    with BoltFile(root.joinpath(*META)) as db:
+        blobs = db.bucket(b"v1", namespace.encode(), b"content", b"blob")
+        return {key.decode() for key, _ in blobs.buckets()} if blobs is not None else set()
