@@ -116,14 +116,17 @@ class ContentStore:
         return _read_whole(fd, size, algorithm, hex_)
 
     def walk(self) -> Iterator[tuple[Digest, Path]]:
-        """Every well-named blob file on disk (invalid names are skipped, like containerd)."""
+        """Every well-named blob file on disk (invalid names are skipped, like containerd). A
+        symlink to a regular file is a blob, as containerd's ``os.Stat``/``os.Open`` of the path
+        make it one (a node restored from a backup may hold them): verify hashed none of them,
+        and ``rebuild -o`` dropped every image using one while containerd ran them."""
         for alg, entries in self._blob_entries():
             for entry in entries:
                 try:
                     digest = Digest(alg, entry.name)
                 except InvalidDigestError:
                     continue
-                if entry.is_file(follow_symlinks=False):
+                if _is_file(entry):
                     yield digest, Path(entry.path)
 
     def blob_digests(self) -> list[str]:
@@ -133,7 +136,7 @@ class ContentStore:
         for alg, entries in self._blob_entries():
             for entry in entries:
                 digest = f"{alg}:{entry.name}"
-                if is_canonical(digest) and entry.is_file(follow_symlinks=False):
+                if is_canonical(digest) and _is_file(entry):
                     found.append(digest)
         return found
 
