@@ -73,7 +73,7 @@ def rebuild_command(
         out.write(f"{report.root}: verified clean, nothing to repair (nothing written)\n")
         return
     for path, info in report.salvage.items():
-        if info["damage"] or info["source"] in ("missing", "unreadable") or info["source"].startswith("orphan"):
+        if info["damage"] or info["source"] in ("missing", "empty", "unreadable") or info["source"].startswith("orphan"):
             out.write(f"salvaged {path}: from {info['source']}" + (f", {len(info['damage'])} damaged part(s)" if info["damage"] else "") + "\n")
         for damage in info["damage"]:
             out.write(f"  lost: {damage}\n")

@@ -46,8 +46,9 @@ def write_stores(stores: Salvaged, croot: ContainerdRoot, target: ContainerdRoot
         write_bolt_file(target.meta_db, stores.meta, META_DB_MODE, meta_result.page_size if meta_result else None,
                         synced_freelist(meta_result, stores.meta), report, in_place=in_place, stamp=stamp)
     for sn, (tree, res) in stores.backends.items():
-        if res is None and not tree.value_count():
+        if res is None and not tree.value_count() and not (in_place and target.snapshotter_db(sn).exists()):
             continue  # no db and nothing to keep (containerd makes one when it needs it)
+        # (in place, an empty or unreadable db is replaced: the re-import opens it)
         target.snapshotter_dir(sn).mkdir(mode=0o700, parents=True, exist_ok=True)
         target.snapshots_dir(sn).mkdir(mode=0o700, exist_ok=True)
         write_bolt_file(target.snapshotter_db(sn), tree, SNAPSHOTTER_DB_MODE, res.page_size if res else None, True,

@@ -35,7 +35,7 @@ from ctrconv.recovery.derive import derive_images, drop_incomplete_images
 from ctrconv.recovery.metadata import clean_metadata, prune_dangling_labels
 from ctrconv.recovery.output import write_stores
 from ctrconv.recovery.regenerate import regenerate_lost_layers
-from ctrconv.recovery.reimport import import_groups, reimport_groups
+from ctrconv.recovery.reimport import import_groups, reimport_groups, settle_snapshot_labels
 from ctrconv.recovery.report import RebuildReport
 from ctrconv.recovery.salvage import CONTAINERD_ROOT_HINTS, Salvaged, lock_stores, salvage_stores
 from ctrconv.recovery.snapshots import clean_snapshots, snapshots_unlike_their_layers
@@ -150,6 +150,8 @@ def _rebuild_into(run: _Run, report: RebuildReport) -> None:
                            trust_records=lambda ns: not stores.meta_lost_under(b"v1", ns.encode(), b"content"))
     del stores  # the salvaged trees: each import below loads the repaired meta.db itself
     import_groups(run.target, work, report, progress=run.progress)
+    del work  # the walks and sources: the last step loads meta.db once more
+    settle_snapshot_labels(run.target, report)
 
 
 def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set[int]]:

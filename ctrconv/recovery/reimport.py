@@ -96,6 +96,21 @@ def import_groups(target: ContainerdRoot, work: list[NamespaceWork], report: Reb
             source.close()
 
 
+def settle_snapshot_labels(target: ContainerdRoot, report: RebuildReport) -> None:
+    """The last step: snapshot GC labels whose snapshot the rebuilt root does not have are
+    dropped (``cleaned up label ...``). The re-import unpacks again what runs on this host and
+    labels it anew; a snapshot it does not make (a foreign platform a namespace pulled, an image
+    whose layer blobs were discarded) left its config's label pointing at nothing: ``verify``
+    called the rebuilt root damaged, and rebuilding it again changed nothing. meta.db is written
+    only when a label goes (one more load of it, after the imports let theirs go)."""
+    from ctrconv.recovery.metadata import prune_dangling_labels
+    from ctrconv.sinks.containerd_root.transaction import RootTransaction
+
+    with RootTransaction(target.path, backup=False, containerd_version=None) as txn:
+        prune_dangling_labels(txn.meta, report)
+        txn.commit()
+
+
 def _groups(source: Any, target: ContainerdRoot, ns: BucketTree, unpack: bool,
             trust_records: bool, plans: dict[str, ImagePlan]) -> dict[GroupKey, list[Any]]:
     """The namespace's whole images, grouped by (platforms to keep, unpack again).

@@ -77,9 +77,10 @@ class Salvaged:
 
 
 def salvage_file(path: Path, report: RebuildReport) -> tuple[BucketTree, SalvageResult | None]:
-    """One bolt file as a tree (empty when missing or unreadable), its salvage noted in ``report``."""
+    """One bolt file as a tree (empty when missing, empty or unreadable), its salvage noted in
+    ``report`` (a file of 0 bytes, what a power cut can leave, is ``empty``, not ``missing``)."""
     if not path.exists() or path.stat().st_size == 0:
-        report.salvage[str(path)] = {"source": "missing", "damage": []}
+        report.salvage[str(path)] = {"source": "empty" if path.exists() else "missing", "damage": []}
         return BucketTree(), None
     try:
         result = salvage(path, hints=CONTAINERD_ROOT_HINTS)

@@ -7,6 +7,7 @@ discarded drop 21 of its 24 images). A real containerd then starts the container
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,27 @@ def _content_records(root: Path, namespace: str) -> set[str]:
     with BoltFile(root.joinpath(*META)) as db:
         blobs = db.bucket(b"v1", namespace.encode(), b"content", b"blob")
         return {key.decode() for key, _ in blobs.buckets()} if blobs is not None else set()
+
+
+def test_a_snapshot_that_is_not_made_again_leaves_no_label_behind(realnode_set_for, cli, tmp_path):
+    """``other`` pulled (and unpacked) only the foreign platform of an index; its snapshot lost,
+    the re-import does not unpack a foreign platform again, so its config's GC label pointed at
+    nothing: the rebuilt root failed ``verify`` and a second rebuild changed nothing. The label
+    goes (found by a red-team run); the rebuild is then clean and a second one writes nothing."""
+    from ctrconv.containerd.metadata import SnapshotterDB
+
+    corpus = realnode_set_for("1.6")
+    root = corpus.copy_root("node", tmp_path / "node")
+    with BoltFile(root / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db") as db:
+        top = max((s for s in SnapshotterDB(db).snapshots() if s.key.startswith("other/")), key=lambda s: s.id)
+    shutil.rmtree(root / SNAPSHOTS / str(top.id) / "fs")
+    new = tmp_path / "new"
+    result = cli("rebuild", "--root", str(root), "-o", str(new), "-q", "--json")
+    assert result.code == 0, result.stderr
+    assert any(c["kind"] == "gc-label" and c["object"].startswith("label containerd.io/gc.ref.snapshot.overlayfs")
+               for c in result.json["cleaned"]), result.json["cleaned"]
+    verify = cli("verify", "--root", str(new), "-A", "-q", "--json")
+    assert verify.code == 0, json.dumps(verify.json["problems"])[:2000]
+    again = cli("rebuild", "--root", str(new), "-q")
+    assert again.code == 0 and "verified clean, nothing to repair" in again.stdout, again.stdout
+    assert not list(new.rglob("*.bak-*"))

@@ -92,6 +92,10 @@ def test_salvage_reads_a_clean_meta_db_whole_and_notes_a_missing_snapshotter_db(
     report = _report()
     stores = salvage_stores(root, report)
     assert not stores.meta_intact and not stores.meta.entries
+    assert report.salvage[str(root.meta_db)] == {"source": "empty", "damage": []}
+    root.meta_db.unlink()
+    report = _report()
+    salvage_stores(root, report)
     assert report.salvage[str(root.meta_db)] == {"source": "missing", "damage": []}
 
 
