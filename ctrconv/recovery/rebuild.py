@@ -38,7 +38,7 @@ from ctrconv.recovery.regenerate import regenerate_lost_layers
 from ctrconv.recovery.reimport import import_groups, reimport_groups, settle_snapshot_labels
 from ctrconv.recovery.report import RebuildReport
 from ctrconv.recovery.salvage import CONTAINERD_ROOT_HINTS, Salvaged, lock_stores, salvage_stores
-from ctrconv.recovery.snapshots import clean_snapshots, snapshots_unlike_their_layers
+from ctrconv.recovery.snapshots import clean_snapshots, drop_containers_without_snapshots, snapshots_unlike_their_layers
 
 __all__ = ["CONTAINERD_ROOT_HINTS", "RebuildReport", "rebuild_root"]
 
@@ -167,6 +167,7 @@ def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set
     # a damaged meta.db may have lost snapshot records its snapshotters still hold: restored
     kept = clean_snapshots(meta, backends, run.croot, report, distrusted,
                            restore_records=lambda ns: stores.meta_lost_under(b"v1", ns.encode(), b"snapshots"))
+    drop_containers_without_snapshots(meta, report)
     if not run.unpack:
         # with an unpack, labels of lost snapshots stay: they say the image was unpacked,
         # so it is unpacked again (and labelled anew), even after an interrupted rebuild

@@ -80,6 +80,28 @@ def clean_snapshots(
     return kept_ids
 
 
+def drop_containers_without_snapshots(meta: BucketTree, report: RebuildReport) -> None:
+    """A container whose snapshot did not survive (its writable layer lost with its directory,
+    its record, or a broken link below it) cannot start, and nothing makes that snapshot again:
+    its record goes, reported (``verify`` calls it ``missing-container-snapshot``). containerd's
+    GC never removes a container, so a rebuilt root kept it, failing to start, and verified
+    clean."""
+    for ns_name, ns in namespaces(meta):
+        containers = ns.bucket(K.CONTAINERS)
+        for container_id in list(containers.entries) if containers is not None else []:
+            record = containers.entries[container_id]
+            if not isinstance(record, BucketTree):
+                continue
+            sn, key = record.get(K.SNAPSHOTTER), record.get(K.SNAPSHOT_KEY)
+            if not key:
+                continue  # (a container made without a root filesystem)
+            snapshots = ns.bucket(K.SNAPSHOTS, sn) if sn else None
+            if snapshots is None or not isinstance(snapshots.entries.get(key), BucketTree):
+                del containers.entries[container_id]
+                report.drop("container", f"container {ns_name}/{text(container_id)}",
+                            f"its snapshot {text(key)} ({text(sn or b'')}) is lost: it could not start")
+
+
 def restore_lost_records(meta: BucketTree, sn: str, records: BucketTree, alive: Mapping[bytes, int],
                          report: RebuildReport, lost_in: Callable[[str], bool] = lambda _ns: True) -> None:
     """Write again the meta.db records a damaged meta.db lost of snapshots its snapshotter still

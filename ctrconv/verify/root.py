@@ -307,6 +307,7 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
                 if value not in snapshot_keys.get(sn, set()):
                     report.add("dangling-gc-label", obj, f"{where}/content/blob/{digest}/labels", f"{key} points at snapshot {value}, which {sn} does not have in {ns}: the image's unpacked snapshot is lost (a CRI container cannot start from it)")
 
+    _check_containers(meta, ns, where, snapshot_keys, report)
     runs = HostRuns()
 
     stored, elements, unreadable_images = image_elements(meta, ns)
@@ -618,6 +619,27 @@ def _check_blobs(croot: ContainerdRoot, referenced: set[str], report: Report, jo
 
 
 _UNREFERENCED = "no namespace has a content record for it (containerd's GC deletes it)"
+
+
+def _check_containers(meta: MetadataDB, ns: str, where: str, snapshot_keys: dict[str, set[str]],
+                      report: Report) -> None:
+    """A container whose snapshot the namespace does not have cannot start (``ctr tasks start``:
+    snapshot not found) and its writable layer is lost; containerd's GC never removes a
+    container, so nothing else would say so (found by a red-team run: a rebuilt root verified
+    clean while its containers could not start)."""
+    for container_id in meta.containers(ns):
+        obj = f"container {ns}/{container_id}"
+        try:
+            container = meta.container(ns, container_id)
+        except CtrconvError as exc:
+            report.add("unreadable-record", obj, f"{where}/containers/{container_id}", str(exc))
+            continue
+        if container is None or not container.snapshot_key:
+            continue  # (a container made without a root filesystem)
+        if container.snapshot_key not in snapshot_keys.get(container.snapshotter, set()):
+            report.add("missing-container-snapshot", obj, f"{where}/containers/{container_id}",
+                       f"names snapshot {container.snapshot_key} of {container.snapshotter or '(no snapshotter)'}, "
+                       f"which {ns} does not have: the container cannot start (its writable layer is lost)")
 
 
 def _list_blobs(croot: ContainerdRoot, referenced: set[str], report: Report, only: set[str] | None) -> None:

@@ -134,3 +134,36 @@ def test_a_snapshot_that_is_not_made_again_leaves_no_label_behind(realnode_set_f
     again = cli("rebuild", "--root", str(new), "-q")
     assert again.code == 0 and "verified clean, nothing to repair" in again.stdout, again.stdout
     assert not list(new.rglob("*.bak-*"))
+
+
+def _containers(root: Path, namespace: str) -> set[str]:
+    with BoltFile(root.joinpath(*META)) as db:
+        bucket = db.bucket(b"v1", namespace.encode(), b"containers")
+        return {key.decode() for key, _ in bucket.buckets()} if bucket is not None else set()
+
+
+def test_a_container_whose_snapshot_is_gone_is_a_problem_and_rebuild_drops_it(realnode_set_for, cli, tmp_path):
+    """containerd's GC never removes a container, so nothing said that one could no longer
+    start: ``verify`` called such a root clean (found by a red-team run). Now verify names it,
+    and rebuild, which cannot make a writable layer again, drops it and says so."""
+    from ctrconv.containerd.metadata import SnapshotterDB
+    from support.damage import _rewrite_meta
+
+    corpus = realnode_set_for("1.6")
+    root = corpus.copy_root("node", tmp_path / "node")
+    _rewrite_meta(root, lambda t: t.bucket(b"v1", b"default", b"snapshots", b"overlayfs").entries.pop(b"rn-created"))
+    verify = cli("verify", "--root", str(root), "-A", "--json")
+    assert verify.code == 1
+    assert [p["object"] for p in verify.json["problems"] if p["kind"] == "missing-container-snapshot"] == [
+        "container default/rn-created"], verify.json["problems"]
+
+    root = corpus.copy_root("node", tmp_path / "node2")
+    with BoltFile(root / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db") as db:
+        [active] = [s for s in SnapshotterDB(db).snapshots() if s.key.endswith("/rn-created")]
+    shutil.rmtree(root / SNAPSHOTS / str(active.id) / "fs")
+    new = tmp_path / "new"
+    result = cli("rebuild", "--root", str(root), "-o", str(new), "-q", "--json")
+    assert result.code == 0, result.stderr
+    assert {d["object"] for d in result.json["dropped"] if d["kind"] == "container"} == {"container default/rn-created"}
+    assert _containers(new, "default") == _containers(root, "default") - {"rn-created"}
+    assert cli("verify", "--root", str(new), "-A", "-q").code == 0
