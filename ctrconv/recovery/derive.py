@@ -3,9 +3,13 @@ them, then drop the images no platform can run.
 
 Manifests and indexes are recognised among the (verified) blobs by their JSON shape; the
 top-level ones (not listed by another index) become images. Names come from the caller
-(``--name DIGEST=REF``), from images of other namespaces with the same target, from an image
-whose lost index listed the manifest, from the document's own annotations, or a placeholder
-that keeps the digest.
+(``--name DIGEST=REF``), from images of other namespaces with the same target (their tags: a
+CRI alias, ``repo@digest`` or ``sha256:<id>``, is a name of ``k8s.io`` only), from an image
+whose lost index listed the manifest, from the document's own annotations, from the
+repository a pull recorded (``containerd.io/distribution.source.<host>``) as ``repo@digest``,
+or a placeholder that keeps the digest. In ``k8s.io`` each name comes with the names and label
+CRI gives a pulled image (its ``repo@digest`` and ``sha256:<image id>``, ``managed``), so a pod
+naming the image by digest finds it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from typing import Any, Collection
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.content import ContentStore
-from ctrconv.containerd.records import ImageRecord, Target, go_time, key_bytes, write_image
+from ctrconv.containerd.cri import CRI_NAMESPACE, LABEL_CRI_IMAGE, cri_names
+from ctrconv.containerd.records import ImageRecord, Target, go_time, key_bytes, read_map, write_image
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError
 from ctrconv.image.plan import ImagePlan
@@ -128,6 +133,7 @@ def derive_images(
     reachable = {ns_name: _reachable(targets.get(ns_name, {}), by_digest) for ns_name in spaces}
     known_anywhere = set().union(*reachable.values()) if reachable else set()
     now = go_time(time.time_ns())
+    repositories = _repositories(targets)
     for doc in top_level(documents):
         digest = doc.descriptor["digest"]
         holders = [n for n, ns in spaces.items() if has_blob_record(ns, digest)]
@@ -136,7 +142,12 @@ def derive_images(
         for ns_name in holders:
             if digest in reachable.get(ns_name, set()):
                 continue
-            candidates = _candidate_names(doc, ns_name, names, targets, orphaned or {})
+            candidates = _candidate_names(doc, ns_name, names, targets, orphaned or {}, spaces.get(ns_name),
+                                          repositories)
+            target = Target(doc.descriptor["mediaType"], digest, doc.descriptor["size"])
+            labels: dict[str, str] = {}
+            if ns_name == CRI_NAMESPACE:
+                candidates, labels = _cri_names(content, ns_name, target, candidates), {LABEL_CRI_IMAGE: "managed"}
             v1 = meta.bucket(K.V1, create=True)
             images = v1.bucket(key_bytes(ns_name), K.IMAGES, create=True)  # type: ignore[union-attr]
             assert images is not None
@@ -144,23 +155,91 @@ def derive_images(
                 if key_bytes(name) in images.entries:
                     continue
                 record = BucketTree()
-                target = Target(doc.descriptor["mediaType"], digest, doc.descriptor["size"])
-                write_image(record, ImageRecord(ns_name, name, target, created_at=now, updated_at=now))
+                write_image(record, ImageRecord(ns_name, name, target, labels=labels, created_at=now, updated_at=now))
                 images.entries[key_bytes(name)] = record
                 report.images.append({"namespace": ns_name, "name": name, "digest": digest, "origin": "re-derived from content"})
 
 
 def _candidate_names(doc: FoundDocument, ns_name: str, names: dict[str, str], targets: dict[str, dict[str, list[str]]],
-                     orphaned: dict[tuple[str, str], str]) -> list[str]:
+                     orphaned: dict[tuple[str, str], str], ns: BucketTree | None = None,
+                     repositories: dict[tuple[str, str], str] | None = None) -> list[str]:
     """The names a re-derived image gets in ``ns_name`` (see :func:`derive_images`)."""
     digest = doc.descriptor["digest"]
     if digest in names:
         return [names[digest]]
-    candidates = sorted({n for other, t in targets.items() if other != ns_name for n in t.get(digest, [])})
+    candidates = sorted({n for other, t in targets.items() if other != ns_name for n in t.get(digest, [])
+                         if ns_name == CRI_NAMESPACE or not _cri_alias(n)})
     lost = orphaned.get((ns_name, digest))
     if not candidates and lost is not None:
         candidates = [_by_digest(lost, digest)]
-    return [c for c in candidates if c] or [derived_name(doc, names)]
+    candidates = [c for c in candidates if c]
+    if candidates:
+        return candidates
+    named = derived_name(doc, names)
+    if named.startswith(PLACEHOLDER_REPO) and ns is not None:
+        return [_pulled_from(ns, digest, repositories or {}) or named]
+    return [named]
+
+
+def _repositories(targets: dict[str, dict[str, list[str]]]) -> dict[tuple[str, str], str]:
+    """(registry host without port, repository path) -> repository name, of every image name
+    still recorded, and (host, "") -> the registry as those names write it: a
+    distribution-source label names the host without its port."""
+    from ctrconv.oci.reference import parse_reference
+
+    found: dict[tuple[str, str], str] = {}
+    for by_target in targets.values():
+        for image_names in by_target.values():
+            for name in image_names:
+                try:
+                    ref = parse_reference(name)
+                except CtrconvError:
+                    continue
+                host = ref.domain.split(":", 1)[0]
+                found.setdefault((host, ref.path), ref.name)
+                found.setdefault((host, ""), ref.domain)
+    return found
+
+
+def _cri_alias(name: str) -> bool:
+    """A name CRI adds beside a tag (``repo@digest``, ``sha256:<image id>``): a ``ctr``
+    namespace never had such names of another namespace's image (a digest pull of its own
+    keeps its name in its own records)."""
+    return "@" in name or (name.startswith("sha256:") and "/" not in name)
+
+
+def _pulled_from(ns: BucketTree, digest: str, repositories: dict[tuple[str, str], str]) -> str | None:
+    """``repo@digest`` from the repository a pull recorded on the target's content record
+    (``containerd.io/distribution.source.<host>=<repo>[,...]``: the first repository), with
+    the port a recorded image name of that host and path has (the label has none)."""
+    record = ns.bucket(K.CONTENT, K.BLOB, key_bytes(digest))
+    if record is None:
+        return None
+    try:
+        labels = read_map(record.bucket(K.LABELS))
+    except CtrconvError:
+        return None
+    for key in sorted(labels):
+        if key.startswith(K.LABEL_DISTRIBUTION_SOURCE + ".") and labels[key]:
+            host = key[len(K.LABEL_DISTRIBUTION_SOURCE) + 1:]
+            path = labels[key].split(",")[0]
+            repository = repositories.get((host, path)) or f"{repositories.get((host, ''), host)}/{path}"
+            name = _by_digest(repository, digest)
+            if name:
+                return name
+    return None
+
+
+def _cri_names(content: ContentStore, ns_name: str, target: Target, candidates: list[str]) -> list[str]:
+    """Each name with the names CRI gives a pulled image: the tag (normalised), its
+    ``repo@digest`` and the ``sha256:<image id>`` of the host platform's config."""
+    from ctrconv.pipeline.resolve import image_ids
+
+    ids = image_ids(content, ImageRecord(ns_name, "", target))
+    found: list[str] = []
+    for name in candidates:
+        found += cri_names(name, target.digest, ids[0] if ids else None).names
+    return list(dict.fromkeys(found))
 
 
 def _by_digest(name: str, digest: str) -> str:

@@ -23,10 +23,15 @@ SNAPSHOTS = "io.containerd.snapshotter.v1.overlayfs/snapshots"
 
 def _zero_snapshot_records(root: Path, namespace: str) -> int:
     """Zero the leaf page of ``v1/<namespace>/snapshots/overlayfs`` (the bucket must own one)."""
+    return _zero_leaf(root, namespace.encode(), b"snapshots", b"overlayfs")
+
+
+def _zero_leaf(root: Path, *bucket_path: bytes) -> int:
+    """Zero the (first) leaf page of the bucket ``v1/<bucket_path>`` (it must own one)."""
     path = root.joinpath(*META)
     with BoltFile(path) as db:
-        bucket = db.bucket(b"v1", namespace.encode(), b"snapshots", b"overlayfs")
-        assert bucket is not None and bucket.inline is None, "the fixture's snapshot records are inline"
+        bucket = db.bucket(b"v1", *bucket_path)
+        assert bucket is not None and bucket.inline is None, "the fixture's records are inline"
         leaf = next(p.pgid for p in bucket.pages() if p.flags == S.LEAF_PAGE)
         page_size = db.page_size
     with open(path, "r+b") as f:
@@ -167,3 +172,40 @@ def test_a_container_whose_snapshot_is_gone_is_a_problem_and_rebuild_drops_it(re
     assert {d["object"] for d in result.json["dropped"] if d["kind"] == "container"} == {"container default/rn-created"}
     assert _containers(new, "default") == _containers(root, "default") - {"rn-created"}
     assert cli("verify", "--root", str(new), "-A", "-q").code == 0
+
+
+def _names(cli, root: Path, namespace: str) -> set[str]:
+    return set(cli("ls", "--root", str(root), "-n", namespace, "-q").stdout.split())
+
+
+def test_lost_image_records_come_back_with_their_namespace_s_names(realnode_set_for, cli, tmp_path):
+    """Images re-derived from content get the names their namespace's conventions give them
+    (found by a red-team run): in ``k8s.io`` the CRI names (tag, ``repo@digest``,
+    ``sha256:<image id>``, labelled ``managed``), so pods naming an image by digest find it;
+    in a ``ctr`` namespace the tags of other namespaces, never their CRI aliases. Without a tag
+    anywhere, the repository a pull recorded names it (``repo@digest``), not a placeholder."""
+    corpus = realnode_set_for("1.6")
+    source = corpus.root("node")
+    for namespace in ("k8s.io", "default"):
+        root = corpus.copy_root("node", tmp_path / namespace)
+        _zero_leaf(root, namespace.encode(), b"images")
+        new = tmp_path / f"{namespace}-new"
+        result = cli("rebuild", "--root", str(root), "-o", str(new), "-q", "--json")
+        assert result.code == 0, result.stderr
+        before, after = _names(cli, source, namespace), _names(cli, new, namespace)
+        assert not [n for n in after if n.startswith("recovered.ctrconv.invalid/")], after
+        if namespace == "default":
+            assert after == before
+            continue
+        # every tag another namespace still has, and every image's CRI aliases, come back;
+        # a tag no other record holds is lost (only a digest name says what the image is)
+        elsewhere = _names(cli, source, "default") | _names(cli, source, "other")
+        assert {n for n in before if "@" in n or n.startswith("sha256:") or n in elsewhere} <= after, before - after
+        assert after <= before
+        records = cli("ls", "--root", str(new), "-n", namespace, "--json").json["images"]
+        assert all(i["complete"] for i in records)
+        assert cli("verify", "--root", str(new), "-A", "-q").code == 0
+    with BoltFile(new.joinpath(*META)) as db:
+        images = db.bucket(b"v1", b"k8s.io", b"images")
+        labels = {key: images.bucket(key).bucket(b"labels") for key, _ in images.buckets()}
+        assert all(b is not None and b.get(b"io.cri-containerd.image") == b"managed" for b in labels.values())
