@@ -19,7 +19,7 @@ import os
 import sys
 import threading
 
-from ctrconv import interrupts
+from ctrconv import interrupts, stdstreams
 
 
 def _version_only(argv: list[str]) -> bool:
@@ -31,7 +31,7 @@ def _version_only(argv: list[str]) -> bool:
 def _print_version() -> int:
     from ctrconv import __version__
 
-    if sys.stdout is None:  # started with standard output closed
+    if sys.stdout is None or "stdout" in stdstreams.CLOSED:  # started with standard output closed
         if sys.stderr is not None:
             sys.stderr.write("ctrconv: error: standard output is closed\n")
         return 1
@@ -55,6 +55,7 @@ GC_YOUNG_THRESHOLD = 50_000
 def main(argv: list[str] | None = None) -> None:
     interrupts.install_early()
     if argv is None:
+        stdstreams.reopen_closed()  # before anything opens a file (see the module)
         gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 100)
     if _version_only(sys.argv[1:] if argv is None else argv):
         code = _print_version()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ctrconv import stdstreams
 from ctrconv.errors import UsageError
 
 STDOUT_NAMES = ("-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
@@ -105,6 +106,7 @@ def resolve_output(out: str | os.PathLike[str]) -> Output:
     directory format on a stream or node by :meth:`Output.require_streaming`)."""
     name = os.fspath(out)
     if is_stdout(name):
+        stdstreams.require("stdout", f"-o {name}")
         return Output("-", stream=sys.stdout.buffer)
     path = Path(name)
     try:

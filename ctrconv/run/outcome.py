@@ -8,7 +8,7 @@ import sys
 import traceback
 from typing import Any, Callable, NoReturn
 
-from ctrconv import interrupts, tempfiles
+from ctrconv import commitpoint, interrupts, tempfiles
 from ctrconv.errors import CtrconvError
 from ctrconv.run.jsontext import indented
 from ctrconv.run.lines import one_line
@@ -63,7 +63,10 @@ def guarded(invoke: Callable[[], int], debug: bool) -> int:
     except OSError as exc:
         if debug:
             traceback.print_exc()
-        error_line(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
+        message = f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"
+        if commitpoint.passed():  # (writing the report to a full or closed stream, say)
+            message += " (after the commit point: what the command wrote is in place)"
+        error_line(message)
         return 1
     except Exception as exc:  # a bug: still one line unless --debug
         if debug:

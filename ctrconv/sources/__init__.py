@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Union
 
+from ctrconv import stdstreams
 from ctrconv.errors import CtrconvError, FormatError, NotFoundError, UsageError
 from ctrconv.lazy import lazy_exports
 from ctrconv.streams import CHUNK
@@ -257,6 +258,8 @@ def open_source(
 
         return open_registry_source(str(path_or_dash), registry)  # type: ignore[return-value]
     if str(path_or_dash) == "-":
+        if stdin is None:
+            stdstreams.require("stdin", "-i -")
         stream = stdin if stdin is not None else sys.stdin.buffer
         if stream.isatty():
             raise UsageError("refusing to read an image archive from a terminal (stdin)")
