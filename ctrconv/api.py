@@ -72,10 +72,21 @@ def dump_bolt(path: str | os.PathLike[str], *, ignore_lock: bool = False) -> dic
     containerd (or a ctrconv writer) holds is refused unless ``ignore_lock``: then a consistent
     private copy is read, never the live file.
     """
+    import stat
     import tempfile
 
     from ctrconv.containerd.locking import is_locked, private_copy, shared_lock
+    from ctrconv.errors import NotFoundError, UsageError
 
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise NotFoundError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):  # (a FIFO would block the read forever; a directory is no bolt file)
+        raise UsageError(f"{path} is {'a directory' if stat.S_ISDIR(mode) else 'not a regular file'}: "
+                         "dump reads a bolt file")
     with ExitStack() as stack:
         readable: str | os.PathLike[str] = path
         if os.path.isfile(path) and is_locked(path) and ignore_lock:

@@ -105,9 +105,13 @@ def resolve_output(out: str | os.PathLike[str]) -> Output:
     """Resolve ``out`` before anything is read or written (a socket is refused here; a
     directory format on a stream or node by :meth:`Output.require_streaming`)."""
     name = os.fspath(out)
+    if not name:  # (a variable that expanded to nothing: never the current directory)
+        raise UsageError("-o: an empty path names no output")
     if is_stdout(name):
         stdstreams.require("stdout", f"-o {name}")
         return Output("-", stream=sys.stdout.buffer)
+    if os.path.basename(name.rstrip("/")) in ("", ".", ".."):
+        name = os.path.abspath(name)  # ("." cannot be renamed over; its absolute path can)
     path = Path(name)
     try:
         st = os.stat(path)  # follows symlinks: what a write would reach

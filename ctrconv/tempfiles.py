@@ -44,8 +44,25 @@ def _signals_deferred() -> Iterator[None]:
 signals_deferred = _signals_deferred
 
 
+#: bytes of a file name (``NAME_MAX`` of Linux filesystems)
+NAME_MAX = 255
+#: what ``mkstemp``/``mkdtemp`` put between the prefix and the suffix
+_RANDOM_PART = 8
+
+
+def _fitting(prefix: str, suffix: str) -> str:
+    """``prefix`` cut so that prefix, random part and suffix make a valid file name: an output
+    named near the limit (a 250-byte ``-o``) was refused for its temp name's length alone."""
+    room = NAME_MAX - _RANDOM_PART - len(os.fsencode(suffix))
+    encoded = os.fsencode(prefix)
+    if len(encoded) <= room:
+        return prefix
+    return os.fsdecode(encoded[:room])  # (a cut character's bytes are still a valid name)
+
+
 def temp_file(directory: str | os.PathLike[str], prefix: str, suffix: str = "") -> tuple[int, Path]:
     """``mkstemp`` in ``directory``, recorded for :func:`remove_leftovers`: (fd, path)."""
+    prefix = _fitting(prefix, suffix)
     with _signals_deferred():
         fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
         _tracked[name] = None
@@ -54,6 +71,7 @@ def temp_file(directory: str | os.PathLike[str], prefix: str, suffix: str = "") 
 
 def temp_dir(directory: str | os.PathLike[str], prefix: str, suffix: str = "") -> Path:
     """``mkdtemp`` in ``directory``, recorded for :func:`remove_leftovers`."""
+    prefix = _fitting(prefix, suffix)
     with _signals_deferred():
         name = tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=directory)
         _tracked[name] = None

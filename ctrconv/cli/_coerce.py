@@ -54,6 +54,8 @@ def _plain(kind: type, value: Any, info: Any) -> Any:
     if kind is bool:  # a flag's own value; a string from an environment variable goes to typer
         return value if isinstance(value, bool) else _UNSURE
     if kind is Path:
+        if value == "":  # Path("") is the current directory: a variable that expanded to nothing
+            raise _empty_path()
         if not isinstance(value, (str, Path)) or (info.readable and os.path.exists(value) and not os.access(value, os.R_OK)):
             return _UNSURE  # typer refuses an unreadable path in its own words
         return Path(value)
@@ -63,6 +65,14 @@ def _plain(kind: type, value: Any, info: Any) -> Any:
         items = list(value) if isinstance(value, (list, tuple)) else [value]
         return items if all(isinstance(item, str) for item in items) else _UNSURE
     return _UNSURE
+
+
+def _empty_path() -> Exception:
+    """The usage error of an empty path option (``--root ""``: with ``--root "$ROOT"`` and the
+    variable unset, ``import`` made the current directory a containerd root)."""
+    import typer
+
+    return typer.BadParameter("an empty path names nothing (did a variable expand to nothing?)")
 
 
 def _kind(descriptor: Any) -> type | None:

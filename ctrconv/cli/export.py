@@ -51,6 +51,7 @@ FORMATS = api.EXPORT_FORMATS
 
 @app.command("export")
 def export_command(
+    ctx: typer.Context,
     refs: Optional[List[str]] = typer.Argument(None, metavar="REF", help="Images to export (same as --image)."),
     root: Path = ROOT_OPTION,
     namespace: str = NAMESPACE_OPTION,
@@ -147,6 +148,11 @@ def export_command(
     if any_given(creds, authfile, ca_file, cert_dir, tls_verify, plain_http, insecure):
         raise UsageError("registry options (--creds, --authfile, --ca-file, --cert-dir, --tls-verify, --plain-http) "
                          "need --to docker://...")
+    pushing_only = [f"--{name.replace('_', '-')}" for name in _PUSH_ONLY if given_on_command_line(ctx, name)]
+    if pushing_only:  # (their values are defaults otherwise: a given one would be ignored)
+        raise UsageError(f"{', '.join(pushing_only)}: only for a push (--to docker://...)")
+    if target_namespace is not None and fmt != "containerd-root":
+        raise UsageError("--target-namespace applies to --format containerd-root only")
     if fmt == "containerd-root":
         with api.waiting(wait_seconds(wait)):
             _export_to_root(
@@ -182,6 +188,16 @@ def export_command(
                                f"({api.human_size(report.bytes)}{linked}) to {report.output} [{report.format}]")
         for line in skipped_platform_lines(report.images):
             write_line(sys.stderr, line)
+
+
+#: options of a push that have defaults of their own, so that only the command line says they were given
+_PUSH_ONLY = ("retries", "retry_delay", "jobs", "chunk_threshold", "chunk_size")
+
+
+def given_on_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether the option ``name`` was given on the command line, not defaulted."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
 
 
 def rewrite_lines(report, *, quiet: bool = False) -> list[str]:

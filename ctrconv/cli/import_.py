@@ -108,6 +108,8 @@ def import_command(
     An input may also be docker://HOST[:PORT]/REPO[:TAG|@sha256:DIGEST]: pulled from a registry.
     """
     api.check_namespace(namespace)
+    if name is not None and not name:
+        raise UsageError("--name: an empty name names no image")
     if snapshotter not in ("overlayfs", "native"):
         raise UsageError(f"unsupported snapshotter {snapshotter!r} (overlayfs or native)")
     with bars(quiet) as progress, api.waiting(wait_seconds(wait)):
@@ -115,7 +117,7 @@ def import_command(
             snapshotter=snapshotter, unpack=not no_unpack, platform=platform or None,
             all_platforms=all_platforms, name=name, pin=pin,
             containerd_version=containerd_version, backup=not no_backup,
-            max_layer_size=parse_size(max_layer_size) if max_layer_size else None, jobs=jobs,
+            max_layer_size=parse_size(max_layer_size) if max_layer_size is not None else None, jobs=jobs,
             unpack_platform=platform[0] if platform and len(platform) == 1 else None,
             cri=cri_mode(cri, no_cri_names), verify_existing=verify_existing,
         )

@@ -91,6 +91,8 @@ class ContainerdRoot:
 
     def require_meta_db(self) -> None:
         if not self.path.is_dir():
+            if self.path.exists():
+                raise NotFoundError(f"containerd root {self.path} is not a directory")
             raise NotFoundError(f"containerd root {self.path} does not exist")
         if not self.meta_db.is_file():
             raise NotFoundError(f"{self.path} is not a containerd root: no {K.METADATA_PLUGIN_DIR}/{K.META_DB}")

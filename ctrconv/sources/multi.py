@@ -50,9 +50,21 @@ def expand_inputs(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
             out.append(str(raw))
     if [p for p in out if p == "-"] and len(out) > 1:
         raise UsageError("- (stdin) can only be the only input")
-    if len(set(out)) != len(out):
+    if len({_identity(p) for p in out}) != len(out):  # (however it is spelt: ./a, ../x/a, a link to it)
         raise UsageError("the same input is given twice")
     return out
+
+
+def _identity(path: str) -> object:
+    """What makes two inputs one: the file itself (device and inode) when it exists, else its
+    real path (a registry reference stays as it is written)."""
+    if "://" in path:
+        return path
+    try:
+        st = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return (st.st_dev, st.st_ino)
 
 
 class MultiSource:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ctrconv.errors import ContentError, CtrconvError
+from ctrconv.errors import ContentError, CtrconvError, FormatError
 from ctrconv.oci import mediatypes as mt
 from ctrconv.image.plan import plan_image, platform_string
 from ctrconv.streams import CHUNK, VerifyingReader
@@ -20,9 +20,16 @@ def verify_layout(path: str, *, progress: Progress | None = None) -> Report:
     from ctrconv.sources import open_source
 
     report = Report()
-    source = open_source(path)
     try:
-        blobs = _plan_images(source, path, report)
+        source = open_source(path)
+    except (FormatError, ContentError) as exc:
+        return _invalid_layout(report, path, exc)
+    try:
+        try:
+            entries = source.entries()
+        except (FormatError, ContentError) as exc:
+            return _invalid_layout(report, path, exc)
+        blobs = _plan_images(source, path, report, entries)
         with stage(progress, "verify", sum(int(desc["size"]) for desc in blobs)) as step:
             for desc in blobs:
                 _check_blob(source, desc, path, report, step)
@@ -31,10 +38,19 @@ def verify_layout(path: str, *, progress: Progress | None = None) -> Report:
     return report
 
 
-def _plan_images(source: Any, path: str, report: Report) -> list[dict[str, Any]]:
-    """Plan every image (its document problems reported); the blobs to hash, each once."""
+def _invalid_layout(report: Report, path: str, exc: CtrconvError) -> Report:
+    """The layout's own ``oci-layout`` or ``index.json`` is damaged: a problem of what is
+    verified, reported like any other (``--json`` printed no document for it), not a failure
+    of verify; a path that is no layout at all stays a usage error."""
+    report.add("invalid-layout", f"layout {path}", path, str(exc))
+    return report
+
+
+def _plan_images(source: Any, path: str, report: Report, entries: list[Any]) -> list[dict[str, Any]]:
+    """Plan every image of ``entries`` (its document problems reported); the blobs to hash,
+    each once."""
     checked: dict[str, dict[str, Any]] = {}
-    for entry in source.entries():
+    for entry in entries:
         obj = f"image {entry.name or entry.descriptor.get('digest')}"
         report.count("images")
         try:

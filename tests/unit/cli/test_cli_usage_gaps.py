@@ -1,0 +1,108 @@
+"""Usage the contract refuses in one line (exit 2), or takes, found by a red-team run: empty
+paths that meant the current directory, options silently ignored, one input given twice by
+another spelling, ``dump`` of a directory or a FIFO (which blocked), and outputs named ``.`` or
+near the file-name limit that failed on their temp names."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support.small_root import small_root  # noqa: F401  (fixture)
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _one_usage_line(result, text: str) -> None:
+    assert result.code == 2, (result.code, result.stderr)
+    assert result.stderr.count("\n") == 1 and text in result.stderr, result.stderr
+
+
+@pytest.fixture(scope="module")
+def archive(small_root: Path, tmp_path_factory) -> Path:  # noqa: F811
+    out = tmp_path_factory.mktemp("archive") / "x.tar"
+    subprocess.run([sys.executable, "-m", "ctrconv", "export", "--root", str(small_root), "--all", "-q", "-o", str(out)],
+                   cwd=REPO, check=True)
+    return out
+
+
+def test_empty_paths_name_nothing(cli, small_root: Path, archive: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: F811
+    monkeypatch.chdir(tmp_path)
+    _one_usage_line(cli("import", "--root", "", "-i", str(archive)), "an empty path names nothing")
+    _one_usage_line(cli("ls", "--root", ""), "an empty path names nothing")
+    _one_usage_line(cli("export", "--root", str(small_root), "--all", "-o", ""), "an empty path names no output")
+    assert list(tmp_path.iterdir()) == []  # the current directory was not made a root
+
+
+def test_options_that_would_be_ignored_are_refused(cli, small_root: Path, archive: Path, tmp_path: Path) -> None:  # noqa: F811
+    out = str(tmp_path / "o.tar")
+    for option in (["--retries", "3"], ["--retry-delay", "1"], ["-j", "2"], ["--chunk-threshold", "1M"],
+                   ["--chunk-size", "1M"]):
+        _one_usage_line(cli("export", "--root", str(small_root), "--all", "-o", out, *option), "only for a push")
+    _one_usage_line(cli("export", "--root", str(small_root), "--all", "-o", out, "--target-namespace", "k8s.io"),
+                    "--target-namespace applies to --format containerd-root only")
+    root = str(tmp_path / "root")
+    _one_usage_line(cli("import", "--root", root, "-i", str(archive), "--max-layer-size="), "invalid size ''")
+    _one_usage_line(cli("import", "--root", root, "-i", str(archive), "--name", ""), "--name: an empty name")
+    assert not os.path.exists(out) and not os.path.exists(root)
+
+
+def test_one_input_by_two_spellings_is_given_twice(cli, archive: Path, tmp_path: Path, monkeypatch) -> None:
+    link = tmp_path / "link.tar"
+    link.symlink_to(archive)
+    monkeypatch.chdir(archive.parent)
+    root = str(tmp_path / "root")
+    for second in (f"./{archive.name}", f"../{archive.parent.name}/{archive.name}", str(link)):
+        _one_usage_line(cli("import", "--root", root, "-i", str(archive), "-i", second), "the same input is given twice")
+
+
+def test_dump_reads_regular_files_only(cli, tmp_path: Path) -> None:
+    _one_usage_line(cli("dump", str(tmp_path)), "is a directory")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    result = subprocess.run([sys.executable, "-m", "ctrconv", "dump", str(fifo)], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)  # (it blocked in open())
+    assert result.returncode == 2 and "is not a regular file" in result.stderr, result.stderr
+    _one_usage_line(cli("dump", str(tmp_path / "absent.db")), "no such file")
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    _one_usage_line(cli("ls", "--root", str(plain)), "is not a directory")
+
+
+def test_outputs_named_dot_or_near_the_name_limit(cli, small_root: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: F811
+    here = tmp_path / "empty"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert cli("export", "--root", str(small_root), "--all", "-q", "--format", "oci-dir", "-o", ".").code == 0
+    assert (here / "index.json").is_file()
+    long_name = tmp_path / ("a" * 250 + ".tar")
+    result = cli("export", "--root", str(small_root), "--all", "-q", "-o", str(long_name))
+    assert result.code == 0, result.stderr
+    assert long_name.stat().st_size > 0
+    assert [p.name for p in tmp_path.iterdir() if "ctrconv-tmp" in p.name] == []
+
+
+@pytest.mark.parametrize("damage", ["[]", '"x"', "", '{"schemaVersion": 3, "manifests": []}', "nan-size",
+                                    "layout-version"])
+def test_verify_of_a_layout_with_a_broken_index_reports_a_problem(cli, small_root: Path, tmp_path: Path,  # noqa: F811
+                                                                   damage: str) -> None:
+    """``verify -i --json`` printed no document when the layout's own index.json or oci-layout
+    was broken (one error line, exit 1): it is a problem of the layout, reported as one."""
+    layout = tmp_path / "l"
+    assert cli("export", "--root", str(small_root), "--all", "-q", "-o", str(layout)).code == 0
+    if damage == "layout-version":
+        (layout / "oci-layout").write_text('{"imageLayoutVersion":"2.0.0"}')
+    elif damage == "nan-size":
+        index = (layout / "index.json").read_text()
+        (layout / "index.json").write_text(index.replace('"size":', '"size":NaN,"x":', 1))
+    else:
+        (layout / "index.json").write_text(damage)
+    result = cli("verify", "-i", str(layout), "--json")
+    assert result.code == 1, result.stderr
+    assert result.json["ok"] is False
+    assert [p["kind"] for p in result.json["problems"]] == ["invalid-layout"]
+    _one_usage_line(cli("verify", "-i", str(tmp_path / "absent")), "no such file")
