@@ -82,6 +82,9 @@ def salvage_file(path: Path, report: RebuildReport) -> tuple[BucketTree, Salvage
     if not path.exists() or path.stat().st_size == 0:
         report.salvage[str(path)] = {"source": "empty" if path.exists() else "missing", "damage": []}
         return BucketTree(), None
+    if not path.is_file():  # (a directory there: mmap failed with a bare "Invalid argument")
+        report.salvage[str(path)] = {"source": "unreadable", "damage": [f"{path} is not a regular file"]}
+        return BucketTree(), None
     try:
         result = salvage(path, hints=CONTAINERD_ROOT_HINTS)
     except CtrconvError as exc:

@@ -466,8 +466,12 @@ def _report_verdict(image: ImageRecord, verdict: Assessment, labels_of: Recorded
                    severity="info")
     for m in verdict.discarded:
         gone = {d["digest"] for d in m.layers} & missing
-        why = ("were never fetched (Docker's containerd store skips a layer whose snapshot exists)"
-               if never_recorded(labels_of, gone) else "were let go after unpacking (CRI discard_unpacked_layers)")
+        if not never_recorded(labels_of, gone):
+            why = "were let go after unpacking (CRI discard_unpacked_layers)"
+        elif image.namespace == "moby":
+            why = "were never fetched (Docker's containerd store skips a layer whose snapshot exists)"
+        else:  # (CRI's discard leaves no record either: the GC removed it with the blob)
+            why = "are not stored (let go after unpacking, CRI discard_unpacked_layers, or never fetched)"
         report.add("discarded-layers", obj, where,
                    f"platform {platform_string(m.platform)}: {len(gone)} layer blob(s) {why}; its snapshots run it, "
                    "and export writes those layers again from them (--from-snapshots auto)",

@@ -78,3 +78,15 @@ def test_an_empty_snapshotter_db_is_rebuilt_in_place(cli, small_root: Path, tmp_
     assert rebuilt.json["snapshots_unpacked"] >= 1 and db.stat().st_size > 0
     assert cli("verify", "--root", str(root), "-A", "-q").code == 0
     assert cli("ls", "--root", str(root), "-A", "--json").json["images"] == images
+
+
+def test_a_meta_db_that_is_a_directory_is_unreadable_not_an_invalid_argument(cli, tmp_path: Path) -> None:
+    """``rebuild -o`` said only "Invalid argument" (an mmap of a directory)."""
+    root = tmp_path / "root"
+    (root / "io.containerd.metadata.v1.bolt" / "meta.db").mkdir(parents=True)
+    (root / "io.containerd.content.v1.content" / "blobs" / "sha256").mkdir(parents=True)
+    result = cli("rebuild", "--root", str(root), "-o", str(tmp_path / "new"), "--json", "-q")
+    assert result.code == 0, result.stderr
+    meta = str(root / "io.containerd.metadata.v1.bolt" / "meta.db")
+    assert result.json["salvage"][meta] == {"source": "unreadable", "damage": [f"{meta} is not a regular file"]}
+    assert cli("verify", "--root", str(tmp_path / "new"), "-q").code == 0
