@@ -499,7 +499,9 @@ def _write_records(run: _Import, imports: list[_PlannedImport], unpacked: dict[s
     step.advance(len(run.labels))
     for item in imports:
         step.advance(1)
-        labels: dict[str, str] = {}
+        # a root-to-root copy (export --format containerd-root) keeps the image record's own
+        # labels (an archive has none; they were dropped); the ones this import sets win
+        labels: dict[str, str] = dict(getattr(item.entry, "labels", None) or {})
         if (options.namespace == R.CRI_NAMESPACE and options.cri_labels) or options.cri:
             labels[R.LABEL_CRI_IMAGE] = "managed"
         if options.pin:
