@@ -420,3 +420,15 @@ def test_the_scanner_path_parses_and_words_as_the_decoder() -> None:
         except FormatError as exc:
             got = f"ERR {exc}"
         assert got == by_the_decoder(data), data
+
+
+def test_a_config_without_rootfs_is_valid_as_containerd_takes_it() -> None:
+    """containerd imports, checks, lists and exports an image whose config has no ``rootfs``
+    (hand-made scratch images, artifact tools), so ctrconv validates it too (found by a
+    red-team run: ls said error, export and import refused it). An image with layers and no
+    ``diff_ids`` still fails where it is unpacked (0 diff IDs for N layers), as containerd's does."""
+    from ctrconv.oci.validate import parse_config_diff_ids, validate_json
+
+    config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
+    assert validate_json("application/vnd.oci.image.config.v1+json", config)["os"] == "linux"
+    assert parse_config_diff_ids(config) == []
