@@ -195,7 +195,10 @@ class _Import:
         ``label_every_child``: an index labels all its children, selected or not, as a CRI
         pull does (``SetChildrenMappedLabels`` before the platform filter).
         """
+        absent = {str(d.get("digest")) for d in plan.missing}  # (non-distributable layers only)
         for desc in plan.blobs:
+            if str(desc["digest"]) in absent:
+                continue  # (labelled from its manifest, as containerd labels it; no record, no copy)
             self.sizes[str(Digest.parse(desc["digest"]))] = int(desc["size"])
             self.labels.setdefault(str(Digest.parse(desc["digest"])), {})
         for desc in plan.indexes:
@@ -368,9 +371,13 @@ def _plan(source: ImageSource, chosen: list[tuple[str, NamedEntry]], options: _O
     imports: list[_PlannedImport] = []
     for image_name, entry in chosen:
         plan = _known_plan(options.plans, image_name, entry.descriptor) or plan_image(source, entry.descriptor, options.selector)
-        if plan.missing:
-            missing = ", ".join(f"{d.get('digest')} ({d.get('mediaType')})" for d in plan.missing)
+        # a non-distributable (foreign) layer may be absent: an export that skipped it, a Windows
+        # base layer; containerd imports the image, labelled to it, and cannot unpack it either
+        needed = [d for d in plan.missing if not mt.is_nondistributable(str(d.get("mediaType", "")))]
+        if needed:
+            missing = ", ".join(f"{d.get('digest')} ({d.get('mediaType')})" for d in needed)
             raise MissingContentError(f"image {image_name}: the input lacks {missing}")
+        foreign = {str(d.get("digest")) for d in plan.missing}
         if not plan.manifests:
             report.skipped.append({"name": image_name, "reason": "no manifest for the selected platforms"})
             continue
@@ -381,11 +388,15 @@ def _plan(source: ImageSource, chosen: list[tuple[str, NamedEntry]], options: _O
             m.document = {}
         # the platform the node runs: unpacked, and its config is CRI's image ID
         candidate = _unpack_candidate(plan, options.unpack_for)
+        unpack = candidate if options.unpack else None
+        if unpack is not None and foreign & {str(layer.get("digest")) for layer in unpack.layers}:
+            report.warnings.append(f"{image_name}: not unpacked: a non-distributable layer of it is not in the input")
+            unpack = None
         record = None
         if options.cri:
             record = cri_names(image_name, str(entry.descriptor["digest"]),
                                str(candidate.config["digest"]) if candidate else None)
-        imports.append(_PlannedImport(image_name, entry, plan, candidate if options.unpack else None, record))
+        imports.append(_PlannedImport(image_name, entry, plan, unpack, record))
     if not imports:
         raise UsageError("nothing to import: every image was filtered out by the platform selection")
     return imports
