@@ -631,7 +631,12 @@ def _check_containers(meta: MetadataDB, ns: str, where: str, snapshot_keys: dict
     snapshot not found) and its writable layer is lost; containerd's GC never removes a
     container, so nothing else would say so (found by a red-team run: a rebuilt root verified
     clean while its containers could not start)."""
-    for container_id in meta.containers(ns):
+    try:
+        ids = meta.containers(ns)
+    except CtrconvError as exc:  # (a damaged leaf of ``containers``: that bucket only, not the whole file)
+        report.add("unreadable-record", f"{ns}/containers", f"{where}/containers", str(exc))
+        return
+    for container_id in ids:
         obj = f"container {ns}/{container_id}"
         try:
             container = meta.container(ns, container_id)

@@ -209,3 +209,18 @@ def test_lost_image_records_come_back_with_their_namespace_s_names(realnode_set_
         images = db.bucket(b"v1", b"k8s.io", b"images")
         labels = {key: images.bucket(key).bucket(b"labels") for key, _ in images.buckets()}
         assert all(b is not None and b.get(b"io.cri-containerd.image") == b"managed" for b in labels.values())
+
+
+def test_a_damaged_containers_leaf_is_that_bucket_s_problem_only(realnode_set_for, cli, tmp_path):
+    """One zeroed leaf of ``v1/default/containers``: verify read no image and no snapshot and
+    called every blob garbage (the whole meta.db "unreadable", found by a red-team run); it is
+    now that bucket's problem, and everything else is still verified."""
+    corpus = realnode_set_for("1.6")
+    root = corpus.copy_root("node", tmp_path / "node")
+    _zero_leaf(root, b"default", b"containers")
+    verify = cli("verify", "--root", str(root), "-A", "--json")
+    assert verify.code == 1
+    kinds = {p["kind"] for p in verify.json["problems"]}
+    assert kinds == {"bolt", "unreadable-record"}, verify.json["problems"]
+    assert verify.json["stats"]["images"] == len(cli("ls", "--root", str(root), "-A", "-q").stdout.split())
+    assert not [i for i in verify.json["info"] if i["kind"] == "unreferenced-blob"]
