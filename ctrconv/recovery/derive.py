@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any, Callable, Collection
 
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
@@ -116,7 +116,7 @@ def _reachable(targets: dict[str, list[str]], by_digest: dict[str, FoundDocument
 
 def derive_images(
     meta: BucketTree, good: dict[str, int], content: ContentStore, names: dict[str, str], report: RebuildReport,
-    orphaned: dict[tuple[str, str], str] | None = None,
+    orphaned: dict[tuple[str, str], str] | None = None, lost_images: Callable[[str], bool] | None = None,
 ) -> None:
     """Give top-level manifests/indexes among the blobs image records where they lost theirs.
 
@@ -125,6 +125,12 @@ def derive_images(
     ``--name``, then from images of other namespaces with the same target, then ``repo@digest``
     after an image of this namespace whose lost index listed it (``orphaned``), then from the
     document's annotations, else a placeholder that keeps the digest.
+
+    ``lost_images(namespace)`` (``""``: a namespace no record names): whether damage may have
+    lost that namespace's image records. Where none were lost, a document no image names is
+    what containerd's GC is about to collect (the index.json a ``ctr images import`` stores
+    for its run, an unselected platform's manifest), not an image: a healthy root's rebuild
+    made one up. A digest given ``--name`` is derived wherever.
     """
     documents = [doc for digest in sorted(good) if (doc := sniff_document(Digest.parse(digest), content.blob_path(digest)))]
     by_digest = {d.descriptor["digest"]: d for d in documents}
@@ -137,10 +143,13 @@ def derive_images(
     for doc in top_level(documents):
         digest = doc.descriptor["digest"]
         holders = [n for n, ns in spaces.items() if has_blob_record(ns, digest)]
-        if not holders and digest not in known_anywhere:
+        if not holders and digest not in known_anywhere and (lost_images is None or lost_images("")
+                                                             or digest in names):
             holders = ["default"]
         for ns_name in holders:
             if digest in reachable.get(ns_name, set()):
+                continue
+            if lost_images is not None and not lost_images(ns_name) and digest not in names:
                 continue
             candidates = _candidate_names(doc, ns_name, names, targets, orphaned or {}, spaces.get(ns_name),
                                           repositories)

@@ -172,7 +172,8 @@ def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set
         # with an unpack, labels of lost snapshots stay: they say the image was unpacked,
         # so it is unpacked again (and labelled anew), even after an interrupted rebuild
         prune_dangling_labels(meta, report)
-    derive_images(meta, good, content, run.names, report, orphaned)
+    derive_images(meta, good, content, run.names, report, orphaned,
+                  lost_images=lambda ns: stores.meta_lost_under(b"v1", *([ns.encode(), b"images"] if ns else [])))
     if run.regenerate_layers:
         regenerate_lost_layers(meta, backends, run.croot, run.target, report, unpack=run.unpack)
     drop_incomplete_images(meta, content, report)

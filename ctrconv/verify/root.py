@@ -442,8 +442,8 @@ def _check_image(image: ImageRecord, records: dict[str, BlobRecord], content: Na
         report.add("invalid-json", obj, where, str(exc))
         return
     _report_verdict(image, verdict, labels_of, content, obj, where, report)
-    _check_gc_labels(verdict, records, content, cache, obj, where, report)
     runs = runs or HostRuns()
+    _check_gc_labels(verdict, records, content, cache, obj, where, report, runs)
     for manifest in verdict.usable:
         _check_unpacked(image, manifest, records, content, snapshot_keys, report, cache, runs)
 
@@ -486,10 +486,18 @@ def _report_verdict(image: ImageRecord, verdict: Assessment, labels_of: Recorded
 
 
 def _check_gc_labels(verdict: Assessment, records: dict[str, BlobRecord], content: NamespaceContent,
-                     cache: DocumentCache, obj: str, where: str, report: Report) -> None:
+                     cache: DocumentCache, obj: str, where: str, report: Report, runs: HostRuns) -> None:
     """Each parent labels its direct children (containerd's ChildGCLabels); only children that
-    are present matter (GC keeps what is labelled, and ignores the rest)."""
+    are present matter (GC keeps what is labelled, and ignores the rest).
+
+    A present child an index does not label is a problem when this host runs it (GC would
+    take the image's own platform), and information otherwise: 1.7 and 2.x leave the platforms
+    an import did not select, and their configs and layers, for the GC that runs after it (a
+    root stopped before it is healthy), and another image may keep them. Likewise a manifest
+    of a platform this host does not run may leave its config and layers unlabelled (1.7 and
+    2.x keep such manifests, and their GC then removes the rest): information too."""
     missing = {d["digest"] for d in verdict.plan.missing}
+    host = {m.descriptor["digest"] for m in verdict.usable if not m.platform or runs(m.platform)}
     for index in verdict.plan.indexes:
         if index["digest"] not in records:
             continue
@@ -501,17 +509,30 @@ def _check_gc_labels(verdict: Assessment, records: dict[str, BlobRecord], conten
         for child in doc.get("manifests") or []:
             digest = child.get("digest")
             if isinstance(digest, str) and content.exists(digest) and digest not in labels:
-                report.add("missing-gc-label", obj, where, f"index {index['digest']} has no gc.ref.content label for its child {digest}: GC would delete it")
+                if digest in host:
+                    report.add("missing-gc-label", obj, where, f"index {index['digest']} has no gc.ref.content label for its child {digest}: GC would delete it")
+                else:
+                    report.add("missing-gc-label", obj, where,
+                               f"index {index['digest']} has no gc.ref.content label for its child {digest}, a platform "
+                               "not selected here: containerd's GC removes it unless another image keeps it",
+                               severity="info")
     # a partly pulled platform's manifest (2.x keeps it without labels) protects nothing the
     # whole platforms need: only whole manifests must label their children
     for manifest in verdict.usable:
         mdigest = manifest.descriptor["digest"]
         if mdigest not in records:
             continue
+        unselected = bool(verdict.plan.indexes) and mdigest not in host
         labels = _labels_of(records, mdigest)
         for child in [manifest.config, *manifest.layers]:
             if child["digest"] not in missing and child["digest"] not in labels:
-                report.add("missing-gc-label", obj, where, f"manifest {mdigest} has no gc.ref.content label for {child['digest']}: GC would delete it")
+                if unselected:
+                    report.add("missing-gc-label", obj, where,
+                               f"manifest {mdigest} (a platform this host does not run) has no gc.ref.content label "
+                               f"for {child['digest']}: containerd's GC removes it unless another image keeps it",
+                               severity="info")
+                else:
+                    report.add("missing-gc-label", obj, where, f"manifest {mdigest} has no gc.ref.content label for {child['digest']}: GC would delete it")
 
 
 def _check_unpacked(image: ImageRecord, manifest: PlannedManifest, records: dict[str, BlobRecord],
