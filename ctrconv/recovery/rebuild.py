@@ -38,7 +38,12 @@ from ctrconv.recovery.regenerate import regenerate_lost_layers
 from ctrconv.recovery.reimport import import_groups, reimport_groups, settle_snapshot_labels
 from ctrconv.recovery.report import RebuildReport
 from ctrconv.recovery.salvage import CONTAINERD_ROOT_HINTS, Salvaged, lock_stores, salvage_stores
-from ctrconv.recovery.snapshots import clean_snapshots, drop_containers_without_snapshots, snapshots_unlike_their_layers
+from ctrconv.recovery.snapshots import (
+    Detached,
+    clean_snapshots,
+    drop_containers_without_snapshots,
+    snapshots_unlike_their_layers,
+)
 
 __all__ = ["CONTAINERD_ROOT_HINTS", "RebuildReport", "rebuild_root"]
 
@@ -60,6 +65,8 @@ class _Run:
     stamp: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
     #: blobs the healthy-check's verify already hashed (in place only)
     known: dict[str, KnownHash] = field(default_factory=dict)
+    #: containers' writable snapshots kept aside until their parent chain is unpacked again
+    detached: list[Detached] = field(default_factory=list)
 
 
 def rebuild_root(
@@ -151,7 +158,8 @@ def _rebuild_into(run: _Run, report: RebuildReport) -> None:
     del stores  # the salvaged trees: each import below loads the repaired meta.db itself
     import_groups(run.target, work, report, progress=run.progress)
     del work  # the walks and sources: the last step loads meta.db once more
-    settle_snapshot_labels(run.target, report)
+    settle_snapshot_labels(run.target, report, run.detached, quarantine=run.croot.path / "ctrconv-quarantine" / run.stamp
+                           if run.in_place else None)
 
 
 def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set[int]]:
@@ -166,8 +174,9 @@ def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set
         meta, backends, run.croot, content, report, scratch=run.target.path)
     # a damaged meta.db may have lost snapshot records its snapshotters still hold: restored
     kept = clean_snapshots(meta, backends, run.croot, report, distrusted,
-                           restore_records=lambda ns: stores.meta_lost_under(b"v1", ns.encode(), b"snapshots"))
-    drop_containers_without_snapshots(meta, report)
+                           restore_records=lambda ns: stores.meta_lost_under(b"v1", ns.encode(), b"snapshots"),
+                           detached=run.detached)
+    drop_containers_without_snapshots(meta, report, pending={(d.namespace, d.key) for d in run.detached})
     if not run.unpack:
         # with an unpack, labels of lost snapshots stay: they say the image was unpacked,
         # so it is unpacked again (and labelled anew), even after an interrupted rebuild

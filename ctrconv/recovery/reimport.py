@@ -3,6 +3,9 @@ restored, intact snapshots reused and missing ones unpacked again."""
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
 from typing import Any, Callable
 
 from ctrconv.bolt.tree import BucketTree
@@ -96,19 +99,40 @@ def import_groups(target: ContainerdRoot, work: list[NamespaceWork], report: Reb
             source.close()
 
 
-def settle_snapshot_labels(target: ContainerdRoot, report: RebuildReport) -> None:
+def settle_snapshot_labels(target: ContainerdRoot, report: RebuildReport, detached: list[Any] = (),  # type: ignore[assignment]
+                           *, quarantine: Path | None = None) -> None:
     """The last step: snapshot GC labels whose snapshot the rebuilt root does not have are
     dropped (``cleaned up label ...``). The re-import unpacks again what runs on this host and
     labels it anew; a snapshot it does not make (a foreign platform a namespace pulled, an image
     whose layer blobs were discarded) left its config's label pointing at nothing: ``verify``
     called the rebuilt root damaged, and rebuilding it again changed nothing. meta.db is written
-    only when a label goes (one more load of it, after the imports let theirs go)."""
+    only when a label goes (one more load of it, after the imports let theirs go).
+
+    ``detached``: containers' writable snapshots whose parent chain broke
+    (:class:`~ctrconv.recovery.snapshots.Detached`), attached again to the chain the re-import
+    made; one whose chain was not made again loses its container, and its directory goes to
+    ``quarantine`` (in place: the container's data is never deleted) or is removed from the new
+    root (the damaged root still holds it)."""
     from ctrconv.recovery.metadata import prune_dangling_labels
+    from ctrconv.recovery.snapshots import drop_containers_without_snapshots, reattach
     from ctrconv.sinks.containerd_root.transaction import RootTransaction
 
-    with RootTransaction(target.path, backup=False, containerd_version=None) as txn:
+    snapshotters = tuple(sorted({d.snapshotter for d in detached}))
+    with RootTransaction(target.path, snapshotters=snapshotters, backup=False, containerd_version=None) as txn:
+        lost = reattach(txn.meta, {sn: txn.backend(sn) for sn in snapshotters}, list(detached), report)
+        drop_containers_without_snapshots(txn.meta, report, reason="its writable snapshot's image layers were not "
+                                          "made again: it could not start")
         prune_dangling_labels(txn.meta, report)
         txn.commit()
+    for item in lost:
+        directory = target.snapshot_dir(item.snapshotter, item.id)
+        if quarantine is not None:
+            where = quarantine / "snapshots" / item.snapshotter / str(item.id)
+            where.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(directory, where)
+            report.backups.append(str(where))
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _groups(source: Any, target: ContainerdRoot, ns: BucketTree, unpack: bool,

@@ -4,8 +4,9 @@ layers); rewrite the snapshotter's ``parents`` index and set every sequence abov
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Hashable, Mapping
+from typing import Callable, Collection, Hashable, Mapping
 
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
@@ -14,6 +15,7 @@ from ctrconv.containerd.records import (
     SnapshotRecord,
     add_child,
     backend_name_seq,
+    is_committed,
     key_bytes,
     read_backend_snapshot,
     write_parent_link,
@@ -23,6 +25,22 @@ from ctrconv.errors import FormatError
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.recovery.buckets import backend_id, image_descriptors, namespaces, text
 from ctrconv.recovery.report import RebuildReport
+
+
+@dataclass
+class Detached:
+    """A container's writable snapshot whose own record and directory are whole but whose parent
+    chain broke (an image layer's directory lost): kept aside, its directory kept, and attached
+    again after the re-import unpacked that chain anew (:func:`reattach`)."""
+
+    namespace: str
+    snapshotter: str
+    key: bytes  #: its meta.db key (the container's ``snapshotKey``)
+    backend_key: bytes
+    backend: BucketTree  #: its snapshotter record (``parent`` rewritten when attached)
+    record: BucketTree  #: its meta.db record
+    parent: bytes  #: the meta.db key of its parent (a chain ID for an image's top layer)
+    id: int
 
 
 def whole_chains(records: Mapping[bytes, BucketTree], ok: Callable[[bytes, BucketTree], bool]) -> set[bytes]:
@@ -45,12 +63,16 @@ def whole_chains(records: Mapping[bytes, BucketTree], ok: Callable[[bytes, Bucke
 def clean_snapshots(
     meta: BucketTree, backends: dict[str, BucketTree], croot: ContainerdRoot, report: RebuildReport,
     distrusted: dict[str, set[bytes]] | None = None, *, restore_records: Callable[[str], bool] | None = None,
+    detached: list[Detached] | None = None,
 ) -> dict[str, set[int]]:
     """Keep only snapshot chains that are whole in meta.db, the backend db and on disk, and
     whose trees were not found to differ from their layers (``distrusted`` backend keys).
     ``restore_records(namespace)``: whether that namespace's snapshot records may have been
     lost to damage; a whole backend snapshot of such a namespace that no record names gets its
     record back (:func:`restore_lost_records`) instead of being cleaned up.
+
+    ``detached`` receives the writable snapshots whose parent chain broke below them
+    (:class:`Detached`): their directories stay too.
 
     Returns, per snapshotter, the ids of the snapshots kept (their directories stay).
     """
@@ -61,11 +83,13 @@ def clean_snapshots(
         alive = _alive_backend_snapshots(sn, records, croot, (distrusted or {}).get(sn, set()))
         if restore_records is not None:
             restore_lost_records(meta, sn, records, alive, report, restore_records)
+        aside = _detach_writable(meta, sn, records, alive, croot) if detached is not None else []
         referenced: set[bytes] = set()
         for ns_name, ns in namespaces(meta):
             bucket = ns.bucket(K.SNAPSHOTS, sn.encode())
             if bucket is not None:
-                referenced |= _clean_namespace_snapshots(f"{ns_name}/{sn}", bucket, alive, report)
+                referenced |= _clean_namespace_snapshots(f"{ns_name}/{sn}", bucket, alive, report,
+                                                         {d.key for d in aside if d.namespace == ns_name})
         for key in list(records.entries):
             if key not in alive or key not in referenced:
                 del records.entries[key]
@@ -75,17 +99,82 @@ def clean_snapshots(
                     report.drop("backend-snapshot", f"{sn}/{text(key)}", "incomplete chain (parent, record or directory missing)")
         kept = {key: alive[key] for key in records.entries}
         _rewrite_parents(backend, records, kept)
-        records.sequence = max([records.sequence, *kept.values()])
-        kept_ids[sn] = set(kept.values())
+        records.sequence = max([records.sequence, *kept.values(), *(d.id for d in aside)])
+        kept_ids[sn] = set(kept.values()) | {d.id for d in aside}
+        if detached is not None:
+            detached.extend(aside)
     return kept_ids
 
 
-def drop_containers_without_snapshots(meta: BucketTree, report: RebuildReport) -> None:
+def _detach_writable(meta: BucketTree, sn: str, records: BucketTree, alive: Mapping[bytes, int],
+                     croot: ContainerdRoot) -> list[Detached]:
+    """The writable (not committed) snapshots a container names whose own snapshotter record,
+    meta.db record and directory are whole but whose parent chain is not: taken out of both
+    trees (as the clean-up would), kept for :func:`reattach`. Deleting them lost a container's
+    data when only an image layer below it was lost, which the re-import unpacks again."""
+    aside: list[Detached] = []
+    for ns_name, ns in namespaces(meta):
+        bucket = ns.bucket(K.SNAPSHOTS, sn.encode())
+        containers = ns.bucket(K.CONTAINERS)
+        if bucket is None or containers is None:
+            continue
+        named = {c.get(K.SNAPSHOT_KEY) for c in containers.entries.values()
+                 if isinstance(c, BucketTree) and c.get(K.SNAPSHOTTER) == sn.encode()}
+        for key in sorted(k for k in named if k):
+            record = bucket.entries.get(key)
+            if not isinstance(record, BucketTree) or record.get(K.PARENT) is None:
+                continue
+            backend_key = record.get(K.NAME)
+            backend = records.entries.get(backend_key) if backend_key else None
+            if not isinstance(backend, BucketTree) or backend_key in alive or is_committed(backend):
+                continue
+            sid = backend_id(backend)
+            directory = croot.snapshot_fs(sn, sid) if sid is not None else None
+            if sid is None or directory is None or not directory.is_dir():
+                continue
+            aside.append(Detached(ns_name, sn, key, backend_key, backend, record, record.get(K.PARENT), sid))  # type: ignore[arg-type]
+    for item in aside:
+        del records.entries[item.backend_key]
+        del meta.bucket(K.V1, key_bytes(item.namespace), K.SNAPSHOTS, sn.encode()).entries[item.key]  # type: ignore[union-attr]
+    return aside
+
+
+def reattach(meta: BucketTree, backends: Mapping[str, BucketTree], detached: list[Detached],
+             report: RebuildReport) -> list[Detached]:
+    """Attach each :class:`Detached` writable snapshot to its parent as the re-import made it
+    again (the same meta.db key, a chain ID, on a new snapshotter record): its snapshotter
+    record points at the new one, the parents index links them, the parent lists it as a child.
+    Returns those whose parent was not made again (their container cannot start)."""
+    lost: list[Detached] = []
+    for item in detached:
+        bucket = meta.bucket(K.V1, key_bytes(item.namespace), K.SNAPSHOTS, item.snapshotter.encode())
+        parent = bucket.entries.get(item.parent) if bucket is not None else None
+        records = backends[item.snapshotter].bucket(K.V1, K.SNAPSHOTS)
+        parent_backend = records.entries.get(parent.get(K.NAME)) if isinstance(parent, BucketTree) and records else None
+        parent_id = backend_id(parent_backend) if isinstance(parent_backend, BucketTree) else None
+        if bucket is None or parent_id is None or item.key in bucket.entries:
+            lost.append(item)
+            continue
+        item.backend.put(K.PARENT, parent.get(K.NAME))  # type: ignore[union-attr,arg-type]
+        records.entries[item.backend_key] = item.backend  # type: ignore[union-attr]
+        parents = backends[item.snapshotter].bucket(K.V1, K.PARENTS, create=True)
+        write_parent_link(parents, parent_id, item.id, text(item.backend_key))  # type: ignore[arg-type]
+        bucket.entries[item.key] = item.record
+        bucket.sequence = max(bucket.sequence, backend_name_seq(text(item.backend_key)) or 0)
+        add_child(parent, text(item.key))  # type: ignore[arg-type]
+        report.restore("snapshot", f"snapshot {item.namespace}/{item.snapshotter}/{text(item.key)}",
+                       f"a container's writable layer, attached again to {text(item.parent)} as unpacked anew")
+    return lost
+
+
+def drop_containers_without_snapshots(meta: BucketTree, report: RebuildReport,
+                                      pending: Collection[tuple[str, bytes]] = (), reason: str | None = None) -> None:
     """A container whose snapshot did not survive (its writable layer lost with its directory,
     its record, or a broken link below it) cannot start, and nothing makes that snapshot again:
     its record goes, reported (``verify`` calls it ``missing-container-snapshot``). containerd's
     GC never removes a container, so a rebuilt root kept it, failing to start, and verified
-    clean."""
+    clean. ``pending``: (namespace, snapshot key) of writable snapshots kept aside for
+    :func:`reattach`, whose containers stay for now; ``reason`` words the drop."""
     for ns_name, ns in namespaces(meta):
         containers = ns.bucket(K.CONTAINERS)
         for container_id in list(containers.entries) if containers is not None else []:
@@ -96,10 +185,12 @@ def drop_containers_without_snapshots(meta: BucketTree, report: RebuildReport) -
             if not key:
                 continue  # (a container made without a root filesystem)
             snapshots = ns.bucket(K.SNAPSHOTS, sn) if sn else None
+            if (ns_name, key) in pending:
+                continue
             if snapshots is None or not isinstance(snapshots.entries.get(key), BucketTree):
                 del containers.entries[container_id]
                 report.drop("container", f"container {ns_name}/{text(container_id)}",
-                            f"its snapshot {text(key)} ({text(sn or b'')}) is lost: it could not start")
+                            reason or f"its snapshot {text(key)} ({text(sn or b'')}) is lost: it could not start")
 
 
 def restore_lost_records(meta: BucketTree, sn: str, records: BucketTree, alive: Mapping[bytes, int],
@@ -168,7 +259,7 @@ def _alive_backend_snapshots(sn: str, records: BucketTree, croot: ContainerdRoot
 
 
 def _clean_namespace_snapshots(where: str, bucket: BucketTree, alive: Mapping[bytes, int],
-                               report: RebuildReport) -> set[bytes]:
+                               report: RebuildReport, aside: set[bytes] = frozenset()) -> set[bytes]:  # type: ignore[assignment]
     """One namespace's records of one snapshotter: those whose backend snapshot is alive and
     whose parent stays are kept (children links to dropped ones removed), the rest dropped;
     the sequence is set above every backend name in use. Returns the backend keys named."""
@@ -179,7 +270,8 @@ def _clean_namespace_snapshots(where: str, bucket: BucketTree, alive: Mapping[by
     for key in list(bucket.entries):
         if key not in keep:
             del bucket.entries[key]
-            report.drop("snapshot", f"snapshot {where}/{text(key)}", "backend record, parent or directory missing")
+            if key not in aside:  # (kept for reattach)
+                report.drop("snapshot", f"snapshot {where}/{text(key)}", "backend record, parent or directory missing")
             continue
         rec = bucket.entries[key]
         referenced.add(rec.get(K.NAME))  # type: ignore[union-attr,arg-type]

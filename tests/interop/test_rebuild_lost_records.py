@@ -224,3 +224,42 @@ def test_a_damaged_containers_leaf_is_that_bucket_s_problem_only(realnode_set_fo
     assert kinds == {"bolt", "unreadable-record"}, verify.json["problems"]
     assert verify.json["stats"]["images"] == len(cli("ls", "--root", str(root), "-A", "-q").stdout.split())
     assert not [i for i in verify.json["info"] if i["kind"] == "unreferenced-blob"]
+
+
+@pytest.mark.parametrize("how", ["in-place", "output"])
+def test_a_container_s_writable_layer_survives_a_lost_image_layer_below_it(how, realnode_set_for, cli, tmp_path,
+                                                                           private_containerd):
+    """Only the directory of an image layer below a stopped container was lost: the re-import
+    unpacks that layer again from its blob, and the container's own writable snapshot, whole,
+    is attached to it again. rebuild deleted the container and (in place) its writable layer
+    (found by a red-team run, 1.6 to 2.x)."""
+    from ctrconv.containerd.metadata import SnapshotterDB
+
+    corpus = realnode_set_for("1.6")
+    root = corpus.copy_root("node", tmp_path / "node")
+    with BoltFile(root / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db") as db:
+        snaps = {s.key: s for s in SnapshotterDB(db).snapshots()}
+    [active] = [s for s in snaps.values() if s.key.endswith("/rn-stopped")]
+    parent = snaps[active.parent]
+    upper = root / SNAPSHOTS / str(active.id) / "fs"
+    files = sorted(p.relative_to(upper) for p in upper.rglob("*"))
+    shutil.rmtree(root / SNAPSHOTS / str(parent.id))
+
+    target = root if how == "in-place" else tmp_path / "new"
+    result = cli("rebuild", "--root", str(root), "-q", "--json", *(["-o", str(target)] if how == "output" else []))
+    assert result.code == 0, result.stderr
+    assert not [d for d in result.json["dropped"] if d["kind"] == "container"], result.json["dropped"]
+    assert "snapshot default/overlayfs/rn-stopped" in {r["object"] for r in result.json["restored"]}
+    assert _containers(target, "default") == _containers(root if how == "output" else target, "default")
+    kept = target / SNAPSHOTS / str(active.id) / "fs"
+    assert sorted(p.relative_to(kept) for p in kept.rglob("*")) == files
+    verify = cli("verify", "--root", str(target), "-A", "-q", "--json")
+    assert verify.code == 0, json.dumps(verify.json["problems"])[:2000]
+    again = cli("rebuild", "--root", str(target), "-q")
+    assert again.code == 0 and "nothing to repair" in again.stdout, again.stdout
+
+    daemon = private_containerd(root=target)
+    started = daemon.ctr("tasks", "start", "-d", "rn-stopped", check=False, timeout=120)
+    assert started.returncode == 0, started.stderr
+    daemon.ctr("tasks", "delete", "--force", "rn-stopped", check=False, timeout=120)
+    daemon.stop()
