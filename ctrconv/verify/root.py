@@ -592,7 +592,12 @@ def _check_snapshotter(croot: ContainerdRoot, sn: str, backend: _Backend, refere
         where = f"{base}/metadata.db"
         fs = croot.snapshot_fs(sn, s.id)
         if fs is not None and not fs.is_dir():
-            report.add("missing-snapshot-dir", obj, str(croot.snapshot_dir(sn, s.id)), f"id {s.id} has no directory")
+            if s.key in referenced_names:
+                report.add("missing-snapshot-dir", obj, str(croot.snapshot_dir(sn, s.id)), f"id {s.id} has no directory")
+            else:  # (a write stopped between the snapshotter db and meta.db leaves these: GC's)
+                report.add("missing-snapshot-dir", obj, str(croot.snapshot_dir(sn, s.id)),
+                           f"id {s.id} has no directory; no meta.db record names it (containerd's GC removes it)",
+                           severity="info")
         if s.parent and s.parent not in by_key:
             report.add("snapshot-chain", obj, where, f"parent {s.parent} is not in the snapshotter")
         if s.id > sequence:
@@ -602,7 +607,12 @@ def _check_snapshotter(croot: ContainerdRoot, sn: str, backend: _Backend, refere
     child_keys = {(by_key[s.parent].id if s.parent in by_key else None, s.id) for s in snaps if s.parent}
     for pid, cid, key in links:
         if (pid, cid) not in child_keys:
-            report.add("snapshot-chain", f"parents index {pid}/{cid}", f"{base}/metadata.db", f"v1/parents entry for {key} does not match any parent link")
+            if pid in ids:  # (it would keep containerd from removing that parent)
+                report.add("snapshot-chain", f"parents index {pid}/{cid}", f"{base}/metadata.db", f"v1/parents entry for {key} does not match any parent link")
+            else:  # (left by a write stopped and run again: ids are never reused)
+                report.add("snapshot-chain", f"parents index {pid}/{cid}", f"{base}/metadata.db",
+                           f"v1/parents entry for {key} names no snapshot (id {pid}); containerd ignores it",
+                           severity="info")
     indexed = {(l[0], l[1]) for l in links}
     for pid, cid in child_keys:
         if pid is not None and (pid, cid) not in indexed:

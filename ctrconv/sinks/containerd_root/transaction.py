@@ -116,8 +116,10 @@ class _BoltState:
         return fingerprint(self.tree) != self.original
 
 
-def _load(path: Path, mode: int, *, new_freelist: bool) -> _BoltState:
-    if path.is_file():
+def _load(path: Path, mode: int, *, new_freelist: bool, new: bool = False) -> _BoltState:
+    """The bolt file at ``path`` as a tree, or an empty one when there is none (``new``: the
+    file is this writer's placeholder, see :meth:`RootTransaction._hold`)."""
+    if not new and path.is_file():
         with BoltFile(path) as db:
             tree = BucketTree.load(db.root)
             return _BoltState(path, mode, fingerprint(tree), tree, db.page_size, db.meta.freelist_synced,
@@ -149,6 +151,9 @@ class RootTransaction:
     _was_empty: bool = field(default=False, init=False, repr=False)
     #: fds holding LOCK_EX on the bolt files as they were (the inodes each commit replaces)
     _locked: dict[Path, int] = field(default_factory=dict, init=False, repr=False)
+    #: bolt files that did not exist: an empty placeholder holds each name and lock until the
+    #: commit replaces it (:meth:`_hold`)
+    _placeholders: set[Path] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.containerd_version is not None and self.containerd_version not in CONTAINERD_VERSIONS:
@@ -176,7 +181,12 @@ class RootTransaction:
         try:
             self._open()
         except BaseException:
-            self._stack.close()
+            try:
+                if self._locked:  # (the root lock is held: what this writer made may go)
+                    self._remove_own_skeleton()
+                self._remove_placeholders()
+            finally:
+                self._stack.close()
             raise
         return self
 
@@ -184,8 +194,22 @@ class RootTransaction:
         try:
             if exc_type is not None and not self.meta_attempted:
                 self._remove_own_skeleton()
+            self._remove_placeholders()
         finally:
             self._stack.close()  # the lock goes last: nobody sees a half-removed root
+
+    def _remove_placeholders(self) -> None:
+        """A placeholder no commit replaced (the write failed, or it had nothing to write to
+        that file) goes: left, it was a 0-byte bolt file in the root. Each is retired first, so
+        a containerd waiting on it fails to open it rather than making an empty database."""
+        for path in self._placeholders:
+            fd = self._locked.get(path)
+            try:
+                if fd is not None and os.fstat(fd).st_size == 0 and os.path.samestat(os.fstat(fd), os.stat(path)):
+                    os.unlink(path)
+                    _retire(fd, None)
+            except OSError:
+                pass
 
     def _remove_own_skeleton(self) -> None:
         """A failed write into a root that was empty when this writer locked it leaves nothing:
@@ -207,22 +231,25 @@ class RootTransaction:
         self._was_empty = lock.was_empty
         (self.root / K.METADATA_PLUGIN_DIR).mkdir(mode=BOLT_DIR_MODE, exist_ok=True)
         # Lock everything before reading anything: containerd holds these for its lifetime.
-        if self.meta_db_path.is_file():
-            self._locked[self.meta_db_path] = self._stack.enter_context(exclusive_lock(self.meta_db_path))
+        self._hold(self.meta_db_path, META_DB_MODE)
         for name in self.snapshotters:
             sdir = self.snapshotter_dir(name)
             sdir.mkdir(mode=SNAPSHOTTER_DIR_MODE, exist_ok=True)
             (sdir / "snapshots").mkdir(mode=SNAPSHOTTER_DIR_MODE, exist_ok=True)
-            if (sdir / SNAPSHOTTER_DB).is_file():
-                self._locked[sdir / SNAPSHOTTER_DB] = self._stack.enter_context(exclusive_lock(sdir / SNAPSHOTTER_DB))
+            self._hold(sdir / SNAPSHOTTER_DB, SNAPSHOTTER_DB_MODE)
         remove_stale_temp(self.content_dir)
         for name in self.snapshotters:
             remove_stale_temp(self.snapshotter_dir(name))
-        self.detected_version = detect_containerd_version(self.meta_db_path)
+        _remove_stale_bolt_temps(self.meta_db_path)
+        for name in self.snapshotters:
+            _remove_stale_bolt_temps(self.snapshotter_dir(name) / SNAPSHOTTER_DB)
+        self.detected_version = (None if self.meta_db_path in self._placeholders
+                                 else detect_containerd_version(self.meta_db_path))
         target = self.containerd_version or "1.6"
         # An existing file keeps its freelist style and version key: 2.x migrates a version-3
         # file itself (moving 1.7's root-level sandboxes first), 1.x opens version 4 as is.
-        self._meta = _load(self.meta_db_path, META_DB_MODE, new_freelist=target == "1.6")
+        self._meta = _load(self.meta_db_path, META_DB_MODE, new_freelist=target == "1.6",
+                           new=self.meta_db_path in self._placeholders)
         if not self._meta.existed:
             version = K.DB_VERSION_2X if target == "2.x" else K.DB_VERSION_1X
             v1 = self._meta.tree.bucket(K.V1, create=True)
@@ -230,9 +257,29 @@ class RootTransaction:
             write_schema_version(v1, version)
         for name in self.snapshotters:
             # snapshotters open their db with bbolt defaults: freelist synced in every version
-            self._backends[name] = _load(
-                self.snapshotter_dir(name) / SNAPSHOTTER_DB, SNAPSHOTTER_DB_MODE, new_freelist=True
-            )
+            path = self.snapshotter_dir(name) / SNAPSHOTTER_DB
+            self._backends[name] = _load(path, SNAPSHOTTER_DB_MODE, new_freelist=True, new=path in self._placeholders)
+
+    def _hold(self, path: Path, mode: int) -> None:
+        """Take ``LOCK_EX`` on the bolt file ``path``; one that does not exist yet gets an empty
+        placeholder, locked, in its name. A containerd started on a new root while it is written
+        opens that placeholder and waits for its lock; the commit then replaces it and retires
+        it (:func:`_retire`), so that containerd fails to open it instead of running on an
+        empty database whose GC deleted every blob and snapshot this write added (found by a
+        red-team run: the import exited 0 and its images were gone)."""
+        if not path.is_file():
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, mode)
+            except FileExistsError:  # (someone made it since: lock it as it is)
+                pass
+            else:
+                os.close(fd)
+                self._placeholders.add(path)
+        self._locked[path] = self._stack.enter_context(exclusive_lock(path))
+        if os.fstat(self._locked[path]).st_size == 0:
+            # empty and now ours: a placeholder of a writer killed before its commit (or a file
+            # bbolt never initialised): no database in it, so it is written as a new one
+            self._placeholders.add(path)
 
     @property
     def version_mismatch(self) -> str | None:
@@ -317,6 +364,21 @@ class RootTransaction:
         fsync_dir(state.path.parent)
         if state.path in self._locked:
             _retire(self._locked[state.path], state.page_size)
+
+
+def _remove_stale_bolt_temps(path: Path) -> None:
+    """The ``.<name>.*.tmp`` a bolt write killed before its rename left (a whole copy of the
+    file each: nothing else ever removed them). Called under the locks: no writer is writing."""
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith(f".{path.name}.") and entry.name.endswith(".tmp") and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                pass
 
 
 def _retire(fd: int, page_size: int | None) -> None:

@@ -90,3 +90,28 @@ def test_a_meta_db_that_is_a_directory_is_unreadable_not_an_invalid_argument(cli
     meta = str(root / "io.containerd.metadata.v1.bolt" / "meta.db")
     assert result.json["salvage"][meta] == {"source": "unreadable", "damage": [f"{meta} is not a regular file"]}
     assert cli("verify", "--root", str(tmp_path / "new"), "-q").code == 0
+
+
+def test_what_a_write_stopped_between_the_bolt_files_leaves_is_information(cli, small_root: Path, tmp_path: Path) -> None:  # noqa: F811
+    """An import killed after the snapshotter db was replaced and before meta.db leaves backend
+    snapshots no meta.db record names, without directories, and its re-run leaves the old
+    ``v1/parents`` entries of ids no snapshot has: containerd's GC removes the first and ignores
+    the second. verify called them problems (found by a red-team run killing writes)."""
+    from ctrconv.bolt.reader import read_tree
+    from ctrconv.bolt.writer import write_bolt
+    from ctrconv.containerd.records import BackendSnapshot, parents_key, write_backend_snapshot
+
+    root = tmp_path / "root"
+    subprocess.run(["cp", "-a", str(small_root), str(root)], check=True)
+    db = root / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db"
+    tree = read_tree(db)
+    snapshots = tree.bucket(b"v1", b"snapshots")
+    snapshots.sequence += 10
+    record = snapshots.bucket(b"default/99/sha256:" + b"e" * 64, create=True)
+    write_backend_snapshot(record, BackendSnapshot("default/99/sha256:" + "e" * 64, snapshots.sequence, "committed", None))
+    tree.bucket(b"v1", b"parents", create=True).put(parents_key(90, 91), b"default/98/gone")
+    write_bolt(db, tree)
+    verify = cli("verify", "--root", str(root), "-A", "--json")
+    assert verify.code == 0, verify.json["problems"]
+    kinds = {i["kind"] for i in verify.json["info"]}
+    assert {"missing-snapshot-dir", "snapshot-chain", "unreferenced-backend-snapshot"} <= kinds

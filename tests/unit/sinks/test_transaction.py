@@ -49,3 +49,60 @@ def test_every_kind_of_change_changes_the_fingerprint() -> None:
     assert all(t != base for t in changed)
     assert fingerprint(split_a) != fingerprint(split_b)
     assert fingerprint(as_value) != fingerprint(as_bucket)
+
+
+def test_a_new_root_s_bolt_files_are_held_by_locked_placeholders(tmp_path) -> None:
+    """A containerd started on a new root while ctrconv writes it opened no file, created its
+    own empty meta.db and ran on it, its GC deleting everything the write added (found by a
+    red-team run). Now a locked empty placeholder holds each new bolt file's name: a daemon
+    opens it and waits; the commit replaces it and zeroes the old inode (bbolt then refuses
+    it), and a write that fails removes it."""
+    import fcntl
+    import os
+
+    import pytest
+
+    from ctrconv.containerd.locking import is_locked
+    from ctrconv.sinks.containerd_root.transaction import RootTransaction
+
+    root = tmp_path / "root"
+    with RootTransaction(root, snapshotters=("overlayfs",)) as txn:
+        meta = root / "io.containerd.metadata.v1.bolt" / "meta.db"
+        backend = root / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db"
+        assert meta.stat().st_size == 0 and is_locked(meta) and is_locked(backend)
+        daemon = os.open(meta, os.O_RDWR)  # a containerd that opened it and waits for the lock
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(daemon, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        txn.meta.bucket(b"v1", b"default", b"images", create=True)
+        assert txn.commit()
+    assert meta.stat().st_size > 0
+    assert os.fstat(daemon).st_nlink == 0 and os.pread(daemon, 8192, 0) == bytes(8192)  # retired
+    os.close(daemon)
+    assert not backend.exists()  # (nothing to write to it: its placeholder went)
+
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    (failed / "keep").write_text("x")  # an existing, non-empty directory: only what was added goes
+    with pytest.raises(RuntimeError):
+        with RootTransaction(failed, snapshotters=("overlayfs",)):
+            raise RuntimeError("the write fails")
+    assert not (failed / "io.containerd.metadata.v1.bolt" / "meta.db").exists()
+    assert not (failed / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db").exists()
+
+
+def test_a_killed_bolt_write_s_temp_file_goes_with_the_next_write(tmp_path) -> None:
+    """``.meta.db.XXXX.tmp`` (a whole copy of the file) left by a write killed before its
+    rename survived every later write (found by a red-team run)."""
+    from ctrconv.sinks.containerd_root.transaction import RootTransaction
+
+    root = tmp_path / "root"
+    with RootTransaction(root) as txn:
+        txn.meta.bucket(b"v1", b"default", b"images", create=True)
+        txn.commit()
+    stale = root / "io.containerd.metadata.v1.bolt" / ".meta.db.abcd1234.tmp"
+    stale.write_bytes(b"x" * 8192)
+    keep = root / "io.containerd.metadata.v1.bolt" / "meta.db.bak-20260101T000000Z"
+    keep.write_bytes(b"y")
+    with RootTransaction(root):
+        pass
+    assert not stale.exists() and keep.exists()
