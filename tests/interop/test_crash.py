@@ -166,10 +166,18 @@ def test_kill_9_during_rebuild_then_rebuild_again(tmp_path: Path, fixture_set, p
     assert all(r.complete and r.unpacked for r in rows), rows
 
 
+def _default_signals() -> None:
+    """The child starts with the dispositions a terminal gives a command: a suite run as a
+    background job (SIGINT ignored) or under nohup (SIGHUP ignored) would pass those on, and
+    ctrconv keeps a signal its parent ignored."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def _stop_midway(args: list[str], signum: int, ready: "callable") -> subprocess.CompletedProcess[str]:
     """Start ctrconv, wait until ``ready()`` says it is mid-work, send ``signum``."""
     proc = subprocess.Popen([sys.executable, "-m", "ctrconv", *args], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_signals,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     deadline = time.monotonic() + 60
     while not ready() and proc.poll() is None and time.monotonic() < deadline:
