@@ -235,7 +235,9 @@ def test_pull_through_faults_and_killed_pull_reuses_blobs(fixture_set, registry,
     # killed: the first layer was fetched, but no image is recorded
     assert first.is_file()
     meta = root / "io.containerd.metadata.v1.bolt" / "meta.db"
-    assert not meta.exists() or records(root)[0] == {}
+    # (the locked placeholder of a new root's meta.db may stay: empty, as bbolt and the next
+    # writer take a 0-byte file)
+    assert not meta.exists() or meta.stat().st_size == 0 or records(root)[0] == {}
 
     # the re-run goes through 503s and dropped connections and fetches only what is missing
     def flaky(method: str, path: str, n: int) -> str | None:
@@ -428,7 +430,9 @@ def test_sigterm_during_a_parallel_pull_stops_workers_and_downloads(fixture_set,
     lines = [line for line in err.splitlines() if line.strip()]
     assert proc.returncode == 128 + signal.SIGTERM and len(lines) == 1 and lines[0].startswith("ctrconv: "), err
     meta = root / "io.containerd.metadata.v1.bolt" / "meta.db"
-    assert not meta.exists() or records(root)[0] == {}
+    # (the locked placeholder of a new root's meta.db may stay: empty, as bbolt and the next
+    # writer take a 0-byte file)
+    assert not meta.exists() or meta.stat().st_size == 0 or records(root)[0] == {}
     assert not list(overlay.glob("snapshots/*")) and not list(overlay.glob(".ctrconv-tmp-*"))
     assert not list((root / "io.containerd.content.v1.content").glob(".ctrconv-tmp-*"))
     # the workers were killed before the cleanup; the forkserver (and multiprocessing's
@@ -465,7 +469,9 @@ def test_a_layer_download_that_fails_mid_unpack_leaves_nothing(fixture_set, regi
     assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("ctrconv: error: "), result.stderr
     assert first in lines[0] and "connection dropped" in lines[0], lines[0]
     meta = root / "io.containerd.metadata.v1.bolt" / "meta.db"
-    assert not meta.exists() or records(root)[0] == {}
+    # (the locked placeholder of a new root's meta.db may stay: empty, as bbolt and the next
+    # writer take a 0-byte file)
+    assert not meta.exists() or meta.stat().st_size == 0 or records(root)[0] == {}
     overlay = root / "io.containerd.snapshotter.v1.overlayfs"
     assert not list(overlay.glob("snapshots/*")) and not list(overlay.glob(".ctrconv-tmp-*"))
     assert not list((root / "io.containerd.content.v1.content").glob(".ctrconv-tmp-*"))
