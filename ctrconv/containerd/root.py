@@ -96,9 +96,6 @@ class ContainerdRoot:
             raise NotFoundError(f"containerd root {self.path} does not exist")
         if not self.meta_db.is_file():
             raise NotFoundError(f"{self.path} is not a containerd root: no {K.METADATA_PLUGIN_DIR}/{K.META_DB}")
-        if self.meta_db.stat().st_size == 0:  # (a new root's placeholder, its writer stopped)
-            raise NotFoundError(f"{self.path} holds no images yet: its {K.METADATA_PLUGIN_DIR}/{K.META_DB} is "
-                                "empty (a write into a new root was stopped before its commit)")
 
     @contextmanager
     def open_bolt(self, path: Path, *, ignore_lock: bool = False) -> Iterator[BoltFile]:
