@@ -1,6 +1,6 @@
 """Rebuild a damaged containerd root, in place (every replaced file backed up) or into a new root.
 
-The orchestrator of six named stages, each a function over the in-memory trees salvaged from
+The orchestrator of seven named stages, each a function over the in-memory trees salvaged from
 the root's bolt files (unit-tested without a daemon):
 
 1. salvage (:mod:`.salvage`): meta.db and each snapshotter metadata.db as trees;
@@ -11,7 +11,10 @@ the root's bolt files (unit-tested without a daemon):
    (opt-in, :mod:`.regenerate`) lost layer blobs written again from surviving snapshots,
    and no image that cannot run;
 6. re-import (:mod:`.reimport`): every image imported from the repaired root into itself
-   (GC labels restored, intact snapshots reused, missing ones unpacked again),
+   (GC labels restored, intact snapshots reused, missing ones unpacked again);
+7. settle (:func:`.reimport.settle_rebuilt_root`): containers' writable snapshots kept aside
+   in stage 4 attached to the chains stage 6 made again, snapshot GC labels left pointing at
+   nothing removed,
 
 with the fresh bolt files written (:mod:`.output`) between stages 5 and 6.
 """
@@ -35,7 +38,7 @@ from ctrconv.recovery.derive import derive_images, drop_incomplete_images
 from ctrconv.recovery.metadata import clean_metadata, prune_dangling_labels
 from ctrconv.recovery.output import write_stores
 from ctrconv.recovery.regenerate import regenerate_lost_layers
-from ctrconv.recovery.reimport import import_groups, reimport_groups, settle_snapshot_labels
+from ctrconv.recovery.reimport import import_groups, reimport_groups, settle_rebuilt_root
 from ctrconv.recovery.report import RebuildReport
 from ctrconv.recovery.salvage import CONTAINERD_ROOT_HINTS, Salvaged, lock_stores, salvage_stores
 from ctrconv.recovery.snapshots import (
@@ -154,12 +157,12 @@ def _rebuild_into(run: _Run, report: RebuildReport) -> None:
     # Intact content records say what a namespace holds; only where they may be lost may a
     # namespace take blobs on disk that it has no record of.
     work = reimport_groups(run.target, stores.meta, run.unpack,
-                           trust_records=lambda ns: not stores.meta_lost_under(b"v1", ns.encode(), b"content"))
+                           trusted=lambda ns: not stores.meta_lost_under(b"v1", ns.encode(), b"content"))
     del stores  # the salvaged trees: each import below loads the repaired meta.db itself
     import_groups(run.target, work, report, progress=run.progress)
     del work  # the walks and sources: the last step loads meta.db once more
-    settle_snapshot_labels(run.target, report, run.detached, quarantine=run.croot.path / "ctrconv-quarantine" / run.stamp
-                           if run.in_place else None)
+    settle_rebuilt_root(run.target, report, run.detached,
+                        quarantine=run.croot.path / "ctrconv-quarantine" / run.stamp if run.in_place else None)
 
 
 def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set[int]]:

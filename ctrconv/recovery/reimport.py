@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
@@ -22,6 +22,9 @@ from ctrconv.recovery.derive import assess_image
 from ctrconv.progress import Progress
 from ctrconv.recovery.report import RebuildReport
 
+if TYPE_CHECKING:
+    from ctrconv.recovery.snapshots import Detached
+
 GC_SNAPSHOT = K.LABEL_GC_SNAPSHOT
 #: Group of entries imported in one transaction: (platforms kept or None, unpack again)
 GroupKey = tuple["tuple[str, ...] | None", bool]
@@ -34,25 +37,16 @@ GroupKey = tuple["tuple[str, ...] | None", bool]
 NamespaceWork = tuple[str, Any, "dict[GroupKey, list[Any]]", "dict[str, ImagePlan]", bool]
 
 
-def reimport(target: ContainerdRoot, meta: BucketTree, unpack: bool, report: RebuildReport, *,
-             trust_records: "bool | Callable[[str], bool]" = False, progress: Progress | None = None) -> None:
-    """Import each namespace's images from the repaired root into itself (``progress``: each
-    import's stages, content, unpack and records).
+def reimport_groups(target: ContainerdRoot, meta: BucketTree, unpack: bool,
+                    trusted: Callable[[str], bool]) -> list[NamespaceWork]:
+    """What :func:`import_groups` imports from the repaired root into itself, decided from the
+    salvaged ``meta`` tree alone: the caller may let the tree go before the imports (each loads
+    the target's meta.db as its own tree; both at once doubled a rebuild's peak memory).
 
     Every platform whose content is complete is kept (labelled, so GC keeps it), not just the
     host's: a rebuild must not lose what the node had. Images are grouped by that platform set
-    so each group is one transaction.
-    """
-    import_groups(target, reimport_groups(target, meta, unpack, trust_records), report, progress)
-
-
-def reimport_groups(target: ContainerdRoot, meta: BucketTree, unpack: bool,
-                    trust_records: "bool | Callable[[str], bool]") -> list[NamespaceWork]:
-    """What :func:`reimport` imports, decided from the salvaged ``meta`` tree alone: the
-    caller may let the tree go before :func:`import_groups` (each import loads the target's
-    meta.db as its own tree; both at once doubled a rebuild's peak memory). ``trust_records``:
-    whether a namespace's content records are whole (:func:`_groups`), for all or per name."""
-    trusted = trust_records if callable(trust_records) else (lambda _ns: bool(trust_records))
+    so each group is one transaction. ``trusted(namespace)``: whether that namespace's content
+    records are whole (:func:`_groups`)."""
     from ctrconv.sources.containerd_root import ContainerdRootSource
 
     work: list[NamespaceWork] = []
@@ -99,8 +93,8 @@ def import_groups(target: ContainerdRoot, work: list[NamespaceWork], report: Reb
             source.close()
 
 
-def settle_snapshot_labels(target: ContainerdRoot, report: RebuildReport, detached: list[Any] = (),  # type: ignore[assignment]
-                           *, quarantine: Path | None = None) -> None:
+def settle_rebuilt_root(target: ContainerdRoot, report: RebuildReport, detached: Sequence[Detached] = (),
+                        *, quarantine: Path | None = None) -> None:
     """The last step: snapshot GC labels whose snapshot the rebuilt root does not have are
     dropped (``cleaned up label ...``). The re-import unpacks again what runs on this host and
     labels it anew; a snapshot it does not make (a foreign platform a namespace pulled, an image
@@ -115,6 +109,7 @@ def settle_snapshot_labels(target: ContainerdRoot, report: RebuildReport, detach
     root (the damaged root still holds it)."""
     from ctrconv.recovery.metadata import prune_dangling_labels
     from ctrconv.recovery.snapshots import drop_containers_without_snapshots, reattach
+    from ctrconv.streams import fsync_dir
     from ctrconv.sinks.containerd_root.transaction import RootTransaction
 
     snapshotters = tuple(sorted({d.snapshotter for d in detached}))
@@ -130,6 +125,8 @@ def settle_snapshot_labels(target: ContainerdRoot, report: RebuildReport, detach
             where = quarantine / "snapshots" / item.snapshotter / str(item.id)
             where.parent.mkdir(parents=True, exist_ok=True)
             os.rename(directory, where)
+            fsync_dir(where.parent)  # (durable where it went, before this command says it is done)
+            fsync_dir(directory.parent)
             report.backups.append(str(where))
         else:
             shutil.rmtree(directory, ignore_errors=True)

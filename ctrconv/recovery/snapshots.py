@@ -88,8 +88,7 @@ def clean_snapshots(
         for ns_name, ns in namespaces(meta):
             bucket = ns.bucket(K.SNAPSHOTS, sn.encode())
             if bucket is not None:
-                referenced |= _clean_namespace_snapshots(f"{ns_name}/{sn}", bucket, alive, report,
-                                                         {d.key for d in aside if d.namespace == ns_name})
+                referenced |= _clean_namespace_snapshots(f"{ns_name}/{sn}", bucket, alive, report)
         for key in list(records.entries):
             if key not in alive or key not in referenced:
                 del records.entries[key]
@@ -259,7 +258,7 @@ def _alive_backend_snapshots(sn: str, records: BucketTree, croot: ContainerdRoot
 
 
 def _clean_namespace_snapshots(where: str, bucket: BucketTree, alive: Mapping[bytes, int],
-                               report: RebuildReport, aside: set[bytes] = frozenset()) -> set[bytes]:  # type: ignore[assignment]
+                               report: RebuildReport) -> set[bytes]:
     """One namespace's records of one snapshotter: those whose backend snapshot is alive and
     whose parent stays are kept (children links to dropped ones removed), the rest dropped;
     the sequence is set above every backend name in use. Returns the backend keys named."""
@@ -270,8 +269,7 @@ def _clean_namespace_snapshots(where: str, bucket: BucketTree, alive: Mapping[by
     for key in list(bucket.entries):
         if key not in keep:
             del bucket.entries[key]
-            if key not in aside:  # (kept for reattach)
-                report.drop("snapshot", f"snapshot {where}/{text(key)}", "backend record, parent or directory missing")
+            report.drop("snapshot", f"snapshot {where}/{text(key)}", "backend record, parent or directory missing")
             continue
         rec = bucket.entries[key]
         referenced.add(rec.get(K.NAME))  # type: ignore[union-attr,arg-type]

@@ -263,3 +263,28 @@ def test_a_container_s_writable_layer_survives_a_lost_image_layer_below_it(how, 
     assert started.returncode == 0, started.stderr
     daemon.ctr("tasks", "delete", "--force", "rn-stopped", check=False, timeout=120)
     daemon.stop()
+
+
+def test_a_writable_layer_whose_image_layers_are_gone_is_quarantined_never_deleted(realnode_set_for, cli, tmp_path):
+    """The image layer below a stopped container lost with every layer blob: nothing makes the
+    chain again, so the container cannot start and its record goes; in place its writable
+    layer's directory is moved to the quarantine, not deleted."""
+    from ctrconv.containerd.metadata import SnapshotterDB
+
+    corpus = realnode_set_for("1.6")
+    root = corpus.copy_root("node", tmp_path / "node")
+    with BoltFile(root / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db") as db:
+        snaps = {s.key: s for s in SnapshotterDB(db).snapshots()}
+    [active] = [s for s in snaps.values() if s.key.endswith("/rn-stopped")]
+    upper = root / SNAPSHOTS / str(active.id) / "fs"
+    files = sorted(p.relative_to(upper) for p in upper.rglob("*"))
+    shutil.rmtree(root / SNAPSHOTS / str(snaps[active.parent].id))
+    for blob in (root / "io.containerd.content.v1.content" / "blobs" / "sha256").iterdir():
+        blob.unlink()
+    result = cli("rebuild", "--root", str(root), "-q", "--json")
+    assert result.code == 0, result.stderr
+    assert "container default/rn-stopped" in {d["object"] for d in result.json["dropped"] if d["kind"] == "container"}
+    [kept] = [Path(b) for b in result.json["backups"] if b.endswith(f"/snapshots/overlayfs/{active.id}")]
+    assert sorted(p.relative_to(kept / "fs") for p in (kept / "fs").rglob("*")) == files
+    assert not (root / SNAPSHOTS / str(active.id)).exists()
+    assert cli("verify", "--root", str(root), "-A", "-q").code == 0
