@@ -84,19 +84,23 @@ def clean_snapshots(
         if restore_records is not None:
             restore_lost_records(meta, sn, records, alive, report, restore_records)
         aside = _detach_writable(meta, sn, records, alive, croot) if detached is not None else []
+        aside_keys = {d.backend_key for d in aside}
         referenced: set[bytes] = set()
         for ns_name, ns in namespaces(meta):
             bucket = ns.bucket(K.SNAPSHOTS, sn.encode())
             if bucket is not None:
-                referenced |= _clean_namespace_snapshots(f"{ns_name}/{sn}", bucket, alive, report)
+                referenced |= _clean_namespace_snapshots(
+                    f"{ns_name}/{sn}", bucket, alive, report, {d.key for d in aside if d.namespace == ns_name})
         for key in list(records.entries):
+            if key in aside_keys:
+                continue
             if key not in alive or key not in referenced:
                 del records.entries[key]
                 if key in alive:  # whole, but no namespace names it: containerd's GC removes it
                     report.clean("backend-snapshot", f"{sn}/{text(key)}", "no meta.db record names it")
                 else:
                     report.drop("backend-snapshot", f"{sn}/{text(key)}", "incomplete chain (parent, record or directory missing)")
-        kept = {key: alive[key] for key in records.entries}
+        kept = {key: alive[key] for key in records.entries if key not in aside_keys}
         _rewrite_parents(backend, records, kept)
         records.sequence = max([records.sequence, *kept.values(), *(d.id for d in aside)])
         kept_ids[sn] = set(kept.values()) | {d.id for d in aside}
@@ -110,7 +114,11 @@ def _detach_writable(meta: BucketTree, sn: str, records: BucketTree, alive: Mapp
     """The writable (not committed) snapshots a container names whose own snapshotter record,
     meta.db record and directory are whole but whose parent chain is not: taken out of both
     trees (as the clean-up would), kept for :func:`reattach`. Deleting them lost a container's
-    data when only an image layer below it was lost, which the re-import unpacks again."""
+    data when only an image layer below it was lost, which the re-import unpacks again.
+
+    Their records stay in both trees as they are (their parent dangling until :func:`reattach`
+    links them again): a rebuild killed before that last step leaves them where a second
+    rebuild finds them again. Taken out of the written files, they were lost to that run."""
     aside: list[Detached] = []
     for ns_name, ns in namespaces(meta):
         bucket = ns.bucket(K.SNAPSHOTS, sn.encode())
@@ -132,9 +140,6 @@ def _detach_writable(meta: BucketTree, sn: str, records: BucketTree, alive: Mapp
             if sid is None or directory is None or not directory.is_dir():
                 continue
             aside.append(Detached(ns_name, sn, key, backend_key, backend, record, record.get(K.PARENT), sid))  # type: ignore[arg-type]
-    for item in aside:
-        del records.entries[item.backend_key]
-        del meta.bucket(K.V1, key_bytes(item.namespace), K.SNAPSHOTS, sn.encode()).entries[item.key]  # type: ignore[union-attr]
     return aside
 
 
@@ -143,7 +148,8 @@ def reattach(meta: BucketTree, backends: Mapping[str, BucketTree], detached: lis
     """Attach each :class:`Detached` writable snapshot to its parent as the re-import made it
     again (the same meta.db key, a chain ID, on a new snapshotter record): its snapshotter
     record points at the new one, the parents index links them, the parent lists it as a child.
-    Returns those whose parent was not made again (their container cannot start)."""
+    Returns those whose parent was not made again (their container cannot start): their
+    records, left dangling in both trees until now, are taken out."""
     lost: list[Detached] = []
     for item in detached:
         bucket = meta.bucket(K.V1, key_bytes(item.namespace), K.SNAPSHOTS, item.snapshotter.encode())
@@ -151,7 +157,11 @@ def reattach(meta: BucketTree, backends: Mapping[str, BucketTree], detached: lis
         records = backends[item.snapshotter].bucket(K.V1, K.SNAPSHOTS)
         parent_backend = records.entries.get(parent.get(K.NAME)) if isinstance(parent, BucketTree) and records else None
         parent_id = backend_id(parent_backend) if isinstance(parent_backend, BucketTree) else None
-        if bucket is None or parent_id is None or item.key in bucket.entries:
+        own = bucket is not None and _still_detached(bucket, records, item)
+        if parent_id is None or not own:
+            if own:
+                del bucket.entries[item.key]  # type: ignore[union-attr]
+                del records.entries[item.backend_key]  # type: ignore[union-attr]
             lost.append(item)
             continue
         item.backend.put(K.PARENT, parent.get(K.NAME))  # type: ignore[union-attr,arg-type]
@@ -164,6 +174,15 @@ def reattach(meta: BucketTree, backends: Mapping[str, BucketTree], detached: lis
         report.restore("snapshot", f"snapshot {item.namespace}/{item.snapshotter}/{text(item.key)}",
                        f"a container's writable layer, attached again to {text(item.parent)} as unpacked anew")
     return lost
+
+
+def _still_detached(bucket: BucketTree, records: BucketTree | None, item: Detached) -> bool:
+    """Whether the records the re-import left under the detached snapshot's keys are still its
+    own (nothing else took its meta.db key or its snapshotter key meanwhile)."""
+    record = bucket.entries.get(item.key)
+    backend = records.entries.get(item.backend_key) if records is not None else None
+    return (isinstance(record, BucketTree) and record.get(K.NAME) == item.backend_key
+            and isinstance(backend, BucketTree) and backend_id(backend) == item.id)
 
 
 def drop_containers_without_snapshots(meta: BucketTree, report: RebuildReport,
@@ -258,12 +277,13 @@ def _alive_backend_snapshots(sn: str, records: BucketTree, croot: ContainerdRoot
 
 
 def _clean_namespace_snapshots(where: str, bucket: BucketTree, alive: Mapping[bytes, int],
-                               report: RebuildReport) -> set[bytes]:
+                               report: RebuildReport, detached: Collection[bytes] = ()) -> set[bytes]:
     """One namespace's records of one snapshotter: those whose backend snapshot is alive and
-    whose parent stays are kept (children links to dropped ones removed), the rest dropped;
-    the sequence is set above every backend name in use. Returns the backend keys named."""
+    whose parent stays are kept (children links to dropped ones removed), and the ``detached``
+    keys as they are; the rest dropped; the sequence is set above every backend name in use.
+    Returns the backend keys named."""
     recs = {k: r for k, r in bucket.entries.items() if isinstance(r, BucketTree)}
-    keep = whole_chains(recs, lambda _key, rec: rec.get(K.NAME) in alive)
+    keep = whole_chains(recs, lambda _key, rec: rec.get(K.NAME) in alive) | set(detached)
     referenced: set[bytes] = set()
     top = bucket.sequence
     for key in list(bucket.entries):
@@ -292,7 +312,7 @@ def _rewrite_parents(backend: BucketTree, records: BucketTree, kept: Mapping[byt
     parents = BucketTree(sequence=old.sequence if old is not None else 0)
     for key, rec in records.entries.items():
         parent = rec.get(K.PARENT)  # type: ignore[union-attr]
-        if parent is not None:
+        if parent is not None and key in kept:  # (a detached snapshot is linked when attached)
             write_parent_link(parents, kept[parent], kept[key], text(key))
     v1.entries[K.PARENTS] = parents
 

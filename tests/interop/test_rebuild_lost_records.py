@@ -7,7 +7,9 @@ discarded drop 21 of its 24 images). A real containerd then starts the container
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -233,17 +235,9 @@ def test_a_container_s_writable_layer_survives_a_lost_image_layer_below_it(how, 
     unpacks that layer again from its blob, and the container's own writable snapshot, whole,
     is attached to it again. rebuild deleted the container and (in place) its writable layer
     (found by a red-team run, 1.6 to 2.x)."""
-    from ctrconv.containerd.metadata import SnapshotterDB
-
     corpus = realnode_set_for("1.6")
     root = corpus.copy_root("node", tmp_path / "node")
-    with BoltFile(root / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db") as db:
-        snaps = {s.key: s for s in SnapshotterDB(db).snapshots()}
-    [active] = [s for s in snaps.values() if s.key.endswith("/rn-stopped")]
-    parent = snaps[active.parent]
-    upper = root / SNAPSHOTS / str(active.id) / "fs"
-    files = sorted(p.relative_to(upper) for p in upper.rglob("*"))
-    shutil.rmtree(root / SNAPSHOTS / str(parent.id))
+    active, files = _lose_the_layer_below_a_stopped_container(root)
 
     target = root if how == "in-place" else tmp_path / "new"
     result = cli("rebuild", "--root", str(root), "-q", "--json", *(["-o", str(target)] if how == "output" else []))
@@ -253,6 +247,24 @@ def test_a_container_s_writable_layer_survives_a_lost_image_layer_below_it(how, 
     assert _containers(target, "default") == _containers(root if how == "output" else target, "default")
     kept = target / SNAPSHOTS / str(active.id) / "fs"
     assert sorted(p.relative_to(kept) for p in kept.rglob("*")) == files
+    _assert_the_container_starts(target, cli, private_containerd)
+
+
+def _lose_the_layer_below_a_stopped_container(root: Path):
+    """Remove the directory of the image layer right below the stopped container ``rn-stopped``;
+    returns its writable snapshot and the paths its tree holds."""
+    from ctrconv.containerd.metadata import SnapshotterDB
+
+    with BoltFile(root / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db") as db:
+        snaps = {s.key: s for s in SnapshotterDB(db).snapshots()}
+    [active] = [s for s in snaps.values() if s.key.endswith("/rn-stopped")]
+    upper = root / SNAPSHOTS / str(active.id) / "fs"
+    files = sorted(p.relative_to(upper) for p in upper.rglob("*"))
+    shutil.rmtree(root / SNAPSHOTS / str(snaps[active.parent].id))
+    return active, files
+
+
+def _assert_the_container_starts(target: Path, cli, private_containerd) -> None:
     verify = cli("verify", "--root", str(target), "-A", "-q", "--json")
     assert verify.code == 0, json.dumps(verify.json["problems"])[:2000]
     again = cli("rebuild", "--root", str(target), "-q")
@@ -263,6 +275,38 @@ def test_a_container_s_writable_layer_survives_a_lost_image_layer_below_it(how, 
     assert started.returncode == 0, started.stderr
     daemon.ctr("tasks", "delete", "--force", "rn-stopped", check=False, timeout=120)
     daemon.stop()
+
+
+@pytest.mark.parametrize("killed_in", ["import_groups", "settle_rebuilt_root"])
+def test_a_rebuild_killed_before_its_last_step_keeps_the_container_s_writable_layer(killed_in, realnode_set_for, cli,
+                                                                                      tmp_path, private_containerd):
+    """An in-place rebuild killed after it wrote the bolt files but before the writable snapshot
+    kept aside was attached again (before or after the re-import): the next rebuild finds it
+    again and the container starts with its data. The kept-aside records were out of both
+    written files, so the second run cleaned the directory up as a leftover."""
+    corpus = realnode_set_for("1.6")
+    root = corpus.copy_root("node", tmp_path / "node")
+    active, files = _lose_the_layer_below_a_stopped_container(root)
+
+    pid = os.fork()
+    if pid == 0:  # the child rebuilds and is killed (SIGKILL: no clean-up runs) at that step
+        try:
+            from ctrconv.recovery import rebuild
+
+            setattr(rebuild, killed_in, lambda *_a, **_k: os.kill(os.getpid(), signal.SIGKILL))
+            rebuild.rebuild_root(root)
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+
+    result = cli("rebuild", "--root", str(root), "-q", "--json")
+    assert result.code == 0, result.stderr
+    assert not [d for d in result.json["dropped"] if d["kind"] == "container"], result.json["dropped"]
+    assert "snapshot default/overlayfs/rn-stopped" in {r["object"] for r in result.json["restored"]}
+    kept = root / SNAPSHOTS / str(active.id) / "fs"
+    assert sorted(p.relative_to(kept) for p in kept.rglob("*")) == files
+    _assert_the_container_starts(root, cli, private_containerd)
 
 
 def test_a_writable_layer_whose_image_layers_are_gone_is_quarantined_never_deleted(realnode_set_for, cli, tmp_path):
