@@ -233,6 +233,7 @@ def export_images(
     import dataclasses
     from pathlib import Path
 
+    from ctrconv.outputs import refuse_output_inside
     from ctrconv.pipeline.export import ExportOptions, export
     from ctrconv.sources.containerd_root import ContainerdRootSource
 
@@ -240,7 +241,7 @@ def export_images(
     namespace, ignore_lock = options.namespace, options.ignore_lock
     out = Path(output) if isinstance(output, os.PathLike) else output
     if isinstance(out, (str, Path)) and str(out) != "-":
-        _refuse_inside(out, root, "export only reads it")
+        refuse_output_inside(out, root, "export only reads it")
     with _reading(root, ignore_lock), ContainerdRootSource(
             root, namespace, ignore_lock=ignore_lock, namespace_content_only=True, keep_open=True) as source:
         return export(source, out, options, progress)
@@ -280,23 +281,6 @@ def convert_images(
     with open_source(text) as source:
         report = export(source, out, options.export_options(), progress)
     return ConvertReport(input=text, export=report)
-
-
-def _refuse_inside(output: "str | os.PathLike[str]", root: "str | os.PathLike[str]", why: str) -> None:
-    """A :class:`~ctrconv.errors.UsageError` when ``output`` is inside ``root`` (not the root
-    itself): ctrconv never writes into a root it reads, and a new root inside the root's content
-    store would be copied into itself."""
-    from pathlib import Path
-
-    from ctrconv.errors import UsageError
-
-    try:
-        inside = Path(output).resolve() != Path(root).resolve() and Path(output).resolve().is_relative_to(
-            Path(root).resolve())
-    except (OSError, RuntimeError):  # (a symlink loop: the output's own checks word it)
-        return
-    if inside:
-        raise UsageError(f"output {output} is inside the root {root} ({why}): choose a path outside it")
 
 
 def _same_file(a: "str | os.PathLike[str]", b: "str | os.PathLike[str]") -> bool:
@@ -421,6 +405,7 @@ def export_to_root(
     import dataclasses
     from pathlib import Path
 
+    from ctrconv.outputs import refuse_output_inside
     from ctrconv.containerd.root import ContainerdRoot
     from ctrconv.outputs import resolve_output
     from ctrconv.pipeline.export import RegeneratedSource, regenerate_for_copy
@@ -429,7 +414,7 @@ def export_to_root(
     from ctrconv.sources.containerd_root import ContainerdRootSource
 
     chosen = dataclasses.replace(options or ImportOptions(), **fields)
-    _refuse_inside(target_root, root, "the source root is only read")
+    refuse_output_inside(target_root, root, "the source root is only read")
     # a device, FIFO or socket is refused, a symlink followed: never replaced by a root
     resolved = resolve_output(target_root)
     resolved.require_streaming("containerd-root")
@@ -482,6 +467,7 @@ def commit_container(
     The root is only read (under its shared lock); see :mod:`ctrconv.pipeline.commit`."""
     from pathlib import Path
 
+    from ctrconv.outputs import refuse_output_inside
     from ctrconv.containerd.root import ContainerdRoot
     from ctrconv.pipeline.commit import CommitOptions, commit
 
@@ -489,7 +475,7 @@ def commit_container(
                             message=message, author=author, ignore_lock=ignore_lock)
     out = Path(output) if isinstance(output, os.PathLike) else output
     if isinstance(out, (str, Path)) and str(out) != "-":
-        _refuse_inside(out, root, "commit only reads it")
+        refuse_output_inside(out, root, "commit only reads it")
     with _reading(root, ignore_lock):
         return commit(ContainerdRoot(root), out, options, progress)
 

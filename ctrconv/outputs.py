@@ -29,6 +29,18 @@ from ctrconv.errors import UsageError
 STDOUT_NAMES = ("-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
 
 
+def refuse_output_inside(output: str | os.PathLike[str], root: str | os.PathLike[str], why: str) -> None:
+    """A :class:`~ctrconv.errors.UsageError` when ``output`` is inside ``root`` (not the root
+    itself): ctrconv never writes into a root it reads, and a new root inside the root's content
+    store would be copied into itself."""
+    try:
+        output_path, root_path = Path(output).resolve(), Path(root).resolve()
+    except (OSError, RuntimeError):  # (a symlink loop: the output's own checks word it)
+        return
+    if output_path != root_path and output_path.is_relative_to(root_path):
+        raise UsageError(f"output {output} is inside the root {root} ({why}): choose a path outside it")
+
+
 def is_stdout(out: str | os.PathLike[str]) -> bool:
     """``-o -`` and the names of standard output itself."""
     return os.fspath(out) in STDOUT_NAMES

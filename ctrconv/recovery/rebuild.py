@@ -32,6 +32,7 @@ from ctrconv.commitpoint import committing
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.digest import Digest
 from ctrconv.errors import UsageError
+from ctrconv.outputs import refuse_output_inside
 from ctrconv.progress import Progress
 from ctrconv.recovery.content import KnownHash, check_content, verify_first
 from ctrconv.recovery.derive import derive_images, drop_incomplete_images
@@ -106,11 +107,7 @@ def rebuild_root(
             raise UsageError(f"output {target.path} exists and is not empty")
         if target.path.resolve() == croot.path.resolve():
             raise UsageError("output must differ from the root (omit -o to rebuild in place)")
-        if target.path.resolve().is_relative_to(croot.path.resolve()):
-            # the damaged root is only read: a new root inside it would be written into it
-            # (and inside its content store, copied into itself)
-            raise UsageError(f"output {target.path} is inside the root {croot.path} (the damaged root is only "
-                             "read): choose a path outside it")
+        refuse_output_inside(target.path, croot.path, "the damaged root is only read")
     names = {str(Digest.parse(d)): ref for d, ref in (names or {}).items()}
     run = _Run(croot, target, output is None, names, unpack, jobs, progress, trust_snapshots, link, regenerate_layers)
     report = RebuildReport(str(croot.path), str(target.path))
