@@ -118,6 +118,12 @@ class BoltFile:
             raise UnreadableFile(f"cannot open: {exc.strerror}", path=self.path) from None
         try:
             self.file_size = os.fstat(fd).st_size
+            if self.file_size == 0:
+                # bbolt would make it a new empty database: what an interrupted first write
+                # into a new root, or a power cut before the first sync, leaves
+                raise FileTooSmall("file is empty (0 bytes): no bolt database in it (an interrupted write "
+                                   "into a new root or a lost file; `ctrconv rebuild` makes it again)",
+                                   path=self.path)
             if self.file_size < 1024:
                 raise FileTooSmall(f"file size too small ({self.file_size} bytes)", path=self.path)
             self._mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)

@@ -115,3 +115,21 @@ def test_what_a_write_stopped_between_the_bolt_files_leaves_is_information(cli, 
     assert verify.code == 0, verify.json["problems"]
     kinds = {i["kind"] for i in verify.json["info"]}
     assert {"missing-snapshot-dir", "snapshot-chain", "unreferenced-backend-snapshot"} <= kinds
+
+
+def test_an_empty_meta_db_says_so_in_readers_and_stays_damage(cli, small_root: Path, tmp_path: Path) -> None:  # noqa: F811
+    """A meta.db of 0 bytes (an interrupted first write into a new root, a power cut before the
+    first sync): ``ls`` and ``export`` said only "file size too small (0 bytes)"; they now say the
+    file is empty and what makes it again, while ``verify`` still calls it damage and ``rebuild``
+    makes it again from the content store."""
+    root = tmp_path / "root"
+    subprocess.run(["cp", "-a", str(small_root), str(root)], check=True)
+    (root / "io.containerd.metadata.v1.bolt" / "meta.db").write_bytes(b"")
+    for args in (("ls",), ("export", "--all", "-o", str(tmp_path / "out.tar"))):
+        result = cli(*args, "--root", str(root))
+        assert result.code != 0 and not (tmp_path / "out.tar").exists()
+        [line] = result.stderr.splitlines()
+        assert line.startswith("ctrconv: error: ") and "file is empty (0 bytes)" in line and "rebuild" in line, line
+    assert cli("verify", "--root", str(root), "-A", "-q").code == 1
+    assert cli("rebuild", "--root", str(root), "-q").code == 0
+    assert cli("verify", "--root", str(root), "-A", "-q").code == 0
