@@ -127,7 +127,7 @@ def _rebuild_into_new_root(run: _Run, report: RebuildReport) -> None:
     interrupted rebuild leaves no half-made root behind."""
     final = run.target.path
     final.parent.mkdir(parents=True, exist_ok=True)
-    scratch = tempfiles.temp_dir(final.parent, f".{final.name}.ctrconv-")
+    scratch = tempfiles.temp_dir(final.parent, f".{final.name}.ctrconv-", sweep=True)
     try:
         run.target = ContainerdRoot(scratch)
         _rebuild_into(run, report)

@@ -51,7 +51,7 @@ class StagedDirectory:
         """Create the temp directory: call last in ``__init__``, so that once it exists the
         caller holds a sink whose :meth:`abort` removes it."""
         self._final = out
-        self._tmp = tempfiles.temp_dir(out.parent, f".{out.name}.", ".ctrconv-tmp")
+        self._tmp = tempfiles.temp_dir(out.parent, f".{out.name}.", ".ctrconv-tmp", sweep=True)
 
     def _publish(self) -> None:
         assert self._tmp is not None

@@ -47,7 +47,7 @@ class TarSink(ABC):
         self._tmp: Path | None = None
         if isinstance(out, Path):
             self._final = out
-            fd, self._tmp = tempfiles.temp_file(out.parent, f".{out.name}.", ".ctrconv-tmp")
+            fd, self._tmp = tempfiles.temp_file(out.parent, f".{out.name}.", ".ctrconv-tmp", sweep=True)
             self._stream: BinaryIO = os.fdopen(fd, "wb")
             self._writeback: EarlyWriteback | None = EarlyWriteback(fd)
         else:
