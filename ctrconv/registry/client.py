@@ -53,6 +53,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from ctrconv.errors import CtrconvError
+from ctrconv.oci.validate import MAX_DOCUMENT_SIZE
 from ctrconv.registry.credentials import Credentials, find_credentials
 from ctrconv.registry.options import RegistryOptions
 from ctrconv.registry.tls import is_loopback, ssl_context
@@ -67,6 +68,11 @@ _HOSTNAME_ERRORS: tuple[type[BaseException], ...] = tuple(
 #: a request body: bytes (resent on a retry) or an iterator of chunks (sent once)
 Body = "bytes | Iterable[bytes] | None"
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+#: the most a non-streamed answer (a manifest, an index, a token) may hold: read no further, so a
+#: huge or endless answer costs no memory (the documents' own limit)
+MAX_ANSWER_SIZE = MAX_DOCUMENT_SIZE
+#: of an error answer, only this much is read (for the registry's message)
+MAX_ERROR_BODY = 64 * 1024
 MAX_BACKOFF = 10.0
 USER_AGENT = "ctrconv"
 
@@ -309,6 +315,30 @@ def _reason(exc: BaseException) -> str:
     return str(getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc or type(exc).__name__)
 
 
+def _bounded_body(resp: requests.Response, method: str, url: str) -> bytes:
+    """A non-streamed answer's body, read no further than :data:`MAX_ANSWER_SIZE` (more is an
+    error: no document is that large) or, for an error answer, :data:`MAX_ERROR_BODY` (the
+    rest is not needed for its message)."""
+    failed = resp.status_code >= 400
+    limit = MAX_ERROR_BODY if failed else MAX_ANSWER_SIZE
+    where = f"{urlsplit(url).netloc}: {method} {urlsplit(url).path}"
+    length = resp.headers.get("Content-Length") or ""
+    if not failed and length.isdigit() and int(length) > limit:
+        raise RegistryError(f"{where}: the registry answers with {int(length)} bytes, more than the {limit} "
+                            "a manifest or token may have")
+    chunks, total = [], 0
+    for chunk in resp.iter_content(64 << 10):
+        total += len(chunk)
+        if total > limit:
+            if failed:
+                chunks.append(chunk[:limit - (total - len(chunk))])
+                break
+            raise RegistryError(f"{where}: the registry's answer runs past {limit} bytes, more than a "
+                                "manifest or token may have")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class RegistryClient:
     """Requests to one registry host (thread-safe: one pool of kept-alive connections per host)."""
 
@@ -318,6 +348,7 @@ class RegistryClient:
         self.options = options
         self.scheme = "http" if options.plain_http else "https"
         self._scheme_settled = options.plain_http
+        self._fell_back_to_http = False
         self._lock = threading.Lock()
         self._challenge: tuple[str, dict[str, str]] | None = None
         self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
@@ -436,14 +467,23 @@ class RegistryClient:
             delay = min(float(retry_after), MAX_BACKOFF)
         self.options.sleep(delay)
 
-    def _settle_scheme(self, exc: BaseException) -> bool:
-        """HTTPS failed at the handshake: an insecure or loopback registry may be plain HTTP."""
-        if self._scheme_settled or self.scheme != "https":
+    def _settle_scheme(self, url: str, exc: BaseException) -> bool:
+        """HTTPS to the registry failed at the handshake: an insecure or loopback registry may
+        be plain HTTP. True when ``url`` is to be sent again over HTTP: the first such failure
+        falls back, and so do the requests other threads sent over HTTPS before it did (a
+        ``--jobs`` push starts its transfers at once: they failed alike and must follow)."""
+        parts = urlsplit(url)
+        if parts.scheme != "https" or parts.netloc != self.host or not isinstance(exc, ssl.SSLError):
             return False
-        if isinstance(exc, ssl.SSLError) and (not self.options.tls_verify or is_loopback(self.host)):
-            self.scheme = "http"
-            self._scheme_settled = True
-            return True
+        with self._lock:
+            if self._fell_back_to_http:
+                return True
+            if self._scheme_settled or self.scheme != "https":
+                return False
+            if not self.options.tls_verify or is_loopback(self.host):
+                self.scheme = "http"
+                self._scheme_settled = self._fell_back_to_http = True
+                return True
         return False
 
     def _once(self, method: str, url: str, headers: Mapping[str, str], body: "Body", stream: bool) -> Response:
@@ -463,7 +503,7 @@ class RegistryClient:
             if stream and resp.status_code in (200, 206):
                 return Response(resp.status_code, resp.headers, url=url, _open=resp)
             with resp:
-                content = resp.content
+                content = b"" if method == "HEAD" else _bounded_body(resp, method, url)
         except BaseException:
             self._check_aborted()
             raise
@@ -492,7 +532,7 @@ class RegistryClient:
                 resp = self._once(method, url, headers, body, stream)
             except _TRANSPORT_ERRORS as exc:
                 kind, inner = failure_kind(exc)
-                if kind == "tls" and auth and self._settle_scheme(inner):
+                if kind == "tls" and auth and self._settle_scheme(url, inner):
                     url = self.base_url + url.split(urlsplit(url).netloc, 1)[1]
                     continue
                 if attempt < self.options.retries and is_dropped(exc):
@@ -523,7 +563,16 @@ class RegistryClient:
         return resp
 
     def url(self, path: str) -> str:
-        return path if "://" in path else self.base_url + path
+        """``path`` on this registry, or an absolute URL it gave. A relative reference (an
+        upload ``Location`` without a leading ``/``) is resolved against the upload endpoint, as
+        RFC 3986 says and containers/image does, by the caller (:meth:`resolve_location`)."""
+        if "://" in path:
+            return path
+        return self.base_url + (path if path.startswith("/") else "/" + path)
+
+    def resolve_location(self, location: str, request_path: str) -> str:
+        """An upload ``Location`` answered to a request for ``request_path``, made absolute."""
+        return urljoin(self.url(request_path), location)
 
     def request(
         self, method: str, path: str, *, scopes: Iterable[str], headers: Mapping[str, str] | None = None,
@@ -572,6 +621,9 @@ class RegistryClient:
             if resp.status in (301, 302, 303, 307, 308) and method in ("GET", "HEAD") and resp.header("Location"):
                 location = urljoin(url, resp.header("Location") or "")
                 resp.close()
+                if urlsplit(location).scheme not in ("http", "https") or not urlsplit(location).netloc:
+                    raise RegistryError(f"{self.domain}: {method} {urlsplit(path).path} redirected to "
+                                        f"{location[:200]!r}, which is no http(s) URL")
                 url = location
                 continue
             if resp.status == 403:

@@ -238,7 +238,8 @@ class _Pusher:
                 self._tick(size)
                 return
             if resp.status == 202 and resp.header("Location"):
-                location = resp.header("Location")  # not mountable: an upload session instead
+                # not mountable: an upload session instead
+                location = self.client.resolve_location(resp.header("Location") or "", f"/v2/{repo}/blobs/uploads/")
                 break
         for restart in range(UPLOAD_RESTARTS + 1):
             if location is None:
@@ -246,7 +247,7 @@ class _Pusher:
                                            headers={"Content-Length": "0"}, body=b"")
                 if resp.status != 202 or not resp.header("Location"):
                     raise self._fail(f"start upload of {digest}", resp)
-                location = resp.header("Location")
+                location = self.client.resolve_location(resp.header("Location") or "", f"/v2/{repo}/blobs/uploads/")
             try:
                 self._upload(location, digest, size)
                 break
@@ -295,7 +296,7 @@ class _Pusher:
                         raise _SessionLost(registry_message(resp.status, resp.body))
                     if resp.status != 202 or not resp.header("Location"):
                         raise self._fail(f"upload chunk of {digest}", resp)
-                    location = resp.header("Location") or location
+                    location = self.client.resolve_location(resp.header("Location") or "", location)
                     sent += len(chunk)
                     self._tick(len(chunk))
                 self._commit(location, digest, b"")
@@ -319,7 +320,7 @@ class _Pusher:
             raise _SessionLost(registry_message(resp.status, resp.body))
         if resp.status != 202 or not resp.header("Location"):
             raise self._fail(f"upload of {digest}", resp)
-        return resp.header("Location") or location
+        return self.client.resolve_location(resp.header("Location") or "", location)
 
     def _commit(self, location: str, digest: Digest, data: bytes) -> None:
         url = location + ("&" if "?" in location else "?") + f"digest={digest}"

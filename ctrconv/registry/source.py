@@ -29,9 +29,16 @@ from ctrconv.streams import ReadIntoByRead
 #: what a manifest GET accepts (docker schema 1 is not supported: containerd 2 dropped it too)
 MANIFEST_ACCEPT = ", ".join((mt.OCI_INDEX, mt.DOCKER_MANIFEST_LIST, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST))
 MANIFEST, BLOB = "manifest", "blob"
+#: containerd's ``MaxManifestSize`` (remotes/docker/resolver.go, 1.6 to 2.x: ``4 * 1048 * 1048``):
+#: the largest manifest a pull resolves by name; a node's containerd never pulls a larger one
+MAX_RESOLVED_MANIFEST_SIZE = 4 * 1048 * 1048
 
 
-def _media_type(resp: Response, body: bytes) -> str:
+#: Docker schema 1 (signed and not)
+SCHEMA1_TYPES = ("application/vnd.docker.distribution.manifest.v1+prettyjws", "application/vnd.docker.distribution.manifest.v1+json")
+
+
+def _media_type(resp: Response, body: bytes, what: str) -> str:
     """The document's media type: its ``Content-Type``, else its own ``mediaType`` field."""
     content_type = (resp.header("Content-Type") or "").split(";", 1)[0].strip()
     if content_type in mt.INDEX_TYPES or content_type in mt.MANIFEST_TYPES:
@@ -47,7 +54,10 @@ def _media_type(resp: Response, body: bytes) -> str:
         return mt.OCI_INDEX
     if isinstance(doc, dict) and isinstance(doc.get("layers"), list):
         return mt.OCI_MANIFEST
-    raise FormatError(f"the registry served {content_type or 'an unknown type'}, not an image manifest or index")
+    if content_type in SCHEMA1_TYPES or (isinstance(doc, dict) and doc.get("schemaVersion") == 1):
+        raise FormatError(f"{what}: the registry served a Docker schema 1 manifest, which is not supported "
+                          "(containerd 2 dropped it too; push the image again with a current tool)")
+    raise FormatError(f"{what}: the registry served {content_type or 'an unknown type'}, not an image manifest or index")
 
 
 class _BlobStream(ReadIntoByRead, io.RawIOBase):
@@ -164,8 +174,9 @@ class RegistrySource(BlobSourceBase):
         if resp.status != 200:
             raise RegistryError(f"{self.what}: {registry_message(resp.status, resp.body)}")
         body = resp.body
-        if len(body) > MAX_DOCUMENT_SIZE:
-            raise FormatError(f"{self.what}: the manifest is {len(body)} bytes, too large for a JSON document")
+        if len(body) > MAX_RESOLVED_MANIFEST_SIZE:
+            raise FormatError(f"{self.what}: the manifest is {len(body)} bytes; containerd resolves none over "
+                              f"{MAX_RESOLVED_MANIFEST_SIZE} (it rejects this image too)")
         algorithm = self.ref.digest.algorithm if self.ref.digest is not None else "sha256"
         digest = Digest.from_bytes(body, algorithm)
         if self.ref.digest is not None and digest != self.ref.digest:
@@ -174,7 +185,7 @@ class RegistrySource(BlobSourceBase):
         if served and parse_digest(served) is not None and parse_digest(served).algorithm == algorithm \
                 and parse_digest(served) != digest:
             raise FormatError(f"{self.what}: the registry says {served} for a manifest that hashes to {digest}")
-        media_type = _media_type(resp, body)
+        media_type = _media_type(resp, body, self.what)
         self._memory[digest] = body
         self._known[digest] = (len(body), MANIFEST)
         self._learn(media_type, body)

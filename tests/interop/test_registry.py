@@ -51,6 +51,39 @@ def test_reference_forms():
     assert "hunter2" not in str(err.value) and "--creds" in str(err.value)
 
 
+def test_https_requests_that_failed_before_the_fallback_to_http_follow_it():
+    """A ``--jobs`` push to a plain-HTTP loopback registry starts its transfers at once, all over
+    HTTPS: the first failed handshake falls back to HTTP, and the others, which failed alike
+    before it did, found the scheme settled and stopped the push with a TLS error (found by a
+    red-team run: 10 of 10 pushes under load)."""
+    import ssl
+
+    from ctrconv.registry.client import RegistryClient
+    from ctrconv.registry.options import RegistryOptions
+
+    client = RegistryClient("127.0.0.1:5999", "127.0.0.1:5999", "x", RegistryOptions())
+    url = "https://127.0.0.1:5999/v2/x/blobs/sha256:" + "0" * 64
+    assert client._settle_scheme(url, ssl.SSLError("wrong version number"))
+    assert client._settle_scheme(url, ssl.SSLError("wrong version number"))  # another thread's request
+    assert client.scheme == "http"
+    assert not client._settle_scheme("https://elsewhere.example:443/blob", ssl.SSLError("wrong version number"))
+    verified = RegistryClient("registry.example", "registry.example", "x", RegistryOptions())
+    assert not verified._settle_scheme("https://registry.example/v2/", ssl.SSLError("wrong version number"))
+
+
+def test_a_schema_1_manifest_is_named_as_such():
+    """Refused as before, but the line said only "the registry served <type>, not an image
+    manifest or index", without the image or the reason."""
+    from ctrconv.errors import FormatError
+    from ctrconv.registry.client import Response
+    from ctrconv.registry.source import _media_type
+
+    for content_type, body in (("application/vnd.docker.distribution.manifest.v1+prettyjws", b'{"schemaVersion": 1}'),
+                               ("application/json", b'{"schemaVersion": 1, "fsLayers": []}')):
+        with pytest.raises(FormatError, match=r"^reg\.example/x:1: the registry served a Docker schema 1 manifest"):
+            _media_type(Response(200, {"Content-Type": content_type}, body), body, "reg.example/x:1")
+
+
 def test_challenge_parsing():
     scheme, params = _parse_challenge(
         'Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push"')
@@ -812,3 +845,32 @@ def test_pull_resumes_a_blob_cut_short(ranges, fixture_set, registry, cli, tmp_p
         gets = [path for method, path in proxy.seen if method == "GET" and "/blobs/" in path]
     assert len(gets) == 2 * len(set(gets))  # each blob: the cut download and its resumption
     assert cli("verify", "--root", str(root)).code == 0
+
+
+def test_an_endless_manifest_answer_is_cut_at_the_document_limit(registry, cli, tmp_path):
+    """A registry (or a proxy) answering a manifest GET with an endless body: ctrconv read it all
+    into memory before its size check (6.2 GB of RSS for a 3 GB answer, found by a red-team run);
+    it now stops reading past the largest document there is, with one error line."""
+    with FaultProxy(registry.host, lambda method, path, n: "endless" if "/manifests/" in path else None) as proxy:
+        result = cli("import", "--root", str(tmp_path / "root"), "-i", f"docker://{proxy.host}/endless/img:v1",
+                     "--plain-http", *FAST)
+        sent = proxy.endless_sent
+    assert "runs past 16777216 bytes" in one_error_line(result)
+    assert sent < 64 << 20, sent  # (what the client's socket buffers took on top of 16 MiB)
+
+
+def test_a_relative_upload_location_is_resolved_against_the_upload_url(fixture_set, registry, cli):
+    """An upload session's ``Location`` given as a relative reference (no leading ``/``): ctrconv
+    glued it onto the host name ("'NoneType' object has no attribute 'groups'"); skopeo resolves
+    it against the request's URL (RFC 3986), and so does ctrconv now."""
+    def relative(method: str, path: str, n: int) -> str | None:
+        return "relative-location" if method in ("POST", "PATCH") else None
+
+    with FaultProxy(registry.host, relative) as proxy:
+        result = cli("export", "--root", str(fixture_set.root), "--image", "docker.io/library/bbx:oci", "--ignore-lock",
+                     "-q", "--to", f"docker://{proxy.host}/relative/bbx:oci", "--plain-http",
+                     "--chunk-threshold", "64K", "--chunk-size", "64K", *FAST)
+        assert result.code == 0, result.stderr
+        assert any(method == "PATCH" for method, _ in proxy.seen)
+    pulled = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/relative/bbx:oci")
+    assert json.loads(pulled.stdout)["layers"]

@@ -124,7 +124,10 @@ class FaultProxy(_Server):
     without an answer; ``"drop-mid"`` sends the headers and half the body, then closes;
     ``"block"`` sets :attr:`reached` and holds the request until :attr:`release` is set, then
     drops it; ``"hold-mid"`` sends the headers and half the body, sets :attr:`reached` and
-    :attr:`holding`, and sends the rest once :attr:`release` is set (at most 120 s later).
+    :attr:`holding`, and sends the rest once :attr:`release` is set (at most 120 s later);
+    ``"endless"`` answers 200 with a body that never ends (sent until the client hangs up,
+    counted in :attr:`endless_sent`); ``"relative-location"`` forwards and gives the answer's
+    ``Location`` as a relative reference (its last path segment and query).
     :attr:`seen` records ``(method, path)`` of every request."""
 
     def __init__(self, upstream: str, policy: Policy | None = None, *, ranges: bool = True) -> None:
@@ -139,6 +142,8 @@ class FaultProxy(_Server):
         self.release = threading.Event()
         #: set while a ``hold-mid`` answer is held half sent
         self.holding = threading.Event()
+        #: bytes of ``endless`` answers sent before the client hung up
+        self.endless_sent = 0
         super().__init__(_ProxyHandler)
 
     def close(self) -> None:
@@ -171,6 +176,21 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)
             return
+        if action == "endless":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            chunk = b" " * (1 << 20)
+            try:
+                while proxy.endless_sent < (1 << 34):
+                    self.wfile.write(chunk)
+                    with proxy.lock:
+                        proxy.endless_sent += len(chunk)
+            except OSError:
+                pass
+            self.close_connection = True
+            return
         if action == "block":
             proxy.reached.set()
             proxy.release.wait(300)
@@ -186,6 +206,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         conn.close()
         self.send_response(resp.status)
         for k, v in resp.getheaders():
+            if k.lower() == "location" and action == "relative-location":
+                parts = urlsplit(v)
+                v = parts.path.rsplit("/", 1)[-1] + (f"?{parts.query}" if parts.query else "")
             if k.lower() not in ("transfer-encoding", "connection", "content-length"):
                 self.send_header(k, v)
         if self.command == "HEAD":
