@@ -874,3 +874,13 @@ def test_a_relative_upload_location_is_resolved_against_the_upload_url(fixture_s
         assert any(method == "PATCH" for method, _ in proxy.seen)
     pulled = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/relative/bbx:oci")
     assert json.loads(pulled.stdout)["layers"]
+
+
+def test_a_manifest_containerd_would_not_resolve_is_refused(fixture_set, registry, cli, tmp_path):
+    """A 5 MiB manifest: containerd's resolver rejects any over 4*1048*1048 bytes (1.6 to 2.x),
+    so a node never pulls it; ctrconv pulled it (found by a red-team run)."""
+    seed(registry.host, fixture_set, "bbx-oci", "bbx:oci")
+    with FaultProxy(registry.host, lambda method, path, n: "padded" if "/manifests/" in path else None) as proxy:
+        result = cli("import", "--root", str(tmp_path / "root"), "-i", f"docker://{proxy.host}/bbx:oci",
+                     "--plain-http", *FAST)
+    assert "containerd resolves none over 4393216" in one_error_line(result)

@@ -127,7 +127,8 @@ class FaultProxy(_Server):
     :attr:`holding`, and sends the rest once :attr:`release` is set (at most 120 s later);
     ``"endless"`` answers 200 with a body that never ends (sent until the client hangs up,
     counted in :attr:`endless_sent`); ``"relative-location"`` forwards and gives the answer's
-    ``Location`` as a relative reference (its last path segment and query).
+    ``Location`` as a relative reference (its last path segment and query); ``"padded"``
+    forwards the answer with 5 MiB of spaces after its body (a 5 MiB manifest).
     :attr:`seen` records ``(method, path)`` of every request."""
 
     def __init__(self, upstream: str, policy: Policy | None = None, *, ranges: bool = True) -> None:
@@ -215,6 +216,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", resp.getheader("Content-Length") or "0")
             self.end_headers()
             return
+        if action == "padded":
+            data += b" " * (5 << 20)  # (JSON whitespace: still the same document)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if action == "hold-mid" and len(data) > 1:
