@@ -6,8 +6,9 @@ the difference between a snapshot and its parent into a layer tar. Two inputs ar
 * **overlayfs**: a committed snapshot's ``fs`` directory *is* the layer's diff (the upper
   directory the layer was applied into). Every path in it is an entry; a character device 0/0
   is a whiteout and becomes ``.wh.<name>``; a directory carrying ``trusted.overlay.opaque=y``
-  (or ``user.overlay.opaque=y``, rootless/userxattr mounts) is followed by its
-  ``.wh..wh..opq`` marker.
+  is followed by its ``.wh..wh..opq`` marker. ``user.overlay.opaque`` is an ordinary user
+  xattr here, kept as such: containerd's overlay mounts (no ``userxattr``) ignore it, and
+  reading it as opaque dropped every lower-layer file below that directory from the layer.
 * **native** (or any full tree): the snapshot holds the whole root filesystem; it is compared
   with its parent's tree like ``fs.Changes`` (``doubleWalkDiff``): a path only in the parent
   is deleted (``.wh.<name>``, its children are not listed), a path only in the snapshot is
@@ -24,8 +25,7 @@ owner. Hardlinks: the first path of an inode is the file, later ones are ``TypeL
 (containerd's ``inodeSrc``/``inodeRefs``). Sockets are skipped, as containerd skips them.
 
 Unlike containerd's ``ChangeWriter`` (which keeps only ``security.capability``) every xattr
-except ``trusted.*`` (overlayfs' own, and refused by every unpacker) and ``user.overlay.*``
-is written as a ``SCHILY.xattr.`` record, and sub-second mtimes are kept (PAX ``mtime``), so
+except ``trusted.*`` (overlayfs' own, and refused by every unpacker) is written as a ``SCHILY.xattr.`` record, and sub-second mtimes are kept (PAX ``mtime``), so
 the tree an unpacker makes from the regenerated layer equals the snapshot it came from.
 
 Output streams: :func:`write_layer` writes the tar through a :class:`~.layerblob.LayerWriter`
@@ -47,7 +47,7 @@ from ctrconv.layers.tarwrite import (
 
 WHITEOUT_PREFIX = b".wh."
 WHITEOUT_OPAQUE = b".wh..wh..opq"
-OPAQUE_XATTRS = (b"trusted.overlay.opaque", b"user.overlay.opaque")
+OPAQUE_XATTRS = (b"trusted.overlay.opaque",)
 
 
 # -- walking trees -------------------------------------------------------------------------
@@ -58,7 +58,7 @@ def _listdir(path: bytes) -> list[bytes]:
 
 
 def _xattrs(path: bytes) -> dict[bytes, bytes]:
-    """Every xattr an unpacker would set from the archive (not ``trusted.*``, not overlay's)."""
+    """Every xattr an unpacker would set from the archive (not ``trusted.*``: overlay's own)."""
     out: dict[bytes, bytes] = {}
     try:
         names = os.listxattr(path, follow_symlinks=False)
@@ -66,7 +66,7 @@ def _xattrs(path: bytes) -> dict[bytes, bytes]:
         return out
     for name in names:
         raw = name.encode("utf-8", "surrogateescape")
-        if raw.startswith(b"trusted.") or raw.startswith(b"user.overlay."):
+        if raw.startswith(b"trusted."):
             continue
         try:
             out[raw] = os.getxattr(path, name, follow_symlinks=False)
