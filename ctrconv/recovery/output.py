@@ -21,6 +21,7 @@ from ctrconv.containerd import schema as K
 from ctrconv.containerd.records import read_schema_version, write_schema_version
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.errors import FormatError
+from ctrconv.recovery.content import QUARANTINE
 from ctrconv.recovery.report import RebuildReport
 from ctrconv.recovery.salvage import Salvaged
 from ctrconv.streams import fsync_dir
@@ -54,7 +55,10 @@ def write_stores(stores: Salvaged, croot: ContainerdRoot, target: ContainerdRoot
         write_bolt_file(target.snapshotter_db(sn), tree, SNAPSHOTTER_DB_MODE, res.page_size if res else None, True,
                         report, in_place=in_place, stamp=stamp)
     if in_place:
-        remove_unkept_snapshot_dirs(croot, kept, report)
+        quarantine = croot.path / QUARANTINE / stamp / "snapshots"
+        for sn, ids in kept.items():
+            put_aside = None if stores.snapshot_records_intact(sn) else quarantine / sn
+            remove_unkept_snapshot_dirs(croot, sn, ids, report, quarantine=put_aside)
 
 
 def synced_freelist(result: SalvageResult | None, meta: BucketTree) -> bool:
@@ -117,17 +121,33 @@ def copy_ingests(croot: ContainerdRoot, target: ContainerdRoot) -> None:
         copy_tree(source, dest)
 
 
-def remove_unkept_snapshot_dirs(croot: ContainerdRoot, kept: dict[str, set[int]], report: RebuildReport) -> None:
-    """Snapshot directories no record keeps are derived data containerd would delete anyway."""
-    for sn, ids in kept.items():
-        sdir = croot.snapshots_dir(sn)
-        if not sdir.is_dir():
+def remove_unkept_snapshot_dirs(croot: ContainerdRoot, sn: str, ids: set[int], report: RebuildReport, *,
+                                quarantine: Path | None) -> None:
+    """The snapshot directories of ``sn`` no kept record names. With both bolt files intact
+    they are garbage containerd's GC would delete, and are deleted. When damage may have lost
+    their records (``quarantine`` given) they are moved there, never deleted: such a directory
+    may be a container's writable layer, or a layer whose blob the node discarded (a rebuild
+    deleted them when a truncated snapshotter db, or a lost meta.db root, lost every record)."""
+    sdir = croot.snapshots_dir(sn)
+    if not sdir.is_dir():
+        return
+    moved = False
+    for entry in sorted(os.listdir(sdir)):
+        if entry.isdigit() and int(entry) in ids and str(int(entry)) == entry:
             continue
-        for entry in sorted(os.listdir(sdir)):
-            if entry.isdigit() and int(entry) in ids and str(int(entry)) == entry:
-                continue
+        if quarantine is None:
             shutil.rmtree(sdir / entry, ignore_errors=True)
             report.clean("snapshot-dir", f"{sn}/snapshots/{entry}", "no intact record; re-unpacked if an image needs it")
+            continue
+        quarantine.mkdir(parents=True, exist_ok=True)
+        os.rename(sdir / entry, quarantine / entry)
+        moved = True
+        report.backups.append(str(quarantine / entry))
+        report.clean("snapshot-dir", f"{sn}/snapshots/{entry}",
+                     f"no intact record (damage may have lost it): moved to {quarantine / entry}")
+    if moved:  # (durable where they went, before the command says it is done)
+        fsync_dir(quarantine)  # type: ignore[arg-type]
+        fsync_dir(sdir)
 
 
 def write_bolt_file(path: Path, tree: BucketTree, mode: int, page_size: int | None, freelist: bool,

@@ -34,7 +34,7 @@ from ctrconv.digest import Digest
 from ctrconv.errors import UsageError
 from ctrconv.outputs import refuse_output_inside
 from ctrconv.progress import Progress
-from ctrconv.recovery.content import KnownHash, check_content, verify_first
+from ctrconv.recovery.content import QUARANTINE, KnownHash, check_content, verify_first
 from ctrconv.recovery.derive import derive_images, drop_incomplete_images
 from ctrconv.recovery.metadata import clean_metadata, prune_dangling_labels
 from ctrconv.recovery.output import write_stores
@@ -159,7 +159,7 @@ def _rebuild_into(run: _Run, report: RebuildReport) -> None:
     import_groups(run.target, work, report, progress=run.progress)
     del work  # the walks and sources: the last step loads meta.db once more
     settle_rebuilt_root(run.target, report, run.detached,
-                        quarantine=run.croot.path / "ctrconv-quarantine" / run.stamp if run.in_place else None)
+                        quarantine=run.croot.path / QUARANTINE / run.stamp if run.in_place else None)
 
 
 def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set[int]]:

@@ -65,6 +65,15 @@ class Salvaged:
         res = self.meta_result
         return bool(res) and not res.damage and res.source.startswith("meta ")  # type: ignore[union-attr]
 
+    def snapshot_records_intact(self, snapshotter: str) -> bool:
+        """meta.db and ``snapshotter``'s db both read whole: a snapshot directory no record
+        names is garbage (containerd's GC deletes it). Otherwise its records may be what the
+        damage lost (a container's writable layer, a layer whose blob was discarded)."""
+        found = self.backends.get(snapshotter)
+        res = found[1] if found is not None else None
+        return (self.meta_intact and res is not None and not res.damage
+                and res.source.startswith("meta "))
+
     def meta_lost_under(self, *path: bytes) -> bool:
         """Whether the damage to meta.db may have lost records under the bucket ``path``
         (``v1``, a namespace, ``content``, ...): a bucket above it or below it was unreadable,

@@ -332,3 +332,33 @@ def test_a_writable_layer_whose_image_layers_are_gone_is_quarantined_never_delet
     assert sorted(p.relative_to(kept / "fs") for p in (kept / "fs").rglob("*")) == files
     assert not (root / SNAPSHOTS / str(active.id)).exists()
     assert cli("verify", "--root", str(root), "-A", "-q").code == 0
+
+
+@pytest.mark.parametrize("line", ["1.6", "1.7"])
+def test_snapshot_dirs_whose_records_damage_lost_are_quarantined_never_deleted(line, realnode_set_for, cli, tmp_path):
+    """The snapshotter's metadata.db cut mid-file (meta.db intact): the in-place rebuild deleted
+    every directory no surviving record named, a stopped container's writable layer among them
+    (found by a red-team run). With either bolt file damaged such a directory goes to the
+    quarantine; nothing under snapshots/ is deleted."""
+    from ctrconv.containerd.metadata import SnapshotterDB
+
+    corpus = realnode_set_for(line)
+    root = corpus.copy_root("node", tmp_path / "node")
+    db_path = root / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db"
+    with BoltFile(db_path) as db:
+        [active] = [s for s in SnapshotterDB(db).snapshots() if s.key.endswith("/rn-stopped")]
+        cut = (db.meta.pgid // 2) * db.page_size + 1000
+    (root / SNAPSHOTS / str(active.id) / "fs" / "important-data.txt").write_text("the container's own data\n")
+    before = {str(p.relative_to(root / SNAPSHOTS)) for p in (root / SNAPSHOTS).rglob("*")}
+    os.truncate(db_path, cut)
+
+    result = cli("rebuild", "--root", str(root), "-q", "--json")
+    assert result.code == 0, result.stderr
+    quarantined = [Path(b) for b in result.json["backups"] if "/snapshots/overlayfs/" in b]
+    assert any(q.name == str(active.id) for q in quarantined), result.json["backups"]
+    assert (quarantined[0].parent / str(active.id) / "fs" / "important-data.txt").is_file()
+    after = {str(p.relative_to(root / SNAPSHOTS)) for p in (root / SNAPSHOTS).rglob("*")}
+    for q in quarantined:
+        after |= {str(Path(q.name) / p.relative_to(q)) for p in q.rglob("*")} | {q.name}
+    assert before <= after, sorted(before - after)[:10]
+    assert cli("verify", "--root", str(root), "-A", "-q").code == 0
