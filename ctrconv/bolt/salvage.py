@@ -252,6 +252,7 @@ def _salvage(raw: _Raw, hints: RootHints | None = None) -> SalvageResult:
                 # a whole tree: the older meta's would only backfill damaged buckets (building
                 # it anyway held a second copy of a 10,000-image meta.db, ~50 MiB, for nothing)
                 break
+    hints = hints or RootHints()
     if attempts and attempts[0][3] > 0 and not any(d.path == () and d.page == usable[0].root for d in attempts[0][2]):
         source, tree, damage, _ = attempts[0]
         result = SalvageResult(tree, source, page_size, list(damage), metas=tuple(metas))
@@ -259,8 +260,42 @@ def _salvage(raw: _Raw, hints: RootHints | None = None) -> SalvageResult:
             for bucket_path in _damaged_buckets(damage):
                 if _backfill(tree, other_tree, bucket_path):
                     result.backfilled.append(bucket_path)
-        return result
-    return _orphan_root(raw, metas, page_size, hints or RootHints())
+        plausible = hints.plausibility is None or hints.plausibility(result.tree) >= 0
+        if plausible and not result.damage:
+            return result  # (a whole tree, as bbolt itself would read it)
+        # A damaged tree, or one not shaped as its owner's trees are: the newest meta may be
+        # torn (a power cut while it was written; its data pages were synced before it, and its
+        # root pointer often survives) while the valid one is stale (its pages reused, or a
+        # lost write). The torn meta's root, and if the tree is implausible roots found by
+        # scanning, may hold the real tree: the most plausible, least damaged, newest wins.
+        alternatives = [result, *_torn_meta_roots(raw, metas, page_size)]
+        if not plausible:
+            alternatives.append(_orphan_root(raw, metas, page_size, hints))
+        if len(alternatives) == 1:
+            return result
+        best = max(alternatives, key=lambda r: (hints.plausibility(r.tree) if hints.plausibility else 0,
+                                                -len(r.damage), hints.recency(r.tree) if hints.recency else 0))
+        if best is not result:
+            best.damage.insert(0, Damage((), None, f"the tree of {source} is damaged or not shaped like this "
+                                                   f"file's trees (a stale meta): {best.source} used instead"))
+        return best
+    return _orphan_root(raw, metas, page_size, hints)
+
+
+def _torn_meta_roots(raw: _Raw, metas: list[MetaInfo], page_size: int) -> list[SalvageResult]:
+    """The trees of the meta pages whose checksum failed but whose root is a page of the file:
+    a meta torn by a power cut often keeps its first fields (the root among them) intact."""
+    found = []
+    for meta in metas:
+        if meta.valid or meta.magic != S.MAGIC or not 2 <= meta.root < raw.pages:
+            continue
+        walker = _Walker(raw, raw.pages)
+        tree = BucketTree(sequence=meta.root_sequence)
+        walker.tree(meta.root, tree, ())
+        if walker.pages_read:
+            found.append(SalvageResult(tree, f"meta {meta.page} (txid {meta.txid}, {meta.error}: its root used)",
+                                       page_size, list(walker.damage), metas=tuple(metas)))
+    return found
 
 
 def _guess_page_size(raw: _Raw) -> int:

@@ -25,18 +25,21 @@ _SNAPSHOTTER_BUCKETS = {K.SNAPSHOTS, K.PARENTS}
 
 def containerd_shape(tree: BucketTree) -> int:
     """How containerd-like a candidate tree is: +1 for each ``v1`` child that is shaped like a
-    namespace (or like a snapshotter's ``snapshots``/``parents``), -1 for each that is not (an
-    old root whose ``v1`` pointer lands on a page reused for another tree)."""
+    namespace (buckets only, some of them a namespace's; or a snapshotter's ``snapshots`` /
+    ``parents``), -1 for each that is not (an old root whose ``v1`` pointer lands on a page
+    reused for another tree: a lease's bucket, with its ``createdat`` value, is no namespace),
+    and -1 for a ``v1`` without the ``version`` containerd writes at every start."""
     v1 = tree.bucket(K.V1)
     if v1 is None:
         return 0
-    score = 0
+    score = 0 if v1.get(K.VERSION) is not None or not v1.entries else -1
     for key, child in v1.entries.items():
         if not isinstance(child, BucketTree):
             continue
         if key in _SNAPSHOTTER_BUCKETS:
             score += 1
-        elif child.entries and any(isinstance(v, BucketTree) and k in _NAMESPACE_BUCKETS for k, v in child.entries.items()):
+        elif (child.entries and all(isinstance(v, BucketTree) for v in child.entries.values())
+              and any(k in _NAMESPACE_BUCKETS for k in child.entries)):
             score += 1
         else:
             score -= 1

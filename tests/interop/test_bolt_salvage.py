@@ -145,3 +145,59 @@ def test_orphan_root_scan_finds_the_newest_tree_of_each_line(line, damage, fixtu
     assert all(len(k) >= 4 and k[:4] in temporary for k in extra), extra[:5]
     for record in temporary:
         assert record + (b"labels", b"containerd.io/gc.expire") in got, record
+
+
+def _reachable_pages(path: Path) -> set[int]:
+    with BoltFile(path) as db:
+        seen = {0, 1}
+
+        def walk(bucket) -> None:
+            if bucket.inline is None:
+                for page in bucket.pages():
+                    seen.update(range(page.pgid, page.pgid + page.overflow + 1))
+            for _, value in bucket.items():
+                if not isinstance(value, bytes):
+                    walk(value)
+
+        walk(db.root)
+        return seen
+
+
+@pytest.mark.parametrize("line", ["1.6", "1.7", "2.x"])
+def test_a_torn_newest_meta_beside_a_stale_one_is_salvaged_from_its_own_root(line, realnode_set_for, tmp_path):
+    """A power cut tore the newest meta page (its root pointer survives), and the other meta,
+    checksum valid, points at a page a later commit freed: rebuild took that stale tree
+    (namespaces named "containers", "content"... on 2.x, one lease id on 1.7; found by a red-team
+    run). A tree not shaped like containerd's makes the salvage try the torn meta's root, and
+    that whole tree is what comes back."""
+    from ctrconv.recovery.salvage import CONTAINERD_ROOT_HINTS
+
+    path = tmp_path / "meta.db"
+    shutil.copy(realnode_set_for(line).root("node") / "io.containerd.metadata.v1.bolt" / "meta.db", path)
+    want = read_tree(path).to_plain()
+    with BoltFile(path) as db:
+        current, other, page_size, hwm = db.meta.page, 1 - db.meta.page, db.page_size, db.meta.pgid
+    reachable = _reachable_pages(path)
+    with BoltFile(path) as db:
+        freed = [p for p in range(2, hwm) if p not in reachable and _page_flags(path, p, page_size) in (S.LEAF_PAGE, S.BRANCH_PAGE)]
+    assert freed, "the node's meta.db has freed tree pages"
+    with open(path, "r+b") as f:
+        f.seek(current * page_size + S.META_OFFSET + 40)
+        f.write(bytes(40))  # torn: pgid, txid and checksum lost, the root kept
+        f.seek(other * page_size)
+        meta = bytearray(f.read(page_size))
+        root_at = S.META_OFFSET + 16
+        meta[root_at:root_at + 8] = freed[-1].to_bytes(8, "little")
+        checksum = S.meta_checksum(bytes(meta[S.META_OFFSET:S.META_END]))
+        meta[S.META_END - 8:S.META_END] = checksum.to_bytes(8, "little")
+        f.seek(other * page_size)
+        f.write(meta)
+    result = salvage(path, hints=CONTAINERD_ROOT_HINTS)
+    assert result.source.startswith(f"meta {current} "), result.source
+    assert result.tree.to_plain() == want
+
+
+def _page_flags(path: Path, pgid: int, page_size: int) -> int:
+    with open(path, "rb") as f:
+        f.seek(pgid * page_size)
+        return S.PAGE_HEADER.unpack(f.read(S.PAGE_HEADER.size))[1]

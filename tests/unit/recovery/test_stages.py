@@ -102,9 +102,18 @@ def test_salvage_reads_a_clean_meta_db_whole_and_notes_a_missing_snapshotter_db(
 def test_containerd_shape_prefers_namespace_shaped_trees():
     good = BucketTree()
     _ns(good).bucket(K.IMAGES, create=True)
+    good.bucket(K.V1).put(K.VERSION, b"\x03")  # type: ignore[union-attr]
     odd = BucketTree()
     odd.bucket(K.V1, b"whatever", create=True)
+    odd.bucket(K.V1).put(K.VERSION, b"\x03")  # type: ignore[union-attr]
+    # an old root whose v1 pointer lands on a page now holding leases: no version, and a
+    # lease (its createdat value beside content/snapshots buckets) is no namespace
+    lease_page = BucketTree()
+    lease = lease_page.bucket(K.V1, b"912348001-k2ii", create=True)
+    lease.put(b"createdat", b"t")  # type: ignore[union-attr]
+    lease.bucket(K.CONTENT, create=True)  # type: ignore[union-attr]
     assert containerd_shape(good) == 1 and containerd_shape(odd) == -1 and containerd_shape(BucketTree()) == 0
+    assert containerd_shape(lease_page) == -2
 
 
 # -- stage 2: check content -----------------------------------------------------------------
