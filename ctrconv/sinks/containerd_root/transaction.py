@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import struct
 import time
 from contextlib import ExitStack
@@ -45,6 +46,7 @@ from ctrconv.containerd import schema as K
 from ctrconv.containerd.records import write_schema_version
 from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.commitpoint import committing
+from ctrconv.interrupts import SIGNALS
 from ctrconv.containerd.locking import exclusive_lock
 from ctrconv.containerd.rootlock import write_lock
 from ctrconv.sinks.containerd_root.content_writer import remove_stale_temp
@@ -353,17 +355,23 @@ class RootTransaction:
             shutil.copy2(state.path, backup)
             fsync_path(backup)
             self.backups.append(backup)
-        write_bolt(
-            state.path,
-            state.tree,
-            page_size=state.page_size,
-            txid=state.txid,
-            freelist=state.freelist,
-            mode=state.mode,
-        )
-        fsync_dir(state.path.parent)
-        if state.path in self._locked:
-            _retire(self._locked[state.path], state.page_size)
+        held = self._locked.get(state.path)
+        guard = _RetireGuard(held, state.page_size) if held is not None else None
+        try:
+            write_bolt(
+                state.path,
+                state.tree,
+                page_size=state.page_size,
+                txid=state.txid,
+                freelist=state.freelist,
+                mode=state.mode,
+            )
+            fsync_dir(state.path.parent)
+            if held is not None:
+                _retire(held, state.page_size)
+        finally:
+            if guard is not None:
+                guard.release()
 
 
 def _remove_stale_bolt_temps(path: Path) -> None:
@@ -379,6 +387,49 @@ def _remove_stale_bolt_temps(path: Path) -> None:
                 os.unlink(entry.path)
             except OSError:
                 pass
+
+
+class _RetireGuard:
+    """A forked child holding the locked bolt file across its replacement: if this process is
+    killed outright (SIGKILL, the OOM killer) between the rename and :func:`_retire`, the
+    lock would pass to a containerd waiting on the old inode, which would then run on the
+    metadata as it was and let its GC delete what the new file names. The child, still holding
+    the lock, retires the old inode itself once it has no name, then lets it go. A process-group
+    kill takes the child too: that window stays (docs/import.md)."""
+
+    def __init__(self, fd: int, page_size: int | None) -> None:
+        read_end, self._done = os.pipe()
+        self._pid = os.fork()
+        if self._pid == 0:  # the child: nothing but system calls, then _exit
+            try:
+                for signum in SIGNALS:
+                    signal.signal(signum, signal.SIG_IGN)
+                os.close(self._done)
+                _close_all_but(fd, read_end)
+                finished = os.read(read_end, 1)
+                if not finished:  # the writer died: retire what it replaced, if it did
+                    _retire(fd, page_size)
+            finally:
+                os._exit(0)
+        os.close(read_end)
+
+    def release(self) -> None:
+        """The writer finished (retired or not replaced): the child goes."""
+        try:
+            os.write(self._done, b"1")
+        finally:
+            os.close(self._done)
+            os.waitpid(self._pid, 0)
+
+
+def _close_all_but(*keep: int) -> None:
+    """Close every descriptor above 2 except ``keep`` (the guard holds no other lock)."""
+    limit = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 4096
+    start = 3
+    for fd in sorted(keep):
+        os.closerange(start, fd)
+        start = fd + 1
+    os.closerange(start, min(limit, 1 << 16))
 
 
 def _retire(fd: int, page_size: int | None) -> None:

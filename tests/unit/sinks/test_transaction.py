@@ -106,3 +106,57 @@ def test_a_killed_bolt_write_s_temp_file_goes_with_the_next_write(tmp_path) -> N
     with RootTransaction(root):
         pass
     assert not stale.exists() and keep.exists()
+
+
+def test_a_writer_killed_between_the_rename_and_the_retirement_still_retires_the_old_file(tmp_path) -> None:
+    """A containerd started during an import waits on the old meta.db inode; a writer killed
+    outright right after renaming the new file over it (before it zeroed the old one) let the
+    lock pass to that daemon, which ran on the old metadata and GC-ed what the new file names
+    (found by a red-team run). A forked guard holds the lock across the replacement and retires
+    the old inode itself when the writer dies."""
+    import fcntl
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ctrconv.sinks.containerd_root.transaction import RootTransaction
+
+    root = tmp_path / "root"
+    with RootTransaction(root) as txn:
+        txn.meta.bucket(b"v1", b"default", b"images", create=True)
+        txn.commit()
+    meta = root / "io.containerd.metadata.v1.bolt" / "meta.db"
+    daemon = os.open(meta, os.O_RDWR)  # the waiting containerd's descriptor of the old inode
+    code = (
+        "import os, signal, sys\n"
+        "from ctrconv.sinks.containerd_root import transaction as t\n"
+        "real = t.fsync_dir\n"
+        "def killed(path):\n"
+        "    real(path)\n"
+        "    if path.name == 'io.containerd.metadata.v1.bolt':\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)  # right after the rename, before the retirement\n"
+        "t.fsync_dir = killed\n"
+        "with t.RootTransaction(sys.argv[1]) as txn:\n"
+        "    txn.meta.bucket(b'v1', b'default', b'images', b'new', create=True)\n"
+        "    txn.commit()\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, timeout=120,
+                         preexec_fn=os.setsid)
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    assert os.fstat(daemon).st_nlink == 0  # renamed over
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the guard retires, then lets the lock go
+        try:
+            fcntl.flock(daemon, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            time.sleep(0.05)
+    else:
+        raise AssertionError("the old inode's lock was never released")
+    assert os.pread(daemon, 8192, 0) == bytes(8192)  # retired before the daemon got it
+    os.close(daemon)
+    from ctrconv.bolt.reader import read_tree
+
+    assert read_tree(meta).bucket(b"v1", b"default", b"images", b"new") is not None
