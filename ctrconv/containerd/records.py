@@ -33,6 +33,7 @@ T = TypeVar("T")
 
 #: containerd's limit on one label (key + value), ``labels.Validate``
 MAX_LABEL_BYTES = 4096
+KIND_ACTIVE = 2
 KIND_COMMITTED = 3
 _KIND_CODES = {name: code for code, name in K.SNAPSHOT_KINDS.items()}
 

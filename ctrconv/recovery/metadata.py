@@ -24,6 +24,7 @@ def clean_metadata(meta: BucketTree, good: dict[str, int], report: RebuildReport
     its content record's GC labels: the manifest can be named after it.
     """
     _drop_unreachable_namespaces(meta, report)
+    drop_undecodable_labels(meta, "meta.db", report)
     orphaned = children_of_lost_targets(meta, good)
     for ns_name, ns in namespaces(meta):
         _clean_content_records(ns_name, ns, good, report)
@@ -51,6 +52,37 @@ def _drop_unreachable_namespaces(meta: BucketTree, report: RebuildReport) -> Non
         if isinstance(v1.entries[key], BucketTree) and not is_namespace(name):  # type: ignore[union-attr]
             del v1.entries[key]  # type: ignore[union-attr]
             report.drop("namespace", f"namespace {name}", "a name containerd refuses (a damaged key?): no client can reach it")
+
+
+def drop_undecodable_labels(tree: BucketTree, where: str, report: RebuildReport) -> None:
+    """Labels (of images, content, snapshots, containers: any ``labels`` bucket) whose key or
+    value is not UTF-8 go: containerd 1.7+ cannot send them over its API, and one such label
+    made listing, checking and running every image of its namespace fail. containerd never
+    writes one (its API takes only UTF-8): damage, or another writer."""
+    stack: list[tuple[tuple[bytes, ...], BucketTree]] = [((), tree)]
+    while stack:
+        path, bucket = stack.pop()
+        for key, value in list(bucket.entries.items()):
+            if not isinstance(value, BucketTree):
+                continue
+            if key == K.LABELS:
+                for name, label in list(value.entries.items()):
+                    if isinstance(label, bytes) and _utf8(name) and _utf8(label):
+                        continue
+                    del value.entries[name]
+                    at = "/".join(text(p) for p in path)
+                    report.drop("label", f"label {text(name)!r} of {where} {at}",
+                                "not UTF-8 (its key or value): containerd 1.7+ could not list or use its namespace")
+            else:
+                stack.append((path + (key,), value))
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _clean_content_records(ns_name: str, ns: BucketTree, good: dict[str, int], report: RebuildReport) -> None:

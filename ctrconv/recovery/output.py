@@ -24,6 +24,7 @@ from ctrconv.errors import FormatError
 from ctrconv.recovery.content import QUARANTINE
 from ctrconv.recovery.report import RebuildReport
 from ctrconv.recovery.salvage import Salvaged
+from ctrconv.recovery.snapshots import restore_work_dirs
 from ctrconv.streams import fsync_dir
 
 META_DB_MODE = 0o644
@@ -39,6 +40,7 @@ def write_stores(stores: Salvaged, croot: ContainerdRoot, target: ContainerdRoot
         target.path.mkdir(parents=True, exist_ok=True)
         copy_snapshot_dirs(croot, target, kept)
         copy_ingests(croot, target)
+    restore_work_dirs(stores.backend_trees, target, kept, report)
     ensure_schema_version(stores.meta, croot)
     meta_result = stores.meta_result
     # the commit point in place: from the new meta.db on, a signal does not undo the

@@ -36,7 +36,7 @@ from ctrconv.outputs import refuse_output_inside
 from ctrconv.progress import Progress
 from ctrconv.recovery.content import QUARANTINE, KnownHash, check_content, verify_first
 from ctrconv.recovery.derive import derive_images, drop_incomplete_images
-from ctrconv.recovery.metadata import clean_metadata, prune_dangling_labels
+from ctrconv.recovery.metadata import clean_metadata, drop_undecodable_labels, prune_dangling_labels
 from ctrconv.recovery.output import write_stores
 from ctrconv.recovery.regenerate import regenerate_lost_layers
 from ctrconv.recovery.reimport import import_groups, reimport_groups, settle_rebuilt_root
@@ -170,6 +170,8 @@ def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set
     good = check_content(run.croot, run.target, report, in_place=run.in_place, stamp=run.stamp, jobs=run.jobs,
                          progress=run.progress, link=run.link, known=run.known)
     orphaned = clean_metadata(meta, good, report)
+    for sn, backend in backends.items():
+        drop_undecodable_labels(backend, f"{sn}/metadata.db", report)
     distrusted = {} if run.trust_snapshots else snapshots_unlike_their_layers(
         meta, backends, run.croot, content, report, scratch=run.target.path)
     # a damaged meta.db may have lost snapshot records its snapshotters still hold: restored

@@ -4,6 +4,7 @@ layers); rewrite the snapshotter's ``parents`` index and set every sequence abov
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Collection, Hashable, Mapping
@@ -12,6 +13,8 @@ from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.content import ContentStore
 from ctrconv.containerd.records import (
+    KIND_ACTIVE,
+    KIND_COMMITTED,
     SnapshotRecord,
     add_child,
     backend_name_seq,
@@ -80,6 +83,7 @@ def clean_snapshots(
     for sn, backend in backends.items():
         records = backend.bucket(K.V1, K.SNAPSHOTS, create=True)
         assert records is not None
+        _commit_parents(sn, records, report)
         alive = _alive_backend_snapshots(sn, records, croot, (distrusted or {}).get(sn, set()))
         if restore_records is not None:
             restore_lost_records(meta, sn, records, alive, report, restore_records)
@@ -107,6 +111,40 @@ def clean_snapshots(
         if detached is not None:
             detached.extend(aside)
     return kept_ids
+
+
+def _commit_parents(sn: str, records: BucketTree, report: RebuildReport) -> None:
+    """A snapshotter record other snapshots name as parent whose kind is not committed (a
+    damaged kind byte): containerd makes children of committed snapshots only, so it was one;
+    recorded otherwise, every container and unpack on it failed ("parent ... is not committed
+    snapshot") while the chain looked whole."""
+    named = {rec.get(K.PARENT) for rec in records.entries.values() if isinstance(rec, BucketTree)}
+    for key in sorted(k for k in named if k):
+        record = records.entries.get(key)
+        if isinstance(record, BucketTree) and not is_committed(record):
+            was = K.SNAPSHOT_KINDS.get((record.get(K.KIND) or b"\0")[0], "unknown")
+            record.put(K.KIND, bytes([KIND_COMMITTED]))
+            report.restore("backend-snapshot", f"{sn}/{text(key)}",
+                           f"recorded as {was} though other snapshots are made on it: committed again")
+
+
+def restore_work_dirs(backends: Mapping[str, BucketTree], target: ContainerdRoot, kept: Mapping[str, set[int]],
+                      report: RebuildReport) -> None:
+    """An active overlay snapshot kept without its ``work`` directory gets an empty one (mode
+    0711, as containerd's overlay makes it): overlayfs mounts the writable layer with it, so
+    its container could not start; its data (``fs``) is intact."""
+    records = backends.get("overlayfs")
+    records = records.bucket(K.V1, K.SNAPSHOTS) if records is not None else None
+    for key, record in (records.entries.items() if records is not None else ()):
+        sid = backend_id(record) if isinstance(record, BucketTree) else None
+        if sid is None or sid not in kept.get("overlayfs", set()) or record.get(K.KIND) != bytes([KIND_ACTIVE]):  # type: ignore[union-attr]
+            continue
+        directory = target.snapshot_dir("overlayfs", sid)
+        if (directory / "fs").is_dir() and not (directory / "work").exists():
+            (directory / "work").mkdir(mode=0o711)
+            os.chmod(directory / "work", 0o711)
+            report.restore("snapshot-dir", f"overlayfs/snapshots/{sid}/work",
+                           f"active snapshot {text(key)} had no work directory: made again (empty)")
 
 
 def _detach_writable(meta: BucketTree, sn: str, records: BucketTree, alive: Mapping[bytes, int],

@@ -267,6 +267,25 @@ def _kept(rec: BlobRecord) -> BlobRecord:
     return BlobRecord(rec.namespace, intern(rec.digest), rec.size, labels)
 
 
+def _check_labels(labels: dict[str, str], obj: str, where: str, report: Report) -> None:
+    """A label key or value that is not UTF-8 (a flipped bit, a tool that wrote bytes):
+    containerd 1.7+ cannot send it over its API (protobuf strings must be UTF-8), so listing the
+    namespace's images, ``ctr images check`` and ``ctr run`` fail for every image of it."""
+    for key, value in labels.items():
+        if not (key.isascii() and value.isascii()) and (_not_utf8(key) or _not_utf8(value)):
+            report.add("invalid-label", obj, f"{where}/labels",
+                       f"label {key!r} is not UTF-8 (its key or value): containerd 1.7+ fails to list or use "
+                       "anything in this namespace over its API")
+
+
+def _not_utf8(text_: str) -> bool:
+    try:
+        text_.encode("utf-8")
+    except UnicodeEncodeError:  # (stored bytes kept as surrogates)
+        return True
+    return False
+
+
 def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: Report,
                      snaps: SnapshotRecords) -> tuple[frozenset[str], str | None]:
     """Check one namespace; returns its recorded digests and why any record was unreadable."""
@@ -294,6 +313,7 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
             report.add("missing-blob", obj, str(content.blob_path(d)), f"content record in {ns} but no blob file")
         elif on_disk != rec.size:
             report.add("size-mismatch", obj, str(content.blob_path(d)), f"record says {rec.size} bytes, file has {on_disk}")
+        _check_labels(rec.labels, obj, f"{where}/content/blob/{digest}", report)
         for key, value in rec.labels.items():
             if _is_content_ref(key):
                 if value not in records:
@@ -418,6 +438,7 @@ def _check_image(image: ImageRecord, records: dict[str, BlobRecord], content: Na
     """
     obj = f"image {image.namespace}/{image.name}"
     where = f"meta.db v1/{image.namespace}/images/{image.name}"
+    _check_labels(image.labels, obj, where, report)
     target = image.target.descriptor()
     try:
         Digest.parse(image.target.digest)
@@ -572,6 +593,7 @@ def _check_meta_snapshots(meta: MetadataDB, namespaces: list[str], report: Repor
                 obj = f"snapshot {ns}/{sn}/{key}"
                 where = f"meta.db v1/{ns}/snapshots/{sn}/{key}"
                 report.count("snapshots")
+                _check_labels(rec.labels, obj, where, report)
                 if rec.parent and rec.parent not in recs:
                     report.add("snapshot-chain", obj, where, f"parent {rec.parent} has no record")
                 if rec.name not in backend_keys:
@@ -598,8 +620,18 @@ def _check_snapshotter(croot: ContainerdRoot, sn: str, backend: _Backend, refere
                 report.add("missing-snapshot-dir", obj, str(croot.snapshot_dir(sn, s.id)),
                            f"id {s.id} has no directory; no meta.db record names it (containerd's GC removes it)",
                            severity="info")
+        _check_labels(s.labels, obj, where, report)
         if s.parent and s.parent not in by_key:
             report.add("snapshot-chain", obj, where, f"parent {s.parent} is not in the snapshotter")
+        elif s.parent and by_key[s.parent].kind != "committed":
+            report.add("snapshot-chain", obj, where,
+                       f"parent {s.parent} is {by_key[s.parent].kind}, not committed: containerd refuses to make or "
+                       "mount a snapshot on it (\"parent ... is not committed snapshot\")")
+        if sn == "overlayfs" and s.kind == "active" and fs is not None and fs.is_dir() \
+                and not (croot.snapshot_dir(sn, s.id) / "work").is_dir():
+            report.add("missing-snapshot-dir", obj, str(croot.snapshot_dir(sn, s.id) / "work"),
+                       f"active snapshot id {s.id} has no work directory: overlayfs cannot mount it (a container "
+                       "on it cannot start)")
         if s.id > sequence:
             report.add("sequence-too-low", obj, where, f"id {s.id} above the bucket sequence {sequence}: new snapshots would collide")
         if s.key not in referenced_names:
@@ -621,6 +653,13 @@ def _check_snapshotter(croot: ContainerdRoot, sn: str, backend: _Backend, refere
     if snapdir.is_dir():
         for entry in sorted(os.listdir(snapdir)):
             if not entry.isdigit() or int(entry) not in ids or str(int(entry)) != entry:
+                if entry.isdigit() and str(int(entry)) == entry and int(entry) > sequence:
+                    # a crash between overlay's rename and its commit: the sequence rolled back
+                    report.add("orphan-snapshot-dir", f"{sn}/snapshots/{entry}", str(snapdir / entry),
+                               f"directory without a snapshot record above the bucket sequence {sequence}: the "
+                               "snapshot containerd makes with that id fails (\"file exists\") until a garbage "
+                               "collection removes it")
+                    continue
                 report.add("orphan-snapshot-dir", f"{sn}/snapshots/{entry}", str(snapdir / entry), "directory without a snapshot record (containerd removes it: overlay Cleanup at its next snapshot garbage collection)", severity="info")
 
 
@@ -674,6 +713,8 @@ def _check_containers(meta: MetadataDB, ns: str, where: str, snapshot_keys: dict
         except CtrconvError as exc:
             report.add("unreadable-record", obj, f"{where}/containers/{container_id}", str(exc))
             continue
+        if container is not None:
+            _check_labels(container.labels, obj, f"{where}/containers/{container_id}", report)
         if container is None or not container.snapshot_key:
             continue  # (a container made without a root filesystem)
         if container.snapshot_key not in snapshot_keys.get(container.snapshotter, set()):

@@ -111,10 +111,17 @@ def test_orphan_and_missing_snapshot_dirs(tmp_root_copy, cli):
 
 
 def test_orphan_snapshot_dir_alone_is_clean(tmp_root_copy, cli):
-    (tmp_root_copy / "io.containerd.snapshotter.v1.overlayfs" / "snapshots" / "999" / "fs").mkdir(parents=True)
+    """An orphan directory no id containerd issues again can collide with is information; one
+    above the bucket sequence is a problem (the next snapshot gets its id: "file exists")."""
+    snapshots = tmp_root_copy / "io.containerd.snapshotter.v1.overlayfs" / "snapshots"
+    (snapshots / "new-2718281828" / "fs").mkdir(parents=True)
     result = _verify(cli, tmp_root_copy)
     assert result.code == 0, result.json["problems"]
     assert any(p["kind"] == "orphan-snapshot-dir" for p in result.json["info"])
+    (snapshots / "999" / "fs").mkdir(parents=True)
+    result = _verify(cli, tmp_root_copy)
+    assert [(p["kind"], p["object"]) for p in result.json["problems"]] == [
+        ("orphan-snapshot-dir", "overlayfs/snapshots/999")]
 
 
 def test_verify_text_output_and_exit_code(tmp_root_copy, fixture_set, cli):

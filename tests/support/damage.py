@@ -203,6 +203,17 @@ def layer_garbage_same_size(root: Path, fx) -> str:
 
 
 def orphan_snapshot_dir(root: Path, fx) -> str:
+    """overlay's temp directory of a snapshot being made (``new-*``) left by a crash: its
+    Cleanup removes it, and no id it could issue collides with it."""
+    junk = root / OVERLAY / "snapshots" / "new-3141592653"
+    (junk / "fs").mkdir(parents=True)
+    (junk / "fs" / "junk").write_text("x")
+    return str(junk)
+
+
+def orphan_snapshot_dir_above_sequence(root: Path, fx) -> str:
+    """A directory with an id above the snapshotter's sequence (a crash between overlay's
+    rename and its commit): the next snapshot gets that id and fails ("file exists")."""
     junk = root / OVERLAY / "snapshots" / "999"
     (junk / "fs").mkdir(parents=True)
     (junk / "fs" / "junk").write_text("x")
@@ -260,5 +271,6 @@ CATALOGUE: dict[str, Callable[[Path, object], str]] = {
     "snapshot-dir-deleted": snapshot_dir_deleted,
     "snapshotter-db-deleted": snapshotter_db_deleted,
     "meta-deleted": meta_deleted,
+    "orphan-snapshot-dir-above-sequence": orphan_snapshot_dir_above_sequence,
 }
 
