@@ -69,6 +69,12 @@ class MetadataDB:
     def _ns(self, namespace: str, *path: bytes) -> Bucket | None:
         return self.v1.bucket(key_bytes(namespace), *path) if self.v1 else None
 
+    def plain_keys(self, namespace: str) -> list[bytes]:
+        """Keys holding plain values directly in the namespace bucket (containerd keeps only
+        buckets there: such a key is damage hiding what it held)."""
+        bucket = self._ns(namespace)
+        return [] if bucket is None else [k for k, _ in bucket.values()]
+
     # -- images ----------------------------------------------------------------------------
 
     def images(self, namespace: str) -> Iterator[ImageRecord]:

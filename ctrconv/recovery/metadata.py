@@ -54,6 +54,21 @@ def _drop_unreachable_namespaces(meta: BucketTree, report: RebuildReport) -> Non
             report.drop("namespace", f"namespace {name}", "a name containerd refuses (a damaged key?): no client can reach it")
 
 
+def drop_flattened_buckets(meta: BucketTree, report: RebuildReport) -> set[tuple[str, bytes]]:
+    """Plain values where containerd keeps a namespace's buckets (``images``, ``content``...:
+    a damaged flag). What they held is unreadable, to containerd too: they go, reported, and
+    the caller treats those records as lost (images are re-derived from the content there).
+    Returns (namespace, bucket name) of each."""
+    flattened: set[tuple[str, bytes]] = set()
+    for ns_name, ns in namespaces(meta):
+        for key in [k for k, v in ns.entries.items() if not isinstance(v, BucketTree)]:
+            del ns.entries[key]
+            flattened.add((ns_name, key))
+            report.drop("record", f"record {ns_name}/{text(key)}",
+                        "a plain value where containerd keeps a bucket: everything it held was unreadable")
+    return flattened
+
+
 def drop_undecodable_labels(tree: BucketTree, where: str, report: RebuildReport) -> None:
     """Labels (of images, content, snapshots, containers: any ``labels`` bucket) whose key or
     value is not UTF-8 go: containerd 1.7+ cannot send them over its API, and one such label

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from ctrconv import tempfiles
 from ctrconv.commitpoint import committing
+from ctrconv.containerd import schema as K
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.digest import Digest
 from ctrconv.errors import UsageError
@@ -36,7 +37,12 @@ from ctrconv.outputs import refuse_output_inside
 from ctrconv.progress import Progress
 from ctrconv.recovery.content import QUARANTINE, KnownHash, check_content, verify_first
 from ctrconv.recovery.derive import derive_images, drop_incomplete_images
-from ctrconv.recovery.metadata import clean_metadata, drop_undecodable_labels, prune_dangling_labels
+from ctrconv.recovery.metadata import (
+    clean_metadata,
+    drop_flattened_buckets,
+    drop_undecodable_labels,
+    prune_dangling_labels,
+)
 from ctrconv.recovery.output import write_stores
 from ctrconv.recovery.regenerate import regenerate_lost_layers
 from ctrconv.recovery.reimport import import_groups, reimport_groups, settle_rebuilt_root
@@ -169,6 +175,7 @@ def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set
     # quarantined in place, or left out of a new root)
     good = check_content(run.croot, run.target, report, in_place=run.in_place, stamp=run.stamp, jobs=run.jobs,
                          progress=run.progress, link=run.link, known=run.known)
+    flattened = drop_flattened_buckets(meta, report)
     orphaned = clean_metadata(meta, good, report)
     for sn, backend in backends.items():
         drop_undecodable_labels(backend, f"{sn}/metadata.db", report)
@@ -184,7 +191,8 @@ def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set
         # so it is unpacked again (and labelled anew), even after an interrupted rebuild
         prune_dangling_labels(meta, report)
     derive_images(meta, good, content, run.names, report, orphaned,
-                  lost_images=lambda ns: stores.meta_lost_under(b"v1", *([ns.encode(), b"images"] if ns else [])))
+                  lost_images=lambda ns: stores.meta_lost_under(b"v1", *([ns.encode(), b"images"] if ns else []))
+                  or (ns, K.IMAGES) in flattened)
     if run.regenerate_layers:
         regenerate_lost_layers(meta, backends, run.croot, run.target, report, unpack=run.unpack)
     drop_incomplete_images(meta, content, report)

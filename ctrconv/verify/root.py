@@ -267,6 +267,20 @@ def _kept(rec: BlobRecord) -> BlobRecord:
     return BlobRecord(rec.namespace, intern(rec.digest), rec.size, labels)
 
 
+#: what containerd keeps in a namespace as buckets (a plain value there hides its records)
+_NAMESPACE_BUCKETS = (K.IMAGES, K.CONTENT, K.SNAPSHOTS, K.LEASES, b"containers", b"sandboxes", K.LABELS)
+
+
+def _check_namespace_buckets(meta: MetadataDB, ns: str, where: str, report: Report) -> None:
+    """A namespace's ``images``, ``content``... stored as a plain value (a damaged flag): its
+    records are unreadable, to containerd as to ctrconv, and its GC then collects what they held."""
+    plain = set(meta.plain_keys(ns))
+    for name in _NAMESPACE_BUCKETS:
+        if name in plain:
+            report.add("unreadable-record", f"{ns}/{name.decode()}", f"{where}/{name.decode()}",
+                       "a plain value where containerd keeps a bucket: every record it held is unreadable")
+
+
 def _check_labels(labels: dict[str, str], obj: str, where: str, report: Report) -> None:
     """A label key or value that is not UTF-8 (a flipped bit, a tool that wrote bytes):
     containerd 1.7+ cannot send it over its API (protobuf strings must be UTF-8), so listing the
@@ -291,6 +305,7 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
     """Check one namespace; returns its recorded digests and why any record was unreadable."""
     content = croot.content
     where = f"meta.db v1/{ns}"
+    _check_namespace_buckets(meta, ns, where, report)
     records, unreadable = _content_records(meta, ns)
     if unreadable is not None:
         report.add("unreadable-record", f"{ns}/content", where, unreadable)

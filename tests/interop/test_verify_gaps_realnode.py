@@ -139,3 +139,26 @@ def test_a_directory_above_the_sequence_is_a_problem_and_rebuild_removes_it(real
     image = cli("ls", "--root", str(root), "-n", "default", "-q", "--ignore-lock").stdout.split()[0]
     ran = daemon.ctr("run", "--rm", image, "rt-after", "/bin/true", check=False, timeout=120)
     assert ran.returncode == 0, ran.stderr
+
+
+def test_a_namespace_bucket_stored_as_a_plain_value_is_unreadable_and_rebuild_says_so(realnode_set_for, cli,
+                                                                                      tmp_path):
+    """``v1/<ns>/images`` a plain value (a damaged flag): verify said nothing and rebuild
+    dropped the namespace's images without a word."""
+    root = realnode_set_for("1.6").copy_root("node", tmp_path / "node")
+    before = cli("ls", "--root", str(root), "-n", "other", "--json").json["images"]
+    assert before
+
+    def flattened(tree) -> None:
+        tree.bucket(K.V1, b"other").entries[K.IMAGES] = b"\x00" * 16
+
+    _rewrite(root.joinpath(*META), flattened)
+    problems = _problems(cli, root)
+    assert [(p["kind"], p["object"]) for p in problems] == [("unreadable-record", "other/images")], problems
+    result = cli("rebuild", "--root", str(root), "-q", "--json")
+    assert result.code == 0, result.stderr
+    assert any(d["kind"] == "record" and "other" in d["object"] for d in result.json["dropped"]), result.json["dropped"]
+    assert cli("verify", "--root", str(root), "-A", "-q").code == 0
+    # its images are re-derived from the content the namespace still records
+    after = cli("ls", "--root", str(root), "-n", "other", "--json").json["images"]
+    assert {i["digest"] for i in after} == {i["digest"] for i in before}
