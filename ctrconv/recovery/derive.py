@@ -117,6 +117,7 @@ def _reachable(targets: dict[str, list[str]], by_digest: dict[str, FoundDocument
 def derive_images(
     meta: BucketTree, good: dict[str, int], content: ContentStore, names: dict[str, str], report: RebuildReport,
     orphaned: dict[tuple[str, str], str] | None = None, lost_images: Callable[[str], bool] | None = None,
+    lost_content: Callable[[str], bool] | None = None,
 ) -> None:
     """Give top-level manifests/indexes among the blobs image records where they lost theirs.
 
@@ -131,6 +132,11 @@ def derive_images(
     what containerd's GC is about to collect (the index.json a ``ctr images import`` stores
     for its run, an unselected platform's manifest), not an image: a healthy root's rebuild
     made one up. A digest given ``--name`` is derived wherever.
+
+    ``lost_content(namespace)``: whether damage may have lost its content records too. Such a
+    namespace holds no record saying which documents were its own; an image whose host
+    chain its snapshots still hold (it was unpacked there) is derived in it anyway (the
+    re-import then records its content), instead of the namespace coming back empty.
     """
     documents = [doc for digest in sorted(good) if (doc := sniff_document(Digest.parse(digest), content.blob_path(digest)))]
     by_digest = {d.descriptor["digest"]: d for d in documents}
@@ -140,9 +146,13 @@ def derive_images(
     known_anywhere = set().union(*reachable.values()) if reachable else set()
     now = go_time(time.time_ns())
     repositories = _repositories(targets)
+    unpacked_in = {n: _snapshot_keys(ns) for n, ns in spaces.items()
+                   if lost_content is not None and lost_content(n) and (lost_images is None or lost_images(n))}
     for doc in top_level(documents):
         digest = doc.descriptor["digest"]
         holders = [n for n, ns in spaces.items() if has_blob_record(ns, digest)]
+        holders += [n for n, keys in unpacked_in.items()
+                    if n not in holders and keys and _top_chains(doc, by_digest, content) & keys]
         if not holders and digest not in known_anywhere and (lost_images is None or lost_images("")
                                                              or digest in names):
             holders = ["default"]
@@ -167,6 +177,44 @@ def derive_images(
                 write_image(record, ImageRecord(ns_name, name, target, labels=labels, created_at=now, updated_at=now))
                 images.entries[key_bytes(name)] = record
                 report.images.append({"namespace": ns_name, "name": name, "digest": digest, "origin": "re-derived from content"})
+
+
+def _snapshot_keys(ns: BucketTree) -> set[str]:
+    """The keys of a namespace's snapshots, of every snapshotter (an image layer's is its
+    chain ID)."""
+    snapshots = ns.bucket(K.SNAPSHOTS)
+    keys: set[str] = set()
+    for bucket in (snapshots.entries.values() if snapshots else ()):
+        if isinstance(bucket, BucketTree):
+            keys.update(text(k) for k, v in bucket.entries.items() if isinstance(v, BucketTree))
+    return keys
+
+
+def _top_chains(doc: FoundDocument, by_digest: dict[str, FoundDocument], content: ContentStore) -> set[str]:
+    """The top chain ID of each manifest a document is or lists (from its config's diff IDs)."""
+    from ctrconv.layers.chain import chain_ids
+
+    manifests, pending, seen = [], [doc], set()
+    while pending:  # (an index may list indexes)
+        found = pending.pop()
+        if found.descriptor["digest"] in seen or len(seen) > 1024:
+            continue
+        seen.add(found.descriptor["digest"])
+        if mt.is_manifest(found.descriptor["mediaType"]):
+            manifests.append(found)
+        else:
+            pending.extend(m for c in found.children if (m := by_digest.get(c)))
+    tops: set[str] = set()
+    for manifest in manifests:
+        try:
+            with open(content.blob_path(manifest.children[0]), "rb") as f:
+                config = parse_json_bytes(f.read(MAX_JSON_BLOB + 1))
+            diff_ids = config["rootfs"]["diff_ids"]
+            if isinstance(diff_ids, list) and diff_ids:
+                tops.add(chain_ids(diff_ids)[-1])
+        except (OSError, CtrconvError, KeyError, TypeError, ValueError):
+            continue
+    return tops
 
 
 def _candidate_names(doc: FoundDocument, ns_name: str, names: dict[str, str], targets: dict[str, dict[str, list[str]]],

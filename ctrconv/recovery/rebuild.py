@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from ctrconv import tempfiles
 from ctrconv.commitpoint import committing
 from ctrconv.containerd import schema as K
+from ctrconv.containerd.records import key_bytes
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.digest import Digest
 from ctrconv.errors import UsageError
@@ -175,7 +176,7 @@ def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set
     # quarantined in place, or left out of a new root)
     good = check_content(run.croot, run.target, report, in_place=run.in_place, stamp=run.stamp, jobs=run.jobs,
                          progress=run.progress, link=run.link, known=run.known)
-    flattened = drop_flattened_buckets(meta, report)
+    stores.lost_paths |= {(K.V1, key_bytes(ns), name) for ns, name in drop_flattened_buckets(meta, report)}
     orphaned = clean_metadata(meta, good, report)
     for sn, backend in backends.items():
         drop_undecodable_labels(backend, f"{sn}/metadata.db", report)
@@ -191,8 +192,8 @@ def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set
         # so it is unpacked again (and labelled anew), even after an interrupted rebuild
         prune_dangling_labels(meta, report)
     derive_images(meta, good, content, run.names, report, orphaned,
-                  lost_images=lambda ns: stores.meta_lost_under(b"v1", *([ns.encode(), b"images"] if ns else []))
-                  or (ns, K.IMAGES) in flattened)
+                  lost_images=lambda ns: stores.meta_lost_under(b"v1", *([ns.encode(), b"images"] if ns else [])),
+                  lost_content=lambda ns: stores.meta_lost_under(b"v1", ns.encode(), b"content"))
     if run.regenerate_layers:
         regenerate_lost_layers(meta, backends, run.croot, run.target, report, unpack=run.unpack)
     drop_incomplete_images(meta, content, report)

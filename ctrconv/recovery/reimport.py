@@ -132,6 +132,22 @@ def settle_rebuilt_root(target: ContainerdRoot, report: RebuildReport, detached:
             shutil.rmtree(directory, ignore_errors=True)
 
 
+class _EveryBlob:
+    """A collection holding every digest (each blob counts as recorded)."""
+
+    def __contains__(self, _digest: object) -> bool:
+        return True
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+
+EVERY_BLOB = _EveryBlob()
+
+
 def _groups(source: Any, target: ContainerdRoot, ns: BucketTree, unpack: bool,
             trust_records: bool, plans: dict[str, ImagePlan]) -> dict[GroupKey, list[Any]]:
     """The namespace's whole images, grouped by (platforms to keep, unpack again).
@@ -154,7 +170,10 @@ def _groups(source: Any, target: ContainerdRoot, ns: BucketTree, unpack: bool,
     first: GroupKey | None = None
     for entry in source.entries():
         plan = plan_image(content, entry.descriptor, None)  # one walk for every question below
-        if not assess_image(content, ns, entry.descriptor, plan=plan).whole:
+        # (a namespace whose content records may be lost holds what is on disk: a layer
+        # without a record is not one it let go)
+        lost = () if trust_records else EVERY_BLOB
+        if not assess_image(content, ns, entry.descriptor, lost, plan=plan).whole:
             continue  # runs from its snapshots only (layers discarded): records kept as they are
         # an image never unpacked (ctr import --no-unpack, a kind node image) stays so;
         # one that was (its config names a snapshot) is unpacked again where it lost it.

@@ -57,6 +57,8 @@ class Salvaged:
     meta_result: SalvageResult | None
     #: snapshotter -> (tree, salvage result; None when the db was missing or unreadable)
     backends: dict[str, tuple[BucketTree, SalvageResult | None]] = field(default_factory=dict)
+    #: meta.db bucket paths found unreadable after the salvage (a bucket stored as a value)
+    lost_paths: set[tuple[bytes, ...]] = field(default_factory=set)
 
     @property
     def backend_trees(self) -> dict[str, BucketTree]:
@@ -66,7 +68,8 @@ class Salvaged:
     def meta_intact(self) -> bool:
         """meta.db read whole from its newest meta page: it says what each namespace holds."""
         res = self.meta_result
-        return bool(res) and not res.damage and res.source.startswith("meta ")  # type: ignore[union-attr]
+        return (bool(res) and not res.damage and res.source.startswith("meta ")  # type: ignore[union-attr]
+                and not self.lost_paths)
 
     def snapshot_records_intact(self, snapshotter: str) -> bool:
         """meta.db and ``snapshotter``'s db both read whole: a snapshot directory no record
@@ -85,7 +88,8 @@ class Salvaged:
         res = self.meta_result
         if res is None or not res.source.startswith("meta "):
             return True
-        return any(d.path == path[:len(d.path)] or d.path[:len(path)] == path for d in res.damage)
+        lost = [d.path for d in res.damage] + list(self.lost_paths)
+        return any(p == path[:len(p)] or p[:len(path)] == path for p in lost)
 
 
 def salvage_file(path: Path, report: RebuildReport) -> tuple[BucketTree, SalvageResult | None]:
