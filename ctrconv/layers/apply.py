@@ -299,6 +299,11 @@ class _Applier:
                 raise FormatError(
                     f"tar entry {member.name!r} has unsupported type {member.type!r}"
                 )
+            if member.old_gnu_sparse:
+                # Go's archive/tar reads it but keeps its type, which containerd's unpacker
+                # refuses ("unhandled tar header type 83"): a snapshot containerd cannot make
+                raise FormatError(f"tar entry {member.name!r} is an old GNU sparse file (type 'S'), which containerd "
+                                  "does not unpack (PAX sparse files it does)")
             path = host_path(self.root, (*parent, base))
             is_dir = member.type == DIRTYPE
             if _DEFAULT_ACL in member.pax_headers:

@@ -58,7 +58,7 @@ class TarEntry:
     """One archive member, with the attribute names of ``tarfile.TarInfo`` the applier used."""
 
     __slots__ = ("name", "linkname", "type", "mode", "uid", "gid", "size", "mtime",
-                 "devmajor", "devminor", "pax_headers", "gnu_atime", "sparse")
+                 "devmajor", "devminor", "pax_headers", "gnu_atime", "sparse", "old_gnu_sparse")
 
     def __init__(self) -> None:
         self.name = ""
@@ -70,6 +70,8 @@ class TarEntry:
         self.gnu_atime: int | None = None
         #: (offset, length) data segments of a sparse file; ``size`` is then its full size
         self.sparse: list[tuple[int, int]] | None = None
+        #: stored as an old GNU sparse entry (type ``S``, read as a regular file here)
+        self.old_gnu_sparse = False
 
 
 def _nts(field: bytes) -> str:
@@ -344,6 +346,7 @@ class TarReader:
         self._data, self._pad = stored, -stored % BLOCK
         if entry.type == GNU_SPARSE:
             entry.type = REGTYPE
+            entry.old_gnu_sparse = True
         if entry.sparse is not None:
             self._check_sparse(entry)
         return entry
