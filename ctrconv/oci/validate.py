@@ -235,9 +235,12 @@ _good_digest = is_canonical
 
 
 def _check_kind(rules: _Rules, digest: str | None, doc: dict[str, Any]) -> None:
-    """The containerd ``validateMediaType`` rule plus an exact ``mediaType`` match."""
+    """containerd's ``validateMediaType`` rule: a manifest must not be an index, nor an index
+    a manifest, by its shape or by the ``mediaType`` it declares. A declared type of the same
+    kind that differs (an OCI manifest listed as a docker one) containerd takes, parsing by the
+    descriptor's type, and so does this: refusing it refused images containerd runs."""
     own = doc.get("mediaType")
-    if own is not None and (rules.manifest or rules.index) and own != rules.media_type:
+    if own is not None and ((rules.manifest and own in mt.INDEX_TYPES) or (rules.index and own in mt.MANIFEST_TYPES)):
         raise FormatError(f"invalid {_where(rules.media_type, digest)}: document declares mediaType {own!r}")
     if rules.manifest and "manifests" in doc:
         raise FormatError(f"invalid {_where(rules.media_type, digest)}: expected a manifest but found an index")
@@ -283,7 +286,16 @@ _RULES: dict[str, _Rules] = {}
 
 def validate_object(media_type: str, doc: Any, *, digest: str | None = None) -> dict[str, Any]:
     """Validate an already-parsed document; returns it unchanged. See :func:`validate_json`.
-    (The document's name for messages is made only when one is raised.)"""
+    (The document's name for messages is made only when one is raised.)
+
+    A document that declares another type of the same kind (an OCI manifest a descriptor
+    lists as a docker one) is judged by the type it declares, as containerd parses it by the
+    descriptor's and checks only the kind (:func:`_check_kind`)."""
+    own = doc.get("mediaType") if isinstance(doc, dict) else None
+    if own != media_type and isinstance(own, str) and (
+            (media_type in mt.MANIFEST_TYPES and own in mt.MANIFEST_TYPES)
+            or (media_type in mt.INDEX_TYPES and own in mt.INDEX_TYPES)):
+        media_type = own
     rules = _RULES.get(media_type)
     if rules is None:
         if media_type == mt.DOCKER_MANIFEST_SCHEMA1:

@@ -217,7 +217,7 @@ def test_error_names_digest_media_type_and_path() -> None:
         (lambda d: d["config"].update(mediaType="invalid"), "/config/mediaType"),
         (lambda d: d.update(schemaVersion=1), "/schemaVersion"),
         (lambda d: d.update(annotations={"a": 1}), "/annotations/a"),
-        (lambda d: d.update(mediaType=mt.DOCKER_MANIFEST), "declares mediaType"),
+        (lambda d: d.update(mediaType=mt.OCI_INDEX), "declares mediaType"),
         (lambda d: d.update(manifests=[]), "found an index"),
         (lambda d: d.pop("layers"), "layers"),
         (lambda d: d["layers"][0].update(urls=["not a uri"]), "/layers/0/urls/0"),
@@ -239,7 +239,19 @@ def test_docker_documents_require_their_media_type() -> None:
     doc = docker_manifest()
     del doc["mediaType"]
     _bad(mt.DOCKER_MANIFEST, doc, "mediaType")
-    _bad(mt.DOCKER_MANIFEST_LIST, dict(docker_list(), mediaType=mt.OCI_INDEX), "declares mediaType")
+    _bad(mt.DOCKER_MANIFEST_LIST, dict(docker_list(), mediaType=mt.OCI_MANIFEST), "declares mediaType")
+
+
+def test_a_document_of_the_same_kind_under_another_type_is_judged_by_its_own() -> None:
+    """An OCI manifest listed as a docker manifest (and the like): containerd parses it by the
+    descriptor's type and checks only the kind, and imports, unpacks and runs it; refused here
+    before (found by a red-team run). Judged by the type it declares instead."""
+    assert validate_object(mt.DOCKER_MANIFEST, oci_manifest())
+    assert validate_object(mt.OCI_MANIFEST, docker_manifest())
+    assert validate_object(mt.DOCKER_MANIFEST_LIST, oci_index())
+    bad = dict(oci_manifest(), layers="not a list")
+    with pytest.raises(FormatError):
+        validate_object(mt.DOCKER_MANIFEST, bad)
 
 
 def test_config_checks() -> None:
