@@ -240,7 +240,7 @@ def _check_kind(rules: _Rules, digest: str | None, doc: dict[str, Any]) -> None:
     kind that differs (an OCI manifest listed as a docker one) containerd takes, parsing by the
     descriptor's type, and so does this: refusing it refused images containerd runs."""
     own = doc.get("mediaType")
-    if own is not None and ((rules.manifest and own in mt.INDEX_TYPES) or (rules.index and own in mt.MANIFEST_TYPES)):
+    if isinstance(own, str) and ((rules.manifest and own in mt.INDEX_TYPES) or (rules.index and own in mt.MANIFEST_TYPES)):
         raise FormatError(f"invalid {_where(rules.media_type, digest)}: document declares mediaType {own!r}")
     if rules.manifest and "manifests" in doc:
         raise FormatError(f"invalid {_where(rules.media_type, digest)}: expected a manifest but found an index")
