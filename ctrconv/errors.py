@@ -66,3 +66,10 @@ class FormatError(CtrconvError):
 
 class UnsafePathError(FormatError):
     """A path that would escape its root (``../``, absolute, symlink escape)."""
+
+
+#: why an input gives no image a name: where names come from, as ``ctr images import`` reads them
+#: (an archive with an ``index.json`` is an OCI layout: its ``manifest.json`` is not read)
+NAMES_NO_IMAGE = ("the input names no image (an OCI layout names them by the io.containerd.image.name or "
+                  "org.opencontainers.image.ref.name of its index.json entries, a docker-archive by RepoTags; an "
+                  "archive with an index.json is an OCI layout, as ctr reads it: its manifest.json is not used)")

@@ -32,7 +32,7 @@ from typing import Any, BinaryIO, Callable, Sequence
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.records import ImageRecord
 from ctrconv.digest import Digest
-from ctrconv.errors import UsageError
+from ctrconv.errors import NAMES_NO_IMAGE, UsageError
 from ctrconv.image.model import BlobSource
 from ctrconv.image.protocols import ImageSource
 from ctrconv.pipeline import regenerate as regen
@@ -212,7 +212,7 @@ def _select_file(source: ImageSource, options: ExportOptions) -> _Selected:
         entries = [dataclasses.replace(entries[0], name=options.name)]
     images = EntryImages(entries)
     if not list(images.images("")):
-        raise UsageError("the input names no image (no io.containerd.image.name / ref.name / RepoTags)",
+        raise UsageError(NAMES_NO_IMAGE,
                          hint="name its one image with --name")
     records = resolve_images(images, source, "", options.image)
     return _Selected(records, source, _check_line(options.containerd_version or CTR_LINES[-1]))

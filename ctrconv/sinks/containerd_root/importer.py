@@ -28,7 +28,7 @@ from ctrconv.sinks.containerd_root.options import ImportOptions, with_fields
 from ctrconv.sinks.containerd_root.pull_labels import label_pull
 from ctrconv.sinks.containerd_root.transaction import RootTransaction
 from ctrconv.digest import Digest
-from ctrconv.errors import CtrconvError, FormatError, MissingContentError, UsageError
+from ctrconv.errors import NAMES_NO_IMAGE, CtrconvError, FormatError, MissingContentError, UsageError
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import platform as plat
 from ctrconv.progress import Progress, Stage, stage
@@ -105,7 +105,7 @@ def _named_entries(entries: Sequence[NamedEntry], name: str | None, namespace: s
     if namespace == docker_store.NAMESPACE:  # as docker load records an unnamed image
         named += [(docker_store.dangling_name(str(e.descriptor["digest"])), e) for e in entries if not e.name]
     if not named:
-        raise UsageError("the input names no image (no io.containerd.image.name / ref.name / RepoTags); use --name")
+        raise UsageError(f"{NAMES_NO_IMAGE}; use --name")
     return named
 
 
