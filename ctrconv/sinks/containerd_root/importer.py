@@ -106,7 +106,10 @@ def _named_entries(entries: Sequence[NamedEntry], name: str | None, namespace: s
         named += [(docker_store.dangling_name(str(e.descriptor["digest"])), e) for e in entries if not e.name]
     if not named:
         raise UsageError(f"{NAMES_NO_IMAGE}; use --name")
-    return named
+    # one name given twice: the last entry is what the name ends up meaning (ctr 2.x); the
+    # earlier one is not imported at all (it left its blobs and labelled records behind)
+    last = {entry_name: index for index, (entry_name, _) in enumerate(named)}
+    return [pair for index, pair in enumerate(named) if last[pair[0]] == index]
 
 
 def _entry_annotations(entry: NamedEntry) -> dict[str, str]:
