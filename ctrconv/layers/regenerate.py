@@ -187,6 +187,31 @@ def _mtime(st: os.stat_result) -> int:
     return st.st_mtime_ns
 
 
+#: what an overlayfs mounted with ``redirect_dir``/``metacopy`` leaves in an upper directory: a
+#: renamed directory's contents stay in the lower one, a chmod-ed file's data too
+OVERLAY_INDIRECTIONS = (b"trusted.overlay.redirect", b"trusted.overlay.metacopy")
+
+
+def _refuse_redirect_or_metacopy(path: bytes, rel: bytes, st: os.stat_result) -> None:
+    """The upper directory is the layer only when the kernel's overlayfs wrote every change into
+    it: with ``redirect_dir`` a renamed directory holds only a pointer to its lower contents,
+    with ``metacopy`` a file whose mode or owner changed holds no data. Read as the layer, they
+    gave an empty directory and all-zero files (found by a red-team run); containerd's own
+    differ compares the mounted trees instead. Refused rather than written wrong."""
+    if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+        return
+    for name in OVERLAY_INDIRECTIONS:
+        try:
+            os.getxattr(path, name, follow_symlinks=False)
+        except OSError:
+            continue
+        raise CtrconvError(
+            f"{rel.decode('utf-8', 'backslashreplace')}: the layer was written by an overlayfs mounted with "
+            f"{'redirect_dir' if name.endswith(b'redirect') else 'metacopy'} ({name.decode()}): its upper "
+            "directory alone does not hold the changes, and ctrconv reads no mounted tree; commit it with "
+            "containerd (nerdctl commit) instead")
+
+
 def _overlay_walk(emit: _TarEmitter, top: bytes) -> None:
     """Depth first, each directory's names sorted; iterative, so nesting depth is no limit."""
     stack: list[tuple[bytes, Iterator[bytes]]] = [(b"", iter(_listdir(top)))]
@@ -202,6 +227,7 @@ def _overlay_walk(emit: _TarEmitter, top: bytes) -> None:
         if _is_whiteout(st):
             emit.whiteout(child_rel, st.st_uid, st.st_gid)
             continue
+        _refuse_redirect_or_metacopy(path, child_rel, st)
         emit.path(path, child_rel, st)
         if stat.S_ISDIR(st.st_mode):
             if _is_opaque(path):

@@ -115,6 +115,27 @@ def test_overlay_fs_dir_is_the_layer(tmp_path):
     assert compare_listings(tree_listing(upper), tree_listing(again)) == []
 
 
+@pytest.mark.parametrize("indirection", ["trusted.overlay.redirect", "trusted.overlay.metacopy"])
+def test_an_upper_written_with_redirect_dir_or_metacopy_is_refused(indirection, tmp_path):
+    """A container's upper directory written by an overlayfs mounted with redirect_dir (a renamed
+    directory holds a pointer to its lower contents) or metacopy (a chmod-ed file holds no
+    data): commit gave an empty directory and all-zero files with exit 0 (found by a red-team
+    run). Refused with one error instead."""
+    from ctrconv.errors import CtrconvError
+
+    _need_root()
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    if indirection.endswith("redirect"):
+        (upper / "etc2").mkdir()
+        os.setxattr(upper / "etc2", indirection, b"/etc")
+    else:
+        _file(upper / "busybox", b"", 0o755)
+        os.setxattr(upper / "busybox", indirection, b"")
+    with pytest.raises(CtrconvError, match=indirection.rsplit(".", 1)[1].replace("redirect", "redirect_dir")):
+        _write(tmp_path, "layer.tar", overlay_fs=upper)
+
+
 def test_tar_is_deterministic_and_pax_only_where_needed(tmp_path):
     _need_root()
     upper = tmp_path / "upper"
