@@ -223,6 +223,10 @@ class RootHints:
 
     plausibility: TreeScore | None = None
     recency: TreeScore | None = None
+    #: when no candidate holds the top-level bucket of the owner's trees (the pages above its
+    #: children are lost), make a root of the candidate subtrees (page id, tree, damage
+    #: count) that are the owner's children, or return None
+    assemble: Callable[[list[tuple[int, BucketTree, int]]], BucketTree | None] | None = None
 
 
 def salvage(path: str | os.PathLike[str], *, hints: RootHints | None = None) -> SalvageResult:
@@ -397,6 +401,15 @@ def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int, hints: RootHi
     # one holding most records (keeps data; a rebuild drops whatever points at content that
     # no longer exists), and report the others.
     candidates.sort(key=lambda c: c[:6] + (-c[6],))
+    if candidates[0][0] and hints.assemble is not None:  # no candidate holds v1
+        parts = [(c[6], c[7], len(c[8])) for c in candidates]
+        assembled = hints.assemble(parts)
+        if assembled is not None:
+            result = SalvageResult(assembled, "buckets assembled from orphan pages (both meta roots and the pages "
+                                   "above them unusable)", page_size, [], metas=tuple(metas))
+            result.damage.append(Damage((), None, "meta pages and the top of the tree unusable: the tree was "
+                                        f"assembled from the orphan pages {', '.join(str(c[0]) for c in parts[:12])}"))
+            return result
     *_, pgid, tree, damage = candidates[0]
     result = SalvageResult(tree, f"orphan root page {pgid} (both meta roots unusable)", page_size, list(damage), metas=tuple(metas))
     others = ", ".join(str(c[6]) for c in candidates[1:6])

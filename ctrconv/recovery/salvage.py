@@ -46,7 +46,66 @@ def containerd_shape(tree: BucketTree) -> int:
     return score
 
 
-CONTAINERD_ROOT_HINTS = RootHints(plausibility=containerd_shape, recency=newest_update)
+def assemble_namespaces(found: list[tuple[int, BucketTree, int]]) -> BucketTree | None:
+    """A ``v1`` made of the orphan pages that are namespace buckets, when the pages above them
+    (the root, ``v1``) are lost, as a meta.db cut short loses its last pages: rebuild took one
+    namespace's page for the root and every other namespace was lost. A namespace is named by
+    its snapshots (the snapshotter keys ``<ns>/<seq>/<key>`` its records hold), else ``k8s.io``
+    when its images carry CRI's label, else ``default`` for the first unnamed one, else
+    ``recovered-<page>``; of two copies of one name (a freed older copy) the less damaged,
+    then the newer wins."""
+    best: dict[str, tuple[tuple[int, int], BucketTree]] = {}
+    unnamed: list[tuple[int, BucketTree, int]] = []
+    for pgid, tree, damage in found:
+        if not _namespace_shaped(tree):
+            continue
+        name = _namespace_name(tree)
+        if name is None:
+            unnamed.append((pgid, tree, damage))
+            continue
+        rank = (-damage, newest_update(tree))
+        if name not in best or rank > best[name][0]:
+            best[name] = (rank, tree)
+    for pgid, tree, damage in sorted(unnamed, key=lambda u: (u[2], -newest_update(u[1]))):
+        name = "default" if "default" not in best else f"recovered-{pgid}"
+        best[name] = ((-damage, newest_update(tree)), tree)
+    if not best:
+        return None
+    root = BucketTree()
+    v1 = root.bucket(K.V1, create=True)
+    assert v1 is not None
+    for name, (_, tree) in sorted(best.items()):
+        v1.entries[name.encode()] = tree
+    return root
+
+
+def _namespace_shaped(tree: BucketTree) -> bool:
+    return (len(tree.entries) >= 2 and all(isinstance(v, BucketTree) for v in tree.entries.values())
+            and set(tree.entries) <= _NAMESPACE_BUCKETS | {K.LABELS})
+
+
+def _namespace_name(tree: BucketTree) -> str | None:
+    """The namespace a namespace bucket belongs to, from what its records say of it."""
+    from collections import Counter
+
+    votes: Counter[str] = Counter()
+    snapshots = tree.bucket(K.SNAPSHOTS)
+    for bucket in (snapshots.entries.values() if snapshots else ()):
+        for record in (bucket.entries.values() if isinstance(bucket, BucketTree) else ()):
+            name = record.get(K.NAME) if isinstance(record, BucketTree) else None
+            if name and b"/" in name:
+                votes[text(name.split(b"/", 1)[0])] += 1
+    if votes:
+        return votes.most_common(1)[0][0]
+    images = tree.bucket(K.IMAGES)
+    for record in (images.entries.values() if images else ()):
+        labels = record.bucket(K.LABELS) if isinstance(record, BucketTree) else None
+        if labels is not None and labels.get(b"io.cri-containerd.image") is not None:
+            return "k8s.io"
+    return None
+
+
+CONTAINERD_ROOT_HINTS = RootHints(plausibility=containerd_shape, recency=newest_update, assemble=assemble_namespaces)
 
 
 @dataclass

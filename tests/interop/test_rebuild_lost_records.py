@@ -362,3 +362,31 @@ def test_snapshot_dirs_whose_records_damage_lost_are_quarantined_never_deleted(l
         after |= {str(Path(q.name) / p.relative_to(q)) for p in q.rglob("*")} | {q.name}
     assert before <= after, sorted(before - after)[:10]
     assert cli("verify", "--root", str(root), "-A", "-q").code == 0
+
+
+@pytest.mark.parametrize("line", ["1.7", "2.x"])
+def test_a_meta_db_cut_short_keeps_its_namespaces(line, realnode_set_for, cli, tmp_path):
+    """meta.db truncated (a copy or backup cut short) with its last pages the root and ``v1``:
+    rebuild took one namespace's page for the root, kept at most one namespace and lost
+    ``k8s.io`` (found by a red-team run). The namespace pages that survive are assembled into
+    a ``v1`` again, each named by its snapshot records."""
+    from ctrconv.bolt.reader import BoltFile as Bolt
+
+    corpus = realnode_set_for(line)
+    root = corpus.copy_root("node", tmp_path / "node")
+    before = cli("ls", "--root", str(root), "-A", "--json").json["images"]
+    meta = root.joinpath(*META)
+    with Bolt(meta) as db:
+        hwm, page_size, top = db.meta.pgid, db.page_size, db.meta.root
+    assert top >= hwm - 20, "the root is among the last pages (a commit writes it last)"
+    os.truncate(meta, (hwm - 20) * page_size + 2048)
+
+    result = cli("rebuild", "--root", str(root), "-o", str(tmp_path / "new"), "-q", "--json")
+    assert result.code == 0, result.stderr
+    after = cli("ls", "--root", str(tmp_path / "new"), "-A", "--json").json["images"]
+    for namespace in ("default", "k8s.io"):
+        # (records on the pages cut off are lost: each namespace keeps the rest of its names)
+        want = {(i["name"], i["digest"]) for i in before if i["namespace"] == namespace}
+        got = {(i["name"], i["digest"]) for i in after if i["namespace"] == namespace}
+        assert len(want & got) >= 0.8 * len(want), (namespace, sorted(want - got)[:5])
+    assert cli("verify", "--root", str(tmp_path / "new"), "-A", "-q").code == 0
