@@ -138,7 +138,7 @@ def remove_unkept_snapshot_dirs(croot: ContainerdRoot, sn: str, ids: set[int], r
         if entry.isdigit() and int(entry) in ids and str(int(entry)) == entry:
             continue
         if quarantine is None:
-            shutil.rmtree(sdir / entry, ignore_errors=True)
+            _remove(sdir / entry)
             report.clean("snapshot-dir", f"{sn}/snapshots/{entry}", "no intact record; re-unpacked if an image needs it")
             continue
         quarantine.mkdir(parents=True, exist_ok=True)
@@ -150,6 +150,15 @@ def remove_unkept_snapshot_dirs(croot: ContainerdRoot, sn: str, ids: set[int], r
     if moved:  # (durable where they went, before the command says it is done)
         fsync_dir(quarantine)  # type: ignore[arg-type]
         fsync_dir(sdir)
+
+
+def _remove(path: Path) -> None:
+    """A directory tree, or a file or symlink where one would go (a file at the next id made
+    every new snapshot fail, "not a directory")."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def write_bolt_file(path: Path, tree: BucketTree, mode: int, page_size: int | None, freelist: bool,

@@ -28,11 +28,13 @@ def containerd_shape(tree: BucketTree) -> int:
     namespace (buckets only, some of them a namespace's; or a snapshotter's ``snapshots`` /
     ``parents``), -1 for each that is not (an old root whose ``v1`` pointer lands on a page
     reused for another tree: a lease's bucket, with its ``createdat`` value, is no namespace),
-    and -1 for a ``v1`` without the ``version`` containerd writes at every start."""
+    -1 for a ``v1`` without the ``version`` containerd writes at every start, -1 for each plain
+    value at the top; a non-empty tree without ``v1`` scores -1."""
     v1 = tree.bucket(K.V1)
-    if v1 is None:
-        return 0
-    score = 0 if v1.get(K.VERSION) is not None or not v1.entries else -1
+    if v1 is None:  # (an empty file has nothing; anything else without v1 is no meta.db tree)
+        return -1 if tree.entries else 0
+    score = -sum(1 for value in tree.entries.values() if not isinstance(value, BucketTree))  # (only buckets on top)
+    score += 0 if v1.get(K.VERSION) is not None or not v1.entries else -1
     for key, child in v1.entries.items():
         if not isinstance(child, BucketTree):
             continue
@@ -128,7 +130,7 @@ class Salvaged:
         """meta.db read whole from its newest meta page: it says what each namespace holds."""
         res = self.meta_result
         return (bool(res) and not res.damage and res.source.startswith("meta ")  # type: ignore[union-attr]
-                and not self.lost_paths)
+                and all(m.valid for m in res.metas) and not self.lost_paths)  # type: ignore[union-attr]
 
     def snapshot_records_intact(self, snapshotter: str) -> bool:
         """meta.db and ``snapshotter``'s db both read whole: a snapshot directory no record
@@ -137,7 +139,7 @@ class Salvaged:
         found = self.backends.get(snapshotter)
         res = found[1] if found is not None else None
         return (self.meta_intact and res is not None and not res.damage
-                and res.source.startswith("meta "))
+                and res.source.startswith("meta ") and all(m.valid for m in res.metas))
 
     def meta_lost_under(self, *path: bytes) -> bool:
         """Whether the damage to meta.db may have lost records under the bucket ``path``

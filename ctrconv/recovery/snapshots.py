@@ -5,6 +5,7 @@ layers); rewrite the snapshotter's ``parents`` index and set every sequence abov
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Collection, Hashable, Mapping
@@ -140,11 +141,23 @@ def restore_work_dirs(backends: Mapping[str, BucketTree], target: ContainerdRoot
         if sid is None or sid not in kept.get("overlayfs", set()) or record.get(K.KIND) != bytes([KIND_ACTIVE]):  # type: ignore[union-attr]
             continue
         directory = target.snapshot_dir("overlayfs", sid)
-        if (directory / "fs").is_dir() and not (directory / "work").exists():
-            (directory / "work").mkdir(mode=0o711)
-            os.chmod(directory / "work", 0o711)
-            report.restore("snapshot-dir", f"overlayfs/snapshots/{sid}/work",
-                           f"active snapshot {text(key)} had no work directory: made again (empty)")
+        work = directory / "work"
+        if not (directory / "fs").is_dir() or _real_dir(work):
+            continue
+        if os.path.lexists(work):  # a file or a symlink where overlayfs needs its own directory
+            os.unlink(work)
+        work.mkdir(mode=0o711)
+        os.chmod(work, 0o711)
+        report.restore("snapshot-dir", f"overlayfs/snapshots/{sid}/work",
+                       f"active snapshot {text(key)} had no work directory: made again (empty)")
+
+
+def _real_dir(path: Path) -> bool:
+    """A directory itself, not a symlink to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _detach_writable(meta: BucketTree, sn: str, records: BucketTree, alive: Mapping[bytes, int],

@@ -7,6 +7,7 @@ platforms are reported as information, not as problems.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from sys import intern
 from dataclasses import dataclass
@@ -279,6 +280,14 @@ def _check_namespace_buckets(meta: MetadataDB, ns: str, where: str, report: Repo
         if name in plain:
             report.add("unreadable-record", f"{ns}/{name.decode()}", f"{where}/{name.decode()}",
                        "a plain value where containerd keeps a bucket: every record it held is unreadable")
+
+
+def _real_dir(path: Path) -> bool:
+    """A directory itself, not a symlink to one (overlayfs needs its own work directory)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _check_labels(labels: dict[str, str], obj: str, where: str, report: Report) -> None:
@@ -643,7 +652,7 @@ def _check_snapshotter(croot: ContainerdRoot, sn: str, backend: _Backend, refere
                        f"parent {s.parent} is {by_key[s.parent].kind}, not committed: containerd refuses to make or "
                        "mount a snapshot on it (\"parent ... is not committed snapshot\")")
         if sn == "overlayfs" and s.kind == "active" and fs is not None and fs.is_dir() \
-                and not (croot.snapshot_dir(sn, s.id) / "work").is_dir():
+                and not _real_dir(croot.snapshot_dir(sn, s.id) / "work"):
             report.add("missing-snapshot-dir", obj, str(croot.snapshot_dir(sn, s.id) / "work"),
                        f"active snapshot id {s.id} has no work directory: overlayfs cannot mount it (a container "
                        "on it cannot start)")

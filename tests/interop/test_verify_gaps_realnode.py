@@ -12,6 +12,7 @@ root's own line is the judge after the rebuild.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -102,12 +103,20 @@ def test_a_parent_recorded_as_active_is_a_problem_and_rebuild_commits_it_again(l
     daemon.ctr("tasks", "delete", "--force", "rn-stopped", check=False, timeout=120)
 
 
-@pytest.mark.parametrize("how", ["in-place", "output"])
-def test_a_writable_layer_without_its_work_dir_gets_one_and_the_container_starts(how, realnode_set_for, cli,
+@pytest.mark.parametrize("how,damage", [("in-place", "missing"), ("output", "missing"), ("in-place", "file"),
+                                        ("output", "dangling-symlink")])
+def test_a_writable_layer_without_its_work_dir_gets_one_and_the_container_starts(how, damage, realnode_set_for, cli,
                                                                                  tmp_path, private_containerd):
+    """(A file or a dangling symlink there: rebuild left the file, and failed on the symlink
+    with "File exists"; found by a second red-team run.)"""
     root = realnode_set_for("1.6").copy_root("node", tmp_path / "node")
     [active] = [s for s in _snapshots(root).values() if s.key.endswith("/rn-stopped")]
-    shutil.rmtree(root / OVERLAY / "snapshots" / str(active.id) / "work")
+    work = root / OVERLAY / "snapshots" / str(active.id) / "work"
+    shutil.rmtree(work)
+    if damage == "file":
+        work.write_text("x")
+    elif damage == "dangling-symlink":
+        work.symlink_to("/nonexistent/work")
     problems = _problems(cli, root)
     assert any(p["kind"] == "missing-snapshot-dir" and "work directory" in p["message"] for p in problems), problems
     target = root if how == "in-place" else tmp_path / "new"
@@ -122,19 +131,24 @@ def test_a_writable_layer_without_its_work_dir_gets_one_and_the_container_starts
     daemon.ctr("tasks", "delete", "--force", "rn-stopped", check=False, timeout=120)
 
 
-def test_a_directory_above_the_sequence_is_a_problem_and_rebuild_removes_it(realnode_set_for, cli, tmp_path,
+@pytest.mark.parametrize("kind", ["directory", "file"])
+def test_a_directory_above_the_sequence_is_a_problem_and_rebuild_removes_it(kind, realnode_set_for, cli, tmp_path,
                                                                               private_containerd):
+    """(A file there: rebuild said it cleaned it up and left it; found by a second red-team run.)"""
     root = realnode_set_for("1.6").copy_root("node", tmp_path / "node")
     with BoltFile(root / OVERLAY / "metadata.db") as db:
         sequence = db.bucket(K.V1, K.SNAPSHOTS).sequence
     leftover = root / OVERLAY / "snapshots" / str(sequence + 1)
-    (leftover / "fs").mkdir(parents=True)
-    (leftover / "work").mkdir()
+    if kind == "file":
+        leftover.write_text("x")
+    else:
+        (leftover / "fs").mkdir(parents=True)
+        (leftover / "work").mkdir()
     problems = _problems(cli, root)
     assert [p["kind"] for p in problems] == ["orphan-snapshot-dir"], json.dumps(problems)[:1000]
     result = cli("rebuild", "--root", str(root), "-q")
     assert result.code == 0, result.stderr
-    assert not leftover.exists()
+    assert not os.path.lexists(leftover)
     daemon = private_containerd(root=root)
     image = cli("ls", "--root", str(root), "-n", "default", "-q", "--ignore-lock").stdout.split()[0]
     ran = daemon.ctr("run", "--rm", image, "rt-after", "/bin/true", check=False, timeout=120)

@@ -394,14 +394,16 @@ class _RetireGuard:
     killed outright (SIGKILL, the OOM killer) between the rename and :func:`_retire`, the
     lock would pass to a containerd waiting on the old inode, which would then run on the
     metadata as it was and let its GC delete what the new file names. The child, still holding
-    the lock, retires the old inode itself once it has no name, then lets it go. A process-group
-    kill takes the child too: that window stays (docs/import.md)."""
+    the lock, retires the old inode itself once it has no name, then lets it go. It runs in its
+    own session, so a kill of the writer's process group (``timeout -s KILL``, a cancelled CI
+    job) spares it; a kill of the whole cgroup does not: that window stays (docs/import.md)."""
 
     def __init__(self, fd: int, page_size: int | None) -> None:
         read_end, self._done = os.pipe()
         self._pid = os.fork()
         if self._pid == 0:  # the child: nothing but system calls, then _exit
             try:
+                os.setsid()  # (a kill of the writer's process group, as timeout -s KILL sends, spares it)
                 for signum in SIGNALS:
                     signal.signal(signum, signal.SIG_IGN)
                 os.close(self._done)
