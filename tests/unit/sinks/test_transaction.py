@@ -113,7 +113,8 @@ def test_a_writer_killed_between_the_rename_and_the_retirement_still_retires_the
     outright right after renaming the new file over it (before it zeroed the old one) let the
     lock pass to that daemon, which ran on the old metadata and GC-ed what the new file names
     (found by a red-team run). A forked guard holds the lock across the replacement and retires
-    the old inode itself when the writer dies."""
+    the old inode itself when the writer dies, even by a kill of its whole process group (as
+    ``timeout -s KILL`` sends: the guard runs in its own session)."""
     import fcntl
     import os
     import signal
@@ -136,7 +137,7 @@ def test_a_writer_killed_between_the_rename_and_the_retirement_still_retires_the
         "def killed(path):\n"
         "    real(path)\n"
         "    if path.name == 'io.containerd.metadata.v1.bolt':\n"
-        "        os.kill(os.getpid(), signal.SIGKILL)  # right after the rename, before the retirement\n"
+        "        os.killpg(0, signal.SIGKILL)  # its whole process group, right after the rename, before the retirement\n"
         "t.fsync_dir = killed\n"
         "with t.RootTransaction(sys.argv[1]) as txn:\n"
         "    txn.meta.bucket(b'v1', b'default', b'images', b'new', create=True)\n"
