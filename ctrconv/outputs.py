@@ -46,6 +46,21 @@ def is_stdout(out: str | os.PathLike[str]) -> bool:
     return os.fspath(out) in STDOUT_NAMES
 
 
+def leads_to_stdout(out: str | os.PathLike[str]) -> bool:
+    """``-o`` is standard output by its name, or by where it leads (a symlink to
+    ``/dev/stdout``, the file or pipe standard output already is): ``--json`` there would put
+    the report into the archive's stream."""
+    if is_stdout(out):
+        return True
+    try:
+        target, stdout = os.stat(out), os.fstat(1)
+    except (OSError, ValueError):
+        return False
+    if stat.S_ISCHR(target.st_mode) and target.st_rdev == os.makedev(1, 3):
+        return False  # (both into /dev/null: nothing mixes)
+    return (target.st_dev, target.st_ino) == (stdout.st_dev, stdout.st_ino)
+
+
 @dataclass
 class Output:
     """A resolved output: a ``path`` for an atomic write, or a node or stream written through."""

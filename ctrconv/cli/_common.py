@@ -24,8 +24,20 @@ class _State:
 
 STATE = _State()
 
+def _root_from_environment(ctx: typer.Context, param: typer.CallbackParam, value: Path) -> Path:
+    """``CTRCONV_ROOT=""`` (a variable that expanded to nothing) names no root: click takes an
+    empty variable for an unset one, and the default root, ``/var/lib/containerd``, was written."""
+    import os
+
+    source = ctx.get_parameter_source(param.name or "root")  # (typer's own click: compared by name)
+    if os.environ.get("CTRCONV_ROOT") == "" and getattr(source, "name", None) == "DEFAULT":
+        raise typer.BadParameter("CTRCONV_ROOT is set but empty: it names no root (unset it, or give --root)")
+    return value
+
+
 ROOT_OPTION = typer.Option(
-    Path("/var/lib/containerd"), "--root", envvar="CTRCONV_ROOT", help="containerd root directory."
+    Path("/var/lib/containerd"), "--root", envvar="CTRCONV_ROOT", help="containerd root directory.",
+    callback=_root_from_environment,
 )
 NAMESPACE_OPTION = typer.Option(
     "default", "-n", "--namespace", envvar="CONTAINERD_NAMESPACE", help="containerd namespace."
@@ -67,8 +79,11 @@ def check_layout_output(output: str | None, as_json: bool, fmt: str | None = Non
 
     if fmt is not None and formats is not None and fmt not in formats:
         raise UsageError(f"unknown format {fmt!r} (choose from {', '.join(formats)}{extra})")
-    if as_json and api.is_stdout(output):
-        raise UsageError("--json cannot be combined with -o - (stdout carries the tar)")
+    if as_json and output is not None:
+        from ctrconv.outputs import leads_to_stdout
+
+        if leads_to_stdout(output):
+            raise UsageError("--json cannot be combined with -o - (stdout carries the tar)")
     if api.is_stdout(output) and sys.stdout.isatty():
         raise UsageError("refusing to write a tar archive to a terminal", hint="redirect stdout or use -o FILE")
 

@@ -67,6 +67,8 @@ def parse_ls(argv: list[str], environ: Mapping[str, str] = os.environ) -> dict[s
         given.add(key)
         params[key] = found
         i += 1
+    if "root" not in given and environ.get("CTRCONV_ROOT") == "":
+        return None  # (typer says why an empty CTRCONV_ROOT names no root)
     params["root"] = Path(params["root"])
     params["debug"] = debug
     return params
@@ -82,11 +84,15 @@ def take(argv: list[str]) -> Callable[[], int] | None:
     debug = params.pop("debug")
 
     def run() -> int:
-        from ctrconv import commitpoint
-        from ctrconv.run.ls import ls
         from ctrconv.run.outcome import guarded
 
-        commitpoint.reset()
-        return guarded(lambda: ls(**params) or 0, debug)
+        def invoke() -> int:  # (the command's imports too: a signal during them is the command's)
+            from ctrconv import commitpoint
+            from ctrconv.run.ls import ls
+
+            commitpoint.reset()
+            return ls(**params) or 0
+
+        return guarded(invoke, debug)
 
     return run

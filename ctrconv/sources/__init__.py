@@ -253,6 +253,9 @@ def open_source(
     from ctrconv.sources.oci_layout import LAYOUT_FILE
     from ctrconv.sources.skopeo_dir import SkopeoDirSource, is_skopeo_dir
 
+    from ctrconv.sources.multi import refuse_empty_input
+
+    refuse_empty_input(path_or_dash)
     if str(path_or_dash).startswith("docker://"):
         from ctrconv.registry.source import open_registry_source
 

@@ -27,6 +27,13 @@ from ctrconv.sources.oci_layout import LAYOUT_FILE
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst", ".tar.zstd")
 
 
+def refuse_empty_input(raw: str | os.PathLike[str]) -> None:
+    """``-i ""`` (a variable that expanded to nothing) names nothing: ``Path("")`` is the current
+    directory, which made ``import -i "$ARCHIVES"`` import every archive in it."""
+    if os.fspath(raw) == "":
+        raise UsageError("-i: an empty path names nothing (did a variable expand to nothing?)")
+
+
 def expand_inputs(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
     """Each ``-i``: a file, ``-``, an OCI layout directory, a skopeo ``dir:`` layout, or a
     directory of archives (its archive files, sorted by name; a directory holding none is a
@@ -36,6 +43,7 @@ def expand_inputs(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
 
     out: list[str] = []
     for raw in paths:
+        refuse_empty_input(raw)
         path = Path(raw)
         if str(raw) != "-" and path.is_dir() and not (path / LAYOUT_FILE).is_file() and not is_skopeo_dir(path):
             archives = sorted(p for p in path.iterdir()

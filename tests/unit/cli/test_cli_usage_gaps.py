@@ -134,3 +134,32 @@ def test_an_archive_whose_index_names_no_image_says_where_names_come_from(cli, a
                 dst.addfile(repo_tags, io.BytesIO(payload))
     result = cli("import", "--root", str(tmp_path / "root"), "-i", str(unnamed), "-q")
     _one_usage_line(result, "an archive with an index.json is an OCI layout")
+
+
+def test_an_empty_input_or_root_variable_names_nothing(cli, small_root: Path, archive: Path, tmp_path: Path,  # noqa: F811
+                                                       monkeypatch) -> None:
+    """``-i ""`` read the current directory (``import -i "$ARCHIVES"`` imported every archive
+    there), and ``CTRCONV_ROOT=""`` meant the default root, ``/var/lib/containerd`` (click takes
+    an empty variable for an unset one); found by a red-team run."""
+    monkeypatch.chdir(archive.parent)  # (a directory holding an archive: what "" used to import)
+    for args in (("import", "--root", str(tmp_path / "root"), "-i", ""), ("convert", "-i", "", "-o", str(tmp_path / "o.tar")),
+                 ("verify", "-i", "")):
+        _one_usage_line(cli(*args), "-i: an empty path names nothing")
+    assert not (tmp_path / "root").exists()
+    monkeypatch.setenv("CTRCONV_ROOT", "")
+    for args in (("ls",), ("import", "-i", str(archive)), ("verify",)):
+        _one_usage_line(cli(*args), "CTRCONV_ROOT is set but empty")
+    assert cli("ls", "--root", str(small_root), "-q").code == 0
+
+
+def test_json_is_refused_with_an_output_that_leads_to_stdout(cli, small_root: Path, tmp_path: Path) -> None:  # noqa: F811
+    """``-o`` a symlink to ``/dev/stdout`` with ``--json``: the tar and the report went to stdout
+    together, exit 0 (found by a red-team run). Refused as ``-o -`` is."""
+    link = tmp_path / "stdout"
+    link.symlink_to("/dev/stdout")
+    out = tmp_path / "captured"
+    run = subprocess.run([sys.executable, "-m", "ctrconv", "export", "--root", str(small_root), "--all", "--json",
+                          "-o", str(link)], cwd=REPO, stdout=open(out, "wb"), stderr=subprocess.PIPE, text=True)
+    assert run.returncode == 2 and "--json cannot be combined with -o -" in run.stderr, run.stderr
+    assert out.stat().st_size == 0
+    assert cli("export", "--root", str(small_root), "--all", "--json", "-q", "-o", os.devnull).code == 0
