@@ -31,6 +31,7 @@ _FOR_THE_CLI: dict[str, tuple[str, str | None]] = {
     "human_size": ("ctrconv.inventory", "human_size"),
     "EXPORT_FORMATS": ("ctrconv.sinks", "FORMATS"),
     "is_stdout": ("ctrconv.outputs", "is_stdout"),
+    "leads_to_stdout": ("ctrconv.outputs", "leads_to_stdout"),
     "RegistryOptions": ("ctrconv.registry", "RegistryOptions"),
     "ExportReport": ("ctrconv.pipeline.export", "ExportReport"),
     "ConvertOptions": ("ctrconv.pipeline.export_report", "ConvertOptions"),

@@ -39,7 +39,7 @@ def _print_version() -> int:
         sys.stdout.write(f"ctrconv {__version__}\n")
         sys.stdout.flush()
     except BrokenPipeError:  # the reader went away (``| head -c0``): as the CLI, no message
-        return 1
+        return 141
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import os
 import sys
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ from ctrconv import commitpoint
 from ctrconv.errors import UsageError
 # (the command modules import these from here too)
 from ctrconv.run.options import WAIT_FOREVER, debug_from_environment, wait_seconds  # noqa: F401
-from ctrconv.run.outcome import error_line, guarded, print_json  # noqa: F401
+from ctrconv.run.outcome import EXIT_BROKEN_PIPE, error_line, guarded, print_json  # noqa: F401
 
 
 @dataclass
@@ -79,11 +81,8 @@ def check_layout_output(output: str | None, as_json: bool, fmt: str | None = Non
 
     if fmt is not None and formats is not None and fmt not in formats:
         raise UsageError(f"unknown format {fmt!r} (choose from {', '.join(formats)}{extra})")
-    if as_json and output is not None:
-        from ctrconv.outputs import leads_to_stdout
-
-        if leads_to_stdout(output):
-            raise UsageError("--json cannot be combined with -o - (stdout carries the tar)")
+    if as_json and output is not None and api.leads_to_stdout(output):
+        raise UsageError("--json cannot be combined with -o - (stdout carries the tar)")
     if api.is_stdout(output) and sys.stdout.isatty():
         raise UsageError("refusing to write a tar archive to a terminal", hint="redirect stdout or use -o FILE")
 
@@ -148,6 +147,12 @@ def run(app: typer.Typer, argv: list[str]) -> int:
             return result if isinstance(result, int) else 0
         except _EXIT as exc:
             return int(getattr(exc, "exit_code", 0) or 0)
+        except SystemExit as exc:
+            # click ends a command whose stdout's reader went away with exit 1, even out of
+            # standalone mode: that is outcome.EXIT_BROKEN_PIPE here, never verify's 1
+            if isinstance(exc.__context__, OSError) and exc.__context__.errno == errno.EPIPE:
+                return EXIT_BROKEN_PIPE
+            raise
         except _ABORT:
             error_line("aborted")
             return 1

@@ -15,6 +15,8 @@ from ctrconv.run.lines import one_line
 
 #: raised by the signal handler while a command runs (:mod:`ctrconv.interrupts`)
 Stopped = interrupts.Stopped
+#: the exit status of a command whose output's reader went away (128 + SIGPIPE)
+EXIT_BROKEN_PIPE = 141
 
 
 def error_line(message: str) -> None:
@@ -45,7 +47,10 @@ def guarded(invoke: Callable[[], int], debug: bool) -> int:
         error_line(message)
         return exc.exit_code
     except BrokenPipeError:
-        return 1
+        # the reader of standard output (or of an -o FIFO) went away (``| head``): as a shell
+        # writer that SIGPIPE ends, silently and with 128 + SIGPIPE, never 1 (verify's "found
+        # problems"), which a clean root got by timing alone
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         error_line("interrupted")
         return 130

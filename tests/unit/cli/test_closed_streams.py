@@ -56,3 +56,16 @@ def test_a_listing_to_a_closed_stdout_is_dropped_not_an_internal_error(small_roo
     assert listed.returncode == 0 and listed.stderr == b""
     listed = _run(["verify", "--root", str(small_root), "-q"], _close(1))
     assert listed.returncode == 0 and b"internal error" not in listed.stderr
+
+
+def test_a_reader_that_went_away_gives_141_not_verify_s_1(small_root: Path) -> None:  # noqa: F811
+    """stdout a pipe whose reader is gone (``| head``): the command stopped with exit 1, which
+    ``verify`` means as "problems found", on a clean root by timing alone (found by a red-team
+    run). It ends as a shell writer SIGPIPE ends: silently, 141."""
+    for args in (["verify", "--root", str(small_root), "-A"], ["export", "--root", str(small_root), "--all", "-o", "-"]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # (gone before the first byte)
+        run = subprocess.run([sys.executable, "-m", "ctrconv", *args], stdout=write_end, stderr=subprocess.PIPE,
+                             text=True, timeout=300)
+        os.close(write_end)
+        assert run.returncode == 141 and run.stderr == "", (args, run.returncode, run.stderr)
