@@ -24,6 +24,7 @@ from ctrconv.containerd.records import (
     read_image,
     read_ingest,
     read_lease,
+    read_map,
     read_parent_links,
     read_schema_version,
     key_bytes,
@@ -68,6 +69,10 @@ class MetadataDB:
 
     def _ns(self, namespace: str, *path: bytes) -> Bucket | None:
         return self.v1.bucket(key_bytes(namespace), *path) if self.v1 else None
+
+    def namespace_labels(self, namespace: str) -> dict[str, str]:
+        """The namespace's own labels (``v1/<ns>/labels``: ``ctr namespaces label``)."""
+        return read_map(self._ns(namespace, K.LABELS))
 
     def plain_keys(self, namespace: str) -> list[bytes]:
         """Keys holding plain values directly in the namespace bucket (containerd keeps only

@@ -4,6 +4,8 @@ labels of lost snapshots. Ingests, leases, containers and sandboxes are kept as 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.root import is_namespace
@@ -15,8 +17,12 @@ from ctrconv.recovery.report import RebuildReport
 
 GC_SNAPSHOT = K.LABEL_GC_SNAPSHOT
 
+if TYPE_CHECKING:
+    from ctrconv.containerd.content import ContentStore
 
-def clean_metadata(meta: BucketTree, good: dict[str, int], report: RebuildReport) -> dict[tuple[str, str], str]:
+
+def clean_metadata(meta: BucketTree, good: dict[str, int], report: RebuildReport,
+                   content: ContentStore | None = None) -> dict[tuple[str, str], str]:
     """Drop records of missing or corrupt content and the images that point at it.
 
     ``good`` maps the digests of the verified blobs to their sizes. Returns, per (namespace,
@@ -37,6 +43,8 @@ def clean_metadata(meta: BucketTree, good: dict[str, int], report: RebuildReport
             if digest not in good:
                 del images.entries[key]
                 report.drop("image", f"image {ns_name}/{text(key)}", f"target {digest or '?'} missing or corrupt")
+            elif content is not None:
+                _mend_target_media_type(ns_name, key, record, digest, content, report)  # type: ignore[arg-type]
     return orphaned
 
 
@@ -52,6 +60,25 @@ def _drop_unreachable_namespaces(meta: BucketTree, report: RebuildReport) -> Non
         if isinstance(v1.entries[key], BucketTree) and not is_namespace(name):  # type: ignore[union-attr]
             del v1.entries[key]  # type: ignore[union-attr]
             report.drop("namespace", f"namespace {name}", "a name containerd refuses (a damaged key?): no client can reach it")
+
+
+def _mend_target_media_type(ns_name: str, key: bytes, record: BucketTree, digest: str, content: ContentStore,
+                            report: RebuildReport) -> None:
+    """A target media type that is not UTF-8 (a flipped bit): containerd 1.7+ could not list the
+    namespace's images, and the image was dropped as having no platform. The target blob, whole,
+    says what it is: its own ``mediaType``, or its shape."""
+    target = record.bucket(K.TARGET)
+    raw = target.get(K.MEDIATYPE) if target is not None else None
+    if raw is None or _utf8(raw):
+        return
+    from ctrconv.recovery.derive import sniff_document
+
+    found = sniff_document(Digest.parse(digest), content.blob_path(digest))
+    if found is None:
+        return  # (not a manifest or index: the image goes as having no platform)
+    target.put(K.MEDIATYPE, found.descriptor["mediaType"].encode())  # type: ignore[union-attr]
+    report.restore("image", f"image {ns_name}/{text(key)}",
+                   f"target media type was not UTF-8: {found.descriptor['mediaType']}, as its blob says")
 
 
 def drop_flattened_buckets(meta: BucketTree, report: RebuildReport) -> set[tuple[str, bytes]]:

@@ -177,7 +177,7 @@ def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set
     good = check_content(run.croot, run.target, report, in_place=run.in_place, stamp=run.stamp, jobs=run.jobs,
                          progress=run.progress, link=run.link, known=run.known)
     stores.lost_paths |= {(K.V1, key_bytes(ns), name) for ns, name in drop_flattened_buckets(meta, report)}
-    orphaned = clean_metadata(meta, good, report)
+    orphaned = clean_metadata(meta, good, report, content)
     for sn, backend in backends.items():
         drop_undecodable_labels(backend, f"{sn}/metadata.db", report)
     distrusted = {} if run.trust_snapshots else snapshots_unlike_their_layers(

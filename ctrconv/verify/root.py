@@ -301,6 +301,14 @@ def _check_labels(labels: dict[str, str], obj: str, where: str, report: Report) 
                        "anything in this namespace over its API")
 
 
+def _check_text(value: str, what: str, obj: str, where: str, report: Report) -> None:
+    """A name or field containerd sends over its API that is not UTF-8: as with a label, 1.7+
+    fails to list (or to use) everything of its kind in the namespace."""
+    if not value.isascii() and _not_utf8(value):
+        report.add("invalid-text", obj, where, f"its {what} is not UTF-8: containerd 1.7+ fails to list or use "
+                   "anything of its kind in this namespace over its API")
+
+
 def _not_utf8(text_: str) -> bool:
     try:
         text_.encode("utf-8")
@@ -384,7 +392,11 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
         report.add("unreadable-record", f"{ns}/images", where, unreadable)
 
     now = time.time_ns()
-    leased = {ref for lease in _safe(report, f"{ns}/leases", where, meta.leases(ns)) for ref in lease.ingests}
+    leases = list(_safe(report, f"{ns}/leases", where, meta.leases(ns)))
+    for lease in leases:
+        _check_labels(lease.labels, f"lease {ns}/{lease.id}", f"{where}/leases/{lease.id}", report)
+    _check_labels(meta.namespace_labels(ns), f"namespace {ns}", where, report)
+    leased = {ref for lease in leases for ref in lease.ingests}
     for ingest in _safe(report, f"{ns}/ingests", where, meta.ingests(ns)):
         if ingest.ref in leased:
             continue
@@ -463,6 +475,8 @@ def _check_image(image: ImageRecord, records: dict[str, BlobRecord], content: Na
     obj = f"image {image.namespace}/{image.name}"
     where = f"meta.db v1/{image.namespace}/images/{image.name}"
     _check_labels(image.labels, obj, where, report)
+    _check_text(image.name, "name", obj, where, report)
+    _check_text(image.target.media_type, "target media type", obj, f"{where}/target", report)
     target = image.target.descriptor()
     try:
         Digest.parse(image.target.digest)
@@ -739,6 +753,9 @@ def _check_containers(meta: MetadataDB, ns: str, where: str, snapshot_keys: dict
             continue
         if container is not None:
             _check_labels(container.labels, obj, f"{where}/containers/{container_id}", report)
+            for what, value in (("id", container.id), ("image", container.image), ("snapshotter", container.snapshotter),
+                                ("snapshot key", container.snapshot_key)):
+                _check_text(value, what, obj, f"{where}/containers/{container_id}", report)
         if container is None or not container.snapshot_key:
             continue  # (a container made without a root filesystem)
         if container.snapshot_key not in snapshot_keys.get(container.snapshotter, set()):
