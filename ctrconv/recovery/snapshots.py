@@ -5,6 +5,7 @@ layers); rewrite the snapshotter's ``parents`` index and set every sequence abov
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,7 @@ def clean_snapshots(
         records = backend.bucket(K.V1, K.SNAPSHOTS, create=True)
         assert records is not None
         _commit_parents(sn, records, report)
+        _kinds_by_role(meta, sn, records, report)
         alive = _alive_backend_snapshots(sn, records, croot, (distrusted or {}).get(sn, set()))
         if restore_records is not None:
             restore_lost_records(meta, sn, records, alive, report, restore_records)
@@ -127,6 +129,34 @@ def _commit_parents(sn: str, records: BucketTree, report: RebuildReport) -> None
             record.put(K.KIND, bytes([KIND_COMMITTED]))
             report.restore("backend-snapshot", f"{sn}/{text(key)}",
                            f"recorded as {was} though other snapshots are made on it: committed again")
+
+
+#: the key of an image layer's snapshot: its chain ID (containerd unpacks under ``extract-...``
+#: keys and commits to the chain ID)
+CHAIN_KEY = re.compile(rb"sha256:[0-9a-f]{64}")
+
+
+def _kinds_by_role(meta: BucketTree, sn: str, records: BucketTree, report: RebuildReport) -> None:
+    """A snapshot whose role says its kind, recorded otherwise (a damaged kind byte): an image
+    layer (its meta.db key a chain ID) is committed; a container's writable snapshot recorded
+    as committed is active again (its container could not start, "not active or view")."""
+    for ns_name, ns in namespaces(meta):
+        bucket = ns.bucket(K.SNAPSHOTS, sn.encode())
+        containers = ns.bucket(K.CONTAINERS)
+        writable = {c.get(K.SNAPSHOT_KEY) for c in (containers.entries.values() if containers else ())
+                    if isinstance(c, BucketTree) and c.get(K.SNAPSHOTTER) == sn.encode()}
+        for key, rec in (bucket.entries.items() if bucket is not None else ()):
+            backend = records.entries.get(rec.get(K.NAME)) if isinstance(rec, BucketTree) else None
+            if not isinstance(backend, BucketTree) or backend.get(K.KIND) is None:
+                continue
+            if CHAIN_KEY.fullmatch(key) and not is_committed(backend):
+                backend.put(K.KIND, bytes([KIND_COMMITTED]))
+                report.restore("backend-snapshot", f"{sn}/{text(rec.get(K.NAME))}",  # type: ignore[union-attr]
+                               "an image layer (its key is a chain ID) not recorded as committed: committed again")
+            elif key in writable and is_committed(backend):
+                backend.put(K.KIND, bytes([KIND_ACTIVE]))
+                report.restore("backend-snapshot", f"{sn}/{text(rec.get(K.NAME))}",  # type: ignore[union-attr]
+                               f"container {ns_name} writable snapshot recorded as committed: active again")
 
 
 def restore_work_dirs(backends: Mapping[str, BucketTree], target: ContainerdRoot, kept: Mapping[str, set[int]],

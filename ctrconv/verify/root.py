@@ -7,6 +7,7 @@ platforms are reported as information, not as problems.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tempfile
 from sys import intern
@@ -624,14 +625,24 @@ def _check_unpacked(image: ImageRecord, manifest: PlannedManifest, records: dict
 def _check_meta_snapshots(meta: MetadataDB, namespaces: list[str], report: Report, backends: dict[str, _Backend],
                           snaps: SnapshotRecords) -> None:
     for ns in namespaces:
+        writable = _container_snapshots(meta, ns)
         for sn in meta.snapshotters(ns):
-            backend_keys = {b.key for b in backends[sn].snapshots} if sn in backends else set()
+            kinds = {b.key: b.kind for b in backends[sn].snapshots} if sn in backends else {}
+            backend_keys = set(kinds)
             recs = {r.key: r for r in snaps(report, f"{ns}/snapshots/{sn}", "meta.db", ns, sn)}
             for key, rec in recs.items():
                 obj = f"snapshot {ns}/{sn}/{key}"
                 where = f"meta.db v1/{ns}/snapshots/{sn}/{key}"
                 report.count("snapshots")
                 _check_labels(rec.labels, obj, where, report)
+                kind = kinds.get(rec.name)
+                if kind is not None and kind != "committed" and CHAIN_KEY.fullmatch(key):
+                    # (containerd unpacks under "extract-..." keys and commits to the chain ID)
+                    report.add("snapshot-chain", obj, where, f"an image layer (its key is a chain ID) recorded as {kind}, "
+                               "not committed: no container can be made on it (\"not committed snapshot\")")
+                if kind == "committed" and (sn, key) in writable:
+                    report.add("snapshot-chain", obj, where, "a container's writable snapshot recorded as committed: "
+                               "the container cannot start (\"not active or view\")")
                 if rec.parent and rec.parent not in recs:
                     report.add("snapshot-chain", obj, where, f"parent {rec.parent} has no record")
                 if rec.name not in backend_keys:
@@ -640,6 +651,23 @@ def _check_meta_snapshots(meta: MetadataDB, namespaces: list[str], report: Repor
                     if child not in recs:
                         # containerd 1.6's GC removes a snapshot without its parent's link to it
                         report.add("stale-child-link", obj, where, f"child link {child} has no record (left by containerd's GC; containerd ignores it)", severity="info")
+
+
+#: the key of an image layer's snapshot: its chain ID
+CHAIN_KEY = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def _container_snapshots(meta: MetadataDB, ns: str) -> set[tuple[str, str]]:
+    """(snapshotter, key) of the snapshots the namespace's containers write into."""
+    found: set[tuple[str, str]] = set()
+    try:
+        for container_id in meta.containers(ns):
+            container = meta.container(ns, container_id)
+            if container is not None and container.snapshot_key:
+                found.add((container.snapshotter, container.snapshot_key))
+    except CtrconvError:
+        pass  # (reported by the containers check)
+    return found
 
 
 def _check_snapshotter(croot: ContainerdRoot, sn: str, backend: _Backend, referenced_names: set[str], report: Report) -> None:

@@ -255,3 +255,36 @@ def test_a_container_field_a_lease_or_namespace_label_that_is_not_utf8_is_a_prob
     result = cli("rebuild", "--root", str(root), "-q", "--json")
     assert result.code == 0, result.stderr
     assert [p["kind"] for p in _problems(cli, root)] == ["invalid-text"]
+
+
+@pytest.mark.parametrize("flip", ["writable-to-committed", "top-layer-to-active"])
+def test_a_snapshot_whose_kind_contradicts_its_role_is_a_problem_and_rebuild_mends_it(flip, realnode_set_for, cli,
+                                                                                        tmp_path, private_containerd):
+    """A container's writable snapshot recorded as committed (``not active or view``), an image's
+    top layer without children recorded as active (``not committed snapshot``): verify said clean
+    and rebuild did nothing (found by a second red-team run)."""
+    root = realnode_set_for("1.6").copy_root("node", tmp_path / "node")
+    snaps = _snapshots(root)
+    [writable] = [s for s in snaps.values() if s.key.endswith("/rn-stopped")]
+    parents = {s.parent for s in snaps.values() if s.parent}
+    if flip == "writable-to-committed":
+        victim, kind = writable.key, 3
+    else:
+        victim = next(s.key for s in snaps.values() if s.kind == "committed" and s.key not in parents
+                      and s.key.split("/", 2)[2].startswith("sha256:") and s.key.startswith("default/"))
+        kind = 2
+
+    def flipped(tree) -> None:
+        tree.bucket(K.V1, K.SNAPSHOTS, victim.encode()).put(K.KIND, bytes([kind]))
+
+    _rewrite(root / OVERLAY / "metadata.db", flipped)
+    problems = _problems(cli, root)
+    assert [p["kind"] for p in problems] == ["snapshot-chain"], problems
+    result = cli("rebuild", "--root", str(root), "-q", "--json")
+    assert result.code == 0, result.stderr
+    assert _snapshots(root)[victim].kind == ("active" if flip == "writable-to-committed" else "committed")
+    assert cli("verify", "--root", str(root), "-A", "-q").code == 0
+    daemon = private_containerd(root=root)
+    started = daemon.ctr("tasks", "start", "-d", "rn-stopped", check=False, timeout=120)
+    assert started.returncode == 0, started.stderr
+    daemon.ctr("tasks", "delete", "--force", "rn-stopped", check=False, timeout=120)
