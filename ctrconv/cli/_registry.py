@@ -61,6 +61,9 @@ def registry_options(
     **more: object,
 ) -> RegistryOptions:
     """The library's options from the command line's."""
+    for flag, path in (("--authfile", authfile), ("--ca-file", ca_file), ("--cert-dir", cert_dir)):
+        if path == "":  # (a variable that expanded to nothing: the option was silently ignored)
+            raise UsageError(f"{flag}: an empty path names nothing (did a variable expand to nothing?)")
     for flag, path in (("--authfile", authfile), ("--ca-file", ca_file)):
         if path and not os.path.isfile(path):
             raise UsageError(f"{flag} {path}: no such file")

@@ -157,7 +157,8 @@ def export_command(
         with api.waiting(wait_seconds(wait)):
             _export_to_root(
                 root, output, api.check_namespace(namespace), None if all_images else wanted,
-                target_namespace=api.check_namespace(target_namespace or namespace), snapshotter=snapshotter,
+                target_namespace=api.check_namespace(namespace if target_namespace is None else target_namespace),
+                snapshotter=snapshotter,
                 unpack=not no_unpack, containerd_version=containerd_version, platform=list(platform or []) or None,
                 unpack_platform=platform[0] if platform and len(platform) == 1 else None,
                 all_platforms=all_platforms, ignore_lock=ignore_lock, as_json=as_json, quiet=quiet,

@@ -33,7 +33,7 @@ def verify_command(
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
     ignore_lock: bool = IGNORE_LOCK_OPTION,
-    jobs: Optional[int] = typer.Option(None, "-j", "--jobs", help="Blob hashing threads (default: cores)."),
+    jobs: Optional[int] = typer.Option(None, "-j", "--jobs", min=1, help="Blob hashing threads (default: cores)."),
     deep: bool = typer.Option(False, "--deep", help="Also re-apply every unpacked layer and compare it with its snapshot (slow)."),
     no_hash: bool = typer.Option(False, "--no-hash", help="Check records, presence and sizes of a root's blobs without reading their contents (fast on a large root)."),
     wait: Optional[str] = WAIT_OPTION,

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ctrconv import api
+from ctrconv.errors import UsageError
 from ctrconv.run.lines import one_line
 from ctrconv.run.outcome import print_json, warning_line
 from ctrconv.run.options import wait_seconds
@@ -17,6 +18,8 @@ def ls(root: Path, namespace: str, all_namespaces: bool, platform: str | None, a
     """The listing on stdout (a table, ``--json``'s document or ``-q``'s names), a warning on
     stderr for each image whose walk failed."""
     namespaces = None if all_namespaces else [api.check_namespace(namespace)]
+    if platform == "":  # (judged the host's: export refuses it)
+        raise UsageError("--platform: an empty platform names none (did a variable expand to nothing?)")
     if quiet and not as_json:  # names only: from the image records, no document read
         with api.waiting(wait_seconds(wait)):
             names = api.list_image_names(root, namespaces, ignore_lock=ignore_lock, platform=platform)

@@ -163,3 +163,19 @@ def test_json_is_refused_with_an_output_that_leads_to_stdout(cli, small_root: Pa
     assert run.returncode == 2 and "--json cannot be combined with -o -" in run.stderr, run.stderr
     assert out.stat().st_size == 0
     assert cli("export", "--root", str(small_root), "--all", "--json", "-q", "-o", os.devnull).code == 0
+
+
+def test_empty_option_values_and_bad_job_counts_are_usage_errors(cli, small_root: Path, archive: Path,  # noqa: F811
+                                                                  tmp_path: Path) -> None:
+    """``ls --platform ""`` judged the host platform, ``--authfile ""`` / ``--cert-dir ""`` were
+    ignored, ``--target-namespace ""`` meant the source namespace, ``verify -j 0`` and ``-j -3``
+    ran (found by a red-team run): one usage line each, as their siblings are."""
+    _one_usage_line(cli("ls", "--root", str(small_root), "--platform", ""), "an empty platform names none")
+    for flag in ("--authfile", "--cert-dir", "--ca-file"):
+        _one_usage_line(cli("import", "--root", str(tmp_path / "r"), "-i", "docker://127.0.0.1:1/x:1", flag, ""),
+                        f"{flag}: an empty path names nothing")
+    result = cli("export", "--root", str(small_root), "--all", "-f", "containerd-root", "--target-namespace", "",
+                 "-o", str(tmp_path / "new"))
+    assert result.code == 2 and not (tmp_path / "new").exists(), result.stderr
+    for jobs in ("0", "-3"):
+        assert cli("verify", "--root", str(small_root), "-j", jobs).code == 2
