@@ -405,7 +405,10 @@ class _RetireGuard:
             try:
                 os.setsid()  # (a kill of the writer's process group, as timeout -s KILL sends, spares it)
                 for signum in SIGNALS:
-                    signal.signal(signum, signal.SIG_IGN)
+                    try:
+                        signal.signal(signum, signal.SIG_IGN)
+                    except ValueError:  # (forked from a thread other than the main one: none to ignore)
+                        break
                 os.close(self._done)
                 _close_all_but(fd, read_end)
                 finished = os.read(read_end, 1)
@@ -416,12 +419,18 @@ class _RetireGuard:
         os.close(read_end)
 
     def release(self) -> None:
-        """The writer finished (retired or not replaced): the child goes."""
+        """The writer finished (retired or not replaced): the child goes. (A child already gone
+        cannot fail the write it guarded: its pipe is closed quietly.)"""
         try:
             os.write(self._done, b"1")
+        except OSError:
+            pass
         finally:
             os.close(self._done)
-            os.waitpid(self._pid, 0)
+            try:
+                os.waitpid(self._pid, 0)
+            except ChildProcessError:  # (reaped elsewhere)
+                pass
 
 
 def _close_all_but(*keep: int) -> None:
