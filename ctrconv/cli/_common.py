@@ -32,7 +32,10 @@ def _root_from_environment(ctx: typer.Context, param: typer.CallbackParam, value
     import os
 
     source = ctx.get_parameter_source(param.name or "root")  # (typer's own click: compared by name)
-    if os.environ.get("CTRCONV_ROOT") == "" and getattr(source, "name", None) == "DEFAULT":
+    # a command told to read something else (verify -i LAYOUT, dump FILE: given, so taken
+    # before this defaulted option) reads no root
+    reads_other = ctx.params.get("layout") is not None or ctx.params.get("dbfile") is not None
+    if os.environ.get("CTRCONV_ROOT") == "" and getattr(source, "name", None) == "DEFAULT" and not reads_other:
         raise typer.BadParameter("CTRCONV_ROOT is set but empty: it names no root (unset it, or give --root)")
     return value
 

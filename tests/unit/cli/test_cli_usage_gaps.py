@@ -150,6 +150,9 @@ def test_an_empty_input_or_root_variable_names_nothing(cli, small_root: Path, ar
     for args in (("ls",), ("import", "-i", str(archive)), ("verify",)):
         _one_usage_line(cli(*args), "CTRCONV_ROOT is set but empty")
     assert cli("ls", "--root", str(small_root), "-q").code == 0
+    # (a command told to read something else reads no root: a second red-team run)
+    assert cli("verify", "-i", str(archive), "-q").code == 0
+    assert cli("dump", str(small_root / "io.containerd.metadata.v1.bolt" / "meta.db")).code == 0
 
 
 def test_json_is_refused_with_an_output_that_leads_to_stdout(cli, small_root: Path, tmp_path: Path) -> None:  # noqa: F811
