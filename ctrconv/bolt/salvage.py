@@ -273,17 +273,24 @@ def _salvage(raw: _Raw, hints: RootHints | None = None) -> SalvageResult:
         # lost write). The torn meta's root, and if the tree is implausible roots found by
         # scanning, may hold the real tree: the most plausible, least damaged, newest wins.
         alternatives = [result, *_torn_meta_roots(raw, metas, page_size)]
-        if not plausible:
+        if not plausible or not all(m.valid for m in metas):
+            # (a torn meta whose root pointer is garbled too: its tree is found by scanning;
+            # with both metas valid, a scan would only offer stale roots for one lost leaf)
             alternatives.append(_orphan_root(raw, metas, page_size, hints))
         if len(alternatives) == 1:
             return result
         best = max(alternatives, key=lambda r: (hints.plausibility(r.tree) if hints.plausibility else 0,
-                                                -len(r.damage), hints.recency(r.tree) if hints.recency else 0))
+                                                -_lost_parts(r), hints.recency(r.tree) if hints.recency else 0))
         if best is not result:
             best.damage.insert(0, Damage((), None, f"the tree of {source} is damaged or not shaped like this "
                                                    f"file's trees (a stale meta): {best.source} used instead"))
         return best
     return _orphan_root(raw, metas, page_size, hints)
+
+
+def _lost_parts(result: SalvageResult) -> int:
+    """The parts of a tree its salvage could not read (not the notes on how it was found)."""
+    return sum(1 for d in result.damage if d.page is not None or d.path)
 
 
 def _torn_meta_roots(raw: _Raw, metas: list[MetaInfo], page_size: int) -> list[SalvageResult]:

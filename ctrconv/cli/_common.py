@@ -154,7 +154,7 @@ def run(app: typer.Typer, argv: list[str]) -> int:
             # click ends a command whose stdout's reader went away with exit 1, even out of
             # standalone mode: that is outcome.EXIT_BROKEN_PIPE here, never verify's 1
             if isinstance(exc.__context__, OSError) and exc.__context__.errno == errno.EPIPE:
-                return EXIT_BROKEN_PIPE
+                return 0 if commitpoint.passed() else EXIT_BROKEN_PIPE  # (see outcome.guarded)
             raise
         except _ABORT:
             error_line("aborted")

@@ -76,7 +76,8 @@ def registry_options(
 def any_given(creds: Optional[str], authfile: Optional[str], ca_file: Optional[str], cert_dir: Optional[str],
               tls_verify: Optional[str], plain_http: bool, insecure: bool) -> bool:
     """Whether a registry option was given (refused when nothing is read from or sent to a registry)."""
-    return bool(creds or authfile or ca_file or cert_dir or tls_verify is not None or plain_http or insecure)
+    return (any(value is not None for value in (creds, authfile, ca_file, cert_dir, tls_verify))  # ("" too: given)
+            or plain_http or insecure)
 
 
 PUSH_JOBS_OPTION = typer.Option(1, "--jobs", "-j", min=1, help="--to: blobs uploaded side by side.")

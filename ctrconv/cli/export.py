@@ -145,6 +145,9 @@ def export_command(
         return
     if output is None:
         raise UsageError("no output given (use -o OUT, or --to docker://HOST/REPO to push)")
+    for flag, value in (("--containerd-version", containerd_version), ("--snapshotter", snapshotter)):
+        if value == "":  # (a variable that expanded to nothing: the default was used silently)
+            raise UsageError(f"{flag}: an empty value names nothing (did a variable expand to nothing?)")
     if any_given(creds, authfile, ca_file, cert_dir, tls_verify, plain_http, insecure):
         raise UsageError("registry options (--creds, --authfile, --ca-file, --cert-dir, --tls-verify, --plain-http) "
                          "need --to docker://...")

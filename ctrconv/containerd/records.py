@@ -33,6 +33,7 @@ T = TypeVar("T")
 
 #: containerd's limit on one label (key + value), ``labels.Validate``
 MAX_LABEL_BYTES = 4096
+KIND_VIEW = 1
 KIND_ACTIVE = 2
 KIND_COMMITTED = 3
 _KIND_CODES = {name: code for code, name in K.SNAPSHOT_KINDS.items()}
@@ -118,6 +119,8 @@ class ContainerRecord:
     labels: dict[str, str] = field(default_factory=dict)
     created_at: GoTime | None = None
     updated_at: GoTime | None = None
+    #: ``runtime/name`` (``io.containerd.runc.v2``)
+    runtime: str = ""
 
 
 @dataclass(frozen=True)
@@ -440,6 +443,7 @@ def read_container(bucket: ReadBucket, namespace: str, container_id: str) -> Con
             labels=read_map(bucket.bucket(K.LABELS)),
             created_at=_time(bucket, K.CREATED_AT),
             updated_at=_time(bucket, K.UPDATED_AT),
+            runtime=text((runtime.get(K.NAME) if (runtime := bucket.bucket(b"runtime")) is not None else None)) or "",
         )
 
     return guarded(f"container {namespace}/{container_id}", decode)

@@ -17,6 +17,7 @@ from ctrconv.containerd.content import ContentStore
 from ctrconv.containerd.records import (
     KIND_ACTIVE,
     KIND_COMMITTED,
+    KIND_VIEW,
     SnapshotRecord,
     add_child,
     backend_name_seq,
@@ -153,10 +154,10 @@ def _kinds_by_role(meta: BucketTree, sn: str, records: BucketTree, report: Rebui
                 backend.put(K.KIND, bytes([KIND_COMMITTED]))
                 report.restore("backend-snapshot", f"{sn}/{text(rec.get(K.NAME))}",  # type: ignore[union-attr]
                                "an image layer (its key is a chain ID) not recorded as committed: committed again")
-            elif key in writable and is_committed(backend):
+            elif key in writable and backend.get(K.KIND) not in (bytes([KIND_ACTIVE]), bytes([KIND_VIEW])):
                 backend.put(K.KIND, bytes([KIND_ACTIVE]))
                 report.restore("backend-snapshot", f"{sn}/{text(rec.get(K.NAME))}",  # type: ignore[union-attr]
-                               f"container {ns_name} writable snapshot recorded as committed: active again")
+                               f"container {ns_name} writable snapshot recorded as neither active nor a view: active again")
 
 
 def restore_work_dirs(backends: Mapping[str, BucketTree], target: ContainerdRoot, kept: Mapping[str, set[int]],

@@ -396,6 +396,7 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
     leases = list(_safe(report, f"{ns}/leases", where, meta.leases(ns)))
     for lease in leases:
         _check_labels(lease.labels, f"lease {ns}/{lease.id}", f"{where}/leases/{lease.id}", report)
+        _check_text(lease.id, "name", f"lease {ns}/{lease.id}", f"{where}/leases", report)
     _check_labels(meta.namespace_labels(ns), f"namespace {ns}", where, report)
     leased = {ref for lease in leases for ref in lease.ingests}
     for ingest in _safe(report, f"{ns}/ingests", where, meta.ingests(ns)):
@@ -640,8 +641,8 @@ def _check_meta_snapshots(meta: MetadataDB, namespaces: list[str], report: Repor
                     # (containerd unpacks under "extract-..." keys and commits to the chain ID)
                     report.add("snapshot-chain", obj, where, f"an image layer (its key is a chain ID) recorded as {kind}, "
                                "not committed: no container can be made on it (\"not committed snapshot\")")
-                if kind == "committed" and (sn, key) in writable:
-                    report.add("snapshot-chain", obj, where, "a container's writable snapshot recorded as committed: "
+                if kind is not None and kind not in ("active", "view") and (sn, key) in writable:
+                    report.add("snapshot-chain", obj, where, f"a container's writable snapshot recorded as {kind}: "
                                "the container cannot start (\"not active or view\")")
                 if rec.parent and rec.parent not in recs:
                     report.add("snapshot-chain", obj, where, f"parent {rec.parent} has no record")
@@ -782,7 +783,7 @@ def _check_containers(meta: MetadataDB, ns: str, where: str, snapshot_keys: dict
         if container is not None:
             _check_labels(container.labels, obj, f"{where}/containers/{container_id}", report)
             for what, value in (("id", container.id), ("image", container.image), ("snapshotter", container.snapshotter),
-                                ("snapshot key", container.snapshot_key)):
+                                ("snapshot key", container.snapshot_key), ("runtime name", container.runtime)):
                 _check_text(value, what, obj, f"{where}/containers/{container_id}", report)
         if container is None or not container.snapshot_key:
             continue  # (a container made without a root filesystem)

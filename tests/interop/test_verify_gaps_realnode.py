@@ -248,16 +248,19 @@ def test_a_container_field_a_lease_or_namespace_label_that_is_not_utf8_is_a_prob
         lease.bucket(K.LABELS, create=True).put(b"rt.lease", b"\xfe")
         container = default.bucket(b"containers", b"rn-stopped")
         container.put(b"image", container.get(b"image") + b"\xff")
+        runtime = container.bucket(b"runtime")
+        runtime.put(b"name", runtime.get(b"name") + b"\xfe")  # (second round: the runtime name)
+        default.bucket(K.LEASES, b"rt-\xfd", create=True).put(b"createdat", container.get(b"createdat"))
 
     _rewrite(root.joinpath(*META), garbled)
     kinds = sorted(p["kind"] for p in _problems(cli, root))
-    assert kinds == ["invalid-label", "invalid-label", "invalid-text"], kinds
+    assert kinds == ["invalid-label", "invalid-label", "invalid-text", "invalid-text", "invalid-text"], kinds
     result = cli("rebuild", "--root", str(root), "-q", "--json")
     assert result.code == 0, result.stderr
-    assert [p["kind"] for p in _problems(cli, root)] == ["invalid-text"]
+    assert [p["kind"] for p in _problems(cli, root)] == ["invalid-text"] * 3
 
 
-@pytest.mark.parametrize("flip", ["writable-to-committed", "top-layer-to-active"])
+@pytest.mark.parametrize("flip", ["writable-to-committed", "writable-to-unknown", "top-layer-to-active"])
 def test_a_snapshot_whose_kind_contradicts_its_role_is_a_problem_and_rebuild_mends_it(flip, realnode_set_for, cli,
                                                                                         tmp_path, private_containerd):
     """A container's writable snapshot recorded as committed (``not active or view``), an image's
@@ -267,8 +270,8 @@ def test_a_snapshot_whose_kind_contradicts_its_role_is_a_problem_and_rebuild_men
     snaps = _snapshots(root)
     [writable] = [s for s in snaps.values() if s.key.endswith("/rn-stopped")]
     parents = {s.parent for s in snaps.values() if s.parent}
-    if flip == "writable-to-committed":
-        victim, kind = writable.key, 3
+    if flip.startswith("writable-to-"):
+        victim, kind = writable.key, (3 if flip.endswith("committed") else 0)
     else:
         victim = next(s.key for s in snaps.values() if s.kind == "committed" and s.key not in parents
                       and s.key.split("/", 2)[2].startswith("sha256:") and s.key.startswith("default/"))
@@ -282,7 +285,7 @@ def test_a_snapshot_whose_kind_contradicts_its_role_is_a_problem_and_rebuild_men
     assert [p["kind"] for p in problems] == ["snapshot-chain"], problems
     result = cli("rebuild", "--root", str(root), "-q", "--json")
     assert result.code == 0, result.stderr
-    assert _snapshots(root)[victim].kind == ("active" if flip == "writable-to-committed" else "committed")
+    assert _snapshots(root)[victim].kind == ("active" if flip.startswith("writable-to-") else "committed")
     assert cli("verify", "--root", str(root), "-A", "-q").code == 0
     daemon = private_containerd(root=root)
     started = daemon.ctr("tasks", "start", "-d", "rn-stopped", check=False, timeout=120)

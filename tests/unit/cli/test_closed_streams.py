@@ -69,3 +69,20 @@ def test_a_reader_that_went_away_gives_141_not_verify_s_1(small_root: Path) -> N
                              text=True, timeout=300)
         os.close(write_end)
         assert run.returncode == 141 and run.stderr == "", (args, run.returncode, run.stderr)
+
+
+def test_a_report_lost_after_the_commit_point_still_exits_0(small_root: Path, tmp_path: Path) -> None:  # noqa: F811
+    """``import --json | true``: the import was committed, only its report found no reader; it
+    exited 141 (a second red-team run), though exit 0 is what says the write is durable."""
+    archive = tmp_path / "x.tar"
+    subprocess.run([sys.executable, "-m", "ctrconv", "export", "--root", str(small_root), "--all", "-q", "-o",
+                    str(archive)], cwd=REPO, check=True, timeout=300)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    run = subprocess.run([sys.executable, "-m", "ctrconv", "import", "--root", str(tmp_path / "root"), "-i", str(archive),
+                          "--json", "-q"], cwd=REPO, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=300)
+    os.close(write_end)
+    assert run.returncode == 0, (run.returncode, run.stderr)
+    listed = subprocess.run([sys.executable, "-m", "ctrconv", "ls", "--root", str(tmp_path / "root"), "-q"], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert listed.stdout.split()
