@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 GC_SNAPSHOT = K.LABEL_GC_SNAPSHOT
 #: Group of entries imported in one transaction: (platforms kept or None, unpack again)
-GroupKey = tuple["tuple[str, ...] | None", bool]
+GroupKey = tuple["tuple[str, ...] | None", bool, str]
 
 
 #: per namespace with images: its name, its source on the repaired root, its groups of
@@ -73,11 +73,11 @@ def import_groups(target: ContainerdRoot, work: list[NamespaceWork], report: Reb
     counted: set[tuple[str, str]] = set()
     try:
         for ns_name, source, groups, plans, whole_records in work:
-            for (platforms, again), entries in groups.items():
+            for (platforms, again, snapshotter), entries in groups.items():
                 options = ImportOptions(
-                    snapshotter="overlayfs", unpack=again, platform=list(platforms) if platforms else None,
+                    snapshotter=snapshotter, unpack=again, platform=list(platforms) if platforms else None,
                     backup=False, keep_partial=True, partial_from_records=whole_records,
-                    cri=False,  # the names the root has, none added
+                    cri=False, cri_labels=False,  # the names and labels the root has, none added
                     plans=plans,
                 )
                 result = ContainerdRootSink(target.path, ns_name, options, progress=progress).write(source, entries)
@@ -150,7 +150,8 @@ EVERY_BLOB = _EveryBlob()
 
 def _groups(source: Any, target: ContainerdRoot, ns: BucketTree, unpack: bool,
             trust_records: bool, plans: dict[str, ImagePlan]) -> dict[GroupKey, list[Any]]:
-    """The namespace's whole images, grouped by (platforms to keep, unpack again).
+    """The namespace's whole images, grouped by (platforms to keep, unpack again, snapshotter
+    to unpack into: :func:`unpacked_in`).
 
     Each image is walked once here; the walks of the first group's images without an index
     are left in ``plans`` (compacted as export's are) for its import, which would make the
@@ -179,7 +180,7 @@ def _groups(source: Any, target: ContainerdRoot, ns: BucketTree, unpack: bool,
         # one that was (its config names a snapshot) is unpacked again where it lost it.
         # A damaged meta.db may have lost those labels: then everything is unpacked.
         again = unpack and (not trust_records or was_unpacked(source, ns, entry.descriptor, plan))
-        key = (complete_platforms(source, entry.descriptor, pulled, plan), again)
+        key = (complete_platforms(source, entry.descriptor, pulled, plan), again, unpacked_in(ns, plan))
         groups.setdefault(key, []).append(entry)
         first = key if first is None else first
         if key == first and not plan.indexes:  # see the docstring
@@ -203,6 +204,16 @@ def was_unpacked(source: Any, ns: BucketTree, descriptor: dict[str, Any], plan: 
     if plan is None:
         return True
     return any(k.startswith(GC_SNAPSHOT) for m in plan.manifests for k in labels_of(m.config["digest"]))
+
+
+def unpacked_in(ns: BucketTree, plan: ImagePlan) -> str:
+    """The snapshotter the image is unpacked again into: the one its configs' snapshot GC labels
+    name (a native-only image stays native: unpacking it into overlayfs too doubled its disk
+    use), overlayfs when they name it or none."""
+    labels_of, _ = namespace_lookups(ns)
+    named = {key[len(GC_SNAPSHOT):].split("/", 1)[0] for m in plan.manifests for key in labels_of(m.config["digest"])
+             if key.startswith(GC_SNAPSHOT)}
+    return "overlayfs" if "overlayfs" in named or len(named) != 1 else named.pop()
 
 
 def pulled_here(ns: BucketTree) -> Callable[[PlannedManifest], bool]:

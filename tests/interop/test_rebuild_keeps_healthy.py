@@ -1,0 +1,59 @@
+"""What ``rebuild -o`` must not change on a healthy root (found by a red-team run that built
+healthy roots the way nodes are made): an image ``ctr -n k8s.io images import`` preloaded has no
+``io.cri-containerd.image=managed`` label and gets none; an image unpacked only by the native
+snapshotter is not unpacked into overlayfs as well."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ctrconv.bolt.reader import BoltFile, read_tree
+from ctrconv.bolt.writer import write_bolt
+from ctrconv.containerd import schema as K
+
+pytestmark = pytest.mark.interop
+
+META = ("io.containerd.metadata.v1.bolt", "meta.db")
+REPO = Path(__file__).resolve().parents[2]
+MANAGED = b"io.cri-containerd.image"
+
+
+def _labels(root: Path, namespace: bytes) -> dict[bytes, bool]:
+    tree = read_tree(root.joinpath(*META))
+    images = tree.bucket(K.V1, namespace, K.IMAGES)
+    return {name: bool(rec.bucket(K.LABELS) and rec.bucket(K.LABELS).get(MANAGED)) for name, rec in images.entries.items()}
+
+
+def test_an_image_preloaded_without_cri_s_label_gets_none(realnode_set_for, cli, tmp_path):
+    root = realnode_set_for("1.6").copy_root("node", tmp_path / "node")
+    meta = root.joinpath(*META)
+    with BoltFile(meta) as db:
+        page_size = db.page_size
+    tree = read_tree(meta)
+    images = tree.bucket(K.V1, b"k8s.io", K.IMAGES)
+    preloaded = next(name for name in sorted(images.entries) if b"@" not in name and not name.startswith(b"sha256:"))
+    images.entries[preloaded].bucket(K.LABELS).entries.pop(MANAGED)  # as ctr -n k8s.io images import leaves it
+    write_bolt(meta, tree, page_size=page_size)
+    before = _labels(root, b"k8s.io")
+    assert before[preloaded] is False
+    result = cli("rebuild", "--root", str(root), "-o", str(tmp_path / "new"), "-q")
+    assert result.code == 0, result.stderr
+    assert _labels(tmp_path / "new", b"k8s.io") == before
+
+
+def test_an_image_unpacked_by_native_only_is_not_unpacked_into_overlayfs(small_root, cli, tmp_path):
+    archive = tmp_path / "x.tar"
+    subprocess.run([sys.executable, "-m", "ctrconv", "export", "--root", str(small_root), "--all", "-q", "-o",
+                    str(archive)], cwd=REPO, check=True)
+    root = tmp_path / "native"
+    assert cli("import", "--root", str(root), "-i", str(archive), "--snapshotter", "native", "-q").code == 0
+    result = cli("rebuild", "--root", str(root), "-o", str(tmp_path / "new"), "-q", "--json")
+    assert result.code == 0, result.stderr
+    assert result.json["snapshots_unpacked"] == 0, result.json
+    overlay = tmp_path / "new" / "io.containerd.snapshotter.v1.overlayfs" / "snapshots"
+    assert not overlay.is_dir() or not any(overlay.iterdir())
+    assert cli("verify", "--root", str(tmp_path / "new"), "-A", "-q").code == 0
