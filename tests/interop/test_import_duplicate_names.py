@@ -5,14 +5,13 @@ manifest and config behind as labelled records nothing names, and the report lis
 
 from __future__ import annotations
 
-import io
-import json
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
+
+from support.archives import with_index
 
 pytestmark = pytest.mark.interop
 
@@ -23,22 +22,19 @@ def test_the_last_image_of_a_name_is_imported_and_nothing_of_the_first(cli, fixt
     archive = tmp_path / "all.tar"
     subprocess.run([sys.executable, "-m", "ctrconv", "export", "--root", str(fixture_set.root), "--all", "-q",
                     "--ignore-lock", "-o", str(archive)], cwd=REPO, check=True)
-    twice = tmp_path / "twice.tar"
-    with tarfile.open(archive) as src, tarfile.open(twice, "w") as dst:
-        for member in src.getmembers():
-            data = src.extractfile(member).read() if member.isfile() else None  # type: ignore[union-attr]
-            if member.name == "index.json":
-                index = json.loads(data)  # type: ignore[arg-type]
-                digests = {e["digest"] for e in index["manifests"]}
-                assert len(digests) >= 2, "the fixture holds two images of different targets"
-                first, second = [next(e for e in index["manifests"] if e["digest"] == d) for d in sorted(digests)[:2]]
-                index["manifests"] = [first, second]
-                for entry in index["manifests"]:
-                    entry["annotations"] = {"io.containerd.image.name": "docker.io/library/twice:1",
-                                            "org.opencontainers.image.ref.name": "1"}
-                data = json.dumps(index).encode()
-                member.size = len(data)
-            dst.addfile(member, io.BytesIO(data) if data is not None else None)
+    picked: list[dict] = []
+
+    def one_name_twice(index: dict) -> None:
+        digests = {e["digest"] for e in index["manifests"]}
+        assert len(digests) >= 2, "the fixture holds two images of different targets"
+        picked.extend(next(e for e in index["manifests"] if e["digest"] == d) for d in sorted(digests)[:2])
+        index["manifests"] = list(picked)
+        for entry in index["manifests"]:
+            entry["annotations"] = {"io.containerd.image.name": "docker.io/library/twice:1",
+                                    "org.opencontainers.image.ref.name": "1"}
+
+    twice = with_index(archive, tmp_path / "twice.tar", one_name_twice)
+    first, second = picked
     root = tmp_path / "root"
     result = cli("import", "--root", str(root), "-i", str(twice), "-q", "--json", "--no-unpack")
     assert result.code == 0, result.stderr

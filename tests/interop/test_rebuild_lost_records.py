@@ -313,16 +313,9 @@ def test_a_writable_layer_whose_image_layers_are_gone_is_quarantined_never_delet
     """The image layer below a stopped container lost with every layer blob: nothing makes the
     chain again, so the container cannot start and its record goes; in place its writable
     layer's directory is moved to the quarantine, not deleted."""
-    from ctrconv.containerd.metadata import SnapshotterDB
-
     corpus = realnode_set_for("1.6")
     root = corpus.copy_root("node", tmp_path / "node")
-    with BoltFile(root / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db") as db:
-        snaps = {s.key: s for s in SnapshotterDB(db).snapshots()}
-    [active] = [s for s in snaps.values() if s.key.endswith("/rn-stopped")]
-    upper = root / SNAPSHOTS / str(active.id) / "fs"
-    files = sorted(p.relative_to(upper) for p in upper.rglob("*"))
-    shutil.rmtree(root / SNAPSHOTS / str(snaps[active.parent].id))
+    active, files = _lose_the_layer_below_a_stopped_container(root)
     for blob in (root / "io.containerd.content.v1.content" / "blobs" / "sha256").iterdir():
         blob.unlink()
     result = cli("rebuild", "--root", str(root), "-q", "--json")

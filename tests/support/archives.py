@@ -44,3 +44,27 @@ def make_tar(path: Path, members: list[Any]) -> Path:
             info.linkname = target
             tf.addfile(info)
     return path
+
+
+def with_index(archive: Path, out: Path, change: Any, extra: dict[str, bytes] | None = None) -> Path:
+    """``archive`` (an OCI layout tar) copied to ``out`` with its ``index.json`` document passed
+    through ``change(index)`` (which edits it in place), and ``extra`` members added after it."""
+    import io
+    import json
+    import tarfile
+
+    with tarfile.open(archive) as src, tarfile.open(out, "w") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read() if member.isfile() else None  # type: ignore[union-attr]
+            if member.name == "index.json":
+                index = json.loads(data)  # type: ignore[arg-type]
+                change(index)
+                data = json.dumps(index).encode()
+                member.size = len(data)
+            dst.addfile(member, io.BytesIO(data) if data is not None else None)
+            if member.name == "index.json":
+                for name, payload in (extra or {}).items():
+                    added = tarfile.TarInfo(name)
+                    added.size = len(payload)
+                    dst.addfile(added, io.BytesIO(payload))
+    return out

@@ -114,24 +114,15 @@ def test_an_archive_whose_index_names_no_image_says_where_names_come_from(cli, a
     RepoTags: ctr reads it as an OCI layout and imports nothing; the line said "no ... RepoTags"
     as if the RepoTags were missing (found by a red-team run)."""
     import json
-    import tarfile
 
-    unnamed = tmp_path / "unnamed.tar"
-    with tarfile.open(archive) as src, tarfile.open(unnamed, "w") as dst:
-        for member in src.getmembers():
-            data = src.extractfile(member).read() if member.isfile() else None  # type: ignore[union-attr]
-            if member.name == "index.json":
-                index = json.loads(data)  # type: ignore[arg-type]
-                for entry in index["manifests"]:
-                    entry.pop("annotations", None)
-                data = json.dumps(index).encode()
-                member.size = len(data)
-            dst.addfile(member, io.BytesIO(data) if data is not None else None)
-            if member.name == "index.json":
-                repo_tags = tarfile.TarInfo("manifest.json")
-                payload = json.dumps([{"Config": "x", "RepoTags": ["a:1"], "Layers": []}]).encode()
-                repo_tags.size = len(payload)
-                dst.addfile(repo_tags, io.BytesIO(payload))
+    from support.archives import with_index
+
+    def unnamed_entries(index: dict) -> None:
+        for entry in index["manifests"]:
+            entry.pop("annotations", None)
+
+    manifest_json = json.dumps([{"Config": "x", "RepoTags": ["a:1"], "Layers": []}]).encode()
+    unnamed = with_index(archive, tmp_path / "unnamed.tar", unnamed_entries, {"manifest.json": manifest_json})
     result = cli("import", "--root", str(tmp_path / "root"), "-i", str(unnamed), "-q")
     _one_usage_line(result, "an archive with an index.json is an OCI layout")
 
