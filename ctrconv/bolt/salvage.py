@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -246,12 +247,14 @@ def _salvage(raw: _Raw, hints: RootHints | None = None) -> SalvageResult:
 
     usable = sorted((m for m in metas if m.valid and 2 <= m.root < raw.pages), key=lambda m: -m.txid)
     attempts: list[tuple[str, BucketTree, list[Damage], int]] = []
+    walkers: list[tuple[_Walker, MetaInfo]] = []
     for meta in usable:
         walker = _Walker(raw, raw.pages)
         tree = BucketTree(sequence=meta.root_sequence)
         walker.tree(meta.root, tree, ())
         if walker.pages_read:
             attempts.append((f"meta {meta.page} (txid {meta.txid})", tree, walker.damage, walker.pages_read))
+            walkers.append((walker, meta))
             if not walker.damage:
                 # a whole tree: the older meta's would only backfill damaged buckets (building
                 # it anyway held a second copy of a 10,000-image meta.db, ~50 MiB, for nothing)
@@ -260,6 +263,8 @@ def _salvage(raw: _Raw, hints: RootHints | None = None) -> SalvageResult:
     if attempts and attempts[0][3] > 0 and not any(d.path == () and d.page == usable[0].root for d in attempts[0][2]):
         source, tree, damage, _ = attempts[0]
         result = SalvageResult(tree, source, page_size, list(damage), metas=tuple(metas))
+        if damage:
+            _recover_orphans(raw, *walkers[0], result)
         for other_source, other_tree, _, _ in attempts[1:]:
             for bucket_path in _damaged_buckets(damage):
                 if _backfill(tree, other_tree, bucket_path):
@@ -286,6 +291,95 @@ def _salvage(raw: _Raw, hints: RootHints | None = None) -> SalvageResult:
                                                    f"file's trees (a stale meta): {best.source} used instead"))
         return best
     return _orphan_root(raw, metas, page_size, hints)
+
+
+def _free_pages(raw: _Raw, meta: MetaInfo) -> set[int] | None:
+    """The ids the meta's freelist lists (pending ones included: bbolt writes them all), or
+    None when it has none persisted (1.7+: ``NoFreelistSync``) or it does not read."""
+    if not meta.freelist_synced or not 2 <= meta.freelist < raw.pages:
+        return None
+    off = meta.freelist * raw.page_size
+    try:
+        hid, flags, count, overflow = S.PAGE_HEADER.unpack_from(raw.mm, off)
+        if hid != meta.freelist or flags != S.FREELIST_PAGE:
+            return None
+        start = off + S.PAGE_HEADER_SIZE
+        if count == S.FREELIST_COUNT_OVERFLOW:
+            (count,) = S.FREELIST_COUNT.unpack_from(raw.mm, start)
+            start += S.FREELIST_COUNT.size
+        if start + S.FREELIST_ID.size * count > off + (overflow + 1) * raw.page_size:
+            return None
+        ids = set(S.freelist_ids(count).unpack_from(raw.mm, start))
+    except struct.error:
+        return None
+    return ids | set(range(meta.freelist, meta.freelist + overflow + 1))
+
+
+def _recover_orphans(raw: _Raw, walker: _Walker, meta: MetaInfo, result: SalvageResult) -> None:
+    """Records below a lost page whose own pages survive (a branch page of a large bucket
+    zeroed: every leaf under it intact): with a persisted freelist, a page neither reachable
+    from the root nor free can only be one the lost page led to, so the subtrees those pages
+    hold are read back into the damaged bucket. Only when one bucket lost pages (the orphans
+    cannot be told apart otherwise) and only keys it lacks are added; the damage stays
+    reported. A file without a persisted freelist (1.7+) cannot tell orphans from stale copies
+    of earlier commits: nothing is recovered there."""
+    lost = [d for d in result.damage if d.page is not None]
+    free = _free_pages(raw, meta)
+    if len({d.path for d in lost}) != 1 or free is None or not all(_says_branch(raw, d.page) for d in lost):  # type: ignore[arg-type]
+        return  # (below a lost leaf the orphans are its sub-buckets' roots, another level)
+    reachable = {0, 1} | free
+    for pgid in walker.visited:
+        try:
+            reachable.update(range(pgid, pgid + raw.page(pgid).overflow + 1))
+        except BoltError:
+            reachable.add(pgid)
+    orphans: dict[int, Page] = {}
+    referenced: set[int] = set()
+    pgid = 2
+    hwm = min(meta.pgid, raw.pages)
+    while pgid < hwm:
+        if pgid in reachable:
+            pgid += 1
+            continue
+        try:
+            page = raw.page(pgid)
+            entries = _page_entries(page)
+        except BoltError:
+            pgid += 1
+            continue
+        orphans[pgid] = page
+        if page.flags == S.BRANCH_PAGE:
+            referenced.update(child for _, child in entries)  # type: ignore[misc]
+        else:
+            for flags, _, value in entries:  # type: ignore[misc]
+                if flags & S.BUCKET_LEAF_FLAG and len(value) >= S.BUCKET_HEADER_SIZE:
+                    referenced.add(S.BUCKET_HEADER.unpack_from(value, 0)[0])
+        pgid += page.overflow + 1
+    tops = [p for p in sorted(orphans) if p not in referenced]
+    if not tops:
+        return
+    path = lost[0].path
+    bucket = result.tree.bucket(*path, create=True)
+    assert bucket is not None
+    before = len(bucket.entries)
+    recovered = BucketTree()
+    rescuer = _Walker(raw, hwm)
+    rescuer.visited = set(walker.visited)
+    for top in tops:
+        rescuer.tree(top, recovered, path)
+    for key, value in recovered.entries.items():
+        bucket.entries.setdefault(key, value)
+    if len(bucket.entries) > before:
+        result.backfilled.append(path)
+
+
+def _says_branch(raw: _Raw, pgid: int) -> bool:
+    """The lost page's header still says it was a branch page (its keys or pointers went bad):
+    the orphans below it are nodes of the same bucket."""
+    if not 2 <= pgid < raw.pages:
+        return False
+    hid, flags, _, _ = S.PAGE_HEADER.unpack_from(raw.mm, pgid * raw.page_size)
+    return hid == pgid and flags == S.BRANCH_PAGE
 
 
 def _lost_parts(result: SalvageResult) -> int:
