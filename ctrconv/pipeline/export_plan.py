@@ -63,7 +63,21 @@ def choose_manifest(plan: ImagePlan, matcher: plat.MatchComparer, all_platforms:
     return plan.manifests[0] if all_platforms else None
 
 
-def _missing_message(record: ImageRecord, plan: ImagePlan) -> str:
+def _present_children(content: BlobSource, target: dict[str, Any], missing: set[str]) -> list[str]:
+    """Platforms of an index whose manifest is here, other than the ``missing`` ones (what a
+    ``--platform`` could export instead)."""
+    if not mt.is_index(target.get("mediaType", "")):
+        return []
+    try:
+        children = read_json_blob(content, target).get("manifests", [])
+    except CtrconvError:
+        return []
+    return sorted({platform_string(c["platform"]) for c in children
+                   if isinstance(c, dict) and c.get("platform") and isinstance(c.get("digest"), str)
+                   and content.exists(c["digest"])} - missing)
+
+
+def _missing_message(record: ImageRecord, plan: ImagePlan, content: BlobSource | None = None) -> str:
     owner: dict[str, tuple[str, str]] = {}
     for m in plan.manifests:
         p = platform_string(m.platform) or "unknown platform"
@@ -81,7 +95,9 @@ def _missing_message(record: ImageRecord, plan: ImagePlan) -> str:
         parts.append((where, f"{role} {desc['digest']}"))
     platforms = sorted({w for w, _ in parts})
     details = ", ".join(f"{w}: {d}" for w, d in parts)
-    return f"image {record.name}: content missing for {', '.join(platforms)} ({details})"
+    present = _present_children(content, plan.target, set(platforms)) if content is not None else []
+    hint = f"; here: {', '.join(present)} (--platform {present[0]})" if present else ""
+    return f"image {record.name}: content missing for {', '.join(platforms)} ({details}){hint}"
 
 
 def _role(desc: dict[str, Any]) -> str:
@@ -145,7 +161,7 @@ def plan_images(
         if plan.missing:
             if lookups is not None and _layers_discarded(content, target, selector, lookups):
                 raise _discarded_error(record.name, options, push)
-            problems.append(_missing_message(record, plan))
+            problems.append(_missing_message(record, plan, content))
             continue
         if not plan.manifests and (plan.indexes or mt.is_manifest(target["mediaType"])):
             available = ", ".join(image_platforms(content, target)) or "none"

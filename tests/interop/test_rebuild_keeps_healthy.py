@@ -57,3 +57,13 @@ def test_an_image_unpacked_by_native_only_is_not_unpacked_into_overlayfs(small_r
     overlay = tmp_path / "new" / "io.containerd.snapshotter.v1.overlayfs" / "snapshots"
     assert not overlay.is_dir() or not any(overlay.iterdir())
     assert cli("verify", "--root", str(tmp_path / "new"), "-A", "-q").code == 0
+
+
+def test_content_missing_for_the_host_names_the_platform_present(realnode_set_for, cli, tmp_path):
+    """A namespace that pulled only a foreign platform of an index (the corpus' ``other``): the
+    line said only what is missing; it names what is here and the --platform that exports it."""
+    root = realnode_set_for("1.6").copy_root("node", tmp_path / "node")
+    result = cli("export", "--root", str(root), "-n", "other", "--all", "-o", str(tmp_path / "x.tar"))
+    assert result.code == 1 and "here: linux/arm64 (--platform linux/arm64)" in result.stderr, result.stderr
+    assert cli("export", "--root", str(root), "-n", "other", "--all", "--platform", "linux/arm64", "-q",
+               "-o", str(tmp_path / "x.tar")).code == 0
