@@ -277,6 +277,8 @@ def drop_containers_without_snapshots(meta: BucketTree, report: RebuildReport,
     :func:`reattach`, whose containers stay for now; ``reason`` words the drop."""
     for ns_name, ns in namespaces(meta):
         containers = ns.bucket(K.CONTAINERS)
+        named = {(c.get(K.SNAPSHOTTER), c.get(K.SNAPSHOT_KEY)) for c in (containers.entries.values() if containers else ())
+                 if isinstance(c, BucketTree)}
         for container_id in list(containers.entries) if containers is not None else []:
             record = containers.entries[container_id]
             if not isinstance(record, BucketTree):
@@ -286,6 +288,17 @@ def drop_containers_without_snapshots(meta: BucketTree, report: RebuildReport,
                 continue  # (a container made without a root filesystem)
             snapshots = ns.bucket(K.SNAPSHOTS, sn) if sn else None
             if (ns_name, key) in pending:
+                continue
+            if (snapshots is not None and not isinstance(snapshots.entries.get(key), BucketTree)
+                    and isinstance(snapshots.entries.get(container_id), BucketTree) and (sn, container_id) not in named):
+                # its key damaged, its snapshot whole under the key ctr and CRI give it (the
+                # container's id) and named by no container: linked again (dropped, the GC
+                # deleted the writable layer)
+                record.put(K.SNAPSHOT_KEY, container_id)
+                named.add((sn, container_id))
+                report.restore("container", f"container {ns_name}/{text(container_id)}",
+                               f"its snapshot key {text(key)!r} names nothing; its snapshot {text(container_id)} "
+                               "(the container's id) is whole: linked again")
                 continue
             if snapshots is None or not isinstance(snapshots.entries.get(key), BucketTree):
                 del containers.entries[container_id]

@@ -291,3 +291,27 @@ def test_a_snapshot_whose_kind_contradicts_its_role_is_a_problem_and_rebuild_men
     started = daemon.ctr("tasks", "start", "-d", "rn-stopped", check=False, timeout=120)
     assert started.returncode == 0, started.stderr
     daemon.ctr("tasks", "delete", "--force", "rn-stopped", check=False, timeout=120)
+
+
+def test_a_container_whose_snapshot_key_is_garbled_is_linked_back_to_its_snapshot(realnode_set_for, cli, tmp_path,
+                                                                                   private_containerd):
+    """One flipped byte in a container's ``snapshotKey``: rebuild dropped the container (its
+    snapshot "lost") while the snapshot was whole under the container's id, which the GC then
+    deleted with the writable layer (a second red-team run). Linked again instead."""
+    root = realnode_set_for("1.6").copy_root("node", tmp_path / "node")
+
+    def garbled(tree) -> None:
+        container = tree.bucket(K.V1, b"default", b"containers", b"rn-stopped")
+        container.put(b"snapshotKey", b"rn-stopp\xe5d")
+
+    _rewrite(root.joinpath(*META), garbled)
+    assert "missing-container-snapshot" in {p["kind"] for p in _problems(cli, root)}
+    result = cli("rebuild", "--root", str(root), "-q", "--json")
+    assert result.code == 0, result.stderr
+    assert "container default/rn-stopped" in {r["object"] for r in result.json["restored"]}, result.json
+    assert not [d for d in result.json["dropped"] if d["kind"] == "container"]
+    assert cli("verify", "--root", str(root), "-A", "-q").code == 0
+    daemon = private_containerd(root=root)
+    started = daemon.ctr("tasks", "start", "-d", "rn-stopped", check=False, timeout=120)
+    assert started.returncode == 0, started.stderr
+    daemon.ctr("tasks", "delete", "--force", "rn-stopped", check=False, timeout=120)
