@@ -374,10 +374,12 @@ def _recover_orphans(raw: _Raw, walker: _Walker, meta: MetaInfo, result: Salvage
 
 
 def _says_branch(raw: _Raw, pgid: int) -> bool:
-    """The lost page's header still says it was a branch page (its keys or pointers went bad):
-    the orphans below it are nodes of the same bucket."""
+    """The lost page's header still says it was a branch page (its keys or pointers went bad),
+    or the pointer to it leads outside the file (the page it meant is intact elsewhere): the
+    orphans below it are nodes of the same bucket. (A lost leaf's orphans would be the roots of
+    its sub-buckets, a level deeper: a zeroed page cannot tell which it was.)"""
     if not 2 <= pgid < raw.pages:
-        return False
+        return True
     hid, flags, _, _ = S.PAGE_HEADER.unpack_from(raw.mm, pgid * raw.page_size)
     return hid == pgid and flags == S.BRANCH_PAGE
 

@@ -70,7 +70,7 @@ def import_groups(target: ContainerdRoot, work: list[NamespaceWork], report: Reb
     """Import each group of :func:`reimport_groups` as one transaction; closes the sources."""
     from ctrconv.sinks.containerd_root import ContainerdRootSink, ImportOptions
 
-    counted: set[tuple[str, str]] = set()
+    counted: set[tuple[str, str, str]] = set()
     try:
         for ns_name, source, groups, plans, whole_records in work:
             for (platforms, again, snapshotter), entries in groups.items():
@@ -85,8 +85,8 @@ def import_groups(target: ContainerdRoot, work: list[NamespaceWork], report: Reb
                     plans.pop(entry.name, None)  # imported: let the walk go
                 for image in result.images:
                     # images sharing a manifest report the same new snapshots: count them once
-                    if image.unpacked and (ns_name, image.unpacked) not in counted:
-                        counted.add((ns_name, image.unpacked))
+                    if image.unpacked and (ns_name, snapshotter, image.unpacked) not in counted:
+                        counted.add((ns_name, snapshotter, image.unpacked))
                         report.snapshots_unpacked += image.snapshots_created
     finally:
         for _, source, *_ in work:
@@ -180,8 +180,10 @@ def _groups(source: Any, target: ContainerdRoot, ns: BucketTree, unpack: bool,
         # one that was (its config names a snapshot) is unpacked again where it lost it.
         # A damaged meta.db may have lost those labels: then everything is unpacked.
         again = unpack and (not trust_records or was_unpacked(source, ns, entry.descriptor, plan))
-        key = (complete_platforms(source, entry.descriptor, pulled, plan), again, unpacked_in(ns, plan))
-        groups.setdefault(key, []).append(entry)
+        platforms = complete_platforms(source, entry.descriptor, pulled, plan)
+        for snapshotter in unpacked_in(ns, plan) if again else ("overlayfs",):
+            key = (platforms, again, snapshotter)
+            groups.setdefault(key, []).append(entry)
         first = key if first is None else first
         if key == first and not plan.indexes:  # see the docstring
             compactor.compact(plan, set())
@@ -206,14 +208,14 @@ def was_unpacked(source: Any, ns: BucketTree, descriptor: dict[str, Any], plan: 
     return any(k.startswith(GC_SNAPSHOT) for m in plan.manifests for k in labels_of(m.config["digest"]))
 
 
-def unpacked_in(ns: BucketTree, plan: ImagePlan) -> str:
-    """The snapshotter the image is unpacked again into: the one its configs' snapshot GC labels
+def unpacked_in(ns: BucketTree, plan: ImagePlan) -> tuple[str, ...]:
+    """The snapshotters the image is unpacked again into: those its configs' snapshot GC labels
     name (a native-only image stays native: unpacking it into overlayfs too doubled its disk
-    use), overlayfs when they name it or none."""
+    use; one unpacked by both is made again in both), overlayfs when they name none of these."""
     labels_of, _ = namespace_lookups(ns)
     named = {key[len(GC_SNAPSHOT):].split("/", 1)[0] for m in plan.manifests for key in labels_of(m.config["digest"])
-             if key.startswith(GC_SNAPSHOT)}
-    return "overlayfs" if "overlayfs" in named or len(named) != 1 else named.pop()
+             if key.startswith(GC_SNAPSHOT)} & {"overlayfs", "native"}
+    return tuple(sorted(named, key=lambda sn: sn != "overlayfs")) or ("overlayfs",)
 
 
 def pulled_here(ns: BucketTree) -> Callable[[PlannedManifest], bool]:

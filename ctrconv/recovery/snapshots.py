@@ -114,7 +114,23 @@ def clean_snapshots(
         kept_ids[sn] = set(kept.values()) | {d.id for d in aside}
         if detached is not None:
             detached.extend(aside)
+    _drop_records_of_lost_snapshotters(meta, set(backends), report)
     return kept_ids
+
+
+def _drop_records_of_lost_snapshotters(meta: BucketTree, snapshotters: set[str], report: RebuildReport) -> None:
+    """meta.db records of a snapshotter whose metadata.db is gone name snapshots nothing holds
+    (a store deleted, a plugin dropped): they go, as every record whose backend is gone (kept,
+    they failed every mount: ``missing parent ... bucket: not found``); images unpacked there
+    are unpacked again (their snapshot GC labels say where)."""
+    for ns_name, ns in namespaces(meta):
+        buckets = ns.bucket(K.SNAPSHOTS)
+        for sn in [k for k, v in (buckets.entries.items() if buckets else ()) if isinstance(v, BucketTree)]:
+            if text(sn) in snapshotters:
+                continue
+            for key in list(buckets.entries[sn].entries):  # type: ignore[union-attr]
+                report.drop("snapshot", f"snapshot {ns_name}/{text(sn)}/{text(key)}", f"{text(sn)}'s metadata.db is gone")
+            del buckets.entries[sn]  # type: ignore[union-attr]
 
 
 def _commit_parents(sn: str, records: BucketTree, report: RebuildReport) -> None:

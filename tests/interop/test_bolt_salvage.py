@@ -222,7 +222,8 @@ def _page_flags(path: Path, pgid: int, page_size: int) -> int:
         return S.PAGE_HEADER.unpack(f.read(S.PAGE_HEADER.size))[1]
 
 
-def test_records_below_a_damaged_branch_page_come_back_with_a_persisted_freelist(tmp_path):
+@pytest.mark.parametrize("damage", ["elements", "pointer-past-eof"])
+def test_records_below_a_damaged_branch_page_come_back_with_a_persisted_freelist(damage, tmp_path):
     """A branch page of a large bucket whose keys went bad (its leaves intact): every record
     under it was dropped (a red-team run: 300 image names of 307 lost). With a persisted
     freelist (1.6), pages neither reachable nor free are what the lost page led to: read back."""
@@ -230,10 +231,14 @@ def test_records_below_a_damaged_branch_page_come_back_with_a_persisted_freelist
     write_bolt(path, _tree(), page_size=4096, freelist=True)
     with BoltFile(path) as db:
         branch = next(p for p in db.bucket(b"v1", b"beta").pages() if p.flags == S.BRANCH_PAGE).pgid
-    with open(path, "r+b") as f:  # elements 2-5 garbled (keys and child pointers), the header kept
-        f.seek(branch * 4096 + S.PAGE_HEADER_SIZE + 16 * 2)
-        f.write(b"\xff" * 64)
+    with open(path, "r+b") as f:
+        if damage == "elements":  # elements 2-5 garbled (keys and child pointers), the header kept
+            f.seek(branch * 4096 + S.PAGE_HEADER_SIZE + 16 * 2)
+            f.write(b"\xff" * 64)
+        else:  # one child pointer past the end of the file (its leaf intact, unreachable)
+            f.seek(branch * 4096 + S.PAGE_HEADER_SIZE + 16 * 1 + 8)
+            f.write((999_999).to_bytes(8, "little"))
     result = salvage(path)
-    assert any(d.page == branch for d in result.damage), result.damage
+    assert any(d.page in (branch, 999_999) for d in result.damage), result.damage
     assert len(result.tree.bucket(b"v1", b"beta").entries) == 300
     assert len(result.tree.bucket(b"v1", b"alpha").entries) == 300

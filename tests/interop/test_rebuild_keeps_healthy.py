@@ -67,3 +67,27 @@ def test_content_missing_for_the_host_names_the_platform_present(realnode_set_fo
     assert result.code == 1 and "here: linux/arm64 (--platform linux/arm64)" in result.stderr, result.stderr
     assert cli("export", "--root", str(root), "-n", "other", "--all", "--platform", "linux/arm64", "-q",
                "-o", str(tmp_path / "x.tar")).code == 0
+
+
+def test_an_image_unpacked_by_both_snapshotters_is_made_again_in_the_one_whose_store_is_gone(small_root, cli,
+                                                                                             tmp_path):
+    """An image unpacked into overlayfs and native, the native store then deleted: rebuild
+    unpacked it into overlayfs only and kept meta.db's native records, which named nothing
+    (``ctr run --snapshotter native``: "missing parent ... bucket: not found"; a red-team run).
+    The records of the lost store go, and the image is unpacked again in both."""
+    import shutil
+
+    archive = tmp_path / "x.tar"
+    subprocess.run([sys.executable, "-m", "ctrconv", "export", "--root", str(small_root), "--all", "-q", "-o",
+                    str(archive)], cwd=REPO, check=True)
+    root = tmp_path / "both"
+    for snapshotter in ("overlayfs", "native"):
+        assert cli("import", "--root", str(root), "-i", str(archive), "--snapshotter", snapshotter, "-q").code == 0
+    shutil.rmtree(root / "io.containerd.snapshotter.v1.native")
+    assert cli("verify", "--root", str(root), "-A", "-q").code == 1
+    result = cli("rebuild", "--root", str(root), "-o", str(tmp_path / "new"), "-q", "--json")
+    assert result.code == 0, result.stderr
+    assert result.json["snapshots_unpacked"] > 0
+    native = tmp_path / "new" / "io.containerd.snapshotter.v1.native" / "snapshots"
+    assert native.is_dir() and any(native.iterdir())
+    assert cli("verify", "--root", str(tmp_path / "new"), "-A", "-q").code == 0
