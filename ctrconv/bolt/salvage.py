@@ -333,28 +333,8 @@ def _recover_orphans(raw: _Raw, walker: _Walker, meta: MetaInfo, result: Salvage
             reachable.update(range(pgid, pgid + raw.page(pgid).overflow + 1))
         except BoltError:
             reachable.add(pgid)
-    orphans: dict[int, Page] = {}
-    referenced: set[int] = set()
-    pgid = 2
     hwm = min(meta.pgid, raw.pages)
-    while pgid < hwm:
-        if pgid in reachable:
-            pgid += 1
-            continue
-        try:
-            page = raw.page(pgid)
-            entries = _page_entries(page)
-        except BoltError:
-            pgid += 1
-            continue
-        orphans[pgid] = page
-        if page.flags == S.BRANCH_PAGE:
-            referenced.update(child for _, child in entries)  # type: ignore[misc]
-        else:
-            for flags, _, value in entries:  # type: ignore[misc]
-                if flags & S.BUCKET_LEAF_FLAG and len(value) >= S.BUCKET_HEADER_SIZE:
-                    referenced.add(S.BUCKET_HEADER.unpack_from(value, 0)[0])
-        pgid += page.overflow + 1
+    orphans, referenced = _scan_pages(raw, skip=reachable, end=hwm)
     tops = [p for p in sorted(orphans) if p not in referenced]
     if not tops:
         return
@@ -427,12 +407,18 @@ def _looks_like_v1_bucket(page: Page) -> bool:
     return plain == [b"version"] and len(elements) > 1
 
 
-def _scan_pages(raw: _Raw) -> tuple[dict[int, Page], set[int]]:
-    """Every page that parses, and the ids some branch element or bucket header points to."""
+def _scan_pages(raw: _Raw, *, skip: set[int] | frozenset[int] = frozenset(),
+                end: int | None = None) -> tuple[dict[int, Page], set[int]]:
+    """Every page (below ``end``, not in ``skip``) that parses, and the ids some branch element
+    or bucket header of those pages points to."""
     valid: dict[int, Page] = {}
     referenced: set[int] = set()
     pgid = 2
-    while pgid < raw.pages:
+    end = raw.pages if end is None else end
+    while pgid < end:
+        if pgid in skip:
+            pgid += 1
+            continue
         try:
             page = raw.page(pgid)
             entries = _page_entries(page)
