@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from ctrconv.recovery.snapshots import Detached
 
 GC_SNAPSHOT = K.LABEL_GC_SNAPSHOT
-#: Group of entries imported in one transaction: (platforms kept or None, unpack again)
+#: Group of entries imported in one transaction: (platforms kept or None, unpack again,
+#: snapshotter unpacked into)
 GroupKey = tuple["tuple[str, ...] | None", bool, str]
 
 
