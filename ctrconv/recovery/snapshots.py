@@ -31,6 +31,7 @@ from ctrconv.errors import FormatError
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.recovery.buckets import backend_id, image_descriptors, namespaces, text
 from ctrconv.recovery.report import RebuildReport
+from ctrconv.sinks.containerd_root.snapshots import SNAPSHOTTERS
 
 
 @dataclass
@@ -119,14 +120,16 @@ def clean_snapshots(
 
 
 def _drop_records_of_lost_snapshotters(meta: BucketTree, snapshotters: set[str], report: RebuildReport) -> None:
-    """meta.db records of a snapshotter whose metadata.db is gone name snapshots nothing holds
-    (a store deleted, a plugin dropped): they go, as every record whose backend is gone (kept,
-    they failed every mount: ``missing parent ... bucket: not found``); images unpacked there
-    are unpacked again (their snapshot GC labels say where)."""
+    """meta.db records of an overlayfs or native snapshotter whose metadata.db is gone from the
+    root name snapshots nothing holds (its store deleted): they go, as every record whose
+    backend is gone (kept, they failed every mount: ``missing parent ... bucket: not found``);
+    images unpacked there are unpacked again (their snapshot GC labels say where). Records of
+    other snapshotters stay as they are: a proxy snapshotter (stargz, nydus, soci) keeps its
+    store outside the root, where its snapshots are whole."""
     for ns_name, ns in namespaces(meta):
         buckets = ns.bucket(K.SNAPSHOTS)
         for sn in [k for k, v in (buckets.entries.items() if buckets else ()) if isinstance(v, BucketTree)]:
-            if text(sn) in snapshotters:
+            if text(sn) in snapshotters or text(sn) not in SNAPSHOTTERS:
                 continue
             for key in list(buckets.entries[sn].entries):  # type: ignore[union-attr]
                 report.drop("snapshot", f"snapshot {ns_name}/{text(sn)}/{text(key)}", f"{text(sn)}'s metadata.db is gone")

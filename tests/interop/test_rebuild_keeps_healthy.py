@@ -91,3 +91,24 @@ def test_an_image_unpacked_by_both_snapshotters_is_made_again_in_the_one_whose_s
     native = tmp_path / "new" / "io.containerd.snapshotter.v1.native" / "snapshots"
     assert native.is_dir() and any(native.iterdir())
     assert cli("verify", "--root", str(tmp_path / "new"), "-A", "-q").code == 0
+
+
+def test_records_of_a_snapshotter_whose_store_lives_outside_the_root_are_kept(small_root, cli, tmp_path):
+    """A proxy snapshotter (stargz, nydus, soci) keeps its store outside the root: its meta.db
+    records name snapshots that are whole there. Dropping the records of snapshotters whose db
+    the root lacks (what a deleted native store needs) must not take these."""
+    root = tmp_path / "root"
+    subprocess.run(["cp", "-a", str(small_root), str(root)], check=True)
+    meta = root.joinpath(*META)
+    with BoltFile(meta) as db:
+        page_size = db.page_size
+    tree = read_tree(meta)
+    stargz = tree.bucket(K.V1, b"default", K.SNAPSHOTS, b"stargz", create=True)
+    record = stargz.bucket(b"sha256:" + b"7" * 64, create=True)
+    record.put(b"name", b"default/1/sha256:" + b"7" * 64)
+    write_bolt(meta, tree, page_size=page_size)
+    assert cli("verify", "--root", str(root), "-A", "-q").code == 0  # (its store is not the root's to check)
+    result = cli("rebuild", "--root", str(root), "-o", str(tmp_path / "new"), "-q")
+    assert result.code == 0, result.stderr
+    kept = read_tree((tmp_path / "new").joinpath(*META)).bucket(K.V1, b"default", K.SNAPSHOTS, b"stargz")
+    assert kept is not None and list(kept.entries) == [b"sha256:" + b"7" * 64]
