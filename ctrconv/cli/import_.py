@@ -110,7 +110,7 @@ def import_command(
     api.check_namespace(namespace)
     if name is not None and not name:
         raise UsageError("--name: an empty name names no image")
-    if snapshotter not in ("overlayfs", "native"):
+    if snapshotter not in api.containerd_schema.TREE_SNAPSHOTTERS:
         raise UsageError(f"unsupported snapshotter {snapshotter!r} (overlayfs or native)")
     with bars(quiet) as progress, api.waiting(wait_seconds(wait)):
         options = api.ImportOptions(

@@ -7,6 +7,7 @@ Reading takes a shared flock; a root held by a running containerd is refused unl
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -28,6 +29,15 @@ SNAPSHOTTER_PREFIX = "io.containerd.snapshotter.v1."
 #: ``active/``, ``view/`` or ``snapshots/`` by kind, erofs a ``layer.erofs`` image beside an
 #: empty ``fs``, blockfile an image file, devmapper and zfs devices and datasets.
 _TREE_BELOW_SNAPSHOT_DIR = {"overlayfs": "fs", "native": ""}
+
+
+def real_dir(path: Path) -> bool:
+    """A directory itself, not a symlink to one nor anything else (overlayfs needs its own
+    ``work`` directory)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def snapshot_tree(snapshotter: str, snapshot_dir: Path) -> Path | None:

@@ -26,6 +26,10 @@ snapshotter metadata.db::
                                     (bucket sequence = last id issued)
 """
 
+from __future__ import annotations
+
+import re
+
 V1 = b"v1"
 VERSION = b"version"
 LABELS = b"labels"
@@ -63,6 +67,13 @@ DB_VERSION_1X = 3
 DB_VERSION_2X = 4
 
 SNAPSHOT_KINDS = {0: "unknown", 1: "view", 2: "active", 3: "committed"}
+#: the snapshotters whose store is in the root as plain directory trees: what ctrconv reads,
+#: compares, copies and unpacks into (another one keeps block devices, images, or lives outside
+#: the root, as a proxy snapshotter: stargz, nydus, soci)
+TREE_SNAPSHOTTERS = ("overlayfs", "native")
+#: the meta.db key of an image layer's snapshot: its chain ID (containerd unpacks under
+#: ``extract-...`` keys and commits to the chain ID)
+CHAIN_KEY = re.compile(r"sha256:[0-9a-f]{64}")
 
 #: content label names (strings in ``labels`` buckets, not bolt keys)
 LABEL_GC_CONTENT = "containerd.io/gc.ref.content"

@@ -52,7 +52,7 @@ FROM_SNAPSHOTS = ("auto", "always", "never")
 #: the annotation a rewritten manifest carries: the digest of the manifest it replaces
 ANNOTATION_ORIGINAL_MANIFEST = "io.ctrconv.original-manifest"
 #: snapshotters whose snapshots ctrconv can turn back into layers, in the order tried
-TREE_SNAPSHOTTERS = ("overlayfs", "native")
+TREE_SNAPSHOTTERS = K.TREE_SNAPSHOTTERS
 
 
 def compact_json(doc: Any) -> bytes:

@@ -215,7 +215,7 @@ def unpacked_in(ns: BucketTree, plan: ImagePlan) -> tuple[str, ...]:
     use; one unpacked by both is made again in both), overlayfs when they name none of these."""
     labels_of, _ = namespace_lookups(ns)
     named = {key[len(GC_SNAPSHOT):].split("/", 1)[0] for m in plan.manifests for key in labels_of(m.config["digest"])
-             if key.startswith(GC_SNAPSHOT)} & {"overlayfs", "native"}
+             if key.startswith(GC_SNAPSHOT)} & set(K.TREE_SNAPSHOTTERS)
     return tuple(sorted(named, key=lambda sn: sn != "overlayfs")) or ("overlayfs",)
 
 

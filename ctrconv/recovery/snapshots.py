@@ -5,8 +5,6 @@ layers); rewrite the snapshotter's ``parents`` index and set every sequence abov
 from __future__ import annotations
 
 import os
-import re
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Collection, Hashable, Mapping
@@ -28,10 +26,9 @@ from ctrconv.containerd.records import (
     write_snapshot,
 )
 from ctrconv.errors import FormatError
-from ctrconv.containerd.root import ContainerdRoot
+from ctrconv.containerd.root import ContainerdRoot, real_dir
 from ctrconv.recovery.buckets import backend_id, image_descriptors, namespaces, text
 from ctrconv.recovery.report import RebuildReport
-from ctrconv.sinks.containerd_root.snapshots import SNAPSHOTTERS
 
 
 @dataclass
@@ -129,7 +126,7 @@ def _drop_records_of_lost_snapshotters(meta: BucketTree, snapshotters: set[str],
     for ns_name, ns in namespaces(meta):
         buckets = ns.bucket(K.SNAPSHOTS)
         for sn in [k for k, v in (buckets.entries.items() if buckets else ()) if isinstance(v, BucketTree)]:
-            if text(sn) in snapshotters or text(sn) not in SNAPSHOTTERS:
+            if text(sn) in snapshotters or text(sn) not in K.TREE_SNAPSHOTTERS:
                 continue
             for key in list(buckets.entries[sn].entries):  # type: ignore[union-attr]
                 report.drop("snapshot", f"snapshot {ns_name}/{text(sn)}/{text(key)}", f"{text(sn)}'s metadata.db is gone")
@@ -151,11 +148,6 @@ def _commit_parents(sn: str, records: BucketTree, report: RebuildReport) -> None
                            f"recorded as {was} though other snapshots are made on it: committed again")
 
 
-#: the key of an image layer's snapshot: its chain ID (containerd unpacks under ``extract-...``
-#: keys and commits to the chain ID)
-CHAIN_KEY = re.compile(rb"sha256:[0-9a-f]{64}")
-
-
 def _kinds_by_role(meta: BucketTree, sn: str, records: BucketTree, report: RebuildReport) -> None:
     """A snapshot whose role says its kind, recorded otherwise (a damaged kind byte): an image
     layer (its meta.db key a chain ID) is committed; a container's writable snapshot recorded
@@ -169,7 +161,7 @@ def _kinds_by_role(meta: BucketTree, sn: str, records: BucketTree, report: Rebui
             backend = records.entries.get(rec.get(K.NAME)) if isinstance(rec, BucketTree) else None
             if not isinstance(backend, BucketTree) or backend.get(K.KIND) is None:
                 continue
-            if CHAIN_KEY.fullmatch(key) and not is_committed(backend):
+            if K.CHAIN_KEY.fullmatch(text(key)) and not is_committed(backend):
                 backend.put(K.KIND, bytes([KIND_COMMITTED]))
                 report.restore("backend-snapshot", f"{sn}/{text(rec.get(K.NAME))}",  # type: ignore[union-attr]
                                "an image layer (its key is a chain ID) not recorded as committed: committed again")
@@ -192,7 +184,7 @@ def restore_work_dirs(backends: Mapping[str, BucketTree], target: ContainerdRoot
             continue
         directory = target.snapshot_dir("overlayfs", sid)
         work = directory / "work"
-        if not (directory / "fs").is_dir() or _real_dir(work):
+        if not (directory / "fs").is_dir() or real_dir(work):
             continue
         if os.path.lexists(work):  # a file or a symlink where overlayfs needs its own directory
             os.unlink(work)
@@ -200,14 +192,6 @@ def restore_work_dirs(backends: Mapping[str, BucketTree], target: ContainerdRoot
         os.chmod(work, 0o711)
         report.restore("snapshot-dir", f"overlayfs/snapshots/{sid}/work",
                        f"active snapshot {text(key)} had no work directory: made again (empty)")
-
-
-def _real_dir(path: Path) -> bool:
-    """A directory itself, not a symlink to one."""
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 def _detach_writable(meta: BucketTree, sn: str, records: BucketTree, alive: Mapping[bytes, int],

@@ -7,8 +7,6 @@ platforms are reported as information, not as problems.
 from __future__ import annotations
 
 import os
-import re
-import stat
 import tempfile
 from sys import intern
 from dataclasses import dataclass
@@ -22,7 +20,7 @@ from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.imagerecords import Element
 from ctrconv.containerd.records import BackendSnapshot, BlobRecord, ImageRecord
 from ctrconv.containerd.locking import is_locked, private_copy
-from ctrconv.containerd.root import ContainerdRoot, is_namespace
+from ctrconv.containerd.root import ContainerdRoot, is_namespace, real_dir
 from ctrconv.digest import Digest
 from ctrconv.forked import can_split, map_halves
 from ctrconv.errors import ContentError, CtrconvError, InvalidDigestError
@@ -281,14 +279,6 @@ def _check_namespace_buckets(meta: MetadataDB, ns: str, where: str, report: Repo
         if name in plain:
             report.add("unreadable-record", f"{ns}/{name.decode()}", f"{where}/{name.decode()}",
                        "a plain value where containerd keeps a bucket: every record it held is unreadable")
-
-
-def _real_dir(path: Path) -> bool:
-    """A directory itself, not a symlink to one (overlayfs needs its own work directory)."""
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 def _check_labels(labels: dict[str, str], obj: str, where: str, report: Report) -> None:
@@ -637,7 +627,7 @@ def _check_meta_snapshots(meta: MetadataDB, namespaces: list[str], report: Repor
                 report.count("snapshots")
                 _check_labels(rec.labels, obj, where, report)
                 kind = kinds.get(rec.name)
-                if kind is not None and kind != "committed" and CHAIN_KEY.fullmatch(key):
+                if kind is not None and kind != "committed" and K.CHAIN_KEY.fullmatch(key):
                     # (containerd unpacks under "extract-..." keys and commits to the chain ID)
                     report.add("snapshot-chain", obj, where, f"an image layer (its key is a chain ID) recorded as {kind}, "
                                "not committed: no container can be made on it (\"not committed snapshot\")")
@@ -646,19 +636,12 @@ def _check_meta_snapshots(meta: MetadataDB, namespaces: list[str], report: Repor
                                "the container cannot start (\"not active or view\")")
                 if rec.parent and rec.parent not in recs:
                     report.add("snapshot-chain", obj, where, f"parent {rec.parent} has no record")
-                if rec.name not in backend_keys and (sn in backends or sn in LOCAL_SNAPSHOTTERS):
+                if rec.name not in backend_keys and (sn in backends or sn in K.TREE_SNAPSHOTTERS):
                     report.add("missing-backend-snapshot", obj, where, f"backend snapshot {rec.name} is not in {sn}/metadata.db")
                 for child in rec.children:
                     if child not in recs:
                         # containerd 1.6's GC removes a snapshot without its parent's link to it
                         report.add("stale-child-link", obj, where, f"child link {child} has no record (left by containerd's GC; containerd ignores it)", severity="info")
-
-
-#: the key of an image layer's snapshot: its chain ID
-CHAIN_KEY = re.compile(r"sha256:[0-9a-f]{64}")
-#: snapshotters whose store is in the root: another one without a metadata.db here is a proxy
-#: snapshotter (stargz, nydus, soci) whose store lives elsewhere, not checked
-LOCAL_SNAPSHOTTERS = ("overlayfs", "native")
 
 
 def _container_snapshots(meta: MetadataDB, ns: str) -> set[tuple[str, str]]:
@@ -698,7 +681,7 @@ def _check_snapshotter(croot: ContainerdRoot, sn: str, backend: _Backend, refere
                        f"parent {s.parent} is {by_key[s.parent].kind}, not committed: containerd refuses to make or "
                        "mount a snapshot on it (\"parent ... is not committed snapshot\")")
         if sn == "overlayfs" and s.kind == "active" and fs is not None and fs.is_dir() \
-                and not _real_dir(croot.snapshot_dir(sn, s.id) / "work"):
+                and not real_dir(croot.snapshot_dir(sn, s.id) / "work"):
             report.add("missing-snapshot-dir", obj, str(croot.snapshot_dir(sn, s.id) / "work"),
                        f"active snapshot id {s.id} has no work directory: overlayfs cannot mount it (a container "
                        "on it cannot start)")

@@ -41,7 +41,7 @@ from ctrconv.layers.usage import disk_usage
 from ctrconv.placement import spread_subdirectories
 from ctrconv.streams import fsync_dir
 
-SNAPSHOTTERS = ("overlayfs", "native")
+SNAPSHOTTERS = K.TREE_SNAPSHOTTERS
 SNAPSHOT_DIR_MODE = 0o700  # overlay snapshots/<id> (MkdirTemp)
 FS_MODE = 0o755
 WORK_MODE = 0o711
