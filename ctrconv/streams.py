@@ -28,7 +28,9 @@ BACKGROUND_HASH_MIN = 8 << 20
 
 #: step of a zero-copy transfer: one ``copy_file_range`` call, then the same bytes hashed
 ZERO_COPY_CHUNK = 8 << 20
-#: windows (of ``ZERO_COPY_CHUNK``) a deferred-verdict copy may run ahead of its hash: mapped
+#: step of :meth:`VerifyingReader.verify_mapped` (no copy to interleave with): one window each
+MAPPED_VERIFY_CHUNK = 64 << 20
+#: windows (of ``ZERO_COPY_CHUNK``, or ``MAPPED_VERIFY_CHUNK``) a deferred-verdict copy may run ahead of its hash: mapped
 #: but not yet read, so they cost address space only (hashing is slower than the kernel copy),
 #: and one descriptor each (``mmap`` keeps a duplicate): at most 32 x (PENDING_BLOBS + 1)
 ZERO_COPY_DEPTH = 32
@@ -189,10 +191,25 @@ class VerifyingReader:
         output is published), and the caller goes on to the next blob while this one's last
         regions are still being hashed, so the hashes of consecutive blobs share the cores.
         """
+        return self._through_mappings(out_fd, on_chunk, verdicts)
+
+    def verify_mapped(self, on_chunk: Callable[[int], object] | None = None, *,
+                      verdicts: "PendingVerdicts | None" = None) -> bool:
+        """Verify the rest of the blob without copying it: for a blob hardlinked into an
+        output, whose bytes are already there. Hashed through ``mmap`` windows (no copy into
+        user space), with the verdict deferred to ``verdicts`` as in :meth:`copy_to_fd`.
+        False, having read nothing, when the stream is not a regular file of exactly ``size``
+        bytes from here: the caller then uses :meth:`verify_to_end`."""
+        return self._through_mappings(None, on_chunk, verdicts)
+
+    def _through_mappings(self, out_fd: int | None, on_chunk: Callable[[int], object] | None,
+                          verdicts: "PendingVerdicts | None") -> bool:
+        """:meth:`copy_to_fd` (``out_fd`` given) or :meth:`verify_mapped` (None)."""
         source = self._zero_copy_source()
         if source is None:
             return False
         fd, start = source
+        step = ZERO_COPY_CHUNK if out_fd is not None else MAPPED_VERIFY_CHUNK
         deferred = False
         if verdicts is not None and isinstance(self._hash, _BackgroundHasher) \
                 and start % mmap.ALLOCATIONGRANULARITY == 0:
@@ -201,8 +218,8 @@ class VerifyingReader:
             self._hash.depth = ZERO_COPY_DEPTH
         try:
             while self._read < self.size:
-                n = min(ZERO_COPY_CHUNK, self.size - self._read)
-                if not self._copy_region(fd, out_fd, start + self._read, n):
+                n = min(step, self.size - self._read)
+                if out_fd is not None and not self._copy_region(fd, out_fd, start + self._read, n):
                     return False
                 self._hash_region(fd, start + self._read, n)
                 self._read += n

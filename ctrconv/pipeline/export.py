@@ -80,14 +80,21 @@ class _ProgressReader:
     def copy_to_fd(self, out_fd: int, on_chunk: Callable[[int], object] | None = None, *,
                    verdicts: PendingVerdicts | None = None) -> bool:
         """:meth:`VerifyingReader.copy_to_fd`, reporting progress per step."""
+        return self._reader.copy_to_fd(out_fd, self._stepper(on_chunk), verdicts=verdicts)
 
+    def verify_mapped(self, on_chunk: Callable[[int], object] | None = None, *,
+                      verdicts: PendingVerdicts | None = None) -> bool:
+        """:meth:`VerifyingReader.verify_mapped`, reporting progress per step."""
+        return self._reader.verify_mapped(self._stepper(on_chunk), verdicts=verdicts)
+
+    def _stepper(self, on_chunk: Callable[[int], object] | None) -> Callable[[int], None]:
         def step(n: int) -> None:
             self._seen += n
             self._step.advance(n)
             if on_chunk is not None:
                 on_chunk(n)
 
-        return self._reader.copy_to_fd(out_fd, step, verdicts=verdicts)
+        return step
 
     def finish(self) -> None:
         if self._seen < self._size:

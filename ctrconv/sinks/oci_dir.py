@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ctrconv.errors import SizeMismatchError, UsageError
+from ctrconv.sinks._blobfiles import BlobFiles
 from ctrconv.sinks._publish import StagedDirectory
 from ctrconv.sinks.base import BlobReader, ExportedImage, blob_path
 from ctrconv.sinks.oci_tar import oci_name_documents
-from ctrconv.streams import CHUNK, fsync_dir
+from ctrconv.streams import fsync_dir
 
 #: link() failures that mean "cannot link here", so the blob is copied instead.
 _LINK_FALLBACK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES})
@@ -63,8 +64,12 @@ class OciDirSink(StagedDirectory):
         self._dirs: set[Path] = set()
         self.linked = 0
         self.copied = 0
-        self.bytes_written = 0
+        self._files = BlobFiles()
         self._stage(out)
+
+    @property
+    def bytes_written(self) -> int:
+        return self._files.bytes_written
 
     def add_names(self, images: Sequence[ExportedImage]) -> None:
         self._documents = oci_name_documents(images, self._index_media_type, self._manifest_json)
@@ -87,32 +92,15 @@ class OciDirSink(StagedDirectory):
         dest = self._blob_dest(desc)
         if self._link and source_path is not None and self._try_link(source_path, dest):
             if self._verify_links:
-                reader.verify_to_end()
+                self._files.verify_linked(reader)
             elif dest.stat().st_size != desc["size"]:
                 raise SizeMismatchError(
                     f"blob {desc['digest']}: file has {dest.stat().st_size} bytes, descriptor says {desc['size']}"
                 )
             self.linked += 1
             return
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(fd, "wb") as out:
-            copy_to_fd = getattr(reader, "copy_to_fd", None)
-            if copy_to_fd is not None and copy_to_fd(fd, self._count):
-                pass  # copied in the kernel (a reflink where the filesystem can), verified
-            else:
-                while True:
-                    chunk = reader.read(CHUNK)
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                    self._count(len(chunk))
-            out.flush()
-            os.fchmod(out.fileno(), 0o444)
-            os.fsync(out.fileno())
+        self._files.write(dest, reader, desc["size"], 0o444)
         self.copied += 1
-
-    def _count(self, n: int) -> None:
-        self.bytes_written += n
 
     def _try_link(self, source: Path, dest: Path) -> bool:
         try:
@@ -125,6 +113,7 @@ class OciDirSink(StagedDirectory):
 
     def commit(self) -> None:
         assert self._tmp is not None
+        self._files.finish()
         for name, data, mode in self._documents:
             path = self._tmp / name
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -137,3 +126,7 @@ class OciDirSink(StagedDirectory):
             if directory.is_dir():
                 fsync_dir(directory)
         self._publish()
+
+    def abort(self) -> None:
+        self._files.cancel()
+        super().abort()

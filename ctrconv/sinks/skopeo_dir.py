@@ -23,10 +23,10 @@ from typing import Any, Sequence
 from ctrconv.digest import Digest
 from ctrconv.errors import UsageError
 from ctrconv.oci import mediatypes as mt
+from ctrconv.sinks._blobfiles import BlobFiles
 from ctrconv.sinks._publish import StagedDirectory
 from ctrconv.sinks.base import BlobReader, ExportedImage
 from ctrconv.sinks.oci_dir import check_target_dir
-from ctrconv.streams import CHUNK
 
 VERSION_BYTES = b"Directory Transport Version: 1.1\n"
 
@@ -39,9 +39,13 @@ class SkopeoDirSink(StagedDirectory):
         self.single_manifest = not all_platforms
         self._top: str | None = None
         self._named = False
-        self.bytes_written = 0
         self.linked = 0
+        self._files = BlobFiles()
         self._stage(out)
+
+    @property
+    def bytes_written(self) -> int:
+        return self._files.bytes_written
 
     def add_names(self, images: Sequence[ExportedImage]) -> None:
         if self.single_manifest:
@@ -69,21 +73,11 @@ class SkopeoDirSink(StagedDirectory):
         if not self._named:
             raise RuntimeError("add_names must come before add_blob")
         assert self._tmp is not None
-        fd = os.open(self._tmp / self._name(desc), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        with os.fdopen(fd, "wb") as out:
-            copy_to_fd = getattr(reader, "copy_to_fd", None)
-            if copy_to_fd is None or not copy_to_fd(fd, self._count):
-                while chunk := reader.read(CHUNK):
-                    out.write(chunk)
-                    self._count(len(chunk))
-            out.flush()
-            os.fsync(out.fileno())
-
-    def _count(self, n: int) -> None:
-        self.bytes_written += n
+        self._files.write(self._tmp / self._name(desc), reader, desc["size"])
 
     def commit(self) -> None:
         assert self._tmp is not None
+        self._files.finish()
         if not (self._tmp / "manifest.json").is_file():
             raise RuntimeError("the image's manifest was never written")
         fd = os.open(self._tmp / "version", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -92,3 +86,7 @@ class SkopeoDirSink(StagedDirectory):
             out.flush()
             os.fsync(out.fileno())
         self._publish()
+
+    def abort(self) -> None:
+        self._files.cancel()
+        super().abort()
