@@ -29,7 +29,7 @@ BACKGROUND_HASH_MIN = 8 << 20
 #: step of a zero-copy transfer: one ``copy_file_range`` call, then the same bytes hashed
 ZERO_COPY_CHUNK = 8 << 20
 #: step of :meth:`VerifyingReader.verify_mapped` (no copy to interleave with): one window each
-MAPPED_VERIFY_CHUNK = 64 << 20
+MAPPED_VERIFY_CHUNK = 16 << 20
 #: windows (of ``ZERO_COPY_CHUNK``, or ``MAPPED_VERIFY_CHUNK``) a deferred-verdict copy may run ahead of its hash: mapped
 #: but not yet read, so they cost address space only (hashing is slower than the kernel copy),
 #: and one descriptor each (``mmap`` keeps a duplicate): at most 32 x (PENDING_BLOBS + 1)
