@@ -317,16 +317,25 @@ def _free_pages(raw: _Raw, meta: MetaInfo) -> set[int] | None:
 
 def _recover_orphans(raw: _Raw, walker: _Walker, meta: MetaInfo, result: SalvageResult) -> None:
     """Records below a lost page whose own pages survive (a branch page of a large bucket
-    zeroed: every leaf under it intact): with a persisted freelist, a page neither reachable
-    from the root nor free can only be one the lost page led to, so the subtrees those pages
-    hold are read back into the damaged bucket. Only when one bucket lost pages (the orphans
-    cannot be told apart otherwise) and only keys it lacks are added; the damage stays
-    reported. A file without a persisted freelist (1.7+) cannot tell orphans from stale copies
-    of earlier commits: nothing is recovered there."""
+    garbled or zeroed: every leaf under it intact): with a persisted freelist, a page neither
+    reachable from the root nor free can only be one the lost page led to, so the subtrees
+    those pages hold are read back into the damaged bucket. Only when one bucket lost pages
+    (the orphans cannot be told apart otherwise) and only keys it lacks are added; the damage
+    stays reported. A file without a persisted freelist (1.7+) cannot tell orphans from stale
+    copies of earlier commits: nothing is recovered there.
+
+    Below a lost *leaf* the orphans are the roots of its entries' sub-buckets, a level deeper,
+    whose names (the leaf's keys) are gone: nothing is recovered when the page's header still
+    says leaf. A page whose header is gone too (zeroed, garbled) could have been either: its
+    orphans are taken as the bucket's own nodes only when they look it (:func:`_bucket_nodes`).
+    """
     lost = [d for d in result.damage if d.page is not None]
     free = _free_pages(raw, meta)
-    if len({d.path for d in lost}) != 1 or free is None or not all(_says_branch(raw, d.page) for d in lost):  # type: ignore[arg-type]
-        return  # (below a lost leaf the orphans are its sub-buckets' roots, another level)
+    if len({d.path for d in lost}) != 1 or free is None:
+        return
+    kinds = {_lost_kind(raw, d.page) for d in lost}  # type: ignore[arg-type]
+    if "leaf" in kinds:
+        return
     reachable = {0, 1} | free
     for pgid in walker.visited:
         try:
@@ -341,27 +350,48 @@ def _recover_orphans(raw: _Raw, walker: _Walker, meta: MetaInfo, result: Salvage
     path = lost[0].path
     bucket = result.tree.bucket(*path, create=True)
     assert bucket is not None
-    before = len(bucket.entries)
-    recovered = BucketTree()
     rescuer = _Walker(raw, hwm)
     rescuer.visited = set(walker.visited)
+    nodes = []
     for top in tops:
-        rescuer.tree(top, recovered, path)
-    for key, value in recovered.entries.items():
-        bucket.entries.setdefault(key, value)
+        node = BucketTree()
+        rescuer.tree(top, node, path)
+        nodes.append(node)
+    if "unknown" in kinds and not _bucket_nodes(nodes, bucket):
+        return
+    before = len(bucket.entries)
+    for node in nodes:
+        for key, value in node.entries.items():
+            bucket.entries.setdefault(key, value)
     if len(bucket.entries) > before:
         result.backfilled.append(path)
 
 
-def _says_branch(raw: _Raw, pgid: int) -> bool:
-    """The lost page's header still says it was a branch page (its keys or pointers went bad),
-    or the pointer to it leads outside the file (the page it meant is intact elsewhere): the
-    orphans below it are nodes of the same bucket. (A lost leaf's orphans would be the roots of
-    its sub-buckets, a level deeper: a zeroed page cannot tell which it was.)"""
+def _lost_kind(raw: _Raw, pgid: int) -> str:
+    """What the lost page was: ``branch`` when its header still says so (its keys or pointers
+    went bad) or the pointer to it leads outside the file (the page it meant is intact
+    elsewhere: the orphans below it are nodes of the same bucket); ``leaf`` when its header
+    says leaf; ``unknown`` when the header is gone (zeroed or garbled)."""
     if not 2 <= pgid < raw.pages:
-        return True
+        return "branch"
     hid, flags, _, _ = S.PAGE_HEADER.unpack_from(raw.mm, pgid * raw.page_size)
-    return hid == pgid and flags == S.BRANCH_PAGE
+    if hid != pgid:
+        return "unknown"
+    return "branch" if flags == S.BRANCH_PAGE else "leaf" if flags == S.LEAF_PAGE else "unknown"
+
+
+def _bucket_nodes(nodes: list[BucketTree], bucket: BucketTree) -> bool:
+    """Whether the orphan subtrees are nodes of ``bucket`` (below a lost branch page), not the
+    roots of sub-buckets of a lost leaf's entries. Nodes of one bucket hold disjoint, ordered
+    key ranges and none of the keys the bucket kept elsewhere, and a branch page leads to two
+    nodes at least; sub-bucket roots of like records repeat their field names (``createdat``,
+    ``target``...), so their ranges overlap, and a lone one is not told from a lone node."""
+    if len(nodes) < 2 or any(not node.entries for node in nodes):
+        return False
+    ranges = sorted((min(node.entries), max(node.entries)) for node in nodes)
+    if any(prev_last >= first for (_, prev_last), (first, _) in zip(ranges, ranges[1:])):
+        return False
+    return not any(key in bucket.entries for node in nodes for key in node.entries)
 
 
 def _lost_parts(result: SalvageResult) -> int:

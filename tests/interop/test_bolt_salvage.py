@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import shutil
 
 import pytest
@@ -222,11 +224,12 @@ def _page_flags(path: Path, pgid: int, page_size: int) -> int:
         return S.PAGE_HEADER.unpack(f.read(S.PAGE_HEADER.size))[1]
 
 
-@pytest.mark.parametrize("damage", ["elements", "pointer-past-eof"])
+@pytest.mark.parametrize("damage", ["elements", "pointer-past-eof", "zeroed", "garbled"])
 def test_records_below_a_damaged_branch_page_come_back_with_a_persisted_freelist(damage, tmp_path):
-    """A branch page of a large bucket whose keys went bad (its leaves intact): every record
-    under it was dropped (a red-team run: 300 image names of 307 lost). With a persisted
-    freelist (1.6), pages neither reachable nor free are what the lost page led to: read back."""
+    """A branch page of a large bucket whose keys went bad, or that was zeroed or garbled
+    whole (its leaves intact): every record under it was dropped (a red-team run: 300 image
+    names of 307 lost). With a persisted freelist (1.6), pages neither reachable nor free are
+    what the lost page led to: read back."""
     path = tmp_path / "a.db"
     write_bolt(path, _tree(), page_size=4096, freelist=True)
     with BoltFile(path) as db:
@@ -235,6 +238,12 @@ def test_records_below_a_damaged_branch_page_come_back_with_a_persisted_freelist
         if damage == "elements":  # elements 2-5 garbled (keys and child pointers), the header kept
             f.seek(branch * 4096 + S.PAGE_HEADER_SIZE + 16 * 2)
             f.write(b"\xff" * 64)
+        elif damage == "zeroed":  # the whole page, header included (a lost write)
+            f.seek(branch * 4096)
+            f.write(bytes(4096))
+        elif damage == "garbled":
+            f.seek(branch * 4096)
+            f.write(random.Random(7).randbytes(4096))
         else:  # one child pointer past the end of the file (its leaf intact, unreachable)
             f.seek(branch * 4096 + S.PAGE_HEADER_SIZE + 16 * 1 + 8)
             f.write((999_999).to_bytes(8, "little"))
@@ -242,3 +251,44 @@ def test_records_below_a_damaged_branch_page_come_back_with_a_persisted_freelist
     assert any(d.page in (branch, 999_999) for d in result.damage), result.damage
     assert len(result.tree.bucket(b"v1", b"beta").entries) == 300
     assert len(result.tree.bucket(b"v1", b"alpha").entries) == 300
+
+
+def _records_tree(count: int, label_bytes: int) -> BucketTree:
+    """``v1/ns/images`` of ``count`` image-like records, each a sub-bucket with the same field
+    names; ``label_bytes`` large enough puts each record on pages of its own (not inline)."""
+    root = BucketTree()
+    images = root.bucket(b"v1", b"ns", b"images", create=True)
+    for i in range(count):
+        record = images.bucket(b"registry.example/app%04d:v1" % i, create=True)
+        record.put(b"createdat", b"t" * 15)
+        record.put(b"updatedat", b"t" * 15)
+        record.bucket(b"labels", create=True).put(b"note", b"n" * label_bytes)
+        target = record.bucket(b"target", create=True)
+        target.put(b"digest", b"sha256:" + b"%064d" % i)
+        target.put(b"mediatype", b"application/vnd.oci.image.index.v1+json")
+    return root
+
+
+@pytest.mark.parametrize("damage", ["zeroed", "garbled"])
+def test_a_lost_leaf_does_not_pass_its_records_fields_off_as_records(damage, tmp_path):
+    """A leaf page zeroed or garbled whole cannot say it was a leaf: the orphans below it are
+    its records' own sub-buckets (fields ``createdat``, ``labels``, ``target``), whose names
+    went with the leaf. They are not read back as records of the bucket; every record on the
+    other leaves stays."""
+    path = tmp_path / "a.db"
+    want = _records_tree(300, 1500)
+    write_bolt(path, want, page_size=4096, freelist=True)
+    with BoltFile(path) as db:
+        leaves = [p.pgid for p in db.bucket(b"v1", b"ns", b"images").pages() if p.flags == S.LEAF_PAGE]
+    assert len(leaves) >= 3
+    with open(path, "r+b") as f:
+        f.seek(leaves[1] * 4096)
+        f.write(bytes(4096) if damage == "zeroed" else random.Random(3).randbytes(4096))
+    result = salvage(path)
+    images = result.tree.bucket(b"v1", b"ns", b"images")
+    assert images is not None and any(d.page == leaves[1] for d in result.damage)
+    names = set(images.entries)
+    assert all(name.startswith(b"registry.example/app") for name in names), sorted(names)[:5]
+    assert 0 < len(names) < 300
+    original = want.bucket(b"v1", b"ns", b"images")
+    assert all(images.entries[n].to_plain() == original.entries[n].to_plain() for n in names)
