@@ -8,9 +8,10 @@ uncompressed one feeds its bytes to the tar reader unchanged, so compressed byte
 here with a :class:`FormatError` that names both. The diff ID check after the unpack still
 holds the tar to the config. ``strict=True`` refuses every mismatch.
 
-Decoding mirrors Go's readers: gzip is multi-member and anything after the last member that is
-not another gzip member is an error (Go ``gzip.Reader`` in multistream mode); zstd reads all
-frames and rejects trailing garbage and truncated frames. An external ``igzip``/``pigz``/``zstd``
+Decoding mirrors containerd's readers: gzip is multi-member, and what follows the last member
+is decided as containerd on this host decides it (:func:`containerd_ignores_trailing_gzip_data`:
+``unpigz`` on the PATH ignores it, Go's ``gzip.Reader`` refuses it); zstd reads all frames and
+rejects trailing garbage and truncated frames. An external ``igzip``/``pigz``/``zstd``
 process can do the work on another core instead (``external=None``: when installed,
 ``True``: required). It is off by default: measured on 2 cores it is no faster than in-process
 zlib/zstd (pigz inflates single-threaded at zlib speed), and ``pigz``, like containerd 1.6 with
@@ -325,7 +326,30 @@ def _decoder(compression: Compression, source: Readable, external: bool | None) 
         raise CtrconvError(f"no external {compression} decompressor installed")
     if argv is not None:
         return _external(argv, source)
-    return _gunzip(source) if compression == "gzip" else _unzstd(source)
+    if compression == "gzip":
+        return _gunzip(source, lenient=containerd_ignores_trailing_gzip_data())
+    return _unzstd(source)
+
+
+#: ``strconv.ParseBool``'s true spellings (``CONTAINERD_DISABLE_PIGZ``)
+_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+
+
+def containerd_ignores_trailing_gzip_data() -> bool:
+    """Whether containerd on this host accepts bytes after a gzip layer's last member.
+
+    containerd (1.6, 1.7 and 2.x alike) inflates gzip layers with ``unpigz -d -c`` when
+    ``unpigz`` is on its PATH and ``CONTAINERD_DISABLE_PIGZ`` is not a true Go boolean (an
+    unparsable value leaves pigz on), and with Go's ``gzip.Reader`` otherwise. unpigz ignores
+    whatever follows a member unless it is a whole gzip header (magic, method 8, no reserved
+    flag), which then must be a whole member; Go's reader refuses any of it ("unexpected EOF").
+    Measured with each line's ``ctr images import``: zero padding, text and a broken header
+    after the last member all unpack with unpigz installed and fail with it disabled. A root
+    prepared here for another host follows this host's rule.
+    """
+    if os.environ.get("CONTAINERD_DISABLE_PIGZ", "") in _GO_TRUE:
+        return False
+    return shutil.which("unpigz") is not None
 
 
 def _external_tool(compression: Compression) -> list[str] | None:
@@ -381,6 +405,12 @@ def _gzip_header_end(buf: bytes) -> int | None:
     return pos if len(buf) >= pos else None
 
 
+def _whole_member_header(data: bytes) -> bool:
+    """``data`` starts with a complete gzip member header that unpigz takes for one: the magic,
+    method 8 (deflate) and no reserved flag bit."""
+    return data[:3] == _GZIP_MAGIC + b"\x08" and _gzip_header_end(data) is not None and not data[3] & 0xE0
+
+
 def _member_start(source: Readable, data: bytes) -> bytes:
     """``data`` extended until it holds the next member's whole header (or the stream ends).
 
@@ -397,8 +427,10 @@ def _member_start(source: Readable, data: bytes) -> bytes:
     return data
 
 
-def _gunzip(source: Readable) -> Iterator[bytes]:
-    """Multi-member gzip like Go's reader: after a member only EOF or another member may follow."""
+def _gunzip(source: Readable, lenient: bool = False) -> Iterator[bytes]:
+    """Multi-member gzip like Go's reader: after a member only EOF or another member may follow.
+    ``lenient`` (unpigz's rule): after a member, anything but a whole member header ends the
+    stream; it is still read to the end, so the blob's own digest check covers it."""
     backend, errors = inflate_backend()
     data = b""
     first = True
@@ -406,6 +438,10 @@ def _gunzip(source: Readable) -> Iterator[bytes]:
         while True:
             data = _member_start(source, data)
             if not data and not first:
+                return
+            if lenient and not first and not _whole_member_header(data):
+                while source.read(CHUNK):
+                    pass
                 return
             if data[:2] != _GZIP_MAGIC:
                 raise FormatError("gzip layer has trailing data after its last member")

@@ -43,6 +43,8 @@ class LayerJob:
     #: bytes, from ``blob_path`` or, once renamed, ``committed_path``
     arriving: int | None = None
     committed_path: str = ""
+    #: the layer blob's digest, named in errors (as containerd's "failed to extract layer")
+    digest: str = ""
 
     def open_blob(self) -> BinaryIO:
         """The blob's bytes: its file, or the file still being written."""
@@ -68,11 +70,23 @@ class _Counted:
         return data
 
 
+@contextmanager
+def naming_the_layer(digest: str) -> Iterator[None]:
+    """An error about a layer's bytes (corrupt compression, hostile entries, a diff ID that
+    does not match) names the layer blob it is about: one line among many layers."""
+    try:
+        yield
+    except CtrconvError as exc:
+        if not digest or digest in str(exc):
+            raise
+        raise type(exc)(f"layer {digest}: {exc}", hint=exc.hint) from None
+
+
 def apply_job(job: LayerJob, stage: Stage = SILENT_STAGE, blob: BinaryIO | None = None) -> ApplyResult:
     """Decompress, verify and apply one layer blob (in a worker, or in order in the caller);
     ``stage`` advances by the blob's bytes as they are read and by the files written. ``blob``:
     read this stream instead of ``job.blob_path`` (in the caller only: a blob still arriving)."""
-    with job.open_blob() if blob is None else blob as stream:
+    with naming_the_layer(job.digest), job.open_blob() if blob is None else blob as stream:
         result = unpack_layer(
             _Counted(stream, stage), job.target, mode=job.mode, media_type=job.media_type, lowers=job.lowers,
             expected_diff_id=job.diff_id, max_bytes=job.max_bytes, defer_parents=job.defer_parents,
@@ -133,11 +147,12 @@ def apply_opened(opened: OpenedLayer, target: str, lowers: tuple[str, ...], mode
     """Apply a layer opened by :func:`open_ahead` in order (lowers complete) to ``target``;
     closes it. The diff ID is verified as with :func:`apply_job`."""
     try:
-        if opened.error is not None:
-            raise opened.error
-        assert opened.tar is not None
-        result = apply_layer(opened.tar, target, mode=mode, lowers=lowers,
-                             expected_diff_id=opened.job.diff_id, defer_parents=False)
+        with naming_the_layer(opened.job.digest):
+            if opened.error is not None:
+                raise opened.error
+            assert opened.tar is not None
+            result = apply_layer(opened.tar, target, mode=mode, lowers=lowers,
+                                 expected_diff_id=opened.job.diff_id, defer_parents=False)
     finally:
         opened.close()
     stage.advance(0, files=result.entries)

@@ -283,7 +283,7 @@ class SnapshotWriter:
             path, committed, arriving = str(temp), str(final), size
         return LayerJob(path, str(build.target), build.mode, layer.get("mediaType"),
                         tuple(str(p) for p in build.lowers), build.item.diff_id, self.max_layer_bytes,
-                        defer_parents=side_by_side, arriving=arriving, committed_path=committed)
+                        defer_parents=side_by_side, arriving=arriving, committed_path=committed, digest=digest)
 
     def _apply(self, build: "_Build", blob_path: BlobPath, stage: Stage, open_blob: BlobOpener | None = None) -> None:
         """In-order apply: every lower is complete, parents get their attributes at once."""
@@ -292,7 +292,7 @@ class SnapshotWriter:
             return
         layer = build.item.layer
         job = LayerJob("", str(build.target), build.mode, layer.get("mediaType"), tuple(str(p) for p in build.lowers),
-                       build.item.diff_id, self.max_layer_bytes, defer_parents=False)
+                       build.item.diff_id, self.max_layer_bytes, defer_parents=False, digest=str(layer["digest"]))
         with open_blob(str(layer["digest"])) as blob:
             build.applied = apply_job(job, stage, blob=blob)
 
@@ -306,7 +306,8 @@ class SnapshotWriter:
                 while len(opened) < min(index + 2, len(todo)):
                     ahead = todo[len(opened)]
                     job = LayerJob(str(blob_path(str(ahead.layer["digest"]))), "", "naive", ahead.layer.get("mediaType"),
-                                   (), ahead.diff_id, self.max_layer_bytes, defer_parents=False)
+                                   (), ahead.diff_id, self.max_layer_bytes, defer_parents=False,
+                                   digest=str(ahead.layer["digest"]))
                     opened.append(open_ahead(job, stage, opened[-1] if opened else None))
                 build = self._prepare(item, [s.path for s in below])
                 build.applied = apply_opened(opened[index], str(build.target), tuple(str(p) for p in build.lowers),

@@ -7,6 +7,7 @@ import gzip
 import io
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import zstandard
@@ -61,10 +62,56 @@ def test_plain_and_sniffed(layer: bytes) -> None:
     assert decompress(layer, DOCKER) == layer
 
 
-def test_gzip_trailing_garbage_is_an_error(layer: bytes) -> None:
+def test_gzip_trailing_garbage_is_an_error_where_containerd_uses_go_gzip(layer: bytes,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONTAINERD_DISABLE_PIGZ", "1")
     blob = gzip.compress(layer)
     for tail in (b"garbage!garbage!", b"\0" * 20, b"x"):
         with pytest.raises(FormatError, match="trailing data"):
+            decompress(blob + tail, OCI_GZ, external=False)
+
+
+def _unpigz_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, present: bool) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if present:
+        (bin_dir / "unpigz").write_text("#!/bin/sh\n")
+        (bin_dir / "unpigz").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+
+
+@pytest.mark.parametrize(("present", "disable", "lenient"), [
+    (True, None, True), (True, "1", False), (True, "TRUE", False), (True, "false", True),
+    (True, "yes", True),  # not a Go boolean: containerd warns and keeps pigz
+    (False, None, False),
+])
+def test_the_host_decides_as_containerd_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, present: bool,
+                                             disable: str | None, lenient: bool) -> None:
+    """containerd inflates with ``unpigz`` when it is on the PATH, unless
+    ``CONTAINERD_DISABLE_PIGZ`` parses as a true Go boolean."""
+    from ctrconv.layers.compression import containerd_ignores_trailing_gzip_data
+
+    _unpigz_on_path(tmp_path, monkeypatch, present)
+    if disable is None:
+        monkeypatch.delenv("CONTAINERD_DISABLE_PIGZ", raising=False)
+    else:
+        monkeypatch.setenv("CONTAINERD_DISABLE_PIGZ", disable)
+    assert containerd_ignores_trailing_gzip_data() is lenient
+
+
+def test_with_unpigz_trailing_bytes_are_ignored_as_unpigz_ignores_them(layer: bytes, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """unpigz's rule (checked against unpigz itself): after a member, anything but a whole
+    member header ends the stream; a whole header must start a whole member."""
+    _unpigz_on_path(tmp_path, monkeypatch, True)
+    monkeypatch.delenv("CONTAINERD_DISABLE_PIGZ", raising=False)
+    blob = gzip.compress(layer, mtime=0)
+    for tail in (b"garbage!garbage!", b"\0" * 20, b"x", b"\x1f", b"\x1f\x8b\x08", b"\x1f\x8bGARBAGE",
+                 b"\x1f\x8b\x09\0\0\0\0\0\0\x03", b"\x1f\x8b\x08\xe0\0\0\0\0\0\x03xx"):
+        assert decompress(blob + tail, OCI_GZ, external=False) == layer, tail
+    assert decompress(blob + blob + b"junk", OCI_GZ, external=False) == layer + layer
+    for tail in (b"\x1f\x8b\x08\0\0\0\0\0\0\x03GARBAGEGARBAGE", blob[:15]):
+        with pytest.raises(FormatError):
             decompress(blob + tail, OCI_GZ, external=False)
 
 
