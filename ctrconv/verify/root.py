@@ -11,7 +11,7 @@ import tempfile
 from sys import intern
 from dataclasses import dataclass
 import time
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, Mapping, TypeVar
 
 from ctrconv.bolt.check import check_bolt
 from ctrconv.containerd import schema as K
@@ -324,6 +324,7 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
     report.count("content records", len(records))
     sizes = blob_sizes(content, records, _documents(records))
 
+    labelled_by: dict[str, str] = {}  # a blob -> a record whose gc.ref.content label keeps it
     for digest, rec in records.items():
         obj = f"blob {digest}"
         try:
@@ -339,6 +340,7 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
         _check_labels(rec.labels, obj, f"{where}/content/blob/{digest}", report)
         for key, value in rec.labels.items():
             if _is_content_ref(key):
+                labelled_by.setdefault(value, digest)
                 if value not in records:
                     # an index lists every platform, a pull fetches one: containerd's GC
                     # (metadata/gc.go) skips references to content it has no record of
@@ -363,7 +365,7 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
         except CtrconvError as exc:
             return str(exc)
         found = Report()
-        _check_image(image, records, visible, snapshot_keys, found, others, runs)
+        _check_image(image, records, visible, snapshot_keys, found, others, runs, labelled_by)
         return tuple(found.problems), tuple(found.stats.items())  # a clean image: two empty tuples
 
     checked: Iterable[Findings | str]
@@ -455,7 +457,8 @@ class _OtherRecords:
 
 def _check_image(image: ImageRecord, records: dict[str, BlobRecord], content: NamespaceContent,
                  snapshot_keys: dict[str, set[str]], report: Report,
-                 others: Callable[[str], bool] | None = None, runs: HostRuns | None = None) -> None:
+                 others: Callable[[str], bool] | None = None, runs: HostRuns | None = None,
+                 labelled_by: Mapping[str, str] | None = None) -> None:
     """One image as containerd sees it from its namespace.
 
     An index names every platform; a node pulls one (or a few). A platform child that is
@@ -494,7 +497,7 @@ def _check_image(image: ImageRecord, records: dict[str, BlobRecord], content: Na
         return
     _report_verdict(image, verdict, labels_of, content, obj, where, report)
     runs = runs or HostRuns()
-    _check_gc_labels(verdict, records, content, cache, obj, where, report, runs)
+    _check_gc_labels(verdict, records, content, cache, obj, where, report, runs, labelled_by or {})
     for manifest in verdict.usable:
         _check_unpacked(image, manifest, records, content, snapshot_keys, report, cache, runs)
 
@@ -537,7 +540,8 @@ def _report_verdict(image: ImageRecord, verdict: Assessment, labels_of: Recorded
 
 
 def _check_gc_labels(verdict: Assessment, records: dict[str, BlobRecord], content: NamespaceContent,
-                     cache: DocumentCache, obj: str, where: str, report: Report, runs: HostRuns) -> None:
+                     cache: DocumentCache, obj: str, where: str, report: Report, runs: HostRuns,
+                     labelled_by: Mapping[str, str]) -> None:
     """Each parent labels its direct children (containerd's ChildGCLabels); only children that
     are present matter (GC keeps what is labelled, and ignores the rest).
 
@@ -546,7 +550,12 @@ def _check_gc_labels(verdict: Assessment, records: dict[str, BlobRecord], conten
     an import did not select, and their configs and layers, for the GC that runs after it (a
     root stopped before it is healthy), and another image may keep them. Likewise a manifest
     of a platform this host does not run may leave its config and layers unlabelled (1.7 and
-    2.x keep such manifests, and their GC then removes the rest): information too."""
+    2.x keep such manifests, and their GC then removes the rest): information too.
+
+    A manifest's unlabelled child that another record's label keeps is information as well:
+    GC keeps it while that record lives. A node with CRI's ``discard_unpacked_layers`` labels
+    no layers of the images it pulled; a later image (an import) that shares a base layer
+    brings the blob back under its own label, and the node is healthy."""
     missing = {d["digest"] for d in verdict.plan.missing}
     host = {m.descriptor["digest"] for m in verdict.usable if not m.platform or runs(m.platform)}
     for index in verdict.plan.indexes:
@@ -581,6 +590,11 @@ def _check_gc_labels(verdict: Assessment, records: dict[str, BlobRecord], conten
                     report.add("missing-gc-label", obj, where,
                                f"manifest {mdigest} (a platform this host does not run) has no gc.ref.content label "
                                f"for {child['digest']}: containerd's GC removes it unless another image keeps it",
+                               severity="info")
+                elif labelled_by.get(child["digest"], mdigest) != mdigest:
+                    report.add("missing-gc-label", obj, where,
+                               f"manifest {mdigest} has no gc.ref.content label for {child['digest']}: "
+                               f"{labelled_by[child['digest']]} labels it, so GC keeps it while that record lives",
                                severity="info")
                 else:
                     report.add("missing-gc-label", obj, where, f"manifest {mdigest} has no gc.ref.content label for {child['digest']}: GC would delete it")

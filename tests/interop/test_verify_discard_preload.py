@@ -1,0 +1,56 @@
+"""A CRI node with ``discard_unpacked_layers`` labels no layers of the images it pulled. An
+image preloaded later (``ctrconv import``, as ``ctr images import``) that shares a base layer
+brings that blob back under its own manifest's label: the node is healthy (the real daemon keeps
+the blob through GC and restarts), but verify called every discarded image's missing label a
+problem, "GC would delete it", and exited 1 (found by a red-team run on 1.6, 1.7 and 2.x)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from ctrconv.bolt import BucketTree
+from ctrconv.bolt.reader import BoltFile, read_tree
+from ctrconv.bolt.writer import write_bolt
+
+pytestmark = pytest.mark.interop
+
+META = Path("io.containerd.metadata.v1.bolt", "meta.db")
+
+
+def _verify(cli, root: Path) -> tuple[int, list[dict], list[dict]]:
+    result = cli("verify", "--root", str(root), "-A", "-q", "--json")
+    return result.code, result.json["problems"], result.json["info"]
+
+
+@pytest.mark.parametrize("line", ["1.6", "2.x"])
+def test_a_preload_onto_a_discard_node_leaves_it_verified_clean(line, realnode_set_for, cli, tmp_path) -> None:
+    corpus = realnode_set_for(line)
+    root = corpus.copy_root("discarded", tmp_path / "node")
+    code, problems, _ = _verify(cli, root)
+    assert code == 0 and not problems, problems
+    imported = cli("import", "--root", str(root), "-n", "k8s.io", "-q", "-i", str(corpus.refs / "export" / "oci.tar"))
+    assert imported.code == 0, imported.stderr
+    code, problems, info = _verify(cli, root)
+    assert code == 0 and not problems, problems
+    kept = [i for i in info if i["kind"] == "missing-gc-label" and "GC keeps it while that record lives" in i["message"]]
+    assert kept, info
+
+    # the labels that keep it gone too: nothing keeps the shared blobs any more, a problem again
+    shared = {re.search(r"label for (sha256:[0-9a-f]{64})", i["message"]).group(1) for i in kept}  # type: ignore[union-attr]
+    tree = read_tree(root / META)
+    blobs = tree.bucket(b"v1", b"k8s.io", b"content", b"blob")
+    assert blobs is not None
+    for record in blobs.entries.values():
+        labels = record.bucket(b"labels") if isinstance(record, BucketTree) else None
+        if labels is not None:
+            for key in [k for k, v in labels.entries.items() if isinstance(v, bytes) and v.decode() in shared]:
+                del labels.entries[key]
+    with BoltFile(root / META) as db:
+        page_size = db.page_size
+    write_bolt(root / META, tree, page_size=page_size)
+    code, problems, _ = _verify(cli, root)
+    assert code == 1 and any(p["kind"] == "missing-gc-label" and "GC would delete it" in p["message"]
+                             for p in problems), problems
