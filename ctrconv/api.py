@@ -321,12 +321,15 @@ def import_images(
     from functools import partial
 
     from ctrconv.sinks.containerd_root import ContainerdRootSink, ImportOptions
+    from ctrconv.sinks.containerd_root.reuse import compressed_layer_lookup
     from ctrconv.sources import open_source
     from ctrconv.sources.multi import open_inputs
 
     chosen = dataclasses.replace(options or ImportOptions(), **fields)
     paths = [input_path] if isinstance(input_path, (str, os.PathLike)) else list(input_path)
-    source = open_inputs(paths, partial(open_source, registry=registry))
+    # docker archives name the destination's compressed layers where it has them, as ctr does
+    reuse = compressed_layer_lookup(root, namespace)
+    source = open_inputs(paths, partial(open_source, registry=registry, reuse_compressed=reuse))
     try:
         return ContainerdRootSink(root, namespace, chosen, progress=progress).write(source)
     finally:

@@ -11,11 +11,13 @@ would store for the same tar:
   (frame or skippable frame) -> ``application/vnd.docker.image.rootfs.diff.tar.gzip`` (yes,
   zstd too, as ctr 1.6 does), anything else -> ``...rootfs.diff.tar``. Before sniffing, ctr
   reuses a blob of the *destination* namespace labelled ``containerd.io/uncompressed`` with the
-  layer's digest (the gzip form a previous import left); give ``reuse_compressed`` (a lookup
-  into the destination) to get the same manifest then — that layer's bytes are then *not*
-  served by this source. Without it the source behaves like an import into a fresh namespace
-  (observed with Debian's ctr 1.6.20: a re-import into a namespace with such labels still
-  produced the sniffed manifest, so the default is also what that build does);
+  layer's digest (the compressed form a pull or an OCI import left, once unpacked); give
+  ``reuse_compressed`` (a lookup into the destination,
+  :func:`ctrconv.sinks.containerd_root.reuse.compressed_layer_lookup`) to get the same manifest
+  then: the layer is that blob, served from the destination's own file. Without it the source
+  behaves like an import into a fresh namespace (checked against ``ctr images import`` of 1.6 and
+  2.x: a docker archive imported onto a root holding the image's gzip layers records the gzip
+  manifest there, the plain one on an empty root);
 * manifest ``{"schemaVersion":2,"mediaType":<docker manifest v2>,"config":…,"layers":[…]}``
   written as Go's ``json.Marshal`` writes the importer's struct;
 * index ``{"schemaVersion":2,"manifests":[…]}``: one entry per RepoTag, annotated with
@@ -142,8 +144,8 @@ def config_platform(data: bytes, *, what: str) -> dict[str, Any]:
     return normalize(Platform(values[0], values[1])).to_json()
 
 
-#: ``uncompressed layer digest -> (compressed digest, size)`` of a destination blob, or None.
-ReuseCompressed = Callable[[Digest], "tuple[Digest, int] | None"]
+#: ``uncompressed layer digest -> (compressed digest, size, its file)`` of a destination blob, or None.
+ReuseCompressed = Callable[[Digest], "tuple[Digest, int, str] | None"]
 
 
 def _descriptor(media_type: str, digest: Digest, size: int) -> dict[str, Any]:
@@ -170,6 +172,7 @@ class DockerArchiveSource(BlobSourceBase):
         self.base_name = base_name
         self._today = today
         self._blobs: dict[Digest, TarMember] = {}
+        self._reused: dict[Digest, tuple[int, str]] = {}  # destination blobs standing for layers
         self._hashed: dict[str, tuple[Digest, str]] = {}  # member name -> (digest, layer type)
         try:
             self._build()
@@ -219,6 +222,7 @@ class DockerArchiveSource(BlobSourceBase):
         config_digest = Digest.from_bytes(config_bytes)
         self._blobs[config_digest] = config_member
         layers = [self._layer(name) for name in image.layers]
+        self._reuse_compressed_forms(layers)
         manifest = {
             "schemaVersion": 2,
             "mediaType": mt.DOCKER_MANIFEST,
@@ -236,12 +240,28 @@ class DockerArchiveSource(BlobSourceBase):
         if member.name not in self._hashed:
             self._hashed[member.name] = self._hash_layer(member)
         digest, media_type = self._hashed[member.name]
-        if self._reuse is not None:
-            reused = self._reuse(digest)
-            if reused is not None:
-                return _descriptor(mt.DOCKER_LAYER_GZIP, reused[0], reused[1])
         self._blobs[digest] = member
         return _descriptor(media_type, digest, member.size)
+
+    def _reuse_compressed_forms(self, layers: list[dict[str, Any]]) -> None:
+        """containerd's ``resolveLayers``: a layer the destination holds in compressed form
+        (labelled ``containerd.io/uncompressed`` with its digest) becomes that blob, typed by
+        its first 10 bytes (``detectLayerMediaType``: gzip or zstd -> the gzip Docker type,
+        anything else or fewer bytes -> the plain one). Its map holds one pointer per digest,
+        the last layer's, so of a layer listed twice only the last entry is replaced."""
+        if self._reuse is None:
+            return
+        last = {layer["digest"]: i for i, layer in enumerate(layers)}
+        for digest_text, i in last.items():
+            reused = self._reuse(Digest.parse(digest_text))
+            if reused is None:
+                continue
+            digest, size, path = reused
+            with open(path, "rb") as blob:
+                head = blob.read(10)
+            media_type = layer_media_type(head) if len(head) == 10 else mt.DOCKER_LAYER
+            self._reused[digest] = (size, path)
+            layers[i] = _descriptor(media_type, digest, size)
 
     def _hash_layer(self, member: TarMember) -> tuple[Digest, str]:
         h = hashlib.sha256()
@@ -271,7 +291,11 @@ class DockerArchiveSource(BlobSourceBase):
     def _locate(self, digest: Digest) -> Locator | None:
         member = self._blobs.get(digest)
         if member is None:
-            return None
+            reused = self._reused.get(digest)
+            if reused is None:
+                return None
+            size, path = reused
+            return Locator(size, lambda: open(path, "rb"))
         return Locator(member.size, lambda: self.archive.open_member(member))
 
     def close(self) -> None:

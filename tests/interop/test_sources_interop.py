@@ -13,6 +13,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,11 @@ from ctrconv.oci import mediatypes as mt
 from ctrconv.image.plan import plan_image
 from ctrconv.sources import ContainerdRootSource, DockerArchiveSource, RootEntry, open_source
 from ctrconv.streams import VerifyingReader
+from support.daemon import parse_table
 from support.fixture_set import FixtureSet
 from support.archives import LAYOUT, layer_tar, make_tar, sha
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.interop
 
@@ -205,11 +210,47 @@ def test_oci_tar_names_equal_ctr(private_containerd: Any, tmp_path: Path, base_n
 def test_docker_archive_reimport_into_labelled_namespace(
     private_containerd: Any, tmp_root_copy: Path, fixture_set: FixtureSet
 ) -> None:
-    """Observed with ctr 1.6.20: re-importing into a namespace whose blobs carry
-    ``containerd.io/uncompressed`` labels for these very layers still yields the sniffed
-    manifest (no reuse happened), which is what the source gives without ``reuse_compressed``."""
+    """Re-importing into a namespace whose layer blobs are these very tars (containerd's
+    unpacker labels each one ``containerd.io/uncompressed`` with its own digest) yields the
+    sniffed manifest: the blob it finds is the tar itself, plain."""
     archive = fixture_set.file(fixture_set.input("bbx-docker")["path"])
     stored = ctr_import(private_containerd, tmp_root_copy, archive)["docker.io/library/bbx:docker"]
     with open_source(archive) as src:
         [entry] = src.entries()
         assert {k: entry.descriptor[k] for k in ("mediaType", "digest", "size")} == stored
+
+
+@pytest.mark.parametrize("namespace", ["default", "k8s.io"])
+def test_docker_archive_onto_the_images_gzip_layers_names_them_as_ctr_does(
+    private_containerd: Any, tmp_path: Path, fixture_set: FixtureSet, namespace: str
+) -> None:
+    """A node that holds an image's gzip layers (an OCI import, unpacked: each labelled
+    ``containerd.io/uncompressed``) and then imports its ``docker save`` tar: containerd's
+    ``resolveLayers`` puts the stored gzip blobs in the manifest, so ``ctr images import``
+    records another manifest digest than on an empty root, and no plain copy of the layers.
+    ``ctrconv import`` recorded the plain tars (found by a red-team run on 1.6 and 2.x)."""
+    base = tmp_path / "base"
+    daemon = private_containerd(root=base)
+    daemon.ctr("images", "import", fixture_set.file(fixture_set.input("bbx-oci")["path"]), namespace=namespace)
+    daemon.stop()
+    docker = fixture_set.file(fixture_set.input("bbx-docker")["path"])
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    for root in (ours, theirs):
+        subprocess.run(["cp", "-a", str(base), str(root)], check=True)
+    result = subprocess.run([sys.executable, "-m", "ctrconv", "import", "--root", str(ours), "-n", namespace, "-q",
+                             "--no-cri-names", "-i", str(docker)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    daemon = private_containerd(root=theirs)
+    daemon.ctr("images", "import", str(docker), namespace=namespace)
+    daemon.stop()
+    targets = []
+    for root in (ours, theirs):
+        with ContainerdRootSource(root, namespace) as src:
+            targets.append({e.name: e.descriptor["digest"] for e in src.entries()}["docker.io/library/bbx:docker"])
+    assert targets[0] == targets[1]
+    with open_source(docker) as plain:  # the manifest an empty root gets: not this one
+        assert plain.manifests[0]["digest"] != targets[0]
+    daemon = private_containerd(root=ours)
+    rows = {r["REF"]: r for r in parse_table(daemon.ctr("images", "check", namespace=namespace).stdout)}
+    assert rows["docker.io/library/bbx:docker"]["STATUS"].startswith("complete")
+    assert rows["docker.io/library/bbx:docker"]["UNPACKED"] == "true"

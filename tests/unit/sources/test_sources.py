@@ -442,22 +442,39 @@ def test_docker_archive_synthesis(tmp_path: Path) -> None:
 
 
 def test_docker_archive_reuse_compressed_hook(tmp_path: Path) -> None:
-    manifest = [{"Config": "cfg.json", "RepoTags": ["app:1"], "Layers": ["l1/layer.tar", "l2/layer.tar"]}]
-    gz_form = Digest.parse(sha(b"compressed elsewhere"))
+    """A layer the destination holds compressed is that blob, served from its file and typed
+    by its first bytes; of a layer listed twice only the last entry is replaced (containerd's
+    ``resolveLayers`` keeps one pointer per digest)."""
+    manifest = [{"Config": "cfg.json", "RepoTags": ["app:1"], "Layers": ["l1/layer.tar", "l2/layer.tar", "l4/layer.tar"]}]
+    stored = tmp_path / "stored-gz"
+    stored.write_bytes(gzip.compress(RAW_LAYER, mtime=0))
+    gz_form = Digest.parse(sha(stored.read_bytes()))
     seen: list[Digest] = []
 
-    def lookup(uncompressed: Digest) -> tuple[Digest, int] | None:
+    def lookup(uncompressed: Digest) -> tuple[Digest, int, str] | None:
         seen.append(uncompressed)
-        return (gz_form, 20) if str(uncompressed) == sha(RAW_LAYER) else None
+        return (gz_form, stored.stat().st_size, str(stored)) if str(uncompressed) == sha(RAW_LAYER) else None
 
     with open_source(docker_tar(tmp_path, manifest), reuse_compressed=lookup) as src:
         raw = src.read_small(src.manifests[0]["digest"], src.manifests[0]["size"])
         layers = json.loads(raw)["layers"]
-        assert layers == [{"mediaType": mt.DOCKER_LAYER_GZIP, "digest": str(gz_form), "size": 20},
-                          desc(mt.DOCKER_LAYER_GZIP, GZ_LAYER)]
-        assert [str(d) for d in seen] == [sha(RAW_LAYER), sha(GZ_LAYER)]
-        assert not src.exists(sha(RAW_LAYER))  # the reused form lives in the destination
+        assert layers == [desc(mt.DOCKER_LAYER, RAW_LAYER), desc(mt.DOCKER_LAYER_GZIP, GZ_LAYER),
+                          {"mediaType": mt.DOCKER_LAYER_GZIP, "digest": str(gz_form), "size": stored.stat().st_size}]
+        assert sorted(str(d) for d in seen) == sorted([sha(RAW_LAYER), sha(GZ_LAYER)])
+        assert src.exists(str(gz_form))  # served from the destination's own file
+        with src.open(str(gz_form)) as blob:
+            assert blob.read() == stored.read_bytes()
         assert src.exists(sha(GZ_LAYER))
+
+
+def test_a_reused_blob_that_is_not_compressed_keeps_the_plain_type(tmp_path: Path) -> None:
+    manifest = [{"Config": "cfg.json", "RepoTags": ["app:1"], "Layers": ["l1/layer.tar"]}]
+    stored = tmp_path / "short"
+    stored.write_bytes(b"\x1f\x8b\x08")  # fewer than 10 bytes: containerd reads EOF, calls it plain
+    lookup = lambda d: (Digest.parse(sha(b"\x1f\x8b\x08")), 3, str(stored))  # noqa: E731
+    with open_source(docker_tar(tmp_path, manifest), reuse_compressed=lookup) as src:
+        raw = src.read_small(src.manifests[0]["digest"], src.manifests[0]["size"])
+        assert json.loads(raw)["layers"][0]["mediaType"] == mt.DOCKER_LAYER
 
 
 def test_docker_archive_untagged_and_case_insensitive_keys(tmp_path: Path) -> None:
