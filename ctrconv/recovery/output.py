@@ -58,9 +58,13 @@ def write_stores(stores: Salvaged, croot: ContainerdRoot, target: ContainerdRoot
                         report, in_place=in_place, stamp=stamp)
     if in_place:
         quarantine = croot.path / QUARANTINE / stamp / "snapshots"
-        for sn, ids in kept.items():
-            put_aside = None if stores.snapshot_records_intact(sn) else quarantine / sn
-            remove_unkept_snapshot_dirs(croot, sn, ids, report, quarantine=put_aside)
+        # every tree store on disk, not only those with kept records: a store whose db was
+        # lost keeps none, and its directories (containers' writable layers among them) were
+        # left in snapshots/, where containerd's cleanup deletes what its db does not name
+        on_disk = {sn for sn in K.TREE_SNAPSHOTTERS if croot.snapshots_dir(sn).is_dir()}
+        for sn in sorted(set(kept) | on_disk):
+            remove_unkept_snapshot_dirs(croot, sn, kept.get(sn, set()), report, quarantine=quarantine / sn,
+                                        records_intact=stores.snapshot_records_intact(sn))
 
 
 def synced_freelist(result: SalvageResult | None, meta: BucketTree) -> bool:
@@ -124,41 +128,32 @@ def copy_ingests(croot: ContainerdRoot, target: ContainerdRoot) -> None:
 
 
 def remove_unkept_snapshot_dirs(croot: ContainerdRoot, sn: str, ids: set[int], report: RebuildReport, *,
-                                quarantine: Path | None) -> None:
-    """The snapshot directories of ``sn`` no kept record names. With both bolt files intact
-    they are garbage containerd's GC would delete, and are deleted. When damage may have lost
-    their records (``quarantine`` given) they are moved there, never deleted: such a directory
-    may be a container's writable layer, or a layer whose blob the node discarded (a rebuild
-    deleted them when a truncated snapshotter db, or a lost meta.db root, lost every record)."""
+                                quarantine: Path, records_intact: bool) -> None:
+    """The snapshot directories of ``sn`` no kept record names, moved to ``quarantine``: an
+    in-place rebuild never deletes one. Such a directory may be a container's writable layer or
+    a layer whose blob the node discarded, whose records damage lost (a truncated or missing
+    snapshotter db, a lost meta.db root); and bolt files that read whole are no proof that
+    none did: a rebuild killed after writing them leaves whole files without the records the
+    damage took, and the next run deleted what the first would have kept aside. With
+    ``records_intact`` the directory is most likely garbage (containerd's GC would remove it):
+    the report says so, and the quarantine can be deleted."""
     sdir = croot.snapshots_dir(sn)
     if not sdir.is_dir():
         return
+    why = ("no record names it (containerd's GC would delete it)" if records_intact
+           else "no intact record (damage may have lost it)")
     moved = False
     for entry in sorted(os.listdir(sdir)):
         if entry.isdigit() and int(entry) in ids and str(int(entry)) == entry:
-            continue
-        if quarantine is None:
-            _remove(sdir / entry)
-            report.clean("snapshot-dir", f"{sn}/snapshots/{entry}", "no intact record; re-unpacked if an image needs it")
             continue
         quarantine.mkdir(parents=True, exist_ok=True)
         os.rename(sdir / entry, quarantine / entry)
         moved = True
         report.backups.append(str(quarantine / entry))
-        report.clean("snapshot-dir", f"{sn}/snapshots/{entry}",
-                     f"no intact record (damage may have lost it): moved to {quarantine / entry}")
+        report.clean("snapshot-dir", f"{sn}/snapshots/{entry}", f"{why}: moved to {quarantine / entry}")
     if moved:  # (durable where they went, before the command says it is done)
-        fsync_dir(quarantine)  # type: ignore[arg-type]
+        fsync_dir(quarantine)
         fsync_dir(sdir)
-
-
-def _remove(path: Path) -> None:
-    """A directory tree, or a file or symlink where one would go (a file at the next id made
-    every new snapshot fail, "not a directory")."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
 
 
 def write_bolt_file(path: Path, tree: BucketTree, mode: int, page_size: int | None, freelist: bool,

@@ -357,6 +357,56 @@ def test_snapshot_dirs_whose_records_damage_lost_are_quarantined_never_deleted(l
     assert cli("verify", "--root", str(root), "-A", "-q").code == 0
 
 
+@pytest.mark.parametrize("line", ["1.6", "2.x"])
+def test_a_lost_snapshotter_db_leaves_no_directory_for_containerd_to_delete(line, realnode_set_for, cli, tmp_path):
+    """The overlayfs metadata.db gone (meta.db whole): rebuild dropped the containers, unpacked
+    the images again under new ids and left every old directory in snapshots/, named by no
+    db, where containerd's cleanup deletes them: the containers' writable layers with them
+    (found by a red-team run). Every old directory goes to the quarantine."""
+    from ctrconv.containerd.metadata import SnapshotterDB
+
+    corpus = realnode_set_for(line)
+    root = corpus.copy_root("node", tmp_path / "node")
+    db_path = root / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db"
+    with BoltFile(db_path) as db:
+        [active] = [s for s in SnapshotterDB(db).snapshots() if s.key.endswith("/rn-stopped")]
+    (root / SNAPSHOTS / str(active.id) / "fs" / "important-data.txt").write_text("the container's own data\n")
+    old_dirs = set(os.listdir(root / SNAPSHOTS))
+    db_path.unlink()
+
+    result = cli("rebuild", "--root", str(root), "-q", "--json")
+    assert result.code == 0, result.stderr
+    quarantined = {Path(b).name: Path(b) for b in result.json["backups"] if "/snapshots/overlayfs/" in b}
+    assert set(quarantined) == old_dirs
+    assert (quarantined[str(active.id)] / "fs" / "important-data.txt").read_text() == "the container's own data\n"
+    with BoltFile(db_path) as db:
+        named = {str(s.id) for s in SnapshotterDB(db).snapshots()}
+    assert set(os.listdir(root / SNAPSHOTS)) == named  # only what the new db names
+    assert cli("verify", "--root", str(root), "-A", "-q").code == 0
+
+
+def test_an_in_place_rebuild_deletes_no_snapshot_directory(realnode_set_for, cli, tmp_path):
+    """A directory no record names, with both bolt files whole, is most likely garbage; but a
+    rebuild killed after writing them leaves whole files without the records the damage took,
+    and the next run deleted a container's writable layer the first would have kept aside
+    (found by a red-team run). In place nothing is deleted: it goes to the quarantine."""
+    corpus = realnode_set_for("1.6")
+    root = corpus.copy_root("node", tmp_path / "node")
+    stray = root / SNAPSHOTS / "9999"
+    (stray / "fs").mkdir(parents=True)
+    (stray / "fs" / "data").write_text("not garbage after all\n")
+    (root / SNAPSHOTS / "9998").write_text("a file where a directory goes\n")
+    meta = root / "io.containerd.metadata.v1.bolt" / "meta.db"
+    os.truncate(meta, meta.stat().st_size - 4096)  # something to repair
+
+    result = cli("rebuild", "--root", str(root), "-q", "--json")
+    assert result.code == 0, result.stderr
+    moved = {Path(b).name: Path(b) for b in result.json["backups"] if "/snapshots/overlayfs/" in b}
+    assert {"9999", "9998"} <= set(moved)
+    assert (moved["9999"] / "fs" / "data").read_text() == "not garbage after all\n"
+    assert not stray.exists() and not (root / SNAPSHOTS / "9998").exists()
+
+
 @pytest.mark.parametrize("line", ["1.7", "2.x"])
 def test_a_meta_db_cut_short_keeps_its_namespaces(line, realnode_set_for, cli, tmp_path):
     """meta.db truncated (a copy or backup cut short) with its last pages the root and ``v1``:
