@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Callable, Mapping, Protocol, Sequence
 from ctrconv import tempfiles
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
-from ctrconv.containerd.records import backend_name, is_committed, key_bytes, read_backend_id, text
+from ctrconv.containerd.records import backend_name, backend_name_seq, is_committed, key_bytes, read_backend_id, text
 from ctrconv.containerd.root import snapshot_tree
 from ctrconv.sinks.containerd_root import records as R
 from ctrconv.sinks.containerd_root.content_writer import TMP_PREFIX
@@ -134,6 +134,7 @@ class SnapshotWriter:
         assert bucket is not None
         self.meta_bucket = bucket
         self._next_id = self._first_free_id()
+        self._backend_seq = self._highest_backend_sequence()
         self._built: dict[str, _Snap] = {}
         self._tmp: Path | None = None
 
@@ -157,6 +158,22 @@ class SnapshotWriter:
                 if entry.isdigit():
                     top = max(top, int(entry))
         return top + 1
+
+    def _highest_backend_sequence(self) -> int:
+        """The highest ``<seq>`` of this namespace's backend names (``<ns>/<seq>/<key>``).
+
+        An import killed after the snapshotter db was replaced but before meta.db leaves
+        backend snapshots meta.db never named, under sequences meta.db never advanced past:
+        the next import took the same names again, and the leftovers' parent links then
+        crossed into its snapshots (their ``v1/parents`` entries no longer matched). New names
+        start above every one in use, as after a containerd that committed them."""
+        prefix = f"{self.namespace}/"
+        top = 0
+        for key, _ in self._backend_records().buckets():
+            name = text(key)
+            if name.startswith(prefix):
+                top = max(top, backend_name_seq(name) or 0)
+        return top
 
     def _snapshot_dir(self, snapshot_id: int) -> Path:
         return self.snapshots_dir / str(snapshot_id)
@@ -349,8 +366,9 @@ class SnapshotWriter:
         backend record (with usage), meta.db record and child link."""
         parent, chain = (below[-1] if below else None), build.item.chain_id
         usage = disk_usage(build.target)
-        seq = self.meta_bucket.sequence + 1
+        seq = max(self.meta_bucket.sequence, self._backend_seq) + 1
         self.meta_bucket.sequence = seq
+        self._backend_seq = seq
         name = backend_name(self.namespace, seq, chain)
         R.put_backend_snapshot(
             self.backend, name, snapshot_id=build.snapshot_id,
