@@ -85,11 +85,16 @@ def plan_image(
     target: dict[str, Any],
     selector: PlatformSelector | None = None,
     cache: DocumentCache | None = None,
+    *,
+    filter_nested: bool = True,
 ) -> ImagePlan:
     """Plan the blobs of the image rooted at ``target``.
 
     Missing manifests/configs/layers are recorded in ``missing`` (not raised) so callers can
-    say exactly what is absent; corrupt or invalid JSON raises.
+    say exactly what is absent; corrupt or invalid JSON raises. ``selector`` filters the
+    children of every index (an import's walk, containerd's ``FilterPlatforms`` handler), or
+    with ``filter_nested=False`` those of the target index only, everything below a child
+    taken whole (``ctr images export``: each chosen child's tree is walked unfiltered).
     """
     plan = ImagePlan(target=target)
     seen: set[str] = set()
@@ -114,8 +119,9 @@ def plan_image(
         if mt.is_index(media_type):
             doc = read_json_blob(source, desc, cache)
             plan.indexes.append(desc)
+            filtered = selector is not None and (filter_nested or depth == 0)
             for child in doc.get("manifests", []):
-                if selector is not None and child.get("platform") and not selector(child["platform"]):
+                if filtered and child.get("platform") and not selector(child["platform"]):  # type: ignore[misc]
                     plan.skipped.append(child)
                     continue
                 visit(child, depth + 1)

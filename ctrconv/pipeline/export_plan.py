@@ -1,9 +1,10 @@
 """Export's plan/validate stage: every image planned, its platforms chosen and its JSON read
 before a byte is written; missing content said up front, naming platforms and digests.
 
-Platforms follow ``ctr images export`` (containerd ``images/archive/exporter.go``): index
-children whose platform the walk matcher rejects are skipped, children without a platform
-always taken; ``manifest.json`` gets the best-ranked match (:func:`choose_manifest`).
+Platforms follow ``ctr images export`` (containerd ``images/archive/exporter.go``): children
+of the image's index whose platform the walk matcher rejects are skipped, children without a
+platform always taken, and below a chosen child everything (an inner index's every platform);
+``manifest.json`` gets the best-ranked match (:func:`choose_manifest`).
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def plan_images(
     compactor = PlanCompactor()  # the plans of every image are kept until the copy ends
     for record in records:
         target = record.target.descriptor()
-        plan = plan_image(content, target, selector)
+        plan = _export_walk(content, target, selector)
         if options.skip_non_distributable:
             # never pulled (a Windows base layer, say) and not to be exported: not missing
             plan.missing = [d for d in plan.missing if not mt.is_nondistributable(d.get("mediaType", ""))]
@@ -187,6 +188,20 @@ def plan_images(
             hint="export only platforms whose content is present (default: the host platform)",
         )
     return planned
+
+
+def _export_walk(content: BlobSource, target: dict[str, Any], selector: Any) -> ImagePlan:
+    """``ctr images export``'s walk: the platform filter applies to the target index's children
+    only, and each chosen child is exported whole (an index nested in it with every platform
+    and attestation it lists). Where that subtree is not all here (a node pulled one platform
+    of it; ctr fails there) the filter applies at every level, so the platforms present still
+    export."""
+    plan = plan_image(content, target, selector, filter_nested=False)
+    if selector is None or not plan.missing or len(plan.indexes) < 2:
+        return plan
+    narrowed = plan_image(content, target, selector)
+    absent = {d["digest"] for d in narrowed.missing}
+    return narrowed if absent < {d["digest"] for d in plan.missing} else plan
 
 
 def _present_platforms(

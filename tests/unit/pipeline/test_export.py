@@ -368,3 +368,41 @@ def test_source_root_is_not_modified(synth, out_dir, cli):
     assert cli("export", "--root", str(synth.path), "--all", "-o", str(out_dir / "a.tar"), "-q").code == 0
     assert cli("export", "--root", str(synth.path), "--all", "-o", str(out_dir / "d"), "--link", "-q").code == 0
     assert state() == before
+
+
+def _nested(root: Path, *, arm_present: bool) -> SyntheticRoot:
+    """``docker.io/library/nested:1``: an index whose one child (no platform) is an index of
+    the host's and another platform's manifests."""
+    r = SyntheticRoot(root)
+    host = r.image_manifest("nested", host_arch())
+    other = r.image_manifest("nested", other_arch(), store=arm_present)
+    inner = r.index([(host, {"os": "linux", "architecture": host_arch()}),
+                     (other, {"os": "linux", "architecture": other_arch()})])
+    r.name("default", "docker.io/library/nested:1", r.index([(inner, None)]))
+    r.write()
+    return r
+
+
+@pytest.mark.parametrize("platform", [None, "other"])
+def test_a_nested_index_is_exported_whole_below_the_chosen_child(tmp_path, out_dir, cli, platform):
+    """``ctr images export`` filters platforms among the image index's children only and walks
+    each chosen child whole: an index nested in it goes with every platform it lists, whichever
+    platform is asked for (a red-team run: ctrconv's archive held half the blobs ctr's holds)."""
+    r = _nested(tmp_path / "root", arm_present=True)
+    args = ["--platform", f"linux/{other_arch()}"] if platform else []
+    out = out_dir / "nested.tar"
+    res = cli("export", "--root", str(r.path), "--image", "nested:1", "-o", str(out), "-q", "--skip-manifest-json", *args)
+    assert res.code == 0, res.stderr
+    blobs = {n for n in _members(out) if n.startswith("blobs/sha256/") and _members(out)[n].isfile()}
+    assert blobs == {"blobs/sha256/" + d.split(":")[1] for d in r.blobs}
+
+
+def test_a_nested_index_with_one_platform_present_still_exports_it(tmp_path, out_dir, cli):
+    """Where the node pulled the host's platform only, the inner index cannot go whole (ctr
+    fails there): the platforms present are exported, as before."""
+    r = _nested(tmp_path / "root", arm_present=False)
+    out = out_dir / "nested.tar"
+    res = cli("export", "--root", str(r.path), "--image", "nested:1", "-o", str(out), "-q", "--skip-manifest-json")
+    assert res.code == 0, res.stderr
+    blobs = {n for n in _members(out) if n.startswith("blobs/sha256/") and _members(out)[n].isfile()}
+    assert blobs == {"blobs/sha256/" + d.split(":")[1] for d in r.blobs}  # (only what is stored)
