@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, Sequence
+from typing import Any, BinaryIO, Callable, Protocol, Sequence
 
 from ctrconv.digest import Digest
 from ctrconv.image.model import PlannedManifest
@@ -62,6 +62,12 @@ class ImageSource(Protocol):
     def read_small(self, digest: Digest | str, size: int) -> bytes: ...
 
     def close(self) -> None: ...
+
+
+#: A docker-archive import's lookup into its destination: ``uncompressed layer digest ->
+#: (compressed digest, size, its file)`` of a blob the destination namespace holds labelled
+#: ``containerd.io/uncompressed`` with that digest, or None (containerd's ``resolveLayers``).
+ReuseCompressed = Callable[[Digest], "tuple[Digest, int, str] | None"]
 
 
 class BlobReader(Protocol):

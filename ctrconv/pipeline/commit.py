@@ -45,7 +45,7 @@ from ctrconv.oci import mediatypes as mt
 from ctrconv.oci import reference
 from ctrconv.pipeline import regenerate as regen
 from ctrconv.pipeline.export import ExportOptions, ctr_writes_index_media_type, write_export
-from ctrconv.pipeline.export_plan import Planned, SnapshotLayers, plan_images
+from ctrconv.pipeline.export_plan import Planned, SnapshotLayers, plan_images, require_image_configs
 from ctrconv.pipeline.export_rewrite import decompress_zstd_layers, regenerate_layers
 from ctrconv.progress import Progress, stage
 from ctrconv.image.plan import PlannedManifest, plan_image, platform_string, read_json_blob
@@ -329,6 +329,7 @@ def _plan_base(root: ContainerdRoot, meta: MetadataDB, content: Any, image: Imag
     snapshots = regen.SnapshotIndex(root, meta, options.namespace, ignore_lock=options.ignore_lock)
     layers = SnapshotLayers(content, "auto", snapshots, lookups[0], False)
     planned = plan_images(content, [record], export_options, True, lookups, layers)
+    require_image_configs(planned)
     if planned[0].jobs:
         extras, planned = regenerate_layers(content, planned, export_options, True, spool, changes)
     else:

@@ -37,7 +37,9 @@ from ctrconv.image.model import BlobSource
 from ctrconv.image.protocols import ImageSource
 from ctrconv.pipeline import regenerate as regen
 from ctrconv.pipeline.completeness import LabelsOf, SnapshotExists, lookups_in
-from ctrconv.pipeline.export_plan import Planned, SnapshotLayers, blob_set, exported, image_report, plan_images
+from ctrconv.pipeline.export_plan import (
+    Planned, SnapshotLayers, blob_set, exported, image_report, plan_images, require_image_configs,
+)
 from ctrconv.pipeline.export_report import ExportOptions, ExportReport, ImageReport, change_json
 from ctrconv.pipeline.export_rewrite import (
     RegeneratedSource, decompress_zstd_layers, regenerate_for_copy, regenerate_layers,
@@ -269,6 +271,8 @@ def export(
             index_media_type = ctr_writes_index_media_type(chosen.line)
         planned = plan_images(chosen.content, chosen.records, options, single_manifest, chosen.lookups,
                               chosen.snapshot_layers)
+        if fmt == "docker-archive":
+            require_image_configs(planned)
         for p in planned:
             p.source_annotations = chosen.source_annotations.get(p.record.name, {})
         content: Any = chosen.content

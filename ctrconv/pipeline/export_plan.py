@@ -175,11 +175,8 @@ def plan_images(
             if mt.is_config(m.config.get("mediaType", "")):
                 read_json_blob(content, m.config)
         chosen = choose_manifest(plan, ranked, options.all_platforms)
-        if single_manifest:
-            if chosen is None:
-                raise CtrconvError(f"image {record.name}: no manifest found for the requested platform")
-            if _config_type(chosen) not in (mt.OCI_CONFIG, mt.DOCKER_CONFIG):
-                raise UsageError(f"image {record.name}: config {_config_type(chosen)!r} is not a container image config")
+        if single_manifest and chosen is None:
+            raise CtrconvError(f"image {record.name}: no manifest found for the requested platform")
         compactor.compact(plan, {j.manifest for j in jobs})
         planned.append(Planned(record, plan, chosen, jobs=jobs))
     if problems:
@@ -188,6 +185,15 @@ def plan_images(
             hint="export only platforms whose content is present (default: the host platform)",
         )
     return planned
+
+
+def require_image_configs(planned: Sequence[Planned]) -> None:
+    """Refuse (exit 2) an image whose chosen manifest is not a container image (a helm chart, a
+    wasm module, a signature): a docker archive and a committed image need one. (A skopeo
+    ``dir:`` layout takes any manifest, as ``skopeo copy`` writes it.)"""
+    for p in planned:
+        if p.chosen is not None and _config_type(p.chosen) not in (mt.OCI_CONFIG, mt.DOCKER_CONFIG):
+            raise UsageError(f"image {p.record.name}: config {_config_type(p.chosen)!r} is not a container image config")
 
 
 def _export_walk(content: BlobSource, target: dict[str, Any], selector: Any) -> ImagePlan:

@@ -36,7 +36,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Callable
+from typing import Any
 
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError, FormatError, UsageError
@@ -50,7 +50,7 @@ from ctrconv.oci.reference import (
     oci_ref_name,
 )
 from ctrconv.oci.validate import MAX_DOCUMENT_SIZE, parse_json_bytes
-from ctrconv.image.protocols import NamedEntry
+from ctrconv.image.protocols import NamedEntry, ReuseCompressed
 from ctrconv.sources.archive import TarArchive, TarMember
 from ctrconv.sources.base import BlobSourceBase, Locator, named_entries
 from ctrconv.streams import CHUNK
@@ -144,8 +144,6 @@ def config_platform(data: bytes, *, what: str) -> dict[str, Any]:
     return normalize(Platform(values[0], values[1])).to_json()
 
 
-#: ``uncompressed layer digest -> (compressed digest, size, its file)`` of a destination blob, or None.
-ReuseCompressed = Callable[[Digest], "tuple[Digest, int, str] | None"]
 
 
 def _descriptor(media_type: str, digest: Digest, size: int) -> dict[str, Any]:

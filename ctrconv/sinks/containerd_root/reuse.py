@@ -20,7 +20,7 @@ from pathlib import Path
 from ctrconv.containerd import schema as K
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError
-from ctrconv.sources.docker_archive import ReuseCompressed
+from ctrconv.image.protocols import ReuseCompressed
 
 
 def compressed_layer_lookup(root: str | os.PathLike[str], namespace: str) -> ReuseCompressed:

@@ -406,3 +406,27 @@ def test_a_nested_index_with_one_platform_present_still_exports_it(tmp_path, out
     assert res.code == 0, res.stderr
     blobs = {n for n in _members(out) if n.startswith("blobs/sha256/") and _members(out)[n].isfile()}
     assert blobs == {"blobs/sha256/" + d.split(":")[1] for d in r.blobs}  # (only what is stored)
+
+
+def test_an_artifact_exports_to_a_dir_layout_but_not_to_a_docker_archive(tmp_path, out_dir, cli):
+    """A helm chart (an OCI manifest whose config is no image config): ``skopeo copy ... dir:``
+    writes it, and so does ``--format dir`` (it refused it unless --all-platforms, a red-team
+    run); a docker archive needs an image config (``docker load``) and refuses it (exit 2)."""
+    r = SyntheticRoot(tmp_path / "root")
+    config = r.add_blob(b'{"name":"app","version":"1.0.0"}', "application/vnd.cncf.helm.config.v1+json")
+    chart = r.add_blob(b"chart bytes", "application/vnd.cncf.helm.chart.content.v1.tar+gzip")
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": config, "layers": [chart]}
+    r.name("default", "registry.example/charts/app:1",
+           r.add_blob(json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json"))
+    r.write()
+    res = cli("export", "--root", str(r.path), "--image", "registry.example/charts/app:1", "-o", str(out_dir / "d"),
+              "--format", "dir", "-q")
+    assert res.code == 0, res.stderr
+    assert (out_dir / "d" / "manifest.json").read_bytes() == json.dumps(manifest).encode()
+    assert {p.name for p in (out_dir / "d").iterdir()} == {"manifest.json", "version", config["digest"][7:],
+                                                          chart["digest"][7:]}
+    res = cli("export", "--root", str(r.path), "--image", "registry.example/charts/app:1", "-o", str(out_dir / "x.tar"),
+              "--format", "docker-archive", "-q")
+    assert res.code == 2 and "is not a container image config" in res.stderr
+    assert not (out_dir / "x.tar").exists()
