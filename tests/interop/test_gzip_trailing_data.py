@@ -6,62 +6,20 @@ daemon running what ctrconv unpacked."""
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
-import json
 import os
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
 
+from support.archives import busybox_oci_archive
 from support.daemon import PrivateContainerd, parse_table
 
 pytestmark = pytest.mark.interop
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = "docker.io/library/trailing:1"
-
-
-def _blob(layout: Path, data: bytes, media_type: str) -> dict:
-    digest = hashlib.sha256(data).hexdigest()
-    (layout / "blobs" / "sha256" / digest).write_bytes(data)
-    return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
-
-
-def _archive(tmp_path: Path, tail: bytes) -> Path:
-    """One image whose one gzip layer (busybox as /bin/sh) is followed by ``tail``."""
-    layout = tmp_path / "layout"
-    (layout / "blobs" / "sha256").mkdir(parents=True)
-    raw = io.BytesIO()
-    busybox = Path("/bin/busybox").read_bytes()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name in ("bin/", "bin/sh"):
-            info = tarfile.TarInfo(name.rstrip("/"))
-            if name.endswith("/"):
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                tar.addfile(info)
-            else:
-                info.size, info.mode = len(busybox), 0o755
-                tar.addfile(info, io.BytesIO(busybox))
-    layer = _blob(layout, gzip.compress(raw.getvalue(), mtime=0) + tail, "application/vnd.oci.image.layer.v1.tar+gzip")
-    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
-    config = _blob(layout, json.dumps({
-        "architecture": arch, "os": "linux", "config": {"Cmd": ["/bin/sh", "-c", "echo trailing-ok"]},
-        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()]},
-    }).encode(), "application/vnd.oci.image.config.v1+json")
-    manifest = _blob(layout, json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                                         "config": config, "layers": [layer]}).encode(),
-                     "application/vnd.oci.image.manifest.v1+json")
-    manifest["annotations"] = {"io.containerd.image.name": NAME, "org.opencontainers.image.ref.name": "1"}
-    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [manifest]}))
-    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    archive = tmp_path / "trailing.tar"
-    subprocess.run(["tar", "cf", str(archive), "-C", str(layout), "."], check=True)
-    return archive
 
 
 @pytest.mark.parametrize("pigz", ["host", "disabled"])
@@ -72,7 +30,7 @@ def test_import_accepts_trailing_bytes_exactly_when_containerd_does(pigz: str, t
         monkeypatch.setenv("CONTAINERD_DISABLE_PIGZ", "1")
     else:
         monkeypatch.delenv("CONTAINERD_DISABLE_PIGZ", raising=False)
-    archive = _archive(tmp_path, tail)
+    archive = busybox_oci_archive(tmp_path, NAME, tail=tail, cmd="echo trailing-ok")
     with PrivateContainerd(root=tmp_path / "ctr-root", workdir=tmp_path) as daemon:
         oracle = daemon.ctr("images", "import", str(archive), check=False).returncode == 0
     ours_root = tmp_path / "ours"

@@ -68,3 +68,50 @@ def with_index(archive: Path, out: Path, change: Any, extra: dict[str, bytes] | 
                     added.size = len(payload)
                     dst.addfile(added, io.BytesIO(payload))
     return out
+
+
+def _layout_blob(layout: Path, data: bytes, media_type: str) -> dict:
+    digest = hashlib.sha256(data).hexdigest()
+    (layout / "blobs" / "sha256" / digest).write_bytes(data)
+    return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+
+
+def busybox_oci_archive(work: Path, name: str, *, tail: bytes = b"", arch: str | None = None,
+                        cmd: str = "echo ok") -> Path:
+    """``work/<last part of name>.tar``: an OCI archive of one image named ``name`` whose one
+    gzip layer (busybox as ``/bin/sh``) is followed by ``tail``; its config names ``arch``
+    (default: this host's) and runs ``/bin/sh -c cmd``."""
+    import gzip
+    import io
+    import json
+    import os
+    import subprocess
+    import tarfile
+
+    layout = work / f"layout-{name.rsplit('/', 1)[-1].replace(':', '-')}"
+    (layout / "blobs" / "sha256").mkdir(parents=True)
+    raw = io.BytesIO()
+    busybox = Path("/bin/busybox").read_bytes()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("bin")
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(info)
+        info = tarfile.TarInfo("bin/sh")
+        info.size, info.mode = len(busybox), 0o755
+        tar.addfile(info, io.BytesIO(busybox))
+    layer = _layout_blob(layout, gzip.compress(raw.getvalue(), mtime=0) + tail, "application/vnd.oci.image.layer.v1.tar+gzip")
+    machine = os.uname().machine
+    arch = arch or {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+    config = _layout_blob(layout, json.dumps({
+        "architecture": arch, "os": "linux", "config": {"Cmd": ["/bin/sh", "-c", cmd]},
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()]},
+    }).encode(), "application/vnd.oci.image.config.v1+json")
+    manifest = _layout_blob(layout, json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                                "config": config, "layers": [layer]}).encode(),
+                            "application/vnd.oci.image.manifest.v1+json")
+    manifest["annotations"] = {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name.rsplit(":", 1)[-1]}
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [manifest]}))
+    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    archive = work / f"{layout.name[len('layout-'):]}.tar"
+    subprocess.run(["tar", "cf", str(archive), "-C", str(layout), "."], check=True)
+    return archive

@@ -126,21 +126,40 @@ def _platform_of(m: PlannedManifest) -> plat.Platform | None:
 
 
 def _unpack_candidate(plan: ImagePlan, matcher: plat.MatchComparer) -> PlannedManifest | None:
-    """The manifest containerd's ``Unpack`` picks: the best match of ``matcher`` (none = None).
+    """The manifest containerd's ``Unpack`` picks (``images.Manifest`` for ``matcher``).
 
-    An artifact's manifest (a config of another media type than an image config) has nothing
-    to unpack: it is recorded as ``ctr images pull`` 1.7/2.x records it, unpacked none."""
+    * An image that is one manifest: that manifest, whatever its platform (containerd does not
+      check the target's; ``ctr images import`` of an arm64 image on amd64 unpacks it).
+    * In an index: the children whose descriptor platform ``matcher`` matches, best first, and
+      those without a platform after them; only the first is taken (``LimitManifests(.., 1)``),
+      and a child without a platform only when its config's platform matches. So of an index
+      whose children name no platform only the first child can be unpacked: containerd cannot
+      use the image on a host that is not that child's (``ctr images check``: unavailable).
+    * An artifact's manifest (a config of another media type than an image config) has nothing
+      to unpack: it is recorded as ``ctr images pull`` 1.7/2.x records it, unpacked none.
+    """
+    if not plan.indexes:
+        m = plan.manifests[0] if plan.manifests else None
+        return m if m is not None and mt.is_config(m.config.get("mediaType", "")) else None
     best: tuple[int, int, PlannedManifest] | None = None
+    first_untagged: PlannedManifest | None = None
     for order, m in enumerate(plan.manifests):
-        if not mt.is_config(m.config.get("mediaType", "")):
+        tagged = m.descriptor.get("platform")
+        if not tagged:
+            first_untagged = first_untagged or m
             continue
         p = _platform_of(m)
-        rank = 1 << 20 if p is None else matcher.rank(p)
-        if rank is None:
-            continue
-        if best is None or (rank, order) < best[:2]:
+        rank = matcher.rank(p) if p is not None else None
+        if rank is not None and (best is None or (rank, order) < best[:2]):
             best = (rank, order, m)
-    return best[2] if best else None
+    chosen = best[2] if best is not None else first_untagged
+    if chosen is None or not mt.is_config(chosen.config.get("mediaType", "")):
+        return None
+    if chosen is first_untagged:
+        p = _platform_of(chosen)
+        if p is None or matcher.rank(p) is None:
+            return None
+    return chosen
 
 
 class _Import:
