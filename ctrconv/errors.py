@@ -73,3 +73,9 @@ class UnsafePathError(FormatError):
 NAMES_NO_IMAGE = ("the input names no image (an OCI layout names them by the io.containerd.image.name or "
                   "org.opencontainers.image.ref.name of its index.json entries, a docker-archive by RepoTags; an "
                   "archive with an index.json is an OCI layout, as ctr reads it: its manifest.json is not used)")
+
+
+class NoSpaceError(CtrconvError):
+    """The filesystem being written has no room for what must go there (``ENOSPC``,
+    ``EDQUOT``, or a file larger than the free space): a condition of the machine, never a
+    verdict on the data being written."""

@@ -47,7 +47,7 @@ import stat
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol, Sequence
 
-from ctrconv.errors import CtrconvError, DigestMismatchError, FormatError, UnsafePathError, UsageError
+from ctrconv.errors import CtrconvError, DigestMismatchError, FormatError, NoSpaceError, UnsafePathError, UsageError
 from ctrconv.layers.chain import HashingReader
 from ctrconv.layers.compression import open_layer
 from ctrconv.layers.paths import Parts, clean_name, hardlink_target, host_path, resolve
@@ -316,6 +316,8 @@ class _Applier:
             if is_dir:
                 self._note_dir((*parent, base), member)
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise NoSpaceError(f"cannot apply layer entry {member.name!r}: {exc}") from exc
             raise CtrconvError(f"cannot apply layer entry {member.name!r}: {exc}") from exc
         if is_dir:
             self.dirs.append((parts, member))
@@ -494,7 +496,7 @@ class _Applier:
             free = os.statvfs(os.path.dirname(path))
             available = free.f_bavail * free.f_frsize
             if member.size > available:
-                raise CtrconvError(
+                raise NoSpaceError(
                     f"layer entry {member.name!r} needs {member.size} bytes but only {available} are free"
                 )
         mode = member.mode & 0o7777

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Collection, Hashable, Mapping
+from typing import Callable, Collection, Hashable, Iterator, Mapping, TypeVar
 
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
@@ -25,7 +25,7 @@ from ctrconv.containerd.records import (
     write_parent_link,
     write_snapshot,
 )
-from ctrconv.errors import FormatError
+from ctrconv.errors import FormatError, NoSpaceError
 from ctrconv.containerd.root import ContainerdRoot, real_dir
 from ctrconv.recovery.buckets import backend_id, image_descriptors, namespaces, text
 from ctrconv.recovery.report import RebuildReport
@@ -470,9 +470,24 @@ def _compare_namespace(where: str, sn: str, ns: BucketTree, dirs: dict[str, tupl
             # tmpfs): one layer at a time, removed right after
             walk = compare_chain(content, sn, layers, diff_ids, fs_of, checked,
                                  lambda chain: (sn, dirs[chain][0]), scratch)
-            for chain, layer, _, problems in walk:
+            for chain, layer, _, problems in _refusing_when_full(walk):
                 if problems:
                     bad.setdefault(sn, set()).add(dirs[chain][0])
                     report.drop("snapshot-tree", f"snapshot {where}/{chain}",
                                 f"differs from layer {layer['digest']} ({problems[0]}): unpacked again")
                     break  # everything above it is unpacked again anyway
+
+
+T = TypeVar("T")
+
+
+def _refusing_when_full(walk: Iterator[T]) -> Iterator[T]:
+    """The comparisons of a chain; a scratch filesystem too full to apply a layer stops the
+    rebuild before it writes anything (a snapshot that could not be compared was taken for
+    one that differs, and deleted: on a node that keeps no layer blobs, the only copy)."""
+    try:
+        yield from walk
+    except NoSpaceError as exc:
+        raise NoSpaceError(f"{exc}; nothing was changed",
+                           hint="free space beside the root, or use --trust-snapshots to reuse the snapshots "
+                                "without comparing them with their layers") from exc
