@@ -162,6 +162,17 @@ def _unpack_candidate(plan: ImagePlan, matcher: plat.MatchComparer) -> PlannedMa
     return chosen
 
 
+def _image_id(plan: ImagePlan, candidate: PlannedManifest | None) -> str | None:
+    """CRI's image ID (its ``sha256:<config>`` record): the config of the manifest it runs, or
+    of an artifact that is one manifest (a wasm module, a helm chart: CRI 1.7 and 2.x pull
+    those and record the ID as for an image; it was left out)."""
+    if candidate is not None:
+        return str(candidate.config["digest"])
+    if not plan.indexes and len(plan.manifests) == 1:
+        return str(plan.manifests[0].config["digest"])
+    return None
+
+
 class _Import:
     """State of one import run (one namespace, one transaction)."""
 
@@ -416,8 +427,7 @@ def _plan(source: ImageSource, chosen: list[tuple[str, NamedEntry]], options: _O
             unpack = None
         record = None
         if options.cri:
-            record = cri_names(image_name, str(entry.descriptor["digest"]),
-                               str(candidate.config["digest"]) if candidate else None)
+            record = cri_names(image_name, str(entry.descriptor["digest"]), _image_id(plan, candidate))
         imports.append(_PlannedImport(image_name, entry, plan, unpack, record))
     if not imports:
         raise UsageError("nothing to import: every image was filtered out by the platform selection")
