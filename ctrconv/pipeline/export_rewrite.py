@@ -37,8 +37,9 @@ def _replan(
     again = plan_images(extras, records, options, single_manifest)
     for new, old in zip(again, planned):
         new.original = old.original or old
-        if new.record.target.digest == old.record.target.digest:
-            new.source_annotations = old.source_annotations
+        # where the image came from, also when its manifest was rewritten (zstd layers inflated
+        # for a docker archive): docker save copies these, and docker load keeps them for pushes
+        new.source_annotations = old.source_annotations
         renamed = _follow_name(old, new)
         if renamed != new.record.name:
             new.record = dataclasses.replace(new.record, name=renamed)

@@ -185,3 +185,22 @@ def test_discarded_layers_export_as_a_docker_archive_docker_loads(line, realnode
     assert json.loads(dockerd.docker("image", "inspect", tag).stdout)[0]["Id"] == report["image_id"]
     run = dockerd.docker("run", "--rm", "--network", "none", tag, "/bin/busybox", "cat", "/etc/platform")
     assert "realnode index" in run.stdout
+
+
+def test_a_rewritten_manifest_keeps_where_the_image_came_from(fixture_set, cli, tmp_path):
+    """The distribution-source labels of the image (a CRI-mode import writes them, as a pull
+    does) go into the docker archive's index.json also when its zstd layers were inflated and
+    the manifest rewritten; they were dropped there and kept for a gzip image (a red-team run)."""
+    root = tmp_path / "k8s"
+    done = cli("import", "--root", str(root), "-n", "k8s.io", "-q", "--no-unpack",
+               "-i", str(fixture_set.file(fixture_set.input("bbx-zstd")["path"])))
+    assert done.code == 0, done.stderr
+    out = tmp_path / "zstd.tar"
+    result = cli("export", "--root", str(root), "-n", "k8s.io", "--image", IMAGE, "-o", str(out),
+                 "--format", "docker-archive", "-q")
+    assert result.code == 0, result.stderr
+    with tarfile.open(out) as tar:
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+    [entry] = [e for e in index["manifests"] if e.get("annotations", {}).get("io.containerd.image.name") == IMAGE]
+    sources = {k: v for k, v in entry["annotations"].items() if k.startswith("containerd.io/distribution.source.")}
+    assert sources == {"containerd.io/distribution.source.docker.io": "library/bbx"}, entry
