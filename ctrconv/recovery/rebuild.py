@@ -119,6 +119,9 @@ def rebuild_root(
     run = _Run(croot, target, output is None, names, unpack, jobs, progress, trust_snapshots, link, regenerate_layers)
     report = RebuildReport(str(croot.path), str(target.path))
     if run.in_place:
+        # a bolt write killed before its rename (this command's or an import's) left a whole
+        # copy of the file as a temp: ctrconv's own garbage, removed under the writers' lock
+        _remove_bolt_temps(croot)
         # a healthy root is left exactly as it is: no backup, no rewrite, no re-import
         if not names:
             report.healthy, run.known = verify_first(croot, jobs=jobs, progress=progress, deep=not trust_snapshots)
@@ -127,6 +130,19 @@ def rebuild_root(
         return report
     _rebuild_into_new_root(run, report)
     return report
+
+
+def _remove_bolt_temps(croot: ContainerdRoot) -> None:
+    """Only under this process's writers' lock (``api.rebuild_root`` takes it): no other
+    writer can be writing one of them then."""
+    from ctrconv.containerd.rootlock import holds_write_lock
+    from ctrconv.sinks.containerd_root.transaction import remove_stale_bolt_temps
+
+    if not holds_write_lock(croot.path):
+        return
+    remove_stale_bolt_temps(croot.meta_db)
+    for sn in K.TREE_SNAPSHOTTERS:
+        remove_stale_bolt_temps(croot.snapshotter_db(sn))
 
 
 def _rebuild_into_new_root(run: _Run, report: RebuildReport) -> None:

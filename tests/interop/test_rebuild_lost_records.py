@@ -433,3 +433,19 @@ def test_a_meta_db_cut_short_keeps_its_namespaces(line, realnode_set_for, cli, t
         got = {(i["name"], i["digest"]) for i in after if i["namespace"] == namespace}
         assert len(want & got) >= 0.8 * len(want), (namespace, sorted(want - got)[:5])
     assert cli("verify", "--root", str(tmp_path / "new"), "-A", "-q").code == 0
+
+
+def test_a_rebuild_removes_the_temp_a_killed_bolt_write_left(realnode_set_for, cli, tmp_path):
+    """A rebuild killed right before its last meta.db rename leaves ``.meta.db.<x>.tmp`` (a
+    whole copy); the re-run, finding the root healthy, left it for the next import (a red-team
+    kill -9 run). It goes under the writers' lock, healthy root or not."""
+    root = realnode_set_for("1.6").copy_root("node", tmp_path / "node")
+    bolt = root / "io.containerd.metadata.v1.bolt"
+    stale = [bolt / ".meta.db.abc123.tmp", root / "io.containerd.snapshotter.v1.overlayfs" / ".metadata.db.x.tmp"]
+    for path in stale:
+        path.write_bytes(b"a killed write's copy")
+    keep = bolt / "meta.db.tmp-not-ours"
+    keep.write_bytes(b"not ctrconv's")
+    result = cli("rebuild", "--root", str(root), "-q")
+    assert result.code == 0, result.stderr
+    assert not any(p.exists() for p in stale) and keep.exists()

@@ -242,9 +242,9 @@ class RootTransaction:
         remove_stale_temp(self.content_dir)
         for name in self.snapshotters:
             remove_stale_temp(self.snapshotter_dir(name))
-        _remove_stale_bolt_temps(self.meta_db_path)
+        remove_stale_bolt_temps(self.meta_db_path)
         for name in self.snapshotters:
-            _remove_stale_bolt_temps(self.snapshotter_dir(name) / SNAPSHOTTER_DB)
+            remove_stale_bolt_temps(self.snapshotter_dir(name) / SNAPSHOTTER_DB)
         self.detected_version = (None if self.meta_db_path in self._placeholders
                                  else detect_containerd_version(self.meta_db_path))
         target = self.containerd_version or "1.6"
@@ -374,7 +374,7 @@ class RootTransaction:
                 guard.release()
 
 
-def _remove_stale_bolt_temps(path: Path) -> None:
+def remove_stale_bolt_temps(path: Path) -> None:
     """The ``.<name>.*.tmp`` a bolt write killed before its rename left (a whole copy of the
     file each: nothing else ever removed them). Called under the locks: no writer is writing."""
     try:
