@@ -33,9 +33,11 @@ from ctrconv.containerd import schema as K
 from ctrconv.containerd.records import key_bytes
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.digest import Digest
+from ctrconv.durability import sync_filesystems
 from ctrconv.errors import UsageError
 from ctrconv.outputs import refuse_output_inside
 from ctrconv.progress import Progress
+from ctrconv.recovery import journal
 from ctrconv.recovery.content import QUARANTINE, KnownHash, check_content, verify_first
 from ctrconv.recovery.derive import derive_images, drop_incomplete_images
 from ctrconv.recovery.metadata import (
@@ -78,6 +80,8 @@ class _Run:
     known: dict[str, KnownHash] = field(default_factory=dict)
     #: containers' writable snapshots kept aside until their parent chain is unpacked again
     detached: list[Detached] = field(default_factory=list)
+    #: meta.db paths an interrupted in-place rebuild found lost (:mod:`.journal`)
+    resumed_lost: set[journal.LostPath] | None = None
 
 
 def rebuild_root(
@@ -122,8 +126,12 @@ def rebuild_root(
         # a bolt write killed before its rename (this command's or an import's) left a whole
         # copy of the file as a temp: ctrconv's own garbage, removed under the writers' lock
         _remove_bolt_temps(croot)
+        run.resumed_lost = journal.read(croot.path)
+        if run.resumed_lost is not None:
+            report.clean("interrupted-rebuild", str(croot.path / journal.JOURNAL),
+                          "a rebuild of this root was interrupted: the damage it found is taken as found again")
         # a healthy root is left exactly as it is: no backup, no rewrite, no re-import
-        if not names:
+        elif not names:
             report.healthy, run.known = verify_first(croot, jobs=jobs, progress=progress, deep=not trust_snapshots)
         if not report.healthy:
             _rebuild_into(run, report)
@@ -171,7 +179,11 @@ def _rebuild_into(run: _Run, report: RebuildReport) -> None:
     with ExitStack() as locks:
         lock_stores(croot, locks, exclusive=run.in_place)
         stores = salvage_stores(croot, report)
+        if run.resumed_lost:
+            stores.lost_paths |= run.resumed_lost
         kept = _repair(run, stores, report)
+        if run.in_place:  # before the first write: a re-run after a kill repairs as much
+            journal.write(croot.path, _lost_in_meta(stores), run.stamp)
         write_stores(stores, croot, run.target, kept, report, in_place=run.in_place, stamp=run.stamp)
     report.snapshots_reused = sum(len(ids) for ids in kept.values())
     # Intact content records say what a namespace holds; only where they may be lost may a
@@ -183,6 +195,17 @@ def _rebuild_into(run: _Run, report: RebuildReport) -> None:
     del work  # the walks and sources: the last step loads meta.db once more
     settle_rebuilt_root(run.target, report, run.detached,
                         quarantine=run.croot.path / QUARANTINE / run.stamp if run.in_place else None)
+    if run.in_place:
+        sync_filesystems([croot.path])  # every write durable before the record of the damage goes
+        journal.clear(croot.path)
+
+
+def _lost_in_meta(stores: Salvaged) -> set[journal.LostPath]:
+    """The meta.db paths whose records damage may have taken (:meth:`Salvaged.meta_lost_under`)."""
+    res = stores.meta_result
+    if res is None or not res.source.startswith("meta "):
+        return {()}
+    return {d.path for d in res.damage} | set(stores.lost_paths)
 
 
 def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set[int]]:

@@ -449,3 +449,59 @@ def test_a_rebuild_removes_the_temp_a_killed_bolt_write_left(realnode_set_for, c
     result = cli("rebuild", "--root", str(root), "-q")
     assert result.code == 0, result.stderr
     assert not any(p.exists() for p in stale) and keep.exists()
+
+
+def _rebuild_killed_at(root: Path, step: str) -> None:
+    """An in-place rebuild of ``root`` in a child killed (SIGKILL) when it reaches ``step``."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            from ctrconv.recovery import rebuild
+
+            setattr(rebuild, step, lambda *_a, **_k: os.kill(os.getpid(), signal.SIGKILL))
+            rebuild.rebuild_root(root)
+        except BaseException:
+            import traceback
+
+            (root.parent / "child-error.txt").write_text(traceback.format_exc())
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    error = root.parent / "child-error.txt"
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, error.read_text() if error.exists() else status
+
+
+def _outcome(cli, root: Path) -> tuple:
+    images = cli("ls", "--root", str(root), "-A", "--json").json["images"]
+    from ctrconv.containerd.metadata import MetadataDB
+
+    with BoltFile(root / "io.containerd.metadata.v1.bolt" / "meta.db") as db:
+        meta = MetadataDB(db)
+        records = {ns: sorted(meta.content_digests(ns)) for ns in meta.namespaces()}
+    return sorted((i["namespace"], i["name"], i["digest"], i.get("complete")) for i in images), records
+
+
+@pytest.mark.parametrize("killed_in", ["import_groups", "settle_rebuilt_root"])
+def test_a_rebuild_killed_after_its_first_write_is_taken_up_again_by_the_next(killed_in, realnode_set_for, cli,
+                                                                              tmp_path):
+    """meta.db cut short (a namespace lost): a rebuild killed after it wrote the salvaged bolt
+    files left files that read whole, and the re-run repaired less than an uninterrupted run (an
+    image not re-derived or unpacked, blobs of the lost namespace left without records for the
+    GC: a red-team kill -9 run). The damage it found is kept in the root until it finishes."""
+    corpus = realnode_set_for("1.6")
+    whole, killed = corpus.copy_root("node", tmp_path / "whole"), corpus.copy_root("node", tmp_path / "killed")
+    for root in (whole, killed):
+        meta = root / "io.containerd.metadata.v1.bolt" / "meta.db"
+        with BoltFile(meta) as db:
+            cut = db.meta.pgid * 6 // 10 * db.page_size  # the newest pages (the root among them) lost
+        os.truncate(meta, cut)
+    first = cli("rebuild", "--root", str(whole), "-q", "--json")
+    assert first.code == 0 and not first.json["healthy"], first.stderr
+    _rebuild_killed_at(killed, killed_in)
+    assert (killed / "ctrconv-rebuild.json").is_file()
+    rerun = cli("rebuild", "--root", str(killed), "-q", "--json")
+    assert rerun.code == 0, rerun.stderr
+    assert "interrupted-rebuild" in {c["kind"] for c in rerun.json["cleaned"]}
+    assert not (killed / "ctrconv-rebuild.json").exists() and not (whole / "ctrconv-rebuild.json").exists()
+    assert _outcome(cli, killed) == _outcome(cli, whole)
+    assert cli("verify", "--root", str(killed), "-A", "-q").code == 0
