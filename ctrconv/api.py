@@ -321,15 +321,24 @@ def import_images(
     from functools import partial
 
     from ctrconv.sinks.containerd_root import ContainerdRootSink, ImportOptions
+    from ctrconv.sinks.containerd_root.importer import unpacked_layer_forms
     from ctrconv.sinks.containerd_root.reuse import compressed_layer_lookup
     from ctrconv.sources import open_source
     from ctrconv.sources.multi import open_inputs
 
     chosen = dataclasses.replace(options or ImportOptions(), **fields)
     paths = [input_path] if isinstance(input_path, (str, os.PathLike)) else list(input_path)
-    # docker archives name the destination's compressed layers where it has them, as ctr does
+    # docker archives name the destination's compressed layers where it has them, as ctr does,
+    # and those an earlier input of this run unpacks, as after separate imports
     reuse = compressed_layer_lookup(root, namespace)
-    source = open_inputs(paths, partial(open_source, registry=registry, reuse_compressed=reuse))
+
+    def opened(path: str) -> Any:
+        source = open_source(path, registry=registry, reuse_compressed=reuse)
+        if getattr(source, "kind", None) != "registry":  # (no second round of requests)
+            reuse.learn(unpacked_layer_forms(source, chosen, namespace))
+        return source
+
+    source = open_inputs(paths, opened)
     try:
         return ContainerdRootSink(root, namespace, chosen, progress=progress).write(source)
     finally:

@@ -65,9 +65,11 @@ class ImageSource(Protocol):
 
 
 #: A docker-archive import's lookup into its destination: ``uncompressed layer digest ->
-#: (compressed digest, size, its file)`` of a blob the destination namespace holds labelled
-#: ``containerd.io/uncompressed`` with that digest, or None (containerd's ``resolveLayers``).
-ReuseCompressed = Callable[[Digest], "tuple[Digest, int, str] | None"]
+#: (compressed digest, size, where)`` of a blob the destination namespace holds (or an earlier
+#: input of the same run brings) labelled ``containerd.io/uncompressed`` with that digest, or
+#: None (containerd's ``resolveLayers``). ``where``: the blob's file, which the docker archive's
+#: source then serves, or a function opening it where another input serves it.
+ReuseCompressed = Callable[[Digest], "tuple[Digest, int, str | Callable[[], BinaryIO]] | None"]
 
 
 class BlobReader(Protocol):

@@ -254,11 +254,12 @@ class DockerArchiveSource(BlobSourceBase):
             reused = self._reuse(Digest.parse(digest_text))
             if reused is None:
                 continue
-            digest, size, path = reused
-            with open(path, "rb") as blob:
+            digest, size, where = reused
+            with (open(where, "rb") if isinstance(where, str) else where()) as blob:
                 head = blob.read(10)
             media_type = layer_media_type(head) if len(head) == 10 else mt.DOCKER_LAYER
-            self._reused[digest] = (size, path)
+            if isinstance(where, str):  # (an earlier input of the run serves the other kind)
+                self._reused[digest] = (size, where)
             layers[i] = _descriptor(media_type, digest, size)
 
     def _hash_layer(self, member: TarMember) -> tuple[Digest, str]:

@@ -11,10 +11,12 @@ GC would collect (index.json blob, docker ``<id>/json``) are simply not written.
 
 from __future__ import annotations
 
+import functools
+
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Mapping, Sequence
 
 from ctrconv.containerd import docker_store
 from ctrconv.containerd import schema as K
@@ -261,6 +263,32 @@ def _rules(given: ImportOptions, namespace: str) -> "_Options":
         selector=None if given.all_platforms else plat.selector(matcher),
         unpack_for=unpack_matcher(given.unpack_platform), plans=given.plans,
     )
+
+
+def unpacked_layer_forms(source: ImageSource, given: ImportOptions, namespace: str
+                        ) -> dict[str, tuple[Digest, int, Callable[[], BinaryIO]]]:
+    """``diff ID -> (layer blob, size, opener)`` of the layers an import of ``source`` with
+    ``given`` unpacks, and so labels ``containerd.io/uncompressed``: a docker archive later in
+    the same run names them as it would after a separate ``ctr images import`` of this input
+    (:class:`~ctrconv.sinks.containerd_root.reuse.CompressedLayers`). An image that does not
+    plan here adds nothing (its import reports why)."""
+    if not given.unpack:
+        return {}
+    rules = _rules(given, namespace)
+    forms: dict[str, tuple[Digest, int, Callable[[], BinaryIO]]] = {}
+    for entry in source.entries():
+        try:
+            plan = plan_image(source, entry.descriptor, rules.selector)
+            candidate = _unpack_candidate(plan, rules.unpack_for)
+            if candidate is None or plan.missing:
+                continue
+            diff_ids = read_json_blob(source, candidate.config).get("rootfs", {}).get("diff_ids") or []
+        except CtrconvError:
+            continue
+        for layer, diff_id in zip(candidate.layers, diff_ids):
+            digest = Digest.parse(layer["digest"])
+            forms[str(diff_id)] = (digest, int(layer["size"]), functools.partial(source.open, digest))
+    return forms
 
 
 def copy_images_to_root(

@@ -16,27 +16,46 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 from ctrconv.containerd import schema as K
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError
-from ctrconv.image.protocols import ReuseCompressed
 
 
-def compressed_layer_lookup(root: str | os.PathLike[str], namespace: str) -> ReuseCompressed:
-    """``uncompressed digest -> (compressed digest, size, file)`` of the namespace's content, as
-    containerd's walk leaves it: of the records whose label names the layer (and whose blob
-    file is there), the last in key (digest) order, each match replacing the one before. Read
-    on the first call (only docker archives ask)."""
-    found: dict[str, tuple[Digest, int, str]] | None = None
+class CompressedLayers:
+    """``uncompressed digest -> (compressed digest, size, where)`` (:data:`ReuseCompressed`) of
+    the destination namespace, as containerd's walk leaves it: of the blobs labelled with the
+    layer's digest, the last in digest order (each match replaces the one before). ``where`` is
+    the blob's file in the root, or, for a blob an earlier input of the same run brings
+    (:meth:`learn`), a function opening it there (that input serves it). The root is read on
+    the first call (only docker archives ask)."""
 
-    def lookup(uncompressed: Digest) -> tuple[Digest, int, str] | None:
-        nonlocal found
-        if found is None:
-            found = _compressed_forms(Path(root), namespace)
-        return found.get(str(uncompressed))
+    def __init__(self, root: str | os.PathLike[str], namespace: str) -> None:
+        self._root = Path(root)
+        self._namespace = namespace
+        self._found: dict[str, tuple[Digest, int, str | Callable[[], BinaryIO]]] | None = None
+        self._learnt: dict[str, tuple[Digest, int, Callable[[], BinaryIO]]] = {}
 
-    return lookup
+    def __call__(self, uncompressed: Digest) -> tuple[Digest, int, str | Callable[[], BinaryIO]] | None:
+        if self._found is None:
+            self._found = dict(_compressed_forms(self._root, self._namespace))
+        key = str(uncompressed)
+        forms = [f for f in (self._found.get(key), self._learnt.get(key)) if f is not None]
+        return max(forms, key=lambda f: str(f[0])) if forms else None
+
+    def learn(self, forms: dict[str, tuple[Digest, int, Callable[[], BinaryIO]]]) -> None:
+        """Layers an earlier input of this run unpacks (and so labels with their diff IDs): a
+        docker archive after it names them, as after a separate ``ctr images import``."""
+        for key, form in forms.items():
+            known = self._learnt.get(key)
+            if known is None or str(form[0]) > str(known[0]):
+                self._learnt[key] = form
+
+
+def compressed_layer_lookup(root: str | os.PathLike[str], namespace: str) -> CompressedLayers:
+    """The destination's compressed layers for a docker-archive import (:class:`CompressedLayers`)."""
+    return CompressedLayers(root, namespace)
 
 
 def _compressed_forms(root: Path, namespace: str) -> dict[str, tuple[Digest, int, str]]:
@@ -62,4 +81,4 @@ def _compressed_forms(root: Path, namespace: str) -> dict[str, tuple[Digest, int
     return forms
 
 
-__all__: list[str] = ["compressed_layer_lookup"]
+__all__: list[str] = ["CompressedLayers", "compressed_layer_lookup"]
