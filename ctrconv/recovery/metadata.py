@@ -11,11 +11,12 @@ from ctrconv.containerd import schema as K
 from ctrconv.containerd.root import is_namespace
 from ctrconv.containerd.records import key_bytes, read_blob_size, read_map, target_digest, write_blob_size
 from ctrconv.digest import Digest
-from ctrconv.errors import InvalidDigestError
+from ctrconv.errors import CtrconvError, InvalidDigestError
 from ctrconv.recovery.buckets import namespaces, target_descriptor, text
 from ctrconv.recovery.report import RebuildReport
 
 GC_SNAPSHOT = K.LABEL_GC_SNAPSHOT
+GC_CONTENT = K.LABEL_GC_CONTENT
 
 if TYPE_CHECKING:
     from ctrconv.containerd.content import ContentStore
@@ -208,3 +209,43 @@ def prune_dangling_labels(meta: BucketTree, report: RebuildReport) -> None:
                                  f"pointed at snapshot {text(value)}, which is gone")
             if not labels.entries:
                 del record.entries[K.LABELS]  # type: ignore[union-attr]
+
+
+def label_kept_snapshots(meta: BucketTree, content: ContentStore, report: RebuildReport) -> None:
+    """Give an image config the ``gc.ref.snapshot.<sn>`` label containerd's unpacker gives it
+    where the namespace holds the committed snapshot of its top layer but the label is gone
+    (content records lost, snapshot records written again from the snapshotter's): without it
+    ``verify`` called the rebuilt root damaged, and containerd's GC keeps such a chain only while
+    a container above it lives."""
+    import json
+
+    from ctrconv.layers.chain import chain_ids
+
+    for ns_name, ns in namespaces(meta):
+        blobs, snapshots = ns.bucket(K.CONTENT, K.BLOB), ns.bucket(K.SNAPSHOTS)
+        if blobs is None or snapshots is None:
+            continue
+        configs = {value for record in blobs.entries.values() if isinstance(record, BucketTree)
+                   for key, value in ((record.bucket(K.LABELS) or BucketTree()).entries.items())
+                   if key == key_bytes(GC_CONTENT + ".config") and isinstance(value, bytes)}
+        for config in sorted(configs):
+            record = blobs.entries.get(config)
+            if not isinstance(record, BucketTree):
+                continue
+            try:
+                doc = json.loads(content.read_small(text(config), read_blob_size(record) or 0))
+                top = chain_ids(doc["rootfs"]["diff_ids"])[-1]
+            except (CtrconvError, ValueError, KeyError, TypeError, IndexError):
+                continue
+            for sn in K.TREE_SNAPSHOTTERS:
+                bucket = snapshots.bucket(sn.encode())
+                chain = bucket.entries.get(key_bytes(top)) if bucket is not None else None
+                if not isinstance(chain, BucketTree):
+                    continue
+                labels = record.bucket(K.LABELS, create=True)
+                assert labels is not None
+                name = key_bytes(GC_SNAPSHOT + sn)
+                if name not in labels.entries:
+                    labels.entries[name] = key_bytes(top)
+                    report.restore("gc-label", f"label {GC_SNAPSHOT}{sn} of content {ns_name}/{text(config)}",
+                                   f"its image is unpacked there (snapshot {top}): the label was lost")

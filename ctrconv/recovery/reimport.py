@@ -108,7 +108,7 @@ def settle_rebuilt_root(target: ContainerdRoot, report: RebuildReport, detached:
     made; one whose chain was not made again loses its container, and its directory goes to
     ``quarantine`` (in place: the container's data is never deleted) or is removed from the new
     root (the damaged root still holds it)."""
-    from ctrconv.recovery.metadata import prune_dangling_labels
+    from ctrconv.recovery.metadata import label_kept_snapshots, prune_dangling_labels
     from ctrconv.recovery.snapshots import drop_containers_without_snapshots, reattach
     from ctrconv.streams import fsync_dir
     from ctrconv.sinks.containerd_root.transaction import RootTransaction
@@ -119,6 +119,7 @@ def settle_rebuilt_root(target: ContainerdRoot, report: RebuildReport, detached:
         drop_containers_without_snapshots(txn.meta, report, reason="its writable snapshot's image layers were not "
                                           "made again: it could not start")
         prune_dangling_labels(txn.meta, report)
+        label_kept_snapshots(txn.meta, target.content, report)
         txn.commit()
     for item in lost:
         directory = target.snapshot_dir(item.snapshotter, item.id)

@@ -4,6 +4,8 @@ layers); rewrite the snapshotter's ``parents`` index and set every sequence abov
 
 from __future__ import annotations
 
+import time
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -326,6 +328,7 @@ def restore_lost_records(meta: BucketTree, sn: str, records: BucketTree, alive: 
         if bucket is not None:
             named |= {rec.get(K.NAME) for rec in bucket.entries.values() if isinstance(rec, BucketTree)}  # type: ignore[misc]
     restored: dict[bytes, tuple[BucketTree, bytes, str | None]] = {}  # backend key -> (bucket, key, parent key)
+    held = _container_snapshots(ns_buckets, sn)
     for backend_key in sorted(alive):
         parts = text(backend_key).split("/", 2)
         if (backend_key in named or len(parts) != 3 or not parts[1].isdigit() or parts[0] not in ns_buckets
@@ -348,15 +351,41 @@ def restore_lost_records(meta: BucketTree, sn: str, records: BucketTree, alive: 
             parent = parent_parts[2]
         record = bucket.bucket(key_bytes(key), create=True)
         assert record is not None
-        write_snapshot(record, SnapshotRecord(ns_name, sn, key, text(backend_key), parent, labels=found.labels,
+        labels = dict(found.labels)
+        orphan = found.kind != "committed" and (ns_name, key) not in held
+        if orphan:
+            # a container's writable layer whose container record the damage took too: nothing
+            # would hold it, and containerd's GC deletes an active snapshot nothing holds
+            labels[GC_ROOT] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        write_snapshot(record, SnapshotRecord(ns_name, sn, key, text(backend_key), parent, labels=labels,
                                               created_at=found.created_at, updated_at=found.updated_at))
         restored[backend_key] = (bucket, key_bytes(key), parent)
         report.restore("snapshot", f"snapshot {ns_name}/{sn}/{key}",
-                       f"meta.db record lost; written again from snapshotter record {text(backend_key)}")
+                       f"meta.db record lost; written again from snapshotter record {text(backend_key)}"
+                       + (f"; no container holds this {found.kind} snapshot (its record lost too?): labelled "
+                          f"{GC_ROOT} so containerd's GC keeps it (ctr -n {ns_name} snapshots --snapshotter {sn} "
+                          "mounts / rm it once its data is saved)" if orphan else ""))
     for bucket, key, parent in restored.values():  # each parent lists its restored children
         parent_record = bucket.entries.get(key_bytes(parent)) if parent is not None else None
         if isinstance(parent_record, BucketTree):
             add_child(parent_record, text(key))
+
+
+#: the label that makes containerd's GC keep an object nothing else references
+GC_ROOT = "containerd.io/gc.root"
+
+
+def _container_snapshots(ns_buckets: Mapping[str, BucketTree], sn: str) -> set[tuple[str, str]]:
+    """(namespace, snapshot key) of every container record of ``sn`` the tree holds."""
+    held: set[tuple[str, str]] = set()
+    for ns_name, ns in ns_buckets.items():
+        containers = ns.bucket(b"containers")
+        for rec in (containers.entries.values() if containers is not None else ()):
+            if isinstance(rec, BucketTree) and rec.get(K.SNAPSHOTTER) == sn.encode():
+                key = rec.get(K.SNAPSHOT_KEY)
+                if isinstance(key, bytes):
+                    held.add((ns_name, text(key)))
+    return held
 
 
 def _alive_backend_snapshots(sn: str, records: BucketTree, croot: ContainerdRoot,

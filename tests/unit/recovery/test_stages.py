@@ -529,3 +529,67 @@ def test_a_failed_regeneration_is_reported_and_the_image_left_to_the_completenes
         "reason": "layers not regenerated: cannot read the snapshot to regenerate its layer: permission denied"}]
     drop_incomplete_images(meta, root.content, report)
     assert [x["object"] for x in report.dropped if x["kind"] == "image"] == ["image default/example.com/app:1"]
+
+
+# -- snapshot records written again, and the labels that hold them ---------------------------
+
+
+def _backend_records(*snaps: "BackendSnapshot") -> BucketTree:
+    from ctrconv.containerd.records import write_backend_snapshot
+
+    records = BucketTree()
+    for snap in snaps:
+        bucket = records.bucket(snap.key.encode(), create=True)
+        assert bucket is not None
+        write_backend_snapshot(bucket, snap)
+    return records
+
+
+@pytest.mark.parametrize("container_kept", [True, False])
+def test_a_writable_snapshot_written_again_without_its_container_is_held_by_a_gc_root(container_kept):
+    """The damage took a container's record and its snapshot's meta.db record: the snapshot
+    record came back from the snapshotter's, but nothing held it, and containerd's first GC
+    deleted the container's writable layer (a red-team run). It is labelled gc.root now; one a
+    kept container names needs no label."""
+    from ctrconv.containerd.records import BackendSnapshot, read_snapshot
+    from ctrconv.recovery.snapshots import GC_ROOT, restore_lost_records
+
+    meta = BucketTree()
+    ns = _ns(meta, "k8s.io")
+    if container_kept:
+        c = ns.bucket(b"containers", b"writer", create=True)
+        c.put(K.SNAPSHOTTER, OVERLAY.encode())  # type: ignore[union-attr]
+        c.put(K.SNAPSHOT_KEY, b"writer")  # type: ignore[union-attr]
+    ns.bucket(K.SNAPSHOTS, OVERLAY.encode(), create=True)
+    records = _backend_records(BackendSnapshot("k8s.io/3/layer", 1, "committed", None),
+                               BackendSnapshot("k8s.io/7/writer", 2, "active", "k8s.io/3/layer"))
+    report = _report()
+    restore_lost_records(meta, OVERLAY, records, {b"k8s.io/3/layer": 1, b"k8s.io/7/writer": 2}, report)
+    bucket = ns.bucket(K.SNAPSHOTS, OVERLAY.encode())
+    writer = read_snapshot(bucket.bucket(b"writer"), "k8s.io", OVERLAY, "writer")  # type: ignore[union-attr]
+    layer = read_snapshot(bucket.bucket(b"layer"), "k8s.io", OVERLAY, "layer")  # type: ignore[union-attr]
+    assert (GC_ROOT in writer.labels) is not container_kept
+    assert GC_ROOT not in layer.labels  # (an image's label holds a committed snapshot)
+
+
+def test_a_config_gets_the_label_of_the_snapshot_its_image_is_unpacked_in(tmp_path):
+    from ctrconv.containerd.records import write_snapshot, SnapshotRecord
+    from ctrconv.layers.chain import chain_ids
+    from ctrconv.recovery.metadata import label_kept_snapshots
+
+    root = ContainerdRoot(tmp_path)
+    manifest_digest, manifest, layers = _image(root, layers=2)
+    meta = BucketTree()
+    ns = _ns(meta)
+    config = manifest["config"]
+    _blob_record(ns, manifest_digest, 10, {K.LABEL_GC_CONTENT + ".config": config["digest"]})
+    _blob_record(ns, config["digest"], config["size"])
+    top = chain_ids(layers)[-1]
+    for sn in ("native",):
+        record = ns.bucket(K.SNAPSHOTS, sn.encode(), top.encode(), create=True)
+        write_snapshot(record, SnapshotRecord("default", sn, top, f"default/1/{top}", None))  # type: ignore[arg-type]
+    report = _report()
+    label_kept_snapshots(meta, root.content, report)
+    labels = read_map(ns.bucket(K.CONTENT, K.BLOB, config["digest"].encode(), K.LABELS))
+    assert labels == {K.LABEL_GC_SNAPSHOT + "native": top}
+    assert [r["kind"] for r in report.restored] == ["gc-label"]
