@@ -50,6 +50,11 @@ def snapshot_tree(snapshotter: str, snapshot_dir: Path) -> Path | None:
     return snapshot_dir / below if below else snapshot_dir
 
 
+#: what an in-place ``ctrconv rebuild`` found lost, kept in the root until it has finished
+#: (:mod:`ctrconv.recovery.journal`): its presence means a rebuild was interrupted
+REBUILD_JOURNAL = "ctrconv-rebuild.json"
+
+
 class ContainerdRoot:
     """Paths of one root (``/var/lib/containerd`` or a copy of it)."""
 

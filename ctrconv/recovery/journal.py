@@ -19,9 +19,10 @@ import json
 import os
 from pathlib import Path
 
+from ctrconv.containerd.root import REBUILD_JOURNAL
 from ctrconv.streams import fsync_dir
 
-JOURNAL = "ctrconv-rebuild.json"
+JOURNAL = REBUILD_JOURNAL
 
 #: a lost path: meta.db bucket names from the root down (``()``: the whole tree)
 LostPath = tuple[bytes, ...]

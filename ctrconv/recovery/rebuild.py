@@ -34,7 +34,7 @@ from ctrconv.containerd.records import key_bytes
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.digest import Digest
 from ctrconv.durability import sync_filesystems
-from ctrconv.errors import UsageError
+from ctrconv.errors import CtrconvError, UsageError
 from ctrconv.outputs import refuse_output_inside
 from ctrconv.progress import Progress
 from ctrconv.recovery import journal
@@ -134,7 +134,13 @@ def rebuild_root(
         elif not names:
             report.healthy, run.known = verify_first(croot, jobs=jobs, progress=progress, deep=not trust_snapshots)
         if not report.healthy:
-            _rebuild_into(run, report)
+            try:
+                _rebuild_into(run, report)
+            except CtrconvError as exc:
+                if not (croot.path / journal.JOURNAL).exists():
+                    raise  # (nothing was written yet)
+                raise type(exc)(f"{exc}; the rebuild stopped after it began changing {croot.path}: run it again "
+                                "once that is fixed, before containerd runs on the root", hint=exc.hint) from exc
         return report
     _rebuild_into_new_root(run, report)
     return report

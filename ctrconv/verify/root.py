@@ -20,7 +20,7 @@ from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.imagerecords import Element
 from ctrconv.containerd.records import BackendSnapshot, BlobRecord, ImageRecord
 from ctrconv.containerd.locking import is_locked, private_copy
-from ctrconv.containerd.root import ContainerdRoot, is_namespace, real_dir
+from ctrconv.containerd.root import REBUILD_JOURNAL, ContainerdRoot, is_namespace, real_dir
 from ctrconv.digest import Digest
 from ctrconv.forked import can_split, map_halves
 from ctrconv.errors import ContentError, CtrconvError, InvalidDigestError
@@ -82,6 +82,11 @@ def verify_root(
         raise LockedError(f"{croot.meta_db} is locked by {describe_holders(croot.meta_db)}", hint="stop containerd, or pass --ignore-lock")
     live = ignore_lock and croot.is_locked()
     first = _verify_once(croot, namespaces, ignore_lock, jobs, progress, deep, None, blob_hashes, hash_contents)
+    if (croot.path / REBUILD_JOURNAL).exists():
+        first.add("interrupted-rebuild", "root", str(croot.path / REBUILD_JOURNAL),
+                  "a ctrconv rebuild of this root began changing it and did not finish (killed, or it failed): "
+                  "run ctrconv rebuild again, before containerd runs on it (its GC would take what the rebuild "
+                  "has not recorded yet)")
     if not live or first.ok:
         return first
     flagged = {p.object.split(" ", 1)[1] for p in first.errors if p.object.startswith("blob ")}

@@ -505,3 +505,34 @@ def test_a_rebuild_killed_after_its_first_write_is_taken_up_again_by_the_next(ki
     assert not (killed / "ctrconv-rebuild.json").exists() and not (whole / "ctrconv-rebuild.json").exists()
     assert _outcome(cli, killed) == _outcome(cli, whole)
     assert cli("verify", "--root", str(killed), "-A", "-q").code == 0
+
+
+def test_a_rebuild_that_fails_after_it_began_writing_says_so_and_verify_too(realnode_set_for, cli, tmp_path,
+                                                                             monkeypatch):
+    """A rebuild in place that fails after its first write (a disk that fills during the
+    unpack, say) left a root worse than the damaged one with only the cause's message, and
+    containerd started on it deletes blobs the rebuild had not recorded yet (a red-team run).
+    The error says the root was changed and to run the rebuild again; verify says so too, until
+    a rebuild finishes."""
+    from ctrconv.errors import CtrconvError
+    from ctrconv.recovery import rebuild
+
+    root = realnode_set_for("1.6").copy_root("node", tmp_path / "node")
+    meta = root / "io.containerd.metadata.v1.bolt" / "meta.db"
+    with BoltFile(meta) as db:
+        cut = db.meta.pgid * 6 // 10 * db.page_size
+    os.truncate(meta, cut)
+
+    def fails(*_a, **_k):
+        raise CtrconvError("layer entry 'big' needs 2147483648 bytes but only 1071308800 are free")
+
+    with monkeypatch.context() as m:
+        m.setattr(rebuild, "import_groups", fails)
+        failed = cli("rebuild", "--root", str(root))
+    assert failed.code == 1
+    [line] = failed.stderr.strip().splitlines()
+    assert "are free; the rebuild stopped after it began changing" in line and "run it again" in line, line
+    checked = cli("verify", "--root", str(root), "-A", "-q", "--json")
+    assert checked.code == 1 and "interrupted-rebuild" in {p["kind"] for p in checked.json["problems"]}
+    assert cli("rebuild", "--root", str(root), "-q").code == 0
+    assert cli("verify", "--root", str(root), "-A", "-q").code == 0
