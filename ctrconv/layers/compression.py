@@ -405,6 +405,32 @@ def _gzip_header_end(buf: bytes) -> int | None:
     return pos if len(buf) >= pos else None
 
 
+def _zlib_header(data: bytes) -> bool:
+    """A zlib stream's header as unpigz takes one: deflate with a window it knows, the header
+    check, and no preset dictionary (that one it takes for junk)."""
+    if len(data) < 2:
+        return False
+    cmf, flg = data[0], data[1]
+    return cmf & 0x0F == 8 and cmf >> 4 <= 7 and (cmf << 8 | flg) % 31 == 0 and not flg & 0x20
+
+
+def _inflate_zlib_tail(backend: Any, source: Readable, data: bytes) -> Iterator[bytes]:
+    """unpigz inflates a zlib stream after the last gzip member into the same output, then
+    fails on anything after it ("trailing junk", exit 1); truncated or corrupt, it fails too."""
+    inflater = backend.decompressobj(15)
+    while not inflater.eof:
+        if not data:
+            data = source.read(CHUNK)
+            if not data:
+                raise FormatError("gzip layer is truncated (a zlib stream after its last member)")
+        out = inflater.decompress(data, CHUNK)
+        data = inflater.unconsumed_tail
+        if out:
+            yield out
+    if inflater.unused_data or source.read(1):
+        raise FormatError("gzip layer has trailing data after the zlib stream that follows its last member")
+
+
 def _whole_member_header(data: bytes) -> bool:
     """``data`` starts with a complete gzip member header that unpigz takes for one: the magic,
     method 8 (deflate) and no reserved flag bit."""
@@ -429,8 +455,10 @@ def _member_start(source: Readable, data: bytes) -> bytes:
 
 def _gunzip(source: Readable, lenient: bool = False) -> Iterator[bytes]:
     """Multi-member gzip like Go's reader: after a member only EOF or another member may follow.
-    ``lenient`` (unpigz's rule): after a member, anything but a whole member header ends the
-    stream; it is still read to the end, so the blob's own digest check covers it."""
+    ``lenient`` (unpigz's rule, checked against unpigz): after a member, a whole gzip header
+    starts another; a zlib header (deflate, no preset dictionary) starts a zlib stream, whose
+    output is the layer's too and after which nothing may follow; anything else ends the
+    stream and is ignored. It is still read to the end, so the blob's own digest covers it."""
     backend, errors = inflate_backend()
     data = b""
     first = True
@@ -440,6 +468,11 @@ def _gunzip(source: Readable, lenient: bool = False) -> Iterator[bytes]:
             if not data and not first:
                 return
             if lenient and not first and not _whole_member_header(data):
+                while len(data) < 2 and (more := source.read(CHUNK)):
+                    data += more
+                if _zlib_header(data):
+                    yield from _inflate_zlib_tail(backend, source, data)
+                    return
                 while source.read(CHUNK):
                     pass
                 return

@@ -110,6 +110,14 @@ def test_with_unpigz_trailing_bytes_are_ignored_as_unpigz_ignores_them(layer: by
                  b"\x1f\x8b\x09\0\0\0\0\0\0\x03", b"\x1f\x8b\x08\xe0\0\0\0\0\0\x03xx"):
         assert decompress(blob + tail, OCI_GZ, external=False) == layer, tail
     assert decompress(blob + blob + b"junk", OCI_GZ, external=False) == layer + layer
+    # a zlib stream after the last member is inflated into the layer, and nothing may follow it
+    import zlib
+
+    assert decompress(blob + zlib.compress(b"tail"), OCI_GZ, external=False) == layer + b"tail"
+    for tail in (zlib.compress(b"tail") + b"junk", zlib.compress(b"tail")[:-2], b"x^not deflate at all"):
+        with pytest.raises(FormatError):
+            decompress(blob + tail, OCI_GZ, external=False)
+    assert decompress(blob + bytes([0x78, 0xBB]) + b"preset dictionary", OCI_GZ, external=False) == layer
     for tail in (b"\x1f\x8b\x08\0\0\0\0\0\0\x03GARBAGEGARBAGE", blob[:15]):
         with pytest.raises(FormatError):
             decompress(blob + tail, OCI_GZ, external=False)
