@@ -35,7 +35,7 @@ import tempfile
 import queue
 import threading
 import zlib
-from typing import IO, Any, Callable, Iterator, Literal, Protocol
+from typing import IO, Any, Callable, Generator, Iterator, Literal, Protocol
 
 from ctrconv.errors import CtrconvError, FormatError
 from ctrconv.oci.mediatypes import layer_compression
@@ -417,18 +417,24 @@ def _zlib_header(data: bytes) -> bool:
 def _inflate_zlib_tail(backend: Any, source: Readable, data: bytes) -> Iterator[bytes]:
     """unpigz inflates a zlib stream after the last gzip member into the same output, then
     fails on anything after it ("trailing junk", exit 1); truncated or corrupt, it fails too."""
-    inflater = backend.decompressobj(15)
+    rest = yield from _inflate_stream(backend.decompressobj(15), source, data, " (a zlib stream after its last member)")
+    if rest or source.read(1):
+        raise FormatError("gzip layer has trailing data after the zlib stream that follows its last member")
+
+
+def _inflate_stream(inflater: Any, source: Readable, data: bytes, what: str) -> Generator[bytes, None, bytes]:
+    """One deflate stream (a gzip member, a zlib stream) from ``data`` on, reading ``source``
+    as needed; returns the bytes after it."""
     while not inflater.eof:
         if not data:
             data = source.read(CHUNK)
             if not data:
-                raise FormatError("gzip layer is truncated (a zlib stream after its last member)")
+                raise FormatError(f"gzip layer is truncated{what}")
         out = inflater.decompress(data, CHUNK)
         data = inflater.unconsumed_tail
         if out:
             yield out
-    if inflater.unused_data or source.read(1):
-        raise FormatError("gzip layer has trailing data after the zlib stream that follows its last member")
+    return bytes(inflater.unused_data)  # (zlib repeats it in unconsumed_tail)
 
 
 def _whole_member_header(data: bytes) -> bool:
@@ -479,17 +485,7 @@ def _gunzip(source: Readable, lenient: bool = False) -> Iterator[bytes]:
             if data[:2] != _GZIP_MAGIC:
                 raise FormatError("gzip layer has trailing data after its last member")
             first = False
-            inflater = backend.decompressobj(31)
-            while not inflater.eof:
-                if not data:
-                    data = source.read(CHUNK)
-                    if not data:
-                        raise FormatError("gzip layer is truncated")
-                out = inflater.decompress(data, CHUNK)
-                data = inflater.unconsumed_tail
-                if out:
-                    yield out
-            data = inflater.unused_data  # (zlib repeats it in unconsumed_tail)
+            data = yield from _inflate_stream(backend.decompressobj(31), source, data, "")
     except errors as exc:
         raise FormatError(f"gzip layer is corrupt: {exc}") from None
 
