@@ -55,6 +55,7 @@ from ctrconv.recovery.snapshots import (
     Detached,
     clean_snapshots,
     drop_containers_without_snapshots,
+    hold_orphan_writable_snapshots,
     snapshots_unlike_their_layers,
 )
 
@@ -232,6 +233,8 @@ def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set
                            restore_records=lambda ns: stores.meta_lost_under(b"v1", ns.encode(), b"snapshots"),
                            detached=run.detached)
     drop_containers_without_snapshots(meta, report, pending={(d.namespace, d.key) for d in run.detached})
+    hold_orphan_writable_snapshots(meta, backends, report,
+                                   lost_in=lambda ns: stores.meta_lost_under(b"v1", ns.encode(), K.CONTAINERS))
     if not run.unpack:
         # with an unpack, labels of lost snapshots stay: they say the image was unpacked,
         # so it is unpacked again (and labelled anew), even after an interrupted rebuild

@@ -311,6 +311,49 @@ def drop_containers_without_snapshots(meta: BucketTree, report: RebuildReport,
                             reason or f"its snapshot {text(key)} ({text(sn or b'')}) is lost: it could not start")
 
 
+def hold_orphan_writable_snapshots(meta: BucketTree, backends: Mapping[str, BucketTree], report: RebuildReport,
+                                   lost_in: Callable[[str], bool]) -> None:
+    """Where damage may have taken container records (``lost_in(namespace)``), keep the
+    writable snapshots no container names from containerd's GC (which deletes an active
+    snapshot nothing holds): each is labelled ``containerd.io/gc.root`` and reported. A
+    container record the damage emptied (no snapshot key, no spec: it cannot start) goes, and
+    its snapshot is held the same way (a rebuild kept such a record, and the first GC deleted
+    the writable layer it no longer named: a red-team run)."""
+    for ns_name, ns in namespaces(meta):
+        if not lost_in(ns_name):
+            continue
+        containers = ns.bucket(K.CONTAINERS)
+        for container_id in list(containers.entries) if containers is not None else []:
+            record = containers.entries[container_id]
+            if isinstance(record, BucketTree) and record.get(K.SNAPSHOT_KEY) is None and record.get(b"spec") is None:
+                del containers.entries[container_id]
+                report.drop("container", f"container {ns_name}/{text(container_id)}",
+                            "its record lost its snapshot key and spec to the damage: it could not start")
+        held = {(c.get(K.SNAPSHOTTER), c.get(K.SNAPSHOT_KEY)) for c in (containers.entries.values() if containers else ())
+                if isinstance(c, BucketTree)}
+        for sn, backend in backends.items():
+            bucket = ns.bucket(K.SNAPSHOTS, sn.encode())
+            records = backend.bucket(K.V1, K.SNAPSHOTS)
+            if bucket is None or records is None:
+                continue
+            for key, rec in bucket.entries.items():
+                if not isinstance(rec, BucketTree) or (sn.encode(), key) in held:
+                    continue
+                name = rec.get(K.NAME)
+                backend_rec = records.entries.get(name) if name else None
+                if not isinstance(backend_rec, BucketTree) or is_committed(backend_rec):
+                    continue
+                labels = rec.bucket(K.LABELS, create=True)
+                assert labels is not None
+                if key_bytes(GC_ROOT) in labels.entries:
+                    continue
+                labels.put(key_bytes(GC_ROOT), key_bytes(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
+                report.restore("snapshot", f"snapshot {ns_name}/{sn}/{text(key)}",
+                               f"a writable snapshot no container names (its container's record lost to the damage?): "
+                               f"labelled {GC_ROOT} so containerd's GC keeps it (ctr -n {ns_name} snapshots "
+                               f"--snapshotter {sn} mounts / rm it once its data is saved)")
+
+
 def restore_lost_records(meta: BucketTree, sn: str, records: BucketTree, alive: Mapping[bytes, int],
                          report: RebuildReport, lost_in: Callable[[str], bool] = lambda _ns: True) -> None:
     """Write again the meta.db records a damaged meta.db lost of snapshots its snapshotter still

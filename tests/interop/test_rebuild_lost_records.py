@@ -536,3 +536,37 @@ def test_a_rebuild_that_fails_after_it_began_writing_says_so_and_verify_too(real
     assert checked.code == 1 and "interrupted-rebuild" in {p["kind"] for p in checked.json["problems"]}
     assert cli("rebuild", "--root", str(root), "-q").code == 0
     assert cli("verify", "--root", str(root), "-A", "-q").code == 0
+
+
+def test_a_writable_layer_whose_container_record_was_lost_survives_containerd_s_gc(realnode_set_for, cli, tmp_path,
+                                                                                   private_containerd):
+    """The page holding a namespace's container records lost (zeroed): the containers' writable
+    snapshots kept their records, which nothing held any more, and containerd's first GC
+    deleted them with the containers' data (a red-team run). They are labelled gc.root now."""
+    from ctrconv.containerd.metadata import SnapshotterDB
+
+    root = realnode_set_for("1.6").copy_root("node", tmp_path / "node")
+    meta = root / "io.containerd.metadata.v1.bolt" / "meta.db"
+    with BoltFile(meta) as db:
+        [page] = [p.pgid for p in db.bucket(b"v1", b"default", b"containers").pages()]
+        page_size = db.page_size
+    with BoltFile(root / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db") as db:
+        [active] = [s for s in SnapshotterDB(db).snapshots() if s.key.endswith("/rn-stopped")]
+    data = root / SNAPSHOTS / str(active.id) / "fs" / "important-data.txt"
+    data.write_text("the container's own data\n")
+    with open(meta, "r+b") as f:
+        f.seek(page * page_size)
+        f.write(bytes(page_size))
+
+    result = cli("rebuild", "--root", str(root), "-q", "--json")
+    assert result.code == 0, result.stderr
+    held = [r for r in result.json["restored"] if r["object"] == "snapshot default/overlayfs/rn-stopped"]
+    assert held and "containerd.io/gc.root" in held[0]["reason"], result.json["restored"]
+    assert cli("verify", "--root", str(root), "-A", "-q").code == 0
+    daemon = private_containerd(root=root)
+    daemon.force_gc("default")
+    daemon.stop()
+    daemon = private_containerd(root=root)
+    assert "rn-stopped" in daemon.ctr("snapshots", "ls").stdout
+    daemon.stop()
+    assert data.read_text() == "the container's own data\n"

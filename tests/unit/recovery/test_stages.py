@@ -593,3 +593,36 @@ def test_a_config_gets_the_label_of_the_snapshot_its_image_is_unpacked_in(tmp_pa
     labels = read_map(ns.bucket(K.CONTENT, K.BLOB, config["digest"].encode(), K.LABELS))
     assert labels == {K.LABEL_GC_SNAPSHOT + "native": top}
     assert [r["kind"] for r in report.restored] == ["gc-label"]
+
+
+def test_a_container_record_emptied_by_damage_goes_and_its_writable_snapshot_is_held():
+    from ctrconv.containerd.records import BackendSnapshot, SnapshotRecord, read_snapshot, write_snapshot
+    from ctrconv.recovery.snapshots import GC_ROOT, hold_orphan_writable_snapshots
+
+    meta = BucketTree()
+    ns = _ns(meta)
+    ns.bucket(b"containers", b"emptied", create=True)  # no snapshot key, no spec
+    kept = ns.bucket(b"containers", b"kept", create=True)
+    kept.put(K.SNAPSHOTTER, OVERLAY.encode())  # type: ignore[union-attr]
+    kept.put(K.SNAPSHOT_KEY, b"kept")  # type: ignore[union-attr]
+    kept.put(b"spec", b"{}")  # type: ignore[union-attr]
+    for key, seq in (("emptied", 5), ("kept", 6)):
+        rec = ns.bucket(K.SNAPSHOTS, OVERLAY.encode(), key.encode(), create=True)
+        write_snapshot(rec, SnapshotRecord("default", OVERLAY, key, f"default/{seq}/{key}", None))  # type: ignore[arg-type]
+    backend = BucketTree()
+    records = backend.bucket(K.V1, K.SNAPSHOTS, create=True)
+    assert records is not None
+    for key, seq in (("emptied", 5), ("kept", 6)):
+        from ctrconv.containerd.records import write_backend_snapshot
+
+        write_backend_snapshot(records.bucket(f"default/{seq}/{key}".encode(), create=True),  # type: ignore[arg-type]
+                               BackendSnapshot(f"default/{seq}/{key}", seq, "active", None))
+    report = _report()
+    hold_orphan_writable_snapshots(meta, {OVERLAY: backend}, report, lost_in=lambda _ns: True)
+    assert set(ns.bucket(b"containers").entries) == {b"kept"}  # type: ignore[union-attr]
+    snaps = ns.bucket(K.SNAPSHOTS, OVERLAY.encode())
+    assert GC_ROOT in read_snapshot(snaps.bucket(b"emptied"), "default", OVERLAY, "emptied").labels  # type: ignore[union-attr]
+    assert GC_ROOT not in read_snapshot(snaps.bucket(b"kept"), "default", OVERLAY, "kept").labels  # type: ignore[union-attr]
+    report = _report()
+    hold_orphan_writable_snapshots(meta, {OVERLAY: backend}, report, lost_in=lambda _ns: False)
+    assert not report.restored  # (nothing where no container record may be lost)
