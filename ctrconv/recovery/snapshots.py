@@ -363,7 +363,8 @@ def restore_lost_records(meta: BucketTree, sn: str, records: BucketTree, alive: 
     to a backend snapshot no record names) deleted the image layers of a node whose layer
     blobs are discarded and the writable layers of its containers. A snapshot is restored into
     its namespace when the namespace survived and may have lost snapshot records (``lost_in``),
-    and never over a record of the same key."""
+    and never over a record of the same key that names another whole snapshot (one left
+    without a name, or naming nothing, is written again: it broke every chain above it)."""
     ns_buckets = dict(namespaces(meta))
     named: set[bytes] = set()
     for ns in ns_buckets.values():
@@ -380,8 +381,11 @@ def restore_lost_records(meta: BucketTree, sn: str, records: BucketTree, alive: 
         ns_name, _, key = parts
         bucket = ns_buckets[ns_name].bucket(K.SNAPSHOTS, sn.encode(), create=True)
         assert bucket is not None
-        if key_bytes(key) in bucket.entries:
-            continue  # that key names another backend snapshot: the record stays as it is
+        existing = bucket.entries.get(key_bytes(key))
+        if isinstance(existing, BucketTree) and existing.get(K.NAME) in alive:
+            continue  # that key names another whole backend snapshot: the record stays as it is
+        # (a record the damage left without a name, or naming nothing, breaks every chain
+        # above it: the snapshotter's record says what it was)
         try:
             found = read_backend_snapshot(records.entries[backend_key], text(backend_key))  # type: ignore[arg-type]
         except FormatError:
@@ -392,8 +396,12 @@ def restore_lost_records(meta: BucketTree, sn: str, records: BucketTree, alive: 
             if len(parent_parts) != 3 or parent_parts[0] != ns_name:
                 continue  # (containerd links a snapshot to its own namespace's parent only)
             parent = parent_parts[2]
+        children = existing.bucket(K.CHILDREN) if isinstance(existing, BucketTree) else None
+        bucket.entries.pop(key_bytes(key), None)  # (nothing of a broken record is trusted...)
         record = bucket.bucket(key_bytes(key), create=True)
         assert record is not None
+        if children is not None:  # (...but the links of its children, which are kept)
+            record.entries[K.CHILDREN] = children
         labels = dict(found.labels)
         orphan = found.kind != "committed" and (ns_name, key) not in held
         if orphan:

@@ -626,3 +626,25 @@ def test_a_container_record_emptied_by_damage_goes_and_its_writable_snapshot_is_
     report = _report()
     hold_orphan_writable_snapshots(meta, {OVERLAY: backend}, report, lost_in=lambda _ns: False)
     assert not report.restored  # (nothing where no container record may be lost)
+
+
+def test_a_snapshot_record_the_damage_left_without_a_name_is_written_again():
+    """A 2.x meta.db assembled from orphan pages kept k8s.io's base-layer record without its
+    name: every chain above it broke, every k8s.io snapshot and container was dropped and the
+    images lost though the snapshotter held them whole (a red-team run). Such a record is
+    written again from the snapshotter's; its children links stay."""
+    from ctrconv.containerd.records import BackendSnapshot, read_snapshot
+    from ctrconv.recovery.snapshots import restore_lost_records
+
+    meta = BucketTree()
+    ns = _ns(meta, "k8s.io")
+    base = ns.bucket(K.SNAPSHOTS, OVERLAY.encode(), b"sha256:base", create=True)
+    assert base is not None
+    base.bucket(K.CHILDREN, create=True).put(b"sha256:top", b"")  # type: ignore[union-attr]
+    records = _backend_records(BackendSnapshot("k8s.io/2/sha256:base", 1, "committed", None))
+    report = _report()
+    restore_lost_records(meta, OVERLAY, records, {b"k8s.io/2/sha256:base": 1}, report)
+    bucket = ns.bucket(K.SNAPSHOTS, OVERLAY.encode())
+    restored = read_snapshot(bucket.bucket(b"sha256:base"), "k8s.io", OVERLAY, "sha256:base")  # type: ignore[union-attr]
+    assert restored.name == "k8s.io/2/sha256:base"
+    assert bucket.bucket(b"sha256:base", K.CHILDREN).get(b"sha256:top") == b""  # type: ignore[union-attr]
