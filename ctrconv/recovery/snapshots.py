@@ -4,9 +4,9 @@ layers); rewrite the snapshotter's ``parents`` index and set every sequence abov
 
 from __future__ import annotations
 
-import time
-
 import os
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Collection, Hashable, Iterator, Mapping, TypeVar
@@ -337,8 +337,8 @@ def hold_orphan_writable_snapshots(meta: BucketTree, backends: Mapping[str, Buck
             if bucket is None or records is None:
                 continue
             for key, rec in bucket.entries.items():
-                if not isinstance(rec, BucketTree) or (sn.encode(), key) in held:
-                    continue
+                if not isinstance(rec, BucketTree) or (sn.encode(), key) in held or _UNPACK_KEY.match(key):
+                    continue  # (an unpack's scratch snapshot, ``extract-<n> <chain>``: no one's data)
                 name = rec.get(K.NAME)
                 backend_rec = records.entries.get(name) if name else None
                 if not isinstance(backend_rec, BucketTree) or is_committed(backend_rec):
@@ -424,6 +424,9 @@ def restore_lost_records(meta: BucketTree, sn: str, records: BucketTree, alive: 
 
 #: the label that makes containerd's GC keep an object nothing else references
 GC_ROOT = "containerd.io/gc.root"
+#: containerd's unpacker names the active snapshot it applies a layer into
+#: ``extract-<unique> <chain ID>`` (``snapshots.UnpackKeyFormat``)
+_UNPACK_KEY = re.compile(rb"extract-\S+ sha256:[0-9a-f]{64}\Z")
 
 
 def _container_snapshots(ns_buckets: Mapping[str, BucketTree], sn: str) -> set[tuple[str, str]]:
