@@ -372,7 +372,6 @@ def restore_lost_records(meta: BucketTree, sn: str, records: BucketTree, alive: 
         if bucket is not None:
             named |= {rec.get(K.NAME) for rec in bucket.entries.values() if isinstance(rec, BucketTree)}  # type: ignore[misc]
     restored: dict[bytes, tuple[BucketTree, bytes, str | None]] = {}  # backend key -> (bucket, key, parent key)
-    held = _container_snapshots(ns_buckets, sn)
     for backend_key in sorted(alive):
         parts = text(backend_key).split("/", 2)
         if (backend_key in named or len(parts) != 3 or not parts[1].isdigit() or parts[0] not in ns_buckets
@@ -402,20 +401,13 @@ def restore_lost_records(meta: BucketTree, sn: str, records: BucketTree, alive: 
         assert record is not None
         if children is not None:  # (...but the links of its children, which are kept)
             record.entries[K.CHILDREN] = children
-        labels = dict(found.labels)
-        orphan = found.kind != "committed" and (ns_name, key) not in held
-        if orphan:
-            # a container's writable layer whose container record the damage took too: nothing
-            # would hold it, and containerd's GC deletes an active snapshot nothing holds
-            labels[GC_ROOT] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        write_snapshot(record, SnapshotRecord(ns_name, sn, key, text(backend_key), parent, labels=labels,
+        # (a writable one whose container record the damage took too is held by
+        # :func:`hold_orphan_writable_snapshots`, with those whose records were kept)
+        write_snapshot(record, SnapshotRecord(ns_name, sn, key, text(backend_key), parent, labels=found.labels,
                                               created_at=found.created_at, updated_at=found.updated_at))
         restored[backend_key] = (bucket, key_bytes(key), parent)
         report.restore("snapshot", f"snapshot {ns_name}/{sn}/{key}",
-                       f"meta.db record lost; written again from snapshotter record {text(backend_key)}"
-                       + (f"; no container holds this {found.kind} snapshot (its record lost too?): labelled "
-                          f"{GC_ROOT} so containerd's GC keeps it (ctr -n {ns_name} snapshots --snapshotter {sn} "
-                          "mounts / rm it once its data is saved)" if orphan else ""))
+                       f"meta.db record lost; written again from snapshotter record {text(backend_key)}")
     for bucket, key, parent in restored.values():  # each parent lists its restored children
         parent_record = bucket.entries.get(key_bytes(parent)) if parent is not None else None
         if isinstance(parent_record, BucketTree):
@@ -427,19 +419,6 @@ GC_ROOT = "containerd.io/gc.root"
 #: containerd's unpacker names the active snapshot it applies a layer into
 #: ``extract-<unique> <chain ID>`` (``snapshots.UnpackKeyFormat``)
 _UNPACK_KEY = re.compile(rb"extract-\S+ sha256:[0-9a-f]{64}\Z")
-
-
-def _container_snapshots(ns_buckets: Mapping[str, BucketTree], sn: str) -> set[tuple[str, str]]:
-    """(namespace, snapshot key) of every container record of ``sn`` the tree holds."""
-    held: set[tuple[str, str]] = set()
-    for ns_name, ns in ns_buckets.items():
-        containers = ns.bucket(b"containers")
-        for rec in (containers.entries.values() if containers is not None else ()):
-            if isinstance(rec, BucketTree) and rec.get(K.SNAPSHOTTER) == sn.encode():
-                key = rec.get(K.SNAPSHOT_KEY)
-                if isinstance(key, bytes):
-                    held.add((ns_name, text(key)))
-    return held
 
 
 def _alive_backend_snapshots(sn: str, records: BucketTree, croot: ContainerdRoot,

@@ -552,7 +552,7 @@ def test_a_writable_snapshot_written_again_without_its_container_is_held_by_a_gc
     deleted the container's writable layer (a red-team run). It is labelled gc.root now; one a
     kept container names needs no label."""
     from ctrconv.containerd.records import BackendSnapshot, read_snapshot
-    from ctrconv.recovery.snapshots import GC_ROOT, restore_lost_records
+    from ctrconv.recovery.snapshots import GC_ROOT, hold_orphan_writable_snapshots, restore_lost_records
 
     meta = BucketTree()
     ns = _ns(meta, "k8s.io")
@@ -565,6 +565,10 @@ def test_a_writable_snapshot_written_again_without_its_container_is_held_by_a_gc
                                BackendSnapshot("k8s.io/7/writer", 2, "active", "k8s.io/3/layer"))
     report = _report()
     restore_lost_records(meta, OVERLAY, records, {b"k8s.io/3/layer": 1, b"k8s.io/7/writer": 2}, report)
+    backend = BucketTree()
+    backend.entries[K.V1] = BucketTree()
+    backend.bucket(K.V1).entries[K.SNAPSHOTS] = records  # type: ignore[union-attr]
+    hold_orphan_writable_snapshots(meta, {OVERLAY: backend}, report, lost_in=lambda _ns: True)  # (rebuild's next step)
     bucket = ns.bucket(K.SNAPSHOTS, OVERLAY.encode())
     writer = read_snapshot(bucket.bucket(b"writer"), "k8s.io", OVERLAY, "writer")  # type: ignore[union-attr]
     layer = read_snapshot(bucket.bucket(b"layer"), "k8s.io", OVERLAY, "layer")  # type: ignore[union-attr]
