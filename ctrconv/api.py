@@ -335,7 +335,7 @@ def import_images(
     def opened(path: str) -> Any:
         source = open_source(path, registry=registry, reuse_compressed=reuse)
         if getattr(source, "kind", None) != "registry":  # (no second round of requests)
-            reuse.learn(unpacked_layer_forms(source, chosen, namespace))
+            reuse.learn(partial(unpacked_layer_forms, source, chosen, namespace))
         return source
 
     source = open_inputs(paths, opened)

@@ -36,17 +36,25 @@ class CompressedLayers:
         self._namespace = namespace
         self._found: dict[str, tuple[Digest, int, str | Callable[[], BinaryIO]]] | None = None
         self._learnt: dict[str, tuple[Digest, int, Callable[[], BinaryIO]]] = {}
+        self._to_learn: list[Callable[[], dict[str, tuple[Digest, int, Callable[[], BinaryIO]]]]] = []
 
     def __call__(self, uncompressed: Digest) -> tuple[Digest, int, str | Callable[[], BinaryIO]] | None:
         if self._found is None:
             self._found = dict(_compressed_forms(self._root, self._namespace))
+        while self._to_learn:
+            self._learn(self._to_learn.pop(0)())
         key = str(uncompressed)
         forms = [f for f in (self._found.get(key), self._learnt.get(key)) if f is not None]
         return max(forms, key=lambda f: str(f[0])) if forms else None
 
-    def learn(self, forms: dict[str, tuple[Digest, int, Callable[[], BinaryIO]]]) -> None:
+    def learn(self, forms: Callable[[], dict[str, tuple[Digest, int, Callable[[], BinaryIO]]]]) -> None:
         """Layers an earlier input of this run unpacks (and so labels with their diff IDs): a
-        docker archive after it names them, as after a separate ``ctr images import``."""
+        docker archive after it names them, as after a separate ``ctr images import``.
+        ``forms`` is called only when a docker archive asks (planning every input twice was
+        the cost of every import otherwise)."""
+        self._to_learn.append(forms)
+
+    def _learn(self, forms: dict[str, tuple[Digest, int, Callable[[], BinaryIO]]]) -> None:
         for key, form in forms.items():
             known = self._learnt.get(key)
             if known is None or str(form[0]) > str(known[0]):
