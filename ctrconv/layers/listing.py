@@ -116,7 +116,7 @@ def tree_listing(top: str | os.PathLike[str]) -> Listing:
 
 def walk_entries(top: str | os.PathLike[str]) -> Iterator[Entry]:
     """The entries of :func:`tree_listing`, one at a time: depth first, each directory's
-    names in byte order (so :func:`entry_order` increases), memory bounded by the open
+    names sorted (so :func:`entry_order` increases), memory bounded by the open
     directories' names, not by the tree. ``hardlink_group`` is the first path of the inode in
     this order, and each inode is hashed once (its other links take the same ``sha256``)."""
     root = os.fspath(top)
@@ -173,21 +173,18 @@ def compare_walks(expected: Iterator[Entry], actual: Iterator[Entry], *, limit: 
         if len(problems) < limit:
             problems.append(text)
 
-    want, got = next(expected, None), next(actual, None)
+    want, got = _keyed(next(expected, None)), _keyed(next(actual, None))
     while want is not None or got is not None:
-        order = 0 if want is None or got is None else \
-            (entry_order(want["path"]) > entry_order(got["path"])) - (entry_order(want["path"]) < entry_order(got["path"]))
-        if got is None or (want is not None and order < 0):
-            note(f"{want['path']}: missing")  # type: ignore[index]
-            want = next(expected, None)
-        elif want is None or order > 0:
-            note(f"{got['path']}: unexpected {got.get('type')}")
-            got = next(actual, None)
+        if got is None or (want is not None and want[0] < got[0]):
+            note(f"{want[1]['path']}: missing")  # type: ignore[index]
+            want = _keyed(next(expected, None))
+        elif want is None or want[0] > got[0]:
+            note(f"{got[1]['path']}: unexpected {got[1].get('type')}")
+            got = _keyed(next(actual, None))
         else:
-            for field in sorted(want.keys() | got.keys()):
-                if not (skip(field, want) or skip(field, got)) and want.get(field) != got.get(field):
-                    note(f"{want['path']}: {field} {want.get(field)!r} != {got.get(field)!r}")
-            want, got = next(expected, None), next(actual, None)
+            for problem in _entry_differences(want[1], got[1], skip):
+                note(problem)
+            want, got = _keyed(next(expected, None)), _keyed(next(actual, None))
     return problems, total
 
 
@@ -222,10 +219,16 @@ def compare_listings(
         if path not in want:
             problems.append(f"{path}: unexpected {got[path].get('type')}")
             continue
-        a, b = want[path], got[path]
-        for field in sorted(a.keys() | b.keys()):
-            if ignore(field, a) or ignore(field, b):
-                continue
-            if a.get(field) != b.get(field):
-                problems.append(f"{path}: {field} {a.get(field)!r} != {b.get(field)!r}")
+        problems.extend(_entry_differences(want[path], got[path], ignore))
     return problems
+
+
+def _entry_differences(a: Entry, b: Entry, ignore: Callable[[str, Entry], bool]) -> list[str]:
+    """The fields of one path that differ (``ignore(field, entry)`` skips a field)."""
+    return [f"{a['path']}: {field} {a.get(field)!r} != {b.get(field)!r}" for field in sorted(a.keys() | b.keys())
+            if not (ignore(field, a) or ignore(field, b)) and a.get(field) != b.get(field)]
+
+
+def _keyed(entry: Entry | None) -> tuple[list[str], Entry] | None:
+    """(its :func:`entry_order` key, the entry): the key computed once per entry."""
+    return None if entry is None else (entry_order(entry["path"]), entry)
