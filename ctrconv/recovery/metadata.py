@@ -228,16 +228,20 @@ def label_kept_snapshots(meta: BucketTree, content: ContentStore, report: Rebuil
         configs = {value for record in blobs.entries.values() if isinstance(record, BucketTree)
                    for key, value in ((record.bucket(K.LABELS) or BucketTree()).entries.items())
                    if key == key_bytes(GC_CONTENT + ".config") and isinstance(value, bytes)}
+        stores = [sn for sn in K.TREE_SNAPSHOTTERS if snapshots.bucket(sn.encode()) is not None]
         for config in sorted(configs):
             record = blobs.entries.get(config)
             if not isinstance(record, BucketTree):
                 continue
+            present = record.bucket(K.LABELS)
+            if present is not None and all(key_bytes(GC_SNAPSHOT + sn) in present.entries for sn in stores):
+                continue  # (labelled for every store the namespace has: its config is not read)
             try:
                 doc = json.loads(content.read_small(text(config), read_blob_size(record) or 0))
                 top = chain_ids(doc["rootfs"]["diff_ids"])[-1]
             except (CtrconvError, ValueError, KeyError, TypeError, IndexError):
                 continue
-            for sn in K.TREE_SNAPSHOTTERS:
+            for sn in stores:
                 bucket = snapshots.bucket(sn.encode())
                 chain = bucket.entries.get(key_bytes(top)) if bucket is not None else None
                 if not isinstance(chain, BucketTree):
