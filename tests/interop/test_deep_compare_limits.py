@@ -101,3 +101,26 @@ def test_comparing_many_entries_keeps_memory_flat(tmp_path: Path) -> None:
     total, grown_kib = int(out[0]), int(out[-1])
     assert total == 1 and out[1] == "/d07/f0005:"  # the one file that differs, found
     assert grown_kib < 20 * 1024, grown_kib
+
+
+def test_the_deep_check_walks_the_trees_and_never_lists_them_whole(tmp_root_copy, cli, monkeypatch):
+    """``verify --deep`` compares with the side-by-side walk (the flat-memory one above), not
+    with whole listings of both trees."""
+    from ctrconv.layers import listing
+    from ctrconv.verify import deep
+
+    walked = []
+
+    def whole(*_a, **_k):
+        raise AssertionError("a whole tree listing was taken")
+
+    def counted(top):
+        walked.append(top)
+        return listing.walk_entries(top)
+
+    monkeypatch.setattr(listing, "tree_listing", whole)
+    monkeypatch.setattr(deep, "walk_entries", counted)
+    result = cli("verify", "--root", str(tmp_root_copy), "--deep", "-A", "--json")
+    assert result.code == 0, result.json["problems"]
+    compared = result.json["stats"].get("snapshots compared", 0)
+    assert compared > 0 and len(walked) == 2 * compared  # (the snapshot's tree and the scratch one)
