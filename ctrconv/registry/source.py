@@ -266,19 +266,27 @@ class RegistrySource(BlobSourceBase):
         """A document, verified; kept in memory, and its children noted."""
         d = Digest.parse(digest)
         data = super().read_small(d, size, limit)
-        if d not in self._memory:
-            self._memory[d] = data
-            kind = self._known.get(d, (size, BLOB))[1]
-            if kind == MANIFEST:
-                try:
-                    media_type = json.loads(data).get("mediaType") or ""
-                except (ValueError, AttributeError):
-                    media_type = ""
-                if not media_type:
-                    doc = json.loads(data) if data else {}
-                    media_type = mt.OCI_INDEX if isinstance(doc, dict) and "manifests" in doc else mt.OCI_MANIFEST
-                self._learn(media_type, data)
+        self.remember_document(d, data)
         return data
+
+    def remember_document(self, digest: Digest, data: bytes) -> None:
+        """Keep a verified document of this image (read here, or found in the target root
+        instead of fetched again) and note the children it names, so that their sizes and
+        where to fetch them need no request."""
+        if digest in self._memory:
+            return
+        self._memory[digest] = data
+        kind = self._known.get(digest, (len(data), BLOB))[1]
+        if kind != MANIFEST:
+            return
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return  # not JSON: the pipeline's validation says so, naming the document
+        media_type = doc.get("mediaType") if isinstance(doc, dict) else None
+        if not isinstance(media_type, str) or not media_type:
+            media_type = mt.OCI_INDEX if isinstance(doc, dict) and "manifests" in doc else mt.OCI_MANIFEST
+        self._learn(media_type, data)
 
     def abort(self) -> None:
         """Cut every download under way, from any thread (the import failed or was stopped)."""

@@ -11,6 +11,7 @@ process is killed.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -884,3 +885,63 @@ def test_a_manifest_containerd_would_not_resolve_is_refused(fixture_set, registr
         result = cli("import", "--root", str(tmp_path / "root"), "-i", f"docker://{proxy.host}/bbx:oci",
                      "--plain-http", *FAST)
     assert "containerd resolves none over 4393216" in one_error_line(result)
+
+
+@needs_registry
+def test_documents_the_root_holds_are_not_fetched_again(fixture_set, registry, cli, tmp_path):
+    """A pull read every index, manifest and config from the registry even when the root held
+    it: a first pull of an index fetched its config twice (the content copy, then the unpack),
+    a re-pull asked again for every document, and a registry answering 404 for a config the
+    root holds failed an import that ``ctr images pull`` completes (found by a red-team run).
+    Documents the root holds are now read from it, as containerd's pull reads its store first."""
+    seed(registry.host, fixture_set, "bbx-multi", "held/bbx:multi")
+    root = tmp_path / "root"
+    with FaultProxy(registry.host) as proxy:
+        ref = f"docker://{proxy.host}/held/bbx:multi"
+        assert cli("import", "--root", str(root), "-i", ref, "--plain-http", "-q", *FAST).code == 0
+        gets = [path for method, path in proxy.seen if method == "GET"]
+        assert len(gets) == len(set(gets)), gets  # each document and blob once
+        proxy.seen.clear()
+        again = cli("import", "--root", str(root), "-i", ref, "--plain-http", "-q", *FAST)
+        assert again.code == 0, again.stderr
+        assert proxy.seen == [("GET", "/v2/held/bbx/manifests/multi")]
+    config = next(path for path in gets if "/blobs/" in path)
+    missing = {config, next(path for path in gets if "/manifests/sha256:" in path)}
+
+    def lost(method: str, path: str, n: int) -> tuple[str, int, str, bytes] | None:
+        return ("serve", 404, "application/json", b'{"errors":[{"code":"BLOB_UNKNOWN"}]}') if path in missing else None
+
+    with FaultProxy(registry.host, lost) as proxy:
+        result = cli("import", "--root", str(root), "-i", f"docker://{proxy.host}/held/bbx:multi", "--plain-http",
+                     "--name", "held/bbx:again", "-q", *FAST)
+        assert result.code == 0, result.stderr
+    assert cli("verify", "--root", str(root)).code == 0
+
+
+@needs_registry
+def test_a_child_manifest_that_is_no_json_is_named(registry, cli, tmp_path):
+    """An index whose child manifest (right digest and size) is not JSON: ``internal error:
+    JSONDecodeError`` (the registry source parsed it twice to learn its children); now the
+    validation's error line names the document, as for any input."""
+    child = b"not json at all"
+    child_digest = "sha256:" + hashlib.sha256(child).hexdigest()
+    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": child_digest, "size": len(child),
+         "platform": {"architecture": "amd64", "os": "linux"}}]}).encode()
+
+    def serve(method: str, path: str, n: int) -> tuple[str, int, str, bytes] | None:
+        if path.endswith("/manifests/v1"):
+            return ("serve", 200, "application/vnd.oci.image.index.v1+json", index)
+        if path.endswith(f"/manifests/{child_digest}"):
+            return ("serve", 200, "application/vnd.oci.image.manifest.v1+json", child)
+        return None
+
+    root = tmp_path / "root"
+    with FaultProxy(registry.host, serve) as proxy:
+        result = cli("import", "--root", str(root), "--plain-http", "-i", f"docker://{proxy.host}/broken/img:v1", *FAST)
+        line = one_error_line(result)
+        assert child_digest in line and "invalid JSON" in line and "internal error" not in line, line
+        checked = cli("verify", "-i", f"docker://{proxy.host}/broken/img:v1")
+        assert checked.code == 1 and "PROBLEM invalid-json" in checked.stdout and child_digest in checked.stdout, \
+            checked.stdout + checked.stderr
+    assert not root.exists()

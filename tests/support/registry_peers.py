@@ -115,7 +115,7 @@ class _TokenHandler(BaseHTTPRequestHandler):
 
 
 #: a proxy policy: (method, path, nth time this method+path is seen) -> action or None
-Policy = Callable[[str, str, int], "str | None"]
+Policy = Callable[[str, str, int], "str | tuple[str, int, str, bytes] | None"]
 
 
 class FaultProxy(_Server):
@@ -128,7 +128,8 @@ class FaultProxy(_Server):
     ``"endless"`` answers 200 with a body that never ends (sent until the client hangs up,
     counted in :attr:`endless_sent`); ``"relative-location"`` forwards and gives the answer's
     ``Location`` as a relative reference (its last path segment and query); ``"padded"``
-    forwards the answer with 5 MiB of spaces after its body (a 5 MiB manifest).
+    forwards the answer with 5 MiB of spaces after its body (a 5 MiB manifest); a tuple
+    ``("serve", status, content type, body)`` is answered by the proxy itself.
     :attr:`seen` records ``(method, path)`` of every request."""
 
     def __init__(self, upstream: str, policy: Policy | None = None, *, ranges: bool = True) -> None:
@@ -168,6 +169,15 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             key = (self.command, path)
             proxy.counts[key] = proxy.counts.get(key, 0) + 1
             action = proxy.policy(self.command, path, proxy.counts[key])
+        if isinstance(action, tuple):  # ("serve", status, content type, body): answered here
+            _, status, content_type, data = action
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+            return
         if action == "503":
             self.send_response(503)
             self.send_header("Content-Length", "0")

@@ -109,12 +109,22 @@ class BlobFetcher:
         """The committed blob file of ``digest``, once it is there (its fetch's error if it
         failed): what layers unpacked side by side in worker processes read."""
         blob = self._blobs[str(Digest.parse(digest))]
+        self._wait(blob)
+        return self._content.blob_path(blob.digest)
+
+    def wait_for(self, digest: str) -> None:
+        """Return once ``digest``'s blob is committed (or present) when this fetcher has it to
+        fetch (its fetch's error if it failed); at once for any other digest."""
+        blob = self._blobs.get(str(Digest.parse(digest)))
+        if blob is not None:
+            self._wait(blob)
+
+    def _wait(self, blob: "_Blob") -> None:
         with self._cond:
             while not blob.done and blob.error is None:
                 self._cond.wait()
         if blob.error is not None:
             raise blob.error
-        return self._content.blob_path(blob.digest)
 
     def arriving(self, digest: str) -> tuple[Path, Path, int]:
         """Once the blob's first bytes are written (or it is done): its temp path, its

@@ -28,6 +28,7 @@ from ctrconv.sinks.containerd_root.content_writer import ContentWriter
 from ctrconv.sinks.containerd_root.fetch import BlobFetcher
 from ctrconv.sinks.containerd_root.options import ImportOptions, with_fields
 from ctrconv.sinks.containerd_root.pull_labels import label_pull
+from ctrconv.sinks.containerd_root.target_documents import TargetFirst
 from ctrconv.sinks.containerd_root.transaction import RootTransaction
 from ctrconv.digest import Digest
 from ctrconv.errors import NAMES_NO_IMAGE, CtrconvError, FormatError, MissingContentError, UsageError
@@ -315,6 +316,8 @@ def copy_images_to_root(
     from ctrconv.containerd.root import check_namespace
 
     check_namespace(namespace)
+    # documents the root holds are read from it (a registry is not asked for them again)
+    source = TargetFirst(source, Path(target_root) / K.CONTENT_PLUGIN_DIR)
     given = with_fields(options, fields)
     rules = _rules(given, namespace)
     report = ImportReport(str(target_root), namespace, given.snapshotter if given.unpack else None)
@@ -330,8 +333,8 @@ def copy_images_to_root(
         # the line of the containerd that will run the root decides how a config-only
         # image is "unpacked" (see _unpack_manifest) and what a registry pull records
         line = run.line = given.containerd_version or txn.detected_version or "1.6"
-        if line != "2.x" and rules.all_platforms and given.unpack:
-            _unpack_every_platform(imports)
+        if given.unpack:
+            _pull_unpacks(imports, line, given)
         _label(run, imports, rules)
         _let_go_of_blob_lists(imports)
         content = ContentWriter(txn.content_dir)
@@ -404,16 +407,41 @@ def _unpack_order(imports: list[_PlannedImport]) -> list[PlannedManifest]:
     return list(targets.values())
 
 
-def _unpack_every_platform(imports: list[_PlannedImport]) -> None:
-    """``ctr images pull --all-platforms`` of 1.6 and 1.7 unpacks every platform of the image
-    (its own loop of ``Unpack`` over ``images.Platforms``), not just the host's; 2.x's pull and
-    every import unpack the host's. Manifests with anything but image layers are left out
-    (``Unpack`` fails on them: an attestation's in-toto layer)."""
+def _pull_unpacks(imports: list[_PlannedImport], line: str, given: ImportOptions) -> None:
+    """What a registry pull unpacks where ``ctr images pull`` unpacks more or less than the
+    host's manifest (archive imports always unpack the host's, or ``--platform``'s one):
+
+    * ``--all-platforms`` on 1.6 and 1.7: every platform of the image (their ``ctr`` loops
+      ``Unpack`` over ``images.Platforms``);
+    * ``--all-platforms`` on 2.x: none (its ``ctr`` hands the transfer service no unpack
+      platform when no ``--platform`` is given; CRI never pulls all platforms);
+    * several ``--platform``: each one's manifest, in the order given (1.6 and 1.7 loop
+      ``Unpack`` over them, 2.x asks for one ``WithUnpack`` each).
+
+    Manifests with anything but image layers are left out (``Unpack`` fails on them: an
+    attestation's in-toto layer)."""
+    several = list(given.platform or ()) if len(given.platform or ()) > 1 else []
     for item in imports:
-        if item.entry.pulled_from is None or item.unpack_target is None:
+        if item.entry.pulled_from is None:
             continue
-        item.every_platform = [m for m in item.plan.manifests if mt.is_config(m.config.get("mediaType", ""))
-                               and len(_unpack_layers(m)) == len(m.layers)]
+        if given.all_platforms and line == "2.x":
+            item.unpack_target, item.every_platform = None, []
+        elif given.all_platforms and item.unpack_target is not None:
+            item.every_platform = [m for m in item.plan.manifests if _unpackable(m)]
+        elif several:
+            chosen: dict[str, PlannedManifest] = {}
+            for spec in several:
+                m = _unpack_candidate(item.plan, unpack_matcher(spec))
+                if m is not None and _unpackable(m):
+                    chosen.setdefault(str(m.descriptor["digest"]), m)
+            item.every_platform = list(chosen.values())
+            if item.every_platform and item.unpack_target not in item.every_platform:
+                item.unpack_target = item.every_platform[0]
+
+
+def _unpackable(m: PlannedManifest) -> bool:
+    """An image manifest whose every layer is one that unpacking applies."""
+    return mt.is_config(m.config.get("mediaType", "")) and len(_unpack_layers(m)) == len(m.layers)
 
 
 def _known_plan(plans: Mapping[str, ImagePlan] | None, name: str, target: dict[str, Any]) -> ImagePlan | None:
@@ -477,7 +505,7 @@ def _label(run: _Import, imports: list[_PlannedImport], options: _Options) -> No
             distribution = source_labels(_entry_annotations(item.entry), derived)
             if pulled is not None:
                 label_pull(run, item.plan, distribution, run.line == "2.x" and not options.cri,
-                           None if options.all_platforms else item.unpack_target)
+                           () if options.all_platforms else _unpack_order([item]))
                 continue
             for desc in item.plan.blobs:
                 run.add_first_labels(str(Digest.parse(desc["digest"])), distribution)
@@ -626,6 +654,8 @@ def _unpack_manifest(
     config_desc = manifest.config
     if not mt.is_config(config_desc.get("mediaType", "")):
         raise FormatError(f"manifest {manifest.descriptor['digest']}: cannot unpack a {config_desc.get('mediaType')} config")
+    if isinstance(content, BlobFetcher):
+        content.wait_for(str(config_desc["digest"]))  # then read from the root, not fetched twice
     config = read_json_blob(run.source, config_desc)
     diff_ids = [str(Digest.parse(d)) for d in (config.get("rootfs") or {}).get("diff_ids") or []]
     layers = _unpack_layers(manifest)

@@ -11,7 +11,7 @@ of an index, selected or not, and the config of each: those manifests get their 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from ctrconv.digest import Digest
 from ctrconv.image.plan import ImagePlan, PlannedManifest, read_json_blob
@@ -20,15 +20,16 @@ from ctrconv.sinks.containerd_root import records as R
 
 
 def label_pull(run: Any, plan: ImagePlan, distribution: Mapping[str, str], transfer_service: bool,
-               unpacked: PlannedManifest | None) -> None:
+               unpacked: Collection[PlannedManifest]) -> None:
     """Distribution sources on every blob of ``plan``; with ``transfer_service`` (a 2.x
     pull) the unselected manifests of its indexes and their configs too. The layers of the
-    manifests not ``unpacked`` are noted in ``run.walked``: 2.x walks those even where the
+    manifests not ``unpacked`` are noted in ``run.walked``: 2.x walks those even where an
     unpacked manifest's layer of the same digest was skipped (its snapshot existed)."""
     for desc in plan.blobs:
         _add_source(run, str(Digest.parse(desc["digest"])), distribution)
+    unpacked_digests = {m.descriptor["digest"] for m in unpacked}
     for m in plan.manifests:
-        if unpacked is None or m.descriptor["digest"] != unpacked.descriptor["digest"]:
+        if m.descriptor["digest"] not in unpacked_digests:
             run.walked.update(str(Digest.parse(layer["digest"])) for layer in m.layers)
     if not transfer_service:
         return

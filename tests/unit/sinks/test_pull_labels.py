@@ -137,21 +137,49 @@ def test_an_artifact_is_recorded_and_not_unpacked(tmp_path: Path) -> None:
                                           "containerd.io/gc.ref.content.1": data["digest"]}
 
 
-def test_an_all_platforms_pull_unpacks_every_platform_on_1x_only(tmp_path: Path) -> None:
+def test_an_all_platforms_pull_unpacks_every_platform_on_1x_and_none_on_2x(tmp_path: Path) -> None:
     """``ctr images pull --all-platforms`` of 1.6/1.7 unpacks each platform (arm64 too); 2.x's
-    pull and an archive import unpack the host's only."""
+    gives its transfer service no unpack platform at all (2.1.9: no snapshot, ``ctr images
+    check`` unpacked false; ctrconv unpacked the host's, found by a red-team run); an archive
+    import unpacks the host's only."""
     path, amd, arm = _index_of_two(tmp_path)
     snapshot = "containerd.io/gc.ref.snapshot.overlayfs"
-    cases = (("1.7", PulledLayout(path, "team/m"), True), ("2.x", PulledLayout(path, "team/m"), False),
-             ("1.7", LayoutSource(path), False))
-    for n, (line, source, every) in enumerate(cases):
+    cases = (("1.7", PulledLayout(path, "team/m"), (True, True)), ("2.x", PulledLayout(path, "team/m"), (False, False)),
+             ("1.7", LayoutSource(path), (True, False)))
+    for n, (line, source, (host, every)) in enumerate(cases):
         root = tmp_path / f"root-{n}"
         report = copy_images_to_root(source, root, all_platforms=True, containerd_version=line)
         labels = blob_labels(root)
-        assert snapshot in labels[amd["config"]["digest"]], line
+        assert (snapshot in labels[amd["config"]["digest"]], UNCOMPRESSED in labels[amd["layers"][0]["digest"]]) == \
+            (host, host), (line, source)
         assert (snapshot in labels[arm["config"]["digest"]], UNCOMPRESSED in labels[arm["layers"][0]["digest"]]) == \
             (every, every), (line, source)
-        assert report.images[0].unpacked == labels[amd["config"]["digest"]][snapshot]
+        assert report.images[0].unpacked == (labels[amd["config"]["digest"]][snapshot] if host else None)
+        assert report.images[0].snapshots_created == (1 if host else 0)
+        assert _snapshot_dirs(root) == (2 if every else 1 if host else 0), (line, source)
+
+
+def test_a_pull_naming_several_platforms_unpacks_each(tmp_path: Path) -> None:
+    """``ctr images pull --platform linux/arm64 --platform linux/amd64`` unpacks both (1.6 and
+    1.7 loop ``Unpack`` over them, 2.x asks for one ``WithUnpack`` each); ctrconv unpacked the
+    host's only (found by a red-team run). An archive import still unpacks the host's."""
+    path, amd, arm = _index_of_two(tmp_path)
+    snapshot = "containerd.io/gc.ref.snapshot.overlayfs"
+    for n, (line, source, both) in enumerate((("1.6", PulledLayout(path, "team/m"), True),
+                                              ("2.x", PulledLayout(path, "team/m"), True),
+                                              ("1.6", LayoutSource(path), False))):
+        root = tmp_path / f"root-{n}"
+        copy_images_to_root(source, root, platform=["linux/arm64", "linux/amd64"], containerd_version=line)
+        labels = blob_labels(root)
+        assert snapshot in labels[amd["config"]["digest"]], line
+        assert (snapshot in labels[arm["config"]["digest"]], UNCOMPRESSED in labels[arm["layers"][0]["digest"]]) == \
+            (both, both), (line, source)
+        assert _snapshot_dirs(root) == (2 if both else 1), (line, source)
+
+
+def _snapshot_dirs(root: Path) -> int:
+    snapshots = root / "io.containerd.snapshotter.v1.overlayfs" / "snapshots"
+    return len(list(snapshots.iterdir())) if snapshots.is_dir() else 0
 
 
 def test_a_2x_pull_leaves_the_sources_of_a_layer_it_did_not_walk(tmp_path: Path) -> None:
