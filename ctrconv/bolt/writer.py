@@ -29,7 +29,7 @@ import os
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Sequence
+from typing import BinaryIO, Callable, Sequence
 
 from ctrconv.bolt._structs import (
     BRANCH_ELEMENT,
@@ -96,12 +96,14 @@ def write_bolt(
     freelist: bool = True,
     fill_percent: float = DEFAULT_FILL_PERCENT,
     mode: int = 0o600,
+    before_rename: Callable[[int], None] | None = None,
 ) -> BoltLayout:
     """Atomically replace ``path`` with a bolt file holding ``root``.
 
     Pages go to a temporary file in the same directory, which is fsynced, chmodded to ``mode``
     and renamed over ``path``; the directory is fsynced afterwards. On any error the temporary
-    file is removed and ``path`` is untouched.
+    file is removed and ``path`` is untouched. ``before_rename`` gets the new file's descriptor
+    once it is whole, before its rename (a caller that must hold its lock from the start).
 
     Raises:
         InvalidTreeError: the tree breaks a bolt limit (nothing is replaced).
@@ -122,6 +124,8 @@ def write_bolt(
             )
             fh.flush()
             os.fsync(fh.fileno())
+            if before_rename is not None:
+                before_rename(fh.fileno())
         os.replace(tmp_name, target)
         tempfiles.forget(tmp_name)
     except BaseException:

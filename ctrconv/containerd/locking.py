@@ -15,15 +15,94 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ctrconv.bolt.reader import decode_meta
 from ctrconv.containerd.rootlock import describe_holders, flock_waiting
 from ctrconv.errors import LockedError
 
 
+class _KeptLocks:
+    """The bolt-file locks one operation keeps from its start to its end, by inode."""
+
+    def __init__(self) -> None:
+        self._fds: dict[tuple[int, int], int] = {}
+
+    def fd_of(self, path: str | os.PathLike[str]) -> int | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return self._fds.get((st.st_dev, st.st_ino))
+
+    def keep(self, fd: int) -> None:
+        """Keep ``fd``'s lock (a duplicate of it) until :meth:`close`."""
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) not in self._fds:
+            self._fds[(st.st_dev, st.st_ino)] = os.dup(fd)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+#: the locks kept by :func:`keeping_bolt_locks`, while it runs
+_kept: _KeptLocks | None = None
+
+
+@contextmanager
+def keeping_bolt_locks() -> Iterator[None]:
+    """Keep every bolt file this process locks, and every file written over one, locked until
+    the end: an operation of several commits (an in-place rebuild) whose intermediate states
+    no containerd may run on.
+
+    containerd opens meta.db by path and waits for its lock. An in-place rebuild used to
+    release its locks between its steps, and its first step kept the replaced meta.db as a
+    hard link: a containerd started during the rebuild ran on the old metadata, and its GC
+    deleted every blob the rebuild wrote (found by a red-team run). While this runs, every
+    inode named like one of the root's bolt files is locked by this process: one written over
+    another is locked before its rename (:func:`new_inode_hook`), the replaced one retired by
+    its writer; a containerd waiting on the last one gets it once this ends, on the finished
+    root, and one waiting on a replaced one fails to open it ("invalid database"). Within the
+    process the kept locks count as its own: :func:`is_locked`, :func:`shared_lock` and
+    :func:`exclusive_lock` pass them."""
+    global _kept
+    if _kept is not None:  # (nested: the outer one keeps them)
+        yield
+        return
+    _kept = _KeptLocks()
+    try:
+        yield
+    finally:
+        kept, _kept = _kept, None
+        kept.close()
+
+
+def kept_lock(path: str | os.PathLike[str]) -> int | None:
+    """The descriptor of ``path``'s current inode when :func:`keeping_bolt_locks` keeps it locked."""
+    return _kept.fd_of(path) if _kept is not None else None
+
+
+def new_inode_hook() -> Callable[[int], None] | None:
+    """For a writer about to rename a new bolt file into place: while locks are kept, a hook
+    that locks the new file's descriptor before its rename, and keeps it locked (no moment
+    where a containerd could take the file first); None otherwise."""
+    kept = _kept
+    if kept is None:
+        return None
+
+    def lock_and_keep(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (a file nobody else has opened yet)
+        kept.keep(fd)
+
+    return lock_and_keep
+
+
 def is_locked(path: str | os.PathLike[str]) -> bool:
     """True when another process holds an exclusive flock on ``path`` (a running containerd)."""
+    if kept_lock(path) is not None:
+        return False  # this process's own, kept
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -44,6 +123,9 @@ def is_locked(path: str | os.PathLike[str]) -> bool:
 @contextmanager
 def shared_lock(path: str | os.PathLike[str]) -> Iterator[None]:
     """Hold ``LOCK_SH`` while reading; refuse (exit 1) if containerd holds the file."""
+    if kept_lock(path) is not None:  # held exclusively by this process already
+        yield
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         try:
@@ -62,9 +144,15 @@ def shared_lock(path: str | os.PathLike[str]) -> Iterator[None]:
 def exclusive_lock(path: str | os.PathLike[str]) -> Iterator[int]:
     """Hold ``LOCK_EX`` for writing; refuse (naming the holder: containerd, a ctrconv reader)
     if anyone holds the file, after waiting as :func:`ctrconv.containerd.rootlock.waiting` says."""
+    held = kept_lock(path)
+    if held is not None:  # kept by this process (:func:`keeping_bolt_locks`)
+        yield held
+        return
     fd = os.open(path, os.O_RDWR)
     try:
         flock_waiting(fd, fcntl.LOCK_EX, path, "refusing to write")
+        if _kept is not None:
+            _kept.keep(fd)
         yield fd
     finally:
         os.close(fd)

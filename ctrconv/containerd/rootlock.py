@@ -151,6 +151,13 @@ def flock_waiting(fd: int, operation: int, path: str | os.PathLike[str], what: s
             if seen is None:
                 return
             raise refusal(path, what, limit if limit else None, seen)
+        seen = holders(path)
+        if any(h.is_containerd for h in seen):
+            # containerd holds its files for its whole life: --wait is for another ctrconv.
+            # Waiting on it held the root's writers' lock meanwhile, took meta.db the moment a
+            # restart let it go, and left the restarted containerd without its metadata plugin
+            # ("invalid database") until a second restart (a red-team run)
+            raise refusal(path, what, None, seen)
         time.sleep(min(_POLL, max(0.0, limit - waited)))
 
 

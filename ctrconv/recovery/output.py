@@ -18,6 +18,7 @@ from ctrconv.bolt.tree import BucketTree
 from ctrconv.bolt.writer import write_bolt
 from ctrconv.commitpoint import committing
 from ctrconv.containerd import schema as K
+from ctrconv.containerd.locking import kept_lock
 from ctrconv.containerd.records import read_schema_version, write_schema_version
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.errors import FormatError
@@ -25,6 +26,8 @@ from ctrconv.recovery.content import QUARANTINE
 from ctrconv.recovery.report import RebuildReport
 from ctrconv.recovery.salvage import Salvaged
 from ctrconv.recovery.snapshots import restore_work_dirs
+from ctrconv.durability import fsync_path
+from ctrconv.sinks.containerd_root.transaction import replace_bolt_file
 from ctrconv.streams import fsync_dir
 
 META_DB_MODE = 0o644
@@ -158,15 +161,21 @@ def remove_unkept_snapshot_dirs(croot: ContainerdRoot, sn: str, ids: set[int], r
 
 def write_bolt_file(path: Path, tree: BucketTree, mode: int, page_size: int | None, freelist: bool,
                     report: RebuildReport, *, in_place: bool, stamp: str) -> None:
-    """A fresh bolt file from ``tree``; in place the file it replaces is kept as a hard-linked backup."""
+    """A fresh bolt file from ``tree``. In place, the file it replaces is kept as a backup
+    copy, and its inode retired (:func:`replace_bolt_file`): it was a hard link, which kept
+    the old inode named, so a containerd waiting on it ran on the old metadata and its GC
+    deleted what the rebuild wrote (found by a red-team run)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    held = None
     if in_place and path.exists():
         backup = path.with_name(f"{path.name}.bak-{stamp}")
         n = 1
         while backup.exists():
             n += 1
             backup = path.with_name(f"{path.name}.bak-{stamp}.{n}")
-        os.link(path, backup)
+        shutil.copy2(path, backup)  # a copy, not a link: the replaced inode must end up nameless
+        fsync_path(backup)
         report.backups.append(str(backup))
-    write_bolt(path, tree, page_size=page_size, txid=2, freelist=freelist, mode=mode)
-    fsync_dir(path.parent)
+        held = kept_lock(path)
+    replace_bolt_file(path, held, page_size, lambda hook: write_bolt(
+        path, tree, page_size=page_size, txid=2, freelist=freelist, mode=mode, before_rename=hook))

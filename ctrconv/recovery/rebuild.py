@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from ctrconv import tempfiles
 from ctrconv.commitpoint import committing
 from ctrconv.containerd import schema as K
+from ctrconv.containerd.locking import keeping_bolt_locks
 from ctrconv.containerd.records import key_bytes
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.digest import Digest
@@ -136,7 +137,10 @@ def rebuild_root(
             report.healthy, run.known = verify_first(croot, jobs=jobs, progress=progress, deep=not trust_snapshots)
         if not report.healthy:
             try:
-                _rebuild_into(run, report)
+                # every bolt file stays locked from the first read to the end: no containerd
+                # runs on a state between two of the rebuild's commits
+                with keeping_bolt_locks():
+                    _rebuild_into(run, report)
             except CtrconvError as exc:
                 if not (croot.path / journal.JOURNAL).exists():
                     raise  # (nothing was written yet)

@@ -229,6 +229,75 @@ def test_a_containerd_started_during_a_write_does_not_run_on_the_old_meta_db(
     assert all(row.complete and row.unpacked for row in daemon.images_check("default"))
 
 
+def test_a_containerd_started_during_an_in_place_rebuild_never_runs_on_a_state_before_its_end(
+    tmp_path: Path, small_tar: Path, private_containerd
+) -> None:
+    """An in-place rebuild commits several times (the repaired databases, then each re-import).
+    It kept the replaced meta.db as a hard link and let its locks go after its first commit: a
+    containerd started during it ran on the old metadata, and its GC deleted every blob the
+    rebuild wrote (found by a red-team run on 1.6, 1.7 and 2.x). Now every inode named meta.db
+    or metadata.db stays locked by the rebuild until its end (probed from another process at
+    every stage), the replaced ones are retired, and the backup is a copy."""
+    from support.daemon import PrivateContainerd
+    from support.progress import RecordingProgress
+
+    from ctrconv.api import rebuild_root
+
+    root = tmp_path / "root"
+    assert _ctrconv("import", "--root", str(root), "-i", str(small_tar), "-q").returncode == 0
+    blobs = root / "io.containerd.content.v1.content" / "blobs" / "sha256"
+    manifest = next(doc for doc in (_json_or_none(p) for p in blobs.iterdir())
+                    if isinstance(doc, dict) and isinstance(doc.get("layers"), list))
+    layer = blobs / manifest["layers"][0]["digest"].split(":")[1]
+    layer.chmod(0o644)
+    layer.write_bytes(layer.read_bytes()[:100])  # damage: regenerated from its snapshot
+    bolt_files = [root.joinpath(*META), root / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db"]
+    late = PrivateContainerd(root=root, start_timeout=5)
+    unlocked: list[str] = []
+
+    def at_stage(stage: str) -> None:
+        if late._proc is None and stage != "checking content":
+            return  # (a healthy root is checked first, before the rebuild takes its locks)
+        if late._proc is None:  # its repair begins: the rebuild holds the files it will replace
+            late._write_config()
+            late.state.mkdir(parents=True, exist_ok=True)
+            late._proc = subprocess.Popen([str(late.containerd), "--config", str(late.config_path)],
+                                          stdout=open(late.log_path, "ab"), stderr=subprocess.STDOUT,
+                                          start_new_session=True)
+            _wait_for_bolt_open(late._proc.pid, root)
+        for path in bolt_files:
+            probe = subprocess.run([sys.executable, "-c", "import fcntl, os, sys\n"
+                                    "fcntl.flock(os.open(sys.argv[1], os.O_RDONLY), fcntl.LOCK_SH | fcntl.LOCK_NB)",
+                                    str(path)], capture_output=True)
+            if probe.returncode == 0:
+                unlocked.append(f"{path.name} at {stage}")
+
+    progress = RecordingProgress(at_stage)
+    report = rebuild_root(root, progress=progress, regenerate_layers=True)
+    assert late._proc is not None and len(progress.stages) >= 3, [s.name for s in progress.stages]
+    assert not unlocked, unlocked
+    assert report.backups and all(os.stat(b).st_nlink == 1 for b in report.backups if b.endswith(tuple("0123456789Z")))
+    deadline = time.monotonic() + 30
+    while "invalid database" not in late.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "invalid database" in late.log_path.read_text(), late.log_tail()
+    late.close()
+    daemon = private_containerd(root=root)
+    assert set(daemon.image_names("default")) == {"docker.io/library/small:1"}
+    assert all(row.complete and row.unpacked for row in daemon.images_check("default"))
+    daemon.force_gc()
+    daemon.stop()
+    daemon.start()  # (what GC collected is gone now)
+    assert all(row.complete and row.unpacked for row in daemon.images_check("default"))
+
+
+def _json_or_none(path: Path) -> object:
+    try:
+        return json.loads(path.read_bytes())
+    except ValueError:
+        return None
+
+
 def _wait_for_bolt_open(pid: int, root: Path) -> None:
     """Until process ``pid`` has meta.db or the snapshotter's metadata.db open: bbolt opens the
     file, then polls for its flock (LOCK_NB every 50 ms, without a limit in containerd)."""
@@ -260,6 +329,12 @@ def test_a_running_containerd_is_named_and_its_live_meta_db_dumped_from_a_copy(
     writer = _ctrconv("import", "--root", str(root), "-i", str(small_tar), "--name", "x:1", "-q")
     assert writer.returncode == 1 and f"a running containerd (pid {daemon.pid})" in writer.stderr
     assert "stop containerd first" in writer.stderr
+    # --wait waits for another ctrconv, never for containerd (it held the root meanwhile and took
+    # meta.db the moment a restart let it go: the restarted containerd came up without metadata)
+    started = time.monotonic()
+    waiter = _ctrconv("import", "--root", str(root), "-i", str(small_tar), "--name", "x:1", "-q", "--wait")
+    assert waiter.returncode == 1 and f"a running containerd (pid {daemon.pid})" in waiter.stderr
+    assert time.monotonic() - started < 30
     assert meta.is_file()
 
 

@@ -47,7 +47,7 @@ from ctrconv.containerd.records import write_schema_version
 from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.commitpoint import committing
 from ctrconv.interrupts import SIGNALS
-from ctrconv.containerd.locking import exclusive_lock
+from ctrconv.containerd.locking import exclusive_lock, new_inode_hook
 from ctrconv.containerd.rootlock import write_lock
 from ctrconv.sinks.containerd_root.content_writer import remove_stale_temp
 from ctrconv.errors import UsageError
@@ -355,23 +355,34 @@ class RootTransaction:
             shutil.copy2(state.path, backup)
             fsync_path(backup)
             self.backups.append(backup)
-        held = self._locked.get(state.path)
-        guard = _RetireGuard(held, state.page_size) if held is not None else None
-        try:
-            write_bolt(
-                state.path,
-                state.tree,
-                page_size=state.page_size,
-                txid=state.txid,
-                freelist=state.freelist,
-                mode=state.mode,
-            )
-            fsync_dir(state.path.parent)
-            if held is not None:
-                _retire(held, state.page_size)
-        finally:
-            if guard is not None:
-                guard.release()
+        replace_bolt_file(state.path, self._locked.get(state.path), state.page_size, lambda hook: write_bolt(
+            state.path,
+            state.tree,
+            page_size=state.page_size,
+            txid=state.txid,
+            freelist=state.freelist,
+            mode=state.mode,
+            before_rename=hook,
+        ))
+
+
+def replace_bolt_file(path: Path, held: int | None, page_size: int | None,
+                      write: Callable[[Callable[[int], None] | None], object]) -> None:
+    """Write a new bolt file over ``path`` with ``write`` (a :func:`write_bolt` call taking the
+    ``before_rename`` hook), then retire the inode it replaced, whose lock ``held`` is, before
+    that lock can go (:func:`_retire`, guarded against a kill by :class:`_RetireGuard`): a
+    containerd waiting on the old inode then fails to open it instead of running on it. While
+    :func:`~ctrconv.containerd.locking.keeping_bolt_locks` runs, the new file is locked before
+    its rename and stays locked."""
+    guard = _RetireGuard(held, page_size) if held is not None else None
+    try:
+        write(new_inode_hook())
+        fsync_dir(path.parent)
+        if held is not None:
+            _retire(held, page_size)
+    finally:
+        if guard is not None:
+            guard.release()
 
 
 def remove_stale_bolt_temps(path: Path) -> None:
