@@ -28,7 +28,7 @@ from ctrconv.containerd.records import (
     write_snapshot,
 )
 from ctrconv.errors import FormatError, NoSpaceError
-from ctrconv.containerd.root import ContainerdRoot, real_dir
+from ctrconv.containerd.root import ContainerdRoot, is_namespace, real_dir
 from ctrconv.recovery.buckets import backend_id, image_descriptors, namespaces, text
 from ctrconv.recovery.report import RebuildReport
 
@@ -374,10 +374,15 @@ def restore_lost_records(meta: BucketTree, sn: str, records: BucketTree, alive: 
     restored: dict[bytes, tuple[BucketTree, bytes, str | None]] = {}  # backend key -> (bucket, key, parent key)
     for backend_key in sorted(alive):
         parts = text(backend_key).split("/", 2)
-        if (backend_key in named or len(parts) != 3 or not parts[1].isdigit() or parts[0] not in ns_buckets
-                or not lost_in(parts[0])):
+        if backend_key in named or len(parts) != 3 or not parts[1].isdigit() or not lost_in(parts[0]):
             continue
         ns_name, _, key = parts
+        if ns_name not in ns_buckets:
+            # the damage took the namespace itself (meta.db cut short, its v1 page lost): the
+            # snapshotter's keys still name it, and what it held comes back there
+            if not is_namespace(ns_name):
+                continue
+            ns_buckets[ns_name] = _restored_namespace(meta, ns_name, report)
         bucket = ns_buckets[ns_name].bucket(K.SNAPSHOTS, sn.encode(), create=True)
         assert bucket is not None
         existing = bucket.entries.get(key_bytes(key))
@@ -412,6 +417,15 @@ def restore_lost_records(meta: BucketTree, sn: str, records: BucketTree, alive: 
         parent_record = bucket.entries.get(key_bytes(parent)) if parent is not None else None
         if isinstance(parent_record, BucketTree):
             add_child(parent_record, text(key))
+
+
+def _restored_namespace(meta: BucketTree, name: str, report: RebuildReport) -> BucketTree:
+    """A namespace bucket made again under ``v1`` (``v1`` too when gone: the schema version is
+    written with the stores, :func:`~ctrconv.recovery.output.ensure_schema_version`)."""
+    bucket = meta.bucket(K.V1, name.encode(), create=True)
+    assert bucket is not None
+    report.restore("namespace", name, "meta.db lost it; its snapshotter's records name it")
+    return bucket
 
 
 #: the label that makes containerd's GC keep an object nothing else references

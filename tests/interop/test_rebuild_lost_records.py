@@ -570,3 +570,39 @@ def test_a_writable_layer_whose_container_record_was_lost_survives_containerd_s_
     assert "rn-stopped" in daemon.ctr("snapshots", "ls").stdout
     daemon.stop()
     assert data.read_text() == "the container's own data\n"
+
+
+@pytest.mark.parametrize("line", ["1.6", "2.x"])
+def test_namespaces_only_the_snapshotter_still_names_come_back(line, realnode_set_for, cli, tmp_path,
+                                                                private_containerd):
+    from support.versions import bin_dir_for
+
+    """meta.db cut to its first pages (the ``v1`` bucket and every namespace with it lost), the
+    overlayfs metadata.db whole: every snapshot record was dropped with its namespace (only
+    ``default`` came back, with images re-derived from blobs; ``k8s.io``, ``other`` and the
+    containers' writable layers were gone from the result: a red-team run). The snapshotter's
+    keys ``<ns>/<seq>/<key>`` name the namespaces: they come back with their snapshots, their
+    images re-derived there, the writable layers held for containerd's GC."""
+    root = realnode_set_for(line).copy_root("node", tmp_path / "node")
+    snapshotter_keys = cli("dump", str(root / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db")).stdout
+    namespaces_before = {ns for ns in ("default", "k8s.io", "other") if f"{ns}/" in snapshotter_keys}
+    assert namespaces_before == {"default", "k8s.io", "other"}
+    meta = root.joinpath(*META)
+    os.truncate(meta, 6 * 4096)
+    out = tmp_path / "new"
+    result = cli("rebuild", "--root", str(root), "-o", str(out), "-q", "--json")
+    assert result.code == 0, result.stderr
+    restored = {r["object"] for r in result.json["restored"] if r["kind"] == "namespace"}
+    assert {"k8s.io", "other"} <= restored, result.json["restored"]
+    assert cli("verify", "--root", str(out), "-A", "-q").code == 0
+    daemon = private_containerd(root=out, binary_dir=None if line == "1.6" else str(bin_dir_for(line)))
+    for namespace in ("k8s.io", "other"):
+        assert daemon.ctr("snapshots", "ls", namespace=namespace).stdout.count("\n") > 1, namespace
+        assert daemon.image_names(namespace), namespace
+    snapshots = {ns: daemon.ctr("snapshots", "ls", namespace=ns).stdout for ns in ("default", "k8s.io", "other")}
+    assert "rn-stopped" in snapshots["default"] and "rn-created" in snapshots["default"]
+    daemon.force_gc("default")
+    daemon.stop()
+    daemon.start()
+    assert {ns: daemon.ctr("snapshots", "ls", namespace=ns).stdout for ns in snapshots} == snapshots
+    daemon.stop()
