@@ -159,8 +159,9 @@ def derive_images(
         for ns_name in holders:
             if digest in reachable.get(ns_name, set()):
                 continue
-            if lost_images is not None and not lost_images(ns_name) and digest not in names:
-                continue
+            if lost_images is not None and not lost_images(ns_name) and digest not in names \
+                    and (ns_name, digest) not in (orphaned or {}):
+                continue  # (a manifest whose image lost its index is an image still: named after it)
             candidates = _candidate_names(doc, ns_name, names, targets, orphaned or {}, spaces.get(ns_name),
                                           repositories)
             target = Target(doc.descriptor["mediaType"], digest, doc.descriptor["size"])

@@ -9,7 +9,11 @@ from typing import TYPE_CHECKING
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.root import is_namespace
-from ctrconv.containerd.records import key_bytes, read_blob_size, read_map, target_digest, write_blob_size
+from ctrconv.containerd.cri import CRI_NAMESPACE, LABEL_CRI_IMAGE
+from ctrconv.containerd.records import (
+    Target, go_time, key_bytes, read_blob_size, read_map, target_digest, write_blob_size, write_map, write_target,
+    write_timestamps,
+)
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError, InvalidDigestError
 from ctrconv.recovery.buckets import namespaces, target_descriptor, text
@@ -32,7 +36,9 @@ def clean_metadata(meta: BucketTree, good: dict[str, int], report: RebuildReport
     """
     _drop_unreachable_namespaces(meta, report)
     drop_undecodable_labels(meta, "meta.db", report)
+    mend_undecodable_times(meta, "meta.db", report)
     orphaned = children_of_lost_targets(meta, good)
+    known_targets = _targets_by_name(meta)
     for ns_name, ns in namespaces(meta):
         _clean_content_records(ns_name, ns, good, report)
         # ingests are kept: a pull of the same blob resumes one, and containerd's GC drops
@@ -41,12 +47,60 @@ def clean_metadata(meta: BucketTree, good: dict[str, int], report: RebuildReport
         for key in list(images.entries) if images else []:
             record = images.entries[key]
             digest = (target_digest(record) if isinstance(record, BucketTree) else None) or ""
+            if not digest and isinstance(record, BucketTree) and content is not None:
+                digest = _mend_lost_target(ns_name, key, record, ns, good, known_targets, content, report) or ""
             if digest not in good:
                 del images.entries[key]
                 report.drop("image", f"image {ns_name}/{text(key)}", f"target {digest or '?'} missing or corrupt")
             elif content is not None:
                 _mend_target_media_type(ns_name, key, record, digest, content, report)  # type: ignore[arg-type]
     return orphaned
+
+
+def _targets_by_name(meta: BucketTree) -> dict[bytes, set[str]]:
+    """Image name -> the target digests its records have, across namespaces."""
+    found: dict[bytes, set[str]] = {}
+    for _, ns in namespaces(meta):
+        images = ns.bucket(K.IMAGES)
+        for key, record in (images.entries.items() if images else ()):
+            digest = target_digest(record) if isinstance(record, BucketTree) else None
+            if digest:
+                found.setdefault(key, set()).add(digest)
+    return found
+
+
+def _mend_lost_target(ns_name: str, key: bytes, record: BucketTree, ns: BucketTree, good: dict[str, int],
+                      known: dict[bytes, set[str]], content: ContentStore, report: RebuildReport) -> str | None:
+    """The target of an image record whose name survived the damage but whose body (a lost
+    page) did not, where the root still says it: the digest in a ``repo@sha256:...`` name, or
+    the one target the same name has in the other namespaces. The record was dropped, and with
+    it a name a node's pods ask for (a red-team run: 24 single pages of a 2.x meta.db each cost
+    one k8s.io name). None where nothing says it (the image goes as before)."""
+    from ctrconv.recovery.derive import sniff_document
+
+    name = text(key)
+    candidates: set[str] = set()
+    if "@" in name:
+        candidates.add(name.rsplit("@", 1)[1])
+    else:
+        candidates |= known.get(key, set())
+    found = [doc for digest in sorted(candidates) if digest in good
+             if (doc := sniff_document(Digest.parse(digest), content.blob_path(digest))) is not None]
+    if len(found) != 1:
+        return None
+    doc = found[0].descriptor
+    write_target(record, Target(doc["mediaType"], doc["digest"], doc["size"]))
+    if record.get(K.CREATED_AT) is None or record.get(K.UPDATED_AT) is None:
+        import time as _time
+
+        now = go_time(_time.time_ns())
+        write_timestamps(record, now, now)
+    if ns_name == CRI_NAMESPACE and record.bucket(K.LABELS) is None:
+        write_map(record, K.LABELS, {LABEL_CRI_IMAGE: "managed"})  # (as a re-derived CRI image)
+    report.restore("image", f"image {ns_name}/{name}",
+                   f"record lost to damage, its name survived: target {doc['digest']} "
+                   f"({'the digest its name holds' if '@' in name else 'the target this name has elsewhere'})")
+    return str(doc["digest"])
 
 
 def _drop_unreachable_namespaces(meta: BucketTree, report: RebuildReport) -> None:
@@ -118,6 +172,50 @@ def drop_undecodable_labels(tree: BucketTree, where: str, report: RebuildReport)
                                 "not UTF-8 (its key or value): containerd 1.7+ could not list or use its namespace")
             else:
                 stack.append((path + (key,), value))
+
+
+#: the keys whose values containerd decodes as Go binary times (``time.UnmarshalBinary``)
+_TIME_KEYS = (K.CREATED_AT, K.UPDATED_AT, K.EXPIRE_AT)
+
+
+def mend_undecodable_times(tree: BucketTree, where: str, report: RebuildReport, now_ns: int | None = None) -> None:
+    """Timestamps of records (content, images, snapshots, containers, leases, in meta.db or a
+    snapshotter's db) that are no Go binary time (a flipped length or version byte) are written
+    again: from the record's other timestamp when that one decodes, else the time of the
+    rebuild. containerd fails to list the whole namespace on one such value (``ctr content ls``:
+    ``Time.UnmarshalBinary: invalid length``); verify reported it and rebuild copied it as it
+    was (a red-team run). ``expireat`` of a lease is only ever written again as it was, or dropped
+    (a lease with no expiry lives until removed; one whose expiry is unreadable expires now)."""
+    import time as _time
+
+    from ctrconv.containerd.codec import encode_go_time
+    from ctrconv.containerd.records import go_time
+
+    now = go_time(now_ns if now_ns is not None else _time.time_ns())
+    stack: list[tuple[tuple[bytes, ...], BucketTree]] = [((), tree)]
+    while stack:
+        path, bucket = stack.pop()
+        bad = [key for key in _TIME_KEYS if isinstance(raw := bucket.entries.get(key), bytes) and not _decodes(raw)]
+        for key in bad:
+            other = next((raw for k in (K.CREATED_AT, K.UPDATED_AT) if k != key and k not in bad
+                          and isinstance(raw := bucket.entries.get(k), bytes) and _decodes(raw)), None)
+            bucket.entries[key] = other if other is not None and key != K.EXPIRE_AT else encode_go_time(now)
+            at = "/".join(text(p) for p in path)
+            report.restore("timestamp", f"{text(key)} of {where} {at}",
+                           "not a Go binary time (containerd could not list its namespace): written again")
+        for key, value in bucket.entries.items():
+            if isinstance(value, BucketTree) and key != K.LABELS:
+                stack.append((path + (key,), value))
+
+
+def _decodes(raw: bytes) -> bool:
+    from ctrconv.containerd.codec import decode_time
+
+    try:
+        decode_time(raw)
+    except CtrconvError:
+        return False
+    return True
 
 
 def _utf8(raw: bytes) -> bool:

@@ -45,6 +45,7 @@ from ctrconv.recovery.metadata import (
     clean_metadata,
     drop_flattened_buckets,
     drop_undecodable_labels,
+    mend_undecodable_times,
     prune_dangling_labels,
 )
 from ctrconv.recovery.output import write_stores
@@ -230,6 +231,7 @@ def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set
     orphaned = clean_metadata(meta, good, report, content)
     for sn, backend in backends.items():
         drop_undecodable_labels(backend, f"{sn}/metadata.db", report)
+        mend_undecodable_times(backend, f"{sn}/metadata.db", report)
     distrusted = {} if run.trust_snapshots else snapshots_unlike_their_layers(
         meta, backends, run.croot, content, report, scratch=run.target.path)
     # a damaged meta.db may have lost snapshot records its snapshotters still hold: restored
