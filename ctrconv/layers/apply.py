@@ -53,7 +53,7 @@ from ctrconv.layers.compression import open_layer
 from ctrconv.layers.paths import Parts, clean_name, hardlink_target, host_path, resolve
 from ctrconv.layers.tarheader import device_number, entry_times
 from ctrconv.writeback import FileWriteback
-from ctrconv.layers.tarread import (AREGTYPE, BLKTYPE, CHRTYPE, DIRTYPE, FIFOTYPE, LNKTYPE, REGTYPE,
+from ctrconv.layers.tarread import (AREGTYPE, owner_id, BLKTYPE, CHRTYPE, DIRTYPE, FIFOTYPE, LNKTYPE, REGTYPE,
                                      SYMTYPE, TarEntry, TarReader)
 
 Mode = Literal["overlay", "naive"]
@@ -311,6 +311,8 @@ class _Applier:
             if member.type == SYMTYPE:
                 # a new symlink can redirect later lookups (resolved directories stay as they are)
                 self._parents.clear()
+            # the owner containerd's Lchown gives the kernel: 32 bits of Go's int (2^32 is root)
+            member.uid, member.gid = owner_id(member.uid), owner_id(member.gid)
             self._owned = (member.uid, member.gid) == self._ids and parent in self._plain
             self._create(tar, member, path)
             if is_dir:
@@ -511,15 +513,19 @@ class _Applier:
             self.writeback.written(fd, member.size)
             if not self._owned:
                 os.chown(fd, member.uid, member.gid)
-            self._xattrs(member, fd, stat.S_IFREG)
-            if not final:
+            # an access ACL set among the xattrs sets the group bits from its mask: containerd's
+            # chmod after the xattrs (createTarFile) sets the mask back from the mode, and so
+            # does this one (skipped, a 0640 file with "mask::rw-" came out 0660: a red-team run)
+            if self._xattrs(member, fd, stat.S_IFREG) or not final:
                 os.chmod(fd, mode)
             os.utime(fd, ns=entry_times(member))
         finally:
             os.close(fd)
 
     @staticmethod
-    def _xattrs(member: TarEntry, target: str | int, kind: int) -> None:
+    def _xattrs(member: TarEntry, target: str | int, kind: int) -> bool:
+        """Set the entry's extended attributes; whether any was set."""
+        applied = False
         for key, value in member.pax_headers.items():
             if not key.startswith(PAX_XATTR):
                 continue
@@ -538,6 +544,8 @@ class _Applier:
                 if exc.errno == errno.EPERM and name.startswith("user.") and not kind:
                     continue
                 raise
+            applied = True
+        return applied
 
     def _dir_times(self) -> None:
         """Directory times last, so creating children does not disturb them."""

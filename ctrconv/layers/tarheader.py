@@ -22,6 +22,8 @@ def pax_time_ns(text: str) -> int:
     if not match:
         raise FormatError(f"invalid PAX time {text!r}")
     secs = int(match.group(1))
+    if not -(1 << 63) <= secs < (1 << 63):  # Go's ParseInt(.., 64): the header is refused
+        raise FormatError(f"invalid tar header: PAX time {text!r} beyond 64 bits")
     frac = int((match.group(2) or "")[:9].ljust(9, "0"))
     return secs * 1_000_000_000 + (-frac if match.group(1).startswith("-") else frac)
 

@@ -97,7 +97,7 @@ def _num(field: bytes) -> int:
         return 0
     if first in (0o200, 0o377):
         n = int.from_bytes(field[1:], "big")
-        return n - 256 ** (len(field) - 1) if field[0] == 0o377 else n
+        return _int64(n - 256 ** (len(field) - 1) if field[0] == 0o377 else n)
     end = field.find(0)
     try:
         return int((field if end < 0 else field[:end]).decode("ascii").strip() or "0", 8)
@@ -110,7 +110,22 @@ def _pax_int(headers: dict[str, str], key: str) -> int:
     raw = headers[key].encode("utf-8", "surrogateescape")
     if not _PAX_INT.match(raw):
         raise FormatError(f"invalid PAX {key} {headers[key]!r}")
-    return int(raw)
+    return _int64(int(raw))
+
+
+def _int64(n: int) -> int:
+    """``n`` when Go's tar reader takes it (``ParseInt(.., 64)``, ``parseNumeric``): beyond an
+    int64 it refuses the header, and so does containerd (ctrconv clamped a 2^80 mtime to 0
+    and unpacked a layer containerd cannot: a red-team run)."""
+    if not -(1 << 63) <= n < (1 << 63):
+        raise FormatError("invalid tar header: a number beyond 64 bits")
+    return n
+
+
+def owner_id(n: int) -> int:
+    """The uid or gid containerd's ``Lchown`` gives the kernel: Go's int, taken as 32 bits
+    (2^32 is root, -2 is 4294967294); ctrconv refused such an entry where containerd unpacks it."""
+    return n & 0xFFFFFFFF
 
 
 def parse_pax(data: bytes) -> tuple[dict[str, str], list[tuple[str, str]]]:

@@ -98,6 +98,50 @@ def test_xattrs_set_except_trusted(tmp_path: Path) -> None:
     assert "trusted.evil" not in os.listxattr(root / "d/f")
 
 
+def test_an_access_acl_does_not_widen_the_file_s_mode(tmp_path: Path) -> None:
+    """A 0640 file whose access ACL gives a named user rw- (mask rw-): setting the ACL sets the
+    group bits from the mask; containerd's chmod after the xattrs sets the mask back from the
+    mode (0640, mask r--). ctrconv skipped that chmod where the umask kept the mode, and the file
+    came out 0660 with mask rw-: group and user 1000 could write it (a red-team run)."""
+    import struct
+
+    every = 0xFFFFFFFF
+    acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, qualifier) for tag, perm, qualifier in
+                                          [(1, 6, every), (2, 6, 1000), (4, 4, every), (0x10, 6, every), (0x20, 0, every)])
+    layer = LayerTar().file("pa", b"x", mode=0o640, xattrs={"system.posix_acl_access": acl}).data()
+    root = tmp_path / "fs"
+    try:
+        apply(layer, root)
+    except OSError as exc:  # pragma: no cover - a filesystem without ACLs
+        pytest.skip(f"no POSIX ACLs here: {exc}")
+    if "system.posix_acl_access" not in os.listxattr(root / "pa"):
+        pytest.skip("no POSIX ACLs on this filesystem")
+    assert stat.S_IMODE(st(root / "pa").st_mode) == 0o640
+    stored = os.getxattr(root / "pa", "system.posix_acl_access")
+    entries = {struct.unpack_from("<H", stored, 4 + 8 * i)[0]: struct.unpack_from("<H", stored, 6 + 8 * i)[0]
+               for i in range((len(stored) - 4) // 8)}
+    assert entries[0x10] == 4  # mask r--, from the mode's group bits
+
+
+def test_numbers_beyond_64_bits_are_refused_and_owners_taken_as_32_bits(tmp_path: Path) -> None:
+    """Go's tar reader refuses a PAX mtime or uid beyond an int64 (containerd: "invalid tar
+    header"); ctrconv clamped the mtime to 0 and unpacked it. A uid within 64 bits but beyond 32
+    is what containerd's Lchown hands the kernel as 32 bits (2^32 is root); ctrconv refused it.
+    (Both found by a red-team run, checked against ctr images import of 1.6, 1.7 and 2.x.)"""
+    from ctrconv.layers.tarread import _num
+
+    for pax in ({"mtime": "99999999999999999999"}, {"uid": "99999999999999999999"}):
+        with pytest.raises(FormatError, match="invalid tar header"):
+            apply(LayerTar().file("f", pax=pax).data(), tmp_path / f"fs-{len(pax)}-{next(iter(pax))}")
+    with pytest.raises(FormatError, match="invalid tar header"):
+        _num(b"\x80" + (1 << 80).to_bytes(11, "big"))
+    root = tmp_path / "owners"
+    apply(LayerTar().file("wraps-to-root", pax={"uid": str(1 << 32)})
+          .file("wraps-to-one", pax={"uid": str((1 << 33) + 1), "gid": str((1 << 32) + 7)}).data(), root)
+    assert (st(root / "wraps-to-root").st_uid, st(root / "wraps-to-one").st_uid) == (0, 1)
+    assert st(root / "wraps-to-one").st_gid == 7
+
+
 def test_times_atime_max_fraction_and_bounds(tmp_path: Path) -> None:
     layer = (LayerTar()
              .file("later-atime", pax={"atime": str(MTIME + 50)})
