@@ -6,8 +6,8 @@ The CLI only parses options, calls one of these and renders the result.
 from __future__ import annotations
 
 import os
-from contextlib import AbstractContextManager, ExitStack, nullcontext
-from typing import TYPE_CHECKING, Any, BinaryIO, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Sequence
 
 # the one progress protocol of every operation (stdlib only, light): the CLI implements it
 from ctrconv.progress import Progress, Stage, Unit  # noqa: F401  (Stage, Unit: for implementers)
@@ -63,6 +63,24 @@ def _reading(root: str | os.PathLike[str], ignore_lock: bool) -> AbstractContext
     from ctrconv.containerd.rootlock import read_lock
 
     return nullcontext() if ignore_lock else read_lock(root)
+
+
+@contextmanager
+def _reading_and_writing(source: str | os.PathLike[str], target: str | os.PathLike[str],
+                         ignore_lock: bool) -> Iterator[None]:
+    """The source root's shared lock and the target root's writers' lock, taken in the order of
+    their real paths: two copies A->B and B->A with ``--wait`` each held its source and waited
+    for the other's forever (a red-team run). Taken in one order by everyone, one of them gets
+    both. (The sink takes the target's lock again itself: it is re-entrant.)"""
+    from ctrconv.containerd.rootlock import write_lock
+
+    with ExitStack() as stack:
+        # (a target that does not exist yet is held by nobody: the sink makes and locks it, and
+        # a root it made is one it may remove again if the write fails)
+        if os.path.realpath(target) < os.path.realpath(source) and os.path.isdir(target):
+            stack.enter_context(write_lock(target, create=False))
+        stack.enter_context(_reading(source, ignore_lock))
+        yield
 
 
 def dump_bolt(path: str | os.PathLike[str], *, ignore_lock: bool = False) -> dict[str, Any]:
@@ -451,7 +469,7 @@ def export_to_root(
                 on_regenerated(reports)
         entries = [e for e in source.entries() if e.name in wanted]
         sink = ContainerdRootSink(target_root, target_namespace or namespace, chosen, progress=progress)
-        with _reading(root, ignore_lock):
+        with _reading_and_writing(root, target_root, ignore_lock):
             return sink.write(source, entries)
     finally:
         source.close()

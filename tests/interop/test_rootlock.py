@@ -370,3 +370,35 @@ def test_two_readers_that_both_upgrade_with_wait_both_finish(tmp_path: Path) -> 
         assert out.strip() == "done"
     # the exclusive holds did not overlap: strictly in/out/in/out
     assert log.read_text().split() == ["in", "out", "in", "out"]
+
+
+def test_two_cross_copies_with_wait_do_not_deadlock(tmp_path: Path, small_tar: Path) -> None:
+    """``export --format containerd-root --wait`` A->B and B->A at once, while a reader holds B:
+    each copy held its source's shared lock and waited for the other's root forever (a red-team
+    run). The two locks are now taken in the order of the roots' paths by every copy."""
+    roots = [tmp_path / "A", tmp_path / "B"]
+    for root in roots:
+        assert _ctrconv("import", "--root", str(root), "-i", str(small_tar), "-q").returncode == 0
+    code = ("import fcntl, os, sys\n"
+            "fcntl.flock(os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY), fcntl.LOCK_SH)\n"
+            "print('held', flush=True); sys.stdin.read()")
+    reader = subprocess.Popen([sys.executable, "-c", code, str(roots[1])], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert reader.stdout is not None and reader.stdout.readline().strip() == "held"
+
+    def copy(source: Path, target: Path) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "ctrconv", "export", "--root", str(source), "--all",
+                                 "-o", str(target), "--format", "containerd-root", "--wait", "-q"],
+                                cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    first = copy(roots[0], roots[1])
+    time.sleep(1.5)  # holds A's shared lock, waits for B
+    second = copy(roots[1], roots[0])
+    time.sleep(1.5)
+    reader.communicate("")  # B let go: before the fix, each copy now held what the other waited for
+    try:
+        outcomes = [p.communicate(timeout=60) for p in (first, second)]
+    finally:
+        for p in (first, second):
+            p.kill()
+    assert (first.returncode, second.returncode) == (0, 0), outcomes
