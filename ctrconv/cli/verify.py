@@ -55,6 +55,6 @@ def verify_command(
             write_line(sys.stdout, f"info    {info}")
         stats = ", ".join(f"{v} {k}" for k, v in report.stats.items())
         verdict = "clean: no problems" if report.ok else f"{len(report.errors)} problem(s) found"
-        sys.stdout.write(f"{verdict} ({stats})\n")
+        sys.stdout.write(f"{verdict} ({stats})\n" if stats else f"{verdict}\n")
     if not report.ok:
         raise typer.Exit(1)

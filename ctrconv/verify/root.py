@@ -73,6 +73,9 @@ def verify_root(
     reported as information ("changed while reading"), not as damage.
     """
     croot = ContainerdRoot(root)
+    lost = _lost_meta_db(croot)
+    if lost is not None:
+        return lost
     croot.require_meta_db()
     if croot.is_locked() and not ignore_lock:
         from ctrconv.errors import LockedError
@@ -100,6 +103,23 @@ def verify_root(
                        severity="info")
         else:
             report.add(problem.kind, problem.object, problem.location, problem.message, severity=problem.severity)
+    return report
+
+
+def _lost_meta_db(croot: ContainerdRoot) -> Report | None:
+    """A root whose content store or snapshotters are there but whose meta.db is not (fsck put
+    it in lost+found, a backup missed it): damage ``rebuild`` repairs, reported as such (exit 1);
+    it was "not a containerd root" (exit 2), so a script gating rebuild on exit 1 never ran it
+    (a red-team run). None when meta.db is there, or nothing says the directory is a root."""
+    if not croot.path.is_dir() or croot.meta_db.is_file():
+        return None
+    if not (croot.content_dir.is_dir() or croot.snapshotters_on_disk()):
+        return None
+    report = Report()
+    what = "is not a file" if croot.meta_db.exists() or croot.meta_db.is_symlink() else "is missing"
+    report.add("missing-meta-db", "root", str(croot.meta_db),
+               f"the metadata database {what} while the root's content store or snapshotters are there: "
+               "every image, content and snapshot record is gone (ctrconv rebuild re-derives them)")
     return report
 
 

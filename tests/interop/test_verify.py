@@ -273,3 +273,19 @@ def test_no_hash_checks_records_presence_and_sizes_but_reads_no_blob(fixture_set
     assert ("missing-blob", f"blob {lost}") in kinds
     assert ("unreferenced-blob", f"blob sha256:{'0' * 64}") in kinds
     assert not any(p.kind == "digest-mismatch" for p in report.problems)
+
+
+def test_a_root_that_lost_its_meta_db_is_damage_not_a_usage_error(tmp_root_copy, cli, tmp_path):
+    """meta.db gone (fsck put it in lost+found) beside a whole content store and snapshotter:
+    verify said "not a containerd root" (exit 2) while rebuild repairs it, so a script gating
+    rebuild on verify's exit 1 never repaired it (a red-team run). It is a problem now; a
+    directory with none of containerd's stores is still no root."""
+    (tmp_root_copy / "io.containerd.metadata.v1.bolt" / "meta.db").unlink()
+    result = cli("verify", "--root", str(tmp_root_copy))
+    assert result.code == 1 and "PROBLEM missing-meta-db" in result.stdout, result.stdout + result.stderr
+    assert cli("verify", "--root", str(tmp_root_copy), "--json").json["problems"][0]["kind"] == "missing-meta-db"
+    rebuilt = tmp_path / "rebuilt"
+    assert cli("rebuild", "--root", str(tmp_root_copy), "-o", str(rebuilt), "-q").code == 0
+    assert cli("verify", "--root", str(rebuilt)).code == 0
+    (tmp_path / "empty").mkdir()
+    assert cli("verify", "--root", str(tmp_path / "empty")).code == 2
