@@ -93,7 +93,11 @@ def rebuild_command(
     if report.snapshots_unpacked:
         out.write(f"snapshots: {report.snapshots_reused} reused, {report.snapshots_unpacked} unpacked again\n")
     if not report.damage_found:
-        out.write(f"nothing to repair; {len(report.images)} image(s) kept, {report.snapshots_reused} snapshot(s) reused\n")
+        kept = f"{len(report.images)} image(s) kept, {report.snapshots_reused} snapshot(s) reused"
+        if report.backups:  # (what verify reported lay outside the records: a meta page, a free list)
+            out.write(f"no record lost; the bolt files were written again to mend what verify reported; {kept}\n")
+        else:
+            out.write(f"nothing to repair; {kept}\n")
     for backup in report.backups:
         out.write(f"backup: {backup}\n")
 

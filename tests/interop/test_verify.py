@@ -289,3 +289,21 @@ def test_a_root_that_lost_its_meta_db_is_damage_not_a_usage_error(tmp_root_copy,
     assert cli("verify", "--root", str(rebuilt)).code == 0
     (tmp_path / "empty").mkdir()
     assert cli("verify", "--root", str(tmp_path / "empty")).code == 2
+
+
+def test_a_rebuild_that_only_rewrites_the_files_does_not_say_nothing_to_repair(realnode_set_for, cli, tmp_path):
+    """One flipped bit in a meta page: verify reports it, rebuild writes both bolt files again
+    (with backups) and said "nothing to repair", which recovery.md defines as nothing written
+    (a red-team run)."""
+    tmp_root_copy = realnode_set_for("1.6").copy_root("node", tmp_path / "node")
+    meta = tmp_root_copy / "io.containerd.metadata.v1.bolt" / "meta.db"
+    with open(meta, "r+b") as f:
+        f.seek(4096 + 20)
+        value = f.read(1)[0]
+        f.seek(4096 + 20)
+        f.write(bytes([value ^ 1]))
+    assert cli("verify", "--root", str(tmp_root_copy), "-q").code == 1
+    result = cli("rebuild", "--root", str(tmp_root_copy))
+    assert result.code == 0 and "backup: " in result.stdout, result.stdout + result.stderr
+    assert "nothing to repair" not in result.stdout and "no record lost" in result.stdout, result.stdout
+    assert cli("verify", "--root", str(tmp_root_copy), "-q").code == 0
