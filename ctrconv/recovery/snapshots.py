@@ -531,8 +531,8 @@ def _snapshot_dirs(sn: str, bucket: BucketTree, records: BucketTree, croot: Cont
 
 def _compare_namespace(where: str, sn: str, ns: BucketTree, dirs: dict[str, tuple[bytes, Path]], content: ContentStore,
                        bad: dict[str, set[bytes]], checked: set[Hashable], report: RebuildReport, scratch: Path) -> None:
-    """Compare the host-platform chains of one namespace's images; add what differs to ``bad``."""
-    from ctrconv.verify.deep import compare_chain, host_layer_chains
+    """Compare the unpacked chains of one namespace's images; add what differs to ``bad``."""
+    from ctrconv.verify.deep import compare_chain, unpacked_layer_chains
 
     def fs_of(chain: str) -> Path | None:
         found = dirs.get(chain)
@@ -541,7 +541,7 @@ def _compare_namespace(where: str, sn: str, ns: BucketTree, dirs: dict[str, tupl
         return found[1]
 
     for desc in image_descriptors(ns):
-        for layers, diff_ids in host_layer_chains(content, desc):
+        for layers, diff_ids, runs_here in unpacked_layer_chains(content, desc):
             # scratch beside the root being written, not in $TMPDIR (often a small
             # tmpfs): one layer at a time, removed right after
             walk = compare_chain(content, sn, layers, diff_ids, fs_of, checked,
@@ -549,8 +549,9 @@ def _compare_namespace(where: str, sn: str, ns: BucketTree, dirs: dict[str, tupl
             for chain, layer, _, problems in _refusing_when_full(walk):
                 if problems:
                     bad.setdefault(sn, set()).add(dirs[chain][0])
+                    again = "unpacked again" if runs_here else "another platform's: unpacked again when it is used"
                     report.drop("snapshot-tree", f"snapshot {where}/{chain}",
-                                f"differs from layer {layer['digest']} ({problems[0]}): unpacked again")
+                                f"differs from layer {layer['digest']} ({problems[0]}): {again}")
                     break  # everything above it is unpacked again anyway
 
 

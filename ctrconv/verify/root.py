@@ -840,8 +840,8 @@ def _check_ingest(content: ContentStore, report: Report) -> None:
 
 
 def _deep(meta: MetadataDB, croot: ContainerdRoot, namespaces: list[str], report: Report, backends: dict[str, _Backend]) -> None:
-    """Compare every unpacked snapshot of every image's host platform with its layer."""
-    from ctrconv.verify.deep import check_snapshot_trees, host_layer_chains
+    """Compare every unpacked snapshot of every image (each platform's) with its layer."""
+    from ctrconv.verify.deep import check_snapshot_trees, unpacked_layer_chains
 
     checked: set[tuple[str, str]] = set()
     for ns in namespaces:
@@ -854,5 +854,5 @@ def _deep(meta: MetadataDB, croot: ContainerdRoot, namespaces: list[str], report
                     dirs[rec.key] = fs
             visible = NamespaceContent.of(meta, croot.content, ns)
             for image in _safe(report, f"{ns}/images", "meta.db", meta.images(ns)):
-                for layers, diff_ids in host_layer_chains(visible, image.target.descriptor()):
+                for layers, diff_ids, _ in unpacked_layer_chains(visible, image.target.descriptor()):
                     check_snapshot_trees(croot, ns, sn, layers, diff_ids, dirs, report, checked)

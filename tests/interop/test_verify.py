@@ -307,3 +307,22 @@ def test_a_rebuild_that_only_rewrites_the_files_does_not_say_nothing_to_repair(r
     assert result.code == 0 and "backup: " in result.stdout, result.stdout + result.stderr
     assert "nothing to repair" not in result.stdout and "no record lost" in result.stdout, result.stdout
     assert cli("verify", "--root", str(tmp_root_copy), "-q").code == 0
+
+
+def test_deep_compares_the_snapshots_of_every_platform_unpacked(realnode_set_for, cli, tmp_path):
+    """A namespace that unpacked another platform's image (an arm64 pull on an amd64 node):
+    ``verify --deep`` compared the host's chains only, and called a damaged arm64 snapshot
+    clean, while ``rebuild -o`` found it (a red-team run)."""
+    from ctrconv.containerd.metadata import SnapshotterDB
+
+    root = realnode_set_for("1.6").copy_root("node", tmp_path / "node")
+    assert cli("verify", "--root", str(root), "-A", "--deep", "-q").code == 0
+    with BoltFile(root / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db") as db:
+        foreign = sorted((s for s in SnapshotterDB(db).snapshots() if s.key.startswith("other/") and not s.parent),
+                         key=lambda s: s.id)
+    assert foreign, "the corpus's namespace other holds an arm64 unpack"
+    fs = root / "io.containerd.snapshotter.v1.overlayfs" / "snapshots" / str(foreign[0].id) / "fs"
+    victim = next(p for p in sorted(fs.rglob("*")) if p.is_file() and not p.is_symlink())
+    victim.unlink()
+    result = cli("verify", "--root", str(root), "-A", "--deep")
+    assert result.code == 1 and "PROBLEM snapshot-differs: snapshot other/" in result.stdout, result.stdout
