@@ -7,12 +7,14 @@ target or the complete new one, never a part, and a failed export leaves nothing
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
 
 from ctrconv import tempfiles
 from ctrconv.commitpoint import committing
+from ctrconv.errors import UsageError
 from ctrconv.streams import fsync_dir
 
 
@@ -28,10 +30,19 @@ def publish(tmp: Path, final: Path) -> None:
 
 def publish_dir(tmp: Path, final: Path) -> None:
     """A directory output: mode 0755 (``mkdtemp`` made it 0700), its entries synced, then
-    :func:`publish` (an existing empty directory at ``final`` is replaced)."""
+    :func:`publish` (an existing empty directory at ``final`` is replaced). A directory that
+    another process filled meanwhile (two exports into one new directory) is refused as when
+    it was there at the start (exit 2); the error named this export's own temp directory."""
     os.chmod(tmp, 0o755)
     fsync_dir(tmp)
-    publish(tmp, final)
+    try:
+        publish(tmp, final)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+            raise
+        kind = "is not empty" if final.is_dir() and not final.is_symlink() else "is not a directory"
+        raise UsageError(f"{final} exists and {kind} (made by another process while this export ran)",
+                         hint="choose a new directory") from None
 
 
 def discard_dir(tmp: Path) -> None:
