@@ -240,6 +240,19 @@ def salvage(path: str | os.PathLike[str], *, hints: RootHints | None = None) -> 
 
 
 def _salvage(raw: _Raw, hints: RootHints | None = None) -> SalvageResult:
+    result = _salvage_tree(raw, hints)
+    newest = max((m for m in result.metas if m.valid), key=lambda m: m.txid, default=None)
+    if newest is not None and result.source.startswith("meta ") and f"(txid {newest.txid})" not in result.source:
+        # the newest valid meta's tree read nothing (its root page lost): an older commit's
+        # tree is whole, but what the last commit wrote is not in it (a container created
+        # last lost its snapshot record with no word said: a red-team run)
+        result.damage.insert(0, Damage((), newest.root, f"the tree of meta {newest.page} (txid {newest.txid}), the "
+                                                        f"newest, is unreadable: {result.source} used instead; what "
+                                                        "the last commit wrote is lost"))
+    return result
+
+
+def _salvage_tree(raw: _Raw, hints: RootHints | None = None) -> SalvageResult:
     page_size = discover_page_size(raw.mm, raw.size) or _guess_page_size(raw)
     raw.page_size = page_size
     raw.pages = raw.size // page_size

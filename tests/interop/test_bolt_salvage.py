@@ -292,3 +292,25 @@ def test_a_lost_leaf_does_not_pass_its_records_fields_off_as_records(damage, tmp
     assert 0 < len(names) < 300
     original = want.bucket(b"v1", b"ns", b"images")
     assert all(images.entries[n].to_plain() == original.entries[n].to_plain() for n in names)
+
+
+@pytest.mark.parametrize("line", ["1.6", "2.x"])
+def test_an_older_commit_used_for_an_unreadable_newest_tree_is_reported(line, realnode_set_for, tmp_path):
+    """The root page of the newest meta's tree zeroed (the metas both valid): the older meta's
+    tree, whole, was used with no damage reported, and a rebuild dropped the container created
+    by the last commit without a word (a red-team run on the overlayfs metadata.db)."""
+    from ctrconv.bolt.reader import decode_meta
+
+    path = tmp_path / "metadata.db"
+    shutil.copy(realnode_set_for(line).root("node") / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db", path)
+    with BoltFile(path) as db:
+        page_size = db.page_size
+    data = path.read_bytes()
+    metas = [decode_meta(data[:page_size], 0), decode_meta(data[page_size:2 * page_size], 1)]
+    newest = max((m for m in metas if m.valid), key=lambda m: m.txid)
+    with open(path, "r+b") as f:
+        f.seek(newest.root * page_size)
+        f.write(bytes(page_size))
+    result = salvage(path)
+    assert f"(txid {newest.txid})" not in result.source
+    assert any("the newest, is unreadable" in d.message for d in result.damage), result.damage

@@ -15,7 +15,7 @@ from support.archives import with_index
 
 pytestmark = pytest.mark.interop
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_last_image_of_a_name_is_imported_and_nothing_of_the_first(cli, fixture_set, tmp_path: Path) -> None:

@@ -340,7 +340,11 @@ def copy_images_to_root(
         content = ContentWriter(txn.content_dir)
         snaps = None
         try:
-            trusted = frozenset() if given.verify_existing else R.recorded_blobs(txn.meta, namespace)
+            # a document whose file in the root did not hash to its digest is written again
+            # (the configs the unpack reads are looked at now, not after the content is copied)
+            _read_unpack_configs(source, imports)
+            distrusted = frozenset(source.mismatched)
+            trusted = frozenset() if given.verify_existing else R.recorded_blobs(txn.meta, namespace) - distrusted
             fetch_jobs = getattr(source, "parallel_reads", 1)
             if fetch_jobs > 1:  # a registry: blobs fetched side by side while the unpack goes on
                 snaps, unpacked = _fetch_and_unpack(run, imports, content, trusted, rules, line,
@@ -350,6 +354,11 @@ def copy_images_to_root(
                 snaps, unpacked = _unpack(run, imports, content, rules, line, given.max_layer_size, given.jobs, progress)
             with stage(progress, "records", len(run.labels) + len(imports), "records") as step:
                 _write_records(run, imports, unpacked, rules, report, step)
+            late = source.mismatched - distrusted
+            if late and not given.verify_existing:  # (found after the content was copied: a registry's config)
+                report.warnings.append(
+                    f"{', '.join(sorted(late))}: the root's blob file does not hash to its digest (left as it is); "
+                    "import again with --verify-existing to write it again, or run ctrconv rebuild")
             committed = txn.commit(snaps.install if snaps is not None else None)
             report.written = committed or report.blobs_written > 0
             report.backups = [str(p) for p in txn.backups]
@@ -437,6 +446,21 @@ def _pull_unpacks(imports: list[_PlannedImport], line: str, given: ImportOptions
             item.every_platform = list(chosen.values())
             if item.every_platform and item.unpack_target not in item.every_platform:
                 item.unpack_target = item.every_platform[0]
+
+
+def _read_unpack_configs(source: TargetFirst, imports: list[_PlannedImport]) -> None:
+    """Read the config of every manifest to unpack once before the content is copied: one the
+    root holds is read from it (and a file that does not hash to its digest is noted, to be
+    written again), one it lacks is read from the input and kept for the copy. An unreadable
+    one is left to the unpack, which says what is wrong with it."""
+    for target in _unpack_order(imports):
+        config = target.config
+        if not mt.is_config(config.get("mediaType", "")):
+            continue
+        try:
+            source.read_small(str(config["digest"]), int(config["size"]))
+        except (CtrconvError, KeyError, TypeError, ValueError):
+            continue
 
 
 def _unpackable(m: PlannedManifest) -> bool:

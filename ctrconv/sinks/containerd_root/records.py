@@ -135,6 +135,7 @@ def merge_blob(ns: BucketTree, digest: str, size: int, labels: Mapping[str, str]
         write_blob(record, BlobRecord(_PLACED_BY_CALLER, digest, size, dict(labels), now, now))
         return ADDED
     current = read_map(record.bucket(K.LABELS))
+    labels = _keeping_content_references(current, labels)
     # a distribution source stays the one the blob was first fetched from, as a pull that
     # finds the blob present does not touch it
     wanted = {**current, **{k: v for k, v in labels.items()
@@ -152,6 +153,36 @@ def merge_blob(ns: BucketTree, digest: str, size: int, labels: Mapping[str, str]
         write_map(record, K.LABELS, {**labels, **wanted})
     write_updated_at(record, now)
     return UPDATED
+
+
+def _keeping_content_references(current: Mapping[str, str], labels: Mapping[str, str]) -> dict[str, str]:
+    """``labels`` for a record that has ``current`` ones, none of whose content references
+    (``containerd.io/gc.ref.content.*``) is written over: a reference the record lacks gets a
+    key its prefix has free instead. An archive import with ``--platform`` of an index a pull
+    had recorded numbered its selected children ``m.0``, ``m.1`` over the pull's, and the
+    host's manifest, nothing referencing it any more, went with containerd's next GC, its
+    snapshots too (a red-team run on 2.x, whose own import keeps every reference; 1.6's ctr
+    loses it as ctrconv did). Existing records only ever gain references."""
+    prefix = K.LABEL_GC_CONTENT + "."
+    if not any(k.startswith(prefix) and k in current and current[k] != v for k, v in labels.items()):
+        return dict(labels)
+    taken = dict(current)
+    referenced = {v for k, v in current.items() if k.startswith(prefix)}
+    out: dict[str, str] = {}
+    for key, value in labels.items():
+        if not key.startswith(prefix) or key not in current or current[key] == value:
+            out[key] = value
+            taken[key] = value
+            continue
+        if value in referenced:
+            continue  # (already referenced under another key)
+        stem = key.rstrip("0123456789")
+        n = 0 if stem.endswith(".") else 1  # (containerd's numbering: m.0, m.1; config, config1)
+        while f"{stem}{n}" in taken:
+            n += 1
+        out[f"{stem}{n}"] = taken[f"{stem}{n}"] = value
+        referenced.add(value)
+    return out
 
 
 # -- images ----------------------------------------------------------------------------------

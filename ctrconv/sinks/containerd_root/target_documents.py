@@ -35,6 +35,9 @@ class TargetFirst:
     def __init__(self, source: Any, content_dir: Path) -> None:
         self._source = source
         self._target = ContentStore(content_dir)
+        #: digests whose blob file in the target did not hash to them (read from the input
+        #: instead): the import writes them again rather than trust the file its records name
+        self.mismatched: set[str] = set()
 
     @property
     def input(self) -> Any:
@@ -65,6 +68,7 @@ class TargetFirst:
                 data = self._target.read_small(digest, size, MAX_DOCUMENT_SIZE)
             except (CtrconvError, OSError):
                 data = None
+                self.mismatched.add(str(Digest.parse(digest)))
             if data is not None:
                 remember = getattr(self._source, "remember_document", None)
                 if remember is not None:

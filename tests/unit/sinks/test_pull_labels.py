@@ -196,3 +196,22 @@ def test_a_2x_pull_leaves_the_sources_of_a_layer_it_did_not_walk(tmp_path: Path)
         labels = blob_labels(root)
         assert labels[config][SOURCE] == "team/a,team/b"
         assert labels[layer][SOURCE] == ("team/a,team/b" if walked else "team/a"), (line, every)
+
+
+def test_an_import_of_fewer_platforms_keeps_every_child_an_index_record_references(tmp_path: Path) -> None:
+    """A pull records an index referencing every child (``m.0`` amd64, ``m.1`` arm64); an archive
+    import of the same index with ``--platform linux/arm64`` numbered its one child ``m.0`` over
+    the pull's: nothing referenced the amd64 manifest, and containerd's GC deleted it and its
+    snapshots (a red-team run on 2.x, whose ctr keeps every reference). References are only
+    ever added to an existing record."""
+    path, amd, arm = _index_of_two(tmp_path)
+    root = tmp_path / "root"
+    copy_images_to_root(PulledLayout(path, "team/m"), root, containerd_version="2.x")
+    index = json.loads((path / "index.json").read_text())["manifests"][0]["digest"]
+    before = blob_labels(root)[index]
+    assert {before["containerd.io/gc.ref.content.m.0"], before["containerd.io/gc.ref.content.m.1"]} == \
+        {amd["manifest"]["digest"], arm["manifest"]["digest"]}
+    copy_images_to_root(LayoutSource(path), root, platform=["linux/arm64"], containerd_version="2.x")
+    after = blob_labels(root)[index]
+    assert {v for k, v in after.items() if k.startswith("containerd.io/gc.ref.content.")} >= \
+        {amd["manifest"]["digest"], arm["manifest"]["digest"]}, after
