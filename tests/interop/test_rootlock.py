@@ -207,22 +207,13 @@ def test_a_containerd_started_during_a_write_does_not_run_on_the_old_meta_db(
     def start_late(stage: str) -> None:
         if stage == "content" and not started:  # the blobs' write: locks held, meta.db not replaced yet
             started.append(True)
-            late._write_config()
-            late.state.mkdir(parents=True, exist_ok=True)
-            late._proc = subprocess.Popen([str(late.containerd), "--config", str(late.config_path)],
-                                          stdout=open(late.log_path, "ab"), stderr=subprocess.STDOUT,
-                                          start_new_session=True)
-            _wait_for_bolt_open(late._proc.pid, root)
+            _start_waiting_on_bolt_files(late, root)
 
     other = tmp_path / "other.tar"
     other.write_bytes(image([tar([member("other", data=b"other" * 1000)])], name="docker.io/library/other:1"))
     report = import_images(str(other), root, progress=RecordingProgress(start_late))
     assert started and report.images[0].status == "added"
-    deadline = time.monotonic() + 30
-    while "invalid database" not in late.log_path.read_text() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert "invalid database" in late.log_path.read_text(), late.log_tail()
-    late.close()
+    _assert_failed_to_open_a_retired_file(late)
     daemon = private_containerd(root=root)
     names = set(daemon.image_names("default"))
     assert names == {"docker.io/library/small:1", "docker.io/library/other:1"}
@@ -259,12 +250,7 @@ def test_a_containerd_started_during_an_in_place_rebuild_never_runs_on_a_state_b
         if late._proc is None and stage != "checking content":
             return  # (a healthy root is checked first, before the rebuild takes its locks)
         if late._proc is None:  # its repair begins: the rebuild holds the files it will replace
-            late._write_config()
-            late.state.mkdir(parents=True, exist_ok=True)
-            late._proc = subprocess.Popen([str(late.containerd), "--config", str(late.config_path)],
-                                          stdout=open(late.log_path, "ab"), stderr=subprocess.STDOUT,
-                                          start_new_session=True)
-            _wait_for_bolt_open(late._proc.pid, root)
+            _start_waiting_on_bolt_files(late, root)
         for path in bolt_files:
             probe = subprocess.run([sys.executable, "-c", "import fcntl, os, sys\n"
                                     "fcntl.flock(os.open(sys.argv[1], os.O_RDONLY), fcntl.LOCK_SH | fcntl.LOCK_NB)",
@@ -277,11 +263,7 @@ def test_a_containerd_started_during_an_in_place_rebuild_never_runs_on_a_state_b
     assert late._proc is not None and len(progress.stages) >= 3, [s.name for s in progress.stages]
     assert not unlocked, unlocked
     assert report.backups and all(os.stat(b).st_nlink == 1 for b in report.backups if b.endswith(tuple("0123456789Z")))
-    deadline = time.monotonic() + 30
-    while "invalid database" not in late.log_path.read_text() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert "invalid database" in late.log_path.read_text(), late.log_tail()
-    late.close()
+    _assert_failed_to_open_a_retired_file(late)
     daemon = private_containerd(root=root)
     assert set(daemon.image_names("default")) == {"docker.io/library/small:1"}
     assert all(row.complete and row.unpacked for row in daemon.images_check("default"))
@@ -296,6 +278,28 @@ def _json_or_none(path: Path) -> object:
         return json.loads(path.read_bytes())
     except ValueError:
         return None
+
+
+def _assert_failed_to_open_a_retired_file(daemon) -> None:
+    """``daemon``, started while ctrconv wrote, got a retired inode's lock and failed to open it
+    ("invalid database") instead of running on a state before the write; it is stopped."""
+    deadline = time.monotonic() + 30
+    while "invalid database" not in daemon.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "invalid database" in daemon.log_path.read_text(), daemon.log_tail()
+    daemon.close()
+
+
+def _start_waiting_on_bolt_files(daemon, root: Path) -> None:
+    """Start ``daemon`` (a PrivateContainerd not started yet) without waiting for it to serve:
+    it opens the root's bolt files and waits for their locks, as a containerd started while
+    ctrconv writes does."""
+    daemon._write_config()
+    daemon.state.mkdir(parents=True, exist_ok=True)
+    daemon._proc = subprocess.Popen([str(daemon.containerd), "--config", str(daemon.config_path)],
+                                    stdout=open(daemon.log_path, "ab"), stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+    _wait_for_bolt_open(daemon._proc.pid, root)
 
 
 def _wait_for_bolt_open(pid: int, root: Path) -> None:
