@@ -103,6 +103,35 @@ def _mend_lost_target(ns_name: str, key: bytes, record: BucketTree, ns: BucketTr
     return str(doc["digest"])
 
 
+def drop_empty_recovered_namespaces(meta: BucketTree, report: RebuildReport) -> None:
+    """Namespaces the salvage had to name ``recovered-<page>`` (an orphan namespace page whose
+    records said nothing of their namespace: often a freed older copy of another) that hold
+    nothing once repaired (no image, container, content or snapshot record; a lease alone is
+    no content) go: they were left as empty namespaces ``ctr namespaces ls`` listed (a
+    red-team run). One that still holds records stays, for the operator to look at."""
+    from ctrconv.recovery.salvage import RECOVERED_NAMESPACE_PREFIX
+
+    v1 = meta.bucket(K.V1)
+    for key in list(v1.entries) if v1 else []:
+        ns = v1.entries[key]  # type: ignore[union-attr]
+        if not (isinstance(ns, BucketTree) and text(key).startswith(RECOVERED_NAMESPACE_PREFIX)):
+            continue
+        if _holds_records(ns):
+            continue
+        del v1.entries[key]  # type: ignore[union-attr]
+        report.clean("namespace", f"namespace {text(key)}",
+                     "assembled from an orphan page that named no namespace; nothing of it survived the repair")
+
+
+def _holds_records(ns: BucketTree) -> bool:
+    for path in ((K.IMAGES,), (K.CONTAINERS,), (K.CONTENT, K.BLOB)):
+        bucket = ns.bucket(*path)
+        if bucket is not None and bucket.entries:
+            return True
+    snapshots = ns.bucket(K.SNAPSHOTS)
+    return any(isinstance(b, BucketTree) and b.entries for b in (snapshots.entries.values() if snapshots else ()))
+
+
 def _drop_unreachable_namespaces(meta: BucketTree, report: RebuildReport) -> None:
     """Namespace buckets whose names containerd refuses (``identifiers.Validate``: a damaged
     key, a writer other than containerd): no client can name them, so their images never

@@ -44,6 +44,7 @@ from ctrconv.recovery.derive import derive_images, drop_incomplete_images
 from ctrconv.recovery.metadata import (
     clean_metadata,
     drop_flattened_buckets,
+    drop_empty_recovered_namespaces,
     drop_undecodable_labels,
     mend_undecodable_times,
     prune_dangling_labels,
@@ -251,4 +252,5 @@ def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set
     if run.regenerate_layers:
         regenerate_lost_layers(meta, backends, run.croot, run.target, report, unpack=run.unpack)
     drop_incomplete_images(meta, content, report)
+    drop_empty_recovered_namespaces(meta, report)
     return kept

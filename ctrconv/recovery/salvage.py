@@ -48,6 +48,10 @@ def containerd_shape(tree: BucketTree) -> int:
     return score
 
 
+#: the name a namespace page gets when its records do not say which namespace it was
+RECOVERED_NAMESPACE_PREFIX = "recovered-"
+
+
 def assemble_namespaces(found: list[tuple[int, BucketTree, int]]) -> BucketTree | None:
     """A ``v1`` made of the orphan pages that are namespace buckets, when the pages above them
     (the root, ``v1``) are lost, as a meta.db cut short loses its last pages: rebuild took one
@@ -69,7 +73,7 @@ def assemble_namespaces(found: list[tuple[int, BucketTree, int]]) -> BucketTree 
         if name not in best or rank > best[name][0]:
             best[name] = (rank, tree)
     for pgid, tree, damage in sorted(unnamed, key=lambda u: (u[2], -newest_update(u[1]))):
-        name = "default" if "default" not in best else f"recovered-{pgid}"
+        name = "default" if "default" not in best else f"{RECOVERED_NAMESPACE_PREFIX}{pgid}"
         best[name] = ((-damage, newest_update(tree)), tree)
     if not best:
         return None

@@ -1,5 +1,6 @@
-"""Timestamps that are no Go binary time are written again by rebuild (containerd could not list
-the namespace holding one: ``Time.UnmarshalBinary: invalid length``; found by a red-team run)."""
+"""What rebuild mends in the records: timestamps that are no Go binary time are written again
+(containerd could not list the namespace holding one: ``Time.UnmarshalBinary: invalid length``),
+and namespaces assembled from orphan pages that kept nothing go (both found by a red-team run)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,21 @@ def test_an_undecodable_time_takes_the_record_s_other_time_or_now() -> None:
     assert decode_time(image.get(K.UPDATED_AT)).unix_ns == NOW  # type: ignore[arg-type]
     assert healthy.get(K.CREATED_AT) == good and labels.get(K.CREATED_AT) == b"a label value that is not a time"
     assert len(report.restored) == 3 and all(r["kind"] == "timestamp" for r in report.restored)
+
+
+def test_a_recovered_namespace_with_nothing_left_goes() -> None:
+    """Orphan namespace pages that named no namespace are called ``recovered-<page>``; one that
+    held only a stale lease and containers whose snapshots are gone was left as an empty
+    namespace ``ctr namespaces ls`` listed (a red-team run on a 1.6 meta.db cut short)."""
+    from ctrconv.recovery.metadata import drop_empty_recovered_namespaces
+
+    tree = BucketTree()
+    _record(tree, K.V1, b"recovered-48", b"leases", b"384003976-HBlH")
+    _record(tree, K.V1, b"recovered-48", K.CONTAINERS)
+    _record(tree, K.V1, b"recovered-7", K.IMAGES, b"x:1")
+    _record(tree, K.V1, b"default", K.LEASES)
+    report = RebuildReport(root="r", output="r")
+    drop_empty_recovered_namespaces(tree, report)
+    v1 = tree.bucket(K.V1)
+    assert v1 is not None and set(v1.entries) == {b"recovered-7", b"default"}
+    assert [c["object"] for c in report.cleaned] == ["namespace recovered-48"]
