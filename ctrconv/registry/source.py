@@ -72,6 +72,7 @@ class _BlobStream(ReadIntoByRead, io.RawIOBase):
         self._pos = 0
         self._resumes = 0
         self._resp: Response | None = None
+        self._answer_end: int | None = None
 
     def readable(self) -> bool:
         return True
@@ -84,6 +85,14 @@ class _BlobStream(ReadIntoByRead, io.RawIOBase):
         if resp.status not in (200, 206):
             raise RegistryError(f"{self._source.what}: GET blob {self._digest}: {registry_message(resp.status, resp.body)}")
         self._resp = resp
+        # where a whole answer ends: a blob shorter than its descriptor ends there cleanly,
+        # which is no dropped connection to resume (each resume fetched it again)
+        try:
+            length = int(resp.header("Content-Length") or "")
+        except ValueError:
+            self._answer_end = None
+        else:
+            self._answer_end = (0 if resp.status == 200 else self._pos) + length
         if self._pos and resp.status == 200:  # no range support: skip what was read already
             skip = self._pos
             while skip:
@@ -126,6 +135,10 @@ class _BlobStream(ReadIntoByRead, io.RawIOBase):
                 self._resumes += 1
                 continue
             if not data and self._pos < self._size:
+                if self._answer_end is not None and self._pos >= self._answer_end:
+                    self._drop()
+                    raise RegistryError(f"{self._source.what}: blob {self._digest}: the registry's answer ends "
+                                        f"at byte {self._pos}; its descriptor says {self._size} bytes")
                 # the server closed early without an error: resume from where it stopped
                 self._drop()
                 if self._resumes >= options.retries:

@@ -945,3 +945,26 @@ def test_a_child_manifest_that_is_no_json_is_named(registry, cli, tmp_path):
         assert checked.code == 1 and "PROBLEM invalid-json" in checked.stdout and child_digest in checked.stdout, \
             checked.stdout + checked.stderr
     assert not root.exists()
+
+
+@needs_registry
+def test_a_blob_shorter_than_its_descriptor_is_named_not_resumed(fixture_set, registry, cli, tmp_path):
+    """A registry whose blob answer is whole but shorter than the descriptor (an honest
+    Content-Length): ctrconv called it a dropped connection and downloaded it again from where
+    it ended, ``--retries`` times (a red-team run). It is one error line at once."""
+    seed(registry.host, fixture_set, "bbx-oci", "short/bbx:oci")
+    served: list[str] = []
+
+    def short(method: str, path: str, n: int) -> tuple[str, int, str, bytes] | None:
+        if method == "GET" and "/blobs/" in path and not served:
+            served.append(path)
+            return ("serve", 200, "application/octet-stream", b"x" * 10)
+        return None
+
+    with FaultProxy(registry.host, short) as proxy:
+        result = cli("import", "--root", str(tmp_path / "root"), "-i", f"docker://{proxy.host}/short/bbx:oci",
+                     "--plain-http", "-j", "1", *FAST)
+        gets = [path for method, path in proxy.seen if method == "GET" and path == served[0]]
+    line = one_error_line(result)
+    assert "answer ends at byte 10; its descriptor says" in line, line
+    assert len(gets) == 1, gets
