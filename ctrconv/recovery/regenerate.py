@@ -230,7 +230,32 @@ def _install(writer: Any, extras: regen.ExtraBlobs, ns: BucketTree, ns_name: str
         rec = ns.bucket(K.CONTENT, K.BLOB, blob["digest"].encode(), create=True)
         assert rec is not None
         if rec.get(K.SIZE) is None:
-            write_blob(rec, BlobRecord(ns_name, blob["digest"], int(blob["size"]), created_at=now, updated_at=now))
+            write_blob(rec, BlobRecord(ns_name, blob["digest"], int(blob["size"]), _gc_labels(extras, blob),
+                                       created_at=now, updated_at=now))
+
+
+def _gc_labels(extras: regen.ExtraBlobs, blob: dict[str, Any]) -> dict[str, str]:
+    """The GC labels of a new manifest or index (its children), written with its record: the
+    re-import labels every blob again at the end, but a rebuild killed before that (a power
+    cut) left the retargeted images' new manifests unlabelled, and a containerd started then
+    collected their configs, layers and snapshots (a red-team run). Other blobs get none."""
+    from ctrconv.sinks.containerd_root.records import children_labels
+
+    if int(blob["size"]) > 4 << 20:
+        return {}
+    try:
+        doc = json.loads(extras.read_small(blob["digest"], int(blob["size"])))
+    except (CtrconvError, ValueError):
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    if isinstance(doc.get("manifests"), list):
+        children = [c for c in doc["manifests"] if isinstance(c, dict) and "digest" in c]
+    elif isinstance(doc.get("config"), dict) and isinstance(doc.get("layers"), list):
+        children = [c for c in (doc["config"], *doc["layers"]) if isinstance(c, dict) and "digest" in c]
+    else:
+        return {}
+    return children_labels(children)
 
 
 def _mark_unpacked(extras: regen.ExtraBlobs, ns: BucketTree, changes: list[regen.ManifestChange]) -> None:
