@@ -291,9 +291,12 @@ def lost_records(report: RebuildReport, ns_name: str) -> set[str]:
 
 def children_of_lost_targets(meta: BucketTree, good: dict[str, int]) -> dict[tuple[str, str], str]:
     """(namespace, child digest) -> image name, for images whose target blob is gone but whose
-    content record still lists its children (``containerd.io/gc.ref.content.m.<i>``)."""
+    content record still lists its children (``containerd.io/gc.ref.content.m.<i>``, or any
+    other content reference: a nested index was recorded as ``...content.0``, and the whole
+    image behind it was dropped; a red-team run). Only children that are whole manifests or
+    indexes become images (:func:`~ctrconv.recovery.derive.derive_images`)."""
     found: dict[tuple[str, str], str] = {}
-    prefix = K.LABEL_GC_CONTENT + ".m."
+    prefix = K.LABEL_GC_CONTENT + "."
     for ns_name, ns in namespaces(meta):
         images = ns.bucket(K.IMAGES)
         blobs = ns.bucket(K.CONTENT, K.BLOB)

@@ -608,15 +608,17 @@ def test_namespaces_only_the_snapshotter_still_names_come_back(line, realnode_se
     daemon.stop()
 
 
-def test_the_manifests_of_an_image_whose_index_blob_was_lost_stay_images(realnode_set_for, cli, tmp_path,
+@pytest.mark.parametrize("image", ["index", "nested"])
+def test_the_manifests_of_an_image_whose_index_blob_was_lost_stay_images(image, realnode_set_for, cli, tmp_path,
                                                                          private_containerd):
     """An image's index blob left empty (the classic ext4 crash artefact): rebuild dropped the
     image in every namespace though its content record still listed the whole manifests, and
     containerd's GC then deleted them, their layers and their snapshot (a red-team run). Each
-    whole manifest stays an image ``repo@sha256:<manifest>``, as recovery.md says."""
+    whole manifest stays an image ``repo@sha256:<manifest>``, as recovery.md says; so does a
+    whole nested index below it (recorded as ``gc.ref.content.0``: a second red-team run)."""
     root = realnode_set_for("1.6").copy_root("node", tmp_path / "node")
     images = cli("ls", "--root", str(root), "-n", "default", "--json").json["images"]
-    [index] = [i for i in images if i["name"].endswith("/realnode/index:1")]
+    [index] = [i for i in images if i["name"].endswith(f"/realnode/{image}:1")]
     blob = root / "io.containerd.content.v1.content" / "blobs" / "sha256" / index["digest"].split(":")[1]
     blob.chmod(0o644)
     blob.write_bytes(b"")
