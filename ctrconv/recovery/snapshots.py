@@ -377,19 +377,6 @@ def restore_lost_records(meta: BucketTree, sn: str, records: BucketTree, alive: 
         if backend_key in named or len(parts) != 3 or not parts[1].isdigit() or not lost_in(parts[0]):
             continue
         ns_name, _, key = parts
-        if ns_name not in ns_buckets:
-            # the damage took the namespace itself (meta.db cut short, its v1 page lost): the
-            # snapshotter's keys still name it, and what it held comes back there
-            if not is_namespace(ns_name):
-                continue
-            ns_buckets[ns_name] = _restored_namespace(meta, ns_name, report)
-        bucket = ns_buckets[ns_name].bucket(K.SNAPSHOTS, sn.encode(), create=True)
-        assert bucket is not None
-        existing = bucket.entries.get(key_bytes(key))
-        if isinstance(existing, BucketTree) and existing.get(K.NAME) in alive:
-            continue  # that key names another whole backend snapshot: the record stays as it is
-        # (a record the damage left without a name, or naming nothing, breaks every chain
-        # above it: the snapshotter's record says what it was)
         try:
             found = read_backend_snapshot(records.entries[backend_key], text(backend_key))  # type: ignore[arg-type]
         except FormatError:
@@ -400,6 +387,21 @@ def restore_lost_records(meta: BucketTree, sn: str, records: BucketTree, alive: 
             if len(parent_parts) != 3 or parent_parts[0] != ns_name:
                 continue  # (containerd links a snapshot to its own namespace's parent only)
             parent = parent_parts[2]
+        if ns_name not in ns_buckets:
+            # the damage took the namespace itself (meta.db cut short, its v1 page lost): the
+            # snapshotter's keys still name it, and what it held comes back there (a key whose
+            # namespace a flipped bit changed names a parent of another namespace: skipped
+            # above, it makes no namespace that never was)
+            if not is_namespace(ns_name):
+                continue
+            ns_buckets[ns_name] = _restored_namespace(meta, ns_name, report)
+        bucket = ns_buckets[ns_name].bucket(K.SNAPSHOTS, sn.encode(), create=True)
+        assert bucket is not None
+        existing = bucket.entries.get(key_bytes(key))
+        if isinstance(existing, BucketTree) and existing.get(K.NAME) in alive:
+            continue  # that key names another whole backend snapshot: the record stays as it is
+        # (a record the damage left without a name, or naming nothing, breaks every chain
+        # above it: the snapshotter's record says what it was)
         children = existing.bucket(K.CHILDREN) if isinstance(existing, BucketTree) else None
         bucket.entries.pop(key_bytes(key), None)  # (nothing of a broken record is trusted...)
         record = bucket.bucket(key_bytes(key), create=True)

@@ -652,3 +652,21 @@ def test_a_snapshot_record_the_damage_left_without_a_name_is_written_again():
     restored = read_snapshot(bucket.bucket(b"sha256:base"), "k8s.io", OVERLAY, "sha256:base")  # type: ignore[union-attr]
     assert restored.name == "k8s.io/2/sha256:base"
     assert bucket.bucket(b"sha256:base", K.CHILDREN).get(b"sha256:top") == b""  # type: ignore[union-attr]
+
+
+def test_a_namespace_is_restored_only_for_snapshots_that_come_back_in_it():
+    """meta.db lost with every namespace, and one flipped bit in a snapshotter key's namespace
+    (``other/4/top`` read ``othes/4/top``, its parent still ``other/2/base``): the restore made
+    a namespace ``othes`` before finding that the snapshot could not come back there (its
+    parent is another namespace's), and left it empty (a red-team run)."""
+    from ctrconv.containerd.records import BackendSnapshot
+    from ctrconv.recovery.snapshots import restore_lost_records
+
+    meta = BucketTree()
+    records = _backend_records(BackendSnapshot("other/2/base", 1, "committed", None),
+                               BackendSnapshot("othes/4/top", 2, "committed", "other/2/base"))
+    report = _report()
+    restore_lost_records(meta, OVERLAY, records, {b"other/2/base": 1, b"othes/4/top": 2}, report)
+    v1 = meta.bucket(K.V1)
+    assert v1 is not None and set(v1.entries) == {b"other"}
+    assert [r["object"] for r in report.restored if r["kind"] == "namespace"] == ["other"]
