@@ -188,7 +188,7 @@ def test_ls_quiet_prints_names_only(tmp_path: Path, small_tar: Path) -> None:
 
 
 def test_a_containerd_started_during_a_write_does_not_run_on_the_old_meta_db(
-    tmp_path: Path, small_tar: Path, private_containerd
+    tmp_path: Path, small_tar: Path, private_containerd, request
 ) -> None:
     """containerd opens meta.db by path and waits for its flock without a limit. Started while
     ctrconv writes, it holds the inode the commit replaces; ctrconv retires that inode before
@@ -202,6 +202,7 @@ def test_a_containerd_started_during_a_write_does_not_run_on_the_old_meta_db(
     root = tmp_path / "root"
     assert _ctrconv("import", "--root", str(root), "-i", str(small_tar), "-q").returncode == 0
     late = PrivateContainerd(root=root, start_timeout=5)
+    request.addfinalizer(late.close)  # (stopped also when an assertion fails before the end)
     started: list[bool] = []
 
     def start_late(stage: str) -> None:
@@ -221,7 +222,7 @@ def test_a_containerd_started_during_a_write_does_not_run_on_the_old_meta_db(
 
 
 def test_a_containerd_started_during_an_in_place_rebuild_never_runs_on_a_state_before_its_end(
-    tmp_path: Path, small_tar: Path, private_containerd
+    tmp_path: Path, small_tar: Path, private_containerd, request
 ) -> None:
     """An in-place rebuild commits several times (the repaired databases, then each re-import).
     It kept the replaced meta.db as a hard link and let its locks go after its first commit: a
@@ -244,6 +245,7 @@ def test_a_containerd_started_during_an_in_place_rebuild_never_runs_on_a_state_b
     layer.write_bytes(layer.read_bytes()[:100])  # damage: regenerated from its snapshot
     bolt_files = [root.joinpath(*META), root / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db"]
     late = PrivateContainerd(root=root, start_timeout=5)
+    request.addfinalizer(late.close)  # (stopped also when an assertion fails before the end)
     unlocked: list[str] = []
 
     def at_stage(stage: str) -> None:
