@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, Mapping, Protocol
 
 from ctrconv import tempfiles
 from ctrconv.digest import Digest
-from ctrconv.errors import MissingContentError
+from ctrconv.errors import MissingContentError, UnreadableContentError
 from ctrconv.progress import SILENT_STAGE, Stage
 from ctrconv.streams import CHUNK, copy_verified, fsync_dir
 
@@ -132,6 +132,10 @@ class ContentWriter:
         os.chmod(tmp, BLOB_MODE)
         final = self.blob_path(digest)
         final.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        if final.is_dir() and not final.is_symlink():
+            # (the rename failed naming this writer's temp file; containerd names the blob path)
+            raise UnreadableContentError(f"{final}: a directory stands where the blob's file belongs; "
+                                         "move it away and import again")
         os.replace(tmp, final)
         self.written.append(final)
         fsync_dir(final.parent)

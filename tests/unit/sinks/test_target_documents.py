@@ -34,3 +34,18 @@ def test_a_corrupt_document_in_the_root_is_written_again(which: str, tmp_path: P
 
     assert blob.read_bytes() == good, report.warnings
     assert json.loads(blob.read_bytes())  # (a whole document again)
+
+
+def test_a_directory_where_a_blob_belongs_is_named(tmp_path: Path) -> None:
+    """A directory at a blob's path in the content store: the error named this import's temp
+    file, gone by then (a red-team run); it names the blob path, as containerd does."""
+    from ctrconv.errors import UnreadableContentError
+
+    builder = LayoutBuilder(tmp_path / "layout")
+    image = builder.image("reg.example/team/a:1", [{"etc/a": b"a\n"}])
+    root = tmp_path / "root"
+    blob = root.joinpath(*BLOBS, image["layers"][0]["digest"].split(":")[1])
+    blob.mkdir(parents=True)
+    with pytest.raises(UnreadableContentError) as caught:
+        copy_images_to_root(LayoutSource(builder.path), root)
+    assert str(blob) in str(caught.value) and ".ctrconv-tmp" not in str(caught.value)
