@@ -277,7 +277,7 @@ def _salvage_tree(raw: _Raw, hints: RootHints | None = None) -> SalvageResult:
         source, tree, damage, _ = attempts[0]
         result = SalvageResult(tree, source, page_size, list(damage), metas=tuple(metas))
         if damage:
-            _recover_orphans(raw, *walkers[0], result)
+            _recover_orphans(raw, *walkers[0], result, hints)
         for other_source, other_tree, _, _ in attempts[1:]:
             for bucket_path in _damaged_buckets(damage):
                 if _backfill(tree, other_tree, bucket_path):
@@ -328,7 +328,8 @@ def _free_pages(raw: _Raw, meta: MetaInfo) -> set[int] | None:
     return ids | set(range(meta.freelist, meta.freelist + overflow + 1))
 
 
-def _recover_orphans(raw: _Raw, walker: _Walker, meta: MetaInfo, result: SalvageResult) -> None:
+def _recover_orphans(raw: _Raw, walker: _Walker, meta: MetaInfo, result: SalvageResult,
+                     hints: RootHints | None = None) -> None:
     """Records below a lost page whose own pages survive (a branch page of a large bucket
     garbled or zeroed: every leaf under it intact): with a persisted freelist, a page neither
     reachable from the root nor free can only be one the lost page led to, so the subtrees
@@ -371,11 +372,34 @@ def _recover_orphans(raw: _Raw, walker: _Walker, meta: MetaInfo, result: Salvage
         rescuer.tree(top, node, path)
         nodes.append(node)
     if "unknown" in kinds and not _bucket_nodes(nodes, bucket):
+        if len(path) == 1 and hints is not None and hints.assemble is not None:
+            _assemble_lost_bucket(tops, nodes, path, result, hints)
         return
     before = len(bucket.entries)
     for node in nodes:
         for key, value in node.entries.items():
             bucket.entries.setdefault(key, value)
+    if len(bucket.entries) > before:
+        result.backfilled.append(path)
+
+
+def _assemble_lost_bucket(tops: list[int], nodes: list[BucketTree], path: tuple[bytes, ...],
+                          result: SalvageResult, hints: RootHints) -> None:
+    """The page of a top-level bucket (meta.db's ``v1``) lost whole, header and all: its orphan
+    subtrees are the roots of its entries' sub-buckets (the namespaces), whose names went with
+    it. The owner's ``assemble`` names them from what their records say (as for a file cut
+    short); the names the tree kept win. Without it, every namespace's images and containers
+    below the lost page were dropped, though their pages were whole (a red-team run)."""
+    assert hints.assemble is not None
+    assembled = hints.assemble([(top, node, 0) for top, node in zip(tops, nodes)])
+    found = assembled.bucket(*path) if assembled is not None else None
+    if found is None:
+        return
+    bucket = result.tree.bucket(*path, create=True)
+    assert bucket is not None
+    before = len(bucket.entries)
+    for key, value in found.entries.items():
+        bucket.entries.setdefault(key, value)
     if len(bucket.entries) > before:
         result.backfilled.append(path)
 

@@ -704,3 +704,27 @@ def test_a_regenerating_rebuild_killed_after_its_first_write_leaves_nothing_for_
              if i["complete"] or i["status"] != "incomplete"}
     assert {n for n in before if n[0] == "default"} <= after, sorted(before - after)
     assert cli("verify", "--root", str(root), "-A", "-q").code == 0
+
+
+def test_a_zeroed_v1_page_of_a_1_6_meta_db_loses_no_namespace_record(realnode_set_for, cli, tmp_path):
+    """The page of meta.db's ``v1`` bucket zeroed (header and all), every page below it whole:
+    the namespaces' pages are orphans whose names went with it, and every image name and both
+    containers were dropped (the snapshots came back from the snapshotter's keys; a red-team
+    run). With 1.6's persisted free list the orphans are known for what they are: they are
+    named from their records, as for a file cut short, and nothing is lost."""
+    root = realnode_set_for("1.6").copy_root("node", tmp_path / "node")
+    before = {(i["namespace"], i["name"], i["digest"]) for i in cli("ls", "--root", str(root), "-A", "--json").json["images"]}
+    meta = root.joinpath(*META)
+    with BoltFile(meta) as db:
+        page, page_size = db.bucket(b"v1").root, db.page_size
+    assert page, "v1 has a page of its own"
+    with open(meta, "r+b") as f:
+        f.seek(page * page_size)
+        f.write(bytes(page_size))
+    out = tmp_path / "new"
+    result = cli("rebuild", "--root", str(out.parent / "node"), "-o", str(out), "-q")
+    assert result.code == 0, result.stderr
+    after = {(i["namespace"], i["name"], i["digest"]) for i in cli("ls", "--root", str(out), "-A", "--json").json["images"]}
+    assert before <= after, sorted(before - after)[:5]
+    assert _containers(out, "default") == {"rn-created", "rn-stopped"}
+    assert cli("verify", "--root", str(out), "-A", "-q").code == 0
