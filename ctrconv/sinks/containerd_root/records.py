@@ -166,7 +166,7 @@ def _keeping_content_references(current: Mapping[str, str], labels: Mapping[str,
     prefix = K.LABEL_GC_CONTENT + "."
     if not any(k.startswith(prefix) and k in current and current[k] != v for k, v in labels.items()):
         return dict(labels)
-    taken = dict(current)
+    taken = {**current, **labels}  # (a free key is free in both: the new labels keep theirs)
     referenced = {v for k, v in current.items() if k.startswith(prefix)}
     out: dict[str, str] = {}
     for key, value in labels.items():

@@ -215,3 +215,14 @@ def test_an_import_of_fewer_platforms_keeps_every_child_an_index_record_referenc
     after = blob_labels(root)[index]
     assert {v for k, v in after.items() if k.startswith("containerd.io/gc.ref.content.")} >= \
         {amd["manifest"]["digest"], arm["manifest"]["digest"]}, after
+
+
+def test_references_moved_aside_take_keys_neither_side_uses() -> None:
+    """An index recorded by an import of one platform (``m.0`` = arm64), then pulled whole
+    (``m.0`` amd64, ``m.1`` arm64, ``m.2`` arm/v7): the pull's ``m.0`` moved to a key that
+    neither the record nor the pull uses, so no reference of either is lost (the first version
+    of the rule gave it ``m.1``, which the pull's own ``m.1`` then took)."""
+    m = "containerd.io/gc.ref.content.m."
+    kept = R._keeping_content_references({f"{m}0": "arm64"}, {f"{m}0": "amd64", f"{m}1": "arm64", f"{m}2": "v7"})
+    merged = {f"{m}0": "arm64", **kept}
+    assert set(merged.values()) == {"amd64", "arm64", "v7"} and merged[f"{m}0"] == "arm64"
