@@ -213,8 +213,9 @@ def mend_undecodable_times(tree: BucketTree, where: str, report: RebuildReport, 
     again: from the record's other timestamp when that one decodes, else the time of the
     rebuild. containerd fails to list the whole namespace on one such value (``ctr content ls``:
     ``Time.UnmarshalBinary: invalid length``); verify reported it and rebuild copied it as it
-    was (a red-team run). ``expireat`` of a lease is only ever written again as it was, or dropped
-    (a lease with no expiry lives until removed; one whose expiry is unreadable expires now)."""
+    was (a red-team run). An unreadable ``expireat`` (an ingest's) is set to the rebuild's time:
+    the ingest expires. Maps whose keys are anyone's (labels, annotations, a container's
+    extensions) are not looked into."""
     import time as _time
 
     from ctrconv.containerd.codec import encode_go_time
@@ -233,8 +234,12 @@ def mend_undecodable_times(tree: BucketTree, where: str, report: RebuildReport, 
             report.restore("timestamp", f"{text(key)} of {where} {at}",
                            "not a Go binary time (containerd could not list its namespace): written again")
         for key, value in bucket.entries.items():
-            if isinstance(value, BucketTree) and key != K.LABELS:
+            if isinstance(value, BucketTree) and key not in _FREE_KEYED:
                 stack.append((path + (key,), value))
+
+
+#: buckets whose keys are chosen by users, never record fields
+_FREE_KEYED = (K.LABELS, K.ANNOTATIONS, b"extensions")
 
 
 def _decodes(raw: bytes) -> bool:

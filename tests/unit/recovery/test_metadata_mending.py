@@ -34,6 +34,8 @@ def test_an_undecodable_time_takes_the_record_s_other_time_or_now() -> None:
     healthy.put(K.UPDATED_AT, good)
     labels = _record(tree, K.V1, b"default", b"images", b"y:1", K.LABELS)
     labels.put(K.CREATED_AT, b"a label value that is not a time")
+    annotations = _record(tree, K.V1, b"default", b"images", b"y:1", K.ANNOTATIONS)
+    annotations.put(K.UPDATED_AT, b"an annotation")
     report = RebuildReport(root="r", output="r")
 
     mend_undecodable_times(tree, "meta.db", report, now_ns=NOW)
@@ -42,6 +44,7 @@ def test_an_undecodable_time_takes_the_record_s_other_time_or_now() -> None:
     assert decode_time(image.get(K.CREATED_AT)).unix_ns == NOW  # type: ignore[arg-type]
     assert decode_time(image.get(K.UPDATED_AT)).unix_ns == NOW  # type: ignore[arg-type]
     assert healthy.get(K.CREATED_AT) == good and labels.get(K.CREATED_AT) == b"a label value that is not a time"
+    assert annotations.get(K.UPDATED_AT) == b"an annotation"
     assert len(report.restored) == 3 and all(r["kind"] == "timestamp" for r in report.restored)
 
 
