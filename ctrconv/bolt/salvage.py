@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Callable
@@ -242,7 +243,8 @@ def salvage(path: str | os.PathLike[str], *, hints: RootHints | None = None) -> 
 def _salvage(raw: _Raw, hints: RootHints | None = None) -> SalvageResult:
     result = _salvage_tree(raw, hints)
     newest = max((m for m in result.metas if m.valid), key=lambda m: m.txid, default=None)
-    if newest is not None and result.source.startswith("meta ") and f"(txid {newest.txid})" not in result.source:
+    used = re.match(r"meta \d+ \(txid (\d+)", result.source)
+    if newest is not None and used is not None and int(used.group(1)) < newest.txid:
         # the newest valid meta's tree read nothing (its root page lost): an older commit's
         # tree is whole, but what the last commit wrote is not in it (a container created
         # last lost its snapshot record with no word said: a red-team run)
