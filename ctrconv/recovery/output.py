@@ -26,8 +26,7 @@ from ctrconv.recovery.content import QUARANTINE
 from ctrconv.recovery.report import RebuildReport
 from ctrconv.recovery.salvage import Salvaged
 from ctrconv.recovery.snapshots import restore_work_dirs
-from ctrconv.durability import fsync_path
-from ctrconv.sinks.containerd_root.transaction import replace_bolt_file
+from ctrconv.sinks.containerd_root.transaction import backup_copy, replace_bolt_file
 from ctrconv.streams import fsync_dir
 
 META_DB_MODE = 0o644
@@ -168,14 +167,7 @@ def write_bolt_file(path: Path, tree: BucketTree, mode: int, page_size: int | No
     path.parent.mkdir(parents=True, exist_ok=True)
     held = None
     if in_place and path.exists():
-        backup = path.with_name(f"{path.name}.bak-{stamp}")
-        n = 1
-        while backup.exists():
-            n += 1
-            backup = path.with_name(f"{path.name}.bak-{stamp}.{n}")
-        shutil.copy2(path, backup)  # a copy, not a link: the replaced inode must end up nameless
-        fsync_path(backup)
-        report.backups.append(str(backup))
+        report.backups.append(str(backup_copy(path, stamp)))
         held = kept_lock(path)
     replace_bolt_file(path, held, page_size, lambda hook: write_bolt(
         path, tree, page_size=page_size, txid=2, freelist=freelist, mode=mode, before_rename=hook))

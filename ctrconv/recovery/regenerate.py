@@ -22,6 +22,7 @@ from ctrconv.containerd import schema as K
 from ctrconv.containerd.records import BlobRecord, Target, go_time, is_committed, key_bytes, write_blob, write_target
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.errors import CtrconvError
+from ctrconv.oci.validate import MAX_DOCUMENT_SIZE
 from ctrconv.pipeline import regenerate as regen
 from ctrconv.pipeline.completeness import namespace_lookups
 from ctrconv.layers.chain import chain_ids
@@ -241,7 +242,7 @@ def _gc_labels(extras: regen.ExtraBlobs, blob: dict[str, Any]) -> dict[str, str]
     collected their configs, layers and snapshots (a red-team run). Other blobs get none."""
     from ctrconv.sinks.containerd_root.records import children_labels
 
-    if int(blob["size"]) > 4 << 20:
+    if int(blob["size"]) > MAX_DOCUMENT_SIZE:
         return {}
     try:
         doc = json.loads(extras.read_small(blob["digest"], int(blob["size"])))

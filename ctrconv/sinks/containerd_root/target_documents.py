@@ -12,7 +12,9 @@ containerd completes.
 :class:`TargetFirst` stands in for the input while an import plans and writes: a document whose
 blob file the target's content store holds (digest and size checked as it is read, as every
 document is) comes from there; anything else, every blob stream and every answer to whether
-the input has a blob (an input lacking one is still refused), from the input. A
+the input has a blob (an input lacking one is still refused), from the input. A file there
+that does not hash to its digest is read from the input and noted, so that the import writes
+it again instead of trusting it because a record names it. A
 registry input is told of documents found this way (``remember_document``), so it still learns
 where their children are without a request.
 """
@@ -39,21 +41,15 @@ class TargetFirst:
         #: instead): the import writes them again rather than trust the file its records name
         self.mismatched: set[str] = set()
 
-    @property
-    def input(self) -> Any:
-        """The wrapped input itself."""
-        return self._source
-
     def __getattr__(self, name: str) -> Any:
         # entries(), parallel_reads, abort(), what, ...: the input's own
         return getattr(self._source, name)
 
-    def _held(self, digest: Digest | str, size: int | None = None) -> bool:
+    def _held(self, digest: Digest | str, size: int) -> bool:
         try:
-            st = os.stat(self._target.blob_file(digest))
+            return os.stat(self._target.blob_file(digest)).st_size == size
         except (OSError, CtrconvError):
             return False
-        return size is None or st.st_size == size
 
     def open(self, digest: Digest | str) -> BinaryIO:
         """The input's stream: blob copies are the content writer's, which skips what is present
@@ -62,7 +58,8 @@ class TargetFirst:
 
     def read_small(self, digest: Digest | str, size: int) -> bytes:
         """The document from the target when it holds it whole; a file that does not hash to
-        its digest there is left to ``verify`` and the document read from the input instead."""
+        its digest there is noted in :attr:`mismatched` (the import writes it again) and the
+        document read from the input instead."""
         if size <= MAX_DOCUMENT_SIZE and self._held(digest, size):
             try:
                 data = self._target.read_small(digest, size, MAX_DOCUMENT_SIZE)

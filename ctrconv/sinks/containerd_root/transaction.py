@@ -346,15 +346,7 @@ class RootTransaction:
 
     def _write(self, state: _BoltState, stamp: str) -> None:
         if state.existed and self.backup:
-            backup = state.path.with_name(f"{state.path.name}.bak-{stamp}")
-            n = 1
-            while backup.exists():
-                n += 1
-                backup = state.path.with_name(f"{state.path.name}.bak-{stamp}.{n}")
-            # a copy, not a link: the replaced inode must end up nameless (see _retire)
-            shutil.copy2(state.path, backup)
-            fsync_path(backup)
-            self.backups.append(backup)
+            self.backups.append(backup_copy(state.path, stamp))
         replace_bolt_file(state.path, self._locked.get(state.path), state.page_size, lambda hook: write_bolt(
             state.path,
             state.tree,
@@ -364,6 +356,19 @@ class RootTransaction:
             mode=state.mode,
             before_rename=hook,
         ))
+
+
+def backup_copy(path: Path, stamp: str) -> Path:
+    """``<file>.bak-<stamp>`` (``.2``, ``.3`` when taken), a synced copy of the bolt file about
+    to be replaced. A copy, not a link: the replaced inode must end up nameless (:func:`_retire`)."""
+    backup = path.with_name(f"{path.name}.bak-{stamp}")
+    n = 1
+    while backup.exists():
+        n += 1
+        backup = path.with_name(f"{path.name}.bak-{stamp}.{n}")
+    shutil.copy2(path, backup)
+    fsync_path(backup)
+    return backup
 
 
 def replace_bolt_file(path: Path, held: int | None, page_size: int | None,
