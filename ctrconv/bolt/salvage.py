@@ -346,11 +346,16 @@ def _recover_orphans(raw: _Raw, walker: _Walker, meta: MetaInfo, result: Salvage
     orphans are taken as the bucket's own nodes only when they look it (:func:`_bucket_nodes`).
     """
     lost = [d for d in result.damage if d.page is not None]
-    free = _free_pages(raw, meta)
-    if len({d.path for d in lost}) != 1 or free is None:
+    if len({d.path for d in lost}) != 1:
         return
     kinds = {_lost_kind(raw, d.page) for d in lost}  # type: ignore[arg-type]
     if "leaf" in kinds:
+        return
+    path = lost[0].path
+    free = _free_pages(raw, meta)
+    if free is None:
+        if kinds == {"unknown"} and len(path) == 1 and hints is not None and hints.assemble is not None:
+            _assemble_without_freelist(raw, walker, meta, path, result, hints)
         return
     reachable = {0, 1} | free
     for pgid in walker.visited:
@@ -363,7 +368,6 @@ def _recover_orphans(raw: _Raw, walker: _Walker, meta: MetaInfo, result: Salvage
     tops = [p for p in sorted(orphans) if p not in referenced]
     if not tops:
         return
-    path = lost[0].path
     bucket = result.tree.bucket(*path, create=True)
     assert bucket is not None
     rescuer = _Walker(raw, hwm)
@@ -385,6 +389,34 @@ def _recover_orphans(raw: _Raw, walker: _Walker, meta: MetaInfo, result: Salvage
         result.backfilled.append(path)
 
 
+def _assemble_without_freelist(raw: _Raw, walker: _Walker, meta: MetaInfo, path: tuple[bytes, ...],
+                               result: SalvageResult, hints: RootHints) -> None:
+    """The page of a top-level bucket lost whole in a file without a persisted freelist (bbolt's
+    ``NoFreelistSync``, containerd 1.7+): pages the tree does not reach are either the lost
+    page's subtrees or stale copies of earlier commits, and a stale copy may point at the live
+    pages (it shares what its commit did not change), so the live sub-bucket roots need not be
+    unreferenced. Every unreached page that could be a bucket root is read on its own and the
+    owner's ``assemble`` picks, per name, the least damaged and newest copy."""
+    reachable = {0, 1}
+    for pgid in walker.visited:
+        try:
+            reachable.update(range(pgid, pgid + raw.page(pgid).overflow + 1))
+        except BoltError:
+            reachable.add(pgid)
+    hwm = min(meta.pgid, raw.pages)
+    orphans, _ = _scan_pages(raw, skip=reachable, end=hwm)
+    parts = []
+    for pgid, page in sorted(orphans.items()):
+        if page.flags != S.LEAF_PAGE or not all(f & S.BUCKET_LEAF_FLAG for f, _, _ in page.leaf_elements()):
+            continue
+        rescuer = _Walker(raw, hwm)  # (its own: copies share the pages their commits did not change)
+        node = BucketTree()
+        rescuer.tree(pgid, node, path)
+        if node.entries:  # a page the tree reaches is no part of the lost bucket's subtrees
+            parts.append((pgid, node, len(rescuer.damage) + len(rescuer.visited & walker.visited)))
+    _assemble_parts(parts, path, result, hints)
+
+
 def _assemble_lost_bucket(tops: list[int], nodes: list[BucketTree], path: tuple[bytes, ...],
                           result: SalvageResult, hints: RootHints) -> None:
     """The page of a top-level bucket (meta.db's ``v1``) lost whole, header and all: its orphan
@@ -392,8 +424,14 @@ def _assemble_lost_bucket(tops: list[int], nodes: list[BucketTree], path: tuple[
     it. The owner's ``assemble`` names them from what their records say (as for a file cut
     short); the names the tree kept win. Without it, every namespace's images and containers
     below the lost page were dropped, though their pages were whole (a red-team run)."""
+    _assemble_parts([(top, node, 0) for top, node in zip(tops, nodes)], path, result, hints)
+
+
+def _assemble_parts(parts: list[tuple[int, BucketTree, int]], path: tuple[bytes, ...],
+                    result: SalvageResult, hints: RootHints) -> None:
+    """Add what the owner's ``assemble`` makes of ``parts`` below ``path``; kept names win."""
     assert hints.assemble is not None
-    assembled = hints.assemble([(top, node, 0) for top, node in zip(tops, nodes)])
+    assembled = hints.assemble(parts)
     found = assembled.bucket(*path) if assembled is not None else None
     if found is None:
         return

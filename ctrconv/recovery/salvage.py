@@ -59,8 +59,9 @@ def assemble_namespaces(found: list[tuple[int, BucketTree, int]]) -> BucketTree 
     its snapshots (the snapshotter keys ``<ns>/<seq>/<key>`` its records hold), else ``k8s.io``
     when its images carry CRI's label, else ``default`` for the first unnamed one, else
     ``recovered-<page>``; of two copies of one name (a freed older copy) the less damaged,
-    then the newer wins."""
-    best: dict[str, tuple[tuple[int, int], BucketTree]] = {}
+    then the newer wins, and of two as new the smaller (a later commit that only deleted, as
+    containerd's GC does, moves no timestamp)."""
+    best: dict[str, tuple[tuple[int, int, int], BucketTree]] = {}
     unnamed: list[tuple[int, BucketTree, int]] = []
     for pgid, tree, damage in found:
         if not _namespace_shaped(tree):
@@ -69,12 +70,12 @@ def assemble_namespaces(found: list[tuple[int, BucketTree, int]]) -> BucketTree 
         if name is None:
             unnamed.append((pgid, tree, damage))
             continue
-        rank = (-damage, newest_update(tree))
+        rank = (-damage, newest_update(tree), -tree.value_count())
         if name not in best or rank > best[name][0]:
             best[name] = (rank, tree)
     for pgid, tree, damage in sorted(unnamed, key=lambda u: (u[2], -newest_update(u[1]))):
         name = "default" if "default" not in best else f"{RECOVERED_NAMESPACE_PREFIX}{pgid}"
-        best[name] = ((-damage, newest_update(tree)), tree)
+        best[name] = ((-damage, newest_update(tree), -tree.value_count()), tree)
     if not best:
         return None
     root = BucketTree()
@@ -86,7 +87,14 @@ def assemble_namespaces(found: list[tuple[int, BucketTree, int]]) -> BucketTree 
 
 
 def _namespace_shaped(tree: BucketTree) -> bool:
-    return (len(tree.entries) >= 2 and all(isinstance(v, BucketTree) for v in tree.entries.values())
+    """Buckets named as a namespace's, none of which is shaped so itself: a stale copy of a
+    namespace page points at pages reused since, often at another namespace's page."""
+    return _namespace_keys(tree) and not any(_namespace_keys(child) for child in tree.entries.values())
+
+
+def _namespace_keys(tree: BucketTree | bytes) -> bool:
+    return (isinstance(tree, BucketTree) and len(tree.entries) >= 2
+            and all(isinstance(v, BucketTree) for v in tree.entries.values())
             and set(tree.entries) <= _NAMESPACE_BUCKETS | {K.LABELS})
 
 

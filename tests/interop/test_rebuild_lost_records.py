@@ -706,13 +706,17 @@ def test_a_regenerating_rebuild_killed_after_its_first_write_leaves_nothing_for_
     assert cli("verify", "--root", str(root), "-A", "-q").code == 0
 
 
-def test_a_zeroed_v1_page_of_a_1_6_meta_db_loses_no_namespace_record(realnode_set_for, cli, tmp_path):
-    """The page of meta.db's ``v1`` bucket zeroed (header and all), every page below it whole:
-    the namespaces' pages are orphans whose names went with it, and every image name and both
-    containers were dropped (the snapshots came back from the snapshotter's keys; a red-team
-    run). With 1.6's persisted free list the orphans are known for what they are: they are
-    named from their records, as for a file cut short, and nothing is lost."""
-    root = realnode_set_for("1.6").copy_root("node", tmp_path / "node")
+@pytest.mark.parametrize("line", ["1.6", "1.7", "2.x"])
+def test_a_zeroed_v1_page_loses_no_namespace_record(realnode_set_for, cli, tmp_path, line):
+    """The page of meta.db's ``v1`` bucket zeroed (header and all), every page below it whole
+    (both metas share the root of the last commit): the namespaces' pages are orphans whose
+    names went with it, and every image name and both containers were dropped (the snapshots
+    came back from the snapshotter's keys; red-team runs). They are named from their records,
+    as for a file cut short, and nothing is lost: with 1.6's persisted free list the orphans
+    are known for what they are; 1.7+ persist none, and the stale copies of earlier commits
+    that lie among them (a stale namespace page pointing at pages reused since) are told from
+    the live pages by their shape, their damage and their newest record."""
+    root = realnode_set_for(line).copy_root("node", tmp_path / "node")
     before = {(i["namespace"], i["name"], i["digest"]) for i in cli("ls", "--root", str(root), "-A", "--json").json["images"]}
     meta = root.joinpath(*META)
     with BoltFile(meta) as db:

@@ -15,7 +15,7 @@ from ctrconv.bolt.writer import write_bolt
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.records import (
     BackendSnapshot, BlobRecord, ImageRecord, SnapshotRecord, Target, read_blob_size, read_image, read_map,
-    split_parents_key, write_backend_snapshot, write_blob, write_image, write_snapshot,
+    go_time, split_parents_key, write_backend_snapshot, write_blob, write_image, write_snapshot, write_timestamps,
 )
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.digest import Digest
@@ -25,7 +25,7 @@ from ctrconv.recovery.derive import derive_images, drop_incomplete_images
 from ctrconv.recovery.metadata import clean_metadata, prune_dangling_labels
 from ctrconv.recovery.reimport import pulled_here
 from ctrconv.recovery.report import RebuildReport
-from ctrconv.recovery.salvage import containerd_shape, salvage_stores
+from ctrconv.recovery.salvage import assemble_namespaces, containerd_shape, salvage_stores
 from ctrconv.recovery.snapshots import clean_snapshots, whole_chains
 
 OVERLAY = "overlayfs"
@@ -115,6 +115,47 @@ def test_containerd_shape_prefers_namespace_shaped_trees():
     assert containerd_shape(good) == 1 and containerd_shape(odd) == -1 and containerd_shape(BucketTree()) == 0
     assert containerd_shape(lease_page) == -2
 
+
+
+def _namespace_page(*images: tuple[bytes, int]) -> BucketTree:
+    """A namespace bucket as an orphan page holds it: images with their updatedat, and a
+    snapshot whose backend key names the namespace."""
+    page = BucketTree()
+    for name, unix_ns in images:
+        record = page.bucket(K.IMAGES, name, create=True)
+        assert record is not None
+        write_timestamps(record, go_time(unix_ns), go_time(unix_ns))
+    snapshot = page.bucket(K.SNAPSHOTS, b"overlayfs", b"sha256:layer", create=True)
+    assert snapshot is not None
+    snapshot.put(K.NAME, b"default/1/sha256:layer")  # (what names the namespace)
+    return page
+
+
+def test_assembled_namespaces_take_the_newest_copy_and_of_equals_the_smaller():
+    """Without a persisted free list (1.7+) stale copies of a namespace page lie among the
+    orphans: of copies as new as each other the smaller is the later (a GC deleted a record and
+    moved no timestamp), and a newer one wins over a larger one whatever the page order."""
+    live = _namespace_page((b"a", 20))
+    stale_larger = _namespace_page((b"a", 20), (b"gone", 10))
+    stale_older = _namespace_page((b"a", 10), (b"b", 5))
+    for found in ([(3, stale_larger, 0), (4, live, 0), (5, stale_older, 0)],
+                  [(5, stale_older, 0), (4, live, 0), (3, stale_larger, 0)]):
+        assembled = assemble_namespaces(found)
+        assert assembled is not None
+        assert assembled.bucket(K.V1, b"default") is live
+
+
+def test_a_stale_namespace_copy_pointing_at_another_namespace_page_is_no_namespace():
+    """A stale namespace page whose ``containers`` pointer landed on a page reused for another
+    namespace's bucket page (a 1.7 red-team root) is not taken for a namespace of its own."""
+    live = _namespace_page((b"a", 20))
+    stale = BucketTree()
+    stale.entries[b"containers"] = _namespace_page((b"x", 30))
+    stale.bucket(K.LEASES, create=True)
+    assembled = assemble_namespaces([(3, stale, 0), (4, live, 0)])
+    assert assembled is not None
+    v1 = assembled.bucket(K.V1)
+    assert v1 is not None and list(v1.entries) == [b"default"] and v1.entries[b"default"] is live
 
 # -- stage 2: check content -----------------------------------------------------------------
 
