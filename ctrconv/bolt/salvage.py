@@ -285,7 +285,8 @@ def _salvage_tree(raw: _Raw, hints: RootHints | None = None) -> SalvageResult:
                 if _backfill(tree, other_tree, bucket_path):
                     result.backfilled.append(bucket_path)
         plausible = hints.plausibility is None or hints.plausibility(result.tree) >= 0
-        if plausible and not result.damage:
+        newest_lost = walkers[0][1] is not usable[0]
+        if plausible and not result.damage and not newest_lost:
             return result  # (a whole tree, as bbolt itself would read it)
         # A damaged tree, or one not shaped as its owner's trees are: the newest meta may be
         # torn (a power cut while it was written; its data pages were synced before it, and its
@@ -293,15 +294,25 @@ def _salvage_tree(raw: _Raw, hints: RootHints | None = None) -> SalvageResult:
         # lost write). The torn meta's root, and if the tree is implausible roots found by
         # scanning, may hold the real tree: the most plausible, least damaged, newest wins.
         alternatives = [result, *_torn_meta_roots(raw, metas, page_size)]
-        if not plausible or not all(m.valid for m in metas):
+        if not plausible or not all(m.valid for m in metas) or newest_lost:
             # (a torn meta whose root pointer is garbled too: its tree is found by scanning;
-            # with both metas valid, a scan would only offer stale roots for one lost leaf)
-            alternatives.append(_orphan_root(raw, metas, page_size, hints))
+            # with both metas valid, a scan would only offer stale roots for one lost leaf.
+            # The newest meta's root page lost, the pages below it are whole: the scan finds
+            # them, unreferenced, and they are newer than the older meta's tree)
+            alternatives.append(_orphan_root(raw, metas, page_size, hints, newest_lost))
         if len(alternatives) == 1:
             return result
+        # (of trees as new as each other the smaller is the later: a commit that deletes moves
+        # no timestamp)
         best = max(alternatives, key=lambda r: (hints.plausibility(r.tree) if hints.plausibility else 0,
-                                                -_lost_parts(r), hints.recency(r.tree) if hints.recency else 0))
-        if best is not result:
+                                                -_lost_parts(r), hints.recency(r.tree) if hints.recency else 0,
+                                                -r.tree.value_count() if hints.recency else 0))
+        if best is not result and newest_lost:
+            best.damage.insert(0, Damage((), usable[0].root, f"the root page of meta {usable[0].page} (txid "
+                                                             f"{usable[0].txid}), the newest, is lost: the tree "
+                                                             f"below it was found by scanning pages, newer than the "
+                                                             f"tree of {source}"))
+        elif best is not result:
             best.damage.insert(0, Damage((), None, f"the tree of {source} is damaged or not shaped like this "
                                                    f"file's trees (a stale meta): {best.source} used instead"))
         return best
@@ -377,15 +388,26 @@ def _recover_orphans(raw: _Raw, walker: _Walker, meta: MetaInfo, result: Salvage
         node = BucketTree()
         rescuer.tree(top, node, path)
         nodes.append(node)
+    assemble = len(path) == 1 and hints is not None and hints.assemble is not None
     if "unknown" in kinds and not _bucket_nodes(nodes, bucket):
-        if len(path) == 1 and hints is not None and hints.assemble is not None:
-            _assemble_lost_bucket(tops, nodes, path, result, hints)
+        if assemble:
+            _assemble_lost_bucket(tops, nodes, path, result, hints)  # type: ignore[arg-type]
         return
-    before = len(bucket.entries)
+    kept = dict(bucket.entries)
+    shape = hints.plausibility if hints is not None and "unknown" in kinds else None
+    shape_before = shape(result.tree) if shape is not None else 0
     for node in nodes:
         for key, value in node.entries.items():
             bucket.entries.setdefault(key, value)
-    if len(bucket.entries) > before:
+    if shape is not None and shape(result.tree) < shape_before:
+        # (the roots of a lost leaf's sub-buckets can look like nodes: a snapshotter's lost
+        # ``v1`` page led to ``snapshots`` and ``parents``, whose key ranges are disjoint; the
+        # owner's trees are not shaped so)
+        bucket.entries = kept
+        if assemble:
+            _assemble_lost_bucket(tops, nodes, path, result, hints)  # type: ignore[arg-type]
+        return
+    if len(bucket.entries) > len(kept):
         result.backfilled.append(path)
 
 
@@ -407,7 +429,7 @@ def _assemble_without_freelist(raw: _Raw, walker: _Walker, meta: MetaInfo, path:
     orphans, _ = _scan_pages(raw, skip=reachable, end=hwm)
     parts = []
     for pgid, page in sorted(orphans.items()):
-        if page.flags != S.LEAF_PAGE or not all(f & S.BUCKET_LEAF_FLAG for f, _, _ in page.leaf_elements()):
+        if not _only_buckets(page):
             continue
         rescuer = _Walker(raw, hwm)  # (its own: copies share the pages their commits did not change)
         node = BucketTree()
@@ -514,6 +536,14 @@ def _looks_like_v1_bucket(page: Page) -> bool:
     return plain == [b"version"] and len(elements) > 1
 
 
+def _only_buckets(page: Page) -> bool:
+    """A leaf whose every entry is a bucket."""
+    if page.flags != S.LEAF_PAGE:
+        return False
+    elements = list(page.leaf_elements())
+    return bool(elements) and all(f & S.BUCKET_LEAF_FLAG for f, _, _ in elements)
+
+
 def _scan_pages(raw: _Raw, *, skip: set[int] | frozenset[int] = frozenset(),
                 end: int | None = None) -> tuple[dict[int, Page], set[int]]:
     """Every page (below ``end``, not in ``skip``) that parses, and the ids some branch element
@@ -555,7 +585,8 @@ def _could_be_root(page: Page, referenced: bool) -> bool:
     return not referenced or any(k == b"v1" for _, k, _ in elements)
 
 
-def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int, hints: RootHints) -> SalvageResult:
+def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int, hints: RootHints,
+                 newest_lost: bool = False) -> SalvageResult:
     """No usable meta root: find valid pages nobody points to whose entries are all buckets.
 
     A page nobody points to that holds containerd's ``v1`` bucket itself (namespace buckets
@@ -566,7 +597,7 @@ def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int, hints: RootHi
     valid, referenced = _scan_pages(raw)
     candidates = []
 
-    def consider(pgid: int, wrap: bytes | None) -> None:
+    def consider(pgid: int, wrap: bytes | None, *, only_if_plausible: bool = False) -> None:
         walker = _Walker(raw, raw.pages)
         tree = BucketTree()
         if wrap is None:
@@ -577,6 +608,8 @@ def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int, hints: RootHi
             walker.tree(pgid, inner, (wrap,))
         if tree.entries and all(isinstance(v, BucketTree) for v in tree.entries.values()):
             plausible = hints.plausibility(tree) if hints.plausibility is not None else 0
+            if only_if_plausible and plausible <= 0:
+                return
             newest = hints.recency(tree) if hints.recency is not None else 0
             # With recency known, trees as new as each other differ only by later deletions
             # (a commit that adds or updates a record moves the newest timestamp): the
@@ -588,6 +621,10 @@ def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int, hints: RootHi
     for pgid, page in valid.items():
         if pgid not in referenced and _looks_like_v1_bucket(page):
             consider(pgid, b"v1")
+        elif pgid not in referenced and hints.plausibility is not None and _only_buckets(page):
+            # a ``v1`` without the version key (a snapshotter's: ``snapshots``, ``parents``),
+            # taken only when the owner finds it shaped like one of its trees
+            consider(pgid, b"v1", only_if_plausible=True)
         if _could_be_root(page, pgid in referenced):
             consider(pgid, None)
     if not candidates:
@@ -607,8 +644,9 @@ def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int, hints: RootHi
                                         f"assembled from the orphan pages {', '.join(str(c[0]) for c in parts[:12])}"))
             return result
     *_, pgid, tree, damage = candidates[0]
-    result = SalvageResult(tree, f"orphan root page {pgid} (both meta roots unusable)", page_size, list(damage), metas=tuple(metas))
-    others = ", ".join(str(c[6]) for c in candidates[1:6])
-    note = "meta pages unusable; root found by scanning pages"
+    why = "the newest meta's root lost" if newest_lost else "both meta roots unusable"
+    result = SalvageResult(tree, f"orphan root page {pgid} ({why})", page_size, list(damage), metas=tuple(metas))
+    others = ", ".join(str(p) for p in list(dict.fromkeys(c[6] for c in candidates[1:] if c[6] != pgid))[:5])
+    note = "root found by scanning pages" if newest_lost else "meta pages unusable; root found by scanning pages"
     result.damage.insert(0, Damage((), None, note + (f" (other candidate roots: {others})" if others else "")))
     return result

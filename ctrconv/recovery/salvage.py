@@ -119,7 +119,36 @@ def _namespace_name(tree: BucketTree) -> str | None:
     return None
 
 
-CONTAINERD_ROOT_HINTS = RootHints(plausibility=containerd_shape, recency=newest_update, assemble=assemble_namespaces)
+def assemble_snapshotter(found: list[tuple[int, BucketTree, int]]) -> BucketTree | None:
+    """A snapshotter's ``v1`` made of the orphan page that is its ``snapshots`` bucket, when the
+    page of ``v1`` (or the pages above it) is lost: the records are whole below it, and the
+    ``parents`` index is made again from them by the repair. Of several copies (freed older
+    ones) the less damaged, then the newer, then the smaller wins (as for namespaces)."""
+    shaped = [(-damage, newest_update(tree), -tree.value_count(), -pgid, tree)
+              for pgid, tree, damage in found if _snapshots_shaped(tree)]
+    if not shaped:
+        return None
+    *_, best = max(shaped, key=lambda c: c[:4])
+    root = BucketTree()
+    v1 = root.bucket(K.V1, create=True)
+    assert v1 is not None
+    v1.entries[K.SNAPSHOTS] = best
+    return root
+
+
+def _snapshots_shaped(tree: BucketTree) -> bool:
+    """A snapshotter's ``v1/snapshots``: records keyed ``<ns>/<seq>/<key>``, each with an id and a kind."""
+    return bool(tree.entries) and all(
+        isinstance(record, BucketTree) and b"/" in key and record.get(K.ID) is not None and record.get(K.KIND) is not None
+        for key, record in tree.entries.items())
+
+
+def assemble_top(found: list[tuple[int, BucketTree, int]]) -> BucketTree | None:
+    """meta.db's namespaces, else a snapshotter's records, from orphan pages (RootHints.assemble)."""
+    return assemble_namespaces(found) or assemble_snapshotter(found)
+
+
+CONTAINERD_ROOT_HINTS = RootHints(plausibility=containerd_shape, recency=newest_update, assemble=assemble_top)
 
 
 @dataclass
