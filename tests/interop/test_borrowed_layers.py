@@ -1,0 +1,101 @@
+"""Images that run from their snapshots on layer blobs their namespace never recorded, whose
+files another namespace brought: healthy, as containerd judges them (``ctr images check``:
+incomplete, unpacked; the image runs). ``verify`` must not call them damaged, and ``rebuild``
+must not record those blobs for the namespace (found by a red-team run on healthy nodes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from support.daemon import PrivateContainerd
+from support.registry import PrivateRegistry
+
+pytestmark = pytest.mark.interop
+
+
+def _bin_dir(line: str) -> str | None:
+    if line == "1.6":
+        return None
+    from support.versions import bin_dir_for
+
+    return str(bin_dir_for(line))
+
+
+def _push(cli, fixtures, host: str, tags: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+    for tag in tags:
+        res = cli("export", "--root", str(fixtures.root), "--image", f"docker.io/library/bbx:{tag}",
+                  "--to", f"{host}/bbx:{tag}", "--plain-http", "-q")
+        assert res.code == 0, res.stderr
+
+
+def _check(daemon, namespace: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """``ctr images check``: name -> status column (``complete (4/4)``, ``incomplete (1/4)``)."""
+    out = daemon.ctr("images", "check", namespace=namespace).stdout.splitlines()[1:]
+    return {line.split()[0]: " ".join(line.split()[3:5]) for line in out if line.strip()}
+
+
+def _judge(cli, root: Path, tmp_path: Path, namespace: str, ref: str, private_containerd, line: str) -> None:  # type: ignore[no-untyped-def]
+    """verify is clean and names the layers never stored; a rebuild keeps the image as it was."""
+    res = cli("verify", "--root", str(root), "-A", "-q")
+    assert res.code == 0, res.stdout
+    assert "missing-record" not in res.stdout
+    assert any(l.startswith("info") and "discarded-layers" in l and ref in l for l in res.stdout.splitlines()), res.stdout
+    before = {(i["namespace"], i["name"]): i["complete"] for i in cli("ls", "--root", str(root), "-A", "--json").json["images"]}
+    assert before[(namespace, ref)] is False
+
+    out = tmp_path / "rebuilt"
+    res = cli("rebuild", "--root", str(root), "-o", str(out), "-q")
+    assert res.code == 0, res.stderr
+    assert res.stdout.startswith("nothing to repair"), res.stdout
+    after = {(i["namespace"], i["name"]): i["complete"] for i in cli("ls", "--root", str(out), "-A", "--json").json["images"]}
+    assert after == before
+    daemon = private_containerd(root=out, binary_dir=_bin_dir(line))
+    status = _check(daemon, namespace)
+    daemon.stop()
+    assert status[ref].startswith("incomplete"), status
+
+
+def test_layers_2x_never_fetched_beside_another_namespaces_files(fixture_set, private_containerd, cli, tmp_path):
+    """containerd 2.x pulls ``bbx:oci``, then ``bbx:docker`` (same diff IDs, other blobs): the
+    transfer service fetches none of its layers, their snapshots exist. Another namespace then
+    pulls ``bbx:docker`` whole, so the files are on disk. ``verify`` said ``missing-record``
+    (exit 1) and ``rebuild`` recorded the files in ``default``, making the image complete."""
+    fixtures = fixture_set
+    root = tmp_path / "root"
+    with PrivateRegistry(workdir=tmp_path) as registry:
+        _push(cli, fixtures, registry.host, ("oci", "docker"))
+        ref = f"{registry.host}/bbx:docker"
+        daemon = private_containerd(root=root, binary_dir=_bin_dir("2.x"))
+        daemon.ctr("images", "pull", "--plain-http", f"{registry.host}/bbx:oci")
+        daemon.ctr("images", "pull", "--plain-http", ref)
+        daemon.ctr("images", "pull", "--plain-http", "--local", ref, namespace="other")
+        status = _check(daemon, "default")
+        daemon.stop()
+    assert status[ref].startswith("incomplete"), status  # (what 2.x does: the premise)
+    _judge(cli, root, tmp_path, "default", ref, private_containerd, "2.x")
+
+
+def test_layers_cri_discarded_beside_another_namespaces_files(fixture_set, private_containerd, cli, tmp_path):
+    """CRI with ``discard_unpacked_layers`` pulls ``bbx:oci`` into ``k8s.io`` (its layer blobs
+    let go), then an operator pulls it with ``ctr`` into ``default``: the files are back on
+    disk, ``default``'s. ``rebuild`` recorded them in ``k8s.io`` too (1/4 became 4/4)."""
+    from support.cri import ImageServiceClient
+
+    fixtures = fixture_set
+    root = tmp_path / "root"
+    with PrivateRegistry(workdir=tmp_path) as registry:
+        _push(cli, fixtures, registry.host, ("oci",))
+        ref = f"{registry.host}/bbx:oci"
+        with PrivateContainerd(_bin_dir("1.7"), root=root, workdir=tmp_path, cri=True,
+                               discard_unpacked_layers=True) as daemon:
+            daemon.add_plain_http_registry(registry.host)
+            with ImageServiceClient(daemon.address) as client:
+                client.wait_ready()
+                client.pull_image(ref)
+            daemon.force_gc(namespace="k8s.io")
+            daemon.ctr("images", "pull", "--plain-http", ref, namespace="default")
+            status = _check(daemon, "k8s.io")
+    assert status[ref].startswith("incomplete"), status
+    _judge(cli, root, tmp_path, "k8s.io", ref, private_containerd, "1.7")
