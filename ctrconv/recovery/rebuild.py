@@ -35,6 +35,7 @@ from ctrconv.containerd.records import key_bytes
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.digest import Digest
 from ctrconv.durability import sync_filesystems
+from ctrconv.streams import fsync_dir
 from ctrconv.errors import CtrconvError, UsageError
 from ctrconv.outputs import refuse_output_inside
 from ctrconv.progress import Progress
@@ -175,10 +176,15 @@ def _rebuild_into_new_root(run: _Run, report: RebuildReport) -> None:
     try:
         run.target = ContainerdRoot(scratch)
         _rebuild_into(run, report)
+        # every file of the new root on the disk before the root appears: the reused snapshot
+        # trees were copied with plain writes, and a journal commit of the rename before their
+        # data left a whole-looking root of empty files (a power cut during the final sync)
+        sync_filesystems([scratch])
         if final.exists():
             final.rmdir()  # checked empty above
         with committing():  # the new root appears: a signal from here on does not undo it
             os.rename(scratch, final)
+            fsync_dir(final.parent)
         tempfiles.forget(scratch)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -368,6 +368,7 @@ def backup_copy(path: Path, stamp: str) -> Path:
         backup = path.with_name(f"{path.name}.bak-{stamp}.{n}")
     shutil.copy2(path, backup)
     fsync_path(backup)
+    fsync_dir(backup.parent)  # (its name too, before the file it copies is replaced)
     return backup
 
 
