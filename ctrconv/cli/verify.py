@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from ctrconv import api
+from ctrconv.errors import LockedError
 from ctrconv.run.lines import write_line
 from ctrconv.cli import app
 from ctrconv.cli._progress import bars
@@ -39,13 +40,19 @@ def verify_command(
     wait: Optional[str] = WAIT_OPTION,
 ) -> None:
     """Full integrity check. Prints each problem found; exit 1 if any."""
-    with bars(quiet) as progress, api.waiting(wait_seconds(wait)):
-        if layout is not None:
-            report = api.verify_layout(layout, progress=progress)
-        else:
-            namespaces = None if all_namespaces else [api.check_namespace(namespace)]
-            report = api.verify_root(root, namespaces, ignore_lock=ignore_lock, jobs=jobs, progress=progress, deep=deep,
-                                     hash_contents=not no_hash)
+    try:
+        with bars(quiet) as progress, api.waiting(wait_seconds(wait)):
+            if layout is not None:
+                report = api.verify_layout(layout, progress=progress)
+            else:
+                namespaces = None if all_namespaces else [api.check_namespace(namespace)]
+                report = api.verify_root(root, namespaces, ignore_lock=ignore_lock, jobs=jobs, progress=progress,
+                                         deep=deep, hash_contents=not no_hash)
+    except LockedError as exc:
+        # verify's exit 1 says "problems found": a root it may not read (containerd or a ctrconv
+        # writer holds it) is an input it could not read, as the contract's exit 2 says
+        exc.exit_code = 2
+        raise
     if as_json:
         print_json(report.to_json())
     else:

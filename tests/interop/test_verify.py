@@ -171,7 +171,8 @@ def test_verify_of_a_live_root_reads_private_copies(tmp_root_copy, private_conta
     copies: clean, and the live files are never opened for the structure check."""
     daemon = private_containerd(root=tmp_root_copy)
     daemon.ctr("images", "ls")  # the snapshotter db is opened lazily; make sure both are held
-    assert cli("verify", "--root", str(tmp_root_copy), "-A", "-q").code == 1  # refused: locked
+    refused = cli("verify", "--root", str(tmp_root_copy), "-A", "-q", "--json")
+    assert refused.code == 2 and "locked by a running containerd" in refused.stderr  # not 1: "problems found"
     result = _verify(cli, tmp_root_copy, "--ignore-lock")
     assert result.code == 0, result.json["problems"]
     assert result.json["stats"]["bolt files"] >= 2
