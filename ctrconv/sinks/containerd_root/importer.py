@@ -68,6 +68,9 @@ class ImportReport:
     blobs_present: int = 0
     bytes_written: int = 0
     written: bool = False
+    #: a bolt file was committed (records, labels or snapshots); ``written`` without it: only
+    #: blob files were restored
+    metadata_written: bool = False
     backups: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -361,6 +364,7 @@ def copy_images_to_root(
                     "import again with --verify-existing to write it again, or run ctrconv rebuild")
             committed = txn.commit(snaps.install if snaps is not None else None)
             report.written = committed or report.blobs_written > 0
+            report.metadata_written = committed
             report.backups = [str(p) for p in txn.backups]
         except BaseException:
             if not txn.meta_attempted:
@@ -716,5 +720,8 @@ def report_lines(report: ImportReport) -> list[str]:
     for skipped in report.skipped:
         lines.append(f"{skipped['name']}: skipped: {skipped['reason']}")
     if report.written and report.images and all(i.status == "present" for i in report.images):
-        lines.append("metadata completed: missing content records, GC labels or snapshots were added")
+        if report.metadata_written:
+            lines.append("metadata completed: missing content records, GC labels or snapshots were added")
+        else:
+            lines.append(f"{report.blobs_written} missing blob file(s) written again; no record changed")
     return lines
