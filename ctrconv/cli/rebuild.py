@@ -92,6 +92,8 @@ def rebuild_command(
         out.write(f"cleaned up {cleaned['object']}: {cleaned['reason']}\n")
     if report.snapshots_unpacked:
         out.write(f"snapshots: {report.snapshots_reused} reused, {report.snapshots_unpacked} unpacked again\n")
+    if report.carried:
+        out.write(f"copied as they are (not rebuilt): {', '.join(report.carried)}\n")
     if not report.damage_found:
         kept = f"{len(report.images)} image(s) kept, {report.snapshots_reused} snapshot(s) reused"
         if report.backups:  # (what verify reported lay outside the records: a meta page, a free list)

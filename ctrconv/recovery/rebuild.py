@@ -40,6 +40,7 @@ from ctrconv.errors import CtrconvError, UsageError
 from ctrconv.outputs import refuse_output_inside
 from ctrconv.progress import Progress
 from ctrconv.recovery import journal
+from ctrconv.recovery.carry import carry_over
 from ctrconv.recovery.content import QUARANTINE, KnownHash, check_content, verify_first
 from ctrconv.recovery.derive import derive_images, drop_incomplete_images
 from ctrconv.recovery.metadata import (
@@ -176,6 +177,7 @@ def _rebuild_into_new_root(run: _Run, report: RebuildReport) -> None:
     try:
         run.target = ContainerdRoot(scratch)
         _rebuild_into(run, report)
+        report.carried = carry_over(run.croot, scratch)
         # every file of the new root on the disk before the root appears: the reused snapshot
         # trees were copied with plain writes, and a journal commit of the rename before their
         # data left a whole-looking root of empty files (a power cut during the final sync)

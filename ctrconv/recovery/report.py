@@ -25,6 +25,8 @@ class RebuildReport:
     regenerated: list[dict[str, Any]] = field(default_factory=list)
     #: records a damaged meta.db lost, written again from what the root still holds
     restored: list[dict[str, str]] = field(default_factory=list)
+    #: ``-o``: top-level entries the rebuild does not write, copied as they are (:mod:`~ctrconv.recovery.carry`)
+    carried: list[str] = field(default_factory=list)
 
     def drop(self, kind: str, obj: str, reason: str) -> None:
         self.dropped.append({"kind": kind, "object": obj, "reason": reason})

@@ -89,6 +89,52 @@ def test_rebuild_into_a_new_root_of_a_healthy_root_reports_no_damage(tmp_root_co
     _daemon_accepts(private_containerd, out, "default", {"docker.io/library/bbx:oci", "docker.io/library/bbx:docker"})
 
 
+def _entries(root: Path, skip: set[str]) -> dict[str, tuple]:
+    """Every path below ``root``'s top-level entries but ``skip``: type, mode, owner, bytes, xattrs."""
+    found = {}
+    for top in os.listdir(root):
+        if top in skip:
+            continue
+        for path in [root / top, *(root / top).rglob("*")]:
+            st = path.lstat()
+            data = path.read_bytes() if path.is_file() and not path.is_symlink() else None
+            link = os.readlink(path) if path.is_symlink() else None
+            xattrs = {} if path.is_symlink() else {n: os.getxattr(path, n) for n in os.listxattr(path)}
+            found[str(path.relative_to(root))] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, data, link, xattrs)
+    return found
+
+
+def test_rebuild_into_a_new_root_carries_what_it_does_not_rebuild(tmp_root_copy, tmp_path, cli):
+    """CRI's container status and sandbox files, the daemon's introspection uuid, the runtimes'
+    directories: ``rebuild -o`` left them out, and the documented swap of the new root for the
+    damaged one then dropped them (a docs red team run). They are copied as they are (modes,
+    owners, times, xattrs, special files; sockets left), and the report names them."""
+    cri = tmp_root_copy / "io.containerd.grpc.v1.cri"
+    (cri / "containers" / "c1").mkdir(parents=True)
+    (cri / "containers" / "c1" / "status").write_bytes(b'{"Version":"v1"}')
+    (cri / "sandboxes" / "s1").mkdir(parents=True)
+    (cri / "sandboxes" / "s1" / "hosts").write_text("127.0.0.1 localhost\n")
+    os.chown(cri / "sandboxes" / "s1" / "hosts", 1234, 5678)
+    os.chmod(cri / "sandboxes" / "s1", 0o750)
+    os.setxattr(cri / "sandboxes" / "s1" / "hosts", "user.note", b"kept")
+    os.symlink("hosts", cri / "sandboxes" / "s1" / "link")
+    os.mkfifo(cri / "sandboxes" / "s1" / "pipe")
+    (tmp_root_copy / "io.containerd.grpc.v1.introspection").mkdir(exist_ok=True)
+    (tmp_root_copy / "io.containerd.grpc.v1.introspection" / "uuid").write_text("0b1d8c6e-node-identity")
+    os.chmod(tmp_root_copy, 0o711)
+    out = tmp_path / "new"
+    result = cli("rebuild", "--root", str(tmp_root_copy), "-o", str(out), "-q", "--json")
+    assert result.code == 0, result.stderr
+    assert {"io.containerd.grpc.v1.cri", "io.containerd.grpc.v1.introspection"} <= set(result.json["carried"])
+    skip = {"io.containerd.content.v1.content", "io.containerd.metadata.v1.bolt", "io.containerd.snapshotter.v1.overlayfs",
+            "io.containerd.snapshotter.v1.native", "ctrconv-quarantine"}
+    assert _entries(out, skip) == _entries(tmp_root_copy, skip)
+    assert (out.stat().st_mode & 0o777) == 0o711
+    text = cli("rebuild", "--root", str(tmp_root_copy), "-o", str(tmp_path / "new2"), "-q")
+    assert "copied as they are (not rebuilt): io.containerd.grpc.v1.cri" in text.stdout, text.stdout
+    _assert_clean(cli, out)
+
+
 def test_flipped_byte_in_a_layer_is_quarantined_and_its_images_dropped(fixture_set, tmp_root_copy, cli, private_containerd):
     layer = _oci(fixture_set)["manifests"][0]["layers"][0]["digest"]
     path = _blob(tmp_root_copy, layer)
