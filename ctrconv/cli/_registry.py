@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 CREDS_OPTION = typer.Option(
     None, "--creds", metavar="USER[:PASS]",
     help="Registry credentials (else --authfile, $REGISTRY_AUTH_FILE, ${XDG_RUNTIME_DIR}/containers/auth.json, "
-         "~/.docker/config.json, with their credHelpers/credsStore helpers).",
+         "${XDG_CONFIG_HOME:-~/.config}/containers/auth.json, ~/.docker/config.json, with their "
+         "credHelpers/credsStore helpers).",
 )
 AUTHFILE_OPTION = typer.Option(
     None, "--authfile", metavar="FILE", help="Registry auth file (containers-auth.json / docker config.json).")
@@ -38,7 +39,7 @@ TLS_VERIFY_OPTION = typer.Option(
 PLAIN_HTTP_OPTION = typer.Option(False, "--plain-http", help="Talk plain HTTP to the registry (as ctr --plain-http).")
 INSECURE_OPTION = typer.Option(False, "--insecure", help="Same as --plain-http.")
 RETRIES_OPTION = typer.Option(
-    5, "--retries", min=0, help="Retries of a registry request after a 5xx answer or a dropped connection.")
+    5, "--retries", min=0, help="Retries of a registry request after a 429 or 5xx answer or a dropped connection.")
 RETRY_DELAY_OPTION = typer.Option(
     0.5, "--retry-delay", min=0.0, metavar="SECONDS",
     help="First wait before a retry, doubled each time (at most 10 s; a Retry-After answer is honoured).")

@@ -52,7 +52,7 @@ def import_command(
         ..., "-i", "--input",
         help="OCI layout dir, OCI tar or docker-archive tar; - = stdin; docker://HOST[:PORT]/REPO[:TAG|@DIGEST]: a "
              "registry. Repeatable, and a directory of archives "
-             "(*.tar, *.tar.gz, *.tar.zst) stands for all of them: every input in one transaction.",
+             "(*.tar, *.tar.gz, *.tgz, *.tar.zst, *.tzst, *.tar.zstd) stands for all of them: every input in one transaction.",
     ),
     snapshotter: str = typer.Option("overlayfs", "--snapshotter", help="overlayfs or native."),
     no_unpack: bool = typer.Option(False, "--no-unpack", help="Only content and metadata, no snapshots."),
