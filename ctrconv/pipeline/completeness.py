@@ -88,19 +88,16 @@ def namespace_lookups(ns: ReadBucket | None, others: Sequence[ReadBucket] = ()) 
     return RecordedLabels(labels_of, recorded, elsewhere if others else None), snapshot_exists
 
 
-#: meta.db ``v1/version`` of containerd 2.x
-_SCHEMA_2X = 4
-
-
-def skips_shared_blobs(namespace: str, schema_version: int | None = None) -> bool:
+def skips_shared_blobs(namespace: str, writer_line: str | None = None) -> bool:
     """Whether the namespace's writer may use a blob file another namespace records without
     recording it itself. Docker's containerd store does (a layer whose snapshot exists is never
-    fetched, even when ``default`` holds its file), and so do containerd 2.x's pulls (the
-    transfer service fetches no layer whose snapshot exists: ``ctr images check`` says
-    incomplete, unpacked, and the image runs; ``schema_version`` 4 is a meta.db 2.x wrote).
-    1.6's and 1.7's pulls and imports (``ctr``, CRI) record every blob they use, sharing the
-    file, so there a missing record beside a file another namespace records is a lost record."""
-    return namespace == DOCKER_NAMESPACE or (schema_version or 0) >= _SCHEMA_2X
+    fetched, even when ``default`` holds its file), and so do the transfer service's pulls of
+    1.7 (``ctr images pull --local=false``) and 2.x (its default): ``ctr images check`` says
+    incomplete, unpacked, and the image runs. ``writer_line``: the containerd line that wrote
+    the meta.db (:attr:`~ctrconv.containerd.metadata.MetadataDB.writer_line`). 1.6's pulls and
+    imports (``ctr``, CRI) record every blob they use, sharing the file, so on a 1.6 root a
+    missing record beside a file another namespace records is a lost record."""
+    return namespace == DOCKER_NAMESPACE or writer_line in ("1.7", "2.x")
 
 
 def lookups_in(meta: "MetadataDB", namespace: str) -> tuple[LabelsOf, SnapshotExists]:
@@ -108,7 +105,7 @@ def lookups_in(meta: "MetadataDB", namespace: str) -> tuple[LabelsOf, SnapshotEx
     if meta.v1 is None:
         return namespace_lookups(None)
     others = ([bucket for key, bucket in meta.v1.buckets() if key != key_bytes(namespace)]
-              if skips_shared_blobs(namespace, meta.schema_version) else [])
+              if skips_shared_blobs(namespace, meta.writer_line) else [])
     return namespace_lookups(meta.v1.bucket(key_bytes(namespace)), others)
 
 

@@ -311,26 +311,27 @@ def _by_digest(name: str, digest: str) -> str:
 
 
 def assess_image(content: ContentStore, ns: BucketTree, desc: dict[str, Any], lost: Collection[str] = (),
-                 plan: ImagePlan | None = None) -> Assessment:
+                 plan: ImagePlan | None = None, remade: Collection[tuple[str, str]] = ()) -> Assessment:
     """The one completeness rule, applied to an image of the tree being repaired.
 
     ``lost``: blobs whose records the clean-up dropped (:func:`~ctrconv.recovery.metadata.lost_records`)
     count as recorded, so a layer lost to damage is not taken for one never fetched.
     ``plan``: the image's walk (no platform selection) over ``content``, if made already.
+    ``remade``: (snapshotter, key) of snapshots that count as present: the re-import unpacks
+    them again from another image's layers (:func:`drop_incomplete_images`).
     """
     labels_of, snapshot_exists = namespace_lookups(ns)
     if lost and isinstance(labels_of, RecordedLabels):
         recorded = labels_of.recorded
         labels_of = RecordedLabels(labels_of, lambda d: d in lost or recorded(d))
+    if remade:
+        recorded_snapshot = snapshot_exists
+        snapshot_exists = lambda sn, key: (sn, key) in remade or recorded_snapshot(sn, key)  # noqa: E731
     return assess(content, desc, labels_of=labels_of, snapshot_exists=snapshot_exists, plan=plan)
 
 
-def _problem(content: ContentStore, ns: BucketTree, desc: dict[str, Any], lost: Collection[str]) -> str | None:
+def _problem(verdict: Assessment) -> str | None:
     """Why an image cannot stay, or None."""
-    try:
-        verdict = assess_image(content, ns, desc, lost)
-    except CtrconvError as exc:
-        return str(exc)
     if verdict.broken:
         return "missing " + ", ".join(d["digest"] for d in verdict.broken)
     if not verdict.usable:
@@ -338,20 +339,58 @@ def _problem(content: ContentStore, ns: BucketTree, desc: dict[str, Any], lost: 
     return None
 
 
+def _unpacked_chains(ns: BucketTree, verdict: Assessment) -> set[tuple[str, str]]:
+    """(snapshotter, chain) of the snapshots a whole image's configs name (``gc.ref.snapshot``):
+    what the re-import unpacks again from its layers, if damage lost them."""
+    chains = set()
+    for manifest in verdict.whole:
+        labels = read_map(ns.bucket(K.CONTENT, K.BLOB, key_bytes(manifest.config["digest"]), K.LABELS))
+        for key, value in labels.items():
+            if key.startswith(K.LABEL_GC_SNAPSHOT):
+                chains.add((key[len(K.LABEL_GC_SNAPSHOT):].split("/", 1)[0], value))
+    return chains
+
+
 def drop_incomplete_images(meta: BucketTree, content: ContentStore, report: RebuildReport) -> None:
     """An image that no platform can run (or that lacks what every platform needs) would fail
     every use: drop it. Platforms never pulled are no reason; neither are layers let go after
-    unpacking (``discard_unpacked_layers``): their snapshots still run the image."""
+    unpacking (``discard_unpacked_layers``) or never fetched (containerd 2.x: a snapshot of them
+    existed): their snapshots still run the image, also when damage lost those snapshots and
+    another image's layers make them again (a red-team run: such an image was dropped, and GC
+    then took its manifest, while the same rebuild unpacked its chain again)."""
     listed = {(i["namespace"], i["name"]) for i in report.images}  # not searched per image
     for ns_name, ns in namespaces(meta):
         images = ns.bucket(K.IMAGES)
         lost = lost_records(report, ns_name)
+        remade: set[tuple[str, str]] = set()
+        doubtful: list[tuple[bytes, dict[str, Any], str]] = []
         for key in list(images.entries) if images else []:
             desc = target_descriptor(images.entries[key])  # type: ignore[union-attr]
-            problem = "no target" if desc is None else _problem(content, ns, desc, lost)
-            if problem:
+            try:
+                verdict = assess_image(content, ns, desc, lost) if desc is not None else None
+            except CtrconvError as exc:
+                verdict, problem = None, str(exc)
+            else:
+                problem = "no target" if verdict is None else _problem(verdict)
+            if problem is None:
+                assert verdict is not None and desc is not None
+                remade |= _unpacked_chains(ns, verdict)
+                _list_kept(report, listed, ns_name, key, desc)
+            elif verdict is not None and desc is not None:
+                doubtful.append((key, desc, problem))  # (may run from snapshots made again)
+            else:
                 del images.entries[key]  # type: ignore[union-attr]
                 report.drop("image", f"image {ns_name}/{text(key)}", problem)
-            elif (ns_name, text(key)) not in listed:
-                listed.add((ns_name, text(key)))
-                report.images.append({"namespace": ns_name, "name": text(key), "digest": desc["digest"], "origin": "kept"})  # type: ignore[index]
+        for key, desc, problem in doubtful:
+            if remade and _problem(assess_image(content, ns, desc, lost, remade=remade)) is None:
+                _list_kept(report, listed, ns_name, key, desc)
+            else:
+                del images.entries[key]  # type: ignore[union-attr]
+                report.drop("image", f"image {ns_name}/{text(key)}", problem)
+
+
+def _list_kept(report: RebuildReport, listed: set[tuple[str, str]], ns_name: str, key: bytes,
+               desc: dict[str, Any]) -> None:
+    if (ns_name, text(key)) not in listed:
+        listed.add((ns_name, text(key)))
+        report.images.append({"namespace": ns_name, "name": text(key), "digest": desc["digest"], "origin": "kept"})

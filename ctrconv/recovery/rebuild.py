@@ -210,7 +210,8 @@ def _rebuild_into(run: _Run, report: RebuildReport) -> None:
     # Intact content records say what a namespace holds; only where they may be lost may a
     # namespace take blobs on disk that it has no record of.
     work = reimport_groups(run.target, stores.meta, run.unpack,
-                           trusted=lambda ns: not stores.meta_lost_under(b"v1", ns.encode(), b"content"))
+                           trusted=lambda ns: not stores.meta_lost_under(b"v1", ns.encode(), b"content"),
+                           writer_line=stores.meta_writer_line)
     del stores  # the salvaged trees: each import below loads the repaired meta.db itself
     import_groups(run.target, work, report, progress=run.progress)
     del work  # the walks and sources: the last step loads meta.db once more

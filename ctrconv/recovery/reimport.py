@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.content import NamespaceContent
-from ctrconv.containerd.records import read_map, read_schema_version
+from ctrconv.containerd.records import read_map
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.errors import CtrconvError
 from ctrconv.oci import platform as plat
@@ -32,15 +33,24 @@ GC_SNAPSHOT = K.LABEL_GC_SNAPSHOT
 GroupKey = tuple["tuple[str, ...] | None", bool, str]
 
 
-#: per namespace with images: its name, its source on the repaired root, its groups of
-#: entries, the walks the groups were decided from (by image name: the import reuses them),
-#: and whether its content records are whole (then they, not the blobs on disk, say which
-#: platforms of an index it holds)
-NamespaceWork = tuple[str, Any, "dict[GroupKey, list[Any]]", "dict[str, ImagePlan]", bool]
+@dataclass
+class NamespaceWork:
+    """One namespace's part of the re-import."""
+
+    namespace: str
+    #: the namespace on the repaired root, as the imports read it
+    source: Any
+    #: its entries by group, one transaction each
+    groups: dict[GroupKey, list[Any]] = field(default_factory=dict)
+    #: the walks the groups were decided from (by image name: the import reuses them)
+    plans: dict[str, ImagePlan] = field(default_factory=dict)
+    #: its content records are whole: they, not the blobs on disk, say which platforms of an
+    #: index it holds, and the digests they record (a record the import adds was lost)
+    recorded: frozenset[str] | None = None
 
 
 def reimport_groups(target: ContainerdRoot, meta: BucketTree, unpack: bool,
-                    trusted: Callable[[str], bool]) -> list[NamespaceWork]:
+                    trusted: Callable[[str], bool], writer_line: str | None = None) -> list[NamespaceWork]:
     """What :func:`import_groups` imports from the repaired root into itself, decided from the
     salvaged ``meta`` tree alone: the caller may let the tree go before the imports (each loads
     the target's meta.db as its own tree; both at once doubled a rebuild's peak memory).
@@ -57,33 +67,38 @@ def reimport_groups(target: ContainerdRoot, meta: BucketTree, unpack: bool,
             images = ns.bucket(K.IMAGES)
             if not images or not images.entries:
                 continue
-            source = ContainerdRootSource(target, ns_name, namespace_content_only=False)
-            work.append((ns_name, source, {}, {}, trusted(ns_name)))
-            borrows = _borrowed_layers(target, meta, ns_name, ns) if work[-1][4] else None
-            work[-1][2].update(_groups(source, target, ns, unpack, work[-1][4], work[-1][3], borrows))
+            item = NamespaceWork(ns_name, ContainerdRootSource(target, ns_name, namespace_content_only=False))
+            work.append(item)
+            if trusted(ns_name):
+                item.recorded = _recorded(ns)
+            borrows = _borrowed_layers(target, meta, ns_name, ns, writer_line, item.recorded) if item.recorded is not None else None
+            item.groups.update(_groups(item.source, target, ns, unpack, item.recorded is not None, item.plans, borrows))
     except BaseException:
-        for _, source, *_ in work:
-            source.close()
+        for item in work:
+            item.source.close()
         raise
     return work
 
 
 def import_groups(target: ContainerdRoot, work: list[NamespaceWork], report: RebuildReport,
                   progress: Progress | None = None) -> None:
-    """Import each group of :func:`reimport_groups` as one transaction; closes the sources."""
+    """Import each group of :func:`reimport_groups` as one transaction; closes the sources.
+    A content record an import adds to a namespace whose records were whole was lost (a meta.db
+    that reads whole minus one record): reported as restored, not as "nothing to repair"."""
     from ctrconv.sinks.containerd_root import ContainerdRootSink, ImportOptions
 
     counted: set[tuple[str, str, str]] = set()
     try:
-        for ns_name, source, groups, plans, whole_records in work:
-            for (platforms, again, snapshotter), entries in groups.items():
+        for item in work:
+            ns_name, plans = item.namespace, item.plans
+            for (platforms, again, snapshotter), entries in item.groups.items():
                 options = ImportOptions(
                     snapshotter=snapshotter, unpack=again, platform=list(platforms) if platforms else None,
-                    backup=False, keep_partial=True, partial_from_records=whole_records,
+                    backup=False, keep_partial=True, partial_from_records=item.recorded is not None,
                     cri=False, cri_labels=False,  # the names and labels the root has, none added
                     plans=plans,
                 )
-                result = ContainerdRootSink(target.path, ns_name, options, progress=progress).write(source, entries)
+                result = ContainerdRootSink(target.path, ns_name, options, progress=progress).write(item.source, entries)
                 for entry in entries:
                     plans.pop(entry.name, None)  # imported: let the walk go
                 for image in result.images:
@@ -92,8 +107,25 @@ def import_groups(target: ContainerdRoot, work: list[NamespaceWork], report: Reb
                         counted.add((ns_name, snapshotter, image.unpacked))
                         report.snapshots_unpacked += image.snapshots_created
     finally:
-        for _, source, *_ in work:
-            source.close()
+        for item in work:
+            item.source.close()
+    _report_restored_records(target, [item for item in work if item.recorded is not None and item.groups], report)
+
+
+def _recorded(ns: BucketTree) -> frozenset[str]:
+    blobs = ns.bucket(K.CONTENT, K.BLOB)
+    return frozenset(text(key) for key in blobs.entries) if blobs is not None else frozenset()
+
+
+def _report_restored_records(target: ContainerdRoot, work: list[NamespaceWork], report: RebuildReport) -> None:
+    if not work:
+        return
+    with target.open_metadata() as meta:
+        for item in work:
+            assert item.recorded is not None
+            for digest in sorted(meta.content_digests(item.namespace) - item.recorded):
+                report.restore("content", f"content {item.namespace}/{digest}",
+                               "content record lost; written again from the blob on disk")
 
 
 def settle_rebuilt_root(target: ContainerdRoot, report: RebuildReport, detached: Sequence[Detached] = (),
@@ -152,19 +184,17 @@ class _EveryBlob:
 EVERY_BLOB = _EveryBlob()
 
 
-def _borrowed_layers(target: ContainerdRoot, meta: BucketTree, ns_name: str,
-                     ns: BucketTree) -> Callable[[dict[str, Any], ImagePlan], bool]:
+def _borrowed_layers(target: ContainerdRoot, meta: BucketTree, ns_name: str, ns: BucketTree,
+                     writer_line: str | None, recorded: frozenset[str]) -> Callable[[dict[str, Any], ImagePlan], bool]:
     """Whether an image of the namespace runs from its snapshots on layer blobs it never
     recorded, whose files another namespace brought: CRI's ``discard_unpacked_layers`` let
-    them go, or containerd 2.x never fetched them (a snapshot of them existed). containerd
+    them go, or a 1.7/2.x transfer-service pull never fetched them (a snapshot of them existed). containerd
     calls such an image incomplete and runs it; importing it again would record those blobs
     here and make it complete, what the namespace never pulled (a red-team run: "nothing to
     repair" changed ``ctr images check`` from 1/4 to 4/4)."""
-    blobs = ns.bucket(K.CONTENT, K.BLOB)
-    recorded = frozenset(text(key) for key in blobs.entries) if blobs is not None else frozenset()
     v1 = meta.bucket(K.V1)
     others = ([bucket for key, bucket in v1.entries.items() if key != ns_name.encode() and isinstance(bucket, BucketTree)]
-              if v1 is not None and skips_shared_blobs(ns_name, read_schema_version(v1)) else [])
+              if v1 is not None and skips_shared_blobs(ns_name, writer_line) else [])
     labels_of, snapshot_exists = namespace_lookups(ns, others)
     own = NamespaceContent(target.content, ns_name, recorded)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from ctrconv.bolt.salvage import RootHints, SalvageResult, salvage
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
-from ctrconv.containerd.records import newest_update
+from ctrconv.containerd.records import newest_update, read_schema_version
 from ctrconv.containerd.locking import exclusive_lock, is_locked, shared_lock
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.containerd.rootlock import describe_holders
@@ -165,6 +165,22 @@ class Salvaged:
     @property
     def backend_trees(self) -> dict[str, BucketTree]:
         return {sn: tree for sn, (tree, _) in self.backends.items()}
+
+    @property
+    def meta_writer_line(self) -> str | None:
+        """The containerd line that wrote meta.db, as :attr:`MetadataDB.writer_line` tells it
+        (``v1/version`` 4: 2.x; the newest meta without a persisted freelist: 1.7), or None."""
+        try:
+            version = read_schema_version(self.meta.bucket(K.V1))
+        except CtrconvError:
+            version = None
+        if version is not None and version >= K.DB_VERSION_2X:
+            return "2.x"
+        metas = self.meta_result.metas if self.meta_result is not None else ()
+        newest = max((m for m in metas if m.valid), key=lambda m: m.txid, default=None)
+        if newest is None:
+            return None
+        return "1.6" if newest.freelist_synced else "1.7"
 
     @property
     def meta_intact(self) -> bool:

@@ -354,6 +354,22 @@ def hold_orphan_writable_snapshots(meta: BucketTree, backends: Mapping[str, Buck
                                f"--snapshotter {sn} mounts / rm it once its data is saved)")
 
 
+def _unnamed_ancestors(records: BucketTree, alive: Mapping[bytes, int], named: set[bytes]) -> set[bytes]:
+    """Whole backend snapshots no meta.db record names that are parents (at any depth) of one a
+    record names: the record of a layer below a container's writable snapshot lost from a meta.db
+    that reads whole (containerd still mounts and starts the container; cleaning the layer up
+    dropped the container and its data, a red-team run). Their records are written again."""
+    needed: set[bytes] = set()
+    for name in named:
+        record = records.entries.get(name) if name else None
+        parent = record.get(K.PARENT) if isinstance(record, BucketTree) else None
+        while parent and parent in alive and parent not in named and parent not in needed:
+            needed.add(parent)
+            above = records.entries.get(parent)
+            parent = above.get(K.PARENT) if isinstance(above, BucketTree) else None
+    return needed
+
+
 def restore_lost_records(meta: BucketTree, sn: str, records: BucketTree, alive: Mapping[bytes, int],
                          report: RebuildReport, lost_in: Callable[[str], bool] = lambda _ns: True) -> None:
     """Write again the meta.db records a damaged meta.db lost of snapshots its snapshotter still
@@ -362,8 +378,9 @@ def restore_lost_records(meta: BucketTree, sn: str, records: BucketTree, alive: 
     the labels it inherited and the times. Cleaning them up instead (what containerd's GC does
     to a backend snapshot no record names) deleted the image layers of a node whose layer
     blobs are discarded and the writable layers of its containers. A snapshot is restored into
-    its namespace when the namespace survived and may have lost snapshot records (``lost_in``),
-    and never over a record of the same key that names another whole snapshot (one left
+    its namespace when the namespace survived and may have lost snapshot records (``lost_in``)
+    or when it is a parent of a snapshot a record names (:func:`_unnamed_ancestors`), and never
+    over a record of the same key that names another whole snapshot (one left
     without a name, or naming nothing, is written again: it broke every chain above it)."""
     ns_buckets = dict(namespaces(meta))
     named: set[bytes] = set()
@@ -371,10 +388,13 @@ def restore_lost_records(meta: BucketTree, sn: str, records: BucketTree, alive: 
         bucket = ns.bucket(K.SNAPSHOTS, sn.encode())
         if bucket is not None:
             named |= {rec.get(K.NAME) for rec in bucket.entries.values() if isinstance(rec, BucketTree)}  # type: ignore[misc]
+    needed = _unnamed_ancestors(records, alive, named)
     restored: dict[bytes, tuple[BucketTree, bytes, str | None]] = {}  # backend key -> (bucket, key, parent key)
     for backend_key in sorted(alive):
         parts = text(backend_key).split("/", 2)
-        if backend_key in named or len(parts) != 3 or not parts[1].isdigit() or not lost_in(parts[0]):
+        if backend_key in named or len(parts) != 3 or not parts[1].isdigit():
+            continue
+        if not lost_in(parts[0]) and backend_key not in needed:
             continue
         ns_name, _, key = parts
         try:

@@ -344,7 +344,7 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
         report.add("unreadable-record", f"{ns}/content", where, unreadable)
     # one reading: a blob shared by many images is looked up on disk once
     visible = ListingContent(content, ns, frozenset(records))
-    others = _OtherRecords(meta, ns) if skips_shared_blobs(ns, meta.schema_version) else None
+    others = _OtherRecords(meta, ns) if skips_shared_blobs(ns, meta.writer_line) else None
     snapshot_keys = {sn: {r.key for r in snaps(report, f"{ns}/snapshots/{sn}", where, ns, sn)} for sn in meta.snapshotters(ns)}
     report.count("content records", len(records))
     sizes = blob_sizes(content, records, _documents(records))

@@ -99,3 +99,54 @@ def test_layers_cri_discarded_beside_another_namespaces_files(fixture_set, priva
             status = _check(daemon, "k8s.io")
     assert status[ref].startswith("incomplete"), status
     _judge(cli, root, tmp_path, "k8s.io", ref, private_containerd, "1.7")
+
+
+def test_layers_1_7_transfer_service_never_fetched(fixture_set, private_containerd, cli, tmp_path, monkeypatch):
+    """1.7's transfer service (``ctr images pull --local=false``) fetches no layer whose
+    snapshot exists either: ``bbx:zstd`` then ``bbx:oci`` in namespace ``b`` (same diff IDs),
+    ``bbx:oci`` whole in ``a``. The rule had covered 2.x meta.db files only: on this 1.7 root
+    verify said missing-record and rebuild recorded a's files in b (a red-team run)."""
+    fixtures = fixture_set
+    root = tmp_path / "root"
+    with PrivateRegistry(workdir=tmp_path, tls=True) as registry:
+        for tag in ("oci", "zstd"):
+            res = cli("export", "--root", str(fixtures.root), "--image", f"docker.io/library/bbx:{tag}",
+                      "--to", f"{registry.host}/bbx:{tag}", "--cert-dir", str(registry.cert_dir), "-q")
+            assert res.code == 0, res.stderr
+        monkeypatch.setenv("SSL_CERT_FILE", str(registry.ca_cert))  # (1.7's transfer service ignores --plain-http)
+        ref = f"{registry.host}/bbx:oci"
+        with PrivateContainerd(_bin_dir("1.7"), root=root, workdir=tmp_path) as daemon:
+            for namespace, tag in (("a", "oci"), ("b", "zstd"), ("b", "oci")):
+                daemon.ctr("images", "pull", "--local=false", "--platform", "linux/amd64", f"{registry.host}/bbx:{tag}",
+                           namespace=namespace)
+            status = _check(daemon, "b")
+    assert status[ref].startswith("incomplete"), status
+    _judge(cli, root, tmp_path, "b", ref, private_containerd, "1.7")
+
+
+def test_a_never_fetched_image_stays_when_damage_lost_the_snapshot_another_image_remakes(
+        fixture_set, private_containerd, cli, tmp_path):
+    """2.x pulls ``bbx:oci``, then ``bbx:zstd`` (its layers never fetched: the chain existed).
+    meta.db then loses the record of the chain's top snapshot: rebuild unpacked the chain again
+    from bbx:oci's layers, yet dropped bbx:zstd as missing its layers, and GC then deleted its
+    manifest (a red-team run); containerd keeps it and runs it once the chain is back."""
+    from support.damage import snapshot_record_deleted
+
+    root = tmp_path / "root"
+    with PrivateRegistry(workdir=tmp_path) as registry:
+        _push(cli, fixture_set, registry.host, ("oci", "zstd"))
+        ref = f"{registry.host}/bbx:zstd"
+        with PrivateContainerd(_bin_dir("2.x"), root=root, workdir=tmp_path) as daemon:
+            daemon.ctr("images", "pull", "--plain-http", f"{registry.host}/bbx:oci")
+            daemon.ctr("images", "pull", "--plain-http", ref)
+    snapshot_record_deleted(root, fixture_set)
+    out = tmp_path / "rebuilt"
+    report = cli("rebuild", "--root", str(root), "-o", str(out), "-q", "--json").json
+    assert not [d for d in report["dropped"] if d["kind"] == "image"], report["dropped"]
+    listed = {i["name"]: i for i in cli("ls", "--root", str(out), "--json").json["images"]}
+    assert listed[ref]["status"] == "layers-discarded", listed[ref]
+    daemon = private_containerd(root=out, binary_dir=_bin_dir("2.x"))
+    daemon.force_gc("default")
+    status = _check(daemon, "default")
+    daemon.stop()
+    assert ref in status, status

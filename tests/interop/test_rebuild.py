@@ -249,6 +249,44 @@ def test_containers_and_their_snapshots_survive_a_rebuild(fixture_set, tmp_root_
         time.sleep(0.1)
 
 
+def test_a_lost_record_of_a_containers_base_layer_comes_back_with_the_container(fixture_set, tmp_root_copy, tmp_path,
+                                                                                 cli, private_containerd):
+    """meta.db (reading whole) lost the record of the top layer snapshot under a container's
+    writable snapshot, which the snapshotter still holds: containerd still mounts and starts
+    the container, but rebuild cleaned the layer up and dropped the container with its data (a
+    red-team run). The record is written again from the snapshotter's."""
+    from support.damage import snapshot_record_deleted
+
+    daemon = private_containerd(root=tmp_root_copy)
+    daemon.ctr("container", "create", "docker.io/library/bbx:oci", "keeper", "/bin/busybox", "sleep", "30")
+    daemon.stop()
+    chain = snapshot_record_deleted(tmp_root_copy, fixture_set)
+    out = tmp_path / "new"
+    report = cli("rebuild", "--root", str(tmp_root_copy), "-o", str(out), "-q", "--json").json
+    assert not report["dropped"], report["dropped"]
+    assert [r["object"] for r in report["restored"]] == [f"snapshot default/overlayfs/{chain}"]
+    _assert_clean(cli, out)
+    daemon = private_containerd(root=out)
+    assert "keeper" in daemon.ctr("containers", "ls", "-q").stdout.split()
+    assert daemon.ctr("snapshots", "mounts", "/tmp/x", "keeper").returncode == 0
+
+
+def test_a_lost_content_record_written_again_is_reported(fixture_set, tmp_root_copy, tmp_path, cli):
+    """A meta.db that reads whole lost a layer's content record, the blob is on disk: the
+    re-import writes the record again, and the report said "nothing to repair" (damage_found
+    false) although verify had called the root broken (a red-team run)."""
+    from support.damage import content_record_deleted
+
+    digest = content_record_deleted(tmp_root_copy, fixture_set)
+    assert cli("verify", "--root", str(tmp_root_copy), "-A", "-q").code == 1
+    report = cli("rebuild", "--root", str(tmp_root_copy), "-o", str(tmp_path / "new"), "-q", "--json").json
+    assert report["damage_found"] and {"kind": "content", "object": f"content default/{digest}",
+                                       "reason": "content record lost; written again from the blob on disk"} in report["restored"]
+    text = cli("rebuild", "--root", str(tmp_root_copy), "-o", str(tmp_path / "new2"), "-q").stdout
+    assert "nothing to repair" not in text and f"restored content default/{digest}" in text, text
+    _assert_clean(cli, tmp_path / "new")
+
+
 def test_rebuild_into_another_filesystem_copies_and_verifies_each_blob(fixture_set, tmp_root_copy, tmp_path, cli):
     """Across filesystems blobs cannot be hard-linked: each is copied with its hash computed
     on the way, and a corrupt one is left out of the new root."""

@@ -193,14 +193,14 @@ def test_a_layer_every_platform_shares_lost_breaks_the_image():
     assert not verdict.ok and [d["digest"] for d in verdict.broken] == [shared["digest"]]
 
 
-@pytest.mark.parametrize("version", [3, 4])
+@pytest.mark.parametrize("line", ["1.6", "1.7", "2.x"])
 @pytest.mark.parametrize("namespace", ["moby", "default", "k8s.io"])
-def test_only_dockers_store_and_2x_count_another_namespaces_file_as_never_fetched(namespace, version):
-    """1.6's and 1.7's pulls and imports record every blob they use (sharing another
-    namespace's file), so outside Docker's store a layer unrecorded beside such a file lost its
-    record (the damage catalogue's content-record-deleted); ``moby`` may never record it, and
-    neither may any namespace of a 2.x meta.db (version 4: its pulls fetch no layer whose
-    snapshot exists)."""
+def test_only_dockers_store_and_transfer_service_lines_count_another_namespaces_file_as_never_fetched(namespace, line):
+    """1.6's pulls and imports record every blob they use (sharing another namespace's file),
+    so there, outside Docker's store, a layer unrecorded beside such a file lost its record (the
+    damage catalogue's content-record-deleted); ``moby`` may never record it, and neither may
+    any namespace of a meta.db 1.7 or 2.x wrote (their transfer service's pulls fetch no layer
+    whose snapshot exists)."""
     from ctrconv.pipeline.completeness import lookups_in, skips_shared_blobs
 
     layer = "sha256:" + "a" * 64
@@ -221,9 +221,9 @@ def test_only_dockers_store_and_2x_count_another_namespaces_file_as_never_fetche
 
     class Meta:
         v1 = V1()
-        schema_version = version
+        writer_line = line
 
     labels_of, _ = lookups_in(Meta(), namespace)
     assert isinstance(labels_of, RecordedLabels) and not labels_of.recorded(layer)
-    skips = namespace == "moby" or version == 4
-    assert labels_of.elsewhere(layer) is skips is skips_shared_blobs(namespace, version)
+    skips = namespace == "moby" or line != "1.6"
+    assert labels_of.elsewhere(layer) is skips is skips_shared_blobs(namespace, line)

@@ -50,8 +50,8 @@ def test_a_rebuild_walks_the_first_groups_plain_images_twice_and_the_rest_three_
     monkeypatch.setattr(rebuild_module, "reimport_groups", keeping)
     report = rebuild_root(root, tmp_path / "out", link=True, trust_snapshots=True)
     assert len(report.images) == 40 and not report.dropped
-    [(_, _, groups, _, _)] = work
-    first = {e.name for e in next(iter(groups.values()))}
+    [item] = work
+    first = {e.name for e in next(iter(item.groups.values()))}
     plain = {n for n, d in targets.items() if mt.is_manifest(d["mediaType"])}
     assert len(plain) == 38 and 1 <= len(first & plain) < 38
     # stage 5 (drop the images that cannot run) and the re-import's grouping; the first
