@@ -44,6 +44,9 @@ class SalvageResult:
     damage: list[Damage] = field(default_factory=list)
     backfilled: list[tuple[bytes, ...]] = field(default_factory=list)
     metas: tuple[MetaInfo, ...] = ()
+    #: buckets below a lost page that were read back whole from its orphan subtrees (every
+    #: page of theirs read): the loss above them took none of their records
+    recovered_whole: set[tuple[bytes, ...]] = field(default_factory=set)
 
     @property
     def clean(self) -> bool:
@@ -460,8 +463,12 @@ def _assemble_parts(parts: list[tuple[int, BucketTree, int]], path: tuple[bytes,
     bucket = result.tree.bucket(*path, create=True)
     assert bucket is not None
     before = len(bucket.entries)
+    undamaged = {id(tree) for _, tree, damage in parts if not damage}
     for key, value in found.entries.items():
-        bucket.entries.setdefault(key, value)
+        if key not in bucket.entries:
+            bucket.entries[key] = value
+            if id(value) in undamaged:
+                result.recovered_whole.add(path + (key,))
     if len(bucket.entries) > before:
         result.backfilled.append(path)
 
@@ -640,12 +647,19 @@ def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int, hints: RootHi
         if assembled is not None:
             result = SalvageResult(assembled, "buckets assembled from orphan pages (both meta roots and the pages "
                                    "above them unusable)", page_size, [], metas=tuple(metas))
+            undamaged = {id(tree) for _, tree, damage in parts if not damage}
+            v1 = assembled.bucket(b"v1")
+            result.recovered_whole = {(b"v1", key) for key, value in (v1.entries.items() if v1 else ())
+                                      if id(value) in undamaged}
             result.damage.append(Damage((), None, "meta pages and the top of the tree unusable: the tree was "
                                         f"assembled from the orphan pages {', '.join(str(c[0]) for c in parts[:12])}"))
             return result
     *_, pgid, tree, damage = candidates[0]
     why = "the newest meta's root lost" if newest_lost else "both meta roots unusable"
     result = SalvageResult(tree, f"orphan root page {pgid} ({why})", page_size, list(damage), metas=tuple(metas))
+    if not damage and isinstance(tree.entries.get(b"v1"), BucketTree):
+        # (every page below it read: only the pages above it were lost)
+        result.recovered_whole = {(b"v1",)}
     others = ", ".join(str(p) for p in list(dict.fromkeys(c[6] for c in candidates[1:] if c[6] != pgid))[:5])
     note = "root found by scanning pages" if newest_lost else "meta pages unusable; root found by scanning pages"
     result.damage.insert(0, Damage((), None, note + (f" (other candidate roots: {others})" if others else "")))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Mapping
 
 from ctrconv.bolt.salvage import RootHints, SalvageResult, salvage
 from ctrconv.bolt.tree import BucketTree
@@ -52,30 +53,94 @@ def containerd_shape(tree: BucketTree) -> int:
 RECOVERED_NAMESPACE_PREFIX = "recovered-"
 
 
-def assemble_namespaces(found: list[tuple[int, BucketTree, int]]) -> BucketTree | None:
+@dataclass(frozen=True)
+class StoreEvidence:
+    """What the rest of a root says of a copy of a namespace page found among orphans: the keys
+    of the snapshotter dbs read whole (salvaged before meta.db) and the blob files on disk.
+    Without a persisted freelist (1.7+) stale copies of earlier commits lie among the orphans,
+    and timestamps alone do not tell them: a commit that deleted the newest record makes the
+    live copy look older than a stale one (a red-team run: a stale ``k8s.io`` won, its deleted
+    images, containers and lease came back)."""
+
+    #: snapshotter -> every backend key its db holds (only dbs read whole)
+    snapshot_keys: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    blob_exists: Callable[[str], bool] = lambda _digest: True
+
+    def disagreement(self, name: str | None, tree: BucketTree) -> int:
+        """Records of the copy the root contradicts: snapshot records naming backend snapshots
+        that do not exist, backend snapshots of the namespace the copy does not name, and
+        content records whose blob file is gone (GC deletes the file with the last record)."""
+        count = 0
+        snapshots = tree.bucket(K.SNAPSHOTS)
+        for sn, keys in self.snapshot_keys.items():
+            bucket = snapshots.bucket(sn.encode()) if snapshots is not None else None
+            named = {text(r.get(K.NAME) or b"") for r in (bucket.entries.values() if bucket else ())
+                     if isinstance(r, BucketTree)}
+            count += len(named - keys)
+            if name is not None:
+                count += sum(1 for key in keys if key.startswith(f"{name}/") and key not in named)
+        blobs = tree.bucket(K.CONTENT, K.BLOB)
+        count += sum(1 for digest in (blobs.entries if blobs is not None else ()) if not self.blob_exists(text(digest)))
+        return count
+
+    def contradicts(self, name: str | None, tree: BucketTree) -> bool:
+        """The root holds nothing of the copy: every snapshot it records is gone from an intact
+        snapshotter db that holds none of the namespace's (``ctr namespaces rm`` empties a
+        namespace first; its stale pages stay), or, recording no snapshot, every blob it records
+        is gone. Such a copy is an earlier commit's, not a namespace that damage hid."""
+        snapshots = tree.bucket(K.SNAPSHOTS)
+        recorded = False
+        for sn, keys in self.snapshot_keys.items():
+            bucket = snapshots.bucket(sn.encode()) if snapshots is not None else None
+            named = {text(r.get(K.NAME) or b"") for r in (bucket.entries.values() if bucket else ())
+                     if isinstance(r, BucketTree)}
+            if not named:
+                continue
+            recorded = True
+            if named & keys or (name is not None and any(k.startswith(f"{name}/") for k in keys)):
+                return False
+        if recorded:
+            return True
+        blobs = tree.bucket(K.CONTENT, K.BLOB)
+        digests = [text(d) for d in (blobs.entries if blobs is not None else ())]
+        return bool(digests) and not any(self.blob_exists(d) for d in digests)
+
+
+def assemble_namespaces(found: list[tuple[int, BucketTree, int]],
+                        evidence: StoreEvidence | None = None) -> BucketTree | None:
     """A ``v1`` made of the orphan pages that are namespace buckets, when the pages above them
     (the root, ``v1``) are lost, as a meta.db cut short loses its last pages: rebuild took one
     namespace's page for the root and every other namespace was lost. A namespace is named by
     its snapshots (the snapshotter keys ``<ns>/<seq>/<key>`` its records hold), else ``k8s.io``
     when its images carry CRI's label, else ``default`` for the first unnamed one, else
-    ``recovered-<page>``; of two copies of one name (a freed older copy) the less damaged,
-    then the newer wins, and of two as new the smaller (a later commit that only deleted, as
-    containerd's GC does, moves no timestamp)."""
-    best: dict[str, tuple[tuple[int, int, int], BucketTree]] = {}
+    ``recovered-<page>``. Of two copies of one name (a freed older copy) the less damaged wins,
+    then the one the rest of the root contradicts least (``evidence``), then the newer, and of
+    two as new the smaller (a later commit that only deleted, as containerd's GC does, moves no
+    timestamp). A copy that holds no record, or that the root contradicts whole
+    (:meth:`StoreEvidence.contradicts`), is dropped, and so is an unnamed copy holding neither
+    images nor content records, or one of a namespace already taken (most of its images are
+    that namespace's: an older copy whose snapshots said nothing)."""
+    evidence = evidence or StoreEvidence()
+    best: dict[str, tuple[tuple[int, int, int, int], BucketTree]] = {}
     unnamed: list[tuple[int, BucketTree, int]] = []
     for pgid, tree, damage in found:
         if not _namespace_shaped(tree):
             continue
         name = _namespace_name(tree)
+        if not tree.value_count() or evidence.contradicts(name, tree):
+            continue  # (nothing to recover: often the last copy of a namespace emptied and removed)
         if name is None:
             unnamed.append((pgid, tree, damage))
             continue
-        rank = (-damage, newest_update(tree), -tree.value_count())
+        rank = (-damage, -evidence.disagreement(name, tree), _recency(tree), -tree.value_count())
         if name not in best or rank > best[name][0]:
             best[name] = (rank, tree)
-    for pgid, tree, damage in sorted(unnamed, key=lambda u: (u[2], -newest_update(u[1]))):
+    for pgid, tree, damage in sorted(unnamed, key=lambda u: (u[2], evidence.disagreement(None, u[1]),
+                                                             -_recency(u[1]), u[1].value_count())):
+        if not _holds_images_or_content(tree) or any(_mostly_images_of(tree, taken) for _, taken in best.values()):
+            continue
         name = "default" if "default" not in best else f"{RECOVERED_NAMESPACE_PREFIX}{pgid}"
-        best[name] = ((-damage, newest_update(tree), -tree.value_count()), tree)
+        best[name] = ((-damage, 0, _recency(tree), -tree.value_count()), tree)
     if not best:
         return None
     root = BucketTree()
@@ -86,10 +151,74 @@ def assemble_namespaces(found: list[tuple[int, BucketTree, int]]) -> BucketTree 
     return root
 
 
+def _recency(tree: BucketTree) -> int:
+    """The newest timestamp of a tree's records (a whole tree, a ``v1``, a namespace copy),
+    namespaces' leases aside: a lease lives for one pull or one GC request (``ctr leases delete
+    --sync``), so the copy of the commit that made one and not of the one that deleted it
+    looked the newer (a red-team run: a deleted lease came back)."""
+    v1 = tree.bucket(K.V1)
+    if v1 is not None:
+        return max((_recency(child) for child in v1.entries.values() if isinstance(child, BucketTree)), default=0)
+    if not _namespace_keys(tree):
+        return newest_update(tree)
+    return max((newest_update(child) for key, child in tree.entries.items()
+                if key != K.LEASES and isinstance(child, BucketTree)), default=0)
+
+
+def _holds_images_or_content(tree: BucketTree) -> bool:
+    """An unnamed copy with neither images nor content records holds nothing a rebuild keeps
+    (containers without their snapshots go, leases of a namespace nobody knows hold nothing):
+    a fragment of an older commit."""
+    return any(bool(bucket.value_count()) for bucket in (tree.bucket(K.IMAGES), tree.bucket(K.CONTENT))
+               if bucket is not None)
+
+
+def _mostly_images_of(tree: BucketTree, taken: BucketTree) -> bool:
+    """At least half of ``tree``'s image names are ``taken``'s (and it has some)."""
+    mine, theirs = tree.bucket(K.IMAGES), taken.bucket(K.IMAGES)
+    if mine is None or not mine.entries or theirs is None:
+        return False
+    return 2 * sum(1 for key in mine.entries if key in theirs.entries) >= len(mine.entries)
+
+
 def _namespace_shaped(tree: BucketTree) -> bool:
-    """Buckets named as a namespace's, none of which is shaped so itself: a stale copy of a
-    namespace page points at pages reused since, often at another namespace's page."""
-    return _namespace_keys(tree) and not any(_namespace_keys(child) for child in tree.entries.values())
+    """Buckets named as a namespace's, none of which is shaped so itself, whose records are
+    shaped as records: a stale copy of a namespace page points at pages reused since, often
+    at another namespace's page, or at the root (an "image" named ``v1``)."""
+    return (_namespace_keys(tree) and not any(_namespace_keys(child) for child in tree.entries.values())
+            and _records_shaped(tree))
+
+
+#: a field most records of the bucket have: images their target, blobs their size,
+#: containers their runtime (containerd refuses a container without one)
+_RECORD_FIELD: dict[tuple[bytes, ...], bytes] = {
+    (K.IMAGES,): K.TARGET, (K.CONTENT, K.BLOB): K.SIZE, (K.CONTAINERS,): b"runtime",
+}
+
+
+def _records_shaped(tree: BucketTree) -> bool:
+    """The namespace's buckets hold what containerd puts there (a ``content`` bucket holds
+    ``blob`` and ``ingests``, a ``snapshots`` bucket snapshotters whose records have a name),
+    not pages a stale pointer landed on."""
+    content = tree.bucket(K.CONTENT)
+    if content is not None and not set(content.entries) <= {K.BLOB, K.INGESTS}:
+        return False
+    snapshots = tree.bucket(K.SNAPSHOTS)
+    for per_snapshotter in (snapshots.entries.values() if snapshots is not None else ()):
+        if not _mostly_have(per_snapshotter, K.NAME):
+            return False
+    return all(_mostly_have(tree.bucket(*path), needed) for path, needed in _RECORD_FIELD.items())
+
+
+def _mostly_have(bucket: BucketTree | bytes | None, needed: bytes) -> bool:
+    """At least half of ``bucket``'s records are buckets holding ``needed`` (or it is empty)."""
+    if bucket is None:
+        return True
+    if not isinstance(bucket, BucketTree):
+        return False
+    records = list(bucket.entries.values())
+    shaped = sum(1 for r in records if isinstance(r, BucketTree) and r.entries.get(needed) is not None)
+    return not records or 2 * shaped >= len(records)
 
 
 def _namespace_keys(tree: BucketTree | bytes) -> bool:
@@ -143,12 +272,18 @@ def _snapshots_shaped(tree: BucketTree) -> bool:
         for key, record in tree.entries.items())
 
 
-def assemble_top(found: list[tuple[int, BucketTree, int]]) -> BucketTree | None:
-    """meta.db's namespaces, else a snapshotter's records, from orphan pages (RootHints.assemble)."""
-    return assemble_namespaces(found) or assemble_snapshotter(found)
+def containerd_root_hints(evidence: StoreEvidence | None = None) -> RootHints:
+    """How a containerd root's bolt files rank candidate trees; ``evidence``: what the root's
+    other stores say of meta.db's namespace pages (:class:`StoreEvidence`)."""
+
+    def assemble_top(found: list[tuple[int, BucketTree, int]]) -> BucketTree | None:
+        """meta.db's namespaces, else a snapshotter's records, from orphan pages."""
+        return assemble_namespaces(found, evidence) or assemble_snapshotter(found)
+
+    return RootHints(plausibility=containerd_shape, recency=_recency, assemble=assemble_top)
 
 
-CONTAINERD_ROOT_HINTS = RootHints(plausibility=containerd_shape, recency=newest_update, assemble=assemble_top)
+CONTAINERD_ROOT_HINTS = containerd_root_hints()
 
 
 @dataclass
@@ -200,17 +335,29 @@ class Salvaged:
 
     def meta_lost_under(self, *path: bytes) -> bool:
         """Whether the damage to meta.db may have lost records under the bucket ``path``
-        (``v1``, a namespace, ``content``, ...): a bucket above it or below it was unreadable,
-        or meta.db was not read from a meta page at all. Damage to one namespace's snapshots
+        (``v1``, a namespace, ``content``, ...): a bucket above it or below it was unreadable
+        (above it: unless a bucket between was read back whole from the orphan pages below the
+        loss, :attr:`SalvageResult.recovered_whole`), or meta.db was not read from a meta page. Damage to one namespace's snapshots
         says nothing of another namespace's records, nor of its own content records."""
         res = self.meta_result
-        if res is None or not res.source.startswith("meta "):
+        if res is None:
             return True
         lost = [d.path for d in res.damage] + list(self.lost_paths)
-        return any(p == path[:len(p)] or p[:len(path)] == path for p in lost)
+        if not res.source.startswith("meta "):
+            lost.append(())
+        whole = res.recovered_whole
+
+        def covers(p: tuple[bytes, ...]) -> bool:
+            if p[:len(path)] == path:
+                return True  # (lost below the bucket asked about)
+            # lost above it, unless a bucket between was read back whole from its orphan pages
+            return p == path[:len(p)] and not any(path[:i] in whole for i in range(len(p) + 1, len(path) + 1))
+
+        return any(covers(p) for p in lost)
 
 
-def salvage_file(path: Path, report: RebuildReport) -> tuple[BucketTree, SalvageResult | None]:
+def salvage_file(path: Path, report: RebuildReport,
+                 hints: RootHints = CONTAINERD_ROOT_HINTS) -> tuple[BucketTree, SalvageResult | None]:
     """One bolt file as a tree (empty when missing, empty or unreadable), its salvage noted in
     ``report`` (a file of 0 bytes, what a power cut can leave, is ``empty``, not ``missing``)."""
     if not path.exists() or path.stat().st_size == 0:
@@ -220,7 +367,7 @@ def salvage_file(path: Path, report: RebuildReport) -> tuple[BucketTree, Salvage
         report.salvage[str(path)] = {"source": "unreadable", "damage": [f"{path} is not a regular file"]}
         return BucketTree(), None
     try:
-        result = salvage(path, hints=CONTAINERD_ROOT_HINTS)
+        result = salvage(path, hints=hints)
     except CtrconvError as exc:
         report.salvage[str(path)] = {"source": "unreadable", "damage": [str(exc)]}
         return BucketTree(), None
@@ -250,7 +397,16 @@ def salvage_stores(croot: ContainerdRoot, report: RebuildReport) -> Salvaged:
     A snapshotter directory without a metadata.db (containerd makes the directories of plugins
     that then fail to start, btrfs on ext4 say) has nothing to salvage and is left out.
     """
-    meta, meta_result = salvage_file(croot.meta_db, report)
     backends = {sn: salvage_file(croot.snapshotter_db(sn), report) for sn in croot.snapshotters_on_disk()
                 if croot.snapshotter_db(sn).exists()}
+    content = croot.content
+    evidence = StoreEvidence({sn: _backend_keys(tree) for sn, (tree, result) in backends.items()
+                              if result is not None and not result.damage}, lambda d: content.exists(d))
+    meta, meta_result = salvage_file(croot.meta_db, report, containerd_root_hints(evidence))
+    report.salvage = {str(croot.meta_db): report.salvage.pop(str(croot.meta_db)), **report.salvage}  # (meta.db first)
     return Salvaged(meta, meta_result, backends)
+
+
+def _backend_keys(tree: BucketTree) -> frozenset[str]:
+    records = tree.bucket(K.V1, K.SNAPSHOTS)
+    return frozenset(text(key) for key in records.entries) if records is not None else frozenset()

@@ -125,6 +125,7 @@ def _namespace_page(*images: tuple[bytes, int]) -> BucketTree:
         record = page.bucket(K.IMAGES, name, create=True)
         assert record is not None
         write_timestamps(record, go_time(unix_ns), go_time(unix_ns))
+        record.bucket(K.TARGET, create=True).put(b"digest", b"sha256:" + b"0" * 64)  # type: ignore[union-attr]
     snapshot = page.bucket(K.SNAPSHOTS, b"overlayfs", b"sha256:layer", create=True)
     assert snapshot is not None
     snapshot.put(K.NAME, b"default/1/sha256:layer")  # (what names the namespace)
@@ -156,6 +157,71 @@ def test_a_stale_namespace_copy_pointing_at_another_namespace_page_is_no_namespa
     assert assembled is not None
     v1 = assembled.bucket(K.V1)
     assert v1 is not None and list(v1.entries) == [b"default"] and v1.entries[b"default"] is live
+
+
+def _with_snapshot(page: BucketTree, backend_key: bytes) -> BucketTree:
+    record = page.bucket(K.SNAPSHOTS, b"overlayfs", backend_key.split(b"/", 2)[2], create=True)
+    assert record is not None
+    record.put(K.NAME, backend_key)
+    return page
+
+
+def test_the_copy_the_snapshotter_db_agrees_with_wins_over_a_newer_looking_stale_one():
+    """A commit that deleted the namespace's newest record (an image, a lease) makes the live
+    copy look older than a stale one: a red-team run took the stale ``k8s.io``. The snapshotter
+    db, read whole, says which copy is live: the stale one names a snapshot removed since."""
+    from ctrconv.recovery.salvage import StoreEvidence
+
+    live = _namespace_page((b"a", 20))
+    stale = _with_snapshot(_namespace_page((b"a", 20), (b"deleted-later", 30)), b"default/7/gone-snapshot")
+    evidence = StoreEvidence({"overlayfs": frozenset({b"default/1/sha256:layer".decode()})})
+    assembled = assemble_namespaces([(3, stale, 0), (4, live, 0)], evidence)
+    assert assembled is not None and assembled.bucket(K.V1, b"default") is live
+    without = assemble_namespaces([(3, stale, 0), (4, live, 0)])
+    assert without is not None and without.bucket(K.V1, b"default") is stale  # (what timestamps alone said)
+
+
+def test_a_removed_namespaces_stale_copy_and_record_less_fragments_make_no_namespace():
+    """``ctr namespaces rm`` (after emptying it) leaves the namespace's old pages: every
+    snapshot they record is gone from the snapshotter db, which holds none of the namespace's.
+    A fragment naming no namespace with neither images nor content records, or with another
+    taken namespace's images, and a copy whose content bucket a stale pointer landed on a
+    root page, are no namespaces either."""
+    from ctrconv.recovery.salvage import StoreEvidence
+
+    live = _namespace_page((b"a", 20))
+    removed = _with_snapshot(BucketTree(), b"gone/9/snap")
+    removed.bucket(K.IMAGES, b"old", K.TARGET, create=True)
+    fragment = BucketTree()
+    fragment.bucket(K.CONTAINERS, b"c0", b"runtime", create=True)
+    fragment.bucket(K.LEASES, b"l0", create=True).put(b"createdat", b"x")  # type: ignore[union-attr]
+    copy_of_live = BucketTree()
+    copy_of_live.entries[K.IMAGES] = live.bucket(K.IMAGES)  # type: ignore[assignment]
+    copy_of_live.bucket(K.LEASES, create=True)
+    landed = BucketTree()
+    landed.bucket(K.CONTENT, K.V1, b"default", create=True)
+    landed.entries[K.IMAGES] = live.bucket(K.IMAGES)  # type: ignore[assignment]
+    evidence = StoreEvidence({"overlayfs": frozenset({"default/1/sha256:layer"})})
+    assembled = assemble_namespaces([(2, removed, 0), (3, fragment, 0), (4, live, 0), (5, copy_of_live, 0),
+                                     (6, landed, 0)], evidence)
+    assert assembled is not None
+    v1 = assembled.bucket(K.V1)
+    assert v1 is not None and list(v1.entries) == [b"default"], list(v1.entries)
+
+
+def test_records_below_a_lost_page_read_back_whole_are_not_lost():
+    """A lost ``v1`` page whose namespaces were all read back whole from their orphan pages:
+    rebuild took every namespace's records for lost and re-derived images from every blob,
+    giving each namespace the others' names and deleted images (a red-team run)."""
+    from ctrconv.bolt.salvage import Damage, SalvageResult
+    from ctrconv.recovery.salvage import Salvaged
+
+    result = SalvageResult(BucketTree(), "meta 0 (txid 9)", 4096, [Damage((K.V1,), 7, "page header says it is page 0")])
+    result.recovered_whole = {(K.V1, b"alpha")}
+    salvaged = Salvaged(BucketTree(), result)
+    assert not salvaged.meta_lost_under(K.V1, b"alpha", K.IMAGES)
+    assert salvaged.meta_lost_under(K.V1, b"beta", K.IMAGES)
+    assert salvaged.meta_lost_under(K.V1)
 
 # -- stage 2: check content -----------------------------------------------------------------
 
