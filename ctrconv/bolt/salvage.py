@@ -626,9 +626,11 @@ def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int, hints: RootHi
                                -walker.pages_read, pgid, tree, walker.damage))
 
     for pgid, page in valid.items():
-        if pgid not in referenced and _looks_like_v1_bucket(page):
+        # (referenced or not: without a persisted freelist, stale pages of earlier commits
+        # point at pages reused since, the live ``v1`` among them, as some other bucket)
+        if _looks_like_v1_bucket(page):
             consider(pgid, b"v1")
-        elif pgid not in referenced and hints.plausibility is not None and _only_buckets(page):
+        elif hints.plausibility is not None and _only_buckets(page):
             # a ``v1`` without the version key (a snapshotter's: ``snapshots``, ``parents``),
             # taken only when the owner finds it shaped like one of its trees
             consider(pgid, b"v1", only_if_plausible=True)
