@@ -47,6 +47,9 @@ class SalvageResult:
     #: buckets below a lost page that were read back whole from its orphan subtrees (every
     #: page of theirs read): the loss above them took none of their records
     recovered_whole: set[tuple[bytes, ...]] = field(default_factory=set)
+    #: the newest commit's tree is unreadable and an older commit's stands in: what the last
+    #: commit wrote is lost, wherever it was
+    older_commit: bool = False
 
     @property
     def clean(self) -> bool:
@@ -251,9 +254,13 @@ def _salvage(raw: _Raw, hints: RootHints | None = None) -> SalvageResult:
         # the newest valid meta's tree read nothing (its root page lost): an older commit's
         # tree is whole, but what the last commit wrote is not in it (a container created
         # last lost its snapshot record with no word said: a red-team run)
-        result.damage.insert(0, Damage((), newest.root, f"the tree of meta {newest.page} (txid {newest.txid}), the "
-                                                        f"newest, is unreadable: {result.source} used instead; what "
-                                                        "the last commit wrote is lost"))
+        # (a note, not a lost part: no newer tree was found below the lost page, so the last
+        # commit deleted or changed what carries no timestamp; taken for a loss of every
+        # record, it made rebuild re-derive every namespace's images from every blob)
+        result.older_commit = True
+        result.damage.insert(0, Damage((), None, f"page {newest.root}: the tree of meta {newest.page} (txid "
+                                                 f"{newest.txid}), the newest, is unreadable: {result.source} used "
+                                                 "instead; what the last commit wrote is lost"))
     return result
 
 
@@ -311,10 +318,9 @@ def _salvage_tree(raw: _Raw, hints: RootHints | None = None) -> SalvageResult:
                                                 -_lost_parts(r), hints.recency(r.tree) if hints.recency else 0,
                                                 -r.tree.value_count() if hints.recency else 0))
         if best is not result and newest_lost:
-            best.damage.insert(0, Damage((), usable[0].root, f"the root page of meta {usable[0].page} (txid "
-                                                             f"{usable[0].txid}), the newest, is lost: the tree "
-                                                             f"below it was found by scanning pages, newer than the "
-                                                             f"tree of {source}"))
+            best.damage.insert(0, Damage((), None, f"page {usable[0].root}: the root page of meta {usable[0].page} "
+                                                   f"(txid {usable[0].txid}), the newest, is lost: the tree below it "
+                                                   f"was found by scanning pages, newer than the tree of {source}"))
         elif best is not result:
             best.damage.insert(0, Damage((), None, f"the tree of {source} is damaged or not shaped like this "
                                                    f"file's trees (a stale meta): {best.source} used instead"))

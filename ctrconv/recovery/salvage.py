@@ -342,7 +342,13 @@ class Salvaged:
         res = self.meta_result
         if res is None:
             return True
-        lost = [d.path for d in res.damage] + list(self.lost_paths)
+        if res.older_commit and K.SNAPSHOTS in path[2:3]:
+            # an older commit's tree stands in: the snapshots the last commit made (a container
+            # created last) are in the snapshotter db, whose records say what they were; images
+            # and content records it wrote cannot be told from a guess, and are not re-derived
+            return True
+        # (a damage entry without path or page is a note on how the tree was found)
+        lost = [d.path for d in res.damage if d.path or d.page is not None] + list(self.lost_paths)
         if not res.source.startswith("meta "):
             lost.append(())
         whole = res.recovered_whole
