@@ -628,7 +628,10 @@ def _orphan_root(raw: _Raw, metas: list[MetaInfo], page_size: int, hints: RootHi
             # (a commit that adds or updates a record moves the newest timestamp): the
             # smallest is the newest. Without it, the largest keeps the most data.
             records = tree.value_count() if hints.recency is not None else -tree.value_count()
-            candidates.append((b"v1" not in tree.entries, -plausible, len(walker.damage), -newest, records,
+            # (a page some other page points at is often a stale copy whose own pointers lead to
+            # pages reused or cut off since: damaged, it is no better than the pages assembled)
+            whole_v1 = b"v1" in tree.entries and not (pgid in referenced and walker.damage)
+            candidates.append((not whole_v1, -plausible, len(walker.damage), -newest, records,
                                -walker.pages_read, pgid, tree, walker.damage))
 
     for pgid, page in valid.items():

@@ -117,9 +117,9 @@ def assemble_namespaces(found: list[tuple[int, BucketTree, int]],
     then the one the rest of the root contradicts least (``evidence``), then the newer, and of
     two as new the smaller (a later commit that only deleted, as containerd's GC does, moves no
     timestamp). A copy that holds no record, or that the root contradicts whole
-    (:meth:`StoreEvidence.contradicts`), is dropped, and so is an unnamed copy holding neither
-    images nor content records, or one of a namespace already taken (most of its images are
-    that namespace's: an older copy whose snapshots said nothing)."""
+    (:meth:`StoreEvidence.contradicts`), is dropped, and so is an unnamed copy of a namespace
+    already taken (most of its images are that namespace's: an older copy whose snapshots said
+    nothing)."""
     evidence = evidence or StoreEvidence()
     best: dict[str, tuple[tuple[int, int, int, int], BucketTree]] = {}
     unnamed: list[tuple[int, BucketTree, int]] = []
@@ -137,7 +137,7 @@ def assemble_namespaces(found: list[tuple[int, BucketTree, int]],
             best[name] = (rank, tree)
     for pgid, tree, damage in sorted(unnamed, key=lambda u: (u[2], evidence.disagreement(None, u[1]),
                                                              -_recency(u[1]), u[1].value_count())):
-        if not _holds_images_or_content(tree) or any(_mostly_images_of(tree, taken) for _, taken in best.values()):
+        if any(_mostly_images_of(tree, taken) for _, taken in best.values()):
             continue
         name = "default" if "default" not in best else f"{RECOVERED_NAMESPACE_PREFIX}{pgid}"
         best[name] = ((-damage, 0, _recency(tree), -tree.value_count()), tree)
@@ -163,14 +163,6 @@ def _recency(tree: BucketTree) -> int:
         return newest_update(tree)
     return max((newest_update(child) for key, child in tree.entries.items()
                 if key != K.LEASES and isinstance(child, BucketTree)), default=0)
-
-
-def _holds_images_or_content(tree: BucketTree) -> bool:
-    """An unnamed copy with neither images nor content records holds nothing a rebuild keeps
-    (containers without their snapshots go, leases of a namespace nobody knows hold nothing):
-    a fragment of an older commit."""
-    return any(bool(bucket.value_count()) for bucket in (tree.bucket(K.IMAGES), tree.bucket(K.CONTENT))
-               if bucket is not None)
 
 
 def _mostly_images_of(tree: BucketTree, taken: BucketTree) -> bool:
@@ -216,7 +208,8 @@ def _mostly_have(bucket: BucketTree | bytes | None, needed: bytes) -> bool:
         return True
     if not isinstance(bucket, BucketTree):
         return False
-    records = list(bucket.entries.values())
+    # (a record that came back empty lost its page to the damage: it says nothing either way)
+    records = [r for r in bucket.entries.values() if not isinstance(r, BucketTree) or r.entries]
     shaped = sum(1 for r in records if isinstance(r, BucketTree) and r.entries.get(needed) is not None)
     return not records or 2 * shaped >= len(records)
 

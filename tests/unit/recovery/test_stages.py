@@ -181,12 +181,13 @@ def test_the_copy_the_snapshotter_db_agrees_with_wins_over_a_newer_looking_stale
     assert without is not None and without.bucket(K.V1, b"default") is stale  # (what timestamps alone said)
 
 
-def test_a_removed_namespaces_stale_copy_and_record_less_fragments_make_no_namespace():
+def test_a_removed_namespaces_stale_copy_and_stale_fragments_make_no_namespace():
     """``ctr namespaces rm`` (after emptying it) leaves the namespace's old pages: every
     snapshot they record is gone from the snapshotter db, which holds none of the namespace's.
-    A fragment naming no namespace with neither images nor content records, or with another
-    taken namespace's images, and a copy whose content bucket a stale pointer landed on a
-    root page, are no namespaces either."""
+    A fragment naming no namespace that holds another taken namespace's images, and a copy
+    whose content bucket a stale pointer landed on a root page, are no namespaces either. A
+    fragment holding records of its own (containers, leases of a namespace whose name went
+    with the damage) is kept, as ``recovered-<page>``: a meta.db cut short leaves such pages."""
     from ctrconv.recovery.salvage import StoreEvidence
 
     live = _namespace_page((b"a", 20))
@@ -206,7 +207,7 @@ def test_a_removed_namespaces_stale_copy_and_record_less_fragments_make_no_names
                                      (6, landed, 0)], evidence)
     assert assembled is not None
     v1 = assembled.bucket(K.V1)
-    assert v1 is not None and list(v1.entries) == [b"default"], list(v1.entries)
+    assert v1 is not None and list(v1.entries) == [b"default", b"recovered-3"], list(v1.entries)
 
 
 def test_records_below_a_lost_page_read_back_whole_are_not_lost():
