@@ -71,13 +71,16 @@ def commit_command(
             message=message, author=author, ignore_lock=ignore_lock,
             progress=progress,
         )
+    rewritten = report.base["rewritten_manifest"]
+    manifest = (f"base manifest now {rewritten}" if rewritten is not None
+                else "base manifest unchanged (every layer blob byte for byte the original)")
     if report.base["regenerated_layers"]:
         write_line(sys.stderr, f"{report.base['name']}: {report.base['regenerated_layers']} base layer(s) regenerated "
-                               f"from snapshots (their blobs were gone); base manifest now {report.base['rewritten_manifest']}")
+                               f"from snapshots (their blobs were gone); {manifest}")
     if report.base["copied_layers"]:
-        write_line(sys.stderr, f"{report.base['name']}: {report.base['copied_layers']} base layer(s) copied from a "
-                               f"stored blob of the same tar (their own blobs were never fetched); base manifest now "
-                               f"{report.base['rewritten_manifest']}")
+        write_line(sys.stderr, f"{report.base['name']}: {report.base['copied_layers']} base layer(s) never fetched into "
+                               f"the namespace copied from a stored blob (their own, held by another namespace, or "
+                               f"one of the same tar); {manifest}")
     if as_json:
         print_json(report.to_json())
     elif not quiet and not api.is_stdout(output):

@@ -224,8 +224,9 @@ def rewrite_lines(report, *, quiet: bool = False) -> list[str]:
         if not done:
             continue
         idline = "image ID changed (below)" if i.image_id != i.original_image_id else f"image ID unchanged {i.image_id}"
+        unchanged = i.manifest in reproduced or i.original_digest is None  # (the stored target kept)
         manifest = f"manifest unchanged {i.manifest} (every layer blob byte for byte the original)" \
-            if i.manifest in reproduced else f"new manifest {i.manifest}"
+            if unchanged else f"new manifest {i.manifest}"
         lines.append(f"{i.name}: {', '.join(done)}; {idline}; {manifest}")
     for change in report.image_ids_changed:
         lines.append(f"image ID {change['from']} is now {change['to']} ({', '.join(change['names'])}): a regenerated "

@@ -75,6 +75,12 @@ def test_layers_2x_never_fetched_beside_another_namespaces_files(fixture_set, pr
         daemon.stop()
     assert status[ref].startswith("incomplete"), status  # (what 2.x does: the premise)
     _judge(cli, root, tmp_path, "default", ref, private_containerd, "2.x")
+    # the export copies the layers from the files another namespace holds, byte for byte: the
+    # report said "new manifest" for the unchanged one (a red-team run)
+    for fmt, out in (("containerd-root", tmp_path / "exported-root"), ("oci-tar", tmp_path / "exported.tar")):
+        res = cli("export", "--root", str(root), "--image", ref, "-o", str(out), "--format", fmt)
+        assert res.code == 0, res.stderr
+        assert "manifest unchanged" in res.stderr and "new manifest" not in res.stderr, res.stderr
 
 
 def test_layers_cri_discarded_beside_another_namespaces_files(fixture_set, private_containerd, cli, tmp_path):

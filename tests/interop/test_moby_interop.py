@@ -321,7 +321,8 @@ def test_commit_says_base_layers_docker_never_fetched_were_copied(line, fixture_
     check("commit", res.json)
     base = res.json["base"]
     assert base["name"] == ref and (base["copied_layers"], base["regenerated_layers"]) == (3, 0), base
-    assert "3 base layer(s) copied from a stored blob" in res.stderr and "regenerated" not in res.stderr, res.stderr
+    assert "3 base layer(s) never fetched into the namespace copied from a stored blob" in res.stderr \
+        and "regenerated" not in res.stderr, res.stderr
     import tarfile
 
     with tarfile.open(tmp_path / "c.tar") as tar:
