@@ -71,11 +71,8 @@ class StoreEvidence:
         that do not exist, backend snapshots of the namespace the copy does not name, and
         content records whose blob file is gone (GC deletes the file with the last record)."""
         count = 0
-        snapshots = tree.bucket(K.SNAPSHOTS)
         for sn, keys in self.snapshot_keys.items():
-            bucket = snapshots.bucket(sn.encode()) if snapshots is not None else None
-            named = {text(r.get(K.NAME) or b"") for r in (bucket.entries.values() if bucket else ())
-                     if isinstance(r, BucketTree)}
+            named = _backend_names(tree, sn)
             count += len(named - keys)
             if name is not None:
                 count += sum(1 for key in keys if key.startswith(f"{name}/") and key not in named)
@@ -88,12 +85,9 @@ class StoreEvidence:
         snapshotter db that holds none of the namespace's (``ctr namespaces rm`` empties a
         namespace first; its stale pages stay), or, recording no snapshot, every blob it records
         is gone. Such a copy is an earlier commit's, not a namespace that damage hid."""
-        snapshots = tree.bucket(K.SNAPSHOTS)
         recorded = False
         for sn, keys in self.snapshot_keys.items():
-            bucket = snapshots.bucket(sn.encode()) if snapshots is not None else None
-            named = {text(r.get(K.NAME) or b"") for r in (bucket.entries.values() if bucket else ())
-                     if isinstance(r, BucketTree)}
+            named = _backend_names(tree, sn)
             if not named:
                 continue
             recorded = True
@@ -104,6 +98,13 @@ class StoreEvidence:
         blobs = tree.bucket(K.CONTENT, K.BLOB)
         digests = [text(d) for d in (blobs.entries if blobs is not None else ())]
         return bool(digests) and not any(self.blob_exists(d) for d in digests)
+
+
+def _backend_names(namespace: BucketTree, snapshotter: str) -> set[str]:
+    """The snapshotter keys (``<ns>/<seq>/<key>``) a namespace copy's snapshot records name."""
+    bucket = namespace.bucket(K.SNAPSHOTS, snapshotter.encode())
+    return {text(r.get(K.NAME) or b"") for r in (bucket.entries.values() if bucket is not None else ())
+            if isinstance(r, BucketTree)}
 
 
 def assemble_namespaces(found: list[tuple[int, BucketTree, int]],
@@ -330,8 +331,9 @@ class Salvaged:
         """Whether the damage to meta.db may have lost records under the bucket ``path``
         (``v1``, a namespace, ``content``, ...): a bucket above it or below it was unreadable
         (above it: unless a bucket between was read back whole from the orphan pages below the
-        loss, :attr:`SalvageResult.recovered_whole`), or meta.db was not read from a meta page. Damage to one namespace's snapshots
-        says nothing of another namespace's records, nor of its own content records."""
+        loss, :attr:`SalvageResult.recovered_whole`), or meta.db was not read from a meta page.
+        Damage to one namespace's snapshots says nothing of another namespace's records, nor
+        of its own content records."""
         res = self.meta_result
         if res is None:
             return True
