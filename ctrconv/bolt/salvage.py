@@ -377,14 +377,8 @@ def _recover_orphans(raw: _Raw, walker: _Walker, meta: MetaInfo, result: Salvage
         if kinds == {"unknown"} and len(path) == 1 and hints is not None and hints.assemble is not None:
             _assemble_without_freelist(raw, walker, meta, path, result, hints)
         return
-    reachable = {0, 1} | free
-    for pgid in walker.visited:
-        try:
-            reachable.update(range(pgid, pgid + raw.page(pgid).overflow + 1))
-        except BoltError:
-            reachable.add(pgid)
     hwm = min(meta.pgid, raw.pages)
-    orphans, referenced = _scan_pages(raw, skip=reachable, end=hwm)
+    orphans, referenced = _scan_pages(raw, skip=_reached(raw, walker) | free, end=hwm)
     tops = [p for p in sorted(orphans) if p not in referenced]
     if not tops:
         return
@@ -420,6 +414,17 @@ def _recover_orphans(raw: _Raw, walker: _Walker, meta: MetaInfo, result: Salvage
         result.backfilled.append(path)
 
 
+def _reached(raw: _Raw, walker: _Walker) -> set[int]:
+    """The meta pages and every page the walk read (with their overflow pages)."""
+    reached = {0, 1}
+    for pgid in walker.visited:
+        try:
+            reached.update(range(pgid, pgid + raw.page(pgid).overflow + 1))
+        except BoltError:
+            reached.add(pgid)
+    return reached
+
+
 def _assemble_without_freelist(raw: _Raw, walker: _Walker, meta: MetaInfo, path: tuple[bytes, ...],
                                result: SalvageResult, hints: RootHints) -> None:
     """The page of a top-level bucket lost whole in a file without a persisted freelist (bbolt's
@@ -428,14 +433,8 @@ def _assemble_without_freelist(raw: _Raw, walker: _Walker, meta: MetaInfo, path:
     pages (it shares what its commit did not change), so the live sub-bucket roots need not be
     unreferenced. Every unreached page that could be a bucket root is read on its own and the
     owner's ``assemble`` picks, per name, the least damaged and newest copy."""
-    reachable = {0, 1}
-    for pgid in walker.visited:
-        try:
-            reachable.update(range(pgid, pgid + raw.page(pgid).overflow + 1))
-        except BoltError:
-            reachable.add(pgid)
     hwm = min(meta.pgid, raw.pages)
-    orphans, _ = _scan_pages(raw, skip=reachable, end=hwm)
+    orphans, _ = _scan_pages(raw, skip=_reached(raw, walker), end=hwm)
     parts = []
     for pgid, page in sorted(orphans.items()):
         if not _only_buckets(page):

@@ -143,6 +143,13 @@ def test_a_snapshot_that_is_not_made_again_leaves_no_label_behind(realnode_set_f
     assert not list(new.rglob("*.bak-*"))
 
 
+def _zero_page(path: Path, page: int, page_size: int) -> None:
+    """One page of a bolt file zeroed, header and all (a lost write, a bad sector)."""
+    with open(path, "r+b") as f:
+        f.seek(page * page_size)
+        f.write(bytes(page_size))
+
+
 def _containers(root: Path, namespace: str) -> set[str]:
     with BoltFile(root.joinpath(*META)) as db:
         bucket = db.bucket(b"v1", namespace.encode(), b"containers")
@@ -558,9 +565,7 @@ def test_a_writable_layer_whose_container_record_was_lost_survives_containerd_s_
         [active] = [s for s in SnapshotterDB(db).snapshots() if s.key.endswith("/rn-stopped")]
     data = root / SNAPSHOTS / str(active.id) / "fs" / "important-data.txt"
     data.write_text("the container's own data\n")
-    with open(meta, "r+b") as f:
-        f.seek(page * page_size)
-        f.write(bytes(page_size))
+    _zero_page(meta, page, page_size)
 
     result = cli("rebuild", "--root", str(root), "-q", "--json")
     assert result.code == 0, result.stderr
@@ -726,9 +731,7 @@ def test_a_zeroed_v1_page_loses_no_namespace_record(realnode_set_for, cli, tmp_p
     with BoltFile(meta) as db:
         page, page_size = db.bucket(b"v1").root, db.page_size
     assert page, "v1 has a page of its own"
-    with open(meta, "r+b") as f:
-        f.seek(page * page_size)
-        f.write(bytes(page_size))
+    _zero_page(meta, page, page_size)
     out = tmp_path / "new"
     result = cli("rebuild", "--root", str(out.parent / "node"), "-o", str(out), "-q")
     assert result.code == 0, result.stderr
@@ -754,9 +757,7 @@ def test_a_zeroed_top_page_of_the_snapshotter_db_keeps_the_newest_container(real
         page = db.meta.root if lost == "root" else db.bucket(b"v1").root  # type: ignore[union-attr]
         page_size = db.page_size
     assert page, "the page is one of its own"
-    with open(backend, "r+b") as f:
-        f.seek(page * page_size)
-        f.write(bytes(page_size))
+    _zero_page(backend, page, page_size)
     out = tmp_path / "new"
     result = cli("rebuild", "--root", str(root), "-o", str(out), "-q")
     assert result.code == 0, result.stderr
@@ -800,9 +801,7 @@ def test_a_zeroed_v1_page_brings_back_no_deleted_image_lease_or_namespace(line, 
     meta = root.joinpath(*META)
     with BoltFile(meta) as db:
         page, page_size = db.bucket(b"v1").root, db.page_size  # type: ignore[union-attr]
-    with open(meta, "r+b") as f:
-        f.seek(page * page_size)
-        f.write(bytes(page_size))
+    _zero_page(meta, page, page_size)
     out = tmp_path / "new"
     result = cli("rebuild", "--root", str(root), "-o", str(out), "-q")
     assert result.code == 0, result.stderr
