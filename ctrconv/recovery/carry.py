@@ -5,8 +5,10 @@ native snapshotters): CRI's per-container status and sandbox files
 (``io.containerd.grpc.v1.cri``), the daemon's identity (``io.containerd.grpc.v1.introspection``),
 the runtimes' and other snapshotters' directories. The recovery runbook swaps the new root in
 for the damaged one; without these a node's CRI found its containers' status gone (a docs red
-team run). They are copied with their modes, owners, times and extended attributes; sockets
-are left (meaningless without their listener).
+team run). They are copied with their modes, owners, times and extended attributes, on the
+root's own filesystem only (a mount below it is left empty: a snapshot a dead containerd left
+mounted under ``tmpmounts``); symbolic links are copied as links, never followed; sockets are
+left (meaningless without their listener).
 """
 
 from __future__ import annotations
@@ -31,22 +33,25 @@ def carry_over(source: ContainerdRoot, target: Path) -> list[str]:
     """Copy every top-level entry of ``source`` the rebuild does not write into ``target``;
     returns their names. The root directory's own mode and owner are taken over too."""
     skip = rebuilt_entries()
+    device = os.lstat(source.path).st_dev
     carried = []
     for entry in sorted(os.scandir(source.path), key=lambda e: e.name):
         if entry.name in skip or entry.name.startswith("."):
             continue  # (dot names: ctrconv's temp files and locks)
-        _copy(Path(entry.path), target / entry.name)
+        _copy(Path(entry.path), target / entry.name, device)
         carried.append(entry.name)
     _take_metadata(source.path, target)
     return carried
 
 
-def _copy(src: Path, dst: Path) -> None:
+def _copy(src: Path, dst: Path, device: int) -> None:
     st = os.lstat(src)
     if stat.S_ISDIR(st.st_mode):
         os.mkdir(dst, 0o700)
-        for child in sorted(os.scandir(src), key=lambda e: e.name):
-            _copy(Path(child.path), dst / child.name)
+        if st.st_dev == device:  # (a mount point's contents are not the root's: a snapshot a
+            # dead containerd left mounted under tmpmounts/, a bind mount; its directory stays)
+            for child in sorted(os.scandir(src), key=lambda e: e.name):
+                _copy(Path(child.path), dst / child.name, device)
     elif stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(src), dst)
     elif stat.S_ISREG(st.st_mode):

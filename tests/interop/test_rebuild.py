@@ -122,13 +122,26 @@ def test_rebuild_into_a_new_root_carries_what_it_does_not_rebuild(tmp_root_copy,
     (tmp_root_copy / "io.containerd.grpc.v1.introspection").mkdir(exist_ok=True)
     (tmp_root_copy / "io.containerd.grpc.v1.introspection" / "uuid").write_text("0b1d8c6e-node-identity")
     os.chmod(tmp_root_copy, 0o711)
-    out = tmp_path / "new"
-    result = cli("rebuild", "--root", str(tmp_root_copy), "-o", str(out), "-q", "--json")
+    # a snapshot a dead containerd left mounted: its contents are no part of the root
+    mounted = tmp_root_copy / "tmpmounts" / "containerd-mount1"
+    mounted.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mounted)], check=True)
+    try:
+        (mounted / "not-the-roots").write_text("x")
+        out = tmp_path / "new"
+        result = cli("rebuild", "--root", str(tmp_root_copy), "-o", str(out), "-q", "--json")
+    finally:
+        subprocess.run(["umount", str(mounted)], check=True)
     assert result.code == 0, result.stderr
+    assert (out / "tmpmounts" / "containerd-mount1").is_dir()
+    assert not any((out / "tmpmounts" / "containerd-mount1").iterdir())
     assert {"io.containerd.grpc.v1.cri", "io.containerd.grpc.v1.introspection"} <= set(result.json["carried"])
     skip = {"io.containerd.content.v1.content", "io.containerd.metadata.v1.bolt", "io.containerd.snapshotter.v1.overlayfs",
             "io.containerd.snapshotter.v1.native", "ctrconv-quarantine"}
-    assert _entries(out, skip) == _entries(tmp_root_copy, skip)
+    copied, source = _entries(out, skip), _entries(tmp_root_copy, skip)
+    for entries in (copied, source):  # (seen mounted during the copy, unmounted now)
+        entries.pop("tmpmounts/containerd-mount1")
+    assert copied == source
     assert (out.stat().st_mode & 0o777) == 0o711
     text = cli("rebuild", "--root", str(tmp_root_copy), "-o", str(tmp_path / "new2"), "-q")
     assert "copied as they are (not rebuilt): io.containerd.grpc.v1.cri" in text.stdout, text.stdout
