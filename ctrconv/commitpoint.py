@@ -17,16 +17,32 @@ from ctrconv.tempfiles import signals_deferred
 
 _passed = False
 _late: list[int] = []
+#: > 0 while a command writes a scratch output that nobody sees until its own final step
+_scratch = 0
 
 
 @contextmanager
 def committing() -> Iterator[None]:
     """Run the making-visible step with SIGINT/SIGTERM deferred; on success the point is
-    passed before any deferred signal is delivered."""
+    passed before any deferred signal is delivered (not inside :func:`into_scratch`)."""
     global _passed
     with signals_deferred():
         yield
-        _passed = True
+        if not _scratch:
+            _passed = True
+
+
+@contextmanager
+def into_scratch() -> Iterator[None]:
+    """Steps that commit into an output not yet visible (``rebuild -o`` imports into a root
+    under a temporary name): their commits are no commit point of the command, so a signal
+    still unwinds it and an error does not say that what it wrote is in place."""
+    global _scratch
+    _scratch += 1
+    try:
+        yield
+    finally:
+        _scratch -= 1
 
 
 def passed() -> bool:

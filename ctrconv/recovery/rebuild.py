@@ -28,7 +28,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from ctrconv import tempfiles
-from ctrconv.commitpoint import committing
+from ctrconv.commitpoint import committing, into_scratch
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.locking import keeping_bolt_locks
 from ctrconv.containerd.records import key_bytes
@@ -176,8 +176,9 @@ def _rebuild_into_new_root(run: _Run, report: RebuildReport) -> None:
     scratch = tempfiles.temp_dir(final.parent, f".{final.name}.ctrconv-", sweep=True)
     try:
         run.target = ContainerdRoot(scratch)
-        _rebuild_into(run, report)
-        report.carried = carry_over(run.croot, scratch)
+        with into_scratch():
+            _rebuild_into(run, report)
+            report.carried = carry_over(run.croot, scratch)
         # every file of the new root on the disk before the root appears: the reused snapshot
         # trees were copied with plain writes, and a journal commit of the rename before their
         # data left a whole-looking root of empty files (a power cut during the final sync)

@@ -119,6 +119,12 @@ def test_a_lost_blob_file_written_again_is_reported_as_such(fixture_set, cli, tm
     as_json = cli("import", "--root", str(root), "-q", "--json", "-i", archive)
     assert as_json.json["written"] is True and as_json.json["metadata_written"] is False
     assert cli("verify", "--root", str(root), "-q").code == 0
+    # a lost blob file and a lost record at once: the report names both
+    (root / "io.containerd.content.v1.content" / "blobs" / "sha256" / layer.split(":")[1]).unlink()
+    from support.damage import content_record_deleted
+    content_record_deleted(root, fixture_set)
+    both = cli("import", "--root", str(root), "-i", archive)
+    assert "metadata completed" in both.stdout and "1 missing blob file(s) written again" in both.stdout, both.stdout
 
 
 def test_name_needs_a_single_image(fixture_set, cli, tmp_path):

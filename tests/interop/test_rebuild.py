@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -97,7 +98,11 @@ def _entries(root: Path, skip: set[str]) -> dict[str, tuple]:
             continue
         for path in [root / top, *(root / top).rglob("*")]:
             st = path.lstat()
-            data = path.read_bytes() if path.is_file() and not path.is_symlink() else None
+            if stat.S_ISSOCK(st.st_mode):
+                continue
+            data = None
+            if stat.S_ISREG(st.st_mode):  # (a large one is compared by its size)
+                data = path.read_bytes() if st.st_size <= 1 << 20 else st.st_size
             link = os.readlink(path) if path.is_symlink() else None
             xattrs = {} if path.is_symlink() else {n: os.getxattr(path, n) for n in os.listxattr(path)}
             found[str(path.relative_to(root))] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, data, link, xattrs)
@@ -122,25 +127,53 @@ def test_rebuild_into_a_new_root_carries_what_it_does_not_rebuild(tmp_root_copy,
     (tmp_root_copy / "io.containerd.grpc.v1.introspection").mkdir(exist_ok=True)
     (tmp_root_copy / "io.containerd.grpc.v1.introspection" / "uuid").write_text("0b1d8c6e-node-identity")
     os.chmod(tmp_root_copy, 0o711)
-    # a snapshot a dead containerd left mounted: its contents are no part of the root
+    # a blockfile snapshotter's sparse scratch file, a hard link pair, a socket
+    blockfile = tmp_root_copy / "io.containerd.snapshotter.v1.blockfile"
+    blockfile.mkdir()
+    with open(blockfile / "scratch", "wb") as f:
+        f.truncate(8 << 30)  # (8 GiB of hole: copied dense it filled the disk, a red-team run)
+        f.seek(1 << 20)
+        f.write(b"data in the middle")
+    os.link(blockfile / "scratch", blockfile / "scratch-link")
+    import socket
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_root_copy / "containerd-debug.sock"))
+    # a snapshot a dead containerd left mounted, and a bind mount of a directory of the same
+    # filesystem (st_dev does not tell it): their contents are no part of the root
     mounted = tmp_root_copy / "tmpmounts" / "containerd-mount1"
+    bound = tmp_root_copy / "tmpmounts" / "bound"
     mounted.mkdir(parents=True)
+    bound.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "not-the-roots").write_text("y")
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mounted)], check=True)
+    subprocess.run(["mount", "--bind", str(tmp_path / "elsewhere"), str(bound)], check=True)
     try:
         (mounted / "not-the-roots").write_text("x")
         out = tmp_path / "new"
         result = cli("rebuild", "--root", str(tmp_root_copy), "-o", str(out), "-q", "--json")
     finally:
         subprocess.run(["umount", str(mounted)], check=True)
+        subprocess.run(["umount", str(bound)], check=True)
+        listener.close()
     assert result.code == 0, result.stderr
-    assert (out / "tmpmounts" / "containerd-mount1").is_dir()
-    assert not any((out / "tmpmounts" / "containerd-mount1").iterdir())
+    for point in ("containerd-mount1", "bound"):
+        assert (out / "tmpmounts" / point).is_dir() and not any((out / "tmpmounts" / point).iterdir())
     assert {"io.containerd.grpc.v1.cri", "io.containerd.grpc.v1.introspection"} <= set(result.json["carried"])
+    assert "containerd-debug.sock" not in result.json["carried"] and not (out / "containerd-debug.sock").exists()
+    scratch = out / "io.containerd.snapshotter.v1.blockfile" / "scratch"
+    assert scratch.stat().st_blocks * 512 < (1 << 30) and scratch.stat().st_size == 8 << 30
+    with open(scratch, "rb") as f:
+        f.seek(1 << 20)
+        assert f.read(18) == b"data in the middle"
+    assert scratch.stat().st_ino == (scratch.parent / "scratch-link").stat().st_ino
     skip = {"io.containerd.content.v1.content", "io.containerd.metadata.v1.bolt", "io.containerd.snapshotter.v1.overlayfs",
             "io.containerd.snapshotter.v1.native", "ctrconv-quarantine"}
     copied, source = _entries(out, skip), _entries(tmp_root_copy, skip)
-    for entries in (copied, source):  # (seen mounted during the copy, unmounted now)
-        entries.pop("tmpmounts/containerd-mount1")
+    for entries in (copied, source):  # (seen mounted during the copy, unmounted now; 8 GiB)
+        for key in ("tmpmounts/containerd-mount1", "tmpmounts/bound", "io.containerd.snapshotter.v1.blockfile/scratch",
+                    "io.containerd.snapshotter.v1.blockfile/scratch-link", "containerd-debug.sock"):
+            entries.pop(key, None)
     assert copied == source
     assert (out.stat().st_mode & 0o777) == 0o711
     text = cli("rebuild", "--root", str(tmp_root_copy), "-o", str(tmp_path / "new2"), "-q")

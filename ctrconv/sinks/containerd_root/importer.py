@@ -721,7 +721,8 @@ def report_lines(report: ImportReport) -> list[str]:
         lines.append(f"{skipped['name']}: skipped: {skipped['reason']}")
     if report.written and report.images and all(i.status == "present" for i in report.images):
         if report.metadata_written:
-            lines.append("metadata completed: missing content records, GC labels or snapshots were added")
+            also = f"; {report.blobs_written} missing blob file(s) written again" if report.blobs_written else ""
+            lines.append(f"metadata completed: missing content records, GC labels or snapshots were added{also}")
         else:
             lines.append(f"{report.blobs_written} missing blob file(s) written again; no record changed")
     return lines
