@@ -11,7 +11,7 @@ from typing import Callable, Mapping
 from ctrconv.bolt.salvage import RootHints, SalvageResult, salvage
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
-from ctrconv.containerd.records import newest_update, read_schema_version
+from ctrconv.containerd.records import newest_update, read_schema_version, split_parents_key
 from ctrconv.containerd.locking import exclusive_lock, is_locked, shared_lock
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.containerd.rootlock import describe_holders
@@ -242,37 +242,69 @@ def _namespace_name(tree: BucketTree) -> str | None:
     return None
 
 
-def assemble_snapshotter(found: list[tuple[int, BucketTree, int]]) -> BucketTree | None:
-    """A snapshotter's ``v1`` made of the orphan page that is its ``snapshots`` bucket, when the
-    page of ``v1`` (or the pages above it) is lost: the records are whole below it, and the
-    ``parents`` index is made again from them by the repair. Of several copies (freed older
-    ones) the less damaged, then the newer, then the smaller wins (as for namespaces)."""
-    shaped = [(-damage, newest_update(tree), -tree.value_count(), -pgid, tree)
+def assemble_snapshotter(found: list[tuple[int, BucketTree, int]],
+                         named: frozenset[str] | None = None) -> BucketTree | None:
+    """A snapshotter's ``v1`` made of the orphan pages that are its ``snapshots`` bucket (and
+    its ``parents`` index), when the page of ``v1`` (or the pages above it) is lost. Of several
+    copies (freed older ones) the one agreeing best with the backend keys meta.db's records name
+    (``named``, when meta.db reads whole) wins, then the less damaged, the newer, the smaller. A
+    record whose own page went with the damage comes back empty: it says nothing of its copy
+    (it disqualified the live copy, and every container lost its snapshot: a red-team run),
+    and :func:`~ctrconv.recovery.snapshots.mend_emptied_records` makes it again."""
+    shaped = [(-_key_disagreement(tree, named), -damage, newest_update(tree), -tree.value_count(), -pgid, tree)
               for pgid, tree, damage in found if _snapshots_shaped(tree)]
     if not shaped:
         return None
-    *_, best = max(shaped, key=lambda c: c[:4])
+    *_, best = max(shaped, key=lambda c: c[:5])
     root = BucketTree()
     v1 = root.bucket(K.V1, create=True)
     assert v1 is not None
     v1.entries[K.SNAPSHOTS] = best
+    parents = [(damage, -tree.value_count(), pgid, tree) for pgid, tree, damage in found if _parents_shaped(tree, best)]
+    if parents:
+        v1.entries[K.PARENTS] = min(parents, key=lambda c: c[:3])[3]
     return root
 
 
+def _key_disagreement(snapshots: BucketTree, named: frozenset[str] | None) -> int:
+    """Backend keys meta.db names that the copy lacks, and keys of the copy meta.db does not name."""
+    if named is None:
+        return 0
+    keys = {text(key) for key in snapshots.entries}
+    return len(named - keys) + len(keys - named)
+
+
 def _snapshots_shaped(tree: BucketTree) -> bool:
-    """A snapshotter's ``v1/snapshots``: records keyed ``<ns>/<seq>/<key>``, each with an id and a kind."""
-    return bool(tree.entries) and all(
-        isinstance(record, BucketTree) and b"/" in key and record.get(K.ID) is not None and record.get(K.KIND) is not None
-        for key, record in tree.entries.items())
+    """A snapshotter's ``v1/snapshots``: records keyed ``<ns>/<seq>/<key>``, each with an id and
+    a kind (one that came back empty lost its page: it says nothing either way)."""
+    records = [(key, record) for key, record in tree.entries.items()]
+    whole = [record for _, record in records if not isinstance(record, BucketTree) or record.entries]
+    return bool(whole) and all(isinstance(r, BucketTree) and b"/" in k for k, r in records) and all(
+        isinstance(record, BucketTree) and record.get(K.ID) is not None and record.get(K.KIND) is not None
+        for record in whole)
 
 
-def containerd_root_hints(evidence: StoreEvidence | None = None) -> RootHints:
+def _parents_shaped(tree: BucketTree, snapshots: BucketTree) -> bool:
+    """A snapshotter's ``v1/parents``: plain values, keyed by two ids, naming keys of ``snapshots``."""
+    if not tree.entries or not all(isinstance(v, bytes) for v in tree.entries.values()):
+        return False
+    try:
+        for key in tree.entries:
+            split_parents_key(key)
+    except CtrconvError:
+        return False
+    return sum(1 for v in tree.entries.values() if v in snapshots.entries) * 2 >= len(tree.entries)
+
+
+def containerd_root_hints(evidence: StoreEvidence | None = None,
+                          named: frozenset[str] | None = None) -> RootHints:
     """How a containerd root's bolt files rank candidate trees; ``evidence``: what the root's
-    other stores say of meta.db's namespace pages (:class:`StoreEvidence`)."""
+    other stores say of meta.db's namespace pages (:class:`StoreEvidence`); ``named``: the
+    backend keys meta.db's records name, for a snapshotter db's pages."""
 
     def assemble_top(found: list[tuple[int, BucketTree, int]]) -> BucketTree | None:
         """meta.db's namespaces, else a snapshotter's records, from orphan pages."""
-        return assemble_namespaces(found, evidence) or assemble_snapshotter(found)
+        return assemble_namespaces(found, evidence) or assemble_snapshotter(found, named)
 
     return RootHints(plausibility=containerd_shape, recency=_recency, assemble=assemble_top)
 
@@ -404,8 +436,25 @@ def salvage_stores(croot: ContainerdRoot, report: RebuildReport) -> Salvaged:
     evidence = StoreEvidence({sn: _backend_keys(tree) for sn, (tree, result) in backends.items()
                               if result is not None and not result.damage}, lambda d: content.exists(d))
     meta, meta_result = salvage_file(croot.meta_db, report, containerd_root_hints(evidence))
+    if meta_result is not None and not meta_result.damage:
+        # a damaged snapshotter db, read again knowing what the whole meta.db names in it
+        for sn, (_, result) in list(backends.items()):
+            if result is not None and result.damage:
+                named = _named_backend_keys(meta, sn)
+                backends[sn] = salvage_file(croot.snapshotter_db(sn), report, containerd_root_hints(named=named))
     report.salvage = {str(croot.meta_db): report.salvage.pop(str(croot.meta_db)), **report.salvage}  # (meta.db first)
     return Salvaged(meta, meta_result, backends)
+
+
+def _named_backend_keys(meta: BucketTree, snapshotter: str) -> frozenset[str]:
+    """Every backend key meta.db's snapshot records of ``snapshotter`` name, in every namespace."""
+    v1 = meta.bucket(K.V1)
+    names: set[str] = set()
+    for ns in (v1.entries.values() if v1 is not None else ()):
+        if isinstance(ns, BucketTree):
+            names |= _backend_names(ns, snapshotter)
+    names.discard("")
+    return frozenset(names)
 
 
 def _backend_keys(tree: BucketTree) -> frozenset[str]:

@@ -14,16 +14,21 @@ from typing import Callable, Collection, Hashable, Iterator, Mapping, TypeVar
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.content import ContentStore
+from ctrconv.containerd.codec import decode_uvarint_exact
 from ctrconv.containerd.records import (
     KIND_ACTIVE,
     KIND_COMMITTED,
     KIND_VIEW,
+    BackendSnapshot,
     SnapshotRecord,
     add_child,
     backend_name_seq,
+    go_time,
     is_committed,
     key_bytes,
     read_backend_snapshot,
+    read_parent_links,
+    write_backend_snapshot,
     write_parent_link,
     write_snapshot,
 )
@@ -86,6 +91,7 @@ def clean_snapshots(
     for sn, backend in backends.items():
         records = backend.bucket(K.V1, K.SNAPSHOTS, create=True)
         assert records is not None
+        mend_emptied_records(sn, records, backend.bucket(K.V1, K.PARENTS), croot, report)
         _commit_parents(sn, records, report)
         _kinds_by_role(meta, sn, records, report)
         alive = _alive_backend_snapshots(sn, records, croot, (distrusted or {}).get(sn, set()))
@@ -116,6 +122,58 @@ def clean_snapshots(
             detached.extend(aside)
     _drop_records_of_lost_snapshotters(meta, set(backends), report)
     return kept_ids
+
+
+#: a layer's snapshot: containerd commits an unpacked layer under its chain ID
+_CHAIN_KEY = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def mend_emptied_records(sn: str, records: BucketTree, parents: BucketTree | None, croot: ContainerdRoot,
+                         report: RebuildReport) -> None:
+    """A snapshotter record whose own page went with the damage reads back as its key alone.
+    The ``parents`` index still says its id (an entry naming it as a child) and its parent's,
+    and one that is a parent itself was committed (containerd makes children of committed
+    snapshots only), as is one named by a chain ID (an unpacked layer): such a record is
+    written again, when its directory is there. Dropped, it
+    took every snapshot above it and every container on them (a red-team run)."""
+    links = []
+    try:
+        links = list(read_parent_links(parents))
+    except FormatError:
+        return
+    ids = {}
+    for key, record in records.entries.items():
+        if isinstance(record, BucketTree) and record.get(K.ID) is not None:
+            try:
+                ids[decode_uvarint_exact(record.get(K.ID))] = key  # type: ignore[arg-type]
+            except FormatError:
+                continue
+    has_children = {pid for pid, _, _ in links}
+    emptied = {key for key, record in records.entries.items() if isinstance(record, BucketTree) and not record.entries}
+    found: dict[bytes, tuple[int, int | None]] = {}  # emptied key -> (its id, its parent's id)
+    for pid, cid, child in links:
+        if key_bytes(child) in emptied:
+            found[key_bytes(child)] = (cid, pid)
+    # (a chain's base has no parent, so no entry names it as a child: when one emptied record
+    # and one parent id nobody else holds are left, they are each other's)
+    unnamed = sorted(emptied - set(found))
+    orphan_ids = sorted(has_children - set(ids) - {cid for cid, _ in found.values()})
+    if len(unnamed) == 1 and len(orphan_ids) == 1:
+        found[unnamed[0]] = (orphan_ids[0], None)
+    for key, (cid, pid) in sorted(found.items(), key=lambda item: item[1][0]):
+        committed = cid in has_children or _CHAIN_KEY.fullmatch(text(key).split("/", 2)[-1]) is not None
+        if not committed or not croot.snapshot_dir(sn, cid).is_dir():
+            continue  # (a leaf named otherwise may be active: its kind is not known)
+        ids.setdefault(cid, key)
+    now = go_time(time.time_ns())
+    for key, (cid, pid) in found.items():
+        if ids.get(cid) != key or (pid is not None and pid not in ids):
+            continue
+        parent = text(ids[pid]) if pid is not None else None
+        write_backend_snapshot(records.entries[key], BackendSnapshot(text(key), cid, "committed", parent,  # type: ignore[arg-type]
+                                                                     created_at=now, updated_at=now))
+        report.restore("backend-snapshot", f"{sn}/{text(key)}", "its record's page was lost: id, parent and kind "
+                       "written again from the parents index")
 
 
 def _drop_records_of_lost_snapshotters(meta: BucketTree, snapshotters: set[str], report: RebuildReport) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from ctrconv.bolt import _structs as S
 from ctrconv.bolt.reader import BoltFile
+from ctrconv.containerd.records import read_backend_snapshot, split_parents_key
 
 pytestmark = pytest.mark.interop
 
@@ -817,3 +818,33 @@ def test_a_zeroed_v1_page_brings_back_no_deleted_image_lease_or_namespace(line, 
     # (an empty copy of the removed namespace may come back from the older meta's tree: holding
     # nothing, it is no resurrection of data; no fragment makes a namespace of its own)
     assert not [ns for ns in leases if ns.startswith("recovered-")], sorted(leases)
+
+
+@pytest.mark.parametrize("line", ["1.7", "2.x"])
+def test_a_lost_snapshotter_v1_page_and_one_record_page_keep_every_container(realnode_set_for, cli, tmp_path, line):
+    """The snapshotter db's ``v1`` page lost with the own page of one layer's record: the
+    orphan ``snapshots`` page came back with that record empty, which disqualified it, and
+    every snapshot record was dropped with every container on the node (a red-team run). The
+    copy is taken, and the emptied record is written again from the ``parents`` index."""
+    root = realnode_set_for(line).copy_root("node", tmp_path / "node")
+    backend = root / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db"
+    with BoltFile(backend) as db:
+        page_size = db.page_size
+        snapshots = db.bucket(b"v1", b"snapshots")
+        v1_page = db.bucket(b"v1").root  # type: ignore[union-attr]
+        record_pages = {key: b.root for key, b in snapshots.buckets()  # type: ignore[union-attr]
+                        if b.root and b"/sha256:" in key}
+        parents = {split_parents_key(k)[0] for k, _ in db.bucket(b"v1", b"parents").values()}  # type: ignore[union-attr]
+        ids = {key: read_backend_snapshot(b, key.decode()).id for key, b in snapshots.buckets()}  # type: ignore[union-attr]
+    layer = next((k for k in sorted(record_pages) if ids[k] in parents), None)
+    if layer is None:
+        pytest.skip(f"{line} keeps its snapshot records inline: no record has a page of its own")
+    for page in (v1_page, record_pages[layer]):
+        _zero_page(backend, page, page_size)
+    out = tmp_path / "new"
+    result = cli("rebuild", "--root", str(root), "-o", str(out), "-q")
+    assert result.code == 0, result.stderr
+    assert "dropped" not in result.stdout, result.stdout
+    assert f"restored overlayfs/{layer.decode()}: its record's page was lost" in result.stdout, result.stdout
+    assert _containers(out, "default") == {"rn-created", "rn-stopped"}
+    assert cli("verify", "--root", str(out), "-A", "-q").code == 0

@@ -224,6 +224,39 @@ def test_records_below_a_lost_page_read_back_whole_are_not_lost():
     assert salvaged.meta_lost_under(K.V1, b"beta", K.IMAGES)
     assert salvaged.meta_lost_under(K.V1)
 
+
+def test_emptied_backend_records_are_written_again_from_the_parents_index(tmp_path):
+    """A snapshotter record whose own page was lost reads back as its key alone: the parents
+    index gives its id and its parent; a chain's base (no parent) takes the one parent id left
+    unclaimed; a leaf named by a chain ID is a committed layer; a leaf named otherwise (a
+    container's, maybe active) is left for the repair to judge."""
+    from ctrconv.containerd.records import BackendSnapshot, parents_key, read_backend_snapshot, write_backend_snapshot
+    from ctrconv.recovery.snapshots import mend_emptied_records
+
+    root = ContainerdRoot(tmp_path)
+    chain = ["default/1/sha256:" + c * 64 for c in "abc"]
+    records, parents = BucketTree(), BucketTree()
+    for i, key in enumerate(chain, start=1):
+        (root.snapshots_dir("overlayfs") / str(i) / "fs").mkdir(parents=True)
+        write_backend_snapshot(records.bucket(key.encode(), create=True),  # type: ignore[arg-type]
+                               BackendSnapshot(key, i, "committed", chain[i - 2] if i > 1 else None))
+        if i > 1:
+            parents.put(parents_key(i - 1, i), key.encode())
+    (root.snapshots_dir("overlayfs") / "4" / "fs").mkdir(parents=True)
+    write_backend_snapshot(records.bucket(b"default/2/box", create=True),  # type: ignore[arg-type]
+                           BackendSnapshot("default/2/box", 4, "active", chain[2]))
+    parents.put(parents_key(3, 4), b"default/2/box")
+    for key in (chain[0], chain[2], "default/2/box"):
+        records.entries[key.encode()] = BucketTree()  # (their pages lost)
+    report = _report()
+    mend_emptied_records("overlayfs", records, parents, root, report)
+    base = read_backend_snapshot(records.bucket(chain[0].encode()), chain[0])  # type: ignore[arg-type]
+    top = read_backend_snapshot(records.bucket(chain[2].encode()), chain[2])  # type: ignore[arg-type]
+    assert (base.id, base.kind, base.parent) == (1, "committed", None)
+    assert (top.id, top.kind, top.parent) == (3, "committed", chain[1])
+    assert not records.bucket(b"default/2/box").entries  # type: ignore[union-attr]
+    assert len(report.restored) == 2
+
 # -- stage 2: check content -----------------------------------------------------------------
 
 
