@@ -119,8 +119,8 @@ def assemble_namespaces(found: list[tuple[int, BucketTree, int]],
     two as new the smaller (a later commit that only deleted, as containerd's GC does, moves no
     timestamp). A copy that holds no record, or that the root contradicts whole
     (:meth:`StoreEvidence.contradicts`), is dropped, and so is an unnamed copy of a namespace
-    already taken (most of its images are that namespace's: an older copy whose snapshots said
-    nothing)."""
+    already taken (most of its images, containers, leases and blobs are that namespace's: an
+    older copy whose snapshots said nothing)."""
     evidence = evidence or StoreEvidence()
     best: dict[str, tuple[tuple[int, int, int, int], BucketTree]] = {}
     unnamed: list[tuple[int, BucketTree, int]] = []
@@ -138,7 +138,7 @@ def assemble_namespaces(found: list[tuple[int, BucketTree, int]],
             best[name] = (rank, tree)
     for pgid, tree, damage in sorted(unnamed, key=lambda u: (u[2], evidence.disagreement(None, u[1]),
                                                              -_recency(u[1]), u[1].value_count())):
-        if any(_mostly_images_of(tree, taken) for _, taken in best.values()):
+        if any(_mostly_records_of(tree, taken) for _, taken in best.values()):
             continue
         name = "default" if "default" not in best else f"{RECOVERED_NAMESPACE_PREFIX}{pgid}"
         best[name] = ((-damage, 0, _recency(tree), -tree.value_count()), tree)
@@ -166,12 +166,20 @@ def _recency(tree: BucketTree) -> int:
                 if key != K.LEASES and isinstance(child, BucketTree)), default=0)
 
 
-def _mostly_images_of(tree: BucketTree, taken: BucketTree) -> bool:
-    """At least half of ``tree``'s image names are ``taken``'s (and it has some)."""
-    mine, theirs = tree.bucket(K.IMAGES), taken.bucket(K.IMAGES)
-    if mine is None or not mine.entries or theirs is None:
-        return False
-    return 2 * sum(1 for key in mine.entries if key in theirs.entries) >= len(mine.entries)
+#: the buckets whose record keys say whose copy a namespace page is
+_IDENTIFYING = ((K.IMAGES,), (K.CONTAINERS,), (K.LEASES,), (K.CONTENT, K.BLOB))
+
+
+def _mostly_records_of(tree: BucketTree, taken: BucketTree) -> bool:
+    """At least half of ``tree``'s records (image names, container ids, lease ids, blob
+    digests) are ``taken``'s too: an older copy of that namespace (and it has some)."""
+    mine = shared = 0
+    for path in _IDENTIFYING:
+        ours, theirs = tree.bucket(*path), taken.bucket(*path)
+        for key in (ours.entries if ours is not None else ()):
+            mine += 1
+            shared += theirs is not None and key in theirs.entries
+    return mine > 0 and 2 * shared >= mine
 
 
 def _namespace_shaped(tree: BucketTree) -> bool:

@@ -184,7 +184,7 @@ def test_the_copy_the_snapshotter_db_agrees_with_wins_over_a_newer_looking_stale
 def test_a_removed_namespaces_stale_copy_and_stale_fragments_make_no_namespace():
     """``ctr namespaces rm`` (after emptying it) leaves the namespace's old pages: every
     snapshot they record is gone from the snapshotter db, which holds none of the namespace's.
-    A fragment naming no namespace that holds another taken namespace's images, and a copy
+    A fragment naming no namespace that holds another taken namespace's images or containers, and a copy
     whose content bucket a stale pointer landed on a root page, are no namespaces either. A
     fragment holding records of its own (containers, leases of a namespace whose name went
     with the damage) is kept, as ``recovered-<page>``: a meta.db cut short leaves such pages."""
@@ -199,12 +199,16 @@ def test_a_removed_namespaces_stale_copy_and_stale_fragments_make_no_namespace()
     copy_of_live = BucketTree()
     copy_of_live.entries[K.IMAGES] = live.bucket(K.IMAGES)  # type: ignore[assignment]
     copy_of_live.bucket(K.LEASES, create=True)
+    live.bucket(K.CONTAINERS, b"web-1", b"runtime", create=True)
+    older_fragment = BucketTree()  # (an older copy of live's page: its containers are live's)
+    older_fragment.bucket(K.CONTAINERS, b"web-1", b"runtime", create=True)
+    older_fragment.bucket(K.LEASES, create=True)
     landed = BucketTree()
     landed.bucket(K.CONTENT, K.V1, b"default", create=True)
     landed.entries[K.IMAGES] = live.bucket(K.IMAGES)  # type: ignore[assignment]
     evidence = StoreEvidence({"overlayfs": frozenset({"default/1/sha256:layer"})})
     assembled = assemble_namespaces([(2, removed, 0), (3, fragment, 0), (4, live, 0), (5, copy_of_live, 0),
-                                     (6, landed, 0)], evidence)
+                                     (6, landed, 0), (7, older_fragment, 0)], evidence)
     assert assembled is not None
     v1 = assembled.bucket(K.V1)
     assert v1 is not None and list(v1.entries) == [b"default", b"recovered-3"], list(v1.entries)
