@@ -201,7 +201,7 @@ def test_a_removed_namespaces_stale_copy_and_stale_fragments_make_no_namespace()
     copy_of_live.bucket(K.LEASES, create=True)
     live.bucket(K.CONTAINERS, b"web-1", b"runtime", create=True)
     older_fragment = BucketTree()  # (an older copy of live's page: its containers are live's)
-    older_fragment.bucket(K.CONTAINERS, b"web-1", b"runtime", create=True)
+    older_fragment.bucket(K.CONTAINERS, b"web-1", b"runtime", create=True).put(b"name", b"io.containerd.runc.v2")  # type: ignore[union-attr]
     older_fragment.bucket(K.LEASES, create=True)
     landed = BucketTree()
     landed.bucket(K.CONTENT, K.V1, b"default", create=True)
