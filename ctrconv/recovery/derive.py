@@ -344,7 +344,10 @@ def _unpacked_chains(ns: BucketTree, verdict: Assessment) -> set[tuple[str, str]
     what the re-import unpacks again from its layers, if damage lost them."""
     chains = set()
     for manifest in verdict.whole:
-        labels = read_map(ns.bucket(K.CONTENT, K.BLOB, key_bytes(manifest.config["digest"]), K.LABELS))
+        try:
+            labels = read_map(ns.bucket(K.CONTENT, K.BLOB, key_bytes(manifest.config["digest"]), K.LABELS))
+        except CtrconvError:
+            continue  # (undecodable labels name no snapshot)
         for key, value in labels.items():
             if key.startswith(K.LABEL_GC_SNAPSHOT):
                 chains.add((key[len(K.LABEL_GC_SNAPSHOT):].split("/", 1)[0], value))
@@ -354,8 +357,8 @@ def _unpacked_chains(ns: BucketTree, verdict: Assessment) -> set[tuple[str, str]
 def drop_incomplete_images(meta: BucketTree, content: ContentStore, report: RebuildReport) -> None:
     """An image that no platform can run (or that lacks what every platform needs) would fail
     every use: drop it. Platforms never pulled are no reason; neither are layers let go after
-    unpacking (``discard_unpacked_layers``) or never fetched (containerd 2.x: a snapshot of them
-    existed): their snapshots still run the image, also when damage lost those snapshots and
+    unpacking (``discard_unpacked_layers``) or never fetched (a 1.7/2.x transfer-service pull: a
+    snapshot of them existed): their snapshots still run the image, also when damage lost those snapshots and
     another image's layers make them again (a red-team run: such an image was dropped, and GC
     then took its manifest, while the same rebuild unpacked its chain again)."""
     listed = {(i["namespace"], i["name"]) for i in report.images}  # not searched per image

@@ -134,9 +134,8 @@ def mend_emptied_records(sn: str, records: BucketTree, parents: BucketTree | Non
     The ``parents`` index still says its id (an entry naming it as a child) and its parent's,
     and one that is a parent itself was committed (containerd makes children of committed
     snapshots only), as is one named by a chain ID (an unpacked layer): such a record is
-    written again, when its directory is there. Dropped, it
-    took every snapshot above it and every container on them (a red-team run)."""
-    links = []
+    written again, when its directory is there. Dropped, it took every snapshot above it and
+    every container on them (a red-team run)."""
     try:
         links = list(read_parent_links(parents))
     except FormatError:
