@@ -28,6 +28,7 @@ from ctrconv.containerd.records import (
     key_bytes,
     read_backend_snapshot,
     read_parent_links,
+    read_snapshot,
     write_backend_snapshot,
     write_parent_link,
     write_snapshot,
@@ -92,6 +93,7 @@ def clean_snapshots(
         records = backend.bucket(K.V1, K.SNAPSHOTS, create=True)
         assert records is not None
         mend_emptied_records(sn, records, backend.bucket(K.V1, K.PARENTS), croot, report)
+        restore_backend_records(meta, sn, records, backend.bucket(K.V1, K.PARENTS), croot, report)
         _commit_parents(sn, records, report)
         _kinds_by_role(meta, sn, records, report)
         alive = _alive_backend_snapshots(sn, records, croot, (distrusted or {}).get(sn, set()))
@@ -173,6 +175,86 @@ def mend_emptied_records(sn: str, records: BucketTree, parents: BucketTree | Non
                                                                      created_at=now, updated_at=now))
         report.restore("backend-snapshot", f"{sn}/{text(key)}", "its record's page was lost: id, parent and kind "
                        "written again from the parents index")
+
+
+def restore_backend_records(meta: BucketTree, sn: str, records: BucketTree, parents: BucketTree | None,
+                            croot: ContainerdRoot, report: RebuildReport) -> None:
+    """Snapshotter records a lost page of the snapshotter db took whole (1.6/1.7 keep records
+    inline: one zeroed leaf held several), whose meta.db records and directories survive: the
+    ``parents`` index still names each child with its id and its parent's id (a chain's base,
+    a child of nothing, has its id in its children's entries), meta.db says each one's parent
+    and which is a container's (active). Written again, instead of dropping the containers on
+    them with their writable layers (a red-team sweep: one zeroed leaf lost up to five)."""
+    try:
+        links = list(read_parent_links(parents))
+    except FormatError:
+        return
+    taken: dict[int, bytes] = {}
+    for key, record in records.entries.items():
+        if isinstance(record, BucketTree) and record.get(K.ID) is not None:
+            try:
+                taken[decode_uvarint_exact(record.get(K.ID))] = key  # type: ignore[arg-type]
+            except FormatError:
+                continue
+    child_of = {key_bytes(child): (pid, cid) for pid, cid, child in links}
+    has_children = {pid for pid, _, _ in links}
+    named: dict[bytes, tuple[str, bytes, BucketTree]] = {}  # backend key -> (namespace, meta key, record)
+    parent_name: dict[bytes, bytes | None] = {}
+    kinds: dict[bytes, str] = {}
+    for ns_name, ns in namespaces(meta):
+        bucket = ns.bucket(K.SNAPSHOTS, sn.encode())
+        writable = _container_snapshot_keys(ns, sn)
+        entries = bucket.entries if bucket is not None else {}
+        for key, rec in entries.items():
+            name = rec.get(K.NAME) if isinstance(rec, BucketTree) else None
+            if not name:
+                continue
+            named[name] = (ns_name, key, rec)  # type: ignore[assignment]
+            above = entries.get(rec.get(K.PARENT)) if rec.get(K.PARENT) else None  # type: ignore[union-attr]
+            parent_name[name] = above.get(K.NAME) if isinstance(above, BucketTree) else None
+            if key in writable:
+                kinds[name] = "active"
+    id_of = {name: cid for name, (_, cid) in child_of.items()}
+    for name, (pid, _) in child_of.items():  # (a parent's id is in each of its children's entries)
+        parent = parent_name.get(name)
+        if parent:
+            id_of.setdefault(parent, pid)
+    lost = {name for name in named if name in id_of and not (isinstance(records.entries.get(name), BucketTree)
+                                                              and records.entries[name].entries)}  # type: ignore[union-attr]
+    done = True
+    while lost and done:  # (parents first)
+        done = False
+        for name in sorted(lost):
+            cid, parent = id_of[name], parent_name.get(name)
+            if parent is not None and parent in lost:
+                continue
+            lost.discard(name)
+            if cid in taken or not croot.snapshot_dir(sn, cid).is_dir() or (parent is not None and parent not in records.entries):
+                continue
+            kind = kinds.get(name) or ("committed" if cid in has_children or
+                                       _CHAIN_KEY.fullmatch(text(named[name][1])) is not None else "")
+            if not kind:
+                continue  # (a view or a prepared snapshot: its kind is not known)
+            ns_name, key, rec = named[name]
+            found = read_snapshot(rec, ns_name, sn, text(key))
+            records.entries.pop(name, None)
+            write_backend_snapshot(records.bucket(name, create=True),  # type: ignore[arg-type]
+                                   BackendSnapshot(text(name), cid, kind, text(parent) if parent else None,
+                                                   created_at=found.created_at, updated_at=found.updated_at))
+            taken[cid] = name
+            done = True
+            report.restore("backend-snapshot", f"{sn}/{text(name)}", "its snapshotter record was lost: written "
+                           "again from meta.db's record and the parents index")
+
+
+def _container_snapshot_keys(ns: BucketTree, sn: str) -> set[bytes]:
+    """The snapshot keys the namespace's containers name on ``sn``: active snapshots."""
+    containers = ns.bucket(K.CONTAINERS)
+    keys = set()
+    for record in (containers.entries.values() if containers is not None else ()):
+        if isinstance(record, BucketTree) and record.get(K.SNAPSHOTTER) == sn.encode() and record.get(K.SNAPSHOT_KEY):
+            keys.add(record.get(K.SNAPSHOT_KEY))
+    return keys  # type: ignore[return-value]
 
 
 def _drop_records_of_lost_snapshotters(meta: BucketTree, snapshotters: set[str], report: RebuildReport) -> None:

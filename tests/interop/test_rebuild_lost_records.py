@@ -848,3 +848,27 @@ def test_a_lost_snapshotter_v1_page_and_one_record_page_keep_every_container(rea
     assert f"restored overlayfs/{layer.decode()}: its record's page was lost" in result.stdout, result.stdout
     assert _containers(out, "default") == {"rn-created", "rn-stopped"}
     assert cli("verify", "--root", str(out), "-A", "-q").code == 0
+
+
+@pytest.mark.parametrize("line", ["1.6", "1.7"])  # (2.x's corpus keeps its records on pages of their own)
+def test_a_zeroed_leaf_of_snapshotter_records_keeps_the_containers_on_it(realnode_set_for, cli, tmp_path, line):
+    """One zeroed leaf of the snapshotter db's ``snapshots`` bucket (1.6/1.7 keep several
+    records inline on it): the containers whose writable snapshots, and the layers below them,
+    had their records there were dropped with their data (a red-team sweep). meta.db's records
+    and the ``parents`` index say what they were: the records are written again."""
+    root = realnode_set_for(line).copy_root("node", tmp_path / "node")
+    backend = root / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db"
+    with BoltFile(backend) as db:
+        page_size = db.page_size
+        snapshots = db.bucket(b"v1", b"snapshots")
+        leaves = [page for page in snapshots.pages() if page.flags == S.LEAF_PAGE]  # type: ignore[union-attr]
+        holding = [page.pgid for page in leaves if b"rn-created" in bytes(page.data)]
+    if not holding or len(leaves) < 2:
+        pytest.skip(f"{line}: rn-created's record is not on a leaf of its own among several")
+    _zero_page(backend, holding[0], page_size)
+    out = tmp_path / "new"
+    result = cli("rebuild", "--root", str(root), "-o", str(out), "-q")
+    assert result.code == 0, result.stderr
+    assert "its snapshotter record was lost: written again" in result.stdout, result.stdout
+    assert _containers(out, "default") == {"rn-created", "rn-stopped"}
+    assert cli("verify", "--root", str(out), "-A", "-q").code == 0
