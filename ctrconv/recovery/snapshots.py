@@ -142,13 +142,7 @@ def mend_emptied_records(sn: str, records: BucketTree, parents: BucketTree | Non
         links = list(read_parent_links(parents))
     except FormatError:
         return
-    ids = {}
-    for key, record in records.entries.items():
-        if isinstance(record, BucketTree) and record.get(K.ID) is not None:
-            try:
-                ids[decode_uvarint_exact(record.get(K.ID))] = key  # type: ignore[arg-type]
-            except FormatError:
-                continue
+    ids = _ids_of(records)
     has_children = {pid for pid, _, _ in links}
     emptied = {key for key, record in records.entries.items() if isinstance(record, BucketTree) and not record.entries}
     found: dict[bytes, tuple[int, int | None]] = {}  # emptied key -> (its id, its parent's id)
@@ -189,13 +183,7 @@ def restore_backend_records(meta: BucketTree, sn: str, records: BucketTree, pare
         links = list(read_parent_links(parents))
     except FormatError:
         return
-    taken: dict[int, bytes] = {}
-    for key, record in records.entries.items():
-        if isinstance(record, BucketTree) and record.get(K.ID) is not None:
-            try:
-                taken[decode_uvarint_exact(record.get(K.ID))] = key  # type: ignore[arg-type]
-            except FormatError:
-                continue
+    taken = _ids_of(records)
     child_of = {key_bytes(child): (pid, cid) for pid, cid, child in links}
     has_children = {pid for pid, _, _ in links}
     named: dict[bytes, tuple[str, bytes, BucketTree]] = {}  # backend key -> (namespace, meta key, record)
@@ -245,6 +233,18 @@ def restore_backend_records(meta: BucketTree, sn: str, records: BucketTree, pare
             done = True
             report.restore("backend-snapshot", f"{sn}/{text(name)}", "its snapshotter record was lost: written "
                            "again from meta.db's record and the parents index")
+
+
+def _ids_of(records: BucketTree) -> dict[int, bytes]:
+    """id -> backend key of the snapshotter records that hold a readable id."""
+    ids: dict[int, bytes] = {}
+    for key, record in records.entries.items():
+        if isinstance(record, BucketTree) and record.get(K.ID) is not None:
+            try:
+                ids[decode_uvarint_exact(record.get(K.ID))] = key  # type: ignore[arg-type]
+            except FormatError:
+                continue
+    return ids
 
 
 def _container_snapshot_keys(ns: BucketTree, sn: str) -> set[bytes]:
