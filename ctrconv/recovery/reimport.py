@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.content import NamespaceContent
-from ctrconv.containerd.records import read_map
+from ctrconv.containerd.records import key_bytes, read_map
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.errors import CtrconvError
 from ctrconv.oci import platform as plat
@@ -188,12 +188,12 @@ def _borrowed_layers(target: ContainerdRoot, meta: BucketTree, ns_name: str, ns:
                      writer_line: str | None, recorded: frozenset[str]) -> Callable[[dict[str, Any], ImagePlan], bool]:
     """Whether an image of the namespace runs from its snapshots on layer blobs it never
     recorded, whose files another namespace brought: CRI's ``discard_unpacked_layers`` let
-    them go, or a 1.7/2.x transfer-service pull never fetched them (a snapshot of them existed). containerd
-    calls such an image incomplete and runs it; importing it again would record those blobs
-    here and make it complete, what the namespace never pulled (a red-team run: "nothing to
-    repair" changed ``ctr images check`` from 1/4 to 4/4)."""
+    them go, or a 1.7/2.x transfer-service pull never fetched them (a snapshot of them
+    existed). containerd calls such an image incomplete and runs it; importing it again would
+    record those blobs here and make it complete, what the namespace never pulled (a red-team
+    run: "nothing to repair" changed ``ctr images check`` from 1/4 to 4/4)."""
     v1 = meta.bucket(K.V1)
-    others = ([bucket for key, bucket in v1.entries.items() if key != ns_name.encode() and isinstance(bucket, BucketTree)]
+    others = ([bucket for key, bucket in v1.entries.items() if key != key_bytes(ns_name) and isinstance(bucket, BucketTree)]
               if v1 is not None and skips_shared_blobs(ns_name, writer_line) else [])
     labels_of, snapshot_exists = namespace_lookups(ns, others)
     own = NamespaceContent(target.content, ns_name, recorded)

@@ -131,3 +131,22 @@ def test_parallel_unpack_and_a_process_group_sigint(layered: Path, tmp_path: Pat
             assert _names(root) == set()
         leftovers = [p for p in tmp_path.rglob("*") if ".ctrconv-tmp" in p.name]
         assert not leftovers, leftovers
+
+
+def test_commits_into_a_scratch_output_are_no_commit_point():
+    """``rebuild -o`` imports into its new root under a temporary name: those commits are no
+    commit point of the command (an error in the carry-over after them said "what the command
+    wrote is in place" while nothing was); the final rename is."""
+    from ctrconv import commitpoint
+
+    commitpoint.reset()
+    try:
+        with commitpoint.into_scratch():
+            with commitpoint.committing():
+                pass
+            assert not commitpoint.passed()
+        with commitpoint.committing():
+            pass
+        assert commitpoint.passed()
+    finally:
+        commitpoint.reset()
