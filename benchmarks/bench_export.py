@@ -11,6 +11,8 @@ containerd root, then times, for several rounds (warm page cache for everyone):
   output left in the page cache when ``tar`` exits),
 * the same ``tar cf`` followed by ``sync`` of the archive (the durable floor: what an export
   that must survive a power cut when it exits, as ctrconv's does, cannot go below without hashing),
+* ``dd`` of as many zero bytes straight to the disk (``O_DIRECT``): what this disk needs to
+  store the export's bytes at all, with nothing read, hashed or cached,
 
 and prints wall times, throughput, ratios to ctr and to the ``tar cf`` floor, CPU time (user +
 system) and peak RSS (``wait4`` rusage of each child), and the load average before and after
@@ -162,6 +164,9 @@ def main() -> int:
             "tar cf blobs (baseline)": ["tar", "cf", str(out) + ".tar", "-C", str(blobs), "blobs"],
             "tar cf blobs + sync (durable)": ["sh", "-c", 'tar cf "$1" -C "$2" blobs && sync "$1"', "sh",
                                               str(out) + ".tar", str(blobs)],
+            # the disk's own floor: as many bytes written straight to it, nothing read or hashed
+            "dd zeros, O_DIRECT (disk floor)": ["dd", "if=/dev/zero", f"of={out}.tar", "bs=8M",
+                                                f"count={-(-size // (8 << 20))}", "oflag=direct", "status=none"],
         }
         for _ in range(args.rounds):
             for name, cmd in cases.items():
