@@ -177,16 +177,24 @@ def finish_deferred_parents(
     target_dir: str | os.PathLike[str],
     deferred: Sequence[DeferredParent],
     lowers: Sequence[str | os.PathLike[str]],
-) -> None:
+) -> bool:
     """Give parent directories created by a deferred apply what an in-order apply gives them.
 
     ``lowers`` must now be complete. Owner, mode and non-``trusted.*`` xattrs come from the
-    nearest lower that has the path, and the access time; the modification time stays as the
-    apply left it, since in an in-order apply creating the children after the copy moves it too.
-    A directory the layer replaced later is skipped; one it unpacked itself gets the xattrs only.
+    nearest lower that has the path, and the access time. The modification time is the
+    lower's unless the apply created entries in the directory (in an in-order apply creating
+    them after the copy moves it; an opaque marker is an xattr and moves nothing). A directory
+    no lower has takes its parent's group when that parent is setgid, as the kernel gives it
+    in an in-order apply. A directory the layer replaced later is skipped; one it unpacked
+    itself gets the xattrs only.
+
+    Returns False when the result cannot equal an in-order apply: a lower's default ACL was
+    copied onto a directory the apply had already filled, whose entries the kernel would have
+    given inherited ACLs. The caller then applies the layer again, in order.
     """
     root = os.path.abspath(os.fspath(target_dir))
     lower_roots = [os.path.abspath(os.fspath(p)) for p in lowers]
+    faithful = True
     for parts, attributes in deferred:
         path = host_path(root, parts)
         try:
@@ -196,14 +204,33 @@ def finish_deferred_parents(
         if not stat.S_ISDIR(own.st_mode):
             continue
         try:
+            filled = _has_entries(path)
             lower = _nearest_lower(lower_roots, parts)
-            if lower is not None:
-                lower_path, lst = lower
+            if lower is None:
                 if attributes:
-                    _copy_dir_info(lst, path, mtime_ns=own.st_mtime_ns)
-                _copy_up_xattrs(path, lower_path)
+                    _inherit_setgid_group(path, own)
+                continue
+            lower_path, lst = lower
+            if attributes:
+                _copy_dir_info(lst, path, mtime_ns=own.st_mtime_ns if filled else None)
+            if filled and _DEFAULT_ACL[len(PAX_XATTR):] in _copy_up_xattrs(path, lower_path):
+                faithful = False
         except OSError as exc:
             raise CtrconvError(f"cannot copy attributes of {'/'.join(parts)!r} from a lower layer: {exc}") from exc
+    return faithful
+
+
+def _has_entries(path: str) -> bool:
+    with os.scandir(path) as entries:
+        return next(entries, None) is not None
+
+
+def _inherit_setgid_group(path: str, own: os.stat_result) -> None:
+    """The group ``mkdir`` gives a directory under a setgid parent (its mode is then set
+    explicitly, which drops the inherited setgid bit, as containerd's ``mkdir`` does)."""
+    parent = os.lstat(os.path.dirname(path))
+    if parent.st_mode & stat.S_ISGID and own.st_gid != parent.st_gid:
+        os.chown(path, -1, parent.st_gid, follow_symlinks=False)
 
 
 def _nearest_lower(lowers: Sequence[str], parts: Parts) -> tuple[str, os.stat_result] | None:

@@ -4,13 +4,16 @@ The only thing an overlay upper dir takes from its lowers is the attributes of p
 directories a layer needs but does not carry (containerd ``mkparent``); a parallel apply creates
 those plainly and copies the attributes afterwards, bottom-up. These layers are built to hit
 every case: parents found in the nearest lower, in a farther one, through a lower symlink, in a
-lower's own deferred parent, not at all, and a parent the layer later unpacks itself.
+lower's own deferred parent, not at all, and a parent the layer later unpacks itself; a new
+directory under a setgid parent, a parent that only gets an opaque marker, and a lower's default
+ACL reaching a parent (whose new entries the kernel gives inherited ACLs: applied again in order).
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +31,37 @@ OVERLAY = Path("io.containerd.snapshotter.v1.overlayfs")
 LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
+def _default_acl() -> bytes:
+    """``system.posix_acl_default``: owner rwx, user 1000 rw-, group r-x, mask rwx, other ---."""
+    entries = [(0x01, 7, 0xFFFFFFFF), (0x02, 6, 1000), (0x04, 5, 0xFFFFFFFF), (0x10, 7, 0xFFFFFFFF),
+               (0x20, 0, 0xFFFFFFFF)]
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in entries)
+
+
 def _layers() -> list[bytes]:
     return [
         (LayerTar()
+         .dir("sg", mode=0o2775, gid=50)
+         .dir("keep", mtime=MTIME - 7).dir("keep/d", mtime=MTIME - 9).file("keep/d/f", b"f")
+         .dir("acl", mode=0o770, xattrs={"system.posix_acl_default": _default_acl()})
          .dir("data", mode=0o750, uid=1000, gid=7, mtime=MTIME - 50, xattrs={"user.keep": "1"})
          .dir("data/opq").file("data/opq/old", b"o").file("data/x", b"x")
          .dir("usr/lib", mode=0o711, uid=2).file("usr/lib/libc.so", b"c").symlink("lib", "usr/lib")
          .dir("srv", mode=0o1777, uid=5).data()),
         (LayerTar().file("data/a/b/file", b"deep", uid=3)  # data from L0; data/a, data/a/b made here
          .file("lib/added", b"l")  # lib is a symlink below: the dir gets usr/lib's attributes
-         .file("fresh/y", b"y").data()),  # nobody has fresh: plain 0755
+         .file("fresh/y", b"y")  # nobody has fresh: plain 0755
+         .file("sg/implicit/g", b"g").data()),  # sg/implicit: made under a setgid dir
         (LayerTar().whiteout("data/x", uid=11, gid=12).opaque("data/opq").file("data/opq/new", b"n")
          .file("data/a/b/c/d", b"d")  # data/a/b was a deferred parent of L1
          .file("srv/tmp/z", b"z")  # sticky dir from L0, two layers down
          .dir("data/a/b/c", mode=0o700, uid=9)  # unpacked by this layer after being implied
          .dir("data", mode=0o701, uid=4)  # implied, then unpacked: lower xattrs still copied up
+         .opaque("keep/d")  # an xattr: keep/d keeps its lower's time
          .data()),
         (LayerTar().file("big", os.urandom(3 << 20)).dir("etc", mode=0o700)
-         .file("etc/conf", b"conf").data()),
+         .file("etc/conf", b"conf")
+         .file("acl/inherits", b"i", mode=0o644).data()),  # acl/inherits: an ACL from acl's default
     ]
 
 
@@ -112,6 +128,11 @@ def test_parallel_unpack_equals_in_order_unpack(layout: Path, tmp_path: Path) ->
     data = os.lstat(l2 / "data")
     assert (oct(data.st_mode & 0o7777), data.st_uid) == ("0o701", 4), "the layer's own entry wins"
     assert os.getxattr(l2 / "data", "user.keep") == b"1", "lower xattrs still copied up under it"
+    implicit = os.lstat(l1 / "sg/implicit")
+    assert (oct(implicit.st_mode & 0o7777), implicit.st_gid) == ("0o755", 50), "the setgid parent's group"
+    assert os.lstat(l2 / "keep/d").st_mtime_ns == os.lstat(one["3"] / "keep/d").st_mtime_ns == (MTIME - 9) * 10**9
+    assert os.getxattr(many["4"] / "acl/inherits", "system.posix_acl_access") == \
+        os.getxattr(one["4"] / "acl/inherits", "system.posix_acl_access"), "inherited as in order"
 
 
 def test_layers_really_overlap(tmp_path: Path) -> None:

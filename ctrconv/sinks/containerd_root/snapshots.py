@@ -269,13 +269,9 @@ class SnapshotWriter:
         os.chmod(work, SNAPSHOT_DIR_MODE if self.snapshotter == "overlayfs" else FS_MODE)
         target = self._fs_of(work)
         if self.snapshotter == "overlayfs":
-            target.mkdir()
-            os.chmod(target, FS_MODE)
+            self._make_upper(target, parent)
             (work / "work").mkdir()
             os.chmod(work / "work", WORK_MODE)
-            if parent is not None:
-                st = os.stat(parent)
-                os.lchown(target, st.st_uid, st.st_gid)
             lowers = list(reversed(below))
             mode: Mode = "overlay" if parent is not None else "naive"
         else:
@@ -286,6 +282,20 @@ class SnapshotWriter:
         snapshot_id = self._next_id
         self._next_id += 1
         return _Build(item, snapshot_id, work, target, lowers, mode)
+
+    @staticmethod
+    def _make_upper(target: Path, parent: str | Path | None) -> None:
+        """An empty overlay upper dir, owned as its parent layer's (the snapshotter's rule)."""
+        target.mkdir()
+        os.chmod(target, FS_MODE)
+        if parent is not None:
+            st = os.stat(parent)
+            os.lchown(target, st.st_uid, st.st_gid)
+
+    def _empty_upper(self, build: "_Build") -> None:
+        """Start ``build``'s upper dir again, empty."""
+        shutil.rmtree(build.target)
+        self._make_upper(Path(build.target), build.lowers[0] if build.lowers else None)
 
     def _job(self, build: "_Build", blob_path: BlobPath, *, side_by_side: bool,
              arrivals: Arrivals | None = None) -> LayerJob:
@@ -358,7 +368,11 @@ class SnapshotWriter:
             build.applied = applied
         for build in builds:
             assert build.applied is not None
-            finish_deferred_parents(build.target, build.applied.deferred_parents, build.lowers)
+            if not finish_deferred_parents(build.target, build.applied.deferred_parents, build.lowers):
+                # a lower's default ACL reached directories the layer had filled without it:
+                # applied again in order (its lowers are complete now), as containerd would
+                self._empty_upper(build)
+                build.applied = apply_job(self._job(build, blob_path, side_by_side=False, arrivals=arrivals))
             below.append(self._register(build, below))
 
     def _register(self, build: "_Build", below: list[_Snap]) -> _Snap:
