@@ -26,7 +26,7 @@ from ctrconv.containerd.cri import CRI_NAMESPACE, LABEL_CRI_IMAGE, cri_names
 from ctrconv.containerd.records import ImageRecord, Target, go_time, key_bytes, read_map, write_image
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError
-from ctrconv.image.plan import ImagePlan
+from ctrconv.image.plan import ImagePlan, PlannedManifest
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci.validate import parse_json_bytes, validate_object
 from ctrconv.pipeline.completeness import Assessment, RecordedLabels, assess, namespace_lookups
@@ -354,9 +354,52 @@ def _unpacked_chains(ns: BucketTree, verdict: Assessment) -> set[tuple[str, str]
     return chains
 
 
-def drop_incomplete_images(meta: BucketTree, content: ContentStore, report: RebuildReport) -> None:
+def pulled_here(ns: BucketTree, lost: Collection[str] = ()) -> Callable[[PlannedManifest], bool]:
+    """Whether a namespace pulled a platform: it records the manifest, the config and every
+    layer, or the manifest and a config labelled with an unpacked snapshot (a layer record
+    lost to damage). 2.x records the manifests and configs of platforms it did not pull,
+    without their layers and never unpacked: those stay partial. ``lost``: digests whose
+    records the clean-up dropped (their blobs were gone) count as recorded."""
+    blobs = ns.bucket(K.CONTENT, K.BLOB)
+    records = {text(k): v for k, v in blobs.entries.items()} if blobs is not None else {}
+
+    def recorded(digest: str) -> bool:
+        return digest in records or digest in lost
+
+    def unpacked(config: str) -> bool:
+        rec = records.get(config)
+        labels = read_map(rec.bucket(K.LABELS)) if isinstance(rec, BucketTree) else {}
+        return any(k.startswith(K.LABEL_GC_SNAPSHOT) for k in labels)
+
+    def pulled(m: PlannedManifest) -> bool:
+        if not recorded(m.descriptor["digest"]) or not recorded(m.config["digest"]):
+            return False
+        return all(recorded(layer["digest"]) for layer in m.layers) or unpacked(m.config["digest"])
+
+    return pulled
+
+
+def _pulled_platforms_lost(ns: BucketTree, verdict: Assessment, lost: Collection[str]) -> list[str]:
+    """With whole content records: the recorded children of an index whose blobs are gone,
+    when no manifest the namespace pulled is left to run. Another namespace's platforms on
+    disk do not keep the image (the re-import could not take them without taking them over)."""
+    plan = verdict.plan
+    if not plan.indexes:
+        return []
+    pulled = pulled_here(ns, lost)
+    if any(pulled(m) for m in (*verdict.whole, *verdict.discarded)):
+        return []
+    blobs = ns.bucket(K.CONTENT, K.BLOB)
+    return [d["digest"] for d in plan.missing
+            if d["digest"] in lost or (blobs is not None and key_bytes(d["digest"]) in blobs.entries)]
+
+
+def drop_incomplete_images(meta: BucketTree, content: ContentStore, report: RebuildReport,
+                           records_whole: Callable[[str], bool] = lambda ns: False) -> None:
     """An image that no platform can run (or that lacks what every platform needs) would fail
-    every use: drop it. Platforms never pulled are no reason; neither are layers let go after
+    every use: drop it; so is an index whose every platform the namespace pulled lost its
+    content, where its content records are whole (``records_whole``): the platforms other
+    namespaces pulled are not its own. Platforms never pulled are no reason; neither are layers let go after
     unpacking (``discard_unpacked_layers``) or never fetched (a 1.7/2.x transfer-service pull: a
     snapshot of them existed): their snapshots still run the image, also when damage lost those snapshots and
     another image's layers make them again (a red-team run: such an image was dropped, and GC
@@ -375,6 +418,9 @@ def drop_incomplete_images(meta: BucketTree, content: ContentStore, report: Rebu
                 verdict, problem = None, str(exc)
             else:
                 problem = "no target" if verdict is None else _problem(verdict)
+                if problem is None and verdict is not None and records_whole(ns_name) and \
+                        (gone := _pulled_platforms_lost(ns, verdict, lost)):
+                    verdict, problem = None, "the platforms it pulled are gone: missing " + ", ".join(gone)
             if problem is None:
                 assert verdict is not None and desc is not None
                 remade |= _unpacked_chains(ns, verdict)

@@ -261,6 +261,7 @@ def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set
                   lost_content=lambda ns: stores.meta_lost_under(b"v1", ns.encode(), b"content"))
     if run.regenerate_layers:
         regenerate_lost_layers(meta, backends, run.croot, run.target, report, unpack=run.unpack)
-    drop_incomplete_images(meta, content, report)
+    drop_incomplete_images(meta, content, report,
+                           records_whole=lambda ns: not stores.meta_lost_under(b"v1", ns.encode(), b"content"))
     drop_empty_recovered_namespaces(meta, report)
     return kept

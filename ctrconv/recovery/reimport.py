@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.content import NamespaceContent
-from ctrconv.containerd.records import key_bytes, read_map
+from ctrconv.containerd.records import key_bytes
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.errors import CtrconvError
 from ctrconv.oci import platform as plat
@@ -20,7 +20,7 @@ from ctrconv.pipeline.completeness import assess, namespace_lookups, skips_share
 from ctrconv.pipeline.export_compact import PlanCompactor
 from ctrconv.image.plan import ImagePlan, PlannedManifest, plan_image
 from ctrconv.recovery.buckets import namespaces, text
-from ctrconv.recovery.derive import assess_image
+from ctrconv.recovery.derive import assess_image, pulled_here
 from ctrconv.progress import Progress
 from ctrconv.recovery.report import RebuildReport
 
@@ -279,27 +279,6 @@ def unpacked_in(ns: BucketTree, plan: ImagePlan) -> tuple[str, ...]:
     named = {key[len(GC_SNAPSHOT):].split("/", 1)[0] for m in plan.manifests for key in labels_of(m.config["digest"])
              if key.startswith(GC_SNAPSHOT)} & set(K.TREE_SNAPSHOTTERS)
     return tuple(sorted(named, key=lambda sn: sn != "overlayfs")) or ("overlayfs",)
-
-
-def pulled_here(ns: BucketTree) -> Callable[[PlannedManifest], bool]:
-    """Whether a namespace pulled a platform: it records the manifest, the config and every
-    layer, or the manifest and a config labelled with an unpacked snapshot (a layer record
-    lost to damage). 2.x records the manifests and configs of platforms it did not pull,
-    without their layers and never unpacked: those stay partial."""
-    blobs = ns.bucket(K.CONTENT, K.BLOB)
-    records = {text(k): v for k, v in blobs.entries.items()} if blobs is not None else {}
-
-    def unpacked(config: str) -> bool:
-        rec = records.get(config)
-        labels = read_map(rec.bucket(K.LABELS)) if isinstance(rec, BucketTree) else {}
-        return any(k.startswith(GC_SNAPSHOT) for k in labels)
-
-    def pulled(m: PlannedManifest) -> bool:
-        if m.descriptor["digest"] not in records or m.config["digest"] not in records:
-            return False
-        return all(layer["digest"] in records for layer in m.layers) or unpacked(m.config["digest"])
-
-    return pulled
 
 
 def complete_platforms(source: Any, descriptor: dict[str, Any],

@@ -23,7 +23,7 @@ from ctrconv.oci import mediatypes as mt
 from ctrconv.recovery.content import KnownHash, check_content, stat_key
 from ctrconv.recovery.derive import derive_images, drop_incomplete_images
 from ctrconv.recovery.metadata import clean_metadata, prune_dangling_labels
-from ctrconv.recovery.reimport import pulled_here
+from ctrconv.recovery.derive import pulled_here
 from ctrconv.recovery.report import RebuildReport
 from ctrconv.recovery.salvage import assemble_namespaces, containerd_shape, salvage_stores
 from ctrconv.recovery.snapshots import clean_snapshots, whole_chains
