@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterator
 
@@ -106,7 +107,9 @@ def compare_chain(
 
     ``fs_of(chain ID)`` is the snapshot's tree (None: not unpacked, the walk ends there); each
     snapshot is compared once per ``key_of(chain)`` across calls (``checked``). Yields
-    (chain ID, layer, tree, differences) per comparison; a caller may stop early.
+    (chain ID, layer, tree, differences) per comparison, the differences a (false)
+    :class:`NotCompared` when the layer itself could not be applied (nothing is known about the
+    snapshot); a caller may stop early.
     """
     lowers: list[Path] = []
     for layer, diff_id, chain in zip(layers, diff_ids, chain_ids(diff_ids)):
@@ -116,7 +119,12 @@ def compare_chain(
         key = key_of(chain)
         if key not in checked:
             checked.add(key)
-            yield chain, layer, fs, compare_snapshot(content, snapshotter, layer, diff_id, fs, lowers, scratch_parent)
+            try:
+                found: list[str] | NotCompared = compare_snapshot(content, snapshotter, layer, diff_id, fs, lowers,
+                                                                  scratch_parent)
+            except LayerNotApplied as exc:
+                found = NotCompared(str(exc))
+            yield chain, layer, fs, found
         lowers.insert(0, fs)
 
 
@@ -133,7 +141,11 @@ def check_snapshot_trees(
     """Compare the snapshots of one layer chain; ``snapshot_trees`` maps chain ID -> the
     snapshot's tree (:meth:`ContainerdRoot.snapshot_fs`). A chain not (fully) unpacked is
     compared up to its gap; the shallow checks report the gap."""
-    walk = compare_chain(croot.content, snapshotter, layers, diff_ids, snapshot_trees.get, checked,
+    def tree_of(chain: str) -> Path | None:
+        tree = snapshot_trees.get(chain)
+        return tree if tree is not None and tree.is_dir() else None  # (a lost directory: reported as such)
+
+    walk = compare_chain(croot.content, snapshotter, layers, diff_ids, tree_of, checked,
                          lambda chain: (namespace, f"{snapshotter}/{chain}"))
     while True:
         try:
@@ -146,6 +158,11 @@ def check_snapshot_trees(
         if found is None:
             return
         chain, layer, fs, problems = found
+        if isinstance(problems, NotCompared):
+            report.add("snapshot-not-compared", f"snapshot {namespace}/{snapshotter}/{chain}", str(fs),
+                       f"its layer {layer['digest']} could not be applied for the comparison: {problems.reason}",
+                       severity="info")
+            continue
         report.count("snapshots compared")
         if problems:
             shown = "; ".join(problems[:MAX_DIFFERENCES_SHOWN])
@@ -168,6 +185,8 @@ def compare_snapshot(
         # "differs", and rebuild then deleted a healthy snapshot)
         raise NoSpaceError(f"no room in {scratch.parent} to apply layer {layer['digest']} for comparison: {exc}",
                            hint="free space there, or point TMPDIR at a larger filesystem") from exc
+    except LayerNotApplied:
+        raise
     except CtrconvError as exc:
         return [f"layer could not be applied for comparison: {exc}"]
     finally:
@@ -190,8 +209,14 @@ def _compare_in(scratch: Path, content: ContentStore, snapshotter: str, layer: d
         else:
             target.mkdir()
         mode, use_lowers = "naive", []
-    with content.open(layer["digest"]) as blob:
-        unpack_layer(blob, target, mode=mode, media_type=layer.get("mediaType"), lowers=use_lowers, expected_diff_id=diff_id)
+    try:
+        with content.open(layer["digest"]) as blob:
+            unpack_layer(blob, target, mode=mode, media_type=layer.get("mediaType"), lowers=use_lowers,
+                         expected_diff_id=diff_id)
+    except NoSpaceError:
+        raise
+    except CtrconvError as exc:
+        raise LayerNotApplied(str(exc)) from exc
     # both trees walked side by side, entry by entry (memory flat in the number of entries)
     try:
         problems, total = compare_walks(_below_top(walk_entries(target)), _below_top(_snapshot_walk(fs)),
@@ -205,6 +230,23 @@ def _compare_in(scratch: Path, content: ContentStore, snapshotter: str, layer: d
 
 #: differences of one snapshot kept in full (the rest are counted)
 MAX_DIFFERENCES_KEPT = 1000
+
+
+@dataclass(frozen=True)
+class NotCompared:
+    """A snapshot whose layer could not be applied: no verdict (false, as "no differences"
+    is, so that a caller only looking for differences keeps the snapshot)."""
+
+    reason: str
+
+    def __bool__(self) -> bool:
+        return False
+
+
+class LayerNotApplied(CtrconvError):
+    """The layer blob could not be applied in the scratch directory (corrupt, truncated, a
+    diff ID it does not hash to): a fault of the blob, reported by the blob checks; nothing is
+    known about the snapshot."""
 
 
 class _SnapshotUnreadable(Exception):

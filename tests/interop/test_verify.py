@@ -151,6 +151,30 @@ def test_deep_finds_a_tampered_snapshot(tmp_root_copy, cli):
     assert differs and str(victim.relative_to(fs)) in differs[0]["message"]
 
 
+def test_deep_blames_a_corrupt_layer_blob_not_its_intact_snapshot(fixture_set, tmp_root_copy, cli):
+    """A bit flipped in a layer blob: the blob is the problem; its snapshot, which runs, could
+    not be compared (``snapshot-not-compared``, information), not one that "differs" (a red-team
+    run: every namespace's intact snapshot was called damaged). A lost snapshot directory is
+    reported as such, and not also as a tree that "cannot be read"."""
+    layer = _image(fixture_set)["manifests"][0]["layers"][0]["digest"]
+    path = _blob(tmp_root_copy, layer)
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.seek(path.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x01]))
+    deep = _verify(cli, tmp_root_copy, "--deep")
+    assert deep.code == 1
+    assert _kinds(deep) == {"digest-mismatch"}, deep.json["problems"]
+    not_compared = [i for i in deep.json["info"] if i["kind"] == "snapshot-not-compared"]
+    assert not_compared and all(layer in i["message"] for i in not_compared), deep.json["info"]
+
+    shutil.rmtree(_first_layer_fs(tmp_root_copy).parent)
+    deep = _verify(cli, tmp_root_copy, "--deep")
+    assert "missing-snapshot-dir" in _kinds(deep) and "snapshot-differs" not in _kinds(deep), deep.json["problems"]
+
+
 def test_deep_on_a_clean_root(fixture_set, cli):
     result = _verify(cli, fixture_set.root, "--deep")
     assert result.code == 0, result.json["problems"]
