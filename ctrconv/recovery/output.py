@@ -158,6 +158,19 @@ def remove_unkept_snapshot_dirs(croot: ContainerdRoot, sn: str, ids: set[int], r
         fsync_dir(sdir)
 
 
+def _move_aside(path: Path, stamp: str) -> Path:
+    """Rename what stands where a bolt file goes but is none (a directory, a dangling link) to
+    ``<name>.bak-<stamp>``, durably: nothing in it is deleted, and the new file can take the name."""
+    aside = path.with_name(f"{path.name}.bak-{stamp}")
+    n = 1
+    while aside.exists() or aside.is_symlink():
+        n += 1
+        aside = path.with_name(f"{path.name}.bak-{stamp}.{n}")
+    os.rename(path, aside)
+    fsync_dir(path.parent)
+    return aside
+
+
 def write_bolt_file(path: Path, tree: BucketTree, mode: int, page_size: int | None, freelist: bool,
                     report: RebuildReport, *, in_place: bool, stamp: str) -> None:
     """A fresh bolt file from ``tree``. In place, the file it replaces is kept as a backup
@@ -166,7 +179,9 @@ def write_bolt_file(path: Path, tree: BucketTree, mode: int, page_size: int | No
     deleted what the rebuild wrote (found by a red-team run)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     held = None
-    if in_place and path.exists():
+    if in_place and (path.exists() or path.is_symlink()) and not path.is_file():
+        report.backups.append(str(_move_aside(path, stamp)))  # a directory (say) in its place: kept
+    elif in_place and path.exists():
         report.backups.append(str(backup_copy(path, stamp)))
         held = kept_lock(path)
     replace_bolt_file(path, held, page_size, lambda hook: write_bolt(

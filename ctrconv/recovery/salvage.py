@@ -424,11 +424,12 @@ def lock_stores(croot: ContainerdRoot, locks: ExitStack, *, exclusive: bool) -> 
     """Hold every bolt file of ``croot`` until ``locks`` closes: exclusively when it is
     rewritten in place, shared when only read; refuse one another process (containerd) holds."""
     bolt_files = [croot.meta_db] + [croot.snapshotter_db(sn) for sn in croot.snapshotters_on_disk()]
+    bolt_files = [path for path in bolt_files if path.is_file()]  # (a directory in its place is no db to hold)
     for path in bolt_files:
-        if path.exists() and is_locked(path):
+        if is_locked(path):
             raise LockedError(f"{path} is locked by {describe_holders(path)}: stop it before rebuilding")
     for path in bolt_files:
-        if path.exists() and path.stat().st_size:
+        if path.stat().st_size:
             locks.enter_context(exclusive_lock(path) if exclusive else shared_lock(path))
 
 

@@ -128,6 +128,16 @@ def meta_deleted(root: Path, fx) -> str:
     return "meta.db"
 
 
+def meta_is_a_directory(root: Path, fx) -> str:
+    """A directory where meta.db goes (an fsck, a careless restore): rebuild in place failed
+    with the bare "Is a directory" (a red-team run); it is moved aside, kept, and replaced."""
+    path = root.joinpath(*META)
+    path.unlink()
+    path.mkdir()
+    (path / "kept").write_text("x")
+    return "meta.db"
+
+
 def meta_both_metas_zeroed(root: Path, fx) -> str:
     path, page_size, *_ = _meta(root)
     _zero_page(path, 0, page_size)
@@ -271,6 +281,7 @@ CATALOGUE: dict[str, Callable[[Path, object], str]] = {
     "snapshot-dir-deleted": snapshot_dir_deleted,
     "snapshotter-db-deleted": snapshotter_db_deleted,
     "meta-deleted": meta_deleted,
+    "meta-is-a-directory": meta_is_a_directory,
     "orphan-snapshot-dir-above-sequence": orphan_snapshot_dir_above_sequence,
 }
 
