@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import select
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -195,7 +197,8 @@ def apply_in_parallel(jobs: Sequence[PendingJob], workers: int, stage: Stage = S
             # thread created but not started cannot be joined); deferred ones come right after
             with signals_deferred(), _sigint_ignored_by_children():
                 if pool is None:
-                    pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=context)
+                    pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=context,
+                                               initializer=end_with, initargs=(os.getpid(),))
                 futures.append(pool.submit(apply_job, job))
             resolved.append(job)
         _follow(futures, resolved, stage, watch)
@@ -213,6 +216,40 @@ def apply_in_parallel(jobs: Sequence[PendingJob], workers: int, stage: Stage = S
             _stop(pool)
         raise
     return results
+
+
+def end_with(pid: int) -> None:
+    """In a worker: exit as soon as process ``pid`` (the command that started it) has ended.
+    A SIGKILL of the command alone (the OOM killer, ``kill -9`` of its pid) left the workers
+    waiting on their queue forever, holding the caller's stdout and stderr open (a red-team
+    run: a ``$(ctrconv import -j 3 ...)`` never returned). Whatever a worker was writing is in
+    the import's temp directories, which the next run removes."""
+    try:
+        handle = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # (no pidfd: Linux before 5.3)
+        handle = None
+        if not _alive(pid):
+            os._exit(1)
+
+    def watch() -> None:
+        if handle is not None:
+            select.select([handle], [], [])  # readable once the process has exited
+        else:
+            while _alive(pid):
+                time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _follow(futures: list[Future[ApplyResult]], jobs: Sequence[LayerJob], stage: Stage,

@@ -268,3 +268,43 @@ def test_parallel_unpacked_root_runs_under_containerd(fixture_set, private_conta
     out = daemon.ctr("run", "--rm", "docker.io/library/bbx:oci", "par1", "/bin/busybox", "ls", "/bin/busybox").stdout
     assert out.strip() == "/bin/busybox"
     daemon.stop()
+
+
+def test_workers_end_when_the_command_is_killed(tmp_path: Path) -> None:
+    """A SIGKILL of the command alone (the OOM killer, ``kill -9`` of its pid): its workers
+    waited on their queue forever, holding the caller's stdout and stderr, so a caller reading
+    them (``$(ctrconv import -j 3 ...)``) never returned (a red-team run). Here a worker blocks on
+    a FIFO blob nobody writes; once it has the FIFO open, the command is killed: the pipes reach
+    their end, which takes every process holding them (the forkserver's, the workers)."""
+    import errno
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    fifo, target = tmp_path / "blob", tmp_path / "t"
+    os.mkfifo(fifo)
+    target.mkdir()
+    script = ("import sys; from ctrconv.layers import parallel\n"
+              f"job = parallel.LayerJob({str(fifo)!r}, {str(target)!r}, 'overlay', None, (), 'sha256:' + '0' * 64, None)\n"
+              "parallel.apply_in_parallel([job], 2)\n")
+    command = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               cwd=Path(__file__).resolve().parents[2])
+    held = None
+    try:
+        deadline = time.monotonic() + 60
+        while held is None:  # a worker has the FIFO open for reading
+            try:
+                held = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                assert exc.errno == errno.ENXIO and time.monotonic() < deadline and command.poll() is None, \
+                    command.poll()
+                time.sleep(0.05)
+        os.kill(command.pid, signal.SIGKILL)
+        out, err = command.communicate(timeout=60)  # (hung forever before)
+        assert command.returncode == -signal.SIGKILL, err
+    finally:
+        if command.poll() is None:
+            command.kill()
+        if held is not None:
+            os.close(held)
