@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import time
 from itertools import chain
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +132,18 @@ def _link_or_copy(croot: ContainerdRoot, blobs: list[str], target: ContainerdRoo
     return to_hash, copies
 
 
+def unused_path(dest: Path) -> Path:
+    """``dest``, or ``dest.2``, ``dest.3``... when taken: what goes to the quarantine never
+    replaces what an earlier run put there (a run re-run within the same second, after a kill,
+    shares its stamp: moving a snapshot directory onto its namesake failed, "Directory not
+    empty", after the commit point; a red-team run)."""
+    candidate, n = dest, 1
+    while candidate.exists() or candidate.is_symlink():
+        n += 1
+        candidate = dest.with_name(f"{dest.name}.{n}")
+    return candidate
+
+
 def _set_aside(croot: ContainerdRoot, target: ContainerdRoot, digest: Digest, actual: str | None,
                report: RebuildReport, *, in_place: bool, stamp: str) -> None:
     """A corrupt blob: moved to the quarantine in place (a backup), left out of a new root."""
@@ -141,8 +152,7 @@ def _set_aside(croot: ContainerdRoot, target: ContainerdRoot, digest: Digest, ac
     if in_place:
         dest = croot.path / QUARANTINE / stamp / digest.algorithm / digest.hex
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.exists():
-            dest = dest.with_name(f"{dest.name}.{time.time_ns()}")
+        dest = unused_path(dest)
         os.replace(croot.content.blob_path(digest), dest)
         report.backups.append(str(dest))
     else:

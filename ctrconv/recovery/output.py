@@ -22,7 +22,7 @@ from ctrconv.containerd.locking import kept_lock
 from ctrconv.containerd.records import read_schema_version, write_schema_version
 from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.errors import FormatError
-from ctrconv.recovery.content import QUARANTINE
+from ctrconv.recovery.content import QUARANTINE, unused_path
 from ctrconv.recovery.report import RebuildReport
 from ctrconv.recovery.salvage import Salvaged
 from ctrconv.recovery.snapshots import restore_work_dirs
@@ -149,10 +149,11 @@ def remove_unkept_snapshot_dirs(croot: ContainerdRoot, sn: str, ids: set[int], r
         if entry.isdigit() and int(entry) in ids and str(int(entry)) == entry:
             continue
         quarantine.mkdir(parents=True, exist_ok=True)
-        os.rename(sdir / entry, quarantine / entry)
+        where = unused_path(quarantine / entry)
+        os.rename(sdir / entry, where)
         moved = True
-        report.backups.append(str(quarantine / entry))
-        report.clean("snapshot-dir", f"{sn}/snapshots/{entry}", f"{why}: moved to {quarantine / entry}")
+        report.backups.append(str(where))
+        report.clean("snapshot-dir", f"{sn}/snapshots/{entry}", f"{why}: moved to {where}")
     if moved:  # (durable where they went, before the command says it is done)
         fsync_dir(quarantine)
         fsync_dir(sdir)

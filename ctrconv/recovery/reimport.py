@@ -20,6 +20,7 @@ from ctrconv.pipeline.completeness import assess, namespace_lookups, skips_share
 from ctrconv.pipeline.export_compact import PlanCompactor
 from ctrconv.image.plan import ImagePlan, PlannedManifest, plan_image
 from ctrconv.recovery.buckets import namespaces, text
+from ctrconv.recovery.content import unused_path
 from ctrconv.recovery.derive import assess_image, pulled_here
 from ctrconv.progress import Progress
 from ctrconv.recovery.report import RebuildReport
@@ -160,6 +161,7 @@ def settle_rebuilt_root(target: ContainerdRoot, report: RebuildReport, detached:
         if quarantine is not None:
             where = quarantine / "snapshots" / item.snapshotter / str(item.id)
             where.parent.mkdir(parents=True, exist_ok=True)
+            where = unused_path(where)
             os.rename(directory, where)
             fsync_dir(where.parent)  # (durable where it went, before this command says it is done)
             fsync_dir(directory.parent)

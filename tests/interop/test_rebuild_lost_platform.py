@@ -90,3 +90,4 @@ def test_a_namespace_s_only_platform_lost_is_not_replaced_by_another_namespace_s
     assert not [r for r in result.json["restored"] if r["object"].startswith("content other/")], result.json["restored"]
     assert _index_names(new)["default"] == _index_names(root)["default"]
     assert cli("verify", "--root", str(new), "-A", "-q").code == 0
+
