@@ -382,13 +382,14 @@ class RegeneratedLayer:
 
 class Spool:
     """A temp directory of layer blobs made for one export (beside the output, or in $TMPDIR);
-    removed by :meth:`close`, or by :mod:`ctrconv.tempfiles` when a signal ends the command."""
+    removed by :meth:`close`, or by :mod:`ctrconv.tempfiles` when a signal ends the command, or
+    (a SIGKILL) by the next spool made there once it is abandoned."""
 
     def __init__(self, near: Path | None) -> None:
         import tempfile
 
         base = near if near is not None and near.is_dir() else Path(tempfile.gettempdir())
-        self.path: Path | None = tempfiles.temp_dir(base, ".ctrconv-layers.", ".ctrconv-tmp")
+        self.path: Path | None = tempfiles.temp_dir(base, ".ctrconv-layers.", ".ctrconv-tmp", sweep=True)
         self._n = 0
 
     def new_file(self) -> tuple[int, Path]:

@@ -124,3 +124,19 @@ def test_killed_runs_temp_outputs_go_with_the_next_run_to_that_output(tmp_path, 
     result = cli("export", "--root", str(tmp_path / "new"), "--all", "-q", "-o", str(tmp_path / "out.tar"))
     assert result.code == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "out.tar"]
+
+
+def test_a_killed_commit_s_layer_spool_goes_with_the_next_one(tmp_path, cli, realnode_set_for):
+    """``commit`` (and an export that makes layers from snapshots) spools the layers it makes
+    in ``.ctrconv-layers.*.ctrconv-tmp`` beside the output: one a SIGKILL left (a container's
+    writable layer, 0600) stayed for good, each killed run adding one (a red-team run)."""
+    root = realnode_set_for("1.6").copy_root("node", tmp_path / "node")
+    out = tmp_path / "out"
+    out.mkdir()
+    abandoned = out / ".ctrconv-layers.k1ll3d00.ctrconv-tmp"
+    abandoned.mkdir()
+    (abandoned / "layer-1").write_bytes(b"x" * 4096)
+    _age(abandoned)
+    result = cli("commit", "--root", str(root), "-c", "rn-stopped", "-o", str(out / "c.tar"), "-q")
+    assert result.code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["c.tar"]
