@@ -27,7 +27,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
-from ctrconv import tempfiles
+from ctrconv import commitpoint, tempfiles
 from ctrconv.commitpoint import committing, into_scratch
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.locking import keeping_bolt_locks
@@ -37,6 +37,7 @@ from ctrconv.digest import Digest
 from ctrconv.durability import sync_filesystems
 from ctrconv.streams import fsync_dir
 from ctrconv.errors import CtrconvError, UsageError
+from ctrconv.interrupts import Stopped
 from ctrconv.outputs import refuse_output_inside
 from ctrconv.progress import Progress
 from ctrconv.recovery import journal
@@ -204,9 +205,16 @@ def _rebuild_into(run: _Run, report: RebuildReport) -> None:
         if run.resumed_lost:
             stores.lost_paths |= run.resumed_lost
         kept = _repair(run, stores, report)
-        if run.in_place:  # before the first write: a re-run after a kill repairs as much
-            journal.write(croot.path, _lost_in_meta(stores), run.stamp)
-        write_stores(stores, croot, run.target, kept, report, in_place=run.in_place, stamp=run.stamp)
+        try:
+            if run.in_place:  # before the first write: a re-run after a kill repairs as much
+                journal.write(croot.path, _lost_in_meta(stores), run.stamp)
+            write_stores(stores, croot, run.target, kept, report, in_place=run.in_place, stamp=run.stamp)
+        except Stopped:
+            if run.in_place and run.resumed_lost is None and not commitpoint.passed():
+                # a signal before the new meta.db: nothing was changed, as exit 130/143 says,
+                # so no interrupted rebuild is left to take up (a kill leaves the record)
+                journal.clear(croot.path)
+            raise
     report.snapshots_reused = sum(len(ids) for ids in kept.values())
     # Intact content records say what a namespace holds; only where they may be lost may a
     # namespace take blobs on disk that it has no record of.

@@ -1,5 +1,6 @@
-"""What an in-place rebuild moves to its quarantine (``ctrconv-quarantine/<stamp>/``) is never
-lost and never in the way of a later run."""
+"""An in-place rebuild's own traces: what it moves to its quarantine (``ctrconv-quarantine/<stamp>/``)
+is never lost and never in the way of a later run, and its record of the damage
+(``ctrconv-rebuild.json``) stays only where the root may have been changed."""
 
 from __future__ import annotations
 
@@ -30,3 +31,33 @@ def test_a_re_run_within_the_same_second_never_moves_a_directory_onto_its_namesa
     for name in ids:
         assert (earlier / name / "fs" / "earlier").read_text() == name
         assert (earlier / f"{name}.2" / "fs").is_dir(), sorted(p.name for p in earlier.iterdir())
+
+
+def test_a_signal_before_the_new_meta_db_leaves_no_record_of_an_interrupted_rebuild(tmp_root_copy, monkeypatch):
+    """SIGTERM right after the record of the damage was written, before the new meta.db: the
+    command exits 143 ("nothing was written"), and the record stayed, so ``verify`` then said
+    an interrupted rebuild had changed the root (a red-team run). Nothing had: it goes. The
+    record of an earlier, killed run stays (that run may have changed the root)."""
+    import signal
+
+    from ctrconv import commitpoint
+    from ctrconv.interrupts import Stopped
+    from ctrconv.recovery import journal, rebuild
+
+    (tmp_root_copy / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db").unlink()  # damage to repair
+
+    def stopped(*_a, **_k):
+        assert (tmp_root_copy / journal.JOURNAL).exists()  # written before the first change
+        raise Stopped(signal.SIGTERM)
+
+    monkeypatch.setattr(rebuild, "write_stores", stopped)
+    commitpoint.reset()
+    with pytest.raises(Stopped):
+        rebuild.rebuild_root(tmp_root_copy)
+    assert not (tmp_root_copy / journal.JOURNAL).exists()
+
+    journal.write(tmp_root_copy, {()}, "20261207T000000Z")  # a killed run's
+    commitpoint.reset()
+    with pytest.raises(Stopped):
+        rebuild.rebuild_root(tmp_root_copy)
+    assert (tmp_root_copy / journal.JOURNAL).exists()
