@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ctrconv.bolt.reader import decode_meta
-from ctrconv.containerd.rootlock import describe_holders, flock_waiting
+from ctrconv.containerd.rootlock import describe_holders, flock_waiting, holders
 from ctrconv.errors import LockedError
 
 
@@ -131,10 +131,11 @@ def shared_lock(path: str | os.PathLike[str]) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise LockedError(
-                f"{path} is locked by {describe_holders(path)}",
-                hint="stop containerd, or pass --ignore-lock to read a consistent copy",
-            ) from None
+            found = holders(path)
+            hint = ("stop containerd, or pass --ignore-lock to read a consistent copy"
+                    if not found or any(h.is_containerd for h in found) else
+                    "let it finish, or pass --ignore-lock to read the last committed state")
+            raise LockedError(f"{path} is locked by {describe_holders(path, found)}", hint=hint) from None
         yield
     finally:
         os.close(fd)

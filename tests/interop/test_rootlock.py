@@ -171,6 +171,8 @@ def test_dump_refuses_a_locked_file_and_reads_a_copy_with_ignore_lock(tmp_path: 
     try:
         refused = _ctrconv("dump", str(meta))
         assert refused.returncode == 1 and f"locked by pid {holder.pid}" in refused.stderr
+        # not containerd: no "stop containerd" (a red-team run: said so of a ctrconv writer)
+        assert "stop containerd" not in refused.stderr and "let it finish" in refused.stderr, refused.stderr
         copied = _ctrconv("dump", "--root", str(root), "--ignore-lock", "--json", "-n", "default")
         assert copied.returncode == 0, copied.stderr
         assert json.loads(copied.stdout)["file"] == str(meta)
