@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import struct
 import sys
 from pathlib import Path
@@ -59,10 +60,12 @@ class ContentStore:
             return False
 
     def size(self, digest: Digest | str) -> int | None:
+        """The blob file's size; None when there is none (a directory in its place is none)."""
         try:
-            return os.stat(self.blob_file(digest)).st_size
+            st = os.stat(self.blob_file(digest))
         except (OSError, InvalidDigestError):
             return None
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
 
     def open(self, digest: Digest | str) -> BinaryIO:
         """Open a blob unverified (callers wrap it in :meth:`open_verified` when it matters)."""

@@ -7,6 +7,7 @@ platforms are reported as information, not as problems.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from sys import intern
 from dataclasses import dataclass
@@ -359,7 +360,8 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
             continue
         on_disk = sizes[digest]
         if on_disk is None:
-            report.add("missing-blob", obj, str(content.blob_path(d)), f"content record in {ns} but no blob file")
+            report.add("missing-blob", obj, str(content.blob_path(d)),
+                       f"content record in {ns} but no blob file{_not_a_file(content.blob_path(d))}")
         elif on_disk != rec.size:
             report.add("size-mismatch", obj, str(content.blob_path(d)), f"record says {rec.size} bytes, file has {on_disk}")
         _check_labels(rec.labels, obj, f"{where}/content/blob/{digest}", report)
@@ -435,6 +437,18 @@ def _documents(records: dict[str, BlobRecord]) -> set[str]:
                 if key == GC_CONTENT + ".config":
                     documents.add(value)
     return documents
+
+
+def _not_a_file(path: "os.PathLike[str]") -> str:
+    """Why a blob path that exists is no blob file (``: it is a directory``), else ``""``."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""
+    kinds = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
+             stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
+    kind = kinds.get(stat.S_IFMT(st.st_mode))
+    return f": its path is {kind}" if kind else ""
 
 
 def _is_content_ref(key: str) -> bool:
@@ -775,12 +789,17 @@ def _check_blobs(croot: ContainerdRoot, referenced: set[str], report: Report, jo
             continue  # nothing to say: no path or message made
         obj = f"blob {digest}"
         path = str(content.blob_path(digest))
-        if actual is None:
+        if str(digest) not in referenced:
+            # garbage the GC takes whatever its bytes (a file a crash or a full disk left):
+            # information, its fault named (a damaged meta.db that lost its record is a
+            # problem of its own)
+            fault = ("cannot be read; " if actual is None else
+                     f"content hashes to {digest.algorithm}:{actual}; " if actual != digest.hex else "")
+            report.add("unreferenced-blob", obj, path, fault + _UNREFERENCED, severity="info")
+        elif actual is None:
             report.add("unreadable-blob", obj, path, "cannot read the blob file")
         elif actual != digest.hex:
             report.add("digest-mismatch", obj, path, f"content hashes to {digest.algorithm}:{actual}")
-        if str(digest) not in referenced:
-            report.add("unreferenced-blob", obj, path, _UNREFERENCED, severity="info")
     _check_ingest(content, report)
 
 

@@ -351,3 +351,25 @@ def test_deep_compares_the_snapshots_of_every_platform_unpacked(realnode_set_for
     victim.unlink()
     result = cli("verify", "--root", str(root), "-A", "--deep")
     assert result.code == 1 and "PROBLEM snapshot-differs: snapshot other/" in result.stdout, result.stdout
+
+
+def test_garbage_no_record_names_is_information_and_a_directory_is_called_one(fixture_set, tmp_root_copy, cli):
+    """A file named like a blob that no record names, whose bytes do not match its name (what a
+    crash or a full disk leaves): containerd's GC deletes it, so it is information, its fault
+    named, not a ``digest-mismatch`` problem (a red-team run: exit 1 on an otherwise healthy
+    node). A directory where a recorded blob goes is called a directory, not "4096 bytes"."""
+    blobs = tmp_root_copy / "io.containerd.content.v1.content" / "blobs" / "sha256"
+    (blobs / ("f" * 64)).write_bytes(b"garbage\n")
+    result = _verify(cli, tmp_root_copy)
+    assert result.code == 0, result.json["problems"]
+    info = [i for i in result.json["info"] if i["object"] == "blob sha256:" + "f" * 64]
+    assert [i["kind"] for i in info] == ["unreferenced-blob"] and "content hashes to sha256:" in info[0]["message"]
+
+    layer = _image(fixture_set)["manifests"][0]["layers"][0]["digest"]
+    path = _blob(tmp_root_copy, layer)
+    path.unlink()
+    path.mkdir()
+    result = _verify(cli, tmp_root_copy)
+    assert result.code == 1
+    mine = [p for p in result.json["problems"] if p["object"] == f"blob {layer}"]
+    assert {p["kind"] for p in mine} == {"missing-blob"} and "its path is a directory" in mine[0]["message"], mine
