@@ -149,8 +149,10 @@ def rebuild_root(
             except CtrconvError as exc:
                 if not (croot.path / journal.JOURNAL).exists():
                     raise  # (nothing was written yet)
-                raise type(exc)(f"{exc}; the rebuild stopped after it began changing {croot.path}: run it again "
-                                "once that is fixed, before containerd runs on the root", hint=exc.hint) from exc
+                kept = f" (what it replaced is kept: {', '.join(report.backups)})" if report.backups else ""
+                raise type(exc)(f"{exc}; the rebuild stopped after it began changing {croot.path}{kept}: run it "
+                                "again once that is fixed, before containerd runs on the root, or roll it back "
+                                "(docs/recovery.md)", hint=exc.hint) from exc
         return report
     _rebuild_into_new_root(run, report)
     return report

@@ -4,6 +4,8 @@ is never lost and never in the way of a later run, and its record of the damage
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 pytestmark = pytest.mark.interop
@@ -61,3 +63,26 @@ def test_a_signal_before_the_new_meta_db_leaves_no_record_of_an_interrupted_rebu
     with pytest.raises(Stopped):
         rebuild.rebuild_root(tmp_root_copy)
     assert (tmp_root_copy / journal.JOURNAL).exists()
+
+
+def test_a_rebuild_failing_after_its_first_change_names_what_it_kept(tmp_root_copy, monkeypatch):
+    """An in-place rebuild that fails after replacing meta.db (a red-team run: a lost manifest
+    failed the re-import the same way on every re-run) says where what it replaced is, so the
+    operator can roll back when running it again cannot help."""
+    from ctrconv import commitpoint
+    from ctrconv.errors import CtrconvError
+    from ctrconv.recovery import rebuild
+
+    (tmp_root_copy / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db").unlink()
+
+    def failing(*_a, **_k):
+        raise CtrconvError("the re-import failed")
+
+    monkeypatch.setattr(rebuild, "import_groups", failing)
+    commitpoint.reset()
+    with pytest.raises(CtrconvError) as caught:
+        rebuild.rebuild_root(tmp_root_copy)
+    message = str(caught.value)
+    assert "what it replaced is kept: " in message and "meta.db.bak-" in message and "roll it back" in message, message
+    backup = message.split("what it replaced is kept: ", 1)[1].split(",", 1)[0].split(")", 1)[0]
+    assert os.path.isfile(backup), backup
