@@ -113,6 +113,8 @@ def _print_regenerated(out, entry: dict) -> None:
         return
     out.write(f"{where}: {layers} layer blob(s) regenerated from snapshots; new target {entry['digest']} "
               f"(was {entry['original_digest']})\n")
+    if entry.get("renamed"):
+        out.write(f"  renamed {entry['renamed']}: the name states the image's digest\n")
     for m in entry["manifests"]:
         platform = f" ({m['platform']})" if m["platform"] else ""
         if m["config"] != m["original_config"]:

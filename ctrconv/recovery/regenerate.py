@@ -127,14 +127,51 @@ def _namespace(ns_name: str, ns: BucketTree, backends: dict[str, BucketTree], cr
         if unpack:
             _mark_unpacked(extras, ns, changes)
         entry = _report_entry(ns_name, text(key), desc, new_target, changes)
+        name = text(key)
         if new_target["digest"] != desc["digest"]:
             write_target(record, Target(new_target["mediaType"], new_target["digest"], new_target["size"]))
             superseded |= _documents(plan_image(extras, desc, None))
+            name = _rename(images, key, _followed_name(name, desc, new_target, changes), new_target)
+            if name != text(key):
+                entry["renamed"] = name
         report.regenerated.append(entry)
-        report.images.append({"namespace": ns_name, "name": text(key), "digest": new_target["digest"],
+        report.images.append({"namespace": ns_name, "name": name, "digest": new_target["digest"],
                               "origin": "layer blobs regenerated from snapshots"})
     if superseded:
         _drop_superseded(ns, ns_name, images, extras, superseded, report)
+
+
+def _followed_name(name: str, desc: dict[str, Any], new_target: dict[str, Any],
+                   changes: list[regen.ManifestChange]) -> str:
+    """A name that states a digest follows the new target, as an export's does: CRI's image-ID
+    name ``sha256:<config>`` the new config, a digest reference ``repo@<target>`` the new target
+    (a red-team run: both kept naming digests the node no longer had, and CRI then reported the
+    old registry digest with the new ID and found no image by the old ID). Tags stay."""
+    for change in changes:
+        if name == change.original_config and change.config_changed:
+            return change.config
+    repo, at, digest = name.rpartition("@")
+    if at and repo and digest == desc["digest"]:
+        return f"{repo}@{new_target['digest']}"
+    return name
+
+
+def _rename(images: BucketTree, key: bytes, name: str, new_target: dict[str, Any]) -> str:
+    """Move the record at ``key`` to ``name``; a record already there for the same target
+    (another of the image's names that followed first) stays, and this one goes. A record of
+    another image there keeps both where they are (the old name is reported)."""
+    new_key = key_bytes(name)
+    if new_key == key:
+        return text(key)
+    there = images.entries.get(new_key)
+    if there is None:
+        images.entries[new_key] = images.entries.pop(key)
+        return name
+    desc = target_descriptor(there) if isinstance(there, BucketTree) else None
+    if desc is not None and desc["digest"] == new_target["digest"]:
+        del images.entries[key]
+        return name
+    return text(key)
 
 
 def _documents(plan: Any) -> set[str]:

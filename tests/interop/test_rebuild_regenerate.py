@@ -244,3 +244,41 @@ def test_native_snapshots_regenerate_lost_layers_and_containerd_runs_them(fixtur
     assert hashlib.sha256(run.stdout.encode()).hexdigest() == expected_file(fixture_set, name, "/data/modify.txt")
     listed = daemon.ctr("snapshots", "--snapshotter", "overlayfs", "ls").stdout
     assert chain_ids(diff_ids)[-1] in listed, listed  # unpacked from the rebuilt blobs
+
+
+def test_cri_names_that_state_a_digest_follow_the_regenerated_image(realnode_set_for, cli, tmp_path, private_containerd):
+    """A CRI pull names an image ``repo@<target>`` and ``sha256:<config>`` (its image ID) beside
+    its tag. When a regenerated layer gives the image a new target (and ID), those names kept the
+    old digests: CRI then reported the old registry digest with the new ID and found no image by
+    the old ID (a red-team run). They follow the new digests, as an export's names do."""
+    corpus = realnode_set_for("1.6")
+    root = corpus.copy_root("node", tmp_path / "node")
+    image = corpus.image("oci")
+    ref = next(n for n in corpus.names("k8s.io") if "@" not in n and not n.startswith("sha256:")
+               and n.endswith("/oci:1"))
+    repo = ref.rsplit(":", 1)[0]
+    old_target, old_id = image["target"]["digest"], image["config_digest"]
+    before = set(corpus.names("k8s.io"))
+    assert {f"{repo}@{old_target}", old_id} <= before, sorted(before)
+    others = {d for i in corpus.images() if i["key"] != "oci" for m in i["platform_manifests"].values()
+              for d in m["layers"]}
+    blob_path(root, next(d for d in image["layers"] if d not in others)).unlink()  # its own layer only
+
+    report = _rebuild(cli, root, "-o", str(tmp_path / "new"), "--regenerate-layers")
+    entries = {r["name"]: r for r in report["regenerated"] if r["namespace"] == "k8s.io"}
+    entry = entries[ref]
+    assert entry["changed"], entry
+    [m] = entry["manifests"]
+    new_target, new_id = entry["digest"], m["config"]
+    assert entries[f"{repo}@{old_target}"]["renamed"] == f"{repo}@{new_target}"
+    expected = before - {f"{repo}@{old_target}"} | {f"{repo}@{new_target}"}
+    if new_id != old_id:
+        assert entries[old_id]["renamed"] == new_id
+        expected = expected - {old_id} | {new_id}
+    after = {i["name"]: i for i in cli("ls", "--root", str(tmp_path / "new"), "-n", "k8s.io", "--json").json["images"]}
+    assert set(after) == expected, sorted(set(after) ^ expected)
+    assert all(after[n]["digest"] == new_target for n in (ref, f"{repo}@{new_target}", new_id))
+    assert cli("verify", "--root", str(tmp_path / "new"), "-A", "-q").code == 0
+    daemon = private_containerd(root=tmp_path / "new")
+    rows = {r.ref: r for r in daemon.images_check("k8s.io")}
+    assert rows[f"{repo}@{new_target}"].complete and rows[new_id].complete
