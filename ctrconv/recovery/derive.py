@@ -23,7 +23,8 @@ from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.content import ContentStore
 from ctrconv.containerd.cri import CRI_NAMESPACE, LABEL_CRI_IMAGE, cri_names
-from ctrconv.containerd.records import ImageRecord, Target, go_time, key_bytes, read_map, write_image
+from ctrconv.containerd.records import (BlobRecord, ImageRecord, Target, go_time, key_bytes, read_map, write_blob,
+                                       write_image)
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError
 from ctrconv.image.plan import ImagePlan, PlannedManifest
@@ -178,6 +179,78 @@ def derive_images(
                 write_image(record, ImageRecord(ns_name, name, target, labels=labels, created_at=now, updated_at=now))
                 images.entries[key_bytes(name)] = record
                 report.images.append({"namespace": ns_name, "name": name, "digest": digest, "origin": "re-derived from content"})
+
+
+def record_images_run_from_snapshots(meta: BucketTree, content: ContentStore, report: RebuildReport,
+                                     lost_content: Callable[[str], bool]) -> None:
+    """Content records for the images of a namespace that lost its content records and whose
+    layer blobs are gone while the snapshots they were unpacked into are not: a CRI node with
+    ``discard_unpacked_layers`` (a red-team run: every k8s.io image of such a node whose meta.db
+    was lost was re-derived, then dropped for its "missing" layers, and containerd's next GC took
+    the snapshots they ran from). The index, manifests and configs on disk get records labelled
+    as CRI labels them there: the manifest keeps its config (no layer), the config its top
+    snapshot (``gc.ref.snapshot.<snapshotter>``): the image runs, ``ctr images check`` calls it
+    incomplete as on the healthy node, and GC keeps what it uses. Records that exist are kept."""
+    from ctrconv.image.plan import plan_image, read_json_blob
+    from ctrconv.layers.chain import chain_ids
+    from ctrconv.sinks.containerd_root.records import children_labels
+
+    now = go_time(time.time_ns())
+    for ns_name, ns in namespaces(meta):
+        images = ns.bucket(K.IMAGES)
+        if not images or not lost_content(ns_name):
+            continue
+        snapshots = ns.bucket(K.SNAPSHOTS)
+        held = {text(sn): {text(k) for k, v in bucket.entries.items() if isinstance(v, BucketTree)}
+                for sn, bucket in (snapshots.entries.items() if snapshots else ()) if isinstance(bucket, BucketTree)}
+        for record in list(images.entries.values()):
+            desc = target_descriptor(record) if isinstance(record, BucketTree) else None
+            try:
+                plan = plan_image(content, desc, None) if desc is not None else None
+            except CtrconvError:
+                continue
+            if plan is None or not plan.missing:
+                continue
+            missing = {d["digest"] for d in plan.missing}
+            runs: list[tuple[Any, str, str]] = []  # (manifest, snapshotter, top chain)
+            for m in plan.manifests:
+                layers = {d["digest"] for d in m.layers}
+                if m.config["digest"] in missing or not (layers & missing) or not (missing & layers) <= layers:
+                    continue
+                try:
+                    diff_ids = (read_json_blob(content, m.config).get("rootfs") or {}).get("diff_ids") or []
+                except CtrconvError:
+                    continue
+                top = chain_ids(diff_ids)[-1] if isinstance(diff_ids, list) and diff_ids else None
+                sn = next((sn for sn in sorted(held, key=lambda n: n != "overlayfs") if top in held[sn]), None)
+                if top is not None and sn is not None:
+                    runs.append((m, sn, top))
+            if not runs:
+                continue
+            blobs = ns.bucket(K.CONTENT, K.BLOB, create=True)
+            assert blobs is not None
+
+            def put(digest: str, size: int, labels: dict[str, str]) -> None:
+                if key_bytes(digest) in blobs.entries:
+                    return
+                rec = BucketTree()
+                write_blob(rec, BlobRecord(ns_name, digest, size, labels, created_at=now, updated_at=now))
+                blobs.entries[key_bytes(digest)] = rec
+                report.restore("content", f"content {ns_name}/{digest}",
+                               "content record lost; written again for an image that runs from its snapshots "
+                               "(its layer blobs were let go after unpacking)")
+
+            kept = {m.descriptor["digest"] for m, _, _ in runs} | {d["digest"] for d in plan.indexes}
+            for index in plan.indexes:
+                try:
+                    children = read_json_blob(content, index).get("manifests") or []
+                except CtrconvError:
+                    continue
+                listed = [c for c in children if isinstance(c, dict) and c.get("digest") in kept]
+                put(index["digest"], int(index["size"]), children_labels(listed))
+            for m, sn, top in runs:
+                put(m.descriptor["digest"], int(m.descriptor["size"]), children_labels([m.config]))
+                put(m.config["digest"], int(m.config["size"]), {K.LABEL_GC_SNAPSHOT + sn: top})
 
 
 def _snapshot_keys(ns: BucketTree) -> set[str]:

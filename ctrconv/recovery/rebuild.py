@@ -43,7 +43,7 @@ from ctrconv.progress import Progress
 from ctrconv.recovery import journal
 from ctrconv.recovery.carry import carry_over
 from ctrconv.recovery.content import QUARANTINE, KnownHash, check_content, verify_first
-from ctrconv.recovery.derive import derive_images, drop_incomplete_images
+from ctrconv.recovery.derive import derive_images, drop_incomplete_images, record_images_run_from_snapshots
 from ctrconv.recovery.metadata import (
     clean_metadata,
     drop_flattened_buckets,
@@ -271,6 +271,8 @@ def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set
                   lost_content=lambda ns: stores.meta_lost_under(b"v1", ns.encode(), b"content"))
     if run.regenerate_layers:
         regenerate_lost_layers(meta, backends, run.croot, run.target, report, unpack=run.unpack)
+    record_images_run_from_snapshots(meta, content, report,
+                                     lost_content=lambda ns: stores.meta_lost_under(b"v1", ns.encode(), b"content"))
     drop_incomplete_images(meta, content, report,
                            records_whole=lambda ns: not stores.meta_lost_under(b"v1", ns.encode(), b"content"))
     drop_empty_recovered_namespaces(meta, report)

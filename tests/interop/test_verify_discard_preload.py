@@ -54,3 +54,35 @@ def test_a_preload_onto_a_discard_node_leaves_it_verified_clean(line, realnode_s
     code, problems, _ = _verify(cli, root)
     assert code == 1 and any(p["kind"] == "missing-gc-label" and "GC would delete it" in p["message"]
                              for p in problems), problems
+
+
+@pytest.mark.parametrize("line", ["1.6", "2.x"])
+def test_a_discard_node_that_lost_its_meta_db_keeps_running_its_images(line, realnode_set_for, cli, tmp_path,
+                                                                       private_containerd) -> None:
+    """The meta.db of a ``discard_unpacked_layers`` node lost: its images were re-derived from
+    the documents on disk, then all dropped for their "missing" layer blobs (let go after
+    unpacking), and containerd's next GC took the snapshots they ran from (a red-team run on
+    1.6, 1.7 and 2.x). They are kept, with records labelled as CRI labels them there, and run."""
+    corpus = realnode_set_for(line)
+    root = corpus.copy_root("discarded", tmp_path / "node")
+    before = {i["digest"] for i in cli("ls", "--root", str(root), "-n", "k8s.io", "--json").json["images"]}
+    (root / META).unlink()
+    out = tmp_path / "new"
+    result = cli("rebuild", "--root", str(root), "-o", str(out), "-q", "--json")
+    assert result.code == 0, result.stderr
+    dropped = [d for d in result.json["dropped"] if d["kind"] == "image" and d["object"].startswith("image k8s.io/")]
+    assert not dropped, dropped
+    after = {i["name"]: i["digest"] for i in cli("ls", "--root", str(out), "-n", "k8s.io", "--json").json["images"]}
+    # (an image without layers leaves no snapshot to say which namespace it was in: it goes to
+    # default, as any document no namespace can be told from)
+    assert set(after.values()) == before - {corpus.image("empty")["target"]["digest"]}, sorted(set(after.values()) ^ before)
+    assert cli("verify", "--root", str(out), "-A", "-q").code == 0
+    daemon = private_containerd(root=out)
+    snapshots = daemon.ctr("snapshots", "ls", namespace="k8s.io").stdout
+    daemon.force_gc("k8s.io")
+    assert daemon.ctr("snapshots", "ls", namespace="k8s.io").stdout == snapshots
+    ids = sorted(n for n in after if n.startswith("sha256:"))
+    assert ids
+    for name in ids:
+        run = daemon.ctr("run", "--rm", name, "t1", "/bin/busybox", "true", namespace="k8s.io", check=False)
+        assert run.returncode == 0, (name, run.stderr)
