@@ -15,16 +15,14 @@ rebuild made itself (a snapshotter's) is merged into: what it wrote is never rep
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from pathlib import Path
 
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.root import REBUILD_JOURNAL, ContainerdRoot
+from ctrconv.layers.copy import copy_file_data
 from ctrconv.recovery.content import QUARANTINE
-
-_COPY_CHUNK = 8 << 20
 
 
 def rebuilt_entries() -> frozenset[str]:
@@ -131,36 +129,9 @@ class _Copier:
 
 
 def _copy_file(src: Path, dst: Path, size: int) -> None:
-    """The file's data extents only (``SEEK_DATA``/``SEEK_HOLE``): holes stay holes."""
+    """The file's data extents only: holes stay holes (:func:`~ctrconv.layers.copy.copy_file_data`)."""
     with open(src, "rb") as fin, open(dst, "xb") as fout:
-        fi, fo = fin.fileno(), fout.fileno()
-        os.ftruncate(fo, size)
-        offset = 0
-        while offset < size:
-            try:
-                start = os.lseek(fi, offset, os.SEEK_DATA)
-            except OSError as exc:
-                if exc.errno == errno.ENXIO:
-                    break  # (only a hole is left)
-                start = offset  # (no SEEK_DATA here: all of it is data)
-            try:
-                end = os.lseek(fi, start, os.SEEK_HOLE)
-            except OSError:
-                end = size
-            _copy_range(fi, fo, start, min(end, size))
-            offset = end
-
-
-def _copy_range(fi: int, fo: int, start: int, end: int) -> None:
-    while start < end:
-        try:
-            n = os.copy_file_range(fi, fo, min(_COPY_CHUNK, end - start), start, start)
-        except OSError:
-            data = os.pread(fi, min(_COPY_CHUNK, end - start), start)
-            n = os.pwrite(fo, data, start) if data else 0
-        if n <= 0:
-            return
-        start += n
+        copy_file_data(fin.fileno(), fout.fileno(), size)
 
 
 def _take_metadata(src: Path, dst: Path, st: os.stat_result) -> None:
