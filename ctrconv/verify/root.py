@@ -6,6 +6,7 @@ platforms are reported as information, not as problems.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -443,7 +444,10 @@ def _not_a_file(path: "os.PathLike[str]") -> str:
     """Why a blob path that exists is no blob file (``: it is a directory``), else ``""``."""
     try:
         st = os.stat(path)
-    except OSError:
+    except OSError as exc:
+        if os.path.islink(path):
+            return (": its path is a symbolic link loop" if exc.errno == errno.ELOOP
+                    else f": its path is a symbolic link to nothing ({os.readlink(path)})")
         return ""
     kinds = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
              stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}

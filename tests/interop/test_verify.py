@@ -373,3 +373,8 @@ def test_garbage_no_record_names_is_information_and_a_directory_is_called_one(fi
     assert result.code == 1
     mine = [p for p in result.json["problems"] if p["object"] == f"blob {layer}"]
     assert {p["kind"] for p in mine} == {"missing-blob"} and "its path is a directory" in mine[0]["message"], mine
+
+    path.rmdir()
+    path.symlink_to("/nonexistent-blob")
+    mine = [p for p in _verify(cli, tmp_root_copy).json["problems"] if p["object"] == f"blob {layer}"]
+    assert "its path is a symbolic link to nothing (/nonexistent-blob)" in mine[0]["message"], mine
