@@ -111,9 +111,10 @@ def clean_snapshots(
             if key in aside_keys:
                 continue
             if key not in alive or key not in referenced:
-                del records.entries[key]
+                record = records.entries.pop(key)
                 if key in alive:  # whole, but no namespace names it: containerd's GC removes it
-                    report.clean("backend-snapshot", f"{sn}/{text(key)}", "no meta.db record names it")
+                    report.clean("backend-snapshot", f"{sn}/{text(key)}",
+                                 "no meta.db record names it" + _writable_with_files(croot, sn, alive[key], record))
                 else:
                     report.drop("backend-snapshot", f"{sn}/{text(key)}", "incomplete chain (parent, record or directory missing)")
         kept = {key: alive[key] for key in records.entries if key not in aside_keys}
@@ -448,6 +449,23 @@ def drop_containers_without_snapshots(meta: BucketTree, report: RebuildReport,
                 del containers.entries[container_id]
                 report.drop("container", f"container {ns_name}/{text(container_id)}",
                             reason or f"its snapshot {text(key)} ({text(sn or b'')}) is lost: it could not start")
+
+
+def _writable_with_files(croot: ContainerdRoot, sn: str, snapshot_id: int, record: object) -> str:
+    """What to say of a writable snapshot no record names that holds files: a container's
+    layer, a removed container's awaiting GC or one whose record an older meta.db lacks (they
+    cannot be told apart; a red-team run), and where its files are now."""
+    if not isinstance(record, BucketTree) or is_committed(record):
+        return ""
+    fs = croot.snapshot_fs(sn, snapshot_id)
+    try:
+        with os.scandir(fs) as entries:  # type: ignore[arg-type]
+            if next(entries, None) is None:
+                return ""
+    except (OSError, TypeError):
+        return ""
+    return ("; it is writable and holds files (a removed container's layer, or one whose record an older "
+            "meta.db lacks): a new root leaves it out (the source keeps it), in place it goes to the quarantine")
 
 
 def hold_orphan_writable_snapshots(meta: BucketTree, backends: Mapping[str, BucketTree], report: RebuildReport,

@@ -440,6 +440,25 @@ def _documents(records: dict[str, BlobRecord]) -> set[str]:
     return documents
 
 
+def _unreferenced_snapshot(snapshot: "BackendSnapshot", fs: "Path | None") -> str:
+    """Why a backend snapshot no meta.db record names is information, and what to do when it
+    holds a container's files (a removed container's layer awaiting GC, or one whose record an
+    older meta.db put back has lost: they cannot be told apart; a red-team run)."""
+    message = "no meta.db record names it (containerd's GC removes it)"
+    if snapshot.kind != "active" or fs is None:
+        return message
+    try:
+        with os.scandir(fs) as entries:
+            holds_files = next(entries, None) is not None
+    except OSError:
+        holds_files = False
+    if not holds_files:
+        return message
+    return (f"{message}: a writable snapshot holding files, a container's layer (a removed container's, or one "
+            f"whose record a meta.db restored from an older copy lacks): save what {fs} holds before containerd "
+            "runs, if it is wanted")
+
+
 def _not_a_file(path: "os.PathLike[str]") -> str:
     """Why a blob path that exists is no blob file (``: it is a directory``), else ``""``."""
     try:
@@ -745,7 +764,7 @@ def _check_snapshotter(croot: ContainerdRoot, sn: str, backend: _Backend, refere
         if s.id > sequence:
             report.add("sequence-too-low", obj, where, f"id {s.id} above the bucket sequence {sequence}: new snapshots would collide")
         if s.key not in referenced_names:
-            report.add("unreferenced-backend-snapshot", obj, where, "no meta.db record names it (containerd's GC removes it)", severity="info")
+            report.add("unreferenced-backend-snapshot", obj, where, _unreferenced_snapshot(s, fs), severity="info")
     child_keys = {(by_key[s.parent].id if s.parent in by_key else None, s.id) for s in snaps if s.parent}
     for pid, cid, key in links:
         if (pid, cid) not in child_keys:

@@ -112,3 +112,31 @@ def test_records_of_a_snapshotter_whose_store_lives_outside_the_root_are_kept(sm
     assert result.code == 0, result.stderr
     kept = read_tree((tmp_path / "new").joinpath(*META)).bucket(K.V1, b"default", K.SNAPSHOTS, b"stargz")
     assert kept is not None and list(kept.entries) == [b"sha256:" + b"7" * 64]
+
+
+def test_a_removed_container_s_layer_awaiting_gc_is_information_named_as_such(realnode_set_for, cli, tmp_path):
+    """A container removed (its records gone, as ``ctr containers rm`` leaves them) while its
+    writable snapshot awaits containerd's GC, which cannot be told from one whose records an
+    older meta.db put back has lost: verify calls it information (no false alarm on a healthy
+    node) but says it holds a container's files and where; rebuild -o leaves it out and says so
+    (a red-team run: "nothing to repair", with the files gone from the new root unsaid)."""
+    root = realnode_set_for("1.6").copy_root("node", tmp_path / "node")
+    meta = root.joinpath(*META)
+    with BoltFile(meta) as db:
+        page_size = db.page_size
+    tree = read_tree(meta)
+    default = tree.bucket(K.V1, b"default")
+    container = default.bucket(K.CONTAINERS).entries.pop(b"rn-stopped")
+    key = container.get(K.SNAPSHOT_KEY)
+    default.bucket(K.SNAPSHOTS, b"overlayfs").entries.pop(key)
+    write_bolt(meta, tree, page_size=page_size)
+
+    result = cli("verify", "--root", str(root), "-A", "-q", "--json")
+    assert result.code == 0, result.json["problems"]
+    [info] = [i for i in result.json["info"] if i["kind"] == "unreferenced-backend-snapshot"
+              and i["object"].endswith("/rn-stopped")]
+    assert "a writable snapshot holding files" in info["message"], info
+    result = cli("rebuild", "--root", str(root), "-o", str(tmp_path / "new"), "-q", "--json")
+    assert result.code == 0, result.stderr
+    [cleaned] = [c for c in result.json["cleaned"] if c["object"].endswith("/rn-stopped")]
+    assert "it is writable and holds files" in cleaned["reason"] and "the source keeps it" in cleaned["reason"]
