@@ -593,6 +593,14 @@ def _report_verdict(image: ImageRecord, verdict: Assessment, labels_of: Recorded
                    "and export writes those layers again from them (--from-snapshots auto)",
                    severity="info")
     for desc in verdict.broken:
+        if plan.indexes and not verdict.usable and desc.get("platform") and not content.has_record(desc["digest"]) \
+                and (mt.is_manifest(desc.get("mediaType", "")) or mt.is_index(desc.get("mediaType", ""))):
+            # a platform the namespace never pulled is not broken when the one it pulled is
+            # (no-platform below says so): it was called a missing record (a red-team run)
+            report.add("absent-platform", obj, where,
+                       f"platform {platform_string(desc['platform'])} ({desc['digest']}) was never pulled into "
+                       f"{image.namespace}", severity="info")
+            continue
         kind, reason = _absence(content, desc["digest"])
         report.add(kind, obj, where, f"{desc.get('mediaType')} {desc['digest']} {reason}")
     if plan.indexes and not verdict.usable:

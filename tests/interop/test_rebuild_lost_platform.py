@@ -55,7 +55,13 @@ def test_the_host_manifest_lost_drops_the_image_where_it_was_pulled_and_keeps_th
     root, _ = _lose(realnode_set_for, tmp_path, "linux/amd64")
     before = _index_names(root)
     assert before["default"] and before["k8s.io"] and before["other"]
-    assert cli("verify", "--root", str(root), "-A", "-q").code == 1
+    verify = cli("verify", "--root", str(root), "-A", "-q", "--json")
+    assert verify.code == 1
+    # the platform default never pulled (on disk: other's) is no missing record: information
+    kinds = {p["kind"] for p in verify.json["problems"] if p["object"].startswith("image default/")}
+    assert kinds == {"missing-blob", "no-platform"}, verify.json["problems"]
+    assert any(i["kind"] == "absent-platform" and "linux/arm64" in i["message"] and i["object"].startswith("image default/")
+               for i in verify.json["info"])
 
     result = cli("rebuild", "--root", str(root), "-o", str(tmp_path / "new"), "-q", "--json")
     assert result.code == 0, result.stderr
