@@ -63,6 +63,7 @@ from ctrconv.recovery.snapshots import (
     drop_containers_without_snapshots,
     hold_orphan_writable_snapshots,
     snapshots_unlike_their_layers,
+    unnamed_writable_dirs,
 )
 
 __all__ = ["CONTAINERD_ROOT_HINTS", "RebuildReport", "rebuild_root"]
@@ -259,7 +260,8 @@ def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set
     kept = clean_snapshots(meta, backends, run.croot, report, distrusted,
                            restore_records=lambda ns: stores.meta_lost_under(b"v1", ns.encode(), b"snapshots"),
                            detached=run.detached)
-    drop_containers_without_snapshots(meta, report, pending={(d.namespace, d.key) for d in run.detached})
+    drop_containers_without_snapshots(meta, report, pending={(d.namespace, d.key) for d in run.detached},
+                                      unnamed_dirs=unnamed_writable_dirs(run.croot, kept))
     hold_orphan_writable_snapshots(meta, backends, report,
                                    lost_in=lambda ns: stores.meta_lost_under(b"v1", ns.encode(), K.CONTAINERS))
     if not run.unpack:

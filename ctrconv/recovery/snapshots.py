@@ -412,14 +412,43 @@ def _still_detached(bucket: BucketTree, records: BucketTree | None, item: Detach
             and isinstance(backend, BucketTree) and backend_id(backend) == item.id)
 
 
+def unnamed_writable_dirs(croot: ContainerdRoot, kept: Mapping[str, set[int]]) -> dict[str, list[str]]:
+    """Per tree snapshotter, the snapshot directories no kept record names that look like a
+    writable layer holding files (``fs`` with entries, and ``work`` for overlayfs): where the
+    files of a container whose snapshot record was lost (an older snapshotter db put back) are."""
+    found: dict[str, list[str]] = {}
+    for sn in K.TREE_SNAPSHOTTERS:
+        base = croot.snapshots_dir(sn)
+        try:
+            names = sorted(os.listdir(base), key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
+        except OSError:
+            continue
+        for name in names:
+            if name.isdigit() and int(name) in kept.get(sn, set()):
+                continue
+            fs = base / name / "fs" if sn == "overlayfs" else base / name
+            try:
+                with os.scandir(fs) as entries:
+                    if next(entries, None) is None or (sn == "overlayfs" and not (base / name / "work").is_dir()):
+                        continue
+            except OSError:
+                continue
+            found.setdefault(sn, []).append(name)
+    return found
+
+
 def drop_containers_without_snapshots(meta: BucketTree, report: RebuildReport,
-                                      pending: Collection[tuple[str, bytes]] = (), reason: str | None = None) -> None:
+                                      pending: Collection[tuple[str, bytes]] = (), reason: str | None = None,
+                                      unnamed_dirs: Mapping[str, list[str]] | None = None) -> None:
     """A container whose snapshot did not survive (its writable layer lost with its directory,
     its record, or a broken link below it) cannot start, and nothing makes that snapshot again:
     its record goes, reported (``verify`` calls it ``missing-container-snapshot``). containerd's
     GC never removes a container, so a rebuilt root kept it, failing to start, and verified
     clean. ``pending``: (namespace, snapshot key) of writable snapshots kept aside for
-    :func:`reattach`, whose containers stay for now; ``reason`` words the drop."""
+    :func:`reattach`, whose containers stay for now; ``reason`` words the drop.
+    ``unnamed_dirs`` (:func:`unnamed_writable_dirs`): directories that may hold the files of a
+    container whose record is gone, named in its drop (a red-team run: "is lost" was said of a
+    container whose files sat in such a directory, which the rebuild then set aside unlinked)."""
     for ns_name, ns in namespaces(meta):
         containers = ns.bucket(K.CONTAINERS)
         named = {(c.get(K.SNAPSHOTTER), c.get(K.SNAPSHOT_KEY)) for c in (containers.entries.values() if containers else ())
@@ -447,8 +476,13 @@ def drop_containers_without_snapshots(meta: BucketTree, report: RebuildReport,
                 continue
             if snapshots is None or not isinstance(snapshots.entries.get(key), BucketTree):
                 del containers.entries[container_id]
-                report.drop("container", f"container {ns_name}/{text(container_id)}",
-                            reason or f"its snapshot {text(key)} ({text(sn or b'')}) is lost: it could not start")
+                why = reason or f"its snapshot {text(key)} ({text(sn or b'')}) is lost: it could not start"
+                candidates = (unnamed_dirs or {}).get(text(sn or b""), [])
+                if candidates and reason is None:
+                    why += (f"; its files may be in {text(sn or b'')} snapshots/{', snapshots/'.join(candidates)}, "
+                            "a writable layer no record names (in place it goes to the quarantine, a new root "
+                            "leaves it in the source)")
+                report.drop("container", f"container {ns_name}/{text(container_id)}", why)
 
 
 def _writable_with_files(croot: ContainerdRoot, sn: str, snapshot_id: int, record: object) -> str:

@@ -872,3 +872,35 @@ def test_a_zeroed_leaf_of_snapshotter_records_keeps_the_containers_on_it(realnod
     assert "its snapshotter record was lost: written again" in result.stdout, result.stdout
     assert _containers(out, "default") == {"rn-created", "rn-stopped"}
     assert cli("verify", "--root", str(out), "-A", "-q").code == 0
+
+
+def test_a_container_whose_snapshotter_record_is_lost_is_dropped_naming_where_its_files_are(realnode_set_for, cli,
+                                                                                            tmp_path):
+    """An older snapshotter db put back: a container's writable snapshot has no record there
+    while its directory holds its files. The container cannot start and is dropped, and the
+    drop said its snapshot "is lost" while the rebuild set the directory aside unlinked (a
+    red-team run): it names the directory now."""
+    from ctrconv.bolt.reader import read_tree
+    from ctrconv.bolt.writer import write_bolt
+    from ctrconv.containerd import schema as K
+
+    root = realnode_set_for("1.6").copy_root("node", tmp_path / "node")
+    db = root / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db"
+    with BoltFile(db) as f:
+        page_size = f.page_size
+    tree = read_tree(db)
+    records = tree.bucket(K.V1, K.SNAPSHOTS)
+    [name] = [k for k in records.entries if k.endswith(b"/rn-stopped")]
+    snapshot_id = read_backend_snapshot(records.entries.pop(name), name.decode()).id
+    parents = tree.bucket(K.V1, K.PARENTS)  # (an older db's index does not know it either)
+    for key in [k for k in parents.entries if split_parents_key(k)[1] == snapshot_id]:
+        del parents.entries[key]
+    write_bolt(db, tree, page_size=page_size)
+    upper = root / "io.containerd.snapshotter.v1.overlayfs" / "snapshots" / str(snapshot_id) / "fs"
+    (upper / "precious").write_text("data")
+
+    result = cli("rebuild", "--root", str(root), "-o", str(tmp_path / "new"), "-q", "--json")
+    assert result.code == 0, result.stderr
+    [drop] = [d for d in result.json["dropped"] if d["object"] == "container default/rn-stopped"]
+    assert f"its files may be in overlayfs snapshots/{snapshot_id}" in drop["reason"], drop
+    assert (upper / "precious").read_text() == "data"  # (the source keeps it)
