@@ -138,7 +138,7 @@ def assemble_namespaces(found: list[tuple[int, BucketTree, int]],
             best[name] = (rank, tree)
     for pgid, tree, damage in sorted(unnamed, key=lambda u: (u[2], evidence.disagreement(None, u[1]),
                                                              -_recency(u[1]), u[1].value_count())):
-        if any(_mostly_records_of(tree, taken) for _, taken in best.values()):
+        if any(_mostly_records_of(tree, taken) for _, taken in best.values()) or _leases_only(tree):
             continue
         name = "default" if "default" not in best else f"{RECOVERED_NAMESPACE_PREFIX}{pgid}"
         best[name] = ((-damage, 0, _recency(tree), -tree.value_count()), tree)
@@ -180,6 +180,15 @@ def _mostly_records_of(tree: BucketTree, taken: BucketTree) -> bool:
             mine += 1
             shared += theirs is not None and key in theirs.entries
     return mine > 0 and 2 * shared >= mine
+
+
+def _leases_only(tree: BucketTree) -> bool:
+    """A copy whose only records are leases: no evidence of a namespace. A lease lives for one
+    pull or one GC request, and the live copy of a namespace whose last lease was deleted is
+    empty, so only the stale copy that still held it was found (a red-team-found flake: the
+    lease ``ctr leases delete --sync`` had removed came back as ``default``'s)."""
+    others = [path for path in (*_IDENTIFYING, (K.SNAPSHOTS,)) if path != (K.LEASES,)]
+    return not any((bucket := tree.bucket(*path)) is not None and bucket.entries for path in others)
 
 
 def _namespace_shaped(tree: BucketTree) -> bool:

@@ -159,6 +159,24 @@ def test_a_stale_namespace_copy_pointing_at_another_namespace_page_is_no_namespa
     assert v1 is not None and list(v1.entries) == [b"default"] and v1.entries[b"default"] is live
 
 
+def test_a_copy_holding_only_leases_is_no_namespace():
+    """The live copy of a namespace whose last lease ``ctr leases delete --sync`` removed is
+    empty, so only the stale copy that held the lease was found after a lost ``v1`` page, and
+    became ``default`` with the deleted lease (a flake of an interop test, by page layout)."""
+    live = _namespace_page((b"a", 20))
+    leases_only = BucketTree()
+    leases_only.bucket(K.LEASES, b"69823411-_AsK", create=True).put(b"createdat", b"x")  # type: ignore[union-attr]
+    leases_only.bucket(K.CONTENT, create=True)
+    web = BucketTree()
+    _with_snapshot(web, b"web/2/snap").bucket(K.IMAGES, b"w", K.TARGET, create=True)
+    for found in ([(3, leases_only, 0)], [(3, leases_only, 0), (4, web, 0)]):
+        assembled = assemble_namespaces(found)
+        v1 = assembled.bucket(K.V1) if assembled is not None else None
+        assert v1 is None or b"default" not in v1.entries, list(v1.entries)
+    assembled = assemble_namespaces([(3, leases_only, 0), (4, live, 0)])
+    assert assembled is not None and assembled.bucket(K.V1, b"default") is live
+
+
 def _with_snapshot(page: BucketTree, backend_key: bytes) -> BucketTree:
     record = page.bucket(K.SNAPSHOTS, b"overlayfs", backend_key.split(b"/", 2)[2], create=True)
     assert record is not None
