@@ -17,14 +17,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Collection
+from typing import Any, Callable, Collection, Mapping
 
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.content import ContentStore
 from ctrconv.containerd.cri import CRI_NAMESPACE, LABEL_CRI_IMAGE, cri_names
 from ctrconv.containerd.records import (BlobRecord, ImageRecord, Target, go_time, key_bytes, read_map, write_blob,
-                                       write_image)
+                                       write_image, write_map, write_timestamps)
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError
 from ctrconv.image.plan import ImagePlan, PlannedManifest
@@ -190,7 +190,8 @@ def record_images_run_from_snapshots(meta: BucketTree, content: ContentStore, re
     the snapshots they ran from). The index, manifests and configs on disk get records labelled
     as CRI labels them there: the manifest keeps its config (no layer), the config its top
     snapshot (``gc.ref.snapshot.<snapshotter>``): the image runs, ``ctr images check`` calls it
-    incomplete as on the healthy node, and GC keeps what it uses. Records that exist are kept."""
+    incomplete as on the healthy node, and GC keeps what it uses. A record that exists keeps
+    what it holds and gets the labels (and times) it lost (:func:`_mend_record`)."""
     from ctrconv.image.plan import plan_image, read_json_blob
     from ctrconv.layers.chain import chain_ids
     from ctrconv.sinks.containerd_root.records import children_labels
@@ -231,7 +232,12 @@ def record_images_run_from_snapshots(meta: BucketTree, content: ContentStore, re
             assert blobs is not None
 
             def put(digest: str, size: int, labels: dict[str, str]) -> None:
-                if key_bytes(digest) in blobs.entries:
+                rec = blobs.entries.get(key_bytes(digest))
+                if isinstance(rec, BucketTree):
+                    if _mend_record(rec, labels, now):
+                        report.restore("content", f"content {ns_name}/{digest}",
+                                       "content record's GC labels lost; written again for an image that runs from "
+                                       "its snapshots (its layer blobs were let go after unpacking)")
                     return
                 rec = BucketTree()
                 write_blob(rec, BlobRecord(ns_name, digest, size, labels, created_at=now, updated_at=now))
@@ -251,6 +257,34 @@ def record_images_run_from_snapshots(meta: BucketTree, content: ContentStore, re
             for m, sn, top in runs:
                 put(m.descriptor["digest"], int(m.descriptor["size"]), children_labels([m.config]))
                 put(m.config["digest"], int(m.config["size"]), {K.LABEL_GC_SNAPSHOT + sn: top})
+
+
+def _mend_record(record: BucketTree, wanted: Mapping[str, str], now: Any) -> bool:
+    """Give a salvaged content record the GC labels ``wanted`` it lacks (a label naming the
+    same target under another key counts; a key taken by another target gets the next number
+    of its prefix), and its times if it lost them (a record whose page was lost came back with
+    its size only: containerd's GC then took the config and snapshot its lost labels held, and
+    the image could not run again; a red-team run). Whether anything changed."""
+    labels = read_map(record.bucket(K.LABELS))
+    changed = False
+    for key, value in wanted.items():
+        if value in labels.values():
+            continue
+        if key in labels:
+            stem = key.rstrip("0123456789")
+            n = 0
+            while f"{stem}{n}" in labels:
+                n += 1
+            key = f"{stem}{n}"
+        labels[key] = value
+        changed = True
+    if changed:
+        write_map(record, K.LABELS, labels)
+    if record.get(K.CREATED_AT) is None or record.get(K.UPDATED_AT) is None:
+        write_timestamps(record, now if record.get(K.CREATED_AT) is None else None,
+                         now if record.get(K.UPDATED_AT) is None else None)
+        changed = True
+    return changed
 
 
 def _snapshot_keys(ns: BucketTree) -> set[str]:

@@ -86,3 +86,33 @@ def test_a_discard_node_that_lost_its_meta_db_keeps_running_its_images(line, rea
     for name in ids:
         run = daemon.ctr("run", "--rm", name, "t1", "/bin/busybox", "true", namespace="k8s.io", check=False)
         assert run.returncode == 0, (name, run.stderr)
+
+
+@pytest.mark.parametrize("line", ["1.6", "2.x"])
+def test_a_discard_node_s_manifest_record_lost_with_its_page_keeps_its_image_running(line, realnode_set_for, cli,
+                                                                                     tmp_path, private_containerd):
+    """One page of a discard node's meta.db zeroed: the k8s.io record of an image's manifest
+    came back with its size only, no GC labels and no times; containerd's first GC then took
+    the config and the snapshot the lost labels held, and the image could not run again (its
+    layers were let go: a red-team run on 1.7 and 2.x). The record gets its labels back."""
+    corpus = realnode_set_for(line)
+    root = corpus.copy_root("discarded", tmp_path / "node")
+    image = corpus.image("oci")
+    with BoltFile(root / META) as db:
+        page, page_size = db.bucket(b"v1", b"k8s.io", b"content", b"blob", image["manifest_digest"].encode()).root, \
+            db.page_size
+    assert page, "the manifest's record has a page of its own"
+    with open(root / META, "r+b") as f:
+        f.seek(page * page_size)
+        f.write(bytes(page_size))
+    out = tmp_path / "new"
+    result = cli("rebuild", "--root", str(root), "-o", str(out), "-q")
+    assert result.code == 0, result.stderr
+    assert cli("verify", "--root", str(out), "-A", "-q").code == 0
+    daemon = private_containerd(root=out)
+    daemon.force_gc("k8s.io")
+    daemon.stop()
+    daemon = private_containerd(root=out)
+    run = daemon.ctr("run", "--rm", image["config_digest"], "t1", "/bin/busybox", "true", namespace="k8s.io",
+                     check=False)
+    assert run.returncode == 0, run.stderr
