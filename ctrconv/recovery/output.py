@@ -25,7 +25,7 @@ from ctrconv.errors import FormatError
 from ctrconv.recovery.content import QUARANTINE, unused_path
 from ctrconv.recovery.report import RebuildReport
 from ctrconv.recovery.salvage import Salvaged
-from ctrconv.recovery.snapshots import restore_work_dirs
+from ctrconv.recovery.snapshots import restore_work_dirs, unnamed_writable_dirs
 from ctrconv.sinks.containerd_root.transaction import backup_copy, replace_bolt_file
 from ctrconv.streams import fsync_dir
 
@@ -42,6 +42,11 @@ def write_stores(stores: Salvaged, croot: ContainerdRoot, target: ContainerdRoot
         target.path.mkdir(parents=True, exist_ok=True)
         copy_snapshot_dirs(croot, target, kept)
         copy_ingests(croot, target)
+        for sn, names in unnamed_writable_dirs(croot, kept).items():
+            for name in names:  # (in place these go to the quarantine, reported there)
+                report.clean("snapshot-dir", f"{sn}/snapshots/{name}",
+                             "no record names it and it holds files (a container's layer whose record is lost?): "
+                             f"left out of the new root; the source keeps it ({croot.snapshots_dir(sn) / name})")
     restore_work_dirs(stores.backend_trees, target, kept, report)
     ensure_schema_version(stores.meta, croot)
     meta_result = stores.meta_result

@@ -140,3 +140,20 @@ def test_a_removed_container_s_layer_awaiting_gc_is_information_named_as_such(re
     assert result.code == 0, result.stderr
     [cleaned] = [c for c in result.json["cleaned"] if c["object"].endswith("/rn-stopped")]
     assert "it is writable and holds files" in cleaned["reason"] and "the source keeps it" in cleaned["reason"]
+
+
+def test_a_directory_no_record_names_that_holds_files_is_named_when_a_new_root_leaves_it_out(realnode_set_for, cli,
+                                                                                              tmp_path):
+    """A snapshot directory without any record that holds files (a container's layer after an
+    older snapshotter db was put back): in place it goes to the quarantine, reported; rebuild -o
+    left it out of the new root without a word (a red-team run)."""
+    root = realnode_set_for("1.6").copy_root("node", tmp_path / "node")
+    orphan = root / "io.containerd.snapshotter.v1.overlayfs" / "snapshots" / "998"
+    (orphan / "fs" / "data").mkdir(parents=True)
+    (orphan / "work").mkdir()
+    (orphan / "fs" / "data" / "important.txt").write_text("container data")
+    result = cli("rebuild", "--root", str(root), "-o", str(tmp_path / "new"), "-q", "--json")
+    assert result.code == 0, result.stderr
+    [cleaned] = [c for c in result.json["cleaned"] if c["object"] == "overlayfs/snapshots/998"]
+    assert "left out of the new root; the source keeps it" in cleaned["reason"], cleaned
+    assert (orphan / "fs" / "data" / "important.txt").read_text() == "container data"
