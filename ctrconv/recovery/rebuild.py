@@ -26,6 +26,7 @@ import shutil
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ctrconv import commitpoint, tempfiles
 from ctrconv.commitpoint import committing, into_scratch
@@ -207,15 +208,17 @@ def _rebuild_into(run: _Run, report: RebuildReport) -> None:
         stores = salvage_stores(croot, report)
         if run.resumed_lost:
             stores.lost_paths |= run.resumed_lost
-        kept = _repair(run, stores, report)
         try:
+            kept = _repair(run, stores, report)
             if run.in_place:  # before the first write: a re-run after a kill repairs as much
                 journal.write(croot.path, _lost_in_meta(stores), run.stamp)
             write_stores(stores, croot, run.target, kept, report, in_place=run.in_place, stamp=run.stamp)
         except Stopped:
             if run.in_place and run.resumed_lost is None and not commitpoint.passed():
-                # a signal before the new meta.db: nothing was changed, as exit 130/143 says,
-                # so no interrupted rebuild is left to take up (a kill leaves the record)
+                # a signal before the new meta.db: the corrupt blobs set aside go back and the
+                # record goes, so that nothing was changed, as exit 130/143 says (a kill leaves
+                # both: the re-run repairs as much)
+                _put_back_set_aside_blobs(croot, report, run.stamp)
                 journal.clear(croot.path)
             raise
     report.snapshots_reused = sum(len(ids) for ids in kept.values())
@@ -232,6 +235,28 @@ def _rebuild_into(run: _Run, report: RebuildReport) -> None:
     if run.in_place:
         sync_filesystems([croot.path])  # every write durable before the record of the damage goes
         journal.clear(croot.path)
+
+
+def _put_back_set_aside_blobs(croot: ContainerdRoot, report: RebuildReport, stamp: str) -> None:
+    """Undo the content check's quarantine of corrupt blobs (``<quarantine>/<stamp>/<alg>/<hex>``)."""
+    base = croot.path / QUARANTINE / stamp
+    for backup in report.backups:
+        path = Path(backup)
+        if path.parent.parent != base:
+            continue  # (not a blob)
+        try:
+            digest = Digest.parse(f"{path.parent.name}:{path.name.split('.', 1)[0]}")
+        except CtrconvError:
+            continue
+        home = croot.content.blob_path(digest)
+        if not os.path.lexists(home):
+            os.rename(path, home)
+            fsync_dir(home.parent)
+    for directory in sorted(base.glob("*"), reverse=True) + [base, base.parent]:
+        try:
+            directory.rmdir()  # (only what is left empty)
+        except OSError:
+            pass
 
 
 def _lost_in_meta(stores: Salvaged) -> set[journal.LostPath]:

@@ -86,3 +86,34 @@ def test_a_rebuild_failing_after_its_first_change_names_what_it_kept(tmp_root_co
     assert "what it replaced is kept: " in message and "meta.db.bak-" in message and "roll it back" in message, message
     backup = message.split("what it replaced is kept: ", 1)[1].split(",", 1)[0].split(")", 1)[0]
     assert os.path.isfile(backup), backup
+
+
+def test_a_signal_before_the_new_meta_db_puts_back_the_corrupt_blobs_it_set_aside(tmp_root_copy, monkeypatch):
+    """The content check moves corrupt blobs to the quarantine before the new meta.db; a
+    SIGTERM then exited 143 ("nothing was written") with the blob moved and no record (a
+    red-team run). The blob goes back where it was."""
+    import signal
+
+    from ctrconv import commitpoint
+    from ctrconv.interrupts import Stopped
+    from ctrconv.recovery import journal, rebuild
+
+    blobs = tmp_root_copy / "io.containerd.content.v1.content" / "blobs" / "sha256"
+    victim = max(blobs.iterdir(), key=lambda p: p.stat().st_size)
+    victim.chmod(0o644)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 1
+    victim.write_bytes(bytes(data))
+    before = sorted(p.name for p in tmp_root_copy.iterdir())
+
+    def stopped(*_a, **_k):
+        assert not victim.exists()  # (set aside by the content check)
+        raise Stopped(signal.SIGTERM)
+
+    monkeypatch.setattr(rebuild, "write_stores", stopped)
+    commitpoint.reset()
+    with pytest.raises(Stopped):
+        rebuild.rebuild_root(tmp_root_copy)
+    assert victim.read_bytes() == bytes(data)
+    assert sorted(p.name for p in tmp_root_copy.iterdir()) == before
+    assert not (tmp_root_copy / journal.JOURNAL).exists()
