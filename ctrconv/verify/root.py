@@ -178,6 +178,7 @@ def _read_once(croot: ContainerdRoot, report: Report, namespaces: list[str] | No
             _check_schema_version(meta, report)
             _check_namespace_names(meta, report)
             selected = meta.namespaces() if namespaces is None else namespaces
+            _note_absent_namespaces(meta, selected, report)
             snaps = SnapshotRecords(meta)
             checked = {ns: _check_namespace(meta, croot, ns, report, snaps) for ns in selected}
             for ns in meta.namespaces():
@@ -204,6 +205,18 @@ def _read_once(croot: ContainerdRoot, report: Report, namespaces: list[str] | No
         _check_blobs(croot, referenced, report, jobs, progress, hash_only, blob_hashes)
     else:
         _list_blobs(croot, referenced, report, hash_only)
+
+
+def _note_absent_namespaces(meta: MetadataDB, selected: list[str], report: Report) -> None:
+    """A namespace asked for that the root does not have (``default`` on a CRI node: every image
+    is ``k8s.io``'s) was checked with nothing in it, and "clean" said of a root whose other
+    namespaces were not looked at (a red-team run): named, with the namespaces there are."""
+    present = meta.namespaces()
+    for ns in selected:
+        if ns not in present and present:
+            report.add("absent-namespace", f"namespace {ns}", "meta.db v1",
+                       f"this root has no namespace {ns}; it has {', '.join(present)}: check them with -n NAME or -A",
+                       severity="info")
 
 
 def _check_namespace_names(meta: MetadataDB, report: Report) -> None:

@@ -116,3 +116,18 @@ def test_a_discard_node_s_manifest_record_lost_with_its_page_keeps_its_image_run
     run = daemon.ctr("run", "--rm", image["config_digest"], "t1", "/bin/busybox", "true", namespace="k8s.io",
                      check=False)
     assert run.returncode == 0, run.stderr
+
+
+def test_verify_of_a_namespace_the_root_does_not_have_says_so(realnode_set_for, cli, tmp_path) -> None:
+    """``verify`` without ``-n`` on a CRI node (only ``k8s.io``): "clean, 0 content records"
+    with nothing checked (a red-team run). It says which namespaces the root has."""
+    root = realnode_set_for("1.6").copy_root("discarded", tmp_path / "node")
+    code, problems, info = _verify_default(cli, root)
+    assert code == 0 and not problems
+    assert [i["message"] for i in info if i["kind"] == "absent-namespace"] == [
+        "this root has no namespace default; it has k8s.io: check them with -n NAME or -A"], info
+
+
+def _verify_default(cli, root: Path) -> tuple[int, list[dict], list[dict]]:
+    result = cli("verify", "--root", str(root), "-q", "--json")
+    return result.code, result.json["problems"], result.json["info"]
