@@ -282,3 +282,45 @@ def test_cri_names_that_state_a_digest_follow_the_regenerated_image(realnode_set
     daemon = private_containerd(root=tmp_path / "new")
     rows = {r.ref: r for r in daemon.images_check("k8s.io")}
     assert rows[f"{repo}@{new_target}"].complete and rows[new_id].complete
+
+
+def test_a_nested_index_regenerated_in_two_namespaces_records_its_new_inner_index_in_both(realnode_set_for, cli,
+                                                                                          tmp_path):
+    """The new inner index of a nested image, written by the first namespace's pass, was taken
+    for an old one in the second: no record there, and the re-import called it "content record
+    lost" and labelled it otherwise (a red-team run)."""
+    from ctrconv.bolt.reader import read_tree
+    from ctrconv.containerd import schema as K
+    from ctrconv.containerd.records import read_map
+
+    corpus = realnode_set_for("1.6")
+    root = corpus.copy_root("node", tmp_path / "node")
+    image = corpus.image("nested")
+    others = {d for i in corpus.images() if i["key"] != "nested" for m in i["platform_manifests"].values()
+              for d in m["layers"]}
+    blob_path(root, next(d for d in image["layers"] if d not in others)).unlink()
+    report = _rebuild(cli, root, "-o", str(tmp_path / "new"), "--regenerate-layers")
+    assert not [r for r in report["restored"] if r["kind"] == "content"], report["restored"]
+    tree = read_tree(tmp_path / "new" / "io.containerd.metadata.v1.bolt" / "meta.db")
+    changed = [r for r in report["regenerated"] if r["changed"]]
+    assert {r["namespace"] for r in changed} >= {"default", "k8s.io"}
+    new_target = changed[0]["digest"]
+    inner = {ns: _children(tree, ns, new_target) for ns in ("default", "k8s.io")}
+    assert inner["default"] == inner["k8s.io"] and inner["default"], inner
+    for ns in ("default", "k8s.io"):
+        for digest in inner[ns]:
+            record = tree.bucket(K.V1, ns.encode(), K.CONTENT, K.BLOB, digest.encode())
+            assert record is not None, (ns, digest)
+    labels = {ns: read_map(tree.bucket(K.V1, ns.encode(), K.CONTENT, K.BLOB, inner[ns][0].encode(), K.LABELS))
+              for ns in ("default", "k8s.io")}
+    gc = {ns: {k: v for k, v in m.items() if k.startswith("containerd.io/gc.ref.content")} for ns, m in labels.items()}
+    assert gc["default"] == gc["k8s.io"] and gc["default"], labels
+
+
+def _children(tree, ns: str, digest: str) -> list[str]:
+    """The index children the target's record labels (its inner indexes and manifests)."""
+    from ctrconv.containerd import schema as K
+    from ctrconv.containerd.records import read_map
+
+    labels = read_map(tree.bucket(K.V1, ns.encode(), K.CONTENT, K.BLOB, digest.encode(), K.LABELS))
+    return sorted(v for k, v in labels.items() if k.startswith("containerd.io/gc.ref.content"))
