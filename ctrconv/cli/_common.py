@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: options, output, and the one error exit path (progress bars: ``_progress``)."""
+"""Shared CLI plumbing: options, output, and the one error exit path (progress bars: :mod:`ctrconv.run.bars`)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from ctrconv.errors import UsageError
 # (the command modules import these from here too)
 from ctrconv.run.options import WAIT_FOREVER, debug_from_environment, wait_seconds  # noqa: F401
 from ctrconv.run.outcome import EXIT_BROKEN_PIPE, error_line, guarded, print_json  # noqa: F401
+from ctrconv.run.export import check_layout_output, skipped_platform_lines  # noqa: F401
 
 
 @dataclass
@@ -74,25 +75,6 @@ def parse_size(text: str) -> int:
     if size <= 0:
         raise UsageError(f"invalid size {text!r}: must be positive")
     return size
-
-
-def check_layout_output(output: str | None, as_json: bool, fmt: str | None = None,
-                        formats: tuple[str, ...] | None = None, extra: str = "") -> None:
-    """The output rules every command writing an image layout shares: a known format, no
-    ``--json`` with ``-o -`` (stdout carries the tar), never a tar onto a terminal."""
-    from ctrconv import api
-
-    if fmt is not None and formats is not None and fmt not in formats:
-        raise UsageError(f"unknown format {fmt!r} (choose from {', '.join(formats)}{extra})")
-    if as_json and output is not None and api.leads_to_stdout(output):
-        raise UsageError("--json cannot be combined with -o - (stdout carries the tar)")
-    if api.is_stdout(output) and sys.stdout.isatty():
-        raise UsageError("refusing to write a tar archive to a terminal", hint="redirect stdout or use -o FILE")
-
-
-def skipped_platform_lines(images: Any) -> list[str]:
-    """One line per exported image some of whose platforms were left out."""
-    return [f"  {i.name}: skipped platforms {', '.join(i.skipped_platforms)}" for i in images if i.skipped_platforms]
 
 
 def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:

@@ -97,7 +97,7 @@ def push_command(root: object, destination: str, namespace: str, refs: Optional[
 
     from ctrconv import api
     from ctrconv.cli._common import print_json
-    from ctrconv.cli._progress import bars
+    from ctrconv.run.bars import bars
     from ctrconv.api import check_namespace
     from ctrconv.api import push_report_lines as report_lines
 

@@ -12,7 +12,7 @@ from ctrconv import api
 from ctrconv.run.lines import write_line
 from ctrconv.api import EXPORT_FORMATS as FORMATS
 from ctrconv.cli import app
-from ctrconv.cli._progress import bars
+from ctrconv.run.bars import bars
 from ctrconv.cli._common import (
     IGNORE_LOCK_OPTION,
     JSON_OPTION,

@@ -9,9 +9,10 @@ from typing import List, Optional
 import typer
 
 from ctrconv import api
+from ctrconv.run.export import export as run_export, rewrite_lines
 from ctrconv.run.lines import write_line
 from ctrconv.cli import app
-from ctrconv.cli._progress import bars
+from ctrconv.run.bars import bars
 from ctrconv.cli._common import (
     IGNORE_LOCK_OPTION,
     JSON_OPTION,
@@ -171,27 +172,11 @@ def export_command(
         return
     if cri or no_cri_names:
         raise UsageError("--cri and --no-cri-names apply to --format containerd-root only")
-    check_layout_output(output, as_json, fmt, FORMATS, extra=", containerd-root")
-    with bars(quiet) as progress, api.waiting(wait_seconds(wait)):
-        options = api.ExportOptions(
-            namespace=api.check_namespace(namespace), image=None if all_images else wanted, format=fmt,
-            platform=list(platform or []), all_platforms=all_platforms, index_media_type=index_media_type,
-            containerd_version=containerd_version, skip_manifest_json=skip_manifest_json,
-            skip_non_distributable=skip_non_distributable, link=link, verify=verify, ignore_lock=ignore_lock,
-            from_snapshots=from_snapshots, compression=compression,
-        )
-        report = api.export_images(root, output, options, progress=progress)
-    for line in rewrite_lines(report, quiet=quiet):
-        write_line(sys.stderr, line)
-    if as_json:
-        print_json(report.to_json())
-        return
-    if not quiet and not api.is_stdout(output):
-        linked = f", {report.linked} hardlinked" if report.linked else ""
-        write_line(sys.stderr, f"exported {len(report.images)} image(s), {report.blobs} blobs "
-                               f"({api.human_size(report.bytes)}{linked}) to {report.output} [{report.format}]")
-        for line in skipped_platform_lines(report.images):
-            write_line(sys.stderr, line)
+    run_export(root, output, namespace=namespace, images=None if all_images else wanted, fmt=fmt,
+               platform=list(platform or []), all_platforms=all_platforms, index_media_type=index_media_type,
+               containerd_version=containerd_version, skip_manifest_json=skip_manifest_json,
+               skip_non_distributable=skip_non_distributable, link=link, verify=verify, ignore_lock=ignore_lock,
+               from_snapshots=from_snapshots, compression=compression, as_json=as_json, quiet=quiet, wait=wait)
 
 
 #: options of a push that have defaults of their own, so that only the command line says they were given
@@ -202,37 +187,6 @@ def given_on_command_line(ctx: typer.Context, name: str) -> bool:
     """Whether the option ``name`` was given on the command line, not defaulted."""
     source = ctx.get_parameter_source(name)
     return source is not None and source.name == "COMMANDLINE"
-
-
-def rewrite_lines(report, *, quiet: bool = False) -> list[str]:
-    """What the export changed: layers regenerated, copied or decompressed, and image IDs changed.
-
-    Layers regenerated from snapshots or copied from a stored blob of the same tar (new blob
-    digests, maybe a new image ID) are said even with ``-q``, like a warning; zstd layers
-    decompressed for a docker archive (image ID kept) only without it."""
-    lines = []
-    reproduced = {c["manifest"] for c in report.rewritten if c["manifest"] == c["original_manifest"]}
-    for i in report.images:
-        done = []
-        if i.regenerated_layers:
-            done.append(f"{i.regenerated_layers} layer(s) regenerated from snapshots")
-        if i.copied_layers:
-            done.append(f"{i.copied_layers} layer(s) never fetched into the namespace copied from a stored blob "
-                        "(their own, held by another namespace, or one of the same tar)")
-        if i.decompressed_layers and not quiet:
-            done.append(f"{i.decompressed_layers} zstd layer(s) decompressed")
-        if not done:
-            continue
-        idline = "image ID changed (below)" if i.image_id != i.original_image_id else f"image ID unchanged {i.image_id}"
-        unchanged = i.manifest in reproduced or i.original_digest is None  # (the stored target kept)
-        manifest = f"manifest unchanged {i.manifest} (every layer blob byte for byte the original)" \
-            if unchanged else f"new manifest {i.manifest}"
-        lines.append(f"{i.name}: {', '.join(done)}; {idline}; {manifest}")
-    for change in report.image_ids_changed:
-        lines.append(f"image ID {change['from']} is now {change['to']} ({', '.join(change['names'])}): a regenerated "
-                     "layer differs from the config's diff ID; the original manifest digest is kept in annotation "
-                     "io.ctrconv.original-manifest")
-    return lines
 
 
 def _said_regenerated(images) -> None:

@@ -11,7 +11,7 @@ import typer
 from ctrconv import api
 from ctrconv.run.lines import LineWriter
 from ctrconv.cli import app
-from ctrconv.cli._progress import bars
+from ctrconv.run.bars import bars
 from ctrconv.cli._common import (
     JSON_OPTION,
     QUIET_OPTION,

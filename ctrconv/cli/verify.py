@@ -12,7 +12,7 @@ from ctrconv import api
 from ctrconv.errors import LockedError
 from ctrconv.run.lines import write_line
 from ctrconv.cli import app
-from ctrconv.cli._progress import bars
+from ctrconv.run.bars import bars
 from ctrconv.cli._common import (
     IGNORE_LOCK_OPTION,
     JSON_OPTION,

@@ -160,3 +160,137 @@ def test_a_signal_while_the_shortcut_imports_its_command_is_one_line(monkeypatch
     assert run is not None
     assert run() == 128 + signal.SIGTERM
     assert capsys.readouterr().err == "ctrconv: error: terminated\n"
+
+
+# -- export --------------------------------------------------------------------------------------
+
+_EXPORT_PIECES = [
+    ["--image", "docker.io/library/a:1"], ["--image=b:2"], ["--image", "sha256:abc"], ["--all"], ["--all-platforms"],
+    ["-o", "out.tar"], ["-o", "outdir"], ["--output=o.tar"], ["-o", "-"], ["-o"], ["--format", "oci-dir"],
+    ["--format=docker-archive"], ["-f", "dir"], ["--format", "containerd-root"], ["--format", "bogus"],
+    ["--platform", "linux/arm64"], ["--platform=linux/amd64"], ["--json"], ["-q"], ["--quiet"], ["--ignore-lock"],
+    ["--link"], ["--wait"], ["--wait=3"], ["--root", "/r"], ["-n", "k8s.io"], ["--namespace=x"], ["--no-verify"],
+    ["--to", "docker://h/r"], ["ref"], ["-h"], ["--"], ["-qj"], ["--skip-manifest-json"], ["--json=1"], ["--all="],
+]
+
+
+def _export_lines(count: int) -> list[list[str]]:
+    rng = random.Random(20261207)
+    lines = [["export", "--image", "a", "-o", "x.tar"], ["export", "--all", "-o", "d"], ["export"]]
+    for _ in range(count):
+        line = rng.choice([["export"], ["export"], ["--debug", "export"]]) + \
+            rng.choice([["--image", "a"], ["--all"], []]) + rng.choice([["-o", "o.tar"], ["-o", "d"], []])
+        for _ in range(rng.randint(0, 4)):
+            line += rng.choice(_EXPORT_PIECES)
+        lines.append(line)
+    return lines
+
+
+def _click_export(argv: list[str]) -> dict | str:
+    """What typer gives ``export`` for ``argv``, or the name of the exception click raised."""
+    import typer
+
+    from ctrconv.cli import app, _common
+
+    argv = [WAIT_FOREVER if arg == "--wait" else arg for arg in argv]
+    group = typer.main.get_command(app)
+    try:
+        with group.make_context("ctrconv", list(argv), resilient_parsing=False) as ctx:
+            name, command, rest = group.resolve_command(ctx, _arguments(ctx))
+            with command.make_context(name, rest, parent=ctx) as sub:
+                return {**sub.params, "debug": bool(ctx.params.get("debug"))}
+    except BaseException as exc:  # noqa: BLE001 - click's usage errors, its Exit for --help
+        return type(exc).__name__
+    finally:
+        _common.STATE.debug = False
+
+
+def test_an_export_it_takes_is_parsed_as_click_parses_it(monkeypatch) -> None:
+    """Each export command line the shortcut takes gives, for every parameter it sets, what
+    click gives the typer command, and leaves every other parameter at click's default; it
+    takes no line click refuses, none the shared body does not write (containerd-root, a push,
+    stdout), and takes the plain ones."""
+    from ctrconv.run.shortcut import parse
+
+    defaults = _click_export(["export", "--all", "-o", "d"])
+    assert isinstance(defaults, dict)
+    taken = left = 0
+    for environ in _ENVIRONMENTS[:5]:
+        for name in ("CTRCONV_ROOT", "CONTAINERD_NAMESPACE", "CTRCONV_DEBUG"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in environ.items():
+            monkeypatch.setenv(name, value)
+        for argv in _export_lines(400):
+            parsed = parse(argv, environ)
+            if parsed is None:
+                left += 1
+                continue
+            taken += 1
+            command, ours = parsed
+            theirs = _click_export(argv)
+            assert command == "export" and isinstance(theirs, dict), (argv, theirs)
+            for key, value in ours.items():  # (click holds repeated options as tuples, () when absent)
+                assert _as_list(theirs[key]) == _as_list(value), (argv, key, value, theirs[key])
+            for key, value in theirs.items():
+                if key not in ours and key not in ("root", "namespace"):
+                    assert value == defaults[key], (argv, key, value)
+            assert not theirs["refs"] and theirs["to"] is None and theirs["fmt"] in (None, "oci-dir", "oci-tar",
+                                                                                     "docker-archive", "dir")
+    assert taken > 200 and left > 200, (taken, left)
+
+
+def test_an_export_through_it_is_the_typer_run(tmp_path: Path, capsys, monkeypatch) -> None:
+    """An OCI tar, an OCI layout, a docker archive, ``--json``, a missing image, a bad
+    namespace, a bad platform: the same stdout, stderr, exit code and files both ways."""
+    import filecmp
+
+    from support.synthetic_root import standard_root
+
+    from ctrconv import entry
+    from ctrconv.cli import main as typer_main
+    from ctrconv.run import shortcut
+
+    monkeypatch.setenv("CTRCONV_NO_CACHE", "1")
+    root = standard_root(tmp_path / "root").write()
+    names = [i for i in (line.split()[1] for line in _ls_names(root)) if i]
+    taken: list[list[str]] = []
+    real_take = shortcut.take
+    monkeypatch.setattr(shortcut, "take", lambda argv: taken.append(argv) or real_take(argv))
+    cases = [["--image", names[0], "-o", "{out}.tar", "-q"], ["--all", "-o", "{out}", "--format", "oci-dir"],
+             ["--image", names[0], "-o", "{out}.da.tar", "--format", "docker-archive", "--json"],
+             ["--image", "no/such:image", "-o", "{out}.tar"], ["-n", "bad/ns", "--all", "-o", "{out}.tar"],
+             ["--image", names[0], "--platform", "plan9/mips", "-o", "{out}.tar"]]
+    for n, case in enumerate(cases):
+        results = []
+        for way, main in (("quick", entry.main), ("typer", typer_main)):
+            out = str(tmp_path / f"{way}{n}")
+            argv = ["export", "--root", str(root), *[a.replace("{out}", out) for a in case]]
+            results.append((_outcome(main, argv, capsys), out))
+            if way == "quick":
+                assert taken.pop() == argv
+        (quick, quick_out), (slow, slow_out) = results
+        assert quick[0] == slow[0], (case, quick, slow)
+        assert quick[1].replace(quick_out, "OUT") == slow[1].replace(slow_out, "OUT"), case
+        assert quick[2].replace(quick_out, "OUT") == slow[2].replace(slow_out, "OUT"), case
+        for suffix in (".tar", ".da.tar"):
+            if Path(quick_out + suffix).exists():
+                assert filecmp.cmp(quick_out + suffix, slow_out + suffix, shallow=False), case
+        if Path(quick_out).is_dir():
+            assert _tree(Path(quick_out)) == _tree(Path(slow_out)), case
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (tuple, list)) else ([] if value is None else value)
+
+
+def _ls_names(root: Path) -> list[str]:
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "ctrconv", "ls", "--root", str(root)], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[3])
+    return run.stdout.splitlines()[1:]
+
+
+def _tree(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
