@@ -44,9 +44,9 @@ def _arguments(ctx) -> list[str]:
     return [*protected, *ctx.args]
 
 
-def _click_parse(argv: list[str]) -> dict | str:
-    """What typer gives ``ls`` for ``argv`` (after ``run``'s ``--wait`` rewriting), or the name
-    of the exception click raised for it."""
+def _click_parse(argv: list[str], command_name: str = "ls") -> dict | str:
+    """What typer gives ``command_name`` for ``argv`` (after ``run``'s ``--wait`` rewriting),
+    or the name of the exception click raised for it (``command X`` for another command)."""
     import typer
 
     from ctrconv.cli import app, _common
@@ -56,7 +56,7 @@ def _click_parse(argv: list[str]) -> dict | str:
     try:
         with group.make_context("ctrconv", list(argv), resilient_parsing=False) as ctx:
             name, command, rest = group.resolve_command(ctx, _arguments(ctx))
-            if name != "ls":
+            if name != command_name:
                 return f"command {name}"
             with command.make_context(name, rest, parent=ctx) as sub:
                 return {**sub.params, "debug": bool(ctx.params.get("debug"))}
@@ -66,16 +66,21 @@ def _click_parse(argv: list[str]) -> dict | str:
         _common.STATE.debug = False
 
 
+def _set_environment(monkeypatch, environ: dict[str, str]) -> None:
+    """Exactly ``environ`` of the variables the command lines read."""
+    for name in ("CTRCONV_ROOT", "CONTAINERD_NAMESPACE", "CTRCONV_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+
+
 def test_what_it_takes_is_parsed_as_click_parses_it(monkeypatch) -> None:
     """Over thousands of command lines and environments: each one the shortcut takes gives the
     parameters click gives the typer command; the ones it leaves include every one click
     refuses, and it takes the plain ones (so the shortcut is used at all)."""
     taken = left = 0
     for environ in _ENVIRONMENTS:
-        for name in ("CTRCONV_ROOT", "CONTAINERD_NAMESPACE", "CTRCONV_DEBUG"):
-            monkeypatch.delenv(name, raising=False)
-        for name, value in environ.items():
-            monkeypatch.setenv(name, value)
+        _set_environment(monkeypatch, environ)
         for argv in _command_lines(600):
             ours = parse_ls(argv, environ)
             if ours is None:
@@ -187,22 +192,7 @@ def _export_lines(count: int) -> list[list[str]]:
 
 
 def _click_export(argv: list[str]) -> dict | str:
-    """What typer gives ``export`` for ``argv``, or the name of the exception click raised."""
-    import typer
-
-    from ctrconv.cli import app, _common
-
-    argv = [WAIT_FOREVER if arg == "--wait" else arg for arg in argv]
-    group = typer.main.get_command(app)
-    try:
-        with group.make_context("ctrconv", list(argv), resilient_parsing=False) as ctx:
-            name, command, rest = group.resolve_command(ctx, _arguments(ctx))
-            with command.make_context(name, rest, parent=ctx) as sub:
-                return {**sub.params, "debug": bool(ctx.params.get("debug"))}
-    except BaseException as exc:  # noqa: BLE001 - click's usage errors, its Exit for --help
-        return type(exc).__name__
-    finally:
-        _common.STATE.debug = False
+    return _click_parse(argv, "export")
 
 
 def test_an_export_it_takes_is_parsed_as_click_parses_it(monkeypatch) -> None:
@@ -216,10 +206,7 @@ def test_an_export_it_takes_is_parsed_as_click_parses_it(monkeypatch) -> None:
     assert isinstance(defaults, dict)
     taken = left = 0
     for environ in _ENVIRONMENTS[:5]:
-        for name in ("CTRCONV_ROOT", "CONTAINERD_NAMESPACE", "CTRCONV_DEBUG"):
-            monkeypatch.delenv(name, raising=False)
-        for name, value in environ.items():
-            monkeypatch.setenv(name, value)
+        _set_environment(monkeypatch, environ)
         for argv in _export_lines(400):
             parsed = parse(argv, environ)
             if parsed is None:
