@@ -124,7 +124,29 @@ def clean_snapshots(
         if detached is not None:
             detached.extend(aside)
     _drop_records_of_lost_snapshotters(meta, set(backends), report)
+    mend_children_index(meta, report)
     return kept_ids
+
+
+def mend_children_index(meta: BucketTree, report: RebuildReport) -> None:
+    """Every meta.db snapshot record that names a parent is among that parent's ``children``:
+    a record written again (its page lost) had none, and containerd then let ``ctr snapshots
+    rm`` remove a base layer six snapshots stood on (it checks that index, not the parent
+    fields; a red-team sweep), its GC failing on it ever after."""
+    for ns_name, ns in namespaces(meta):
+        snapshots = ns.bucket(K.SNAPSHOTS)
+        for sn, bucket in (snapshots.entries.items() if snapshots is not None else ()):
+            if not isinstance(bucket, BucketTree):
+                continue
+            mended: dict[bytes, int] = {}
+            for key, record in bucket.entries.items():
+                parent = record.get(K.PARENT) if isinstance(record, BucketTree) else None
+                above = bucket.entries.get(parent) if parent else None
+                if isinstance(above, BucketTree) and add_child(above, text(key)):
+                    mended[parent] = mended.get(parent, 0) + 1  # type: ignore[index]
+            for parent, count in sorted(mended.items()):
+                report.restore("snapshot", f"snapshot {ns_name}/{text(sn)}/{text(parent)}",
+                               f"{count} child link(s) lost; written again from the children's parent fields")
 
 
 #: a layer's snapshot: containerd commits an unpacked layer under its chain ID

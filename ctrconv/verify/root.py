@@ -733,6 +733,10 @@ def _check_meta_snapshots(meta: MetadataDB, namespaces: list[str], report: Repor
                                "the container cannot start (\"not active or view\")")
                 if rec.parent and rec.parent not in recs:
                     report.add("snapshot-chain", obj, where, f"parent {rec.parent} has no record")
+                elif rec.parent and key not in recs[rec.parent].children:
+                    report.add("snapshot-chain", obj, where,
+                               f"its parent {rec.parent} does not list it among its children: containerd lets that "
+                               "parent be removed while this snapshot stands on it")
                 if rec.name not in backend_keys and (sn in backends or sn in K.TREE_SNAPSHOTTERS):
                     report.add("missing-backend-snapshot", obj, where, f"backend snapshot {rec.name} is not in {sn}/metadata.db")
                 for child in rec.children:

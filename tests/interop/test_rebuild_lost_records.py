@@ -904,3 +904,36 @@ def test_a_container_whose_snapshotter_record_is_lost_is_dropped_naming_where_it
     [drop] = [d for d in result.json["dropped"] if d["object"] == "container default/rn-stopped"]
     assert f"its files may be in overlayfs snapshots/{snapshot_id}" in drop["reason"], drop
     assert (upper / "precious").read_text() == "data"  # (the source keeps it)
+
+
+def test_a_parent_record_without_its_children_index_is_a_problem_and_rebuild_links_them_again(
+        realnode_set_for, cli, tmp_path, private_containerd):
+    """A meta.db snapshot record written again (its page lost) had no ``children``: verify
+    called the root clean, and containerd then let ``ctr snapshots rm`` remove a base layer
+    that six snapshots stood on (it checks that index), its GC failing on it ever after (a
+    red-team sweep on 1.6, 1.7 and 2.x)."""
+    from ctrconv.bolt.reader import read_tree
+    from ctrconv.bolt.writer import write_bolt
+    from ctrconv.containerd import schema as K
+
+    root = realnode_set_for("1.6").copy_root("node", tmp_path / "node")
+    meta = root.joinpath(*META)
+    with BoltFile(meta) as db:
+        page_size = db.page_size
+    tree = read_tree(meta)
+    layers = tree.bucket(K.V1, b"default", K.SNAPSHOTS, b"overlayfs")
+    base = max((k for k, r in layers.entries.items() if r.bucket(K.CHILDREN) is not None),
+               key=lambda k: len(layers.entries[k].bucket(K.CHILDREN).entries))
+    del layers.entries[base].entries[K.CHILDREN]
+    write_bolt(meta, tree, page_size=page_size)
+    result = cli("verify", "--root", str(root), "-A", "-q", "--json")
+    assert result.code == 1 and any(p["kind"] == "snapshot-chain" and "does not list it among its children"
+                                    in p["message"] for p in result.json["problems"]), result.json["problems"]
+    out = tmp_path / "new"
+    result = cli("rebuild", "--root", str(root), "-o", str(out), "-q", "--json")
+    assert result.code == 0, result.stderr
+    assert f"snapshot default/overlayfs/{base.decode()}" in {r["object"] for r in result.json["restored"]}
+    assert cli("verify", "--root", str(out), "-A", "-q").code == 0
+    daemon = private_containerd(root=out)
+    removed = daemon.ctr("snapshots", "rm", base.decode(), check=False)
+    assert removed.returncode != 0 and "child" in removed.stderr, removed.stderr
