@@ -27,7 +27,7 @@ from ctrconv.containerd.records import (BlobRecord, ImageRecord, Target, go_time
                                        write_image, write_map, write_timestamps)
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError
-from ctrconv.image.plan import ImagePlan, PlannedManifest
+from ctrconv.image.plan import ImagePlan, PlannedManifest, read_json_blob
 from ctrconv.oci import mediatypes as mt
 from ctrconv.oci.validate import parse_json_bytes, validate_object
 from ctrconv.pipeline.completeness import Assessment, RecordedLabels, assess, namespace_lookups
@@ -192,7 +192,7 @@ def record_images_run_from_snapshots(meta: BucketTree, content: ContentStore, re
     snapshot (``gc.ref.snapshot.<snapshotter>``): the image runs, ``ctr images check`` calls it
     incomplete as on the healthy node, and GC keeps what it uses. A record that exists keeps
     what it holds and gets the labels (and times) it lost (:func:`_mend_record`)."""
-    from ctrconv.image.plan import plan_image, read_json_blob
+    from ctrconv.image.plan import plan_image
     from ctrconv.layers.chain import chain_ids
     from ctrconv.sinks.containerd_root.records import children_labels
 
@@ -257,6 +257,44 @@ def record_images_run_from_snapshots(meta: BucketTree, content: ContentStore, re
             for m, sn, top in runs:
                 put(m.descriptor["digest"], int(m.descriptor["size"]), children_labels([m.config]))
                 put(m.config["digest"], int(m.config["size"]), {K.LABEL_GC_SNAPSHOT + sn: top})
+
+
+def relabel_bare_documents(meta: BucketTree, content: ContentStore, report: RebuildReport,
+                           lost_content: Callable[[str], bool]) -> None:
+    """A content record of an index or manifest that came back bare (its page lost: no times,
+    no labels) gets the GC labels of its children the namespace records, as containerd's
+    ``ChildGCLabels`` wrote them. The re-import labels what it imports again, but not the
+    platforms a namespace did not pull (2.x records their manifests and configs): the config
+    of such a manifest went at containerd's first GC (a red-team sweep). Only where the
+    namespace's content records may be lost (``lost_content``)."""
+    from ctrconv.sinks.containerd_root.records import children_labels
+
+    now = go_time(time.time_ns())
+    for ns_name, ns in namespaces(meta):
+        blobs = ns.bucket(K.CONTENT, K.BLOB)
+        if blobs is None or not lost_content(ns_name):
+            continue
+        for key, record in list(blobs.entries.items()):
+            if not isinstance(record, BucketTree) or record.get(K.CREATED_AT) is not None \
+                    or record.bucket(K.LABELS) is not None:
+                continue
+            try:
+                doc = sniff_document(Digest.parse(text(key)), content.blob_path(text(key)))
+            except CtrconvError:
+                continue
+            if doc is None:
+                continue
+            try:
+                document = read_json_blob(content, doc.descriptor)
+            except CtrconvError:
+                continue
+            listed = document.get("manifests") if isinstance(document.get("manifests"), list) else \
+                [document.get("config"), *(document.get("layers") or [])]
+            children = [c for c in listed if isinstance(c, dict) and isinstance(c.get("digest"), str)
+                        and key_bytes(c["digest"]) in blobs.entries]
+            if children and _mend_record(record, children_labels(children), now):
+                report.restore("content", f"content {ns_name}/{text(key)}",
+                               "content record's labels lost with its page; its children's GC labels written again")
 
 
 def _mend_record(record: BucketTree, wanted: Mapping[str, str], now: Any) -> bool:

@@ -44,7 +44,8 @@ from ctrconv.progress import Progress
 from ctrconv.recovery import journal
 from ctrconv.recovery.carry import carry_over
 from ctrconv.recovery.content import QUARANTINE, KnownHash, check_content, verify_first
-from ctrconv.recovery.derive import derive_images, drop_incomplete_images, record_images_run_from_snapshots
+from ctrconv.recovery.derive import (derive_images, drop_incomplete_images, record_images_run_from_snapshots,
+                                     relabel_bare_documents)
 from ctrconv.recovery.metadata import (
     clean_metadata,
     drop_flattened_buckets,
@@ -298,8 +299,9 @@ def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set
                   lost_content=lambda ns: stores.meta_lost_under(b"v1", ns.encode(), b"content"))
     if run.regenerate_layers:
         regenerate_lost_layers(meta, backends, run.croot, run.target, report, unpack=run.unpack)
-    record_images_run_from_snapshots(meta, content, report,
-                                     lost_content=lambda ns: stores.meta_lost_under(b"v1", ns.encode(), b"content"))
+    lost_content = lambda ns: stores.meta_lost_under(b"v1", ns.encode(), b"content")  # noqa: E731
+    record_images_run_from_snapshots(meta, content, report, lost_content=lost_content)
+    relabel_bare_documents(meta, content, report, lost_content=lost_content)
     drop_incomplete_images(meta, content, report,
                            records_whole=lambda ns: not stores.meta_lost_under(b"v1", ns.encode(), b"content"))
     drop_empty_recovered_namespaces(meta, report)

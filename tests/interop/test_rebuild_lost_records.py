@@ -937,3 +937,31 @@ def test_a_parent_record_without_its_children_index_is_a_problem_and_rebuild_lin
     daemon = private_containerd(root=out)
     removed = daemon.ctr("snapshots", "rm", base.decode(), check=False)
     assert removed.returncode != 0 and "child" in removed.stderr, removed.stderr
+
+
+def test_a_bare_record_of_a_platform_not_pulled_gets_its_labels_and_gc_keeps_its_config(realnode_set_for, cli,
+                                                                                         tmp_path):
+    """2.x records the manifests and configs of the platforms of an index it did not pull. A
+    lost page took such a manifest record's labels: the rebuild wrote it back bare, and
+    containerd's first GC then deleted the config it had held (a red-team sweep). The record
+    gets the GC labels of its recorded children again."""
+    from support.daemon import PrivateContainerd
+    from support.versions import bin_dir_for
+
+    corpus = realnode_set_for("2.x")
+    root = corpus.copy_root("node", tmp_path / "node")
+    arm = corpus.image("list")["platform_manifests"]["linux/arm64"]
+    meta = root.joinpath(*META)
+    with BoltFile(meta) as db:
+        record = db.bucket(b"v1", b"default", b"content", b"blob", arm["manifest"].encode())
+        assert record is not None and record.root, "the manifest's record has a page of its own"
+        page, page_size = record.root, db.page_size
+    _zero_page(meta, page, page_size)
+    out = tmp_path / "new"
+    result = cli("rebuild", "--root", str(root), "-o", str(out), "-q", "--json")
+    assert result.code == 0, result.stderr
+    assert f"content default/{arm['manifest']}" in {r["object"] for r in result.json["restored"]}
+    with PrivateContainerd(str(bin_dir_for("2.x")), root=out, workdir=tmp_path) as daemon:
+        daemon.force_gc("default")
+        held = daemon.ctr("content", "ls", "-q", namespace="default").stdout.split()
+    assert arm["config"] in held and arm["manifest"] in held
