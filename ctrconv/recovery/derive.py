@@ -215,9 +215,8 @@ def record_images_run_from_snapshots(meta: BucketTree, content: ContentStore, re
             missing = {d["digest"] for d in plan.missing}
             runs: list[tuple[Any, str, str]] = []  # (manifest, snapshotter, top chain)
             for m in plan.manifests:
-                layers = {d["digest"] for d in m.layers}
-                if m.config["digest"] in missing or not (layers & missing) or not (missing & layers) <= layers:
-                    continue
+                if m.config["digest"] in missing or not {d["digest"] for d in m.layers} & missing:
+                    continue  # (its config is gone, or it lacks nothing: not one that runs from snapshots only)
                 try:
                     diff_ids = (read_json_blob(content, m.config).get("rootfs") or {}).get("diff_ids") or []
                 except CtrconvError:
@@ -308,9 +307,9 @@ def _mend_record(record: BucketTree, wanted: Mapping[str, str], now: Any) -> boo
     for key, value in wanted.items():
         if value in labels.values():
             continue
-        if key in labels:
+        if key in labels:  # (numbered as SetChildrenMappedLabels numbers: m.0, m.1; config, config1)
             stem = key.rstrip("0123456789")
-            n = 0
+            n = 0 if stem.endswith(".") else 1
             while f"{stem}{n}" in labels:
                 n += 1
             key = f"{stem}{n}"

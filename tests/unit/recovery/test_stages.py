@@ -833,3 +833,23 @@ def test_a_namespace_is_restored_only_for_snapshots_that_come_back_in_it():
     v1 = meta.bucket(K.V1)
     assert v1 is not None and set(v1.entries) == {b"other"}
     assert [r["object"] for r in report.restored if r["kind"] == "namespace"] == ["other"]
+
+
+def test_a_mended_record_keeps_its_labels_and_numbers_new_ones_as_containerd_does():
+    """The labels a salvaged record lacks are added without writing over one it has: a label
+    naming the same target under another key counts, a taken key gets the next number
+    (``m.0`` -> ``m.1``, ``config`` -> ``config1``), and lost times are written."""
+    from ctrconv.containerd.records import read_map, write_map
+    from ctrconv.recovery.derive import _mend_record
+
+    record = BucketTree()
+    write_map(record, K.LABELS, {"containerd.io/gc.ref.content.m.0": "sha256:a",
+                                 "containerd.io/gc.ref.content.config": "sha256:c"})
+    assert _mend_record(record, {"containerd.io/gc.ref.content.m.0": "sha256:b",
+                                 "containerd.io/gc.ref.content.m.1": "sha256:a",
+                                 "containerd.io/gc.ref.content.config": "sha256:d"}, go_time(10))
+    assert read_map(record.bucket(K.LABELS)) == {
+        "containerd.io/gc.ref.content.m.0": "sha256:a", "containerd.io/gc.ref.content.m.1": "sha256:b",
+        "containerd.io/gc.ref.content.config": "sha256:c", "containerd.io/gc.ref.content.config1": "sha256:d"}
+    assert record.get(K.CREATED_AT) is not None and record.get(K.UPDATED_AT) is not None
+    assert not _mend_record(record, {"containerd.io/gc.ref.content.m.5": "sha256:b"}, go_time(20))
