@@ -152,7 +152,7 @@ def rebuild_root(
             except CtrconvError as exc:
                 if not (croot.path / journal.JOURNAL).exists():
                     raise  # (nothing was written yet)
-                kept = f" (what it replaced is kept: {', '.join(report.backups)})" if report.backups else ""
+                kept = _kept_summary(croot, report, run.stamp)
                 raise type(exc)(f"{exc}; the rebuild stopped after it began changing {croot.path}{kept}: run it "
                                 "again once that is fixed, before containerd runs on the root, or roll it back "
                                 "(docs/recovery.md)", hint=exc.hint) from exc
@@ -238,6 +238,16 @@ def _rebuild_into(run: _Run, report: RebuildReport) -> None:
         journal.clear(croot.path)
 
 
+def _kept_summary(croot: ContainerdRoot, report: RebuildReport, stamp: str) -> str:
+    """`` (what it replaced is kept: <bolt backups>, <quarantine dir>)``: the backups of the bolt
+    files, and the quarantine as one directory however many entries it holds."""
+    kept = [b for b in report.backups if ".bak-" in Path(b).name]
+    quarantine = croot.path / QUARANTINE / stamp
+    if any(Path(b).is_relative_to(quarantine) for b in report.backups):
+        kept.append(str(quarantine))
+    return f" (what it replaced is kept: {', '.join(kept)})" if kept else ""
+
+
 def _put_back_set_aside_blobs(croot: ContainerdRoot, report: RebuildReport, stamp: str) -> None:
     """Undo the content check's quarantine of corrupt blobs (``<quarantine>/<stamp>/<alg>/<hex>``)."""
     base = croot.path / QUARANTINE / stamp
@@ -302,7 +312,6 @@ def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set
     lost_content = lambda ns: stores.meta_lost_under(b"v1", ns.encode(), b"content")  # noqa: E731
     record_images_run_from_snapshots(meta, content, report, lost_content=lost_content)
     relabel_bare_documents(meta, content, report, lost_content=lost_content)
-    drop_incomplete_images(meta, content, report,
-                           records_whole=lambda ns: not stores.meta_lost_under(b"v1", ns.encode(), b"content"))
+    drop_incomplete_images(meta, content, report, records_whole=lambda ns: not lost_content(ns))
     drop_empty_recovered_namespaces(meta, report)
     return kept
