@@ -155,8 +155,9 @@ def take(argv: list[str]) -> Callable[[], int] | None:
                 return ls(**params) or 0
             from ctrconv.run.export import export
 
-            export(params.pop("root"), params.pop("output"), images=None if params.pop("all_images") else params.pop("image"),
-                   **{k: v for k, v in params.items() if k != "image"})
+            given = dict(params)
+            images = given.pop("image")
+            export(given.pop("root"), given.pop("output"), images=None if given.pop("all_images") else images, **given)
             return 0
 
         return guarded(invoke, debug)
