@@ -31,6 +31,18 @@ SNAPSHOTTER_PREFIX = "io.containerd.snapshotter.v1."
 _TREE_BELOW_SNAPSHOT_DIR = {"overlayfs": "fs", "native": ""}
 
 
+def holds_entries(path: "str | os.PathLike[str] | None") -> bool:
+    """A directory with something in it (a snapshot tree holding a container's files); False
+    when it is empty, absent or unreadable."""
+    if path is None:
+        return False
+    try:
+        with os.scandir(path) as entries:
+            return next(entries, None) is not None
+    except OSError:
+        return False
+
+
 def real_dir(path: Path) -> bool:
     """A directory itself, not a symlink to one nor anything else (overlayfs needs its own
     ``work`` directory)."""

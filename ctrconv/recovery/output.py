@@ -167,11 +167,7 @@ def remove_unkept_snapshot_dirs(croot: ContainerdRoot, sn: str, ids: set[int], r
 def _move_aside(path: Path, stamp: str) -> Path:
     """Rename what stands where a bolt file goes but is none (a directory, a dangling link) to
     ``<name>.bak-<stamp>``, durably: nothing in it is deleted, and the new file can take the name."""
-    aside = path.with_name(f"{path.name}.bak-{stamp}")
-    n = 1
-    while aside.exists() or aside.is_symlink():
-        n += 1
-        aside = path.with_name(f"{path.name}.bak-{stamp}.{n}")
+    aside = unused_path(path.with_name(f"{path.name}.bak-{stamp}"))
     os.rename(path, aside)
     fsync_dir(path.parent)
     return aside

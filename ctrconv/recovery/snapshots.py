@@ -34,7 +34,7 @@ from ctrconv.containerd.records import (
     write_snapshot,
 )
 from ctrconv.errors import FormatError, NoSpaceError
-from ctrconv.containerd.root import ContainerdRoot, is_namespace, real_dir
+from ctrconv.containerd.root import ContainerdRoot, holds_entries, is_namespace, real_dir
 from ctrconv.recovery.buckets import backend_id, image_descriptors, namespaces, text
 from ctrconv.recovery.report import RebuildReport
 
@@ -448,14 +448,10 @@ def unnamed_writable_dirs(croot: ContainerdRoot, kept: Mapping[str, set[int]]) -
         for name in names:
             if name.isdigit() and int(name) in kept.get(sn, set()):
                 continue
-            fs = base / name / "fs" if sn == "overlayfs" else base / name
-            try:
-                with os.scandir(fs) as entries:
-                    if next(entries, None) is None or (sn == "overlayfs" and not (base / name / "work").is_dir()):
-                        continue
-            except OSError:
-                continue
-            found.setdefault(sn, []).append(name)
+            overlay = sn == "overlayfs"
+            if holds_entries(base / name / "fs" if overlay else base / name) \
+                    and (not overlay or (base / name / "work").is_dir()):
+                found.setdefault(sn, []).append(name)
     return found
 
 
@@ -513,12 +509,7 @@ def _writable_with_files(croot: ContainerdRoot, sn: str, snapshot_id: int, recor
     cannot be told apart; a red-team run), and where its files are now."""
     if not isinstance(record, BucketTree) or is_committed(record):
         return ""
-    fs = croot.snapshot_fs(sn, snapshot_id)
-    try:
-        with os.scandir(fs) as entries:  # type: ignore[arg-type]
-            if next(entries, None) is None:
-                return ""
-    except (OSError, TypeError):
+    if not holds_entries(croot.snapshot_fs(sn, snapshot_id)):
         return ""
     return ("; it is writable and holds files (a removed container's layer, or one whose record an older "
             "meta.db lacks): a new root leaves it out (the source keeps it), in place it goes to the quarantine")

@@ -22,7 +22,7 @@ from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.imagerecords import Element
 from ctrconv.containerd.records import BackendSnapshot, BlobRecord, ImageRecord
 from ctrconv.containerd.locking import is_locked, private_copy
-from ctrconv.containerd.root import REBUILD_JOURNAL, ContainerdRoot, is_namespace, real_dir
+from ctrconv.containerd.root import REBUILD_JOURNAL, ContainerdRoot, holds_entries, is_namespace, real_dir
 from ctrconv.digest import Digest
 from ctrconv.forked import can_split, map_halves
 from ctrconv.errors import ContentError, CtrconvError, InvalidDigestError
@@ -458,14 +458,7 @@ def _unreferenced_snapshot(snapshot: "BackendSnapshot", fs: "Path | None") -> st
     holds a container's files (a removed container's layer awaiting GC, or one whose record an
     older meta.db put back has lost: they cannot be told apart; a red-team run)."""
     message = "no meta.db record names it (containerd's GC removes it)"
-    if snapshot.kind != "active" or fs is None:
-        return message
-    try:
-        with os.scandir(fs) as entries:
-            holds_files = next(entries, None) is not None
-    except OSError:
-        holds_files = False
-    if not holds_files:
+    if snapshot.kind != "active" or not holds_entries(fs):
         return message
     return (f"{message}: a writable snapshot holding files, a container's layer (a removed container's, or one "
             f"whose record a meta.db restored from an older copy lacks): save what {fs} holds before containerd "
