@@ -20,9 +20,7 @@ from ctrconv.cli._common import (
     QUIET_OPTION,
     ROOT_OPTION,
     WAIT_OPTION,
-    check_layout_output,
     print_json,
-    skipped_platform_lines,
     wait_seconds,
 )
 from ctrconv.cli._registry import (

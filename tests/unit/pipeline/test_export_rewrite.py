@@ -132,7 +132,7 @@ def test_report_says_how_each_rewritten_layer_was_made() -> None:
     image split them, and stderr names the copied ones as copied, not as regenerated."""
     from support.json_schemas import check
 
-    from ctrconv.cli.export import rewrite_lines
+    from ctrconv.run.export import rewrite_lines
     from ctrconv.pipeline import regenerate as regen
     from ctrconv.pipeline.export_report import ExportReport, ImageReport, change_json
 
