@@ -27,6 +27,7 @@ from ctrconv.containerd.records import (
     BlobRecord,
     kind_name,
     read_backend_snapshot,
+    name_text,
     read_blob,
     text,
 )
@@ -59,7 +60,7 @@ def _records(db: BoltFile, bucket: Bucket, context: str, decode: Callable[[Field
     for flags, key, value, pgid in bucket.elements():
         if not flags & S.BUCKET_LEAF_FLAG:
             continue  # a plain value is no record (``buckets()`` skips it too)
-        name = text(key)
+        name = name_text(key)
         fields = leaf_record(db, value)
         labels = None
         if fields is not None:
@@ -110,7 +111,7 @@ def _backend_snapshot(fields: Fields, labels: Fields, key: str) -> BackendSnapsh
     inodes, size = _plain(fields, K.INODES), _plain(fields, K.SIZE)
     snapshot_id = decode_uvarint_exact(id_raw)
     kind = kind_name(_plain(fields, K.KIND))
-    parent = text(_plain(fields, K.PARENT))
+    parent = name_text(_plain(fields, K.PARENT))
     label_map = {text(k): text(v) for k, (_, v) in labels.items()}
     created = _plain(fields, K.CREATED_AT)
     updated = _plain(fields, K.UPDATED_AT)

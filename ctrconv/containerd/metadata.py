@@ -29,6 +29,7 @@ from ctrconv.containerd.records import (
     read_schema_version,
     key_bytes,
     read_snapshot,
+    name_text,
     text,
 )
 from ctrconv.errors import FormatError
@@ -140,7 +141,7 @@ class MetadataDB:
         if bucket is None:
             return
         for key, sb in bucket.buckets():
-            yield read_snapshot(sb, namespace, snapshotter, text(key))
+            yield read_snapshot(sb, namespace, snapshotter, name_text(key))
 
     def snapshot(self, namespace: str, snapshotter: str, key: str) -> SnapshotRecord | None:
         bucket = self._ns(namespace, K.SNAPSHOTS, key_bytes(snapshotter), key_bytes(key))

@@ -13,6 +13,7 @@ bytes containerd writes. Each ``read_x``/``write_x`` works on the record's own b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any, Callable, Iterator, Mapping, TypeVar, overload
 
 from ctrconv.bolt.tree import BucketTree, ReadBucket
@@ -152,6 +153,19 @@ def text(raw: bytes | None) -> str | None:
     return None if raw is None else raw.decode("utf-8", "surrogateescape")
 
 
+@overload
+def name_text(raw: bytes) -> str: ...
+@overload
+def name_text(raw: None) -> None: ...
+@overload
+def name_text(raw: bytes | None) -> str | None: ...
+def name_text(raw: bytes | None) -> str | None:
+    """:func:`text` of a name other records repeat (a digest, a snapshot's key, its backend name
+    and its parent, a child link), as one string for all its mentions (interned): a 10,000-image
+    root's 34,500 snapshots are named ~7 times each, ~20 MiB of copies when each was its own."""
+    return None if raw is None else intern(raw.decode("utf-8", "surrogateescape"))
+
+
 def key_bytes(value: str) -> bytes:
     """The inverse of :func:`text`, for keys and string values."""
     return value.encode("utf-8", "surrogateescape")
@@ -226,7 +240,7 @@ def write_map(bucket: BucketTree, name: bytes, mapping: Mapping[str, str]) -> No
 
 def _names(bucket: ReadBucket | None) -> tuple[str, ...]:
     """Keys of a set-like bucket (``children``, a lease's resources), in key order."""
-    return () if bucket is None else tuple(text(k) for k, _ in bucket.items())
+    return () if bucket is None else tuple(name_text(k) for k, _ in bucket.items())
 
 
 def _write_names(bucket: BucketTree, name: bytes, names: tuple[str, ...]) -> None:
@@ -460,8 +474,8 @@ def read_snapshot(bucket: ReadBucket, namespace: str, snapshotter: str, key: str
             namespace=namespace,
             snapshotter=snapshotter,
             key=key,
-            name=text(bucket.get(K.NAME)) or "",
-            parent=text(bucket.get(K.PARENT)),
+            name=name_text(bucket.get(K.NAME)) or "",
+            parent=name_text(bucket.get(K.PARENT)),
             children=_names(bucket.bucket(K.CHILDREN)),
             labels=read_map(bucket.bucket(K.LABELS)),
             created_at=_time(bucket, K.CREATED_AT),
@@ -543,7 +557,7 @@ def read_backend_snapshot(bucket: ReadBucket, key: str) -> BackendSnapshot:
             key=key,
             id=decode_uvarint_exact(id_raw),
             kind=kind_name(bucket.get(K.KIND)),
-            parent=text(bucket.get(K.PARENT)),
+            parent=name_text(bucket.get(K.PARENT)),
             labels=read_map(bucket.bucket(K.LABELS)),
             created_at=_time(bucket, K.CREATED_AT),
             updated_at=_time(bucket, K.UPDATED_AT),
@@ -588,7 +602,7 @@ def read_parent_links(parents: ReadBucket | None) -> Iterator[tuple[int, int, st
         return
     for key, value in parents.values():
         pid, cid = split_parents_key(key)
-        yield pid, cid, text(value)
+        yield pid, cid, name_text(value)
 
 
 def write_parent_link(parents: BucketTree, parent_id: int, child_id: int, child_key: str) -> None:

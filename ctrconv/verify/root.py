@@ -13,11 +13,11 @@ import tempfile
 from sys import intern
 from dataclasses import dataclass
 import time
-from typing import Callable, Iterable, Iterator, Mapping, TypeVar
+from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, TypeVar
 
 from ctrconv.bolt.check import check_bolt
 from ctrconv.containerd import schema as K
-from ctrconv.containerd.content import ContentStore, ListingContent, NamespaceContent
+from ctrconv.containerd.content import ContentStore, NamespaceContent, StatedContent
 from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.imagerecords import Element
 from ctrconv.containerd.records import BackendSnapshot, BlobRecord, ImageRecord
@@ -170,6 +170,18 @@ def _read_once(croot: ContainerdRoot, report: Report, namespaces: list[str] | No
                jobs: int | None, progress: Progress | None, deep: bool, hash_only: set[str] | None,
                blob_hashes: dict[str, tuple[str | None, int]] | None, hash_contents: bool) -> None:
     """Everything :func:`_verify_once` checks but the bolt files' structure."""
+    referenced = _check_records(croot, report, namespaces, ignore_lock, deep)
+    if hash_contents:
+        _check_blobs(croot, referenced, report, jobs, progress, hash_only, blob_hashes)
+    else:
+        _list_blobs(croot, referenced, report, hash_only)
+
+
+def _check_records(croot: ContainerdRoot, report: Report, namespaces: list[str] | None, ignore_lock: bool,
+                   deep: bool) -> set[str]:
+    """The checks of meta.db and the snapshotters; returns every digest a namespace records.
+    What they read (the snapshot records, each namespace's content records) is let go when
+    this returns, before the blob directory is listed or hashed."""
     backends = _read_backends(croot, report, ignore_lock)
     backend_names: dict[str, set[str]] = {}
     referenced: set[str] = set()
@@ -186,7 +198,7 @@ def _read_once(croot: ContainerdRoot, report: Report, namespaces: list[str] | No
                     for rec in snaps(report, f"{ns}/snapshots/{sn}", "meta.db", ns, sn):
                         backend_names.setdefault(sn, set()).add(rec.name)
                 if ns in checked:  # its records were read for the namespace check: not again
-                    digests, unreadable = checked[ns]
+                    digests, unreadable = checked.pop(ns)
                     referenced.update(digests)
                     if unreadable is not None:
                         report.add("unreadable-record", f"{ns}/content", "meta.db", unreadable)
@@ -201,10 +213,7 @@ def _read_once(croot: ContainerdRoot, report: Report, namespaces: list[str] | No
 
     for sn, backend in backends.items():
         _check_snapshotter(croot, sn, backend, backend_names.get(sn, set()), report)
-    if hash_contents:
-        _check_blobs(croot, referenced, report, jobs, progress, hash_only, blob_hashes)
-    else:
-        _list_blobs(croot, referenced, report, hash_only)
+    return referenced
 
 
 def _note_absent_namespaces(meta: MetadataDB, selected: list[str], report: Report) -> None:
@@ -287,24 +296,40 @@ def _read_backends(croot: ContainerdRoot, report: Report, ignore_lock: bool) -> 
     return backends
 
 
-def _content_records(meta: MetadataDB, ns: str) -> tuple[dict[str, BlobRecord], str | None]:
-    """The namespace's content records as far as they decode, and why the rest does not."""
-    records: dict[str, BlobRecord] = {}
+class KeptRecord(NamedTuple):
+    """What verify keeps of a content record for the whole run: its size and the labels a
+    later check reads (containerd's GC references: ``containerd.io/gc.*``)."""
+
+    size: int
+    labels: dict[str, str]
+
+
+#: the labels of a record with no GC reference (most: every layer); shared, never changed
+_NO_GC_LABELS: dict[str, str] = {}
+_GC_LABEL_PREFIX = "containerd.io/gc."
+
+
+def _content_records(meta: MetadataDB, ns: str, where: str, report: Report) -> tuple[dict[str, KeptRecord], str | None]:
+    """The namespace's content records as far as they decode, and why the rest does not; each
+    record's labels are checked here, as it is decoded (:func:`_kept` drops most of them)."""
+    records: dict[str, KeptRecord] = {}
     try:
         for rec in meta.blobs(ns):
-            records[rec.digest] = _kept(rec)
+            _check_labels(rec.labels, f"blob {rec.digest}", f"{where}/content/blob/{rec.digest}", report)
+            records[intern(rec.digest)] = _kept(rec)
     except CtrconvError as exc:
         return records, str(exc)
     return records, None
 
 
-def _kept(rec: BlobRecord) -> BlobRecord:
-    """What verify keeps of a content record for the whole run: size and labels, with label
-    keys and digests shared (interned: every manifest names the same label keys and the
-    shared base layers) and the timestamps, checked when the record was decoded, dropped. At
-    20,000 images the records held 36 MiB of label strings and 13 MiB of timestamps."""
-    labels = {intern(key): intern(value) for key, value in rec.labels.items()}
-    return BlobRecord(rec.namespace, intern(rec.digest), rec.size, labels)
+def _kept(rec: BlobRecord) -> KeptRecord:
+    """A record as verify keeps it: the size and the GC labels, keys and values interned
+    (every manifest names the same label keys and the shared base layers). The rest (a layer's
+    ``containerd.io/uncompressed`` and ``distribution.source`` labels, the timestamps) is
+    checked as the record is decoded and dropped: at 167,700 blobs the whole records held
+    ~110 MiB, most of it labels no later check reads."""
+    labels = {intern(key): intern(value) for key, value in rec.labels.items() if key.startswith(_GC_LABEL_PREFIX)}
+    return KeptRecord(rec.size, labels or _NO_GC_LABELS)
 
 
 #: what containerd keeps in a namespace as buckets (a plain value there hides its records)
@@ -349,20 +374,20 @@ def _not_utf8(text_: str) -> bool:
 
 
 def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: Report,
-                     snaps: SnapshotRecords) -> tuple[frozenset[str], str | None]:
+                     snaps: SnapshotRecords) -> tuple[tuple[str, ...], str | None]:
     """Check one namespace; returns its recorded digests and why any record was unreadable."""
     content = croot.content
     where = f"meta.db v1/{ns}"
     _check_namespace_buckets(meta, ns, where, report)
-    records, unreadable = _content_records(meta, ns)
+    records, unreadable = _content_records(meta, ns, where, report)
     if unreadable is not None:
         report.add("unreadable-record", f"{ns}/content", where, unreadable)
-    # one reading: a blob shared by many images is looked up on disk once
-    visible = ListingContent(content, ns, frozenset(records))
     others = _OtherRecords(meta, ns) if skips_shared_blobs(ns, meta.writer_line) else None
     snapshot_keys = {sn: {r.key for r in snaps(report, f"{ns}/snapshots/{sn}", where, ns, sn)} for sn in meta.snapshotters(ns)}
     report.count("content records", len(records))
     sizes = blob_sizes(content, records, _documents(records))
+    # every record's blob stat-ed once: what the image checks ask of presence and size
+    visible = StatedContent(content, ns, sizes)
 
     labelled_by: dict[str, str] = {}  # a blob -> a record whose gc.ref.content label keeps it
     for digest, rec in records.items():
@@ -378,7 +403,6 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
                        f"content record in {ns} but no blob file{_not_a_file(content.blob_path(d))}")
         elif on_disk != rec.size:
             report.add("size-mismatch", obj, str(content.blob_path(d)), f"record says {rec.size} bytes, file has {on_disk}")
-        _check_labels(rec.labels, obj, f"{where}/content/blob/{digest}", report)
         for key, value in rec.labels.items():
             if _is_content_ref(key):
                 labelled_by.setdefault(value, digest)
@@ -411,7 +435,6 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
 
     checked: Iterable[Findings | str]
     if len(elements) >= SPLIT_FROM and can_split():
-        visible.list_now()  # once, before the fork, not once in each process
         checked = map_halves(one, elements)
     else:
         checked = (one(element) for element in elements)
@@ -437,10 +460,10 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
             continue
         if ingest.expire_at is None or ingest.expire_at.unix_ns < now:
             report.add("stale-ingest", f"ingest {ns}/{ingest.ref}", f"{where}/content/ingests", "unleased ingest with no future expiry (containerd's GC drops it; a pull of the same blob resumes it)", severity="info")
-    return visible.recorded, unreadable
+    return tuple(visible.recorded), unreadable  # (not the sizes: they are not needed again)
 
 
-def _documents(records: dict[str, BlobRecord]) -> set[str]:
+def _documents(records: dict[str, KeptRecord]) -> set[str]:
     """The blobs the records name as JSON documents: a record that labels content is a
     manifest or an index, and a config is labelled ``gc.ref.content.config``."""
     documents: set[str] = set()
@@ -484,7 +507,7 @@ def _is_content_ref(key: str) -> bool:
     return key == GC_CONTENT or key.startswith(GC_CONTENT + ".") or key.startswith(GC_CONTENT + "/")
 
 
-def _labels_of(records: dict[str, BlobRecord], digest: str) -> set[str]:
+def _labels_of(records: dict[str, KeptRecord], digest: str) -> set[str]:
     rec = records.get(digest)
     if rec is None:
         return set()
@@ -523,7 +546,7 @@ class _OtherRecords:
         return digest in self._digests
 
 
-def _check_image(image: ImageRecord, records: dict[str, BlobRecord], content: NamespaceContent,
+def _check_image(image: ImageRecord, records: dict[str, KeptRecord], content: NamespaceContent,
                  snapshot_keys: dict[str, set[str]], report: Report,
                  others: Callable[[str], bool] | None = None, runs: HostRuns | None = None,
                  labelled_by: Mapping[str, str] | None = None) -> None:
@@ -615,7 +638,7 @@ def _report_verdict(image: ImageRecord, verdict: Assessment, labels_of: Recorded
                    else f"no platform of this index is whole in {image.namespace}")
 
 
-def _check_gc_labels(verdict: Assessment, records: dict[str, BlobRecord], content: NamespaceContent,
+def _check_gc_labels(verdict: Assessment, records: dict[str, KeptRecord], content: NamespaceContent,
                      cache: DocumentCache, obj: str, where: str, report: Report, runs: HostRuns,
                      labelled_by: Mapping[str, str]) -> None:
     """Each parent labels its direct children (containerd's ChildGCLabels); only children that
@@ -676,7 +699,7 @@ def _check_gc_labels(verdict: Assessment, records: dict[str, BlobRecord], conten
                     report.add("missing-gc-label", obj, where, f"manifest {mdigest} has no gc.ref.content label for {child['digest']}: GC would delete it")
 
 
-def _check_unpacked(image: ImageRecord, manifest: PlannedManifest, records: dict[str, BlobRecord],
+def _check_unpacked(image: ImageRecord, manifest: PlannedManifest, records: dict[str, KeptRecord],
                     content: NamespaceContent, snapshot_keys: dict[str, set[str]], report: Report,
                     cache: DocumentCache | None = None, runs: HostRuns | None = None) -> None:
     obj = f"image {image.namespace}/{image.name}"
@@ -882,11 +905,14 @@ def _list_blobs(croot: ContainerdRoot, referenced: set[str], report: Report, onl
     """:func:`_check_blobs` without reading a byte (``verify --no-hash``): every blob file is
     listed and matched against the content records (their sizes are checked per namespace)."""
     content = croot.content
-    blobs = [d for d in content.blob_digests() if only is None or d in only]
-    report.count("blobs", len(blobs))
-    for digest in blobs:
+    listed = 0
+    for digest in content.iter_blob_digests():
+        if only is not None and digest not in only:
+            continue
+        listed += 1
         if digest not in referenced:
             report.add("unreferenced-blob", f"blob {digest}", str(content.blob_path(digest)), _UNREFERENCED, severity="info")
+    report.count("blobs", listed)
     _check_ingest(content, report)
 
 

@@ -8,6 +8,11 @@ index (host + another architecture) instead; the first ``count // 2`` plain imag
 and one top chain per image), with the meta.db records, the snapshotter metadata.db records and
 ``snapshots/<id>/{fs,work}`` directories, and the config's ``gc.ref.snapshot.overlayfs`` label,
 as ``ctr images import`` leaves them. Deterministic: the same arguments give the same bytes.
+
+:func:`build_deep_root` makes deeper images of another shape (a red-team's: 5 of 200 shared base
+layers and ``own_layers`` of each image's own; every 4th image a three-platform index; 3/8 of the
+images unpacked): at 8-14 layers per image a 10,000-image root holds 78,000-168,000 blobs and
+12,000-34,500 snapshots, where the per-blob and per-snapshot costs show.
 """
 
 from __future__ import annotations
@@ -157,6 +162,34 @@ def build_root(root: Path, count: int, base_layers: int = BASE_LAYERS) -> dict[s
         else:
             layers = [bases[i % base_layers], bases[(i * 7 + 3) % base_layers], b.layer(f"app{i}")]
             b.image(name, b.manifest(layers, host, created, unpack=i < count // 2))
+    b.write()
+    return {"images": count, "blobs": sum(1 for _ in b.blobs.iterdir()), "snapshots": len(b.snaps),
+            "meta_db_bytes": (root / K.METADATA_PLUGIN_DIR / K.META_DB).stat().st_size}
+
+
+def build_deep_root(root: Path, count: int, own_layers: int = 3, base_layers: int = 200) -> dict[str, int]:
+    """A root with ``count`` images of ``5 + own_layers`` layers each (see the module
+    docstring); returns its counts as :func:`build_root` does."""
+    b = ScaleRootBuilder(root)
+    host = goarch()
+    arches = (host, "arm64" if host != "arm64" else "amd64", "s390x")
+    bases = [b.layer(f"base{i}") for i in range(base_layers)]
+    plain = 0
+    for i in range(count):
+        name = f"registry.example.com/org{i % 50}/svc{i:05d}:v{i % 11}"
+        created = f"2024-02-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z"
+        shared = [bases[(i * k + k) % base_layers] for k in (1, 3, 7, 11, 13)]
+        if i % 4 == 3:
+            manifests = []
+            for arch in arches:
+                m = b.manifest(shared + [b.layer(f"s{i}-{arch}-{j}") for j in range(own_layers)], arch, created)
+                manifests.append({**m, "platform": {"architecture": arch, "os": "linux"}})
+            index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": manifests}
+            b.image(name, b.blob(json.dumps(index).encode(), mt.OCI_INDEX, manifests))
+        else:
+            plain += 1
+            b.image(name, b.manifest(shared + [b.layer(f"s{i}-{j}") for j in range(own_layers)], host, created,
+                                     unpack=plain <= count * 3 // 8))
     b.write()
     return {"images": count, "blobs": sum(1 for _ in b.blobs.iterdir()), "snapshots": len(b.snaps),
             "meta_db_bytes": (root / K.METADATA_PLUGIN_DIR / K.META_DB).stat().st_size}
