@@ -279,10 +279,24 @@ class ListingContent(NamespaceContent):
         return _read_whole(fd, size, algorithm, hex_)
 
     def exists(self, digest: Digest | str) -> bool:
+        """Answered by the listing when there is one, with nothing remembered per digest (a
+        cache keyed by the digest strings of every manifest kept each of them: 33 MiB of a
+        167,700-blob ``ls``); by a ``stat``, remembered, otherwise."""
         key = str(digest)
+        if key not in self.recorded:
+            return False
+        if len(self.recorded) >= self.LIST_FROM:
+            if not is_canonical(key):  # (what Digest.parse refuses)
+                return False
+            algorithm, _, hex_ = key.partition(":")
+            if algorithm not in self._files:
+                self._files[algorithm] = _regular_files(f"{self.path}/blobs/{algorithm}")
+            files = self._files[algorithm]
+            if files is not None:
+                return hex_ in files
         present = self._present.get(key)
         if present is None:
-            present = self._present[key] = self._look_up(key)
+            present = self._present[key] = self.store.exists(key)
         return present
 
     def list_now(self, listing: bytes | None = None) -> None:
@@ -295,17 +309,6 @@ class ListingContent(NamespaceContent):
                 if algorithm not in self._files:
                     self._files[algorithm] = (listed[algorithm] if algorithm in listed
                                               else _regular_files(f"{self.path}/blobs/{algorithm}"))
-
-    def _look_up(self, key: str) -> bool:
-        if len(self.recorded) < self.LIST_FROM or key not in self.recorded:
-            return super().exists(key)
-        if not is_canonical(key):  # (what Digest.parse refuses)
-            return False
-        algorithm, _, hex_ = key.partition(":")
-        if algorithm not in self._files:
-            self._files[algorithm] = _regular_files(f"{self.path}/blobs/{algorithm}")
-        files = self._files[algorithm]
-        return hex_ in files if files is not None else super().exists(key)
 
 
 class StatedContent(ListingContent):

@@ -180,6 +180,32 @@ def test_listing_content_agrees_with_one_stat_per_blob(tmp_path: Path, monkeypat
         assert listing.exists(digest) == plain.exists(digest), digest  # remembered
     assert [d for d in sorted(recorded | {unrecorded}) if listing.exists(d)] == sorted([present, target, linked])
     assert bool(listing._files) == (list_from == 0)  # the listing was (or was not) used
+    if list_from == 0:  # what the listing answers is not remembered per digest string (ls's peak)
+        assert not [d for d in listing._present if d.startswith("sha256:")], listing._present
+
+
+def test_stated_content_answers_from_the_stat(tmp_path: Path) -> None:
+    """verify's view (every recorded blob stat-ed once) says what a plain view says of presence
+    and size for every kind of entry, without listing or stat-ing anything again."""
+    import os
+
+    from ctrconv.containerd.content import NamespaceContent, StatedContent
+
+    store = _store(tmp_path)
+    blobs = store.path / "blobs" / "sha256"
+    present = _put(store, b"present")
+    unrecorded = _put(store, b"unrecorded")
+    linked = "sha256:" + "a" * 64
+    (blobs / ("a" * 64)).symlink_to(blobs / present[7:])
+    directory = "sha256:" + "c" * 64
+    (blobs / ("c" * 64)).mkdir()
+    absent = "sha256:" + "d" * 64
+    recorded = {present, linked, directory, absent, "sha256:../../etc"}
+    stated = StatedContent(store, "default", {d: store.size(d) for d in recorded})
+    plain = NamespaceContent(store, "default", recorded)
+    for digest in [*recorded, unrecorded]:
+        assert (stated.exists(digest), stated.size(digest)) == (plain.exists(digest), plain.size(digest)), digest
+    assert set(stated.recorded) == recorded and stated._files == {}
 
 
 def test_list_now_lists_before_any_lookup(tmp_path: Path, monkeypatch) -> None:
