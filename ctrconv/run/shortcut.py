@@ -9,10 +9,11 @@ doubt, is parsed here into what typer would pass to the command, and the command
 rules (:mod:`ctrconv.run.outcome`). Anything else goes to typer, which words usage errors and
 prints help: ``-h``/``--help``, an unknown or repeated option (but ``--image`` and
 ``--platform`` of an export), grouped short flags (``-Aq``), ``--opt=`` with no value, a
-value starting with ``-``, ``--``, a positional argument, ``CTRCONV_DEBUG`` or click's
-completion variable set; for an export also anything but one image set (``--image`` or
-``--all``, not both) and an ``-o`` to a file or directory in a format the body writes. A test
-compares what this parses with click's parse of thousands of command lines.
+value starting with ``-``, ``--``, a positional argument (but an export's image references, which
+follow its ``--image`` values as the typer command takes them), ``CTRCONV_DEBUG`` or click's
+completion variable set; for an export also anything but one image set (``--image`` or a
+reference, or ``--all``, not both) and an ``-o`` to a file or directory in a format the body
+writes. A test compares what this parses with click's parse of thousands of command lines.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class _Spec:
     repeatable: frozenset[str]
     #: every parameter's value when not given (the environment's below aside)
     defaults: Mapping[str, Any]
+    #: the parameter positional arguments are appended to (None: the command takes none)
+    positional: str | None = None
 
 
 #: parameters whose default comes from the environment when it is set and not empty (as click
@@ -62,6 +65,7 @@ _EXPORT = _Spec(
     defaults={"image": None, "all_images": False, "output": None, "fmt": None, "platform": None,
               "all_platforms": False, "link": False, "as_json": False, "quiet": False, "ignore_lock": False,
               "wait": None},
+    positional="image",  # (typer: ``--image`` values, then the REF arguments)
 )
 
 #: the formats :func:`ctrconv.run.export.export` writes (``api.EXPORT_FORMATS``, not imported here)
@@ -85,8 +89,13 @@ def parse(argv: list[str], environ: Mapping[str, str] = os.environ) -> tuple[str
     for name, (variable, default) in _FROM_ENVIRONMENT.items():
         params[name] = environ.get(variable) or default
     given: set[str] = set()
+    positional: list[str] = []
     i = 1
     while i < len(args):
+        if spec.positional is not None and not args[i].startswith("-"):
+            positional.append(args[i])
+            i += 1
+            continue
         name, equals, value = args[i].partition("=") if args[i].startswith("--") else (args[i], "", "")
         if name in spec.flags and not equals:
             key, found = spec.flags[name], True
@@ -110,6 +119,9 @@ def parse(argv: list[str], environ: Mapping[str, str] = os.environ) -> tuple[str
         if key not in spec.repeatable:
             params[key] = found
         i += 1
+    if positional:
+        assert spec.positional is not None
+        params[spec.positional] = [*(params[spec.positional] or []), *positional]
     if "root" not in given and environ.get("CTRCONV_ROOT") == "":
         return None  # (typer says why an empty CTRCONV_ROOT names no root)
     if spec is _EXPORT and not _plain_export(params):

@@ -175,13 +175,15 @@ _EXPORT_PIECES = [
     ["--format=docker-archive"], ["-f", "dir"], ["--format", "containerd-root"], ["--format", "bogus"],
     ["--platform", "linux/arm64"], ["--platform=linux/amd64"], ["--json"], ["-q"], ["--quiet"], ["--ignore-lock"],
     ["--link"], ["--wait"], ["--wait=3"], ["--root", "/r"], ["-n", "k8s.io"], ["--namespace=x"], ["--no-verify"],
-    ["--to", "docker://h/r"], ["ref"], ["-h"], ["--"], ["-qj"], ["--skip-manifest-json"], ["--json=1"], ["--all="],
+    ["--to", "docker://h/r"], ["ref"], ["docker.io/library/b:2"], ["sha256:def"], ["-h"], ["--"], ["-qj"],
+    ["--skip-manifest-json"], ["--json=1"], ["--all="],
 ]
 
 
 def _export_lines(count: int) -> list[list[str]]:
     rng = random.Random(20261207)
-    lines = [["export", "--image", "a", "-o", "x.tar"], ["export", "--all", "-o", "d"], ["export"]]
+    lines = [["export", "--image", "a", "-o", "x.tar"], ["export", "--all", "-o", "d"], ["export"],
+             ["export", "-o", "x.tar", "a"], ["export", "b", "--image", "a", "-o", "x.tar", "c"]]
     for _ in range(count):
         line = rng.choice([["export"], ["export"], ["--debug", "export"]]) + \
             rng.choice([["--image", "a"], ["--all"], []]) + rng.choice([["-o", "o.tar"], ["-o", "d"], []])
@@ -204,7 +206,7 @@ def test_an_export_it_takes_is_parsed_as_click_parses_it(monkeypatch) -> None:
 
     defaults = _click_export(["export", "--all", "-o", "d"])
     assert isinstance(defaults, dict)
-    taken = left = 0
+    taken = left = refs = 0
     for environ in _ENVIRONMENTS[:5]:
         _set_environment(monkeypatch, environ)
         for argv in _export_lines(400):
@@ -216,14 +218,16 @@ def test_an_export_it_takes_is_parsed_as_click_parses_it(monkeypatch) -> None:
             command, ours = parsed
             theirs = _click_export(argv)
             assert command == "export" and isinstance(theirs, dict), (argv, theirs)
+            # the typer command exports its --image values, then its REF arguments
+            theirs["image"] = _as_list(theirs["image"]) + _as_list(theirs.pop("refs"))
             for key, value in ours.items():  # (click holds repeated options as tuples, () when absent)
                 assert _as_list(theirs[key]) == _as_list(value), (argv, key, value, theirs[key])
             for key, value in theirs.items():
                 if key not in ours and key not in ("root", "namespace"):
                     assert value == defaults[key], (argv, key, value)
-            assert not theirs["refs"] and theirs["to"] is None and theirs["fmt"] in (None, "oci-dir", "oci-tar",
-                                                                                     "docker-archive", "dir")
-    assert taken > 200 and left > 200, (taken, left)
+            assert theirs["to"] is None and theirs["fmt"] in (None, "oci-dir", "oci-tar", "docker-archive", "dir")
+            refs += len(ours["image"] or []) > sum(a == "--image" or a.startswith("--image=") for a in argv)
+    assert taken > 200 and left > 200 and refs > 20, (taken, left, refs)
 
 
 def test_an_export_through_it_is_the_typer_run(tmp_path: Path, capsys, monkeypatch) -> None:
