@@ -30,7 +30,6 @@ import functools
 import hashlib
 import os
 import shutil
-import subprocess
 import tempfile
 import queue
 import threading
@@ -516,6 +515,8 @@ def _unzstd(source: Readable) -> Iterator[bytes]:
 
 def _external(argv: list[str], source: Readable) -> Iterator[bytes]:
     """Run a decompressor process; a thread feeds it while this generator yields its output."""
+    import subprocess  # here: only an external decompressor needs it (~2 ms of every export's start)
+
     errlog = tempfile.TemporaryFile()
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errlog)
     assert proc.stdin is not None and proc.stdout is not None

@@ -41,7 +41,6 @@ from ctrconv.errors import CtrconvError, DigestMismatchError, FormatError, Usage
 from ctrconv.layers.chain import chain_ids
 from ctrconv.layers.compression import open_layer
 from ctrconv.layers.layerblob import COMPRESSIONS, Compression, LayerWriter, WrittenLayer
-from ctrconv.layers.regenerate import write_layer
 from ctrconv.oci import mediatypes as mt
 from ctrconv.pipeline.completeness import never_recorded
 from ctrconv.image.plan import BlobSource, ImagePlan, PlannedManifest, read_json_blob
@@ -435,6 +434,9 @@ class Regenerator:
         key = (job.snapshotter, job.chain, compression)
         written = self._done.get(key)
         if written is None:
+            # (here: the tar writer is loaded only by an export that writes a layer again)
+            from ctrconv.layers.regenerate import write_layer
+
             fd, path = self.spool.new_file()
             try:
                 if job.same_diff is not None:
