@@ -26,6 +26,7 @@ from ctrconv.containerd.records import (
     BackendSnapshot,
     BlobRecord,
     kind_name,
+    kept_time,
     read_backend_snapshot,
     name_text,
     read_blob,
@@ -45,10 +46,12 @@ def blobs(db: BoltFile, bucket: Bucket, namespace: str) -> Iterator[BlobRecord]:
                     lambda sub, digest: read_blob(sub, namespace, digest))
 
 
-def backend_snapshots(db: BoltFile, bucket: Bucket) -> Iterator[BackendSnapshot]:
+def backend_snapshots(db: BoltFile, bucket: Bucket, *, times: bool = True) -> Iterator[BackendSnapshot]:
     """The records of a snapshotter's ``v1/snapshots`` (``bucket``) in key order, as
     ``read_backend_snapshot`` decodes them."""
-    return _records(db, bucket, "backend snapshot ", _backend_snapshot, read_backend_snapshot)
+    return _records(db, bucket, "backend snapshot ",
+                    lambda fields, labels, key: _backend_snapshot(fields, labels, key, times),
+                    lambda found, key: read_backend_snapshot(found, key, times=times))
 
 
 def _records(db: BoltFile, bucket: Bucket, context: str, decode: Callable[[Fields, Fields, str], T],
@@ -103,7 +106,7 @@ def _blob(fields: Fields, labels: Fields, namespace: str, digest: str) -> BlobRe
     )
 
 
-def _backend_snapshot(fields: Fields, labels: Fields, key: str) -> BackendSnapshot:
+def _backend_snapshot(fields: Fields, labels: Fields, key: str, times: bool = True) -> BackendSnapshot:
     """``read_backend_snapshot``'s decoding, field for field and in its order."""
     id_raw = _plain(fields, K.ID)
     if id_raw is None:
@@ -115,8 +118,8 @@ def _backend_snapshot(fields: Fields, labels: Fields, key: str) -> BackendSnapsh
     label_map = {text(k): text(v) for k, (_, v) in labels.items()}
     created = _plain(fields, K.CREATED_AT)
     updated = _plain(fields, K.UPDATED_AT)
-    created_at = None if created is None else decode_time(created)
-    updated_at = None if updated is None else decode_time(updated)
+    created_at = kept_time(None if created is None else decode_time(created), times)
+    updated_at = kept_time(None if updated is None else decode_time(updated), times)
     return BackendSnapshot(
         key=key, id=snapshot_id, kind=kind, parent=parent, labels=label_map, created_at=created_at,
         updated_at=updated_at, inodes=decode_varint(inodes) if inodes is not None else None,

@@ -136,12 +136,13 @@ class MetadataDB:
         bucket = self._ns(namespace, K.SNAPSHOTS, key_bytes(snapshotter))
         return 0 if bucket is None else bucket.sequence
 
-    def snapshots(self, namespace: str, snapshotter: str) -> Iterator[SnapshotRecord]:
+    def snapshots(self, namespace: str, snapshotter: str, *, times: bool = True) -> Iterator[SnapshotRecord]:
+        """``times=False``: timestamps checked, not kept (:func:`~ctrconv.containerd.records.read_snapshot`)."""
         bucket = self._ns(namespace, K.SNAPSHOTS, key_bytes(snapshotter))
         if bucket is None:
             return
         for key, sb in bucket.buckets():
-            yield read_snapshot(sb, namespace, snapshotter, name_text(key))
+            yield read_snapshot(sb, namespace, snapshotter, name_text(key), times=times)
 
     def snapshot(self, namespace: str, snapshotter: str, key: str) -> SnapshotRecord | None:
         bucket = self._ns(namespace, K.SNAPSHOTS, key_bytes(snapshotter), key_bytes(key))
@@ -179,11 +180,11 @@ class SnapshotterDB:
         snaps = self.v1.bucket(K.SNAPSHOTS) if self.v1 else None
         return 0 if snaps is None else snaps.sequence
 
-    def snapshots(self) -> Iterator[BackendSnapshot]:
+    def snapshots(self, *, times: bool = True) -> Iterator[BackendSnapshot]:
         snaps = self.v1.bucket(K.SNAPSHOTS) if self.v1 else None
         if snaps is None:
             return
-        yield from blobrecords.backend_snapshots(self.db, snaps)
+        yield from blobrecords.backend_snapshots(self.db, snaps, times=times)
 
     def parent_links(self) -> Iterator[tuple[int, int, str]]:
         """(parent id, child id, child key) from the ``v1/parents`` index."""

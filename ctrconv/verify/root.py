@@ -287,7 +287,7 @@ def _read_backends(croot: ContainerdRoot, report: Report, ignore_lock: bool) -> 
                 if backend is None:
                     continue
                 backends[sn] = _Backend(
-                    snapshots=list(_safe(report, f"{sn} snapshots", where, backend.snapshots())),
+                    snapshots=list(_safe(report, f"{sn} snapshots", where, backend.snapshots(times=False))),
                     links=list(_safe(report, f"{sn} parents", where, backend.parent_links())),
                     sequence=backend.sequence,
                 )

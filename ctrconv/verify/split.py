@@ -49,7 +49,7 @@ class SnapshotRecords:
             records: list[SnapshotRecord] = []
             error: CtrconvError | None = None
             try:
-                for rec in self._meta.snapshots(namespace, snapshotter):
+                for rec in self._meta.snapshots(namespace, snapshotter, times=False):  # (no check reads them)
                     records.append(rec)
             except CtrconvError as exc:
                 error = exc

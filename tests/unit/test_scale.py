@@ -212,8 +212,9 @@ report = api.verify_root(sys.argv[1], hash_contents=False)
 print(tracemalloc.get_traced_memory()[1], int(report.ok))
 """
 #: bytes of Python objects verify may hold per blob at its peak; 1,409 before what it keeps of
-#: a record was cut to the GC labels and the blob listing to names (653 after): at 14 layers per
-#: image a 10,000-image root (167,700 blobs) peaked at 313 MB resident, 169 MB after
+#: a record was cut to the GC labels and the blob listing to names (653 after; 605 with the
+#: snapshot records' timestamps not kept): at 14 layers per image a 10,000-image root (167,700
+#: blobs) peaked at 313 MB resident, 155-170 MB after
 VERIFY_BYTES_PER_BLOB = 1000
 
 

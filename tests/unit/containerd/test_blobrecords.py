@@ -5,6 +5,7 @@ file and under random damage to its pages (differential)."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,41 @@ KINDS = {
                      lambda db, bucket: blobrecords.blobs(db, bucket, "default")),
     "snapshotter": _Kind(_backend_records, write_backend_snapshot, lambda r: r.key, read_backend_snapshot,
                          blobrecords.backend_snapshots),
+    # (verify's reading: the timestamps checked, not kept)
+    "snapshotter, no times": _Kind(
+        lambda: [dataclasses.replace(r, created_at=None, updated_at=None) for r in _backend_records()],
+        lambda bucket, r: write_backend_snapshot(bucket, next(o for o in _backend_records() if o.key == r.key)),
+        lambda r: r.key, lambda b, name: read_backend_snapshot(b, name, times=False),
+        lambda db, bucket: blobrecords.backend_snapshots(db, bucket, times=False)),
 }
+
+
+@pytest.mark.parametrize("times", [True, False])
+def test_a_bad_timestamp_fails_whether_or_not_times_are_kept(tmp_path, times):
+    """``times=False`` drops the decoded timestamps, not their check: a record whose
+    ``createdat`` is not a Go time does not read, by either way of reading it."""
+    from ctrconv.containerd import schema as K
+    from ctrconv.containerd.records import SnapshotRecord, read_snapshot, write_snapshot
+
+    tree = BucketTree()
+    records = tree.bucket(b"records", create=True)
+    snapshot = SnapshotRecord("default", "overlayfs", "k", "default/1/k", None,
+                              created_at=go_time(1_700_000_000_000_000_000), updated_at=go_time(1_700_000_000_000_000_000))
+    for record in _backend_records()[:2]:
+        write_backend_snapshot(records.bucket(record.key.encode(), create=True), record)
+        records.bucket(record.key.encode()).put(K.CREATED_AT, b"\x07bad")
+    write_snapshot(records.bucket(b"k", create=True), snapshot)
+    records.bucket(b"k").put(K.UPDATED_AT, b"\x01short")
+    path = tmp_path / "meta.db"
+    write_bolt(path, tree, page_size=4096)
+    with BoltFile(path) as db:
+        bucket = db.root.bucket(b"records")
+        with pytest.raises(CtrconvError, match="timestamp"):
+            list(blobrecords.backend_snapshots(db, bucket, times=times))
+        with pytest.raises(CtrconvError, match="timestamp"):
+            read_backend_snapshot(bucket.bucket(_backend_records()[0].key.encode()), "x", times=times)
+        with pytest.raises(CtrconvError, match="timestamp"):
+            read_snapshot(bucket.bucket(b"k"), "default", "overlayfs", "k", times=times)
 
 
 def _write(path: Path, kind: _Kind) -> None:

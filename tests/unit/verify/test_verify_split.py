@@ -138,9 +138,9 @@ def test_snapshot_records_are_read_once_and_an_unreadable_one_reported_by_each_c
     real = MetadataDB.snapshots
     reads: list[tuple[str, str]] = []
 
-    def unreadable_fourth(self, namespace, snapshotter):
+    def unreadable_fourth(self, namespace, snapshotter, **kwargs):
         reads.append((namespace, snapshotter))
-        for i, rec in enumerate(real(self, namespace, snapshotter)):
+        for i, rec in enumerate(real(self, namespace, snapshotter, **kwargs)):
             if i == 3:
                 raise CtrconvError(f"snapshot {namespace}/{snapshotter}/x: bad record")
             yield rec
