@@ -23,7 +23,7 @@ from ctrconv.containerd.imagerecords import Element
 from ctrconv.containerd.records import BackendSnapshot, BlobRecord, ImageRecord
 from ctrconv.containerd.locking import is_locked, private_copy
 from ctrconv.containerd.root import REBUILD_JOURNAL, ContainerdRoot, holds_entries, is_namespace, real_dir
-from ctrconv.digest import Digest
+from ctrconv.digest import Digest, is_canonical
 from ctrconv.forked import can_split, map_halves
 from ctrconv.errors import ContentError, CtrconvError, InvalidDigestError
 from ctrconv.layers import chain_ids
@@ -309,17 +309,35 @@ _NO_GC_LABELS: dict[str, str] = {}
 _GC_LABEL_PREFIX = "containerd.io/gc."
 
 
-def _content_records(meta: MetadataDB, ns: str, where: str, report: Report) -> tuple[dict[str, KeptRecord], str | None]:
-    """The namespace's content records as far as they decode, and why the rest does not; each
-    record's labels are checked here, as it is decoded (:func:`_kept` drops most of them)."""
+def _content_records(meta: MetadataDB, ns: str, where: str) -> tuple[dict[str, KeptRecord], dict[str, Report], str | None]:
+    """The namespace's content records as far as they decode, the findings of their labels
+    (checked as each record is decoded: :func:`_kept` drops most of them; reported where the
+    record's other findings are) by digest, and why the rest does not decode. A record under an
+    invalid digest has its labels unchecked: containerd skips that record, labels and all."""
     records: dict[str, KeptRecord] = {}
+    label_findings: dict[str, Report] = {}
     try:
         for rec in meta.blobs(ns):
-            _check_labels(rec.labels, f"blob {rec.digest}", f"{where}/content/blob/{rec.digest}", report)
+            if _parses(rec.digest):
+                found = Report()
+                _check_labels(rec.labels, f"blob {rec.digest}", f"{where}/content/blob/{rec.digest}", found)
+                if found.problems:
+                    label_findings[rec.digest] = found
             records[intern(rec.digest)] = _kept(rec)
     except CtrconvError as exc:
-        return records, str(exc)
-    return records, None
+        return records, label_findings, str(exc)
+    return records, label_findings, None
+
+
+def _parses(digest: str) -> bool:
+    """``Digest.parse`` succeeds (a canonical text is known at once, without a Digest made)."""
+    if is_canonical(digest):
+        return True
+    try:
+        Digest.parse(digest)
+    except InvalidDigestError:
+        return False
+    return True
 
 
 def _kept(rec: BlobRecord) -> KeptRecord:
@@ -379,7 +397,7 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
     content = croot.content
     where = f"meta.db v1/{ns}"
     _check_namespace_buckets(meta, ns, where, report)
-    records, unreadable = _content_records(meta, ns, where, report)
+    records, label_findings, unreadable = _content_records(meta, ns, where)
     if unreadable is not None:
         report.add("unreadable-record", f"{ns}/content", where, unreadable)
     others = _OtherRecords(meta, ns) if skips_shared_blobs(ns, meta.writer_line) else None
@@ -403,6 +421,8 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
                        f"content record in {ns} but no blob file{_not_a_file(content.blob_path(d))}")
         elif on_disk != rec.size:
             report.add("size-mismatch", obj, str(content.blob_path(d)), f"record says {rec.size} bytes, file has {on_disk}")
+        if digest in label_findings:
+            report.merge(tuple(label_findings[digest].problems), ())
         for key, value in rec.labels.items():
             if _is_content_ref(key):
                 labelled_by.setdefault(value, digest)
