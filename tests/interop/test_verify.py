@@ -290,7 +290,7 @@ def test_no_hash_checks_records_presence_and_sizes_but_reads_no_blob(fixture_set
     def no_reading(*args, **kwargs):
         raise AssertionError("--no-hash read a blob")
 
-    monkeypatch.setattr(verify_root_module, "hash_blobs", no_reading)
+    monkeypatch.setattr(verify_root_module, "hashed_blobs", no_reading)
     from ctrconv import api
 
     report = api.verify_root(tmp_root_copy, hash_contents=False)
