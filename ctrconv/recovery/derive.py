@@ -146,7 +146,7 @@ def derive_images(
     reachable = {ns_name: _reachable(targets.get(ns_name, {}), by_digest) for ns_name in spaces}
     known_anywhere = set().union(*reachable.values()) if reachable else set()
     now = go_time(time.time_ns())
-    repositories = _repositories(targets)
+    repositories = _repositories(targets, _container_images(spaces.values()))
     unpacked_in = {n: _snapshot_keys(ns) for n, ns in spaces.items()
                    if lost_content is not None and lost_content(n) and (lost_images is None or lost_images(n))}
     for doc in top_level(documents):
@@ -383,23 +383,38 @@ def _candidate_names(doc: FoundDocument, ns_name: str, names: dict[str, str], ta
     return [named]
 
 
-def _repositories(targets: dict[str, dict[str, list[str]]]) -> dict[tuple[str, str], str]:
+def _container_images(spaces: Collection[BucketTree]) -> list[str]:
+    """The image names container records still hold (``containers/<id>/image``, the name a pod
+    or ``ctr run`` used): another record of a registry's host and port when every image record
+    naming it is lost (a red-team page sweep: a lost namespace page took all 16 names of a
+    ``127.0.0.1:46735`` registry while its container records stood)."""
+    found = []
+    for ns in spaces:
+        containers = ns.bucket(K.CONTAINERS)
+        for record in (containers.entries.values() if containers is not None else ()):
+            image = record.get(K.IMAGE) if isinstance(record, BucketTree) else None
+            if image:
+                found.append(text(image))
+    return found
+
+
+def _repositories(targets: dict[str, dict[str, list[str]]], also: Collection[str] = ()) -> dict[tuple[str, str], str]:
     """(registry host without port, repository path) -> repository name, of every image name
-    still recorded, and (host, "") -> the registry as those names write it: a
-    distribution-source label names the host without its port."""
+    still recorded (then of ``also``: the images containers were made from), and (host, "") ->
+    the registry as those names write it: a distribution-source label names the host without
+    its port."""
     from ctrconv.oci.reference import parse_reference
 
     found: dict[tuple[str, str], str] = {}
-    for by_target in targets.values():
-        for image_names in by_target.values():
-            for name in image_names:
-                try:
-                    ref = parse_reference(name)
-                except CtrconvError:
-                    continue
-                host = ref.domain.split(":", 1)[0]
-                found.setdefault((host, ref.path), ref.name)
-                found.setdefault((host, ""), ref.domain)
+    recorded = [name for by_target in targets.values() for image_names in by_target.values() for name in image_names]
+    for name in [*recorded, *also]:
+        try:
+            ref = parse_reference(name)
+        except CtrconvError:
+            continue
+        host = ref.domain.split(":", 1)[0]
+        found.setdefault((host, ref.path), ref.name)
+        found.setdefault((host, ""), ref.domain)
     return found
 
 

@@ -497,6 +497,26 @@ def test_derive_images_takes_a_given_name_and_a_placeholder_otherwise(tmp_path):
     assert [i["name"] for i in unnamed.images] == [f"recovered.ctrconv.invalid/image@{manifest}"]
 
 
+@pytest.mark.parametrize("container_image", [None, "127.0.0.1:46735/realnode/other:2"])
+def test_derive_images_takes_a_registry_port_from_a_container_record(tmp_path, container_image):
+    """containerd's distribution-source label names the registry without its port; with every
+    image record of that registry lost, a container record's image name still has it (a
+    red-team page sweep). Without one the label's host is all there is."""
+    root = ContainerdRoot(tmp_path)
+    manifest, _, _ = _image(root)
+    meta = BucketTree()
+    ns = _ns(meta)
+    _blob_record(ns, manifest, 1, {K.LABEL_DISTRIBUTION_SOURCE + ".127.0.0.1": "realnode/app"})
+    if container_image is not None:
+        container = ns.bucket(K.CONTAINERS, b"pod-1", create=True)
+        container.put(K.IMAGE, container_image.encode())
+    good = {str(d): p.stat().st_size for d, p in root.content.walk()}
+    report = _report()
+    derive_images(meta, good, root.content, {}, report)
+    host = "127.0.0.1:46735" if container_image else "127.0.0.1"
+    assert [i["name"] for i in report.images] == [f"{host}/realnode/app@{manifest}"]
+
+
 def test_drop_incomplete_images_drops_an_image_missing_its_layer(tmp_path):
     root = ContainerdRoot(tmp_path)
     whole, whole_doc, _ = _image(root)
