@@ -309,24 +309,22 @@ _NO_GC_LABELS: dict[str, str] = {}
 _GC_LABEL_PREFIX = "containerd.io/gc."
 
 
-def _content_records(meta: MetadataDB, ns: str, where: str) -> tuple[dict[str, KeptRecord], dict[str, Report], str | None]:
-    """The namespace's content records as far as they decode, the findings of their labels
-    (checked as each record is decoded: :func:`_kept` drops most of them; reported where the
-    record's other findings are) by digest, and why the rest does not decode. A record under an
-    invalid digest has its labels unchecked: containerd skips that record, labels and all."""
+def _content_records(meta: MetadataDB, ns: str) -> tuple[dict[str, KeptRecord], dict[str, list[str]], str | None]:
+    """The namespace's content records as far as they decode, the keys of their labels that are
+    not UTF-8 by digest (checked as each record is decoded: :func:`_kept` drops most labels;
+    reported where the record's other findings are), and why the rest does not decode. A record
+    under an invalid digest has its labels unchecked: containerd skips that record, labels and all."""
     records: dict[str, KeptRecord] = {}
-    label_findings: dict[str, Report] = {}
+    bad_labels: dict[str, list[str]] = {}
     try:
         for rec in meta.blobs(ns):
-            if _parses(rec.digest):
-                found = Report()
-                _check_labels(rec.labels, f"blob {rec.digest}", f"{where}/content/blob/{rec.digest}", found)
-                if found.problems:
-                    label_findings[rec.digest] = found
+            bad = _non_utf8_keys(rec.labels)
+            if bad and _parses(rec.digest):
+                bad_labels[rec.digest] = bad
             records[intern(rec.digest)] = _kept(rec)
     except CtrconvError as exc:
-        return records, label_findings, str(exc)
-    return records, label_findings, None
+        return records, bad_labels, str(exc)
+    return records, bad_labels, None
 
 
 def _parses(digest: str) -> bool:
@@ -364,15 +362,24 @@ def _check_namespace_buckets(meta: MetadataDB, ns: str, where: str, report: Repo
                        "a plain value where containerd keeps a bucket: every record it held is unreadable")
 
 
-def _check_labels(labels: dict[str, str], obj: str, where: str, report: Report) -> None:
+def _check_labels(labels: Mapping[str, str], obj: str, where: str, report: Report) -> None:
     """A label key or value that is not UTF-8 (a flipped bit, a tool that wrote bytes):
     containerd 1.7+ cannot send it over its API (protobuf strings must be UTF-8), so listing the
     namespace's images, ``ctr images check`` and ``ctr run`` fail for every image of it."""
-    for key, value in labels.items():
-        if not (key.isascii() and value.isascii()) and (_not_utf8(key) or _not_utf8(value)):
-            report.add("invalid-label", obj, f"{where}/labels",
-                       f"label {key!r} is not UTF-8 (its key or value): containerd 1.7+ fails to list or use "
-                       "anything in this namespace over its API")
+    _report_labels(_non_utf8_keys(labels), obj, where, report)
+
+
+def _non_utf8_keys(labels: Mapping[str, str]) -> list[str]:
+    """The keys of the labels whose key or value is not UTF-8 (none, almost always)."""
+    return [key for key, value in labels.items()
+            if not (key.isascii() and value.isascii()) and (_not_utf8(key) or _not_utf8(value))]
+
+
+def _report_labels(keys: Iterable[str], obj: str, where: str, report: Report) -> None:
+    for key in keys:
+        report.add("invalid-label", obj, f"{where}/labels",
+                   f"label {key!r} is not UTF-8 (its key or value): containerd 1.7+ fails to list or use "
+                   "anything in this namespace over its API")
 
 
 def _check_text(value: str, what: str, obj: str, where: str, report: Report) -> None:
@@ -397,7 +404,7 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
     content = croot.content
     where = f"meta.db v1/{ns}"
     _check_namespace_buckets(meta, ns, where, report)
-    records, label_findings, unreadable = _content_records(meta, ns, where)
+    records, bad_labels, unreadable = _content_records(meta, ns)
     if unreadable is not None:
         report.add("unreadable-record", f"{ns}/content", where, unreadable)
     others = _OtherRecords(meta, ns) if skips_shared_blobs(ns, meta.writer_line) else None
@@ -421,8 +428,7 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
                        f"content record in {ns} but no blob file{_not_a_file(content.blob_path(d))}")
         elif on_disk != rec.size:
             report.add("size-mismatch", obj, str(content.blob_path(d)), f"record says {rec.size} bytes, file has {on_disk}")
-        if digest in label_findings:
-            report.merge(tuple(label_findings[digest].problems), ())
+        _report_labels(bad_labels.get(digest, ()), obj, f"{where}/content/blob/{digest}", report)
         for key, value in rec.labels.items():
             if _is_content_ref(key):
                 labelled_by.setdefault(value, digest)
