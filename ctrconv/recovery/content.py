@@ -15,7 +15,7 @@ from ctrconv.digest import Digest
 from ctrconv.progress import Progress, Stage, stage
 from ctrconv.recovery.report import RebuildReport
 from ctrconv.streams import CHUNK
-from ctrconv.verify.blobs import file_size, hash_blobs
+from ctrconv.verify.blobs import file_size, hashed_blobs
 
 QUARANTINE = "ctrconv-quarantine"
 
@@ -89,7 +89,7 @@ def check_content(
     total = sum(file_size(content.blob_file(d)) for d in chain(to_hash, copies))
     good: dict[str, int] = {}
     with stage(progress, "checking content", total) as step:
-        results += hash_blobs(((Digest.parse(d), content.blob_file(d)) for d in to_hash), jobs=jobs, stage=step)
+        results += hashed_blobs(((Digest.parse(d), content.blob_file(d)) for d in to_hash), jobs=jobs, stage=step)
         # each copy's verdict taken as it is made: 32,000 results kept until the last copy
         # (a digest's hex each) were ~6 MiB of a rebuild's peak
         copied = (_copy_hashing(digest, content.blob_file(digest), _blob_in(target, digest), step)

@@ -60,16 +60,6 @@ def hash_blob(digest: Digest, path: Path | str, stage: Stage = SILENT_STAGE) -> 
     return digest, h.hexdigest(), size
 
 
-def hash_blobs(
-    blobs: Iterable[tuple[Digest, Path | str]],
-    *,
-    jobs: int | None = None,
-    stage: Stage = SILENT_STAGE,
-) -> list[tuple[Digest, str | None, int]]:
-    """:func:`hashed_blobs` as a list."""
-    return list(hashed_blobs(blobs, jobs=jobs, stage=stage))
-
-
 def hashed_blobs(
     blobs: Iterable[tuple[Digest, Path | str]],
     *,

@@ -1,4 +1,4 @@
-"""``hash_blobs``: every blob's hash in order, small blobs on the calling thread while they come
+"""``hashed_blobs``: every blob's hash in order, small blobs on the calling thread while they come
 fast, large ones (and, once small ones come slowly, all) on the pool."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def test_every_hash_in_order_on_the_thread_its_size_and_pace_say(tmp_path, monke
         return real(digest, path, *args, **kwargs)
 
     monkeypatch.setattr(blobs, "hash_blob", recording)
-    results = blobs.hash_blobs(items, jobs=2)
+    results = list(blobs.hashed_blobs(items, jobs=2))
     assert results == [real(d, p) for d, p in items]  # (in order, missing and changed blobs included)
     assert results[5] == (missing, None, 0)
     assert results[3][1] == hashlib.sha256(b"changed").hexdigest() != items[3][0].hex
@@ -74,7 +74,7 @@ def test_no_more_hashing_threads_than_jobs(tmp_path, monkeypatch, jobs):
         return real(digest, path, *args, **kwargs)
 
     monkeypatch.setattr(blobs, "hash_blob", recording)
-    assert blobs.hash_blobs(items, jobs=jobs) == [real(d, p) for d, p in items]
+    assert list(blobs.hashed_blobs(items, jobs=jobs)) == [real(d, p) for d, p in items]
     assert main in threads and len(threads) <= jobs
     if jobs == 1:
         assert threads == {main}
