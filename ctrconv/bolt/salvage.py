@@ -235,6 +235,14 @@ class RootHints:
     #: children are lost), make a root of the candidate subtrees (page id, tree, damage
     #: count) that are the owner's children, or return None
     assemble: Callable[[list[tuple[int, BucketTree, int]]], BucketTree | None] | None = None
+    #: when the page holding the entries of a bucket below the top level is lost, name the
+    #: orphan subtrees (page id, tree, damage count) that are the roots of its entries'
+    #: sub-buckets from what they hold: the names it can tell. Given the bucket's path, the
+    #: salvaged tree (what else the file holds) and whether the subtrees are exactly the lost
+    #: page's (a persisted freelist tells them) or candidates among stale copies of earlier
+    #: commits (no freelist: every unreached page that could be a bucket's root)
+    name_entries: Callable[[tuple[bytes, ...], list[tuple[int, BucketTree, int]], BucketTree, bool],
+                           dict[bytes, BucketTree]] | None = None
 
 
 def salvage(path: str | os.PathLike[str], *, hints: RootHints | None = None) -> SalvageResult:
@@ -358,24 +366,30 @@ def _recover_orphans(raw: _Raw, walker: _Walker, meta: MetaInfo, result: Salvage
     those pages hold are read back into the damaged bucket. Only when one bucket lost pages
     (the orphans cannot be told apart otherwise) and only keys it lacks are added; the damage
     stays reported. A file without a persisted freelist (1.7+) cannot tell orphans from stale
-    copies of earlier commits: nothing is recovered there.
+    copies of earlier commits: nothing is recovered there but a lost top-level bucket.
 
     Below a lost *leaf* the orphans are the roots of its entries' sub-buckets, a level deeper,
-    whose names (the leaf's keys) are gone: nothing is recovered when the page's header still
-    says leaf. A page whose header is gone too (zeroed, garbled) could have been either: its
-    orphans are taken as the bucket's own nodes only when they look it (:func:`_bucket_nodes`).
+    whose names (the leaf's keys) are gone: the owner names what it can from what they hold
+    (``hints.assemble`` for the top-level bucket, ``hints.name_entries`` below it). A page
+    whose header is gone too (zeroed, garbled) could have been either: its orphans are taken as
+    the bucket's own nodes only when they look it (:func:`_bucket_nodes`).
     """
     lost = [d for d in result.damage if d.page is not None]
     if len({d.path for d in lost}) != 1:
         return
     kinds = {_lost_kind(raw, d.page) for d in lost}  # type: ignore[arg-type]
-    if "leaf" in kinds:
-        return
     path = lost[0].path
+    hints = hints or RootHints()
+    can_name = hints.assemble is not None if len(path) == 1 else hints.name_entries is not None
+    if "leaf" in kinds and not can_name:
+        return
     free = _free_pages(raw, meta)
     if free is None:
-        if kinds == {"unknown"} and len(path) == 1 and hints is not None and hints.assemble is not None:
-            _assemble_without_freelist(raw, walker, meta, path, result, hints)
+        if kinds == {"unknown"} and len(path) == 1 and hints.assemble is not None:
+            _assemble_parts(_unreached_bucket_roots(raw, walker, meta, path), path, result, hints)
+        elif len(path) > 1 and can_name and "branch" not in kinds:
+            parts = _unreached_bucket_roots(raw, walker, meta, path, outermost=True)
+            _name_lost_entries(parts, path, result, hints, exact=False)
         return
     hwm = min(meta.pgid, raw.pages)
     orphans, referenced = _scan_pages(raw, skip=_reached(raw, walker) | free, end=hwm)
@@ -386,18 +400,19 @@ def _recover_orphans(raw: _Raw, walker: _Walker, meta: MetaInfo, result: Salvage
     assert bucket is not None
     rescuer = _Walker(raw, hwm)
     rescuer.visited = set(walker.visited)
-    nodes = []
+    parts = []
     for top in tops:
         node = BucketTree()
+        damage_before = len(rescuer.damage)
         rescuer.tree(top, node, path)
-        nodes.append(node)
-    assemble = len(path) == 1 and hints is not None and hints.assemble is not None
-    if "unknown" in kinds and not _bucket_nodes(nodes, bucket):
-        if assemble:
-            _assemble_lost_bucket(tops, nodes, path, result, hints)  # type: ignore[arg-type]
+        parts.append((top, node, len(rescuer.damage) - damage_before))
+    nodes = [node for _, node, _ in parts]
+    if "leaf" in kinds or ("unknown" in kinds and not _bucket_nodes(nodes, bucket)):
+        if can_name:
+            _name_lost_entries(parts, path, result, hints)
         return
     kept = dict(bucket.entries)
-    shape = hints.plausibility if hints is not None and "unknown" in kinds else None
+    shape = hints.plausibility if "unknown" in kinds else None
     shape_before = shape(result.tree) if shape is not None else 0
     for node in nodes:
         for key, value in node.entries.items():
@@ -407,8 +422,8 @@ def _recover_orphans(raw: _Raw, walker: _Walker, meta: MetaInfo, result: Salvage
         # ``v1`` page led to ``snapshots`` and ``parents``, whose key ranges are disjoint; the
         # owner's trees are not shaped so)
         bucket.entries = kept
-        if assemble:
-            _assemble_lost_bucket(tops, nodes, path, result, hints)  # type: ignore[arg-type]
+        if can_name:
+            _name_lost_entries(parts, path, result, hints)
         return
     if len(bucket.entries) > len(kept):
         result.backfilled.append(path)
@@ -425,36 +440,63 @@ def _reached(raw: _Raw, walker: _Walker) -> set[int]:
     return reached
 
 
-def _assemble_without_freelist(raw: _Raw, walker: _Walker, meta: MetaInfo, path: tuple[bytes, ...],
-                               result: SalvageResult, hints: RootHints) -> None:
-    """The page of a top-level bucket lost whole in a file without a persisted freelist (bbolt's
+def _unreached_bucket_roots(raw: _Raw, walker: _Walker, meta: MetaInfo, path: tuple[bytes, ...], *,
+                            outermost: bool = False) -> list[tuple[int, BucketTree, int]]:
+    """The candidate subtrees of a page lost whole in a file without a persisted freelist (bbolt's
     ``NoFreelistSync``, containerd 1.7+): pages the tree does not reach are either the lost
     page's subtrees or stale copies of earlier commits, and a stale copy may point at the live
     pages (it shares what its commit did not change), so the live sub-bucket roots need not be
-    unreferenced. Every unreached page that could be a bucket root is read on its own and the
-    owner's ``assemble`` picks, per name, the least damaged and newest copy."""
+    unreferenced. Every unreached page that could be a bucket root is read on its own, its
+    damage counted with the pages it shares with the tree; the owner picks per name.
+
+    ``outermost``: branch pages too (a large bucket's root), and no page that is a node of
+    another candidate holding its keys (a leaf of a large bucket read alone is a part of it,
+    and its records would stand for the whole bucket)."""
     hwm = min(meta.pgid, raw.pages)
     orphans, _ = _scan_pages(raw, skip=_reached(raw, walker), end=hwm)
     parts = []
     for pgid, page in sorted(orphans.items()):
-        if not _only_buckets(page):
+        if not (_only_buckets(page) or (outermost and page.flags == S.BRANCH_PAGE)):
             continue
         rescuer = _Walker(raw, hwm)  # (its own: copies share the pages their commits did not change)
         node = BucketTree()
         rescuer.tree(pgid, node, path)
-        if node.entries:  # a page the tree reaches is no part of the lost bucket's subtrees
-            parts.append((pgid, node, len(rescuer.damage) + len(rescuer.visited & walker.visited)))
-    _assemble_parts(parts, path, result, hints)
+        if node.entries and all(isinstance(v, BucketTree) for v in node.entries.values()):
+            # (a page the tree reaches is no part of the lost bucket's subtrees)
+            parts.append((pgid, node, len(rescuer.damage) + len(rescuer.visited & walker.visited), rescuer.visited))
+    if outermost:
+        parts = [(pgid, node, damage, visited) for pgid, node, damage, visited in parts
+                 if not any(other != pgid and pgid in seen and node.entries.keys() <= tree.entries.keys()
+                            for other, tree, _, seen in parts)]
+    return [(pgid, node, damage) for pgid, node, damage, _ in parts]
 
 
-def _assemble_lost_bucket(tops: list[int], nodes: list[BucketTree], path: tuple[bytes, ...],
-                          result: SalvageResult, hints: RootHints) -> None:
-    """The page of a top-level bucket (meta.db's ``v1``) lost whole, header and all: its orphan
-    subtrees are the roots of its entries' sub-buckets (the namespaces), whose names went with
-    it. The owner's ``assemble`` names them from what their records say (as for a file cut
-    short); the names the tree kept win. Without it, every namespace's images and containers
-    below the lost page were dropped, though their pages were whole (a red-team run)."""
-    _assemble_parts([(top, node, 0) for top, node in zip(tops, nodes)], path, result, hints)
+def _name_lost_entries(parts: list[tuple[int, BucketTree, int]], path: tuple[bytes, ...],
+                       result: SalvageResult, hints: RootHints, *, exact: bool = True) -> None:
+    """The page holding a bucket's entries lost whole, header and all (or its header says leaf):
+    its orphan subtrees are the roots of its entries' sub-buckets, whose names went with it.
+    The owner names them from what their records say; the names the tree kept win. Of the top
+    level (meta.db's ``v1``) they are the namespaces; without this every namespace's images and
+    containers below the lost page were dropped, though their pages were whole (a red-team
+    run). Below it (a namespace's own page: ``images``, ``content``, ``snapshots``...) a 1.6
+    node's ``k8s.io`` leaf lost its 24 images' names, whose pages were whole (a red-team run)."""
+    if len(path) == 1:
+        _assemble_parts(parts, path, result, hints)
+        return
+    assert hints.name_entries is not None
+    named = hints.name_entries(path, parts, result.tree, exact)
+    bucket = result.tree.bucket(*path, create=True)
+    assert bucket is not None
+    undamaged = {id(tree) for _, tree, damage in parts if not damage}
+    added = False
+    for key, value in named.items():
+        if key not in bucket.entries:
+            bucket.entries[key] = value
+            added = True
+            if id(value) in undamaged:
+                result.recovered_whole.add(path + (key,))
+    if added:
+        result.backfilled.append(path)
 
 
 def _assemble_parts(parts: list[tuple[int, BucketTree, int]], path: tuple[bytes, ...],

@@ -27,7 +27,7 @@ _SNAPSHOTTER_BUCKETS = {K.SNAPSHOTS, K.PARENTS}
 def containerd_shape(tree: BucketTree) -> int:
     """How containerd-like a candidate tree is: +1 for each ``v1`` child that is shaped like a
     namespace (buckets only, some of them a namespace's; or a snapshotter's ``snapshots`` /
-    ``parents``), -1 for each that is not (an old root whose ``v1`` pointer lands on a page
+    ``parents``), 0 for an empty one (or of labels only), -1 for each that is not (an old root whose ``v1`` pointer lands on a page
     reused for another tree: a lease's bucket, with its ``createdat`` value, is no namespace),
     -1 for a ``v1`` without the ``version`` containerd writes at every start, -1 for each plain
     value at the top; a non-empty tree without ``v1`` scores -1."""
@@ -41,6 +41,11 @@ def containerd_shape(tree: BucketTree) -> int:
             continue
         if key in _SNAPSHOTTER_BUCKETS:
             score += 1
+        elif not child.entries or (set(child.entries) == {K.LABELS} and child.bucket(K.LABELS) is not None):
+            # (``ctr namespaces create`` makes a namespace of an empty ``labels`` bucket; a namespace
+            # whose page was lost is empty: neither says anything. Scored -1, a healthy root with two
+            # such namespaces beside one in use lost to a stale orphan root in rebuild)
+            continue
         elif (child.entries and all(isinstance(v, BucketTree) for v in child.entries.values())
               and any(k in _NAMESPACE_BUCKETS for k in child.entries)):
             score += 1
@@ -313,6 +318,147 @@ def _parents_shaped(tree: BucketTree, snapshots: BucketTree) -> bool:
     return sum(1 for v in tree.entries.values() if v in snapshots.entries) * 2 >= len(tree.entries)
 
 
+def name_namespace_buckets(path: tuple[bytes, ...], found: list[tuple[int, BucketTree, int]], tree: BucketTree,
+                           exact: bool, evidence: StoreEvidence | None = None) -> dict[bytes, BucketTree]:
+    """The buckets of a namespace (``v1/<ns>``) whose own page was lost, named from the orphan
+    subtrees below it: every bucket containerd keeps there that holds records is a page of its
+    own (a bucket with sub-buckets is never inlined), so ``images``, ``content``, ``snapshots``,
+    ``containers``, ``leases`` and ``sandboxes`` survive the loss of the namespace's leaf with
+    their names gone. Each is told by what its records hold (:func:`_namespace_bucket_kind`).
+    A namespace's ``labels`` (plain values, inlined) are lost.
+
+    ``exact`` (a persisted freelist): the subtrees are the lost page's; of two of one kind the
+    less damaged, then the larger, wins. Otherwise they are candidates among stale copies of
+    earlier commits (:func:`_pick_live_copies`)."""
+    if len(path) != 2 or path[0] != K.V1:
+        return {}
+    by_kind: dict[bytes, list[tuple[int, BucketTree, int]]] = {}
+    for part in found:
+        kind = _namespace_bucket_kind(part[1])
+        if kind is not None:
+            by_kind.setdefault(kind, []).append(part)
+    if not exact:
+        return _pick_live_copies(path[1], by_kind, tree, evidence or StoreEvidence())
+    return {kind: max(parts, key=lambda p: (-p[2], p[1].value_count()))[1] for kind, parts in by_kind.items()}
+
+
+def _pick_live_copies(namespace: bytes, by_kind: dict[bytes, list[tuple[int, BucketTree, int]]], tree: BucketTree,
+                      evidence: StoreEvidence) -> dict[bytes, BucketTree]:
+    """The live copy of each of a namespace's buckets among stale copies of earlier commits (a
+    file without a persisted freelist). Copies of another namespace's bucket are left out: most
+    of their records are that namespace's own, keys and creation times alike (a namespace's
+    records are made at its own times, even of images another namespace holds too). Snapshots
+    must name this namespace's backend keys; containers must have their snapshots in the
+    snapshots picked (``ctr containers rm`` and CRI remove them: a stale copy holds the
+    removed). Of the rest the least damaged wins, then the one the root's stores contradict
+    least (a blob gone, an image whose target blob is gone: what GC removed after a delete),
+    then the newest, then the smaller (a commit that only deleted moves no timestamp). Leases
+    are not taken: an empty ``leases`` bucket is inlined in the lost page, so every copy found
+    may be a stale one holding a lease since deleted."""
+    name = text(namespace)
+    v1 = tree.bucket(K.V1)
+    others = [ns for key, ns in (v1.entries.items() if v1 is not None else ())
+              if key != namespace and isinstance(ns, BucketTree)]
+    picked: dict[bytes, BucketTree] = {}
+    for kind in (K.SNAPSHOTS, K.CONTENT, K.IMAGES, K.CONTAINERS, K.SANDBOXES):
+        candidates = []
+        for _, copy, damage in by_kind.get(kind, ()):
+            if any(_same_records(copy, other.bucket(kind)) for other in others):
+                continue  # (a stale copy of another namespace's bucket)
+            if kind == K.SNAPSHOTS and _namespace_name(_wrap(kind, copy)) != name:
+                continue
+            if kind == K.CONTAINERS and not _snapshots_kept(copy, picked.get(K.SNAPSHOTS)):
+                continue
+            wrapped = _wrap(kind, copy)
+            contradicted = evidence.disagreement(name, wrapped) + _targets_gone(copy if kind == K.IMAGES else None, evidence)
+            candidates.append(((-damage, -contradicted, newest_update(copy), -copy.value_count()), copy))
+        if candidates:
+            picked[kind] = max(candidates, key=lambda c: c[0])[1]
+    return picked
+
+
+def _wrap(kind: bytes, bucket: BucketTree) -> BucketTree:
+    """A namespace tree holding only ``bucket`` as its ``kind`` (for the namespace-wide checks)."""
+    namespace = BucketTree()
+    namespace.entries[kind] = bucket
+    return namespace
+
+
+def _same_records(copy: BucketTree, other: BucketTree | None) -> bool:
+    """At least half of ``copy``'s records are ``other``'s, created at the same time."""
+    if other is None or not copy.entries:
+        return False
+    same = 0
+    for key, record in copy.entries.items():
+        theirs = other.entries.get(key)
+        if isinstance(record, BucketTree) and isinstance(theirs, BucketTree):
+            created = record.get(K.CREATED_AT)
+            if created is None:  # (content: blob and ingests; snapshots: one bucket per snapshotter)
+                same += _same_records(record, theirs)
+            else:
+                same += created == theirs.get(K.CREATED_AT)
+    return 2 * same >= len(copy.entries)
+
+
+def _snapshots_kept(containers: BucketTree, snapshots: BucketTree | None) -> bool:
+    """Most containers with a snapshot have its record in ``snapshots``."""
+    with_snapshot = [r for r in _whole_records(containers) if r.get(K.SNAPSHOT_KEY) and r.get(K.SNAPSHOTTER)]
+    if not with_snapshot:
+        return True
+    kept = sum(1 for r in with_snapshot if snapshots is not None
+               and snapshots.bucket(r.get(K.SNAPSHOTTER), r.get(K.SNAPSHOT_KEY)) is not None)  # type: ignore[arg-type]
+    return 2 * kept > len(with_snapshot)
+
+
+def _targets_gone(images: BucketTree | None, evidence: StoreEvidence) -> int:
+    """Images whose target's blob is gone from the content store (GC removes it after the image)."""
+    count = 0
+    for record in (_whole_records(images) if images is not None else ()):
+        digest = record.bucket(K.TARGET).get(K.DIGEST) if record.bucket(K.TARGET) is not None else None
+        count += bool(digest) and not evidence.blob_exists(text(digest))  # type: ignore[arg-type]
+    return count
+
+
+def _namespace_bucket_kind(tree: BucketTree) -> bytes | None:
+    """Which of a namespace's buckets ``tree`` is, from its records' fields, or None: images
+    have a ``target``; containers an image, a snapshot key or a sandbox id beside their
+    ``runtime``; sandboxes (2.x) a ``sandboxer``; leases only a ``createdat`` (no
+    ``updatedat``, no record of another kind); content holds ``blob`` and ``ingests``;
+    snapshots holds one bucket per snapshotter, of records naming their backend key."""
+    entries = tree.entries
+    if not entries or not all(isinstance(value, BucketTree) for value in entries.values()):
+        return None
+    if set(entries) <= {K.BLOB, K.INGESTS}:
+        return K.CONTENT if _mostly_have(tree.bucket(K.BLOB), K.SIZE) else None
+    children = list(entries.values())  # (a snapshotter bucket of no snapshot says nothing)
+    if any(_whole_records(child) for child in children) and all(_mostly_have(child, K.NAME) for child in children):
+        return K.SNAPSHOTS
+    records = _whole_records(tree)
+    if not records:
+        return None
+
+    def most(*fields: bytes) -> bool:
+        return 2 * sum(1 for r in records if any(r.entries.get(f) is not None for f in fields)) > len(records)
+
+    if most(K.TARGET):
+        return K.IMAGES
+    if most(b"sandboxer"):
+        return K.SANDBOXES
+    if most(b"runtime") and most(K.IMAGE, K.SNAPSHOT_KEY, K.SNAPSHOTTER, b"sandboxid"):
+        return K.CONTAINERS
+    if most(K.CREATED_AT) and not any(r.entries.get(f) is not None for r in records
+                                      for f in (K.UPDATED_AT, K.TARGET, b"runtime", K.NAME)):
+        return K.LEASES
+    return None
+
+
+def _whole_records(bucket: BucketTree | bytes) -> list[BucketTree]:
+    """The records of ``bucket`` that came back with fields (one whose page was lost is empty)."""
+    if not isinstance(bucket, BucketTree):
+        return []
+    return [r for r in bucket.entries.values() if isinstance(r, BucketTree) and r.entries]
+
+
 def containerd_root_hints(evidence: StoreEvidence | None = None,
                           named: frozenset[str] | None = None) -> RootHints:
     """How a containerd root's bolt files rank candidate trees; ``evidence``: what the root's
@@ -323,7 +469,13 @@ def containerd_root_hints(evidence: StoreEvidence | None = None,
         """meta.db's namespaces, else a snapshotter's records, from orphan pages."""
         return assemble_namespaces(found, evidence) or assemble_snapshotter(found, named)
 
-    return RootHints(plausibility=containerd_shape, recency=_recency, assemble=assemble_top)
+    def name_entries(path: tuple[bytes, ...], found: list[tuple[int, BucketTree, int]], tree: BucketTree,
+                     exact: bool) -> dict[bytes, BucketTree]:
+        """A namespace's buckets, from the orphan pages below its lost page."""
+        return name_namespace_buckets(path, found, tree, exact, evidence)
+
+    return RootHints(plausibility=containerd_shape, recency=_recency, assemble=assemble_top,
+                     name_entries=name_entries)
 
 
 CONTAINERD_ROOT_HINTS = containerd_root_hints()

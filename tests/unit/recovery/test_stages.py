@@ -104,8 +104,17 @@ def test_containerd_shape_prefers_namespace_shaped_trees():
     _ns(good).bucket(K.IMAGES, create=True)
     good.bucket(K.V1).put(K.VERSION, b"\x03")  # type: ignore[union-attr]
     odd = BucketTree()
-    odd.bucket(K.V1, b"whatever", create=True)
+    odd.bucket(K.V1, b"whatever", create=True).put(b"createdat", b"t")  # type: ignore[union-attr]
     odd.bucket(K.V1).put(K.VERSION, b"\x03")  # type: ignore[union-attr]
+    # `ctr namespaces create x` makes an empty bucket (and a lost namespace page leaves one):
+    # it says nothing either way; scored -1, a healthy root with two such namespaces and one
+    # in use lost to a stale orphan root in rebuild
+    created = BucketTree()
+    _ns(created).bucket(K.IMAGES, create=True)
+    created.bucket(K.V1, b"empty-a", create=True)
+    created.bucket(K.V1, b"empty-b", create=True)
+    created.bucket(K.V1).put(K.VERSION, b"\x03")  # type: ignore[union-attr]
+    assert containerd_shape(created) == 1
     # an old root whose v1 pointer lands on a page now holding leases: no version, and a
     # lease (its createdat value beside content/snapshots buckets) is no namespace
     lease_page = BucketTree()

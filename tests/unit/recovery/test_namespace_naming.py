@@ -1,0 +1,128 @@
+"""Naming a namespace's buckets from the orphan pages below its lost page
+(:func:`ctrconv.recovery.salvage.name_namespace_buckets`), on in-memory trees: what each bucket
+is told by, and which copy is the live one where stale copies of earlier commits lie among the
+candidates (no persisted freelist: 1.7, 2.x). The real-node cases are in
+tests/interop/test_rebuild_lost_records.py."""
+
+from __future__ import annotations
+
+from ctrconv.bolt.tree import BucketTree
+from ctrconv.containerd import schema as K
+from ctrconv.containerd.records import ImageRecord, SnapshotRecord, Target, go_time, write_image, write_snapshot, write_timestamps
+from ctrconv.recovery.salvage import StoreEvidence, containerd_shape, name_namespace_buckets
+
+NS = (K.V1, b"k8s.io")
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def _images(*names: tuple[str, str, int]) -> BucketTree:
+    bucket = BucketTree()
+    for name, digest, when in names:
+        record = bucket.bucket(name.encode(), create=True)
+        assert record is not None
+        write_image(record, ImageRecord("k8s.io", name, Target(MANIFEST, digest, 10),
+                                        created_at=go_time(when), updated_at=go_time(when)))
+    return bucket
+
+
+def _snapshots(namespace: str, *keys: tuple[str, int]) -> BucketTree:
+    bucket = BucketTree()
+    for seq, (key, when) in enumerate(keys):
+        record = bucket.bucket(b"overlayfs", key.encode(), create=True)
+        assert record is not None
+        write_snapshot(record, SnapshotRecord(namespace, "overlayfs", key, f"{namespace}/{seq}/{key}", None,
+                                              created_at=go_time(when), updated_at=go_time(when)))
+    return bucket
+
+
+def _content(*digests: str) -> BucketTree:
+    bucket = BucketTree()
+    for digest in digests:
+        record = bucket.bucket(K.BLOB, digest.encode(), create=True)
+        assert record is not None
+        record.put(K.SIZE, b"\x14")
+        write_timestamps(record, go_time(5), go_time(5))
+    bucket.bucket(K.INGESTS, create=True)
+    return bucket
+
+
+def _containers(*items: tuple[str, str]) -> BucketTree:
+    bucket = BucketTree()
+    for cid, snapshot_key in items:
+        record = bucket.bucket(cid.encode(), create=True)
+        assert record is not None
+        record.put(K.IMAGE, b"busybox")
+        record.put(K.SNAPSHOTTER, b"overlayfs")
+        record.put(K.SNAPSHOT_KEY, snapshot_key.encode())
+        record.bucket(b"runtime", create=True).put(K.NAME, b"io.containerd.runc.v2")  # type: ignore[union-attr]
+        write_timestamps(record, go_time(7), go_time(7))
+    return bucket
+
+
+def _lease(lease_id: str) -> BucketTree:
+    bucket = BucketTree()
+    record = bucket.bucket(lease_id.encode(), create=True)
+    assert record is not None
+    write_timestamps(record, go_time(9), None)
+    record.bucket(K.CONTENT, create=True).put(b"sha256:" + b"1" * 64, b"")  # type: ignore[union-attr]
+    return bucket
+
+
+def _sandboxes() -> BucketTree:
+    bucket = BucketTree()
+    record = bucket.bucket(b"pod-1", create=True)
+    assert record is not None
+    record.put(b"sandboxer", b"podsandbox")
+    record.bucket(b"runtime", create=True).put(K.NAME, b"io.containerd.runc.v2")  # type: ignore[union-attr]
+    write_timestamps(record, go_time(8), go_time(8))
+    return bucket
+
+
+A, B, C = ("sha256:" + c * 64 for c in "abc")
+
+
+def test_each_bucket_is_told_by_its_records():
+    parts = {K.IMAGES: _images(("docker.io/x:1", A, 1)), K.SNAPSHOTS: _snapshots("k8s.io", ("sha256:l1", 2)),
+             K.CONTENT: _content(A), K.CONTAINERS: _containers(("c1", "c1")), K.LEASES: _lease("l1"),
+             K.SANDBOXES: _sandboxes()}
+    found = [(page, tree, 0) for page, tree in enumerate(parts.values(), start=10)]
+    found.append((99, _snapshots("k8s.io", ("x", 1)).bucket(b"overlayfs"), 0))  # (records of one snapshotter: no bucket)
+    named = name_namespace_buckets(NS, found, BucketTree(), exact=True)
+    assert {kind: id(tree) for kind, tree in named.items()} == {kind: id(tree) for kind, tree in parts.items()}
+    assert name_namespace_buckets((K.V1,), found, BucketTree(), exact=True) == {}  # (namespaces: assemble_namespaces)
+
+
+def test_without_a_freelist_the_live_copies_win_over_stale_ones():
+    tree = BucketTree()
+    other = tree.bucket(K.V1, b"default", create=True)
+    assert other is not None
+    other.entries[K.IMAGES] = _images(("docker.io/x:1", A, 3), ("docker.io/y:1", B, 4))
+    blobs = {A, B}
+    live_images = _images(("docker.io/x:1", A, 1), ("docker.io/y:1", B, 2))
+    deleted_too = _images(("docker.io/x:1", A, 1), ("docker.io/y:1", B, 2), ("docker.io/z:1", C, 6))
+    default_copy = _images(("docker.io/x:1", A, 3))  # (an older copy of default's images: newer than ours)
+    live_snapshots = _snapshots("k8s.io", ("sha256:l1", 2), ("c1", 2))
+    other_snapshots = _snapshots("default", ("sha256:l1", 8))
+    live_containers = _containers(("c1", "c1"))
+    removed_container = _containers(("c1", "c1"), ("c2", "c2"))  # (c2's snapshot went with it)
+    write_timestamps(removed_container.entries[b"c2"], None, go_time(9))  # type: ignore[arg-type]
+    found = [(20, deleted_too, 0), (21, live_images, 0), (22, default_copy, 0), (23, other_snapshots, 0),
+             (24, live_snapshots, 0), (25, removed_container, 0), (26, live_containers, 0), (27, _lease("gone"), 0)]
+    evidence = StoreEvidence({}, lambda digest: digest in blobs)
+    named = name_namespace_buckets(NS, found, tree, exact=False, evidence=evidence)
+    assert named[K.IMAGES] is live_images
+    assert named[K.SNAPSHOTS] is live_snapshots
+    assert named[K.CONTAINERS] is live_containers
+    assert K.LEASES not in named  # (an empty leases bucket is inlined: every copy found may be stale)
+    # with a freelist the subtrees are the lost page's own: the lease is the namespace's
+    assert K.LEASES in name_namespace_buckets(NS, [(27, _lease("kept"), 0)], tree, exact=True)
+
+
+def test_an_empty_namespace_or_one_of_labels_only_says_nothing_of_the_tree():
+    tree = BucketTree()
+    tree.bucket(K.V1, create=True).put(K.VERSION, b"\x03")  # type: ignore[union-attr]
+    tree.bucket(K.V1, b"k8s.io", create=True).entries[K.IMAGES] = _images(("docker.io/x:1", A, 1))  # type: ignore[union-attr]
+    assert containerd_shape(tree) == 1
+    tree.bucket(K.V1, b"made-by-ctr", K.LABELS, create=True)
+    tree.bucket(K.V1, b"lost-page", create=True)
+    assert containerd_shape(tree) == 1
