@@ -217,6 +217,8 @@ def _backfill(primary: BucketTree, other: BucketTree, path: tuple[bytes, ...]) -
 #: scores a candidate tree (higher = better) when no meta page can say which root is the
 #: newest; the caller knows its records, the file does not
 TreeScore = Callable[[BucketTree], int]
+#: names the sub-bucket roots found below a lost page (see :attr:`RootHints.entry_namer`)
+EntryNamer = Callable[[list[tuple[int, BucketTree, int]], BucketTree, bool], dict[bytes, BucketTree]]
 
 
 @dataclass(frozen=True)
@@ -235,14 +237,13 @@ class RootHints:
     #: children are lost), make a root of the candidate subtrees (page id, tree, damage
     #: count) that are the owner's children, or return None
     assemble: Callable[[list[tuple[int, BucketTree, int]]], BucketTree | None] | None = None
-    #: when the page holding the entries of a bucket below the top level is lost, name the
-    #: orphan subtrees (page id, tree, damage count) that are the roots of its entries'
-    #: sub-buckets from what they hold: the names it can tell. Given the bucket's path, the
-    #: salvaged tree (what else the file holds) and whether the subtrees are exactly the lost
-    #: page's (a persisted freelist tells them) or candidates among stale copies of earlier
-    #: commits (no freelist: every unreached page that could be a bucket's root)
-    name_entries: Callable[[tuple[bytes, ...], list[tuple[int, BucketTree, int]], BucketTree, bool],
-                           dict[bytes, BucketTree]] | None = None
+    #: when the page holding the entries of a bucket below the top level is lost: for the
+    #: bucket's path, None when the owner cannot name what lay below it, else a function naming
+    #: the orphan subtrees (page id, tree, damage count) that are the roots of its entries'
+    #: sub-buckets from what they hold (the names it can tell), given the salvaged tree (what
+    #: else the file holds) and whether the subtrees are exactly the lost page's (a persisted
+    #: freelist tells them) or candidates among stale copies of earlier commits (no freelist)
+    entry_namer: Callable[[tuple[bytes, ...]], EntryNamer | None] | None = None
 
 
 def salvage(path: str | os.PathLike[str], *, hints: RootHints | None = None) -> SalvageResult:
@@ -370,7 +371,7 @@ def _recover_orphans(raw: _Raw, walker: _Walker, meta: MetaInfo, result: Salvage
 
     Below a lost *leaf* the orphans are the roots of its entries' sub-buckets, a level deeper,
     whose names (the leaf's keys) are gone: the owner names what it can from what they hold
-    (``hints.assemble`` for the top-level bucket, ``hints.name_entries`` below it). A page
+    (``hints.assemble`` for the top-level bucket, ``hints.entry_namer`` below it). A page
     whose header is gone too (zeroed, garbled) could have been either: its orphans are taken as
     the bucket's own nodes only when they look it (:func:`_bucket_nodes`).
     """
@@ -380,7 +381,8 @@ def _recover_orphans(raw: _Raw, walker: _Walker, meta: MetaInfo, result: Salvage
     kinds = {_lost_kind(raw, d.page) for d in lost}  # type: ignore[arg-type]
     path = lost[0].path
     hints = hints or RootHints()
-    can_name = hints.assemble is not None if len(path) == 1 else hints.name_entries is not None
+    namer = hints.entry_namer(path) if hints.entry_namer is not None and len(path) > 1 else None
+    can_name = hints.assemble is not None if len(path) == 1 else namer is not None
     if "leaf" in kinds and not can_name:
         return
     free = _free_pages(raw, meta)
@@ -483,8 +485,9 @@ def _name_lost_entries(parts: list[tuple[int, BucketTree, int]], path: tuple[byt
     if len(path) == 1:
         _assemble_parts(parts, path, result, hints)
         return
-    assert hints.name_entries is not None
-    named = hints.name_entries(path, parts, result.tree, exact)
+    namer = hints.entry_namer(path) if hints.entry_namer is not None else None
+    assert namer is not None
+    named = namer(parts, result.tree, exact)
     bucket = result.tree.bucket(*path, create=True)
     assert bucket is not None
     undamaged = {id(tree) for _, tree, damage in parts if not damage}

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-from ctrconv.bolt.salvage import RootHints, SalvageResult, salvage
+from ctrconv.bolt.salvage import EntryNamer, RootHints, SalvageResult, salvage
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.records import newest_update, read_schema_version, split_parents_key
@@ -469,13 +469,13 @@ def containerd_root_hints(evidence: StoreEvidence | None = None,
         """meta.db's namespaces, else a snapshotter's records, from orphan pages."""
         return assemble_namespaces(found, evidence) or assemble_snapshotter(found, named)
 
-    def name_entries(path: tuple[bytes, ...], found: list[tuple[int, BucketTree, int]], tree: BucketTree,
-                     exact: bool) -> dict[bytes, BucketTree]:
+    def entry_namer(path: tuple[bytes, ...]) -> EntryNamer | None:
         """A namespace's buckets, from the orphan pages below its lost page."""
-        return name_namespace_buckets(path, found, tree, exact, evidence)
+        if len(path) != 2 or path[0] != K.V1:
+            return None
+        return lambda found, tree, exact: name_namespace_buckets(path, found, tree, exact, evidence)
 
-    return RootHints(plausibility=containerd_shape, recency=_recency, assemble=assemble_top,
-                     name_entries=name_entries)
+    return RootHints(plausibility=containerd_shape, recency=_recency, assemble=assemble_top, entry_namer=entry_namer)
 
 
 CONTAINERD_ROOT_HINTS = containerd_root_hints()
