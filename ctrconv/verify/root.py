@@ -7,6 +7,7 @@ platforms are reported as information, not as problems.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import tempfile
@@ -40,6 +41,7 @@ from ctrconv.verify.split import SPLIT_FROM, SnapshotRecords, image_elements
 T = TypeVar("T")
 GC_CONTENT = K.LABEL_GC_CONTENT
 GC_SNAPSHOT = K.LABEL_GC_SNAPSHOT
+GC_CONFIG = K.LABEL_GC_CONTENT + ".config"  # (a manifest labels its config so)
 
 
 def _safe(report: Report, what: str, location: str, items: Iterable[T]) -> Iterator[T]:
@@ -192,7 +194,8 @@ def _check_records(croot: ContainerdRoot, report: Report, namespaces: list[str] 
             selected = meta.namespaces() if namespaces is None else namespaces
             _note_absent_namespaces(meta, selected, report)
             snaps = SnapshotRecords(meta)
-            checked = {ns: _check_namespace(meta, croot, ns, report, snaps) for ns in selected}
+            still_held = _BackendHolds(backends)
+            checked = {ns: _check_namespace(meta, croot, ns, report, snaps, still_held) for ns in selected}
             for ns in meta.namespaces():
                 for sn in meta.snapshotters(ns):
                     for rec in snaps(report, f"{ns}/snapshots/{sn}", "meta.db", ns, sn):
@@ -398,8 +401,26 @@ def _not_utf8(text_: str) -> bool:
     return False
 
 
+class _BackendHolds:
+    """Whether a snapshotter's own db still holds a snapshot of a namespace by its meta.db key
+    (backend key ``<ns>/<id>/<key>``), whatever meta.db says of it."""
+
+    def __init__(self, backends: Mapping[str, "_Backend"]) -> None:
+        self._backends = backends
+        self._held: dict[str, set[tuple[str, str]]] = {}  # snapshotter -> (namespace, key), made on first need
+
+    def __call__(self, snapshotter: str, ns: str, key: str) -> bool:
+        if snapshotter not in self._held:
+            backend = self._backends.get(snapshotter)
+            parts = (s.key.split("/", 2) for s in (backend.snapshots if backend is not None else ()))
+            self._held[snapshotter] = {(p[0], p[2]) for p in parts if len(p) == 3}
+        return (ns, key) in self._held[snapshotter]
+
+
 def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: Report,
-                     snaps: SnapshotRecords) -> tuple[tuple[str, ...], str | None]:
+                     snaps: SnapshotRecords,
+                     still_held: Callable[[str, str, str], bool] = lambda _sn, _ns, _key: False,
+                     ) -> tuple[tuple[str, ...], str | None]:
     """Check one namespace; returns its recorded digests and why any record was unreadable."""
     content = croot.content
     where = f"meta.db v1/{ns}"
@@ -415,6 +436,7 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
     visible = StatedContent(content, ns, sizes)
 
     labelled_by: dict[str, str] = {}  # a blob -> a record whose gc.ref.content label keeps it
+    unpacks_again = _UnpacksAgain(records, visible)
     for digest, rec in records.items():
         obj = f"blob {digest}"
         try:
@@ -440,8 +462,26 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
                                severity="info")
             elif key.startswith(GC_SNAPSHOT):
                 sn = key[len(GC_SNAPSHOT):].split("/", 1)[0]
-                if value not in snapshot_keys.get(sn, set()):
-                    report.add("dangling-gc-label", obj, f"{where}/content/blob/{digest}/labels", f"{key} points at snapshot {value}, which {sn} does not have in {ns}: the image's unpacked snapshot is lost (a CRI container cannot start from it)")
+                if value in snapshot_keys.get(sn, set()):
+                    continue
+                label_at = f"{where}/content/blob/{digest}/labels"
+                if still_held(sn, ns, value):
+                    # (a lost meta.db record, or ``ctr snapshots rm`` before a GC ran)
+                    report.add("dangling-gc-label", obj, label_at,
+                               f"{key} points at snapshot {value}, which meta.db does not record in {ns} while {sn} "
+                               "still holds it: containerd's GC deletes it at its next run (`rebuild` writes the "
+                               "record again)")
+                elif unpacks_again(digest):
+                    # (``ctr snapshots rm`` of an image's top snapshot and a GC, a pruning tool)
+                    report.add("dangling-gc-label", obj, label_at,
+                               f"{key} points at snapshot {value}, which {sn} does not have in {ns}: the image is "
+                               "no longer unpacked there; its layers are here, and `ctr run` and CRI unpack it "
+                               "again on first use (containerd's GC ignores the label)", severity="info")
+                else:
+                    report.add("dangling-gc-label", obj, label_at,
+                               f"{key} points at snapshot {value}, which {sn} does not have in {ns}: the image's "
+                               "unpacked snapshot is lost and its layers are not all here to unpack it again (a "
+                               "container cannot start from it)")
 
     _check_containers(meta, ns, where, snapshot_keys, report)
     runs = HostRuns()
@@ -570,6 +610,36 @@ class _OtherRecords:
                         continue
             self._digests = frozenset(found)
         return digest in self._digests
+
+
+class _UnpacksAgain:
+    """Whether an image config's snapshot, when gone, is made again on first use: some manifest
+    labelling the config (``gc.ref.content.config``) has every layer in the namespace. containerd
+    unpacks an image whose snapshot is missing (``ctr run``; CRI's ``WithNewSnapshot`` catches
+    NotFound and unpacks), so a config label naming a removed snapshot is then no damage; with
+    the layers gone too (CRI ``discard_unpacked_layers``) the snapshot was the only copy."""
+
+    def __init__(self, records: Mapping[str, KeptRecord], content: NamespaceContent) -> None:
+        self._records = records
+        self._content = content
+        self._manifests: dict[str, list[str]] | None = None  # config -> manifests (made on first need)
+
+    def __call__(self, config: str) -> bool:
+        if self._manifests is None:
+            self._manifests = {}
+            for digest, record in self._records.items():
+                labelled = record.labels.get(GC_CONFIG)
+                if labelled:
+                    self._manifests.setdefault(labelled, []).append(digest)
+        return any(self._layers_here(manifest) for manifest in self._manifests.get(config, ()))
+
+    def _layers_here(self, manifest: str) -> bool:
+        try:
+            doc = json.loads(self._content.read_small(manifest, self._records[manifest].size))
+            layers = [layer["digest"] for layer in doc["layers"]]
+        except (CtrconvError, OSError, ValueError, KeyError, TypeError):
+            return False
+        return all(isinstance(d, str) and self._content.exists(d) for d in layers)
 
 
 def _check_image(image: ImageRecord, records: dict[str, KeptRecord], content: NamespaceContent,
