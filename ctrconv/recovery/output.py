@@ -45,7 +45,8 @@ def write_stores(stores: Salvaged, croot: ContainerdRoot, target: ContainerdRoot
         for sn, names in unnamed_writable_dirs(croot, kept).items():
             for name in names:  # (in place these go to the quarantine, reported there)
                 report.clean("snapshot-dir", f"{sn}/snapshots/{name}",
-                             "no record names it and it holds files (a container's layer whose record is lost?): "
+                             "no record names it and it holds files (a container's layer whose record is lost, or a "
+                             "snapshot removed and not yet collected: they cannot be told apart): "
                              f"left out of the new root; the source keeps it ({croot.snapshots_dir(sn) / name})")
     restore_work_dirs(stores.backend_trees, target, kept, report)
     ensure_schema_version(stores.meta, croot)
