@@ -126,3 +126,45 @@ def test_an_empty_namespace_or_one_of_labels_only_says_nothing_of_the_tree():
     tree.bucket(K.V1, b"made-by-ctr", K.LABELS, create=True)
     tree.bucket(K.V1, b"lost-page", create=True)
     assert containerd_shape(tree) == 1
+
+
+def _meta_db_with_a_large_namespace(path, *, freelist: bool) -> int:
+    """A meta.db whose ``k8s.io`` holds 300 images (its ``images`` root a branch page) and
+    content; returns the page of the namespace's own leaf."""
+    from ctrconv.bolt import _structs as S
+    from ctrconv.bolt.reader import BoltFile
+    from ctrconv.bolt.writer import write_bolt
+
+    tree = BucketTree()
+    tree.bucket(K.V1, create=True).put(K.VERSION, b"\x03")  # type: ignore[union-attr]
+    ns = tree.bucket(K.V1, b"k8s.io", create=True)
+    assert ns is not None
+    ns.entries[K.IMAGES] = _images(*((f"docker.io/library/app-{i:03}:v1", A, i + 1) for i in range(300)))
+    ns.entries[K.CONTENT] = _content(A, B)
+    write_bolt(path, tree, freelist=freelist)
+    with BoltFile(path) as db:
+        namespace = db.bucket(K.V1, b"k8s.io")
+        assert namespace is not None and db.page(namespace.root).flags == S.LEAF_PAGE
+        images = db.bucket(K.V1, b"k8s.io", K.IMAGES)
+        assert images is not None and db.page(images.root).flags == S.BRANCH_PAGE
+        return namespace.root
+
+
+def test_a_large_bucket_below_a_lost_namespace_page_comes_back_whole(tmp_path):
+    """Without a freelist every unreached page is a candidate: the leaves of a large ``images``
+    bucket (its root a branch page) are candidates too, and one of them alone, its records
+    newest, stood for the whole bucket (the other images then counted as read back whole)."""
+    from ctrconv.bolt.salvage import salvage
+    from ctrconv.recovery.salvage import CONTAINERD_ROOT_HINTS
+
+    for freelist in (True, False):
+        path = tmp_path / f"meta-{freelist}.db"
+        page = _meta_db_with_a_large_namespace(path, freelist=freelist)
+        data = bytearray(path.read_bytes())
+        data[page * 4096:(page + 1) * 4096] = bytes(4096)
+        path.write_bytes(bytes(data))
+        result = salvage(path, hints=CONTAINERD_ROOT_HINTS)
+        images = result.tree.bucket(K.V1, b"k8s.io", K.IMAGES)
+        assert images is not None and len(images.entries) == 300, (freelist, result.damage)
+        assert (K.V1, b"k8s.io", K.IMAGES) in result.recovered_whole
+        assert result.tree.bucket(K.V1, b"k8s.io", K.CONTENT, K.BLOB).entries.keys() == {A.encode(), B.encode()}  # type: ignore[union-attr]
