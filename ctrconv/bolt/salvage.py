@@ -451,20 +451,20 @@ def _unreached_bucket_roots(raw: _Raw, walker: _Walker, meta: MetaInfo, path: tu
     unreferenced. Every unreached page that could be a bucket root is read on its own, its
     damage counted with the pages it shares with the tree; the owner picks per name.
 
-    ``outermost``: branch pages too (a large bucket's root), and no page that is a node of
-    another candidate holding its keys (a leaf of a large bucket read alone is a part of it,
-    and its records would stand for the whole bucket)."""
+    ``outermost``: every branch and leaf page (a large bucket's root; a record holding plain
+    values beside its buckets), and no page that is a node of another candidate holding its
+    keys (a leaf of a large bucket read alone is a part of it, and its records would stand for
+    the whole bucket); the owner tells the shapes it names."""
     hwm = min(meta.pgid, raw.pages)
     orphans, _ = _scan_pages(raw, skip=_reached(raw, walker), end=hwm)
     parts = []
     for pgid, page in sorted(orphans.items()):
-        if not (_only_buckets(page) or (outermost and page.flags == S.BRANCH_PAGE)):
+        if not (outermost and page.flags in (S.BRANCH_PAGE, S.LEAF_PAGE)) and not _only_buckets(page):
             continue
         rescuer = _Walker(raw, hwm)  # (its own: copies share the pages their commits did not change)
         node = BucketTree()
         rescuer.tree(pgid, node, path)
-        if node.entries and all(isinstance(v, BucketTree) for v in node.entries.values()):
-            # (a page the tree reaches is no part of the lost bucket's subtrees)
+        if node.entries:  # (a page the tree reaches is no part of the lost bucket's subtrees)
             parts.append((pgid, node, len(rescuer.damage) + len(rescuer.visited & walker.visited), rescuer.visited))
     if outermost:
         parts = [(pgid, node, damage, visited) for pgid, node, damage, visited in parts

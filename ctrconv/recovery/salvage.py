@@ -13,7 +13,7 @@ from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.records import newest_update, read_schema_version, split_parents_key
 from ctrconv.containerd.locking import exclusive_lock, is_locked, shared_lock
-from ctrconv.containerd.root import ContainerdRoot
+from ctrconv.containerd.root import ContainerdRoot, is_namespace
 from ctrconv.containerd.rootlock import describe_holders
 from ctrconv.errors import CtrconvError, LockedError
 from ctrconv.recovery.buckets import text
@@ -419,6 +419,31 @@ def _targets_gone(images: BucketTree | None, evidence: StoreEvidence) -> int:
     return count
 
 
+def name_containers(namespace: bytes, found: list[tuple[int, BucketTree, int]], tree: BucketTree,
+                    exact: bool) -> dict[bytes, BucketTree]:
+    """The containers of a namespace whose ``containers`` leaf page was lost: each container
+    record holds buckets (``runtime``, ``labels``), so it is a page of its own, orphaned with
+    its id. containerd's clients name a container's writable snapshot after it (``ctr run``,
+    ``ctr containers create``, CRI, Docker, nerdctl: snapshot key = container id), so a record
+    is named by its ``snapshotKey`` when that is a valid id. Without a persisted freelist the
+    candidates include stale copies of earlier commits: only a container whose snapshot the
+    namespace still records is taken (removing a container removes its snapshot), and of two
+    copies of one the less damaged, then the newer. A container whose snapshot key is not its
+    id (an API client's choice) comes back under its snapshot key's name."""
+    snapshots = tree.bucket(K.V1, namespace, K.SNAPSHOTS)
+    best: dict[bytes, tuple[tuple[int, int], BucketTree]] = {}
+    for _, record, damage in found:
+        key, snapshotter = record.get(K.SNAPSHOT_KEY), record.get(K.SNAPSHOTTER)
+        if record.bucket(b"runtime") is None or not key or not snapshotter or not is_namespace(text(key)):
+            continue
+        if not exact and (snapshots is None or snapshots.bucket(snapshotter, key) is None):
+            continue
+        rank = (-damage, newest_update(record))
+        if key not in best or rank > best[key][0]:
+            best[key] = (rank, record)
+    return {key: record for key, (_, record) in best.items()}
+
+
 def _namespace_bucket_kind(tree: BucketTree) -> bytes | None:
     """Which of a namespace's buckets ``tree`` is, from its records' fields, or None: images
     have a ``target``; containers an image, a snapshot key or a sandbox id beside their
@@ -470,10 +495,13 @@ def containerd_root_hints(evidence: StoreEvidence | None = None,
         return assemble_namespaces(found, evidence) or assemble_snapshotter(found, named)
 
     def entry_namer(path: tuple[bytes, ...]) -> EntryNamer | None:
-        """A namespace's buckets, from the orphan pages below its lost page."""
-        if len(path) != 2 or path[0] != K.V1:
-            return None
-        return lambda found, tree, exact: name_namespace_buckets(path, found, tree, exact, evidence)
+        """A namespace's buckets, from the orphan pages below its lost page; a namespace's
+        containers, from the orphan pages below the lost leaf of its ``containers``."""
+        if len(path) == 2 and path[0] == K.V1:
+            return lambda found, tree, exact: name_namespace_buckets(path, found, tree, exact, evidence)
+        if len(path) == 3 and path[0] == K.V1 and path[2] == K.CONTAINERS:
+            return lambda found, tree, exact: name_containers(path[1], found, tree, exact)
+        return None
 
     return RootHints(plausibility=containerd_shape, recency=_recency, assemble=assemble_top, entry_namer=entry_namer)
 

@@ -553,15 +553,18 @@ def test_a_rebuild_that_fails_after_it_began_writing_says_so_and_verify_too(real
 
 def test_a_writable_layer_whose_container_record_was_lost_survives_containerd_s_gc(realnode_set_for, cli, tmp_path,
                                                                                    private_containerd):
-    """The page holding a namespace's container records lost (zeroed): the containers' writable
-    snapshots kept their records, which nothing held any more, and containerd's first GC
-    deleted them with the containers' data (a red-team run). They are labelled gc.root now."""
+    """The page holding a container's record lost (zeroed): the container's writable snapshot
+    kept its record, which nothing held any more, and containerd's first GC deleted it with
+    the container's data (a red-team run, which lost the page of a namespace's container
+    records: those now come back named by their snapshot keys). It is labelled gc.root now."""
     from ctrconv.containerd.metadata import SnapshotterDB
 
     root = realnode_set_for("1.6").copy_root("node", tmp_path / "node")
     meta = root / "io.containerd.metadata.v1.bolt" / "meta.db"
     with BoltFile(meta) as db:
-        [page] = [p.pgid for p in db.bucket(b"v1", b"default", b"containers").pages()]
+        record = db.bucket(b"v1", b"default", b"containers", b"rn-stopped")
+        assert record is not None and record.inline is None, "a container record is a page of its own"
+        page = record.root
         page_size = db.page_size
     with BoltFile(root / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db") as db:
         [active] = [s for s in SnapshotterDB(db).snapshots() if s.key.endswith("/rn-stopped")]
@@ -1046,4 +1049,41 @@ def test_empty_namespaces_do_not_make_a_healthy_meta_db_look_stale(realnode_set_
     assert result.json["salvage"][str(root.joinpath(*META))]["source"].startswith("meta "), result.json["salvage"]
     daemon = private_containerd(root=new)
     assert {"empty-a", "empty-b", "k8s.io"} <= set(daemon.namespaces())
+    daemon.stop()
+
+
+@pytest.mark.parametrize("line", ["1.6", "1.7", "2.x"])
+def test_containers_whose_leaf_page_is_lost_come_back_under_their_ids(line, realnode_set_for, cli, tmp_path,
+                                                                      private_containerd):
+    """The leaf page of ``v1/default/containers`` lost: each container record holds buckets
+    (runtime, labels), so it is a page of its own, orphaned with its id. rebuild dropped both
+    containers and kept their writable layers as unnamed snapshots (a page sweep, every line);
+    a record is named by its snapshot key now (ctr, CRI, Docker name the snapshot after the
+    container), and a real containerd starts them."""
+    from support.versions import bin_dir_for
+
+    corpus = realnode_set_for(line)
+    root = corpus.copy_root("node", tmp_path / "node")
+    containers = _container_ids(root, b"default")
+    assert len(containers) >= 2, "the fixture's node root has containers in default"
+    with BoltFile(root.joinpath(*META)) as db:
+        bucket = db.bucket(b"v1", b"default", b"containers")
+        assert bucket is not None and bucket.inline is None
+        assert db.page(bucket.root).flags == S.LEAF_PAGE, "the fixture's containers are one leaf page"
+        page = bucket.root
+    _damage_page(root, page, "zero")
+
+    new = tmp_path / "new"
+    result = cli("rebuild", "--root", str(root), "-o", str(new), "-q", "--json")
+    assert result.code == 0, result.stderr
+    assert not result.json["dropped"], result.json["dropped"]
+    assert _container_ids(new, b"default") == containers
+    verify = cli("verify", "--root", str(new), "-A", "-q", "--json")
+    assert verify.code == 0, json.dumps(verify.json["problems"])[:2000]
+
+    daemon = private_containerd(root=new, binary_dir=None if line == "1.6" else str(bin_dir_for(line)))
+    for name in sorted(c.decode() for c in containers):
+        started = daemon.ctr("tasks", "start", "-d", name, check=False, timeout=120)
+        assert started.returncode == 0, (name, started.stderr)
+        daemon.ctr("tasks", "delete", "--force", name, check=False, timeout=120)
     daemon.stop()

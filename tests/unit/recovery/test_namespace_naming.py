@@ -168,3 +168,16 @@ def test_a_large_bucket_below_a_lost_namespace_page_comes_back_whole(tmp_path):
         assert images is not None and len(images.entries) == 300, (freelist, result.damage)
         assert (K.V1, b"k8s.io", K.IMAGES) in result.recovered_whole
         assert result.tree.bucket(K.V1, b"k8s.io", K.CONTENT, K.BLOB).entries.keys() == {A.encode(), B.encode()}  # type: ignore[union-attr]
+
+
+def test_containers_below_a_lost_leaf_are_named_by_their_snapshot_keys():
+    from ctrconv.recovery.salvage import name_containers
+
+    tree = BucketTree()
+    tree.bucket(K.V1, b"default", create=True).entries[K.SNAPSHOTS] = _snapshots("default", ("web-1", 3))  # type: ignore[union-attr]
+    records = _containers(("web-1", "web-1"), ("removed", "removed"), ("bad", "not/an id"))
+    found = [(30 + i, record, 0) for i, record in enumerate(records.entries.values())]
+    # a persisted freelist: every orphan is a live record (rebuild judges a missing snapshot)
+    assert set(name_containers(b"default", found, tree, exact=True)) == {b"web-1", b"removed"}
+    # without one, a record whose snapshot is gone is a stale copy of a removed container
+    assert set(name_containers(b"default", found, tree, exact=False)) == {b"web-1"}
