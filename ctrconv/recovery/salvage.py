@@ -27,8 +27,9 @@ _SNAPSHOTTER_BUCKETS = {K.SNAPSHOTS, K.PARENTS}
 def containerd_shape(tree: BucketTree) -> int:
     """How containerd-like a candidate tree is: +1 for each ``v1`` child that is shaped like a
     namespace (buckets only, some of them a namespace's; or a snapshotter's ``snapshots`` /
-    ``parents``), 0 for an empty one (or of labels only), -1 for each that is not (an old root whose ``v1`` pointer lands on a page
-    reused for another tree: a lease's bucket, with its ``createdat`` value, is no namespace),
+    ``parents``), 0 for an empty one (or of labels only), -1 for each that is not (an old root
+    whose ``v1`` pointer lands on a page reused for another tree: a lease's bucket, with its
+    ``createdat`` value, is no namespace),
     -1 for a ``v1`` without the ``version`` containerd writes at every start, -1 for each plain
     value at the top; a non-empty tree without ``v1`` scores -1."""
     v1 = tree.bucket(K.V1)
