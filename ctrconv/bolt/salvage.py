@@ -500,6 +500,14 @@ def _name_lost_entries(parts: list[tuple[int, BucketTree, int]], path: tuple[byt
                 result.recovered_whole.add(path + (key,))
     if added:
         result.backfilled.append(path)
+        if not exact:
+            # (a note, not a lost part: the pick among copies is the best the file allows, and
+            # bbolt keeps the copies the last commit replaced until the next one reuses them)
+            where = "/".join(p.decode("utf-8", "backslashreplace") for p in path)
+            result.damage.append(Damage((), None, f"{where}: its page lost in a file without a persisted freelist: "
+                                                  f"{', '.join(sorted(k.decode('utf-8', 'backslashreplace') for k in named))} "
+                                                  "picked among copies of recent commits; what the last commits "
+                                                  "deleted there may be back"))
 
 
 def _assemble_parts(parts: list[tuple[int, BucketTree, int]], path: tuple[bytes, ...],
