@@ -161,6 +161,15 @@ def rebuild_root(
     return report
 
 
+def content_records(namespace: str) -> tuple[bytes, ...]:
+    """The bucket of a namespace's content records (``v1/<ns>/content/blob``): what "its content
+    records may be lost" asks about. Its ``ingests`` beside them (transfers in flight) say nothing
+    of what the namespace holds, and a ``content`` page lost with ``blob`` read back whole from
+    the orphan pages below it lost no record (a page sweep: the namespace took other namespaces'
+    platforms it never pulled)."""
+    return (K.V1, namespace.encode(), K.CONTENT, K.BLOB)
+
+
 def _remove_bolt_temps(croot: ContainerdRoot) -> None:
     """Only under this process's writers' lock (``api.rebuild_root`` takes it): no other
     writer can be writing one of them then."""
@@ -226,7 +235,7 @@ def _rebuild_into(run: _Run, report: RebuildReport) -> None:
     # Intact content records say what a namespace holds; only where they may be lost may a
     # namespace take blobs on disk that it has no record of.
     work = reimport_groups(run.target, stores.meta, run.unpack,
-                           trusted=lambda ns: not stores.meta_lost_under(b"v1", ns.encode(), b"content"),
+                           trusted=lambda ns: not stores.meta_lost_under(*content_records(ns)),
                            writer_line=stores.meta_writer_line)
     del stores  # the salvaged trees: each import below loads the repaired meta.db itself
     import_groups(run.target, work, report, progress=run.progress)
@@ -306,10 +315,10 @@ def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set
         prune_dangling_labels(meta, report)
     derive_images(meta, good, content, run.names, report, orphaned,
                   lost_images=lambda ns: stores.meta_lost_under(b"v1", *([ns.encode(), b"images"] if ns else [])),
-                  lost_content=lambda ns: stores.meta_lost_under(b"v1", ns.encode(), b"content"))
+                  lost_content=lambda ns: stores.meta_lost_under(*content_records(ns)))
     if run.regenerate_layers:
         regenerate_lost_layers(meta, backends, run.croot, run.target, report, unpack=run.unpack)
-    lost_content = lambda ns: stores.meta_lost_under(b"v1", ns.encode(), b"content")  # noqa: E731
+    lost_content = lambda ns: stores.meta_lost_under(*content_records(ns))  # noqa: E731
     record_images_run_from_snapshots(meta, content, report, lost_content=lost_content)
     relabel_bare_documents(meta, content, report, lost_content=lost_content)
     drop_incomplete_images(meta, content, report, records_whole=lambda ns: not lost_content(ns))

@@ -445,6 +445,36 @@ def name_containers(namespace: bytes, found: list[tuple[int, BucketTree, int]], 
     return {key: record for key, (_, record) in best.items()}
 
 
+def name_content_buckets(namespace: bytes, found: list[tuple[int, BucketTree, int]], tree: BucketTree,
+                         exact: bool, evidence: StoreEvidence | None = None) -> dict[bytes, BucketTree]:
+    """The ``blob`` and ``ingests`` buckets of a namespace whose ``content`` leaf page was lost
+    (each holds a bucket per record, so it is a page of its own): ``blob`` records have a size,
+    ``ingests`` records a backend ref. rebuild recorded again every blob the namespace's images
+    name, other platforms' blobs that other namespaces keep on disk among them (a page sweep).
+    Without a persisted freelist, a copy most of whose records another namespace holds (keys and
+    creation times) is that namespace's; of the rest the least damaged, the least contradicted
+    (blob files GC removed), the newest, the smaller wins."""
+    evidence = evidence or StoreEvidence()
+    v1 = tree.bucket(K.V1)
+    others = [ns for key, ns in (v1.entries.items() if v1 is not None else ())
+              if key != namespace and isinstance(ns, BucketTree)]
+    best: dict[bytes, tuple[tuple[int, int, int, int], BucketTree]] = {}
+    for _, bucket, damage in found:
+        records = _whole_records(bucket)
+        if not records or len(records) != len(bucket.entries):
+            continue
+        kind = K.BLOB if _mostly_have(bucket, K.SIZE) else K.INGESTS if _mostly_have(bucket, K.REF) else None
+        if kind is None:
+            continue
+        if not exact and any(_same_records(bucket, other.bucket(K.CONTENT, kind)) for other in others):
+            continue
+        gone = sum(1 for key in bucket.entries if not evidence.blob_exists(text(key))) if kind == K.BLOB else 0
+        rank = (-damage, -gone, newest_update(bucket), -bucket.value_count())
+        if kind not in best or rank > best[kind][0]:
+            best[kind] = (rank, bucket)
+    return {kind: bucket for kind, (_, bucket) in best.items()}
+
+
 def _namespace_bucket_kind(tree: BucketTree) -> bytes | None:
     """Which of a namespace's buckets ``tree`` is, from its records' fields, or None: images
     have a ``target``; containers an image, a snapshot key or a sandbox id beside their
@@ -497,11 +527,14 @@ def containerd_root_hints(evidence: StoreEvidence | None = None,
 
     def entry_namer(path: tuple[bytes, ...]) -> EntryNamer | None:
         """A namespace's buckets, from the orphan pages below its lost page; a namespace's
-        containers, from the orphan pages below the lost leaf of its ``containers``."""
+        containers, or its ``blob`` and ``ingests`` buckets, from the orphan pages below the lost
+        leaf of its ``containers`` or ``content``."""
         if len(path) == 2 and path[0] == K.V1:
             return lambda found, tree, exact: name_namespace_buckets(path, found, tree, exact, evidence)
         if len(path) == 3 and path[0] == K.V1 and path[2] == K.CONTAINERS:
             return lambda found, tree, exact: name_containers(path[1], found, tree, exact)
+        if len(path) == 3 and path[0] == K.V1 and path[2] == K.CONTENT:
+            return lambda found, tree, exact: name_content_buckets(path[1], found, tree, exact, evidence)
         return None
 
     return RootHints(plausibility=containerd_shape, recency=_recency, assemble=assemble_top, entry_namer=entry_namer)

@@ -1090,3 +1090,36 @@ def test_containers_whose_leaf_page_is_lost_come_back_under_their_ids(line, real
         assert started.returncode == 0, (name, started.stderr)
         daemon.ctr("tasks", "delete", "--force", name, check=False, timeout=120)
     daemon.stop()
+
+
+@pytest.mark.parametrize("line", ["1.6", "1.7", "2.x"])
+def test_content_records_whose_leaf_page_is_lost_come_back_as_they_were(line, realnode_set_for, cli, tmp_path,
+                                                                        private_containerd):
+    """The leaf page of ``v1/k8s.io/content`` lost: its ``blob`` bucket is a page of its own
+    (each record holds labels), orphaned with its name. rebuild recorded again every blob the
+    namespace's images name, the platforms other namespaces pulled among them, so ``ctr images
+    check`` no longer matched the node's (a page sweep). The bucket is named by its records now,
+    and the namespace holds what it held."""
+    from support.versions import bin_dir_for
+
+    corpus = realnode_set_for(line)
+    root = corpus.copy_root("node", tmp_path / "node")
+    records = _content_records(root, "k8s.io")
+    with BoltFile(root.joinpath(*META)) as db:
+        bucket = db.bucket(b"v1", b"k8s.io", b"content")
+        assert bucket is not None and bucket.inline is None and db.page(bucket.root).flags == S.LEAF_PAGE
+        page = bucket.root
+    binary_dir = None if line == "1.6" else str(bin_dir_for(line))
+    daemon = private_containerd(root=corpus.copy_root("node", tmp_path / "healthy"), binary_dir=binary_dir)
+    checked = sorted((r.ref, r.status) for r in daemon.images_check("k8s.io"))
+    daemon.stop()
+    _damage_page(root, page, "zero")
+
+    new = tmp_path / "new"
+    result = cli("rebuild", "--root", str(root), "-o", str(new), "-q", "--json")
+    assert result.code == 0, result.stderr
+    assert _content_records(new, "k8s.io") == records
+    assert cli("verify", "--root", str(new), "-A", "-q").code == 0
+    daemon = private_containerd(root=new, binary_dir=binary_dir)
+    assert sorted((r.ref, r.status) for r in daemon.images_check("k8s.io")) == checked
+    daemon.stop()

@@ -181,3 +181,18 @@ def test_containers_below_a_lost_leaf_are_named_by_their_snapshot_keys():
     assert set(name_containers(b"default", found, tree, exact=True)) == {b"web-1", b"removed"}
     # without one, a record whose snapshot is gone is a stale copy of a removed container
     assert set(name_containers(b"default", found, tree, exact=False)) == {b"web-1"}
+
+
+def test_content_buckets_below_a_lost_leaf_are_named_by_their_records():
+    from ctrconv.recovery.salvage import name_content_buckets
+
+    blob = _content(A, B).bucket(K.BLOB)
+    ingests = BucketTree()
+    ingests.bucket(b"fetch-1", create=True).put(K.REF, b"default/1/fetch-1")  # type: ignore[union-attr]
+    tree = BucketTree()
+    named = name_content_buckets(b"default", [(40, blob, 0), (41, ingests, 0)], tree, exact=True)  # type: ignore[list-item]
+    assert named == {K.BLOB: blob, K.INGESTS: ingests}
+    # without a freelist, a copy of another namespace's records (same keys, same times) is theirs
+    tree.bucket(K.V1, b"k8s.io", create=True).entries[K.CONTENT] = _content(A, B)  # type: ignore[union-attr]
+    assert K.BLOB not in name_content_buckets(b"default", [(40, blob, 0)], tree, exact=False)  # type: ignore[list-item]
+    assert K.BLOB in name_content_buckets(b"default", [(40, blob, 0)], tree, exact=True)  # type: ignore[list-item]
