@@ -194,8 +194,7 @@ def _check_records(croot: ContainerdRoot, report: Report, namespaces: list[str] 
             selected = meta.namespaces() if namespaces is None else namespaces
             _note_absent_namespaces(meta, selected, report)
             snaps = SnapshotRecords(meta)
-            still_held = _BackendHolds(backends)
-            checked = {ns: _check_namespace(meta, croot, ns, report, snaps, still_held) for ns in selected}
+            checked = {ns: _check_namespace(meta, croot, ns, report, snaps) for ns in selected}
             for ns in meta.namespaces():
                 for sn in meta.snapshotters(ns):
                     for rec in snaps(report, f"{ns}/snapshots/{sn}", "meta.db", ns, sn):
@@ -401,26 +400,8 @@ def _not_utf8(text_: str) -> bool:
     return False
 
 
-class _BackendHolds:
-    """Whether a snapshotter's own db still holds a snapshot of a namespace by its meta.db key
-    (backend key ``<ns>/<id>/<key>``), whatever meta.db says of it."""
-
-    def __init__(self, backends: Mapping[str, "_Backend"]) -> None:
-        self._backends = backends
-        self._held: dict[str, set[tuple[str, str]]] = {}  # snapshotter -> (namespace, key), made on first need
-
-    def __call__(self, snapshotter: str, ns: str, key: str) -> bool:
-        if snapshotter not in self._held:
-            backend = self._backends.get(snapshotter)
-            parts = (s.key.split("/", 2) for s in (backend.snapshots if backend is not None else ()))
-            self._held[snapshotter] = {(p[0], p[2]) for p in parts if len(p) == 3}
-        return (ns, key) in self._held[snapshotter]
-
-
 def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: Report,
-                     snaps: SnapshotRecords,
-                     still_held: Callable[[str, str, str], bool] = lambda _sn, _ns, _key: False,
-                     ) -> tuple[tuple[str, ...], str | None]:
+                     snaps: SnapshotRecords) -> tuple[tuple[str, ...], str | None]:
     """Check one namespace; returns its recorded digests and why any record was unreadable."""
     content = croot.content
     where = f"meta.db v1/{ns}"
@@ -437,6 +418,14 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
 
     labelled_by: dict[str, str] = {}  # a blob -> a record whose gc.ref.content label keeps it
     unpacks_again = _UnpacksAgain(records, visible)
+    linked: dict[str, set[str]] = {}
+
+    def linked_children(sn: str) -> set[str]:
+        """The keys the namespace's snapshot records list as children (read on first need)."""
+        if sn not in linked:  # (a record that does not read is reported by the check above)
+            linked[sn] = {child for rec in snaps(Report(), "", "", ns, sn) for child in rec.children}
+        return linked[sn]
+
     for digest, rec in records.items():
         obj = f"blob {digest}"
         try:
@@ -465,23 +454,24 @@ def _check_namespace(meta: MetadataDB, croot: ContainerdRoot, ns: str, report: R
                 if value in snapshot_keys.get(sn, set()):
                     continue
                 label_at = f"{where}/content/blob/{digest}/labels"
-                if still_held(sn, ns, value):
-                    # (a lost meta.db record, or ``ctr snapshots rm`` before a GC ran)
-                    report.add("dangling-gc-label", obj, label_at,
-                               f"{key} points at snapshot {value}, which meta.db does not record in {ns} while {sn} "
-                               "still holds it: containerd's GC deletes it at its next run (`rebuild` writes the "
-                               "record again)")
-                elif unpacks_again(digest):
-                    # (``ctr snapshots rm`` of an image's top snapshot and a GC, a pruning tool)
-                    report.add("dangling-gc-label", obj, label_at,
-                               f"{key} points at snapshot {value}, which {sn} does not have in {ns}: the image is "
-                               "no longer unpacked there; its layers are here, and `ctr run` and CRI unpack it "
-                               "again on first use (containerd's GC ignores the label)", severity="info")
-                else:
+                if not unpacks_again(digest):
                     report.add("dangling-gc-label", obj, label_at,
                                f"{key} points at snapshot {value}, which {sn} does not have in {ns}: the image's "
                                "unpacked snapshot is lost and its layers are not all here to unpack it again (a "
                                "container cannot start from it)")
+                elif value in linked_children(sn):
+                    # (``ctr snapshots rm`` unlinks it from its parent; damage leaves the link)
+                    report.add("dangling-gc-label", obj, label_at,
+                               f"{key} points at snapshot {value}, which meta.db does not record in {ns} while its "
+                               "parent still lists it as a child: its record was lost (containerd's GC deletes "
+                               "what the snapshotter still holds of it; `rebuild` writes the record again)")
+                else:
+                    # (``ctr snapshots rm`` of an image's top snapshot, a pruning tool)
+                    report.add("dangling-gc-label", obj, label_at,
+                               f"{key} points at snapshot {value}, which {sn} does not have in {ns}: the image is "
+                               "no longer unpacked there (the snapshot was removed); its layers are here, and `ctr "
+                               "run` and CRI unpack it again on first use (containerd's GC ignores the label)",
+                               severity="info")
 
     _check_containers(meta, ns, where, snapshot_keys, report)
     runs = HostRuns()
