@@ -498,6 +498,13 @@ def _name_lost_entries(parts: list[tuple[int, BucketTree, int]], path: tuple[byt
             added = True
             if id(value) in undamaged:
                 result.recovered_whole.add(path + (key,))
+    unnamed = len(parts) - len(named) if exact else 0
+    if unnamed > 0:
+        # (with a freelist every orphan is the lost page's: one the owner cannot name is lost,
+        # a container made with --rootfs, whose record names no snapshot: said, not silent)
+        where = "/".join(p.decode("utf-8", "backslashreplace") for p in path)
+        result.damage.append(Damage((), None, f"{where}: {unnamed} of the {len(parts)} subtrees below its lost page "
+                                              "could not be named: their records are lost"))
     if added:
         result.backfilled.append(path)
         if not exact:

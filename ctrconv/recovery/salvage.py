@@ -428,21 +428,40 @@ def name_containers(namespace: bytes, found: list[tuple[int, BucketTree, int]], 
     ``ctr containers create``, CRI, Docker, nerdctl: snapshot key = container id), so a record
     is named by its ``snapshotKey`` when that is a valid id. Without a persisted freelist the
     candidates include stale copies of earlier commits: only a container whose snapshot the
-    namespace still records is taken (removing a container removes its snapshot), and of two
-    copies of one the less damaged, then the newer. A container whose snapshot key is not its
+    namespace still records is taken (removing a container removes its snapshot), no copy of
+    another namespace's record (:func:`_another_namespace_s`), and of two copies of one the less
+    damaged, then the newer. A container whose snapshot key is not its
     id (an API client's choice) comes back under its snapshot key's name."""
     snapshots = tree.bucket(K.V1, namespace, K.SNAPSHOTS)
+    v1 = tree.bucket(K.V1)
+    others = {key: ns for key, ns in (v1.entries.items() if v1 is not None else ())
+              if key != namespace and isinstance(ns, BucketTree)}
     best: dict[bytes, tuple[tuple[int, int], BucketTree]] = {}
     for _, record, damage in found:
         key, snapshotter = record.get(K.SNAPSHOT_KEY), record.get(K.SNAPSHOTTER)
         if record.bucket(b"runtime") is None or not key or not snapshotter or not is_namespace(text(key)):
             continue
-        if not exact and (snapshots is None or snapshots.bucket(snapshotter, key) is None):
+        if not exact and (snapshots is None or snapshots.bucket(snapshotter, key) is None
+                          or _another_namespace_s(record, key, others)):
             continue
         rank = (-damage, newest_update(record))
         if key not in best or rank > best[key][0]:
             best[key] = (rank, record)
     return {key: record for key, (_, record) in best.items()}
+
+
+def _another_namespace_s(record: BucketTree, key: bytes, others: Mapping[bytes, BucketTree]) -> bool:
+    """A stale copy of a container record of another namespace (a container of that id there,
+    created at the same time; or a spec whose cgroup path, ``/<ns>/<id>`` as ctr makes it, names
+    that namespace): two namespaces may hold containers of one id, each with a snapshot of it."""
+    created, spec = record.get(K.CREATED_AT), record.get(b"spec") or b""
+    for name, ns in others.items():
+        theirs = ns.bucket(K.CONTAINERS, key)
+        if theirs is not None and created is not None and theirs.get(K.CREATED_AT) == created:
+            return True
+        if b'"cgroupsPath":"/' + name + b"/" + key + b'"' in spec:
+            return True
+    return False
 
 
 def name_content_buckets(namespace: bytes, found: list[tuple[int, BucketTree, int]], tree: BucketTree,

@@ -196,3 +196,51 @@ def test_content_buckets_below_a_lost_leaf_are_named_by_their_records():
     tree.bucket(K.V1, b"k8s.io", create=True).entries[K.CONTENT] = _content(A, B)  # type: ignore[union-attr]
     assert K.BLOB not in name_content_buckets(b"default", [(40, blob, 0)], tree, exact=False)  # type: ignore[list-item]
     assert K.BLOB in name_content_buckets(b"default", [(40, blob, 0)], tree, exact=True)  # type: ignore[list-item]
+
+
+def test_a_copy_of_another_namespace_s_container_is_not_taken_without_a_freelist():
+    """Two namespaces may hold containers of one id, each with a snapshot of it: a stale copy of
+    the other one's record gave ``default/web`` that namespace's image and spec (a red-team run)."""
+    from ctrconv.recovery.salvage import name_containers
+
+    tree = BucketTree()
+    tree.bucket(K.V1, b"default", create=True).entries[K.SNAPSHOTS] = _snapshots("default", ("web", 3))  # type: ignore[union-attr]
+    other = tree.bucket(K.V1, b"other", create=True)
+    assert other is not None
+    other.entries[K.CONTAINERS] = _containers(("web", "web"))
+    same_time = _containers(("web", "web")).entries[b"web"]  # (their record: created when theirs was)
+    by_spec = _containers(("web", "web")).entries[b"web"]
+    write_timestamps(by_spec, go_time(99), go_time(99))  # type: ignore[arg-type]
+    by_spec.put(b"spec", b'{"linux":{"cgroupsPath":"/other/web"}}')  # type: ignore[union-attr]
+    ours = _containers(("web", "web")).entries[b"web"]
+    write_timestamps(ours, go_time(50), go_time(50))  # type: ignore[arg-type]
+    for stale in (same_time, by_spec):
+        assert name_containers(b"default", [(50, stale, 0)], tree, exact=False) == {}  # type: ignore[list-item]
+    assert name_containers(b"default", [(50, same_time, 0), (51, ours, 0)], tree, exact=False) == {b"web": ours}  # type: ignore[list-item]
+
+
+def test_a_container_below_a_lost_leaf_that_cannot_be_named_is_said_lost(tmp_path):
+    """A container made with ``--rootfs`` names no snapshot: with its id gone it cannot come
+    back, and rebuild said nothing of it (a red-team run); the salvage notes say so now."""
+    from ctrconv.bolt.reader import BoltFile
+    from ctrconv.bolt.salvage import salvage
+    from ctrconv.bolt.writer import write_bolt
+    from ctrconv.recovery.salvage import CONTAINERD_ROOT_HINTS
+
+    tree = BucketTree()
+    tree.bucket(K.V1, create=True).put(K.VERSION, b"\x03")  # type: ignore[union-attr]
+    ns = tree.bucket(K.V1, b"default", create=True)
+    assert ns is not None
+    ns.entries[K.SNAPSHOTS] = _snapshots("default", ("web-1", 3), ("web-2", 4))
+    ns.entries[K.CONTAINERS] = _containers(("web-1", "web-1"), ("web-2", "web-2"), ("rootfs-c", "x"))
+    ns.entries[K.CONTAINERS].entries[b"rootfs-c"].entries.pop(K.SNAPSHOT_KEY)  # type: ignore[union-attr]
+    path = tmp_path / "meta.db"
+    write_bolt(path, tree)
+    with BoltFile(path) as db:
+        page = db.bucket(K.V1, b"default", K.CONTAINERS).root  # type: ignore[union-attr]
+    data = bytearray(path.read_bytes())
+    data[page * 4096:(page + 1) * 4096] = bytes(4096)
+    path.write_bytes(bytes(data))
+    result = salvage(path, hints=CONTAINERD_ROOT_HINTS)
+    assert set(result.tree.bucket(K.V1, b"default", K.CONTAINERS).entries) == {b"web-1", b"web-2"}  # type: ignore[union-attr]
+    assert any("1 of the 3 subtrees below its lost page could not be named" in str(d) for d in result.damage), result.damage
