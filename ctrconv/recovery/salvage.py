@@ -357,9 +357,7 @@ def _pick_live_copies(namespace: bytes, by_kind: dict[bytes, list[tuple[int, Buc
     are not taken: an empty ``leases`` bucket is inlined in the lost page, so every copy found
     may be a stale one holding a lease since deleted."""
     name = text(namespace)
-    v1 = tree.bucket(K.V1)
-    others = [ns for key, ns in (v1.entries.items() if v1 is not None else ())
-              if key != namespace and isinstance(ns, BucketTree)]
+    others = list(_other_namespaces(tree, namespace).values())
     picked: dict[bytes, BucketTree] = {}
     for kind in (K.SNAPSHOTS, K.CONTENT, K.IMAGES, K.CONTAINERS, K.SANDBOXES):
         candidates = []
@@ -376,6 +374,13 @@ def _pick_live_copies(namespace: bytes, by_kind: dict[bytes, list[tuple[int, Buc
         if candidates:
             picked[kind] = max(candidates, key=lambda c: c[0])[1]
     return picked
+
+
+def _other_namespaces(tree: BucketTree, namespace: bytes) -> dict[bytes, BucketTree]:
+    """The namespaces of ``tree`` but ``namespace``: whose stale copies lie among the candidates."""
+    v1 = tree.bucket(K.V1)
+    return {key: ns for key, ns in (v1.entries.items() if v1 is not None else ())
+            if key != namespace and isinstance(ns, BucketTree)}
 
 
 def _wrap(kind: bytes, bucket: BucketTree) -> BucketTree:
@@ -433,9 +438,7 @@ def name_containers(namespace: bytes, found: list[tuple[int, BucketTree, int]], 
     damaged, then the newer. A container whose snapshot key is not its
     id (an API client's choice) comes back under its snapshot key's name."""
     snapshots = tree.bucket(K.V1, namespace, K.SNAPSHOTS)
-    v1 = tree.bucket(K.V1)
-    others = {key: ns for key, ns in (v1.entries.items() if v1 is not None else ())
-              if key != namespace and isinstance(ns, BucketTree)}
+    others = _other_namespaces(tree, namespace)
     best: dict[bytes, tuple[tuple[int, int], BucketTree]] = {}
     for _, record, damage in found:
         key, snapshotter = record.get(K.SNAPSHOT_KEY), record.get(K.SNAPSHOTTER)
@@ -474,9 +477,7 @@ def name_content_buckets(namespace: bytes, found: list[tuple[int, BucketTree, in
     creation times) is that namespace's; of the rest the least damaged, the least contradicted
     (blob files GC removed), the newest, the smaller wins."""
     evidence = evidence or StoreEvidence()
-    v1 = tree.bucket(K.V1)
-    others = [ns for key, ns in (v1.entries.items() if v1 is not None else ())
-              if key != namespace and isinstance(ns, BucketTree)]
+    others = list(_other_namespaces(tree, namespace).values())
     best: dict[bytes, tuple[tuple[int, int, int, int], BucketTree]] = {}
     for _, bucket, damage in found:
         records = _whole_records(bucket)
