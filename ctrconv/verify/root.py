@@ -7,7 +7,6 @@ platforms are reported as information, not as problems.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 import tempfile
@@ -29,6 +28,7 @@ from ctrconv.forked import can_split, map_halves
 from ctrconv.errors import ContentError, CtrconvError, InvalidDigestError
 from ctrconv.layers import chain_ids
 from ctrconv.oci import mediatypes as mt
+from ctrconv.oci.validate import parse_json_bytes
 from ctrconv.progress import Progress, stage
 from ctrconv.pipeline.completeness import Assessment, RecordedLabels, assess, never_recorded, skips_shared_blobs
 from ctrconv.image.plan import DocumentCache, PlannedManifest, platform_string, read_json_blob
@@ -624,10 +624,11 @@ class _UnpacksAgain:
         return any(self._layers_here(manifest) for manifest in self._manifests.get(config, ()))
 
     def _layers_here(self, manifest: str) -> bool:
-        try:
-            doc = json.loads(self._content.read_small(manifest, self._records[manifest].size))
+        try:  # (untrusted bytes: ctrconv's parser and its limits, as for every document)
+            doc = parse_json_bytes(self._content.read_small(manifest, self._records[manifest].size),
+                                   what=f"manifest {manifest}")
             layers = [layer["digest"] for layer in doc["layers"]]
-        except (CtrconvError, OSError, ValueError, KeyError, TypeError):
+        except (CtrconvError, OSError, KeyError, TypeError):
             return False
         return all(isinstance(d, str) and self._content.exists(d) for d in layers)
 
