@@ -45,6 +45,8 @@ _ZSTD_IN = 1 << 15
 _F_SETPIPE_SZ = 1031
 
 Compression = Literal["none", "gzip", "zstd"]
+#: the compressions a layer can be written with (``--compression``), in the order help texts list them
+COMPRESSIONS: tuple[Compression, ...] = ("gzip", "zstd", "none")
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ctrconv.errors import UsageError
-from ctrconv.layers.compression import Compression
+from ctrconv.layers.compression import COMPRESSIONS, Compression
 
-COMPRESSIONS: tuple[Compression, ...] = ("gzip", "zstd", "none")
 #: tar bytes gathered before they are hashed and compressed in one call
 CHUNK = 1 << 20
 #: gzip level of regenerated layers (containerd and Go's gzip.DefaultCompression)

@@ -30,7 +30,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Mapping
 
 from ctrconv import tempfiles
 from ctrconv.containerd import schema as K
@@ -39,12 +39,14 @@ from ctrconv.containerd.root import ContainerdRoot
 from ctrconv.digest import Digest
 from ctrconv.errors import CtrconvError, DigestMismatchError, FormatError, UsageError
 from ctrconv.layers.chain import chain_ids
-from ctrconv.layers.compression import open_layer
-from ctrconv.layers.layerblob import COMPRESSIONS, Compression, LayerWriter, WrittenLayer
+from ctrconv.layers.compression import COMPRESSIONS, Compression, open_layer
 from ctrconv.oci import mediatypes as mt
 from ctrconv.pipeline.completeness import never_recorded
 from ctrconv.image.plan import BlobSource, ImagePlan, PlannedManifest, read_json_blob
 from ctrconv.streams import CHUNK, VerifyingReader
+
+if TYPE_CHECKING:  # the layer writer is imported where a layer is written: most exports write none
+    from ctrconv.layers.layerblob import WrittenLayer
 
 #: ``--from-snapshots`` values
 FROM_SNAPSHOTS = ("auto", "always", "never")
@@ -477,6 +479,8 @@ class Regenerator:
 def copy_layer(source: BlobSource, blob: dict[str, Any], diff_id: str, fd: int, compression: Compression) -> WrittenLayer:
     """The layer tar held by ``blob`` (any compression, verified as it is read), written to
     ``fd`` with ``compression``; its tar must hash to ``diff_id``."""
+    from ctrconv.layers.layerblob import LayerWriter
+
     digest = Digest.parse(blob["digest"])
     out = LayerWriter(fd, compression)
     with source.open(digest) as raw:
@@ -496,6 +500,8 @@ def decompress_layer(source: BlobSource, layer: dict[str, Any], expected_diff_id
     """A compressed layer blob as its plain tar, in the spool; the blob is verified while read
     and the tar must hash to ``expected_diff_id``. When the namespace already holds that tar
     (a blob whose digest is the diff ID), it is used as it is (verified when copied)."""
+    from ctrconv.layers.layerblob import LayerWriter, WrittenLayer
+
     digest = Digest.parse(layer["digest"])
     if source.exists(expected_diff_id):
         size = source.size(expected_diff_id)

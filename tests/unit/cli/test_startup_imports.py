@@ -101,6 +101,9 @@ def test_export_imports_only_what_copying_needs(tmp_path: Path, small_root: Path
     # child process) or a printed traceback use: ~4 ms of every export's start
     assert not {"ctrconv.layers.regenerate", "subprocess", "traceback"} & modules, \
         sorted({"ctrconv.layers.regenerate", "subprocess", "traceback"} & modules)
+    # nor the layer writer (a layer written again) or the bolt writer: reading writes no bolt file
+    assert not {"ctrconv.layers.layerblob", "ctrconv.bolt.writer"} & modules, \
+        sorted({"ctrconv.layers.layerblob", "ctrconv.bolt.writer"} & modules)
 
 
 def test_an_option_value_is_still_checked_by_typer(tmp_path: Path, small_root: Path) -> None:
