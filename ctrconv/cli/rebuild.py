@@ -91,7 +91,12 @@ def rebuild_command(
     for cleaned in report.cleaned:
         out.write(f"cleaned up {cleaned['object']}: {cleaned['reason']}\n")
     if report.snapshots_unpacked:
-        out.write(f"snapshots: {report.snapshots_reused} reused, {report.snapshots_unpacked} unpacked again\n")
+        removed = report.snapshots_unpacked_removed
+        why = "" if not removed else (" (removed from the root before: containerd unpacks them again on first use)"
+                                      if removed == report.snapshots_unpacked else
+                                      f" ({removed} of them removed from the root before: containerd unpacks those "
+                                      "again on first use)")
+        out.write(f"snapshots: {report.snapshots_reused} reused, {report.snapshots_unpacked} unpacked again{why}\n")
     if report.carried:
         out.write(f"copied as they are (not rebuilt): {', '.join(report.carried)}\n")
     if not report.damage_found:

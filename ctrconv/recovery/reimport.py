@@ -48,6 +48,9 @@ class NamespaceWork:
     #: its content records are whole: they, not the blobs on disk, say which platforms of an
     #: index it holds, and the digests they record (a record the import adds was lost)
     recorded: frozenset[str] | None = None
+    #: snapshotters where a snapshot's record lists a child that has no record (a lost record):
+    #: there a snapshot unpacked again is damage repaired (:func:`lost_child_records`)
+    lost_children_in: frozenset[str] = frozenset()
 
 
 def reimport_groups(target: ContainerdRoot, meta: BucketTree, unpack: bool,
@@ -68,7 +71,8 @@ def reimport_groups(target: ContainerdRoot, meta: BucketTree, unpack: bool,
             images = ns.bucket(K.IMAGES)
             if not images or not images.entries:
                 continue
-            item = NamespaceWork(ns_name, ContainerdRootSource(target, ns_name, namespace_content_only=False))
+            item = NamespaceWork(ns_name, ContainerdRootSource(target, ns_name, namespace_content_only=False),
+                                 lost_children_in=lost_child_records(ns))
             work.append(item)
             if trusted(ns_name):
                 item.recorded = _recorded(ns)
@@ -107,10 +111,37 @@ def import_groups(target: ContainerdRoot, work: list[NamespaceWork], report: Reb
                     if image.unpacked and (ns_name, snapshotter, image.unpacked) not in counted:
                         counted.add((ns_name, snapshotter, image.unpacked))
                         report.snapshots_unpacked += image.snapshots_created
+                        if item.recorded is not None and snapshotter not in item.lost_children_in:
+                            report.snapshots_unpacked_removed += image.snapshots_created
     finally:
         for item in work:
             item.source.close()
     _report_restored_records(target, [item for item in work if item.recorded is not None and item.groups], report)
+
+
+def lost_child_records(ns: BucketTree) -> frozenset[str]:
+    """The snapshotters of ``ns`` where some snapshot record lists a child that has no record.
+
+    Removing a snapshot (``ctr snapshots rm``, a pruning tool, the GC after it) unlinks it
+    from its parent's ``children`` at once; a record meta.db lost leaves its parent listing it.
+    Where no such child is listed, a snapshot an image's GC label names but the root lacks was
+    removed, and unpacking it again is what containerd does on the image's first use (verify
+    calls that label information), not a repair. (A single-layer image's snapshot has no
+    parent: its lost record cannot be told from a removed one, as in verify.)
+    """
+    snapshots = ns.bucket(K.SNAPSHOTS)
+    if snapshots is None:
+        return frozenset()
+    lost: set[str] = set()
+    for name, records in snapshots.entries.items():
+        if not isinstance(records, BucketTree):
+            continue
+        for record in records.entries.values():
+            children = record.entries.get(K.CHILDREN) if isinstance(record, BucketTree) else None
+            if isinstance(children, BucketTree) and any(key not in records.entries for key in children.entries):
+                lost.add(text(name))
+                break
+    return frozenset(lost)
 
 
 def _recorded(ns: BucketTree) -> frozenset[str]:

@@ -16,6 +16,10 @@ class RebuildReport:
     images: list[dict[str, str]] = field(default_factory=list)
     snapshots_reused: int = 0
     snapshots_unpacked: int = 0
+    #: of those, snapshots that had been removed (no record, none listing it as a child: ``ctr
+    #: snapshots rm``, a pruning tool) and that containerd unpacks again on the image's first
+    #: use: done, not damage
+    snapshots_unpacked_removed: int = 0
     backups: list[str] = field(default_factory=list)
     #: what containerd itself would remove (unreferenced records, orphan directories): done, not damage
     cleaned: list[dict[str, str]] = field(default_factory=list)
@@ -40,10 +44,11 @@ class RebuildReport:
     @property
     def damage_found(self) -> bool:
         """Anything repaired: salvage damage, corrupt blobs, dropped records, re-derived
-        images or snapshots unpacked again."""
+        images or snapshots unpacked again (other than removed ones)."""
         return bool(
             any(info.get("damage") for info in self.salvage.values())
-            or self.corrupt_blobs or self.dropped or self.snapshots_unpacked or self.restored
+            or self.corrupt_blobs or self.dropped or self.snapshots_unpacked > self.snapshots_unpacked_removed
+            or self.restored
             or any(i["origin"] != "kept" for i in self.images)
         )
 

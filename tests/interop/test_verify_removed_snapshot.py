@@ -55,6 +55,10 @@ def test_a_removed_image_snapshot_is_damage_only_where_it_cannot_be_made_again(r
         assert "unpack it again on first use" in found[0]["message"]
         rebuilt = cli("rebuild", "--root", str(root), "-q")
         assert rebuilt.code == 0 and "nothing to repair" in rebuilt.stdout, rebuilt.stdout + rebuilt.stderr
+        # -o unpacks it again, as containerd would on first use: no damage either (it said so)
+        copied = cli("rebuild", "--root", str(root), "-o", str(tmp_path / "new"), "-q", "--json")
+        assert copied.code == 0 and not copied.json["damage_found"], copied.stdout
+        assert copied.json["snapshots_unpacked"] == copied.json["snapshots_unpacked_removed"] >= 1, copied.json
         daemon = private_containerd(root=root)
         # the oracle: containerd runs the image, unpacking it again
         ref = _not_unpacked(daemon, namespace)
