@@ -346,23 +346,40 @@ def prune_dangling_labels(meta: BucketTree, report: RebuildReport) -> None:
                 del record.entries[K.LABELS]  # type: ignore[union-attr]
 
 
+def _layer_count(content: ContentStore, blobs: BucketTree, manifest: bytes) -> int | None:
+    """How many layers the manifest lists (``None``: unreadable)."""
+    from ctrconv.oci.validate import parse_json_bytes
+
+    record = blobs.entries.get(manifest)
+    try:
+        doc = parse_json_bytes(content.read_small(text(manifest), read_blob_size(record) or 0
+                                                  if isinstance(record, BucketTree) else 0))
+        layers = doc["layers"]
+    except (CtrconvError, KeyError, TypeError):
+        return None
+    return len(layers) if isinstance(layers, list) else None
+
+
 def label_kept_snapshots(meta: BucketTree, content: ContentStore, report: RebuildReport) -> None:
     """Give an image config the ``gc.ref.snapshot.<sn>`` label containerd's unpacker gives it
     where the namespace holds the committed snapshot of its top layer but the label is gone
     (content records lost, snapshot records written again from the snapshotter's): without it
     ``verify`` called the rebuilt root damaged, and containerd's GC keeps such a chain only while
     a container above it lives."""
-    import json
-
     from ctrconv.layers.chain import chain_ids
+    from ctrconv.oci.validate import parse_json_bytes
 
     for ns_name, ns in namespaces(meta):
         blobs, snapshots = ns.bucket(K.CONTENT, K.BLOB), ns.bucket(K.SNAPSHOTS)
         if blobs is None or snapshots is None:
             continue
-        configs = {value for record in blobs.entries.values() if isinstance(record, BucketTree)
-                   for key, value in ((record.bucket(K.LABELS) or BucketTree()).entries.items())
-                   if key == key_bytes(GC_CONTENT + ".config") and isinstance(value, bytes)}
+        #: config -> the manifests labelling it
+        configs: dict[bytes, list[bytes]] = {}
+        for digest, record in blobs.entries.items():
+            value = (record.bucket(K.LABELS) or BucketTree()).entries.get(key_bytes(GC_CONTENT + ".config")) \
+                if isinstance(record, BucketTree) else None
+            if isinstance(value, bytes):
+                configs.setdefault(value, []).append(digest)
         stores = [sn for sn in K.TREE_SNAPSHOTTERS if snapshots.bucket(sn.encode()) is not None]
         for config in sorted(configs):
             record = blobs.entries.get(config)
@@ -372,10 +389,14 @@ def label_kept_snapshots(meta: BucketTree, content: ContentStore, report: Rebuil
             if present is not None and all(key_bytes(GC_SNAPSHOT + sn) in present.entries for sn in stores):
                 continue  # (labelled for every store the namespace has: its config is not read)
             try:
-                doc = json.loads(content.read_small(text(config), read_blob_size(record) or 0))
-                top = chain_ids(doc["rootfs"]["diff_ids"])[-1]
+                doc = parse_json_bytes(content.read_small(text(config), read_blob_size(record) or 0))
+                diff_ids = doc["rootfs"]["diff_ids"]
+                top = chain_ids(diff_ids)[-1]
             except (CtrconvError, ValueError, KeyError, TypeError, IndexError):
                 continue
+            counts = {n for m in configs[config] if (n := _layer_count(content, blobs, m)) is not None}
+            if counts and len(diff_ids) not in counts:
+                continue  # no manifest unpacks to that chain (a mismatched image: verify says so)
             for sn in stores:
                 bucket = snapshots.bucket(sn.encode())
                 chain = bucket.entries.get(key_bytes(top)) if bucket is not None else None

@@ -101,7 +101,7 @@ def import_groups(target: ContainerdRoot, work: list[NamespaceWork], report: Reb
                     snapshotter=snapshotter, unpack=again, platform=list(platforms) if platforms else None,
                     backup=False, keep_partial=True, partial_from_records=item.recorded is not None,
                     cri=False, cri_labels=False,  # the names and labels the root has, none added
-                    plans=plans,
+                    plans=plans, skip_unpackable=True,  # a malformed image the node holds is kept as it is
                 )
                 result = ContainerdRootSink(target.path, ns_name, options, progress=progress).write(item.source, entries)
                 for entry in entries:

@@ -802,6 +802,15 @@ def _check_unpacked(image: ImageRecord, manifest: PlannedManifest, records: dict
     diff_ids = (doc.get("rootfs") or {}).get("diff_ids") or []
     if not diff_ids:
         return
+    if len(diff_ids) != len(manifest.layers):
+        # containerd 1.6 and 1.7 record such an image (``ctr images import``, a pull) and then
+        # fail every unpack: "mismatched image rootfs and manifest layers"; a snapshot its
+        # config's chain names belongs to another image sharing the base layers
+        report.add("rootfs-mismatch", obj, f"config {config['digest']}",
+                   f"platform {platform_string(manifest.platform)}: the config lists {len(diff_ids)} diff IDs for the "
+                   f"manifest's {len(manifest.layers)} layers: containerd cannot unpack it (mismatched image "
+                   "rootfs and manifest layers), and a run gets only the layers the config lists")
+        return
     top = chain_ids(diff_ids)[-1]
     rec = records.get(config["digest"])
     labels = rec.labels if rec else {}

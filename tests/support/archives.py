@@ -77,10 +77,12 @@ def _layout_blob(layout: Path, data: bytes, media_type: str) -> dict:
 
 
 def busybox_oci_archive(work: Path, name: str, *, tail: bytes = b"", arch: str | None = None,
-                        cmd: str = "echo ok") -> Path:
+                        cmd: str = "echo ok", unlisted_layer: bytes | None = None) -> Path:
     """``work/<last part of name>.tar``: an OCI archive of one image named ``name`` whose one
     gzip layer (busybox as ``/bin/sh``) is followed by ``tail``; its config names ``arch``
-    (default: this host's) and runs ``/bin/sh -c cmd``."""
+    (default: this host's) and runs ``/bin/sh -c cmd``. ``unlisted_layer`` (a layer tar): a
+    second layer in the manifest that the config's diff IDs do not list (a malformed image
+    containerd 1.6 and 1.7 record and cannot unpack)."""
     import gzip
     import io
     import json
@@ -106,8 +108,12 @@ def busybox_oci_archive(work: Path, name: str, *, tail: bytes = b"", arch: str |
         "architecture": arch, "os": "linux", "config": {"Cmd": ["/bin/sh", "-c", cmd]},
         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()]},
     }).encode(), "application/vnd.oci.image.config.v1+json")
+    layers = [layer]
+    if unlisted_layer is not None:
+        layers.append(_layout_blob(layout, gzip.compress(unlisted_layer, mtime=0),
+                                   "application/vnd.oci.image.layer.v1.tar+gzip"))
     manifest = _layout_blob(layout, json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                                                "config": config, "layers": [layer]}).encode(),
+                                                "config": config, "layers": layers}).encode(),
                             "application/vnd.oci.image.manifest.v1+json")
     manifest["annotations"] = {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name.rsplit(":", 1)[-1]}
     (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [manifest]}))

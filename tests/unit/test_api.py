@@ -23,7 +23,7 @@ from ctrconv.sinks.containerd_root import ContainerdRootSink, ImportOptions
 
 IMAGE = "docker.io/library/busybox:small"
 #: ImportOptions fields the CLI has no option of its own for (set by other means, or library only)
-LIBRARY_ONLY = {"unpack_platform", "cri_labels", "keep_partial", "partial_from_records", "plans"}
+LIBRARY_ONLY = {"unpack_platform", "cri_labels", "keep_partial", "partial_from_records", "plans", "skip_unpackable"}
 
 
 

@@ -197,6 +197,8 @@ class _Import:
         self.reused_layers: set[str] = set()
         #: layers of pulled manifests that are not unpacked (see pull_labels.label_pull)
         self.walked: set[str] = set()
+        #: why a manifest to unpack was left as it is (``skip_unpackable``): report warnings
+        self.not_unpacked: list[str] = []
 
     def _has(self, desc: dict[str, Any]) -> bool:
         try:
@@ -265,7 +267,7 @@ def _rules(given: ImportOptions, namespace: str) -> "_Options":
         pin=given.pin, keep_partial=given.keep_partial, partial_from_records=given.partial_from_records,
         all_platforms=given.all_platforms,
         selector=None if given.all_platforms else plat.selector(matcher),
-        unpack_for=unpack_matcher(given.unpack_platform), plans=given.plans,
+        unpack_for=unpack_matcher(given.unpack_platform), plans=given.plans, skip_unpackable=given.skip_unpackable,
     )
 
 
@@ -355,6 +357,7 @@ def copy_images_to_root(
             else:
                 _write_content(run, content, trusted, progress, report)
                 snaps, unpacked = _unpack(run, imports, content, rules, line, given.max_layer_size, given.jobs, progress)
+            report.warnings.extend(run.not_unpacked)
             with stage(progress, "records", len(run.labels) + len(imports), "records") as step:
                 _write_records(run, imports, unpacked, rules, report, step)
             late = source.mismatched - distrusted
@@ -396,6 +399,7 @@ class _Options:
     selector: Callable[[dict[str, Any]], bool] | None
     unpack_for: plat.MatchComparer
     plans: Mapping[str, ImagePlan] | None = None
+    skip_unpackable: bool = False
 
 
 @dataclass
@@ -583,7 +587,8 @@ def _unpack_targets(run: _Import, targets: list[PlannedManifest], content: Conte
 
             snaps = SnapshotWriter(run.txn, options.namespace, options.snapshotter, run.now_ns, max_layer_bytes, jobs)
         unpacked[str(target.descriptor["digest"])] = _unpack_manifest(
-            run, snaps, options.snapshotter, target, content, step, label_config_only=line != "2.x")
+            run, snaps, options.snapshotter, target, content, step, label_config_only=line != "2.x",
+            skip_unpackable=options.skip_unpackable)
     return snaps, unpacked
 
 
@@ -664,9 +669,12 @@ def _unpack_layers(manifest: PlannedManifest) -> list[dict[str, Any]]:
 
 def _unpack_manifest(
     run: _Import, snaps: Any, snapshotter: str, manifest: PlannedManifest, content: ContentWriter,
-    step: Stage, *, label_config_only: bool = True,
+    step: Stage, *, label_config_only: bool = True, skip_unpackable: bool = False,
 ) -> Any:
     """Unpack one manifest's layers; label its config and layers like the unpacker does.
+
+    ``skip_unpackable``: a config whose diff IDs do not match the layers leaves the manifest
+    as it is (``None``, the reason in ``run.not_unpacked``) instead of failing the import.
 
     A config-only image (no layers, no diff IDs) is "unpacked" as ``ctr images import`` does
     it: nothing is applied and no snapshot exists (``ctr images check`` says ``UNPACKED
@@ -687,6 +695,10 @@ def _unpack_manifest(
     config = read_json_blob(run.source, config_desc)
     diff_ids = [str(Digest.parse(d)) for d in (config.get("rootfs") or {}).get("diff_ids") or []]
     layers = _unpack_layers(manifest)
+    if skip_unpackable and len(diff_ids) != len(layers):
+        run.not_unpacked.append(f"manifest {manifest.descriptor['digest']}: not unpacked: its config lists "
+                                f"{len(diff_ids)} diff IDs for {len(layers)} layers (containerd cannot unpack it either)")
+        return None
     if layers:
         # a fetcher in the content writer's place also streams layers still arriving
         result = snaps.unpack(layers, diff_ids, content.blob_path, step, open_blob=getattr(content, "open_blob", None),

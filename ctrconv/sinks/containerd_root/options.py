@@ -64,6 +64,11 @@ class ImportOptions:
     #: only: a rebuild decides its import groups from the same walks). Reused for an image
     #: without an index, whose walk no platform selection changes; anything else is walked again
     plans: Mapping[str, ImagePlan] | None = None
+    #: an image whose config lists another number of diff IDs than its manifest has layers is
+    #: recorded and left not unpacked, with a warning, instead of failing the import (library
+    #: only: a rebuild keeps such an image as containerd 1.6 and 1.7 recorded it; they cannot
+    #: unpack it either)
+    skip_unpackable: bool = False
 
 
 def with_fields(options: ImportOptions | None, fields: dict[str, Any]) -> ImportOptions:
