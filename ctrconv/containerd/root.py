@@ -52,6 +52,13 @@ def real_dir(path: Path) -> bool:
         return False
 
 
+def has_own_directory(snapshotter: str, kind: str, parent: str | None) -> bool:
+    """Whether a snapshot of this kind has a directory of its own: the native snapshotter
+    makes none for a view with a parent (it bind-mounts the parent's directory read-only;
+    ``native.go`` creates a directory only for an active snapshot or one without a parent)."""
+    return not (snapshotter == "native" and kind == "view" and parent)
+
+
 def snapshot_tree(snapshotter: str, snapshot_dir: Path) -> Path | None:
     """The directory holding the files of the snapshot whose directory is ``snapshot_dir``
     (its ``snapshots/<id>``, or a temp dir that will be renamed there); ``None`` when

@@ -119,7 +119,10 @@ def copy_snapshot_dirs(croot: ContainerdRoot, target: ContainerdRoot, kept: dict
         target.snapshots_dir(sn).mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(target.snapshotter_dir(sn), 0o700)
         for sid in sorted(ids):
-            copy_tree(croot.snapshot_dir(sn, sid), target.snapshot_dir(sn, sid))
+            source = croot.snapshot_dir(sn, sid)
+            if sn == "native" and not os.path.lexists(source):
+                continue  # a view on a parent: it has no directory (kept only so, see has_own_directory)
+            copy_tree(source, target.snapshot_dir(sn, sid))
 
 
 def copy_ingests(croot: ContainerdRoot, target: ContainerdRoot) -> None:

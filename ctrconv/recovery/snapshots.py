@@ -26,6 +26,8 @@ from ctrconv.containerd.records import (
     go_time,
     is_committed,
     key_bytes,
+    kind_name,
+    name_text,
     read_backend_snapshot,
     read_parent_links,
     read_snapshot,
@@ -34,7 +36,7 @@ from ctrconv.containerd.records import (
     write_snapshot,
 )
 from ctrconv.errors import FormatError, NoSpaceError
-from ctrconv.containerd.root import ContainerdRoot, holds_entries, is_namespace, real_dir
+from ctrconv.containerd.root import ContainerdRoot, has_own_directory, holds_entries, is_namespace, real_dir
 from ctrconv.recovery.buckets import backend_id, image_descriptors, namespaces, text
 from ctrconv.recovery.report import RebuildReport
 
@@ -671,6 +673,9 @@ def _alive_backend_snapshots(sn: str, records: BucketTree, croot: ContainerdRoot
         if sid is None or key in distrusted:
             return False
         directory = croot.snapshot_fs(sn, sid)
+        if directory is not None and not directory.is_dir() and not has_own_directory(
+                sn, kind_name(rec.get(K.KIND)), name_text(rec.get(K.PARENT))):
+            return True  # (a native view: its parent's directory, kept with the parent)
         return directory is not None and directory.is_dir()
 
     return {key: backend_id(candidates[key]) for key in whole_chains(candidates, ok)}  # type: ignore[misc]

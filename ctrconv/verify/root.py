@@ -22,7 +22,14 @@ from ctrconv.containerd.metadata import MetadataDB
 from ctrconv.containerd.imagerecords import Element
 from ctrconv.containerd.records import BackendSnapshot, BlobRecord, ImageRecord
 from ctrconv.containerd.locking import is_locked, private_copy
-from ctrconv.containerd.root import REBUILD_JOURNAL, ContainerdRoot, holds_entries, is_namespace, real_dir
+from ctrconv.containerd.root import (
+    REBUILD_JOURNAL,
+    ContainerdRoot,
+    has_own_directory,
+    holds_entries,
+    is_namespace,
+    real_dir,
+)
 from ctrconv.digest import Digest, is_canonical
 from ctrconv.forked import can_split, map_halves
 from ctrconv.errors import ContentError, CtrconvError, InvalidDigestError
@@ -879,7 +886,7 @@ def _check_snapshotter(croot: ContainerdRoot, sn: str, backend: _Backend, refere
         obj = f"backend snapshot {sn}/{s.key}"
         where = f"{base}/metadata.db"
         fs = croot.snapshot_fs(sn, s.id)
-        if fs is not None and not fs.is_dir():
+        if fs is not None and not fs.is_dir() and has_own_directory(sn, s.kind, s.parent):
             if s.key in referenced_names:
                 report.add("missing-snapshot-dir", obj, str(croot.snapshot_dir(sn, s.id)), f"id {s.id} has no directory")
             else:  # (a write stopped between the snapshotter db and meta.db leaves these: GC's)
