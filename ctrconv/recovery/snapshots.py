@@ -645,6 +645,82 @@ def restore_lost_records(meta: BucketTree, sn: str, records: BucketTree, alive: 
         parent_record = bucket.entries.get(key_bytes(parent)) if parent is not None else None
         if isinstance(parent_record, BucketTree):
             add_child(parent_record, text(key))
+    _hold_unreferenced_restored(ns_buckets, sn, restored, records, report)
+
+
+def _hold_unreferenced_restored(ns_buckets: Mapping[str, BucketTree], sn: str,
+                                restored: Mapping[bytes, tuple[BucketTree, bytes, str | None]],
+                                records: BucketTree, report: RebuildReport) -> None:
+    """A restored record has the labels the snapshotter kept (the inherited ones), not meta.db's:
+    a ``containerd.io/gc.root`` that held it is gone (``ctr snapshots prepare`` and ``commit``
+    label theirs; so do tools keeping a snapshot), and containerd's first GC deleted a whole
+    restored chain and the writable snapshot on it (a red-team run). Each restored snapshot that
+    nothing left references (an image config's ``gc.ref.snapshot`` label, a container, a lease,
+    a ``gc.root`` of a record above it) is held with ``gc.root`` and reported, the topmost of
+    such a chain only (it keeps those below): kept, not lost.
+    Not an image layer (a committed snapshot named by its chain ID: the re-import labels it
+    again for the image that has it, and GC would have taken it otherwise), nor an unpack's
+    scratch snapshot."""
+    by_namespace: dict[str, list[bytes]] = {}
+    for backend_key, (_bucket, key, _parent) in restored.items():
+        by_namespace.setdefault(text(backend_key).split("/", 1)[0], []).append(key)
+    for ns_name, keys in by_namespace.items():
+        ns = ns_buckets[ns_name]
+        bucket = ns.bucket(K.SNAPSHOTS, sn.encode())
+        if bucket is None:
+            continue
+        kept = _referenced_snapshots(ns, sn, bucket)
+        unheld: dict[bytes, BucketTree] = {}
+        for key in keys:
+            record = bucket.entries.get(key)
+            if key in kept or not isinstance(record, BucketTree) or _UNPACK_KEY.match(key):
+                continue
+            backend = records.entries.get(record.get(K.NAME) or b"")
+            if _CHAIN_KEY.fullmatch(text(key)) and isinstance(backend, BucketTree) and is_committed(backend):
+                continue
+            unheld[key] = record
+        below = {record.get(K.PARENT) for record in unheld.values()}
+        for key, record in sorted(unheld.items()):
+            if key in below:
+                continue  # (kept by the one held above it)
+            labels = record.bucket(K.LABELS, create=True)
+            assert labels is not None
+            labels.put(key_bytes(GC_ROOT), key_bytes(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
+            report.restore("snapshot", f"snapshot {ns_name}/{sn}/{text(key)}",
+                           f"its record was written again without meta.db's labels, and nothing references it: "
+                           f"labelled {GC_ROOT} so containerd's GC keeps it (ctr -n {ns_name} snapshots "
+                           f"--snapshotter {sn} rm it if it is not wanted)")
+
+
+def _referenced_snapshots(ns: BucketTree, sn: str, bucket: BucketTree) -> set[bytes]:
+    """Keys of ``sn``'s snapshots in ``ns`` that containerd's GC keeps: those an image config's
+    ``gc.ref.snapshot.<sn>`` label, a container, a lease or their own ``gc.root`` references,
+    and every parent below them."""
+    roots: set[bytes] = set()
+    label = key_bytes(K.LABEL_GC_SNAPSHOT + sn)
+    blobs = ns.bucket(K.CONTENT, K.BLOB)
+    for record in blobs.entries.values() if blobs is not None else ():
+        value = (record.bucket(K.LABELS) or BucketTree()).entries.get(label) if isinstance(record, BucketTree) else None
+        if isinstance(value, bytes):
+            roots.add(value)
+    containers = ns.bucket(K.CONTAINERS)
+    for record in containers.entries.values() if containers is not None else ():
+        if isinstance(record, BucketTree) and record.get(K.SNAPSHOTTER) == sn.encode() and record.get(K.SNAPSHOT_KEY):
+            roots.add(record.get(K.SNAPSHOT_KEY))  # type: ignore[arg-type]
+    leases = ns.bucket(K.LEASES)
+    for lease in leases.entries.values() if leases is not None else ():
+        held = lease.bucket(K.SNAPSHOTS, sn.encode()) if isinstance(lease, BucketTree) else None
+        roots |= set(held.entries) if held is not None else set()
+    for key, record in bucket.entries.items():
+        if isinstance(record, BucketTree) and key_bytes(GC_ROOT) in (record.bucket(K.LABELS) or BucketTree()).entries:
+            roots.add(key)
+    kept: set[bytes] = set()
+    for key in roots:
+        while key is not None and key not in kept:
+            kept.add(key)
+            record = bucket.entries.get(key)
+            key = record.get(K.PARENT) if isinstance(record, BucketTree) else None  # type: ignore[assignment]
+    return kept
 
 
 def _restored_namespace(meta: BucketTree, name: str, report: RebuildReport) -> BucketTree:

@@ -1123,3 +1123,45 @@ def test_content_records_whose_leaf_page_is_lost_come_back_as_they_were(line, re
     daemon = private_containerd(root=new, binary_dir=binary_dir)
     assert sorted((r.ref, r.status) for r in daemon.images_check("k8s.io")) == checked
     daemon.stop()
+
+
+@pytest.mark.parametrize("line", ["1.6", "2.x"])
+def test_restored_snapshot_records_nothing_references_are_held_from_gc(line, cli, tmp_path, private_containerd):
+    """``ctr snapshots prepare`` / ``commit`` label each snapshot ``containerd.io/gc.root``; the
+    snapshotter's record keeps no such label. A lost leaf of ``snapshots/overlayfs`` was
+    restored from the snapshotter's records without it, and containerd's first GC deleted the
+    whole chain and the writable snapshot on it, files and all (a red-team run)."""
+    import re
+
+    from support.versions import bin_dir_for
+
+    binary_dir = None if line == "1.6" else str(bin_dir_for(line))
+    root = tmp_path / "root"
+    daemon = private_containerd(root=root, binary_dir=binary_dir)
+    parent: list[str] = []
+    for i in range(6):
+        daemon.ctr("snapshots", "prepare", f"work{i}", *parent, namespace="chain")
+        mounts = daemon.ctr("snapshots", "mounts", "/unused", f"work{i}", namespace="chain").stdout
+        upper = re.search(r"upperdir=([^,\s]+)", mounts) or re.search(r"mount -t \w+ (\S+) /unused", mounts)
+        assert upper is not None, mounts
+        Path(upper.group(1), f"file{i}").write_text(f"layer {i}\n")
+        daemon.ctr("snapshots", "commit", f"layer{i}", f"work{i}", namespace="chain")
+        parent = [f"layer{i}"]
+    daemon.ctr("snapshots", "prepare", "writable", *parent, namespace="chain")
+    before = set(daemon.ctr("snapshots", "ls", namespace="chain").stdout.splitlines()[1:])
+    daemon.stop()
+    _zero_snapshot_records(root, "chain")
+
+    out = tmp_path / "new"
+    result = cli("rebuild", "--root", str(root), "-o", str(out), "-q", "--json")
+    assert result.code == 0, result.stderr
+    held = {r["object"] for r in result.json["restored"] if "containerd.io/gc.root" in r["reason"]}
+    # (records with sub-buckets have pages of their own, named again with their labels: the
+    # writable one, inline in the lost leaf, comes back from the snapshotter's record)
+    assert "snapshot chain/overlayfs/writable" in held, result.json["restored"]
+    assert held <= {f"snapshot chain/overlayfs/{k}" for k in [*(f"layer{i}" for i in range(6)), "writable"]}, held
+    daemon = private_containerd(root=out, binary_dir=binary_dir)
+    daemon.force_gc("chain")
+    assert set(daemon.ctr("snapshots", "ls", namespace="chain").stdout.splitlines()[1:]) == before
+    files = {p.name for p in (out / SNAPSHOTS).glob("*/fs/file*")}
+    assert files == {f"file{i}" for i in range(6)}
