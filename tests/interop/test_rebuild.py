@@ -181,7 +181,10 @@ def test_rebuild_into_a_new_root_carries_what_it_does_not_rebuild(tmp_root_copy,
     _assert_clean(cli, out)
 
 
-def test_flipped_byte_in_a_layer_is_quarantined_and_its_images_dropped(fixture_set, tmp_root_copy, cli, private_containerd):
+def test_flipped_byte_in_a_layer_is_quarantined_and_its_unpacked_images_kept(fixture_set, tmp_root_copy, cli,
+                                                                              private_containerd):
+    """The image stays: containerd runs it from its unpacked snapshots, which its config's label
+    keeps (dropping it, as rebuild did, cost every namespace that ran it: a red-team run)."""
     layer = _oci(fixture_set)["manifests"][0]["layers"][0]["digest"]
     path = _blob(tmp_root_copy, layer)
     os.chmod(path, 0o644)
@@ -194,13 +197,19 @@ def test_flipped_byte_in_a_layer_is_quarantined_and_its_images_dropped(fixture_s
     assert [c["digest"] for c in report["corrupt_blobs"]] == [layer]
     assert not path.exists()
     assert any(Path(b).name == layer.split(":")[1] for b in report["backups"])
-    dropped = {d["object"] for d in report["dropped"] if d["kind"] == "image"}
-    assert "image default/docker.io/library/bbx:oci" in dropped
+    assert not [d for d in report["dropped"] if d["kind"] == "image"], report["dropped"]
+    [kept] = [i for i in report["images"] if i["name"] == "docker.io/library/bbx:oci" and i["namespace"] == "default"]
+    assert kept["origin"].startswith("kept: it runs from its unpacked snapshots") and layer in kept["origin"]
     images = _images(cli, tmp_root_copy)
-    assert "default/docker.io/library/bbx:oci" not in images
-    assert "default/docker.io/library/bbx:docker" in images
+    assert "default/docker.io/library/bbx:oci" in images and "default/docker.io/library/bbx:docker" in images
     _assert_clean(cli, tmp_root_copy)
     _daemon_accepts(private_containerd, tmp_root_copy, "default", {"docker.io/library/bbx:docker", "docker.io/library/bbx:zstd"})
+    daemon = private_containerd(root=tmp_root_copy)
+    daemon.force_gc("default")
+    ran = daemon.ctr("run", "--rm", "docker.io/library/bbx:oci", "kept", "/bin/busybox", "echo", "ran", check=False)
+    assert ran.returncode == 0 and "ran" in ran.stdout, ran.stderr
+    row = {r.ref: r for r in daemon.images_check("default")}["docker.io/library/bbx:oci"]
+    assert row.unpacked and not row.complete, row  # (as a node whose layer blobs are let go)
 
 
 def test_meta_db_truncated_to_half(tmp_root_copy, cli, private_containerd):
