@@ -133,7 +133,7 @@ def assemble_namespaces(found: list[tuple[int, BucketTree, int]],
     for pgid, tree, damage in found:
         if not _namespace_shaped(tree):
             continue
-        name = _namespace_name(tree)
+        name = _namespace_name(tree, evidence)
         if not tree.value_count() or evidence.contradicts(name, tree):
             continue  # (nothing to recover: often the last copy of a namespace emptied and removed)
         if name is None:
@@ -244,8 +244,12 @@ def _namespace_keys(tree: BucketTree | bytes) -> bool:
             and set(tree.entries) <= _NAMESPACE_BUCKETS | {K.LABELS})
 
 
-def _namespace_name(tree: BucketTree) -> str | None:
-    """The namespace a namespace bucket belongs to, from what its records say of it."""
+def _namespace_name(tree: BucketTree, evidence: StoreEvidence | None = None) -> str | None:
+    """The namespace a namespace bucket belongs to, from what its records say of it: its
+    snapshot records' backend keys, else its containers' snapshots as the snapshotter dbs
+    name them (``<ns>/<seq>/<key>``: a copy whose snapshot records were lost with the pages
+    cut off a meta.db kept its 320 containers, which went to ``default`` and were dropped,
+    their snapshots restored into their own namespace: a red-team run), else CRI's label."""
     from collections import Counter
 
     votes: Counter[str] = Counter()
@@ -255,6 +259,8 @@ def _namespace_name(tree: BucketTree) -> str | None:
             name = record.get(K.NAME) if isinstance(record, BucketTree) else None
             if name and b"/" in name:
                 votes[text(name.split(b"/", 1)[0])] += 1
+    if not votes and evidence is not None:
+        votes = _container_namespace_votes(tree, evidence)
     if votes:
         return votes.most_common(1)[0][0]
     images = tree.bucket(K.IMAGES)
@@ -263,6 +269,31 @@ def _namespace_name(tree: BucketTree) -> str | None:
         if labels is not None and labels.get(b"io.cri-containerd.image") is not None:
             return "k8s.io"
     return None
+
+
+def _container_namespace_votes(tree: BucketTree, evidence: StoreEvidence) -> "Counter[str]":
+    """Namespace -> how many of the copy's containers have their snapshot there, by the keys of
+    the snapshotter dbs read whole (a key held in two namespaces says nothing)."""
+    from collections import Counter
+
+    votes: Counter[str] = Counter()
+    containers = tree.bucket(K.CONTAINERS)
+    if containers is None or not containers.entries:
+        return votes
+    owners: dict[tuple[str, str], set[str]] = {}
+    for sn, keys in evidence.snapshot_keys.items():
+        for backend_key in keys:
+            parts = backend_key.split("/", 2)
+            if len(parts) == 3:
+                owners.setdefault((sn, parts[2]), set()).add(parts[0])
+    for record in containers.entries.values():
+        if not isinstance(record, BucketTree):
+            continue
+        sn, key = record.get(K.SNAPSHOTTER), record.get(K.SNAPSHOT_KEY)
+        found = owners.get((text(sn), text(key))) if sn and key else None
+        if found is not None and len(found) == 1:
+            votes[next(iter(found))] += 1
+    return votes
 
 
 def assemble_snapshotter(found: list[tuple[int, BucketTree, int]],

@@ -244,3 +244,19 @@ def test_a_container_below_a_lost_leaf_that_cannot_be_named_is_said_lost(tmp_pat
     result = salvage(path, hints=CONTAINERD_ROOT_HINTS)
     assert set(result.tree.bucket(K.V1, b"default", K.CONTAINERS).entries) == {b"web-1", b"web-2"}  # type: ignore[union-attr]
     assert any("1 of the 3 subtrees below its lost page could not be named" in str(d) for d in result.damage), result.damage
+
+
+def test_a_namespace_copy_without_snapshot_records_is_named_by_its_containers_snapshots() -> None:
+    """A meta.db cut short kept a namespace's containers but not its snapshot records: the copy
+    went to ``default`` and its 320 containers were dropped (their snapshots came back in their
+    own namespace from the snapshotter db: a red-team run). The snapshotter's keys name it."""
+    from ctrconv.recovery.salvage import assemble_namespaces
+
+    copy = BucketTree(entries={K.CONTAINERS: _containers(("c1", "c1"), ("c2", "c2")), K.CONTENT: _content("sha256:" + "a" * 64)})
+    evidence = StoreEvidence(snapshot_keys={"overlayfs": frozenset({"many/7/c1", "many/8/c2", "default/2/sha256:" + "b" * 64})})
+    v1 = assemble_namespaces([(40, copy, 0)], evidence)
+    assert v1 is not None and set(v1.bucket(K.V1).entries) == {b"many"}  # type: ignore[union-attr]
+    # a key two namespaces hold says nothing: the copy stays unnamed (the first such is ``default``)
+    shared = StoreEvidence(snapshot_keys={"overlayfs": frozenset({"many/7/c1", "other/3/c1", "many/8/c2", "other/4/c2"})})
+    v1 = assemble_namespaces([(40, copy, 0)], shared)
+    assert v1 is not None and set(v1.bucket(K.V1).entries) == {b"default"}  # type: ignore[union-attr]
