@@ -123,6 +123,12 @@ class _BlobStream(ReadIntoByRead, io.RawIOBase):
                     self._open()
                 data = self._raw_read(n)
             except Exception as exc:  # noqa: BLE001 (urllib3's read errors are not OSErrors)
+                if self._pos >= self._size and not isinstance(exc, RegistryError) and is_dropped(exc):
+                    # every byte the descriptor names arrived (the digest is checked on them), and
+                    # the answer promised more (a Content-Length past the blob): containerd reads
+                    # the descriptor's size and succeeds; resuming past the end failed the pull
+                    self._drop()
+                    return b""
                 if isinstance(exc, RegistryError) or not is_dropped(exc) or self._resumes >= options.retries:
                     self._drop()
                     if isinstance(exc, RegistryError) or not is_dropped(exc):

@@ -968,3 +968,24 @@ def test_a_blob_shorter_than_its_descriptor_is_named_not_resumed(fixture_set, re
     line = one_error_line(result)
     assert "answer ends at byte 10; its descriptor says" in line, line
     assert len(gets) == 1, gets
+
+
+def test_a_blob_answer_that_overstates_its_length_is_taken_whole(fixture_set, registry, private_containerd, cli,
+                                                                 tmp_path):
+    """A proxy whose blob answers claim more bytes than they send, then close: every byte of
+    the descriptor arrived, and containerd reads the descriptor's size and pulls. ctrconv
+    resumed past the blob's end ``--retries`` times and failed (a red-team run)."""
+    seed(registry.host, fixture_set, "bbx-oci", "over/bbx:oci")
+
+    def overstated(method: str, path: str, n: int) -> str | None:
+        return "overstated" if method == "GET" and "/blobs/" in path else None
+
+    with FaultProxy(registry.host, overstated) as proxy:
+        result = cli("import", "--root", str(tmp_path / "root"), "-i", f"docker://{proxy.host}/over/bbx:oci",
+                     "--plain-http", "-j", "1", *FAST)
+        ranged = [path for method, path in proxy.seen if method == "GET" and "/blobs/" in path]
+    assert result.code == 0, result.stderr
+    assert len(ranged) == len(set(ranged)), ranged  # each blob fetched once: nothing resumed
+    daemon = private_containerd(root=tmp_path / "root")
+    [row] = [r for r in daemon.images_check("default") if r.ref.endswith("over/bbx:oci")]
+    assert row.complete and row.unpacked, row

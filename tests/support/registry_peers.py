@@ -125,7 +125,8 @@ class FaultProxy(_Server):
     ``"block"`` sets :attr:`reached` and holds the request until :attr:`release` is set, then
     drops it; ``"hold-mid"`` sends the headers and half the body, sets :attr:`reached` and
     :attr:`holding`, and sends the rest once :attr:`release` is set (at most 120 s later);
-    ``"endless"`` answers 200 with a body that never ends (sent until the client hangs up,
+    ``"overstated"`` forwards the whole body under a ``Content-Length`` 1000 bytes longer,
+    then closes; ``"endless"`` answers 200 with a body that never ends (sent until the client hangs up,
     counted in :attr:`endless_sent`); ``"relative-location"`` forwards and gives the answer's
     ``Location`` as a relative reference (its last path segment and query); ``"padded"``
     forwards the answer with 5 MiB of spaces after its body (a 5 MiB manifest); a tuple
@@ -228,8 +229,15 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             return
         if action == "padded":
             data += b" " * (5 << 20)  # (JSON whitespace: still the same document)
-        self.send_header("Content-Length", str(len(data)))
+        # "overstated": the whole body under a Content-Length 1000 bytes longer, then closed
+        self.send_header("Content-Length", str(len(data) + (1000 if action == "overstated" else 0)))
         self.end_headers()
+        if action == "overstated":
+            self.wfile.write(data)
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
         if action == "hold-mid" and len(data) > 1:
             self.wfile.write(data[: len(data) // 2])
             self.wfile.flush()
