@@ -109,6 +109,54 @@ def write_bolt(
         InvalidTreeError: the tree breaks a bolt limit (nothing is replaced).
         ValueError: a bad ``page_size``, ``txid`` or ``fill_percent``.
     """
+    return prepare_bolt(path, root, page_size=page_size, txid=txid, freelist=freelist, fill_percent=fill_percent,
+                        mode=mode, before_rename=before_rename).publish()
+
+
+@dataclass
+class PreparedBolt:
+    """A new bolt file written whole and synced beside ``target``, not yet in its place: a
+    writer of several files writes them all first (where a full disk fails), then renames
+    them in its order (which cannot fail for lack of space)."""
+
+    target: Path
+    temp: str
+    layout: BoltLayout
+
+    def publish(self) -> BoltLayout:
+        """Rename it over ``target`` and sync the directory; on an error it is removed."""
+        try:
+            os.replace(self.temp, self.target)
+            tempfiles.forget(self.temp)
+        except BaseException:
+            self.discard()
+            raise
+        _fsync_dir(self.target.parent)
+        return self.layout
+
+    def discard(self) -> None:
+        """Remove it (``target`` stays as it was)."""
+        try:
+            os.unlink(self.temp)
+        except FileNotFoundError:
+            pass
+        tempfiles.forget(self.temp)
+
+
+def prepare_bolt(
+    path: str | os.PathLike[str],
+    root: BucketTree,
+    *,
+    page_size: int | None = None,
+    txid: int = 2,
+    freelist: bool = True,
+    fill_percent: float = DEFAULT_FILL_PERCENT,
+    mode: int = 0o600,
+    before_rename: Callable[[int], None] | None = None,
+) -> PreparedBolt:
+    """The first half of :func:`write_bolt`: the new file written, fsynced and chmodded to
+    ``mode`` under a temporary name in ``path``'s directory (``before_rename`` gets its
+    descriptor once it is whole); removed again on any error."""
     target = Path(path)
     fd, tmp_name = tempfiles.temp_file(target.parent, f".{target.name}.", ".tmp")
     try:
@@ -126,8 +174,6 @@ def write_bolt(
             os.fsync(fh.fileno())
             if before_rename is not None:
                 before_rename(fh.fileno())
-        os.replace(tmp_name, target)
-        tempfiles.forget(tmp_name)
     except BaseException:
         try:
             os.unlink(tmp_name)
@@ -135,8 +181,7 @@ def write_bolt(
             pass
         tempfiles.forget(tmp_name)
         raise
-    _fsync_dir(target.parent)
-    return layout
+    return PreparedBolt(target, tmp_name, layout)
 
 
 def write_bolt_to(

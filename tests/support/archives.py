@@ -77,12 +77,14 @@ def _layout_blob(layout: Path, data: bytes, media_type: str) -> dict:
 
 
 def busybox_oci_archive(work: Path, name: str, *, tail: bytes = b"", arch: str | None = None,
-                        cmd: str = "echo ok", unlisted_layer: bytes | None = None) -> Path:
+                        cmd: str = "echo ok", unlisted_layer: bytes | None = None,
+                        extra: dict[str, bytes] | None = None) -> Path:
     """``work/<last part of name>.tar``: an OCI archive of one image named ``name`` whose one
     gzip layer (busybox as ``/bin/sh``) is followed by ``tail``; its config names ``arch``
     (default: this host's) and runs ``/bin/sh -c cmd``. ``unlisted_layer`` (a layer tar): a
     second layer in the manifest that the config's diff IDs do not list (a malformed image
-    containerd 1.6 and 1.7 record and cannot unpack)."""
+    containerd 1.6 and 1.7 record and cannot unpack). ``extra``: more files in the layer
+    (path -> content: a layer, and so a snapshot, of its own)."""
     import gzip
     import io
     import json
@@ -101,6 +103,10 @@ def busybox_oci_archive(work: Path, name: str, *, tail: bytes = b"", arch: str |
         info = tarfile.TarInfo("bin/sh")
         info.size, info.mode = len(busybox), 0o755
         tar.addfile(info, io.BytesIO(busybox))
+        for path, data in (extra or {}).items():
+            info = tarfile.TarInfo(path)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
     layer = _layout_blob(layout, gzip.compress(raw.getvalue(), mtime=0) + tail, "application/vnd.oci.image.layer.v1.tar+gzip")
     machine = os.uname().machine
     arch = arch or {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)

@@ -41,7 +41,7 @@ from typing import Callable
 
 from ctrconv.bolt.reader import BoltFile
 from ctrconv.bolt.tree import BucketTree
-from ctrconv.bolt.writer import write_bolt
+from ctrconv.bolt.writer import PreparedBolt, prepare_bolt
 from ctrconv.containerd import schema as K
 from ctrconv.containerd.records import write_schema_version
 from ctrconv.containerd.metadata import MetadataDB
@@ -333,29 +333,52 @@ class RootTransaction:
         # snapshot trees built under .ctrconv-tmp-*, with every directory entry made so far.
         sync_filesystems([self.content_dir, *(self.snapshotter_dir(n) for n in self.snapshotters),
                           self.meta_db_path.parent])
-        for state in self._backends.values():
-            if state.changed:
-                self._write(state, stamp)
-        if install_snapshots is not None:
-            install_snapshots()
-        if self._meta.changed or not self._meta.existed:
-            self.meta_attempted = True
-            with committing():  # from the rename on, a signal no longer undoes the write
-                self._write(self._meta, stamp)
+        backends = [state for state in self._backends.values() if state.changed]
+        meta = [self._meta] if self._meta.changed or not self._meta.existed else []
+        # Every new bolt file (and backup) is written before any is renamed into place: a full
+        # disk fails here, with nothing replaced, so the import takes back its blobs and
+        # snapshot trees. (Renaming each as it was written left a pull that ran out of room at
+        # meta.db with its snapshotter db replaced, its snapshot installed and its blobs kept:
+        # twice the image's size that nothing freed: a red-team run.)
+        prepared = self._prepare([*backends, *meta], stamp)
+        try:
+            for state in backends:
+                self._publish(state, prepared.pop(state.path))
+            if install_snapshots is not None:
+                install_snapshots()
+            for state in meta:
+                self.meta_attempted = True
+                with committing():  # from the rename on, a signal no longer undoes the write
+                    self._publish(state, prepared.pop(state.path))
+        finally:
+            for left in prepared.values():
+                left.discard()
         return True
 
-    def _write(self, state: _BoltState, stamp: str) -> None:
-        if state.existed and self.backup:
-            self.backups.append(backup_copy(state.path, stamp))
-        replace_bolt_file(state.path, self._locked.get(state.path), state.page_size, lambda hook: write_bolt(
-            state.path,
-            state.tree,
-            page_size=state.page_size,
-            txid=state.txid,
-            freelist=state.freelist,
-            mode=state.mode,
-            before_rename=hook,
-        ))
+    def _prepare(self, states: list[_BoltState], stamp: str) -> dict[Path, PreparedBolt]:
+        """Backups and new files of ``states``, all written and synced; none renamed. On an
+        error every one made is removed again (the backups copy files left as they were)."""
+        made: dict[Path, PreparedBolt] = {}
+        backups: list[Path] = []
+        try:
+            for state in states:
+                if state.existed and self.backup:
+                    backups.append(backup_copy(state.path, stamp))
+                made[state.path] = prepare_bolt(
+                    state.path, state.tree, page_size=state.page_size, txid=state.txid, freelist=state.freelist,
+                    mode=state.mode, before_rename=new_inode_hook(),
+                )
+        except BaseException:
+            for new in made.values():
+                new.discard()
+            for backup in backups:
+                backup.unlink(missing_ok=True)
+            raise
+        self.backups.extend(backups)
+        return made
+
+    def _publish(self, state: _BoltState, new: PreparedBolt) -> None:
+        replace_bolt_file(state.path, self._locked.get(state.path), state.page_size, lambda _hook: new.publish())
 
 
 def backup_copy(path: Path, stamp: str) -> Path:
@@ -417,6 +440,7 @@ class _RetireGuard:
 
     def __init__(self, fd: int, page_size: int | None) -> None:
         read_end, self._done = os.pipe()
+        ready_read, ready_write = os.pipe()
         self._pid = os.fork()
         if self._pid == 0:  # the child: nothing but system calls, then _exit
             try:
@@ -426,6 +450,7 @@ class _RetireGuard:
                         signal.signal(signum, signal.SIG_IGN)
                     except ValueError:  # (forked from a thread other than the main one: none to ignore)
                         break
+                os.write(ready_write, b"r")
                 os.close(self._done)
                 _close_all_but(fd, read_end)
                 finished = os.read(read_end, 1)
@@ -434,6 +459,13 @@ class _RetireGuard:
             finally:
                 os._exit(0)
         os.close(read_end)
+        os.close(ready_write)
+        try:
+            # the guard guards once it is out of the writer's process group: a kill of that
+            # group before its setsid took it too (seen once the rename followed at once)
+            os.read(ready_read, 1)
+        finally:
+            os.close(ready_read)
 
     def release(self) -> None:
         """The writer finished (retired or not replaced): the child goes. (A child already gone

@@ -1,0 +1,59 @@
+"""A full disk at the commit of an import: every new bolt file (and backup) is written before
+any is renamed into place, so the import that fails there takes back all it wrote. Before, a
+pull that ran out of room at meta.db left its snapshotter db replaced, its snapshot installed
+and its blobs in the store: twice the image's size that nothing freed (a red-team run)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support.archives import busybox_oci_archive
+
+pytestmark = pytest.mark.interop
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: ``ctrconv import`` whose write of the named bolt file's new copy fails for lack of room
+_FULL_AT = """
+import errno, sys
+from ctrconv.sinks.containerd_root import transaction
+real, name = transaction.prepare_bolt, sys.argv[1]
+def full(path, *args, **kwargs):
+    if path.name == name:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    return real(path, *args, **kwargs)
+transaction.prepare_bolt = full
+from ctrconv.entry import main
+sys.argv = ["ctrconv", *sys.argv[2:]]
+main()
+"""
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path of the root, with the size and modification time of each file (a directory's
+    changes with every temp made and removed in it)."""
+    found = {}
+    for path in root.rglob("*"):
+        st = path.lstat()
+        found[str(path.relative_to(root))] = (0, 0) if path.is_dir() else (st.st_size, st.st_mtime_ns)
+    return found
+
+
+@pytest.mark.parametrize("full_at", ["meta.db", "metadata.db"])
+def test_a_full_disk_at_the_commit_leaves_the_root_as_it_was(full_at, tmp_root_copy, tmp_path, private_containerd):
+    archive = busybox_oci_archive(tmp_path, "docker.io/test/nospace:v1", extra={"etc/nospace": b"a layer of its own\n"})
+    before = _tree(tmp_root_copy)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, "-c", _FULL_AT, full_at, "import", "--root", str(tmp_root_copy),
+                          "-i", str(archive), "-q"], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stderr.startswith("ctrconv: error: ") and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "No space left on device" in run.stderr
+    assert _tree(tmp_root_copy) == before  # no blob, snapshot, bolt file, backup or temp left
+    daemon = private_containerd(root=tmp_root_copy)
+    assert "docker.io/test/nospace:v1" not in {r.ref for r in daemon.images_check("default")}
