@@ -311,6 +311,16 @@ def is_dropped(exc: BaseException) -> bool:
 _TRANSPORT_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
 
 
+def _dropped(netloc: str, url: str, inner: BaseException, timeout: float) -> RegistryError:
+    """A connection that broke, said as what it was: no answer in time (a stalled registry),
+    or reset (plain HTTP to a port that speaks TLS resets it: said as a hint)."""
+    if isinstance(inner, (socket.timeout, TimeoutError)) or "Timeout" in type(inner).__name__:
+        return RegistryError(f"{netloc}: no answer within {timeout:g} s (timed out)")
+    hint = ("the registry may speak HTTPS there: try without --plain-http"
+            if urlsplit(url).scheme == "http" and isinstance(inner, ConnectionResetError) else None)
+    return RegistryError(f"{netloc}: connection dropped: {type(inner).__name__}", hint=hint)
+
+
 def _reason(exc: BaseException) -> str:
     return str(getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc or type(exc).__name__)
 
@@ -519,7 +529,7 @@ class RegistryClient:
         if kind == "tls":
             return RegistryError(f"{netloc}: TLS error: {_reason(inner)}")
         if kind == "dropped":
-            return RegistryError(f"{netloc}: connection dropped: {type(inner).__name__}")
+            return _dropped(netloc, url, inner, self.options.timeout)
         return RegistryError(f"{netloc}: connection failed: {_reason(inner)}")
 
     def _send_retrying(self, method: str, url: str, headers: Mapping[str, str], body: "Body", *,
@@ -556,7 +566,8 @@ class RegistryClient:
         except _TRANSPORT_ERRORS as exc:
             kind, inner = failure_kind(exc)
             if is_dropped(exc):
-                raise StreamInterrupted(f"{netloc}: connection dropped during {method}: {type(inner).__name__}") from None
+                dropped = _dropped(netloc, url, inner, self.options.timeout)
+                raise StreamInterrupted(f"{dropped} (during {method})", hint=dropped.hint) from None
             raise self._failure(exc, url, kind, inner) from None
         if resp.status in RETRY_STATUS:
             raise StreamInterrupted(f"{netloc}: {method}: {registry_message(resp.status, resp.body)}")
