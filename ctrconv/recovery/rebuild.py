@@ -42,6 +42,7 @@ from ctrconv.interrupts import Stopped
 from ctrconv.outputs import refuse_output_inside
 from ctrconv.progress import Progress
 from ctrconv.recovery import journal
+from ctrconv.recovery.buckets import namespaces
 from ctrconv.recovery.carry import carry_over
 from ctrconv.recovery.content import QUARANTINE, KnownHash, check_content, verify_first
 from ctrconv.recovery.derive import (derive_images, drop_incomplete_images, record_images_run_from_snapshots,
@@ -56,7 +57,7 @@ from ctrconv.recovery.metadata import (
 )
 from ctrconv.recovery.output import write_stores
 from ctrconv.recovery.regenerate import regenerate_lost_layers
-from ctrconv.recovery.reimport import import_groups, reimport_groups, settle_rebuilt_root
+from ctrconv.recovery.reimport import import_groups, lost_child_records, reimport_groups, settle_rebuilt_root
 from ctrconv.recovery.report import RebuildReport
 from ctrconv.recovery.salvage import CONTAINERD_ROOT_HINTS, Salvaged, lock_stores, salvage_stores
 from ctrconv.recovery.snapshots import (
@@ -92,6 +93,9 @@ class _Run:
     detached: list[Detached] = field(default_factory=list)
     #: meta.db paths an interrupted in-place rebuild found lost (:mod:`.journal`)
     resumed_lost: set[journal.LostPath] | None = None
+    #: namespace -> snapshotters whose records list a child without a record, as salvaged
+    #: (before the clean-up unlinks such children: :func:`~.reimport.lost_child_records`)
+    lost_children: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 def rebuild_root(
@@ -236,7 +240,7 @@ def _rebuild_into(run: _Run, report: RebuildReport) -> None:
     # namespace take blobs on disk that it has no record of.
     work = reimport_groups(run.target, stores.meta, run.unpack,
                            trusted=lambda ns: not stores.meta_lost_under(*content_records(ns)),
-                           writer_line=stores.meta_writer_line)
+                           writer_line=stores.meta_writer_line, lost_children=run.lost_children)
     del stores  # the salvaged trees: each import below loads the repaired meta.db itself
     import_groups(run.target, work, report, progress=run.progress)
     del work  # the walks and sources: the last step loads meta.db once more
@@ -299,6 +303,7 @@ def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set
     for sn, backend in backends.items():
         drop_undecodable_labels(backend, f"{sn}/metadata.db", report)
         mend_undecodable_times(backend, f"{sn}/metadata.db", report)
+    run.lost_children = {ns_name: lost_child_records(ns) for ns_name, ns in namespaces(meta)}
     distrusted = {} if run.trust_snapshots else snapshots_unlike_their_layers(
         meta, backends, run.croot, content, report, scratch=run.target.path)
     # a damaged meta.db may have lost snapshot records its snapshotters still hold: restored

@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ctrconv.bolt.tree import BucketTree
 from ctrconv.containerd import schema as K
@@ -54,7 +54,8 @@ class NamespaceWork:
 
 
 def reimport_groups(target: ContainerdRoot, meta: BucketTree, unpack: bool,
-                    trusted: Callable[[str], bool], writer_line: str | None = None) -> list[NamespaceWork]:
+                    trusted: Callable[[str], bool], writer_line: str | None = None,
+                    lost_children: Mapping[str, frozenset[str]] | None = None) -> list[NamespaceWork]:
     """What :func:`import_groups` imports from the repaired root into itself, decided from the
     salvaged ``meta`` tree alone: the caller may let the tree go before the imports (each loads
     the target's meta.db as its own tree; both at once doubled a rebuild's peak memory).
@@ -71,8 +72,9 @@ def reimport_groups(target: ContainerdRoot, meta: BucketTree, unpack: bool,
             images = ns.bucket(K.IMAGES)
             if not images or not images.entries:
                 continue
+            found = lost_children.get(ns_name) if lost_children is not None else None
             item = NamespaceWork(ns_name, ContainerdRootSource(target, ns_name, namespace_content_only=False),
-                                 lost_children_in=lost_child_records(ns))
+                                 lost_children_in=found if found is not None else lost_child_records(ns))
             work.append(item)
             if trusted(ns_name):
                 item.recorded = _recorded(ns)
