@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -71,6 +72,21 @@ class StoreEvidence:
     #: snapshotter -> every backend key its db holds (only dbs read whole)
     snapshot_keys: Mapping[str, frozenset[str]] = field(default_factory=dict)
     blob_exists: Callable[[str], bool] = lambda _digest: True
+
+    def namespaces_of(self, snapshotter: str, key: str) -> set[str]:
+        """The namespaces whose snapshots in ``snapshotter`` include one keyed ``key``."""
+        return self._owners.get((snapshotter, key), set())
+
+    @cached_property
+    def _owners(self) -> dict[tuple[str, str], set[str]]:
+        """(snapshotter, key) -> namespaces; built once (asked for each candidate copy's containers)."""
+        owners: dict[tuple[str, str], set[str]] = {}
+        for sn, keys in self.snapshot_keys.items():
+            for backend_key in keys:
+                parts = backend_key.split("/", 2)
+                if len(parts) == 3:
+                    owners.setdefault((sn, parts[2]), set()).add(parts[0])
+        return owners
 
     def disagreement(self, name: str | None, tree: BucketTree) -> int:
         """Records of the copy the root contradicts: snapshot records naming backend snapshots
@@ -278,20 +294,12 @@ def _container_namespace_votes(tree: BucketTree, evidence: StoreEvidence) -> "Co
 
     votes: Counter[str] = Counter()
     containers = tree.bucket(K.CONTAINERS)
-    if containers is None or not containers.entries:
-        return votes
-    owners: dict[tuple[str, str], set[str]] = {}
-    for sn, keys in evidence.snapshot_keys.items():
-        for backend_key in keys:
-            parts = backend_key.split("/", 2)
-            if len(parts) == 3:
-                owners.setdefault((sn, parts[2]), set()).add(parts[0])
-    for record in containers.entries.values():
+    for record in containers.entries.values() if containers is not None else ():
         if not isinstance(record, BucketTree):
             continue
         sn, key = record.get(K.SNAPSHOTTER), record.get(K.SNAPSHOT_KEY)
-        found = owners.get((text(sn), text(key))) if sn and key else None
-        if found is not None and len(found) == 1:
+        found = evidence.namespaces_of(text(sn), text(key)) if sn and key else set()
+        if len(found) == 1:
             votes[next(iter(found))] += 1
     return votes
 
