@@ -398,6 +398,7 @@ def _pick_live_copies(namespace: bytes, by_kind: dict[bytes, list[tuple[int, Buc
     name = text(namespace)
     others = list(_other_namespaces(tree, namespace).values())
     picked: dict[bytes, BucketTree] = {}
+    damaged: set[bytes] = set()  # kinds whose picked copy is damaged itself
     for kind in (K.SNAPSHOTS, K.CONTENT, K.IMAGES, K.CONTAINERS, K.SANDBOXES):
         candidates = []
         for _, copy, damage in by_kind.get(kind, ()):
@@ -405,13 +406,18 @@ def _pick_live_copies(namespace: bytes, by_kind: dict[bytes, list[tuple[int, Buc
                 continue  # (a stale copy of another namespace's bucket)
             if kind == K.SNAPSHOTS and _namespace_name(_wrap(kind, copy)) != name:
                 continue
-            if kind == K.CONTAINERS and not _snapshots_kept(copy, picked.get(K.SNAPSHOTS)):
+            if kind == K.CONTAINERS and not _snapshots_kept(
+                    copy, picked.get(K.SNAPSHOTS), (name, evidence) if K.SNAPSHOTS in damaged or K.SNAPSHOTS not in picked
+                    else None):
                 continue
             wrapped = _wrap(kind, copy)
             contradicted = evidence.disagreement(name, wrapped) + _targets_gone(copy if kind == K.IMAGES else None, evidence)
-            candidates.append(((-damage, -contradicted, newest_update(copy), -copy.value_count()), copy))
+            candidates.append(((-damage, -contradicted, newest_update(copy), -copy.value_count()), copy, damage))
         if candidates:
-            picked[kind] = max(candidates, key=lambda c: c[0])[1]
+            best = max(candidates, key=lambda c: c[0])
+            picked[kind] = best[1]
+            if best[2]:
+                damaged.add(kind)
     return picked
 
 
@@ -445,14 +451,24 @@ def _same_records(copy: BucketTree, other: BucketTree | None) -> bool:
     return 2 * same >= len(copy.entries)
 
 
-def _snapshots_kept(containers: BucketTree, snapshots: BucketTree | None) -> bool:
-    """Most containers with a snapshot have its record in ``snapshots``."""
+def _snapshots_kept(containers: BucketTree, snapshots: BucketTree | None,
+                    backend: tuple[str, StoreEvidence] | None = None) -> bool:
+    """Most containers with a snapshot have its record in ``snapshots``. ``backend``
+    (namespace, evidence): where the snapshots copy picked is damaged or none was found, a
+    snapshot the snapshotter db holds in the namespace counts too (its record comes back
+    from there: a damaged copy lacked the one container's snapshot, and the container was
+    dropped with a fresh corpus)."""
     with_snapshot = [r for r in _whole_records(containers) if r.get(K.SNAPSHOT_KEY) and r.get(K.SNAPSHOTTER)]
     if not with_snapshot:
         return True
-    kept = sum(1 for r in with_snapshot if snapshots is not None
-               and snapshots.bucket(r.get(K.SNAPSHOTTER), r.get(K.SNAPSHOT_KEY)) is not None)  # type: ignore[arg-type]
-    return 2 * kept > len(with_snapshot)
+
+    def kept(record: BucketTree) -> bool:
+        sn, key = record.get(K.SNAPSHOTTER), record.get(K.SNAPSHOT_KEY)
+        if snapshots is not None and snapshots.bucket(sn, key) is not None:  # type: ignore[arg-type]
+            return True
+        return backend is not None and backend[0] in backend[1].namespaces_of(text(sn), text(key))
+
+    return 2 * sum(1 for r in with_snapshot if kept(r)) > len(with_snapshot)
 
 
 def _targets_gone(images: BucketTree | None, evidence: StoreEvidence) -> int:

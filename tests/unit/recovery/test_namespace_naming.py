@@ -260,3 +260,19 @@ def test_a_namespace_copy_without_snapshot_records_is_named_by_its_containers_sn
     shared = StoreEvidence(snapshot_keys={"overlayfs": frozenset({"many/7/c1", "other/3/c1", "many/8/c2", "other/4/c2"})})
     v1 = assemble_namespaces([(40, copy, 0)], shared)
     assert v1 is not None and set(v1.bucket(K.V1).entries) == {b"default"}  # type: ignore[union-attr]
+
+
+def test_a_damaged_snapshots_copy_does_not_cost_the_containers_whose_snapshots_the_snapshotter_holds():
+    """Without a freelist, the only ``snapshots`` copy found was damaged (its lower pages reused
+    since) and lacked the container's snapshot record, which comes back from the snapshotter
+    db: the live ``containers`` copy was refused for it and the container dropped (a CI run
+    whose fresh real-node corpus had such a copy). Where the snapshots copy is whole, a
+    container whose snapshot it lacks still marks a stale copy (a removed container)."""
+    damaged_snapshots = _snapshots("k8s.io", ("sha256:l1", 2))  # (c1's record lost with the damage)
+    containers = _containers(("c1", "c1"))
+    evidence = StoreEvidence({"overlayfs": frozenset({"k8s.io/1/sha256:l1", "k8s.io/2/c1"})})
+    found = [(24, damaged_snapshots, 3), (26, containers, 0)]
+    named = name_namespace_buckets(NS, found, BucketTree(), exact=False, evidence=evidence)
+    assert named[K.CONTAINERS] is containers
+    whole = [(24, damaged_snapshots, 0), (26, containers, 0)]
+    assert K.CONTAINERS not in name_namespace_buckets(NS, whole, BucketTree(), exact=False, evidence=evidence)
