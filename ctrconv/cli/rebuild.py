@@ -69,6 +69,12 @@ def rebuild_command(
         print_json(report.to_json())
         return
     out = LineWriter(sys.stdout)
+    if report.healthy and report.not_repairable:
+        out.write(f"{report.root}: nothing a rebuild can repair (nothing written); verify reports what no rebuild "
+                  "mends:\n")
+        for problem in report.not_repairable:
+            out.write(f"  {problem}\n")
+        return
     if report.healthy:
         out.write(f"{report.root}: verified clean, nothing to repair (nothing written)\n")
         return

@@ -38,22 +38,31 @@ def stat_key(path: Path | str) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
+#: verify's problem kinds no rebuild mends: they do not make an in-place rebuild rewrite a root
+NOT_REPAIRABLE = frozenset({"rootfs-mismatch"})
+
+
 def verify_first(croot: ContainerdRoot, *, jobs: int | None, progress: Progress | None,
-                 deep: bool) -> tuple[bool, dict[str, KnownHash]]:
-    """(nothing to repair, the blob hashes verify took): ``verify`` (``deep`` compares snapshot
-    trees too) finds no problem in any namespace. An image that lost its snapshots (to damage,
+                 deep: bool) -> tuple[bool, dict[str, KnownHash], list[str]]:
+    """(nothing to repair, the blob hashes verify took, the problems verify reports that no
+    rebuild mends): ``verify`` (``deep`` compares snapshot trees too) finds no problem in any
+    namespace but those (:data:`NOT_REPAIRABLE`). An image that lost its snapshots (to damage,
     or to a rebuild killed after writing meta.db) still names them in its config's GC label,
     which verify reports. Each hash is remembered with its file's identity, so the content
     check reads no blob twice."""
     from ctrconv.verify.root import verify_root
 
     if not croot.meta_db.is_file() or croot.is_locked():
-        return False, {}
+        return False, {}, []
     before = {str(d): stat_key(p) for d, p in croot.content.walk()}
     hashes: dict[str, tuple[str | None, int]] = {}
-    ok = verify_root(croot.path, None, jobs=jobs, progress=progress, deep=deep, blob_hashes=hashes).ok
+    found = verify_root(croot.path, None, jobs=jobs, progress=progress, deep=deep, blob_hashes=hashes)
+    # a malformed image (config and manifest disagree) is the image's, not damage a rewrite
+    # mends: each in-place run wrote the root again, with a new backup, and verify still said so
+    ok = all(p.kind in NOT_REPAIRABLE for p in found.errors)
+    unmendable = [f"{p.kind}: {p.object}: {p.message}" for p in found.errors] if ok else []
     known = {d: KnownHash(actual, size, key) for d, (actual, size) in hashes.items() if (key := before.get(d)) is not None}
-    return ok, known
+    return ok, known, unmendable
 
 
 def check_content(

@@ -146,7 +146,8 @@ def rebuild_root(
                           "a rebuild of this root was interrupted: the damage it found is taken as found again")
         # a healthy root is left exactly as it is: no backup, no rewrite, no re-import
         elif not names:
-            report.healthy, run.known = verify_first(croot, jobs=jobs, progress=progress, deep=not trust_snapshots)
+            report.healthy, run.known, report.not_repairable = verify_first(
+                croot, jobs=jobs, progress=progress, deep=not trust_snapshots)
         if not report.healthy:
             try:
                 # every bolt file stays locked from the first read to the end: no containerd

@@ -31,6 +31,9 @@ class RebuildReport:
     restored: list[dict[str, str]] = field(default_factory=list)
     #: ``-o``: top-level entries the rebuild does not write, copied as they are (:mod:`~ctrconv.recovery.carry`)
     carried: list[str] = field(default_factory=list)
+    #: in place, problems verify reports that no rebuild mends (a malformed image): the root
+    #: was left as it is, with them
+    not_repairable: list[str] = field(default_factory=list)
 
     def drop(self, kind: str, obj: str, reason: str) -> None:
         self.dropped.append({"kind": kind, "object": obj, "reason": reason})

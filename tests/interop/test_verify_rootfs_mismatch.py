@@ -50,3 +50,8 @@ def test_an_image_whose_config_lists_fewer_layers_than_its_manifest_is_a_problem
     assert rebuilt.code == 0, rebuilt.stderr
     assert not [r for r in rebuilt.json["restored"] if "gc.ref.snapshot" in r["object"]], rebuilt.json["restored"]
     assert _problems(cli, out) == expected  # nothing a rebuild can mend: the image is malformed
+    # in place: left as it is (each run wrote the root again, with a new backup, before)
+    in_place = cli("rebuild", "--root", str(root), "-q", "--json")
+    assert in_place.code == 0 and in_place.json["healthy"] and not in_place.json["damage_found"], in_place.stdout
+    assert [p.split(":", 1)[0] for p in in_place.json["not_repairable"]] == ["rootfs-mismatch"]
+    assert not list(root.glob("io.containerd.metadata.v1.bolt/*.bak-*"))
