@@ -239,14 +239,17 @@ def _rebuild_into(run: _Run, report: RebuildReport) -> None:
     report.snapshots_reused = sum(len(ids) for ids in kept.values())
     # Intact content records say what a namespace holds; only where they may be lost may a
     # namespace take blobs on disk that it has no record of.
+    salvaged_namespaces = {ns for ns, _ in namespaces(stores.meta)}
+    content_lost = {ns for ns in salvaged_namespaces if stores.meta_lost_under(*content_records(ns))}
     work = reimport_groups(run.target, stores.meta, run.unpack,
-                           trusted=lambda ns: not stores.meta_lost_under(*content_records(ns)),
+                           trusted=lambda ns: ns not in content_lost,
                            writer_line=stores.meta_writer_line, lost_children=run.lost_children)
     del stores  # the salvaged trees: each import below loads the repaired meta.db itself
     import_groups(run.target, work, report, progress=run.progress)
     del work  # the walks and sources: the last step loads meta.db once more
     settle_rebuilt_root(run.target, report, run.detached,
-                        quarantine=run.croot.path / QUARANTINE / run.stamp if run.in_place else None)
+                        quarantine=run.croot.path / QUARANTINE / run.stamp if run.in_place else None,
+                        content_lost_in=lambda ns: ns in content_lost or ns not in salvaged_namespaces)
     if run.in_place:
         sync_filesystems([croot.path])  # every write durable before the record of the damage goes
         journal.clear(croot.path)

@@ -163,7 +163,8 @@ def _report_restored_records(target: ContainerdRoot, work: list[NamespaceWork], 
 
 
 def settle_rebuilt_root(target: ContainerdRoot, report: RebuildReport, detached: Sequence[Detached] = (),
-                        *, quarantine: Path | None = None) -> None:
+                        *, quarantine: Path | None = None,
+                        content_lost_in: Callable[[str], bool] = lambda _ns: True) -> None:
     """The last step: snapshot GC labels whose snapshot the rebuilt root does not have are
     dropped (``cleaned up label ...``). The re-import unpacks again what runs on this host and
     labels it anew; a snapshot it does not make (a foreign platform a namespace pulled, an image
@@ -187,7 +188,7 @@ def settle_rebuilt_root(target: ContainerdRoot, report: RebuildReport, detached:
         drop_containers_without_snapshots(txn.meta, report, reason="its writable snapshot's image layers were not "
                                           "made again: it could not start")
         prune_dangling_labels(txn.meta, report)
-        label_kept_snapshots(txn.meta, target.content, report)
+        label_kept_snapshots(txn.meta, target.content, report, lost_in=content_lost_in)
         txn.commit()
     for item in lost:
         directory = target.snapshot_dir(item.snapshotter, item.id)

@@ -59,10 +59,10 @@ def _image_record(ns: BucketTree, name: str, media_type: str, digest: str, size:
     write_image(rec, ImageRecord("default", name, Target(media_type, digest, size)))  # type: ignore[arg-type]
 
 
-def _image(root: ContainerdRoot, layers: int = 1) -> tuple[str, dict, list[str]]:
+def _image(root: ContainerdRoot, layers: int = 1, arch: str = "amd64") -> tuple[str, dict, list[str]]:
     """A one-platform image in the content store: (manifest digest, manifest, layer digests)."""
     layer_digests = [_add_blob(root, f"layer {i}".encode()) for i in range(layers)]
-    config = json.dumps({"architecture": "amd64", "os": "linux",
+    config = json.dumps({"architecture": arch, "os": "linux",
                          "rootfs": {"type": "layers", "diff_ids": layer_digests}}).encode()
     config_digest = _add_blob(root, config)
     manifest = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
@@ -789,6 +789,36 @@ def test_a_config_gets_the_label_of_the_snapshot_its_image_is_unpacked_in(tmp_pa
     labels = read_map(ns.bucket(K.CONTENT, K.BLOB, config["digest"].encode(), K.LABELS))
     assert labels == {K.LABEL_GC_SNAPSHOT + "native": top}
     assert [r["kind"] for r in report.restored] == ["gc-label"]
+
+
+@pytest.mark.parametrize("case", ["foreign platform", "content records whole"])
+def test_no_label_is_given_where_containerd_set_none(case, tmp_path):
+    """A config of a platform this host does not run (an arm64 sibling sharing the amd64
+    manifest's one layer) got the label of the snapshot its chain names, and so did any config
+    of a namespace whose content records were whole: labels containerd never set, on a healthy
+    node that then read as damaged (a red-team run)."""
+    import platform as host
+
+    from ctrconv.containerd.records import write_snapshot, SnapshotRecord
+    from ctrconv.layers.chain import chain_ids
+    from ctrconv.recovery.metadata import label_kept_snapshots
+
+    if host.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("the foreign platform here is arm64, so the host must be amd64")
+    root = ContainerdRoot(tmp_path)
+    manifest_digest, manifest, layers = _image(root, arch="arm64" if case == "foreign platform" else "amd64")
+    meta = BucketTree()
+    ns = _ns(meta)
+    config = manifest["config"]
+    _blob_record(ns, manifest_digest, len(json.dumps(manifest)), {K.LABEL_GC_CONTENT + ".config": config["digest"]})
+    _blob_record(ns, config["digest"], config["size"])
+    top = chain_ids(layers)[-1]
+    record = ns.bucket(K.SNAPSHOTS, OVERLAY.encode(), top.encode(), create=True)
+    write_snapshot(record, SnapshotRecord("default", OVERLAY, top, f"default/1/{top}", None))  # type: ignore[arg-type]
+    report = _report()
+    label_kept_snapshots(meta, root.content, report, lost_in=lambda _ns: case != "content records whole")
+    assert not read_map(ns.bucket(K.CONTENT, K.BLOB, config["digest"].encode(), K.LABELS))
+    assert not report.restored
 
 
 def test_a_container_record_emptied_by_damage_goes_and_its_writable_snapshot_is_held():
