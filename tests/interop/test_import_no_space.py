@@ -28,6 +28,14 @@ def full(path, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
     return real(path, *args, **kwargs)
 transaction.prepare_bolt = full
+copy = transaction.shutil.copy2
+def full_backup(source, target):
+    if name.endswith(".bak"):  # the disk fills while the backup is copied: half of it written
+        with open(source, "rb") as src, open(target, "wb") as dst:
+            dst.write(src.read(4096))
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+    return copy(source, target)
+transaction.shutil.copy2 = full_backup
 from ctrconv.entry import main
 sys.argv = ["ctrconv", *sys.argv[2:]]
 main()
@@ -44,7 +52,7 @@ def _tree(root: Path) -> dict[str, tuple[int, int]]:
     return found
 
 
-@pytest.mark.parametrize("full_at", ["meta.db", "metadata.db"])
+@pytest.mark.parametrize("full_at", ["meta.db", "metadata.db", "any.bak"])
 def test_a_full_disk_at_the_commit_leaves_the_root_as_it_was(full_at, tmp_root_copy, tmp_path, private_containerd):
     archive = busybox_oci_archive(tmp_path, "docker.io/test/nospace:v1", extra={"etc/nospace": b"a layer of its own\n"})
     before = _tree(tmp_root_copy)

@@ -389,8 +389,14 @@ def backup_copy(path: Path, stamp: str) -> Path:
     while backup.exists():
         n += 1
         backup = path.with_name(f"{path.name}.bak-{stamp}.{n}")
-    shutil.copy2(path, backup)
-    fsync_path(backup)
+    try:
+        shutil.copy2(path, backup)
+        fsync_path(backup)
+    except BaseException:
+        # a copy cut short (a full disk, a signal) is no backup: left, it read as one of a
+        # truncated file, and restoring it broke the root (a red-team run)
+        backup.unlink(missing_ok=True)
+        raise
     fsync_dir(backup.parent)  # (its name too, before the file it copies is replaced)
     return backup
 
