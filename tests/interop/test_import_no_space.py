@@ -65,3 +65,33 @@ def test_a_full_disk_at_the_commit_leaves_the_root_as_it_was(full_at, tmp_root_c
     assert _tree(tmp_root_copy) == before  # no blob, snapshot, bolt file, backup or temp left
     daemon = private_containerd(root=tmp_root_copy)
     assert "docker.io/test/nospace:v1" not in {r.ref for r in daemon.images_check("default")}
+
+
+#: ``ctrconv import`` that gets SIGTERM right after the snapshotter db is renamed into place
+_TERM_AFTER_FIRST_RENAME = """
+import os, signal, sys
+from ctrconv.sinks.containerd_root import transaction
+real = transaction.RootTransaction._publish
+def publish(self, state, new):
+    real(self, state, new)
+    if state.path.name == "metadata.db":
+        os.kill(os.getpid(), signal.SIGTERM)
+transaction.RootTransaction._publish = publish
+from ctrconv.entry import main
+sys.argv = ["ctrconv", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_signal_between_the_renames_of_the_commit_is_taken_after_them(tmp_root_copy, tmp_path, private_containerd):
+    """SIGTERM after the snapshotter db's rename and before meta.db's left the first replaced,
+    naming a snapshot the failed import then removed (a red-team run). The renames run with
+    the signal deferred: the import is whole, and the command says it was signalled after."""
+    archive = busybox_oci_archive(tmp_path, "docker.io/test/termed:v1", extra={"etc/termed": b"a layer of its own\n"})
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, "-c", _TERM_AFTER_FIRST_RENAME, "import", "--root", str(tmp_root_copy),
+                          "-i", str(archive), "-q"], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0 and "terminated after writing" in run.stderr, run.stdout + run.stderr
+    daemon = private_containerd(root=tmp_root_copy)
+    [row] = [r for r in daemon.images_check("default") if r.ref == "docker.io/test/termed:v1"]
+    assert row.complete and row.unpacked, row

@@ -342,13 +342,16 @@ class RootTransaction:
         # twice the image's size that nothing freed: a red-team run.)
         prepared = self._prepare([*backends, *meta], stamp)
         try:
-            for state in backends:
-                self._publish(state, prepared.pop(state.path))
-            if install_snapshots is not None:
-                install_snapshots()
-            for state in meta:
-                self.meta_attempted = True
-                with committing():  # from the rename on, a signal no longer undoes the write
+            # the renames run with SIGINT/SIGTERM deferred: a signal between the snapshotter
+            # db's and meta.db's left the first replaced, naming snapshots the failed import
+            # then removed (a red-team run); what is left is renames, done in moments
+            with committing():
+                for state in backends:
+                    self._publish(state, prepared.pop(state.path))
+                if install_snapshots is not None:
+                    install_snapshots()
+                for state in meta:
+                    self.meta_attempted = True
                     self._publish(state, prepared.pop(state.path))
         finally:
             for left in prepared.values():
