@@ -807,9 +807,7 @@ def _check_unpacked(image: ImageRecord, manifest: PlannedManifest, records: dict
     except CtrconvError:
         return
     diff_ids = (doc.get("rootfs") or {}).get("diff_ids") or []
-    if not diff_ids:
-        return
-    if len(diff_ids) != len(manifest.layers):
+    if len(diff_ids) != len(manifest.layers):  # (no diff IDs for a manifest with layers too)
         # containerd 1.6 and 1.7 record such an image (``ctr images import``, a pull) and then
         # fail every unpack: "mismatched image rootfs and manifest layers"; a snapshot its
         # config's chain names belongs to another image sharing the base layers
@@ -817,6 +815,8 @@ def _check_unpacked(image: ImageRecord, manifest: PlannedManifest, records: dict
                    f"platform {platform_string(manifest.platform)}: the config lists {len(diff_ids)} diff IDs for the "
                    f"manifest's {len(manifest.layers)} layers: containerd cannot unpack it (mismatched image "
                    "rootfs and manifest layers), and a run gets only the layers the config lists")
+        return
+    if not diff_ids:
         return
     top = chain_ids(diff_ids)[-1]
     rec = records.get(config["digest"])

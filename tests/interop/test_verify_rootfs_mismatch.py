@@ -55,3 +55,14 @@ def test_an_image_whose_config_lists_fewer_layers_than_its_manifest_is_a_problem
     assert in_place.code == 0 and in_place.json["healthy"] and not in_place.json["damage_found"], in_place.stdout
     assert [p.split(":", 1)[0] for p in in_place.json["not_repairable"]] == ["rootfs-mismatch"]
     assert not list(root.glob("io.containerd.metadata.v1.bolt/*.bak-*"))
+
+
+def test_a_config_listing_no_diff_ids_for_a_manifest_with_layers_is_a_problem(cli, tmp_path, private_containerd):
+    """The same with no diff IDs at all: verify returned before comparing (a red-team run)."""
+    bad = busybox_oci_archive(tmp_path, BAD, no_diff_ids=True)
+    root = tmp_path / "root"
+    daemon = private_containerd(root=root)
+    imported = daemon.ctr("images", "import", str(bad), check=False)
+    assert imported.returncode != 0 and "mismatched image rootfs and manifest layers" in imported.stderr
+    daemon.stop()
+    assert _problems(cli, root) == {("rootfs-mismatch", f"image default/{BAD}")}

@@ -78,13 +78,14 @@ def _layout_blob(layout: Path, data: bytes, media_type: str) -> dict:
 
 def busybox_oci_archive(work: Path, name: str, *, tail: bytes = b"", arch: str | None = None,
                         cmd: str = "echo ok", unlisted_layer: bytes | None = None,
-                        extra: dict[str, bytes] | None = None) -> Path:
+                        extra: dict[str, bytes] | None = None, no_diff_ids: bool = False) -> Path:
     """``work/<last part of name>.tar``: an OCI archive of one image named ``name`` whose one
     gzip layer (busybox as ``/bin/sh``) is followed by ``tail``; its config names ``arch``
     (default: this host's) and runs ``/bin/sh -c cmd``. ``unlisted_layer`` (a layer tar): a
     second layer in the manifest that the config's diff IDs do not list (a malformed image
     containerd 1.6 and 1.7 record and cannot unpack). ``extra``: more files in the layer
-    (path -> content: a layer, and so a snapshot, of its own)."""
+    (path -> content: a layer, and so a snapshot, of its own). ``no_diff_ids``: the config lists
+    none (malformed: its layer is not listed)."""
     import gzip
     import io
     import json
@@ -112,7 +113,8 @@ def busybox_oci_archive(work: Path, name: str, *, tail: bytes = b"", arch: str |
     arch = arch or {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
     config = _layout_blob(layout, json.dumps({
         "architecture": arch, "os": "linux", "config": {"Cmd": ["/bin/sh", "-c", cmd]},
-        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()]},
+        "rootfs": {"type": "layers",
+                   "diff_ids": [] if no_diff_ids else ["sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()]},
     }).encode(), "application/vnd.oci.image.config.v1+json")
     layers = [layer]
     if unlisted_layer is not None:
