@@ -613,6 +613,7 @@ def _lost_layers_it_runs_without(content: ContentStore, ns: BucketTree, verdict:
 
     broken = {d["digest"] for d in verdict.broken}
     excused: set[str] = set()
+    layers_lost: set[str] = set()  # (of the manifests that run: what the report names)
     labels_of, snapshot_exists = namespace_lookups(ns)
     for manifest in verdict.partial:
         layers = {d["digest"] for d in manifest.layers}
@@ -630,7 +631,16 @@ def _lost_layers_it_runs_without(content: ContentStore, ns: BucketTree, verdict:
                and snapshot_exists(key[len(K.LABEL_GC_SNAPSHOT):].split("/", 1)[0], top)
                for key, value in labels_of(manifest.config["digest"]).items()):
             excused |= gone
-    return sorted(broken) if broken and broken <= excused else []
+            layers_lost |= gone
+    if excused and verdict.plan.indexes:
+        # a platform that runs: the index's other platforms, never pulled or partly, are no
+        # reason to drop it (as for any index: :func:`~ctrconv.pipeline.completeness.assess`)
+        for manifest in verdict.partial:
+            if manifest.descriptor.get("platform"):
+                excused |= broken & {d["digest"] for d in (manifest.descriptor, manifest.config, *manifest.layers)}
+        excused |= {d["digest"] for d in verdict.plan.missing if d.get("platform")
+                    and (mt.is_manifest(d.get("mediaType", "")) or mt.is_index(d.get("mediaType", "")))}
+    return sorted(layers_lost) if broken and broken <= excused else []
 
 
 def _list_kept(report: RebuildReport, listed: set[tuple[str, str]], ns_name: str, key: bytes,

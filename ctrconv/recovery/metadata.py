@@ -366,15 +366,14 @@ def label_kept_snapshots(meta: BucketTree, content: ContentStore, report: Rebuil
     where the namespace holds the committed snapshot of its top layer but the label is gone
     (content records lost, snapshot records written again from the snapshotter's): without it
     ``verify`` called the rebuilt root damaged, and containerd's GC keeps such a chain only while
-    a container above it lives. Only where content records may have been lost (``lost_in``),
-    and only a config of a platform this host runs (containerd unpacks that one): an arm64
-    config whose one layer its amd64 sibling shares got a label containerd never set on a
-    healthy node, which then read as damaged (a red-team run)."""
+    a container above it lives. Only where content records may have been lost (``lost_in``):
+    an arm64 config whose one layer its amd64 sibling shares got a label containerd never set
+    on a healthy node, which then read as damaged (a red-team run). (Where records were lost,
+    a config of any platform whose chain exists is labelled: ``ctr pull --platform`` unpacks
+    a foreign one, and its snapshots must not go to GC.)"""
     from ctrconv.layers.chain import chain_ids
     from ctrconv.oci.validate import parse_json_bytes
-    from ctrconv.verify.deep import HostRuns
 
-    runs = HostRuns()
     for ns_name, ns in namespaces(meta):
         blobs, snapshots = ns.bucket(K.CONTENT, K.BLOB), ns.bucket(K.SNAPSHOTS)
         if blobs is None or snapshots is None or not lost_in(ns_name):
@@ -398,11 +397,8 @@ def label_kept_snapshots(meta: BucketTree, content: ContentStore, report: Rebuil
                 doc = parse_json_bytes(content.read_small(text(config), read_blob_size(record) or 0))
                 diff_ids = doc["rootfs"]["diff_ids"]
                 top = chain_ids(diff_ids)[-1]
-                platform = {k: doc[k] for k in ("os", "architecture", "variant") if isinstance(doc.get(k), str)}
-            except (CtrconvError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+            except (CtrconvError, ValueError, KeyError, TypeError, IndexError):
                 continue
-            if platform.get("os") and platform.get("architecture") and not runs(platform):
-                continue  # (a platform containerd does not unpack here)
             counts = {n for m in configs[config] if (n := _layer_count(content, blobs, m)) is not None}
             if counts and len(diff_ids) not in counts:
                 continue  # no manifest unpacks to that chain (a mismatched image: verify says so)

@@ -93,9 +93,9 @@ class _Run:
     detached: list[Detached] = field(default_factory=list)
     #: meta.db paths an interrupted in-place rebuild found lost (:mod:`.journal`)
     resumed_lost: set[journal.LostPath] | None = None
-    #: namespace -> snapshotters whose records list a child without a record, as salvaged
+    #: namespace -> (snapshotter, key) of children records list without a record, as salvaged
     #: (before the clean-up unlinks such children: :func:`~.reimport.lost_child_records`)
-    lost_children: dict[str, frozenset[str]] = field(default_factory=dict)
+    lost_children: dict[str, frozenset[tuple[str, str]]] = field(default_factory=dict)
 
 
 def rebuild_root(

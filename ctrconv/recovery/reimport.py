@@ -48,14 +48,15 @@ class NamespaceWork:
     #: its content records are whole: they, not the blobs on disk, say which platforms of an
     #: index it holds, and the digests they record (a record the import adds was lost)
     recorded: frozenset[str] | None = None
-    #: snapshotters where a snapshot's record lists a child that has no record (a lost record):
-    #: there a snapshot unpacked again is damage repaired (:func:`lost_child_records`)
-    lost_children_in: frozenset[str] = frozenset()
+    #: (snapshotter, key) of children a snapshot's record lists that have no record (a lost
+    #: record, or one GC left listed): a snapshot unpacked again under such a key is damage
+    #: repaired (:func:`lost_child_records`)
+    lost_children_in: frozenset[tuple[str, str]] = frozenset()
 
 
 def reimport_groups(target: ContainerdRoot, meta: BucketTree, unpack: bool,
                     trusted: Callable[[str], bool], writer_line: str | None = None,
-                    lost_children: Mapping[str, frozenset[str]] | None = None) -> list[NamespaceWork]:
+                    lost_children: Mapping[str, frozenset[tuple[str, str]]] | None = None) -> list[NamespaceWork]:
     """What :func:`import_groups` imports from the repaired root into itself, decided from the
     salvaged ``meta`` tree alone: the caller may let the tree go before the imports (each loads
     the target's meta.db as its own tree; both at once doubled a rebuild's peak memory).
@@ -113,7 +114,7 @@ def import_groups(target: ContainerdRoot, work: list[NamespaceWork], report: Reb
                     if image.unpacked and (ns_name, snapshotter, image.unpacked) not in counted:
                         counted.add((ns_name, snapshotter, image.unpacked))
                         report.snapshots_unpacked += image.snapshots_created
-                        if item.recorded is not None and snapshotter not in item.lost_children_in:
+                        if item.recorded is not None and (snapshotter, image.unpacked) not in item.lost_children_in:
                             report.snapshots_unpacked_removed += image.snapshots_created
     finally:
         for item in work:
@@ -121,28 +122,28 @@ def import_groups(target: ContainerdRoot, work: list[NamespaceWork], report: Reb
     _report_restored_records(target, [item for item in work if item.recorded is not None and item.groups], report)
 
 
-def lost_child_records(ns: BucketTree) -> frozenset[str]:
-    """The snapshotters of ``ns`` where some snapshot record lists a child that has no record.
+def lost_child_records(ns: BucketTree) -> frozenset[tuple[str, str]]:
+    """(snapshotter, key) of every child a snapshot record of ``ns`` lists that has no record.
 
-    Removing a snapshot (``ctr snapshots rm``, a pruning tool, the GC after it) unlinks it
-    from its parent's ``children`` at once; a record meta.db lost leaves its parent listing it.
-    Where no such child is listed, a snapshot an image's GC label names but the root lacks was
-    removed, and unpacking it again is what containerd does on the image's first use (verify
-    calls that label information), not a repair. (A single-layer image's snapshot has no
-    parent: its lost record cannot be told from a removed one, as in verify.)
+    ``ctr snapshots rm`` (a pruning tool) unlinks a snapshot from its parent's ``children`` at
+    once; a record meta.db lost leaves its parent listing it (so does containerd's GC, for what
+    it collects: a healthy node has such entries). A snapshot an image's GC label names that
+    the root lacks and no parent lists was removed, and unpacking it again is what containerd
+    does on the image's first use (verify calls that label information), not a repair. (A
+    single-layer image's snapshot has no parent: its lost record cannot be told from a removed
+    one, as in verify.)
     """
     snapshots = ns.bucket(K.SNAPSHOTS)
     if snapshots is None:
         return frozenset()
-    lost: set[str] = set()
+    lost: set[tuple[str, str]] = set()
     for name, records in snapshots.entries.items():
         if not isinstance(records, BucketTree):
             continue
         for record in records.entries.values():
             children = record.entries.get(K.CHILDREN) if isinstance(record, BucketTree) else None
-            if isinstance(children, BucketTree) and any(key not in records.entries for key in children.entries):
-                lost.add(text(name))
-                break
+            if isinstance(children, BucketTree):
+                lost |= {(text(name), text(key)) for key in children.entries if key not in records.entries}
     return frozenset(lost)
 
 

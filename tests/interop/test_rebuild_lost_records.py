@@ -1165,3 +1165,31 @@ def test_restored_snapshot_records_nothing_references_are_held_from_gc(line, cli
     assert set(daemon.ctr("snapshots", "ls", namespace="chain").stdout.splitlines()[1:]) == before
     files = {p.name for p in (out / SNAPSHOTS).glob("*/fs/file*")}
     assert files == {f"file{i}" for i in range(6)}
+
+
+@pytest.mark.parametrize("line", ["1.6", "2.x"])
+def test_an_index_image_whose_host_layer_blob_is_lost_is_kept_and_runs(line, realnode_set_for, cli, tmp_path,
+                                                                       private_containerd):
+    """A lost layer blob of the platform an index image is unpacked for: containerd runs it
+    from its snapshots. Rebuild dropped it (its never-pulled platforms counted as lost too:
+    a red-team run), and GC then took its snapshots."""
+    from support.versions import bin_dir_for
+
+    corpus = realnode_set_for(line)
+    info = corpus.info
+    image = next(i for i in info["images"] if i["key"] == "list")
+    root = corpus.copy_root("node", tmp_path / "node")
+    lost = image["platform_manifests"][info["host_platform"]]["layers"][-1]
+    (root / "io.containerd.content.v1.content" / "blobs" / "sha256" / lost.split(":", 1)[1]).unlink()
+    new = tmp_path / "new"
+    result = cli("rebuild", "--root", str(root), "-o", str(new), "-q", "--json")
+    assert result.code == 0, result.stderr
+    assert not [d for d in result.json["dropped"] if d["kind"] == "image"], result.json["dropped"]
+    kept = [i for i in result.json["images"] if i["name"] == image["ref"]]
+    assert kept and all(lost in i["origin"] and i["origin"].startswith("kept: it runs") for i in kept), kept
+    daemon = private_containerd(root=new, binary_dir=None if line == "1.6" else str(bin_dir_for(line)))
+    for namespace in sorted({i["namespace"] for i in kept}):
+        daemon.force_gc(namespace)
+        ran = daemon.ctr("run", "--rm", image["ref"], "kept", "/bin/busybox", "echo", "ran", namespace=namespace,
+                         check=False)
+        assert ran.returncode == 0 and "ran" in ran.stdout, (namespace, ran.stderr)

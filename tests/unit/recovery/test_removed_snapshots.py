@@ -29,7 +29,7 @@ def test_a_child_listed_without_a_record_is_a_lost_record_in_its_snapshotter_onl
     healthy = {b"base": _record(children=(b"top",)), b"top": _record(parent=b"base")}
     lost = {b"base": _record(children=(b"top",))}  # the parent still lists what meta.db lost
     assert lost_child_records(_namespace(overlayfs=healthy)) == frozenset()
-    assert lost_child_records(_namespace(overlayfs=lost, native=healthy)) == frozenset({"overlayfs"})
+    assert lost_child_records(_namespace(overlayfs=lost, native=healthy)) == frozenset({("overlayfs", "top")})
 
 
 def test_a_removed_snapshot_is_unlinked_from_its_parent_so_nothing_reads_as_lost() -> None:
