@@ -656,8 +656,7 @@ def _hold_unreferenced_restored(ns_buckets: Mapping[str, BucketTree], sn: str,
     label theirs; so do tools keeping a snapshot), and containerd's first GC deleted a whole
     restored chain and the writable snapshot on it (a red-team run). Each restored snapshot that
     nothing left references (an image config's ``gc.ref.snapshot`` label, a container, a lease,
-    a ``gc.root`` of a record above it) is held with ``gc.root`` and reported, the topmost of
-    such a chain only (it keeps those below): kept, not lost.
+    a ``gc.root`` of a record above it) is held with ``gc.root`` and reported: kept, not lost.
     Not an image layer (a committed snapshot named by its chain ID: the re-import labels it
     again for the image that has it, and GC would have taken it otherwise), nor an unpack's
     scratch snapshot."""
@@ -679,10 +678,9 @@ def _hold_unreferenced_restored(ns_buckets: Mapping[str, BucketTree], sn: str,
             if _CHAIN_KEY.fullmatch(text(key)) and isinstance(backend, BucketTree) and is_committed(backend):
                 continue
             unheld[key] = record
-        below = {record.get(K.PARENT) for record in unheld.values()}
         for key, record in sorted(unheld.items()):
-            if key in below:
-                continue  # (kept by the one held above it)
+            # each one, as ``ctr snapshots`` labels each: held by the top only, the chain
+            # below went with it once the operator removed that (a red-team run)
             labels = record.bucket(K.LABELS, create=True)
             assert labels is not None
             labels.put(key_bytes(GC_ROOT), key_bytes(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))

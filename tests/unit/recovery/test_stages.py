@@ -753,17 +753,18 @@ def test_a_writable_snapshot_written_again_without_its_container_is_held_by_a_gc
         c.put(K.SNAPSHOTTER, OVERLAY.encode())  # type: ignore[union-attr]
         c.put(K.SNAPSHOT_KEY, b"writer")  # type: ignore[union-attr]
     ns.bucket(K.SNAPSHOTS, OVERLAY.encode(), create=True)
-    records = _backend_records(BackendSnapshot("k8s.io/3/layer", 1, "committed", None),
-                               BackendSnapshot("k8s.io/7/writer", 2, "active", "k8s.io/3/layer"))
+    layer_key = "sha256:" + "1" * 64  # (an image layer: a committed snapshot named by its chain ID)
+    records = _backend_records(BackendSnapshot(f"k8s.io/3/{layer_key}", 1, "committed", None),
+                               BackendSnapshot("k8s.io/7/writer", 2, "active", f"k8s.io/3/{layer_key}"))
     report = _report()
-    restore_lost_records(meta, OVERLAY, records, {b"k8s.io/3/layer": 1, b"k8s.io/7/writer": 2}, report)
+    restore_lost_records(meta, OVERLAY, records, {f"k8s.io/3/{layer_key}".encode(): 1, b"k8s.io/7/writer": 2}, report)
     backend = BucketTree()
     backend.entries[K.V1] = BucketTree()
     backend.bucket(K.V1).entries[K.SNAPSHOTS] = records  # type: ignore[union-attr]
     hold_orphan_writable_snapshots(meta, {OVERLAY: backend}, report, lost_in=lambda _ns: True)  # (rebuild's next step)
     bucket = ns.bucket(K.SNAPSHOTS, OVERLAY.encode())
     writer = read_snapshot(bucket.bucket(b"writer"), "k8s.io", OVERLAY, "writer")  # type: ignore[union-attr]
-    layer = read_snapshot(bucket.bucket(b"layer"), "k8s.io", OVERLAY, "layer")  # type: ignore[union-attr]
+    layer = read_snapshot(bucket.bucket(layer_key.encode()), "k8s.io", OVERLAY, layer_key)  # type: ignore[union-attr]
     assert (GC_ROOT in writer.labels) is not container_kept
     assert GC_ROOT not in layer.labels  # (an image's label holds a committed snapshot)
 
@@ -907,3 +908,23 @@ def test_a_mended_record_keeps_its_labels_and_numbers_new_ones_as_containerd_doe
         "containerd.io/gc.ref.content.config": "sha256:c", "containerd.io/gc.ref.content.config1": "sha256:d"}
     assert record.get(K.CREATED_AT) is not None and record.get(K.UPDATED_AT) is not None
     assert not _mend_record(record, {"containerd.io/gc.ref.content.m.5": "sha256:b"}, go_time(20))
+
+
+def test_each_restored_snapshot_nothing_references_is_held_as_ctr_labelled_it():
+    """``ctr snapshots prepare``/``commit`` label each snapshot gc.root; restored from the
+    snapshotter's records without it, only the top was held, and removing it let GC take the
+    committed ones below (a red-team run)."""
+    from ctrconv.containerd.records import BackendSnapshot, read_snapshot
+    from ctrconv.recovery.snapshots import GC_ROOT, restore_lost_records
+
+    meta = BucketTree()
+    ns = _ns(meta, "chain")
+    ns.bucket(K.SNAPSHOTS, OVERLAY.encode(), create=True)
+    records = _backend_records(BackendSnapshot("chain/3/base", 1, "committed", None),
+                               BackendSnapshot("chain/5/mid", 2, "committed", "chain/3/base"),
+                               BackendSnapshot("chain/7/top", 3, "active", "chain/5/mid"))
+    restore_lost_records(meta, OVERLAY, records, {b"chain/3/base": 1, b"chain/5/mid": 2, b"chain/7/top": 3}, _report())
+    bucket = ns.bucket(K.SNAPSHOTS, OVERLAY.encode())
+    for key in ("base", "mid", "top"):
+        record = read_snapshot(bucket.bucket(key.encode()), "chain", OVERLAY, key)  # type: ignore[union-attr]
+        assert GC_ROOT in record.labels, key
