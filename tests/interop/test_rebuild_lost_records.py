@@ -1165,9 +1165,10 @@ def test_restored_snapshot_records_nothing_references_are_held_from_gc(line, cli
     assert set(daemon.ctr("snapshots", "ls", namespace="chain").stdout.splitlines()[1:]) == before
     files = {p.name for p in (out / SNAPSHOTS).glob("*/fs/file*")}
     assert files == {f"file{i}" for i in range(6)}
-    # each restored one is held, as ctr labelled each: removing the writable one (as the report
-    # says, once its data is saved) leaves the committed layers below it (the top's gc.root
-    # alone let GC take them then: a red-team run)
+    # removing the writable one (as the report says, once its data is saved) leaves the
+    # committed layers below it. (Here those come back from their own orphaned pages with
+    # ctr's gc.root; a chain restored from the snapshotter's records, each held in turn, is
+    # test_stages.py::test_each_restored_snapshot_nothing_references_is_held_as_ctr_labelled_it.)
     daemon.ctr("snapshots", "rm", "writable", namespace="chain")
     daemon.force_gc("chain")
     assert {p.name for p in (out / SNAPSHOTS).glob("*/fs/file*")} == {f"file{i}" for i in range(6)}
