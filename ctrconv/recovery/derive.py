@@ -571,6 +571,7 @@ def drop_incomplete_images(meta: BucketTree, content: ContentStore, report: Rebu
         doubtful: list[tuple[bytes, dict[str, Any], str]] = []
         for key in list(images.entries) if images else []:
             desc = target_descriptor(images.entries[key])  # type: ignore[union-attr]
+            origin = "kept"
             try:
                 verdict = assess_image(content, ns, desc, lost) if desc is not None else None
             except CtrconvError as exc:
@@ -579,11 +580,16 @@ def drop_incomplete_images(meta: BucketTree, content: ContentStore, report: Rebu
                 problem = "no target" if verdict is None else _problem(verdict)
                 if problem is None and verdict is not None and records_whole(ns_name) and \
                         (gone := _pulled_platforms_lost(ns, verdict, lost)):
-                    verdict, problem = None, "the platforms it pulled are gone: missing " + ", ".join(gone)
+                    # a platform unpacked on purpose (``--platform``) still runs from its
+                    # snapshots when its layer blob is lost, as the host platform's does
+                    if runs_without := _lost_layers_it_runs_without(content, ns, verdict, gone):
+                        origin = _runs_from_snapshots(runs_without)
+                    else:
+                        verdict, problem = None, "the platforms it pulled are gone: missing " + ", ".join(gone)
             if problem is None:
                 assert verdict is not None and desc is not None
                 remade |= _unpacked_chains(ns, verdict)
-                _list_kept(report, listed, ns_name, key, desc)
+                _list_kept(report, listed, ns_name, key, desc, origin)
             elif verdict is not None and desc is not None:
                 doubtful.append((key, desc, problem))  # (may run from snapshots made again)
             else:
@@ -594,24 +600,31 @@ def drop_incomplete_images(meta: BucketTree, content: ContentStore, report: Rebu
             if remade and _problem(verdict) is None:
                 _list_kept(report, listed, ns_name, key, desc)
             elif gone := _lost_layers_it_runs_without(content, ns, verdict):
-                _list_kept(report, listed, ns_name, key, desc,
-                           f"kept: it runs from its unpacked snapshots; lost layer blob(s) {', '.join(gone)} (pull "
-                           "the image again, or rebuild with --regenerate-layers, to have them back)")
+                _list_kept(report, listed, ns_name, key, desc, _runs_from_snapshots(gone))
             else:
                 del images.entries[key]  # type: ignore[union-attr]
                 report.drop("image", f"image {ns_name}/{text(key)}", problem)
 
 
-def _lost_layers_it_runs_without(content: ContentStore, ns: BucketTree, verdict: Assessment) -> list[str]:
+def _runs_from_snapshots(lost_layers: list[str]) -> str:
+    """The report's origin of an image kept although layer blobs of it are lost."""
+    return (f"kept: it runs from its unpacked snapshots; lost layer blob(s) {', '.join(lost_layers)} (pull "
+            "the image again, or rebuild with --regenerate-layers, to have them back)")
+
+
+def _lost_layers_it_runs_without(content: ContentStore, ns: BucketTree, verdict: Assessment,
+                                 lost: Collection[str] | None = None) -> list[str]:
     """The lost blobs of an image that still runs without them, or ``[]``: each one a layer of a
     manifest whose config (present) labels the snapshot of its whole chain, which the
     namespace keeps. containerd runs such an image from that snapshot (``ctr run``; a CRI
     container) and its GC keeps the snapshot by the label; dropping the image for its lost
     blob cost every namespace that ran it (a red-team run: one lost base layer took 109 of a
-    node's 113 images, and GC their snapshots)."""
+    node's 113 images, and GC their snapshots). ``lost``: the blobs that count (default: what
+    the image is broken by; an index whose platforms pulled here are gone: those platforms' blobs,
+    which the whole platforms another namespace pulled excuse in the verdict)."""
     from ctrconv.layers.chain import chain_ids
 
-    broken = {d["digest"] for d in verdict.broken}
+    broken = set(lost) if lost is not None else {d["digest"] for d in verdict.broken}
     excused: set[str] = set()
     layers_lost: set[str] = set()  # (of the manifests that run: what the report names)
     labels_of, snapshot_exists = namespace_lookups(ns)

@@ -1200,3 +1200,37 @@ def test_an_index_image_whose_host_layer_blob_is_lost_is_kept_and_runs(line, rea
         ran = daemon.ctr("run", "--rm", image["ref"], "kept", "/bin/busybox", "echo", "ran", namespace=namespace,
                          check=False)
         assert ran.returncode == 0 and "ran" in ran.stdout, (namespace, ran.stderr)
+
+
+@pytest.mark.parametrize("line", ["1.6", "2.x"])
+def test_an_index_image_unpacked_for_another_platform_whose_layer_blob_is_lost_is_kept(line, realnode_set_for, cli,
+                                                                                        tmp_path, private_containerd):
+    """``ctr pull --platform arm64`` unpacks the arm64 manifest; with its layer blob lost the
+    image still runs from those snapshots there (as for the host platform, above). Rebuild
+    dropped it ("the platforms it pulled are gone") and GC then took its snapshots."""
+    from support.versions import bin_dir_for
+
+    corpus = realnode_set_for(line)
+    info = corpus.info
+    image = next(i for i in info["images"] if i["key"] == "index")
+    binary_dir = None if line == "1.6" else str(bin_dir_for(line))
+    healthy = corpus.copy_root("node", tmp_path / "healthy")
+    daemon = private_containerd(root=healthy, binary_dir=binary_dir)
+    daemon.force_gc("other")
+    snapshots = set(daemon.ctr("snapshots", "ls", namespace="other").stdout.splitlines()[1:])
+    daemon.stop()
+    assert snapshots, "the corpus unpacks the arm64 pull in namespace other"
+
+    root = corpus.copy_root("node", tmp_path / "node")
+    lost = image["platform_manifests"][info["other_platform"]]["layers"][-1]
+    (root / "io.containerd.content.v1.content" / "blobs" / "sha256" / lost.split(":", 1)[1]).unlink()
+    new = tmp_path / "new"
+    result = cli("rebuild", "--root", str(root), "-o", str(new), "-q", "--json")
+    assert result.code == 0, result.stderr
+    assert not [d for d in result.json["dropped"] if d["kind"] == "image"], result.json["dropped"]
+    [kept] = [i for i in result.json["images"] if i["name"] == image["ref"] and i["namespace"] == "other"]
+    assert kept["origin"].startswith("kept: it runs") and lost in kept["origin"], kept
+    daemon = private_containerd(root=new, binary_dir=binary_dir)
+    daemon.force_gc("other")
+    assert image["ref"] in daemon.ctr("images", "ls", "-q", namespace="other").stdout.split()
+    assert set(daemon.ctr("snapshots", "ls", namespace="other").stdout.splitlines()[1:]) == snapshots
