@@ -579,16 +579,22 @@ def _unpack_targets(run: _Import, targets: list[PlannedManifest], content: Conte
                     step: Stage) -> tuple[Any, dict[str, Any]]:
     snaps = None
     unpacked: dict[str, Any] = {}
-    for target in targets:
-        if snaps is None and _unpack_layers(target):
-            # made on first use: an import of config-only images alone touches no
-            # snapshot bucket or snapshotter db, as containerd's unpack of them does not
-            from ctrconv.sinks.containerd_root.snapshots import SnapshotWriter
+    try:
+        for target in targets:
+            if snaps is None and _unpack_layers(target):
+                # made on first use: an import of config-only images alone touches no
+                # snapshot bucket or snapshotter db, as containerd's unpack of them does not
+                from ctrconv.sinks.containerd_root.snapshots import SnapshotWriter
 
-            snaps = SnapshotWriter(run.txn, options.namespace, options.snapshotter, run.now_ns, max_layer_bytes, jobs)
-        unpacked[str(target.descriptor["digest"])] = _unpack_manifest(
-            run, snaps, options.snapshotter, target, content, step, label_config_only=line != "2.x",
-            skip_unpackable=options.skip_unpackable)
+                snaps = SnapshotWriter(run.txn, options.namespace, options.snapshotter, run.now_ns, max_layer_bytes,
+                                       jobs)
+            unpacked[str(target.descriptor["digest"])] = _unpack_manifest(
+                run, snaps, options.snapshotter, target, content, step, label_config_only=line != "2.x",
+                skip_unpackable=options.skip_unpackable)
+    except BaseException:
+        if snaps is not None:  # (the caller never gets it: its half-built trees go now, not at exit)
+            snaps.close()
+        raise
     return snaps, unpacked
 
 

@@ -156,6 +156,8 @@ class RootTransaction:
     #: bolt files that did not exist: an empty placeholder holds each name and lock until the
     #: commit replaces it (:meth:`_hold`)
     _placeholders: set[Path] = field(default_factory=set, init=False, repr=False)
+    #: directories this writer made in a root that existed, in the order made
+    _made_dirs: list[Path] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.containerd_version is not None and self.containerd_version not in CONTAINERD_VERSIONS:
@@ -187,6 +189,7 @@ class RootTransaction:
                 if self._locked:  # (the root lock is held: what this writer made may go)
                     self._remove_own_skeleton()
                 self._remove_placeholders()
+                self._remove_made_dirs()
             finally:
                 self._stack.close()
             raise
@@ -197,6 +200,8 @@ class RootTransaction:
             if exc_type is not None and not self.meta_attempted:
                 self._remove_own_skeleton()
             self._remove_placeholders()
+            if exc_type is not None and not self.meta_attempted:
+                self._remove_made_dirs()
         finally:
             self._stack.close()  # the lock goes last: nobody sees a half-removed root
 
@@ -212,6 +217,24 @@ class RootTransaction:
                     _retire(fd, None)
             except OSError:
                 pass
+
+    def _remove_made_dirs(self) -> None:
+        """The plugin directories a failed write made in a root that held other things go
+        again where nothing was put in them (a snapshotter the root never had stays absent, as
+        before the run: left, it read as a snapshotter with no database)."""
+        for path in reversed(self._made_dirs):
+            try:
+                path.rmdir()
+            except OSError:
+                pass  # (not empty, or gone with the skeleton: either way nothing of ours to take)
+
+    def _mkdir(self, path: Path, mode: int) -> None:
+        """``mkdir`` that remembers a directory it made (:meth:`_remove_made_dirs`)."""
+        try:
+            path.mkdir(mode=mode)
+        except FileExistsError:
+            return
+        self._made_dirs.append(path)
 
     def _remove_own_skeleton(self) -> None:
         """A failed write into a root that was empty when this writer locked it leaves nothing:
@@ -231,13 +254,13 @@ class RootTransaction:
         lock = self._stack.enter_context(write_lock(self.root))
         self._created_root = lock.created
         self._was_empty = lock.was_empty
-        (self.root / K.METADATA_PLUGIN_DIR).mkdir(mode=BOLT_DIR_MODE, exist_ok=True)
+        self._mkdir(self.root / K.METADATA_PLUGIN_DIR, BOLT_DIR_MODE)
         # Lock everything before reading anything: containerd holds these for its lifetime.
         self._hold(self.meta_db_path, META_DB_MODE)
         for name in self.snapshotters:
             sdir = self.snapshotter_dir(name)
-            sdir.mkdir(mode=SNAPSHOTTER_DIR_MODE, exist_ok=True)
-            (sdir / "snapshots").mkdir(mode=SNAPSHOTTER_DIR_MODE, exist_ok=True)
+            self._mkdir(sdir, SNAPSHOTTER_DIR_MODE)
+            self._mkdir(sdir / "snapshots", SNAPSHOTTER_DIR_MODE)
             self._hold(sdir / SNAPSHOTTER_DB, SNAPSHOTTER_DB_MODE)
         remove_stale_temp(self.content_dir)
         for name in self.snapshotters:

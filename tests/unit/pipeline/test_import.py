@@ -324,9 +324,16 @@ def test_corrupt_blob_fails_and_changes_nothing(tmp_path: Path, layout) -> None:
 
 
 def test_wrong_diff_id_fails_before_any_metadata(tmp_path: Path) -> None:
-    builder = LayoutBuilder(tmp_path / "layout")
-    raw = layer_tar({"f": b"1"})
-    layer = builder.blob(gzip.compress(raw), "application/vnd.oci.image.layer.v1.tar+gzip")
+    root = tmp_path / "root"
+    with pytest.raises(DigestMismatchError):
+        copy_images_to_root(LayoutSource(_wrong_diff_id_layout(tmp_path / "layout").path), root)
+    assert not root.exists()  # the failed import created the root, so it removed it again
+
+
+def _wrong_diff_id_layout(path: Path) -> LayoutBuilder:
+    """A one-layer image whose config's diff ID is not its layer's: the unpack fails."""
+    builder = LayoutBuilder(path)
+    layer = builder.blob(gzip.compress(layer_tar({"f": b"1"})), "application/vnd.oci.image.layer.v1.tar+gzip")
     config = builder.blob(json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
         "type": "layers", "diff_ids": ["sha256:" + "0" * 64]}}).encode(), "application/vnd.oci.image.config.v1+json")
     manifest = builder.blob(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -334,10 +341,21 @@ def test_wrong_diff_id_fails_before_any_metadata(tmp_path: Path) -> None:
                             "application/vnd.oci.image.manifest.v1+json")
     manifest["annotations"] = {"io.containerd.image.name": "docker.io/library/w:1"}
     (builder.path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [manifest]}))
+    return builder
+
+
+def test_failed_unpack_into_a_root_without_a_snapshotter_leaves_no_directory(tmp_path: Path, layout) -> None:
+    """The snapshotter's directories the failed import made go again with its half-built tree
+    (left, the root read as one with an overlayfs snapshotter and no database), and at once,
+    not when the process exits."""
+    builder, _ = layout
     root = tmp_path / "root"
+    copy_images_to_root(LayoutSource(builder.path), root, unpack=False)
+    before = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
     with pytest.raises(DigestMismatchError):
-        copy_images_to_root(LayoutSource(builder.path), root)
-    assert not root.exists()  # the failed import created the root, so it removed it again
+        copy_images_to_root(LayoutSource(_wrong_diff_id_layout(tmp_path / "bad").path), root)
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == before
+    assert not (root / "io.containerd.snapshotter.v1.overlayfs").exists()
 
 
 def test_missing_blob_in_input_is_refused(tmp_path: Path, layout) -> None:
