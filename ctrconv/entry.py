@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> None:
         interrupts.ignore_from_now_on()
         raise SystemExit(code)
     try:
+        if argv is None:
+            from ctrconv import classcode
+
+            classcode.install()  # before the first dataclass of a command module is made
         from ctrconv.run import shortcut
 
         quick = shortcut.take(sys.argv[1:] if argv is None else argv)
