@@ -66,10 +66,10 @@ def precompile() -> None:
     With ``PYTHONDONTWRITEBYTECODE`` set (it is, on this workplace's machines) an editable
     checkout is otherwise compiled from source on every run: ~40 ms of every command's start-up
     that no installed ctrconv pays. The stored code of dataclass methods too
-    (:mod:`ctrconv.classcode`), which an installed ctrconv writes on its first run.
+    (:mod:`ctrconv.codecache`), which an installed ctrconv writes on its first run.
     """
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "ctrconv")], check=True)
-    subprocess.run([sys.executable, "-m", "ctrconv.classcode"], check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run([sys.executable, "-m", "ctrconv.codecache"], check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
 def ctrconv(*args: str) -> list[str]:

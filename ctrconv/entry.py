@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(code)
     try:
         if argv is None:
-            from ctrconv import classcode
+            from ctrconv import codecache
 
-            classcode.install()  # before the first dataclass of a command module is made
+            codecache.install()  # before the first dataclass of a command module is made
         from ctrconv.run import shortcut
 
         quick = shortcut.take(sys.argv[1:] if argv is None else argv)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urldefrag, urljoin
 
+from ctrconv import codecache
 from ctrconv.digest import is_canonical
 
 Check = Callable[[Any], bool]
@@ -121,7 +122,8 @@ class _Compiler:
             expression = self.ref(url)
             name = f"_top{len(self.checks)}"
             self.lines += [f"def {name}(v):", f"    return {expression('v')}", ""]
-            exec("\n".join(self.lines), self.names)  # noqa: S102 - source generated above from the schemas
+            # noqa: S102 - source generated above from the schemas; its code kept between runs
+            exec(codecache.compiled("\n".join(self.lines)), self.names)  # noqa: S102
             self.lines = []
             self.checks[url] = self.names[name]
         return self.checks[url]

@@ -1,4 +1,4 @@
-"""The stored code of dataclass methods (:mod:`ctrconv.classcode`): classes made from it
+"""The stored code of dataclass methods (:mod:`ctrconv.codecache`): classes made from it
 behave as classes compiled from their text, the file is written once and then read, a bad
 file is ignored, and only the CLI process uses it."""
 
@@ -16,9 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 _PROGRAM = """
 import json, sys
 from pathlib import Path
-from ctrconv import classcode
+from ctrconv import codecache
 if sys.argv[1] == "cached":
-    classcode.install(write=True, path=Path(sys.argv[2]))
+    codecache.install(write=True, path=Path(sys.argv[2]))
 import dataclasses
 from dataclasses import dataclass, field, InitVar
 
@@ -58,7 +58,7 @@ out = {
     "hash": hash(Frozen(1, "y")) == hash(Frozen(1, "y")), "post_init": p.d,
     "order": sorted([Ordered(k=3), Ordered(k=1)]) == [Ordered(k=1), Ordered(k=3)],
     "defaults": Frozen(1).c, "fresh": Plain(1).d is not Plain(1).d, "slots": Slotted.__slots__,
-    "added": None if classcode._installed is None else classcode._installed.added,
+    "added": None if codecache._installed is None else codecache._installed.added,
 }
 print(json.dumps(out))
 """
@@ -107,18 +107,18 @@ def test_only_the_cli_process_installs_it() -> None:
 
 
 def test_written_on_request_for_every_module(tmp_path: Path) -> None:
-    """``python3 -m ctrconv.classcode`` (the install line's step, as ``compileall``) writes the
+    """``python3 -m ctrconv.codecache`` (the install line's step, as ``compileall``) writes the
     file with the classes of every module, so a first ``export`` compiles none of its own."""
-    from ctrconv import classcode
+    from ctrconv import codecache
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    target = classcode.cache_path()
+    target = codecache.cache_path()
     had = target.read_bytes() if target.exists() else None
     try:
-        subprocess.run([sys.executable, "-m", "ctrconv.classcode"], check=True, env=env, timeout=120)
-        check = ("import sys; from pathlib import Path; from ctrconv import classcode; "
-                 "classcode.install(write=False); import ctrconv.pipeline.export, ctrconv.containerd.records; "
-                 "print(classcode._installed.added, len(classcode._installed.codes))")
+        subprocess.run([sys.executable, "-m", "ctrconv.codecache"], check=True, env=env, timeout=120)
+        check = ("import sys; from pathlib import Path; from ctrconv import codecache; "
+                 "codecache.install(write=False); import ctrconv.pipeline.export, ctrconv.containerd.records; "
+                 "print(codecache._installed.added, len(codecache._installed.codes))")
         out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env, timeout=60)
         added, count = out.stdout.split()
         assert added == "False" and int(count) > 100, out.stderr
