@@ -108,7 +108,8 @@ def test_only_the_cli_process_installs_it() -> None:
 
 def test_written_on_request_for_every_module(tmp_path: Path) -> None:
     """``python3 -m ctrconv.codecache`` (the install line's step, as ``compileall``) writes the
-    file with the classes of every module, so a first ``export`` compiles none of its own."""
+    file with the classes of every module and the schema checks, so a first ``export``
+    compiles none of its own."""
     from ctrconv import codecache
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -118,6 +119,8 @@ def test_written_on_request_for_every_module(tmp_path: Path) -> None:
         subprocess.run([sys.executable, "-m", "ctrconv.codecache"], check=True, env=env, timeout=120)
         check = ("import sys; from pathlib import Path; from ctrconv import codecache; "
                  "codecache.install(write=False); import ctrconv.pipeline.export, ctrconv.containerd.records; "
+                 "from ctrconv.oci import fastschema as f, validate as v; "
+                 "[f.compiled_check(v.SCHEMA_DIR, v._SCHEMA_BASE + s) for s in ('image-manifest.json', 'config.json')]; "
                  "print(codecache._installed.added, len(codecache._installed.codes))")
         out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env, timeout=60)
         added, count = out.stdout.split()
