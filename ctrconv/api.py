@@ -28,7 +28,7 @@ _FOR_THE_CLI: dict[str, tuple[str, str | None]] = {
     "waiting": ("ctrconv.containerd.rootlock", "waiting"),
     "import_report_lines": ("ctrconv.sinks.containerd_root", "report_lines"),
     "push_report_lines": ("ctrconv.registry.push", "report_lines"),
-    "human_size": ("ctrconv.inventory", "human_size"),
+    "human_size": ("ctrconv.sizes", "human_size"),
     "EXPORT_FORMATS": ("ctrconv.sinks", "FORMATS"),
     "is_stdout": ("ctrconv.outputs", "is_stdout"),
     "leads_to_stdout": ("ctrconv.outputs", "leads_to_stdout"),

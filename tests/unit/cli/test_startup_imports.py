@@ -104,6 +104,12 @@ def test_export_imports_only_what_copying_needs(tmp_path: Path, small_root: Path
     # nor the layer writer (a layer written again) or the bolt writer: reading writes no bolt file
     assert not {"ctrconv.layers.layerblob", "ctrconv.bolt.writer"} & modules, \
         sorted({"ctrconv.layers.layerblob", "ctrconv.bolt.writer"} & modules)
+    # its summary line's size loads no listing machinery (``ls``'s, with its worker processes)
+    out.unlink()
+    modules, result = _modules(tmp_path, "export", "--root", str(small_root), "--image",
+                               "docker.io/library/busybox:small", "-o", str(out))
+    assert result.returncode == 0 and "MiB" in result.stderr, result.stderr
+    assert not {"ctrconv.inventory", "ctrconv.forked", "ctrconv.listingfacts", "pickle"} & modules
 
 
 def test_an_option_value_is_still_checked_by_typer(tmp_path: Path, small_root: Path) -> None:
