@@ -165,15 +165,15 @@ def remove_abandoned(directory: str | os.PathLike[str], prefix: str, suffix: str
     prefix = _fitting(prefix, suffix)
     head, tail = os.fsencode(prefix), os.fsencode(suffix)
     try:
-        entries = os.listdir(directory)
+        entries = os.listdir(os.fsencode(directory))  # (bytes: nothing decoded for the many other names)
     except OSError:
         return []
     removed = []
-    for entry in entries:
-        raw = os.fsencode(entry)
-        if len(raw) != len(head) + _RANDOM_PART + len(tail) or not raw.startswith(head) or not raw.endswith(tail):
+    length = len(head) + _RANDOM_PART + len(tail)
+    for raw in entries:
+        if len(raw) != length or not raw.startswith(head) or not raw.endswith(tail):
             continue
-        path = os.path.join(directory, entry)
+        path = os.path.join(os.fspath(directory), os.fsdecode(raw))
         if path not in _tracked and _removed_if_abandoned(path):
             removed.append(path)
     return removed
