@@ -44,9 +44,11 @@ class CriNames:
     source_label: tuple[str, str] | None
 
 
-def cri_names(name: str, target_digest: str, config_digest: str | None) -> CriNames:
+def cri_names(name: str, target_digest: str, config_digest: str | None, *, digest_name: bool = True) -> CriNames:
     """Names for ``name`` (normalised as CRI stores them: ``busybox:1`` ->
-    ``docker.io/library/busybox:1``), its ``repo@digest`` and its ``sha256:<id>``."""
+    ``docker.io/library/busybox:1``), its ``repo@digest`` (not with ``digest_name=False``: a
+    manifest no registry serves, which CRI would report as a repo digest to pull) and its
+    ``sha256:<id>``."""
     if _IMAGE_ID.fullmatch(name):
         return CriNames((name,), None)  # an image ID record (a CRI root copied): no other names
     try:
@@ -57,7 +59,8 @@ def cri_names(name: str, target_digest: str, config_digest: str | None) -> CriNa
     names: list[str] = []
     if ref.tag and ref.digest is None:
         names.append(f"{ref.name}:{ref.tag}")
-    names.append(f"{ref.name}@{target_digest}")
+    if digest_name or ref.digest is not None:
+        names.append(f"{ref.name}@{target_digest}")
     if config_digest:
         names.append(config_digest)
     host = ref.domain.split(":", 1)[0]

@@ -40,6 +40,9 @@ class NamedEntry:
     #: labelled as a pull labels it (``containerd.io/distribution.source.<host>=<repo>``,
     #: every child of an index)
     pulled_from: tuple[str, str] | None = None
+    #: its manifest was made here (a docker archive's ``manifest.json`` element, as ``ctr``
+    #: makes it): no registry serves that digest, so CRI records no ``repo@digest`` name for it
+    synthesised: bool = False
 
 
 class ImageSource(Protocol):

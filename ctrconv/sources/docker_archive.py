@@ -32,6 +32,7 @@ does. A list without images is refused (ctr would create nothing from it).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import struct
 from dataclasses import dataclass
@@ -285,7 +286,8 @@ class DockerArchiveSource(BlobSourceBase):
         return _descriptor(mt.OCI_INDEX, self.index_digest, len(self.index_bytes))
 
     def entries(self) -> list[NamedEntry]:
-        return named_entries(self.index_entries, self.base_name, today=self._today)
+        return [dataclasses.replace(entry, synthesised=True)
+                for entry in named_entries(self.index_entries, self.base_name, today=self._today)]
 
     def _locate(self, digest: Digest) -> Locator | None:
         member = self._blobs.get(digest)

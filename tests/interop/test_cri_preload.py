@@ -151,3 +151,60 @@ def test_pin_is_reported_to_the_kubelet_where_the_line_knows_it(line, realnode_s
             assert client.image_status(plain["ref"])["pinned"] is False
     finally:
         daemon.close()
+
+
+def _pure_docker_archive(cli, oci_archive: Path, out: Path, tags: list[str]) -> Path:
+    """The image as ``docker save`` before Docker 25 writes it: ``manifest.json`` (these
+    RepoTags) and the blobs, no ``index.json`` or ``oci-layout``."""
+    import io
+    import json
+    import tarfile
+
+    converted = out.with_suffix(".converted.tar")
+    result = cli("convert", "-i", str(oci_archive), "-o", str(converted), "--format", "docker-archive", "-q")
+    assert result.code == 0, result.stderr
+    with tarfile.open(converted) as src, tarfile.open(out, "w") as dst:
+        for member in src.getmembers():
+            if member.name in ("index.json", "oci-layout", "repositories"):
+                continue
+            data = src.extractfile(member).read() if member.isfile() else None
+            if member.name == "manifest.json":
+                elements = json.loads(data)
+                elements[0]["RepoTags"] = tags
+                data = json.dumps(elements).encode()
+                member.size = len(data)
+            dst.addfile(member, io.BytesIO(data) if data is not None else None)
+    return out
+
+
+@pytest.mark.parametrize("line", ["1.6", "2.x"])
+def test_a_preloaded_docker_archive_has_no_repo_digest_no_registry_serves(line, realnode_set_for, cli, tmp_path):
+    """A docker archive's manifest is made on import (as ``ctr`` makes it): no registry serves
+    it. CRI reports a ``repo@digest`` name as a repo digest, which the kubelet shows as the
+    container's image ID and tools pin pods to; the preload recorded one (a red-team run), where
+    ``ctr -n k8s.io images import`` of the same archive gives none. Tags, ID and size as ctr's."""
+    from support.cri import ImageServiceClient
+    from support.daemon import PrivateContainerd
+
+    corpus = realnode_set_for(line)
+    archive = _pure_docker_archive(cli, corpus.export("oci"), tmp_path / "docker.tar",
+                                   ["busybox:latest", "example.com/multi:1"])
+    mine, theirs = tmp_path / "ctrconv", tmp_path / "ctr"
+    result = cli("import", "--root", str(mine), "-n", "k8s.io", "-i", str(archive), "-q", "--containerd-version", line)
+    assert result.code == 0, result.stderr
+    seen = {}
+    for root in (mine, theirs):
+        daemon = PrivateContainerd(_bin_dir(line), root=root, cri=True)
+        try:
+            daemon.start()
+            if root == theirs:
+                daemon.ctr("images", "import", str(archive), namespace="k8s.io")
+            with ImageServiceClient(daemon.address) as client:
+                client.wait_ready()
+                seen[root] = sorted((i["id"], sorted(i["repo_tags"]), i["repo_digests"], i["size"])
+                                    for i in client.list_images())
+        finally:
+            daemon.close()
+    assert seen[mine] == seen[theirs]
+    assert seen[mine] and not any(digests for _, _, digests, _ in seen[mine]), seen[mine]
+    assert ["docker.io/library/busybox:latest", "example.com/multi:1"] in [tags for _, tags, _, _ in seen[mine]]

@@ -515,7 +515,8 @@ def _plan(source: ImageSource, chosen: list[tuple[str, NamedEntry]], options: _O
             unpack = None
         record = None
         if options.cri:
-            record = cri_names(image_name, str(entry.descriptor["digest"]), _image_id(plan, candidate))
+            record = cri_names(image_name, str(entry.descriptor["digest"]), _image_id(plan, candidate),
+                               digest_name=not entry.synthesised)
         imports.append(_PlannedImport(image_name, entry, plan, unpack, record))
     if not imports:
         raise UsageError("nothing to import: every image was filtered out by the platform selection")
