@@ -19,6 +19,8 @@ _passed = False
 _late: list[int] = []
 #: > 0 while a command writes a scratch output that nobody sees until its own final step
 _scratch = 0
+#: what an error must say while a command's commits are not all done (:func:`unfinished`)
+_unfinished: list[str] = []
 
 
 @contextmanager
@@ -45,6 +47,21 @@ def into_scratch() -> Iterator[None]:
         _scratch -= 1
 
 
+@contextmanager
+def unfinished(note: str) -> Iterator[None]:
+    """Commits that must all be made for the result to stand (an in-place rebuild's stages):
+    an error inside says ``note`` (how to finish), not that what was written is in place. The
+    note stays when the block ends by an exception: the command's error line reads it."""
+    _unfinished.append(note)
+    yield
+    _unfinished.remove(note)
+
+
+def unfinished_note() -> str | None:
+    """The note of the innermost :func:`unfinished` block an error left, or None."""
+    return _unfinished[-1] if _unfinished else None
+
+
 def passed() -> bool:
     """Whether this command has passed its commit point."""
     return _passed
@@ -64,3 +81,4 @@ def reset() -> None:
     global _passed
     _passed = False
     _late.clear()
+    _unfinished.clear()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,8 +215,17 @@ def _rebuild_into_new_root(run: _Run, report: RebuildReport) -> None:
         raise
 
 
+#: what an error in the middle of an in-place rebuild says (its record of the damage stays)
+UNFINISHED = "the rebuild is not finished: run ctrconv rebuild again to complete it"
+
+
 def _rebuild_into(run: _Run, report: RebuildReport) -> None:
     """Every stage, reading ``run.croot`` and writing ``run.target`` (the same root in place)."""
+    with commitpoint.unfinished(UNFINISHED) if run.in_place else nullcontext():
+        _rebuild_stages(run, report)
+
+
+def _rebuild_stages(run: _Run, report: RebuildReport) -> None:
     croot = run.croot
     with ExitStack() as locks:
         lock_stores(croot, locks, exclusive=run.in_place)

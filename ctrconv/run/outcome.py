@@ -43,6 +43,8 @@ def guarded(invoke: Callable[[], int], debug: bool) -> int:
         message = str(exc)
         if exc.hint:
             message += f" ({exc.hint})"
+        if commitpoint.unfinished_note():
+            message += f" ({commitpoint.unfinished_note()})"
         error_line(message)
         return exc.exit_code
     except BrokenPipeError:
@@ -69,7 +71,9 @@ def guarded(invoke: Callable[[], int], debug: bool) -> int:
         if debug:
             _print_traceback()
         message = f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"
-        if commitpoint.passed():  # (writing the report to a full or closed stream, say)
+        if commitpoint.unfinished_note():
+            message += f" ({commitpoint.unfinished_note()})"
+        elif commitpoint.passed():  # (writing the report to a full or closed stream, say)
             message += " (after the commit point: what the command wrote is in place)"
         error_line(message)
         return 1

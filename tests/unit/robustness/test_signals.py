@@ -150,3 +150,34 @@ def test_commits_into_a_scratch_output_are_no_commit_point():
         assert commitpoint.passed()
     finally:
         commitpoint.reset()
+
+
+def test_an_error_between_the_commits_of_an_in_place_rebuild_says_to_run_it_again(capsys):
+    """A full disk after an in-place rebuild's first commit said "after the commit point: what
+    the command wrote is in place", with the root half rebuilt (a red-team run); it says how to
+    finish now, for an OSError and a ctrconv error alike."""
+    import errno
+
+    from ctrconv import commitpoint
+    from ctrconv.errors import FormatError
+    from ctrconv.recovery.rebuild import UNFINISHED
+    from ctrconv.run.outcome import guarded
+
+    def fails(exc: Exception):
+        def invoke() -> int:
+            with commitpoint.unfinished(UNFINISHED):
+                with commitpoint.committing():
+                    pass
+                raise exc
+        return invoke
+
+    try:
+        for exc in (OSError(errno.ENOSPC, "No space left on device", "meta.db"), FormatError("bad page")):
+            commitpoint.reset()
+            assert guarded(fails(exc), debug=False) == 1
+            line = capsys.readouterr().err
+            assert line.count("\n") == 1 and UNFINISHED in line and "is in place" not in line, line
+        commitpoint.reset()
+        assert commitpoint.unfinished_note() is None  # (a next in-process command starts clean)
+    finally:
+        commitpoint.reset()
