@@ -107,6 +107,13 @@ def temp_dir(directory: str | os.PathLike[str], prefix: str, suffix: str = "", *
     return Path(name)
 
 
+def sweep(directory: str | os.PathLike[str], prefix: str, suffix: str = "") -> None:
+    """:func:`remove_abandoned`, for a run refused because its output exists: the temp a killed
+    run left beside an output that a re-run then wrote was otherwise never removed (every later
+    run was refused before it made a temp of its own)."""
+    remove_abandoned(directory, prefix, suffix)
+
+
 def _sweep(directory: str | os.PathLike[str], prefix: str, suffix: str) -> None:
     """:func:`remove_abandoned` once per process for each name pattern and directory."""
     key = (os.fspath(directory), prefix, suffix)

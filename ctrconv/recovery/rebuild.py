@@ -129,6 +129,7 @@ def rebuild_root(
     target = ContainerdRoot(croot.path if output is None else output)
     if output is not None:
         if target.path.exists() and any(target.path.iterdir()):
+            tempfiles.sweep(target.path.parent, _scratch_prefix(target.path))  # (a killed run's staging root)
             raise UsageError(f"output {target.path} exists and is not empty")
         if target.path.resolve() == croot.path.resolve():
             raise UsageError("output must differ from the root (omit -o to rebuild in place)")
@@ -188,12 +189,17 @@ def _remove_bolt_temps(croot: ContainerdRoot) -> None:
         remove_stale_bolt_temps(croot.snapshotter_db(sn))
 
 
+def _scratch_prefix(final: Path) -> str:
+    """The name prefix of the staging root ``rebuild -o FINAL`` builds beside it."""
+    return f".{final.name}.ctrconv-"
+
+
 def _rebuild_into_new_root(run: _Run, report: RebuildReport) -> None:
     """A new root is built under a temporary name beside it and renamed at the end, so an
     interrupted rebuild leaves no half-made root behind."""
     final = run.target.path
     final.parent.mkdir(parents=True, exist_ok=True)
-    scratch = tempfiles.temp_dir(final.parent, f".{final.name}.ctrconv-", sweep=True)
+    scratch = tempfiles.temp_dir(final.parent, _scratch_prefix(final), sweep=True)
     try:
         run.target = ContainerdRoot(scratch)
         with into_scratch():

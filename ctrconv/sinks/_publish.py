@@ -51,6 +51,11 @@ def discard_dir(tmp: Path) -> None:
     tempfiles.forget(tmp)
 
 
+def temp_pattern(out: Path) -> tuple[str, str]:
+    """(prefix, suffix) of the temp directory a directory sink writes ``out`` in."""
+    return f".{out.name}.", ".ctrconv-tmp"
+
+
 class StagedDirectory:
     """Base of the directory sinks: written into ``_tmp`` beside the target ``_final``,
     published by :meth:`_publish` at commit, removed by :meth:`abort` otherwise."""
@@ -62,7 +67,7 @@ class StagedDirectory:
         """Create the temp directory: call last in ``__init__``, so that once it exists the
         caller holds a sink whose :meth:`abort` removes it."""
         self._final = out
-        self._tmp = tempfiles.temp_dir(out.parent, f".{out.name}.", ".ctrconv-tmp", sweep=True)
+        self._tmp = tempfiles.temp_dir(out.parent, *temp_pattern(out), sweep=True)
 
     def _publish(self) -> None:
         assert self._tmp is not None

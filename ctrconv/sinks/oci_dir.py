@@ -21,7 +21,8 @@ from typing import Any, Sequence
 
 from ctrconv.errors import SizeMismatchError, UsageError
 from ctrconv.sinks._blobfiles import BlobFiles
-from ctrconv.sinks._publish import StagedDirectory
+from ctrconv import tempfiles
+from ctrconv.sinks._publish import StagedDirectory, temp_pattern
 from ctrconv.sinks.base import BlobReader, ExportedImage, blob_path
 from ctrconv.sinks.oci_tar import oci_name_documents
 from ctrconv.streams import fsync_dir
@@ -35,6 +36,7 @@ def check_target_dir(out: Path) -> None:
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise UsageError(f"{out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
+        tempfiles.sweep(out.parent, *temp_pattern(out))  # (a killed run's temp beside it)
         raise UsageError(f"{out} exists and is not empty", hint="choose a new directory")
     if not out.parent.is_dir():
         raise UsageError(f"{out.parent} does not exist")
