@@ -11,7 +11,8 @@ rounds, each on a fresh root:
   a private containerd started on an empty root before the clock starts),
 * ``ctrconv import --no-unpack`` vs ``ctr images import --no-unpack``,
 * ``ctrconv import`` with zlib's inflate instead of ISA-L's (when ``isal`` is installed),
-* floors: ``tar xzf`` of each layer blob into its own temp dir, in order (and ``tar -I unpigz``,
+* floors: ``tar xzf`` (``--compression zstd``: ``tar -I zstd -xf``, ``none``: ``tar xf``) of each
+  layer blob into its own temp dir, in order (and, gzip, ``tar -I unpigz``,
   the decompressor containerd 1.6 uses when it is on PATH), the same followed by ``sync`` (what
   ctrconv does: its tree is durable before it reports), ``cp`` of the archive.
 
@@ -36,7 +37,7 @@ the loop device does direct I/O, so ``fsync``/``sync`` reach the disk; unmounted
 removed at the end): the kind of filesystem nodes run on, without the
 recently-deleted-inode cost of this VM's long-used, journal-less root filesystem. Needs root.
 
-Usage: ``python3 benchmarks/bench_import.py [--rounds 2] [--dirs usr/share ...] [--layer-per-dir]
+Usage: ``python3 benchmarks/bench_import.py [--rounds 2] [--dirs usr/share ...] [--layer-per-dir] [--compression zstd]
 [--warm] [--profile DIR] [--workdir DIR] [--fs default|ext4-loop] [--loop-size GB]``
 """
 
@@ -54,8 +55,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from _common import (MT_LAYER_GZIP, PrivateContainerd, Results, Run, ctrconv, ctrconv_env, gzip_layer,
-                     machine_facts, oci_archive, remove, scratch, settle, shell, timed, vm_hwm_kib)
+from _common import (MT_LAYER, MT_LAYER_GZIP, PrivateContainerd, Results, Run, ctrconv, ctrconv_env, gzip_layer,
+                     hashing_pipe, machine_facts, oci_archive, remove, scratch, settle, shell, timed, vm_hwm_kib)
 
 IMAGE = "docker.io/library/bench-import:v1"
 DEFAULT_DIRS = ["usr/share", "usr/include", "usr/bin", "usr/lib/python3", "usr/lib/llvm-14"]
@@ -65,8 +66,8 @@ CTRCONV_ZLIB = "ctrconv import, zlib inflate"
 CTR_UNPACK = "ctr images import"
 CTRCONV_NO_UNPACK = "ctrconv import --no-unpack"
 CTR_NO_UNPACK = "ctr images import --no-unpack"
-TAR_XZF = "tar xzf layers (floor)"
-TAR_XZF_SYNC = "tar xzf layers + sync (floor)"
+TAR_XZF = "tar -x layers (floor)"
+TAR_XZF_SYNC = "tar -x layers + sync (floor)"
 TAR_UNPIGZ = "tar -I unpigz -xf layers (floor)"
 CP = "cp archive (floor)"
 #: what each case's ratio is taken against
@@ -82,17 +83,47 @@ ZLIB_INFLATE = ("import sys, zlib; import ctrconv.layers.compression as c; "
 RSS_TARGET_MIB = 150
 
 
-def build_layers(work: Path, dirs: list[str], per_dir: bool) -> tuple[list[tuple[Path, str, str]], int]:
-    """``tar cf - DIRS | pigz -1`` (one layer, or one per directory), hashing the tar on the
-    way: ([(path, media type, diff_id)], tar bytes)."""
+#: ``--compression``: (media type, ``tar`` arguments extracting such a layer: the floor)
+COMPRESSIONS = {
+    "gzip": (MT_LAYER_GZIP, "xzf"),  # pigz -1, as before
+    "zstd": ("application/vnd.oci.image.layer.v1.tar+zstd", "-I zstd -xf"),  # zstd -3, as registries hold them
+    "none": (MT_LAYER, "xf"),
+}
+
+
+def build_layers(work: Path, dirs: list[str], per_dir: bool,
+                 compression: str = "gzip") -> tuple[list[tuple[Path, str, str]], int]:
+    """``tar cf - DIRS | pigz -1`` (``zstd -3``, or nothing: ``--compression``), one layer or
+    one per directory, hashing the tar on the way: ([(path, media type, diff_id)], tar bytes)."""
     groups = [[d] for d in dirs] if per_dir else [dirs]
     layers, total = [], 0
     for i, group in enumerate(groups):
-        layer = work / f"layer{i}.tar.gz"
-        diff_id, size = gzip_layer(group, layer)
-        layers.append((layer, MT_LAYER_GZIP, diff_id))
+        layer = work / f"layer{i}.tar.{compression}"
+        if compression == "gzip":
+            diff_id, size = gzip_layer(group, layer)
+        else:
+            diff_id, size = _other_layer(group, layer, compression)
+        layers.append((layer, COMPRESSIONS[compression][0], diff_id))
         total += size
     return layers, total
+
+
+def _other_layer(dirs: list[str], path: Path, compression: str) -> tuple[str, int]:
+    """``tar cf - -C / DIRS`` into ``path`` through ``zstd -3`` or as it is: (diff_id, tar bytes)."""
+    with open(path, "wb") as out:
+        tar = subprocess.Popen(["tar", "cf", "-", "-C", "/", *dirs], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        comp = subprocess.Popen(["zstd", "-3", "-q", "-c", "-T0"], stdin=subprocess.PIPE, stdout=out) \
+            if compression == "zstd" else None
+        assert tar.stdout is not None
+        sink = comp.stdin if comp is not None else out
+        assert sink is not None
+        hexd, size = hashing_pipe(tar.stdout, sink)
+        if comp is not None:
+            assert comp.stdin is not None
+            comp.stdin.close()
+        if tar.wait() not in (0, 1) or (comp is not None and comp.wait() != 0):
+            raise SystemExit(f"building a layer of {' '.join(dirs)} failed")
+    return f"sha256:{hexd}", size
 
 
 def untar_all(floor_layers: list[Path], out: Path, tar_args: str, sync: bool = False) -> list[str]:
@@ -157,16 +188,19 @@ def profile(archive: Path, work: Path, out_dir: Path) -> None:
 def prepare(work: Path, args: argparse.Namespace) -> tuple[Path, list[Path], str]:
     """The archive, hard links to its layer blobs for the floors, and a line describing it."""
     t0 = time.perf_counter()
-    layers, tar_size = build_layers(work, args.dirs, args.layer_per_dir)
+    layers, tar_size = build_layers(work, args.dirs, args.layer_per_dir, args.compression)
     floor_layers = []
     for i, (path, _, _) in enumerate(layers):
-        floor_layers.append(work / f"floor{i}.tar.gz")
+        floor_layers.append(work / f"floor{i}.tar.{args.compression}")
         os.link(path, floor_layers[-1])  # the layout takes the other name; no second copy on disk
     gz_size = sum(p.stat().st_size for p in floor_layers)
-    entries = sum(int(subprocess.run(shell(f"tar tzf {p} | wc -l"), capture_output=True, text=True,
+    list_args = COMPRESSIONS[args.compression][1].replace("x", "t")
+    entries = sum(int(subprocess.run(shell(f"tar {list_args} {p} | wc -l"), capture_output=True, text=True,
                                      check=True).stdout) for p in floor_layers)
     archive = oci_archive(work, IMAGE, layers)
-    what = (f"{len(layers)} layer(s) ({', '.join(args.dirs)}), {gz_size / 1e6:.0f} MB gzip -1, "
+    label = {"gzip": "gzip -1", "zstd": "zstd -3", "none": "uncompressed"}[args.compression]
+    what = (f"{len(layers)} layer(s) ({', '.join(args.dirs)}), {gz_size / 1e6:.0f} MB {label}, floors: "
+            f"tar {COMPRESSIONS[args.compression][1]}, "
             f"{tar_size / 1e9:.2f} GB tar, {entries} entries")
     print(f"built {archive.stat().st_size / 1e6:.0f} MB archive: {what}, in {time.perf_counter() - t0:.0f}s",
           flush=True)
@@ -174,7 +208,7 @@ def prepare(work: Path, args: argparse.Namespace) -> tuple[Path, list[Path], str
 
 
 def one_round(work: Path, archive: Path, floor_layers: list[Path], results: Results, *, first: bool,
-              cold: bool, daemon_hwm: dict[str, int]) -> bool:
+              cold: bool, daemon_hwm: dict[str, int], compression: str = "gzip") -> bool:
     """Every case once; returns whether the page cache could be dropped."""
     env, root, out = ctrconv_env(), work / "root", work / "out"
     dropped = False
@@ -182,7 +216,7 @@ def one_round(work: Path, archive: Path, floor_layers: list[Path], results: Resu
         CTRCONV_UNPACK: ctrconv("import", "--root", str(root), "-i", str(archive), "-q"),
         CTRCONV_NO_UNPACK: ctrconv("import", "--root", str(root), "-i", str(archive), "-q", "--no-unpack"),
     }
-    if importlib.util.find_spec("isal") is not None:
+    if compression == "gzip" and importlib.util.find_spec("isal") is not None:
         ctrconv_cases[CTRCONV_ZLIB] = [sys.executable, "-c", ZLIB_INFLATE, "import", "--root", str(root),
                                        "-i", str(archive), "-q"]
     for case, cmd in ctrconv_cases.items():
@@ -198,9 +232,9 @@ def one_round(work: Path, archive: Path, floor_layers: list[Path], results: Resu
         daemon_hwm[case] = max(hwm, daemon_hwm.get(case, 0))
         results.notes[case] = f"client only; daemon VmHWM up to {daemon_hwm[case] / 1024:.0f} MiB"
     floors = {
-        TAR_XZF: untar_all(floor_layers, out, "xzf"),
-        TAR_XZF_SYNC: untar_all(floor_layers, out, "xzf", sync=True),
-        TAR_UNPIGZ: untar_all(floor_layers, out, "-I unpigz -xf"),
+        TAR_XZF: untar_all(floor_layers, out, COMPRESSIONS[compression][1]),
+        TAR_XZF_SYNC: untar_all(floor_layers, out, COMPRESSIONS[compression][1], sync=True),
+        **({TAR_UNPIGZ: untar_all(floor_layers, out, "-I unpigz -xf")} if compression == "gzip" else {}),
         CP: ["cp", str(archive), str(out / "copy.tar")],
     }
     for case, cmd in floors.items():
@@ -253,6 +287,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--dirs", nargs="+", default=DEFAULT_DIRS, help="paths under / for the layer(s)")
     parser.add_argument("--layer-per-dir", action="store_true", help="one layer per --dirs entry")
+    parser.add_argument("--compression", choices=sorted(COMPRESSIONS), default="gzip",
+                        help="layer compression: gzip (pigz -1, default), zstd (zstd -3) or none; the floors "
+                             "extract the same layers with tar")
     parser.add_argument("--warm", action="store_true", help="do not drop the page cache between cases")
     parser.add_argument("--profile", type=Path, default=None, help="write cProfile dumps of ctrconv here")
     parser.add_argument("--workdir", type=Path, default=None, help="parent of the scratch dir (default: /var/tmp)")
@@ -303,7 +340,7 @@ def run_all(work: Path, args: argparse.Namespace) -> int:
         archive, floor_layers, what = prepare(work, args)
         for rnd in range(args.rounds):
             dropped = one_round(work, archive, floor_layers, results, first=rnd == 0, cold=not args.warm,
-                                daemon_hwm=daemon_hwm)
+                                daemon_hwm=daemon_hwm, compression=args.compression)
             print(f"round {rnd + 1}/{args.rounds} done", flush=True)
         if args.profile:
             profile(archive, work, args.profile)
