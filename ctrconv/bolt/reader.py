@@ -121,8 +121,9 @@ class BoltFile:
             if self.file_size == 0:
                 # bbolt would make it a new empty database: what an interrupted first write
                 # into a new root, or a power cut before the first sync, leaves
-                raise FileTooSmall("file is empty (0 bytes): no bolt database in it (an interrupted write "
-                                   "into a new root or a lost file; `ctrconv rebuild` makes it again)",
+                raise FileTooSmall("file is empty (0 bytes): no bolt database in it (an import into a new "
+                                   "root killed before its commit: run it again; or a lost file: "
+                                   "`ctrconv rebuild` makes it again from what the root holds)",
                                    path=self.path)
             if self.file_size < 1024:
                 raise FileTooSmall(f"file size too small ({self.file_size} bytes)", path=self.path)
