@@ -136,6 +136,7 @@ def _write_now() -> None:
 
     install(write=False)
     assert _installed is not None
+    _installed.codes = {}  # written afresh: texts of older versions go
     for module in pkgutil.walk_packages(ctrconv.__path__, "ctrconv."):
         if module.name in ("ctrconv.codecache", "ctrconv.__main__"):
             continue
