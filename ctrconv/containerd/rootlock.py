@@ -165,11 +165,16 @@ def _holders_unless_free(fd: int, operation: int, path: str | os.PathLike[str]) 
     """Before refusing: a holder that ``/proc/locks`` no longer shows has just released the
     lock (it finished between our attempt and the look-up). Try again then, a few times, so a
     refusal always names a holder that is really there, or falls back only when the holder is
-    invisible to us (another PID namespace). None when the lock was taken after all."""
-    for _ in range(5):
+    invisible to us (another PID namespace). A holder without a command line is exiting (the
+    kernel lets go of its memory before its files: a CI run named the holder as a bare "pid N"
+    just as it finished): looked at again too. None when the lock was taken after all."""
+    found: list[Holder] = []
+    for attempt in range(50):  # (an exiting holder frees its memory first: up to 0.5 s)
         found = holders(path)
-        if found:
+        if found and all(h.command for h in found):
             return found
+        if not found and attempt >= 5:
+            return []
         try:
             fcntl.flock(fd, operation | fcntl.LOCK_NB)
             return None
@@ -177,7 +182,7 @@ def _holders_unless_free(fd: int, operation: int, path: str | os.PathLike[str]) 
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise
         time.sleep(0.01)
-    return []
+    return found
 
 
 @dataclass
