@@ -228,10 +228,12 @@ def read_map(bucket: ReadBucket | None) -> dict[str, str]:
     return {text(k): text(v) for k, v in bucket.values()}
 
 
-def write_map(bucket: BucketTree, name: bytes, mapping: Mapping[str, str]) -> None:
+def write_map(bucket: BucketTree, name: bytes, mapping: Mapping[str, str], *, labels: bool = True) -> None:
     """containerd ``writeMap``: replace the bucket; omit it when the map is empty; skip empty
     values (a map of only empty values leaves an empty bucket, as in containerd: the unpack
-    of a config-only image labels its config with ``gc.ref.snapshot.<sn>=""``)."""
+    of a config-only image labels its config with ``gc.ref.snapshot.<sn>=""``). ``labels``:
+    held to containerd's label size limit (annotations are not: containerd checks labels only,
+    and an image annotation of 5,000 bytes imports with ``ctr``)."""
     bucket.entries.pop(name, None)
     if not mapping:
         return
@@ -240,7 +242,7 @@ def write_map(bucket: BucketTree, name: bytes, mapping: Mapping[str, str]) -> No
     for key, value in mapping.items():
         if not value:
             continue
-        if len(key) + len(value) > MAX_LABEL_BYTES:
+        if labels and len(key) + len(value) > MAX_LABEL_BYTES:
             raise FormatError(f"label {key[:100]!r} is longer than {MAX_LABEL_BYTES} bytes")
         sub.put(key_bytes(key), key_bytes(value))
 
@@ -346,7 +348,7 @@ def write_image(bucket: BucketTree, image: ImageRecord) -> None:
     """containerd ``writeImage`` into ``images/<name>``."""
     write_timestamps(bucket, image.created_at, image.updated_at)
     write_map(bucket, K.LABELS, image.labels)
-    write_map(bucket, K.ANNOTATIONS, image.annotations)
+    write_map(bucket, K.ANNOTATIONS, image.annotations, labels=False)
     write_target(bucket, image.target)
 
 

@@ -201,8 +201,11 @@ class ImageSpec:
 def merge_image(ns: BucketTree, spec: ImageSpec, now_ns: int) -> str:
     """Create ``images/<name>``; an existing one is retargeted (``Update(img, "target")``).
 
-    Labels the import asks for (CRI ``managed``/``pinned``) are added to an existing record;
-    its annotations are kept, as ``ctr import`` keeps them.
+    Labels the import asks for (CRI ``managed``/``pinned``) are added to an existing record.
+    Its annotations are the target's (containerd's ``writeImage`` stores
+    ``image.Target.Annotations``), and ``Update(img, "target")`` replaces the target as a unit:
+    they become the new entry's (kept, the record and every later export's ``index.json``
+    described the previous version of the image: a red-team run).
     """
     images = ns.bucket(K.IMAGES, create=True)
     assert images is not None
@@ -219,6 +222,10 @@ def merge_image(ns: BucketTree, spec: ImageSpec, now_ns: int) -> str:
     changed = False
     if not same_target(record, target):
         write_target(record, target)
+        changed = True
+    annotations = {k: v for k, v in spec.annotations.items() if v}
+    if read_map(record.bucket(K.ANNOTATIONS)) != annotations:
+        write_map(record, K.ANNOTATIONS, annotations, labels=False)
         changed = True
     current = read_map(record.bucket(K.LABELS))
     wanted = {**current, **{k: v for k, v in spec.labels.items() if v}}

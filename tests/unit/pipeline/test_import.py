@@ -417,3 +417,50 @@ def test_reimport_restores_a_lost_blob_file_without_touching_metadata(tmp_path: 
     assert report.blobs_written == 1 and report.images[0].status == "present"
     assert blob.read_bytes() == (builder.path / "blobs" / "sha256" / blob.name).read_bytes()
     assert os.stat(root / META).st_ino == ino
+
+
+# -- annotations ---------------------------------------------------------------------------------
+
+
+def _annotate(builder: LayoutBuilder, extra: dict[str, str]) -> None:
+    """Add annotations to the layout's last index.json entry."""
+    index = json.loads((builder.path / "index.json").read_text())
+    index["manifests"][-1]["annotations"] = {**index["manifests"][-1].get("annotations", {}), **extra}
+    (builder.path / "index.json").write_text(json.dumps(index))
+
+
+def _annotations(root: Path, name: str) -> dict[str, str]:
+    record = _ns(read_tree(root / META)).bucket(K.IMAGES, name.encode())
+    assert record is not None
+    return R.read_map(record.bucket(K.ANNOTATIONS))
+
+
+def test_an_annotation_longer_than_a_label_may_be_is_imported(tmp_path: Path, layout) -> None:
+    """containerd holds labels to 4096 bytes, not annotations: ``ctr images import`` takes an
+    index entry with a 5,000-byte description; ctrconv refused the whole input (a red-team run)."""
+    builder, _ = layout
+    long = "d" * 5000
+    _annotate(builder, {"org.opencontainers.image.description": long})
+    root = tmp_path / "root"
+    copy_images_to_root(LayoutSource(builder.path), root, unpack=False)
+    assert _annotations(root, "docker.io/library/t:1")["org.opencontainers.image.description"] == long
+
+
+def test_a_name_imported_again_takes_the_new_entrys_annotations(tmp_path: Path, layout) -> None:
+    """The record's annotations are its target's, which containerd's ``Update(img, "target")``
+    replaces as a unit: a re-import over a name leaves the new entry's annotations (ctrconv kept
+    the old ones, so the record and later exports described the previous image: a red-team run);
+    the same input again changes nothing."""
+    builder, _ = layout
+    _annotate(builder, {"org.opencontainers.image.version": "1", "old.only": "x"})
+    root = tmp_path / "root"
+    copy_images_to_root(LayoutSource(builder.path), root, unpack=False)
+    newer = LayoutBuilder(tmp_path / "newer")
+    newer.image("docker.io/library/t:1", [{"etc/hello": b"v2\n"}])
+    _annotate(newer, {"org.opencontainers.image.version": "2"})
+    report = copy_images_to_root(LayoutSource(newer.path), root, unpack=False)
+    assert [i.status for i in report.images] == ["updated"]
+    got = _annotations(root, "docker.io/library/t:1")
+    assert got["org.opencontainers.image.version"] == "2" and "old.only" not in got
+    again = copy_images_to_root(LayoutSource(newer.path), root, unpack=False)
+    assert [i.status for i in again.images] == ["present"] and not again.metadata_written
