@@ -63,6 +63,7 @@ from ctrconv.recovery.salvage import CONTAINERD_ROOT_HINTS, Salvaged, lock_store
 from ctrconv.recovery.snapshots import (
     Detached,
     clean_snapshots,
+    meta_db_predates_snapshots,
     drop_containers_without_snapshots,
     hold_orphan_writable_snapshots,
     snapshots_unlike_their_layers,
@@ -318,6 +319,7 @@ def _repair(run: _Run, stores: Salvaged, report: RebuildReport) -> dict[str, set
     good = check_content(run.croot, run.target, report, in_place=run.in_place, stamp=run.stamp, jobs=run.jobs,
                          progress=run.progress, link=run.link, known=run.known)
     stores.lost_paths |= {(K.V1, key_bytes(ns), name) for ns, name in drop_flattened_buckets(meta, report)}
+    stores.lost_paths |= meta_db_predates_snapshots(meta, backends, run.croot, report)
     orphaned = clean_metadata(meta, good, report, content)
     for sn, backend in backends.items():
         drop_undecodable_labels(backend, f"{sn}/metadata.db", report)

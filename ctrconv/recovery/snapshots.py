@@ -873,3 +873,55 @@ def _refusing_when_full(walk: Iterator[T]) -> Iterator[T]:
         raise NoSpaceError(f"{exc}; nothing was changed",
                            hint="free space beside the root, or use --trust-snapshots to reuse the snapshots "
                                 "without comparing them with their layers") from exc
+
+
+def meta_db_predates_snapshots(meta: BucketTree, backends: Mapping[str, BucketTree], croot: ContainerdRoot,
+                               report: RebuildReport) -> set[tuple[bytes, ...]]:
+    """The meta.db bucket paths whose records an older meta.db lacks: a namespace whose
+    snapshotter holds committed snapshots, or writable ones with files, that meta.db never
+    issued (:mod:`ctrconv.containerd.snapshotkeys`: meta.db was put back from an older copy).
+    Its snapshot records are restored from the snapshotter's, and its content and image records
+    re-derived from the blobs on disk, as for records damage took; containers cannot be (their
+    specs were in meta.db only): their writable layers are restored and held. One without files
+    (a write stopped between the two commits) is no such sign (GC removes it). Said as damage of
+    meta.db in the report. Before, a rebuild found nothing to repair and containerd's next
+    garbage collection deleted a container's files (a red-team run)."""
+    from ctrconv.containerd.snapshotkeys import issued_after
+
+    lost: set[tuple[bytes, ...]] = set()
+    for sn, backend in sorted(backends.items()):
+        records = backend.bucket(K.V1, K.SNAPSHOTS)
+        if records is None:
+            continue
+        known: set[str] = set()
+        for _, ns in namespaces(meta):
+            bucket = ns.bucket(K.SNAPSHOTS, key_bytes(sn))
+            if bucket is not None:
+                known |= {text(r.get(K.NAME)) for r in bucket.entries.values()
+                          if isinstance(r, BucketTree) and r.get(K.NAME)}
+        found = []
+        for backend_key, record in records.entries.items():
+            if isinstance(record, BucketTree):
+                try:
+                    found.append(read_backend_snapshot(record, text(backend_key), times=False))
+                except FormatError:
+                    continue
+
+        def sequence(namespace: str, sn: str = sn) -> int:
+            bucket = meta.bucket(K.V1, key_bytes(namespace), K.SNAPSHOTS, key_bytes(sn))
+            return 0 if bucket is None else bucket.sequence
+
+        for snapshot in issued_after(found, sequence, known):
+            fs = croot.snapshot_fs(sn, snapshot.id)
+            if not holds_entries(fs) and not (snapshot.kind == "committed" and fs is not None and fs.is_dir()):
+                continue  # (no files: a write stopped between the two commits)
+            namespace = snapshot.key.split("/", 1)[0]
+            path = (K.V1, key_bytes(namespace))
+            if not {(*path, K.SNAPSHOTS), (*path, K.CONTENT), (*path, K.IMAGES)} <= lost:
+                lost |= {(*path, K.SNAPSHOTS), (*path, K.CONTENT), (*path, K.IMAGES)}
+                entry = report.salvage.setdefault(str(croot.meta_db), {"source": "meta", "damage": []})
+                entry.setdefault("damage", []).append(
+                    f"meta.db is older than {sn}/metadata.db: snapshot {snapshot.key} was made after it (above "
+                    f"namespace {namespace}'s sequence {sequence(namespace)}); the namespace's snapshot, content and "
+                    "image records are restored from what the root holds")
+    return lost

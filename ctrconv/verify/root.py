@@ -215,6 +215,7 @@ def _check_records(croot: ContainerdRoot, report: Report, namespaces: list[str] 
                 for blob in _safe(report, f"{ns}/content", "meta.db", meta.blobs(ns)):
                     referenced.add(blob.digest)
             _check_meta_snapshots(meta, selected, report, backends, snaps)
+            _check_meta_db_age(croot, meta, backends, backend_names, report)
             if deep:
                 _deep(meta, croot, selected, report, backends)
     except CtrconvError as exc:
@@ -223,6 +224,35 @@ def _check_records(croot: ContainerdRoot, report: Report, namespaces: list[str] 
     for sn, backend in backends.items():
         _check_snapshotter(croot, sn, backend, backend_names.get(sn, set()), report)
     return referenced
+
+
+def _check_meta_db_age(croot: ContainerdRoot, meta: MetadataDB, backends: dict[str, "_Backend"],
+                       known: dict[str, set[str]], report: Report) -> None:
+    """Snapshots meta.db never issued (:mod:`ctrconv.containerd.snapshotkeys`): it is older than
+    the snapshotter's database, put back from a copy, and containerd's next garbage collection
+    deletes what was made since (verify called such a root clean, and GC then took a
+    container's files: a red-team run). One without files (an empty one being prepared, a
+    committed one without its directory) is what a write stopped between the two commits
+    leaves: information."""
+    from ctrconv.containerd.snapshotkeys import issued_after
+
+    for sn, backend in backends.items():
+        for s in issued_after(backend.snapshots, lambda ns: meta.snapshot_sequence(ns, sn), known.get(sn, set())):
+            namespace = s.key.split("/", 1)[0]
+            fs = croot.snapshot_fs(sn, s.id)
+            obj = f"backend snapshot {sn}/{s.key}"
+            sequence = meta.snapshot_sequence(namespace, sn)
+            if holds_entries(fs) or (s.kind == "committed" and fs is not None and fs.is_dir()):
+                report.add("meta-db-older", obj, str(croot.meta_db),
+                           f"made after this meta.db (its number is above the namespace's sequence {sequence} in "
+                           "meta.db): meta.db was put back from an older copy, and containerd's garbage collection "
+                           "deletes what was made since, files and all; run ctrconv rebuild before containerd runs "
+                           "(it restores their records)")
+            else:
+                report.add("meta-db-older", obj, str(croot.meta_db),
+                           f"above the namespace's sequence {sequence} in meta.db, with no files: a snapshot being "
+                           "prepared, or a write stopped between the snapshotter's commit and meta.db's "
+                           "(containerd's GC removes it)", severity="info")
 
 
 def _note_absent_namespaces(meta: MetadataDB, selected: list[str], report: Report) -> None:
