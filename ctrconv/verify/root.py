@@ -923,6 +923,12 @@ def _check_snapshotter(croot: ContainerdRoot, sn: str, backend: _Backend, refere
                 report.add("missing-snapshot-dir", obj, str(croot.snapshot_dir(sn, s.id)),
                            f"id {s.id} has no directory; no meta.db record names it (containerd's GC removes it)",
                            severity="info")
+        if s.kind == "committed" and (s.inodes or 0) > 1 and fs is not None and fs.is_dir() and not holds_entries(fs):
+            # (a scandir of the tree, not its walk: --deep compares the files themselves)
+            report.add("emptied-snapshot", obj, str(fs),
+                       f"id {s.id}: its tree is empty, while the snapshotter counted {s.inodes} inodes in it at its "
+                       "commit: its files are gone, and every container on it fails to start (ctrconv rebuild "
+                       "unpacks it again)")
         _check_labels(s.labels, obj, where, report)
         if s.parent and s.parent not in by_key:
             report.add("snapshot-chain", obj, where, f"parent {s.parent} is not in the snapshotter")

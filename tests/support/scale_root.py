@@ -130,6 +130,7 @@ class ScaleRootBuilder:
         d = self.snap_dir / str(snap_id)
         d.mkdir(mode=0o700)
         (d / "fs").mkdir(mode=0o755)
+        (d / "fs" / "layer").write_bytes(b"")  # (the inodes recorded: the tree and this file)
         (d / "work").mkdir(mode=0o711)
 
     def image(self, name: str, target: dict) -> None:
