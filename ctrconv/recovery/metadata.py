@@ -49,6 +49,11 @@ def clean_metadata(meta: BucketTree, good: dict[str, int], report: RebuildReport
             digest = (target_digest(record) if isinstance(record, BucketTree) else None) or ""
             if not digest and isinstance(record, BucketTree) and content is not None:
                 digest = _mend_lost_target(ns_name, key, record, ns, good, known_targets, content, report) or ""
+            elif digest not in good and isinstance(record, BucketTree) and content is not None \
+                    and _says_another_target(key, digest):
+                # a damaged target digest (a flipped bit) where the root still says the right one
+                digest = _mend_lost_target(ns_name, key, record, ns, good, known_targets, content, report,
+                                           lost=f"its target digest {digest!r} damaged") or digest
             if digest not in good:
                 del images.entries[key]
                 report.drop("image", f"image {ns_name}/{text(key)}", f"target {digest or '?'} missing or corrupt")
@@ -69,8 +74,23 @@ def _targets_by_name(meta: BucketTree) -> dict[bytes, set[str]]:
     return found
 
 
+def _says_another_target(key: bytes, digest: str) -> bool:
+    """Whether an image record whose target ``digest`` is not a good blob may be mended from what
+    else the root says: its ``repo@sha256:...`` name holds a digest other than that one, or the
+    digest is no digest at all (damaged bytes; a valid one whose blob is gone stays gone)."""
+    name = text(key)
+    if "@" in name:
+        return name.rsplit("@", 1)[1] != digest
+    try:
+        Digest.parse(digest)
+    except (CtrconvError, ValueError):
+        return True
+    return False
+
+
 def _mend_lost_target(ns_name: str, key: bytes, record: BucketTree, ns: BucketTree, good: dict[str, int],
-                      known: dict[bytes, set[str]], content: ContentStore, report: RebuildReport) -> str | None:
+                      known: dict[bytes, set[str]], content: ContentStore, report: RebuildReport,
+                      lost: str = "record lost to damage") -> str | None:
     """The target of an image record whose name survived the damage but whose body (a lost
     page) did not, where the root still says it: the digest in a ``repo@sha256:...`` name, or
     the one target the same name has in the other namespaces. The record was dropped, and with
@@ -98,7 +118,7 @@ def _mend_lost_target(ns_name: str, key: bytes, record: BucketTree, ns: BucketTr
     if ns_name == CRI_NAMESPACE and record.bucket(K.LABELS) is None:
         write_map(record, K.LABELS, {LABEL_CRI_IMAGE: "managed"})  # (as a re-derived CRI image)
     report.restore("image", f"image {ns_name}/{name}",
-                   f"record lost to damage, its name survived: target {doc['digest']} "
+                   f"{lost}, its name survived: target {doc['digest']} "
                    f"({'the digest its name holds' if '@' in name else 'the target this name has elsewhere'})")
     return str(doc["digest"])
 

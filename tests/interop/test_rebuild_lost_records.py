@@ -1234,3 +1234,33 @@ def test_an_index_image_unpacked_for_another_platform_whose_layer_blob_is_lost_i
     daemon.force_gc("other")
     assert image["ref"] in daemon.ctr("images", "ls", "-q", namespace="other").stdout.split()
     assert set(daemon.ctr("snapshots", "ls", namespace="other").stdout.splitlines()[1:]) == snapshots
+
+
+@pytest.mark.parametrize("line", ["1.6", "2.x"])
+def test_an_image_whose_target_digest_is_damaged_takes_it_back_from_its_name(line, realnode_set_for, cli, tmp_path):
+    """A flipped bit in a ``repo@sha256:<digest>`` record's target: rebuild dropped the record
+    although its name holds the digest (a red-team run: CRI's repo-digest name was lost). The
+    target comes back from the name, as for a record whose body was lost; a tag whose target
+    digest is no digest at all comes back from the one target its name has elsewhere. A
+    record whose valid target's blob is gone stays dropped."""
+    from ctrconv.bolt.reader import read_tree
+    from ctrconv.bolt.writer import write_bolt
+
+    root = realnode_set_for(line).copy_root("node", tmp_path / "node")
+    before = {(i["namespace"], i["name"]): i["digest"] for i in cli("ls", "--root", str(root), "-A", "--json").json["images"]}
+    meta = root.joinpath(*META)
+    tree = read_tree(meta)
+    images = tree.bucket(b"v1", b"k8s.io", b"images")
+    by_digest = next(k for k in sorted(images.entries) if b"@sha256:" in k)
+    tag = next(k for k in sorted(images.entries) if b"@" not in k and not k.startswith(b"sha256:")
+               and ("default", k.decode()) in before)
+    for key, damaged in ((by_digest, "sha256:df988985314ac\x15" + "0" * 50), (tag, "sha256:" + "Z" * 64)):
+        images.bucket(key).bucket(b"target").put(b"digest", damaged.encode())
+    write_bolt(meta, tree)
+    out = tmp_path / "new"
+    result = cli("rebuild", "--root", str(root), "-o", str(out), "-q", "--json")
+    assert result.code == 0, result.stderr
+    after = {(i["namespace"], i["name"]): i["digest"] for i in cli("ls", "--root", str(out), "-A", "--json").json["images"]}
+    for key in (by_digest, tag):
+        assert after.get(("k8s.io", key.decode())) == before[("k8s.io", key.decode())], (key, result.json["dropped"])
+    assert cli("verify", "--root", str(out), "-A", "-q").code == 0
