@@ -29,6 +29,7 @@ index whose children it does not hold, and a tag must never point at a partial i
 
 from __future__ import annotations
 
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -118,11 +119,23 @@ def _mount_sources(labels: dict[str, str], dest: RegistryRef) -> list[str]:
     return [repo for repo in value.split(",") if repo and repo != dest.repository]
 
 
+#: distribution's tag grammar
+_TAG = re.compile(r"[\w][\w.-]{0,127}")
+
+
 def _tag_of(name: str) -> str | None:
+    """The tag an image name gives its push to ``HOST/REPO`` (the repository comes from the
+    destination). A name containerd stores but the reference grammar refuses (an upper-case
+    repository, ``docker.io/library/UpperCase:Tag``) still has its tag: taken as it reads (it
+    was pushed untagged, without a word: a red-team run). A CRI ``sha256:<id>`` name has none."""
+    if re.fullmatch(r"sha256:[0-9a-f]{64}", name):
+        return None  # (the grammar reads it as ``docker.io/library/sha256`` tagged with the hex)
     try:
         ref = parse_docker_ref(name)
-    except Exception:  # a CRI ``sha256:<id>`` name or anything else that is not a reference
-        return None
+    except Exception:  # anything the grammar refuses
+        last = name.rsplit("/", 1)[-1] if "/" in name and "@" not in name else ""
+        tag = last.rsplit(":", 1)[1] if ":" in last else ""
+        return tag if _TAG.fullmatch(tag) else None
     return ref.tag or None if ref.digest is None else None
 
 
