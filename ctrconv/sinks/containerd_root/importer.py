@@ -648,7 +648,9 @@ def _write_records(run: _Import, imports: list[_PlannedImport], unpacked: dict[s
         if item.cri is not None:
             names = list(item.cri.names)
             statuses = [R.merge_image(ns, R.ImageSpec(n, item.entry.descriptor, {}, labels), run.now_ns) for n in names]
-            status = statuses[0] if len(set(statuses)) == 1 else "updated"
+            # a name another image of the run made already (the ``sha256:<id>`` of two tags of one
+            # image) is no update: a new tag on a fresh root said "updated" (a red-team run)
+            status = R.UPDATED if R.UPDATED in statuses else R.ADDED if R.ADDED in statuses else R.PRESENT
         else:
             names = [item.name]
             spec = R.ImageSpec(item.name, item.entry.descriptor, _entry_annotations(item.entry), labels)

@@ -464,3 +464,19 @@ def test_a_name_imported_again_takes_the_new_entrys_annotations(tmp_path: Path, 
     assert got["org.opencontainers.image.version"] == "2" and "old.only" not in got
     again = copy_images_to_root(LayoutSource(newer.path), root, unpack=False)
     assert [i.status for i in again.images] == ["present"] and not again.metadata_written
+
+
+def test_two_tags_of_one_image_on_a_fresh_root_are_both_imported_not_updated(tmp_path: Path) -> None:
+    """In k8s.io both tags share CRI's ``sha256:<id>`` name: the second tag found it made by the
+    first and was reported ``updated`` on a fresh root (a red-team run)."""
+    builder = LayoutBuilder(tmp_path / "layout")
+    builder.image("docker.io/library/t:1", [{"f": b"1"}])
+    index = json.loads((builder.path / "index.json").read_text())
+    second = dict(index["manifests"][0], annotations={"io.containerd.image.name": "docker.io/library/t:2"})
+    index["manifests"].append(second)
+    (builder.path / "index.json").write_text(json.dumps(index))
+    report = copy_images_to_root(LayoutSource(builder.path), tmp_path / "root", namespace="k8s.io", unpack=False)
+    assert [(i.name, i.status) for i in report.images] == [("docker.io/library/t:1", "added"),
+                                                           ("docker.io/library/t:2", "added")]
+    again = copy_images_to_root(LayoutSource(builder.path), tmp_path / "root", namespace="k8s.io", unpack=False)
+    assert [i.status for i in again.images] == ["present", "present"]
