@@ -1174,6 +1174,19 @@ def test_restored_snapshot_records_nothing_references_are_held_from_gc(line, cli
     assert {p.name for p in (out / SNAPSHOTS).glob("*/fs/file*")} == {f"file{i}" for i in range(6)}
 
 
+def _rebuilt_without_top_layer_blob(corpus, image: dict, platform: str, cli, tmp_path: Path):
+    """``rebuild -o`` of a node copy whose ``image`` lost the blob of its top layer for
+    ``platform``: (that layer's digest, the new root, the result), no image dropped."""
+    root = corpus.copy_root("node", tmp_path / "node")
+    lost = image["platform_manifests"][platform]["layers"][-1]
+    (root / "io.containerd.content.v1.content" / "blobs" / "sha256" / lost.split(":", 1)[1]).unlink()
+    new = tmp_path / "new"
+    result = cli("rebuild", "--root", str(root), "-o", str(new), "-q", "--json")
+    assert result.code == 0, result.stderr
+    assert not [d for d in result.json["dropped"] if d["kind"] == "image"], result.json["dropped"]
+    return lost, new, result
+
+
 @pytest.mark.parametrize("line", ["1.6", "2.x"])
 def test_an_index_image_whose_host_layer_blob_is_lost_is_kept_and_runs(line, realnode_set_for, cli, tmp_path,
                                                                        private_containerd):
@@ -1185,13 +1198,7 @@ def test_an_index_image_whose_host_layer_blob_is_lost_is_kept_and_runs(line, rea
     corpus = realnode_set_for(line)
     info = corpus.info
     image = next(i for i in info["images"] if i["key"] == "list")
-    root = corpus.copy_root("node", tmp_path / "node")
-    lost = image["platform_manifests"][info["host_platform"]]["layers"][-1]
-    (root / "io.containerd.content.v1.content" / "blobs" / "sha256" / lost.split(":", 1)[1]).unlink()
-    new = tmp_path / "new"
-    result = cli("rebuild", "--root", str(root), "-o", str(new), "-q", "--json")
-    assert result.code == 0, result.stderr
-    assert not [d for d in result.json["dropped"] if d["kind"] == "image"], result.json["dropped"]
+    lost, new, result = _rebuilt_without_top_layer_blob(corpus, image, info["host_platform"], cli, tmp_path)
     kept = [i for i in result.json["images"] if i["name"] == image["ref"]]
     assert kept and all(lost in i["origin"] and i["origin"].startswith("kept: it runs") for i in kept), kept
     daemon = private_containerd(root=new, binary_dir=None if line == "1.6" else str(bin_dir_for(line)))
@@ -1221,13 +1228,7 @@ def test_an_index_image_unpacked_for_another_platform_whose_layer_blob_is_lost_i
     daemon.stop()
     assert snapshots, "the corpus unpacks the arm64 pull in namespace other"
 
-    root = corpus.copy_root("node", tmp_path / "node")
-    lost = image["platform_manifests"][info["other_platform"]]["layers"][-1]
-    (root / "io.containerd.content.v1.content" / "blobs" / "sha256" / lost.split(":", 1)[1]).unlink()
-    new = tmp_path / "new"
-    result = cli("rebuild", "--root", str(root), "-o", str(new), "-q", "--json")
-    assert result.code == 0, result.stderr
-    assert not [d for d in result.json["dropped"] if d["kind"] == "image"], result.json["dropped"]
+    lost, new, result = _rebuilt_without_top_layer_blob(corpus, image, info["other_platform"], cli, tmp_path)
     [kept] = [i for i in result.json["images"] if i["name"] == image["ref"] and i["namespace"] == "other"]
     assert kept["origin"].startswith("kept: it runs") and lost in kept["origin"], kept
     daemon = private_containerd(root=new, binary_dir=binary_dir)
