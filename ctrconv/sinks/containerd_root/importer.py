@@ -500,7 +500,10 @@ def _plan(source: ImageSource, chosen: list[tuple[str, NamedEntry]], options: _O
             raise MissingContentError(f"image {image_name}: the input lacks {missing}")
         foreign = {str(d.get("digest")) for d in plan.missing}
         if not plan.manifests:
-            report.skipped.append({"name": image_name, "reason": "no manifest for the selected platforms"})
+            media_type = str(entry.descriptor.get("mediaType", ""))
+            reason = ("no manifest for the selected platforms" if mt.is_manifest(media_type) or mt.is_index(media_type)
+                      else f"not an image: its entry names a {media_type or 'blob without a media type'}")
+            report.skipped.append({"name": image_name, "reason": reason})
             continue
         for m in plan.manifests:
             # nothing reads a manifest's document after planning (the unpack reads its config
@@ -519,6 +522,9 @@ def _plan(source: ImageSource, chosen: list[tuple[str, NamedEntry]], options: _O
                                digest_name=not entry.synthesised)
         imports.append(_PlannedImport(image_name, entry, plan, unpack, record))
     if not imports:
+        reasons = {skipped["reason"] for skipped in report.skipped}
+        if reasons and all(r.startswith("not an image") for r in reasons):
+            raise UsageError(f"nothing to import: {'; '.join(sorted(reasons))}")
         raise UsageError("nothing to import: every image was filtered out by the platform selection")
     return imports
 

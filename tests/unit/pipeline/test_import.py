@@ -480,3 +480,15 @@ def test_two_tags_of_one_image_on_a_fresh_root_are_both_imported_not_updated(tmp
                                                            ("docker.io/library/t:2", "added")]
     again = copy_images_to_root(LayoutSource(builder.path), tmp_path / "root", namespace="k8s.io", unpack=False)
     assert [i.status for i in again.images] == ["present", "present"]
+
+
+def test_an_entry_that_names_no_image_says_so(tmp_path: Path) -> None:
+    """An index.json entry naming a layer blob was refused as "filtered out by the platform
+    selection" (no platform was asked for: a red-team run)."""
+    builder = LayoutBuilder(tmp_path / "layout")
+    img = builder.image("docker.io/library/t:1", [{"f": b"1"}])
+    index = json.loads((builder.path / "index.json").read_text())
+    index["manifests"] = [dict(img["layers"][0], annotations={"io.containerd.image.name": "docker.io/library/l:1"})]
+    (builder.path / "index.json").write_text(json.dumps(index))
+    with pytest.raises(UsageError, match="not an image: its entry names a application/vnd.oci.image.layer.v1.tar"):
+        copy_images_to_root(LayoutSource(builder.path), tmp_path / "root", unpack=False)
