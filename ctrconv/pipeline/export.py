@@ -216,8 +216,9 @@ def _select_file(source: ImageSource, options: ExportOptions) -> _Selected:
         raise UsageError("--link hard-links blobs of a containerd root; a file input is copied")
     entries = source.entries()
     if options.name is not None:  # ``convert --name``: a skopeo dir: layout, say, names no image
-        if len(entries) != 1:
-            raise UsageError(f"--name needs an input with exactly one image; it has {len(entries)}")
+        images = len({str(e.descriptor.get("digest")) for e in entries})  # (one image, several names: one)
+        if images != 1:
+            raise UsageError(f"--name needs an input with exactly one image; it has {images}")
         entries = [dataclasses.replace(entries[0], name=options.name)]
     images = EntryImages(entries)
     if not list(images.images("")):

@@ -104,8 +104,10 @@ def unpack_matcher(unpack_platform: str | None) -> plat.MatchComparer:
 
 def _named_entries(entries: Sequence[NamedEntry], name: str | None, namespace: str) -> list[tuple[str, NamedEntry]]:
     if name is not None:
-        if len(entries) != 1:
-            raise UsageError(f"--name needs an input with exactly one image; it has {len(entries)}")
+        # one image under several names (entries with one target) is one image (it counted 61)
+        images = len({str(e.descriptor.get("digest")) for e in entries})
+        if images != 1:
+            raise UsageError(f"--name needs an input with exactly one image; it has {images}")
         return [(name, entries[0])]
     named = [(e.name, e) for e in entries if e.name]
     if namespace == docker_store.NAMESPACE:  # as docker load records an unnamed image

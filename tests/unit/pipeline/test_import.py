@@ -492,3 +492,18 @@ def test_an_entry_that_names_no_image_says_so(tmp_path: Path) -> None:
     (builder.path / "index.json").write_text(json.dumps(index))
     with pytest.raises(UsageError, match="not an image: its entry names a application/vnd.oci.image.layer.v1.tar"):
         copy_images_to_root(LayoutSource(builder.path), tmp_path / "root", unpack=False)
+
+
+def test_name_takes_one_image_under_several_names(tmp_path: Path) -> None:
+    """``--name`` needs one image: an input whose one image carries several names is one (it
+    counted the names: a red-team run); two images are refused, counted as images."""
+    builder = LayoutBuilder(tmp_path / "layout")
+    builder.image("docker.io/library/t:1", [{"f": b"1"}])
+    index = json.loads((builder.path / "index.json").read_text())
+    index["manifests"].append(dict(index["manifests"][0], annotations={"io.containerd.image.name": "docker.io/library/t:2"}))
+    (builder.path / "index.json").write_text(json.dumps(index))
+    report = copy_images_to_root(LayoutSource(builder.path), tmp_path / "root", unpack=False, name="docker.io/library/x:1")
+    assert [i.name for i in report.images] == ["docker.io/library/x:1"]
+    builder.image("docker.io/library/u:1", [{"g": b"2"}])
+    with pytest.raises(UsageError, match="exactly one image; it has 2"):
+        copy_images_to_root(LayoutSource(builder.path), tmp_path / "root2", unpack=False, name="docker.io/library/x:1")
