@@ -220,6 +220,7 @@ def test_stdout_and_stdin(fixture_set, cli, tmp_path):
 def test_errors_say_one_line_and_leave_nothing(fixture_set, cli, tmp_path):
     oci_tar = fixture_set.file(fixture_set.input("bbx-oci")["path"])
     multi = fixture_set.file(fixture_set.input("bbx-multi")["path"])
+    layout = fixture_set.file(fixture_set.input("oci-layout")["path"])  # (several images)
     out = tmp_path / "out.tar"
     cases = [
         (["-i", str(tmp_path / "nope.tar"), "-o", str(out)], 2, "nope.tar"),
@@ -228,7 +229,7 @@ def test_errors_say_one_line_and_leave_nothing(fixture_set, cli, tmp_path):
         (["-i", str(oci_tar), "-o", str(oci_tar)], 2, "is the input"),
         (["-i", str(multi), "-o", str(out), "--platform", "windows/amd64"], 1, "no manifest found for the requested platform"),
         (["-i", str(multi), "-o", str(out), "--platform", "linux/amd64", "--all-platforms"], 2, "mutually exclusive"),
-        (["-i", str(oci_tar), "-o", str(out), "--name", "x:1"], 2, "exactly one image"),
+        (["-i", str(layout), "-o", str(out), "--name", "x:1"], 2, "exactly one image"),
         (["-i", str(oci_tar), "-o", "-", "--json"], 2, "--json cannot be combined"),
         (["-i", "docker://example.invalid/x:1", "-o", str(out)], 2, "convert reads files"),
     ]
@@ -257,3 +258,13 @@ def test_a_corrupt_blob_fails_the_conversion_and_leaves_no_output(fixture_set, c
         assert res.code == 1, (fmt, res.stderr)
         assert "digest" in res.stderr.lower() and layer in res.stderr, (fmt, res.stderr)
         assert list(out.parent.iterdir()) == [], fmt
+
+
+def test_name_takes_one_image_that_carries_several_names(fixture_set, cli, tmp_path):
+    """``bbx-oci`` is one image under two names: ``--name`` names it (it counted the names and
+    refused: a red-team run)."""
+    oci_tar = fixture_set.file(fixture_set.input("bbx-oci")["path"])
+    out = tmp_path / "out.tar"
+    res = cli("convert", "-i", str(oci_tar), "-o", str(out), "--name", "docker.io/library/x:1", "--json")
+    assert res.code == 0, res.stderr
+    assert [i["name"] for i in res.json["images"]] == ["docker.io/library/x:1"]
