@@ -47,6 +47,11 @@ def test_a_meta_db_put_back_from_an_older_copy_is_found_and_what_was_made_since_
 
     rebuilt = cli("rebuild", "--root", str(root), "-q", "--json")
     assert rebuilt.code == 0, rebuilt.stderr
+    assert any(r["object"] == "snapshot default/overlayfs/since" for r in rebuilt.json["restored"]), rebuilt.json
+    # the image imported since comes back from its blobs (its name was in the archive only)
+    assert [i for i in rebuilt.json["images"] if i["origin"] == "re-derived from content"], rebuilt.json["images"]
+    assert any("meta.db is older than overlayfs/metadata.db" in d
+               for entry in rebuilt.json["salvage"].values() for d in entry.get("damage", []))
     assert cli("verify", "--root", str(root), "-A", "-q").code == 0
     daemon = private_containerd(root=root, binary_dir=binary_dir)
     daemon.force_gc("default")
