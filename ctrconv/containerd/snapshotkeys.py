@@ -13,9 +13,11 @@ to this meta.db, and containerd's next garbage collection deletes them with thei
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Iterable, Iterator, TypeVar
 
 from ctrconv.containerd.records import BackendSnapshot, backend_name_seq
+from ctrconv.containerd.root import holds_entries
 
 S = TypeVar("S", bound=BackendSnapshot)
 
@@ -42,3 +44,11 @@ def issued_after(snapshots: Iterable[S], meta_sequence: Callable[[str], int], kn
             sequences[namespace] = meta_sequence(namespace)
         if number > sequences[namespace]:
             yield snapshot
+
+
+def holds_work(kind: str, fs: "os.PathLike[str] | None") -> bool:
+    """Whether a snapshot meta.db never issued holds what was made since: files (a container's
+    writable layer), or a committed tree with its directory (a layer unpacked since). One without
+    files is what a write stopped between the snapshotter's commit and meta.db's leaves (a
+    snapshot being prepared; ctrconv's own import killed between its renames): GC's."""
+    return holds_entries(fs) or (kind == "committed" and fs is not None and os.path.isdir(fs))

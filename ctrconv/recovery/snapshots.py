@@ -886,7 +886,7 @@ def meta_db_predates_snapshots(meta: BucketTree, backends: Mapping[str, BucketTr
     (a write stopped between the two commits) is no such sign (GC removes it). Said as damage of
     meta.db in the report. Before, a rebuild found nothing to repair and containerd's next
     garbage collection deleted a container's files (a red-team run)."""
-    from ctrconv.containerd.snapshotkeys import issued_after
+    from ctrconv.containerd.snapshotkeys import holds_work, issued_after
 
     lost: set[tuple[bytes, ...]] = set()
     for sn, backend in sorted(backends.items()):
@@ -912,9 +912,8 @@ def meta_db_predates_snapshots(meta: BucketTree, backends: Mapping[str, BucketTr
             return 0 if bucket is None else bucket.sequence
 
         for snapshot in issued_after(found, sequence, known):
-            fs = croot.snapshot_fs(sn, snapshot.id)
-            if not holds_entries(fs) and not (snapshot.kind == "committed" and fs is not None and fs.is_dir()):
-                continue  # (no files: a write stopped between the two commits)
+            if not holds_work(snapshot.kind, croot.snapshot_fs(sn, snapshot.id)):
+                continue
             namespace = snapshot.key.split("/", 1)[0]
             path = (K.V1, key_bytes(namespace))
             if not {(*path, K.SNAPSHOTS), (*path, K.CONTENT), (*path, K.IMAGES)} <= lost:

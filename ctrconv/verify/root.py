@@ -234,7 +234,7 @@ def _check_meta_db_age(croot: ContainerdRoot, meta: MetadataDB, backends: dict[s
     container's files: a red-team run). One without files (an empty one being prepared, a
     committed one without its directory) is what a write stopped between the two commits
     leaves: information."""
-    from ctrconv.containerd.snapshotkeys import issued_after
+    from ctrconv.containerd.snapshotkeys import holds_work, issued_after
 
     for sn, backend in backends.items():
         for s in issued_after(backend.snapshots, lambda ns: meta.snapshot_sequence(ns, sn), known.get(sn, set())):
@@ -242,7 +242,7 @@ def _check_meta_db_age(croot: ContainerdRoot, meta: MetadataDB, backends: dict[s
             fs = croot.snapshot_fs(sn, s.id)
             obj = f"backend snapshot {sn}/{s.key}"
             sequence = meta.snapshot_sequence(namespace, sn)
-            if holds_entries(fs) or (s.kind == "committed" and fs is not None and fs.is_dir()):
+            if holds_work(s.kind, fs):
                 report.add("meta-db-older", obj, str(croot.meta_db),
                            f"made after this meta.db (its number is above the namespace's sequence {sequence} in "
                            "meta.db): meta.db was put back from an older copy, and containerd's garbage collection "
