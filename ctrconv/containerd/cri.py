@@ -47,8 +47,8 @@ class CriNames:
 def cri_names(name: str, target_digest: str, config_digest: str | None, *, digest_name: bool = True) -> CriNames:
     """Names for ``name`` (normalised as CRI stores them: ``busybox:1`` ->
     ``docker.io/library/busybox:1``), its ``repo@digest`` (not with ``digest_name=False``: a
-    manifest no registry serves, which CRI would report as a repo digest to pull) and its
-    ``sha256:<id>``."""
+    manifest no registry serves, which CRI would report as a repo digest to pull, and then no
+    distribution-source label either) and its ``sha256:<id>``."""
     if _IMAGE_ID.fullmatch(name):
         return CriNames((name,), None)  # an image ID record (a CRI root copied): no other names
     try:
@@ -63,6 +63,8 @@ def cri_names(name: str, target_digest: str, config_digest: str | None, *, diges
         names.append(f"{ref.name}@{target_digest}")
     if config_digest:
         names.append(config_digest)
+    if not digest_name:  # (nothing of it came from that registry: no distribution source either, as ctr)
+        return CriNames(tuple(dict.fromkeys(names)), None)
     host = ref.domain.split(":", 1)[0]
     return CriNames(tuple(dict.fromkeys(names)), (f"{K.LABEL_DISTRIBUTION_SOURCE}.{host}", ref.path))
 

@@ -168,7 +168,8 @@ def derive_images(
             target = Target(doc.descriptor["mediaType"], digest, doc.descriptor["size"])
             labels: dict[str, str] = {}
             if ns_name == CRI_NAMESPACE:
-                candidates, labels = _cri_names(content, ns_name, target, candidates), {LABEL_CRI_IMAGE: "managed"}
+                candidates = _cri_names(content, ns_name, target, candidates, spaces.get(ns_name))
+                labels = {LABEL_CRI_IMAGE: "managed"}
             v1 = meta.bucket(K.V1, create=True)
             images = v1.bucket(key_bytes(ns_name), K.IMAGES, create=True)  # type: ignore[union-attr]
             assert images is not None
@@ -447,15 +448,27 @@ def _pulled_from(ns: BucketTree, digest: str, repositories: dict[tuple[str, str]
     return None
 
 
-def _cri_names(content: ContentStore, ns_name: str, target: Target, candidates: list[str]) -> list[str]:
+def _cri_names(content: ContentStore, ns_name: str, target: Target, candidates: list[str],
+               ns: BucketTree | None = None) -> list[str]:
     """Each name with the names CRI gives a pulled image: the tag (normalised), its
-    ``repo@digest`` and the ``sha256:<image id>`` of the host platform's config."""
+    ``repo@digest`` and the ``sha256:<image id>`` of the host platform's config. No
+    ``repo@digest`` where the target's content record survived without a distribution source:
+    a manifest no registry served (a docker archive's, made on import), which CRI would report
+    as a repo digest to pull."""
     from ctrconv.pipeline.resolve import image_ids
 
     ids = image_ids(content, ImageRecord(ns_name, "", target))
+    digest_name = True
+    record = ns.bucket(K.CONTENT, K.BLOB, key_bytes(target.digest)) if ns is not None else None
+    if record is not None:
+        try:
+            labels = read_map(record.bucket(K.LABELS))
+        except CtrconvError:
+            labels = {}
+        digest_name = any(k.startswith(K.LABEL_DISTRIBUTION_SOURCE + ".") for k in labels)
     found: list[str] = []
     for name in candidates:
-        found += cri_names(name, target.digest, ids[0] if ids else None).names
+        found += cri_names(name, target.digest, ids[0] if ids else None, digest_name=digest_name).names
     return list(dict.fromkeys(found))
 
 

@@ -207,4 +207,8 @@ def test_a_preloaded_docker_archive_has_no_repo_digest_no_registry_serves(line, 
             daemon.close()
     assert seen[mine] == seen[theirs]
     assert seen[mine] and not any(digests for _, _, digests, _ in seen[mine]), seen[mine]
+    # nor does any blob claim a registry it never came from (ctr's import labels none either)
+    with ContainerdRoot(mine).open_metadata() as meta:
+        assert not [b.digest for b in meta.blobs("k8s.io")
+                    if any(k.startswith("containerd.io/distribution.source.") for k in b.labels)]
     assert ["docker.io/library/busybox:latest", "example.com/multi:1"] in [tags for _, tags, _, _ in seen[mine]]

@@ -928,3 +928,22 @@ def test_each_restored_snapshot_nothing_references_is_held_as_ctr_labelled_it():
     for key in ("base", "mid", "top"):
         record = read_snapshot(bucket.bucket(key.encode()), "chain", OVERLAY, key)  # type: ignore[union-attr]
         assert GC_ROOT in record.labels, key
+
+
+def test_derive_images_gives_k8s_io_a_repo_digest_name_only_for_a_manifest_a_registry_served(tmp_path):
+    """CRI reports a ``repo@digest`` name as a repo digest to pull. A lost k8s.io record is
+    derived with one where the target's content record carries a distribution source (a pull),
+    not where it survived without (a docker archive's manifest, made on import: no registry
+    serves it), as the import does not write one either."""
+    root = ContainerdRoot(tmp_path)
+    manifest, _, _ = _image(root)
+    good = {str(d): p.stat().st_size for d, p in root.content.walk()}
+    for labels, digest_name in (({}, False), ({"containerd.io/distribution.source.docker.io": "library/app"}, True)):
+        meta = BucketTree()
+        ns = _ns(meta, "k8s.io")
+        _blob_record(ns, manifest, good[manifest], labels)
+        report = _report()
+        derive_images(meta, good, root.content, {manifest: "docker.io/library/app:1"}, report)
+        names = {i["name"] for i in report.images}
+        assert "docker.io/library/app:1" in names
+        assert (f"docker.io/library/app@{manifest}" in names) is digest_name, names
