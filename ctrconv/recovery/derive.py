@@ -426,18 +426,24 @@ def _cri_alias(name: str) -> bool:
     return "@" in name or (name.startswith("sha256:") and "/" not in name)
 
 
-def _pulled_from(ns: BucketTree, digest: str, repositories: dict[tuple[str, str], str]) -> str | None:
-    """``repo@digest`` from the repository a pull recorded on the target's content record
-    (``containerd.io/distribution.source.<host>=<repo>[,...]``: the first repository), with
-    the port a recorded image name of that host and path has (the label has none)."""
+def _blob_labels(ns: BucketTree, digest: str) -> dict[str, str] | None:
+    """The labels of the namespace's content record of ``digest``; None without a record (or
+    with labels that do not decode: nothing can be told from them)."""
     record = ns.bucket(K.CONTENT, K.BLOB, key_bytes(digest))
     if record is None:
         return None
     try:
-        labels = read_map(record.bucket(K.LABELS))
+        return read_map(record.bucket(K.LABELS))
     except CtrconvError:
         return None
-    for key in sorted(labels):
+
+
+def _pulled_from(ns: BucketTree, digest: str, repositories: dict[tuple[str, str], str]) -> str | None:
+    """``repo@digest`` from the repository a pull recorded on the target's content record
+    (``containerd.io/distribution.source.<host>=<repo>[,...]``: the first repository), with
+    the port a recorded image name of that host and path has (the label has none)."""
+    labels = _blob_labels(ns, digest)
+    for key in sorted(labels or {}):
         if key.startswith(K.LABEL_DISTRIBUTION_SOURCE + ".") and labels[key]:
             host = key[len(K.LABEL_DISTRIBUTION_SOURCE) + 1:]
             path = labels[key].split(",")[0]
@@ -458,14 +464,8 @@ def _cri_names(content: ContentStore, ns_name: str, target: Target, candidates: 
     from ctrconv.pipeline.resolve import image_ids
 
     ids = image_ids(content, ImageRecord(ns_name, "", target))
-    digest_name = True
-    record = ns.bucket(K.CONTENT, K.BLOB, key_bytes(target.digest)) if ns is not None else None
-    if record is not None:
-        try:
-            labels = read_map(record.bucket(K.LABELS))
-        except CtrconvError:
-            labels = {}
-        digest_name = any(k.startswith(K.LABEL_DISTRIBUTION_SOURCE + ".") for k in labels)
+    labels = _blob_labels(ns, target.digest) if ns is not None else None
+    digest_name = labels is None or any(k.startswith(K.LABEL_DISTRIBUTION_SOURCE + ".") for k in labels)
     found: list[str] = []
     for name in candidates:
         found += cri_names(name, target.digest, ids[0] if ids else None, digest_name=digest_name).names
